@@ -1,0 +1,87 @@
+//! Strict base64url without padding (RFC 7515 §2, Appendix C).
+//!
+//! Decoding refuses padding, whitespace, characters outside the URL-safe
+//! alphabet and non-canonical encodings (non-zero trailing bits), so every
+//! byte string has exactly one accepted encoding. Encodings that a lenient
+//! decoder would map to the same bytes are a classic way to make two
+//! different tokens carry one signature.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+
+/// Encode bytes as unpadded base64url.
+pub fn encode(bytes: impl AsRef<[u8]>) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Append the unpadded base64url form of `bytes` to `out`.
+pub fn encode_into(bytes: impl AsRef<[u8]>, out: &mut String) {
+    URL_SAFE_NO_PAD.encode_string(bytes, out);
+}
+
+/// Decode strict unpadded base64url. `None` if the input is not exactly
+/// the canonical encoding of some byte string.
+pub fn decode(text: impl AsRef<[u8]>) -> Option<Vec<u8>> {
+    URL_SAFE_NO_PAD.decode(text).ok()
+}
+
+/// Decode into a caller-provided buffer, returning the decoded length.
+/// `None` if the input is invalid or does not fit.
+pub fn decode_to_slice(text: &[u8], out: &mut [u8]) -> Option<usize> {
+    if decoded_len(text.len())? > out.len() {
+        return None;
+    }
+    URL_SAFE_NO_PAD.decode_slice(text, out).ok()
+}
+
+/// Length of the bytes an unpadded encoding of `encoded_len` characters
+/// holds, or `None` for a length no canonical encoding has.
+pub fn decoded_len(encoded_len: usize) -> Option<usize> {
+    match encoded_len % 4 {
+        1 => None,
+        rem => Some(encoded_len / 4 * 3 + rem.saturating_sub(1)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips() {
+        for len in 0..70 {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
+            let text = encode(&bytes);
+            assert!(!text.contains('='));
+            assert_eq!(decode(&text).unwrap(), bytes);
+            assert_eq!(decoded_len(text.len()), Some(len as usize));
+        }
+    }
+
+    #[test]
+    fn rejects_everything_but_the_canonical_form() {
+        assert_eq!(decode("Zm9v").unwrap(), b"foo");
+        for bad in [
+            "Zm9vYg==", // padding
+            "Zm9vYg=",  // partial padding
+            "Zm9v Yg",  // whitespace
+            "Zm9v\nYg", // newline
+            "Zm9v+g",   // standard alphabet
+            "Zm9v/g",   // standard alphabet
+            "Zm9vY",    // impossible length
+            "Zm9vYh",   // non-zero trailing bits ("Yg" is canonical)
+            "AB",       // non-zero trailing bits
+            "Zm9v?",
+        ] {
+            assert_eq!(decode(bad), None, "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn slice_decoding_checks_room() {
+        let mut buf = [0u8; 3];
+        assert_eq!(decode_to_slice(b"Zm9v", &mut buf), Some(3));
+        assert_eq!(&buf, b"foo");
+        assert_eq!(decode_to_slice(b"Zm9vYg", &mut buf), None);
+    }
+}

@@ -1,0 +1,283 @@
+//! JWK sets (RFC 7517 §5) and the verifying key sets built from them.
+
+use serde_json::{Map, Value};
+
+use super::{Jwk, MAX_JWK_DEPTH};
+use crate::alg::{Algorithm, KeyType};
+use crate::error::Part;
+use crate::jws::{Header, KeySource};
+use crate::key::VerifyingKey;
+use crate::Error;
+
+/// A key that a set could not use, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SkippedKey {
+    /// Position in the set's `keys` array.
+    pub index: usize,
+    /// The key's `kid`, if it had a readable one.
+    pub kid: Option<String>,
+    /// Why it was skipped.
+    pub reason: String,
+}
+
+/// A JWK set as data: the keys that parsed, and the ones that did not.
+///
+/// One unreadable or unsupported key does not make the whole set fail:
+/// identity providers publish keys of types a verifier may not know (for
+/// example encryption keys), and those are skipped and reported in
+/// [`JwkSet::skipped`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct JwkSet {
+    /// The keys.
+    pub keys: Vec<Jwk>,
+    skipped: Vec<SkippedKey>,
+}
+
+impl JwkSet {
+    /// A set of these keys.
+    pub fn new(keys: Vec<Jwk>) -> JwkSet {
+        JwkSet {
+            keys,
+            skipped: Vec::new(),
+        }
+    }
+
+    /// Parse `{"keys":[…]}` strictly. The document itself must be sound;
+    /// keys that are not usable JWKs are skipped and reported.
+    pub fn from_json(text: &str) -> Result<JwkSet, Error> {
+        let mut doc = crate::json::object(text.as_bytes(), Part::Jwk, MAX_JWK_DEPTH + 2)?;
+        let keys = match doc.remove("keys") {
+            Some(Value::Array(keys)) => keys,
+            Some(_) => {
+                return Err(Error::invalid_key(
+                    "JWK set member \"keys\" must be an array",
+                ))
+            }
+            None => return Err(Error::invalid_key("JWK set has no \"keys\" member")),
+        };
+        let mut set = JwkSet::default();
+        for (index, value) in keys.into_iter().enumerate() {
+            let kid = value.get("kid").and_then(Value::as_str).map(str::to_owned);
+            let parsed = match value {
+                Value::Object(map) => Jwk::from_map(map).and_then(|jwk| {
+                    if supported_kty(&jwk.kty) {
+                        Ok(jwk)
+                    } else {
+                        Err(Error::UnsupportedKey {
+                            reason: format!("kty {:?} is not supported", jwk.kty),
+                        })
+                    }
+                }),
+                _ => Err(Error::invalid_key("a JWK must be a JSON object")),
+            };
+            match parsed {
+                Ok(jwk) => set.keys.push(jwk),
+                Err(e) => set.skipped.push(SkippedKey {
+                    index,
+                    kid,
+                    reason: e.to_string(),
+                }),
+            }
+        }
+        Ok(set)
+    }
+
+    /// The keys that could not be read.
+    pub fn skipped(&self) -> &[SkippedKey] {
+        &self.skipped
+    }
+
+    /// The key with this `kid`, if exactly one has it.
+    pub fn find(&self, kid: &str) -> Option<&Jwk> {
+        let mut matches = self.keys.iter().filter(|k| k.kid.as_deref() == Some(kid));
+        match (matches.next(), matches.next()) {
+            (Some(one), None) => Some(one),
+            _ => None,
+        }
+    }
+
+    /// The set of the public parts of every key. Fails if any key is a
+    /// shared secret, which must never be published.
+    pub fn to_public(&self) -> Result<JwkSet, Error> {
+        Ok(JwkSet::new(
+            self.keys
+                .iter()
+                .map(Jwk::to_public)
+                .collect::<Result<_, _>>()?,
+        ))
+    }
+
+    /// `{"keys":[…]}` as JSON text (private members are written if the
+    /// keys hold them; use [`JwkSet::to_public`] first to publish).
+    pub fn to_json(&self) -> String {
+        let keys: Vec<Value> = self
+            .keys
+            .iter()
+            .map(|k| serde_json::to_value(k).unwrap_or(Value::Null))
+            .collect();
+        let mut doc = Map::new();
+        doc.insert("keys".to_owned(), Value::Array(keys));
+        Value::Object(doc).to_string()
+    }
+}
+
+/// Verifying keys ready for use, chosen per token by `kid` and algorithm.
+///
+/// A set that mixes shared secrets with asymmetric keys is refused: such a
+/// set means secrets and public keys are handled as one kind of thing, which
+/// is where algorithm confusion comes from.
+#[derive(Clone, Debug, Default)]
+pub struct KeySet {
+    keys: Vec<VerifyingKey>,
+    skipped: Vec<SkippedKey>,
+}
+
+impl KeySet {
+    /// A set of these keys.
+    pub fn new(keys: Vec<VerifyingKey>) -> Result<KeySet, Error> {
+        let set = KeySet {
+            keys,
+            skipped: Vec::new(),
+        };
+        set.check_not_mixed()?;
+        Ok(set)
+    }
+
+    /// The usable keys of a JWK set. Keys without `alg` are used with
+    /// the algorithm their curve fixes (EC, OKP); RSA and `oct` keys without
+    /// `alg` are skipped (see [`KeySet::from_jwks_allowing`]).
+    pub fn from_jwks(set: &JwkSet) -> Result<KeySet, Error> {
+        KeySet::from_jwks_allowing(set, &[])
+    }
+
+    /// Like [`KeySet::from_jwks`], but a key without `alg` is also made
+    /// usable with each algorithm of `allowed` that fits its type. This is
+    /// the caller's explicit allow-list deciding, never the token.
+    pub fn from_jwks_allowing(set: &JwkSet, allowed: &[Algorithm]) -> Result<KeySet, Error> {
+        let mut out = KeySet {
+            keys: Vec::new(),
+            skipped: set.skipped.clone(),
+        };
+        for (index, jwk) in set.keys.iter().enumerate() {
+            let algs: Vec<Algorithm> = match (&jwk.alg, jwk.algorithm()) {
+                (None, Err(_)) if !allowed.is_empty() => allowed
+                    .iter()
+                    .copied()
+                    .filter(|a| a.key_type().name() == jwk.kty)
+                    .collect(),
+                (_, Ok(alg)) => vec![alg],
+                (_, Err(e)) => {
+                    out.skip(index, jwk, &e);
+                    continue;
+                }
+            };
+            if algs.is_empty() {
+                out.skip(
+                    index,
+                    jwk,
+                    &Error::invalid_key("no allowed algorithm fits this key"),
+                );
+            }
+            for alg in algs {
+                match jwk.to_verifying_key_for(alg) {
+                    Ok(key) => out.keys.push(key),
+                    Err(e) => out.skip(index, jwk, &e),
+                }
+            }
+        }
+        out.check_not_mixed()?;
+        Ok(out)
+    }
+
+    fn skip(&mut self, index: usize, jwk: &Jwk, e: &Error) {
+        self.skipped.push(SkippedKey {
+            index,
+            kid: jwk.kid.clone(),
+            reason: e.to_string(),
+        });
+    }
+
+    fn check_not_mixed(&self) -> Result<(), Error> {
+        let symmetric = self.keys.iter().filter(|k| k.is_symmetric()).count();
+        if symmetric != 0 && symmetric != self.keys.len() {
+            return Err(Error::MixedKeySet);
+        }
+        Ok(())
+    }
+
+    /// The usable keys.
+    pub fn keys(&self) -> &[VerifyingKey] {
+        &self.keys
+    }
+
+    /// Keys of the source set that were not usable, and why.
+    pub fn skipped(&self) -> &[SkippedKey] {
+        &self.skipped
+    }
+
+    /// The one key for this `kid` and algorithm.
+    ///
+    /// With a `kid`, only keys with that `kid` match; without one, every
+    /// key of the algorithm does. No match and several matches are errors:
+    /// the token must say unambiguously which key signed it.
+    pub fn select(&self, kid: Option<&str>, alg: Algorithm) -> Result<&VerifyingKey, Error> {
+        select(&self.keys, kid, alg)
+    }
+}
+
+pub(crate) fn select<'k>(
+    keys: &'k [VerifyingKey],
+    kid: Option<&str>,
+    alg: Algorithm,
+) -> Result<&'k VerifyingKey, Error> {
+    let mut found: Option<&VerifyingKey> = None;
+    let mut count = 0;
+    for key in keys {
+        if key.algorithm() == alg && (kid.is_none() || key.kid() == kid) {
+            count += 1;
+            found.get_or_insert(key);
+        }
+    }
+    match (found, count) {
+        (Some(key), 1) => Ok(key),
+        (None, _) => Err(Error::NoMatchingKey {
+            kid: kid.map(str::to_owned),
+            alg,
+        }),
+        (Some(_), count) => Err(Error::AmbiguousKey {
+            kid: kid.map(str::to_owned),
+            alg,
+            count,
+        }),
+    }
+}
+
+impl KeySource for KeySet {
+    fn select_key(&self, header: &Header) -> Result<&VerifyingKey, Error> {
+        self.select(header.kid.as_deref(), header.alg)
+    }
+}
+
+impl KeySource for [VerifyingKey] {
+    fn select_key(&self, header: &Header) -> Result<&VerifyingKey, Error> {
+        if self.iter().any(VerifyingKey::is_symmetric)
+            && !self.iter().all(VerifyingKey::is_symmetric)
+        {
+            return Err(Error::MixedKeySet);
+        }
+        select(self, header.kid.as_deref(), header.alg)
+    }
+}
+
+impl KeySource for Vec<VerifyingKey> {
+    fn select_key(&self, header: &Header) -> Result<&VerifyingKey, Error> {
+        self.as_slice().select_key(header)
+    }
+}
+
+/// True when a JWK's type is one this crate implements.
+fn supported_kty(kty: &str) -> bool {
+    [KeyType::Oct, KeyType::Rsa, KeyType::Ec, KeyType::Okp]
+        .iter()
+        .any(|t| t.name() == kty)
+}

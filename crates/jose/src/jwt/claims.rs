@@ -1,0 +1,489 @@
+//! JWT claims (RFC 7519 §4): the registered ones typed, the rest the
+//! caller's own serde type.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Part;
+use crate::json::{self, Ctx, KeySeed, SeenKeys, Skip};
+use crate::time::{NumericDate, NumericDateVisitor};
+use crate::{b64, Error};
+
+/// The `aud` claim: one audience or several (RFC 7519 §4.1.3).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    /// A single string.
+    One(String),
+    /// An array of strings.
+    Many(Vec<String>),
+}
+
+impl Audience {
+    /// Every audience named.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        let slice: &[String] = match self {
+            Audience::One(one) => std::slice::from_ref(one),
+            Audience::Many(many) => many,
+        };
+        slice.iter().map(String::as_str)
+    }
+
+    /// True if `aud` is one of them.
+    pub fn contains(&self, aud: &str) -> bool {
+        self.iter().any(|a| a == aud)
+    }
+}
+
+impl From<&str> for Audience {
+    fn from(aud: &str) -> Audience {
+        Audience::One(aud.to_owned())
+    }
+}
+
+impl From<String> for Audience {
+    fn from(aud: String) -> Audience {
+        Audience::One(aud)
+    }
+}
+
+impl From<Vec<String>> for Audience {
+    fn from(auds: Vec<String>) -> Audience {
+        Audience::Many(auds)
+    }
+}
+
+/// For tokens that carry only registered claims.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NoCustomClaims {}
+
+/// A JWT claims set: the registered claims, typed, and the caller's own
+/// claims `T` (any serde type; it sees the whole payload object).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Claims<T = NoCustomClaims> {
+    /// `iss`: who issued the token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    /// `sub`: whom the token is about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    /// `aud`: whom the token is for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aud: Option<Audience>,
+    /// `exp`: when it expires.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exp: Option<NumericDate>,
+    /// `nbf`: when it starts to be valid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<NumericDate>,
+    /// `iat`: when it was issued.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iat: Option<NumericDate>,
+    /// `jti`: its unique id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    /// Everything else.
+    #[serde(flatten)]
+    pub custom: T,
+}
+
+impl Claims<NoCustomClaims> {
+    /// Empty claims, to be filled with the builder methods.
+    pub fn new() -> Claims<NoCustomClaims> {
+        Claims::default()
+    }
+}
+
+impl<T> Claims<T> {
+    /// Claims carrying the caller's own claims `custom`.
+    pub fn with_custom(custom: T) -> Claims<T> {
+        Claims {
+            iss: None,
+            sub: None,
+            aud: None,
+            exp: None,
+            nbf: None,
+            iat: None,
+            jti: None,
+            custom,
+        }
+    }
+
+    /// Set `iss`.
+    #[must_use]
+    pub fn issuer(mut self, iss: impl Into<String>) -> Self {
+        self.iss = Some(iss.into());
+        self
+    }
+
+    /// Set `sub`.
+    #[must_use]
+    pub fn subject(mut self, sub: impl Into<String>) -> Self {
+        self.sub = Some(sub.into());
+        self
+    }
+
+    /// Set `aud`.
+    #[must_use]
+    pub fn audience(mut self, aud: impl Into<Audience>) -> Self {
+        self.aud = Some(aud.into());
+        self
+    }
+
+    /// Set `iat` to now and `exp` to now + `ttl`.
+    #[must_use]
+    pub fn valid_for(mut self, ttl: Duration) -> Self {
+        let now = NumericDate::now();
+        self.iat = Some(now);
+        self.exp = Some(now.plus(ttl));
+        self
+    }
+
+    /// Set `exp`.
+    #[must_use]
+    pub fn expires_at(mut self, exp: NumericDate) -> Self {
+        self.exp = Some(exp);
+        self
+    }
+
+    /// Set `nbf`.
+    #[must_use]
+    pub fn not_before(mut self, nbf: NumericDate) -> Self {
+        self.nbf = Some(nbf);
+        self
+    }
+
+    /// Set `iat`.
+    #[must_use]
+    pub fn issued_at(mut self, iat: NumericDate) -> Self {
+        self.iat = Some(iat);
+        self
+    }
+
+    /// Set `jti`.
+    #[must_use]
+    pub fn jwt_id(mut self, jti: impl Into<String>) -> Self {
+        self.jti = Some(jti.into());
+        self
+    }
+
+    /// Set `jti` to 128 random bits, base64url.
+    pub fn random_jwt_id(mut self) -> Result<Self, Error> {
+        let mut bytes = [0u8; 16];
+        aws_lc_rs::rand::fill(&mut bytes).map_err(|_| Error::Crypto {
+            operation: "random generation",
+        })?;
+        self.jti = Some(b64::encode(bytes));
+        Ok(self)
+    }
+}
+
+/// The registered claims, as read from a payload.
+#[derive(Debug, Default)]
+pub(crate) struct Registered {
+    pub(crate) iss: Option<String>,
+    pub(crate) sub: Option<String>,
+    pub(crate) aud: Option<Audience>,
+    pub(crate) exp: Option<NumericDate>,
+    pub(crate) nbf: Option<NumericDate>,
+    pub(crate) iat: Option<NumericDate>,
+    pub(crate) jti: Option<String>,
+}
+
+impl Registered {
+    pub(crate) fn with_custom<T>(self, custom: T) -> Claims<T> {
+        Claims {
+            iss: self.iss,
+            sub: self.sub,
+            aud: self.aud,
+            exp: self.exp,
+            nbf: self.nbf,
+            iat: self.iat,
+            jti: self.jti,
+            custom,
+        }
+    }
+}
+
+/// One strict pass over the payload: the object must be sound (no repeated
+/// names at any depth, bounded depth), the registered claims must have
+/// their JSON types, and each name in `required` is looked for.
+pub(crate) fn read_registered(
+    payload: &[u8],
+    max_depth: usize,
+    required: &[String],
+) -> Result<(Registered, Vec<bool>), Error> {
+    let ctx = Ctx::new(Part::Payload, max_depth);
+    json::parse(
+        payload,
+        &ctx,
+        PayloadSeed {
+            ctx: &ctx,
+            required,
+        },
+    )
+}
+
+struct PayloadSeed<'c> {
+    ctx: &'c Ctx,
+    required: &'c [String],
+}
+
+impl<'de> DeserializeSeed<'de> for PayloadSeed<'_> {
+    type Value = (Registered, Vec<bool>);
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PayloadSeed<'_> {
+    type Value = (Registered, Vec<bool>);
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object of claims")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let ctx = self.ctx;
+        let mut claims = Registered::default();
+        let mut found = vec![false; self.required.len()];
+        let mut seen = SeenKeys::default();
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            if !seen.insert(key.clone()) {
+                return Err(ctx.duplicate(&key));
+            }
+            if let Some(i) = self.required.iter().position(|r| *r == *key) {
+                found[i] = true;
+            }
+            let seed = |name, kind| Claim { ctx, name, kind };
+            match &*key {
+                "iss" => claims.iss = map.next_value_seed(seed("iss", Kind::Str))?.string(),
+                "sub" => claims.sub = map.next_value_seed(seed("sub", Kind::Str))?.string(),
+                "jti" => claims.jti = map.next_value_seed(seed("jti", Kind::Str))?.string(),
+                "aud" => claims.aud = map.next_value_seed(seed("aud", Kind::Aud))?.audience(),
+                "exp" => claims.exp = map.next_value_seed(seed("exp", Kind::Date))?.date(),
+                "nbf" => claims.nbf = map.next_value_seed(seed("nbf", Kind::Date))?.date(),
+                "iat" => claims.iat = map.next_value_seed(seed("iat", Kind::Date))?.date(),
+                _ => map.next_value_seed(Skip { ctx, depth: 1 })?,
+            }
+        }
+        Ok((claims, found))
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Str,
+    Date,
+    Aud,
+}
+
+enum Got {
+    Str(String),
+    Date(NumericDate),
+    Aud(Audience),
+}
+
+impl Got {
+    fn string(self) -> Option<String> {
+        match self {
+            Got::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+    fn date(self) -> Option<NumericDate> {
+        match self {
+            Got::Date(d) => Some(d),
+            _ => None,
+        }
+    }
+    fn audience(self) -> Option<Audience> {
+        match self {
+            Got::Aud(a) => Some(a),
+            _ => None,
+        }
+    }
+}
+
+/// One registered claim of a known JSON type; any other type (including
+/// `null`) is an [`Error::InvalidClaimType`], never "absent".
+struct Claim<'c> {
+    ctx: &'c Ctx,
+    name: &'static str,
+    kind: Kind,
+}
+
+impl Claim<'_> {
+    fn wrong<E: de::Error>(&self) -> E {
+        let expected = match self.kind {
+            Kind::Str => "a string",
+            Kind::Date => "a number of seconds since the epoch (NumericDate)",
+            Kind::Aud => "a string or an array of strings",
+        };
+        self.ctx.fail(Error::InvalidClaimType {
+            claim: self.name.to_owned(),
+            expected,
+        })
+    }
+
+    fn date<E: de::Error>(&self, parsed: Result<NumericDate, E>) -> Result<Got, E> {
+        match (self.kind, parsed) {
+            (Kind::Date, Ok(date)) => Ok(Got::Date(date)),
+            _ => Err(self.wrong()),
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Claim<'_> {
+    type Value = Got;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Got, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Claim<'_> {
+    type Value = Got;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the claim {}", self.name)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Got, E> {
+        match self.kind {
+            Kind::Str => Ok(Got::Str(v.to_owned())),
+            Kind::Aud => Ok(Got::Aud(Audience::One(v.to_owned()))),
+            Kind::Date => Err(self.wrong()),
+        }
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Got, E> {
+        self.date(NumericDateVisitor.visit_i64(v))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Got, E> {
+        self.date(NumericDateVisitor.visit_u64(v))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Got, E> {
+        self.date(NumericDateVisitor.visit_f64(v))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Got, A::Error> {
+        if !matches!(self.kind, Kind::Aud) {
+            return Err(self.wrong());
+        }
+        let mut all = Vec::new();
+        while let Some(item) = seq.next_element_seed(Claim {
+            ctx: self.ctx,
+            name: self.name,
+            kind: Kind::Aud,
+        })? {
+            match item {
+                Got::Aud(Audience::One(one)) => all.push(one),
+                _ => return Err(self.wrong()),
+            }
+        }
+        Ok(Got::Aud(Audience::Many(all)))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Got, E> {
+        Err(self.wrong())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Got, E> {
+        Err(self.wrong())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<Got, A::Error> {
+        Err(self.wrong())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(text: &str) -> Result<Registered, Error> {
+        read_registered(text.as_bytes(), 8, &[]).map(|(r, _)| r)
+    }
+
+    #[test]
+    fn registered_claims_are_typed() {
+        let r = read(r#"{"iss":"i","sub":"s","aud":["a","b"],"exp":10,"nbf":5.5,"iat":1,"jti":"j","x":{"y":[1]}}"#).unwrap();
+        assert_eq!(r.iss.as_deref(), Some("i"));
+        assert_eq!(r.aud, Some(Audience::Many(vec!["a".into(), "b".into()])));
+        assert_eq!(r.exp, Some(NumericDate::from_seconds(10)));
+        assert_eq!(r.nbf, Some(NumericDate::from_seconds(5)));
+        let single = read(r#"{"aud":"a"}"#).unwrap();
+        assert_eq!(single.aud, Some(Audience::One("a".into())));
+    }
+
+    #[test]
+    fn wrong_types_are_errors_never_absent() {
+        for (text, claim) in [
+            (r#"{"exp":"123"}"#, "exp"),
+            (r#"{"exp":null}"#, "exp"),
+            (r#"{"exp":true}"#, "exp"),
+            (r#"{"exp":[1]}"#, "exp"),
+            (r#"{"exp":1e400}"#, "exp"),
+            (r#"{"nbf":{}}"#, "nbf"),
+            (r#"{"iat":"now"}"#, "iat"),
+            (r#"{"iss":1}"#, "iss"),
+            (r#"{"sub":null}"#, "sub"),
+            (r#"{"jti":["a"]}"#, "jti"),
+            (r#"{"aud":1}"#, "aud"),
+            (r#"{"aud":["a",1]}"#, "aud"),
+            (r#"{"aud":[["a"]]}"#, "aud"),
+            (r#"{"aud":null}"#, "aud"),
+        ] {
+            match read(text) {
+                Err(Error::InvalidClaimType { claim: c, .. }) => assert_eq!(c, claim, "{text}"),
+                Err(Error::Json { .. }) if text.contains("1e400") => {}
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn payload_must_be_a_sound_object() {
+        assert!(matches!(
+            read(r#"{"exp":1,"exp":2}"#),
+            Err(Error::DuplicateMember { .. })
+        ));
+        assert!(matches!(
+            read(r#"{"a":{"b":1,"b":2}}"#),
+            Err(Error::DuplicateMember { .. })
+        ));
+        assert!(matches!(read(r#"[1]"#), Err(Error::Json { .. })));
+        assert!(matches!(read("foo"), Err(Error::Json { .. })));
+        let (_, found) = read_registered(
+            br#"{"scope":"a","jti":"x"}"#,
+            8,
+            &["jti".into(), "cnf".into(), "scope".into()],
+        )
+        .unwrap();
+        assert_eq!(found, vec![true, false, true]);
+    }
+
+    #[test]
+    fn claims_serialize_with_custom_members() {
+        #[derive(Serialize)]
+        struct Extra {
+            scope: String,
+        }
+        let claims = Claims::with_custom(Extra {
+            scope: "read".into(),
+        })
+        .issuer("https://issuer")
+        .audience("api")
+        .expires_at(NumericDate::from_seconds(100));
+        let text = serde_json::to_string(&claims).unwrap();
+        assert_eq!(
+            text,
+            r#"{"iss":"https://issuer","aud":"api","exp":100,"scope":"read"}"#
+        );
+    }
+}

@@ -1,0 +1,107 @@
+//! JSON Web Tokens (RFC 7519): sign claims, verify and validate tokens.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tessera_jose::{jwt, Algorithm, Claims, SigningKey, Validation};
+//!
+//! let key = SigningKey::generate(Algorithm::ES256)?.with_kid("2026-11");
+//! let claims = Claims::new()
+//!     .issuer("https://auth.example.com")
+//!     .subject("alice")
+//!     .audience("orders-api")
+//!     .valid_for(Duration::from_secs(900));
+//! let token = jwt::sign(&claims, &key)?;
+//!
+//! let public = key.verifying_key()?;
+//! let validation = Validation::new()
+//!     .issuer("https://auth.example.com")
+//!     .audience("orders-api");
+//! let verified = jwt::verify::<tessera_jose::NoCustomClaims>(&token, &public, &validation)?;
+//! assert_eq!(verified.claims.sub.as_deref(), Some("alice"));
+//! # Ok::<(), tessera_jose::Error>(())
+//! ```
+
+mod claims;
+mod validation;
+
+use std::any::TypeId;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub use claims::{Audience, Claims, NoCustomClaims};
+pub use validation::{CheckFn, Validation, MAX_LEEWAY};
+
+use crate::error::Part;
+use crate::jws::{self, Header, KeySource};
+use crate::key::SigningKey;
+use crate::Error;
+
+/// A verified, validated token.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Token<T> {
+    /// The protected header.
+    pub header: Header,
+    /// The claims.
+    pub claims: Claims<T>,
+}
+
+/// Sign `claims` with `key`, under a header of the key's algorithm and
+/// `kid` with `typ: JWT`.
+pub fn sign<T: Serialize>(claims: &Claims<T>, key: &SigningKey) -> Result<String, Error> {
+    sign_with_header(&Header::for_key(key).typ("JWT"), claims, key)
+}
+
+/// Sign `claims` under `header` (whose `alg` must be the key's).
+///
+/// The payload is checked with the same strict rules a verifier applies,
+/// so a custom claim that repeats a registered one (say a second `exp`) is
+/// an error here rather than a token no one can verify.
+pub fn sign_with_header<T: Serialize>(
+    header: &Header,
+    claims: &Claims<T>,
+    key: &SigningKey,
+) -> Result<String, Error> {
+    let payload = serde_json::to_vec(claims).map_err(|e| Error::Serialize {
+        part: Part::Payload,
+        reason: e.to_string(),
+    })?;
+    crate::json::check(&payload, Part::Payload, usize::MAX)?;
+    jws::sign(header, &payload, key)
+}
+
+/// Verify `token` with a key from `keys`, then validate its claims.
+///
+/// `T` receives the whole payload object; use [`NoCustomClaims`] when only
+/// the registered claims matter.
+pub fn verify<T, K>(token: &str, keys: &K, validation: &Validation) -> Result<Token<T>, Error>
+where
+    T: DeserializeOwned + 'static,
+    K: KeySource + ?Sized,
+{
+    validation.check_config()?;
+    let options = validation.jws_options();
+    let verified = jws::Unverified::parse(token, options.get_limits())?.verify(keys, options)?;
+    let (header, payload) = verified.into_parts();
+    validation.validate_header(&header)?;
+    let depth = options.get_limits().depth();
+    let (registered, found) =
+        claims::read_registered(&payload, depth, validation.required_claims())?;
+    validation.validate_claims(&registered, &found)?;
+    if validation.has_checks() {
+        validation.run_checks(&crate::json::object(&payload, Part::Payload, depth)?)?;
+    }
+    // Tokens with registered claims only skip a second pass over the payload.
+    let source: &[u8] = if TypeId::of::<T>() == TypeId::of::<NoCustomClaims>() {
+        b"{}"
+    } else {
+        &payload
+    };
+    let custom: T = serde_json::from_slice(source).map_err(|e| Error::InvalidClaims {
+        reason: e.to_string(),
+    })?;
+    Ok(Token {
+        header,
+        claims: registered.with_custom(custom),
+    })
+}

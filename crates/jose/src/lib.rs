@@ -1,0 +1,45 @@
+//! # tessera-jose
+//!
+//! The JOSE core of Tessera: JWS signing and verification for every
+//! standard algorithm (HS, RS, PS, ES 256/384/512 and EdDSA), JWK and JWK
+//! sets with RFC 7638 thumbprints, and JWT claims validation, on `aws-lc-rs`.
+//!
+//! Secure by construction:
+//!
+//! - **No `alg: none`.** [`Algorithm`] has no such variant.
+//! - **No algorithm confusion.** A key's type fixes its algorithm; the
+//!   token's `alg` must match it (and an optional allow-list) or it is
+//!   refused before any signature work. HMAC keys are only made from
+//!   secrets.
+//! - **Strict parsing.** Canonical unpadded base64url only; header and
+//!   payload JSON with repeated member names or excessive nesting refused;
+//!   size limits before any decoding; `crit` honoured.
+//! - **Verify before decode.** [`jws::Unverified`] and [`jws::Verified`]
+//!   are distinct types, and the payload is decoded only after the
+//!   signature holds. Reading a token without verifying lives in
+//!   [`dangerous`].
+//! - **Exact errors.** One [`Error`] enum with structured fields and stable
+//!   [`Error::code`]s; a bad signature says nothing more.
+//!
+//! See [`jwt`] for an end-to-end example.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod alg;
+pub mod b64;
+pub mod dangerous;
+mod error;
+mod json;
+pub mod jwk;
+pub mod jws;
+pub mod jwt;
+mod key;
+mod time;
+
+pub use alg::{Algorithm, Curve, KeyType};
+pub use error::{Error, Part};
+pub use jwk::{Jwk, JwkSet, KeySet};
+pub use jwt::{Audience, Claims, NoCustomClaims, Token, Validation};
+pub use key::{PemKind, Secret, SigningKey, VerifyingKey};
+pub use time::{describe_span, Clock, FixedClock, NumericDate, SystemClock};

@@ -1,0 +1,232 @@
+//! Time for JWT claims: `NumericDate` (RFC 7519 §2) and a clock tests can set.
+
+use std::fmt;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::de::{self, Visitor};
+
+/// Seconds since the Unix epoch, as JWT `exp`, `nbf` and `iat` carry them.
+///
+/// RFC 7519 allows fractional values; they are accepted and rounded down,
+/// since every check here works in whole seconds. Values that are not finite
+/// numbers, or that fall outside what an `i64` second count can hold, are
+/// rejected.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NumericDate(i64);
+
+impl NumericDate {
+    /// The date `secs` seconds after the epoch.
+    pub const fn from_seconds(secs: i64) -> NumericDate {
+        NumericDate(secs)
+    }
+
+    /// Seconds since the epoch.
+    pub const fn seconds(self) -> i64 {
+        self.0
+    }
+
+    /// The current system time.
+    pub fn now() -> NumericDate {
+        let secs = match SystemTime::now().duration_since(UNIX_EPOCH) {
+            Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            Err(before) => -i64::try_from(before.duration().as_secs()).unwrap_or(i64::MAX),
+        };
+        NumericDate(secs)
+    }
+
+    /// This date plus a duration (saturating).
+    pub fn plus(self, d: Duration) -> NumericDate {
+        NumericDate(
+            self.0
+                .saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
+        )
+    }
+
+    /// This date minus a duration (saturating).
+    pub fn minus(self, d: Duration) -> NumericDate {
+        NumericDate(
+            self.0
+                .saturating_sub(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
+        )
+    }
+
+    /// RFC 3339 form in UTC (`2026-11-20T10:00:00Z`), or the raw number
+    /// when the date is outside the calendar range.
+    pub fn to_rfc3339(self) -> String {
+        time::OffsetDateTime::from_unix_timestamp(self.0)
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_else(|| self.0.to_string())
+    }
+}
+
+impl fmt::Display for NumericDate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_rfc3339())
+    }
+}
+
+impl fmt::Debug for NumericDate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NumericDate({} = {})", self.0, self.to_rfc3339())
+    }
+}
+
+impl serde::Serialize for NumericDate {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i64(self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for NumericDate {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NumericDateVisitor)
+    }
+}
+
+pub(crate) struct NumericDateVisitor;
+
+impl Visitor<'_> for NumericDateVisitor {
+    type Value = NumericDate;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a number of seconds since the epoch")
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<NumericDate, E> {
+        Ok(NumericDate(v))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<NumericDate, E> {
+        i64::try_from(v)
+            .map(NumericDate)
+            .map_err(|_| E::custom("date out of range"))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<NumericDate, E> {
+        // i64::MAX as f64 rounds up to 2^63, so the upper bound is exclusive.
+        const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+        let floor = v.floor();
+        if floor.is_finite() && (-LIMIT..LIMIT).contains(&floor) {
+            #[allow(clippy::cast_possible_truncation)]
+            Ok(NumericDate(floor as i64))
+        } else {
+            Err(E::custom("date out of range"))
+        }
+    }
+}
+
+/// Where "now" comes from when claims are validated.
+///
+/// The default is the system clock; tests use [`FixedClock`].
+pub trait Clock: Send + Sync + fmt::Debug {
+    /// The current time.
+    fn now(&self) -> NumericDate;
+}
+
+/// The system clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> NumericDate {
+        NumericDate::now()
+    }
+}
+
+/// A clock that stands still until told to move. Clones share one time.
+#[derive(Clone, Debug)]
+pub struct FixedClock(Arc<AtomicI64>);
+
+impl FixedClock {
+    /// A clock stopped at `at`.
+    pub fn new(at: NumericDate) -> FixedClock {
+        FixedClock(Arc::new(AtomicI64::new(at.seconds())))
+    }
+
+    /// Set the time.
+    pub fn set(&self, at: NumericDate) {
+        self.0.store(at.seconds(), Ordering::SeqCst);
+    }
+
+    /// Move the time forward.
+    pub fn advance(&self, by: Duration) {
+        let secs = i64::try_from(by.as_secs()).unwrap_or(i64::MAX);
+        self.0.fetch_add(secs, Ordering::SeqCst);
+    }
+}
+
+impl Clock for FixedClock {
+    fn now(&self) -> NumericDate {
+        NumericDate(self.0.load(Ordering::SeqCst))
+    }
+}
+
+/// "2 days", "14 minutes", "1 second": the largest whole unit of a span.
+pub fn describe_span(secs: i64) -> String {
+    let secs = secs.unsigned_abs();
+    let (n, unit) = match secs {
+        s if s >= 86_400 => (s / 86_400, "day"),
+        s if s >= 3_600 => (s / 3_600, "hour"),
+        s if s >= 60 => (s / 60, "minute"),
+        s => (s, "second"),
+    };
+    if n == 1 {
+        format!("1 {unit}")
+    } else {
+        format!("{n} {unit}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numeric_date_accepts_numbers_only() {
+        let d: NumericDate = serde_json::from_str("1300819380").unwrap();
+        assert_eq!(d.seconds(), 1_300_819_380);
+        let d: NumericDate = serde_json::from_str("1300819380.9").unwrap();
+        assert_eq!(d.seconds(), 1_300_819_380);
+        for bad in [
+            "\"1300819380\"",
+            "null",
+            "true",
+            "[1]",
+            "1e300",
+            "18446744073709551615",
+        ] {
+            assert!(
+                serde_json::from_str::<NumericDate>(bad).is_err(),
+                "{bad} was accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn formats_rfc3339_and_spans() {
+        assert_eq!(
+            NumericDate::from_seconds(1_763_632_800).to_string(),
+            "2025-11-20T10:00:00Z"
+        );
+        assert_eq!(describe_span(2 * 86_400 + 5), "2 days");
+        assert_eq!(describe_span(-61), "1 minute");
+        assert_eq!(describe_span(0), "0 seconds");
+    }
+
+    #[test]
+    fn fixed_clock_moves_only_when_told() {
+        let clock = FixedClock::new(NumericDate::from_seconds(100));
+        let shared = clock.clone();
+        assert_eq!(clock.now().seconds(), 100);
+        shared.advance(Duration::from_secs(50));
+        assert_eq!(clock.now().seconds(), 150);
+        clock.set(NumericDate::from_seconds(7));
+        assert_eq!(shared.now().seconds(), 7);
+    }
+}
