@@ -16,8 +16,26 @@ pub struct SkippedKey {
     pub index: usize,
     /// The key's `kid`, if it had a readable one.
     pub kid: Option<String>,
+    /// The key's `kty`, if readable.
+    pub kty: Option<String>,
+    /// The key's `alg`, if readable.
+    pub alg: Option<String>,
     /// Why it was skipped.
     pub reason: String,
+}
+
+impl SkippedKey {
+    /// Whether this unusable key claims the same `kid` as a usable key for
+    /// `alg` would: then a lookup of that `kid` is ambiguous, since the
+    /// publisher named two keys alike.
+    fn shadows(&self, kid: &str, alg: Algorithm) -> bool {
+        self.kid.as_deref() == Some(kid)
+            && self
+                .kty
+                .as_deref()
+                .is_none_or(|kty| kty == alg.key_type().name())
+            && self.alg.as_deref().is_none_or(|a| a == alg.as_str())
+    }
 }
 
 /// A JWK set as data: the keys that parsed, and the ones that did not.
@@ -57,7 +75,8 @@ impl JwkSet {
         };
         let mut set = JwkSet::default();
         for (index, value) in keys.into_iter().enumerate() {
-            let kid = value.get("kid").and_then(Value::as_str).map(str::to_owned);
+            let member = |name| value.get(name).and_then(Value::as_str).map(str::to_owned);
+            let (kid, kty, alg) = (member("kid"), member("kty"), member("alg"));
             let parsed = match value {
                 Value::Object(map) => Jwk::from_map(map).and_then(|jwk| {
                     if supported_kty(&jwk.kty) {
@@ -75,6 +94,8 @@ impl JwkSet {
                 Err(e) => set.skipped.push(SkippedKey {
                     index,
                     kid,
+                    kty,
+                    alg,
                     reason: e.to_string(),
                 }),
             }
@@ -193,6 +214,8 @@ impl KeySet {
         self.skipped.push(SkippedKey {
             index,
             kid: jwk.kid.clone(),
+            kty: Some(jwk.kty.clone()),
+            alg: jwk.alg.clone(),
             reason: e.to_string(),
         });
     }
@@ -219,9 +242,22 @@ impl KeySet {
     ///
     /// With a `kid`, only keys with that `kid` match; without one, every
     /// key of the algorithm does. No match and several matches are errors:
-    /// the token must say unambiguously which key signed it.
+    /// the token must say unambiguously which key signed it. A skipped key
+    /// of the same type that claims the same `kid` also makes the choice
+    /// ambiguous.
     pub fn select(&self, kid: Option<&str>, alg: Algorithm) -> Result<&VerifyingKey, Error> {
-        select(&self.keys, kid, alg)
+        let key = select(&self.keys, kid, alg)?;
+        if let Some(kid) = kid {
+            let shadows = self.skipped.iter().filter(|s| s.shadows(kid, alg)).count();
+            if shadows > 0 {
+                return Err(Error::AmbiguousKey {
+                    kid: Some(kid.to_owned()),
+                    alg,
+                    count: 1 + shadows,
+                });
+            }
+        }
+        Ok(key)
     }
 }
 

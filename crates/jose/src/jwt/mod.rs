@@ -74,10 +74,13 @@ pub fn sign_with_header<T: Serialize>(
 ///
 /// `T` receives the whole payload object; use [`NoCustomClaims`] when only
 /// the registered claims matter.
-pub fn verify<T, K>(token: &str, keys: &K, validation: &Validation) -> Result<Token<T>, Error>
+pub fn verify<T>(
+    token: &str,
+    keys: &(impl KeySource + ?Sized),
+    validation: &Validation,
+) -> Result<Token<T>, Error>
 where
     T: DeserializeOwned + 'static,
-    K: KeySource + ?Sized,
 {
     validation.check_config()?;
     let options = validation.jws_options();

@@ -114,8 +114,11 @@ fn ec_curve_param(params: Option<der::AnyRef<'_>>) -> Result<Curve, Error> {
 }
 
 pub(super) fn signer_from_der(alg: Algorithm, kind: PemKind, der: &[u8]) -> Result<Signer, Error> {
-    let rejected = |e: aws_lc_rs::error::KeyRejected| {
-        Error::invalid_key(format!("the crypto library rejected the private key: {e}"))
+    let rejected = |e: aws_lc_rs::error::KeyRejected| match e.description_() {
+        "TooSmall" => Error::WeakKey {
+            reason: format!("the key is smaller than {alg} allows (RSA needs 2048 bits or more)"),
+        },
+        _ => Error::invalid_key(format!("the crypto library rejected the private key: {e}")),
     };
     match kind {
         PemKind::PrivateKey => {

@@ -1,0 +1,498 @@
+//! Known attacks on JWT libraries, each tried and required to fail with
+//! the error that names it.
+
+use serde_json::json;
+use tessera_jose::jws::{self, Header, Limits, VerifyOptions};
+use tessera_jose::{
+    b64, jwt, Algorithm, Claims, Error, JwkSet, KeySet, SigningKey, Validation, VerifyingKey,
+};
+
+fn validation() -> Validation {
+    Validation::new().issuer("https://issuer").audience("api")
+}
+
+fn claims() -> Claims {
+    Claims::new()
+        .issuer("https://issuer")
+        .audience("api")
+        .subject("alice")
+        .valid_for(std::time::Duration::from_secs(600))
+}
+
+/// A compact token from raw header and payload JSON, MAC'd with `secret`
+/// (for forging tokens the library itself would refuse to produce).
+fn forge_hs256(header: &str, payload: &str, secret: &[u8]) -> String {
+    let input = format!("{}.{}", b64::encode(header), b64::encode(payload));
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret);
+    let tag = aws_lc_rs::hmac::sign(&key, input.as_bytes());
+    format!("{input}.{}", b64::encode(tag.as_ref()))
+}
+
+fn code<T: std::fmt::Debug>(result: Result<T, Error>) -> &'static str {
+    result.expect_err("the attack succeeded").code()
+}
+
+#[test]
+fn alg_none_in_every_spelling_is_refused() {
+    let key = SigningKey::generate(Algorithm::HS256)
+        .unwrap()
+        .verifying_key()
+        .unwrap();
+    let payload = b64::encode(r#"{"iss":"https://issuer","aud":"api","exp":9999999999}"#);
+    for alg in ["none", "None", "NONE", "nOnE"] {
+        let header = b64::encode(format!(r#"{{"alg":"{alg}"}}"#));
+        for token in [
+            format!("{header}.{payload}."),
+            format!("{header}.{payload}.AAAA"),
+        ] {
+            let err = jwt::verify::<serde_json::Value>(&token, &key, &validation()).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    Error::UnsupportedAlgorithm { .. } | Error::Malformed { .. }
+                ),
+                "{alg}: {err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn hs256_signed_with_the_rsa_public_key_is_refused() {
+    // The classic confusion: the attacker MACs a token with the server's
+    // public key bytes and sets alg HS256.
+    let rsa = SigningKey::generate(Algorithm::RS256).unwrap();
+    let public = rsa.verifying_key().unwrap();
+    let pem = public.to_public_pem().unwrap();
+    let forged = forge_hs256(
+        r#"{"alg":"HS256","typ":"JWT"}"#,
+        r#"{"iss":"https://issuer","aud":"api","sub":"admin","exp":9999999999}"#,
+        pem.as_bytes(),
+    );
+    // With the RSA key: the key decides, HS256 is not RS256.
+    assert_eq!(
+        code(jwt::verify::<serde_json::Value>(
+            &forged,
+            &public,
+            &validation()
+        )),
+        "ERR_ALG_MISMATCH"
+    );
+    // Through a key set: no HS256 key exists in it.
+    let set = KeySet::new(vec![public.clone()]).unwrap();
+    assert_eq!(
+        code(jwt::verify::<serde_json::Value>(
+            &forged,
+            &set,
+            &validation()
+        )),
+        "ERR_NO_MATCHING_KEY"
+    );
+    // And the PEM bytes cannot even be made into an HMAC key.
+    assert_eq!(
+        code(VerifyingKey::hmac(Algorithm::HS256, pem.as_bytes())),
+        "ERR_INVALID_KEY"
+    );
+    // Nor the JWK text.
+    let jwk = public.to_public_jwk().unwrap().to_json();
+    assert_eq!(
+        code(VerifyingKey::hmac(Algorithm::HS256, jwk.as_bytes())),
+        "ERR_INVALID_KEY"
+    );
+}
+
+#[test]
+fn mixed_symmetric_and_asymmetric_key_sets_are_refused() {
+    let ec = SigningKey::generate(Algorithm::ES256)
+        .unwrap()
+        .verifying_key()
+        .unwrap();
+    let hs = SigningKey::generate(Algorithm::HS256)
+        .unwrap()
+        .verifying_key()
+        .unwrap();
+    assert_eq!(
+        code(KeySet::new(vec![ec.clone(), hs.clone()])),
+        "ERR_MIXED_KEY_SET"
+    );
+    let token = jwt::sign(&claims(), &SigningKey::generate(Algorithm::HS256).unwrap()).unwrap();
+    assert_eq!(
+        code(jwt::verify::<serde_json::Value>(
+            &token,
+            &vec![ec, hs],
+            &validation()
+        )),
+        "ERR_MIXED_KEY_SET"
+    );
+}
+
+#[test]
+fn embedded_jwk_jku_and_x5u_are_never_trusted() {
+    // The attacker signs with their own key and points at it from the header.
+    let server = SigningKey::generate(Algorithm::ES256)
+        .unwrap()
+        .with_kid("server");
+    let attacker = SigningKey::generate(Algorithm::ES256)
+        .unwrap()
+        .with_kid("server");
+    let attacker_jwk =
+        serde_json::to_value(attacker.verifying_key().unwrap().to_public_jwk().unwrap()).unwrap();
+    let header = Header::for_key(&attacker)
+        .member("jwk", attacker_jwk)
+        .member("jku", "https://attacker.example/jwks.json")
+        .member("x5u", "https://attacker.example/cert.pem");
+    let forged = jwt::sign_with_header(&header, &claims(), &attacker).unwrap();
+    let keys = KeySet::new(vec![server.verifying_key().unwrap()]).unwrap();
+    assert_eq!(
+        code(jwt::verify::<serde_json::Value>(
+            &forged,
+            &keys,
+            &validation()
+        )),
+        "ERR_INVALID_SIGNATURE"
+    );
+}
+
+#[test]
+fn kid_pointing_at_another_key_finds_nothing() {
+    let a = SigningKey::generate(Algorithm::ES256)
+        .unwrap()
+        .with_kid("a");
+    let b = SigningKey::generate(Algorithm::ES384)
+        .unwrap()
+        .with_kid("b");
+    let keys = KeySet::new(vec![a.verifying_key().unwrap(), b.verifying_key().unwrap()]).unwrap();
+    // A token signed by a, claiming b's kid: b is ES384, token ES256.
+    let header = Header::for_key(&a).kid("b");
+    let token = jwt::sign_with_header(&header, &claims(), &a).unwrap();
+    assert_eq!(
+        code(jwt::verify::<serde_json::Value>(
+            &token,
+            &keys,
+            &validation()
+        )),
+        "ERR_NO_MATCHING_KEY"
+    );
+    // Path-traversal or SQL-ish kids are just strings that match nothing.
+    for kid in ["../../dev/null", "' OR 1=1 --", ""] {
+        let token = jwt::sign_with_header(&Header::for_key(&a).kid(kid), &claims(), &a).unwrap();
+        assert_eq!(
+            code(jwt::verify::<serde_json::Value>(
+                &token,
+                &keys,
+                &validation()
+            )),
+            "ERR_NO_MATCHING_KEY"
+        );
+    }
+}
+
+#[test]
+fn ambiguous_key_choice_is_refused() {
+    let a = SigningKey::generate(Algorithm::ES256)
+        .unwrap()
+        .with_kid("same");
+    let b = SigningKey::generate(Algorithm::ES256)
+        .unwrap()
+        .with_kid("same");
+    let keys = KeySet::new(vec![a.verifying_key().unwrap(), b.verifying_key().unwrap()]).unwrap();
+    let token = jwt::sign(&claims(), &a).unwrap();
+    assert_eq!(
+        code(jwt::verify::<serde_json::Value>(
+            &token,
+            &keys,
+            &validation()
+        )),
+        "ERR_AMBIGUOUS_KEY"
+    );
+    // No kid and two candidate keys: ambiguous too.
+    let unnamed = jwt::sign_with_header(&Header::new(Algorithm::ES256), &claims(), &a).unwrap();
+    assert_eq!(
+        code(jwt::verify::<serde_json::Value>(
+            &unnamed,
+            &keys,
+            &validation()
+        )),
+        "ERR_AMBIGUOUS_KEY"
+    );
+}
+
+#[test]
+fn tampering_with_any_segment_is_caught() {
+    for alg in Algorithm::all() {
+        let key = SigningKey::generate(alg).unwrap();
+        let vk = key.verifying_key().unwrap();
+        let token = jwt::sign(&claims(), &key).unwrap();
+        let parts: Vec<&str> = token.split('.').collect();
+        let evil_payload =
+            b64::encode(r#"{"iss":"https://issuer","aud":"api","sub":"admin","exp":9999999999}"#);
+        let swapped = format!("{}.{}.{}", parts[0], evil_payload, parts[2]);
+        assert_eq!(
+            code(jwt::verify::<serde_json::Value>(
+                &swapped,
+                &vk,
+                &validation()
+            )),
+            "ERR_INVALID_SIGNATURE",
+            "{alg}"
+        );
+        let stripped = format!("{}.{}.", parts[0], parts[1]);
+        assert_eq!(
+            code(jwt::verify::<serde_json::Value>(
+                &stripped,
+                &vk,
+                &validation()
+            )),
+            "ERR_MALFORMED",
+            "{alg}"
+        );
+        let truncated = &token[..token.len() - 4];
+        assert!(
+            jwt::verify::<serde_json::Value>(truncated, &vk, &validation()).is_err(),
+            "{alg}"
+        );
+    }
+}
+
+#[test]
+fn non_canonical_base64_in_any_segment_is_refused() {
+    let secret = [9u8; 32];
+    let key = VerifyingKey::hmac(Algorithm::HS256, &secret).unwrap();
+    // "AB" decodes leniently to the byte "AB" would: trailing bits set.
+    let header = b64::encode(r#"{"alg":"HS256"}"#);
+    let input = format!("{header}.AB");
+    let mac = aws_lc_rs::hmac::sign(
+        &aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &secret),
+        input.as_bytes(),
+    );
+    let token = format!("{input}.{}", b64::encode(mac.as_ref()));
+    assert_eq!(
+        code(jws::verify(&token, &key, &VerifyOptions::new())),
+        "ERR_BASE64"
+    );
+    let good = forge_hs256(r#"{"alg":"HS256"}"#, r#"{"a":1}"#, &secret);
+    jws::verify(&good, &key, &VerifyOptions::new()).unwrap();
+    for (from, to) in [("-", "+"), ("_", "/")] {
+        if good.contains(from) {
+            assert_eq!(
+                code(jws::verify(
+                    &good.replacen(from, to, 1),
+                    &key,
+                    &VerifyOptions::new()
+                )),
+                "ERR_BASE64"
+            );
+        }
+    }
+    assert_eq!(
+        code(jws::verify(
+            &format!("{good}="),
+            &key,
+            &VerifyOptions::new()
+        )),
+        "ERR_BASE64"
+    );
+    assert_eq!(
+        code(jws::verify(
+            &good.replacen('.', " .", 1),
+            &key,
+            &VerifyOptions::new()
+        )),
+        "ERR_BASE64"
+    );
+}
+
+#[test]
+fn duplicate_claims_cannot_smuggle_a_second_value() {
+    // Parser differential: one library reads the first "exp", another the last.
+    let secret = [3u8; 32];
+    let key = VerifyingKey::hmac(Algorithm::HS256, &secret).unwrap();
+    let token = forge_hs256(
+        r#"{"alg":"HS256"}"#,
+        r#"{"iss":"https://issuer","aud":"api","exp":1,"exp":9999999999}"#,
+        &secret,
+    );
+    assert_eq!(
+        code(jwt::verify::<serde_json::Value>(
+            &token,
+            &key,
+            &validation()
+        )),
+        "ERR_DUPLICATE_MEMBER"
+    );
+    let token = forge_hs256(
+        r#"{"alg":"HS256","alg":"HS256"}"#,
+        r#"{"exp":9999999999}"#,
+        &secret,
+    );
+    assert_eq!(
+        code(jwt::verify::<serde_json::Value>(
+            &token,
+            &key,
+            &validation()
+        )),
+        "ERR_DUPLICATE_MEMBER"
+    );
+    let nested = forge_hs256(
+        r#"{"alg":"HS256"}"#,
+        r#"{"iss":"https://issuer","aud":"api","exp":9999999999,"roles":{"admin":false,"admin":true}}"#,
+        &secret,
+    );
+    assert_eq!(
+        code(jwt::verify::<serde_json::Value>(
+            &nested,
+            &key,
+            &validation()
+        )),
+        "ERR_DUPLICATE_MEMBER"
+    );
+}
+
+#[test]
+fn resource_exhaustion_is_bounded() {
+    let secret = [4u8; 32];
+    let key = VerifyingKey::hmac(Algorithm::HS256, &secret).unwrap();
+    let huge = "A".repeat(20_000);
+    assert_eq!(
+        code(jws::verify(
+            &format!("{huge}.{huge}.{huge}"),
+            &key,
+            &VerifyOptions::new()
+        )),
+        "ERR_TOKEN_TOO_LARGE"
+    );
+    let deep = format!(
+        r#"{{"iss":"https://issuer","aud":"api","exp":9999999999,"x":{}1{}}}"#,
+        "[".repeat(40),
+        "]".repeat(40)
+    );
+    let token = forge_hs256(r#"{"alg":"HS256"}"#, &deep, &secret);
+    assert_eq!(
+        code(jwt::verify::<serde_json::Value>(
+            &token,
+            &key,
+            &validation()
+        )),
+        "ERR_TOO_DEEP"
+    );
+    // Limits are configurable, and checked before decoding.
+    let small = validation().limits(Limits::default().max_payload_len(16));
+    let ok = jwt::sign(
+        &claims(),
+        &SigningKey::hmac(Algorithm::HS256, &secret).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        code(jwt::verify::<serde_json::Value>(&ok, &key, &small)),
+        "ERR_TOKEN_TOO_LARGE"
+    );
+    // Many dots, or none.
+    for shape in ["a.b.c.d", "abc", "a.b", "..", "...", ""] {
+        assert_eq!(
+            code(jws::verify(shape, &key, &VerifyOptions::new())),
+            "ERR_MALFORMED",
+            "{shape:?}"
+        );
+    }
+}
+
+#[test]
+fn unknown_critical_extensions_are_refused() {
+    let key = SigningKey::generate(Algorithm::ES256).unwrap();
+    let header = Header::for_key(&key)
+        .member("https://example/ext", true)
+        .crit(["https://example/ext"]);
+    let token = jwt::sign_with_header(&header, &claims(), &key).unwrap();
+    let vk = key.verifying_key().unwrap();
+    assert_eq!(
+        code(jwt::verify::<serde_json::Value>(&token, &vk, &validation())),
+        "ERR_UNKNOWN_CRIT"
+    );
+    // Declared as understood, it passes.
+    jwt::verify::<serde_json::Value>(&token, &vk, &validation().critical(["https://example/ext"]))
+        .unwrap();
+}
+
+#[test]
+fn allow_list_is_checked_before_the_key() {
+    let key = SigningKey::generate(Algorithm::ES256).unwrap();
+    let token = jwt::sign(&claims(), &key).unwrap();
+    let only_eddsa = validation().algorithms([Algorithm::EdDSA]);
+    let err = jwt::verify::<serde_json::Value>(&token, &key.verifying_key().unwrap(), &only_eddsa)
+        .unwrap_err();
+    assert_eq!(err.code(), "ERR_ALG_NOT_ALLOWED");
+    assert_eq!(
+        err.to_string(),
+        "algorithm ES256 is not allowed (allowed: EdDSA)"
+    );
+}
+
+#[test]
+fn signature_failure_says_nothing_more() {
+    let key = SigningKey::generate(Algorithm::HS256).unwrap();
+    let other = SigningKey::generate(Algorithm::HS256)
+        .unwrap()
+        .verifying_key()
+        .unwrap();
+    let token = jwt::sign(&claims(), &key).unwrap();
+    let err = jwt::verify::<serde_json::Value>(&token, &other, &validation()).unwrap_err();
+    assert!(matches!(err, Error::InvalidSignature));
+    assert_eq!(err.to_string(), "invalid signature");
+}
+
+#[test]
+fn weak_keys_are_refused_wherever_they_come_from() {
+    assert_eq!(
+        code(SigningKey::hmac(Algorithm::HS512, &[1u8; 63])),
+        "ERR_WEAK_KEY"
+    );
+    assert_eq!(
+        code(SigningKey::hmac(Algorithm::HS256, &[])),
+        "ERR_WEAK_KEY"
+    );
+    let short =
+        JwkSet::from_json(&json!({"keys":[{"kty":"oct","alg":"HS256","k":"c2hvcnQ"}]}).to_string())
+            .unwrap();
+    let set = KeySet::from_jwks(&short).unwrap();
+    assert!(set.keys().is_empty());
+    assert!(
+        set.skipped()[0].reason.contains("at least 32 bytes"),
+        "{:?}",
+        set.skipped()
+    );
+}
+
+#[test]
+fn jwks_with_unsupported_keys_still_loads_the_rest() {
+    let ec = SigningKey::generate(Algorithm::ES256)
+        .unwrap()
+        .with_kid("good");
+    let good = serde_json::to_value(ec.verifying_key().unwrap().to_public_jwk().unwrap()).unwrap();
+    let doc = json!({"keys": [
+        {"kty": "OKP", "crv": "X25519", "kid": "kex", "x": "hSDwCYkwp1R0i33ctD73Wg2_Og0mOBr066SpjqqbTmo"},
+        {"kty": "FOO", "kid": "future"},
+        "not an object",
+        {"kty": "RSA", "kid": "rsa-no-alg", "n": "AQAB", "e": "AQAB"},
+        good,
+    ]});
+    let jwks = JwkSet::from_json(&doc.to_string()).unwrap();
+    assert_eq!(jwks.keys.len(), 3);
+    assert_eq!(jwks.skipped().len(), 2);
+    let set = KeySet::from_jwks(&jwks).unwrap();
+    assert_eq!(set.keys().len(), 1);
+    assert_eq!(set.skipped().len(), 4, "{:?}", set.skipped());
+    let kids: Vec<_> = set
+        .skipped()
+        .iter()
+        .map(|s| s.kid.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(kids, ["future", "", "kex", "rsa-no-alg"]);
+    let token = jwt::sign(&claims(), &ec).unwrap();
+    jwt::verify::<serde_json::Value>(&token, &set, &validation()).unwrap();
+    // The document itself must be sound.
+    assert_eq!(
+        code(JwkSet::from_json(r#"{"keys":[],"keys":[]}"#)),
+        "ERR_DUPLICATE_MEMBER"
+    );
+    assert_eq!(code(JwkSet::from_json(r#"{"keys":{}}"#)), "ERR_INVALID_KEY");
+}

@@ -1,0 +1,155 @@
+//! Key formats: PEM/DER import and export, interop with OpenSSL-made keys
+//! and signatures (see tests/data/README.md).
+
+use tessera_jose::{Algorithm, Error, Jwk, SigningKey, VerifyingKey};
+
+fn data(name: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn data_bytes(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name);
+    std::fs::read(path).unwrap()
+}
+
+#[test]
+fn openssl_signatures_verify_with_every_public_format() {
+    let message = data_bytes("message.txt");
+    for (alg, publics, sig) in [
+        (
+            Algorithm::RS256,
+            &[
+                "rsa2048-spki.pem",
+                "rsa2048-pkcs1-public.pem",
+                "rsa2048-pkcs1.pem",
+                "rsa2048-pkcs8.pem",
+            ][..],
+            "rsa2048-rs256.sig",
+        ),
+        (
+            Algorithm::PS256,
+            &["rsa2048-spki.pem", "rsa2048-pkcs8.pem"][..],
+            "rsa2048-ps256.sig",
+        ),
+        (
+            Algorithm::ES256,
+            &["p256-spki.pem", "p256-sec1-with-params.pem"][..],
+            "p256-es256.sig",
+        ),
+        (
+            Algorithm::EdDSA,
+            &["ed25519-spki.pem", "ed25519-pkcs8.pem"][..],
+            "ed25519.sig",
+        ),
+    ] {
+        let signature = data_bytes(sig);
+        for file in publics {
+            let key =
+                VerifyingKey::from_pem(alg, &data(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+            key.verify(&message, &signature)
+                .unwrap_or_else(|e| panic!("{alg} {file}: {e}"));
+            assert!(key.verify(b"other message", &signature).is_err());
+        }
+    }
+}
+
+#[test]
+fn every_private_format_loads_signs_and_exports() {
+    for (alg, private, public) in [
+        (Algorithm::RS256, "rsa2048-pkcs1.pem", "rsa2048-spki.pem"),
+        (Algorithm::PS512, "rsa2048-pkcs8.pem", "rsa2048-spki.pem"),
+        (
+            Algorithm::ES256,
+            "p256-sec1-with-params.pem",
+            "p256-spki.pem",
+        ),
+        (Algorithm::ES384, "p384-pkcs8.pem", "p384-spki.pem"),
+        (Algorithm::ES512, "p521-pkcs8.pem", "p521-spki.pem"),
+        (Algorithm::ES512, "p521-sec1.pem", "p521-spki.pem"),
+        (Algorithm::EdDSA, "ed25519-pkcs8.pem", "ed25519-spki.pem"),
+    ] {
+        let key =
+            SigningKey::from_pem(alg, &data(private)).unwrap_or_else(|e| panic!("{private}: {e}"));
+        let sig = key.sign(b"hello").unwrap();
+        let public_key = VerifyingKey::from_pem(alg, &data(public)).unwrap();
+        public_key.verify(b"hello", &sig).unwrap();
+        // Exported public PEM is the same SPKI OpenSSL wrote.
+        assert_eq!(
+            key.to_public_pem().unwrap().trim(),
+            data(public).trim(),
+            "{private}"
+        );
+        // PKCS#8 export reloads to the same key.
+        let reloaded = SigningKey::from_pem(alg, &key.to_pkcs8_pem().unwrap()).unwrap();
+        public_key
+            .verify(b"again", &reloaded.sign(b"again").unwrap())
+            .unwrap();
+        // JWK export reloads too, and its thumbprint matches the public key's.
+        let jwk = Jwk::from_json(&key.to_jwk().unwrap().to_json()).unwrap();
+        let from_jwk = jwk.to_signing_key().unwrap();
+        public_key
+            .verify(b"jwk", &from_jwk.sign(b"jwk").unwrap())
+            .unwrap();
+        assert_eq!(jwk.thumbprint().unwrap(), public_key.thumbprint().unwrap());
+    }
+}
+
+#[test]
+fn keys_refuse_the_wrong_algorithm_or_format() {
+    let rsa = data("rsa2048-pkcs8.pem");
+    for alg in [Algorithm::ES256, Algorithm::EdDSA, Algorithm::HS256] {
+        assert!(SigningKey::from_pem(alg, &rsa).is_err(), "{alg}");
+    }
+    let p384 = data("p384-pkcs8.pem");
+    let err = SigningKey::from_pem(Algorithm::ES256, &p384).unwrap_err();
+    assert!(err.to_string().contains("P-384"), "{err}");
+    assert!(VerifyingKey::from_pem(Algorithm::ES256, &data("p384-spki.pem")).is_err());
+    let err = SigningKey::from_pem(Algorithm::RS256, &data("rsa2048-spki.pem")).unwrap_err();
+    assert!(err.to_string().contains("public key cannot sign"), "{err}");
+    let err = SigningKey::from_pem(Algorithm::RS256, &data("rsa1024.pem")).unwrap_err();
+    assert!(matches!(err, Error::WeakKey { .. }), "{err}");
+    for junk in [
+        "",
+        "hello",
+        "-----BEGIN PUBLIC KEY-----\nnot base64\n-----END PUBLIC KEY-----\n",
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    ] {
+        assert!(
+            VerifyingKey::from_pem(Algorithm::RS256, junk).is_err(),
+            "{junk:?}"
+        );
+    }
+}
+
+#[test]
+fn rsa_sizes_and_generation() {
+    for bits in [2048, 3072] {
+        let key = SigningKey::generate_rsa(Algorithm::PS256, bits).unwrap();
+        let jwk = key.verifying_key().unwrap().to_public_jwk().unwrap();
+        assert_eq!(jwk.n.unwrap().len() * 8, bits);
+    }
+    assert!(SigningKey::generate_rsa(Algorithm::RS256, 1024).is_err());
+    assert!(SigningKey::generate_rsa(Algorithm::ES256, 2048).is_err());
+}
+
+#[test]
+fn thumbprint_kid_is_stable_and_shared() {
+    let key = SigningKey::generate(Algorithm::EdDSA)
+        .unwrap()
+        .with_thumbprint_kid()
+        .unwrap();
+    let kid = key.kid().unwrap().to_owned();
+    assert_eq!(kid.len(), 43);
+    assert_eq!(key.verifying_key().unwrap().thumbprint().unwrap(), kid);
+    assert_eq!(key.to_jwk().unwrap().thumbprint().unwrap(), kid);
+    let hmac = SigningKey::hmac(Algorithm::HS256, &[5u8; 32])
+        .unwrap()
+        .with_thumbprint_kid()
+        .unwrap();
+    assert_eq!(hmac.kid().unwrap().len(), 43);
+}

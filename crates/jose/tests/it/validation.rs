@@ -1,0 +1,329 @@
+//! JWT claims validation: every rule, at its boundary, with a set clock.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tessera_jose::jws::Header;
+use tessera_jose::{
+    jwt, Algorithm, Claims, Error, FixedClock, NumericDate, SigningKey, Validation, VerifyingKey,
+};
+
+const NOW: i64 = 1_800_000_000;
+
+struct Fixture {
+    key: SigningKey,
+    vk: VerifyingKey,
+    clock: FixedClock,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let key = SigningKey::generate(Algorithm::HS256).unwrap();
+        let vk = key.verifying_key().unwrap();
+        Fixture {
+            key,
+            vk,
+            clock: FixedClock::new(NumericDate::from_seconds(NOW)),
+        }
+    }
+
+    fn validation(&self) -> Validation {
+        Validation::new()
+            .issuer("https://issuer")
+            .audience("api")
+            .clock(self.clock.clone())
+    }
+
+    fn claims(&self) -> Claims {
+        Claims::new()
+            .issuer("https://issuer")
+            .audience("api")
+            .issued_at(NumericDate::from_seconds(NOW))
+            .expires_at(NumericDate::from_seconds(NOW + 600))
+    }
+
+    fn check<T: Serialize>(
+        &self,
+        claims: &Claims<T>,
+        validation: &Validation,
+    ) -> Result<(), Error> {
+        let token = jwt::sign(claims, &self.key).unwrap();
+        jwt::verify::<Value>(&token, &self.vk, validation).map(|_| ())
+    }
+}
+
+fn at(secs: i64) -> NumericDate {
+    NumericDate::from_seconds(secs)
+}
+
+#[test]
+fn expiry_respects_leeway_to_the_second() {
+    let f = Fixture::new();
+    let claims = f.claims().issued_at(at(NOW - 10)).expires_at(at(NOW));
+    let v = f.validation();
+    // Valid while now < exp + leeway (60 s by default).
+    f.clock.set(at(NOW + 59));
+    f.check(&claims, &v).unwrap();
+    f.clock.set(at(NOW + 60));
+    let err = f.check(&claims, &v).unwrap_err();
+    assert!(matches!(err, Error::Expired { leeway: 60, .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "token expired at 2027-01-15T08:00:00Z, 1 minute ago (leeway 60s)"
+    );
+    let strict = f.validation().leeway(Duration::ZERO);
+    f.clock.set(at(NOW));
+    assert!(matches!(
+        f.check(&claims, &strict),
+        Err(Error::Expired { .. })
+    ));
+    f.clock.set(at(NOW - 1));
+    f.check(&claims, &strict).unwrap();
+}
+
+#[test]
+fn exp_is_required_unless_waived() {
+    let f = Fixture::new();
+    let mut claims = f.claims();
+    claims.exp = None;
+    assert!(
+        matches!(f.check(&claims, &f.validation()), Err(Error::MissingClaim { claim }) if claim == "exp")
+    );
+    f.check(&claims, &f.validation().allow_missing_exp())
+        .unwrap();
+}
+
+#[test]
+fn not_before_and_issued_at_cannot_be_in_the_future() {
+    let f = Fixture::new();
+    let v = f.validation();
+    f.check(&f.claims().not_before(at(NOW + 60)), &v).unwrap();
+    let err = f
+        .check(&f.claims().not_before(at(NOW + 61)), &v)
+        .unwrap_err();
+    assert!(matches!(err, Error::NotYetValid { .. }));
+    assert_eq!(
+        err.to_string(),
+        "token is not valid before 2027-01-15T08:01:01Z, 1 minute from now (leeway 60s)"
+    );
+    f.check(&f.claims().issued_at(at(NOW + 60)), &v).unwrap();
+    assert!(matches!(
+        f.check(&f.claims().issued_at(at(NOW + 3600)), &v),
+        Err(Error::IssuedInFuture { .. })
+    ));
+}
+
+#[test]
+fn maximum_age_needs_iat() {
+    let f = Fixture::new();
+    let v = f
+        .validation()
+        .max_age(Duration::from_secs(300))
+        .leeway(Duration::ZERO);
+    f.check(&f.claims().issued_at(at(NOW - 300)), &v).unwrap();
+    let err = f
+        .check(&f.claims().issued_at(at(NOW - 301)), &v)
+        .unwrap_err();
+    assert!(matches!(err, Error::TooOld { max_age: 300, .. }), "{err}");
+    let mut no_iat = f.claims();
+    no_iat.iat = None;
+    assert!(matches!(f.check(&no_iat, &v), Err(Error::MissingClaim { claim }) if claim == "iat"));
+}
+
+#[test]
+fn issuer_must_match_exactly() {
+    let f = Fixture::new();
+    let v = f.validation();
+    for iss in ["https://issuer/", "https://ISSUER", "https://evil", ""] {
+        let err = f.check(&f.claims().issuer(iss), &v).unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidIssuer { found: Some(found), .. } if found == iss),
+            "{err}"
+        );
+    }
+    let mut none = f.claims();
+    none.iss = None;
+    assert!(matches!(
+        f.check(&none, &v),
+        Err(Error::InvalidIssuer { found: None, .. })
+    ));
+    // Several accepted issuers.
+    f.check(
+        &f.claims().issuer("https://other"),
+        &v.clone().issuer("https://other"),
+    )
+    .unwrap();
+    // An explicit opt-out accepts anything.
+    f.check(&none, &f.validation().any_issuer()).unwrap();
+}
+
+#[test]
+fn audience_as_string_or_array() {
+    let f = Fixture::new();
+    let v = f.validation();
+    f.check(
+        &f.claims()
+            .audience(vec!["other".to_owned(), "api".to_owned()]),
+        &v,
+    )
+    .unwrap();
+    let err = f
+        .check(
+            &f.claims().audience(vec!["a".to_owned(), "b".to_owned()]),
+            &v,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidAudience { found, .. } if found == &["a", "b"]),
+        "{err}"
+    );
+    assert!(matches!(
+        f.check(&f.claims().audience("API"), &v),
+        Err(Error::InvalidAudience { .. })
+    ));
+    let mut none = f.claims();
+    none.aud = None;
+    assert!(matches!(
+        f.check(&none, &v),
+        Err(Error::InvalidAudience { .. })
+    ));
+    assert!(matches!(
+        f.check(&f.claims().audience(Vec::<String>::new()), &v),
+        Err(Error::InvalidAudience { .. })
+    ));
+    f.check(&none, &f.validation().any_audience()).unwrap();
+}
+
+#[test]
+fn subject_type_and_required_claims() {
+    let f = Fixture::new();
+    let v = f.validation().subject("alice");
+    f.check(&f.claims().subject("alice"), &v).unwrap();
+    assert!(matches!(
+        f.check(&f.claims().subject("bob"), &v),
+        Err(Error::InvalidSubject { .. })
+    ));
+    assert!(matches!(
+        f.check(&f.claims(), &v),
+        Err(Error::InvalidSubject { found: None, .. })
+    ));
+
+    let needs_jti = f.validation().require("jti").require("client_id");
+    let err = f.check(&f.claims().jwt_id("1"), &needs_jti).unwrap_err();
+    assert!(
+        matches!(&err, Error::MissingClaim { claim } if claim == "client_id"),
+        "{err}"
+    );
+    #[derive(Serialize)]
+    struct Client {
+        client_id: String,
+    }
+    let with_client = Claims::with_custom(Client {
+        client_id: "c".into(),
+    })
+    .issuer("https://issuer")
+    .audience("api")
+    .expires_at(at(NOW + 60))
+    .jwt_id("1");
+    f.check(&with_client, &needs_jti).unwrap();
+
+    let at_jwt = f.validation().typ("at+jwt");
+    let token = jwt::sign(&f.claims(), &f.key).unwrap();
+    let err = jwt::verify::<Value>(&token, &f.vk, &at_jwt).unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidType { found: Some(t), .. } if t == "JWT"),
+        "{err}"
+    );
+    let header = Header::for_key(&f.key).typ("application/at+jwt");
+    let token = jwt::sign_with_header(&header, &f.claims(), &f.key).unwrap();
+    jwt::verify::<Value>(&token, &f.vk, &at_jwt).unwrap();
+}
+
+#[test]
+fn custom_checks_and_custom_claims() {
+    #[derive(Debug, Serialize, Deserialize, PartialEq)]
+    struct Access {
+        scope: String,
+        #[serde(default)]
+        roles: Vec<String>,
+    }
+    let f = Fixture::new();
+    let claims = Claims::with_custom(Access {
+        scope: "items:read items:write".into(),
+        roles: vec!["editor".into()],
+    })
+    .issuer("https://issuer")
+    .audience("api")
+    .expires_at(at(NOW + 60));
+    let token = jwt::sign(&claims, &f.key).unwrap();
+    let got = jwt::verify::<Access>(&token, &f.vk, &f.validation()).unwrap();
+    assert_eq!(got.claims.custom, claims.custom);
+    assert_eq!(got.claims.iss.as_deref(), Some("https://issuer"));
+
+    let needs_admin = f.validation().check("admin role", |payload| {
+        let roles = payload.get("roles").and_then(Value::as_array);
+        if roles.is_some_and(|r| r.iter().any(|x| x == "admin")) {
+            Ok(())
+        } else {
+            Err("roles lack \"admin\"".to_owned())
+        }
+    });
+    let err = jwt::verify::<Access>(&token, &f.vk, &needs_admin).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "check \"admin role\" failed: roles lack \"admin\""
+    );
+
+    // A payload that does not fit the caller's type is a clear error.
+    #[derive(Debug, Deserialize)]
+    struct Strict {
+        #[allow(dead_code)]
+        tenant: u64,
+    }
+    assert!(matches!(
+        jwt::verify::<Strict>(&token, &f.vk, &f.validation()),
+        Err(Error::InvalidClaims { .. })
+    ));
+}
+
+#[test]
+fn signing_refuses_claims_that_would_repeat_a_member() {
+    #[derive(Serialize)]
+    struct Sneaky {
+        exp: u64,
+    }
+    let f = Fixture::new();
+    let claims = Claims::with_custom(Sneaky { exp: 1 }).expires_at(at(NOW));
+    let err = jwt::sign(&claims, &f.key).unwrap_err();
+    assert!(
+        matches!(&err, Error::DuplicateMember { name, .. } if name == "exp"),
+        "{err}"
+    );
+    // And a header whose alg differs from the key's is refused.
+    let header = Header::new(Algorithm::HS384);
+    assert!(matches!(
+        jwt::sign_with_header(&header, &f.claims(), &f.key),
+        Err(Error::AlgorithmMismatch { .. })
+    ));
+    let header = Header::for_key(&f.key).member("alg", "none");
+    assert!(matches!(
+        jwt::sign_with_header(&header, &f.claims(), &f.key),
+        Err(Error::InvalidHeader { .. })
+    ));
+}
+
+#[test]
+fn insecure_configurations_fail_loudly() {
+    let f = Fixture::new();
+    let token = jwt::sign(&f.claims(), &f.key).unwrap();
+    for v in [
+        Validation::new(),
+        Validation::new().issuer("https://issuer"),
+        Validation::new().audience("api"),
+        f.validation().leeway(Duration::from_secs(3600)),
+    ] {
+        let err = jwt::verify::<Value>(&token, &f.vk, &v).unwrap_err();
+        assert_eq!(err.code(), "ERR_INVALID_CONFIG", "{err}");
+    }
+}
