@@ -96,7 +96,7 @@ impl<'de> SeenKeys<'de> {
         if let Some(set) = &mut self.set {
             return set.insert(key);
         }
-        if self.keys.iter().any(|k| *k == key) {
+        if self.keys.contains(&key) {
             return false;
         }
         self.keys.push(key);
