@@ -1,0 +1,58 @@
+//! Where the fixed cost of a verification goes (a profiling aid).
+use std::hint::black_box;
+use std::time::Instant;
+
+use serde::Deserialize;
+use tessera_jose::jws::{self, Limits, VerifyOptions};
+use tessera_jose::{jwt, Algorithm, Claims, NoCustomClaims, NumericDate, SigningKey, Validation};
+
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct Access {
+    client_id: String,
+    scope: String,
+}
+
+fn time<R>(name: &str, mut f: impl FnMut() -> R) {
+    if let Ok(only) = std::env::var("ONLY") {
+        if !name.contains(&only) {
+            return;
+        }
+    }
+    for _ in 0..20_000 {
+        black_box(f());
+    }
+    let n = 300_000;
+    let start = Instant::now();
+    for _ in 0..n {
+        black_box(f());
+    }
+    println!("{name:40} {:>8.0} ns", start.elapsed().as_nanos() as f64 / n as f64);
+}
+
+fn main() {
+    let key = SigningKey::hmac(Algorithm::HS256, &[0x5a; 32]).unwrap().with_kid("bench");
+    let vk = key.verifying_key().unwrap();
+    let now = NumericDate::now();
+    let claims = Claims::with_custom(serde_json::json!({"client_id":"s6BhdRkqt3","scope":"openid profile items:read items:write"}))
+        .issuer("https://auth.example.com").subject("5ba552d67").audience("https://api.example.com")
+        .issued_at(now).expires_at(now.plus(std::time::Duration::from_secs(900))).jwt_id("dbe39bf3a3ba4238a513f51d6e1691c4");
+    let token = jwt::sign(&claims, &key).unwrap();
+    println!("token {} bytes", token.len());
+    let (input, sig) = token.rsplit_once('.').unwrap();
+    let sig = tessera_jose::b64::decode(sig).unwrap();
+    let payload_b64 = input.split('.').nth(1).unwrap();
+    let payload = tessera_jose::b64::decode(payload_b64).unwrap();
+    let v = Validation::new().issuer("https://auth.example.com").audience("https://api.example.com");
+    let opts = VerifyOptions::new();
+    let limits = Limits::default();
+    time("raw hmac verify", || vk.verify(input.as_bytes(), &sig).is_ok());
+    time("b64 decode payload", || tessera_jose::b64::decode(payload_b64));
+    time("Unverified::parse (header)", || jws::Unverified::parse(&token, &limits).is_ok());
+    time("jws::verify (no claims)", || jws::verify(&token, &vk, &opts).is_ok());
+    time("jwt::verify<NoCustomClaims>", || jwt::verify::<NoCustomClaims>(&token, &vk, &v).is_ok());
+    time("jwt::verify<Access>", || jwt::verify::<Access>(&token, &vk, &v).is_ok());
+    time("serde_json Access from payload", || serde_json::from_slice::<Access>(&payload).is_ok());
+    time("serde_json IgnoredAny over payload", || serde_json::from_slice::<serde::de::IgnoredAny>(&payload).is_ok());
+    time("NumericDate::now", NumericDate::now);
+}
