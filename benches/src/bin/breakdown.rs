@@ -55,4 +55,10 @@ fn main() {
     time("serde_json Access from payload", || serde_json::from_slice::<Access>(&payload).is_ok());
     time("serde_json IgnoredAny over payload", || serde_json::from_slice::<serde::de::IgnoredAny>(&payload).is_ok());
     time("NumericDate::now", NumericDate::now);
+    let ed = SigningKey::generate(Algorithm::EdDSA).unwrap();
+    let ed_input = token.rsplit_once('.').unwrap().0.as_bytes().to_vec();
+    time("EdDSA raw sign (via key.sign)", || ed.sign(&ed_input).unwrap());
+    time("EdDSA jwt::sign", || jwt::sign(&claims, &ed).unwrap());
+    time("HS256 jwt::sign", || jwt::sign(&claims, &key).unwrap());
+    time("serde_json claims to_vec", || serde_json::to_vec(&claims).unwrap());
 }

@@ -5,33 +5,55 @@
 //! byte string has exactly one accepted encoding. Encodings that a lenient
 //! decoder would map to the same bytes are a classic way to make two
 //! different tokens carry one signature.
+//!
+//! The codec is `base64-simd` (SIMD where the CPU has it), whose decoder
+//! refuses all of the above; the unit tests below pin that down.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
+use base64_simd::{Out, URL_SAFE_NO_PAD};
 
 /// Encode bytes as unpadded base64url.
 pub fn encode(bytes: impl AsRef<[u8]>) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
+    URL_SAFE_NO_PAD.encode_to_string(bytes)
 }
 
 /// Append the unpadded base64url form of `bytes` to `out`.
 pub fn encode_into(bytes: impl AsRef<[u8]>, out: &mut String) {
-    URL_SAFE_NO_PAD.encode_string(bytes, out);
+    URL_SAFE_NO_PAD.encode_append(bytes, out);
 }
 
 /// Decode strict unpadded base64url. `None` if the input is not exactly
 /// the canonical encoding of some byte string.
 pub fn decode(text: impl AsRef<[u8]>) -> Option<Vec<u8>> {
-    URL_SAFE_NO_PAD.decode(text).ok()
+    URL_SAFE_NO_PAD.decode_to_vec(text).ok()
 }
 
 /// Decode into a caller-provided buffer, returning the decoded length.
 /// `None` if the input is invalid or does not fit.
 pub fn decode_to_slice(text: &[u8], out: &mut [u8]) -> Option<usize> {
-    if decoded_len(text.len())? > out.len() {
-        return None;
+    let len = decoded_len(text.len())?;
+    let out = out.get_mut(..len)?;
+    URL_SAFE_NO_PAD
+        .decode(text, Out::from_slice(out))
+        .ok()
+        .map(|decoded| decoded.len())
+}
+
+/// Decode `text` and hand the bytes to `f`: in a stack buffer when they
+/// fit (the common case for token parts), on the heap otherwise.
+pub(crate) fn with_decoded<R>(
+    text: &str,
+    part: crate::Part,
+    f: impl FnOnce(&[u8]) -> Result<R, crate::Error>,
+) -> Result<R, crate::Error> {
+    const STACK: usize = 1024;
+    let invalid = || crate::Error::Base64 { part };
+    if decoded_len(text.len()).ok_or_else(invalid)? <= STACK {
+        let mut buf = [0u8; STACK];
+        let len = decode_to_slice(text.as_bytes(), &mut buf).ok_or_else(invalid)?;
+        f(&buf[..len])
+    } else {
+        f(&decode(text).ok_or_else(invalid)?)
     }
-    URL_SAFE_NO_PAD.decode_slice(text, out).ok()
 }
 
 /// Length of the bytes an unpadded encoding of `encoded_len` characters

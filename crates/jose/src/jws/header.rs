@@ -1,5 +1,6 @@
 //! The JWS protected header (RFC 7515 §4).
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
@@ -239,25 +240,27 @@ impl<'de> Visitor<'de> for HeaderSeed<'_> {
         let mut alg = None;
         let (mut typ, mut cty, mut kid, mut crit) = (None, None, None, None);
         let extra = json::read_members(ctx, 1, map, |key, map| {
-            let string = |member| Strings {
+            let text = |member| Text {
                 ctx,
                 member,
                 array: false,
             };
+            let owned = |t: Texts<'_>| t.one().into_owned();
             match key {
                 "alg" => {
-                    let name = one(map.next_value_seed(string("alg"))?);
+                    let name = map.next_value_seed(text("alg"))?.one();
                     alg = Some(Algorithm::from_name(&name).map_err(|e| ctx.fail(e))?);
                 }
-                "typ" => typ = Some(one(map.next_value_seed(string("typ"))?)),
-                "cty" => cty = Some(one(map.next_value_seed(string("cty"))?)),
-                "kid" => kid = Some(one(map.next_value_seed(string("kid"))?)),
+                "typ" => typ = Some(owned(map.next_value_seed(text("typ"))?)),
+                "cty" => cty = Some(owned(map.next_value_seed(text("cty"))?)),
+                "kid" => kid = Some(owned(map.next_value_seed(text("kid"))?)),
                 "crit" => {
-                    crit = Some(map.next_value_seed(Strings {
+                    let list = map.next_value_seed(Text {
                         ctx,
                         member: "crit",
                         array: true,
-                    })?)
+                    })?;
+                    crit = Some(list.many());
                 }
                 _ => return Ok(false),
             }
@@ -275,19 +278,38 @@ impl<'de> Visitor<'de> for HeaderSeed<'_> {
     }
 }
 
-/// The one string a non-array [`Strings`] seed yields.
-fn one(strings: Vec<String>) -> String {
-    strings.into_iter().next().unwrap_or_default()
+/// A string member (borrowed from the header when it has no escapes), or
+/// an array of strings.
+enum Texts<'de> {
+    One(Cow<'de, str>),
+    Many(Vec<String>),
 }
 
-/// A string member (as a one-element vector) or an array of strings.
-struct Strings<'c> {
+impl<'de> Texts<'de> {
+    fn one(self) -> Cow<'de, str> {
+        match self {
+            Texts::One(s) => s,
+            Texts::Many(_) => Cow::Borrowed(""),
+        }
+    }
+
+    fn many(self) -> Vec<String> {
+        match self {
+            Texts::Many(v) => v,
+            Texts::One(_) => Vec::new(),
+        }
+    }
+}
+
+/// Reads a string member, or an array of strings when `array` is set;
+/// anything else is an [`Error::InvalidHeader`] naming the member.
+struct Text<'c> {
     ctx: &'c Ctx,
     member: &'static str,
     array: bool,
 }
 
-impl Strings<'_> {
+impl Text<'_> {
     fn wrong<E: de::Error>(&self) -> E {
         let reason = if self.array {
             "must be an array of strings"
@@ -296,60 +318,68 @@ impl Strings<'_> {
         };
         self.ctx.fail(invalid(self.member, reason))
     }
+
+    fn string<'de, E: de::Error>(self, s: Cow<'de, str>) -> Result<Texts<'de>, E> {
+        if self.array {
+            return Err(self.wrong());
+        }
+        Ok(Texts::One(s))
+    }
 }
 
-impl<'de> DeserializeSeed<'de> for Strings<'_> {
-    type Value = Vec<String>;
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Vec<String>, D::Error> {
+impl<'de> DeserializeSeed<'de> for Text<'_> {
+    type Value = Texts<'de>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Texts<'de>, D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for Strings<'_> {
-    type Value = Vec<String>;
+impl<'de> Visitor<'de> for Text<'_> {
+    type Value = Texts<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a string")
     }
 
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Vec<String>, E> {
-        if self.array {
-            return Err(self.wrong());
-        }
-        Ok(vec![v.to_owned()])
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Texts<'de>, E> {
+        self.string(Cow::Borrowed(v))
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Texts<'de>, E> {
+        self.string(Cow::Owned(v.to_owned()))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Texts<'de>, A::Error> {
         if !self.array {
             return Err(self.wrong());
         }
         let mut out = Vec::new();
-        while let Some(item) = seq.next_element_seed(Strings {
+        while let Some(item) = seq.next_element_seed(Text {
             ctx: self.ctx,
             member: self.member,
             array: false,
         })? {
-            out.extend(item);
+            out.push(item.one().into_owned());
         }
-        Ok(out)
+        Ok(Texts::Many(out))
     }
 
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Vec<String>, E> {
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Texts<'de>, E> {
         Err(self.wrong())
     }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Vec<String>, E> {
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Texts<'de>, E> {
         Err(self.wrong())
     }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Vec<String>, E> {
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Texts<'de>, E> {
         Err(self.wrong())
     }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Vec<String>, E> {
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Texts<'de>, E> {
         Err(self.wrong())
     }
-    fn visit_unit<E: de::Error>(self) -> Result<Vec<String>, E> {
+    fn visit_unit<E: de::Error>(self) -> Result<Texts<'de>, E> {
         Err(self.wrong())
     }
-    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<Vec<String>, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<Texts<'de>, A::Error> {
         Err(self.wrong())
     }
 }

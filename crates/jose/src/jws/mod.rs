@@ -225,14 +225,18 @@ impl<'t> Unverified<'t> {
                 max: limits.max_token_len,
             });
         }
-        let mut parts = token.splitn(4, '.');
-        let (Some(header), Some(payload), Some(signature), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        // Exactly two dots: three segments, none containing a dot.
+        let mut dots = memchr::memchr_iter(b'.', token.as_bytes());
+        let (Some(first), Some(second), None) = (dots.next(), dots.next(), dots.next()) else {
             return Err(Error::Malformed {
                 reason: "expected three base64url segments separated by '.'",
             });
         };
+        let (header, payload, signature) = (
+            &token[..first],
+            &token[first + 1..second],
+            &token[second + 1..],
+        );
         if header.is_empty() {
             return Err(Error::Malformed {
                 reason: "the header segment is empty",
@@ -263,8 +267,9 @@ impl<'t> Unverified<'t> {
             });
         }
         let signing_input = &token[..header.len() + 1 + payload.len()];
-        let header_bytes = b64::decode(header).ok_or(Error::Base64 { part: Part::Header })?;
-        let header = Header::parse(&header_bytes, limits.max_depth)?;
+        let header = b64::with_decoded(header, Part::Header, |bytes| {
+            Header::parse(bytes, limits.max_depth)
+        })?;
         Ok(Unverified {
             header,
             signing_input,
@@ -284,6 +289,23 @@ impl<'t> Unverified<'t> {
         keys: &K,
         options: &VerifyOptions,
     ) -> Result<Verified, Error> {
+        self.check_signature(keys, options)?;
+        let payload = b64::decode(self.payload).ok_or(Error::Base64 {
+            part: Part::Payload,
+        })?;
+        Ok(Verified {
+            header: self.header,
+            payload,
+        })
+    }
+
+    /// Steps 5–7. Afterwards the header and the payload segment are
+    /// authentic; the payload is still encoded.
+    pub(crate) fn check_signature<K: KeySource + ?Sized>(
+        &self,
+        keys: &K,
+        options: &VerifyOptions,
+    ) -> Result<(), Error> {
         self.header.check_crit(&options.critical)?;
         let alg = self.header.alg;
         if let Some(allowed) = &options.algorithms {
@@ -307,14 +329,12 @@ impl<'t> Unverified<'t> {
                 part: Part::Signature,
             },
         )?;
-        key.verify(self.signing_input.as_bytes(), &signature[..len])?;
-        let payload = b64::decode(self.payload).ok_or(Error::Base64 {
-            part: Part::Payload,
-        })?;
-        Ok(Verified {
-            header: self.header,
-            payload,
-        })
+        key.verify(self.signing_input.as_bytes(), &signature[..len])
+    }
+
+    /// The header and the still-encoded payload segment.
+    pub(crate) fn into_parts(self) -> (Header, &'t str) {
+        (self.header, self.payload)
     }
 }
 

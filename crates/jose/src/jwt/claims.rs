@@ -7,8 +7,7 @@ use std::time::Duration;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use crate::error::Part;
-use crate::json::{self, Ctx, KeySeed, SeenKeys, Skip};
+use crate::json::Ctx;
 use crate::time::{NumericDate, NumericDateVisitor};
 use crate::{b64, Error};
 
@@ -194,6 +193,19 @@ pub(crate) struct Registered {
 }
 
 impl Registered {
+    /// Keep a claim read by the payload reader.
+    pub(crate) fn store(&mut self, name: &str, got: Got) {
+        match name {
+            "iss" => self.iss = got.string(),
+            "sub" => self.sub = got.string(),
+            "jti" => self.jti = got.string(),
+            "aud" => self.aud = got.audience(),
+            "exp" => self.exp = got.date(),
+            "nbf" => self.nbf = got.date(),
+            _ => self.iat = got.date(),
+        }
+    }
+
     pub(crate) fn with_custom<T>(self, custom: T) -> Claims<T> {
         Claims {
             iss: self.iss,
@@ -208,83 +220,26 @@ impl Registered {
     }
 }
 
-/// One strict pass over the payload: the object must be sound (no repeated
-/// names at any depth, bounded depth), the registered claims must have
-/// their JSON types, and each name in `required` is looked for.
-pub(crate) fn read_registered(
-    payload: &[u8],
-    max_depth: usize,
-    required: &[String],
-) -> Result<(Registered, Vec<bool>), Error> {
-    let ctx = Ctx::new(Part::Payload, max_depth);
-    json::parse(
-        payload,
-        &ctx,
-        PayloadSeed {
-            ctx: &ctx,
-            required,
-        },
-    )
-}
-
-struct PayloadSeed<'c> {
-    ctx: &'c Ctx,
-    required: &'c [String],
-}
-
-impl<'de> DeserializeSeed<'de> for PayloadSeed<'_> {
-    type Value = (Registered, Vec<bool>);
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for PayloadSeed<'_> {
-    type Value = (Registered, Vec<bool>);
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON object of claims")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let ctx = self.ctx;
-        let mut claims = Registered::default();
-        let mut found = vec![false; self.required.len()];
-        let mut seen = SeenKeys::default();
-        while let Some(key) = map.next_key_seed(KeySeed)? {
-            if !seen.insert(key.clone()) {
-                return Err(ctx.duplicate(&key));
-            }
-            if let Some(i) = self.required.iter().position(|r| *r == *key) {
-                found[i] = true;
-            }
-            let seed = |name, kind| Claim { ctx, name, kind };
-            match &*key {
-                "iss" => claims.iss = map.next_value_seed(seed("iss", Kind::Str))?.string(),
-                "sub" => claims.sub = map.next_value_seed(seed("sub", Kind::Str))?.string(),
-                "jti" => claims.jti = map.next_value_seed(seed("jti", Kind::Str))?.string(),
-                "aud" => claims.aud = map.next_value_seed(seed("aud", Kind::Aud))?.audience(),
-                "exp" => claims.exp = map.next_value_seed(seed("exp", Kind::Date))?.date(),
-                "nbf" => claims.nbf = map.next_value_seed(seed("nbf", Kind::Date))?.date(),
-                "iat" => claims.iat = map.next_value_seed(seed("iat", Kind::Date))?.date(),
-                _ => map.next_value_seed(Skip { ctx, depth: 1 })?,
-            }
-        }
-        Ok((claims, found))
-    }
-}
-
 #[derive(Clone, Copy)]
-enum Kind {
+pub(crate) enum Kind {
     Str,
     Date,
     Aud,
 }
 
-enum Got {
+/// A registered claim's value, typed, with a number kept as it was
+/// written so it can be replayed to the caller's type unchanged.
+pub(crate) enum Got {
     Str(String),
-    Date(NumericDate),
+    Date(NumericDate, Number),
     Aud(Audience),
+}
+
+#[derive(Clone, Copy)]
+pub(crate) enum Number {
+    Int(i64),
+    UInt(u64),
+    Float(f64),
 }
 
 impl Got {
@@ -296,7 +251,7 @@ impl Got {
     }
     fn date(self) -> Option<NumericDate> {
         match self {
-            Got::Date(d) => Some(d),
+            Got::Date(d, _) => Some(d),
             _ => None,
         }
     }
@@ -310,10 +265,10 @@ impl Got {
 
 /// One registered claim of a known JSON type; any other type (including
 /// `null`) is an [`Error::InvalidClaimType`], never "absent".
-struct Claim<'c> {
-    ctx: &'c Ctx,
-    name: &'static str,
-    kind: Kind,
+pub(crate) struct Claim<'c> {
+    pub(crate) ctx: &'c Ctx,
+    pub(crate) name: &'static str,
+    pub(crate) kind: Kind,
 }
 
 impl Claim<'_> {
@@ -329,9 +284,9 @@ impl Claim<'_> {
         })
     }
 
-    fn date<E: de::Error>(&self, parsed: Result<NumericDate, E>) -> Result<Got, E> {
+    fn date<E: de::Error>(&self, parsed: Result<NumericDate, E>, raw: Number) -> Result<Got, E> {
         match (self.kind, parsed) {
-            (Kind::Date, Ok(date)) => Ok(Got::Date(date)),
+            (Kind::Date, Ok(date)) => Ok(Got::Date(date, raw)),
             _ => Err(self.wrong()),
         }
     }
@@ -360,15 +315,15 @@ impl<'de> Visitor<'de> for Claim<'_> {
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Got, E> {
-        self.date(NumericDateVisitor.visit_i64(v))
+        self.date(NumericDateVisitor.visit_i64(v), Number::Int(v))
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Got, E> {
-        self.date(NumericDateVisitor.visit_u64(v))
+        self.date(NumericDateVisitor.visit_u64(v), Number::UInt(v))
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Got, E> {
-        self.date(NumericDateVisitor.visit_f64(v))
+        self.date(NumericDateVisitor.visit_f64(v), Number::Float(v))
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Got, A::Error> {
@@ -407,7 +362,8 @@ mod tests {
     use super::*;
 
     fn read(text: &str) -> Result<Registered, Error> {
-        read_registered(text.as_bytes(), 8, &[]).map(|(r, _)| r)
+        super::super::read::read_claims::<NoCustomClaims>(text.as_bytes(), 8, &[])
+            .map(|r| r.registered)
     }
 
     #[test]
@@ -459,13 +415,14 @@ mod tests {
         ));
         assert!(matches!(read(r#"[1]"#), Err(Error::Json { .. })));
         assert!(matches!(read("foo"), Err(Error::Json { .. })));
-        let (_, found) = read_registered(
+        let required = ["jti".to_owned(), "cnf".to_owned(), "scope".to_owned()];
+        let read = super::super::read::read_claims::<NoCustomClaims>(
             br#"{"scope":"a","jti":"x"}"#,
             8,
-            &["jti".into(), "cnf".into(), "scope".into()],
+            &required,
         )
         .unwrap();
-        assert_eq!(found, vec![true, false, true]);
+        assert_eq!(read.found, vec![true, false, true]);
     }
 
     #[test]

@@ -22,9 +22,8 @@
 //! ```
 
 mod claims;
+mod read;
 mod validation;
-
-use std::any::TypeId;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -73,38 +72,40 @@ pub fn sign_with_header<T: Serialize>(
 /// Verify `token` with a key from `keys`, then validate its claims.
 ///
 /// `T` receives the whole payload object; use [`NoCustomClaims`] when only
-/// the registered claims matter.
-pub fn verify<T>(
+/// the registered claims matter. The payload is decoded only after the
+/// signature holds, and read in one strict pass.
+pub fn verify<T: DeserializeOwned>(
     token: &str,
     keys: &(impl KeySource + ?Sized),
     validation: &Validation,
-) -> Result<Token<T>, Error>
-where
-    T: DeserializeOwned + 'static,
-{
+) -> Result<Token<T>, Error> {
     validation.check_config()?;
     let options = validation.jws_options();
-    let verified = jws::Unverified::parse(token, options.get_limits())?.verify(keys, options)?;
-    let (header, payload) = verified.into_parts();
+    let unverified = jws::Unverified::parse(token, options.get_limits())?;
+    unverified.check_signature(keys, options)?;
+    let (header, payload) = unverified.into_parts();
     validation.validate_header(&header)?;
     let depth = options.get_limits().depth();
-    let (registered, found) =
-        claims::read_registered(&payload, depth, validation.required_claims())?;
-    validation.validate_claims(&registered, &found)?;
-    if validation.has_checks() {
-        validation.run_checks(&crate::json::object(&payload, Part::Payload, depth)?)?;
-    }
-    // Tokens with registered claims only skip a second pass over the payload.
-    let source: &[u8] = if TypeId::of::<T>() == TypeId::of::<NoCustomClaims>() {
-        b"{}"
-    } else {
-        &payload
-    };
-    let custom: T = serde_json::from_slice(source).map_err(|e| Error::InvalidClaims {
-        reason: e.to_string(),
-    })?;
-    Ok(Token {
-        header,
-        claims: registered.with_custom(custom),
+    let required = validation.required_claims();
+    crate::b64::with_decoded(payload, Part::Payload, |payload| {
+        let read = match read::read_claims::<T>(payload, depth, required) {
+            Ok(read) => read,
+            Err(mismatch @ Error::InvalidClaims { .. }) => {
+                // A claim that fails validation explains more than a shape
+                // mismatch of the caller's type: report it first.
+                let read = read::read_claims::<NoCustomClaims>(payload, depth, required)?;
+                validation.validate_claims(&read.registered, &read.found)?;
+                return Err(mismatch);
+            }
+            Err(other) => return Err(other),
+        };
+        validation.validate_claims(&read.registered, &read.found)?;
+        if validation.has_checks() {
+            validation.run_checks(&crate::json::object(payload, Part::Payload, depth)?)?;
+        }
+        Ok(Token {
+            header,
+            claims: read.registered.with_custom(read.custom),
+        })
     })
 }

@@ -18,6 +18,9 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Part};
 
+mod wrap;
+pub(crate) use wrap::{give_name, StrictMap};
+
 /// State shared by the seeds of one parse: where we are, the depth limit,
 /// and the structured error that explains a serde failure.
 pub(crate) struct Ctx {
@@ -56,6 +59,15 @@ impl Ctx {
             })
     }
 
+    /// Like [`Ctx::error`], with another fallback than a JSON error.
+    pub(crate) fn error_or(
+        &self,
+        e: serde_json::Error,
+        fallback: impl FnOnce(serde_json::Error) -> Error,
+    ) -> Error {
+        self.slot.borrow_mut().take().unwrap_or_else(|| fallback(e))
+    }
+
     pub(crate) fn too_deep<E: de::Error>(&self) -> E {
         self.fail(Error::TooDeep {
             part: self.part,
@@ -82,12 +94,38 @@ where
     Ok(value)
 }
 
-/// Member names seen so far in one object. Objects in tokens are small, so
-/// a linear scan beats hashing until there are many members.
-#[derive(Default)]
+/// Member names seen so far in one object. Objects in tokens are small:
+/// the first names live in inline arrays (no allocation), compared first by
+/// a fingerprint that packs the length and the first seven bytes (exact
+/// for short names like `exp`); past that, a hash set takes over.
 pub(crate) struct SeenKeys<'de> {
-    keys: Vec<Cow<'de, str>>,
+    prints: [u64; INLINE_KEYS],
+    names: [Cow<'de, str>; INLINE_KEYS],
+    len: usize,
     set: Option<std::collections::HashSet<Cow<'de, str>>>,
+}
+
+const INLINE_KEYS: usize = 16;
+
+impl Default for SeenKeys<'_> {
+    fn default() -> Self {
+        SeenKeys {
+            prints: [0; INLINE_KEYS],
+            names: std::array::from_fn(|_| Cow::Borrowed("")),
+            len: 0,
+            set: None,
+        }
+    }
+}
+
+/// Length (mod 256) in the low byte, then up to seven bytes of the name.
+fn fingerprint(name: &str) -> u64 {
+    let bytes = name.as_bytes();
+    let mut print = bytes.len() as u64 & 0xff;
+    for (i, &b) in bytes.iter().take(7).enumerate() {
+        print |= u64::from(b) << (8 * (i + 1));
+    }
+    print
 }
 
 impl<'de> SeenKeys<'de> {
@@ -96,12 +134,22 @@ impl<'de> SeenKeys<'de> {
         if let Some(set) = &mut self.set {
             return set.insert(key);
         }
-        if self.keys.contains(&key) {
-            return false;
+        let print = fingerprint(&key);
+        let exact = key.len() <= 7;
+        for i in 0..self.len {
+            if self.prints[i] == print && (exact || self.names[i] == key) {
+                return false;
+            }
         }
-        self.keys.push(key);
-        if self.keys.len() > 24 {
-            self.set = Some(self.keys.drain(..).collect());
+        if self.len < INLINE_KEYS {
+            self.prints[self.len] = print;
+            self.names[self.len] = key;
+            self.len += 1;
+        } else {
+            let mut set: std::collections::HashSet<_> =
+                self.names.iter_mut().map(std::mem::take).collect();
+            set.insert(key);
+            self.set = Some(set);
         }
         true
     }
@@ -368,6 +416,19 @@ mod tests {
             object(objects.as_bytes(), Part::Header, 3),
             Err(Error::TooDeep { .. })
         ));
+    }
+
+    #[test]
+    fn fingerprints_never_confuse_names() {
+        let mut seen = SeenKeys::default();
+        for name in [
+            "exp", "exq", "ex", "expe", "abcdefg", "abcdefgh", "abcdefgi", "", "é",
+        ] {
+            assert!(seen.insert(Cow::Borrowed(name)), "{name}");
+        }
+        for name in ["exp", "abcdefgh", "abcdefgi", "", "é"] {
+            assert!(!seen.insert(Cow::Owned(name.to_owned())), "{name}");
+        }
     }
 
     #[test]
