@@ -191,10 +191,29 @@ pub(crate) fn sign_parts(
     payload: &[u8],
     key: &SigningKey,
 ) -> Result<String, Error> {
-    let encoded_len = |n: usize| n.div_ceil(3) * 4;
     let mut out =
         String::with_capacity(encoded_len(header_json.len()) + encoded_len(payload.len()) + 700);
     b64::encode_into(header_json, &mut out);
+    sign_after_header(out, payload, key)
+}
+
+/// Sign with a header already in base64url form.
+pub(crate) fn sign_with_encoded_header(
+    header_b64: &str,
+    payload: &[u8],
+    key: &SigningKey,
+) -> Result<String, Error> {
+    let mut out = String::with_capacity(header_b64.len() + encoded_len(payload.len()) + 700);
+    out.push_str(header_b64);
+    sign_after_header(out, payload, key)
+}
+
+fn encoded_len(n: usize) -> usize {
+    n.div_ceil(3) * 4
+}
+
+/// `out` holds the encoded header: append the payload and the signature.
+fn sign_after_header(mut out: String, payload: &[u8], key: &SigningKey) -> Result<String, Error> {
     out.push('.');
     b64::encode_into(payload, &mut out);
     let signature = key.sign(out.as_bytes())?;

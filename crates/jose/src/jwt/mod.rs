@@ -48,7 +48,8 @@ pub struct Token<T> {
 /// Sign `claims` with `key`, under a header of the key's algorithm and
 /// `kid` with `typ: JWT`.
 pub fn sign<T: Serialize>(claims: &Claims<T>, key: &SigningKey) -> Result<String, Error> {
-    sign_with_header(&Header::for_key(key).typ("JWT"), claims, key)
+    let payload = claims_json(claims)?;
+    jws::sign_with_encoded_header(key.jwt_header_b64()?, &payload, key)
 }
 
 /// Sign `claims` under `header` (whose `alg` must be the key's).
@@ -61,12 +62,17 @@ pub fn sign_with_header<T: Serialize>(
     claims: &Claims<T>,
     key: &SigningKey,
 ) -> Result<String, Error> {
+    jws::sign(header, &claims_json(claims)?, key)
+}
+
+/// The payload JSON, held to the rules a verifier applies.
+fn claims_json<T: Serialize>(claims: &Claims<T>) -> Result<Vec<u8>, Error> {
     let payload = serde_json::to_vec(claims).map_err(|e| Error::Serialize {
         part: Part::Payload,
         reason: e.to_string(),
     })?;
     crate::json::check(&payload, Part::Payload, usize::MAX)?;
-    jws::sign(header, &payload, key)
+    Ok(payload)
 }
 
 /// Verify `token` with a key from `keys`, then validate its claims.

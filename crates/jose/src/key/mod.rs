@@ -176,6 +176,9 @@ pub struct SigningKey {
     alg: Algorithm,
     kid: Option<String>,
     inner: Arc<Signer>,
+    /// The base64url of `{"alg":…,"typ":"JWT","kid":…}`, the header
+    /// `jwt::sign` always uses with this key, made once.
+    jwt_header: std::sync::OnceLock<String>,
 }
 
 impl SigningKey {
@@ -313,7 +316,21 @@ impl SigningKey {
             alg,
             kid: None,
             inner: Arc::new(signer),
+            jwt_header: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The encoded default JWT header of this key (see `jwt::sign`).
+    pub(crate) fn jwt_header_b64(&self) -> Result<&str, Error> {
+        if let Some(header) = self.jwt_header.get() {
+            return Ok(header);
+        }
+        let header = crate::jws::Header::for_key(self).typ("JWT");
+        let json = serde_json::to_vec(&header).map_err(|e| Error::Serialize {
+            part: crate::Part::Header,
+            reason: e.to_string(),
+        })?;
+        Ok(self.jwt_header.get_or_init(|| crate::b64::encode(json)))
     }
 
     /// The algorithm this key signs with.
@@ -330,6 +347,7 @@ impl SigningKey {
     #[must_use]
     pub fn with_kid(mut self, kid: impl Into<String>) -> SigningKey {
         self.kid = Some(kid.into());
+        self.jwt_header = std::sync::OnceLock::new();
         self
     }
 
@@ -761,6 +779,22 @@ mod tests {
         let shown = format!("{ec:?}");
         assert!(!shown.contains(&format!("{:?}", d.expose())));
         assert!(shown.contains("REDACTED"));
+    }
+
+    #[test]
+    fn cached_jwt_header_follows_the_kid() {
+        let key = SigningKey::generate(Algorithm::ES256).unwrap();
+        let sign = |key: &SigningKey| crate::jwt::sign(&crate::Claims::new(), key).unwrap();
+        let header = crate::jws::decode_header(&sign(&key)).unwrap();
+        assert_eq!(header.alg, Algorithm::ES256);
+        assert_eq!(header.typ.as_deref(), Some("JWT"));
+        assert_eq!(header.kid, None);
+        let renamed = key.with_kid("k2");
+        let header = crate::jws::decode_header(&sign(&renamed)).unwrap();
+        assert_eq!(header.kid.as_deref(), Some("k2"));
+        let again = renamed.clone().with_kid("k3");
+        assert_eq!(crate::jws::decode_header(&sign(&again)).unwrap().kid.as_deref(), Some("k3"));
+        assert_eq!(crate::jws::decode_header(&sign(&renamed)).unwrap().kid.as_deref(), Some("k2"));
     }
 
     #[test]
