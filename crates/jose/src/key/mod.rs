@@ -793,8 +793,20 @@ mod tests {
         let header = crate::jws::decode_header(&sign(&renamed)).unwrap();
         assert_eq!(header.kid.as_deref(), Some("k2"));
         let again = renamed.clone().with_kid("k3");
-        assert_eq!(crate::jws::decode_header(&sign(&again)).unwrap().kid.as_deref(), Some("k3"));
-        assert_eq!(crate::jws::decode_header(&sign(&renamed)).unwrap().kid.as_deref(), Some("k2"));
+        assert_eq!(
+            crate::jws::decode_header(&sign(&again))
+                .unwrap()
+                .kid
+                .as_deref(),
+            Some("k3")
+        );
+        assert_eq!(
+            crate::jws::decode_header(&sign(&renamed))
+                .unwrap()
+                .kid
+                .as_deref(),
+            Some("k2")
+        );
     }
 
     #[test]

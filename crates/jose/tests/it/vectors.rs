@@ -66,6 +66,17 @@ impl Tally {
         self.valid + self.invalid + self.acceptable + self.deviations + self.not_applicable
     }
 
+    /// Check that every vector of `doc` was run, then print the counts.
+    pub fn finish(&self, file: &str, doc: &Value) {
+        let declared = doc["numberOfTests"].as_u64().expect("numberOfTests");
+        assert_eq!(
+            self.total() as u64,
+            declared,
+            "{file}: not every vector ran"
+        );
+        self.report(file);
+    }
+
     pub fn report(&self, file: &str) {
         println!(
             "{file}: ran {} vectors: {} valid accepted, {} invalid rejected, {} acceptable, \
