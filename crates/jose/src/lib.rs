@@ -43,3 +43,8 @@ pub use jwk::{Jwk, JwkSet, KeySet};
 pub use jwt::{Audience, Claims, NoCustomClaims, Token, Validation};
 pub use key::{PemKind, Secret, SigningKey, VerifyingKey};
 pub use time::{describe_span, Clock, FixedClock, NumericDate, SystemClock};
+
+// The README's Rust examples run as doctests, so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
