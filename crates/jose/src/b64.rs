@@ -40,12 +40,11 @@ pub fn decode_to_slice(text: &[u8], out: &mut [u8]) -> Option<usize> {
 
 /// Decode `text` and hand the bytes to `f`: in a stack buffer when they
 /// fit (the common case for token parts), on the heap otherwise.
-pub(crate) fn with_decoded<R>(
+pub(crate) fn with_decoded<const STACK: usize, R>(
     text: &str,
     part: crate::Part,
     f: impl FnOnce(&[u8]) -> Result<R, crate::Error>,
 ) -> Result<R, crate::Error> {
-    const STACK: usize = 1024;
     let invalid = || crate::Error::Base64 { part };
     if decoded_len(text.len()).ok_or_else(invalid)? <= STACK {
         let mut buf = [0u8; STACK];

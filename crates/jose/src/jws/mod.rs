@@ -286,7 +286,7 @@ impl<'t> Unverified<'t> {
             });
         }
         let signing_input = &token[..header.len() + 1 + payload.len()];
-        let header = b64::with_decoded(header, Part::Header, |bytes| {
+        let header = b64::with_decoded::<256, _>(header, Part::Header, |bytes| {
             Header::parse(bytes, limits.max_depth)
         })?;
         Ok(Unverified {

@@ -180,6 +180,34 @@ impl<T> Claims<T> {
     }
 }
 
+/// Which registered claim a member is.
+#[derive(Clone, Copy)]
+pub(crate) enum Slot {
+    Iss,
+    Sub,
+    Aud,
+    Exp,
+    Nbf,
+    Iat,
+    Jti,
+}
+
+impl Slot {
+    /// The registered claim named `name`, its name and its JSON kind.
+    pub(crate) fn of(name: &str) -> Option<(Slot, &'static str, Kind)> {
+        Some(match name {
+            "iss" => (Slot::Iss, "iss", Kind::Str),
+            "sub" => (Slot::Sub, "sub", Kind::Str),
+            "jti" => (Slot::Jti, "jti", Kind::Str),
+            "aud" => (Slot::Aud, "aud", Kind::Aud),
+            "exp" => (Slot::Exp, "exp", Kind::Date),
+            "nbf" => (Slot::Nbf, "nbf", Kind::Date),
+            "iat" => (Slot::Iat, "iat", Kind::Date),
+            _ => return None,
+        })
+    }
+}
+
 /// The registered claims, as read from a payload.
 #[derive(Debug, Default)]
 pub(crate) struct Registered {
@@ -194,15 +222,15 @@ pub(crate) struct Registered {
 
 impl Registered {
     /// Keep a claim read by the payload reader.
-    pub(crate) fn store(&mut self, name: &str, got: Got) {
-        match name {
-            "iss" => self.iss = got.string(),
-            "sub" => self.sub = got.string(),
-            "jti" => self.jti = got.string(),
-            "aud" => self.aud = got.audience(),
-            "exp" => self.exp = got.date(),
-            "nbf" => self.nbf = got.date(),
-            _ => self.iat = got.date(),
+    pub(crate) fn store(&mut self, slot: Slot, got: Got) {
+        match slot {
+            Slot::Iss => self.iss = got.string(),
+            Slot::Sub => self.sub = got.string(),
+            Slot::Jti => self.jti = got.string(),
+            Slot::Aud => self.aud = got.audience(),
+            Slot::Exp => self.exp = got.date(),
+            Slot::Nbf => self.nbf = got.date(),
+            Slot::Iat => self.iat = got.date(),
         }
     }
 

@@ -93,7 +93,7 @@ pub fn verify<T: DeserializeOwned>(
     validation.validate_header(&header)?;
     let depth = options.get_limits().depth();
     let required = validation.required_claims();
-    crate::b64::with_decoded(payload, Part::Payload, |payload| {
+    crate::b64::with_decoded::<1024, _>(payload, Part::Payload, |payload| {
         let read = match read::read_claims::<T>(payload, depth, required) {
             Ok(read) => read,
             Err(mismatch @ Error::InvalidClaims { .. }) => {

@@ -15,7 +15,7 @@ use std::marker::PhantomData;
 use serde::de::value::SeqDeserializer;
 use serde::de::{self, DeserializeOwned, DeserializeSeed, Deserializer, MapAccess, Visitor};
 
-use super::claims::{Audience, Claim, Got, Kind, Number, Registered};
+use super::claims::{Audience, Claim, Got, Number, Registered, Slot};
 use crate::error::Part;
 use crate::json::{give_name, Ctx, SeenKeys, StrictMap};
 use crate::Error;
@@ -158,20 +158,7 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for TopVisitor<'_, '_, '_, V> {
 struct Tap<'c, 'de, 's, 'r, A> {
     map: StrictMap<'c, 'de, A>,
     state: &'s mut State<'r>,
-    pending: Option<(&'static str, Got)>,
-}
-
-fn registered(name: &str) -> Option<(&'static str, Kind)> {
-    Some(match name {
-        "iss" => ("iss", Kind::Str),
-        "sub" => ("sub", Kind::Str),
-        "jti" => ("jti", Kind::Str),
-        "aud" => ("aud", Kind::Aud),
-        "exp" => ("exp", Kind::Date),
-        "nbf" => ("nbf", Kind::Date),
-        "iat" => ("iat", Kind::Date),
-        _ => return None,
-    })
+    pending: Option<(Slot, Got)>,
 }
 
 impl<'de, A: MapAccess<'de>> MapAccess<'de> for Tap<'_, 'de, '_, '_, A> {
@@ -187,22 +174,22 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for Tap<'_, 'de, '_, '_, A> {
         if let Some(i) = self.state.required.iter().position(|r| *r == *key) {
             self.state.found[i] = true;
         }
-        if let Some((name, kind)) = registered(&key) {
+        if let Some((slot, name, kind)) = Slot::of(&key) {
             let ctx = self.map.ctx;
             let got = self.map.inner.next_value_seed(Claim { ctx, name, kind })?;
-            self.pending = Some((name, got));
+            self.pending = Some((slot, got));
         }
         give_name(seed, key).map(Some)
     }
 
     fn next_value_seed<S: DeserializeSeed<'de>>(&mut self, seed: S) -> Result<S::Value, A::Error> {
         match self.pending.take() {
-            Some((name, got)) => {
+            Some((slot, got)) => {
                 let value = seed.deserialize(Replay::<A::Error> {
                     got: &got,
                     marker: PhantomData,
                 })?;
-                self.state.registered.store(name, got);
+                self.state.registered.store(slot, got);
                 Ok(value)
             }
             None => self.map.next_value_seed(seed),
