@@ -128,9 +128,18 @@ impl JwkSet {
         ))
     }
 
+    /// `{"keys":[…]}` as indented JSON text.
+    pub fn to_json_pretty(&self) -> String {
+        serde_json::to_string_pretty(&self.to_value()).unwrap_or_default()
+    }
+
     /// `{"keys":[…]}` as JSON text (private members are written if the
     /// keys hold them; use [`JwkSet::to_public`] first to publish).
     pub fn to_json(&self) -> String {
+        self.to_value().to_string()
+    }
+
+    fn to_value(&self) -> Value {
         let keys: Vec<Value> = self
             .keys
             .iter()
@@ -138,7 +147,7 @@ impl JwkSet {
             .collect();
         let mut doc = Map::new();
         doc.insert("keys".to_owned(), Value::Array(keys));
-        Value::Object(doc).to_string()
+        Value::Object(doc)
     }
 }
 

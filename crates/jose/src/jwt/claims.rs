@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::json::Ctx;
 use crate::time::{NumericDate, NumericDateVisitor};
-use crate::{b64, Error};
+use crate::Error;
 
 /// The `aud` claim: one audience or several (RFC 7519 §4.1.3).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,11 +171,7 @@ impl<T> Claims<T> {
 
     /// Set `jti` to 128 random bits, base64url.
     pub fn random_jwt_id(mut self) -> Result<Self, Error> {
-        let mut bytes = [0u8; 16];
-        aws_lc_rs::rand::fill(&mut bytes).map_err(|_| Error::Crypto {
-            operation: "random generation",
-        })?;
-        self.jti = Some(b64::encode(bytes));
+        self.jti = Some(super::random_id()?);
         Ok(self)
     }
 }

@@ -36,6 +36,15 @@ use crate::jws::{self, Header, KeySource};
 use crate::key::SigningKey;
 use crate::Error;
 
+/// 128 random bits as base64url: a fresh, unguessable `jti`.
+pub fn random_id() -> Result<String, Error> {
+    let mut bytes = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| Error::Crypto {
+        operation: "random generation",
+    })?;
+    Ok(crate::b64::encode(bytes))
+}
+
 /// A verified, validated token.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Token<T> {

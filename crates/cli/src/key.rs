@@ -1,0 +1,231 @@
+//! `tessera key …` and `tessera jwks`.
+
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context};
+use clap::{Args, Subcommand, ValueEnum};
+use tessera_jose::{Algorithm, Jwk, JwkSet, KeyType, SigningKey, VerifyingKey};
+
+use crate::input::{self, parse_alg, KeyFile};
+use crate::Failure;
+
+#[derive(Subcommand)]
+pub enum KeyCommand {
+    /// Generate a private key and print it as a JWK (with `alg` and `kid`).
+    #[command(
+        after_help = "Examples:\n  tessera key generate --alg ES256 -o signing.jwk\n  \
+        tessera key generate --alg RS256 --bits 3072 --kid 2026-11 -o rsa.jwk\n  \
+        tessera key generate --alg HS256 -o secret.jwk"
+    )]
+    Generate {
+        /// Algorithm the key is for (HS256…HS512, RS*, PS*, ES256/384/512, EdDSA).
+        #[arg(long, value_parser = parse_alg)]
+        alg: Algorithm,
+        /// Key id; defaults to the RFC 7638 thumbprint.
+        #[arg(long)]
+        kid: Option<String>,
+        /// RSA modulus size.
+        #[arg(long, value_parser = ["2048", "3072", "4096"])]
+        bits: Option<String>,
+        /// Write to this new file (mode 0600) instead of standard output.
+        #[arg(short = 'o', long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Print the public JWK of a private JWK.
+    #[command(after_help = "Example:\n  tessera key public signing.jwk > public.jwk")]
+    Public {
+        /// The private key (JWK); `-` or nothing for standard input.
+        #[arg(value_name = "FILE|-")]
+        file: Option<String>,
+    },
+    /// Print the RFC 7638 SHA-256 thumbprint of a JWK.
+    #[command(after_help = "Example:\n  tessera key thumbprint signing.jwk")]
+    Thumbprint {
+        /// The key (JWK); `-` or nothing for standard input.
+        #[arg(value_name = "FILE|-")]
+        file: Option<String>,
+    },
+    /// Convert a key between JWK and PEM (PKCS#8 or SPKI).
+    #[command(
+        after_help = "Examples:\n  tessera key convert --to pem signing.jwk > signing.pem\n  \
+        tessera key convert --to jwk --alg RS256 rsa.pem > rsa.jwk"
+    )]
+    Convert {
+        /// Output format.
+        #[arg(long)]
+        to: Format,
+        /// Algorithm of a PEM key (needed for RSA; EC and Ed25519 keys imply theirs).
+        #[arg(long, value_parser = parse_alg)]
+        alg: Option<Algorithm>,
+        /// The key; `-` or nothing for standard input.
+        #[arg(value_name = "FILE|-")]
+        file: Option<String>,
+    },
+}
+
+/// Key formats for `key convert`.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Format {
+    /// JSON Web Key.
+    Jwk,
+    /// PEM: PKCS#8 for private keys, SPKI for public keys.
+    Pem,
+}
+
+#[derive(Args)]
+pub struct JwksArgs {
+    /// Keys (JWK files, private or public).
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+}
+
+pub fn run(command: KeyCommand) -> Result<(), Failure> {
+    match command {
+        KeyCommand::Generate {
+            alg,
+            kid,
+            bits,
+            output,
+        } => generate(alg, kid, bits.as_deref(), output),
+        KeyCommand::Public { file } => {
+            let jwk = read_jwk(file.as_deref())?;
+            print_json(&public_of(&jwk)?);
+            Ok(())
+        }
+        KeyCommand::Thumbprint { file } => {
+            let jwk = read_jwk(file.as_deref())?;
+            println!("{}", jwk.thumbprint()?);
+            Ok(())
+        }
+        KeyCommand::Convert { to, alg, file } => convert(to, alg, file.as_deref()),
+    }
+}
+
+fn generate(
+    alg: Algorithm,
+    kid: Option<String>,
+    bits: Option<&str>,
+    output: Option<PathBuf>,
+) -> Result<(), Failure> {
+    let key = match bits {
+        Some(bits) if alg.key_type() == KeyType::Rsa => {
+            SigningKey::generate_rsa(alg, bits.parse().context("--bits")?)?
+        }
+        Some(_) => return Err(anyhow!("--bits is only for RSA algorithms").into()),
+        None => SigningKey::generate(alg)?,
+    };
+    let key = match kid {
+        Some(kid) => key.with_kid(kid),
+        None => key.with_thumbprint_kid()?,
+    };
+    let text = key.to_jwk()?.to_json_pretty() + "\n";
+    match output {
+        Some(path) => input::write_private(&path, &text)?,
+        None => print!("{text}"),
+    }
+    Ok(())
+}
+
+fn read_jwk(file: Option<&str>) -> anyhow::Result<Jwk> {
+    let text = input::read_source(file)?;
+    match input::parse_key(&text)? {
+        KeyFile::Jwk(jwk) => Ok(*jwk),
+        KeyFile::Pem(_) => bail!("expected a JWK; convert PEM with `tessera key convert --to jwk`"),
+    }
+}
+
+/// The public JWK of a key, refusing shared secrets.
+fn public_of(jwk: &Jwk) -> anyhow::Result<Jwk> {
+    if jwk.is_symmetric() {
+        bail!("an oct key is a shared secret: it has no public part and must not be published");
+    }
+    Ok(jwk.to_public()?)
+}
+
+fn convert(to: Format, alg: Option<Algorithm>, file: Option<&str>) -> Result<(), Failure> {
+    let text = input::read_source(file)?;
+    match (input::parse_key(&text)?, to) {
+        (KeyFile::Jwk(jwk), Format::Jwk) => print_json(&jwk),
+        (KeyFile::Jwk(jwk), Format::Pem) => {
+            let alg = match alg {
+                Some(alg) => alg,
+                None => jwk.algorithm()?,
+            };
+            if jwk.is_private() {
+                print!("{}", *jwk.to_signing_key_for(alg)?.to_pkcs8_pem()?);
+            } else {
+                print!("{}", jwk.to_verifying_key_for(alg)?.to_public_pem()?);
+            }
+        }
+        (KeyFile::Pem(pem), to) => {
+            let is_private = pem.contains("PRIVATE KEY-----");
+            match (is_private, to) {
+                (true, Format::Jwk) => {
+                    let key = pem_signing_key(&pem, alg)?.with_thumbprint_kid()?;
+                    print_json(&key.to_jwk()?);
+                }
+                (true, Format::Pem) => print!("{}", *pem_signing_key(&pem, alg)?.to_pkcs8_pem()?),
+                (false, Format::Jwk) => {
+                    let key = pem_verifying_key(&pem, alg)?;
+                    let kid = key.thumbprint()?;
+                    print_json(&key.with_kid(kid).to_public_jwk()?);
+                }
+                (false, Format::Pem) => {
+                    print!("{}", pem_verifying_key(&pem, alg)?.to_public_pem()?)
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Algorithms a PEM key implies by its type alone.
+const IMPLIED: [Algorithm; 4] = [
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::ES512,
+    Algorithm::EdDSA,
+];
+
+fn pem_signing_key(pem: &str, alg: Option<Algorithm>) -> anyhow::Result<SigningKey> {
+    if let Some(alg) = alg {
+        return Ok(SigningKey::from_pem(alg, pem)?);
+    }
+    IMPLIED
+        .iter()
+        .find_map(|alg| SigningKey::from_pem(*alg, pem).ok())
+        .context("name the algorithm with --alg (RSA keys serve several)")
+}
+
+fn pem_verifying_key(pem: &str, alg: Option<Algorithm>) -> anyhow::Result<VerifyingKey> {
+    if let Some(alg) = alg {
+        return Ok(VerifyingKey::from_pem(alg, pem)?);
+    }
+    IMPLIED
+        .iter()
+        .find_map(|alg| VerifyingKey::from_pem(*alg, pem).ok())
+        .context("name the algorithm with --alg (RSA keys serve several)")
+}
+
+pub fn jwks(args: &JwksArgs) -> Result<(), Failure> {
+    let mut keys = Vec::with_capacity(args.files.len());
+    for path in &args.files {
+        let jwk = match input::key_file(path)? {
+            KeyFile::Jwk(jwk) => *jwk,
+            KeyFile::Pem(_) => {
+                return Err(anyhow!(
+                    "{}: expected a JWK; convert PEM with `tessera key convert --to jwk`",
+                    path.display()
+                )
+                .into())
+            }
+        };
+        keys.push(public_of(&jwk).with_context(|| path.display().to_string())?);
+    }
+    println!("{}", JwkSet::new(keys).to_json_pretty());
+    Ok(())
+}
+
+fn print_json(jwk: &Jwk) {
+    println!("{}", jwk.to_json_pretty());
+}

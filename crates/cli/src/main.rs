@@ -1,0 +1,76 @@
+//! `tessera`: keys, tokens and JWKS from the shell.
+//!
+//! Exit codes: 0 success, 1 token invalid (verification failed), 2 usage
+//! or input error. Errors are one line on standard error.
+
+mod input;
+mod key;
+mod token;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "tessera",
+    version,
+    about = "JSON Web Tokens: keys, tokens and JWKS from the shell"
+)]
+#[command(
+    after_help = "Example:\n  tessera key generate --alg ES256 -o signing.jwk\n  \
+    tessera token sign --key signing.jwk --sub alice --exp 15m > token.txt\n  \
+    tessera token verify --key signing.jwk < token.txt"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate, inspect and convert keys.
+    #[command(subcommand)]
+    Key(key::KeyCommand),
+    /// Print a JWK set (`{"keys":[…]}`) of the public parts of keys.
+    #[command(after_help = "Example:\n  tessera jwks current.jwk next.jwk > jwks.json")]
+    Jwks(key::JwksArgs),
+    /// Sign, verify and decode tokens.
+    #[command(subcommand)]
+    Token(Box<token::TokenCommand>),
+}
+
+/// How a command failed, which decides the exit code.
+#[derive(Debug)]
+pub enum Failure {
+    /// The token is not valid (exit 1).
+    Invalid(tessera_jose::Error),
+    /// Bad arguments or unreadable input (exit 2).
+    Input(anyhow::Error),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Failure {
+        Failure::Input(e.into())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Key(command) => key::run(command),
+        Command::Jwks(args) => key::jwks(&args),
+        Command::Token(command) => token::run(*command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Invalid(e)) => {
+            eprintln!("invalid token: {e}");
+            ExitCode::from(1)
+        }
+        Err(Failure::Input(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

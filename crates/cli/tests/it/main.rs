@@ -1,0 +1,529 @@
+//! End-to-end tests of the `tessera` binary.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use serde_json::Value;
+use tempfile::TempDir;
+
+const ALGS: [&str; 13] = [
+    "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256",
+    "ES384", "ES512", "EdDSA",
+];
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn tessera(dir: &Path, args: &[&str], stdin: Option<&str>) -> Run {
+    let mut cmd = Command::cargo_bin("tessera").unwrap();
+    cmd.current_dir(dir).args(args).env_remove("JWT_SECRET");
+    if let Some(input) = stdin {
+        cmd.write_stdin(input.to_owned());
+    }
+    let out = cmd.output().unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+fn ok(dir: &Path, args: &[&str], stdin: Option<&str>) -> String {
+    let run = tessera(dir, args, stdin);
+    assert_eq!(run.code, 0, "tessera {args:?} failed: {}", run.stderr);
+    run.stdout
+}
+
+/// Expect exit `code` with `reason` in the one-line error.
+fn fails(dir: &Path, args: &[&str], stdin: Option<&str>, code: i32, reason: &str) {
+    let run = tessera(dir, args, stdin);
+    assert_eq!(
+        run.code, code,
+        "tessera {args:?}: {}{}",
+        run.stdout, run.stderr
+    );
+    assert!(
+        run.stderr.contains(reason),
+        "tessera {args:?}: stderr {:?} lacks {reason:?}",
+        run.stderr
+    );
+    assert_eq!(
+        run.stderr.trim_end().lines().count(),
+        1,
+        "not one line: {:?}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+}
+
+fn generate(dir: &Path, alg: &str, name: &str, kid: Option<&str>) -> PathBuf {
+    let mut args = vec!["key", "generate", "--alg", alg, "-o", name];
+    if let Some(kid) = kid {
+        args.extend(["--kid", kid]);
+    }
+    ok(dir, &args, None);
+    dir.join(name)
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+#[test]
+fn every_algorithm_generates_signs_and_verifies() {
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    for alg in ALGS {
+        let key = format!("{alg}.jwk");
+        generate(d, alg, &key, None);
+        let jwk = json(&std::fs::read_to_string(d.join(&key)).unwrap());
+        assert_eq!(jwk["alg"], alg);
+        assert_eq!(jwk["kid"], ok(d, &["key", "thumbprint", &key], None).trim());
+        let token = ok(
+            d,
+            &[
+                "token", "sign", "--key", &key, "--sub", "alice", "--exp", "5m",
+            ],
+            None,
+        );
+        assert_eq!(token.matches('.').count(), 2);
+        let claims = json(&ok(d, &["token", "verify", "--key", &key], Some(&token)));
+        assert_eq!(claims["sub"], "alice", "{alg}");
+        if !alg.starts_with("HS") {
+            let public = ok(d, &["key", "public", &key], None);
+            assert!(
+                !public.contains("\"d\""),
+                "{alg}: private part in public key"
+            );
+            std::fs::write(d.join("public.jwk"), &public).unwrap();
+            let claims = json(&ok(
+                d,
+                &["token", "verify", "--key", "public.jwk", token.trim()],
+                None,
+            ));
+            assert_eq!(claims["sub"], "alice");
+            // Through PEM too.
+            let pem = ok(d, &["key", "convert", "--to", "pem", "public.jwk"], None);
+            assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"));
+            std::fs::write(d.join("public.pem"), &pem).unwrap();
+            ok(
+                d,
+                &["token", "verify", "--key", "public.pem", "--alg", alg],
+                Some(&token),
+            );
+        } else {
+            fails(d, &["key", "public", &key], None, 2, "shared secret");
+        }
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn private_keys_are_written_0600_and_never_over_an_existing_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new().unwrap();
+    let path = generate(dir.path(), "ES256", "k.jwk", Some("k1"));
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    fails(
+        dir.path(),
+        &["key", "generate", "--alg", "ES256", "-o", "k.jwk"],
+        None,
+        2,
+        "must not exist",
+    );
+}
+
+#[test]
+fn jwks_chooses_the_key_by_kid() {
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    generate(d, "ES256", "a.jwk", Some("a"));
+    generate(d, "ES256", "b.jwk", Some("b"));
+    generate(d, "RS256", "r.jwk", Some("r"));
+    let jwks = ok(d, &["jwks", "a.jwk", "b.jwk", "r.jwk"], None);
+    assert_eq!(json(&jwks)["keys"].as_array().unwrap().len(), 3);
+    assert!(!jwks.contains("\"d\""));
+    std::fs::write(d.join("jwks.json"), &jwks).unwrap();
+    for key in ["a.jwk", "b.jwk", "r.jwk"] {
+        let token = ok(d, &["token", "sign", "--key", key, "--exp", "5m"], None);
+        ok(d, &["token", "verify", "--jwks", "jwks.json"], Some(&token));
+    }
+    // A stranger's key claiming kid "b" does not get in.
+    generate(d, "ES256", "evil.jwk", Some("b"));
+    let forged = ok(
+        d,
+        &["token", "sign", "--key", "evil.jwk", "--exp", "5m"],
+        None,
+    );
+    fails(
+        d,
+        &["token", "verify", "--jwks", "jwks.json"],
+        Some(&forged),
+        1,
+        "invalid signature",
+    );
+    let unknown = ok(
+        d,
+        &[
+            "token", "sign", "--key", "evil.jwk", "--kid", "zzz", "--exp", "5m",
+        ],
+        None,
+    );
+    fails(
+        d,
+        &["token", "verify", "--jwks", "jwks.json"],
+        Some(&unknown),
+        1,
+        "no key matches kid \"zzz\"",
+    );
+    generate(d, "HS256", "secret.jwk", None);
+    fails(
+        d,
+        &["jwks", "a.jwk", "secret.jwk"],
+        None,
+        2,
+        "shared secret",
+    );
+}
+
+#[test]
+fn invalid_tokens_exit_1_and_say_why() {
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    generate(d, "ES256", "k.jwk", None);
+    let sign = |extra: &[&str]| {
+        let mut args = vec![
+            "token",
+            "sign",
+            "--key",
+            "k.jwk",
+            "--iss",
+            "https://issuer",
+            "--aud",
+            "api",
+        ];
+        args.extend_from_slice(extra);
+        ok(d, &args, None)
+    };
+    let verify = [
+        "token",
+        "verify",
+        "--key",
+        "k.jwk",
+        "--iss",
+        "https://issuer",
+        "--aud",
+        "api",
+    ];
+    let past = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 2 * 86_400)
+        .to_string();
+    let expired = sign(&["--claim", &format!("exp={past}")]);
+    fails(
+        d,
+        &verify,
+        Some(&expired),
+        1,
+        "invalid token: token expired at",
+    );
+    fails(d, &verify, Some(&expired), 1, "2 days ago (leeway 60s)");
+    fails(
+        d,
+        &verify,
+        Some(&sign(&["--nbf", "1h", "--exp", "2h"])),
+        1,
+        "not valid before",
+    );
+    let good = sign(&["--exp", "5m", "--typ", "at+jwt"]);
+    ok(d, &verify, Some(&good));
+    fails(
+        d,
+        &[
+            "token",
+            "verify",
+            "--key",
+            "k.jwk",
+            "--iss",
+            "https://other",
+        ],
+        Some(&good),
+        1,
+        "issuer",
+    );
+    fails(
+        d,
+        &["token", "verify", "--key", "k.jwk", "--aud", "other"],
+        Some(&good),
+        1,
+        "audience",
+    );
+    fails(
+        d,
+        &["token", "verify", "--key", "k.jwk", "--typ", "JWT"],
+        Some(&good),
+        1,
+        "token type",
+    );
+    fails(
+        d,
+        &["token", "verify", "--key", "k.jwk", "--require", "scope"],
+        Some(&good),
+        1,
+        "\"scope\" is missing",
+    );
+    fails(
+        d,
+        &["token", "verify", "--key", "k.jwk", "--alg", "EdDSA"],
+        Some(&good),
+        1,
+        "not allowed",
+    );
+    let mut tampered = good.trim().to_owned();
+    let mid = tampered.find('.').unwrap() + 5;
+    let c = if &tampered[mid..=mid] == "A" {
+        "B"
+    } else {
+        "A"
+    };
+    tampered.replace_range(mid..=mid, c);
+    fails(d, &verify, Some(&tampered), 1, "invalid");
+    generate(d, "ES256", "other.jwk", None);
+    fails(
+        d,
+        &["token", "verify", "--key", "other.jwk"],
+        Some(&good),
+        1,
+        "invalid signature",
+    );
+    // HS256 made with the secret, checked against a public key: refused.
+    ok(d, &["key", "public", "k.jwk"], None);
+    std::fs::write(d.join("pub.jwk"), ok(d, &["key", "public", "k.jwk"], None)).unwrap();
+    std::fs::write(
+        d.join("secret.txt"),
+        "a shared secret of thirty-two bytes!\n",
+    )
+    .unwrap();
+    let hs = ok(
+        d,
+        &[
+            "token",
+            "sign",
+            "--secret-file",
+            "secret.txt",
+            "--exp",
+            "5m",
+        ],
+        None,
+    );
+    fails(
+        d,
+        &["token", "verify", "--key", "pub.jwk"],
+        Some(&hs),
+        1,
+        "signed with HS256 but the key is for ES256",
+    );
+    fails(
+        d,
+        &["token", "verify", "--key", "k.jwk"],
+        Some("not.a.token"),
+        1,
+        "invalid token",
+    );
+}
+
+#[test]
+fn secrets_come_from_files_or_the_environment() {
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    // HS384 needs a secret of at least 48 bytes (RFC 7518 §3.2).
+    let secret = "correct horse battery staple, and then some more bytes";
+    std::fs::write(d.join("s.txt"), format!("{secret}\n")).unwrap();
+    let token = Command::cargo_bin("tessera")
+        .unwrap()
+        .current_dir(d)
+        .env("JWT_SECRET", secret)
+        .args([
+            "token",
+            "sign",
+            "--secret-env",
+            "JWT_SECRET",
+            "--alg",
+            "HS384",
+            "--sub",
+            "bob",
+            "--exp",
+            "1m",
+        ])
+        .output()
+        .unwrap();
+    assert!(token.status.success());
+    let token = String::from_utf8(token.stdout).unwrap();
+    let claims = json(&ok(
+        d,
+        &[
+            "token",
+            "verify",
+            "--secret-file",
+            "s.txt",
+            "--alg",
+            "HS384",
+        ],
+        Some(&token),
+    ));
+    assert_eq!(claims["sub"], "bob");
+    fails(
+        d,
+        &["token", "verify", "--secret-file", "s.txt"],
+        Some(&token),
+        1,
+        "signed with HS384 but the key is for HS256",
+    );
+    fails(
+        d,
+        &["token", "verify", "--secret-env", "JWT_SECRET"],
+        Some(&token),
+        2,
+        "JWT_SECRET is not set",
+    );
+    std::fs::write(d.join("short.txt"), "short").unwrap();
+    fails(
+        d,
+        &["token", "sign", "--secret-file", "short.txt"],
+        None,
+        2,
+        "at least 32 bytes",
+    );
+}
+
+#[test]
+fn bad_input_exits_2_with_one_line() {
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("junk.jwk"), "{\"kty\":").unwrap();
+    std::fs::write(d.join("notakey"), "hello").unwrap();
+    generate(d, "RS256", "r.jwk", None);
+    let pem = ok(d, &["key", "convert", "--to", "pem", "r.jwk"], None);
+    assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"));
+    std::fs::write(d.join("r.pem"), &pem).unwrap();
+    fails(
+        d,
+        &["token", "sign", "--key", "junk.jwk"],
+        None,
+        2,
+        "junk.jwk",
+    );
+    fails(
+        d,
+        &["token", "sign", "--key", "notakey"],
+        None,
+        2,
+        "not a JWK",
+    );
+    fails(
+        d,
+        &["token", "sign", "--key", "missing.jwk"],
+        None,
+        2,
+        "missing.jwk",
+    );
+    fails(
+        d,
+        &["token", "sign", "--key", "r.pem"],
+        None,
+        2,
+        "needs --alg",
+    );
+    fails(
+        d,
+        &["token", "sign", "--key", "r.jwk", "--claims", "-"],
+        Some("[1,2]"),
+        2,
+        "JSON object",
+    );
+    fails(
+        d,
+        &["token", "sign", "--key", "r.jwk", "--header", "alg=none"],
+        None,
+        2,
+        "key decides",
+    );
+    fails(
+        d,
+        &["token", "verify", "--key", "r.jwk", "--leeway", "1h"],
+        Some("x"),
+        2,
+        "at most 5m",
+    );
+    let run = tessera(
+        d,
+        &["token", "sign", "--key", "r.jwk", "--alg", "none"],
+        None,
+    );
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("unknown algorithm"), "{}", run.stderr);
+    let run = tessera(d, &["token", "verify"], Some("x.y.z"));
+    assert_eq!(run.code, 2, "a key source is required");
+    // PEM private keys sign with --alg and convert back to the same public key.
+    let token = ok(
+        d,
+        &[
+            "token", "sign", "--key", "r.pem", "--alg", "RS256", "--exp", "1m",
+        ],
+        None,
+    );
+    ok(d, &["token", "verify", "--key", "r.jwk"], Some(&token));
+    let back = json(&ok(
+        d,
+        &["key", "convert", "--to", "jwk", "--alg", "RS256", "r.pem"],
+        None,
+    ));
+    let original = json(&std::fs::read_to_string(d.join("r.jwk")).unwrap());
+    assert_eq!(back["n"], original["n"]);
+    assert_eq!(back["kid"], original["kid"]);
+}
+
+#[test]
+fn decode_shows_claims_labelled_unverified() {
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    generate(d, "EdDSA", "k.jwk", Some("k1"));
+    let token = ok(
+        d,
+        &[
+            "token",
+            "sign",
+            "--key",
+            "k.jwk",
+            "--exp",
+            "14m",
+            "--claim",
+            "scope=read write",
+            "--header",
+            "x-env=\"test\"",
+        ],
+        None,
+    );
+    let text = ok(d, &["token", "decode", token.trim()], None);
+    assert!(text.starts_with("UNVERIFIED"));
+    assert!(text.contains("exp: ") && text.contains("(in 1"), "{text}");
+    let doc = json(&ok(d, &["token", "decode", "--json"], Some(&token)));
+    assert_eq!(doc["verified"], false);
+    assert_eq!(doc["header"]["kid"], "k1");
+    assert_eq!(doc["header"]["x-env"], "test");
+    assert_eq!(doc["payload"]["scope"], "read write");
+    assert!(doc["times"]["exp"]["relative"]
+        .as_str()
+        .unwrap()
+        .starts_with("in "));
+    fails(d, &["token", "decode"], Some("garbage"), 1, "malformed");
+}
