@@ -87,7 +87,7 @@ pub struct SignArgs {
 }
 
 #[derive(Args)]
-#[command(group(ArgGroup::new("verifier").required(true).args(["key", "jwks", "secret_file", "secret_env"])))]
+#[command(group(ArgGroup::new("verifier").required(true).args(["key", "jwks", "jwks_url", "secret_file", "secret_env"])))]
 pub struct VerifyArgs {
     /// The token; `-` or nothing for standard input.
     #[arg(value_name = "TOKEN|-")]
@@ -98,6 +98,9 @@ pub struct VerifyArgs {
     /// A JWK set; the key is chosen by the token's `kid` and algorithm.
     #[arg(long, value_name = "FILE")]
     jwks: Option<PathBuf>,
+    /// A JWK set fetched from this URL (10 s timeout, 1 MiB at most).
+    #[arg(long, value_name = "URL")]
+    jwks_url: Option<String>,
     /// HMAC secret, read from this file.
     #[arg(long, value_name = "FILE")]
     secret_file: Option<PathBuf>,
@@ -260,9 +263,16 @@ fn verify(args: &VerifyArgs) -> Result<(), Failure> {
     if !args.alg.is_empty() {
         validation = validation.algorithms(args.alg.iter().copied());
     }
-    let verified = if let Some(path) = &args.jwks {
-        let set = JwkSet::from_json(&input::read_file(path)?)
-            .with_context(|| format!("reading the JWK set in {}", path.display()))?;
+    let jwks = match (&args.jwks, &args.jwks_url) {
+        (Some(path), _) => Some((
+            input::read_file(path)?,
+            format!("the JWK set in {}", path.display()),
+        )),
+        (None, Some(url)) => Some((fetch(url)?, format!("the JWK set at {url}"))),
+        (None, None) => None,
+    };
+    let verified = if let Some((text, origin)) = jwks {
+        let set = JwkSet::from_json(&text).with_context(|| format!("reading {origin}"))?;
         let keys = KeySet::from_jwks_allowing(&set, &args.alg)?;
         jwt::verify::<Value>(&token, &keys, &validation)
     } else {
@@ -288,6 +298,37 @@ fn verify(args: &VerifyArgs) -> Result<(), Failure> {
     })?;
     println!("{}", serde_json::to_string_pretty(&verified.claims.custom)?);
     Ok(())
+}
+
+/// The most a JWKS response may hold.
+const MAX_JWKS_BYTES: u64 = 1 << 20;
+
+/// GET a JWK set over HTTP(S), with rustls on aws-lc-rs (the one crypto
+/// library of the project), a time limit and a size limit.
+fn fetch(url: &str) -> anyhow::Result<String> {
+    let tls = ureq::tls::TlsConfig::builder()
+        .provider(ureq::tls::TlsProvider::Rustls)
+        .unversioned_rustls_crypto_provider(std::sync::Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .build();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .tls_config(tls)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .max_redirects(3)
+        .build()
+        .into();
+    let mut response = agent
+        .get(url)
+        .header("Accept", "application/json")
+        .call()
+        .with_context(|| format!("fetching {url}"))?;
+    response
+        .body_mut()
+        .with_config()
+        .limit(MAX_JWKS_BYTES)
+        .read_to_string()
+        .with_context(|| format!("reading the response from {url}"))
 }
 
 fn decode(args: &DecodeArgs) -> Result<(), Failure> {

@@ -193,6 +193,89 @@ fn jwks_chooses_the_key_by_kid() {
     );
 }
 
+/// Serve `body` as JSON to one HTTP request on a loopback port.
+fn serve_once(body: String, status: &'static str) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://{}/.well-known/jwks.json",
+        listener.local_addr().unwrap()
+    );
+    std::thread::spawn(move || {
+        if let Ok((mut stream, _)) = listener.accept() {
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let head = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(body.as_bytes());
+        }
+    });
+    url
+}
+
+#[test]
+fn jwks_url_is_fetched_and_failures_exit_2() {
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    generate(d, "ES384", "k.jwk", Some("remote"));
+    let jwks = ok(d, &["jwks", "k.jwk"], None);
+    let token = ok(
+        d,
+        &[
+            "token", "sign", "--key", "k.jwk", "--sub", "carol", "--exp", "5m",
+        ],
+        None,
+    );
+    let url = serve_once(jwks, "200 OK");
+    let claims = json(&ok(
+        d,
+        &["token", "verify", "--jwks-url", &url],
+        Some(&token),
+    ));
+    assert_eq!(claims["sub"], "carol");
+    let url = serve_once("{}".to_owned(), "404 Not Found");
+    fails(
+        d,
+        &["token", "verify", "--jwks-url", &url],
+        Some(&token),
+        2,
+        "fetching",
+    );
+    let url = serve_once("not json".to_owned(), "200 OK");
+    fails(
+        d,
+        &["token", "verify", "--jwks-url", &url],
+        Some(&token),
+        2,
+        "reading the JWK set at",
+    );
+    fails(
+        d,
+        &[
+            "token",
+            "verify",
+            "--jwks-url",
+            "http://127.0.0.1:1/jwks.json",
+        ],
+        Some(&token),
+        2,
+        "fetching",
+    );
+    // The TLS stack (rustls on aws-lc-rs) starts, and a failed handshake is
+    // an input error, not a panic.
+    let plain = serve_once("{}".to_owned(), "200 OK").replace("http://", "https://");
+    fails(
+        d,
+        &["token", "verify", "--jwks-url", &plain],
+        Some(&token),
+        2,
+        "fetching",
+    );
+}
+
 #[test]
 fn invalid_tokens_exit_1_and_say_why() {
     let dir = TempDir::new().unwrap();
