@@ -188,22 +188,25 @@ const IMPLIED: [Algorithm; 4] = [
 ];
 
 fn pem_signing_key(pem: &str, alg: Option<Algorithm>) -> anyhow::Result<SigningKey> {
-    if let Some(alg) = alg {
-        return Ok(SigningKey::from_pem(alg, pem)?);
-    }
-    IMPLIED
-        .iter()
-        .find_map(|alg| SigningKey::from_pem(*alg, pem).ok())
-        .context("name the algorithm with --alg (RSA keys serve several)")
+    pem_key(pem, alg, SigningKey::from_pem)
 }
 
 fn pem_verifying_key(pem: &str, alg: Option<Algorithm>) -> anyhow::Result<VerifyingKey> {
+    pem_key(pem, alg, VerifyingKey::from_pem)
+}
+
+/// Load a PEM key for `alg`, or for the one algorithm its type implies.
+fn pem_key<K>(
+    pem: &str,
+    alg: Option<Algorithm>,
+    load: impl Fn(Algorithm, &str) -> Result<K, tessera_jose::Error>,
+) -> anyhow::Result<K> {
     if let Some(alg) = alg {
-        return Ok(VerifyingKey::from_pem(alg, pem)?);
+        return Ok(load(alg, pem)?);
     }
     IMPLIED
         .iter()
-        .find_map(|alg| VerifyingKey::from_pem(*alg, pem).ok())
+        .find_map(|alg| load(*alg, pem).ok())
         .context("name the algorithm with --alg (RSA keys serve several)")
 }
 

@@ -329,48 +329,17 @@ fn invalid_tokens_exit_1_and_say_why() {
     );
     let good = sign(&["--exp", "5m", "--typ", "at+jwt"]);
     ok(d, &verify, Some(&good));
-    fails(
-        d,
-        &[
-            "token",
-            "verify",
-            "--key",
-            "k.jwk",
-            "--iss",
-            "https://other",
-        ],
-        Some(&good),
-        1,
-        "issuer",
-    );
-    fails(
-        d,
-        &["token", "verify", "--key", "k.jwk", "--aud", "other"],
-        Some(&good),
-        1,
-        "audience",
-    );
-    fails(
-        d,
-        &["token", "verify", "--key", "k.jwk", "--typ", "JWT"],
-        Some(&good),
-        1,
-        "token type",
-    );
-    fails(
-        d,
-        &["token", "verify", "--key", "k.jwk", "--require", "scope"],
-        Some(&good),
-        1,
-        "\"scope\" is missing",
-    );
-    fails(
-        d,
-        &["token", "verify", "--key", "k.jwk", "--alg", "EdDSA"],
-        Some(&good),
-        1,
-        "not allowed",
-    );
+    for (extra, reason) in [
+        (&["--iss", "https://other"][..], "issuer"),
+        (&["--aud", "other"], "audience"),
+        (&["--typ", "JWT"], "token type"),
+        (&["--require", "scope"], "\"scope\" is missing"),
+        (&["--alg", "EdDSA"], "not allowed"),
+    ] {
+        let mut args = vec!["token", "verify", "--key", "k.jwk"];
+        args.extend_from_slice(extra);
+        fails(d, &args, Some(&good), 1, reason);
+    }
     let mut tampered = good.trim().to_owned();
     let mid = tampered.find('.').unwrap() + 5;
     let c = if &tampered[mid..=mid] == "A" {
