@@ -514,7 +514,7 @@ fn bad_input_exits_2_with_one_line() {
         &["token", "verify", "--key", "r.jwk", "--leeway", "1h"],
         Some("x"),
         2,
-        "at most 5m",
+        "over the maximum of 300s",
     );
     let run = tessera(
         d,
