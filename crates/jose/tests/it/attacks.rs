@@ -405,3 +405,75 @@ fn jwks_with_unsupported_keys_still_loads_the_rest() {
     );
     assert_eq!(code(JwkSet::from_json(r#"{"keys":{}}"#)), "ERR_INVALID_KEY");
 }
+
+#[test]
+fn keys_without_alg_serve_only_the_callers_allow_list() {
+    // Azure-style JWKS: RSA keys without "alg".
+    let rsa = SigningKey::generate(Algorithm::RS256)
+        .unwrap()
+        .with_kid("r1");
+    let mut jwk = rsa.verifying_key().unwrap().to_public_jwk().unwrap();
+    jwk.alg = None;
+    let set = JwkSet::new(vec![jwk]);
+    // Without an allow-list the key is not guessed into use.
+    let none = KeySet::from_jwks(&set).unwrap();
+    assert!(none.keys().is_empty());
+    assert!(
+        none.skipped()[0].reason.contains("without \"alg\""),
+        "{:?}",
+        none.skipped()
+    );
+    // With one, each allowed RSA algorithm gets the key; others do not.
+    let keys = KeySet::from_jwks_allowing(
+        &set,
+        &[Algorithm::RS256, Algorithm::PS256, Algorithm::ES256],
+    )
+    .unwrap();
+    assert_eq!(keys.keys().len(), 2);
+    let token = jwt::sign(&claims(), &rsa).unwrap();
+    jwt::verify::<serde_json::Value>(&token, &keys, &validation()).unwrap();
+    let pss = SigningKey::from_der(
+        Algorithm::PS256,
+        tessera_jose::PemKind::PrivateKey,
+        rsa.to_pkcs8_der().unwrap().expose(),
+    )
+    .unwrap()
+    .with_kid("r1");
+    jwt::verify::<serde_json::Value>(&jwt::sign(&claims(), &pss).unwrap(), &keys, &validation())
+        .unwrap();
+    let rs512 = SigningKey::from_der(
+        Algorithm::RS512,
+        tessera_jose::PemKind::PrivateKey,
+        rsa.to_pkcs8_der().unwrap().expose(),
+    )
+    .unwrap()
+    .with_kid("r1");
+    assert_eq!(
+        verify_code(&jwt::sign(&claims(), &rs512).unwrap(), &keys),
+        "ERR_NO_MATCHING_KEY"
+    );
+}
+
+#[test]
+fn header_size_is_bounded_before_decoding() {
+    let key = SigningKey::generate(Algorithm::HS256).unwrap();
+    let vk = key.verifying_key().unwrap();
+    let big = Header::for_key(&key).member("x5c", vec!["A".repeat(2000); 3]);
+    let token = jwt::sign_with_header(&big, &claims(), &key).unwrap();
+    // Fits the default limits (x5c chains are legitimately large)...
+    jwt::verify::<serde_json::Value>(&token, &vk, &validation()).unwrap();
+    // ...and a tighter header limit refuses it, naming the part.
+    let tight = validation().limits(Limits::default().max_header_len(1024));
+    let err = jwt::verify::<serde_json::Value>(&token, &vk, &tight).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::PartTooLarge {
+                part: tessera_jose::Part::Header,
+                max: 1024,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
