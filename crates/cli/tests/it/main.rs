@@ -467,55 +467,34 @@ fn bad_input_exits_2_with_one_line() {
     let pem = ok(d, &["key", "convert", "--to", "pem", "r.jwk"], None);
     assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"));
     std::fs::write(d.join("r.pem"), &pem).unwrap();
-    fails(
-        d,
-        &["token", "sign", "--key", "junk.jwk"],
-        None,
-        2,
-        "junk.jwk",
-    );
-    fails(
-        d,
-        &["token", "sign", "--key", "notakey"],
-        None,
-        2,
-        "not a JWK",
-    );
-    fails(
-        d,
-        &["token", "sign", "--key", "missing.jwk"],
-        None,
-        2,
-        "missing.jwk",
-    );
-    fails(
-        d,
-        &["token", "sign", "--key", "r.pem"],
-        None,
-        2,
-        "needs --alg",
-    );
-    fails(
-        d,
-        &["token", "sign", "--key", "r.jwk", "--claims", "-"],
-        Some("[1,2]"),
-        2,
-        "JSON object",
-    );
-    fails(
-        d,
-        &["token", "sign", "--key", "r.jwk", "--header", "alg=none"],
-        None,
-        2,
-        "key decides",
-    );
-    fails(
-        d,
-        &["token", "verify", "--key", "r.jwk", "--leeway", "1h"],
-        Some("x"),
-        2,
-        "over the maximum of 300s",
-    );
+    let cases: [(&[&str], Option<&str>, &str); 7] = [
+        (&["token", "sign", "--key", "junk.jwk"], None, "junk.jwk"),
+        (&["token", "sign", "--key", "notakey"], None, "not a JWK"),
+        (
+            &["token", "sign", "--key", "missing.jwk"],
+            None,
+            "missing.jwk",
+        ),
+        (&["token", "sign", "--key", "r.pem"], None, "needs --alg"),
+        (
+            &["token", "sign", "--key", "r.jwk", "--claims", "-"],
+            Some("[1,2]"),
+            "JSON object",
+        ),
+        (
+            &["token", "sign", "--key", "r.jwk", "--header", "alg=none"],
+            None,
+            "key decides",
+        ),
+        (
+            &["token", "verify", "--key", "r.jwk", "--leeway", "1h"],
+            Some("x"),
+            "over the maximum of 300s",
+        ),
+    ];
+    for (args, stdin, reason) in cases {
+        fails(d, args, stdin, 2, reason);
+    }
     let run = tessera(
         d,
         &["token", "sign", "--key", "r.jwk", "--alg", "none"],

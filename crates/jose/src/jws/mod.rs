@@ -186,11 +186,7 @@ pub fn sign(header: &Header, payload: &[u8], key: &SigningKey) -> Result<String,
 }
 
 /// Sign already-serialized header JSON and payload.
-pub(crate) fn sign_parts(
-    header_json: &[u8],
-    payload: &[u8],
-    key: &SigningKey,
-) -> Result<String, Error> {
+fn sign_parts(header_json: &[u8], payload: &[u8], key: &SigningKey) -> Result<String, Error> {
     let mut out =
         String::with_capacity(encoded_len(header_json.len()) + encoded_len(payload.len()) + 700);
     b64::encode_into(header_json, &mut out);
