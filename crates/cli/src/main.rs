@@ -5,6 +5,7 @@
 
 mod input;
 mod key;
+mod server;
 mod token;
 
 use std::process::ExitCode;
@@ -38,6 +39,31 @@ enum Command {
     /// Sign, verify and decode tokens.
     #[command(subcommand)]
     Token(Box<token::TokenCommand>),
+    /// Run the OAuth 2.0 authorization server.
+    #[command(after_help = "Examples:\n  tessera serve\n  \
+        tessera serve --listen 0.0.0.0:8080 --issuer https://auth.example.com --database-url postgres://tessera@db/tessera")]
+    Serve(server::ServeArgs),
+    /// Manage the users who log in with the password grant.
+    User {
+        #[command(flatten)]
+        server: server::ServerArgs,
+        #[command(subcommand)]
+        command: server::UserCommand,
+    },
+    /// Manage OAuth clients.
+    Client {
+        #[command(flatten)]
+        server: server::ServerArgs,
+        #[command(subcommand)]
+        command: server::ClientCommand,
+    },
+    /// List and rotate the server's signing keys.
+    Keys {
+        #[command(flatten)]
+        server: server::ServerArgs,
+        #[command(subcommand)]
+        command: server::KeysCommand,
+    },
 }
 
 /// How a command failed, which decides the exit code.
@@ -61,6 +87,10 @@ fn main() -> ExitCode {
         Command::Key(command) => key::run(command),
         Command::Jwks(args) => key::jwks(&args),
         Command::Token(command) => token::run(*command),
+        Command::Serve(args) => server::serve(args),
+        Command::User { server, command } => server::user(&server, command),
+        Command::Client { server, command } => server::client(&server, command),
+        Command::Keys { server, command } => server::keys(&server, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,435 @@
+//! `tessera serve` and the admin commands (`user`, `client`, `keys`), which
+//! work on the same configuration and database, also while the server runs.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use tessera_server::store::clients::{self, GrantType, NewClient};
+use tessera_server::store::{users, Scopes};
+use tessera_server::{Config, Overrides};
+use zeroize::Zeroizing;
+
+use crate::Failure;
+
+/// Where the server's data lives; the same for `serve` and every admin
+/// command.
+#[derive(Args, Clone, Debug)]
+pub struct ServerArgs {
+    /// A TOML configuration file.
+    #[arg(long, env = "TESSERA_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// The data directory (SQLite database, master key) [default: ./tessera-data].
+    #[arg(long, env = "TESSERA_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    /// The database: sqlite://PATH or postgres://… [default: SQLite in the data directory].
+    #[arg(
+        long,
+        env = "TESSERA_DATABASE_URL",
+        global = true,
+        hide_env_values = true
+    )]
+    database_url: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "TESSERA_LISTEN")]
+    listen: Option<String>,
+    /// The issuer URL (`iss` of every token) [default: http://LISTEN].
+    #[arg(long, env = "TESSERA_ISSUER")]
+    issuer: Option<String>,
+}
+
+impl ServerArgs {
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            config: self.config.clone(),
+            data_dir: self.data_dir.clone(),
+            database_url: self.database_url.clone(),
+            master_key: std::env::var("TESSERA_MASTER_KEY").ok().map(Zeroizing::new),
+            master_key_file: std::env::var_os("TESSERA_MASTER_KEY_FILE").map(PathBuf::from),
+            ..Overrides::default()
+        }
+    }
+
+    fn config(&self) -> anyhow::Result<Config> {
+        Ok(Config::resolve(self.overrides())?)
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// `tessera serve`.
+pub fn serve(args: ServeArgs) -> Result<(), Failure> {
+    let mut overrides = args.server.overrides();
+    overrides.listen = args.listen;
+    overrides.issuer = args.issuer;
+    let config = Config::resolve(overrides)?;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    runtime()?.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let address = listener.local_addr()?;
+        let opened = tessera_server::open(config).await?;
+        println!("tessera: issuer    {}", opened.config.issuer);
+        println!("tessera: listening {address} ({})", opened.db.backend());
+        println!("tessera: JWKS      {}", opened.config.jwks_uri());
+        std::io::stdout().flush()?;
+        tessera_server::serve(opened, listener, shutdown_signal()).await?;
+        eprintln!("tessera: stopped");
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    eprintln!("tessera: shutting down");
+}
+
+/// Read a password from standard input (first line) or, on a terminal,
+/// ask twice.
+fn read_password(from_stdin: bool) -> anyhow::Result<Zeroizing<String>> {
+    if from_stdin || !std::io::stdin().is_terminal() {
+        let mut line = Zeroizing::new(String::new());
+        std::io::stdin().lock().read_line(&mut line)?;
+        let trimmed = Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_owned());
+        if trimmed.is_empty() {
+            bail!("no password on standard input");
+        }
+        return Ok(trimmed);
+    }
+    let first = Zeroizing::new(rpassword::prompt_password("Password: ")?);
+    let second = Zeroizing::new(rpassword::prompt_password("Again: ")?);
+    if first != second {
+        bail!("the passwords differ");
+    }
+    Ok(first)
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Add a user who logs in with the password grant.
+    #[command(
+        after_help = "Example:\n  printf '%s\\n' \"$PASSWORD\" | tessera user add alice --password-stdin --scope orders:read"
+    )]
+    Add {
+        username: String,
+        /// Read the password from standard input (else asked on the terminal).
+        #[arg(long)]
+        password_stdin: bool,
+        /// A scope the user may be granted (repeatable).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+    },
+    /// List users.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a user from logging in (and end the user's sessions).
+    Disable { username: String },
+    /// Let a disabled user log in again.
+    Enable { username: String },
+    /// Delete a user and the user's sessions.
+    Delete { username: String },
+    /// Set a new password (and end the user's sessions).
+    Passwd {
+        username: String,
+        /// Read the password from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClientCommand {
+    /// Register a client; prints its client_id and, once, its secret.
+    #[command(
+        after_help = "Examples:\n  tessera client add orders-worker --grant client_credentials --scope orders:read --audience orders-api\n  \
+        tessera client add web --grant password --grant refresh_token --scope orders:read --public --json"
+    )]
+    Add {
+        name: String,
+        /// A grant the client may use: client_credentials, password, refresh_token (repeatable; default client_credentials).
+        #[arg(long = "grant")]
+        grants: Vec<String>,
+        /// A scope the client may ask for (repeatable).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// The `aud` of its access tokens (repeatable; default the issuer).
+        #[arg(long = "audience")]
+        audiences: Vec<String>,
+        /// A public client: no secret (password and refresh_token grants only).
+        #[arg(long)]
+        public: bool,
+        /// Public keys (JWKS file) for private_key_jwt instead of a secret.
+        #[arg(long)]
+        jwks: Option<PathBuf>,
+        /// Access-token lifetime, e.g. 5m [default: the server's].
+        #[arg(long, value_parser = humantime::parse_duration)]
+        access_ttl: Option<std::time::Duration>,
+        /// Print {"client_id": …, "client_secret": …}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List clients.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a client and its refresh tokens.
+    Delete { client_id: String },
+    /// Give a client a new secret (printed once); the old one stops working.
+    RotateSecret {
+        client_id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// List signing keys and their state (announced, active, retired).
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a rotation now: a new key is published, and signs after the announce period.
+    Rotate,
+}
+
+/// `tessera user …`.
+pub fn user(server: &ServerArgs, command: UserCommand) -> Result<(), Failure> {
+    let config = server.config()?;
+    runtime()?.block_on(async move {
+        config.prepare_data_dir()?;
+        let db = tessera_server::Db::connect(&config.database_url, 2).await?;
+        let passwords = tessera_server::password::Passwords::new(1)?;
+        match command {
+            UserCommand::Add {
+                username,
+                password_stdin,
+                scopes,
+            } => {
+                let scopes = Scopes::from_list(&scopes)?;
+                let hash = passwords.hash(read_password(password_stdin)?).await?;
+                let user = users::add(&db, &username, &hash, &scopes).await?;
+                audit(&db, "user_added", &username).await?;
+                println!("{}", user.id);
+            }
+            UserCommand::List { json } => {
+                let list = users::list(&db).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&list)?);
+                } else {
+                    for u in list {
+                        let state = if u.disabled { "disabled" } else { "enabled" };
+                        println!("{}\t{}\t{}\t{}", u.username, u.id, state, u.scopes);
+                    }
+                }
+            }
+            UserCommand::Disable { username } => {
+                users::set_disabled(&db, &username, true).await?;
+                audit(&db, "user_disabled", &username).await?;
+            }
+            UserCommand::Enable { username } => {
+                users::set_disabled(&db, &username, false).await?;
+                audit(&db, "user_enabled", &username).await?;
+            }
+            UserCommand::Delete { username } => {
+                users::delete(&db, &username).await?;
+                audit(&db, "user_deleted", &username).await?;
+            }
+            UserCommand::Passwd {
+                username,
+                password_stdin,
+            } => {
+                if users::find(&db, &username).await?.is_none() {
+                    bail!("user {username:?} not found");
+                }
+                let hash = passwords.hash(read_password(password_stdin)?).await?;
+                users::set_password(&db, &username, &hash).await?;
+                audit(&db, "user_password_changed", &username).await?;
+            }
+        }
+        db.close().await;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(())
+}
+
+async fn audit(db: &tessera_server::Db, event: &'static str, subject: &str) -> anyhow::Result<()> {
+    use tessera_server::store::audit::{record, Event};
+    let actor = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    record(
+        db,
+        Event::new(event)
+            .subject(subject)
+            .detail(format!("by=cli user={actor}")),
+    )
+    .await?;
+    Ok(())
+}
+
+/// `tessera client …`.
+pub fn client(server: &ServerArgs, command: ClientCommand) -> Result<(), Failure> {
+    let config = server.config()?;
+    runtime()?.block_on(async move {
+        config.prepare_data_dir()?;
+        let db = tessera_server::Db::connect(&config.database_url, 2).await?;
+        match command {
+            ClientCommand::Add { name, grants, scopes, audiences, public, jwks, access_ttl, json } => {
+                let grants = grants
+                    .iter()
+                    .map(|g| {
+                        GrantType::parse(g).with_context(|| {
+                            format!("unknown grant {g:?}: use client_credentials, password or refresh_token")
+                        })
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let jwks = match jwks {
+                    Some(path) => Some(
+                        std::fs::read_to_string(&path)
+                            .with_context(|| format!("cannot read {}", path.display()))?,
+                    ),
+                    None => None,
+                };
+                let access_ttl = match access_ttl {
+                    Some(ttl) if ttl > config.max_access_ttl || ttl.as_secs() == 0 => bail!(
+                        "--access-ttl must be between 1s and the server's max_access_ttl ({})",
+                        humantime::format_duration(config.max_access_ttl)
+                    ),
+                    Some(ttl) => Some(i64::try_from(ttl.as_secs())?),
+                    None => None,
+                };
+                let added = clients::add(
+                    &db,
+                    NewClient { name: name.clone(), grants, scopes: Scopes::from_list(&scopes)?, audiences, public, jwks, access_ttl },
+                )
+                .await?;
+                audit(&db, "client_added", &added.client_id).await?;
+                print_credentials(&added.client_id, added.client_secret.as_deref().map(String::as_str), json)?;
+            }
+            ClientCommand::List { json } => {
+                let list: Vec<clients::ClientInfo> = clients::list(&db).await?.iter().map(Into::into).collect();
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&list)?);
+                } else {
+                    for c in list {
+                        let grants: Vec<_> = c.grants.iter().map(|g| g.as_str()).collect();
+                        println!("{}\t{}\t{}\t{}\t{}", c.client_id, c.name, c.auth_method, grants.join(","), c.scopes);
+                    }
+                }
+            }
+            ClientCommand::Delete { client_id } => {
+                clients::delete(&db, &client_id).await?;
+                audit(&db, "client_deleted", &client_id).await?;
+            }
+            ClientCommand::RotateSecret { client_id, json } => {
+                let secret = clients::rotate_secret(&db, &client_id).await?;
+                audit(&db, "client_secret_rotated", &client_id).await?;
+                print_credentials(&client_id, Some(&secret), json)?;
+            }
+        }
+        db.close().await;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(())
+}
+
+fn print_credentials(client_id: &str, secret: Option<&str>, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "client_id": client_id, "client_secret": secret })
+        );
+    } else {
+        println!("client_id:     {client_id}");
+        if let Some(secret) = secret {
+            println!("client_secret: {secret}");
+            eprintln!("(the secret is shown only now; store it safely)");
+        }
+    }
+    Ok(())
+}
+
+/// `tessera keys …`.
+pub fn keys(server: &ServerArgs, command: KeysCommand) -> Result<(), Failure> {
+    let config = server.config()?;
+    runtime()?.block_on(async move {
+        let opened = tessera_server::open(config).await?;
+        if let KeysCommand::Rotate = command {
+            let kid = opened.keys.rotate().await?;
+            let announce = humantime::format_duration(opened.config.keys.announce);
+            println!("{kid}");
+            eprintln!("new key published now; it signs in {announce}");
+        } else if let KeysCommand::List { json } = command {
+            let list = opened.keys.list(tessera_server::store::now());
+            if json {
+                let rows: Vec<_> = list
+                    .iter()
+                    .map(|(info, state)| {
+                        serde_json::json!({
+                            "kid": info.kid, "alg": info.alg, "state": state,
+                            "generation": info.generation, "created_at": info.created_at,
+                            "activate_at": info.activate_at,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                for (info, state) in list {
+                    let state = serde_json::to_value(state)?;
+                    let state = state.as_str().unwrap_or_default();
+                    let at = tessera_jose::NumericDate::from_seconds(info.activate_at).to_rfc3339();
+                    println!("{}\t{}\t{state}\tsigns from {at}", info.kid, info.alg);
+                }
+            }
+        }
+        opened.db.close().await;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(())
+}

@@ -1,0 +1,368 @@
+//! Configuration: defaults, then a TOML file, then `TESSERA_*` environment
+//! variables and flags (the command line hands both over as [`Overrides`]).
+//!
+//! ```toml
+//! issuer = "https://auth.example.com"
+//! listen = "0.0.0.0:8080"
+//! data_dir = "/var/lib/tessera"
+//! database_url = "postgres://tessera@db/tessera"
+//! master_key_file = "/run/secrets/tessera-master-key"
+//!
+//! [tokens]
+//! access_ttl = "15m"        # default for clients that set none
+//! max_access_ttl = "1h"     # the longest any client may ask for
+//! refresh_ttl = "14d"       # one refresh token, unused
+//! session_max = "90d"       # a whole family of refresh tokens
+//! refresh_grace = "0s"      # retries of a rotated refresh token
+//!
+//! [keys]
+//! algorithm = "ES256"
+//! rotate_every = "30d"      # "0s": only by hand (`tessera keys rotate`)
+//! announce = "1h"           # published this long before it signs
+//! jwks_max_age = "5m"       # Cache-Control of the JWKS
+//!
+//! [logins]
+//! max_failures = 5          # per username and per client address …
+//! window = "5m"             # … in this window, then 429
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use tessera_jose::Algorithm;
+use zeroize::Zeroizing;
+
+use crate::keys::KeyPolicy;
+use crate::secret::MasterKeySource;
+use crate::Error;
+
+/// Settings given on the command line or in the environment; they win over
+/// the file.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// `--config` / `TESSERA_CONFIG`.
+    pub config: Option<PathBuf>,
+    /// `--data-dir` / `TESSERA_DATA_DIR`.
+    pub data_dir: Option<PathBuf>,
+    /// `--listen` / `TESSERA_LISTEN`.
+    pub listen: Option<String>,
+    /// `--database-url` / `TESSERA_DATABASE_URL`.
+    pub database_url: Option<String>,
+    /// `--issuer` / `TESSERA_ISSUER`.
+    pub issuer: Option<String>,
+    /// `TESSERA_MASTER_KEY`: the master key itself (base64url).
+    pub master_key: Option<Zeroizing<String>>,
+    /// `TESSERA_MASTER_KEY_FILE`.
+    pub master_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    issuer: Option<String>,
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    master_key_file: Option<PathBuf>,
+    max_connections: Option<u32>,
+    #[serde(default)]
+    tokens: TokensFile,
+    #[serde(default)]
+    keys: KeysFile,
+    #[serde(default)]
+    logins: LoginsFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokensFile {
+    access_ttl: Option<String>,
+    max_access_ttl: Option<String>,
+    refresh_ttl: Option<String>,
+    session_max: Option<String>,
+    refresh_grace: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeysFile {
+    algorithm: Option<String>,
+    rotate_every: Option<String>,
+    announce: Option<String>,
+    jwks_max_age: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginsFile {
+    max_failures: Option<u32>,
+    window: Option<String>,
+}
+
+/// The resolved configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `iss` of every token, and the base of the endpoint URLs.
+    pub issuer: String,
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// Where SQLite and the master key file live by default.
+    pub data_dir: PathBuf,
+    /// The database.
+    pub database_url: String,
+    /// Database pool size.
+    pub max_connections: u32,
+    /// The master key.
+    pub master_key: MasterKeySource,
+    /// Default access-token lifetime.
+    pub access_ttl: Duration,
+    /// Longest access-token lifetime.
+    pub max_access_ttl: Duration,
+    /// Lifetime of one refresh token.
+    pub refresh_ttl: Duration,
+    /// Lifetime of a refresh-token family.
+    pub session_max: Duration,
+    /// Retry window of a rotated refresh token.
+    pub refresh_grace: Duration,
+    /// Signing keys.
+    pub keys: KeyPolicy,
+    /// `Cache-Control: max-age` of the JWKS.
+    pub jwks_max_age: Duration,
+    /// Failed logins allowed per username and per address in `login_window`.
+    pub max_login_failures: u32,
+    /// The window of `max_login_failures`.
+    pub login_window: Duration,
+}
+
+fn duration(name: &str, value: Option<&str>, default: Duration) -> Result<Duration, Error> {
+    match value {
+        None => Ok(default),
+        Some(text) => humantime::parse_duration(text)
+            .map_err(|e| Error::Config(format!("{name} = {text:?}: {e}"))),
+    }
+}
+
+const DAY: u64 = 24 * 3600;
+
+impl Config {
+    /// Resolve the configuration from defaults, the file named in
+    /// `overrides` (if any) and `overrides`.
+    pub fn resolve(overrides: Overrides) -> Result<Config, Error> {
+        let file = match &overrides.config {
+            Some(path) => read_file(path)?,
+            None => File::default(),
+        };
+        let data_dir = overrides
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("tessera-data"));
+        let listen_text = overrides
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen: SocketAddr = listen_text
+            .parse()
+            .map_err(|e| Error::Config(format!("listen = {listen_text:?}: {e}")))?;
+        let issuer = overrides
+            .issuer
+            .or(file.issuer)
+            .unwrap_or_else(|| format!("http://{listen}"));
+        let issuer = issuer.trim_end_matches('/').to_owned();
+        if !(issuer.starts_with("https://") || issuer.starts_with("http://")) {
+            return Err(Error::Config(format!(
+                "issuer {issuer:?} must be an http(s) URL (RFC 8414 §2)"
+            )));
+        }
+        let database_url = overrides
+            .database_url
+            .or(file.database_url)
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("tessera.db").display()));
+        let master_key = match (
+            overrides.master_key,
+            overrides.master_key_file,
+            file.master_key_file,
+        ) {
+            (Some(value), _, _) => MasterKeySource::Value(value),
+            (None, Some(path), _) | (None, None, Some(path)) => MasterKeySource::File(path),
+            (None, None, None) => MasterKeySource::File(data_dir.join("master.key")),
+        };
+        let t = &file.tokens;
+        let access_ttl = duration(
+            "tokens.access_ttl",
+            t.access_ttl.as_deref(),
+            Duration::from_secs(15 * 60),
+        )?;
+        let max_access_ttl = duration(
+            "tokens.max_access_ttl",
+            t.max_access_ttl.as_deref(),
+            Duration::from_secs(3600),
+        )?;
+        if access_ttl > max_access_ttl || access_ttl.is_zero() {
+            return Err(Error::Config(
+                "tokens.access_ttl must be more than 0 and at most tokens.max_access_ttl".into(),
+            ));
+        }
+        let k = &file.keys;
+        let algorithm: Algorithm = k
+            .algorithm
+            .as_deref()
+            .unwrap_or("ES256")
+            .parse()
+            .map_err(|e| Error::Config(format!("keys.algorithm: {e}")))?;
+        if algorithm.is_symmetric() {
+            return Err(Error::Config(
+                "keys.algorithm must be asymmetric: resource servers verify with the public JWKS"
+                    .into(),
+            ));
+        }
+        let rotate_every = duration(
+            "keys.rotate_every",
+            k.rotate_every.as_deref(),
+            Duration::from_secs(30 * DAY),
+        )?;
+        Ok(Config {
+            issuer,
+            listen,
+            max_connections: file.max_connections.unwrap_or(16),
+            database_url,
+            master_key,
+            access_ttl,
+            max_access_ttl,
+            refresh_ttl: duration(
+                "tokens.refresh_ttl",
+                t.refresh_ttl.as_deref(),
+                Duration::from_secs(14 * DAY),
+            )?,
+            session_max: duration(
+                "tokens.session_max",
+                t.session_max.as_deref(),
+                Duration::from_secs(90 * DAY),
+            )?,
+            refresh_grace: duration(
+                "tokens.refresh_grace",
+                t.refresh_grace.as_deref(),
+                Duration::ZERO,
+            )?,
+            keys: KeyPolicy {
+                algorithm,
+                rotate_every: (!rotate_every.is_zero()).then_some(rotate_every),
+                announce: duration(
+                    "keys.announce",
+                    k.announce.as_deref(),
+                    Duration::from_secs(3600),
+                )?,
+                max_access_ttl,
+            },
+            jwks_max_age: duration(
+                "keys.jwks_max_age",
+                k.jwks_max_age.as_deref(),
+                Duration::from_secs(300),
+            )?,
+            max_login_failures: file.logins.max_failures.unwrap_or(5),
+            login_window: duration(
+                "logins.window",
+                file.logins.window.as_deref(),
+                Duration::from_secs(300),
+            )?,
+            data_dir,
+        })
+    }
+
+    /// Create the data directory (mode 0700) when the configuration uses it.
+    pub fn prepare_data_dir(&self) -> Result<(), Error> {
+        let uses_dir = self.database_url.starts_with("sqlite:")
+            || matches!(&self.master_key, MasterKeySource::File(p) if p.starts_with(&self.data_dir));
+        if !uses_dir || self.data_dir.is_dir() {
+            return Ok(());
+        }
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            builder.mode(0o700);
+        }
+        builder
+            .create(&self.data_dir)
+            .map_err(|e| Error::io(&self.data_dir, e))
+    }
+
+    /// The JWKS URL.
+    pub fn jwks_uri(&self) -> String {
+        format!("{}/.well-known/jwks.json", self.issuer)
+    }
+}
+
+fn read_file(path: &Path) -> Result<File, Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_configuration_has_working_defaults() {
+        let c = Config::resolve(Overrides::default()).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.issuer, "http://127.0.0.1:8080");
+        assert_eq!(c.database_url, "sqlite://tessera-data/tessera.db");
+        assert_eq!(c.access_ttl, Duration::from_secs(900));
+        assert_eq!(c.keys.algorithm, Algorithm::ES256);
+        assert_eq!(
+            c.master_key,
+            MasterKeySource::File(PathBuf::from("tessera-data/master.key"))
+        );
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tessera.toml");
+        std::fs::write(
+            &path,
+            "issuer = \"https://auth.example.com/\"\nlisten = \"0.0.0.0:9000\"\n\
+             [tokens]\naccess_ttl = \"5m\"\n[keys]\nalgorithm = \"EdDSA\"\nrotate_every = \"0s\"\n",
+        )
+        .unwrap();
+        let c = Config::resolve(Overrides {
+            config: Some(path.clone()),
+            listen: Some("127.0.0.1:7000".into()),
+            ..Overrides::default()
+        })
+        .unwrap();
+        assert_eq!(c.issuer, "https://auth.example.com");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7000");
+        assert_eq!(c.access_ttl, Duration::from_secs(300));
+        assert_eq!(c.keys.algorithm, Algorithm::EdDSA);
+        assert_eq!(c.keys.rotate_every, None);
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_their_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            ("unknown = 1\n", "unknown field"),
+            ("[tokens]\naccess_ttl = \"soon\"\n", "tokens.access_ttl"),
+            ("[tokens]\naccess_ttl = \"2h\"\n", "max_access_ttl"),
+            ("[keys]\nalgorithm = \"HS256\"\n", "asymmetric"),
+            ("[keys]\nalgorithm = \"none\"\n", "keys.algorithm"),
+            ("issuer = \"auth.example.com\"\n", "http(s) URL"),
+            ("listen = \"localhost\"\n", "listen"),
+        ];
+        for (text, expected) in cases {
+            let path = dir.path().join("c.toml");
+            std::fs::write(&path, text).unwrap();
+            let err = Config::resolve(Overrides {
+                config: Some(path),
+                ..Overrides::default()
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(expected), "{text:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! The database: SQLite (embedded default) or PostgreSQL, chosen by URL.
+//!
+//! Both backends run the same SQL text: it is written in the dialect the two
+//! share (`$1` placeholders in order, `ON CONFLICT`, `RETURNING`, integer
+//! seconds for times, digests as bytes), and [`on_pool!`] expands each query
+//! once per backend so both are checked by the compiler with their native
+//! driver types. Schemas live in `migrations/sqlite` and
+//! `migrations/postgres`, kept in step.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use crate::Error;
+
+/// A connected database with its migrations applied.
+#[derive(Clone, Debug)]
+pub enum Db {
+    /// SQLite in WAL mode. Writes go through a one-connection pool, so
+    /// writers queue in the process instead of spinning on `SQLITE_BUSY`;
+    /// reads share a larger pool and never wait for writers.
+    Sqlite {
+        /// Readers.
+        reader: SqlitePool,
+        /// The single writer.
+        writer: SqlitePool,
+    },
+    /// PostgreSQL: one pool; many server instances may share the database.
+    Postgres(PgPool),
+}
+
+/// A pool to run one query or transaction on, picked by [`Db::read`] or
+/// [`Db::write`].
+#[derive(Clone, Copy, Debug)]
+pub enum Pool<'a> {
+    /// SQLite.
+    Sqlite(&'a SqlitePool),
+    /// PostgreSQL.
+    Postgres(&'a PgPool),
+}
+
+/// Run `$body` with `$p` bound to the backend's own pool type.
+///
+/// The body is compiled once per backend, so it must be valid for both;
+/// write it in the shared SQL dialect described in the module docs.
+macro_rules! on_pool {
+    ($pool:expr, $p:ident => $body:expr) => {
+        match $pool {
+            $crate::db::Pool::Sqlite($p) => $body,
+            $crate::db::Pool::Postgres($p) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+impl Db {
+    /// Connect to `url` (`sqlite://PATH` or `postgres://…`) and apply the
+    /// migrations. A SQLite file is created when missing.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Db, Error> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = PgConnectOptions::from_str(url).map_err(Error::database)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options)
+                .await
+                .map_err(Error::database)?;
+            POSTGRES_MIGRATIONS
+                .run(&pool)
+                .await
+                .map_err(|e| Error::Database(format!("migrations: {e}")))?;
+            Ok(Db::Postgres(pool))
+        } else if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)
+                .map_err(Error::database)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // In WAL mode NORMAL keeps the database consistent after a
+                // crash; a power loss may undo the last commits, not corrupt.
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(10));
+            let writer = SqlitePoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(options.clone())
+                .await
+                .map_err(Error::database)?;
+            SQLITE_MIGRATIONS
+                .run(&writer)
+                .await
+                .map_err(|e| Error::Database(format!("migrations: {e}")))?;
+            let reader = SqlitePoolOptions::new()
+                .max_connections(max_connections.max(1))
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options.read_only(true))
+                .await
+                .map_err(Error::database)?;
+            Ok(Db::Sqlite { reader, writer })
+        } else {
+            Err(Error::Config(format!(
+                "database URL must start with sqlite: or postgres://, not {:?}",
+                redact_url(url)
+            )))
+        }
+    }
+
+    /// The pool for reads.
+    pub fn read(&self) -> Pool<'_> {
+        match self {
+            Db::Sqlite { reader, .. } => Pool::Sqlite(reader),
+            Db::Postgres(pool) => Pool::Postgres(pool),
+        }
+    }
+
+    /// The pool for writes and read-then-write transactions.
+    pub fn write(&self) -> Pool<'_> {
+        match self {
+            Db::Sqlite { writer, .. } => Pool::Sqlite(writer),
+            Db::Postgres(pool) => Pool::Postgres(pool),
+        }
+    }
+
+    /// Which backend this is: `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Db::Sqlite { .. } => "sqlite",
+            Db::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Whether the database answers a trivial query.
+    pub async fn ping(&self) -> Result<(), Error> {
+        on_pool!(self.read(), p => sqlx::query("SELECT 1").execute(p).await.map(|r| r.rows_affected()))
+            .map(drop)
+            .map_err(Error::database)
+    }
+
+    /// Close every connection, waiting for queries in flight.
+    pub async fn close(&self) {
+        match self {
+            Db::Sqlite { reader, writer } => {
+                reader.close().await;
+                writer.close().await;
+            }
+            Db::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+/// `url` with any password replaced, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_do_not_reach_messages() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/tessera"),
+            "postgres://app:***@db:5432/tessera"
+        );
+        assert_eq!(
+            redact_url("postgres://app@db/tessera"),
+            "postgres://app@db/tessera"
+        );
+        assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+    }
+}

@@ -1,0 +1,212 @@
+//! Client authentication at the token, introspection and revocation
+//! endpoints: `client_secret_basic`, `client_secret_post` (RFC 6749
+//! §2.3.1), `private_key_jwt` (RFC 7523 §2.2) and `none` for public
+//! clients. Exactly one method per request.
+
+use std::time::Duration;
+
+use axum::http::header;
+use base64_simd::STANDARD;
+use percent_encoding::percent_decode_str;
+use tessera_jose::{jwt, JwkSet, KeySet, NoCustomClaims, Validation};
+
+use super::form::OAuthForm;
+use super::{App, OAuthError};
+use crate::secret::{digests_equal, token_digest};
+use crate::store::clients::{self, Client};
+use crate::store::revocation;
+
+/// RFC 7523 §2.2's `client_assertion_type`.
+pub const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// The longest lifetime a client assertion may claim: its `jti` is kept
+/// that long to refuse replays.
+const MAX_ASSERTION_LIFETIME: Duration = Duration::from_secs(600);
+
+/// Which clients an endpoint serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accept {
+    /// Confidential clients only (introspection).
+    Confidential,
+    /// Public clients too, identified by `client_id` alone.
+    AnyClient,
+}
+
+/// The method a request used.
+enum Method<'a> {
+    Secret { client_id: String, secret: String },
+    Assertion(&'a str),
+    None(&'a str),
+}
+
+fn basic_credentials(form: &OAuthForm) -> Result<Option<(String, String)>, OAuthError> {
+    let Some(value) = form.headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let bad = || OAuthError::invalid_client("malformed Basic credentials");
+    let value = value.to_str().map_err(|_| bad())?;
+    let Some((scheme, encoded)) = value.split_once(' ') else {
+        return Err(bad());
+    };
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(OAuthError::invalid_client(
+            "unsupported Authorization scheme; use Basic",
+        ));
+    }
+    let decoded = STANDARD.decode_to_vec(encoded.trim()).map_err(|_| bad())?;
+    let text = String::from_utf8(decoded).map_err(|_| bad())?;
+    let (id, secret) = text.split_once(':').ok_or_else(bad)?;
+    // RFC 6749 §2.3.1: both parts are form-urlencoded before joining.
+    let decode = |s: &str| {
+        percent_decode_str(&s.replace('+', " "))
+            .decode_utf8()
+            .map(|c| c.into_owned())
+            .map_err(|_| bad())
+    };
+    Ok(Some((decode(id)?, decode(secret)?)))
+}
+
+fn method(form: &OAuthForm) -> Result<Method<'_>, OAuthError> {
+    let basic = basic_credentials(form)?;
+    let post_secret = form.get("client_secret");
+    let assertion = form.get("client_assertion");
+    let used = [basic.is_some(), post_secret.is_some(), assertion.is_some()]
+        .iter()
+        .filter(|u| **u)
+        .count();
+    if used > 1 {
+        return Err(OAuthError::invalid_request(
+            "more than one client authentication method in one request",
+        ));
+    }
+    let body_id = form.get("client_id");
+    if let Some((client_id, secret)) = basic {
+        if body_id.is_some_and(|id| id != client_id) {
+            return Err(OAuthError::invalid_request(
+                "client_id differs from the Basic credentials",
+            ));
+        }
+        return Ok(Method::Secret { client_id, secret });
+    }
+    if let Some(secret) = post_secret {
+        let client_id = form.require("client_id")?;
+        return Ok(Method::Secret {
+            client_id: client_id.to_owned(),
+            secret: secret.to_owned(),
+        });
+    }
+    if let Some(assertion) = assertion {
+        if form.get("client_assertion_type") != Some(JWT_BEARER_ASSERTION) {
+            return Err(OAuthError::invalid_request(format!(
+                "client_assertion_type must be {JWT_BEARER_ASSERTION}"
+            )));
+        }
+        return Ok(Method::Assertion(assertion));
+    }
+    match body_id {
+        Some(id) => Ok(Method::None(id)),
+        None => Err(OAuthError::invalid_client("client authentication required")),
+    }
+}
+
+/// Authenticate the client of `form`.
+pub async fn authenticate(
+    app: &App,
+    form: &OAuthForm,
+    accept: Accept,
+) -> Result<Client, OAuthError> {
+    let unknown = || OAuthError::invalid_client("unknown client or wrong credentials");
+    match method(form)? {
+        Method::Secret { client_id, secret } => {
+            let client = clients::find(&app.db, &client_id).await?;
+            let presented = token_digest(&secret);
+            // The same work whether or not the client exists.
+            let expected = client
+                .as_ref()
+                .and_then(|c| c.secret_hash.clone())
+                .unwrap_or_else(|| token_digest("no such client"));
+            match client {
+                Some(client)
+                    if client.secret_hash.is_some() && digests_equal(&presented, &expected) =>
+                {
+                    Ok(client)
+                }
+                _ => Err(unknown()),
+            }
+        }
+        Method::Assertion(assertion) => authenticate_assertion(app, form, assertion).await,
+        Method::None(client_id) => {
+            let client = clients::find(&app.db, client_id)
+                .await?
+                .ok_or_else(unknown)?;
+            if !client.is_public() {
+                return Err(OAuthError::invalid_client(
+                    "this client must authenticate (client_secret_basic, client_secret_post or private_key_jwt)",
+                ));
+            }
+            if accept == Accept::Confidential {
+                return Err(OAuthError::invalid_client(
+                    "public clients cannot use this endpoint",
+                ));
+            }
+            Ok(client)
+        }
+    }
+}
+
+/// `private_key_jwt`: a JWT signed with one of the client's registered
+/// keys, `iss` = `sub` = `client_id`, `aud` = this server, with a `jti`
+/// that is never accepted twice.
+async fn authenticate_assertion(
+    app: &App,
+    form: &OAuthForm,
+    assertion: &str,
+) -> Result<Client, OAuthError> {
+    let unknown = || OAuthError::invalid_client("unknown client or invalid client assertion");
+    // The issuer names the client whose keys to try; nothing else from the
+    // unverified token is used.
+    let (_, claims) =
+        tessera_jose::dangerous::decode_unverified_claims(assertion).map_err(|_| unknown())?;
+    let client_id = claims
+        .get("iss")
+        .and_then(|v| v.as_str())
+        .ok_or_else(unknown)?
+        .to_owned();
+    if form.get("client_id").is_some_and(|id| id != client_id) {
+        return Err(OAuthError::invalid_request(
+            "client_id differs from the assertion's iss",
+        ));
+    }
+    let client = clients::find(&app.db, &client_id)
+        .await?
+        .ok_or_else(unknown)?;
+    let jwks = client.jwks.as_deref().ok_or_else(unknown)?;
+    let keys = JwkSet::from_json(jwks)
+        .and_then(|set| KeySet::from_jwks(&set))
+        .map_err(|e| OAuthError::server_error(&e.into()))?;
+    let issuer = &app.config.issuer;
+    let validation = Validation::new()
+        .issuer(&client_id)
+        .subject(&client_id)
+        .audience(format!("{issuer}/oauth2/token"))
+        .audience(issuer.clone())
+        .require("jti");
+    let token = jwt::verify::<NoCustomClaims>(assertion, &keys, &validation).map_err(|e| {
+        tracing::info!(client_id, reason = %e.code(), "client assertion refused");
+        OAuthError::invalid_client(format!("invalid client assertion: {}", e.code()))
+    })?;
+    let (Some(jti), Some(exp)) = (token.claims.jti.as_deref(), token.claims.exp) else {
+        return Err(unknown());
+    };
+    let now = crate::store::now();
+    if exp.seconds().saturating_sub(now) > crate::keys::secs(MAX_ASSERTION_LIFETIME) {
+        return Err(OAuthError::invalid_client(
+            "client assertion lives too long (at most 10 minutes)",
+        ));
+    }
+    if !revocation::use_assertion(&app.db, &client_id, jti, exp.seconds()).await? {
+        tracing::warn!(client_id, "client assertion replayed");
+        return Err(OAuthError::invalid_client("client assertion already used"));
+    }
+    Ok(client)
+}

@@ -1,0 +1,77 @@
+//! `GET /.well-known/jwks.json` and the server metadata (RFC 8414; the
+//! same document at `/.well-known/openid-configuration`).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use tessera_jose::Algorithm;
+
+use super::App;
+use crate::config::Config;
+use crate::store::clients::GrantType;
+
+/// The metadata document: only what this server really supports.
+pub(super) fn metadata(config: &Config) -> String {
+    let issuer = &config.issuer;
+    let auth_methods = [
+        "client_secret_basic",
+        "client_secret_post",
+        "private_key_jwt",
+        "none",
+    ];
+    let assertion_algs: Vec<&str> = Algorithm::all()
+        .filter(|a| !a.is_symmetric())
+        .map(Algorithm::as_str)
+        .collect();
+    json!({
+        "issuer": issuer,
+        "token_endpoint": format!("{issuer}/oauth2/token"),
+        "jwks_uri": config.jwks_uri(),
+        "introspection_endpoint": format!("{issuer}/oauth2/introspect"),
+        "revocation_endpoint": format!("{issuer}/oauth2/revoke"),
+        "grant_types_supported": GrantType::ALL.iter().map(|g| g.as_str()).collect::<Vec<_>>(),
+        "response_types_supported": [],
+        "token_endpoint_auth_methods_supported": auth_methods,
+        "token_endpoint_auth_signing_alg_values_supported": assertion_algs,
+        "introspection_endpoint_auth_methods_supported": &auth_methods[..3],
+        "revocation_endpoint_auth_methods_supported": auth_methods,
+        "id_token_signing_alg_values_supported": [config.keys.algorithm.as_str()],
+        "subject_types_supported": ["public"],
+    })
+    .to_string()
+}
+
+fn json_response(body: String, cache: HeaderValue) -> Response {
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, cache);
+    response
+}
+
+/// Authorization: none (public keys).
+pub async fn jwks(State(app): State<Arc<App>>) -> Response {
+    let max_age = app.config.jwks_max_age.as_secs();
+    let cache = HeaderValue::from_str(&format!("public, max-age={max_age}"))
+        .unwrap_or(HeaderValue::from_static("public, max-age=300"));
+    let mut response = json_response(app.keys.jwks_json().to_string(), cache);
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/jwk-set+json"),
+    );
+    response
+}
+
+/// Authorization: none.
+pub async fn server_metadata(State(app): State<Arc<App>>) -> Response {
+    json_response(
+        app.metadata.clone(),
+        HeaderValue::from_static("public, max-age=3600"),
+    )
+}

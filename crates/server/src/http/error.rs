@@ -1,0 +1,126 @@
+//! OAuth error responses (RFC 6749 §5.2).
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// An error as the client sees it: a code from RFC 6749 §5.2 (or RFC 7009
+/// §2.2.1), a description for developers, and the status that goes with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthError {
+    /// `invalid_request`, `invalid_client`, …
+    pub code: &'static str,
+    /// Human-readable detail; never a secret.
+    pub description: String,
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// Seconds to wait, for 429.
+    pub retry_after: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: &'a str,
+    error_description: &'a str,
+}
+
+impl OAuthError {
+    fn new(code: &'static str, status: StatusCode, description: impl Into<String>) -> OAuthError {
+        OAuthError {
+            code,
+            description: description.into(),
+            status,
+            retry_after: None,
+        }
+    }
+
+    /// `invalid_request` (400).
+    pub fn invalid_request(description: impl Into<String>) -> OAuthError {
+        OAuthError::new("invalid_request", StatusCode::BAD_REQUEST, description)
+    }
+
+    /// `invalid_client` (401, with `WWW-Authenticate`).
+    pub fn invalid_client(description: impl Into<String>) -> OAuthError {
+        OAuthError::new("invalid_client", StatusCode::UNAUTHORIZED, description)
+    }
+
+    /// `invalid_grant` (400).
+    pub fn invalid_grant(description: impl Into<String>) -> OAuthError {
+        OAuthError::new("invalid_grant", StatusCode::BAD_REQUEST, description)
+    }
+
+    /// `unauthorized_client` (400).
+    pub fn unauthorized_client(description: impl Into<String>) -> OAuthError {
+        OAuthError::new("unauthorized_client", StatusCode::BAD_REQUEST, description)
+    }
+
+    /// `unsupported_grant_type` (400).
+    pub fn unsupported_grant_type(description: impl Into<String>) -> OAuthError {
+        OAuthError::new(
+            "unsupported_grant_type",
+            StatusCode::BAD_REQUEST,
+            description,
+        )
+    }
+
+    /// `invalid_scope` (400).
+    pub fn invalid_scope(description: impl Into<String>) -> OAuthError {
+        OAuthError::new("invalid_scope", StatusCode::BAD_REQUEST, description)
+    }
+
+    /// Too many failed logins (429 with `Retry-After`).
+    pub fn too_many_attempts(retry_after: u64) -> OAuthError {
+        OAuthError {
+            retry_after: Some(retry_after.max(1)),
+            ..OAuthError::new(
+                "invalid_request",
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many failed logins; try again later",
+            )
+        }
+    }
+
+    /// The server failed (500); the cause is logged, not sent.
+    pub fn server_error(cause: &crate::Error) -> OAuthError {
+        tracing::error!(error = %cause, "request failed");
+        OAuthError::new(
+            "server_error",
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the server failed; see its log",
+        )
+    }
+}
+
+impl From<crate::Error> for OAuthError {
+    fn from(e: crate::Error) -> OAuthError {
+        OAuthError::server_error(&e)
+    }
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        let body = Body {
+            error: self.code,
+            error_description: &self.description,
+        };
+        let mut response = (self.status, axum::Json(body)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        if self.status == StatusCode::UNAUTHORIZED {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"tessera\", charset=\"UTF-8\""),
+            );
+        }
+        if let Some(secs) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response.extensions_mut().insert(FailureReason(self.code));
+        response
+    }
+}
+
+/// The error code of a failed response, for the metrics middleware.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FailureReason(pub &'static str);

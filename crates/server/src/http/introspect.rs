@@ -1,0 +1,132 @@
+//! `POST /oauth2/introspect` (RFC 7662): is this token active, and what
+//! does it say.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::response::Response;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use tessera_jose::{jwt, Audience, Validation};
+
+use super::client_auth::{authenticate, Accept};
+use super::form::OAuthForm;
+use super::token::no_store;
+use super::{App, OAuthError};
+use crate::store::{refresh, revocation, users};
+
+/// RFC 7662 §2.2. Inactive tokens are `{"active": false}` and nothing else.
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct Introspection {
+    active: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exp: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iat: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sub: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aud: Option<Audience>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iss: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jti: Option<String>,
+}
+
+/// The claims of our access tokens that introspection reports.
+#[derive(Deserialize)]
+pub(crate) struct OurClaims {
+    pub client_id: String,
+    #[serde(default)]
+    pub scope: Option<String>,
+}
+
+/// Whether `token` looks like a JWT (three dot-separated parts).
+pub(crate) fn looks_like_jwt(token: &str) -> bool {
+    token.bytes().filter(|b| *b == b'.').count() == 2
+}
+
+/// Verify one of our own access tokens: our keys, our issuer, `at+jwt`.
+pub(crate) fn verify_access_token(app: &App, token: &str) -> Option<jwt::Token<OurClaims>> {
+    let validation = Validation::new()
+        .issuer(&app.config.issuer)
+        .any_audience()
+        .typ("at+jwt")
+        .require("jti")
+        .leeway(std::time::Duration::ZERO);
+    jwt::verify::<OurClaims>(token, app.keys.verifying_keys().as_ref(), &validation).ok()
+}
+
+/// Authorization: confidential clients (resource servers register as
+/// clients to introspect).
+pub async fn introspect(
+    State(app): State<Arc<App>>,
+    form: OAuthForm,
+) -> Result<Response, OAuthError> {
+    authenticate(&app, &form, Accept::Confidential).await?;
+    let token = form.require("token")?;
+    // The hint only orders the lookups (RFC 7662 §2.1); both are tried.
+    let answer = if looks_like_jwt(token) {
+        access_token(&app, token).await?
+    } else {
+        refresh_token(&app, token).await?
+    };
+    Ok(no_store(Json(answer)))
+}
+
+async fn access_token(app: &App, token: &str) -> Result<Introspection, OAuthError> {
+    let Some(verified) = verify_access_token(app, token) else {
+        return Ok(Introspection::default());
+    };
+    let claims = verified.claims;
+    let jti = claims.jti.clone().unwrap_or_default();
+    if revocation::is_access_token_revoked(&app.db, &jti).await? {
+        return Ok(Introspection::default());
+    }
+    let username = match &claims.sub {
+        Some(sub) if sub != &claims.custom.client_id => {
+            users::find_by_id(&app.db, sub).await?.map(|u| u.username)
+        }
+        _ => None,
+    };
+    Ok(Introspection {
+        active: true,
+        scope: claims.custom.scope,
+        client_id: Some(claims.custom.client_id),
+        username,
+        token_type: Some("Bearer"),
+        exp: claims.exp.map(|d| d.seconds()),
+        iat: claims.iat.map(|d| d.seconds()),
+        sub: claims.sub,
+        aud: claims.aud,
+        iss: claims.iss,
+        jti: Some(jti),
+    })
+}
+
+async fn refresh_token(app: &App, token: &str) -> Result<Introspection, OAuthError> {
+    let Some(live) = refresh::lookup(&app.db, token).await? else {
+        return Ok(Introspection::default());
+    };
+    let family = live.family;
+    Ok(Introspection {
+        active: true,
+        scope: Some(family.scope),
+        client_id: Some(family.client_id),
+        username: family.username,
+        token_type: Some("refresh_token"),
+        exp: Some(live.token_expires_at),
+        iat: Some(live.issued_at),
+        sub: Some(family.subject),
+        iss: Some(app.config.issuer.clone()),
+        ..Introspection::default()
+    })
+}

@@ -1,0 +1,110 @@
+//! The HTTP API, one file per resource.
+//!
+//! | route | file | who may call it |
+//! |---|---|---|
+//! | `POST /oauth2/token` | `token.rs` | any registered client |
+//! | `POST /oauth2/introspect` | `introspect.rs` | confidential clients |
+//! | `POST /oauth2/revoke` | `revoke.rs` | the client the token was issued to |
+//! | `GET /.well-known/*` | `discovery.rs` | anyone |
+//! | `GET /healthz`, `/readyz`, `/metrics` | `health.rs` | anyone |
+
+mod client_auth;
+mod discovery;
+mod error;
+mod form;
+mod health;
+mod introspect;
+mod revoke;
+mod token;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::keys::Keys;
+use crate::logins::LoginLimiter;
+use crate::password::Passwords;
+use crate::store::audit::AuditQueue;
+use crate::store::refresh::RefreshPolicy;
+
+pub use error::OAuthError;
+
+/// Largest request body accepted (forms are small).
+const BODY_LIMIT: usize = 16 * 1024;
+
+/// Everything a handler needs.
+#[derive(Debug)]
+pub struct App {
+    /// The configuration.
+    pub config: Config,
+    /// The database.
+    pub db: Db,
+    /// The signing keys.
+    pub keys: Arc<Keys>,
+    /// The password hasher.
+    pub passwords: Passwords,
+    /// The batched audit trail.
+    pub audit: AuditQueue,
+    /// Failed-login limits.
+    pub logins: LoginLimiter,
+    /// Refresh-token lifetimes.
+    pub refresh: RefreshPolicy,
+    /// The RFC 8414 metadata document, made once.
+    metadata: String,
+}
+
+impl App {
+    /// Assemble the application state.
+    pub fn new(
+        config: Config,
+        db: Db,
+        keys: Arc<Keys>,
+        passwords: Passwords,
+        audit: AuditQueue,
+    ) -> App {
+        let refresh = RefreshPolicy {
+            ttl: crate::keys::secs(config.refresh_ttl),
+            max_lifetime: crate::keys::secs(config.session_max),
+            grace: crate::keys::secs(config.refresh_grace),
+        };
+        App {
+            logins: LoginLimiter::new(config.max_login_failures, config.login_window),
+            metadata: discovery::metadata(&config),
+            config,
+            db,
+            keys,
+            passwords,
+            audit,
+            refresh,
+        }
+    }
+}
+
+/// The server's routes, with body limits and metrics.
+pub fn router(app: Arc<App>) -> Router {
+    // Install the recorder before the first request counts anything.
+    health::prometheus();
+    Router::new()
+        .route("/oauth2/token", post(token::token))
+        .route("/oauth2/introspect", post(introspect::introspect))
+        .route("/oauth2/revoke", post(revoke::revoke))
+        .route("/.well-known/jwks.json", get(discovery::jwks))
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(discovery::server_metadata),
+        )
+        .route(
+            "/.well-known/openid-configuration",
+            get(discovery::server_metadata),
+        )
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .layer(axum::middleware::from_fn(health::track))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(app)
+}

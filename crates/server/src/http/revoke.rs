@@ -1,0 +1,46 @@
+//! `POST /oauth2/revoke` (RFC 7009): a refresh token revokes its whole
+//! family; an access token's `jti` is refused by introspection until the
+//! token expires.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use super::client_auth::{authenticate, Accept};
+use super::form::OAuthForm;
+use super::introspect::{looks_like_jwt, verify_access_token};
+use super::{App, OAuthError};
+use crate::store::audit::Event;
+use crate::store::{refresh, revocation};
+
+/// Authorization: the client the token was issued to (others get the same
+/// 200 and nothing happens, RFC 7009 §2.2).
+pub async fn revoke(State(app): State<Arc<App>>, form: OAuthForm) -> Result<Response, OAuthError> {
+    let client = authenticate(&app, &form, Accept::AnyClient).await?;
+    let token = form.require("token")?;
+    let event = |detail: String| {
+        Event::new("token_revoked")
+            .client(&client.client_id)
+            .remote(form.peer.map(|p| p.to_string()))
+            .detail(detail)
+    };
+    if looks_like_jwt(token) {
+        if let Some(verified) = verify_access_token(&app, token) {
+            let claims = verified.claims;
+            if claims.custom.client_id == client.client_id {
+                if let (Some(jti), Some(exp)) = (claims.jti.as_deref(), claims.exp) {
+                    revocation::revoke_access_token(&app.db, jti, exp.seconds()).await?;
+                    app.audit.push(event(format!("access_token jti={jti}")));
+                }
+            }
+        }
+    } else if let Some(family) =
+        refresh::revoke(&app.db, token, &client.client_id, "revoked by client").await?
+    {
+        app.audit
+            .push(event(format!("refresh_family family={family}")));
+    }
+    Ok((StatusCode::OK, super::token::no_store(())).into_response())
+}

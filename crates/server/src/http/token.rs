@@ -1,0 +1,290 @@
+//! `POST /oauth2/token` (RFC 6749 §3.2): every grant, one client
+//! authentication, one access token (RFC 9068) and, where the client may
+//! refresh, a refresh token.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use tessera_jose::{Claims, NumericDate};
+use zeroize::Zeroizing;
+
+use super::client_auth::{authenticate, Accept};
+use super::form::OAuthForm;
+use super::{App, OAuthError};
+use crate::keys::secs;
+use crate::store::audit::Event;
+use crate::store::clients::{Client, GrantType};
+use crate::store::refresh::{self, NewFamily, Refused};
+use crate::store::{now, users, Scopes};
+
+/// The claims of an access token beyond the registered ones (RFC 9068 §2.2).
+#[derive(Serialize)]
+pub(crate) struct AccessClaims {
+    pub client_id: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub scope: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct TokenResponse {
+    access_token: String,
+    token_type: &'static str,
+    expires_in: i64,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    scope: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<Zeroizing<String>>,
+}
+
+/// Who a token is for.
+struct Grant {
+    subject: String,
+    username: Option<String>,
+    scope: Scopes,
+    auth_time: Option<i64>,
+}
+
+/// Authorization: any registered client, for the grants it was given.
+pub async fn token(State(app): State<Arc<App>>, form: OAuthForm) -> Result<Response, OAuthError> {
+    let grant_type = form.require("grant_type")?;
+    let grant = GrantType::parse(grant_type).ok_or_else(|| {
+        OAuthError::unsupported_grant_type(format!("grant_type {grant_type:?} is not supported"))
+    })?;
+    let client = authenticate(&app, &form, Accept::AnyClient).await?;
+    if !client.allows(grant) {
+        return Err(OAuthError::unauthorized_client(format!(
+            "this client may not use the {} grant",
+            grant.as_str()
+        )));
+    }
+    let (granted, refresh_token) = match grant {
+        GrantType::ClientCredentials => (client_credentials(&client, &form)?, None),
+        GrantType::Password => password(&app, &client, &form).await?,
+        GrantType::RefreshToken => rotate(&app, &client, &form).await?,
+    };
+    let response = issue(&app, &client, granted, refresh_token)?;
+    metrics::counter!("tessera_tokens_issued_total", "grant" => grant.as_str()).increment(1);
+    Ok(response)
+}
+
+/// The scopes to grant: the requested ones if all are allowed, else all
+/// allowed ones when none were requested.
+fn requested_scopes(form: &OAuthForm, allowed: &Scopes) -> Result<Scopes, OAuthError> {
+    match form.get("scope") {
+        None => Ok(allowed.clone()),
+        Some(text) => {
+            let requested =
+                Scopes::parse(text).map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
+            if !requested.is_subset(allowed) {
+                return Err(OAuthError::invalid_scope(
+                    "a requested scope is not allowed for this client (or user)",
+                ));
+            }
+            Ok(requested)
+        }
+    }
+}
+
+fn client_credentials(client: &Client, form: &OAuthForm) -> Result<Grant, OAuthError> {
+    Ok(Grant {
+        subject: client.client_id.clone(),
+        username: None,
+        scope: requested_scopes(form, &client.scopes)?,
+        auth_time: None,
+    })
+}
+
+async fn password(
+    app: &App,
+    client: &Client,
+    form: &OAuthForm,
+) -> Result<(Grant, Option<Zeroizing<String>>), OAuthError> {
+    let username = form.require("username")?;
+    let password = Zeroizing::new(form.require("password")?.to_owned());
+    if let Some(wait) = app.logins.retry_after(username, form.peer, Instant::now()) {
+        metrics::counter!("tessera_token_failures_total", "reason" => "login_rate_limited")
+            .increment(1);
+        return Err(OAuthError::too_many_attempts(
+            wait.as_secs().saturating_add(1),
+        ));
+    }
+    let user = users::find(&app.db, username).await?;
+    let stored = user.as_ref().map(|u| u.password_hash.clone());
+    let matched = app.passwords.verify(password, stored).await?;
+    let event = |name| {
+        Event::new(name)
+            .client(&client.client_id)
+            .subject(username)
+            .remote(form.peer.map(|p| p.to_string()))
+    };
+    let user = match user {
+        Some(user) if matched && !user.disabled => user,
+        found => {
+            app.logins.failed(username, form.peer, Instant::now());
+            let why = match found {
+                Some(u) if matched && u.disabled => "user disabled",
+                Some(_) => "wrong password",
+                None => "unknown user",
+            };
+            app.audit.push(event("login_failed").detail(why));
+            metrics::counter!("tessera_token_failures_total", "reason" => "invalid_credentials")
+                .increment(1);
+            return Err(OAuthError::invalid_grant("invalid username or password"));
+        }
+    };
+    app.logins.succeeded(username);
+    app.audit.push(event("login_succeeded"));
+    let user_scopes = Scopes::parse(&user.scopes)?;
+    let granted = Grant {
+        subject: user.id.clone(),
+        username: Some(user.username.clone()),
+        scope: requested_scopes(form, &client.scopes.intersection(&user_scopes))?,
+        auth_time: Some(now()),
+    };
+    let refresh_token = if client.allows(GrantType::RefreshToken) {
+        let scope = granted.scope.to_string();
+        let (_, token) = refresh::issue(
+            &app.db,
+            NewFamily {
+                client_id: &client.client_id,
+                subject: &granted.subject,
+                username: Some(&user.username),
+                scope: &scope,
+                auth_time: granted.auth_time,
+            },
+            &app.refresh,
+        )
+        .await?;
+        Some(token)
+    } else {
+        None
+    };
+    Ok((granted, refresh_token))
+}
+
+async fn rotate(
+    app: &App,
+    client: &Client,
+    form: &OAuthForm,
+) -> Result<(Grant, Option<Zeroizing<String>>), OAuthError> {
+    let presented = form.require("refresh_token")?;
+    let rotated = match refresh::rotate(&app.db, presented, &client.client_id, &app.refresh).await?
+    {
+        Ok(rotated) => rotated,
+        Err(refused) => {
+            metrics::counter!("tessera_token_failures_total", "reason" => refused.reason())
+                .increment(1);
+            if let Refused::Reused { family_id } = &refused {
+                tracing::warn!(client_id = %client.client_id, family_id, "refresh token reused: family revoked");
+                app.audit.push(
+                    Event::new("refresh_reuse_detected")
+                        .client(&client.client_id)
+                        .remote(form.peer.map(|p| p.to_string()))
+                        .detail(format!("family={family_id}")),
+                );
+            }
+            return Err(OAuthError::invalid_grant(match refused {
+                Refused::Expired => "refresh token expired",
+                Refused::Reused { .. } | Refused::Revoked => "refresh token revoked",
+                Refused::Unknown | Refused::WrongClient => "unknown refresh token",
+            }));
+        }
+    };
+    let family = rotated.family;
+    if let Some(username) = &family.username {
+        let usable = users::find(&app.db, username)
+            .await?
+            .is_some_and(|u| !u.disabled && u.id == family.subject);
+        if !usable {
+            return Err(OAuthError::invalid_grant("the user can no longer log in"));
+        }
+    }
+    let family_scope = Scopes::parse(&family.scope)?;
+    // RFC 6749 §6: a refresh may narrow the scope, never widen it.
+    let scope = requested_scopes(form, &family_scope.intersection(&client.scopes))?;
+    app.audit.push(
+        Event::new("refresh_rotated")
+            .client(&client.client_id)
+            .subject(&family.subject)
+            .detail(format!(
+                "family={}{}",
+                family.id,
+                if rotated.retried { " retry" } else { "" }
+            )),
+    );
+    Ok((
+        Grant {
+            subject: family.subject,
+            username: family.username,
+            scope,
+            auth_time: family.auth_time,
+        },
+        Some(rotated.token),
+    ))
+}
+
+/// Sign the access token and answer.
+fn issue(
+    app: &App,
+    client: &Client,
+    granted: Grant,
+    refresh_token: Option<Zeroizing<String>>,
+) -> Result<Response, OAuthError> {
+    let at = now();
+    let max = app.config.max_access_ttl;
+    let ttl = client
+        .access_ttl
+        .and_then(|s| u64::try_from(s).ok())
+        .map(Duration::from_secs)
+        .unwrap_or(app.config.access_ttl)
+        .min(max);
+    let audience = if client.audiences.is_empty() {
+        vec![app.config.issuer.clone()]
+    } else {
+        client.audiences.clone()
+    };
+    let scope = granted.scope.to_string();
+    let claims = Claims::with_custom(AccessClaims {
+        client_id: client.client_id.clone(),
+        scope: scope.clone(),
+        auth_time: granted.auth_time,
+    })
+    .issuer(&app.config.issuer)
+    .subject(&granted.subject)
+    .audience(audience)
+    .issued_at(NumericDate::from_seconds(at))
+    .expires_at(NumericDate::from_seconds(at).plus(ttl))
+    .random_jwt_id()
+    .map_err(|e| OAuthError::server_error(&e.into()))?;
+    let access_token = app.keys.sign(&claims, at)?;
+    app.audit.push(
+        Event::new("token_issued")
+            .client(&client.client_id)
+            .subject(granted.username.as_deref().unwrap_or(&granted.subject))
+            .detail(format!("jti={}", claims.jti.as_deref().unwrap_or_default())),
+    );
+    let body = TokenResponse {
+        access_token,
+        token_type: "Bearer",
+        expires_in: secs(ttl),
+        scope,
+        refresh_token,
+    };
+    Ok(no_store(Json(body)))
+}
+
+/// A response that caches must not keep (RFC 6749 §5.1).
+pub(crate) fn no_store(body: impl IntoResponse) -> Response {
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}

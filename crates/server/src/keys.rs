@@ -1,0 +1,349 @@
+//! Signing keys: stored sealed in the database, published, rotated.
+//!
+//! The lifecycle is computed from the rows and the clock alone, so every
+//! instance on one database agrees without talking to the others:
+//!
+//! - a key is **published** in the JWKS from the moment it is stored;
+//! - it **signs** once its `activate_at` has passed and until a newer key's
+//!   has (a rotation stores the new key `announce` ahead of its activation,
+//!   so resource servers that cache the JWKS see it before any token does);
+//! - it is **removed** once every token it can have signed has expired:
+//!   `max_access_ttl` (plus a minute of clock skew) after its successor
+//!   took over.
+//!
+//! Two instances that decide to rotate at once both try to insert the next
+//! `generation`; the unique constraint lets exactly one win.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde::Serialize;
+use tessera_jose::jws::Header;
+use tessera_jose::{jwt, Algorithm, Claims, Jwk, JwkSet, KeySet, PemKind, SigningKey};
+
+use crate::db::{on_pool, Db};
+use crate::secret::MasterKey;
+use crate::store::now;
+use crate::Error;
+
+/// Clock skew allowed between instances and resource servers.
+const SKEW: i64 = 60;
+
+/// How keys are made and rotated.
+#[derive(Clone, Debug)]
+pub struct KeyPolicy {
+    /// The algorithm of new keys.
+    pub algorithm: Algorithm,
+    /// Start a rotation when the signing key is this old (`None`: never
+    /// rotate automatically).
+    pub rotate_every: Option<Duration>,
+    /// How long a new key is published before it signs.
+    pub announce: Duration,
+    /// The longest access-token lifetime any client can have: how long a
+    /// replaced key stays published.
+    pub max_access_ttl: Duration,
+}
+
+/// One stored key, as `tessera keys list` shows it.
+#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+pub struct KeyInfo {
+    /// Key id (RFC 7638 thumbprint).
+    pub kid: String,
+    /// Rotation number.
+    pub generation: i64,
+    /// Algorithm.
+    pub alg: String,
+    /// When it was stored (and published).
+    pub created_at: i64,
+    /// When it starts (or started) signing.
+    pub activate_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct KeyRow {
+    kid: String,
+    generation: i64,
+    alg: String,
+    sealed_key: Vec<u8>,
+    public_jwk: String,
+    created_at: i64,
+    activate_at: i64,
+}
+
+/// The state of a key at a moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyState {
+    /// Published, not yet signing.
+    Announced,
+    /// Signing.
+    Active,
+    /// Replaced; published until its tokens have expired.
+    Retired,
+}
+
+/// A loaded, opened key.
+struct LoadedKey {
+    info: KeyInfo,
+    signing: Arc<SigningKey>,
+}
+
+/// A snapshot of the published keys.
+struct Ring {
+    /// Oldest first (by generation).
+    keys: Vec<LoadedKey>,
+    jwks: Arc<str>,
+    verify: Arc<KeySet>,
+}
+
+/// The signing keys of this server, cached from the database.
+#[derive(Debug)]
+pub struct Keys {
+    db: Db,
+    master: MasterKey,
+    policy: KeyPolicy,
+    ring: RwLock<Arc<Ring>>,
+}
+
+impl std::fmt::Debug for Ring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.keys.iter().map(|k| &k.info.kid))
+            .finish()
+    }
+}
+
+impl Keys {
+    /// Load the keys, creating the first one when the database has none.
+    pub async fn load(db: Db, master: MasterKey, policy: KeyPolicy) -> Result<Keys, Error> {
+        let empty = Ring {
+            keys: Vec::new(),
+            jwks: Arc::from(r#"{"keys":[]}"#),
+            verify: Arc::new(KeySet::new(Vec::new())?),
+        };
+        let keys = Keys {
+            db,
+            master,
+            policy,
+            ring: RwLock::new(Arc::new(empty)),
+        };
+        keys.maintain().await?;
+        Ok(keys)
+    }
+
+    fn snapshot(&self) -> Arc<Ring> {
+        match self.ring.read() {
+            Ok(ring) => Arc::clone(&ring),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// The key that signs at `at`: the newest whose activation has passed.
+    pub fn signer(&self, at: i64) -> Result<Arc<SigningKey>, Error> {
+        let ring = self.snapshot();
+        ring.keys
+            .iter()
+            .rev()
+            .find(|k| k.info.activate_at <= at)
+            .or_else(|| ring.keys.first())
+            .map(|k| Arc::clone(&k.signing))
+            .ok_or_else(|| Error::NotFound {
+                kind: "key",
+                name: "signing key".into(),
+            })
+    }
+
+    /// Sign an access token (RFC 9068: `typ: at+jwt`, `kid`).
+    pub fn sign<T: Serialize>(&self, claims: &Claims<T>, at: i64) -> Result<String, Error> {
+        let key = self.signer(at)?;
+        let header = Header::for_key(&key).typ("at+jwt");
+        Ok(jwt::sign_with_header(&header, claims, &key)?)
+    }
+
+    /// The published JWKS document.
+    pub fn jwks_json(&self) -> Arc<str> {
+        Arc::clone(&self.snapshot().jwks)
+    }
+
+    /// The published public keys, to verify our own tokens.
+    pub fn verifying_keys(&self) -> Arc<KeySet> {
+        Arc::clone(&self.snapshot().verify)
+    }
+
+    /// The stored keys with their state at `at`.
+    pub fn list(&self, at: i64) -> Vec<(KeyInfo, KeyState)> {
+        let ring = self.snapshot();
+        let active = ring
+            .keys
+            .iter()
+            .rev()
+            .find(|k| k.info.activate_at <= at)
+            .map(|k| k.info.generation);
+        ring.keys
+            .iter()
+            .map(|k| {
+                let state = match active {
+                    Some(g) if k.info.generation == g => KeyState::Active,
+                    Some(g) if k.info.generation < g => KeyState::Retired,
+                    _ => KeyState::Announced,
+                };
+                (k.info.clone(), state)
+            })
+            .collect()
+    }
+
+    /// Store a new key that signs from `now + announce` (a rotation started
+    /// by hand). Returns its id.
+    pub async fn rotate(&self) -> Result<String, Error> {
+        let now = now();
+        let activate_at = now.saturating_add(secs(self.policy.announce));
+        let kid = loop {
+            if let Some(kid) = self.insert_next(now, activate_at).await? {
+                break kid;
+            }
+        };
+        self.maintain().await?;
+        Ok(kid)
+    }
+
+    /// Bring the stored keys up to date with the policy and reload the
+    /// cache: create the first key, start a due rotation, drop keys whose
+    /// tokens have all expired. Run at start and then periodically.
+    pub async fn maintain(&self) -> Result<(), Error> {
+        let now = now();
+        let mut rows = self.fetch().await?;
+        let active = rows.iter().rev().find(|r| r.activate_at <= now);
+        let pending = rows.iter().any(|r| r.activate_at > now);
+        let due = match (active, self.policy.rotate_every) {
+            (None, _) => Some(now),
+            (Some(a), Some(every)) if !pending => {
+                let next = a.activate_at.saturating_add(secs(every));
+                (next.saturating_sub(secs(self.policy.announce)) <= now)
+                    .then(|| next.max(now.saturating_add(secs(self.policy.announce))))
+            }
+            _ => None,
+        };
+        if let Some(activate_at) = due {
+            if self.insert_next(now, activate_at).await?.is_some() {
+                tracing::info!(activate_at, "new signing key stored");
+            }
+            rows = self.fetch().await?;
+        }
+        self.expire(&rows, now).await?;
+        self.reload(rows, now)
+    }
+
+    async fn fetch(&self) -> Result<Vec<KeyRow>, Error> {
+        let rows = on_pool!(self.db.read(), p => sqlx::query_as::<_, KeyRow>(
+            "SELECT kid, generation, alg, sealed_key, public_jwk, created_at, activate_at \
+             FROM signing_keys ORDER BY generation"
+        ).fetch_all(p).await)?;
+        Ok(rows)
+    }
+
+    /// Insert the next generation; `None` when another instance got there
+    /// first (the caller re-reads).
+    async fn insert_next(&self, now: i64, activate_at: i64) -> Result<Option<String>, Error> {
+        let alg = self.policy.algorithm;
+        let key = tokio::task::spawn_blocking(move || SigningKey::generate(alg))
+            .await
+            .map_err(|e| Error::Invalid(format!("key generation task: {e}")))??
+            .with_thumbprint_kid()?;
+        let kid = key.kid().unwrap_or_default().to_owned();
+        let sealed = self.master.seal(&kid, key.to_pkcs8_der()?.expose())?;
+        let public = key.verifying_key()?.to_public_jwk()?.to_json();
+        let inserted = on_pool!(self.db.write(), p => sqlx::query(
+            "INSERT INTO signing_keys (kid, generation, alg, sealed_key, public_jwk, created_at, activate_at) \
+             SELECT $1, COALESCE(MAX(generation), 0) + 1, $2, $3, $4, $5, $6 FROM signing_keys \
+             WHERE TRUE ON CONFLICT DO NOTHING"
+        )
+        .bind(&kid).bind(alg.as_str()).bind(sealed).bind(public).bind(now).bind(activate_at)
+        .execute(p).await.map(|r| r.rows_affected()))?;
+        let won = inserted == 1;
+        if won {
+            crate::store::audit::record(
+                &self.db,
+                crate::store::audit::Event::new("key_created")
+                    .detail(format!("kid={kid} alg={alg} activate_at={activate_at}")),
+            )
+            .await?;
+        }
+        Ok(won.then_some(kid))
+    }
+
+    /// Delete keys whose successor has signed for longer than any token
+    /// lives.
+    async fn expire(&self, rows: &[KeyRow], now: i64) -> Result<(), Error> {
+        let keep_after = secs(self.policy.max_access_ttl).saturating_add(SKEW);
+        for pair in rows.windows(2) {
+            let (old, next) = (&pair[0], &pair[1]);
+            if next.activate_at <= now && next.activate_at.saturating_add(keep_after) < now {
+                on_pool!(self.db.write(), p => sqlx::query("DELETE FROM signing_keys WHERE kid = $1")
+                    .bind(&old.kid).execute(p).await.map(|r| r.rows_affected()))?;
+                tracing::info!(kid = %old.kid, "retired signing key removed");
+            }
+        }
+        Ok(())
+    }
+
+    fn reload(&self, rows: Vec<KeyRow>, now: i64) -> Result<(), Error> {
+        let previous = self.snapshot();
+        let cached: HashMap<&str, &Arc<SigningKey>> = previous
+            .keys
+            .iter()
+            .map(|k| (k.info.kid.as_str(), &k.signing))
+            .collect();
+        let keep_after = secs(self.policy.max_access_ttl).saturating_add(SKEW);
+        let mut keys = Vec::with_capacity(rows.len());
+        let mut public = Vec::with_capacity(rows.len());
+        for (i, row) in rows.iter().enumerate() {
+            // Skip what `expire` removed (or would have, had it raced).
+            if let Some(next) = rows.get(i + 1) {
+                if next.activate_at.saturating_add(keep_after) < now {
+                    continue;
+                }
+            }
+            let signing = match cached.get(row.kid.as_str()) {
+                Some(key) => Arc::clone(key),
+                None => Arc::new(self.open(row)?),
+            };
+            public.push(Jwk::from_json(&row.public_jwk)?);
+            keys.push(LoadedKey {
+                info: KeyInfo {
+                    kid: row.kid.clone(),
+                    generation: row.generation,
+                    alg: row.alg.clone(),
+                    created_at: row.created_at,
+                    activate_at: row.activate_at,
+                },
+                signing,
+            });
+        }
+        let set = JwkSet::new(public);
+        let verify = Arc::new(KeySet::from_jwks(&set)?);
+        let ring = Arc::new(Ring {
+            keys,
+            jwks: Arc::from(set.to_json()),
+            verify,
+        });
+        match self.ring.write() {
+            Ok(mut slot) => *slot = ring,
+            Err(poisoned) => *poisoned.into_inner() = ring,
+        }
+        Ok(())
+    }
+
+    fn open(&self, row: &KeyRow) -> Result<SigningKey, Error> {
+        let alg: Algorithm = row.alg.parse().map_err(|_| {
+            Error::Database(format!("key {}: unknown algorithm {}", row.kid, row.alg))
+        })?;
+        let der = self.master.open(&row.kid, &row.sealed_key)?;
+        Ok(SigningKey::from_der(alg, PemKind::PrivateKey, &der)?.with_kid(row.kid.clone()))
+    }
+}
+
+/// Whole seconds of `d`, saturating.
+pub(crate) fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}

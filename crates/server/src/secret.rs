@@ -1,0 +1,203 @@
+//! Random tokens, their digests, and the master key that seals signing keys.
+
+use std::path::Path;
+
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+use aws_lc_rs::digest::{digest, SHA256};
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use base64_simd::URL_SAFE_NO_PAD;
+use zeroize::Zeroizing;
+
+use crate::Error;
+
+/// A fresh 256-bit random value, base64url (43 characters): refresh tokens
+/// and client secrets.
+pub fn random_token() -> Result<Zeroizing<String>, Error> {
+    let mut bytes = Zeroizing::new([0u8; 32]);
+    SystemRandom::new()
+        .fill(bytes.as_mut())
+        .map_err(|_| Error::MasterKey("the system random generator failed".into()))?;
+    Ok(Zeroizing::new(
+        URL_SAFE_NO_PAD.encode_to_string(bytes.as_ref()),
+    ))
+}
+
+/// A random identifier (128 bits, base64url): user and family ids.
+pub fn random_id() -> Result<String, Error> {
+    let mut bytes = [0u8; 16];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| Error::MasterKey("the system random generator failed".into()))?;
+    Ok(URL_SAFE_NO_PAD.encode_to_string(bytes))
+}
+
+/// The SHA-256 digest under which a high-entropy secret is stored. Such
+/// secrets need no slow hash: nobody can guess 256 random bits.
+pub fn token_digest(token: &str) -> Vec<u8> {
+    digest(&SHA256, token.as_bytes()).as_ref().to_vec()
+}
+
+/// Compare two digests in constant time.
+pub fn digests_equal(a: &[u8], b: &[u8]) -> bool {
+    aws_lc_rs::constant_time::verify_slices_are_equal(a, b).is_ok()
+}
+
+/// The AES-256-GCM key that seals signing keys at rest.
+///
+/// Every instance on one database needs the same master key; a different
+/// one fails to open the stored keys with [`Error::MasterKey`] rather than
+/// signing with something else.
+pub struct MasterKey(LessSafeKey);
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKey([REDACTED])")
+    }
+}
+
+/// Where the master key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MasterKeySource {
+    /// Base64url of 32 bytes, from an environment variable's value.
+    Value(Zeroizing<String>),
+    /// A file holding the base64url text; created (mode 0600) when missing.
+    File(std::path::PathBuf),
+}
+
+impl MasterKey {
+    /// Load the master key, creating the file on first start.
+    pub fn load(source: &MasterKeySource) -> Result<MasterKey, Error> {
+        match source {
+            MasterKeySource::Value(text) => MasterKey::from_text(text),
+            MasterKeySource::File(path) => match std::fs::read_to_string(path) {
+                Ok(text) => MasterKey::from_text(&Zeroizing::new(text)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let text = random_token()?;
+                    write_private_file(path, text.as_bytes())?;
+                    MasterKey::from_text(&text)
+                }
+                Err(e) => Err(Error::io(path, e)),
+            },
+        }
+    }
+
+    fn from_text(text: &str) -> Result<MasterKey, Error> {
+        let bytes = Zeroizing::new(
+            URL_SAFE_NO_PAD
+                .decode_to_vec(text.trim())
+                .map_err(|_| Error::MasterKey("not base64url (of 32 bytes)".into()))?,
+        );
+        let key = UnboundKey::new(&AES_256_GCM, &bytes)
+            .map_err(|_| Error::MasterKey(format!("{} bytes, need 32", bytes.len())))?;
+        Ok(MasterKey(LessSafeKey::new(key)))
+    }
+
+    /// Encrypt `plaintext`, bound to `label` (the key id), as
+    /// `nonce || ciphertext || tag`.
+    pub fn seal(&self, label: &str, plaintext: &[u8]) -> Result<Vec<u8>, Error> {
+        let mut nonce = [0u8; NONCE_LEN];
+        SystemRandom::new()
+            .fill(&mut nonce)
+            .map_err(|_| Error::MasterKey("the system random generator failed".into()))?;
+        let mut out = nonce.to_vec();
+        let mut body = plaintext.to_vec();
+        self.0
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(label.as_bytes()),
+                &mut body,
+            )
+            .map_err(|_| Error::MasterKey("encryption failed".into()))?;
+        out.extend_from_slice(&body);
+        Ok(out)
+    }
+
+    /// Decrypt what [`MasterKey::seal`] made with the same `label`.
+    pub fn open(&self, label: &str, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
+        let wrong = || {
+            Error::MasterKey(format!(
+                "cannot open signing key {label:?}: a different master key sealed it"
+            ))
+        };
+        if sealed.len() < NONCE_LEN {
+            return Err(wrong());
+        }
+        let (nonce, body) = sealed.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| wrong())?;
+        let mut body = Zeroizing::new(body.to_vec());
+        let plain_len = self
+            .0
+            .open_in_place(nonce, Aad::from(label.as_bytes()), &mut body)
+            .map_err(|_| wrong())?
+            .len();
+        body.truncate(plain_len);
+        Ok(body)
+    }
+}
+
+/// Create `path` with `contents`, readable only by its owner, refusing to
+/// overwrite.
+pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), Error> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).map_err(|e| Error::io(path, e))?;
+    file.write_all(contents)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Error::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_keys_open_only_with_their_master_key_and_label() {
+        let a = MasterKey::from_text(&random_token().unwrap()).unwrap();
+        let b = MasterKey::from_text(&random_token().unwrap()).unwrap();
+        let sealed = a.seal("kid-1", b"pkcs8 bytes").unwrap();
+        assert_eq!(&a.open("kid-1", &sealed).unwrap()[..], b"pkcs8 bytes");
+        assert!(matches!(b.open("kid-1", &sealed), Err(Error::MasterKey(_))));
+        // Swapping the sealed blobs of two keys is detected by the label.
+        assert!(a.open("kid-2", &sealed).is_err());
+        let mut tampered = sealed.clone();
+        *tampered.last_mut().unwrap() ^= 1;
+        assert!(a.open("kid-1", &tampered).is_err());
+        assert!(a.open("kid-1", &sealed[..5]).is_err());
+    }
+
+    #[test]
+    fn master_key_text_must_be_32_bytes_of_base64url() {
+        assert!(MasterKey::from_text("short").is_err());
+        assert!(MasterKey::from_text("!!!!").is_err());
+        assert_eq!(
+            format!(
+                "{:?}",
+                MasterKey::from_text(&random_token().unwrap()).unwrap()
+            ),
+            "MasterKey([REDACTED])"
+        );
+    }
+
+    #[test]
+    fn master_key_file_is_created_once_with_owner_only_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.key");
+        let source = MasterKeySource::File(path.clone());
+        let first = MasterKey::load(&source).unwrap();
+        let sealed = first.seal("k", b"x").unwrap();
+        let again = MasterKey::load(&source).unwrap();
+        assert_eq!(&again.open("k", &sealed).unwrap()[..], b"x");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}

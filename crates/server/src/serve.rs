@@ -1,0 +1,101 @@
+//! Opening the configured database and keys, and running the server.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::http::{router, App};
+use crate::keys::Keys;
+use crate::password::Passwords;
+use crate::secret::MasterKey;
+use crate::store::audit::AuditQueue;
+use crate::store::{now, refresh, revocation};
+use crate::Error;
+
+/// The configuration with its database connected (migrations applied) and
+/// its signing keys loaded (the first one made on first start).
+#[derive(Debug)]
+pub struct Opened {
+    /// The configuration.
+    pub config: Config,
+    /// The database.
+    pub db: Db,
+    /// The signing keys.
+    pub keys: Arc<Keys>,
+}
+
+/// Open what `config` names, creating the data directory, database,
+/// master key and first signing key when they do not exist yet.
+pub async fn open(config: Config) -> Result<Opened, Error> {
+    config.prepare_data_dir()?;
+    let master = MasterKey::load(&config.master_key)?;
+    let db = Db::connect(&config.database_url, config.max_connections).await?;
+    let keys = Arc::new(Keys::load(db.clone(), master, config.keys.clone()).await?);
+    Ok(Opened { config, db, keys })
+}
+
+/// How often each instance re-reads the keys and sweeps expired rows: often
+/// enough that a key announced by another instance is published here well
+/// before it signs.
+fn maintenance_period(config: &Config) -> Duration {
+    (config.keys.announce / 4).clamp(Duration::from_secs(1), Duration::from_secs(30))
+}
+
+/// Serve on `listener` until `shutdown` completes, then finish the
+/// requests in flight, flush the audit trail and close the database.
+pub async fn serve(
+    opened: Opened,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let Opened { config, db, keys } = opened;
+    let cores = std::thread::available_parallelism().map_or(2, usize::from);
+    let passwords = Passwords::new(cores)?;
+    let (audit, writer) = AuditQueue::start(db.clone());
+    let period = maintenance_period(&config);
+    let maintenance = tokio::spawn(maintain(db.clone(), Arc::clone(&keys), period));
+    let app = Arc::new(App::new(config, db.clone(), keys, passwords, audit));
+    let service = router(app).into_make_service_with_connect_info::<SocketAddr>();
+    let served = axum::serve(listener, service)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| Error::Io {
+            path: "listener".into(),
+            source: e,
+        });
+    maintenance.abort();
+    // The router (and with it every audit queue handle) is gone: the
+    // writer drains what is queued and stops.
+    writer.finish().await;
+    db.close().await;
+    served
+}
+
+async fn maintain(db: Db, keys: Arc<Keys>, period: Duration) {
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_purge = 0;
+    loop {
+        ticker.tick().await;
+        if let Err(e) = keys.maintain().await {
+            tracing::error!(error = %e, "key maintenance failed");
+        }
+        let at = now();
+        if at - last_purge >= 3600 {
+            last_purge = at;
+            let purged = async {
+                Ok::<_, Error>(refresh::purge(&db, at).await? + revocation::purge(&db, at).await?)
+            };
+            match purged.await {
+                Ok(n) if n > 0 => tracing::info!(rows = n, "expired tokens purged"),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "purge failed"),
+            }
+        }
+    }
+}

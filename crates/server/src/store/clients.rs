@@ -1,0 +1,331 @@
+//! OAuth clients: who may ask for tokens, with which grants and scopes.
+
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+use crate::db::{on_pool, Db};
+use crate::secret::{random_id, random_token, token_digest};
+use crate::store::{check_name, now, Scopes};
+use crate::Error;
+
+/// An OAuth 2.0 grant type this server implements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum GrantType {
+    /// `password` (RFC 6749 §4.3).
+    #[serde(rename = "password")]
+    Password,
+    /// `client_credentials` (RFC 6749 §4.4).
+    #[serde(rename = "client_credentials")]
+    ClientCredentials,
+    /// `refresh_token` (RFC 6749 §6).
+    #[serde(rename = "refresh_token")]
+    RefreshToken,
+}
+
+impl GrantType {
+    /// Every grant type, in the order metadata lists them.
+    pub const ALL: [GrantType; 3] = [
+        GrantType::ClientCredentials,
+        GrantType::Password,
+        GrantType::RefreshToken,
+    ];
+
+    /// The `grant_type` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantType::Password => "password",
+            GrantType::ClientCredentials => "client_credentials",
+            GrantType::RefreshToken => "refresh_token",
+        }
+    }
+
+    /// Parse a `grant_type` value.
+    pub fn parse(text: &str) -> Option<GrantType> {
+        GrantType::ALL.into_iter().find(|g| g.as_str() == text)
+    }
+}
+
+/// A client as stored.
+#[derive(Clone, sqlx::FromRow)]
+pub(crate) struct ClientRow {
+    client_id: String,
+    name: String,
+    secret_hash: Option<Vec<u8>>,
+    grants: String,
+    scopes: String,
+    audiences: String,
+    jwks: Option<String>,
+    access_ttl: Option<i64>,
+    created_at: i64,
+}
+
+/// A client, parsed.
+#[derive(Clone)]
+pub struct Client {
+    /// `client_id`.
+    pub client_id: String,
+    /// A label for people.
+    pub name: String,
+    /// SHA-256 of the secret; `None` for public clients and
+    /// `private_key_jwt` clients.
+    pub secret_hash: Option<Vec<u8>>,
+    /// Allowed grants.
+    pub grants: Vec<GrantType>,
+    /// Allowed scopes.
+    pub scopes: Scopes,
+    /// The `aud` of its access tokens (the issuer when empty).
+    pub audiences: Vec<String>,
+    /// Public keys for `private_key_jwt`.
+    pub jwks: Option<String>,
+    /// Access-token lifetime in seconds (`None`: server default).
+    pub access_ttl: Option<i64>,
+    /// When it was added.
+    pub created_at: i64,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("client_id", &self.client_id)
+            .field("name", &self.name)
+            .field(
+                "secret_hash",
+                &self.secret_hash.as_ref().map(|_| "[REDACTED]"),
+            )
+            .field("grants", &self.grants)
+            .field("scopes", &self.scopes)
+            .field("audiences", &self.audiences)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// How the client authenticates (RFC 8414 names).
+    pub fn auth_method(&self) -> &'static str {
+        if self.jwks.is_some() {
+            "private_key_jwt"
+        } else if self.secret_hash.is_some() {
+            "client_secret_basic"
+        } else {
+            "none"
+        }
+    }
+
+    /// Whether the client may use `grant`.
+    pub fn allows(&self, grant: GrantType) -> bool {
+        self.grants.contains(&grant)
+    }
+
+    /// Whether the client has no credentials (RFC 6749 §2.1 public client).
+    pub fn is_public(&self) -> bool {
+        self.secret_hash.is_none() && self.jwks.is_none()
+    }
+}
+
+/// A client as listed.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClientInfo {
+    /// `client_id`.
+    pub client_id: String,
+    /// Label.
+    pub name: String,
+    /// `client_secret_basic`, `private_key_jwt` or `none`.
+    pub auth_method: &'static str,
+    /// Grants.
+    pub grants: Vec<GrantType>,
+    /// Scopes, space-separated.
+    pub scopes: String,
+    /// Audiences.
+    pub audiences: Vec<String>,
+    /// Access-token lifetime in seconds, when not the default.
+    pub access_ttl: Option<i64>,
+    /// When it was added.
+    pub created_at: i64,
+}
+
+impl From<&Client> for ClientInfo {
+    fn from(c: &Client) -> ClientInfo {
+        ClientInfo {
+            client_id: c.client_id.clone(),
+            name: c.name.clone(),
+            auth_method: c.auth_method(),
+            grants: c.grants.clone(),
+            scopes: c.scopes.to_string(),
+            audiences: c.audiences.clone(),
+            access_ttl: c.access_ttl,
+            created_at: c.created_at,
+        }
+    }
+}
+
+impl TryFrom<ClientRow> for Client {
+    type Error = Error;
+
+    fn try_from(row: ClientRow) -> Result<Client, Error> {
+        let grants = row
+            .grants
+            .split(' ')
+            .filter(|g| !g.is_empty())
+            .map(|g| {
+                GrantType::parse(g).ok_or_else(|| {
+                    Error::Database(format!("client {}: unknown grant {g:?}", row.client_id))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Client {
+            scopes: Scopes::parse(&row.scopes)?,
+            audiences: row
+                .audiences
+                .split(' ')
+                .filter(|a| !a.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            client_id: row.client_id,
+            name: row.name,
+            secret_hash: row.secret_hash,
+            grants,
+            jwks: row.jwks,
+            access_ttl: row.access_ttl,
+            created_at: row.created_at,
+        })
+    }
+}
+
+/// What `client add` asks for.
+#[derive(Clone, Debug, Default)]
+pub struct NewClient {
+    /// Label.
+    pub name: String,
+    /// Grants (default: `client_credentials`).
+    pub grants: Vec<GrantType>,
+    /// Scopes.
+    pub scopes: Scopes,
+    /// Audiences.
+    pub audiences: Vec<String>,
+    /// A public client: no secret (only grants that suit one).
+    pub public: bool,
+    /// Public keys for `private_key_jwt` instead of a secret.
+    pub jwks: Option<String>,
+    /// Access-token lifetime in seconds.
+    pub access_ttl: Option<i64>,
+}
+
+/// A client just added: its id and, once, its secret.
+#[derive(Debug)]
+pub struct Added {
+    /// The new `client_id`.
+    pub client_id: String,
+    /// The generated secret; shown once, stored only as a digest.
+    pub client_secret: Option<Zeroizing<String>>,
+}
+
+/// Add a client.
+pub async fn add(db: &Db, new: NewClient) -> Result<Added, Error> {
+    check_name("client name", &new.name)?;
+    let mut grants = new.grants;
+    if grants.is_empty() {
+        grants.push(GrantType::ClientCredentials);
+    }
+    grants.dedup();
+    if new.public && new.jwks.is_some() {
+        return Err(Error::Invalid(
+            "a public client has no keys: drop --public or --jwks".into(),
+        ));
+    }
+    if new.public && grants.contains(&GrantType::ClientCredentials) {
+        return Err(Error::Invalid(
+            "client_credentials needs a confidential client (RFC 6749 §4.4): drop --public".into(),
+        ));
+    }
+    if let Some(jwks) = &new.jwks {
+        let set = tessera_jose::JwkSet::from_json(jwks)?;
+        tessera_jose::KeySet::from_jwks(&set)?;
+        if set.keys.iter().any(|k| k.is_private() || k.is_symmetric()) {
+            return Err(Error::Invalid(
+                "--jwks must hold public keys only (no private or secret keys)".into(),
+            ));
+        }
+    }
+    for aud in &new.audiences {
+        check_name("audience", aud)?;
+        if aud.contains(' ') {
+            return Err(Error::Invalid(format!("audience {aud:?} holds a space")));
+        }
+    }
+    let client_id = random_id()?;
+    let secret = if new.public || new.jwks.is_some() {
+        None
+    } else {
+        Some(random_token()?)
+    };
+    let at = now();
+    let grant_text = grants
+        .iter()
+        .map(|g| g.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    on_pool!(db.write(), p => sqlx::query(
+        "INSERT INTO clients (client_id, name, secret_hash, grants, scopes, audiences, jwks, access_ttl, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)"
+    )
+    .bind(&client_id).bind(&new.name).bind(secret.as_ref().map(|s| token_digest(s)))
+    .bind(grant_text).bind(new.scopes.to_string()).bind(new.audiences.join(" "))
+    .bind(&new.jwks).bind(new.access_ttl).bind(at)
+    .execute(p).await.map(|r| r.rows_affected()))?;
+    Ok(Added {
+        client_id,
+        client_secret: secret,
+    })
+}
+
+const COLUMNS: &str =
+    "client_id, name, secret_hash, grants, scopes, audiences, jwks, access_ttl, created_at";
+
+/// The client whose id is `client_id`.
+pub async fn find(db: &Db, client_id: &str) -> Result<Option<Client>, Error> {
+    let sql = format!("SELECT {COLUMNS} FROM clients WHERE client_id = $1");
+    let row = on_pool!(db.read(), p => sqlx::query_as::<_, ClientRow>(&sql)
+        .bind(client_id).fetch_optional(p).await)?;
+    row.map(Client::try_from).transpose()
+}
+
+/// Every client, oldest first.
+pub async fn list(db: &Db) -> Result<Vec<Client>, Error> {
+    let sql = format!("SELECT {COLUMNS} FROM clients ORDER BY created_at, client_id");
+    let rows = on_pool!(db.read(), p => sqlx::query_as::<_, ClientRow>(&sql).fetch_all(p).await)?;
+    rows.into_iter().map(Client::try_from).collect()
+}
+
+/// Delete a client; its refresh token families go with it.
+pub async fn delete(db: &Db, client_id: &str) -> Result<(), Error> {
+    let changed = on_pool!(db.write(), p => sqlx::query("DELETE FROM clients WHERE client_id = $1")
+        .bind(client_id).execute(p).await.map(|r| r.rows_affected()))?;
+    if changed == 0 {
+        return Err(Error::NotFound {
+            kind: "client",
+            name: client_id.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Give a confidential client a new secret; the old one stops working.
+pub async fn rotate_secret(db: &Db, client_id: &str) -> Result<Zeroizing<String>, Error> {
+    let secret = random_token()?;
+    let changed = on_pool!(db.write(), p => sqlx::query(
+        "UPDATE clients SET secret_hash = $1, updated_at = $2 \
+         WHERE client_id = $3 AND secret_hash IS NOT NULL"
+    ).bind(token_digest(&secret)).bind(now()).bind(client_id).execute(p).await.map(|r| r.rows_affected()))?;
+    if changed == 0 {
+        return match find(db, client_id).await? {
+            Some(_) => Err(Error::Invalid(format!(
+                "client {client_id:?} has no secret to rotate (public or private_key_jwt)"
+            ))),
+            None => Err(Error::NotFound {
+                kind: "client",
+                name: client_id.to_owned(),
+            }),
+        };
+    }
+    Ok(secret)
+}

@@ -1,0 +1,120 @@
+//! What the server keeps in the database, one file per kind of record.
+
+pub mod audit;
+pub mod clients;
+pub mod refresh;
+pub mod revocation;
+pub mod users;
+
+use std::collections::BTreeSet;
+
+use crate::Error;
+
+/// Seconds since the epoch, now.
+pub fn now() -> i64 {
+    tessera_jose::NumericDate::now().seconds()
+}
+
+/// A set of OAuth scope tokens (RFC 6749 §3.3), kept sorted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Scopes(BTreeSet<String>);
+
+impl Scopes {
+    /// Parse a space-separated list, refusing characters §3.3 excludes.
+    pub fn parse(text: &str) -> Result<Scopes, Error> {
+        let mut set = BTreeSet::new();
+        for token in text.split(' ').filter(|t| !t.is_empty()) {
+            if !token
+                .bytes()
+                .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
+            {
+                return Err(Error::Invalid(format!("invalid scope {token:?}")));
+            }
+            set.insert(token.to_owned());
+        }
+        Ok(Scopes(set))
+    }
+
+    /// Parse each item of a list (as given on a command line).
+    pub fn from_list<S: AsRef<str>>(items: &[S]) -> Result<Scopes, Error> {
+        Scopes::parse(
+            &items
+                .iter()
+                .map(AsRef::as_ref)
+                .collect::<Vec<_>>()
+                .join(" "),
+        )
+    }
+
+    /// Whether every scope of `self` is in `allowed`.
+    pub fn is_subset(&self, allowed: &Scopes) -> bool {
+        self.0.is_subset(&allowed.0)
+    }
+
+    /// The scopes in both.
+    pub fn intersection(&self, other: &Scopes) -> Scopes {
+        Scopes(self.0.intersection(&other.0).cloned().collect())
+    }
+
+    /// Whether `scope` is in the set.
+    pub fn contains(&self, scope: &str) -> bool {
+        self.0.contains(scope)
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The scopes, sorted.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
+    }
+}
+
+impl std::fmt::Display for Scopes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut first = true;
+        for s in &self.0 {
+            if !first {
+                f.write_str(" ")?;
+            }
+            f.write_str(s)?;
+            first = false;
+        }
+        Ok(())
+    }
+}
+
+/// Refuse a name that is empty, too long or holds control characters.
+pub(crate) fn check_name(kind: &str, name: &str) -> Result<(), Error> {
+    if name.is_empty() || name.len() > 200 || name.chars().any(char::is_control) {
+        return Err(Error::Invalid(format!(
+            "{kind} must be 1 to 200 characters without control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Whether a database error is a unique-constraint violation.
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Scopes;
+
+    #[test]
+    fn scopes_follow_rfc_6749_section_3_3() {
+        let s = Scopes::parse("read  write read").unwrap();
+        assert_eq!(s.to_string(), "read write");
+        assert!(Scopes::parse("read\"").is_err());
+        assert!(Scopes::parse("a\\b").is_err());
+        assert!(Scopes::parse("caf\u{e9}").is_err());
+        assert!(Scopes::parse("").unwrap().is_empty());
+        let allowed = Scopes::parse("read write admin").unwrap();
+        assert!(s.is_subset(&allowed));
+        assert!(!Scopes::parse("delete").unwrap().is_subset(&allowed));
+    }
+}

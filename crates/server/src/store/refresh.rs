@@ -1,0 +1,292 @@
+//! Refresh tokens: opaque, stored as digests, rotated on every use, in
+//! families that die together when a rotated token comes back (RFC 9700
+//! §4.14.2).
+//!
+//! Rotation is one write transaction whose first statement marks the
+//! presented token used (`used_at IS NULL` in its `WHERE`): the database
+//! lets exactly one of many concurrent rotations of a token win, on SQLite
+//! and PostgreSQL alike, and the losers see a used token.
+
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+use crate::db::{on_pool, Db};
+use crate::secret::{random_id, random_token, token_digest};
+use crate::store::now;
+use crate::Error;
+
+/// A session: the tokens that descend from one login.
+#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+pub struct Family {
+    /// Family id.
+    pub id: String,
+    /// The client it was issued to.
+    pub client_id: String,
+    /// The `sub` of its access tokens.
+    pub subject: String,
+    /// The user, for password logins.
+    pub username: Option<String>,
+    /// Granted scopes.
+    pub scope: String,
+    /// When the user authenticated.
+    pub auth_time: Option<i64>,
+    /// Absolute end of the session.
+    pub expires_at: i64,
+    /// When it was revoked.
+    pub revoked_at: Option<i64>,
+}
+
+/// What a new family is for.
+#[derive(Clone, Debug)]
+pub struct NewFamily<'a> {
+    /// Client.
+    pub client_id: &'a str,
+    /// Subject.
+    pub subject: &'a str,
+    /// User, for password logins.
+    pub username: Option<&'a str>,
+    /// Scopes granted.
+    pub scope: &'a str,
+    /// When the user authenticated.
+    pub auth_time: Option<i64>,
+}
+
+/// Lifetimes of refresh tokens.
+#[derive(Clone, Copy, Debug)]
+pub struct RefreshPolicy {
+    /// How long one refresh token lives unused (seconds).
+    pub ttl: i64,
+    /// How long a session lives in all, across rotations (seconds).
+    pub max_lifetime: i64,
+    /// How long after a rotation the previous token may still be retried
+    /// (seconds; 0 = never).
+    pub grace: i64,
+}
+
+/// Why a refresh token was refused (all `invalid_grant` to the client).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// No such token.
+    Unknown,
+    /// Issued to another client.
+    WrongClient,
+    /// Past its lifetime or its session's.
+    Expired,
+    /// Its family was revoked.
+    Revoked,
+    /// Already rotated: the family has now been revoked.
+    Reused {
+        /// The family that was revoked.
+        family_id: String,
+    },
+}
+
+impl Refused {
+    /// A short reason for logs and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refused::Unknown => "unknown",
+            Refused::WrongClient => "wrong_client",
+            Refused::Expired => "expired",
+            Refused::Revoked => "revoked",
+            Refused::Reused { .. } => "reuse_detected",
+        }
+    }
+}
+
+/// The outcome of a rotation.
+#[derive(Debug)]
+pub struct Rotated {
+    /// The session.
+    pub family: Family,
+    /// The successor token, for the client.
+    pub token: Zeroizing<String>,
+    /// Whether this was a retry inside the grace period.
+    pub retried: bool,
+}
+
+const FAMILY_COLUMNS: &str =
+    "id, client_id, subject, username, scope, auth_time, expires_at, revoked_at";
+
+/// Start a family and return its first token.
+pub async fn issue(
+    db: &Db,
+    new: NewFamily<'_>,
+    policy: &RefreshPolicy,
+) -> Result<(String, Zeroizing<String>), Error> {
+    let id = random_id()?;
+    let token = random_token()?;
+    let at = now();
+    let family_end = at.saturating_add(policy.max_lifetime);
+    on_pool!(db.write(), p => {
+        let mut tx = p.begin().await?;
+        sqlx::query(
+            "INSERT INTO refresh_families (id, client_id, subject, username, scope, auth_time, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        )
+        .bind(&id).bind(new.client_id).bind(new.subject).bind(new.username).bind(new.scope)
+        .bind(new.auth_time).bind(at).bind(family_end)
+        .execute(&mut *tx).await?;
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, family_id, created_at, expires_at) VALUES ($1, $2, $3, $4)"
+        )
+        .bind(token_digest(&token)).bind(&id).bind(at)
+        .bind(at.saturating_add(policy.ttl).min(family_end))
+        .execute(&mut *tx).await?;
+        tx.commit().await
+    })?;
+    Ok((id, token))
+}
+
+/// Rotate `presented` for `client_id`: on success the presented token is
+/// used up and a successor returned; a token rotated before (outside the
+/// grace period) revokes its whole family.
+pub async fn rotate(
+    db: &Db,
+    presented: &str,
+    client_id: &str,
+    policy: &RefreshPolicy,
+) -> Result<Result<Rotated, Refused>, Error> {
+    let hash = token_digest(presented);
+    let at = now();
+    let successor = random_token()?;
+    let family_sql = format!("SELECT {FAMILY_COLUMNS} FROM refresh_families WHERE id = $1");
+    let outcome = on_pool!(db.write(), p => {
+        let mut tx = p.begin().await?;
+        // Write first: this statement decides the race.
+        let claimed: Option<(String, i64)> = sqlx::query_as(
+            "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL \
+             RETURNING family_id, expires_at"
+        ).bind(at).bind(&hash).fetch_optional(&mut *tx).await?;
+        let (family_id, token_expires, used_at) = match claimed {
+            Some((family_id, expires)) => (family_id, expires, None),
+            None => {
+                let row: Option<(String, i64, Option<i64>)> = sqlx::query_as(
+                    "SELECT family_id, expires_at, used_at FROM refresh_tokens WHERE token_hash = $1"
+                ).bind(&hash).fetch_optional(&mut *tx).await?;
+                match row {
+                    Some(row) => row,
+                    None => return Ok(Err(Refused::Unknown)),
+                }
+            }
+        };
+        let family: Family = sqlx::query_as(&family_sql).bind(&family_id).fetch_one(&mut *tx).await?;
+        // Refusals that are not reuse leave everything as it was.
+        let refused = if family.client_id != client_id {
+            Some(Refused::WrongClient)
+        } else if family.revoked_at.is_some() {
+            Some(Refused::Revoked)
+        } else if token_expires <= at || family.expires_at <= at {
+            Some(Refused::Expired)
+        } else {
+            None
+        };
+        if let Some(refused) = refused {
+            tx.rollback().await?;
+            return Ok(Err(refused));
+        }
+        let retried = match used_at {
+            None => false,
+            Some(used) if policy.grace > 0 && at.saturating_sub(used) <= policy.grace => {
+                // A retry of a lost response: take the family's row lock
+                // (PostgreSQL) so concurrent retries queue, then end the
+                // successor issued before and issue another.
+                sqlx::query("UPDATE refresh_families SET expires_at = expires_at WHERE id = $1")
+                    .bind(&family.id).execute(&mut *tx).await?;
+                sqlx::query(
+                    "UPDATE refresh_tokens SET used_at = $1 WHERE family_id = $2 AND used_at IS NULL"
+                ).bind(at).bind(&family.id).execute(&mut *tx).await?;
+                true
+            }
+            Some(_) => {
+                sqlx::query(
+                    "UPDATE refresh_families SET revoked_at = $1, revoked_reason = 'reuse detected' \
+                     WHERE id = $2 AND revoked_at IS NULL"
+                ).bind(at).bind(&family.id).execute(&mut *tx).await?;
+                tx.commit().await?;
+                return Ok(Err(Refused::Reused { family_id: family.id }));
+            }
+        };
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, family_id, created_at, expires_at) VALUES ($1, $2, $3, $4)"
+        )
+        .bind(token_digest(&successor)).bind(&family.id).bind(at)
+        .bind(at.saturating_add(policy.ttl).min(family.expires_at))
+        .execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(Ok((family, retried)))
+    })?;
+    Ok(outcome.map(|(family, retried)| Rotated {
+        family,
+        token: successor,
+        retried,
+    }))
+}
+
+/// A live refresh token and its session, for introspection.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct Live {
+    /// When the token was issued.
+    pub issued_at: i64,
+    /// When the token expires.
+    pub token_expires_at: i64,
+    /// Its session.
+    #[sqlx(flatten)]
+    pub family: Family,
+}
+
+/// A refresh token that can still be used, with its session; `None` when
+/// it is unknown, used, expired or revoked.
+pub async fn lookup(db: &Db, presented: &str) -> Result<Option<Live>, Error> {
+    let live = on_pool!(db.read(), p => sqlx::query_as::<_, Live>(
+        "SELECT t.created_at AS issued_at, t.expires_at AS token_expires_at, \
+         f.id, f.client_id, f.subject, f.username, f.scope, f.auth_time, f.expires_at, f.revoked_at \
+         FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id \
+         WHERE t.token_hash = $1 AND t.used_at IS NULL AND t.expires_at > $2 \
+         AND f.revoked_at IS NULL AND f.expires_at > $2"
+    ).bind(token_digest(presented)).bind(now()).fetch_optional(p).await)?;
+    Ok(live)
+}
+
+/// Revoke the family of `presented` if it was issued to `client_id`
+/// (RFC 7009 §2.1). Returns whether a family was revoked.
+pub async fn revoke(
+    db: &Db,
+    presented: &str,
+    client_id: &str,
+    reason: &str,
+) -> Result<Option<String>, Error> {
+    let family: Option<(String,)> = on_pool!(db.write(), p => sqlx::query_as(
+        "UPDATE refresh_families SET revoked_at = $1, revoked_reason = $2 \
+         WHERE revoked_at IS NULL AND client_id = $3 \
+         AND id = (SELECT family_id FROM refresh_tokens WHERE token_hash = $4) \
+         RETURNING id"
+    ).bind(now()).bind(reason).bind(client_id).bind(token_digest(presented)).fetch_optional(p).await)?;
+    Ok(family.map(|(id,)| id))
+}
+
+/// The number of tokens of a family that can still be used (for tests and
+/// the admin view of a session).
+pub async fn live_tokens(db: &Db, family_id: &str) -> Result<i64, Error> {
+    let (count,): (i64,) = on_pool!(db.read(), p => sqlx::query_as(
+        "SELECT COUNT(*) FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id \
+         WHERE t.family_id = $1 AND t.used_at IS NULL AND f.revoked_at IS NULL"
+    ).bind(family_id).fetch_one(p).await)?;
+    Ok(count)
+}
+
+/// The family with id `family_id`.
+pub async fn family(db: &Db, family_id: &str) -> Result<Option<Family>, Error> {
+    let sql = format!("SELECT {FAMILY_COLUMNS} FROM refresh_families WHERE id = $1");
+    let family = on_pool!(db.read(), p => sqlx::query_as::<_, Family>(&sql)
+        .bind(family_id).fetch_optional(p).await)?;
+    Ok(family)
+}
+
+/// Delete tokens and families that can no longer be used by anyone.
+pub async fn purge(db: &Db, at: i64) -> Result<u64, Error> {
+    let removed = on_pool!(db.write(), p => sqlx::query(
+        "DELETE FROM refresh_families WHERE expires_at < $1"
+    ).bind(at).execute(p).await.map(|r| r.rows_affected()))?;
+    Ok(removed)
+}

@@ -1,0 +1,49 @@
+//! Revoked access tokens (by `jti`, until they expire) and used client
+//! assertions (by issuer and `jti`, against replay).
+
+use crate::db::{on_pool, Db};
+use crate::Error;
+
+/// Deny the access token `jti` until `expires_at`.
+pub async fn revoke_access_token(db: &Db, jti: &str, expires_at: i64) -> Result<(), Error> {
+    on_pool!(db.write(), p => sqlx::query(
+        "INSERT INTO revoked_access_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+    ).bind(jti).bind(expires_at).execute(p).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// Whether the access token `jti` was revoked.
+pub async fn is_access_token_revoked(db: &Db, jti: &str) -> Result<bool, Error> {
+    let row: Option<(i64,)> = on_pool!(db.read(), p => sqlx::query_as(
+        "SELECT expires_at FROM revoked_access_tokens WHERE jti = $1"
+    ).bind(jti).fetch_optional(p).await)?;
+    Ok(row.is_some())
+}
+
+/// Record a client assertion's `jti`; `false` if it was seen before (a
+/// replay).
+pub async fn use_assertion(
+    db: &Db,
+    issuer: &str,
+    jti: &str,
+    expires_at: i64,
+) -> Result<bool, Error> {
+    let inserted = on_pool!(db.write(), p => sqlx::query(
+        "INSERT INTO used_assertions (issuer, jti, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
+    ).bind(issuer).bind(jti).bind(expires_at).execute(p).await.map(|r| r.rows_affected()))?;
+    Ok(inserted == 1)
+}
+
+/// Forget revocations and assertions past their expiry.
+pub async fn purge(db: &Db, at: i64) -> Result<u64, Error> {
+    let removed = on_pool!(db.write(), p => {
+        let mut tx = p.begin().await?;
+        let a = sqlx::query("DELETE FROM revoked_access_tokens WHERE expires_at < $1")
+            .bind(at).execute(&mut *tx).await?.rows_affected();
+        let b = sqlx::query("DELETE FROM used_assertions WHERE expires_at < $1")
+            .bind(at).execute(&mut *tx).await?.rows_affected();
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(a + b)
+    })?;
+    Ok(removed)
+}

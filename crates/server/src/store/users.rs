@@ -1,0 +1,172 @@
+//! Users who log in with the password grant.
+
+use serde::Serialize;
+
+use crate::db::{on_pool, Db};
+use crate::secret::random_id;
+use crate::store::{check_name, is_unique_violation, now, Scopes};
+use crate::Error;
+
+/// A user as stored (the hash is the Argon2id PHC string).
+#[derive(Clone, sqlx::FromRow)]
+pub struct User {
+    /// Stable id (the `sub` of the user's tokens).
+    pub id: String,
+    /// Login name.
+    pub username: String,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    /// Scopes the user may be granted, space-separated.
+    pub scopes: String,
+    /// Disabled users cannot log in or refresh.
+    pub disabled: bool,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .field("username", &self.username)
+            .field("password_hash", &"[REDACTED]")
+            .field("scopes", &self.scopes)
+            .field("disabled", &self.disabled)
+            .finish()
+    }
+}
+
+/// A user as listed.
+#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+pub struct UserInfo {
+    /// Stable id.
+    pub id: String,
+    /// Login name.
+    pub username: String,
+    /// Allowed scopes, space-separated.
+    pub scopes: String,
+    /// Whether the user is disabled.
+    pub disabled: bool,
+    /// When the user was added.
+    pub created_at: i64,
+}
+
+/// Add a user with an already-hashed password.
+pub async fn add(
+    db: &Db,
+    username: &str,
+    password_hash: &str,
+    scopes: &Scopes,
+) -> Result<UserInfo, Error> {
+    check_name("username", username)?;
+    let id = random_id()?;
+    let at = now();
+    let result = on_pool!(db.write(), p => sqlx::query(
+        "INSERT INTO users (id, username, password_hash, scopes, disabled, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, FALSE, $5, $5)"
+    ).bind(&id).bind(username).bind(password_hash).bind(scopes.to_string()).bind(at)
+    .execute(p).await.map(|r| r.rows_affected()));
+    match result {
+        Ok(_) => Ok(UserInfo {
+            id,
+            username: username.to_owned(),
+            scopes: scopes.to_string(),
+            disabled: false,
+            created_at: at,
+        }),
+        Err(e) if is_unique_violation(&e) => Err(Error::Exists {
+            kind: "user",
+            name: username.to_owned(),
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The user named `username`.
+pub async fn find(db: &Db, username: &str) -> Result<Option<User>, Error> {
+    let user = on_pool!(db.read(), p => sqlx::query_as::<_, User>(
+        "SELECT id, username, password_hash, scopes, disabled FROM users WHERE username = $1"
+    ).bind(username).fetch_optional(p).await)?;
+    Ok(user)
+}
+
+/// The user whose id is `id`.
+pub async fn find_by_id(db: &Db, id: &str) -> Result<Option<User>, Error> {
+    let user = on_pool!(db.read(), p => sqlx::query_as::<_, User>(
+        "SELECT id, username, password_hash, scopes, disabled FROM users WHERE id = $1"
+    ).bind(id).fetch_optional(p).await)?;
+    Ok(user)
+}
+
+/// Every user, by name.
+pub async fn list(db: &Db) -> Result<Vec<UserInfo>, Error> {
+    let users = on_pool!(db.read(), p => sqlx::query_as::<_, UserInfo>(
+        "SELECT id, username, scopes, disabled, created_at FROM users ORDER BY username"
+    ).fetch_all(p).await)?;
+    Ok(users)
+}
+
+fn not_found(username: &str) -> Error {
+    Error::NotFound {
+        kind: "user",
+        name: username.to_owned(),
+    }
+}
+
+/// Enable or disable a user. Disabling also revokes the user's refresh
+/// token families, so existing sessions end at their next refresh.
+pub async fn set_disabled(db: &Db, username: &str, disabled: bool) -> Result<(), Error> {
+    let at = now();
+    let changed = on_pool!(db.write(), p => {
+        let mut tx = p.begin().await?;
+        let changed = sqlx::query("UPDATE users SET disabled = $1, updated_at = $2 WHERE username = $3")
+            .bind(disabled).bind(at).bind(username).execute(&mut *tx).await?.rows_affected();
+        if disabled {
+            sqlx::query(
+                "UPDATE refresh_families SET revoked_at = $1, revoked_reason = 'user disabled' \
+                 WHERE username = $2 AND revoked_at IS NULL"
+            ).bind(at).bind(username).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(changed)
+    })?;
+    if changed == 0 {
+        return Err(not_found(username));
+    }
+    Ok(())
+}
+
+/// Replace a user's password hash and end the user's sessions.
+pub async fn set_password(db: &Db, username: &str, password_hash: &str) -> Result<(), Error> {
+    let at = now();
+    let changed = on_pool!(db.write(), p => {
+        let mut tx = p.begin().await?;
+        let changed = sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE username = $3")
+            .bind(password_hash).bind(at).bind(username).execute(&mut *tx).await?.rows_affected();
+        sqlx::query(
+            "UPDATE refresh_families SET revoked_at = $1, revoked_reason = 'password changed' \
+             WHERE username = $2 AND revoked_at IS NULL"
+        ).bind(at).bind(username).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(changed)
+    })?;
+    if changed == 0 {
+        return Err(not_found(username));
+    }
+    Ok(())
+}
+
+/// Delete a user and the user's refresh token families.
+pub async fn delete(db: &Db, username: &str) -> Result<(), Error> {
+    let changed = on_pool!(db.write(), p => {
+        let mut tx = p.begin().await?;
+        let changed = sqlx::query("DELETE FROM users WHERE username = $1")
+            .bind(username).execute(&mut *tx).await?.rows_affected();
+        sqlx::query("DELETE FROM refresh_families WHERE username = $1")
+            .bind(username).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(changed)
+    })?;
+    if changed == 0 {
+        return Err(not_found(username));
+    }
+    Ok(())
+}
