@@ -1,0 +1,329 @@
+//! tessera-server's tests: the storage suite and the HTTP handlers, each
+//! run on SQLite and, when `TESSERA_TEST_DATABASE_URL` names a server, on
+//! PostgreSQL (every test in a schema of its own).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    missing_debug_implementations
+)]
+
+mod endpoints;
+mod store;
+mod token;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, Request, StatusCode};
+use axum::Router;
+use base64_simd::STANDARD;
+use serde_json::Value;
+use tessera_server::password::Passwords;
+use tessera_server::store::audit::AuditQueue;
+use tessera_server::store::clients::{self, GrantType, NewClient};
+use tessera_server::store::{users, Scopes};
+use tessera_server::{App, Config, Db, Overrides};
+use tower::ServiceExt;
+
+/// Which database a test runs on.
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Run each named `async fn(Backend)` as two tests: `NAME::sqlite` and
+/// `NAME::postgres`.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => { $(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                super::$name($crate::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                super::$name($crate::Backend::Postgres).await
+            }
+        }
+    )* };
+}
+
+pub const ISSUER: &str = "https://auth.tessera.test";
+
+/// A database of its own: a SQLite file in a temporary directory, or a
+/// fresh PostgreSQL schema. `None` (with a notice) when PostgreSQL is not
+/// configured.
+#[derive(Debug)]
+pub struct TestDb {
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    schema: Option<(String, String)>,
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> Option<TestDb> {
+        let dir = tempfile::tempdir().unwrap();
+        match backend {
+            Backend::Sqlite => Some(TestDb {
+                url: format!("sqlite://{}", dir.path().join("tessera.db").display()),
+                dir,
+                schema: None,
+            }),
+            Backend::Postgres => {
+                let Ok(base) = std::env::var("TESSERA_TEST_DATABASE_URL") else {
+                    eprintln!("skipped: PostgreSQL test (set TESSERA_TEST_DATABASE_URL to run it)");
+                    return None;
+                };
+                let schema = format!(
+                    "t_{}",
+                    tessera_server::secret::random_id()
+                        .unwrap()
+                        .to_lowercase()
+                        .replace(['-', '_'], "x")
+                );
+                let admin = sqlx::PgPool::connect(&base)
+                    .await
+                    .expect("TESSERA_TEST_DATABASE_URL");
+                sqlx::query(&format!("CREATE SCHEMA {schema}"))
+                    .execute(&admin)
+                    .await
+                    .unwrap();
+                admin.close().await;
+                let sep = if base.contains('?') { '&' } else { '?' };
+                Some(TestDb {
+                    url: format!("{base}{sep}options=-c%20search_path%3D{schema}"),
+                    dir,
+                    schema: Some((base, schema)),
+                })
+            }
+        }
+    }
+
+    /// Drop the schema (PostgreSQL); called at the end of a passing test.
+    pub async fn cleanup(&self) {
+        if let Some((base, schema)) = &self.schema {
+            let admin = sqlx::PgPool::connect(base).await.unwrap();
+            sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+                .execute(&admin)
+                .await
+                .unwrap();
+            admin.close().await;
+        }
+    }
+
+    /// A configuration on this database, with the master key in the
+    /// temporary directory.
+    pub fn config(&self) -> Config {
+        Config::resolve(Overrides {
+            data_dir: Some(self.dir.path().to_owned()),
+            database_url: Some(self.url.clone()),
+            issuer: Some(ISSUER.into()),
+            ..Overrides::default()
+        })
+        .unwrap()
+    }
+}
+
+/// A server in memory: its state, its router, and helpers to call it
+/// without sockets.
+pub struct Harness {
+    pub app: Arc<App>,
+    pub router: Router,
+    pub db: Db,
+    pub test_db: TestDb,
+}
+
+/// A response, its body parsed as JSON (or `Null`).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub json: Value,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn error(&self) -> &str {
+        self.json["error"].as_str().unwrap_or("")
+    }
+
+    pub fn str(&self, name: &str) -> String {
+        self.json[name]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {name} in {}", self.text))
+            .to_owned()
+    }
+}
+
+impl Harness {
+    pub async fn new(backend: Backend) -> Option<Harness> {
+        Harness::with(backend, |_| {}).await
+    }
+
+    pub async fn with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Option<Harness> {
+        let test_db = TestDb::new(backend).await?;
+        let mut config = test_db.config();
+        tweak(&mut config);
+        let opened = tessera_server::open(config).await.unwrap();
+        let (audit, _writer) = AuditQueue::start(opened.db.clone());
+        let db = opened.db.clone();
+        let app = Arc::new(App::new(
+            opened.config,
+            opened.db,
+            opened.keys,
+            Passwords::new(2).unwrap(),
+            audit,
+        ));
+        Some(Harness {
+            router: tessera_server::router(Arc::clone(&app)),
+            app,
+            db,
+            test_db,
+        })
+    }
+
+    pub async fn finish(self) {
+        self.db.close().await;
+        self.test_db.cleanup().await;
+    }
+
+    pub async fn send(&self, request: Request<Body>) -> Reply {
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let text = String::from_utf8(bytes.to_vec()).unwrap();
+        Reply {
+            status,
+            headers,
+            json: serde_json::from_str(&text).unwrap_or(Value::Null),
+            text,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send(Request::get(path).body(Body::empty()).unwrap())
+            .await
+    }
+
+    /// POST a form, with Basic credentials when given.
+    pub async fn post(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+        basic: Option<(&str, &str)>,
+    ) -> Reply {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let mut request =
+            Request::post(path).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        if let Some((id, secret)) = basic {
+            let encoded = STANDARD.encode_to_string(format!("{id}:{secret}"));
+            request = request.header(header::AUTHORIZATION, format!("Basic {encoded}"));
+        }
+        self.send(request.body(Body::from(body)).unwrap()).await
+    }
+
+    /// A confidential client; returns (client_id, client_secret).
+    pub async fn client(&self, grants: &[GrantType], scopes: &str) -> (String, String) {
+        let added = clients::add(
+            &self.db,
+            NewClient {
+                name: "test client".into(),
+                grants: grants.to_vec(),
+                scopes: Scopes::parse(scopes).unwrap(),
+                ..NewClient::default()
+            },
+        )
+        .await
+        .unwrap();
+        (added.client_id, added.client_secret.unwrap().to_string())
+    }
+
+    /// A public client for the password and refresh grants.
+    pub async fn public_client(&self, scopes: &str) -> String {
+        clients::add(
+            &self.db,
+            NewClient {
+                name: "public".into(),
+                grants: vec![GrantType::Password, GrantType::RefreshToken],
+                scopes: Scopes::parse(scopes).unwrap(),
+                public: true,
+                ..NewClient::default()
+            },
+        )
+        .await
+        .unwrap()
+        .client_id
+    }
+
+    pub async fn user(&self, username: &str, password: &str, scopes: &str) -> String {
+        let hash = self
+            .app
+            .passwords
+            .hash(zeroize::Zeroizing::new(password.into()))
+            .await
+            .unwrap();
+        users::add(&self.db, username, &hash, &Scopes::parse(scopes).unwrap())
+            .await
+            .unwrap()
+            .id
+    }
+
+    /// A password login through a public client; returns the token response.
+    pub async fn login(&self, client_id: &str, username: &str, password: &str) -> Reply {
+        self.post(
+            "/oauth2/token",
+            &[
+                ("grant_type", "password"),
+                ("client_id", client_id),
+                ("username", username),
+                ("password", password),
+            ],
+            None,
+        )
+        .await
+    }
+}
+
+/// Verify an access token the way a resource server would: the JWKS only.
+pub fn verify_with_jwks(
+    h: &Harness,
+    token: &str,
+    audience: &str,
+) -> Result<tessera_jose::Token<Value>, tessera_jose::Error> {
+    let jwks = tessera_jose::JwkSet::from_json(&h.app.keys.jwks_json()).unwrap();
+    let keys = tessera_jose::KeySet::from_jwks(&jwks).unwrap();
+    let validation = tessera_jose::Validation::new()
+        .issuer(ISSUER)
+        .audience(audience)
+        .typ("at+jwt");
+    tessera_jose::jwt::verify::<Value>(token, &keys, &validation)
+}
+
+/// The `n` newest audit events of kind `event`, waiting for the batched
+/// writer (up to two seconds).
+pub async fn wait_for_audit(
+    h: &Harness,
+    event: &str,
+    n: usize,
+) -> Vec<tessera_server::store::audit::Record> {
+    let mut found = Vec::new();
+    for _ in 0..100 {
+        found = tessera_server::store::audit::recent(&h.db, Some(event), 100)
+            .await
+            .unwrap();
+        if found.len() >= n {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(found.len(), n, "{event} events");
+    found
+}

@@ -1,0 +1,461 @@
+//! The storage suite: the same assertions on SQLite and PostgreSQL.
+
+use std::sync::Arc;
+
+use tessera_server::store::clients::{self, GrantType, NewClient};
+use tessera_server::store::refresh::{self, NewFamily, RefreshPolicy, Refused};
+use tessera_server::store::{audit, revocation, users, Scopes};
+use tessera_server::Error;
+
+use crate::{both_backends, Backend, Harness};
+
+both_backends!(
+    users_are_unique_and_can_be_disabled_and_deleted,
+    clients_keep_only_a_digest_of_their_secret,
+    refresh_tokens_rotate_once_and_reuse_revokes_the_family,
+    concurrent_rotations_leave_at_most_one_live_successor,
+    concurrent_retries_in_the_grace_period_leave_one_live_successor,
+    refused_refreshes_change_nothing,
+    revocations_and_assertions_are_remembered_until_they_expire,
+    keys_rotate_announce_and_retire,
+);
+
+async fn users_are_unique_and_can_be_disabled_and_deleted(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let id = h.user("alice", "correct horse", "read write").await;
+    let again = users::add(&h.db, "alice", "x", &Scopes::default()).await;
+    assert!(
+        matches!(again, Err(Error::Exists { kind: "user", .. })),
+        "{again:?}"
+    );
+    let user = users::find(&h.db, "alice").await.unwrap().unwrap();
+    assert_eq!(user.id, id);
+    assert!(!user.disabled);
+    assert!(
+        !format!("{user:?}").contains("argon2"),
+        "the hash must not reach Debug output"
+    );
+
+    users::set_disabled(&h.db, "alice", true).await.unwrap();
+    assert!(users::find(&h.db, "alice").await.unwrap().unwrap().disabled);
+    assert!(matches!(
+        users::set_disabled(&h.db, "bob", true).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert_eq!(users::list(&h.db).await.unwrap().len(), 1);
+    users::delete(&h.db, "alice").await.unwrap();
+    assert!(users::find(&h.db, "alice").await.unwrap().is_none());
+    assert!(matches!(
+        users::delete(&h.db, "alice").await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(users::add(&h.db, "bad\nname", "x", &Scopes::default())
+        .await
+        .is_err());
+    h.finish().await;
+}
+
+async fn clients_keep_only_a_digest_of_their_secret(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let (id, secret) = h.client(&[GrantType::ClientCredentials], "read").await;
+    let client = clients::find(&h.db, &id).await.unwrap().unwrap();
+    let stored = client.secret_hash.clone().unwrap();
+    assert_eq!(stored, tessera_server::secret::token_digest(&secret));
+    assert_ne!(stored, secret.as_bytes());
+    assert!(!format!("{client:?}").contains(&secret));
+
+    let rotated = clients::rotate_secret(&h.db, &id).await.unwrap();
+    assert_ne!(*rotated, secret);
+    let client = clients::find(&h.db, &id).await.unwrap().unwrap();
+    assert_eq!(
+        client.secret_hash.unwrap(),
+        tessera_server::secret::token_digest(&rotated)
+    );
+
+    // Shapes that make no sense are refused.
+    let public_cc = clients::add(
+        &h.db,
+        NewClient {
+            name: "x".into(),
+            grants: vec![GrantType::ClientCredentials],
+            public: true,
+            ..NewClient::default()
+        },
+    )
+    .await;
+    assert!(matches!(public_cc, Err(Error::Invalid(_))));
+    let private_jwks = tessera_jose::SigningKey::generate(tessera_jose::Algorithm::ES256)
+        .unwrap()
+        .to_jwk()
+        .unwrap();
+    let with_private = clients::add(
+        &h.db,
+        NewClient {
+            name: "x".into(),
+            jwks: Some(tessera_jose::JwkSet::new(vec![private_jwks]).to_json()),
+            ..NewClient::default()
+        },
+    )
+    .await;
+    assert!(
+        matches!(with_private, Err(Error::Invalid(_))),
+        "{with_private:?}"
+    );
+
+    let public = h.public_client("read").await;
+    assert!(matches!(
+        clients::rotate_secret(&h.db, &public).await,
+        Err(Error::Invalid(_))
+    ));
+    clients::delete(&h.db, &id).await.unwrap();
+    assert!(clients::find(&h.db, &id).await.unwrap().is_none());
+    assert!(matches!(
+        clients::rotate_secret(&h.db, &id).await,
+        Err(Error::NotFound { .. })
+    ));
+    h.finish().await;
+}
+
+fn policy(grace: i64) -> RefreshPolicy {
+    RefreshPolicy {
+        ttl: 3600,
+        max_lifetime: 86400,
+        grace,
+    }
+}
+
+async fn family(h: &Harness, client_id: &str) -> (String, String) {
+    let (id, token) = refresh::issue(
+        &h.db,
+        NewFamily {
+            client_id,
+            subject: "user-1",
+            username: None,
+            scope: "read",
+            auth_time: Some(1),
+        },
+        &policy(0),
+    )
+    .await
+    .unwrap();
+    (id, token.to_string())
+}
+
+async fn refresh_tokens_rotate_once_and_reuse_revokes_the_family(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let client = h.public_client("read").await;
+    let (family_id, first) = family(&h, &client).await;
+    assert!(refresh::lookup(&h.db, &first).await.unwrap().is_some());
+
+    let second = refresh::rotate(&h.db, &first, &client, &policy(0))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.family.id, family_id);
+    assert!(!second.retried);
+    assert!(
+        refresh::lookup(&h.db, &first).await.unwrap().is_none(),
+        "a rotated token is spent"
+    );
+    assert!(refresh::lookup(&h.db, &second.token)
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(refresh::live_tokens(&h.db, &family_id).await.unwrap(), 1);
+
+    // The spent token comes back: the whole family dies, the live one too.
+    let reused = refresh::rotate(&h.db, &first, &client, &policy(0))
+        .await
+        .unwrap();
+    assert_eq!(
+        reused.unwrap_err(),
+        Refused::Reused {
+            family_id: family_id.clone()
+        }
+    );
+    assert_eq!(refresh::live_tokens(&h.db, &family_id).await.unwrap(), 0);
+    let after = refresh::rotate(&h.db, &second.token, &client, &policy(0))
+        .await
+        .unwrap();
+    assert_eq!(after.unwrap_err(), Refused::Revoked);
+    assert!(refresh::family(&h.db, &family_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked_at
+        .is_some());
+    h.finish().await;
+}
+
+async fn concurrent_rotations_leave_at_most_one_live_successor(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let client = h.public_client("read").await;
+    let (family_id, token) = family(&h, &client).await;
+    let db = Arc::new(h.db.clone());
+    let tasks: Vec<_> = (0..24)
+        .map(|_| {
+            let (db, token, client) = (Arc::clone(&db), token.clone(), client.clone());
+            tokio::spawn(async move {
+                refresh::rotate(&db, &token, &client, &policy(0))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut won = Vec::new();
+    let (mut reused, mut revoked) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(rotated) => won.push(rotated),
+            Err(Refused::Reused { .. }) => reused += 1,
+            // Losers that come after the family's revocation.
+            Err(Refused::Revoked) => revoked += 1,
+            Err(other) => panic!("unexpected refusal {other:?}"),
+        }
+    }
+    assert_eq!(won.len(), 1, "exactly one rotation wins the race");
+    assert!(reused >= 1);
+    assert_eq!(reused + revoked, 23);
+    // The losers presented a spent token: reuse, so the family is revoked
+    // and even the winner's successor is dead.
+    assert!(refresh::live_tokens(&h.db, &family_id).await.unwrap() <= 1);
+    assert_eq!(refresh::live_tokens(&h.db, &family_id).await.unwrap(), 0);
+    assert!(refresh::lookup(&h.db, &won[0].token)
+        .await
+        .unwrap()
+        .is_none());
+    h.finish().await;
+}
+
+async fn concurrent_retries_in_the_grace_period_leave_one_live_successor(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let client = h.public_client("read").await;
+    let (family_id, token) = family(&h, &client).await;
+    let db = Arc::new(h.db.clone());
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let (db, token, client) = (Arc::clone(&db), token.clone(), client.clone());
+            tokio::spawn(async move {
+                refresh::rotate(&db, &token, &client, &policy(60))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut successors = Vec::new();
+    for task in tasks {
+        successors.push(
+            task.await
+                .unwrap()
+                .expect("retries inside the grace period succeed"),
+        );
+    }
+    assert_eq!(successors.iter().filter(|r| !r.retried).count(), 1);
+    assert_eq!(
+        refresh::live_tokens(&h.db, &family_id).await.unwrap(),
+        1,
+        "one live successor"
+    );
+    let mut live = 0;
+    for s in &successors {
+        if refresh::lookup(&h.db, &s.token).await.unwrap().is_some() {
+            live += 1;
+        }
+    }
+    assert_eq!(live, 1);
+    h.finish().await;
+}
+
+async fn refused_refreshes_change_nothing(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let client = h.public_client("read").await;
+    let other = h.public_client("read").await;
+    let (family_id, token) = family(&h, &client).await;
+    let wrong = refresh::rotate(&h.db, &token, &other, &policy(0))
+        .await
+        .unwrap();
+    assert_eq!(wrong.unwrap_err(), Refused::WrongClient);
+    let unknown = refresh::rotate(&h.db, "not-a-token", &client, &policy(0))
+        .await
+        .unwrap();
+    assert_eq!(unknown.unwrap_err(), Refused::Unknown);
+    // The token presented by the wrong client is still good for its own.
+    assert_eq!(refresh::live_tokens(&h.db, &family_id).await.unwrap(), 1);
+    assert!(refresh::rotate(&h.db, &token, &client, &policy(0))
+        .await
+        .unwrap()
+        .is_ok());
+
+    // An expired token is refused and not consumed.
+    let (expired_family, expired) = refresh::issue(
+        &h.db,
+        NewFamily {
+            client_id: &client,
+            subject: "s",
+            username: None,
+            scope: "",
+            auth_time: None,
+        },
+        &RefreshPolicy {
+            ttl: 0,
+            max_lifetime: 100,
+            grace: 0,
+        },
+    )
+    .await
+    .unwrap();
+    let refused = refresh::rotate(&h.db, &expired, &client, &policy(0))
+        .await
+        .unwrap();
+    assert_eq!(refused.unwrap_err(), Refused::Expired);
+    assert!(refresh::family(&h.db, &expired_family)
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked_at
+        .is_none());
+
+    // Revocation through RFC 7009 only works for the owning client.
+    let (fam, tok) = family(&h, &client).await;
+    assert_eq!(
+        refresh::revoke(&h.db, &tok, &other, "test").await.unwrap(),
+        None
+    );
+    assert_eq!(
+        refresh::revoke(&h.db, &tok, &client, "test").await.unwrap(),
+        Some(fam.clone())
+    );
+    assert_eq!(refresh::live_tokens(&h.db, &fam).await.unwrap(), 0);
+    h.finish().await;
+}
+
+async fn revocations_and_assertions_are_remembered_until_they_expire(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let now = tessera_server::store::now();
+    revocation::revoke_access_token(&h.db, "jti-1", now + 60)
+        .await
+        .unwrap();
+    revocation::revoke_access_token(&h.db, "jti-1", now + 60)
+        .await
+        .unwrap();
+    revocation::revoke_access_token(&h.db, "jti-old", now - 60)
+        .await
+        .unwrap();
+    assert!(revocation::is_access_token_revoked(&h.db, "jti-1")
+        .await
+        .unwrap());
+    assert!(!revocation::is_access_token_revoked(&h.db, "jti-2")
+        .await
+        .unwrap());
+
+    assert!(revocation::use_assertion(&h.db, "client", "a", now + 60)
+        .await
+        .unwrap());
+    assert!(
+        !revocation::use_assertion(&h.db, "client", "a", now + 60)
+            .await
+            .unwrap(),
+        "a replay"
+    );
+    assert!(revocation::use_assertion(&h.db, "other", "a", now + 60)
+        .await
+        .unwrap());
+
+    assert_eq!(revocation::purge(&h.db, now).await.unwrap(), 1);
+    assert!(!revocation::is_access_token_revoked(&h.db, "jti-old")
+        .await
+        .unwrap());
+    assert!(revocation::is_access_token_revoked(&h.db, "jti-1")
+        .await
+        .unwrap());
+    h.finish().await;
+}
+
+async fn keys_rotate_announce_and_retire(backend: Backend) {
+    use tessera_server::keys::KeyState;
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let keys = &h.app.keys;
+    let now = tessera_server::store::now();
+    let first = keys.list(now);
+    assert_eq!(first.len(), 1, "the first start makes one key");
+    assert_eq!(first[0].1, KeyState::Active);
+    let first_kid = first[0].0.kid.clone();
+
+    // A rotation publishes the next key at once but signs with it only
+    // after the announce period (an hour by default).
+    let next_kid = keys.rotate().await.unwrap();
+    let listed = keys.list(now);
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[1].1, KeyState::Announced);
+    let jwks = tessera_jose::JwkSet::from_json(&keys.jwks_json()).unwrap();
+    assert!(jwks.find(&next_kid).is_some(), "published before it signs");
+    assert_eq!(keys.signer(now).unwrap().kid(), Some(first_kid.as_str()));
+    let later = listed[1].0.activate_at;
+    assert_eq!(keys.signer(later).unwrap().kid(), Some(next_kid.as_str()));
+    assert_eq!(keys.list(later)[0].1, KeyState::Retired);
+
+    // A second instance on the same database sees the same keys.
+    let second = tessera_server::open(h.test_db.config()).await.unwrap();
+    let theirs: Vec<_> = second
+        .keys
+        .list(now)
+        .into_iter()
+        .map(|(k, _)| k.kid)
+        .collect();
+    assert_eq!(theirs, vec![first_kid.clone(), next_kid.clone()]);
+    assert_eq!(second.keys.jwks_json(), keys.jwks_json());
+
+    // Time passes (moved in the rows): the new key has signed for longer
+    // than any token lives, so the old one is removed everywhere.
+    let shift = 3 * 3600;
+    tessera_server_test_shift(&h, shift).await;
+    second.keys.maintain().await.unwrap();
+    let remaining: Vec<_> = second
+        .keys
+        .list(now)
+        .into_iter()
+        .map(|(k, s)| (k.kid, s))
+        .collect();
+    assert_eq!(remaining, vec![(next_kid.clone(), KeyState::Active)]);
+    keys.maintain().await.unwrap();
+    assert!(tessera_jose::JwkSet::from_json(&keys.jwks_json())
+        .unwrap()
+        .find(&first_kid)
+        .is_none());
+
+    // Every key creation is in the audit trail.
+    let created = audit::recent(&h.db, Some("key_created"), 10).await.unwrap();
+    assert_eq!(created.len(), 2);
+    second.db.close().await;
+    h.finish().await;
+}
+
+/// Move every key's times `by` seconds into the past.
+async fn tessera_server_test_shift(h: &Harness, by: i64) {
+    let sql =
+        "UPDATE signing_keys SET created_at = created_at - $1, activate_at = activate_at - $1";
+    match &h.db {
+        tessera_server::Db::Sqlite { writer, .. } => {
+            sqlx::query(sql).bind(by).execute(writer).await.unwrap();
+        }
+        tessera_server::Db::Postgres(pool) => {
+            sqlx::query(sql).bind(by).execute(pool).await.unwrap();
+        }
+    }
+}

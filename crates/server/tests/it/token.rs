@@ -1,0 +1,616 @@
+//! `POST /oauth2/token`, through the router without sockets.
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use serde_json::Value;
+use tessera_jose::{jwt, Algorithm, Claims, JwkSet, NumericDate, SigningKey};
+use tessera_server::store::clients::{self, GrantType, NewClient};
+use tessera_server::store::{users, Scopes};
+
+use crate::{both_backends, verify_with_jwks, wait_for_audit, Backend, Harness, ISSUER};
+
+both_backends!(
+    client_credentials_issue_rfc_9068_access_tokens,
+    client_authentication_failures_are_invalid_client,
+    malformed_requests_are_invalid_request,
+    scopes_are_limited_to_the_client_and_the_user,
+    password_logins_fail_alike_for_unknown_users_and_wrong_passwords,
+    failed_logins_are_rate_limited,
+    refresh_grant_rotates_and_detects_reuse,
+    disabled_users_cannot_refresh,
+    private_key_jwt_authenticates_once_per_assertion,
+);
+
+async fn client_credentials_issue_rfc_9068_access_tokens(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let added = clients::add(
+        &h.db,
+        NewClient {
+            name: "worker".into(),
+            scopes: Scopes::parse("orders:read orders:write").unwrap(),
+            audiences: vec!["orders-api".into()],
+            access_ttl: Some(300),
+            ..NewClient::default()
+        },
+    )
+    .await
+    .unwrap();
+    let (id, secret) = (added.client_id, added.client_secret.unwrap());
+
+    let r = h
+        .post(
+            "/oauth2/token",
+            &[
+                ("grant_type", "client_credentials"),
+                ("scope", "orders:read"),
+            ],
+            Some((&id, &secret)),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.headers[header::CACHE_CONTROL], "no-store");
+    assert_eq!(r.headers[header::PRAGMA], "no-cache");
+    assert_eq!(r.json["token_type"], "Bearer");
+    assert_eq!(r.json["expires_in"], 300);
+    assert_eq!(r.json["scope"], "orders:read");
+    assert!(
+        r.json.get("refresh_token").is_none(),
+        "no refresh token for client_credentials"
+    );
+
+    let token = verify_with_jwks(&h, &r.str("access_token"), "orders-api").unwrap();
+    assert_eq!(token.header.typ.as_deref(), Some("at+jwt"));
+    assert!(token.header.kid.is_some());
+    let c = &token.claims;
+    assert_eq!(c.iss.as_deref(), Some(ISSUER));
+    assert_eq!(c.sub.as_deref(), Some(id.as_str()));
+    assert_eq!(c.custom["client_id"], id.as_str());
+    assert_eq!(c.custom["scope"], "orders:read");
+    assert!(c.jti.is_some());
+    assert_eq!(c.exp.unwrap().seconds() - c.iat.unwrap().seconds(), 300);
+    assert!(verify_with_jwks(&h, &r.str("access_token"), "another-api").is_err());
+
+    // client_secret_post works too, and no scope means every allowed one.
+    let r = h
+        .post(
+            "/oauth2/token",
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", &id),
+                ("client_secret", &secret),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["scope"], "orders:read orders:write");
+
+    // Issued tokens are audited (batched: wait for the writer).
+    let issued = wait_for_audit(&h, "token_issued", 2).await;
+    assert!(issued
+        .iter()
+        .all(|e| e.client_id.as_deref() == Some(id.as_str())));
+    assert!(issued
+        .iter()
+        .all(|e| !e.detail.as_deref().unwrap_or("").contains(&*secret)));
+    h.finish().await;
+}
+
+async fn client_authentication_failures_are_invalid_client(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let (id, secret) = h.client(&[GrantType::ClientCredentials], "read").await;
+    let public = h.public_client("read").await;
+    let cc = [("grant_type", "client_credentials")];
+    let wrong = h
+        .post("/oauth2/token", &cc, Some((&id, "wrong-secret")))
+        .await;
+    let unknown = h
+        .post("/oauth2/token", &cc, Some(("nobody", &secret)))
+        .await;
+    let none = h.post("/oauth2/token", &cc, None).await;
+    let confidential_without_secret = h
+        .post(
+            "/oauth2/token",
+            &[("grant_type", "client_credentials"), ("client_id", &id)],
+            None,
+        )
+        .await;
+    let public_with_secret = h
+        .post("/oauth2/token", &cc, Some((&public, "anything")))
+        .await;
+    for (name, r) in [
+        ("wrong secret", &wrong),
+        ("unknown client", &unknown),
+        ("no credentials", &none),
+        (
+            "confidential client without secret",
+            &confidential_without_secret,
+        ),
+        ("public client with a secret", &public_with_secret),
+    ] {
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{name}: {}", r.text);
+        assert_eq!(r.error(), "invalid_client", "{name}");
+        assert!(
+            r.headers[header::WWW_AUTHENTICATE]
+                .to_str()
+                .unwrap()
+                .starts_with("Basic"),
+            "{name}"
+        );
+        assert_eq!(r.headers[header::CACHE_CONTROL], "no-store");
+        assert!(!r.text.contains(&secret));
+    }
+    // The same message whether the client exists or not.
+    assert_eq!(wrong.json, unknown.json);
+
+    // Two methods at once are refused.
+    let both = h
+        .post(
+            "/oauth2/token",
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_secret", &secret),
+                ("client_id", &id),
+            ],
+            Some((&id, &secret)),
+        )
+        .await;
+    assert_eq!(
+        (both.status, both.error()),
+        (StatusCode::BAD_REQUEST, "invalid_request")
+    );
+
+    // A client may use only its own grants.
+    let r = h
+        .post(
+            "/oauth2/token",
+            &[
+                ("grant_type", "password"),
+                ("username", "a"),
+                ("password", "b"),
+            ],
+            Some((&id, &secret)),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.error()),
+        (StatusCode::BAD_REQUEST, "unauthorized_client")
+    );
+    h.finish().await;
+}
+
+async fn malformed_requests_are_invalid_request(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let (id, secret) = h.client(&[GrantType::ClientCredentials], "read").await;
+    let json = Request::post("/oauth2/token")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(r#"{"grant_type":"client_credentials"}"#))
+        .unwrap();
+    let r = h.send(json).await;
+    assert_eq!(
+        (r.status, r.error()),
+        (StatusCode::BAD_REQUEST, "invalid_request")
+    );
+
+    let repeated = Request::post("/oauth2/token")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(format!(
+            "grant_type=client_credentials&client_id={id}&client_secret={secret}&scope=read&scope=write"
+        )))
+        .unwrap();
+    let r = h.send(repeated).await;
+    assert_eq!(
+        (r.status, r.error()),
+        (StatusCode::BAD_REQUEST, "invalid_request"),
+        "{}",
+        r.text
+    );
+
+    let r = h
+        .post("/oauth2/token", &[("scope", "read")], Some((&id, &secret)))
+        .await;
+    assert_eq!(
+        (r.status, r.error()),
+        (StatusCode::BAD_REQUEST, "invalid_request")
+    );
+    let r = h
+        .post(
+            "/oauth2/token",
+            &[("grant_type", "authorization_code")],
+            Some((&id, &secret)),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.error()),
+        (StatusCode::BAD_REQUEST, "unsupported_grant_type")
+    );
+
+    let huge = Request::post("/oauth2/token")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(format!(
+            "grant_type=client_credentials&scope={}",
+            "a".repeat(64 * 1024)
+        )))
+        .unwrap();
+    let r = h.send(huge).await;
+    assert_eq!(
+        r.status,
+        StatusCode::BAD_REQUEST,
+        "an oversized body is refused: {}",
+        r.text
+    );
+    h.finish().await;
+}
+
+async fn scopes_are_limited_to_the_client_and_the_user(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let (id, secret) = h
+        .client(&[GrantType::ClientCredentials], "read write")
+        .await;
+    let r = h
+        .post(
+            "/oauth2/token",
+            &[
+                ("grant_type", "client_credentials"),
+                ("scope", "read admin"),
+            ],
+            Some((&id, &secret)),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.error()),
+        (StatusCode::BAD_REQUEST, "invalid_scope")
+    );
+    let r = h
+        .post(
+            "/oauth2/token",
+            &[
+                ("grant_type", "client_credentials"),
+                ("scope", "bad\"scope"),
+            ],
+            Some((&id, &secret)),
+        )
+        .await;
+    assert_eq!(r.error(), "invalid_scope");
+
+    // Password grant: the user's scopes and the client's both bound it.
+    let web = h.public_client("read write").await;
+    h.user("alice", "correct horse", "read admin").await;
+    let r = h.login(&web, "alice", "correct horse").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["scope"], "read");
+    let r = h
+        .post(
+            "/oauth2/token",
+            &[
+                ("grant_type", "password"),
+                ("client_id", &web),
+                ("username", "alice"),
+                ("password", "correct horse"),
+                ("scope", "admin"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(
+        r.error(),
+        "invalid_scope",
+        "admin is the user's but not the client's"
+    );
+    h.finish().await;
+}
+
+async fn password_logins_fail_alike_for_unknown_users_and_wrong_passwords(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let web = h.public_client("read").await;
+    let alice = h.user("alice", "correct horse", "read").await;
+    let ok = h.login(&web, "alice", "correct horse").await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
+    assert!(ok.json["refresh_token"].as_str().unwrap().len() >= 43);
+    let token = verify_with_jwks(&h, &ok.str("access_token"), ISSUER).unwrap();
+    assert_eq!(token.claims.sub.as_deref(), Some(alice.as_str()));
+    assert!(token.claims.custom["auth_time"].as_i64().is_some());
+
+    let wrong = h.login(&web, "alice", "wrong horse").await;
+    let unknown = h.login(&web, "mallory", "correct horse").await;
+    assert_eq!(
+        (wrong.status, wrong.error()),
+        (StatusCode::BAD_REQUEST, "invalid_grant")
+    );
+    assert_eq!(
+        wrong.json, unknown.json,
+        "no user enumeration through messages"
+    );
+
+    users::set_disabled(&h.db, "alice", true).await.unwrap();
+    let disabled = h.login(&web, "alice", "correct horse").await;
+    assert_eq!(disabled.json, wrong.json);
+    h.finish().await;
+}
+
+async fn failed_logins_are_rate_limited(backend: Backend) {
+    let Some(h) = Harness::with(backend, |c| c.max_login_failures = 3).await else {
+        return;
+    };
+    let web = h.public_client("read").await;
+    h.user("alice", "correct horse", "read").await;
+    for _ in 0..3 {
+        assert_eq!(
+            h.login(&web, "alice", "guess").await.error(),
+            "invalid_grant"
+        );
+    }
+    // Now even the right password waits.
+    let r = h.login(&web, "alice", "correct horse").await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text);
+    let retry: u64 = r.headers[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=301).contains(&retry), "{retry}");
+    let failures = wait_for_audit(&h, "login_failed", 3).await;
+    assert!(failures
+        .iter()
+        .all(|e| e.subject.as_deref() == Some("alice")));
+    assert!(failures
+        .iter()
+        .all(|e| !e.detail.as_deref().unwrap_or("").contains("guess")));
+    h.finish().await;
+}
+
+async fn refresh_grant_rotates_and_detects_reuse(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let web = h.public_client("read write").await;
+    h.user("alice", "correct horse", "read write").await;
+    let login = h.login(&web, "alice", "correct horse").await;
+    let first = login.str("refresh_token");
+    let refresh = |token: String, scope: Option<&'static str>| {
+        let web = web.clone();
+        let h = &h;
+        async move {
+            let mut form = vec![
+                ("grant_type", "refresh_token"),
+                ("client_id", web.as_str()),
+                ("refresh_token", token.as_str()),
+            ];
+            if let Some(scope) = scope {
+                form.push(("scope", scope));
+            }
+            h.post("/oauth2/token", &form, None).await
+        }
+    };
+    let second = refresh(first.clone(), Some("read")).await;
+    assert_eq!(second.status, StatusCode::OK, "{}", second.text);
+    assert_eq!(
+        second.json["scope"], "read",
+        "a refresh may narrow the scope"
+    );
+    let next = second.str("refresh_token");
+    assert_ne!(next, first);
+    let wider = refresh(next.clone(), Some("read write admin")).await;
+    assert_eq!(wider.error(), "invalid_scope");
+
+    // The first token again: reuse, the family is revoked.
+    let reuse = refresh(first, None).await;
+    assert_eq!(
+        (reuse.status, reuse.error()),
+        (StatusCode::BAD_REQUEST, "invalid_grant")
+    );
+    let after = refresh(next, None).await;
+    assert_eq!(
+        after.error(),
+        "invalid_grant",
+        "the live successor died with its family"
+    );
+
+    // Another client cannot use the token.
+    let login = h.login(&web, "alice", "correct horse").await;
+    let other = h.public_client("read").await;
+    let r = h
+        .post(
+            "/oauth2/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("client_id", &other),
+                ("refresh_token", &login.str("refresh_token")),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(r.error(), "invalid_grant", "{}", r.text);
+    h.finish().await;
+}
+
+async fn disabled_users_cannot_refresh(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let web = h.public_client("read").await;
+    h.user("alice", "correct horse", "read").await;
+    let login = h.login(&web, "alice", "correct horse").await;
+    users::set_disabled(&h.db, "alice", true).await.unwrap();
+    let r = h
+        .post(
+            "/oauth2/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("client_id", &web),
+                ("refresh_token", &login.str("refresh_token")),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(r.error(), "invalid_grant");
+    // A password change ends sessions too.
+    users::set_disabled(&h.db, "alice", false).await.unwrap();
+    let login = h.login(&web, "alice", "correct horse").await;
+    let hash = h
+        .app
+        .passwords
+        .hash(zeroize::Zeroizing::new("battery staple".into()))
+        .await
+        .unwrap();
+    users::set_password(&h.db, "alice", &hash).await.unwrap();
+    let r = h
+        .post(
+            "/oauth2/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("client_id", &web),
+                ("refresh_token", &login.str("refresh_token")),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(r.error(), "invalid_grant");
+    assert_eq!(
+        h.login(&web, "alice", "battery staple").await.status,
+        StatusCode::OK
+    );
+    h.finish().await;
+}
+
+fn assertion(key: &SigningKey, client_id: &str, aud: &str, jti: &str, ttl: u64) -> String {
+    let claims = Claims::new()
+        .issuer(client_id)
+        .subject(client_id)
+        .audience(aud)
+        .jwt_id(jti)
+        .issued_at(NumericDate::now())
+        .expires_at(NumericDate::now().plus(std::time::Duration::from_secs(ttl)));
+    jwt::sign(&claims, key).unwrap()
+}
+
+async fn private_key_jwt_authenticates_once_per_assertion(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let key = SigningKey::generate(Algorithm::ES256)
+        .unwrap()
+        .with_thumbprint_kid()
+        .unwrap();
+    let jwks = JwkSet::new(vec![key.verifying_key().unwrap().to_public_jwk().unwrap()]).to_json();
+    let added = clients::add(
+        &h.db,
+        NewClient {
+            name: "signed".into(),
+            scopes: Scopes::parse("read").unwrap(),
+            jwks: Some(jwks),
+            ..NewClient::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(added.client_secret.is_none());
+    let id = added.client_id;
+    let endpoint = format!("{ISSUER}/oauth2/token");
+    let post = |a: String| {
+        let h = &h;
+        async move {
+            h.post(
+                "/oauth2/token",
+                &[
+                    ("grant_type", "client_credentials"),
+                    (
+                        "client_assertion_type",
+                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                    ),
+                    ("client_assertion", &a),
+                ],
+                None,
+            )
+            .await
+        }
+    };
+    let good = assertion(&key, &id, &endpoint, "a-1", 60);
+    let r = post(good.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        verify_with_jwks(&h, &r.str("access_token"), ISSUER)
+            .unwrap()
+            .claims
+            .sub
+            .as_deref(),
+        Some(id.as_str())
+    );
+
+    let replay = post(good).await;
+    assert_eq!(
+        (replay.status, replay.error()),
+        (StatusCode::UNAUTHORIZED, "invalid_client"),
+        "a replayed jti"
+    );
+
+    let stranger = SigningKey::generate(Algorithm::ES256)
+        .unwrap()
+        .with_kid(key.kid().unwrap());
+    let attacks = [
+        (
+            "signed by another key",
+            assertion(&stranger, &id, &endpoint, "a-2", 60),
+        ),
+        (
+            "for another server",
+            assertion(&key, &id, "https://elsewhere.example", "a-3", 60),
+        ),
+        (
+            "living too long",
+            assertion(&key, &id, &endpoint, "a-4", 3600),
+        ),
+        ("expired", {
+            let claims = Claims::new()
+                .issuer(&id)
+                .subject(&id)
+                .audience(endpoint.as_str())
+                .jwt_id("a-5")
+                .expires_at(NumericDate::now().minus(std::time::Duration::from_secs(600)));
+            jwt::sign(&claims, &key).unwrap()
+        }),
+        ("without jti", {
+            let claims = Claims::new()
+                .issuer(&id)
+                .subject(&id)
+                .audience(endpoint.as_str())
+                .expires_at(NumericDate::now().plus(std::time::Duration::from_secs(60)));
+            jwt::sign(&claims, &key).unwrap()
+        }),
+        ("HS256 with the public key as secret", {
+            let jwk: Value = serde_json::from_str(
+                &key.verifying_key()
+                    .unwrap()
+                    .to_public_jwk()
+                    .unwrap()
+                    .to_json(),
+            )
+            .unwrap();
+            let secret = jwk.to_string().into_bytes();
+            match SigningKey::hmac(Algorithm::HS256, &secret) {
+                Ok(hmac) => assertion(&hmac, &id, &endpoint, "a-6", 60),
+                Err(_) => "e30.e30.AAAA".into(),
+            }
+        }),
+    ];
+    for (name, a) in attacks {
+        let r = post(a).await;
+        assert_eq!(
+            (r.status, r.error()),
+            (StatusCode::UNAUTHORIZED, "invalid_client"),
+            "{name}: {}",
+            r.text
+        );
+    }
+    h.finish().await;
+}
