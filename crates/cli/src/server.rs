@@ -74,7 +74,7 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
     let mut overrides = args.server.overrides();
     overrides.listen = args.listen;
     overrides.issuer = args.issuer;
-    let config = Config::resolve(overrides)?;
+    let mut config = Config::resolve(overrides)?;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
@@ -88,6 +88,7 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let address = listener.local_addr()?;
+        config.bound_to(address);
         let opened = tessera_server::open(config).await?;
         println!("tessera: issuer    {}", opened.config.issuer);
         println!("tessera: listening {address} ({})", opened.db.backend());

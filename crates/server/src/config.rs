@@ -106,6 +106,8 @@ struct LoginsFile {
 pub struct Config {
     /// `iss` of every token, and the base of the endpoint URLs.
     pub issuer: String,
+    /// Whether `issuer` was derived from `listen` (nobody set it).
+    issuer_from_listen: bool,
     /// Where to listen.
     pub listen: SocketAddr,
     /// Where SQLite and the master key file live by default.
@@ -165,10 +167,9 @@ impl Config {
         let listen: SocketAddr = listen_text
             .parse()
             .map_err(|e| Error::Config(format!("listen = {listen_text:?}: {e}")))?;
-        let issuer = overrides
-            .issuer
-            .or(file.issuer)
-            .unwrap_or_else(|| format!("http://{listen}"));
+        let explicit = overrides.issuer.or(file.issuer);
+        let issuer_from_listen = explicit.is_none();
+        let issuer = explicit.unwrap_or_else(|| format!("http://{listen}"));
         let issuer = issuer.trim_end_matches('/').to_owned();
         if !(issuer.starts_with("https://") || issuer.starts_with("http://")) {
             return Err(Error::Config(format!(
@@ -224,6 +225,7 @@ impl Config {
         )?;
         Ok(Config {
             issuer,
+            issuer_from_listen,
             listen,
             max_connections: file.max_connections.unwrap_or(16),
             database_url,
@@ -287,6 +289,15 @@ impl Config {
         builder
             .create(&self.data_dir)
             .map_err(|e| Error::io(&self.data_dir, e))
+    }
+
+    /// Record the address the listener really got (port 0 picks one); a
+    /// default issuer follows it.
+    pub fn bound_to(&mut self, address: SocketAddr) {
+        self.listen = address;
+        if self.issuer_from_listen {
+            self.issuer = format!("http://{address}");
+        }
     }
 
     /// The JWKS URL.

@@ -1,0 +1,613 @@
+//! `tessera serve` end to end: the real binary on a loopback port, the
+//! admin commands beside it, two instances on one PostgreSQL database, and
+//! a kill -9 in the middle of work.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command as Process, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A running `tessera serve`.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn binary() -> std::path::PathBuf {
+    assert_cmd::cargo::cargo_bin("tessera")
+}
+
+/// Start `tessera serve --listen 127.0.0.1:0 ARGS` in `dir` and wait for
+/// its address.
+fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
+    let mut child = Process::new(binary())
+        .current_dir(dir)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .envs(env.iter().copied())
+        .env("TESSERA_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let mut base = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix("tessera: listening ") {
+            let addr = rest.split_whitespace().next().unwrap();
+            base = Some(format!("http://{addr}"));
+            break;
+        }
+    }
+    // Keep draining stdout so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Server {
+        child,
+        base: base.expect("the server printed its address"),
+    }
+}
+
+fn admin(dir: &Path, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> String {
+    let mut cmd = assert_cmd::Command::new(binary());
+    cmd.current_dir(dir).args(args).envs(env.iter().copied());
+    if let Some(input) = stdin {
+        cmd.write_stdin(input.to_owned());
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "tessera {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into()
+}
+
+fn get(base: &str, path: &str) -> (u16, String) {
+    let mut response = agent().get(format!("{base}{path}")).call().unwrap();
+    (
+        response.status().as_u16(),
+        response.body_mut().read_to_string().unwrap(),
+    )
+}
+
+fn post(base: &str, path: &str, form: &[(&str, &str)]) -> (u16, Value) {
+    let mut response = agent()
+        .post(format!("{base}{path}"))
+        .send_form(form.iter().copied())
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+fn field(v: &Value, name: &str) -> String {
+    v[name]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {name} in {v}"))
+        .to_owned()
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn jwks_kids(base: &str) -> Vec<String> {
+    let (_, body) = get(base, "/.well-known/jwks.json");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let mut kids: Vec<String> = v["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| field(k, "kid"))
+        .collect();
+    kids.sort();
+    kids
+}
+
+const FAST_KEYS: &str = "[keys]\nannounce = \"4s\"\n";
+
+#[test]
+fn serve_starts_with_zero_configuration_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("tessera.toml"), FAST_KEYS).unwrap();
+    let started = Instant::now();
+    let mut server = start(d, &["--config", "tessera.toml"], &[]);
+    eprintln!("first start to listening: {:?}", started.elapsed());
+    let base = server.base.clone();
+
+    // The first start made the data directory, the database and a master
+    // key only its owner can read.
+    let data = d.join("tessera-data");
+    assert!(data.join("tessera.db").is_file());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&data.join("master.key")), 0o600);
+        assert_eq!(mode(&data), 0o700);
+    }
+    assert_eq!(get(&base, "/healthz").0, 200);
+    assert_eq!(get(&base, "/readyz").0, 200);
+    let (_, metadata) = get(&base, "/.well-known/oauth-authorization-server");
+    let metadata: Value = serde_json::from_str(&metadata).unwrap();
+    assert_eq!(
+        metadata["issuer"],
+        base.as_str(),
+        "the default issuer follows the bound address"
+    );
+
+    // Admin commands work beside the running server.
+    let creds: Value = serde_json::from_str(&admin(
+        d,
+        &[
+            "client",
+            "add",
+            "worker",
+            "--scope",
+            "orders:read",
+            "--audience",
+            "orders-api",
+            "--json",
+            "--config",
+            "tessera.toml",
+        ],
+        None,
+        &[],
+    ))
+    .unwrap();
+    let (id, secret) = (field(&creds, "client_id"), field(&creds, "client_secret"));
+    let (status, token) = post(
+        &base,
+        "/oauth2/token",
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", &id),
+            ("client_secret", &secret),
+        ],
+    );
+    assert_eq!(status, 200, "{token}");
+    let access = field(&token, "access_token");
+    let jwks_url = format!("{base}/.well-known/jwks.json");
+    let verified = admin(
+        d,
+        &[
+            "token",
+            "verify",
+            "--jwks-url",
+            &jwks_url,
+            "--iss",
+            &base,
+            "--aud",
+            "orders-api",
+            "--typ",
+            "at+jwt",
+        ],
+        Some(&access),
+        &[],
+    );
+    assert!(verified.contains("orders:read"), "{verified}");
+
+    // A rotation started from the command line reaches the server.
+    let before = jwks_kids(&base);
+    assert_eq!(before.len(), 1);
+    let new_kid = admin(
+        d,
+        &["keys", "rotate", "--config", "tessera.toml"],
+        None,
+        &[],
+    )
+    .trim()
+    .to_owned();
+    wait_until("the new key is published", || {
+        jwks_kids(&base).contains(&new_kid)
+    });
+    let listed = admin(d, &["keys", "list", "--config", "tessera.toml"], None, &[]);
+    assert!(
+        listed.contains("announced") && listed.contains("active"),
+        "{listed}"
+    );
+
+    // SIGTERM: a clean stop.
+    let pid = server.child.id().to_string();
+    assert!(Process::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "exit status {status:?}");
+
+    // The same data directory again: same keys, and the old token still
+    // verifies against the new process's JWKS.
+    let started = Instant::now();
+    let server = start(d, &["--config", "tessera.toml"], &[]);
+    eprintln!("restart to listening: {:?}", started.elapsed());
+    let mut kids = before.clone();
+    kids.push(new_kid);
+    kids.sort();
+    assert_eq!(jwks_kids(&server.base), kids);
+    let jwks_url = format!("{}/.well-known/jwks.json", server.base);
+    admin(
+        d,
+        &[
+            "token",
+            "verify",
+            "--jwks-url",
+            &jwks_url,
+            "--iss",
+            &base,
+            "--aud",
+            "orders-api",
+        ],
+        Some(&access),
+        &[],
+    );
+}
+
+#[test]
+fn password_logins_refresh_and_reuse_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    admin(
+        d,
+        &[
+            "user",
+            "add",
+            "alice",
+            "--password-stdin",
+            "--scope",
+            "read",
+        ],
+        Some("correct horse\n"),
+        &[],
+    );
+    let web: Value = serde_json::from_str(&admin(
+        d,
+        &[
+            "client",
+            "add",
+            "web",
+            "--grant",
+            "password",
+            "--grant",
+            "refresh_token",
+            "--scope",
+            "read",
+            "--public",
+            "--json",
+        ],
+        None,
+        &[],
+    ))
+    .unwrap();
+    assert!(
+        web["client_secret"].is_null(),
+        "public clients get no secret"
+    );
+    let web = field(&web, "client_id");
+    let users = admin(d, &["user", "list"], None, &[]);
+    assert!(
+        users.starts_with("alice\t") && users.contains("enabled"),
+        "{users}"
+    );
+    let server = start(d, &[], &[]);
+    let (status, login) = post(
+        &server.base,
+        "/oauth2/token",
+        &[
+            ("grant_type", "password"),
+            ("client_id", &web),
+            ("username", "alice"),
+            ("password", "correct horse"),
+        ],
+    );
+    assert_eq!(status, 200, "{login}");
+    let first = field(&login, "refresh_token");
+    let refresh = |token: &str| {
+        post(
+            &server.base,
+            "/oauth2/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("client_id", &web),
+                ("refresh_token", token),
+            ],
+        )
+    };
+    let (status, second) = refresh(&first);
+    assert_eq!(status, 200, "{second}");
+    let (status, reuse) = refresh(&first);
+    assert_eq!(
+        (status, reuse["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    let (_, after) = refresh(&field(&second, "refresh_token"));
+    assert_eq!(after["error"], "invalid_grant", "reuse revoked the family");
+
+    // Disabling the user from the command line ends new logins.
+    admin(d, &["user", "disable", "alice"], None, &[]);
+    let (status, _) = post(
+        &server.base,
+        "/oauth2/token",
+        &[
+            ("grant_type", "password"),
+            ("client_id", &web),
+            ("username", "alice"),
+            ("password", "correct horse"),
+        ],
+    );
+    assert_eq!(status, 400);
+}
+
+#[test]
+fn two_instances_share_one_postgres_database() {
+    let Ok(base_url) = std::env::var("TESSERA_TEST_DATABASE_URL") else {
+        eprintln!("skipped: two instances on PostgreSQL (set TESSERA_TEST_DATABASE_URL to run it)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let schema = format!("multi_{}", std::process::id());
+    psql(
+        &base_url,
+        &format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"),
+    );
+    let sep = if base_url.contains('?') { '&' } else { '?' };
+    let url = format!("{base_url}{sep}options=-c%20search_path%3D{schema}");
+    std::fs::write(d.join("tessera.toml"), FAST_KEYS).unwrap();
+    // One master key and one issuer for the whole deployment.
+    let master = "q6sFQ0y1mJmQ4f3xk0PEXW0ZCb8oN3b0nq7yWg1M0aQ";
+    let env = [
+        ("TESSERA_MASTER_KEY", master),
+        ("TESSERA_DATABASE_URL", url.as_str()),
+        ("TESSERA_CONFIG", "tessera.toml"),
+    ];
+    let issuer = ["--issuer", "https://auth.tessera.test"];
+    let a = start(d, &issuer, &env);
+    let b = start(d, &issuer, &env);
+    assert_eq!(
+        jwks_kids(&a.base),
+        jwks_kids(&b.base),
+        "both publish the same keys"
+    );
+
+    admin(
+        d,
+        &[
+            "user",
+            "add",
+            "alice",
+            "--password-stdin",
+            "--scope",
+            "read",
+        ],
+        Some("correct horse\n"),
+        &env,
+    );
+    let web: Value = serde_json::from_str(&admin(
+        d,
+        &[
+            "client",
+            "add",
+            "web",
+            "--grant",
+            "password",
+            "--grant",
+            "refresh_token",
+            "--public",
+            "--scope",
+            "read",
+            "--json",
+        ],
+        None,
+        &env,
+    ))
+    .unwrap();
+    let web = field(&web, "client_id");
+    let rs: Value =
+        serde_json::from_str(&admin(d, &["client", "add", "api", "--json"], None, &env)).unwrap();
+    let (rs_id, rs_secret) = (field(&rs, "client_id"), field(&rs, "client_secret"));
+
+    // Issued at A, rotated at B.
+    let (_, login) = post(
+        &a.base,
+        "/oauth2/token",
+        &[
+            ("grant_type", "password"),
+            ("client_id", &web),
+            ("username", "alice"),
+            ("password", "correct horse"),
+        ],
+    );
+    let (status, rotated) = post(
+        &b.base,
+        "/oauth2/token",
+        &[
+            ("grant_type", "refresh_token"),
+            ("client_id", &web),
+            ("refresh_token", &field(&login, "refresh_token")),
+        ],
+    );
+    assert_eq!(status, 200, "{rotated}");
+
+    // Revoked at A, seen at B.
+    let access = field(&rotated, "access_token");
+    let introspect = |base: &str, token: &str| {
+        post(
+            base,
+            "/oauth2/introspect",
+            &[
+                ("token", token),
+                ("client_id", &rs_id),
+                ("client_secret", &rs_secret),
+            ],
+        )
+        .1
+    };
+    assert_eq!(introspect(&b.base, &access)["active"], true);
+    let (status, _) = post(
+        &a.base,
+        "/oauth2/revoke",
+        &[("token", &access), ("client_id", &web)],
+    );
+    assert_eq!(status, 200);
+    assert_eq!(introspect(&b.base, &access)["active"], false);
+    let refresh = field(&rotated, "refresh_token");
+    post(
+        &a.base,
+        "/oauth2/revoke",
+        &[("token", &refresh), ("client_id", &web)],
+    );
+    assert_eq!(introspect(&b.base, &refresh)["active"], false);
+
+    // A rotation reaches both.
+    let new_kid = admin(d, &["keys", "rotate"], None, &env).trim().to_owned();
+    wait_until("both instances publish the new key", || {
+        jwks_kids(&a.base).contains(&new_kid) && jwks_kids(&b.base).contains(&new_kid)
+    });
+    assert_eq!(jwks_kids(&a.base), jwks_kids(&b.base));
+    drop((a, b));
+    psql(&base_url, &format!("DROP SCHEMA {schema} CASCADE"));
+}
+
+/// Run SQL statements on the PostgreSQL test server.
+fn psql(url: &str, sql: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        for statement in sql.split(';') {
+            sqlx::query(statement).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+    });
+}
+
+#[test]
+fn kill_9_loses_no_committed_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A lost response may be retried: the grace period covers the one
+    // rotation a crash can interrupt.
+    std::fs::write(
+        d.join("tessera.toml"),
+        "[tokens]\nrefresh_grace = \"60s\"\n",
+    )
+    .unwrap();
+    admin(
+        d,
+        &[
+            "user",
+            "add",
+            "alice",
+            "--password-stdin",
+            "--scope",
+            "read",
+        ],
+        Some("correct horse\n"),
+        &[],
+    );
+    let web: Value = serde_json::from_str(&admin(
+        d,
+        &[
+            "client",
+            "add",
+            "web",
+            "--grant",
+            "password",
+            "--grant",
+            "refresh_token",
+            "--public",
+            "--json",
+        ],
+        None,
+        &[],
+    ))
+    .unwrap();
+    let web = field(&web, "client_id");
+    let mut server = start(d, &["--config", "tessera.toml"], &[]);
+    let base = server.base.clone();
+
+    // Four sessions rotate as fast as they can; each remembers the last
+    // token the server handed it.
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let (base, web) = (base.clone(), web.clone());
+            std::thread::spawn(move || {
+                let (_, login) = post(
+                    &base,
+                    "/oauth2/token",
+                    &[
+                        ("grant_type", "password"),
+                        ("client_id", &web),
+                        ("username", "alice"),
+                        ("password", "correct horse"),
+                    ],
+                );
+                let mut last = field(&login, "refresh_token");
+                let mut rotations = 0;
+                loop {
+                    let response = agent().post(format!("{base}/oauth2/token")).send_form([
+                        ("grant_type", "refresh_token"),
+                        ("client_id", web.as_str()),
+                        ("refresh_token", last.as_str()),
+                    ]);
+                    let Ok(mut response) = response else { break };
+                    let Ok(text) = response.body_mut().read_to_string() else {
+                        break;
+                    };
+                    let v: Value = serde_json::from_str(&text).unwrap();
+                    assert!(v["error"].is_null(), "{v}");
+                    last = field(&v, "refresh_token");
+                    rotations += 1;
+                }
+                (last, rotations)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let sessions: Vec<(String, u32)> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+    assert!(sessions.iter().all(|(_, n)| *n > 0), "{sessions:?}");
+
+    let server = start(d, &["--config", "tessera.toml"], &[]);
+    for (last, rotations) in sessions {
+        let (status, v) = post(
+            &server.base,
+            "/oauth2/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("client_id", &web),
+                ("refresh_token", &last),
+            ],
+        );
+        assert_eq!(status, 200, "after {rotations} rotations and a crash: {v}");
+    }
+}
