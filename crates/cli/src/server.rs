@@ -190,7 +190,7 @@ pub enum ClientCommand {
     )]
     Add {
         name: String,
-        /// A grant the client may use: client_credentials, password, refresh_token (repeatable; default client_credentials).
+        /// A grant the client may use: client_credentials, password, refresh_token, jwt-bearer (repeatable; default client_credentials).
         #[arg(long = "grant")]
         grants: Vec<String>,
         /// A scope the client may ask for (repeatable).
@@ -325,8 +325,8 @@ pub fn client(server: &ServerArgs, command: ClientCommand) -> Result<(), Failure
                 let grants = grants
                     .iter()
                     .map(|g| {
-                        GrantType::parse(g).with_context(|| {
-                            format!("unknown grant {g:?}: use client_credentials, password or refresh_token")
+                        GrantType::parse_short(g).with_context(|| {
+                            format!("unknown grant {g:?}: use client_credentials, password, refresh_token or jwt-bearer")
                         })
                     })
                     .collect::<anyhow::Result<Vec<_>>>()?;

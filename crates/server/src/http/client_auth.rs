@@ -154,59 +154,102 @@ pub async fn authenticate(
     }
 }
 
-/// `private_key_jwt`: a JWT signed with one of the client's registered
-/// keys, `iss` = `sub` = `client_id`, `aud` = this server, with a `jti`
-/// that is never accepted twice.
-async fn authenticate_assertion(
+/// A JWT assertion (RFC 7523) verified with its issuer's registered keys.
+pub(super) struct Assertion {
+    /// The client that issued (signed) it.
+    pub client: Client,
+    /// Whom it is about.
+    pub subject: String,
+}
+
+/// Verify `assertion`: signed with the registered keys of the client named
+/// in `iss`, for this server, short-lived, with a `jti` never accepted
+/// before. `Ok(Err(reason))` is a refusal; `Err` a server failure.
+pub(super) async fn verify_assertion(
     app: &App,
-    form: &OAuthForm,
     assertion: &str,
-) -> Result<Client, OAuthError> {
-    let unknown = || OAuthError::invalid_client("unknown client or invalid client assertion");
+) -> Result<Result<Assertion, String>, OAuthError> {
     // The issuer names the client whose keys to try; nothing else from the
     // unverified token is used.
-    let (_, claims) =
-        tessera_jose::dangerous::decode_unverified_claims(assertion).map_err(|_| unknown())?;
-    let client_id = claims
+    let Ok((_, claims)) = tessera_jose::dangerous::decode_unverified_claims(assertion) else {
+        return Ok(Err("malformed assertion".into()));
+    };
+    let Some(client_id) = claims
         .get("iss")
         .and_then(|v| v.as_str())
-        .ok_or_else(unknown)?
-        .to_owned();
-    if form.get("client_id").is_some_and(|id| id != client_id) {
-        return Err(OAuthError::invalid_request(
-            "client_id differs from the assertion's iss",
-        ));
-    }
-    let client = clients::find(&app.db, &client_id)
-        .await?
-        .ok_or_else(unknown)?;
-    let jwks = client.jwks.as_deref().ok_or_else(unknown)?;
+        .map(str::to_owned)
+    else {
+        return Ok(Err("assertion without iss".into()));
+    };
+    let Some(client) = clients::find(&app.db, &client_id).await? else {
+        return Ok(Err("unknown issuer".into()));
+    };
+    let Some(jwks) = client.jwks.as_deref() else {
+        return Ok(Err("the issuer has no registered keys".into()));
+    };
     let keys = JwkSet::from_json(jwks)
         .and_then(|set| KeySet::from_jwks(&set))
         .map_err(|e| OAuthError::server_error(&e.into()))?;
     let issuer = &app.config.issuer;
     let validation = Validation::new()
         .issuer(&client_id)
-        .subject(&client_id)
         .audience(format!("{issuer}/oauth2/token"))
         .audience(issuer.clone())
+        .require("sub")
         .require("jti");
-    let token = jwt::verify::<NoCustomClaims>(assertion, &keys, &validation).map_err(|e| {
-        tracing::info!(client_id, reason = %e.code(), "client assertion refused");
-        OAuthError::invalid_client(format!("invalid client assertion: {}", e.code()))
-    })?;
-    let (Some(jti), Some(exp)) = (token.claims.jti.as_deref(), token.claims.exp) else {
-        return Err(unknown());
+    let token = match jwt::verify::<NoCustomClaims>(assertion, &keys, &validation) {
+        Ok(token) => token,
+        Err(e) => {
+            tracing::info!(client_id, reason = %e.code(), "assertion refused");
+            return Ok(Err(format!("invalid assertion: {}", e.code())));
+        }
     };
-    let now = crate::store::now();
-    if exp.seconds().saturating_sub(now) > crate::keys::secs(MAX_ASSERTION_LIFETIME) {
+    let (Some(jti), Some(exp), Some(subject)) =
+        (token.claims.jti, token.claims.exp, token.claims.sub)
+    else {
+        return Ok(Err("assertion without jti, exp or sub".into()));
+    };
+    if exp.seconds().saturating_sub(crate::store::now()) > crate::keys::secs(MAX_ASSERTION_LIFETIME)
+    {
+        return Ok(Err("assertion lives too long (at most 10 minutes)".into()));
+    }
+    if !revocation::use_assertion(&app.db, &client_id, &jti, exp.seconds()).await? {
+        tracing::warn!(client_id, "assertion replayed");
+        return Ok(Err("assertion already used".into()));
+    }
+    Ok(Ok(Assertion { client, subject }))
+}
+
+/// `private_key_jwt` (RFC 7523 §2.2, §3): an assertion whose `iss` and
+/// `sub` are both the client.
+async fn authenticate_assertion(
+    app: &App,
+    form: &OAuthForm,
+    assertion: &str,
+) -> Result<Client, OAuthError> {
+    let verified = verify_assertion(app, assertion).await?.map_err(|reason| {
+        OAuthError::invalid_client(format!("client assertion refused: {reason}"))
+    })?;
+    if verified.subject != verified.client.client_id {
         return Err(OAuthError::invalid_client(
-            "client assertion lives too long (at most 10 minutes)",
+            "client assertion refused: sub must be the client_id",
         ));
     }
-    if !revocation::use_assertion(&app.db, &client_id, jti, exp.seconds()).await? {
-        tracing::warn!(client_id, "client assertion replayed");
-        return Err(OAuthError::invalid_client("client assertion already used"));
+    if form
+        .get("client_id")
+        .is_some_and(|id| id != verified.client.client_id)
+    {
+        return Err(OAuthError::invalid_request(
+            "client_id differs from the assertion's iss",
+        ));
     }
-    Ok(client)
+    Ok(verified.client)
+}
+
+/// Whether the request carries any client identification at all.
+pub(super) fn identifies_client(form: &OAuthForm) -> bool {
+    form.headers.contains_key(header::AUTHORIZATION)
+        || ["client_id", "client_secret", "client_assertion"]
+            .iter()
+            .any(|p| form.get(p).is_some())
 }

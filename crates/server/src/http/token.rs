@@ -13,7 +13,7 @@ use serde::Serialize;
 use tessera_jose::{Claims, NumericDate};
 use zeroize::Zeroizing;
 
-use super::client_auth::{authenticate, Accept};
+use super::client_auth::{authenticate, identifies_client, verify_assertion, Accept};
 use super::form::OAuthForm;
 use super::{App, OAuthError};
 use crate::keys::secs;
@@ -57,7 +57,25 @@ pub async fn token(State(app): State<Arc<App>>, form: OAuthForm) -> Result<Respo
     let grant = GrantType::parse(grant_type).ok_or_else(|| {
         OAuthError::unsupported_grant_type(format!("grant_type {grant_type:?} is not supported"))
     })?;
-    let client = authenticate(&app, &form, Accept::AnyClient).await?;
+    // RFC 7523 §3.1: with the jwt-bearer grant the assertion's issuer may
+    // stand for the client.
+    let (client, assertion) = if grant == GrantType::JwtBearer {
+        let authenticated = match identifies_client(&form) {
+            true => Some(authenticate(&app, &form, Accept::AnyClient).await?),
+            false => None,
+        };
+        let verified = verify_assertion(&app, form.require("assertion")?)
+            .await?
+            .map_err(OAuthError::invalid_grant)?;
+        if authenticated.is_some_and(|c| c.client_id != verified.client.client_id) {
+            return Err(OAuthError::invalid_grant(
+                "the assertion was issued by another client",
+            ));
+        }
+        (verified.client.clone(), Some(verified))
+    } else {
+        (authenticate(&app, &form, Accept::AnyClient).await?, None)
+    };
     if !client.allows(grant) {
         return Err(OAuthError::unauthorized_client(format!(
             "this client may not use the {} grant",
@@ -68,6 +86,13 @@ pub async fn token(State(app): State<Arc<App>>, form: OAuthForm) -> Result<Respo
         GrantType::ClientCredentials => (client_credentials(&client, &form)?, None),
         GrantType::Password => password(&app, &client, &form).await?,
         GrantType::RefreshToken => rotate(&app, &client, &form).await?,
+        GrantType::JwtBearer => match assertion {
+            Some(assertion) => (
+                jwt_bearer(&app, &client, &assertion.subject, &form).await?,
+                None,
+            ),
+            None => return Err(OAuthError::invalid_request("missing parameter assertion")),
+        },
     };
     let response = issue(&app, &client, granted, refresh_token)?;
     metrics::counter!("tessera_tokens_issued_total", "grant" => grant.as_str()).increment(1);
@@ -98,6 +123,38 @@ fn client_credentials(client: &Client, form: &OAuthForm) -> Result<Grant, OAuthE
         username: None,
         scope: requested_scopes(form, &client.scopes)?,
         auth_time: None,
+    })
+}
+
+/// RFC 7523 §2.1: the assertion's subject is the client itself or one of
+/// the users, who must be enabled.
+async fn jwt_bearer(
+    app: &App,
+    client: &Client,
+    subject: &str,
+    form: &OAuthForm,
+) -> Result<Grant, OAuthError> {
+    if subject == client.client_id {
+        return client_credentials(client, form);
+    }
+    let user = users::find(&app.db, subject)
+        .await?
+        .filter(|u| !u.disabled)
+        .ok_or_else(|| {
+            OAuthError::invalid_grant("the assertion's subject is not an enabled user")
+        })?;
+    app.audit.push(
+        Event::new("assertion_accepted")
+            .client(&client.client_id)
+            .subject(&user.username)
+            .remote(form.peer.map(|p| p.to_string())),
+    );
+    let user_scopes = Scopes::parse(&user.scopes)?;
+    Ok(Grant {
+        subject: user.id,
+        username: Some(user.username),
+        scope: requested_scopes(form, &client.scopes.intersection(&user_scopes))?,
+        auth_time: Some(now()),
     })
 }
 

@@ -20,14 +20,19 @@ pub enum GrantType {
     /// `refresh_token` (RFC 6749 §6).
     #[serde(rename = "refresh_token")]
     RefreshToken,
+    /// `urn:ietf:params:oauth:grant-type:jwt-bearer` (RFC 7523 §2.1): a
+    /// JWT signed with the client's registered keys names the subject.
+    #[serde(rename = "urn:ietf:params:oauth:grant-type:jwt-bearer")]
+    JwtBearer,
 }
 
 impl GrantType {
     /// Every grant type, in the order metadata lists them.
-    pub const ALL: [GrantType; 3] = [
+    pub const ALL: [GrantType; 4] = [
         GrantType::ClientCredentials,
         GrantType::Password,
         GrantType::RefreshToken,
+        GrantType::JwtBearer,
     ];
 
     /// The `grant_type` value.
@@ -36,12 +41,22 @@ impl GrantType {
             GrantType::Password => "password",
             GrantType::ClientCredentials => "client_credentials",
             GrantType::RefreshToken => "refresh_token",
+            GrantType::JwtBearer => "urn:ietf:params:oauth:grant-type:jwt-bearer",
         }
     }
 
-    /// Parse a `grant_type` value.
+    /// Parse a `grant_type` value (`jwt-bearer` is accepted for short on
+    /// the command line, never at the token endpoint).
     pub fn parse(text: &str) -> Option<GrantType> {
         GrantType::ALL.into_iter().find(|g| g.as_str() == text)
+    }
+
+    /// Parse a grant named on the command line.
+    pub fn parse_short(text: &str) -> Option<GrantType> {
+        match text {
+            "jwt-bearer" => Some(GrantType::JwtBearer),
+            _ => GrantType::parse(text),
+        }
     }
 }
 
@@ -230,6 +245,11 @@ pub async fn add(db: &Db, new: NewClient) -> Result<Added, Error> {
     if new.public && new.jwks.is_some() {
         return Err(Error::Invalid(
             "a public client has no keys: drop --public or --jwks".into(),
+        ));
+    }
+    if grants.contains(&GrantType::JwtBearer) && new.jwks.is_none() {
+        return Err(Error::Invalid(
+            "the jwt-bearer grant needs the keys that sign the assertions: add --jwks".into(),
         ));
     }
     if new.public && grants.contains(&GrantType::ClientCredentials) {

@@ -231,7 +231,15 @@ async fn discovery_lists_what_the_server_supports(backend: Backend) {
             .iter()
             .map(|g| g.as_str().unwrap())
             .collect();
-        assert_eq!(grants, ["client_credentials", "password", "refresh_token"]);
+        assert_eq!(
+            grants,
+            [
+                "client_credentials",
+                "password",
+                "refresh_token",
+                "urn:ietf:params:oauth:grant-type:jwt-bearer"
+            ]
+        );
         let methods = r.json["token_endpoint_auth_methods_supported"]
             .as_array()
             .unwrap();

@@ -19,6 +19,7 @@ both_backends!(
     refresh_grant_rotates_and_detects_reuse,
     disabled_users_cannot_refresh,
     private_key_jwt_authenticates_once_per_assertion,
+    jwt_bearer_grant_trades_an_assertion_for_a_token,
 );
 
 async fn client_credentials_issue_rfc_9068_access_tokens(backend: Backend) {
@@ -612,5 +613,134 @@ async fn private_key_jwt_authenticates_once_per_assertion(backend: Backend) {
             r.text
         );
     }
+    h.finish().await;
+}
+
+async fn jwt_bearer_grant_trades_an_assertion_for_a_token(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let key = SigningKey::generate(Algorithm::EdDSA)
+        .unwrap()
+        .with_thumbprint_kid()
+        .unwrap();
+    let jwks = JwkSet::new(vec![key.verifying_key().unwrap().to_public_jwk().unwrap()]).to_json();
+    let new = |grants: Vec<GrantType>| NewClient {
+        name: "issuer".into(),
+        grants,
+        scopes: Scopes::parse("read write").unwrap(),
+        jwks: Some(jwks.clone()),
+        ..NewClient::default()
+    };
+    let issuer = clients::add(&h.db, new(vec![GrantType::JwtBearer]))
+        .await
+        .unwrap()
+        .client_id;
+    let alice = h.user("alice", "correct horse", "read").await;
+    let endpoint = format!("{ISSUER}/oauth2/token");
+    let grant = |a: String| {
+        let h = &h;
+        async move {
+            h.post(
+                "/oauth2/token",
+                &[
+                    ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+                    ("assertion", &a),
+                ],
+                None,
+            )
+            .await
+        }
+    };
+    let for_subject = |sub: &str, jti: &str| {
+        let claims = Claims::new()
+            .issuer(issuer.as_str())
+            .subject(sub)
+            .audience(endpoint.as_str())
+            .jwt_id(jti)
+            .expires_at(NumericDate::now().plus(std::time::Duration::from_secs(120)));
+        jwt::sign(&claims, &key).unwrap()
+    };
+
+    // A user named by the assertion gets a token with the user's scopes.
+    let first = for_subject("alice", "g-1");
+    let r = grant(first.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(r.json.get("refresh_token").is_none());
+    let token = verify_with_jwks(&h, &r.str("access_token"), ISSUER).unwrap();
+    assert_eq!(token.claims.sub.as_deref(), Some(alice.as_str()));
+    assert_eq!(token.claims.custom["scope"], "read");
+    // The client itself.
+    let r = grant(for_subject(&issuer, "g-2")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["scope"], "read write");
+
+    let stranger = SigningKey::generate(Algorithm::EdDSA)
+        .unwrap()
+        .with_kid(key.kid().unwrap());
+    let forged = jwt::sign(
+        &Claims::new()
+            .issuer(issuer.as_str())
+            .subject("alice")
+            .audience(endpoint.as_str())
+            .jwt_id("g-3")
+            .expires_at(NumericDate::now().plus(std::time::Duration::from_secs(60))),
+        &stranger,
+    )
+    .unwrap();
+    users::add(&h.db, "bob", "x", &Scopes::default())
+        .await
+        .unwrap();
+    users::set_disabled(&h.db, "bob", true).await.unwrap();
+    for (name, a) in [
+        ("a replay", first),
+        ("a forged signature", forged),
+        ("an unknown user", for_subject("mallory", "g-4")),
+        ("a disabled user", for_subject("bob", "g-5")),
+    ] {
+        let r = grant(a).await;
+        assert_eq!(
+            (r.status, r.error()),
+            (StatusCode::BAD_REQUEST, "invalid_grant"),
+            "{name}: {}",
+            r.text
+        );
+    }
+
+    // Another client cannot present it, and a client needs the grant.
+    let (other, other_secret) = h.client(&[GrantType::ClientCredentials], "read").await;
+    let r = h
+        .post(
+            "/oauth2/token",
+            &[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+                ("assertion", &for_subject("alice", "g-6")),
+            ],
+            Some((&other, &other_secret)),
+        )
+        .await;
+    assert_eq!(r.error(), "invalid_grant", "{}", r.text);
+    let no_grant = clients::add(&h.db, new(vec![GrantType::ClientCredentials]))
+        .await
+        .unwrap()
+        .client_id;
+    let claims = Claims::new()
+        .issuer(no_grant.as_str())
+        .subject("alice")
+        .audience(endpoint.as_str())
+        .jwt_id("g-7")
+        .expires_at(NumericDate::now().plus(std::time::Duration::from_secs(60)));
+    let r = grant(jwt::sign(&claims, &key).unwrap()).await;
+    assert_eq!(r.error(), "unauthorized_client", "{}", r.text);
+    let without_keys = clients::add(
+        &h.db,
+        NewClient {
+            name: "x".into(),
+            grants: vec![GrantType::JwtBearer],
+            ..NewClient::default()
+        },
+    )
+    .await;
+    assert!(without_keys.is_err(), "jwt-bearer needs registered keys");
     h.finish().await;
 }
