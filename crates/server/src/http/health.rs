@@ -80,6 +80,7 @@ pub async fn track(request: Request, next: Next) -> Response {
             "/healthz" => "/healthz",
             "/readyz" => "/readyz",
             "/metrics" => "/metrics",
+            p if p.starts_with("/admin/") => "/admin",
             _ => "other",
         });
     let response = next.run(request).await;

@@ -7,7 +7,9 @@
 //! | `POST /oauth2/revoke` | `revoke.rs` | the client the token was issued to |
 //! | `GET /.well-known/*` | `discovery.rs` | anyone |
 //! | `GET /healthz`, `/readyz`, `/metrics` | `health.rs` | anyone |
+//! | `/admin/...` | `admin/` | access tokens with the `tessera:admin` scope |
 
+pub mod admin;
 mod client_auth;
 mod discovery;
 mod error;
@@ -104,6 +106,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .merge(admin::routes())
         .layer(axum::middleware::from_fn(health::track))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(app)

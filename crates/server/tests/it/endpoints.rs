@@ -306,3 +306,307 @@ async fn health_readiness_and_metrics(backend: Backend) {
     assert_eq!(h.get("/healthz").await.status, StatusCode::OK);
     h.test_db.cleanup().await;
 }
+
+mod admin_api {
+    use axum::body::Body;
+    use axum::http::{header, Method, Request, StatusCode};
+    use serde_json::{json, Value};
+    use tessera_server::store::clients::GrantType;
+
+    use crate::{both_backends, Backend, Harness, Reply};
+
+    both_backends!(
+        admin_api_needs_the_admin_scope,
+        admin_api_manages_users_clients_and_keys
+    );
+
+    async fn token(h: &Harness, scope: &str) -> String {
+        let (id, secret) = h.client(&[GrantType::ClientCredentials], scope).await;
+        h.post(
+            "/oauth2/token",
+            &[("grant_type", "client_credentials")],
+            Some((&id, &secret)),
+        )
+        .await
+        .str("access_token")
+    }
+
+    async fn call(
+        h: &Harness,
+        method: Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(token) = bearer {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let body = match body {
+            Some(v) => {
+                request = request.header(header::CONTENT_TYPE, "application/json");
+                Body::from(v.to_string())
+            }
+            None => Body::empty(),
+        };
+        h.send(request.body(body).unwrap()).await
+    }
+
+    async fn admin_api_needs_the_admin_scope(backend: Backend) {
+        let Some(h) = Harness::new(backend).await else {
+            return;
+        };
+        let plain = token(&h, "read").await;
+        let admin = token(&h, "tessera:admin").await;
+
+        // Every operation the OpenAPI document lists exists and is guarded.
+        let doc: Value = serde_json::from_str(tessera_server::http::admin::OPENAPI).unwrap();
+        let mut operations = 0;
+        for (path, methods) in doc["paths"].as_object().unwrap() {
+            let path = path
+                .replace("{username}", "nobody")
+                .replace("{client_id}", "nobody");
+            for method in methods.as_object().unwrap().keys() {
+                let method: Method = method.to_uppercase().parse().unwrap();
+                let r = call(&h, method.clone(), &path, None, None).await;
+                if path == "/admin/openapi.json" {
+                    assert_eq!(r.status, StatusCode::OK);
+                    continue;
+                }
+                operations += 1;
+                assert_eq!(
+                    r.status,
+                    StatusCode::UNAUTHORIZED,
+                    "{method} {path}: {}",
+                    r.text
+                );
+                assert_eq!(
+                    r.headers[header::WWW_AUTHENTICATE],
+                    "Bearer error=\"invalid_token\""
+                );
+                let r = call(&h, method.clone(), &path, Some(&plain), None).await;
+                assert_eq!(r.status, StatusCode::FORBIDDEN, "{method} {path}");
+                assert_eq!(r.json["error"], "insufficient_scope");
+            }
+        }
+        assert_eq!(operations, 13);
+
+        let r = call(&h, Method::GET, "/admin/users", Some("not.a.token"), None).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            call(&h, Method::GET, "/admin/users", Some(&admin), None)
+                .await
+                .status,
+            StatusCode::OK
+        );
+        // A revoked admin token stops working at once.
+        let (id, secret) = h
+            .client(&[GrantType::ClientCredentials], "tessera:admin")
+            .await;
+        let revocable = h
+            .post(
+                "/oauth2/token",
+                &[("grant_type", "client_credentials")],
+                Some((&id, &secret)),
+            )
+            .await
+            .str("access_token");
+        h.post(
+            "/oauth2/revoke",
+            &[("token", &revocable)],
+            Some((&id, &secret)),
+        )
+        .await;
+        let r = call(&h, Method::GET, "/admin/users", Some(&revocable), None).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
+        h.finish().await;
+    }
+
+    async fn admin_api_manages_users_clients_and_keys(backend: Backend) {
+        let Some(h) = Harness::new(backend).await else {
+            return;
+        };
+        let admin = token(&h, "tessera:admin").await;
+        let t = Some(admin.as_str());
+        let r = call(
+            &h,
+            Method::POST,
+            "/admin/users",
+            t,
+            Some(json!({"username": "alice", "password": "correct horse", "scopes": ["read"]})),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        assert!(r.json.get("password_hash").is_none());
+        let r = call(
+            &h,
+            Method::POST,
+            "/admin/users",
+            t,
+            Some(json!({"username": "alice", "password": "correct horse"})),
+        )
+        .await;
+        assert_eq!(
+            (r.status, r.json["error"].as_str()),
+            (StatusCode::CONFLICT, Some("conflict"))
+        );
+        let r = call(
+            &h,
+            Method::POST,
+            "/admin/users",
+            t,
+            Some(json!({"username": "bob", "password": "short"})),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        let r = call(
+            &h,
+            Method::POST,
+            "/admin/users",
+            t,
+            Some(json!({"username": "bob", "pasword": "typo in a field"})),
+        )
+        .await;
+        assert_eq!(
+            r.status,
+            StatusCode::BAD_REQUEST,
+            "unknown fields are refused"
+        );
+
+        let r = call(
+            &h,
+            Method::POST,
+            "/admin/clients",
+            t,
+            Some(
+                json!({"name": "web", "grants": ["password"], "public": true, "scopes": ["read"]}),
+            ),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        assert!(r.json["client_secret"].is_null());
+        let web = r.json["client_id"].as_str().unwrap().to_owned();
+        assert_eq!(
+            h.login(&web, "alice", "correct horse").await.status,
+            StatusCode::OK
+        );
+
+        let r = call(&h, Method::POST, "/admin/users/alice/disable", t, None).await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT);
+        assert_eq!(
+            h.login(&web, "alice", "correct horse").await.error(),
+            "invalid_grant"
+        );
+        call(&h, Method::POST, "/admin/users/alice/enable", t, None).await;
+        let r = call(
+            &h,
+            Method::PUT,
+            "/admin/users/alice/password",
+            t,
+            Some(json!({"password": "battery staple"})),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT);
+        assert_eq!(
+            h.login(&web, "alice", "battery staple").await.status,
+            StatusCode::OK
+        );
+
+        let r = call(
+            &h,
+            Method::POST,
+            "/admin/clients",
+            t,
+            Some(json!({"name": "worker", "scopes": ["read"]})),
+        )
+        .await;
+        let (id, secret) = (
+            r.json["client_id"].as_str().unwrap().to_owned(),
+            r.json["client_secret"].as_str().unwrap().to_owned(),
+        );
+        assert_eq!(r.headers[header::CACHE_CONTROL], "no-store");
+        let r = call(
+            &h,
+            Method::POST,
+            &format!("/admin/clients/{id}/rotate-secret"),
+            t,
+            None,
+        )
+        .await;
+        let rotated = r.json["client_secret"].as_str().unwrap().to_owned();
+        let old = h
+            .post(
+                "/oauth2/token",
+                &[("grant_type", "client_credentials")],
+                Some((&id, &secret)),
+            )
+            .await;
+        assert_eq!(old.status, StatusCode::UNAUTHORIZED);
+        let new = h
+            .post(
+                "/oauth2/token",
+                &[("grant_type", "client_credentials")],
+                Some((&id, &rotated)),
+            )
+            .await;
+        assert_eq!(new.status, StatusCode::OK);
+        let listed = call(&h, Method::GET, "/admin/clients", t, None).await;
+        assert!(listed
+            .json
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["client_id"] == id.as_str()));
+        assert!(!listed.text.contains(&rotated));
+        assert_eq!(
+            call(&h, Method::DELETE, &format!("/admin/clients/{id}"), t, None)
+                .await
+                .status,
+            StatusCode::NO_CONTENT
+        );
+        assert_eq!(
+            call(&h, Method::DELETE, &format!("/admin/clients/{id}"), t, None)
+                .await
+                .status,
+            StatusCode::NOT_FOUND
+        );
+
+        let r = call(&h, Method::POST, "/admin/keys/rotate", t, None).await;
+        let kid = r.json["kid"].as_str().unwrap().to_owned();
+        let keys = call(&h, Method::GET, "/admin/keys", t, None).await;
+        let states: Vec<(&str, &str)> = keys
+            .json
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| (k["kid"].as_str().unwrap(), k["state"].as_str().unwrap()))
+            .collect();
+        assert_eq!(states.len(), 2);
+        assert_eq!(states[1], (kid.as_str(), "announced"));
+
+        assert_eq!(
+            call(&h, Method::DELETE, "/admin/users/alice", t, None)
+                .await
+                .status,
+            StatusCode::NO_CONTENT
+        );
+        assert_eq!(
+            call(&h, Method::DELETE, "/admin/users/alice", t, None)
+                .await
+                .status,
+            StatusCode::NOT_FOUND
+        );
+        let audit = crate::wait_for_audit(&h, "user_deleted", 1).await;
+        assert!(audit[0].detail.as_deref().unwrap().starts_with("by="));
+        let r = call(
+            &h,
+            Method::GET,
+            "/admin/audit?event=client_added&limit=5",
+            t,
+            None,
+        )
+        .await;
+        assert_eq!(r.json.as_array().unwrap().len(), 2, "{}", r.text);
+        h.finish().await;
+    }
+}

@@ -1,0 +1,205 @@
+//! The admin API (`/admin/...`): the command line's user, client and key
+//! operations over HTTP, for access tokens that carry the
+//! [`ADMIN_SCOPE`]. Described by `GET /admin/openapi.json`.
+
+mod clients;
+mod keys;
+mod users;
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde_json::json;
+
+use super::introspect::verify_access_token;
+use super::App;
+use crate::store::audit::Event;
+use crate::store::revocation;
+
+/// The scope an access token needs for the admin API.
+pub const ADMIN_SCOPE: &str = "tessera:admin";
+
+/// The OpenAPI 3.1 description of this API.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// The admin routes.
+pub fn routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/admin/openapi.json", get(openapi))
+        .route("/admin/users", get(users::list).post(users::add))
+        .route(
+            "/admin/users/{username}",
+            axum::routing::delete(users::delete),
+        )
+        .route("/admin/users/{username}/disable", post(users::disable))
+        .route("/admin/users/{username}/enable", post(users::enable))
+        .route("/admin/users/{username}/password", put(users::passwd))
+        .route("/admin/clients", get(clients::list).post(clients::add))
+        .route(
+            "/admin/clients/{client_id}",
+            axum::routing::delete(clients::delete),
+        )
+        .route(
+            "/admin/clients/{client_id}/rotate-secret",
+            post(clients::rotate_secret),
+        )
+        .route("/admin/keys", get(keys::list))
+        .route("/admin/keys/rotate", post(keys::rotate))
+        .route("/admin/audit", get(keys::audit))
+}
+
+/// Authorization: none (it describes the API, nothing more).
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+/// A caller holding a valid access token with the admin scope.
+#[derive(Debug)]
+pub struct Admin {
+    /// The token's `sub`: who acts, for the audit trail.
+    pub subject: String,
+}
+
+impl Admin {
+    /// An audit event of this admin's change.
+    fn event(&self, event: &'static str, about: &str) -> Event {
+        Event::new(event)
+            .subject(about)
+            .detail(format!("by={}", self.subject))
+    }
+}
+
+/// RFC 6750 §3.1 failures of the bearer token.
+#[derive(Debug)]
+pub enum BearerError {
+    /// No token, or not a valid, live token of this server (401).
+    InvalidToken(&'static str),
+    /// A valid token without the admin scope (403).
+    InsufficientScope,
+}
+
+impl IntoResponse for BearerError {
+    fn into_response(self) -> Response {
+        let (status, error, description) = match self {
+            BearerError::InvalidToken(why) => (StatusCode::UNAUTHORIZED, "invalid_token", why),
+            BearerError::InsufficientScope => (
+                StatusCode::FORBIDDEN,
+                "insufficient_scope",
+                "the token lacks the tessera:admin scope",
+            ),
+        };
+        let challenge = if status == StatusCode::FORBIDDEN {
+            format!("Bearer error=\"{error}\", scope=\"{ADMIN_SCOPE}\"")
+        } else {
+            format!("Bearer error=\"{error}\"")
+        };
+        let mut response = (
+            status,
+            Json(json!({ "error": error, "error_description": description })),
+        )
+            .into_response();
+        if let Ok(value) = HeaderValue::from_str(&challenge) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, value);
+        }
+        response
+    }
+}
+
+impl FromRequestParts<Arc<App>> for Admin {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Admin, Response> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
+            .ok_or_else(|| {
+                BearerError::InvalidToken("a bearer token is required").into_response()
+            })?;
+        let verified = verify_access_token(app, token)
+            .ok_or_else(|| BearerError::InvalidToken("the token is not valid").into_response())?;
+        let jti = verified.claims.jti.as_deref().unwrap_or_default();
+        if revocation::is_access_token_revoked(&app.db, jti)
+            .await
+            .map_err(|e| super::OAuthError::server_error(&e).into_response())?
+        {
+            return Err(BearerError::InvalidToken("the token was revoked").into_response());
+        }
+        let scopes = verified.claims.custom.scope.unwrap_or_default();
+        if !scopes.split(' ').any(|s| s == ADMIN_SCOPE) {
+            return Err(BearerError::InsufficientScope.into_response());
+        }
+        Ok(Admin {
+            subject: verified.claims.sub.unwrap_or_default(),
+        })
+    }
+}
+
+/// An admin API error: `{"error": …, "error_description": …}`.
+#[derive(Debug)]
+pub struct AdminError(StatusCode, &'static str, String);
+
+impl From<crate::Error> for AdminError {
+    fn from(e: crate::Error) -> AdminError {
+        use crate::Error;
+        match e {
+            Error::NotFound { .. } => AdminError(StatusCode::NOT_FOUND, "not_found", e.to_string()),
+            Error::Exists { .. } => AdminError(StatusCode::CONFLICT, "conflict", e.to_string()),
+            Error::Invalid(_) | Error::Jose(_) => {
+                AdminError(StatusCode::BAD_REQUEST, "invalid_request", e.to_string())
+            }
+            other => {
+                tracing::error!(error = %other, "admin request failed");
+                AdminError(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server_error",
+                    "the server failed; see its log".into(),
+                )
+            }
+        }
+    }
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        (
+            self.0,
+            Json(json!({ "error": self.1, "error_description": self.2 })),
+        )
+            .into_response()
+    }
+}
+
+/// A JSON body, refused as `invalid_request` when malformed.
+#[derive(Debug)]
+pub struct Body<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<S> for Body<T> {
+    type Rejection = AdminError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Body<T>, AdminError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(Body(value)),
+            Err(rejection) => Err(AdminError(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                rejection.body_text(),
+            )),
+        }
+    }
+}
+
+type AdminResult = Result<Response, AdminError>;
+
+/// The state, for handlers.
+type AppState = State<Arc<App>>;
