@@ -7,6 +7,7 @@
 //! data_dir = "/var/lib/tessera"
 //! database_url = "postgres://tessera@db/tessera"
 //! master_key_file = "/run/secrets/tessera-master-key"
+//! client_cache_ttl = "10s"  # changes made elsewhere reach this instance within it
 //!
 //! [tokens]
 //! access_ttl = "15m"        # default for clients that set none
@@ -67,6 +68,7 @@ struct File {
     database_url: Option<String>,
     master_key_file: Option<PathBuf>,
     max_connections: Option<u32>,
+    client_cache_ttl: Option<String>,
     #[serde(default)]
     tokens: TokensFile,
     #[serde(default)]
@@ -136,6 +138,8 @@ pub struct Config {
     pub max_login_failures: u32,
     /// The window of `max_login_failures`.
     pub login_window: Duration,
+    /// How long a client read from the database is reused.
+    pub client_cache_ttl: Duration,
 }
 
 fn duration(name: &str, value: Option<&str>, default: Duration) -> Result<Duration, Error> {
@@ -267,6 +271,11 @@ impl Config {
                 "logins.window",
                 file.logins.window.as_deref(),
                 Duration::from_secs(300),
+            )?,
+            client_cache_ttl: duration(
+                "client_cache_ttl",
+                file.client_cache_ttl.as_deref(),
+                Duration::from_secs(10),
             )?,
             data_dir,
         })

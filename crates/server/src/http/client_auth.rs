@@ -13,7 +13,9 @@ use tessera_jose::{jwt, JwkSet, KeySet, NoCustomClaims, Validation};
 use super::form::OAuthForm;
 use super::{App, OAuthError};
 use crate::secret::{digests_equal, token_digest};
-use crate::store::clients::{self, Client};
+use std::sync::Arc;
+
+use crate::store::clients::Client;
 use crate::store::revocation;
 
 /// RFC 7523 §2.2's `client_assertion_type`.
@@ -114,11 +116,11 @@ pub async fn authenticate(
     app: &App,
     form: &OAuthForm,
     accept: Accept,
-) -> Result<Client, OAuthError> {
+) -> Result<Arc<Client>, OAuthError> {
     let unknown = || OAuthError::invalid_client("unknown client or wrong credentials");
     match method(form)? {
         Method::Secret { client_id, secret } => {
-            let client = clients::find(&app.db, &client_id).await?;
+            let client = app.clients.find(&app.db, &client_id).await?;
             let presented = token_digest(&secret);
             // The same work whether or not the client exists.
             let expected = client
@@ -136,7 +138,9 @@ pub async fn authenticate(
         }
         Method::Assertion(assertion) => authenticate_assertion(app, form, assertion).await,
         Method::None(client_id) => {
-            let client = clients::find(&app.db, client_id)
+            let client = app
+                .clients
+                .find(&app.db, client_id)
                 .await?
                 .ok_or_else(unknown)?;
             if !client.is_public() {
@@ -157,7 +161,7 @@ pub async fn authenticate(
 /// A JWT assertion (RFC 7523) verified with its issuer's registered keys.
 pub(super) struct Assertion {
     /// The client that issued (signed) it.
-    pub client: Client,
+    pub client: Arc<Client>,
     /// Whom it is about.
     pub subject: String,
 }
@@ -181,7 +185,7 @@ pub(super) async fn verify_assertion(
     else {
         return Ok(Err("assertion without iss".into()));
     };
-    let Some(client) = clients::find(&app.db, &client_id).await? else {
+    let Some(client) = app.clients.find(&app.db, &client_id).await? else {
         return Ok(Err("unknown issuer".into()));
     };
     let Some(jwks) = client.jwks.as_deref() else {
@@ -226,7 +230,7 @@ async fn authenticate_assertion(
     app: &App,
     form: &OAuthForm,
     assertion: &str,
-) -> Result<Client, OAuthError> {
+) -> Result<Arc<Client>, OAuthError> {
     let verified = verify_assertion(app, assertion).await?.map_err(|reason| {
         OAuthError::invalid_client(format!("client assertion refused: {reason}"))
     })?;

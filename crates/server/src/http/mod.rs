@@ -31,6 +31,7 @@ use crate::keys::Keys;
 use crate::logins::LoginLimiter;
 use crate::password::Passwords;
 use crate::store::audit::AuditQueue;
+use crate::store::clients::ClientCache;
 use crate::store::refresh::RefreshPolicy;
 
 pub use error::OAuthError;
@@ -55,6 +56,8 @@ pub struct App {
     pub logins: LoginLimiter,
     /// Refresh-token lifetimes.
     pub refresh: RefreshPolicy,
+    /// Recently used clients.
+    pub clients: ClientCache,
     /// The RFC 8414 metadata document, made once.
     metadata: String,
 }
@@ -75,6 +78,7 @@ impl App {
         };
         App {
             logins: LoginLimiter::new(config.max_login_failures, config.login_window),
+            clients: ClientCache::new(config.client_cache_ttl),
             metadata: discovery::metadata(&config),
             config,
             db,

@@ -349,3 +349,69 @@ pub async fn rotate_secret(db: &Db, client_id: &str) -> Result<Zeroizing<String>
     }
     Ok(secret)
 }
+
+/// Entries a [`ClientCache`] holds at most before it starts over.
+const CACHE_CAPACITY: usize = 10_000;
+
+/// Recently used clients, so the token endpoint does not read the database
+/// for the client on every request.
+///
+/// An entry lives `ttl`: a secret rotated or a client deleted elsewhere
+/// (another instance, the command line) takes effect here within `ttl`;
+/// changes made through this instance's admin API take effect at once.
+/// Unknown client ids are never cached.
+#[derive(Debug)]
+pub struct ClientCache {
+    ttl: std::time::Duration,
+    entries: std::sync::RwLock<
+        std::collections::HashMap<String, (std::sync::Arc<Client>, std::time::Instant)>,
+    >,
+}
+
+impl ClientCache {
+    /// A cache whose entries live `ttl` (zero: no caching).
+    pub fn new(ttl: std::time::Duration) -> ClientCache {
+        ClientCache {
+            ttl,
+            entries: std::sync::RwLock::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// The client `client_id`, from the cache or the database.
+    pub async fn find(
+        &self,
+        db: &Db,
+        client_id: &str,
+    ) -> Result<Option<std::sync::Arc<Client>>, Error> {
+        let now = std::time::Instant::now();
+        {
+            let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+            if let Some((client, loaded)) = entries.get(client_id) {
+                if now.duration_since(*loaded) < self.ttl {
+                    return Ok(Some(std::sync::Arc::clone(client)));
+                }
+            }
+        }
+        let Some(client) = find(db, client_id).await? else {
+            self.forget(client_id);
+            return Ok(None);
+        };
+        let client = std::sync::Arc::new(client);
+        if !self.ttl.is_zero() {
+            let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+            if entries.len() >= CACHE_CAPACITY {
+                entries.clear();
+            }
+            entries.insert(client_id.to_owned(), (std::sync::Arc::clone(&client), now));
+        }
+        Ok(Some(client))
+    }
+
+    /// Drop `client_id` after a change.
+    pub fn forget(&self, client_id: &str) {
+        self.entries
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(client_id);
+    }
+}

@@ -94,6 +94,7 @@ pub async fn delete(
     Path(client_id): Path<String>,
 ) -> AdminResult {
     clients::delete(&app.db, &client_id).await?;
+    app.clients.forget(&client_id);
     app.audit.push(admin.event("client_deleted", &client_id));
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -105,6 +106,7 @@ pub async fn rotate_secret(
     Path(client_id): Path<String>,
 ) -> AdminResult {
     let secret = clients::rotate_secret(&app.db, &client_id).await?;
+    app.clients.forget(&client_id);
     app.audit
         .push(admin.event("client_secret_rotated", &client_id));
     let body = json!({ "client_id": client_id, "client_secret": secret.as_str() });
