@@ -14,7 +14,8 @@ use crate::keys::Keys;
 use crate::password::Passwords;
 use crate::secret::MasterKey;
 use crate::store::audit::AuditQueue;
-use crate::store::{now, refresh, revocation};
+use crate::store::revocation::{self, RevokedTokens};
+use crate::store::{now, refresh};
 use crate::Error;
 
 /// The configuration with its database connected (migrations applied) and
@@ -39,6 +40,10 @@ pub async fn open(config: Config) -> Result<Opened, Error> {
     Ok(Opened { config, db, keys })
 }
 
+/// How often each instance re-reads the revoked access tokens: the longest
+/// a revocation made at another instance goes unseen by introspection here.
+pub const REVOCATION_SYNC: Duration = Duration::from_secs(1);
+
 /// How often each instance re-reads the keys and sweeps expired rows: often
 /// enough that a key announced by another instance is published here well
 /// before it signs.
@@ -55,11 +60,13 @@ pub async fn serve(
 ) -> Result<(), Error> {
     let Opened { config, db, keys } = opened;
     let cores = std::thread::available_parallelism().map_or(2, usize::from);
-    let passwords = Passwords::new(cores)?;
+    let passwords = Passwords::new(cores);
     let (audit, writer) = AuditQueue::start(db.clone());
     let period = maintenance_period(&config);
     let maintenance = tokio::spawn(maintain(db.clone(), Arc::clone(&keys), period));
     let app = Arc::new(App::new(config, db.clone(), keys, passwords, audit));
+    app.revoked.reload(&db).await?;
+    let revocations = tokio::spawn(sync_revocations(db.clone(), Arc::clone(&app.revoked)));
     let service = router(app).into_make_service_with_connect_info::<SocketAddr>();
     let served = axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
@@ -69,11 +76,24 @@ pub async fn serve(
             source: e,
         });
     maintenance.abort();
+    revocations.abort();
     // The router (and with it every audit queue handle) is gone: the
     // writer drains what is queued and stops.
     writer.finish().await;
     db.close().await;
     served
+}
+
+/// Pick up access-token revocations made by other instances.
+async fn sync_revocations(db: Db, revoked: Arc<RevokedTokens>) {
+    let mut ticker = tokio::time::interval(REVOCATION_SYNC);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        if let Err(e) = revoked.reload(&db).await {
+            tracing::error!(error = %e, "revocation sync failed");
+        }
+    }
 }
 
 async fn maintain(db: Db, keys: Arc<Keys>, period: Duration) {

@@ -475,7 +475,16 @@ fn two_instances_share_one_postgres_database() {
         &[("token", &access), ("client_id", &web)],
     );
     assert_eq!(status, 200);
-    assert_eq!(introspect(&b.base, &access)["active"], false);
+    assert_eq!(
+        introspect(&a.base, &access)["active"],
+        false,
+        "at once where it was revoked"
+    );
+    // The other instance reloads revoked access tokens every second.
+    wait_until("B sees the revocation", || {
+        introspect(&b.base, &access)["active"] == false
+    });
+    // Refresh tokens are checked in the database: at once everywhere.
     let refresh = field(&rotated, "refresh_token");
     post(
         &a.base,

@@ -6,14 +6,15 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::response::Response;
 use axum::Json;
-use serde::{Deserialize, Serialize};
-use tessera_jose::{jwt, Audience, Validation};
+use serde::Serialize;
+use tessera_jose::Audience;
 
 use super::client_auth::{authenticate, Accept};
 use super::form::OAuthForm;
 use super::token::no_store;
+use super::verified::{looks_like_jwt, verify_access_token};
 use super::{App, OAuthError};
-use crate::store::{refresh, revocation, users};
+use crate::store::{refresh, users};
 
 /// RFC 7662 §2.2. Inactive tokens are `{"active": false}` and nothing else.
 #[derive(Debug, Default, Serialize)]
@@ -41,30 +42,6 @@ pub(crate) struct Introspection {
     jti: Option<String>,
 }
 
-/// The claims of our access tokens that introspection reports.
-#[derive(Deserialize)]
-pub(crate) struct OurClaims {
-    pub client_id: String,
-    #[serde(default)]
-    pub scope: Option<String>,
-}
-
-/// Whether `token` looks like a JWT (three dot-separated parts).
-pub(crate) fn looks_like_jwt(token: &str) -> bool {
-    token.bytes().filter(|b| *b == b'.').count() == 2
-}
-
-/// Verify one of our own access tokens: our keys, our issuer, `at+jwt`.
-pub(crate) fn verify_access_token(app: &App, token: &str) -> Option<jwt::Token<OurClaims>> {
-    let validation = Validation::new()
-        .issuer(&app.config.issuer)
-        .any_audience()
-        .typ("at+jwt")
-        .require("jti")
-        .leeway(std::time::Duration::ZERO);
-    jwt::verify::<OurClaims>(token, app.keys.verifying_keys().as_ref(), &validation).ok()
-}
-
 /// Authorization: confidential clients (resource servers register as
 /// clients to introspect).
 pub async fn introspect(
@@ -86,9 +63,9 @@ async fn access_token(app: &App, token: &str) -> Result<Introspection, OAuthErro
     let Some(verified) = verify_access_token(app, token) else {
         return Ok(Introspection::default());
     };
-    let claims = verified.claims;
+    let claims = &verified.claims;
     let jti = claims.jti.clone().unwrap_or_default();
-    if revocation::is_access_token_revoked(&app.db, &jti).await? {
+    if app.revoked.contains(&jti) {
         return Ok(Introspection::default());
     }
     let username = match &claims.sub {
@@ -99,15 +76,15 @@ async fn access_token(app: &App, token: &str) -> Result<Introspection, OAuthErro
     };
     Ok(Introspection {
         active: true,
-        scope: claims.custom.scope,
-        client_id: Some(claims.custom.client_id),
+        scope: claims.custom.scope.clone(),
+        client_id: Some(claims.custom.client_id.clone()),
         username,
         token_type: Some("Bearer"),
         exp: claims.exp.map(|d| d.seconds()),
         iat: claims.iat.map(|d| d.seconds()),
-        sub: claims.sub,
-        aud: claims.aud,
-        iss: claims.iss,
+        sub: claims.sub.clone(),
+        aud: claims.aud.clone(),
+        iss: claims.iss.clone(),
         jti: Some(jti),
     })
 }

@@ -18,6 +18,7 @@ mod health;
 mod introspect;
 mod revoke;
 mod token;
+mod verified;
 
 use std::sync::Arc;
 
@@ -33,6 +34,7 @@ use crate::password::Passwords;
 use crate::store::audit::AuditQueue;
 use crate::store::clients::ClientCache;
 use crate::store::refresh::RefreshPolicy;
+use crate::store::revocation::RevokedTokens;
 
 pub use error::OAuthError;
 
@@ -58,6 +60,10 @@ pub struct App {
     pub refresh: RefreshPolicy,
     /// Recently used clients.
     pub clients: ClientCache,
+    /// Recently verified access tokens.
+    pub(crate) verified: verified::VerifiedTokens,
+    /// Revoked access tokens, reloaded every second.
+    pub revoked: Arc<RevokedTokens>,
     /// The RFC 8414 metadata document, made once.
     metadata: String,
 }
@@ -79,6 +85,8 @@ impl App {
         App {
             logins: LoginLimiter::new(config.max_login_failures, config.login_window),
             clients: ClientCache::new(config.client_cache_ttl),
+            verified: verified::VerifiedTokens::default(),
+            revoked: Arc::new(RevokedTokens::default()),
             metadata: discovery::metadata(&config),
             config,
             db,

@@ -10,10 +10,10 @@ use axum::response::{IntoResponse, Response};
 
 use super::client_auth::{authenticate, Accept};
 use super::form::OAuthForm;
-use super::introspect::{looks_like_jwt, verify_access_token};
+use super::verified::{looks_like_jwt, verify_access_token};
 use super::{App, OAuthError};
 use crate::store::audit::Event;
-use crate::store::{refresh, revocation};
+use crate::store::refresh;
 
 /// Authorization: the client the token was issued to (others get the same
 /// 200 and nothing happens, RFC 7009 §2.2).
@@ -28,10 +28,10 @@ pub async fn revoke(State(app): State<Arc<App>>, form: OAuthForm) -> Result<Resp
     };
     if looks_like_jwt(token) {
         if let Some(verified) = verify_access_token(&app, token) {
-            let claims = verified.claims;
+            let claims = &verified.claims;
             if claims.custom.client_id == client.client_id {
                 if let (Some(jti), Some(exp)) = (claims.jti.as_deref(), claims.exp) {
-                    revocation::revoke_access_token(&app.db, jti, exp.seconds()).await?;
+                    app.revoked.revoke(&app.db, jti, exp.seconds()).await?;
                     app.audit.push(event(format!("access_token jti={jti}")));
                 }
             }

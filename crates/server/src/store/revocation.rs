@@ -47,3 +47,46 @@ pub async fn purge(db: &Db, at: i64) -> Result<u64, Error> {
     })?;
     Ok(removed)
 }
+
+/// Every revoked access token that has not expired yet, in memory, so
+/// introspection and the admin API check revocation without a query.
+///
+/// Revocations made through this instance are seen at once; those made
+/// through another instance on the same database arrive with the next
+/// [`RevokedTokens::reload`], which the server runs every second. Access
+/// tokens live minutes and are rarely revoked, so the set stays small.
+#[derive(Debug, Default)]
+pub struct RevokedTokens {
+    jtis: std::sync::RwLock<std::collections::HashSet<String>>,
+}
+
+impl RevokedTokens {
+    /// Whether the access token `jti` is revoked.
+    pub fn contains(&self, jti: &str) -> bool {
+        self.jtis
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(jti)
+    }
+
+    /// Revoke the access token `jti` until `expires_at`: in the database and
+    /// here.
+    pub async fn revoke(&self, db: &Db, jti: &str, expires_at: i64) -> Result<(), Error> {
+        revoke_access_token(db, jti, expires_at).await?;
+        self.jtis
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(jti.to_owned());
+        Ok(())
+    }
+
+    /// Replace the set with the database's unexpired revocations.
+    pub async fn reload(&self, db: &Db) -> Result<(), Error> {
+        let rows: Vec<(String,)> = on_pool!(db.read(), p => sqlx::query_as(
+            "SELECT jti FROM revoked_access_tokens WHERE expires_at > $1"
+        ).bind(crate::store::now()).fetch_all(p).await)?;
+        let fresh = rows.into_iter().map(|(jti,)| jti).collect();
+        *self.jtis.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(())
+    }
+}

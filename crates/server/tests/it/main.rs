@@ -174,7 +174,7 @@ impl Harness {
             opened.config,
             opened.db,
             opened.keys,
-            Passwords::new(2).unwrap(),
+            Passwords::new(2),
             audit,
         ));
         Some(Harness {

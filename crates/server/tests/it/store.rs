@@ -375,6 +375,21 @@ async fn revocations_and_assertions_are_remembered_until_they_expire(backend: Ba
         .await
         .unwrap());
 
+    // Two instances' in-memory sets: one revokes, the other learns at its
+    // next reload.
+    let here = revocation::RevokedTokens::default();
+    let there = revocation::RevokedTokens::default();
+    there.reload(&h.db).await.unwrap();
+    assert!(
+        there.contains("jti-1") && !there.contains("jti-old"),
+        "expired revocations are not loaded"
+    );
+    here.revoke(&h.db, "jti-3", now + 60).await.unwrap();
+    assert!(here.contains("jti-3"));
+    assert!(!there.contains("jti-3"));
+    there.reload(&h.db).await.unwrap();
+    assert!(there.contains("jti-3"));
+
     assert_eq!(revocation::purge(&h.db, now).await.unwrap(), 1);
     assert!(!revocation::is_access_token_revoked(&h.db, "jti-old")
         .await

@@ -16,10 +16,9 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::json;
 
-use super::introspect::verify_access_token;
+use super::verified::verify_access_token;
 use super::App;
 use crate::store::audit::Event;
-use crate::store::revocation;
 
 /// The scope an access token needs for the admin API.
 pub const ADMIN_SCOPE: &str = "tessera:admin";
@@ -129,18 +128,15 @@ impl FromRequestParts<Arc<App>> for Admin {
         let verified = verify_access_token(app, token)
             .ok_or_else(|| BearerError::InvalidToken("the token is not valid").into_response())?;
         let jti = verified.claims.jti.as_deref().unwrap_or_default();
-        if revocation::is_access_token_revoked(&app.db, jti)
-            .await
-            .map_err(|e| super::OAuthError::server_error(&e).into_response())?
-        {
+        if app.revoked.contains(jti) {
             return Err(BearerError::InvalidToken("the token was revoked").into_response());
         }
-        let scopes = verified.claims.custom.scope.unwrap_or_default();
+        let scopes = verified.claims.custom.scope.as_deref().unwrap_or_default();
         if !scopes.split(' ').any(|s| s == ADMIN_SCOPE) {
             return Err(BearerError::InsufficientScope.into_response());
         }
         Ok(Admin {
-            subject: verified.claims.sub.unwrap_or_default(),
+            subject: verified.claims.sub.clone().unwrap_or_default(),
         })
     }
 }
