@@ -255,14 +255,9 @@ async fn rotate(
         }
     };
     let family = rotated.family;
-    if let Some(username) = &family.username {
-        let usable = users::find(&app.db, username)
-            .await?
-            .is_some_and(|u| !u.disabled && u.id == family.subject);
-        if !usable {
-            return Err(OAuthError::invalid_grant("the user can no longer log in"));
-        }
-    }
+    // No user lookup: disabling, deleting or re-passwording a user revokes
+    // (or deletes) the user's families in the same transaction, so a
+    // family that rotated is a user who may still log in.
     let family_scope = Scopes::parse(&family.scope)?;
     // RFC 6749 §6: a refresh may narrow the scope, never widen it.
     let scope = requested_scopes(form, &family_scope.intersection(&client.scopes))?;
