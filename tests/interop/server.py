@@ -1,0 +1,128 @@
+"""tessera serve against an OAuth client no one here wrote.
+
+authlib (OAuth2Session, over requests) fetches tokens with the
+client_credentials grant (client_secret_basic and client_secret_post) and
+the password grant, refreshes, introspects and revokes; PyJWT's
+PyJWKClient verifies every access token against the server's JWKS URL.
+Prints one line per check and a closing 'N passed, N failed' line.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import jwt
+import requests
+from authlib.integrations.requests_client import OAuth2Session
+from authlib.integrations.base_client.errors import OAuthError
+
+TESSERA = sys.argv[1]
+results = {"passed": 0, "failed": 0}
+
+
+def check(name, ok, detail=""):
+    results["passed" if ok else "failed"] += 1
+    print(("ok   " if ok else "FAIL ") + name + ("" if ok else f": {detail}"))
+
+
+def tessera(cwd, *args, stdin=None):
+    out = subprocess.run([TESSERA, *args], cwd=cwd, input=stdin, capture_output=True,
+                         text=True, check=True)
+    return out.stdout
+
+
+def start(cwd):
+    env = dict(os.environ, TESSERA_LOG="warn")
+    proc = subprocess.Popen([TESSERA, "serve", "--listen", "127.0.0.1:0"], cwd=cwd,
+                            stdout=subprocess.PIPE, text=True, env=env)
+    for line in proc.stdout:
+        if line.startswith("tessera: listening "):
+            return proc, "http://" + line.split()[2]
+    raise RuntimeError("tessera serve did not start")
+
+
+def verify(token, base, audience):
+    """A resource server's check: only the JWKS URL, PyJWT's client."""
+    jwks = jwt.PyJWKClient(base + "/.well-known/jwks.json")
+    key = jwks.get_signing_key_from_jwt(token)
+    header = jwt.get_unverified_header(token)
+    claims = jwt.decode(token, key.key, algorithms=["ES256"], audience=audience,
+                        issuer=base, options={"require": ["exp", "iat", "sub", "jti"]})
+    return header, claims
+
+
+def main():
+    with tempfile.TemporaryDirectory() as d:
+        svc = json.loads(tessera(d, "client", "add", "svc", "--scope", "orders:read",
+                                 "--scope", "orders:write", "--audience", "orders-api", "--json"))
+        web = json.loads(tessera(d, "client", "add", "web", "--grant", "password",
+                                 "--grant", "refresh_token", "--public", "--scope", "orders:read",
+                                 "--json"))
+        tessera(d, "user", "add", "alice", "--password-stdin", "--scope", "orders:read",
+                stdin="correct horse battery\n")
+        proc, base = start(d)
+        try:
+            meta = requests.get(base + "/.well-known/oauth-authorization-server", timeout=10).json()
+            token_url = meta["token_endpoint"]
+            check("metadata names the token endpoint", token_url == base + "/oauth2/token", meta)
+
+            for method in ["client_secret_basic", "client_secret_post"]:
+                s = OAuth2Session(svc["client_id"], svc["client_secret"], scope="orders:read",
+                                  token_endpoint_auth_method=method)
+                token = s.fetch_token(token_url, grant_type="client_credentials")
+                header, claims = verify(token["access_token"], base, "orders-api")
+                check(f"client_credentials with {method}",
+                      header.get("typ") == "at+jwt" and claims["scope"] == "orders:read"
+                      and claims["client_id"] == svc["client_id"], (header, claims))
+
+            s = OAuth2Session(svc["client_id"], "wrong-secret")
+            try:
+                s.fetch_token(token_url, grant_type="client_credentials")
+                check("a wrong secret is refused", False, "a token was issued")
+            except OAuthError as e:
+                check("a wrong secret is refused", e.error == "invalid_client", e.error)
+
+            user = OAuth2Session(web["client_id"], token_endpoint_auth_method="none",
+                                 scope="orders:read")
+            first = user.fetch_token(token_url, username="alice",
+                                     password="correct horse battery")
+            _, claims = verify(first["access_token"], base, base)
+            check("password grant", "refresh_token" in first and "auth_time" in claims, first)
+
+            second = user.refresh_token(token_url, refresh_token=first["refresh_token"])
+            _, claims = verify(second["access_token"], base, base)
+            check("refresh rotates the refresh token",
+                  second["refresh_token"] != first["refresh_token"] and claims["scope"] == "orders:read",
+                  second)
+
+            introspector = OAuth2Session(svc["client_id"], svc["client_secret"])
+            info = introspector.introspect_token(base + "/oauth2/introspect",
+                                                 token=second["refresh_token"]).json()
+            check("introspection of the live refresh token",
+                  info.get("active") is True and info.get("username") == "alice", info)
+
+            try:
+                user.refresh_token(token_url, refresh_token=first["refresh_token"])
+                check("a reused refresh token is refused", False, "it was accepted")
+            except OAuthError as e:
+                check("a reused refresh token is refused", e.error == "invalid_grant", e.error)
+            info = introspector.introspect_token(base + "/oauth2/introspect",
+                                                 token=second["refresh_token"]).json()
+            check("reuse revoked the whole family", info == {"active": False}, info)
+
+            third = user.fetch_token(token_url, username="alice", password="correct horse battery")
+            user.revoke_token(base + "/oauth2/revoke", token=third["access_token"])
+            info = introspector.introspect_token(base + "/oauth2/introspect",
+                                                 token=third["access_token"]).json()
+            check("a revoked access token is inactive", info == {"active": False}, info)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+            check("SIGTERM stops the server cleanly", proc.returncode == 0, proc.returncode)
+    print(f"{results['passed']} passed, {results['failed']} failed")
+    sys.exit(1 if results["failed"] else 0)
+
+
+main()
