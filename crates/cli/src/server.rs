@@ -23,7 +23,7 @@ pub struct ServerArgs {
     /// The data directory (SQLite database, master key) [default: ./tessera-data].
     #[arg(long, env = "TESSERA_DATA_DIR", global = true)]
     data_dir: Option<PathBuf>,
-    /// The database: sqlite://PATH or postgres://… [default: SQLite in the data directory].
+    /// The database: sqlite://PATH or postgres://… [default: SQLite in the data directory]. Prefer the environment variable when the URL holds a password.
     #[arg(
         long,
         env = "TESSERA_DATABASE_URL",
