@@ -106,6 +106,7 @@ fn post(agent: &ureq::Agent, url: &str, form: &[(&str, &str)]) -> Value {
     serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap()
 }
 
+#[derive(Default)]
 struct Outcome {
     rps: f64,
     p50_ms: f64,
@@ -249,11 +250,18 @@ fn main() {
     let z = format!("{secs}s");
     let c = conns.to_string();
     let form = "application/x-www-form-urlencoded";
+    // ONLY=refresh runs the refresh scenario alone (for profiling).
+    let only_refresh = std::env::var("ONLY").as_deref() == Ok("refresh");
+    let oha = move |args: &[&str]| if only_refresh { Outcome::default() } else { oha(args) };
     let cc_run = oha(&["-z", &z, "-c", &c, "-m", "POST", "-T", form, "-a", &cc_auth, "-d", "grant_type=client_credentials", &token_url]);
     let introspect_body = format!("token={token}");
     let intro = oha(&["-z", &z, "-c", &c, "-m", "POST", "-T", form, "-a", &cc_auth, "-d", &introspect_body, &format!("{base}/oauth2/introspect")]);
     let jwks = oha(&["-z", &z, "-c", &c, &format!("{base}/.well-known/jwks.json")]);
     let refresh = refresh_load(&base, &web, conns, secs);
+    if only_refresh {
+        println!("refresh: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms", refresh.rps, refresh.p50_ms, refresh.p99_ms);
+        return;
+    }
     let busy_rss = rss_kib(server.child.id());
 
     // Password logins saturate the hashers; /healthz is probed meanwhile.

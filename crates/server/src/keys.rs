@@ -198,11 +198,18 @@ impl Keys {
     pub async fn rotate(&self) -> Result<String, Error> {
         let now = now();
         let activate_at = now.saturating_add(secs(self.policy.announce));
-        let kid = loop {
-            if let Some(kid) = self.insert_next(now, activate_at).await? {
-                break kid;
+        // Another instance inserting the same generation at the same moment
+        // makes this attempt a no-op; the next one takes the generation after.
+        let mut kid = None;
+        for _ in 0..5 {
+            kid = self.insert_next(now, activate_at).await?;
+            if kid.is_some() {
+                break;
             }
-        };
+        }
+        let kid = kid.ok_or_else(|| {
+            Error::Database("could not store a new key: other instances kept winning".into())
+        })?;
         self.maintain().await?;
         Ok(kid)
     }

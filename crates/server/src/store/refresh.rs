@@ -108,6 +108,32 @@ pub struct Rotated {
 const FAMILY_COLUMNS: &str =
     "id, client_id, subject, username, scope, auth_time, expires_at, revoked_at";
 
+/// A presented token with its family.
+#[derive(sqlx::FromRow)]
+struct Claimed {
+    token_expires_at: i64,
+    used_at: Option<i64>,
+    #[sqlx(flatten)]
+    family: Family,
+}
+
+/// Mark a live token used, returning it with its family.
+const CLAIM: &str = "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL \
+    RETURNING expires_at AS token_expires_at, CAST(NULL AS BIGINT) AS used_at, family_id AS id, \
+    (SELECT client_id FROM refresh_families f WHERE f.id = refresh_tokens.family_id) AS client_id, \
+    (SELECT subject FROM refresh_families f WHERE f.id = refresh_tokens.family_id) AS subject, \
+    (SELECT username FROM refresh_families f WHERE f.id = refresh_tokens.family_id) AS username, \
+    (SELECT scope FROM refresh_families f WHERE f.id = refresh_tokens.family_id) AS scope, \
+    (SELECT auth_time FROM refresh_families f WHERE f.id = refresh_tokens.family_id) AS auth_time, \
+    (SELECT expires_at FROM refresh_families f WHERE f.id = refresh_tokens.family_id) AS expires_at, \
+    (SELECT revoked_at FROM refresh_families f WHERE f.id = refresh_tokens.family_id) AS revoked_at";
+
+/// A token that could not be claimed (used already), with its family.
+const LOOK_UP: &str =
+    "SELECT t.expires_at AS token_expires_at, t.used_at, f.id, f.client_id, f.subject, \
+    f.username, f.scope, f.auth_time, f.expires_at, f.revoked_at \
+    FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id WHERE t.token_hash = $1";
+
 /// Start a family and return its first token.
 pub async fn issue(
     db: &Db,
@@ -147,30 +173,41 @@ pub async fn rotate(
     client_id: &str,
     policy: &RefreshPolicy,
 ) -> Result<Result<Rotated, Refused>, Error> {
+    let work = (
+        db.clone(),
+        Zeroizing::new(presented.to_owned()),
+        client_id.to_owned(),
+        *policy,
+    );
+    db.in_write_lane(async move {
+        let (db, presented, client_id, policy) = work;
+        rotate_now(&db, &presented, &client_id, &policy).await
+    })
+    .await
+}
+
+async fn rotate_now(
+    db: &Db,
+    presented: &str,
+    client_id: &str,
+    policy: &RefreshPolicy,
+) -> Result<Result<Rotated, Refused>, Error> {
     let hash = token_digest(presented);
     let at = now();
     let successor = random_token()?;
-    let family_sql = format!("SELECT {FAMILY_COLUMNS} FROM refresh_families WHERE id = $1");
     let outcome = on_pool!(db.write(), p => {
         let mut tx = p.begin().await?;
-        // Write first: this statement decides the race.
-        let claimed: Option<(String, i64)> = sqlx::query_as(
-            "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL \
-             RETURNING family_id, expires_at"
-        ).bind(at).bind(&hash).fetch_optional(&mut *tx).await?;
-        let (family_id, token_expires, used_at) = match claimed {
-            Some((family_id, expires)) => (family_id, expires, None),
-            None => {
-                let row: Option<(String, i64, Option<i64>)> = sqlx::query_as(
-                    "SELECT family_id, expires_at, used_at FROM refresh_tokens WHERE token_hash = $1"
-                ).bind(&hash).fetch_optional(&mut *tx).await?;
-                match row {
-                    Some(row) => row,
-                    None => return Ok(Err(Refused::Unknown)),
-                }
-            }
+        // Write first: this statement decides the race. It also returns the
+        // family, so the common path costs one round trip to the writer.
+        let claimed: Option<Claimed> = sqlx::query_as(CLAIM).bind(at).bind(&hash).fetch_optional(&mut *tx).await?;
+        let claimed = match claimed {
+            Some(claimed) => claimed,
+            None => match sqlx::query_as(LOOK_UP).bind(&hash).fetch_optional(&mut *tx).await? {
+                Some(used) => used,
+                None => return Ok(Err(Refused::Unknown)),
+            },
         };
-        let family: Family = sqlx::query_as(&family_sql).bind(&family_id).fetch_one(&mut *tx).await?;
+        let Claimed { token_expires_at: token_expires, used_at, family } = claimed;
         // Refusals that are not reuse leave everything as it was.
         let refused = if family.client_id != client_id {
             Some(Refused::WrongClient)
