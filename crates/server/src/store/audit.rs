@@ -92,13 +92,24 @@ pub async fn record(db: &Db, event: Event) -> Result<(), Error> {
 
 /// Record several events in one transaction.
 pub async fn record_all(db: &Db, events: Vec<(i64, Event)>) -> Result<(), Error> {
+    // One multi-row INSERT per chunk: a statement per event would cost a
+    // round trip to the database per token issued.
+    const ROWS_PER_INSERT: usize = 200;
     on_pool!(db.write(), p => {
         let mut tx = p.begin().await?;
-        for (at, event) in events {
-            sqlx::query(INSERT)
-                .bind(at).bind(event.event).bind(event.client_id).bind(event.subject)
-                .bind(event.remote).bind(event.detail)
-                .execute(&mut *tx).await?;
+        for chunk in events.chunks(ROWS_PER_INSERT) {
+            let mut insert = sqlx::QueryBuilder::new(
+                "INSERT INTO audit_log (at, event, client_id, subject, remote, detail) ",
+            );
+            insert.push_values(chunk, |mut row, (at, event)| {
+                row.push_bind(*at)
+                    .push_bind(event.event)
+                    .push_bind(event.client_id.clone())
+                    .push_bind(event.subject.clone())
+                    .push_bind(event.remote.clone())
+                    .push_bind(event.detail.clone());
+            });
+            insert.build().execute(&mut *tx).await?;
         }
         tx.commit().await
     })?;

@@ -18,7 +18,32 @@ both_backends!(
     refused_refreshes_change_nothing,
     revocations_and_assertions_are_remembered_until_they_expire,
     keys_rotate_announce_and_retire,
+    audit_batches_keep_every_event,
 );
+
+async fn audit_batches_keep_every_event(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let events: Vec<_> = (0..450)
+        .map(|i| {
+            (
+                i,
+                audit::Event::new("token_issued")
+                    .client("c")
+                    .detail(format!("n={i}")),
+            )
+        })
+        .collect();
+    audit::record_all(&h.db, events).await.unwrap();
+    let stored = audit::recent(&h.db, Some("token_issued"), 1000)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 450, "three multi-row inserts, nothing lost");
+    assert_eq!(stored[0].detail.as_deref(), Some("n=449"), "newest first");
+    assert_eq!(stored[449].at, 0);
+    h.finish().await;
+}
 
 async fn users_are_unique_and_can_be_disabled_and_deleted(backend: Backend) {
     let Some(h) = Harness::new(backend).await else {
