@@ -73,6 +73,46 @@ fn admin(dir: &Path, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Add the user alice (password "correct horse", scope read).
+fn add_alice(dir: &Path, env: &[(&str, &str)]) {
+    admin(
+        dir,
+        &[
+            "user",
+            "add",
+            "alice",
+            "--password-stdin",
+            "--scope",
+            "read",
+        ],
+        Some("correct horse\n"),
+        env,
+    );
+}
+
+/// Add a public client for the password and refresh grants; its id.
+fn add_web_client(dir: &Path, env: &[(&str, &str)]) -> String {
+    let args = [
+        "client",
+        "add",
+        "web",
+        "--grant",
+        "password",
+        "--grant",
+        "refresh_token",
+        "--public",
+        "--scope",
+        "read",
+        "--json",
+    ];
+    let web: Value = serde_json::from_str(&admin(dir, &args, None, env)).unwrap();
+    assert!(
+        web["client_secret"].is_null(),
+        "public clients get no secret"
+    );
+    field(&web, "client_id")
+}
+
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -272,43 +312,8 @@ fn serve_starts_with_zero_configuration_and_stops_on_sigterm() {
 fn password_logins_refresh_and_reuse_over_http() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    admin(
-        d,
-        &[
-            "user",
-            "add",
-            "alice",
-            "--password-stdin",
-            "--scope",
-            "read",
-        ],
-        Some("correct horse\n"),
-        &[],
-    );
-    let web: Value = serde_json::from_str(&admin(
-        d,
-        &[
-            "client",
-            "add",
-            "web",
-            "--grant",
-            "password",
-            "--grant",
-            "refresh_token",
-            "--scope",
-            "read",
-            "--public",
-            "--json",
-        ],
-        None,
-        &[],
-    ))
-    .unwrap();
-    assert!(
-        web["client_secret"].is_null(),
-        "public clients get no secret"
-    );
-    let web = field(&web, "client_id");
+    add_alice(d, &[]);
+    let web = add_web_client(d, &[]);
     let users = admin(d, &["user", "list"], None, &[]);
     assert!(
         users.starts_with("alice\t") && users.contains("enabled"),
@@ -395,39 +400,8 @@ fn two_instances_share_one_postgres_database() {
         "both publish the same keys"
     );
 
-    admin(
-        d,
-        &[
-            "user",
-            "add",
-            "alice",
-            "--password-stdin",
-            "--scope",
-            "read",
-        ],
-        Some("correct horse\n"),
-        &env,
-    );
-    let web: Value = serde_json::from_str(&admin(
-        d,
-        &[
-            "client",
-            "add",
-            "web",
-            "--grant",
-            "password",
-            "--grant",
-            "refresh_token",
-            "--public",
-            "--scope",
-            "read",
-            "--json",
-        ],
-        None,
-        &env,
-    ))
-    .unwrap();
-    let web = field(&web, "client_id");
+    add_alice(d, &env);
+    let web = add_web_client(d, &env);
     let rs: Value =
         serde_json::from_str(&admin(d, &["client", "add", "api", "--json"], None, &env)).unwrap();
     let (rs_id, rs_secret) = (field(&rs, "client_id"), field(&rs, "client_secret"));
@@ -529,37 +503,8 @@ fn kill_9_loses_no_committed_token() {
         "[tokens]\nrefresh_grace = \"60s\"\n",
     )
     .unwrap();
-    admin(
-        d,
-        &[
-            "user",
-            "add",
-            "alice",
-            "--password-stdin",
-            "--scope",
-            "read",
-        ],
-        Some("correct horse\n"),
-        &[],
-    );
-    let web: Value = serde_json::from_str(&admin(
-        d,
-        &[
-            "client",
-            "add",
-            "web",
-            "--grant",
-            "password",
-            "--grant",
-            "refresh_token",
-            "--public",
-            "--json",
-        ],
-        None,
-        &[],
-    ))
-    .unwrap();
-    let web = field(&web, "client_id");
+    add_alice(d, &[]);
+    let web = add_web_client(d, &[]);
     let mut server = start(d, &["--config", "tessera.toml"], &[]);
     let base = server.base.clone();
 

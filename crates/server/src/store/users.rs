@@ -111,19 +111,37 @@ fn not_found(username: &str) -> Error {
     }
 }
 
-/// Enable or disable a user. Disabling also revokes the user's refresh
-/// token families, so existing sessions end at their next refresh.
-pub async fn set_disabled(db: &Db, username: &str, disabled: bool) -> Result<(), Error> {
+/// A change to a user that may end the user's sessions.
+enum Change<'a> {
+    Disabled(bool),
+    PasswordHash(&'a str),
+}
+
+/// Apply `change` to `username` and, when it must, revoke the user's
+/// refresh token families in the same transaction: the refresh grant
+/// relies on this to skip looking the user up.
+async fn apply(db: &Db, username: &str, change: Change<'_>) -> Result<(), Error> {
     let at = now();
+    let ends_sessions = match change {
+        Change::Disabled(disabled) => disabled.then_some("user disabled"),
+        Change::PasswordHash(_) => Some("password changed"),
+    };
     let changed = on_pool!(db.write(), p => {
         let mut tx = p.begin().await?;
-        let changed = sqlx::query("UPDATE users SET disabled = $1, updated_at = $2 WHERE username = $3")
-            .bind(disabled).bind(at).bind(username).execute(&mut *tx).await?.rows_affected();
-        if disabled {
+        let update = match change {
+            Change::Disabled(disabled) => {
+                sqlx::query("UPDATE users SET disabled = $1, updated_at = $2 WHERE username = $3").bind(disabled)
+            }
+            Change::PasswordHash(hash) => {
+                sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE username = $3").bind(hash)
+            }
+        };
+        let changed = update.bind(at).bind(username).execute(&mut *tx).await?.rows_affected();
+        if let Some(reason) = ends_sessions {
             sqlx::query(
-                "UPDATE refresh_families SET revoked_at = $1, revoked_reason = 'user disabled' \
-                 WHERE username = $2 AND revoked_at IS NULL"
-            ).bind(at).bind(username).execute(&mut *tx).await?;
+                "UPDATE refresh_families SET revoked_at = $1, revoked_reason = $2 \
+                 WHERE username = $3 AND revoked_at IS NULL"
+            ).bind(at).bind(reason).bind(username).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok::<_, sqlx::Error>(changed)
@@ -134,24 +152,15 @@ pub async fn set_disabled(db: &Db, username: &str, disabled: bool) -> Result<(),
     Ok(())
 }
 
+/// Enable or disable a user. Disabling also revokes the user's refresh
+/// token families, so existing sessions end at their next refresh.
+pub async fn set_disabled(db: &Db, username: &str, disabled: bool) -> Result<(), Error> {
+    apply(db, username, Change::Disabled(disabled)).await
+}
+
 /// Replace a user's password hash and end the user's sessions.
 pub async fn set_password(db: &Db, username: &str, password_hash: &str) -> Result<(), Error> {
-    let at = now();
-    let changed = on_pool!(db.write(), p => {
-        let mut tx = p.begin().await?;
-        let changed = sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE username = $3")
-            .bind(password_hash).bind(at).bind(username).execute(&mut *tx).await?.rows_affected();
-        sqlx::query(
-            "UPDATE refresh_families SET revoked_at = $1, revoked_reason = 'password changed' \
-             WHERE username = $2 AND revoked_at IS NULL"
-        ).bind(at).bind(username).execute(&mut *tx).await?;
-        tx.commit().await?;
-        Ok::<_, sqlx::Error>(changed)
-    })?;
-    if changed == 0 {
-        return Err(not_found(username));
-    }
-    Ok(())
+    apply(db, username, Change::PasswordHash(password_hash)).await
 }
 
 /// Delete a user and the user's refresh token families.

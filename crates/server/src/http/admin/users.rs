@@ -51,24 +51,28 @@ pub async fn delete(
 }
 
 /// Authorization: admin scope.
-pub async fn disable(
-    State(app): AppState,
-    admin: Admin,
-    Path(username): Path<String>,
-) -> AdminResult {
-    users::set_disabled(&app.db, &username, true).await?;
-    app.audit.push(admin.event("user_disabled", &username));
-    Ok(StatusCode::NO_CONTENT.into_response())
+pub async fn disable(state: AppState, admin: Admin, Path(username): Path<String>) -> AdminResult {
+    set_disabled(state, admin, username, true).await
 }
 
 /// Authorization: admin scope.
-pub async fn enable(
+pub async fn enable(state: AppState, admin: Admin, Path(username): Path<String>) -> AdminResult {
+    set_disabled(state, admin, username, false).await
+}
+
+async fn set_disabled(
     State(app): AppState,
     admin: Admin,
-    Path(username): Path<String>,
+    username: String,
+    disabled: bool,
 ) -> AdminResult {
-    users::set_disabled(&app.db, &username, false).await?;
-    app.audit.push(admin.event("user_enabled", &username));
+    users::set_disabled(&app.db, &username, disabled).await?;
+    let event = if disabled {
+        "user_disabled"
+    } else {
+        "user_enabled"
+    };
+    app.audit.push(admin.event(event, &username));
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
