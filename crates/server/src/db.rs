@@ -2,7 +2,7 @@
 //!
 //! Both backends run the same SQL text: it is written in the dialect the two
 //! share (`$1` placeholders in order, `ON CONFLICT`, `RETURNING`, integer
-//! seconds for times, digests as bytes), and [`on_pool!`] expands each query
+//! seconds for times, digests as bytes), and `on_pool!` expands each query
 //! once per backend so both are checked by the compiler with their native
 //! driver types. Schemas live in `migrations/sqlite` and
 //! `migrations/postgres`, kept in step.

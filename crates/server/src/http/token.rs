@@ -60,9 +60,10 @@ pub async fn token(State(app): State<Arc<App>>, form: OAuthForm) -> Result<Respo
     // RFC 7523 §3.1: with the jwt-bearer grant the assertion's issuer may
     // stand for the client.
     let (client, assertion) = if grant == GrantType::JwtBearer {
-        let authenticated = match identifies_client(&form) {
-            true => Some(authenticate(&app, &form, Accept::AnyClient).await?),
-            false => None,
+        let authenticated = if identifies_client(&form) {
+            Some(authenticate(&app, &form, Accept::AnyClient).await?)
+        } else {
+            None
         };
         let verified = verify_assertion(&app, form.require("assertion")?)
             .await?

@@ -129,7 +129,8 @@ pub async fn recent(db: &Db, event: Option<&str>, limit: i64) -> Result<Vec<Reco
 ///
 /// Handlers that issue tokens at a high rate record through it, so the
 /// audit trail costs one transaction per batch rather than one write per
-/// request. [`AuditQueue::close`] flushes what is queued on shutdown.
+/// request. On shutdown, once every queue handle is dropped,
+/// [`AuditWriter::finish`] waits until what was queued is written.
 #[derive(Clone, Debug)]
 pub struct AuditQueue {
     tx: tokio::sync::mpsc::UnboundedSender<(i64, Event)>,
