@@ -33,7 +33,11 @@ impl Drop for Server {
 }
 
 fn tessera_bin() -> PathBuf {
-    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/release/tessera");
+    // TESSERA_BIN compares another build (A/B runs).
+    let bin = std::env::var_os("TESSERA_BIN").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/release/tessera"),
+        PathBuf::from,
+    );
     assert!(bin.exists(), "build it first: cargo build --release -p tessera-cli");
     bin
 }
@@ -224,6 +228,7 @@ fn main() {
     let backend = if env_args().is_empty() { "SQLite" } else { "PostgreSQL" };
 
     let cc: Value = serde_json::from_str(&admin(d, &["client", "add", "load", "--scope", "read", "--json"], None)).unwrap();
+    // `-a=…`: a client id may begin with '-', which oha would take for a flag.
     let cc_auth = format!("{}:{}", cc["client_id"].as_str().unwrap(), cc["client_secret"].as_str().unwrap());
     let web: Value = serde_json::from_str(&admin(
         d,
@@ -239,6 +244,7 @@ fn main() {
     let idle_rss = rss_kib(server.child.id());
     let base = server.base.clone();
     let token_url = format!("{base}/oauth2/token");
+    let cc_auth_arg = format!("-a={cc_auth}");
     let token = post(&agent(), &token_url, &[
         ("grant_type", "client_credentials"),
         ("client_id", cc["client_id"].as_str().unwrap()),
@@ -250,16 +256,23 @@ fn main() {
     let z = format!("{secs}s");
     let c = conns.to_string();
     let form = "application/x-www-form-urlencoded";
-    // ONLY=refresh runs the refresh scenario alone (for profiling).
-    let only_refresh = std::env::var("ONLY").as_deref() == Ok("refresh");
-    let oha = move |args: &[&str]| if only_refresh { Outcome::default() } else { oha(args) };
-    let cc_run = oha(&["-z", &z, "-c", &c, "-m", "POST", "-T", form, "-a", &cc_auth, "-d", "grant_type=client_credentials", &token_url]);
+    // ONLY=client_credentials|introspection|jwks|refresh runs one scenario
+    // (for profiling) and prints its line.
+    let only = std::env::var("ONLY").ok();
+    let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    let run = |name: &str, args: &[&str]| if wanted(name) { oha(args) } else { Outcome::default() };
+    let cc_run = run("client_credentials", &["-z", &z, "-c", &c, "-m", "POST", "-T", form, &cc_auth_arg, "-d", "grant_type=client_credentials", &token_url]);
     let introspect_body = format!("token={token}");
-    let intro = oha(&["-z", &z, "-c", &c, "-m", "POST", "-T", form, "-a", &cc_auth, "-d", &introspect_body, &format!("{base}/oauth2/introspect")]);
-    let jwks = oha(&["-z", &z, "-c", &c, &format!("{base}/.well-known/jwks.json")]);
-    let refresh = refresh_load(&base, &web, conns, secs);
-    if only_refresh {
-        println!("refresh: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms", refresh.rps, refresh.p50_ms, refresh.p99_ms);
+    let intro = run("introspection", &["-z", &z, "-c", &c, "-m", "POST", "-T", form, &cc_auth_arg, "-d", &introspect_body, &format!("{base}/oauth2/introspect")]);
+    let jwks = run("jwks", &["-z", &z, "-c", &c, &format!("{base}/.well-known/jwks.json")]);
+    let refresh = if wanted("refresh") { refresh_load(&base, &web, conns, secs) } else { Outcome::default() };
+    if let Some(name) = &only {
+        let o = [("client_credentials", &cc_run), ("introspection", &intro), ("jwks", &jwks), ("refresh", &refresh)]
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, o)| o)
+            .unwrap_or_else(|| panic!("ONLY={name}: not a scenario"));
+        println!("{name}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms", o.rps, o.p50_ms, o.p99_ms);
         return;
     }
     let busy_rss = rss_kib(server.child.id());

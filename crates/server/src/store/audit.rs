@@ -125,6 +125,13 @@ pub async fn recent(db: &Db, event: Option<&str>, limit: i64) -> Result<Vec<Reco
     Ok(rows)
 }
 
+/// Events written in one transaction at most.
+const BATCH: usize = 4096;
+
+/// How long the writer lets events gather before writing a batch: the
+/// longest an event waits in memory.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// A queue that writes events in batches, off the request path.
 ///
 /// Handlers that issue tokens at a high rate record through it, so the
@@ -146,7 +153,18 @@ impl AuditQueue {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(i64, Event)>();
         let task = tokio::spawn(async move {
             let mut batch = Vec::new();
-            while rx.recv_many(&mut batch, 1024).await > 0 {
+            while rx.recv_many(&mut batch, BATCH).await > 0 {
+                // Let a busy moment's events gather: one transaction for
+                // many, and the writer woken less often.
+                if batch.len() < BATCH {
+                    tokio::time::sleep(GATHER).await;
+                    while batch.len() < BATCH {
+                        match rx.try_recv() {
+                            Ok(event) => batch.push(event),
+                            Err(_) => break,
+                        }
+                    }
+                }
                 let events = std::mem::take(&mut batch);
                 let count = events.len();
                 if let Err(e) = record_all(&db, events).await {
