@@ -1,0 +1,231 @@
+//! The verifier: keys, expectations, and a cache of verified tokens.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use tessera_jose::{jwt, Algorithm, Error, KeySet, NumericDate, Validation};
+
+use crate::Rejection;
+
+/// Verified tokens remembered at most, by default.
+const DEFAULT_CACHE_SIZE: usize = 10_000;
+
+/// A verified access token: who, for which client, with which scopes.
+#[derive(Clone, Debug)]
+pub struct AccessToken {
+    claims: Map<String, Value>,
+    scopes: BTreeSet<String>,
+    exp: Option<NumericDate>,
+}
+
+impl AccessToken {
+    fn new(claims: Map<String, Value>) -> AccessToken {
+        let scopes = claims
+            .get("scope")
+            .and_then(Value::as_str)
+            .map(|s| {
+                s.split(' ')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let exp = claims
+            .get("exp")
+            .and_then(Value::as_i64)
+            .map(NumericDate::from_seconds);
+        AccessToken {
+            claims,
+            scopes,
+            exp,
+        }
+    }
+
+    /// `sub`: the user or client the token is about.
+    pub fn subject(&self) -> Option<&str> {
+        self.claims.get("sub").and_then(Value::as_str)
+    }
+
+    /// `client_id`: the client the token was issued to (RFC 9068).
+    pub fn client_id(&self) -> Option<&str> {
+        self.claims.get("client_id").and_then(Value::as_str)
+    }
+
+    /// Whether the token carries `scope`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.contains(scope)
+    }
+
+    /// The token's scopes.
+    pub fn scopes(&self) -> impl Iterator<Item = &str> {
+        self.scopes.iter().map(String::as_str)
+    }
+
+    /// `exp`.
+    pub fn expires_at(&self) -> Option<NumericDate> {
+        self.exp
+    }
+
+    /// Every claim, as JSON.
+    pub fn claims(&self) -> &Map<String, Value> {
+        &self.claims
+    }
+
+    /// The claims as the caller's own type.
+    pub fn claims_as<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        T::deserialize(Value::Object(self.claims.clone()))
+    }
+}
+
+/// Checks bearer tokens. Cheap to clone: clones share keys and cache.
+#[derive(Clone, Debug)]
+pub struct Guard {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    keys: KeySet,
+    validation: Validation,
+    cache_size: usize,
+    cache: RwLock<HashMap<[u8; 32], Arc<AccessToken>>>,
+}
+
+/// Builds a [`Guard`].
+#[derive(Debug)]
+pub struct GuardBuilder {
+    issuer: String,
+    audience: String,
+    typ: Option<String>,
+    algorithms: Option<Vec<Algorithm>>,
+    leeway: Option<Duration>,
+    keys: KeySet,
+    cache_size: usize,
+}
+
+impl Guard {
+    /// Start a guard for tokens from `issuer` meant for `audience`,
+    /// signed by one of `keys` (a JWKS made into a [`KeySet`]).
+    pub fn builder(
+        issuer: impl Into<String>,
+        audience: impl Into<String>,
+        keys: KeySet,
+    ) -> GuardBuilder {
+        GuardBuilder {
+            issuer: issuer.into(),
+            audience: audience.into(),
+            typ: Some("at+jwt".into()),
+            algorithms: None,
+            leeway: None,
+            keys,
+            cache_size: DEFAULT_CACHE_SIZE,
+        }
+    }
+
+    /// Verify `token`, from the cache when it was verified before and has
+    /// not expired.
+    pub fn verify(&self, token: &str) -> Result<Arc<AccessToken>, Rejection> {
+        let key: [u8; 32] = {
+            let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+            let mut key = [0u8; 32];
+            key.copy_from_slice(d.as_ref());
+            key
+        };
+        let now = NumericDate::now();
+        let inner = &self.inner;
+        if inner.cache_size > 0 {
+            let cache = inner.cache.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(hit) = cache.get(&key) {
+                if hit.exp.is_some_and(|exp| exp > now) {
+                    return Ok(Arc::clone(hit));
+                }
+            }
+        }
+        let verified = jwt::verify::<Map<String, Value>>(token, &inner.keys, &inner.validation)
+            .map_err(|e| Rejection::InvalidToken {
+                description: match e {
+                    Error::Expired { .. } => "the access token expired",
+                    _ => "the access token is invalid",
+                },
+            })?;
+        let token = Arc::new(AccessToken::new(verified.claims.custom));
+        if inner.cache_size > 0 && token.exp.is_some() {
+            let mut cache = inner.cache.write().unwrap_or_else(|p| p.into_inner());
+            if cache.len() >= inner.cache_size {
+                cache.retain(|_, t| t.exp.is_some_and(|exp| exp > now));
+                if cache.len() >= inner.cache_size {
+                    cache.clear();
+                }
+            }
+            cache.insert(key, Arc::clone(&token));
+        }
+        Ok(token)
+    }
+}
+
+impl GuardBuilder {
+    /// Require this `typ` instead of `at+jwt` (`None`: any).
+    #[must_use]
+    pub fn typ(mut self, typ: Option<&str>) -> GuardBuilder {
+        self.typ = typ.map(str::to_owned);
+        self
+    }
+
+    /// Accept only these algorithms.
+    #[must_use]
+    pub fn algorithms(mut self, algs: impl IntoIterator<Item = Algorithm>) -> GuardBuilder {
+        self.algorithms = Some(algs.into_iter().collect());
+        self
+    }
+
+    /// Clock skew allowed on `exp` and `nbf` (default 60 s, at most 300 s).
+    #[must_use]
+    pub fn leeway(mut self, leeway: Duration) -> GuardBuilder {
+        self.leeway = Some(leeway);
+        self
+    }
+
+    /// How many verified tokens to remember (0: verify every request).
+    #[must_use]
+    pub fn cache_size(mut self, entries: usize) -> GuardBuilder {
+        self.cache_size = entries;
+        self
+    }
+
+    /// The guard; refused when the leeway is over
+    /// [`tessera_jose::jwt::MAX_LEEWAY`].
+    pub fn build(self) -> Result<Guard, Error> {
+        let mut validation = Validation::new()
+            .issuer(self.issuer)
+            .audience(self.audience);
+        if let Some(typ) = self.typ {
+            validation = validation.typ(typ);
+        }
+        if let Some(algs) = self.algorithms {
+            validation = validation.algorithms(algs);
+        }
+        if let Some(leeway) = self.leeway {
+            if leeway > jwt::MAX_LEEWAY {
+                return Err(Error::InvalidConfig {
+                    reason: format!(
+                        "leeway {}s is over the {}s maximum",
+                        leeway.as_secs(),
+                        jwt::MAX_LEEWAY.as_secs()
+                    ),
+                });
+            }
+            validation = validation.leeway(leeway);
+        }
+        Ok(Guard {
+            inner: Arc::new(Inner {
+                keys: self.keys,
+                validation,
+                cache_size: self.cache_size,
+                cache: RwLock::new(HashMap::new()),
+            }),
+        })
+    }
+}

@@ -1,0 +1,42 @@
+//! Protect a tower or axum API with JWT access tokens.
+//!
+//! ```
+//! use axum::{routing::get, Router};
+//! use tessera_guard::{AccessToken, Guard, GuardLayer, RequireScope};
+//! # fn main() -> Result<(), tessera_jose::Error> {
+//! # let jwks = r#"{"keys":[]}"#;
+//!
+//! async fn items(token: AccessToken) -> String {
+//!     format!("items for {}", token.subject().unwrap_or("?"))
+//! }
+//!
+//! let keys = tessera_jose::KeySet::from_jwks(&tessera_jose::JwkSet::from_json(jwks)?)?;
+//! let guard = Guard::builder("https://auth.example.com", "store-api", keys).build()?;
+//! let app: Router = Router::new()
+//!     .route("/items", get(items).layer(RequireScope::any(["items:read"])))
+//!     .layer(GuardLayer::new(guard));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [`GuardLayer`] checks the `Authorization: Bearer` token of every
+//! request (signature with the configured keys, issuer, audience, `typ`
+//! `at+jwt`, expiry) and hands the verified [`AccessToken`] to handlers;
+//! [`RequireScope`] adds per-route scope requirements. Failures answer as
+//! RFC 6750 §3 says: 401 `invalid_token` (with nothing an attacker could
+//! use), 400 `invalid_request` for a malformed header, 403
+//! `insufficient_scope` naming the scope needed.
+//!
+//! A client reuses its token for many requests, so verified tokens are
+//! remembered (by SHA-256, never past their `exp`, up to a size limit):
+//! a repeated token costs a hash instead of a signature check.
+
+mod error;
+mod guard;
+mod layer;
+mod scope;
+
+pub use error::Rejection;
+pub use guard::{AccessToken, Guard, GuardBuilder};
+pub use layer::{GuardLayer, GuardService, ResponseFuture};
+pub use scope::{RequireScope, RequireScopeService};

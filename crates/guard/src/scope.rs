@@ -1,0 +1,98 @@
+//! Per-route scope requirements.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::response::Response;
+use http::Request;
+use tower::{Layer, Service};
+
+use crate::layer::ResponseFuture;
+use crate::{AccessToken, Rejection};
+
+/// Requires scopes of the token [`crate::GuardLayer`] verified: any one of
+/// a list, or all of them. Put it inside the guard layer (on a route).
+#[derive(Clone, Debug)]
+pub struct RequireScope {
+    scopes: Arc<[String]>,
+    all: bool,
+}
+
+impl RequireScope {
+    /// At least one of `scopes`.
+    pub fn any<I, S>(scopes: I) -> RequireScope
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        RequireScope {
+            scopes: scopes.into_iter().map(Into::into).collect(),
+            all: false,
+        }
+    }
+
+    /// Every one of `scopes`.
+    pub fn all<I, S>(scopes: I) -> RequireScope
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        RequireScope {
+            scopes: scopes.into_iter().map(Into::into).collect(),
+            all: true,
+        }
+    }
+
+    fn allows(&self, token: &AccessToken) -> bool {
+        if self.all {
+            self.scopes.iter().all(|s| token.has_scope(s))
+        } else {
+            self.scopes.iter().any(|s| token.has_scope(s))
+        }
+    }
+}
+
+impl<S> Layer<S> for RequireScope {
+    type Service = RequireScopeService<S>;
+
+    fn layer(&self, inner: S) -> RequireScopeService<S> {
+        RequireScopeService {
+            inner,
+            required: self.clone(),
+        }
+    }
+}
+
+/// The service [`RequireScope`] makes.
+#[derive(Clone, Debug)]
+pub struct RequireScopeService<S> {
+    inner: S,
+    required: RequireScope,
+}
+
+impl<S, B> Service<Request<B>> for RequireScopeService<S>
+where
+    S: Service<Request<B>, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> ResponseFuture<S::Future> {
+        let refusal = match request.extensions().get::<Arc<AccessToken>>() {
+            None => Some(Rejection::Missing),
+            Some(token) if !self.required.allows(token) => Some(Rejection::InsufficientScope {
+                scope: self.required.scopes.join(" "),
+            }),
+            Some(_) => None,
+        };
+        match refusal {
+            Some(rejection) => ResponseFuture::refused(rejection),
+            None => ResponseFuture::inner(self.inner.call(request)),
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! tessera-guard through axum routers, without sockets.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::routing::get;
+use axum::Router;
+use http::{header, Request, StatusCode};
+use serde_json::json;
+use tessera_guard::{AccessToken, Guard, GuardLayer, RequireScope};
+use tessera_jose::jws::Header;
+use tessera_jose::{jwt, Algorithm, Claims, KeySet, NumericDate, SigningKey};
+use tower::ServiceExt;
+
+const ISS: &str = "https://auth.tessera.test";
+const AUD: &str = "store-api";
+
+struct Fixture {
+    key: SigningKey,
+    app: Router,
+}
+
+async fn me(token: AccessToken) -> String {
+    format!(
+        "{} via {}",
+        token.subject().unwrap_or("-"),
+        token.client_id().unwrap_or("-")
+    )
+}
+
+fn fixture_with(
+    configure: impl FnOnce(tessera_guard::GuardBuilder) -> tessera_guard::GuardBuilder,
+) -> Fixture {
+    let key = SigningKey::generate(Algorithm::ES256)
+        .unwrap()
+        .with_thumbprint_kid()
+        .unwrap();
+    let keys = KeySet::new(vec![key.verifying_key().unwrap()]).unwrap();
+    let guard = configure(Guard::builder(ISS, AUD, keys)).build().unwrap();
+    let app = Router::new()
+        .route("/me", get(me))
+        .route(
+            "/items",
+            get(me).layer(RequireScope::any(["items:read", "items:write"])),
+        )
+        .route(
+            "/admin",
+            get(me).layer(RequireScope::all(["items:write", "admin"])),
+        )
+        .layer(GuardLayer::new(guard))
+        .merge(Router::new().route("/unguarded", get(me)));
+    Fixture { key, app }
+}
+
+fn fixture() -> Fixture {
+    fixture_with(|b| b)
+}
+
+fn claims(scope: &str) -> Claims<serde_json::Value> {
+    Claims::with_custom(json!({ "client_id": "web", "scope": scope }))
+        .issuer(ISS)
+        .subject("alice")
+        .audience(AUD)
+        .issued_at(NumericDate::now())
+        .expires_at(NumericDate::now().plus(Duration::from_secs(300)))
+        .jwt_id("j-1")
+}
+
+fn sign(key: &SigningKey, claims: &Claims<serde_json::Value>) -> String {
+    jwt::sign_with_header(&Header::for_key(key).typ("at+jwt"), claims, key).unwrap()
+}
+
+async fn call(app: &Router, path: &str, authorization: &[&str]) -> (StatusCode, String, String) {
+    let mut request = Request::get(path);
+    for value in authorization {
+        request = request.header(header::AUTHORIZATION, *value);
+    }
+    let response = app
+        .clone()
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let challenge = response
+        .headers()
+        .get(header::WWW_AUTHENTICATE)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    (status, challenge, String::from_utf8(body.to_vec()).unwrap())
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+#[tokio::test]
+async fn a_valid_token_reaches_the_handler() {
+    let f = fixture();
+    let token = sign(&f.key, &claims("items:read"));
+    let (status, _, body) = call(&f.app, "/me", &[&bearer(&token)]).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "alice via web"));
+    // The scheme is case-insensitive (RFC 7235).
+    let (status, _, _) = call(&f.app, "/me", &[&format!("bearer {token}")]).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn missing_and_malformed_headers() {
+    let f = fixture();
+    let token = sign(&f.key, &claims(""));
+    let (status, challenge, _) = call(&f.app, "/me", &[]).await;
+    assert_eq!(
+        (status, challenge.as_str()),
+        (StatusCode::UNAUTHORIZED, "Bearer")
+    );
+    let (status, challenge, _) = call(&f.app, "/me", &["Basic YTpi"]).await;
+    assert_eq!(
+        (status, challenge.as_str()),
+        (StatusCode::UNAUTHORIZED, "Bearer")
+    );
+    let two = bearer(&token);
+    for headers in [
+        vec!["Bearer"],
+        vec!["Bearer "],
+        vec!["Bearer a b"],
+        vec![two.as_str(), two.as_str()],
+    ] {
+        let (status, challenge, _) = call(&f.app, "/me", &headers).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{headers:?}");
+        assert!(
+            challenge.starts_with("Bearer error=\"invalid_request\""),
+            "{challenge}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn invalid_tokens_are_refused_without_detail() {
+    let f = fixture();
+    let stranger = SigningKey::generate(Algorithm::ES256)
+        .unwrap()
+        .with_kid(f.key.kid().unwrap());
+    let public_as_secret = f
+        .key
+        .verifying_key()
+        .unwrap()
+        .to_public_jwk()
+        .unwrap()
+        .to_json();
+    let mut tampered = sign(&f.key, &claims("items:read"));
+    tampered.insert(
+        tampered.len() - 3,
+        if tampered.ends_with('A') { 'B' } else { 'A' },
+    );
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "wrong audience",
+            sign(&f.key, &claims("").audience("other-api")),
+        ),
+        (
+            "wrong issuer",
+            sign(&f.key, &claims("").issuer("https://evil.example")),
+        ),
+        ("typ JWT", jwt::sign(&claims(""), &f.key).unwrap()),
+        ("another key with our kid", sign(&stranger, &claims(""))),
+        ("tampered", tampered),
+        (
+            "alg none",
+            format!(
+                "{}.{}.",
+                b64("{\"alg\":\"none\",\"typ\":\"at+jwt\"}"),
+                b64("{\"sub\":\"alice\"}")
+            ),
+        ),
+        (
+            "HS256 keyed with the public key",
+            match SigningKey::hmac(Algorithm::HS256, public_as_secret.as_bytes()) {
+                Ok(hmac) => sign(&hmac, &claims("")),
+                Err(_) => format!("{}.{}.AAAA", b64("{\"alg\":\"HS256\"}"), b64("{}")),
+            },
+        ),
+        ("garbage", "not-a-token".into()),
+    ];
+    for (name, token) in cases {
+        let (status, challenge, _) = call(&f.app, "/me", &[&bearer(&token)]).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{name}");
+        assert_eq!(
+            challenge,
+            "Bearer error=\"invalid_token\", error_description=\"the access token is invalid\"",
+            "{name}: every invalid token gets the same answer"
+        );
+    }
+    let expired = claims("").expires_at(NumericDate::now().minus(Duration::from_secs(3600)));
+    let (status, challenge, _) = call(&f.app, "/me", &[&bearer(&sign(&f.key, &expired))]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(
+        challenge.contains("the access token expired"),
+        "{challenge}"
+    );
+}
+
+fn b64(text: &str) -> String {
+    tessera_jose::b64::encode(text.as_bytes())
+}
+
+#[tokio::test]
+async fn routes_require_their_scopes() {
+    let f = fixture();
+    let reader = sign(&f.key, &claims("items:read"));
+    let writer = sign(&f.key, &claims("items:write admin"));
+    let nobody = sign(&f.key, &claims("profile"));
+    assert_eq!(
+        call(&f.app, "/items", &[&bearer(&reader)]).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(&f.app, "/items", &[&bearer(&writer)]).await.0,
+        StatusCode::OK,
+        "any of"
+    );
+    let (status, challenge, _) = call(&f.app, "/items", &[&bearer(&nobody)]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        challenge,
+        "Bearer error=\"insufficient_scope\", scope=\"items:read items:write\""
+    );
+    assert_eq!(
+        call(&f.app, "/admin", &[&bearer(&writer)]).await.0,
+        StatusCode::OK
+    );
+    let (status, challenge, _) = call(&f.app, "/admin", &[&bearer(&reader)]).await;
+    assert_eq!(
+        (status, challenge.as_str()),
+        (
+            StatusCode::FORBIDDEN,
+            "Bearer error=\"insufficient_scope\", scope=\"items:write admin\""
+        )
+    );
+    // No token at all is 401 before any scope is looked at.
+    assert_eq!(
+        call(&f.app, "/admin", &[]).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn the_extractor_never_hands_out_an_unchecked_token() {
+    let f = fixture();
+    let token = sign(&f.key, &claims("items:read"));
+    let (status, _, _) = call(&f.app, "/unguarded", &[&bearer(&token)]).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "outside the layer there is no verified token"
+    );
+}
+
+#[tokio::test]
+async fn cached_tokens_never_outlive_their_expiry() {
+    let f = fixture_with(|b| b.leeway(Duration::ZERO).cache_size(1));
+    let short = claims("").expires_at(NumericDate::now().plus(Duration::from_secs(2)));
+    let short = sign(&f.key, &short);
+    let other = sign(&f.key, &claims("").jwt_id("j-2"));
+    assert_eq!(
+        call(&f.app, "/me", &[&bearer(&short)]).await.0,
+        StatusCode::OK
+    );
+    // A second token pushes the first out of a one-entry cache; both
+    // still verify.
+    assert_eq!(
+        call(&f.app, "/me", &[&bearer(&other)]).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(&f.app, "/me", &[&bearer(&short)]).await.0,
+        StatusCode::OK
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (status, challenge, _) = call(&f.app, "/me", &[&bearer(&short)]).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "served from the cache after exp"
+    );
+    assert!(challenge.contains("expired"));
+}
+
+#[tokio::test]
+async fn custom_claims_and_configuration() {
+    #[derive(serde::Deserialize)]
+    struct Mine {
+        client_id: String,
+        sub: String,
+    }
+    let key = SigningKey::generate(Algorithm::EdDSA).unwrap();
+    let keys = KeySet::new(vec![key.verifying_key().unwrap()]).unwrap();
+    let too_lenient = Guard::builder(ISS, AUD, keys.clone())
+        .leeway(Duration::from_secs(3600))
+        .build();
+    assert!(
+        too_lenient.is_err(),
+        "a leeway over 300 s is refused when built"
+    );
+    let only_es = Guard::builder(ISS, AUD, keys.clone())
+        .algorithms([Algorithm::ES256])
+        .build()
+        .unwrap();
+    let token = sign(&key, &claims("a b"));
+    assert!(
+        only_es.verify(&token).is_err(),
+        "EdDSA is not on the allow-list"
+    );
+    let guard = Guard::builder(ISS, AUD, keys).build().unwrap();
+    let verified = guard.verify(&token).unwrap();
+    let mine: Mine = verified.claims_as().unwrap();
+    assert_eq!(
+        (mine.client_id.as_str(), mine.sub.as_str()),
+        ("web", "alice")
+    );
+    assert_eq!(verified.scopes().collect::<Vec<_>>(), ["a", "b"]);
+    let plain_jwt = jwt::sign(&claims(""), &key).unwrap();
+    let any_typ = Guard::builder(
+        ISS,
+        AUD,
+        KeySet::new(vec![key.verifying_key().unwrap()]).unwrap(),
+    )
+    .typ(None)
+    .build()
+    .unwrap();
+    assert!(any_typ.verify(&plain_jwt).is_ok());
+    assert!(
+        guard.verify(&plain_jwt).is_err(),
+        "at+jwt is required by default"
+    );
+}
