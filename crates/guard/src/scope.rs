@@ -25,10 +25,7 @@ impl RequireScope {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        RequireScope {
-            scopes: scopes.into_iter().map(Into::into).collect(),
-            all: false,
-        }
+        RequireScope::new(scopes, false)
     }
 
     /// Every one of `scopes`.
@@ -37,9 +34,17 @@ impl RequireScope {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
+        RequireScope::new(scopes, true)
+    }
+
+    fn new<I, S>(scopes: I, all: bool) -> RequireScope
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
         RequireScope {
             scopes: scopes.into_iter().map(Into::into).collect(),
-            all: true,
+            all,
         }
     }
 
