@@ -17,6 +17,8 @@ pub enum Rejection {
         /// `"the access token expired"` or `"the access token is invalid"`.
         description: &'static str,
     },
+    /// The keys could not be fetched and none are cached (503).
+    KeysUnavailable,
     /// A valid token without the scope the route needs (403).
     InsufficientScope {
         /// The scope (or scopes, space-separated) the route needs.
@@ -31,6 +33,7 @@ impl Rejection {
             Rejection::Missing | Rejection::InvalidToken { .. } => StatusCode::UNAUTHORIZED,
             Rejection::Malformed => StatusCode::BAD_REQUEST,
             Rejection::InsufficientScope { .. } => StatusCode::FORBIDDEN,
+            Rejection::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -47,6 +50,7 @@ impl Rejection {
             Rejection::InsufficientScope { scope } => {
                 format!("Bearer error=\"insufficient_scope\", scope=\"{scope}\"")
             }
+            Rejection::KeysUnavailable => "Bearer".into(),
         }
     }
 }
@@ -54,6 +58,9 @@ impl Rejection {
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
         let mut response = self.status().into_response();
+        if self == Rejection::KeysUnavailable {
+            return response;
+        }
         // Scopes are RFC 6749 scope tokens (no quotes or backslashes), so
         // the challenge is always a valid header value.
         if let Ok(value) = HeaderValue::from_str(&self.challenge()) {

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use tessera_jose::{jwt, Algorithm, Error, KeySet, NumericDate, Validation};
 
-use crate::Rejection;
+use crate::{Rejection, RemoteJwks};
 
 /// Verified tokens remembered at most, by default.
 const DEFAULT_CACHE_SIZE: usize = 10_000;
@@ -86,9 +86,30 @@ pub struct Guard {
     inner: Arc<Inner>,
 }
 
+/// Where a guard's keys come from.
+#[derive(Clone, Debug)]
+pub enum Keys {
+    /// A fixed set.
+    Static(Arc<KeySet>),
+    /// A JWKS URL or the issuer's metadata, fetched and cached.
+    Remote(Arc<RemoteJwks>),
+}
+
+impl From<KeySet> for Keys {
+    fn from(keys: KeySet) -> Keys {
+        Keys::Static(Arc::new(keys))
+    }
+}
+
+impl From<RemoteJwks> for Keys {
+    fn from(remote: RemoteJwks) -> Keys {
+        Keys::Remote(Arc::new(remote))
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
-    keys: KeySet,
+    keys: Keys,
     validation: Validation,
     cache_size: usize,
     cache: RwLock<HashMap<[u8; 32], Arc<AccessToken>>>,
@@ -102,17 +123,17 @@ pub struct GuardBuilder {
     typ: Option<String>,
     algorithms: Option<Vec<Algorithm>>,
     leeway: Option<Duration>,
-    keys: KeySet,
+    keys: Keys,
     cache_size: usize,
 }
 
 impl Guard {
     /// Start a guard for tokens from `issuer` meant for `audience`,
-    /// signed by one of `keys` (a JWKS made into a [`KeySet`]).
+    /// signed by one of `keys` (a [`KeySet`], or a [`RemoteJwks`]).
     pub fn builder(
         issuer: impl Into<String>,
         audience: impl Into<String>,
-        keys: KeySet,
+        keys: impl Into<Keys>,
     ) -> GuardBuilder {
         GuardBuilder {
             issuer: issuer.into(),
@@ -120,14 +141,14 @@ impl Guard {
             typ: Some("at+jwt".into()),
             algorithms: None,
             leeway: None,
-            keys,
+            keys: keys.into(),
             cache_size: DEFAULT_CACHE_SIZE,
         }
     }
 
     /// Verify `token`, from the cache when it was verified before and has
     /// not expired.
-    pub fn verify(&self, token: &str) -> Result<Arc<AccessToken>, Rejection> {
+    pub async fn verify(&self, token: &str) -> Result<Arc<AccessToken>, Rejection> {
         let key: [u8; 32] = {
             let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
             let mut key = [0u8; 32];
@@ -144,13 +165,27 @@ impl Guard {
                 }
             }
         }
-        let verified = jwt::verify::<Map<String, Value>>(token, &inner.keys, &inner.validation)
+        let invalid = Rejection::InvalidToken {
+            description: "the access token is invalid",
+        };
+        let keys = match &inner.keys {
+            Keys::Static(keys) => Arc::clone(keys),
+            Keys::Remote(remote) => {
+                let header =
+                    tessera_jose::jws::decode_header(token).map_err(|_| invalid.clone())?;
+                remote.keys_for(header.kid.as_deref()).await.map_err(|e| {
+                    tracing::warn!(error = %e, "no keys to verify bearer tokens");
+                    Rejection::KeysUnavailable
+                })?
+            }
+        };
+        let verified = jwt::verify::<Map<String, Value>>(token, keys.as_ref(), &inner.validation)
             .map_err(|e| Rejection::InvalidToken {
-                description: match e {
-                    Error::Expired { .. } => "the access token expired",
-                    _ => "the access token is invalid",
-                },
-            })?;
+            description: match e {
+                Error::Expired { .. } => "the access token expired",
+                _ => "the access token is invalid",
+            },
+        })?;
         let token = Arc::new(AccessToken::new(verified.claims.custom));
         if inner.cache_size > 0 && token.exp.is_some() {
             let mut cache = inner.cache.write().unwrap_or_else(|p| p.into_inner());

@@ -45,52 +45,41 @@ pub struct GuardService<S> {
     guard: Guard,
 }
 
-/// The future of [`GuardService`]: the inner service's response, or the
+/// The future of [`GuardService`] (and of
+/// [`crate::RequireScopeService`]): the inner service's response, or the
 /// refusal.
-pub struct ResponseFuture<F> {
-    state: State<F>,
+pub struct ResponseFuture<E> {
+    inner: Pin<Box<dyn Future<Output = Result<Response, E>> + Send>>,
 }
 
-enum State<F> {
-    Inner(Pin<Box<F>>),
-    Refused(Option<Rejection>),
-}
-
-impl<F> std::fmt::Debug for ResponseFuture<F> {
+impl<E> std::fmt::Debug for ResponseFuture<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
 }
 
-impl<F> ResponseFuture<F> {
-    pub(crate) fn inner(future: F) -> ResponseFuture<F> {
+impl<E> ResponseFuture<E> {
+    pub(crate) fn new(
+        future: impl Future<Output = Result<Response, E>> + Send + 'static,
+    ) -> ResponseFuture<E> {
         ResponseFuture {
-            state: State::Inner(Box::pin(future)),
+            inner: Box::pin(future),
         }
     }
 
-    pub(crate) fn refused(rejection: Rejection) -> ResponseFuture<F> {
-        ResponseFuture {
-            state: State::Refused(Some(rejection)),
-        }
+    pub(crate) fn refused(rejection: Rejection) -> ResponseFuture<E>
+    where
+        E: Send + 'static,
+    {
+        ResponseFuture::new(std::future::ready(Ok(rejection.into_response())))
     }
 }
 
-impl<F, E> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<Response, E>>,
-{
+impl<E> Future for ResponseFuture<E> {
     type Output = Result<Response, E>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        match &mut this.state {
-            State::Inner(future) => future.as_mut().poll(cx),
-            State::Refused(rejection) => Poll::Ready(Ok(rejection.take().map_or_else(
-                || Rejection::Missing.into_response(),
-                IntoResponse::into_response,
-            ))),
-        }
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
     }
 }
 
@@ -118,25 +107,38 @@ fn bearer(parts: &http::HeaderMap) -> Result<&str, Rejection> {
 
 impl<S, B> Service<Request<B>> for GuardService<S>
 where
-    S: Service<Request<B>, Response = Response>,
+    S: Service<Request<B>, Response = Response> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request<B>) -> ResponseFuture<S::Future> {
-        let verified = bearer(request.headers()).and_then(|token| self.guard.verify(token));
-        match verified {
-            Ok(token) => {
-                request.extensions_mut().insert(token);
-                ResponseFuture::inner(self.inner.call(request))
+    fn call(&mut self, mut request: Request<B>) -> ResponseFuture<S::Error> {
+        let token = match bearer(request.headers()) {
+            Ok(token) => token.to_owned(),
+            Err(rejection) => return ResponseFuture::refused(rejection),
+        };
+        // The service that was polled ready goes into the future; a clone
+        // stays for the next call (the usual tower pattern).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let guard = self.guard.clone();
+        ResponseFuture::new(async move {
+            match guard.verify(&token).await {
+                Ok(verified) => {
+                    request.extensions_mut().insert(verified);
+                    inner.call(request).await
+                }
+                Err(rejection) => Ok(rejection.into_response()),
             }
-            Err(rejection) => ResponseFuture::refused(rejection),
-        }
+        })
     }
 }
 

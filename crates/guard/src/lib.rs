@@ -27,6 +27,11 @@
 //! use), 400 `invalid_request` for a malformed header, 403
 //! `insufficient_scope` naming the scope needed.
 //!
+//! Keys come from a [`KeySet`](tessera_jose::KeySet) or from a
+//! [`RemoteJwks`]: a JWKS URL, or the issuer's metadata, fetched and cached
+//! (max-age within bounds, refetch on an unknown `kid` with a cooldown,
+//! one fetch at a time, last good keys on failure, bounded time and size).
+//!
 //! A client reuses its token for many requests, so verified tokens are
 //! remembered (by SHA-256, never past their `exp`, up to a size limit):
 //! a repeated token costs a hash instead of a signature check.
@@ -34,9 +39,11 @@
 mod error;
 mod guard;
 mod layer;
+mod remote;
 mod scope;
 
 pub use error::Rejection;
-pub use guard::{AccessToken, Guard, GuardBuilder};
+pub use guard::{AccessToken, Guard, GuardBuilder, Keys};
 pub use layer::{GuardLayer, GuardService, ResponseFuture};
+pub use remote::{FetchError, RemoteJwks};
 pub use scope::{RequireScope, RequireScopeService};

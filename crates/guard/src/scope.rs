@@ -78,16 +78,18 @@ pub struct RequireScopeService<S> {
 impl<S, B> Service<Request<B>> for RequireScopeService<S>
 where
     S: Service<Request<B>, Response = Response>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<B>) -> ResponseFuture<S::Future> {
+    fn call(&mut self, request: Request<B>) -> ResponseFuture<S::Error> {
         let refusal = match request.extensions().get::<Arc<AccessToken>>() {
             None => Some(Rejection::Missing),
             Some(token) if !self.required.allows(token) => Some(Rejection::InsufficientScope {
@@ -97,7 +99,7 @@ where
         };
         match refusal {
             Some(rejection) => ResponseFuture::refused(rejection),
-            None => ResponseFuture::inner(self.inner.call(request)),
+            None => ResponseFuture::new(self.inner.call(request)),
         }
     }
 }

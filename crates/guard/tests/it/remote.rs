@@ -1,0 +1,301 @@
+//! Remote JWKS: a local HTTP server plays the authorization server.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use serde_json::json;
+use tessera_guard::{Guard, Rejection, RemoteJwks};
+use tessera_jose::jws::Header;
+use tessera_jose::{jwt, Algorithm, Claims, JwkSet, NumericDate, SigningKey};
+
+const AUD: &str = "store-api";
+
+#[derive(Default)]
+struct Served {
+    jwks: String,
+    cache_control: Option<String>,
+    status: u16,
+    delay: Duration,
+    issuer_override: Option<String>,
+}
+
+#[derive(Clone)]
+struct Shared {
+    served: Arc<Mutex<Served>>,
+    fetches: Arc<AtomicUsize>,
+    base: String,
+}
+
+struct JwksServer {
+    shared: Shared,
+}
+
+impl JwksServer {
+    async fn start(keys: &[&SigningKey]) -> JwksServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let shared = Shared {
+            served: Arc::new(Mutex::new(Served {
+                jwks: jwks(keys),
+                status: 200,
+                ..Served::default()
+            })),
+            fetches: Arc::new(AtomicUsize::new(0)),
+            base,
+        };
+        let app = Router::new()
+            .route("/jwks.json", get(serve_jwks))
+            .route(
+                "/.well-known/oauth-authorization-server",
+                get(serve_metadata),
+            )
+            .with_state(shared.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        JwksServer { shared }
+    }
+
+    fn url(&self) -> String {
+        format!("{}/jwks.json", self.shared.base)
+    }
+
+    fn set(&self, change: impl FnOnce(&mut Served)) {
+        change(&mut self.shared.served.lock().unwrap());
+    }
+
+    fn fetches(&self) -> usize {
+        self.shared.fetches.load(Ordering::SeqCst)
+    }
+}
+
+async fn serve_jwks(State(s): State<Shared>) -> axum::response::Response {
+    s.fetches.fetch_add(1, Ordering::SeqCst);
+    let (body, cache, status, delay) = {
+        let served = s.served.lock().unwrap();
+        (
+            served.jwks.clone(),
+            served.cache_control.clone(),
+            served.status,
+            served.delay,
+        )
+    };
+    tokio::time::sleep(delay).await;
+    let mut response = (StatusCode::from_u16(status).unwrap(), body).into_response();
+    if let Some(cache) = cache {
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, cache.parse().unwrap());
+    }
+    response
+}
+
+async fn serve_metadata(State(s): State<Shared>) -> axum::response::Response {
+    let issuer = s
+        .served
+        .lock()
+        .unwrap()
+        .issuer_override
+        .clone()
+        .unwrap_or_else(|| s.base.clone());
+    axum::Json(json!({ "issuer": issuer, "jwks_uri": format!("{}/jwks.json", s.base) }))
+        .into_response()
+}
+
+fn jwks(keys: &[&SigningKey]) -> String {
+    JwkSet::new(
+        keys.iter()
+            .map(|k| k.verifying_key().unwrap().to_public_jwk().unwrap())
+            .collect(),
+    )
+    .to_json()
+}
+
+fn key() -> SigningKey {
+    SigningKey::generate(Algorithm::ES256)
+        .unwrap()
+        .with_thumbprint_kid()
+        .unwrap()
+}
+
+fn token(key: &SigningKey, iss: &str) -> String {
+    let claims = Claims::new()
+        .issuer(iss)
+        .subject("alice")
+        .audience(AUD)
+        .expires_at(NumericDate::now().plus(Duration::from_secs(300)));
+    jwt::sign_with_header(&Header::for_key(key).typ("at+jwt"), &claims, key).unwrap()
+}
+
+const ISS: &str = "https://auth.tessera.test";
+
+fn guard(remote: RemoteJwks) -> Guard {
+    // No verified-token cache: every call below asks the key cache.
+    Guard::builder(ISS, AUD, remote)
+        .cache_size(0)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn keys_are_fetched_once_and_kept_for_max_age() {
+    let a = key();
+    let server = JwksServer::start(&[&a]).await;
+    server.set(|s| s.cache_control = Some("public, max-age=1".into()));
+    let g = guard(
+        RemoteJwks::url(server.url())
+            .unwrap()
+            .cache_bounds(Duration::from_secs(1), Duration::from_secs(60))
+            .cooldown(Duration::from_millis(100)),
+    );
+    for _ in 0..3 {
+        g.verify(&token(&a, ISS)).await.unwrap();
+    }
+    assert_eq!(server.fetches(), 1, "cached");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    g.verify(&token(&a, ISS)).await.unwrap();
+    assert_eq!(server.fetches(), 2, "refetched after max-age");
+
+    // A huge max-age is clamped to the upper bound.
+    let b = key();
+    let server = JwksServer::start(&[&b]).await;
+    server.set(|s| s.cache_control = Some("max-age=999999".into()));
+    let g = guard(
+        RemoteJwks::url(server.url())
+            .unwrap()
+            .cache_bounds(Duration::from_millis(10), Duration::from_secs(1))
+            .cooldown(Duration::ZERO),
+    );
+    g.verify(&token(&b, ISS)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    g.verify(&token(&b, ISS)).await.unwrap();
+    assert_eq!(server.fetches(), 2);
+}
+
+#[tokio::test]
+async fn an_unknown_kid_refetches_once_per_cooldown() {
+    let (a, b, c) = (key(), key(), key());
+    let server = JwksServer::start(&[&a]).await;
+    let g = guard(
+        RemoteJwks::url(server.url())
+            .unwrap()
+            .cooldown(Duration::from_secs(1)),
+    );
+    g.verify(&token(&a, ISS)).await.unwrap();
+    assert_eq!(server.fetches(), 1);
+    // The server rotates in key b; a token signed by b arrives after the
+    // cooldown: one refetch finds it.
+    server.set(|s| s.jwks = jwks(&[&a, &b]));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    g.verify(&token(&b, ISS)).await.unwrap();
+    assert_eq!(server.fetches(), 2);
+    // Unknown kids within the cooldown do not reach the server.
+    for _ in 0..20 {
+        let refused = g.verify(&token(&c, ISS)).await.unwrap_err();
+        assert!(matches!(refused, Rejection::InvalidToken { .. }));
+    }
+    assert_eq!(server.fetches(), 2, "no fetch storm from forged kids");
+}
+
+#[tokio::test]
+async fn failures_keep_the_last_good_keys() {
+    let a = key();
+    let server = JwksServer::start(&[&a]).await;
+    server.set(|s| s.cache_control = Some("max-age=1".into()));
+    let g = guard(
+        RemoteJwks::url(server.url())
+            .unwrap()
+            .cache_bounds(Duration::from_secs(1), Duration::from_secs(60))
+            .cooldown(Duration::ZERO),
+    );
+    g.verify(&token(&a, ISS)).await.unwrap();
+    server.set(|s| s.status = 500);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    g.verify(&token(&a, ISS))
+        .await
+        .expect("stale keys keep serving");
+    assert_eq!(server.fetches(), 2, "the refetch was tried");
+
+    // Without any good keys, requests get 503, not 401, and a failing
+    // server is not asked again before the cooldown.
+    let before = server.fetches();
+    let g = guard(RemoteJwks::url(server.url()).unwrap());
+    for _ in 0..5 {
+        assert_eq!(
+            g.verify(&token(&a, ISS)).await.unwrap_err(),
+            Rejection::KeysUnavailable
+        );
+    }
+    assert_eq!(server.fetches(), before + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hundred_simultaneous_requests_cause_one_fetch() {
+    let a = key();
+    let server = JwksServer::start(&[&a]).await;
+    server.set(|s| s.delay = Duration::from_millis(300));
+    let g = guard(RemoteJwks::url(server.url()).unwrap());
+    let t = token(&a, ISS);
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let (g, t) = (g.clone(), t.clone());
+            tokio::spawn(async move { g.verify(&t).await.is_ok() })
+        })
+        .collect();
+    for task in tasks {
+        assert!(task.await.unwrap());
+    }
+    assert_eq!(server.fetches(), 1);
+}
+
+#[tokio::test]
+async fn slow_and_oversized_documents_are_refused() {
+    let a = key();
+    let server = JwksServer::start(&[&a]).await;
+    server.set(|s| s.delay = Duration::from_secs(3));
+    let slow = RemoteJwks::url(server.url())
+        .unwrap()
+        .limits(Duration::from_millis(300), 64 * 1024)
+        .unwrap();
+    assert_eq!(
+        guard(slow).verify(&token(&a, ISS)).await.unwrap_err(),
+        Rejection::KeysUnavailable
+    );
+    server.set(|s| {
+        s.delay = Duration::ZERO;
+        s.jwks = format!("{{\"keys\":[],\"padding\":\"{}\"}}", "x".repeat(100 * 1024));
+    });
+    let small = RemoteJwks::url(server.url())
+        .unwrap()
+        .limits(Duration::from_secs(5), 64 * 1024)
+        .unwrap();
+    assert_eq!(
+        guard(small).verify(&token(&a, ISS)).await.unwrap_err(),
+        Rejection::KeysUnavailable
+    );
+}
+
+#[tokio::test]
+async fn discovery_follows_the_issuers_metadata() {
+    let a = key();
+    let server = JwksServer::start(&[&a]).await;
+    let issuer = server.shared.base.clone();
+    let g = Guard::builder(&issuer, AUD, RemoteJwks::discover(&issuer).unwrap())
+        .build()
+        .unwrap();
+    g.verify(&token(&a, &issuer)).await.unwrap();
+    assert_eq!(server.fetches(), 1);
+    // Metadata that claims another issuer is not trusted (RFC 8414 §3.3).
+    server.set(|s| s.issuer_override = Some("https://evil.example".into()));
+    let g = Guard::builder(&issuer, AUD, RemoteJwks::discover(&issuer).unwrap())
+        .build()
+        .unwrap();
+    assert_eq!(
+        g.verify(&token(&a, &issuer)).await.unwrap_err(),
+        Rejection::KeysUnavailable
+    );
+}
