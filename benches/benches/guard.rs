@@ -14,7 +14,10 @@ use tessera_jose::jws::Header;
 use tessera_jose::{jwt, Algorithm, Claims, KeySet, NumericDate, SigningKey};
 
 fn bench(c: &mut Criterion) {
-    let key = SigningKey::generate(Algorithm::ES256).unwrap().with_thumbprint_kid().unwrap();
+    let key = SigningKey::generate(Algorithm::ES256)
+        .unwrap()
+        .with_thumbprint_kid()
+        .unwrap();
     let claims = Claims::new()
         .issuer("https://auth.example.com")
         .subject("alice")
@@ -24,10 +27,15 @@ fn bench(c: &mut Criterion) {
     let token = jwt::sign_with_header(&Header::for_key(&key).typ("at+jwt"), &claims, &key).unwrap();
     let guard = |cache: usize| {
         let keys = KeySet::new(vec![key.verifying_key().unwrap()]).unwrap();
-        Guard::builder("https://auth.example.com", "store-api", keys).cache_size(cache).build().unwrap()
+        Guard::builder("https://auth.example.com", "store-api", keys)
+            .cache_size(cache)
+            .build()
+            .unwrap()
     };
     let (uncached, cached) = (guard(0), guard(1000));
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
 
     // The floor: the same signature over the same signing input.
     let (input, signature) = token.rsplit_once('.').unwrap();
@@ -50,7 +58,12 @@ fn bench(c: &mut Criterion) {
         .typ("at+jwt");
     group.bench_function("jwt::verify (tessera-jose)", |b| {
         b.iter(|| {
-            assert!(jwt::verify::<serde_json::Map<String, serde_json::Value>>(&token, &keys, &validation).is_ok())
+            assert!(jwt::verify::<serde_json::Map<String, serde_json::Value>>(
+                &token,
+                &keys,
+                &validation
+            )
+            .is_ok())
         })
     });
     group.bench_function("aws-lc-rs raw verify", |b| {

@@ -133,7 +133,10 @@ fn contenders(alg: Algorithm) -> Contenders {
         _ => jt::Algorithm::EdDSA,
     };
     let (enc, dec) = match alg {
-        Algorithm::HS256 => (jt::EncodingKey::from_secret(&[0x5a; 32]), jt::DecodingKey::from_secret(&[0x5a; 32])),
+        Algorithm::HS256 => (
+            jt::EncodingKey::from_secret(&[0x5a; 32]),
+            jt::DecodingKey::from_secret(&[0x5a; 32]),
+        ),
         Algorithm::RS256 | Algorithm::PS256 => (
             jt::EncodingKey::from_rsa_pem(private_pem.as_deref().unwrap().as_bytes()).unwrap(),
             jt::DecodingKey::from_rsa_pem(public_pem.as_deref().unwrap().as_bytes()).unwrap(),
@@ -149,7 +152,10 @@ fn contenders(alg: Algorithm) -> Contenders {
     };
     let mut jt_header = jt::Header::new(jt_alg);
     jt_header.kid = Some("bench".into());
-    sign.push(("jsonwebtoken", Box::new(move || jt::encode(&jt_header, &flat_claims(), &enc).unwrap())));
+    sign.push((
+        "jsonwebtoken",
+        Box::new(move || jt::encode(&jt_header, &flat_claims(), &enc).unwrap()),
+    ));
     let mut jt_validation = jt::Validation::new(jt_alg);
     jt_validation.set_issuer(&[ISSUER]);
     jt_validation.set_audience(&[AUDIENCE]);
@@ -163,10 +169,16 @@ fn contenders(alg: Algorithm) -> Contenders {
         ($pair:ty, $public:ty) => {{
             // Each key family has its own traits; the prelude brings them all.
             use jwt_simple::prelude::*;
-            let pair = <$pair>::from_pem(private_pem.as_deref().unwrap()).unwrap().with_key_id("bench");
+            let pair = <$pair>::from_pem(private_pem.as_deref().unwrap())
+                .unwrap()
+                .with_key_id("bench");
             let public = <$public>::from_pem(public_pem.as_deref().unwrap()).unwrap();
             let s: SignFn = Box::new(move || pair.sign(simple_claims()).unwrap());
-            let v: VerifyFn = Box::new(move |token| public.verify_token::<Access>(token, Some(simple_options())).is_ok());
+            let v: VerifyFn = Box::new(move |token| {
+                public
+                    .verify_token::<Access>(token, Some(simple_options()))
+                    .is_ok()
+            });
             (s, v)
         }};
     }
@@ -176,7 +188,11 @@ fn contenders(alg: Algorithm) -> Contenders {
             let verify_key = key.clone();
             (
                 Box::new(move || key.authenticate(simple_claims()).unwrap()),
-                Box::new(move |token| verify_key.verify_token::<Access>(token, Some(simple_options())).is_ok()),
+                Box::new(move |token| {
+                    verify_key
+                        .verify_token::<Access>(token, Some(simple_options()))
+                        .is_ok()
+                }),
             )
         }
         Algorithm::RS256 => simple_pair!(simple::RS256KeyPair, simple::RS256PublicKey),
@@ -211,11 +227,12 @@ fn raw(alg: Algorithm, der: Option<Vec<u8>>) -> (RawSignFn, RawVerifyFn) {
         }
         Algorithm::RS256 | Algorithm::PS256 => {
             let pair = sig::RsaKeyPair::from_pkcs8(der.as_deref().unwrap()).unwrap();
-            let (enc, params): (&'static dyn sig::RsaEncoding, &'static sig::RsaParameters) = if alg == Algorithm::RS256 {
-                (&sig::RSA_PKCS1_SHA256, &sig::RSA_PKCS1_2048_8192_SHA256)
-            } else {
-                (&sig::RSA_PSS_SHA256, &sig::RSA_PSS_2048_8192_SHA256)
-            };
+            let (enc, params): (&'static dyn sig::RsaEncoding, &'static sig::RsaParameters) =
+                if alg == Algorithm::RS256 {
+                    (&sig::RSA_PKCS1_SHA256, &sig::RSA_PKCS1_2048_8192_SHA256)
+                } else {
+                    (&sig::RSA_PSS_SHA256, &sig::RSA_PSS_2048_8192_SHA256)
+                };
             let public = sig::ParsedPublicKey::new(params, pair.public_key().as_ref()).unwrap();
             let rng = rand::SystemRandom::new();
             (
@@ -229,9 +246,15 @@ fn raw(alg: Algorithm, der: Option<Vec<u8>>) -> (RawSignFn, RawVerifyFn) {
         }
         Algorithm::ES256 | Algorithm::ES384 => {
             let (signing, verifying) = if alg == Algorithm::ES256 {
-                (&sig::ECDSA_P256_SHA256_FIXED_SIGNING, &sig::ECDSA_P256_SHA256_FIXED)
+                (
+                    &sig::ECDSA_P256_SHA256_FIXED_SIGNING,
+                    &sig::ECDSA_P256_SHA256_FIXED,
+                )
             } else {
-                (&sig::ECDSA_P384_SHA384_FIXED_SIGNING, &sig::ECDSA_P384_SHA384_FIXED)
+                (
+                    &sig::ECDSA_P384_SHA384_FIXED_SIGNING,
+                    &sig::ECDSA_P384_SHA384_FIXED,
+                )
             };
             let pair = sig::EcdsaKeyPair::from_pkcs8(signing, der.as_deref().unwrap()).unwrap();
             let public = sig::ParsedPublicKey::new(verifying, pair.public_key().as_ref()).unwrap();
@@ -242,8 +265,10 @@ fn raw(alg: Algorithm, der: Option<Vec<u8>>) -> (RawSignFn, RawVerifyFn) {
             )
         }
         _ => {
-            let pair = sig::Ed25519KeyPair::from_pkcs8_maybe_unchecked(der.as_deref().unwrap()).unwrap();
-            let public = sig::ParsedPublicKey::new(&sig::ED25519, pair.public_key().as_ref()).unwrap();
+            let pair =
+                sig::Ed25519KeyPair::from_pkcs8_maybe_unchecked(der.as_deref().unwrap()).unwrap();
+            let public =
+                sig::ParsedPublicKey::new(&sig::ED25519, pair.public_key().as_ref()).unwrap();
             (
                 Box::new(move |m| pair.sign(m).as_ref().to_vec()),
                 Box::new(move |m, s| public.verify_sig(m, s).is_ok()),
@@ -285,7 +310,12 @@ fn bench(c: &mut Criterion) {
             group.bench_function(*name, |b| b.iter(|| assert!(verify(black_box(&token)))));
         }
         group.bench_function("aws-lc-rs raw", |b| {
-            b.iter(|| assert!((contenders.raw_verify)(black_box(input.as_bytes()), black_box(&signature))))
+            b.iter(|| {
+                assert!((contenders.raw_verify)(
+                    black_box(input.as_bytes()),
+                    black_box(&signature)
+                ))
+            })
         });
         group.finish();
     }

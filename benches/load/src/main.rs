@@ -38,7 +38,10 @@ fn tessera_bin() -> PathBuf {
         || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/release/tessera"),
         PathBuf::from,
     );
-    assert!(bin.exists(), "build it first: cargo build --release -p tessera-cli");
+    assert!(
+        bin.exists(),
+        "build it first: cargo build --release -p tessera-cli"
+    );
     bin
 }
 
@@ -59,7 +62,12 @@ fn admin(dir: &Path, args: &[&str], stdin: Option<&str>) -> String {
         .unwrap();
     if let Some(input) = stdin {
         use std::io::Write;
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
     }
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "tessera {args:?}");
@@ -125,9 +133,8 @@ fn oha(args: &[&str]) -> Outcome {
         .args(args)
         .output()
         .expect("oha is installed (cargo install oha)");
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!("oha output: {e}: {}", String::from_utf8_lossy(&out.stderr))
-    });
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("oha output: {e}: {}", String::from_utf8_lossy(&out.stderr)));
     let ok = v["statusCodeDistribution"]["200"].as_u64().unwrap_or(0);
     let all: u64 = v["statusCodeDistribution"]
         .as_object()
@@ -162,12 +169,16 @@ fn refresh_load(base: &str, web: &str, connections: usize, secs: u64) -> Outcome
         let handles: Vec<_> = (0..connections)
             .map(|_| {
                 s.spawn(|| {
-                    let login = post(&agent(), &url, &[
-                        ("grant_type", "password"),
-                        ("client_id", web),
-                        ("username", "alice"),
-                        ("password", "correct horse battery"),
-                    ]);
+                    let login = post(
+                        &agent(),
+                        &url,
+                        &[
+                            ("grant_type", "password"),
+                            ("client_id", web),
+                            ("username", "alice"),
+                            ("password", "correct horse battery"),
+                        ],
+                    );
                     login["refresh_token"].as_str().unwrap().to_owned()
                 })
             })
@@ -185,7 +196,15 @@ fn refresh_load(base: &str, web: &str, connections: usize, secs: u64) -> Outcome
                 let mut mine = Vec::new();
                 while Instant::now() < deadline {
                     let t = Instant::now();
-                    let v = post(&agent, url, &[("grant_type", "refresh_token"), ("client_id", web), ("refresh_token", &token)]);
+                    let v = post(
+                        &agent,
+                        url,
+                        &[
+                            ("grant_type", "refresh_token"),
+                            ("client_id", web),
+                            ("refresh_token", &token),
+                        ],
+                    );
                     match v["refresh_token"].as_str() {
                         Some(next) => {
                             token = next.to_owned();
@@ -204,9 +223,17 @@ fn refresh_load(base: &str, web: &str, connections: usize, secs: u64) -> Outcome
     let elapsed = started.elapsed().as_secs_f64();
     let mut all = latencies.lock().unwrap().clone();
     all.sort();
-    let pct = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).map_or(f64::NAN, |d| d.as_secs_f64() * 1e3);
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
+    };
     let errors = *errors.lock().unwrap();
-    Outcome { rps: all.len() as f64 / elapsed, p50_ms: pct(0.5), p99_ms: pct(0.99), errors }
+    Outcome {
+        rps: all.len() as f64 / elapsed,
+        p50_ms: pct(0.5),
+        p99_ms: pct(0.99),
+        errors,
+    }
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -225,19 +252,55 @@ fn main() {
     let conns: usize = args.next().map_or(64, |s| s.parse().unwrap());
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let backend = if env_args().is_empty() { "SQLite" } else { "PostgreSQL" };
+    let backend = if env_args().is_empty() {
+        "SQLite"
+    } else {
+        "PostgreSQL"
+    };
 
-    let cc: Value = serde_json::from_str(&admin(d, &["client", "add", "load", "--scope", "read", "--json"], None)).unwrap();
+    let cc: Value = serde_json::from_str(&admin(
+        d,
+        &["client", "add", "load", "--scope", "read", "--json"],
+        None,
+    ))
+    .unwrap();
     // `-a=…`: a client id may begin with '-', which oha would take for a flag.
-    let cc_auth = format!("{}:{}", cc["client_id"].as_str().unwrap(), cc["client_secret"].as_str().unwrap());
+    let cc_auth = format!(
+        "{}:{}",
+        cc["client_id"].as_str().unwrap(),
+        cc["client_secret"].as_str().unwrap()
+    );
     let web: Value = serde_json::from_str(&admin(
         d,
-        &["client", "add", "web", "--grant", "password", "--grant", "refresh_token", "--public", "--scope", "read", "--json"],
+        &[
+            "client",
+            "add",
+            "web",
+            "--grant",
+            "password",
+            "--grant",
+            "refresh_token",
+            "--public",
+            "--scope",
+            "read",
+            "--json",
+        ],
         None,
     ))
     .unwrap();
     let web = web["client_id"].as_str().unwrap().to_owned();
-    admin(d, &["user", "add", "alice", "--password-stdin", "--scope", "read"], Some("correct horse battery\n"));
+    admin(
+        d,
+        &[
+            "user",
+            "add",
+            "alice",
+            "--password-stdin",
+            "--scope",
+            "read",
+        ],
+        Some("correct horse battery\n"),
+    );
 
     let (server, first_start) = start(d);
     std::thread::sleep(Duration::from_secs(2));
@@ -245,11 +308,15 @@ fn main() {
     let base = server.base.clone();
     let token_url = format!("{base}/oauth2/token");
     let cc_auth_arg = format!("-a={cc_auth}");
-    let token = post(&agent(), &token_url, &[
-        ("grant_type", "client_credentials"),
-        ("client_id", cc["client_id"].as_str().unwrap()),
-        ("client_secret", cc["client_secret"].as_str().unwrap()),
-    ])["access_token"]
+    let token = post(
+        &agent(),
+        &token_url,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", cc["client_id"].as_str().unwrap()),
+            ("client_secret", cc["client_secret"].as_str().unwrap()),
+        ],
+    )["access_token"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -260,32 +327,104 @@ fn main() {
     // (for profiling) and prints its line.
     let only = std::env::var("ONLY").ok();
     let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
-    let run = |name: &str, args: &[&str]| if wanted(name) { oha(args) } else { Outcome::default() };
-    let cc_run = run("client_credentials", &["-z", &z, "-c", &c, "-m", "POST", "-T", form, &cc_auth_arg, "-d", "grant_type=client_credentials", &token_url]);
+    let run = |name: &str, args: &[&str]| {
+        if wanted(name) {
+            oha(args)
+        } else {
+            Outcome::default()
+        }
+    };
+    let cc_run = run(
+        "client_credentials",
+        &[
+            "-z",
+            &z,
+            "-c",
+            &c,
+            "-m",
+            "POST",
+            "-T",
+            form,
+            &cc_auth_arg,
+            "-d",
+            "grant_type=client_credentials",
+            &token_url,
+        ],
+    );
     let introspect_body = format!("token={token}");
-    let intro = run("introspection", &["-z", &z, "-c", &c, "-m", "POST", "-T", form, &cc_auth_arg, "-d", &introspect_body, &format!("{base}/oauth2/introspect")]);
-    let jwks = run("jwks", &["-z", &z, "-c", &c, &format!("{base}/.well-known/jwks.json")]);
-    let refresh = if wanted("refresh") { refresh_load(&base, &web, conns, secs) } else { Outcome::default() };
+    let intro = run(
+        "introspection",
+        &[
+            "-z",
+            &z,
+            "-c",
+            &c,
+            "-m",
+            "POST",
+            "-T",
+            form,
+            &cc_auth_arg,
+            "-d",
+            &introspect_body,
+            &format!("{base}/oauth2/introspect"),
+        ],
+    );
+    let jwks = run(
+        "jwks",
+        &["-z", &z, "-c", &c, &format!("{base}/.well-known/jwks.json")],
+    );
+    let refresh = if wanted("refresh") {
+        refresh_load(&base, &web, conns, secs)
+    } else {
+        Outcome::default()
+    };
     if let Some(name) = &only {
-        let o = [("client_credentials", &cc_run), ("introspection", &intro), ("jwks", &jwks), ("refresh", &refresh)]
-            .into_iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, o)| o)
-            .unwrap_or_else(|| panic!("ONLY={name}: not a scenario"));
-        println!("{name}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms", o.rps, o.p50_ms, o.p99_ms);
+        let o = [
+            ("client_credentials", &cc_run),
+            ("introspection", &intro),
+            ("jwks", &jwks),
+            ("refresh", &refresh),
+        ]
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, o)| o)
+        .unwrap_or_else(|| panic!("ONLY={name}: not a scenario"));
+        println!(
+            "{name}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms",
+            o.rps, o.p50_ms, o.p99_ms
+        );
         return;
     }
     let busy_rss = rss_kib(server.child.id());
 
     // Password logins saturate the hashers; /healthz is probed meanwhile.
-    let password_body = format!("grant_type=password&client_id={web}&username=alice&password=correct+horse+battery");
+    let password_body = format!(
+        "grant_type=password&client_id={web}&username=alice&password=correct+horse+battery"
+    );
     let pw = {
-        let (z, c, url, body) = (z.clone(), c.clone(), token_url.clone(), password_body.clone());
-        std::thread::spawn(move || oha(&["-z", &z, "-c", &c, "-m", "POST", "-T", form, "-d", &body, &url]))
+        let (z, c, url, body) = (
+            z.clone(),
+            c.clone(),
+            token_url.clone(),
+            password_body.clone(),
+        );
+        std::thread::spawn(move || {
+            oha(&[
+                "-z", &z, "-c", &c, "-m", "POST", "-T", form, "-d", &body, &url,
+            ])
+        })
     };
     std::thread::sleep(Duration::from_millis(500));
     let probe_secs = format!("{}s", secs.saturating_sub(1).max(1));
-    let health = oha(&["-z", &probe_secs, "-c", "2", "-q", "200", &format!("{base}/healthz")]);
+    let health = oha(&[
+        "-z",
+        &probe_secs,
+        "-c",
+        "2",
+        "-q",
+        "200",
+        &format!("{base}/healthz"),
+    ]);
     let pw = pw.join().unwrap();
 
     // Start to ready on the existing database.
@@ -297,19 +436,38 @@ fn main() {
     println!("| scenario | req/s | p50 ms | p99 ms | errors | target |");
     println!("|---|---:|---:|---:|---:|---|");
     let row = |name: &str, o: &Outcome, target: &str| {
-        println!("| {name} | {:.0} | {:.2} | {:.2} | {} | {target} |", o.rps, o.p50_ms, o.p99_ms, o.errors);
+        println!(
+            "| {name} | {:.0} | {:.2} | {:.2} | {} | {target} |",
+            o.rps, o.p50_ms, o.p99_ms, o.errors
+        );
     };
     row("client_credentials", &cc_run, "≥ 15,000 req/s, p99 ≤ 10 ms");
     row("introspection (access token)", &intro, "≥ 20,000 req/s");
     row("JWKS", &jwks, "≥ 40,000 req/s");
     row("refresh (rotation)", &refresh, "≥ 2,000 req/s");
     row("password (Argon2id)", &pw, "saturated");
-    row("/healthz during password saturation", &health, "p99 ≤ 10 ms");
+    row(
+        "/healthz during password saturation",
+        &health,
+        "p99 ≤ 10 ms",
+    );
     println!();
     println!("| measure | value | target |");
     println!("|---|---:|---|");
-    println!("| idle RSS | {:.1} MiB | ≤ 20 MB |", idle_rss as f64 / 1024.0);
-    println!("| RSS after the runs | {:.1} MiB | |", busy_rss as f64 / 1024.0);
-    println!("| first start to ready (new database) | {:.0} ms | |", first_start.as_secs_f64() * 1e3);
-    println!("| start to ready (existing database) | {:.0} ms | ≤ 200 ms |", restart.as_secs_f64() * 1e3);
+    println!(
+        "| idle RSS | {:.1} MiB | ≤ 20 MB |",
+        idle_rss as f64 / 1024.0
+    );
+    println!(
+        "| RSS after the runs | {:.1} MiB | |",
+        busy_rss as f64 / 1024.0
+    );
+    println!(
+        "| first start to ready (new database) | {:.0} ms | |",
+        first_start.as_secs_f64() * 1e3
+    );
+    println!(
+        "| start to ready (existing database) | {:.0} ms | ≤ 200 ms |",
+        restart.as_secs_f64() * 1e3
+    );
 }

@@ -27,11 +27,16 @@ fn time<R>(name: &str, mut f: impl FnMut() -> R) {
     for _ in 0..n {
         black_box(f());
     }
-    println!("{name:40} {:>8.0} ns", start.elapsed().as_nanos() as f64 / n as f64);
+    println!(
+        "{name:40} {:>8.0} ns",
+        start.elapsed().as_nanos() as f64 / n as f64
+    );
 }
 
 fn main() {
-    let key = SigningKey::hmac(Algorithm::HS256, &[0x5a; 32]).unwrap().with_kid("bench");
+    let key = SigningKey::hmac(Algorithm::HS256, &[0x5a; 32])
+        .unwrap()
+        .with_kid("bench");
     let vk = key.verifying_key().unwrap();
     let now = NumericDate::now();
     let claims = Claims::with_custom(serde_json::json!({"client_id":"s6BhdRkqt3","scope":"openid profile items:read items:write"}))
@@ -43,22 +48,44 @@ fn main() {
     let sig = tessera_jose::b64::decode(sig).unwrap();
     let payload_b64 = input.split('.').nth(1).unwrap();
     let payload = tessera_jose::b64::decode(payload_b64).unwrap();
-    let v = Validation::new().issuer("https://auth.example.com").audience("https://api.example.com");
+    let v = Validation::new()
+        .issuer("https://auth.example.com")
+        .audience("https://api.example.com");
     let opts = VerifyOptions::new();
     let limits = Limits::default();
-    time("raw hmac verify", || vk.verify(input.as_bytes(), &sig).is_ok());
-    time("b64 decode payload", || tessera_jose::b64::decode(payload_b64));
-    time("Unverified::parse (header)", || jws::Unverified::parse(&token, &limits).is_ok());
-    time("jws::verify (no claims)", || jws::verify(&token, &vk, &opts).is_ok());
-    time("jwt::verify<NoCustomClaims>", || jwt::verify::<NoCustomClaims>(&token, &vk, &v).is_ok());
-    time("jwt::verify<Access>", || jwt::verify::<Access>(&token, &vk, &v).is_ok());
-    time("serde_json Access from payload", || serde_json::from_slice::<Access>(&payload).is_ok());
-    time("serde_json IgnoredAny over payload", || serde_json::from_slice::<serde::de::IgnoredAny>(&payload).is_ok());
+    time("raw hmac verify", || {
+        vk.verify(input.as_bytes(), &sig).is_ok()
+    });
+    time("b64 decode payload", || {
+        tessera_jose::b64::decode(payload_b64)
+    });
+    time("Unverified::parse (header)", || {
+        jws::Unverified::parse(&token, &limits).is_ok()
+    });
+    time("jws::verify (no claims)", || {
+        jws::verify(&token, &vk, &opts).is_ok()
+    });
+    time("jwt::verify<NoCustomClaims>", || {
+        jwt::verify::<NoCustomClaims>(&token, &vk, &v).is_ok()
+    });
+    time("jwt::verify<Access>", || {
+        jwt::verify::<Access>(&token, &vk, &v).is_ok()
+    });
+    time("serde_json Access from payload", || {
+        serde_json::from_slice::<Access>(&payload).is_ok()
+    });
+    time("serde_json IgnoredAny over payload", || {
+        serde_json::from_slice::<serde::de::IgnoredAny>(&payload).is_ok()
+    });
     time("NumericDate::now", NumericDate::now);
     let ed = SigningKey::generate(Algorithm::EdDSA).unwrap();
     let ed_input = token.rsplit_once('.').unwrap().0.as_bytes().to_vec();
-    time("EdDSA raw sign (via key.sign)", || ed.sign(&ed_input).unwrap());
+    time("EdDSA raw sign (via key.sign)", || {
+        ed.sign(&ed_input).unwrap()
+    });
     time("EdDSA jwt::sign", || jwt::sign(&claims, &ed).unwrap());
     time("HS256 jwt::sign", || jwt::sign(&claims, &key).unwrap());
-    time("serde_json claims to_vec", || serde_json::to_vec(&claims).unwrap());
+    time("serde_json claims to_vec", || {
+        serde_json::to_vec(&claims).unwrap()
+    });
 }

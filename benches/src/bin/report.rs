@@ -31,13 +31,19 @@ fn main() {
     // (group, function) -> mean ns
     let mut means: BTreeMap<(String, String), f64> = BTreeMap::new();
     let Ok(groups) = fs::read_dir(&root) else {
-        eprintln!("no criterion results under {}; run `cargo bench` first", root.display());
+        eprintln!(
+            "no criterion results under {}; run `cargo bench` first",
+            root.display()
+        );
         std::process::exit(2);
     };
     for group in groups.flatten() {
         for function in fs::read_dir(group.path()).into_iter().flatten().flatten() {
             let new = function.path().join("new");
-            let (Some(meta), Some(est)) = (read(&new.join("benchmark.json")), read(&new.join("estimates.json"))) else {
+            let (Some(meta), Some(est)) = (
+                read(&new.join("benchmark.json")),
+                read(&new.join("estimates.json")),
+            ) else {
                 continue;
             };
             let (Some(g), Some(f), Some(mean)) = (
@@ -56,8 +62,13 @@ fn main() {
         for alg in ORDER {
             let group = format!("{op}-{alg}");
             let get = |name: &str| means.get(&(group.clone(), name.to_owned())).copied();
-            let Some(tessera) = get("tessera") else { continue };
-            let cells: Vec<String> = CONTENDERS.iter().map(|c| get(c).map(human).unwrap_or_else(|| "-".into())).collect();
+            let Some(tessera) = get("tessera") else {
+                continue;
+            };
+            let cells: Vec<String> = CONTENDERS
+                .iter()
+                .map(|c| get(c).map(human).unwrap_or_else(|| "-".into()))
+                .collect();
             let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
                 (Some(a), Some(b)) => format!("{:.2}×", a / b),
                 _ => "-".into(),
