@@ -1,0 +1,151 @@
+//! `/items`.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use sqlx::SqlitePool;
+
+use crate::body::{check_name, Valid, Validate};
+use crate::{ApiError, ApiResult};
+
+#[derive(Serialize, sqlx::FromRow)]
+pub struct Item {
+    id: i64,
+    store_id: i64,
+    name: String,
+    /// In cents, so money never meets floating point.
+    price_cents: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ItemBody {
+    store_id: i64,
+    name: String,
+    price_cents: i64,
+}
+
+impl Validate for ItemBody {
+    fn problems(&self) -> BTreeMap<&'static str, String> {
+        let mut problems = BTreeMap::new();
+        check_name(&mut problems, &self.name);
+        if !(0..=100_000_000).contains(&self.price_cents) {
+            problems.insert("price_cents", "0 to 100000000".into());
+        }
+        problems
+    }
+}
+
+#[derive(Deserialize)]
+pub struct Filter {
+    store_id: Option<i64>,
+}
+
+const COLUMNS: &str = "id, store_id, name, price_cents";
+
+pub(crate) async fn of_store(db: &SqlitePool, store_id: i64) -> Result<Vec<Item>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM items WHERE store_id = $1 ORDER BY id"
+    ))
+    .bind(store_id)
+    .fetch_all(db)
+    .await
+}
+
+async fn store_exists(db: &SqlitePool, id: i64) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query("SELECT 1 FROM stores WHERE id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await?
+        .is_some())
+}
+
+fn unknown_store(id: i64) -> ApiError {
+    ApiError(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+        format!("store_id: no store {id}"),
+    )
+}
+
+/// `GET /items[?store_id=N]` (items:read).
+pub async fn list(
+    State(db): State<SqlitePool>,
+    Query(filter): Query<Filter>,
+) -> ApiResult<Json<Vec<Item>>> {
+    let items = match filter.store_id {
+        Some(store) => of_store(&db, store).await?,
+        None => {
+            sqlx::query_as(&format!("SELECT {COLUMNS} FROM items ORDER BY id"))
+                .fetch_all(&db)
+                .await?
+        }
+    };
+    Ok(Json(items))
+}
+
+/// `POST /items` (items:write).
+pub async fn create(
+    State(db): State<SqlitePool>,
+    Valid(body): Valid<ItemBody>,
+) -> ApiResult<(StatusCode, Json<Item>)> {
+    if !store_exists(&db, body.store_id).await? {
+        return Err(unknown_store(body.store_id));
+    }
+    let item = sqlx::query_as(&format!(
+        "INSERT INTO items (store_id, name, price_cents) VALUES ($1, $2, $3) RETURNING {COLUMNS}"
+    ))
+    .bind(body.store_id)
+    .bind(body.name.trim())
+    .bind(body.price_cents)
+    .fetch_one(&db)
+    .await?;
+    Ok((StatusCode::CREATED, Json(item)))
+}
+
+/// `GET /items/{id}` (items:read).
+pub async fn get(State(db): State<SqlitePool>, Path(id): Path<i64>) -> ApiResult<Json<Item>> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM items WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&db)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("item", id))
+}
+
+/// `PUT /items/{id}` (items:write): replace the item.
+pub async fn update(
+    State(db): State<SqlitePool>,
+    Path(id): Path<i64>,
+    Valid(body): Valid<ItemBody>,
+) -> ApiResult<Json<Item>> {
+    if !store_exists(&db, body.store_id).await? {
+        return Err(unknown_store(body.store_id));
+    }
+    sqlx::query_as(&format!(
+        "UPDATE items SET store_id = $1, name = $2, price_cents = $3 WHERE id = $4 RETURNING {COLUMNS}"
+    ))
+    .bind(body.store_id)
+    .bind(body.name.trim())
+    .bind(body.price_cents)
+    .bind(id)
+    .fetch_optional(&db)
+    .await?
+    .map(Json)
+    .ok_or_else(|| ApiError::not_found("item", id))
+}
+
+/// `DELETE /items/{id}` (store:admin).
+pub async fn delete(State(db): State<SqlitePool>, Path(id): Path<i64>) -> ApiResult<StatusCode> {
+    let deleted = sqlx::query("DELETE FROM items WHERE id = $1")
+        .bind(id)
+        .execute(&db)
+        .await?;
+    if deleted.rows_affected() == 0 {
+        return Err(ApiError::not_found("item", id));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}

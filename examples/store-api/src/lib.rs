@@ -1,0 +1,120 @@
+//! An example API protected by tessera-guard: stores and the items in
+//! them, on SQLite. Reads need `items:read`, writes `items:write`, deletes
+//! `store:admin`.
+//!
+//! Run it next to `tessera serve` (see the README's "Example API"):
+//! `cargo run -p store-api -- --issuer http://127.0.0.1:8080`.
+
+mod body;
+mod items;
+mod openapi;
+mod stores;
+
+use std::str::FromStr;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool};
+use tessera_guard::{Guard, GuardLayer, RequireScope};
+
+/// Scope for reads.
+pub const READ: &str = "items:read";
+/// Scope for creating and changing.
+pub const WRITE: &str = "items:write";
+/// Scope for deleting.
+pub const ADMIN: &str = "store:admin";
+
+/// Open (creating) the database and apply the migrations.
+pub async fn open_db(url: &str) -> Result<SqlitePool, sqlx::Error> {
+    let options = SqliteConnectOptions::from_str(url)?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .foreign_keys(true);
+    let pool = SqlitePool::connect_with(options).await?;
+    sqlx::migrate!("./migrations").run(&pool).await?;
+    Ok(pool)
+}
+
+/// The API: every route behind `guard`, each with its scope.
+pub fn app(pool: SqlitePool, guard: Guard) -> Router {
+    let read = || RequireScope::any([READ]);
+    let write = || RequireScope::any([WRITE]);
+    let admin = || RequireScope::any([ADMIN]);
+    let api = Router::new()
+        .route(
+            "/stores",
+            get(stores::list)
+                .layer(read())
+                .merge(axum::routing::post(stores::create).layer(write())),
+        )
+        .route(
+            "/stores/{id}",
+            get(stores::get)
+                .layer(read())
+                .merge(axum::routing::delete(stores::delete).layer(admin())),
+        )
+        .route(
+            "/items",
+            get(items::list)
+                .layer(read())
+                .merge(axum::routing::post(items::create).layer(write())),
+        )
+        .route(
+            "/items/{id}",
+            get(items::get)
+                .layer(read())
+                .merge(axum::routing::put(items::update).layer(write()))
+                .merge(axum::routing::delete(items::delete).layer(admin())),
+        )
+        .layer(GuardLayer::new(guard))
+        .with_state(pool);
+    Router::new()
+        .route("/openapi.json", get(openapi::document))
+        .route("/docs", get(openapi::page))
+        .merge(api)
+}
+
+/// An API error: `{"error": …, "message": …}` with its status.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, &'static str, String);
+
+impl ApiError {
+    fn not_found(what: &str, id: i64) -> ApiError {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no {what} {id}"),
+        )
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> ApiError {
+        match &e {
+            sqlx::Error::Database(db) if db.is_unique_violation() => ApiError(
+                StatusCode::CONFLICT,
+                "conflict",
+                "a store with this name exists".into(),
+            ),
+            _ => {
+                eprintln!("store-api: database error: {e}");
+                ApiError(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server_error",
+                    "the database failed".into(),
+                )
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1, "message": self.2 }))).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,86 @@
+//! `GET /openapi.json` (OpenAPI 3.1, bearer scheme) and `GET /docs`
+//! (Swagger UI, loaded by the browser from a CDN).
+
+use axum::http::header;
+use axum::response::{Html, IntoResponse, Response};
+use serde_json::{json, Value};
+
+fn op(summary: &str, scope: &str, ok: &str, body: Option<&str>, id: bool) -> Value {
+    let mut op = json!({
+        "summary": summary,
+        "security": [{ "bearer": [scope] }],
+        "responses": {
+            ok: { "description": "Success" },
+            "401": { "description": "Missing or invalid token (WWW-Authenticate: Bearer error=\"invalid_token\")" },
+            "403": { "description": format!("The token lacks the {scope} scope") }
+        }
+    });
+    if let Some(schema) = body {
+        op["requestBody"] = json!({ "required": true, "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } } });
+        op["responses"]["422"] = json!({ "description": "Invalid body: what to fix, by field" });
+    }
+    if id {
+        op["parameters"] = json!([{ "name": "id", "in": "path", "required": true, "schema": { "type": "integer" } }]);
+        op["responses"]["404"] = json!({ "description": "No such resource" });
+    }
+    op
+}
+
+/// Authorization: none.
+pub async fn document() -> Response {
+    let doc = json!({
+        "openapi": "3.1.0",
+        "info": { "title": "Store API (tessera example)", "version": "0.1.0",
+                  "description": "Stores and items. Tokens come from tessera serve; reads need items:read, writes items:write, deletes store:admin." },
+        "paths": {
+            "/stores": {
+                "get": op("List stores", crate::READ, "200", None, false),
+                "post": op("Create a store", crate::WRITE, "201", Some("NewStore"), false)
+            },
+            "/stores/{id}": {
+                "get": op("A store with its items", crate::READ, "200", None, true),
+                "delete": op("Delete a store and its items", crate::ADMIN, "204", None, true)
+            },
+            "/items": {
+                "get": { "parameters": [{ "name": "store_id", "in": "query", "schema": { "type": "integer" } }],
+                         "summary": "List items (of one store with store_id)", "security": [{ "bearer": [crate::READ] }],
+                         "responses": { "200": { "description": "Success" } } },
+                "post": op("Create an item", crate::WRITE, "201", Some("Item"), false)
+            },
+            "/items/{id}": {
+                "get": op("An item", crate::READ, "200", None, true),
+                "put": op("Replace an item", crate::WRITE, "200", Some("Item"), true),
+                "delete": op("Delete an item", crate::ADMIN, "204", None, true)
+            }
+        },
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT" } },
+            "schemas": {
+                "NewStore": { "type": "object", "required": ["name"], "additionalProperties": false,
+                              "properties": { "name": { "type": "string", "minLength": 1, "maxLength": 100 } } },
+                "Item": { "type": "object", "required": ["store_id", "name", "price_cents"], "additionalProperties": false,
+                          "properties": { "store_id": { "type": "integer" },
+                                          "name": { "type": "string", "minLength": 1, "maxLength": 100 },
+                                          "price_cents": { "type": "integer", "minimum": 0, "maximum": 100000000 } } }
+            }
+        }
+    });
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        doc.to_string(),
+    )
+        .into_response()
+}
+
+/// Authorization: none.
+pub async fn page() -> Html<&'static str> {
+    Html(
+        r##"<!doctype html>
+<html><head><meta charset="utf-8"><title>Store API</title>
+<link rel="stylesheet" href="https://unpkg.com/swagger-ui-dist@5/swagger-ui.css"></head>
+<body><div id="ui"></div>
+<script src="https://unpkg.com/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
+<script>SwaggerUIBundle({ url: "/openapi.json", dom_id: "#ui" });</script>
+</body></html>"##,
+    )
+}

@@ -1,0 +1,87 @@
+//! `/stores`.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use sqlx::SqlitePool;
+
+use crate::body::{check_name, Valid, Validate};
+use crate::items::Item;
+use crate::{ApiError, ApiResult};
+
+#[derive(Serialize, sqlx::FromRow)]
+pub struct Store {
+    id: i64,
+    name: String,
+}
+
+#[derive(Serialize)]
+pub struct StoreWithItems {
+    #[serde(flatten)]
+    store: Store,
+    items: Vec<Item>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewStore {
+    name: String,
+}
+
+impl Validate for NewStore {
+    fn problems(&self) -> BTreeMap<&'static str, String> {
+        let mut problems = BTreeMap::new();
+        check_name(&mut problems, &self.name);
+        problems
+    }
+}
+
+/// `GET /stores` (items:read).
+pub async fn list(State(db): State<SqlitePool>) -> ApiResult<Json<Vec<Store>>> {
+    Ok(Json(
+        sqlx::query_as("SELECT id, name FROM stores ORDER BY id")
+            .fetch_all(&db)
+            .await?,
+    ))
+}
+
+/// `POST /stores` (items:write).
+pub async fn create(
+    State(db): State<SqlitePool>,
+    Valid(new): Valid<NewStore>,
+) -> ApiResult<(StatusCode, Json<Store>)> {
+    let store = sqlx::query_as("INSERT INTO stores (name) VALUES ($1) RETURNING id, name")
+        .bind(new.name.trim())
+        .fetch_one(&db)
+        .await?;
+    Ok((StatusCode::CREATED, Json(store)))
+}
+
+/// `GET /stores/{id}` (items:read): the store and its items.
+pub async fn get(
+    State(db): State<SqlitePool>,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<StoreWithItems>> {
+    let store: Store = sqlx::query_as("SELECT id, name FROM stores WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&db)
+        .await?
+        .ok_or_else(|| ApiError::not_found("store", id))?;
+    let items = crate::items::of_store(&db, id).await?;
+    Ok(Json(StoreWithItems { store, items }))
+}
+
+/// `DELETE /stores/{id}` (store:admin): the store and its items.
+pub async fn delete(State(db): State<SqlitePool>, Path(id): Path<i64>) -> ApiResult<StatusCode> {
+    let deleted = sqlx::query("DELETE FROM stores WHERE id = $1")
+        .bind(id)
+        .execute(&db)
+        .await?;
+    if deleted.rows_affected() == 0 {
+        return Err(ApiError::not_found("store", id));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}

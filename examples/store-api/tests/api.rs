@@ -1,0 +1,307 @@
+//! The store API through its router, without sockets: scopes, CRUD,
+//! validation, documents.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use axum::Router;
+use serde_json::{json, Value};
+use tessera_guard::Guard;
+use tessera_jose::jws::Header;
+use tessera_jose::{jwt, Algorithm, Claims, KeySet, NumericDate, SigningKey};
+use tower::ServiceExt;
+
+const ISS: &str = "https://auth.tessera.test";
+
+struct Api {
+    app: Router,
+    key: SigningKey,
+    _dir: tempfile::TempDir,
+}
+
+impl Api {
+    async fn new() -> Api {
+        let dir = tempfile::tempdir().unwrap();
+        let db = store_api::open_db(&format!("sqlite://{}", dir.path().join("s.db").display()))
+            .await
+            .unwrap();
+        let key = SigningKey::generate(Algorithm::ES256)
+            .unwrap()
+            .with_thumbprint_kid()
+            .unwrap();
+        let keys = KeySet::new(vec![key.verifying_key().unwrap()]).unwrap();
+        let guard = Guard::builder(ISS, "store-api", keys).build().unwrap();
+        Api {
+            app: store_api::app(db, guard),
+            key,
+            _dir: dir,
+        }
+    }
+
+    fn token(&self, scope: &str) -> String {
+        let claims = Claims::with_custom(json!({ "scope": scope, "client_id": "c" }))
+            .issuer(ISS)
+            .subject("alice")
+            .audience("store-api")
+            .expires_at(NumericDate::now().plus(Duration::from_secs(300)));
+        jwt::sign_with_header(
+            &Header::for_key(&self.key).typ("at+jwt"),
+            &claims,
+            &self.key,
+        )
+        .unwrap()
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        scope: Option<&str>,
+        body: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(scope) = scope {
+            request = request.header(
+                header::AUTHORIZATION,
+                format!("Bearer {}", self.token(scope)),
+            );
+        }
+        let body = match body {
+            Some(text) => {
+                request = request.header(header::CONTENT_TYPE, "application/json");
+                Body::from(text.to_owned())
+            }
+            None => Body::empty(),
+        };
+        let response = self
+            .app
+            .clone()
+            .oneshot(request.body(body).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+}
+
+const RW: &str = "items:read items:write";
+const ALL: &str = "items:read items:write store:admin";
+
+#[tokio::test]
+async fn stores_and_items_round_trip() {
+    let api = Api::new().await;
+    let (status, store) = api
+        .call(
+            Method::POST,
+            "/stores",
+            Some(RW),
+            Some(r#"{"name":"  Corner shop "}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{store}");
+    assert_eq!(store["name"], "Corner shop");
+    let sid = store["id"].as_i64().unwrap();
+    let (status, _) = api
+        .call(
+            Method::POST,
+            "/stores",
+            Some(RW),
+            Some(r#"{"name":"Corner shop"}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+
+    let item = json!({ "store_id": sid, "name": "Chair", "price_cents": 1999 }).to_string();
+    let (status, created) = api
+        .call(Method::POST, "/items", Some(RW), Some(&item))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let iid = created["id"].as_i64().unwrap();
+    let (_, with_items) = api
+        .call(
+            Method::GET,
+            &format!("/stores/{sid}"),
+            Some("items:read"),
+            None,
+        )
+        .await;
+    assert_eq!(with_items["items"][0]["name"], "Chair");
+
+    let changed = json!({ "store_id": sid, "name": "Chair", "price_cents": 1499 }).to_string();
+    let (status, updated) = api
+        .call(
+            Method::PUT,
+            &format!("/items/{iid}"),
+            Some(RW),
+            Some(&changed),
+        )
+        .await;
+    assert_eq!(
+        (status, updated["price_cents"].as_i64()),
+        (StatusCode::OK, Some(1499))
+    );
+    let (_, listed) = api
+        .call(
+            Method::GET,
+            &format!("/items?store_id={sid}"),
+            Some("items:read"),
+            None,
+        )
+        .await;
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+
+    // Deleting needs the admin scope; a store takes its items with it.
+    let (status, _) = api
+        .call(Method::DELETE, &format!("/stores/{sid}"), Some(RW), None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = api
+        .call(Method::DELETE, &format!("/stores/{sid}"), Some(ALL), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = api
+        .call(Method::GET, &format!("/items/{iid}"), Some(ALL), None)
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "the item went with its store"
+    );
+    let (status, err) = api
+        .call(Method::DELETE, &format!("/stores/{sid}"), Some(ALL), None)
+        .await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+}
+
+#[tokio::test]
+async fn every_route_checks_its_scope() {
+    let api = Api::new().await;
+    let body = r#"{"name":"x"}"#;
+    let routes = [
+        (Method::GET, "/stores", None, "items:read"),
+        (Method::POST, "/stores", Some(body), "items:write"),
+        (Method::GET, "/stores/1", None, "items:read"),
+        (Method::DELETE, "/stores/1", None, "store:admin"),
+        (Method::GET, "/items", None, "items:read"),
+        (Method::POST, "/items", Some(body), "items:write"),
+        (Method::GET, "/items/1", None, "items:read"),
+        (Method::PUT, "/items/1", Some(body), "items:write"),
+        (Method::DELETE, "/items/1", None, "store:admin"),
+    ];
+    for (method, path, body, scope) in routes {
+        let (status, _) = api.call(method.clone(), path, None, body).await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "{method} {path} without a token"
+        );
+        let (status, _) = api.call(method.clone(), path, Some("profile"), body).await;
+        assert_eq!(
+            status,
+            StatusCode::FORBIDDEN,
+            "{method} {path} without {scope}"
+        );
+        let (status, _) = api.call(method.clone(), path, Some(scope), body).await;
+        assert!(
+            status != StatusCode::FORBIDDEN && status != StatusCode::UNAUTHORIZED,
+            "{method} {path} with {scope}: {status}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_bodies_get_422_with_what_to_fix() {
+    let api = Api::new().await;
+    let (_, store) = api
+        .call(Method::POST, "/stores", Some(RW), Some(r#"{"name":"S"}"#))
+        .await;
+    let sid = store["id"].as_i64().unwrap();
+    let cases = [
+        ("not JSON", "{name:", "invalid_body"),
+        (
+            "a field of the wrong type",
+            r#"{"store_id":"one","name":"x","price_cents":1}"#,
+            "invalid_body",
+        ),
+        (
+            "an unknown field",
+            &*format!(r#"{{"store_id":{sid},"name":"x","price_cents":1,"colour":"red"}}"#),
+            "invalid_body",
+        ),
+        ("a missing field", r#"{"name":"x"}"#, "invalid_body"),
+        (
+            "a negative price",
+            &*format!(r#"{{"store_id":{sid},"name":"x","price_cents":-5}}"#),
+            "validation_failed",
+        ),
+        (
+            "an empty name",
+            &*format!(r#"{{"store_id":{sid},"name":"   ","price_cents":5}}"#),
+            "validation_failed",
+        ),
+        (
+            "an unknown store",
+            r#"{"store_id":999,"name":"x","price_cents":5}"#,
+            "validation_failed",
+        ),
+    ];
+    for (name, body, error) in cases {
+        let (status, answer) = api.call(Method::POST, "/items", Some(RW), Some(body)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{name}: {answer}");
+        assert_eq!(answer["error"], error, "{name}: {answer}");
+    }
+    let (_, answer) = api
+        .call(
+            Method::POST,
+            "/items",
+            Some(RW),
+            Some(&format!(
+                r#"{{"store_id":{sid},"name":"","price_cents":-1}}"#
+            )),
+        )
+        .await;
+    assert!(
+        answer["fields"]["name"].is_string() && answer["fields"]["price_cents"].is_string(),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn the_api_describes_itself() {
+    let api = Api::new().await;
+    let (status, doc) = api.call(Method::GET, "/openapi.json", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    let paths: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(paths, ["/items", "/items/{id}", "/stores", "/stores/{id}"]);
+    let response = api
+        .app
+        .clone()
+        .oneshot(Request::get("/docs").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let html = axum::body::to_bytes(response.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&html).contains("/openapi.json"));
+}
