@@ -565,3 +565,238 @@ fn kill_9_loses_no_committed_token() {
         assert_eq!(status, 200, "after {rotations} rotations and a crash: {v}");
     }
 }
+
+/// Call the store API with a bearer token.
+fn api(base: &str, method: &str, path: &str, token: &str, body: Option<&str>) -> u16 {
+    let request = ureq::http::Request::builder()
+        .method(method)
+        .uri(format!("{base}{path}"))
+        .header("Authorization", format!("Bearer {token}"))
+        .header("Content-Type", "application/json");
+    let response = agent()
+        .run(request.body(body.unwrap_or("").to_owned()).unwrap())
+        .unwrap();
+    response.status().as_u16()
+}
+
+#[test]
+fn store_api_accepts_the_servers_tokens_and_follows_its_key_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("tessera.toml"), "[keys]\nannounce = \"2s\"\n").unwrap();
+    let config = ["--config", "tessera.toml"];
+    let client = |name: &str, extra: &[&str]| {
+        let mut args = vec!["client", "add", name, "--json", "--config", "tessera.toml"];
+        args.extend_from_slice(extra);
+        let v: Value = serde_json::from_str(&admin(d, &args, None, &[])).unwrap();
+        (
+            field(&v, "client_id"),
+            v["client_secret"].as_str().unwrap_or("").to_owned(),
+        )
+    };
+    let all = [
+        "--scope",
+        "items:read",
+        "--scope",
+        "items:write",
+        "--scope",
+        "store:admin",
+        "--audience",
+        "store-api",
+    ];
+    let (svc, svc_secret) = client("svc", &all);
+    let (short, short_secret) = client(
+        "short",
+        &[
+            "--scope",
+            "items:read",
+            "--audience",
+            "store-api",
+            "--access-ttl",
+            "1s",
+        ],
+    );
+    let (other, other_secret) = client(
+        "other",
+        &["--scope", "items:read", "--audience", "other-api"],
+    );
+    let (web, _) = client(
+        "web",
+        &[
+            "--grant",
+            "password",
+            "--public",
+            "--scope",
+            "items:read",
+            "--audience",
+            "store-api",
+        ],
+    );
+    admin(
+        d,
+        &[
+            "user",
+            "add",
+            "alice",
+            "--password-stdin",
+            "--scope",
+            "items:read",
+            "--config",
+            "tessera.toml",
+        ],
+        Some("correct horse\n"),
+        &[],
+    );
+    let server = start(d, &config, &[]);
+    let issuer = server.base.clone();
+
+    // The API in this process, finding the keys through the issuer's
+    // metadata, with a short cooldown so a rotation is picked up at once.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let api_base = runtime.block_on(async {
+        let keys = tessera_guard::RemoteJwks::discover(&issuer)
+            .unwrap()
+            .cooldown(Duration::from_millis(200));
+        let guard = tessera_guard::Guard::builder(&issuer, "store-api", keys)
+            .leeway(Duration::ZERO)
+            .build()
+            .unwrap();
+        let db = store_api::open_db(&format!("sqlite://{}", d.join("store.db").display()))
+            .await
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            axum::serve(listener, store_api::app(db, guard))
+                .await
+                .unwrap()
+        });
+        base
+    });
+    let token = |id: &str, secret: &str| {
+        let (status, v) = post(
+            &issuer,
+            "/oauth2/token",
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", id),
+                ("client_secret", secret),
+            ],
+        );
+        assert_eq!(status, 200, "{v}");
+        field(&v, "access_token")
+    };
+
+    let service = token(&svc, &svc_secret);
+    assert_eq!(
+        api(
+            &api_base,
+            "POST",
+            "/stores",
+            &service,
+            Some(r#"{"name":"Corner shop"}"#)
+        ),
+        201
+    );
+    let (status, login) = post(
+        &issuer,
+        "/oauth2/token",
+        &[
+            ("grant_type", "password"),
+            ("client_id", &web),
+            ("username", "alice"),
+            ("password", "correct horse"),
+        ],
+    );
+    assert_eq!(status, 200, "{login}");
+    let user = field(&login, "access_token");
+    assert_eq!(api(&api_base, "GET", "/stores/1", &user, None), 200);
+    assert_eq!(
+        api(&api_base, "DELETE", "/stores/1", &user, None),
+        403,
+        "alice has no store:admin"
+    );
+
+    // Refused: another audience, tampered, forged with a key of our own.
+    assert_eq!(
+        api(
+            &api_base,
+            "GET",
+            "/stores",
+            &token(&other, &other_secret),
+            None
+        ),
+        401
+    );
+    let mut tampered = service.clone();
+    tampered.insert(
+        tampered.len() - 2,
+        if tampered.ends_with('A') { 'B' } else { 'A' },
+    );
+    assert_eq!(api(&api_base, "GET", "/stores", &tampered, None), 401);
+    admin(
+        d,
+        &["key", "generate", "--alg", "ES256", "-o", "forger.jwk"],
+        None,
+        &[],
+    );
+    let forged = admin(
+        d,
+        &[
+            "token",
+            "sign",
+            "--key",
+            "forger.jwk",
+            "--iss",
+            &issuer,
+            "--aud",
+            "store-api",
+            "--sub",
+            "x",
+            "--typ",
+            "at+jwt",
+            "--claim",
+            "scope=items:read",
+            "--exp",
+            "5m",
+        ],
+        None,
+        &[],
+    );
+    assert_eq!(api(&api_base, "GET", "/stores", forged.trim(), None), 401);
+    // Expired (1 s lifetime, no leeway at the API).
+    let expiring = token(&short, &short_secret);
+    assert_eq!(api(&api_base, "GET", "/stores", &expiring, None), 200);
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(api(&api_base, "GET", "/stores", &expiring, None), 401);
+
+    // A key rotation at the server: once the new key signs, the API
+    // fetches it for the unknown kid, without a restart.
+    let old_kid = jwt_kid(&service);
+    let new_kid = admin(
+        d,
+        &["keys", "rotate", "--config", "tessera.toml"],
+        None,
+        &[],
+    )
+    .trim()
+    .to_owned();
+    wait_until("the new key signs", || {
+        jwt_kid(&token(&svc, &svc_secret)) == new_kid
+    });
+    assert_ne!(old_kid, new_kid);
+    let rotated = token(&svc, &svc_secret);
+    assert_eq!(api(&api_base, "GET", "/stores", &rotated, None), 200);
+    assert_eq!(
+        api(&api_base, "GET", "/stores", &service, None),
+        200,
+        "tokens of the retired key still verify"
+    );
+    drop(server);
+}
+
+/// The `kid` of a token's header.
+fn jwt_kid(token: &str) -> String {
+    let header = tessera_jose::jws::decode_header(token).unwrap();
+    header.kid.unwrap()
+}
