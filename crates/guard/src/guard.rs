@@ -19,10 +19,12 @@ pub struct AccessToken {
     claims: Map<String, Value>,
     scopes: BTreeSet<String>,
     exp: Option<NumericDate>,
+    /// The signing key's id, to drop a cached token when its key goes.
+    kid: Option<String>,
 }
 
 impl AccessToken {
-    fn new(claims: Map<String, Value>) -> AccessToken {
+    fn new(claims: Map<String, Value>, kid: Option<String>) -> AccessToken {
         let scopes = claims
             .get("scope")
             .and_then(Value::as_str)
@@ -41,6 +43,7 @@ impl AccessToken {
             claims,
             scopes,
             exp,
+            kid,
         }
     }
 
@@ -158,10 +161,17 @@ impl Guard {
         let now = NumericDate::now();
         let inner = &self.inner;
         if inner.cache_size > 0 {
-            let cache = inner.cache.read().unwrap_or_else(|p| p.into_inner());
-            if let Some(hit) = cache.get(&key) {
-                if hit.exp.is_some_and(|exp| exp > now) {
-                    return Ok(Arc::clone(hit));
+            let hit = inner
+                .cache
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&key)
+                .cloned();
+            if let Some(hit) = hit {
+                if hit.exp.is_some_and(|exp| exp > now)
+                    && self.still_published(hit.kid.as_deref()).await
+                {
+                    return Ok(hit);
                 }
             }
         }
@@ -186,7 +196,10 @@ impl Guard {
                 _ => "the access token is invalid",
             },
         })?;
-        let token = Arc::new(AccessToken::new(verified.claims.custom));
+        let token = Arc::new(AccessToken::new(
+            verified.claims.custom,
+            verified.header.kid,
+        ));
         if inner.cache_size > 0 && token.exp.is_some() {
             let mut cache = inner.cache.write().unwrap_or_else(|p| p.into_inner());
             if cache.len() >= inner.cache_size {
@@ -198,6 +211,22 @@ impl Guard {
             cache.insert(key, Arc::clone(&token));
         }
         Ok(token)
+    }
+}
+
+impl Guard {
+    /// Whether the key that signed a cached token is still published: a
+    /// remote key set past its max-age is refreshed first (one fetch at a
+    /// time, within the cooldown), so a withdrawn key stops its cached
+    /// tokens too.
+    async fn still_published(&self, kid: Option<&str>) -> bool {
+        match &self.inner.keys {
+            Keys::Static(_) => true,
+            Keys::Remote(remote) => match remote.keys_for(kid).await {
+                Ok(keys) => kid.is_none_or(|kid| keys.keys().iter().any(|k| k.kid() == Some(kid))),
+                Err(_) => false,
+            },
+        }
     }
 }
 

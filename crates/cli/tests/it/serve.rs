@@ -654,8 +654,11 @@ fn store_api_accepts_the_servers_tokens_and_follows_its_key_rotation() {
     // metadata, with a short cooldown so a rotation is picked up at once.
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let api_base = runtime.block_on(async {
+        // Short cache bounds and cooldown, so the test sees changes at the
+        // server within a second or two.
         let keys = tessera_guard::RemoteJwks::discover(&issuer)
             .unwrap()
+            .cache_bounds(Duration::from_millis(500), Duration::from_secs(1))
             .cooldown(Duration::from_millis(200));
         let guard = tessera_guard::Guard::builder(&issuer, "store-api", keys)
             .leeway(Duration::ZERO)
@@ -792,6 +795,27 @@ fn store_api_accepts_the_servers_tokens_and_follows_its_key_rotation() {
         200,
         "tokens of the retired key still verify"
     );
+
+    // A key withdrawn at the server (deleted, as if compromised): once the
+    // API's cache expires, tokens it signed are refused.
+    let db = format!("sqlite://{}", d.join("tessera-data/tessera.db").display());
+    runtime.block_on(async {
+        let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+        let deleted = sqlx::query("DELETE FROM signing_keys WHERE kid = ?")
+            .bind(&old_kid)
+            .execute(&pool)
+            .await
+            .unwrap();
+        assert_eq!(deleted.rows_affected(), 1);
+        pool.close().await;
+    });
+    wait_until("the server stops publishing the withdrawn key", || {
+        !jwks_kids(&issuer).contains(&old_kid)
+    });
+    wait_until("the API refuses the withdrawn key's tokens", || {
+        api(&api_base, "GET", "/stores", &service, None) == 401
+    });
+    assert_eq!(api(&api_base, "GET", "/stores", &rotated, None), 200);
     drop(server);
 }
 

@@ -299,3 +299,26 @@ async fn discovery_follows_the_issuers_metadata() {
         Rejection::KeysUnavailable
     );
 }
+
+#[tokio::test]
+async fn a_withdrawn_key_ends_its_cached_tokens() {
+    let (a, b) = (key(), key());
+    let server = JwksServer::start(&[&a, &b]).await;
+    let remote = RemoteJwks::url(server.url())
+        .unwrap()
+        .cache_bounds(Duration::from_millis(300), Duration::from_millis(500))
+        .cooldown(Duration::from_millis(100));
+    // The verified-token cache is on (the default).
+    let g = Guard::builder(ISS, AUD, remote).build().unwrap();
+    let t = token(&a, ISS);
+    g.verify(&t).await.unwrap();
+    g.verify(&t).await.unwrap();
+    assert_eq!(server.fetches(), 1);
+    server.set(|s| s.jwks = jwks(&[&b]));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        matches!(g.verify(&t).await, Err(Rejection::InvalidToken { .. })),
+        "a cached token must not outlive its key"
+    );
+    g.verify(&token(&b, ISS)).await.unwrap();
+}
