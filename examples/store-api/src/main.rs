@@ -30,13 +30,25 @@ struct Args {
     /// The audience tokens must name.
     #[arg(long, env = "STORE_API_AUDIENCE", default_value = "store-api")]
     audience: String,
+    /// The least time between two JWKS fetches, in seconds; also the
+    /// shortest time keys are cached.
+    #[arg(long, env = "STORE_API_JWKS_REFRESH_SECS", default_value_t = 30)]
+    jwks_refresh_secs: u64,
+    /// Clock skew allowed on `exp`, in seconds (at most 300).
+    #[arg(long, env = "STORE_API_LEEWAY_SECS", default_value_t = 60)]
+    leeway_secs: u64,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let keys = RemoteJwks::discover(&args.issuer)?;
-    let guard = Guard::builder(&args.issuer, &args.audience, keys).build()?;
+    let refresh = std::time::Duration::from_secs(args.jwks_refresh_secs);
+    let keys = RemoteJwks::discover(&args.issuer)?
+        .cooldown(refresh)
+        .cache_bounds(refresh, std::time::Duration::from_secs(24 * 3600));
+    let guard = Guard::builder(&args.issuer, &args.audience, keys)
+        .leeway(std::time::Duration::from_secs(args.leeway_secs))
+        .build()?;
     let db = store_api::open_db(&args.database_url).await?;
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
     println!("store-api: listening {}", listener.local_addr()?);

@@ -583,7 +583,13 @@ fn api(base: &str, method: &str, path: &str, token: &str, body: Option<&str>) ->
 fn store_api_accepts_the_servers_tokens_and_follows_its_key_rotation() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    std::fs::write(d.join("tessera.toml"), "[keys]\nannounce = \"2s\"\n").unwrap();
+    // Fast keys: a new key signs 2 s after a rotation, and the JWKS may be
+    // cached for 1 s.
+    std::fs::write(
+        d.join("tessera.toml"),
+        "[keys]\nannounce = \"2s\"\njwks_max_age = \"1s\"\n",
+    )
+    .unwrap();
     let config = ["--config", "tessera.toml"];
     let client = |name: &str, extra: &[&str]| {
         let mut args = vec!["client", "add", name, "--json", "--config", "tessera.toml"];
@@ -650,32 +656,10 @@ fn store_api_accepts_the_servers_tokens_and_follows_its_key_rotation() {
     let server = start(d, &config, &[]);
     let issuer = server.base.clone();
 
-    // The API in this process, finding the keys through the issuer's
-    // metadata, with a short cooldown so a rotation is picked up at once.
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let api_base = runtime.block_on(async {
-        // Short cache bounds and cooldown, so the test sees changes at the
-        // server within a second or two.
-        let keys = tessera_guard::RemoteJwks::discover(&issuer)
-            .unwrap()
-            .cache_bounds(Duration::from_millis(500), Duration::from_secs(1))
-            .cooldown(Duration::from_millis(200));
-        let guard = tessera_guard::Guard::builder(&issuer, "store-api", keys)
-            .leeway(Duration::ZERO)
-            .build()
-            .unwrap();
-        let db = store_api::open_db(&format!("sqlite://{}", d.join("store.db").display()))
-            .await
-            .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move {
-            axum::serve(listener, store_api::app(db, guard))
-                .await
-                .unwrap()
-        });
-        base
-    });
+    // The store API as a process, finding the keys through the issuer's
+    // metadata, allowed to refetch them every second.
+    let api_process = start_store_api(d, &issuer);
+    let api_base = api_process.base.clone();
     let token = |id: &str, secret: &str| {
         let (status, v) = post(
             &issuer,
@@ -799,6 +783,7 @@ fn store_api_accepts_the_servers_tokens_and_follows_its_key_rotation() {
     // A key withdrawn at the server (deleted, as if compromised): once the
     // API's cache expires, tokens it signed are refused.
     let db = format!("sqlite://{}", d.join("tessera-data/tessera.db").display());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
         let deleted = sqlx::query("DELETE FROM signing_keys WHERE kid = ?")
@@ -816,7 +801,60 @@ fn store_api_accepts_the_servers_tokens_and_follows_its_key_rotation() {
         api(&api_base, "GET", "/stores", &service, None) == 401
     });
     assert_eq!(api(&api_base, "GET", "/stores", &rotated, None), 200);
+    drop(api_process);
     drop(server);
+}
+
+/// Start the `store-api` binary against `issuer` and wait for its address.
+/// `cargo test --workspace` builds it beside `tessera`; when this test runs
+/// alone (`-p tessera-cli`) it is built into a target directory of its own
+/// (the outer cargo holds the lock on the usual one).
+fn start_store_api(dir: &Path, issuer: &str) -> Server {
+    let mut bin = assert_cmd::cargo::cargo_bin("store-api");
+    if !bin.exists() {
+        let target = bin.parent().unwrap().join("store-api-e2e");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let built = Process::new(cargo)
+            .args(["build", "-q", "-p", "store-api", "--target-dir"])
+            .arg(&target)
+            .status()
+            .unwrap();
+        assert!(built.success(), "cannot build store-api");
+        bin = target.join("debug").join("store-api");
+    }
+    let db = format!("sqlite://{}", dir.join("store.db").display());
+    let mut child = Process::new(bin)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            &db,
+            "--issuer",
+            issuer,
+        ])
+        .args([
+            "--audience",
+            "store-api",
+            "--jwks-refresh-secs",
+            "1",
+            "--leeway-secs",
+            "0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let base = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            line.strip_prefix("store-api: listening ")
+                .map(|a| format!("http://{a}"))
+        })
+        .expect("store-api printed its address");
+    std::thread::spawn(move || for _ in lines {});
+    Server { child, base }
 }
 
 /// The `kid` of a token's header.
