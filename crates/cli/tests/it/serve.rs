@@ -29,7 +29,7 @@ fn binary() -> std::path::PathBuf {
 /// Start `tessera serve --listen 127.0.0.1:0 ARGS` in `dir` and wait for
 /// its address.
 fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
-    let mut child = Process::new(binary())
+    let child = Process::new(binary())
         .current_dir(dir)
         .args(["serve", "--listen", "127.0.0.1:0"])
         .args(args)
@@ -39,23 +39,24 @@ fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let mut base = None;
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Some(rest) = line.strip_prefix("tessera: listening ") {
-            let addr = rest.split_whitespace().next().unwrap();
-            base = Some(format!("http://{addr}"));
-            break;
-        }
-    }
+    listening(child, "tessera: listening ")
+}
+
+/// Wait for the line `PREFIX ADDR …` on `child`'s standard output; the
+/// server at `http://ADDR`.
+fn listening(mut child: Child, prefix: &str) -> Server {
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let base = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            let rest = line.strip_prefix(prefix)?;
+            Some(format!("http://{}", rest.split_whitespace().next()?))
+        })
+        .expect("the server printed its address");
     // Keep draining stdout so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    Server {
-        child,
-        base: base.expect("the server printed its address"),
-    }
+    Server { child, base }
 }
 
 fn admin(dir: &Path, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> String {
@@ -823,7 +824,7 @@ fn start_store_api(dir: &Path, issuer: &str) -> Server {
         bin = target.join("debug").join("store-api");
     }
     let db = format!("sqlite://{}", dir.join("store.db").display());
-    let mut child = Process::new(bin)
+    let child = Process::new(bin)
         .args([
             "--listen",
             "127.0.0.1:0",
@@ -844,17 +845,7 @@ fn start_store_api(dir: &Path, issuer: &str) -> Server {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let base = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|line| {
-            line.strip_prefix("store-api: listening ")
-                .map(|a| format!("http://{a}"))
-        })
-        .expect("store-api printed its address");
-    std::thread::spawn(move || for _ in lines {});
-    Server { child, base }
+    listening(child, "store-api: listening ")
 }
 
 /// The `kid` of a token's header.
