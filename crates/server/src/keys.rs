@@ -285,7 +285,7 @@ impl Keys {
         let keep_after = secs(self.policy.max_access_ttl).saturating_add(SKEW);
         for pair in rows.windows(2) {
             let (old, next) = (&pair[0], &pair[1]);
-            if next.activate_at <= now && next.activate_at.saturating_add(keep_after) < now {
+            if next.activate_at <= now && retired_long_enough(next, keep_after, now) {
                 on_pool!(self.db.write(), p => sqlx::query("DELETE FROM signing_keys WHERE kid = $1")
                     .bind(&old.kid).execute(p).await.map(|r| r.rows_affected()))?;
                 tracing::info!(kid = %old.kid, "retired signing key removed");
@@ -307,7 +307,7 @@ impl Keys {
         for (i, row) in rows.iter().enumerate() {
             // Skip what `expire` removed (or would have, had it raced).
             if let Some(next) = rows.get(i + 1) {
-                if next.activate_at.saturating_add(keep_after) < now {
+                if retired_long_enough(next, keep_after, now) {
                     continue;
                 }
             }
@@ -348,6 +348,12 @@ impl Keys {
         let der = self.master.open(&row.kid, &row.sealed_key)?;
         Ok(SigningKey::from_der(alg, PemKind::PrivateKey, &der)?.with_kid(row.kid.clone()))
     }
+}
+
+/// Whether the key before `next` has been replaced for longer than any of
+/// its tokens can live (`keep_after`): time to stop publishing it.
+fn retired_long_enough(next: &KeyRow, keep_after: i64, now: i64) -> bool {
+    next.activate_at.saturating_add(keep_after) < now
 }
 
 /// Whole seconds of `d`, saturating.

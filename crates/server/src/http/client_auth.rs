@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use axum::http::header;
 use base64_simd::STANDARD;
 use percent_encoding::percent_decode_str;
 use tessera_jose::{jwt, JwkSet, KeySet, NoCustomClaims, Validation};
@@ -42,7 +41,7 @@ enum Method<'a> {
 }
 
 fn basic_credentials(form: &OAuthForm) -> Result<Option<(String, String)>, OAuthError> {
-    let Some(value) = form.headers.get(header::AUTHORIZATION) else {
+    let Some(value) = &form.authorization else {
         return Ok(None);
     };
     let bad = || OAuthError::invalid_client("malformed Basic credentials");
@@ -252,7 +251,7 @@ async fn authenticate_assertion(
 
 /// Whether the request carries any client identification at all.
 pub(super) fn identifies_client(form: &OAuthForm) -> bool {
-    form.headers.contains_key(header::AUTHORIZATION)
+    form.authorization.is_some()
         || ["client_id", "client_secret", "client_assertion"]
             .iter()
             .any(|p| form.get(p).is_some())

@@ -9,15 +9,15 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, Request};
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, HeaderValue};
 
 use super::OAuthError;
 
-/// A parsed form, with the request headers and the peer's address.
+/// A parsed form, with the `Authorization` header and the peer's address.
 pub struct OAuthForm {
     params: HashMap<String, String>,
-    /// Request headers (for `Authorization`).
-    pub headers: HeaderMap,
+    /// The `Authorization` header, for client authentication.
+    pub authorization: Option<HeaderValue>,
     /// The peer's address, when the server knows it.
     pub peer: Option<IpAddr>,
 }
@@ -47,7 +47,7 @@ impl OAuthForm {
     /// Parse `body` (exposed for tests).
     pub fn parse(
         body: &[u8],
-        headers: HeaderMap,
+        authorization: Option<HeaderValue>,
         peer: Option<IpAddr>,
     ) -> Result<OAuthForm, OAuthError> {
         let mut params = HashMap::new();
@@ -64,7 +64,7 @@ impl OAuthForm {
         }
         Ok(OAuthForm {
             params,
-            headers,
+            authorization,
             peer,
         })
     }
@@ -90,7 +90,7 @@ impl<S: Send + Sync> FromRequest<S> for OAuthForm {
                 "the body must be application/x-www-form-urlencoded",
             ));
         }
-        let headers = req.headers().clone();
+        let authorization = req.headers().get(header::AUTHORIZATION).cloned();
         let peer = req
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
@@ -98,7 +98,7 @@ impl<S: Send + Sync> FromRequest<S> for OAuthForm {
         let body = Bytes::from_request(req, state)
             .await
             .map_err(|e| OAuthError::invalid_request(format!("unreadable body: {e}")))?;
-        OAuthForm::parse(&body, headers, peer)
+        OAuthForm::parse(&body, authorization, peer)
     }
 }
 
@@ -108,18 +108,13 @@ mod tests {
 
     #[test]
     fn repeated_parameters_are_refused_and_empty_ones_omitted() {
-        let f = OAuthForm::parse(
-            b"grant_type=password&scope=&username=a%20b",
-            HeaderMap::new(),
-            None,
-        )
-        .unwrap();
+        let f = OAuthForm::parse(b"grant_type=password&scope=&username=a%20b", None, None).unwrap();
         assert_eq!(f.get("username"), Some("a b"));
         assert_eq!(f.get("scope"), None);
         assert!(f.require("scope").is_err());
-        let err = OAuthForm::parse(b"scope=a&scope=b", HeaderMap::new(), None).unwrap_err();
+        let err = OAuthForm::parse(b"scope=a&scope=b", None, None).unwrap_err();
         assert_eq!(err.code, "invalid_request");
         // A repeat is refused even when one of the values is empty.
-        assert!(OAuthForm::parse(b"scope=&scope=b", HeaderMap::new(), None).is_err());
+        assert!(OAuthForm::parse(b"scope=&scope=b", None, None).is_err());
     }
 }

@@ -1,5 +1,9 @@
 //! OAuth clients: who may ask for tokens, with which grants and scopes.
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
 use serde::Serialize;
 use zeroize::Zeroizing;
 
@@ -362,33 +366,27 @@ const CACHE_CAPACITY: usize = 10_000;
 /// Unknown client ids are never cached.
 #[derive(Debug)]
 pub struct ClientCache {
-    ttl: std::time::Duration,
-    entries: std::sync::RwLock<
-        std::collections::HashMap<String, (std::sync::Arc<Client>, std::time::Instant)>,
-    >,
+    ttl: Duration,
+    entries: RwLock<HashMap<String, (Arc<Client>, Instant)>>,
 }
 
 impl ClientCache {
     /// A cache whose entries live `ttl` (zero: no caching).
-    pub fn new(ttl: std::time::Duration) -> ClientCache {
+    pub fn new(ttl: Duration) -> ClientCache {
         ClientCache {
             ttl,
-            entries: std::sync::RwLock::new(std::collections::HashMap::new()),
+            entries: RwLock::new(HashMap::new()),
         }
     }
 
     /// The client `client_id`, from the cache or the database.
-    pub async fn find(
-        &self,
-        db: &Db,
-        client_id: &str,
-    ) -> Result<Option<std::sync::Arc<Client>>, Error> {
-        let now = std::time::Instant::now();
+    pub async fn find(&self, db: &Db, client_id: &str) -> Result<Option<Arc<Client>>, Error> {
+        let now = Instant::now();
         {
             let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
             if let Some((client, loaded)) = entries.get(client_id) {
                 if now.duration_since(*loaded) < self.ttl {
-                    return Ok(Some(std::sync::Arc::clone(client)));
+                    return Ok(Some(Arc::clone(client)));
                 }
             }
         }
@@ -396,13 +394,13 @@ impl ClientCache {
             self.forget(client_id);
             return Ok(None);
         };
-        let client = std::sync::Arc::new(client);
+        let client = Arc::new(client);
         if !self.ttl.is_zero() {
             let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
             if entries.len() >= CACHE_CAPACITY {
                 entries.clear();
             }
-            entries.insert(client_id.to_owned(), (std::sync::Arc::clone(&client), now));
+            entries.insert(client_id.to_owned(), (Arc::clone(&client), now));
         }
         Ok(Some(client))
     }
