@@ -109,15 +109,20 @@ impl Visitor<'_> for NumericDateVisitor {
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<NumericDate, E> {
+        NumericDate::seconds_from_f64(v)
+            .map(NumericDate)
+            .ok_or_else(|| E::custom("date out of range"))
+    }
+}
+
+impl NumericDate {
+    /// Whole seconds (rounded down) of a fractional date, if in range.
+    pub(crate) fn seconds_from_f64(v: f64) -> Option<i64> {
         // i64::MAX as f64 rounds up to 2^63, so the upper bound is exclusive.
         const LIMIT: f64 = 9_223_372_036_854_775_808.0;
         let floor = v.floor();
-        if floor.is_finite() && (-LIMIT..LIMIT).contains(&floor) {
-            #[allow(clippy::cast_possible_truncation)]
-            Ok(NumericDate(floor as i64))
-        } else {
-            Err(E::custom("date out of range"))
-        }
+        #[allow(clippy::cast_possible_truncation)]
+        (floor.is_finite() && (-LIMIT..LIMIT).contains(&floor)).then_some(floor as i64)
     }
 }
 

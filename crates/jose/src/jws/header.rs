@@ -1,15 +1,12 @@
 //! The JWS protected header (RFC 7515 §4).
 
-use std::borrow::Cow;
-use std::fmt;
-
-use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde_json::{Map, Value};
 
 use crate::alg::Algorithm;
 use crate::error::Part;
-use crate::json::{self, Ctx};
+use crate::json;
+use crate::json::scan::{self, Kind};
 use crate::key::SigningKey;
 use crate::Error;
 
@@ -119,8 +116,43 @@ impl Header {
 
     /// Parse decoded header bytes strictly.
     pub(crate) fn parse(bytes: &[u8], max_depth: usize) -> Result<Header, Error> {
-        let ctx = Ctx::new(Part::Header, max_depth);
-        json::parse(bytes, &ctx, HeaderSeed { ctx: &ctx })
+        let mut alg = None;
+        let (mut typ, mut cty, mut kid, mut crit) = (None, None, None, None);
+        let mut extra = Map::new();
+        scan::object(bytes, Part::Header, max_depth, |member| {
+            let text = |name| {
+                member
+                    .as_str()
+                    .ok_or_else(|| invalid(name, "must be a string"))
+            };
+            match &*member.name {
+                "alg" => alg = Some(Algorithm::from_name(&text("alg")?)?),
+                "typ" => typ = Some(text("typ")?.into_owned()),
+                "cty" => cty = Some(text("cty")?.into_owned()),
+                "kid" => kid = Some(text("kid")?.into_owned()),
+                "crit" => {
+                    let list = (member.kind == Kind::Array)
+                        .then(|| serde_json::from_str::<Vec<String>>(member.raw).ok())
+                        .flatten();
+                    crit =
+                        Some(list.ok_or_else(|| invalid("crit", "must be an array of strings"))?);
+                }
+                _ => {
+                    let value = json::build(member.raw.as_bytes(), Part::Header)?;
+                    extra.insert(member.name.into_owned(), value);
+                }
+            }
+            Ok(())
+        })?;
+        let alg = alg.ok_or_else(|| invalid("alg", "missing"))?;
+        Ok(Header {
+            alg,
+            typ,
+            cty,
+            kid,
+            crit,
+            extra,
+        })
     }
 
     /// Check that the header can be written into a token.
@@ -214,173 +246,6 @@ impl serde::Serialize for Header {
             map.serialize_entry(name, value)?;
         }
         map.end()
-    }
-}
-
-struct HeaderSeed<'c> {
-    ctx: &'c Ctx,
-}
-
-impl<'de> DeserializeSeed<'de> for HeaderSeed<'_> {
-    type Value = Header;
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Header, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for HeaderSeed<'_> {
-    type Value = Header;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Header, A::Error> {
-        let ctx = self.ctx;
-        let mut alg = None;
-        let (mut typ, mut cty, mut kid, mut crit) = (None, None, None, None);
-        let extra = json::read_members(ctx, 1, map, |key, map| {
-            let text = |member| Text {
-                ctx,
-                member,
-                array: false,
-            };
-            let owned = |t: Texts<'_>| t.one().into_owned();
-            match key {
-                "alg" => {
-                    let name = map.next_value_seed(text("alg"))?.one();
-                    alg = Some(Algorithm::from_name(&name).map_err(|e| ctx.fail(e))?);
-                }
-                "typ" => typ = Some(owned(map.next_value_seed(text("typ"))?)),
-                "cty" => cty = Some(owned(map.next_value_seed(text("cty"))?)),
-                "kid" => kid = Some(owned(map.next_value_seed(text("kid"))?)),
-                "crit" => {
-                    let list = map.next_value_seed(Text {
-                        ctx,
-                        member: "crit",
-                        array: true,
-                    })?;
-                    crit = Some(list.many());
-                }
-                _ => return Ok(false),
-            }
-            Ok(true)
-        })?;
-        let alg = alg.ok_or_else(|| ctx.fail(invalid("alg", "missing")))?;
-        Ok(Header {
-            alg,
-            typ,
-            cty,
-            kid,
-            crit,
-            extra,
-        })
-    }
-}
-
-/// A string member (borrowed from the header when it has no escapes), or
-/// an array of strings.
-enum Texts<'de> {
-    One(Cow<'de, str>),
-    Many(Vec<String>),
-}
-
-impl<'de> Texts<'de> {
-    fn one(self) -> Cow<'de, str> {
-        match self {
-            Texts::One(s) => s,
-            Texts::Many(_) => Cow::Borrowed(""),
-        }
-    }
-
-    fn many(self) -> Vec<String> {
-        match self {
-            Texts::Many(v) => v,
-            Texts::One(_) => Vec::new(),
-        }
-    }
-}
-
-/// Reads a string member, or an array of strings when `array` is set;
-/// anything else is an [`Error::InvalidHeader`] naming the member.
-struct Text<'c> {
-    ctx: &'c Ctx,
-    member: &'static str,
-    array: bool,
-}
-
-impl Text<'_> {
-    fn wrong<E: de::Error>(&self) -> E {
-        let reason = if self.array {
-            "must be an array of strings"
-        } else {
-            "must be a string"
-        };
-        self.ctx.fail(invalid(self.member, reason))
-    }
-
-    fn string<'de, E: de::Error>(self, s: Cow<'de, str>) -> Result<Texts<'de>, E> {
-        if self.array {
-            return Err(self.wrong());
-        }
-        Ok(Texts::One(s))
-    }
-}
-
-impl<'de> DeserializeSeed<'de> for Text<'_> {
-    type Value = Texts<'de>;
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Texts<'de>, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Text<'_> {
-    type Value = Texts<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a string")
-    }
-
-    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Texts<'de>, E> {
-        self.string(Cow::Borrowed(v))
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Texts<'de>, E> {
-        self.string(Cow::Owned(v.to_owned()))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Texts<'de>, A::Error> {
-        if !self.array {
-            return Err(self.wrong());
-        }
-        let mut out = Vec::new();
-        while let Some(item) = seq.next_element_seed(Text {
-            ctx: self.ctx,
-            member: self.member,
-            array: false,
-        })? {
-            out.push(item.one().into_owned());
-        }
-        Ok(Texts::Many(out))
-    }
-
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Texts<'de>, E> {
-        Err(self.wrong())
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Texts<'de>, E> {
-        Err(self.wrong())
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Texts<'de>, E> {
-        Err(self.wrong())
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Texts<'de>, E> {
-        Err(self.wrong())
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Texts<'de>, E> {
-        Err(self.wrong())
-    }
-    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<Texts<'de>, A::Error> {
-        Err(self.wrong())
     }
 }
 

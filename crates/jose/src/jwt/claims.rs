@@ -1,14 +1,13 @@
 //! JWT claims (RFC 7519 §4): the registered ones typed, the rest the
 //! caller's own serde type.
 
-use std::fmt;
+use std::borrow::Cow;
 use std::time::Duration;
 
-use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use crate::json::Ctx;
-use crate::time::{NumericDate, NumericDateVisitor};
+use crate::json::scan::{Kind, Member};
+use crate::time::NumericDate;
 use crate::Error;
 
 /// The `aud` claim: one audience or several (RFC 7519 §4.1.3).
@@ -176,34 +175,6 @@ impl<T> Claims<T> {
     }
 }
 
-/// Which registered claim a member is.
-#[derive(Clone, Copy)]
-pub(crate) enum Slot {
-    Iss,
-    Sub,
-    Aud,
-    Exp,
-    Nbf,
-    Iat,
-    Jti,
-}
-
-impl Slot {
-    /// The registered claim named `name`, its name and its JSON kind.
-    pub(crate) fn of(name: &str) -> Option<(Slot, &'static str, Kind)> {
-        Some(match name {
-            "iss" => (Slot::Iss, "iss", Kind::Str),
-            "sub" => (Slot::Sub, "sub", Kind::Str),
-            "jti" => (Slot::Jti, "jti", Kind::Str),
-            "aud" => (Slot::Aud, "aud", Kind::Aud),
-            "exp" => (Slot::Exp, "exp", Kind::Date),
-            "nbf" => (Slot::Nbf, "nbf", Kind::Date),
-            "iat" => (Slot::Iat, "iat", Kind::Date),
-            _ => return None,
-        })
-    }
-}
-
 /// The registered claims, as read from a payload.
 #[derive(Debug, Default)]
 pub(crate) struct Registered {
@@ -217,17 +188,21 @@ pub(crate) struct Registered {
 }
 
 impl Registered {
-    /// Keep a claim read by the payload reader.
-    pub(crate) fn store(&mut self, slot: Slot, got: Got) {
-        match slot {
-            Slot::Iss => self.iss = got.string(),
-            Slot::Sub => self.sub = got.string(),
-            Slot::Jti => self.jti = got.string(),
-            Slot::Aud => self.aud = got.audience(),
-            Slot::Exp => self.exp = got.date(),
-            Slot::Nbf => self.nbf = got.date(),
-            Slot::Iat => self.iat = got.date(),
+    /// Keep `member` if it is a registered claim. A registered claim of
+    /// another JSON type (including `null`) is an
+    /// [`Error::InvalidClaimType`], never "absent".
+    pub(crate) fn read(&mut self, member: &Member<'_>) -> Result<(), Error> {
+        match &*member.name {
+            "iss" => self.iss = Some(string(member, "iss")?),
+            "sub" => self.sub = Some(string(member, "sub")?),
+            "jti" => self.jti = Some(string(member, "jti")?),
+            "aud" => self.aud = Some(audience(member)?),
+            "exp" => self.exp = Some(date(member, "exp")?),
+            "nbf" => self.nbf = Some(date(member, "nbf")?),
+            "iat" => self.iat = Some(date(member, "iat")?),
+            _ => {}
         }
+        Ok(())
     }
 
     pub(crate) fn with_custom<T>(self, custom: T) -> Claims<T> {
@@ -244,141 +219,47 @@ impl Registered {
     }
 }
 
-#[derive(Clone, Copy)]
-pub(crate) enum Kind {
-    Str,
-    Date,
-    Aud,
-}
-
-/// A registered claim's value, typed, with a number kept as it was
-/// written so it can be replayed to the caller's type unchanged.
-pub(crate) enum Got {
-    Str(String),
-    Date(NumericDate, Number),
-    Aud(Audience),
-}
-
-#[derive(Clone, Copy)]
-pub(crate) enum Number {
-    Int(i64),
-    UInt(u64),
-    Float(f64),
-}
-
-impl Got {
-    fn string(self) -> Option<String> {
-        match self {
-            Got::Str(s) => Some(s),
-            _ => None,
-        }
-    }
-    fn date(self) -> Option<NumericDate> {
-        match self {
-            Got::Date(d, _) => Some(d),
-            _ => None,
-        }
-    }
-    fn audience(self) -> Option<Audience> {
-        match self {
-            Got::Aud(a) => Some(a),
-            _ => None,
-        }
+fn wrong_type(claim: &str, expected: &'static str) -> Error {
+    Error::InvalidClaimType {
+        claim: claim.to_owned(),
+        expected,
     }
 }
 
-/// One registered claim of a known JSON type; any other type (including
-/// `null`) is an [`Error::InvalidClaimType`], never "absent".
-pub(crate) struct Claim<'c> {
-    pub(crate) ctx: &'c Ctx,
-    pub(crate) name: &'static str,
-    pub(crate) kind: Kind,
+fn string(member: &Member<'_>, claim: &str) -> Result<String, Error> {
+    member
+        .as_str()
+        .map(Cow::into_owned)
+        .ok_or_else(|| wrong_type(claim, "a string"))
 }
 
-impl Claim<'_> {
-    fn wrong<E: de::Error>(&self) -> E {
-        let expected = match self.kind {
-            Kind::Str => "a string",
-            Kind::Date => "a number of seconds since the epoch (NumericDate)",
-            Kind::Aud => "a string or an array of strings",
-        };
-        self.ctx.fail(Error::InvalidClaimType {
-            claim: self.name.to_owned(),
-            expected,
-        })
-    }
-
-    fn date<E: de::Error>(&self, parsed: Result<NumericDate, E>, raw: Number) -> Result<Got, E> {
-        match (self.kind, parsed) {
-            (Kind::Date, Ok(date)) => Ok(Got::Date(date, raw)),
-            _ => Err(self.wrong()),
-        }
+fn audience(member: &Member<'_>) -> Result<Audience, Error> {
+    let wrong = || wrong_type("aud", "a string or an array of strings");
+    match member.kind {
+        Kind::String { .. } => string(member, "aud").map(Audience::One),
+        // The scanner accepted the text: any failure is an element that
+        // is not a string.
+        Kind::Array => serde_json::from_str(member.raw)
+            .map(Audience::Many)
+            .map_err(|_| wrong()),
+        _ => Err(wrong()),
     }
 }
 
-impl<'de> DeserializeSeed<'de> for Claim<'_> {
-    type Value = Got;
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Got, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Claim<'_> {
-    type Value = Got;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "the claim {}", self.name)
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Got, E> {
-        match self.kind {
-            Kind::Str => Ok(Got::Str(v.to_owned())),
-            Kind::Aud => Ok(Got::Aud(Audience::One(v.to_owned()))),
-            Kind::Date => Err(self.wrong()),
-        }
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Got, E> {
-        self.date(NumericDateVisitor.visit_i64(v), Number::Int(v))
-    }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Got, E> {
-        self.date(NumericDateVisitor.visit_u64(v), Number::UInt(v))
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Got, E> {
-        self.date(NumericDateVisitor.visit_f64(v), Number::Float(v))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Got, A::Error> {
-        if !matches!(self.kind, Kind::Aud) {
-            return Err(self.wrong());
-        }
-        let mut all = Vec::new();
-        while let Some(item) = seq.next_element_seed(Claim {
-            ctx: self.ctx,
-            name: self.name,
-            kind: Kind::Aud,
-        })? {
-            match item {
-                Got::Aud(Audience::One(one)) => all.push(one),
-                _ => return Err(self.wrong()),
-            }
-        }
-        Ok(Got::Aud(Audience::Many(all)))
-    }
-
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Got, E> {
-        Err(self.wrong())
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Got, E> {
-        Err(self.wrong())
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<Got, A::Error> {
-        Err(self.wrong())
-    }
+/// A NumericDate read the way `serde_json` presents the number to the
+/// caller's own type: an integer exactly, anything else as a double
+/// (rounded down to whole seconds).
+fn date(member: &Member<'_>, claim: &str) -> Result<NumericDate, Error> {
+    let seconds = match member.kind {
+        Kind::Number { integer: true } => member.raw.parse::<i64>().ok(),
+        Kind::Number { integer: false } => serde_json::from_str::<f64>(member.raw)
+            .ok()
+            .and_then(NumericDate::seconds_from_f64),
+        _ => None,
+    };
+    seconds
+        .map(NumericDate::from_seconds)
+        .ok_or_else(|| wrong_type(claim, "a number of seconds since the epoch (NumericDate)"))
 }
 
 #[cfg(test)]
@@ -386,8 +267,7 @@ mod tests {
     use super::*;
 
     fn read(text: &str) -> Result<Registered, Error> {
-        super::super::read::read_claims::<NoCustomClaims>(text.as_bytes(), 8, &[])
-            .map(|r| r.registered)
+        super::super::read::registered(text.as_bytes(), 8, &[]).map(|r| r.registered)
     }
 
     #[test]
@@ -440,12 +320,8 @@ mod tests {
         assert!(matches!(read(r#"[1]"#), Err(Error::Json { .. })));
         assert!(matches!(read("foo"), Err(Error::Json { .. })));
         let required = ["jti".to_owned(), "cnf".to_owned(), "scope".to_owned()];
-        let read = super::super::read::read_claims::<NoCustomClaims>(
-            br#"{"scope":"a","jti":"x"}"#,
-            8,
-            &required,
-        )
-        .unwrap();
+        let read =
+            super::super::read::registered(br#"{"scope":"a","jti":"x"}"#, 8, &required).unwrap();
         assert_eq!(read.found, vec![true, false, true]);
     }
 

@@ -88,7 +88,8 @@ fn claims_json<T: Serialize>(claims: &Claims<T>) -> Result<Vec<u8>, Error> {
 ///
 /// `T` receives the whole payload object; use [`NoCustomClaims`] when only
 /// the registered claims matter. The payload is decoded only after the
-/// signature holds, and read in one strict pass.
+/// signature holds; it is checked strictly and its registered claims
+/// validated before `T` is built from it.
 pub fn verify<T: DeserializeOwned>(
     token: &str,
     keys: &(impl KeySource + ?Sized),
@@ -103,24 +104,15 @@ pub fn verify<T: DeserializeOwned>(
     let depth = options.get_limits().depth();
     let required = validation.required_claims();
     crate::b64::with_decoded::<1024, _>(payload, Part::Payload, |payload| {
-        let read = match read::read_claims::<T>(payload, depth, required) {
-            Ok(read) => read,
-            Err(mismatch @ Error::InvalidClaims { .. }) => {
-                // A claim that fails validation explains more than a shape
-                // mismatch of the caller's type: report it first.
-                let read = read::read_claims::<NoCustomClaims>(payload, depth, required)?;
-                validation.validate_claims(&read.registered, &read.found)?;
-                return Err(mismatch);
-            }
-            Err(other) => return Err(other),
-        };
+        let read = read::registered(payload, depth, required)?;
         validation.validate_claims(&read.registered, &read.found)?;
+        let custom = read::custom::<T>(payload)?;
         if validation.has_checks() {
-            validation.run_checks(&crate::json::object(payload, Part::Payload, depth)?)?;
+            validation.run_checks(&crate::json::build(payload, Part::Payload)?)?;
         }
         Ok(Token {
             header,
-            claims: read.registered.with_custom(read.custom),
+            claims: read.registered.with_custom(custom),
         })
     })
 }
