@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::db::Db;
-use crate::http::{router, App};
+use crate::http::{metrics_upkeep, router, App};
 use crate::keys::Keys;
 use crate::password::Passwords;
 use crate::secret::MasterKey;
@@ -67,6 +67,7 @@ pub async fn serve(
     let app = Arc::new(App::new(config, db.clone(), keys, passwords, audit));
     app.revoked.reload(&db).await?;
     let revocations = tokio::spawn(sync_revocations(db.clone(), Arc::clone(&app.revoked)));
+    let metrics = tokio::spawn(metrics_upkeep());
     let service = router(app).into_make_service_with_connect_info::<SocketAddr>();
     let served = axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
@@ -77,6 +78,7 @@ pub async fn serve(
         });
     maintenance.abort();
     revocations.abort();
+    metrics.abort();
     // The router (and with it every audit queue handle) is gone: the
     // writer drains what is queued and stops.
     writer.finish().await;

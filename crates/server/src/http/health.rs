@@ -50,6 +50,25 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
+/// How often histogram samples are folded into their buckets when no one
+/// scrapes `/metrics` (a scrape folds them too).
+pub const METRICS_UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Fold recorded samples into the histograms every [`METRICS_UPKEEP`]. The
+/// recorder keeps each sample until then: without this, a server no one
+/// scrapes would grow by every request it times.
+pub async fn upkeep() {
+    let Some(handle) = prometheus() else {
+        return;
+    };
+    let mut ticker = tokio::time::interval(METRICS_UPKEEP);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        handle.run_upkeep();
+    }
+}
+
 /// Authorization: none (no secrets in metrics).
 pub async fn metrics() -> Response {
     match prometheus() {

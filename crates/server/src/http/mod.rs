@@ -26,6 +26,8 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 
+pub(crate) use health::upkeep as metrics_upkeep;
+
 use crate::config::Config;
 use crate::db::Db;
 use crate::keys::Keys;
