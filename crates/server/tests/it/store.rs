@@ -16,6 +16,7 @@ both_backends!(
     concurrent_rotations_leave_at_most_one_live_successor,
     concurrent_retries_in_the_grace_period_leave_one_live_successor,
     refused_refreshes_change_nothing,
+    successors_never_outlive_their_family,
     revocations_and_assertions_are_remembered_until_they_expire,
     keys_rotate_announce_and_retire,
     audit_batches_keep_every_event,
@@ -299,6 +300,66 @@ async fn concurrent_retries_in_the_grace_period_leave_one_live_successor(backend
     }
     assert_eq!(live, 1);
     h.finish().await;
+}
+
+async fn successors_never_outlive_their_family(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let client = h.public_client("read").await;
+    let short = RefreshPolicy {
+        ttl: 3600,
+        max_lifetime: 100,
+        grace: 0,
+    };
+    let (family_id, first) = refresh::issue(&h.db, new_family(&client), &short)
+        .await
+        .unwrap();
+    let family_end = refresh::lookup(&h.db, &first)
+        .await
+        .unwrap()
+        .unwrap()
+        .family
+        .expires_at;
+    // Each successor is live, the one before it spent, and the family's end
+    // bounds each one's life (a ttl of an hour against 100 s left).
+    let mut token = first;
+    for _ in 0..3 {
+        let next = refresh::rotate(&h.db, &token, &client, &short)
+            .await
+            .unwrap()
+            .unwrap();
+        let live = refresh::lookup(&h.db, &next.token).await.unwrap().unwrap();
+        assert_eq!(live.token_expires_at, family_end);
+        assert!(refresh::lookup(&h.db, &token).await.unwrap().is_none());
+        assert_eq!(refresh::live_tokens(&h.db, &family_id).await.unwrap(), 1);
+        token = next.token;
+    }
+    // And a short ttl is kept as it is.
+    let (_, fresh) = refresh::issue(&h.db, new_family(&client), &policy(0))
+        .await
+        .unwrap();
+    let brief = RefreshPolicy {
+        ttl: 30,
+        ..policy(0)
+    };
+    let next = refresh::rotate(&h.db, &fresh, &client, &brief)
+        .await
+        .unwrap()
+        .unwrap();
+    let live = refresh::lookup(&h.db, &next.token).await.unwrap().unwrap();
+    assert!(live.token_expires_at - live.issued_at <= 30);
+    h.finish().await;
+}
+
+fn new_family(client_id: &str) -> NewFamily<'_> {
+    NewFamily {
+        client_id,
+        subject: "s",
+        username: None,
+        scope: "read",
+        auth_time: None,
+    }
 }
 
 async fn refused_refreshes_change_nothing(backend: Backend) {
