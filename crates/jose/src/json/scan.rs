@@ -822,6 +822,21 @@ mod tests {
             }
         }
 
+        /// Arbitrary bytes: an answer, never a panic, and no acceptance
+        /// serde_json would refuse.
+        #[test]
+        fn arbitrary_bytes_get_an_answer(bytes in prop::collection::vec(any::<u8>(), 0..64), depth in 0usize..4) {
+            if value(&bytes, Part::Payload, depth).is_ok() {
+                prop_assert!(serde_json::from_slice::<Value>(&bytes).is_ok());
+            }
+            let mut wrapped = b"{\"k\":".to_vec();
+            wrapped.extend_from_slice(&bytes);
+            wrapped.push(b'}');
+            if object(&wrapped, Part::Payload, depth + 1, |_| Ok(())).is_ok() {
+                prop_assert!(serde_json::from_slice::<Value>(&wrapped).is_ok());
+            }
+        }
+
         /// Whatever the scanner accepts, serde_json accepts too: the
         /// scanner only ever narrows what gets parsed.
         #[test]
