@@ -121,35 +121,40 @@ struct Claimed {
     family: Family,
 }
 
+/// What a claiming `UPDATE` returns: the token's expiry and its family,
+/// as a [`Claimed`].
+macro_rules! returning_claimed {
+    () => {
+        "RETURNING expires_at AS token_expires_at, CAST(NULL AS BIGINT) AS used_at, family_id AS id, \
+         (SELECT client_id FROM refresh_families f WHERE f.id = refresh_tokens.family_id) AS client_id, \
+         (SELECT subject FROM refresh_families f WHERE f.id = refresh_tokens.family_id) AS subject, \
+         (SELECT username FROM refresh_families f WHERE f.id = refresh_tokens.family_id) AS username, \
+         (SELECT scope FROM refresh_families f WHERE f.id = refresh_tokens.family_id) AS scope, \
+         (SELECT auth_time FROM refresh_families f WHERE f.id = refresh_tokens.family_id) AS auth_time, \
+         (SELECT expires_at FROM refresh_families f WHERE f.id = refresh_tokens.family_id) AS expires_at, \
+         (SELECT revoked_at FROM refresh_families f WHERE f.id = refresh_tokens.family_id) AS revoked_at"
+    };
+}
+
 /// Mark a live token used, returning it with its family.
-const CLAIM: &str = "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL \
-    RETURNING expires_at AS token_expires_at, CAST(NULL AS BIGINT) AS used_at, family_id AS id, \
-    (SELECT client_id FROM refresh_families f WHERE f.id = refresh_tokens.family_id) AS client_id, \
-    (SELECT subject FROM refresh_families f WHERE f.id = refresh_tokens.family_id) AS subject, \
-    (SELECT username FROM refresh_families f WHERE f.id = refresh_tokens.family_id) AS username, \
-    (SELECT scope FROM refresh_families f WHERE f.id = refresh_tokens.family_id) AS scope, \
-    (SELECT auth_time FROM refresh_families f WHERE f.id = refresh_tokens.family_id) AS auth_time, \
-    (SELECT expires_at FROM refresh_families f WHERE f.id = refresh_tokens.family_id) AS expires_at, \
-    (SELECT revoked_at FROM refresh_families f WHERE f.id = refresh_tokens.family_id) AS revoked_at";
+const CLAIM: &str = concat!(
+    "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL ",
+    returning_claimed!()
+);
 
 /// SQLite's common case in one statement (and one round trip to the
 /// writer): claim a live token of a live family of this client and name its
 /// successor, which the `refresh_tokens_successor` trigger inserts. No row
 /// back means anything else (unknown, used, expired, revoked, another
 /// client's): [`rotate_now`] then sorts it out.
-const CLAIM_AND_SUCCEED: &str = "UPDATE refresh_tokens \
+const CLAIM_AND_SUCCEED: &str = concat!(
+    "UPDATE refresh_tokens \
     SET used_at = $1, successor_hash = $3, \
     successor_expires_at = MIN($4, (SELECT expires_at FROM refresh_families f WHERE f.id = refresh_tokens.family_id)) \
     WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $1 \
-    AND family_id IN (SELECT id FROM refresh_families WHERE client_id = $5 AND revoked_at IS NULL AND expires_at > $1) \
-    RETURNING expires_at AS token_expires_at, CAST(NULL AS BIGINT) AS used_at, family_id AS id, \
-    (SELECT client_id FROM refresh_families f WHERE f.id = refresh_tokens.family_id) AS client_id, \
-    (SELECT subject FROM refresh_families f WHERE f.id = refresh_tokens.family_id) AS subject, \
-    (SELECT username FROM refresh_families f WHERE f.id = refresh_tokens.family_id) AS username, \
-    (SELECT scope FROM refresh_families f WHERE f.id = refresh_tokens.family_id) AS scope, \
-    (SELECT auth_time FROM refresh_families f WHERE f.id = refresh_tokens.family_id) AS auth_time, \
-    (SELECT expires_at FROM refresh_families f WHERE f.id = refresh_tokens.family_id) AS expires_at, \
-    (SELECT revoked_at FROM refresh_families f WHERE f.id = refresh_tokens.family_id) AS revoked_at";
+    AND family_id IN (SELECT id FROM refresh_families WHERE client_id = $5 AND revoked_at IS NULL AND expires_at > $1) ",
+    returning_claimed!()
+);
 
 /// A token that could not be claimed (used already), with its family.
 const LOOK_UP: &str =
