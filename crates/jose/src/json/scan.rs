@@ -12,9 +12,9 @@
 //! alone, and a text both accept means the same to both.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 
 use crate::error::{Error, Part};
-use std::collections::HashSet;
 
 /// Nesting is never deeper than this, whatever the caller's limit, so the
 /// scanner's recursion stays bounded (it is also `serde_json`'s own limit).
