@@ -334,40 +334,37 @@ fn main() {
             Outcome::default()
         }
     };
-    let cc_run = run(
+    // A client-authenticated form POST, as the token and introspection
+    // endpoints take it.
+    let post = |name: &str, body: &str, url: &str| {
+        run(
+            name,
+            &[
+                "-z",
+                &z,
+                "-c",
+                &c,
+                "-m",
+                "POST",
+                "-T",
+                form,
+                &cc_auth_arg,
+                "-d",
+                body,
+                url,
+            ],
+        )
+    };
+    let cc_run = post(
         "client_credentials",
-        &[
-            "-z",
-            &z,
-            "-c",
-            &c,
-            "-m",
-            "POST",
-            "-T",
-            form,
-            &cc_auth_arg,
-            "-d",
-            "grant_type=client_credentials",
-            &token_url,
-        ],
+        "grant_type=client_credentials",
+        &token_url,
     );
     let introspect_body = format!("token={token}");
-    let intro = run(
+    let intro = post(
         "introspection",
-        &[
-            "-z",
-            &z,
-            "-c",
-            &c,
-            "-m",
-            "POST",
-            "-T",
-            form,
-            &cc_auth_arg,
-            "-d",
-            &introspect_body,
-            &format!("{base}/oauth2/introspect"),
-        ],
+        &introspect_body,
+        &format!("{base}/oauth2/introspect"),
     );
     let jwks = run(
         "jwks",
