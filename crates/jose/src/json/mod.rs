@@ -8,12 +8,14 @@
 //!
 //! Checking and building are apart: [`scan`] checks a text in one pass
 //! without building anything, then `serde_json` builds only what is needed
-//! from text the scanner has accepted.
+//! from text the scanner has accepted; [`de`] hands the caller's type the
+//! top-level members the scan found, so a payload is not read twice.
 
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Part};
 
+pub(crate) mod de;
 pub(crate) mod scan;
 
 /// Parse `bytes` as one strict JSON object.

@@ -106,7 +106,7 @@ pub fn verify<T: DeserializeOwned>(
     crate::b64::with_decoded::<1024, _>(payload, Part::Payload, |payload| {
         let read = read::registered(payload, depth, required)?;
         validation.validate_claims(&read.registered, &read.found)?;
-        let custom = read::custom::<T>(payload)?;
+        let custom = read::custom::<T>(payload, &read)?;
         if validation.has_checks() {
             validation.run_checks(&crate::json::build(payload, Part::Payload)?)?;
         }

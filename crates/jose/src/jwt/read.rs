@@ -4,47 +4,54 @@
 //! every depth, nesting) and hands us the top-level members: we note which
 //! required claims are there and read and type-check the registered ones
 //! (`iss`, `sub`, `aud`, `exp`, `nbf`, `iat`, `jti`) from their text. Only
-//! then, and only if the claims are valid, `serde_json` builds the caller's
-//! type from the same text; it sees the registered claims too, read the
-//! same way.
+//! then, and only if the claims are valid, the caller's type is built from
+//! the members the scan kept ([`crate::json::de`]): exactly what
+//! `serde_json` would build from the text, without reading it again. It
+//! sees the registered claims too, read the same way.
 
 use serde::de::DeserializeOwned;
 
 use super::claims::Registered;
 use crate::error::Part;
-use crate::json::scan;
+use crate::json::de;
+use crate::json::scan::{self, Member};
 use crate::Error;
 
 /// What the scan of a payload yields.
-pub(crate) struct Read {
+pub(crate) struct Read<'a> {
     pub(crate) registered: Registered,
     /// For each required claim name, whether the payload has it.
     pub(crate) found: Vec<bool>,
+    /// The top-level members, in order.
+    members: Vec<Member<'a>>,
 }
 
 /// Check `payload` strictly and read its registered claims.
-pub(crate) fn registered(
-    payload: &[u8],
+pub(crate) fn registered<'a>(
+    payload: &'a [u8],
     max_depth: usize,
     required: &[String],
-) -> Result<Read, Error> {
+) -> Result<Read<'a>, Error> {
     let mut read = Read {
         registered: Registered::default(),
         found: vec![false; required.len()],
+        members: Vec::with_capacity(16),
     };
     scan::object(payload, Part::Payload, max_depth, |member| {
         if let Some(i) = required.iter().position(|r| *r == *member.name) {
             read.found[i] = true;
         }
-        read.registered.read(&member)
+        read.registered.read(&member)?;
+        read.members.push(member);
+        Ok(())
     })?;
     Ok(read)
 }
 
 /// Build the caller's type from a payload [`registered`] accepted. A
 /// payload that does not fit the type is [`Error::InvalidClaims`].
-pub(crate) fn custom<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Error> {
-    serde_json::from_slice(payload).map_err(|e| match e.classify() {
+pub(crate) fn custom<T: DeserializeOwned>(payload: &[u8], read: &Read<'_>) -> Result<T, Error> {
+    de::build(payload, &read.members).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => Error::InvalidClaims {
             reason: e.to_string(),
         },
@@ -57,13 +64,14 @@ pub(crate) fn custom<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Error> {
 
 /// Both steps, for tests.
 #[cfg(test)]
-fn read_claims<T: DeserializeOwned>(
-    payload: &[u8],
+fn read_claims<'a, T: DeserializeOwned>(
+    payload: &'a [u8],
     max_depth: usize,
     required: &[String],
-) -> Result<(Read, T), Error> {
+) -> Result<(Read<'a>, T), Error> {
     let read = registered(payload, max_depth, required)?;
-    Ok((read, custom(payload)?))
+    let custom = custom(payload, &read)?;
+    Ok((read, custom))
 }
 
 #[cfg(test)]
