@@ -338,13 +338,17 @@ impl<'t> Unverified<'t> {
                 found: alg,
             });
         }
-        let mut signature = [0u8; MAX_SIGNATURE_LEN];
-        let len = b64::decode_to_slice(self.signature.as_bytes(), &mut signature).ok_or(
-            Error::Base64 {
-                part: Part::Signature,
-            },
-        )?;
-        key.verify(self.signing_input.as_bytes(), &signature[..len])
+        let invalid = Error::Base64 {
+            part: Part::Signature,
+        };
+        if b64::decoded_len(self.signature.len()).is_none_or(|len| len > MAX_SIGNATURE_LEN) {
+            return Err(invalid);
+        }
+        // On the stack up to the longest ECDSA signature (P-521); RSA
+        // signatures take the heap, which their own cost dwarfs.
+        b64::with_decoded::<132, _>(self.signature, Part::Signature, |signature| {
+            key.verify(self.signing_input.as_bytes(), signature)
+        })
     }
 
     /// The header and the still-encoded payload segment.

@@ -298,6 +298,17 @@ fn resource_exhaustion_is_bounded() {
         code(jwt::verify::<serde_json::Value>(&ok, &key, &small)),
         "ERR_TOKEN_TOO_LARGE"
     );
+    // A signature longer than any algorithm's (RSA-8192: 1,024 bytes) is
+    // refused before it is decoded.
+    let (input, _) = ok.rsplit_once('.').unwrap();
+    for len in [1_025, 4_000] {
+        let long = format!("{input}.{}", b64::encode(vec![7u8; len]));
+        assert_eq!(
+            code(jwt::verify::<serde_json::Value>(&long, &key, &validation())),
+            "ERR_BASE64",
+            "{len}"
+        );
+    }
     // Many dots, or none.
     for shape in ["a.b.c.d", "abc", "a.b", "..", "...", ""] {
         assert_eq!(
