@@ -338,11 +338,10 @@ impl<'t> Unverified<'t> {
                 found: alg,
             });
         }
-        let invalid = Error::Base64 {
-            part: Part::Signature,
-        };
         if b64::decoded_len(self.signature.len()).is_none_or(|len| len > MAX_SIGNATURE_LEN) {
-            return Err(invalid);
+            return Err(Error::Base64 {
+                part: Part::Signature,
+            });
         }
         // On the stack up to the longest ECDSA signature (P-521); RSA
         // signatures take the heap, which their own cost dwarfs.
