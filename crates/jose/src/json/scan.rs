@@ -231,6 +231,7 @@ impl<'a> Scanner<'a> {
         })
     }
 
+    #[cold]
     fn syntax(&self, what: &str) -> Error {
         let reason = if self.pos >= self.bytes.len() {
             format!("{what}, found the end of the text")
@@ -243,10 +244,12 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    #[inline(always)]
     fn peek(&self) -> Option<u8> {
         self.bytes.get(self.pos).copied()
     }
 
+    #[inline(always)]
     fn skip_ws(&mut self) {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
             self.pos += 1;
@@ -394,7 +397,12 @@ impl<'a> Scanner<'a> {
 
     /// A string literal (the current byte is its opening quote); true if
     /// it holds escapes. The text is valid UTF-8 already, so only quotes,
-    /// escapes and control characters need a look.
+    /// escapes and control characters need a look. Inlined, with the
+    /// plain-byte skip, into its two callers (member names and values):
+    /// strings are most of a token's bytes, and the call cost showed
+    /// (~40 ns of an HS256 verification); escapes and errors stay out of
+    /// line.
+    #[inline(always)]
     fn string(&mut self) -> Result<bool, Error> {
         self.pos += 1;
         let mut escaped = false;
@@ -418,6 +426,7 @@ impl<'a> Scanner<'a> {
     /// Advance to the next byte a string scan must stop at, or the end.
     /// Eight bytes at a time: the lowest flagged byte of a word is the
     /// first one that needs a look.
+    #[inline(always)]
     fn skip_plain(&mut self) {
         while let Some(chunk) = self.bytes.get(self.pos..self.pos + 8) {
             let Ok(word) = <[u8; 8]>::try_from(chunk) else {
@@ -442,6 +451,7 @@ impl<'a> Scanner<'a> {
     /// One escape (the current byte is its backslash). A `\u` escape of a
     /// high surrogate must be followed by one of a low surrogate; a low
     /// surrogate alone is refused.
+    #[cold]
     fn escape(&mut self) -> Result<(), Error> {
         self.pos += 1;
         match self.peek() {
