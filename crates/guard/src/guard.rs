@@ -198,7 +198,7 @@ impl Guard {
         })?;
         let token = Arc::new(AccessToken::new(
             verified.claims.custom,
-            verified.header.kid,
+            verified.header.kid.clone(),
         ));
         if inner.cache_size > 0 && token.exp.is_some() {
             let mut cache = inner.cache.write().unwrap_or_else(|p| p.into_inner());

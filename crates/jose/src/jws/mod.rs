@@ -224,7 +224,7 @@ fn sign_after_header(mut out: String, payload: &[u8], key: &SigningKey) -> Resul
 /// Its header may be read (to choose a key); its payload may not.
 #[derive(Debug)]
 pub struct Unverified<'t> {
-    header: Header,
+    header: Arc<Header>,
     signing_input: &'t str,
     payload: &'t str,
     signature: &'t str,
@@ -351,7 +351,7 @@ impl<'t> Unverified<'t> {
     }
 
     /// The header and the still-encoded payload segment.
-    pub(crate) fn into_parts(self) -> (Header, &'t str) {
+    pub(crate) fn into_parts(self) -> (Arc<Header>, &'t str) {
         (self.header, self.payload)
     }
 }
@@ -359,7 +359,7 @@ impl<'t> Unverified<'t> {
 /// A token whose signature has been verified.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Verified {
-    header: Header,
+    header: Arc<Header>,
     payload: Vec<u8>,
 }
 
@@ -376,7 +376,7 @@ impl Verified {
 
     /// Header and payload.
     pub fn into_parts(self) -> (Header, Vec<u8>) {
-        (self.header, self.payload)
+        (Arc::unwrap_or_clone(self.header), self.payload)
     }
 }
 
@@ -392,7 +392,9 @@ pub fn verify<K: KeySource + ?Sized>(
 /// Read a token's header without verifying anything (to pick a key, or
 /// to show it). Uses the default limits.
 pub fn decode_header(token: &str) -> Result<Header, Error> {
-    Ok(Unverified::parse(token, &Limits::default())?.header)
+    Ok(Arc::unwrap_or_clone(
+        Unverified::parse(token, &Limits::default())?.header,
+    ))
 }
 
 /// Decoding without verification, for tools and debugging only.
@@ -401,5 +403,5 @@ pub(crate) fn decode_unverified(token: &str, limits: &Limits) -> Result<(Header,
     let payload = b64::decode(unverified.payload).ok_or(Error::Base64 {
         part: Part::Payload,
     })?;
-    Ok((unverified.header, payload))
+    Ok((Arc::unwrap_or_clone(unverified.header), payload))
 }

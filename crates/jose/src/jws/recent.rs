@@ -11,6 +11,7 @@
 //! parsed afresh.
 
 use std::cell::RefCell;
+use std::sync::Arc;
 
 use super::Header;
 use crate::b64;
@@ -26,7 +27,7 @@ const MAX_LEN: usize = 256;
 struct Entry {
     encoded: Box<str>,
     max_depth: usize,
-    header: Header,
+    header: Arc<Header>,
 }
 
 struct Recent {
@@ -51,11 +52,11 @@ fn parse(encoded: &str, max_depth: usize) -> Result<Header, Error> {
     })
 }
 
-/// The header `encoded` holds, parsed with `max_depth`: a copy of an
-/// earlier result for the same text and limit, or a fresh parse.
-pub(super) fn header(encoded: &str, max_depth: usize) -> Result<Header, Error> {
+/// The header `encoded` holds, parsed with `max_depth`: an earlier result
+/// for the same text and limit, shared, or a fresh parse.
+pub(super) fn header(encoded: &str, max_depth: usize) -> Result<Arc<Header>, Error> {
     if encoded.len() > MAX_LEN {
-        return parse(encoded, max_depth);
+        return parse(encoded, max_depth).map(Arc::new);
     }
     let kept = RECENT.try_with(|recent| {
         let recent = recent.try_borrow().ok()?;
@@ -64,12 +65,12 @@ pub(super) fn header(encoded: &str, max_depth: usize) -> Result<Header, Error> {
             .iter()
             .flatten()
             .find(|e| e.max_depth == max_depth && *e.encoded == *encoded)
-            .map(|e| e.header.clone())
+            .map(|e| Arc::clone(&e.header))
     });
     if let Ok(Some(header)) = kept {
         return Ok(header);
     }
-    let header = parse(encoded, max_depth)?;
+    let header = Arc::new(parse(encoded, max_depth)?);
     // A thread being torn down keeps nothing; that is all.
     let _ = RECENT.try_with(|recent| {
         if let Ok(mut recent) = recent.try_borrow_mut() {
@@ -77,7 +78,7 @@ pub(super) fn header(encoded: &str, max_depth: usize) -> Result<Header, Error> {
             recent.entries[slot] = Some(Entry {
                 encoded: encoded.into(),
                 max_depth,
-                header: header.clone(),
+                header: Arc::clone(&header),
             });
             recent.next = (slot + 1) % KEPT;
         }
@@ -101,6 +102,7 @@ mod tests {
         let first = header(&text, 8).unwrap();
         let again = header(&text, 8).unwrap();
         assert_eq!(first, again);
+        assert!(Arc::ptr_eq(&first, &again), "the kept header is shared");
         assert_eq!(again.kid.as_deref(), Some("k1"));
         assert_eq!(again.extra["x"], serde_json::json!({"y": [1]}));
     }
@@ -135,7 +137,9 @@ mod tests {
             "k".repeat(MAX_LEN)
         ));
         assert!(long.len() > MAX_LEN);
-        assert_eq!(header(&long, 8).unwrap().kid.unwrap().len(), MAX_LEN);
+        let first = header(&long, 8).unwrap();
+        assert_eq!(first.kid.as_ref().map(String::len), Some(MAX_LEN));
+        assert!(!Arc::ptr_eq(&first, &header(&long, 8).unwrap()));
         RECENT.with_borrow(|recent| {
             assert!(recent
                 .entries
@@ -166,7 +170,7 @@ mod tests {
                 let fresh = parse(&headers[i], depth);
                 let got = header(&headers[i], depth);
                 match (got, fresh) {
-                    (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
+                    (Ok(a), Ok(b)) => prop_assert_eq!(&*a, &b),
                     (Err(a), Err(b)) => prop_assert_eq!(a.code(), b.code()),
                     (a, b) => prop_assert!(false, "{:?} against {:?}", a, b),
                 }

@@ -25,6 +25,8 @@ mod claims;
 mod read;
 mod validation;
 
+use std::sync::Arc;
+
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -48,8 +50,12 @@ pub fn random_id() -> Result<String, Error> {
 /// A verified, validated token.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Token<T> {
-    /// The protected header.
-    pub header: Header,
+    /// The protected header. Shared: an issuer signs its tokens under one
+    /// header, byte for byte, so a verifying thread keeps the last few it
+    /// parsed and each token it verifies points at the one it has instead
+    /// of carrying a copy. Read it as a `Header` through the `Arc`;
+    /// [`Arc::unwrap_or_clone`] gives one of your own.
+    pub header: Arc<Header>,
     /// The claims.
     pub claims: Claims<T>,
 }

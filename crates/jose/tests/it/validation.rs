@@ -327,3 +327,24 @@ fn insecure_configurations_fail_loudly() {
         assert_eq!(err.code(), "ERR_INVALID_CONFIG", "{err}");
     }
 }
+
+#[test]
+fn tokens_under_one_header_share_it_and_others_do_not() {
+    let f = Fixture::new();
+    let v = f.validation();
+    let first = jwt::verify::<Value>(&jwt::sign(&f.claims(), &f.key).unwrap(), &f.vk, &v).unwrap();
+    let claims = f.claims().subject("someone else");
+    let second = jwt::verify::<Value>(&jwt::sign(&claims, &f.key).unwrap(), &f.vk, &v).unwrap();
+    assert!(std::sync::Arc::ptr_eq(&first.header, &second.header));
+    assert_eq!(second.claims.sub.as_deref(), Some("someone else"));
+    // Any other header byte for byte is its own.
+    let header = Header::for_key(&f.key).typ("at+jwt");
+    let token = jwt::sign_with_header(&header, &f.claims(), &f.key).unwrap();
+    let third = jwt::verify::<Value>(&token, &f.vk, &v).unwrap();
+    assert!(!std::sync::Arc::ptr_eq(&first.header, &third.header));
+    assert_eq!(third.header.typ.as_deref(), Some("at+jwt"));
+    assert_eq!(first.header.typ.as_deref(), Some("JWT"));
+    // An owned header, when one is wanted.
+    let owned: Header = std::sync::Arc::unwrap_or_clone(third.header);
+    assert_eq!(owned, header);
+}
