@@ -3,8 +3,9 @@
 //! An issuer signs all its tokens under one header (`alg`, `typ`, `kid`),
 //! byte for byte, so a verifier sees the same header segment over and
 //! over. Parsing it is a pure function of that text and the depth limit,
-//! so the result of the last few parses is kept and handed out again as a
-//! copy: decoding and the strict scan are skipped, nothing else is. Only
+//! so the result of the last few parses is kept and handed out again,
+//! shared (an immutable `Arc`, so no token can change another's header):
+//! decoding, the strict scan and the copy are skipped, nothing else is. Only
 //! headers that parsed are kept, only short ones (the usual ~60
 //! characters; at most [`MAX_LEN`]), a few per thread, and the key is the
 //! whole segment compared exactly, so a header differing in any byte is
