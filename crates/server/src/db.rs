@@ -6,6 +6,16 @@
 //! once per backend so both are checked by the compiler with their native
 //! driver types. Schemas live in `migrations/sqlite` and
 //! `migrations/postgres`, kept in step.
+//!
+//! # Writes that return rows
+//!
+//! A write with `RETURNING` that runs outside a transaction is read with
+//! `fetch_all`, never `fetch_optional` or `fetch_one`. SQLite commits such
+//! a statement when it runs to its end; sqlx's single-row fetches stop at
+//! the first row and reset the statement, and a commit that fails there
+//! (disk full) is never reported: the row would be answered as written
+//! while the change was rolled back. `fetch_all` steps to the end, so the
+//! failed commit comes back as an error.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -59,6 +69,11 @@ macro_rules! on_pool {
 }
 pub(crate) use on_pool;
 
+/// How long a request waits for a PostgreSQL connection before it is
+/// answered `503`: a database that is down or out of connections is
+/// reported at once rather than after the request's client gave up.
+pub const POSTGRES_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
+
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -70,14 +85,18 @@ impl Db {
             let options = PgConnectOptions::from_str(url).map_err(Error::database)?;
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections)
-                .acquire_timeout(Duration::from_secs(10))
+                // Kept open, so the first requests after a start (or an
+                // outage) do not each wait for a connection to be made.
+                .min_connections(max_connections)
+                .acquire_timeout(POSTGRES_ACQUIRE_TIMEOUT)
                 .connect_with(options)
                 .await
-                .map_err(Error::database)?;
+                .map_err(Error::from)?;
             POSTGRES_MIGRATIONS
                 .run(&pool)
                 .await
                 .map_err(|e| Error::Database(format!("migrations: {e}")))?;
+            warm(&pool, max_connections).await;
             Ok(Db::Postgres(pool))
         } else if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)
@@ -92,9 +111,10 @@ impl Db {
             let writer = SqlitePoolOptions::new()
                 .max_connections(1)
                 .acquire_timeout(Duration::from_secs(30))
+                .before_acquire(|conn, _| Box::pin(async move { Ok(in_step(conn)) }))
                 .connect_with(options.clone())
                 .await
-                .map_err(Error::database)?;
+                .map_err(Error::from)?;
             SQLITE_MIGRATIONS
                 .run(&writer)
                 .await
@@ -104,7 +124,7 @@ impl Db {
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(options.read_only(true))
                 .await
-                .map_err(Error::database)?;
+                .map_err(Error::from)?;
             Ok(Db::Sqlite {
                 reader,
                 writer,
@@ -167,7 +187,7 @@ impl Db {
     pub async fn ping(&self) -> Result<(), Error> {
         on_pool!(self.read(), p => sqlx::query("SELECT 1").execute(p).await.map(|r| r.rows_affected()))
             .map(drop)
-            .map_err(Error::database)
+            .map_err(Error::from)
     }
 
     /// Close every connection, waiting for queries in flight.
@@ -179,6 +199,47 @@ impl Db {
             }
             Db::Postgres(pool) => pool.close().await,
         }
+    }
+}
+
+/// Whether the writer connection's idea of its transaction agrees with
+/// SQLite's; a connection that disagrees is closed (SQLite rolls back what
+/// it still holds) and the pool opens a fresh one.
+///
+/// A connection back in the pool is never inside a transaction. After an
+/// error that makes SQLite roll a transaction back by itself
+/// (`SQLITE_FULL`, `SQLITE_IOERR`, …) sqlx's own `ROLLBACK` fails with "no
+/// transaction is active" and sqlx keeps counting the transaction as open.
+/// Its next `begin` then sends `SAVEPOINT` instead of `BEGIN`, a rollback
+/// of that sends `ROLLBACK TO`, which leaves a transaction open for good:
+/// every later "commit" only releases a savepoint, so writes are answered
+/// as done but never reach the file, and other processes find the
+/// database locked. Checked before each use, so the first request after
+/// the fault already runs on a sound connection.
+fn in_step(conn: &mut sqlx::SqliteConnection) -> bool {
+    use sqlx::Connection;
+    let sound = !conn.is_in_transaction();
+    if !sound {
+        tracing::warn!("SQLite writer connection left inside a failed transaction; reopening it");
+    }
+    sound
+}
+
+/// Open `count` connections now rather than under the first requests.
+async fn warm(pool: &PgPool, count: u32) {
+    let mut opening = tokio::task::JoinSet::new();
+    for _ in 0..count {
+        let pool = pool.clone();
+        opening.spawn(async move { pool.acquire().await });
+    }
+    // Hold every connection until all are open, so each task opens its own.
+    let opened = opening.join_all().await;
+    let failed = opened.iter().filter(|c| c.is_err()).count();
+    if failed > 0 {
+        tracing::warn!(
+            failed,
+            "some database connections could not be opened at start"
+        );
     }
 }
 

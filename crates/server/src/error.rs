@@ -11,6 +11,12 @@ pub enum Error {
     /// The database failed or refused a query.
     #[error("database: {0}")]
     Database(String),
+    /// The database cannot answer or take writes for now (unreachable,
+    /// out of connections, or its disk is full). Nothing was written; the
+    /// same request may succeed later, so clients get `503` with
+    /// `Retry-After` rather than `500`.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {
@@ -27,6 +33,11 @@ pub enum Error {
     /// A JOSE operation failed.
     #[error(transparent)]
     Jose(#[from] tessera_jose::Error),
+    /// The server is at capacity for this kind of work (for example the
+    /// password hashing queue is full): nothing was done, retry shortly.
+    /// Clients get `503` with `Retry-After`.
+    #[error("overloaded: {0}")]
+    Overloaded(&'static str),
     /// The named user, client or key does not exist.
     #[error("{kind} {name:?} not found")]
     NotFound {
@@ -68,6 +79,40 @@ impl Error {
 
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Error {
-        Error::database(e)
+        if is_transient(&e) {
+            Error::Unavailable(e.to_string())
+        } else {
+            Error::database(e)
+        }
+    }
+}
+
+/// Whether a database error says "not now" rather than "never": the
+/// database is out of reach or out of space, and nothing was written.
+fn is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            let code = code.as_ref();
+            // SQLite's primary result codes (the low byte of an extended
+            // code): SQLITE_BUSY 5 (another process held the lock past
+            // the busy timeout), SQLITE_IOERR 10, SQLITE_FULL 13,
+            // SQLITE_CANTOPEN 14.
+            let sqlite = code
+                .parse::<u32>()
+                .is_ok_and(|c| matches!(c & 0xff, 5 | 10 | 13 | 14));
+            // PostgreSQL SQLSTATE classes 08 (connection exception), 53
+            // (insufficient resources: disk full, out of memory, too many
+            // connections) and 57P (operator intervention: shutting down,
+            // cannot connect now).
+            let postgres =
+                code.starts_with("08") || code.starts_with("53") || code.starts_with("57P");
+            sqlite || postgres
+        }),
+        _ => false,
     }
 }

@@ -217,9 +217,14 @@ impl Keys {
     /// Bring the stored keys up to date with the policy and reload the
     /// cache: create the first key, start a due rotation, drop keys whose
     /// tokens have all expired. Run at start and then periodically.
+    ///
+    /// Nothing is written before the master key has opened every stored
+    /// key: a start with the wrong master key fails here, and never stores
+    /// a key sealed under a master key that cannot open the others.
     pub async fn maintain(&self) -> Result<(), Error> {
         let now = now();
         let mut rows = self.fetch().await?;
+        let mut opened = self.open_all(&rows)?;
         let active = rows.iter().rev().find(|r| r.activate_at <= now);
         let pending = rows.iter().any(|r| r.activate_at > now);
         let due = match (active, self.policy.rotate_every) {
@@ -236,9 +241,26 @@ impl Keys {
                 tracing::info!(activate_at, "new signing key stored");
             }
             rows = self.fetch().await?;
+            opened = self.open_all(&rows)?;
         }
         self.expire(&rows, now).await?;
-        self.reload(rows, now)
+        self.reload(rows, &opened, now)
+    }
+
+    /// Open every stored key (those already cached are not opened again);
+    /// fails with [`Error::MasterKey`] when one does not open.
+    fn open_all(&self, rows: &[KeyRow]) -> Result<HashMap<String, Arc<SigningKey>>, Error> {
+        let previous = self.snapshot();
+        rows.iter()
+            .map(|row| {
+                let cached = previous.keys.iter().find(|k| k.info.kid == row.kid);
+                let key = match cached {
+                    Some(k) => Arc::clone(&k.signing),
+                    None => Arc::new(self.open(row)?),
+                };
+                Ok((row.kid.clone(), key))
+            })
+            .collect()
     }
 
     async fn fetch(&self) -> Result<Vec<KeyRow>, Error> {
@@ -294,13 +316,12 @@ impl Keys {
         Ok(())
     }
 
-    fn reload(&self, rows: Vec<KeyRow>, now: i64) -> Result<(), Error> {
-        let previous = self.snapshot();
-        let cached: HashMap<&str, &Arc<SigningKey>> = previous
-            .keys
-            .iter()
-            .map(|k| (k.info.kid.as_str(), &k.signing))
-            .collect();
+    fn reload(
+        &self,
+        rows: Vec<KeyRow>,
+        opened: &HashMap<String, Arc<SigningKey>>,
+        now: i64,
+    ) -> Result<(), Error> {
         let keep_after = secs(self.policy.max_access_ttl).saturating_add(SKEW);
         let mut keys = Vec::with_capacity(rows.len());
         let mut public = Vec::with_capacity(rows.len());
@@ -311,7 +332,7 @@ impl Keys {
                     continue;
                 }
             }
-            let signing = match cached.get(row.kid.as_str()) {
+            let signing = match opened.get(&row.kid) {
                 Some(key) => Arc::clone(key),
                 None => Arc::new(self.open(row)?),
             };
@@ -348,6 +369,13 @@ impl Keys {
         let der = self.master.open(&row.kid, &row.sealed_key)?;
         Ok(SigningKey::from_der(alg, PemKind::PrivateKey, &der)?.with_kid(row.kid.clone()))
     }
+}
+
+/// How many signing keys the database holds (sealed under a master key).
+pub async fn stored_count(db: &Db) -> Result<i64, Error> {
+    let (n,): (i64,) = on_pool!(db.read(), p => sqlx::query_as("SELECT COUNT(*) FROM signing_keys")
+        .fetch_one(p).await)?;
+    Ok(n)
 }
 
 /// Whether the key before `next` has been replaced for longer than any of

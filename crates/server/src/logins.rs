@@ -1,11 +1,18 @@
 //! Failed-login limits, per username and per client address.
 //!
-//! Only failures count: after `max_failures` failures in `window`, further
-//! attempts for that username (or from that address) are answered 429
-//! with `Retry-After` until the oldest failure leaves the window, without
-//! checking the password, so guessing costs the attacker time and us no
-//! hashing. A success clears the username's record. The state is kept per
-//! instance, in memory, like most servers' lockouts.
+//! After `max_failures` failures in `window`, further attempts for that
+//! username (or from that address) are answered 429 with `Retry-After`
+//! until the oldest failure leaves the window, without checking the
+//! password, so guessing costs the attacker time and us no hashing. A
+//! success clears the username's record. The state is kept per instance,
+//! in memory, like most servers' lockouts.
+//!
+//! An attempt counts from the moment it is let through, before its
+//! password is hashed: [`LoginLimiter::begin`] reserves one of the
+//! window's `max_failures` guesses for the username and for the address,
+//! and gives it back only when the password turned out right. However many
+//! guesses arrive at once, at most `max_failures` per username and per
+//! address are ever checked in a window.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -20,7 +27,15 @@ const SWEEP_AT: usize = 10_000;
 pub struct LoginLimiter {
     max_failures: usize,
     window: Duration,
-    failures: Mutex<HashMap<Key, VecDeque<Instant>>>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// When each recent failure happened, oldest first.
+    failures: HashMap<Key, VecDeque<Instant>>,
+    /// Attempts let through whose password is still being checked.
+    in_flight: HashMap<Key, usize>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -29,63 +44,116 @@ enum Key {
     Addr(IpAddr),
 }
 
+/// A login attempt that was let through. Dropped without
+/// [`Attempt::succeeded`], it counts as a failure: a request cancelled
+/// while its password was hashed still spent one guess.
+#[derive(Debug)]
+#[must_use = "an attempt counts as failed unless it is marked succeeded"]
+pub struct Attempt<'a> {
+    limiter: &'a LoginLimiter,
+    keys: Vec<Key>,
+    succeeded: bool,
+}
+
 impl LoginLimiter {
     /// `max_failures` (0: no limit) per `window`.
     pub fn new(max_failures: u32, window: Duration) -> LoginLimiter {
         LoginLimiter {
             max_failures: usize::try_from(max_failures).unwrap_or(usize::MAX),
             window,
-            failures: Mutex::new(HashMap::new()),
+            state: Mutex::new(State::default()),
         }
     }
 
-    fn keys(username: &str, addr: Option<IpAddr>) -> impl Iterator<Item = Key> {
-        std::iter::once(Key::User(username.to_owned())).chain(addr.map(Key::Addr))
+    fn keys(username: &str, addr: Option<IpAddr>) -> Vec<Key> {
+        std::iter::once(Key::User(username.to_owned()))
+            .chain(addr.map(Key::Addr))
+            .collect()
     }
 
-    /// How long until `username` from `addr` may try again, if it must
-    /// wait.
-    pub fn retry_after(
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Let an attempt for `username` from `addr` through, counting it at
+    /// once; or say how long to wait when the window's guesses are used
+    /// up (counting those still being checked).
+    pub fn begin(
         &self,
         username: &str,
         addr: Option<IpAddr>,
         now: Instant,
-    ) -> Option<Duration> {
+    ) -> Result<Attempt<'_>, Duration> {
+        let keys = Self::keys(username, addr);
         if self.max_failures == 0 {
-            return None;
+            return Ok(Attempt {
+                limiter: self,
+                keys: Vec::new(),
+                succeeded: false,
+            });
         }
-        let map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        Self::keys(username, addr)
-            .filter_map(|key| {
-                let times = map.get(&key)?;
-                let recent = times
+        let mut state = self.lock();
+        let mut wait = None;
+        for key in &keys {
+            let failures = state.failures.get(key);
+            let recent: Vec<Instant> = failures
+                .into_iter()
+                .flatten()
+                .copied()
+                .filter(|t| now.duration_since(*t) < self.window)
+                .collect();
+            let in_flight = state.in_flight.get(key).copied().unwrap_or(0);
+            if recent.len().saturating_add(in_flight) >= self.max_failures {
+                // Until the oldest failure leaves the window; with only
+                // attempts in flight, a second (they end soon).
+                let until = recent
                     .iter()
-                    .filter(|t| now.duration_since(**t) < self.window);
-                if recent.clone().count() < self.max_failures {
-                    return None;
-                }
-                let oldest = recent.min()?;
-                Some(self.window.saturating_sub(now.duration_since(*oldest)))
-            })
-            .max()
+                    .min()
+                    .map_or(Duration::from_secs(1), |oldest| {
+                        self.window.saturating_sub(now.duration_since(*oldest))
+                    });
+                wait = Some(wait.map_or(until, |w: Duration| w.max(until)));
+            }
+        }
+        if let Some(wait) = wait {
+            return Err(wait.max(Duration::from_secs(1)));
+        }
+        for key in &keys {
+            *state.in_flight.entry(key.clone()).or_default() += 1;
+        }
+        Ok(Attempt {
+            limiter: self,
+            keys,
+            succeeded: false,
+        })
     }
 
-    /// Count a failure.
-    pub fn failed(&self, username: &str, addr: Option<IpAddr>, now: Instant) {
-        if self.max_failures == 0 {
+    fn finish(&self, keys: &[Key], failed: bool, now: Instant) {
+        let mut state = self.lock();
+        for key in keys {
+            if let Some(n) = state.in_flight.get_mut(key) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    state.in_flight.remove(key);
+                }
+            }
+        }
+        if !failed {
+            if let Some(user) = keys.iter().find(|k| matches!(k, Key::User(_))) {
+                state.failures.remove(user);
+            }
             return;
         }
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= SWEEP_AT {
+        if state.failures.len() >= SWEEP_AT {
             let window = self.window;
-            map.retain(|_, times| {
+            state.failures.retain(|_, times| {
                 times
                     .back()
                     .is_some_and(|t| now.duration_since(*t) < window)
             });
         }
-        for key in Self::keys(username, addr) {
-            let times = map.entry(key).or_default();
+        for key in keys {
+            let times = state.failures.entry(key.clone()).or_default();
             while times
                 .front()
                 .is_some_and(|t| now.duration_since(*t) >= self.window)
@@ -98,11 +166,22 @@ impl LoginLimiter {
             }
         }
     }
+}
 
-    /// Forget the username's failures after a successful login.
-    pub fn succeeded(&self, username: &str) {
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        map.remove(&Key::User(username.to_owned()));
+impl Attempt<'_> {
+    /// The password was right: the guess is given back, and the username's
+    /// failures are forgotten.
+    pub fn succeeded(mut self) {
+        self.succeeded = true;
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if !self.keys.is_empty() {
+            self.limiter
+                .finish(&self.keys, !self.succeeded, Instant::now());
+        }
     }
 }
 
@@ -110,47 +189,99 @@ impl LoginLimiter {
 mod tests {
     use super::*;
 
+    fn fail(limiter: &LoginLimiter, user: &str, addr: Option<IpAddr>, at: Instant) {
+        let attempt = limiter.begin(user, addr, at).unwrap();
+        limiter.finish(&attempt.keys, true, at);
+        // The drop would count it a second time.
+        std::mem::forget(attempt);
+    }
+
     #[test]
     fn failures_lock_the_username_and_the_address_for_the_window() {
         let limiter = LoginLimiter::new(3, Duration::from_secs(60));
         let t0 = Instant::now();
         let addr: IpAddr = "192.0.2.7".parse().unwrap();
         for i in 0..3 {
-            assert_eq!(
-                limiter.retry_after("alice", Some(addr), t0),
-                None,
-                "attempt {i}"
-            );
-            limiter.failed("alice", Some(addr), t0 + Duration::from_secs(i));
+            fail(&limiter, "alice", Some(addr), t0 + Duration::from_secs(i));
         }
         let later = t0 + Duration::from_secs(10);
         assert_eq!(
-            limiter.retry_after("alice", None, later),
-            Some(Duration::from_secs(50))
+            limiter.begin("alice", None, later).unwrap_err(),
+            Duration::from_secs(50)
         );
         // Another username from the same address is held too …
-        assert!(limiter.retry_after("bob", Some(addr), later).is_some());
+        assert!(limiter.begin("bob", Some(addr), later).is_err());
         // … but not from elsewhere.
-        assert_eq!(
-            limiter.retry_after("bob", Some("192.0.2.8".parse().unwrap()), later),
-            None
-        );
+        limiter
+            .begin("bob", Some("192.0.2.8".parse().unwrap()), later)
+            .unwrap()
+            .succeeded();
         // The window passes.
-        assert_eq!(
-            limiter.retry_after("alice", None, t0 + Duration::from_secs(61)),
-            None
-        );
-        limiter.succeeded("alice");
-        assert_eq!(limiter.retry_after("alice", None, later), None);
+        limiter
+            .begin("alice", None, t0 + Duration::from_secs(61))
+            .unwrap()
+            .succeeded();
+        assert!(limiter.begin("alice", None, later).is_ok());
+    }
+
+    #[test]
+    fn attempts_in_flight_count_before_their_outcome() {
+        let limiter = LoginLimiter::new(5, Duration::from_secs(60));
+        let now = Instant::now();
+        let addr: IpAddr = "192.0.2.7".parse().unwrap();
+        // Forty guesses at once: five are let through, the rest wait.
+        let mut through = Vec::new();
+        let mut refused = 0;
+        for i in 0..40u8 {
+            let from = IpAddr::from([198, 51, 100, i]);
+            match limiter.begin("alice", Some(from), now) {
+                Ok(attempt) => through.push(attempt),
+                Err(wait) => {
+                    assert!(wait >= Duration::from_secs(1));
+                    refused += 1;
+                }
+            }
+        }
+        assert_eq!((through.len(), refused), (5, 35));
+        // Dropped without success: each counts as a failure.
+        drop(through);
+        assert!(limiter.begin("alice", None, now).is_err());
+        // The same bound per address, whatever the usernames.
+        let held: Vec<_> = (0..5)
+            .map(|i| limiter.begin(&format!("user{i}"), Some(addr), now).unwrap())
+            .collect();
+        assert!(limiter.begin("someone", Some(addr), now).is_err());
+        // Successes give their guess back: the address is free again.
+        for attempt in held {
+            attempt.succeeded();
+        }
+        limiter
+            .begin("someone", Some(addr), now)
+            .unwrap()
+            .succeeded();
+    }
+
+    #[test]
+    fn a_success_clears_the_username() {
+        let limiter = LoginLimiter::new(3, Duration::from_secs(60));
+        let now = Instant::now();
+        fail(&limiter, "alice", None, now);
+        fail(&limiter, "alice", None, now);
+        limiter.begin("alice", None, now).unwrap().succeeded();
+        for _ in 0..3 {
+            fail(&limiter, "alice", None, now);
+        }
+        assert!(limiter.begin("alice", None, now).is_err());
     }
 
     #[test]
     fn zero_means_no_limit() {
         let limiter = LoginLimiter::new(0, Duration::from_secs(60));
         let now = Instant::now();
-        for _ in 0..10 {
-            limiter.failed("alice", None, now);
-        }
-        assert_eq!(limiter.retry_after("alice", None, now), None);
+        let held: Vec<_> = (0..50)
+            .map(|_| limiter.begin("alice", None, now).unwrap())
+            .collect();
+        drop(held);
+        assert!(limiter.begin("alice", None, now).is_ok());
     }
 }

@@ -1,11 +1,15 @@
 //! Password hashing: Argon2id with OWASP's parameters, off the async
 //! runtime, a bounded number at a time.
 //!
-//! Bounding the hashes in flight keeps a flood of logins from taking every
-//! core (so `/healthz` and token refreshes stay fast) and from allocating
-//! 19 MiB per request without limit. A login for an unknown user verifies
-//! against a dummy hash, so it costs the same time as a wrong password.
+//! Bounding the hashes in flight keeps a flood of logins from allocating
+//! 19 MiB per request without limit. Bounding the hashes that may *wait*
+//! keeps a flood from queueing without end: past the bound a login is
+//! answered `503` with `Retry-After` at once ([`Error::Overloaded`]), so a
+//! login that is admitted waits a few seconds at most and memory stays
+//! flat. A login for an unknown user verifies against a dummy hash, so it
+//! costs the same time as a wrong password.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -34,6 +38,24 @@ const DUMMY_HASH: &str =
 #[derive(Clone, Debug)]
 pub struct Passwords {
     permits: Arc<Semaphore>,
+    /// Hashes running or waiting.
+    admitted: Arc<AtomicUsize>,
+    /// The most that may run or wait at once.
+    max_admitted: usize,
+}
+
+/// Hashes that may wait for a hasher, per hasher, by default: about two
+/// seconds of work at ~50 ms an Argon2id hash (OWASP parameters on one core
+/// of a current server).
+pub const QUEUE_PER_CORE: usize = 40;
+
+/// One admitted hash: counted from admission until it is done or dropped.
+struct Admitted(Arc<AtomicUsize>);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 fn hasher() -> Result<Argon2<'static>, Error> {
@@ -55,17 +77,40 @@ fn hash_now(password: &[u8]) -> Result<String, Error> {
 }
 
 impl Passwords {
-    /// A hasher running at most `concurrency` hashes at once.
+    /// A hasher running at most `concurrency` hashes at once, with
+    /// [`QUEUE_PER_CORE`] per hasher waiting.
     pub fn new(concurrency: usize) -> Passwords {
+        let concurrency = concurrency.max(1);
+        Passwords::with_queue(concurrency, concurrency.saturating_mul(QUEUE_PER_CORE))
+    }
+
+    /// A hasher running at most `concurrency` hashes at once, with at most
+    /// `queue` more waiting; beyond that, [`Error::Overloaded`].
+    pub fn with_queue(concurrency: usize, queue: usize) -> Passwords {
+        let concurrency = concurrency.max(1);
         Passwords {
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            permits: Arc::new(Semaphore::new(concurrency)),
+            admitted: Arc::new(AtomicUsize::new(0)),
+            max_admitted: concurrency.saturating_add(queue),
         }
+    }
+
+    /// Admit one more hash, or refuse it when the queue is full.
+    fn admit(&self) -> Result<Admitted, Error> {
+        let before = self.admitted.fetch_add(1, Ordering::AcqRel);
+        let admitted = Admitted(Arc::clone(&self.admitted));
+        if before >= self.max_admitted {
+            metrics::counter!("tessera_password_hashes_refused_total").increment(1);
+            return Err(Error::Overloaded("too many password checks waiting"));
+        }
+        Ok(admitted)
     }
 
     async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Error> {
+        let _admitted = self.admit()?;
         let _permit = self
             .permits
             .acquire()
@@ -115,6 +160,54 @@ impl Passwords {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_queue_refuses_at_once() {
+        let p = Passwords::with_queue(1, 2);
+        let hash = p
+            .hash(Zeroizing::new("correct horse".into()))
+            .await
+            .unwrap();
+        // Hold the only hasher, so every admitted check waits.
+        let hold = Arc::clone(&p.permits).acquire_owned().await.unwrap();
+        let mut tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let (p, hash) = (p.clone(), hash.clone());
+                tokio::spawn(async move {
+                    p.verify(Zeroizing::new("wrong horse".into()), Some(hash))
+                        .await
+                })
+            })
+            .collect();
+        // One running and two waiting are admitted; the other five are
+        // refused while the hasher is still taken.
+        let mut refused = 0;
+        while refused < 5 {
+            let mut waiting = Vec::new();
+            for task in tasks {
+                if task.is_finished() {
+                    assert!(matches!(task.await.unwrap(), Err(Error::Overloaded(_))));
+                    refused += 1;
+                } else {
+                    waiting.push(task);
+                }
+            }
+            tasks = waiting;
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(tasks.len(), 3);
+        assert_eq!(p.admitted.load(Ordering::Acquire), 3);
+        drop(hold);
+        for task in tasks {
+            assert!(!task.await.unwrap().unwrap());
+        }
+        // Everything admitted has left: the queue takes work again.
+        assert_eq!(p.admitted.load(Ordering::Acquire), 0);
+        assert!(p
+            .verify(Zeroizing::new("correct horse".into()), Some(hash))
+            .await
+            .unwrap());
+    }
 
     #[tokio::test]
     async fn hashes_verify_and_unknown_users_never_match() {

@@ -66,19 +66,37 @@ pub enum MasterKeySource {
 
 impl MasterKey {
     /// Load the master key, creating the file on first start.
+    ///
+    /// Creating is only right for a database that holds nothing sealed
+    /// yet: the server calls [`MasterKey::load_existing`] and decides.
     pub fn load(source: &MasterKeySource) -> Result<MasterKey, Error> {
+        match MasterKey::load_existing(source)? {
+            Some(key) => Ok(key),
+            None => match source {
+                MasterKeySource::File(path) => MasterKey::create(path),
+                MasterKeySource::Value(_) => Err(Error::MasterKey("no master key".into())),
+            },
+        }
+    }
+
+    /// Load the master key; `None` when its file does not exist.
+    pub fn load_existing(source: &MasterKeySource) -> Result<Option<MasterKey>, Error> {
         match source {
-            MasterKeySource::Value(text) => MasterKey::from_text(text),
+            MasterKeySource::Value(text) => MasterKey::from_text(text).map(Some),
             MasterKeySource::File(path) => match std::fs::read_to_string(path) {
-                Ok(text) => MasterKey::from_text(&Zeroizing::new(text)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    let text = random_token()?;
-                    write_private_file(path, text.as_bytes())?;
-                    MasterKey::from_text(&text)
-                }
+                Ok(text) => MasterKey::from_text(&Zeroizing::new(text)).map(Some),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
                 Err(e) => Err(Error::io(path, e)),
             },
         }
+    }
+
+    /// Make a new random master key and write it to `path` (mode 0600),
+    /// refusing to overwrite a file that exists.
+    pub fn create(path: &Path) -> Result<MasterKey, Error> {
+        let text = random_token()?;
+        write_private_file(path, text.as_bytes())?;
+        MasterKey::from_text(&text)
     }
 
     fn from_text(text: &str) -> Result<MasterKey, Error> {

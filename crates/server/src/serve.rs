@@ -10,9 +10,9 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::db::Db;
 use crate::http::{metrics_upkeep, router, App};
-use crate::keys::Keys;
+use crate::keys::{self, Keys};
 use crate::password::Passwords;
-use crate::secret::MasterKey;
+use crate::secret::{MasterKey, MasterKeySource};
 use crate::store::audit::AuditQueue;
 use crate::store::revocation::{self, RevokedTokens};
 use crate::store::{now, refresh};
@@ -32,11 +32,40 @@ pub struct Opened {
 
 /// Open what `config` names, creating the data directory, database,
 /// master key and first signing key when they do not exist yet.
+///
+/// A master key is only ever created for a database that holds no sealed
+/// keys; and before anything is written, the master key must open every
+/// stored key ([`Keys::load`]). A start with a missing or wrong master key
+/// fails with [`Error::MasterKey`] and leaves the database as it was.
 pub async fn open(config: Config) -> Result<Opened, Error> {
     config.prepare_data_dir()?;
-    let master = MasterKey::load(&config.master_key)?;
     let db = Db::connect(&config.database_url, config.max_connections).await?;
-    let keys = Arc::new(Keys::load(db.clone(), master, config.keys.clone()).await?);
+    let master = match MasterKey::load_existing(&config.master_key)? {
+        Some(master) => master,
+        None => {
+            let sealed = keys::stored_count(&db).await?;
+            let MasterKeySource::File(path) = &config.master_key else {
+                return Err(Error::MasterKey("no master key".into()));
+            };
+            if sealed > 0 {
+                db.close().await;
+                return Err(Error::MasterKey(format!(
+                    "{} does not exist, but the database holds {sealed} signing key(s) sealed \
+                     under a master key; restore that file or set TESSERA_MASTER_KEY \
+                     (a new master key is never made for sealed data)",
+                    path.display()
+                )));
+            }
+            MasterKey::create(path)?
+        }
+    };
+    let keys = match Keys::load(db.clone(), master, config.keys.clone()).await {
+        Ok(keys) => Arc::new(keys),
+        Err(e) => {
+            db.close().await;
+            return Err(e);
+        }
+    };
     Ok(Opened { config, db, keys })
 }
 

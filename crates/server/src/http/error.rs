@@ -80,6 +80,33 @@ impl OAuthError {
         }
     }
 
+    /// The database cannot serve the request now (503 with
+    /// `Retry-After`): nothing was written, and a retry may succeed.
+    pub fn temporarily_unavailable(cause: &crate::Error) -> OAuthError {
+        tracing::warn!(error = %cause, "request refused: database unavailable");
+        OAuthError {
+            retry_after: Some(RETRY_UNAVAILABLE),
+            ..OAuthError::new(
+                "temporarily_unavailable",
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the server cannot serve this request now; try again later",
+            )
+        }
+    }
+
+    /// The server is at capacity (503 with `Retry-After: 1`). Not logged
+    /// per request: a flood would flood the log; a metric counts them.
+    pub fn overloaded(why: &'static str) -> OAuthError {
+        OAuthError {
+            retry_after: Some(1),
+            ..OAuthError::new(
+                "temporarily_unavailable",
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the server is busy ({why}); try again shortly"),
+            )
+        }
+    }
+
     /// The server failed (500); the cause is logged, not sent.
     pub fn server_error(cause: &crate::Error) -> OAuthError {
         tracing::error!(error = %cause, "request failed");
@@ -91,9 +118,16 @@ impl OAuthError {
     }
 }
 
+/// `Retry-After` seconds when the database is unavailable.
+pub(crate) const RETRY_UNAVAILABLE: u64 = 5;
+
 impl From<crate::Error> for OAuthError {
     fn from(e: crate::Error) -> OAuthError {
-        OAuthError::server_error(&e)
+        match e {
+            crate::Error::Unavailable(_) => OAuthError::temporarily_unavailable(&e),
+            crate::Error::Overloaded(why) => OAuthError::overloaded(why),
+            e => OAuthError::server_error(&e),
+        }
     }
 }
 

@@ -53,6 +53,12 @@ struct Grant {
 
 /// Authorization: any registered client, for the grants it was given.
 pub async fn token(State(app): State<Arc<App>>, form: OAuthForm) -> Result<Response, OAuthError> {
+    if !app.audit.accepting() {
+        // Nothing is issued that the audit trail could not record.
+        return Err(OAuthError::temporarily_unavailable(
+            &crate::Error::Unavailable("the audit trail is not being written".into()),
+        ));
+    }
     let grant_type = form.require("grant_type")?;
     let grant = GrantType::parse(grant_type).ok_or_else(|| {
         OAuthError::unsupported_grant_type(format!("grant_type {grant_type:?} is not supported"))
@@ -166,13 +172,15 @@ async fn password(
 ) -> Result<(Grant, Option<Zeroizing<String>>), OAuthError> {
     let username = form.require("username")?;
     let password = Zeroizing::new(form.require("password")?.to_owned());
-    if let Some(wait) = app.logins.retry_after(username, form.peer, Instant::now()) {
-        metrics::counter!("tessera_token_failures_total", "reason" => "login_rate_limited")
-            .increment(1);
-        return Err(OAuthError::too_many_attempts(
-            wait.as_secs().saturating_add(1),
-        ));
-    }
+    // Counted before the hash: concurrent guesses cannot outrun the limit.
+    let attempt = app
+        .logins
+        .begin(username, form.peer, Instant::now())
+        .map_err(|wait| {
+            metrics::counter!("tessera_token_failures_total", "reason" => "login_rate_limited")
+                .increment(1);
+            OAuthError::too_many_attempts(wait.as_secs().saturating_add(1))
+        })?;
     let user = users::find(&app.db, username).await?;
     let stored = user.as_ref().map(|u| u.password_hash.clone());
     let matched = app.passwords.verify(password, stored).await?;
@@ -185,7 +193,7 @@ async fn password(
     let user = match user {
         Some(user) if matched && !user.disabled => user,
         found => {
-            app.logins.failed(username, form.peer, Instant::now());
+            drop(attempt);
             let why = match found {
                 Some(u) if matched && u.disabled => "user disabled",
                 Some(_) => "wrong password",
@@ -197,7 +205,7 @@ async fn password(
             return Err(OAuthError::invalid_grant("invalid username or password"));
         }
     };
-    app.logins.succeeded(username);
+    attempt.succeeded();
     app.audit.push(event("login_succeeded"));
     let user_scopes = Scopes::parse(&user.scopes)?;
     let granted = Grant {

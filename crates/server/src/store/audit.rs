@@ -1,5 +1,9 @@
 //! The audit trail: who did what, when, from where. Never secrets.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use crate::db::{on_pool, Db};
 use crate::store::now;
 use crate::Error;
@@ -91,7 +95,7 @@ pub async fn record(db: &Db, event: Event) -> Result<(), Error> {
 }
 
 /// Record several events in one transaction.
-pub async fn record_all(db: &Db, events: Vec<(i64, Event)>) -> Result<(), Error> {
+pub async fn record_all(db: &Db, events: &[(i64, Event)]) -> Result<(), Error> {
     // One multi-row INSERT per chunk: a statement per event would cost a
     // round trip to the database per token issued.
     const ROWS_PER_INSERT: usize = 200;
@@ -130,64 +134,182 @@ const BATCH: usize = 4096;
 
 /// How long the writer lets events gather before writing a batch: the
 /// longest an event waits in memory.
-const GATHER: std::time::Duration = std::time::Duration::from_millis(20);
+const GATHER: Duration = Duration::from_millis(20);
+
+/// Events held in memory at most while the database does not take them.
+/// Past this, [`AuditQueue::accepting`] says no and the token endpoint
+/// refuses to issue what it could not record (about 300 bytes an event,
+/// so the bound costs some 30 MB at worst).
+pub const MAX_BACKLOG: usize = 100_000;
+
+/// Longest wait between two attempts to write a batch the database refused.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// How long [`AuditWriter::finish`] keeps retrying at shutdown before it
+/// writes what is left to the log instead.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// A queue that writes events in batches, off the request path.
 ///
 /// Handlers that issue tokens at a high rate record through it, so the
 /// audit trail costs one transaction per batch rather than one write per
-/// request. On shutdown, once every queue handle is dropped,
-/// [`AuditWriter::finish`] waits until what was queued is written.
+/// request. No event is dropped quietly: a batch the database cannot take
+/// now (unreachable, disk full) is kept and retried with backoff; events
+/// the database refuses for good (it never happens with events this server
+/// makes) are written to the log, whole, at error level. While more than
+/// [`MAX_BACKLOG`] events wait, [`AuditQueue::accepting`] is false. On
+/// shutdown, once every queue handle is dropped, [`AuditWriter::finish`]
+/// waits until what was queued is written.
 #[derive(Clone, Debug)]
 pub struct AuditQueue {
     tx: tokio::sync::mpsc::UnboundedSender<(i64, Event)>,
+    pending: Arc<AtomicUsize>,
 }
 
 /// The task that drains an [`AuditQueue`]; await it after closing.
 #[derive(Debug)]
-pub struct AuditWriter(tokio::task::JoinHandle<()>);
+pub struct AuditWriter {
+    task: tokio::task::JoinHandle<()>,
+    shutting_down: Arc<AtomicBool>,
+}
 
 impl AuditQueue {
     /// Start the writer task on `db`.
     pub fn start(db: Db) -> (AuditQueue, AuditWriter) {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(i64, Event)>();
-        let task = tokio::spawn(async move {
-            let mut batch = Vec::new();
-            while rx.recv_many(&mut batch, BATCH).await > 0 {
-                // Let a busy moment's events gather: one transaction for
-                // many, and the writer woken less often.
-                if batch.len() < BATCH {
-                    tokio::time::sleep(GATHER).await;
-                    while batch.len() < BATCH {
-                        match rx.try_recv() {
-                            Ok(event) => batch.push(event),
-                            Err(_) => break,
-                        }
-                    }
-                }
-                let events = std::mem::take(&mut batch);
-                let count = events.len();
-                if let Err(e) = record_all(&db, events).await {
-                    tracing::error!(error = %e, count, "audit events could not be written");
-                }
-            }
-        });
-        (AuditQueue { tx }, AuditWriter(task))
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(i64, Event)>();
+        let pending = Arc::new(AtomicUsize::new(0));
+        let shutting_down = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(drain(
+            db,
+            rx,
+            Arc::clone(&pending),
+            Arc::clone(&shutting_down),
+        ));
+        (
+            AuditQueue { tx, pending },
+            AuditWriter {
+                task,
+                shutting_down,
+            },
+        )
     }
 
     /// Queue `event`, stamped now.
     pub fn push(&self, event: Event) {
-        if self.tx.send((now(), event)).is_err() {
-            tracing::error!("audit queue closed; event dropped");
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        if let Err(unsent) = self.tx.send((now(), event)) {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+            let (at, event) = unsent.0;
+            log_unwritten(at, &event, "audit queue closed");
+        }
+    }
+
+    /// Whether the trail keeps up: false while more than [`MAX_BACKLOG`]
+    /// events wait for the database.
+    pub fn accepting(&self) -> bool {
+        self.pending.load(Ordering::Relaxed) <= MAX_BACKLOG
+    }
+
+    /// Events queued and not yet written.
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+}
+
+async fn drain(
+    db: Db,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<(i64, Event)>,
+    pending: Arc<AtomicUsize>,
+    shutting_down: Arc<AtomicBool>,
+) {
+    let mut batch = Vec::new();
+    while rx.recv_many(&mut batch, BATCH).await > 0 {
+        // Let a busy moment's events gather: one transaction for many, and
+        // the writer woken less often.
+        if batch.len() < BATCH {
+            tokio::time::sleep(GATHER).await;
+            while batch.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(event) => batch.push(event),
+                    Err(_) => break,
+                }
+            }
+        }
+        let count = batch.len();
+        write_batch(&db, &mut batch, &shutting_down).await;
+        pending.fetch_sub(count, Ordering::Relaxed);
+    }
+}
+
+/// Write `batch` (emptying it), retrying while the database is
+/// unavailable; at shutdown, retry for [`SHUTDOWN_GRACE`] at most.
+async fn write_batch(db: &Db, batch: &mut Vec<(i64, Event)>, shutting_down: &AtomicBool) {
+    let mut backoff = Duration::from_millis(100);
+    let mut given_up_at = None;
+    loop {
+        match record_all(db, batch).await {
+            Ok(()) => {
+                if given_up_at.is_some() || backoff > Duration::from_millis(100) {
+                    tracing::info!(count = batch.len(), "audit events written after a retry");
+                }
+                batch.clear();
+                return;
+            }
+            Err(Error::Unavailable(reason)) => {
+                if backoff == Duration::from_millis(100) {
+                    tracing::error!(
+                        error = %reason,
+                        count = batch.len(),
+                        "audit events not written yet; retrying"
+                    );
+                }
+                if shutting_down.load(Ordering::Relaxed) {
+                    let deadline = *given_up_at.get_or_insert_with(Instant::now);
+                    if deadline.elapsed() >= SHUTDOWN_GRACE {
+                        for (at, event) in batch.drain(..) {
+                            log_unwritten(at, &event, "database unavailable at shutdown");
+                        }
+                        return;
+                    }
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            Err(e) => {
+                // Refused for good: find which events, keep the others.
+                tracing::error!(error = %e, "audit batch refused; writing events one by one");
+                for (at, event) in batch.drain(..) {
+                    if let Err(e) = record_all(db, &[(at, event.clone())]).await {
+                        log_unwritten(at, &event, &e.to_string());
+                    }
+                }
+                return;
+            }
         }
     }
 }
 
+/// The last resort for an event the database never took: the log.
+fn log_unwritten(at: i64, event: &Event, why: &str) {
+    tracing::error!(
+        at,
+        event = event.event,
+        client_id = event.client_id.as_deref().unwrap_or(""),
+        subject = event.subject.as_deref().unwrap_or(""),
+        remote = event.remote.as_deref().unwrap_or(""),
+        detail = event.detail.as_deref().unwrap_or(""),
+        why,
+        "audit event not stored"
+    );
+}
+
 impl AuditWriter {
     /// Wait until every queued event is written (all queue handles must be
-    /// dropped first).
+    /// dropped first). Retries for [`SHUTDOWN_GRACE`] at most while the
+    /// database is unavailable, then logs what is left.
     pub async fn finish(self) {
-        if let Err(e) = self.0.await {
+        self.shutting_down.store(true, Ordering::Relaxed);
+        if let Err(e) = self.task.await {
             tracing::error!(error = %e, "audit writer failed");
         }
     }

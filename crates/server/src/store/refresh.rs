@@ -232,14 +232,17 @@ async fn rotate_in_one(
     };
     let at = now();
     let successor = random_token()?;
+    // `fetch_all`, not `fetch_optional`: the statement commits when it runs
+    // to its end (see `crate::db`, "Writes that return rows").
     let claimed: Option<Claimed> = sqlx::query_as(CLAIM_AND_SUCCEED)
         .bind(at)
         .bind(token_digest(presented))
         .bind(token_digest(&successor))
         .bind(at.saturating_add(policy.ttl))
         .bind(client_id)
-        .fetch_optional(writer)
-        .await?;
+        .fetch_all(writer)
+        .await?
+        .pop();
     Ok(claimed.map(|claimed| Rotated {
         family: claimed.family,
         token: successor,
@@ -354,13 +357,14 @@ pub async fn revoke(
     client_id: &str,
     reason: &str,
 ) -> Result<Option<String>, Error> {
-    let family: Option<(String,)> = on_pool!(db.write(), p => sqlx::query_as(
+    // `fetch_all`: see `crate::db`, "Writes that return rows".
+    let family: Vec<(String,)> = on_pool!(db.write(), p => sqlx::query_as(
         "UPDATE refresh_families SET revoked_at = $1, revoked_reason = $2 \
          WHERE revoked_at IS NULL AND client_id = $3 \
          AND id = (SELECT family_id FROM refresh_tokens WHERE token_hash = $4) \
          RETURNING id"
-    ).bind(now()).bind(reason).bind(client_id).bind(token_digest(presented)).fetch_optional(p).await)?;
-    Ok(family.map(|(id,)| id))
+    ).bind(now()).bind(reason).bind(client_id).bind(token_digest(presented)).fetch_all(p).await)?;
+    Ok(family.into_iter().next().map(|(id,)| id))
 }
 
 /// The number of tokens of a family that can still be used (for tests and

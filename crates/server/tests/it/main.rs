@@ -9,6 +9,7 @@
 )]
 
 mod endpoints;
+mod faults;
 mod store;
 mod token;
 
@@ -165,6 +166,11 @@ impl Harness {
 
     pub async fn with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Option<Harness> {
         let test_db = TestDb::new(backend).await?;
+        Some(Harness::on(test_db, tweak).await)
+    }
+
+    /// A server on `test_db`.
+    pub async fn on(test_db: TestDb, tweak: impl FnOnce(&mut Config)) -> Harness {
         let mut config = test_db.config();
         tweak(&mut config);
         let opened = tessera_server::open(config).await.unwrap();
@@ -177,12 +183,12 @@ impl Harness {
             Passwords::new(2),
             audit,
         ));
-        Some(Harness {
+        Harness {
             router: tessera_server::router(Arc::clone(&app)),
             app,
             db,
             test_db,
-        })
+        }
     }
 
     pub async fn finish(self) {

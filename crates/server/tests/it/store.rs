@@ -36,7 +36,7 @@ async fn audit_batches_keep_every_event(backend: Backend) {
             )
         })
         .collect();
-    audit::record_all(&h.db, events).await.unwrap();
+    audit::record_all(&h.db, &events).await.unwrap();
     let stored = audit::recent(&h.db, Some("token_issued"), 1000)
         .await
         .unwrap();

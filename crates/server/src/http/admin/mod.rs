@@ -154,6 +154,19 @@ impl From<crate::Error> for AdminError {
             Error::Invalid(_) | Error::Jose(_) => {
                 AdminError(StatusCode::BAD_REQUEST, "invalid_request", e.to_string())
             }
+            Error::Overloaded(why) => AdminError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                format!("the server is busy ({why}); try again shortly"),
+            ),
+            Error::Unavailable(_) => {
+                tracing::warn!(error = %e, "admin request refused: database unavailable");
+                AdminError(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "the database is unavailable; try again later".into(),
+                )
+            }
             other => {
                 tracing::error!(error = %other, "admin request failed");
                 AdminError(
@@ -168,11 +181,18 @@ impl From<crate::Error> for AdminError {
 
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
-        (
+        let mut response = (
             self.0,
             Json(json!({ "error": self.1, "error_description": self.2 })),
         )
-            .into_response()
+            .into_response();
+        if self.0 == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(super::error::RETRY_UNAVAILABLE),
+            );
+        }
+        response
     }
 }
 

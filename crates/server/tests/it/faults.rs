@@ -1,0 +1,316 @@
+//! Faults of the environment: a full disk under SQLite, a missing or wrong
+//! master key. What was answered 2xx must be in the database, before,
+//! during and after the fault; a start that cannot work writes nothing.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use tessera_server::secret::{random_token, token_digest, MasterKeySource};
+use tessera_server::store::{users, Scopes};
+use tessera_server::{Db, Error};
+
+use crate::{Backend, Harness, TestDb};
+
+/// A small tmpfs mounted on a temporary directory, unmounted on drop.
+/// Mounting needs root (CI runs as root); elsewhere `None`, with a notice.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output();
+        match mounted {
+            Ok(out) if out.status.success() => Some(SmallDisk { dir }),
+            Ok(out) => {
+                eprintln!(
+                    "skipped: disk-full test needs to mount a tmpfs (run as root): {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!("skipped: disk-full test cannot run mount: {e}");
+                None
+            }
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Write a file until the disk is full; returns its path.
+    fn fill(&self) -> PathBuf {
+        let path = self.path().join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0xa5u8; 16 * 1024];
+        loop {
+            if let Err(e) = file.write_all(&chunk) {
+                assert_eq!(e.raw_os_error(), Some(28), "ENOSPC expected: {e}");
+                break;
+            }
+        }
+        // Single bytes too, so not even a small write finds room.
+        while file.write_all(&[0]).is_ok() {}
+        let _ = file.sync_all();
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// How many refresh tokens with this digest the database holds, as
+/// another connection (or a restarted server) sees it.
+async fn stored(db: &Db, token: &str) -> i64 {
+    let Db::Sqlite { reader, .. } = db else {
+        unreachable!("SQLite only")
+    };
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM refresh_tokens WHERE token_hash = $1")
+        .bind(token_digest(token))
+        .fetch_one(reader)
+        .await
+        .unwrap();
+    n
+}
+
+async fn rotated_events(db: &Db) -> usize {
+    tessera_server::store::audit::recent(db, Some("refresh_rotated"), 100_000)
+        .await
+        .unwrap()
+        .len()
+}
+
+/// Fill the data directory's disk while refreshes run, then free it: every
+/// refresh answered 2xx is committed (seen by another connection and after
+/// a restart), every refresh that could not be written is answered 503 with
+/// `Retry-After`, writes commit again once space returns without a restart,
+/// another process can write, and no audit event is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_disk_never_loses_an_acknowledged_write() {
+    let Some(disk) = SmallDisk::mount("4m") else {
+        return;
+    };
+    let url = format!("sqlite://{}", disk.path().join("tessera.db").display());
+    let test_db = TestDb {
+        url: url.clone(),
+        dir: tempfile::tempdir().unwrap(),
+        schema: None,
+    };
+    let h = Harness::on(test_db, |c| {
+        c.data_dir = disk.path().to_owned();
+        c.master_key = MasterKeySource::File(disk.path().join("master.key"));
+    })
+    .await;
+    let client = h.public_client("read").await;
+    h.user("alice", "correct horse", "read").await;
+    // Four sessions, each a chain of rotations.
+    let mut current = Vec::new();
+    for _ in 0..4 {
+        let login = h.login(&client, "alice", "correct horse").await;
+        assert_eq!(login.status, StatusCode::OK, "{}", login.text);
+        current.push(login.str("refresh_token"));
+    }
+    let mut acknowledged: Vec<String> = current.clone();
+    let mut rotations_ok = 0usize;
+    let refresh = |token: String| {
+        let h = &h;
+        let client = client.clone();
+        async move {
+            h.post(
+                "/oauth2/token",
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("client_id", &client),
+                    ("refresh_token", &token),
+                ],
+                None,
+            )
+            .await
+        }
+    };
+
+    let filler = disk.fill();
+    let mut refused = 0usize;
+    for round in 0..3000 {
+        let chain = round % current.len();
+        // Every fifth request a login: a transaction of two inserts.
+        let reply = if round % 5 == 4 {
+            h.login(&client, "alice", "correct horse").await
+        } else {
+            refresh(current[chain].clone()).await
+        };
+        match reply.status {
+            StatusCode::OK if round % 5 == 4 => acknowledged.push(reply.str("refresh_token")),
+            StatusCode::OK => {
+                current[chain] = reply.str("refresh_token");
+                acknowledged.push(current[chain].clone());
+                rotations_ok += 1;
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert_eq!(reply.error(), "temporarily_unavailable", "{}", reply.text);
+                assert!(reply.headers.contains_key("retry-after"));
+                refused += 1;
+                if refused >= 40 {
+                    break;
+                }
+            }
+            other => panic!("round {round}: {other} {}", reply.text),
+        }
+    }
+    assert!(
+        refused > 0,
+        "the disk never filled up: the test proved nothing"
+    );
+
+    // Space returns: writes commit again, at once, without a restart.
+    std::fs::remove_file(filler).unwrap();
+    for token in &mut current {
+        let reply = refresh(token.clone()).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        *token = reply.str("refresh_token");
+        acknowledged.push(token.clone());
+        rotations_ok += 1;
+    }
+
+    // Another process sees every acknowledged token and can write.
+    let other = Db::connect(&url, 2).await.unwrap();
+    let wrote = tokio::time::timeout(
+        Duration::from_secs(5),
+        users::add(&other, "bob", "not-a-hash", &Scopes::default()),
+    )
+    .await
+    .expect("another process could not write: the database is held locked");
+    wrote.unwrap();
+    for (i, token) in acknowledged.iter().enumerate() {
+        assert_eq!(
+            stored(&other, token).await,
+            1,
+            "acknowledged token {i} lost"
+        );
+    }
+    // The audit events of every rotation reach the database, those of the
+    // full-disk moments included (the writer retries them).
+    let mut events = 0;
+    for _ in 0..150 {
+        events = rotated_events(&other).await;
+        if events >= rotations_ok {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(events, rotations_ok, "audit events lost");
+    other.close().await;
+
+    // A restart keeps everything: the last token of each chain still works.
+    h.db.close().await;
+    drop(h);
+    let test_db = TestDb {
+        url: url.clone(),
+        dir: tempfile::tempdir().unwrap(),
+        schema: None,
+    };
+    let h = Harness::on(test_db, |c| {
+        c.data_dir = disk.path().to_owned();
+        c.master_key = MasterKeySource::File(disk.path().join("master.key"));
+    })
+    .await;
+    for (i, token) in acknowledged.iter().enumerate() {
+        assert_eq!(
+            stored(&h.db, token).await,
+            1,
+            "token {i} lost by the restart"
+        );
+    }
+    for token in current {
+        let reply = h
+            .post(
+                "/oauth2/token",
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("client_id", &client),
+                    ("refresh_token", &token),
+                ],
+                None,
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    }
+    h.db.close().await;
+}
+
+/// The stored signing keys' ids, in generation order.
+async fn stored_kids(url: &str) -> Vec<String> {
+    let db = Db::connect(url, 1).await.unwrap();
+    let sql = "SELECT kid FROM signing_keys ORDER BY generation";
+    let rows: Vec<(String,)> = match &db {
+        Db::Sqlite { reader, .. } => sqlx::query_as(sql).fetch_all(reader).await.unwrap(),
+        Db::Postgres(pool) => sqlx::query_as(sql).fetch_all(pool).await.unwrap(),
+    };
+    let events = tessera_server::store::audit::recent(&db, None, 1000)
+        .await
+        .unwrap()
+        .len();
+    db.close().await;
+    let mut kids: Vec<String> = rows.into_iter().map(|(kid,)| kid).collect();
+    kids.push(format!("{events} audit events"));
+    kids
+}
+
+/// A start whose master key is missing or wrong, at a moment when a key
+/// rotation is due, writes nothing and makes no master key; with the right
+/// key back, the next start works (and rotates).
+async fn a_start_without_its_master_key_changes_nothing(backend: Backend) {
+    let Some(test_db) = TestDb::new(backend).await else {
+        return;
+    };
+    let first = tessera_server::open(test_db.config()).await.unwrap();
+    first.db.close().await;
+    let before = stored_kids(&test_db.url).await;
+    assert_eq!(before.len(), 2, "{before:?}");
+    // Every later start finds a rotation due.
+    let due = || {
+        let mut config = test_db.config();
+        config.keys.rotate_every = Some(Duration::from_secs(1));
+        config
+    };
+
+    let key_file = test_db.dir.path().join("master.key");
+    let saved = std::fs::read(&key_file).unwrap();
+    std::fs::remove_file(&key_file).unwrap();
+    let err = tessera_server::open(due()).await.unwrap_err();
+    assert!(matches!(err, Error::MasterKey(_)), "{err}");
+    assert!(err.to_string().contains("does not exist"), "{err}");
+    assert!(!key_file.exists(), "a master key was made for sealed data");
+    assert_eq!(stored_kids(&test_db.url).await, before);
+
+    let mut wrong = due();
+    wrong.master_key = MasterKeySource::Value(random_token().unwrap());
+    let err = tessera_server::open(wrong).await.unwrap_err();
+    assert!(matches!(err, Error::MasterKey(_)), "{err}");
+    assert_eq!(stored_kids(&test_db.url).await, before);
+
+    std::fs::write(&key_file, saved).unwrap();
+    let again = tessera_server::open(due()).await.unwrap();
+    again.db.close().await;
+    let after = stored_kids(&test_db.url).await;
+    assert_eq!(after.len(), 3, "the due rotation happens: {after:?}");
+    assert_eq!(after[0], before[0]);
+    test_db.cleanup().await;
+}
+
+crate::both_backends!(a_start_without_its_master_key_changes_nothing);
