@@ -64,7 +64,13 @@ fn basic_credentials(form: &OAuthForm) -> Result<Option<(String, String)>, OAuth
             .map(|c| c.into_owned())
             .map_err(|_| bad())
     };
-    Ok(Some((decode(id)?, decode(secret)?)))
+    let (id, secret) = (decode(id)?, decode(secret)?);
+    if id.chars().chain(secret.chars()).any(char::is_control) {
+        return Err(OAuthError::invalid_request(
+            "the Basic credentials hold a control character",
+        ));
+    }
+    Ok(Some((id, secret)))
 }
 
 fn method(form: &OAuthForm) -> Result<Method<'_>, OAuthError> {
@@ -184,6 +190,9 @@ pub(super) async fn verify_assertion(
     else {
         return Ok(Err("assertion without iss".into()));
     };
+    if client_id.chars().any(char::is_control) {
+        return Ok(Err("assertion iss holds a control character".into()));
+    }
     let Some(client) = app.clients.find(&app.db, &client_id).await? else {
         return Ok(Err("unknown issuer".into()));
     };
@@ -212,6 +221,9 @@ pub(super) async fn verify_assertion(
     else {
         return Ok(Err("assertion without jti, exp or sub".into()));
     };
+    if jti.chars().chain(subject.chars()).any(char::is_control) {
+        return Ok(Err("assertion jti or sub holds a control character".into()));
+    }
     if exp.seconds().saturating_sub(crate::store::now()) > crate::keys::secs(MAX_ASSERTION_LIFETIME)
     {
         return Ok(Err("assertion lives too long (at most 10 minutes)".into()));

@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, Request};
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 
 use super::OAuthError;
 
@@ -58,6 +58,17 @@ impl OAuthForm {
                     "parameter {name} given more than once"
                 )));
             }
+            // Identifiers, tokens and scopes never hold control characters
+            // (a NUL would reach the database); a password may hold anything
+            // its owner typed, and only ever reaches the hasher.
+            if name.chars().any(char::is_control)
+                || (name != "password" && value.chars().any(char::is_control))
+            {
+                return Err(OAuthError::invalid_request(format!(
+                    "parameter {} holds a control character",
+                    name.escape_debug()
+                )));
+            }
             if !value.is_empty() {
                 params.insert(name.into_owned(), value.into_owned());
             }
@@ -68,6 +79,19 @@ impl OAuthForm {
             peer,
         })
     }
+}
+
+/// The one `Authorization` header, if any. Two are refused: which one a
+/// proxy or the server would read is not defined, so neither is trusted.
+pub(crate) fn single_authorization(headers: &HeaderMap) -> Result<Option<HeaderValue>, OAuthError> {
+    let mut all = headers.get_all(header::AUTHORIZATION).iter();
+    let first = all.next().cloned();
+    if all.next().is_some() {
+        return Err(OAuthError::invalid_request(
+            "more than one Authorization header",
+        ));
+    }
+    Ok(first)
 }
 
 fn is_form(headers: &HeaderMap) -> bool {
@@ -90,14 +114,19 @@ impl<S: Send + Sync> FromRequest<S> for OAuthForm {
                 "the body must be application/x-www-form-urlencoded",
             ));
         }
-        let authorization = req.headers().get(header::AUTHORIZATION).cloned();
+        let authorization = single_authorization(req.headers())?;
         let peer = req
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip());
-        let body = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| OAuthError::invalid_request(format!("unreadable body: {e}")))?;
+        let body = Bytes::from_request(req, state).await.map_err(|e| {
+            let mut error = OAuthError::invalid_request(format!("unreadable body: {e}"));
+            // Too large is 413, whatever else went wrong is 400.
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                error.status = StatusCode::PAYLOAD_TOO_LARGE;
+            }
+            error
+        })?;
         OAuthForm::parse(&body, authorization, peer)
     }
 }
@@ -116,5 +145,41 @@ mod tests {
         assert_eq!(err.code, "invalid_request");
         // A repeat is refused even when one of the values is empty.
         assert!(OAuthForm::parse(b"scope=&scope=b", None, None).is_err());
+    }
+
+    #[test]
+    fn control_characters_are_refused_outside_passwords() {
+        for body in [
+            &b"client_id=a%00b"[..],
+            b"username=al%00ice",
+            b"scope=read%0Awrite",
+            b"client%00id=a",
+            b"password%00=x",
+        ] {
+            let err = OAuthForm::parse(body, None, None).unwrap_err();
+            assert_eq!(err.code, "invalid_request", "{body:?}");
+            assert!(err.description.contains("control character"), "{body:?}");
+        }
+        let f = OAuthForm::parse(b"username=alice&password=tab%09and%00nul", None, None).unwrap();
+        assert_eq!(f.get("password"), Some("tab\tand\0nul"));
+    }
+
+    #[test]
+    fn two_authorization_headers_are_refused() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(single_authorization(&headers).unwrap(), None);
+        headers.append(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic YTpi"),
+        );
+        assert!(single_authorization(&headers).unwrap().is_some());
+        headers.append(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic Yzpk"),
+        );
+        assert_eq!(
+            single_authorization(&headers).unwrap_err().code,
+            "invalid_request"
+        );
     }
 }

@@ -12,6 +12,7 @@
 pub mod admin;
 mod client_auth;
 mod discovery;
+mod edge;
 mod error;
 mod form;
 mod health;
@@ -121,7 +122,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .merge(admin::routes())
-        .layer(axum::middleware::from_fn(health::track))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(edge::check))
+        .layer(axum::middleware::from_fn(health::track))
         .with_state(app)
 }

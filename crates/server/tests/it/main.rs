@@ -10,6 +10,7 @@
 
 mod endpoints;
 mod faults;
+mod hostile;
 mod store;
 mod token;
 

@@ -115,9 +115,10 @@ impl FromRequestParts<Arc<App>> for Admin {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Admin, Response> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
+        let authorization = super::form::single_authorization(&parts.headers)
+            .map_err(IntoResponse::into_response)?;
+        let token = authorization
+            .as_ref()
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split_once(' '))
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
