@@ -101,7 +101,7 @@ struct Ring {
 #[derive(Debug)]
 pub struct Keys {
     db: Db,
-    master: MasterKey,
+    master: Arc<MasterKey>,
     policy: KeyPolicy,
     ring: RwLock<Arc<Ring>>,
 }
@@ -124,12 +124,18 @@ impl Keys {
         };
         let keys = Keys {
             db,
-            master,
+            master: Arc::new(master),
             policy,
             ring: RwLock::new(Arc::new(empty)),
         };
         keys.maintain().await?;
         Ok(keys)
+    }
+
+    /// The master key, which also seals other secrets kept at rest (a
+    /// refresh token's successor during the grace window).
+    pub fn master(&self) -> Arc<MasterKey> {
+        Arc::clone(&self.master)
     }
 
     fn snapshot(&self) -> Arc<Ring> {

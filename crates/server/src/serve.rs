@@ -92,7 +92,8 @@ pub async fn serve(
     let passwords = Passwords::new(cores);
     let (audit, writer) = AuditQueue::start(db.clone());
     let period = maintenance_period(&config);
-    let maintenance = tokio::spawn(maintain(db.clone(), Arc::clone(&keys), period));
+    let grace = keys::secs(config.refresh_grace);
+    let maintenance = tokio::spawn(maintain(db.clone(), Arc::clone(&keys), period, grace));
     let app = Arc::new(App::new(config, db.clone(), keys, passwords, audit));
     app.revoked.reload(&db).await?;
     let revocations = tokio::spawn(sync_revocations(db.clone(), Arc::clone(&app.revoked)));
@@ -127,7 +128,7 @@ async fn sync_revocations(db: Db, revoked: Arc<RevokedTokens>) {
     }
 }
 
-async fn maintain(db: Db, keys: Arc<Keys>, period: Duration) {
+async fn maintain(db: Db, keys: Arc<Keys>, period: Duration, refresh_grace: i64) {
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_purge = 0;
@@ -137,6 +138,10 @@ async fn maintain(db: Db, keys: Arc<Keys>, period: Duration) {
             tracing::error!(error = %e, "key maintenance failed");
         }
         let at = now();
+        // Successors are kept sealed for the grace window and a period.
+        if let Err(e) = refresh::forget_successors(&db, at, refresh_grace).await {
+            tracing::error!(error = %e, "forgetting sealed refresh successors failed");
+        }
         if at - last_purge >= 3600 {
             last_purge = at;
             let purged = async {

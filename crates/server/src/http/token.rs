@@ -241,7 +241,18 @@ async fn rotate(
     form: &OAuthForm,
 ) -> Result<(Grant, Option<Zeroizing<String>>), OAuthError> {
     let presented = form.require("refresh_token")?;
-    let rotated = match refresh::rotate(&app.db, presented, &client.client_id, &app.refresh).await?
+    let requested = form
+        .get("scope")
+        .map(Scopes::parse)
+        .transpose()
+        .map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
+    let rotation = refresh::Rotation {
+        presented,
+        client_id: &client.client_id,
+        client_scopes: &client.scopes,
+        requested: requested.as_ref(),
+    };
+    let rotated = match refresh::rotate(&app.db, rotation, &app.refresh, &app.keys.master()).await?
     {
         Ok(rotated) => rotated,
         Err(refused) => {
@@ -256,11 +267,18 @@ async fn rotate(
                         .detail(format!("family={family_id}")),
                 );
             }
-            return Err(OAuthError::invalid_grant(match refused {
-                Refused::Expired => "refresh token expired",
-                Refused::Reused { .. } | Refused::Revoked => "refresh token revoked",
-                Refused::Unknown | Refused::WrongClient => "unknown refresh token",
-            }));
+            return Err(match refused {
+                Refused::Expired => OAuthError::invalid_grant("refresh token expired"),
+                Refused::Reused { .. } | Refused::Revoked => {
+                    OAuthError::invalid_grant("refresh token revoked")
+                }
+                Refused::Unknown | Refused::WrongClient => {
+                    OAuthError::invalid_grant("unknown refresh token")
+                }
+                Refused::ScopeNotGranted => OAuthError::invalid_scope(
+                    "a requested scope was not granted to this session (or this client)",
+                ),
+            });
         }
     };
     let family = rotated.family;
@@ -268,8 +286,10 @@ async fn rotate(
     // (or deletes) the user's families in the same transaction, so a
     // family that rotated is a user who may still log in.
     let family_scope = Scopes::parse(&family.scope)?;
-    // RFC 6749 §6: a refresh may narrow the scope, never widen it.
-    let scope = requested_scopes(form, &family_scope.intersection(&client.scopes))?;
+    // RFC 6749 §6: a refresh may narrow the scope, never widen it (checked
+    // by the rotation before it wrote anything).
+    let allowed = family_scope.intersection(&client.scopes);
+    let scope = requested.unwrap_or(allowed);
     app.audit.push(
         Event::new("refresh_rotated")
             .client(&client.client_id)

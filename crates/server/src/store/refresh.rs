@@ -11,12 +11,15 @@
 //! trigger inserts it, so the one writer connection is taken once per
 //! rotation rather than four times (begin, claim, insert, commit).
 
+use std::sync::Arc;
+
+use base64_simd::URL_SAFE_NO_PAD;
 use serde::Serialize;
 use zeroize::Zeroizing;
 
 use crate::db::{on_pool, Db};
-use crate::secret::{random_id, random_token, token_digest};
-use crate::store::now;
+use crate::secret::{random_id, random_token, token_digest, MasterKey};
+use crate::store::{now, Scopes};
 use crate::Error;
 
 /// A session: the tokens that descend from one login.
@@ -83,6 +86,9 @@ pub enum Refused {
         /// The family that was revoked.
         family_id: String,
     },
+    /// A requested scope is not in the session's (and the client's):
+    /// nothing was rotated.
+    ScopeNotGranted,
 }
 
 impl Refused {
@@ -94,6 +100,7 @@ impl Refused {
             Refused::Expired => "expired",
             Refused::Revoked => "revoked",
             Refused::Reused { .. } => "reuse_detected",
+            Refused::ScopeNotGranted => "invalid_scope",
         }
     }
 }
@@ -117,6 +124,7 @@ const FAMILY_COLUMNS: &str =
 struct Claimed {
     token_expires_at: i64,
     used_at: Option<i64>,
+    successor_sealed: Option<Vec<u8>>,
     #[sqlx(flatten)]
     family: Family,
 }
@@ -125,7 +133,8 @@ struct Claimed {
 /// as a [`Claimed`].
 macro_rules! returning_claimed {
     () => {
-        "RETURNING expires_at AS token_expires_at, CAST(NULL AS BIGINT) AS used_at, family_id AS id, \
+        "RETURNING expires_at AS token_expires_at, CAST(NULL AS BIGINT) AS used_at, \
+         CAST(NULL AS BYTEA) AS successor_sealed, family_id AS id, \
          (SELECT client_id FROM refresh_families f WHERE f.id = refresh_tokens.family_id) AS client_id, \
          (SELECT subject FROM refresh_families f WHERE f.id = refresh_tokens.family_id) AS subject, \
          (SELECT username FROM refresh_families f WHERE f.id = refresh_tokens.family_id) AS username, \
@@ -136,9 +145,11 @@ macro_rules! returning_claimed {
     };
 }
 
-/// Mark a live token used, returning it with its family.
+/// Mark a live token used (keeping its successor sealed, `$3`), returning
+/// it with its family.
 const CLAIM: &str = concat!(
-    "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL ",
+    "UPDATE refresh_tokens SET used_at = $1, successor_sealed = $3 \
+     WHERE token_hash = $2 AND used_at IS NULL ",
     returning_claimed!()
 );
 
@@ -149,7 +160,7 @@ const CLAIM: &str = concat!(
 /// client's): [`rotate_now`] then sorts it out.
 const CLAIM_AND_SUCCEED: &str = concat!(
     "UPDATE refresh_tokens \
-    SET used_at = $1, successor_hash = $3, \
+    SET used_at = $1, successor_hash = $3, successor_sealed = $6, \
     successor_expires_at = MIN($4, (SELECT expires_at FROM refresh_families f WHERE f.id = refresh_tokens.family_id)) \
     WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $1 \
     AND family_id IN (SELECT id FROM refresh_families WHERE client_id = $5 AND revoked_at IS NULL AND expires_at > $1) ",
@@ -158,7 +169,7 @@ const CLAIM_AND_SUCCEED: &str = concat!(
 
 /// A token that could not be claimed (used already), with its family.
 const LOOK_UP: &str =
-    "SELECT t.expires_at AS token_expires_at, t.used_at, f.id, f.client_id, f.subject, \
+    "SELECT t.expires_at AS token_expires_at, t.used_at, t.successor_sealed, f.id, f.client_id, f.subject, \
     f.username, f.scope, f.auth_time, f.expires_at, f.revoked_at \
     FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id WHERE t.token_hash = $1";
 
@@ -192,106 +203,185 @@ pub async fn issue(
     Ok((id, token))
 }
 
-/// Rotate `presented` for `client_id`: on success the presented token is
-/// used up and a successor returned; a token rotated before (outside the
-/// grace period) revokes its whole family.
+/// A refresh request: the token, who presents it, and what it asks for.
+#[derive(Clone, Copy, Debug)]
+pub struct Rotation<'a> {
+    /// The refresh token presented.
+    pub presented: &'a str,
+    /// The authenticated client.
+    pub client_id: &'a str,
+    /// The scopes the client may hold now.
+    pub client_scopes: &'a Scopes,
+    /// The `scope` parameter, if sent: it must be within the session's
+    /// scopes and the client's (RFC 6749 §6), or nothing is rotated.
+    pub requested: Option<&'a Scopes>,
+}
+
+/// The AEAD label that binds a sealed successor to the token it replaced.
+fn successor_label(presented_hash: &[u8]) -> String {
+    format!(
+        "refresh-successor:{}",
+        URL_SAFE_NO_PAD.encode_to_string(presented_hash)
+    )
+}
+
+/// Rotate the presented token: on success it is used up and a successor
+/// returned. Every check (client, expiry, revocation, scope) is made before
+/// anything is written, so a refusal changes nothing; only a token rotated
+/// before, outside the grace period, changes something: it revokes its
+/// whole family. Inside the grace period a retry gets the same successor
+/// back (kept sealed under `master` for that long), so a client whose
+/// response was lost, or two tabs racing, continue one session.
 pub async fn rotate(
     db: &Db,
-    presented: &str,
-    client_id: &str,
+    rotation: Rotation<'_>,
     policy: &RefreshPolicy,
+    master: &Arc<MasterKey>,
 ) -> Result<Result<Rotated, Refused>, Error> {
-    // One statement needs no transaction held open: it goes straight to
-    // the writer connection.
-    if let Some(rotated) = rotate_in_one(db, presented, client_id, policy).await? {
-        return Ok(Ok(rotated));
+    let successor = random_token()?;
+    let hash = token_digest(rotation.presented);
+    let sealed = if policy.grace > 0 {
+        Some(master.seal(&successor_label(&hash), successor.as_bytes())?)
+    } else {
+        None
+    };
+    // Without a scope to check, one statement decides it on SQLite; it
+    // needs no transaction held open and goes straight to the writer.
+    if rotation.requested.is_none() {
+        if let Some(rotated) =
+            rotate_in_one(db, &hash, rotation.client_id, policy, &successor, &sealed).await?
+        {
+            return Ok(Ok(rotated));
+        }
     }
-    let work = (
-        db.clone(),
-        Zeroizing::new(presented.to_owned()),
-        client_id.to_owned(),
-        *policy,
-    );
-    db.in_write_lane(async move {
-        let (db, presented, client_id, policy) = work;
-        rotate_now(&db, &presented, &client_id, &policy).await
-    })
-    .await
+    let work = RotateNow {
+        hash,
+        client_id: rotation.client_id.to_owned(),
+        client_scopes: rotation.client_scopes.clone(),
+        requested: rotation.requested.cloned(),
+        policy: *policy,
+        successor,
+        sealed,
+        master: Arc::clone(master),
+    };
+    let db2 = db.clone();
+    db.in_write_lane(async move { rotate_now(&db2, work).await })
+        .await
 }
 
 /// The common case on SQLite, in one statement; `None` when it does not
 /// apply (PostgreSQL, or anything but a live token of a live family).
 async fn rotate_in_one(
     db: &Db,
-    presented: &str,
+    hash: &[u8],
     client_id: &str,
     policy: &RefreshPolicy,
+    successor: &Zeroizing<String>,
+    sealed: &Option<Vec<u8>>,
 ) -> Result<Option<Rotated>, Error> {
     let Db::Sqlite { writer, .. } = db else {
         return Ok(None);
     };
     let at = now();
-    let successor = random_token()?;
     // `fetch_all`, not `fetch_optional`: the statement commits when it runs
     // to its end (see `crate::db`, "Writes that return rows").
     let claimed: Option<Claimed> = sqlx::query_as(CLAIM_AND_SUCCEED)
         .bind(at)
-        .bind(token_digest(presented))
-        .bind(token_digest(&successor))
+        .bind(hash)
+        .bind(token_digest(successor))
         .bind(at.saturating_add(policy.ttl))
         .bind(client_id)
+        .bind(sealed)
         .fetch_all(writer)
         .await?
         .pop();
     Ok(claimed.map(|claimed| Rotated {
         family: claimed.family,
-        token: successor,
+        token: successor.clone(),
         retried: false,
     }))
 }
 
-async fn rotate_now(
-    db: &Db,
-    presented: &str,
-    client_id: &str,
-    policy: &RefreshPolicy,
-) -> Result<Result<Rotated, Refused>, Error> {
-    let hash = token_digest(presented);
+/// What [`rotate_now`] needs, owned (it runs on the write lane).
+struct RotateNow {
+    hash: Vec<u8>,
+    client_id: String,
+    client_scopes: Scopes,
+    requested: Option<Scopes>,
+    policy: RefreshPolicy,
+    successor: Zeroizing<String>,
+    sealed: Option<Vec<u8>>,
+    master: Arc<MasterKey>,
+}
+
+/// How [`rotate_now`]'s transaction ended.
+enum Outcome {
+    Rotated(Family),
+    /// A retry inside the grace period: the successor issued before,
+    /// sealed.
+    Again(Family, Vec<u8>),
+    /// A retry inside the grace period of a token rotated before
+    /// successors were kept: a new successor replaced the old one.
+    Replaced(Family),
+    Refused(Refused),
+}
+
+async fn rotate_now(db: &Db, work: RotateNow) -> Result<Result<Rotated, Refused>, Error> {
+    let RotateNow {
+        hash,
+        client_id,
+        client_scopes,
+        requested,
+        policy,
+        successor,
+        sealed,
+        master,
+    } = work;
     let at = now();
-    let successor = random_token()?;
-    let outcome = on_pool!(db.write(), p => {
+    let outcome = on_pool!(db.write(), p => async {
         let mut tx = p.begin().await?;
         // Write first: this statement decides the race. It also returns the
         // family, so the common path costs one round trip to the writer.
-        let claimed: Option<Claimed> = sqlx::query_as(CLAIM).bind(at).bind(&hash).fetch_optional(&mut *tx).await?;
+        let claimed: Option<Claimed> = sqlx::query_as(CLAIM)
+            .bind(at).bind(&hash).bind(&sealed).fetch_optional(&mut *tx).await?;
         let claimed = match claimed {
             Some(claimed) => claimed,
             None => match sqlx::query_as(LOOK_UP).bind(&hash).fetch_optional(&mut *tx).await? {
                 Some(used) => used,
-                None => return Ok(Err(Refused::Unknown)),
+                None => return Ok(Outcome::Refused(Refused::Unknown)),
             },
         };
-        let Claimed { token_expires_at: token_expires, used_at, family } = claimed;
+        let Claimed { token_expires_at: token_expires, used_at, successor_sealed, family } = claimed;
         // Refusals that are not reuse leave everything as it was.
+        let in_grace = used_at.is_some_and(|used| policy.grace > 0 && at.saturating_sub(used) <= policy.grace);
         let refused = if family.client_id != client_id {
             Some(Refused::WrongClient)
         } else if family.revoked_at.is_some() {
             Some(Refused::Revoked)
         } else if token_expires <= at || family.expires_at <= at {
             Some(Refused::Expired)
+        } else if (used_at.is_none() || in_grace)
+            && !scope_granted(&family.scope, &client_scopes, requested.as_ref())
+        {
+            Some(Refused::ScopeNotGranted)
         } else {
             None
         };
         if let Some(refused) = refused {
             tx.rollback().await?;
-            return Ok(Err(refused));
+            return Ok(Outcome::Refused(refused));
         }
         let retried = match used_at {
             None => false,
-            Some(used) if policy.grace > 0 && at.saturating_sub(used) <= policy.grace => {
-                // A retry of a lost response: take the family's row lock
-                // (PostgreSQL) so concurrent retries queue, then end the
-                // successor issued before and issue another.
+            Some(_) if in_grace => {
+                if let Some(sealed) = successor_sealed {
+                    // The same successor again: nothing changes.
+                    tx.rollback().await?;
+                    return Ok(Outcome::Again(family, sealed));
+                }
+                // Rotated before successors were kept: take the family's
+                // row lock (PostgreSQL) so concurrent retries queue, then
+                // end the successor issued before and issue another.
                 sqlx::query("UPDATE refresh_families SET expires_at = expires_at WHERE id = $1")
                     .bind(&family.id).execute(&mut *tx).await?;
                 sqlx::query(
@@ -305,7 +395,7 @@ async fn rotate_now(
                      WHERE id = $2 AND revoked_at IS NULL"
                 ).bind(at).bind(&family.id).execute(&mut *tx).await?;
                 tx.commit().await?;
-                return Ok(Err(Refused::Reused { family_id: family.id }));
+                return Ok(Outcome::Refused(Refused::Reused { family_id: family.id }));
             }
         };
         sqlx::query(
@@ -315,13 +405,50 @@ async fn rotate_now(
         .bind(at.saturating_add(policy.ttl).min(family.expires_at))
         .execute(&mut *tx).await?;
         tx.commit().await?;
-        Ok::<_, sqlx::Error>(Ok((family, retried)))
-    })?;
-    Ok(outcome.map(|(family, retried)| Rotated {
-        family,
-        token: successor,
-        retried,
-    }))
+        Ok::<_, sqlx::Error>(if retried { Outcome::Replaced(family) } else { Outcome::Rotated(family) })
+    }.await)?;
+    Ok(match outcome {
+        Outcome::Rotated(family) => Ok(Rotated {
+            family,
+            token: successor,
+            retried: false,
+        }),
+        Outcome::Replaced(family) => Ok(Rotated {
+            family,
+            token: successor,
+            retried: true,
+        }),
+        Outcome::Again(family, sealed) => {
+            let opened = master.open(&successor_label(&hash), &sealed)?;
+            let token = String::from_utf8(opened.to_vec())
+                .map_err(|_| Error::Database("a sealed refresh successor is not text".into()))?;
+            Ok(Rotated {
+                family,
+                token: Zeroizing::new(token),
+                retried: true,
+            })
+        }
+        Outcome::Refused(refused) => Err(refused),
+    })
+}
+
+/// Whether `requested` (all of the session's scopes the client still has,
+/// when `None`) is within the session's scopes and the client's.
+fn scope_granted(session: &str, client: &Scopes, requested: Option<&Scopes>) -> bool {
+    match (Scopes::parse(session), requested) {
+        (Ok(session), Some(requested)) => requested.is_subset(&session.intersection(client)),
+        (Ok(_), None) => true,
+        (Err(_), _) => false,
+    }
+}
+
+/// Forget sealed successors whose grace window has passed.
+pub async fn forget_successors(db: &Db, at: i64, grace: i64) -> Result<u64, Error> {
+    let forgotten = on_pool!(db.write(), p => sqlx::query(
+        "UPDATE refresh_tokens SET successor_sealed = NULL \
+         WHERE successor_sealed IS NOT NULL AND used_at < $1"
+    ).bind(at.saturating_sub(grace)).execute(p).await.map(|r| r.rows_affected()))?;
+    Ok(forgotten)
 }
 
 /// A live refresh token and its session, for introspection.

@@ -17,6 +17,8 @@ both_backends!(
     password_logins_fail_alike_for_unknown_users_and_wrong_passwords,
     failed_logins_are_rate_limited,
     refresh_grant_rotates_and_detects_reuse,
+    a_refused_refresh_changes_nothing,
+    retries_in_the_grace_window_get_the_same_successor,
     disabled_users_cannot_refresh,
     private_key_jwt_authenticates_once_per_assertion,
     jwt_bearer_grant_trades_an_assertion_for_a_token,
@@ -242,7 +244,7 @@ async fn malformed_requests_are_invalid_request(backend: Backend) {
     let r = h.send(huge).await;
     assert_eq!(
         r.status,
-        StatusCode::BAD_REQUEST,
+        StatusCode::PAYLOAD_TOO_LARGE,
         "an oversized body is refused: {}",
         r.text
     );
@@ -432,6 +434,86 @@ async fn refresh_grant_rotates_and_detects_reuse(backend: Backend) {
         )
         .await;
     assert_eq!(r.error(), "invalid_grant", "{}", r.text);
+    h.finish().await;
+}
+
+/// POST a refresh through the public client `client`.
+async fn refresh_with(h: &Harness, client: &str, token: &str, scope: Option<&str>) -> crate::Reply {
+    let mut form = vec![
+        ("grant_type", "refresh_token"),
+        ("client_id", client),
+        ("refresh_token", token),
+    ];
+    if let Some(scope) = scope {
+        form.push(("scope", scope));
+    }
+    h.post("/oauth2/token", &form, None).await
+}
+
+async fn a_refused_refresh_changes_nothing(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let web = h.public_client("read write").await;
+    h.user("alice", "correct horse", "read").await;
+    let token = h
+        .login(&web, "alice", "correct horse")
+        .await
+        .str("refresh_token");
+    // A scope the session never had, then a malformed one: refused, and
+    // the token is untouched, so the client's next try is no "reuse".
+    for scope in ["read write", "wr\"ite"] {
+        let r = refresh_with(&h, &web, &token, Some(scope)).await;
+        assert_eq!(r.error(), "invalid_scope", "{scope}: {}", r.text);
+    }
+    let r = refresh_with(&h, &web, &token, Some("read")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let next = r.str("refresh_token");
+    assert_eq!(
+        refresh_with(&h, &web, &next, None).await.status,
+        StatusCode::OK
+    );
+    h.finish().await;
+}
+
+async fn retries_in_the_grace_window_get_the_same_successor(backend: Backend) {
+    let Some(h) = Harness::with(backend, |c| {
+        c.refresh_grace = std::time::Duration::from_secs(1);
+    })
+    .await
+    else {
+        return;
+    };
+    let web = h.public_client("read").await;
+    h.user("alice", "correct horse", "read").await;
+    let first = h
+        .login(&web, "alice", "correct horse")
+        .await
+        .str("refresh_token");
+    let a = refresh_with(&h, &web, &first, None).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    // The response was lost; the client retries: the same successor, and
+    // an access token that works.
+    let b = refresh_with(&h, &web, &first, None).await;
+    assert_eq!(b.status, StatusCode::OK, "{}", b.text);
+    assert_eq!(a.str("refresh_token"), b.str("refresh_token"));
+    assert_ne!(a.str("access_token"), b.str("access_token"));
+    verify_with_jwks(&h, &b.str("access_token"), ISSUER).unwrap();
+    // A retry asking for a scope it may not have is refused, changing
+    // nothing.
+    assert_eq!(
+        refresh_with(&h, &web, &first, Some("admin")).await.error(),
+        "invalid_scope"
+    );
+    // The one session goes on.
+    let c = refresh_with(&h, &web, &b.str("refresh_token"), None).await;
+    assert_eq!(c.status, StatusCode::OK, "{}", c.text);
+    // Past the window, the first token is reuse: the family is revoked.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let late = refresh_with(&h, &web, &first, None).await;
+    assert_eq!(late.error(), "invalid_grant", "{}", late.text);
+    let dead = refresh_with(&h, &web, &c.str("refresh_token"), None).await;
+    assert_eq!(dead.error(), "invalid_grant", "{}", dead.text);
     h.finish().await;
 }
 
