@@ -12,9 +12,9 @@ use tessera_jose::Audience;
 use super::client_auth::{authenticate, Accept};
 use super::form::OAuthForm;
 use super::token::no_store;
-use super::verified::{looks_like_jwt, verify_access_token};
+use super::verified::{looks_like_jwt, owner, verify_access_token};
 use super::{App, OAuthError};
-use crate::store::{refresh, users};
+use crate::store::refresh;
 
 /// RFC 7662 §2.2. Inactive tokens are `{"active": false}` and nothing else.
 #[derive(Debug, Default, Serialize)]
@@ -50,7 +50,9 @@ pub async fn introspect(
 ) -> Result<Response, OAuthError> {
     authenticate(&app, &form, Accept::Confidential).await?;
     let token = form.require("token")?;
-    // The hint only orders the lookups (RFC 7662 §2.1); both are tried.
+    // A JWT is looked up as an access token, anything else as a refresh
+    // token: one lookup, whatever the hint says (RFC 7662 §2.1 makes the
+    // hint optional to honour).
     let answer = if looks_like_jwt(token) {
         access_token(&app, token).await?
     } else {
@@ -68,12 +70,12 @@ async fn access_token(app: &App, token: &str) -> Result<Introspection, OAuthErro
     if app.revoked.contains(&jti) {
         return Ok(Introspection::default());
     }
-    let username = match &claims.sub {
-        Some(sub) if sub != &claims.custom.client_id => {
-            users::find_by_id(&app.db, sub).await?.map(|u| u.username)
-        }
-        _ => None,
+    // A token whose client was deleted, or whose user was deleted or
+    // disabled, is no longer active, though its signature still holds.
+    let Some(owner) = owner(app, &verified).await? else {
+        return Ok(Introspection::default());
     };
+    let username = owner.username;
     Ok(Introspection {
         active: true,
         scope: claims.custom.scope.clone(),

@@ -16,6 +16,7 @@ use tessera_jose::{jwt, Validation};
 
 use super::App;
 use crate::secret::token_digest;
+use crate::store::users;
 
 /// Tokens remembered at most before the cache starts over.
 const CAPACITY: usize = 20_000;
@@ -35,6 +36,40 @@ pub(crate) type AccessToken = Arc<jwt::Token<OurClaims>>;
 #[derive(Debug, Default)]
 pub struct VerifiedTokens {
     entries: RwLock<HashMap<Vec<u8>, AccessToken>>,
+}
+
+/// Who a live access token speaks for, once it is known that they still
+/// stand.
+#[derive(Debug)]
+pub(crate) struct Owner {
+    /// The user's login name, for a token issued to a user.
+    pub username: Option<String>,
+}
+
+/// The owner of `token` if its client still exists and, for a user's
+/// token, its user still exists and is enabled; `None` when either is gone
+/// (the token then answers as inactive everywhere). The client comes from
+/// the client cache, so a client deleted at another instance is seen
+/// within `client_cache_ttl`; the user is read from the database.
+pub(crate) async fn owner(app: &App, token: &AccessToken) -> Result<Option<Owner>, crate::Error> {
+    let claims = &token.claims;
+    if app
+        .clients
+        .find(&app.db, &claims.custom.client_id)
+        .await?
+        .is_none()
+    {
+        return Ok(None);
+    }
+    match &claims.sub {
+        Some(sub) if sub != &claims.custom.client_id => Ok(users::find_by_id(&app.db, sub)
+            .await?
+            .filter(|u| !u.disabled)
+            .map(|u| Owner {
+                username: Some(u.username),
+            })),
+        _ => Ok(Some(Owner { username: None })),
+    }
 }
 
 /// Whether `token` looks like a JWT (three dot-separated parts).

@@ -610,3 +610,97 @@ mod admin_api {
         h.finish().await;
     }
 }
+
+mod owners {
+    use axum::body::Body;
+    use axum::http::{header, Request, StatusCode};
+    use tessera_server::store::clients::{self, GrantType};
+    use tessera_server::store::users;
+
+    use crate::{both_backends, Backend, Harness};
+
+    both_backends!(tokens_of_deleted_or_disabled_owners_are_inactive);
+
+    async fn introspect(h: &Harness, rs: &(String, String), token: &str) -> bool {
+        let r = h
+            .post(
+                "/oauth2/introspect",
+                &[("token", token)],
+                Some((&rs.0, &rs.1)),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        r.json["active"].as_bool().unwrap()
+    }
+
+    async fn admin_status(h: &Harness, token: &str) -> StatusCode {
+        h.send(
+            Request::get("/admin/users")
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .status
+    }
+
+    /// A user's token dies with the user's deletion or while the user is
+    /// disabled; a client's token dies with the client: at introspection
+    /// and at the admin API, though their signatures still hold.
+    async fn tokens_of_deleted_or_disabled_owners_are_inactive(backend: Backend) {
+        let Some(h) = Harness::new(backend).await else {
+            return;
+        };
+        let rs = h.client(&[GrantType::ClientCredentials], "read").await;
+        let web = h.public_client("read tessera:admin").await;
+        h.user("alice", "correct horse", "read tessera:admin").await;
+        h.user("bob", "battery staple", "read").await;
+        let alice = h
+            .login(&web, "alice", "correct horse")
+            .await
+            .str("access_token");
+        let bob = h
+            .login(&web, "bob", "battery staple")
+            .await
+            .str("access_token");
+        assert!(introspect(&h, &rs, &alice).await);
+        assert_eq!(admin_status(&h, &alice).await, StatusCode::OK);
+
+        users::set_disabled(&h.db, "alice", true).await.unwrap();
+        assert!(
+            !introspect(&h, &rs, &alice).await,
+            "a disabled user's token"
+        );
+        assert_eq!(admin_status(&h, &alice).await, StatusCode::UNAUTHORIZED);
+        users::set_disabled(&h.db, "alice", false).await.unwrap();
+        assert!(introspect(&h, &rs, &alice).await);
+
+        users::delete(&h.db, "bob").await.unwrap();
+        assert!(!introspect(&h, &rs, &bob).await, "a deleted user's token");
+
+        // A client's own token, and a user's token through that client.
+        let (id, secret) = h
+            .client(&[GrantType::ClientCredentials], "tessera:admin")
+            .await;
+        let own = h
+            .post(
+                "/oauth2/token",
+                &[("grant_type", "client_credentials")],
+                Some((&id, &secret)),
+            )
+            .await
+            .str("access_token");
+        assert!(introspect(&h, &rs, &own).await);
+        assert_eq!(admin_status(&h, &own).await, StatusCode::OK);
+        clients::delete(&h.db, &id).await.unwrap();
+        clients::delete(&h.db, &web).await.unwrap();
+        // This instance forgets the cached clients at once when the admin
+        // API deletes them; here the store was called directly.
+        h.app.clients.forget(&id);
+        h.app.clients.forget(&web);
+        assert!(!introspect(&h, &rs, &own).await, "a deleted client's token");
+        assert_eq!(admin_status(&h, &own).await, StatusCode::UNAUTHORIZED);
+        assert!(!introspect(&h, &rs, &alice).await, "its client is gone");
+        h.finish().await;
+    }
+}

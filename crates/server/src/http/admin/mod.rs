@@ -132,6 +132,16 @@ impl FromRequestParts<Arc<App>> for Admin {
         if app.revoked.contains(jti) {
             return Err(BearerError::InvalidToken("the token was revoked").into_response());
         }
+        match super::verified::owner(app, &verified).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                return Err(BearerError::InvalidToken(
+                    "the token's client or user no longer exists or is disabled",
+                )
+                .into_response())
+            }
+            Err(e) => return Err(AdminError::from(e).into_response()),
+        }
         let scopes = verified.claims.custom.scope.as_deref().unwrap_or_default();
         if !scopes.split(' ').any(|s| s == ADMIN_SCOPE) {
             return Err(BearerError::InsufficientScope.into_response());
