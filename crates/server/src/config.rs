@@ -25,6 +25,12 @@
 //! [logins]
 //! max_failures = 5          # per username and per client address …
 //! window = "5m"             # … in this window, then 429
+//! queue = 80                # password checks waiting at most (default 40 per core), then 503
+//!
+//! [http]
+//! header_timeout = "30s"    # headers of each request; also the keep-alive idle timeout
+//! request_timeout = "30s"   # a whole request, body included, then 408
+//! max_connections = 4000    # default: the file-descriptor limit less headroom
 //! ```
 
 use std::net::SocketAddr;
@@ -75,6 +81,16 @@ struct File {
     keys: KeysFile,
     #[serde(default)]
     logins: LoginsFile,
+    #[serde(default)]
+    http: HttpFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpFile {
+    header_timeout: Option<String>,
+    request_timeout: Option<String>,
+    max_connections: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -101,6 +117,7 @@ struct KeysFile {
 struct LoginsFile {
     max_failures: Option<u32>,
     window: Option<String>,
+    queue: Option<usize>,
 }
 
 /// The resolved configuration.
@@ -138,8 +155,16 @@ pub struct Config {
     pub max_login_failures: u32,
     /// The window of `max_login_failures`.
     pub login_window: Duration,
+    /// Password checks that may wait for a hasher (`None`: 40 per core).
+    pub login_queue: Option<usize>,
     /// How long a client read from the database is reused.
     pub client_cache_ttl: Duration,
+    /// Header and request timeouts of the listener.
+    pub header_timeout: Duration,
+    /// A whole request's time, body included.
+    pub request_timeout: Duration,
+    /// Connections open at once (`None`: under the file-descriptor limit).
+    pub max_http_connections: Option<usize>,
 }
 
 fn duration(name: &str, value: Option<&str>, default: Duration) -> Result<Duration, Error> {
@@ -148,6 +173,13 @@ fn duration(name: &str, value: Option<&str>, default: Duration) -> Result<Durati
         Some(text) => humantime::parse_duration(text)
             .map_err(|e| Error::Config(format!("{name} = {text:?}: {e}"))),
     }
+}
+
+fn positive(d: Duration, name: &str) -> Result<Duration, Error> {
+    if d.is_zero() {
+        return Err(Error::Config(format!("{name} must be more than 0")));
+    }
+    Ok(d)
 }
 
 const DAY: u64 = 24 * 3600;
@@ -272,11 +304,34 @@ impl Config {
                 file.logins.window.as_deref(),
                 Duration::from_secs(300),
             )?,
+            login_queue: file.logins.queue,
             client_cache_ttl: duration(
                 "client_cache_ttl",
                 file.client_cache_ttl.as_deref(),
                 Duration::from_secs(10),
             )?,
+            header_timeout: positive(
+                duration(
+                    "http.header_timeout",
+                    file.http.header_timeout.as_deref(),
+                    Duration::from_secs(30),
+                )?,
+                "http.header_timeout",
+            )?,
+            request_timeout: positive(
+                duration(
+                    "http.request_timeout",
+                    file.http.request_timeout.as_deref(),
+                    Duration::from_secs(30),
+                )?,
+                "http.request_timeout",
+            )?,
+            max_http_connections: match file.http.max_connections {
+                Some(0) => {
+                    return Err(Error::Config("http.max_connections must be above 0".into()))
+                }
+                n => n,
+            },
             data_dir,
         })
     }
@@ -306,6 +361,20 @@ impl Config {
         self.listen = address;
         if self.issuer_from_listen {
             self.issuer = format!("http://{address}");
+        }
+    }
+
+    /// The listener's limits: the configured ones, or defaults under this
+    /// process's file-descriptor limit with room for the database pool.
+    pub fn listen_limits(&self) -> tessera_listen::Limits {
+        let reserved = usize::try_from(self.max_connections).unwrap_or(usize::MAX);
+        let defaults = tessera_listen::Limits::for_this_process(reserved);
+        tessera_listen::Limits {
+            header_timeout: self.header_timeout,
+            request_timeout: self.request_timeout,
+            max_connections: self
+                .max_http_connections
+                .unwrap_or(defaults.max_connections),
         }
     }
 
@@ -372,6 +441,8 @@ mod tests {
             ("[keys]\nalgorithm = \"none\"\n", "keys.algorithm"),
             ("issuer = \"auth.example.com\"\n", "http(s) URL"),
             ("listen = \"localhost\"\n", "listen"),
+            ("[http]\nheader_timeout = \"0s\"\n", "http.header_timeout"),
+            ("[http]\nmax_connections = 0\n", "http.max_connections"),
         ];
         for (text, expected) in cases {
             let path = dir.path().join("c.toml");

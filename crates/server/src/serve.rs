@@ -1,7 +1,6 @@
 //! Opening the configured database and keys, and running the server.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -89,7 +88,17 @@ pub async fn serve(
 ) -> Result<(), Error> {
     let Opened { config, db, keys } = opened;
     let cores = std::thread::available_parallelism().map_or(2, usize::from);
-    let passwords = Passwords::new(cores);
+    let passwords = match config.login_queue {
+        Some(queue) => Passwords::with_queue(cores, queue),
+        None => Passwords::new(cores),
+    };
+    let limits = config.listen_limits();
+    tracing::info!(
+        max_connections = limits.max_connections,
+        header_timeout = ?limits.header_timeout,
+        request_timeout = ?limits.request_timeout,
+        "listener limits"
+    );
     let (audit, writer) = AuditQueue::start(db.clone());
     let period = maintenance_period(&config);
     let grace = keys::secs(config.refresh_grace);
@@ -98,9 +107,7 @@ pub async fn serve(
     app.revoked.reload(&db).await?;
     let revocations = tokio::spawn(sync_revocations(db.clone(), Arc::clone(&app.revoked)));
     let metrics = tokio::spawn(metrics_upkeep());
-    let service = router(app).into_make_service_with_connect_info::<SocketAddr>();
-    let served = axum::serve(listener, service)
-        .with_graceful_shutdown(shutdown)
+    let served = tessera_listen::serve(listener, router(app), limits, shutdown)
         .await
         .map_err(|e| Error::Io {
             path: "listener".into(),

@@ -1,5 +1,5 @@
 //! JSON bodies, validated: malformed JSON, wrong types and broken rules
-//! all answer 422 with what to fix.
+//! all answer 422 with what to fix; a body over the size limit is 413.
 
 use std::collections::BTreeMap;
 
@@ -40,6 +40,12 @@ impl<S: Send + Sync, T: DeserializeOwned + Validate> FromRequest<S> for Valid<T>
         let Json(value) = Json::<T>::from_request(req, state)
             .await
             .map_err(|rejection| {
+                let status = rejection.status();
+                if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    let body =
+                        json!({ "error": "body_too_large", "message": rejection.body_text() });
+                    return Invalid((status, Json(body)).into_response());
+                }
                 unprocessable(json!({ "error": "invalid_body", "message": rejection.body_text() }))
             })?;
         let problems = value.problems();

@@ -53,6 +53,31 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
     println!("store-api: listening {}", listener.local_addr()?);
     println!("store-api: docs at http://{}/docs", listener.local_addr()?);
-    axum::serve(listener, store_api::app(db, guard)).await?;
+    // Header, idle and request timeouts and a connection limit, which
+    // `axum::serve` does not set.
+    let limits = tessera_listen::Limits::for_this_process(16);
+    tessera_listen::serve(listener, store_api::app(db, guard), limits, shutdown()).await?;
     Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
 }

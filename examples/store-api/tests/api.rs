@@ -278,6 +278,25 @@ async fn bad_bodies_get_422_with_what_to_fix() {
 }
 
 #[tokio::test]
+async fn an_oversized_body_gets_413() {
+    let api = Api::new().await;
+    let (_, store) = api
+        .call(Method::POST, "/stores", Some(RW), Some(r#"{"name":"S"}"#))
+        .await;
+    let sid = store["id"].as_i64().unwrap();
+    // Over axum's 2 MB default for JSON bodies.
+    let body = format!(
+        r#"{{"store_id":{sid},"name":"{}","price_cents":1}}"#,
+        "x".repeat(3 * 1024 * 1024)
+    );
+    let (status, answer) = api
+        .call(Method::POST, "/items", Some(RW), Some(&body))
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
+    assert_eq!(answer["error"], "body_too_large");
+}
+
+#[tokio::test]
 async fn the_api_describes_itself() {
     let api = Api::new().await;
     let (status, doc) = api.call(Method::GET, "/openapi.json", None, None).await;

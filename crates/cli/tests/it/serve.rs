@@ -853,3 +853,68 @@ fn jwt_kid(token: &str) -> String {
     let header = tessera_jose::jws::decode_header(token).unwrap();
     header.kid.unwrap()
 }
+
+/// Silent connections are closed after the header timeout, and while the
+/// connection limit is taken by them, a new client is served once they
+/// are: no request waits for ever behind clients that send nothing.
+#[test]
+fn silent_connections_are_closed_and_new_clients_served() {
+    use std::io::Read;
+    use std::net::TcpStream;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("tessera.toml"),
+        "[http]\nheader_timeout = \"1s\"\nmax_connections = 40\n",
+    )
+    .unwrap();
+    let server = start(d, &["--config", "tessera.toml"], &[]);
+    let address = server.base.trim_start_matches("http://").to_owned();
+    let mut silent: Vec<TcpStream> = (0..60)
+        .map(|_| TcpStream::connect(&address).unwrap())
+        .collect();
+    let started = Instant::now();
+    let (status, _) = get(&server.base, "/healthz");
+    assert_eq!(status, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    for stream in &mut silent {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        // Closed by the server: end of stream (or a reset), not a timeout.
+        match stream.read(&mut buf) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("a silent connection was not closed: {other:?}"),
+        }
+    }
+}
+
+/// A start whose master key file is gone, over a database that holds
+/// sealed keys, fails in one line, exits non-zero and makes no new key.
+#[test]
+fn a_missing_master_key_stops_the_start_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut first = start(d, &[], &[]);
+    let _ = first.child.kill();
+    let _ = first.child.wait();
+    let key = d.join("tessera-data").join("master.key");
+    std::fs::remove_file(&key).unwrap();
+    let out = Process::new(binary())
+        .current_dir(d)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("TESSERA_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("master key"), "{stderr}");
+    assert!(stderr.contains("does not exist"), "{stderr}");
+    assert!(!key.exists(), "a new master key was written");
+}

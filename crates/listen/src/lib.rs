@@ -1,0 +1,189 @@
+//! Serve an axum [`Router`] on a TCP listener with the limits a public
+//! endpoint needs, which `axum::serve` does not set (it installs no timer,
+//! so hyper's header timeout never fires):
+//!
+//! - **header timeout**: a connection must deliver a request's headers
+//!   within [`Limits::header_timeout`] of being opened, or of its previous
+//!   response. This closes slow-header ("slowloris") and silent connections,
+//!   and is also the keep-alive idle timeout (hyper starts the same timer
+//!   while a kept-alive connection waits for its next request);
+//! - **request timeout**: a request (reading its body included) must be
+//!   answered within [`Limits::request_timeout`], or it is answered `408`
+//!   and its connection closed: a body trickled a byte at a time cannot
+//!   hold a connection open;
+//! - **connection limit**: at most [`Limits::max_connections`] connections
+//!   are open at once. Past it, new connections wait in the kernel's accept
+//!   queue until one closes (and the timeouts above make sure one does).
+//!   The default stays under the process's file-descriptor limit, with
+//!   headroom for the database and files ([`Limits::for_this_process`]).
+//!
+//! The defaults are tighter than nginx's (60 s `client_header_timeout` and
+//! `client_body_timeout`, 75 s `keepalive_timeout`): 30 s each.
+//!
+//! ```no_run
+//! # async fn run(router: axum::Router) -> std::io::Result<()> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! let limits = tessera_listen::Limits::for_this_process(64);
+//! tessera_listen::serve(listener, router, limits, std::future::pending()).await
+//! # }
+//! ```
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::http::StatusCode;
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower::ServiceExt;
+use tower_http::timeout::TimeoutLayer;
+
+/// How long requests in flight may take to finish after shutdown begins.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// File descriptors kept free for everything but client connections: the
+/// database's connections, its files, logs, outgoing requests.
+pub const RESERVED_DESCRIPTORS: usize = 64;
+
+/// The limits a listener enforces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Time allowed for a request's headers, from the connection's opening
+    /// or its previous response (so also the keep-alive idle timeout).
+    pub header_timeout: Duration,
+    /// Time allowed to answer a request, reading its body included.
+    pub request_timeout: Duration,
+    /// Connections open at once at most.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            header_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(30),
+            max_connections: 1024 - RESERVED_DESCRIPTORS,
+        }
+    }
+}
+
+impl Limits {
+    /// The default timeouts, and a connection limit under this process's
+    /// file-descriptor limit: its soft limit is first raised to the hard
+    /// one (as most servers do at start), then `reserved` descriptors plus
+    /// [`RESERVED_DESCRIPTORS`] are kept free (pass the database pool's size
+    /// as `reserved`).
+    pub fn for_this_process(reserved: usize) -> Limits {
+        let descriptors = raise_descriptor_limit();
+        Limits {
+            max_connections: descriptors
+                .saturating_sub(reserved.saturating_add(RESERVED_DESCRIPTORS))
+                .max(1),
+            ..Limits::default()
+        }
+    }
+}
+
+/// Raise the soft file-descriptor limit to the hard one; returns the soft
+/// limit in force afterwards.
+fn raise_descriptor_limit() -> usize {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let raised = match (limit.current, limit.maximum) {
+        (Some(current), Some(maximum)) if current < maximum => {
+            let wanted = Rlimit {
+                current: Some(maximum),
+                maximum: Some(maximum),
+            };
+            match setrlimit(Resource::Nofile, wanted) {
+                Ok(()) => Some(maximum),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not raise the file-descriptor limit");
+                    Some(current)
+                }
+            }
+        }
+        (current, _) => current,
+    };
+    // No limit at all: use a generous finite number.
+    raised.map_or(65_536, |n| usize::try_from(n).unwrap_or(usize::MAX))
+}
+
+/// Serve `router` on `listener` with `limits` until `shutdown` completes;
+/// then stop accepting, let requests in flight finish (30 s at most) and
+/// return. Handlers see the peer's address as
+/// `ConnectInfo<SocketAddr>`.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let router = router.layer(TimeoutLayer::with_status_code(
+        StatusCode::REQUEST_TIMEOUT,
+        limits.request_timeout,
+    ));
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true);
+    tokio::pin!(shutdown);
+    loop {
+        // A free slot first: at the limit, connections wait in the kernel's
+        // queue rather than take a descriptor here.
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of descriptors (EMFILE) or a connection reset
+                    // before it was accepted: wait a little, never spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = router
+            .clone()
+            .map_request(move |mut request: axum::extract::Request<_>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request
+            });
+        let connection =
+            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "requests still running {SHUTDOWN_GRACE:?} after shutdown began; leaving them"
+        );
+    }
+    Ok(())
+}
