@@ -27,6 +27,10 @@
 //! window = "5m"             # … in this window, then 429
 //! queue = 80                # password checks waiting at most (default 40 per core), then 503
 //!
+//! [audit]
+//! retain = "90d"            # events older are pruned ("0s": kept for ever)
+//! token_issued = true       # false: no event per issued access token
+//!
 //! [http]
 //! header_timeout = "30s"    # headers of each request; also the keep-alive idle timeout
 //! request_timeout = "30s"   # a whole request, body included, then 408
@@ -83,6 +87,15 @@ struct File {
     logins: LoginsFile,
     #[serde(default)]
     http: HttpFile,
+    #[serde(default)]
+    audit: AuditFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditFile {
+    retain: Option<String>,
+    token_issued: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -159,6 +172,10 @@ pub struct Config {
     pub login_queue: Option<usize>,
     /// How long a client read from the database is reused.
     pub client_cache_ttl: Duration,
+    /// How long audit events are kept (`None`: for ever).
+    pub audit_retain: Option<Duration>,
+    /// Whether each issued access token is an audit event.
+    pub audit_token_issued: bool,
     /// Header and request timeouts of the listener.
     pub header_timeout: Duration,
     /// A whole request's time, body included.
@@ -305,6 +322,13 @@ impl Config {
                 Duration::from_secs(300),
             )?,
             login_queue: file.logins.queue,
+            audit_retain: Some(duration(
+                "audit.retain",
+                file.audit.retain.as_deref(),
+                Duration::from_secs(90 * DAY),
+            )?)
+            .filter(|d| !d.is_zero()),
+            audit_token_issued: file.audit.token_issued.unwrap_or(true),
             client_cache_ttl: duration(
                 "client_cache_ttl",
                 file.client_cache_ttl.as_deref(),

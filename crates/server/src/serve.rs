@@ -13,7 +13,8 @@ use crate::keys::{self, Keys};
 use crate::password::Passwords;
 use crate::secret::{MasterKey, MasterKeySource};
 use crate::store::audit::AuditQueue;
-use crate::store::revocation::{self, RevokedTokens};
+use crate::store::retention::{self, Retention};
+use crate::store::revocation::RevokedTokens;
 use crate::store::{now, refresh};
 use crate::Error;
 
@@ -102,7 +103,10 @@ pub async fn serve(
     let (audit, writer) = AuditQueue::start(db.clone());
     let period = maintenance_period(&config);
     let grace = keys::secs(config.refresh_grace);
-    let maintenance = tokio::spawn(maintain(db.clone(), Arc::clone(&keys), period, grace));
+    let keep = Retention {
+        audit: config.audit_retain.map(keys::secs),
+    };
+    let maintenance = tokio::spawn(maintain(db.clone(), Arc::clone(&keys), period, grace, keep));
     let app = Arc::new(App::new(config, db.clone(), keys, passwords, audit));
     app.revoked.reload(&db).await?;
     let revocations = tokio::spawn(sync_revocations(db.clone(), Arc::clone(&app.revoked)));
@@ -135,10 +139,13 @@ async fn sync_revocations(db: Db, revoked: Arc<RevokedTokens>) {
     }
 }
 
-async fn maintain(db: Db, keys: Arc<Keys>, period: Duration, refresh_grace: i64) {
+/// How often expired rows and old audit events are pruned.
+const PRUNE_EVERY: i64 = 60;
+
+async fn maintain(db: Db, keys: Arc<Keys>, period: Duration, refresh_grace: i64, keep: Retention) {
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_purge = 0;
+    let mut last_prune = 0;
     loop {
         ticker.tick().await;
         if let Err(e) = keys.maintain().await {
@@ -149,15 +156,17 @@ async fn maintain(db: Db, keys: Arc<Keys>, period: Duration, refresh_grace: i64)
         if let Err(e) = refresh::forget_successors(&db, at, refresh_grace).await {
             tracing::error!(error = %e, "forgetting sealed refresh successors failed");
         }
-        if at - last_purge >= 3600 {
-            last_purge = at;
-            let purged = async {
-                Ok::<_, Error>(refresh::purge(&db, at).await? + revocation::purge(&db, at).await?)
-            };
-            match purged.await {
-                Ok(n) if n > 0 => tracing::info!(rows = n, "expired tokens purged"),
+        if at - last_prune >= PRUNE_EVERY {
+            last_prune = at;
+            match retention::prune(&db, at, keep).await {
+                Ok(pruned) if pruned.total() > 0 => tracing::info!(
+                    audit = pruned.audit,
+                    refresh = pruned.refresh,
+                    ids = pruned.ids,
+                    "pruned expired rows"
+                ),
                 Ok(_) => {}
-                Err(e) => tracing::error!(error = %e, "purge failed"),
+                Err(e) => tracing::error!(error = %e, "pruning failed"),
             }
         }
     }

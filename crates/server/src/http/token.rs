@@ -345,12 +345,14 @@ fn issue(
     .random_jwt_id()
     .map_err(|e| OAuthError::server_error(&e.into()))?;
     let access_token = app.keys.sign(&claims, at)?;
-    app.audit.push(
-        Event::new("token_issued")
-            .client(&client.client_id)
-            .subject(granted.username.as_deref().unwrap_or(&granted.subject))
-            .detail(format!("jti={}", claims.jti.as_deref().unwrap_or_default())),
-    );
+    if app.config.audit_token_issued {
+        app.audit.push(
+            Event::new("token_issued")
+                .client(&client.client_id)
+                .subject(granted.username.as_deref().unwrap_or(&granted.subject))
+                .detail(format!("jti={}", claims.jti.as_deref().unwrap_or_default())),
+        );
+    }
     let body = TokenResponse {
         access_token,
         token_type: "Bearer",

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod clients;
 pub mod refresh;
+pub mod retention;
 pub mod revocation;
 pub mod users;
 

@@ -511,11 +511,3 @@ pub async fn family(db: &Db, family_id: &str) -> Result<Option<Family>, Error> {
         .bind(family_id).fetch_optional(p).await)?;
     Ok(family)
 }
-
-/// Delete tokens and families that can no longer be used by anyone.
-pub async fn purge(db: &Db, at: i64) -> Result<u64, Error> {
-    let removed = on_pool!(db.write(), p => sqlx::query(
-        "DELETE FROM refresh_families WHERE expires_at < $1"
-    ).bind(at).execute(p).await.map(|r| r.rows_affected()))?;
-    Ok(removed)
-}

@@ -34,20 +34,6 @@ pub async fn use_assertion(
     Ok(inserted == 1)
 }
 
-/// Forget revocations and assertions past their expiry.
-pub async fn purge(db: &Db, at: i64) -> Result<u64, Error> {
-    let removed = on_pool!(db.write(), p => {
-        let mut tx = p.begin().await?;
-        let a = sqlx::query("DELETE FROM revoked_access_tokens WHERE expires_at < $1")
-            .bind(at).execute(&mut *tx).await?.rows_affected();
-        let b = sqlx::query("DELETE FROM used_assertions WHERE expires_at < $1")
-            .bind(at).execute(&mut *tx).await?.rows_affected();
-        tx.commit().await?;
-        Ok::<_, sqlx::Error>(a + b)
-    })?;
-    Ok(removed)
-}
-
 /// Every revoked access token that has not expired yet, in memory, so
 /// introspection and the admin API check revocation without a query.
 ///

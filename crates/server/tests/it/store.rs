@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tessera_server::secret::MasterKey;
 use tessera_server::store::clients::{self, GrantType, NewClient};
 use tessera_server::store::refresh::{self, NewFamily, RefreshPolicy, Refused};
-use tessera_server::store::{audit, revocation, users, Scopes};
+use tessera_server::store::{audit, retention, revocation, users, Scopes};
 use tessera_server::Error;
 
 use crate::{both_backends, Backend, Harness};
@@ -21,7 +21,70 @@ both_backends!(
     revocations_and_assertions_are_remembered_until_they_expire,
     keys_rotate_announce_and_retire,
     audit_batches_keep_every_event,
+    pruning_removes_only_what_is_over_in_batches,
 );
+
+async fn pruning_removes_only_what_is_over_in_batches(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let now = tessera_server::store::now();
+    // 2,500 events older than the retention (three batches), 300 within.
+    let events: Vec<_> = (0..2800)
+        .map(|i| {
+            let at = if i < 2500 { now - 7200 } else { now - 60 };
+            (
+                at,
+                audit::Event::new("token_issued").detail(format!("n={i}")),
+            )
+        })
+        .collect();
+    audit::record_all(&h.db, &events).await.unwrap();
+    let client = h.public_client("read").await;
+    let over = RefreshPolicy {
+        ttl: -10,
+        max_lifetime: -10,
+        grace: 0,
+    };
+    for _ in 0..5 {
+        refresh::issue(&h.db, new_family(&client), &over)
+            .await
+            .unwrap();
+    }
+    let (live_family, live) = refresh::issue(&h.db, new_family(&client), &policy(0))
+        .await
+        .unwrap();
+    let keep = retention::Retention { audit: Some(3600) };
+    let pruned = retention::prune(&h.db, now, keep).await.unwrap();
+    assert_eq!(pruned.audit, 2500);
+    assert_eq!(pruned.refresh, 10, "five tokens, then their five families");
+    let left = audit::recent(&h.db, Some("token_issued"), 10_000)
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 300);
+    assert!(left.iter().all(|e| e.at == now - 60));
+    assert_eq!(
+        refresh::lookup(&h.db, &live)
+            .await
+            .unwrap()
+            .unwrap()
+            .family
+            .id,
+        live_family
+    );
+    // Nothing more to do: a second run deletes nothing.
+    assert_eq!(retention::prune(&h.db, now, keep).await.unwrap().total(), 0);
+    // Kept for ever: audit events stay whatever their age.
+    let forever = retention::Retention { audit: None };
+    assert_eq!(
+        retention::prune(&h.db, now + 10_000_000, forever)
+            .await
+            .unwrap()
+            .audit,
+        0
+    );
+    h.finish().await;
+}
 
 async fn audit_batches_keep_every_event(backend: Backend) {
     let Some(h) = Harness::new(backend).await else {
@@ -487,7 +550,10 @@ async fn revocations_and_assertions_are_remembered_until_they_expire(backend: Ba
     there.reload(&h.db).await.unwrap();
     assert!(there.contains("jti-3"));
 
-    assert_eq!(revocation::purge(&h.db, now).await.unwrap(), 1);
+    let pruned = retention::prune(&h.db, now, retention::Retention { audit: None })
+        .await
+        .unwrap();
+    assert_eq!(pruned.ids, 1);
     assert!(!revocation::is_access_token_revoked(&h.db, "jti-old")
         .await
         .unwrap());

@@ -18,6 +18,7 @@ both_backends!(
     failed_logins_are_rate_limited,
     refresh_grant_rotates_and_detects_reuse,
     a_refused_refresh_changes_nothing,
+    token_issued_events_can_be_turned_off,
     retries_in_the_grace_window_get_the_same_successor,
     disabled_users_cannot_refresh,
     private_key_jwt_authenticates_once_per_assertion,
@@ -448,6 +449,31 @@ async fn refresh_with(h: &Harness, client: &str, token: &str, scope: Option<&str
         form.push(("scope", scope));
     }
     h.post("/oauth2/token", &form, None).await
+}
+
+async fn token_issued_events_can_be_turned_off(backend: Backend) {
+    let Some(h) = Harness::with(backend, |c| c.audit_token_issued = false).await else {
+        return;
+    };
+    let (id, secret) = h.client(&[GrantType::ClientCredentials], "read").await;
+    let token = h
+        .post(
+            "/oauth2/token",
+            &[("grant_type", "client_credentials")],
+            Some((&id, &secret)),
+        )
+        .await
+        .str("access_token");
+    h.post("/oauth2/revoke", &[("token", &token)], Some((&id, &secret)))
+        .await;
+    // Events are written in order: once the revocation is stored, an
+    // issuance event before it would be too.
+    wait_for_audit(&h, "token_revoked", 1).await;
+    let issued = tessera_server::store::audit::recent(&h.db, Some("token_issued"), 10)
+        .await
+        .unwrap();
+    assert!(issued.is_empty(), "{issued:?}");
+    h.finish().await;
 }
 
 async fn a_refused_refresh_changes_nothing(backend: Backend) {

@@ -1,0 +1,105 @@
+//! Pruning what no one can use or needs any more: audit events past their
+//! retention, refresh tokens and families past their expiry, revoked
+//! access-token ids and used assertion ids past the tokens they name.
+//!
+//! Each kind is deleted in small batches with a pause between them, so a
+//! large backlog (a first prune after a long time, a retention shortened)
+//! never holds the database's one writer (SQLite) or a large lock for
+//! long: a request's write waits one batch at most.
+
+use std::time::Duration;
+
+use crate::db::{on_pool, Db};
+use crate::Error;
+
+/// Rows deleted by one statement at most.
+pub const BATCH: i64 = 1000;
+
+/// The pause between two batches, for the writes waiting behind them.
+const PAUSE: Duration = Duration::from_millis(20);
+
+/// What to keep.
+#[derive(Clone, Copy, Debug)]
+pub struct Retention {
+    /// How long audit events are kept (seconds; `None`: for ever).
+    pub audit: Option<i64>,
+}
+
+/// Rows deleted by one [`prune`], by kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Audit events.
+    pub audit: u64,
+    /// Refresh tokens, and families with all their tokens.
+    pub refresh: u64,
+    /// Revoked access-token ids and used assertion ids.
+    pub ids: u64,
+}
+
+impl Pruned {
+    /// All rows deleted.
+    pub fn total(&self) -> u64 {
+        self.audit + self.refresh + self.ids
+    }
+}
+
+/// Delete, in batches, everything `retention` and the clock say is over
+/// at `at` (seconds).
+pub async fn prune(db: &Db, at: i64, retention: Retention) -> Result<Pruned, Error> {
+    let mut pruned = Pruned::default();
+    if let Some(keep) = retention.audit {
+        pruned.audit = in_batches(
+            db,
+            "DELETE FROM audit_log WHERE id IN \
+             (SELECT id FROM audit_log WHERE at < $1 ORDER BY id LIMIT $2)",
+            at.saturating_sub(keep),
+        )
+        .await?;
+    }
+    // A token past its own expiry is refused whether or not its row is
+    // there; a family past its end takes its tokens with it (cascade).
+    pruned.refresh = in_batches(
+        db,
+        "DELETE FROM refresh_tokens WHERE token_hash IN \
+         (SELECT token_hash FROM refresh_tokens WHERE expires_at < $1 LIMIT $2)",
+        at,
+    )
+    .await?
+        + in_batches(
+            db,
+            "DELETE FROM refresh_families WHERE id IN \
+             (SELECT id FROM refresh_families WHERE expires_at < $1 LIMIT $2)",
+            at,
+        )
+        .await?;
+    pruned.ids = in_batches(
+        db,
+        "DELETE FROM revoked_access_tokens WHERE jti IN \
+         (SELECT jti FROM revoked_access_tokens WHERE expires_at < $1 LIMIT $2)",
+        at,
+    )
+    .await?
+        + in_batches(
+            db,
+            "DELETE FROM used_assertions WHERE (issuer, jti) IN \
+             (SELECT issuer, jti FROM used_assertions WHERE expires_at < $1 LIMIT $2)",
+            at,
+        )
+        .await?;
+    Ok(pruned)
+}
+
+/// Run `sql` (which deletes at most `$2` rows older than `$1`) until it
+/// deletes less than a batch.
+async fn in_batches(db: &Db, sql: &str, before: i64) -> Result<u64, Error> {
+    let mut total = 0;
+    loop {
+        let deleted = on_pool!(db.write(), p => sqlx::query(sql)
+            .bind(before).bind(BATCH).execute(p).await.map(|r| r.rows_affected()))?;
+        total += deleted;
+        if deleted < u64::try_from(BATCH).unwrap_or(u64::MAX) {
+            return Ok(total);
+        }
+        tokio::time::sleep(PAUSE).await;
+    }
+}
