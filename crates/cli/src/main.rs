@@ -64,6 +64,11 @@ enum Command {
         #[command(subcommand)]
         command: server::ClientCommand,
     },
+    /// Copy the SQLite database to FILE while the server runs (for
+    /// PostgreSQL use pg_dump). The master key is not in the copy: keep it
+    /// safe on its own; a restore needs both.
+    #[command(after_help = "Example:\n  tessera backup /var/backups/tessera-$(date +%F).db")]
+    Backup(server::BackupArgs),
     /// List and rotate the server's signing keys.
     Keys {
         #[command(flatten)]
@@ -98,6 +103,7 @@ fn main() -> ExitCode {
         Command::User { server, command } => server::user(&server, command),
         Command::Client { server, command } => server::client(&server, command),
         Command::Keys { server, command } => server::keys(&server, command),
+        Command::Backup(args) => server::backup(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

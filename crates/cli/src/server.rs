@@ -404,6 +404,44 @@ fn print_credentials(client_id: &str, secret: Option<&str>, json: bool) -> anyho
     Ok(())
 }
 
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Where to write the copy (must not exist).
+    file: PathBuf,
+}
+
+/// `tessera backup FILE`.
+pub fn backup(args: &BackupArgs) -> Result<(), Failure> {
+    let config = args.server.config()?;
+    if let Some(path) = config.database_url.strip_prefix("sqlite://") {
+        if !std::path::Path::new(path).is_file() {
+            return Err(Failure::Input(anyhow::anyhow!("no database at {path}")));
+        }
+    }
+    runtime()?.block_on(async move {
+        let db = tessera_server::Db::connect(&config.database_url, 1).await?;
+        let copied = db.backup_to(&args.file).await;
+        db.close().await;
+        copied?;
+        println!("{}", args.file.display());
+        match &config.master_key {
+            tessera_server::secret::MasterKeySource::File(path) => eprintln!(
+                "backup written; it holds the signing keys sealed under {} \
+                 (not in the backup: keep that file safe, apart from it)",
+                path.display()
+            ),
+            tessera_server::secret::MasterKeySource::Value(_) => eprintln!(
+                "backup written; it holds the signing keys sealed under TESSERA_MASTER_KEY \
+                 (not in the backup: keep it safe, apart from it)"
+            ),
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(())
+}
+
 /// `tessera keys …`.
 pub fn keys(server: &ServerArgs, command: KeysCommand) -> Result<(), Failure> {
     let config = server.config()?;

@@ -190,6 +190,34 @@ impl Db {
             .map_err(Error::from)
     }
 
+    /// Write a consistent copy of the SQLite database to `path` while the
+    /// server may run (`VACUUM INTO`: a snapshot of the last commit, with
+    /// no effect on writers). The file is created readable by its owner
+    /// only, and must not exist yet. PostgreSQL is backed up with its own
+    /// tools (`pg_dump`): refused here, with that advice.
+    pub async fn backup_to(&self, path: &std::path::Path) -> Result<(), Error> {
+        let Db::Sqlite { writer, .. } = self else {
+            return Err(Error::Invalid(
+                "the database is PostgreSQL: back it up with pg_dump (docs/operations.md)".into(),
+            ));
+        };
+        let target = path
+            .to_str()
+            .ok_or_else(|| Error::Invalid(format!("{} is not UTF-8", path.display())))?;
+        // Sealed keys and password hashes: owner only, and never over
+        // another file (VACUUM INTO accepts an existing empty one).
+        crate::secret::write_private_file(path, b"")?;
+        let copied = sqlx::query("VACUUM INTO $1")
+            .bind(target)
+            .execute(writer)
+            .await;
+        if let Err(e) = copied {
+            let _ = std::fs::remove_file(path);
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
     /// Close every connection, waiting for queries in flight.
     pub async fn close(&self) {
         match self {

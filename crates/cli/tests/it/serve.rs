@@ -918,3 +918,174 @@ fn a_missing_master_key_stops_the_start_and_writes_nothing() {
     assert!(stderr.contains("does not exist"), "{stderr}");
     assert!(!key.exists(), "a new master key was written");
 }
+
+/// Log alice in through `web` at `base`; the status.
+fn alice_logs_in(base: &str, web: &str) -> u16 {
+    post(
+        base,
+        "/oauth2/token",
+        &[
+            ("grant_type", "password"),
+            ("client_id", web),
+            ("username", "alice"),
+            ("password", "correct horse"),
+        ],
+    )
+    .0
+}
+
+/// `tessera backup` copies the SQLite database while the server runs;
+/// the copy and the master key, put in a new data directory, start a
+/// server with the same users, clients and keys.
+#[test]
+fn backup_while_serving_and_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let server = start(d, &[], &[]);
+    add_alice(d, &[]);
+    let web = add_web_client(d, &[]);
+    assert_eq!(alice_logs_in(&server.base, &web), 200);
+    let kids = jwks_kids(&server.base);
+
+    // Logins keep writing while the copy is made.
+    let base = server.base.clone();
+    let web2 = web.clone();
+    let writer = std::thread::spawn(move || {
+        (0..5)
+            .map(|_| alice_logs_in(&base, &web2))
+            .collect::<Vec<_>>()
+    });
+    let out = assert_cmd::Command::new(binary())
+        .current_dir(d)
+        .args(["backup", "copy.db"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("master.key"));
+    assert!(writer.join().unwrap().iter().all(|s| *s == 200));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(d.join("copy.db"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // Never over an existing file.
+    let before = std::fs::read(d.join("copy.db")).unwrap();
+    let again = assert_cmd::Command::new(binary())
+        .current_dir(d)
+        .args(["backup", "copy.db"])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert_eq!(std::fs::read(d.join("copy.db")).unwrap(), before);
+    drop(server);
+
+    // Restore: the copy as the database, the master key beside it.
+    let restored = tempfile::tempdir().unwrap();
+    let r = restored.path();
+    std::fs::create_dir(r.join("tessera-data")).unwrap();
+    std::fs::copy(d.join("copy.db"), r.join("tessera-data/tessera.db")).unwrap();
+    std::fs::copy(
+        d.join("tessera-data/master.key"),
+        r.join("tessera-data/master.key"),
+    )
+    .unwrap();
+    let server = start(r, &[], &[]);
+    assert_eq!(jwks_kids(&server.base), kids, "the same signing keys");
+    assert_eq!(
+        alice_logs_in(&server.base, &web),
+        200,
+        "the same users and clients"
+    );
+    drop(server);
+
+    // Without its master key, the copy does not start (and is not harmed).
+    std::fs::remove_file(r.join("tessera-data/master.key")).unwrap();
+    let out = Process::new(binary())
+        .current_dir(r)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("master key"));
+}
+
+/// PostgreSQL is backed up with pg_dump: `tessera backup` says so, and a
+/// dump restored into an empty database starts a working server.
+#[test]
+fn a_postgres_dump_restores_into_a_working_server() {
+    let Ok(base_url) = std::env::var("TESSERA_TEST_DATABASE_URL") else {
+        eprintln!("skipped: pg_dump restore (set TESSERA_TEST_DATABASE_URL to run it)");
+        return;
+    };
+    let Some((server_url, _)) = base_url.rsplit_once('/') else {
+        panic!("TESSERA_TEST_DATABASE_URL names no database: {base_url}");
+    };
+    let id = std::process::id();
+    let (src, dst) = (
+        format!("tessera_dump_src_{id}"),
+        format!("tessera_dump_dst_{id}"),
+    );
+    for db in [&src, &dst] {
+        psql(&base_url, &format!("DROP DATABASE IF EXISTS {db}"));
+        psql(&base_url, &format!("CREATE DATABASE {db}"));
+    }
+    let (src_url, dst_url) = (format!("{server_url}/{src}"), format!("{server_url}/{dst}"));
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let master = "q6sFQ0y1mJmQ4f3xk0PEXW0ZCb8oN3b0nq7yWg1M0aQ";
+    let env = [
+        ("TESSERA_MASTER_KEY", master),
+        ("TESSERA_DATABASE_URL", src_url.as_str()),
+    ];
+    let server = start(d, &[], &env);
+    add_alice(d, &env);
+    let web = add_web_client(d, &env);
+    let kids = jwks_kids(&server.base);
+    let out = assert_cmd::Command::new(binary())
+        .current_dir(d)
+        .args(["backup", "copy.db"])
+        .envs(env)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pg_dump"));
+
+    let dump = d.join("dump.sql");
+    let status = Process::new("pg_dump")
+        .args(["--no-owner", "-f"])
+        .arg(&dump)
+        .arg(&src_url)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    drop(server);
+    let status = Process::new("psql")
+        .args(["-q", "-v", "ON_ERROR_STOP=1", "-d", &dst_url, "-f"])
+        .arg(&dump)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let env = [
+        ("TESSERA_MASTER_KEY", master),
+        ("TESSERA_DATABASE_URL", dst_url.as_str()),
+    ];
+    let server = start(d, &[], &env);
+    assert_eq!(jwks_kids(&server.base), kids);
+    assert_eq!(alice_logs_in(&server.base, &web), 200);
+    drop(server);
+    for db in [&src, &dst] {
+        psql(
+            &base_url,
+            &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+        );
+    }
+}
