@@ -314,3 +314,210 @@ async fn a_start_without_its_master_key_changes_nothing(backend: Backend) {
 }
 
 crate::both_backends!(a_start_without_its_master_key_changes_nothing);
+
+/// A PostgreSQL cluster of the test's own (initdb + pg_ctl in a temporary
+/// directory, on a free port), which the test may stop and start. Never
+/// the shared server. As root, the tools run as the `postgres` user.
+struct OwnCluster {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl OwnCluster {
+    fn start() -> Option<OwnCluster> {
+        if std::env::var("TESSERA_TEST_DATABASE_URL").is_err() {
+            eprintln!("skipped: PostgreSQL outage test (set TESSERA_TEST_DATABASE_URL to run it)");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cluster = OwnCluster { dir, port };
+        if cluster.is_root() {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(cluster.dir.path())
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        let data = cluster.data();
+        let init = cluster
+            .tool("initdb")
+            .args(["-U", "postgres", "--auth=trust", "-D", &data])
+            .output()
+            .unwrap();
+        assert!(
+            init.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+        cluster.pg_ctl("start");
+        Some(cluster)
+    }
+
+    fn is_root_now() -> bool {
+        Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+    }
+
+    fn is_root(&self) -> bool {
+        OwnCluster::is_root_now()
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn tool(&self, name: &str) -> Command {
+        if self.is_root() {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--", name]);
+            command
+        } else {
+            Command::new(name)
+        }
+    }
+
+    fn pg_ctl(&self, action: &str) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        let mut command = self.tool("pg_ctl");
+        command.args(["-D", &self.data(), "-w", "-o", &options]);
+        match action {
+            "stop" => command.args(["-m", "immediate", "stop"]),
+            _ => command.args(["-l", &format!("{}/log", self.dir.path().display()), "start"]),
+        };
+        let out = command.output().unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl {action}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        let _ = self
+            .tool("pg_ctl")
+            .args(["-D", &self.data(), "-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+/// PostgreSQL stops: what needs it is answered 503 with Retry-After within
+/// about a second, `/readyz` says so within a second, tokens issued from
+/// cached clients keep their audit events (written once it is back), and
+/// everything works again without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_postgres_outage_is_answered_at_once_and_heals() {
+    let Some(cluster) = OwnCluster::start() else {
+        return;
+    };
+    let test_db = TestDb {
+        url: cluster.url(),
+        dir: tempfile::tempdir().unwrap(),
+        schema: None,
+    };
+    let h = Harness::on(test_db, |_| {}).await;
+    let (id, secret) = h
+        .client(
+            &[tessera_server::store::clients::GrantType::ClientCredentials],
+            "read",
+        )
+        .await;
+    let public = h.public_client("read").await;
+    h.user("alice", "correct horse", "read").await;
+    let issue = || async {
+        h.post(
+            "/oauth2/token",
+            &[("grant_type", "client_credentials")],
+            Some((&id, &secret)),
+        )
+        .await
+    };
+    assert_eq!(issue().await.status, StatusCode::OK);
+    // The public client is cached too.
+    assert_eq!(
+        h.login(&public, "alice", "correct horse").await.status,
+        StatusCode::OK
+    );
+
+    cluster.pg_ctl("stop");
+    let started = std::time::Instant::now();
+    let ready = h.get("/readyz").await;
+    let ready_took = started.elapsed();
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        ready_took < Duration::from_millis(1500),
+        "/readyz took {ready_took:?}"
+    );
+
+    let started = std::time::Instant::now();
+    let login = h.login(&public, "alice", "correct horse").await;
+    let login_took = started.elapsed();
+    assert_eq!(
+        login.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        login.text
+    );
+    assert!(login.headers.contains_key("retry-after"));
+    assert!(
+        login_took < Duration::from_millis(2500),
+        "login took {login_took:?}"
+    );
+
+    // The cached client still gets tokens; their events wait in memory.
+    let mut issued_during = 0;
+    for _ in 0..5 {
+        let r = issue().await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        issued_during += 1;
+    }
+    assert!(h.app.audit.pending() >= issued_during);
+
+    cluster.pg_ctl("start");
+    let mut healed = false;
+    for _ in 0..100 {
+        if h.login(&public, "alice", "correct horse").await.status == StatusCode::OK {
+            healed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(healed, "no recovery without a restart");
+    assert_eq!(h.get("/readyz").await.status, StatusCode::OK);
+    // 1 + 5 token_issued events for the confidential client, none lost.
+    let mut stored = 0;
+    for _ in 0..150 {
+        stored = tessera_server::store::audit::recent(&h.db, Some("token_issued"), 1000)
+            .await
+            .map(|events| {
+                events
+                    .iter()
+                    .filter(|e| e.client_id.as_deref() == Some(&id))
+                    .count()
+            })
+            .unwrap_or(0);
+        if stored > issued_during {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(stored, 1 + issued_during, "audit events lost in the outage");
+    h.db.close().await;
+}
