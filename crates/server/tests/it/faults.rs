@@ -374,13 +374,23 @@ impl OwnCluster {
         self.dir.path().join("data").display().to_string()
     }
 
+    /// `initdb` and `pg_ctl` live in the server's own directory (Debian:
+    /// /usr/lib/postgresql/N/bin), which `pg_config --bindir` names.
     fn tool(&self, name: &str) -> Command {
+        let program = Command::new("pg_config")
+            .arg("--bindir")
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()).join(name))
+            .filter(|p| p.is_file())
+            .unwrap_or_else(|| PathBuf::from(name));
         if self.is_root() {
             let mut command = Command::new("runuser");
-            command.args(["-u", "postgres", "--", name]);
+            command.args(["-u", "postgres", "--"]).arg(program);
             command
         } else {
-            Command::new(name)
+            Command::new(program)
         }
     }
 
