@@ -43,49 +43,57 @@ impl Pruned {
     }
 }
 
+/// What expires by the clock alone: (kind, statement deleting at most
+/// `$2` rows that ended before `$1`). A refresh token past its own expiry
+/// is refused whether or not its row is there; a family past its end
+/// takes its tokens with it (cascade).
+const EXPIRED: [(Kind, &str); 4] = [
+    (
+        Kind::Refresh,
+        "DELETE FROM refresh_tokens WHERE token_hash IN \
+         (SELECT token_hash FROM refresh_tokens WHERE expires_at < $1 LIMIT $2)",
+    ),
+    (
+        Kind::Refresh,
+        "DELETE FROM refresh_families WHERE id IN \
+         (SELECT id FROM refresh_families WHERE expires_at < $1 LIMIT $2)",
+    ),
+    (
+        Kind::Ids,
+        "DELETE FROM revoked_access_tokens WHERE jti IN \
+         (SELECT jti FROM revoked_access_tokens WHERE expires_at < $1 LIMIT $2)",
+    ),
+    (
+        Kind::Ids,
+        "DELETE FROM used_assertions WHERE (issuer, jti) IN \
+         (SELECT issuer, jti FROM used_assertions WHERE expires_at < $1 LIMIT $2)",
+    ),
+];
+
+/// Audit events older than `$1`, `$2` at most.
+const OLD_AUDIT: &str = "DELETE FROM audit_log WHERE id IN \
+    (SELECT id FROM audit_log WHERE at < $1 ORDER BY id LIMIT $2)";
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Refresh,
+    Ids,
+}
+
 /// Delete, in batches, everything `retention` and the clock say is over
 /// at `at` (seconds).
 pub async fn prune(db: &Db, at: i64, retention: Retention) -> Result<Pruned, Error> {
     let mut pruned = Pruned::default();
     if let Some(keep) = retention.audit {
-        pruned.audit = in_batches(
-            db,
-            "DELETE FROM audit_log WHERE id IN \
-             (SELECT id FROM audit_log WHERE at < $1 ORDER BY id LIMIT $2)",
-            at.saturating_sub(keep),
-        )
-        .await?;
+        pruned.audit = in_batches(db, OLD_AUDIT, at.saturating_sub(keep)).await?;
     }
-    // A token past its own expiry is refused whether or not its row is
-    // there; a family past its end takes its tokens with it (cascade).
-    pruned.refresh = in_batches(
-        db,
-        "DELETE FROM refresh_tokens WHERE token_hash IN \
-         (SELECT token_hash FROM refresh_tokens WHERE expires_at < $1 LIMIT $2)",
-        at,
-    )
-    .await?
-        + in_batches(
-            db,
-            "DELETE FROM refresh_families WHERE id IN \
-             (SELECT id FROM refresh_families WHERE expires_at < $1 LIMIT $2)",
-            at,
-        )
-        .await?;
-    pruned.ids = in_batches(
-        db,
-        "DELETE FROM revoked_access_tokens WHERE jti IN \
-         (SELECT jti FROM revoked_access_tokens WHERE expires_at < $1 LIMIT $2)",
-        at,
-    )
-    .await?
-        + in_batches(
-            db,
-            "DELETE FROM used_assertions WHERE (issuer, jti) IN \
-             (SELECT issuer, jti FROM used_assertions WHERE expires_at < $1 LIMIT $2)",
-            at,
-        )
-        .await?;
+    for (kind, sql) in EXPIRED {
+        let deleted = in_batches(db, sql, at).await?;
+        match kind {
+            Kind::Refresh => pruned.refresh += deleted,
+            Kind::Ids => pruned.ids += deleted,
+        }
+    }
     Ok(pruned)
 }
 

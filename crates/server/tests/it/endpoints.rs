@@ -322,13 +322,7 @@ mod admin_api {
 
     async fn token(h: &Harness, scope: &str) -> String {
         let (id, secret) = h.client(&[GrantType::ClientCredentials], scope).await;
-        h.post(
-            "/oauth2/token",
-            &[("grant_type", "client_credentials")],
-            Some((&id, &secret)),
-        )
-        .await
-        .str("access_token")
+        h.client_credentials_token(&id, &secret).await
     }
 
     async fn call(
@@ -403,14 +397,7 @@ mod admin_api {
         let (id, secret) = h
             .client(&[GrantType::ClientCredentials], "tessera:admin")
             .await;
-        let revocable = h
-            .post(
-                "/oauth2/token",
-                &[("grant_type", "client_credentials")],
-                Some((&id, &secret)),
-            )
-            .await
-            .str("access_token");
+        let revocable = h.client_credentials_token(&id, &secret).await;
         h.post(
             "/oauth2/revoke",
             &[("token", &revocable)],
@@ -682,14 +669,7 @@ mod owners {
         let (id, secret) = h
             .client(&[GrantType::ClientCredentials], "tessera:admin")
             .await;
-        let own = h
-            .post(
-                "/oauth2/token",
-                &[("grant_type", "client_credentials")],
-                Some((&id, &secret)),
-            )
-            .await
-            .str("access_token");
+        let own = h.client_credentials_token(&id, &secret).await;
         assert!(introspect(&h, &rs, &own).await);
         assert_eq!(admin_status(&h, &own).await, StatusCode::OK);
         clients::delete(&h.db, &id).await.unwrap();

@@ -74,6 +74,20 @@ impl Drop for SmallDisk {
     }
 }
 
+/// A server whose database and master key are on `disk`.
+async fn on_disk(disk: &SmallDisk, url: &str) -> Harness {
+    let test_db = TestDb {
+        url: url.to_owned(),
+        dir: tempfile::tempdir().unwrap(),
+        schema: None,
+    };
+    Harness::on(test_db, |c| {
+        c.data_dir = disk.path().to_owned();
+        c.master_key = MasterKeySource::File(disk.path().join("master.key"));
+    })
+    .await
+}
+
 /// How many refresh tokens with this digest the database holds, as
 /// another connection (or a restarted server) sees it.
 async fn stored(db: &Db, token: &str) -> i64 {
@@ -106,16 +120,7 @@ async fn a_full_disk_never_loses_an_acknowledged_write() {
         return;
     };
     let url = format!("sqlite://{}", disk.path().join("tessera.db").display());
-    let test_db = TestDb {
-        url: url.clone(),
-        dir: tempfile::tempdir().unwrap(),
-        schema: None,
-    };
-    let h = Harness::on(test_db, |c| {
-        c.data_dir = disk.path().to_owned();
-        c.master_key = MasterKeySource::File(disk.path().join("master.key"));
-    })
-    .await;
+    let h = on_disk(&disk, &url).await;
     let client = h.public_client("read").await;
     h.user("alice", "correct horse", "read").await;
     // Four sessions, each a chain of rotations.
@@ -219,16 +224,7 @@ async fn a_full_disk_never_loses_an_acknowledged_write() {
     // A restart keeps everything: the last token of each chain still works.
     h.db.close().await;
     drop(h);
-    let test_db = TestDb {
-        url: url.clone(),
-        dir: tempfile::tempdir().unwrap(),
-        schema: None,
-    };
-    let h = Harness::on(test_db, |c| {
-        c.data_dir = disk.path().to_owned();
-        c.master_key = MasterKeySource::File(disk.path().join("master.key"));
-    })
-    .await;
+    let h = on_disk(&disk, &url).await;
     for (i, token) in acknowledged.iter().enumerate() {
         assert_eq!(
             stored(&h.db, token).await,

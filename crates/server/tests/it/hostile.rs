@@ -23,13 +23,19 @@ async fn admin_token(h: &Harness) -> String {
     let (id, secret) = h
         .client(&[GrantType::ClientCredentials], "tessera:admin")
         .await;
+    h.client_credentials_token(&id, &secret).await
+}
+
+async fn jwt_bearer(h: &Harness, assertion: &str) -> Reply {
     h.post(
         "/oauth2/token",
-        &[("grant_type", "client_credentials")],
-        Some((&id, &secret)),
+        &[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+            ("assertion", assertion),
+        ],
+        None,
     )
     .await
-    .str("access_token")
 }
 
 fn assert_invalid_request(r: &Reply, what: &str) {
@@ -95,16 +101,7 @@ async fn control_characters_are_refused_at_the_edge(backend: Backend) {
             .audience(format!("{ISSUER}/oauth2/token"))
             .jwt_id(jti)
             .expires_at(NumericDate::now().plus(Duration::from_secs(60)));
-        let r = h
-            .post(
-                "/oauth2/token",
-                &[
-                    ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
-                    ("assertion", &jwt::sign(&claims, &key).unwrap()),
-                ],
-                None,
-            )
-            .await;
+        let r = jwt_bearer(&h, &jwt::sign(&claims, &key).unwrap()).await;
         assert_eq!(
             r.status,
             StatusCode::BAD_REQUEST,
@@ -120,16 +117,7 @@ async fn control_characters_are_refused_at_the_edge(backend: Backend) {
         .audience(ISSUER)
         .jwt_id("j-4")
         .expires_at(NumericDate::now().plus(Duration::from_secs(60)));
-    let r = h
-        .post(
-            "/oauth2/token",
-            &[
-                ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
-                ("assertion", &jwt::sign(&claims, &key).unwrap()),
-            ],
-            None,
-        )
-        .await;
+    let r = jwt_bearer(&h, &jwt::sign(&claims, &key).unwrap()).await;
     assert_eq!(r.error(), "invalid_grant", "{}", r.text);
 
     // The admin API: a path segment and the audit filter.
@@ -164,14 +152,7 @@ async fn two_authorization_headers_are_refused(backend: Backend) {
         "Basic {}",
         STANDARD.encode_to_string(format!("{id}:{secret}"))
     );
-    let token = h
-        .post(
-            "/oauth2/token",
-            &[("grant_type", "client_credentials")],
-            Some((&id, &secret)),
-        )
-        .await
-        .str("access_token");
+    let token = h.client_credentials_token(&id, &secret).await;
     let admin = admin_token(&h).await;
     for (path, body) in [
         ("/oauth2/token", "grant_type=client_credentials".to_owned()),

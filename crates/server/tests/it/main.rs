@@ -253,6 +253,18 @@ impl Harness {
         (added.client_id, added.client_secret.unwrap().to_string())
     }
 
+    /// An access token for the confidential client `id` (client_credentials
+    /// grant, Basic credentials).
+    pub async fn client_credentials_token(&self, id: &str, secret: &str) -> String {
+        self.post(
+            "/oauth2/token",
+            &[("grant_type", "client_credentials")],
+            Some((id, secret)),
+        )
+        .await
+        .str("access_token")
+    }
+
     /// A public client for the password and refresh grants.
     pub async fn public_client(&self, scopes: &str) -> String {
         clients::add(

@@ -16,6 +16,7 @@ both_backends!(
     scopes_are_limited_to_the_client_and_the_user,
     password_logins_fail_alike_for_unknown_users_and_wrong_passwords,
     failed_logins_are_rate_limited,
+    simultaneous_guesses_cannot_outrun_the_limit,
     refresh_grant_rotates_and_detects_reuse,
     a_refused_refresh_changes_nothing,
     token_issued_events_can_be_turned_off,
@@ -342,6 +343,42 @@ async fn password_logins_fail_alike_for_unknown_users_and_wrong_passwords(backen
     h.finish().await;
 }
 
+/// Forty wrong passwords at once for one user: no more than the limit's
+/// five are ever checked, the rest are 429 without a hash.
+async fn simultaneous_guesses_cannot_outrun_the_limit(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let web = h.public_client("read").await;
+    h.user("alice", "correct horse", "read").await;
+    let h = std::sync::Arc::new(h);
+    let guesses: Vec<_> = (0..40)
+        .map(|i| {
+            let (h, web) = (std::sync::Arc::clone(&h), web.clone());
+            tokio::spawn(async move { h.login(&web, "alice", &format!("guess {i}")).await })
+        })
+        .collect();
+    let (mut checked, mut limited) = (0, 0);
+    for guess in guesses {
+        let r = guess.await.unwrap();
+        match r.status {
+            StatusCode::BAD_REQUEST => {
+                assert_eq!(r.error(), "invalid_grant");
+                checked += 1;
+            }
+            StatusCode::TOO_MANY_REQUESTS => limited += 1,
+            other => panic!("{other}: {}", r.text),
+        }
+    }
+    assert!(checked <= 5, "{checked} guesses were checked; the limit is 5");
+    assert_eq!(checked + limited, 40);
+    let failures = wait_for_audit(&h, "login_failed", checked).await;
+    assert_eq!(failures.len(), checked);
+    if let Ok(h) = std::sync::Arc::try_unwrap(h) {
+        h.finish().await;
+    }
+}
+
 async fn failed_logins_are_rate_limited(backend: Backend) {
     let Some(h) = Harness::with(backend, |c| c.max_login_failures = 3).await else {
         return;
@@ -456,14 +493,7 @@ async fn token_issued_events_can_be_turned_off(backend: Backend) {
         return;
     };
     let (id, secret) = h.client(&[GrantType::ClientCredentials], "read").await;
-    let token = h
-        .post(
-            "/oauth2/token",
-            &[("grant_type", "client_credentials")],
-            Some((&id, &secret)),
-        )
-        .await
-        .str("access_token");
+    let token = h.client_credentials_token(&id, &secret).await;
     h.post("/oauth2/revoke", &[("token", &token)], Some((&id, &secret)))
         .await;
     // Events are written in order: once the revocation is stored, an
