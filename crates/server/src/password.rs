@@ -1,5 +1,6 @@
 //! Password hashing: Argon2id with OWASP's parameters, off the async
-//! runtime, a bounded number at a time.
+//! runtime on threads of its own at a lower priority, a bounded number at
+//! a time.
 //!
 //! Bounding the hashes in flight keeps a flood of logins from allocating
 //! 19 MiB per request without limit. Bounding the hashes that may *wait*
@@ -10,7 +11,7 @@
 //! costs the same time as a wrong password.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -38,6 +39,9 @@ const DUMMY_HASH: &str =
 #[derive(Clone, Debug)]
 pub struct Passwords {
     permits: Arc<Semaphore>,
+    /// The hashing threads' queue (`None` if they could not be started:
+    /// tokio's blocking pool does the work instead).
+    hashers: Option<mpsc::Sender<Job>>,
     /// Hashes running or waiting.
     admitted: Arc<AtomicUsize>,
     /// The most that may run or wait at once.
@@ -48,6 +52,57 @@ pub struct Passwords {
 /// seconds of work at ~50 ms an Argon2id hash (OWASP parameters on one core
 /// of a current server).
 pub const QUEUE_PER_CORE: usize = 40;
+
+/// Work for a hashing thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// How much less the hashing threads weigh with the scheduler than the
+/// rest of the server (a nice value: at 10 a thread gets about a tenth of
+/// the CPU time of one at 0 when both want it). Hashes use every idle
+/// cycle, but requests that need no hash (`/healthz`, refreshes, JWKS) are
+/// served first when a login flood takes every core.
+const HASHER_NICENESS: i32 = 10;
+
+/// Start `count` hashing threads at a lower priority; their queue.
+fn start_hashers(count: usize) -> Option<mpsc::Sender<Job>> {
+    let (jobs, queue) = mpsc::channel::<Job>();
+    let queue = Arc::new(std::sync::Mutex::new(queue));
+    for i in 0..count {
+        let queue = Arc::clone(&queue);
+        let started = std::thread::Builder::new()
+            .name(format!("tessera-hasher-{i}"))
+            .spawn(move || {
+                lower_priority();
+                loop {
+                    let job = match queue.lock() {
+                        Ok(queue) => queue.recv(),
+                        Err(poisoned) => poisoned.into_inner().recv(),
+                    };
+                    match job {
+                        Ok(job) => job(),
+                        // Every `Passwords` clone is gone.
+                        Err(_) => return,
+                    }
+                }
+            });
+        if let Err(e) = started {
+            tracing::warn!(error = %e, "cannot start a hashing thread; using the blocking pool");
+            return None;
+        }
+    }
+    Some(jobs)
+}
+
+/// Lower this thread's scheduling priority (Linux: `setpriority` with a
+/// thread id applies to that thread alone).
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) =
+        rustix::process::setpriority_process(Some(rustix::thread::gettid()), HASHER_NICENESS)
+    {
+        tracing::debug!(error = %e, "hashing thread keeps its priority");
+    }
+}
 
 /// One admitted hash: counted from admission until it is done or dropped.
 struct Admitted(Arc<AtomicUsize>);
@@ -90,6 +145,7 @@ impl Passwords {
         let concurrency = concurrency.max(1);
         Passwords {
             permits: Arc::new(Semaphore::new(concurrency)),
+            hashers: start_hashers(concurrency),
             admitted: Arc::new(AtomicUsize::new(0)),
             max_admitted: concurrency.saturating_add(queue),
         }
@@ -116,9 +172,20 @@ impl Passwords {
             .acquire()
             .await
             .map_err(|e| Error::Hash(e.to_string()))?;
-        tokio::task::spawn_blocking(work)
+        let Some(hashers) = &self.hashers else {
+            return tokio::task::spawn_blocking(work)
+                .await
+                .map_err(|e| Error::Hash(format!("hashing task: {e}")));
+        };
+        let (done, result) = tokio::sync::oneshot::channel();
+        hashers
+            .send(Box::new(move || {
+                let _ = done.send(work());
+            }))
+            .map_err(|_| Error::Hash("the hashing threads are gone".into()))?;
+        result
             .await
-            .map_err(|e| Error::Hash(format!("hashing task: {e}")))
+            .map_err(|_| Error::Hash("a hashing thread failed".into()))
     }
 
     /// Hash a new password (refusing one shorter than [`MIN_LENGTH`]).

@@ -370,7 +370,10 @@ async fn simultaneous_guesses_cannot_outrun_the_limit(backend: Backend) {
             other => panic!("{other}: {}", r.text),
         }
     }
-    assert!(checked <= 5, "{checked} guesses were checked; the limit is 5");
+    assert!(
+        checked <= 5,
+        "{checked} guesses were checked; the limit is 5"
+    );
     assert_eq!(checked + limited, 40);
     let failures = wait_for_audit(&h, "login_failed", checked).await;
     assert_eq!(failures.len(), checked);
