@@ -7,6 +7,7 @@ docs/benchmarks.md.
     python3 benches/faults/faults.py slowloris   # slow, silent, idle, trickling clients
     python3 benches/faults/faults.py logins      # a flood of password logins
     python3 benches/faults/faults.py growth [MINUTES]  # database size under load
+    python3 benches/faults/faults.py firstseconds URL  # token latency right after a start, on PostgreSQL
 
 TESSERA_BIN names another build (A/B runs).
 """
@@ -31,10 +32,11 @@ BIN = os.environ.get("TESSERA_BIN", os.path.join(ROOT, "target", "release", "tes
 class Server:
     """`tessera serve` in a temporary directory."""
 
-    def __init__(self, config=""):
+    def __init__(self, config="", env=None):
         if not os.path.exists(BIN):
             sys.exit("build it first: cargo build --release -p tessera-cli")
         self.dir = tempfile.mkdtemp(prefix="tessera-faults-")
+        self.env = env or {}
         with open(os.path.join(self.dir, "tessera.toml"), "w") as f:
             f.write(config)
         self.proc = subprocess.Popen(
@@ -42,7 +44,7 @@ class Server:
             cwd=self.dir,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
-            env={**os.environ, "TESSERA_LOG": "warn"},
+            env={**os.environ, "TESSERA_LOG": "warn", **(env or {})},
             text=True,
         )
         for line in self.proc.stdout:
@@ -57,6 +59,7 @@ class Server:
         out = subprocess.run(
             [BIN, *args, "--config", "tessera.toml"],
             cwd=self.dir,
+            env={**os.environ, **self.env},
             input=stdin,
             capture_output=True,
             text=True,
@@ -352,12 +355,59 @@ async def growth(minutes):
     server.stop()
 
 
+# ---------------------------------------------------------------- first seconds
+
+
+async def firstseconds(url, starts=5, seconds=20, clients=32):
+    """Start the server on the PostgreSQL database `url` (emptied first)
+    `starts` times; each time, `clients` loops ask for tokens from the
+    first moment for `seconds`. The slowest requests show connections
+    being opened under load."""
+    import uuid
+
+    rows = []
+    for start in range(starts):
+        schema = "faults_" + uuid.uuid4().hex[:8]
+        subprocess.run(["psql", "-q", "-d", url, "-c", f"CREATE SCHEMA {schema}"], check=True)
+        sep = "&" if "?" in url else "?"
+        env = {"TESSERA_DATABASE_URL": f"{url}{sep}options=-c%20search_path%3D{schema}", "TESSERA_MASTER_KEY": "q6sFQ0y1mJmQ4f3xk0PEXW0ZCb8oN3b0nq7yWg1M0aQ"}
+        # Set up with one server, measure a fresh one on the same database.
+        setup = Server(env=env)
+        svc = json.loads(setup.admin("client", "add", "svc", "--grant", "client_credentials", "--scope", "read", "--json"))
+        setup.stop()
+        creds = basic(svc["client_id"], svc["client_secret"])
+        server = Server(env=env)
+        server.env = env
+        took = []
+        stop = time.perf_counter() + seconds
+
+        async def loop():
+            while time.perf_counter() < stop:
+                status, _, t = await request(server, "POST", "/oauth2/token", form(grant_type="client_credentials"), {**FORM, **creds})
+                assert status == 200, status
+                took.append(t)
+
+        await asyncio.gather(*(loop() for _ in range(clients)))
+        server.stop()
+        subprocess.run(["psql", "-q", "-d", url, "-c", f"DROP SCHEMA {schema} CASCADE"], check=True)
+        slow = sum(1 for t in took if t > 0.05)
+        rows.append((start + 1, len(took), pct(took, 50), pct(took, 99), max(took), slow))
+    print(f"{clients} clients asking for tokens from the first moment after a start, {seconds} s each, PostgreSQL:")
+    print()
+    print("| start | requests | p50 | p99 | max | over 50 ms |")
+    print("|---|---|---|---|---|---|")
+    for n, count, p50, p99, top, slow in rows:
+        print(f"| {n} | {count:,} | {ms(p50)} | {ms(p99)} | {ms(top)} | {slow} |")
+
+
 def main():
     what = sys.argv[1] if len(sys.argv) > 1 else "slowloris"
     if what == "slowloris":
         asyncio.run(slowloris())
     elif what == "logins":
         asyncio.run(logins())
+    elif what == "firstseconds":
+        asyncio.run(firstseconds(sys.argv[2] if len(sys.argv) > 2 else "postgres://postgres@127.0.0.1:5432/test"))
     elif what == "growth":
         asyncio.run(growth(float(sys.argv[2]) if len(sys.argv) > 2 else 8))
     else:
