@@ -305,7 +305,7 @@ fn log_unwritten(at: i64, event: &Event, why: &str) {
 
 impl AuditWriter {
     /// Wait until every queued event is written (all queue handles must be
-    /// dropped first). Retries for [`SHUTDOWN_GRACE`] at most while the
+    /// dropped first). Retries for 10 s at most while the
     /// database is unavailable, then logs what is left.
     pub async fn finish(self) {
         self.shutting_down.store(true, Ordering::Relaxed);
