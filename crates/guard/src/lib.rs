@@ -36,6 +36,9 @@
 //! remembered (by SHA-256, never past their `exp`, up to a size limit):
 //! a repeated token costs a hash instead of a signature check.
 
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
 mod error;
 mod guard;
 mod layer;

@@ -28,6 +28,9 @@
 //! # }
 //! ```
 
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;

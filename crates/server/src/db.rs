@@ -5,7 +5,9 @@
 //! seconds for times, digests as bytes), and `on_pool!` expands each query
 //! once per backend so both are checked by the compiler with their native
 //! driver types. Schemas live in `migrations/sqlite` and
-//! `migrations/postgres`, kept in step.
+//! `migrations/postgres`, kept in step; they differ in SQLite's two extra
+//! `refresh_tokens` columns and trigger for the one-statement rotation
+//! (see DEVELOPERS.md).
 //!
 //! # Writes that return rows
 //!

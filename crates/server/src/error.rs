@@ -30,6 +30,9 @@ pub enum Error {
     /// signing key (a different master key than the one that sealed it).
     #[error("master key: {0}")]
     MasterKey(String),
+    /// The system's random generator failed.
+    #[error("the system random generator failed")]
+    Random,
     /// A JOSE operation failed.
     #[error(transparent)]
     Jose(#[from] tessera_jose::Error),

@@ -24,7 +24,7 @@ use tessera_jose::{jwt, Algorithm, Claims, Jwk, JwkSet, KeySet, PemKind, Signing
 
 use crate::db::{on_pool, Db};
 use crate::secret::MasterKey;
-use crate::store::now;
+use crate::store::{now, secs};
 use crate::Error;
 
 /// Clock skew allowed between instances and resource servers.
@@ -152,6 +152,10 @@ impl Keys {
             .iter()
             .rev()
             .find(|k| k.info.activate_at <= at)
+            // No key active yet at `at`: this instance's clock is behind
+            // the one that stored the first key "now". The oldest key is
+            // already published, so its tokens verify; signing with it
+            // beats refusing every token for the seconds of skew.
             .or_else(|| ring.keys.first())
             .map(|k| Arc::clone(&k.signing))
             .ok_or_else(|| Error::NotFound {
@@ -388,9 +392,4 @@ pub async fn stored_count(db: &Db) -> Result<i64, Error> {
 /// its tokens can live (`keep_after`): time to stop publishing it.
 fn retired_long_enough(next: &KeyRow, keep_after: i64, now: i64) -> bool {
     next.activate_at.saturating_add(keep_after) < now
-}
-
-/// Whole seconds of `d`, saturating.
-pub(crate) fn secs(d: Duration) -> i64 {
-    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }

@@ -123,7 +123,7 @@ fn hash_now(password: &[u8]) -> Result<String, Error> {
     let mut salt = [0u8; 16];
     SystemRandom::new()
         .fill(&mut salt)
-        .map_err(|_| Error::Hash("the system random generator failed".into()))?;
+        .map_err(|_| Error::Random)?;
     let salt = SaltString::encode_b64(&salt).map_err(|e| Error::Hash(e.to_string()))?;
     Ok(hasher()?
         .hash_password(password, &salt)

@@ -16,7 +16,7 @@ pub fn random_token() -> Result<Zeroizing<String>, Error> {
     let mut bytes = Zeroizing::new([0u8; 32]);
     SystemRandom::new()
         .fill(bytes.as_mut())
-        .map_err(|_| Error::MasterKey("the system random generator failed".into()))?;
+        .map_err(|_| Error::Random)?;
     Ok(Zeroizing::new(
         URL_SAFE_NO_PAD.encode_to_string(bytes.as_ref()),
     ))
@@ -27,7 +27,7 @@ pub fn random_id() -> Result<String, Error> {
     let mut bytes = [0u8; 16];
     SystemRandom::new()
         .fill(&mut bytes)
-        .map_err(|_| Error::MasterKey("the system random generator failed".into()))?;
+        .map_err(|_| Error::Random)?;
     Ok(URL_SAFE_NO_PAD.encode_to_string(bytes))
 }
 
@@ -116,7 +116,7 @@ impl MasterKey {
         let mut nonce = [0u8; NONCE_LEN];
         SystemRandom::new()
             .fill(&mut nonce)
-            .map_err(|_| Error::MasterKey("the system random generator failed".into()))?;
+            .map_err(|_| Error::Random)?;
         let mut out = nonce.to_vec();
         let mut body = plaintext.to_vec();
         self.0

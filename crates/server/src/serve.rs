@@ -15,7 +15,7 @@ use crate::secret::{MasterKey, MasterKeySource};
 use crate::store::audit::AuditQueue;
 use crate::store::retention::{self, Retention};
 use crate::store::revocation::RevokedTokens;
-use crate::store::{now, refresh};
+use crate::store::{now, refresh, secs};
 use crate::Error;
 
 /// The configuration with its database connected (migrations applied) and
@@ -102,9 +102,9 @@ pub async fn serve(
     );
     let (audit, writer) = AuditQueue::start(db.clone());
     let period = maintenance_period(&config);
-    let grace = keys::secs(config.refresh_grace);
+    let grace = secs(config.refresh_grace);
     let keep = Retention {
-        audit: config.audit_retain.map(keys::secs),
+        audit: config.audit_retain.map(secs),
     };
     let maintenance = tokio::spawn(maintain(db.clone(), Arc::clone(&keys), period, grace, keep));
     let app = Arc::new(App::new(config, db.clone(), keys, passwords, audit));

@@ -7,9 +7,15 @@
 //! after unescaping) and bounds nesting. It builds nothing: for the members
 //! of the top-level object it hands out the member name and the exact text
 //! of its value, and whoever needs a value builds it from that text with
-//! `serde_json`. Checking and building stay apart: the scanner only ever
-//! rejects, so anything it lets through is still parsed by `serde_json`
-//! alone, and a text both accept means the same to both.
+//! `serde_json`. Checking and building stay apart, and the invariant that
+//! matters holds: the scanner only ever narrows. Everything it accepts,
+//! `serde_json` accepts too, and each member's text it hands out reads
+//! back as the same value (`accepts_what_serde_json_writes`,
+//! `never_accepts_what_serde_json_refuses`, the grammar table below, and
+//! the `claims_json` fuzz target). Values are built from that text: the
+//! registered claims and header members by this crate's readers, the
+//! caller's type by `json::de`, whose result always equals
+//! `serde_json::from_slice` on the whole text.
 
 use std::borrow::Cow;
 use std::collections::HashSet;

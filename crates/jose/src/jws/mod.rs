@@ -187,10 +187,17 @@ pub fn sign(header: &Header, payload: &[u8], key: &SigningKey) -> Result<String,
     sign_parts(&header_json, payload, key)
 }
 
+/// What a compact JWS needs beyond its encoded header and payload: two
+/// dots and the signature, whose longest, RSA-4096's 512 bytes, is 683
+/// base64url characters. Reserved up front so that appending never
+/// reallocates (a larger RSA key only costs one reallocation).
+const SIGNATURE_ROOM: usize = 2 + 683 + 15;
+
 /// Sign already-serialized header JSON and payload.
 fn sign_parts(header_json: &[u8], payload: &[u8], key: &SigningKey) -> Result<String, Error> {
-    let mut out =
-        String::with_capacity(encoded_len(header_json.len()) + encoded_len(payload.len()) + 700);
+    let mut out = String::with_capacity(
+        encoded_len(header_json.len()) + encoded_len(payload.len()) + SIGNATURE_ROOM,
+    );
     b64::encode_into(header_json, &mut out);
     sign_after_header(out, payload, key)
 }
@@ -201,7 +208,8 @@ pub(crate) fn sign_with_encoded_header(
     payload: &[u8],
     key: &SigningKey,
 ) -> Result<String, Error> {
-    let mut out = String::with_capacity(header_b64.len() + encoded_len(payload.len()) + 700);
+    let mut out =
+        String::with_capacity(header_b64.len() + encoded_len(payload.len()) + SIGNATURE_ROOM);
     out.push_str(header_b64);
     sign_after_header(out, payload, key)
 }

@@ -35,9 +35,13 @@ pub enum Accept {
 
 /// The method a request used.
 enum Method<'a> {
-    Secret { client_id: String, secret: String },
+    Secret {
+        client_id: String,
+        secret: String,
+    },
     Assertion(&'a str),
-    None(&'a str),
+    /// A public client, identified by its `client_id` alone.
+    PublicClient(&'a str),
 }
 
 fn basic_credentials(form: &OAuthForm) -> Result<Option<(String, String)>, OAuthError> {
@@ -111,7 +115,7 @@ fn method(form: &OAuthForm) -> Result<Method<'_>, OAuthError> {
         return Ok(Method::Assertion(assertion));
     }
     match body_id {
-        Some(id) => Ok(Method::None(id)),
+        Some(id) => Ok(Method::PublicClient(id)),
         None => Err(OAuthError::invalid_client("client authentication required")),
     }
 }
@@ -142,7 +146,7 @@ pub async fn authenticate(
             }
         }
         Method::Assertion(assertion) => authenticate_assertion(app, form, assertion).await,
-        Method::None(client_id) => {
+        Method::PublicClient(client_id) => {
             let client = app
                 .clients
                 .find(&app.db, client_id)
@@ -224,7 +228,8 @@ pub(super) async fn verify_assertion(
     if jti.chars().chain(subject.chars()).any(char::is_control) {
         return Ok(Err("assertion jti or sub holds a control character".into()));
     }
-    if exp.seconds().saturating_sub(crate::store::now()) > crate::keys::secs(MAX_ASSERTION_LIFETIME)
+    if exp.seconds().saturating_sub(crate::store::now())
+        > crate::store::secs(MAX_ASSERTION_LIFETIME)
     {
         return Ok(Err("assertion lives too long (at most 10 minutes)".into()));
     }

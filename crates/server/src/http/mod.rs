@@ -6,7 +6,8 @@
 //! | `POST /oauth2/introspect` | `introspect.rs` | confidential clients |
 //! | `POST /oauth2/revoke` | `revoke.rs` | the client the token was issued to |
 //! | `GET /.well-known/*` | `discovery.rs` | anyone |
-//! | `GET /healthz`, `/readyz`, `/metrics` | `health.rs` | anyone |
+//! | `GET /healthz`, `/readyz` | `health.rs` | anyone |
+//! | `GET /metrics` | `metrics.rs` | anyone |
 //! | `/admin/...` | `admin/` | access tokens with the `tessera:admin` scope |
 
 pub mod admin;
@@ -17,6 +18,7 @@ mod error;
 mod form;
 mod health;
 mod introspect;
+mod metrics;
 mod revoke;
 mod token;
 mod verified;
@@ -27,7 +29,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 
-pub(crate) use health::upkeep as metrics_upkeep;
+pub(crate) use self::metrics::upkeep as metrics_upkeep;
 
 use crate::config::Config;
 use crate::db::Db;
@@ -81,9 +83,9 @@ impl App {
         audit: AuditQueue,
     ) -> App {
         let refresh = RefreshPolicy {
-            ttl: crate::keys::secs(config.refresh_ttl),
-            max_lifetime: crate::keys::secs(config.session_max),
-            grace: crate::keys::secs(config.refresh_grace),
+            ttl: crate::store::secs(config.refresh_ttl),
+            max_lifetime: crate::store::secs(config.session_max),
+            grace: crate::store::secs(config.refresh_grace),
         };
         App {
             logins: LoginLimiter::new(config.max_login_failures, config.login_window),
@@ -104,7 +106,7 @@ impl App {
 /// The server's routes, with body limits and metrics.
 pub fn router(app: Arc<App>) -> Router {
     // Install the recorder before the first request counts anything.
-    health::prometheus();
+    self::metrics::prometheus();
     Router::new()
         .route("/oauth2/token", post(token::token))
         .route("/oauth2/introspect", post(introspect::introspect))
@@ -120,10 +122,10 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
+        .route("/metrics", get(self::metrics::metrics))
         .merge(admin::routes())
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn(edge::check))
-        .layer(axum::middleware::from_fn(health::track))
+        .layer(axum::middleware::from_fn(self::metrics::track))
         .with_state(app)
 }

@@ -16,10 +16,10 @@ use zeroize::Zeroizing;
 use super::client_auth::{authenticate, identifies_client, verify_assertion, Accept};
 use super::form::OAuthForm;
 use super::{App, OAuthError};
-use crate::keys::secs;
 use crate::store::audit::Event;
 use crate::store::clients::{Client, GrantType};
 use crate::store::refresh::{self, NewFamily, Refused};
+use crate::store::secs;
 use crate::store::{now, users, Scopes};
 
 /// The claims of an access token beyond the registered ones (RFC 9068 §2.2).

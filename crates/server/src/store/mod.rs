@@ -16,6 +16,12 @@ pub fn now() -> i64 {
     tessera_jose::NumericDate::now().seconds()
 }
 
+/// Whole seconds of `d`, saturating: durations from the configuration
+/// against the integer seconds the database keeps.
+pub fn secs(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
 /// A set of OAuth scope tokens (RFC 6749 §3.3), kept sorted.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Scopes(BTreeSet<String>);

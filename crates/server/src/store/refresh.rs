@@ -157,7 +157,7 @@ const CLAIM: &str = concat!(
 /// writer): claim a live token of a live family of this client and name its
 /// successor, which the `refresh_tokens_successor` trigger inserts. No row
 /// back means anything else (unknown, used, expired, revoked, another
-/// client's): [`rotate_now`] then sorts it out.
+/// client's): [`rotate_in_transaction`] then sorts it out.
 const CLAIM_AND_SUCCEED: &str = concat!(
     "UPDATE refresh_tokens \
     SET used_at = $1, successor_hash = $3, successor_sealed = $6, \
@@ -254,7 +254,7 @@ pub async fn rotate(
             return Ok(Ok(rotated));
         }
     }
-    let work = RotateNow {
+    let work = InTransaction {
         hash,
         client_id: rotation.client_id.to_owned(),
         client_scopes: rotation.client_scopes.clone(),
@@ -265,7 +265,7 @@ pub async fn rotate(
         master: Arc::clone(master),
     };
     let db2 = db.clone();
-    db.in_write_lane(async move { rotate_now(&db2, work).await })
+    db.in_write_lane(async move { rotate_in_transaction(&db2, work).await })
         .await
 }
 
@@ -302,8 +302,8 @@ async fn rotate_in_one(
     }))
 }
 
-/// What [`rotate_now`] needs, owned (it runs on the write lane).
-struct RotateNow {
+/// What [`rotate_in_transaction`] needs, owned (it runs on the write lane).
+struct InTransaction {
     hash: Vec<u8>,
     client_id: String,
     client_scopes: Scopes,
@@ -314,7 +314,7 @@ struct RotateNow {
     master: Arc<MasterKey>,
 }
 
-/// How [`rotate_now`]'s transaction ended.
+/// How [`rotate_in_transaction`]'s transaction ended.
 enum Outcome {
     Rotated(Family),
     /// A retry inside the grace period: the successor issued before,
@@ -326,8 +326,11 @@ enum Outcome {
     Refused(Refused),
 }
 
-async fn rotate_now(db: &Db, work: RotateNow) -> Result<Result<Rotated, Refused>, Error> {
-    let RotateNow {
+async fn rotate_in_transaction(
+    db: &Db,
+    work: InTransaction,
+) -> Result<Result<Rotated, Refused>, Error> {
+    let InTransaction {
         hash,
         client_id,
         client_scopes,

@@ -1,13 +1,12 @@
-//! `/admin/keys` and `/admin/audit`.
+//! `/admin/keys`: the signing keys, and a rotation by hand.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::Json;
-use serde::Deserialize;
 use serde_json::json;
 
 use super::{Admin, AdminResult, AppState};
-use crate::store::{audit, now};
+use crate::store::now;
 
 /// Authorization: admin scope.
 pub async fn list(State(app): AppState, _admin: Admin) -> AdminResult {
@@ -29,22 +28,6 @@ pub async fn list(State(app): AppState, _admin: Admin) -> AdminResult {
 pub async fn rotate(State(app): AppState, admin: Admin) -> AdminResult {
     let kid = app.keys.rotate().await?;
     app.audit.push(admin.event("key_rotation_started", &kid));
-    let activate_at = now().saturating_add(crate::keys::secs(app.config.keys.announce));
+    let activate_at = now().saturating_add(crate::store::secs(app.config.keys.announce));
     Ok(Json(json!({ "kid": kid, "activate_at": activate_at })).into_response())
-}
-
-#[derive(Deserialize)]
-pub struct AuditQuery {
-    event: Option<String>,
-    limit: Option<i64>,
-}
-
-/// Authorization: admin scope.
-pub async fn audit(
-    State(app): AppState,
-    _admin: Admin,
-    Query(q): Query<AuditQuery>,
-) -> AdminResult {
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    Ok(Json(audit::recent(&app.db, q.event.as_deref(), limit).await?).into_response())
 }

@@ -2,6 +2,7 @@
 //! operations over HTTP, for access tokens that carry the
 //! [`ADMIN_SCOPE`]. Described by `GET /admin/openapi.json`.
 
+mod audit;
 mod clients;
 mod keys;
 mod users;
@@ -49,7 +50,7 @@ pub fn routes() -> Router<Arc<App>> {
         )
         .route("/admin/keys", get(keys::list))
         .route("/admin/keys/rotate", post(keys::rotate))
-        .route("/admin/audit", get(keys::audit))
+        .route("/admin/audit", get(audit::list))
 }
 
 /// Authorization: none (it describes the API, nothing more).

@@ -1,0 +1,91 @@
+//! `GET /metrics` (Prometheus), the recorder behind it, and the
+//! middleware that counts requests.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use super::error::FailureReason;
+
+/// The process-wide Prometheus recorder, installed on first use.
+pub fn prometheus() -> Option<&'static PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("tessera_http_request_duration_seconds".into()),
+                    &[
+                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                    ],
+                )
+                .ok()?
+                .install_recorder()
+                .map_err(|e| tracing::warn!(error = %e, "metrics recorder not installed"))
+                .ok()
+        })
+        .as_ref()
+}
+
+/// How often histogram samples are folded into their buckets when no one
+/// scrapes `/metrics` (a scrape folds them too).
+pub const METRICS_UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Fold recorded samples into the histograms every [`METRICS_UPKEEP`]. The
+/// recorder keeps each sample until then: without this, a server no one
+/// scrapes would grow by every request it times.
+pub async fn upkeep() {
+    let Some(handle) = prometheus() else {
+        return;
+    };
+    let mut ticker = tokio::time::interval(METRICS_UPKEEP);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        handle.run_upkeep();
+    }
+}
+
+/// Authorization: none (no secrets in metrics).
+pub async fn metrics() -> Response {
+    match prometheus() {
+        Some(handle) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4",
+            )],
+            handle.render(),
+        )
+            .into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "metrics unavailable\n").into_response(),
+    }
+}
+
+/// Count every request and its latency, by route and status, and failed
+/// token requests by OAuth error code. The route label is the matched
+/// route's pattern (`/admin/users/{username}`, never the path itself), so
+/// the router's table is the one list of labels and their number stays
+/// bounded.
+pub async fn track(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    if let Some(FailureReason(code)) = response.extensions().get::<FailureReason>() {
+        metrics::counter!("tessera_request_failures_total", "route" => route.clone(), "error" => *code)
+            .increment(1);
+    }
+    metrics::counter!("tessera_http_requests_total", "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("tessera_http_request_duration_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
