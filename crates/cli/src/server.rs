@@ -415,11 +415,7 @@ pub struct BackupArgs {
 /// `tessera backup FILE`.
 pub fn backup(args: &BackupArgs) -> Result<(), Failure> {
     let config = args.server.config()?;
-    if let Some(path) = config.database_url.strip_prefix("sqlite://") {
-        if !std::path::Path::new(path).is_file() {
-            return Err(Failure::Input(anyhow::anyhow!("no database at {path}")));
-        }
-    }
+    require_database(&config)?;
     runtime()?.block_on(async move {
         let db = tessera_server::Db::connect(&config.database_url, 1).await?;
         let copied = db.backup_to(&args.file).await;
@@ -445,38 +441,71 @@ pub fn backup(args: &BackupArgs) -> Result<(), Failure> {
 /// `tessera keys …`.
 pub fn keys(server: &ServerArgs, command: KeysCommand) -> Result<(), Failure> {
     let config = server.config()?;
-    runtime()?.block_on(async move {
-        let opened = tessera_server::open(config).await?;
-        if let KeysCommand::Rotate = command {
+    match command {
+        KeysCommand::Rotate => runtime()?.block_on(async move {
+            // Rotating is maintenance: open the server's keys in full.
+            let opened = tessera_server::open(config).await?;
             let kid = opened.keys.rotate().await?;
             let announce = humantime::format_duration(opened.config.keys.announce);
             println!("{kid}");
             eprintln!("new key published now; it signs in {announce}");
-        } else if let KeysCommand::List { json } = command {
-            let list = opened.keys.list(tessera_server::store::now());
-            if json {
-                let rows: Vec<_> = list
-                    .iter()
-                    .map(|(info, state)| {
-                        serde_json::json!({
-                            "kid": info.kid, "alg": info.alg, "state": state,
-                            "generation": info.generation, "created_at": info.created_at,
-                            "activate_at": info.activate_at,
-                        })
-                    })
-                    .collect();
-                println!("{}", serde_json::to_string_pretty(&rows)?);
-            } else {
-                for (info, state) in list {
-                    let state = serde_json::to_value(state)?;
-                    let state = state.as_str().unwrap_or_default();
-                    let at = tessera_jose::NumericDate::from_seconds(info.activate_at).to_rfc3339();
-                    println!("{}\t{}\t{state}\tsigns from {at}", info.kid, info.alg);
-                }
-            }
+            opened.db.close().await;
+            Ok::<_, anyhow::Error>(())
+        })?,
+        KeysCommand::List { json } => {
+            // Listing reads: no data directory, master key or key is made,
+            // no rotation started, nothing deleted.
+            require_database(&config)?;
+            runtime()?.block_on(async move {
+                let db = tessera_server::Db::connect(&config.database_url, 1).await?;
+                let list = tessera_server::keys::stored(&db, tessera_server::store::now()).await;
+                db.close().await;
+                print_keys(list?, json)
+            })?;
         }
-        opened.db.close().await;
-        Ok::<_, anyhow::Error>(())
-    })?;
+    }
+    Ok(())
+}
+
+fn print_keys(
+    list: Vec<(
+        tessera_server::keys::KeyInfo,
+        tessera_server::keys::KeyState,
+    )>,
+    json: bool,
+) -> anyhow::Result<()> {
+    if json {
+        let rows: Vec<_> = list
+            .iter()
+            .map(|(info, state)| {
+                serde_json::json!({
+                    "kid": info.kid, "alg": info.alg, "state": state,
+                    "generation": info.generation, "created_at": info.created_at,
+                    "activate_at": info.activate_at,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        for (info, state) in list {
+            let state = serde_json::to_value(state)?;
+            let state = state.as_str().unwrap_or_default();
+            let at = tessera_jose::NumericDate::from_seconds(info.activate_at).to_rfc3339();
+            println!("{}\t{}\t{state}\tsigns from {at}", info.kid, info.alg);
+        }
+    }
+    Ok(())
+}
+
+/// Refuse, for a SQLite database that does not exist, rather than make
+/// one (a read must not create the data directory).
+fn require_database(config: &Config) -> Result<(), Failure> {
+    if let Some(path) = config.database_url.strip_prefix("sqlite://") {
+        if !std::path::Path::new(path).is_file() {
+            return Err(Failure::Input(anyhow::anyhow!(
+                "no database at {path} (start tessera serve once, or check --data-dir)"
+            )));
+        }
+    }
     Ok(())
 }

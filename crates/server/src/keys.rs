@@ -181,26 +181,9 @@ impl Keys {
         Arc::clone(&self.snapshot().verify)
     }
 
-    /// The stored keys with their state at `at`.
+    /// The published keys with their state at `at`.
     pub fn list(&self, at: i64) -> Vec<(KeyInfo, KeyState)> {
-        let ring = self.snapshot();
-        let active = ring
-            .keys
-            .iter()
-            .rev()
-            .find(|k| k.info.activate_at <= at)
-            .map(|k| k.info.generation);
-        ring.keys
-            .iter()
-            .map(|k| {
-                let state = match active {
-                    Some(g) if k.info.generation == g => KeyState::Active,
-                    Some(g) if k.info.generation < g => KeyState::Retired,
-                    _ => KeyState::Announced,
-                };
-                (k.info.clone(), state)
-            })
-            .collect()
+        with_states(self.snapshot().keys.iter().map(|k| k.info.clone()), at)
     }
 
     /// Store a new key that signs from `now + announce` (a rotation started
@@ -379,6 +362,39 @@ impl Keys {
         let der = self.master.open(&row.kid, &row.sealed_key)?;
         Ok(SigningKey::from_der(alg, PemKind::PrivateKey, &der)?.with_kid(row.kid.clone()))
     }
+}
+
+/// The stored keys with their state at `at`, read from the database
+/// alone: nothing is opened (no master key needed), made, rotated or
+/// deleted. `tessera keys list` uses this.
+pub async fn stored(db: &Db, at: i64) -> Result<Vec<(KeyInfo, KeyState)>, Error> {
+    let infos = on_pool!(db.read(), p => sqlx::query_as::<_, KeyInfo>(
+        "SELECT kid, generation, alg, created_at, activate_at FROM signing_keys ORDER BY generation"
+    ).fetch_all(p).await)?;
+    Ok(with_states(infos.into_iter(), at))
+}
+
+/// Each key (oldest first) with its state at `at`: the newest whose
+/// activation has passed signs, older ones are retired, newer ones
+/// announced.
+fn with_states(infos: impl Iterator<Item = KeyInfo>, at: i64) -> Vec<(KeyInfo, KeyState)> {
+    let infos: Vec<KeyInfo> = infos.collect();
+    let active = infos
+        .iter()
+        .rev()
+        .find(|k| k.activate_at <= at)
+        .map(|k| k.generation);
+    infos
+        .into_iter()
+        .map(|info| {
+            let state = match active {
+                Some(g) if info.generation == g => KeyState::Active,
+                Some(g) if info.generation < g => KeyState::Retired,
+                _ => KeyState::Announced,
+            };
+            (info, state)
+        })
+        .collect()
 }
 
 /// How many signing keys the database holds (sealed under a master key).

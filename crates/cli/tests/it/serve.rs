@@ -1089,3 +1089,48 @@ fn a_postgres_dump_restores_into_a_working_server() {
         );
     }
 }
+
+/// `tessera keys list` only reads: in an empty directory it makes no data
+/// directory, database or master key; over a database whose rotation is
+/// due it starts none; and it needs no master key.
+#[test]
+fn keys_list_only_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = assert_cmd::Command::new(binary())
+        .current_dir(d)
+        .args(["keys", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no database"));
+    assert!(
+        !d.join("tessera-data").exists(),
+        "listing made a data directory"
+    );
+
+    let mut server = start(d, &[], &[]);
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    // A rotation is due by this configuration, and the master key is gone:
+    // neither matters to a listing.
+    std::fs::write(d.join("due.toml"), "[keys]\nrotate_every = \"1s\"\n").unwrap();
+    std::fs::remove_file(d.join("tessera-data/master.key")).unwrap();
+    let listed = admin(
+        d,
+        &["keys", "list", "--json", "--config", "due.toml"],
+        None,
+        &[],
+    );
+    let keys: Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(keys.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(keys[0]["state"], "active");
+    assert!(!d.join("tessera-data/master.key").exists());
+    let again = admin(
+        d,
+        &["keys", "list", "--json", "--config", "due.toml"],
+        None,
+        &[],
+    );
+    assert_eq!(again, listed, "a listing changed the keys");
+}
