@@ -7,6 +7,7 @@
 //! (users, clients, keys) are plain functions on the database in
 //! [`store`] and [`keys`], shared by the command line and the server.
 
+pub mod access;
 pub mod config;
 pub mod db;
 mod error;

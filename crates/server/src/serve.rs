@@ -108,8 +108,11 @@ pub async fn serve(
     };
     let maintenance = tokio::spawn(maintain(db.clone(), Arc::clone(&keys), period, grace, keep));
     let app = Arc::new(App::new(config, db.clone(), keys, passwords, audit));
-    app.revoked.reload(&db).await?;
-    let revocations = tokio::spawn(sync_revocations(db.clone(), Arc::clone(&app.revoked)));
+    app.access.revoked().reload(&db).await?;
+    let revocations = tokio::spawn(sync_revocations(
+        db.clone(),
+        Arc::clone(app.access.revoked()),
+    ));
     let metrics = tokio::spawn(metrics_upkeep());
     let served = tessera_listen::serve(listener, router(app), limits, shutdown)
         .await

@@ -12,8 +12,8 @@ use tessera_jose::Audience;
 use super::client_auth::{authenticate, Accept};
 use super::form::OAuthForm;
 use super::token::no_store;
-use super::verified::{looks_like_jwt, owner, verify_access_token};
 use super::{App, OAuthError};
+use crate::access::looks_like_jwt;
 use crate::store::refresh;
 
 /// RFC 7662 §2.2. Inactive tokens are `{"active": false}` and nothing else.
@@ -62,32 +62,25 @@ pub async fn introspect(
 }
 
 async fn access_token(app: &App, token: &str) -> Result<Introspection, OAuthError> {
-    let Some(verified) = verify_access_token(app, token) else {
+    // Revoked, or its client or user gone or disabled: not active, though
+    // its signature still holds.
+    let Some((verified, owner)) = app.access.live(&app.db, &app.clients, token).await? else {
         return Ok(Introspection::default());
     };
     let claims = &verified.claims;
-    let jti = claims.jti.clone().unwrap_or_default();
-    if app.revoked.contains(&jti) {
-        return Ok(Introspection::default());
-    }
-    // A token whose client was deleted, or whose user was deleted or
-    // disabled, is no longer active, though its signature still holds.
-    let Some(owner) = owner(app, &verified).await? else {
-        return Ok(Introspection::default());
-    };
-    let username = owner.username;
+    let scope = &claims.custom.scope;
     Ok(Introspection {
         active: true,
-        scope: claims.custom.scope.clone(),
+        scope: (!scope.is_empty()).then(|| scope.clone()),
         client_id: Some(claims.custom.client_id.clone()),
-        username,
+        username: owner.username,
         token_type: Some("Bearer"),
         exp: claims.exp.map(|d| d.seconds()),
         iat: claims.iat.map(|d| d.seconds()),
         sub: claims.sub.clone(),
         aud: claims.aud.clone(),
         iss: claims.iss.clone(),
-        jti: Some(jti),
+        jti: claims.jti.clone(),
     })
 }
 

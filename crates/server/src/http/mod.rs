@@ -21,7 +21,6 @@ mod introspect;
 mod metrics;
 mod revoke;
 mod token;
-mod verified;
 
 use std::sync::Arc;
 
@@ -31,6 +30,7 @@ use axum::Router;
 
 pub(crate) use self::metrics::upkeep as metrics_upkeep;
 
+use crate::access::AccessTokens;
 use crate::config::Config;
 use crate::db::Db;
 use crate::keys::Keys;
@@ -65,10 +65,8 @@ pub struct App {
     pub refresh: RefreshPolicy,
     /// Recently used clients.
     pub clients: ClientCache,
-    /// Recently verified access tokens.
-    pub(crate) verified: verified::VerifiedTokens,
-    /// Revoked access tokens, reloaded every second.
-    pub revoked: Arc<RevokedTokens>,
+    /// Access tokens: minting, verifying, revocation.
+    pub access: AccessTokens,
     /// The RFC 8414 metadata document, made once.
     metadata: String,
 }
@@ -90,8 +88,11 @@ impl App {
         App {
             logins: LoginLimiter::new(config.max_login_failures, config.login_window),
             clients: ClientCache::new(config.client_cache_ttl),
-            verified: verified::VerifiedTokens::default(),
-            revoked: Arc::new(RevokedTokens::default()),
+            access: AccessTokens::new(
+                config.issuer.clone(),
+                Arc::clone(&keys),
+                Arc::new(RevokedTokens::default()),
+            ),
             metadata: discovery::metadata(&config),
             config,
             db,

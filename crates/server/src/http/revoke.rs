@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Response};
 
 use super::client_auth::{authenticate, Accept};
 use super::form::OAuthForm;
-use super::verified::{looks_like_jwt, verify_access_token};
 use super::{App, OAuthError};
+use crate::access::looks_like_jwt;
 use crate::store::audit::Event;
 use crate::store::refresh;
 
@@ -27,11 +27,14 @@ pub async fn revoke(State(app): State<Arc<App>>, form: OAuthForm) -> Result<Resp
             .detail(detail)
     };
     if looks_like_jwt(token) {
-        if let Some(verified) = verify_access_token(&app, token) {
+        if let Some(verified) = app.access.verify(token) {
             let claims = &verified.claims;
             if claims.custom.client_id == client.client_id {
                 if let (Some(jti), Some(exp)) = (claims.jti.as_deref(), claims.exp) {
-                    app.revoked.revoke(&app.db, jti, exp.seconds()).await?;
+                    app.access
+                        .revoked()
+                        .revoke(&app.db, jti, exp.seconds())
+                        .await?;
                     app.audit.push(event(format!("access_token jti={jti}")));
                 }
             }

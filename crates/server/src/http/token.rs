@@ -10,27 +10,17 @@ use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
-use tessera_jose::{Claims, NumericDate};
 use zeroize::Zeroizing;
 
 use super::client_auth::{authenticate, identifies_client, verify_assertion, Accept};
 use super::form::OAuthForm;
 use super::{App, OAuthError};
+use crate::access::Mint;
 use crate::store::audit::Event;
 use crate::store::clients::{Client, GrantType};
 use crate::store::refresh::{self, NewFamily, Refused};
 use crate::store::secs;
 use crate::store::{now, users, Scopes};
-
-/// The claims of an access token beyond the registered ones (RFC 9068 §2.2).
-#[derive(Serialize)]
-pub(crate) struct AccessClaims {
-    pub client_id: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub scope: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub auth_time: Option<i64>,
-}
 
 #[derive(Serialize)]
 struct TokenResponse {
@@ -332,29 +322,27 @@ fn issue(
         client.audiences.clone()
     };
     let scope = granted.scope.to_string();
-    let claims = Claims::with_custom(AccessClaims {
-        client_id: client.client_id.clone(),
-        scope: scope.clone(),
-        auth_time: granted.auth_time,
-    })
-    .issuer(&app.config.issuer)
-    .subject(&granted.subject)
-    .audience(audience)
-    .issued_at(NumericDate::from_seconds(at))
-    .expires_at(NumericDate::from_seconds(at).plus(ttl))
-    .random_jwt_id()
-    .map_err(|e| OAuthError::server_error(&e.into()))?;
-    let access_token = app.keys.sign(&claims, at)?;
+    let minted = app.access.mint(
+        Mint {
+            client_id: &client.client_id,
+            subject: &granted.subject,
+            audience,
+            scope: scope.clone(),
+            auth_time: granted.auth_time,
+            ttl,
+        },
+        at,
+    )?;
     if app.config.audit_token_issued {
         app.audit.push(
             Event::new("token_issued")
                 .client(&client.client_id)
                 .subject(granted.username.as_deref().unwrap_or(&granted.subject))
-                .detail(format!("jti={}", claims.jti.as_deref().unwrap_or_default())),
+                .detail(format!("jti={}", minted.jti)),
         );
     }
     let body = TokenResponse {
-        access_token,
+        access_token: minted.token,
         token_type: "Bearer",
         expires_in: secs(ttl),
         scope,

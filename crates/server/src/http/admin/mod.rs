@@ -17,7 +17,6 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::json;
 
-use super::verified::verify_access_token;
 use super::App;
 use crate::store::audit::Event;
 
@@ -127,23 +126,18 @@ impl FromRequestParts<Arc<App>> for Admin {
             .ok_or_else(|| {
                 BearerError::InvalidToken("a bearer token is required").into_response()
             })?;
-        let verified = verify_access_token(app, token)
-            .ok_or_else(|| BearerError::InvalidToken("the token is not valid").into_response())?;
-        let jti = verified.claims.jti.as_deref().unwrap_or_default();
-        if app.revoked.contains(jti) {
-            return Err(BearerError::InvalidToken("the token was revoked").into_response());
-        }
-        match super::verified::owner(app, &verified).await {
-            Ok(Some(_)) => {}
-            Ok(None) => {
-                return Err(BearerError::InvalidToken(
-                    "the token's client or user no longer exists or is disabled",
+        let (verified, _) = app
+            .access
+            .live(&app.db, &app.clients, token)
+            .await
+            .map_err(|e| AdminError::from(e).into_response())?
+            .ok_or_else(|| {
+                BearerError::InvalidToken(
+                    "the token is not valid, was revoked, or its client or user is gone",
                 )
-                .into_response())
-            }
-            Err(e) => return Err(AdminError::from(e).into_response()),
-        }
-        let scopes = verified.claims.custom.scope.as_deref().unwrap_or_default();
+                .into_response()
+            })?;
+        let scopes = &verified.claims.custom.scope;
         if !scopes.split(' ').any(|s| s == ADMIN_SCOPE) {
             return Err(BearerError::InsufficientScope.into_response());
         }
