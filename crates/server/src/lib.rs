@@ -11,6 +11,7 @@ pub mod access;
 pub mod config;
 pub mod db;
 mod error;
+pub mod grant;
 pub mod http;
 pub mod keys;
 pub mod logins;

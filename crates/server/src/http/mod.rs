@@ -104,6 +104,32 @@ impl App {
     }
 }
 
+impl App {
+    /// What the password grant needs.
+    pub(crate) fn login(&self) -> crate::grant::password::Login<'_> {
+        crate::grant::password::Login {
+            db: &self.db,
+            passwords: &self.passwords,
+            logins: &self.logins,
+            audit: &self.audit,
+            refresh: &self.refresh,
+        }
+    }
+
+    /// What the refresh grant needs.
+    pub(crate) fn rotate<'a>(
+        &'a self,
+        master: &'a Arc<crate::secret::MasterKey>,
+    ) -> crate::grant::refresh::Rotate<'a> {
+        crate::grant::refresh::Rotate {
+            db: &self.db,
+            policy: &self.refresh,
+            master,
+            audit: &self.audit,
+        }
+    }
+}
+
 /// The server's routes, with body limits and metrics.
 pub fn router(app: Arc<App>) -> Router {
     // Install the recorder before the first request counts anything.

@@ -3,7 +3,7 @@
 //! refresh, a refresh token.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
@@ -16,11 +16,12 @@ use super::client_auth::{authenticate, identifies_client, verify_assertion, Acce
 use super::form::OAuthForm;
 use super::{App, OAuthError};
 use crate::access::Mint;
+use crate::grant::{
+    client_credentials, jwt_bearer, password, refresh, Granted, Parameters, Refusal, TokenRequest,
+};
 use crate::store::audit::Event;
 use crate::store::clients::{Client, GrantType};
-use crate::store::refresh::{self, NewFamily, Refused};
-use crate::store::secs;
-use crate::store::{now, users, Scopes};
+use crate::store::{now, secs};
 
 #[derive(Serialize)]
 struct TokenResponse {
@@ -31,14 +32,6 @@ struct TokenResponse {
     scope: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     refresh_token: Option<Zeroizing<String>>,
-}
-
-/// Who a token is for.
-struct Grant {
-    subject: String,
-    username: Option<String>,
-    scope: Scopes,
-    auth_time: Option<i64>,
 }
 
 /// Authorization: any registered client, for the grants it was given.
@@ -79,235 +72,30 @@ pub async fn token(State(app): State<Arc<App>>, form: OAuthForm) -> Result<Respo
             grant.as_str()
         )));
     }
-    let (granted, refresh_token) = match grant {
-        GrantType::ClientCredentials => (client_credentials(&client, &form)?, None),
-        GrantType::Password => password(&app, &client, &form).await?,
-        GrantType::RefreshToken => rotate(&app, &client, &form).await?,
-        GrantType::JwtBearer => match assertion {
-            Some(assertion) => (
-                jwt_bearer(&app, &client, &assertion.subject, &form).await?,
-                None,
-            ),
+    let request = TokenRequest {
+        client: &client,
+        params: &form,
+        peer: form.peer,
+    };
+    let granted = match grant {
+        GrantType::ClientCredentials => client_credentials::grant(&request),
+        GrantType::Password => password::grant(&request, app.login()).await,
+        GrantType::RefreshToken => refresh::grant(&request, app.rotate(&app.keys.master())).await,
+        GrantType::JwtBearer => match &assertion {
+            Some(assertion) => {
+                jwt_bearer::grant(&request, &assertion.subject, &app.db, &app.audit).await
+            }
             None => return Err(OAuthError::invalid_request("missing parameter assertion")),
         },
-    };
-    let response = issue(&app, &client, granted, refresh_token)?;
+    }
+    .map_err(OAuthError::from)?;
+    let response = issue(&app, &client, granted)?;
     metrics::counter!("tessera_tokens_issued_total", "grant" => grant.as_str()).increment(1);
     Ok(response)
 }
 
-/// The scopes to grant: the requested ones if all are allowed, else all
-/// allowed ones when none were requested.
-fn requested_scopes(form: &OAuthForm, allowed: &Scopes) -> Result<Scopes, OAuthError> {
-    match form.get("scope") {
-        None => Ok(allowed.clone()),
-        Some(text) => {
-            let requested =
-                Scopes::parse(text).map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
-            if !requested.is_subset(allowed) {
-                return Err(OAuthError::invalid_scope(
-                    "a requested scope is not allowed for this client (or user)",
-                ));
-            }
-            Ok(requested)
-        }
-    }
-}
-
-fn client_credentials(client: &Client, form: &OAuthForm) -> Result<Grant, OAuthError> {
-    Ok(Grant {
-        subject: client.client_id.clone(),
-        username: None,
-        scope: requested_scopes(form, &client.scopes)?,
-        auth_time: None,
-    })
-}
-
-/// RFC 7523 §2.1: the assertion's subject is the client itself or one of
-/// the users, who must be enabled.
-async fn jwt_bearer(
-    app: &App,
-    client: &Client,
-    subject: &str,
-    form: &OAuthForm,
-) -> Result<Grant, OAuthError> {
-    if subject == client.client_id {
-        return client_credentials(client, form);
-    }
-    let user = users::find(&app.db, subject)
-        .await?
-        .filter(|u| !u.disabled)
-        .ok_or_else(|| {
-            OAuthError::invalid_grant("the assertion's subject is not an enabled user")
-        })?;
-    app.audit.push(
-        Event::new("assertion_accepted")
-            .client(&client.client_id)
-            .subject(&user.username)
-            .remote(form.peer.map(|p| p.to_string())),
-    );
-    let user_scopes = Scopes::parse(&user.scopes)?;
-    Ok(Grant {
-        subject: user.id,
-        username: Some(user.username),
-        scope: requested_scopes(form, &client.scopes.intersection(&user_scopes))?,
-        auth_time: Some(now()),
-    })
-}
-
-async fn password(
-    app: &App,
-    client: &Client,
-    form: &OAuthForm,
-) -> Result<(Grant, Option<Zeroizing<String>>), OAuthError> {
-    let username = form.require("username")?;
-    let password = Zeroizing::new(form.require("password")?.to_owned());
-    // Counted before the hash: concurrent guesses cannot outrun the limit.
-    let attempt = app
-        .logins
-        .begin(username, form.peer, Instant::now())
-        .map_err(|wait| {
-            metrics::counter!("tessera_token_failures_total", "reason" => "login_rate_limited")
-                .increment(1);
-            OAuthError::too_many_attempts(wait.as_secs().saturating_add(1))
-        })?;
-    let user = users::find(&app.db, username).await?;
-    let stored = user.as_ref().map(|u| u.password_hash.clone());
-    let matched = app.passwords.verify(password, stored).await?;
-    let event = |name| {
-        Event::new(name)
-            .client(&client.client_id)
-            .subject(username)
-            .remote(form.peer.map(|p| p.to_string()))
-    };
-    let user = match user {
-        Some(user) if matched && !user.disabled => user,
-        found => {
-            drop(attempt);
-            let why = match found {
-                Some(u) if matched && u.disabled => "user disabled",
-                Some(_) => "wrong password",
-                None => "unknown user",
-            };
-            app.audit.push(event("login_failed").detail(why));
-            metrics::counter!("tessera_token_failures_total", "reason" => "invalid_credentials")
-                .increment(1);
-            return Err(OAuthError::invalid_grant("invalid username or password"));
-        }
-    };
-    attempt.succeeded();
-    app.audit.push(event("login_succeeded"));
-    let user_scopes = Scopes::parse(&user.scopes)?;
-    let granted = Grant {
-        subject: user.id.clone(),
-        username: Some(user.username.clone()),
-        scope: requested_scopes(form, &client.scopes.intersection(&user_scopes))?,
-        auth_time: Some(now()),
-    };
-    let refresh_token = if client.allows(GrantType::RefreshToken) {
-        let scope = granted.scope.to_string();
-        let (_, token) = refresh::issue(
-            &app.db,
-            NewFamily {
-                client_id: &client.client_id,
-                subject: &granted.subject,
-                username: Some(&user.username),
-                scope: &scope,
-                auth_time: granted.auth_time,
-            },
-            &app.refresh,
-        )
-        .await?;
-        Some(token)
-    } else {
-        None
-    };
-    Ok((granted, refresh_token))
-}
-
-async fn rotate(
-    app: &App,
-    client: &Client,
-    form: &OAuthForm,
-) -> Result<(Grant, Option<Zeroizing<String>>), OAuthError> {
-    let presented = form.require("refresh_token")?;
-    let requested = form
-        .get("scope")
-        .map(Scopes::parse)
-        .transpose()
-        .map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
-    let rotation = refresh::Rotation {
-        presented,
-        client_id: &client.client_id,
-        client_scopes: &client.scopes,
-        requested: requested.as_ref(),
-    };
-    let rotated = match refresh::rotate(&app.db, rotation, &app.refresh, &app.keys.master()).await?
-    {
-        Ok(rotated) => rotated,
-        Err(refused) => {
-            metrics::counter!("tessera_token_failures_total", "reason" => refused.reason())
-                .increment(1);
-            if let Refused::Reused { family_id } = &refused {
-                tracing::warn!(client_id = %client.client_id, family_id, "refresh token reused: family revoked");
-                app.audit.push(
-                    Event::new("refresh_reuse_detected")
-                        .client(&client.client_id)
-                        .remote(form.peer.map(|p| p.to_string()))
-                        .detail(format!("family={family_id}")),
-                );
-            }
-            return Err(match refused {
-                Refused::Expired => OAuthError::invalid_grant("refresh token expired"),
-                Refused::Reused { .. } | Refused::Revoked => {
-                    OAuthError::invalid_grant("refresh token revoked")
-                }
-                Refused::Unknown | Refused::WrongClient => {
-                    OAuthError::invalid_grant("unknown refresh token")
-                }
-                Refused::ScopeNotGranted => OAuthError::invalid_scope(
-                    "a requested scope was not granted to this session (or this client)",
-                ),
-            });
-        }
-    };
-    let family = rotated.family;
-    // No user lookup: disabling, deleting or re-passwording a user revokes
-    // (or deletes) the user's families in the same transaction, so a
-    // family that rotated is a user who may still log in.
-    let family_scope = Scopes::parse(&family.scope)?;
-    // RFC 6749 §6: a refresh may narrow the scope, never widen it (checked
-    // by the rotation before it wrote anything).
-    let allowed = family_scope.intersection(&client.scopes);
-    let scope = requested.unwrap_or(allowed);
-    app.audit.push(
-        Event::new("refresh_rotated")
-            .client(&client.client_id)
-            .subject(&family.subject)
-            .detail(format!(
-                "family={}{}",
-                family.id,
-                if rotated.retried { " retry" } else { "" }
-            )),
-    );
-    Ok((
-        Grant {
-            subject: family.subject,
-            username: family.username,
-            scope,
-            auth_time: family.auth_time,
-        },
-        Some(rotated.token),
-    ))
-}
-
 /// Sign the access token and answer.
-fn issue(
-    app: &App,
-    client: &Client,
-    granted: Grant,
-    refresh_token: Option<Zeroizing<String>>,
-) -> Result<Response, OAuthError> {
+fn issue(app: &App, client: &Client, granted: Granted) -> Result<Response, OAuthError> {
     let at = now();
     let max = app.config.max_access_ttl;
     let ttl = client
@@ -346,7 +134,7 @@ fn issue(
         token_type: "Bearer",
         expires_in: secs(ttl),
         scope,
-        refresh_token,
+        refresh_token: granted.refresh_token,
     };
     Ok(no_store(Json(body)))
 }
@@ -358,4 +146,24 @@ pub(crate) fn no_store(body: impl IntoResponse) -> Response {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     response
+}
+
+impl Parameters for OAuthForm {
+    fn get(&self, name: &str) -> Option<&str> {
+        OAuthForm::get(self, name)
+    }
+}
+
+impl From<Refusal> for OAuthError {
+    fn from(refusal: Refusal) -> OAuthError {
+        match refusal {
+            Refusal::InvalidRequest(why) => OAuthError::invalid_request(why),
+            Refusal::InvalidGrant(why) => OAuthError::invalid_grant(why),
+            Refusal::InvalidScope(why) => OAuthError::invalid_scope(why),
+            Refusal::TooManyAttempts(wait) => {
+                OAuthError::too_many_attempts(wait.as_secs().saturating_add(1))
+            }
+            Refusal::Failed(e) => e.into(),
+        }
+    }
 }

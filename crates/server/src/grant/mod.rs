@@ -1,0 +1,122 @@
+//! The grants of the token endpoint (RFC 6749 §4, RFC 7523), one file
+//! each, behind one HTTP-free interface: a [`TokenRequest`] in (an
+//! authenticated client and the request's parameters), a [`Granted`] or a
+//! typed [`Refusal`] out. `http/token.rs` parses the form, authenticates
+//! the client, calls the grant, maps refusals to RFC 6749 errors and
+//! mints the access token.
+//!
+//! Each grant takes the narrow parts it needs (the database, the password
+//! hasher, the login limits, the audit queue, the refresh policy), never
+//! the application state. Adding a grant is a file here and its line in
+//! `http/token.rs`'s dispatch.
+
+pub mod client_credentials;
+pub mod jwt_bearer;
+pub mod password;
+pub mod refresh;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use zeroize::Zeroizing;
+
+use crate::store::clients::Client;
+use crate::store::Scopes;
+use crate::Error;
+
+/// The parameters of a token request, by name (a form, in practice).
+pub trait Parameters {
+    /// The value of `name`, if present and not empty.
+    fn get(&self, name: &str) -> Option<&str>;
+}
+
+/// A token request of an authenticated client.
+pub struct TokenRequest<'a> {
+    /// The client, authenticated (or identified, if public).
+    pub client: &'a Client,
+    /// The request's parameters.
+    pub params: &'a (dyn Parameters + Sync),
+    /// The peer's address, for limits and the audit trail.
+    pub peer: Option<IpAddr>,
+}
+
+impl std::fmt::Debug for TokenRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Parameters hold passwords and tokens: never printed.
+        f.debug_struct("TokenRequest")
+            .field("client", &self.client.client_id)
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenRequest<'_> {
+    /// A required parameter.
+    pub fn require(&self, name: &str) -> Result<&str, Refusal> {
+        self.params
+            .get(name)
+            .ok_or_else(|| Refusal::InvalidRequest(format!("missing parameter {name}")))
+    }
+
+    /// The scopes to grant: the requested ones if all are within
+    /// `allowed`, or all of `allowed` when none were requested.
+    pub fn scopes_within(&self, allowed: &Scopes) -> Result<Scopes, Refusal> {
+        match self.params.get("scope") {
+            None => Ok(allowed.clone()),
+            Some(text) => {
+                let requested =
+                    Scopes::parse(text).map_err(|e| Refusal::InvalidScope(e.to_string()))?;
+                if !requested.is_subset(allowed) {
+                    return Err(Refusal::InvalidScope(
+                        "a requested scope is not allowed for this client (or user)".into(),
+                    ));
+                }
+                Ok(requested)
+            }
+        }
+    }
+
+    /// The peer's address as text, for the audit trail.
+    pub fn remote(&self) -> Option<String> {
+        self.peer.map(|p| p.to_string())
+    }
+}
+
+/// What a grant grants: whom the access token is for, and a refresh
+/// token where one goes with it.
+#[derive(Debug)]
+pub struct Granted {
+    /// `sub`: the user's id, or the client's.
+    pub subject: String,
+    /// The user's login name, for the audit trail.
+    pub username: Option<String>,
+    /// The scopes granted.
+    pub scope: Scopes,
+    /// When the user authenticated.
+    pub auth_time: Option<i64>,
+    /// A refresh token, new or rotated.
+    pub refresh_token: Option<Zeroizing<String>>,
+}
+
+/// Why a grant said no, in the terms of RFC 6749 §5.2 (the HTTP layer
+/// writes the answer).
+#[derive(Debug)]
+pub enum Refusal {
+    /// `invalid_request`: a parameter is missing or malformed.
+    InvalidRequest(String),
+    /// `invalid_grant`: the credentials, code, token or assertion are not
+    /// good.
+    InvalidGrant(String),
+    /// `invalid_scope`.
+    InvalidScope(String),
+    /// Too many failed logins: wait this long (429).
+    TooManyAttempts(Duration),
+    /// The server failed or cannot serve now (500 or 503).
+    Failed(Error),
+}
+
+impl From<Error> for Refusal {
+    fn from(e: Error) -> Refusal {
+        Refusal::Failed(e)
+    }
+}
