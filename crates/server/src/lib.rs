@@ -8,6 +8,7 @@
 //! [`store`] and [`keys`], shared by the command line and the server.
 
 pub mod access;
+mod app;
 pub mod config;
 pub mod db;
 mod error;
@@ -20,8 +21,9 @@ pub mod secret;
 mod serve;
 pub mod store;
 
+pub use app::App;
 pub use config::{Config, Overrides};
 pub use db::Db;
 pub use error::Error;
-pub use http::{router, App};
+pub use http::router;
 pub use serve::{open, serve, Opened};

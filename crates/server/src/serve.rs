@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use crate::app::App;
 use crate::config::Config;
 use crate::db::Db;
-use crate::http::{metrics_upkeep, router, App};
+use crate::http::{metrics_upkeep, router};
 use crate::keys::{self, Keys};
 use crate::password::Passwords;
 use crate::secret::{MasterKey, MasterKeySource};

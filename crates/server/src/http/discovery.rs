@@ -71,7 +71,7 @@ pub async fn jwks(State(app): State<Arc<App>>) -> Response {
 /// Authorization: none.
 pub async fn server_metadata(State(app): State<Arc<App>>) -> Response {
     json_response(
-        app.metadata.clone(),
+        app.metadata.get_or_init(|| metadata(&app.config)).clone(),
         HeaderValue::from_static("public, max-age=3600"),
     )
 }

@@ -1,0 +1,99 @@
+//! The application state: every part of the server, assembled once at
+//! start and shared by the handlers. It sits above the domain (`grant`,
+//! `access`, `store`, `keys`) and below `http`: handlers take the state,
+//! and hand each domain call only the parts it names.
+
+use std::sync::Arc;
+
+use crate::access::AccessTokens;
+use crate::config::Config;
+use crate::db::Db;
+use crate::grant::password::Login;
+use crate::grant::refresh::Rotate;
+use crate::keys::Keys;
+use crate::logins::LoginLimiter;
+use crate::password::Passwords;
+use crate::secret::MasterKey;
+use crate::store::audit::AuditQueue;
+use crate::store::clients::ClientCache;
+use crate::store::refresh::RefreshPolicy;
+use crate::store::revocation::RevokedTokens;
+
+/// Everything a handler needs.
+#[derive(Debug)]
+pub struct App {
+    /// The configuration.
+    pub config: Config,
+    /// The database.
+    pub db: Db,
+    /// The signing keys.
+    pub keys: Arc<Keys>,
+    /// The password hasher.
+    pub passwords: Passwords,
+    /// The batched audit trail.
+    pub audit: AuditQueue,
+    /// Failed-login limits.
+    pub logins: LoginLimiter,
+    /// Refresh-token lifetimes.
+    pub refresh: RefreshPolicy,
+    /// Recently used clients.
+    pub clients: ClientCache,
+    /// Access tokens: minting, verifying, revocation.
+    pub access: AccessTokens,
+    /// The RFC 8414 metadata document, made on first use.
+    pub(crate) metadata: std::sync::OnceLock<String>,
+}
+
+impl App {
+    /// Assemble the application state.
+    pub fn new(
+        config: Config,
+        db: Db,
+        keys: Arc<Keys>,
+        passwords: Passwords,
+        audit: AuditQueue,
+    ) -> App {
+        let refresh = RefreshPolicy {
+            ttl: crate::store::secs(config.refresh_ttl),
+            max_lifetime: crate::store::secs(config.session_max),
+            grace: crate::store::secs(config.refresh_grace),
+        };
+        App {
+            logins: LoginLimiter::new(config.max_login_failures, config.login_window),
+            clients: ClientCache::new(config.client_cache_ttl),
+            access: AccessTokens::new(
+                config.issuer.clone(),
+                Arc::clone(&keys),
+                Arc::new(RevokedTokens::default()),
+            ),
+            metadata: std::sync::OnceLock::new(),
+            config,
+            db,
+            keys,
+            passwords,
+            audit,
+            refresh,
+        }
+    }
+
+    /// What the password grant needs.
+    pub fn login(&self) -> Login<'_> {
+        Login {
+            db: &self.db,
+            passwords: &self.passwords,
+            logins: &self.logins,
+            audit: &self.audit,
+            refresh: &self.refresh,
+        }
+    }
+
+    /// What the refresh grant needs.
+    pub fn rotate<'a>(&'a self, master: &'a Arc<MasterKey>) -> Rotate<'a> {
+        Rotate {
+            db: &self.db,
+            policy: &self.refresh,
+            master,
+            audit: &self.audit,
+        }
+    }
+}
