@@ -6,8 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use tessera_server::store::clients::{self, GrantType, NewClient};
-use tessera_server::store::{users, Scopes};
+use tessera_server::admin::{Actor, AdminService, AuditSink, ClientRequest};
 use tessera_server::{Config, Overrides};
 use zeroize::Zeroizing;
 
@@ -249,6 +248,25 @@ pub enum KeysCommand {
     Rotate,
 }
 
+/// The admin operations, acting as the operating-system user who runs the
+/// command; audit events are written at once (the process ends next).
+fn service<'a>(
+    db: &'a tessera_server::Db,
+    passwords: &'a tessera_server::password::Passwords,
+    config: &Config,
+) -> AdminService<'a> {
+    AdminService {
+        db,
+        passwords,
+        max_access_ttl: config.max_access_ttl,
+        clients: None,
+        audit: AuditSink::Direct,
+        actor: Actor::Cli {
+            os_user: std::env::var("USER").unwrap_or_else(|_| "unknown".into()),
+        },
+    }
+}
+
 /// `tessera user …`.
 pub fn user(server: &ServerArgs, command: UserCommand) -> Result<(), Failure> {
     let config = server.config()?;
@@ -256,20 +274,19 @@ pub fn user(server: &ServerArgs, command: UserCommand) -> Result<(), Failure> {
         config.prepare_data_dir()?;
         let db = tessera_server::Db::connect(&config.database_url, 2).await?;
         let passwords = tessera_server::password::Passwords::new(1);
+        let admin = service(&db, &passwords, &config);
         match command {
             UserCommand::Add {
                 username,
                 password_stdin,
                 scopes,
             } => {
-                let scopes = Scopes::from_list(&scopes)?;
-                let hash = passwords.hash(read_password(password_stdin)?).await?;
-                let user = users::add(&db, &username, &hash, &scopes).await?;
-                audit(&db, "user_added", &username).await?;
+                let password = read_password(password_stdin)?;
+                let user = admin.add_user(&username, password, &scopes).await?;
                 println!("{}", user.id);
             }
             UserCommand::List { json } => {
-                let list = users::list(&db).await?;
+                let list = admin.users().await?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&list)?);
                 } else {
@@ -279,46 +296,20 @@ pub fn user(server: &ServerArgs, command: UserCommand) -> Result<(), Failure> {
                     }
                 }
             }
-            UserCommand::Disable { username } => {
-                users::set_disabled(&db, &username, true).await?;
-                audit(&db, "user_disabled", &username).await?;
-            }
-            UserCommand::Enable { username } => {
-                users::set_disabled(&db, &username, false).await?;
-                audit(&db, "user_enabled", &username).await?;
-            }
-            UserCommand::Delete { username } => {
-                users::delete(&db, &username).await?;
-                audit(&db, "user_deleted", &username).await?;
-            }
+            UserCommand::Disable { username } => admin.set_disabled(&username, true).await?,
+            UserCommand::Enable { username } => admin.set_disabled(&username, false).await?,
+            UserCommand::Delete { username } => admin.delete_user(&username).await?,
             UserCommand::Passwd {
                 username,
                 password_stdin,
             } => {
-                if users::find(&db, &username).await?.is_none() {
-                    bail!("user {username:?} not found");
-                }
-                let hash = passwords.hash(read_password(password_stdin)?).await?;
-                users::set_password(&db, &username, &hash).await?;
-                audit(&db, "user_password_changed", &username).await?;
+                let password = read_password(password_stdin)?;
+                admin.change_password(&username, password).await?;
             }
         }
         db.close().await;
         Ok::<_, anyhow::Error>(())
     })?;
-    Ok(())
-}
-
-async fn audit(db: &tessera_server::Db, event: &'static str, subject: &str) -> anyhow::Result<()> {
-    use tessera_server::store::audit::{record, Event};
-    let actor = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    record(
-        db,
-        Event::new(event)
-            .subject(subject)
-            .detail(format!("by=cli user={actor}")),
-    )
-    .await?;
     Ok(())
 }
 
@@ -328,16 +319,19 @@ pub fn client(server: &ServerArgs, command: ClientCommand) -> Result<(), Failure
     runtime()?.block_on(async move {
         config.prepare_data_dir()?;
         let db = tessera_server::Db::connect(&config.database_url, 2).await?;
+        let passwords = tessera_server::password::Passwords::new(1);
+        let admin = service(&db, &passwords, &config);
         match command {
-            ClientCommand::Add { name, grants, scopes, audiences, public, jwks, access_ttl, json } => {
-                let grants = grants
-                    .iter()
-                    .map(|g| {
-                        GrantType::parse_short(g).with_context(|| {
-                            format!("unknown grant {g:?}: use client_credentials, password, refresh_token or jwt-bearer")
-                        })
-                    })
-                    .collect::<anyhow::Result<Vec<_>>>()?;
+            ClientCommand::Add {
+                name,
+                grants,
+                scopes,
+                audiences,
+                public,
+                jwks,
+                access_ttl,
+                json,
+            } => {
                 let jwks = match jwks {
                     Some(path) => Some(
                         std::fs::read_to_string(&path)
@@ -345,40 +339,44 @@ pub fn client(server: &ServerArgs, command: ClientCommand) -> Result<(), Failure
                     ),
                     None => None,
                 };
-                let access_ttl = match access_ttl {
-                    Some(ttl) if ttl > config.max_access_ttl || ttl.as_secs() == 0 => bail!(
-                        "--access-ttl must be between 1s and the server's max_access_ttl ({})",
-                        humantime::format_duration(config.max_access_ttl)
-                    ),
-                    Some(ttl) => Some(i64::try_from(ttl.as_secs())?),
-                    None => None,
-                };
-                let added = clients::add(
-                    &db,
-                    NewClient { name: name.clone(), grants, scopes: Scopes::from_list(&scopes)?, audiences, public, jwks, access_ttl },
-                )
-                .await?;
-                audit(&db, "client_added", &added.client_id).await?;
-                print_credentials(&added.client_id, added.client_secret.as_deref().map(String::as_str), json)?;
+                let added = admin
+                    .add_client(ClientRequest {
+                        name,
+                        grants,
+                        scopes,
+                        audiences,
+                        public,
+                        jwks,
+                        access_ttl,
+                    })
+                    .await?;
+                print_credentials(
+                    &added.client_id,
+                    added.client_secret.as_deref().map(String::as_str),
+                    json,
+                )?;
             }
             ClientCommand::List { json } => {
-                let list: Vec<clients::ClientInfo> = clients::list(&db).await?.iter().map(Into::into).collect();
+                let list = admin.clients().await?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&list)?);
                 } else {
                     for c in list {
                         let grants: Vec<_> = c.grants.iter().map(|g| g.as_str()).collect();
-                        println!("{}\t{}\t{}\t{}\t{}", c.client_id, c.name, c.auth_method, grants.join(","), c.scopes);
+                        println!(
+                            "{}\t{}\t{}\t{}\t{}",
+                            c.client_id,
+                            c.name,
+                            c.auth_method,
+                            grants.join(","),
+                            c.scopes
+                        );
                     }
                 }
             }
-            ClientCommand::Delete { client_id } => {
-                clients::delete(&db, &client_id).await?;
-                audit(&db, "client_deleted", &client_id).await?;
-            }
+            ClientCommand::Delete { client_id } => admin.delete_client(&client_id).await?,
             ClientCommand::RotateSecret { client_id, json } => {
-                let secret = clients::rotate_secret(&db, &client_id).await?;
-                audit(&db, "client_secret_rotated", &client_id).await?;
+                let secret = admin.rotate_secret(&client_id).await?;
                 print_credentials(&client_id, Some(&secret), json)?;
             }
         }
@@ -474,24 +472,15 @@ fn print_keys(
     )>,
     json: bool,
 ) -> anyhow::Result<()> {
+    let list = tessera_server::admin::listed_keys(list);
     if json {
-        let rows: Vec<_> = list
-            .iter()
-            .map(|(info, state)| {
-                serde_json::json!({
-                    "kid": info.kid, "alg": info.alg, "state": state,
-                    "generation": info.generation, "created_at": info.created_at,
-                    "activate_at": info.activate_at,
-                })
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        println!("{}", serde_json::to_string_pretty(&list)?);
     } else {
-        for (info, state) in list {
-            let state = serde_json::to_value(state)?;
+        for key in list {
+            let state = serde_json::to_value(key.state)?;
             let state = state.as_str().unwrap_or_default();
-            let at = tessera_jose::NumericDate::from_seconds(info.activate_at).to_rfc3339();
-            println!("{}\t{}\t{state}\tsigns from {at}", info.kid, info.alg);
+            let at = tessera_jose::NumericDate::from_seconds(key.activate_at).to_rfc3339();
+            println!("{}\t{}\t{state}\tsigns from {at}", key.kid, key.alg);
         }
     }
     Ok(())

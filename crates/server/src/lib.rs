@@ -8,6 +8,7 @@
 //! [`store`] and [`keys`], shared by the command line and the server.
 
 pub mod access;
+pub mod admin;
 mod app;
 pub mod config;
 pub mod db;

@@ -1,4 +1,6 @@
-//! `/admin/clients`.
+//! `/admin/clients`: thin callers of [`crate::admin::AdminService`].
+
+use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -8,9 +10,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{Admin, AdminResult, AppState, Body};
-use crate::store::clients::{self, ClientInfo, GrantType, NewClient};
-use crate::store::Scopes;
-use crate::Error;
+use crate::admin::ClientRequest;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,13 +31,8 @@ pub struct NewClientBody {
 }
 
 /// Authorization: admin scope.
-pub async fn list(State(app): AppState, _admin: Admin) -> AdminResult {
-    let list: Vec<ClientInfo> = clients::list(&app.db)
-        .await?
-        .iter()
-        .map(Into::into)
-        .collect();
-    Ok(Json(list).into_response())
+pub async fn list(State(app): AppState, admin: Admin) -> AdminResult {
+    Ok(Json(admin.service(&app).clients().await?).into_response())
 }
 
 /// Authorization: admin scope.
@@ -46,38 +41,18 @@ pub async fn add(
     admin: Admin,
     Body(body): Body<NewClientBody>,
 ) -> AdminResult {
-    let grants = body
-        .grants
-        .iter()
-        .map(|g| {
-            GrantType::parse_short(g).ok_or_else(|| Error::Invalid(format!("unknown grant {g:?}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let max = app.config.max_access_ttl.as_secs();
-    let access_ttl = match body.access_ttl {
-        Some(ttl) if ttl == 0 || ttl > max => {
-            return Err(Error::Invalid(format!("access_ttl must be 1 to {max} seconds")).into())
-        }
-        Some(ttl) => {
-            Some(i64::try_from(ttl).map_err(|_| Error::Invalid("access_ttl too large".into()))?)
-        }
-        None => None,
-    };
-    let added = clients::add(
-        &app.db,
-        NewClient {
+    let added = admin
+        .service(&app)
+        .add_client(ClientRequest {
             name: body.name,
-            grants,
-            scopes: Scopes::from_list(&body.scopes)?,
+            grants: body.grants,
+            scopes: body.scopes,
             audiences: body.audiences,
             public: body.public,
             jwks: body.jwks.map(|j| j.to_string()),
-            access_ttl,
-        },
-    )
-    .await?;
-    app.audit
-        .push(admin.event("client_added", &added.client_id));
+            access_ttl: body.access_ttl.map(Duration::from_secs),
+        })
+        .await?;
     let secret = added.client_secret.as_deref().map(String::as_str);
     let body = json!({ "client_id": added.client_id, "client_secret": secret });
     Ok((
@@ -93,9 +68,7 @@ pub async fn delete(
     admin: Admin,
     Path(client_id): Path<String>,
 ) -> AdminResult {
-    clients::delete(&app.db, &client_id).await?;
-    app.clients.forget(&client_id);
-    app.audit.push(admin.event("client_deleted", &client_id));
+    admin.service(&app).delete_client(&client_id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -105,10 +78,7 @@ pub async fn rotate_secret(
     admin: Admin,
     Path(client_id): Path<String>,
 ) -> AdminResult {
-    let secret = clients::rotate_secret(&app.db, &client_id).await?;
-    app.clients.forget(&client_id);
-    app.audit
-        .push(admin.event("client_secret_rotated", &client_id));
+    let secret = admin.service(&app).rotate_secret(&client_id).await?;
     let body = json!({ "client_id": client_id, "client_secret": secret.as_str() });
     Ok(super::super::token::no_store(Json(body)))
 }

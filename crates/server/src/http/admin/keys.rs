@@ -6,22 +6,12 @@ use axum::Json;
 use serde_json::json;
 
 use super::{Admin, AdminResult, AppState};
+use crate::admin::listed_keys;
 use crate::store::now;
 
 /// Authorization: admin scope.
 pub async fn list(State(app): AppState, _admin: Admin) -> AdminResult {
-    let keys: Vec<_> = app
-        .keys
-        .list(now())
-        .into_iter()
-        .map(|(info, state)| {
-            json!({
-                "kid": info.kid, "alg": info.alg, "state": state, "generation": info.generation,
-                "created_at": info.created_at, "activate_at": info.activate_at,
-            })
-        })
-        .collect();
-    Ok(Json(keys).into_response())
+    Ok(Json(listed_keys(app.keys.list(now()))).into_response())
 }
 
 /// Authorization: admin scope.

@@ -18,6 +18,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use super::App;
+use crate::admin::{Actor, AdminService, AuditSink};
 use crate::store::audit::Event;
 
 /// The scope an access token needs for the admin API.
@@ -70,6 +71,20 @@ impl Admin {
         Event::new(event)
             .subject(about)
             .detail(format!("by={}", self.subject))
+    }
+
+    /// The admin operations, acting as this caller.
+    fn service<'a>(&self, app: &'a App) -> AdminService<'a> {
+        AdminService {
+            db: &app.db,
+            passwords: &app.passwords,
+            max_access_ttl: app.config.max_access_ttl,
+            clients: Some(&app.clients),
+            audit: AuditSink::Queue(&app.audit),
+            actor: Actor::Token {
+                subject: self.subject.clone(),
+            },
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! `/admin/users`.
+//! `/admin/users`: thin callers of [`crate::admin::AdminService`].
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -8,7 +8,6 @@ use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use super::{Admin, AdminResult, AppState, Body};
-use crate::store::{users, Scopes};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -26,16 +25,16 @@ pub struct NewPassword {
 }
 
 /// Authorization: admin scope.
-pub async fn list(State(app): AppState, _admin: Admin) -> AdminResult {
-    Ok(Json(users::list(&app.db).await?).into_response())
+pub async fn list(State(app): AppState, admin: Admin) -> AdminResult {
+    Ok(Json(admin.service(&app).users().await?).into_response())
 }
 
 /// Authorization: admin scope.
 pub async fn add(State(app): AppState, admin: Admin, Body(new): Body<NewUser>) -> AdminResult {
-    let scopes = Scopes::from_list(&new.scopes)?;
-    let hash = app.passwords.hash(new.password).await?;
-    let user = users::add(&app.db, &new.username, &hash, &scopes).await?;
-    app.audit.push(admin.event("user_added", &new.username));
+    let user = admin
+        .service(&app)
+        .add_user(&new.username, new.password, &new.scopes)
+        .await?;
     Ok((StatusCode::CREATED, Json(user)).into_response())
 }
 
@@ -45,34 +44,27 @@ pub async fn delete(
     admin: Admin,
     Path(username): Path<String>,
 ) -> AdminResult {
-    users::delete(&app.db, &username).await?;
-    app.audit.push(admin.event("user_deleted", &username));
+    admin.service(&app).delete_user(&username).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// Authorization: admin scope.
-pub async fn disable(state: AppState, admin: Admin, Path(username): Path<String>) -> AdminResult {
-    set_disabled(state, admin, username, true).await
+pub async fn disable(
+    State(app): AppState,
+    admin: Admin,
+    Path(username): Path<String>,
+) -> AdminResult {
+    admin.service(&app).set_disabled(&username, true).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// Authorization: admin scope.
-pub async fn enable(state: AppState, admin: Admin, Path(username): Path<String>) -> AdminResult {
-    set_disabled(state, admin, username, false).await
-}
-
-async fn set_disabled(
+pub async fn enable(
     State(app): AppState,
     admin: Admin,
-    username: String,
-    disabled: bool,
+    Path(username): Path<String>,
 ) -> AdminResult {
-    users::set_disabled(&app.db, &username, disabled).await?;
-    let event = if disabled {
-        "user_disabled"
-    } else {
-        "user_enabled"
-    };
-    app.audit.push(admin.event(event, &username));
+    admin.service(&app).set_disabled(&username, false).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -83,16 +75,9 @@ pub async fn passwd(
     Path(username): Path<String>,
     Body(new): Body<NewPassword>,
 ) -> AdminResult {
-    if users::find(&app.db, &username).await?.is_none() {
-        return Err(crate::Error::NotFound {
-            kind: "user",
-            name: username,
-        }
-        .into());
-    }
-    let hash = app.passwords.hash(new.password).await?;
-    users::set_password(&app.db, &username, &hash).await?;
-    app.audit
-        .push(admin.event("user_password_changed", &username));
+    admin
+        .service(&app)
+        .change_password(&username, new.password)
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

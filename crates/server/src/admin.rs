@@ -1,0 +1,259 @@
+//! The admin operations on users, clients and keys: one set of rules for
+//! the command line (`tessera user|client|keys …`) and the admin HTTP API
+//! (`/admin/…`), which are thin callers. Every change is recorded in the
+//! audit trail with who made it.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+use crate::db::Db;
+use crate::keys::{KeyInfo, KeyState};
+use crate::password::Passwords;
+use crate::store::audit::{self, AuditQueue, Event};
+use crate::store::clients::{self, Added, ClientCache, ClientInfo, GrantType, NewClient};
+use crate::store::users::{self, UserInfo};
+use crate::store::Scopes;
+use crate::Error;
+
+/// Who makes a change, as the audit trail records it.
+#[derive(Clone, Debug)]
+pub enum Actor {
+    /// The command line, run by this operating-system user.
+    Cli {
+        /// `$USER`.
+        os_user: String,
+    },
+    /// The admin API, called with an access token for this subject.
+    Token {
+        /// The token's `sub`.
+        subject: String,
+    },
+}
+
+impl Actor {
+    fn detail(&self) -> String {
+        match self {
+            Actor::Cli { os_user } => format!("by=cli user={os_user}"),
+            Actor::Token { subject } => format!("by={subject}"),
+        }
+    }
+}
+
+/// Where the audit events go: the server's batched queue, or straight to
+/// the database (the command line, which exits right after).
+#[derive(Clone, Copy, Debug)]
+pub enum AuditSink<'a> {
+    /// The running server's queue.
+    Queue(&'a AuditQueue),
+    /// One statement per event.
+    Direct,
+}
+
+/// A client to register, as an operator describes it.
+#[derive(Clone, Debug, Default)]
+pub struct ClientRequest {
+    /// Display name.
+    pub name: String,
+    /// Grants by their short names (`client_credentials`, `password`,
+    /// `refresh_token`, `jwt-bearer`).
+    pub grants: Vec<String>,
+    /// Scopes it may ask for.
+    pub scopes: Vec<String>,
+    /// `aud` of its access tokens (the issuer when empty).
+    pub audiences: Vec<String>,
+    /// Public (no secret) or confidential.
+    pub public: bool,
+    /// A JWK set for `private_key_jwt` and the jwt-bearer grant.
+    pub jwks: Option<String>,
+    /// Its access-token lifetime.
+    pub access_ttl: Option<Duration>,
+}
+
+/// One signing key as listed by `tessera keys list --json` and
+/// `GET /admin/keys`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ListedKey {
+    /// Key id.
+    pub kid: String,
+    /// Algorithm.
+    pub alg: String,
+    /// Announced, active or retired.
+    pub state: KeyState,
+    /// Rotation number.
+    pub generation: i64,
+    /// When it was stored.
+    pub created_at: i64,
+    /// When it signs (or signed) from.
+    pub activate_at: i64,
+}
+
+/// The listing form of keys with their states.
+pub fn listed_keys(keys: Vec<(KeyInfo, KeyState)>) -> Vec<ListedKey> {
+    keys.into_iter()
+        .map(|(info, state)| ListedKey {
+            kid: info.kid,
+            alg: info.alg,
+            state,
+            generation: info.generation,
+            created_at: info.created_at,
+            activate_at: info.activate_at,
+        })
+        .collect()
+}
+
+/// The admin operations, for one actor.
+#[derive(Debug)]
+pub struct AdminService<'a> {
+    /// The database.
+    pub db: &'a Db,
+    /// The password hasher.
+    pub passwords: &'a Passwords,
+    /// The longest access-token lifetime a client may have.
+    pub max_access_ttl: Duration,
+    /// The running server's client cache, to forget changed clients at
+    /// once (`None` from the command line: other processes see the change
+    /// within their `client_cache_ttl`).
+    pub clients: Option<&'a ClientCache>,
+    /// Where audit events go.
+    pub audit: AuditSink<'a>,
+    /// Who acts.
+    pub actor: Actor,
+}
+
+impl AdminService<'_> {
+    async fn record(&self, event: &'static str, about: &str) -> Result<(), Error> {
+        let event = Event::new(event).subject(about).detail(self.actor.detail());
+        match self.audit {
+            AuditSink::Queue(queue) => {
+                queue.push(event);
+                Ok(())
+            }
+            AuditSink::Direct => audit::record(self.db, event).await,
+        }
+    }
+
+    /// Add a user with a password (Argon2id) and scopes.
+    pub async fn add_user(
+        &self,
+        username: &str,
+        password: Zeroizing<String>,
+        scopes: &[String],
+    ) -> Result<UserInfo, Error> {
+        let scopes = Scopes::from_list(scopes)?;
+        let hash = self.passwords.hash(password).await?;
+        let user = users::add(self.db, username, &hash, &scopes).await?;
+        self.record("user_added", username).await?;
+        Ok(user)
+    }
+
+    /// Every user.
+    pub async fn users(&self) -> Result<Vec<UserInfo>, Error> {
+        users::list(self.db).await
+    }
+
+    /// Disable or enable a user (disabling revokes the user's sessions).
+    pub async fn set_disabled(&self, username: &str, disabled: bool) -> Result<(), Error> {
+        users::set_disabled(self.db, username, disabled).await?;
+        let event = if disabled {
+            "user_disabled"
+        } else {
+            "user_enabled"
+        };
+        self.record(event, username).await
+    }
+
+    /// Delete a user and the user's sessions.
+    pub async fn delete_user(&self, username: &str) -> Result<(), Error> {
+        users::delete(self.db, username).await?;
+        self.record("user_deleted", username).await
+    }
+
+    /// Set a user's password (the user must exist before anything is
+    /// hashed).
+    pub async fn change_password(
+        &self,
+        username: &str,
+        password: Zeroizing<String>,
+    ) -> Result<(), Error> {
+        if users::find(self.db, username).await?.is_none() {
+            return Err(Error::NotFound {
+                kind: "user",
+                name: username.to_owned(),
+            });
+        }
+        let hash = self.passwords.hash(password).await?;
+        users::set_password(self.db, username, &hash).await?;
+        self.record("user_password_changed", username).await
+    }
+
+    /// Register a client: known grants, an access-token lifetime between
+    /// one second and `max_access_ttl`.
+    pub async fn add_client(&self, request: ClientRequest) -> Result<Added, Error> {
+        let grants = request
+            .grants
+            .iter()
+            .map(|g| {
+                GrantType::parse_short(g).ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "unknown grant {g:?}: use client_credentials, password, refresh_token or jwt-bearer"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let access_ttl = match request.access_ttl {
+            Some(ttl) if ttl.is_zero() || ttl > self.max_access_ttl => {
+                return Err(Error::Invalid(format!(
+                    "access_ttl must be between 1s and the server's max_access_ttl ({})",
+                    humantime::format_duration(self.max_access_ttl)
+                )))
+            }
+            Some(ttl) => Some(crate::store::secs(ttl)),
+            None => None,
+        };
+        let added = clients::add(
+            self.db,
+            NewClient {
+                name: request.name,
+                grants,
+                scopes: Scopes::from_list(&request.scopes)?,
+                audiences: request.audiences,
+                public: request.public,
+                jwks: request.jwks,
+                access_ttl,
+            },
+        )
+        .await?;
+        self.record("client_added", &added.client_id).await?;
+        Ok(added)
+    }
+
+    /// Every client.
+    pub async fn clients(&self) -> Result<Vec<ClientInfo>, Error> {
+        Ok(clients::list(self.db)
+            .await?
+            .iter()
+            .map(Into::into)
+            .collect())
+    }
+
+    /// Delete a client and its sessions.
+    pub async fn delete_client(&self, client_id: &str) -> Result<(), Error> {
+        clients::delete(self.db, client_id).await?;
+        if let Some(cache) = self.clients {
+            cache.forget(client_id);
+        }
+        self.record("client_deleted", client_id).await
+    }
+
+    /// Give a confidential client a new secret; the old one stops working.
+    pub async fn rotate_secret(&self, client_id: &str) -> Result<Zeroizing<String>, Error> {
+        let secret = clients::rotate_secret(self.db, client_id).await?;
+        if let Some(cache) = self.clients {
+            cache.forget(client_id);
+        }
+        self.record("client_secret_rotated", client_id).await?;
+        Ok(secret)
+    }
+}
