@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::access::AccessTokens;
 use crate::config::Config;
 use crate::db::Db;
+use crate::grant::client_auth::Verifier;
 use crate::grant::password::Login;
 use crate::grant::refresh::Rotate;
 use crate::keys::Keys;
@@ -73,6 +74,15 @@ impl App {
             passwords,
             audit,
             refresh,
+        }
+    }
+
+    /// What authenticating a client needs.
+    pub fn verifier(&self) -> Verifier<'_> {
+        Verifier {
+            db: &self.db,
+            clients: &self.clients,
+            issuer: &self.config.issuer,
         }
     }
 

@@ -10,6 +10,7 @@
 //! the application state. Adding a grant is a file here and its line in
 //! `http/token.rs`'s dispatch.
 
+pub mod client_auth;
 pub mod client_credentials;
 pub mod jwt_bearer;
 pub mod password;
@@ -104,6 +105,8 @@ pub struct Granted {
 pub enum Refusal {
     /// `invalid_request`: a parameter is missing or malformed.
     InvalidRequest(String),
+    /// `invalid_client`: the client could not be authenticated.
+    InvalidClient(String),
     /// `invalid_grant`: the credentials, code, token or assertion are not
     /// good.
     InvalidGrant(String),

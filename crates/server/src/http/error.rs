@@ -158,3 +158,19 @@ impl IntoResponse for OAuthError {
 /// The error code of a failed response, for the metrics middleware.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct FailureReason(pub &'static str);
+
+impl From<crate::grant::Refusal> for OAuthError {
+    fn from(refusal: crate::grant::Refusal) -> OAuthError {
+        use crate::grant::Refusal;
+        match refusal {
+            Refusal::InvalidRequest(why) => OAuthError::invalid_request(why),
+            Refusal::InvalidClient(why) => OAuthError::invalid_client(why),
+            Refusal::InvalidGrant(why) => OAuthError::invalid_grant(why),
+            Refusal::InvalidScope(why) => OAuthError::invalid_scope(why),
+            Refusal::TooManyAttempts(wait) => {
+                OAuthError::too_many_attempts(wait.as_secs().saturating_add(1))
+            }
+            Refusal::Failed(e) => e.into(),
+        }
+    }
+}

@@ -12,6 +12,8 @@ use axum::extract::{ConnectInfo, FromRequest, Request};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 
 use super::OAuthError;
+use crate::grant::client_auth::Credentials;
+use crate::grant::Parameters;
 
 /// A parsed form, with the `Authorization` header and the peer's address.
 pub struct OAuthForm {
@@ -92,6 +94,22 @@ pub(crate) fn single_authorization(headers: &HeaderMap) -> Result<Option<HeaderV
         ));
     }
     Ok(first)
+}
+
+impl Parameters for OAuthForm {
+    fn get(&self, name: &str) -> Option<&str> {
+        OAuthForm::get(self, name)
+    }
+}
+
+impl OAuthForm {
+    /// What the request presents to identify its client.
+    pub fn credentials(&self) -> Credentials<'_> {
+        Credentials {
+            authorization: self.authorization.as_ref().map(HeaderValue::as_bytes),
+            params: self,
+        }
+    }
 }
 
 fn is_form(headers: &HeaderMap) -> bool {

@@ -9,11 +9,11 @@ use axum::Json;
 use serde::Serialize;
 use tessera_jose::Audience;
 
-use super::client_auth::{authenticate, Accept};
 use super::form::OAuthForm;
 use super::token::no_store;
 use super::{App, OAuthError};
 use crate::access::looks_like_jwt;
+use crate::grant::client_auth::{authenticate, Accept};
 use crate::store::refresh;
 
 /// RFC 7662 §2.2. Inactive tokens are `{"active": false}` and nothing else.
@@ -48,7 +48,7 @@ pub async fn introspect(
     State(app): State<Arc<App>>,
     form: OAuthForm,
 ) -> Result<Response, OAuthError> {
-    authenticate(&app, &form, Accept::Confidential).await?;
+    authenticate(app.verifier(), &form.credentials(), Accept::Confidential).await?;
     let token = form.require("token")?;
     // A JWT is looked up as an access token, anything else as a refresh
     // token: one lookup, whatever the hint says (RFC 7662 §2.1 makes the

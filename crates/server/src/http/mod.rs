@@ -11,7 +11,6 @@
 //! | `/admin/...` | `admin/` | access tokens with the `tessera:admin` scope |
 
 pub mod admin;
-mod client_auth;
 mod discovery;
 mod edge;
 mod error;

@@ -12,13 +12,11 @@ use axum::Json;
 use serde::Serialize;
 use zeroize::Zeroizing;
 
-use super::client_auth::{authenticate, identifies_client, verify_assertion, Accept};
 use super::form::OAuthForm;
 use super::{App, OAuthError};
 use crate::access::Mint;
-use crate::grant::{
-    client_credentials, jwt_bearer, password, refresh, Granted, Parameters, Refusal, TokenRequest,
-};
+use crate::grant::client_auth::{authenticate, identifies_client, verify_assertion, Accept};
+use crate::grant::{client_credentials, jwt_bearer, password, refresh, Granted, TokenRequest};
 use crate::store::audit::Event;
 use crate::store::clients::{Client, GrantType};
 use crate::store::{now, secs};
@@ -49,12 +47,12 @@ pub async fn token(State(app): State<Arc<App>>, form: OAuthForm) -> Result<Respo
     // RFC 7523 §3.1: with the jwt-bearer grant the assertion's issuer may
     // stand for the client.
     let (client, assertion) = if grant == GrantType::JwtBearer {
-        let authenticated = if identifies_client(&form) {
-            Some(authenticate(&app, &form, Accept::AnyClient).await?)
+        let authenticated = if identifies_client(&form.credentials()) {
+            Some(authenticate(app.verifier(), &form.credentials(), Accept::AnyClient).await?)
         } else {
             None
         };
-        let verified = verify_assertion(&app, form.require("assertion")?)
+        let verified = verify_assertion(app.verifier(), form.require("assertion")?)
             .await?
             .map_err(OAuthError::invalid_grant)?;
         if authenticated.is_some_and(|c| c.client_id != verified.client.client_id) {
@@ -64,7 +62,10 @@ pub async fn token(State(app): State<Arc<App>>, form: OAuthForm) -> Result<Respo
         }
         (verified.client.clone(), Some(verified))
     } else {
-        (authenticate(&app, &form, Accept::AnyClient).await?, None)
+        (
+            authenticate(app.verifier(), &form.credentials(), Accept::AnyClient).await?,
+            None,
+        )
     };
     if !client.allows(grant) {
         return Err(OAuthError::unauthorized_client(format!(
@@ -146,24 +147,4 @@ pub(crate) fn no_store(body: impl IntoResponse) -> Response {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     response
-}
-
-impl Parameters for OAuthForm {
-    fn get(&self, name: &str) -> Option<&str> {
-        OAuthForm::get(self, name)
-    }
-}
-
-impl From<Refusal> for OAuthError {
-    fn from(refusal: Refusal) -> OAuthError {
-        match refusal {
-            Refusal::InvalidRequest(why) => OAuthError::invalid_request(why),
-            Refusal::InvalidGrant(why) => OAuthError::invalid_grant(why),
-            Refusal::InvalidScope(why) => OAuthError::invalid_scope(why),
-            Refusal::TooManyAttempts(wait) => {
-                OAuthError::too_many_attempts(wait.as_secs().saturating_add(1))
-            }
-            Refusal::Failed(e) => e.into(),
-        }
-    }
 }

@@ -1,7 +1,8 @@
 //! Client authentication at the token, introspection and revocation
 //! endpoints: `client_secret_basic`, `client_secret_post` (RFC 6749
 //! §2.3.1), `private_key_jwt` (RFC 7523 §2.2) and `none` for public
-//! clients. Exactly one method per request.
+//! clients. Exactly one method per request. No HTTP here: the caller
+//! hands over the `Authorization` header's bytes and the parameters.
 
 use std::time::Duration;
 
@@ -9,13 +10,41 @@ use base64_simd::STANDARD;
 use percent_encoding::percent_decode_str;
 use tessera_jose::{jwt, JwkSet, KeySet, NoCustomClaims, Validation};
 
-use super::form::OAuthForm;
-use super::{App, OAuthError};
-use crate::secret::{digests_equal, token_digest};
 use std::sync::Arc;
 
-use crate::store::clients::Client;
+use super::{Parameters, Refusal};
+use crate::db::Db;
+use crate::secret::{digests_equal, token_digest};
+use crate::store::clients::{Client, ClientCache};
 use crate::store::revocation;
+use crate::Error;
+
+/// What a request presents to say which client it is.
+pub struct Credentials<'a> {
+    /// The `Authorization` header, as sent (one at most).
+    pub authorization: Option<&'a [u8]>,
+    /// The request's parameters (`client_id`, `client_secret`,
+    /// `client_assertion`, …).
+    pub params: &'a (dyn Parameters + Sync),
+}
+
+impl std::fmt::Debug for Credentials<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Secrets: never printed.
+        f.debug_struct("Credentials").finish_non_exhaustive()
+    }
+}
+
+/// What authenticating a client needs.
+#[derive(Clone, Copy, Debug)]
+pub struct Verifier<'a> {
+    /// Clients.
+    pub db: &'a Db,
+    /// Recently used clients.
+    pub clients: &'a ClientCache,
+    /// This server's issuer (assertions are addressed to it).
+    pub issuer: &'a str,
+}
 
 /// RFC 7523 §2.2's `client_assertion_type`.
 pub const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -44,18 +73,18 @@ enum Method<'a> {
     PublicClient(&'a str),
 }
 
-fn basic_credentials(form: &OAuthForm) -> Result<Option<(String, String)>, OAuthError> {
-    let Some(value) = &form.authorization else {
+fn basic_credentials(credentials: &Credentials<'_>) -> Result<Option<(String, String)>, Refusal> {
+    let Some(value) = credentials.authorization else {
         return Ok(None);
     };
-    let bad = || OAuthError::invalid_client("malformed Basic credentials");
-    let value = value.to_str().map_err(|_| bad())?;
+    let bad = || Refusal::InvalidClient("malformed Basic credentials".into());
+    let value = std::str::from_utf8(value).map_err(|_| bad())?;
     let Some((scheme, encoded)) = value.split_once(' ') else {
         return Err(bad());
     };
     if !scheme.eq_ignore_ascii_case("basic") {
-        return Err(OAuthError::invalid_client(
-            "unsupported Authorization scheme; use Basic",
+        return Err(Refusal::InvalidClient(
+            "unsupported Authorization scheme; use Basic".into(),
         ));
     }
     let decoded = STANDARD.decode_to_vec(encoded.trim()).map_err(|_| bad())?;
@@ -70,15 +99,16 @@ fn basic_credentials(form: &OAuthForm) -> Result<Option<(String, String)>, OAuth
     };
     let (id, secret) = (decode(id)?, decode(secret)?);
     if id.chars().chain(secret.chars()).any(char::is_control) {
-        return Err(OAuthError::invalid_request(
-            "the Basic credentials hold a control character",
+        return Err(Refusal::InvalidRequest(
+            "the Basic credentials hold a control character".into(),
         ));
     }
     Ok(Some((id, secret)))
 }
 
-fn method(form: &OAuthForm) -> Result<Method<'_>, OAuthError> {
-    let basic = basic_credentials(form)?;
+fn method<'a>(credentials: &Credentials<'a>) -> Result<Method<'a>, Refusal> {
+    let form = credentials.params;
+    let basic = basic_credentials(credentials)?;
     let post_secret = form.get("client_secret");
     let assertion = form.get("client_assertion");
     let used = [basic.is_some(), post_secret.is_some(), assertion.is_some()]
@@ -86,21 +116,23 @@ fn method(form: &OAuthForm) -> Result<Method<'_>, OAuthError> {
         .filter(|u| **u)
         .count();
     if used > 1 {
-        return Err(OAuthError::invalid_request(
-            "more than one client authentication method in one request",
+        return Err(Refusal::InvalidRequest(
+            "more than one client authentication method in one request".into(),
         ));
     }
     let body_id = form.get("client_id");
     if let Some((client_id, secret)) = basic {
         if body_id.is_some_and(|id| id != client_id) {
-            return Err(OAuthError::invalid_request(
-                "client_id differs from the Basic credentials",
+            return Err(Refusal::InvalidRequest(
+                "client_id differs from the Basic credentials".into(),
             ));
         }
         return Ok(Method::Secret { client_id, secret });
     }
     if let Some(secret) = post_secret {
-        let client_id = form.require("client_id")?;
+        let client_id = form
+            .get("client_id")
+            .ok_or_else(|| Refusal::InvalidRequest("missing parameter client_id".into()))?;
         return Ok(Method::Secret {
             client_id: client_id.to_owned(),
             secret: secret.to_owned(),
@@ -108,7 +140,7 @@ fn method(form: &OAuthForm) -> Result<Method<'_>, OAuthError> {
     }
     if let Some(assertion) = assertion {
         if form.get("client_assertion_type") != Some(JWT_BEARER_ASSERTION) {
-            return Err(OAuthError::invalid_request(format!(
+            return Err(Refusal::InvalidRequest(format!(
                 "client_assertion_type must be {JWT_BEARER_ASSERTION}"
             )));
         }
@@ -116,20 +148,22 @@ fn method(form: &OAuthForm) -> Result<Method<'_>, OAuthError> {
     }
     match body_id {
         Some(id) => Ok(Method::PublicClient(id)),
-        None => Err(OAuthError::invalid_client("client authentication required")),
+        None => Err(Refusal::InvalidClient(
+            "client authentication required".into(),
+        )),
     }
 }
 
-/// Authenticate the client of `form`.
+/// Authenticate the client that `credentials` name.
 pub async fn authenticate(
-    app: &App,
-    form: &OAuthForm,
+    verifier: Verifier<'_>,
+    credentials: &Credentials<'_>,
     accept: Accept,
-) -> Result<Arc<Client>, OAuthError> {
-    let unknown = || OAuthError::invalid_client("unknown client or wrong credentials");
-    match method(form)? {
+) -> Result<Arc<Client>, Refusal> {
+    let unknown = || Refusal::InvalidClient("unknown client or wrong credentials".into());
+    match method(credentials)? {
         Method::Secret { client_id, secret } => {
-            let client = app.clients.find(&app.db, &client_id).await?;
+            let client = verifier.clients.find(verifier.db, &client_id).await?;
             let presented = token_digest(&secret);
             // The same work whether or not the client exists.
             let expected = client
@@ -145,21 +179,23 @@ pub async fn authenticate(
                 _ => Err(unknown()),
             }
         }
-        Method::Assertion(assertion) => authenticate_assertion(app, form, assertion).await,
+        Method::Assertion(assertion) => {
+            authenticate_assertion(verifier, credentials, assertion).await
+        }
         Method::PublicClient(client_id) => {
-            let client = app
+            let client = verifier
                 .clients
-                .find(&app.db, client_id)
+                .find(verifier.db, client_id)
                 .await?
                 .ok_or_else(unknown)?;
             if !client.is_public() {
-                return Err(OAuthError::invalid_client(
-                    "this client must authenticate (client_secret_basic, client_secret_post or private_key_jwt)",
+                return Err(Refusal::InvalidClient(
+                    "this client must authenticate (client_secret_basic, client_secret_post or private_key_jwt)".into(),
                 ));
             }
             if accept == Accept::Confidential {
-                return Err(OAuthError::invalid_client(
-                    "public clients cannot use this endpoint",
+                return Err(Refusal::InvalidClient(
+                    "public clients cannot use this endpoint".into(),
                 ));
             }
             Ok(client)
@@ -168,7 +204,8 @@ pub async fn authenticate(
 }
 
 /// A JWT assertion (RFC 7523) verified with its issuer's registered keys.
-pub(super) struct Assertion {
+#[derive(Debug)]
+pub struct Assertion {
     /// The client that issued (signed) it.
     pub client: Arc<Client>,
     /// Whom it is about.
@@ -178,10 +215,10 @@ pub(super) struct Assertion {
 /// Verify `assertion`: signed with the registered keys of the client named
 /// in `iss`, for this server, short-lived, with a `jti` never accepted
 /// before. `Ok(Err(reason))` is a refusal; `Err` a server failure.
-pub(super) async fn verify_assertion(
-    app: &App,
+pub async fn verify_assertion(
+    verifier: Verifier<'_>,
     assertion: &str,
-) -> Result<Result<Assertion, String>, OAuthError> {
+) -> Result<Result<Assertion, String>, Error> {
     // The issuer names the client whose keys to try; nothing else from the
     // unverified token is used.
     let Ok((_, claims)) = tessera_jose::dangerous::decode_unverified_claims(assertion) else {
@@ -197,20 +234,18 @@ pub(super) async fn verify_assertion(
     if client_id.chars().any(char::is_control) {
         return Ok(Err("assertion iss holds a control character".into()));
     }
-    let Some(client) = app.clients.find(&app.db, &client_id).await? else {
+    let Some(client) = verifier.clients.find(verifier.db, &client_id).await? else {
         return Ok(Err("unknown issuer".into()));
     };
     let Some(jwks) = client.jwks.as_deref() else {
         return Ok(Err("the issuer has no registered keys".into()));
     };
-    let keys = JwkSet::from_json(jwks)
-        .and_then(|set| KeySet::from_jwks(&set))
-        .map_err(|e| OAuthError::server_error(&e.into()))?;
-    let issuer = &app.config.issuer;
+    let keys = JwkSet::from_json(jwks).and_then(|set| KeySet::from_jwks(&set))?;
+    let issuer = verifier.issuer;
     let validation = Validation::new()
         .issuer(&client_id)
         .audience(format!("{issuer}/oauth2/token"))
-        .audience(issuer.clone())
+        .audience(issuer)
         .require("sub")
         .require("jti");
     let token = match jwt::verify::<NoCustomClaims>(assertion, &keys, &validation) {
@@ -233,7 +268,7 @@ pub(super) async fn verify_assertion(
     {
         return Ok(Err("assertion lives too long (at most 10 minutes)".into()));
     }
-    if !revocation::use_assertion(&app.db, &client_id, &jti, exp.seconds()).await? {
+    if !revocation::use_assertion(verifier.db, &client_id, &jti, exp.seconds()).await? {
         tracing::warn!(client_id, "assertion replayed");
         return Ok(Err("assertion already used".into()));
     }
@@ -243,33 +278,34 @@ pub(super) async fn verify_assertion(
 /// `private_key_jwt` (RFC 7523 §2.2, §3): an assertion whose `iss` and
 /// `sub` are both the client.
 async fn authenticate_assertion(
-    app: &App,
-    form: &OAuthForm,
+    verifier: Verifier<'_>,
+    credentials: &Credentials<'_>,
     assertion: &str,
-) -> Result<Arc<Client>, OAuthError> {
-    let verified = verify_assertion(app, assertion).await?.map_err(|reason| {
-        OAuthError::invalid_client(format!("client assertion refused: {reason}"))
-    })?;
+) -> Result<Arc<Client>, Refusal> {
+    let verified = verify_assertion(verifier, assertion)
+        .await?
+        .map_err(|reason| Refusal::InvalidClient(format!("client assertion refused: {reason}")))?;
     if verified.subject != verified.client.client_id {
-        return Err(OAuthError::invalid_client(
-            "client assertion refused: sub must be the client_id",
+        return Err(Refusal::InvalidClient(
+            "client assertion refused: sub must be the client_id".into(),
         ));
     }
-    if form
+    if credentials
+        .params
         .get("client_id")
         .is_some_and(|id| id != verified.client.client_id)
     {
-        return Err(OAuthError::invalid_request(
-            "client_id differs from the assertion's iss",
+        return Err(Refusal::InvalidRequest(
+            "client_id differs from the assertion's iss".into(),
         ));
     }
     Ok(verified.client)
 }
 
 /// Whether the request carries any client identification at all.
-pub(super) fn identifies_client(form: &OAuthForm) -> bool {
-    form.authorization.is_some()
+pub fn identifies_client(credentials: &Credentials<'_>) -> bool {
+    credentials.authorization.is_some()
         || ["client_id", "client_secret", "client_assertion"]
             .iter()
-            .any(|p| form.get(p).is_some())
+            .any(|p| credentials.params.get(p).is_some())
 }
