@@ -6,6 +6,7 @@
 //! `x5c`, `x5t`, `x5t#S256` and `x5u` are kept and written back but never
 //! used to decide whether a signature is trusted.
 
+mod convert;
 mod set;
 mod thumbprint;
 
@@ -17,7 +18,7 @@ use serde_json::{Map, Value};
 use crate::alg::{Algorithm, Curve, KeyType};
 use crate::b64;
 use crate::error::Part;
-use crate::key::{PrivateParts, PublicParts, Secret, SigningKey, VerifyingKey};
+use crate::key::{PrivateParts, PublicParts, Secret};
 use crate::Error;
 
 pub use set::{JwkSet, KeySet, SkippedKey};
@@ -262,73 +263,6 @@ impl Jwk {
         }
     }
 
-    /// A verifying key for the JWK's own algorithm (see [`Jwk::algorithm`]).
-    pub fn to_verifying_key(&self) -> Result<VerifyingKey, Error> {
-        self.to_verifying_key_for(self.algorithm()?)
-    }
-
-    /// A verifying key for `alg`, which must agree with the JWK's `alg`,
-    /// `kty` and `crv`.
-    pub fn to_verifying_key_for(&self, alg: Algorithm) -> Result<VerifyingKey, Error> {
-        self.check_fit(alg, "verify")?;
-        let key = if alg.is_symmetric() {
-            VerifyingKey::hmac(alg, self.required_secret("k", &self.k)?)?
-        } else {
-            VerifyingKey::from_public_parts(alg, self.public_parts(alg)?)?
-        };
-        Ok(match &self.kid {
-            Some(kid) => key.with_kid(kid.clone()),
-            None => key,
-        })
-    }
-
-    /// A signing key for the JWK's own algorithm (see [`Jwk::algorithm`]).
-    pub fn to_signing_key(&self) -> Result<SigningKey, Error> {
-        self.to_signing_key_for(self.algorithm()?)
-    }
-
-    /// A signing key for `alg`, which must agree with the JWK.
-    pub fn to_signing_key_for(&self, alg: Algorithm) -> Result<SigningKey, Error> {
-        self.check_fit(alg, "sign")?;
-        let key = match alg.key_type() {
-            KeyType::Oct => SigningKey::hmac(alg, self.required_secret("k", &self.k)?)?,
-            KeyType::Rsa => {
-                if self.extra.contains_key("oth") {
-                    return Err(Error::UnsupportedKey {
-                        reason: "multi-prime RSA keys (\"oth\") are not supported".to_owned(),
-                    });
-                }
-                let components = aws_lc_rs::rsa::KeyPairComponents {
-                    public_key: aws_lc_rs::rsa::PublicKeyComponents {
-                        n: self.required("n", &self.n)?,
-                        e: self.required("e", &self.e)?,
-                    },
-                    d: self.required_secret("d", &self.d)?,
-                    p: self.required_secret("p", &self.p)?,
-                    q: self.required_secret("q", &self.q)?,
-                    dP: self.required_secret("dp", &self.dp)?,
-                    dQ: self.required_secret("dq", &self.dq)?,
-                    qInv: self.required_secret("qi", &self.qi)?,
-                };
-                SigningKey::from_rsa_components(alg, &components)?
-            }
-            KeyType::Ec => SigningKey::from_ec_parts(
-                alg,
-                self.required_secret("d", &self.d)?,
-                self.required("x", &self.x)?,
-                self.required("y", &self.y)?,
-            )?,
-            KeyType::Okp => SigningKey::from_ed25519_parts(
-                self.required_secret("d", &self.d)?,
-                self.required("x", &self.x)?,
-            )?,
-        };
-        Ok(match &self.kid {
-            Some(kid) => key.with_kid(kid.clone()),
-            None => key,
-        })
-    }
-
     fn required<'a>(&self, name: &str, value: &'a Option<Vec<u8>>) -> Result<&'a [u8], Error> {
         value
             .as_deref()
@@ -532,6 +466,7 @@ impl fmt::Debug for Jwk {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::key::SigningKey;
 
     #[test]
     fn every_algorithm_round_trips_through_jwk() {

@@ -64,7 +64,22 @@ pub struct Token<T> {
 /// `kid` with `typ: JWT`.
 pub fn sign<T: Serialize>(claims: &Claims<T>, key: &SigningKey) -> Result<String, Error> {
     let payload = claims_json(claims)?;
-    jws::sign_with_encoded_header(key.jwt_header_b64()?, &payload, key)
+    jws::sign_with_encoded_header(default_header_b64(key)?, &payload, key)
+}
+
+/// The encoded default JWT header of `key` (its `alg`, its `kid`,
+/// `typ: JWT`), made once per key and kept in the key's memo slot.
+fn default_header_b64(key: &SigningKey) -> Result<&str, Error> {
+    let memo = key.jwt_header_memo();
+    if let Some(header) = memo.get() {
+        return Ok(header);
+    }
+    let header = jws::Header::for_key(key).typ("JWT");
+    let json = serde_json::to_vec(&header).map_err(|e| Error::Serialize {
+        part: crate::Part::Header,
+        reason: e.to_string(),
+    })?;
+    Ok(memo.get_or_init(|| crate::b64::encode(json)))
 }
 
 /// Sign `claims` under `header` (whose `alg` must be the key's).
@@ -121,4 +136,37 @@ pub fn verify<T: DeserializeOwned>(
             claims: read.registered.with_custom(custom),
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Algorithm, SigningKey};
+
+    #[test]
+    fn cached_jwt_header_follows_the_kid() {
+        let key = SigningKey::generate(Algorithm::ES256).unwrap();
+        let sign = |key: &SigningKey| crate::jwt::sign(&crate::Claims::new(), key).unwrap();
+        let header = crate::jws::decode_header(&sign(&key)).unwrap();
+        assert_eq!(header.alg, Algorithm::ES256);
+        assert_eq!(header.typ.as_deref(), Some("JWT"));
+        assert_eq!(header.kid, None);
+        let renamed = key.with_kid("k2");
+        let header = crate::jws::decode_header(&sign(&renamed)).unwrap();
+        assert_eq!(header.kid.as_deref(), Some("k2"));
+        let again = renamed.clone().with_kid("k3");
+        assert_eq!(
+            crate::jws::decode_header(&sign(&again))
+                .unwrap()
+                .kid
+                .as_deref(),
+            Some("k3")
+        );
+        assert_eq!(
+            crate::jws::decode_header(&sign(&renamed))
+                .unwrap()
+                .kid
+                .as_deref(),
+            Some("k2")
+        );
+    }
 }

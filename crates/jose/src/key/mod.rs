@@ -320,17 +320,10 @@ impl SigningKey {
         }
     }
 
-    /// The encoded default JWT header of this key (see `jwt::sign`).
-    pub(crate) fn jwt_header_b64(&self) -> Result<&str, Error> {
-        if let Some(header) = self.jwt_header.get() {
-            return Ok(header);
-        }
-        let header = crate::jws::Header::for_key(self).typ("JWT");
-        let json = serde_json::to_vec(&header).map_err(|e| Error::Serialize {
-            part: crate::Part::Header,
-            reason: e.to_string(),
-        })?;
-        Ok(self.jwt_header.get_or_init(|| crate::b64::encode(json)))
+    /// The slot where `jwt::sign` keeps this key's encoded default JWT
+    /// header; emptied whenever the `kid` changes. The key only holds it.
+    pub(crate) fn jwt_header_memo(&self) -> &std::sync::OnceLock<String> {
+        &self.jwt_header
     }
 
     /// The algorithm this key signs with.
@@ -349,13 +342,6 @@ impl SigningKey {
         self.kid = Some(kid.into());
         self.jwt_header = std::sync::OnceLock::new();
         self
-    }
-
-    /// Set the key id to the RFC 7638 thumbprint of the public key (of the
-    /// secret, for HMAC keys).
-    pub fn with_thumbprint_kid(self) -> Result<SigningKey, Error> {
-        let kid = crate::jwk::thumbprint(&self.to_jwk_inner(true)?)?;
-        Ok(self.with_kid(kid))
     }
 
     /// Sign `message`, returning the JWS signature bytes.
@@ -489,30 +475,6 @@ impl SigningKey {
                 })
             }
         }
-    }
-
-    /// The private key as a JWK (with `alg`, and `kid` when set).
-    pub fn to_jwk(&self) -> Result<crate::jwk::Jwk, Error> {
-        self.to_jwk_inner(false)
-    }
-
-    fn to_jwk_inner(&self, for_thumbprint: bool) -> Result<crate::jwk::Jwk, Error> {
-        let private = self.private_parts()?;
-        let public = match &private {
-            PrivateParts::Oct { .. } => None,
-            _ => Some(self.public_parts()?),
-        };
-        let kid = if for_thumbprint {
-            None
-        } else {
-            self.kid.clone()
-        };
-        Ok(crate::jwk::Jwk::from_parts(
-            self.alg,
-            kid,
-            public,
-            Some(private),
-        ))
     }
 }
 
@@ -674,37 +636,12 @@ impl VerifyingKey {
         pem::encode("PUBLIC KEY", &self.to_spki_der()?)
     }
 
-    /// The public key as a JWK (with `alg`, `use: sig`, and `kid` when set).
-    /// HMAC keys have no public form and give an error.
-    pub fn to_public_jwk(&self) -> Result<crate::jwk::Jwk, Error> {
-        let parts = self
-            .public_parts()
-            .cloned()
-            .ok_or_else(|| Error::UnsupportedKey {
-                reason: "an HMAC key has no public form".to_owned(),
-            })?;
-        Ok(crate::jwk::Jwk::from_parts(
-            self.alg,
-            self.kid.clone(),
-            Some(parts),
-            None,
-        ))
-    }
-
-    /// The RFC 7638 thumbprint (SHA-256, base64url) of the key.
-    pub fn thumbprint(&self) -> Result<String, Error> {
-        let jwk = match &*self.inner {
-            Verifier::Public { parts, .. } => {
-                crate::jwk::Jwk::from_parts(self.alg, None, Some(parts.clone()), None)
-            }
-            Verifier::Hmac { secret, .. } => crate::jwk::Jwk::from_parts(
-                self.alg,
-                None,
-                None,
-                Some(PrivateParts::Oct { k: secret.clone() }),
-            ),
-        };
-        crate::jwk::thumbprint(&jwk)
+    /// The HMAC secret, for a symmetric key.
+    pub(crate) fn hmac_secret(&self) -> Option<&Secret> {
+        match &*self.inner {
+            Verifier::Hmac { secret, .. } => Some(secret),
+            Verifier::Public { .. } => None,
+        }
     }
 }
 
@@ -779,34 +716,6 @@ mod tests {
         let shown = format!("{ec:?}");
         assert!(!shown.contains(&format!("{:?}", d.expose())));
         assert!(shown.contains("REDACTED"));
-    }
-
-    #[test]
-    fn cached_jwt_header_follows_the_kid() {
-        let key = SigningKey::generate(Algorithm::ES256).unwrap();
-        let sign = |key: &SigningKey| crate::jwt::sign(&crate::Claims::new(), key).unwrap();
-        let header = crate::jws::decode_header(&sign(&key)).unwrap();
-        assert_eq!(header.alg, Algorithm::ES256);
-        assert_eq!(header.typ.as_deref(), Some("JWT"));
-        assert_eq!(header.kid, None);
-        let renamed = key.with_kid("k2");
-        let header = crate::jws::decode_header(&sign(&renamed)).unwrap();
-        assert_eq!(header.kid.as_deref(), Some("k2"));
-        let again = renamed.clone().with_kid("k3");
-        assert_eq!(
-            crate::jws::decode_header(&sign(&again))
-                .unwrap()
-                .kid
-                .as_deref(),
-            Some("k3")
-        );
-        assert_eq!(
-            crate::jws::decode_header(&sign(&renamed))
-                .unwrap()
-                .kid
-                .as_deref(),
-            Some("k2")
-        );
     }
 
     #[test]
