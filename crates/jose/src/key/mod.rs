@@ -11,153 +11,26 @@
 //! zeroized when the last clone drops, and `Debug` never prints a secret.
 
 mod checks;
+mod parts;
 mod pem;
+mod secret;
 
 use std::fmt;
 use std::sync::Arc;
 
 use aws_lc_rs::encoding::{AsBigEndian, AsDer};
-use aws_lc_rs::rsa::{KeySize, PublicKeyComponents};
+use aws_lc_rs::rsa::KeySize;
 use aws_lc_rs::signature::{self as lc_sig, KeyPair as _, ParsedPublicKey};
 use aws_lc_rs::{hmac as lc_hmac, rand as lc_rand};
 use zeroize::Zeroizing;
 
-use crate::alg::{Algorithm, Curve, Family, KeyType};
+use crate::alg::{Algorithm, Family, KeyType};
 use crate::Error;
 
+use parts::{split_point, uncompressed_point};
+pub(crate) use parts::{PrivateParts, PublicParts};
 pub use pem::PemKind;
-
-/// Secret bytes: zeroized on drop, redacted in `Debug`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(Zeroizing<Vec<u8>>);
-
-impl Secret {
-    /// Wrap secret bytes.
-    pub fn new(bytes: Vec<u8>) -> Secret {
-        Secret(Zeroizing::new(bytes))
-    }
-
-    /// The bytes. Handle with care.
-    pub fn expose(&self) -> &[u8] {
-        &self.0
-    }
-
-    /// Length in bytes.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// True when empty.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Secret([REDACTED; {} bytes])", self.0.len())
-    }
-}
-
-/// The public half of an asymmetric key, in the form JWKs carry it.
-#[derive(Clone, PartialEq, Eq)]
-pub(crate) enum PublicParts {
-    Rsa {
-        n: Vec<u8>,
-        e: Vec<u8>,
-    },
-    Ec {
-        curve: Curve,
-        x: Vec<u8>,
-        y: Vec<u8>,
-    },
-    Ed25519 {
-        x: Vec<u8>,
-    },
-}
-
-impl PublicParts {
-    /// Parse the public key for `alg`, once, for all later verifications.
-    fn parse(&self, alg: Algorithm) -> Result<ParsedPublicKey, Error> {
-        let rejected = |e: aws_lc_rs::error::KeyRejected| {
-            Error::invalid_key(format!("the crypto library rejected the public key: {e}"))
-        };
-        match (self, alg.family()) {
-            (PublicParts::Rsa { n, e }, Family::Rsa { verify, .. }) => {
-                checks::rsa_public(n, e)?;
-                PublicKeyComponents {
-                    n: n.as_slice(),
-                    e: e.as_slice(),
-                }
-                .to_parsed_public_key(verify)
-                .map_err(rejected)
-            }
-            (
-                PublicParts::Ec { curve, x, y },
-                Family::Ecdsa {
-                    curve: c, verify, ..
-                },
-            ) => {
-                if *curve != c {
-                    return Err(Error::invalid_key(format!(
-                        "{alg} needs a {} key, not {}",
-                        c.name(),
-                        curve.name()
-                    )));
-                }
-                let point = uncompressed_point(*curve, x, y)?;
-                ParsedPublicKey::new(verify, point).map_err(rejected)
-            }
-            (PublicParts::Ed25519 { x }, Family::EdDsa) => {
-                if x.len() != 32 {
-                    return Err(Error::invalid_key("an Ed25519 public key is 32 bytes"));
-                }
-                ParsedPublicKey::new(&lc_sig::ED25519, x).map_err(rejected)
-            }
-            _ => Err(Error::invalid_key(format!(
-                "{} key material cannot be used with {alg}",
-                self.key_type().name()
-            ))),
-        }
-    }
-
-    pub(crate) fn key_type(&self) -> KeyType {
-        match self {
-            PublicParts::Rsa { .. } => KeyType::Rsa,
-            PublicParts::Ec { .. } => KeyType::Ec,
-            PublicParts::Ed25519 { .. } => KeyType::Okp,
-        }
-    }
-}
-
-fn uncompressed_point(curve: Curve, x: &[u8], y: &[u8]) -> Result<Vec<u8>, Error> {
-    let len = curve.coordinate_len();
-    if x.len() != len || y.len() != len {
-        return Err(Error::invalid_key(format!(
-            "{} coordinates are {len} bytes each",
-            curve.name()
-        )));
-    }
-    let mut point = Vec::with_capacity(1 + 2 * len);
-    point.push(0x04);
-    point.extend_from_slice(x);
-    point.extend_from_slice(y);
-    Ok(point)
-}
-
-fn split_point(curve: Curve, point: &[u8]) -> Result<PublicParts, Error> {
-    let len = curve.coordinate_len();
-    match point.split_first() {
-        Some((0x04, rest)) if rest.len() == 2 * len => Ok(PublicParts::Ec {
-            curve,
-            x: rest[..len].to_vec(),
-            y: rest[len..].to_vec(),
-        }),
-        _ => Err(Error::UnsupportedKey {
-            reason: "only uncompressed EC points are supported".to_owned(),
-        }),
-    }
-}
+pub use secret::Secret;
 
 // The HMAC variant holds aws-lc's precomputed HMAC state (about 1.2 KiB).
 // The enum only ever lives behind an `Arc`, so its size is never copied;
@@ -486,27 +359,6 @@ impl fmt::Debug for SigningKey {
             .field("key", &"[REDACTED]")
             .finish()
     }
-}
-
-/// Private JWK members of a key.
-pub(crate) enum PrivateParts {
-    Oct {
-        k: Secret,
-    },
-    Rsa {
-        d: Secret,
-        p: Secret,
-        q: Secret,
-        dp: Secret,
-        dq: Secret,
-        qi: Secret,
-    },
-    Ec {
-        d: Secret,
-    },
-    Ed25519 {
-        d: Secret,
-    },
 }
 
 // The HMAC variant holds aws-lc's precomputed HMAC state (about 1.2 KiB).
