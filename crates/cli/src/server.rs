@@ -267,13 +267,21 @@ fn service<'a>(
     }
 }
 
+/// The database (with its data directory) and the hasher the admin
+/// commands work with.
+async fn admin_parts(
+    config: &Config,
+) -> anyhow::Result<(tessera_server::Db, tessera_server::password::Passwords)> {
+    config.prepare_data_dir()?;
+    let db = tessera_server::Db::connect(&config.database_url, 2).await?;
+    Ok((db, tessera_server::password::Passwords::new(1)))
+}
+
 /// `tessera user …`.
 pub fn user(server: &ServerArgs, command: UserCommand) -> Result<(), Failure> {
     let config = server.config()?;
     runtime()?.block_on(async move {
-        config.prepare_data_dir()?;
-        let db = tessera_server::Db::connect(&config.database_url, 2).await?;
-        let passwords = tessera_server::password::Passwords::new(1);
+        let (db, passwords) = admin_parts(&config).await?;
         let admin = service(&db, &passwords, &config);
         match command {
             UserCommand::Add {
@@ -317,9 +325,7 @@ pub fn user(server: &ServerArgs, command: UserCommand) -> Result<(), Failure> {
 pub fn client(server: &ServerArgs, command: ClientCommand) -> Result<(), Failure> {
     let config = server.config()?;
     runtime()?.block_on(async move {
-        config.prepare_data_dir()?;
-        let db = tessera_server::Db::connect(&config.database_url, 2).await?;
-        let passwords = tessera_server::password::Passwords::new(1);
+        let (db, passwords) = admin_parts(&config).await?;
         let admin = service(&db, &passwords, &config);
         match command {
             ClientCommand::Add {
