@@ -21,6 +21,7 @@ use crate::error::Part;
 use crate::key::{PrivateParts, PublicParts, Secret};
 use crate::Error;
 
+pub(crate) use set::select;
 pub use set::{JwkSet, KeySet, SkippedKey};
 pub use thumbprint::thumbprint;
 

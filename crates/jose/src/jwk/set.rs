@@ -5,7 +5,6 @@ use serde_json::{Map, Value};
 use super::{Jwk, MAX_JWK_DEPTH};
 use crate::alg::{Algorithm, KeyType};
 use crate::error::Part;
-use crate::jws::{Header, KeySource};
 use crate::key::VerifyingKey;
 use crate::Error;
 
@@ -294,29 +293,6 @@ pub(crate) fn select<'k>(
             alg,
             count,
         }),
-    }
-}
-
-impl KeySource for KeySet {
-    fn select_key(&self, header: &Header) -> Result<&VerifyingKey, Error> {
-        self.select(header.kid.as_deref(), header.alg)
-    }
-}
-
-impl KeySource for [VerifyingKey] {
-    fn select_key(&self, header: &Header) -> Result<&VerifyingKey, Error> {
-        if self.iter().any(VerifyingKey::is_symmetric)
-            && !self.iter().all(VerifyingKey::is_symmetric)
-        {
-            return Err(Error::MixedKeySet);
-        }
-        select(self, header.kid.as_deref(), header.alg)
-    }
-}
-
-impl KeySource for Vec<VerifyingKey> {
-    fn select_key(&self, header: &Header) -> Result<&VerifyingKey, Error> {
-        self.as_slice().select_key(header)
     }
 }
 

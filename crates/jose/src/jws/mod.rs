@@ -26,6 +26,7 @@ pub use header::Header;
 use crate::alg::Algorithm;
 use crate::b64;
 use crate::error::Part;
+use crate::jwk::KeySet;
 use crate::key::{SigningKey, VerifyingKey};
 use crate::Error;
 
@@ -135,7 +136,7 @@ impl VerifyOptions {
     }
 }
 
-/// Where verification gets its key: one key, a [`crate::jwk::KeySet`], a
+/// Where verification gets its key: one key, a [`KeySet`], a
 /// slice of keys, or anything that can choose one from the header.
 ///
 /// Implementations must return a key whose algorithm is the header's
@@ -166,6 +167,29 @@ impl<K: KeySource + ?Sized> KeySource for &K {
 impl<K: KeySource + ?Sized> KeySource for Arc<K> {
     fn select_key(&self, header: &Header) -> Result<&VerifyingKey, Error> {
         (**self).select_key(header)
+    }
+}
+
+impl KeySource for KeySet {
+    fn select_key(&self, header: &Header) -> Result<&VerifyingKey, Error> {
+        self.select(header.kid.as_deref(), header.alg)
+    }
+}
+
+impl KeySource for [VerifyingKey] {
+    fn select_key(&self, header: &Header) -> Result<&VerifyingKey, Error> {
+        if self.iter().any(VerifyingKey::is_symmetric)
+            && !self.iter().all(VerifyingKey::is_symmetric)
+        {
+            return Err(Error::MixedKeySet);
+        }
+        crate::jwk::select(self, header.kid.as_deref(), header.alg)
+    }
+}
+
+impl KeySource for Vec<VerifyingKey> {
+    fn select_key(&self, header: &Header) -> Result<&VerifyingKey, Error> {
+        self.as_slice().select_key(header)
     }
 }
 
