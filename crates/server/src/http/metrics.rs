@@ -1,7 +1,8 @@
 //! `GET /metrics` (Prometheus), the recorder behind it, and the
 //! middleware that counts requests.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
@@ -66,6 +67,30 @@ pub async fn metrics() -> Response {
     }
 }
 
+/// The label of a route: its pattern, made once and shared after (a
+/// clone of an `Arc<str>` per request rather than a new string). The
+/// table holds one entry per route of the router.
+fn route_label(path: Option<&MatchedPath>) -> metrics::SharedString {
+    static LABELS: OnceLock<RwLock<HashMap<String, Arc<str>>>> = OnceLock::new();
+    let Some(path) = path else {
+        return metrics::SharedString::const_str("unmatched");
+    };
+    let labels = LABELS.get_or_init(RwLock::default);
+    if let Some(label) = labels
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(path.as_str())
+    {
+        return Arc::clone(label).into();
+    }
+    let label: Arc<str> = Arc::from(path.as_str());
+    labels
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(path.as_str().to_owned(), Arc::clone(&label));
+    label.into()
+}
+
 /// Count every request and its latency, by route and status, and failed
 /// token requests by OAuth error code. The route label is the matched
 /// route's pattern (`/admin/users/{username}`, never the path itself), so
@@ -73,10 +98,7 @@ pub async fn metrics() -> Response {
 /// bounded.
 pub async fn track(request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let route = route_label(request.extensions().get::<MatchedPath>());
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
     if let Some(FailureReason(code)) = response.extensions().get::<FailureReason>() {
