@@ -55,9 +55,36 @@ impl Rejection {
     }
 }
 
+impl Rejection {
+    /// The RFC 6750 error code and a description, for the JSON body;
+    /// `None` for a request that sent no token (RFC 6750 §3.1: no error
+    /// information then) and when the keys are unavailable.
+    fn body(&self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Rejection::Missing | Rejection::KeysUnavailable => None,
+            Rejection::Malformed => Some(("invalid_request", "malformed Authorization header")),
+            Rejection::InvalidToken { description } => Some(("invalid_token", description)),
+            Rejection::InsufficientScope { .. } => Some((
+                "insufficient_scope",
+                "the access token lacks the scope this request needs",
+            )),
+        }
+    }
+}
+
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
-        let mut response = self.status().into_response();
+        let mut response = match self.body() {
+            Some((error, description)) => (
+                self.status(),
+                axum::Json(serde_json::json!({
+                    "error": error,
+                    "error_description": description,
+                })),
+            )
+                .into_response(),
+            None => self.status().into_response(),
+        };
         if self == Rejection::KeysUnavailable {
             return response;
         }

@@ -1,6 +1,8 @@
 //! The verifier: keys, expectations, and a cache of verified tokens.
 
 use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -89,13 +91,61 @@ pub struct Guard {
     inner: Arc<Inner>,
 }
 
+/// Why a [`KeyProvider`] has no keys to give.
+pub type KeysUnavailable = Box<dyn std::error::Error + Send + Sync>;
+
+/// The keys a provider gives for one token.
+pub type KeysFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Arc<KeySet>, KeysUnavailable>> + Send + 'a>>;
+
+/// Where a guard finds the keys that may have signed a token: anything
+/// that answers, for the `kid` of a token's header, with the key set in
+/// force. [`Keys::Static`] and [`Keys::Remote`] cover a fixed set and a
+/// JWKS URL; an authorization server checking its own tokens gives its
+/// live key ring; a closure
+/// `|kid: Option<&str>| async { Ok::<_, KeysUnavailable>(keys) }` works
+/// too (as tower-http's `AsyncAuthorizeRequest` takes one).
+pub trait KeyProvider: Send + Sync + 'static {
+    /// The key set for a token whose header names `kid` (`None`: none).
+    fn keys_for<'a>(&'a self, kid: Option<&'a str>) -> KeysFuture<'a>;
+}
+
+impl<F, Fut> KeyProvider for F
+where
+    F: Fn(Option<&str>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Arc<KeySet>, KeysUnavailable>> + Send + 'static,
+{
+    fn keys_for<'a>(&'a self, kid: Option<&'a str>) -> KeysFuture<'a> {
+        Box::pin(self(kid))
+    }
+}
+
 /// Where a guard's keys come from.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub enum Keys {
     /// A fixed set.
     Static(Arc<KeySet>),
     /// A JWKS URL or the issuer's metadata, fetched and cached.
     Remote(Arc<RemoteJwks>),
+    /// Any other [`KeyProvider`].
+    Provider(Arc<dyn KeyProvider>),
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Keys::Static(keys) => f.debug_tuple("Static").field(keys).finish(),
+            Keys::Remote(remote) => f.debug_tuple("Remote").field(remote).finish(),
+            Keys::Provider(_) => f.write_str("Provider(..)"),
+        }
+    }
+}
+
+impl Keys {
+    /// Keys from `provider`.
+    pub fn provider(provider: impl KeyProvider) -> Keys {
+        Keys::Provider(Arc::new(provider))
+    }
 }
 
 impl From<KeySet> for Keys {
@@ -122,7 +172,8 @@ struct Inner {
 #[derive(Debug)]
 pub struct GuardBuilder {
     issuer: String,
-    audience: String,
+    /// `None`: any audience, waived explicitly ([`GuardBuilder::any_audience`]).
+    audience: Option<String>,
     typ: Option<String>,
     algorithms: Option<Vec<Algorithm>>,
     leeway: Option<Duration>,
@@ -140,7 +191,7 @@ impl Guard {
     ) -> GuardBuilder {
         GuardBuilder {
             issuer: issuer.into(),
-            audience: audience.into(),
+            audience: Some(audience.into()),
             typ: Some("at+jwt".into()),
             algorithms: None,
             leeway: None,
@@ -188,6 +239,17 @@ impl Guard {
                     Rejection::KeysUnavailable
                 })?
             }
+            Keys::Provider(provider) => {
+                let header =
+                    tessera_jose::jws::decode_header(token).map_err(|_| invalid.clone())?;
+                provider
+                    .keys_for(header.kid.as_deref())
+                    .await
+                    .map_err(|e| {
+                        tracing::warn!(error = %e, "no keys to verify bearer tokens");
+                        Rejection::KeysUnavailable
+                    })?
+            }
         };
         let verified = jwt::verify::<Map<String, Value>>(token, keys.as_ref(), &inner.validation)
             .map_err(|e| Rejection::InvalidToken {
@@ -226,11 +288,25 @@ impl Guard {
                 Ok(keys) => kid.is_none_or(|kid| keys.keys().iter().any(|k| k.kid() == Some(kid))),
                 Err(_) => false,
             },
+            Keys::Provider(provider) => match provider.keys_for(kid).await {
+                Ok(keys) => kid.is_none_or(|kid| keys.keys().iter().any(|k| k.kid() == Some(kid))),
+                Err(_) => false,
+            },
         }
     }
 }
 
 impl GuardBuilder {
+    /// Accept a token whatever its `aud`: for an issuer checking its own
+    /// tokens at its own API, where every audience it issues for is its
+    /// own. A resource server should name its audience instead: without
+    /// it, a token meant for another API is accepted here.
+    #[must_use]
+    pub fn any_audience(mut self) -> GuardBuilder {
+        self.audience = None;
+        self
+    }
+
     /// Require this `typ` instead of `at+jwt` (`None`: any).
     #[must_use]
     pub fn typ(mut self, typ: Option<&str>) -> GuardBuilder {
@@ -262,9 +338,11 @@ impl GuardBuilder {
     /// The guard; refused when the leeway is over
     /// [`tessera_jose::jwt::MAX_LEEWAY`].
     pub fn build(self) -> Result<Guard, Error> {
-        let mut validation = Validation::new()
-            .issuer(self.issuer)
-            .audience(self.audience);
+        let mut validation = Validation::new().issuer(self.issuer);
+        validation = match self.audience {
+            Some(audience) => validation.audience(audience),
+            None => validation.any_audience(),
+        };
         if let Some(typ) = self.typ {
             validation = validation.typ(typ);
         }

@@ -46,7 +46,7 @@ mod remote;
 mod scope;
 
 pub use error::Rejection;
-pub use guard::{AccessToken, Guard, GuardBuilder, Keys};
+pub use guard::{AccessToken, Guard, GuardBuilder, KeyProvider, Keys, KeysFuture, KeysUnavailable};
 pub use layer::{GuardLayer, GuardService, ResponseFuture};
 pub use remote::{FetchError, RemoteJwks};
 pub use scope::{RequireScope, RequireScopeService};

@@ -174,28 +174,47 @@ impl AccessTokens {
         let Some(verified) = self.verify(token) else {
             return Ok(None);
         };
-        if self
-            .revoked
-            .contains(verified.claims.jti.as_deref().unwrap_or_default())
-        {
-            return Ok(None);
-        }
         let claims = &verified.claims;
-        if clients.find(db, &claims.custom.client_id).await?.is_none() {
+        let Some(owner) = self
+            .standing(
+                db,
+                clients,
+                claims.jti.as_deref().unwrap_or_default(),
+                &claims.custom.client_id,
+                claims.sub.as_deref(),
+            )
+            .await?
+        else {
             return Ok(None);
-        }
-        let owner = match &claims.sub {
-            Some(sub) if sub != &claims.custom.client_id => {
-                match users::find_by_id(db, sub).await?.filter(|u| !u.disabled) {
-                    Some(user) => Owner {
-                        username: Some(user.username),
-                    },
-                    None => return Ok(None),
-                }
-            }
-            _ => Owner { username: None },
         };
         Ok(Some((verified, owner)))
+    }
+}
+
+impl AccessTokens {
+    /// Whether a verified token (its `jti`, `client_id` and `sub`) still
+    /// stands: not revoked, its client still there and, for a user's
+    /// token, its user there and enabled. The owner if so.
+    pub async fn standing(
+        &self,
+        db: &Db,
+        clients: &ClientCache,
+        jti: &str,
+        client_id: &str,
+        subject: Option<&str>,
+    ) -> Result<Option<Owner>, Error> {
+        if self.revoked.contains(jti) || clients.find(db, client_id).await?.is_none() {
+            return Ok(None);
+        }
+        match subject {
+            Some(sub) if sub != client_id => Ok(users::find_by_id(db, sub)
+                .await?
+                .filter(|u| !u.disabled)
+                .map(|user| Owner {
+                    username: Some(user.username),
+                })),
+            _ => Ok(Some(Owner { username: None })),
+        }
     }
 }
 

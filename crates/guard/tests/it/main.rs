@@ -339,3 +339,61 @@ async fn custom_claims_and_configuration() {
         "at+jwt is required by default"
     );
 }
+
+/// A key provider (here a closure over a key ring that rotates), an
+/// explicit any-audience waiver, and RFC 6750 errors with JSON bodies.
+#[tokio::test]
+async fn a_key_provider_and_an_explicit_audience_waiver() {
+    use std::sync::{Arc, RwLock};
+    let old = SigningKey::generate(Algorithm::ES256)
+        .unwrap()
+        .with_thumbprint_kid()
+        .unwrap();
+    let new = SigningKey::generate(Algorithm::ES256)
+        .unwrap()
+        .with_thumbprint_kid()
+        .unwrap();
+    let ring = Arc::new(RwLock::new(Arc::new(
+        KeySet::new(vec![old.verifying_key().unwrap()]).unwrap(),
+    )));
+    let current = Arc::clone(&ring);
+    let provider = move |_kid: Option<&str>| {
+        let keys = Arc::clone(&current.read().unwrap());
+        async move { Ok::<_, tessera_guard::KeysUnavailable>(keys) }
+    };
+    let guard = Guard::builder(ISS, "unused", tessera_guard::Keys::provider(provider))
+        .any_audience()
+        .cache_size(0)
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route("/me", get(me).layer(RequireScope::any(["admin"])))
+        .layer(GuardLayer::new(guard));
+    let for_api = |key: &SigningKey, aud: &str| sign(key, &claims("admin").audience(aud));
+    // Any audience, since it was waived.
+    for aud in ["store-api", ISS] {
+        let (status, _, body) = call(&app, "/me", &[&bearer(&for_api(&old, aud))]).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "alice via web"));
+    }
+    // The provider's answer changes: a key it no longer gives fails.
+    *ring.write().unwrap() = Arc::new(KeySet::new(vec![new.verifying_key().unwrap()]).unwrap());
+    let (status, challenge, body) = call(&app, "/me", &[&bearer(&for_api(&old, AUD))]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(challenge.starts_with("Bearer error=\"invalid_token\""));
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error"], "invalid_token");
+    let (status, _, _) = call(&app, "/me", &[&bearer(&for_api(&new, AUD))]).await;
+    assert_eq!(status, StatusCode::OK);
+    // Insufficient scope: 403 with a JSON body; no token: a bare challenge
+    // and no error information (RFC 6750 §3.1).
+    let reader = sign(&new, &claims("profile"));
+    let (status, _, body) = call(&app, "/me", &[&bearer(&reader)]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error"], "insufficient_scope");
+    let (status, challenge, body) = call(&app, "/me", &[]).await;
+    assert_eq!(
+        (status, challenge.as_str(), body.as_str()),
+        (StatusCode::UNAUTHORIZED, "Bearer", "")
+    );
+}

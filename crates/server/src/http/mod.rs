@@ -55,7 +55,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(self::metrics::metrics))
-        .merge(admin::routes())
+        .merge(admin::routes(&app))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn(edge::check))
         .layer(axum::middleware::from_fn(self::metrics::track))

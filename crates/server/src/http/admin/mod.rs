@@ -17,6 +17,8 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::json;
 
+use tessera_guard::{AccessToken, Guard, GuardLayer, Keys, Rejection, RequireScope};
+
 use super::App;
 use crate::admin::{Actor, AdminService, AuditSink};
 use crate::store::audit::Event;
@@ -27,10 +29,21 @@ pub const ADMIN_SCOPE: &str = "tessera:admin";
 /// The OpenAPI 3.1 description of this API.
 pub const OPENAPI: &str = include_str!("openapi.json");
 
-/// The admin routes.
-pub fn routes() -> Router<Arc<App>> {
-    Router::new()
-        .route("/admin/openapi.json", get(openapi))
+/// The admin routes: every one but the OpenAPI document behind
+/// `GuardLayer` (this server's live keys, its issuer, `at+jwt`, no leeway,
+/// any audience, no cache: admin calls are rare) and `RequireScope`.
+pub fn routes(app: &App) -> Router<Arc<App>> {
+    let keys = Arc::clone(&app.keys);
+    let ring = move |_kid: Option<&str>| {
+        let set = keys.verifying_keys();
+        async move { Ok::<_, tessera_guard::KeysUnavailable>(set) }
+    };
+    let guard = Guard::builder(app.config.issuer.clone(), "", Keys::provider(ring))
+        .any_audience()
+        .leeway(std::time::Duration::ZERO)
+        .cache_size(0)
+        .build();
+    let protected = Router::new()
         .route("/admin/users", get(users::list).post(users::add))
         .route(
             "/admin/users/{username}",
@@ -50,7 +63,20 @@ pub fn routes() -> Router<Arc<App>> {
         )
         .route("/admin/keys", get(keys::list))
         .route("/admin/keys/rotate", post(keys::rotate))
-        .route("/admin/audit", get(audit::list))
+        .route("/admin/audit", get(audit::list));
+    let protected = match guard {
+        Ok(guard) => protected
+            .layer(RequireScope::any([ADMIN_SCOPE]))
+            .layer(GuardLayer::new(guard)),
+        // The builder only refuses a leeway over its maximum; zero is not.
+        Err(e) => {
+            tracing::error!(error = %e, "admin API disabled: its guard could not be built");
+            Router::new()
+        }
+    };
+    Router::new()
+        .route("/admin/openapi.json", get(openapi))
+        .merge(protected)
 }
 
 /// Authorization: none (it describes the API, nothing more).
@@ -88,76 +114,41 @@ impl Admin {
     }
 }
 
-/// RFC 6750 §3.1 failures of the bearer token.
-#[derive(Debug)]
-pub enum BearerError {
-    /// No token, or not a valid, live token of this server (401).
-    InvalidToken(&'static str),
-    /// A valid token without the admin scope (403).
-    InsufficientScope,
-}
-
-impl IntoResponse for BearerError {
-    fn into_response(self) -> Response {
-        let (status, error, description) = match self {
-            BearerError::InvalidToken(why) => (StatusCode::UNAUTHORIZED, "invalid_token", why),
-            BearerError::InsufficientScope => (
-                StatusCode::FORBIDDEN,
-                "insufficient_scope",
-                "the token lacks the tessera:admin scope",
-            ),
-        };
-        let challenge = if status == StatusCode::FORBIDDEN {
-            format!("Bearer error=\"{error}\", scope=\"{ADMIN_SCOPE}\"")
-        } else {
-            format!("Bearer error=\"{error}\"")
-        };
-        let mut response = (
-            status,
-            Json(json!({ "error": error, "error_description": description })),
-        )
-            .into_response();
-        if let Ok(value) = HeaderValue::from_str(&challenge) {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, value);
-        }
-        response
-    }
-}
-
 impl FromRequestParts<Arc<App>> for Admin {
     type Rejection = Response;
 
+    /// The token [`GuardLayer`] verified (signature, issuer, `at+jwt`,
+    /// expiry) and [`RequireScope`] checked, still live: not revoked, its
+    /// client and user still standing. Refusals are the guard's RFC 6750
+    /// answers, the same as any API protected by `tessera-guard`.
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Admin, Response> {
-        let authorization = super::form::single_authorization(&parts.headers)
-            .map_err(IntoResponse::into_response)?;
-        let token = authorization
-            .as_ref()
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim())
-            .ok_or_else(|| {
-                BearerError::InvalidToken("a bearer token is required").into_response()
-            })?;
-        let (verified, _) = app
-            .access
-            .live(&app.db, &app.clients, token)
+        let token = AccessToken::from_request_parts(parts, app)
             .await
-            .map_err(|e| AdminError::from(e).into_response())?
-            .ok_or_else(|| {
-                BearerError::InvalidToken(
-                    "the token is not valid, was revoked, or its client or user is gone",
-                )
-                .into_response()
-            })?;
-        let scopes = &verified.claims.custom.scope;
-        if !scopes.split(' ').any(|s| s == ADMIN_SCOPE) {
-            return Err(BearerError::InsufficientScope.into_response());
+            .map_err(IntoResponse::into_response)?;
+        let jti = token
+            .claims()
+            .get("jti")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
+        let standing = app
+            .access
+            .standing(
+                &app.db,
+                &app.clients,
+                jti,
+                token.client_id().unwrap_or_default(),
+                token.subject(),
+            )
+            .await
+            .map_err(|e| AdminError::from(e).into_response())?;
+        if standing.is_none() {
+            return Err(Rejection::InvalidToken {
+                description: "the access token is invalid",
+            }
+            .into_response());
         }
         Ok(Admin {
-            subject: verified.claims.sub.clone().unwrap_or_default(),
+            subject: token.subject().unwrap_or_default().to_owned(),
         })
     }
 }
