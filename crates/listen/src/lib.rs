@@ -24,7 +24,7 @@
 //! # async fn run(router: axum::Router) -> std::io::Result<()> {
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! let limits = tessera_listen::Limits::for_this_process(64);
-//! tessera_listen::serve(listener, router, limits, std::future::pending()).await
+//! tessera_listen::serve(listener, router, limits, tessera_listen::shutdown_signal()).await
 //! # }
 //! ```
 
@@ -189,4 +189,30 @@ pub async fn serve(
         );
     }
     Ok(())
+}
+
+/// Completes on Ctrl-C or, on Unix, SIGTERM: the usual `shutdown` for
+/// [`serve`]. A signal that cannot be listened for never fires (rather
+/// than stopping the server at once).
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
 }

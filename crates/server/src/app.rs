@@ -14,7 +14,6 @@ use crate::grant::refresh::Rotate;
 use crate::keys::Keys;
 use crate::logins::LoginLimiter;
 use crate::password::Passwords;
-use crate::secret::MasterKey;
 use crate::store::audit::AuditQueue;
 use crate::store::clients::ClientCache;
 use crate::store::refresh::RefreshPolicy;
@@ -98,11 +97,11 @@ impl App {
     }
 
     /// What the refresh grant needs.
-    pub fn rotate<'a>(&'a self, master: &'a Arc<MasterKey>) -> Rotate<'a> {
+    pub fn rotate(&self) -> Rotate<'_> {
         Rotate {
             db: &self.db,
             policy: &self.refresh,
-            master,
+            master: self.keys.master(),
             audit: &self.audit,
         }
     }

@@ -65,20 +65,6 @@ pub enum MasterKeySource {
 }
 
 impl MasterKey {
-    /// Load the master key, creating the file on first start.
-    ///
-    /// Creating is only right for a database that holds nothing sealed
-    /// yet: the server calls [`MasterKey::load_existing`] and decides.
-    pub fn load(source: &MasterKeySource) -> Result<MasterKey, Error> {
-        match MasterKey::load_existing(source)? {
-            Some(key) => Ok(key),
-            None => match source {
-                MasterKeySource::File(path) => MasterKey::create(path),
-                MasterKeySource::Value(_) => Err(Error::MasterKey("no master key".into())),
-            },
-        }
-    }
-
     /// Load the master key; `None` when its file does not exist.
     pub fn load_existing(source: &MasterKeySource) -> Result<Option<MasterKey>, Error> {
         match source {
@@ -207,9 +193,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("master.key");
         let source = MasterKeySource::File(path.clone());
-        let first = MasterKey::load(&source).unwrap();
+        assert!(MasterKey::load_existing(&source).unwrap().is_none());
+        let first = MasterKey::create(&path).unwrap();
         let sealed = first.seal("k", b"x").unwrap();
-        let again = MasterKey::load(&source).unwrap();
+        let again = MasterKey::load_existing(&source).unwrap().unwrap();
+        // Never over a key that exists.
+        assert!(MasterKey::create(&path).is_err());
         assert_eq!(&again.open("k", &sealed).unwrap()[..], b"x");
         #[cfg(unix)]
         {

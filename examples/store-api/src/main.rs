@@ -56,28 +56,12 @@ async fn main() -> anyhow::Result<()> {
     // Header, idle and request timeouts and a connection limit, which
     // `axum::serve` does not set.
     let limits = tessera_listen::Limits::for_this_process(16);
-    tessera_listen::serve(listener, store_api::app(db, guard), limits, shutdown()).await?;
+    tessera_listen::serve(
+        listener,
+        store_api::app(db, guard),
+        limits,
+        tessera_listen::shutdown_signal(),
+    )
+    .await?;
     Ok(())
-}
-
-/// Ctrl-C or SIGTERM.
-async fn shutdown() {
-    let interrupt = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {}
-        () = terminate => {}
-    }
 }

@@ -18,7 +18,7 @@ pub struct Rotate<'a> {
     /// Their lifetimes and grace window.
     pub policy: &'a RefreshPolicy,
     /// Seals a successor for the grace window.
-    pub master: &'a Arc<MasterKey>,
+    pub master: Arc<MasterKey>,
     /// The audit trail.
     pub audit: &'a AuditQueue,
 }
@@ -41,7 +41,7 @@ pub async fn grant(request: &TokenRequest<'_>, rotate: Rotate<'_>) -> Result<Gra
         client_scopes: &client.scopes,
         requested: requested.as_ref(),
     };
-    let rotated = match refresh::rotate(rotate.db, rotation, rotate.policy, rotate.master).await? {
+    let rotated = match refresh::rotate(rotate.db, rotation, rotate.policy, &rotate.master).await? {
         Ok(rotated) => rotated,
         Err(refused) => {
             metrics::counter!("tessera_token_failures_total", "reason" => refused.reason())

@@ -5,7 +5,7 @@
 //! once, rather than read first).
 
 use axum::extract::Request;
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use percent_encoding::percent_decode_str;
@@ -26,10 +26,10 @@ pub async fn check(request: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
-        let mut error =
-            OAuthError::invalid_request(format!("the body is larger than {BODY_LIMIT} bytes"));
-        error.status = StatusCode::PAYLOAD_TOO_LARGE;
-        return error.into_response();
+        return OAuthError::payload_too_large(format!(
+            "the body is larger than {BODY_LIMIT} bytes"
+        ))
+        .into_response();
     }
     next.run(request).await
 }

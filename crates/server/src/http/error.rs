@@ -68,6 +68,15 @@ impl OAuthError {
         OAuthError::new("invalid_scope", StatusCode::BAD_REQUEST, description)
     }
 
+    /// A body over the size limit (413, code `invalid_request`).
+    pub fn payload_too_large(description: impl Into<String>) -> OAuthError {
+        OAuthError::new(
+            "invalid_request",
+            StatusCode::PAYLOAD_TOO_LARGE,
+            description,
+        )
+    }
+
     /// Too many failed logins (429 with `Retry-After`).
     pub fn too_many_attempts(retry_after: u64) -> OAuthError {
         OAuthError {

@@ -138,12 +138,12 @@ impl<S: Send + Sync> FromRequest<S> for OAuthForm {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip());
         let body = Bytes::from_request(req, state).await.map_err(|e| {
-            let mut error = OAuthError::invalid_request(format!("unreadable body: {e}"));
             // Too large is 413, whatever else went wrong is 400.
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                error.status = StatusCode::PAYLOAD_TOO_LARGE;
+                OAuthError::payload_too_large(format!("unreadable body: {e}"))
+            } else {
+                OAuthError::invalid_request(format!("unreadable body: {e}"))
             }
-            error
         })?;
         OAuthForm::parse(&body, authorization, peer)
     }

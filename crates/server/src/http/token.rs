@@ -81,7 +81,7 @@ pub async fn token(State(app): State<Arc<App>>, form: OAuthForm) -> Result<Respo
     let granted = match grant {
         GrantType::ClientCredentials => client_credentials::grant(&request),
         GrantType::Password => password::grant(&request, app.login()).await,
-        GrantType::RefreshToken => refresh::grant(&request, app.rotate(&app.keys.master())).await,
+        GrantType::RefreshToken => refresh::grant(&request, app.rotate()).await,
         GrantType::JwtBearer => match &assertion {
             Some(assertion) => {
                 jwt_bearer::grant(&request, &assertion.subject, &app.db, &app.audit).await

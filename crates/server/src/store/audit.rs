@@ -245,11 +245,11 @@ async fn drain(
 /// unavailable; at shutdown, retry for [`SHUTDOWN_GRACE`] at most.
 async fn write_batch(db: &Db, batch: &mut Vec<(i64, Event)>, shutting_down: &AtomicBool) {
     let mut backoff = Duration::from_millis(100);
-    let mut given_up_at = None;
+    let mut retrying_since: Option<Instant> = None;
     loop {
         match record_all(db, batch).await {
             Ok(()) => {
-                if given_up_at.is_some() || backoff > Duration::from_millis(100) {
+                if backoff > Duration::from_millis(100) {
                     tracing::info!(count = batch.len(), "audit events written after a retry");
                 }
                 batch.clear();
@@ -264,8 +264,8 @@ async fn write_batch(db: &Db, batch: &mut Vec<(i64, Event)>, shutting_down: &Ato
                     );
                 }
                 if shutting_down.load(Ordering::Relaxed) {
-                    let deadline = *given_up_at.get_or_insert_with(Instant::now);
-                    if deadline.elapsed() >= SHUTDOWN_GRACE {
+                    let since = *retrying_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= SHUTDOWN_GRACE {
                         for (at, event) in batch.drain(..) {
                             log_unwritten(at, &event, "database unavailable at shutdown");
                         }
