@@ -42,10 +42,10 @@ pub fn decode_to_slice(text: &[u8], out: &mut [u8]) -> Option<usize> {
 /// fit (the common case for token parts), on the heap otherwise.
 pub(crate) fn with_decoded<const STACK: usize, R>(
     text: &str,
-    part: crate::Part,
+    input: crate::Input,
     f: impl FnOnce(&[u8]) -> Result<R, crate::Error>,
 ) -> Result<R, crate::Error> {
-    let invalid = || crate::Error::Base64 { part };
+    let invalid = || crate::Error::Base64 { input };
     if decoded_len(text.len()).ok_or_else(invalid)? <= STACK {
         let mut buf = [0u8; STACK];
         let len = decode_to_slice(text.as_bytes(), &mut buf).ok_or_else(invalid)?;

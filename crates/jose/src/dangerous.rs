@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::error::Part;
+use crate::error::Input;
 use crate::jws::{Header, Limits};
 use crate::Error;
 
@@ -19,6 +19,6 @@ pub fn decode_unverified(token: &str) -> Result<(Header, Vec<u8>), Error> {
 pub fn decode_unverified_claims(token: &str) -> Result<(Header, Map<String, Value>), Error> {
     let limits = Limits::default();
     let (header, payload) = crate::jws::decode_unverified(token, &limits)?;
-    let claims = crate::json::object(&payload, Part::Payload, limits.depth())?;
+    let claims = crate::json::object(&payload, Input::Payload, limits.depth())?;
     Ok((header, claims))
 }

@@ -10,9 +10,10 @@ use std::fmt;
 use crate::alg::Algorithm;
 use crate::time::{describe_span, NumericDate};
 
-/// Which part of a compact JWS a problem was found in.
+/// Which input a problem was found in: one of the three segments of a
+/// compact JWS, or a JSON Web Key (alone or in a set).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Part {
+pub enum Input {
     /// The protected header (first segment).
     Header,
     /// The payload (second segment).
@@ -23,13 +24,13 @@ pub enum Part {
     Jwk,
 }
 
-impl fmt::Display for Part {
+impl fmt::Display for Input {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Part::Header => "header",
-            Part::Payload => "payload",
-            Part::Signature => "signature",
-            Part::Jwk => "JWK",
+            Input::Header => "header",
+            Input::Payload => "payload",
+            Input::Signature => "signature",
+            Input::Jwk => "JWK",
         })
     }
 }
@@ -46,11 +47,11 @@ pub enum Error {
         /// The limit.
         max: usize,
     },
-    /// One decoded part is longer than its limit.
-    #[error("{part} is {len} bytes, over the limit of {max}")]
+    /// One decoded segment is longer than its limit.
+    #[error("{input} is {len} bytes, over the limit of {max}")]
     PartTooLarge {
-        /// The part.
-        part: Part,
+        /// Where.
+        input: Input,
         /// Its length in bytes.
         len: usize,
         /// The limit.
@@ -63,32 +64,32 @@ pub enum Error {
         reason: &'static str,
     },
     /// A segment is not strict, unpadded, canonical base64url.
-    #[error("{part} is not valid unpadded base64url")]
+    #[error("{input} is not valid unpadded base64url")]
     Base64 {
         /// The segment.
-        part: Part,
+        input: Input,
     },
-    /// A part is not valid JSON, or not a JSON object.
-    #[error("{part} is not valid JSON: {reason}")]
+    /// An input is not valid JSON, or not a JSON object.
+    #[error("{input} is not valid JSON: {reason}")]
     Json {
-        /// The part.
-        part: Part,
+        /// Where.
+        input: Input,
         /// What the parser said.
         reason: String,
     },
     /// A JSON object repeats a member name.
-    #[error("{part} has the member {name:?} more than once")]
+    #[error("{input} has the member {name:?} more than once")]
     DuplicateMember {
-        /// The part.
-        part: Part,
+        /// Where.
+        input: Input,
         /// The repeated name.
         name: String,
     },
     /// JSON nesting is deeper than the limit.
-    #[error("{part} nests deeper than {max} levels")]
+    #[error("{input} nests deeper than {max} levels")]
     TooDeep {
-        /// The part.
-        part: Part,
+        /// Where.
+        input: Input,
         /// The limit.
         max: usize,
     },
@@ -295,10 +296,10 @@ pub enum Error {
         reason: String,
     },
     /// A header or claims value could not be serialized to JSON.
-    #[error("could not serialize {part} to JSON: {reason}")]
+    #[error("could not serialize {input} to JSON: {reason}")]
     Serialize {
-        /// The part.
-        part: Part,
+        /// Where.
+        input: Input,
         /// What serde said.
         reason: String,
     },

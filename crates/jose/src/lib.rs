@@ -22,6 +22,18 @@
 //!   [`Error::code`]s; a bad signature says nothing more.
 //!
 //! See [`jwt`] for an end-to-end example.
+//!
+//! ## Where things are
+//!
+//! Every public item has exactly one path. What a JWT user needs is at the
+//! root: keys ([`SigningKey`], [`VerifyingKey`], [`Secret`]), JWKs and key
+//! sets ([`Jwk`], [`JwkSet`], [`KeySet`]), claims and their validation
+//! ([`Claims`], [`Validation`], [`Token`]), [`Error`] and clocks. The
+//! modules hold the operations and the layers below: [`jwt`] signs and
+//! verifies tokens, [`jws`] is the JWS layer with its own types (header,
+//! limits, options), [`b64`] the strict base64url, [`dangerous`] reading
+//! without verifying. Types are not re-exported a second time, so an error
+//! message or a docs search names one place.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -31,16 +43,17 @@ pub mod b64;
 pub mod dangerous;
 mod error;
 mod json;
-pub mod jwk;
+mod jwk;
 pub mod jws;
 pub mod jwt;
 mod key;
 mod time;
 
 pub use alg::{Algorithm, Curve, KeyType};
-pub use error::{Error, Part};
-pub use jwk::{Jwk, JwkSet, KeySet};
-pub use jwt::{Audience, Claims, NoCustomClaims, Token, Validation};
+pub use error::{Error, Input};
+pub use jwk::{Jwk, JwkSet, KeySet, SkippedKey};
+pub use jwt::claims::{Audience, Claims, NoCustomClaims, Token};
+pub use jwt::validation::Validation;
 pub use key::{PemKind, Secret, SigningKey, VerifyingKey};
 pub use time::{describe_span, Clock, FixedClock, NumericDate, SystemClock};
 

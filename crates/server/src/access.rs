@@ -43,7 +43,7 @@ pub struct AccessClaims {
 }
 
 /// A verified access token of this server.
-pub type AccessToken = Arc<jwt::Token<AccessClaims>>;
+pub type AccessToken = Arc<tessera_jose::Token<AccessClaims>>;
 
 /// What to put in a new access token.
 #[derive(Clone, Debug)]

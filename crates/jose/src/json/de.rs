@@ -301,13 +301,13 @@ mod tests {
     use serde_json::Value as Json;
 
     use super::*;
-    use crate::error::Part;
+    use crate::error::Input;
     use crate::json::scan;
 
     /// `build` over `text`, which the scanner must accept.
     fn ours<T: DeserializeOwned>(text: &[u8]) -> Result<T, Error> {
         let mut members = Vec::new();
-        scan::object(text, Part::Payload, 16, |m| {
+        scan::object(text, Input::Payload, 16, |m| {
             members.push(m);
             Ok(())
         })
@@ -469,7 +469,7 @@ mod tests {
         }
         let text = br#"{"a":"plain"}"#;
         let mut members = Vec::new();
-        scan::object(text, Part::Payload, 4, |m| {
+        scan::object(text, Input::Payload, 4, |m| {
             members.push(m);
             Ok(())
         })

@@ -13,7 +13,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::error::{Error, Part};
+use crate::error::{Error, Input};
 
 pub(crate) mod de;
 pub(crate) mod scan;
@@ -21,24 +21,27 @@ pub(crate) mod scan;
 /// Parse `bytes` as one strict JSON object.
 pub(crate) fn object(
     bytes: &[u8],
-    part: Part,
+    input: Input,
     max_depth: usize,
 ) -> Result<Map<String, Value>, Error> {
-    scan::object(bytes, part, max_depth, |_| Ok(()))?;
-    build(bytes, part)
+    scan::object(bytes, input, max_depth, |_| Ok(()))?;
+    build(bytes, input)
 }
 
 /// Build a value from text the scanner has accepted.
-pub(crate) fn build<T: serde::de::DeserializeOwned>(bytes: &[u8], part: Part) -> Result<T, Error> {
+pub(crate) fn build<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    input: Input,
+) -> Result<T, Error> {
     serde_json::from_slice(bytes).map_err(|e| Error::Json {
-        part,
+        input,
         reason: e.to_string(),
     })
 }
 
 /// Check that `bytes` is one strict JSON value, without building it.
-pub(crate) fn check(bytes: &[u8], part: Part, max_depth: usize) -> Result<(), Error> {
-    scan::value(bytes, part, max_depth).map(drop)
+pub(crate) fn check(bytes: &[u8], input: Input, max_depth: usize) -> Result<(), Error> {
+    scan::value(bytes, input, max_depth).map(drop)
 }
 
 #[cfg(test)]
@@ -54,8 +57,8 @@ mod tests {
             (r#"{"\u0061":1,"a":2}"#, "a"),
         ] {
             for result in [
-                check(doc.as_bytes(), Part::Payload, 16),
-                object(doc.as_bytes(), Part::Payload, 16).map(|_| ()),
+                check(doc.as_bytes(), Input::Payload, 16),
+                object(doc.as_bytes(), Input::Payload, 16).map(|_| ()),
             ] {
                 match result {
                     Err(Error::DuplicateMember { name: n, .. }) => assert_eq!(n, name),
@@ -68,15 +71,15 @@ mod tests {
     #[test]
     fn depth_is_bounded() {
         let deep = format!("{}1{}", "[".repeat(5), "]".repeat(5));
-        assert!(check(deep.as_bytes(), Part::Payload, 5).is_ok());
+        assert!(check(deep.as_bytes(), Input::Payload, 5).is_ok());
         assert!(matches!(
-            check(deep.as_bytes(), Part::Payload, 4),
+            check(deep.as_bytes(), Input::Payload, 4),
             Err(Error::TooDeep { max: 4, .. })
         ));
         let objects = r#"{"a":{"b":{"c":{}}}}"#;
-        assert!(object(objects.as_bytes(), Part::Header, 4).is_ok());
+        assert!(object(objects.as_bytes(), Input::Header, 4).is_ok());
         assert!(matches!(
-            object(objects.as_bytes(), Part::Header, 3),
+            object(objects.as_bytes(), Input::Header, 3),
             Err(Error::TooDeep { .. })
         ));
     }
@@ -86,14 +89,14 @@ mod tests {
         for bad in ["", "{", "{} x", "{\"a\":}", "[1,]", "\"\\ud800\""] {
             assert!(
                 matches!(
-                    check(bad.as_bytes(), Part::Header, 8),
+                    check(bad.as_bytes(), Input::Header, 8),
                     Err(Error::Json { .. })
                 ),
                 "{bad:?}"
             );
         }
         assert!(matches!(
-            object(b"[1]", Part::Header, 8),
+            object(b"[1]", Input::Header, 8),
             Err(Error::Json { .. })
         ));
     }

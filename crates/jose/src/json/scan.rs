@@ -20,7 +20,7 @@
 use std::borrow::Cow;
 use std::collections::HashSet;
 
-use crate::error::{Error, Part};
+use crate::error::{Error, Input};
 
 /// Nesting is never deeper than this, whatever the caller's limit, so the
 /// scanner's recursion stays bounded (it is also `serde_json`'s own limit).
@@ -75,11 +75,11 @@ fn unescape(raw: &str) -> Option<String> {
 /// `d < max_depth`.
 pub(crate) fn object<'a>(
     bytes: &'a [u8],
-    part: Part,
+    input: Input,
     max_depth: usize,
     mut each: impl FnMut(Member<'a>) -> Result<(), Error>,
 ) -> Result<(), Error> {
-    let mut s = Scanner::new(bytes, part, max_depth)?;
+    let mut s = Scanner::new(bytes, input, max_depth)?;
     s.skip_ws();
     if s.peek() != Some(b'{') {
         return Err(s.syntax("expected a JSON object"));
@@ -93,8 +93,8 @@ pub(crate) fn object<'a>(
 }
 
 /// Check `bytes` as one JSON value of any type.
-pub(crate) fn value(bytes: &[u8], part: Part, max_depth: usize) -> Result<Kind, Error> {
-    let mut s = Scanner::new(bytes, part, max_depth)?;
+pub(crate) fn value(bytes: &[u8], input: Input, max_depth: usize) -> Result<Kind, Error> {
+    let mut s = Scanner::new(bytes, input, max_depth)?;
     s.skip_ws();
     let kind = s.value(0)?;
     s.end()?;
@@ -192,7 +192,7 @@ struct Scanner<'a> {
     text: &'a str,
     bytes: &'a [u8],
     pos: usize,
-    part: Part,
+    input: Input,
     max_depth: usize,
 }
 
@@ -223,16 +223,16 @@ fn needs_look(word: u64) -> u64 {
 }
 
 impl<'a> Scanner<'a> {
-    fn new(bytes: &'a [u8], part: Part, max_depth: usize) -> Result<Scanner<'a>, Error> {
+    fn new(bytes: &'a [u8], input: Input, max_depth: usize) -> Result<Scanner<'a>, Error> {
         let text = std::str::from_utf8(bytes).map_err(|e| Error::Json {
-            part,
+            input,
             reason: format!("invalid UTF-8 at byte {}", e.valid_up_to()),
         })?;
         Ok(Scanner {
             text,
             bytes,
             pos: 0,
-            part,
+            input,
             max_depth: max_depth.min(HARD_MAX_DEPTH),
         })
     }
@@ -245,7 +245,7 @@ impl<'a> Scanner<'a> {
             format!("{what} at byte {}", self.pos)
         };
         Error::Json {
-            part: self.part,
+            input: self.input,
             reason,
         }
     }
@@ -275,7 +275,7 @@ impl<'a> Scanner<'a> {
     fn enter(&self, depth: usize) -> Result<(), Error> {
         if depth >= self.max_depth {
             Err(Error::TooDeep {
-                part: self.part,
+                input: self.input,
                 max: self.max_depth,
             })
         } else {
@@ -337,7 +337,7 @@ impl<'a> Scanner<'a> {
             let name = self.name(start, escaped)?;
             if !seen.insert(self.text, name.clone(), start + 1) {
                 return Err(Error::DuplicateMember {
-                    part: self.part,
+                    input: self.input,
                     name: name.into_owned(),
                 });
             }
@@ -563,7 +563,7 @@ mod tests {
 
     fn members(text: &str, depth: usize) -> Result<Vec<(String, Kind, String)>, Error> {
         let mut out = Vec::new();
-        object(text.as_bytes(), Part::Payload, depth, |m| {
+        object(text.as_bytes(), Input::Payload, depth, |m| {
             out.push((m.name.into_owned(), m.kind, m.raw.to_owned()));
             Ok(())
         })?;
@@ -571,7 +571,7 @@ mod tests {
     }
 
     fn accepts(text: &str) -> bool {
-        value(text.as_bytes(), Part::Payload, 16).is_ok()
+        value(text.as_bytes(), Input::Payload, 16).is_ok()
     }
 
     #[test]
@@ -595,7 +595,7 @@ mod tests {
         let mut strings = Vec::new();
         object(
             br#"{"p":"plain","q":"tab\tand \u00e9"}"#,
-            Part::Header,
+            Input::Header,
             4,
             |m| {
                 strings.push(m.as_str().map(Cow::into_owned));
@@ -680,11 +680,11 @@ mod tests {
             assert!(serde_json::from_str::<Value>(bad).is_err(), "{bad:?}");
         }
         assert!(matches!(
-            value(b"\"\xff\"", Part::Payload, 4),
+            value(b"\"\xff\"", Input::Payload, 4),
             Err(Error::Json { .. })
         ));
         assert!(matches!(
-            object(b"[1]", Part::Payload, 4, |_| Ok(())),
+            object(b"[1]", Input::Payload, 4, |_| Ok(())),
             Err(Error::Json { .. })
         ));
     }
@@ -721,7 +721,7 @@ mod tests {
         // A limit past the hard one is the hard one: no deep recursion.
         let deep = "[".repeat(100_000);
         assert!(matches!(
-            value(deep.as_bytes(), Part::Payload, usize::MAX),
+            value(deep.as_bytes(), Input::Payload, usize::MAX),
             Err(Error::TooDeep {
                 max: HARD_MAX_DEPTH,
                 ..
@@ -842,13 +842,13 @@ mod tests {
         /// serde_json would refuse.
         #[test]
         fn arbitrary_bytes_get_an_answer(bytes in prop::collection::vec(any::<u8>(), 0..64), depth in 0usize..4) {
-            if value(&bytes, Part::Payload, depth).is_ok() {
+            if value(&bytes, Input::Payload, depth).is_ok() {
                 prop_assert!(serde_json::from_slice::<Value>(&bytes).is_ok());
             }
             let mut wrapped = b"{\"k\":".to_vec();
             wrapped.extend_from_slice(&bytes);
             wrapped.push(b'}');
-            if object(&wrapped, Part::Payload, depth + 1, |_| Ok(())).is_ok() {
+            if object(&wrapped, Input::Payload, depth + 1, |_| Ok(())).is_ok() {
                 prop_assert!(serde_json::from_slice::<Value>(&wrapped).is_ok());
             }
         }
@@ -871,7 +871,7 @@ mod tests {
                     _ => text.push(byte),
                 }
             }
-            if value(&text, Part::Payload, 16).is_ok() {
+            if value(&text, Input::Payload, 16).is_ok() {
                 prop_assert!(serde_json::from_slice::<Value>(&text).is_ok(), "{}", String::from_utf8_lossy(&text));
             }
         }

@@ -17,18 +17,25 @@ use serde_json::{Map, Value};
 
 use crate::alg::{Algorithm, Curve, KeyType};
 use crate::b64;
-use crate::error::Part;
+use crate::error::Input;
 use crate::key::{PrivateParts, PublicParts, Secret};
 use crate::Error;
 
 pub(crate) use set::select;
 pub use set::{JwkSet, KeySet, SkippedKey};
-pub use thumbprint::thumbprint;
+use thumbprint::thumbprint;
 
 /// Default depth limit for JWK and JWKS documents.
 pub(crate) const MAX_JWK_DEPTH: usize = 8;
 
-/// A JSON Web Key.
+/// A JSON Web Key (RFC 7517, with the key types of RFC 7518 §6 and
+/// RFC 8037).
+///
+/// [`Jwk::to_verifying_key`] and [`Jwk::to_signing_key`] turn it into a
+/// usable key, checking that its `kty`, `crv`, `alg`, `use` and `key_ops`
+/// all agree with the algorithm. `x5c`, `x5t`, `x5t#S256` and `x5u` are
+/// kept and written back but never used to decide whether a signature is
+/// trusted.
 ///
 /// Binary members are held decoded; private ones (`d`, `p`, `q`, `dp`, `dq`,
 /// `qi`, `k`) as [`Secret`]s, which zeroize on drop and print redacted.
@@ -80,7 +87,7 @@ const BINARY_PRIVATE: [&str; 7] = ["d", "p", "q", "dp", "dq", "qi", "k"];
 impl Jwk {
     /// Parse one JWK from JSON text, strictly (no repeated members).
     pub fn from_json(text: &str) -> Result<Jwk, Error> {
-        let map = crate::json::object(text.as_bytes(), Part::Jwk, MAX_JWK_DEPTH)?;
+        let map = crate::json::object(text.as_bytes(), Input::Jwk, MAX_JWK_DEPTH)?;
         Jwk::from_map(map)
     }
 

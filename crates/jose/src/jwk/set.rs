@@ -4,7 +4,7 @@ use serde_json::{Map, Value};
 
 use super::{Jwk, MAX_JWK_DEPTH};
 use crate::alg::{Algorithm, KeyType};
-use crate::error::Part;
+use crate::error::Input;
 use crate::key::VerifyingKey;
 use crate::Error;
 
@@ -62,7 +62,7 @@ impl JwkSet {
     /// Parse `{"keys":[…]}` strictly. The document itself must be sound;
     /// keys that are not usable JWKs are skipped and reported.
     pub fn from_json(text: &str) -> Result<JwkSet, Error> {
-        let mut doc = crate::json::object(text.as_bytes(), Part::Jwk, MAX_JWK_DEPTH + 2)?;
+        let mut doc = crate::json::object(text.as_bytes(), Input::Jwk, MAX_JWK_DEPTH + 2)?;
         let keys = match doc.remove("keys") {
             Some(Value::Array(keys)) => keys,
             Some(_) => {

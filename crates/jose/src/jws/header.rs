@@ -4,7 +4,7 @@ use serde::ser::SerializeMap;
 use serde_json::{Map, Value};
 
 use crate::alg::Algorithm;
-use crate::error::Part;
+use crate::error::Input;
 use crate::json;
 use crate::json::scan::{self, Kind};
 use crate::key::SigningKey;
@@ -119,7 +119,7 @@ impl Header {
         let mut alg = None;
         let (mut typ, mut cty, mut kid, mut crit) = (None, None, None, None);
         let mut extra = Map::new();
-        scan::object(bytes, Part::Header, max_depth, |member| {
+        scan::object(bytes, Input::Header, max_depth, |member| {
             let text = |name| {
                 member
                     .as_str()
@@ -138,7 +138,7 @@ impl Header {
                         Some(list.ok_or_else(|| invalid("crit", "must be an array of strings"))?);
                 }
                 _ => {
-                    let value = json::build(member.raw.as_bytes(), Part::Header)?;
+                    let value = json::build(member.raw.as_bytes(), Input::Header)?;
                     extra.insert(member.name.into_owned(), value);
                 }
             }

@@ -25,7 +25,7 @@ pub use header::Header;
 
 use crate::alg::Algorithm;
 use crate::b64;
-use crate::error::Part;
+use crate::error::Input;
 use crate::jwk::KeySet;
 use crate::key::{SigningKey, VerifyingKey};
 use crate::Error;
@@ -102,7 +102,7 @@ impl VerifyOptions {
 
     /// Replace the limits.
     #[must_use]
-    pub fn limits(mut self, limits: Limits) -> VerifyOptions {
+    pub fn with_limits(mut self, limits: Limits) -> VerifyOptions {
         self.limits = limits;
         self
     }
@@ -126,7 +126,7 @@ impl VerifyOptions {
     }
 
     /// The limits in force.
-    pub fn get_limits(&self) -> &Limits {
+    pub fn limits(&self) -> &Limits {
         &self.limits
     }
 
@@ -205,7 +205,7 @@ pub fn sign(header: &Header, payload: &[u8], key: &SigningKey) -> Result<String,
     }
     header.check_for_signing()?;
     let header_json = serde_json::to_vec(header).map_err(|e| Error::Serialize {
-        part: Part::Header,
+        input: Input::Header,
         reason: e.to_string(),
     })?;
     sign_parts(&header_json, payload, key)
@@ -296,21 +296,22 @@ impl<'t> Unverified<'t> {
                 reason: "the signature segment is empty (unsigned tokens are never accepted)",
             });
         }
-        let header_len =
-            b64::decoded_len(header.len()).ok_or(Error::Base64 { part: Part::Header })?;
+        let header_len = b64::decoded_len(header.len()).ok_or(Error::Base64 {
+            input: Input::Header,
+        })?;
         if header_len > limits.max_header_len {
             return Err(Error::PartTooLarge {
-                part: Part::Header,
+                input: Input::Header,
                 len: header_len,
                 max: limits.max_header_len,
             });
         }
         let payload_len = b64::decoded_len(payload.len()).ok_or(Error::Base64 {
-            part: Part::Payload,
+            input: Input::Payload,
         })?;
         if payload_len > limits.max_payload_len {
             return Err(Error::PartTooLarge {
-                part: Part::Payload,
+                input: Input::Payload,
                 len: payload_len,
                 max: limits.max_payload_len,
             });
@@ -338,7 +339,7 @@ impl<'t> Unverified<'t> {
     ) -> Result<Verified, Error> {
         self.check_signature(keys, options)?;
         let payload = b64::decode(self.payload).ok_or(Error::Base64 {
-            part: Part::Payload,
+            input: Input::Payload,
         })?;
         Ok(Verified {
             header: self.header,
@@ -372,12 +373,12 @@ impl<'t> Unverified<'t> {
         }
         if b64::decoded_len(self.signature.len()).is_none_or(|len| len > MAX_SIGNATURE_LEN) {
             return Err(Error::Base64 {
-                part: Part::Signature,
+                input: Input::Signature,
             });
         }
         // On the stack up to the longest ECDSA signature (P-521); RSA
         // signatures take the heap, which their own cost dwarfs.
-        b64::with_decoded::<132, _>(self.signature, Part::Signature, |signature| {
+        b64::with_decoded::<132, _>(self.signature, Input::Signature, |signature| {
             key.verify(self.signing_input.as_bytes(), signature)
         })
     }
@@ -433,7 +434,7 @@ pub fn decode_header(token: &str) -> Result<Header, Error> {
 pub(crate) fn decode_unverified(token: &str, limits: &Limits) -> Result<(Header, Vec<u8>), Error> {
     let unverified = Unverified::parse(token, limits)?;
     let payload = b64::decode(unverified.payload).ok_or(Error::Base64 {
-        part: Part::Payload,
+        input: Input::Payload,
     })?;
     Ok((Arc::unwrap_or_clone(unverified.header), payload))
 }

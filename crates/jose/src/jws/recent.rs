@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use super::Header;
 use crate::b64;
-use crate::error::Part;
+use crate::error::Input;
 use crate::Error;
 
 /// Headers kept per thread (tokens of a few issuers, or a key rotation).
@@ -48,7 +48,7 @@ thread_local! {
 
 /// Decode and strictly parse an encoded header segment.
 fn parse(encoded: &str, max_depth: usize) -> Result<Header, Error> {
-    b64::with_decoded::<256, _>(encoded, Part::Header, |bytes| {
+    b64::with_decoded::<256, _>(encoded, Input::Header, |bytes| {
         Header::parse(bytes, max_depth)
     })
 }

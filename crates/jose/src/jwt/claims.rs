@@ -1,14 +1,29 @@
 //! JWT claims (RFC 7519 §4): the registered ones typed, the rest the
-//! caller's own serde type.
+//! caller's own serde type; and the verified token that carries them.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::json::scan::{Kind, Member};
+use crate::jws::Header;
 use crate::time::NumericDate;
 use crate::Error;
+
+/// A verified, validated token.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Token<T> {
+    /// The protected header. Shared: an issuer signs its tokens under one
+    /// header, byte for byte, so a verifying thread keeps the last few it
+    /// parsed and each token it verifies points at the one it has instead
+    /// of carrying a copy. Read it as a `Header` through the `Arc`;
+    /// [`Arc::unwrap_or_clone`] gives one of your own.
+    pub header: Arc<Header>,
+    /// The claims.
+    pub claims: Claims<T>,
+}
 
 /// The `aud` claim: one audience or several (RFC 7519 §4.1.3).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -21,19 +21,19 @@
 //! # Ok::<(), tessera_jose::Error>(())
 //! ```
 
-mod claims;
+pub(crate) mod claims;
 mod read;
-mod validation;
-
-use std::sync::Arc;
+pub(crate) mod validation;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-pub use claims::{Audience, Claims, NoCustomClaims};
-pub use validation::{CheckFn, Validation, MAX_LEEWAY};
+pub use validation::MAX_LEEWAY;
 
-use crate::error::Part;
+use claims::{Claims, Token};
+use validation::Validation;
+
+use crate::error::Input;
 use crate::jws::{self, Header, KeySource};
 use crate::key::SigningKey;
 use crate::Error;
@@ -45,19 +45,6 @@ pub fn random_id() -> Result<String, Error> {
         operation: "random generation",
     })?;
     Ok(crate::b64::encode(bytes))
-}
-
-/// A verified, validated token.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Token<T> {
-    /// The protected header. Shared: an issuer signs its tokens under one
-    /// header, byte for byte, so a verifying thread keeps the last few it
-    /// parsed and each token it verifies points at the one it has instead
-    /// of carrying a copy. Read it as a `Header` through the `Arc`;
-    /// [`Arc::unwrap_or_clone`] gives one of your own.
-    pub header: Arc<Header>,
-    /// The claims.
-    pub claims: Claims<T>,
 }
 
 /// Sign `claims` with `key`, under a header of the key's algorithm and
@@ -76,7 +63,7 @@ fn default_header_b64(key: &SigningKey) -> Result<&str, Error> {
     }
     let header = jws::Header::for_key(key).typ("JWT");
     let json = serde_json::to_vec(&header).map_err(|e| Error::Serialize {
-        part: crate::Part::Header,
+        input: crate::Input::Header,
         reason: e.to_string(),
     })?;
     Ok(memo.get_or_init(|| crate::b64::encode(json)))
@@ -98,16 +85,16 @@ pub fn sign_with_header<T: Serialize>(
 /// The payload JSON, held to the rules a verifier applies.
 fn claims_json<T: Serialize>(claims: &Claims<T>) -> Result<Vec<u8>, Error> {
     let payload = serde_json::to_vec(claims).map_err(|e| Error::Serialize {
-        part: Part::Payload,
+        input: Input::Payload,
         reason: e.to_string(),
     })?;
-    crate::json::check(&payload, Part::Payload, usize::MAX)?;
+    crate::json::check(&payload, Input::Payload, usize::MAX)?;
     Ok(payload)
 }
 
 /// Verify `token` with a key from `keys`, then validate its claims.
 ///
-/// `T` receives the whole payload object; use [`NoCustomClaims`] when only
+/// `T` receives the whole payload object; use [`NoCustomClaims`](crate::NoCustomClaims) when only
 /// the registered claims matter. The payload is decoded only after the
 /// signature holds; it is checked strictly and its registered claims
 /// validated before `T` is built from it.
@@ -118,18 +105,18 @@ pub fn verify<T: DeserializeOwned>(
 ) -> Result<Token<T>, Error> {
     validation.check_config()?;
     let options = validation.jws_options();
-    let unverified = jws::Unverified::parse(token, options.get_limits())?;
+    let unverified = jws::Unverified::parse(token, options.limits())?;
     unverified.check_signature(keys, options)?;
     let (header, payload) = unverified.into_parts();
     validation.validate_header(&header)?;
-    let depth = options.get_limits().depth();
+    let depth = options.limits().depth();
     let required = validation.required_claims();
-    crate::b64::with_decoded::<1024, _>(payload, Part::Payload, |payload| {
+    crate::b64::with_decoded::<1024, _>(payload, Input::Payload, |payload| {
         let read = read::registered(payload, depth, required)?;
         validation.validate_claims(&read.registered, &read.found)?;
         let custom = read::custom::<T>(payload, &read)?;
         if validation.has_checks() {
-            validation.run_checks(&crate::json::build(payload, Part::Payload)?)?;
+            validation.run_checks(&crate::json::build(payload, Input::Payload)?)?;
         }
         Ok(Token {
             header,

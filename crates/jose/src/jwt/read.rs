@@ -12,7 +12,7 @@
 use serde::de::DeserializeOwned;
 
 use super::claims::Registered;
-use crate::error::Part;
+use crate::error::Input;
 use crate::json::de;
 use crate::json::scan::{self, Member};
 use crate::Error;
@@ -37,7 +37,7 @@ pub(crate) fn registered<'a>(
         found: vec![false; required.len()],
         members: Vec::with_capacity(16),
     };
-    scan::object(payload, Part::Payload, max_depth, |member| {
+    scan::object(payload, Input::Payload, max_depth, |member| {
         if let Some(i) = required.iter().position(|r| *r == *member.name) {
             read.found[i] = true;
         }
@@ -56,7 +56,7 @@ pub(crate) fn custom<T: DeserializeOwned>(payload: &[u8], read: &Read<'_>) -> Re
             reason: e.to_string(),
         },
         _ => Error::Json {
-            part: Part::Payload,
+            input: Input::Payload,
             reason: e.to_string(),
         },
     })
@@ -82,7 +82,7 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::jwt::NoCustomClaims;
+    use crate::NoCustomClaims;
     use crate::NumericDate;
 
     #[derive(Debug, Deserialize)]

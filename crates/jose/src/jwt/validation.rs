@@ -17,7 +17,7 @@ use crate::Error;
 pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
 
 /// A custom check over the payload object; `Err` carries the reason.
-pub type CheckFn = dyn Fn(&Map<String, Value>) -> Result<(), String> + Send + Sync;
+pub(crate) type CheckFn = dyn Fn(&Map<String, Value>) -> Result<(), String> + Send + Sync;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Expect {
@@ -181,7 +181,7 @@ impl Validation {
     /// Replace the size and depth limits.
     #[must_use]
     pub fn limits(mut self, limits: Limits) -> Validation {
-        self.jws = self.jws.limits(limits);
+        self.jws = self.jws.with_limits(limits);
         self
     }
 

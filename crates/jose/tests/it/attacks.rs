@@ -480,7 +480,7 @@ fn header_size_is_bounded_before_decoding() {
         matches!(
             err,
             Error::PartTooLarge {
-                part: tessera_jose::Part::Header,
+                input: tessera_jose::Input::Header,
                 max: 1024,
                 ..
             }
