@@ -64,6 +64,13 @@ enum Command {
         #[command(subcommand)]
         command: server::ClientCommand,
     },
+    /// Sign-in sessions: list them, end one like a logout.
+    Session {
+        #[command(flatten)]
+        server: server::ServerArgs,
+        #[command(subcommand)]
+        command: server::SessionCommand,
+    },
     /// Copy the SQLite database to FILE while the server runs (for
     /// PostgreSQL use pg_dump). The master key is not in the copy: keep it
     /// safe on its own; a restore needs both.
@@ -102,6 +109,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => server::serve(args),
         Command::User { server, command } => server::user(&server, command),
         Command::Client { server, command } => server::client(&server, command),
+        Command::Session { server, command } => server::session(&server, command),
         Command::Keys { server, command } => server::keys(&server, command),
         Command::Backup(args) => server::backup(&args),
     };

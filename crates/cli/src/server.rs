@@ -135,18 +135,26 @@ fn read_password(from_stdin: bool) -> anyhow::Result<Zeroizing<String>> {
 
 #[derive(Subcommand, Debug)]
 pub enum UserCommand {
-    /// Add a user who logs in with the password grant.
+    /// Add a user who signs in on the login page (or with the password grant).
     #[command(
-        after_help = "Example:\n  printf '%s\\n' \"$PASSWORD\" | tessera user add alice --password-stdin --scope orders:read"
+        after_help = "Example:\n  printf '%s\\n' \"$PASSWORD\" | tessera user add alice --password-stdin --scope orders:read --email alice@example.com --name \"Alice Liddell\""
     )]
     Add {
         username: String,
         /// Read the password from standard input (else asked on the terminal).
         #[arg(long)]
         password_stdin: bool,
-        /// A scope the user may be granted (repeatable).
+        /// An API scope the user may be granted (repeatable; openid, profile, email and offline_access need none).
         #[arg(long = "scope")]
         scopes: Vec<String>,
+        #[command(flatten)]
+        profile: ProfileArgs,
+    },
+    /// Change a user's profile claims (an empty value removes one).
+    Set {
+        username: String,
+        #[command(flatten)]
+        profile: ProfileArgs,
     },
     /// List users.
     List {
@@ -169,16 +177,59 @@ pub enum UserCommand {
     },
 }
 
+/// Profile claims (OpenID Connect Core §5.1), given by the `profile` and
+/// `email` scopes.
+#[derive(Args, Debug, Default)]
+pub struct ProfileArgs {
+    /// Full name (`name` claim).
+    #[arg(long)]
+    name: Option<String>,
+    /// Email address (`email` claim).
+    #[arg(long)]
+    email: Option<String>,
+    /// Whether the email address has been verified (`email_verified`).
+    #[arg(long)]
+    email_verified: Option<bool>,
+}
+
+impl ProfileArgs {
+    fn profile(self) -> tessera_server::store::users::Profile {
+        tessera_server::store::users::Profile {
+            name: self.name,
+            email: self.email,
+            email_verified: self.email_verified,
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SessionCommand {
+    /// List live sign-in sessions, newest first.
+    List {
+        /// Only this user's.
+        #[arg(long)]
+        user: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// End a session like a logout: its refresh tokens are revoked and its clients told.
+    End { sid: String },
+}
+
+// Parsed once per process: the size of the `Add` variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum ClientCommand {
     /// Register a client; prints its client_id and, once, its secret.
     #[command(
         after_help = "Examples:\n  tessera client add orders-worker --grant client_credentials --scope orders:read --audience orders-api\n  \
-        tessera client add web --grant password --grant refresh_token --scope orders:read --public --json"
+        tessera client add shop --grant authorization_code --grant refresh_token --redirect-uri https://shop.example.com/callback --scope openid --scope profile\n  \
+        tessera client add ios-app --public --grant authorization_code --redirect-uri com.example.app:/callback --scope openid"
     )]
     Add {
         name: String,
-        /// A grant the client may use: client_credentials, password, refresh_token, jwt-bearer (repeatable; default client_credentials).
+        /// A grant the client may use: authorization_code, client_credentials, refresh_token, jwt-bearer, password (repeatable; default client_credentials).
         #[arg(long = "grant")]
         grants: Vec<String>,
         /// A scope the client may ask for (repeatable).
@@ -196,6 +247,21 @@ pub enum ClientCommand {
         /// Access-token lifetime, e.g. 5m [default: the server's].
         #[arg(long, value_parser = humantime::parse_duration)]
         access_ttl: Option<std::time::Duration>,
+        /// Where the sign-in may send people back (repeatable; authorization_code).
+        #[arg(long = "redirect-uri")]
+        redirect_uris: Vec<String>,
+        /// Where logout may send people back (repeatable).
+        #[arg(long = "post-logout-redirect-uri")]
+        post_logout_redirect_uris: Vec<String>,
+        /// Where back-channel logout tokens are POSTed.
+        #[arg(long)]
+        backchannel_logout_uri: Option<String>,
+        /// The algorithm of its ID tokens [default: RS256].
+        #[arg(long)]
+        id_token_alg: Option<String>,
+        /// The operator's own application: people are not asked for consent.
+        #[arg(long)]
+        first_party: bool,
         /// Print {"client_id": …, "client_secret": …}.
         #[arg(long)]
         json: bool,
@@ -234,12 +300,12 @@ pub enum KeysCommand {
 fn service<'a>(
     db: &'a tessera_server::Db,
     passwords: &'a tessera_server::password::Passwords,
-    config: &Config,
+    config: &'a Config,
 ) -> AdminService<'a> {
     AdminService {
         db,
         passwords,
-        max_access_ttl: config.max_access_ttl,
+        config,
         clients: None,
         audit: AuditSink::Direct,
         actor: Actor::Cli {
@@ -269,10 +335,16 @@ pub fn user(server: &ServerArgs, command: UserCommand) -> Result<(), Failure> {
                 username,
                 password_stdin,
                 scopes,
+                profile,
             } => {
                 let password = read_password(password_stdin)?;
-                let user = admin.add_user(&username, password, &scopes).await?;
+                let user = admin
+                    .add_user(&username, password, &scopes, &profile.profile())
+                    .await?;
                 println!("{}", user.id);
+            }
+            UserCommand::Set { username, profile } => {
+                admin.set_profile(&username, &profile.profile()).await?;
             }
             UserCommand::List { json } => {
                 let list = admin.users().await?;
@@ -302,6 +374,35 @@ pub fn user(server: &ServerArgs, command: UserCommand) -> Result<(), Failure> {
     Ok(())
 }
 
+/// `tessera session …`.
+pub fn session(server: &ServerArgs, command: SessionCommand) -> Result<(), Failure> {
+    let config = server.config()?;
+    require_database(&config)?;
+    runtime()?.block_on(async move {
+        let (db, passwords) = admin_parts(&config).await?;
+        let admin = service(&db, &passwords, &config);
+        match command {
+            SessionCommand::List { user, json } => {
+                let list = admin.sessions(user.as_deref()).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&list)?);
+                } else {
+                    for s in list {
+                        println!(
+                            "{}\t{}\tauth_time={}\tlast_seen={}\texpires_at={}",
+                            s.sid, s.username, s.auth_time, s.last_seen, s.expires_at
+                        );
+                    }
+                }
+            }
+            SessionCommand::End { sid } => admin.end_session(&sid).await?,
+        }
+        db.close().await;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(())
+}
+
 /// `tessera client …`.
 pub fn client(server: &ServerArgs, command: ClientCommand) -> Result<(), Failure> {
     let config = server.config()?;
@@ -317,6 +418,11 @@ pub fn client(server: &ServerArgs, command: ClientCommand) -> Result<(), Failure
                 public,
                 jwks,
                 access_ttl,
+                redirect_uris,
+                post_logout_redirect_uris,
+                backchannel_logout_uri,
+                id_token_alg,
+                first_party,
                 json,
             } => {
                 let jwks = match jwks {
@@ -335,6 +441,11 @@ pub fn client(server: &ServerArgs, command: ClientCommand) -> Result<(), Failure
                         public,
                         jwks,
                         access_ttl,
+                        redirect_uris,
+                        post_logout_redirect_uris,
+                        backchannel_logout_uri,
+                        id_token_alg,
+                        first_party,
                     })
                     .await?;
                 print_credentials(
@@ -430,10 +541,13 @@ pub fn keys(server: &ServerArgs, command: KeysCommand) -> Result<(), Failure> {
         KeysCommand::Rotate => runtime()?.block_on(async move {
             // Rotating is maintenance: open the server's keys in full.
             let opened = tessera_server::open(config).await?;
-            let kid = opened.keys.rotate().await?;
+            // One new key per algorithm: access tokens first, then ID tokens.
+            let kids = opened.keys.rotate().await?;
             let announce = humantime::format_duration(opened.config.keys.announce);
-            println!("{kid}");
-            eprintln!("new key published now; it signs in {announce}");
+            for kid in &kids {
+                println!("{kid}");
+            }
+            eprintln!("new keys published now; they sign in {announce}");
             opened.db.close().await;
             Ok::<_, anyhow::Error>(())
         })?,

@@ -6,14 +6,17 @@
 use std::time::Duration;
 
 use serde::Serialize;
+use tessera_jose::Algorithm;
 use zeroize::Zeroizing;
 
+use crate::config::Config;
 use crate::db::Db;
 use crate::keys::{KeyInfo, KeyState};
 use crate::password::Passwords;
 use crate::store::audit::{self, AuditQueue, Event};
 use crate::store::clients::{self, Added, ClientCache, ClientInfo, GrantType, NewClient};
-use crate::store::users::{self, UserInfo};
+use crate::store::sessions;
+use crate::store::users::{self, Profile, UserInfo};
 use crate::store::Scopes;
 use crate::Error;
 
@@ -69,6 +72,16 @@ pub struct ClientRequest {
     pub jwks: Option<String>,
     /// Its access-token lifetime.
     pub access_ttl: Option<Duration>,
+    /// Redirect URIs (the authorization code grant).
+    pub redirect_uris: Vec<String>,
+    /// Post-logout redirect URIs.
+    pub post_logout_redirect_uris: Vec<String>,
+    /// Back-channel logout URI.
+    pub backchannel_logout_uri: Option<String>,
+    /// ID token algorithm (`None`: RS256).
+    pub id_token_alg: Option<String>,
+    /// The operator's own application: no consent page.
+    pub first_party: bool,
 }
 
 /// One signing key as listed by `tessera keys list --json` and
@@ -110,8 +123,9 @@ pub struct AdminService<'a> {
     pub db: &'a Db,
     /// The password hasher.
     pub passwords: &'a Passwords,
-    /// The longest access-token lifetime a client may have.
-    pub max_access_ttl: Duration,
+    /// The server's configuration (token lifetimes, issuer, ID token
+    /// algorithms).
+    pub config: &'a Config,
     /// The running server's client cache, to forget changed clients at
     /// once (`None` from the command line: other processes see the change
     /// within their `client_cache_ttl`).
@@ -134,18 +148,47 @@ impl AdminService<'_> {
         }
     }
 
-    /// Add a user with a password (Argon2id) and scopes.
+    /// Add a user with a password (Argon2id), scopes and profile claims.
     pub async fn add_user(
         &self,
         username: &str,
         password: Zeroizing<String>,
         scopes: &[String],
+        profile: &Profile,
     ) -> Result<UserInfo, Error> {
         let scopes = Scopes::from_list(scopes)?;
         let hash = self.passwords.hash(password).await?;
-        let user = users::add(self.db, username, &hash, &scopes).await?;
+        let mut user = users::add(self.db, username, &hash, &scopes).await?;
+        if profile.name.is_some() || profile.email.is_some() || profile.email_verified.is_some() {
+            users::set_profile(self.db, username, profile).await?;
+            user.name = profile.name.clone().filter(|n| !n.is_empty());
+            user.email = profile.email.clone().filter(|e| !e.is_empty());
+        }
         self.record("user_added", username).await?;
         Ok(user)
+    }
+
+    /// Change a user's profile claims.
+    pub async fn set_profile(&self, username: &str, profile: &Profile) -> Result<(), Error> {
+        users::set_profile(self.db, username, profile).await?;
+        self.record("user_profile_changed", username).await
+    }
+
+    /// The live sign-in sessions, of one user or all.
+    pub async fn sessions(&self, username: Option<&str>) -> Result<Vec<sessions::Listed>, Error> {
+        sessions::list(self.db, username).await
+    }
+
+    /// End a sign-in session as a logout does: its refresh tokens are
+    /// revoked, and its clients are told through back-channel logout.
+    pub async fn end_session(&self, sid: &str) -> Result<(), Error> {
+        match sessions::end(self.db, sid, "session ended by an admin").await? {
+            Some(_) => self.record("session_ended", sid).await,
+            None => Err(Error::NotFound {
+                kind: "session",
+                name: sid.to_owned(),
+            }),
+        }
     }
 
     /// Every user.
@@ -197,20 +240,49 @@ impl AdminService<'_> {
             .map(|g| {
                 GrantType::parse_short(g).ok_or_else(|| {
                     Error::Invalid(format!(
-                        "unknown grant {g:?}: use client_credentials, password, refresh_token or jwt-bearer"
+                        "unknown grant {g:?}: use authorization_code, client_credentials, refresh_token, jwt-bearer or password"
                     ))
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let access_ttl = match request.access_ttl {
-            Some(ttl) if ttl.is_zero() || ttl > self.max_access_ttl => {
+            Some(ttl) if ttl.is_zero() || ttl > self.config.max_access_ttl => {
                 return Err(Error::Invalid(format!(
                     "access_ttl must be between 1s and the server's max_access_ttl ({})",
-                    humantime::format_duration(self.max_access_ttl)
+                    humantime::format_duration(self.config.max_access_ttl)
                 )))
             }
             Some(ttl) => Some(crate::store::secs(ttl)),
             None => None,
+        };
+        let on_http = self.config.on_http();
+        for uri in request
+            .redirect_uris
+            .iter()
+            .chain(&request.post_logout_redirect_uris)
+        {
+            crate::signin::redirect::check_registered(uri, request.public, on_http)?;
+        }
+        if let Some(uri) = &request.backchannel_logout_uri {
+            crate::signin::redirect::check_backchannel(uri, on_http)?;
+        }
+        let supported = &self.config.keys.id_token_algorithms;
+        let id_token_alg = match request.id_token_alg.as_deref() {
+            None => None,
+            Some(text) => {
+                let alg: Algorithm = text.parse()?;
+                if !supported.contains(&alg) {
+                    return Err(Error::Invalid(format!(
+                        "ID tokens are signed with {} here (keys.id_token_algorithms), not {alg}",
+                        supported
+                            .iter()
+                            .map(|a| a.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )));
+                }
+                Some(alg)
+            }
         };
         let added = clients::add(
             self.db,
@@ -222,6 +294,11 @@ impl AdminService<'_> {
                 public: request.public,
                 jwks: request.jwks,
                 access_ttl,
+                redirect_uris: request.redirect_uris,
+                post_logout_redirect_uris: request.post_logout_redirect_uris,
+                backchannel_logout_uri: request.backchannel_logout_uri,
+                id_token_alg,
+                first_party: request.first_party,
             },
         )
         .await?;

@@ -96,6 +96,27 @@ impl App {
         }
     }
 
+    /// What the authorization code grant needs.
+    pub fn exchange(&self) -> crate::grant::authorization_code::Exchange<'_> {
+        crate::grant::authorization_code::Exchange {
+            db: &self.db,
+            refresh: &self.refresh,
+            audit: &self.audit,
+            revoked: self.access.revoked(),
+        }
+    }
+
+    /// What delivering back-channel logouts needs.
+    pub fn deliver(&self) -> crate::signin::backchannel::Deliver<'_> {
+        crate::signin::backchannel::Deliver {
+            db: &self.db,
+            keys: &self.keys,
+            clients: &self.clients,
+            issuer: &self.config.issuer,
+            audit: &self.audit,
+        }
+    }
+
     /// What the refresh grant needs.
     pub fn rotate(&self) -> Rotate<'_> {
         Rotate {

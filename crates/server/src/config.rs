@@ -17,7 +17,8 @@
 //! refresh_grace = "0s"      # retries of a rotated refresh token
 //!
 //! [keys]
-//! algorithm = "ES256"
+//! algorithm = "ES256"       # access tokens
+//! id_token_algorithms = ["RS256"]  # ID tokens (OpenID Connect Core §15.1 requires RS256)
 //! rotate_every = "30d"      # "0s": only by hand (`tessera keys rotate`)
 //! announce = "1h"           # published this long before it signs
 //! jwks_max_age = "5m"       # Cache-Control of the JWKS
@@ -26,6 +27,16 @@
 //! max_failures = 5          # per username and per client address …
 //! window = "5m"             # … in this window, then 429
 //! queue = 80                # password checks waiting at most (default 40 per core), then 503
+//!
+//! [sessions]
+//! idle = "12h"              # a sign-in session ends unused this long …
+//! absolute = "7d"           # … and this long after the login in any case
+//!
+//! [pages]
+//! product_name = "Example Corp"   # shown on the sign-in pages
+//! accent = "#1d4ed8"        # buttons and links (a CSS colour)
+//! logo = "/etc/tessera/logo.svg"  # served at /assets/logo (SVG or PNG)
+//! templates = "/etc/tessera/templates"  # your own login.html, consent.html, …
 //!
 //! [audit]
 //! retain = "90d"            # events older are pruned ("0s": kept for ever)
@@ -89,6 +100,40 @@ struct File {
     http: HttpFile,
     #[serde(default)]
     audit: AuditFile,
+    #[serde(default)]
+    sessions: SessionsFile,
+    #[serde(default)]
+    pages: PagesFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionsFile {
+    idle: Option<String>,
+    absolute: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PagesFile {
+    product_name: Option<String>,
+    accent: Option<String>,
+    logo: Option<PathBuf>,
+    templates: Option<PathBuf>,
+}
+
+/// How the sign-in pages look: the operator's name, colour, logo and
+/// templates.
+#[derive(Clone, Debug, Default)]
+pub struct Pages {
+    /// The name shown on the pages.
+    pub product_name: String,
+    /// The accent colour (validated as a CSS hex colour).
+    pub accent: String,
+    /// A logo file (SVG or PNG), served at `/assets/logo`.
+    pub logo: Option<PathBuf>,
+    /// A directory of templates that replace the built-in ones by name.
+    pub templates: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -120,6 +165,7 @@ struct TokensFile {
 #[serde(deny_unknown_fields)]
 struct KeysFile {
     algorithm: Option<String>,
+    id_token_algorithms: Option<Vec<String>>,
     rotate_every: Option<String>,
     announce: Option<String>,
     jwks_max_age: Option<String>,
@@ -182,6 +228,10 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Connections open at once (`None`: under the file-descriptor limit).
     pub max_http_connections: Option<usize>,
+    /// Sign-in sessions.
+    pub sessions: crate::store::sessions::SessionPolicy,
+    /// The sign-in pages.
+    pub pages: Pages,
 }
 
 fn duration(name: &str, value: Option<&str>, default: Duration) -> Result<Duration, Error> {
@@ -271,6 +321,70 @@ impl Config {
                     .into(),
             ));
         }
+        let id_token_algorithms = k
+            .id_token_algorithms
+            .clone()
+            .unwrap_or_else(|| vec!["RS256".into()])
+            .iter()
+            .map(|a| {
+                let alg: Algorithm = a
+                    .parse()
+                    .map_err(|e| Error::Config(format!("keys.id_token_algorithms: {e}")))?;
+                if alg.is_symmetric() {
+                    return Err(Error::Config(
+                        "keys.id_token_algorithms must be asymmetric (clients verify with the JWKS)"
+                            .into(),
+                    ));
+                }
+                Ok(alg)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if id_token_algorithms.is_empty() {
+            return Err(Error::Config(
+                "keys.id_token_algorithms needs one algorithm at least (RS256)".into(),
+            ));
+        }
+        let sessions = crate::store::sessions::SessionPolicy {
+            idle: crate::store::secs(positive(
+                duration(
+                    "sessions.idle",
+                    file.sessions.idle.as_deref(),
+                    Duration::from_secs(12 * 3600),
+                )?,
+                "sessions.idle",
+            )?),
+            absolute: crate::store::secs(positive(
+                duration(
+                    "sessions.absolute",
+                    file.sessions.absolute.as_deref(),
+                    Duration::from_secs(7 * DAY),
+                )?,
+                "sessions.absolute",
+            )?),
+        };
+        let accent = file
+            .pages
+            .accent
+            .clone()
+            .unwrap_or_else(|| "#1d4ed8".into());
+        if !(accent.len() == 7 || accent.len() == 4)
+            || !accent.starts_with('#')
+            || !accent[1..].bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return Err(Error::Config(format!(
+                "pages.accent = {accent:?}: write a hex colour such as \"#1d4ed8\""
+            )));
+        }
+        let pages = Pages {
+            product_name: file
+                .pages
+                .product_name
+                .clone()
+                .unwrap_or_else(|| "Tessera".into()),
+            accent,
+            logo: file.pages.logo.clone(),
+            templates: file.pages.templates.clone(),
+        };
         let rotate_every = duration(
             "keys.rotate_every",
             k.rotate_every.as_deref(),
@@ -302,6 +416,7 @@ impl Config {
             )?,
             keys: KeyPolicy {
                 algorithm,
+                id_token_algorithms,
                 rotate_every: (!rotate_every.is_zero()).then_some(rotate_every),
                 announce: duration(
                     "keys.announce",
@@ -356,6 +471,8 @@ impl Config {
                 }
                 n => n,
             },
+            sessions,
+            pages,
             data_dir,
         })
     }
@@ -400,6 +517,13 @@ impl Config {
                 .max_http_connections
                 .unwrap_or(defaults.max_connections),
         }
+    }
+
+    /// Whether the server runs on plain http (development): cookies lose
+    /// `Secure` and the `__Host-` prefix, loopback http redirect URIs are
+    /// allowed for every client.
+    pub fn on_http(&self) -> bool {
+        self.issuer.starts_with("http://")
     }
 
     /// The JWKS URL.

@@ -92,6 +92,14 @@ impl From<sqlx::Error> for Error {
 
 /// Whether a database error says "not now" rather than "never": the
 /// database is out of reach or out of space, and nothing was written.
+impl Error {
+    /// Whether trying again soon may work (the database or a queue is
+    /// briefly unavailable): 503, not 500.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Unavailable(_) | Error::Overloaded(_))
+    }
+}
+
 fn is_transient(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::PoolTimedOut

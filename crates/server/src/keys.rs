@@ -13,6 +13,12 @@
 //!
 //! Two instances that decide to rotate at once both try to insert the next
 //! `generation`; the unique constraint lets exactly one win.
+//!
+//! The ring holds one such lifecycle per algorithm: access tokens are
+//! signed with `keys.algorithm` (ES256 by default), ID tokens with RS256
+//! (OpenID Connect Core §15.1) or another algorithm a client registered.
+//! Generations are numbered across algorithms; each algorithm's keys
+//! follow each other by generation.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -33,8 +39,10 @@ const SKEW: i64 = 60;
 /// How keys are made and rotated.
 #[derive(Clone, Debug)]
 pub struct KeyPolicy {
-    /// The algorithm of new keys.
+    /// The algorithm of access tokens.
     pub algorithm: Algorithm,
+    /// The algorithms ID tokens may be signed with (RS256 first).
+    pub id_token_algorithms: Vec<Algorithm>,
     /// Start a rotation when the signing key is this old (`None`: never
     /// rotate automatically).
     pub rotate_every: Option<Duration>,
@@ -69,6 +77,19 @@ struct KeyRow {
     public_jwk: String,
     created_at: i64,
     activate_at: i64,
+}
+
+impl KeyPolicy {
+    /// Every algorithm the ring keeps a key for: access tokens first.
+    pub fn algorithms(&self) -> Vec<Algorithm> {
+        let mut all = vec![self.algorithm];
+        for alg in &self.id_token_algorithms {
+            if !all.contains(alg) {
+                all.push(*alg);
+            }
+        }
+        all
+    }
 }
 
 /// The state of a key at a moment.
@@ -145,23 +166,48 @@ impl Keys {
         }
     }
 
-    /// The key that signs at `at`: the newest whose activation has passed.
+    /// The access-token key that signs at `at`.
     pub fn signer(&self, at: i64) -> Result<Arc<SigningKey>, Error> {
+        self.signer_for(self.policy.algorithm, at)
+    }
+
+    /// The key of `alg` that signs at `at`: the newest of that algorithm
+    /// whose activation has passed.
+    pub fn signer_for(&self, alg: Algorithm, at: i64) -> Result<Arc<SigningKey>, Error> {
         let ring = self.snapshot();
-        ring.keys
-            .iter()
+        let of_alg = || ring.keys.iter().filter(|k| k.signing.algorithm() == alg);
+        of_alg()
             .rev()
             .find(|k| k.info.activate_at <= at)
             // No key active yet at `at`: this instance's clock is behind
             // the one that stored the first key "now". The oldest key is
             // already published, so its tokens verify; signing with it
             // beats refusing every token for the seconds of skew.
-            .or_else(|| ring.keys.first())
+            .or_else(|| of_alg().next())
             .map(|k| Arc::clone(&k.signing))
             .ok_or_else(|| Error::NotFound {
                 kind: "key",
-                name: "signing key".into(),
+                name: format!("{alg} signing key"),
             })
+    }
+
+    /// The algorithms ID tokens can be signed with here.
+    pub fn id_token_algorithms(&self) -> &[Algorithm] {
+        &self.policy.id_token_algorithms
+    }
+
+    /// Sign a JWT with the `alg` key under `typ` (ID tokens: `JWT`;
+    /// logout tokens: `logout+jwt`).
+    pub fn sign_as<T: Serialize>(
+        &self,
+        alg: Algorithm,
+        typ: &str,
+        claims: &Claims<T>,
+        at: i64,
+    ) -> Result<String, Error> {
+        let key = self.signer_for(alg, at)?;
+        let header = Header::for_key(&key).typ(typ);
+        Ok(jwt::sign_with_header(&header, claims, &key)?)
     }
 
     /// Sign an access token (RFC 9068: `typ: at+jwt`, `kid`).
@@ -186,25 +232,36 @@ impl Keys {
         with_states(self.snapshot().keys.iter().map(|k| k.info.clone()), at)
     }
 
-    /// Store a new key that signs from `now + announce` (a rotation started
-    /// by hand). Returns its id.
-    pub async fn rotate(&self) -> Result<String, Error> {
+    /// Store a new key of each algorithm, signing from `now + announce`
+    /// (a rotation started by hand). Returns their ids.
+    pub async fn rotate(&self) -> Result<Vec<String>, Error> {
         let now = now();
         let activate_at = now.saturating_add(secs(self.policy.announce));
-        // Another instance inserting the same generation at the same moment
-        // makes this attempt a no-op; the next one takes the generation after.
-        let mut kid = None;
+        let mut kids = Vec::new();
+        for alg in self.policy.algorithms() {
+            kids.push(self.insert_retrying(alg, now, activate_at).await?);
+        }
+        self.maintain().await?;
+        Ok(kids)
+    }
+
+    /// Insert the next key of `alg`; another instance inserting the same
+    /// generation at the same moment makes an attempt a no-op, and the
+    /// next attempt takes the generation after.
+    async fn insert_retrying(
+        &self,
+        alg: Algorithm,
+        now: i64,
+        activate_at: i64,
+    ) -> Result<String, Error> {
         for _ in 0..5 {
-            kid = self.insert_next(now, activate_at).await?;
-            if kid.is_some() {
-                break;
+            if let Some(kid) = self.insert_next(alg, now, activate_at).await? {
+                return Ok(kid);
             }
         }
-        let kid = kid.ok_or_else(|| {
-            Error::Database("could not store a new key: other instances kept winning".into())
-        })?;
-        self.maintain().await?;
-        Ok(kid)
+        Err(Error::Database(
+            "could not store a new key: other instances kept winning".into(),
+        ))
     }
 
     /// Bring the stored keys up to date with the policy and reload the
@@ -218,26 +275,39 @@ impl Keys {
         let now = now();
         let mut rows = self.fetch().await?;
         let mut opened = self.open_all(&rows)?;
+        let mut stored = false;
+        for alg in self.policy.algorithms() {
+            let of_alg: Vec<&KeyRow> = rows.iter().filter(|r| r.alg == alg.as_str()).collect();
+            if let Some(activate_at) = self.due(&of_alg, now) {
+                if self.insert_next(alg, now, activate_at).await?.is_some() {
+                    tracing::info!(%alg, activate_at, "new signing key stored");
+                }
+                stored = true;
+            }
+        }
+        if stored {
+            rows = self.fetch().await?;
+            opened = self.open_all(&rows)?;
+        }
+        self.expire(&rows, now).await?;
+        self.reload(rows, &opened, now)
+    }
+
+    /// When a new key of one algorithm (its rows, oldest first) should
+    /// start signing, if one is due: now when none signs, or the next
+    /// rotation once it is within `announce`.
+    fn due(&self, rows: &[&KeyRow], now: i64) -> Option<i64> {
         let active = rows.iter().rev().find(|r| r.activate_at <= now);
         let pending = rows.iter().any(|r| r.activate_at > now);
-        let due = match (active, self.policy.rotate_every) {
-            (None, _) => Some(now),
+        match (active, self.policy.rotate_every) {
+            (None, _) if !pending => Some(now),
             (Some(a), Some(every)) if !pending => {
                 let next = a.activate_at.saturating_add(secs(every));
                 (next.saturating_sub(secs(self.policy.announce)) <= now)
                     .then(|| next.max(now.saturating_add(secs(self.policy.announce))))
             }
             _ => None,
-        };
-        if let Some(activate_at) = due {
-            if self.insert_next(now, activate_at).await?.is_some() {
-                tracing::info!(activate_at, "new signing key stored");
-            }
-            rows = self.fetch().await?;
-            opened = self.open_all(&rows)?;
         }
-        self.expire(&rows, now).await?;
-        self.reload(rows, &opened, now)
     }
 
     /// Open every stored key (those already cached are not opened again);
@@ -266,8 +336,12 @@ impl Keys {
 
     /// Insert the next generation; `None` when another instance got there
     /// first (the caller re-reads).
-    async fn insert_next(&self, now: i64, activate_at: i64) -> Result<Option<String>, Error> {
-        let alg = self.policy.algorithm;
+    async fn insert_next(
+        &self,
+        alg: Algorithm,
+        now: i64,
+        activate_at: i64,
+    ) -> Result<Option<String>, Error> {
         let key = tokio::task::spawn_blocking(move || SigningKey::generate(alg))
             .await
             .map_err(|e| Error::Invalid(format!("key generation task: {e}")))??
@@ -298,8 +372,7 @@ impl Keys {
     /// lives.
     async fn expire(&self, rows: &[KeyRow], now: i64) -> Result<(), Error> {
         let keep_after = secs(self.policy.max_access_ttl).saturating_add(SKEW);
-        for pair in rows.windows(2) {
-            let (old, next) = (&pair[0], &pair[1]);
+        for (old, next) in successions(rows) {
             if next.activate_at <= now && retired_long_enough(next, keep_after, now) {
                 on_pool!(self.db.write(), p => sqlx::query("DELETE FROM signing_keys WHERE kid = $1")
                     .bind(&old.kid).execute(p).await.map(|r| r.rows_affected()))?;
@@ -318,12 +391,14 @@ impl Keys {
         let keep_after = secs(self.policy.max_access_ttl).saturating_add(SKEW);
         let mut keys = Vec::with_capacity(rows.len());
         let mut public = Vec::with_capacity(rows.len());
-        for (i, row) in rows.iter().enumerate() {
+        let removed: Vec<&str> = successions(&rows)
+            .filter(|(_, next)| retired_long_enough(next, keep_after, now))
+            .map(|(old, _)| old.kid.as_str())
+            .collect();
+        for row in &rows {
             // Skip what `expire` removed (or would have, had it raced).
-            if let Some(next) = rows.get(i + 1) {
-                if retired_long_enough(next, keep_after, now) {
-                    continue;
-                }
+            if removed.contains(&row.kid.as_str()) {
+                continue;
             }
             let signing = match opened.get(&row.kid) {
                 Some(key) => Arc::clone(key),
@@ -374,27 +449,39 @@ pub async fn stored(db: &Db, at: i64) -> Result<Vec<(KeyInfo, KeyState)>, Error>
     Ok(with_states(infos.into_iter(), at))
 }
 
-/// Each key (oldest first) with its state at `at`: the newest whose
-/// activation has passed signs, older ones are retired, newer ones
-/// announced.
+/// Each key (oldest first) with its state at `at`: per algorithm, the
+/// newest whose activation has passed signs, older ones are retired,
+/// newer ones announced.
 fn with_states(infos: impl Iterator<Item = KeyInfo>, at: i64) -> Vec<(KeyInfo, KeyState)> {
     let infos: Vec<KeyInfo> = infos.collect();
-    let active = infos
-        .iter()
-        .rev()
-        .find(|k| k.activate_at <= at)
-        .map(|k| k.generation);
+    let active = |alg: &str| {
+        infos
+            .iter()
+            .rev()
+            .find(|k| k.alg == alg && k.activate_at <= at)
+            .map(|k| k.generation)
+    };
     infos
-        .into_iter()
+        .iter()
         .map(|info| {
-            let state = match active {
+            let state = match active(&info.alg) {
                 Some(g) if info.generation == g => KeyState::Active,
                 Some(g) if info.generation < g => KeyState::Retired,
                 _ => KeyState::Announced,
             };
-            (info, state)
+            (info.clone(), state)
         })
         .collect()
+}
+
+/// Each key with the next key of its algorithm (rows oldest first).
+fn successions(rows: &[KeyRow]) -> impl Iterator<Item = (&KeyRow, &KeyRow)> {
+    rows.iter().enumerate().filter_map(move |(i, old)| {
+        rows[i + 1..]
+            .iter()
+            .find(|next| next.alg == old.alg)
+            .map(|next| (old, next))
+    })
 }
 
 /// How many signing keys the database holds (sealed under a master key).

@@ -20,6 +20,7 @@ pub mod logins;
 pub mod password;
 pub mod secret;
 mod serve;
+pub mod signin;
 pub mod store;
 
 pub use app::App;

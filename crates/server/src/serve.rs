@@ -39,6 +39,8 @@ pub struct Opened {
 /// stored key ([`Keys::load`]). A start with a missing or wrong master key
 /// fails with [`Error::MasterKey`] and leaves the database as it was.
 pub async fn open(config: Config) -> Result<Opened, Error> {
+    // Bad page templates or a missing logo fail the start, not a login.
+    crate::http::pages::Pages::load(&config.pages)?;
     config.prepare_data_dir()?;
     let db = Db::connect(&config.database_url, config.max_connections).await?;
     let master = match MasterKey::load_existing(&config.master_key)? {
@@ -115,6 +117,7 @@ pub async fn serve(
         Arc::clone(app.access.revoked()),
     ));
     let metrics = tokio::spawn(metrics_upkeep());
+    let logouts = tokio::spawn(deliver_logouts(Arc::clone(&app)));
     let served = tessera_listen::serve(listener, router(app), limits, shutdown)
         .await
         .map_err(|e| Error::Io {
@@ -124,11 +127,35 @@ pub async fn serve(
     maintenance.abort();
     revocations.abort();
     metrics.abort();
+    logouts.abort();
     // The router (and with it every audit queue handle) is gone: the
     // writer drains what is queued and stops.
     writer.finish().await;
     db.close().await;
     served
+}
+
+/// How often the back-channel logout queue is looked at.
+const LOGOUT_POLL: Duration = Duration::from_secs(1);
+
+/// Send back-channel logouts as they come due (every instance may; a
+/// client may get a logout token twice, which §2.6 allows: `jti` differs,
+/// the session is the same).
+async fn deliver_logouts(app: Arc<App>) {
+    let http = match crate::signin::backchannel::http_client() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "back-channel logout disabled");
+            return;
+        }
+    };
+    let mut ticker = tokio::time::interval(LOGOUT_POLL);
+    loop {
+        ticker.tick().await;
+        if let Err(e) = crate::signin::backchannel::deliver_due(app.deliver(), &http).await {
+            tracing::warn!(error = %e, "back-channel logout delivery");
+        }
+    }
 }
 
 /// Pick up access-token revocations made by other instances.

@@ -253,18 +253,23 @@ fn serve_starts_with_zero_configuration_and_stops_on_sigterm() {
     assert!(verified.contains("orders:read"), "{verified}");
 
     // A rotation started from the command line reaches the server.
+    // Keys for access tokens (ES256) and ID tokens (RS256); a rotation
+    // prints one new key per algorithm, access tokens' first.
     let before = jwks_kids(&base);
-    assert_eq!(before.len(), 1);
-    let new_kid = admin(
+    assert_eq!(before.len(), 2);
+    let new_kids: Vec<String> = admin(
         d,
         &["keys", "rotate", "--config", "tessera.toml"],
         None,
         &[],
     )
-    .trim()
-    .to_owned();
-    wait_until("the new key is published", || {
-        jwks_kids(&base).contains(&new_kid)
+    .lines()
+    .map(str::to_owned)
+    .collect();
+    assert_eq!(new_kids.len(), 2);
+    wait_until("the new keys are published", || {
+        let published = jwks_kids(&base);
+        new_kids.iter().all(|k| published.contains(k))
     });
     let listed = admin(d, &["keys", "list", "--config", "tessera.toml"], None, &[]);
     assert!(
@@ -288,7 +293,7 @@ fn serve_starts_with_zero_configuration_and_stops_on_sigterm() {
     let server = start(d, &["--config", "tessera.toml"], &[]);
     eprintln!("restart to listening: {:?}", started.elapsed());
     let mut kids = before.clone();
-    kids.push(new_kid);
+    kids.extend(new_kids);
     kids.sort();
     assert_eq!(jwks_kids(&server.base), kids);
     let jwks_url = format!("{}/.well-known/jwks.json", server.base);
@@ -469,7 +474,11 @@ fn two_instances_share_one_postgres_database() {
     assert_eq!(introspect(&b.base, &refresh)["active"], false);
 
     // A rotation reaches both.
-    let new_kid = admin(d, &["keys", "rotate"], None, &env).trim().to_owned();
+    let new_kid = admin(d, &["keys", "rotate"], None, &env)
+        .lines()
+        .next()
+        .unwrap()
+        .to_owned();
     wait_until("both instances publish the new key", || {
         jwks_kids(&a.base).contains(&new_kid) && jwks_kids(&b.base).contains(&new_kid)
     });
@@ -767,7 +776,9 @@ fn store_api_accepts_the_servers_tokens_and_follows_its_key_rotation() {
         None,
         &[],
     )
-    .trim()
+    .lines()
+    .next()
+    .unwrap()
     .to_owned();
     wait_until("the new key signs", || {
         jwt_kid(&token(&svc, &svc_secret)) == new_kid
@@ -1123,8 +1134,10 @@ fn keys_list_only_reads() {
         &[],
     );
     let keys: Value = serde_json::from_str(&listed).unwrap();
-    assert_eq!(keys.as_array().unwrap().len(), 1, "{listed}");
+    // One key for access tokens, one for ID tokens, both active.
+    assert_eq!(keys.as_array().unwrap().len(), 2, "{listed}");
     assert_eq!(keys[0]["state"], "active");
+    assert_eq!(keys[1]["state"], "active");
     assert!(!d.join("tessera-data/master.key").exists());
     let again = admin(
         d,

@@ -11,5 +11,6 @@ pub fn grant(request: &TokenRequest<'_>) -> Result<Granted, Refusal> {
         scope: request.scopes_within(&request.client.scopes)?,
         auth_time: None,
         refresh_token: None,
+        sign_in: None,
     })
 }

@@ -37,5 +37,6 @@ pub async fn grant(
         scope: request.scopes_within(&client.scopes.intersection(&user_scopes))?,
         auth_time: Some(now()),
         refresh_token: None,
+        sign_in: None,
     })
 }

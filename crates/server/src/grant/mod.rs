@@ -10,6 +10,7 @@
 //! the application state. Adding a grant is a file here and its line in
 //! `http/token.rs`'s dispatch.
 
+pub mod authorization_code;
 pub mod client_auth;
 pub mod client_credentials;
 pub mod jwt_bearer;
@@ -97,6 +98,22 @@ pub struct Granted {
     pub auth_time: Option<i64>,
     /// A refresh token, new or rotated.
     pub refresh_token: Option<Zeroizing<String>>,
+    /// For a sign-in (the code grant): what the ID token and the code's
+    /// replay protection need once the access token is minted.
+    pub sign_in: Option<SignIn>,
+}
+
+/// What a code exchange leaves for the token endpoint to finish.
+#[derive(Debug)]
+pub struct SignIn {
+    /// The code, to record what it issued.
+    pub code: String,
+    /// The session.
+    pub sid: String,
+    /// The authorization request's `nonce`.
+    pub nonce: Option<String>,
+    /// The refresh family started, if any.
+    pub family_id: Option<String>,
 }
 
 /// Why a grant said no, in the terms of RFC 6749 §5.2 (the HTTP layer

@@ -83,6 +83,7 @@ pub async fn grant(request: &TokenRequest<'_>, login: Login<'_>) -> Result<Grant
                 username: Some(&user.username),
                 scope: &scope.to_string(),
                 auth_time,
+                sid: None,
             },
             login.refresh,
         )
@@ -97,5 +98,6 @@ pub async fn grant(request: &TokenRequest<'_>, login: Login<'_>) -> Result<Grant
         scope,
         auth_time,
         refresh_token,
+        sign_in: None,
     })
 }

@@ -93,5 +93,6 @@ pub async fn grant(request: &TokenRequest<'_>, rotate: Rotate<'_>) -> Result<Gra
         scope,
         auth_time: family.auth_time,
         refresh_token: Some(rotated.token),
+        sign_in: None,
     })
 }

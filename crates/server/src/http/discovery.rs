@@ -32,13 +32,30 @@ pub(super) fn metadata(config: &Config) -> String {
         "jwks_uri": config.jwks_uri(),
         "introspection_endpoint": format!("{issuer}/oauth2/introspect"),
         "revocation_endpoint": format!("{issuer}/oauth2/revoke"),
+        "authorization_endpoint": format!("{issuer}/oauth2/authorize"),
+        "userinfo_endpoint": format!("{issuer}/oauth2/userinfo"),
+        "end_session_endpoint": format!("{issuer}/oauth2/logout"),
         "grant_types_supported": GrantType::ALL.iter().map(|g| g.as_str()).collect::<Vec<_>>(),
-        "response_types_supported": [],
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query", "form_post"],
+        "code_challenge_methods_supported": ["S256"],
+        "scopes_supported": crate::signin::OIDC_SCOPES,
+        "claims_supported": [
+            "sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "sid", "at_hash",
+            "name", "preferred_username", "email", "email_verified", "updated_at"
+        ],
+        "prompt_values_supported": ["none", "login", "consent", "select_account"],
+        "authorization_response_iss_parameter_supported": true,
+        "backchannel_logout_supported": true,
+        "backchannel_logout_session_supported": true,
+        "request_parameter_supported": false,
+        "request_uri_parameter_supported": false,
         "token_endpoint_auth_methods_supported": auth_methods,
         "token_endpoint_auth_signing_alg_values_supported": assertion_algs,
         "introspection_endpoint_auth_methods_supported": &auth_methods[..3],
         "revocation_endpoint_auth_methods_supported": auth_methods,
-        "id_token_signing_alg_values_supported": [config.keys.algorithm.as_str()],
+        "id_token_signing_alg_values_supported":
+            config.keys.id_token_algorithms.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
         "subject_types_supported": ["public"],
     })
     .to_string()

@@ -5,21 +5,35 @@
 //! | `POST /oauth2/token` | `token.rs` | any registered client |
 //! | `POST /oauth2/introspect` | `introspect.rs` | confidential clients |
 //! | `POST /oauth2/revoke` | `revoke.rs` | the client the token was issued to |
+//! | `GET`/`POST /oauth2/authorize` | `authorize.rs` | anyone (the person is identified by the session) |
+//! | `GET`/`POST /login` | `login.rs` | the browser that started the request |
+//! | `GET`/`POST /consent` | `consent.rs` | the browser and session of the request |
+//! | `GET`/`POST /oauth2/logout`, `POST /logout` | `logout.rs` | the session's own browser |
+//! | `GET`/`POST /oauth2/userinfo` | `userinfo.rs` | access tokens with `openid` |
+//! | `GET /assets/*` | `pages.rs` | anyone |
 //! | `GET /.well-known/*` | `discovery.rs` | anyone |
 //! | `GET /healthz`, `/readyz` | `health.rs` | anyone |
 //! | `GET /metrics` | `metrics.rs` | anyone |
 //! | `/admin/...` | `admin/` | access tokens with the `tessera:admin` scope |
 
 pub mod admin;
+mod authorize;
+mod bearer;
+mod consent;
+mod cookies;
 mod discovery;
 mod edge;
 mod error;
 mod form;
 mod health;
 mod introspect;
+mod login;
+mod logout;
 mod metrics;
+pub mod pages;
 mod revoke;
 mod token;
+mod userinfo;
 
 use std::sync::Arc;
 
@@ -39,7 +53,46 @@ const BODY_LIMIT: usize = 16 * 1024;
 pub fn router(app: Arc<App>) -> Router {
     // Install the recorder before the first request counts anything.
     self::metrics::prometheus();
+    // `open` has loaded the pages once already, so a bad template fails
+    // the start; this cannot fail differently.
+    let pages = match pages::Pages::load(&app.config.pages) {
+        Ok(p) => Arc::new(p),
+        Err(e) => {
+            tracing::error!(error = %e, "sign-in pages: falling back to the built-in look");
+            match pages::Pages::load(&crate::config::Pages {
+                product_name: app.config.pages.product_name.clone(),
+                accent: "#1d4ed8".into(),
+                logo: None,
+                templates: None,
+            }) {
+                Ok(p) => Arc::new(p),
+                Err(e) => {
+                    tracing::error!(error = %e, "sign-in pages unavailable");
+                    return Router::new().with_state(app);
+                }
+            }
+        }
+    };
+    let assets = Arc::clone(&pages);
+    let logo = Arc::clone(&pages);
     Router::new()
+        .route(
+            "/oauth2/authorize",
+            get(authorize::authorize).post(authorize::authorize),
+        )
+        .route("/login", get(login::page).post(login::submit))
+        .route("/consent", get(consent::page).post(consent::submit))
+        .route(
+            "/oauth2/logout",
+            get(logout::end_session).post(logout::end_session),
+        )
+        .route("/logout", post(logout::confirmed))
+        .route(
+            "/assets/tessera.css",
+            get(move || async move { assets.stylesheet() }),
+        )
+        .route("/assets/logo", get(move || async move { logo.logo() }))
+        .merge(userinfo::routes(&app))
         .route("/oauth2/token", post(token::token))
         .route("/oauth2/introspect", post(introspect::introspect))
         .route("/oauth2/revoke", post(revoke::revoke))
@@ -56,6 +109,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(self::metrics::metrics))
         .merge(admin::routes(&app))
+        .layer(axum::Extension(pages))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn(edge::check))
         .layer(axum::middleware::from_fn(self::metrics::track))

@@ -16,9 +16,13 @@ use super::form::OAuthForm;
 use super::{App, OAuthError};
 use crate::access::Mint;
 use crate::grant::client_auth::{authenticate, identifies_client, verify_assertion, Accept};
-use crate::grant::{client_credentials, jwt_bearer, password, refresh, Granted, TokenRequest};
+use crate::grant::{
+    authorization_code, client_credentials, jwt_bearer, password, refresh, Granted, TokenRequest,
+};
+use crate::signin::id_token::{self, IdClaims, IdToken};
 use crate::store::audit::Event;
 use crate::store::clients::{Client, GrantType};
+use crate::store::codes::{self, Issued};
 use crate::store::{now, secs};
 
 #[derive(Serialize)]
@@ -30,6 +34,8 @@ struct TokenResponse {
     scope: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     refresh_token: Option<Zeroizing<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id_token: Option<String>,
 }
 
 /// Authorization: any registered client, for the grants it was given.
@@ -82,6 +88,7 @@ pub async fn token(State(app): State<Arc<App>>, form: OAuthForm) -> Result<Respo
         GrantType::ClientCredentials => client_credentials::grant(&request),
         GrantType::Password => password::grant(&request, app.login()).await,
         GrantType::RefreshToken => refresh::grant(&request, app.rotate()).await,
+        GrantType::AuthorizationCode => authorization_code::grant(&request, app.exchange()).await,
         GrantType::JwtBearer => match &assertion {
             Some(assertion) => {
                 jwt_bearer::grant(&request, &assertion.subject, &app.db, &app.audit).await
@@ -90,13 +97,14 @@ pub async fn token(State(app): State<Arc<App>>, form: OAuthForm) -> Result<Respo
         },
     }
     .map_err(OAuthError::from)?;
-    let response = issue(&app, &client, granted)?;
+    let response = issue(&app, &client, granted).await?;
     metrics::counter!("tessera_tokens_issued_total", "grant" => grant.as_str()).increment(1);
     Ok(response)
 }
 
-/// Sign the access token and answer.
-fn issue(app: &App, client: &Client, granted: Granted) -> Result<Response, OAuthError> {
+/// Sign the access token (and, for a sign-in with `openid`, the ID
+/// token) and answer.
+async fn issue(app: &App, client: &Client, granted: Granted) -> Result<Response, OAuthError> {
     let at = now();
     let max = app.config.max_access_ttl;
     let ttl = client
@@ -130,12 +138,48 @@ fn issue(app: &App, client: &Client, granted: Granted) -> Result<Response, OAuth
                 .detail(format!("jti={}", minted.jti)),
         );
     }
+    let mut id_token = None;
+    if let Some(sign_in) = &granted.sign_in {
+        let issued = Issued {
+            family_id: sign_in.family_id.clone(),
+            access_jti: Some(minted.jti.clone()),
+            access_expires_at: Some(at.saturating_add(secs(ttl))),
+        };
+        // A replay that came in meanwhile revokes what this use issued.
+        if codes::record_issued(&app.db, &sign_in.code, &issued).await? {
+            authorization_code::revoke_issued(app.exchange(), &issued).await?;
+            return Err(OAuthError::invalid_grant(
+                "the code was used twice: what it issued is revoked",
+            ));
+        }
+        if granted.scope.contains("openid") {
+            let alg = client.id_token_alg();
+            id_token = Some(id_token::sign(
+                &app.keys,
+                alg,
+                IdToken {
+                    issuer: &app.config.issuer,
+                    subject: &granted.subject,
+                    client_id: &client.client_id,
+                    claims: IdClaims {
+                        auth_time: granted.auth_time.unwrap_or(at),
+                        nonce: sign_in.nonce.clone(),
+                        sid: sign_in.sid.clone(),
+                        at_hash: Some(id_token::at_hash(alg, &minted.token)),
+                    },
+                    ttl,
+                },
+                at,
+            )?);
+        }
+    }
     let body = TokenResponse {
         access_token: minted.token,
         token_type: "Bearer",
         expires_in: secs(ttl),
         scope,
         refresh_token: granted.refresh_token,
+        id_token,
     };
     Ok(no_store(Json(body)))
 }

@@ -5,6 +5,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use tessera_jose::Algorithm;
 use zeroize::Zeroizing;
 
 use crate::db::{on_pool, Db};
@@ -28,11 +29,16 @@ pub enum GrantType {
     /// JWT signed with the client's registered keys names the subject.
     #[serde(rename = "urn:ietf:params:oauth:grant-type:jwt-bearer")]
     JwtBearer,
+    /// `authorization_code` (RFC 6749 §4.1, with PKCE): people sign in
+    /// through the authorization endpoint.
+    #[serde(rename = "authorization_code")]
+    AuthorizationCode,
 }
 
 impl GrantType {
     /// Every grant type, in the order metadata lists them.
-    pub const ALL: [GrantType; 4] = [
+    pub const ALL: [GrantType; 5] = [
+        GrantType::AuthorizationCode,
         GrantType::ClientCredentials,
         GrantType::Password,
         GrantType::RefreshToken,
@@ -46,6 +52,7 @@ impl GrantType {
             GrantType::ClientCredentials => "client_credentials",
             GrantType::RefreshToken => "refresh_token",
             GrantType::JwtBearer => "urn:ietf:params:oauth:grant-type:jwt-bearer",
+            GrantType::AuthorizationCode => "authorization_code",
         }
     }
 
@@ -76,6 +83,11 @@ pub(crate) struct ClientRow {
     jwks: Option<String>,
     access_ttl: Option<i64>,
     created_at: i64,
+    redirect_uris: String,
+    post_logout_redirect_uris: String,
+    backchannel_logout_uri: Option<String>,
+    id_token_alg: Option<String>,
+    first_party: bool,
 }
 
 /// A client, parsed.
@@ -100,6 +112,16 @@ pub struct Client {
     pub access_ttl: Option<i64>,
     /// When it was added.
     pub created_at: i64,
+    /// Where the authorization endpoint may send people back.
+    pub redirect_uris: Vec<String>,
+    /// Where RP-initiated logout may send people back.
+    pub post_logout_redirect_uris: Vec<String>,
+    /// Where back-channel logout tokens are POSTed.
+    pub backchannel_logout_uri: Option<String>,
+    /// The algorithm of its ID tokens (`None`: RS256).
+    pub id_token_alg: Option<Algorithm>,
+    /// The operator's own application: consent is implied.
+    pub first_party: bool,
 }
 
 impl std::fmt::Debug for Client {
@@ -114,6 +136,8 @@ impl std::fmt::Debug for Client {
             .field("grants", &self.grants)
             .field("scopes", &self.scopes)
             .field("audiences", &self.audiences)
+            .field("redirect_uris", &self.redirect_uris)
+            .field("first_party", &self.first_party)
             .finish_non_exhaustive()
     }
 }
@@ -139,6 +163,12 @@ impl Client {
     pub fn is_public(&self) -> bool {
         self.secret_hash.is_none() && self.jwks.is_none()
     }
+
+    /// The algorithm its ID tokens are signed with (OpenID Connect Core
+    /// §15.1: RS256 unless the client registered another).
+    pub fn id_token_alg(&self) -> Algorithm {
+        self.id_token_alg.unwrap_or(Algorithm::RS256)
+    }
 }
 
 /// A client as listed.
@@ -160,6 +190,20 @@ pub struct ClientInfo {
     pub access_ttl: Option<i64>,
     /// When it was added.
     pub created_at: i64,
+    /// Registered redirect URIs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub redirect_uris: Vec<String>,
+    /// Registered post-logout redirect URIs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub post_logout_redirect_uris: Vec<String>,
+    /// Back-channel logout URI.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backchannel_logout_uri: Option<String>,
+    /// ID token algorithm, when registered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token_signed_response_alg: Option<&'static str>,
+    /// Whether consent is implied.
+    pub first_party: bool,
 }
 
 impl From<&Client> for ClientInfo {
@@ -173,8 +217,21 @@ impl From<&Client> for ClientInfo {
             audiences: c.audiences.clone(),
             access_ttl: c.access_ttl,
             created_at: c.created_at,
+            redirect_uris: c.redirect_uris.clone(),
+            post_logout_redirect_uris: c.post_logout_redirect_uris.clone(),
+            backchannel_logout_uri: c.backchannel_logout_uri.clone(),
+            id_token_signed_response_alg: c.id_token_alg.map(Algorithm::as_str),
+            first_party: c.first_party,
         }
     }
+}
+
+/// The items of a space-separated list.
+fn words(text: &str) -> Vec<String> {
+    text.split(' ')
+        .filter(|w| !w.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 impl TryFrom<ClientRow> for Client {
@@ -191,14 +248,23 @@ impl TryFrom<ClientRow> for Client {
                 })
             })
             .collect::<Result<_, _>>()?;
+        let id_token_alg = row
+            .id_token_alg
+            .as_deref()
+            .map(|a| {
+                a.parse::<Algorithm>().map_err(|_| {
+                    Error::Database(format!("client {}: unknown algorithm {a:?}", row.client_id))
+                })
+            })
+            .transpose()?;
         Ok(Client {
             scopes: Scopes::parse(&row.scopes)?,
-            audiences: row
-                .audiences
-                .split(' ')
-                .filter(|a| !a.is_empty())
-                .map(str::to_owned)
-                .collect(),
+            audiences: words(&row.audiences),
+            redirect_uris: words(&row.redirect_uris),
+            post_logout_redirect_uris: words(&row.post_logout_redirect_uris),
+            backchannel_logout_uri: row.backchannel_logout_uri,
+            id_token_alg,
+            first_party: row.first_party,
             client_id: row.client_id,
             name: row.name,
             secret_hash: row.secret_hash,
@@ -227,6 +293,16 @@ pub struct NewClient {
     pub jwks: Option<String>,
     /// Access-token lifetime in seconds.
     pub access_ttl: Option<i64>,
+    /// Redirect URIs (the authorization code grant needs one at least).
+    pub redirect_uris: Vec<String>,
+    /// Where RP-initiated logout may send people back.
+    pub post_logout_redirect_uris: Vec<String>,
+    /// Where back-channel logout tokens go.
+    pub backchannel_logout_uri: Option<String>,
+    /// ID token algorithm (`None`: RS256).
+    pub id_token_alg: Option<Algorithm>,
+    /// The operator's own application: no consent page.
+    pub first_party: bool,
 }
 
 /// A client just added: its id and, once, its secret.
@@ -238,7 +314,9 @@ pub struct Added {
     pub client_secret: Option<Zeroizing<String>>,
 }
 
-/// Add a client.
+/// Add a client. The rules that depend on the server (which redirect
+/// URIs and ID token algorithms it accepts) are the admin service's to
+/// check first (`crate::admin`).
 pub async fn add(db: &Db, new: NewClient) -> Result<Added, Error> {
     check_name("client name", &new.name)?;
     let mut grants = new.grants;
@@ -270,6 +348,33 @@ pub async fn add(db: &Db, new: NewClient) -> Result<Added, Error> {
             ));
         }
     }
+    let code_flow = grants.contains(&GrantType::AuthorizationCode);
+    if code_flow && new.redirect_uris.is_empty() {
+        return Err(Error::Invalid(
+            "the authorization_code grant needs at least one --redirect-uri".into(),
+        ));
+    }
+    if !code_flow
+        && (!new.redirect_uris.is_empty()
+            || !new.post_logout_redirect_uris.is_empty()
+            || new.backchannel_logout_uri.is_some())
+    {
+        return Err(Error::Invalid(
+            "redirect and logout URIs are for clients of the authorization_code grant: add --grant authorization_code".into(),
+        ));
+    }
+    if new
+        .redirect_uris
+        .iter()
+        .chain(&new.post_logout_redirect_uris)
+        .any(|u| u.contains(' '))
+        || new
+            .backchannel_logout_uri
+            .as_ref()
+            .is_some_and(|u| u.contains(' '))
+    {
+        return Err(Error::Invalid("a URI holds a space".into()));
+    }
     for aud in &new.audiences {
         check_name("audience", aud)?;
         if aud.contains(' ') {
@@ -289,12 +394,16 @@ pub async fn add(db: &Db, new: NewClient) -> Result<Added, Error> {
         .collect::<Vec<_>>()
         .join(" ");
     on_pool!(db.write(), p => sqlx::query(
-        "INSERT INTO clients (client_id, name, secret_hash, grants, scopes, audiences, jwks, access_ttl, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)"
+        "INSERT INTO clients (client_id, name, secret_hash, grants, scopes, audiences, jwks, access_ttl, created_at, updated_at, \
+         redirect_uris, post_logout_redirect_uris, backchannel_logout_uri, id_token_alg, first_party) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11, $12, $13, $14)"
     )
     .bind(&client_id).bind(&new.name).bind(secret.as_ref().map(|s| token_digest(s)))
     .bind(grant_text).bind(new.scopes.to_string()).bind(new.audiences.join(" "))
     .bind(&new.jwks).bind(new.access_ttl).bind(at)
+    .bind(new.redirect_uris.join(" ")).bind(new.post_logout_redirect_uris.join(" "))
+    .bind(&new.backchannel_logout_uri).bind(new.id_token_alg.map(Algorithm::as_str))
+    .bind(new.first_party)
     .execute(p).await.map(|r| r.rows_affected()))?;
     Ok(Added {
         client_id,
@@ -302,8 +411,8 @@ pub async fn add(db: &Db, new: NewClient) -> Result<Added, Error> {
     })
 }
 
-const COLUMNS: &str =
-    "client_id, name, secret_hash, grants, scopes, audiences, jwks, access_ttl, created_at";
+const COLUMNS: &str = "client_id, name, secret_hash, grants, scopes, audiences, jwks, access_ttl, \
+     created_at, redirect_uris, post_logout_redirect_uris, backchannel_logout_uri, id_token_alg, first_party";
 
 /// The client whose id is `client_id`.
 pub async fn find(db: &Db, client_id: &str) -> Result<Option<Client>, Error> {

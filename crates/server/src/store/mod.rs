@@ -2,9 +2,14 @@
 
 pub mod audit;
 pub mod clients;
+pub mod codes;
+pub mod consents;
+pub mod logouts;
+pub mod pending;
 pub mod refresh;
 pub mod retention;
 pub mod revocation;
+pub mod sessions;
 pub mod users;
 
 use std::collections::BTreeSet;
@@ -61,6 +66,18 @@ impl Scopes {
     /// The scopes in both.
     pub fn intersection(&self, other: &Scopes) -> Scopes {
         Scopes(self.0.intersection(&other.0).cloned().collect())
+    }
+
+    /// The scopes in either.
+    pub fn union(&self, other: &Scopes) -> Scopes {
+        Scopes(self.0.union(&other.0).cloned().collect())
+    }
+
+    /// The set without `scope`.
+    pub fn without(&self, scope: &str) -> Scopes {
+        let mut set = self.0.clone();
+        set.remove(scope);
+        Scopes(set)
     }
 
     /// Whether `scope` is in the set.

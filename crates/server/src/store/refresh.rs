@@ -56,6 +56,8 @@ pub struct NewFamily<'a> {
     pub scope: &'a str,
     /// When the user authenticated.
     pub auth_time: Option<i64>,
+    /// The sign-in session it belongs to (ended with it).
+    pub sid: Option<&'a str>,
 }
 
 /// Lifetimes of refresh tokens.
@@ -186,11 +188,11 @@ pub async fn issue(
     on_pool!(db.write(), p => {
         let mut tx = p.begin().await?;
         sqlx::query(
-            "INSERT INTO refresh_families (id, client_id, subject, username, scope, auth_time, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            "INSERT INTO refresh_families (id, client_id, subject, username, scope, auth_time, created_at, expires_at, sid) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
         )
         .bind(&id).bind(new.client_id).bind(new.subject).bind(new.username).bind(new.scope)
-        .bind(new.auth_time).bind(at).bind(family_end)
+        .bind(new.auth_time).bind(at).bind(family_end).bind(new.sid)
         .execute(&mut *tx).await?;
         sqlx::query(
             "INSERT INTO refresh_tokens (token_hash, family_id, created_at, expires_at) VALUES ($1, $2, $3, $4)"
@@ -495,6 +497,14 @@ pub async fn revoke(
          RETURNING id"
     ).bind(now()).bind(reason).bind(client_id).bind(token_digest(presented)).fetch_all(p).await)?;
     Ok(family.into_iter().next().map(|(id,)| id))
+}
+
+/// Revoke the family `family_id` (a replayed authorization code).
+pub async fn revoke_family(db: &Db, family_id: &str, reason: &str) -> Result<(), Error> {
+    on_pool!(db.write(), p => sqlx::query(
+        "UPDATE refresh_families SET revoked_at = $1, revoked_reason = $2 WHERE id = $3 AND revoked_at IS NULL"
+    ).bind(now()).bind(reason).bind(family_id).execute(p).await.map(|r| r.rows_affected()))?;
+    Ok(())
 }
 
 /// The number of tokens of a family that can still be used (for tests and

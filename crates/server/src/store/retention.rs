@@ -47,7 +47,7 @@ impl Pruned {
 /// `$2` rows that ended before `$1`). A refresh token past its own expiry
 /// is refused whether or not its row is there; a family past its end
 /// takes its tokens with it (cascade).
-const EXPIRED: [(Kind, &str); 4] = [
+const EXPIRED: [(Kind, &str); 7] = [
     (
         Kind::Refresh,
         "DELETE FROM refresh_tokens WHERE token_hash IN \
@@ -67,6 +67,23 @@ const EXPIRED: [(Kind, &str); 4] = [
         Kind::Ids,
         "DELETE FROM used_assertions WHERE (issuer, jti) IN \
          (SELECT issuer, jti FROM used_assertions WHERE expires_at < $1 LIMIT $2)",
+    ),
+    (
+        Kind::Ids,
+        "DELETE FROM pending_authorizations WHERE id IN \
+         (SELECT id FROM pending_authorizations WHERE expires_at < $1 LIMIT $2)",
+    ),
+    // A spent code is kept an hour past its expiry, so that a replay
+    // within it still revokes what the code issued.
+    (
+        Kind::Ids,
+        "DELETE FROM authorization_codes WHERE code_hash IN \
+         (SELECT code_hash FROM authorization_codes WHERE expires_at + 3600 < $1 LIMIT $2)",
+    ),
+    (
+        Kind::Ids,
+        "DELETE FROM sessions WHERE sid IN \
+         (SELECT sid FROM sessions WHERE expires_at < $1 OR ended_at + 86400 < $1 LIMIT $2)",
     ),
 ];
 

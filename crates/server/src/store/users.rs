@@ -1,4 +1,5 @@
-//! Users who log in with the password grant.
+//! Users: who may sign in, with their profile claims (OpenID Connect
+//! Core §5.1).
 
 use serde::Serialize;
 
@@ -20,6 +21,25 @@ pub struct User {
     pub scopes: String,
     /// Disabled users cannot log in or refresh.
     pub disabled: bool,
+    /// `name`.
+    pub name: Option<String>,
+    /// `email`.
+    pub email: Option<String>,
+    /// `email_verified`.
+    pub email_verified: bool,
+    /// When the profile last changed (`updated_at` claim).
+    pub updated_at: i64,
+}
+
+/// Profile claims to set; `None` leaves a claim as it is.
+#[derive(Clone, Debug, Default)]
+pub struct Profile {
+    /// Full name (empty: remove it).
+    pub name: Option<String>,
+    /// Email address (empty: remove it).
+    pub email: Option<String>,
+    /// Whether the address is verified.
+    pub email_verified: Option<bool>,
 }
 
 impl std::fmt::Debug for User {
@@ -30,7 +50,7 @@ impl std::fmt::Debug for User {
             .field("password_hash", &"[REDACTED]")
             .field("scopes", &self.scopes)
             .field("disabled", &self.disabled)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -47,6 +67,10 @@ pub struct UserInfo {
     pub disabled: bool,
     /// When the user was added.
     pub created_at: i64,
+    /// Full name.
+    pub name: Option<String>,
+    /// Email address.
+    pub email: Option<String>,
 }
 
 /// Add a user with an already-hashed password.
@@ -71,6 +95,8 @@ pub async fn add(
             scopes: scopes.to_string(),
             disabled: false,
             created_at: at,
+            name: None,
+            email: None,
         }),
         Err(e) if is_unique_violation(&e) => Err(Error::Exists {
             kind: "user",
@@ -80,26 +106,29 @@ pub async fn add(
     }
 }
 
+const USER_COLUMNS: &str =
+    "id, username, password_hash, scopes, disabled, name, email, email_verified, updated_at";
+
 /// The user named `username`.
 pub async fn find(db: &Db, username: &str) -> Result<Option<User>, Error> {
-    let user = on_pool!(db.read(), p => sqlx::query_as::<_, User>(
-        "SELECT id, username, password_hash, scopes, disabled FROM users WHERE username = $1"
-    ).bind(username).fetch_optional(p).await)?;
+    let user = on_pool!(db.read(), p => sqlx::query_as::<_, User>(&format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE username = $1"
+    )).bind(username).fetch_optional(p).await)?;
     Ok(user)
 }
 
 /// The user whose id is `id`.
 pub async fn find_by_id(db: &Db, id: &str) -> Result<Option<User>, Error> {
-    let user = on_pool!(db.read(), p => sqlx::query_as::<_, User>(
-        "SELECT id, username, password_hash, scopes, disabled FROM users WHERE id = $1"
-    ).bind(id).fetch_optional(p).await)?;
+    let user = on_pool!(db.read(), p => sqlx::query_as::<_, User>(&format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE id = $1"
+    )).bind(id).fetch_optional(p).await)?;
     Ok(user)
 }
 
 /// Every user, by name.
 pub async fn list(db: &Db) -> Result<Vec<UserInfo>, Error> {
     let users = on_pool!(db.read(), p => sqlx::query_as::<_, UserInfo>(
-        "SELECT id, username, scopes, disabled, created_at FROM users ORDER BY username"
+        "SELECT id, username, scopes, disabled, created_at, name, email FROM users ORDER BY username"
     ).fetch_all(p).await)?;
     Ok(users)
 }
@@ -146,6 +175,44 @@ async fn apply(db: &Db, username: &str, change: Change<'_>) -> Result<(), Error>
         tx.commit().await?;
         Ok::<_, sqlx::Error>(changed)
     })?;
+    if changed == 0 {
+        return Err(not_found(username));
+    }
+    Ok(())
+}
+
+/// Set profile claims of `username`.
+pub async fn set_profile(db: &Db, username: &str, profile: &Profile) -> Result<(), Error> {
+    let clean = |v: &Option<String>, kind: &str| -> Result<Option<Option<String>>, Error> {
+        match v.as_deref() {
+            None => Ok(None),
+            Some("") => Ok(Some(None)),
+            Some(text) => {
+                check_name(kind, text)?;
+                Ok(Some(Some(text.to_owned())))
+            }
+        }
+    };
+    let name = clean(&profile.name, "name")?;
+    let email = clean(&profile.email, "email")?;
+    if let Some(Some(e)) = &email {
+        if !e.contains('@') || e.contains(char::is_whitespace) {
+            return Err(Error::Invalid(format!("{e:?} is not an email address")));
+        }
+    }
+    // A changed address is not verified unless said so.
+    let verified = match (&email, profile.email_verified) {
+        (_, Some(v)) => Some(v),
+        (Some(_), None) => Some(false),
+        (None, None) => None,
+    };
+    let changed = on_pool!(db.write(), p => sqlx::query(
+        "UPDATE users SET \
+         name = CASE WHEN $1 THEN $2 ELSE name END, \
+         email = CASE WHEN $3 THEN $4 ELSE email END, \
+         email_verified = COALESCE($5, email_verified), updated_at = $6 WHERE username = $7"
+    ).bind(name.is_some()).bind(name.flatten()).bind(email.is_some()).bind(email.flatten())
+    .bind(verified).bind(now()).bind(username).execute(p).await.map(|r| r.rows_affected()))?;
     if changed == 0 {
         return Err(not_found(username));
     }

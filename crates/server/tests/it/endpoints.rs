@@ -234,6 +234,7 @@ async fn discovery_lists_what_the_server_supports(backend: Backend) {
         assert_eq!(
             grants,
             [
+                "authorization_code",
                 "client_credentials",
                 "password",
                 "refresh_token",
@@ -256,9 +257,15 @@ async fn discovery_lists_what_the_server_supports(backend: Backend) {
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.headers[header::CACHE_CONTROL], "public, max-age=300");
     let keys = r.json["keys"].as_array().unwrap();
-    assert_eq!(keys.len(), 1);
-    assert!(keys[0].get("d").is_none(), "only public keys are published");
+    // The access-token key and the ID-token key (RS256 by default).
+    assert_eq!(keys.len(), 2);
+    for key in keys {
+        for private in ["d", "p", "q", "dp", "dq", "qi"] {
+            assert!(key.get(private).is_none(), "only public keys are published");
+        }
+    }
     assert_eq!(keys[0]["alg"], "ES256");
+    assert_eq!(keys[1]["alg"], "RS256");
     h.finish().await;
 }
 
@@ -383,7 +390,7 @@ mod admin_api {
                 assert_eq!(r.json["error"], "insufficient_scope");
             }
         }
-        assert_eq!(operations, 13);
+        assert_eq!(operations, 16);
 
         let r = call(&h, Method::GET, "/admin/users", Some("not.a.token"), None).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
@@ -568,8 +575,9 @@ mod admin_api {
             .iter()
             .map(|k| (k["kid"].as_str().unwrap(), k["state"].as_str().unwrap()))
             .collect();
-        assert_eq!(states.len(), 2);
-        assert_eq!(states[1], (kid.as_str(), "announced"));
+        // Two algorithms (access tokens, ID tokens), each rotated.
+        assert_eq!(states.len(), 4);
+        assert!(states.contains(&(kid.as_str(), "announced")), "{states:?}");
 
         assert_eq!(
             call(&h, Method::DELETE, "/admin/users/alice", t, None)

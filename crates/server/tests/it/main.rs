@@ -11,6 +11,7 @@
 mod endpoints;
 mod faults;
 mod hostile;
+mod signin;
 mod store;
 mod token;
 

@@ -227,7 +227,7 @@ async fn malformed_requests_are_invalid_request(backend: Backend) {
     let r = h
         .post(
             "/oauth2/token",
-            &[("grant_type", "authorization_code")],
+            &[("grant_type", "implicit")],
             Some((&id, &secret)),
         )
         .await;

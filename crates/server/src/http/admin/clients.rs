@@ -28,6 +28,15 @@ pub struct NewClientBody {
     jwks: Option<serde_json::Value>,
     /// Seconds.
     access_ttl: Option<u64>,
+    #[serde(default)]
+    redirect_uris: Vec<String>,
+    #[serde(default)]
+    post_logout_redirect_uris: Vec<String>,
+    backchannel_logout_uri: Option<String>,
+    /// RFC 7591 / OpenID Connect Registration name.
+    id_token_signed_response_alg: Option<String>,
+    #[serde(default)]
+    first_party: bool,
 }
 
 /// Authorization: admin scope.
@@ -51,6 +60,11 @@ pub async fn add(
             public: body.public,
             jwks: body.jwks.map(|j| j.to_string()),
             access_ttl: body.access_ttl.map(Duration::from_secs),
+            redirect_uris: body.redirect_uris,
+            post_logout_redirect_uris: body.post_logout_redirect_uris,
+            backchannel_logout_uri: body.backchannel_logout_uri,
+            id_token_alg: body.id_token_signed_response_alg,
+            first_party: body.first_party,
         })
         .await?;
     let secret = added.client_secret.as_deref().map(String::as_str);

@@ -16,8 +16,11 @@ pub async fn list(State(app): AppState, _admin: Admin) -> AdminResult {
 
 /// Authorization: admin scope.
 pub async fn rotate(State(app): AppState, admin: Admin) -> AdminResult {
-    let kid = app.keys.rotate().await?;
-    app.audit.push(admin.event("key_rotation_started", &kid));
+    let kids = app.keys.rotate().await?;
+    app.audit
+        .push(admin.event("key_rotation_started", &kids.join(" ")));
     let activate_at = now().saturating_add(crate::store::secs(app.config.keys.announce));
-    Ok(Json(json!({ "kid": kid, "activate_at": activate_at })).into_response())
+    // `kid`: the new access-token key; `kids`: one per algorithm.
+    let kid = kids.first().cloned().unwrap_or_default();
+    Ok(Json(json!({ "kid": kid, "kids": kids, "activate_at": activate_at })).into_response())
 }

@@ -5,6 +5,7 @@
 mod audit;
 mod clients;
 mod keys;
+mod sessions;
 mod users;
 
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::json;
 
-use tessera_guard::{AccessToken, Guard, GuardLayer, Keys, Rejection, RequireScope};
+use tessera_guard::{AccessToken, GuardLayer, Rejection, RequireScope};
 
 use super::App;
 use crate::admin::{Actor, AdminService, AuditSink};
@@ -33,21 +34,17 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 /// `GuardLayer` (this server's live keys, its issuer, `at+jwt`, no leeway,
 /// any audience, no cache: admin calls are rare) and `RequireScope`.
 pub fn routes(app: &App) -> Router<Arc<App>> {
-    let keys = Arc::clone(&app.keys);
-    let ring = move |_kid: Option<&str>| {
-        let set = keys.verifying_keys();
-        async move { Ok::<_, tessera_guard::KeysUnavailable>(set) }
-    };
-    let guard = Guard::builder(app.config.issuer.clone(), "", Keys::provider(ring))
-        .any_audience()
-        .leeway(std::time::Duration::ZERO)
-        .cache_size(0)
-        .build();
+    let guard = super::bearer::own_guard(app);
     let protected = Router::new()
         .route("/admin/users", get(users::list).post(users::add))
         .route(
             "/admin/users/{username}",
-            axum::routing::delete(users::delete),
+            axum::routing::delete(users::delete).patch(users::set_profile),
+        )
+        .route("/admin/sessions", get(sessions::list))
+        .route(
+            "/admin/sessions/{sid}",
+            axum::routing::delete(sessions::end),
         )
         .route("/admin/users/{username}/disable", post(users::disable))
         .route("/admin/users/{username}/enable", post(users::enable))
@@ -104,7 +101,7 @@ impl Admin {
         AdminService {
             db: &app.db,
             passwords: &app.passwords,
-            max_access_ttl: app.config.max_access_ttl,
+            config: &app.config,
             clients: Some(&app.clients),
             audit: AuditSink::Queue(&app.audit),
             actor: Actor::Token {

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use super::{Admin, AdminResult, AppState, Body};
+use crate::store::users::Profile;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -16,6 +17,18 @@ pub struct NewUser {
     password: Zeroizing<String>,
     #[serde(default)]
     scopes: Vec<String>,
+    name: Option<String>,
+    email: Option<String>,
+    email_verified: Option<bool>,
+}
+
+/// Profile claims to change (absent: unchanged; empty: removed).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileChange {
+    name: Option<String>,
+    email: Option<String>,
+    email_verified: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -33,9 +46,39 @@ pub async fn list(State(app): AppState, admin: Admin) -> AdminResult {
 pub async fn add(State(app): AppState, admin: Admin, Body(new): Body<NewUser>) -> AdminResult {
     let user = admin
         .service(&app)
-        .add_user(&new.username, new.password, &new.scopes)
+        .add_user(
+            &new.username,
+            new.password,
+            &new.scopes,
+            &Profile {
+                name: new.name,
+                email: new.email,
+                email_verified: new.email_verified,
+            },
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(user)).into_response())
+}
+
+/// Authorization: admin scope.
+pub async fn set_profile(
+    State(app): AppState,
+    admin: Admin,
+    Path(username): Path<String>,
+    Body(change): Body<ProfileChange>,
+) -> AdminResult {
+    admin
+        .service(&app)
+        .set_profile(
+            &username,
+            &Profile {
+                name: change.name,
+                email: change.email,
+                email_verified: change.email_verified,
+            },
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// Authorization: admin scope.

@@ -1,0 +1,140 @@
+//! `authorization_code` (RFC 6749 §4.1.3, PKCE as RFC 7636 §4.6): the code
+//! from the authorization endpoint, its PKCE verifier and its redirect
+//! URI; a refresh token where the rules below allow one; an ID token with
+//! `openid` (made by the token endpoint once the access token exists, for
+//! its `at_hash`).
+//!
+//! Refresh tokens: the client must be registered for the `refresh_token`
+//! grant, and then a first-party client gets one on every sign-in, while
+//! any other client gets one only when the person allowed
+//! `offline_access` (OpenID Connect Core §11: offline access needs
+//! consent, and the consent page is where it is given). Either way the
+//! refresh family belongs to the sign-in session and ends with it.
+
+use super::{Granted, Refusal, SignIn, TokenRequest};
+use crate::db::Db;
+use crate::store::audit::{AuditQueue, Event};
+use crate::store::clients::GrantType;
+use crate::store::codes::{self, Redeemed};
+use crate::store::refresh::{self, NewFamily, RefreshPolicy};
+use crate::store::revocation::RevokedTokens;
+use crate::store::{users, Scopes};
+
+/// What exchanging a code needs.
+#[derive(Clone, Copy, Debug)]
+pub struct Exchange<'a> {
+    /// Codes, users, refresh tokens.
+    pub db: &'a Db,
+    /// Refresh-token lifetimes.
+    pub refresh: &'a RefreshPolicy,
+    /// The audit trail.
+    pub audit: &'a AuditQueue,
+    /// Where a replayed code's access token is revoked.
+    pub revoked: &'a RevokedTokens,
+}
+
+/// Redeem the code, check PKCE and the redirect URI, start a refresh
+/// family when allowed.
+pub async fn grant(request: &TokenRequest<'_>, exchange: Exchange<'_>) -> Result<Granted, Refusal> {
+    let client = request.client;
+    let code = request.require("code")?;
+    let verifier = request.require("code_verifier").map_err(|_| {
+        Refusal::InvalidRequest("missing parameter code_verifier (PKCE is required)".into())
+    })?;
+    let event = |name| {
+        Event::new(name)
+            .client(&client.client_id)
+            .remote(request.remote())
+    };
+    let grant = match codes::redeem(exchange.db, code, &client.client_id).await? {
+        Redeemed::First(grant) => grant,
+        Redeemed::Invalid => {
+            return Err(Refusal::InvalidGrant(
+                "the code is unknown, expired, or was issued to another client".into(),
+            ))
+        }
+        Redeemed::Replayed(issued) => {
+            revoke_issued(exchange, &issued).await?;
+            exchange
+                .audit
+                .push(event("code_replayed").detail("issued tokens revoked"));
+            return Err(Refusal::InvalidGrant(
+                "the code was already used: what it issued is revoked".into(),
+            ));
+        }
+    };
+    if !crate::signin::pkce_verifies(verifier, &grant.code_challenge) {
+        return Err(Refusal::InvalidGrant(
+            "code_verifier does not match the code_challenge".into(),
+        ));
+    }
+    if request.params.get("redirect_uri") != Some(grant.redirect_uri.as_str()) {
+        return Err(Refusal::InvalidGrant(
+            "redirect_uri is not the one the code was sent to".into(),
+        ));
+    }
+    let Some(user) = users::find_by_id(exchange.db, &grant.user_id)
+        .await?
+        .filter(|u| !u.disabled)
+    else {
+        return Err(Refusal::InvalidGrant(
+            "the user can no longer sign in".into(),
+        ));
+    };
+    let scope = Scopes::parse(&grant.scope)?;
+    let refresh_allowed = client.allows(GrantType::RefreshToken)
+        && (client.first_party || scope.contains("offline_access"));
+    let refresh_token = if refresh_allowed {
+        let (family_id, token) = refresh::issue(
+            exchange.db,
+            NewFamily {
+                client_id: &client.client_id,
+                subject: &user.id,
+                username: Some(&user.username),
+                scope: &grant.scope,
+                auth_time: Some(grant.auth_time),
+                sid: Some(&grant.sid),
+            },
+            exchange.refresh,
+        )
+        .await?;
+        Some((family_id, token))
+    } else {
+        None
+    };
+    exchange
+        .audit
+        .push(event("code_exchanged").subject(&user.username));
+    let (family_id, refresh_token) = match refresh_token {
+        Some((id, token)) => (Some(id), Some(token)),
+        None => (None, None),
+    };
+    Ok(Granted {
+        subject: user.id,
+        username: Some(user.username),
+        scope,
+        auth_time: Some(grant.auth_time),
+        refresh_token,
+        sign_in: Some(SignIn {
+            code: code.to_owned(),
+            sid: grant.sid,
+            nonce: grant.nonce,
+            family_id,
+        }),
+    })
+}
+
+/// Revoke what a code's first use issued: its refresh family and its
+/// access token.
+pub async fn revoke_issued(
+    exchange: Exchange<'_>,
+    issued: &codes::Issued,
+) -> Result<(), crate::Error> {
+    if let Some(family) = &issued.family_id {
+        refresh::revoke_family(exchange.db, family, "authorization code replayed").await?;
+    }
+    if let (Some(jti), Some(exp)) = (&issued.access_jti, issued.access_expires_at) {
+        exchange.revoked.revoke(exchange.db, jti, exp).await?;
+    }
+    Ok(())
+}

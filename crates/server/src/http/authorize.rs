@@ -1,0 +1,341 @@
+//! `GET`/`POST /oauth2/authorize` (RFC 6749 §4.1.1, OpenID Connect Core
+//! §3.1.2): validate the request, then log in, consent or answer with a
+//! code. The decisions are `crate::signin`'s; this file turns them into
+//! redirects and pages, and holds what the login and consent pages share
+//! with it: finding the browser's session, continuing a pending request,
+//! and answering the client.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Extension, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use url::Url;
+
+use super::cookies::{self, Jar};
+use super::form::OAuthForm;
+use super::pages::SharedPages;
+use crate::app::App;
+use crate::signin::{self, AuthorizationRequest, ErrorResponse, Next, Refused, ResponseMode};
+use crate::store::clients::Client;
+use crate::store::sessions::{self, Session};
+use crate::store::{codes, consents, now, pending, users, Scopes};
+
+/// The cookies of this server.
+pub(crate) fn jar(app: &App) -> Jar {
+    Jar::new(!app.config.on_http())
+}
+
+/// Authorization: anyone (the person is identified by the session).
+pub async fn authorize(
+    State(app): State<Arc<App>>,
+    Extension(pages): Extension<SharedPages>,
+    method: Method,
+    headers: HeaderMap,
+    query: Query<Vec<(String, String)>>,
+    body: Bytes,
+) -> Response {
+    let params = if method == Method::POST {
+        OAuthForm::parse(&body, None, None)
+    } else {
+        let raw: Vec<u8> = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(query.0.iter())
+            .finish()
+            .into_bytes();
+        OAuthForm::parse(&raw, None, None)
+    };
+    let params = match params {
+        Ok(p) => p,
+        Err(e) => return bad_request(&pages, &e.description),
+    };
+    let client = match params.get("client_id") {
+        Some(id) => match app.clients.find(&app.db, id).await {
+            Ok(c) => c,
+            Err(e) => return failure(&pages, &e),
+        },
+        None => None,
+    };
+    let request = match signin::validate(&params, client.as_deref()) {
+        Ok(r) => r,
+        Err(Refused::NoRedirect(why)) => return bad_request(&pages, &why),
+        Err(Refused::Redirect(error)) => return respond_error(&app, &pages, &error),
+    };
+    let Some(client) = client else {
+        return bad_request(&pages, "unknown client");
+    };
+    let jar = jar(&app);
+    let (browser, new_browser) = match jar.get(&headers, cookies::BROWSER) {
+        Some(b) => (b, false),
+        None => match crate::secret::random_token() {
+            Ok(t) => (t.to_string(), true),
+            Err(e) => return failure(&pages, &e),
+        },
+    };
+    let session = match current_session(&app, &headers).await {
+        Ok(s) => s,
+        Err(e) => return failure(&pages, &e),
+    };
+    let mut response = match proceed(
+        &app, &pages, &client, request, session, false, &browser, None,
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => failure(&pages, &e),
+    };
+    if new_browser {
+        response
+            .headers_mut()
+            .append(header::SET_COOKIE, jar.set(cookies::BROWSER, &browser));
+    }
+    response
+}
+
+/// The live session of the browser that sent `headers`, if any.
+pub(crate) async fn current_session(
+    app: &App,
+    headers: &HeaderMap,
+) -> Result<Option<Session>, crate::Error> {
+    match jar(app).get(headers, cookies::SESSION) {
+        Some(cookie) => sessions::find(&app.db, &cookie, app.config.sessions).await,
+        None => Ok(None),
+    }
+}
+
+/// Take `request` one step further: a login or consent page (through a
+/// pending request), a code, or an error for the client. `fresh_login`
+/// says the person just logged in for it; `pending_id` names the pending
+/// request it came from, finished when a code or an error goes out.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn proceed(
+    app: &App,
+    pages: &SharedPages,
+    client: &Client,
+    request: AuthorizationRequest,
+    session: Option<Session>,
+    fresh_login: bool,
+    browser: &str,
+    pending_id: Option<&str>,
+) -> Result<Response, crate::Error> {
+    let user = match &session {
+        Some(s) => users::find_by_id(&app.db, &s.user_id).await?,
+        None => None,
+    };
+    let (remembered, user_scopes) = match &user {
+        Some(u) => (
+            consents::find(&app.db, &u.id, &client.client_id).await?,
+            Scopes::parse(&u.scopes)?,
+        ),
+        None => (None, Scopes::default()),
+    };
+    let next = signin::next(
+        &request,
+        client,
+        session.as_ref(),
+        fresh_login,
+        remembered.as_ref(),
+        &user_scopes,
+        now(),
+    );
+    match (next, session) {
+        (Next::Issue(scopes), Some(session)) => {
+            if let Some(id) = pending_id {
+                if !pending::finish(&app.db, id).await? {
+                    // A second submission of the same page.
+                    return Ok(pages.error(
+                        StatusCode::BAD_REQUEST,
+                        "Already done",
+                        "This sign-in has already been completed.",
+                        "Go back to the application and start again.",
+                    ));
+                }
+            }
+            issue(app, pages, client, &request, &session, scopes).await
+        }
+        (Next::Refuse(error), _) => {
+            if let Some(id) = pending_id {
+                pending::finish(&app.db, id).await?;
+            }
+            Ok(respond_error(
+                app,
+                pages,
+                &request.error(error, describe(error)),
+            ))
+        }
+        (Next::Login, _) | (Next::Issue(_), None) => {
+            let id = match pending_id {
+                Some(id) => id.to_owned(),
+                None => pending::create(&app.db, browser, &to_json(&request)?, None).await?,
+            };
+            Ok(see_other(&format!("/login?request={id}")))
+        }
+        (Next::Consent, Some(session)) => {
+            let id = match pending_id {
+                Some(id) => {
+                    pending::logged_in(&app.db, id, &session.sid).await?;
+                    id.to_owned()
+                }
+                None => {
+                    pending::create(&app.db, browser, &to_json(&request)?, Some(&session.sid))
+                        .await?
+                }
+            };
+            Ok(see_other(&format!("/consent?request={id}")))
+        }
+        (Next::Consent, None) => Ok(see_other("/login")),
+    }
+}
+
+fn describe(error: &str) -> &'static str {
+    match error {
+        "login_required" => "the user is not signed in (prompt=none)",
+        "consent_required" => "the user has not allowed this client these scopes (prompt=none)",
+        _ => "the request was refused",
+    }
+}
+
+pub(crate) fn to_json(request: &AuthorizationRequest) -> Result<String, crate::Error> {
+    serde_json::to_string(request).map_err(|e| crate::Error::Invalid(format!("request: {e}")))
+}
+
+/// Issue a code for `scopes` in `session` and send it to the client.
+pub(crate) async fn issue(
+    app: &App,
+    pages: &SharedPages,
+    client: &Client,
+    request: &AuthorizationRequest,
+    session: &Session,
+    scopes: Scopes,
+) -> Result<Response, crate::Error> {
+    let code = codes::issue(
+        &app.db,
+        &codes::Grant {
+            client_id: client.client_id.clone(),
+            user_id: session.user_id.clone(),
+            sid: session.sid.clone(),
+            redirect_uri: request.redirect_uri.clone(),
+            code_challenge: request.code_challenge.clone(),
+            nonce: request.nonce.clone(),
+            scope: scopes.to_string(),
+            auth_time: session.auth_time,
+        },
+    )
+    .await?;
+    sessions::add_client(&app.db, &session.sid, &client.client_id).await?;
+    sessions::touch(&app.db, session).await?;
+    let mut fields = vec![("code", code.to_string())];
+    if let Some(state) = &request.state {
+        fields.push(("state", state.clone()));
+    }
+    fields.push(("iss", app.config.issuer.clone()));
+    Ok(respond(
+        pages,
+        &client.name,
+        &request.redirect_uri,
+        request.response_mode,
+        &fields,
+    ))
+}
+
+/// An error for the client at its redirect URI (RFC 6749 §4.1.2.1, with
+/// `iss` of RFC 9207).
+pub(crate) fn respond_error(app: &App, pages: &SharedPages, e: &ErrorResponse) -> Response {
+    let mut fields = vec![("error", e.error.to_owned())];
+    if !e.description.is_empty() {
+        fields.push(("error_description", e.description.clone()));
+    }
+    if let Some(state) = &e.state {
+        fields.push(("state", state.clone()));
+    }
+    fields.push(("iss", app.config.issuer.clone()));
+    respond(
+        pages,
+        "the application",
+        &e.redirect_uri,
+        e.response_mode,
+        &fields,
+    )
+}
+
+/// Send `fields` to `redirect_uri`: in its query (a 303), or as a form
+/// the browser posts there.
+fn respond(
+    pages: &SharedPages,
+    client_name: &str,
+    redirect_uri: &str,
+    mode: ResponseMode,
+    fields: &[(&str, String)],
+) -> Response {
+    match mode {
+        ResponseMode::Query => match Url::parse(redirect_uri) {
+            Ok(mut url) => {
+                url.query_pairs_mut()
+                    .extend_pairs(fields.iter().map(|(k, v)| (*k, v.as_str())));
+                see_other(url.as_str())
+            }
+            Err(_) => bad_request(pages, "the redirect URI is not a URL"),
+        },
+        ResponseMode::FormPost => pages.render(
+            StatusCode::OK,
+            "form_post.html",
+            minijinja::context! {
+                client_name,
+                action => redirect_uri,
+                fields => fields.iter().map(|(k, v)| (k.to_string(), v.clone())).collect::<Vec<_>>(),
+            },
+        ),
+    }
+}
+
+/// A 303 to `location`, with the pages' headers.
+pub(crate) fn see_other(location: &str) -> Response {
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    let h = r.headers_mut();
+    if let Ok(v) = HeaderValue::try_from(location) {
+        h.insert(header::LOCATION, v);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    r
+}
+
+/// The error page for a request that cannot be answered at a redirect URI.
+pub(crate) fn bad_request(pages: &SharedPages, why: &str) -> Response {
+    pages.error(
+        StatusCode::BAD_REQUEST,
+        "This sign-in request is not valid",
+        why,
+        "Go back to the application and try again. If this keeps happening, tell its developers.",
+    )
+}
+
+/// The error page for a failure of the server.
+pub(crate) fn failure(pages: &SharedPages, e: &crate::Error) -> Response {
+    let (status, message) = if e.is_transient() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The sign-in service is busy or briefly unavailable.",
+        )
+    } else {
+        tracing::error!(error = %e, "sign-in failed");
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Something went wrong on our side.",
+        )
+    };
+    let mut r = pages.error(
+        status,
+        "Please try again",
+        message,
+        "Wait a moment and reload the page.",
+    );
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    }
+    r
+}

@@ -1,0 +1,25 @@
+//! This server's own access tokens on its own APIs (`/admin`,
+//! `/oauth2/userinfo`): `tessera-guard`'s `Guard` over the live key ring,
+//! so there is one way to read a bearer token and answer its errors.
+
+use std::sync::Arc;
+
+use tessera_guard::{Guard, Keys};
+
+use super::App;
+
+/// A guard for this server's access tokens: its live keys, its issuer,
+/// `at+jwt` (the guard's default), any audience, no leeway, no cache (the
+/// callers check each token's standing anyway).
+pub(crate) fn own_guard(app: &App) -> Result<Guard, tessera_jose::Error> {
+    let keys = Arc::clone(&app.keys);
+    let ring = move |_kid: Option<&str>| {
+        let set = keys.verifying_keys();
+        async move { Ok::<_, tessera_guard::KeysUnavailable>(set) }
+    };
+    Guard::builder(app.config.issuer.clone(), "", Keys::provider(ring))
+        .any_audience()
+        .leeway(std::time::Duration::ZERO)
+        .cache_size(0)
+        .build()
+}

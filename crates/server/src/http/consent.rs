@@ -1,0 +1,182 @@
+//! The consent page (`GET`/`POST /consent`): the client's name and the
+//! scopes in words, Allow or Deny. Allowing remembers the grant for the
+//! user and client; denying sends `access_denied` to the client.
+
+use std::sync::Arc;
+
+use axum::extract::{Extension, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde::Serialize;
+
+use super::authorize::{current_session, failure, issue, respond_error};
+use super::cookies::{csrf_ok, csrf_token};
+use super::form::OAuthForm;
+use super::login::{forbidden, pending_of, Which};
+use super::pages::SharedPages;
+use crate::app::App;
+use crate::signin::{grantable, AuthorizationRequest};
+use crate::store::clients::Client;
+use crate::store::pending::{self, Pending};
+use crate::store::sessions::Session;
+use crate::store::{consents, users, Scopes};
+
+#[derive(Serialize)]
+struct ScopeText {
+    title: String,
+    detail: String,
+}
+
+/// A scope in words.
+fn describe(scope: &str) -> ScopeText {
+    let (title, detail) = match scope {
+        "openid" => (
+            "Know who you are",
+            "Your account identifier on this service",
+        ),
+        "profile" => ("See your profile", "Your name and username"),
+        "email" => ("See your email address", "And whether it is verified"),
+        "offline_access" => (
+            "Stay connected",
+            "Keep access while you are away, until you sign out or revoke it",
+        ),
+        other => {
+            return ScopeText {
+                title: format!("Use “{other}”"),
+                detail: "A permission of this service's API".into(),
+            }
+        }
+    };
+    ScopeText {
+        title: title.into(),
+        detail: detail.into(),
+    }
+}
+
+/// The pending request, if its consent step belongs to the browser's
+/// current session.
+async fn consent_of(
+    app: &App,
+    pages: &SharedPages,
+    headers: &HeaderMap,
+    id: Option<&str>,
+) -> Result<(Pending, AuthorizationRequest, Arc<Client>, String, Session), Response> {
+    let (pending, request, client, browser) = pending_of(app, pages, headers, id).await?;
+    let session = current_session(app, headers)
+        .await
+        .map_err(|e| failure(pages, &e))?
+        .filter(|s| pending.sid.as_deref() == Some(s.sid.as_str()));
+    let Some(session) = session else {
+        return Err(pages.error(
+            StatusCode::BAD_REQUEST,
+            "You are not signed in",
+            "The session this request belongs to has ended.",
+            "Go back to the application and sign in again.",
+        ));
+    };
+    Ok((pending, request, client, browser, session))
+}
+
+/// Authorization: the browser and session of the pending request.
+pub async fn page(
+    State(app): State<Arc<App>>,
+    Extension(pages): Extension<SharedPages>,
+    headers: HeaderMap,
+    Query(which): Query<Which>,
+) -> Response {
+    let (pending, request, client, browser, session) =
+        match consent_of(&app, &pages, &headers, which.request.as_deref()).await {
+            Ok(found) => found,
+            Err(page) => return page,
+        };
+    let user = match users::find_by_id(&app.db, &session.user_id).await {
+        Ok(Some(u)) => u,
+        Ok(None) => {
+            return failure(
+                &pages,
+                &crate::Error::NotFound {
+                    kind: "user",
+                    name: session.user_id,
+                },
+            )
+        }
+        Err(e) => return failure(&pages, &e),
+    };
+    let user_scopes = Scopes::parse(&user.scopes).unwrap_or_default();
+    let scopes: Vec<ScopeText> = grantable(&request.scopes(), &user_scopes)
+        .iter()
+        .map(describe)
+        .collect();
+    let redirect_host = url::Url::parse(&request.redirect_uri)
+        .ok()
+        .and_then(|u| {
+            u.host_str()
+                .map(str::to_owned)
+                .or_else(|| Some(u.scheme().to_owned()))
+        })
+        .unwrap_or_default();
+    pages.render(
+        StatusCode::OK,
+        "consent.html",
+        minijinja::context! {
+            request_id => &pending.id,
+            csrf_token => csrf_token(&browser, &format!("consent {}", pending.id)),
+            client_name => &client.name,
+            username => &user.username,
+            scopes,
+            redirect_host,
+        },
+    )
+}
+
+/// Authorization: the browser and session of the pending request, with
+/// its CSRF token.
+pub async fn submit(
+    State(app): State<Arc<App>>,
+    Extension(pages): Extension<SharedPages>,
+    request: Request,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, super::BODY_LIMIT).await else {
+        return super::authorize::bad_request(&pages, "the form could not be read");
+    };
+    let form = match OAuthForm::parse(&body, None, None) {
+        Ok(f) => f,
+        Err(e) => return super::authorize::bad_request(&pages, &e.description),
+    };
+    let (pending, request, client, browser, session) =
+        match consent_of(&app, &pages, &parts.headers, form.get("request")).await {
+            Ok(found) => found,
+            Err(page) => return page,
+        };
+    if !form
+        .get("csrf_token")
+        .is_some_and(|t| csrf_ok(&browser, &format!("consent {}", pending.id), t))
+    {
+        return forbidden(&pages);
+    }
+    let result = async {
+        if !pending::finish(&app.db, &pending.id).await? {
+            return Ok(forbidden(&pages));
+        }
+        match form.get("decision") {
+            Some("allow") => {
+                let user = users::find_by_id(&app.db, &session.user_id).await?;
+                let user_scopes = user
+                    .map(|u| Scopes::parse(&u.scopes))
+                    .transpose()?
+                    .unwrap_or_default();
+                let granted = grantable(&request.scopes(), &user_scopes);
+                consents::remember(&app.db, &session.user_id, &client.client_id, &granted).await?;
+                issue(&app, &pages, &client, &request, &session, granted).await
+            }
+            _ => Ok(respond_error(
+                &app,
+                &pages,
+                &request.error("access_denied", "the user denied the request"),
+            )),
+        }
+    }
+    .await;
+    result.unwrap_or_else(|e: crate::Error| failure(&pages, &e))
+}

@@ -1,0 +1,250 @@
+//! The login page (`GET`/`POST /login`): username and password for a
+//! pending authorization request, with the password grant's limits
+//! (counted before the hash, 429 with the wait) and the same timing for
+//! unknown users. A successful login starts a new session with a new
+//! cookie (no fixation) and carries on with the request.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, Extension, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use super::authorize::{current_session, failure, jar, proceed};
+use super::cookies::{self, csrf_ok, csrf_token};
+use super::form::OAuthForm;
+use super::pages::SharedPages;
+use crate::app::App;
+use crate::signin::AuthorizationRequest;
+use crate::store::audit::Event;
+use crate::store::clients::Client;
+use crate::store::pending::{self, Pending};
+use crate::store::{sessions, users};
+
+#[derive(Deserialize)]
+pub struct Which {
+    pub(crate) request: Option<String>,
+}
+
+/// A pending request of this browser, with its request and client; or
+/// the page to show instead.
+pub(crate) async fn pending_of(
+    app: &App,
+    pages: &SharedPages,
+    headers: &HeaderMap,
+    id: Option<&str>,
+) -> Result<(Pending, AuthorizationRequest, Arc<Client>, String), Response> {
+    let expired = || {
+        pages.error(
+            StatusCode::BAD_REQUEST,
+            "This sign-in has expired",
+            "The sign-in was not finished in time, or it was started in another browser.",
+            "Go back to the application and sign in again.",
+        )
+    };
+    let browser = jar(app)
+        .get(headers, cookies::BROWSER)
+        .ok_or_else(expired)?;
+    let id = id.ok_or_else(expired)?;
+    let found = pending::find(&app.db, id)
+        .await
+        .map_err(|e| failure(pages, &e))?;
+    let pending = found
+        .filter(|p| p.belongs_to(&browser))
+        .ok_or_else(expired)?;
+    let request: AuthorizationRequest =
+        serde_json::from_str(&pending.request).map_err(|_| expired())?;
+    let client = app
+        .clients
+        .find(&app.db, &request.client_id)
+        .await
+        .map_err(|e| failure(pages, &e))?
+        .ok_or_else(expired)?;
+    Ok((pending, request, client, browser))
+}
+
+/// Authorization: the browser that started the pending request.
+pub async fn page(
+    State(app): State<Arc<App>>,
+    Extension(pages): Extension<SharedPages>,
+    headers: HeaderMap,
+    Query(which): Query<Which>,
+) -> Response {
+    match pending_of(&app, &pages, &headers, which.request.as_deref()).await {
+        Ok((pending, request, client, browser)) => render(
+            &pages,
+            StatusCode::OK,
+            &pending.id,
+            &browser,
+            &client.name,
+            request.login_hint.as_deref().unwrap_or_default(),
+            None,
+        ),
+        Err(page) => page,
+    }
+}
+
+fn render(
+    pages: &SharedPages,
+    status: StatusCode,
+    id: &str,
+    browser: &str,
+    client_name: &str,
+    username: &str,
+    error: Option<&str>,
+) -> Response {
+    pages.render(
+        status,
+        "login.html",
+        minijinja::context! {
+            request_id => id,
+            csrf_token => csrf_token(browser, &format!("login {id}")),
+            client_name,
+            username,
+            error,
+        },
+    )
+}
+
+/// Authorization: the browser that started the pending request, with its
+/// CSRF token; then the username and password.
+pub async fn submit(
+    State(app): State<Arc<App>>,
+    Extension(pages): Extension<SharedPages>,
+    request: Request,
+) -> Response {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let (parts, body) = request.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, super::BODY_LIMIT).await else {
+        return super::authorize::bad_request(&pages, "the form could not be read");
+    };
+    let form = match OAuthForm::parse(&body, None, peer) {
+        Ok(f) => f,
+        Err(e) => return super::authorize::bad_request(&pages, &e.description),
+    };
+    let (pending, auth, client, browser) =
+        match pending_of(&app, &pages, &parts.headers, form.get("request")).await {
+            Ok(found) => found,
+            Err(page) => return page,
+        };
+    if !form
+        .get("csrf_token")
+        .is_some_and(|t| csrf_ok(&browser, &format!("login {}", pending.id), t))
+    {
+        return forbidden(&pages);
+    }
+    let username = form.get("username").unwrap_or_default().to_owned();
+    let password = Zeroizing::new(form.get("password").unwrap_or_default().to_owned());
+    let again = |status, error: &str| {
+        render(
+            &pages,
+            status,
+            &pending.id,
+            &browser,
+            &client.name,
+            &username,
+            Some(error),
+        )
+    };
+    if username.is_empty() || password.is_empty() {
+        return again(StatusCode::OK, "Enter your username and password.");
+    }
+    let attempt = match app.logins.begin(&username, peer, Instant::now()) {
+        Ok(a) => a,
+        Err(wait) => {
+            let minutes = wait.as_secs().div_ceil(60);
+            let mut r = again(
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!(
+                    "Too many failed attempts. Try again in {minutes} minute{}.",
+                    if minutes == 1 { "" } else { "s" }
+                ),
+            );
+            if let Ok(v) = HeaderValue::try_from(wait.as_secs().max(1).to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return r;
+        }
+    };
+    let user = match users::find(&app.db, &username).await {
+        Ok(u) => u,
+        Err(e) => return failure(&pages, &e),
+    };
+    let stored = user.as_ref().map(|u| u.password_hash.clone());
+    let matched = match app.passwords.verify(password, stored).await {
+        Ok(m) => m,
+        Err(e) => return failure(&pages, &e),
+    };
+    let event = |name| {
+        Event::new(name)
+            .client(&client.client_id)
+            .subject(&username)
+            .remote(peer.map(|p| p.to_string()))
+    };
+    let user = match user {
+        Some(u) if matched && !u.disabled => u,
+        found => {
+            drop(attempt);
+            let why = match found {
+                Some(u) if matched && u.disabled => "user disabled",
+                Some(_) => "wrong password",
+                None => "unknown user",
+            };
+            app.audit.push(event("login_failed").detail(why));
+            return again(StatusCode::OK, "Wrong username or password.");
+        }
+    };
+    attempt.succeeded();
+    app.audit
+        .push(event("login_succeeded").detail("sign-in page"));
+    // A new session, with a new cookie; the one this browser had ends.
+    let previous = match current_session(&app, &parts.headers).await {
+        Ok(s) => s,
+        Err(e) => return failure(&pages, &e),
+    };
+    if let Some(old) = previous {
+        if let Err(e) = sessions::end(&app.db, &old.sid, "new login in this browser").await {
+            return failure(&pages, &e);
+        }
+    }
+    let (cookie, session) = match sessions::start(&app.db, &user.id, app.config.sessions).await {
+        Ok(s) => s,
+        Err(e) => return failure(&pages, &e),
+    };
+    let mut response = match proceed(
+        &app,
+        &pages,
+        &client,
+        auth,
+        Some(session),
+        true,
+        &browser,
+        Some(&pending.id),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => return failure(&pages, &e),
+    };
+    response
+        .headers_mut()
+        .append(header::SET_COOKIE, jar(&app).set(cookies::SESSION, &cookie));
+    response
+}
+
+/// A form without its CSRF token (or with another's).
+pub(crate) fn forbidden(pages: &SharedPages) -> Response {
+    pages.error(
+        StatusCode::FORBIDDEN,
+        "This form has expired",
+        "The form was not sent from this sign-in page.",
+        "Go back to the application and sign in again.",
+    )
+}

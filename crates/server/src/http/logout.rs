@@ -1,0 +1,295 @@
+//! Logout (OpenID Connect RP-Initiated Logout 1.0): `GET`/`POST
+//! /oauth2/logout` is the `end_session_endpoint`; `POST /logout` is the
+//! confirmation page's form.
+//!
+//! An `id_token_hint` that names the browser's current session ends it at
+//! once; otherwise the person confirms on a page (a link elsewhere must
+//! not sign anyone out). A `post_logout_redirect_uri` is followed only if
+//! the client registered it exactly; anything else gets the "signed out"
+//! page. Ending a session revokes its refresh tokens and queues the
+//! back-channel logouts of its clients (`signin::backchannel`).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Extension, Query, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::Response;
+use serde::Deserialize;
+use tessera_jose::jws::{self, VerifyOptions};
+use url::Url;
+
+use super::authorize::{bad_request, current_session, failure, jar, see_other};
+use super::cookies::{self, csrf_ok, csrf_token};
+use super::form::OAuthForm;
+use super::login::forbidden;
+use super::pages::SharedPages;
+use crate::app::App;
+use crate::store::clients::Client;
+use crate::store::sessions::{self, Session};
+use crate::store::users;
+
+/// What an `id_token_hint` says, once its signature and issuer hold (an
+/// expired hint is still a good hint).
+#[derive(Deserialize)]
+struct Hint {
+    iss: String,
+    aud: tessera_jose::Audience,
+    sid: Option<String>,
+}
+
+fn read_hint(app: &App, token: &str) -> Option<Hint> {
+    let verified = jws::verify(
+        token,
+        app.keys.verifying_keys().as_ref(),
+        &VerifyOptions::new(),
+    )
+    .ok()?;
+    // Only ID tokens: not access or logout tokens of this server.
+    if verified.header().typ.as_deref().is_some_and(|t| t != "JWT") {
+        return None;
+    }
+    let hint: Hint = serde_json::from_slice(verified.payload()).ok()?;
+    (hint.iss == app.config.issuer).then_some(hint)
+}
+
+/// Where to go after the logout, if the client registered it.
+struct Target {
+    client: Option<Arc<Client>>,
+    redirect: Option<String>,
+    state: Option<String>,
+}
+
+/// Authorization: anyone; what is ended is the browser's own session.
+pub async fn end_session(
+    State(app): State<Arc<App>>,
+    Extension(pages): Extension<SharedPages>,
+    method: Method,
+    headers: HeaderMap,
+    query: Query<Vec<(String, String)>>,
+    body: Bytes,
+) -> Response {
+    let raw = if method == Method::POST {
+        body.to_vec()
+    } else {
+        form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(query.0.iter())
+            .finish()
+            .into_bytes()
+    };
+    let params = match OAuthForm::parse(&raw, None, None) {
+        Ok(p) => p,
+        Err(e) => return bad_request(&pages, &e.description),
+    };
+    let hint = match params.get("id_token_hint") {
+        Some(token) => match read_hint(&app, token) {
+            Some(h) => Some(h),
+            None => {
+                return bad_request(
+                    &pages,
+                    "the id_token_hint is not an ID token of this server",
+                )
+            }
+        },
+        None => None,
+    };
+    let client_id = match (&hint, params.get("client_id")) {
+        (Some(h), Some(id)) if !h.aud.contains(id) => {
+            return bad_request(&pages, "client_id is not the audience of the id_token_hint")
+        }
+        (_, Some(id)) => Some(id.to_owned()),
+        (Some(h), None) => h.aud.iter().next().map(str::to_owned),
+        (None, None) => None,
+    };
+    let target = match resolve(
+        &app,
+        client_id.as_deref(),
+        params.get("post_logout_redirect_uri"),
+        params.get("state"),
+    )
+    .await
+    {
+        Ok(t) => t,
+        Err(page) => return page(&pages),
+    };
+    let session = match current_session(&app, &headers).await {
+        Ok(s) => s,
+        Err(e) => return failure(&pages, &e),
+    };
+    let Some(session) = session else {
+        // Nobody is signed in here: nothing to end.
+        return finish(&app, &pages, &target, None);
+    };
+    if hint.as_ref().and_then(|h| h.sid.as_deref()) == Some(session.sid.as_str()) {
+        return end_and_finish(&app, &pages, &target, &session).await;
+    }
+    confirm(&app, &pages, &headers, &session, &target).await
+}
+
+type ErrorPage = fn(&SharedPages) -> Response;
+
+async fn resolve(
+    app: &App,
+    client_id: Option<&str>,
+    redirect: Option<&str>,
+    state: Option<&str>,
+) -> Result<Target, ErrorPage> {
+    let client = match client_id {
+        Some(id) => match app.clients.find(&app.db, id).await {
+            Ok(Some(c)) => Some(c),
+            Ok(None) => return Err(|p| bad_request(p, "there is no such client")),
+            Err(_) => return Err(|p| failure(p, &crate::Error::Unavailable("database".into()))),
+        },
+        None => None,
+    };
+    let redirect = match (redirect, &client) {
+        (None, _) => None,
+        (Some(_), None) => {
+            return Err(|p| {
+                bad_request(
+                    p,
+                    "post_logout_redirect_uri needs id_token_hint or client_id",
+                )
+            })
+        }
+        (Some(uri), Some(c)) if c.post_logout_redirect_uris.iter().any(|r| r == uri) => {
+            Some(uri.to_owned())
+        }
+        (Some(_), Some(_)) => {
+            return Err(|p| {
+                bad_request(
+                    p,
+                    "the post_logout_redirect_uri is not one this client registered",
+                )
+            })
+        }
+    };
+    Ok(Target {
+        client,
+        redirect,
+        state: state.map(str::to_owned),
+    })
+}
+
+async fn confirm(
+    app: &App,
+    pages: &SharedPages,
+    headers: &HeaderMap,
+    session: &Session,
+    target: &Target,
+) -> Response {
+    let Some(browser) = jar(app).get(headers, cookies::SESSION) else {
+        return forbidden(pages);
+    };
+    let username = match users::find_by_id(&app.db, &session.user_id).await {
+        Ok(u) => u.map(|u| u.username).unwrap_or_default(),
+        Err(e) => return failure(pages, &e),
+    };
+    pages.render(
+        StatusCode::OK,
+        "logout.html",
+        minijinja::context! {
+            csrf_token => csrf_token(&browser, "logout"),
+            username,
+            client_name => target.client.as_ref().map(|c| c.name.clone()),
+            client_id => target.client.as_ref().map(|c| c.client_id.clone()),
+            post_logout_redirect_uri => &target.redirect,
+            state => &target.state,
+        },
+    )
+}
+
+/// Authorization: the session's own browser, with the page's CSRF token
+/// (derived from the session cookie).
+pub async fn confirmed(
+    State(app): State<Arc<App>>,
+    Extension(pages): Extension<SharedPages>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let form = match OAuthForm::parse(&body, None, None) {
+        Ok(f) => f,
+        Err(e) => return bad_request(&pages, &e.description),
+    };
+    let Some(cookie) = jar(&app).get(&headers, cookies::SESSION) else {
+        return signed_out(&pages, "You are signed out", "There was no session to end.");
+    };
+    if !form
+        .get("csrf_token")
+        .is_some_and(|t| csrf_ok(&cookie, "logout", t))
+    {
+        return forbidden(&pages);
+    }
+    let target = match resolve(
+        &app,
+        form.get("client_id"),
+        form.get("post_logout_redirect_uri"),
+        form.get("state"),
+    )
+    .await
+    {
+        Ok(t) => t,
+        Err(page) => return page(&pages),
+    };
+    let session = match current_session(&app, &headers).await {
+        Ok(s) => s,
+        Err(e) => return failure(&pages, &e),
+    };
+    match (form.get("decision"), session) {
+        (Some("logout"), Some(session)) => end_and_finish(&app, &pages, &target, &session).await,
+        (Some("logout"), None) => finish(&app, &pages, &target, None),
+        _ => signed_out(
+            &pages,
+            "You are still signed in",
+            "Nothing was changed. You can close this page.",
+        ),
+    }
+}
+
+async fn end_and_finish(
+    app: &App,
+    pages: &SharedPages,
+    target: &Target,
+    session: &Session,
+) -> Response {
+    match sessions::end(&app.db, &session.sid, "logout").await {
+        Ok(_) => {
+            app.audit.push(
+                crate::store::audit::Event::new("logout")
+                    .subject(&session.user_id)
+                    .detail(format!("sid={}", session.sid)),
+            );
+            finish(app, pages, target, Some(()))
+        }
+        Err(e) => failure(pages, &e),
+    }
+}
+
+/// Redirect to the registered post-logout URI, or show "signed out"; the
+/// session cookie is removed either way.
+fn finish(app: &App, pages: &SharedPages, target: &Target, _ended: Option<()>) -> Response {
+    let mut response = match &target.redirect {
+        Some(uri) => match Url::parse(uri) {
+            Ok(mut url) => {
+                if let Some(state) = &target.state {
+                    url.query_pairs_mut().append_pair("state", state);
+                }
+                see_other(url.as_str())
+            }
+            Err(_) => bad_request(pages, "the post_logout_redirect_uri is not a URL"),
+        },
+        None => signed_out(pages, "You are signed out", "You can close this page."),
+    };
+    response
+        .headers_mut()
+        .append(header::SET_COOKIE, jar(app).clear(cookies::SESSION));
+    response
+}
+
+fn signed_out(pages: &SharedPages, title: &str, message: &str) -> Response {
+    pages.render(
+        StatusCode::OK,
+        "signed_out.html",
+        minijinja::context! { title, message },
+    )
+}

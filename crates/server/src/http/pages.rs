@@ -1,0 +1,230 @@
+//! The pages people see (login, consent, logout, errors), rendered on the
+//! server with minijinja from the built-in templates in `pages/` or the
+//! operator's own (`[pages] templates`, loaded at start: a template of the
+//! same name replaces the built-in one). Autoescaping is on for `.html`:
+//! everything shown is escaped. Every page carries the same strict
+//! headers: a CSP with no inline script (the one exception is the
+//! form-post page's auto-submit, allowed by its hash), no framing, no
+//! referrer, no caching.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use aws_lc_rs::digest;
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use minijinja::Environment;
+use serde::Serialize;
+
+use crate::config::Pages as Theme;
+use crate::Error;
+
+const TEMPLATES: [(&str, &str); 7] = [
+    ("base.html", include_str!("../../pages/base.html")),
+    ("login.html", include_str!("../../pages/login.html")),
+    ("consent.html", include_str!("../../pages/consent.html")),
+    ("error.html", include_str!("../../pages/error.html")),
+    ("logout.html", include_str!("../../pages/logout.html")),
+    (
+        "signed_out.html",
+        include_str!("../../pages/signed_out.html"),
+    ),
+    ("form_post.html", include_str!("../../pages/form_post.html")),
+];
+
+const CSS: &str = include_str!("../../pages/tessera.css");
+
+/// The form-post page's only script.
+const AUTO_SUBMIT: &str = r#"document.getElementById("response").submit()"#;
+
+/// The templates, the stylesheet and the logo, ready to serve.
+#[derive(Debug)]
+pub struct Pages {
+    env: Environment<'static>,
+    css: String,
+    logo: Option<(Vec<u8>, &'static str)>,
+    product: String,
+    csp: HeaderValue,
+    csp_form_post: HeaderValue,
+}
+
+impl Pages {
+    /// Load the templates (the operator's where given), the theme and the
+    /// logo; a template that does not parse fails the start.
+    pub fn load(theme: &Theme) -> Result<Pages, Error> {
+        let mut env = Environment::new();
+        for (name, text) in TEMPLATES {
+            let text = match &theme.templates {
+                Some(dir) if dir.join(name).is_file() => read(&dir.join(name))?,
+                _ => text.to_owned(),
+            };
+            env.add_template_owned(name, text)
+                .map_err(|e| Error::Config(format!("page template {name}: {e}")))?;
+        }
+        let logo = match &theme.logo {
+            None => None,
+            Some(path) => {
+                let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+                let kind = match path.extension().and_then(|e| e.to_str()) {
+                    Some("svg") => "image/svg+xml",
+                    Some("png") => "image/png",
+                    _ => {
+                        return Err(Error::Config(format!(
+                            "pages.logo {}: use an .svg or .png file",
+                            path.display()
+                        )))
+                    }
+                };
+                Some((bytes, kind))
+            }
+        };
+        let ring = if theme.accent.len() == 7 {
+            format!("{}55", theme.accent)
+        } else {
+            theme.accent.clone()
+        };
+        let css = format!(
+            ":root {{ --accent: {}; --accent-ring: {ring}; }}\n{CSS}",
+            theme.accent
+        );
+        let base = "default-src 'none'; style-src 'self'; img-src 'self' data:; \
+                    frame-ancestors 'none'; base-uri 'none'";
+        let hash =
+            tessera_jose::b64::encode(digest::digest(&digest::SHA256, AUTO_SUBMIT.as_bytes()));
+        // Standard base64 is what CSP hashes are written in.
+        let hash = hash.replace('-', "+").replace('_', "/");
+        let pad = "=".repeat((4 - hash.len() % 4) % 4);
+        Ok(Pages {
+            env,
+            css,
+            logo,
+            product: theme.product_name.clone(),
+            csp: HeaderValue::from_static(
+                "default-src 'none'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'",
+            ),
+            csp_form_post: HeaderValue::try_from(format!("{base}; script-src 'sha256-{hash}{pad}'"))
+                .map_err(|e| Error::Config(format!("CSP header: {e}")))?,
+        })
+    }
+
+    /// Render `name` with `context` (and the product name and logo) as a
+    /// page with status `status`.
+    pub fn render<C: Serialize>(&self, status: StatusCode, name: &str, context: C) -> Response {
+        let csp = if name == "form_post.html" {
+            self.csp_form_post.clone()
+        } else {
+            self.csp.clone()
+        };
+        let context = minijinja::context! {
+            product => &self.product,
+            logo => self.logo.is_some(),
+            lang => "en",
+            ..minijinja::Value::from_serialize(&context)
+        };
+        match self.env.get_template(name).and_then(|t| t.render(context)) {
+            Ok(html) => page(status, csp, html),
+            Err(e) => {
+                tracing::error!(template = name, error = %e, "a page did not render");
+                page(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    self.csp.clone(),
+                    "<!doctype html><html lang=\"en\"><title>Error</title><p>Something went wrong.</p></html>".into(),
+                )
+            }
+        }
+    }
+
+    /// An error page: a title, a message and a hint, nothing redirected.
+    pub fn error(&self, status: StatusCode, title: &str, message: &str, hint: &str) -> Response {
+        self.render(
+            status,
+            "error.html",
+            minijinja::context! { title, message, hint },
+        )
+    }
+
+    /// `/assets/tessera.css`.
+    pub fn stylesheet(&self) -> Response {
+        let mut r = self.css.clone().into_response();
+        let h = r.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/css; charset=utf-8"),
+        );
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=300"),
+        );
+        h.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        r
+    }
+
+    /// `/assets/logo`.
+    pub fn logo(&self) -> Response {
+        match &self.logo {
+            None => StatusCode::NOT_FOUND.into_response(),
+            Some((bytes, kind)) => {
+                let mut r = bytes.clone().into_response();
+                let h = r.headers_mut();
+                h.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+                h.insert(
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static("public, max-age=300"),
+                );
+                h.insert(
+                    header::X_CONTENT_TYPE_OPTIONS,
+                    HeaderValue::from_static("nosniff"),
+                );
+                // An SVG opened on its own runs nothing.
+                h.insert(
+                    header::CONTENT_SECURITY_POLICY,
+                    HeaderValue::from_static(
+                        "default-src 'none'; style-src 'unsafe-inline'; sandbox",
+                    ),
+                );
+                r
+            }
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<String, Error> {
+    std::fs::read_to_string(path).map_err(|e| Error::io(path, e))
+}
+
+/// A page with the strict headers every page carries.
+fn page(status: StatusCode, csp: HeaderValue, html: String) -> Response {
+    let mut r = (status, html).into_response();
+    secure_headers(r.headers_mut(), csp);
+    r
+}
+
+/// The headers of every page and of every redirect from a page.
+pub fn secure_headers(h: &mut HeaderMap, csp: HeaderValue) {
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CONTENT_SECURITY_POLICY, csp);
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    h.insert(
+        HeaderName::from_static("cross-origin-opener-policy"),
+        HeaderValue::from_static("same-origin"),
+    );
+}
+
+/// Shared by the handlers.
+pub type SharedPages = Arc<Pages>;

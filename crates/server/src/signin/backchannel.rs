@@ -1,0 +1,157 @@
+//! Back-channel logout delivery (OpenID Connect Back-Channel Logout 1.0
+//! §2.5–2.7): the queue `store::logouts` fills when a session ends is sent
+//! from here, off the person's request, each logout token POSTed to its
+//! client and retried with backoff until the client answers 200 or the
+//! attempts run out.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::db::Db;
+use crate::keys::Keys;
+use crate::store::audit::{AuditQueue, Event};
+use crate::store::clients::ClientCache;
+use crate::store::logouts::{self, Delivery};
+use crate::store::now;
+use crate::Error;
+
+/// Attempts before a delivery is given up (the last about a day after
+/// the first).
+pub const MAX_ATTEMPTS: i64 = 17;
+
+/// Seconds to wait after failed attempt number `attempts` (0-based):
+/// 5 s, doubling, at most 4 h.
+pub fn backoff(attempts: i64) -> i64 {
+    let shift = u32::try_from(attempts.clamp(0, 12)).unwrap_or(12);
+    (5_i64 << shift).min(4 * 3600)
+}
+
+/// An HTTP client for logout deliveries: rustls, a short timeout, no
+/// redirects (§2.5: the client answers at the URI it registered).
+pub fn http_client() -> Result<reqwest::Client, Error> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Invalid(format!("TLS setup: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .timeout(Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| Error::Invalid(format!("HTTP client: {e}")))
+}
+
+/// What delivering logouts needs.
+#[derive(Debug)]
+pub struct Deliver<'a> {
+    /// The queue.
+    pub db: &'a Db,
+    /// The keys that sign logout tokens.
+    pub keys: &'a Keys,
+    /// The clients (for their ID token algorithm).
+    pub clients: &'a ClientCache,
+    /// `iss`.
+    pub issuer: &'a str,
+    /// Given-up deliveries are recorded.
+    pub audit: &'a AuditQueue,
+}
+
+/// Send what is due now; returns how many were delivered.
+pub async fn deliver_due(app: Deliver<'_>, http: &reqwest::Client) -> Result<usize, Error> {
+    let at = now();
+    let mut delivered = 0;
+    for delivery in logouts::due(app.db, at, 50).await? {
+        if send(&app, http, &delivery, at).await {
+            logouts::done(app.db, &delivery.id).await?;
+            delivered += 1;
+        } else if delivery.attempts + 1 >= MAX_ATTEMPTS {
+            logouts::done(app.db, &delivery.id).await?;
+            app.audit.push(
+                Event::new("backchannel_logout_failed")
+                    .client(&delivery.client_id)
+                    .subject(&delivery.subject)
+                    .detail(format!(
+                        "sid={} attempts={}",
+                        delivery.sid,
+                        delivery.attempts + 1
+                    )),
+            );
+        } else {
+            logouts::retry_at(app.db, &delivery.id, at + backoff(delivery.attempts)).await?;
+        }
+    }
+    Ok(delivered)
+}
+
+/// One attempt: whether the client acknowledged with 200 (or 204).
+async fn send(app: &Deliver<'_>, http: &reqwest::Client, delivery: &Delivery, at: i64) -> bool {
+    let alg = match app.clients.find(app.db, &delivery.client_id).await {
+        Ok(Some(client)) => client.id_token_alg(),
+        // A deleted client has nobody to tell.
+        Ok(None) => return true,
+        Err(_) => return false,
+    };
+    let token = match super::id_token::logout_token(
+        app.keys,
+        app.issuer,
+        alg,
+        &delivery.client_id,
+        &delivery.subject,
+        &delivery.sid,
+        at,
+    ) {
+        Ok(token) => token,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not sign a logout token");
+            return false;
+        }
+    };
+    let body = form_urlencoded::Serializer::new(String::new())
+        .append_pair("logout_token", &token)
+        .finish();
+    let result = http
+        .post(&delivery.uri)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await;
+    match result {
+        Ok(r) if r.status() == 200 || r.status() == 204 => {
+            metrics::counter!("tessera_backchannel_logouts_total", "outcome" => "delivered")
+                .increment(1);
+            true
+        }
+        Ok(r) => {
+            tracing::info!(client = %delivery.client_id, status = %r.status(), "back-channel logout refused; will retry");
+            metrics::counter!("tessera_backchannel_logouts_total", "outcome" => "refused")
+                .increment(1);
+            false
+        }
+        Err(e) => {
+            tracing::info!(client = %delivery.client_id, error = %e, "back-channel logout not delivered; will retry");
+            metrics::counter!("tessera_backchannel_logouts_total", "outcome" => "unreachable")
+                .increment(1);
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_five_seconds_to_four_hours() {
+        assert_eq!(backoff(0), 5);
+        assert_eq!(backoff(1), 10);
+        assert_eq!(backoff(5), 160);
+        assert_eq!(backoff(20), 4 * 3600);
+        let total: i64 = (0..MAX_ATTEMPTS - 1).map(backoff).sum();
+        assert!(total > 20 * 3600 && total < 26 * 3600, "{total}");
+    }
+}

@@ -1,0 +1,135 @@
+//! ID tokens (OpenID Connect Core §2) and logout tokens (Back-Channel
+//! Logout 1.0 §2.4).
+//!
+//! The ID token says who signed in and in which session; it carries no
+//! profile claims. Those come from the userinfo endpoint, because an ID
+//! token travels further than an access token (as `id_token_hint` in the
+//! logout URL, so into browser history and proxy logs), and Core §5.4
+//! allows either when an access token is issued.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aws_lc_rs::digest;
+use serde::{Deserialize, Serialize};
+use tessera_jose::{Algorithm, Claims, NumericDate};
+
+use crate::keys::Keys;
+use crate::Error;
+
+/// The event a logout token carries (Back-Channel Logout 1.0 §2.4).
+pub const BACKCHANNEL_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+
+/// How long a logout token is valid: it is sent at once.
+const LOGOUT_TOKEN_TTL: Duration = Duration::from_secs(120);
+
+/// The claims of an ID token beyond the registered ones.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdClaims {
+    /// When the user authenticated.
+    pub auth_time: i64,
+    /// The authorization request's `nonce`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    /// The session.
+    pub sid: String,
+    /// Half the hash of the access token issued with it (Core §3.1.3.6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_hash: Option<String>,
+}
+
+/// What goes into an ID token.
+#[derive(Clone, Debug)]
+pub struct IdToken<'a> {
+    /// The issuer.
+    pub issuer: &'a str,
+    /// The user's id (the access token's `sub` too).
+    pub subject: &'a str,
+    /// The client: the only audience, so no `azp` (Core §2 asks for it
+    /// only with several audiences).
+    pub client_id: &'a str,
+    /// The claims beyond the registered ones.
+    pub claims: IdClaims,
+    /// How long it lives.
+    pub ttl: Duration,
+}
+
+/// Sign an ID token with the `alg` key at `at`.
+pub fn sign(keys: &Keys, alg: Algorithm, token: IdToken<'_>, at: i64) -> Result<String, Error> {
+    let claims = Claims::with_custom(token.claims)
+        .issuer(token.issuer)
+        .subject(token.subject)
+        .audience(token.client_id)
+        .issued_at(NumericDate::from_seconds(at))
+        .expires_at(NumericDate::from_seconds(at).plus(token.ttl));
+    keys.sign_as(alg, "JWT", &claims, at)
+}
+
+/// `at_hash` of `access_token` for an ID token signed with `alg`: the
+/// left half of the hash the algorithm uses, base64url (Core §3.1.3.6;
+/// SHA-512 for Ed25519).
+pub fn at_hash(alg: Algorithm, access_token: &str) -> String {
+    let hash = match alg {
+        Algorithm::HS384 | Algorithm::RS384 | Algorithm::PS384 | Algorithm::ES384 => {
+            &digest::SHA384
+        }
+        Algorithm::HS512
+        | Algorithm::RS512
+        | Algorithm::PS512
+        | Algorithm::ES512
+        | Algorithm::EdDSA => &digest::SHA512,
+        _ => &digest::SHA256,
+    };
+    let d = digest::digest(hash, access_token.as_bytes());
+    let bytes = d.as_ref();
+    tessera_jose::b64::encode(&bytes[..bytes.len() / 2])
+}
+
+/// The claims of a logout token beyond the registered ones.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LogoutClaims {
+    /// `{"http://schemas.openid.net/event/backchannel-logout": {}}`.
+    pub events: BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
+    /// The session that ended.
+    pub sid: String,
+}
+
+/// Sign a logout token for `client_id` about session `sid` of `subject`
+/// (`typ: logout+jwt`, §2.4), with the client's ID token algorithm.
+pub fn logout_token(
+    keys: &Keys,
+    issuer: &str,
+    alg: Algorithm,
+    client_id: &str,
+    subject: &str,
+    sid: &str,
+    at: i64,
+) -> Result<String, Error> {
+    let mut events = BTreeMap::new();
+    events.insert(BACKCHANNEL_EVENT.to_owned(), serde_json::Map::new());
+    let claims = Claims::with_custom(LogoutClaims {
+        events,
+        sid: sid.to_owned(),
+    })
+    .issuer(issuer)
+    .subject(subject)
+    .audience(client_id)
+    .issued_at(NumericDate::from_seconds(at))
+    .expires_at(NumericDate::from_seconds(at).plus(LOGOUT_TOKEN_TTL))
+    .random_jwt_id()?;
+    keys.sign_as(alg, "logout+jwt", &claims, at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_hash_is_the_left_half_of_the_algorithms_hash() {
+        // OpenID Connect Core, Appendix A.3 (code id_token token example).
+        let token = "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y";
+        assert_eq!(at_hash(Algorithm::RS256, token), "77QmUPtjPfzWtF2AnpK9RQ");
+        assert_eq!(at_hash(Algorithm::ES384, token).len(), 32);
+        assert_eq!(at_hash(Algorithm::EdDSA, token).len(), 43);
+    }
+}

@@ -1,0 +1,157 @@
+//! Redirect URIs: what a client may register, and whether a requested one
+//! matches (exactly, or a loopback URI on any port: RFC 8252 §7.3).
+
+use url::{Host, Url};
+
+use crate::Error;
+
+/// Check a redirect (or post-logout redirect) URI at registration: an
+/// absolute URI without a fragment (RFC 6749 §3.1.2); `https`, except
+/// that a public client (a native or single-page app) may also use a
+/// loopback `http` URI or a private-use scheme (`com.example.app:/cb`,
+/// RFC 8252 §7.1), and that on a server running on plain `http` (a
+/// development setup) any client may use a loopback `http` URI.
+pub fn check_registered(uri: &str, public: bool, server_on_http: bool) -> Result<(), Error> {
+    let bad = |why: &str| Error::Invalid(format!("redirect URI {uri:?}: {why}"));
+    let url = Url::parse(uri).map_err(|e| bad(&e.to_string()))?;
+    if url.fragment().is_some() || uri.contains('#') {
+        return Err(bad("a redirect URI must not have a fragment"));
+    }
+    if url.as_str() != uri && format!("{uri}/") != url.as_str() {
+        return Err(bad(
+            "write it in its normal form (lower-case scheme and host, no default port)",
+        ));
+    }
+    match url.scheme() {
+        "https" if url.host().is_some() => Ok(()),
+        "http" if is_loopback(&url) && (public || server_on_http) => Ok(()),
+        "http" if is_loopback(&url) => Err(bad(
+            "plain http is only for public clients (native apps) on a loopback address",
+        )),
+        "http" => Err(bad("use https (http only on 127.0.0.1 or [::1])")),
+        "javascript" | "data" | "file" | "vbscript" | "blob" | "about" => {
+            Err(bad("this scheme cannot be a redirect URI"))
+        }
+        scheme if public && scheme.contains('.') => Ok(()),
+        _ => Err(bad(
+            "use https, or (for a public native app) a loopback http URI or a private-use scheme such as com.example.app:/callback",
+        )),
+    }
+}
+
+/// Check a back-channel logout URI: `https`, or loopback `http` on a
+/// server that itself runs on `http`; no fragment.
+pub fn check_backchannel(uri: &str, server_on_http: bool) -> Result<(), Error> {
+    let bad = |why: &str| Error::Invalid(format!("back-channel logout URI {uri:?}: {why}"));
+    let url = Url::parse(uri).map_err(|e| bad(&e.to_string()))?;
+    if url.fragment().is_some() {
+        return Err(bad("it must not have a fragment"));
+    }
+    match url.scheme() {
+        "https" if url.host().is_some() => Ok(()),
+        "http" if is_loopback(&url) && server_on_http => Ok(()),
+        _ => Err(bad("use https")),
+    }
+}
+
+/// Whether `requested` is one of `registered`: the same string, or, for a
+/// registered loopback `http` URI, the same URI with any port (RFC 8252
+/// §7.3). `localhost` gets no such latitude (§8.3: a name can resolve
+/// elsewhere).
+pub fn matches(registered: &[String], requested: &str) -> bool {
+    if registered.iter().any(|r| r == requested) {
+        return true;
+    }
+    let Ok(mut asked) = Url::parse(requested) else {
+        return false;
+    };
+    if asked.scheme() != "http" || !is_loopback(&asked) || asked.as_str() != requested {
+        return false;
+    }
+    if asked.set_port(None).is_err() {
+        return false;
+    }
+    registered.iter().any(|r| {
+        Url::parse(r).is_ok_and(|mut reg| {
+            reg.scheme() == "http"
+                && is_loopback(&reg)
+                && reg.set_port(None).is_ok()
+                && reg == asked
+        })
+    })
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(Host::Ipv6(ip)) => ip.is_loopback(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registration_takes_https_and_native_app_uris_only() {
+        for ok in [
+            "https://app.example.com/cb",
+            "https://app.example.com/cb?x=1",
+        ] {
+            check_registered(ok, false, false).unwrap();
+        }
+        for (uri, public) in [
+            ("http://127.0.0.1/cb", true),
+            ("http://[::1]:8000/cb", true),
+            ("com.example.app:/callback", true),
+        ] {
+            check_registered(uri, public, false).unwrap();
+        }
+        check_registered("http://127.0.0.1:3000/cb", false, true).unwrap();
+        for (uri, public) in [
+            ("https://app.example.com/cb#frag", false),
+            ("http://app.example.com/cb", true),
+            ("http://127.0.0.1/cb", false),
+            ("http://localhost/cb", true),
+            ("com.example.app:/callback", false),
+            ("javascript:alert(1)", true),
+            ("data:text/html,x", true),
+            ("/relative/cb", false),
+            ("HTTPS://APP.example.com/cb", false),
+            ("https://app.example.com:443/cb", false),
+        ] {
+            assert!(check_registered(uri, public, false).is_err(), "{uri}");
+        }
+    }
+
+    #[test]
+    fn a_requested_uri_matches_exactly_or_on_another_loopback_port() {
+        let reg = vec![
+            "https://app.example.com/cb".to_owned(),
+            "http://127.0.0.1/native".to_owned(),
+            "http://[::1]:1234/v6".to_owned(),
+        ];
+        assert!(matches(&reg, "https://app.example.com/cb"));
+        assert!(matches(&reg, "http://127.0.0.1:51234/native"));
+        assert!(matches(&reg, "http://127.0.0.1/native"));
+        assert!(matches(&reg, "http://[::1]:9/v6"));
+        for near_miss in [
+            "https://app.example.com/cb/",
+            "https://app.example.com/cb?x=1",
+            "https://app.example.com/CB",
+            "https://app.example.com:443/cb",
+            "https://app.example.com.evil.com/cb",
+            "https://app.example.com/cb#x",
+            "http://app.example.com/cb",
+            "http://127.0.0.1:51234/native/../x",
+            "http://127.0.0.1:51234/Native",
+            "http://localhost:51234/native",
+            "http://127.0.0.2:51234/native",
+            "https://127.0.0.1:51234/native",
+            "",
+        ] {
+            assert!(!matches(&reg, near_miss), "{near_miss}");
+        }
+    }
+}

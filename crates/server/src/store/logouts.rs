@@ -1,0 +1,56 @@
+//! Back-channel logouts waiting to be delivered (OpenID Connect
+//! Back-Channel Logout 1.0 §2.7), queued with the end of a session and
+//! retried with backoff by the server (`signin::backchannel`).
+
+use crate::db::{on_pool, Db};
+use crate::Error;
+
+/// One delivery: tell `client_id` at `uri` that session `sid` of
+/// `subject` ended.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct Delivery {
+    /// Its id.
+    pub id: String,
+    /// The client.
+    pub client_id: String,
+    /// Its `backchannel_logout_uri`.
+    pub uri: String,
+    /// The session.
+    pub sid: String,
+    /// The user's `sub`.
+    pub subject: String,
+    /// Attempts so far.
+    pub attempts: i64,
+}
+
+/// Deliveries due at `at`, oldest first.
+pub async fn due(db: &Db, at: i64, limit: i64) -> Result<Vec<Delivery>, Error> {
+    let due = on_pool!(db.read(), p => sqlx::query_as::<_, Delivery>(
+        "SELECT id, client_id, uri, sid, subject, attempts FROM logout_deliveries \
+         WHERE next_attempt_at <= $1 ORDER BY next_attempt_at, id LIMIT $2"
+    ).bind(at).bind(limit).fetch_all(p).await)?;
+    Ok(due)
+}
+
+/// The client acknowledged (or the delivery was given up): forget it.
+pub async fn done(db: &Db, id: &str) -> Result<(), Error> {
+    on_pool!(db.write(), p => sqlx::query("DELETE FROM logout_deliveries WHERE id = $1")
+        .bind(id).execute(p).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// Try again at `next_at`.
+pub async fn retry_at(db: &Db, id: &str, next_at: i64) -> Result<(), Error> {
+    on_pool!(db.write(), p => sqlx::query(
+        "UPDATE logout_deliveries SET attempts = attempts + 1, next_attempt_at = $1 WHERE id = $2"
+    ).bind(next_at).bind(id).execute(p).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// How many deliveries are waiting.
+pub async fn waiting(db: &Db) -> Result<i64, Error> {
+    let (n,): (i64,) = on_pool!(db.read(), p => sqlx::query_as(
+        "SELECT COUNT(*) FROM logout_deliveries"
+    ).fetch_one(p).await)?;
+    Ok(n)
+}

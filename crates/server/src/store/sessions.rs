@@ -1,0 +1,189 @@
+//! Sign-in sessions: a person logged in at this server, in the database so
+//! that every instance behind a load balancer shares them. The browser
+//! holds a random value in a cookie; only its digest is stored. `sid` is
+//! the session's public id (ID tokens, logout tokens, the admin views).
+
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+use crate::db::{on_pool, Db};
+use crate::secret::{random_id, random_token, token_digest};
+use crate::store::now;
+use crate::Error;
+
+/// How long sessions live.
+#[derive(Clone, Copy, Debug)]
+pub struct SessionPolicy {
+    /// Ended after this long without use (seconds).
+    pub idle: i64,
+    /// Ended this long after the login, used or not (seconds).
+    pub absolute: i64,
+}
+
+/// A live session.
+#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+pub struct Session {
+    /// Public id.
+    pub sid: String,
+    /// The user.
+    pub user_id: String,
+    /// When the user authenticated.
+    pub auth_time: i64,
+    /// When it started.
+    pub created_at: i64,
+    /// When it was last used.
+    pub last_seen: i64,
+    /// Its absolute end.
+    pub expires_at: i64,
+}
+
+/// A session as the admin views list it, with its user's name.
+#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+pub struct Listed {
+    /// Public id.
+    pub sid: String,
+    /// The user's login name.
+    pub username: String,
+    /// When the user authenticated.
+    pub auth_time: i64,
+    /// When it was last used.
+    pub last_seen: i64,
+    /// Its absolute end.
+    pub expires_at: i64,
+}
+
+/// What ending a session touched: the clients it signed in to (those with
+/// a back-channel logout URI are told through `store::logouts`) and how
+/// many refresh-token families it revoked.
+#[derive(Clone, Debug)]
+pub struct Ended {
+    /// The session.
+    pub session: Session,
+    /// The clients it signed in to.
+    pub clients: Vec<String>,
+    /// Refresh-token families revoked with it.
+    pub families_revoked: u64,
+}
+
+const COLUMNS: &str = "sid, user_id, auth_time, created_at, last_seen, expires_at";
+
+/// Start a session for `user_id`; returns the cookie value (shown once)
+/// and the session.
+pub async fn start(
+    db: &Db,
+    user_id: &str,
+    policy: SessionPolicy,
+) -> Result<(Zeroizing<String>, Session), Error> {
+    let cookie = random_token()?;
+    let at = now();
+    let session = Session {
+        sid: random_id()?,
+        user_id: user_id.to_owned(),
+        auth_time: at,
+        created_at: at,
+        last_seen: at,
+        expires_at: at.saturating_add(policy.absolute),
+    };
+    on_pool!(db.write(), p => sqlx::query(
+        "INSERT INTO sessions (id_hash, sid, user_id, auth_time, created_at, last_seen, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $5, $6)"
+    ).bind(token_digest(&cookie)).bind(&session.sid).bind(user_id).bind(at).bind(at)
+    .bind(session.expires_at).execute(p).await.map(|r| r.rows_affected()))?;
+    Ok((cookie, session))
+}
+
+/// The live session whose cookie value is `cookie`: not ended, not past
+/// its absolute end, used within the idle time, and its user enabled.
+pub async fn find(db: &Db, cookie: &str, policy: SessionPolicy) -> Result<Option<Session>, Error> {
+    let at = now();
+    let sql = format!(
+        "SELECT s.{} FROM sessions s JOIN users u ON u.id = s.user_id \
+         WHERE s.id_hash = $1 AND s.ended_at IS NULL AND s.expires_at > $2 AND s.last_seen > $3 \
+         AND NOT u.disabled",
+        COLUMNS.replace(", ", ", s.")
+    );
+    let session = on_pool!(db.read(), p => sqlx::query_as::<_, Session>(&sql)
+        .bind(token_digest(cookie)).bind(at).bind(at.saturating_sub(policy.idle))
+        .fetch_optional(p).await)?;
+    Ok(session)
+}
+
+/// The live session with public id `sid`.
+pub async fn by_sid(db: &Db, sid: &str) -> Result<Option<Session>, Error> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM sessions WHERE sid = $1 AND ended_at IS NULL AND expires_at > $2"
+    );
+    let session = on_pool!(db.read(), p => sqlx::query_as::<_, Session>(&sql)
+        .bind(sid).bind(now()).fetch_optional(p).await)?;
+    Ok(session)
+}
+
+/// Record a use (the idle clock restarts), at most once a minute.
+pub async fn touch(db: &Db, session: &Session) -> Result<(), Error> {
+    let at = now();
+    if at - session.last_seen < 60 {
+        return Ok(());
+    }
+    on_pool!(db.write(), p => sqlx::query("UPDATE sessions SET last_seen = $1 WHERE sid = $2")
+        .bind(at).bind(&session.sid).execute(p).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// Record that `client_id` got a code in session `sid`.
+pub async fn add_client(db: &Db, sid: &str, client_id: &str) -> Result<(), Error> {
+    on_pool!(db.write(), p => sqlx::query(
+        "INSERT INTO session_clients (sid, client_id) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+    ).bind(sid).bind(client_id).execute(p).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// End session `sid` and revoke the refresh-token families started in it,
+/// in one transaction. `None` when it was not live.
+pub async fn end(db: &Db, sid: &str, reason: &str) -> Result<Option<Ended>, Error> {
+    let at = now();
+    let sql = format!(
+        "UPDATE sessions SET ended_at = $1 WHERE sid = $2 AND ended_at IS NULL RETURNING {COLUMNS}"
+    );
+    let ended = on_pool!(db.write(), p => {
+        let mut tx = p.begin().await?;
+        let session = sqlx::query_as::<_, Session>(&sql).bind(at).bind(sid)
+            .fetch_optional(&mut *tx).await?;
+        let Some(session) = session else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let families = sqlx::query(
+            "UPDATE refresh_families SET revoked_at = $1, revoked_reason = $2 \
+             WHERE sid = $3 AND revoked_at IS NULL"
+        ).bind(at).bind(reason).bind(sid).execute(&mut *tx).await?.rows_affected();
+        let clients: Vec<(String,)> = sqlx::query_as(
+            "SELECT client_id FROM session_clients WHERE sid = $1 ORDER BY client_id"
+        ).bind(sid).fetch_all(&mut *tx).await?;
+        // The back-channel logouts go out from the server's queue
+        // (`store::logouts`), committed with the end of the session.
+        sqlx::query(
+            "INSERT INTO logout_deliveries (id, client_id, uri, sid, subject, attempts, next_attempt_at, created_at) \
+             SELECT $1 || ' ' || c.client_id, c.client_id, c.backchannel_logout_uri, $1, $2, 0, $3, $3 \
+             FROM session_clients sc JOIN clients c ON c.client_id = sc.client_id \
+             WHERE sc.sid = $1 AND c.backchannel_logout_uri IS NOT NULL ON CONFLICT DO NOTHING"
+        ).bind(sid).bind(&session.user_id).bind(at).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(Some(Ended {
+            session,
+            clients: clients.into_iter().map(|(c,)| c).collect(),
+            families_revoked: families,
+        }))
+    })?;
+    Ok(ended)
+}
+
+/// The live sessions, newest first; of one user when `username` is given.
+pub async fn list(db: &Db, username: Option<&str>) -> Result<Vec<Listed>, Error> {
+    let listed = on_pool!(db.read(), p => sqlx::query_as::<_, Listed>(
+        "SELECT s.sid, u.username, s.auth_time, s.last_seen, s.expires_at \
+         FROM sessions s JOIN users u ON u.id = s.user_id \
+         WHERE s.ended_at IS NULL AND s.expires_at > $1 AND ($2 IS NULL OR u.username = $2) \
+         ORDER BY s.created_at DESC, s.sid"
+    ).bind(now()).bind(username).fetch_all(p).await)?;
+    Ok(listed)
+}

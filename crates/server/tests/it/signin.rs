@@ -1,0 +1,725 @@
+//! Sign-in for people through the real pages, driven over HTTP with a
+//! cookie jar: authorization code + PKCE, OpenID Connect, consent,
+//! logout; and the attacks on each step.
+
+use std::collections::HashMap;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use serde_json::Value;
+use tessera_server::store::clients::{self, GrantType, NewClient};
+use tessera_server::store::{sessions, Scopes};
+
+use crate::{both_backends, Backend, Harness, Reply, ISSUER};
+
+const REDIRECT: &str = "https://app.example.com/callback";
+const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+/// A browser: cookies kept between requests.
+#[derive(Default)]
+struct Browser {
+    cookies: HashMap<String, String>,
+}
+
+impl Browser {
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    fn keep(&mut self, reply: &Reply) {
+        for set in reply.headers.get_all(header::SET_COOKIE) {
+            let text = set.to_str().unwrap();
+            let pair = text.split(';').next().unwrap();
+            let (k, v) = pair.split_once('=').unwrap();
+            if v.is_empty() || text.contains("Max-Age=0") {
+                self.cookies.remove(k);
+            } else {
+                self.cookies.insert(k.to_owned(), v.to_owned());
+            }
+        }
+    }
+
+    async fn get(&mut self, h: &Harness, path: &str) -> Reply {
+        let reply = h
+            .send(
+                Request::get(path)
+                    .header(header::COOKIE, self.cookie_header())
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        self.keep(&reply);
+        reply
+    }
+
+    async fn post(&mut self, h: &Harness, path: &str, form: &[(&str, &str)]) -> Reply {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let reply = h
+            .send(
+                Request::post(path)
+                    .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .header(header::COOKIE, self.cookie_header())
+                    .body(Body::from(body))
+                    .unwrap(),
+            )
+            .await;
+        self.keep(&reply);
+        reply
+    }
+}
+
+fn location(reply: &Reply) -> String {
+    assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.text);
+    reply.headers[header::LOCATION].to_str().unwrap().to_owned()
+}
+
+fn query_of(url: &str) -> HashMap<String, String> {
+    let url = url::Url::parse(url).unwrap();
+    url.query_pairs().into_owned().collect()
+}
+
+/// The value of hidden input `name` in a page.
+fn hidden(page: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = page
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} in {page}"))
+        + marker.len();
+    page[start..].split('"').next().unwrap().to_owned()
+}
+
+fn authorize_url(client_id: &str, extra: &[(&str, &str)]) -> String {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    q.append_pair("response_type", "code")
+        .append_pair("client_id", client_id)
+        .append_pair("redirect_uri", REDIRECT)
+        .append_pair("scope", "openid profile email orders:read")
+        .append_pair("state", "st-1")
+        .append_pair("nonce", "n-1")
+        .append_pair("code_challenge", CHALLENGE)
+        .append_pair("code_challenge_method", "S256");
+    for (k, v) in extra {
+        q.append_pair(k, v);
+    }
+    format!("/oauth2/authorize?{}", q.finish())
+}
+
+struct Setup {
+    client_id: String,
+    secret: String,
+}
+
+async fn setup(h: &Harness, name: &str, first_party: bool) -> Setup {
+    let added = clients::add(
+        &h.db,
+        NewClient {
+            name: name.into(),
+            grants: vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
+            scopes: Scopes::parse("openid profile email offline_access orders:read").unwrap(),
+            redirect_uris: vec![REDIRECT.into()],
+            post_logout_redirect_uris: vec!["https://app.example.com/bye".into()],
+            first_party,
+            ..NewClient::default()
+        },
+    )
+    .await
+    .unwrap();
+    h.user("alice", "correct horse", "orders:read").await;
+    tessera_server::store::users::set_profile(
+        &h.db,
+        "alice",
+        &tessera_server::store::users::Profile {
+            name: Some("Alice Liddell".into()),
+            email: Some("alice@example.com".into()),
+            email_verified: Some(true),
+        },
+    )
+    .await
+    .unwrap();
+    Setup {
+        client_id: added.client_id,
+        secret: added.client_secret.unwrap().to_string(),
+    }
+}
+
+/// Log in through the page; returns where the login sent the browser.
+async fn log_in(h: &Harness, b: &mut Browser, url: &str, password: &str) -> Reply {
+    let to_login = location(&b.get(h, url).await);
+    assert!(to_login.starts_with("/login?request="), "{to_login}");
+    let page = b.get(h, &to_login).await;
+    assert_eq!(page.status, StatusCode::OK);
+    b.post(
+        h,
+        "/login",
+        &[
+            ("request", &hidden(&page.text, "request")),
+            ("csrf_token", &hidden(&page.text, "csrf_token")),
+            ("username", "alice"),
+            ("password", password),
+        ],
+    )
+    .await
+}
+
+async fn exchange(h: &Harness, s: &Setup, code: &str, verifier: &str) -> Reply {
+    h.post(
+        "/oauth2/token",
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", verifier),
+        ],
+        Some((&s.client_id, &s.secret)),
+    )
+    .await
+}
+
+fn claims(token: &str) -> Value {
+    let (_, payload) = tessera_jose::dangerous::decode_unverified_claims(token).unwrap();
+    Value::Object(payload)
+}
+
+async fn code_flow_with_consent_id_token_userinfo_and_logout(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let s = setup(&h, "Shop <script>alert(1)</script>", false).await;
+    let mut b = Browser::default();
+    let after_login = log_in(
+        &h,
+        &mut b,
+        &authorize_url(&s.client_id, &[]),
+        "correct horse",
+    )
+    .await;
+    let to_consent = location(&after_login);
+    assert!(to_consent.starts_with("/consent?request="), "{to_consent}");
+    let consent = b.get(&h, &to_consent).await;
+    assert_eq!(consent.status, StatusCode::OK);
+    // Escaped, never markup; and the strict headers.
+    assert!(
+        consent.text.contains("Shop &lt;script&gt;"),
+        "{}",
+        consent.text
+    );
+    assert!(!consent.text.contains("<script>alert"));
+    let csp = consent.headers[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap();
+    assert!(
+        csp.contains("frame-ancestors 'none'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert_eq!(consent.headers[header::X_FRAME_OPTIONS], "DENY");
+    assert_eq!(consent.headers[header::CACHE_CONTROL], "no-store");
+    assert_eq!(consent.headers[header::REFERRER_POLICY], "no-referrer");
+    assert!(consent.text.contains("name=\"decision\" value=\"allow\""));
+    let back = location(
+        &b.post(
+            &h,
+            "/consent",
+            &[
+                ("request", &hidden(&consent.text, "request")),
+                ("csrf_token", &hidden(&consent.text, "csrf_token")),
+                ("decision", "allow"),
+            ],
+        )
+        .await,
+    );
+    assert!(back.starts_with(REDIRECT), "{back}");
+    let q = query_of(&back);
+    assert_eq!(q["state"], "st-1");
+    assert_eq!(q["iss"], ISSUER);
+    let code = q["code"].clone();
+
+    let tokens = exchange(&h, &s, &code, VERIFIER).await;
+    assert_eq!(tokens.status, StatusCode::OK, "{}", tokens.text);
+    let access = tokens.str("access_token");
+    let id_token = tokens.str("id_token");
+    // No offline_access asked, not first-party: no refresh token.
+    assert!(tokens.json.get("refresh_token").is_none());
+    // The ID token verifies with the JWKS, RS256, with every claim.
+    let jwks = tessera_jose::JwkSet::from_json(&h.app.keys.jwks_json()).unwrap();
+    let keys = tessera_jose::KeySet::from_jwks(&jwks).unwrap();
+    let verified = tessera_jose::jwt::verify::<Value>(
+        &id_token,
+        &keys,
+        &tessera_jose::Validation::new()
+            .issuer(ISSUER)
+            .audience(&s.client_id)
+            .typ("JWT"),
+    )
+    .unwrap();
+    assert_eq!(verified.header.alg, tessera_jose::Algorithm::RS256);
+    let idc = claims(&id_token);
+    let atc = claims(&access);
+    assert_eq!(idc["sub"], atc["sub"], "the same sub in both");
+    assert_eq!(idc["nonce"], "n-1");
+    assert!(idc["sid"].is_string() && idc["auth_time"].is_i64());
+    assert_eq!(
+        idc["at_hash"],
+        tessera_server::signin::id_token::at_hash(tessera_jose::Algorithm::RS256, &access)
+    );
+    assert!(
+        idc.get("email").is_none(),
+        "profile claims come from userinfo"
+    );
+    // userinfo: the claims of the granted scopes.
+    let info = h
+        .send(
+            Request::get("/oauth2/userinfo")
+                .header(header::AUTHORIZATION, format!("Bearer {access}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(info.status, StatusCode::OK, "{}", info.text);
+    assert_eq!(info.json["sub"], atc["sub"]);
+    assert_eq!(info.json["email"], "alice@example.com");
+    assert_eq!(info.json["email_verified"], true);
+    assert_eq!(info.json["name"], "Alice Liddell");
+    assert_eq!(info.json["preferred_username"], "alice");
+    // A remembered consent: the next authorization is silent (prompt=none).
+    let silent = location(
+        &b.get(&h, &authorize_url(&s.client_id, &[("prompt", "none")]))
+            .await,
+    );
+    assert!(query_of(&silent).contains_key("code"), "{silent}");
+    // RP-initiated logout with the ID token of this session: no page,
+    // back to the registered URI with the state; the session is over.
+    let logout = format!(
+        "/oauth2/logout?id_token_hint={id_token}&post_logout_redirect_uri={}&state=bye-1",
+        "https%3A%2F%2Fapp.example.com%2Fbye"
+    );
+    let gone = location(&b.get(&h, &logout).await);
+    assert_eq!(gone, "https://app.example.com/bye?state=bye-1");
+    assert!(sessions::by_sid(&h.db, idc["sid"].as_str().unwrap())
+        .await
+        .unwrap()
+        .is_none());
+    let again = location(
+        &b.get(&h, &authorize_url(&s.client_id, &[("prompt", "none")]))
+            .await,
+    );
+    assert_eq!(query_of(&again)["error"], "login_required");
+    h.finish().await;
+}
+
+async fn code_replay_revokes_what_it_issued(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let s = setup(&h, "Shop", true).await;
+    let mut b = Browser::default();
+    let back = location(
+        &log_in(
+            &h,
+            &mut b,
+            &authorize_url(&s.client_id, &[]),
+            "correct horse",
+        )
+        .await,
+    );
+    let code = query_of(&back)["code"].clone();
+    let first = exchange(&h, &s, &code, VERIFIER).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text);
+    let refresh = first.str("refresh_token");
+    let access = first.str("access_token");
+    let second = exchange(&h, &s, &code, VERIFIER).await;
+    assert_eq!(second.error(), "invalid_grant");
+    // The refresh token and the access token of the first use are dead.
+    let refreshed = h
+        .post(
+            "/oauth2/token",
+            &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+            Some((&s.client_id, &s.secret)),
+        )
+        .await;
+    assert_eq!(refreshed.error(), "invalid_grant", "{}", refreshed.text);
+    let info = h
+        .send(
+            Request::get("/oauth2/userinfo")
+                .header(header::AUTHORIZATION, format!("Bearer {access}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(info.status, StatusCode::UNAUTHORIZED);
+    h.finish().await;
+}
+
+async fn pkce_and_code_binding_attacks_fail(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let s = setup(&h, "Shop", true).await;
+    let other = setup_other(&h).await;
+    let mut b = Browser::default();
+    // plain PKCE, a missing challenge, response_type=token: refused at the client.
+    let plain = authorize_url(&s.client_id, &[])
+        .replace("code_challenge_method=S256", "code_challenge_method=plain");
+    let r = b.get(&h, &plain).await;
+    assert_eq!(query_of(&location(&r))["error"], "invalid_request");
+    let no_pkce = format!(
+        "/oauth2/authorize?response_type=code&client_id={}&redirect_uri={}&state=x",
+        s.client_id, "https%3A%2F%2Fapp.example.com%2Fcallback"
+    );
+    assert_eq!(
+        query_of(&location(&b.get(&h, &no_pkce).await))["error"],
+        "invalid_request"
+    );
+    let token = b
+        .get(
+            &h,
+            &authorize_url(&s.client_id, &[("response_type", "token")]),
+        )
+        .await;
+    // A repeated parameter is refused outright (RFC 6749 §3.1).
+    assert_eq!(token.status, StatusCode::BAD_REQUEST);
+    let token = b
+        .get(
+            &h,
+            &authorize_url(&s.client_id, &[]).replace("response_type=code", "response_type=token"),
+        )
+        .await;
+    assert_eq!(
+        query_of(&location(&token))["error"],
+        "unsupported_response_type"
+    );
+    // Unregistered and near-miss redirect URIs: an error page, never a redirect.
+    for uri in [
+        "https://evil.example.com/callback",
+        "https://app.example.com/callback/",
+        "https://app.example.com/callback?x=1",
+        "https://app.example.com.evil.com/callback",
+    ] {
+        let url = authorize_url(&s.client_id, &[]).replace(
+            "redirect_uri=https%3A%2F%2Fapp.example.com%2Fcallback",
+            &format!(
+                "redirect_uri={}",
+                form_urlencoded::byte_serialize(uri.as_bytes()).collect::<String>()
+            ),
+        );
+        let r = b.get(&h, &url).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{uri}");
+        assert!(r.headers.get(header::LOCATION).is_none(), "{uri}");
+    }
+    let unknown = b.get(&h, &authorize_url("nobody", &[])).await;
+    assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
+    assert!(unknown.headers.get(header::LOCATION).is_none());
+    // A good code, with a wrong verifier: refused, and the code is spent.
+    let back = location(
+        &log_in(
+            &h,
+            &mut b,
+            &authorize_url(&s.client_id, &[]),
+            "correct horse",
+        )
+        .await,
+    );
+    let code = query_of(&back)["code"].clone();
+    // Another client cannot use it (and does not spend it).
+    let stolen = h
+        .post(
+            "/oauth2/token",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", REDIRECT),
+                ("code_verifier", VERIFIER),
+            ],
+            Some((&other.client_id, &other.secret)),
+        )
+        .await;
+    assert_eq!(stolen.error(), "invalid_grant");
+    let missing = h
+        .post(
+            "/oauth2/token",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", REDIRECT),
+            ],
+            Some((&s.client_id, &s.secret)),
+        )
+        .await;
+    assert_eq!(missing.error(), "invalid_request");
+    let wrong = exchange(&h, &s, &code, "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXj").await;
+    assert_eq!(wrong.error(), "invalid_grant");
+    assert_eq!(
+        exchange(&h, &s, &code, VERIFIER).await.error(),
+        "invalid_grant"
+    );
+    h.finish().await;
+}
+
+async fn setup_other(h: &Harness) -> Setup {
+    let added = clients::add(
+        &h.db,
+        NewClient {
+            name: "other".into(),
+            grants: vec![GrantType::AuthorizationCode],
+            scopes: Scopes::parse("openid").unwrap(),
+            redirect_uris: vec![REDIRECT.into()],
+            ..NewClient::default()
+        },
+    )
+    .await
+    .unwrap();
+    Setup {
+        client_id: added.client_id,
+        secret: added.client_secret.unwrap().to_string(),
+    }
+}
+
+async fn login_csrf_fixation_and_limits(backend: Backend) {
+    let Some(h) = Harness::with(backend, |c| c.max_login_failures = 2).await else {
+        return;
+    };
+    let s = setup(&h, "Shop", true).await;
+    let mut b = Browser::default();
+    let to_login = location(&b.get(&h, &authorize_url(&s.client_id, &[])).await);
+    let page = b.get(&h, &to_login).await;
+    assert!(page.text.contains("name=\"username\"") && page.text.contains("name=\"password\""));
+    let request = hidden(&page.text, "request");
+    let csrf = hidden(&page.text, "csrf_token");
+    // No CSRF token, or another's: 403, nobody logged in.
+    for token in ["", "forged"] {
+        let r = b
+            .post(
+                &h,
+                "/login",
+                &[
+                    ("request", &request),
+                    ("csrf_token", token),
+                    ("username", "alice"),
+                    ("password", "correct horse"),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{token:?}");
+    }
+    // Another browser (an attacker's cookie jar) with this form's values.
+    let mut attacker = Browser::default();
+    let r = attacker
+        .post(
+            &h,
+            "/login",
+            &[
+                ("request", &request),
+                ("csrf_token", &csrf),
+                ("username", "alice"),
+                ("password", "correct horse"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.headers.get(header::SET_COOKIE).is_none());
+    // A wrong password: the same words for a wrong user.
+    let wrong = b
+        .post(
+            &h,
+            "/login",
+            &[
+                ("request", &request),
+                ("csrf_token", &csrf),
+                ("username", "alice"),
+                ("password", "nope"),
+            ],
+        )
+        .await;
+    assert!(wrong.text.contains("Wrong username or password."));
+    let unknown = b
+        .post(
+            &h,
+            "/login",
+            &[
+                ("request", &request),
+                ("csrf_token", &csrf),
+                ("username", "mallory"),
+                ("password", "nope"),
+            ],
+        )
+        .await;
+    assert!(unknown.text.contains("Wrong username or password."));
+    let twice = b
+        .post(
+            &h,
+            "/login",
+            &[
+                ("request", &request),
+                ("csrf_token", &csrf),
+                ("username", "alice"),
+                ("password", "nope"),
+            ],
+        )
+        .await;
+    assert!(twice.text.contains("Wrong username or password."));
+    let limited = b
+        .post(
+            &h,
+            "/login",
+            &[
+                ("request", &request),
+                ("csrf_token", &csrf),
+                ("username", "alice"),
+                ("password", "correct horse"),
+            ],
+        )
+        .await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(limited.headers.get(header::RETRY_AFTER).is_some());
+    h.finish().await;
+
+    // Session fixation: a session cookie planted before the login is
+    // not the one after it.
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let s = setup(&h, "Shop", true).await;
+    let mut b = Browser::default();
+    b.cookies
+        .insert("__Host-tessera-session".into(), "A".repeat(43));
+    log_in(
+        &h,
+        &mut b,
+        &authorize_url(&s.client_id, &[]),
+        "correct horse",
+    )
+    .await;
+    let after = b.cookies.get("__Host-tessera-session").cloned();
+    assert!(after.is_some_and(|c| c != "A".repeat(43)));
+    h.finish().await;
+}
+
+async fn prompt_none_and_logout_attacks(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let s = setup(&h, "Shop", false).await;
+    let mut b = Browser::default();
+    let r = b
+        .get(&h, &authorize_url(&s.client_id, &[("prompt", "none")]))
+        .await;
+    let q = query_of(&location(&r));
+    assert_eq!(q["error"], "login_required");
+    assert_eq!(q["state"], "st-1");
+    assert_eq!(q["iss"], ISSUER);
+    // Logged in but never consented: consent_required.
+    let to_consent = location(
+        &log_in(
+            &h,
+            &mut b,
+            &authorize_url(&s.client_id, &[]),
+            "correct horse",
+        )
+        .await,
+    );
+    assert!(to_consent.starts_with("/consent"));
+    let r = b
+        .get(&h, &authorize_url(&s.client_id, &[("prompt", "none")]))
+        .await;
+    assert_eq!(query_of(&location(&r))["error"], "consent_required");
+    // Deny: access_denied at the client.
+    let consent = b.get(&h, &to_consent).await;
+    let denied = location(
+        &b.post(
+            &h,
+            "/consent",
+            &[
+                ("request", &hidden(&consent.text, "request")),
+                ("csrf_token", &hidden(&consent.text, "csrf_token")),
+                ("decision", "deny"),
+            ],
+        )
+        .await,
+    );
+    assert_eq!(query_of(&denied)["error"], "access_denied");
+    // Logout to an unregistered URI: an error page, no redirect; without a
+    // hint for this session, a confirmation page, and the session stands.
+    let evil = b
+        .get(&h, &format!("/oauth2/logout?client_id={}&post_logout_redirect_uri=https%3A%2F%2Fevil.example.com%2F", s.client_id))
+        .await;
+    assert_eq!(evil.status, StatusCode::BAD_REQUEST);
+    assert!(evil.headers.get(header::LOCATION).is_none());
+    let confirm = b
+        .get(&h, &format!("/oauth2/logout?client_id={}", s.client_id))
+        .await;
+    assert_eq!(confirm.status, StatusCode::OK);
+    assert!(confirm.text.contains("Sign out?"));
+    assert_eq!(sessions::list(&h.db, Some("alice")).await.unwrap().len(), 1);
+    // The confirmation needs its CSRF token.
+    let forged = b.post(&h, "/logout", &[("decision", "logout")]).await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let done = b
+        .post(
+            &h,
+            "/logout",
+            &[
+                ("csrf_token", &hidden(&confirm.text, "csrf_token")),
+                ("decision", "logout"),
+            ],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::OK);
+    assert!(sessions::list(&h.db, Some("alice"))
+        .await
+        .unwrap()
+        .is_empty());
+    h.finish().await;
+}
+
+async fn discovery_names_what_is_there(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let m = h.get("/.well-known/openid-configuration").await.json;
+    assert_eq!(
+        m["authorization_endpoint"],
+        format!("{ISSUER}/oauth2/authorize")
+    );
+    assert_eq!(m["response_types_supported"], serde_json::json!(["code"]));
+    assert_eq!(
+        m["code_challenge_methods_supported"],
+        serde_json::json!(["S256"])
+    );
+    assert_eq!(m["authorization_response_iss_parameter_supported"], true);
+    assert!(m["id_token_signing_alg_values_supported"]
+        .as_array()
+        .unwrap()
+        .contains(&"RS256".into()));
+    assert!(m["grant_types_supported"]
+        .as_array()
+        .unwrap()
+        .contains(&"authorization_code".into()));
+    // The JWKS holds the access-token key and the ID-token key.
+    let jwks: Value = serde_json::from_str(&h.app.keys.jwks_json()).unwrap();
+    let algs: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|k| k["alg"].as_str())
+        .collect();
+    assert!(
+        algs.contains(&"ES256") && algs.contains(&"RS256"),
+        "{algs:?}"
+    );
+    h.finish().await;
+}
+
+both_backends!(
+    code_flow_with_consent_id_token_userinfo_and_logout,
+    code_replay_revokes_what_it_issued,
+    pkce_and_code_binding_attacks_fail,
+    login_csrf_fixation_and_limits,
+    prompt_none_and_logout_attacks,
+    discovery_names_what_is_there,
+);
