@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Interoperability of the tessera CLI with PyJWT, jwcrypto and cryptography,
-# and of `tessera serve` with authlib's OAuth client and PyJWT's JWKS client
-# (installed from PyPI into a virtual environment under target/).
+# of `tessera serve` with authlib's OAuth client and PyJWT's JWKS client
+# (installed from PyPI into a virtual environment under target/), and of
+# its sign-in with openid-client, the certified relying-party library for
+# Node.js (installed from npm under target/).
 # Usage: tests/interop/run.sh [path/to/tessera]   (default: builds it)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -18,3 +20,11 @@ fi
   "authlib==1.*" "requests==2.*"
 "$venv/bin/python" tests/interop/interop.py "$tessera"
 "$venv/bin/python" tests/interop/server.py "$tessera"
+node_dir="$PWD/target/interop-node"
+mkdir -p "$node_dir"
+if [ ! -d "$node_dir/node_modules/openid-client" ]; then
+  (cd "$node_dir" && npm install --silent --no-audit --no-fund "openid-client@6" "jose@6" >/dev/null)
+fi
+# ES modules resolve packages next to the script: run it from there.
+cp tests/interop/oidc.mjs "$node_dir/oidc.mjs"
+node "$node_dir/oidc.mjs" "$tessera"

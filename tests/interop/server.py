@@ -2,13 +2,18 @@
 
 authlib (OAuth2Session, over requests) fetches tokens with the
 client_credentials grant (client_secret_basic and client_secret_post) and
-the password grant, refreshes, introspects and revokes; PyJWT's
-PyJWKClient verifies every access token against the server's JWKS URL.
+the password grant, refreshes, introspects and revokes; it signs a person
+in with the authorization code flow (OAuth2Session with
+code_challenge_method='S256', through the real login and consent pages);
+PyJWT's PyJWKClient verifies every access token, and the ID token, against
+the server's JWKS URL.
 Prints one line per check and a closing 'N passed, N failed' line.
 """
 
 import json
 import os
+import re
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -53,6 +58,47 @@ def verify(token, base, audience):
     return header, claims
 
 
+def hidden(html, name):
+    return re.search(f'name="{name}" value="([^"]*)"', html).group(1)
+
+
+def code_flow(base, meta, app):
+    """authlib's OAuth2Session with PKCE S256; the pages through requests."""
+    redirect_uri = "http://127.0.0.1:9/callback"
+    rp = OAuth2Session(app["client_id"], app["client_secret"], scope="openid email orders:read",
+                       redirect_uri=redirect_uri, code_challenge_method="S256")
+    verifier = secrets.token_urlsafe(48)
+    nonce = secrets.token_urlsafe(16)
+    url, state = rp.create_authorization_url(meta["authorization_endpoint"],
+                                             code_verifier=verifier, nonce=nonce)
+    browser = requests.Session()
+    r = browser.get(url, allow_redirects=False, timeout=10)
+    login = browser.get(base + r.headers["location"], timeout=10)
+    r = browser.post(base + "/login", allow_redirects=False, timeout=10, data={
+        "request": hidden(login.text, "request"), "csrf_token": hidden(login.text, "csrf_token"),
+        "username": "alice", "password": "correct horse battery"})
+    callback = r.headers.get("location", "")
+    check("a first-party client skips consent", callback.startswith(redirect_uri), r.status_code)
+    token = rp.fetch_token(meta["token_endpoint"], authorization_response=callback,
+                           code_verifier=verifier)
+    jwks = jwt.PyJWKClient(meta["jwks_uri"])
+    key = jwks.get_signing_key_from_jwt(token["id_token"])
+    claims = jwt.decode(token["id_token"], key.key, algorithms=["RS256"], audience=app["client_id"],
+                        issuer=base)
+    check("authlib's code flow gets an RS256 ID token with the nonce",
+          claims.get("nonce") == nonce and claims.get("sid"), claims)
+    info = requests.get(meta["userinfo_endpoint"], timeout=10,
+                        headers={"Authorization": "Bearer " + token["access_token"]}).json()
+    check("userinfo for the code flow's token", info.get("email") == "alice@example.com"
+          and info.get("sub") == claims["sub"], info)
+    try:
+        rp.fetch_token(meta["token_endpoint"], authorization_response=callback,
+                       code_verifier=verifier)
+        check("a code works once", False, "a second token was issued")
+    except OAuthError as e:
+        check("a code works once", e.error == "invalid_grant", e.error)
+
+
 def main():
     with tempfile.TemporaryDirectory() as d:
         svc = json.loads(tessera(d, "client", "add", "svc", "--scope", "orders:read",
@@ -61,7 +107,11 @@ def main():
                                  "--grant", "refresh_token", "--public", "--scope", "orders:read",
                                  "--json"))
         tessera(d, "user", "add", "alice", "--password-stdin", "--scope", "orders:read",
-                stdin="correct horse battery\n")
+                "--email", "alice@example.com", stdin="correct horse battery\n")
+        app = json.loads(tessera(d, "client", "add", "py-app", "--grant", "authorization_code",
+                                 "--redirect-uri", "http://127.0.0.1:9/callback",
+                                 "--scope", "openid", "--scope", "email", "--scope", "orders:read",
+                                 "--first-party", "--json"))
         proc, base = start(d)
         try:
             meta = requests.get(base + "/.well-known/oauth-authorization-server", timeout=10).json()
@@ -117,6 +167,7 @@ def main():
             info = introspector.introspect_token(base + "/oauth2/introspect",
                                                  token=third["access_token"]).json()
             check("a revoked access token is inactive", info == {"active": False}, info)
+            code_flow(base, meta, app)
         finally:
             proc.terminate()
             proc.wait(timeout=10)
