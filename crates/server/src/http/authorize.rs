@@ -305,10 +305,14 @@ pub(crate) fn see_other(location: &str) -> Response {
 
 /// The error page for a request that cannot be answered at a redirect URI.
 pub(crate) fn bad_request(pages: &SharedPages, why: &str) -> Response {
+    let mut message = why.to_owned();
+    if let Some(first) = message.get(..1) {
+        message.replace_range(..1, &first.to_uppercase());
+    }
     pages.error(
         StatusCode::BAD_REQUEST,
         "This sign-in request is not valid",
-        why,
+        &message,
         "Go back to the application and try again. If this keeps happening, tell its developers.",
     )
 }

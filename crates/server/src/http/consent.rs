@@ -103,10 +103,20 @@ pub async fn page(
         Err(e) => return failure(&pages, &e),
     };
     let user_scopes = Scopes::parse(&user.scopes).unwrap_or_default();
-    let scopes: Vec<ScopeText> = grantable(&request.scopes(), &user_scopes)
-        .iter()
-        .map(describe)
-        .collect();
+    // Who you are first, then what the app may read and do, staying
+    // connected last.
+    let rank = |s: &str| match s {
+        "openid" => 0,
+        "profile" => 1,
+        "email" => 2,
+        "offline_access" => 4,
+        _ => 3,
+    };
+    let mut granted: Vec<&str> = Vec::new();
+    let grantable = grantable(&request.scopes(), &user_scopes);
+    granted.extend(grantable.iter());
+    granted.sort_by_key(|s| rank(s));
+    let scopes: Vec<ScopeText> = granted.into_iter().map(describe).collect();
     let redirect_host = url::Url::parse(&request.redirect_uri)
         .ok()
         .and_then(|u| {

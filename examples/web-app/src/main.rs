@@ -1,0 +1,59 @@
+//! `web-app`: the example web application. Run it beside `tessera serve`
+//! and `store-api` (see the README):
+//!
+//! ```sh
+//! WEB_APP_CLIENT_ID=… WEB_APP_CLIENT_SECRET=… cargo run -p web-app
+//! ```
+
+use clap::Parser;
+use zeroize::Zeroizing;
+
+#[derive(Parser)]
+#[command(about = "Signs people in through tessera serve and calls store-api for them")]
+struct Args {
+    /// Where to listen (the redirect URIs registered for the client name it).
+    #[arg(long, env = "WEB_APP_LISTEN", default_value = "127.0.0.1:4000")]
+    listen: String,
+    /// The authorization server.
+    #[arg(long, env = "WEB_APP_ISSUER", default_value = "http://127.0.0.1:8080")]
+    issuer: String,
+    /// This app's client id at the authorization server.
+    #[arg(long, env = "WEB_APP_CLIENT_ID")]
+    client_id: String,
+    /// The store API it calls.
+    #[arg(
+        long,
+        env = "WEB_APP_STORE_API",
+        default_value = "http://127.0.0.1:3000"
+    )]
+    store_api: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    // The secret never goes on the command line (process listings show it).
+    let secret = Zeroizing::new(
+        std::env::var("WEB_APP_CLIENT_SECRET")
+            .map_err(|_| anyhow::anyhow!("set WEB_APP_CLIENT_SECRET to the client's secret"))?,
+    );
+    let listener = tokio::net::TcpListener::bind(&args.listen).await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let app = web_app::WebApp::discover(web_app::Settings {
+        issuer: args.issuer,
+        client_id: args.client_id,
+        client_secret: secret,
+        base: base.clone(),
+        store_api: args.store_api,
+    })
+    .await?;
+    println!("web-app: listening {base}");
+    tessera_listen::serve(
+        listener,
+        web_app::router(app),
+        tessera_listen::Limits::for_this_process(16),
+        tessera_listen::shutdown_signal(),
+    )
+    .await?;
+    Ok(())
+}
