@@ -60,6 +60,9 @@ pub struct Mint<'a> {
     pub auth_time: Option<i64>,
     /// How long it lives.
     pub ttl: Duration,
+    /// Its `jti`, when chosen beforehand (a code exchange records it with
+    /// the code before the token exists); else a random one.
+    pub jti: Option<String>,
 }
 
 /// A minted token: its text and its id.
@@ -114,8 +117,11 @@ impl AccessTokens {
         .subject(mint.subject)
         .audience(mint.audience)
         .issued_at(NumericDate::from_seconds(at))
-        .expires_at(NumericDate::from_seconds(at).plus(mint.ttl))
-        .random_jwt_id()?;
+        .expires_at(NumericDate::from_seconds(at).plus(mint.ttl));
+        let claims = match mint.jti {
+            Some(jti) => claims.jwt_id(jti),
+            None => claims.random_jwt_id()?,
+        };
         let token = self.keys.sign(&claims, at)?;
         Ok(Minted {
             token,

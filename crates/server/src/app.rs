@@ -103,6 +103,7 @@ impl App {
             refresh: &self.refresh,
             audit: &self.audit,
             revoked: self.access.revoked(),
+            longest_access_ttl: crate::store::secs(self.config.max_access_ttl),
         }
     }
 

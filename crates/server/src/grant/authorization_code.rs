@@ -13,12 +13,13 @@
 
 use super::{Granted, Refusal, SignIn, TokenRequest};
 use crate::db::Db;
+use crate::secret::random_id;
 use crate::store::audit::{AuditQueue, Event};
 use crate::store::clients::GrantType;
-use crate::store::codes::{self, Redeemed};
+use crate::store::codes::{self, Issued, Redeemed};
 use crate::store::refresh::{self, NewFamily, RefreshPolicy};
 use crate::store::revocation::RevokedTokens;
-use crate::store::{users, Scopes};
+use crate::store::{now, Scopes};
 
 /// What exchanging a code needs.
 #[derive(Clone, Copy, Debug)]
@@ -31,6 +32,9 @@ pub struct Exchange<'a> {
     pub audit: &'a AuditQueue,
     /// Where a replayed code's access token is revoked.
     pub revoked: &'a RevokedTokens,
+    /// The longest an access token lives (how long a replayed code's
+    /// token stays on the revocation list).
+    pub longest_access_ttl: i64,
 }
 
 /// Redeem the code, check PKCE and the redirect URI, start a refresh
@@ -46,8 +50,20 @@ pub async fn grant(request: &TokenRequest<'_>, exchange: Exchange<'_>) -> Result
             .client(&client.client_id)
             .remote(request.remote())
     };
-    let grant = match codes::redeem(exchange.db, code, &client.client_id).await? {
-        Redeemed::First(grant) => grant,
+    // What this exchange will issue, recorded with the code as it is
+    // spent: a replay revokes it even before it exists.
+    let refresh_allowed = client.allows(GrantType::RefreshToken);
+    let issuing = Issued {
+        family_id: if refresh_allowed {
+            Some(random_id()?)
+        } else {
+            None
+        },
+        access_jti: Some(tessera_jose::jwt::random_id().map_err(crate::Error::from)?),
+        access_expires_at: Some(now().saturating_add(exchange.longest_access_ttl)),
+    };
+    let spent = match codes::redeem(exchange.db, code, &client.client_id, &issuing).await? {
+        Redeemed::First(spent) => spent,
         Redeemed::Invalid => {
             return Err(Refusal::InvalidGrant(
                 "the code is unknown, expired, or was issued to another client".into(),
@@ -63,6 +79,7 @@ pub async fn grant(request: &TokenRequest<'_>, exchange: Exchange<'_>) -> Result
             ));
         }
     };
+    let grant = spent.grant;
     if !crate::signin::pkce_verifies(verifier, &grant.code_challenge) {
         return Err(Refusal::InvalidGrant(
             "code_verifier does not match the code_challenge".into(),
@@ -73,53 +90,53 @@ pub async fn grant(request: &TokenRequest<'_>, exchange: Exchange<'_>) -> Result
             "redirect_uri is not the one the code was sent to".into(),
         ));
     }
-    let Some(user) = users::find_by_id(exchange.db, &grant.user_id)
-        .await?
-        .filter(|u| !u.disabled)
-    else {
+    let Some(username) = spent.username else {
         return Err(Refusal::InvalidGrant(
             "the user can no longer sign in".into(),
         ));
     };
     let scope = Scopes::parse(&grant.scope)?;
-    let refresh_allowed = client.allows(GrantType::RefreshToken)
-        && (client.first_party || scope.contains("offline_access"));
-    let refresh_token = if refresh_allowed {
-        let (family_id, token) = refresh::issue(
-            exchange.db,
-            NewFamily {
-                client_id: &client.client_id,
-                subject: &user.id,
-                username: Some(&user.username),
-                scope: &grant.scope,
-                auth_time: Some(grant.auth_time),
-                sid: Some(&grant.sid),
-            },
-            exchange.refresh,
-        )
-        .await?;
-        Some((family_id, token))
-    } else {
-        None
-    };
+    let mut refresh_token = None;
+    if let Some(family_id) = &issuing.family_id {
+        if client.first_party || scope.contains("offline_access") {
+            let token = refresh::issue_as(
+                exchange.db,
+                family_id,
+                NewFamily {
+                    client_id: &client.client_id,
+                    subject: &grant.user_id,
+                    username: Some(&username),
+                    scope: &grant.scope,
+                    auth_time: Some(grant.auth_time),
+                    sid: Some(&grant.sid),
+                },
+                exchange.refresh,
+            )
+            .await?;
+            // A replay that came in before the family existed could not
+            // revoke it: look for its mark now.
+            if codes::replayed(exchange.db, code).await? {
+                revoke_issued(exchange, &issuing).await?;
+                return Err(Refusal::InvalidGrant(
+                    "the code was used twice: what it issued is revoked".into(),
+                ));
+            }
+            refresh_token = Some(token);
+        }
+    }
     exchange
         .audit
-        .push(event("code_exchanged").subject(&user.username));
-    let (family_id, refresh_token) = match refresh_token {
-        Some((id, token)) => (Some(id), Some(token)),
-        None => (None, None),
-    };
+        .push(event("code_exchanged").subject(&username));
     Ok(Granted {
-        subject: user.id,
-        username: Some(user.username),
+        subject: grant.user_id,
+        username: Some(username),
         scope,
         auth_time: Some(grant.auth_time),
         refresh_token,
         sign_in: Some(SignIn {
-            code: code.to_owned(),
             sid: grant.sid,
             nonce: grant.nonce,
-            family_id,
+            jti: issuing.access_jti.clone().unwrap_or_default(),
         }),
     })
 }

@@ -98,22 +98,21 @@ pub struct Granted {
     pub auth_time: Option<i64>,
     /// A refresh token, new or rotated.
     pub refresh_token: Option<Zeroizing<String>>,
-    /// For a sign-in (the code grant): what the ID token and the code's
-    /// replay protection need once the access token is minted.
+    /// For a sign-in (the code grant): what the access and ID tokens need.
     pub sign_in: Option<SignIn>,
 }
 
-/// What a code exchange leaves for the token endpoint to finish.
+/// What a code exchange leaves for the token endpoint to finish: the ID
+/// token's session and nonce, and the access token's `jti` (recorded with
+/// the code).
 #[derive(Debug)]
 pub struct SignIn {
-    /// The code, to record what it issued.
-    pub code: String,
     /// The session.
     pub sid: String,
     /// The authorization request's `nonce`.
     pub nonce: Option<String>,
-    /// The refresh family started, if any.
-    pub family_id: Option<String>,
+    /// The access token's `jti`.
+    pub jti: String,
 }
 
 /// Why a grant said no, in the terms of RFC 6749 §5.2 (the HTTP layer

@@ -19,8 +19,8 @@ use super::pages::SharedPages;
 use crate::app::App;
 use crate::signin::{self, AuthorizationRequest, ErrorResponse, Next, Refused, ResponseMode};
 use crate::store::clients::Client;
-use crate::store::sessions::{self, Session};
-use crate::store::{codes, consents, now, pending, users, Scopes};
+use crate::store::sessions::{self, ForClient, Session};
+use crate::store::{codes, now, pending, Scopes};
 
 /// The cookies of this server.
 pub(crate) fn jar(app: &App) -> Jar {
@@ -72,9 +72,21 @@ pub async fn authorize(
             Err(e) => return failure(&pages, &e),
         },
     };
-    let session = match current_session(&app, &headers).await {
-        Ok(s) => s,
-        Err(e) => return failure(&pages, &e),
+    let session = match jar.get(&headers, cookies::SESSION) {
+        Some(cookie) => {
+            match sessions::find_for_client(
+                &app.db,
+                &cookie,
+                app.config.sessions,
+                &client.client_id,
+            )
+            .await
+            {
+                Ok(s) => s,
+                Err(e) => return failure(&pages, &e),
+            }
+        }
+        None => None,
     };
     let mut response = match proceed(
         &app, &pages, &client, request, session, false, &browser, None,
@@ -113,26 +125,22 @@ pub(crate) async fn proceed(
     pages: &SharedPages,
     client: &Client,
     request: AuthorizationRequest,
-    session: Option<Session>,
+    session: Option<ForClient>,
     fresh_login: bool,
     browser: &str,
     pending_id: Option<&str>,
 ) -> Result<Response, crate::Error> {
-    let user = match &session {
-        Some(s) => users::find_by_id(&app.db, &s.user_id).await?,
-        None => None,
-    };
-    let (remembered, user_scopes) = match &user {
-        Some(u) => (
-            consents::find(&app.db, &u.id, &client.client_id).await?,
-            Scopes::parse(&u.scopes)?,
+    let (remembered, user_scopes) = match &session {
+        Some(s) => (
+            s.consent.as_deref().map(Scopes::parse).transpose()?,
+            Scopes::parse(&s.user_scopes)?,
         ),
         None => (None, Scopes::default()),
     };
     let next = signin::next(
         &request,
         client,
-        session.as_ref(),
+        session.as_ref().map(|s| &s.session),
         fresh_login,
         remembered.as_ref(),
         &user_scopes,
@@ -151,7 +159,17 @@ pub(crate) async fn proceed(
                     ));
                 }
             }
-            issue(app, pages, client, &request, &session, scopes).await
+            let known = session.client_known;
+            issue(
+                app,
+                pages,
+                client,
+                &request,
+                &session.session,
+                known,
+                scopes,
+            )
+            .await
         }
         (Next::Refuse(error), _) => {
             if let Some(id) = pending_id {
@@ -173,12 +191,17 @@ pub(crate) async fn proceed(
         (Next::Consent, Some(session)) => {
             let id = match pending_id {
                 Some(id) => {
-                    pending::logged_in(&app.db, id, &session.sid).await?;
+                    pending::logged_in(&app.db, id, &session.session.sid).await?;
                     id.to_owned()
                 }
                 None => {
-                    pending::create(&app.db, browser, &to_json(&request)?, Some(&session.sid))
-                        .await?
+                    pending::create(
+                        &app.db,
+                        browser,
+                        &to_json(&request)?,
+                        Some(&session.session.sid),
+                    )
+                    .await?
                 }
             };
             Ok(see_other(&format!("/consent?request={id}")))
@@ -199,13 +222,17 @@ pub(crate) fn to_json(request: &AuthorizationRequest) -> Result<String, crate::E
     serde_json::to_string(request).map_err(|e| crate::Error::Invalid(format!("request: {e}")))
 }
 
-/// Issue a code for `scopes` in `session` and send it to the client.
+/// Issue a code for `scopes` in `session` and send it to the client;
+/// `client_known` says the session has signed in to the client before
+/// (else it is recorded, for back-channel logout).
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn issue(
     app: &App,
     pages: &SharedPages,
     client: &Client,
     request: &AuthorizationRequest,
     session: &Session,
+    client_known: bool,
     scopes: Scopes,
 ) -> Result<Response, crate::Error> {
     let code = codes::issue(
@@ -222,7 +249,9 @@ pub(crate) async fn issue(
         },
     )
     .await?;
-    sessions::add_client(&app.db, &session.sid, &client.client_id).await?;
+    if !client_known {
+        sessions::add_client(&app.db, &session.sid, &client.client_id).await?;
+    }
     sessions::touch(&app.db, session).await?;
     let mut fields = vec![("code", code.to_string())];
     if let Some(state) = &request.state {

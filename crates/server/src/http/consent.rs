@@ -178,7 +178,7 @@ pub async fn submit(
                     .unwrap_or_default();
                 let granted = grantable(&request.scopes(), &user_scopes);
                 consents::remember(&app.db, &session.user_id, &client.client_id, &granted).await?;
-                issue(&app, &pages, &client, &request, &session, granted).await
+                issue(&app, &pages, &client, &request, &session, false, granted).await
             }
             _ => Ok(respond_error(
                 &app,

@@ -218,12 +218,23 @@ pub async fn submit(
         Ok(s) => s,
         Err(e) => return failure(&pages, &e),
     };
+    let session = match sessions::by_sid_for_client(
+        &app.db,
+        &session.sid,
+        app.config.sessions,
+        &client.client_id,
+    )
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => return failure(&pages, &e),
+    };
     let mut response = match proceed(
         &app,
         &pages,
         &client,
         auth,
-        Some(session),
+        session,
         true,
         &browser,
         Some(&pending.id),

@@ -22,7 +22,6 @@ use crate::grant::{
 use crate::signin::id_token::{self, IdClaims, IdToken};
 use crate::store::audit::Event;
 use crate::store::clients::{Client, GrantType};
-use crate::store::codes::{self, Issued};
 use crate::store::{now, secs};
 
 #[derive(Serialize)]
@@ -97,14 +96,14 @@ pub async fn token(State(app): State<Arc<App>>, form: OAuthForm) -> Result<Respo
         },
     }
     .map_err(OAuthError::from)?;
-    let response = issue(&app, &client, granted).await?;
+    let response = issue(&app, &client, granted)?;
     metrics::counter!("tessera_tokens_issued_total", "grant" => grant.as_str()).increment(1);
     Ok(response)
 }
 
 /// Sign the access token (and, for a sign-in with `openid`, the ID
 /// token) and answer.
-async fn issue(app: &App, client: &Client, granted: Granted) -> Result<Response, OAuthError> {
+fn issue(app: &App, client: &Client, granted: Granted) -> Result<Response, OAuthError> {
     let at = now();
     let max = app.config.max_access_ttl;
     let ttl = client
@@ -127,6 +126,7 @@ async fn issue(app: &App, client: &Client, granted: Granted) -> Result<Response,
             scope: scope.clone(),
             auth_time: granted.auth_time,
             ttl,
+            jti: granted.sign_in.as_ref().map(|s| s.jti.clone()),
         },
         at,
     )?;
@@ -140,18 +140,6 @@ async fn issue(app: &App, client: &Client, granted: Granted) -> Result<Response,
     }
     let mut id_token = None;
     if let Some(sign_in) = &granted.sign_in {
-        let issued = Issued {
-            family_id: sign_in.family_id.clone(),
-            access_jti: Some(minted.jti.clone()),
-            access_expires_at: Some(at.saturating_add(secs(ttl))),
-        };
-        // A replay that came in meanwhile revokes what this use issued.
-        if codes::record_issued(&app.db, &sign_in.code, &issued).await? {
-            authorization_code::revoke_issued(app.exchange(), &issued).await?;
-            return Err(OAuthError::invalid_grant(
-                "the code was used twice: what it issued is revoked",
-            ));
-        }
         if granted.scope.contains("openid") {
             let alg = client.id_token_alg();
             id_token = Some(id_token::sign(

@@ -4,11 +4,15 @@
 //! session.
 //!
 //! Redeeming claims the code in one statement (`used_at IS NULL` in its
-//! `WHERE`), so of two concurrent exchanges exactly one wins. A code that
-//! comes back after its first use revokes what that use issued (RFC 6749
-//! §4.1.2): the first exchange records its refresh family and access
-//! token on the code, and whichever of the two writes comes second sees
-//! the other's mark.
+//! `WHERE`), so of two concurrent exchanges exactly one wins, and that
+//! statement records what the exchange is about to issue: the access
+//! token's `jti` and the refresh family's id, both chosen beforehand. A
+//! code that comes back after its first use is marked replayed and
+//! revokes both (RFC 6749 §4.1.2); the access token's `jti` goes on the
+//! revocation list whether or not the token exists yet, and a first use
+//! that has started a refresh family looks for the replay mark once the
+//! family is stored ([`replayed`]), so neither order of the race leaves a
+//! live family behind.
 
 use zeroize::Zeroizing;
 
@@ -41,11 +45,22 @@ pub struct Grant {
     pub auth_time: i64,
 }
 
+/// A code spent by its first use: what it is bound to, and its user's
+/// login name (`None` when the user is gone or disabled).
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct Spent {
+    /// The binding.
+    #[sqlx(flatten)]
+    pub grant: Grant,
+    /// The user's login name, if the user can still sign in.
+    pub username: Option<String>,
+}
+
 /// The outcome of presenting a code.
 #[derive(Debug)]
 pub enum Redeemed {
     /// The first use: the code is spent now.
-    First(Grant),
+    First(Spent),
     /// Unknown, expired, or issued to another client.
     Invalid,
     /// Used before: whatever the first use issued is to be revoked.
@@ -81,16 +96,24 @@ pub async fn issue(db: &Db, grant: &Grant) -> Result<Zeroizing<String>, Error> {
 const GRANT_COLUMNS: &str =
     "client_id, user_id, sid, redirect_uri, code_challenge, nonce, scope, auth_time";
 
-/// Present `code` for `client_id`: spend it if it is live and theirs.
-pub async fn redeem(db: &Db, code: &str, client_id: &str) -> Result<Redeemed, Error> {
+/// Present `code` for `client_id`: spend it if it is live and theirs,
+/// recording `issuing` (what this exchange will issue) on it.
+pub async fn redeem(
+    db: &Db,
+    code: &str,
+    client_id: &str,
+    issuing: &Issued,
+) -> Result<Redeemed, Error> {
     let at = now();
     let hash = token_digest(code);
     // `fetch_all`: see `crate::db`, "Writes that return rows".
-    let claimed: Vec<Grant> = on_pool!(db.write(), p => sqlx::query_as::<_, Grant>(&format!(
-        "UPDATE authorization_codes SET used_at = $1 \
+    let claimed: Vec<Spent> = on_pool!(db.write(), p => sqlx::query_as::<_, Spent>(&format!(
+        "UPDATE authorization_codes SET used_at = $1, family_id = $4, access_jti = $5, access_expires_at = $6 \
          WHERE code_hash = $2 AND client_id = $3 AND used_at IS NULL AND expires_at > $1 \
-         RETURNING {GRANT_COLUMNS}"
-    )).bind(at).bind(&hash).bind(client_id).fetch_all(p).await)?;
+         RETURNING {GRANT_COLUMNS}, \
+         (SELECT username FROM users u WHERE u.id = authorization_codes.user_id AND NOT u.disabled) AS username"
+    )).bind(at).bind(&hash).bind(client_id).bind(&issuing.family_id).bind(&issuing.access_jti)
+    .bind(issuing.access_expires_at).fetch_all(p).await)?;
     if let Some(grant) = claimed.into_iter().next() {
         return Ok(Redeemed::First(grant));
     }
@@ -108,13 +131,11 @@ pub async fn redeem(db: &Db, code: &str, client_id: &str) -> Result<Redeemed, Er
     })
 }
 
-/// Record what the first use of `code` issued. Returns `true` when the
-/// code was replayed meanwhile: the caller revokes it all at once.
-pub async fn record_issued(db: &Db, code: &str, issued: &Issued) -> Result<bool, Error> {
-    let rows: Vec<(Option<i64>,)> = on_pool!(db.write(), p => sqlx::query_as(
-        "UPDATE authorization_codes SET family_id = $1, access_jti = $2, access_expires_at = $3 \
-         WHERE code_hash = $4 RETURNING replayed_at"
-    ).bind(&issued.family_id).bind(&issued.access_jti).bind(issued.access_expires_at)
-    .bind(token_digest(code)).fetch_all(p).await)?;
-    Ok(rows.into_iter().next().is_some_and(|(r,)| r.is_some()))
+/// Whether `code` has been replayed since its first use (read by a first
+/// use once its refresh family is stored).
+pub async fn replayed(db: &Db, code: &str) -> Result<bool, Error> {
+    let row: Option<(Option<i64>,)> = on_pool!(db.read(), p => sqlx::query_as(
+        "SELECT replayed_at FROM authorization_codes WHERE code_hash = $1"
+    ).bind(token_digest(code)).fetch_optional(p).await)?;
+    Ok(row.is_some_and(|(r,)| r.is_some()))
 }

@@ -175,13 +175,25 @@ const LOOK_UP: &str =
     f.username, f.scope, f.auth_time, f.expires_at, f.revoked_at \
     FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id WHERE t.token_hash = $1";
 
-/// Start a family and return its first token.
+/// Start a family and return its id and first token.
 pub async fn issue(
     db: &Db,
     new: NewFamily<'_>,
     policy: &RefreshPolicy,
 ) -> Result<(String, Zeroizing<String>), Error> {
     let id = random_id()?;
+    let token = issue_as(db, &id, new, policy).await?;
+    Ok((id, token))
+}
+
+/// Start the family `id` (chosen beforehand) and return its first token.
+pub async fn issue_as(
+    db: &Db,
+    id: &str,
+    new: NewFamily<'_>,
+    policy: &RefreshPolicy,
+) -> Result<Zeroizing<String>, Error> {
+    let id = id.to_owned();
     let token = random_token()?;
     let at = now();
     let family_end = at.saturating_add(policy.max_lifetime);
@@ -202,7 +214,7 @@ pub async fn issue(
         .execute(&mut *tx).await?;
         tx.commit().await
     })?;
-    Ok((id, token))
+    Ok(token)
 }
 
 /// A refresh request: the token, who presents it, and what it asks for.

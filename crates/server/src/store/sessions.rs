@@ -37,6 +37,22 @@ pub struct Session {
     pub expires_at: i64,
 }
 
+/// A live session as an authorization request for one client sees it:
+/// with its user's scopes, the consent on record for the client, and
+/// whether the client is already among the session's (one query).
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct ForClient {
+    /// The session.
+    #[sqlx(flatten)]
+    pub session: Session,
+    /// The user's scopes, space-separated.
+    pub user_scopes: String,
+    /// The scopes the user allowed the client, if any.
+    pub consent: Option<String>,
+    /// Whether the session has signed in to the client before.
+    pub client_known: bool,
+}
+
 /// A session as the admin views list it, with its user's name.
 #[derive(Clone, Debug, Serialize, sqlx::FromRow)]
 pub struct Listed {
@@ -106,6 +122,43 @@ pub async fn find(db: &Db, cookie: &str, policy: SessionPolicy) -> Result<Option
         .bind(token_digest(cookie)).bind(at).bind(at.saturating_sub(policy.idle))
         .fetch_optional(p).await)?;
     Ok(session)
+}
+
+const FOR_CLIENT: &str = "SELECT s.sid, s.user_id, s.auth_time, s.created_at, s.last_seen, s.expires_at, \
+     u.scopes AS user_scopes, c.scope AS consent, \
+     EXISTS (SELECT 1 FROM session_clients sc WHERE sc.sid = s.sid AND sc.client_id = $4) AS client_known \
+     FROM sessions s JOIN users u ON u.id = s.user_id \
+     LEFT JOIN consents c ON c.user_id = s.user_id AND c.client_id = $4 \
+     WHERE s.ended_at IS NULL AND s.expires_at > $2 AND s.last_seen > $3 AND NOT u.disabled AND ";
+
+/// The live session of cookie value `cookie`, seen by `client_id`.
+pub async fn find_for_client(
+    db: &Db,
+    cookie: &str,
+    policy: SessionPolicy,
+    client_id: &str,
+) -> Result<Option<ForClient>, Error> {
+    let at = now();
+    let sql = format!("{FOR_CLIENT}s.id_hash = $1");
+    let found = on_pool!(db.read(), p => sqlx::query_as::<_, ForClient>(&sql)
+        .bind(token_digest(cookie)).bind(at).bind(at.saturating_sub(policy.idle)).bind(client_id)
+        .fetch_optional(p).await)?;
+    Ok(found)
+}
+
+/// The live session `sid`, seen by `client_id` (after a login).
+pub async fn by_sid_for_client(
+    db: &Db,
+    sid: &str,
+    policy: SessionPolicy,
+    client_id: &str,
+) -> Result<Option<ForClient>, Error> {
+    let at = now();
+    let sql = format!("{FOR_CLIENT}s.sid = $1");
+    let found = on_pool!(db.read(), p => sqlx::query_as::<_, ForClient>(&sql)
+        .bind(sid).bind(at).bind(at.saturating_sub(policy.idle)).bind(client_id)
+        .fetch_optional(p).await)?;
+    Ok(found)
 }
 
 /// The live session with public id `sid`.
