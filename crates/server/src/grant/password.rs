@@ -2,6 +2,7 @@
 //! 9700 §2.4 says it should not be used, and sign-in through the
 //! authorization endpoint replaces it.
 
+use std::net::IpAddr;
 use std::time::Instant;
 
 use zeroize::Zeroizing;
@@ -13,7 +14,8 @@ use crate::password::Passwords;
 use crate::store::audit::{AuditQueue, Event};
 use crate::store::clients::GrantType;
 use crate::store::refresh::{self, NewFamily, RefreshPolicy};
-use crate::store::{now, users, Scopes};
+use crate::store::users::{self, User};
+use crate::store::{now, Scopes};
 
 /// What a password login needs.
 #[derive(Debug)]
@@ -30,47 +32,101 @@ pub struct Login<'a> {
     pub refresh: &'a RefreshPolicy,
 }
 
+/// Why a password check said no.
+#[derive(Debug)]
+pub enum Denied {
+    /// Too many failed attempts: wait this long.
+    TooManyAttempts(std::time::Duration),
+    /// Unknown user, wrong password or disabled user (one answer for all).
+    Wrong,
+    /// The server could not check.
+    Failed(crate::Error),
+}
+
+impl Login<'_> {
+    /// Check `username` and `password`, for the token endpoint and the
+    /// login page alike: the attempt counts before the hash, an unknown
+    /// user costs a hash too, and both outcomes are audited (`client_id`,
+    /// `peer`, and `how`: which door the login came through).
+    pub async fn check(
+        &self,
+        username: &str,
+        password: Zeroizing<String>,
+        peer: Option<IpAddr>,
+        client_id: &str,
+        how: &'static str,
+    ) -> Result<User, Denied> {
+        // Counted before the hash: concurrent guesses cannot outrun the limit.
+        let attempt = self
+            .logins
+            .begin(username, peer, Instant::now())
+            .map_err(Denied::TooManyAttempts)?;
+        let user = users::find(self.db, username)
+            .await
+            .map_err(Denied::Failed)?;
+        let stored = user.as_ref().map(|u| u.password_hash.clone());
+        let matched = self
+            .passwords
+            .verify(password, stored)
+            .await
+            .map_err(Denied::Failed)?;
+        let event = |name| {
+            Event::new(name)
+                .client(client_id)
+                .subject(username)
+                .remote(peer.map(|p| p.to_string()))
+                .detail(how)
+        };
+        match user {
+            Some(user) if matched && !user.disabled => {
+                attempt.succeeded();
+                self.audit.push(event("login_succeeded"));
+                Ok(user)
+            }
+            found => {
+                drop(attempt);
+                let why = match found {
+                    Some(u) if matched && u.disabled => "user disabled",
+                    Some(_) => "wrong password",
+                    None => "unknown user",
+                };
+                self.audit
+                    .push(event("login_failed").detail(format!("{how}: {why}")));
+                Err(Denied::Wrong)
+            }
+        }
+    }
+}
+
 /// Check the username and password (the attempt counts before the hash),
 /// and start a refresh-token family when the client may refresh.
 pub async fn grant(request: &TokenRequest<'_>, login: Login<'_>) -> Result<Granted, Refusal> {
     let client = request.client;
     let username = request.require("username")?;
     let password = Zeroizing::new(request.require("password")?.to_owned());
-    // Counted before the hash: concurrent guesses cannot outrun the limit.
-    let attempt = login
-        .logins
-        .begin(username, request.peer, Instant::now())
-        .map_err(|wait| {
+    let user = match login
+        .check(
+            username,
+            password,
+            request.peer,
+            &client.client_id,
+            "password grant",
+        )
+        .await
+    {
+        Ok(user) => user,
+        Err(Denied::TooManyAttempts(wait)) => {
             metrics::counter!("tessera_token_failures_total", "reason" => "login_rate_limited")
                 .increment(1);
-            Refusal::TooManyAttempts(wait)
-        })?;
-    let user = users::find(login.db, username).await?;
-    let stored = user.as_ref().map(|u| u.password_hash.clone());
-    let matched = login.passwords.verify(password, stored).await?;
-    let event = |name| {
-        Event::new(name)
-            .client(&client.client_id)
-            .subject(username)
-            .remote(request.remote())
-    };
-    let user = match user {
-        Some(user) if matched && !user.disabled => user,
-        found => {
-            drop(attempt);
-            let why = match found {
-                Some(u) if matched && u.disabled => "user disabled",
-                Some(_) => "wrong password",
-                None => "unknown user",
-            };
-            login.audit.push(event("login_failed").detail(why));
+            return Err(Refusal::TooManyAttempts(wait));
+        }
+        Err(Denied::Wrong) => {
             metrics::counter!("tessera_token_failures_total", "reason" => "invalid_credentials")
                 .increment(1);
             return Err(Refusal::InvalidGrant("invalid username or password".into()));
         }
+        Err(Denied::Failed(e)) => return Err(Refusal::Failed(e)),
     };
-    attempt.succeeded();
-    login.audit.push(event("login_succeeded"));
     let user_scopes = Scopes::parse(&user.scopes)?;
     let scope = request.scopes_within(&client.scopes.intersection(&user_scopes))?;
     let auth_time = Some(now());

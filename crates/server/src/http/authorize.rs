@@ -14,7 +14,6 @@ use axum::response::{IntoResponse, Response};
 use url::Url;
 
 use super::cookies::{self, Jar};
-use super::form::OAuthForm;
 use super::pages::SharedPages;
 use crate::app::App;
 use crate::signin::{self, AuthorizationRequest, ErrorResponse, Next, Refused, ResponseMode};
@@ -36,18 +35,9 @@ pub async fn authorize(
     query: Query<Vec<(String, String)>>,
     body: Bytes,
 ) -> Response {
-    let params = if method == Method::POST {
-        OAuthForm::parse(&body, None, None)
-    } else {
-        let raw: Vec<u8> = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(query.0.iter())
-            .finish()
-            .into_bytes();
-        OAuthForm::parse(&raw, None, None)
-    };
-    let params = match params {
+    let params = match super::page_params::of_query_or_body(&method, &query.0, &body) {
         Ok(p) => p,
-        Err(e) => return bad_request(&pages, &e.description),
+        Err(why) => return bad_request(&pages, &why),
     };
     let client = match params.get("client_id") {
         Some(id) => match app.clients.find(&app.db, id).await {

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use tessera_guard::{Guard, Keys};
+use tessera_guard::{AccessToken, Guard, Keys};
 
 use super::App;
 
@@ -22,4 +22,26 @@ pub(crate) fn own_guard(app: &App) -> Result<Guard, tessera_jose::Error> {
         .leeway(std::time::Duration::ZERO)
         .cache_size(0)
         .build()
+}
+
+/// Whether a token the guard verified still stands: not revoked, its
+/// client still there and, for a user's token, its user there and enabled
+/// (`access.rs`'s check).
+pub(crate) async fn still_standing(app: &App, token: &AccessToken) -> Result<bool, crate::Error> {
+    let jti = token
+        .claims()
+        .get("jti")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default();
+    let standing = app
+        .access
+        .standing(
+            &app.db,
+            &app.clients,
+            jti,
+            token.client_id().unwrap_or_default(),
+            token.subject(),
+        )
+        .await?;
+    Ok(standing.is_some())
 }

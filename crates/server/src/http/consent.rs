@@ -11,7 +11,6 @@ use serde::Serialize;
 
 use super::authorize::{current_session, failure, issue, respond_error};
 use super::cookies::{csrf_ok, csrf_token};
-use super::form::OAuthForm;
 use super::login::{forbidden, pending_of, Which};
 use super::pages::SharedPages;
 use crate::app::App;
@@ -146,13 +145,9 @@ pub async fn submit(
     Extension(pages): Extension<SharedPages>,
     request: Request,
 ) -> Response {
-    let (parts, body) = request.into_parts();
-    let Ok(body) = axum::body::to_bytes(body, super::BODY_LIMIT).await else {
-        return super::authorize::bad_request(&pages, "the form could not be read");
-    };
-    let form = match OAuthForm::parse(&body, None, None) {
-        Ok(f) => f,
-        Err(e) => return super::authorize::bad_request(&pages, &e.description),
+    let (parts, form) = match super::page_params::form(request).await {
+        Ok(read) => read,
+        Err(why) => return super::authorize::bad_request(&pages, &why),
     };
     let (pending, request, client, browser, session) =
         match consent_of(&app, &pages, &parts.headers, form.get("request")).await {

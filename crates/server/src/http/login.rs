@@ -4,11 +4,9 @@
 //! unknown users. A successful login starts a new session with a new
 //! cookie (no fixation) and carries on with the request.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
-use axum::extract::{ConnectInfo, Extension, Query, Request, State};
+use axum::extract::{Extension, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
@@ -16,14 +14,13 @@ use zeroize::Zeroizing;
 
 use super::authorize::{current_session, failure, jar, proceed};
 use super::cookies::{self, csrf_ok, csrf_token};
-use super::form::OAuthForm;
 use super::pages::SharedPages;
 use crate::app::App;
+use crate::grant::password::Denied;
 use crate::signin::AuthorizationRequest;
-use crate::store::audit::Event;
 use crate::store::clients::Client;
 use crate::store::pending::{self, Pending};
-use crate::store::{sessions, users};
+use crate::store::sessions;
 
 #[derive(Deserialize)]
 pub struct Which {
@@ -117,18 +114,11 @@ pub async fn submit(
     Extension(pages): Extension<SharedPages>,
     request: Request,
 ) -> Response {
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
-    let (parts, body) = request.into_parts();
-    let Ok(body) = axum::body::to_bytes(body, super::BODY_LIMIT).await else {
-        return super::authorize::bad_request(&pages, "the form could not be read");
+    let (parts, form) = match super::page_params::form(request).await {
+        Ok(read) => read,
+        Err(why) => return super::authorize::bad_request(&pages, &why),
     };
-    let form = match OAuthForm::parse(&body, None, peer) {
-        Ok(f) => f,
-        Err(e) => return super::authorize::bad_request(&pages, &e.description),
-    };
+    let peer = form.peer;
     let (pending, auth, client, browser) =
         match pending_of(&app, &pages, &parts.headers, form.get("request")).await {
             Ok(found) => found,
@@ -156,54 +146,32 @@ pub async fn submit(
     if username.is_empty() || password.is_empty() {
         return again(StatusCode::OK, "Enter your username and password.");
     }
-    let attempt = match app.logins.begin(&username, peer, Instant::now()) {
-        Ok(a) => a,
-        Err(wait) => {
-            let minutes = wait.as_secs().div_ceil(60);
+    let user = match app
+        .login()
+        .check(&username, password, peer, &client.client_id, "sign-in page")
+        .await
+    {
+        Ok(user) => user,
+        Err(Denied::TooManyAttempts(wait)) => {
+            let secs = wait.as_secs().max(1);
+            let when = if secs < 60 {
+                format!("{secs} second{}", if secs == 1 { "" } else { "s" })
+            } else {
+                let minutes = secs.div_ceil(60);
+                format!("{minutes} minute{}", if minutes == 1 { "" } else { "s" })
+            };
             let mut r = again(
                 StatusCode::TOO_MANY_REQUESTS,
-                &format!(
-                    "Too many failed attempts. Try again in {minutes} minute{}.",
-                    if minutes == 1 { "" } else { "s" }
-                ),
+                &format!("Too many attempts. Try again in {when}."),
             );
-            if let Ok(v) = HeaderValue::try_from(wait.as_secs().max(1).to_string()) {
+            if let Ok(v) = HeaderValue::try_from(secs.to_string()) {
                 r.headers_mut().insert(header::RETRY_AFTER, v);
             }
             return r;
         }
+        Err(Denied::Wrong) => return again(StatusCode::OK, "Wrong username or password."),
+        Err(Denied::Failed(e)) => return failure(&pages, &e),
     };
-    let user = match users::find(&app.db, &username).await {
-        Ok(u) => u,
-        Err(e) => return failure(&pages, &e),
-    };
-    let stored = user.as_ref().map(|u| u.password_hash.clone());
-    let matched = match app.passwords.verify(password, stored).await {
-        Ok(m) => m,
-        Err(e) => return failure(&pages, &e),
-    };
-    let event = |name| {
-        Event::new(name)
-            .client(&client.client_id)
-            .subject(&username)
-            .remote(peer.map(|p| p.to_string()))
-    };
-    let user = match user {
-        Some(u) if matched && !u.disabled => u,
-        found => {
-            drop(attempt);
-            let why = match found {
-                Some(u) if matched && u.disabled => "user disabled",
-                Some(_) => "wrong password",
-                None => "unknown user",
-            };
-            app.audit.push(event("login_failed").detail(why));
-            return again(StatusCode::OK, "Wrong username or password.");
-        }
-    };
-    attempt.succeeded();
-    app.audit
-        .push(event("login_succeeded").detail("sign-in page"));
     // A new session, with a new cookie; the one this browser had ends.
     let previous = match current_session(&app, &parts.headers).await {
         Ok(s) => s,

@@ -69,17 +69,9 @@ pub async fn end_session(
     query: Query<Vec<(String, String)>>,
     body: Bytes,
 ) -> Response {
-    let raw = if method == Method::POST {
-        body.to_vec()
-    } else {
-        form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(query.0.iter())
-            .finish()
-            .into_bytes()
-    };
-    let params = match OAuthForm::parse(&raw, None, None) {
+    let params = match super::page_params::of_query_or_body(&method, &query.0, &body) {
         Ok(p) => p,
-        Err(e) => return bad_request(&pages, &e.description),
+        Err(why) => return bad_request(&pages, &why),
     };
     let hint = match params.get("id_token_hint") {
         Some(token) => match read_hint(&app, token) {

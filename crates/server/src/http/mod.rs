@@ -30,6 +30,7 @@ mod introspect;
 mod login;
 mod logout;
 mod metrics;
+mod page_params;
 pub mod pages;
 mod revoke;
 mod token;

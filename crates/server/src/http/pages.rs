@@ -145,21 +145,7 @@ impl Pages {
 
     /// `/assets/tessera.css`.
     pub fn stylesheet(&self) -> Response {
-        let mut r = self.css.clone().into_response();
-        let h = r.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/css; charset=utf-8"),
-        );
-        h.insert(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("public, max-age=300"),
-        );
-        h.insert(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        );
-        r
+        asset(self.css.clone(), "text/css; charset=utf-8")
     }
 
     /// `/assets/logo`.
@@ -167,19 +153,9 @@ impl Pages {
         match &self.logo {
             None => StatusCode::NOT_FOUND.into_response(),
             Some((bytes, kind)) => {
-                let mut r = bytes.clone().into_response();
-                let h = r.headers_mut();
-                h.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
-                h.insert(
-                    header::CACHE_CONTROL,
-                    HeaderValue::from_static("public, max-age=300"),
-                );
-                h.insert(
-                    header::X_CONTENT_TYPE_OPTIONS,
-                    HeaderValue::from_static("nosniff"),
-                );
+                let mut r = asset(bytes.clone(), kind);
                 // An SVG opened on its own runs nothing.
-                h.insert(
+                r.headers_mut().insert(
                     header::CONTENT_SECURITY_POLICY,
                     HeaderValue::from_static(
                         "default-src 'none'; style-src 'unsafe-inline'; sandbox",
@@ -189,6 +165,22 @@ impl Pages {
             }
         }
     }
+}
+
+/// A static asset: its type, cached for five minutes, never sniffed.
+fn asset(body: impl IntoResponse, kind: &'static str) -> Response {
+    let mut r = body.into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    r
 }
 
 fn read(path: &Path) -> Result<String, Error> {

@@ -38,24 +38,9 @@ async fn userinfo(State(app): State<Arc<App>>, token: AccessToken) -> Response {
         }
         .into_response()
     };
-    let jti = token
-        .claims()
-        .get("jti")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let standing = app
-        .access
-        .standing(
-            &app.db,
-            &app.clients,
-            jti,
-            token.client_id().unwrap_or_default(),
-            token.subject(),
-        )
-        .await;
-    match standing {
-        Ok(Some(_)) => {}
-        Ok(None) => return invalid(),
+    match super::bearer::still_standing(&app, &token).await {
+        Ok(true) => {}
+        Ok(false) => return invalid(),
         Err(e) => return super::OAuthError::from(e).into_response(),
     }
     let Some(sub) = token.subject() else {

@@ -122,23 +122,10 @@ impl FromRequestParts<Arc<App>> for Admin {
         let token = AccessToken::from_request_parts(parts, app)
             .await
             .map_err(IntoResponse::into_response)?;
-        let jti = token
-            .claims()
-            .get("jti")
-            .and_then(|v| v.as_str())
-            .unwrap_or_default();
-        let standing = app
-            .access
-            .standing(
-                &app.db,
-                &app.clients,
-                jti,
-                token.client_id().unwrap_or_default(),
-                token.subject(),
-            )
+        let standing = super::bearer::still_standing(app, &token)
             .await
             .map_err(|e| AdminError::from(e).into_response())?;
-        if standing.is_none() {
+        if !standing {
             return Err(Rejection::InvalidToken {
                 description: "the access token is invalid",
             }

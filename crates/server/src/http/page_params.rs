@@ -1,0 +1,44 @@
+//! Reading the parameters of the pages' requests, strictly (no repeated
+//! parameter, no control character; `form.rs`'s rules).
+
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Request};
+use axum::http::request::Parts;
+use axum::http::Method;
+
+use super::form::OAuthForm;
+
+/// The parameters of a `GET` (its query) or a `POST` (its form body), as
+/// the authorization and logout endpoints take either.
+pub(crate) fn of_query_or_body(
+    method: &Method,
+    query: &[(String, String)],
+    body: &Bytes,
+) -> Result<OAuthForm, String> {
+    let raw = if method == Method::POST {
+        body.to_vec()
+    } else {
+        form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(query.iter())
+            .finish()
+            .into_bytes()
+    };
+    OAuthForm::parse(&raw, None, None).map_err(|e| e.description)
+}
+
+/// A page's form `POST`: the request's parts and its fields (with the
+/// peer's address, for the login limits).
+pub(crate) async fn form(request: Request) -> Result<(Parts, OAuthForm), String> {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, super::BODY_LIMIT)
+        .await
+        .map_err(|_| "the form could not be read".to_owned())?;
+    let form = OAuthForm::parse(&body, None, peer).map_err(|e| e.description)?;
+    Ok((parts, form))
+}
