@@ -723,3 +723,294 @@ both_backends!(
     prompt_none_and_logout_attacks,
     discovery_names_what_is_there,
 );
+
+async fn prompt_max_age_login_hint_and_form_post(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let s = setup(&h, "Shop", true).await;
+    let mut b = Browser::default();
+    // login_hint fills in the username.
+    let to_login = location(
+        &b.get(&h, &authorize_url(&s.client_id, &[("login_hint", "alice")]))
+            .await,
+    );
+    let page = b.get(&h, &to_login).await;
+    assert!(page.text.contains("value=\"alice\""), "{}", page.text);
+    log_in(
+        &h,
+        &mut b,
+        &authorize_url(&s.client_id, &[]),
+        "correct horse",
+    )
+    .await;
+    // With a session: a code at once; prompt=login and an exceeded max_age
+    // ask for the password again; max_age that holds does not.
+    let silent = location(&b.get(&h, &authorize_url(&s.client_id, &[])).await);
+    assert!(query_of(&silent).contains_key("code"));
+    let again = location(
+        &b.get(&h, &authorize_url(&s.client_id, &[("prompt", "login")]))
+            .await,
+    );
+    assert!(again.starts_with("/login"), "{again}");
+    let fresh = location(
+        &b.get(&h, &authorize_url(&s.client_id, &[("max_age", "3600")]))
+            .await,
+    );
+    assert!(query_of(&fresh).contains_key("code"), "{fresh}");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let stale = location(
+        &b.get(&h, &authorize_url(&s.client_id, &[("max_age", "0")]))
+            .await,
+    );
+    assert!(stale.starts_with("/login"), "{stale}");
+    // prompt=login and max_age=0 answered by a fresh login: a code, whose
+    // ID token says when.
+    let url = authorize_url(&s.client_id, &[("prompt", "login")]);
+    let back = location(&log_in(&h, &mut b, &url, "correct horse").await);
+    let tokens = exchange(&h, &s, &query_of(&back)["code"], VERIFIER).await;
+    let auth_time = claims(&tokens.str("id_token"))["auth_time"]
+        .as_i64()
+        .unwrap();
+    assert!((tessera_server::store::now() - auth_time).abs() <= 2);
+    // form_post: a page that posts the code to the redirect URI, with the
+    // one script allowed by its hash and a button without it.
+    let posted = b
+        .get(
+            &h,
+            &authorize_url(&s.client_id, &[("response_mode", "form_post")]),
+        )
+        .await;
+    assert_eq!(posted.status, StatusCode::OK);
+    // The URI as an attribute, escaped (minijinja writes '/' as &#x2f;).
+    let action = REDIRECT.replace('/', "&#x2f;");
+    assert!(
+        posted.text.contains(&format!("action=\"{action}\"")),
+        "{}",
+        posted.text
+    );
+    assert!(
+        posted.text.contains("name=\"code\"")
+            && posted.text.contains("name=\"state\" value=\"st-1\"")
+    );
+    assert!(posted.text.contains("name=\"iss\""));
+    assert!(posted.text.contains("<button"));
+    let csp = posted.headers[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap();
+    assert!(
+        csp.contains("script-src 'sha256-") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    // An unsupported response_mode is an error at the client, in the query.
+    let bad = b
+        .get(
+            &h,
+            &authorize_url(&s.client_id, &[("response_mode", "fragment")]),
+        )
+        .await;
+    assert_eq!(query_of(&location(&bad))["error"], "invalid_request");
+    h.finish().await;
+}
+
+async fn prompt_consent_asks_again_and_remembers_more(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let s = setup(&h, "Shop", false).await;
+    let mut b = Browser::default();
+    // The consent page's form, allowing.
+    let allow = |page: Reply| {
+        vec![
+            ("request".to_owned(), hidden(&page.text, "request")),
+            ("csrf_token".to_owned(), hidden(&page.text, "csrf_token")),
+            ("decision".to_owned(), "allow".to_owned()),
+        ]
+    };
+    let narrow = authorize_url(&s.client_id, &[])
+        .replace("scope=openid+profile+email+orders%3Aread", "scope=openid");
+    let to_consent = location(&log_in(&h, &mut b, &narrow, "correct horse").await);
+    let page = b.get(&h, &to_consent).await;
+    let form = allow(page);
+    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    location(&b.post(&h, "/consent", &pairs).await);
+    // The same scopes: remembered. More scopes: asked again.
+    let same = location(&b.get(&h, &narrow).await);
+    assert!(query_of(&same).contains_key("code"), "{same}");
+    let more = location(&b.get(&h, &authorize_url(&s.client_id, &[])).await);
+    assert!(more.starts_with("/consent"), "{more}");
+    // prompt=consent asks even for what was allowed.
+    let forced = location(&b.get(&h, &format!("{narrow}&prompt=consent")).await);
+    assert!(forced.starts_with("/consent"), "{forced}");
+    // A consent page cannot be submitted twice.
+    let page = b.get(&h, &forced).await;
+    let form = allow(page);
+    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let first = b.post(&h, "/consent", &pairs).await;
+    assert!(query_of(&location(&first)).contains_key("code"));
+    let second = b.post(&h, "/consent", &pairs).await;
+    assert_ne!(second.status, StatusCode::SEE_OTHER);
+    h.finish().await;
+}
+
+async fn backchannel_logout_is_retried_until_acknowledged(backend: Backend) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    // A client endpoint that fails its first delivery and keeps the rest.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let received = Arc::new(Mutex::new(Vec::<String>::new()));
+    let (c, r) = (Arc::clone(&calls), Arc::clone(&received));
+    let receiver = axum::Router::new().route(
+        "/bc",
+        axum::routing::post(move |body: String| {
+            let (c, r) = (Arc::clone(&c), Arc::clone(&r));
+            async move {
+                if c.fetch_add(1, Ordering::SeqCst) == 0 {
+                    return StatusCode::SERVICE_UNAVAILABLE;
+                }
+                r.lock().unwrap().push(body);
+                StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, receiver).await });
+    let added = clients::add(
+        &h.db,
+        NewClient {
+            name: "bc".into(),
+            grants: vec![GrantType::AuthorizationCode],
+            scopes: Scopes::parse("openid").unwrap(),
+            redirect_uris: vec![REDIRECT.into()],
+            backchannel_logout_uri: Some(format!("http://127.0.0.1:{port}/bc")),
+            first_party: true,
+            ..NewClient::default()
+        },
+    )
+    .await
+    .unwrap();
+    let s = Setup {
+        client_id: added.client_id,
+        secret: added.client_secret.unwrap().to_string(),
+    };
+    h.user("alice", "correct horse", "").await;
+    let mut b = Browser::default();
+    let url = authorize_url(&s.client_id, &[])
+        .replace("scope=openid+profile+email+orders%3Aread", "scope=openid");
+    let back = location(&log_in(&h, &mut b, &url, "correct horse").await);
+    let tokens = exchange(&h, &s, &query_of(&back)["code"], VERIFIER).await;
+    let sid = claims(&tokens.str("id_token"))["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    sessions::end(&h.db, &sid, "test").await.unwrap().unwrap();
+
+    let http = tessera_server::signin::backchannel::http_client().unwrap();
+    let deliver = || tessera_server::signin::backchannel::deliver_due(h.app.deliver(), &http);
+    assert_eq!(deliver().await.unwrap(), 0, "the first attempt is refused");
+    assert_eq!(
+        deliver().await.unwrap(),
+        0,
+        "not due again before its backoff"
+    );
+    // Its backoff over (moved forward here rather than waited for).
+    let waiting = tessera_server::store::logouts::due(&h.db, i64::MAX, 10)
+        .await
+        .unwrap();
+    assert_eq!(waiting.len(), 1);
+    assert_eq!(waiting[0].attempts, 1);
+    tessera_server::store::logouts::retry_at(&h.db, &waiting[0].id, 0)
+        .await
+        .unwrap();
+    assert_eq!(deliver().await.unwrap(), 1);
+    assert_eq!(
+        tessera_server::store::logouts::waiting(&h.db)
+            .await
+            .unwrap(),
+        0
+    );
+    // The token the client got: a logout token for this session.
+    let body = received.lock().unwrap()[0].clone();
+    let token = form_urlencoded::parse(body.as_bytes())
+        .find(|(k, _)| k == "logout_token")
+        .unwrap()
+        .1
+        .into_owned();
+    let jwks = tessera_jose::JwkSet::from_json(&h.app.keys.jwks_json()).unwrap();
+    let keys = tessera_jose::KeySet::from_jwks(&jwks).unwrap();
+    let verified = tessera_jose::jwt::verify::<Value>(
+        &token,
+        &keys,
+        &tessera_jose::Validation::new()
+            .issuer(ISSUER)
+            .audience(&s.client_id)
+            .typ("logout+jwt")
+            .require("jti"),
+    )
+    .unwrap();
+    assert_eq!(verified.claims.custom["sid"], sid.as_str());
+    assert!(
+        verified.claims.custom["events"]["http://schemas.openid.net/event/backchannel-logout"]
+            .is_object()
+    );
+    assert!(verified.claims.custom.get("nonce").is_none());
+    h.finish().await;
+}
+
+async fn operators_templates_and_theme_are_used(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("login.html"),
+        "<!doctype html><html lang=\"fr\"><title>Connexion</title><h1>Connexion à {{ product }}</h1>\
+         <p>{{ client_name }}</p><form method=post action=/login>\
+         <input type=hidden name=\"request\" value=\"{{ request_id }}\"><input type=hidden name=\"csrf_token\" value=\"{{ csrf_token }}\">\
+         <input name=username><input name=password type=password><button>Entrer</button></form></html>",
+    )
+    .unwrap();
+    let templates = dir.path().to_owned();
+    let Some(h) = Harness::with(backend, move |c| {
+        c.pages.product_name = "Acme <Corp>".into();
+        c.pages.accent = "#aa0000".into();
+        c.pages.templates = Some(templates);
+    })
+    .await
+    else {
+        return;
+    };
+    let s = setup(&h, "Shop", true).await;
+    let mut b = Browser::default();
+    let to_login = location(&b.get(&h, &authorize_url(&s.client_id, &[])).await);
+    let page = b.get(&h, &to_login).await;
+    assert!(
+        page.text.contains("Connexion à Acme &lt;Corp&gt;"),
+        "{}",
+        page.text
+    );
+    assert_eq!(page.headers[header::X_FRAME_OPTIONS], "DENY");
+    // The built-in templates not replaced stay; the theme's colour is in
+    // the stylesheet.
+    let css = h.get("/assets/tessera.css").await;
+    assert!(css.text.contains("--accent: #aa0000"));
+    let back = location(
+        &log_in(
+            &h,
+            &mut b,
+            &authorize_url(&s.client_id, &[]),
+            "correct horse",
+        )
+        .await,
+    );
+    assert!(query_of(&back).contains_key("code"));
+    h.finish().await;
+}
+
+both_backends!(
+    prompt_max_age_login_hint_and_form_post,
+    prompt_consent_asks_again_and_remembers_more,
+    backchannel_logout_is_retried_until_acknowledged,
+    operators_templates_and_theme_are_used,
+);
