@@ -40,6 +40,8 @@ pub struct App {
     pub clients: ClientCache,
     /// Access tokens: minting, verifying, revocation.
     pub access: AccessTokens,
+    /// Authorization codes, committed in groups.
+    pub codes: crate::store::codes::CodeWriter,
     /// The RFC 8414 metadata document, made on first use.
     pub(crate) metadata: std::sync::OnceLock<String>,
 }
@@ -67,6 +69,7 @@ impl App {
                 Arc::new(RevokedTokens::default()),
             ),
             metadata: std::sync::OnceLock::new(),
+            codes: crate::store::codes::CodeWriter::start(db.clone()),
             config,
             db,
             keys,

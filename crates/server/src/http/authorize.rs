@@ -225,9 +225,9 @@ pub(crate) async fn issue(
     client_known: bool,
     scopes: Scopes,
 ) -> Result<Response, crate::Error> {
-    let code = codes::issue(
-        &app.db,
-        &codes::Grant {
+    let code = app
+        .codes
+        .issue(&codes::Grant {
             client_id: client.client_id.clone(),
             user_id: session.user_id.clone(),
             sid: session.sid.clone(),
@@ -236,9 +236,8 @@ pub(crate) async fn issue(
             nonce: request.nonce.clone(),
             scope: scopes.to_string(),
             auth_time: session.auth_time,
-        },
-    )
-    .await?;
+        })
+        .await?;
     if !client_known {
         sessions::add_client(&app.db, &session.sid, &client.client_id).await?;
     }

@@ -81,16 +81,124 @@ pub struct Issued {
 /// Store a code for `grant`; returns it (shown once, to the client).
 pub async fn issue(db: &Db, grant: &Grant) -> Result<Zeroizing<String>, Error> {
     let code = random_token()?;
-    let at = now();
-    on_pool!(db.write(), p => sqlx::query(
-        "INSERT INTO authorization_codes (code_hash, client_id, user_id, sid, redirect_uri, code_challenge, \
-         nonce, scope, auth_time, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-    ).bind(token_digest(&code)).bind(&grant.client_id).bind(&grant.user_id).bind(&grant.sid)
-    .bind(&grant.redirect_uri).bind(&grant.code_challenge).bind(&grant.nonce).bind(&grant.scope)
-    .bind(grant.auth_time).bind(at).bind(at + LIFETIME)
-    .execute(p).await.map(|r| r.rows_affected()))?;
+    let row = NewCode {
+        hash: token_digest(&code),
+        grant: grant.clone(),
+        at: now(),
+    };
+    insert_all(db, std::slice::from_ref(&row)).await?;
     Ok(code)
+}
+
+/// A code to store.
+#[derive(Debug)]
+struct NewCode {
+    hash: Vec<u8>,
+    grant: Grant,
+    at: i64,
+}
+
+/// Store `codes` in one statement (and one trip to the database).
+async fn insert_all(db: &Db, codes: &[NewCode]) -> Result<(), Error> {
+    on_pool!(db.write(), p => {
+        let mut insert = sqlx::QueryBuilder::new(
+            "INSERT INTO authorization_codes (code_hash, client_id, user_id, sid, redirect_uri, \
+             code_challenge, nonce, scope, auth_time, created_at, expires_at) ",
+        );
+        insert.push_values(codes, |mut row, c| {
+            row.push_bind(c.hash.clone())
+                .push_bind(c.grant.client_id.clone())
+                .push_bind(c.grant.user_id.clone())
+                .push_bind(c.grant.sid.clone())
+                .push_bind(c.grant.redirect_uri.clone())
+                .push_bind(c.grant.code_challenge.clone())
+                .push_bind(c.grant.nonce.clone())
+                .push_bind(c.grant.scope.clone())
+                .push_bind(c.grant.auth_time)
+                .push_bind(c.at)
+                .push_bind(c.at + LIFETIME);
+        });
+        insert.build().execute(p).await.map(|r| r.rows_affected())
+    })?;
+    Ok(())
+}
+
+/// Codes issued at once are committed together (group commit): a task
+/// takes whatever has queued while the previous statement ran and
+/// inserts it in one statement, so the database's round trips do not grow
+/// with the rate (on SQLite, every write goes through one connection).
+/// Each caller waits for its own commit: a code is never handed out
+/// before it is stored. Alone, a code is written at once, with no wait.
+#[derive(Clone, Debug)]
+pub struct CodeWriter {
+    db: Db,
+    queue: Option<tokio::sync::mpsc::Sender<Queued>>,
+}
+
+/// A code waiting for its commit, and who waits for it.
+#[derive(Debug)]
+struct Queued {
+    code: NewCode,
+    done: tokio::sync::oneshot::Sender<Result<(), (bool, String)>>,
+}
+
+/// Codes in one statement at most.
+const GROUP: usize = 128;
+
+impl CodeWriter {
+    /// A writer on `db`; its task runs on the current Tokio runtime (with
+    /// none, every code is written on its own).
+    pub fn start(db: Db) -> CodeWriter {
+        let queue = tokio::runtime::Handle::try_current().ok().map(|runtime| {
+            let (tx, rx) = tokio::sync::mpsc::channel(4 * GROUP);
+            runtime.spawn(commit_groups(db.clone(), rx));
+            tx
+        });
+        CodeWriter { db, queue }
+    }
+
+    /// Store a code for `grant` (with others issued at the same moment);
+    /// returns it once it is committed.
+    pub async fn issue(&self, grant: &Grant) -> Result<Zeroizing<String>, Error> {
+        let Some(queue) = &self.queue else {
+            return issue(&self.db, grant).await;
+        };
+        let code = random_token()?;
+        let (done, committed) = tokio::sync::oneshot::channel();
+        let queued = Queued {
+            code: NewCode {
+                hash: token_digest(&code),
+                grant: grant.clone(),
+                at: now(),
+            },
+            done,
+        };
+        let stopped = || Error::Unavailable("the code writer has stopped".into());
+        queue.send(queued).await.map_err(|_| stopped())?;
+        match committed.await {
+            Ok(Ok(())) => Ok(code),
+            Ok(Err((true, why))) => Err(Error::Unavailable(why)),
+            Ok(Err((false, why))) => Err(Error::Database(why)),
+            Err(_) => Err(stopped()),
+        }
+    }
+}
+
+/// The writer's task: one statement per group of queued codes, until
+/// every sender is gone.
+async fn commit_groups(db: Db, mut rx: tokio::sync::mpsc::Receiver<Queued>) {
+    let mut group = Vec::with_capacity(GROUP);
+    while rx.recv_many(&mut group, GROUP).await > 0 {
+        let (codes, waiting): (Vec<NewCode>, Vec<_>) =
+            group.drain(..).map(|q| (q.code, q.done)).unzip();
+        let result = insert_all(&db, &codes)
+            .await
+            .map_err(|e| (e.is_transient(), e.to_string()));
+        for done in waiting {
+            // A caller that went away no longer waits.
+            let _ = done.send(result.clone());
+        }
+    }
 }
 
 const GRANT_COLUMNS: &str =
