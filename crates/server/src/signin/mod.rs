@@ -328,10 +328,13 @@ pub fn next(
     user_scopes: &Scopes,
     now: i64,
 ) -> Next {
+    // A login made for this very request answers `prompt=login` and any
+    // `max_age`, however long the password check took.
     let needs_login = match session {
         None => true,
+        Some(_) if fresh_login => false,
         Some(s) => {
-            (request.prompt.login && !fresh_login)
+            request.prompt.login
                 || request
                     .max_age
                     .is_some_and(|max| now.saturating_sub(s.auth_time) > max)
@@ -399,6 +402,56 @@ mod tests {
         assert!(!pkce_verifies(challenge, challenge), "plain is not S256");
         assert!(!pkce_verifies("short", challenge));
         assert!(!pkce_verifies(&format!("{verifier}+"), challenge));
+    }
+
+    #[test]
+    fn a_fresh_login_answers_max_age_and_prompt_login() {
+        let client = Client {
+            client_id: "c".into(),
+            name: "c".into(),
+            secret_hash: None,
+            grants: vec![GrantType::AuthorizationCode],
+            scopes: Scopes::parse("openid").unwrap_or_default(),
+            audiences: Vec::new(),
+            jwks: None,
+            access_ttl: None,
+            created_at: 0,
+            redirect_uris: Vec::new(),
+            post_logout_redirect_uris: Vec::new(),
+            backchannel_logout_uri: None,
+            id_token_alg: None,
+            first_party: true,
+        };
+        let request = AuthorizationRequest {
+            client_id: "c".into(),
+            redirect_uri: "https://a/cb".into(),
+            response_mode: ResponseMode::Query,
+            state: None,
+            scope: "openid".into(),
+            nonce: None,
+            code_challenge: "x".repeat(43),
+            prompt: Prompt {
+                login: true,
+                ..Prompt::default()
+            },
+            max_age: Some(0),
+            login_hint: None,
+        };
+        let session = Session {
+            sid: "s".into(),
+            user_id: "u".into(),
+            auth_time: 100,
+            created_at: 100,
+            last_seen: 100,
+            expires_at: 1000,
+        };
+        let none = Scopes::default();
+        // The password check took three seconds: still no second login.
+        let fresh = next(&request, &client, Some(&session), true, None, &none, 103);
+        assert!(matches!(fresh, Next::Issue(_)), "{fresh:?}");
+        let later = next(&request, &client, Some(&session), false, None, &none, 103);
+        assert_eq!(later, Next::Login);
+        assert_eq!(next(&request, &client, None, false, None, &none, 103), Next::Login);
     }
 
     #[test]
