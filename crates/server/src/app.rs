@@ -107,6 +107,7 @@ impl App {
             audit: &self.audit,
             revoked: self.access.revoked(),
             longest_access_ttl: crate::store::secs(self.config.max_access_ttl),
+            codes: &self.codes,
         }
     }
 

@@ -35,6 +35,8 @@ pub struct Exchange<'a> {
     /// The longest an access token lives (how long a replayed code's
     /// token stays on the revocation list).
     pub longest_access_ttl: i64,
+    /// Spends codes, in groups.
+    pub codes: &'a codes::CodeWriter,
 }
 
 /// Redeem the code, check PKCE and the redirect URI, start a refresh
@@ -62,7 +64,11 @@ pub async fn grant(request: &TokenRequest<'_>, exchange: Exchange<'_>) -> Result
         access_jti: Some(tessera_jose::jwt::random_id().map_err(crate::Error::from)?),
         access_expires_at: Some(now().saturating_add(exchange.longest_access_ttl)),
     };
-    let spent = match codes::redeem(exchange.db, code, &client.client_id, &issuing).await? {
+    let spent = match exchange
+        .codes
+        .redeem(code, &client.client_id, &issuing)
+        .await?
+    {
         Redeemed::First(spent) => spent,
         Redeemed::Invalid => {
             return Err(Refusal::InvalidGrant(

@@ -451,7 +451,10 @@ mod tests {
         assert!(matches!(fresh, Next::Issue(_)), "{fresh:?}");
         let later = next(&request, &client, Some(&session), false, None, &none, 103);
         assert_eq!(later, Next::Login);
-        assert_eq!(next(&request, &client, None, false, None, &none, 103), Next::Login);
+        assert_eq!(
+            next(&request, &client, None, false, None, &none, 103),
+            Next::Login
+        );
     }
 
     #[test]

@@ -123,23 +123,37 @@ async fn insert_all(db: &Db, codes: &[NewCode]) -> Result<(), Error> {
     Ok(())
 }
 
-/// Codes issued at once are committed together (group commit): a task
-/// takes whatever has queued while the previous statement ran and
-/// inserts it in one statement, so the database's round trips do not grow
-/// with the rate (on SQLite, every write goes through one connection).
-/// Each caller waits for its own commit: a code is never handed out
-/// before it is stored. Alone, a code is written at once, with no wait.
+/// Codes issued at once are committed together, and so are codes
+/// presented at once (group commit): a task takes whatever has queued
+/// while its previous statements ran and writes it in one `INSERT` and one
+/// claiming `UPDATE`, so the database's round trips do not grow with the
+/// rate (on SQLite, every write goes through one connection). Each caller
+/// waits for its own commit: a code is never handed out before it is
+/// stored, nor an exchange answered before its code is spent. Alone, a
+/// code is written at once, with no wait.
 #[derive(Clone, Debug)]
 pub struct CodeWriter {
     db: Db,
     queue: Option<tokio::sync::mpsc::Sender<Queued>>,
 }
 
-/// A code waiting for its commit, and who waits for it.
+/// A failed write, for every caller of its group: whether trying again
+/// soon may work, and what went wrong.
+type Failed = (bool, String);
+
+/// A write waiting for its group, and who waits for it.
 #[derive(Debug)]
-struct Queued {
-    code: NewCode,
-    done: tokio::sync::oneshot::Sender<Result<(), (bool, String)>>,
+enum Queued {
+    /// A code to store.
+    Insert {
+        code: NewCode,
+        done: tokio::sync::oneshot::Sender<Result<(), Failed>>,
+    },
+    /// A code to spend.
+    Claim {
+        claim: Claim,
+        done: tokio::sync::oneshot::Sender<Result<Option<Spent>, Failed>>,
+    },
 }
 
 /// Codes in one statement at most.
@@ -165,7 +179,7 @@ impl CodeWriter {
         };
         let code = random_token()?;
         let (done, committed) = tokio::sync::oneshot::channel();
-        let queued = Queued {
+        let queued = Queued::Insert {
             code: NewCode {
                 hash: token_digest(&code),
                 grant: grant.clone(),
@@ -173,36 +187,108 @@ impl CodeWriter {
             },
             done,
         };
-        let stopped = || Error::Unavailable("the code writer has stopped".into());
         queue.send(queued).await.map_err(|_| stopped())?;
-        match committed.await {
-            Ok(Ok(())) => Ok(code),
-            Ok(Err((true, why))) => Err(Error::Unavailable(why)),
-            Ok(Err((false, why))) => Err(Error::Database(why)),
-            Err(_) => Err(stopped()),
+        committed.await.map_err(|_| stopped())?.map_err(failed)?;
+        Ok(code)
+    }
+
+    /// Present `code` for `client_id` (with others presented at the same
+    /// moment): see [`redeem`].
+    pub async fn redeem(
+        &self,
+        code: &str,
+        client_id: &str,
+        issuing: &Issued,
+    ) -> Result<Redeemed, Error> {
+        let Some(queue) = &self.queue else {
+            return redeem(&self.db, code, client_id, issuing).await;
+        };
+        let claim = Claim {
+            hash: token_digest(code),
+            client_id: client_id.to_owned(),
+            issuing: issuing.clone(),
+        };
+        let hash = claim.hash.clone();
+        let (done, committed) = tokio::sync::oneshot::channel();
+        queue
+            .send(Queued::Claim { claim, done })
+            .await
+            .map_err(|_| stopped())?;
+        match committed.await.map_err(|_| stopped())?.map_err(failed)? {
+            Some(spent) => Ok(Redeemed::First(spent)),
+            None => replay(&self.db, &hash, client_id).await,
         }
     }
 }
 
-/// The writer's task: one statement per group of queued codes, until
-/// every sender is gone.
+fn stopped() -> Error {
+    Error::Unavailable("the code writer has stopped".into())
+}
+
+fn failed((transient, why): Failed) -> Error {
+    if transient {
+        Error::Unavailable(why)
+    } else {
+        Error::Database(why)
+    }
+}
+
+/// The writer's task: per group of queued writes, one statement for the
+/// codes to store and one for the codes to spend, until every sender is
+/// gone. (A caller that went away no longer waits for its answer.)
 async fn commit_groups(db: Db, mut rx: tokio::sync::mpsc::Receiver<Queued>) {
     let mut group = Vec::with_capacity(GROUP);
     while rx.recv_many(&mut group, GROUP).await > 0 {
-        let (codes, waiting): (Vec<NewCode>, Vec<_>) =
-            group.drain(..).map(|q| (q.code, q.done)).unzip();
-        let result = insert_all(&db, &codes)
-            .await
-            .map_err(|e| (e.is_transient(), e.to_string()));
-        for done in waiting {
-            // A caller that went away no longer waits.
-            let _ = done.send(result.clone());
+        let mut inserts = Vec::new();
+        let mut claims = Vec::new();
+        for queued in group.drain(..) {
+            match queued {
+                Queued::Insert { code, done } => inserts.push((code, done)),
+                Queued::Claim { claim, done } => claims.push((claim, done)),
+            }
+        }
+        if !inserts.is_empty() {
+            let (codes, waiting): (Vec<NewCode>, Vec<_>) = inserts.into_iter().unzip();
+            let result = insert_all(&db, &codes)
+                .await
+                .map_err(|e| (e.is_transient(), e.to_string()));
+            for done in waiting {
+                let _ = done.send(result.clone());
+            }
+        }
+        if !claims.is_empty() {
+            let (claims, waiting): (Vec<Claim>, Vec<_>) = claims.into_iter().unzip();
+            // The same code twice in one group: only its first claim goes
+            // into the statement (an UPDATE … FROM takes one of several
+            // matching rows, which one is not defined, and the issue it
+            // records must be the one that gets the code); the others find
+            // it spent, as they would one statement later.
+            let mut seen = std::collections::HashSet::new();
+            let unique: Vec<Claim> = claims
+                .iter()
+                .filter(|c| seen.insert(c.hash.clone()))
+                .cloned()
+                .collect();
+            match claim_all(&db, &unique, now()).await {
+                Ok(mut spent) => {
+                    for (claim, done) in claims.iter().zip(waiting) {
+                        let mine = spent
+                            .iter()
+                            .position(|(hash, _)| *hash == claim.hash)
+                            .map(|i| spent.swap_remove(i).1);
+                        let _ = done.send(Ok(mine));
+                    }
+                }
+                Err(e) => {
+                    let failure = (e.is_transient(), e.to_string());
+                    for done in waiting {
+                        let _ = done.send(Err(failure.clone()));
+                    }
+                }
+            }
         }
     }
 }
-
-const GRANT_COLUMNS: &str =
-    "client_id, user_id, sid, redirect_uri, code_challenge, nonce, scope, auth_time";
 
 /// Present `code` for `client_id`: spend it if it is live and theirs,
 /// recording `issuing` (what this exchange will issue) on it.
@@ -212,27 +298,91 @@ pub async fn redeem(
     client_id: &str,
     issuing: &Issued,
 ) -> Result<Redeemed, Error> {
-    let at = now();
-    let hash = token_digest(code);
-    // `fetch_all`: see `crate::db`, "Writes that return rows".
-    let claimed: Vec<Spent> = on_pool!(db.write(), p => sqlx::query_as::<_, Spent>(&format!(
-        "UPDATE authorization_codes SET used_at = $1, family_id = $4, access_jti = $5, access_expires_at = $6 \
-         WHERE code_hash = $2 AND client_id = $3 AND used_at IS NULL AND expires_at > $1 \
-         RETURNING {GRANT_COLUMNS}, \
-         (SELECT username FROM users u WHERE u.id = authorization_codes.user_id AND NOT u.disabled) AS username"
-    )).bind(at).bind(&hash).bind(client_id).bind(&issuing.family_id).bind(&issuing.access_jti)
-    .bind(issuing.access_expires_at).fetch_all(p).await)?;
-    if let Some(grant) = claimed.into_iter().next() {
-        return Ok(Redeemed::First(grant));
+    let claim = Claim {
+        hash: token_digest(code),
+        client_id: client_id.to_owned(),
+        issuing: issuing.clone(),
+    };
+    let mut claimed = claim_all(db, std::slice::from_ref(&claim), now()).await?;
+    match claimed.pop() {
+        Some((_, spent)) => Ok(Redeemed::First(spent)),
+        None => replay(db, &claim.hash, client_id).await,
     }
-    // Not claimed: a replay by its own client marks the code (so that a
-    // first use still finishing revokes what it issues) and revokes what
-    // the first use recorded.
+}
+
+/// A code presented for its first use.
+#[derive(Clone, Debug)]
+struct Claim {
+    hash: Vec<u8>,
+    client_id: String,
+    issuing: Issued,
+}
+
+/// A claimed code: its digest, and what it was bound to.
+#[derive(sqlx::FromRow)]
+struct ClaimedRow {
+    code_hash: Vec<u8>,
+    #[sqlx(flatten)]
+    spent: Spent,
+}
+
+/// Spend every live code of `claims` that belongs to its presenter, in
+/// one statement; returns the digests spent with what they were bound
+/// to (the others were unknown, expired, another client's, or used).
+async fn claim_all(db: &Db, claims: &[Claim], at: i64) -> Result<Vec<(Vec<u8>, Spent)>, Error> {
+    // PostgreSQL types a VALUES list's parameters as text: cast those that
+    // are not. SQLite takes them as they come (a CAST would turn a digest
+    // into a number).
+    let postgres = matches!(db, Db::Postgres(_));
+    let (bytes, bigint) = if postgres {
+        (("CAST(", " AS BYTEA)"), ("CAST(", " AS BIGINT)"))
+    } else {
+        (("", ""), ("", ""))
+    };
+    // `fetch_all`: see `crate::db`, "Writes that return rows".
+    let rows: Vec<ClaimedRow> = on_pool!(db.write(), p => {
+        let mut update = sqlx::QueryBuilder::new("UPDATE authorization_codes SET used_at = ");
+        update.push_bind(at);
+        update.push(
+            ", family_id = v.column3, access_jti = v.column4, access_expires_at = v.column5 FROM (VALUES ",
+        );
+        for (i, c) in claims.iter().enumerate() {
+            if i > 0 {
+                update.push(", ");
+            }
+            update.push("(").push(bytes.0).push_bind(c.hash.clone()).push(bytes.1).push(", ");
+            update.push_bind(c.client_id.clone()).push(", ");
+            update.push_bind(c.issuing.family_id.clone()).push(", ");
+            update.push_bind(c.issuing.access_jti.clone()).push(", ");
+            update.push(bigint.0).push_bind(c.issuing.access_expires_at).push(bigint.1).push(")");
+        }
+        update.push(
+            ") AS v WHERE authorization_codes.code_hash = v.column1 \
+             AND authorization_codes.client_id = v.column2 \
+             AND authorization_codes.used_at IS NULL AND authorization_codes.expires_at > ",
+        );
+        update.push_bind(at);
+        update.push(
+            " RETURNING authorization_codes.code_hash, authorization_codes.client_id, \
+             authorization_codes.user_id, authorization_codes.sid, authorization_codes.redirect_uri, \
+             authorization_codes.code_challenge, authorization_codes.nonce, authorization_codes.scope, \
+             authorization_codes.auth_time, \
+             (SELECT username FROM users u WHERE u.id = authorization_codes.user_id AND NOT u.disabled) AS username",
+        );
+        update.build_query_as::<ClaimedRow>().fetch_all(p).await
+    })?;
+    Ok(rows.into_iter().map(|r| (r.code_hash, r.spent)).collect())
+}
+
+/// A code that could not be claimed: a replay by its own client marks the
+/// code (so that a first use still finishing revokes what it issues) and
+/// gets what the first use recorded; anything else is invalid.
+async fn replay(db: &Db, hash: &[u8], client_id: &str) -> Result<Redeemed, Error> {
     let replayed: Vec<Issued> = on_pool!(db.write(), p => sqlx::query_as::<_, Issued>(
         "UPDATE authorization_codes SET replayed_at = $1 \
          WHERE code_hash = $2 AND client_id = $3 AND used_at IS NOT NULL \
          RETURNING family_id, access_jti, access_expires_at"
-    ).bind(at).bind(&hash).bind(client_id).fetch_all(p).await)?;
+    ).bind(now()).bind(hash).bind(client_id).fetch_all(p).await)?;
     Ok(match replayed.into_iter().next() {
         Some(issued) => Redeemed::Replayed(issued),
         None => Redeemed::Invalid,

@@ -1014,3 +1014,70 @@ both_backends!(
     backchannel_logout_is_retried_until_acknowledged,
     operators_templates_and_theme_are_used,
 );
+
+async fn a_code_presented_twice_at_once_is_spent_once(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let s = setup(&h, "Shop", true).await;
+    let mut b = Browser::default();
+    let back = location(
+        &log_in(
+            &h,
+            &mut b,
+            &authorize_url(&s.client_id, &[]),
+            "correct horse",
+        )
+        .await,
+    );
+    let code = query_of(&back)["code"].clone();
+    // Several exchanges of one code in flight together (one group of the
+    // code writer, or several): one gets tokens, the others invalid_grant,
+    // and what the winner got is revoked (the code was used twice).
+    let (a, b2, c) = tokio::join!(
+        exchange(&h, &s, &code, VERIFIER),
+        exchange(&h, &s, &code, VERIFIER),
+        exchange(&h, &s, &code, VERIFIER)
+    );
+    let replies = [a, b2, c];
+    let winners: Vec<&Reply> = replies
+        .iter()
+        .filter(|r| r.status == StatusCode::OK)
+        .collect();
+    assert!(winners.len() <= 1, "{replies:?}");
+    assert!(
+        replies
+            .iter()
+            .filter(|r| r.error() == "invalid_grant")
+            .count()
+            >= 2
+    );
+    for winner in winners {
+        let refreshed = h
+            .post(
+                "/oauth2/token",
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", &winner.str("refresh_token")),
+                ],
+                Some((&s.client_id, &s.secret)),
+            )
+            .await;
+        assert_eq!(refreshed.error(), "invalid_grant", "{}", refreshed.text);
+        let info = h
+            .send(
+                Request::get("/oauth2/userinfo")
+                    .header(
+                        header::AUTHORIZATION,
+                        format!("Bearer {}", winner.str("access_token")),
+                    )
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(info.status, StatusCode::UNAUTHORIZED);
+    }
+    h.finish().await;
+}
+
+both_backends!(a_code_presented_twice_at_once_is_spent_once);
