@@ -83,6 +83,19 @@ pub struct Ended {
 
 const COLUMNS: &str = "sid, user_id, auth_time, created_at, last_seen, expires_at";
 
+/// Queue the back-channel logouts of every live session of the user named
+/// `$2`, at `$1` (run in the transaction that ends them).
+pub(crate) const QUEUE_LOGOUTS_OF_USER: &str =
+    "INSERT INTO logout_deliveries (id, client_id, uri, sid, subject, attempts, next_attempt_at, created_at) \
+     SELECT s.sid || ' ' || c.client_id, c.client_id, c.backchannel_logout_uri, s.sid, s.user_id, 0, $1, $1 \
+     FROM sessions s JOIN session_clients sc ON sc.sid = s.sid JOIN clients c ON c.client_id = sc.client_id \
+     WHERE s.user_id = (SELECT id FROM users WHERE username = $2) AND s.ended_at IS NULL \
+     AND c.backchannel_logout_uri IS NOT NULL ON CONFLICT DO NOTHING";
+
+/// End every live session of the user named `$2`, at `$1`.
+pub(crate) const END_SESSIONS_OF_USER: &str = "UPDATE sessions SET ended_at = $1 \
+     WHERE user_id = (SELECT id FROM users WHERE username = $2) AND ended_at IS NULL";
+
 /// Start a session for `user_id`; returns the cookie value (shown once)
 /// and the session.
 pub async fn start(

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::db::{on_pool, Db};
 use crate::secret::random_id;
-use crate::store::{check_name, is_unique_violation, now, Scopes};
+use crate::store::{check_name, is_unique_violation, now, sessions, Scopes};
 use crate::Error;
 
 /// A user as stored (the hash is the Argon2id PHC string).
@@ -171,6 +171,8 @@ async fn apply(db: &Db, username: &str, change: Change<'_>) -> Result<(), Error>
                 "UPDATE refresh_families SET revoked_at = $1, revoked_reason = $2 \
                  WHERE username = $3 AND revoked_at IS NULL"
             ).bind(at).bind(reason).bind(username).execute(&mut *tx).await?;
+            sqlx::query(sessions::QUEUE_LOGOUTS_OF_USER).bind(at).bind(username).execute(&mut *tx).await?;
+            sqlx::query(sessions::END_SESSIONS_OF_USER).bind(at).bind(username).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok::<_, sqlx::Error>(changed)
@@ -220,20 +222,27 @@ pub async fn set_profile(db: &Db, username: &str, profile: &Profile) -> Result<(
 }
 
 /// Enable or disable a user. Disabling also revokes the user's refresh
-/// token families, so existing sessions end at their next refresh.
+/// token families, so existing sessions end at their next refresh, and
+/// ends the user's sign-in sessions (their clients hear of it by
+/// back-channel logout).
 pub async fn set_disabled(db: &Db, username: &str, disabled: bool) -> Result<(), Error> {
     apply(db, username, Change::Disabled(disabled)).await
 }
 
-/// Replace a user's password hash and end the user's sessions.
+/// Replace a user's password hash and end the user's sessions (refresh
+/// families and sign-in sessions, with back-channel logouts).
 pub async fn set_password(db: &Db, username: &str, password_hash: &str) -> Result<(), Error> {
     apply(db, username, Change::PasswordHash(password_hash)).await
 }
 
-/// Delete a user and the user's refresh token families.
+/// Delete a user, the user's refresh token families and sign-in sessions
+/// (their clients hear of it by back-channel logout).
 pub async fn delete(db: &Db, username: &str) -> Result<(), Error> {
     let changed = on_pool!(db.write(), p => {
         let mut tx = p.begin().await?;
+        // The clients of the user's sessions hear of it before the
+        // sessions go (with the user, by cascade).
+        sqlx::query(sessions::QUEUE_LOGOUTS_OF_USER).bind(now()).bind(username).execute(&mut *tx).await?;
         let changed = sqlx::query("DELETE FROM users WHERE username = $1")
             .bind(username).execute(&mut *tx).await?.rows_affected();
         sqlx::query("DELETE FROM refresh_families WHERE username = $1")

@@ -1081,3 +1081,81 @@ async fn a_code_presented_twice_at_once_is_spent_once(backend: Backend) {
 }
 
 both_backends!(a_code_presented_twice_at_once_is_spent_once);
+
+async fn disabling_deleting_or_repassing_a_user_ends_their_sessions(backend: Backend) {
+    use tessera_server::store::{logouts, users};
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let added = clients::add(
+        &h.db,
+        NewClient {
+            name: "bc".into(),
+            grants: vec![GrantType::AuthorizationCode],
+            scopes: Scopes::parse("openid").unwrap(),
+            redirect_uris: vec![REDIRECT.into()],
+            backchannel_logout_uri: Some("https://app.example.com/bc".into()),
+            first_party: true,
+            ..NewClient::default()
+        },
+    )
+    .await
+    .unwrap();
+    h.user("alice", "correct horse", "").await;
+    let url = authorize_url(&added.client_id, &[])
+        .replace("scope=openid+profile+email+orders%3Aread", "scope=openid");
+    let sign_in = || async {
+        let mut b = Browser::default();
+        let back = location(&log_in(&h, &mut b, &url, "correct horse").await);
+        assert!(query_of(&back).contains_key("code"));
+        b
+    };
+    let live = || async { sessions::list(&h.db, Some("alice")).await.unwrap().len() };
+
+    let mut b = sign_in().await;
+    assert_eq!(live().await, 1);
+    users::set_disabled(&h.db, "alice", true).await.unwrap();
+    assert_eq!(live().await, 0);
+    assert_eq!(
+        logouts::waiting(&h.db).await.unwrap(),
+        1,
+        "the client is told"
+    );
+    // The browser's session is over: prompt=none says so.
+    let none = location(&b.get(&h, &format!("{url}&prompt=none")).await);
+    assert_eq!(query_of(&none)["error"], "login_required");
+
+    users::set_disabled(&h.db, "alice", false).await.unwrap();
+    sign_in().await;
+    let hash = h
+        .app
+        .passwords
+        .hash(zeroize::Zeroizing::new("a new password".into()))
+        .await
+        .unwrap();
+    users::set_password(&h.db, "alice", &hash).await.unwrap();
+    assert_eq!(live().await, 0);
+    assert_eq!(logouts::waiting(&h.db).await.unwrap(), 2);
+
+    users::set_password(
+        &h.db,
+        "alice",
+        &h.app
+            .passwords
+            .hash(zeroize::Zeroizing::new("correct horse".into()))
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    sign_in().await;
+    users::delete(&h.db, "alice").await.unwrap();
+    assert_eq!(
+        logouts::waiting(&h.db).await.unwrap(),
+        3,
+        "told before the sessions went"
+    );
+    h.finish().await;
+}
+
+both_backends!(disabling_deleting_or_repassing_a_user_ends_their_sessions);
