@@ -57,6 +57,28 @@ impl Browser {
         reply
     }
 
+    /// Post the login form of pending request `request`.
+    async fn log_in_form(
+        &mut self,
+        h: &Harness,
+        request: &str,
+        csrf: &str,
+        username: &str,
+        password: &str,
+    ) -> Reply {
+        self.post(
+            h,
+            "/login",
+            &[
+                ("request", request),
+                ("csrf_token", csrf),
+                ("username", username),
+                ("password", password),
+            ],
+        )
+        .await
+    }
+
     async fn post(&mut self, h: &Harness, path: &str, form: &[(&str, &str)]) -> Reply {
         let body = form_urlencoded::Serializer::new(String::new())
             .extend_pairs(form)
@@ -494,86 +516,26 @@ async fn login_csrf_fixation_and_limits(backend: Backend) {
     // No CSRF token, or another's: 403, nobody logged in.
     for token in ["", "forged"] {
         let r = b
-            .post(
-                &h,
-                "/login",
-                &[
-                    ("request", &request),
-                    ("csrf_token", token),
-                    ("username", "alice"),
-                    ("password", "correct horse"),
-                ],
-            )
+            .log_in_form(&h, &request, token, "alice", "correct horse")
             .await;
         assert_eq!(r.status, StatusCode::FORBIDDEN, "{token:?}");
     }
     // Another browser (an attacker's cookie jar) with this form's values.
     let mut attacker = Browser::default();
     let r = attacker
-        .post(
-            &h,
-            "/login",
-            &[
-                ("request", &request),
-                ("csrf_token", &csrf),
-                ("username", "alice"),
-                ("password", "correct horse"),
-            ],
-        )
+        .log_in_form(&h, &request, &csrf, "alice", "correct horse")
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(r.headers.get(header::SET_COOKIE).is_none());
     // A wrong password: the same words for a wrong user.
-    let wrong = b
-        .post(
-            &h,
-            "/login",
-            &[
-                ("request", &request),
-                ("csrf_token", &csrf),
-                ("username", "alice"),
-                ("password", "nope"),
-            ],
-        )
-        .await;
+    let wrong = b.log_in_form(&h, &request, &csrf, "alice", "nope").await;
     assert!(wrong.text.contains("Wrong username or password."));
-    let unknown = b
-        .post(
-            &h,
-            "/login",
-            &[
-                ("request", &request),
-                ("csrf_token", &csrf),
-                ("username", "mallory"),
-                ("password", "nope"),
-            ],
-        )
-        .await;
+    let unknown = b.log_in_form(&h, &request, &csrf, "mallory", "nope").await;
     assert!(unknown.text.contains("Wrong username or password."));
-    let twice = b
-        .post(
-            &h,
-            "/login",
-            &[
-                ("request", &request),
-                ("csrf_token", &csrf),
-                ("username", "alice"),
-                ("password", "nope"),
-            ],
-        )
-        .await;
+    let twice = b.log_in_form(&h, &request, &csrf, "alice", "nope").await;
     assert!(twice.text.contains("Wrong username or password."));
     let limited = b
-        .post(
-            &h,
-            "/login",
-            &[
-                ("request", &request),
-                ("csrf_token", &csrf),
-                ("username", "alice"),
-                ("password", "correct horse"),
-            ],
-        )
+        .log_in_form(&h, &request, &csrf, "alice", "correct horse")
         .await;
     assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
     assert!(limited.headers.get(header::RETRY_AFTER).is_some());
@@ -879,24 +841,7 @@ async fn backchannel_logout_is_retried_until_acknowledged(backend: Backend) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move { axum::serve(listener, receiver).await });
-    let added = clients::add(
-        &h.db,
-        NewClient {
-            name: "bc".into(),
-            grants: vec![GrantType::AuthorizationCode],
-            scopes: Scopes::parse("openid").unwrap(),
-            redirect_uris: vec![REDIRECT.into()],
-            backchannel_logout_uri: Some(format!("http://127.0.0.1:{port}/bc")),
-            first_party: true,
-            ..NewClient::default()
-        },
-    )
-    .await
-    .unwrap();
-    let s = Setup {
-        client_id: added.client_id,
-        secret: added.client_secret.unwrap().to_string(),
-    };
+    let s = backchannel_client(&h, &format!("http://127.0.0.1:{port}/bc")).await;
     h.user("alice", "correct horse", "").await;
     let mut b = Browser::default();
     let url = authorize_url(&s.client_id, &[])
@@ -959,6 +904,28 @@ async fn backchannel_logout_is_retried_until_acknowledged(backend: Backend) {
     );
     assert!(verified.claims.custom.get("nonce").is_none());
     h.finish().await;
+}
+
+/// A first-party client for `openid`, told of logouts at `uri`.
+async fn backchannel_client(h: &Harness, uri: &str) -> Setup {
+    let added = clients::add(
+        &h.db,
+        NewClient {
+            name: "bc".into(),
+            grants: vec![GrantType::AuthorizationCode],
+            scopes: Scopes::parse("openid").unwrap(),
+            redirect_uris: vec![REDIRECT.into()],
+            backchannel_logout_uri: Some(uri.into()),
+            first_party: true,
+            ..NewClient::default()
+        },
+    )
+    .await
+    .unwrap();
+    Setup {
+        client_id: added.client_id,
+        secret: added.client_secret.unwrap().to_string(),
+    }
 }
 
 async fn operators_templates_and_theme_are_used(backend: Backend) {
@@ -1087,20 +1054,7 @@ async fn disabling_deleting_or_repassing_a_user_ends_their_sessions(backend: Bac
     let Some(h) = Harness::new(backend).await else {
         return;
     };
-    let added = clients::add(
-        &h.db,
-        NewClient {
-            name: "bc".into(),
-            grants: vec![GrantType::AuthorizationCode],
-            scopes: Scopes::parse("openid").unwrap(),
-            redirect_uris: vec![REDIRECT.into()],
-            backchannel_logout_uri: Some("https://app.example.com/bc".into()),
-            first_party: true,
-            ..NewClient::default()
-        },
-    )
-    .await
-    .unwrap();
+    let added = backchannel_client(&h, "https://app.example.com/bc").await;
     h.user("alice", "correct horse", "").await;
     let url = authorize_url(&added.client_id, &[])
         .replace("scope=openid+profile+email+orders%3Aread", "scope=openid");
