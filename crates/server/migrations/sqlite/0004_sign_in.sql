@@ -35,18 +35,6 @@ CREATE TABLE session_clients (
     PRIMARY KEY (sid, client_id)
 );
 
--- An authorization request waiting for the person to log in or consent.
--- Bound to the browser that started it (a digest of its cookie); the
--- pages' CSRF tokens are derived from that cookie and the id.
-CREATE TABLE pending_authorizations (
-    id            TEXT PRIMARY KEY,
-    browser_hash  BLOB NOT NULL,
-    request       TEXT NOT NULL,      -- the validated request, JSON
-    sid           TEXT,               -- set once the person has logged in
-    created_at    INTEGER NOT NULL,
-    expires_at    INTEGER NOT NULL
-);
-
 -- Authorization codes: stored hashed, single use, 60 seconds.
 CREATE TABLE authorization_codes (
     code_hash     BLOB PRIMARY KEY,
@@ -64,8 +52,11 @@ CREATE TABLE authorization_codes (
     replayed_at   INTEGER,
     family_id     TEXT,               -- what its first use issued, to revoke on replay
     access_jti    TEXT,
-    access_expires_at INTEGER
+    access_expires_at INTEGER,
+    request_hash  BLOB                 -- the pending request it answers (signin/pending.rs)
 );
+-- A pending request is answered once.
+CREATE UNIQUE INDEX authorization_codes_request ON authorization_codes(request_hash);
 
 -- Remembered consent, per user and client.
 CREATE TABLE consents (

@@ -16,10 +16,11 @@ use url::Url;
 use super::cookies::{self, Jar};
 use super::pages::SharedPages;
 use crate::app::App;
+use crate::signin::pending::{self, Pending};
 use crate::signin::{self, AuthorizationRequest, ErrorResponse, Next, Refused, ResponseMode};
 use crate::store::clients::Client;
 use crate::store::sessions::{self, ForClient, Session};
-use crate::store::{codes, now, pending, Scopes};
+use crate::store::{codes, now, Scopes};
 
 /// The cookies of this server.
 pub(crate) fn jar(app: &App) -> Jar {
@@ -107,8 +108,8 @@ pub(crate) async fn current_session(
 
 /// Take `request` one step further: a login or consent page (through a
 /// pending request), a code, or an error for the client. `fresh_login`
-/// says the person just logged in for it; `pending_id` names the pending
-/// request it came from, finished when a code or an error goes out.
+/// says the person just logged in for it; `pending` is the pending
+/// request it came from (answered once).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn proceed(
     app: &App,
@@ -118,7 +119,7 @@ pub(crate) async fn proceed(
     session: Option<ForClient>,
     fresh_login: bool,
     browser: &str,
-    pending_id: Option<&str>,
+    pending: Option<&Pending>,
 ) -> Result<Response, crate::Error> {
     let (remembered, user_scopes) = match &session {
         Some(s) => (
@@ -136,20 +137,11 @@ pub(crate) async fn proceed(
         &user_scopes,
         now(),
     );
+    let master = app.keys.master();
     match (next, session) {
         (Next::Issue(scopes), Some(session)) => {
-            if let Some(id) = pending_id {
-                if !pending::finish(&app.db, id).await? {
-                    // A second submission of the same page.
-                    return Ok(pages.error(
-                        StatusCode::BAD_REQUEST,
-                        "Already done",
-                        "This sign-in has already been completed.",
-                        "Go back to the application and start again.",
-                    ));
-                }
-            }
             let known = session.client_known;
+            let answers = pending.map(Pending::answer);
             issue(
                 app,
                 pages,
@@ -158,46 +150,46 @@ pub(crate) async fn proceed(
                 &session.session,
                 known,
                 scopes,
+                answers,
             )
             .await
         }
-        (Next::Refuse(error), _) => {
-            if let Some(id) = pending_id {
-                pending::finish(&app.db, id).await?;
-            }
-            Ok(respond_error(
-                app,
-                pages,
-                &request.error(error, describe(error)),
-            ))
-        }
+        (Next::Refuse(error), _) => Ok(respond_error(
+            app,
+            pages,
+            &request.error(error, describe(error)),
+        )),
         (Next::Login, _) | (Next::Issue(_), None) => {
-            let id = match pending_id {
-                Some(id) => id.to_owned(),
-                None => pending::create(&app.db, browser, &to_json(&request)?, None).await?,
+            let id = match pending {
+                Some(p) => p.id.clone(),
+                None => pending::seal(&master, browser, &request, None, None, now())?,
             };
             Ok(see_other(&format!("/login?request={id}")))
         }
         (Next::Consent, Some(session)) => {
-            let id = match pending_id {
-                Some(id) => {
-                    pending::logged_in(&app.db, id, &session.session.sid).await?;
-                    id.to_owned()
-                }
-                None => {
-                    pending::create(
-                        &app.db,
-                        browser,
-                        &to_json(&request)?,
-                        Some(&session.session.sid),
-                    )
-                    .await?
-                }
-            };
+            // Sealed again with the session it now belongs to.
+            let id = pending::seal(
+                &master,
+                browser,
+                &request,
+                Some(&session.session.sid),
+                pending.map(|p| p.origin.as_str()),
+                now(),
+            )?;
             Ok(see_other(&format!("/consent?request={id}")))
         }
         (Next::Consent, None) => Ok(see_other("/login")),
     }
+}
+
+/// The page for a pending request answered already (a form sent twice).
+pub(crate) fn already_done(pages: &SharedPages) -> Response {
+    pages.error(
+        StatusCode::BAD_REQUEST,
+        "Already done",
+        "This sign-in has already been completed.",
+        "Go back to the application and start again.",
+    )
 }
 
 fn describe(error: &str) -> &'static str {
@@ -208,13 +200,11 @@ fn describe(error: &str) -> &'static str {
     }
 }
 
-pub(crate) fn to_json(request: &AuthorizationRequest) -> Result<String, crate::Error> {
-    serde_json::to_string(request).map_err(|e| crate::Error::Invalid(format!("request: {e}")))
-}
-
 /// Issue a code for `scopes` in `session` and send it to the client;
 /// `client_known` says the session has signed in to the client before
-/// (else it is recorded, for back-channel logout).
+/// (else it is recorded, for back-channel logout), `answers` the digest
+/// of the pending request this answers (answered once: a second time
+/// gets the "already done" page).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn issue(
     app: &App,
@@ -224,20 +214,27 @@ pub(crate) async fn issue(
     session: &Session,
     client_known: bool,
     scopes: Scopes,
+    answers: Option<Vec<u8>>,
 ) -> Result<Response, crate::Error> {
     let code = app
         .codes
-        .issue(&codes::Grant {
-            client_id: client.client_id.clone(),
-            user_id: session.user_id.clone(),
-            sid: session.sid.clone(),
-            redirect_uri: request.redirect_uri.clone(),
-            code_challenge: request.code_challenge.clone(),
-            nonce: request.nonce.clone(),
-            scope: scopes.to_string(),
-            auth_time: session.auth_time,
-        })
+        .issue(
+            &codes::Grant {
+                client_id: client.client_id.clone(),
+                user_id: session.user_id.clone(),
+                sid: session.sid.clone(),
+                redirect_uri: request.redirect_uri.clone(),
+                code_challenge: request.code_challenge.clone(),
+                nonce: request.nonce.clone(),
+                scope: scopes.to_string(),
+                auth_time: session.auth_time,
+            },
+            answers,
+        )
         .await?;
+    let Some(code) = code else {
+        return Ok(already_done(pages));
+    };
     if !client_known {
         sessions::add_client(&app.db, &session.sid, &client.client_id).await?;
     }

@@ -14,9 +14,9 @@ use super::cookies::{csrf_ok, csrf_token};
 use super::login::{forbidden, pending_of, Which};
 use super::pages::SharedPages;
 use crate::app::App;
+use crate::signin::pending::Pending;
 use crate::signin::{grantable, AuthorizationRequest};
 use crate::store::clients::Client;
-use crate::store::pending::{self, Pending};
 use crate::store::sessions::Session;
 use crate::store::{consents, users, Scopes};
 
@@ -161,9 +161,6 @@ pub async fn submit(
         return forbidden(&pages);
     }
     let result = async {
-        if !pending::finish(&app.db, &pending.id).await? {
-            return Ok(forbidden(&pages));
-        }
         match form.get("decision") {
             Some("allow") => {
                 let user = users::find_by_id(&app.db, &session.user_id).await?;
@@ -173,7 +170,11 @@ pub async fn submit(
                     .unwrap_or_default();
                 let granted = grantable(&request.scopes(), &user_scopes);
                 consents::remember(&app.db, &session.user_id, &client.client_id, &granted).await?;
-                issue(&app, &pages, &client, &request, &session, false, granted).await
+                let answers = Some(pending.answer());
+                issue(
+                    &app, &pages, &client, &request, &session, false, granted, answers,
+                )
+                .await
             }
             _ => Ok(respond_error(
                 &app,

@@ -17,10 +17,11 @@ use super::cookies::{self, csrf_ok, csrf_token};
 use super::pages::SharedPages;
 use crate::app::App;
 use crate::grant::password::Denied;
+use crate::signin::pending::{self, Pending};
 use crate::signin::AuthorizationRequest;
 use crate::store::clients::Client;
-use crate::store::pending::{self, Pending};
 use crate::store::sessions;
+use crate::store::{codes, now};
 
 #[derive(Deserialize)]
 pub struct Which {
@@ -47,14 +48,15 @@ pub(crate) async fn pending_of(
         .get(headers, cookies::BROWSER)
         .ok_or_else(expired)?;
     let id = id.ok_or_else(expired)?;
-    let found = pending::find(&app.db, id)
+    let pending = pending::open(&app.keys.master(), id, &browser, now()).ok_or_else(expired)?;
+    // Answered already: a page opened again after the sign-in finished.
+    let answered = codes::answered(&app.db, &pending.answer())
         .await
         .map_err(|e| failure(pages, &e))?;
-    let pending = found
-        .filter(|p| p.belongs_to(&browser))
-        .ok_or_else(expired)?;
-    let request: AuthorizationRequest =
-        serde_json::from_str(&pending.request).map_err(|_| expired())?;
+    if answered {
+        return Err(super::authorize::already_done(pages));
+    }
+    let request = pending.request.clone();
     let client = app
         .clients
         .find(&app.db, &request.client_id)
@@ -205,7 +207,7 @@ pub async fn submit(
         session,
         true,
         &browser,
-        Some(&pending.id),
+        Some(&pending),
     )
     .await
     {

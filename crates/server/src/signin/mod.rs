@@ -6,6 +6,7 @@
 
 pub mod backchannel;
 pub mod id_token;
+pub mod pending;
 pub mod redirect;
 
 use serde::{Deserialize, Serialize};

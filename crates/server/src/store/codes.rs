@@ -79,15 +79,31 @@ pub struct Issued {
 }
 
 /// Store a code for `grant`; returns it (shown once, to the client).
-pub async fn issue(db: &Db, grant: &Grant) -> Result<Zeroizing<String>, Error> {
+/// `request` is the digest of the pending request it answers, if any:
+/// `None` comes back when that request has been answered already.
+pub async fn issue(
+    db: &Db,
+    grant: &Grant,
+    request: Option<Vec<u8>>,
+) -> Result<Option<Zeroizing<String>>, Error> {
     let code = random_token()?;
     let row = NewCode {
         hash: token_digest(&code),
         grant: grant.clone(),
         at: now(),
+        request,
     };
-    insert_all(db, std::slice::from_ref(&row)).await?;
-    Ok(code)
+    let stored = insert_all(db, std::slice::from_ref(&row)).await?;
+    Ok((!stored.is_empty()).then_some(code))
+}
+
+/// Whether a code has been issued for the pending request of digest
+/// `request`.
+pub async fn answered(db: &Db, request: &[u8]) -> Result<bool, Error> {
+    let (answered,): (bool,) = on_pool!(db.read(), p => sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM authorization_codes WHERE request_hash = $1)"
+    ).bind(request).fetch_one(p).await)?;
+    Ok(answered)
 }
 
 /// A code to store.
@@ -96,14 +112,18 @@ struct NewCode {
     hash: Vec<u8>,
     grant: Grant,
     at: i64,
+    request: Option<Vec<u8>>,
 }
 
-/// Store `codes` in one statement (and one trip to the database).
-async fn insert_all(db: &Db, codes: &[NewCode]) -> Result<(), Error> {
-    on_pool!(db.write(), p => {
+/// Store `codes` in one statement (and one trip to the database); the
+/// digests of those stored (a code for a request already answered is
+/// not).
+async fn insert_all(db: &Db, codes: &[NewCode]) -> Result<Vec<Vec<u8>>, Error> {
+    // `fetch_all`: see `crate::db`, "Writes that return rows".
+    let stored: Vec<(Vec<u8>,)> = on_pool!(db.write(), p => {
         let mut insert = sqlx::QueryBuilder::new(
             "INSERT INTO authorization_codes (code_hash, client_id, user_id, sid, redirect_uri, \
-             code_challenge, nonce, scope, auth_time, created_at, expires_at) ",
+             code_challenge, nonce, scope, auth_time, created_at, expires_at, request_hash) ",
         );
         insert.push_values(codes, |mut row, c| {
             row.push_bind(c.hash.clone())
@@ -116,11 +136,13 @@ async fn insert_all(db: &Db, codes: &[NewCode]) -> Result<(), Error> {
                 .push_bind(c.grant.scope.clone())
                 .push_bind(c.grant.auth_time)
                 .push_bind(c.at)
-                .push_bind(c.at + LIFETIME);
+                .push_bind(c.at + LIFETIME)
+                .push_bind(c.request.clone());
         });
-        insert.build().execute(p).await.map(|r| r.rows_affected())
+        insert.push(" ON CONFLICT DO NOTHING RETURNING code_hash");
+        insert.build_query_as::<(Vec<u8>,)>().fetch_all(p).await
     })?;
-    Ok(())
+    Ok(stored.into_iter().map(|(h,)| h).collect())
 }
 
 /// Codes issued at once are committed together, and so are codes
@@ -147,7 +169,7 @@ enum Queued {
     /// A code to store.
     Insert {
         code: NewCode,
-        done: tokio::sync::oneshot::Sender<Result<(), Failed>>,
+        done: tokio::sync::oneshot::Sender<Result<bool, Failed>>,
     },
     /// A code to spend.
     Claim {
@@ -172,10 +194,14 @@ impl CodeWriter {
     }
 
     /// Store a code for `grant` (with others issued at the same moment);
-    /// returns it once it is committed.
-    pub async fn issue(&self, grant: &Grant) -> Result<Zeroizing<String>, Error> {
+    /// returns it once it is committed (see [`issue`]).
+    pub async fn issue(
+        &self,
+        grant: &Grant,
+        request: Option<Vec<u8>>,
+    ) -> Result<Option<Zeroizing<String>>, Error> {
         let Some(queue) = &self.queue else {
-            return issue(&self.db, grant).await;
+            return issue(&self.db, grant, request).await;
         };
         let code = random_token()?;
         let (done, committed) = tokio::sync::oneshot::channel();
@@ -184,12 +210,13 @@ impl CodeWriter {
                 hash: token_digest(&code),
                 grant: grant.clone(),
                 at: now(),
+                request,
             },
             done,
         };
         queue.send(queued).await.map_err(|_| stopped())?;
-        committed.await.map_err(|_| stopped())?.map_err(failed)?;
-        Ok(code)
+        let stored = committed.await.map_err(|_| stopped())?.map_err(failed)?;
+        Ok(stored.then_some(code))
     }
 
     /// Present `code` for `client_id` (with others presented at the same
@@ -249,11 +276,18 @@ async fn commit_groups(db: Db, mut rx: tokio::sync::mpsc::Receiver<Queued>) {
         }
         if !inserts.is_empty() {
             let (codes, waiting): (Vec<NewCode>, Vec<_>) = inserts.into_iter().unzip();
-            let result = insert_all(&db, &codes)
-                .await
-                .map_err(|e| (e.is_transient(), e.to_string()));
-            for done in waiting {
-                let _ = done.send(result.clone());
+            match insert_all(&db, &codes).await {
+                Ok(stored) => {
+                    for (code, done) in codes.iter().zip(waiting) {
+                        let _ = done.send(Ok(stored.contains(&code.hash)));
+                    }
+                }
+                Err(e) => {
+                    let failure = (e.is_transient(), e.to_string());
+                    for done in waiting {
+                        let _ = done.send(Err(failure.clone()));
+                    }
+                }
             }
         }
         if !claims.is_empty() {

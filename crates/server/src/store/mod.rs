@@ -5,7 +5,6 @@ pub mod clients;
 pub mod codes;
 pub mod consents;
 pub mod logouts;
-pub mod pending;
 pub mod refresh;
 pub mod retention;
 pub mod revocation;

@@ -47,7 +47,7 @@ impl Pruned {
 /// `$2` rows that ended before `$1`). A refresh token past its own expiry
 /// is refused whether or not its row is there; a family past its end
 /// takes its tokens with it (cascade).
-const EXPIRED: [(Kind, &str); 7] = [
+const EXPIRED: [(Kind, &str); 6] = [
     (
         Kind::Refresh,
         "DELETE FROM refresh_tokens WHERE token_hash IN \
@@ -68,13 +68,9 @@ const EXPIRED: [(Kind, &str); 7] = [
         "DELETE FROM used_assertions WHERE (issuer, jti) IN \
          (SELECT issuer, jti FROM used_assertions WHERE expires_at < $1 LIMIT $2)",
     ),
-    (
-        Kind::Ids,
-        "DELETE FROM pending_authorizations WHERE id IN \
-         (SELECT id FROM pending_authorizations WHERE expires_at < $1 LIMIT $2)",
-    ),
     // A spent code is kept an hour past its expiry, so that a replay
-    // within it still revokes what the code issued.
+    // within it still revokes what the code issued (and its pending
+    // request, which lives 30 minutes, stays answered).
     (
         Kind::Ids,
         "DELETE FROM authorization_codes WHERE code_hash IN \

@@ -1113,3 +1113,81 @@ async fn disabling_deleting_or_repassing_a_user_ends_their_sessions(backend: Bac
 }
 
 both_backends!(disabling_deleting_or_repassing_a_user_ends_their_sessions);
+
+async fn pending_requests_cost_no_storage_and_are_answered_once(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let s = setup(&h, "Shop", false).await;
+    // Many authorization requests without a session: each gets its login
+    // page, and none writes a row.
+    let mut b = Browser::default();
+    let mut first = String::new();
+    for i in 0..20 {
+        let to_login = location(&b.get(&h, &authorize_url(&s.client_id, &[])).await);
+        assert!(to_login.starts_with("/login?request="));
+        if i == 0 {
+            first = to_login;
+        }
+    }
+    let count = |table: &'static str| {
+        let db = h.db.clone();
+        async move {
+            let sql = format!("SELECT COUNT(*) FROM {table}");
+            match &db {
+                tessera_server::Db::Sqlite { reader, .. } => {
+                    sqlx::query_as::<_, (i64,)>(&sql)
+                        .fetch_one(reader)
+                        .await
+                        .unwrap()
+                        .0
+                }
+                tessera_server::Db::Postgres(pool) => {
+                    sqlx::query_as::<_, (i64,)>(&sql)
+                        .fetch_one(pool)
+                        .await
+                        .unwrap()
+                        .0
+                }
+            }
+        }
+    };
+    assert_eq!(count("authorization_codes").await, 0);
+    assert_eq!(count("sessions").await, 0);
+    // The first one's pages, to the end: login, consent, a code.
+    let page = b.get(&h, &first).await;
+    let to_consent = location(
+        &b.log_in_form(
+            &h,
+            &hidden(&page.text, "request"),
+            &hidden(&page.text, "csrf_token"),
+            "alice",
+            "correct horse",
+        )
+        .await,
+    );
+    let consent = b.get(&h, &to_consent).await;
+    let allowed = b
+        .post(
+            &h,
+            "/consent",
+            &[
+                ("request", &hidden(&consent.text, "request")),
+                ("csrf_token", &hidden(&consent.text, "csrf_token")),
+                ("decision", "allow"),
+            ],
+        )
+        .await;
+    assert!(query_of(&location(&allowed)).contains_key("code"));
+    // Answered: its login page and its consent page say so, and cannot
+    // issue a second code.
+    for page in [&first, &to_consent] {
+        let again = b.get(&h, page).await;
+        assert_eq!(again.status, StatusCode::BAD_REQUEST, "{page}");
+        assert!(again.text.contains("Already done"), "{}", again.text);
+    }
+    assert_eq!(count("authorization_codes").await, 1);
+    h.finish().await;
+}
+
+both_backends!(pending_requests_cost_no_storage_and_are_answered_once);

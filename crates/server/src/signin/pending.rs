@@ -1,0 +1,179 @@
+//! Authorization requests waiting for the person to log in or consent,
+//! carried by the browser, not stored: the validated request is sealed
+//! (AES-256-GCM under the master key, so it can be neither read nor
+//! altered) into the `request` parameter of the login and consent pages,
+//! with a digest of the browser's cookie (a request works only in the
+//! browser that started it), the session once the person has logged in,
+//! and the time it was made (it lasts [`LIFETIME`]).
+//!
+//! Nothing is written before the person logs in, so calling the
+//! authorization endpoint costs the server no storage, however often it
+//! is called. A request is answered once: it carries a random `origin`,
+//! kept when it is sealed again for the consent page, and the code issued
+//! for it records that origin's digest under a unique index
+//! (`store::codes`), so neither its login page nor its consent page can
+//! issue a second code.
+
+use serde::{Deserialize, Serialize};
+
+use super::AuthorizationRequest;
+use crate::secret::{digests_equal, token_digest, MasterKey};
+use crate::Error;
+
+/// How long a person has to log in and consent.
+pub const LIFETIME: i64 = 30 * 60;
+
+/// What the master key seals it under (it seals signing keys too).
+const LABEL: &str = "pending-authorization";
+
+/// A pending request, opened.
+#[derive(Clone, Debug)]
+pub struct Pending {
+    /// The sealed form: the pages' `request` parameter.
+    pub id: String,
+    /// The validated request.
+    pub request: AuthorizationRequest,
+    /// The session, once the person has logged in.
+    pub sid: Option<String>,
+    /// The same for every sealing of one authorization request.
+    pub origin: String,
+}
+
+impl Pending {
+    /// What the code that answers this request records.
+    pub fn answer(&self) -> Vec<u8> {
+        token_digest(&self.origin)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Sealed {
+    request: AuthorizationRequest,
+    origin: String,
+    /// SHA-256 of the browser cookie, base64url.
+    browser: String,
+    sid: Option<String>,
+    made: i64,
+}
+
+/// Seal `request` for the browser whose cookie is `browser`; `origin`
+/// continues a request sealed before (`None`: a new one).
+pub fn seal(
+    master: &MasterKey,
+    browser: &str,
+    request: &AuthorizationRequest,
+    sid: Option<&str>,
+    origin: Option<&str>,
+    now: i64,
+) -> Result<String, Error> {
+    let origin = match origin {
+        Some(o) => o.to_owned(),
+        None => crate::secret::random_id()?,
+    };
+    let sealed = Sealed {
+        origin,
+        request: request.clone(),
+        browser: tessera_jose::b64::encode(token_digest(browser)),
+        sid: sid.map(str::to_owned),
+        made: now,
+    };
+    let json = serde_json::to_vec(&sealed).map_err(|e| Error::Invalid(e.to_string()))?;
+    Ok(tessera_jose::b64::encode(master.seal(LABEL, &json)?))
+}
+
+/// Open `id` for the browser whose cookie is `browser`: `None` when it was
+/// not sealed here, has expired, or belongs to another browser.
+pub fn open(master: &MasterKey, id: &str, browser: &str, now: i64) -> Option<Pending> {
+    let sealed = tessera_jose::b64::decode(id)?;
+    let json = master.open(LABEL, &sealed).ok()?;
+    let opened: Sealed = serde_json::from_slice(&json).ok()?;
+    let browser_ok = digests_equal(
+        opened.browser.as_bytes(),
+        tessera_jose::b64::encode(token_digest(browser)).as_bytes(),
+    );
+    let fresh = now >= opened.made && now - opened.made < LIFETIME;
+    (browser_ok && fresh).then(|| Pending {
+        id: id.to_owned(),
+        request: opened.request,
+        sid: opened.sid,
+        origin: opened.origin,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::{random_token, MasterKeySource};
+    use crate::signin::{Prompt, ResponseMode};
+
+    fn key() -> MasterKey {
+        MasterKey::load_existing(&MasterKeySource::Value(random_token().unwrap()))
+            .unwrap()
+            .unwrap()
+    }
+
+    fn request() -> AuthorizationRequest {
+        AuthorizationRequest {
+            client_id: "c".into(),
+            redirect_uri: "https://a/cb".into(),
+            response_mode: ResponseMode::Query,
+            state: Some("s".into()),
+            scope: "openid".into(),
+            nonce: None,
+            code_challenge: "x".repeat(43),
+            prompt: Prompt::default(),
+            max_age: None,
+            login_hint: None,
+        }
+    }
+
+    #[test]
+    fn a_pending_request_opens_only_in_its_browser_in_time_and_unaltered() {
+        let master = key();
+        let (mine, theirs) = ("a".repeat(43), "b".repeat(43));
+        let id = seal(&master, &mine, &request(), Some("sid-1"), None, 1000).unwrap();
+        let opened = open(&master, &id, &mine, 1010).unwrap();
+        assert_eq!(opened.request, request());
+        assert_eq!(opened.sid.as_deref(), Some("sid-1"));
+        assert!(
+            open(&master, &id, &theirs, 1010).is_none(),
+            "another browser"
+        );
+        assert!(
+            open(&master, &id, &mine, 1000 + LIFETIME).is_none(),
+            "expired"
+        );
+        assert!(open(&master, &id, &mine, 999).is_none(), "from the future");
+        let other = key();
+        assert!(
+            open(&other, &id, &mine, 1010).is_none(),
+            "another server's key"
+        );
+        let mut altered = id.clone().into_bytes();
+        let last = altered.len() - 5;
+        altered[last] = if altered[last] == b'A' { b'B' } else { b'A' };
+        let altered = String::from_utf8(altered).unwrap();
+        assert!(open(&master, &altered, &mine, 1010).is_none(), "altered");
+        assert!(open(&master, "not sealed", &mine, 1010).is_none());
+        // Sealed again for consent: another token, the same request.
+        let again = seal(
+            &master,
+            &mine,
+            &request(),
+            Some("sid-1"),
+            Some(&opened.origin),
+            1020,
+        )
+        .unwrap();
+        assert_ne!(again, id);
+        assert_eq!(
+            open(&master, &again, &mine, 1030).unwrap().answer(),
+            opened.answer()
+        );
+        let other_request = seal(&master, &mine, &request(), None, None, 1020).unwrap();
+        assert_ne!(
+            open(&master, &other_request, &mine, 1030).unwrap().answer(),
+            opened.answer()
+        );
+    }
+}
