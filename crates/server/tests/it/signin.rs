@@ -190,6 +190,23 @@ async fn log_in(h: &Harness, b: &mut Browser, url: &str, password: &str) -> Repl
     .await
 }
 
+/// A browser signed in through the pages to the first-party client `s`,
+/// and the code it got.
+async fn signed_in_code(h: &Harness, s: &Setup) -> (Browser, String) {
+    let mut b = Browser::default();
+    let back = location(
+        &log_in(
+            h,
+            &mut b,
+            &authorize_url(&s.client_id, &[]),
+            "correct horse",
+        )
+        .await,
+    );
+    let code = query_of(&back)["code"].clone();
+    (b, code)
+}
+
 async fn exchange(h: &Harness, s: &Setup, code: &str, verifier: &str) -> Reply {
     h.post(
         "/oauth2/token",
@@ -340,17 +357,7 @@ async fn code_replay_revokes_what_it_issued(backend: Backend) {
         return;
     };
     let s = setup(&h, "Shop", true).await;
-    let mut b = Browser::default();
-    let back = location(
-        &log_in(
-            &h,
-            &mut b,
-            &authorize_url(&s.client_id, &[]),
-            "correct horse",
-        )
-        .await,
-    );
-    let code = query_of(&back)["code"].clone();
+    let (_browser, code) = signed_in_code(&h, &s).await;
     let first = exchange(&h, &s, &code, VERIFIER).await;
     assert_eq!(first.status, StatusCode::OK, "{}", first.text);
     let refresh = first.str("refresh_token");
@@ -987,17 +994,7 @@ async fn a_code_presented_twice_at_once_is_spent_once(backend: Backend) {
         return;
     };
     let s = setup(&h, "Shop", true).await;
-    let mut b = Browser::default();
-    let back = location(
-        &log_in(
-            &h,
-            &mut b,
-            &authorize_url(&s.client_id, &[]),
-            "correct horse",
-        )
-        .await,
-    );
-    let code = query_of(&back)["code"].clone();
+    let (_browser, code) = signed_in_code(&h, &s).await;
     // Several exchanges of one code in flight together (one group of the
     // code writer, or several): one gets tokens, the others invalid_grant,
     // and what the winner got is revoked (the code was used twice).
