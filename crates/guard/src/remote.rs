@@ -16,13 +16,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use tessera_jose::{JwkSet, KeySet};
+use tessera_jose::{Algorithm, JwkSet, KeySet};
 
 /// Where the keys come from.
 #[derive(Clone, Debug)]
 enum Source {
     Url(String),
-    /// The issuer's RFC 8414 metadata names the JWKS URL.
+    /// The issuer's metadata (RFC 8414, or OpenID Connect Discovery)
+    /// names the JWKS URL.
     Issuer(String),
 }
 
@@ -36,6 +37,8 @@ pub struct RemoteJwks {
     default_age: Duration,
     cooldown: Duration,
     max_bytes: usize,
+    /// The algorithms a key published without `alg` is used for.
+    without_alg: Vec<Algorithm>,
     state: RwLock<State>,
     fetching: tokio::sync::Mutex<()>,
     fetches: AtomicU64,
@@ -47,6 +50,9 @@ struct State {
     fresh_until: Option<Instant>,
     last_attempt: Option<Instant>,
     jwks_uri: Option<String>,
+    /// The keys are unavailable since the last success (logged once per
+    /// such streak).
+    failing: bool,
 }
 
 /// Why no keys could be had.
@@ -67,13 +73,16 @@ impl RemoteJwks {
         RemoteJwks::new(Source::Url(url.into()))
     }
 
-    /// Keys from the `jwks_uri` of `issuer`'s metadata
-    /// (`/.well-known/oauth-authorization-server`, RFC 8414), whose
-    /// `issuer` must be `issuer` itself.
+    /// Keys from the `jwks_uri` of `issuer`'s metadata, whose `issuer`
+    /// must be `issuer` itself, exactly (RFC 8414 §3.3: a trailing `/`
+    /// counts). The metadata is looked for where RFC 8414 puts it
+    /// (`/.well-known/oauth-authorization-server`, inserted before the
+    /// issuer's path), then, as its §5 says, where OpenID Connect
+    /// Discovery does (`/.well-known/openid-configuration`, appended to the
+    /// issuer): issuers such as Auth0 and Microsoft Entra ID publish only
+    /// the latter.
     pub fn discover(issuer: impl Into<String>) -> Result<RemoteJwks, FetchError> {
-        RemoteJwks::new(Source::Issuer(
-            issuer.into().trim_end_matches('/').to_owned(),
-        ))
+        RemoteJwks::new(Source::Issuer(issuer.into()))
     }
 
     fn new(source: Source) -> Result<RemoteJwks, FetchError> {
@@ -85,6 +94,7 @@ impl RemoteJwks {
             default_age: Duration::from_secs(600),
             cooldown: Duration::from_secs(30),
             max_bytes: 512 * 1024,
+            without_alg: vec![Algorithm::RS256],
             state: RwLock::new(State::default()),
             fetching: tokio::sync::Mutex::new(()),
             fetches: AtomicU64::new(0),
@@ -122,6 +132,21 @@ impl RemoteJwks {
         self.client = client(timeout)?;
         self.max_bytes = max_bytes;
         Ok(self)
+    }
+
+    /// The algorithms a published key without `alg` is used for (default
+    /// RS256). RFC 7517 §4.4 makes `alg` optional, and some issuers
+    /// (Microsoft Entra ID among them) publish RSA keys without it; an
+    /// RSA key fits several algorithms, so the choice is made here, never
+    /// by the token. EC and OKP keys need none: their curve fixes it.
+    /// Keys of a type none of these algorithms fits are skipped.
+    #[must_use]
+    pub fn algorithms_for_keys_without_alg(
+        mut self,
+        algs: impl IntoIterator<Item = Algorithm>,
+    ) -> RemoteJwks {
+        self.without_alg = algs.into_iter().collect();
+        self
     }
 
     /// How many fetches were started (for tests and metrics).
@@ -164,13 +189,35 @@ impl RemoteJwks {
         state.last_attempt = Some(started);
         match fetched {
             Ok((keys, age)) => {
+                if state.failing {
+                    tracing::info!(source = %self.source_text(), "remote keys available again");
+                    state.failing = false;
+                }
                 let keys = Arc::new(keys);
                 state.keys = Some(Arc::clone(&keys));
                 state.fresh_until = Some(started + age);
                 Ok(keys)
             }
-            // The last good keys keep serving.
-            Err(e) => state.keys.clone().ok_or(e),
+            Err(e) => {
+                // Said once per streak of failures, not per request.
+                if !state.failing {
+                    tracing::warn!(
+                        source = %self.source_text(),
+                        reason = %e,
+                        serving_cached_keys = state.keys.is_some(),
+                        "remote keys unavailable"
+                    );
+                    state.failing = true;
+                }
+                // The last good keys keep serving.
+                state.keys.clone().ok_or(e)
+            }
+        }
+    }
+
+    fn source_text(&self) -> &str {
+        match &self.source {
+            Source::Url(url) | Source::Issuer(url) => url,
         }
     }
 
@@ -211,7 +258,8 @@ impl RemoteJwks {
         };
         let (body, age) = self.get(&url).await?;
         let set = JwkSet::from_json(&body).map_err(|e| FetchError(format!("{url}: {e}")))?;
-        let keys = KeySet::from_jwks(&set).map_err(|e| FetchError(format!("{url}: {e}")))?;
+        let keys = KeySet::from_jwks_allowing(&set, &self.without_alg)
+            .map_err(|e| FetchError(format!("{url}: {e}")))?;
         Ok((keys, age))
     }
 
@@ -220,13 +268,24 @@ impl RemoteJwks {
     }
 
     async fn discover_jwks_uri(&self, issuer: &str) -> Result<String, FetchError> {
-        let url = format!("{issuer}/.well-known/oauth-authorization-server");
-        let (body, _) = self.get(&url).await?;
+        let (oauth, openid) = metadata_urls(issuer)?;
+        match self.jwks_uri_from(&oauth, issuer).await {
+            Ok(uri) => Ok(uri),
+            Err(first) => self
+                .jwks_uri_from(&openid, issuer)
+                .await
+                .map_err(|second| FetchError(format!("no usable metadata: {first}; {second}"))),
+        }
+    }
+
+    /// The `jwks_uri` of the metadata at `url`, which must be `issuer`'s.
+    async fn jwks_uri_from(&self, url: &str, issuer: &str) -> Result<String, FetchError> {
+        let (body, _) = self.get(url).await?;
         let metadata: serde_json::Value =
             serde_json::from_str(&body).map_err(|e| FetchError(format!("{url}: {e}")))?;
-        // RFC 8414 §3.3: the metadata must be the issuer's own.
+        // RFC 8414 §3.3: the metadata must be the issuer's own, exactly.
         if metadata.get("issuer").and_then(|v| v.as_str()) != Some(issuer) {
-            return Err(FetchError(format!("{url}: issuer does not match {issuer}")));
+            return Err(FetchError(format!("{url}: issuer is not {issuer:?}")));
         }
         metadata
             .get("jwks_uri")
@@ -259,6 +318,34 @@ impl RemoteJwks {
         let text = String::from_utf8(body).map_err(|e| fail(&e))?;
         Ok((text, age))
     }
+}
+
+/// Where `issuer`'s metadata may be: RFC 8414 §3.1 (the well-known path
+/// inserted between the host and the issuer's path, whose final `/` is
+/// dropped) and OpenID Connect Discovery §4 (appended to the issuer, its
+/// final `/` dropped).
+fn metadata_urls(issuer: &str) -> Result<(String, String), FetchError> {
+    let bad = || FetchError(format!("issuer {issuer:?} is not an http(s) URL"));
+    let rest = issuer
+        .strip_prefix("https://")
+        .map(|r| ("https://", r))
+        .or_else(|| issuer.strip_prefix("http://").map(|r| ("http://", r)));
+    let (scheme, rest) = rest.ok_or_else(bad)?;
+    if rest.contains(['?', '#']) {
+        return Err(bad());
+    }
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    if authority.is_empty() {
+        return Err(bad());
+    }
+    let path = path.trim_end_matches('/');
+    Ok((
+        format!("{scheme}{authority}/.well-known/oauth-authorization-server{path}"),
+        format!("{scheme}{authority}{path}/.well-known/openid-configuration"),
+    ))
 }
 
 /// `max-age` of a `Cache-Control` value (`no-store`/`no-cache`: zero,
@@ -295,6 +382,43 @@ fn client(timeout: Duration) -> Result<reqwest::Client, FetchError> {
         .redirect(reqwest::redirect::Policy::limited(3))
         .build()
         .map_err(|e| FetchError(format!("HTTP client: {e}")))
+}
+
+#[cfg(test)]
+mod metadata_tests {
+    use super::metadata_urls;
+
+    #[test]
+    fn metadata_is_looked_for_where_both_specifications_put_it() {
+        let urls = |i: &str| metadata_urls(i).unwrap();
+        assert_eq!(
+            urls("https://auth.example.com"),
+            (
+                "https://auth.example.com/.well-known/oauth-authorization-server".into(),
+                "https://auth.example.com/.well-known/openid-configuration".into()
+            )
+        );
+        // Auth0-style: a trailing slash.
+        assert_eq!(
+            urls("https://tenant.auth0.com/"),
+            (
+                "https://tenant.auth0.com/.well-known/oauth-authorization-server".into(),
+                "https://tenant.auth0.com/.well-known/openid-configuration".into()
+            )
+        );
+        // Entra ID / Keycloak style: a path.
+        assert_eq!(
+            urls("https://login.example.com/tenant-id/v2.0"),
+            (
+                "https://login.example.com/.well-known/oauth-authorization-server/tenant-id/v2.0"
+                    .into(),
+                "https://login.example.com/tenant-id/v2.0/.well-known/openid-configuration".into()
+            )
+        );
+        assert!(metadata_urls("auth.example.com").is_err());
+        assert!(metadata_urls("https://").is_err());
+        assert!(metadata_urls("https://a.example/?x").is_err());
+    }
 }
 
 #[cfg(test)]

@@ -322,3 +322,79 @@ async fn a_withdrawn_key_ends_its_cached_tokens() {
     );
     g.verify(&token(&b, ISS)).await.unwrap();
 }
+
+/// An issuer no one here wrote, as Auth0 and Entra ID are: OpenID Connect
+/// Discovery only, its identifier as given (a trailing slash, or a path).
+async fn openid_only_issuer(keys: &[&SigningKey], path: &str) -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let issuer = format!("{base}{path}");
+    let served = (issuer.clone(), format!("{base}/keys"), jwks(keys));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let trimmed = path.trim_end_matches('/').to_owned();
+    let app = Router::new()
+        .route(
+            &format!("{trimmed}/.well-known/openid-configuration"),
+            get({
+                let served = served.clone();
+                move || async move {
+                    axum::Json(json!({ "issuer": served.0, "jwks_uri": served.1 })).into_response()
+                }
+            }),
+        )
+        .route(
+            "/keys",
+            get(move || async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                served.2.clone().into_response()
+            }),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (issuer, calls)
+}
+
+#[tokio::test]
+async fn issuers_with_only_openid_metadata_a_trailing_slash_or_a_path_are_discovered() {
+    let a = key();
+    for path in ["/", "", "/tenant/v2.0"] {
+        let (issuer, calls) = openid_only_issuer(&[&a], path).await;
+        let g = Guard::builder(&issuer, AUD, RemoteJwks::discover(&issuer).unwrap())
+            .build()
+            .unwrap();
+        g.verify(&token(&a, &issuer))
+            .await
+            .unwrap_or_else(|e| panic!("{issuer}: {e:?}"));
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "{issuer}");
+        // The identifier is compared exactly: with or without the slash is
+        // another issuer.
+        let other = if issuer.ends_with('/') {
+            issuer.trim_end_matches('/').to_owned()
+        } else {
+            format!("{issuer}/")
+        };
+        assert!(g.verify(&token(&a, &other)).await.is_err(), "{other}");
+    }
+}
+
+#[tokio::test]
+async fn rsa_keys_published_without_alg_verify_rs256_tokens() {
+    // As Entra ID publishes them: kty RSA, a kid, no alg.
+    let rsa = SigningKey::generate(Algorithm::RS256)
+        .unwrap()
+        .with_thumbprint_kid()
+        .unwrap();
+    let mut jwk = rsa.verifying_key().unwrap().to_public_jwk().unwrap();
+    jwk.alg = None;
+    let server = JwksServer::start(&[]).await;
+    server.set(|s| s.jwks = JwkSet::new(vec![jwk]).to_json());
+    let g = guard(RemoteJwks::url(server.url()).unwrap());
+    g.verify(&token(&rsa, ISS)).await.unwrap();
+    // The choice is the verifier's: told PS256 only, an RS256 token fails.
+    let ps_only = guard(
+        RemoteJwks::url(server.url())
+            .unwrap()
+            .algorithms_for_keys_without_alg([Algorithm::PS256]),
+    );
+    assert!(ps_only.verify(&token(&rsa, ISS)).await.is_err());
+}
