@@ -272,11 +272,14 @@ impl Config {
             .map_err(|e| Error::Config(format!("listen = {listen_text:?}: {e}")))?;
         let explicit = overrides.issuer.or(file.issuer);
         let issuer_from_listen = explicit.is_none();
+        // Kept exactly as written, a final `/` included: `iss` and the
+        // metadata's `issuer` are compared as strings (RFC 8414 §3.3).
         let issuer = explicit.unwrap_or_else(|| format!("http://{listen}"));
-        let issuer = issuer.trim_end_matches('/').to_owned();
-        if !(issuer.starts_with("https://") || issuer.starts_with("http://")) {
+        if !(issuer.starts_with("https://") || issuer.starts_with("http://"))
+            || issuer.contains(['?', '#'])
+        {
             return Err(Error::Config(format!(
-                "issuer {issuer:?} must be an http(s) URL (RFC 8414 §2)"
+                "issuer {issuer:?} must be an http(s) URL without query or fragment (RFC 8414 §2)"
             )));
         }
         let database_url = overrides
@@ -528,7 +531,13 @@ impl Config {
 
     /// The JWKS URL.
     pub fn jwks_uri(&self) -> String {
-        format!("{}/.well-known/jwks.json", self.issuer)
+        self.endpoint("/.well-known/jwks.json")
+    }
+
+    /// The URL of this server's `path` (which starts with `/`): the
+    /// issuer, without its final `/` if it has one, then the path.
+    pub fn endpoint(&self, path: &str) -> String {
+        format!("{}{path}", self.issuer.trim_end_matches('/'))
     }
 }
 
@@ -571,7 +580,13 @@ mod tests {
             ..Overrides::default()
         })
         .unwrap();
-        assert_eq!(c.issuer, "https://auth.example.com");
+        // The issuer as written, its final slash kept (RFC 8414 §3.3), and
+        // endpoints joined without a double slash.
+        assert_eq!(c.issuer, "https://auth.example.com/");
+        assert_eq!(
+            c.jwks_uri(),
+            "https://auth.example.com/.well-known/jwks.json"
+        );
         assert_eq!(c.listen.to_string(), "127.0.0.1:7000");
         assert_eq!(c.access_ttl, Duration::from_secs(300));
         assert_eq!(c.keys.algorithm, Algorithm::EdDSA);

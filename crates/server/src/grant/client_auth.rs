@@ -244,7 +244,7 @@ pub async fn verify_assertion(
     let issuer = verifier.issuer;
     let validation = Validation::new()
         .issuer(&client_id)
-        .audience(format!("{issuer}/oauth2/token"))
+        .audience(format!("{}/oauth2/token", issuer.trim_end_matches('/')))
         .audience(issuer)
         .require("sub")
         .require("jti");

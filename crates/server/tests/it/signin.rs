@@ -1188,3 +1188,36 @@ async fn pending_requests_cost_no_storage_and_are_answered_once(backend: Backend
 }
 
 both_backends!(pending_requests_cost_no_storage_and_are_answered_once);
+
+async fn an_issuer_with_a_trailing_slash_is_kept_as_written(backend: Backend) {
+    let slashed = format!("{ISSUER}/");
+    let issuer = slashed.clone();
+    let Some(h) = Harness::with(backend, move |c| {
+        *c = tessera_server::Config::resolve(tessera_server::Overrides {
+            data_dir: Some(c.data_dir.clone()),
+            database_url: Some(c.database_url.clone()),
+            issuer: Some(issuer),
+            ..tessera_server::Overrides::default()
+        })
+        .unwrap();
+    })
+    .await
+    else {
+        return;
+    };
+    let m = h.get("/.well-known/openid-configuration").await.json;
+    assert_eq!(m["issuer"], slashed.as_str());
+    assert_eq!(m["token_endpoint"], format!("{ISSUER}/oauth2/token"));
+    assert_eq!(m["jwks_uri"], format!("{ISSUER}/.well-known/jwks.json"));
+    let (id, secret) = h.client(&[GrantType::ClientCredentials], "").await;
+    let token = h.client_credentials_token(&id, &secret).await;
+    assert_eq!(claims(&token)["iss"], slashed.as_str());
+    // A code flow's `iss` response parameter and ID token say the same.
+    let s = setup(&h, "Shop", true).await;
+    let (_browser, code) = signed_in_code(&h, &s).await;
+    let tokens = exchange(&h, &s, &code, VERIFIER).await;
+    assert_eq!(claims(&tokens.str("id_token"))["iss"], slashed.as_str());
+    h.finish().await;
+}
+
+both_backends!(an_issuer_with_a_trailing_slash_is_kept_as_written);
