@@ -85,6 +85,7 @@ impl App {
             db: &self.db,
             clients: &self.clients,
             issuer: &self.config.issuer,
+            max_assertion_lifetime: self.config.max_assertion_lifetime,
         }
     }
 

@@ -15,6 +15,7 @@
 //! refresh_ttl = "14d"       # one refresh token, unused
 //! session_max = "90d"       # a whole family of refresh tokens
 //! refresh_grace = "0s"      # retries of a rotated refresh token
+//! max_assertion_lifetime = "1h"  # private_key_jwt and jwt-bearer assertions
 //!
 //! [keys]
 //! algorithm = "ES256"       # access tokens
@@ -159,6 +160,7 @@ struct TokensFile {
     refresh_ttl: Option<String>,
     session_max: Option<String>,
     refresh_grace: Option<String>,
+    max_assertion_lifetime: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -206,6 +208,9 @@ pub struct Config {
     pub session_max: Duration,
     /// Retry window of a rotated refresh token.
     pub refresh_grace: Duration,
+    /// The longest lifetime a client assertion (`private_key_jwt`, the
+    /// jwt-bearer grant) may claim.
+    pub max_assertion_lifetime: Duration,
     /// Signing keys.
     pub keys: KeyPolicy,
     /// `Cache-Control: max-age` of the JWKS.
@@ -416,6 +421,16 @@ impl Config {
                 "tokens.refresh_grace",
                 t.refresh_grace.as_deref(),
                 Duration::ZERO,
+            )?,
+            // authlib's assertions live an hour by default; openid-client's
+            // and most others' a minute or five.
+            max_assertion_lifetime: positive(
+                duration(
+                    "tokens.max_assertion_lifetime",
+                    t.max_assertion_lifetime.as_deref(),
+                    Duration::from_secs(3600),
+                )?,
+                "tokens.max_assertion_lifetime",
             )?,
             keys: KeyPolicy {
                 algorithm,

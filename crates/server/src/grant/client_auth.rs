@@ -44,14 +44,18 @@ pub struct Verifier<'a> {
     pub clients: &'a ClientCache,
     /// This server's issuer (assertions are addressed to it).
     pub issuer: &'a str,
+    /// The longest lifetime an assertion may claim
+    /// (`tokens.max_assertion_lifetime`); its `jti` is kept that long to
+    /// refuse replays.
+    pub max_assertion_lifetime: Duration,
 }
 
 /// RFC 7523 §2.2's `client_assertion_type`.
 pub const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
-/// The longest lifetime a client assertion may claim: its `jti` is kept
-/// that long to refuse replays.
-const MAX_ASSERTION_LIFETIME: Duration = Duration::from_secs(600);
+/// Clock skew allowed on an assertion's lifetime: a client whose clock is
+/// a little ahead still fits its library's default.
+const ASSERTION_SKEW: i64 = 60;
 
 /// Which clients an endpoint serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -263,10 +267,11 @@ pub async fn verify_assertion(
     if jti.chars().chain(subject.chars()).any(char::is_control) {
         return Ok(Err("assertion jti or sub holds a control character".into()));
     }
-    if exp.seconds().saturating_sub(crate::store::now())
-        > crate::store::secs(MAX_ASSERTION_LIFETIME)
-    {
-        return Ok(Err("assertion lives too long (at most 10 minutes)".into()));
+    let longest = crate::store::secs(verifier.max_assertion_lifetime);
+    if exp.seconds().saturating_sub(crate::store::now()) > longest.saturating_add(ASSERTION_SKEW) {
+        return Ok(Err(format!(
+            "assertion lives too long (at most {longest} seconds here)"
+        )));
     }
     if !revocation::use_assertion(verifier.db, &client_id, &jti, exp.seconds()).await? {
         tracing::warn!(client_id, "assertion replayed");

@@ -709,8 +709,8 @@ async fn private_key_jwt_authenticates_once_per_assertion(backend: Backend) {
             assertion(&key, &id, "https://elsewhere.example", "a-3", 60),
         ),
         (
-            "living too long",
-            assertion(&key, &id, &endpoint, "a-4", 3600),
+            "living too long (two hours, over the one-hour default)",
+            assertion(&key, &id, &endpoint, "a-4", 7200),
         ),
         ("expired", {
             let claims = Claims::new()
@@ -754,6 +754,12 @@ async fn private_key_jwt_authenticates_once_per_assertion(backend: Backend) {
             r.text
         );
     }
+    // authlib's default: an assertion valid for one hour, accepted, and
+    // its jti refused for as long (replay protection over its lifetime).
+    let hour = assertion(&key, &id, &endpoint, "a-hour", 3600);
+    let r = post(hour.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(post(hour).await.error(), "invalid_client", "replayed");
     h.finish().await;
 }
 
