@@ -39,7 +39,8 @@ impl OAuthError {
         OAuthError::new("invalid_request", StatusCode::BAD_REQUEST, description)
     }
 
-    /// `invalid_client` (401, with `WWW-Authenticate`).
+    /// `invalid_client` (401, with `WWW-Authenticate: Basic`): for a
+    /// client that authenticated with Basic. See [`client_refusal`].
     pub fn invalid_client(description: impl Into<String>) -> OAuthError {
         OAuthError::new("invalid_client", StatusCode::UNAUTHORIZED, description)
     }
@@ -162,6 +163,24 @@ impl IntoResponse for OAuthError {
         response.extensions_mut().insert(FailureReason(self.code));
         response
     }
+}
+
+/// A refused client authentication, answered as RFC 6749 §5.2 says: a
+/// client that tried the `Authorization` header (Basic), or sent no
+/// credentials at all, gets 401 with the Basic challenge (the scheme to
+/// use); one that authenticated in the body or with an assertion gets 400
+/// `invalid_client`, without a challenge for a scheme it did not use (a
+/// 401 must carry one, RFC 9110 §15.5.2).
+pub(crate) fn client_refusal(
+    refusal: crate::grant::Refusal,
+    form: &super::form::OAuthForm,
+) -> OAuthError {
+    let mut error = OAuthError::from(refusal);
+    let in_body = form.get("client_id").is_some() || form.get("client_assertion").is_some();
+    if error.code == "invalid_client" && form.authorization.is_none() && in_body {
+        error.status = StatusCode::BAD_REQUEST;
+    }
+    error
 }
 
 /// The error code of a failed response, for the metrics middleware.

@@ -9,6 +9,7 @@ use axum::Json;
 use serde::Serialize;
 use tessera_jose::Audience;
 
+use super::error::client_refusal;
 use super::form::OAuthForm;
 use super::token::no_store;
 use super::{App, OAuthError};
@@ -48,7 +49,9 @@ pub async fn introspect(
     State(app): State<Arc<App>>,
     form: OAuthForm,
 ) -> Result<Response, OAuthError> {
-    authenticate(app.verifier(), &form.credentials(), Accept::Confidential).await?;
+    authenticate(app.verifier(), &form.credentials(), Accept::Confidential)
+        .await
+        .map_err(|r| client_refusal(r, &form))?;
     let token = form.require("token")?;
     // A JWT is looked up as an access token, anything else as a refresh
     // token: one lookup, whatever the hint says (RFC 7662 §2.1 makes the

@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+use super::error::client_refusal;
 use super::form::OAuthForm;
 use super::{App, OAuthError};
 use crate::access::looks_like_jwt;
@@ -18,7 +19,9 @@ use crate::store::refresh;
 /// Authorization: the client the token was issued to (others get the same
 /// 200 and nothing happens, RFC 7009 §2.2).
 pub async fn revoke(State(app): State<Arc<App>>, form: OAuthForm) -> Result<Response, OAuthError> {
-    let client = authenticate(app.verifier(), &form.credentials(), Accept::AnyClient).await?;
+    let client = authenticate(app.verifier(), &form.credentials(), Accept::AnyClient)
+        .await
+        .map_err(|r| client_refusal(r, &form))?;
     let token = form.require("token")?;
     let event = |detail: String| {
         Event::new("token_revoked")

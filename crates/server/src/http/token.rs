@@ -12,6 +12,7 @@ use axum::Json;
 use serde::Serialize;
 use zeroize::Zeroizing;
 
+use super::error::client_refusal;
 use super::form::OAuthForm;
 use super::{App, OAuthError};
 use crate::access::Mint;
@@ -53,7 +54,11 @@ pub async fn token(State(app): State<Arc<App>>, form: OAuthForm) -> Result<Respo
     // stand for the client.
     let (client, assertion) = if grant == GrantType::JwtBearer {
         let authenticated = if identifies_client(&form.credentials()) {
-            Some(authenticate(app.verifier(), &form.credentials(), Accept::AnyClient).await?)
+            Some(
+                authenticate(app.verifier(), &form.credentials(), Accept::AnyClient)
+                    .await
+                    .map_err(|r| client_refusal(r, &form))?,
+            )
         } else {
             None
         };
@@ -68,7 +73,9 @@ pub async fn token(State(app): State<Arc<App>>, form: OAuthForm) -> Result<Respo
         (verified.client.clone(), Some(verified))
     } else {
         (
-            authenticate(app.verifier(), &form.credentials(), Accept::AnyClient).await?,
+            authenticate(app.verifier(), &form.credentials(), Accept::AnyClient)
+                .await
+                .map_err(|r| client_refusal(r, &form))?,
             None,
         )
     };

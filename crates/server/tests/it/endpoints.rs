@@ -102,10 +102,12 @@ async fn introspection_reports_live_tokens_to_confidential_clients(backend: Back
             None,
         )
         .await;
+    // Identified in the body, not with Basic: 400, no Basic challenge.
     assert_eq!(
         (r.status, r.error()),
-        (StatusCode::UNAUTHORIZED, "invalid_client")
+        (StatusCode::BAD_REQUEST, "invalid_client")
     );
+    assert!(r.headers.get(header::WWW_AUTHENTICATE).is_none());
     let r = h
         .post(
             "/oauth2/introspect",

@@ -127,14 +127,25 @@ async fn client_authentication_failures_are_invalid_client(backend: Backend) {
     let public_with_secret = h
         .post("/oauth2/token", &cc, Some((&public, "anything")))
         .await;
+    // In the body, without a secret: invalid_client as 400, with no
+    // Basic challenge (the client did not use Basic; RFC 6749 §5.2).
+    assert_eq!(
+        (
+            confidential_without_secret.status,
+            confidential_without_secret.error()
+        ),
+        (StatusCode::BAD_REQUEST, "invalid_client"),
+        "{}",
+        confidential_without_secret.text
+    );
+    assert!(confidential_without_secret
+        .headers
+        .get(header::WWW_AUTHENTICATE)
+        .is_none());
     for (name, r) in [
         ("wrong secret", &wrong),
         ("unknown client", &unknown),
         ("no credentials", &none),
-        (
-            "confidential client without secret",
-            &confidential_without_secret,
-        ),
         ("public client with a secret", &public_with_secret),
     ] {
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{name}: {}", r.text);
@@ -689,12 +700,14 @@ async fn private_key_jwt_authenticates_once_per_assertion(backend: Backend) {
         Some(id.as_str())
     );
 
+    // An assertion is not Basic: invalid_client as 400, no challenge.
     let replay = post(good).await;
     assert_eq!(
         (replay.status, replay.error()),
-        (StatusCode::UNAUTHORIZED, "invalid_client"),
+        (StatusCode::BAD_REQUEST, "invalid_client"),
         "a replayed jti"
     );
+    assert!(replay.headers.get(header::WWW_AUTHENTICATE).is_none());
 
     let stranger = SigningKey::generate(Algorithm::ES256)
         .unwrap()
@@ -749,7 +762,7 @@ async fn private_key_jwt_authenticates_once_per_assertion(backend: Backend) {
         let r = post(a).await;
         assert_eq!(
             (r.status, r.error()),
-            (StatusCode::UNAUTHORIZED, "invalid_client"),
+            (StatusCode::BAD_REQUEST, "invalid_client"),
             "{name}: {}",
             r.text
         );
