@@ -40,7 +40,8 @@ impl OAuthError {
     }
 
     /// `invalid_client` (401, with `WWW-Authenticate: Basic`): for a
-    /// client that authenticated with Basic. See [`client_refusal`].
+    /// client that authenticated with Basic (`client_refusal` picks 401 or
+    /// 400 by how the client authenticated).
     pub fn invalid_client(description: impl Into<String>) -> OAuthError {
         OAuthError::new("invalid_client", StatusCode::UNAUTHORIZED, description)
     }
