@@ -46,6 +46,10 @@ pub enum Algorithm {
     ES512,
     /// EdDSA on Ed25519 (RFC 8037).
     EdDSA,
+    /// EdDSA on Ed25519 by its fully-specified name (RFC 9864), which
+    /// openid-client and others now write; the same signatures as
+    /// `EdDSA`. A key set made from JWKs uses an Ed25519 key for both.
+    Ed25519,
 }
 
 /// A NIST curve used by the ECDSA algorithms.
@@ -191,7 +195,7 @@ const fn eddsa(alg: Algorithm, name: &'static str) -> Row {
 }
 
 /// The table. Its order is the order of the `Algorithm` variants.
-static TABLE: [Row; 13] = [
+static TABLE: [Row; 14] = [
     hmac(Algorithm::HS256, "HS256", lc_hmac::HMAC_SHA256, 32),
     hmac(Algorithm::HS384, "HS384", lc_hmac::HMAC_SHA384, 48),
     hmac(Algorithm::HS512, "HS512", lc_hmac::HMAC_SHA512, 64),
@@ -253,6 +257,7 @@ static TABLE: [Row; 13] = [
         &lc_sig::ECDSA_P521_SHA512_FIXED_SIGNING,
     ),
     eddsa(Algorithm::EdDSA, "EdDSA"),
+    eddsa(Algorithm::Ed25519, "Ed25519"),
 ];
 
 impl Algorithm {

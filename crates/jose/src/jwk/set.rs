@@ -207,10 +207,25 @@ impl KeySet {
                     &Error::invalid_key("no allowed algorithm fits this key"),
                 );
             }
-            for alg in algs {
-                match jwk.to_verifying_key_for(alg) {
+            for alg in &algs {
+                match jwk.to_verifying_key_for(*alg) {
                     Ok(key) => out.keys.push(key),
                     Err(e) => out.skip(index, jwk, &e),
+                }
+            }
+            // An Ed25519 key signs under two names, `EdDSA` (RFC 8037) and
+            // `Ed25519` (RFC 9864): one key, one curve, the same signatures,
+            // so it is usable under the other name too.
+            for (one, other) in [
+                (Algorithm::EdDSA, Algorithm::Ed25519),
+                (Algorithm::Ed25519, Algorithm::EdDSA),
+            ] {
+                if algs.contains(&one) && !algs.contains(&other) {
+                    let mut renamed = jwk.clone();
+                    renamed.alg = Some(other.as_str().to_owned());
+                    if let Ok(key) = renamed.to_verifying_key_for(other) {
+                        out.keys.push(key);
+                    }
                 }
             }
         }

@@ -153,3 +153,55 @@ fn thumbprint_kid_is_stable_and_shared() {
         .unwrap();
     assert_eq!(hmac.kid().unwrap().len(), 43);
 }
+
+#[test]
+fn an_ed25519_key_answers_to_eddsa_and_ed25519_and_nothing_else() {
+    use tessera_jose::jws::Header;
+    use tessera_jose::{jwt, Claims, JwkSet, KeySet, NoCustomClaims, Validation};
+    let key = SigningKey::generate(Algorithm::EdDSA)
+        .unwrap()
+        .with_thumbprint_kid()
+        .unwrap();
+    let claims = Claims::new().issuer("c").subject("c").audience("a");
+    // The same key material under its fully-specified name.
+    let renamed = SigningKey::from_der(
+        Algorithm::Ed25519,
+        tessera_jose::PemKind::PrivateKey,
+        key.to_pkcs8_der().unwrap().expose(),
+    )
+    .unwrap()
+    .with_kid(key.kid().unwrap());
+    let named = |alg: Algorithm| {
+        // The same key's signature under each name (RFC 8037, RFC 9864).
+        let signer = if alg == Algorithm::EdDSA {
+            &key
+        } else {
+            &renamed
+        };
+        jwt::sign_with_header(&Header::for_key(signer), &claims, signer)
+            .unwrap_or_else(|e| panic!("{alg}: {e}"))
+    };
+    let validation = Validation::new()
+        .issuer("c")
+        .audience("a")
+        .allow_missing_exp();
+    // A JWK that says EdDSA, one that says Ed25519, one that says nothing.
+    for written in [Some("EdDSA"), Some("Ed25519"), None] {
+        let mut jwk = key.verifying_key().unwrap().to_public_jwk().unwrap();
+        jwk.alg = written.map(str::to_owned);
+        let keys = KeySet::from_jwks(&JwkSet::new(vec![jwk])).unwrap();
+        for alg in [Algorithm::EdDSA, Algorithm::Ed25519] {
+            jwt::verify::<NoCustomClaims>(&named(alg), &keys, &validation)
+                .unwrap_or_else(|e| panic!("JWK alg {written:?}, token {alg}: {e}"));
+        }
+        // An allow-list still decides: Ed25519 only refuses EdDSA.
+        let strict = validation.clone().algorithms([Algorithm::Ed25519]);
+        assert!(jwt::verify::<NoCustomClaims>(&named(Algorithm::EdDSA), &keys, &strict).is_err());
+    }
+    // Named Ed25519 from the start: signs and verifies as itself.
+    let fully = SigningKey::generate(Algorithm::Ed25519).unwrap();
+    let token = jwt::sign(&claims, &fully).unwrap();
+    assert!(token.starts_with(&tessera_jose::b64::encode(r#"{"alg":"Ed25519""#)[..20]));
+    let keys = KeySet::new(vec![fully.verifying_key().unwrap()]).unwrap();
+    jwt::verify::<NoCustomClaims>(&token, &keys, &validation).unwrap();
+}

@@ -77,7 +77,8 @@ pub fn at_hash(alg: Algorithm, access_token: &str) -> String {
         | Algorithm::RS512
         | Algorithm::PS512
         | Algorithm::ES512
-        | Algorithm::EdDSA => &digest::SHA512,
+        | Algorithm::EdDSA
+        | Algorithm::Ed25519 => &digest::SHA512,
         _ => &digest::SHA256,
     };
     let d = digest::digest(hash, access_token.as_bytes());

@@ -904,3 +904,72 @@ async fn jwt_bearer_grant_trades_an_assertion_for_a_token(backend: Backend) {
     assert!(without_keys.is_err(), "jwt-bearer needs registered keys");
     h.finish().await;
 }
+
+/// openid-client signs Ed25519 assertions as `alg: "Ed25519"` (RFC 9864);
+/// a client that registered its key as `EdDSA` (or with no `alg`) is
+/// still authenticated.
+async fn ed25519_assertions_under_either_name_authenticate(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let key = SigningKey::generate(Algorithm::EdDSA)
+        .unwrap()
+        .with_thumbprint_kid()
+        .unwrap();
+    let renamed = SigningKey::from_der(
+        Algorithm::Ed25519,
+        tessera_jose::PemKind::PrivateKey,
+        key.to_pkcs8_der().unwrap().expose(),
+    )
+    .unwrap()
+    .with_kid(key.kid().unwrap());
+    let jwks = JwkSet::new(vec![key.verifying_key().unwrap().to_public_jwk().unwrap()]).to_json();
+    let id = clients::add(
+        &h.db,
+        NewClient {
+            name: "ed".into(),
+            scopes: Scopes::parse("read").unwrap(),
+            jwks: Some(jwks),
+            ..NewClient::default()
+        },
+    )
+    .await
+    .unwrap()
+    .client_id;
+    let endpoint = format!("{ISSUER}/oauth2/token");
+    for (signer, jti) in [(&key, "ed-1"), (&renamed, "ed-2")] {
+        let r = h
+            .post(
+                "/oauth2/token",
+                &[
+                    ("grant_type", "client_credentials"),
+                    (
+                        "client_assertion_type",
+                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                    ),
+                    (
+                        "client_assertion",
+                        &assertion(signer, &id, &endpoint, jti, 60),
+                    ),
+                ],
+                None,
+            )
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::OK,
+            "{}: {}",
+            signer.algorithm(),
+            r.text
+        );
+    }
+    // The metadata says so.
+    let m = h.get("/.well-known/oauth-authorization-server").await.json;
+    let algs = m["token_endpoint_auth_signing_alg_values_supported"]
+        .as_array()
+        .unwrap();
+    assert!(algs.contains(&"Ed25519".into()) && algs.contains(&"EdDSA".into()));
+    h.finish().await;
+}
+
+both_backends!(ed25519_assertions_under_either_name_authenticate);
