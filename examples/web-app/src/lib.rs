@@ -128,12 +128,18 @@ form{display:inline}
 </body></html>
 "#;
 
-/// 32 random bytes, base64url.
-fn random() -> String {
+/// 32 random bytes, base64url; a 500 when the system generator fails
+/// (never a guessable value instead).
+#[allow(clippy::result_large_err)]
+fn random() -> Result<String, Response> {
     let mut bytes = [0u8; 32];
-    // The system generator does not fail on the systems this example runs on.
-    let _ = SystemRandom::new().fill(&mut bytes);
-    tessera_jose::b64::encode(bytes)
+    SystemRandom::new().fill(&mut bytes).map_err(|_| {
+        problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "no random numbers from the system",
+        )
+    })?;
+    Ok(tessera_jose::b64::encode(bytes))
 }
 
 fn cookie_of(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -315,9 +321,10 @@ async fn home(State(app): State<Arc<WebApp>>, headers: HeaderMap) -> Response {
 
 /// Start a sign-in: PKCE verifier, state and nonce, then off to the provider.
 async fn login(State(app): State<Arc<WebApp>>) -> Response {
-    let state = random();
-    let nonce = random();
-    let verifier = Zeroizing::new(random());
+    let (state, nonce, verifier) = match (random(), random(), random()) {
+        (Ok(s), Ok(n), Ok(v)) => (s, n, Zeroizing::new(v)),
+        (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return r,
+    };
     let challenge = tessera_jose::b64::encode(digest::digest(&digest::SHA256, verifier.as_bytes()));
     let mut url = match url::Url::parse(&app.endpoints.authorization) {
         Ok(u) => u,
@@ -442,7 +449,10 @@ async fn callback(
             .map(|t| Zeroizing::new(t.to_owned())),
         id_token: id_token.to_owned(),
     };
-    let id = random();
+    let id = match random() {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
     app.sessions
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -553,6 +563,10 @@ async fn logout(State(app): State<Arc<WebApp>>, headers: HeaderMap) -> Response 
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .remove(&id);
+    let state = match random() {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
     let mut url = match url::Url::parse(&app.endpoints.end_session) {
         Ok(u) => u,
         Err(e) => return problem(StatusCode::BAD_GATEWAY, &e.to_string()),
@@ -563,7 +577,7 @@ async fn logout(State(app): State<Arc<WebApp>>, headers: HeaderMap) -> Response 
             "post_logout_redirect_uri",
             &format!("{}/", app.settings.base),
         )
-        .append_pair("state", &random());
+        .append_pair("state", &state);
     let mut r = redirect(url.as_str());
     r.headers_mut()
         .append(header::SET_COOKIE, set_cookie(SESSION_COOKIE, "", true));

@@ -110,7 +110,7 @@ pub async fn end_session(
     };
     let Some(session) = session else {
         // Nobody is signed in here: nothing to end.
-        return finish(&app, &pages, &target, None);
+        return finish(&app, &pages, &target);
     };
     if hint.as_ref().and_then(|h| h.sid.as_deref()) == Some(session.sid.as_str()) {
         return end_and_finish(&app, &pages, &target, &session).await;
@@ -229,7 +229,7 @@ pub async fn confirmed(
     };
     match (form.get("decision"), session) {
         (Some("logout"), Some(session)) => end_and_finish(&app, &pages, &target, &session).await,
-        (Some("logout"), None) => finish(&app, &pages, &target, None),
+        (Some("logout"), None) => finish(&app, &pages, &target),
         _ => signed_out(
             &pages,
             "You are still signed in",
@@ -251,7 +251,7 @@ async fn end_and_finish(
                     .subject(&session.user_id)
                     .detail(format!("sid={}", session.sid)),
             );
-            finish(app, pages, target, Some(()))
+            finish(app, pages, target)
         }
         Err(e) => failure(pages, &e),
     }
@@ -259,7 +259,7 @@ async fn end_and_finish(
 
 /// Redirect to the registered post-logout URI, or show "signed out"; the
 /// session cookie is removed either way.
-fn finish(app: &App, pages: &SharedPages, target: &Target, _ended: Option<()>) -> Response {
+fn finish(app: &App, pages: &SharedPages, target: &Target) -> Response {
     let mut response = match &target.redirect {
         Some(uri) => match Url::parse(uri) {
             Ok(mut url) => {

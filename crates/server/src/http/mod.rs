@@ -50,32 +50,29 @@ pub use error::OAuthError;
 /// Largest request body accepted (forms are small).
 const BODY_LIMIT: usize = 16 * 1024;
 
-/// The server's routes, with body limits and metrics.
-pub fn router(app: Arc<App>) -> Router {
-    // Install the recorder before the first request counts anything.
-    self::metrics::prometheus();
-    // `open` has loaded the pages once already, so a bad template fails
-    // the start; this cannot fail differently.
-    let pages = match pages::Pages::load(&app.config.pages) {
+/// The pages people see, with their templates. `open` has loaded them
+/// once already, so a template that does not parse stops the start; if
+/// they fail here all the same (a file changed meanwhile), the built-in
+/// look serves, and without even that the sign-in routes are left out
+/// while every other endpoint keeps working.
+fn sign_in_routes(app: &App) -> Router<Arc<App>> {
+    let loaded = pages::Pages::load(&app.config.pages).or_else(|e| {
+        tracing::error!(error = %e, "sign-in pages: falling back to the built-in look");
+        pages::Pages::load(&crate::config::Pages {
+            product_name: app.config.pages.product_name.clone(),
+            accent: "#1d4ed8".into(),
+            logo: None,
+            templates: None,
+        })
+    });
+    let pages = match loaded {
         Ok(p) => Arc::new(p),
         Err(e) => {
-            tracing::error!(error = %e, "sign-in pages: falling back to the built-in look");
-            match pages::Pages::load(&crate::config::Pages {
-                product_name: app.config.pages.product_name.clone(),
-                accent: "#1d4ed8".into(),
-                logo: None,
-                templates: None,
-            }) {
-                Ok(p) => Arc::new(p),
-                Err(e) => {
-                    tracing::error!(error = %e, "sign-in pages unavailable");
-                    return Router::new().with_state(app);
-                }
-            }
+            tracing::error!(error = %e, "sign-in pages unavailable");
+            return Router::new();
         }
     };
-    let assets = Arc::clone(&pages);
-    let logo = Arc::clone(&pages);
+    let (assets, logo) = (Arc::clone(&pages), Arc::clone(&pages));
     Router::new()
         .route(
             "/oauth2/authorize",
@@ -93,6 +90,15 @@ pub fn router(app: Arc<App>) -> Router {
             get(move || async move { assets.stylesheet() }),
         )
         .route("/assets/logo", get(move || async move { logo.logo() }))
+        .layer(axum::Extension(pages))
+}
+
+/// The server's routes, with body limits and metrics.
+pub fn router(app: Arc<App>) -> Router {
+    // Install the recorder before the first request counts anything.
+    self::metrics::prometheus();
+    Router::new()
+        .merge(sign_in_routes(&app))
         .merge(userinfo::routes(&app))
         .route("/oauth2/token", post(token::token))
         .route("/oauth2/introspect", post(introspect::introspect))
@@ -110,7 +116,6 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(self::metrics::metrics))
         .merge(admin::routes(&app))
-        .layer(axum::Extension(pages))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn(edge::check))
         .layer(axum::middleware::from_fn(self::metrics::track))
