@@ -19,6 +19,9 @@ pub enum Rejection {
     },
     /// The keys could not be fetched and none are cached (503).
     KeysUnavailable,
+    /// The revocation feed has been unreachable longer than its bound and
+    /// its policy is to refuse (503).
+    RevocationsUnavailable,
     /// A valid token without the scope the route needs (403).
     InsufficientScope {
         /// The scope (or scopes, space-separated) the route needs.
@@ -33,7 +36,9 @@ impl Rejection {
             Rejection::Missing | Rejection::InvalidToken { .. } => StatusCode::UNAUTHORIZED,
             Rejection::Malformed => StatusCode::BAD_REQUEST,
             Rejection::InsufficientScope { .. } => StatusCode::FORBIDDEN,
-            Rejection::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::KeysUnavailable | Rejection::RevocationsUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -50,7 +55,7 @@ impl Rejection {
             Rejection::InsufficientScope { scope } => {
                 format!("Bearer error=\"insufficient_scope\", scope=\"{scope}\"")
             }
-            Rejection::KeysUnavailable => "Bearer".into(),
+            Rejection::KeysUnavailable | Rejection::RevocationsUnavailable => "Bearer".into(),
         }
     }
 }
@@ -58,10 +63,12 @@ impl Rejection {
 impl Rejection {
     /// The RFC 6750 error code and a description, for the JSON body;
     /// `None` for a request that sent no token (RFC 6750 §3.1: no error
-    /// information then) and when the keys are unavailable.
+    /// information then) and when the server cannot check tokens now.
     fn body(&self) -> Option<(&'static str, &'static str)> {
         match self {
-            Rejection::Missing | Rejection::KeysUnavailable => None,
+            Rejection::Missing | Rejection::KeysUnavailable | Rejection::RevocationsUnavailable => {
+                None
+            }
             Rejection::Malformed => Some(("invalid_request", "malformed Authorization header")),
             Rejection::InvalidToken { description } => Some(("invalid_token", description)),
             Rejection::InsufficientScope { .. } => Some((
@@ -74,6 +81,14 @@ impl Rejection {
 
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
+        self.response(None)
+    }
+}
+
+impl Rejection {
+    /// The answer, its challenge naming the resource's metadata (RFC 9728
+    /// §5.1) when there is one.
+    pub(crate) fn response(self, resource_metadata: Option<&str>) -> Response {
         let mut response = match self.body() {
             Some((error, description)) => (
                 self.status(),
@@ -85,12 +100,18 @@ impl IntoResponse for Rejection {
                 .into_response(),
             None => self.status().into_response(),
         };
-        if self == Rejection::KeysUnavailable {
+        if self.status() == StatusCode::SERVICE_UNAVAILABLE {
             return response;
         }
         // Scopes are RFC 6749 scope tokens (no quotes or backslashes), so
         // the challenge is always a valid header value.
-        if let Ok(value) = HeaderValue::from_str(&self.challenge()) {
+        let mut challenge = self.challenge();
+        if let Some(url) = resource_metadata {
+            // Checked when the guard was built: nothing to escape.
+            let separator = if challenge == "Bearer" { " " } else { ", " };
+            challenge = format!("{challenge}{separator}resource_metadata=\"{url}\"");
+        }
+        if let Ok(value) = HeaderValue::from_str(&challenge) {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, value);

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use tessera_jose::{jwt, Algorithm, Error, KeySet, NumericDate, Validation};
 
-use crate::{Rejection, RemoteJwks};
+use crate::{Rejection, RemoteJwks, RevocationFeed};
 
 /// Verified tokens remembered at most, by default.
 const DEFAULT_CACHE_SIZE: usize = 10_000;
@@ -166,6 +166,8 @@ struct Inner {
     validation: Validation,
     cache_size: usize,
     cache: RwLock<HashMap<[u8; 32], Arc<AccessToken>>>,
+    revocations: Option<RevocationFeed>,
+    resource_metadata: Option<Arc<str>>,
 }
 
 /// Builds a [`Guard`].
@@ -179,6 +181,8 @@ pub struct GuardBuilder {
     leeway: Option<Duration>,
     keys: Keys,
     cache_size: usize,
+    revocations: Option<RevocationFeed>,
+    resource_metadata: Option<String>,
 }
 
 impl Guard {
@@ -197,12 +201,33 @@ impl Guard {
             leeway: None,
             keys: keys.into(),
             cache_size: DEFAULT_CACHE_SIZE,
+            revocations: None,
+            resource_metadata: None,
         }
     }
 
     /// Verify `token`, from the cache when it was verified before and has
-    /// not expired.
+    /// not expired; then, with a [`RevocationFeed`], refuse it if it was
+    /// revoked (cached tokens too).
     pub async fn verify(&self, token: &str) -> Result<Arc<AccessToken>, Rejection> {
+        let verified = self.verify_signed(token).await?;
+        if let Some(feed) = &self.inner.revocations {
+            feed.check(&verified).await?;
+        }
+        Ok(verified)
+    }
+
+    /// The URL of the resource's metadata, named in every challenge.
+    pub fn resource_metadata(&self) -> Option<&Arc<str>> {
+        self.inner.resource_metadata.as_ref()
+    }
+
+    /// The subscription to the issuer's revocation feed, if any.
+    pub fn revocations(&self) -> Option<&RevocationFeed> {
+        self.inner.revocations.as_ref()
+    }
+
+    async fn verify_signed(&self, token: &str) -> Result<Arc<AccessToken>, Rejection> {
         let key: [u8; 32] = {
             let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
             let mut key = [0u8; 32];
@@ -328,6 +353,22 @@ impl GuardBuilder {
         self
     }
 
+    /// Refuse the tokens `feed` says are revoked (see [`RevocationFeed`]).
+    #[must_use]
+    pub fn revocations(mut self, feed: RevocationFeed) -> GuardBuilder {
+        self.revocations = Some(feed);
+        self
+    }
+
+    /// Name the resource's metadata document (RFC 9728,
+    /// [`crate::ProtectedResource::metadata_url`]) in every `401` and
+    /// `403` challenge, so clients find the authorization server.
+    #[must_use]
+    pub fn resource_metadata(mut self, url: impl Into<String>) -> GuardBuilder {
+        self.resource_metadata = Some(url.into());
+        self
+    }
+
     /// How many verified tokens to remember (0: verify every request).
     #[must_use]
     pub fn cache_size(mut self, entries: usize) -> GuardBuilder {
@@ -361,12 +402,19 @@ impl GuardBuilder {
             }
             validation = validation.leeway(leeway);
         }
+        if let Some(url) = &self.resource_metadata {
+            crate::resource::check_url(url).map_err(|e| Error::InvalidConfig {
+                reason: format!("resource_metadata: {e}"),
+            })?;
+        }
         Ok(Guard {
             inner: Arc::new(Inner {
                 keys: self.keys,
                 validation,
                 cache_size: self.cache_size,
                 cache: RwLock::new(HashMap::new()),
+                revocations: self.revocations,
+                resource_metadata: self.resource_metadata.map(Into::into),
             }),
         })
     }

@@ -7,12 +7,17 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::extract::FromRequestParts;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use http::request::Parts;
 use http::{header, Request};
 use tower::{Layer, Service};
 
 use crate::{AccessToken, Guard, Rejection};
+
+/// The resource's metadata URL, handed to [`crate::RequireScope`] with
+/// the verified token so its `403` names it too.
+#[derive(Clone, Debug)]
+pub(crate) struct ResourceMetadata(pub(crate) Arc<str>);
 
 /// Checks the bearer token of every request; see the crate docs.
 #[derive(Clone, Debug)]
@@ -67,11 +72,15 @@ impl<E> ResponseFuture<E> {
         }
     }
 
-    pub(crate) fn refused(rejection: Rejection) -> ResponseFuture<E>
+    pub(crate) fn refused(
+        rejection: Rejection,
+        resource_metadata: Option<&ResourceMetadata>,
+    ) -> ResponseFuture<E>
     where
         E: Send + 'static,
     {
-        ResponseFuture::new(std::future::ready(Ok(rejection.into_response())))
+        let url = resource_metadata.map(|m| &*m.0);
+        ResponseFuture::new(std::future::ready(Ok(rejection.response(url))))
     }
 }
 
@@ -121,9 +130,14 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> ResponseFuture<S::Error> {
+        let metadata = self
+            .guard
+            .resource_metadata()
+            .cloned()
+            .map(ResourceMetadata);
         let token = match bearer(request.headers()) {
             Ok(token) => token.to_owned(),
-            Err(rejection) => return ResponseFuture::refused(rejection),
+            Err(rejection) => return ResponseFuture::refused(rejection, metadata.as_ref()),
         };
         // The service that was polled ready goes into the future; a clone
         // stays for the next call (the usual tower pattern).
@@ -134,9 +148,12 @@ where
             match guard.verify(&token).await {
                 Ok(verified) => {
                     request.extensions_mut().insert(verified);
+                    if let Some(metadata) = metadata {
+                        request.extensions_mut().insert(metadata);
+                    }
                     inner.call(request).await
                 }
-                Err(rejection) => Ok(rejection.into_response()),
+                Err(rejection) => Ok(rejection.response(metadata.as_ref().map(|m| &*m.0))),
             }
         })
     }

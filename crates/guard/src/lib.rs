@@ -39,14 +39,22 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod discovery;
 mod error;
+mod feed;
 mod guard;
 mod layer;
 mod remote;
+mod resource;
+pub mod revocation;
 mod scope;
 
 pub use error::Rejection;
+pub use feed::{
+    FeedStatus, RevocationFeed, RevocationFeedBuilder, WhenUnreachable, FEED_METADATA, FEED_SCOPE,
+};
 pub use guard::{AccessToken, Guard, GuardBuilder, KeyProvider, Keys, KeysFuture, KeysUnavailable};
 pub use layer::{GuardLayer, GuardService, ResponseFuture};
 pub use remote::{FetchError, RemoteJwks};
+pub use resource::ProtectedResource;
 pub use scope::{RequireScope, RequireScopeService};

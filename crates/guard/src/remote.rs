@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 use tessera_jose::{Algorithm, JwkSet, KeySet};
 
+use crate::discovery;
+
 /// Where the keys come from.
 #[derive(Clone, Debug)]
 enum Source {
@@ -88,7 +90,7 @@ impl RemoteJwks {
     fn new(source: Source) -> Result<RemoteJwks, FetchError> {
         Ok(RemoteJwks {
             source,
-            client: client(Duration::from_secs(5))?,
+            client: discovery::client(Duration::from_secs(5))?,
             min_age: Duration::from_secs(30),
             max_age: Duration::from_secs(24 * 3600),
             default_age: Duration::from_secs(600),
@@ -129,7 +131,7 @@ impl RemoteJwks {
     /// The longest a fetch may take (5 s) and the largest document
     /// accepted (512 KiB).
     pub fn limits(mut self, timeout: Duration, max_bytes: usize) -> Result<RemoteJwks, FetchError> {
-        self.client = client(timeout)?;
+        self.client = discovery::client(timeout)?;
         self.max_bytes = max_bytes;
         Ok(self)
     }
@@ -268,25 +270,7 @@ impl RemoteJwks {
     }
 
     async fn discover_jwks_uri(&self, issuer: &str) -> Result<String, FetchError> {
-        let (oauth, openid) = metadata_urls(issuer)?;
-        match self.jwks_uri_from(&oauth, issuer).await {
-            Ok(uri) => Ok(uri),
-            Err(first) => self
-                .jwks_uri_from(&openid, issuer)
-                .await
-                .map_err(|second| FetchError(format!("no usable metadata: {first}; {second}"))),
-        }
-    }
-
-    /// The `jwks_uri` of the metadata at `url`, which must be `issuer`'s.
-    async fn jwks_uri_from(&self, url: &str, issuer: &str) -> Result<String, FetchError> {
-        let (body, _) = self.get(url).await?;
-        let metadata: serde_json::Value =
-            serde_json::from_str(&body).map_err(|e| FetchError(format!("{url}: {e}")))?;
-        // RFC 8414 §3.3: the metadata must be the issuer's own, exactly.
-        if metadata.get("issuer").and_then(|v| v.as_str()) != Some(issuer) {
-            return Err(FetchError(format!("{url}: issuer is not {issuer:?}")));
-        }
+        let (url, metadata) = discovery::metadata(&self.client, issuer, self.max_bytes).await?;
         metadata
             .get("jwks_uri")
             .and_then(|v| v.as_str())
@@ -296,56 +280,15 @@ impl RemoteJwks {
 
     /// GET `url`: 200, at most `max_bytes`, with the max-age to keep it.
     async fn get(&self, url: &str) -> Result<(String, Duration), FetchError> {
-        let fail = |e: &dyn std::fmt::Display| FetchError(format!("{url}: {e}"));
-        let mut response = self.client.get(url).send().await.map_err(|e| fail(&e))?;
-        if response.status() != reqwest::StatusCode::OK {
-            return Err(fail(&response.status()));
-        }
-        let age = response
-            .headers()
+        let (text, headers) = discovery::get(&self.client, url, self.max_bytes).await?;
+        let age = headers
             .get(http::header::CACHE_CONTROL)
             .and_then(|v| v.to_str().ok())
             .and_then(max_age)
             .unwrap_or(self.default_age)
             .clamp(self.min_age, self.max_age);
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| fail(&e))? {
-            if body.len() + chunk.len() > self.max_bytes {
-                return Err(fail(&format!("larger than {} bytes", self.max_bytes)));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        let text = String::from_utf8(body).map_err(|e| fail(&e))?;
         Ok((text, age))
     }
-}
-
-/// Where `issuer`'s metadata may be: RFC 8414 §3.1 (the well-known path
-/// inserted between the host and the issuer's path, whose final `/` is
-/// dropped) and OpenID Connect Discovery §4 (appended to the issuer, its
-/// final `/` dropped).
-fn metadata_urls(issuer: &str) -> Result<(String, String), FetchError> {
-    let bad = || FetchError(format!("issuer {issuer:?} is not an http(s) URL"));
-    let rest = issuer
-        .strip_prefix("https://")
-        .map(|r| ("https://", r))
-        .or_else(|| issuer.strip_prefix("http://").map(|r| ("http://", r)));
-    let (scheme, rest) = rest.ok_or_else(bad)?;
-    if rest.contains(['?', '#']) {
-        return Err(bad());
-    }
-    let (authority, path) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    if authority.is_empty() {
-        return Err(bad());
-    }
-    let path = path.trim_end_matches('/');
-    Ok((
-        format!("{scheme}{authority}/.well-known/oauth-authorization-server{path}"),
-        format!("{scheme}{authority}{path}/.well-known/openid-configuration"),
-    ))
 }
 
 /// `max-age` of a `Cache-Control` value (`no-store`/`no-cache`: zero,
@@ -362,63 +305,6 @@ fn max_age(value: &str) -> Option<Duration> {
         }
     }
     age
-}
-
-/// An HTTP client on rustls with the aws-lc-rs provider (the crypto
-/// library of the rest of Tessera) and the webpki roots.
-fn client(timeout: Duration) -> Result<reqwest::Client, FetchError> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| FetchError(format!("TLS: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .timeout(timeout)
-        .redirect(reqwest::redirect::Policy::limited(3))
-        .build()
-        .map_err(|e| FetchError(format!("HTTP client: {e}")))
-}
-
-#[cfg(test)]
-mod metadata_tests {
-    use super::metadata_urls;
-
-    #[test]
-    fn metadata_is_looked_for_where_both_specifications_put_it() {
-        let urls = |i: &str| metadata_urls(i).unwrap();
-        assert_eq!(
-            urls("https://auth.example.com"),
-            (
-                "https://auth.example.com/.well-known/oauth-authorization-server".into(),
-                "https://auth.example.com/.well-known/openid-configuration".into()
-            )
-        );
-        // Auth0-style: a trailing slash.
-        assert_eq!(
-            urls("https://tenant.auth0.com/"),
-            (
-                "https://tenant.auth0.com/.well-known/oauth-authorization-server".into(),
-                "https://tenant.auth0.com/.well-known/openid-configuration".into()
-            )
-        );
-        // Entra ID / Keycloak style: a path.
-        assert_eq!(
-            urls("https://login.example.com/tenant-id/v2.0"),
-            (
-                "https://login.example.com/.well-known/oauth-authorization-server/tenant-id/v2.0"
-                    .into(),
-                "https://login.example.com/tenant-id/v2.0/.well-known/openid-configuration".into()
-            )
-        );
-        assert!(metadata_urls("auth.example.com").is_err());
-        assert!(metadata_urls("https://").is_err());
-        assert!(metadata_urls("https://a.example/?x").is_err());
-    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use axum::response::Response;
 use http::Request;
 use tower::{Layer, Service};
 
-use crate::layer::ResponseFuture;
+use crate::layer::{ResourceMetadata, ResponseFuture};
 use crate::{AccessToken, Rejection};
 
 /// Requires scopes of the token [`crate::GuardLayer`] verified: any one of
@@ -98,7 +98,9 @@ where
             Some(_) => None,
         };
         match refusal {
-            Some(rejection) => ResponseFuture::refused(rejection),
+            Some(rejection) => {
+                ResponseFuture::refused(rejection, request.extensions().get::<ResourceMetadata>())
+            }
             None => ResponseFuture::new(self.inner.call(request)),
         }
     }

@@ -13,6 +13,7 @@ use tessera_jose::jws::Header;
 use tessera_jose::{jwt, Algorithm, Claims, KeySet, NumericDate, SigningKey};
 use tower::ServiceExt;
 
+mod feed;
 mod remote;
 
 const ISS: &str = "https://auth.tessera.test";
@@ -396,4 +397,70 @@ async fn a_key_provider_and_an_explicit_audience_waiver() {
         (status, challenge.as_str(), body.as_str()),
         (StatusCode::UNAUTHORIZED, "Bearer", "")
     );
+}
+
+#[tokio::test]
+async fn challenges_name_the_resource_metadata_and_the_document_is_served() {
+    let resource = tessera_guard::ProtectedResource::new("https://api.tessera.test/store", ISS)
+        .unwrap()
+        .scopes(["items:read", "items:write"]);
+    let url = resource.metadata_url();
+    assert_eq!(
+        url,
+        "https://api.tessera.test/.well-known/oauth-protected-resource/store"
+    );
+    let f = fixture_with(|b| b.resource_metadata(url.clone()));
+    let named = format!("resource_metadata=\"{url}\"");
+
+    // No token: a bare challenge with the parameter (RFC 9728 §5.1).
+    let (status, challenge, _) = call(&f.app, "/me", &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(challenge, format!("Bearer {named}"));
+    // A bad token, and a token without the scope (RequireScope's 403).
+    let (status, challenge, _) = call(&f.app, "/me", &["Bearer x.y.z"]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(
+        challenge.starts_with("Bearer error=\"invalid_token\"") && challenge.ends_with(&named),
+        "{challenge}"
+    );
+    let token = sign(&f.key, &claims("other"));
+    let (status, challenge, _) = call(&f.app, "/items", &[&bearer(&token)]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(
+        challenge.contains("insufficient_scope") && challenge.ends_with(&named),
+        "{challenge}"
+    );
+    // Without the setting, challenges are as before.
+    let (_, challenge, _) = call(&fixture().app, "/me", &[]).await;
+    assert_eq!(challenge, "Bearer");
+
+    // The document, at the path RFC 9728 §3.1 gives, outside the guard.
+    let app: Router = resource.router();
+    let response = app
+        .oneshot(
+            Request::get("/.well-known/oauth-protected-resource/store")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    let document: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        document,
+        json!({
+            "resource": "https://api.tessera.test/store",
+            "authorization_servers": [ISS],
+            "scopes_supported": ["items:read", "items:write"],
+            "bearer_methods_supported": ["header"],
+        })
+    );
+    // A URL that could break the challenge's quoting is refused.
+    assert!(Guard::builder(ISS, AUD, KeySet::new(vec![]).unwrap())
+        .resource_metadata("https://x/\"")
+        .build()
+        .is_err());
 }

@@ -1,0 +1,164 @@
+//! Finding an issuer's metadata, and the HTTP client the guard fetches
+//! with: shared by [`crate::RemoteJwks`] and [`crate::RevocationFeed`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::FetchError;
+
+/// `issuer`'s metadata (RFC 8414 §3, then OpenID Connect Discovery, as
+/// RFC 8414 §5 says), whose `issuer` must be `issuer` exactly (RFC 8414
+/// §3.3: a trailing `/` counts), with the URL it came from.
+pub(crate) async fn metadata(
+    client: &reqwest::Client,
+    issuer: &str,
+    max_bytes: usize,
+) -> Result<(String, Map<String, Value>), FetchError> {
+    let (oauth, openid) = metadata_urls(issuer)?;
+    match metadata_at(client, &oauth, issuer, max_bytes).await {
+        Ok(found) => Ok((oauth, found)),
+        Err(first) => match metadata_at(client, &openid, issuer, max_bytes).await {
+            Ok(found) => Ok((openid, found)),
+            Err(second) => Err(FetchError(format!("no usable metadata: {first}; {second}"))),
+        },
+    }
+}
+
+/// The metadata at `url`, which must be `issuer`'s.
+async fn metadata_at(
+    client: &reqwest::Client,
+    url: &str,
+    issuer: &str,
+    max_bytes: usize,
+) -> Result<Map<String, Value>, FetchError> {
+    let (body, _) = get(client, url, max_bytes).await?;
+    let metadata: Map<String, Value> =
+        serde_json::from_str(&body).map_err(|e| FetchError(format!("{url}: {e}")))?;
+    if metadata.get("issuer").and_then(Value::as_str) != Some(issuer) {
+        return Err(FetchError(format!("{url}: issuer is not {issuer:?}")));
+    }
+    Ok(metadata)
+}
+
+/// GET `url`: 200, at most `max_bytes` of UTF-8, with the headers.
+pub(crate) async fn get(
+    client: &reqwest::Client,
+    url: &str,
+    max_bytes: usize,
+) -> Result<(String, http::HeaderMap), FetchError> {
+    let fail = |e: &dyn std::fmt::Display| FetchError(format!("{url}: {e}"));
+    let mut response = client.get(url).send().await.map_err(|e| fail(&e))?;
+    if response.status() != reqwest::StatusCode::OK {
+        return Err(fail(&response.status()));
+    }
+    let headers = response.headers().clone();
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| fail(&e))? {
+        if body.len() + chunk.len() > max_bytes {
+            return Err(fail(&format!("larger than {max_bytes} bytes")));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let text = String::from_utf8(body).map_err(|e| fail(&e))?;
+    Ok((text, headers))
+}
+
+/// Where `issuer`'s metadata may be: RFC 8414 §3.1 (the well-known path
+/// inserted between the host and the issuer's path, whose final `/` is
+/// dropped) and OpenID Connect Discovery §4 (appended to the issuer, its
+/// final `/` dropped).
+pub(crate) fn metadata_urls(issuer: &str) -> Result<(String, String), FetchError> {
+    let bad = || FetchError(format!("issuer {issuer:?} is not an http(s) URL"));
+    let rest = issuer
+        .strip_prefix("https://")
+        .map(|r| ("https://", r))
+        .or_else(|| issuer.strip_prefix("http://").map(|r| ("http://", r)));
+    let (scheme, rest) = rest.ok_or_else(bad)?;
+    if rest.contains(['?', '#']) {
+        return Err(bad());
+    }
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    if authority.is_empty() {
+        return Err(bad());
+    }
+    let path = path.trim_end_matches('/');
+    Ok((
+        format!("{scheme}{authority}/.well-known/oauth-authorization-server{path}"),
+        format!("{scheme}{authority}{path}/.well-known/openid-configuration"),
+    ))
+}
+
+/// An HTTP client on rustls with the aws-lc-rs provider (the crypto
+/// library of the rest of Tessera) and the webpki roots.
+pub(crate) fn client(timeout: Duration) -> Result<reqwest::Client, FetchError> {
+    builder()?
+        .timeout(timeout)
+        .build()
+        .map_err(|e| FetchError(format!("HTTP client: {e}")))
+}
+
+/// A client for long responses (a feed): only connecting is bounded in
+/// time; the reader bounds the gaps between events itself.
+pub(crate) fn streaming_client(connect: Duration) -> Result<reqwest::Client, FetchError> {
+    builder()?
+        .connect_timeout(connect)
+        .build()
+        .map_err(|e| FetchError(format!("HTTP client: {e}")))
+}
+
+fn builder() -> Result<reqwest::ClientBuilder, FetchError> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| FetchError(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .redirect(reqwest::redirect::Policy::limited(3)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::metadata_urls;
+
+    #[test]
+    fn metadata_is_looked_for_where_both_specifications_put_it() {
+        let urls = |i: &str| metadata_urls(i).unwrap();
+        assert_eq!(
+            urls("https://auth.example.com"),
+            (
+                "https://auth.example.com/.well-known/oauth-authorization-server".into(),
+                "https://auth.example.com/.well-known/openid-configuration".into()
+            )
+        );
+        // Auth0-style: a trailing slash.
+        assert_eq!(
+            urls("https://tenant.auth0.com/"),
+            (
+                "https://tenant.auth0.com/.well-known/oauth-authorization-server".into(),
+                "https://tenant.auth0.com/.well-known/openid-configuration".into()
+            )
+        );
+        // Entra ID / Keycloak style: a path.
+        assert_eq!(
+            urls("https://login.example.com/tenant-id/v2.0"),
+            (
+                "https://login.example.com/.well-known/oauth-authorization-server/tenant-id/v2.0"
+                    .into(),
+                "https://login.example.com/tenant-id/v2.0/.well-known/openid-configuration".into()
+            )
+        );
+        assert!(metadata_urls("auth.example.com").is_err());
+        assert!(metadata_urls("https://").is_err());
+        assert!(metadata_urls("https://a.example/?x").is_err());
+    }
+}

@@ -1,0 +1,508 @@
+//! A subscription to an authorization server's revocation feed, kept as
+//! a [`RevocationSet`] the guard checks every token against.
+//!
+//! The feed is a stream of server-sent events (the WHATWG `EventSource`
+//! format over one long GET): one event per revocation, each with an `id`
+//! the subscriber sends back as `Last-Event-ID` when it reconnects, so a
+//! dropped connection or a restarted server loses nothing. The server
+//! first sends every live revocation after that id (all of them on a first
+//! connection), then `ready`, then new revocations as they happen, and a
+//! `heartbeat` when it has been quiet.
+//!
+//! The subscriber authenticates as a client of the issuer
+//! (`client_credentials`, `client_secret_basic`) with the
+//! [`FEED_SCOPE`] scope; both endpoints come from the issuer's metadata,
+//! found as [`crate::RemoteJwks::discover`] finds it.
+//!
+//! When the feed cannot be reached, the revocations already known keep
+//! being enforced. Once it has been unreachable longer than a bound (60 s
+//! by default), the guard follows [`WhenUnreachable`]: by default it keeps
+//! serving and reports it, because the checks that make a token valid
+//! (signature, issuer, audience, expiry) do not depend on the feed, and
+//! an API that refuses every request whenever the authorization server is
+//! away has given up what self-contained tokens are for; access tokens
+//! still expire within minutes. [`WhenUnreachable::Refuse`] is there for
+//! APIs where a revoked token must never work past the bound.
+
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use eventsource_stream::Eventsource;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use crate::revocation::{Revocable, Revocation, RevocationSet};
+use crate::{discovery, FetchError, Rejection};
+
+/// The scope a client needs to read the revocation feed.
+pub const FEED_SCOPE: &str = "revocations:read";
+
+/// The metadata member (RFC 8414 §2 allows extensions) naming the feed.
+pub const FEED_METADATA: &str = "revocation_feed_endpoint";
+
+/// What the guard does once the feed has been unreachable longer than
+/// the bound; see the module docs for why serving is the default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WhenUnreachable {
+    /// Keep serving with the revocations known so far, and report it (a
+    /// warning once per outage, and [`RevocationFeed::status`]).
+    #[default]
+    KeepServing,
+    /// Refuse every token with 503 until the feed is back.
+    Refuse,
+}
+
+/// Where a subscription stands, for health checks and metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeedStatus {
+    /// Connected, with every revocation the server has.
+    pub current: bool,
+    /// How long since the set was last known current (`None`: never).
+    pub stale_for: Option<Duration>,
+    /// The id of the last event applied.
+    pub last_event_id: Option<u64>,
+    /// Live revocations held.
+    pub revocations: usize,
+}
+
+/// A subscription to an issuer's revocation feed. Cheap to clone; the
+/// background task ends when the last clone is dropped.
+#[derive(Clone, Debug)]
+pub struct RevocationFeed {
+    shared: Arc<Shared>,
+    /// Dropped with the last clone, which tells the task to stop.
+    _alive: Arc<tokio::sync::watch::Sender<()>>,
+}
+
+/// Never synchronized, current, or lost since `lost_at`.
+const NEVER: u8 = 0;
+const CURRENT: u8 = 1;
+const LOST: u8 = 2;
+
+#[derive(Debug)]
+struct Shared {
+    issuer: String,
+    set: RwLock<RevocationSet>,
+    state: AtomicU8,
+    /// Milliseconds since `epoch` when the set was last known current.
+    last_current: AtomicU64,
+    epoch: Instant,
+    last_id: AtomicU64,
+    synced: tokio::sync::watch::Sender<bool>,
+    policy: WhenUnreachable,
+    bound: Duration,
+    first_sync_wait: Duration,
+}
+
+/// Builds a [`RevocationFeed`].
+pub struct RevocationFeedBuilder {
+    issuer: String,
+    client_id: String,
+    client_secret: Zeroizing<String>,
+    endpoint: Option<String>,
+    policy: WhenUnreachable,
+    bound: Duration,
+    first_sync_wait: Duration,
+    idle_timeout: Duration,
+}
+
+impl std::fmt::Debug for RevocationFeedBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RevocationFeedBuilder")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"[redacted]")
+            .field("policy", &self.policy)
+            .field("bound", &self.bound)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RevocationFeed {
+    /// Subscribe to `issuer`'s feed as client `client_id` (which must be
+    /// allowed [`FEED_SCOPE`] and `client_credentials`).
+    pub fn builder(
+        issuer: impl Into<String>,
+        client_id: impl Into<String>,
+        client_secret: Zeroizing<String>,
+    ) -> RevocationFeedBuilder {
+        RevocationFeedBuilder {
+            issuer: issuer.into(),
+            client_id: client_id.into(),
+            client_secret,
+            endpoint: None,
+            policy: WhenUnreachable::default(),
+            bound: Duration::from_secs(60),
+            first_sync_wait: Duration::from_secs(3),
+            idle_timeout: Duration::from_secs(25),
+        }
+    }
+
+    /// Where the subscription stands.
+    pub fn status(&self) -> FeedStatus {
+        let shared = &self.shared;
+        let state = shared.state.load(Ordering::Acquire);
+        let last_id = shared.last_id.load(Ordering::Acquire);
+        FeedStatus {
+            current: state == CURRENT,
+            stale_for: match state {
+                NEVER => None,
+                CURRENT => Some(Duration::ZERO),
+                _ => Some(shared.lost_for()),
+            },
+            last_event_id: (last_id > 0).then_some(last_id),
+            revocations: shared.read().len(),
+        }
+    }
+
+    /// The issuer this feed is of.
+    pub fn issuer(&self) -> &str {
+        &self.shared.issuer
+    }
+
+    /// Refuse `token` when it is revoked, or when the feed's state and
+    /// the policy say so. Before the first synchronization, waits for it
+    /// a little, so a guard that just started does not let a revoked
+    /// token through while the backlog is on its way.
+    pub(crate) async fn check(&self, token: &crate::AccessToken) -> Result<(), Rejection> {
+        let shared = &self.shared;
+        let mut state = shared.state.load(Ordering::Acquire);
+        if state == NEVER {
+            let mut synced = shared.synced.subscribe();
+            let _ = tokio::time::timeout(shared.first_sync_wait, synced.wait_for(|s| *s)).await;
+            state = shared.state.load(Ordering::Acquire);
+        }
+        let trusted = match state {
+            CURRENT => true,
+            LOST => shared.lost_for() <= shared.bound,
+            _ => false,
+        };
+        if !trusted && shared.policy == WhenUnreachable::Refuse {
+            return Err(Rejection::RevocationsUnavailable);
+        }
+        if shared
+            .read()
+            .refuses(Revocable::from_claims(token.claims()))
+        {
+            return Err(Rejection::InvalidToken {
+                description: "the access token is invalid",
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Shared {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, RevocationSet> {
+        self.set.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn lost_for(&self) -> Duration {
+        let since = self.last_current.load(Ordering::Acquire);
+        Duration::from_millis(self.now_ms().saturating_sub(since))
+    }
+
+    /// The set is current now (connected, backlog applied, or a heartbeat).
+    fn current(&self) {
+        self.last_current.store(self.now_ms(), Ordering::Release);
+        self.state.store(CURRENT, Ordering::Release);
+        self.synced.send_replace(true);
+    }
+
+    /// The connection went: current until the last sign of life.
+    fn lost(&self) {
+        let _ = self
+            .state
+            .compare_exchange(CURRENT, LOST, Ordering::AcqRel, Ordering::Acquire);
+    }
+}
+
+impl RevocationFeedBuilder {
+    /// What to do once the feed has been unreachable longer than the
+    /// bound (default: keep serving).
+    #[must_use]
+    pub fn when_unreachable(mut self, policy: WhenUnreachable) -> RevocationFeedBuilder {
+        self.policy = policy;
+        self
+    }
+
+    /// How long the feed may be unreachable before the policy applies
+    /// (default 60 s).
+    #[must_use]
+    pub fn unreachable_after(mut self, bound: Duration) -> RevocationFeedBuilder {
+        self.bound = bound;
+        self
+    }
+
+    /// How long a request waits for the first synchronization (3 s).
+    #[must_use]
+    pub fn first_sync_wait(mut self, wait: Duration) -> RevocationFeedBuilder {
+        self.first_sync_wait = wait;
+        self
+    }
+
+    /// The feed's URL, instead of the metadata's `revocation_feed_endpoint`.
+    #[must_use]
+    pub fn endpoint(mut self, url: impl Into<String>) -> RevocationFeedBuilder {
+        self.endpoint = Some(url.into());
+        self
+    }
+
+    /// Start the subscription on the current tokio runtime.
+    pub fn start(self) -> Result<RevocationFeed, FetchError> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| FetchError("the revocation feed needs a tokio runtime".into()))?;
+        // Metadata and the token request are small and bounded in time;
+        // the feed itself is a stream, bounded by the idle timeout instead.
+        let short = discovery::client(Duration::from_secs(5))?;
+        let stream = discovery::streaming_client(Duration::from_secs(5))?;
+        let (synced, _) = tokio::sync::watch::channel(false);
+        let shared = Arc::new(Shared {
+            issuer: self.issuer.clone(),
+            set: RwLock::new(RevocationSet::new()),
+            state: AtomicU8::new(NEVER),
+            last_current: AtomicU64::new(0),
+            epoch: Instant::now(),
+            last_id: AtomicU64::new(0),
+            synced,
+            policy: self.policy,
+            bound: self.bound,
+            first_sync_wait: self.first_sync_wait,
+        });
+        let (alive, stop) = tokio::sync::watch::channel(());
+        let task = Subscriber {
+            shared: Arc::clone(&shared),
+            short,
+            stream,
+            builder: self,
+            token: None,
+            endpoints: None,
+        };
+        runtime.spawn(task.run(stop));
+        Ok(RevocationFeed {
+            shared,
+            _alive: Arc::new(alive),
+        })
+    }
+}
+
+/// The background task: connect, apply, reconnect.
+struct Subscriber {
+    shared: Arc<Shared>,
+    short: reqwest::Client,
+    stream: reqwest::Client,
+    builder: RevocationFeedBuilder,
+    /// The access token and when to get a new one.
+    token: Option<(Zeroizing<String>, Instant)>,
+    /// The token endpoint and the feed.
+    endpoints: Option<(String, String)>,
+}
+
+/// The token endpoint's answer, as much as is needed.
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: Zeroizing<String>,
+    #[serde(default)]
+    expires_in: Option<u64>,
+}
+
+impl Subscriber {
+    async fn run(mut self, mut stop: tokio::sync::watch::Receiver<()>) {
+        let mut backoff = Duration::from_millis(250);
+        let mut failing = false;
+        let mut reported_stale = false;
+        loop {
+            let outcome = tokio::select! {
+                outcome = self.session() => outcome,
+                _ = stop.changed() => return,
+            };
+            self.shared.lost();
+            match outcome {
+                Ok(()) => {
+                    // The server ended the stream (its token expired):
+                    // reconnect at once.
+                    backoff = Duration::from_millis(250);
+                    if failing || reported_stale {
+                        tracing::info!(issuer = %self.builder.issuer, "revocation feed current again");
+                        failing = false;
+                        reported_stale = false;
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(issuer = %self.builder.issuer, reason = %e, "revocation feed unreachable; retrying");
+                        failing = true;
+                    }
+                }
+            }
+            let lost_for = self.shared.lost_for();
+            let never = self.shared.state.load(Ordering::Acquire) == NEVER;
+            if !reported_stale && (never || lost_for > self.builder.bound) {
+                let serving = self.builder.policy == WhenUnreachable::KeepServing;
+                tracing::error!(
+                    issuer = %self.builder.issuer,
+                    synchronized_ever = !never,
+                    refusing_tokens = !serving,
+                    "revocation feed unreachable beyond its bound"
+                );
+                reported_stale = true;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stop.changed() => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// One connection: endpoints, token, stream until it ends.
+    async fn session(&mut self) -> Result<(), FetchError> {
+        let (token_endpoint, feed) = match &self.endpoints {
+            Some(found) => found.clone(),
+            None => {
+                let found = self.discover().await?;
+                self.endpoints = Some(found.clone());
+                found
+            }
+        };
+        let token = self.token(&token_endpoint).await?;
+        let mut request = self
+            .stream
+            .get(&feed)
+            .header(http::header::ACCEPT, "text/event-stream")
+            .bearer_auth(token.as_str());
+        let last_id = self.shared.last_id.load(Ordering::Acquire);
+        if last_id > 0 {
+            request = request.header("Last-Event-ID", last_id.to_string());
+        }
+        let fail = |e: &dyn std::fmt::Display| FetchError(format!("{feed}: {e}"));
+        let response = request.send().await.map_err(|e| fail(&e))?;
+        match response.status() {
+            reqwest::StatusCode::OK => {}
+            reqwest::StatusCode::UNAUTHORIZED => {
+                self.token = None;
+                return Err(fail(&"401: the access token was refused"));
+            }
+            status => return Err(fail(&status)),
+        }
+        let mut events = response.bytes_stream().eventsource();
+        // A first connection (or a reset) collects the whole backlog
+        // before it replaces the set, so no request sees half of it.
+        let mut staging = (last_id == 0).then(RevocationSet::new);
+        let mut ready = false;
+        loop {
+            let next = tokio::time::timeout(self.builder.idle_timeout, events.next()).await;
+            let event = match next {
+                Err(_) => return Err(fail(&"no event or heartbeat within the idle timeout")),
+                Ok(None) => return Ok(()),
+                Ok(Some(Err(e))) => return Err(fail(&e)),
+                Ok(Some(Ok(event))) => event,
+            };
+            match event.event.as_str() {
+                "heartbeat" if ready => self.shared.current(),
+                "ready" => {
+                    let now = tessera_jose::NumericDate::now().seconds();
+                    let mut set = self.shared.set.write().unwrap_or_else(|p| p.into_inner());
+                    if let Some(fresh) = staging.take() {
+                        *set = fresh;
+                    }
+                    set.prune(now);
+                    drop(set);
+                    self.shared.current();
+                    ready = true;
+                }
+                "reset" => staging = Some(RevocationSet::new()),
+                "revocation" => {
+                    let id: u64 = event
+                        .id
+                        .parse()
+                        .map_err(|_| fail(&format!("event id {:?} is not a number", event.id)))?;
+                    let revocation: Revocation = serde_json::from_str(&event.data)
+                        .map_err(|e| fail(&format!("event {id}: {e}")))?;
+                    match staging.as_mut() {
+                        Some(set) => set.insert(&revocation),
+                        None => self
+                            .shared
+                            .set
+                            .write()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(&revocation),
+                    }
+                    self.shared.last_id.store(id, Ordering::Release);
+                }
+                // Unknown events are for newer subscribers.
+                _ => {}
+            }
+        }
+    }
+
+    async fn discover(&self) -> Result<(String, String), FetchError> {
+        let (url, metadata) =
+            discovery::metadata(&self.short, &self.builder.issuer, 512 * 1024).await?;
+        let member = |name: &str| {
+            metadata
+                .get(name)
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+                .ok_or_else(|| FetchError(format!("{url}: no {name}")))
+        };
+        let token = member("token_endpoint")?;
+        let feed = match &self.builder.endpoint {
+            Some(feed) => feed.clone(),
+            None => member(FEED_METADATA)?,
+        };
+        Ok((token, feed))
+    }
+
+    /// A token for the feed, from the cache or the token endpoint.
+    async fn token(&mut self, endpoint: &str) -> Result<Zeroizing<String>, FetchError> {
+        if let Some((token, renew_at)) = &self.token {
+            if Instant::now() < *renew_at {
+                return Ok(token.clone());
+            }
+        }
+        let fail = |e: &dyn std::fmt::Display| FetchError(format!("{endpoint}: {e}"));
+        // RFC 6749 §2.3.1: the id and secret are form-encoded inside Basic.
+        let encode = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        let body = form_urlencoded::Serializer::new(String::new())
+            .append_pair("grant_type", "client_credentials")
+            .append_pair("scope", FEED_SCOPE)
+            .finish();
+        let response = self
+            .short
+            .post(endpoint)
+            .basic_auth(
+                encode(&self.builder.client_id),
+                Some(encode(&self.builder.client_secret)),
+            )
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| fail(&e))?;
+        if response.status() != reqwest::StatusCode::OK {
+            return Err(fail(&format!(
+                "the feed's client was refused a token ({})",
+                response.status()
+            )));
+        }
+        let body = response.bytes().await.map_err(|e| fail(&e))?;
+        let answer: TokenResponse = serde_json::from_slice(&body).map_err(|e| fail(&e))?;
+        // Renewed a little before it expires; the server also ends the
+        // stream when the token it was opened with expires.
+        let life = Duration::from_secs(answer.expires_in.unwrap_or(300));
+        let renew_at = Instant::now() + life.saturating_sub(life / 10);
+        self.token = Some((answer.access_token.clone(), renew_at));
+        Ok(answer.access_token)
+    }
+}

@@ -1,0 +1,318 @@
+//! Revocation events and the set they make: what the revocation feed
+//! carries, and which tokens it refuses.
+//!
+//! One definition serves both ends: the authorization server checks its
+//! own tokens (introspection, userinfo, `/admin`) against a
+//! [`RevocationSet`], and a [`crate::RevocationFeed`] keeps one at each
+//! resource server, so a token the server calls inactive is refused
+//! everywhere for the same reason.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// One revocation, as the feed carries it (the `data` of a server-sent
+/// event, as JSON). Every event says until when it matters (`until`,
+/// seconds since the epoch): past it, no token it could refuse is still
+/// valid, and it is forgotten.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Revocation {
+    /// One access token, by `jti`.
+    Token {
+        /// The token's `jti`.
+        jti: String,
+        /// Its `exp` plus the longest leeway a verifier may allow.
+        until: i64,
+    },
+    /// Every token about a user (`sub`) issued at or before a time: the
+    /// user was disabled, deleted, or changed password.
+    User {
+        /// The user's `sub`.
+        sub: String,
+        /// Tokens whose `iat` is at or before this are refused.
+        issued_before: i64,
+        /// When the last such token expires.
+        until: i64,
+    },
+    /// Every token issued to a client (`client_id`) at or before a time:
+    /// the client was deleted or its secret rotated.
+    Client {
+        /// The client.
+        client_id: String,
+        /// Tokens whose `iat` is at or before this are refused.
+        issued_before: i64,
+        /// When the last such token expires.
+        until: i64,
+    },
+    /// Every token of a sign-in session (`sid`): the person logged out,
+    /// or the session was ended by an administrator.
+    Session {
+        /// The session's `sid`.
+        sid: String,
+        /// When the last such token expires.
+        until: i64,
+    },
+}
+
+impl Revocation {
+    /// Until when the event matters.
+    pub fn until(&self) -> i64 {
+        match self {
+            Revocation::Token { until, .. }
+            | Revocation::User { until, .. }
+            | Revocation::Client { until, .. }
+            | Revocation::Session { until, .. } => *until,
+        }
+    }
+}
+
+/// The claims of a token that revocation looks at.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Revocable<'a> {
+    /// `jti`.
+    pub jti: Option<&'a str>,
+    /// `sub`.
+    pub sub: Option<&'a str>,
+    /// `client_id` (RFC 9068).
+    pub client_id: Option<&'a str>,
+    /// `sid`.
+    pub sid: Option<&'a str>,
+    /// `iat`.
+    pub iat: Option<i64>,
+}
+
+impl<'a> Revocable<'a> {
+    /// The claims of a JSON claims object.
+    pub fn from_claims(claims: &'a Map<String, Value>) -> Revocable<'a> {
+        let text = |name| claims.get(name).and_then(Value::as_str);
+        Revocable {
+            jti: text("jti"),
+            sub: text("sub"),
+            client_id: text("client_id"),
+            sid: text("sid"),
+            iat: claims.get("iat").and_then(Value::as_i64),
+        }
+    }
+}
+
+/// The live revocations, indexed for the check every request makes.
+///
+/// Each kind is a hash map from the claim it matches, so a check costs
+/// at most four lookups whatever the set holds. Events for the same user
+/// or client merge (the latest cut-off, the latest `until`).
+#[derive(Clone, Debug, Default)]
+pub struct RevocationSet {
+    tokens: HashMap<Box<str>, i64>,
+    users: HashMap<Box<str>, Cut>,
+    clients: HashMap<Box<str>, Cut>,
+    sessions: HashMap<Box<str>, i64>,
+}
+
+/// Tokens issued at or before `before` are refused, until `until`.
+#[derive(Clone, Copy, Debug)]
+struct Cut {
+    before: i64,
+    until: i64,
+}
+
+impl Cut {
+    fn merge(&mut self, before: i64, until: i64) {
+        self.before = self.before.max(before);
+        self.until = self.until.max(until);
+    }
+}
+
+impl RevocationSet {
+    /// An empty set.
+    pub fn new() -> RevocationSet {
+        RevocationSet::default()
+    }
+
+    /// Add `event`.
+    pub fn insert(&mut self, event: &Revocation) {
+        match event {
+            Revocation::Token { jti, until } => {
+                let kept = self.tokens.entry(jti.as_str().into()).or_insert(*until);
+                *kept = (*kept).max(*until);
+            }
+            Revocation::User {
+                sub,
+                issued_before,
+                until,
+            } => cut(&mut self.users, sub, *issued_before, *until),
+            Revocation::Client {
+                client_id,
+                issued_before,
+                until,
+            } => cut(&mut self.clients, client_id, *issued_before, *until),
+            Revocation::Session { sid, until } => {
+                let kept = self.sessions.entry(sid.as_str().into()).or_insert(*until);
+                *kept = (*kept).max(*until);
+            }
+        }
+    }
+
+    /// Forget what no longer matters at `now` (seconds since the epoch).
+    pub fn prune(&mut self, now: i64) {
+        self.tokens.retain(|_, until| *until > now);
+        self.sessions.retain(|_, until| *until > now);
+        self.users.retain(|_, c| c.until > now);
+        self.clients.retain(|_, c| c.until > now);
+    }
+
+    /// How many entries the set holds.
+    pub fn len(&self) -> usize {
+        self.tokens.len() + self.users.len() + self.clients.len() + self.sessions.len()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The latest cut-off in force for user `sub` or client `client_id`
+    /// (a token issued at or before it is refused).
+    pub fn cut_off(&self, sub: Option<&str>, client_id: Option<&str>) -> Option<i64> {
+        let users = sub.and_then(|s| self.users.get(s));
+        let clients = client_id.and_then(|c| self.clients.get(c));
+        users.into_iter().chain(clients).map(|c| c.before).max()
+    }
+
+    /// Whether a token with these claims is revoked. A token without
+    /// `iat` counts as issued before any cut-off of its user or client.
+    pub fn refuses(&self, token: Revocable<'_>) -> bool {
+        if self.is_empty() {
+            return false;
+        }
+        let issued_by = |cuts: &HashMap<Box<str>, Cut>, key: Option<&str>| {
+            key.and_then(|k| cuts.get(k))
+                .is_some_and(|c| token.iat.is_none_or(|iat| iat <= c.before))
+        };
+        token.jti.is_some_and(|j| self.tokens.contains_key(j))
+            || token.sid.is_some_and(|s| self.sessions.contains_key(s))
+            || issued_by(&self.users, token.sub)
+            || issued_by(&self.clients, token.client_id)
+    }
+}
+
+fn cut(map: &mut HashMap<Box<str>, Cut>, key: &str, before: i64, until: i64) {
+    match map.get_mut(key) {
+        Some(c) => c.merge(before, until),
+        None => {
+            map.insert(key.into(), Cut { before, until });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token<'a>(jti: &'a str, sub: &'a str, client: &'a str, iat: i64) -> Revocable<'a> {
+        Revocable {
+            jti: Some(jti),
+            sub: Some(sub),
+            client_id: Some(client),
+            sid: None,
+            iat: Some(iat),
+        }
+    }
+
+    #[test]
+    fn each_kind_refuses_what_it_names_and_nothing_else() {
+        let mut set = RevocationSet::new();
+        assert!(!set.refuses(token("j1", "alice", "web", 100)));
+        set.insert(&Revocation::Token {
+            jti: "j1".into(),
+            until: 1000,
+        });
+        assert!(set.refuses(token("j1", "alice", "web", 100)));
+        assert!(!set.refuses(token("j2", "alice", "web", 100)));
+
+        set.insert(&Revocation::User {
+            sub: "bob".into(),
+            issued_before: 200,
+            until: 1000,
+        });
+        assert!(
+            set.refuses(token("j3", "bob", "web", 200)),
+            "at the cut-off"
+        );
+        assert!(!set.refuses(token("j3", "bob", "web", 201)), "issued after");
+        assert!(set.refuses(Revocable {
+            sub: Some("bob"),
+            ..Revocable::default()
+        }));
+
+        set.insert(&Revocation::Client {
+            client_id: "batch".into(),
+            issued_before: 300,
+            until: 1000,
+        });
+        assert!(set.refuses(token("j4", "carol", "batch", 299)));
+        assert!(!set.refuses(token("j4", "carol", "batch", 301)));
+        assert!(
+            !set.refuses(token("j4", "batch", "web", 100)),
+            "sub is not client_id"
+        );
+        assert_eq!(set.cut_off(Some("bob"), Some("batch")), Some(300));
+        assert_eq!(set.cut_off(Some("bob"), Some("web")), Some(200));
+        assert_eq!(set.cut_off(Some("alice"), None), None);
+
+        set.insert(&Revocation::Session {
+            sid: "s1".into(),
+            until: 1000,
+        });
+        let in_session = Revocable {
+            sid: Some("s1"),
+            ..token("j5", "dave", "web", 5000)
+        };
+        assert!(set.refuses(in_session));
+        assert!(!set.refuses(Revocable {
+            sid: Some("s2"),
+            ..in_session
+        }));
+    }
+
+    #[test]
+    fn later_cut_offs_win_and_expired_events_go() {
+        let mut set = RevocationSet::new();
+        let user = |before, until| Revocation::User {
+            sub: "alice".into(),
+            issued_before: before,
+            until,
+        };
+        set.insert(&user(200, 900));
+        set.insert(&user(100, 500));
+        assert!(set.refuses(token("j", "alice", "web", 150)));
+        assert!(set.refuses(token("j", "alice", "web", 200)));
+        set.insert(&Revocation::Token {
+            jti: "old".into(),
+            until: 400,
+        });
+        assert_eq!(set.len(), 2);
+        set.prune(400);
+        assert_eq!(set.len(), 1, "the token event ended at 400");
+        set.prune(900);
+        assert!(set.is_empty());
+        assert!(!set.refuses(token("j", "alice", "web", 150)));
+    }
+
+    #[test]
+    fn the_wire_format_is_tagged_json() {
+        let event = Revocation::User {
+            sub: "u1".into(),
+            issued_before: 10,
+            until: 20,
+        };
+        let text = serde_json::to_string(&event).unwrap();
+        assert_eq!(
+            text,
+            r#"{"kind":"user","sub":"u1","issued_before":10,"until":20}"#
+        );
+        assert_eq!(serde_json::from_str::<Revocation>(&text).unwrap(), event);
+        assert!(serde_json::from_str::<Revocation>(r#"{"kind":"everything"}"#).is_err());
+    }
+}

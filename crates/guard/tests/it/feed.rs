@@ -1,0 +1,374 @@
+//! The revocation feed: a local HTTP server plays the issuer (OpenID
+//! metadata, a token endpoint, a feed of server-sent events it scripts).
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event, Sse};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::json;
+use tessera_guard::revocation::Revocation;
+use tessera_guard::{Guard, Rejection, RevocationFeed, WhenUnreachable};
+use tessera_jose::jws::Header;
+use tessera_jose::{jwt, Algorithm, Claims, KeySet, NumericDate, SigningKey};
+
+const AUD: &str = "store-api";
+const SECRET: &str = "feed secret: with spaces & symbols";
+
+#[derive(Default)]
+struct Script {
+    events: Vec<(u64, String)>,
+    /// Answer 503 to the feed (and drop open streams).
+    down: bool,
+    /// Bumped to drop every open stream.
+    generation: u64,
+    /// The `Last-Event-ID` of each connection (`None`: none sent).
+    cursors: Vec<Option<String>>,
+    tokens_issued: u64,
+}
+
+#[derive(Clone)]
+struct Issuer {
+    script: Arc<Mutex<Script>>,
+    changed: Arc<tokio::sync::watch::Sender<u64>>,
+    base: String,
+}
+
+impl Issuer {
+    async fn start() -> Issuer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let issuer = Issuer {
+            script: Arc::default(),
+            changed: Arc::new(tokio::sync::watch::channel(0).0),
+            base,
+        };
+        let app = Router::new()
+            .route("/.well-known/openid-configuration", get(metadata))
+            .route("/token", post(token_endpoint))
+            .route("/feed", get(serve_feed))
+            .with_state(issuer.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        issuer
+    }
+
+    fn change(&self, f: impl FnOnce(&mut Script)) {
+        f(&mut self.script.lock().unwrap());
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    fn revoke(&self, revocation: Revocation) {
+        self.change(|s| {
+            let id = s.events.len() as u64 + 1;
+            s.events
+                .push((id, serde_json::to_string(&revocation).unwrap()));
+        });
+    }
+
+    fn cursors(&self) -> Vec<Option<String>> {
+        self.script.lock().unwrap().cursors.clone()
+    }
+}
+
+async fn metadata(State(i): State<Issuer>) -> impl IntoResponse {
+    // OpenID metadata only, as many issuers publish.
+    axum::Json(json!({
+        "issuer": i.base,
+        "token_endpoint": format!("{}/token", i.base),
+        "jwks_uri": format!("{}/jwks", i.base),
+        "revocation_feed_endpoint": format!("{}/feed", i.base),
+    }))
+}
+
+async fn token_endpoint(
+    State(i): State<Issuer>,
+    headers: HeaderMap,
+    body: String,
+) -> axum::response::Response {
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .map(|b| String::from_utf8(base64_decode(b)).unwrap_or_default());
+    // RFC 6749 §2.3.1: both parts form-encoded, then Basic.
+    let expected = format!(
+        "rs1:{}",
+        form_urlencoded::byte_serialize(SECRET.as_bytes()).collect::<String>()
+    );
+    if basic.as_deref() != Some(expected.as_str())
+        || !body.contains("grant_type=client_credentials")
+        || !body.contains("scope=revocations%3Aread")
+    {
+        return (StatusCode::UNAUTHORIZED, "{}").into_response();
+    }
+    let n = {
+        let mut s = i.script.lock().unwrap();
+        s.tokens_issued += 1;
+        s.tokens_issued
+    };
+    axum::Json(json!({ "access_token": format!("feed-token-{n}"), "token_type": "Bearer", "expires_in": 300 }))
+        .into_response()
+}
+
+async fn serve_feed(State(i): State<Issuer>, headers: HeaderMap) -> axum::response::Response {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !bearer.starts_with("Bearer feed-token-") {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let cursor = headers
+        .get("last-event-id")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let generation = {
+        let mut s = i.script.lock().unwrap();
+        if s.down {
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        }
+        s.cursors.push(cursor.clone());
+        s.generation
+    };
+    let after: u64 = cursor.and_then(|c| c.parse().ok()).unwrap_or(0);
+    let changes = i.changed.subscribe();
+    let state = (i, changes, after, false, generation);
+    let stream = futures_util::stream::unfold(
+        state,
+        |(i, mut changes, mut after, mut ready, generation)| async move {
+            loop {
+                let (next, dropped) = {
+                    let s = i.script.lock().unwrap();
+                    let next = s.events.iter().find(|(id, _)| *id > after).cloned();
+                    (next, s.down || s.generation != generation)
+                };
+                if dropped {
+                    return None;
+                }
+                if let Some((id, data)) = next {
+                    after = id;
+                    let event = Event::default()
+                        .event("revocation")
+                        .id(id.to_string())
+                        .data(data);
+                    return Some((
+                        Ok::<_, Infallible>(event),
+                        (i, changes, after, ready, generation),
+                    ));
+                }
+                if !ready {
+                    ready = true;
+                    let event = Event::default().event("ready").data("{}");
+                    return Some((Ok(event), (i, changes, after, ready, generation)));
+                }
+                changes.borrow_and_update();
+                if changes.changed().await.is_err() {
+                    return None;
+                }
+            }
+        },
+    );
+    Sse::new(stream).into_response()
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    base64_simd::STANDARD
+        .decode_to_vec(text)
+        .unwrap_or_default()
+}
+
+fn key() -> SigningKey {
+    SigningKey::generate(Algorithm::ES256)
+        .unwrap()
+        .with_thumbprint_kid()
+        .unwrap()
+}
+
+fn token(key: &SigningKey, iss: &str, jti: &str, sub: &str) -> String {
+    let claims = Claims::new()
+        .issuer(iss)
+        .subject(sub)
+        .audience(AUD)
+        .jwt_id(jti)
+        .issued_at(NumericDate::now())
+        .expires_at(NumericDate::now().plus(Duration::from_secs(300)));
+    jwt::sign_with_header(&Header::for_key(key).typ("at+jwt"), &claims, key).unwrap()
+}
+
+fn guard(issuer: &Issuer, key: &SigningKey, feed: RevocationFeed) -> Guard {
+    let keys = KeySet::new(vec![key.verifying_key().unwrap()]).unwrap();
+    Guard::builder(&issuer.base, AUD, keys)
+        .revocations(feed)
+        .build()
+        .unwrap()
+}
+
+fn feed(issuer: &Issuer) -> tessera_guard::RevocationFeedBuilder {
+    RevocationFeed::builder(&issuer.base, "rs1", SECRET.to_owned().into())
+}
+
+/// Poll `check` for up to five seconds.
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn revoked(rejection: &Rejection) -> bool {
+    matches!(rejection, Rejection::InvalidToken { .. })
+}
+
+#[tokio::test]
+async fn revoked_tokens_are_refused_even_when_cached_and_others_pass() {
+    let issuer = Issuer::start().await;
+    let until = NumericDate::now().seconds() + 600;
+    // A revocation from before the guard started comes with the backlog.
+    issuer.revoke(Revocation::Token {
+        jti: "old".into(),
+        until,
+    });
+    let key = key();
+    let g = guard(&issuer, &key, feed(&issuer).start().unwrap());
+    let old = token(&key, &issuer.base, "old", "alice");
+    let rejection = g.verify(&old).await.unwrap_err();
+    assert!(revoked(&rejection), "{rejection:?}");
+    assert_eq!(g.revocations().unwrap().status().revocations, 1);
+
+    let t1 = token(&key, &issuer.base, "j1", "alice");
+    let t2 = token(&key, &issuer.base, "j2", "alice");
+    let bob = token(&key, &issuer.base, "j3", "bob");
+    for t in [&t1, &t2, &bob] {
+        g.verify(t).await.unwrap();
+    }
+    // t1 is in the verified-token cache now; revoking it must still work.
+    issuer.revoke(Revocation::Token {
+        jti: "j1".into(),
+        until,
+    });
+    eventually("t1 is refused", async || g.verify(&t1).await.is_err()).await;
+    g.verify(&t2).await.unwrap();
+    // Every token of bob issued up to now.
+    issuer.revoke(Revocation::User {
+        sub: "bob".into(),
+        issued_before: NumericDate::now().seconds(),
+        until,
+    });
+    eventually("bob's token is refused", async || {
+        g.verify(&bob).await.is_err()
+    })
+    .await;
+    g.verify(&t2).await.unwrap();
+    let status = g.revocations().unwrap().status();
+    assert!(status.current);
+    assert_eq!(status.last_event_id, Some(3));
+    // The secret is never shown.
+    let shown = format!("{:?} {:?}", feed(&issuer), g);
+    assert!(!shown.contains(SECRET), "{shown}");
+}
+
+#[tokio::test]
+async fn a_dropped_connection_resumes_after_the_last_event() {
+    let issuer = Issuer::start().await;
+    let until = NumericDate::now().seconds() + 600;
+    let key = key();
+    let g = guard(&issuer, &key, feed(&issuer).start().unwrap());
+    let t1 = token(&key, &issuer.base, "j1", "alice");
+    let t2 = token(&key, &issuer.base, "j2", "alice");
+    issuer.revoke(Revocation::Token {
+        jti: "j1".into(),
+        until,
+    });
+    eventually("t1 is refused", async || g.verify(&t1).await.is_err()).await;
+    // The connection drops, and a revocation happens meanwhile.
+    issuer.change(|s| {
+        s.down = true;
+        s.generation += 1;
+    });
+    issuer.revoke(Revocation::Token {
+        jti: "j2".into(),
+        until,
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    issuer.change(|s| s.down = false);
+    eventually("t2 is refused", async || g.verify(&t2).await.is_err()).await;
+    assert!(g.verify(&t1).await.is_err(), "what was known stays known");
+    let cursors = issuer.cursors();
+    assert_eq!(
+        cursors.first(),
+        Some(&None),
+        "a first connection sends no cursor"
+    );
+    assert_eq!(
+        cursors.last(),
+        Some(&Some("1".to_owned())),
+        "the reconnection resumed after the last event seen"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_feed_follows_the_stated_policy() {
+    let issuer = Issuer::start().await;
+    let key = key();
+    let t = token(&key, &issuer.base, "j1", "alice");
+    issuer.change(|s| s.down = true);
+
+    // Never reached: by default the guard serves (after a short wait for
+    // the first synchronization) and reports it.
+    let serving = guard(
+        &issuer,
+        &key,
+        feed(&issuer)
+            .first_sync_wait(Duration::from_millis(200))
+            .start()
+            .unwrap(),
+    );
+    serving.verify(&t).await.unwrap();
+    assert_eq!(serving.revocations().unwrap().status().stale_for, None);
+    // Refusing: a guard that never synchronized refuses at once.
+    let strict = guard(
+        &issuer,
+        &key,
+        feed(&issuer)
+            .first_sync_wait(Duration::from_millis(200))
+            .unreachable_after(Duration::from_secs(1))
+            .when_unreachable(WhenUnreachable::Refuse)
+            .start()
+            .unwrap(),
+    );
+    assert_eq!(
+        strict.verify(&t).await.unwrap_err(),
+        Rejection::RevocationsUnavailable
+    );
+
+    // Up: both serve. Down again: the strict one serves within the
+    // bound, then refuses with 503; the default one keeps serving.
+    issuer.change(|s| s.down = false);
+    eventually("the strict guard serves", async || {
+        strict.verify(&t).await.is_ok()
+    })
+    .await;
+    issuer.change(|s| {
+        s.down = true;
+        s.generation += 1;
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    strict.verify(&t).await.unwrap();
+    assert!(!strict.revocations().unwrap().status().current);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let refused = strict.verify(&t).await.unwrap_err();
+    assert_eq!(refused, Rejection::RevocationsUnavailable);
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    serving.verify(&t).await.unwrap();
+    // Back: served again.
+    issuer.change(|s| s.down = false);
+    eventually("the strict guard serves again", async || {
+        strict.verify(&t).await.is_ok()
+    })
+    .await;
+}
