@@ -307,6 +307,7 @@ fn service<'a>(
         passwords,
         config,
         clients: None,
+        revocations: None,
         audit: AuditSink::Direct,
         actor: Actor::Cli {
             os_user: std::env::var("USER").unwrap_or_else(|_| "unknown".into()),

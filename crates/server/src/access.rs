@@ -21,9 +21,10 @@ use crate::db::Db;
 use crate::keys::Keys;
 use crate::secret::token_digest;
 use crate::store::clients::ClientCache;
-use crate::store::revocation::RevokedTokens;
+use crate::store::revocation::Revocations;
 use crate::store::users;
 use crate::Error;
+use tessera_guard::revocation::Revocable;
 
 /// Tokens remembered at most before the cache starts over.
 const CAPACITY: usize = 20_000;
@@ -40,6 +41,10 @@ pub struct AccessClaims {
     /// When the user authenticated (tokens issued to users).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_time: Option<i64>,
+    /// The sign-in session (tokens of the code flow and their refreshes):
+    /// ending it revokes them, here and at resource servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }
 
 /// A verified access token of this server.
@@ -60,6 +65,8 @@ pub struct Mint<'a> {
     pub auth_time: Option<i64>,
     /// How long it lives.
     pub ttl: Duration,
+    /// The sign-in session.
+    pub sid: Option<String>,
     /// Its `jti`, when chosen beforehand (a code exchange records it with
     /// the code before the token exists); else a random one.
     pub jti: Option<String>,
@@ -86,13 +93,13 @@ pub struct Owner {
 pub struct AccessTokens {
     issuer: String,
     keys: Arc<Keys>,
-    revoked: Arc<RevokedTokens>,
+    revoked: Arc<Revocations>,
     verified: RwLock<HashMap<Vec<u8>, AccessToken>>,
 }
 
 impl AccessTokens {
     /// Tokens of `issuer`, signed with `keys`, refused once in `revoked`.
-    pub fn new(issuer: String, keys: Arc<Keys>, revoked: Arc<RevokedTokens>) -> AccessTokens {
+    pub fn new(issuer: String, keys: Arc<Keys>, revoked: Arc<Revocations>) -> AccessTokens {
         AccessTokens {
             issuer,
             keys,
@@ -101,8 +108,8 @@ impl AccessTokens {
         }
     }
 
-    /// The revoked access tokens (reloaded every second by the server).
-    pub fn revoked(&self) -> &Arc<RevokedTokens> {
+    /// The revocation log (synced by the server).
+    pub fn revoked(&self) -> &Arc<Revocations> {
         &self.revoked
     }
 
@@ -112,6 +119,7 @@ impl AccessTokens {
             client_id: mint.client_id.to_owned(),
             scope: mint.scope,
             auth_time: mint.auth_time,
+            sid: mint.sid,
         })
         .issuer(&self.issuer)
         .subject(mint.subject)
@@ -181,16 +189,14 @@ impl AccessTokens {
             return Ok(None);
         };
         let claims = &verified.claims;
-        let Some(owner) = self
-            .standing(
-                db,
-                clients,
-                claims.jti.as_deref().unwrap_or_default(),
-                &claims.custom.client_id,
-                claims.sub.as_deref(),
-            )
-            .await?
-        else {
+        let token = Revocable {
+            jti: claims.jti.as_deref(),
+            sub: claims.sub.as_deref(),
+            client_id: Some(&claims.custom.client_id),
+            sid: claims.custom.sid.as_deref(),
+            iat: claims.iat.map(|t| t.seconds()),
+        };
+        let Some(owner) = self.standing(db, clients, token).await? else {
             return Ok(None);
         };
         Ok(Some((verified, owner)))
@@ -198,21 +204,21 @@ impl AccessTokens {
 }
 
 impl AccessTokens {
-    /// Whether a verified token (its `jti`, `client_id` and `sub`) still
-    /// stands: not revoked, its client still there and, for a user's
-    /// token, its user there and enabled. The owner if so.
+    /// Whether a verified token still stands: not revoked (by `jti`, its
+    /// user, its client or its session: the feed's rules), its client
+    /// still there and, for a user's token, its user there and enabled.
+    /// The owner if so.
     pub async fn standing(
         &self,
         db: &Db,
         clients: &ClientCache,
-        jti: &str,
-        client_id: &str,
-        subject: Option<&str>,
+        token: Revocable<'_>,
     ) -> Result<Option<Owner>, Error> {
-        if self.revoked.contains(jti) || clients.find(db, client_id).await?.is_none() {
+        let client_id = token.client_id.unwrap_or_default();
+        if self.revoked.refuses(token) || clients.find(db, client_id).await?.is_none() {
             return Ok(None);
         }
-        match subject {
+        match token.sub {
             Some(sub) if sub != client_id => Ok(users::find_by_id(db, sub)
                 .await?
                 .filter(|u| !u.disabled)

@@ -15,6 +15,7 @@ use crate::keys::{KeyInfo, KeyState};
 use crate::password::Passwords;
 use crate::store::audit::{self, AuditQueue, Event};
 use crate::store::clients::{self, Added, ClientCache, ClientInfo, GrantType, NewClient};
+use crate::store::revocation::Revocations;
 use crate::store::sessions;
 use crate::store::users::{self, Profile, UserInfo};
 use crate::store::Scopes;
@@ -130,6 +131,9 @@ pub struct AdminService<'a> {
     /// once (`None` from the command line: other processes see the change
     /// within their `client_cache_ttl`).
     pub clients: Option<&'a ClientCache>,
+    /// The running server's revocation log, to apply a revocation at once
+    /// (`None` from the command line: servers read it within a second).
+    pub revocations: Option<&'a Revocations>,
     /// Where audit events go.
     pub audit: AuditSink<'a>,
     /// Who acts.
@@ -137,6 +141,13 @@ pub struct AdminService<'a> {
 }
 
 impl AdminService<'_> {
+    /// A revocation committed: apply it to this server's log now.
+    async fn revoked(&self) {
+        if let Some(log) = self.revocations {
+            log.catch_up(self.db).await;
+        }
+    }
+
     async fn record(&self, event: &'static str, about: &str) -> Result<(), Error> {
         let event = Event::new(event).subject(about).detail(self.actor.detail());
         match self.audit {
@@ -182,8 +193,18 @@ impl AdminService<'_> {
     /// End a sign-in session as a logout does: its refresh tokens are
     /// revoked, and its clients are told through back-channel logout.
     pub async fn end_session(&self, sid: &str) -> Result<(), Error> {
-        match sessions::end(self.db, sid, "session ended by an admin").await? {
-            Some(_) => self.record("session_ended", sid).await,
+        match sessions::end(
+            self.db,
+            sid,
+            "session ended by an admin",
+            self.config.revocation_keep(),
+        )
+        .await?
+        {
+            Some(_) => {
+                self.revoked().await;
+                self.record("session_ended", sid).await
+            }
             None => Err(Error::NotFound {
                 kind: "session",
                 name: sid.to_owned(),
@@ -198,7 +219,8 @@ impl AdminService<'_> {
 
     /// Disable or enable a user (disabling revokes the user's sessions).
     pub async fn set_disabled(&self, username: &str, disabled: bool) -> Result<(), Error> {
-        users::set_disabled(self.db, username, disabled).await?;
+        users::set_disabled(self.db, username, disabled, self.config.revocation_keep()).await?;
+        self.revoked().await;
         let event = if disabled {
             "user_disabled"
         } else {
@@ -209,7 +231,8 @@ impl AdminService<'_> {
 
     /// Delete a user and the user's sessions.
     pub async fn delete_user(&self, username: &str) -> Result<(), Error> {
-        users::delete(self.db, username).await?;
+        users::delete(self.db, username, self.config.revocation_keep()).await?;
+        self.revoked().await;
         self.record("user_deleted", username).await
     }
 
@@ -227,7 +250,8 @@ impl AdminService<'_> {
             });
         }
         let hash = self.passwords.hash(password).await?;
-        users::set_password(self.db, username, &hash).await?;
+        users::set_password(self.db, username, &hash, self.config.revocation_keep()).await?;
+        self.revoked().await;
         self.record("user_password_changed", username).await
     }
 
@@ -317,7 +341,8 @@ impl AdminService<'_> {
 
     /// Delete a client and its sessions.
     pub async fn delete_client(&self, client_id: &str) -> Result<(), Error> {
-        clients::delete(self.db, client_id).await?;
+        clients::delete(self.db, client_id, self.config.revocation_keep()).await?;
+        self.revoked().await;
         if let Some(cache) = self.clients {
             cache.forget(client_id);
         }
@@ -326,7 +351,9 @@ impl AdminService<'_> {
 
     /// Give a confidential client a new secret; the old one stops working.
     pub async fn rotate_secret(&self, client_id: &str) -> Result<Zeroizing<String>, Error> {
-        let secret = clients::rotate_secret(self.db, client_id).await?;
+        let secret =
+            clients::rotate_secret(self.db, client_id, self.config.revocation_keep()).await?;
+        self.revoked().await;
         if let Some(cache) = self.clients {
             cache.forget(client_id);
         }

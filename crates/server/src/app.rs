@@ -17,7 +17,7 @@ use crate::password::Passwords;
 use crate::store::audit::AuditQueue;
 use crate::store::clients::ClientCache;
 use crate::store::refresh::RefreshPolicy;
-use crate::store::revocation::RevokedTokens;
+use crate::store::revocation::Revocations;
 
 /// Everything a handler needs.
 #[derive(Debug)]
@@ -66,7 +66,7 @@ impl App {
             access: AccessTokens::new(
                 config.issuer.clone(),
                 Arc::clone(&keys),
-                Arc::new(RevokedTokens::default()),
+                Arc::new(Revocations::default()),
             ),
             metadata: std::sync::OnceLock::new(),
             codes: crate::store::codes::CodeWriter::start(db.clone()),

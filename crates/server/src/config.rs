@@ -537,6 +537,15 @@ impl Config {
         }
     }
 
+    /// How long revocation events of users, clients and sessions are
+    /// kept: until every token they can refuse has expired.
+    pub fn revocation_keep(&self) -> crate::store::revocation::Keep {
+        crate::store::revocation::Keep(
+            crate::store::secs(self.max_access_ttl)
+                .saturating_add(crate::store::revocation::MARGIN),
+        )
+    }
+
     /// Whether the server runs on plain http (development): cookies lose
     /// `Secure` and the `__Host-` prefix, loopback http redirect URIs are
     /// allowed for every client.

@@ -140,6 +140,11 @@ impl Db {
         }
     }
 
+    /// Whether this is the PostgreSQL backend.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Db::Postgres(_))
+    }
+
     /// The pool for reads.
     pub fn read(&self) -> Pool<'_> {
         match self {

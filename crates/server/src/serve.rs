@@ -15,7 +15,6 @@ use crate::password::Passwords;
 use crate::secret::{MasterKey, MasterKeySource};
 use crate::store::audit::AuditQueue;
 use crate::store::retention::{self, Retention};
-use crate::store::revocation::RevokedTokens;
 use crate::store::{now, refresh, secs};
 use crate::Error;
 
@@ -72,9 +71,11 @@ pub async fn open(config: Config) -> Result<Opened, Error> {
     Ok(Opened { config, db, keys })
 }
 
-/// How often each instance re-reads the revoked access tokens: the longest
-/// a revocation made at another instance goes unseen by introspection here.
-pub const REVOCATION_SYNC: Duration = Duration::from_secs(1);
+/// How often each instance reads the revocation log in any case: the
+/// longest a revocation made at another instance goes unseen here when
+/// PostgreSQL's notification is lost (or on SQLite, for one made by
+/// another process, such as `tessera user disable`).
+pub const REVOCATION_SYNC: Duration = Duration::from_millis(500);
 
 /// How often each instance re-reads the keys and sweeps expired rows: often
 /// enough that a key announced by another instance is published here well
@@ -111,10 +112,11 @@ pub async fn serve(
     };
     let maintenance = tokio::spawn(maintain(db.clone(), Arc::clone(&keys), period, grace, keep));
     let app = Arc::new(App::new(config, db.clone(), keys, passwords, audit));
-    app.access.revoked().reload(&db).await?;
-    let revocations = tokio::spawn(sync_revocations(
+    app.access.revoked().sync(&db).await?;
+    let revocations = tokio::spawn(crate::store::revocation::follow(
         db.clone(),
         Arc::clone(app.access.revoked()),
+        REVOCATION_SYNC,
     ));
     let metrics = tokio::spawn(metrics_upkeep());
     let logouts = tokio::spawn(deliver_logouts(Arc::clone(&app)));
@@ -154,18 +156,6 @@ async fn deliver_logouts(app: Arc<App>) {
         ticker.tick().await;
         if let Err(e) = crate::signin::backchannel::deliver_due(app.deliver(), &http).await {
             tracing::warn!(error = %e, "back-channel logout delivery");
-        }
-    }
-}
-
-/// Pick up access-token revocations made by other instances.
-async fn sync_revocations(db: Db, revoked: Arc<RevokedTokens>) {
-    let mut ticker = tokio::time::interval(REVOCATION_SYNC);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        if let Err(e) = revoked.reload(&db).await {
-            tracing::error!(error = %e, "revocation sync failed");
         }
     }
 }

@@ -77,6 +77,28 @@ pub fn app(pool: SqlitePool, guard: Guard) -> Router {
         .merge(api)
 }
 
+/// `GET /healthz`: up, and where the revocation feed stands (`current`
+/// false once it lost the feed; `stale_for_secs` since when).
+pub fn health<S: Clone + Send + Sync + 'static>(guard: Guard) -> Router<S> {
+    Router::new().route(
+        "/healthz",
+        get(move || {
+            let feed = guard.revocations().map(|f| f.status());
+            async move {
+                let feed = feed.map(|s| {
+                    serde_json::json!({
+                        "current": s.current,
+                        "stale_for_secs": s.stale_for.map(|d| d.as_secs_f64()),
+                        "last_event_id": s.last_event_id,
+                        "revocations": s.revocations,
+                    })
+                });
+                axum::Json(serde_json::json!({ "status": "ok", "revocation_feed": feed }))
+            }
+        }),
+    )
+}
+
 /// An API error: `{"error": …, "message": …}` with its status.
 #[derive(Debug)]
 pub struct ApiError(StatusCode, &'static str, String);

@@ -4,8 +4,10 @@
 //! cargo run -p store-api -- --issuer http://127.0.0.1:8080 --audience store-api
 //! ```
 
-use clap::Parser;
-use tessera_guard::{Guard, RemoteJwks};
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use tessera_guard::{Guard, ProtectedResource, RemoteJwks, RevocationFeed, WhenUnreachable};
 
 #[derive(Parser)]
 #[command(about = "Stores and items, protected by tessera-guard")]
@@ -37,6 +39,36 @@ struct Args {
     /// Clock skew allowed on `exp`, in seconds (at most 300).
     #[arg(long, env = "STORE_API_LEEWAY_SECS", default_value_t = 60)]
     leeway_secs: u64,
+    /// This API's URL as clients see it, published as its protected
+    /// resource metadata (RFC 9728); default: `http://` and the address
+    /// it listens on.
+    #[arg(long, env = "STORE_API_RESOURCE")]
+    resource: Option<String>,
+    /// Subscribe to the issuer's revocation feed as this client (which
+    /// needs the `revocations:read` scope and `client_credentials`); its
+    /// secret comes from `STORE_API_REVOCATION_CLIENT_SECRET`, never from
+    /// the command line.
+    #[arg(long, env = "STORE_API_REVOCATION_CLIENT_ID")]
+    revocation_client_id: Option<String>,
+    /// How long the feed may be unreachable before the policy applies.
+    #[arg(
+        long,
+        env = "STORE_API_REVOCATIONS_UNREACHABLE_AFTER_SECS",
+        default_value_t = 60
+    )]
+    revocations_unreachable_after_secs: u64,
+    /// What to do once the feed has been unreachable that long.
+    #[arg(long, env = "STORE_API_REVOCATIONS_WHEN_UNREACHABLE", value_enum, default_value_t = Policy::KeepServing)]
+    revocations_when_unreachable: Policy,
+}
+
+/// [`WhenUnreachable`] on the command line.
+#[derive(Clone, Copy, ValueEnum)]
+enum Policy {
+    /// Keep serving with the revocations known, and report it.
+    KeepServing,
+    /// Refuse every token (503) until the feed is back.
+    Refuse,
 }
 
 #[tokio::main]
@@ -46,11 +78,36 @@ async fn main() -> anyhow::Result<()> {
     let keys = RemoteJwks::discover(&args.issuer)?
         .cooldown(refresh)
         .cache_bounds(refresh, std::time::Duration::from_secs(24 * 3600));
-    let guard = Guard::builder(&args.issuer, &args.audience, keys)
-        .leeway(std::time::Duration::from_secs(args.leeway_secs))
-        .build()?;
-    let db = store_api::open_db(&args.database_url).await?;
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
+    let resource = args.resource.clone().unwrap_or_else(|| {
+        format!(
+            "http://{}",
+            listener
+                .local_addr()
+                .map_or_else(|_| args.listen.clone(), |a| a.to_string())
+        )
+    });
+    let resource = ProtectedResource::new(resource, &args.issuer)?
+        .scopes([store_api::READ, store_api::WRITE, store_api::ADMIN])
+        .name("Store API");
+    let mut guard = Guard::builder(&args.issuer, &args.audience, keys)
+        .leeway(Duration::from_secs(args.leeway_secs))
+        .resource_metadata(resource.metadata_url());
+    if let Some(client_id) = &args.revocation_client_id {
+        let secret = std::env::var("STORE_API_REVOCATION_CLIENT_SECRET").map_err(|_| {
+            anyhow::anyhow!("--revocation-client-id needs STORE_API_REVOCATION_CLIENT_SECRET")
+        })?;
+        let feed = RevocationFeed::builder(&args.issuer, client_id, secret.into())
+            .unreachable_after(Duration::from_secs(args.revocations_unreachable_after_secs))
+            .when_unreachable(match args.revocations_when_unreachable {
+                Policy::KeepServing => WhenUnreachable::KeepServing,
+                Policy::Refuse => WhenUnreachable::Refuse,
+            })
+            .start()?;
+        guard = guard.revocations(feed);
+    }
+    let guard = guard.build()?;
+    let db = store_api::open_db(&args.database_url).await?;
     println!("store-api: listening {}", listener.local_addr()?);
     println!("store-api: docs at http://{}/docs", listener.local_addr()?);
     // Header, idle and request timeouts and a connection limit, which
@@ -58,7 +115,9 @@ async fn main() -> anyhow::Result<()> {
     let limits = tessera_listen::Limits::for_this_process(16);
     tessera_listen::serve(
         listener,
-        store_api::app(db, guard),
+        store_api::app(db, guard.clone())
+            .merge(resource.router())
+            .merge(store_api::health(guard)),
         limits,
         tessera_listen::shutdown_signal(),
     )

@@ -18,7 +18,7 @@ use crate::store::audit::{AuditQueue, Event};
 use crate::store::clients::GrantType;
 use crate::store::codes::{self, Issued, Redeemed};
 use crate::store::refresh::{self, NewFamily, RefreshPolicy};
-use crate::store::revocation::RevokedTokens;
+use crate::store::revocation::Revocations;
 use crate::store::{now, Scopes};
 
 /// What exchanging a code needs.
@@ -31,7 +31,7 @@ pub struct Exchange<'a> {
     /// The audit trail.
     pub audit: &'a AuditQueue,
     /// Where a replayed code's access token is revoked.
-    pub revoked: &'a RevokedTokens,
+    pub revoked: &'a Revocations,
     /// The longest an access token lives (how long a replayed code's
     /// token stays on the revocation list).
     pub longest_access_ttl: i64,
@@ -139,6 +139,7 @@ pub async fn grant(request: &TokenRequest<'_>, exchange: Exchange<'_>) -> Result
         scope,
         auth_time: Some(grant.auth_time),
         refresh_token,
+        sid: Some(grant.sid.clone()),
         sign_in: Some(SignIn {
             sid: grant.sid,
             nonce: grant.nonce,
@@ -157,7 +158,7 @@ pub async fn revoke_issued(
         refresh::revoke_family(exchange.db, family, "authorization code replayed").await?;
     }
     if let (Some(jti), Some(exp)) = (&issued.access_jti, issued.access_expires_at) {
-        exchange.revoked.revoke(exchange.db, jti, exp).await?;
+        exchange.revoked.revoke_token(exchange.db, jti, exp).await?;
     }
     Ok(())
 }

@@ -37,6 +37,7 @@ pub async fn grant(
         scope: request.scopes_within(&client.scopes.intersection(&user_scopes))?,
         auth_time: Some(now()),
         refresh_token: None,
+        sid: None,
         sign_in: None,
     })
 }

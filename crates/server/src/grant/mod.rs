@@ -98,6 +98,9 @@ pub struct Granted {
     pub auth_time: Option<i64>,
     /// A refresh token, new or rotated.
     pub refresh_token: Option<Zeroizing<String>>,
+    /// The sign-in session the tokens belong to (`sid`: ending the
+    /// session revokes them).
+    pub sid: Option<String>,
     /// For a sign-in (the code grant): what the access and ID tokens need.
     pub sign_in: Option<SignIn>,
 }

@@ -154,6 +154,7 @@ pub async fn grant(request: &TokenRequest<'_>, login: Login<'_>) -> Result<Grant
         scope,
         auth_time,
         refresh_token,
+        sid: None,
         sign_in: None,
     })
 }

@@ -93,6 +93,7 @@ pub async fn grant(request: &TokenRequest<'_>, rotate: Rotate<'_>) -> Result<Gra
         scope,
         auth_time: family.auth_time,
         refresh_token: Some(rotated.token),
+        sid: family.sid,
         sign_in: None,
     })
 }

@@ -28,20 +28,7 @@ pub(crate) fn own_guard(app: &App) -> Result<Guard, tessera_jose::Error> {
 /// client still there and, for a user's token, its user there and enabled
 /// (`access.rs`'s check).
 pub(crate) async fn still_standing(app: &App, token: &AccessToken) -> Result<bool, crate::Error> {
-    let jti = token
-        .claims()
-        .get("jti")
-        .and_then(|v| v.as_str())
-        .unwrap_or_default();
-    let standing = app
-        .access
-        .standing(
-            &app.db,
-            &app.clients,
-            jti,
-            token.client_id().unwrap_or_default(),
-            token.subject(),
-        )
-        .await?;
+    let claims = tessera_guard::revocation::Revocable::from_claims(token.claims());
+    let standing = app.access.standing(&app.db, &app.clients, claims).await?;
     Ok(standing.is_some())
 }

@@ -32,6 +32,7 @@ pub(super) fn metadata(config: &Config) -> String {
         "jwks_uri": config.jwks_uri(),
         "introspection_endpoint": config.endpoint("/oauth2/introspect"),
         "revocation_endpoint": config.endpoint("/oauth2/revoke"),
+        tessera_guard::FEED_METADATA: config.endpoint("/oauth2/revocations"),
         "authorization_endpoint": config.endpoint("/oauth2/authorize"),
         "userinfo_endpoint": config.endpoint("/oauth2/userinfo"),
         "end_session_endpoint": config.endpoint("/oauth2/logout"),

@@ -180,9 +180,17 @@ pub async fn submit(
         Err(e) => return failure(&pages, &e),
     };
     if let Some(old) = previous {
-        if let Err(e) = sessions::end(&app.db, &old.sid, "new login in this browser").await {
+        if let Err(e) = sessions::end(
+            &app.db,
+            &old.sid,
+            "new login in this browser",
+            app.config.revocation_keep(),
+        )
+        .await
+        {
             return failure(&pages, &e);
         }
+        app.access.revoked().catch_up(&app.db).await;
     }
     let (cookie, session) = match sessions::start(&app.db, &user.id, app.config.sessions).await {
         Ok(s) => s,

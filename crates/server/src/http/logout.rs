@@ -244,8 +244,16 @@ async fn end_and_finish(
     target: &Target,
     session: &Session,
 ) -> Response {
-    match sessions::end(&app.db, &session.sid, "logout").await {
+    match sessions::end(
+        &app.db,
+        &session.sid,
+        "logout",
+        app.config.revocation_keep(),
+    )
+    .await
+    {
         Ok(_) => {
+            app.access.revoked().catch_up(&app.db).await;
             app.audit.push(
                 crate::store::audit::Event::new("logout")
                     .subject(&session.user_id)

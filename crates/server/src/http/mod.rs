@@ -5,6 +5,7 @@
 //! | `POST /oauth2/token` | `token.rs` | any registered client |
 //! | `POST /oauth2/introspect` | `introspect.rs` | confidential clients |
 //! | `POST /oauth2/revoke` | `revoke.rs` | the client the token was issued to |
+//! | `GET /oauth2/revocations` | `revocation_feed.rs` | access tokens with `revocations:read` (resource servers) |
 //! | `GET`/`POST /oauth2/authorize` | `authorize.rs` | anyone (the person is identified by the session) |
 //! | `GET`/`POST /login` | `login.rs` | the browser that started the request |
 //! | `GET`/`POST /consent` | `consent.rs` | the browser and session of the request |
@@ -32,6 +33,7 @@ mod logout;
 mod metrics;
 mod page_params;
 pub mod pages;
+mod revocation_feed;
 mod revoke;
 mod token;
 mod userinfo;
@@ -100,6 +102,7 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .merge(sign_in_routes(&app))
         .merge(userinfo::routes(&app))
+        .merge(revocation_feed::routes(&app))
         .route("/oauth2/token", post(token::token))
         .route("/oauth2/introspect", post(introspect::introspect))
         .route("/oauth2/revoke", post(revoke::revoke))

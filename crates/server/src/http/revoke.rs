@@ -36,7 +36,7 @@ pub async fn revoke(State(app): State<Arc<App>>, form: OAuthForm) -> Result<Resp
                 if let (Some(jti), Some(exp)) = (claims.jti.as_deref(), claims.exp) {
                     app.access
                         .revoked()
-                        .revoke(&app.db, jti, exp.seconds())
+                        .revoke_token(&app.db, jti, exp.seconds())
                         .await?;
                     app.audit.push(event(format!("access_token jti={jti}")));
                 }

@@ -103,9 +103,29 @@ pub async fn token(State(app): State<Arc<App>>, form: OAuthForm) -> Result<Respo
         },
     }
     .map_err(OAuthError::from)?;
+    after_cut_off(&app, &client.client_id, &granted.subject).await;
     let response = issue(&app, &client, granted)?;
     metrics::counter!("tessera_tokens_issued_total", "grant" => grant.as_str()).increment(1);
     Ok(response)
+}
+
+/// Wait, when the user or client was cut off within this second (a
+/// password change, a rotated secret), for the next one: a cut refuses
+/// tokens whose `iat` is at or before it, and `iat` counts whole seconds,
+/// so a token issued right after the cut would be refused with the ones
+/// before it. Rare, and a second at most.
+async fn after_cut_off(app: &App, client_id: &str, subject: &str) {
+    let Some(cut) = app.access.revoked().cut_off(Some(subject), Some(client_id)) else {
+        return;
+    };
+    let next = u64::try_from(cut.saturating_add(1)).unwrap_or(0) * 1000;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let wait = next.saturating_sub(now_ms).min(1000);
+    if wait > 0 {
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+    }
 }
 
 /// Sign the access token (and, for a sign-in with `openid`, the ID
@@ -134,6 +154,7 @@ fn issue(app: &App, client: &Client, granted: Granted) -> Result<Response, OAuth
             auth_time: granted.auth_time,
             ttl,
             jti: granted.sign_in.as_ref().map(|s| s.jti.clone()),
+            sid: granted.sid.clone(),
         },
         at,
     )?;

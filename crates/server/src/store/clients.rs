@@ -10,6 +10,7 @@ use zeroize::Zeroizing;
 
 use crate::db::{on_pool, Db};
 use crate::secret::{random_id, random_token, token_digest};
+use crate::store::revocation::{append_revocation, Keep};
 use crate::store::{check_name, now, Scopes};
 use crate::Error;
 
@@ -429,10 +430,20 @@ pub async fn list(db: &Db) -> Result<Vec<Client>, Error> {
     rows.into_iter().map(Client::try_from).collect()
 }
 
-/// Delete a client; its refresh token families go with it.
-pub async fn delete(db: &Db, client_id: &str) -> Result<(), Error> {
-    let changed = on_pool!(db.write(), p => sqlx::query("DELETE FROM clients WHERE client_id = $1")
-        .bind(client_id).execute(p).await.map(|r| r.rows_affected()))?;
+/// Delete a client; its refresh token families go with it, and its access
+/// tokens are revoked (the revocation feed).
+pub async fn delete(db: &Db, client_id: &str, keep: Keep) -> Result<(), Error> {
+    let at = now();
+    let changed = on_pool!(db.write(), p => {
+        let mut tx = p.begin().await?;
+        let changed = sqlx::query("DELETE FROM clients WHERE client_id = $1")
+            .bind(client_id).execute(&mut *tx).await?.rows_affected();
+        if changed > 0 {
+            append_revocation!(db, tx, keep.client(client_id, at), at);
+        }
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(changed)
+    })?;
     if changed == 0 {
         return Err(Error::NotFound {
             kind: "client",
@@ -442,13 +453,29 @@ pub async fn delete(db: &Db, client_id: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// Give a confidential client a new secret; the old one stops working.
-pub async fn rotate_secret(db: &Db, client_id: &str) -> Result<Zeroizing<String>, Error> {
+/// Give a confidential client a new secret; the old one stops working,
+/// and so do the access tokens issued before (the revocation feed): a
+/// secret is rotated because it may have leaked, and whoever held it may
+/// hold tokens too.
+pub async fn rotate_secret(
+    db: &Db,
+    client_id: &str,
+    keep: Keep,
+) -> Result<Zeroizing<String>, Error> {
     let secret = random_token()?;
-    let changed = on_pool!(db.write(), p => sqlx::query(
-        "UPDATE clients SET secret_hash = $1, updated_at = $2 \
-         WHERE client_id = $3 AND secret_hash IS NOT NULL"
-    ).bind(token_digest(&secret)).bind(now()).bind(client_id).execute(p).await.map(|r| r.rows_affected()))?;
+    let at = now();
+    let changed = on_pool!(db.write(), p => {
+        let mut tx = p.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE clients SET secret_hash = $1, updated_at = $2 \
+             WHERE client_id = $3 AND secret_hash IS NOT NULL"
+        ).bind(token_digest(&secret)).bind(at).bind(client_id).execute(&mut *tx).await?.rows_affected();
+        if changed > 0 {
+            append_revocation!(db, tx, keep.client(client_id, at), at);
+        }
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(changed)
+    })?;
     if changed == 0 {
         return match find(db, client_id).await? {
             Some(_) => Err(Error::Invalid(format!(

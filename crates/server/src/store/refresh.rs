@@ -41,6 +41,8 @@ pub struct Family {
     pub expires_at: i64,
     /// When it was revoked.
     pub revoked_at: Option<i64>,
+    /// The sign-in session it belongs to (its access tokens carry it).
+    pub sid: Option<String>,
 }
 
 /// What a new family is for.
@@ -119,7 +121,7 @@ pub struct Rotated {
 }
 
 const FAMILY_COLUMNS: &str =
-    "id, client_id, subject, username, scope, auth_time, expires_at, revoked_at";
+    "id, client_id, subject, username, scope, auth_time, expires_at, revoked_at, sid";
 
 /// A presented token with its family.
 #[derive(sqlx::FromRow)]
@@ -143,7 +145,8 @@ macro_rules! returning_claimed {
          (SELECT scope FROM refresh_families f WHERE f.id = refresh_tokens.family_id) AS scope, \
          (SELECT auth_time FROM refresh_families f WHERE f.id = refresh_tokens.family_id) AS auth_time, \
          (SELECT expires_at FROM refresh_families f WHERE f.id = refresh_tokens.family_id) AS expires_at, \
-         (SELECT revoked_at FROM refresh_families f WHERE f.id = refresh_tokens.family_id) AS revoked_at"
+         (SELECT revoked_at FROM refresh_families f WHERE f.id = refresh_tokens.family_id) AS revoked_at, \
+         (SELECT sid FROM refresh_families f WHERE f.id = refresh_tokens.family_id) AS sid"
     };
 }
 
@@ -172,7 +175,7 @@ const CLAIM_AND_SUCCEED: &str = concat!(
 /// A token that could not be claimed (used already), with its family.
 const LOOK_UP: &str =
     "SELECT t.expires_at AS token_expires_at, t.used_at, t.successor_sealed, f.id, f.client_id, f.subject, \
-    f.username, f.scope, f.auth_time, f.expires_at, f.revoked_at \
+    f.username, f.scope, f.auth_time, f.expires_at, f.revoked_at, f.sid \
     FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id WHERE t.token_hash = $1";
 
 /// Start a family and return its id and first token.
@@ -485,7 +488,7 @@ pub struct Live {
 pub async fn lookup(db: &Db, presented: &str) -> Result<Option<Live>, Error> {
     let live = on_pool!(db.read(), p => sqlx::query_as::<_, Live>(
         "SELECT t.created_at AS issued_at, t.expires_at AS token_expires_at, \
-         f.id, f.client_id, f.subject, f.username, f.scope, f.auth_time, f.expires_at, f.revoked_at \
+         f.id, f.client_id, f.subject, f.username, f.scope, f.auth_time, f.expires_at, f.revoked_at, f.sid \
          FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id \
          WHERE t.token_hash = $1 AND t.used_at IS NULL AND t.expires_at > $2 \
          AND f.revoked_at IS NULL AND f.expires_at > $2"

@@ -1,6 +1,6 @@
 //! Pruning what no one can use or needs any more: audit events past their
-//! retention, refresh tokens and families past their expiry, revoked
-//! access-token ids and used assertion ids past the tokens they name.
+//! retention, refresh tokens and families past their expiry, revocation
+//! events and used assertion ids past the tokens they can name.
 //!
 //! Each kind is deleted in small batches with a pause between them, so a
 //! large backlog (a first prune after a long time, a retention shortened)
@@ -32,7 +32,7 @@ pub struct Pruned {
     pub audit: u64,
     /// Refresh tokens, and families with all their tokens.
     pub refresh: u64,
-    /// Revoked access-token ids and used assertion ids.
+    /// Revocation events, used assertion ids, spent codes, ended sessions.
     pub ids: u64,
 }
 
@@ -60,8 +60,8 @@ const EXPIRED: [(Kind, &str); 6] = [
     ),
     (
         Kind::Ids,
-        "DELETE FROM revoked_access_tokens WHERE jti IN \
-         (SELECT jti FROM revoked_access_tokens WHERE expires_at < $1 LIMIT $2)",
+        "DELETE FROM revocation_events WHERE id IN \
+         (SELECT id FROM revocation_events WHERE keep_until < $1 LIMIT $2)",
     ),
     (
         Kind::Ids,

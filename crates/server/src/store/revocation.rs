@@ -1,23 +1,154 @@
-//! Revoked access tokens (by `jti`, until they expire) and used client
+//! The revocation log that the revocation feed serves (access tokens by
+//! `jti`; a user's, a client's or a session's tokens), and used client
 //! assertions (by issuer and `jti`, against replay).
+//!
+//! Every revocation is appended to `revocation_events` in the
+//! transaction that causes it (disabling a user, ending a session, …), so
+//! a change that committed always has its event and one that did not has
+//! none. The row's id is the feed's cursor: ids commit in order (SQLite
+//! has one writer; on PostgreSQL each appender first takes a
+//! transaction-scoped advisory lock), so a reader that saw id N never
+//! later finds a smaller one. On PostgreSQL the append also notifies
+//! [`CHANNEL`], so every instance reads it at once.
+//!
+//! Each instance keeps the live events in memory ([`Revocations`]): the
+//! server checks its own tokens against them (introspection, userinfo,
+//! `/admin`) with the same [`RevocationSet`] a resource server's guard
+//! keeps, and the feed serves them from there.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, RwLock};
+
+use tessera_guard::revocation::{Revocable, Revocation, RevocationSet};
 
 use crate::db::{on_pool, Db};
 use crate::Error;
 
-/// Deny the access token `jti` until `expires_at`.
-pub async fn revoke_access_token(db: &Db, jti: &str, expires_at: i64) -> Result<(), Error> {
-    on_pool!(db.write(), p => sqlx::query(
-        "INSERT INTO revoked_access_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING"
-    ).bind(jti).bind(expires_at).execute(p).await.map(|r| r.rows_affected()))?;
-    Ok(())
+/// How long past a cut-off (a user's, a client's, a session's) its event
+/// is kept beyond the longest access-token lifetime: the longest leeway
+/// a verifier allows on `exp` (300 s), and a code spent after its session
+/// ended (codes live at most 10 minutes).
+pub const MARGIN: i64 = 15 * 60;
+
+/// The longest leeway a verifier may allow on `exp`
+/// ([`tessera_jose::jwt::MAX_LEEWAY`]): a revoked token's event is kept
+/// this long past its `exp`.
+pub const LEEWAY: i64 = 300;
+
+/// The PostgreSQL channel notified on every append.
+pub const CHANNEL: &str = "tessera_revocations";
+
+/// Appends one event (`$1` kind, `$2` value, `$3` cut-off, `$4` keep
+/// until, `$5` now).
+pub(crate) const APPEND: &str = "INSERT INTO revocation_events \
+    (kind, value, issued_before, keep_until, created_at) VALUES ($1, $2, $3, $4, $5)";
+
+/// Taken before an append on PostgreSQL: appenders commit one at a time,
+/// in id order. Then every listening instance hears of it at commit.
+pub(crate) const IN_ORDER: [&str; 2] = [
+    "SELECT pg_advisory_xact_lock(7368756)",
+    "SELECT pg_notify('tessera_revocations', '')",
+];
+
+/// The columns of one event row.
+pub(crate) struct Row {
+    pub kind: &'static str,
+    pub value: String,
+    pub issued_before: Option<i64>,
+    pub keep_until: i64,
 }
 
-/// Whether the access token `jti` was revoked.
-pub async fn is_access_token_revoked(db: &Db, jti: &str) -> Result<bool, Error> {
-    let row: Option<(i64,)> = on_pool!(db.read(), p => sqlx::query_as(
-        "SELECT expires_at FROM revoked_access_tokens WHERE jti = $1"
-    ).bind(jti).fetch_optional(p).await)?;
-    Ok(row.is_some())
+impl Row {
+    pub(crate) fn of(revocation: Revocation) -> Row {
+        match revocation {
+            Revocation::Token { jti, until } => Row {
+                kind: "token",
+                value: jti,
+                issued_before: None,
+                keep_until: until,
+            },
+            Revocation::User {
+                sub,
+                issued_before,
+                until,
+            } => Row {
+                kind: "user",
+                value: sub,
+                issued_before: Some(issued_before),
+                keep_until: until,
+            },
+            Revocation::Client {
+                client_id,
+                issued_before,
+                until,
+            } => Row {
+                kind: "client",
+                value: client_id,
+                issued_before: Some(issued_before),
+                keep_until: until,
+            },
+            Revocation::Session { sid, until } => Row {
+                kind: "session",
+                value: sid,
+                issued_before: None,
+                keep_until: until,
+            },
+        }
+    }
+}
+
+/// Append `$revocation` in the transaction `$tx` of `$db`'s backend.
+macro_rules! append_revocation {
+    ($db:expr, $tx:expr, $revocation:expr, $at:expr) => {{
+        if $db.is_postgres() {
+            for sql in $crate::store::revocation::IN_ORDER {
+                sqlx::query(sql).execute(&mut *$tx).await?;
+            }
+        }
+        let row = $crate::store::revocation::Row::of($revocation);
+        sqlx::query($crate::store::revocation::APPEND)
+            .bind(row.kind)
+            .bind(row.value)
+            .bind(row.issued_before)
+            .bind(row.keep_until)
+            .bind($at)
+            .execute(&mut *$tx)
+            .await?;
+    }};
+}
+pub(crate) use append_revocation;
+
+/// How long the events of cut-offs are kept: the longest access-token
+/// lifetime, plus [`MARGIN`] (seconds).
+#[derive(Clone, Copy, Debug)]
+pub struct Keep(pub i64);
+
+impl Keep {
+    /// Every token of user `sub` issued at or before `at`.
+    pub fn user(self, sub: &str, at: i64) -> Revocation {
+        Revocation::User {
+            sub: sub.to_owned(),
+            issued_before: at,
+            until: at.saturating_add(self.0),
+        }
+    }
+
+    /// Every token of client `client_id` issued at or before `at`.
+    pub fn client(self, client_id: &str, at: i64) -> Revocation {
+        Revocation::Client {
+            client_id: client_id.to_owned(),
+            issued_before: at,
+            until: at.saturating_add(self.0),
+        }
+    }
+
+    /// Every token of session `sid`.
+    pub fn session(self, sid: &str, at: i64) -> Revocation {
+        Revocation::Session {
+            sid: sid.to_owned(),
+            until: at.saturating_add(self.0),
+        }
+    }
 }
 
 /// Record a client assertion's `jti`; `false` if it was seen before (a
@@ -34,45 +165,246 @@ pub async fn use_assertion(
     Ok(inserted == 1)
 }
 
-/// Every revoked access token that has not expired yet, in memory, so
-/// introspection and the admin API check revocation without a query.
-///
-/// Revocations made through this instance are seen at once; those made
-/// through another instance on the same database arrive with the next
-/// [`RevokedTokens::reload`], which the server runs every second. Access
-/// tokens live minutes and are rarely revoked, so the set stays small.
-#[derive(Debug, Default)]
-pub struct RevokedTokens {
-    jtis: std::sync::RwLock<std::collections::HashSet<String>>,
+/// One event of the log, ready to send.
+#[derive(Clone, Debug)]
+pub struct Logged {
+    /// The cursor.
+    pub id: i64,
+    /// The event, as the feed's JSON.
+    pub json: Arc<str>,
+    until: i64,
 }
 
-impl RevokedTokens {
-    /// Whether the access token `jti` is revoked.
-    pub fn contains(&self, jti: &str) -> bool {
-        self.jtis
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(jti)
+/// The live events, in memory; see the module docs.
+///
+/// Events committed through any instance arrive with the next
+/// [`Revocations::sync`]: the server runs it when PostgreSQL notifies an
+/// append, and every half second in any case; an instance that revokes
+/// syncs at once.
+#[derive(Debug)]
+pub struct Revocations {
+    log: RwLock<Log>,
+    latest: tokio::sync::watch::Sender<i64>,
+    syncing: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug, Default)]
+struct Log {
+    events: VecDeque<Logged>,
+    set: RevocationSet,
+    last_id: i64,
+    pruned_at: i64,
+}
+
+impl Default for Revocations {
+    fn default() -> Revocations {
+        Revocations {
+            log: RwLock::default(),
+            latest: tokio::sync::watch::channel(0).0,
+            syncing: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+/// What a subscriber that saw `after` gets next.
+#[derive(Debug)]
+pub struct Since {
+    /// The subscriber's cursor is ahead of the log (the database was
+    /// restored from a backup): it must start over from these events.
+    pub reset: bool,
+    /// The events after its cursor, oldest first.
+    pub events: Vec<Logged>,
+}
+
+impl Revocations {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Log> {
+        self.log.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Revoke the access token `jti` until `expires_at`: in the database and
-    /// here.
-    pub async fn revoke(&self, db: &Db, jti: &str, expires_at: i64) -> Result<(), Error> {
-        revoke_access_token(db, jti, expires_at).await?;
-        self.jtis
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(jti.to_owned());
-        Ok(())
+    /// Whether a token with these claims is revoked.
+    pub fn refuses(&self, token: Revocable<'_>) -> bool {
+        self.read().set.refuses(token)
     }
 
-    /// Replace the set with the database's unexpired revocations.
-    pub async fn reload(&self, db: &Db) -> Result<(), Error> {
-        let rows: Vec<(String,)> = on_pool!(db.read(), p => sqlx::query_as(
-            "SELECT jti FROM revoked_access_tokens WHERE expires_at > $1"
-        ).bind(crate::store::now()).fetch_all(p).await)?;
-        let fresh = rows.into_iter().map(|(jti,)| jti).collect();
-        *self.jtis.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+    /// The latest cut-off in force for user `sub` or client
+    /// `client_id`: a token minted for them now must be issued after it.
+    pub fn cut_off(&self, sub: Option<&str>, client_id: Option<&str>) -> Option<i64> {
+        self.read().set.cut_off(sub, client_id)
+    }
+
+    /// The cursor of the newest event held.
+    pub fn latest(&self) -> i64 {
+        self.read().last_id
+    }
+
+    /// Woken on every new event (the value is the newest cursor).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.latest.subscribe()
+    }
+
+    /// Live events held.
+    pub fn len(&self) -> usize {
+        self.read().events.len()
+    }
+
+    /// Whether none are held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The events after cursor `after`, at most `max`.
+    pub fn since(&self, after: i64, max: usize) -> Since {
+        let log = self.read();
+        let reset = after > log.last_id;
+        let after = if reset { 0 } else { after };
+        let start = log.events.partition_point(|e| e.id <= after);
+        Since {
+            reset,
+            events: log.events.range(start..).take(max).cloned().collect(),
+        }
+    }
+
+    /// Revoke the access token `jti` (whose `exp` is `expires_at`): in
+    /// the log, then here at once.
+    pub async fn revoke_token(&self, db: &Db, jti: &str, expires_at: i64) -> Result<(), Error> {
+        let token = Revocable {
+            jti: Some(jti),
+            ..Revocable::default()
+        };
+        if self.refuses(token) {
+            return Ok(());
+        }
+        let revocation = Revocation::Token {
+            jti: jti.to_owned(),
+            until: expires_at.saturating_add(LEEWAY),
+        };
+        let at = crate::store::now();
+        on_pool!(db.write(), p => {
+            let mut tx = p.begin().await?;
+            append_revocation!(db, tx, revocation, at);
+            tx.commit().await
+        })?;
+        self.sync(db).await
+    }
+
+    /// [`Revocations::sync`] after a revocation this instance committed,
+    /// so it applies here at once; a failure is logged, not returned (the
+    /// change committed, and the server's follower reads it soon).
+    pub async fn catch_up(&self, db: &Db) {
+        if let Err(e) = self.sync(db).await {
+            tracing::warn!(error = %e, "revocation log not read after a revocation; the follower will");
+        }
+    }
+
+    /// Read the events appended since the last sync (through any
+    /// instance), and forget those past their time.
+    pub async fn sync(&self, db: &Db) -> Result<(), Error> {
+        let _one_at_a_time = self.syncing.lock().await;
+        let after = self.read().last_id;
+        let now = crate::store::now();
+        let rows: Vec<(i64, String, String, Option<i64>, i64)> = on_pool!(db.read(), p => sqlx::query_as(
+            "SELECT id, kind, value, issued_before, keep_until FROM revocation_events \
+             WHERE id > $1 AND keep_until > $2 ORDER BY id LIMIT 10000"
+        ).bind(after).bind(now).fetch_all(p).await)?;
+        let mut log = self.log.write().unwrap_or_else(|p| p.into_inner());
+        let mut newest = None;
+        for (id, kind, value, issued_before, until) in rows {
+            newest = Some(id);
+            let cut = issued_before.unwrap_or(0);
+            let revocation = match kind.as_str() {
+                "token" => Revocation::Token { jti: value, until },
+                "user" => Revocation::User {
+                    sub: value,
+                    issued_before: cut,
+                    until,
+                },
+                "client" => Revocation::Client {
+                    client_id: value,
+                    issued_before: cut,
+                    until,
+                },
+                "session" => Revocation::Session { sid: value, until },
+                other => {
+                    tracing::error!(id, kind = other, "unknown revocation event kind; skipped");
+                    continue;
+                }
+            };
+            log.set.insert(&revocation);
+            let json = serde_json::to_string(&revocation)
+                .map_err(|e| Error::Database(format!("revocation event: {e}")))?;
+            log.events.push_back(Logged {
+                id,
+                json: json.into(),
+                until,
+            });
+        }
+        if let Some(id) = newest {
+            log.last_id = log.last_id.max(id);
+        }
+        if now >= log.pruned_at.saturating_add(10) {
+            log.set.prune(now);
+            log.events.retain(|e| e.until > now);
+            log.pruned_at = now;
+        }
+        let last = log.last_id;
+        drop(log);
+        if newest.is_some() {
+            self.latest.send_replace(last);
+        }
         Ok(())
     }
+}
+
+/// Keep `revocations` in step with the log: at once when PostgreSQL
+/// notifies an append (at any instance), and every `period` in any case.
+pub async fn follow(db: Db, revocations: Arc<Revocations>, period: std::time::Duration) {
+    let mut listener = listen(&db).await;
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        match listener.as_mut() {
+            Some(l) => {
+                tokio::select! {
+                    _ = ticker.tick() => {}
+                    heard = l.recv() => if let Err(e) = heard {
+                        // The listener reconnects on its next call; the
+                        // ticker covers the gap.
+                        tracing::warn!(error = %e, "revocation notifications interrupted");
+                        tokio::time::sleep(period).await;
+                    }
+                }
+            }
+            None => {
+                ticker.tick().await;
+            }
+        }
+        if let Err(e) = revocations.sync(&db).await {
+            tracing::error!(error = %e, "revocation sync failed");
+        }
+    }
+}
+
+/// A listener on [`CHANNEL`], on a connection of its own (not one of the
+/// pool's); `None` on SQLite, or when it cannot be had (the ticker then
+/// does the work).
+async fn listen(db: &Db) -> Option<sqlx::postgres::PgListener> {
+    let Db::Postgres(pool) = db else {
+        return None;
+    };
+    let options = pool.connect_options().as_ref().clone();
+    let own = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_lazy_with(options);
+    let mut listener = match sqlx::postgres::PgListener::connect_with(&own).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "no revocation notifications; polling only");
+            return None;
+        }
+    };
+    if let Err(e) = listener.listen(CHANNEL).await {
+        tracing::warn!(error = %e, "no revocation notifications; polling only");
+        return None;
+    }
+    Some(listener)
 }

@@ -9,6 +9,7 @@ use zeroize::Zeroizing;
 use crate::db::{on_pool, Db};
 use crate::secret::{random_id, random_token, token_digest};
 use crate::store::now;
+use crate::store::revocation::{append_revocation, Keep};
 use crate::Error;
 
 /// How long sessions live.
@@ -203,9 +204,10 @@ pub async fn add_client(db: &Db, sid: &str, client_id: &str) -> Result<(), Error
     Ok(())
 }
 
-/// End session `sid` and revoke the refresh-token families started in it,
-/// in one transaction. `None` when it was not live.
-pub async fn end(db: &Db, sid: &str, reason: &str) -> Result<Option<Ended>, Error> {
+/// End session `sid` and revoke the refresh-token families started in it
+/// and its access tokens (the revocation feed), in one transaction.
+/// `None` when it was not live.
+pub async fn end(db: &Db, sid: &str, reason: &str, keep: Keep) -> Result<Option<Ended>, Error> {
     let at = now();
     let sql = format!(
         "UPDATE sessions SET ended_at = $1 WHERE sid = $2 AND ended_at IS NULL RETURNING {COLUMNS}"
@@ -233,6 +235,7 @@ pub async fn end(db: &Db, sid: &str, reason: &str) -> Result<Option<Ended>, Erro
              FROM session_clients sc JOIN clients c ON c.client_id = sc.client_id \
              WHERE sc.sid = $1 AND c.backchannel_logout_uri IS NOT NULL ON CONFLICT DO NOTHING"
         ).bind(sid).bind(&session.user_id).bind(at).execute(&mut *tx).await?;
+        append_revocation!(db, tx, keep.session(sid, at), at);
         tx.commit().await?;
         Ok::<_, sqlx::Error>(Some(Ended {
             session,

@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use crate::db::{on_pool, Db};
 use crate::secret::random_id;
+use crate::store::revocation::{append_revocation, Keep};
 use crate::store::{check_name, is_unique_violation, now, sessions, Scopes};
 use crate::Error;
 
@@ -149,23 +150,27 @@ enum Change<'a> {
 /// Apply `change` to `username` and, when it must, revoke the user's
 /// refresh token families in the same transaction: the refresh grant
 /// relies on this to skip looking the user up.
-async fn apply(db: &Db, username: &str, change: Change<'_>) -> Result<(), Error> {
+async fn apply(db: &Db, username: &str, change: Change<'_>, keep: Keep) -> Result<(), Error> {
     let at = now();
     let ends_sessions = match change {
         Change::Disabled(disabled) => disabled.then_some("user disabled"),
         Change::PasswordHash(_) => Some("password changed"),
     };
-    let changed = on_pool!(db.write(), p => {
+    on_pool!(db.write(), p => {
         let mut tx = p.begin().await?;
         let update = match change {
             Change::Disabled(disabled) => {
-                sqlx::query("UPDATE users SET disabled = $1, updated_at = $2 WHERE username = $3").bind(disabled)
+                sqlx::query_as::<_, (String,)>("UPDATE users SET disabled = $1, updated_at = $2 WHERE username = $3 RETURNING id").bind(disabled)
             }
             Change::PasswordHash(hash) => {
-                sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE username = $3").bind(hash)
+                sqlx::query_as::<_, (String,)>("UPDATE users SET password_hash = $1, updated_at = $2 WHERE username = $3 RETURNING id").bind(hash)
             }
         };
-        let changed = update.bind(at).bind(username).execute(&mut *tx).await?.rows_affected();
+        let changed: Option<(String,)> = update.bind(at).bind(username).fetch_optional(&mut *tx).await?;
+        let Some((id,)) = changed else {
+            tx.rollback().await?;
+            return Err(not_found(username));
+        };
         if let Some(reason) = ends_sessions {
             sqlx::query(
                 "UPDATE refresh_families SET revoked_at = $1, revoked_reason = $2 \
@@ -173,13 +178,11 @@ async fn apply(db: &Db, username: &str, change: Change<'_>) -> Result<(), Error>
             ).bind(at).bind(reason).bind(username).execute(&mut *tx).await?;
             sqlx::query(sessions::QUEUE_LOGOUTS_OF_USER).bind(at).bind(username).execute(&mut *tx).await?;
             sqlx::query(sessions::END_SESSIONS_OF_USER).bind(at).bind(username).execute(&mut *tx).await?;
+            append_revocation!(db, tx, keep.user(&id, at), at);
         }
         tx.commit().await?;
-        Ok::<_, sqlx::Error>(changed)
+        Ok::<_, sqlx::Error>(())
     })?;
-    if changed == 0 {
-        return Err(not_found(username));
-    }
     Ok(())
 }
 
@@ -225,33 +228,47 @@ pub async fn set_profile(db: &Db, username: &str, profile: &Profile) -> Result<(
 /// token families, so existing sessions end at their next refresh, and
 /// ends the user's sign-in sessions (their clients hear of it by
 /// back-channel logout).
-pub async fn set_disabled(db: &Db, username: &str, disabled: bool) -> Result<(), Error> {
-    apply(db, username, Change::Disabled(disabled)).await
+pub async fn set_disabled(
+    db: &Db,
+    username: &str,
+    disabled: bool,
+    keep: Keep,
+) -> Result<(), Error> {
+    apply(db, username, Change::Disabled(disabled), keep).await
 }
 
 /// Replace a user's password hash and end the user's sessions (refresh
 /// families and sign-in sessions, with back-channel logouts).
-pub async fn set_password(db: &Db, username: &str, password_hash: &str) -> Result<(), Error> {
-    apply(db, username, Change::PasswordHash(password_hash)).await
+pub async fn set_password(
+    db: &Db,
+    username: &str,
+    password_hash: &str,
+    keep: Keep,
+) -> Result<(), Error> {
+    apply(db, username, Change::PasswordHash(password_hash), keep).await
 }
 
 /// Delete a user, the user's refresh token families and sign-in sessions
-/// (their clients hear of it by back-channel logout).
-pub async fn delete(db: &Db, username: &str) -> Result<(), Error> {
-    let changed = on_pool!(db.write(), p => {
+/// (their clients hear of it by back-channel logout); the user's access
+/// tokens are revoked (the revocation feed).
+pub async fn delete(db: &Db, username: &str, keep: Keep) -> Result<(), Error> {
+    let at = now();
+    on_pool!(db.write(), p => {
         let mut tx = p.begin().await?;
         // The clients of the user's sessions hear of it before the
         // sessions go (with the user, by cascade).
-        sqlx::query(sessions::QUEUE_LOGOUTS_OF_USER).bind(now()).bind(username).execute(&mut *tx).await?;
-        let changed = sqlx::query("DELETE FROM users WHERE username = $1")
-            .bind(username).execute(&mut *tx).await?.rows_affected();
+        sqlx::query(sessions::QUEUE_LOGOUTS_OF_USER).bind(at).bind(username).execute(&mut *tx).await?;
+        let deleted: Option<(String,)> = sqlx::query_as("DELETE FROM users WHERE username = $1 RETURNING id")
+            .bind(username).fetch_optional(&mut *tx).await?;
+        let Some((id,)) = deleted else {
+            tx.rollback().await?;
+            return Err(not_found(username));
+        };
         sqlx::query("DELETE FROM refresh_families WHERE username = $1")
             .bind(username).execute(&mut *tx).await?;
+        append_revocation!(db, tx, keep.user(&id, at), at);
         tx.commit().await?;
-        Ok::<_, sqlx::Error>(changed)
+        Ok::<_, sqlx::Error>(())
     })?;
-    if changed == 0 {
-        return Err(not_found(username));
-    }
     Ok(())
 }

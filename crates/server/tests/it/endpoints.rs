@@ -6,6 +6,7 @@ use tessera_server::store::clients::GrantType;
 use crate::{both_backends, wait_for_audit, Backend, Harness, ISSUER};
 
 both_backends!(
+    revocations_reach_introspection_and_the_feed,
     introspection_reports_live_tokens_to_confidential_clients,
     revocation_ends_refresh_families_and_access_tokens,
     discovery_lists_what_the_server_supports,
@@ -609,6 +610,7 @@ mod admin_api {
 }
 
 mod owners {
+    use crate::KEEP;
     use axum::body::Body;
     use axum::http::{header, Request, StatusCode};
     use tessera_server::store::clients::{self, GrantType};
@@ -663,16 +665,20 @@ mod owners {
         assert!(introspect(&h, &rs, &alice).await);
         assert_eq!(admin_status(&h, &alice).await, StatusCode::OK);
 
-        users::set_disabled(&h.db, "alice", true).await.unwrap();
+        users::set_disabled(&h.db, "alice", true, KEEP)
+            .await
+            .unwrap();
         assert!(
             !introspect(&h, &rs, &alice).await,
             "a disabled user's token"
         );
         assert_eq!(admin_status(&h, &alice).await, StatusCode::UNAUTHORIZED);
-        users::set_disabled(&h.db, "alice", false).await.unwrap();
+        users::set_disabled(&h.db, "alice", false, KEEP)
+            .await
+            .unwrap();
         assert!(introspect(&h, &rs, &alice).await);
 
-        users::delete(&h.db, "bob").await.unwrap();
+        users::delete(&h.db, "bob", KEEP).await.unwrap();
         assert!(!introspect(&h, &rs, &bob).await, "a deleted user's token");
 
         // A client's own token, and a user's token through that client.
@@ -682,8 +688,8 @@ mod owners {
         let own = h.client_credentials_token(&id, &secret).await;
         assert!(introspect(&h, &rs, &own).await);
         assert_eq!(admin_status(&h, &own).await, StatusCode::OK);
-        clients::delete(&h.db, &id).await.unwrap();
-        clients::delete(&h.db, &web).await.unwrap();
+        clients::delete(&h.db, &id, KEEP).await.unwrap();
+        clients::delete(&h.db, &web, KEEP).await.unwrap();
         // This instance forgets the cached clients at once when the admin
         // API deletes them; here the store was called directly.
         h.app.clients.forget(&id);
@@ -693,4 +699,138 @@ mod owners {
         assert!(!introspect(&h, &rs, &alice).await, "its client is gone");
         h.finish().await;
     }
+}
+
+/// Revocations of every kind make tokens inactive here and are published
+/// on the feed, which only resource servers with `revocations:read` read.
+async fn revocations_reach_introspection_and_the_feed(backend: Backend) {
+    use axum::body::Body;
+    use axum::http::Request;
+    use futures_util::StreamExt;
+    use tessera_server::store::{clients, users};
+    use tower::ServiceExt;
+
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let keep = crate::KEEP;
+    let (rs, rs_secret) = h
+        .client(&[GrantType::ClientCredentials], "revocations:read")
+        .await;
+    let (batch, batch_secret) = h.client(&[GrantType::ClientCredentials], "read").await;
+    let web = h.public_client("read").await;
+    h.user("alice", "correct horse", "read").await;
+    let active = |token: String| {
+        let h = &h;
+        let (rs, rs_secret) = (rs.clone(), rs_secret.clone());
+        async move {
+            h.post(
+                "/oauth2/introspect",
+                &[("token", &token)],
+                Some((&rs, &rs_secret)),
+            )
+            .await
+            .json["active"]
+                == true
+        }
+    };
+    let log = h.app.access.revoked();
+
+    // A password change ends the user's tokens; a login right after it,
+    // even within the same second, gets a token that works.
+    let before = h
+        .login(&web, "alice", "correct horse")
+        .await
+        .str("access_token");
+    assert!(active(before.clone()).await);
+    let hash = h
+        .app
+        .passwords
+        .hash(zeroize::Zeroizing::new("battery staple".into()))
+        .await
+        .unwrap();
+    users::set_password(&h.db, "alice", &hash, keep)
+        .await
+        .unwrap();
+    log.sync(&h.db).await.unwrap();
+    assert!(!active(before).await, "issued before the password change");
+    let after = h
+        .login(&web, "alice", "battery staple")
+        .await
+        .str("access_token");
+    assert!(active(after.clone()).await, "issued after it");
+
+    // A rotated secret ends the client's tokens, not the new ones.
+    let old = h.client_credentials_token(&batch, &batch_secret).await;
+    assert!(active(old.clone()).await);
+    let new_secret = clients::rotate_secret(&h.db, &batch, keep).await.unwrap();
+    h.app.clients.forget(&batch);
+    log.sync(&h.db).await.unwrap();
+    assert!(!active(old).await);
+    let fresh = h.client_credentials_token(&batch, &new_secret).await;
+    assert!(active(fresh).await);
+    assert!(active(after).await, "other clients' tokens stand");
+
+    // The feed: resource servers only.
+    let feed = |token: Option<String>| {
+        let mut request = Request::get("/oauth2/revocations");
+        if let Some(t) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        h.router
+            .clone()
+            .oneshot(request.body(Body::empty()).unwrap())
+    };
+    assert_eq!(feed(None).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    let other = h
+        .login(&web, "alice", "battery staple")
+        .await
+        .str("access_token");
+    let refused = feed(Some(other)).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let token = h.client_credentials_token(&rs, &rs_secret).await;
+    let response = feed(Some(token)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "text/event-stream"
+    );
+    let mut body = response.into_body().into_data_stream();
+    let mut text = String::new();
+    while !text.contains("event: ready") {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(5), body.next())
+            .await
+            .expect("the backlog and ready come at once")
+            .unwrap()
+            .unwrap();
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    assert!(text.contains("\"kind\":\"user\""), "{text}");
+    assert!(
+        text.contains(&format!("\"kind\":\"client\",\"client_id\":\"{batch}\"")),
+        "{text}"
+    );
+    assert!(text.find("kind\":\"user").unwrap() < text.find("kind\":\"client").unwrap());
+    // A new revocation arrives on the open stream.
+    users::set_disabled(&h.db, "alice", true, keep)
+        .await
+        .unwrap();
+    log.sync(&h.db).await.unwrap();
+    let chunk = tokio::time::timeout(std::time::Duration::from_secs(5), body.next())
+        .await
+        .expect("pushed")
+        .unwrap()
+        .unwrap();
+    let pushed = std::str::from_utf8(&chunk).unwrap();
+    assert!(
+        pushed.contains("event: revocation") && pushed.contains("\"kind\":\"user\""),
+        "{pushed}"
+    );
+    // The discovery document names the feed.
+    let metadata = h.get("/.well-known/oauth-authorization-server").await;
+    assert_eq!(
+        metadata.json["revocation_feed_endpoint"],
+        format!("{ISSUER}/oauth2/revocations")
+    );
+    h.finish().await;
 }

@@ -56,6 +56,11 @@ macro_rules! both_backends {
 
 pub const ISSUER: &str = "https://auth.tessera.test";
 
+/// How long the tests' revocation events of users, clients and sessions
+/// are kept (the default configuration's).
+pub const KEEP: tessera_server::store::revocation::Keep =
+    tessera_server::store::revocation::Keep(3600 + tessera_server::store::revocation::MARGIN);
+
 /// A database of its own: a SQLite file in a temporary directory, or a
 /// fresh PostgreSQL schema. `None` (with a notice) when PostgreSQL is not
 /// configured.

@@ -10,7 +10,7 @@ use serde_json::Value;
 use tessera_server::store::clients::{self, GrantType, NewClient};
 use tessera_server::store::{sessions, Scopes};
 
-use crate::{both_backends, Backend, Harness, Reply, ISSUER};
+use crate::{both_backends, Backend, Harness, Reply, ISSUER, KEEP};
 
 const REDIRECT: &str = "https://app.example.com/callback";
 const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
@@ -859,7 +859,30 @@ async fn backchannel_logout_is_retried_until_acknowledged(backend: Backend) {
         .as_str()
         .unwrap()
         .to_owned();
-    sessions::end(&h.db, &sid, "test").await.unwrap().unwrap();
+    // The access token carries the session, so ending the session
+    // revokes it (here, and on the revocation feed).
+    let access = tokens.str("access_token");
+    assert_eq!(claims(&access)["sid"], sid.as_str());
+    let userinfo = |token: String| {
+        let h = &h;
+        async move {
+            h.send(
+                Request::get("/oauth2/userinfo")
+                    .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .status
+        }
+    };
+    assert_eq!(userinfo(access.clone()).await, StatusCode::OK);
+    sessions::end(&h.db, &sid, "test", KEEP)
+        .await
+        .unwrap()
+        .unwrap();
+    h.app.access.revoked().sync(&h.db).await.unwrap();
+    assert_eq!(userinfo(access).await, StatusCode::UNAUTHORIZED);
 
     let http = tessera_server::signin::backchannel::http_client().unwrap();
     let deliver = || tessera_server::signin::backchannel::deliver_due(h.app.deliver(), &http);
@@ -1065,7 +1088,9 @@ async fn disabling_deleting_or_repassing_a_user_ends_their_sessions(backend: Bac
 
     let mut b = sign_in().await;
     assert_eq!(live().await, 1);
-    users::set_disabled(&h.db, "alice", true).await.unwrap();
+    users::set_disabled(&h.db, "alice", true, KEEP)
+        .await
+        .unwrap();
     assert_eq!(live().await, 0);
     assert_eq!(
         logouts::waiting(&h.db).await.unwrap(),
@@ -1076,7 +1101,9 @@ async fn disabling_deleting_or_repassing_a_user_ends_their_sessions(backend: Bac
     let none = location(&b.get(&h, &format!("{url}&prompt=none")).await);
     assert_eq!(query_of(&none)["error"], "login_required");
 
-    users::set_disabled(&h.db, "alice", false).await.unwrap();
+    users::set_disabled(&h.db, "alice", false, KEEP)
+        .await
+        .unwrap();
     sign_in().await;
     let hash = h
         .app
@@ -1084,7 +1111,9 @@ async fn disabling_deleting_or_repassing_a_user_ends_their_sessions(backend: Bac
         .hash(zeroize::Zeroizing::new("a new password".into()))
         .await
         .unwrap();
-    users::set_password(&h.db, "alice", &hash).await.unwrap();
+    users::set_password(&h.db, "alice", &hash, KEEP)
+        .await
+        .unwrap();
     assert_eq!(live().await, 0);
     assert_eq!(logouts::waiting(&h.db).await.unwrap(), 2);
 
@@ -1096,11 +1125,12 @@ async fn disabling_deleting_or_repassing_a_user_ends_their_sessions(backend: Bac
             .hash(zeroize::Zeroizing::new("correct horse".into()))
             .await
             .unwrap(),
+        KEEP,
     )
     .await
     .unwrap();
     sign_in().await;
-    users::delete(&h.db, "alice").await.unwrap();
+    users::delete(&h.db, "alice", KEEP).await.unwrap();
     assert_eq!(
         logouts::waiting(&h.db).await.unwrap(),
         3,

@@ -8,7 +8,7 @@ use tessera_server::store::refresh::{self, NewFamily, RefreshPolicy, Refused};
 use tessera_server::store::{audit, retention, revocation, users, Scopes};
 use tessera_server::Error;
 
-use crate::{both_backends, Backend, Harness};
+use crate::{both_backends, Backend, Harness, KEEP};
 
 both_backends!(
     users_are_unique_and_can_be_disabled_and_deleted,
@@ -19,6 +19,7 @@ both_backends!(
     refused_refreshes_change_nothing,
     successors_never_outlive_their_family,
     revocations_and_assertions_are_remembered_until_they_expire,
+    concurrent_revocations_are_never_skipped_by_a_follower,
     keys_rotate_announce_and_retire,
     audit_batches_keep_every_event,
     pruning_removes_only_what_is_over_in_batches,
@@ -128,17 +129,19 @@ async fn users_are_unique_and_can_be_disabled_and_deleted(backend: Backend) {
         "the hash must not reach Debug output"
     );
 
-    users::set_disabled(&h.db, "alice", true).await.unwrap();
+    users::set_disabled(&h.db, "alice", true, KEEP)
+        .await
+        .unwrap();
     assert!(users::find(&h.db, "alice").await.unwrap().unwrap().disabled);
     assert!(matches!(
-        users::set_disabled(&h.db, "bob", true).await,
+        users::set_disabled(&h.db, "bob", true, KEEP).await,
         Err(Error::NotFound { .. })
     ));
     assert_eq!(users::list(&h.db).await.unwrap().len(), 1);
-    users::delete(&h.db, "alice").await.unwrap();
+    users::delete(&h.db, "alice", KEEP).await.unwrap();
     assert!(users::find(&h.db, "alice").await.unwrap().is_none());
     assert!(matches!(
-        users::delete(&h.db, "alice").await,
+        users::delete(&h.db, "alice", KEEP).await,
         Err(Error::NotFound { .. })
     ));
     assert!(users::add(&h.db, "bad\nname", "x", &Scopes::default())
@@ -158,7 +161,7 @@ async fn clients_keep_only_a_digest_of_their_secret(backend: Backend) {
     assert_ne!(stored, secret.as_bytes());
     assert!(!format!("{client:?}").contains(&secret));
 
-    let rotated = clients::rotate_secret(&h.db, &id).await.unwrap();
+    let rotated = clients::rotate_secret(&h.db, &id, KEEP).await.unwrap();
     assert_ne!(*rotated, secret);
     let client = clients::find(&h.db, &id).await.unwrap().unwrap();
     assert_eq!(
@@ -198,13 +201,13 @@ async fn clients_keep_only_a_digest_of_their_secret(backend: Backend) {
 
     let public = h.public_client("read").await;
     assert!(matches!(
-        clients::rotate_secret(&h.db, &public).await,
+        clients::rotate_secret(&h.db, &public, KEEP).await,
         Err(Error::Invalid(_))
     ));
-    clients::delete(&h.db, &id).await.unwrap();
+    clients::delete(&h.db, &id, KEEP).await.unwrap();
     assert!(clients::find(&h.db, &id).await.unwrap().is_none());
     assert!(matches!(
-        clients::rotate_secret(&h.db, &id).await,
+        clients::rotate_secret(&h.db, &id, KEEP).await,
         Err(Error::NotFound { .. })
     ));
     h.finish().await;
@@ -505,25 +508,55 @@ async fn refused_refreshes_change_nothing(backend: Backend) {
 }
 
 async fn revocations_and_assertions_are_remembered_until_they_expire(backend: Backend) {
+    use tessera_guard::revocation::Revocable;
     let Some(h) = Harness::new(backend).await else {
         return;
     };
     let now = tessera_server::store::now();
-    revocation::revoke_access_token(&h.db, "jti-1", now + 60)
+    let jti = |j| Revocable {
+        jti: Some(j),
+        ..Revocable::default()
+    };
+    // Two instances' logs: one revokes, the other learns at its next sync.
+    let here = revocation::Revocations::default();
+    let there = revocation::Revocations::default();
+    here.revoke_token(&h.db, "jti-1", now + 60).await.unwrap();
+    here.revoke_token(&h.db, "jti-1", now + 60).await.unwrap();
+    // Expired longer ago than the leeway: nothing left to refuse.
+    here.revoke_token(&h.db, "jti-old", now - 400)
         .await
         .unwrap();
-    revocation::revoke_access_token(&h.db, "jti-1", now + 60)
-        .await
-        .unwrap();
-    revocation::revoke_access_token(&h.db, "jti-old", now - 60)
-        .await
-        .unwrap();
-    assert!(revocation::is_access_token_revoked(&h.db, "jti-1")
-        .await
-        .unwrap());
-    assert!(!revocation::is_access_token_revoked(&h.db, "jti-2")
-        .await
-        .unwrap());
+    assert!(here.refuses(jti("jti-1")));
+    assert!(!here.refuses(jti("jti-2")));
+    there.sync(&h.db).await.unwrap();
+    assert!(
+        there.refuses(jti("jti-1")) && !there.refuses(jti("jti-old")),
+        "expired revocations are not loaded"
+    );
+    assert_eq!(
+        there.len(),
+        1,
+        "a second revocation of a token adds nothing"
+    );
+    here.revoke_token(&h.db, "jti-3", now + 60).await.unwrap();
+    assert!(here.refuses(jti("jti-3")));
+    assert!(!there.refuses(jti("jti-3")));
+    there.sync(&h.db).await.unwrap();
+    assert!(there.refuses(jti("jti-3")));
+
+    // The feed's view: in order, resumable, and a cursor from the future
+    // (a restored backup) starts the subscriber over.
+    let all = there.since(0, 100);
+    assert!(!all.reset);
+    assert_eq!(all.events.len(), 2);
+    assert!(all.events[0].id < all.events[1].id);
+    assert!(all.events[1].json.contains("jti-3"));
+    let after_first = there.since(all.events[0].id, 100);
+    assert_eq!(after_first.events.len(), 1);
+    assert!(there.since(there.latest(), 100).events.is_empty());
+    let ahead = there.since(there.latest() + 100, 100);
+    assert!(ahead.reset);
+    assert_eq!(ahead.events.len(), 2);
 
     assert!(revocation::use_assertion(&h.db, "client", "a", now + 60)
         .await
@@ -538,31 +571,55 @@ async fn revocations_and_assertions_are_remembered_until_they_expire(backend: Ba
         .await
         .unwrap());
 
-    // Two instances' in-memory sets: one revokes, the other learns at its
-    // next reload.
-    let here = revocation::RevokedTokens::default();
-    let there = revocation::RevokedTokens::default();
-    there.reload(&h.db).await.unwrap();
-    assert!(
-        there.contains("jti-1") && !there.contains("jti-old"),
-        "expired revocations are not loaded"
-    );
-    here.revoke(&h.db, "jti-3", now + 60).await.unwrap();
-    assert!(here.contains("jti-3"));
-    assert!(!there.contains("jti-3"));
-    there.reload(&h.db).await.unwrap();
-    assert!(there.contains("jti-3"));
-
     let pruned = retention::prune(&h.db, now, retention::Retention { audit: None })
         .await
         .unwrap();
-    assert_eq!(pruned.ids, 1);
-    assert!(!revocation::is_access_token_revoked(&h.db, "jti-old")
-        .await
-        .unwrap());
-    assert!(revocation::is_access_token_revoked(&h.db, "jti-1")
-        .await
-        .unwrap());
+    assert_eq!(pruned.ids, 1, "the expired revocation event");
+    let fresh = revocation::Revocations::default();
+    fresh.sync(&h.db).await.unwrap();
+    assert_eq!(fresh.len(), 2);
+    h.finish().await;
+}
+
+/// Appends from many transactions at once reach a reader that syncs all
+/// the while, every one of them: ids commit in order, so a cursor never
+/// passes an event that commits later with a smaller id.
+async fn concurrent_revocations_are_never_skipped_by_a_follower(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let now = tessera_server::store::now();
+    let follower = std::sync::Arc::new(revocation::Revocations::default());
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (db, follower, done) = (h.db.clone(), follower.clone(), done.clone());
+        tokio::spawn(async move {
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                follower.sync(&db).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            follower.sync(&db).await.unwrap();
+        })
+    };
+    let writers: Vec<_> = (0..60)
+        .map(|i| {
+            let db = h.db.clone();
+            tokio::spawn(async move {
+                // Each writer is its own instance.
+                let log = revocation::Revocations::default();
+                log.revoke_token(&db, &format!("jti-{i}"), now + 600)
+                    .await
+                    .unwrap();
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    reader.await.unwrap();
+    let seen = follower.since(0, 1000).events;
+    assert_eq!(seen.len(), 60, "the follower missed appends");
     h.finish().await;
 }
 

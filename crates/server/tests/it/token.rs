@@ -7,7 +7,7 @@ use tessera_jose::{jwt, Algorithm, Claims, JwkSet, NumericDate, SigningKey};
 use tessera_server::store::clients::{self, GrantType, NewClient};
 use tessera_server::store::{users, Scopes};
 
-use crate::{both_backends, verify_with_jwks, wait_for_audit, Backend, Harness, ISSUER};
+use crate::{both_backends, verify_with_jwks, wait_for_audit, Backend, Harness, ISSUER, KEEP};
 
 both_backends!(
     client_credentials_issue_rfc_9068_access_tokens,
@@ -348,7 +348,9 @@ async fn password_logins_fail_alike_for_unknown_users_and_wrong_passwords(backen
         "no user enumeration through messages"
     );
 
-    users::set_disabled(&h.db, "alice", true).await.unwrap();
+    users::set_disabled(&h.db, "alice", true, KEEP)
+        .await
+        .unwrap();
     let disabled = h.login(&web, "alice", "correct horse").await;
     assert_eq!(disabled.json, wrong.json);
     h.finish().await;
@@ -594,7 +596,9 @@ async fn disabled_users_cannot_refresh(backend: Backend) {
     let web = h.public_client("read").await;
     h.user("alice", "correct horse", "read").await;
     let login = h.login(&web, "alice", "correct horse").await;
-    users::set_disabled(&h.db, "alice", true).await.unwrap();
+    users::set_disabled(&h.db, "alice", true, KEEP)
+        .await
+        .unwrap();
     let r = h
         .post(
             "/oauth2/token",
@@ -608,7 +612,9 @@ async fn disabled_users_cannot_refresh(backend: Backend) {
         .await;
     assert_eq!(r.error(), "invalid_grant");
     // A password change ends sessions too.
-    users::set_disabled(&h.db, "alice", false).await.unwrap();
+    users::set_disabled(&h.db, "alice", false, KEEP)
+        .await
+        .unwrap();
     let login = h.login(&web, "alice", "correct horse").await;
     let hash = h
         .app
@@ -616,7 +622,9 @@ async fn disabled_users_cannot_refresh(backend: Backend) {
         .hash(zeroize::Zeroizing::new("battery staple".into()))
         .await
         .unwrap();
-    users::set_password(&h.db, "alice", &hash).await.unwrap();
+    users::set_password(&h.db, "alice", &hash, KEEP)
+        .await
+        .unwrap();
     let r = h
         .post(
             "/oauth2/token",
@@ -851,7 +859,7 @@ async fn jwt_bearer_grant_trades_an_assertion_for_a_token(backend: Backend) {
     users::add(&h.db, "bob", "x", &Scopes::default())
         .await
         .unwrap();
-    users::set_disabled(&h.db, "bob", true).await.unwrap();
+    users::set_disabled(&h.db, "bob", true, KEEP).await.unwrap();
     for (name, a) in [
         ("a replay", first),
         ("a forged signature", forged),

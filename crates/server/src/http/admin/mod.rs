@@ -103,6 +103,7 @@ impl Admin {
             passwords: &app.passwords,
             config: &app.config,
             clients: Some(&app.clients),
+            revocations: Some(app.access.revoked()),
             audit: AuditSink::Queue(&app.audit),
             actor: Actor::Token {
                 subject: self.subject.clone(),

@@ -1,0 +1,193 @@
+//! `GET /oauth2/revocations`: the revocation feed, for resource servers
+//! (`tessera-guard`'s `RevocationFeed` subscribes to it).
+//!
+//! Server-sent events (the WHATWG `EventSource` format), chosen over
+//! long-polling because the format already has what the feed needs: every
+//! event carries an `id`, a subscriber that reconnects sends the last one
+//! back as `Last-Event-ID`, and proxies and HTTP clients in every language
+//! handle a long `text/event-stream` response; one connection carries any
+//! number of events without a request each.
+//!
+//! What a subscriber gets, in order: a `reset` event when its cursor is
+//! ahead of the log (the database was restored from a backup: it must
+//! forget what it holds), every live revocation after its cursor (a
+//! `revocation` event each, `id` the cursor, `data` the JSON of
+//! `tessera_guard::revocation::Revocation`), `ready`, then new
+//! revocations as they commit at any instance, and a `heartbeat` after
+//! 10 s of quiet so both ends notice a dead connection. The stream ends
+//! when the access token it was opened with expires; the subscriber
+//! reconnects with a new one.
+//!
+//! Authorization: an access token of this server with the
+//! `revocations:read` scope (a client credential given that scope).
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tessera_guard::{AccessToken, GuardLayer, Rejection, RequireScope, FEED_SCOPE};
+
+use super::{App, OAuthError};
+use crate::store::revocation::Revocations;
+
+/// Quiet this long, the stream sends a heartbeat.
+pub const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// Events taken from the log at a time.
+const BATCH: usize = 1000;
+
+/// The route, behind the guard and the feed's scope.
+pub fn routes(app: &App) -> Router<Arc<App>> {
+    match super::bearer::own_guard(app) {
+        Ok(guard) => Router::new()
+            .route("/oauth2/revocations", get(feed))
+            .layer(RequireScope::any([FEED_SCOPE]))
+            .layer(GuardLayer::new(guard)),
+        Err(e) => {
+            tracing::error!(error = %e, "revocation feed disabled: its guard could not be built");
+            Router::new()
+        }
+    }
+}
+
+async fn feed(State(app): State<Arc<App>>, headers: HeaderMap, token: AccessToken) -> Response {
+    match super::bearer::still_standing(&app, &token).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return Rejection::InvalidToken {
+                description: "the access token is invalid",
+            }
+            .into_response()
+        }
+        Err(e) => return OAuthError::from(e).into_response(),
+    }
+    let cursor = match headers.get("last-event-id").map(|v| v.to_str()) {
+        None => 0,
+        Some(Ok(text)) => match text.trim().parse::<i64>() {
+            Ok(id) if id >= 0 => id,
+            _ => {
+                return OAuthError::invalid_request("Last-Event-ID is not an event id")
+                    .into_response()
+            }
+        },
+        Some(Err(_)) => {
+            return OAuthError::invalid_request("Last-Event-ID is not an event id").into_response()
+        }
+    };
+    let now = crate::store::now();
+    let left = token
+        .expires_at()
+        .map_or(0, |exp| exp.seconds().saturating_sub(now));
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs(u64::try_from(left).unwrap_or(0));
+    let revocations = Arc::clone(app.access.revoked());
+    if cursor > revocations.latest() {
+        // The subscriber saw more than this instance holds: another
+        // instance's newest events, not yet read here, or a restored
+        // backup. Read the log before telling it to start over.
+        if let Err(e) = revocations.sync(&app.db).await {
+            return OAuthError::from(e).into_response();
+        }
+    }
+    let changes = revocations.subscribe();
+    let stream = futures_util::stream::unfold(
+        Subscription {
+            revocations,
+            changes,
+            cursor,
+            pending: VecDeque::new(),
+            backlog_sent: false,
+            first: true,
+            deadline,
+        },
+        |mut s| async move {
+            let event = s.next().await?;
+            Some((Ok::<_, Infallible>(event), s))
+        },
+    );
+    metrics::counter!("tessera_revocation_feed_connections_total").increment(1);
+    let mut response = Sse::new(stream)
+        .keep_alive(
+            KeepAlive::new()
+                .interval(HEARTBEAT)
+                .event(Event::default().event("heartbeat").data("{}")),
+        )
+        .into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // nginx buffers responses unless told not to.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+/// One subscriber's place in the log.
+struct Subscription {
+    revocations: Arc<Revocations>,
+    changes: tokio::sync::watch::Receiver<i64>,
+    cursor: i64,
+    pending: VecDeque<Event>,
+    backlog_sent: bool,
+    first: bool,
+    deadline: tokio::time::Instant,
+}
+
+impl Subscription {
+    /// The next event to send; `None` ends the stream (the token expired,
+    /// or the server is shutting down).
+    async fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some(event);
+            }
+            if tokio::time::Instant::now() >= self.deadline {
+                return None;
+            }
+            // Marks what is there now as seen, so a change after the read
+            // below wakes the wait.
+            self.changes.borrow_and_update();
+            let since = self.revocations.since(self.cursor, BATCH);
+            if since.reset && self.first {
+                self.pending
+                    .push_back(Event::default().event("reset").data("{}"));
+                self.cursor = 0;
+            }
+            self.first = false;
+            let full = since.events.len() == BATCH;
+            for logged in since.events {
+                self.cursor = logged.id;
+                self.pending.push_back(
+                    Event::default()
+                        .event("revocation")
+                        .id(logged.id.to_string())
+                        .data(&*logged.json),
+                );
+            }
+            if full {
+                continue;
+            }
+            if !self.backlog_sent {
+                self.backlog_sent = true;
+                self.pending.push_back(
+                    Event::default()
+                        .event("ready")
+                        .data(format!("{{\"cursor\":{}}}", self.cursor)),
+                );
+                continue;
+            }
+            if !self.pending.is_empty() {
+                continue;
+            }
+            tokio::select! {
+                changed = self.changes.changed() => changed.ok()?,
+                () = tokio::time::sleep_until(self.deadline) => return None,
+            }
+        }
+    }
+}
