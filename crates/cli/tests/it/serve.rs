@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod feed;
+
 /// A running `tessera serve`.
 struct Server {
     child: Child,
@@ -822,18 +824,7 @@ fn store_api_accepts_the_servers_tokens_and_follows_its_key_rotation() {
 /// alone (`-p tessera-cli`) it is built into a target directory of its own
 /// (the outer cargo holds the lock on the usual one).
 fn start_store_api(dir: &Path, issuer: &str) -> Server {
-    let mut bin = assert_cmd::cargo::cargo_bin("store-api");
-    if !bin.exists() {
-        let target = bin.parent().unwrap().join("store-api-e2e");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let built = Process::new(cargo)
-            .args(["build", "-q", "-p", "store-api", "--target-dir"])
-            .arg(&target)
-            .status()
-            .unwrap();
-        assert!(built.success(), "cannot build store-api");
-        bin = target.join("debug").join("store-api");
-    }
+    let bin = store_api_binary();
     let db = format!("sqlite://{}", dir.join("store.db").display());
     let child = Process::new(bin)
         .args([
@@ -857,6 +848,24 @@ fn start_store_api(dir: &Path, issuer: &str) -> Server {
         .spawn()
         .unwrap();
     listening(child, "store-api: listening ")
+}
+
+/// The `store-api` binary: beside `tessera` under `cargo test
+/// --workspace`, else built into a target directory of its own.
+fn store_api_binary() -> std::path::PathBuf {
+    let bin = assert_cmd::cargo::cargo_bin("store-api");
+    if bin.exists() {
+        return bin;
+    }
+    let target = bin.parent().unwrap().join("store-api-e2e");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let built = Process::new(cargo)
+        .args(["build", "-q", "-p", "store-api", "--target-dir"])
+        .arg(&target)
+        .status()
+        .unwrap();
+    assert!(built.success(), "cannot build store-api");
+    target.join("debug").join("store-api")
 }
 
 /// The `kid` of a token's header.
