@@ -6,7 +6,9 @@ the password grant, refreshes, introspects and revokes; it signs a person
 in with the authorization code flow (OAuth2Session with
 code_challenge_method='S256', through the real login and consent pages);
 PyJWT's PyJWKClient verifies every access token, and the ID token, against
-the server's JWKS URL.
+the server's JWKS URL. authlib's PrivateKeyJWT authenticates a client with
+its default (one-hour) assertions, and requests reads the revocation feed
+as any server-sent-events client would.
 Prints one line per check and a closing 'N passed, N failed' line.
 """
 
@@ -99,6 +101,76 @@ def code_flow(base, meta, app):
         check("a code works once", e.error == "invalid_grant", e.error)
 
 
+def private_key_jwt(d, base, token_url):
+    """authlib's PrivateKeyJWT, as its users write it: an RSA key, the
+    library's default assertion lifetime (an hour)."""
+    from authlib.jose import JsonWebKey
+    from authlib.oauth2.rfc7523 import PrivateKeyJWT
+    key = JsonWebKey.generate_key("RSA", 2048, is_private=True)
+    public = key.as_dict(is_private=False)
+    public.update({"use": "sig", "alg": "RS256", "kid": "py-1"})
+    path = os.path.join(d, "py-jwks.json")
+    with open(path, "w") as f:
+        json.dump({"keys": [public]}, f)
+    client = json.loads(tessera(d, "client", "add", "py-jwt", "--jwks", path,
+                                "--scope", "orders:read", "--json"))
+    s = OAuth2Session(client["client_id"], key.as_pem(is_private=True),
+                      token_endpoint_auth_method="private_key_jwt")
+    s.register_client_auth_method(PrivateKeyJWT(token_url, alg="RS256"))
+    try:
+        token = s.fetch_token(token_url, grant_type="client_credentials")
+        _, claims = verify(token["access_token"], base, base)
+        check("authlib's PrivateKeyJWT with its default one-hour assertions",
+              claims["client_id"] == client["client_id"], claims)
+    except OAuthError as e:
+        check("authlib's PrivateKeyJWT with its default one-hour assertions", False, e.error)
+
+
+def revocation_feed(d, base, token_url, user_token, user_client):
+    """The feed read by a plain HTTP client: backlog, ready, then the
+    revocation of a token revoked while the stream is open."""
+    feed = json.loads(tessera(d, "client", "add", "feed", "--scope", "revocations:read",
+                              "--json"))
+    s = OAuth2Session(feed["client_id"], feed["client_secret"])
+    token = s.fetch_token(token_url, grant_type="client_credentials")["access_token"]
+    r = requests.get(base + "/oauth2/revocations", stream=True, timeout=10,
+                     headers={"Authorization": "Bearer " + token,
+                              "Accept": "text/event-stream"})
+    check("the feed is a text/event-stream",
+          r.status_code == 200 and r.headers["content-type"] == "text/event-stream",
+          (r.status_code, r.headers))
+    lines = r.iter_lines(decode_unicode=True)
+    event = {}
+    events = []
+    for line in lines:
+        if line == "":
+            events.append(event)
+            if event.get("event") == "ready":
+                break
+            event = {}
+            continue
+        field, _, value = line.partition(":")
+        event[field] = value.lstrip(" ")
+    check("the feed sends its backlog, then ready", events and events[-1]["event"] == "ready",
+          events)
+    jti = jwt.decode(user_token, options={"verify_signature": False})["jti"]
+    OAuth2Session(user_client, token_endpoint_auth_method="none").revoke_token(
+        base + "/oauth2/revoke", token=user_token)
+    event = {}
+    for line in lines:
+        if line == "":
+            break
+        field, _, value = line.partition(":")
+        event[field] = value.lstrip(" ")
+    data = json.loads(event.get("data", "{}"))
+    check("a revocation arrives on the open stream with an id",
+          event.get("event") == "revocation" and event.get("id", "").isdigit()
+          and data == {"kind": "token", "jti": jti, "until": data.get("until")}, event)
+    r.close()
+    unauthorized = requests.get(base + "/oauth2/revocations", timeout=10)
+    check("the feed needs a token", unauthorized.status_code == 401, unauthorized.status_code)
+
+
 def main():
     with tempfile.TemporaryDirectory() as d:
         svc = json.loads(tessera(d, "client", "add", "svc", "--scope", "orders:read",
@@ -167,6 +239,9 @@ def main():
             info = introspector.introspect_token(base + "/oauth2/introspect",
                                                  token=third["access_token"]).json()
             check("a revoked access token is inactive", info == {"active": False}, info)
+            fourth = user.fetch_token(token_url, username="alice", password="correct horse battery")
+            revocation_feed(d, base, token_url, fourth["access_token"], web["client_id"])
+            private_key_jwt(d, base, token_url)
             code_flow(base, meta, app)
         finally:
             proc.terminate()

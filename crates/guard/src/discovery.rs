@@ -6,7 +6,18 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::FetchError;
+/// Why keys, metadata or a feed could not be had (or a setting that
+/// names them is wrong).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchError(pub String);
+
+impl std::fmt::Display for FetchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for FetchError {}
 
 /// `issuer`'s metadata (RFC 8414 §3, then OpenID Connect Discovery, as
 /// RFC 8414 §5 says), whose `issuer` must be `issuer` exactly (RFC 8414

@@ -33,8 +33,9 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
+use crate::discovery::{self, FetchError};
 use crate::revocation::{Revocable, Revocation, RevocationSet};
-use crate::{discovery, FetchError, Rejection};
+use crate::Rejection;
 
 /// The scope a client needs to read the revocation feed.
 pub const FEED_SCOPE: &str = "revocations:read";
@@ -90,10 +91,24 @@ struct Shared {
     last_current: AtomicU64,
     epoch: Instant,
     last_id: AtomicU64,
+    /// Bumped after every change of `set`.
+    generation: AtomicU64,
     synced: tokio::sync::watch::Sender<bool>,
     policy: WhenUnreachable,
     bound: Duration,
     first_sync_wait: Duration,
+}
+
+/// The generation of the revocation set a verified token was last found
+/// clean against (plus one; zero: never), kept with the cached token so a
+/// repeated token costs two atomic loads while the set is unchanged.
+#[derive(Debug, Default)]
+pub(crate) struct CheckedAt(AtomicU64);
+
+impl Clone for CheckedAt {
+    fn clone(&self) -> CheckedAt {
+        CheckedAt(AtomicU64::new(self.0.load(Ordering::Acquire)))
+    }
 }
 
 /// Builds a [`RevocationFeed`].
@@ -162,11 +177,15 @@ impl RevocationFeed {
         &self.shared.issuer
     }
 
-    /// Refuse `token` when it is revoked, or when the feed's state and
+    /// Refuse a token with `claims` when it is revoked, or when the feed's state and
     /// the policy say so. Before the first synchronization, waits for it
     /// a little, so a guard that just started does not let a revoked
     /// token through while the backlog is on its way.
-    pub(crate) async fn check(&self, token: &crate::AccessToken) -> Result<(), Rejection> {
+    pub(crate) async fn check(
+        &self,
+        claims: &serde_json::Map<String, serde_json::Value>,
+        checked: &CheckedAt,
+    ) -> Result<(), Rejection> {
         let shared = &self.shared;
         let mut state = shared.state.load(Ordering::Acquire);
         if state == NEVER {
@@ -182,14 +201,19 @@ impl RevocationFeed {
         if !trusted && shared.policy == WhenUnreachable::Refuse {
             return Err(Rejection::RevocationsUnavailable);
         }
-        if shared
-            .read()
-            .refuses(Revocable::from_claims(token.claims()))
-        {
+        // A token found clean against this very set is clean still: the
+        // generation is read before the set, so a change in between only
+        // costs a second look next time.
+        let generation = shared.generation.load(Ordering::Acquire) + 1;
+        if checked.0.load(Ordering::Acquire) == generation {
+            return Ok(());
+        }
+        if shared.read().refuses(Revocable::from_claims(claims)) {
             return Err(Rejection::InvalidToken {
                 description: "the access token is invalid",
             });
         }
+        checked.0.store(generation, Ordering::Release);
         Ok(())
     }
 }
@@ -197,6 +221,13 @@ impl RevocationFeed {
 impl Shared {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, RevocationSet> {
         self.set.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Change the set; tokens checked against the previous one are
+    /// checked again.
+    fn change(&self, f: impl FnOnce(&mut RevocationSet)) {
+        f(&mut self.set.write().unwrap_or_else(|p| p.into_inner()));
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     fn now_ms(&self) -> u64 {
@@ -270,6 +301,7 @@ impl RevocationFeedBuilder {
             last_current: AtomicU64::new(0),
             epoch: Instant::now(),
             last_id: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
             synced,
             policy: self.policy,
             bound: self.bound,
@@ -397,6 +429,7 @@ impl Subscriber {
         // before it replaces the set, so no request sees half of it.
         let mut staging = (last_id == 0).then(RevocationSet::new);
         let mut ready = false;
+        let mut pruned = Instant::now();
         loop {
             let next = tokio::time::timeout(self.builder.idle_timeout, events.next()).await;
             let event = match next {
@@ -406,15 +439,25 @@ impl Subscriber {
                 Ok(Some(Ok(event))) => event,
             };
             match event.event.as_str() {
-                "heartbeat" if ready => self.shared.current(),
+                "heartbeat" if ready => {
+                    // Expired revocations go about once a minute.
+                    if pruned.elapsed() > Duration::from_secs(60) {
+                        let now = tessera_jose::NumericDate::now().seconds();
+                        self.shared.change(|set| set.prune(now));
+                        pruned = Instant::now();
+                    }
+                    self.shared.current();
+                }
                 "ready" => {
                     let now = tessera_jose::NumericDate::now().seconds();
-                    let mut set = self.shared.set.write().unwrap_or_else(|p| p.into_inner());
-                    if let Some(fresh) = staging.take() {
-                        *set = fresh;
-                    }
-                    set.prune(now);
-                    drop(set);
+                    let fresh = staging.take();
+                    self.shared.change(|set| {
+                        if let Some(fresh) = fresh {
+                            *set = fresh;
+                        }
+                        set.prune(now);
+                    });
+                    pruned = Instant::now();
                     self.shared.current();
                     ready = true;
                 }
@@ -428,12 +471,7 @@ impl Subscriber {
                         .map_err(|e| fail(&format!("event {id}: {e}")))?;
                     match staging.as_mut() {
                         Some(set) => set.insert(&revocation),
-                        None => self
-                            .shared
-                            .set
-                            .write()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert(&revocation),
+                        None => self.shared.change(|set| set.insert(&revocation)),
                     }
                     self.shared.last_id.store(id, Ordering::Release);
                 }

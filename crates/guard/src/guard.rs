@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use tessera_jose::{jwt, Algorithm, Error, KeySet, NumericDate, Validation};
 
+use crate::feed::CheckedAt;
 use crate::{Rejection, RemoteJwks, RevocationFeed};
 
 /// Verified tokens remembered at most, by default.
@@ -23,6 +24,8 @@ pub struct AccessToken {
     exp: Option<NumericDate>,
     /// The signing key's id, to drop a cached token when its key goes.
     kid: Option<String>,
+    /// Found clean against the revocation feed's set of this generation.
+    revocation_checked: CheckedAt,
 }
 
 impl AccessToken {
@@ -46,6 +49,7 @@ impl AccessToken {
             scopes,
             exp,
             kid,
+            revocation_checked: CheckedAt::default(),
         }
     }
 
@@ -212,7 +216,8 @@ impl Guard {
     pub async fn verify(&self, token: &str) -> Result<Arc<AccessToken>, Rejection> {
         let verified = self.verify_signed(token).await?;
         if let Some(feed) = &self.inner.revocations {
-            feed.check(&verified).await?;
+            feed.check(&verified.claims, &verified.revocation_checked)
+                .await?;
         }
         Ok(verified)
     }

@@ -35,6 +35,14 @@
 //! A client reuses its token for many requests, so verified tokens are
 //! remembered (by SHA-256, never past their `exp`, up to a size limit):
 //! a repeated token costs a hash instead of a signature check.
+//!
+//! With a [`RevocationFeed`] ([`GuardBuilder::revocations`]), the guard
+//! follows a Tessera server's revocation feed and refuses revoked tokens
+//! (cached ones too) within about a second of their revocation; see
+//! [`feed`](RevocationFeed) for the policy when the feed is away. With
+//! [`GuardBuilder::resource_metadata`] and a [`ProtectedResource`], the API
+//! publishes RFC 9728 metadata and names it in its challenges, so clients
+//! find the authorization server from the API.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -49,12 +57,13 @@ mod resource;
 pub mod revocation;
 mod scope;
 
+pub use discovery::FetchError;
 pub use error::Rejection;
 pub use feed::{
     FeedStatus, RevocationFeed, RevocationFeedBuilder, WhenUnreachable, FEED_METADATA, FEED_SCOPE,
 };
 pub use guard::{AccessToken, Guard, GuardBuilder, KeyProvider, Keys, KeysFuture, KeysUnavailable};
 pub use layer::{GuardLayer, GuardService, ResponseFuture};
-pub use remote::{FetchError, RemoteJwks};
+pub use remote::RemoteJwks;
 pub use resource::ProtectedResource;
 pub use scope::{RequireScope, RequireScopeService};

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use tessera_jose::{Algorithm, JwkSet, KeySet};
 
-use crate::discovery;
+use crate::discovery::{self, FetchError};
 
 /// Where the keys come from.
 #[derive(Clone, Debug)]
@@ -56,18 +56,6 @@ struct State {
     /// such streak).
     failing: bool,
 }
-
-/// Why no keys could be had.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FetchError(pub String);
-
-impl std::fmt::Display for FetchError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for FetchError {}
 
 impl RemoteJwks {
     /// Keys from `url` (a JWK set document).

@@ -8,7 +8,7 @@ use axum::Router;
 use http::{header, HeaderValue};
 use serde::Serialize;
 
-use crate::FetchError;
+use crate::discovery::FetchError;
 
 /// The metadata document of a protected resource (RFC 9728 §2).
 #[derive(Clone, Debug, Serialize)]
