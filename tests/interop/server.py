@@ -104,17 +104,20 @@ def code_flow(base, meta, app):
 def private_key_jwt(d, base, token_url):
     """authlib's PrivateKeyJWT, as its users write it: an RSA key, the
     library's default assertion lifetime (an hour)."""
-    from authlib.jose import JsonWebKey
     from authlib.oauth2.rfc7523 import PrivateKeyJWT
-    key = JsonWebKey.generate_key("RSA", 2048, is_private=True)
-    public = key.as_dict(is_private=False)
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
     public.update({"use": "sig", "alg": "RS256", "kid": "py-1"})
     path = os.path.join(d, "py-jwks.json")
     with open(path, "w") as f:
         json.dump({"keys": [public]}, f)
     client = json.loads(tessera(d, "client", "add", "py-jwt", "--jwks", path,
                                 "--scope", "orders:read", "--json"))
-    s = OAuth2Session(client["client_id"], key.as_pem(is_private=True),
+    s = OAuth2Session(client["client_id"], pem,
                       token_endpoint_auth_method="private_key_jwt")
     s.register_client_auth_method(PrivateKeyJWT(token_url, alg="RS256"))
     try:
