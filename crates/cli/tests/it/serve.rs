@@ -378,19 +378,12 @@ fn password_logins_refresh_and_reuse_over_http() {
 
 #[test]
 fn two_instances_share_one_postgres_database() {
-    let Ok(base_url) = std::env::var("TESSERA_TEST_DATABASE_URL") else {
-        eprintln!("skipped: two instances on PostgreSQL (set TESSERA_TEST_DATABASE_URL to run it)");
+    let Some(pg) = PgSchema::new("multi", "two instances on PostgreSQL") else {
         return;
     };
+    let url = pg.url.clone();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let schema = format!("multi_{}", std::process::id());
-    psql(
-        &base_url,
-        &format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"),
-    );
-    let sep = if base_url.contains('?') { '&' } else { '?' };
-    let url = format!("{base_url}{sep}options=-c%20search_path%3D{schema}");
     std::fs::write(d.join("tessera.toml"), FAST_KEYS).unwrap();
     // One master key and one issuer for the whole deployment.
     let master = "q6sFQ0y1mJmQ4f3xk0PEXW0ZCb8oN3b0nq7yWg1M0aQ";
@@ -486,7 +479,46 @@ fn two_instances_share_one_postgres_database() {
     });
     assert_eq!(jwks_kids(&a.base), jwks_kids(&b.base));
     drop((a, b));
-    psql(&base_url, &format!("DROP SCHEMA {schema} CASCADE"));
+}
+
+/// A schema of its own on the PostgreSQL test server, dropped at the end;
+/// `None` (the test skipped, with a notice) without
+/// `TESSERA_TEST_DATABASE_URL`.
+struct PgSchema {
+    base_url: String,
+    schema: String,
+    /// The URL whose connections use the schema.
+    url: String,
+}
+
+impl PgSchema {
+    fn new(prefix: &str, what: &str) -> Option<PgSchema> {
+        let Ok(base_url) = std::env::var("TESSERA_TEST_DATABASE_URL") else {
+            eprintln!("skipped: {what} (set TESSERA_TEST_DATABASE_URL to run it)");
+            return None;
+        };
+        let schema = format!("{prefix}_{}", std::process::id());
+        psql(
+            &base_url,
+            &format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"),
+        );
+        let sep = if base_url.contains('?') { '&' } else { '?' };
+        let url = format!("{base_url}{sep}options=-c%20search_path%3D{schema}");
+        Some(PgSchema {
+            base_url,
+            schema,
+            url,
+        })
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        psql(
+            &self.base_url,
+            &format!("DROP SCHEMA {} CASCADE", self.schema),
+        );
+    }
 }
 
 /// Run SQL statements on the PostgreSQL test server.

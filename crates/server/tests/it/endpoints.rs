@@ -131,18 +131,8 @@ async fn revocation_ends_refresh_families_and_access_tokens(backend: Backend) {
     let login = h.login(&web, "alice", "correct horse").await;
     let (access, refresh) = (login.str("access_token"), login.str("refresh_token"));
     let active = |token: String| {
-        let h = &h;
-        let (rs, rs_secret) = (rs.clone(), rs_secret.clone());
-        async move {
-            h.post(
-                "/oauth2/introspect",
-                &[("token", &token)],
-                Some((&rs, &rs_secret)),
-            )
-            .await
-            .json["active"]
-                == true
-        }
+        let (h, rs, rs_secret) = (&h, rs.clone(), rs_secret.clone());
+        async move { h.active(&token, (&rs, &rs_secret)).await }
     };
 
     // Another client's revocation is answered 200 and does nothing.
@@ -721,18 +711,8 @@ async fn revocations_reach_introspection_and_the_feed(backend: Backend) {
     let web = h.public_client("read").await;
     h.user("alice", "correct horse", "read").await;
     let active = |token: String| {
-        let h = &h;
-        let (rs, rs_secret) = (rs.clone(), rs_secret.clone());
-        async move {
-            h.post(
-                "/oauth2/introspect",
-                &[("token", &token)],
-                Some((&rs, &rs_secret)),
-            )
-            .await
-            .json["active"]
-                == true
-        }
+        let (h, rs, rs_secret) = (&h, rs.clone(), rs_secret.clone());
+        async move { h.active(&token, (&rs, &rs_secret)).await }
     };
     let log = h.app.access.revoked();
 

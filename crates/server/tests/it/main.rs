@@ -301,6 +301,15 @@ impl Harness {
             .id
     }
 
+    /// Whether introspection by the confidential client `rs` calls
+    /// `token` active.
+    pub async fn active(&self, token: &str, rs: (&str, &str)) -> bool {
+        self.post("/oauth2/introspect", &[("token", token)], Some(rs))
+            .await
+            .json["active"]
+            == true
+    }
+
     /// A password login through a public client; returns the token response.
     pub async fn login(&self, client_id: &str, username: &str, password: &str) -> Reply {
         self.post(

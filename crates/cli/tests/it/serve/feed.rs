@@ -210,19 +210,12 @@ fn admin_api(base: &str, method: &str, path: &str, token: &str) -> u16 {
 
 #[test]
 fn revocations_made_at_one_instance_reach_an_api_subscribed_through_another() {
-    let Ok(base_url) = std::env::var("TESSERA_TEST_DATABASE_URL") else {
-        eprintln!("skipped: the revocation feed across instances (set TESSERA_TEST_DATABASE_URL to run it)");
+    let Some(pg) = PgSchema::new("feed", "the revocation feed across instances") else {
         return;
     };
+    let url = pg.url.clone();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let schema = format!("feed_{}", std::process::id());
-    psql(
-        &base_url,
-        &format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"),
-    );
-    let sep = if base_url.contains('?') { '&' } else { '?' };
-    let url = format!("{base_url}{sep}options=-c%20search_path%3D{schema}");
     let master = "q6sFQ0y1mJmQ4f3xk0PEXW0ZCb8oN3b0nq7yWg1M0aQ";
     let env = [
         ("TESSERA_MASTER_KEY", master),
@@ -427,5 +420,4 @@ fn revocations_made_at_one_instance_reach_an_api_subscribed_through_another() {
     assert_eq!(metadata["resource"], store.base.as_str());
 
     drop((a, b, store, strict));
-    psql(&base_url, &format!("DROP SCHEMA {schema} CASCADE"));
 }
