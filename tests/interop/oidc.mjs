@@ -2,14 +2,15 @@
 // library for Node.js): discovery, an authorization URL with PKCE (S256),
 // state and nonce, login and consent through the real pages (driven over
 // HTTP with a cookie jar), authorizationCodeGrant with all its ID token
-// checks, userinfo, refresh, RP-initiated logout; and a back-channel
-// logout token received and verified with panva's jose.
+// checks, userinfo, refresh, RP-initiated logout; a back-channel logout
+// token received and verified with panva's jose; private_key_jwt with an
+// Ed25519 key, and a wrong secret's error as openid-client reports it.
 // Usage: node oidc.mjs path/to/tessera
 // Prints one line per check and a closing "N passed, N failed" line.
 
 import { spawn, execFileSync } from "node:child_process";
 import { createServer } from "node:http";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as client from "openid-client";
@@ -186,6 +187,35 @@ try {
     refusal = e.error || e.code || String(e);
   }
   check("the logout revoked the session's refresh tokens", refusal === "invalid_grant", refusal);
+
+  // private_key_jwt with an Ed25519 key: openid-client's assertions carry
+  // the fully-specified alg (RFC 9864) its version prefers.
+  const pair = await crypto.subtle.generateKey({ name: "Ed25519" }, true, ["sign", "verify"]);
+  const { kty, crv, x } = await crypto.subtle.exportKey("jwk", pair.publicKey);
+  const jwksPath = join(dir, "node-ed25519.json");
+  writeFileSync(jwksPath, JSON.stringify({ keys: [{ kty, crv, x, kid: "node-1", use: "sig" }] }));
+  const service = JSON.parse(run("client", "add", "node-service", "--jwks", jwksPath, "--scope", "reports:read", "--json"));
+  let signedAlg = "";
+  const serviceConfig = await client.discovery(new URL(base), service.client_id, undefined,
+    client.PrivateKeyJwt({ key: pair.privateKey, kid: "node-1" }, {
+      [client.modifyAssertion]: (header) => { signedAlg = header.alg; },
+    }),
+    { execute: [client.allowInsecureRequests] });
+  const granted = await client.clientCredentialsGrant(serviceConfig, { scope: "reports:read" });
+  check(`private_key_jwt with an Ed25519 key (alg ${signedAlg})`, typeof granted.access_token === "string" && ["Ed25519", "EdDSA"].includes(signedAlg), signedAlg);
+
+  // A wrong secret sent in the body: openid-client reports the OAuth error
+  // code (no Basic challenge to trip on).
+  const wrong = await client.discovery(new URL(base), added.client_id, undefined, client.ClientSecretPost("wrong"), {
+    execute: [client.allowInsecureRequests],
+  });
+  let wrongError = "";
+  try {
+    await client.clientCredentialsGrant(wrong, {});
+  } catch (e) {
+    wrongError = e.error || e.code || String(e);
+  }
+  check("a wrong client_secret_post is reported as invalid_client", wrongError === "invalid_client", wrongError);
 } catch (e) {
   check("the flow ran to the end", false, e?.stack || String(e));
 } finally {

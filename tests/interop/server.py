@@ -19,6 +19,7 @@ import secrets
 import subprocess
 import sys
 import tempfile
+import time
 
 import jwt
 import requests
@@ -172,6 +173,9 @@ def revocation_feed(d, base, token_url, user_token, user_client):
     r.close()
     unauthorized = requests.get(base + "/oauth2/revocations", timeout=10)
     check("the feed needs a token", unauthorized.status_code == 401, unauthorized.status_code)
+    # A subscriber left connected: the shutdown must not wait for it.
+    return requests.get(base + "/oauth2/revocations", stream=True, timeout=10,
+                        headers={"Authorization": "Bearer " + token})
 
 
 def main():
@@ -243,13 +247,17 @@ def main():
                                                  token=third["access_token"]).json()
             check("a revoked access token is inactive", info == {"active": False}, info)
             fourth = user.fetch_token(token_url, username="alice", password="correct horse battery")
-            revocation_feed(d, base, token_url, fourth["access_token"], web["client_id"])
+            subscriber = revocation_feed(d, base, token_url, fourth["access_token"],
+                                         web["client_id"])
             private_key_jwt(d, base, token_url)
             code_flow(base, meta, app)
         finally:
+            stopping = time.monotonic()
             proc.terminate()
-            proc.wait(timeout=10)
-            check("SIGTERM stops the server cleanly", proc.returncode == 0, proc.returncode)
+            proc.wait(timeout=30)
+            took = time.monotonic() - stopping
+            check("SIGTERM stops the server cleanly, a feed subscriber connected",
+                  proc.returncode == 0 and took < 5, (proc.returncode, took))
     print(f"{results['passed']} passed, {results['failed']} failed")
     sys.exit(1 if results["failed"] else 0)
 

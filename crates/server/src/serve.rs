@@ -120,6 +120,11 @@ pub async fn serve(
     ));
     let metrics = tokio::spawn(metrics_upkeep());
     let logouts = tokio::spawn(deliver_logouts(Arc::clone(&app)));
+    let stopping = Arc::clone(&app);
+    let shutdown = async move {
+        shutdown.await;
+        stopping.stopping.send_replace(true);
+    };
     let served = tessera_listen::serve(listener, router(app), limits, shutdown)
         .await
         .map_err(|e| Error::Io {

@@ -15,8 +15,9 @@
 //! `tessera_guard::revocation::Revocation`), `ready`, then new
 //! revocations as they commit at any instance, and a `heartbeat` after
 //! 10 s of quiet so both ends notice a dead connection. The stream ends
-//! when the access token it was opened with expires; the subscriber
-//! reconnects with a new one.
+//! when the access token it was opened with expires, or when the server
+//! shuts down; the subscriber reconnects (with a new token, or to another
+//! instance).
 //!
 //! Authorization: an access token of this server with the
 //! `revocations:read` scope (a client credential given that scope).
@@ -97,10 +98,12 @@ async fn feed(State(app): State<Arc<App>>, headers: HeaderMap, token: AccessToke
         }
     }
     let changes = revocations.subscribe();
+    let stopping = app.stopping.subscribe();
     let stream = futures_util::stream::unfold(
         Subscription {
             revocations,
             changes,
+            stopping,
             cursor,
             pending: VecDeque::new(),
             backlog_sent: false,
@@ -131,6 +134,7 @@ async fn feed(State(app): State<Arc<App>>, headers: HeaderMap, token: AccessToke
 struct Subscription {
     revocations: Arc<Revocations>,
     changes: tokio::sync::watch::Receiver<i64>,
+    stopping: tokio::sync::watch::Receiver<bool>,
     cursor: i64,
     pending: VecDeque<Event>,
     backlog_sent: bool,
@@ -146,7 +150,7 @@ impl Subscription {
             if let Some(event) = self.pending.pop_front() {
                 return Some(event);
             }
-            if tokio::time::Instant::now() >= self.deadline {
+            if tokio::time::Instant::now() >= self.deadline || *self.stopping.borrow() {
                 return None;
             }
             // Marks what is there now as seen, so a change after the read
@@ -187,6 +191,7 @@ impl Subscription {
             tokio::select! {
                 changed = self.changes.changed() => changed.ok()?,
                 () = tokio::time::sleep_until(self.deadline) => return None,
+                _ = self.stopping.changed() => return None,
             }
         }
     }
