@@ -17,6 +17,7 @@ use crate::error::{Error, Input};
 
 pub(crate) mod de;
 pub(crate) mod scan;
+pub(crate) mod written;
 
 /// Parse `bytes` as one strict JSON object.
 pub(crate) fn object(

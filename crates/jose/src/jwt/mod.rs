@@ -82,14 +82,11 @@ pub fn sign_with_header<T: Serialize>(
     jws::sign(header, &claims_json(claims)?, key)
 }
 
-/// The payload JSON, held to the rules a verifier applies.
+/// The payload JSON, held to the rules a verifier applies while it is
+/// written (`json::written`: what serialization can get wrong, no second
+/// pass).
 fn claims_json<T: Serialize>(claims: &Claims<T>) -> Result<Vec<u8>, Error> {
-    let payload = serde_json::to_vec(claims).map_err(|e| Error::Serialize {
-        input: Input::Payload,
-        reason: e.to_string(),
-    })?;
-    crate::json::check(&payload, Input::Payload, usize::MAX)?;
-    Ok(payload)
+    crate::json::written::to_vec(claims, Input::Payload)
 }
 
 /// Verify `token` with a key from `keys`, then validate its claims.

@@ -1,0 +1,340 @@
+//! Writing JSON with `serde_json` and checking it against the verifier's
+//! rules while it is written, at the cost of what can go wrong there.
+//!
+//! `serde_json`'s writer only emits RFC 8259 text: numbers as Rust formats
+//! them, strings escaped the one way it escapes them, valid UTF-8. What a
+//! `Serialize` implementation can still get wrong is the structure: a name
+//! written twice in one object (a `#[serde(flatten)]` field repeating a
+//! registered claim, a custom map) and nesting deeper than a verifier
+//! allows. So [`to_vec`] writes through a formatter that watches exactly
+//! that: it keeps the names of each open object (as written, in one
+//! buffer) and compares each new one with them, and counts depth. No
+//! second pass. Anything it does not follow (a name written with an escape
+//! or as a number, an object of more than [`MAX_NAMES`] names, text
+//! passed through `serde_json::value::RawValue`) and anything it finds
+//! wrong send the whole text to the strict scanner, which decides and
+//! reports exactly as it does for a verifier.
+
+use std::io;
+
+use serde::Serialize;
+use serde_json::ser::{CharEscape, CompactFormatter, Formatter};
+
+use crate::error::{Error, Input};
+
+use super::scan::HARD_MAX_DEPTH;
+
+/// Names compared one by one in an object, at most; an object with more
+/// goes to the strict scanner.
+const MAX_NAMES: usize = 32;
+
+/// `value` as compact JSON, held to the strict scanner's rules (see the
+/// module docs).
+pub(crate) fn to_vec<T: Serialize + ?Sized>(value: &T, input: Input) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::with_capacity(512);
+    let mut watch = Watch::default();
+    let mut serializer = serde_json::Serializer::with_formatter(&mut out, &mut watch);
+    value
+        .serialize(&mut serializer)
+        .map_err(|e| Error::Serialize {
+            input,
+            reason: e.to_string(),
+        })?;
+    if watch.suspect {
+        super::check(&out, input, usize::MAX)?;
+    }
+    Ok(out)
+}
+
+/// What the formatter keeps while the text is written.
+#[derive(Default)]
+struct Watch {
+    /// The names of the open objects, one after another, as written.
+    names: Vec<u8>,
+    /// Where each of those names ends in `names`.
+    ends: Vec<usize>,
+    /// For each open object, where its names start in `ends`.
+    objects: Vec<usize>,
+    depth: usize,
+    /// Inside a member name.
+    in_name: bool,
+    /// Where the name being written starts in `names`.
+    name_start: usize,
+    /// The text needs the strict scanner.
+    suspect: bool,
+}
+
+impl Watch {
+    fn open(&mut self) {
+        self.depth += 1;
+        if self.depth > HARD_MAX_DEPTH {
+            self.suspect = true;
+        }
+    }
+
+    /// Where the names of the object whose first name is `ends[first]`
+    /// start in `names`.
+    fn object_start(&self, first: usize) -> usize {
+        first.checked_sub(1).map_or(0, |i| self.ends[i])
+    }
+
+    /// A name ended: compare it with the others of its object.
+    fn named(&mut self) {
+        self.in_name = false;
+        let Some(&first) = self.objects.last() else {
+            self.suspect = true;
+            return;
+        };
+        let name = &self.names[self.name_start..];
+        let mut start = self.object_start(first);
+        let earlier = &self.ends[first..];
+        if earlier.len() >= MAX_NAMES {
+            self.suspect = true;
+        }
+        for &end in earlier {
+            if &self.names[start..end] == name {
+                self.suspect = true;
+            }
+            start = end;
+        }
+        self.ends.push(self.names.len());
+    }
+}
+
+/// A value written inside a name (a number or boolean key): not followed.
+macro_rules! not_in_names {
+    ($($method:ident: $ty:ty),* $(,)?) => {$(
+        fn $method<W: ?Sized + io::Write>(&mut self, writer: &mut W, value: $ty) -> io::Result<()> {
+            self.suspect |= self.in_name;
+            CompactFormatter.$method(writer, value)
+        }
+    )*};
+}
+
+impl Formatter for &mut Watch {
+    fn begin_object<W: ?Sized + io::Write>(&mut self, writer: &mut W) -> io::Result<()> {
+        self.open();
+        self.objects.push(self.ends.len());
+        writer.write_all(b"{")
+    }
+
+    fn end_object<W: ?Sized + io::Write>(&mut self, writer: &mut W) -> io::Result<()> {
+        self.depth = self.depth.saturating_sub(1);
+        match self.objects.pop() {
+            Some(first) => {
+                let start = self.object_start(first);
+                self.ends.truncate(first);
+                self.names.truncate(start);
+            }
+            None => self.suspect = true,
+        }
+        writer.write_all(b"}")
+    }
+
+    fn begin_array<W: ?Sized + io::Write>(&mut self, writer: &mut W) -> io::Result<()> {
+        self.open();
+        writer.write_all(b"[")
+    }
+
+    fn end_array<W: ?Sized + io::Write>(&mut self, writer: &mut W) -> io::Result<()> {
+        self.depth = self.depth.saturating_sub(1);
+        writer.write_all(b"]")
+    }
+
+    fn begin_object_key<W: ?Sized + io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        self.in_name = true;
+        self.name_start = self.names.len();
+        CompactFormatter.begin_object_key(writer, first)
+    }
+
+    fn end_object_key<W: ?Sized + io::Write>(&mut self, _writer: &mut W) -> io::Result<()> {
+        self.named();
+        Ok(())
+    }
+
+    fn write_string_fragment<W: ?Sized + io::Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        if self.in_name {
+            self.names.extend_from_slice(fragment.as_bytes());
+        }
+        writer.write_all(fragment.as_bytes())
+    }
+
+    fn write_char_escape<W: ?Sized + io::Write>(
+        &mut self,
+        writer: &mut W,
+        char_escape: CharEscape,
+    ) -> io::Result<()> {
+        self.suspect |= self.in_name;
+        CompactFormatter.write_char_escape(writer, char_escape)
+    }
+
+    fn write_raw_fragment<W: ?Sized + io::Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        self.suspect = true;
+        writer.write_all(fragment.as_bytes())
+    }
+
+    fn write_number_str<W: ?Sized + io::Write>(
+        &mut self,
+        writer: &mut W,
+        value: &str,
+    ) -> io::Result<()> {
+        self.suspect = true;
+        writer.write_all(value.as_bytes())
+    }
+
+    not_in_names!(
+        write_bool: bool,
+        write_i8: i8, write_i16: i16, write_i32: i32, write_i64: i64, write_i128: i128,
+        write_u8: u8, write_u16: u16, write_u32: u32, write_u64: u64, write_u128: u128,
+        write_f32: f32, write_f64: f64,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+    use std::collections::BTreeMap;
+
+    /// A map written with the entries it is given, even repeated ones, as
+    /// a `Serialize` impl can.
+    struct Entries(Vec<(String, Value)>);
+
+    impl Serialize for Entries {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeMap;
+            let mut map = s.serialize_map(None)?;
+            for (k, v) in &self.0 {
+                map.serialize_entry(k, v)?;
+            }
+            map.end()
+        }
+    }
+
+    fn entries(pairs: &[(&str, Value)]) -> Entries {
+        Entries(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
+        )
+    }
+
+    /// What signing did before: write, then the strict scanner.
+    fn slow<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
+        let bytes = serde_json::to_vec(value).map_err(|e| e.to_string())?;
+        super::super::check(&bytes, Input::Payload, usize::MAX).map_err(|e| e.to_string())?;
+        Ok(bytes)
+    }
+
+    fn same<T: Serialize>(value: &T) {
+        let fast = to_vec(value, Input::Payload).map_err(|e| e.to_string());
+        assert_eq!(fast, slow(value));
+    }
+
+    /// Whether writing `value` needs the strict scanner.
+    fn suspect<T: Serialize>(value: &T) -> bool {
+        let mut out = Vec::new();
+        let mut watch = Watch::default();
+        value
+            .serialize(&mut serde_json::Serializer::with_formatter(
+                &mut out, &mut watch,
+            ))
+            .unwrap();
+        watch.suspect
+    }
+
+    #[test]
+    fn the_verdict_and_the_text_are_the_strict_scanners() {
+        let flat_dup = entries(&[("exp", json!(1)), ("iss", json!("a")), ("exp", json!(2))]);
+        let nested_dup = json!({"a": {"b": 1}, "c": [{"d": 1}]});
+        let deep = (0..200).fold(json!(0), |v, _| json!([v]));
+        let wide: BTreeMap<String, i32> = (0..100).map(|i| (i.to_string(), i)).collect();
+        let numbered: BTreeMap<i32, i32> = BTreeMap::from([(1, 1), (2, 2)]);
+        same(&flat_dup);
+        same(&json!({"iss": "x", "exp": 1, "aud": ["a", "b"], "n": null, "f": -1.5}));
+        same(&nested_dup);
+        same(&entries(&[(
+            "a",
+            serde_json::to_value(entries(&[])).unwrap(),
+        )]));
+        same(&json!({"a": [{"c": 1}, {"c": 1}]}));
+        same(&json!({"deep": deep}));
+        same(&wide);
+        same(&numbered);
+        same(&json!({"quote\"": 1, "line\n": 2, "s": "\u{1}"}));
+        // A repeat inside a nested object, and in an object in an array.
+        let inner = serde_json::to_value(json!({})).unwrap();
+        let nested = Entries(vec![("a".into(), inner.clone()), ("b".into(), json!([1]))]);
+        same(&nested);
+        struct Nested;
+        impl Serialize for Nested {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::SerializeMap;
+                let mut map = s.serialize_map(None)?;
+                map.serialize_entry("a", &entries(&[("x", json!(1)), ("x", json!(2))]))?;
+                map.serialize_entry("b", &[entries(&[("y", json!(1)), ("y", json!(1))])])?;
+                map.end()
+            }
+        }
+        same(&Nested);
+        assert!(to_vec(&Nested, Input::Payload).is_err());
+        assert!(to_vec(&flat_dup, Input::Payload).is_err());
+        // Sibling objects may reuse names; the common shapes need no scan.
+        let claims = json!({"iss": "https://a", "aud": ["x"], "exp": 17,
+            "realm_access": {"roles": ["a"]}, "resource_access": {"x": {"roles": ["a"]}, "y": {"roles": ["b"]}},
+            "s": "\u{1f}\n"});
+        assert!(!suspect(&claims));
+        same(&claims);
+        assert!(suspect(&flat_dup));
+        assert!(
+            suspect(&numbered),
+            "a number written as a name goes to the scanner"
+        );
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            ".{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(6, 64, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::vec(("[a-c\\\\\"\u{1}é]{0,3}", inner), 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn agrees_with_writing_then_scanning(
+            v in value(),
+            extra in prop::collection::vec(("[a-c]{0,2}", value()), 0..6),
+        ) {
+            // Objects whose names may repeat, around any value.
+            let mut pairs = vec![("v".to_owned(), v)];
+            pairs.extend(extra);
+            let doc = Entries(pairs);
+            let fast = to_vec(&doc, Input::Payload).map_err(|e| e.to_string());
+            prop_assert_eq!(fast, slow(&doc));
+        }
+    }
+}
