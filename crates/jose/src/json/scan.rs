@@ -105,7 +105,7 @@ pub(crate) fn value(bytes: &[u8], input: Input, max_depth: usize) -> Result<Kind
 /// their names plain: the first names are kept as a fingerprint (the
 /// length and the first seven bytes, exact for short names like `exp`) and
 /// where they sit in the text, in arrays that need no allocation and no
-/// drop. A name with escapes, or a seventeenth name, moves them all to a
+/// drop. A name with escapes, or a thirty-third name, moves them all to a
 /// set.
 struct Seen<'a> {
     prints: [u64; INLINE_NAMES],
@@ -114,7 +114,7 @@ struct Seen<'a> {
     set: Option<HashSet<Cow<'a, str>>>,
 }
 
-const INLINE_NAMES: usize = 16;
+const INLINE_NAMES: usize = 32;
 
 /// The length (capped at 255) in the low byte, then up to seven bytes of
 /// the name that starts at `start` in `text`: two names of at most seven
