@@ -189,8 +189,12 @@ impl RevocationFeed {
         let shared = &self.shared;
         let mut state = shared.state.load(Ordering::Acquire);
         if state == NEVER {
-            let mut synced = shared.synced.subscribe();
-            let _ = tokio::time::timeout(shared.first_sync_wait, synced.wait_for(|s| *s)).await;
+            // Only while the feed is young: a feed that never came up does
+            // not make every request wait.
+            if let Some(left) = shared.first_sync_wait.checked_sub(shared.epoch.elapsed()) {
+                let mut synced = shared.synced.subscribe();
+                let _ = tokio::time::timeout(left, synced.wait_for(|s| *s)).await;
+            }
             state = shared.state.load(Ordering::Acquire);
         }
         let trusted = match state {
@@ -324,6 +328,40 @@ impl RevocationFeedBuilder {
     }
 }
 
+/// The largest event accepted, in bytes (an event is one revocation).
+const MAX_EVENT_BYTES: u64 = 64 * 1024;
+
+/// The longest a feed token is kept before a new one is asked for.
+const MAX_TOKEN_LIFE: Duration = Duration::from_secs(24 * 3600);
+
+/// How a connection ended without an error.
+enum Ended {
+    /// The server closed a stream that had reached `ready` (its token
+    /// expired, or it is shutting down).
+    AfterReady,
+}
+
+/// A revocation event's data: the revocation, or `None` for a kind this
+/// version does not know (a newer server's), which is skipped rather than
+/// stopping the feed.
+fn parse_event(data: &str) -> Result<Option<Revocation>, String> {
+    match serde_json::from_str::<Revocation>(data) {
+        Ok(revocation) => Ok(Some(revocation)),
+        Err(e) => {
+            let kind = serde_json::from_str::<serde_json::Value>(data)
+                .ok()
+                .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_owned));
+            match kind {
+                Some(kind) if !["token", "user", "client", "session"].contains(&kind.as_str()) => {
+                    tracing::warn!(kind, "revocation event of an unknown kind skipped");
+                    Ok(None)
+                }
+                _ => Err(e.to_string()),
+            }
+        }
+    }
+}
+
 /// The background task: connect, apply, reconnect.
 struct Subscriber {
     shared: Arc<Shared>,
@@ -356,7 +394,7 @@ impl Subscriber {
             };
             self.shared.lost();
             match outcome {
-                Ok(()) => {
+                Ok(Ended::AfterReady) => {
                     // The server ended the stream (its token expired):
                     // reconnect at once.
                     backoff = Duration::from_millis(250);
@@ -395,7 +433,7 @@ impl Subscriber {
     }
 
     /// One connection: endpoints, token, stream until it ends.
-    async fn session(&mut self) -> Result<(), FetchError> {
+    async fn session(&mut self) -> Result<Ended, FetchError> {
         let (token_endpoint, feed) = match &self.endpoints {
             Some(found) => found.clone(),
             None => {
@@ -424,59 +462,91 @@ impl Subscriber {
             }
             status => return Err(fail(&status)),
         }
-        let mut events = response.bytes_stream().eventsource();
+        // Bytes received since the last complete event: a feed that sends
+        // an endless event is cut off rather than buffered.
+        let pending = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&pending);
+        let mut events = response
+            .bytes_stream()
+            .inspect(move |chunk| {
+                if let Ok(bytes) = chunk {
+                    counted.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                }
+            })
+            .eventsource();
         // A first connection (or a reset) collects the whole backlog
-        // before it replaces the set, so no request sees half of it.
+        // before it replaces the set, so no request sees half of it; its
+        // cursor is published with it, at `ready`, so a connection lost
+        // halfway starts the backlog over instead of resuming past events
+        // that were never applied.
         let mut staging = (last_id == 0).then(RevocationSet::new);
+        let mut staged_id = 0u64;
         let mut ready = false;
         let mut pruned = Instant::now();
         loop {
             let next = tokio::time::timeout(self.builder.idle_timeout, events.next()).await;
             let event = match next {
                 Err(_) => return Err(fail(&"no event or heartbeat within the idle timeout")),
-                Ok(None) => return Ok(()),
+                Ok(None) if ready => return Ok(Ended::AfterReady),
+                Ok(None) => return Err(fail(&"the stream ended before ready")),
                 Ok(Some(Err(e))) => return Err(fail(&e)),
                 Ok(Some(Ok(event))) => event,
             };
+            if pending.swap(0, Ordering::Relaxed) > MAX_EVENT_BYTES {
+                return Err(fail(&format!("an event over {MAX_EVENT_BYTES} bytes")));
+            }
             match event.event.as_str() {
-                "heartbeat" if ready => {
-                    // Expired revocations go about once a minute.
-                    if pruned.elapsed() > Duration::from_secs(60) {
-                        let now = tessera_jose::NumericDate::now().seconds();
-                        self.shared.change(|set| set.prune(now));
-                        pruned = Instant::now();
-                    }
-                    self.shared.current();
-                }
                 "ready" => {
                     let now = tessera_jose::NumericDate::now().seconds();
-                    let fresh = staging.take();
-                    self.shared.change(|set| {
-                        if let Some(fresh) = fresh {
-                            *set = fresh;
+                    match staging.take() {
+                        Some(fresh) => {
+                            self.shared.change(|set| {
+                                *set = fresh;
+                                set.prune(now);
+                            });
+                            // The backlog's cursor, even 0 (an empty log
+                            // after a reset): published with its set.
+                            self.shared.last_id.store(staged_id, Ordering::Release);
                         }
-                        set.prune(now);
-                    });
+                        None => self.shared.change(|set| set.prune(now)),
+                    }
                     pruned = Instant::now();
-                    self.shared.current();
                     ready = true;
                 }
-                "reset" => staging = Some(RevocationSet::new()),
+                "reset" => {
+                    staging = Some(RevocationSet::new());
+                    staged_id = 0;
+                }
                 "revocation" => {
                     let id: u64 = event
                         .id
                         .parse()
                         .map_err(|_| fail(&format!("event id {:?} is not a number", event.id)))?;
-                    let revocation: Revocation = serde_json::from_str(&event.data)
-                        .map_err(|e| fail(&format!("event {id}: {e}")))?;
-                    match staging.as_mut() {
-                        Some(set) => set.insert(&revocation),
-                        None => self.shared.change(|set| set.insert(&revocation)),
+                    match parse_event(&event.data) {
+                        Ok(Some(revocation)) => match staging.as_mut() {
+                            Some(set) => set.insert(&revocation),
+                            None => self.shared.change(|set| set.insert(&revocation)),
+                        },
+                        Ok(None) => {}
+                        Err(e) => return Err(fail(&format!("event {id}: {e}"))),
                     }
-                    self.shared.last_id.store(id, Ordering::Release);
+                    if staging.is_some() {
+                        staged_id = id;
+                    } else {
+                        self.shared.last_id.store(id, Ordering::Release);
+                    }
                 }
-                // Unknown events are for newer subscribers.
+                // Heartbeats, and events for newer subscribers.
                 _ => {}
+            }
+            if ready {
+                // Any event on a live stream shows the set is current.
+                self.shared.current();
+                if pruned.elapsed() > Duration::from_secs(60) {
+                    let now = tessera_jose::NumericDate::now().seconds();
+                    self.shared.change(|set| set.prune(now));
+                    pruned = Instant::now();
+                }
             }
         }
     }
@@ -538,7 +608,7 @@ impl Subscriber {
         let answer: TokenResponse = serde_json::from_slice(&body).map_err(|e| fail(&e))?;
         // Renewed a little before it expires; the server also ends the
         // stream when the token it was opened with expires.
-        let life = Duration::from_secs(answer.expires_in.unwrap_or(300));
+        let life = Duration::from_secs(answer.expires_in.unwrap_or(300)).min(MAX_TOKEN_LIFE);
         let renew_at = Instant::now() + life.saturating_sub(life / 10);
         self.token = Some((answer.access_token.clone(), renew_at));
         Ok(answer.access_token)

@@ -29,6 +29,8 @@ struct Script {
     generation: u64,
     /// The `Last-Event-ID` of each connection (`None`: none sent).
     cursors: Vec<Option<String>>,
+    /// The next connection ends after this many events, before `ready`.
+    cut_after: Option<usize>,
     tokens_issued: u64,
 }
 
@@ -63,10 +65,14 @@ impl Issuer {
     }
 
     fn revoke(&self, revocation: Revocation) {
+        self.publish(serde_json::to_string(&revocation).unwrap());
+    }
+
+    /// Append an event's data as it is.
+    fn publish(&self, data: String) {
         self.change(|s| {
             let id = s.events.len() as u64 + 1;
-            s.events
-                .push((id, serde_json::to_string(&revocation).unwrap()));
+            s.events.push((id, data));
         });
     }
 
@@ -136,11 +142,21 @@ async fn serve_feed(State(i): State<Issuer>, headers: HeaderMap) -> axum::respon
     };
     let after: u64 = cursor.and_then(|c| c.parse().ok()).unwrap_or(0);
     let changes = i.changed.subscribe();
-    let state = (i, changes, after, false, generation);
+    let budget = i
+        .script
+        .lock()
+        .unwrap()
+        .cut_after
+        .take()
+        .unwrap_or(usize::MAX);
+    let state = (i, changes, after, false, generation, budget);
     let stream = futures_util::stream::unfold(
         state,
-        |(i, mut changes, mut after, mut ready, generation)| async move {
+        |(i, mut changes, mut after, mut ready, generation, mut budget)| async move {
             loop {
+                if budget == 0 {
+                    return None;
+                }
                 let (next, dropped) = {
                     let s = i.script.lock().unwrap();
                     let next = s.events.iter().find(|(id, _)| *id > after).cloned();
@@ -151,19 +167,18 @@ async fn serve_feed(State(i): State<Issuer>, headers: HeaderMap) -> axum::respon
                 }
                 if let Some((id, data)) = next {
                     after = id;
+                    budget -= 1;
                     let event = Event::default()
                         .event("revocation")
                         .id(id.to_string())
                         .data(data);
-                    return Some((
-                        Ok::<_, Infallible>(event),
-                        (i, changes, after, ready, generation),
-                    ));
+                    let state = (i, changes, after, ready, generation, budget);
+                    return Some((Ok::<_, Infallible>(event), state));
                 }
                 if !ready {
                     ready = true;
                     let event = Event::default().event("ready").data("{}");
-                    return Some((Ok(event), (i, changes, after, ready, generation)));
+                    return Some((Ok(event), (i, changes, after, ready, generation, budget)));
                 }
                 changes.borrow_and_update();
                 if changes.changed().await.is_err() {
@@ -371,4 +386,42 @@ async fn an_unreachable_feed_follows_the_stated_policy() {
         strict.verify(&t).await.is_ok()
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_backlog_cut_short_is_fetched_again_in_full() {
+    let issuer = Issuer::start().await;
+    let until = NumericDate::now().seconds() + 600;
+    for jti in ["a", "b", "c"] {
+        issuer.revoke(Revocation::Token {
+            jti: jti.into(),
+            until,
+        });
+    }
+    // A kind this version does not know is skipped, not fatal.
+    issuer.publish(r#"{"kind":"device","device_id":"d1","until":1}"#.into());
+    issuer.revoke(Revocation::Token {
+        jti: "d".into(),
+        until,
+    });
+    // The first connection ends after two events, before `ready`.
+    issuer.change(|s| s.cut_after = Some(2));
+    let key = key();
+    let g = guard(&issuer, &key, feed(&issuer).start().unwrap());
+    for jti in ["a", "b", "c", "d"] {
+        let t = token(&key, &issuer.base, jti, "alice");
+        eventually("every revocation of the backlog applies", async || {
+            g.verify(&t).await.is_err()
+        })
+        .await;
+    }
+    let cursors = issuer.cursors();
+    assert!(
+        cursors.iter().all(Option::is_none),
+        "a backlog never completed is not resumed from its middle: {cursors:?}"
+    );
+    assert_eq!(g.revocations().unwrap().status().last_event_id, Some(5));
+    g.verify(&token(&key, &issuer.base, "e", "alice"))
+        .await
+        .unwrap();
 }

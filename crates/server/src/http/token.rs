@@ -109,11 +109,12 @@ pub async fn token(State(app): State<Arc<App>>, form: OAuthForm) -> Result<Respo
     Ok(response)
 }
 
-/// Wait, when the user or client was cut off within this second (a
-/// password change, a rotated secret), for the next one: a cut refuses
-/// tokens whose `iat` is at or before it, and `iat` counts whole seconds,
-/// so a token issued right after the cut would be refused with the ones
-/// before it. Rare, and a second at most.
+/// Wait, when the user or client was cut off within the last moments (a
+/// password change, a rotated secret: the cut reaches
+/// `store::revocation::CUT_MARGIN` seconds past the change), until the cut
+/// has passed: a cut refuses tokens whose `iat` is at or before it, so a
+/// token issued sooner would be refused with the ones before it. Rare, and
+/// three seconds at most.
 async fn after_cut_off(app: &App, client_id: &str, subject: &str) {
     let Some(cut) = app.access.revoked().cut_off(Some(subject), Some(client_id)) else {
         return;
@@ -122,7 +123,7 @@ async fn after_cut_off(app: &App, client_id: &str, subject: &str) {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    let wait = next.saturating_sub(now_ms).min(1000);
+    let wait = next.saturating_sub(now_ms).min(3000);
     if wait > 0 {
         tokio::time::sleep(Duration::from_millis(wait)).await;
     }

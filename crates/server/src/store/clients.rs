@@ -439,7 +439,7 @@ pub async fn delete(db: &Db, client_id: &str, keep: Keep) -> Result<(), Error> {
         let changed = sqlx::query("DELETE FROM clients WHERE client_id = $1")
             .bind(client_id).execute(&mut *tx).await?.rows_affected();
         if changed > 0 {
-            append_revocation!(db, tx, keep.client(client_id, at), at);
+            append_revocation!(db, tx, keep.client(client_id, now()), at);
         }
         tx.commit().await?;
         Ok::<_, sqlx::Error>(changed)
@@ -471,7 +471,7 @@ pub async fn rotate_secret(
              WHERE client_id = $3 AND secret_hash IS NOT NULL"
         ).bind(token_digest(&secret)).bind(at).bind(client_id).execute(&mut *tx).await?.rows_affected();
         if changed > 0 {
-            append_revocation!(db, tx, keep.client(client_id, at), at);
+            append_revocation!(db, tx, keep.client(client_id, now()), at);
         }
         tx.commit().await?;
         Ok::<_, sqlx::Error>(changed)

@@ -35,6 +35,15 @@ pub const MARGIN: i64 = 15 * 60;
 /// this long past its `exp`.
 pub const LEEWAY: i64 = 300;
 
+/// How far past the moment a user or client is cut off the cut reaches
+/// (seconds). A token whose grant was under way when the change committed
+/// (a password check takes a good fraction of a second), or that another
+/// instance minted before it heard of the change, or on a clock a little
+/// behind, is issued within it and refused with the others; the token
+/// endpoint makes a token for a user or client cut within it wait until
+/// the cut has passed (`http/token.rs`).
+pub const CUT_MARGIN: i64 = 2;
+
 /// The PostgreSQL channel notified on every append.
 pub const CHANNEL: &str = "tessera_revocations";
 
@@ -124,20 +133,22 @@ pub(crate) use append_revocation;
 pub struct Keep(pub i64);
 
 impl Keep {
-    /// Every token of user `sub` issued at or before `at`.
+    /// Every token of user `sub` issued up to [`CUT_MARGIN`] after `at`
+    /// (the moment the change is written, inside its transaction).
     pub fn user(self, sub: &str, at: i64) -> Revocation {
         Revocation::User {
             sub: sub.to_owned(),
-            issued_before: at,
+            issued_before: at.saturating_add(CUT_MARGIN),
             until: at.saturating_add(self.0),
         }
     }
 
-    /// Every token of client `client_id` issued at or before `at`.
+    /// Every token of client `client_id` issued up to [`CUT_MARGIN`] after
+    /// `at`.
     pub fn client(self, client_id: &str, at: i64) -> Revocation {
         Revocation::Client {
             client_id: client_id.to_owned(),
-            issued_before: at,
+            issued_before: at.saturating_add(CUT_MARGIN),
             until: at.saturating_add(self.0),
         }
     }
@@ -284,28 +295,61 @@ impl Revocations {
             append_revocation!(db, tx, revocation, at);
             tx.commit().await
         })?;
-        self.sync(db).await
+        self.sync(db).await.map(drop)
     }
 
     /// [`Revocations::sync`] after a revocation this instance committed,
     /// so it applies here at once; a failure is logged, not returned (the
     /// change committed, and the server's follower reads it soon).
     pub async fn catch_up(&self, db: &Db) {
-        if let Err(e) = self.sync(db).await {
+        if let Err(e) = self.sync(db).await.map(drop) {
             tracing::warn!(error = %e, "revocation log not read after a revocation; the follower will");
         }
     }
 
     /// Read the events appended since the last sync (through any
-    /// instance), and forget those past their time.
-    pub async fn sync(&self, db: &Db) -> Result<(), Error> {
+    /// instance), all of them, and forget those past their time. Returns
+    /// the clients cut off by the new events (their cached copies must go:
+    /// a rotated secret must stop working everywhere, not in a while).
+    pub async fn sync(&self, db: &Db) -> Result<Vec<String>, Error> {
+        const BATCH: i64 = 10_000;
         let _one_at_a_time = self.syncing.lock().await;
-        let after = self.read().last_id;
+        let mut cut_clients = Vec::new();
         let now = crate::store::now();
-        let rows: Vec<(i64, String, String, Option<i64>, i64)> = on_pool!(db.read(), p => sqlx::query_as(
-            "SELECT id, kind, value, issued_before, keep_until FROM revocation_events \
-             WHERE id > $1 AND keep_until > $2 ORDER BY id LIMIT 10000"
-        ).bind(after).bind(now).fetch_all(p).await)?;
+        if self.restored(db).await? {
+            tracing::warn!("the revocation log is behind this instance's copy (a restored backup?): reading it again");
+            *self.log.write().unwrap_or_else(|p| p.into_inner()) = Log::default();
+        }
+        loop {
+            let after = self.read().last_id;
+            let rows: Vec<(i64, String, String, Option<i64>, i64)> = on_pool!(db.read(), p => sqlx::query_as(
+                "SELECT id, kind, value, issued_before, keep_until FROM revocation_events \
+                 WHERE id > $1 AND keep_until > $2 ORDER BY id LIMIT $3"
+            ).bind(after).bind(now).bind(BATCH).fetch_all(p).await)?;
+            let full = rows.len() as i64 == BATCH;
+            let newest = self.apply(rows, &mut cut_clients)?;
+            if let Some(last) = newest {
+                self.latest.send_replace(last);
+            }
+            if !full {
+                break;
+            }
+        }
+        let mut log = self.log.write().unwrap_or_else(|p| p.into_inner());
+        if now >= log.pruned_at.saturating_add(10) {
+            log.set.prune(now);
+            log.events.retain(|e| e.until > now);
+            log.pruned_at = now;
+        }
+        Ok(cut_clients)
+    }
+
+    /// Add rows read from the log; the newest id if any.
+    fn apply(
+        &self,
+        rows: Vec<(i64, String, String, Option<i64>, i64)>,
+        cut_clients: &mut Vec<String>,
+    ) -> Result<Option<i64>, Error> {
         let mut log = self.log.write().unwrap_or_else(|p| p.into_inner());
         let mut newest = None;
         for (id, kind, value, issued_before, until) in rows {
@@ -318,11 +362,14 @@ impl Revocations {
                     issued_before: cut,
                     until,
                 },
-                "client" => Revocation::Client {
-                    client_id: value,
-                    issued_before: cut,
-                    until,
-                },
+                "client" => {
+                    cut_clients.push(value.clone());
+                    Revocation::Client {
+                        client_id: value,
+                        issued_before: cut,
+                        until,
+                    }
+                }
                 "session" => Revocation::Session { sid: value, until },
                 other => {
                     tracing::error!(id, kind = other, "unknown revocation event kind; skipped");
@@ -341,23 +388,42 @@ impl Revocations {
         if let Some(id) = newest {
             log.last_id = log.last_id.max(id);
         }
-        if now >= log.pruned_at.saturating_add(10) {
-            log.set.prune(now);
-            log.events.retain(|e| e.until > now);
-            log.pruned_at = now;
+        Ok(newest.map(|_| log.last_id))
+    }
+
+    /// Whether the log's id sequence is behind what this instance has read
+    /// (the database was restored from a backup): ids would be reused.
+    async fn restored(&self, db: &Db) -> Result<bool, Error> {
+        let held = self.read().last_id;
+        if held == 0 {
+            return Ok(false);
         }
-        let last = log.last_id;
-        drop(log);
-        if newest.is_some() {
-            self.latest.send_replace(last);
-        }
-        Ok(())
+        let issued: Option<i64> = match db {
+            Db::Postgres(p) => sqlx::query_scalar(
+                "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM revocation_events_id_seq",
+            )
+            .fetch_optional(p)
+            .await
+            .map_err(Error::from)?,
+            Db::Sqlite { reader, .. } => sqlx::query_scalar(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'revocation_events'",
+            )
+            .fetch_optional(reader)
+            .await
+            .map_err(Error::from)?,
+        };
+        Ok(issued.unwrap_or(0) < held)
     }
 }
 
 /// Keep `revocations` in step with the log: at once when PostgreSQL
 /// notifies an append (at any instance), and every `period` in any case.
-pub async fn follow(db: Db, revocations: Arc<Revocations>, period: std::time::Duration) {
+pub async fn follow(
+    db: Db,
+    revocations: Arc<Revocations>,
+    period: std::time::Duration,
+    cut_clients: impl Fn(&str) + Send + 'static,
+) {
     let mut listener = listen(&db).await;
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -378,8 +444,9 @@ pub async fn follow(db: Db, revocations: Arc<Revocations>, period: std::time::Du
                 ticker.tick().await;
             }
         }
-        if let Err(e) = revocations.sync(&db).await {
-            tracing::error!(error = %e, "revocation sync failed");
+        match revocations.sync(&db).await {
+            Ok(clients) => clients.iter().for_each(|c| cut_clients(c)),
+            Err(e) => tracing::error!(error = %e, "revocation sync failed"),
         }
     }
 }

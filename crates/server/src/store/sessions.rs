@@ -235,7 +235,7 @@ pub async fn end(db: &Db, sid: &str, reason: &str, keep: Keep) -> Result<Option<
              FROM session_clients sc JOIN clients c ON c.client_id = sc.client_id \
              WHERE sc.sid = $1 AND c.backchannel_logout_uri IS NOT NULL ON CONFLICT DO NOTHING"
         ).bind(sid).bind(&session.user_id).bind(at).execute(&mut *tx).await?;
-        append_revocation!(db, tx, keep.session(sid, at), at);
+        append_revocation!(db, tx, keep.session(sid, now()), at);
         tx.commit().await?;
         Ok::<_, sqlx::Error>(Some(Ended {
             session,

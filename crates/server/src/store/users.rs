@@ -178,7 +178,7 @@ async fn apply(db: &Db, username: &str, change: Change<'_>, keep: Keep) -> Resul
             ).bind(at).bind(reason).bind(username).execute(&mut *tx).await?;
             sqlx::query(sessions::QUEUE_LOGOUTS_OF_USER).bind(at).bind(username).execute(&mut *tx).await?;
             sqlx::query(sessions::END_SESSIONS_OF_USER).bind(at).bind(username).execute(&mut *tx).await?;
-            append_revocation!(db, tx, keep.user(&id, at), at);
+            append_revocation!(db, tx, keep.user(&id, now()), at);
         }
         tx.commit().await?;
         Ok::<_, sqlx::Error>(())
@@ -266,7 +266,7 @@ pub async fn delete(db: &Db, username: &str, keep: Keep) -> Result<(), Error> {
         };
         sqlx::query("DELETE FROM refresh_families WHERE username = $1")
             .bind(username).execute(&mut *tx).await?;
-        append_revocation!(db, tx, keep.user(&id, at), at);
+        append_revocation!(db, tx, keep.user(&id, now()), at);
         tx.commit().await?;
         Ok::<_, sqlx::Error>(())
     })?;

@@ -114,10 +114,21 @@ impl TestDb {
     pub async fn cleanup(&self) {
         if let Some((base, schema)) = &self.schema {
             let admin = sqlx::PgPool::connect(base).await.unwrap();
-            sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-                .execute(&admin)
-                .await
-                .unwrap();
+            // Concurrent DROP SCHEMA … CASCADE of many tests can meet in a
+            // deadlock PostgreSQL then breaks: try again.
+            for attempt in 1.. {
+                match sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+                    .execute(&admin)
+                    .await
+                {
+                    Ok(_) => break,
+                    Err(e) if attempt < 5 => {
+                        eprintln!("dropping {schema}: {e}; again");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                    Err(e) => panic!("dropping {schema}: {e}"),
+                }
+            }
             admin.close().await;
         }
     }
