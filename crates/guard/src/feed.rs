@@ -328,8 +328,34 @@ impl RevocationFeedBuilder {
     }
 }
 
-/// The largest event accepted, in bytes (an event is one revocation).
-const MAX_EVENT_BYTES: u64 = 64 * 1024;
+/// The most bytes read without an event completing (an event is one
+/// revocation, some hundred bytes; one read may also carry the rest of a
+/// previous event and several whole ones, at most the HTTP client's read
+/// buffer of a few hundred KiB).
+const MAX_UNFINISHED_BYTES: u64 = 1024 * 1024;
+
+/// Why the feed's body could not be read.
+#[derive(Debug)]
+enum ChunkError {
+    Transport(reqwest::Error),
+    TooLarge,
+}
+
+impl std::fmt::Display for ChunkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChunkError::Transport(e) => e.fmt(f),
+            ChunkError::TooLarge => {
+                write!(
+                    f,
+                    "over {MAX_UNFINISHED_BYTES} bytes without a complete event"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for ChunkError {}
 
 /// The longest a feed token is kept before a new one is asked for.
 const MAX_TOKEN_LIFE: Duration = Duration::from_secs(24 * 3600);
@@ -463,15 +489,19 @@ impl Subscriber {
             status => return Err(fail(&status)),
         }
         // Bytes received since the last complete event: a feed that sends
-        // an endless event is cut off rather than buffered.
+        // an endless event is cut off while it is read, before the parser
+        // has buffered more than the limit.
         let pending = Arc::new(AtomicU64::new(0));
         let counted = Arc::clone(&pending);
         let mut events = response
             .bytes_stream()
-            .inspect(move |chunk| {
-                if let Ok(bytes) = chunk {
-                    counted.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            .map(move |chunk| {
+                let chunk = chunk.map_err(ChunkError::Transport)?;
+                let len = chunk.len() as u64;
+                if counted.fetch_add(len, Ordering::Relaxed) + len > MAX_UNFINISHED_BYTES {
+                    return Err(ChunkError::TooLarge);
                 }
+                Ok(chunk)
             })
             .eventsource();
         // A first connection (or a reset) collects the whole backlog
@@ -492,9 +522,7 @@ impl Subscriber {
                 Ok(Some(Err(e))) => return Err(fail(&e)),
                 Ok(Some(Ok(event))) => event,
             };
-            if pending.swap(0, Ordering::Relaxed) > MAX_EVENT_BYTES {
-                return Err(fail(&format!("an event over {MAX_EVENT_BYTES} bytes")));
-            }
+            pending.store(0, Ordering::Relaxed);
             match event.event.as_str() {
                 "ready" => {
                     let now = tessera_jose::NumericDate::now().seconds();

@@ -295,7 +295,9 @@ impl Revocations {
             append_revocation!(db, tx, revocation, at);
             tx.commit().await
         })?;
-        self.sync(db).await.map(drop)
+        // Committed: applied here now, or by the follower soon.
+        self.catch_up(db).await;
+        Ok(())
     }
 
     /// [`Revocations::sync`] after a revocation this instance committed,

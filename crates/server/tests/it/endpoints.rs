@@ -723,12 +723,7 @@ async fn revocations_reach_introspection_and_the_feed(backend: Backend) {
         .await
         .str("access_token");
     assert!(active(before.clone()).await);
-    let hash = h
-        .app
-        .passwords
-        .hash(zeroize::Zeroizing::new("battery staple".into()))
-        .await
-        .unwrap();
+    let hash = h.hash("battery staple").await;
     users::set_password(&h.db, "alice", &hash, keep)
         .await
         .unwrap();

@@ -282,6 +282,23 @@ impl Harness {
         .str("access_token")
     }
 
+    /// A client (scope `read`) that authenticates with assertions signed
+    /// by `key`, whose public JWK it registers.
+    pub async fn signed_client(&self, key: &tessera_jose::SigningKey) -> clients::Added {
+        let jwk = key.verifying_key().unwrap().to_public_jwk().unwrap();
+        clients::add(
+            &self.db,
+            NewClient {
+                name: "signed".into(),
+                scopes: Scopes::parse("read").unwrap(),
+                jwks: Some(tessera_jose::JwkSet::new(vec![jwk]).to_json()),
+                ..NewClient::default()
+            },
+        )
+        .await
+        .unwrap()
+    }
+
     /// A public client for the password and refresh grants.
     pub async fn public_client(&self, scopes: &str) -> String {
         clients::add(
@@ -299,13 +316,17 @@ impl Harness {
         .client_id
     }
 
-    pub async fn user(&self, username: &str, password: &str, scopes: &str) -> String {
-        let hash = self
-            .app
+    /// The server's Argon2id hash of `password`.
+    pub async fn hash(&self, password: &str) -> String {
+        self.app
             .passwords
             .hash(zeroize::Zeroizing::new(password.into()))
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    pub async fn user(&self, username: &str, password: &str, scopes: &str) -> String {
+        let hash = self.hash(password).await;
         users::add(&self.db, username, &hash, &Scopes::parse(scopes).unwrap())
             .await
             .unwrap()

@@ -1105,30 +1105,16 @@ async fn disabling_deleting_or_repassing_a_user_ends_their_sessions(backend: Bac
         .await
         .unwrap();
     sign_in().await;
-    let hash = h
-        .app
-        .passwords
-        .hash(zeroize::Zeroizing::new("a new password".into()))
-        .await
-        .unwrap();
+    let hash = h.hash("a new password").await;
     users::set_password(&h.db, "alice", &hash, KEEP)
         .await
         .unwrap();
     assert_eq!(live().await, 0);
     assert_eq!(logouts::waiting(&h.db).await.unwrap(), 2);
 
-    users::set_password(
-        &h.db,
-        "alice",
-        &h.app
-            .passwords
-            .hash(zeroize::Zeroizing::new("correct horse".into()))
-            .await
-            .unwrap(),
-        KEEP,
-    )
-    .await
-    .unwrap();
+    users::set_password(&h.db, "alice", &h.hash("correct horse").await, KEEP)
+        .await
+        .unwrap();
     sign_in().await;
     users::delete(&h.db, "alice", KEEP).await.unwrap();
     assert_eq!(

@@ -616,12 +616,7 @@ async fn disabled_users_cannot_refresh(backend: Backend) {
         .await
         .unwrap();
     let login = h.login(&web, "alice", "correct horse").await;
-    let hash = h
-        .app
-        .passwords
-        .hash(zeroize::Zeroizing::new("battery staple".into()))
-        .await
-        .unwrap();
+    let hash = h.hash("battery staple").await;
     users::set_password(&h.db, "alice", &hash, KEEP)
         .await
         .unwrap();
@@ -663,18 +658,7 @@ async fn private_key_jwt_authenticates_once_per_assertion(backend: Backend) {
         .unwrap()
         .with_thumbprint_kid()
         .unwrap();
-    let jwks = JwkSet::new(vec![key.verifying_key().unwrap().to_public_jwk().unwrap()]).to_json();
-    let added = clients::add(
-        &h.db,
-        NewClient {
-            name: "signed".into(),
-            scopes: Scopes::parse("read").unwrap(),
-            jwks: Some(jwks),
-            ..NewClient::default()
-        },
-    )
-    .await
-    .unwrap();
+    let added = h.signed_client(&key).await;
     assert!(added.client_secret.is_none());
     let id = added.client_id;
     let endpoint = format!("{ISSUER}/oauth2/token");
@@ -931,19 +915,7 @@ async fn ed25519_assertions_under_either_name_authenticate(backend: Backend) {
     )
     .unwrap()
     .with_kid(key.kid().unwrap());
-    let jwks = JwkSet::new(vec![key.verifying_key().unwrap().to_public_jwk().unwrap()]).to_json();
-    let id = clients::add(
-        &h.db,
-        NewClient {
-            name: "ed".into(),
-            scopes: Scopes::parse("read").unwrap(),
-            jwks: Some(jwks),
-            ..NewClient::default()
-        },
-    )
-    .await
-    .unwrap()
-    .client_id;
+    let id = h.signed_client(&key).await.client_id;
     let endpoint = format!("{ISSUER}/oauth2/token");
     for (signer, jti) in [(&key, "ed-1"), (&renamed, "ed-2")] {
         let r = h
