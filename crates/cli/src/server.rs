@@ -214,7 +214,11 @@ pub enum SessionCommand {
         json: bool,
     },
     /// End a session like a logout: its refresh tokens are revoked and its clients told.
-    End { sid: String },
+    End {
+        // Ids are random base64url and may begin with `-`.
+        #[arg(allow_hyphen_values = true)]
+        sid: String,
+    },
 }
 
 // Parsed once per process: the size of the `Add` variant costs nothing.
@@ -273,9 +277,14 @@ pub enum ClientCommand {
         json: bool,
     },
     /// Delete a client and its refresh tokens.
-    Delete { client_id: String },
+    Delete {
+        // Ids are random base64url and may begin with `-`.
+        #[arg(allow_hyphen_values = true)]
+        client_id: String,
+    },
     /// Give a client a new secret (printed once); the old one stops working.
     RotateSecret {
+        #[arg(allow_hyphen_values = true)]
         client_id: String,
         /// Print JSON.
         #[arg(long)]

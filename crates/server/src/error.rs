@@ -44,7 +44,7 @@ pub enum Error {
     /// The named user, client or key does not exist.
     #[error("{kind} {name:?} not found")]
     NotFound {
-        /// `user`, `client`, `key`.
+        /// `user`, `client`, `key`, `session`.
         kind: &'static str,
         /// Its name or id.
         name: String,

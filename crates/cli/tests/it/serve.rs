@@ -1188,3 +1188,30 @@ fn keys_list_only_reads() {
     );
     assert_eq!(again, listed, "a listing changed the keys");
 }
+
+#[test]
+fn ids_that_begin_with_a_hyphen_are_ids_not_options() {
+    // Session and client ids are random base64url: one in 32 begins with `-`.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut server = start(d, &[], &[]);
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    for args in [
+        &["session", "end", "-jfZeN9bJ-FfLHL4FZxW6Q"][..],
+        &["client", "delete", "-xYz"],
+        &["client", "rotate-secret", "-xYz", "--json"],
+    ] {
+        let out = assert_cmd::Command::new(binary())
+            .current_dir(d)
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "tessera {args:?} succeeded");
+        assert!(
+            stderr.contains("not found") && stderr.contains(args[2]),
+            "tessera {args:?} did not look the id up: {stderr}"
+        );
+    }
+}
