@@ -47,9 +47,13 @@ pub(crate) enum Kind {
 pub(crate) struct Member<'a> {
     /// The name, unescaped.
     pub(crate) name: Cow<'a, str>,
+    /// Where the name's literal (its opening quote) sits in the text.
+    pub(crate) name_at: usize,
     pub(crate) kind: Kind,
     /// The value's JSON text exactly as written (a string with its quotes).
     pub(crate) raw: &'a str,
+    /// Where `raw` sits in the text.
+    pub(crate) raw_at: usize,
 }
 
 impl<'a> Member<'a> {
@@ -71,25 +75,32 @@ fn unescape(raw: &str) -> Option<String> {
 }
 
 /// Check `bytes` as one JSON object and call `each` for its members, in
-/// order. The object sits at depth 0; a container at depth `d` needs
-/// `d < max_depth`.
+/// order; the text, as checked UTF-8. The object sits at depth 0; a
+/// container at depth `d` needs `d < max_depth`.
 pub(crate) fn object<'a>(
     bytes: &'a [u8],
     input: Input,
     max_depth: usize,
     mut each: impl FnMut(Member<'a>) -> Result<(), Error>,
-) -> Result<(), Error> {
+) -> Result<&'a str, Error> {
     let mut s = Scanner::new(bytes, input, max_depth)?;
     s.skip_ws();
     if s.peek() != Some(b'{') {
         return Err(s.syntax("expected a JSON object"));
     }
-    s.members(0, &mut |s, name, start| {
+    s.members(0, &mut |s, name, name_at, raw_at| {
         let kind = s.value(1)?;
-        let raw = &s.text[start..s.pos];
-        each(Member { name, kind, raw })
+        let raw = &s.text[raw_at..s.pos];
+        each(Member {
+            name,
+            name_at,
+            kind,
+            raw,
+            raw_at,
+        })
     })?;
-    s.end()
+    s.end()?;
+    Ok(s.text)
 }
 
 /// Check `bytes` as one JSON value of any type.
@@ -184,9 +195,11 @@ impl<'a> Seen<'a> {
     }
 }
 
-/// Called for each member of an object with the unescaped name and the
-/// offset where the value starts; it must scan the value.
-type OnMember<'f, 'a> = dyn FnMut(&mut Scanner<'a>, Cow<'a, str>, usize) -> Result<(), Error> + 'f;
+/// Called for each member of an object with the unescaped name, the offset
+/// of the name's literal and the offset where the value starts; it must
+/// scan the value.
+type OnMember<'f, 'a> =
+    dyn FnMut(&mut Scanner<'a>, Cow<'a, str>, usize, usize) -> Result<(), Error> + 'f;
 
 struct Scanner<'a> {
     text: &'a str,
@@ -220,6 +233,27 @@ fn needs_look(word: u64) -> u64 {
     let quote = word ^ (ONES * u64::from(b'"'));
     let backslash = word ^ (ONES * u64::from(b'\\'));
     below(quote, 1) | below(backslash, 1) | below(word, 0x20)
+}
+
+/// The offset of the first byte at or after `pos` that a string scan must
+/// stop at (see [`STOP`]), or the end of `bytes`. Eight bytes at a time:
+/// the lowest flagged byte of a word is the first one that needs a look.
+#[inline(always)]
+pub(crate) fn plain_run(bytes: &[u8], mut pos: usize) -> usize {
+    while let Some(chunk) = bytes.get(pos..pos + 8) {
+        let Ok(word) = <[u8; 8]>::try_from(chunk) else {
+            break;
+        };
+        let flags = needs_look(u64::from_le_bytes(word));
+        if flags != 0 {
+            return pos + (flags.trailing_zeros() / 8) as usize;
+        }
+        pos += 8;
+    }
+    while bytes.get(pos).is_some_and(|&b| !STOP[usize::from(b)]) {
+        pos += 1;
+    }
+    pos
 }
 
 impl<'a> Scanner<'a> {
@@ -288,7 +322,7 @@ impl<'a> Scanner<'a> {
     fn value(&mut self, depth: usize) -> Result<Kind, Error> {
         match self.peek() {
             Some(b'{') => {
-                self.members(depth, &mut |s, _, _| s.value(depth + 1).map(drop))?;
+                self.members(depth, &mut |s, _, _, _| s.value(depth + 1).map(drop))?;
                 Ok(Kind::Object)
             }
             Some(b'[') => {
@@ -317,8 +351,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// An object at `depth` (the current byte is `{`). For each member,
-    /// `member` is called with the unescaped name and the offset where the
-    /// value starts; it must scan the value.
+    /// `member` is called as [`OnMember`] says.
     fn members(&mut self, depth: usize, member: &mut OnMember<'_, 'a>) -> Result<(), Error> {
         self.enter(depth)?;
         self.pos += 1;
@@ -348,7 +381,7 @@ impl<'a> Scanner<'a> {
             self.pos += 1;
             self.skip_ws();
             let value_start = self.pos;
-            member(self, name, value_start)?;
+            member(self, name, start, value_start)?;
             self.skip_ws();
             match self.peek() {
                 Some(b',') => {
@@ -429,29 +462,9 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// Advance to the next byte a string scan must stop at, or the end.
-    /// Eight bytes at a time: the lowest flagged byte of a word is the
-    /// first one that needs a look.
     #[inline(always)]
     fn skip_plain(&mut self) {
-        while let Some(chunk) = self.bytes.get(self.pos..self.pos + 8) {
-            let Ok(word) = <[u8; 8]>::try_from(chunk) else {
-                break;
-            };
-            let flags = needs_look(u64::from_le_bytes(word));
-            if flags != 0 {
-                self.pos += (flags.trailing_zeros() / 8) as usize;
-                return;
-            }
-            self.pos += 8;
-        }
-        while self
-            .bytes
-            .get(self.pos)
-            .is_some_and(|&b| !STOP[usize::from(b)])
-        {
-            self.pos += 1;
-        }
+        self.pos = plain_run(self.bytes, self.pos);
     }
 
     /// One escape (the current byte is its backslash). A `\u` escape of a

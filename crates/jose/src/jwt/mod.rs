@@ -108,10 +108,10 @@ pub fn verify<T: DeserializeOwned>(
     validation.validate_header(&header)?;
     let depth = options.limits().depth();
     let required = validation.required_claims();
-    crate::b64::with_decoded::<1024, _>(payload, Input::Payload, |payload| {
+    let read = |payload: &[u8]| {
         let read = read::registered(payload, depth, required)?;
         validation.validate_claims(&read.registered, &read.found)?;
-        let custom = read::custom::<T>(payload, &read)?;
+        let custom = read::custom::<T>(&read)?;
         if validation.has_checks() {
             validation.run_checks(&crate::json::build(payload, Input::Payload)?)?;
         }
@@ -119,7 +119,14 @@ pub fn verify<T: DeserializeOwned>(
             header,
             claims: read.registered.with_custom(custom),
         })
-    })
+    };
+    // Decoded on the stack up to 4 KiB, so that a large token's payload
+    // does not cost an allocation of a size allocators keep no cache of;
+    // small ones do not pay for zeroing the larger buffer.
+    match crate::b64::decoded_len(payload.len()) {
+        Some(0..=1024) => crate::b64::with_decoded::<1024, _>(payload, Input::Payload, read),
+        _ => crate::b64::with_decoded::<4096, _>(payload, Input::Payload, read),
+    }
 }
 
 #[cfg(test)]

@@ -13,8 +13,8 @@ use serde::de::DeserializeOwned;
 
 use super::claims::Registered;
 use crate::error::Input;
-use crate::json::de;
-use crate::json::scan::{self, Member};
+use crate::json::de::{self, Span};
+use crate::json::scan;
 use crate::Error;
 
 /// What the scan of a payload yields.
@@ -22,8 +22,11 @@ pub(crate) struct Read<'a> {
     pub(crate) registered: Registered,
     /// For each required claim name, whether the payload has it.
     pub(crate) found: Vec<bool>,
-    /// The top-level members, in order.
-    members: Vec<Member<'a>>,
+    /// The payload as text.
+    text: &'a str,
+    /// Where the top-level members are, in order; `None` when they could
+    /// not all be noted (a text past 4 GiB).
+    spans: Option<Vec<Span>>,
 }
 
 /// Check `payload` strictly and read its registered claims.
@@ -32,26 +35,40 @@ pub(crate) fn registered<'a>(
     max_depth: usize,
     required: &[String],
 ) -> Result<Read<'a>, Error> {
-    let mut read = Read {
-        registered: Registered::default(),
-        found: vec![false; required.len()],
-        members: Vec::with_capacity(16),
-    };
-    scan::object(payload, Input::Payload, max_depth, |member| {
+    let mut registered = Registered::default();
+    let mut found = vec![false; required.len()];
+    // Room for the members of most tokens in one allocation (16 bytes a
+    // member, under the size a thread keeps cached by most allocators).
+    let mut spans = Some(Vec::with_capacity(32));
+    let text = scan::object(payload, Input::Payload, max_depth, |member| {
         if let Some(i) = required.iter().position(|r| *r == *member.name) {
-            read.found[i] = true;
+            found[i] = true;
         }
-        read.registered.read(&member)?;
-        read.members.push(member);
+        registered.read(&member)?;
+        if let Some(list) = &mut spans {
+            match Span::of(&member) {
+                Some(span) => list.push(span),
+                None => spans = None,
+            }
+        }
         Ok(())
     })?;
-    Ok(read)
+    Ok(Read {
+        registered,
+        found,
+        text,
+        spans,
+    })
 }
 
 /// Build the caller's type from a payload [`registered`] accepted. A
 /// payload that does not fit the type is [`Error::InvalidClaims`].
-pub(crate) fn custom<T: DeserializeOwned>(payload: &[u8], read: &Read<'_>) -> Result<T, Error> {
-    de::build(payload, &read.members).map_err(|e| match e.classify() {
+pub(crate) fn custom<T: DeserializeOwned>(read: &Read<'_>) -> Result<T, Error> {
+    let built = match &read.spans {
+        Some(spans) => de::build(read.text, spans),
+        None => serde_json::from_str(read.text),
+    };
+    built.map_err(|e| match e.classify() {
         serde_json::error::Category::Data => Error::InvalidClaims {
             reason: e.to_string(),
         },
@@ -70,7 +87,7 @@ fn read_claims<'a, T: DeserializeOwned>(
     required: &[String],
 ) -> Result<(Read<'a>, T), Error> {
     let read = registered(payload, max_depth, required)?;
-    let custom = custom(payload, &read)?;
+    let custom = custom(&read)?;
     Ok((read, custom))
 }
 
