@@ -3,7 +3,7 @@
 //!
 //! The scanner already knows where every top-level member starts and
 //! ends, its name and its JSON type; `jwt::read` notes where each sits
-//! ([`Span`], sixteen bytes a member). [`build`] hands those to the
+//! ([`Span`]: the name and value text, borrowed). [`build`] hands those to the
 //! caller's `Deserialize` as a serde map: names straight from the text,
 //! members the type ignores skipped without a look, and values walked
 //! ([`Walk`]): plain strings handed out borrowed as they are, arrays and
@@ -25,41 +25,39 @@ use std::cell::Cell;
 use serde::de::{self, DeserializeOwned, DeserializeSeed, Error as _, MapAccess, Visitor};
 use serde_json::Error;
 
-use super::scan::Member;
+use super::scan::{Kind, Member};
 
-/// Where one top-level member sits in the text: all `build` needs of it,
-/// in sixteen bytes, so that a token's members fit in one small allocation.
+/// One top-level member: all `build` needs of it, in 40 bytes, so that a
+/// token's members fit in one small allocation.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Span {
-    /// The opening quote of the name.
-    name_at: u32,
-    /// The length of the name, or `ESCAPED` when it holds escapes.
-    name_len: u32,
-    value_at: u32,
-    value_end: u32,
+pub(crate) struct Span<'a> {
+    /// The name when it is plain; its literal (quotes included) when it
+    /// holds escapes.
+    name: &'a str,
+    name_escaped: bool,
+    value: &'a str,
+    /// The value is a string without escapes.
+    plain: bool,
 }
 
-const ESCAPED: u32 = u32::MAX;
-
-impl Span {
-    /// Where `member` sits; `None` past 4 GiB of text.
-    pub(crate) fn of(member: &Member<'_>) -> Option<Span> {
-        let name_len = match member.name {
-            Cow::Borrowed(name) => u32::try_from(name.len()).ok()?,
-            Cow::Owned(_) => ESCAPED,
+impl<'a> Span<'a> {
+    pub(crate) fn of(member: &Member<'a>) -> Span<'a> {
+        let (name, name_escaped) = match member.name {
+            Cow::Borrowed(name) => (name, false),
+            Cow::Owned(_) => (member.escaped_name, true),
         };
-        Some(Span {
-            name_at: u32::try_from(member.name_at).ok()?,
-            name_len,
-            value_at: u32::try_from(member.raw_at).ok()?,
-            value_end: u32::try_from(member.raw_at + member.raw.len()).ok()?,
-        })
+        Span {
+            name,
+            name_escaped,
+            value: member.raw,
+            plain: member.kind == Kind::String { escaped: false },
+        }
     }
 }
 
 /// Build `T` from `text`, a JSON object the scanner accepted, whose
-/// top-level members are at `spans` (in order).
-pub(crate) fn build<T: DeserializeOwned>(text: &str, spans: &[Span]) -> Result<T, Error> {
+/// top-level members are `spans` (in order).
+pub(crate) fn build<T: DeserializeOwned>(text: &str, spans: &[Span<'_>]) -> Result<T, Error> {
     let whole = Cell::new(false);
     let fast = T::deserialize(Top {
         text,
@@ -95,7 +93,7 @@ macro_rules! by_serde_json {
 /// The whole object.
 struct Top<'a, 'm> {
     text: &'a str,
-    spans: &'m [Span],
+    spans: &'m [Span<'a>],
     /// Set when `serde_json` must build the type from the whole text.
     whole: &'m Cell<bool>,
 }
@@ -107,7 +105,6 @@ impl<'a> Top<'a, '_> {
 
     fn map<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, Error> {
         let mut entries = Entries {
-            text: self.text,
             spans: self.spans.iter(),
             value: None,
             whole: self.whole,
@@ -163,10 +160,10 @@ impl<'a> de::Deserializer<'a> for Top<'a, '_> {
 
 /// The members, as a serde map.
 struct Entries<'a, 'm> {
-    text: &'a str,
-    spans: std::slice::Iter<'m, Span>,
-    /// The text of the value whose name was read last.
-    value: Option<&'a str>,
+    spans: std::slice::Iter<'m, Span<'a>>,
+    /// The text of the value whose name was read last, and whether it is
+    /// a plain string.
+    value: Option<(&'a str, bool)>,
     whole: &'m Cell<bool>,
 }
 
@@ -180,22 +177,12 @@ impl<'a> MapAccess<'a> for Entries<'a, '_> {
         let Some(span) = self.spans.next() else {
             return Ok(None);
         };
-        let at = span.name_at as usize;
-        let name = if span.name_len == ESCAPED {
-            let mut walk = Walk {
-                text: self.text,
-                pos: at,
-                whole: self.whole,
-            };
-            walk.name()?
+        let name = if span.name_escaped {
+            Walk::new(span.name, self.whole).name()?
         } else {
-            let plain = self.text.get(at + 1..at + 1 + span.name_len as usize);
-            Cow::Borrowed(plain.ok_or_else(|| Error::custom("a name out of place"))?)
+            Cow::Borrowed(span.name)
         };
-        let value = self
-            .text
-            .get(span.value_at as usize..span.value_end as usize);
-        self.value = Some(value.ok_or_else(|| Error::custom("a value out of place"))?);
+        self.value = Some((span.value, span.plain));
         seed.deserialize(Name {
             name: &name,
             whole: self.whole,
@@ -204,11 +191,12 @@ impl<'a> MapAccess<'a> for Entries<'a, '_> {
     }
 
     fn next_value_seed<S: DeserializeSeed<'a>>(&mut self, seed: S) -> Result<S::Value, Error> {
-        let text = self
+        let (text, plain) = self
             .value
             .take()
             .ok_or_else(|| Error::custom("a map value asked for before its key"))?;
         let mut walk = Walk::new(text, self.whole);
+        walk.plain = plain;
         let value = seed.deserialize(&mut walk)?;
         if walk.pos != text.len() {
             return walk.whole();
@@ -295,6 +283,8 @@ struct Walk<'a, 'm> {
     text: &'a str,
     pos: usize,
     whole: &'m Cell<bool>,
+    /// The text is one string without escapes (known from the scan).
+    plain: bool,
 }
 
 /// What `Walk` does not answer itself goes to `serde_json`, over the text
@@ -359,6 +349,7 @@ impl<'a, 'm> Walk<'a, 'm> {
             text,
             pos: 0,
             whole,
+            plain: false,
         }
     }
 
@@ -463,6 +454,12 @@ impl<'a, 'm> Walk<'a, 'm> {
             V,
         ) -> Result<V::Value, Error>,
     ) -> Result<V::Value, Error> {
+        if self.plain && self.pos == 0 {
+            if let Some(plain) = self.text.get(1..self.text.len() - 1) {
+                self.pos = self.text.len();
+                return visitor.visit_borrowed_str(plain);
+            }
+        }
         if self.peek() == b'"' {
             let start = self.pos;
             if !self.string_end() {
@@ -716,10 +713,10 @@ mod tests {
     use crate::json::scan;
 
     /// `text`, which the scanner must accept, and its members' spans.
-    fn scanned(text: &[u8]) -> (&str, Vec<Span>) {
+    fn scanned(text: &[u8]) -> (&str, Vec<Span<'_>>) {
         let mut spans = Vec::new();
         let text = scan::object(text, Input::Payload, 16, |m| {
-            spans.push(Span::of(&m).unwrap());
+            spans.push(Span::of(&m));
             Ok(())
         })
         .unwrap();

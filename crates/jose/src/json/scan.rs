@@ -47,13 +47,12 @@ pub(crate) enum Kind {
 pub(crate) struct Member<'a> {
     /// The name, unescaped.
     pub(crate) name: Cow<'a, str>,
-    /// Where the name's literal (its opening quote) sits in the text.
-    pub(crate) name_at: usize,
+    /// The name's literal as written (with its quotes and escapes) when
+    /// it holds escapes; empty otherwise.
+    pub(crate) escaped_name: &'a str,
     pub(crate) kind: Kind,
     /// The value's JSON text exactly as written (a string with its quotes).
     pub(crate) raw: &'a str,
-    /// Where `raw` sits in the text.
-    pub(crate) raw_at: usize,
 }
 
 impl<'a> Member<'a> {
@@ -88,15 +87,14 @@ pub(crate) fn object<'a>(
     if s.peek() != Some(b'{') {
         return Err(s.syntax("expected a JSON object"));
     }
-    s.members(0, &mut |s, name, name_at, raw_at| {
+    s.members(0, &mut |s, name, escaped_name, raw_at| {
         let kind = s.value(1)?;
         let raw = &s.text[raw_at..s.pos];
         each(Member {
             name,
-            name_at,
+            escaped_name,
             kind,
             raw,
-            raw_at,
         })
     })?;
     s.end()?;
@@ -195,11 +193,11 @@ impl<'a> Seen<'a> {
     }
 }
 
-/// Called for each member of an object with the unescaped name, the offset
-/// of the name's literal and the offset where the value starts; it must
-/// scan the value.
+/// Called for each member of an object with the unescaped name, its
+/// literal if it holds escapes (else empty) and the offset where the value
+/// starts; it must scan the value.
 type OnMember<'f, 'a> =
-    dyn FnMut(&mut Scanner<'a>, Cow<'a, str>, usize, usize) -> Result<(), Error> + 'f;
+    dyn FnMut(&mut Scanner<'a>, Cow<'a, str>, &'a str, usize) -> Result<(), Error> + 'f;
 
 struct Scanner<'a> {
     text: &'a str,
@@ -367,6 +365,11 @@ impl<'a> Scanner<'a> {
             }
             let start = self.pos;
             let escaped = self.string()?;
+            let literal = if escaped {
+                &self.text[start..self.pos]
+            } else {
+                ""
+            };
             let name = self.name(start, escaped)?;
             if !seen.insert(self.text, name.clone(), start + 1) {
                 return Err(Error::DuplicateMember {
@@ -381,7 +384,7 @@ impl<'a> Scanner<'a> {
             self.pos += 1;
             self.skip_ws();
             let value_start = self.pos;
-            member(self, name, start, value_start)?;
+            member(self, name, literal, value_start)?;
             self.skip_ws();
             match self.peek() {
                 Some(b',') => {
