@@ -5,9 +5,11 @@
 //! the same typed claims, issuer and audience checked by all, against
 //! the bare aws-lc-rs operation over the same signing input.
 //!
-//! tessera is measured twice when verifying: with its per-thread header
-//! cache hit (one issuer, one key: the common case) and missed (the
-//! tokens cycle through eight `kid`s, more than the cache holds).
+//! tessera is measured three times when verifying: with its per-thread
+//! header cache hit (one issuer, one key: the common case) and missed (the
+//! tokens cycle through eight `kid`s, more than the cache holds), and
+//! with `jwt::verify_borrowed` into a twin of the claims type whose
+//! strings borrow from the decoded payload.
 //!
 //! `cd benches && cargo bench --bench shapes`
 
@@ -20,6 +22,7 @@ use aws_lc_rs::{hmac, rand};
 use criterion::{criterion_group, criterion_main, Criterion};
 use jwt_simple::prelude::{self as simple, MACLike as _};
 use serde::{Deserialize, Serialize};
+use tessera_jose::jws::KeySource;
 use tessera_jose::{jwt, Algorithm, Claims, NumericDate, SigningKey, Validation};
 
 const ISSUER: &str = "https://sso.example.com/realms/shop";
@@ -54,6 +57,49 @@ struct Keycloak {
     email: String,
 }
 
+/// `Roles`, borrowing from the decoded payload.
+#[derive(Deserialize)]
+struct RolesRef<'a> {
+    #[serde(borrow)]
+    #[allow(dead_code)]
+    roles: Vec<&'a str>,
+}
+
+/// `Keycloak`, borrowing: what `jwt::verify_borrowed` can build.
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct KeycloakRef<'a> {
+    auth_time: i64,
+    typ: &'a str,
+    azp: &'a str,
+    session_state: &'a str,
+    acr: &'a str,
+    #[serde(rename = "allowed-origins", borrow)]
+    allowed_origins: Vec<&'a str>,
+    #[serde(borrow)]
+    realm_access: RolesRef<'a>,
+    #[serde(borrow)]
+    resource_access: BTreeMap<&'a str, RolesRef<'a>>,
+    scope: &'a str,
+    sid: &'a str,
+    email_verified: bool,
+    name: &'a str,
+    preferred_username: &'a str,
+    given_name: &'a str,
+    family_name: &'a str,
+    email: &'a str,
+}
+
+/// `Large`, borrowing.
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct LargeRef<'a> {
+    client_id: &'a str,
+    scope: &'a str,
+    #[serde(borrow)]
+    groups: Vec<&'a str>,
+}
+
 /// The ~4 KB token's custom part.
 #[derive(Clone, Serialize, Deserialize)]
 struct Large {
@@ -76,10 +122,21 @@ fn keycloak() -> Keycloak {
         session_state: "7c1f0a2e-5b3d-4e8f-a9c6-0d2b4e6f8a1c".into(),
         acr: "1".into(),
         allowed_origins: vec!["https://shop.example.com".into()],
-        realm_access: roles(&["default-roles-shop", "offline_access", "uma_authorization", "customer"]),
+        realm_access: roles(&[
+            "default-roles-shop",
+            "offline_access",
+            "uma_authorization",
+            "customer",
+        ]),
         resource_access: BTreeMap::from([
-            ("orders-api".to_owned(), roles(&["orders:read", "orders:write"])),
-            ("account".to_owned(), roles(&["manage-account", "manage-account-links", "view-profile"])),
+            (
+                "orders-api".to_owned(),
+                roles(&["orders:read", "orders:write"]),
+            ),
+            (
+                "account".to_owned(),
+                roles(&["manage-account", "manage-account-links", "view-profile"]),
+            ),
         ]),
         scope: "openid email profile orders".into(),
         sid: "7c1f0a2e-5b3d-4e8f-a9c6-0d2b4e6f8a1c".into(),
@@ -121,6 +178,13 @@ struct Flat<C> {
 trait Shape: Clone + Serialize + for<'de> Deserialize<'de> + 'static {
     const NAME: &'static str;
     fn make() -> Self;
+    /// `jwt::verify_borrowed` into the shape's borrowing twin.
+    fn verify_borrowed(
+        token: &str,
+        keys: &dyn KeySource,
+        v: &Validation,
+        buf: &mut Vec<u8>,
+    ) -> bool;
 }
 
 impl Shape for Keycloak {
@@ -128,12 +192,28 @@ impl Shape for Keycloak {
     fn make() -> Self {
         keycloak()
     }
+    fn verify_borrowed(
+        token: &str,
+        keys: &dyn KeySource,
+        v: &Validation,
+        buf: &mut Vec<u8>,
+    ) -> bool {
+        jwt::verify_borrowed::<KeycloakRef<'_>>(token, keys, v, buf).is_ok()
+    }
 }
 
 impl Shape for Large {
     const NAME: &'static str = "4kb";
     fn make() -> Self {
         large()
+    }
+    fn verify_borrowed(
+        token: &str,
+        keys: &dyn KeySource,
+        v: &Validation,
+        buf: &mut Vec<u8>,
+    ) -> bool {
+        jwt::verify_borrowed::<LargeRef<'_>>(token, keys, v, buf).is_ok()
     }
 }
 
@@ -201,10 +281,20 @@ fn bench_shape<C: Shape>(c: &mut Criterion, alg: Algorithm) {
     )];
     let t_vk = vk.clone();
     let t_validation = validation.clone();
-    let mut verify: Vec<(&str, VerifyFn)> = vec![(
-        "tessera",
-        Box::new(move |token| jwt::verify::<C>(token, &t_vk, &t_validation).is_ok()),
-    )];
+    let (b_vk, b_validation) = (vk.clone(), validation.clone());
+    let buffer = std::cell::RefCell::new(Vec::new());
+    let mut verify: Vec<(&str, VerifyFn)> = vec![
+        (
+            "tessera",
+            Box::new(move |token| jwt::verify::<C>(token, &t_vk, &t_validation).is_ok()),
+        ),
+        (
+            "tessera, borrowed claims",
+            Box::new(move |token| {
+                C::verify_borrowed(token, &b_vk, &b_validation, &mut buffer.borrow_mut())
+            }),
+        ),
+    ];
 
     use jsonwebtoken as jt;
     let jt_alg = if alg == Algorithm::HS256 {
@@ -256,7 +346,11 @@ fn bench_shape<C: Shape>(c: &mut Criterion, alg: Algorithm) {
         let public = RS256PublicKey::from_pem(public_pem.as_deref().unwrap()).unwrap();
         (
             Box::new(move || pair.sign(simple_claims::<C>()).unwrap()),
-            Box::new(move |token| public.verify_token::<C>(token, Some(simple_options())).is_ok()),
+            Box::new(move |token| {
+                public
+                    .verify_token::<C>(token, Some(simple_options()))
+                    .is_ok()
+            }),
         )
     };
     sign.push(("jwt-simple", s));
@@ -266,32 +360,33 @@ fn bench_shape<C: Shape>(c: &mut Criterion, alg: Algorithm) {
     let token = (sign[0].1)();
     let (input, signature) = token.rsplit_once('.').unwrap();
     let signature = tessera_jose::b64::decode(signature).unwrap();
-    let (raw_sign, raw_verify): (Box<dyn Fn(&[u8]) -> Vec<u8>>, Box<dyn Fn(&[u8], &[u8]) -> bool>) =
-        if alg == Algorithm::HS256 {
-            let k = hmac::Key::new(hmac::HMAC_SHA256, &[0x5a; 32]);
-            let k2 = k.clone();
-            (
-                Box::new(move |m| hmac::sign(&k, m).as_ref().to_vec()),
-                Box::new(move |m, s| hmac::verify(&k2, m, s).is_ok()),
-            )
-        } else {
-            let der = key.to_pkcs8_der().unwrap().expose().to_vec();
-            let pair = sig::RsaKeyPair::from_pkcs8(&der).unwrap();
-            let public = sig::ParsedPublicKey::new(
-                &sig::RSA_PKCS1_2048_8192_SHA256,
-                pair.public_key().as_ref(),
-            )
-            .unwrap();
-            let rng = rand::SystemRandom::new();
-            (
-                Box::new(move |m| {
-                    let mut out = vec![0; pair.public_modulus_len()];
-                    pair.sign(&sig::RSA_PKCS1_SHA256, &rng, m, &mut out).unwrap();
-                    out
-                }),
-                Box::new(move |m, s| public.verify_sig(m, s).is_ok()),
-            )
-        };
+    let (raw_sign, raw_verify): (
+        Box<dyn Fn(&[u8]) -> Vec<u8>>,
+        Box<dyn Fn(&[u8], &[u8]) -> bool>,
+    ) = if alg == Algorithm::HS256 {
+        let k = hmac::Key::new(hmac::HMAC_SHA256, &[0x5a; 32]);
+        let k2 = k.clone();
+        (
+            Box::new(move |m| hmac::sign(&k, m).as_ref().to_vec()),
+            Box::new(move |m, s| hmac::verify(&k2, m, s).is_ok()),
+        )
+    } else {
+        let der = key.to_pkcs8_der().unwrap().expose().to_vec();
+        let pair = sig::RsaKeyPair::from_pkcs8(&der).unwrap();
+        let public =
+            sig::ParsedPublicKey::new(&sig::RSA_PKCS1_2048_8192_SHA256, pair.public_key().as_ref())
+                .unwrap();
+        let rng = rand::SystemRandom::new();
+        (
+            Box::new(move |m| {
+                let mut out = vec![0; pair.public_modulus_len()];
+                pair.sign(&sig::RSA_PKCS1_SHA256, &rng, m, &mut out)
+                    .unwrap();
+                out
+            }),
+            Box::new(move |m, s| public.verify_sig(m, s).is_ok()),
+        )
+    };
     for (name, v) in &verify {
         assert!(v(&token), "{name} refused the {} {alg} token", C::NAME);
     }
@@ -299,7 +394,9 @@ fn bench_shape<C: Shape>(c: &mut Criterion, alg: Algorithm) {
 
     // Header-cache misses: eight kids (the same key material under each),
     // a key set that knows them all, as a service seeing many keys has.
-    let kids: Vec<SigningKey> = (0..8).map(|i| key.clone().with_kid(format!("k{i}"))).collect();
+    let kids: Vec<SigningKey> = (0..8)
+        .map(|i| key.clone().with_kid(format!("k{i}")))
+        .collect();
     let missing: Vec<String> = kids
         .iter()
         .map(|k| jwt::sign(&tessera_claims::<C>(), k).unwrap())
@@ -331,8 +428,25 @@ fn bench_shape<C: Shape>(c: &mut Criterion, alg: Algorithm) {
             assert!(jwt::verify::<C>(black_box(&missing[next]), &set, &validation).is_ok())
         })
     });
+    let mut buffer = Vec::new();
+    group.bench_function("tessera, borrowed claims, header cache missed", |b| {
+        b.iter(|| {
+            next = (next + 1) % missing.len();
+            assert!(C::verify_borrowed(
+                black_box(&missing[next]),
+                &set,
+                &validation,
+                &mut buffer
+            ))
+        })
+    });
     group.bench_function("aws-lc-rs raw", |b| {
-        b.iter(|| assert!(raw_verify(black_box(input.as_bytes()), black_box(&signature))))
+        b.iter(|| {
+            assert!(raw_verify(
+                black_box(input.as_bytes()),
+                black_box(&signature)
+            ))
+        })
     });
     group.finish();
 }

@@ -22,7 +22,8 @@
 use std::borrow::Cow;
 use std::cell::Cell;
 
-use serde::de::{self, DeserializeOwned, DeserializeSeed, Error as _, MapAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Error as _, MapAccess, Visitor};
+use serde::Deserialize;
 use serde_json::Error;
 
 use super::scan::{Kind, Member};
@@ -57,7 +58,7 @@ impl<'a> Span<'a> {
 
 /// Build `T` from `text`, a JSON object the scanner accepted, whose
 /// top-level members are `spans` (in order).
-pub(crate) fn build<T: DeserializeOwned>(text: &str, spans: &[Span<'_>]) -> Result<T, Error> {
+pub(crate) fn build<'a, T: Deserialize<'a>>(text: &'a str, spans: &[Span<'a>]) -> Result<T, Error> {
     let whole = Cell::new(false);
     let fast = T::deserialize(Top {
         text,
@@ -724,13 +725,13 @@ mod tests {
     }
 
     /// `build` over `text`, which the scanner must accept.
-    fn ours<T: DeserializeOwned>(text: &[u8]) -> Result<T, Error> {
+    fn ours<T: serde::de::DeserializeOwned>(text: &[u8]) -> Result<T, Error> {
         let (text, spans) = scanned(text);
         build(text, &spans)
     }
 
     /// Both succeed with equal values, or both fail.
-    fn same<T: DeserializeOwned + PartialEq + Debug>(text: &[u8]) -> Result<(), String> {
+    fn same<T: serde::de::DeserializeOwned + PartialEq + Debug>(text: &[u8]) -> Result<(), String> {
         let theirs = serde_json::from_slice::<T>(text);
         match (ours::<T>(text), theirs) {
             (Ok(a), Ok(b)) if a == b => Ok(()),

@@ -26,7 +26,7 @@ mod read;
 pub(crate) mod validation;
 
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use validation::MAX_LEEWAY;
 
@@ -100,26 +100,8 @@ pub fn verify<T: DeserializeOwned>(
     keys: &(impl KeySource + ?Sized),
     validation: &Validation,
 ) -> Result<Token<T>, Error> {
-    validation.check_config()?;
-    let options = validation.jws_options();
-    let unverified = jws::Unverified::parse(token, options.limits())?;
-    unverified.check_signature(keys, options)?;
-    let (header, payload) = unverified.into_parts();
-    validation.validate_header(&header)?;
-    let depth = options.limits().depth();
-    let required = validation.required_claims();
-    let read = |payload: &[u8]| {
-        let read = read::registered(payload, depth, required)?;
-        validation.validate_claims(&read.registered, &read.found)?;
-        let custom = read::custom::<T>(&read)?;
-        if validation.has_checks() {
-            validation.run_checks(&crate::json::build(payload, Input::Payload)?)?;
-        }
-        Ok(Token {
-            header,
-            claims: read.registered.with_custom(custom),
-        })
-    };
+    let (header, payload) = checked(token, keys, validation)?;
+    let read = |payload: &[u8]| claims(payload, header, validation);
     // Decoded on the stack up to 4 KiB, so that a large token's payload
     // does not cost an allocation of a size allocators keep no cache of;
     // small ones do not pay for zeroing the larger buffer.
@@ -127,6 +109,103 @@ pub fn verify<T: DeserializeOwned>(
         Some(0..=1024) => crate::b64::with_decoded::<1024, _>(payload, Input::Payload, read),
         _ => crate::b64::with_decoded::<4096, _>(payload, Input::Payload, read),
     }
+}
+
+/// [`verify`], with claims that may borrow from `buffer`, where the payload
+/// is decoded.
+///
+/// Every string of a typed claims struct is an allocation when it is a
+/// `String`; here fields may be `&'b str` (or `Cow<'b, str>`, which
+/// borrows when it can), and collections of them, so that a large token
+/// costs no allocation per string. Keep `buffer` to reuse its capacity
+/// from one token to the next. The checks are [`verify`]'s, in the same
+/// order; only where `T` keeps its strings differs. A `&str` field cannot
+/// hold a string written with escapes (`\n`, `\u00e9`, `\/`): such a
+/// token is refused as [`Error::InvalidClaims`], so use `Cow<'b, str>`
+/// with `#[serde(borrow)]` where a claim may carry them.
+///
+/// ```
+/// use std::time::Duration;
+/// use serde::Deserialize;
+/// use tessera_jose::{jwt, Algorithm, Claims, SigningKey, Validation};
+///
+/// #[derive(Deserialize)]
+/// struct Access<'a> {
+///     scope: &'a str,
+///     groups: Vec<&'a str>,
+/// }
+///
+/// let key = SigningKey::hmac(Algorithm::HS256, &[7; 32])?;
+/// let claims = Claims::with_custom(serde_json::json!({
+///     "scope": "orders:read",
+///     "groups": ["/staff", "/staff/orders"],
+/// }))
+/// .issuer("https://auth.example.com")
+/// .audience("orders-api")
+/// .valid_for(Duration::from_secs(60));
+/// let token = jwt::sign(&claims, &key)?;
+///
+/// let validation = Validation::new()
+///     .issuer("https://auth.example.com")
+///     .audience("orders-api");
+/// let mut buffer = Vec::new();
+/// let verified = jwt::verify_borrowed::<Access<'_>>(&token, &key.verifying_key()?, &validation, &mut buffer)?;
+/// assert_eq!(verified.claims.custom.groups, ["/staff", "/staff/orders"]);
+/// # Ok::<(), tessera_jose::Error>(())
+/// ```
+pub fn verify_borrowed<'b, T: Deserialize<'b>>(
+    token: &str,
+    keys: &(impl KeySource + ?Sized),
+    validation: &Validation,
+    buffer: &'b mut Vec<u8>,
+) -> Result<Token<T>, Error> {
+    let (header, payload) = checked(token, keys, validation)?;
+    let invalid = || Error::Base64 {
+        input: Input::Payload,
+    };
+    let len = crate::b64::decoded_len(payload.len()).ok_or_else(invalid)?;
+    buffer.clear();
+    buffer.resize(len, 0);
+    let len = crate::b64::decode_to_slice(payload.as_bytes(), buffer).ok_or_else(invalid)?;
+    buffer.truncate(len);
+    claims(buffer, header, validation)
+}
+
+/// The steps before the payload: the configuration, the JWS (limits,
+/// header, `crit`, algorithm, signature) and the header's rules. The
+/// header and the encoded payload, once all hold.
+fn checked<'t>(
+    token: &'t str,
+    keys: &(impl KeySource + ?Sized),
+    validation: &Validation,
+) -> Result<(std::sync::Arc<Header>, &'t str), Error> {
+    validation.check_config()?;
+    let options = validation.jws_options();
+    let unverified = jws::Unverified::parse(token, options.limits())?;
+    unverified.check_signature(keys, options)?;
+    let (header, payload) = unverified.into_parts();
+    validation.validate_header(&header)?;
+    Ok((header, payload))
+}
+
+/// The steps after: the strict scan, the registered claims' rules, the
+/// caller's checks, then `T`.
+fn claims<'p, T: Deserialize<'p>>(
+    payload: &'p [u8],
+    header: std::sync::Arc<Header>,
+    validation: &Validation,
+) -> Result<Token<T>, Error> {
+    let depth = validation.jws_options().limits().depth();
+    let read = read::registered(payload, depth, validation.required_claims())?;
+    validation.validate_claims(&read.registered, &read.found)?;
+    let custom = read::custom::<T>(&read)?;
+    if validation.has_checks() {
+        validation.run_checks(&crate::json::build(payload, Input::Payload)?)?;
+    }
+    Ok(Token {
+        header,
+        claims: read.registered.with_custom(custom),
+    })
 }
 
 #[cfg(test)]

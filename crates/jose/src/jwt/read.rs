@@ -9,7 +9,7 @@
 //! `serde_json` would build from the text, without reading it again. It
 //! sees the registered claims too, read the same way.
 
-use serde::de::DeserializeOwned;
+use serde::Deserialize;
 
 use super::claims::Registered;
 use crate::error::Input;
@@ -57,7 +57,7 @@ pub(crate) fn registered<'a>(
 
 /// Build the caller's type from a payload [`registered`] accepted. A
 /// payload that does not fit the type is [`Error::InvalidClaims`].
-pub(crate) fn custom<T: DeserializeOwned>(read: &Read<'_>) -> Result<T, Error> {
+pub(crate) fn custom<'a, T: Deserialize<'a>>(read: &Read<'a>) -> Result<T, Error> {
     de::build(read.text, &read.spans).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => Error::InvalidClaims {
             reason: e.to_string(),
@@ -71,7 +71,7 @@ pub(crate) fn custom<T: DeserializeOwned>(read: &Read<'_>) -> Result<T, Error> {
 
 /// Both steps, for tests.
 #[cfg(test)]
-fn read_claims<'a, T: DeserializeOwned>(
+fn read_claims<'a, T: serde::de::DeserializeOwned>(
     payload: &'a [u8],
     max_depth: usize,
     required: &[String],

@@ -49,7 +49,16 @@ impl Fixture {
         validation: &Validation,
     ) -> Result<(), Error> {
         let token = jwt::sign(claims, &self.key).unwrap();
-        jwt::verify::<Value>(&token, &self.vk, validation).map(|_| ())
+        let owned = jwt::verify::<Value>(&token, &self.vk, validation).map(|_| ());
+        // The borrowing entry point decides every rule the same way.
+        let mut buffer = Vec::new();
+        let borrowed =
+            jwt::verify_borrowed::<Value>(&token, &self.vk, validation, &mut buffer).map(|_| ());
+        assert_eq!(
+            owned.as_ref().map_err(Error::code),
+            borrowed.as_ref().map_err(Error::code)
+        );
+        owned
     }
 }
 
@@ -347,4 +356,94 @@ fn tokens_under_one_header_share_it_and_others_do_not() {
     // An owned header, when one is wanted.
     let owned: Header = std::sync::Arc::unwrap_or_clone(third.header);
     assert_eq!(owned, header);
+}
+
+#[test]
+fn borrowed_claims_point_into_the_buffer() {
+    #[derive(Deserialize)]
+    struct Access<'a> {
+        scope: &'a str,
+        groups: Vec<&'a str>,
+        #[serde(borrow)]
+        note: std::borrow::Cow<'a, str>,
+    }
+    #[derive(Deserialize)]
+    struct Strict<'a> {
+        #[allow(dead_code)]
+        note: &'a str,
+    }
+    let f = Fixture::new();
+    let sign = |note: &str, groups: usize| {
+        let custom = serde_json::json!({
+            "scope": "orders:read",
+            "groups": (0..groups).map(|i| format!("/g{i}")).collect::<Vec<_>>(),
+            "note": note,
+        });
+        let claims = Claims::with_custom(custom)
+            .issuer("https://issuer")
+            .audience("api")
+            .expires_at(at(NOW + 600));
+        jwt::sign(&claims, &f.key).unwrap()
+    };
+    let mut buffer = Vec::new();
+    let token = sign("plain", 3);
+    // Once to size the buffer: the second verification decodes into the
+    // same bytes.
+    drop(jwt::verify_borrowed::<Access<'_>>(&token, &f.vk, &f.validation(), &mut buffer).unwrap());
+    let decoded = buffer.as_ptr_range();
+    let verified =
+        jwt::verify_borrowed::<Access<'_>>(&token, &f.vk, &f.validation(), &mut buffer).unwrap();
+    let custom = &verified.claims.custom;
+    assert_eq!(custom.scope, "orders:read");
+    assert_eq!(custom.groups, ["/g0", "/g1", "/g2"]);
+    assert!(matches!(custom.note, std::borrow::Cow::Borrowed("plain")));
+    assert_eq!(verified.claims.iss.as_deref(), Some("https://issuer"));
+    // Borrowed from the decoded payload, not copied.
+    let inside = |s: &str| decoded.contains(&s.as_ptr());
+    assert!(inside(custom.scope) && custom.groups.iter().all(|g| inside(g)));
+    drop(verified);
+
+    // The buffer is reused, whatever the next token's size.
+    let token = sign("line\nbreak", 200);
+    let verified =
+        jwt::verify_borrowed::<Access<'_>>(&token, &f.vk, &f.validation(), &mut buffer).unwrap();
+    assert_eq!(verified.claims.custom.groups.len(), 200);
+    // A string with escapes is unescaped into an owned Cow...
+    assert!(
+        matches!(verified.claims.custom.note, std::borrow::Cow::Owned(ref n) if n == "line\nbreak")
+    );
+    drop(verified);
+    // ...and refused by a `&str` field, as a claims error.
+    let err = jwt::verify_borrowed::<Strict<'_>>(&token, &f.vk, &f.validation(), &mut buffer)
+        .err()
+        .unwrap();
+    assert_eq!(err.code(), "ERR_INVALID_CLAIMS", "{err}");
+
+    // Forgeries fail before anything is borrowed: another key, an altered
+    // payload, no signature.
+    let other = SigningKey::generate(Algorithm::HS256).unwrap();
+    let forged = jwt::sign(
+        &Claims::with_custom(serde_json::json!({"scope": "admin", "groups": [], "note": ""}))
+            .issuer("https://issuer")
+            .audience("api")
+            .expires_at(at(NOW + 600)),
+        &other,
+    )
+    .unwrap();
+    let (head, rest) = token.split_once('.').unwrap();
+    let (_, signature) = rest.rsplit_once('.').unwrap();
+    let altered = format!("{head}.{}.{signature}", forged.split('.').nth(1).unwrap());
+    for bad in [
+        forged.as_str(),
+        altered.as_str(),
+        &format!("{head}.{}.", forged.split('.').nth(1).unwrap()),
+    ] {
+        let err = jwt::verify_borrowed::<Access<'_>>(bad, &f.vk, &f.validation(), &mut buffer)
+            .err()
+            .unwrap();
+        assert!(
+            matches!(err.code(), "ERR_INVALID_SIGNATURE" | "ERR_MALFORMED"),
+            "{bad}: {err}"
+        );
+    }
 }
