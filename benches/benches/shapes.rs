@@ -177,43 +177,33 @@ struct Flat<C> {
 /// One shape: its custom claims.
 trait Shape: Clone + Serialize + for<'de> Deserialize<'de> + 'static {
     const NAME: &'static str;
+    /// The shape's twin whose strings borrow from the decoded payload.
+    type Borrowed<'a>: Deserialize<'a>;
     fn make() -> Self;
-    /// `jwt::verify_borrowed` into the shape's borrowing twin.
-    fn verify_borrowed(
-        token: &str,
-        keys: &dyn KeySource,
-        v: &Validation,
-        buf: &mut Vec<u8>,
-    ) -> bool;
-}
-
-impl Shape for Keycloak {
-    const NAME: &'static str = "keycloak";
-    fn make() -> Self {
-        keycloak()
-    }
+    /// `jwt::verify_borrowed` into the borrowing twin.
     fn verify_borrowed(
         token: &str,
         keys: &dyn KeySource,
         v: &Validation,
         buf: &mut Vec<u8>,
     ) -> bool {
-        jwt::verify_borrowed::<KeycloakRef<'_>>(token, keys, v, buf).is_ok()
+        jwt::verify_borrowed::<Self::Borrowed<'_>>(token, keys, v, buf).is_ok()
+    }
+}
+
+impl Shape for Keycloak {
+    const NAME: &'static str = "keycloak";
+    type Borrowed<'a> = KeycloakRef<'a>;
+    fn make() -> Self {
+        keycloak()
     }
 }
 
 impl Shape for Large {
     const NAME: &'static str = "4kb";
+    type Borrowed<'a> = LargeRef<'a>;
     fn make() -> Self {
         large()
-    }
-    fn verify_borrowed(
-        token: &str,
-        keys: &dyn KeySource,
-        v: &Validation,
-        buf: &mut Vec<u8>,
-    ) -> bool {
-        jwt::verify_borrowed::<LargeRef<'_>>(token, keys, v, buf).is_ok()
     }
 }
 

@@ -391,6 +391,23 @@ impl<'a, 'm> Walk<'a, 'm> {
         }
     }
 
+    /// Up to the next element or member of the container being read
+    /// (past its `,`); false at its `close`, which is left to be read.
+    fn next_item(&mut self, first: &mut bool, close: u8) -> Result<bool, Error> {
+        self.skip_ws();
+        match self.peek() {
+            b if b == close => return Ok(false),
+            b',' if !*first => {
+                self.pos += 1;
+                self.skip_ws();
+            }
+            _ if *first => {}
+            _ => return self.whole(),
+        }
+        *first = false;
+        Ok(true)
+    }
+
     /// The member name whose literal starts here, unescaped; past it.
     fn name(&mut self) -> Result<Cow<'a, str>, Error> {
         let start = self.pos;
@@ -631,17 +648,9 @@ impl<'a> de::SeqAccess<'a> for Elements<'_, 'a, '_> {
         &mut self,
         seed: T,
     ) -> Result<Option<T::Value>, Error> {
-        self.walk.skip_ws();
-        match self.walk.peek() {
-            b']' => return Ok(None),
-            b',' if !self.first => {
-                self.walk.pos += 1;
-                self.walk.skip_ws();
-            }
-            _ if self.first => {}
-            _ => return self.walk.whole(),
+        if !self.walk.next_item(&mut self.first, b']')? {
+            return Ok(None);
         }
-        self.first = false;
         seed.deserialize(&mut *self.walk).map(Some)
     }
 }
@@ -665,17 +674,9 @@ impl<'a> MapAccess<'a> for Members<'_, 'a, '_> {
             return self.walk.whole();
         }
         let walk = &mut *self.walk;
-        walk.skip_ws();
-        match walk.peek() {
-            b'}' => return Ok(None),
-            b',' if !self.first => {
-                walk.pos += 1;
-                walk.skip_ws();
-            }
-            _ if self.first => {}
-            _ => return walk.whole(),
+        if !walk.next_item(&mut self.first, b'}')? {
+            return Ok(None);
         }
-        self.first = false;
         let name = walk.name()?;
         walk.skip_ws();
         if walk.peek() != b':' {
