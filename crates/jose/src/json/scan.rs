@@ -6,8 +6,8 @@
 //! every object at every depth for repeated member names (comparing names
 //! after unescaping) and bounds nesting. It builds nothing: for the members
 //! of the top-level object it hands out the member name and the exact text
-//! of its value, and whoever needs a value builds it from that text with
-//! `serde_json`. Checking and building stay apart, and the invariant that
+//! of its value, and whoever needs a value builds it from that text
+//! (`json::de` walks it, with `serde_json` for what involves a choice). Checking and building stay apart, and the invariant that
 //! matters holds: the scanner only ever narrows. Everything it accepts,
 //! `serde_json` accepts too, and each member's text it hands out reads
 //! back as the same value (`accepts_what_serde_json_writes`,
@@ -23,8 +23,10 @@ use std::collections::HashSet;
 use crate::error::{Error, Input};
 
 /// Nesting is never deeper than this, whatever the caller's limit, so the
-/// scanner's recursion stays bounded (it is also `serde_json`'s own limit).
-pub(crate) const HARD_MAX_DEPTH: usize = 128;
+/// scanner's recursion stays bounded. It is `serde_json`'s own limit (127
+/// nested arrays or objects), so nothing the scanner accepts is refused
+/// for depth when a value is built.
+pub(crate) const HARD_MAX_DEPTH: usize = 127;
 
 /// The JSON type of a value the scanner passed over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -734,6 +736,13 @@ mod tests {
             members("{}", 0),
             Err(Error::TooDeep { max: 0, .. })
         ));
+        // The hard limit is serde_json's: 127 levels read, 128 refused by
+        // both.
+        let levels = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+        assert!(value(levels(127).as_bytes(), Input::Payload, usize::MAX).is_ok());
+        assert!(serde_json::from_str::<Value>(&levels(127)).is_ok());
+        assert!(value(levels(128).as_bytes(), Input::Payload, usize::MAX).is_err());
+        assert!(serde_json::from_str::<Value>(&levels(128)).is_err());
         // A limit past the hard one is the hard one: no deep recursion.
         let deep = "[".repeat(100_000);
         assert!(matches!(

@@ -159,12 +159,14 @@ pub fn verify_borrowed<'b, T: Deserialize<'b>>(
     validation: &Validation,
     buffer: &'b mut Vec<u8>,
 ) -> Result<Token<T>, Error> {
+    // Nothing of an earlier token stays behind a failed verification
+    // (a refused payload, though, is left: it was signed).
+    buffer.clear();
     let (header, payload) = checked(token, keys, validation)?;
     let invalid = || Error::Base64 {
         input: Input::Payload,
     };
     let len = crate::b64::decoded_len(payload.len()).ok_or_else(invalid)?;
-    buffer.clear();
     buffer.resize(len, 0);
     let len = crate::b64::decode_to_slice(payload.as_bytes(), buffer).ok_or_else(invalid)?;
     buffer.truncate(len);
@@ -188,8 +190,8 @@ fn checked<'t>(
     Ok((header, payload))
 }
 
-/// The steps after: the strict scan, the registered claims' rules, the
-/// caller's checks, then `T`.
+/// The steps after: the strict scan, the registered claims' rules, `T`,
+/// then the caller's checks.
 fn claims<'p, T: Deserialize<'p>>(
     payload: &'p [u8],
     header: std::sync::Arc<Header>,

@@ -6,7 +6,8 @@
 //! (`iss`, `sub`, `aud`, `exp`, `nbf`, `iat`, `jti`) from their text. Only
 //! then, and only if the claims are valid, the caller's type is built from
 //! the members the scan kept ([`crate::json::de`]): exactly what
-//! `serde_json` would build from the text, without reading it again. It
+//! `serde_json` would build from the text, the top level not read again
+//! (nested values are walked once more, without checks). It
 //! sees the registered claims too, read the same way.
 
 use serde::Deserialize;
