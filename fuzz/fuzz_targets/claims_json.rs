@@ -1,11 +1,14 @@
 //! Any bytes as a claims set: the strict scanner may refuse what
 //! serde_json accepts (repeated names, depth), never the other way round,
 //! and what both accept reads the same, whether built as a JSON map or
-//! handed to the caller's type by `jwt::verify`.
+//! handed to the caller's type by `jwt::verify` or `jwt::verify_borrowed`
+//! (then both ways: the same value, or both an error).
 #![no_main]
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 
 use libfuzzer_sys::fuzz_target;
+use serde::Deserialize;
 use serde_json::Value;
 use tessera_jose::jws::{self, Header};
 use tessera_jose::{b64, dangerous, jwt, Algorithm, SigningKey, Validation};
@@ -41,4 +44,47 @@ fuzz_target!(|payload: &[u8]| {
         let direct = serde_json::from_slice::<HashMap<String, String>>(payload);
         assert_eq!(Some(&verified.claims.custom), direct.as_ref().ok());
     }
+
+    // Where the payload passed the strict scan and the registered claims'
+    // rules, typed and borrowing builds answer exactly as serde_json does,
+    // both ways: the same value, or both an error.
+    if jwt::verify::<tessera_jose::NoCustomClaims>(&token, &public, &validation).is_err() {
+        return;
+    }
+    let ours = jwt::verify::<Nested>(&token, &public, &validation).map(|t| t.claims.custom);
+    let direct = serde_json::from_slice::<Nested>(payload);
+    match (&ours, &direct) {
+        (Ok(a), Ok(b)) => assert_eq!(a, b),
+        (Err(_), Err(_)) => {}
+        _ => panic!("Nested: ours {ours:?}, serde_json {direct:?}"),
+    }
+    let mut buffer = Vec::new();
+    let ours = jwt::verify_borrowed::<Borrowing<'_>>(&token, &public, &validation, &mut buffer)
+        .map(|t| t.claims.custom);
+    let direct = serde_json::from_slice::<Borrowing<'_>>(payload);
+    match (&ours, &direct) {
+        (Ok(a), Ok(b)) => assert_eq!(a, b),
+        (Err(_), Err(_)) => {}
+        _ => panic!("Borrowing: ours {ours:?}, serde_json {direct:?}"),
+    }
 });
+
+/// Containers inside members, read by the walked build.
+#[derive(Debug, PartialEq, Deserialize)]
+struct Nested {
+    a: Option<Vec<String>>,
+    b: Option<BTreeMap<String, Vec<Option<i64>>>>,
+    c: Option<(i32, f64)>,
+    d: Option<BTreeMap<u8, bool>>,
+    e: Option<Vec<Value>>,
+}
+
+/// The same through `verify_borrowed`.
+#[derive(Debug, PartialEq, Deserialize)]
+struct Borrowing<'a> {
+    #[serde(borrow)]
+    a: Option<Vec<Cow<'a, str>>>,
+    #[serde(borrow)]
+    b: Option<BTreeMap<Cow<'a, str>, Vec<Option<u64>>>>,
+    s: Option<&'a str>,
+}
