@@ -38,6 +38,23 @@ pub fn decode_to_slice(text: &[u8], out: &mut [u8]) -> Option<usize> {
         .map(|decoded| decoded.len())
 }
 
+/// Decode into `out`, replacing what it held (its capacity is kept).
+/// `None` if the input is invalid; `out` is then left empty.
+pub(crate) fn decode_into(text: &[u8], out: &mut Vec<u8>) -> Option<()> {
+    out.clear();
+    out.resize(decoded_len(text.len())?, 0);
+    match decode_to_slice(text, out) {
+        Some(len) => {
+            out.truncate(len);
+            Some(())
+        }
+        None => {
+            out.clear();
+            None
+        }
+    }
+}
+
 /// Decode `text` and hand the bytes to `f`: in a stack buffer when they
 /// fit (the common case for token parts), on the heap otherwise.
 pub(crate) fn with_decoded<const STACK: usize, R>(
@@ -76,7 +93,14 @@ mod tests {
             assert!(!text.contains('='));
             assert_eq!(decode(&text).unwrap(), bytes);
             assert_eq!(decoded_len(text.len()), Some(len as usize));
+            // Into a reused buffer, whatever it held before.
+            let mut out = vec![0xff; 100];
+            assert_eq!(decode_into(text.as_bytes(), &mut out), Some(()));
+            assert_eq!(out, bytes);
         }
+        let mut out = b"earlier".to_vec();
+        assert_eq!(decode_into(b"Zm9vYh", &mut out), None);
+        assert!(out.is_empty(), "a refused input leaves nothing behind");
     }
 
     #[test]

@@ -289,10 +289,9 @@ impl<'a> de::Deserializer<'a> for Name<'a, '_> {
 /// scanner has checked them, so walking needs no checks), small integers
 /// read here, and every other value (floats, literals a type asks for by
 /// type, strings with escapes, enums) given to `serde_json` over its own
-/// text. Where a type
-/// reads a container in a way `serde_json` would refuse (an array or
-/// object left half read, a name asked for as a number), the whole object
-/// goes to `serde_json` instead.
+/// text. Where a type reads a container in a way `serde_json` would refuse
+/// (an array or object left half read, a name asked for as a number), or
+/// meets any error, the whole object goes to `serde_json` instead.
 struct Walk<'a, 'm> {
     text: &'a str,
     pos: usize,
@@ -486,7 +485,7 @@ impl<'a, 'm> Walk<'a, 'm> {
         ) -> Result<V::Value, Error>,
     ) -> Result<V::Value, Error> {
         if self.plain && self.pos == 0 {
-            if let Some(plain) = self.text.get(1..self.text.len() - 1) {
+            if let Some(plain) = self.text.get(1..self.text.len().saturating_sub(1)) {
                 self.pos = self.text.len();
                 return visitor.visit_borrowed_str(plain);
             }

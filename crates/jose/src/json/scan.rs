@@ -7,8 +7,9 @@
 //! after unescaping) and bounds nesting. It builds nothing: for the members
 //! of the top-level object it hands out the member name and the exact text
 //! of its value, and whoever needs a value builds it from that text
-//! (`json::de` walks it, with `serde_json` for what involves a choice). Checking and building stay apart, and the invariant that
-//! matters holds: the scanner only ever narrows. Everything it accepts,
+//! (`json::de` walks it, with `serde_json` for what involves a choice).
+//! Checking and building stay apart, and the invariant that matters
+//! holds: the scanner only ever narrows. Everything it accepts,
 //! `serde_json` accepts too, and each member's text it hands out reads
 //! back as the same value (`accepts_what_serde_json_writes`,
 //! `never_accepts_what_serde_json_refuses`, the grammar table below, and

@@ -25,6 +25,8 @@ pub(crate) mod claims;
 mod read;
 pub(crate) mod validation;
 
+use std::sync::Arc;
+
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -163,13 +165,9 @@ pub fn verify_borrowed<'b, T: Deserialize<'b>>(
     // (a refused payload, though, is left: it was signed).
     buffer.clear();
     let (header, payload) = checked(token, keys, validation)?;
-    let invalid = || Error::Base64 {
+    crate::b64::decode_into(payload.as_bytes(), buffer).ok_or(Error::Base64 {
         input: Input::Payload,
-    };
-    let len = crate::b64::decoded_len(payload.len()).ok_or_else(invalid)?;
-    buffer.resize(len, 0);
-    let len = crate::b64::decode_to_slice(payload.as_bytes(), buffer).ok_or_else(invalid)?;
-    buffer.truncate(len);
+    })?;
     claims(buffer, header, validation)
 }
 
@@ -180,7 +178,7 @@ fn checked<'t>(
     token: &'t str,
     keys: &(impl KeySource + ?Sized),
     validation: &Validation,
-) -> Result<(std::sync::Arc<Header>, &'t str), Error> {
+) -> Result<(Arc<Header>, &'t str), Error> {
     validation.check_config()?;
     let options = validation.jws_options();
     let unverified = jws::Unverified::parse(token, options.limits())?;
@@ -194,7 +192,7 @@ fn checked<'t>(
 /// then the caller's checks.
 fn claims<'p, T: Deserialize<'p>>(
     payload: &'p [u8],
-    header: std::sync::Arc<Header>,
+    header: Arc<Header>,
     validation: &Validation,
 ) -> Result<Token<T>, Error> {
     let depth = validation.jws_options().limits().depth();
