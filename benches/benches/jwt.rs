@@ -5,16 +5,19 @@
 //! Every library verifies the very same token, with its issuer and
 //! audience checked, into the same typed claims.
 
-use std::collections::HashSet;
+mod common;
+
 use std::hint::black_box;
 use std::time::Duration;
 
-use aws_lc_rs::signature::{self as sig, KeyPair as _};
-use aws_lc_rs::{hmac, rand};
 use criterion::{criterion_group, criterion_main, Criterion};
 use jwt_simple::prelude::{self as simple, MACLike as _};
 use serde::{Deserialize, Serialize};
-use tessera_jose::{jwt, Algorithm, Claims, NumericDate, SigningKey, Validation};
+use tessera_jose::{jwt, Algorithm, Claims, NumericDate, Validation};
+
+use common::{
+    bench_key, raw, simple_options, BenchKey, RawSignFn, RawVerifyFn, SignFn, VerifyFn, SECRET,
+};
 
 const ISSUER: &str = "https://auth.example.com";
 const AUDIENCE: &str = "https://api.example.com";
@@ -78,19 +81,6 @@ fn simple_claims() -> simple::JWTClaims<Access> {
         .with_jwt_id("dbe39bf3a3ba4238a513f51d6e1691c4")
 }
 
-fn simple_options() -> simple::VerificationOptions {
-    simple::VerificationOptions {
-        allowed_issuers: Some(HashSet::from([ISSUER.to_owned()])),
-        allowed_audiences: Some(HashSet::from([AUDIENCE.to_owned()])),
-        ..Default::default()
-    }
-}
-
-type SignFn = Box<dyn Fn() -> String>;
-type VerifyFn = Box<dyn Fn(&str) -> bool>;
-type RawSignFn = Box<dyn Fn(&[u8]) -> Vec<u8>>;
-type RawVerifyFn = Box<dyn Fn(&[u8], &[u8]) -> bool>;
-
 /// One algorithm's contenders.
 struct Contenders {
     sign: Vec<(&'static str, SignFn)>,
@@ -100,15 +90,14 @@ struct Contenders {
 }
 
 fn contenders(alg: Algorithm) -> Contenders {
-    let key = if alg == Algorithm::HS256 {
-        SigningKey::hmac(alg, &[0x5a; 32]).unwrap()
-    } else {
-        SigningKey::generate(alg).unwrap()
-    }
-    .with_kid("bench");
-    let vk = key.verifying_key().unwrap();
-    let private_pem = key.to_pkcs8_pem().ok().map(|p| p.to_string());
-    let public_pem = key.to_public_pem().ok();
+    let bench = bench_key(alg);
+    let (jt_alg, enc, dec) = bench.jsonwebtoken();
+    let BenchKey {
+        key,
+        public: vk,
+        private_pem,
+        public_pem,
+    } = bench;
     let validation = Validation::new().issuer(ISSUER).audience(AUDIENCE);
 
     // tessera
@@ -124,32 +113,6 @@ fn contenders(alg: Algorithm) -> Contenders {
 
     // jsonwebtoken
     use jsonwebtoken as jt;
-    let jt_alg = match alg {
-        Algorithm::HS256 => jt::Algorithm::HS256,
-        Algorithm::RS256 => jt::Algorithm::RS256,
-        Algorithm::PS256 => jt::Algorithm::PS256,
-        Algorithm::ES256 => jt::Algorithm::ES256,
-        Algorithm::ES384 => jt::Algorithm::ES384,
-        _ => jt::Algorithm::EdDSA,
-    };
-    let (enc, dec) = match alg {
-        Algorithm::HS256 => (
-            jt::EncodingKey::from_secret(&[0x5a; 32]),
-            jt::DecodingKey::from_secret(&[0x5a; 32]),
-        ),
-        Algorithm::RS256 | Algorithm::PS256 => (
-            jt::EncodingKey::from_rsa_pem(private_pem.as_deref().unwrap().as_bytes()).unwrap(),
-            jt::DecodingKey::from_rsa_pem(public_pem.as_deref().unwrap().as_bytes()).unwrap(),
-        ),
-        Algorithm::ES256 | Algorithm::ES384 => (
-            jt::EncodingKey::from_ec_pem(private_pem.as_deref().unwrap().as_bytes()).unwrap(),
-            jt::DecodingKey::from_ec_pem(public_pem.as_deref().unwrap().as_bytes()).unwrap(),
-        ),
-        _ => (
-            jt::EncodingKey::from_ed_pem(private_pem.as_deref().unwrap().as_bytes()).unwrap(),
-            jt::DecodingKey::from_ed_pem(public_pem.as_deref().unwrap().as_bytes()).unwrap(),
-        ),
-    };
     let mut jt_header = jt::Header::new(jt_alg);
     jt_header.kid = Some("bench".into());
     sign.push((
@@ -176,7 +139,7 @@ fn contenders(alg: Algorithm) -> Contenders {
             let s: SignFn = Box::new(move || pair.sign(simple_claims()).unwrap());
             let v: VerifyFn = Box::new(move |token| {
                 public
-                    .verify_token::<Access>(token, Some(simple_options()))
+                    .verify_token::<Access>(token, Some(simple_options(ISSUER, AUDIENCE)))
                     .is_ok()
             });
             (s, v)
@@ -184,13 +147,13 @@ fn contenders(alg: Algorithm) -> Contenders {
     }
     let (s, v): (SignFn, VerifyFn) = match alg {
         Algorithm::HS256 => {
-            let key = simple::HS256Key::from_bytes(&[0x5a; 32]).with_key_id("bench");
+            let key = simple::HS256Key::from_bytes(&SECRET).with_key_id("bench");
             let verify_key = key.clone();
             (
                 Box::new(move || key.authenticate(simple_claims()).unwrap()),
                 Box::new(move |token| {
                     verify_key
-                        .verify_token::<Access>(token, Some(simple_options()))
+                        .verify_token::<Access>(token, Some(simple_options(ISSUER, AUDIENCE)))
                         .is_ok()
                 }),
             )
@@ -204,76 +167,12 @@ fn contenders(alg: Algorithm) -> Contenders {
     sign.push(("jwt-simple", s));
     verify.push(("jwt-simple", v));
 
-    let der = key.to_pkcs8_der().ok().map(|d| d.expose().to_vec());
-    let (raw_sign, raw_verify) = raw(alg, der);
+    let (raw_sign, raw_verify) = raw(&key);
     Contenders {
         sign,
         verify,
         raw_sign,
         raw_verify,
-    }
-}
-
-/// The bare aws-lc-rs operation, with keys parsed once, as the floor.
-fn raw(alg: Algorithm, der: Option<Vec<u8>>) -> (RawSignFn, RawVerifyFn) {
-    match alg {
-        Algorithm::HS256 => {
-            let key = hmac::Key::new(hmac::HMAC_SHA256, &[0x5a; 32]);
-            let k2 = key.clone();
-            (
-                Box::new(move |m| hmac::sign(&key, m).as_ref().to_vec()),
-                Box::new(move |m, s| hmac::verify(&k2, m, s).is_ok()),
-            )
-        }
-        Algorithm::RS256 | Algorithm::PS256 => {
-            let pair = sig::RsaKeyPair::from_pkcs8(der.as_deref().unwrap()).unwrap();
-            let (enc, params): (&'static dyn sig::RsaEncoding, &'static sig::RsaParameters) =
-                if alg == Algorithm::RS256 {
-                    (&sig::RSA_PKCS1_SHA256, &sig::RSA_PKCS1_2048_8192_SHA256)
-                } else {
-                    (&sig::RSA_PSS_SHA256, &sig::RSA_PSS_2048_8192_SHA256)
-                };
-            let public = sig::ParsedPublicKey::new(params, pair.public_key().as_ref()).unwrap();
-            let rng = rand::SystemRandom::new();
-            (
-                Box::new(move |m| {
-                    let mut out = vec![0; pair.public_modulus_len()];
-                    pair.sign(enc, &rng, m, &mut out).unwrap();
-                    out
-                }),
-                Box::new(move |m, s| public.verify_sig(m, s).is_ok()),
-            )
-        }
-        Algorithm::ES256 | Algorithm::ES384 => {
-            let (signing, verifying) = if alg == Algorithm::ES256 {
-                (
-                    &sig::ECDSA_P256_SHA256_FIXED_SIGNING,
-                    &sig::ECDSA_P256_SHA256_FIXED,
-                )
-            } else {
-                (
-                    &sig::ECDSA_P384_SHA384_FIXED_SIGNING,
-                    &sig::ECDSA_P384_SHA384_FIXED,
-                )
-            };
-            let pair = sig::EcdsaKeyPair::from_pkcs8(signing, der.as_deref().unwrap()).unwrap();
-            let public = sig::ParsedPublicKey::new(verifying, pair.public_key().as_ref()).unwrap();
-            let rng = rand::SystemRandom::new();
-            (
-                Box::new(move |m| pair.sign(&rng, m).unwrap().as_ref().to_vec()),
-                Box::new(move |m, s| public.verify_sig(m, s).is_ok()),
-            )
-        }
-        _ => {
-            let pair =
-                sig::Ed25519KeyPair::from_pkcs8_maybe_unchecked(der.as_deref().unwrap()).unwrap();
-            let public =
-                sig::ParsedPublicKey::new(&sig::ED25519, pair.public_key().as_ref()).unwrap();
-            (
-                Box::new(move |m| pair.sign(m).as_ref().to_vec()),
-                Box::new(move |m, s| public.verify_sig(m, s).is_ok()),
-            )
-        }
     }
 }
 

@@ -13,17 +13,19 @@
 //!
 //! `cd benches && cargo bench --bench shapes`
 
-use std::collections::{BTreeMap, HashSet};
+mod common;
+
+use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::Duration;
 
-use aws_lc_rs::signature::{self as sig, KeyPair as _};
-use aws_lc_rs::{hmac, rand};
 use criterion::{criterion_group, criterion_main, Criterion};
 use jwt_simple::prelude::{self as simple, MACLike as _};
 use serde::{Deserialize, Serialize};
 use tessera_jose::jws::KeySource;
 use tessera_jose::{jwt, Algorithm, Claims, NumericDate, SigningKey, Validation};
+
+use common::{bench_key, raw, simple_options, BenchKey, SignFn, VerifyFn, SECRET};
 
 const ISSUER: &str = "https://sso.example.com/realms/shop";
 const AUDIENCE: &str = "orders-api";
@@ -241,28 +243,16 @@ fn simple_claims<C: Shape>() -> simple::JWTClaims<C> {
         .with_jwt_id(JTI)
 }
 
-fn simple_options() -> simple::VerificationOptions {
-    simple::VerificationOptions {
-        allowed_issuers: Some(HashSet::from([ISSUER.to_owned()])),
-        allowed_audiences: Some(HashSet::from([AUDIENCE.to_owned()])),
-        ..Default::default()
-    }
-}
-
-type SignFn = Box<dyn Fn() -> String>;
-type VerifyFn = Box<dyn Fn(&str) -> bool>;
-
 fn bench_shape<C: Shape>(c: &mut Criterion, alg: Algorithm) {
-    let key = if alg == Algorithm::HS256 {
-        SigningKey::hmac(alg, &[0x5a; 32]).unwrap()
-    } else {
-        SigningKey::generate(alg).unwrap()
-    }
-    .with_kid("bench");
-    let vk = key.verifying_key().unwrap();
+    let bench = bench_key(alg);
+    let (jt_alg, enc, dec) = bench.jsonwebtoken();
+    let BenchKey {
+        key,
+        public: vk,
+        private_pem,
+        public_pem,
+    } = bench;
     let validation = Validation::new().issuer(ISSUER).audience(AUDIENCE);
-    let private_pem = key.to_pkcs8_pem().ok().map(|p| p.to_string());
-    let public_pem = key.to_public_pem().ok();
 
     let t_key = key.clone();
     let mut sign: Vec<(&str, SignFn)> = vec![(
@@ -287,22 +277,6 @@ fn bench_shape<C: Shape>(c: &mut Criterion, alg: Algorithm) {
     ];
 
     use jsonwebtoken as jt;
-    let jt_alg = if alg == Algorithm::HS256 {
-        jt::Algorithm::HS256
-    } else {
-        jt::Algorithm::RS256
-    };
-    let (enc, dec) = if alg == Algorithm::HS256 {
-        (
-            jt::EncodingKey::from_secret(&[0x5a; 32]),
-            jt::DecodingKey::from_secret(&[0x5a; 32]),
-        )
-    } else {
-        (
-            jt::EncodingKey::from_rsa_pem(private_pem.as_deref().unwrap().as_bytes()).unwrap(),
-            jt::DecodingKey::from_rsa_pem(public_pem.as_deref().unwrap().as_bytes()).unwrap(),
-        )
-    };
     let mut jt_header = jt::Header::new(jt_alg);
     jt_header.kid = Some("bench".into());
     sign.push((
@@ -318,13 +292,13 @@ fn bench_shape<C: Shape>(c: &mut Criterion, alg: Algorithm) {
     ));
 
     let (s, v): (SignFn, VerifyFn) = if alg == Algorithm::HS256 {
-        let key = simple::HS256Key::from_bytes(&[0x5a; 32]).with_key_id("bench");
+        let key = simple::HS256Key::from_bytes(&SECRET).with_key_id("bench");
         let verify_key = key.clone();
         (
             Box::new(move || key.authenticate(simple_claims::<C>()).unwrap()),
             Box::new(move |token| {
                 verify_key
-                    .verify_token::<C>(token, Some(simple_options()))
+                    .verify_token::<C>(token, Some(simple_options(ISSUER, AUDIENCE)))
                     .is_ok()
             }),
         )
@@ -338,7 +312,7 @@ fn bench_shape<C: Shape>(c: &mut Criterion, alg: Algorithm) {
             Box::new(move || pair.sign(simple_claims::<C>()).unwrap()),
             Box::new(move |token| {
                 public
-                    .verify_token::<C>(token, Some(simple_options()))
+                    .verify_token::<C>(token, Some(simple_options(ISSUER, AUDIENCE)))
                     .is_ok()
             }),
         )
@@ -350,33 +324,7 @@ fn bench_shape<C: Shape>(c: &mut Criterion, alg: Algorithm) {
     let token = (sign[0].1)();
     let (input, signature) = token.rsplit_once('.').unwrap();
     let signature = tessera_jose::b64::decode(signature).unwrap();
-    let (raw_sign, raw_verify): (
-        Box<dyn Fn(&[u8]) -> Vec<u8>>,
-        Box<dyn Fn(&[u8], &[u8]) -> bool>,
-    ) = if alg == Algorithm::HS256 {
-        let k = hmac::Key::new(hmac::HMAC_SHA256, &[0x5a; 32]);
-        let k2 = k.clone();
-        (
-            Box::new(move |m| hmac::sign(&k, m).as_ref().to_vec()),
-            Box::new(move |m, s| hmac::verify(&k2, m, s).is_ok()),
-        )
-    } else {
-        let der = key.to_pkcs8_der().unwrap().expose().to_vec();
-        let pair = sig::RsaKeyPair::from_pkcs8(&der).unwrap();
-        let public =
-            sig::ParsedPublicKey::new(&sig::RSA_PKCS1_2048_8192_SHA256, pair.public_key().as_ref())
-                .unwrap();
-        let rng = rand::SystemRandom::new();
-        (
-            Box::new(move |m| {
-                let mut out = vec![0; pair.public_modulus_len()];
-                pair.sign(&sig::RSA_PKCS1_SHA256, &rng, m, &mut out)
-                    .unwrap();
-                out
-            }),
-            Box::new(move |m, s| public.verify_sig(m, s).is_ok()),
-        )
-    };
+    let (raw_sign, raw_verify) = raw(&key);
     for (name, v) in &verify {
         assert!(v(&token), "{name} refused the {} {alg} token", C::NAME);
     }
