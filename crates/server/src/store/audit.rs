@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::db::{on_pool, Db};
+use crate::db::{on_pool, Db, Pool};
 use crate::store::now;
 use crate::Error;
 
@@ -94,29 +94,47 @@ pub async fn record(db: &Db, event: Event) -> Result<(), Error> {
     Ok(())
 }
 
-/// Record several events in one transaction.
+/// Record several events in one statement.
+///
+/// One statement whatever the count, and always the same text: rows bound
+/// as arrays (PostgreSQL `UNNEST`) or as one JSON array (SQLite
+/// `json_each`). A multi-row `VALUES` list would make a new statement text
+/// for every batch size, and each connection's statement cache (and each
+/// PostgreSQL backend) would keep a prepared statement per size: memory
+/// that grew with every new size seen (docs/benchmarks.md).
 pub async fn record_all(db: &Db, events: &[(i64, Event)]) -> Result<(), Error> {
-    // One multi-row INSERT per chunk: a statement per event would cost a
-    // round trip to the database per token issued.
-    const ROWS_PER_INSERT: usize = 200;
-    on_pool!(db.write(), p => {
-        let mut tx = p.begin().await?;
-        for chunk in events.chunks(ROWS_PER_INSERT) {
-            let mut insert = sqlx::QueryBuilder::new(
-                "INSERT INTO audit_log (at, event, client_id, subject, remote, detail) ",
-            );
-            insert.push_values(chunk, |mut row, (at, event)| {
-                row.push_bind(*at)
-                    .push_bind(event.event)
-                    .push_bind(event.client_id.clone())
-                    .push_bind(event.subject.clone())
-                    .push_bind(event.remote.clone())
-                    .push_bind(event.detail.clone());
-            });
-            insert.build().execute(&mut *tx).await?;
+    match db.write() {
+        Pool::Postgres(p) => {
+            sqlx::query(
+                "INSERT INTO audit_log (at, event, client_id, subject, remote, detail) \
+                 SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[])",
+            )
+            .bind(events.iter().map(|(at, _)| *at).collect::<Vec<i64>>())
+            .bind(events.iter().map(|(_, e)| e.event).collect::<Vec<&str>>())
+            .bind(events.iter().map(|(_, e)| e.client_id.as_deref()).collect::<Vec<_>>())
+            .bind(events.iter().map(|(_, e)| e.subject.as_deref()).collect::<Vec<_>>())
+            .bind(events.iter().map(|(_, e)| e.remote.as_deref()).collect::<Vec<_>>())
+            .bind(events.iter().map(|(_, e)| e.detail.as_deref()).collect::<Vec<_>>())
+            .execute(p)
+            .await?;
         }
-        tx.commit().await
-    })?;
+        Pool::Sqlite(p) => {
+            let rows: Vec<_> = events
+                .iter()
+                .map(|(at, e)| (at, e.event, &e.client_id, &e.subject, &e.remote, &e.detail))
+                .collect();
+            let rows = serde_json::to_string(&rows)
+                .map_err(|e| Error::Database(format!("audit events: {e}")))?;
+            sqlx::query(
+                "INSERT INTO audit_log (at, event, client_id, subject, remote, detail) \
+                 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5 \
+                 FROM json_each($1) ORDER BY key",
+            )
+            .bind(rows)
+            .execute(p)
+            .await?;
+        }
+    }
     Ok(())
 }
 

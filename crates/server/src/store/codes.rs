@@ -16,7 +16,7 @@
 
 use zeroize::Zeroizing;
 
-use crate::db::{on_pool, Db};
+use crate::db::{on_pool, Db, Pool};
 use crate::secret::{random_token, token_digest};
 use crate::store::now;
 use crate::Error;
@@ -117,32 +117,128 @@ struct NewCode {
 
 /// Store `codes` in one statement (and one trip to the database); the
 /// digests of those stored (a code for a request already answered is
-/// not).
+/// not). The statement's text is the same for any number of codes (see
+/// [`audit::record_all`](crate::store::audit::record_all) for why).
 async fn insert_all(db: &Db, codes: &[NewCode]) -> Result<Vec<Vec<u8>>, Error> {
-    // `fetch_all`: see `crate::db`, "Writes that return rows".
-    let stored: Vec<(Vec<u8>,)> = on_pool!(db.write(), p => {
-        let mut insert = sqlx::QueryBuilder::new(
+    macro_rules! insert {
+        () => {
             "INSERT INTO authorization_codes (code_hash, client_id, user_id, sid, redirect_uri, \
-             code_challenge, nonce, scope, auth_time, created_at, expires_at, request_hash) ",
-        );
-        insert.push_values(codes, |mut row, c| {
-            row.push_bind(c.hash.clone())
-                .push_bind(c.grant.client_id.clone())
-                .push_bind(c.grant.user_id.clone())
-                .push_bind(c.grant.sid.clone())
-                .push_bind(c.grant.redirect_uri.clone())
-                .push_bind(c.grant.code_challenge.clone())
-                .push_bind(c.grant.nonce.clone())
-                .push_bind(c.grant.scope.clone())
-                .push_bind(c.grant.auth_time)
-                .push_bind(c.at)
-                .push_bind(c.at + LIFETIME)
-                .push_bind(c.request.clone());
-        });
-        insert.push(" ON CONFLICT DO NOTHING RETURNING code_hash");
-        insert.build_query_as::<(Vec<u8>,)>().fetch_all(p).await
-    })?;
+             code_challenge, nonce, scope, auth_time, created_at, expires_at, request_hash) "
+        };
+    }
+    // `fetch_all`: see `crate::db`, "Writes that return rows".
+    let stored: Vec<(Vec<u8>,)> = match db.write() {
+        Pool::Postgres(p) => {
+            sqlx::query_as(concat!(
+                insert!(),
+                "SELECT * FROM UNNEST($1::BYTEA[], $2::TEXT[], $3::TEXT[], $4::TEXT[], \
+                 $5::TEXT[], $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::BIGINT[], $10::BIGINT[], \
+                 $11::BIGINT[], $12::BYTEA[]) ON CONFLICT DO NOTHING RETURNING code_hash"
+            ))
+            .bind(codes.iter().map(|c| c.hash.as_slice()).collect::<Vec<_>>())
+            .bind(
+                codes
+                    .iter()
+                    .map(|c| c.grant.client_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                codes
+                    .iter()
+                    .map(|c| c.grant.user_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                codes
+                    .iter()
+                    .map(|c| c.grant.sid.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                codes
+                    .iter()
+                    .map(|c| c.grant.redirect_uri.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                codes
+                    .iter()
+                    .map(|c| c.grant.code_challenge.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                codes
+                    .iter()
+                    .map(|c| c.grant.nonce.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                codes
+                    .iter()
+                    .map(|c| c.grant.scope.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(codes.iter().map(|c| c.grant.auth_time).collect::<Vec<_>>())
+            .bind(codes.iter().map(|c| c.at).collect::<Vec<_>>())
+            .bind(codes.iter().map(|c| c.at + LIFETIME).collect::<Vec<_>>())
+            .bind(
+                codes
+                    .iter()
+                    .map(|c| c.request.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .fetch_all(p)
+            .await?
+        }
+        Pool::Sqlite(p) => {
+            let rows: Vec<_> = codes
+                .iter()
+                .map(|c| {
+                    let g = &c.grant;
+                    (
+                        hex(&c.hash),
+                        (
+                            &g.client_id,
+                            &g.user_id,
+                            &g.sid,
+                            &g.redirect_uri,
+                            &g.code_challenge,
+                        ),
+                        (&g.nonce, &g.scope, g.auth_time, c.at, c.at + LIFETIME),
+                        c.request.as_deref().map(hex),
+                    )
+                })
+                .collect();
+            // Each row is [digest, [five texts], [nonce, scope, three times], request].
+            sqlx::query_as(concat!(
+                insert!(),
+                "SELECT unhex(value ->> 0), value ->> '$[1][0]', value ->> '$[1][1]', \
+                 value ->> '$[1][2]', value ->> '$[1][3]', value ->> '$[1][4]', value ->> '$[2][0]', \
+                 value ->> '$[2][1]', value ->> '$[2][2]', value ->> '$[2][3]', value ->> '$[2][4]', \
+                 unhex(value ->> 3) FROM json_each($1) WHERE true ORDER BY key \
+                 ON CONFLICT DO NOTHING RETURNING code_hash"
+            ))
+            .bind(json_rows(&rows)?)
+            .fetch_all(p)
+            .await?
+        }
+    };
     Ok(stored.into_iter().map(|(h,)| h).collect())
+}
+
+/// Rows for SQLite's `json_each`, one JSON array.
+fn json_rows<T: serde::Serialize>(rows: &T) -> Result<String, Error> {
+    serde_json::to_string(rows).map_err(|e| Error::Database(format!("rows as JSON: {e}")))
+}
+
+/// Lower-case hex, for SQLite's `unhex` (JSON carries no bytes).
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    bytes
+        .iter()
+        .flat_map(|b| [DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 15)]])
+        .map(char::from)
+        .collect()
 }
 
 /// Codes issued at once are committed together, and so are codes
@@ -292,15 +388,18 @@ async fn commit_groups(db: Db, mut rx: tokio::sync::mpsc::Receiver<Queued>) {
         }
         if !claims.is_empty() {
             let (claims, waiting): (Vec<Claim>, Vec<_>) = claims.into_iter().unzip();
-            // The same code twice in one group: only its first claim goes
-            // into the statement (an UPDATE … FROM takes one of several
-            // matching rows, which one is not defined, and the issue it
-            // records must be the one that gets the code); the others find
-            // it spent, as they would one statement later.
+            // The same code twice in one group by the same client: only
+            // the first of those claims goes into the statement (an UPDATE
+            // … FROM takes one of several matching rows, which one is not
+            // defined, and the issue it records must be the one that gets
+            // the code); the others find it spent, as they would one
+            // statement later. Claims by other clients go in too and match
+            // nothing: one of them arriving first must not stand in for the
+            // code's own client, and must never be handed what it spent.
             let mut seen = std::collections::HashSet::new();
             let unique: Vec<Claim> = claims
                 .iter()
-                .filter(|c| seen.insert(c.hash.clone()))
+                .filter(|c| seen.insert((c.hash.clone(), c.client_id.clone())))
                 .cloned()
                 .collect();
             match claim_all(&db, &unique, now()).await {
@@ -308,7 +407,9 @@ async fn commit_groups(db: Db, mut rx: tokio::sync::mpsc::Receiver<Queued>) {
                     for (claim, done) in claims.iter().zip(waiting) {
                         let mine = spent
                             .iter()
-                            .position(|(hash, _)| *hash == claim.hash)
+                            .position(|(hash, spent)| {
+                                *hash == claim.hash && spent.grant.client_id == claim.client_id
+                            })
                             .map(|i| spent.swap_remove(i).1);
                         let _ = done.send(Ok(mine));
                     }
@@ -364,47 +465,66 @@ struct ClaimedRow {
 /// one statement; returns the digests spent with what they were bound
 /// to (the others were unknown, expired, another client's, or used).
 async fn claim_all(db: &Db, claims: &[Claim], at: i64) -> Result<Vec<(Vec<u8>, Spent)>, Error> {
-    // PostgreSQL types a VALUES list's parameters as text: cast those that
-    // are not. SQLite takes them as they come (a CAST would turn a digest
-    // into a number).
-    let postgres = matches!(db, Db::Postgres(_));
-    let (bytes, bigint) = if postgres {
-        (("CAST(", " AS BYTEA)"), ("CAST(", " AS BIGINT)"))
-    } else {
-        (("", ""), ("", ""))
-    };
-    // `fetch_all`: see `crate::db`, "Writes that return rows".
-    let rows: Vec<ClaimedRow> = on_pool!(db.write(), p => {
-        let mut update = sqlx::QueryBuilder::new("UPDATE authorization_codes SET used_at = ");
-        update.push_bind(at);
-        update.push(
-            ", family_id = v.column3, access_jti = v.column4, access_expires_at = v.column5 FROM (VALUES ",
-        );
-        for (i, c) in claims.iter().enumerate() {
-            if i > 0 {
-                update.push(", ");
-            }
-            update.push("(").push(bytes.0).push_bind(c.hash.clone()).push(bytes.1).push(", ");
-            update.push_bind(c.client_id.clone()).push(", ");
-            update.push_bind(c.issuing.family_id.clone()).push(", ");
-            update.push_bind(c.issuing.access_jti.clone()).push(", ");
-            update.push(bigint.0).push_bind(c.issuing.access_expires_at).push(bigint.1).push(")");
+    macro_rules! set {
+        () => {
+            "UPDATE authorization_codes SET used_at = $1, family_id = v.family_id, \
+             access_jti = v.access_jti, access_expires_at = v.access_expires_at FROM "
+        };
+    }
+    macro_rules! filter {
+        () => {
+            " WHERE authorization_codes.code_hash = v.code_hash \
+        AND authorization_codes.client_id = v.client_id \
+        AND authorization_codes.used_at IS NULL AND authorization_codes.expires_at > $3 \
+        RETURNING authorization_codes.code_hash, authorization_codes.client_id, \
+        authorization_codes.user_id, authorization_codes.sid, authorization_codes.redirect_uri, \
+        authorization_codes.code_challenge, authorization_codes.nonce, authorization_codes.scope, \
+        authorization_codes.auth_time, \
+        (SELECT username FROM users u WHERE u.id = authorization_codes.user_id AND NOT u.disabled) AS username"
+        };
+    }
+    // One statement, the same text for any number of claims (see
+    // `insert_all`). `fetch_all`: see `crate::db`, "Writes that return rows".
+    let rows: Vec<ClaimedRow> = match db.write() {
+        Pool::Postgres(p) => {
+            sqlx::query_as(concat!(
+                set!(),
+                "(SELECT * FROM UNNEST($2::BYTEA[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::BIGINT[])) \
+                 AS v(code_hash, client_id, family_id, access_jti, access_expires_at)",
+                filter!()
+            ))
+            .bind(at)
+            .bind(claims.iter().map(|c| c.hash.as_slice()).collect::<Vec<_>>())
+            .bind(at)
+            .bind(claims.iter().map(|c| c.client_id.as_str()).collect::<Vec<_>>())
+            .bind(claims.iter().map(|c| c.issuing.family_id.as_deref()).collect::<Vec<_>>())
+            .bind(claims.iter().map(|c| c.issuing.access_jti.as_deref()).collect::<Vec<_>>())
+            .bind(claims.iter().map(|c| c.issuing.access_expires_at).collect::<Vec<_>>())
+            .fetch_all(p)
+            .await?
         }
-        update.push(
-            ") AS v WHERE authorization_codes.code_hash = v.column1 \
-             AND authorization_codes.client_id = v.column2 \
-             AND authorization_codes.used_at IS NULL AND authorization_codes.expires_at > ",
-        );
-        update.push_bind(at);
-        update.push(
-            " RETURNING authorization_codes.code_hash, authorization_codes.client_id, \
-             authorization_codes.user_id, authorization_codes.sid, authorization_codes.redirect_uri, \
-             authorization_codes.code_challenge, authorization_codes.nonce, authorization_codes.scope, \
-             authorization_codes.auth_time, \
-             (SELECT username FROM users u WHERE u.id = authorization_codes.user_id AND NOT u.disabled) AS username",
-        );
-        update.build_query_as::<ClaimedRow>().fetch_all(p).await
-    })?;
+        Pool::Sqlite(p) => {
+            let rows: Vec<_> = claims
+                .iter()
+                .map(|c| {
+                    let i = &c.issuing;
+                    (hex(&c.hash), &c.client_id, &i.family_id, &i.access_jti, i.access_expires_at)
+                })
+                .collect();
+            sqlx::query_as(concat!(
+                set!(),
+                "(SELECT unhex(value ->> 0) AS code_hash, value ->> 1 AS client_id, \
+                 value ->> 2 AS family_id, value ->> 3 AS access_jti, value ->> 4 AS access_expires_at \
+                 FROM json_each($2)) AS v",
+                filter!()
+            ))
+            .bind(at)
+            .bind(json_rows(&rows)?)
+            .bind(at)
+            .fetch_all(p)
+            .await?
+        }
+    };
     Ok(rows.into_iter().map(|r| (r.code_hash, r.spent)).collect())
 }
 

@@ -2,8 +2,10 @@
 
 use std::sync::Arc;
 
+use tessera_server::db::Db;
 use tessera_server::secret::MasterKey;
 use tessera_server::store::clients::{self, GrantType, NewClient};
+use tessera_server::store::codes::{CodeWriter, Grant, Issued, Redeemed};
 use tessera_server::store::refresh::{self, NewFamily, RefreshPolicy, Refused};
 use tessera_server::store::{audit, retention, revocation, users, Scopes};
 use tessera_server::Error;
@@ -22,6 +24,8 @@ both_backends!(
     concurrent_revocations_are_never_skipped_by_a_follower,
     keys_rotate_announce_and_retire,
     audit_batches_keep_every_event,
+    codes_committed_in_groups_keep_every_binding,
+    batched_writes_prepare_one_statement_whatever_their_size,
     pruning_removes_only_what_is_over_in_batches,
 );
 
@@ -91,23 +95,205 @@ async fn audit_batches_keep_every_event(backend: Backend) {
     let Some(h) = Harness::new(backend).await else {
         return;
     };
+    // Absent fields, quotes, backslashes and non-ASCII text come back as
+    // they went in (SQLite reads them out of one JSON array).
     let events: Vec<_> = (0..450)
         .map(|i| {
-            (
-                i,
-                audit::Event::new("token_issued")
-                    .client("c")
-                    .detail(format!("n={i}")),
-            )
+            let mut event = audit::Event::new("token_issued").detail(format!("n={i}"));
+            if i % 2 == 0 {
+                event = event.client("c\"\\ é");
+            }
+            (i, event)
         })
         .collect();
     audit::record_all(&h.db, &events).await.unwrap();
     let stored = audit::recent(&h.db, Some("token_issued"), 1000)
         .await
         .unwrap();
-    assert_eq!(stored.len(), 450, "three multi-row inserts, nothing lost");
+    assert_eq!(stored.len(), 450, "one statement, nothing lost");
     assert_eq!(stored[0].detail.as_deref(), Some("n=449"), "newest first");
     assert_eq!(stored[449].at, 0);
+    for (record, (at, event)) in stored.iter().rev().zip(&events) {
+        assert_eq!(record.at, *at, "in order");
+        assert_eq!(record.event, event.event);
+        assert_eq!(record.client_id, event.client_id);
+        assert_eq!(record.subject, None);
+        assert_eq!(record.detail, event.detail);
+    }
+    h.finish().await;
+}
+
+fn grant(client_id: &str, user_id: &str, i: usize) -> Grant {
+    Grant {
+        client_id: client_id.into(),
+        user_id: user_id.into(),
+        sid: format!("sid-{i}"),
+        redirect_uri: format!("https://app.example.com/cb?n={i}&q=\"é\""),
+        code_challenge: format!("challenge-{i}"),
+        nonce: (i % 3 != 0).then(|| format!("nonce-{i}")),
+        scope: "openid profile".into(),
+        auth_time: 1_700_000_000 + i64::try_from(i).unwrap(),
+    }
+}
+
+/// Codes issued and presented at once go to the database in groups (one
+/// statement each way): every code keeps its own binding, a pending
+/// request is answered once, and a code is spent once, by its own client.
+async fn codes_committed_in_groups_keep_every_binding(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let user = h.user("alice", "correct horse", "openid").await;
+    let client = h.public_client("openid").await;
+    let writer = CodeWriter::start(h.db.clone());
+    let issued: Vec<_> = (0..60)
+        .map(|i| {
+            let (writer, grant) = (writer.clone(), grant(&client, &user, i));
+            // Pairs of codes answer the same pending request: one of each
+            // pair is stored. The rest answer no request.
+            let request = (i < 20).then(|| vec![u8::try_from(i / 2).unwrap(); 32]);
+            tokio::spawn(async move { (grant.clone(), writer.issue(&grant, request).await) })
+        })
+        .collect();
+    let mut codes = Vec::new();
+    for task in issued {
+        let (grant, code) = task.await.unwrap();
+        if let Some(code) = code.unwrap() {
+            codes.push((grant, code));
+        }
+    }
+    assert_eq!(
+        codes.len(),
+        50,
+        "ten requests answered once, forty codes without one"
+    );
+    let issuing = Issued {
+        family_id: Some("family".into()),
+        access_jti: Some("jti".into()),
+        access_expires_at: Some(42),
+    };
+    let presented: Vec<_> = codes
+        .iter()
+        .flat_map(|(grant, code)| {
+            // Each code once by another client, then twice by its own,
+            // likely in one group.
+            ["someone-else".to_owned(), client.clone(), client.clone()].map(|by| {
+                let (writer, code, grant, issuing) =
+                    (writer.clone(), code.clone(), grant.clone(), issuing.clone());
+                tokio::spawn(async move {
+                    let redeemed = writer.redeem(&code, &by, &issuing).await;
+                    (by, grant, redeemed)
+                })
+            })
+        })
+        .collect();
+    let (mut first, mut replayed, mut invalid) = (0, 0, 0);
+    for task in presented {
+        match task.await.unwrap() {
+            (by, grant, Ok(Redeemed::First(spent))) => {
+                first += 1;
+                assert_eq!(by, client, "spent by its own client only");
+                assert_eq!(spent.username.as_deref(), Some("alice"));
+                let g = spent.grant;
+                assert_eq!(
+                    (
+                        g.client_id,
+                        g.user_id,
+                        g.sid,
+                        g.redirect_uri,
+                        g.code_challenge
+                    ),
+                    (
+                        grant.client_id,
+                        grant.user_id,
+                        grant.sid,
+                        grant.redirect_uri,
+                        grant.code_challenge
+                    )
+                );
+                assert_eq!(
+                    (g.nonce, g.scope, g.auth_time),
+                    (grant.nonce, grant.scope, grant.auth_time)
+                );
+            }
+            (by, _, Ok(Redeemed::Replayed(issued))) => {
+                replayed += 1;
+                assert_eq!(by, client, "another client's claim is no replay");
+                assert_eq!(issued.family_id.as_deref(), Some("family"));
+                assert_eq!(issued.access_expires_at, Some(42));
+            }
+            (by, _, Ok(Redeemed::Invalid)) => {
+                invalid += 1;
+                assert_ne!(by, client, "its own client's claim is never refused");
+            }
+            (_, _, Err(e)) => panic!("{e}"),
+        }
+    }
+    assert_eq!((first, replayed, invalid), (50, 50, 50));
+    h.finish().await;
+}
+
+/// Batched writes use one statement text whatever the batch's size:
+/// statements prepared per size would pile up in every connection's cache
+/// and, on PostgreSQL, in every backend (memory that grew run after run).
+async fn batched_writes_prepare_one_statement_whatever_their_size(backend: Backend) {
+    let Some(h) = Harness::with(backend, |c| c.max_connections = 1).await else {
+        return;
+    };
+    let user = h.user("alice", "correct horse", "openid").await;
+    let client = h.public_client("openid").await;
+    let prepared = || async {
+        match &h.db {
+            Db::Postgres(pool) => {
+                let (n,): (i64,) = sqlx::query_as(
+                    "SELECT count(*) FROM pg_prepared_statements \
+                     WHERE statement LIKE '%audit_log%' OR statement LIKE '%authorization_codes%'",
+                )
+                .fetch_one(pool)
+                .await
+                .unwrap();
+                n
+            }
+            Db::Sqlite { .. } => 0,
+        }
+    };
+    let writer = CodeWriter::start(h.db.clone());
+    let mut before = None;
+    for size in 1..=12 {
+        let events: Vec<_> = (0..size)
+            .map(|i| (i, audit::Event::new("token_issued")))
+            .collect();
+        audit::record_all(&h.db, &events).await.unwrap();
+        let issued: Vec<_> = (0..size)
+            .map(|i| {
+                let (writer, grant) = (
+                    writer.clone(),
+                    grant(&client, &user, usize::try_from(i).unwrap()),
+                );
+                tokio::spawn(async move { writer.issue(&grant, None).await.unwrap().unwrap() })
+            })
+            .collect();
+        for task in issued {
+            let code = task.await.unwrap();
+            let spent = writer
+                .redeem(&code, &client, &Issued::default())
+                .await
+                .unwrap();
+            assert!(matches!(spent, Redeemed::First(_)), "{spent:?}");
+        }
+        let now = prepared().await;
+        match before {
+            None => before = Some(now),
+            Some(first) => assert_eq!(
+                now, first,
+                "a batch of {size} prepared a statement of its own"
+            ),
+        }
+    }
+    let stored = audit::recent(&h.db, Some("token_issued"), 1000)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), (1..=12).sum::<usize>());
     h.finish().await;
 }
 
