@@ -9,6 +9,13 @@
 //! `refresh_tokens` columns and trigger for the one-statement rotation
 //! (see DEVELOPERS.md).
 //!
+//! One exception: writes of many rows at once (`store::audit::record_all`,
+//! and the grouped insert and claim of `store::codes`) have a text per
+//! backend, so that the text never depends on how many rows there are: the
+//! rows go in as arrays on PostgreSQL (`UNNEST`) and as one JSON array on
+//! SQLite (`json_each`, digests in hex). A `VALUES` list per batch size
+//! would leave a prepared statement per size in every connection.
+//!
 //! # Writes that return rows
 //!
 //! A write with `RETURNING` that runs outside a transaction is read with

@@ -107,7 +107,9 @@ pub async fn record_all(db: &Db, events: &[(i64, Event)]) -> Result<(), Error> {
         Pool::Postgres(p) => {
             sqlx::query(
                 "INSERT INTO audit_log (at, event, client_id, subject, remote, detail) \
-                 SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[])",
+                 SELECT at, event, client_id, subject, remote, detail \
+                 FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[]) \
+                 WITH ORDINALITY AS r(at, event, client_id, subject, remote, detail, n) ORDER BY n",
             )
             .bind(events.iter().map(|(at, _)| *at).collect::<Vec<i64>>())
             .bind(events.iter().map(|(_, e)| e.event).collect::<Vec<&str>>())
