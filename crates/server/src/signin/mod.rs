@@ -336,9 +336,12 @@ pub fn next(
         Some(_) if fresh_login => false,
         Some(s) => {
             request.prompt.login
+                // `max_age=0` asks for a login whatever the session's age,
+                // as `prompt=login` does (OpenID Connect Core 1.0, errata
+                // set 2, §3.1.2.1), even within the login's own second.
                 || request
                     .max_age
-                    .is_some_and(|max| now.saturating_sub(s.auth_time) > max)
+                    .is_some_and(|max| max == 0 || now.saturating_sub(s.auth_time) > max)
         }
     };
     if needs_login {

@@ -385,6 +385,32 @@ async fn code_replay_revokes_what_it_issued(backend: Backend) {
     h.finish().await;
 }
 
+/// A code still in flight when its session ends (a logout, an admin's
+/// `session end`, a password change) starts nothing: otherwise whoever
+/// holds it would get a refresh token that outlives the logout.
+async fn a_code_of_an_ended_session_is_refused(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let s = setup(&h, "Shop", true).await;
+    let (_browser, code) = signed_in_code(&h, &s).await;
+    let listed = sessions::list(&h.db, Some("alice")).await.unwrap();
+    let [session] = listed.as_slice() else {
+        panic!("one session: {}", listed.len());
+    };
+    sessions::end(&h.db, &session.sid, "logout", KEEP)
+        .await
+        .unwrap()
+        .unwrap();
+    let refused = exchange(&h, &s, &code, VERIFIER).await;
+    assert_eq!(refused.error(), "invalid_grant", "{}", refused.text);
+    // A code of a live session still works.
+    let (_browser, code) = signed_in_code(&h, &s).await;
+    let tokens = exchange(&h, &s, &code, VERIFIER).await;
+    assert_eq!(tokens.status, StatusCode::OK, "{}", tokens.text);
+    h.finish().await;
+}
+
 async fn pkce_and_code_binding_attacks_fail(backend: Backend) {
     let Some(h) = Harness::new(backend).await else {
         return;
@@ -727,6 +753,12 @@ async fn prompt_max_age_login_hint_and_form_post(backend: Backend) {
             .await,
     );
     assert!(query_of(&fresh).contains_key("code"), "{fresh}");
+    // max_age=0 is prompt=login, even within the login's own second.
+    let zero = location(
+        &b.get(&h, &authorize_url(&s.client_id, &[("max_age", "0")]))
+            .await,
+    );
+    assert!(zero.starts_with("/login"), "{zero}");
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let stale = location(
         &b.get(&h, &authorize_url(&s.client_id, &[("max_age", "0")]))
@@ -1067,7 +1099,10 @@ async fn a_code_presented_twice_at_once_is_spent_once(backend: Backend) {
     h.finish().await;
 }
 
-both_backends!(a_code_presented_twice_at_once_is_spent_once);
+both_backends!(
+    a_code_presented_twice_at_once_is_spent_once,
+    a_code_of_an_ended_session_is_refused
+);
 
 async fn disabling_deleting_or_repassing_a_user_ends_their_sessions(backend: Backend) {
     use tessera_server::store::{logouts, users};

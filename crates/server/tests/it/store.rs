@@ -8,6 +8,7 @@ use tessera_server::secret::MasterKey;
 use tessera_server::store::clients::{self, GrantType, NewClient};
 use tessera_server::store::codes::{CodeWriter, Grant, Issued, Redeemed};
 use tessera_server::store::refresh::{self, NewFamily, RefreshPolicy, Refused};
+use tessera_server::store::sessions::{self, SessionPolicy};
 use tessera_server::store::{audit, retention, revocation, users, Scopes};
 use tessera_server::Error;
 
@@ -124,17 +125,27 @@ async fn audit_batches_keep_every_event(backend: Backend) {
     h.finish().await;
 }
 
-fn grant(client_id: &str, user_id: &str, i: usize) -> Grant {
+fn grant(client_id: &str, user_id: &str, sid: &str, i: usize) -> Grant {
     Grant {
         client_id: client_id.into(),
         user_id: user_id.into(),
-        sid: format!("sid-{i}"),
+        sid: sid.into(),
         redirect_uri: format!("https://app.example.com/cb?n={i}&q=\"é\""),
         code_challenge: format!("challenge-{i}"),
         nonce: (i % 3 != 0).then(|| format!("nonce-{i}")),
         scope: "openid profile".into(),
         auth_time: 1_700_000_000 + i64::try_from(i).unwrap(),
     }
+}
+
+/// A live session of `user_id` (a code is spent only while its session
+/// lives): its `sid`.
+async fn live_session(h: &Harness, user_id: &str) -> String {
+    let policy = SessionPolicy {
+        idle: 3600,
+        absolute: 3600,
+    };
+    sessions::start(&h.db, user_id, policy).await.unwrap().1.sid
 }
 
 /// Codes issued and presented at once go to the database in groups (one
@@ -148,10 +159,11 @@ async fn codes_committed_in_groups_keep_every_binding(backend: Backend) {
     };
     let user = h.user("alice", "correct horse", "openid").await;
     let client = h.public_client("openid").await;
+    let sid = live_session(&h, &user).await;
     let writer = CodeWriter::start(h.db.clone());
     let issued: Vec<_> = (0..30)
         .map(|i| {
-            let (writer, grant) = (writer.clone(), grant(&client, &user, i));
+            let (writer, grant) = (writer.clone(), grant(&client, &user, &sid, i));
             // Pairs of codes answer the same pending request: one of each
             // pair is stored. The rest answer no request.
             let request = (i < 10).then(|| vec![u8::try_from(i / 2).unwrap(); 32]);
@@ -245,6 +257,7 @@ async fn batched_writes_prepare_one_statement_whatever_their_size(backend: Backe
     };
     let user = h.user("alice", "correct horse", "openid").await;
     let client = h.public_client("openid").await;
+    let sid = live_session(&h, &user).await;
     let prepared = || async {
         match &h.db {
             Db::Postgres(pool) => {
@@ -276,7 +289,7 @@ async fn batched_writes_prepare_one_statement_whatever_their_size(backend: Backe
             .map(|i| {
                 let (writer, grant) = (
                     writer.clone(),
-                    grant(&client, &user, usize::try_from(i).unwrap()),
+                    grant(&client, &user, &sid, usize::try_from(i).unwrap()),
                 );
                 tokio::spawn(async move { writer.issue(&grant, None).await.unwrap().unwrap() })
             })
