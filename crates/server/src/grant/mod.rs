@@ -86,7 +86,6 @@ impl TokenRequest<'_> {
 
 /// What a grant grants: whom the access token is for, and a refresh
 /// token where one goes with it.
-#[derive(Debug)]
 pub struct Granted {
     /// `sub`: the user's id, or the client's.
     pub subject: String,
@@ -103,6 +102,22 @@ pub struct Granted {
     pub sid: Option<String>,
     /// For a sign-in (the code grant): what the access and ID tokens need.
     pub sign_in: Option<SignIn>,
+}
+
+impl std::fmt::Debug for Granted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The refresh token is a bearer secret: whether there is one, never
+        // what it is.
+        f.debug_struct("Granted")
+            .field("subject", &self.subject)
+            .field("username", &self.username)
+            .field("scope", &self.scope)
+            .field("auth_time", &self.auth_time)
+            .field("refresh_token", &self.refresh_token.as_ref().map(|_| "…"))
+            .field("sid", &self.sid)
+            .field("sign_in", &self.sign_in)
+            .finish()
+    }
 }
 
 /// What a code exchange leaves for the token endpoint to finish: the ID
@@ -140,5 +155,29 @@ pub enum Refusal {
 impl From<Error> for Refusal {
     fn from(e: Error) -> Refusal {
         Refusal::Failed(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn granted_never_prints_its_refresh_token() {
+        let granted = Granted {
+            subject: "user-1".into(),
+            username: Some("alice".into()),
+            scope: Scopes::default(),
+            auth_time: None,
+            refresh_token: Some(Zeroizing::new("rt-secret-value".into())),
+            sid: None,
+            sign_in: None,
+        };
+        let printed = format!("{granted:?}");
+        assert!(!printed.contains("rt-secret-value"), "{printed}");
+        assert!(
+            printed.contains("alice") && printed.contains("refresh_token: Some"),
+            "{printed}"
+        );
     }
 }
