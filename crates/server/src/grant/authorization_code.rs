@@ -119,6 +119,12 @@ pub async fn grant(request: &TokenRequest<'_>, exchange: Exchange<'_>) -> Result
                 exchange.refresh,
             )
             .await?;
+            // The session ended in the meantime (the claim found it live).
+            let Some(token) = token else {
+                return Err(Refusal::InvalidGrant(
+                    "the session this code belongs to has ended".into(),
+                ));
+            };
             // A replay that came in before the family existed could not
             // revoke it: look for its mark now.
             if codes::replayed(exchange.db, code).await? {

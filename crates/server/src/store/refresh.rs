@@ -185,23 +185,44 @@ pub async fn issue(
     policy: &RefreshPolicy,
 ) -> Result<(String, Zeroizing<String>), Error> {
     let id = random_id()?;
-    let token = issue_as(db, &id, new, policy).await?;
+    let token = issue_as(db, &id, new, policy)
+        .await?
+        .ok_or_else(|| Error::Invalid("the session of this family has ended".into()))?;
     Ok((id, token))
 }
 
-/// Start the family `id` (chosen beforehand) and return its first token.
+/// Start the family `id` (chosen beforehand) and return its first token;
+/// `None` when the family belongs to a session (`new.sid`) that has ended.
+///
+/// The session is read in the family's transaction, and on PostgreSQL
+/// locked (`FOR SHARE`) until it commits: a session ending at that moment
+/// either waits for the family and then revokes it with the others, or has
+/// ended first and no family is started. (On SQLite the one writer runs the
+/// two transactions one after the other.)
 pub async fn issue_as(
     db: &Db,
     id: &str,
     new: NewFamily<'_>,
     policy: &RefreshPolicy,
-) -> Result<Zeroizing<String>, Error> {
+) -> Result<Option<Zeroizing<String>>, Error> {
     let id = id.to_owned();
     let token = random_token()?;
     let at = now();
     let family_end = at.saturating_add(policy.max_lifetime);
-    on_pool!(db.write(), p => {
+    let live_session = if db.is_postgres() {
+        "SELECT sid FROM sessions WHERE sid = $1 AND ended_at IS NULL FOR SHARE"
+    } else {
+        "SELECT sid FROM sessions WHERE sid = $1 AND ended_at IS NULL"
+    };
+    let started = on_pool!(db.write(), p => {
         let mut tx = p.begin().await?;
+        if let Some(sid) = new.sid {
+            let live: Vec<(String,)> =
+                sqlx::query_as(live_session).bind(sid).fetch_all(&mut *tx).await?;
+            if live.is_empty() {
+                return Ok(None);
+            }
+        }
         sqlx::query(
             "INSERT INTO refresh_families (id, client_id, subject, username, scope, auth_time, created_at, expires_at, sid) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
@@ -215,9 +236,9 @@ pub async fn issue_as(
         .bind(token_digest(&token)).bind(&id).bind(at)
         .bind(at.saturating_add(policy.ttl).min(family_end))
         .execute(&mut *tx).await?;
-        tx.commit().await
+        tx.commit().await.map(|()| true)
     })?;
-    Ok(token)
+    Ok(started.then_some(token))
 }
 
 /// A refresh request: the token, who presents it, and what it asks for.

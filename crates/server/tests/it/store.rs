@@ -28,6 +28,7 @@ both_backends!(
     audit_batches_keep_every_event,
     codes_committed_in_groups_keep_every_binding,
     batched_writes_prepare_one_statement_whatever_their_size,
+    refresh_families_start_only_in_live_sessions,
     pruning_removes_only_what_is_over_in_batches,
 );
 
@@ -650,6 +651,51 @@ fn new_family(client_id: &str) -> NewFamily<'_> {
         auth_time: None,
         sid: None,
     }
+}
+
+/// A family that belongs to a sign-in session starts only while the
+/// session lives, and ending the session ends it.
+async fn refresh_families_start_only_in_live_sessions(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let user = h.user("alice", "correct horse", "read").await;
+    let client = h.public_client("read").await;
+    let sid = live_session(&h, &user).await;
+    let in_session = NewFamily {
+        sid: Some(&sid),
+        ..new_family(&client)
+    };
+    let token = refresh::issue_as(&h.db, "family-1", in_session, &policy(0))
+        .await
+        .unwrap()
+        .expect("a live session starts a family");
+    assert!(refresh::lookup(&h.db, &token).await.unwrap().is_some());
+    sessions::end(&h.db, &sid, "logout", KEEP)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        refresh::lookup(&h.db, &token).await.unwrap().is_none(),
+        "ending the session ended its family"
+    );
+    let after = NewFamily {
+        sid: Some(&sid),
+        ..new_family(&client)
+    };
+    let refused = refresh::issue_as(&h.db, "family-2", after, &policy(0))
+        .await
+        .unwrap();
+    assert!(refused.is_none(), "no family starts in an ended session");
+    let none = NewFamily {
+        sid: Some("no-such-session"),
+        ..new_family(&client)
+    };
+    assert!(refresh::issue_as(&h.db, "family-3", none, &policy(0))
+        .await
+        .unwrap()
+        .is_none());
+    h.finish().await;
 }
 
 async fn refused_refreshes_change_nothing(backend: Backend) {
