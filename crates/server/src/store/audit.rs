@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::db::{on_pool, Db, Pool};
-use crate::store::now;
+use crate::store::{json_rows, now};
 use crate::Error;
 
 /// One audit event.
@@ -125,8 +125,7 @@ pub async fn record_all(db: &Db, events: &[(i64, Event)]) -> Result<(), Error> {
                 .iter()
                 .map(|(at, e)| (at, e.event, &e.client_id, &e.subject, &e.remote, &e.detail))
                 .collect();
-            let rows = serde_json::to_string(&rows)
-                .map_err(|e| Error::Database(format!("audit events: {e}")))?;
+            let rows = json_rows(&rows)?;
             sqlx::query(
                 "INSERT INTO audit_log (at, event, client_id, subject, remote, detail) \
                  SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5 \

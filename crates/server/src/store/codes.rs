@@ -18,7 +18,7 @@ use zeroize::Zeroizing;
 
 use crate::db::{on_pool, Db, Pool};
 use crate::secret::{random_token, token_digest};
-use crate::store::now;
+use crate::store::{json_rows, now};
 use crate::Error;
 
 /// How long a code lives.
@@ -224,11 +224,6 @@ async fn insert_all(db: &Db, codes: &[NewCode]) -> Result<Vec<Vec<u8>>, Error> {
         }
     };
     Ok(stored.into_iter().map(|(h,)| h).collect())
-}
-
-/// Rows for SQLite's `json_each`, one JSON array.
-fn json_rows<T: serde::Serialize>(rows: &T) -> Result<String, Error> {
-    serde_json::to_string(rows).map_err(|e| Error::Database(format!("rows as JSON: {e}")))
 }
 
 /// Lower-case hex, for SQLite's `unhex` (JSON carries no bytes).

@@ -26,6 +26,13 @@ pub fn secs(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
+/// Rows as one JSON array, for a SQLite write of many rows through
+/// `json_each` (see `crate::db`: such writes keep one statement text
+/// whatever the number of rows).
+pub(crate) fn json_rows<T: serde::Serialize>(rows: &T) -> Result<String, Error> {
+    serde_json::to_string(rows).map_err(|e| Error::Database(format!("rows as JSON: {e}")))
+}
+
 /// A set of OAuth scope tokens (RFC 6749 §3.3), kept sorted.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Scopes(BTreeSet<String>);

@@ -214,7 +214,7 @@ pub async fn issue_as(
     } else {
         "SELECT sid FROM sessions WHERE sid = $1 AND ended_at IS NULL"
     };
-    let started = on_pool!(db.write(), p => {
+    on_pool!(db.write(), p => {
         let mut tx = p.begin().await?;
         if let Some(sid) = new.sid {
             let live: Vec<(String,)> =
@@ -236,9 +236,9 @@ pub async fn issue_as(
         .bind(token_digest(&token)).bind(&id).bind(at)
         .bind(at.saturating_add(policy.ttl).min(family_end))
         .execute(&mut *tx).await?;
-        tx.commit().await.map(|()| true)
+        tx.commit().await
     })?;
-    Ok(started.then_some(token))
+    Ok(Some(token))
 }
 
 /// A refresh request: the token, who presents it, and what it asks for.
