@@ -1,9 +1,11 @@
-//! Random tokens, their digests, and the master key that seals signing keys.
+//! Random tokens, their digests, and the master key that seals signing keys
+//! (and the keys derived from it for other purposes).
 
 use std::path::Path;
 
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use aws_lc_rs::digest::{digest, SHA256};
+use aws_lc_rs::hkdf::{Prk, Salt, HKDF_SHA256};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64_simd::URL_SAFE_NO_PAD;
 use zeroize::Zeroizing;
@@ -47,11 +49,25 @@ pub fn digests_equal(a: &[u8], b: &[u8]) -> bool {
 /// Every instance on one database needs the same master key; a different
 /// one fails to open the stored keys with [`Error::MasterKey`] rather than
 /// signing with something else.
-pub struct MasterKey(LessSafeKey);
+pub struct MasterKey {
+    sealing: SealingKey,
+    /// Derived from it: seals pending sign-ins, which browsers carry.
+    pending: SealingKey,
+}
 
 impl std::fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("MasterKey([REDACTED])")
+    }
+}
+
+/// An AES-256-GCM key that seals one kind of secret: the master key's own,
+/// or one derived from it ([`MasterKey::pending`]).
+pub struct SealingKey(LessSafeKey);
+
+impl std::fmt::Debug for SealingKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SealingKey([REDACTED])")
     }
 }
 
@@ -93,11 +109,44 @@ impl MasterKey {
         );
         let key = UnboundKey::new(&AES_256_GCM, &bytes)
             .map_err(|_| Error::MasterKey(format!("{} bytes, need 32", bytes.len())))?;
-        Ok(MasterKey(LessSafeKey::new(key)))
+        let derivation = Salt::new(HKDF_SHA256, b"tessera master key").extract(&bytes);
+        Ok(MasterKey {
+            sealing: SealingKey(LessSafeKey::new(key)),
+            pending: derive(&derivation, "pending sign-ins")?,
+        })
+    }
+
+    /// The key that seals pending sign-ins: what the server hands to
+    /// browsers sealed, in volumes a client chooses, is never sealed under
+    /// the key that seals signing keys at rest.
+    pub fn pending(&self) -> &SealingKey {
+        &self.pending
     }
 
     /// Encrypt `plaintext`, bound to `label` (the key id), as
     /// `nonce || ciphertext || tag`.
+    pub fn seal(&self, label: &str, plaintext: &[u8]) -> Result<Vec<u8>, Error> {
+        self.sealing.seal(label, plaintext)
+    }
+
+    /// Decrypt what [`MasterKey::seal`] made with the same `label`.
+    pub fn open(&self, label: &str, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
+        self.sealing.open(label, sealed)
+    }
+}
+
+/// A key of its own for `purpose`: HKDF-SHA256 with the purpose as info.
+fn derive(derivation: &Prk, purpose: &str) -> Result<SealingKey, Error> {
+    let info = [purpose.as_bytes()];
+    let okm = derivation
+        .expand(&info, &AES_256_GCM)
+        .map_err(|_| Error::MasterKey("key derivation failed".into()))?;
+    Ok(SealingKey(LessSafeKey::new(UnboundKey::from(okm))))
+}
+
+impl SealingKey {
+    /// Encrypt `plaintext`, bound to `label`, as `nonce || ciphertext ||
+    /// tag`.
     pub fn seal(&self, label: &str, plaintext: &[u8]) -> Result<Vec<u8>, Error> {
         let mut nonce = [0u8; NONCE_LEN];
         SystemRandom::new()
@@ -116,11 +165,11 @@ impl MasterKey {
         Ok(out)
     }
 
-    /// Decrypt what [`MasterKey::seal`] made with the same `label`.
+    /// Decrypt what [`SealingKey::seal`] made with the same `label`.
     pub fn open(&self, label: &str, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
         let wrong = || {
             Error::MasterKey(format!(
-                "cannot open signing key {label:?}: a different master key sealed it"
+                "cannot open {label:?}: a different master key sealed it"
             ))
         };
         if sealed.len() < NONCE_LEN {
@@ -173,6 +222,30 @@ mod tests {
         *tampered.last_mut().unwrap() ^= 1;
         assert!(a.open("kid-1", &tampered).is_err());
         assert!(a.open("kid-1", &sealed[..5]).is_err());
+    }
+
+    #[test]
+    fn the_pending_key_seals_apart_from_the_master_key() {
+        let text = random_token().unwrap();
+        let master = MasterKey::from_text(&text).unwrap();
+        let pending = master.pending();
+        let sealed = pending.seal("label", b"secret").unwrap();
+        assert_eq!(&pending.open("label", &sealed).unwrap()[..], b"secret");
+        // The same master key derives the same key (every instance, every
+        // start).
+        let again = MasterKey::from_text(&text).unwrap();
+        assert_eq!(
+            &again.pending().open("label", &sealed).unwrap()[..],
+            b"secret"
+        );
+        // Neither the master key nor another purpose's key opens it, and
+        // the derived key opens nothing the master key sealed.
+        assert!(master.open("label", &sealed).is_err());
+        let other = MasterKey::from_text(&random_token().unwrap()).unwrap();
+        assert!(other.pending().open("label", &sealed).is_err());
+        let by_master = master.seal("label", b"secret").unwrap();
+        assert!(pending.open("label", &by_master).is_err());
+        assert_eq!(format!("{pending:?}"), "SealingKey([REDACTED])");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Authorization requests waiting for the person to log in or consent,
 //! carried by the browser, not stored: the validated request is sealed
-//! (AES-256-GCM under the master key, so it can be neither read nor
-//! altered) into the `request` parameter of the login and consent pages,
+//! (AES-256-GCM under a key derived from the master key for this alone,
+//! so it can be neither read nor altered) into the `request` parameter of the login and consent pages,
 //! with a digest of the browser's cookie (a request works only in the
 //! browser that started it), the session once the person has logged in,
 //! and the time it was made (it lasts [`LIFETIME`]).
@@ -23,7 +23,8 @@ use crate::Error;
 /// How long a person has to log in and consent.
 pub const LIFETIME: i64 = 30 * 60;
 
-/// What the master key seals it under (it seals signing keys too).
+/// What it is sealed under (the label, with the master key's key for
+/// pending sign-ins: `MasterKey::pending`).
 const LABEL: &str = "pending-authorization";
 
 /// A pending request, opened.
@@ -78,14 +79,16 @@ pub fn seal(
         made: now,
     };
     let json = serde_json::to_vec(&sealed).map_err(|e| Error::Invalid(e.to_string()))?;
-    Ok(tessera_jose::b64::encode(master.seal(LABEL, &json)?))
+    Ok(tessera_jose::b64::encode(
+        master.pending().seal(LABEL, &json)?,
+    ))
 }
 
 /// Open `id` for the browser whose cookie is `browser`: `None` when it was
 /// not sealed here, has expired, or belongs to another browser.
 pub fn open(master: &MasterKey, id: &str, browser: &str, now: i64) -> Option<Pending> {
     let sealed = tessera_jose::b64::decode(id)?;
-    let json = master.open(LABEL, &sealed).ok()?;
+    let json = master.pending().open(LABEL, &sealed).ok()?;
     let opened: Sealed = serde_json::from_slice(&json).ok()?;
     let browser_ok = digests_equal(
         opened.browser.as_bytes(),
@@ -155,6 +158,17 @@ mod tests {
         let altered = String::from_utf8(altered).unwrap();
         assert!(open(&master, &altered, &mine, 1010).is_none(), "altered");
         assert!(open(&master, "not sealed", &mine, 1010).is_none());
+        // The same request sealed under the key that seals signing keys
+        // is not a pending sign-in.
+        let plain = master
+            .pending()
+            .open(LABEL, &tessera_jose::b64::decode(&id).unwrap())
+            .unwrap();
+        let by_master = tessera_jose::b64::encode(master.seal(LABEL, &plain).unwrap());
+        assert!(
+            open(&master, &by_master, &mine, 1010).is_none(),
+            "master key"
+        );
         // Sealed again for consent: another token, the same request.
         let again = seal(
             &master,
