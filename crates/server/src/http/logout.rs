@@ -5,8 +5,9 @@
 //! An `id_token_hint` that names the browser's current session ends it at
 //! once; otherwise the person confirms on a page (a link elsewhere must
 //! not sign anyone out). A `post_logout_redirect_uri` is followed only if
-//! the client registered it exactly; anything else gets the "signed out"
-//! page. Ending a session revokes its refresh tokens and queues the
+//! the client registered it exactly: one the client did not register is
+//! an error page; with a client that no longer exists, the person can
+//! still sign out and gets the "signed out" page. Ending a session revokes its refresh tokens and queues the
 //! back-channel logouts of its clients (`signin::backchannel`).
 
 use std::sync::Arc;
@@ -127,15 +128,18 @@ async fn resolve(
     state: Option<&str>,
 ) -> Result<Target, ErrorPage> {
     let client = match client_id {
+        // An unknown client (one deleted since its ID token was issued,
+        // say) does not keep the person from signing out.
         Some(id) => match app.clients.find(&app.db, id).await {
-            Ok(Some(c)) => Some(c),
-            Ok(None) => return Err(|p| bad_request(p, "there is no such client")),
+            Ok(found) => found,
             Err(_) => return Err(|p| failure(p, &crate::Error::Unavailable("database".into()))),
         },
         None => None,
     };
     let redirect = match (redirect, &client) {
         (None, _) => None,
+        // Nothing to check an unknown client's URI against: not followed.
+        (Some(_), None) if client_id.is_some() => None,
         (Some(_), None) => {
             return Err(|p| {
                 bad_request(

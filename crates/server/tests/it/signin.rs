@@ -650,6 +650,15 @@ async fn prompt_none_and_logout_attacks(backend: Backend) {
         .await;
     assert_eq!(confirm.status, StatusCode::OK);
     assert!(confirm.text.contains("Sign out?"));
+    // A client that no longer exists: the person may still sign out, and
+    // its URI, which nothing can vouch for, is not followed.
+    let gone = b
+        .get(&h, "/oauth2/logout?client_id=deleted-client&post_logout_redirect_uri=https%3A%2F%2Fevil.example.com%2F&state=x")
+        .await;
+    assert_eq!(gone.status, StatusCode::OK);
+    assert!(gone.text.contains("Sign out?"));
+    assert!(gone.headers.get(header::LOCATION).is_none());
+    assert!(!gone.text.contains("evil.example.com"), "{}", gone.text);
     assert_eq!(sessions::list(&h.db, Some("alice")).await.unwrap().len(), 1);
     // The confirmation needs its CSRF token.
     let forged = b.post(&h, "/logout", &[("decision", "logout")]).await;
