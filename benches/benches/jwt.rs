@@ -3,7 +3,8 @@
 //! aws-lc-rs operation on the same signing input as the floor.
 //!
 //! Every library verifies the very same token, with its issuer and
-//! audience checked, into the same typed claims.
+//! audience checked, into the same typed claims; tessera also with
+//! `jwt::verify_borrowed`, its custom claims borrowing from the payload.
 
 mod common;
 
@@ -26,6 +27,15 @@ const AUDIENCE: &str = "https://api.example.com";
 struct Access {
     client_id: String,
     scope: String,
+}
+
+/// `Access`, borrowing: what `jwt::verify_borrowed` can build (the
+/// registered claims stay owned).
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct AccessRef<'a> {
+    client_id: &'a str,
+    scope: &'a str,
 }
 
 /// The same claims as jsonwebtoken wants them: one flat struct.
@@ -106,10 +116,26 @@ fn contenders(alg: Algorithm) -> Contenders {
         "tessera",
         Box::new(move || jwt::sign(&tessera_claims(), &t_key).unwrap()),
     )];
-    let mut verify: Vec<(&'static str, VerifyFn)> = vec![(
-        "tessera",
-        Box::new(move |token| jwt::verify::<Access>(token, &vk, &validation).is_ok()),
-    )];
+    let (b_key, b_validation) = (vk.clone(), validation.clone());
+    let buffer = std::cell::RefCell::new(Vec::new());
+    let mut verify: Vec<(&'static str, VerifyFn)> = vec![
+        (
+            "tessera",
+            Box::new(move |token| jwt::verify::<Access>(token, &vk, &validation).is_ok()),
+        ),
+        (
+            "tessera borrowed",
+            Box::new(move |token| {
+                jwt::verify_borrowed::<AccessRef<'_>>(
+                    token,
+                    &b_key,
+                    &b_validation,
+                    &mut buffer.borrow_mut(),
+                )
+                .is_ok()
+            }),
+        ),
+    ];
 
     // jsonwebtoken
     use jsonwebtoken as jt;

@@ -13,6 +13,14 @@ struct Access {
     scope: String,
 }
 
+/// `Access`, borrowing from the decoded payload (`jwt::verify_borrowed`).
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct AccessRef<'a> {
+    client_id: &'a str,
+    scope: &'a str,
+}
+
 fn time<R>(name: &str, mut f: impl FnMut() -> R) {
     if let Ok(only) = std::env::var("ONLY") {
         if !name.contains(&only) {
@@ -70,6 +78,10 @@ fn main() {
     });
     time("jwt::verify<Access>", || {
         jwt::verify::<Access>(&token, &vk, &v).is_ok()
+    });
+    let mut buffer = Vec::new();
+    time("jwt::verify_borrowed<AccessRef>", || {
+        jwt::verify_borrowed::<AccessRef<'_>>(&token, &vk, &v, &mut buffer).is_ok()
     });
     time("serde_json Access from payload", || {
         serde_json::from_slice::<Access>(&payload).is_ok()
