@@ -131,8 +131,10 @@ pub async fn grant(request: &TokenRequest<'_>, login: Login<'_>) -> Result<Grant
     let scope = request.scopes_within(&client.scopes.intersection(&user_scopes))?;
     let auth_time = Some(now());
     let refresh_token = if client.allows(GrantType::RefreshToken) {
-        let (_, token) = refresh::issue(
+        let family = crate::secret::random_id()?;
+        let token = refresh::issue_as(
             login.db,
+            &family,
             NewFamily {
                 client_id: &client.client_id,
                 subject: &user.id,
@@ -144,6 +146,10 @@ pub async fn grant(request: &TokenRequest<'_>, login: Login<'_>) -> Result<Grant
             login.refresh,
         )
         .await?;
+        // Disabled (or deleted) since the password was checked.
+        let Some(token) = token else {
+            return Err(Refusal::InvalidGrant("invalid username or password".into()));
+        };
         Some(token)
     } else {
         None

@@ -185,20 +185,22 @@ pub async fn issue(
     policy: &RefreshPolicy,
 ) -> Result<(String, Zeroizing<String>), Error> {
     let id = random_id()?;
-    let token = issue_as(db, &id, new, policy)
-        .await?
-        .ok_or_else(|| Error::Invalid("the session of this family has ended".into()))?;
+    let token = issue_as(db, &id, new, policy).await?.ok_or_else(|| {
+        Error::Invalid("the user is disabled, or the session of this family has ended".into())
+    })?;
     Ok((id, token))
 }
 
 /// Start the family `id` (chosen beforehand) and return its first token;
-/// `None` when the family belongs to a session (`new.sid`) that has ended.
+/// `None` when the family belongs to a session (`new.sid`) that has ended,
+/// or to a user (`new.username`) who is disabled or gone.
 ///
-/// The session is read in the family's transaction, and on PostgreSQL
-/// locked (`FOR SHARE`) until it commits: a session ending at that moment
-/// either waits for the family and then revokes it with the others, or has
-/// ended first and no family is started. (On SQLite the one writer runs the
-/// two transactions one after the other.)
+/// The session and the user are read in the family's transaction, and on
+/// PostgreSQL locked (`FOR SHARE`) until it commits: a session ending or a
+/// user being disabled at that moment either waits for the family and
+/// then revokes it with the others, or comes first and no family is
+/// started. (On SQLite the one writer runs the two transactions one after
+/// the other.)
 pub async fn issue_as(
     db: &Db,
     id: &str,
@@ -209,13 +211,26 @@ pub async fn issue_as(
     let token = random_token()?;
     let at = now();
     let family_end = at.saturating_add(policy.max_lifetime);
-    let live_session = if db.is_postgres() {
-        "SELECT sid FROM sessions WHERE sid = $1 AND ended_at IS NULL FOR SHARE"
+    let (live_session, enabled_user) = if db.is_postgres() {
+        (
+            "SELECT sid FROM sessions WHERE sid = $1 AND ended_at IS NULL FOR SHARE",
+            "SELECT id FROM users WHERE username = $1 AND NOT disabled FOR SHARE",
+        )
     } else {
-        "SELECT sid FROM sessions WHERE sid = $1 AND ended_at IS NULL"
+        (
+            "SELECT sid FROM sessions WHERE sid = $1 AND ended_at IS NULL",
+            "SELECT id FROM users WHERE username = $1 AND NOT disabled",
+        )
     };
     on_pool!(db.write(), p => {
         let mut tx = p.begin().await?;
+        if let Some(username) = new.username {
+            let enabled: Vec<(String,)> =
+                sqlx::query_as(enabled_user).bind(username).fetch_all(&mut *tx).await?;
+            if enabled.is_empty() {
+                return Ok(None);
+            }
+        }
         if let Some(sid) = new.sid {
             let live: Vec<(String,)> =
                 sqlx::query_as(live_session).bind(sid).fetch_all(&mut *tx).await?;

@@ -172,12 +172,16 @@ async fn apply(db: &Db, username: &str, change: Change<'_>, keep: Keep) -> Resul
             return Err(not_found(username));
         };
         if let Some(reason) = ends_sessions {
+            // Sessions first: ending one waits for a family being started
+            // in it (`refresh::issue_as` holds the session `FOR SHARE`), so
+            // the revocation below, a statement with a later snapshot, sees
+            // that family and revokes it with the others.
+            sqlx::query(sessions::QUEUE_LOGOUTS_OF_USER).bind(at).bind(username).execute(&mut *tx).await?;
+            sqlx::query(sessions::END_SESSIONS_OF_USER).bind(at).bind(username).execute(&mut *tx).await?;
             sqlx::query(
                 "UPDATE refresh_families SET revoked_at = $1, revoked_reason = $2 \
                  WHERE username = $3 AND revoked_at IS NULL"
             ).bind(at).bind(reason).bind(username).execute(&mut *tx).await?;
-            sqlx::query(sessions::QUEUE_LOGOUTS_OF_USER).bind(at).bind(username).execute(&mut *tx).await?;
-            sqlx::query(sessions::END_SESSIONS_OF_USER).bind(at).bind(username).execute(&mut *tx).await?;
             append_revocation!(db, tx, keep.user(&id, now()), at);
         }
         tx.commit().await?;

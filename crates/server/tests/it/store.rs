@@ -29,6 +29,7 @@ both_backends!(
     codes_committed_in_groups_keep_every_binding,
     batched_writes_prepare_one_statement_whatever_their_size,
     refresh_families_start_only_in_live_sessions,
+    a_user_disabled_while_a_family_starts_in_a_session_revokes_it,
     pruning_removes_only_what_is_over_in_batches,
 );
 
@@ -695,6 +696,102 @@ async fn refresh_families_start_only_in_live_sessions(backend: Backend) {
         .await
         .unwrap()
         .is_none());
+    // A user disabled (say, while their password was being checked)
+    // starts no family; an unknown user neither.
+    let of_alice = |id| NewFamily {
+        username: Some("alice"),
+        ..new_family(id)
+    };
+    assert!(
+        refresh::issue_as(&h.db, "family-4", of_alice(&client), &policy(0))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    users::set_disabled(&h.db, "alice", true, KEEP)
+        .await
+        .unwrap();
+    assert!(
+        refresh::issue_as(&h.db, "family-5", of_alice(&client), &policy(0))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let of_nobody = NewFamily {
+        username: Some("nobody"),
+        ..new_family(&client)
+    };
+    assert!(refresh::issue_as(&h.db, "family-6", of_nobody, &policy(0))
+        .await
+        .unwrap()
+        .is_none());
+    h.finish().await;
+}
+
+/// PostgreSQL: a user disabled while a family is being started in one of
+/// their sessions (its transaction holds the session `FOR SHARE`, as
+/// `refresh::issue_as` does) waits for that family and revokes it. The
+/// disable used to revoke families before ending sessions, so its
+/// snapshot missed the family, which then outlived the user's cut-off.
+async fn a_user_disabled_while_a_family_starts_in_a_session_revokes_it(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let Db::Postgres(pool) = &h.db else {
+        // SQLite's one writer runs the two transactions one after the
+        // other: there is no interleaving to test.
+        h.finish().await;
+        return;
+    };
+    let user = h.user("alice", "correct horse", "read").await;
+    let client = h.public_client("read").await;
+    let sid = live_session(&h, &user).await;
+    let at = tessera_server::store::now();
+    let token = "a-refresh-token-issued-in-the-race";
+    // The family's transaction, paused between its session check and its
+    // inserts.
+    let mut starting = pool.begin().await.unwrap();
+    let live: Vec<(String,)> =
+        sqlx::query_as("SELECT sid FROM sessions WHERE sid = $1 AND ended_at IS NULL FOR SHARE")
+            .bind(&sid)
+            .fetch_all(&mut *starting)
+            .await
+            .unwrap();
+    assert_eq!(live.len(), 1);
+    let db = h.db.clone();
+    let disable = tokio::spawn(async move { users::set_disabled(&db, "alice", true, KEEP).await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !disable.is_finished(),
+        "ending the session waits for the family"
+    );
+    sqlx::query(
+        "INSERT INTO refresh_families (id, client_id, subject, username, scope, auth_time, created_at, expires_at, sid) \
+         VALUES ('raced', $1, $2, 'alice', 'read', $3, $3, $4, $5)",
+    )
+    .bind(&client)
+    .bind(&user)
+    .bind(at)
+    .bind(at + 3600)
+    .bind(&sid)
+    .execute(&mut *starting)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO refresh_tokens (token_hash, family_id, created_at, expires_at) VALUES ($1, 'raced', $2, $3)",
+    )
+    .bind(tessera_server::secret::token_digest(token))
+    .bind(at)
+    .bind(at + 3600)
+    .execute(&mut *starting)
+    .await
+    .unwrap();
+    starting.commit().await.unwrap();
+    disable.await.unwrap().unwrap();
+    assert!(
+        refresh::lookup(&h.db, token).await.unwrap().is_none(),
+        "the family started in the race was revoked"
+    );
     h.finish().await;
 }
 
