@@ -40,6 +40,10 @@ pub async fn authorize(
         Ok(p) => p,
         Err(why) => return bad_request(&pages, &why),
     };
+    if let Some(resent) = resent_as_get(&app, &pages, &method, &headers, "/oauth2/authorize", &body)
+    {
+        return resent;
+    }
     let client = match params.get("client_id") {
         Some(id) => match app.clients.find(&app.db, id).await {
             Ok(c) => c,
@@ -93,6 +97,41 @@ pub async fn authorize(
             .append(header::SET_COOKIE, jar.set(cookies::BROWSER, &browser));
     }
     response
+}
+
+/// The longest URL a cookie-less `POST` is sent back to as a `GET`.
+const MAX_RESENT_URL: usize = 8 * 1024;
+
+/// A `POST` that carries none of this server's cookies came from a form
+/// on another site: `SameSite=Lax` keeps cookies off a cross-site `POST`,
+/// so the person's session would go unseen (a logout would end nothing
+/// yet say "signed out"; a sign-in would ask for a login again and end
+/// the session it could not see). It is sent back as a `303` to `path`
+/// with the same parameters in the query: the browser returns with a
+/// top-level `GET`, which carries the cookies. `None`: go on as asked.
+pub(crate) fn resent_as_get(
+    app: &App,
+    pages: &SharedPages,
+    method: &Method,
+    headers: &HeaderMap,
+    path: &str,
+    body: &Bytes,
+) -> Option<Response> {
+    let jar = jar(app);
+    if method != Method::POST
+        || jar.get(headers, cookies::SESSION).is_some()
+        || jar.get(headers, cookies::BROWSER).is_some()
+    {
+        return None;
+    }
+    let query = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form_urlencoded::parse(body))
+        .finish();
+    let location = format!("{path}?{query}");
+    if location.len() > MAX_RESENT_URL {
+        return Some(bad_request(pages, "the request is too large"));
+    }
+    Some(see_other(&location))
 }
 
 /// The live session of the browser that sent `headers`, if any.

@@ -7,7 +7,9 @@
 //! not sign anyone out). A `post_logout_redirect_uri` is followed only if
 //! the client registered it exactly: one the client did not register is
 //! an error page; with a client that no longer exists, the person can
-//! still sign out and gets the "signed out" page. Ending a session revokes its refresh tokens and queues the
+//! still sign out and gets the "signed out" page. A `POST` without this
+//! server's cookies (a form on the client's site, sent cross-site) is
+//! sent back as a `GET` first, which carries them. Ending a session revokes its refresh tokens and queues the
 //! back-channel logouts of its clients (`signin::backchannel`).
 
 use std::sync::Arc;
@@ -20,7 +22,7 @@ use serde::Deserialize;
 use tessera_jose::jws::{self, VerifyOptions};
 use url::Url;
 
-use super::authorize::{bad_request, current_session, failure, jar, see_other};
+use super::authorize::{bad_request, current_session, failure, jar, resent_as_get, see_other};
 use super::cookies::{self, csrf_ok, csrf_token};
 use super::form::OAuthForm;
 use super::login::forbidden;
@@ -74,6 +76,9 @@ pub async fn end_session(
         Ok(p) => p,
         Err(why) => return bad_request(&pages, &why),
     };
+    if let Some(resent) = resent_as_get(&app, &pages, &method, &headers, "/oauth2/logout", &body) {
+        return resent;
+    }
     let hint = match params.get("id_token_hint") {
         Some(token) => match read_hint(&app, token) {
             Some(h) => Some(h),

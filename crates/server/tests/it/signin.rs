@@ -103,7 +103,11 @@ fn location(reply: &Reply) -> String {
 }
 
 fn query_of(url: &str) -> HashMap<String, String> {
-    let url = url::Url::parse(url).unwrap();
+    // Absolute, or a path of this server.
+    let url = url::Url::parse("https://auth.invalid/")
+        .unwrap()
+        .join(url)
+        .unwrap();
     url.query_pairs().into_owned().collect()
 }
 
@@ -332,12 +336,44 @@ async fn code_flow_with_consent_id_token_userinfo_and_logout(backend: Backend) {
             .await,
     );
     assert!(query_of(&silent).contains_key("code"), "{silent}");
-    // RP-initiated logout with the ID token of this session: no page,
-    // back to the registered URI with the state; the session is over.
-    let logout = format!(
-        "/oauth2/logout?id_token_hint={id_token}&post_logout_redirect_uri={}&state=bye-1",
-        "https%3A%2F%2Fapp.example.com%2Fbye"
-    );
+    // The same request POSTed from the client's site: SameSite=Lax keeps
+    // the cookies off a cross-site POST, so it is sent back as a GET,
+    // which carries them (and is silent again).
+    let silent_url = authorize_url(&s.client_id, &[("prompt", "none")]);
+    let form: Vec<(String, String)> =
+        form_urlencoded::parse(silent_url.split_once('?').unwrap().1.as_bytes())
+            .into_owned()
+            .collect();
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let cross_site = Browser::default()
+        .post(&h, "/oauth2/authorize", &form)
+        .await;
+    assert_eq!(cross_site.status, StatusCode::SEE_OTHER);
+    let back = location(&cross_site);
+    assert!(back.starts_with("/oauth2/authorize?"), "{back}");
+    assert_eq!(query_of(&back), query_of(&silent_url));
+    let silent = location(&b.get(&h, &back).await);
+    assert!(query_of(&silent).contains_key("code"), "{silent}");
+    // RP-initiated logout with the ID token of this session, POSTed from
+    // the client's site: sent back as a GET, ending nothing yet.
+    let sid = idc["sid"].as_str().unwrap();
+    let posted = Browser::default()
+        .post(
+            &h,
+            "/oauth2/logout",
+            &[
+                ("id_token_hint", &id_token),
+                ("post_logout_redirect_uri", "https://app.example.com/bye"),
+                ("state", "bye-1"),
+            ],
+        )
+        .await;
+    assert_eq!(posted.status, StatusCode::SEE_OTHER);
+    let logout = location(&posted);
+    assert!(logout.starts_with("/oauth2/logout?"), "{logout}");
+    assert!(sessions::by_sid(&h.db, sid).await.unwrap().is_some());
+    // The browser, with its cookies: no page, back to the registered URI
+    // with the state; the session is over.
     let gone = location(&b.get(&h, &logout).await);
     assert_eq!(gone, "https://app.example.com/bye?state=bye-1");
     assert!(sessions::by_sid(&h.db, idc["sid"].as_str().unwrap())
