@@ -19,7 +19,7 @@
 //!
 //! [keys]
 //! algorithm = "ES256"       # access tokens
-//! id_token_algorithms = ["RS256"]  # ID tokens (OpenID Connect Core §15.1 requires RS256)
+//! id_token_algorithms = ["RS256"]  # ID tokens: RS256 (OpenID Connect Core §15.1) and any others
 //! rotate_every = "30d"      # "0s": only by hand (`tessera keys rotate`)
 //! announce = "1h"           # published this long before it signs
 //! jwks_max_age = "5m"       # Cache-Control of the JWKS
@@ -347,9 +347,14 @@ impl Config {
                 Ok(alg)
             })
             .collect::<Result<Vec<_>, _>>()?;
-        if id_token_algorithms.is_empty() {
+        // A client that registers no `id_token_signed_response_alg` gets
+        // RS256 ID tokens (and logout tokens): without an RS256 key every
+        // sign-in of such a client would fail after its code was spent.
+        if !id_token_algorithms.contains(&Algorithm::RS256) {
             return Err(Error::Config(
-                "keys.id_token_algorithms needs one algorithm at least (RS256)".into(),
+                "keys.id_token_algorithms must include RS256: OpenID Connect Core §15.1 makes it \
+                 the algorithm of every client that registers none"
+                    .into(),
             ));
         }
         let sessions = crate::store::sessions::SessionPolicy {
@@ -630,6 +635,12 @@ mod tests {
             ("listen = \"localhost\"\n", "listen"),
             ("[http]\nheader_timeout = \"0s\"\n", "http.header_timeout"),
             ("[http]\nmax_connections = 0\n", "http.max_connections"),
+            // A client that registers no algorithm gets RS256 ID tokens.
+            (
+                "[keys]\nid_token_algorithms = [\"ES256\"]\n",
+                "must include RS256",
+            ),
+            ("[keys]\nid_token_algorithms = []\n", "must include RS256"),
         ];
         for (text, expected) in cases {
             let path = dir.path().join("c.toml");
