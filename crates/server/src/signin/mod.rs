@@ -144,7 +144,12 @@ pub fn validate(
             ))
         }
     };
-    let state = params.get("state").map(str::to_owned);
+    // A state too long to carry back is not echoed in the error that
+    // refuses it.
+    let state = params
+        .get("state")
+        .filter(|s| s.len() <= MAX_ECHO)
+        .map(str::to_owned);
     let response_mode = match params.get("response_mode") {
         None | Some("query") => ResponseMode::Query,
         Some("form_post") => ResponseMode::FormPost,
@@ -167,7 +172,7 @@ pub fn validate(
             ));
         }
     }
-    if state.as_ref().is_some_and(|s| s.len() > MAX_ECHO) {
+    if params.get("state").is_some_and(|s| s.len() > MAX_ECHO) {
         return Err(fail("invalid_request", "state is too long".into()));
     }
     match params.get("response_type") {
@@ -406,6 +411,68 @@ mod tests {
         assert!(!pkce_verifies(challenge, challenge), "plain is not S256");
         assert!(!pkce_verifies("short", challenge));
         assert!(!pkce_verifies(&format!("{verifier}+"), challenge));
+    }
+
+    struct Params(Vec<(&'static str, String)>);
+
+    impl Parameters for Params {
+        fn get(&self, name: &str) -> Option<&str> {
+            self.0
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.as_str())
+        }
+    }
+
+    /// A state too long to echo is refused, and not echoed in the refusal.
+    #[test]
+    fn a_state_too_long_is_refused_without_being_echoed() {
+        let client = Client {
+            redirect_uris: vec!["https://a/cb".into()],
+            ..client()
+        };
+        let with_state = |state: String| {
+            Params(vec![
+                ("client_id", "c".into()),
+                ("redirect_uri", "https://a/cb".into()),
+                ("response_type", "code".into()),
+                ("scope", "openid".into()),
+                ("code_challenge", "x".repeat(43)),
+                ("code_challenge_method", "S256".into()),
+                ("state", state),
+            ])
+        };
+        let ok = validate(&with_state("s".repeat(MAX_ECHO)), Some(&client));
+        assert_eq!(
+            ok.ok().and_then(|r| r.state).map(|s| s.len()),
+            Some(MAX_ECHO)
+        );
+        match validate(&with_state("s".repeat(MAX_ECHO + 1)), Some(&client)) {
+            Err(Refused::Redirect(e)) => {
+                assert_eq!(e.error, "invalid_request");
+                assert_eq!(e.state, None);
+            }
+            _ => panic!("a state too long must be refused by redirect"),
+        }
+    }
+
+    fn client() -> Client {
+        Client {
+            client_id: "c".into(),
+            name: "c".into(),
+            secret_hash: None,
+            grants: vec![GrantType::AuthorizationCode],
+            scopes: Scopes::parse("openid").unwrap_or_default(),
+            audiences: Vec::new(),
+            jwks: None,
+            access_ttl: None,
+            created_at: 0,
+            redirect_uris: Vec::new(),
+            post_logout_redirect_uris: Vec::new(),
+            backchannel_logout_uri: None,
+            id_token_alg: None,
+            first_party: true,
+        }
     }
 
     #[test]
