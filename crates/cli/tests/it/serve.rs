@@ -468,14 +468,19 @@ fn two_instances_share_one_postgres_database() {
     );
     assert_eq!(introspect(&b.base, &refresh)["active"], false);
 
-    // A rotation reaches both.
-    let new_kid = admin(d, &["keys", "rotate"], None, &env)
+    // A rotation reaches both: every new key (one per algorithm), and
+    // then both publish the same set. (Waiting for the first new key
+    // alone raced: an instance could reload between two keys' inserts.)
+    let new_kids: Vec<String> = admin(d, &["keys", "rotate"], None, &env)
         .lines()
-        .next()
-        .unwrap()
-        .to_owned();
-    wait_until("both instances publish the new key", || {
-        jwks_kids(&a.base).contains(&new_kid) && jwks_kids(&b.base).contains(&new_kid)
+        .map(str::to_owned)
+        .collect();
+    assert!(!new_kids.is_empty());
+    wait_until("both instances publish the new keys", || {
+        let (in_a, in_b) = (jwks_kids(&a.base), jwks_kids(&b.base));
+        new_kids
+            .iter()
+            .all(|kid| in_a.contains(kid) && in_b.contains(kid))
     });
     assert_eq!(jwks_kids(&a.base), jwks_kids(&b.base));
     drop((a, b));
