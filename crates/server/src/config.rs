@@ -47,6 +47,7 @@
 //! header_timeout = "30s"    # headers of each request; also the keep-alive idle timeout
 //! request_timeout = "30s"   # a whole request, body included, then 408
 //! max_connections = 4000    # default: the file-descriptor limit less headroom
+//! trusted_proxies = ["10.0.0.0/8"]  # load balancers whose X-Forwarded-For is believed
 //! ```
 
 use std::net::SocketAddr;
@@ -150,6 +151,7 @@ struct HttpFile {
     header_timeout: Option<String>,
     request_timeout: Option<String>,
     max_connections: Option<usize>,
+    trusted_proxies: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -233,6 +235,9 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Connections open at once (`None`: under the file-descriptor limit).
     pub max_http_connections: Option<usize>,
+    /// Proxies whose `X-Forwarded-For` names the client (none: the
+    /// connection's peer is the client).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Sign-in sessions.
     pub sessions: crate::store::sessions::SessionPolicy,
     /// The sign-in pages.
@@ -494,6 +499,13 @@ impl Config {
                 }
                 n => n,
             },
+            trusted_proxies: file
+                .http
+                .trusted_proxies
+                .unwrap_or_default()
+                .iter()
+                .map(|text| network(text))
+                .collect::<Result<_, _>>()?,
             sessions,
             pages,
             data_dir,
@@ -575,6 +587,18 @@ fn read_file(path: &Path) -> Result<File, Error> {
     toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
 }
 
+/// An address (`10.0.0.7`) or a network (`10.0.0.0/8`) of
+/// `http.trusted_proxies`.
+fn network(text: &str) -> Result<ipnet::IpNet, Error> {
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| {
+            Error::Config(format!(
+                "http.trusted_proxies: {text:?} is neither an address nor a network"
+            ))
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -623,6 +647,29 @@ mod tests {
     }
 
     #[test]
+    fn trusted_proxies_are_addresses_or_networks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[http]\ntrusted_proxies = [\"10.0.0.0/8\", \"192.0.2.7\", \"2001:db8::/32\"]\n",
+        )
+        .unwrap();
+        let c = Config::resolve(Overrides {
+            config: Some(path),
+            ..Overrides::default()
+        })
+        .unwrap();
+        let shown: Vec<String> = c.trusted_proxies.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"]);
+        // By default nobody is trusted.
+        assert!(Config::resolve(Overrides::default())
+            .unwrap()
+            .trusted_proxies
+            .is_empty());
+    }
+
+    #[test]
     fn bad_settings_are_refused_with_their_name() {
         let dir = tempfile::tempdir().unwrap();
         let cases = [
@@ -635,6 +682,14 @@ mod tests {
             ("listen = \"localhost\"\n", "listen"),
             ("[http]\nheader_timeout = \"0s\"\n", "http.header_timeout"),
             ("[http]\nmax_connections = 0\n", "http.max_connections"),
+            (
+                "[http]\ntrusted_proxies = [\"lb.internal\"]\n",
+                "http.trusted_proxies",
+            ),
+            (
+                "[http]\ntrusted_proxies = [\"10.0.0.0/33\"]\n",
+                "http.trusted_proxies",
+            ),
             // A client that registers no algorithm gets RS256 ID tokens.
             (
                 "[keys]\nid_token_algorithms = [\"ES256\"]\n",

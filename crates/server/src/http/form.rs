@@ -5,12 +5,13 @@
 //! where the RFCs name this one.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, FromRequest, Request};
+use axum::extract::{FromRequest, Request};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 
+use super::client_address::ClientAddress;
 use super::OAuthError;
 use crate::grant::client_auth::Credentials;
 use crate::grant::Parameters;
@@ -133,10 +134,7 @@ impl<S: Send + Sync> FromRequest<S> for OAuthForm {
             ));
         }
         let authorization = single_authorization(req.headers())?;
-        let peer = req
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
+        let peer = req.extensions().get::<ClientAddress>().map(|c| c.0);
         let body = Bytes::from_request(req, state).await.map_err(|e| {
             // Too large is 413, whatever else went wrong is 400.
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {

@@ -20,6 +20,7 @@
 pub mod admin;
 mod authorize;
 mod bearer;
+pub mod client_address;
 mod consent;
 mod cookies;
 mod discovery;
@@ -122,5 +123,9 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn(edge::check))
         .layer(axum::middleware::from_fn(self::metrics::track))
+        .layer(axum::middleware::from_fn_with_state(
+            client_address::TrustedProxies::new(app.config.trusted_proxies.clone()),
+            client_address::record,
+        ))
         .with_state(app)
 }

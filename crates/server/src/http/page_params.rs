@@ -1,13 +1,12 @@
 //! Reading the parameters of the pages' requests, strictly (no repeated
 //! parameter, no control character; `form.rs`'s rules).
 
-use std::net::SocketAddr;
-
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::Request;
 use axum::http::request::Parts;
 use axum::http::Method;
 
+use super::client_address::ClientAddress;
 use super::form::OAuthForm;
 
 /// The parameters of a `GET` (its query) or a `POST` (its form body), as
@@ -31,10 +30,7 @@ pub(crate) fn of_query_or_body(
 /// A page's form `POST`: the request's parts and its fields (with the
 /// peer's address, for the login limits).
 pub(crate) async fn form(request: Request) -> Result<(Parts, OAuthForm), String> {
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
+    let peer = request.extensions().get::<ClientAddress>().map(|c| c.0);
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(body, super::BODY_LIMIT)
         .await

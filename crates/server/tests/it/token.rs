@@ -1,6 +1,9 @@
 //! `POST /oauth2/token`, through the router without sockets.
 
+use std::net::SocketAddr;
+
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::http::{header, Request, StatusCode};
 use serde_json::Value;
 use tessera_jose::{jwt, Algorithm, Claims, JwkSet, NumericDate, SigningKey};
@@ -16,6 +19,7 @@ both_backends!(
     scopes_are_limited_to_the_client_and_the_user,
     password_logins_fail_alike_for_unknown_users_and_wrong_passwords,
     failed_logins_are_rate_limited,
+    login_limits_count_the_client_behind_a_trusted_proxy,
     simultaneous_guesses_cannot_outrun_the_limit,
     refresh_grant_rotates_and_detects_reuse,
     a_refused_refresh_changes_nothing,
@@ -423,6 +427,69 @@ async fn failed_logins_are_rate_limited(backend: Backend) {
     assert!(failures
         .iter()
         .all(|e| !e.detail.as_deref().unwrap_or("").contains("guess")));
+    h.finish().await;
+}
+
+/// Behind a trusted load balancer, each client's address counts on its
+/// own (not the balancer's, which every login shares), and a client that
+/// is not a trusted proxy cannot name its own address.
+async fn login_limits_count_the_client_behind_a_trusted_proxy(backend: Backend) {
+    let Some(h) = Harness::with(backend, |c| {
+        c.max_login_failures = 3;
+        c.trusted_proxies = vec!["10.0.0.0/8".parse().unwrap()];
+    })
+    .await
+    else {
+        return;
+    };
+    let web = h.public_client("read").await;
+    for name in ["u1", "u2", "u3", "u4", "u5"] {
+        h.user(name, "correct horse", "read").await;
+    }
+    let login =
+        |peer: [u8; 4], forwarded: &'static str, user: &'static str, password: &'static str| {
+            let form = form_urlencoded::Serializer::new(String::new())
+                .extend_pairs([
+                    ("grant_type", "password"),
+                    ("client_id", web.as_str()),
+                    ("username", user),
+                    ("password", password),
+                ])
+                .finish();
+            let request = Request::post("/oauth2/token")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header("x-forwarded-for", forwarded)
+                .extension(ConnectInfo(SocketAddr::from((peer, 40000))))
+                .body(Body::from(form))
+                .unwrap();
+            h.send(request)
+        };
+    let balancer = [10, 0, 0, 2];
+    // Three wrong passwords from one client, for three users: that
+    // client's address is out of guesses.
+    for user in ["u1", "u2", "u3"] {
+        let r = login(balancer, "203.0.113.9", user, "guess").await;
+        assert_eq!(r.error(), "invalid_grant");
+    }
+    let locked = login(balancer, "203.0.113.9", "u4", "correct horse").await;
+    assert_eq!(
+        locked.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        locked.text
+    );
+    // Another client through the same balancer is not.
+    let other = login(balancer, "198.51.100.7", "u4", "correct horse").await;
+    assert_eq!(other.status, StatusCode::OK, "{}", other.text);
+    // The locked client claiming another address on its own (it is not a
+    // trusted proxy) is still itself.
+    let forged = login([203, 0, 113, 9], "198.51.100.8", "u5", "correct horse").await;
+    assert_eq!(
+        forged.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        forged.text
+    );
     h.finish().await;
 }
 
