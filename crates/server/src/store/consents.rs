@@ -15,18 +15,38 @@ pub async fn find(db: &Db, user_id: &str, client_id: &str) -> Result<Option<Scop
 
 /// Remember that `user_id` allowed `client_id` these scopes (added to
 /// what was allowed before).
+///
+/// Two consents at once (two tabs) must both count, so the union is made
+/// in one transaction over the row it replaces: locked (`FOR UPDATE`) on
+/// PostgreSQL; on SQLite the one writer runs such transactions one after
+/// the other.
 pub async fn remember(
     db: &Db,
     user_id: &str,
     client_id: &str,
     scope: &Scopes,
 ) -> Result<(), Error> {
-    let before = find(db, user_id, client_id).await?.unwrap_or_default();
-    let all = before.union(scope);
-    on_pool!(db.write(), p => sqlx::query(
-        "INSERT INTO consents (user_id, client_id, scope, granted_at) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (user_id, client_id) DO UPDATE SET scope = excluded.scope, granted_at = excluded.granted_at"
-    ).bind(user_id).bind(client_id).bind(all.to_string()).bind(now())
-    .execute(p).await.map(|r| r.rows_affected()))?;
+    let current = if db.is_postgres() {
+        "SELECT scope FROM consents WHERE user_id = $1 AND client_id = $2 FOR UPDATE"
+    } else {
+        "SELECT scope FROM consents WHERE user_id = $1 AND client_id = $2"
+    };
+    let at = now();
+    on_pool!(db.write(), p => {
+        let mut tx = p.begin().await?;
+        sqlx::query(
+            "INSERT INTO consents (user_id, client_id, scope, granted_at) VALUES ($1, $2, '', $3) \
+             ON CONFLICT (user_id, client_id) DO NOTHING"
+        ).bind(user_id).bind(client_id).bind(at).execute(&mut *tx).await?;
+        let (before,): (String,) =
+            sqlx::query_as(current).bind(user_id).bind(client_id).fetch_one(&mut *tx).await?;
+        let all = Scopes::parse(&before)
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?
+            .union(scope);
+        sqlx::query(
+            "UPDATE consents SET scope = $1, granted_at = $2 WHERE user_id = $3 AND client_id = $4"
+        ).bind(all.to_string()).bind(at).bind(user_id).bind(client_id).execute(&mut *tx).await?;
+        tx.commit().await
+    })?;
     Ok(())
 }

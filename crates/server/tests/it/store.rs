@@ -9,7 +9,7 @@ use tessera_server::store::clients::{self, GrantType, NewClient};
 use tessera_server::store::codes::{CodeWriter, Grant, Issued, Redeemed};
 use tessera_server::store::refresh::{self, NewFamily, RefreshPolicy, Refused};
 use tessera_server::store::sessions::{self, SessionPolicy};
-use tessera_server::store::{audit, retention, revocation, users, Scopes};
+use tessera_server::store::{audit, consents, retention, revocation, users, Scopes};
 use tessera_server::Error;
 
 use crate::{both_backends, Backend, Harness, KEEP};
@@ -30,6 +30,7 @@ both_backends!(
     batched_writes_prepare_one_statement_whatever_their_size,
     refresh_families_start_only_in_live_sessions,
     a_user_disabled_while_a_family_starts_in_a_session_revokes_it,
+    concurrent_consents_are_all_remembered,
     pruning_removes_only_what_is_over_in_batches,
 );
 
@@ -725,6 +726,38 @@ async fn refresh_families_start_only_in_live_sessions(backend: Backend) {
         .await
         .unwrap()
         .is_none());
+    h.finish().await;
+}
+
+/// Consents given at once (two tabs) all count: none overwrites another.
+async fn concurrent_consents_are_all_remembered(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let user = h.user("alice", "correct horse", "read").await;
+    let client = h.public_client("read").await;
+    let tasks: Vec<_> = (0..12)
+        .map(|i| {
+            let (db, user, client) = (h.db.clone(), user.clone(), client.clone());
+            tokio::spawn(async move {
+                let scope = Scopes::parse(&format!("scope-{i}")).unwrap();
+                consents::remember(&db, &user, &client, &scope).await
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let kept = consents::find(&h.db, &user, &client)
+        .await
+        .unwrap()
+        .unwrap();
+    for i in 0..12 {
+        assert!(
+            kept.contains(&format!("scope-{i}")),
+            "scope-{i} lost: {kept}"
+        );
+    }
     h.finish().await;
 }
 
