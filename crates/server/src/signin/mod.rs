@@ -477,22 +477,7 @@ mod tests {
 
     #[test]
     fn a_fresh_login_answers_max_age_and_prompt_login() {
-        let client = Client {
-            client_id: "c".into(),
-            name: "c".into(),
-            secret_hash: None,
-            grants: vec![GrantType::AuthorizationCode],
-            scopes: Scopes::parse("openid").unwrap_or_default(),
-            audiences: Vec::new(),
-            jwks: None,
-            access_ttl: None,
-            created_at: 0,
-            redirect_uris: Vec::new(),
-            post_logout_redirect_uris: Vec::new(),
-            backchannel_logout_uri: None,
-            id_token_alg: None,
-            first_party: true,
-        };
+        let client = client();
         let request = AuthorizationRequest {
             client_id: "c".into(),
             redirect_uri: "https://a/cb".into(),
