@@ -9,8 +9,9 @@
 //! an error page; with a client that no longer exists, the person can
 //! still sign out and gets the "signed out" page. A `POST` without this
 //! server's cookies (a form on the client's site, sent cross-site) is
-//! sent back as a `GET` first, which carries them. Ending a session revokes its refresh tokens and queues the
-//! back-channel logouts of its clients (`signin::backchannel`).
+//! sent back as a `GET` first, which carries them. Ending a session
+//! revokes its refresh tokens and queues the back-channel logouts of its
+//! clients (`signin::backchannel`).
 
 use std::sync::Arc;
 

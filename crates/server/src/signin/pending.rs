@@ -1,10 +1,11 @@
 //! Authorization requests waiting for the person to log in or consent,
 //! carried by the browser, not stored: the validated request is sealed
 //! (AES-256-GCM under a key derived from the master key for this alone,
-//! so it can be neither read nor altered) into the `request` parameter of the login and consent pages,
-//! with a digest of the browser's cookie (a request works only in the
-//! browser that started it), the session once the person has logged in,
-//! and the time it was made (it lasts [`LIFETIME`]).
+//! so it can be neither read nor altered) into the `request` parameter of
+//! the login and consent pages, with a digest of the browser's cookie (a
+//! request works only in the browser that started it), the session once
+//! the person has logged in, and the time it was made (it lasts
+//! [`LIFETIME`]).
 //!
 //! Nothing is written before the person logs in, so calling the
 //! authorization endpoint costs the server no storage, however often it

@@ -178,7 +178,9 @@ const LOOK_UP: &str =
     f.username, f.scope, f.auth_time, f.expires_at, f.revoked_at, f.sid \
     FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id WHERE t.token_hash = $1";
 
-/// Start a family and return its id and first token.
+/// Start a family and return its id and first token; [`Error::Invalid`]
+/// where [`issue_as`] starts none (the grants call `issue_as`, to answer
+/// that case as a refused grant).
 pub async fn issue(
     db: &Db,
     new: NewFamily<'_>,
