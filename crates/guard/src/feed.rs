@@ -282,6 +282,16 @@ impl RevocationFeedBuilder {
         self
     }
 
+    /// How long the feed may stay silent, including the wait for the
+    /// answer to its request, before the connection is given up and made
+    /// again (default 25 s). Keep it well above the issuer's heartbeat
+    /// (Tessera sends one every 10 s).
+    #[must_use]
+    pub fn idle_timeout(mut self, timeout: Duration) -> RevocationFeedBuilder {
+        self.idle_timeout = timeout;
+        self
+    }
+
     /// The feed's URL, instead of the metadata's `revocation_feed_endpoint`.
     #[must_use]
     pub fn endpoint(mut self, url: impl Into<String>) -> RevocationFeedBuilder {
@@ -479,7 +489,14 @@ impl Subscriber {
             request = request.header("Last-Event-ID", last_id.to_string());
         }
         let fail = |e: &dyn std::fmt::Display| FetchError(format!("{feed}: {e}"));
-        let response = request.send().await.map_err(|e| fail(&e))?;
+        // The streaming client has no overall timeout (the stream lasts),
+        // so the wait for the response's head gets the idle timeout: a
+        // peer that accepts the connection and never answers is left for
+        // another attempt, not waited on for ever.
+        let response = tokio::time::timeout(self.builder.idle_timeout, request.send())
+            .await
+            .map_err(|_| fail(&"no response within the idle timeout"))?
+            .map_err(|e| fail(&e))?;
         match response.status() {
             reqwest::StatusCode::OK => {}
             reqwest::StatusCode::UNAUTHORIZED => {

@@ -3,7 +3,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -22,14 +22,12 @@ pub struct AccessToken {
     claims: Map<String, Value>,
     scopes: BTreeSet<String>,
     exp: Option<NumericDate>,
-    /// The signing key's id, to drop a cached token when its key goes.
-    kid: Option<String>,
     /// Found clean against the revocation feed's set of this generation.
     revocation_checked: CheckedAt,
 }
 
 impl AccessToken {
-    fn new(claims: Map<String, Value>, kid: Option<String>) -> AccessToken {
+    fn new(claims: Map<String, Value>) -> AccessToken {
         let scopes = claims
             .get("scope")
             .and_then(Value::as_str)
@@ -48,7 +46,6 @@ impl AccessToken {
             claims,
             scopes,
             exp,
-            kid,
             revocation_checked: CheckedAt::default(),
         }
     }
@@ -109,6 +106,11 @@ pub type KeysFuture<'a> =
 /// live key ring; a closure
 /// `|kid: Option<&str>| async { Ok::<_, KeysUnavailable>(keys) }` works
 /// too (as tower-http's `AsyncAuthorizeRequest` takes one).
+///
+/// Give the same `Arc<KeySet>` for as long as the keys do not change: a
+/// cached token is taken again only while the set that verified it is the
+/// set in force (the same allocation); any other set sends it through a
+/// full verification.
 pub trait KeyProvider: Send + Sync + 'static {
     /// The key set for a token whose header names `kid` (`None`: none).
     fn keys_for<'a>(&'a self, kid: Option<&'a str>) -> KeysFuture<'a>;
@@ -169,9 +171,20 @@ struct Inner {
     keys: Keys,
     validation: Validation,
     cache_size: usize,
-    cache: RwLock<HashMap<[u8; 32], Arc<AccessToken>>>,
+    cache: RwLock<HashMap<[u8; 32], Cached>>,
     revocations: Option<RevocationFeed>,
     resource_metadata: Option<Arc<str>>,
+}
+
+/// A verified token in the cache, with what verified it.
+#[derive(Clone, Debug)]
+struct Cached {
+    token: Arc<AccessToken>,
+    /// The `kid` its header names, to ask for its key set again.
+    kid: Option<String>,
+    /// The key set that verified it. Held weakly: the set's allocation
+    /// stays, so its address is never another set's while this lives.
+    keys: Weak<KeySet>,
 }
 
 /// Builds a [`Guard`].
@@ -249,38 +262,25 @@ impl Guard {
                 .get(&key)
                 .cloned();
             if let Some(hit) = hit {
-                if hit.exp.is_some_and(|exp| exp > now)
-                    && self.still_published(hit.kid.as_deref()).await
-                {
-                    return Ok(hit);
+                if hit.token.exp.is_some_and(|exp| exp > now) && self.still_verifies(&hit).await {
+                    return Ok(hit.token);
                 }
             }
         }
         let invalid = Rejection::InvalidToken {
             description: "the access token is invalid",
         };
-        let keys = match &inner.keys {
-            Keys::Static(keys) => Arc::clone(keys),
-            Keys::Remote(remote) => {
-                let header =
-                    tessera_jose::jws::decode_header(token).map_err(|_| invalid.clone())?;
-                remote.keys_for(header.kid.as_deref()).await.map_err(|e| {
-                    tracing::warn!(error = %e, "no keys to verify bearer tokens");
-                    Rejection::KeysUnavailable
-                })?
-            }
-            Keys::Provider(provider) => {
-                let header =
-                    tessera_jose::jws::decode_header(token).map_err(|_| invalid.clone())?;
-                provider
-                    .keys_for(header.kid.as_deref())
-                    .await
-                    .map_err(|e| {
-                        tracing::warn!(error = %e, "no keys to verify bearer tokens");
-                        Rejection::KeysUnavailable
-                    })?
-            }
+        let kid = match &inner.keys {
+            Keys::Static(_) => None,
+            Keys::Remote(_) | Keys::Provider(_) => tessera_jose::jws::decode_header(token)
+                .map_err(|_| invalid.clone())?
+                .kid
+                .clone(),
         };
+        let keys = self.keys_for(kid.as_deref()).await.map_err(|e| {
+            tracing::warn!(error = %e, "no keys to verify bearer tokens");
+            Rejection::KeysUnavailable
+        })?;
         let verified = jwt::verify::<Map<String, Value>>(token, keys.as_ref(), &inner.validation)
             .map_err(|e| Rejection::InvalidToken {
             description: match e {
@@ -288,41 +288,47 @@ impl Guard {
                 _ => "the access token is invalid",
             },
         })?;
-        let token = Arc::new(AccessToken::new(
-            verified.claims.custom,
-            verified.header.kid.clone(),
-        ));
+        let token = Arc::new(AccessToken::new(verified.claims.custom));
         if inner.cache_size > 0 && token.exp.is_some() {
             let mut cache = inner.cache.write().unwrap_or_else(|p| p.into_inner());
             if cache.len() >= inner.cache_size {
-                cache.retain(|_, t| t.exp.is_some_and(|exp| exp > now));
+                cache.retain(|_, c| c.token.exp.is_some_and(|exp| exp > now));
                 if cache.len() >= inner.cache_size {
                     cache.clear();
                 }
             }
-            cache.insert(key, Arc::clone(&token));
+            cache.insert(
+                key,
+                Cached {
+                    token: Arc::clone(&token),
+                    kid,
+                    keys: Arc::downgrade(&keys),
+                },
+            );
         }
         Ok(token)
     }
-}
 
-impl Guard {
-    /// Whether the key that signed a cached token is still published: a
-    /// remote key set past its max-age is refreshed first (one fetch at a
-    /// time, within the cooldown), so a withdrawn key stops its cached
-    /// tokens too.
-    async fn still_published(&self, kid: Option<&str>) -> bool {
+    /// The key set for a token whose header names `kid`.
+    async fn keys_for(&self, kid: Option<&str>) -> Result<Arc<KeySet>, String> {
         match &self.inner.keys {
-            Keys::Static(_) => true,
-            Keys::Remote(remote) => match remote.keys_for(kid).await {
-                Ok(keys) => kid.is_none_or(|kid| keys.keys().iter().any(|k| k.kid() == Some(kid))),
-                Err(_) => false,
-            },
-            Keys::Provider(provider) => match provider.keys_for(kid).await {
-                Ok(keys) => kid.is_none_or(|kid| keys.keys().iter().any(|k| k.kid() == Some(kid))),
-                Err(_) => false,
-            },
+            Keys::Static(keys) => Ok(Arc::clone(keys)),
+            Keys::Remote(remote) => remote.keys_for(kid).await.map_err(|e| e.to_string()),
+            Keys::Provider(provider) => provider.keys_for(kid).await.map_err(|e| e.to_string()),
         }
+    }
+
+    /// Whether a cached token would still verify: the key set that
+    /// verified it is still the current one. A remote key set past its
+    /// max-age is refreshed first (one fetch at a time, within the
+    /// cooldown), and any new set, even one that only adds a key, sends
+    /// its cached tokens through a full verification once; so a withdrawn
+    /// key, or new material under an old `kid`, stops its cached tokens
+    /// too, whether or not they name a `kid`.
+    async fn still_verifies(&self, hit: &Cached) -> bool {
+        self.keys_for(hit.kid.as_deref())
+            .await
+            .is_ok_and(|current| std::ptr::eq(hit.keys.as_ptr(), Arc::as_ptr(&current)))
     }
 }
 

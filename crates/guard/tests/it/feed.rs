@@ -31,6 +31,8 @@ struct Script {
     cursors: Vec<Option<String>>,
     /// The next connection ends after this many events, before `ready`.
     cut_after: Option<usize>,
+    /// The next connection is accepted and never answered.
+    hang_next: bool,
     tokens_issued: u64,
 }
 
@@ -132,6 +134,10 @@ async fn serve_feed(State(i): State<Issuer>, headers: HeaderMap) -> axum::respon
     let cursor = headers
         .get("last-event-id")
         .map(|v| v.to_str().unwrap().to_owned());
+    let hang = std::mem::take(&mut i.script.lock().unwrap().hang_next);
+    if hang {
+        std::future::pending::<()>().await;
+    }
     let generation = {
         let mut s = i.script.lock().unwrap();
         if s.down {
@@ -285,6 +291,35 @@ async fn revoked_tokens_are_refused_even_when_cached_and_others_pass() {
     // The secret is never shown.
     let shown = format!("{:?} {:?}", feed(&issuer), g);
     assert!(!shown.contains(SECRET), "{shown}");
+}
+
+#[tokio::test]
+async fn a_feed_that_never_answers_is_left_for_another_attempt() {
+    // A frozen instance behind a balancer: the connection is accepted and
+    // the request never answered. The guard gives up on it after the idle
+    // timeout and connects again, instead of waiting for ever.
+    let issuer = Issuer::start().await;
+    issuer.change(|s| s.hang_next = true);
+    let key = key();
+    let g = guard(
+        &issuer,
+        &key,
+        feed(&issuer)
+            .idle_timeout(Duration::from_millis(500))
+            .start()
+            .unwrap(),
+    );
+    eventually("the feed is current", async || {
+        g.revocations().unwrap().status().current
+    })
+    .await;
+    assert_eq!(issuer.cursors().len(), 1, "answered on the second attempt");
+    let t = token(&key, &issuer.base, "j1", "alice");
+    issuer.revoke(Revocation::Token {
+        jti: "j1".into(),
+        until: NumericDate::now().seconds() + 600,
+    });
+    eventually("t is refused", async || g.verify(&t).await.is_err()).await;
 }
 
 #[tokio::test]

@@ -323,6 +323,63 @@ async fn a_withdrawn_key_ends_its_cached_tokens() {
     g.verify(&token(&b, ISS)).await.unwrap();
 }
 
+#[tokio::test]
+async fn a_cached_token_ends_with_its_key_whatever_its_kid() {
+    // The keys a verification really used, not the kid a header names: a
+    // token without a kid (one ES256 key published), and new material put
+    // under the kid of the old.
+    let bare = |k: SigningKey| {
+        let mut jwk = k.verifying_key().unwrap().to_public_jwk().unwrap();
+        jwk.kid = None;
+        (k, jwk)
+    };
+    let ((a, a_jwk), (b, b_jwk)) = (
+        bare(SigningKey::generate(Algorithm::ES256).unwrap()),
+        bare(SigningKey::generate(Algorithm::ES256).unwrap()),
+    );
+    let (old, new) = (
+        SigningKey::generate(Algorithm::ES256)
+            .unwrap()
+            .with_kid("k1"),
+        SigningKey::generate(Algorithm::ES256)
+            .unwrap()
+            .with_kid("k1"),
+    );
+    for (signer, first, then, successor) in [
+        (&a, JwkSet::new(vec![a_jwk]), JwkSet::new(vec![b_jwk]), &b),
+        (
+            &old,
+            JwkSet::from_json(&jwks(&[&old])).unwrap(),
+            JwkSet::from_json(&jwks(&[&new])).unwrap(),
+            &new,
+        ),
+    ] {
+        let server = JwksServer::start(&[]).await;
+        server.set(|s| s.jwks = first.to_json());
+        let remote = RemoteJwks::url(server.url())
+            .unwrap()
+            .cache_bounds(Duration::from_millis(300), Duration::from_millis(500))
+            .cooldown(Duration::from_millis(100));
+        let g = Guard::builder(ISS, AUD, remote).build().unwrap();
+        let t = token(signer, ISS);
+        g.verify(&t).await.unwrap();
+        g.verify(&t).await.unwrap();
+        assert_eq!(
+            server.fetches(),
+            1,
+            "the second verification is a cache hit"
+        );
+        server.set(|s| s.jwks = then.to_json());
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(
+            matches!(g.verify(&t).await, Err(Rejection::InvalidToken { .. })),
+            "a cached token must not outlive its key ({:?})",
+            signer.kid()
+        );
+        g.verify(&token(successor, ISS)).await.unwrap();
+    }
+}
+
 /// An issuer no one here wrote, as Auth0 and Entra ID are: OpenID Connect
 /// Discovery only, its identifier as given (a trailing slash, or a path).
 async fn openid_only_issuer(keys: &[&SigningKey], path: &str) -> (String, Arc<AtomicUsize>) {
