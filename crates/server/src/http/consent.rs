@@ -9,16 +9,16 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Serialize;
 
-use super::authorize::{current_session, failure, issue, respond_error};
+use super::authorize::{current_session, failure, issue, respond_error, see_other};
 use super::cookies::{csrf_ok, csrf_token};
 use super::login::{forbidden, pending_of, Which};
 use super::pages::SharedPages;
 use crate::app::App;
-use crate::signin::pending::Pending;
+use crate::signin::pending::{self, Pending};
 use crate::signin::{grantable, AuthorizationRequest};
 use crate::store::clients::Client;
 use crate::store::sessions::Session;
-use crate::store::{consents, users, Scopes};
+use crate::store::{consents, now, users, Scopes};
 
 #[derive(Serialize)]
 struct ScopeText {
@@ -76,6 +76,36 @@ async fn consent_of(
     Ok((pending, request, client, browser, session))
 }
 
+/// The login page again when the session has grown older than the
+/// request's `max_age` while the consent page waited (a pending request
+/// lasts half an hour): OpenID Connect Core 1.0 §3.1.2.1 asks for a new
+/// login then, and a relying party refuses an ID token whose `auth_time`
+/// is older than the `max_age` it sent. `max_age=0` is exempt: it brought
+/// the person here through a login made for this very request.
+fn login_again(
+    app: &App,
+    pending: &Pending,
+    request: &AuthorizationRequest,
+    session: &Session,
+    browser: &str,
+) -> Result<Option<Response>, crate::Error> {
+    let stale = request
+        .max_age
+        .is_some_and(|max| max > 0 && now().saturating_sub(session.auth_time) > max);
+    if !stale {
+        return Ok(None);
+    }
+    let id = pending::seal(
+        &app.keys.master(),
+        browser,
+        request,
+        None,
+        Some(&pending.origin),
+        now(),
+    )?;
+    Ok(Some(see_other(&format!("/login?request={id}"))))
+}
+
 /// Authorization: the browser and session of the pending request.
 pub async fn page(
     State(app): State<Arc<App>>,
@@ -88,6 +118,11 @@ pub async fn page(
             Ok(found) => found,
             Err(page) => return page,
         };
+    match login_again(&app, &pending, &request, &session, &browser) {
+        Ok(Some(login)) => return login,
+        Ok(None) => {}
+        Err(e) => return failure(&pages, &e),
+    }
     let user = match users::find_by_id(&app.db, &session.user_id).await {
         Ok(Some(u)) => u,
         Ok(None) => {
@@ -163,6 +198,9 @@ pub async fn submit(
     let result = async {
         match form.get("decision") {
             Some("allow") => {
+                if let Some(login) = login_again(&app, &pending, &request, &session, &browser)? {
+                    return Ok(login);
+                }
                 let user = users::find_by_id(&app.db, &session.user_id).await?;
                 let user_scopes = user
                     .map(|u| Scopes::parse(&u.scopes))

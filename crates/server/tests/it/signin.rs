@@ -899,6 +899,77 @@ async fn prompt_consent_asks_again_and_remembers_more(backend: Backend) {
     h.finish().await;
 }
 
+/// A consent page that waited past the request's `max_age` asks for the
+/// password again, shown or submitted; the login that answers it leads
+/// back to consent and to a code whose `auth_time` is fresh.
+async fn a_consent_that_outwaits_max_age_asks_for_a_login(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let s = setup(&h, "Shop", false).await;
+    let mut b = Browser::default();
+    let url = authorize_url(&s.client_id, &[("max_age", "2")]);
+    let to_consent = location(&log_in(&h, &mut b, &url, "correct horse").await);
+    assert!(to_consent.starts_with("/consent"), "{to_consent}");
+    let page = b.get(&h, &to_consent).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    let (request, csrf) = (
+        hidden(&page.text, "request"),
+        hidden(&page.text, "csrf_token"),
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+    // Shown again, or allowed: the login page, for the same request.
+    let shown = location(&b.get(&h, &to_consent).await);
+    assert!(shown.starts_with("/login?request="), "{shown}");
+    let allowed = b
+        .post(
+            &h,
+            "/consent",
+            &[
+                ("request", &request),
+                ("csrf_token", &csrf),
+                ("decision", "allow"),
+            ],
+        )
+        .await;
+    let to_login = location(&allowed);
+    assert!(to_login.starts_with("/login?request="), "{to_login}");
+    assert!(!query_of(&to_login).contains_key("code"));
+    // Logging in again leads back to consent, then to a fresh auth_time.
+    let login = b.get(&h, &to_login).await;
+    assert_eq!(login.status, StatusCode::OK, "{}", login.text);
+    let again = b
+        .log_in_form(
+            &h,
+            &hidden(&login.text, "request"),
+            &hidden(&login.text, "csrf_token"),
+            "alice",
+            "correct horse",
+        )
+        .await;
+    let to_consent = location(&again);
+    assert!(to_consent.starts_with("/consent"), "{to_consent}");
+    let page = b.get(&h, &to_consent).await;
+    let back = location(
+        &b.post(
+            &h,
+            "/consent",
+            &[
+                ("request", &hidden(&page.text, "request")),
+                ("csrf_token", &hidden(&page.text, "csrf_token")),
+                ("decision", "allow"),
+            ],
+        )
+        .await,
+    );
+    let tokens = exchange(&h, &s, &query_of(&back)["code"], VERIFIER).await;
+    let auth_time = claims(&tokens.str("id_token"))["auth_time"]
+        .as_i64()
+        .unwrap();
+    assert!(tessera_server::store::now() - auth_time <= 2, "{auth_time}");
+    h.finish().await;
+}
+
 async fn backchannel_logout_is_retried_until_acknowledged(backend: Backend) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
@@ -1084,6 +1155,7 @@ async fn operators_templates_and_theme_are_used(backend: Backend) {
 
 both_backends!(
     prompt_max_age_login_hint_and_form_post,
+    a_consent_that_outwaits_max_age_asks_for_a_login,
     prompt_consent_asks_again_and_remembers_more,
     backchannel_logout_is_retried_until_acknowledged,
     operators_templates_and_theme_are_used,
