@@ -149,9 +149,15 @@ pub async fn serve(
 /// How often the back-channel logout queue is looked at.
 const LOGOUT_POLL: Duration = Duration::from_secs(1);
 
-/// Send back-channel logouts as they come due (every instance may; a
-/// client may get a logout token twice, which §2.6 allows: `jti` differs,
-/// the session is the same).
+/// Rounds of back-channel logouts under way at once, at most: a round
+/// waits for its slowest client (up to the HTTP timeout), and the rounds
+/// after it go on meanwhile.
+const LOGOUT_ROUNDS: usize = 4;
+
+/// Send back-channel logouts as they come due. Every instance does; each
+/// delivery is taken by one attempt at a time (`store::logouts::claim`).
+/// A client may still get a logout token twice (an acknowledgement lost
+/// on the way), which §2.6 allows: `jti` differs, the session is the same.
 async fn deliver_logouts(app: Arc<App>) {
     let http = match crate::signin::backchannel::http_client() {
         Ok(c) => c,
@@ -161,11 +167,20 @@ async fn deliver_logouts(app: Arc<App>) {
         }
     };
     let mut ticker = tokio::time::interval(LOGOUT_POLL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut rounds = tokio::task::JoinSet::new();
     loop {
         ticker.tick().await;
-        if let Err(e) = crate::signin::backchannel::deliver_due(app.deliver(), &http).await {
-            tracing::warn!(error = %e, "back-channel logout delivery");
+        while rounds.try_join_next().is_some() {}
+        if rounds.len() >= LOGOUT_ROUNDS {
+            continue;
         }
+        let (app, http) = (Arc::clone(&app), http.clone());
+        rounds.spawn(async move {
+            if let Err(e) = crate::signin::backchannel::deliver_due(app.deliver(), &http).await {
+                tracing::warn!(error = %e, "back-channel logout delivery");
+            }
+        });
     }
 }
 

@@ -61,34 +61,65 @@ pub struct Deliver<'a> {
     pub audit: &'a AuditQueue,
 }
 
-/// Send what is due now; returns how many were delivered.
+/// How long a delivery taken for an attempt is kept from other attempts
+/// (other instances, this one's next rounds): well past what an attempt
+/// can take (the HTTP client's 5 s, signing, the database). If the
+/// process dies during it, the delivery comes due again after this.
+const LEASE: i64 = 60;
+
+/// Deliveries taken in one round, all sent at once: a client that does
+/// not answer holds up none of the others for longer than the timeout.
+const BATCH: i64 = 50;
+
+/// Send what is due now, side by side; returns how many were delivered.
+/// Each delivery is taken (`store::logouts::claim`) before it is sent, so
+/// across instances each attempt happens once and counts once.
 pub async fn deliver_due(app: Deliver<'_>, http: &reqwest::Client) -> Result<usize, Error> {
     let at = now();
+    let claimed = logouts::claim(app.db, at, at + LEASE, BATCH).await?;
+    let outcomes =
+        futures_util::future::join_all(claimed.iter().map(|d| attempt(&app, http, d))).await;
     let mut delivered = 0;
-    for delivery in logouts::due(app.db, at, 50).await? {
-        if send(&app, http, &delivery, at).await {
-            logouts::done(app.db, &delivery.id).await?;
+    for outcome in outcomes {
+        if outcome? {
             delivered += 1;
-        } else if delivery.attempts + 1 >= MAX_ATTEMPTS {
-            logouts::done(app.db, &delivery.id).await?;
-            app.audit.push(
-                Event::new("backchannel_logout_failed")
-                    .client(&delivery.client_id)
-                    .subject(&delivery.subject)
-                    .detail(format!(
-                        "sid={} attempts={}",
-                        delivery.sid,
-                        delivery.attempts + 1
-                    )),
-            );
-        } else {
-            logouts::retry_at(app.db, &delivery.id, at + backoff(delivery.attempts)).await?;
         }
     }
     Ok(delivered)
 }
 
-/// One attempt: whether the client acknowledged with 200 (or 204).
+/// One attempt at `delivery`, recorded: gone when delivered or given up,
+/// otherwise due again after its backoff, counted from when the attempt
+/// ended. Whether it was delivered.
+async fn attempt(
+    app: &Deliver<'_>,
+    http: &reqwest::Client,
+    delivery: &Delivery,
+) -> Result<bool, Error> {
+    if send(app, http, delivery, now()).await {
+        logouts::done(app.db, &delivery.id).await?;
+        return Ok(true);
+    }
+    if delivery.attempts + 1 >= MAX_ATTEMPTS {
+        logouts::done(app.db, &delivery.id).await?;
+        app.audit.push(
+            Event::new("backchannel_logout_failed")
+                .client(&delivery.client_id)
+                .subject(&delivery.subject)
+                .detail(format!(
+                    "sid={} attempts={}",
+                    delivery.sid,
+                    delivery.attempts + 1
+                )),
+        );
+    } else {
+        logouts::retry_at(app.db, &delivery.id, now() + backoff(delivery.attempts)).await?;
+    }
+    Ok(false)
+}
+
+/// One attempt, its logout token issued at `at`: whether the client
+/// acknowledged with 200 (or 204).
 async fn send(app: &Deliver<'_>, http: &reqwest::Client, delivery: &Delivery, at: i64) -> bool {
     let alg = match app.clients.find(app.db, &delivery.client_id).await {
         Ok(Some(client)) => client.id_token_alg(),

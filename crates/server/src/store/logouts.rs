@@ -23,13 +23,37 @@ pub struct Delivery {
     pub attempts: i64,
 }
 
-/// Deliveries due at `at`, oldest first.
+/// Deliveries due at `at`, oldest first (to look at: [`claim`] takes
+/// them for an attempt).
 pub async fn due(db: &Db, at: i64, limit: i64) -> Result<Vec<Delivery>, Error> {
     let due = on_pool!(db.read(), p => sqlx::query_as::<_, Delivery>(
         "SELECT id, client_id, uri, sid, subject, attempts FROM logout_deliveries \
          WHERE next_attempt_at <= $1 ORDER BY next_attempt_at, id LIMIT $2"
     ).bind(at).bind(limit).fetch_all(p).await)?;
     Ok(due)
+}
+
+/// Take up to `limit` deliveries due at `at`, oldest first, for one
+/// attempt: each is put off until `lease_until` in the same statement, so
+/// no other instance (nor this one's next round) takes it while the
+/// attempt runs, and one that is never reported (the process died) comes
+/// due again then. On PostgreSQL rows another instance is taking are
+/// skipped, not waited for.
+pub async fn claim(db: &Db, at: i64, lease_until: i64, limit: i64) -> Result<Vec<Delivery>, Error> {
+    let lock = if db.is_postgres() {
+        " FOR UPDATE SKIP LOCKED"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "UPDATE logout_deliveries SET next_attempt_at = $2 WHERE id IN (\
+         SELECT id FROM logout_deliveries WHERE next_attempt_at <= $1 \
+         ORDER BY next_attempt_at, id LIMIT $3{lock}) \
+         RETURNING id, client_id, uri, sid, subject, attempts"
+    );
+    let claimed = on_pool!(db.write(), p => sqlx::query_as::<_, Delivery>(&sql)
+        .bind(at).bind(lease_until).bind(limit).fetch_all(p).await)?;
+    Ok(claimed)
 }
 
 /// The client acknowledged (or the delivery was given up): forget it.

@@ -1084,6 +1084,165 @@ async fn backchannel_logout_is_retried_until_acknowledged(backend: Backend) {
     h.finish().await;
 }
 
+/// A session of `user_id` in which `client_id` got a code, ended: one
+/// back-channel delivery queued per client of the session that asked.
+async fn ended_session_with(h: &Harness, user_id: &str, client_id: &str) {
+    let (_, session) = sessions::start(&h.db, user_id, h.app.config.sessions)
+        .await
+        .unwrap();
+    sessions::add_client(&h.db, &session.sid, client_id)
+        .await
+        .unwrap();
+    sessions::end(&h.db, &session.sid, "test", KEEP)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+/// A receiver of logout tokens at `/bc`, answering with `answer` once
+/// `release` lets it (at once when `None`); counts what it got.
+async fn logout_receiver(
+    answer: StatusCode,
+    release: Option<std::sync::Arc<tokio::sync::Semaphore>>,
+    got: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> String {
+    let receiver = axum::Router::new().route(
+        "/bc",
+        axum::routing::post(move |_body: String| {
+            let (release, got) = (release.clone(), std::sync::Arc::clone(&got));
+            async move {
+                if let Some(release) = release {
+                    drop(release.acquire().await.unwrap());
+                }
+                got.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                answer
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, receiver).await });
+    format!("http://127.0.0.1:{port}/bc")
+}
+
+/// A client whose endpoint does not answer holds up no other client's
+/// logouts: they are sent side by side, not one after another behind
+/// its timeouts.
+async fn a_silent_backchannel_client_holds_up_no_other(backend: Backend) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    // The slow client's endpoint answers only after the healthy one got
+    // its token: one after another, each of its deliveries would time out
+    // first (5 s each) and the healthy one would come last.
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let (slow_got, healthy_got) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let slow_uri = logout_receiver(
+        StatusCode::OK,
+        Some(Arc::clone(&release)),
+        Arc::clone(&slow_got),
+    )
+    .await;
+    let healthy = {
+        let (release, got) = (Arc::clone(&release), Arc::clone(&healthy_got));
+        let receiver = axum::Router::new().route(
+            "/bc",
+            axum::routing::post(move |_body: String| {
+                let (release, got) = (Arc::clone(&release), Arc::clone(&got));
+                async move {
+                    got.fetch_add(1, Ordering::SeqCst);
+                    release.add_permits(1000);
+                    StatusCode::OK
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move { axum::serve(listener, receiver).await });
+        format!("http://127.0.0.1:{port}/bc")
+    };
+    let slow = backchannel_client(&h, &slow_uri).await;
+    let fine = backchannel_client(&h, &healthy).await;
+    let alice = h.user("alice", "correct horse", "").await;
+    for _ in 0..4 {
+        ended_session_with(&h, &alice, &slow.client_id).await;
+    }
+    // The healthy client's logout comes due after the slow ones.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    ended_session_with(&h, &alice, &fine.client_id).await;
+    let http = tessera_server::signin::backchannel::http_client().unwrap();
+    let delivered = tessera_server::signin::backchannel::deliver_due(h.app.deliver(), &http)
+        .await
+        .unwrap();
+    assert_eq!(healthy_got.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        (delivered, slow_got.load(Ordering::SeqCst)),
+        (5, 4),
+        "the slow client's deliveries were answered once the healthy one was in, none timed out"
+    );
+    h.finish().await;
+}
+
+/// Two instances delivering at once: each delivery is attempted once
+/// per round and counted once, not once per instance.
+async fn instances_take_each_backchannel_delivery_once(backend: Backend) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let got = Arc::new(AtomicUsize::new(0));
+    // Refuses every delivery, a little slowly, so that rounds overlap.
+    let slowly = Arc::new(tokio::sync::Semaphore::new(0));
+    let uri = logout_receiver(
+        StatusCode::SERVICE_UNAVAILABLE,
+        Some(Arc::clone(&slowly)),
+        Arc::clone(&got),
+    )
+    .await;
+    let client = backchannel_client(&h, &uri).await;
+    let alice = h.user("alice", "correct horse", "").await;
+    for _ in 0..3 {
+        ended_session_with(&h, &alice, &client.client_id).await;
+    }
+    let http = tessera_server::signin::backchannel::http_client().unwrap();
+    let round = || tessera_server::signin::backchannel::deliver_due(h.app.deliver(), &http);
+    let opener = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        slowly.add_permits(1000);
+    };
+    let (first, second, ()) = tokio::join!(round(), round(), opener);
+    assert_eq!((first.unwrap(), second.unwrap()), (0, 0));
+    assert_eq!(got.load(Ordering::SeqCst), 3, "each delivery sent once");
+    let waiting = tessera_server::store::logouts::due(&h.db, i64::MAX, 10)
+        .await
+        .unwrap();
+    assert_eq!(waiting.len(), 3);
+    assert!(waiting.iter().all(|d| d.attempts == 1), "{waiting:?}");
+    // A delivery taken is not taken again until its lease ends, and then is.
+    let at = tessera_server::store::now() + 3600;
+    let taken = tessera_server::store::logouts::claim(&h.db, at, at + 60, 10)
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 3);
+    assert!(
+        tessera_server::store::logouts::claim(&h.db, at, at + 60, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        tessera_server::store::logouts::claim(&h.db, at + 60, at + 120, 10)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    h.finish().await;
+}
+
 /// A first-party client for `openid`, told of logouts at `uri`.
 async fn backchannel_client(h: &Harness, uri: &str) -> Setup {
     let added = clients::add(
@@ -1158,6 +1317,8 @@ both_backends!(
     a_consent_that_outwaits_max_age_asks_for_a_login,
     prompt_consent_asks_again_and_remembers_more,
     backchannel_logout_is_retried_until_acknowledged,
+    a_silent_backchannel_client_holds_up_no_other,
+    instances_take_each_backchannel_delivery_once,
     operators_templates_and_theme_are_used,
 );
 
