@@ -169,12 +169,7 @@ impl AdminService<'_> {
     ) -> Result<UserInfo, Error> {
         let scopes = Scopes::from_list(scopes)?;
         let hash = self.passwords.hash(password).await?;
-        let mut user = users::add(self.db, username, &hash, &scopes).await?;
-        if profile.name.is_some() || profile.email.is_some() || profile.email_verified.is_some() {
-            users::set_profile(self.db, username, profile).await?;
-            user.name = profile.name.clone().filter(|n| !n.is_empty());
-            user.email = profile.email.clone().filter(|e| !e.is_empty());
-        }
+        let user = users::add(self.db, username, &hash, &scopes, profile).await?;
         self.record("user_added", username).await?;
         Ok(user)
     }

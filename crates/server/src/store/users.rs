@@ -80,14 +80,20 @@ pub async fn add(
     username: &str,
     password_hash: &str,
     scopes: &Scopes,
+    profile: &Profile,
 ) -> Result<UserInfo, Error> {
     check_name("username", username)?;
+    // Checked before anything is written: a user is added with its
+    // profile or not at all.
+    let profile = CheckedProfile::of(profile)?;
+    let (name, email) = (profile.name.flatten(), profile.email.flatten());
     let id = random_id()?;
     let at = now();
     let result = on_pool!(db.write(), p => sqlx::query(
-        "INSERT INTO users (id, username, password_hash, scopes, disabled, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, FALSE, $5, $5)"
+        "INSERT INTO users (id, username, password_hash, scopes, disabled, created_at, updated_at, \
+         name, email, email_verified) VALUES ($1, $2, $3, $4, FALSE, $5, $5, $6, $7, $8)"
     ).bind(&id).bind(username).bind(password_hash).bind(scopes.to_string()).bind(at)
+    .bind(&name).bind(&email).bind(profile.verified.unwrap_or(false))
     .execute(p).await.map(|r| r.rows_affected()));
     match result {
         Ok(_) => Ok(UserInfo {
@@ -96,8 +102,8 @@ pub async fn add(
             scopes: scopes.to_string(),
             disabled: false,
             created_at: at,
-            name: None,
-            email: None,
+            name,
+            email,
         }),
         Err(e) if is_unique_violation(&e) => Err(Error::Exists {
             kind: "user",
@@ -190,31 +196,54 @@ async fn apply(db: &Db, username: &str, change: Change<'_>, keep: Keep) -> Resul
     Ok(())
 }
 
-/// Set profile claims of `username`.
-pub async fn set_profile(db: &Db, username: &str, profile: &Profile) -> Result<(), Error> {
-    let clean = |v: &Option<String>, kind: &str| -> Result<Option<Option<String>>, Error> {
-        match v.as_deref() {
-            None => Ok(None),
-            Some("") => Ok(Some(None)),
-            Some(text) => {
-                check_name(kind, text)?;
-                Ok(Some(Some(text.to_owned())))
+/// Profile claims checked: for each, `None` leaves it as it is,
+/// `Some(None)` clears it.
+struct CheckedProfile {
+    name: Option<Option<String>>,
+    email: Option<Option<String>>,
+    verified: Option<bool>,
+}
+
+impl CheckedProfile {
+    fn of(profile: &Profile) -> Result<CheckedProfile, Error> {
+        let clean = |v: &Option<String>, kind: &str| -> Result<Option<Option<String>>, Error> {
+            match v.as_deref() {
+                None => Ok(None),
+                Some("") => Ok(Some(None)),
+                Some(text) => {
+                    check_name(kind, text)?;
+                    Ok(Some(Some(text.to_owned())))
+                }
+            }
+        };
+        let name = clean(&profile.name, "name")?;
+        let email = clean(&profile.email, "email")?;
+        if let Some(Some(e)) = &email {
+            if !e.contains('@') || e.contains(char::is_whitespace) {
+                return Err(Error::Invalid(format!("{e:?} is not an email address")));
             }
         }
-    };
-    let name = clean(&profile.name, "name")?;
-    let email = clean(&profile.email, "email")?;
-    if let Some(Some(e)) = &email {
-        if !e.contains('@') || e.contains(char::is_whitespace) {
-            return Err(Error::Invalid(format!("{e:?} is not an email address")));
-        }
+        // A changed address is not verified unless said so.
+        let verified = match (&email, profile.email_verified) {
+            (_, Some(v)) => Some(v),
+            (Some(_), None) => Some(false),
+            (None, None) => None,
+        };
+        Ok(CheckedProfile {
+            name,
+            email,
+            verified,
+        })
     }
-    // A changed address is not verified unless said so.
-    let verified = match (&email, profile.email_verified) {
-        (_, Some(v)) => Some(v),
-        (Some(_), None) => Some(false),
-        (None, None) => None,
-    };
+}
+
+/// Set profile claims of `username`.
+pub async fn set_profile(db: &Db, username: &str, profile: &Profile) -> Result<(), Error> {
+    let CheckedProfile {
+        name,
+        email,
+        verified,
+    } = CheckedProfile::of(profile)?;
     let changed = on_pool!(db.write(), p => sqlx::query(
         "UPDATE users SET \
          name = CASE WHEN $1 THEN $2 ELSE name END, \

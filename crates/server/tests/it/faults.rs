@@ -196,7 +196,13 @@ async fn a_full_disk_never_loses_an_acknowledged_write() {
     let other = Db::connect(&url, 2).await.unwrap();
     let wrote = tokio::time::timeout(
         Duration::from_secs(5),
-        users::add(&other, "bob", "not-a-hash", &Scopes::default()),
+        users::add(
+            &other,
+            "bob",
+            "not-a-hash",
+            &Scopes::default(),
+            &users::Profile::default(),
+        ),
     )
     .await
     .expect("another process could not write: the database is held locked");

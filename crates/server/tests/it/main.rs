@@ -138,7 +138,7 @@ impl TestDb {
     pub fn config(&self) -> Config {
         Config::resolve(Overrides {
             data_dir: Some(self.dir.path().to_owned()),
-            database_url: Some(self.url.clone()),
+            database_url: Some(self.url.clone().into()),
             issuer: Some(ISSUER.into()),
             ..Overrides::default()
         })
@@ -327,10 +327,16 @@ impl Harness {
 
     pub async fn user(&self, username: &str, password: &str, scopes: &str) -> String {
         let hash = self.hash(password).await;
-        users::add(&self.db, username, &hash, &Scopes::parse(scopes).unwrap())
-            .await
-            .unwrap()
-            .id
+        users::add(
+            &self.db,
+            username,
+            &hash,
+            &Scopes::parse(scopes).unwrap(),
+            &users::Profile::default(),
+        )
+        .await
+        .unwrap()
+        .id
     }
 
     /// Whether introspection by the confidential client `rs` calls

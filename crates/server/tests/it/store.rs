@@ -326,7 +326,14 @@ async fn users_are_unique_and_can_be_disabled_and_deleted(backend: Backend) {
         return;
     };
     let id = h.user("alice", "correct horse", "read write").await;
-    let again = users::add(&h.db, "alice", "x", &Scopes::default()).await;
+    let again = users::add(
+        &h.db,
+        "alice",
+        "x",
+        &Scopes::default(),
+        &users::Profile::default(),
+    )
+    .await;
     assert!(
         matches!(again, Err(Error::Exists { kind: "user", .. })),
         "{again:?}"
@@ -354,9 +361,49 @@ async fn users_are_unique_and_can_be_disabled_and_deleted(backend: Backend) {
         users::delete(&h.db, "alice", KEEP).await,
         Err(Error::NotFound { .. })
     ));
-    assert!(users::add(&h.db, "bad\nname", "x", &Scopes::default())
+    assert!(users::add(
+        &h.db,
+        "bad\nname",
+        "x",
+        &Scopes::default(),
+        &users::Profile::default()
+    )
+    .await
+    .is_err());
+    // A profile that is refused adds no user: the same name can be added
+    // right after, with its profile.
+    for wrong in [
+        users::Profile {
+            email: Some("bob".into()),
+            ..users::Profile::default()
+        },
+        users::Profile {
+            name: Some("Bob\u{7}".into()),
+            ..users::Profile::default()
+        },
+    ] {
+        let refused = users::add(&h.db, "bob", "x", &Scopes::default(), &wrong).await;
+        assert!(matches!(refused, Err(Error::Invalid(_))), "{refused:?}");
+        assert!(users::find(&h.db, "bob").await.unwrap().is_none());
+    }
+    let right = users::Profile {
+        name: Some("Bob Builder".into()),
+        email: Some("bob@example.com".into()),
+        email_verified: Some(true),
+    };
+    let bob = users::add(&h.db, "bob", "x", &Scopes::default(), &right)
         .await
-        .is_err());
+        .unwrap();
+    assert_eq!(bob.email.as_deref(), Some("bob@example.com"));
+    let stored = users::find(&h.db, "bob").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            stored.name.as_deref(),
+            stored.email.as_deref(),
+            stored.email_verified
+        ),
+        (Some("Bob Builder"), Some("bob@example.com"), true)
+    );
     h.finish().await;
 }
 

@@ -907,9 +907,15 @@ async fn jwt_bearer_grant_trades_an_assertion_for_a_token(backend: Backend) {
         &stranger,
     )
     .unwrap();
-    users::add(&h.db, "bob", "x", &Scopes::default())
-        .await
-        .unwrap();
+    users::add(
+        &h.db,
+        "bob",
+        "x",
+        &Scopes::default(),
+        &users::Profile::default(),
+    )
+    .await
+    .unwrap();
     users::set_disabled(&h.db, "bob", true, KEEP).await.unwrap();
     for (name, a) in [
         ("a replay", first),
