@@ -182,7 +182,7 @@ impl AdminService<'_> {
 
     /// The live sign-in sessions, of one user or all.
     pub async fn sessions(&self, username: Option<&str>) -> Result<Vec<sessions::Listed>, Error> {
-        sessions::list(self.db, username).await
+        sessions::list(self.db, username, self.config.sessions).await
     }
 
     /// End a sign-in session as a logout does: its refresh tokens are

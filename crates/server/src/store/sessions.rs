@@ -246,13 +246,21 @@ pub async fn end(db: &Db, sid: &str, reason: &str, keep: Keep) -> Result<Option<
     Ok(ended)
 }
 
-/// The live sessions, newest first; of one user when `username` is given.
-pub async fn list(db: &Db, username: Option<&str>) -> Result<Vec<Listed>, Error> {
+/// The live sessions (not ended, within their absolute and idle
+/// lifetimes under `policy`), newest first; of one user when `username`
+/// is given.
+pub async fn list(
+    db: &Db,
+    username: Option<&str>,
+    policy: SessionPolicy,
+) -> Result<Vec<Listed>, Error> {
+    let at = now();
     let listed = on_pool!(db.read(), p => sqlx::query_as::<_, Listed>(
         "SELECT s.sid, u.username, s.auth_time, s.last_seen, s.expires_at \
          FROM sessions s JOIN users u ON u.id = s.user_id \
-         WHERE s.ended_at IS NULL AND s.expires_at > $1 AND ($2 IS NULL OR u.username = $2) \
+         WHERE s.ended_at IS NULL AND s.expires_at > $1 AND s.last_seen > $3 \
+         AND ($2 IS NULL OR u.username = $2) \
          ORDER BY s.created_at DESC, s.sid"
-    ).bind(now()).bind(username).fetch_all(p).await)?;
+    ).bind(at).bind(username).bind(at.saturating_sub(policy.idle)).fetch_all(p).await)?;
     Ok(listed)
 }

@@ -430,10 +430,21 @@ async fn a_code_of_an_ended_session_is_refused(backend: Backend) {
     };
     let s = setup(&h, "Shop", true).await;
     let (_browser, code) = signed_in_code(&h, &s).await;
-    let listed = sessions::list(&h.db, Some("alice")).await.unwrap();
+    let listed = sessions::list(&h.db, Some("alice"), h.app.config.sessions)
+        .await
+        .unwrap();
     let [session] = listed.as_slice() else {
         panic!("one session: {}", listed.len());
     };
+    // A session past its idle time is not live, and not listed as live.
+    let no_idle = sessions::SessionPolicy {
+        idle: 0,
+        ..h.app.config.sessions
+    };
+    assert!(sessions::list(&h.db, Some("alice"), no_idle)
+        .await
+        .unwrap()
+        .is_empty());
     sessions::end(&h.db, &session.sid, "logout", KEEP)
         .await
         .unwrap()
@@ -695,7 +706,13 @@ async fn prompt_none_and_logout_attacks(backend: Backend) {
     assert!(gone.text.contains("Sign out?"));
     assert!(gone.headers.get(header::LOCATION).is_none());
     assert!(!gone.text.contains("evil.example.com"), "{}", gone.text);
-    assert_eq!(sessions::list(&h.db, Some("alice")).await.unwrap().len(), 1);
+    assert_eq!(
+        sessions::list(&h.db, Some("alice"), h.app.config.sessions)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     // The confirmation needs its CSRF token.
     let forged = b.post(&h, "/logout", &[("decision", "logout")]).await;
     assert_eq!(forged.status, StatusCode::FORBIDDEN);
@@ -710,7 +727,7 @@ async fn prompt_none_and_logout_attacks(backend: Backend) {
         )
         .await;
     assert_eq!(done.status, StatusCode::OK);
-    assert!(sessions::list(&h.db, Some("alice"))
+    assert!(sessions::list(&h.db, Some("alice"), h.app.config.sessions)
         .await
         .unwrap()
         .is_empty());
@@ -1397,7 +1414,12 @@ async fn disabling_deleting_or_repassing_a_user_ends_their_sessions(backend: Bac
         assert!(query_of(&back).contains_key("code"));
         b
     };
-    let live = || async { sessions::list(&h.db, Some("alice")).await.unwrap().len() };
+    let live = || async {
+        sessions::list(&h.db, Some("alice"), h.app.config.sessions)
+            .await
+            .unwrap()
+            .len()
+    };
 
     let mut b = sign_in().await;
     assert_eq!(live().await, 1);
