@@ -49,7 +49,7 @@ impl ServerArgs {
         Overrides {
             config: self.config.clone(),
             data_dir: self.data_dir.clone(),
-            database_url: self.database_url.clone(),
+            database_url: self.database_url.clone().map(Into::into),
             master_key: std::env::var("TESSERA_MASTER_KEY").ok().map(Zeroizing::new),
             master_key_file: std::env::var_os("TESSERA_MASTER_KEY_FILE").map(PathBuf::from),
             ..Overrides::default()

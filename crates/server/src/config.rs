@@ -73,7 +73,7 @@ pub struct Overrides {
     /// `--listen` / `TESSERA_LISTEN`.
     pub listen: Option<String>,
     /// `--database-url` / `TESSERA_DATABASE_URL`.
-    pub database_url: Option<String>,
+    pub database_url: Option<DatabaseUrl>,
     /// `--issuer` / `TESSERA_ISSUER`.
     pub issuer: Option<String>,
     /// `TESSERA_MASTER_KEY`: the master key itself (base64url).
@@ -88,7 +88,7 @@ struct File {
     issuer: Option<String>,
     listen: Option<String>,
     data_dir: Option<PathBuf>,
-    database_url: Option<String>,
+    database_url: Option<DatabaseUrl>,
     master_key_file: Option<PathBuf>,
     max_connections: Option<u32>,
     client_cache_ttl: Option<String>,
@@ -183,6 +183,48 @@ struct LoginsFile {
     queue: Option<usize>,
 }
 
+/// A database URL, which may hold a password: its `Debug` output shows
+/// the password as `***`. The URL itself is [`DatabaseUrl::as_str`] (or
+/// the `str` it dereferences to).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// The URL, password included.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for DatabaseUrl {
+    fn from(url: String) -> DatabaseUrl {
+        DatabaseUrl(url)
+    }
+}
+
+impl std::ops::Deref for DatabaseUrl {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match url::Url::parse(&self.0) {
+            Ok(mut url) if url.password().is_some() => {
+                // Only fails for URLs that cannot have a password.
+                let _ = url.set_password(Some("***"));
+                write!(f, "{:?}", url.as_str())
+            }
+            Ok(_) => write!(f, "{:?}", self.0),
+            // Not a URL: nothing of it is shown, in case it holds a secret.
+            Err(_) => f.write_str("\"(not a URL)\""),
+        }
+    }
+}
+
 /// The resolved configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -195,7 +237,7 @@ pub struct Config {
     /// Where SQLite and the master key file live by default.
     pub data_dir: PathBuf,
     /// The database.
-    pub database_url: String,
+    pub database_url: DatabaseUrl,
     /// Database pool size.
     pub max_connections: u32,
     /// The master key.
@@ -295,7 +337,12 @@ impl Config {
         let database_url = overrides
             .database_url
             .or(file.database_url)
-            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("tessera.db").display()));
+            .unwrap_or_else(|| {
+                DatabaseUrl::from(format!(
+                    "sqlite://{}",
+                    data_dir.join("tessera.db").display()
+                ))
+            });
         let master_key = match (
             overrides.master_key,
             overrides.master_key_file,
@@ -608,7 +655,7 @@ mod tests {
         let c = Config::resolve(Overrides::default()).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.issuer, "http://127.0.0.1:8080");
-        assert_eq!(c.database_url, "sqlite://tessera-data/tessera.db");
+        assert_eq!(c.database_url.as_str(), "sqlite://tessera-data/tessera.db");
         assert_eq!(c.access_ttl, Duration::from_secs(900));
         assert_eq!(c.keys.algorithm, Algorithm::ES256);
         assert_eq!(
@@ -644,6 +691,36 @@ mod tests {
         assert_eq!(c.access_ttl, Duration::from_secs(300));
         assert_eq!(c.keys.algorithm, Algorithm::EdDSA);
         assert_eq!(c.keys.rotate_every, None);
+    }
+
+    #[test]
+    fn a_database_password_never_reaches_debug_output() {
+        let c = Config::resolve(Overrides {
+            database_url: Some(
+                "postgres://tessera:s3cr%2Ft@db.internal:5432/tessera"
+                    .to_owned()
+                    .into(),
+            ),
+            ..Overrides::default()
+        })
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cr"), "{shown}");
+        assert!(
+            shown.contains("postgres://tessera:***@db.internal:5432/tessera"),
+            "{shown}"
+        );
+        assert_eq!(
+            &*c.database_url,
+            "postgres://tessera:s3cr%2Ft@db.internal:5432/tessera"
+        );
+        for (url, shown) in [
+            ("sqlite://data/tessera.db", "\"sqlite://data/tessera.db\""),
+            ("postgres://db/tessera", "\"postgres://db/tessera\""),
+            ("not a url: hunter2", "\"(not a URL)\""),
+        ] {
+            assert_eq!(format!("{:?}", DatabaseUrl::from(url.to_owned())), shown);
+        }
     }
 
     #[test]
