@@ -30,6 +30,11 @@ pub struct ServerArgs {
         hide_env_values = true
     )]
     database_url: Option<String>,
+    /// The issuer URL (`iss` of every token) [default: http://LISTEN]. The
+    /// admin commands read it too: on https, clients may register only the
+    /// redirect and logout URIs an https server accepts.
+    #[arg(long, env = "TESSERA_ISSUER", global = true)]
+    issuer: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -39,9 +44,6 @@ pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long, env = "TESSERA_LISTEN")]
     listen: Option<String>,
-    /// The issuer URL (`iss` of every token) [default: http://LISTEN].
-    #[arg(long, env = "TESSERA_ISSUER")]
-    issuer: Option<String>,
 }
 
 impl ServerArgs {
@@ -50,6 +52,7 @@ impl ServerArgs {
             config: self.config.clone(),
             data_dir: self.data_dir.clone(),
             database_url: self.database_url.clone().map(Into::into),
+            issuer: self.issuer.clone(),
             master_key: std::env::var("TESSERA_MASTER_KEY").ok().map(Zeroizing::new),
             master_key_file: std::env::var_os("TESSERA_MASTER_KEY_FILE").map(PathBuf::from),
             ..Overrides::default()
@@ -80,7 +83,6 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
     }
     let mut overrides = args.server.overrides();
     overrides.listen = args.listen;
-    overrides.issuer = args.issuer;
     let mut config = Config::resolve(overrides)?;
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -1220,3 +1220,59 @@ fn ids_that_begin_with_a_hyphen_are_ids_not_options() {
         );
     }
 }
+
+#[test]
+fn admin_commands_follow_the_issuer_they_are_given() {
+    // The server runs on https (TESSERA_ISSUER): a client registered from
+    // the shell follows the same rules as one registered over the admin
+    // API, so a confidential client cannot register a plain-http loopback
+    // redirect URI, nor a back-channel logout URI on this host's ports.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut server = start(d, &[], &[]);
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    let add = |extra: &[&str], env: &[(&str, &str)]| {
+        let mut args = vec!["client", "add", "shop", "--grant", "authorization_code"];
+        args.extend_from_slice(extra);
+        assert_cmd::Command::new(binary())
+            .current_dir(d)
+            .args(&args)
+            .env_remove("TESSERA_ISSUER")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap()
+    };
+    let https = [("TESSERA_ISSUER", "https://auth.example.com")];
+    for extra in [
+        &["--redirect-uri", "http://127.0.0.1:3000/cb"][..],
+        &[
+            "--redirect-uri",
+            "https://app.example.com/cb",
+            "--backchannel-logout-uri",
+            "http://127.0.0.1:9000/logout",
+        ],
+    ] {
+        let out = add(extra, &https);
+        assert!(
+            !out.status.success(),
+            "{extra:?} was registered under an https issuer"
+        );
+        let mut flagged = extra.to_vec();
+        flagged.extend(["--issuer", "https://auth.example.com"]);
+        assert!(!add(&flagged, &[]).status.success(), "{flagged:?}");
+        // On a development server (plain http) both are allowed.
+        let out = add(extra, &[]);
+        assert!(
+            out.status.success(),
+            "{extra:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = add(&["--redirect-uri", "https://app.example.com/cb"], &https);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
