@@ -360,12 +360,27 @@ mod admin_api {
             let path = path
                 .replace("{username}", "nobody")
                 .replace("{client_id}", "nobody");
-            for method in methods.as_object().unwrap().keys() {
+            for (method, op) in methods.as_object().unwrap() {
                 let method: Method = method.to_uppercase().parse().unwrap();
+                // What the document says each operation needs: an
+                // operation's own `security`, else the document's.
+                let security = op.get("security").unwrap_or(&doc["security"]);
                 let r = call(&h, method.clone(), &path, None, None).await;
                 if path == "/admin/openapi.json" {
                     assert_eq!(r.status, StatusCode::OK);
+                    assert_eq!(security, &serde_json::json!([]), "served to anyone");
                     continue;
+                }
+                assert_eq!(
+                    security,
+                    &serde_json::json!([{ "bearer": [] }]),
+                    "{method} {path} must say it needs the bearer token"
+                );
+                for code in ["401", "403"] {
+                    assert!(
+                        op["responses"].get(code).is_some(),
+                        "{method} {path} does not list {code}"
+                    );
                 }
                 operations += 1;
                 assert_eq!(
