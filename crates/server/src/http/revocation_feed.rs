@@ -41,6 +41,13 @@ use crate::store::revocation::Revocations;
 /// Quiet this long, the stream sends a heartbeat.
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
 
+/// How long this instance's copy of the log may go without a sync before
+/// it stops vouching for it (the follower syncs every half second).
+const STALE_AFTER: Duration = Duration::from_secs(5);
+
+/// How often an idle stream looks at that.
+const STALE_CHECK: Duration = Duration::from_secs(1);
+
 /// Events taken from the log at a time.
 const BATCH: usize = 1000;
 
@@ -89,6 +96,14 @@ async fn feed(State(app): State<Arc<App>>, headers: HeaderMap, token: AccessToke
     let deadline =
         tokio::time::Instant::now() + Duration::from_secs(u64::try_from(left).unwrap_or(0));
     let revocations = Arc::clone(app.access.revoked());
+    // An instance whose copy of the log has not been read through lately
+    // (its database unreachable) reads it now or answers 503, so the
+    // subscriber goes to another instance instead of trusting this one.
+    if !revocations.synced_within(STALE_AFTER) {
+        if let Err(e) = revocations.sync(&app.db).await {
+            return OAuthError::from(e).into_response();
+        }
+    }
     if cursor > revocations.latest() {
         // The subscriber saw more than this instance holds: another
         // instance's newest events, not yet read here, or a restored
@@ -192,6 +207,15 @@ impl Subscription {
                 changed = self.changes.changed() => changed.ok()?,
                 () = tokio::time::sleep_until(self.deadline) => return None,
                 _ = self.stopping.changed() => return None,
+                // The stream ends once this instance's copy of the log goes
+                // unread past the bound: its heartbeats would otherwise
+                // tell the subscriber it is current while revocations
+                // made through other instances do not arrive.
+                () = tokio::time::sleep(STALE_CHECK) => {
+                    if !self.revocations.synced_within(STALE_AFTER) {
+                        return None;
+                    }
+                }
             }
         }
     }

@@ -197,6 +197,8 @@ pub struct Revocations {
     log: RwLock<Log>,
     latest: tokio::sync::watch::Sender<i64>,
     syncing: tokio::sync::Mutex<()>,
+    /// When a sync last read the log through (`None`: never).
+    synced: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 #[derive(Debug, Default)]
@@ -213,6 +215,7 @@ impl Default for Revocations {
             log: RwLock::default(),
             latest: tokio::sync::watch::channel(0).0,
             syncing: tokio::sync::Mutex::new(()),
+            synced: std::sync::Mutex::new(None),
         }
     }
 }
@@ -246,6 +249,16 @@ impl Revocations {
     /// The cursor of the newest event held.
     pub fn latest(&self) -> i64 {
         self.read().last_id
+    }
+
+    /// Whether a sync read the log through within `bound`: if not, this
+    /// copy may lack events committed through other instances, and must
+    /// not be passed on as current.
+    pub fn synced_within(&self, bound: std::time::Duration) -> bool {
+        self.synced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|at| at.elapsed() <= bound)
     }
 
     /// Woken on every new event (the value is the newest cursor).
@@ -316,6 +329,8 @@ impl Revocations {
     pub async fn sync(&self, db: &Db) -> Result<Vec<String>, Error> {
         const BATCH: i64 = 10_000;
         let _one_at_a_time = self.syncing.lock().await;
+        // Current as of when the reading began.
+        let started = std::time::Instant::now();
         let mut cut_clients = Vec::new();
         let now = crate::store::now();
         if self.restored(db).await? {
@@ -343,6 +358,8 @@ impl Revocations {
             log.events.retain(|e| e.until > now);
             log.pruned_at = now;
         }
+        drop(log);
+        *self.synced.lock().unwrap_or_else(|p| p.into_inner()) = Some(started);
         Ok(cut_clients)
     }
 

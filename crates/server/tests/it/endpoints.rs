@@ -11,7 +11,64 @@ both_backends!(
     revocation_ends_refresh_families_and_access_tokens,
     discovery_lists_what_the_server_supports,
     health_readiness_and_metrics,
+    a_feed_ends_when_its_instance_stops_reading_the_log,
 );
+
+/// An instance whose copy of the revocation log goes unread (here no
+/// follower runs, as when its database is out of reach) ends its feed
+/// streams instead of sending heartbeats that say it is current; a new
+/// subscription reads the log first.
+async fn a_feed_ends_when_its_instance_stops_reading_the_log(backend: Backend) {
+    use axum::body::Body;
+    use axum::http::Request;
+    use futures_util::StreamExt;
+    use tower::ServiceExt;
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let (rs, rs_secret) = h
+        .client(&[GrantType::ClientCredentials], "revocations:read")
+        .await;
+    let subscribe = || async {
+        let token = h.client_credentials_token(&rs, &rs_secret).await;
+        let request = Request::get("/oauth2/revocations")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap();
+        let response = h.router.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.into_body().into_data_stream()
+    };
+    let mut body = subscribe().await;
+    let mut text = String::new();
+    while !text.contains("event: ready") {
+        let chunk = body.next().await.unwrap().unwrap();
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    assert!(h
+        .app
+        .access
+        .revoked()
+        .synced_within(std::time::Duration::from_secs(5)));
+    // Nothing reads the log from now on: within the bound and a check,
+    // the stream ends (before, it went on to the token's expiry).
+    // (The bound is 5 s, looked at every second.)
+    let bound = std::time::Duration::from_secs(8);
+    let ended = tokio::time::timeout(bound, async {
+        while let Some(chunk) = body.next().await {
+            chunk.unwrap();
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream of a stale instance went on");
+    // A new subscription reads the log first, and is served.
+    let mut again = subscribe().await;
+    let first = again.next().await.unwrap().unwrap();
+    assert!(std::str::from_utf8(&first)
+        .unwrap()
+        .contains("event: ready"));
+    h.finish().await;
+}
 
 async fn introspection_reports_live_tokens_to_confidential_clients(backend: Backend) {
     let Some(h) = Harness::new(backend).await else {
