@@ -333,24 +333,47 @@ impl Revocations {
         let started = std::time::Instant::now();
         let mut cut_clients = Vec::new();
         let now = crate::store::now();
-        if self.restored(db).await? {
+        // A restored log is read again from the start into a copy of its
+        // own, which replaces this one only once complete: the set in use
+        // meanwhile still refuses what it refused.
+        let mut rereading = if self.restored(db).await? {
             tracing::warn!("the revocation log is behind this instance's copy (a restored backup?): reading it again");
-            *self.log.write().unwrap_or_else(|p| p.into_inner()) = Log::default();
-        }
+            Some(Log::default())
+        } else {
+            None
+        };
         loop {
-            let after = self.read().last_id;
+            let after = match &rereading {
+                Some(fresh) => fresh.last_id,
+                None => self.read().last_id,
+            };
             let rows: Vec<(i64, String, String, Option<i64>, i64)> = on_pool!(db.read(), p => sqlx::query_as(
                 "SELECT id, kind, value, issued_before, keep_until FROM revocation_events \
                  WHERE id > $1 AND keep_until > $2 ORDER BY id LIMIT $3"
             ).bind(after).bind(now).bind(BATCH).fetch_all(p).await)?;
             let full = rows.len() as i64 == BATCH;
-            let newest = self.apply(rows, &mut cut_clients)?;
-            if let Some(last) = newest {
-                self.latest.send_replace(last);
+            match &mut rereading {
+                Some(fresh) => {
+                    apply(fresh, rows, &mut cut_clients)?;
+                }
+                None => {
+                    let newest = {
+                        let mut log = self.log.write().unwrap_or_else(|p| p.into_inner());
+                        apply(&mut log, rows, &mut cut_clients)?
+                    };
+                    if let Some(last) = newest {
+                        self.latest.send_replace(last);
+                    }
+                }
             }
             if !full {
                 break;
             }
+        }
+        if let Some(fresh) = rereading {
+            let last = fresh.last_id;
+            *self.log.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+            self.latest.send_replace(last);
         }
         let mut log = self.log.write().unwrap_or_else(|p| p.into_inner());
         if now >= log.pruned_at.saturating_add(10) {
@@ -361,53 +384,6 @@ impl Revocations {
         drop(log);
         *self.synced.lock().unwrap_or_else(|p| p.into_inner()) = Some(started);
         Ok(cut_clients)
-    }
-
-    /// Add rows read from the log; the newest id if any.
-    fn apply(
-        &self,
-        rows: Vec<(i64, String, String, Option<i64>, i64)>,
-        cut_clients: &mut Vec<String>,
-    ) -> Result<Option<i64>, Error> {
-        let mut log = self.log.write().unwrap_or_else(|p| p.into_inner());
-        let mut newest = None;
-        for (id, kind, value, issued_before, until) in rows {
-            newest = Some(id);
-            let cut = issued_before.unwrap_or(0);
-            let revocation = match kind.as_str() {
-                "token" => Revocation::Token { jti: value, until },
-                "user" => Revocation::User {
-                    sub: value,
-                    issued_before: cut,
-                    until,
-                },
-                "client" => {
-                    cut_clients.push(value.clone());
-                    Revocation::Client {
-                        client_id: value,
-                        issued_before: cut,
-                        until,
-                    }
-                }
-                "session" => Revocation::Session { sid: value, until },
-                other => {
-                    tracing::error!(id, kind = other, "unknown revocation event kind; skipped");
-                    continue;
-                }
-            };
-            log.set.insert(&revocation);
-            let json = serde_json::to_string(&revocation)
-                .map_err(|e| Error::Database(format!("revocation event: {e}")))?;
-            log.events.push_back(Logged {
-                id,
-                json: json.into(),
-                until,
-            });
-        }
-        if let Some(id) = newest {
-            log.last_id = log.last_id.max(id);
-        }
-        Ok(newest.map(|_| log.last_id))
     }
 
     /// Whether the log's id sequence is behind what this instance has read
@@ -433,6 +409,52 @@ impl Revocations {
         };
         Ok(issued.unwrap_or(0) < held)
     }
+}
+
+/// Add rows read from the log to `log`; its newest id if any were added.
+fn apply(
+    log: &mut Log,
+    rows: Vec<(i64, String, String, Option<i64>, i64)>,
+    cut_clients: &mut Vec<String>,
+) -> Result<Option<i64>, Error> {
+    let mut newest = None;
+    for (id, kind, value, issued_before, until) in rows {
+        newest = Some(id);
+        let cut = issued_before.unwrap_or(0);
+        let revocation = match kind.as_str() {
+            "token" => Revocation::Token { jti: value, until },
+            "user" => Revocation::User {
+                sub: value,
+                issued_before: cut,
+                until,
+            },
+            "client" => {
+                cut_clients.push(value.clone());
+                Revocation::Client {
+                    client_id: value,
+                    issued_before: cut,
+                    until,
+                }
+            }
+            "session" => Revocation::Session { sid: value, until },
+            other => {
+                tracing::error!(id, kind = other, "unknown revocation event kind; skipped");
+                continue;
+            }
+        };
+        log.set.insert(&revocation);
+        let json = serde_json::to_string(&revocation)
+            .map_err(|e| Error::Database(format!("revocation event: {e}")))?;
+        log.events.push_back(Logged {
+            id,
+            json: json.into(),
+            until,
+        });
+    }
+    if let Some(id) = newest {
+        log.last_id = log.last_id.max(id);
+    }
+    Ok(newest.map(|_| log.last_id))
 }
 
 /// Keep `revocations` in step with the log: at once when PostgreSQL

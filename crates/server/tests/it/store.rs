@@ -16,6 +16,7 @@ use crate::{both_backends, Backend, Harness, KEEP};
 
 both_backends!(
     users_are_unique_and_can_be_disabled_and_deleted,
+    a_restored_revocation_log_is_read_again,
     clients_keep_only_a_digest_of_their_secret,
     refresh_tokens_rotate_once_and_reuse_revokes_the_family,
     concurrent_rotations_leave_at_most_one_live_successor,
@@ -1008,6 +1009,58 @@ async fn revocations_and_assertions_are_remembered_until_they_expire(backend: Ba
     let fresh = revocation::Revocations::default();
     fresh.sync(&h.db).await.unwrap();
     assert_eq!(fresh.len(), 2);
+    h.finish().await;
+}
+
+/// A log restored from a backup (its ids behind what an instance read) is
+/// read again from the start, and then the instance holds exactly the
+/// restored log: what it had read since is forgotten, what the restored
+/// log has is refused.
+async fn a_restored_revocation_log_is_read_again(backend: Backend) {
+    use tessera_guard::revocation::Revocable;
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let now = tessera_server::store::now();
+    let jti = |j| Revocable {
+        jti: Some(j),
+        ..Revocable::default()
+    };
+    let here = revocation::Revocations::default();
+    for j in ["a", "b", "c"] {
+        here.revoke_token(&h.db, j, now + 60).await.unwrap();
+    }
+    let held = here.latest();
+    // The restore: the events and the id sequence as they were before.
+    match &h.db {
+        Db::Postgres(pool) => {
+            for sql in [
+                "DELETE FROM revocation_events",
+                "ALTER SEQUENCE revocation_events_id_seq RESTART",
+            ] {
+                sqlx::query(sql).execute(pool).await.unwrap();
+            }
+        }
+        Db::Sqlite { writer, .. } => {
+            for sql in [
+                "DELETE FROM revocation_events",
+                "UPDATE sqlite_sequence SET seq = 0 WHERE name = 'revocation_events'",
+            ] {
+                sqlx::query(sql).execute(writer).await.unwrap();
+            }
+        }
+    }
+    let other = revocation::Revocations::default();
+    other.revoke_token(&h.db, "d", now + 60).await.unwrap();
+    assert!(other.latest() < held);
+    here.sync(&h.db).await.unwrap();
+    assert_eq!(here.latest(), other.latest());
+    assert!(here.refuses(jti("d")));
+    assert!(
+        !here.refuses(jti("a")),
+        "forgotten with the log it came from"
+    );
+    assert_eq!(here.since(0, 10).events.len(), 1);
     h.finish().await;
 }
 
