@@ -30,7 +30,7 @@ struct Access {
 }
 
 /// `Access`, borrowing: what `jwt::verify_borrowed` can build (the
-/// registered claims stay owned).
+/// registered claims borrow too).
 #[derive(Deserialize)]
 #[allow(dead_code)]
 struct AccessRef<'a> {

@@ -52,7 +52,9 @@ mod time;
 pub use alg::{Algorithm, Curve, KeyType};
 pub use error::{Error, Input};
 pub use jwk::{Jwk, JwkSet, KeySet, SkippedKey};
-pub use jwt::claims::{Audience, Claims, NoCustomClaims, Token};
+pub use jwt::claims::{
+    Audience, AudienceRef, BorrowedClaims, BorrowedToken, Claims, NoCustomClaims, Token,
+};
 pub use jwt::validation::Validation;
 pub use key::{PemKind, Secret, SigningKey, VerifyingKey};
 pub use time::{describe_span, Clock, FixedClock, NumericDate, SystemClock};

@@ -190,23 +190,100 @@ impl<T> Claims<T> {
     }
 }
 
-/// The registered claims, as read from a payload.
-#[derive(Debug, Default)]
-pub(crate) struct Registered {
-    pub(crate) iss: Option<String>,
-    pub(crate) sub: Option<String>,
-    pub(crate) aud: Option<Audience>,
-    pub(crate) exp: Option<NumericDate>,
-    pub(crate) nbf: Option<NumericDate>,
-    pub(crate) iat: Option<NumericDate>,
-    pub(crate) jti: Option<String>,
+/// A token verified by [`crate::jwt::verify_borrowed`]: the header, and
+/// claims whose strings borrow from the decoded payload.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BorrowedToken<'b, T> {
+    /// The protected header (shared, as in [`Token`]).
+    pub header: Arc<Header>,
+    /// The claims.
+    pub claims: BorrowedClaims<'b, T>,
 }
 
-impl Registered {
+/// [`Claims`] whose registered strings point into the decoded payload: a
+/// string written without escapes is borrowed, one with escapes (`\n`,
+/// `\u00e9`, `\/`) is owned, unescaped. Read from a payload only, never
+/// signed: [`BorrowedClaims::into_owned`] gives [`Claims`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BorrowedClaims<'b, T> {
+    /// `iss`.
+    pub iss: Option<Cow<'b, str>>,
+    /// `sub`.
+    pub sub: Option<Cow<'b, str>>,
+    /// `aud`.
+    pub aud: Option<AudienceRef<'b>>,
+    /// `exp`.
+    pub exp: Option<NumericDate>,
+    /// `nbf`.
+    pub nbf: Option<NumericDate>,
+    /// `iat`.
+    pub iat: Option<NumericDate>,
+    /// `jti`.
+    pub jti: Option<Cow<'b, str>>,
+    /// Everything else, as the caller's type read it.
+    pub custom: T,
+}
+
+/// `aud` of [`BorrowedClaims`]: a string, or an array of strings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AudienceRef<'b> {
+    /// A single string.
+    One(Cow<'b, str>),
+    /// An array of strings.
+    Many(Vec<Cow<'b, str>>),
+}
+
+impl AudienceRef<'_> {
+    /// Every audience named.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        let slice: &[Cow<'_, str>] = match self {
+            AudienceRef::One(one) => std::slice::from_ref(one),
+            AudienceRef::Many(many) => many,
+        };
+        slice.iter().map(|a| &**a)
+    }
+
+    /// True if `aud` is one of them.
+    pub fn contains(&self, aud: &str) -> bool {
+        self.iter().any(|a| a == aud)
+    }
+
+    /// The same, owning its strings.
+    pub fn into_owned(self) -> Audience {
+        match self {
+            AudienceRef::One(one) => Audience::One(one.into_owned()),
+            AudienceRef::Many(many) => {
+                Audience::Many(many.into_iter().map(Cow::into_owned).collect())
+            }
+        }
+    }
+}
+
+impl<T> BorrowedClaims<'_, T> {
+    /// The same claims, the registered ones owning their strings (`T` is
+    /// kept as it is).
+    pub fn into_owned(self) -> Claims<T> {
+        Claims {
+            iss: self.iss.map(Cow::into_owned),
+            sub: self.sub.map(Cow::into_owned),
+            aud: self.aud.map(AudienceRef::into_owned),
+            exp: self.exp,
+            nbf: self.nbf,
+            iat: self.iat,
+            jti: self.jti.map(Cow::into_owned),
+            custom: self.custom,
+        }
+    }
+}
+
+/// The registered claims, as read from a payload.
+pub(crate) type Registered<'a> = BorrowedClaims<'a, ()>;
+
+impl<'a> BorrowedClaims<'a, ()> {
     /// Keep `member` if it is a registered claim. A registered claim of
     /// another JSON type (including `null`) is an
     /// [`Error::InvalidClaimType`], never "absent".
-    pub(crate) fn read(&mut self, member: &Member<'_>) -> Result<(), Error> {
+    pub(crate) fn read(&mut self, member: &Member<'a>) -> Result<(), Error> {
         match &*member.name {
             "iss" => self.iss = Some(string(member, "iss")?),
             "sub" => self.sub = Some(string(member, "sub")?),
@@ -220,8 +297,8 @@ impl Registered {
         Ok(())
     }
 
-    pub(crate) fn with_custom<T>(self, custom: T) -> Claims<T> {
-        Claims {
+    pub(crate) fn with_custom<T>(self, custom: T) -> BorrowedClaims<'a, T> {
+        BorrowedClaims {
             iss: self.iss,
             sub: self.sub,
             aud: self.aud,
@@ -241,21 +318,18 @@ fn wrong_type(claim: &str, expected: &'static str) -> Error {
     }
 }
 
-fn string(member: &Member<'_>, claim: &str) -> Result<String, Error> {
-    member
-        .as_str()
-        .map(Cow::into_owned)
-        .ok_or_else(|| wrong_type(claim, "a string"))
+fn string<'a>(member: &Member<'a>, claim: &str) -> Result<Cow<'a, str>, Error> {
+    member.as_str().ok_or_else(|| wrong_type(claim, "a string"))
 }
 
-fn audience(member: &Member<'_>) -> Result<Audience, Error> {
+fn audience<'a>(member: &Member<'a>) -> Result<AudienceRef<'a>, Error> {
     let wrong = || wrong_type("aud", "a string or an array of strings");
     match member.kind {
-        Kind::String { .. } => string(member, "aud").map(Audience::One),
+        Kind::String { .. } => string(member, "aud").map(AudienceRef::One),
         // The scanner accepted the text: any failure is an element that
         // is not a string.
-        Kind::Array => serde_json::from_str(member.raw)
-            .map(Audience::Many)
+        Kind::Array => serde_json::from_str::<Vec<String>>(member.raw)
+            .map(|many| AudienceRef::Many(many.into_iter().map(Cow::Owned).collect()))
             .map_err(|_| wrong()),
         _ => Err(wrong()),
     }
@@ -281,7 +355,7 @@ fn date(member: &Member<'_>, claim: &str) -> Result<NumericDate, Error> {
 mod tests {
     use super::*;
 
-    fn read(text: &str) -> Result<Registered, Error> {
+    fn read(text: &str) -> Result<Registered<'_>, Error> {
         super::super::read::registered(text.as_bytes(), 8, &[]).map(|r| r.registered)
     }
 
@@ -289,11 +363,24 @@ mod tests {
     fn registered_claims_are_typed() {
         let r = read(r#"{"iss":"i","sub":"s","aud":["a","b"],"exp":10,"nbf":5.5,"iat":1,"jti":"j","x":{"y":[1]}}"#).unwrap();
         assert_eq!(r.iss.as_deref(), Some("i"));
-        assert_eq!(r.aud, Some(Audience::Many(vec!["a".into(), "b".into()])));
+        assert_eq!(r.aud, Some(AudienceRef::Many(vec!["a".into(), "b".into()])));
         assert_eq!(r.exp, Some(NumericDate::from_seconds(10)));
         assert_eq!(r.nbf, Some(NumericDate::from_seconds(5)));
         let single = read(r#"{"aud":"a"}"#).unwrap();
-        assert_eq!(single.aud, Some(Audience::One("a".into())));
+        assert_eq!(single.aud, Some(AudienceRef::One("a".into())));
+    }
+
+    #[test]
+    fn strings_borrow_unless_written_with_escapes() {
+        let r = read(r#"{"iss":"https:\/\/i","sub":"s","aud":"a","jti":"\u006a"}"#).unwrap();
+        assert!(matches!(r.iss, Some(Cow::Owned(ref i)) if i == "https://i"));
+        assert!(matches!(r.sub, Some(Cow::Borrowed("s"))));
+        assert!(matches!(r.aud, Some(AudienceRef::One(Cow::Borrowed("a")))));
+        assert!(matches!(r.jti, Some(Cow::Owned(ref j)) if j == "j"));
+        let owned = r.with_custom(NoCustomClaims {}).into_owned();
+        assert_eq!(owned.iss.as_deref(), Some("https://i"));
+        assert_eq!(owned.aud, Some(Audience::One("a".into())));
+        assert_eq!(owned.jti.as_deref(), Some("j"));
     }
 
     #[test]

@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 pub use validation::MAX_LEEWAY;
 
-use claims::{Claims, Token};
+use claims::{BorrowedClaims, BorrowedToken, Claims, Token};
 use validation::Validation;
 
 use crate::error::Input;
@@ -103,7 +103,12 @@ pub fn verify<T: DeserializeOwned>(
     validation: &Validation,
 ) -> Result<Token<T>, Error> {
     let (header, payload) = checked(token, keys, validation)?;
-    let read = |payload: &[u8]| claims(payload, header, validation);
+    let read = |payload: &[u8]| {
+        claims(payload, validation).map(|claims| Token {
+            header,
+            claims: claims.into_owned(),
+        })
+    };
     // Decoded on the stack up to 4 KiB, so that a large token's payload
     // does not cost an allocation of a size allocators keep no cache of;
     // small ones do not pay for zeroing the larger buffer.
@@ -119,7 +124,10 @@ pub fn verify<T: DeserializeOwned>(
 /// Every string of a typed claims struct is an allocation when it is a
 /// `String`; here fields may be `&'b str` (or `Cow<'b, str>`, which
 /// borrows when it can), and collections of them, so that a large token
-/// costs no allocation per string. Keep `buffer` to reuse its capacity
+/// costs no allocation per string. The registered claims come as
+/// [`BorrowedClaims`] the same way (`iss`, `sub`, `aud` and `jti` borrow
+/// unless written with escapes); [`BorrowedClaims::into_owned`] gives
+/// [`Claims`]. Keep `buffer` to reuse its capacity
 /// from one token to the next. The checks are [`verify`]'s, in the same
 /// order; only where `T` keeps its strings differs. A `&str` field cannot
 /// hold a string written with escapes (`\n`, `\u00e9`, `\/`): such a
@@ -160,7 +168,7 @@ pub fn verify_borrowed<'b, T: Deserialize<'b>>(
     keys: &(impl KeySource + ?Sized),
     validation: &Validation,
     buffer: &'b mut Vec<u8>,
-) -> Result<Token<T>, Error> {
+) -> Result<BorrowedToken<'b, T>, Error> {
     // Nothing of an earlier token stays behind a failed verification
     // (a refused payload, though, is left: it was signed).
     buffer.clear();
@@ -168,7 +176,8 @@ pub fn verify_borrowed<'b, T: Deserialize<'b>>(
     crate::b64::decode_into(payload.as_bytes(), buffer).ok_or(Error::Base64 {
         input: Input::Payload,
     })?;
-    claims(buffer, header, validation)
+    let claims = claims(buffer, validation)?;
+    Ok(BorrowedToken { header, claims })
 }
 
 /// The steps before the payload: the configuration, the JWS (limits,
@@ -192,9 +201,8 @@ fn checked<'t>(
 /// then the caller's checks.
 fn claims<'p, T: Deserialize<'p>>(
     payload: &'p [u8],
-    header: Arc<Header>,
     validation: &Validation,
-) -> Result<Token<T>, Error> {
+) -> Result<BorrowedClaims<'p, T>, Error> {
     let depth = validation.jws_options().limits().depth();
     let read = read::registered(payload, depth, validation.required_claims())?;
     validation.validate_claims(&read.registered, &read.found)?;
@@ -202,10 +210,7 @@ fn claims<'p, T: Deserialize<'p>>(
     if validation.has_checks() {
         validation.run_checks(&crate::json::build(payload, Input::Payload)?)?;
     }
-    Ok(Token {
-        header,
-        claims: read.registered.with_custom(custom),
-    })
+    Ok(read.registered.with_custom(custom))
 }
 
 #[cfg(test)]

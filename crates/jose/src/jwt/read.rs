@@ -20,7 +20,7 @@ use crate::Error;
 
 /// What the scan of a payload yields.
 pub(crate) struct Read<'a> {
-    pub(crate) registered: Registered,
+    pub(crate) registered: Registered<'a>,
     /// For each required claim name, whether the payload has it.
     pub(crate) found: Vec<bool>,
     /// The payload as text.

@@ -255,7 +255,7 @@ impl Validation {
     /// Time, issuer, audience, subject and required-claim checks.
     pub(crate) fn validate_claims(
         &self,
-        claims: &Registered,
+        claims: &Registered<'_>,
         found_required: &[bool],
     ) -> Result<(), Error> {
         let now = self.clock.now();
@@ -300,12 +300,12 @@ impl Validation {
         if let Expect::OneOf(expected) = &self.issuer {
             if !claims
                 .iss
-                .as_ref()
-                .is_some_and(|iss| expected.contains(iss))
+                .as_deref()
+                .is_some_and(|iss| expected.iter().any(|e| e == iss))
             {
                 return Err(Error::InvalidIssuer {
                     expected: expected.clone(),
-                    found: claims.iss.clone(),
+                    found: claims.iss.as_deref().map(str::to_owned),
                 });
             }
         }
@@ -326,10 +326,10 @@ impl Validation {
             }
         }
         if let Some(expected) = &self.subject {
-            if claims.sub.as_ref() != Some(expected) {
+            if claims.sub.as_deref() != Some(expected.as_str()) {
                 return Err(Error::InvalidSubject {
                     expected: expected.clone(),
-                    found: claims.sub.clone(),
+                    found: claims.sub.as_deref().map(str::to_owned),
                 });
             }
         }

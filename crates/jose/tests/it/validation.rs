@@ -398,6 +398,18 @@ fn borrowed_claims_point_into_the_buffer() {
     assert_eq!(custom.groups, ["/g0", "/g1", "/g2"]);
     assert!(matches!(custom.note, std::borrow::Cow::Borrowed("plain")));
     assert_eq!(verified.claims.iss.as_deref(), Some("https://issuer"));
+    // The registered claims borrow as well.
+    let iss = verified.claims.iss.as_ref().unwrap();
+    assert!(matches!(iss, std::borrow::Cow::Borrowed(_)));
+    assert!(
+        decoded.contains(&iss.as_ptr()),
+        "iss points into the buffer"
+    );
+    assert!(verified
+        .claims
+        .aud
+        .as_ref()
+        .is_some_and(|a| a.contains("api")));
     // Borrowed from the decoded payload, not copied.
     let inside = |s: &str| decoded.contains(&s.as_ptr());
     assert!(inside(custom.scope) && custom.groups.iter().all(|g| inside(g)));
