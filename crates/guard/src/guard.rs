@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
-use tessera_jose::{jwt, Algorithm, Error, KeySet, NumericDate, Validation};
+use tessera_jose::{jwt, Algorithm, Clock, Error, KeySet, NumericDate, SystemClock, Validation};
 
 use crate::feed::CheckedAt;
 use crate::{Rejection, RemoteJwks, RevocationFeed};
@@ -252,7 +252,9 @@ impl Guard {
             key.copy_from_slice(d.as_ref());
             key
         };
-        let now = NumericDate::now();
+        // Validation's clock (never behind the system clock), so that a
+        // cached token expires when a fresh verification would refuse it.
+        let now = SystemClock.now();
         let inner = &self.inner;
         if inner.cache_size > 0 {
             let hit = inner
