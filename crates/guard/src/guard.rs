@@ -252,7 +252,7 @@ impl Guard {
             key.copy_from_slice(d.as_ref());
             key
         };
-        // Validation's clock (never behind the system clock), so that a
+        // Validation's clock (not behind the system clock), so that a
         // cached token expires when a fresh verification would refuse it.
         let now = SystemClock.now();
         let inner = &self.inner;

@@ -134,10 +134,11 @@ pub trait Clock: Send + Sync + fmt::Debug {
     fn now(&self) -> NumericDate;
 }
 
-/// The system clock, as validation needs it: never behind it (on Linux
-/// the coarse clock moved forward by a tick: up to a few milliseconds
-/// ahead), so a token issued this instant is never "in the future", and
-/// one may expire that much early.
+/// The system clock, as validation needs it: not behind it (on Linux the
+/// coarse clock moved forward by a tick: up to a few milliseconds ahead;
+/// behind only for the moment the kernel's tick itself is late), so a
+/// token issued this instant is not "in the future", and one may expire
+/// that much early.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SystemClock;
 
@@ -196,7 +197,7 @@ pub fn describe_span(secs: i64) -> String {
 /// VM, against ~46 ns for the precise clock behind `SystemTime::now`).
 /// Whole seconds are all a [`NumericDate`] holds. The coarse clock is never
 /// ahead of the precise one and at most a tick behind; `ahead` adds the
-/// tick's length, for a reading never behind it. A tick longer than 10 ms
+/// tick's length, for a reading not behind it (unless the tick is late). A tick longer than 10 ms
 /// (an unusual kernel) falls back to the precise clock.
 #[cfg(target_os = "linux")]
 fn coarse_seconds(ahead: bool) -> i64 {
@@ -277,14 +278,22 @@ mod tests {
     fn validation_is_never_behind_the_system_clock_nor_minting_ahead() {
         // Across at least one change of second: right after it the coarse
         // clock still shows the second before, unless moved forward.
+        // A stalled tick (a preempted virtual CPU keeping time) can leave
+        // the coarse clock behind for a moment longer: a few readings may
+        // be, where an unadjusted clock is behind for the whole first tick
+        // of every second (a third of a per cent of readings and more).
         let started = std::time::Instant::now();
-        let mut readings = 0u64;
+        let (mut readings, mut behind) = (0u64, 0u64);
         while started.elapsed() < Duration::from_millis(1100) {
             let before = precise_seconds();
             let validating = SystemClock.now().seconds();
             let minting = NumericDate::now().seconds();
             let after = precise_seconds();
-            assert!(validating >= before, "{validating} is behind {before}");
+            behind += u64::from(validating < before);
+            assert!(
+                validating >= before - 1,
+                "{validating} is far behind {before}"
+            );
             assert!(
                 validating <= after + 1,
                 "{validating} is far ahead of {after}"
@@ -294,6 +303,10 @@ mod tests {
             readings += 1;
         }
         assert!(readings > 1000);
+        assert!(
+            behind * 2000 < readings,
+            "{behind} of {readings} readings behind"
+        );
     }
 
     #[test]

@@ -141,7 +141,9 @@ impl AccessTokens {
     /// `at+jwt`, a `jti`, not expired. Revocation and owners are
     /// [`AccessTokens::live`]'s to check.
     pub fn verify(&self, token: &str) -> Option<AccessToken> {
-        let now = crate::store::now();
+        // Validation's clock (not behind the system clock), so that a
+        // cached token expires when a fresh verification would refuse it.
+        let now = tessera_jose::Clock::now(&tessera_jose::SystemClock).seconds();
         let live = |t: &AccessToken| t.claims.exp.is_some_and(|exp| exp.seconds() > now);
         let key = token_digest(token);
         if let Some(hit) = self
