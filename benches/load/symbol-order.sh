@@ -17,10 +17,14 @@ trap 'rm -rf "$work"' EXIT
 port=$((20000 + RANDOM % 20000))
 cd "$work"
 # A first start creates the data directory; the second is the one traced.
-"$bin" serve --listen "127.0.0.1:$port" > /dev/null 2>&1 &
+"$bin" serve --listen "127.0.0.1:$port" > "$work/first.log" 2>&1 &
 first=$!
 sleep 3
-kill -TERM "$first"
+if ! kill -TERM "$first" 2>/dev/null; then
+    echo "the first start failed:" >&2
+    cat "$work/first.log" >&2
+    exit 1
+fi
 wait "$first" || true
 valgrind --tool=callgrind --demangle=no --dump-line=no --compress-strings=no \
     --callgrind-out-file="$work/cg.out" \

@@ -5,10 +5,11 @@
 //! left where the compiler puts them, the ~2.4 MB a start runs are spread
 //! over ~9 MiB of windows (docs/benchmarks.md, issue 16).
 //!
-//! Only where the linker is LLD, the default of Rust 1.90 and later on
-//! x86_64 Linux (GNU ld knows no `--symbol-ordering-file`), and not when a
-//! linker of one's own is configured; `TESSERA_NO_SYMBOL_ORDER=1` turns it
-//! off. The order changes nothing but where code sits.
+//! Only where the linker takes the option (LLD, the default of Rust 1.90
+//! and later from rustup on x86_64 Linux; GNU ld does not), which a
+//! trivial program linked with it first shows, and not when a linker of
+//! one's own is configured; `TESSERA_NO_SYMBOL_ORDER=1` turns it off. The
+//! order changes nothing but where code sits.
 
 use std::path::Path;
 use std::process::Command;
@@ -29,28 +30,39 @@ fn main() {
     }
 }
 
-/// Whether this is a release build for x86_64 Linux linked by Rust's own
-/// LLD, with nothing in the way.
+/// Whether this is a release build for x86_64 Linux whose linker takes
+/// `--symbol-ordering-file`, with nothing in the way: a trivial program is
+/// linked with it first (a Rust 1.90 or later from rustup links with LLD;
+/// one built by a distribution may keep GNU ld, which refuses it).
 fn lld_links_release() -> bool {
     let var = |name: &str| std::env::var(name).unwrap_or_default();
     if var("TESSERA_NO_SYMBOL_ORDER") == "1"
         || var("PROFILE") != "release"
         || var("TARGET") != "x86_64-unknown-linux-gnu"
+        || var("HOST") != var("TARGET")
         || std::env::var_os("RUSTC_LINKER").is_some()
         || var("CARGO_ENCODED_RUSTFLAGS").contains("link")
     {
         return false;
     }
-    // rustc 1.90 made rust-lld the default linker for this target.
-    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-    let Ok(out) = Command::new(rustc).arg("-V").output() else {
+    let Some(out) = std::env::var_os("OUT_DIR").map(std::path::PathBuf::from) else {
         return false;
     };
-    let version = String::from_utf8_lossy(&out.stdout);
-    let minor = version
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.split('.').nth(1))
-        .and_then(|m| m.parse::<u32>().ok());
-    minor.is_some_and(|m| m >= 90)
+    let (source, order) = (out.join("probe.rs"), out.join("probe-order.txt"));
+    if std::fs::write(&source, "fn main() {}\n").is_err() || std::fs::write(&order, "").is_err() {
+        return false;
+    }
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    Command::new(rustc)
+        .arg("--edition=2021")
+        .arg("-o")
+        .arg(out.join("probe"))
+        .arg(&source)
+        .arg("-C")
+        .arg(format!(
+            "link-arg=-Wl,--symbol-ordering-file={}",
+            order.display()
+        ))
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
