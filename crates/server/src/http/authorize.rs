@@ -211,7 +211,7 @@ pub(crate) async fn proceed(
                 &master,
                 browser,
                 &request,
-                Some(&session.session.sid),
+                Some((&session.session.sid, fresh_login)),
                 pending.map(|p| p.origin.as_str()),
                 now(),
             )?;

@@ -80,8 +80,10 @@ async fn consent_of(
 /// request's `max_age` while the consent page waited (a pending request
 /// lasts half an hour): OpenID Connect Core 1.0 §3.1.2.1 asks for a new
 /// login then, and a relying party refuses an ID token whose `auth_time`
-/// is older than the `max_age` it sent. `max_age=0` is exempt: it brought
-/// the person here through a login made for this very request.
+/// is older than the `max_age` it sent. A login made for this very
+/// request answers any `max_age`, as when the request came in (else a
+/// `max_age` shorter than the time it takes to read the page would send
+/// the person round for ever).
 fn login_again(
     app: &App,
     pending: &Pending,
@@ -89,9 +91,10 @@ fn login_again(
     session: &Session,
     browser: &str,
 ) -> Result<Option<Response>, crate::Error> {
-    let stale = request
-        .max_age
-        .is_some_and(|max| max > 0 && now().saturating_sub(session.auth_time) > max);
+    let stale = !pending.fresh_login
+        && request
+            .max_age
+            .is_some_and(|max| now().saturating_sub(session.auth_time) > max);
     if !stale {
         return Ok(None);
     }

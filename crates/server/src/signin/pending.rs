@@ -39,6 +39,9 @@ pub struct Pending {
     pub sid: Option<String>,
     /// The same for every sealing of one authorization request.
     pub origin: String,
+    /// Whether the session's login was made for this request (it then
+    /// answers `prompt=login` and any `max_age`).
+    pub fresh_login: bool,
 }
 
 impl Pending {
@@ -55,16 +58,20 @@ struct Sealed {
     /// SHA-256 of the browser cookie, base64url.
     browser: String,
     sid: Option<String>,
+    /// See [`Pending::fresh_login`].
+    #[serde(default)]
+    fresh_login: bool,
     made: i64,
 }
 
-/// Seal `request` for the browser whose cookie is `browser`; `origin`
-/// continues a request sealed before (`None`: a new one).
+/// Seal `request` for the browser whose cookie is `browser`, in session
+/// `sid` once the person has logged in (`fresh_login`: for this request);
+/// `origin` continues a request sealed before (`None`: a new one).
 pub fn seal(
     master: &MasterKey,
     browser: &str,
     request: &AuthorizationRequest,
-    sid: Option<&str>,
+    sid: Option<(&str, bool)>,
     origin: Option<&str>,
     now: i64,
 ) -> Result<String, Error> {
@@ -76,7 +83,8 @@ pub fn seal(
         origin,
         request: request.clone(),
         browser: tessera_jose::b64::encode(token_digest(browser)),
-        sid: sid.map(str::to_owned),
+        sid: sid.map(|(sid, _)| sid.to_owned()),
+        fresh_login: sid.is_some_and(|(_, fresh)| fresh),
         made: now,
     };
     let json = serde_json::to_vec(&sealed).map_err(|e| Error::Invalid(e.to_string()))?;
@@ -101,6 +109,7 @@ pub fn open(master: &MasterKey, id: &str, browser: &str, now: i64) -> Option<Pen
         request: opened.request,
         sid: opened.sid,
         origin: opened.origin,
+        fresh_login: opened.fresh_login,
     })
 }
 
@@ -135,10 +144,19 @@ mod tests {
     fn a_pending_request_opens_only_in_its_browser_in_time_and_unaltered() {
         let master = key();
         let (mine, theirs) = ("a".repeat(43), "b".repeat(43));
-        let id = seal(&master, &mine, &request(), Some("sid-1"), None, 1000).unwrap();
+        let id = seal(
+            &master,
+            &mine,
+            &request(),
+            Some(("sid-1", false)),
+            None,
+            1000,
+        )
+        .unwrap();
         let opened = open(&master, &id, &mine, 1010).unwrap();
         assert_eq!(opened.request, request());
         assert_eq!(opened.sid.as_deref(), Some("sid-1"));
+        assert!(!opened.fresh_login);
         assert!(
             open(&master, &id, &theirs, 1010).is_none(),
             "another browser"
@@ -175,12 +193,13 @@ mod tests {
             &master,
             &mine,
             &request(),
-            Some("sid-1"),
+            Some(("sid-1", true)),
             Some(&opened.origin),
             1020,
         )
         .unwrap();
         assert_ne!(again, id);
+        assert!(open(&master, &again, &mine, 1030).unwrap().fresh_login);
         assert_eq!(
             open(&master, &again, &mine, 1030).unwrap().answer(),
             opened.answer()

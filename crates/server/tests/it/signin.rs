@@ -917,41 +917,51 @@ async fn prompt_consent_asks_again_and_remembers_more(backend: Backend) {
 }
 
 /// A consent page that waited past the request's `max_age` asks for the
-/// password again, shown or submitted; the login that answers it leads
-/// back to consent and to a code whose `auth_time` is fresh.
+/// password again, shown or submitted, when the session's login was made
+/// before the request; the login that answers it leads back to consent and
+/// to a code whose `auth_time` is fresh. A login made for the request
+/// answers its `max_age` however long the consent page waits (no loop).
 async fn a_consent_that_outwaits_max_age_asks_for_a_login(backend: Backend) {
     let Some(h) = Harness::new(backend).await else {
         return;
     };
     let s = setup(&h, "Shop", false).await;
     let mut b = Browser::default();
-    let url = authorize_url(&s.client_id, &[("max_age", "2")]);
+    let allow = |page: &Reply| {
+        [
+            ("request", hidden(&page.text, "request")),
+            ("csrf_token", hidden(&page.text, "csrf_token")),
+            ("decision", "allow".to_owned()),
+        ]
+    };
+    // A login made for a request with max_age=1, whose consent waits 2 s:
+    // allowed, a code.
+    let url = authorize_url(&s.client_id, &[("max_age", "1")]);
     let to_consent = location(&log_in(&h, &mut b, &url, "correct horse").await);
     assert!(to_consent.starts_with("/consent"), "{to_consent}");
     let page = b.get(&h, &to_consent).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.text);
-    let (request, csrf) = (
-        hidden(&page.text, "request"),
-        hidden(&page.text, "csrf_token"),
-    );
-    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let form = allow(&page);
+    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let back = location(&b.post(&h, "/consent", &pairs).await);
+    assert!(query_of(&back).contains_key("code"), "{back}");
+
+    // The same session, a new request with max_age=3 that it meets now;
+    // its consent page waits past it.
+    let url = authorize_url(&s.client_id, &[("max_age", "3"), ("prompt", "consent")]);
+    let to_consent = location(&b.get(&h, &url).await);
+    assert!(to_consent.starts_with("/consent"), "{to_consent}");
+    let page = b.get(&h, &to_consent).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    tokio::time::sleep(std::time::Duration::from_millis(4100)).await;
     // Shown again, or allowed: the login page, for the same request.
     let shown = location(&b.get(&h, &to_consent).await);
     assert!(shown.starts_with("/login?request="), "{shown}");
-    let allowed = b
-        .post(
-            &h,
-            "/consent",
-            &[
-                ("request", &request),
-                ("csrf_token", &csrf),
-                ("decision", "allow"),
-            ],
-        )
-        .await;
-    let to_login = location(&allowed);
+    let form = allow(&page);
+    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let to_login = location(&b.post(&h, "/consent", &pairs).await);
     assert!(to_login.starts_with("/login?request="), "{to_login}");
-    assert!(!query_of(&to_login).contains_key("code"));
     // Logging in again leads back to consent, then to a fresh auth_time.
     let login = b.get(&h, &to_login).await;
     assert_eq!(login.status, StatusCode::OK, "{}", login.text);
@@ -967,18 +977,9 @@ async fn a_consent_that_outwaits_max_age_asks_for_a_login(backend: Backend) {
     let to_consent = location(&again);
     assert!(to_consent.starts_with("/consent"), "{to_consent}");
     let page = b.get(&h, &to_consent).await;
-    let back = location(
-        &b.post(
-            &h,
-            "/consent",
-            &[
-                ("request", &hidden(&page.text, "request")),
-                ("csrf_token", &hidden(&page.text, "csrf_token")),
-                ("decision", "allow"),
-            ],
-        )
-        .await,
-    );
+    let form = allow(&page);
+    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let back = location(&b.post(&h, "/consent", &pairs).await);
     let tokens = exchange(&h, &s, &query_of(&back)["code"], VERIFIER).await;
     let auth_time = claims(&tokens.str("id_token"))["auth_time"]
         .as_i64()
