@@ -40,18 +40,21 @@ pub async fn due(db: &Db, at: i64, limit: i64) -> Result<Vec<Delivery>, Error> {
 /// due again then. On PostgreSQL rows another instance is taking are
 /// skipped, not waited for.
 pub async fn claim(db: &Db, at: i64, lease_until: i64, limit: i64) -> Result<Vec<Delivery>, Error> {
-    let lock = if db.is_postgres() {
-        " FOR UPDATE SKIP LOCKED"
+    // On PostgreSQL the rows are picked once (a materialized CTE): a
+    // subquery with SKIP LOCKED that the planner ran again could pick
+    // other rows each time, past the limit.
+    let sql = if db.is_postgres() {
+        "WITH due AS MATERIALIZED (SELECT id FROM logout_deliveries WHERE next_attempt_at <= $1 \
+         ORDER BY next_attempt_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+         UPDATE logout_deliveries SET next_attempt_at = $2 WHERE id IN (SELECT id FROM due) \
+         RETURNING id, client_id, uri, sid, subject, attempts"
     } else {
-        ""
-    };
-    let sql = format!(
         "UPDATE logout_deliveries SET next_attempt_at = $2 WHERE id IN (\
          SELECT id FROM logout_deliveries WHERE next_attempt_at <= $1 \
-         ORDER BY next_attempt_at, id LIMIT $3{lock}) \
+         ORDER BY next_attempt_at, id LIMIT $3) \
          RETURNING id, client_id, uri, sid, subject, attempts"
-    );
-    let claimed = on_pool!(db.write(), p => sqlx::query_as::<_, Delivery>(&sql)
+    };
+    let claimed = on_pool!(db.write(), p => sqlx::query_as::<_, Delivery>(sql)
         .bind(at).bind(lease_until).bind(limit).fetch_all(p).await)?;
     Ok(claimed)
 }

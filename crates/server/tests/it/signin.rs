@@ -1241,16 +1241,10 @@ async fn instances_take_each_backchannel_delivery_once(backend: Backend) {
     assert!(waiting.iter().all(|d| d.attempts == 1), "{waiting:?}");
     // A delivery taken is not taken again until its lease ends, and then is.
     let at = tessera_server::store::now() + 3600;
-    let taken = tessera_server::store::logouts::claim(&h.db, at, at + 60, 10)
-        .await
-        .unwrap();
-    assert_eq!(taken.len(), 3);
-    assert!(
-        tessera_server::store::logouts::claim(&h.db, at, at + 60, 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    let claim = |limit| tessera_server::store::logouts::claim(&h.db, at, at + 60, limit);
+    assert_eq!(claim(2).await.unwrap().len(), 2, "no more than the limit");
+    assert_eq!(claim(10).await.unwrap().len(), 1);
+    assert!(claim(10).await.unwrap().is_empty());
     assert_eq!(
         tessera_server::store::logouts::claim(&h.db, at + 60, at + 120, 10)
             .await
