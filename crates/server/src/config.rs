@@ -212,16 +212,30 @@ impl std::ops::Deref for DatabaseUrl {
 
 impl std::fmt::Debug for DatabaseUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match url::Url::parse(&self.0) {
-            Ok(mut url) if url.password().is_some() => {
-                // Only fails for URLs that cannot have a password.
-                let _ = url.set_password(Some("***"));
-                write!(f, "{:?}", url.as_str())
-            }
-            Ok(_) => write!(f, "{:?}", self.0),
+        let Ok(mut url) = url::Url::parse(&self.0) else {
             // Not a URL: nothing of it is shown, in case it holds a secret.
-            Err(_) => f.write_str("\"(not a URL)\""),
+            return f.write_str("\"(not a URL)\"");
+        };
+        if url.password().is_some() {
+            // Only fails for URLs that cannot have a password.
+            let _ = url.set_password(Some("***"));
         }
+        // `?password=` (and `sslpassword=`) are passwords too.
+        if url.query_pairs().any(|(k, _)| k.contains("password")) {
+            let pairs: Vec<(String, String)> = url
+                .query_pairs()
+                .map(|(k, v)| {
+                    let v = if k.contains("password") {
+                        "***".into()
+                    } else {
+                        v
+                    };
+                    (k.into_owned(), v.into_owned())
+                })
+                .collect();
+            url.query_pairs_mut().clear().extend_pairs(pairs);
+        }
+        write!(f, "{:?}", url.as_str())
     }
 }
 
@@ -718,6 +732,10 @@ mod tests {
             ("sqlite://data/tessera.db", "\"sqlite://data/tessera.db\""),
             ("postgres://db/tessera", "\"postgres://db/tessera\""),
             ("not a url: hunter2", "\"(not a URL)\""),
+            (
+                "postgres://tessera@db/tessera?password=hunter2&sslmode=require",
+                "\"postgres://tessera@db/tessera?password=***&sslmode=require\"",
+            ),
         ] {
             assert_eq!(format!("{:?}", DatabaseUrl::from(url.to_owned())), shown);
         }

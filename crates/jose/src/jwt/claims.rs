@@ -202,8 +202,9 @@ pub struct BorrowedToken<'b, T> {
 
 /// [`Claims`] whose registered strings point into the decoded payload: a
 /// string written without escapes is borrowed, one with escapes (`\n`,
-/// `\u00e9`, `\/`) is owned, unescaped. Read from a payload only, never
-/// signed: [`BorrowedClaims::into_owned`] gives [`Claims`].
+/// `\u00e9`, `\/`) is owned, unescaped, and so are the strings of an
+/// `aud` array. Read from a payload only, never signed:
+/// [`BorrowedClaims::into_owned`] gives [`Claims`].
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct BorrowedClaims<'b, T> {
     /// `iss`.

@@ -125,9 +125,9 @@ pub fn verify<T: DeserializeOwned>(
 /// `String`; here fields may be `&'b str` (or `Cow<'b, str>`, which
 /// borrows when it can), and collections of them, so that a large token
 /// costs no allocation per string. The registered claims come as
-/// [`BorrowedClaims`] the same way (`iss`, `sub`, `aud` and `jti` borrow
-/// unless written with escapes); [`BorrowedClaims::into_owned`] gives
-/// [`Claims`]. Keep `buffer` to reuse its capacity
+/// [`BorrowedClaims`] the same way (`iss`, `sub`, `jti` and a single-string
+/// `aud` borrow unless written with escapes; an `aud` array is owned);
+/// [`BorrowedClaims::into_owned`] gives [`Claims`]. Keep `buffer` to reuse its capacity
 /// from one token to the next. The checks are [`verify`]'s, in the same
 /// order; only where `T` keeps its strings differs. A `&str` field cannot
 /// hold a string written with escapes (`\n`, `\u00e9`, `\/`): such a

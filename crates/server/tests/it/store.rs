@@ -939,15 +939,10 @@ async fn refused_refreshes_change_nothing(backend: Backend) {
 }
 
 async fn revocations_and_assertions_are_remembered_until_they_expire(backend: Backend) {
-    use tessera_guard::revocation::Revocable;
     let Some(h) = Harness::new(backend).await else {
         return;
     };
     let now = tessera_server::store::now();
-    let jti = |j| Revocable {
-        jti: Some(j),
-        ..Revocable::default()
-    };
     // Two instances' logs: one revokes, the other learns at its next sync.
     let here = revocation::Revocations::default();
     let there = revocation::Revocations::default();
@@ -1012,20 +1007,23 @@ async fn revocations_and_assertions_are_remembered_until_they_expire(backend: Ba
     h.finish().await;
 }
 
+/// What the revocation set is asked about a token whose `jti` is `j`.
+fn jti(j: &str) -> tessera_guard::revocation::Revocable<'_> {
+    tessera_guard::revocation::Revocable {
+        jti: Some(j),
+        ..Default::default()
+    }
+}
+
 /// A log restored from a backup (its ids behind what an instance read) is
 /// read again from the start, and then the instance holds exactly the
 /// restored log: what it had read since is forgotten, what the restored
 /// log has is refused.
 async fn a_restored_revocation_log_is_read_again(backend: Backend) {
-    use tessera_guard::revocation::Revocable;
     let Some(h) = Harness::new(backend).await else {
         return;
     };
     let now = tessera_server::store::now();
-    let jti = |j| Revocable {
-        jti: Some(j),
-        ..Revocable::default()
-    };
     let here = revocation::Revocations::default();
     for j in ["a", "b", "c"] {
         here.revoke_token(&h.db, j, now + 60).await.unwrap();
