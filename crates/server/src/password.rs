@@ -252,21 +252,37 @@ impl Passwords {
         &self,
         work: impl FnOnce(&mut Memory) -> T + Send + 'static,
     ) -> Result<T, Error> {
-        let _admitted = self.admit()?;
-        let _permit = self
-            .permits
-            .acquire()
+        let admitted = self.admit()?;
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
             .await
             .map_err(|e| Error::Hash(e.to_string()))?;
+        // Once handed to a hasher, the job holds its admission and its
+        // permit until it is done: a request dropped meanwhile (a timeout,
+        // a client gone) frees neither early, so the queue's bound holds
+        // however many give up.
         let Some(hashers) = &self.hashers else {
-            return tokio::task::spawn_blocking(move || work(&mut Memory::default()))
-                .await
-                .map_err(|e| Error::Hash(format!("hashing task: {e}")));
+            return tokio::task::spawn_blocking(move || {
+                let held = (admitted, permit);
+                let out = work(&mut Memory::default());
+                drop(held);
+                out
+            })
+            .await
+            .map_err(|e| Error::Hash(format!("hashing task: {e}")));
         };
         let (done, result) = tokio::sync::oneshot::channel();
         hashers
             .send(Box::new(move |memory: &mut Memory| {
-                let _ = done.send(work(memory));
+                let held = (admitted, permit);
+                // Nobody waits for it any more: no hash.
+                if done.is_closed() {
+                    return;
+                }
+                let out = work(memory);
+                // Its place is free by the time the answer arrives.
+                drop(held);
+                let _ = done.send(out);
             }))
             .map_err(|_| Error::Hash("the hashing threads are gone".into()))?;
         result
@@ -304,6 +320,46 @@ impl Passwords {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_check_given_up_keeps_its_place_until_its_hash_is_done() {
+        let p = Passwords::with_queue(1, 0);
+        let (started_tx, started) = std::sync::mpsc::channel();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        // A check whose hash is running when its request goes away.
+        let gone = {
+            let p = p.clone();
+            tokio::spawn(async move {
+                p.run(move |_| {
+                    let _ = started_tx.send(());
+                    let _ = release_rx.recv();
+                })
+                .await
+            })
+        };
+        tokio::task::spawn_blocking(move || started.recv().unwrap())
+            .await
+            .unwrap();
+        gone.abort();
+        assert!(gone.await.unwrap_err().is_cancelled());
+        // Its hash still runs: the next check is refused at once, not
+        // queued behind it (before, the dropped request freed its place).
+        let next = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            p.verify(Zeroizing::new("correct horse".into()), None),
+        )
+        .await
+        .expect("answered at once");
+        assert!(matches!(next, Err(Error::Overloaded(_))), "{next:?}");
+        release.send(()).unwrap();
+        let mut after = p.verify(Zeroizing::new("correct horse".into()), None).await;
+        while matches!(after, Err(Error::Overloaded(_))) {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            after = p.verify(Zeroizing::new("correct horse".into()), None).await;
+        }
+        assert!(!after.unwrap(), "an unknown user never matches");
+        assert_eq!(p.admitted.load(Ordering::Acquire), 0);
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_full_queue_refuses_at_once() {
