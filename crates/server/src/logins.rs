@@ -52,7 +52,18 @@ enum Key {
 pub struct Attempt<'a> {
     limiter: &'a LoginLimiter,
     keys: Vec<Key>,
-    succeeded: bool,
+    outcome: Outcome,
+}
+
+/// How an attempt ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    /// A wrong guess (or given up while its password was checked).
+    Failed,
+    /// The right password.
+    Succeeded,
+    /// The server could not check it: no guess was made.
+    NotChecked,
 }
 
 impl LoginLimiter {
@@ -67,7 +78,7 @@ impl LoginLimiter {
 
     fn keys(username: &str, addr: Option<IpAddr>) -> Vec<Key> {
         std::iter::once(Key::User(username.to_owned()))
-            .chain(addr.map(Key::Addr))
+            .chain(addr.map(|a| Key::Addr(counted_as(a))))
             .collect()
     }
 
@@ -89,7 +100,7 @@ impl LoginLimiter {
             return Ok(Attempt {
                 limiter: self,
                 keys: Vec::new(),
-                succeeded: false,
+                outcome: Outcome::Failed,
             });
         }
         let mut state = self.lock();
@@ -124,11 +135,11 @@ impl LoginLimiter {
         Ok(Attempt {
             limiter: self,
             keys,
-            succeeded: false,
+            outcome: Outcome::Failed,
         })
     }
 
-    fn finish(&self, keys: &[Key], failed: bool, now: Instant) {
+    fn finish(&self, keys: &[Key], outcome: Outcome, now: Instant) {
         let mut state = self.lock();
         for key in keys {
             if let Some(n) = state.in_flight.get_mut(key) {
@@ -138,11 +149,15 @@ impl LoginLimiter {
                 }
             }
         }
-        if !failed {
-            if let Some(user) = keys.iter().find(|k| matches!(k, Key::User(_))) {
-                state.failures.remove(user);
+        match outcome {
+            Outcome::Failed => {}
+            Outcome::NotChecked => return,
+            Outcome::Succeeded => {
+                if let Some(user) = keys.iter().find(|k| matches!(k, Key::User(_))) {
+                    state.failures.remove(user);
+                }
+                return;
             }
-            return;
         }
         if state.failures.len() >= SWEEP_AT {
             let window = self.window;
@@ -172,7 +187,13 @@ impl Attempt<'_> {
     /// The password was right: the guess is given back, and the username's
     /// failures are forgotten.
     pub fn succeeded(mut self) {
-        self.succeeded = true;
+        self.outcome = Outcome::Succeeded;
+    }
+
+    /// The server could not check the password (the database failed, the
+    /// hashing queue was full): no guess was made, so none is counted.
+    pub fn not_checked(mut self) {
+        self.outcome = Outcome::NotChecked;
     }
 }
 
@@ -180,8 +201,23 @@ impl Drop for Attempt<'_> {
     fn drop(&mut self) {
         if !self.keys.is_empty() {
             self.limiter
-                .finish(&self.keys, !self.succeeded, Instant::now());
+                .finish(&self.keys, self.outcome, Instant::now());
         }
+    }
+}
+
+/// The address an attempt counts against: an IPv4 address as it is, an
+/// IPv6 address by its /64, the network one subscriber or host is given
+/// (which can send from any of its 2^64 addresses).
+fn counted_as(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        },
+        v4 => v4,
     }
 }
 
@@ -191,7 +227,7 @@ mod tests {
 
     fn fail(limiter: &LoginLimiter, user: &str, addr: Option<IpAddr>, at: Instant) {
         let attempt = limiter.begin(user, addr, at).unwrap();
-        limiter.finish(&attempt.keys, true, at);
+        limiter.finish(&attempt.keys, Outcome::Failed, at);
         // The drop would count it a second time.
         std::mem::forget(attempt);
     }
@@ -222,6 +258,46 @@ mod tests {
             .unwrap()
             .succeeded();
         assert!(limiter.begin("alice", None, later).is_ok());
+    }
+
+    #[test]
+    fn an_ipv6_network_counts_as_one_address() {
+        let limiter = LoginLimiter::new(3, Duration::from_secs(60));
+        let now = Instant::now();
+        // Each guess from another address of one /64, each for another user.
+        for (i, user) in ["a", "b", "c"].iter().enumerate() {
+            let addr: IpAddr = format!("2001:db8:1:2::{}", i + 1).parse().unwrap();
+            fail(&limiter, user, Some(addr), now);
+        }
+        let same_net: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        assert!(limiter.begin("d", Some(same_net), now).is_err());
+        let other_net: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        limiter
+            .begin("d", Some(other_net), now)
+            .unwrap()
+            .succeeded();
+        // An IPv4 address written as IPv6 is that IPv4 address.
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(counted_as(mapped), v4);
+        assert_eq!(counted_as(v4), v4);
+    }
+
+    #[test]
+    fn a_check_the_server_could_not_make_is_no_guess() {
+        let limiter = LoginLimiter::new(2, Duration::from_secs(60));
+        let now = Instant::now();
+        for _ in 0..5 {
+            limiter.begin("alice", None, now).unwrap().not_checked();
+        }
+        fail(&limiter, "alice", None, now);
+        limiter
+            .begin("alice", None, now)
+            .expect("one guess spent, not six")
+            .not_checked();
+        // Nor does it forget the failures there were.
+        fail(&limiter, "alice", None, now);
+        assert!(limiter.begin("alice", None, now).is_err());
     }
 
     #[test]

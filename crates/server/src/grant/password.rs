@@ -61,15 +61,24 @@ impl Login<'_> {
             .logins
             .begin(username, peer, Instant::now())
             .map_err(Denied::TooManyAttempts)?;
-        let user = users::find(self.db, username)
-            .await
-            .map_err(Denied::Failed)?;
+        // A check the server could not make (the database failed, the
+        // hashing queue was full) is no guess: it costs the username none
+        // of its tries.
+        let user = match users::find(self.db, username).await {
+            Ok(user) => user,
+            Err(e) => {
+                attempt.not_checked();
+                return Err(Denied::Failed(e));
+            }
+        };
         let stored = user.as_ref().map(|u| u.password_hash.clone());
-        let matched = self
-            .passwords
-            .verify(password, stored)
-            .await
-            .map_err(Denied::Failed)?;
+        let matched = match self.passwords.verify(password, stored).await {
+            Ok(matched) => matched,
+            Err(e) => {
+                attempt.not_checked();
+                return Err(Denied::Failed(e));
+            }
+        };
         let event = |name| {
             Event::new(name)
                 .client(client_id)
