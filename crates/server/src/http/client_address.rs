@@ -45,13 +45,18 @@ impl TrustedProxies {
         let mut client = peer;
         // Every X-Forwarded-For header, in order, as one list; walked from
         // its right end for as long as the hops are trusted proxies.
-        let entries: Vec<&str> = headers
+        // Split as bytes: a byte a client wrote that is not text spoils its
+        // own entry only, not the proxies' entries appended after it.
+        let entries: Vec<&[u8]> = headers
             .get_all("x-forwarded-for")
             .iter()
-            .flat_map(|v| v.to_str().unwrap_or("").split(','))
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
             .collect();
         for entry in entries.iter().rev() {
-            match parse_hop(entry.trim()) {
+            let hop = std::str::from_utf8(entry)
+                .ok()
+                .and_then(|text| parse_hop(text.trim()));
+            match hop {
                 // Reported by a trusted hop: believed, and the walk goes on
                 // only if this one is a trusted proxy too.
                 Some(hop) => {
@@ -180,5 +185,13 @@ mod tests {
         // Every hop a trusted proxy: the leftmost.
         let inside = headers(&["10.1.1.1, 10.0.0.3"]);
         assert_eq!(t.client(peer, &inside), ip("10.1.1.1"));
+        // A byte that is not text in what the client wrote spoils only its
+        // own entry, not the address its proxy appended after it.
+        let mut bytes = HeaderMap::new();
+        bytes.append(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"198.51.100.\xff, 203.0.113.9").unwrap(),
+        );
+        assert_eq!(t.client(peer, &bytes), ip("203.0.113.9"));
     }
 }
