@@ -36,6 +36,8 @@ struct State {
     failures: HashMap<Key, VecDeque<Instant>>,
     /// Attempts let through whose password is still being checked.
     in_flight: HashMap<Key, usize>,
+    /// Entries left by the last sweep of `failures`.
+    after_sweep: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -159,13 +161,17 @@ impl LoginLimiter {
                 return;
             }
         }
-        if state.failures.len() >= SWEEP_AT {
+        // Swept when it has doubled since the last sweep (and is large):
+        // a flood of failures that all stay within the window costs each
+        // failure a constant share of the sweeps, not a pass over the map.
+        if state.failures.len() >= SWEEP_AT.max(state.after_sweep.saturating_mul(2)) {
             let window = self.window;
             state.failures.retain(|_, times| {
                 times
                     .back()
                     .is_some_and(|t| now.duration_since(*t) < window)
             });
+            state.after_sweep = state.failures.len();
         }
         for key in keys {
             let times = state.failures.entry(key.clone()).or_default();
@@ -281,6 +287,29 @@ mod tests {
         let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
         assert_eq!(counted_as(mapped), v4);
         assert_eq!(counted_as(v4), v4);
+    }
+
+    #[test]
+    fn failures_within_the_window_are_swept_when_they_double_not_each_time() {
+        let limiter = LoginLimiter::new(3, Duration::from_secs(60));
+        let now = Instant::now();
+        // The failure that finds SWEEP_AT entries sweeps; all are within
+        // the window, so all stay …
+        for i in 0..=SWEEP_AT {
+            fail(&limiter, &format!("user{i}"), None, now);
+        }
+        assert_eq!(limiter.lock().after_sweep, SWEEP_AT);
+        // … and no failure sweeps again until there are twice as many.
+        for i in SWEEP_AT + 1..2 * SWEEP_AT {
+            fail(&limiter, &format!("user{i}"), None, now);
+        }
+        assert_eq!(limiter.lock().failures.len(), 2 * SWEEP_AT);
+        assert_eq!(limiter.lock().after_sweep, SWEEP_AT);
+        // Once the window has passed, the next sweep empties it.
+        let later = now + Duration::from_secs(61);
+        fail(&limiter, "last", None, later);
+        assert_eq!(limiter.lock().after_sweep, 0);
+        assert_eq!(limiter.lock().failures.len(), 1);
     }
 
     #[test]
