@@ -13,8 +13,18 @@
 //! and gives it back only when the password turned out right. However many
 //! guesses arrive at once, at most `max_failures` per username and per
 //! address are ever checked in a window.
+//!
+//! The record is bounded: usernames are kept as keyed 64-bit hashes (what
+//! was typed, often a password in the wrong field, is not kept, and a
+//! 16 KiB username costs what a short one does), and at most
+//! [`MAX_TRACKED`] usernames and addresses are tracked. Past that, the
+//! entries that are not locked go first, oldest failure first, so a flood
+//! of new names must lock that many entries itself before it can evict a
+//! locked one.
 
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -22,11 +32,17 @@ use std::time::{Duration, Instant};
 /// Entries kept at most before expired ones are swept out.
 const SWEEP_AT: usize = 10_000;
 
+/// Usernames and addresses tracked at most (about 170 bytes each with the
+/// default five failures: under 9 MiB in all).
+pub const MAX_TRACKED: usize = 50_000;
+
 /// The failed-login record of every username and address.
 #[derive(Debug)]
 pub struct LoginLimiter {
     max_failures: usize,
     window: Duration,
+    /// The key of the usernames' hashes, random per process.
+    hasher: RandomState,
     state: Mutex<State>,
 }
 
@@ -40,9 +56,10 @@ struct State {
     after_sweep: usize,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Key {
-    User(String),
+    /// A username's keyed hash.
+    User(u64),
     Addr(IpAddr),
 }
 
@@ -74,12 +91,13 @@ impl LoginLimiter {
         LoginLimiter {
             max_failures: usize::try_from(max_failures).unwrap_or(usize::MAX),
             window,
+            hasher: RandomState::new(),
             state: Mutex::new(State::default()),
         }
     }
 
-    fn keys(username: &str, addr: Option<IpAddr>) -> Vec<Key> {
-        std::iter::once(Key::User(username.to_owned()))
+    fn keys(&self, username: &str, addr: Option<IpAddr>) -> Vec<Key> {
+        std::iter::once(Key::User(self.hasher.hash_one(username)))
             .chain(addr.map(|a| Key::Addr(counted_as(a))))
             .collect()
     }
@@ -97,7 +115,7 @@ impl LoginLimiter {
         addr: Option<IpAddr>,
         now: Instant,
     ) -> Result<Attempt<'_>, Duration> {
-        let keys = Self::keys(username, addr);
+        let keys = self.keys(username, addr);
         if self.max_failures == 0 {
             return Ok(Attempt {
                 limiter: self,
@@ -132,7 +150,7 @@ impl LoginLimiter {
             return Err(wait.max(Duration::from_secs(1)));
         }
         for key in &keys {
-            *state.in_flight.entry(key.clone()).or_default() += 1;
+            *state.in_flight.entry(*key).or_default() += 1;
         }
         Ok(Attempt {
             limiter: self,
@@ -161,20 +179,27 @@ impl LoginLimiter {
                 return;
             }
         }
-        // Swept when it has doubled since the last sweep (and is large):
-        // a flood of failures that all stay within the window costs each
-        // failure a constant share of the sweeps, not a pass over the map.
-        if state.failures.len() >= SWEEP_AT.max(state.after_sweep.saturating_mul(2)) {
+        // Swept when it has doubled since the last sweep (and is large), or
+        // is full: a flood of failures that all stay within the window
+        // costs each failure a constant share of the sweeps, not a pass
+        // over the map.
+        let len = state.failures.len();
+        if len >= SWEEP_AT.max(state.after_sweep.saturating_mul(2))
+            || len + keys.len() > MAX_TRACKED
+        {
             let window = self.window;
             state.failures.retain(|_, times| {
                 times
                     .back()
                     .is_some_and(|t| now.duration_since(*t) < window)
             });
+            if state.failures.len() + keys.len() > MAX_TRACKED {
+                self.evict(&mut state.failures, now);
+            }
             state.after_sweep = state.failures.len();
         }
         for key in keys {
-            let times = state.failures.entry(key.clone()).or_default();
+            let times = state.failures.entry(*key).or_default();
             while times
                 .front()
                 .is_some_and(|t| now.duration_since(*t) >= self.window)
@@ -185,6 +210,32 @@ impl LoginLimiter {
             while times.len() > self.max_failures {
                 times.pop_front();
             }
+        }
+    }
+}
+
+impl LoginLimiter {
+    /// Make room in a full record: a tenth of it goes, the entries that
+    /// are not locked first, then those whose last failure is oldest.
+    fn evict(&self, failures: &mut HashMap<Key, VecDeque<Instant>>, now: Instant) {
+        let keep = MAX_TRACKED - MAX_TRACKED / 10;
+        let Some(excess) = failures.len().checked_sub(keep).filter(|n| *n > 0) else {
+            return;
+        };
+        let mut order: Vec<(bool, Instant, Key)> = failures
+            .iter()
+            .map(|(key, times)| {
+                let locked = times
+                    .iter()
+                    .filter(|t| now.duration_since(**t) < self.window)
+                    .count()
+                    >= self.max_failures;
+                (locked, times.back().copied().unwrap_or(now), *key)
+            })
+            .collect();
+        order.select_nth_unstable_by(excess - 1, |a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        for (_, _, key) in &order[..excess] {
+            failures.remove(key);
         }
     }
 }
@@ -310,6 +361,46 @@ mod tests {
         fail(&limiter, "last", None, later);
         assert_eq!(limiter.lock().after_sweep, 0);
         assert_eq!(limiter.lock().failures.len(), 1);
+    }
+
+    #[test]
+    fn the_record_is_bounded_and_a_flood_evicts_unlocked_entries_first() {
+        let limiter = LoginLimiter::new(3, Duration::from_secs(600));
+        let t0 = Instant::now();
+        let tracked = |name: &str| {
+            let key = Key::User(limiter.hasher.hash_one(name));
+            limiter.lock().failures.contains_key(&key)
+        };
+        for _ in 0..3 {
+            fail(&limiter, "alice", None, t0);
+        }
+        fail(&limiter, "early", None, t0);
+        // A flood of new names, one failure each, all within the window.
+        let later = t0 + Duration::from_secs(1);
+        for i in 0..MAX_TRACKED + 1_000 {
+            fail(&limiter, &format!("user{i}"), None, later);
+            assert!(limiter.lock().failures.len() <= MAX_TRACKED);
+        }
+        // The oldest unlocked entry went; the locked one, older still, stayed.
+        assert!(!tracked("early"));
+        assert!(tracked("alice"));
+        assert!(limiter.begin("alice", None, later).is_err());
+        assert!(tracked(&format!("user{}", MAX_TRACKED + 999)));
+
+        // When every entry is locked, the oldest go.
+        let limiter = LoginLimiter::new(1, Duration::from_secs(600));
+        for i in 0..=MAX_TRACKED {
+            let at = t0 + Duration::from_millis(u64::try_from(i).unwrap());
+            fail(&limiter, &format!("user{i}"), None, at);
+        }
+        let state = limiter.lock();
+        assert!(state.failures.len() <= MAX_TRACKED);
+        let has = |i: usize| {
+            let key = Key::User(limiter.hasher.hash_one(format!("user{i}")));
+            state.failures.contains_key(&key)
+        };
+        assert!(!has(0));
+        assert!(has(MAX_TRACKED));
     }
 
     #[test]
