@@ -14,6 +14,7 @@ use crate::grant::refresh::Rotate;
 use crate::keys::Keys;
 use crate::logins::LoginLimiter;
 use crate::password::Passwords;
+use crate::revoke_limit::RevokeLimit;
 use crate::store::audit::AuditQueue;
 use crate::store::clients::ClientCache;
 use crate::store::refresh::RefreshPolicy;
@@ -34,6 +35,8 @@ pub struct App {
     pub audit: AuditQueue,
     /// Failed-login limits.
     pub logins: LoginLimiter,
+    /// Access-token revocations allowed per client.
+    pub revoke_limit: RevokeLimit,
     /// Refresh-token lifetimes.
     pub refresh: RefreshPolicy,
     /// Recently used clients.
@@ -66,6 +69,7 @@ impl App {
         };
         App {
             logins: LoginLimiter::new(config.max_login_failures, config.login_window),
+            revoke_limit: RevokeLimit::new(config.client_revocations),
             clients: ClientCache::new(config.client_cache_ttl),
             access: AccessTokens::new(
                 config.issuer.clone(),

@@ -16,6 +16,7 @@
 //! session_max = "90d"       # a whole family of refresh tokens
 //! refresh_grace = "0s"      # retries of a rotated refresh token
 //! max_assertion_lifetime = "1h"  # private_key_jwt and jwt-bearer assertions
+//! client_revocations = 600  # access tokens one client may revoke per minute, then 503
 //!
 //! [keys]
 //! algorithm = "ES256"       # access tokens
@@ -163,6 +164,7 @@ struct TokensFile {
     session_max: Option<String>,
     refresh_grace: Option<String>,
     max_assertion_lifetime: Option<String>,
+    client_revocations: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -269,6 +271,8 @@ pub struct Config {
     /// The longest lifetime a client assertion (`private_key_jwt`, the
     /// jwt-bearer grant) may claim.
     pub max_assertion_lifetime: Duration,
+    /// Access tokens one client may revoke per minute (0: no limit).
+    pub client_revocations: u32,
     /// Signing keys.
     pub keys: KeyPolicy,
     /// `Cache-Control: max-age` of the JWKS.
@@ -503,6 +507,7 @@ impl Config {
                 )?,
                 "tokens.max_assertion_lifetime",
             )?,
+            client_revocations: t.client_revocations.unwrap_or(600),
             keys: KeyPolicy {
                 algorithm,
                 id_token_algorithms,

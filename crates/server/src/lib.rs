@@ -18,6 +18,7 @@ pub mod http;
 pub mod keys;
 pub mod logins;
 pub mod password;
+pub mod revoke_limit;
 pub mod secret;
 mod serve;
 pub mod signin;

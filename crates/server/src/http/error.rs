@@ -14,7 +14,7 @@ pub struct OAuthError {
     pub description: String,
     /// The HTTP status.
     pub status: StatusCode,
-    /// Seconds to wait, for 429.
+    /// Seconds to wait (`Retry-After`), for 429 and 503.
     pub retry_after: Option<u64>,
 }
 
@@ -87,6 +87,21 @@ impl OAuthError {
                 "invalid_request",
                 StatusCode::TOO_MANY_REQUESTS,
                 "too many failed logins; try again later",
+            )
+        }
+    }
+
+    /// A client revoking access tokens faster than its allowance (503
+    /// with `Retry-After`, which RFC 7009 §2.2.1 defines for revocation:
+    /// the token still exists, retry later).
+    pub fn revoking_too_fast(wait: std::time::Duration) -> OAuthError {
+        OAuthError {
+            retry_after: Some(wait.as_secs().saturating_add(1)),
+            ..OAuthError::new(
+                "temporarily_unavailable",
+                StatusCode::SERVICE_UNAVAILABLE,
+                "this client has revoked too many access tokens in the last minute; \
+                 the token is not revoked, retry later",
             )
         }
     }

@@ -9,6 +9,7 @@ both_backends!(
     revocations_reach_introspection_and_the_feed,
     introspection_reports_live_tokens_to_confidential_clients,
     revocation_ends_refresh_families_and_access_tokens,
+    a_client_revokes_access_tokens_within_its_allowance,
     discovery_lists_what_the_server_supports,
     health_readiness_and_metrics,
     a_feed_ends_when_its_instance_stops_reading_the_log,
@@ -256,6 +257,61 @@ async fn revocation_ends_refresh_families_and_access_tokens(backend: Backend) {
     let r = h.post("/oauth2/revoke", &[("client_id", &web)], None).await;
     assert_eq!(r.error(), "invalid_request");
     wait_for_audit(&h, "token_revoked", 2).await;
+    h.finish().await;
+}
+
+/// Each access token revoked is an event every guard keeps: a client that
+/// mints and revokes tokens without end is held to its allowance, and the
+/// token it could not revoke is answered as RFC 7009 §2.2.1 says (503,
+/// `Retry-After`, the token still valid). Other clients keep theirs.
+async fn a_client_revokes_access_tokens_within_its_allowance(backend: Backend) {
+    let Some(h) = Harness::with(backend, |c| c.client_revocations = 3).await else {
+        return;
+    };
+    let (id, secret) = h.client(&[GrantType::ClientCredentials], "read").await;
+    let (other, other_secret) = h.client(&[GrantType::ClientCredentials], "read").await;
+    let (rs, rs_secret) = h.client(&[GrantType::ClientCredentials], "").await;
+    let revoke = |token: String, client: (String, String)| {
+        let h = &h;
+        async move {
+            h.post(
+                "/oauth2/revoke",
+                &[("token", &token)],
+                Some((&client.0, &client.1)),
+            )
+            .await
+        }
+    };
+    let mine = (id.clone(), secret.clone());
+    for _ in 0..3 {
+        let token = h.client_credentials_token(&id, &secret).await;
+        assert_eq!(
+            revoke(token.clone(), mine.clone()).await.status,
+            StatusCode::OK
+        );
+        assert!(!h.active(&token, (&rs, &rs_secret)).await);
+    }
+    let token = h.client_credentials_token(&id, &secret).await;
+    let r = revoke(token.clone(), mine.clone()).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
+    assert_eq!(r.error(), "temporarily_unavailable");
+    let wait: u64 = r.headers[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=21).contains(&wait), "Retry-After: {wait}");
+    assert!(
+        h.active(&token, (&rs, &rs_secret)).await,
+        "a revocation answered 503 did not happen"
+    );
+    // Refresh tokens and unknown tokens add nothing to the log: not counted.
+    assert_eq!(revoke("unknown".into(), mine).await.status, StatusCode::OK);
+    // Another client has an allowance of its own.
+    let theirs = h.client_credentials_token(&other, &other_secret).await;
+    let r = revoke(theirs.clone(), (other, other_secret)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(!h.active(&theirs, (&rs, &rs_secret)).await);
     h.finish().await;
 }
 
