@@ -7,7 +7,12 @@
 //! dropped connection or a restarted server loses nothing. The server
 //! first sends every live revocation after that id (all of them on a first
 //! connection), then `ready`, then new revocations as they happen, and a
-//! `heartbeat` when it has been quiet.
+//! `heartbeat` when it has been quiet. Beside the id, the subscriber
+//! sends the digest of the event it stands on
+//! ([`crate::revocation::LAST_EVENT_DIGEST`]): a server whose log was
+//! restored from a backup, and has grown back past that id with other
+//! events, sees that the id now names another event and sends `reset`,
+//! and the subscriber reads the whole log again.
 //!
 //! The subscriber authenticates as a client of the issuer
 //! (`client_credentials`, `client_secret_basic`) with the
@@ -34,7 +39,7 @@ use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use crate::discovery::{self, FetchError};
-use crate::revocation::{Revocable, Revocation, RevocationSet};
+use crate::revocation::{event_digest, Revocable, Revocation, RevocationSet, LAST_EVENT_DIGEST};
 use crate::Rejection;
 
 /// The scope a client needs to read the revocation feed.
@@ -91,6 +96,8 @@ struct Shared {
     last_current: AtomicU64,
     epoch: Instant,
     last_id: AtomicU64,
+    /// The [`event_digest`] of the event at `last_id` (empty when none).
+    last_digest: std::sync::Mutex<String>,
     /// Bumped after every change of `set`.
     generation: AtomicU64,
     synced: tokio::sync::watch::Sender<bool>,
@@ -227,6 +234,19 @@ impl Shared {
         self.set.read().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The cursor is now event `id`, whose data has `digest`.
+    fn set_cursor(&self, id: u64, digest: String) {
+        *self.last_digest.lock().unwrap_or_else(|p| p.into_inner()) = digest;
+        self.last_id.store(id, Ordering::Release);
+    }
+
+    fn cursor_digest(&self) -> String {
+        self.last_digest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Change the set; tokens checked against the previous one are
     /// checked again.
     fn change(&self, f: impl FnOnce(&mut RevocationSet)) {
@@ -315,6 +335,7 @@ impl RevocationFeedBuilder {
             last_current: AtomicU64::new(0),
             epoch: Instant::now(),
             last_id: AtomicU64::new(0),
+            last_digest: std::sync::Mutex::default(),
             generation: AtomicU64::new(0),
             synced,
             policy: self.policy,
@@ -487,6 +508,12 @@ impl Subscriber {
         let last_id = self.shared.last_id.load(Ordering::Acquire);
         if last_id > 0 {
             request = request.header("Last-Event-ID", last_id.to_string());
+            // Names the event the cursor stands on, so a server whose log
+            // was restored and has grown back past it starts us over.
+            let digest = self.shared.cursor_digest();
+            if !digest.is_empty() {
+                request = request.header(LAST_EVENT_DIGEST, digest);
+            }
         }
         let fail = |e: &dyn std::fmt::Display| FetchError(format!("{feed}: {e}"));
         // The streaming client has no overall timeout (the stream lasts),
@@ -528,6 +555,7 @@ impl Subscriber {
         // that were never applied.
         let mut staging = (last_id == 0).then(RevocationSet::new);
         let mut staged_id = 0u64;
+        let mut staged_digest = String::new();
         let mut ready = false;
         let mut pruned = Instant::now();
         loop {
@@ -551,7 +579,8 @@ impl Subscriber {
                             });
                             // The backlog's cursor, even 0 (an empty log
                             // after a reset): published with its set.
-                            self.shared.last_id.store(staged_id, Ordering::Release);
+                            self.shared
+                                .set_cursor(staged_id, std::mem::take(&mut staged_digest));
                         }
                         None => self.shared.change(|set| set.prune(now)),
                     }
@@ -561,6 +590,7 @@ impl Subscriber {
                 "reset" => {
                     staging = Some(RevocationSet::new());
                     staged_id = 0;
+                    staged_digest.clear();
                 }
                 "revocation" => {
                     let id: u64 = event
@@ -575,10 +605,12 @@ impl Subscriber {
                         Ok(None) => {}
                         Err(e) => return Err(fail(&format!("event {id}: {e}"))),
                     }
+                    let digest = event_digest(&event.data);
                     if staging.is_some() {
                         staged_id = id;
+                        staged_digest = digest;
                     } else {
-                        self.shared.last_id.store(id, Ordering::Release);
+                        self.shared.set_cursor(id, digest);
                     }
                 }
                 // Heartbeats, and events for newer subscribers.

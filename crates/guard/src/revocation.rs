@@ -12,6 +12,23 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+/// The request header in which a subscriber names the event its cursor
+/// stands on, beside `Last-Event-ID`: the [`event_digest`] of that event's
+/// `data`. A server whose event at that id is another one (its log was
+/// restored from a backup and has grown back past the cursor) starts the
+/// subscriber over; a server that does not know the header ignores it.
+pub const LAST_EVENT_DIGEST: &str = "tessera-last-event-digest";
+
+/// What names one event of the feed: the first 8 bytes of the SHA-256 of
+/// its `data` as sent, in lowercase hex.
+pub fn event_digest(data: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data.as_bytes());
+    digest.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// One revocation, as the feed carries it (the `data` of a server-sent
 /// event, as JSON). Every event says until when it matters (`until`,
 /// seconds since the epoch): past it, no token it could refuse is still

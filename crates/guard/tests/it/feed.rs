@@ -29,6 +29,8 @@ struct Script {
     generation: u64,
     /// The `Last-Event-ID` of each connection (`None`: none sent).
     cursors: Vec<Option<String>>,
+    /// The last event's digest each connection sent.
+    digests: Vec<Option<String>>,
     /// The next connection ends after this many events, before `ready`.
     cut_after: Option<usize>,
     /// The next connection is accepted and never answered.
@@ -134,6 +136,9 @@ async fn serve_feed(State(i): State<Issuer>, headers: HeaderMap) -> axum::respon
     let cursor = headers
         .get("last-event-id")
         .map(|v| v.to_str().unwrap().to_owned());
+    let digest = headers
+        .get(tessera_guard::revocation::LAST_EVENT_DIGEST)
+        .map(|v| v.to_str().unwrap().to_owned());
     let hang = std::mem::take(&mut i.script.lock().unwrap().hang_next);
     if hang {
         std::future::pending::<()>().await;
@@ -144,9 +149,21 @@ async fn serve_feed(State(i): State<Issuer>, headers: HeaderMap) -> axum::respon
             return StatusCode::SERVICE_UNAVAILABLE.into_response();
         }
         s.cursors.push(cursor.clone());
+        s.digests.push(digest.clone());
         s.generation
     };
-    let after: u64 = cursor.and_then(|c| c.parse().ok()).unwrap_or(0);
+    let mut after: u64 = cursor.and_then(|c| c.parse().ok()).unwrap_or(0);
+    // As the server does: a cursor whose event here is another one (or
+    // none) starts over.
+    let start_over = digest.as_ref().is_some_and(|d| {
+        let s = i.script.lock().unwrap();
+        !s.events
+            .iter()
+            .any(|(id, data)| *id == after && tessera_guard::revocation::event_digest(data) == *d)
+    });
+    if start_over {
+        after = 0;
+    }
     let changes = i.changed.subscribe();
     let budget = i
         .script
@@ -155,6 +172,9 @@ async fn serve_feed(State(i): State<Issuer>, headers: HeaderMap) -> axum::respon
         .cut_after
         .take()
         .unwrap_or(usize::MAX);
+    let reset = futures_util::stream::iter(
+        start_over.then(|| Ok::<_, Infallible>(Event::default().event("reset").data("{}"))),
+    );
     let state = (i, changes, after, false, generation, budget);
     let stream = futures_util::stream::unfold(
         state,
@@ -193,7 +213,7 @@ async fn serve_feed(State(i): State<Issuer>, headers: HeaderMap) -> axum::respon
             }
         },
     );
-    Sse::new(stream).into_response()
+    Sse::new(futures_util::StreamExt::chain(reset, stream)).into_response()
 }
 
 fn base64_decode(text: &str) -> Vec<u8> {
@@ -359,6 +379,16 @@ async fn a_dropped_connection_resumes_after_the_last_event() {
         Some(&Some("1".to_owned())),
         "the reconnection resumed after the last event seen"
     );
+    // … and named that event, so a restored log can tell it apart.
+    let (data, digests) = {
+        let s = issuer.script.lock().unwrap();
+        (s.events[0].1.clone(), s.digests.clone())
+    };
+    assert_eq!(digests.first(), Some(&None));
+    assert_eq!(
+        digests.last(),
+        Some(&Some(tessera_guard::revocation::event_digest(&data)))
+    );
 }
 
 #[tokio::test]
@@ -459,4 +489,51 @@ async fn a_backlog_cut_short_is_fetched_again_in_full() {
     g.verify(&token(&key, &issuer.base, "e", "alice"))
         .await
         .unwrap();
+}
+
+/// The issuer's log is restored from a backup and grows back past the
+/// guard's cursor with other events: the guard's cursor names an event
+/// the log no longer has, the issuer starts it over, and it holds exactly
+/// the restored log.
+#[tokio::test]
+async fn a_restored_log_grown_past_the_cursor_starts_the_guard_over() {
+    let issuer = Issuer::start().await;
+    let until = NumericDate::now().seconds() + 600;
+    for jti in ["a", "b"] {
+        issuer.revoke(Revocation::Token {
+            jti: jti.into(),
+            until,
+        });
+    }
+    let key = key();
+    let g = guard(&issuer, &key, feed(&issuer).start().unwrap());
+    let (a, b, c) = (
+        token(&key, &issuer.base, "a", "alice"),
+        token(&key, &issuer.base, "b", "alice"),
+        token(&key, &issuer.base, "c", "alice"),
+    );
+    eventually("b is refused", async || g.verify(&b).await.is_err()).await;
+    // The restore, while the guard is away: a log with only `a`, which
+    // then grows back to two events with `c`.
+    issuer.change(|s| {
+        s.down = true;
+        s.generation += 1;
+        s.events.truncate(1);
+    });
+    issuer.revoke(Revocation::Token {
+        jti: "c".into(),
+        until,
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    issuer.change(|s| s.down = false);
+    eventually("c, under the guard's old cursor, is refused", async || {
+        g.verify(&c).await.is_err()
+    })
+    .await;
+    assert!(g.verify(&a).await.is_err(), "a is in the restored log");
+    g.verify(&b)
+        .await
+        .expect("b went with the log it came from");
+    assert_eq!(issuer.cursors().last(), Some(&Some("2".to_owned())));
+    assert_eq!(g.revocations().unwrap().status().last_event_id, Some(2));
 }

@@ -9,15 +9,23 @@
 //! number of events without a request each.
 //!
 //! What a subscriber gets, in order: a `reset` event when its cursor is
-//! ahead of the log (the database was restored from a backup: it must
-//! forget what it holds), every live revocation after its cursor (a
-//! `revocation` event each, `id` the cursor, `data` the JSON of
+//! not a place in this log (it must forget what it holds and take the
+//! whole log), every live revocation after its cursor (a `revocation`
+//! event each, `id` the cursor, `data` the JSON of
 //! `tessera_guard::revocation::Revocation`), `ready`, then new
 //! revocations as they commit at any instance, and a `heartbeat` after
 //! 10 s of quiet so both ends notice a dead connection. The stream ends
 //! when the access token it was opened with expires, or when the server
 //! shuts down; the subscriber reconnects (with a new token, or to another
 //! instance).
+//!
+//! A cursor is not a place in this log when it is ahead of it (the
+//! database was restored from a backup), or when the subscriber names
+//! the event it stands on (`Tessera-Last-Event-Digest` beside
+//! `Last-Event-ID`, see `tessera_guard::revocation::LAST_EVENT_DIGEST`)
+//! and the log holds another event at that id (a restored log that has
+//! grown back past the cursor) or none any more (expired: starting over
+//! then costs only the live events).
 //!
 //! Authorization: an access token of this server with the
 //! `revocations:read` scope (a client credential given that scope).
@@ -33,6 +41,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use tessera_guard::revocation::LAST_EVENT_DIGEST;
 use tessera_guard::{AccessToken, GuardLayer, Rejection, RequireScope, FEED_SCOPE};
 
 use super::{App, OAuthError};
@@ -112,6 +121,20 @@ async fn feed(State(app): State<Arc<App>>, headers: HeaderMap, token: AccessToke
             return OAuthError::from(e).into_response();
         }
     }
+    // The subscriber names the event its cursor stands on. Another event
+    // at that id (a restored log that has grown back past it), or none
+    // (expired since), and it starts over: its cursor no longer says what
+    // it has seen.
+    let start_over = match headers.get(LAST_EVENT_DIGEST).map(|v| v.to_str()) {
+        Some(Ok(digest)) if cursor > 0 && cursor <= revocations.latest() => {
+            !revocations.holds(cursor, digest.trim())
+        }
+        Some(Err(_)) => {
+            return OAuthError::invalid_request("the last event's digest is not text")
+                .into_response()
+        }
+        _ => false,
+    };
     let changes = revocations.subscribe();
     let stopping = app.stopping.subscribe();
     let stream = futures_util::stream::unfold(
@@ -119,7 +142,8 @@ async fn feed(State(app): State<Arc<App>>, headers: HeaderMap, token: AccessToke
             revocations,
             changes,
             stopping,
-            cursor,
+            cursor: if start_over { 0 } else { cursor },
+            start_over,
             pending: VecDeque::new(),
             backlog_sent: false,
             first: true,
@@ -151,6 +175,9 @@ struct Subscription {
     changes: tokio::sync::watch::Receiver<i64>,
     stopping: tokio::sync::watch::Receiver<bool>,
     cursor: i64,
+    /// The subscriber's cursor names an event this log does not hold:
+    /// `reset` first, then the whole log.
+    start_over: bool,
     pending: VecDeque<Event>,
     backlog_sent: bool,
     first: bool,
@@ -172,7 +199,7 @@ impl Subscription {
             // below wakes the wait.
             self.changes.borrow_and_update();
             let since = self.revocations.since(self.cursor, BATCH);
-            if since.reset && self.first {
+            if (since.reset || self.start_over) && self.first {
                 self.pending
                     .push_back(Event::default().event("reset").data("{}"));
                 self.cursor = 0;

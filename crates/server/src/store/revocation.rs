@@ -19,7 +19,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, RwLock};
 
-use tessera_guard::revocation::{Revocable, Revocation, RevocationSet};
+use tessera_guard::revocation::{event_digest, Revocable, Revocation, RevocationSet};
 
 use crate::db::{on_pool, Db};
 use crate::Error;
@@ -274,6 +274,18 @@ impl Revocations {
     /// Whether none are held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Whether the event `id` is in the log with this
+    /// [`tessera_guard::revocation::event_digest`]: false when it is
+    /// another event (a restored log that has grown back past `id`), or
+    /// gone (expired, or never in this log).
+    pub fn holds(&self, id: i64, digest: &str) -> bool {
+        let log = self.read();
+        let at = log.events.partition_point(|e| e.id < id);
+        log.events
+            .get(at)
+            .is_some_and(|e| e.id == id && event_digest(&e.json) == digest)
     }
 
     /// The events after cursor `after`, at most `max`.

@@ -13,7 +13,89 @@ both_backends!(
     discovery_lists_what_the_server_supports,
     health_readiness_and_metrics,
     a_feed_ends_when_its_instance_stops_reading_the_log,
+    a_feed_cursor_naming_another_event_starts_over,
 );
+
+/// A subscriber names the event its cursor stands on: the same event
+/// resumes after it; another event at that id (a restored log grown back
+/// past the cursor) gets `reset` and the whole log.
+async fn a_feed_cursor_naming_another_event_starts_over(backend: Backend) {
+    use axum::body::Body;
+    use axum::http::Request;
+    use futures_util::StreamExt;
+    use tessera_guard::revocation::{event_digest, LAST_EVENT_DIGEST};
+    use tower::ServiceExt;
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let (rs, rs_secret) = h
+        .client(&[GrantType::ClientCredentials], "revocations:read")
+        .await;
+    let log = h.app.access.revoked();
+    let until = tessera_server::store::now() + 600;
+    for jti in ["first", "second"] {
+        log.revoke_token(&h.db, jti, until).await.unwrap();
+    }
+    let events = log.since(0, 10).events;
+    let (first, second) = (&events[0], &events[1]);
+    // Everything up to `ready`, from a cursor and a digest.
+    let backlog = |cursor: i64, digest: String| {
+        let h = &h;
+        let (rs, rs_secret) = (rs.clone(), rs_secret.clone());
+        async move {
+            let token = h.client_credentials_token(&rs, &rs_secret).await;
+            let request = Request::get("/oauth2/revocations")
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .header("last-event-id", cursor.to_string())
+                .header(LAST_EVENT_DIGEST, digest)
+                .body(Body::empty())
+                .unwrap();
+            let response = h.router.clone().oneshot(request).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            let mut body = response.into_body().into_data_stream();
+            let mut text = String::new();
+            while !text.contains("event: ready") {
+                let chunk = tokio::time::timeout(std::time::Duration::from_secs(5), body.next())
+                    .await
+                    .expect("the backlog and ready come at once")
+                    .unwrap()
+                    .unwrap();
+                text.push_str(std::str::from_utf8(&chunk).unwrap());
+            }
+            text
+        }
+    };
+    let resumed = backlog(first.id, event_digest(&first.json)).await;
+    assert!(!resumed.contains("event: reset"), "{resumed}");
+    assert!(
+        !resumed.contains("\"first\"") && resumed.contains("\"second\""),
+        "{resumed}"
+    );
+    // The cursor's id holds another event here: start over.
+    let other = backlog(first.id, event_digest(&second.json)).await;
+    assert!(other.starts_with("event: reset"), "{other}");
+    assert!(
+        other.contains("\"first\"") && other.contains("\"second\""),
+        "{other}"
+    );
+    // No digest (an older guard): trusted as before.
+    let token = h.client_credentials_token(&rs, &rs_secret).await;
+    let request = Request::get("/oauth2/revocations")
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header("last-event-id", second.id.to_string())
+        .body(Body::empty())
+        .unwrap();
+    let response = h.router.clone().oneshot(request).await.unwrap();
+    let mut body = response.into_body().into_data_stream();
+    let chunk = tokio::time::timeout(std::time::Duration::from_secs(5), body.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let text = std::str::from_utf8(&chunk).unwrap();
+    assert!(text.starts_with("event: ready"), "{text}");
+    h.finish().await;
+}
 
 /// An instance whose copy of the revocation log goes unread (here no
 /// follower runs, as when its database is out of reach) ends its feed

@@ -1029,6 +1029,14 @@ async fn a_restored_revocation_log_is_read_again(backend: Backend) {
         here.revoke_token(&h.db, j, now + 60).await.unwrap();
     }
     let held = here.latest();
+    // What a subscriber at the newest event names it by.
+    let digest = |log: &revocation::Revocations, id: i64| {
+        let event = log.since(id - 1, 1).events.remove(0);
+        assert_eq!(event.id, id);
+        tessera_guard::revocation::event_digest(&event.json)
+    };
+    let c = digest(&here, held);
+    assert!(here.holds(held, &c));
     // The restore: the events and the id sequence as they were before.
     match &h.db {
         Db::Postgres(pool) => {
@@ -1059,6 +1067,18 @@ async fn a_restored_revocation_log_is_read_again(backend: Backend) {
         "forgotten with the log it came from"
     );
     assert_eq!(here.since(0, 10).events.len(), 1);
+    // The restored log grows back past the old cursor: its id is there
+    // again, with another event, and the digest tells them apart.
+    let mut regrown = 0;
+    while other.latest() < held {
+        regrown += 1;
+        let jti = format!("e{regrown}");
+        other.revoke_token(&h.db, &jti, now + 60).await.unwrap();
+    }
+    here.sync(&h.db).await.unwrap();
+    assert!(here.latest() >= held);
+    assert!(!here.holds(held, &c), "another event under the old cursor");
+    assert!(here.holds(held, &digest(&here, held)));
     h.finish().await;
 }
 
