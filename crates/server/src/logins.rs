@@ -18,9 +18,10 @@
 //! was typed, often a password in the wrong field, is not kept, and a
 //! 16 KiB username costs what a short one does), and at most
 //! [`MAX_TRACKED`] usernames and addresses are tracked. Past that, the
-//! entries that are not locked go first, oldest failure first, so a flood
-//! of new names must lock that many entries itself before it can evict a
-//! locked one.
+//! entries with the fewest recent failures go first (oldest failure first
+//! among equals), so a flood of new names, one failure each, evicts
+//! nothing that holds more, and to evict an account on its last guess an
+//! attacker must first make tens of thousands of entries as full.
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
@@ -182,18 +183,19 @@ impl LoginLimiter {
         // Swept when it has doubled since the last sweep (and is large), or
         // is full: a flood of failures that all stay within the window
         // costs each failure a constant share of the sweeps, not a pass
-        // over the map.
+        // over the map. A sweep of a full record that leaves it above
+        // nine tenths evicts down to that, so the next sweep is a tenth
+        // of the record's failures away.
         let len = state.failures.len();
-        if len >= SWEEP_AT.max(state.after_sweep.saturating_mul(2))
-            || len + keys.len() > MAX_TRACKED
-        {
+        let full = len + keys.len() > MAX_TRACKED;
+        if full || len >= SWEEP_AT.max(state.after_sweep.saturating_mul(2)) {
             let window = self.window;
             state.failures.retain(|_, times| {
                 times
                     .back()
                     .is_some_and(|t| now.duration_since(*t) < window)
             });
-            if state.failures.len() + keys.len() > MAX_TRACKED {
+            if full {
                 self.evict(&mut state.failures, now);
             }
             state.after_sweep = state.failures.len();
@@ -215,22 +217,22 @@ impl LoginLimiter {
 }
 
 impl LoginLimiter {
-    /// Make room in a full record: a tenth of it goes, the entries that
-    /// are not locked first, then those whose last failure is oldest.
+    /// Make room in a full record, down to nine tenths of it: the entries
+    /// with the fewest failures in the window go first, and among equals
+    /// those whose last failure is oldest.
     fn evict(&self, failures: &mut HashMap<Key, VecDeque<Instant>>, now: Instant) {
         let keep = MAX_TRACKED - MAX_TRACKED / 10;
         let Some(excess) = failures.len().checked_sub(keep).filter(|n| *n > 0) else {
             return;
         };
-        let mut order: Vec<(bool, Instant, Key)> = failures
+        let mut order: Vec<(usize, Instant, Key)> = failures
             .iter()
             .map(|(key, times)| {
-                let locked = times
+                let recent = times
                     .iter()
                     .filter(|t| now.duration_since(**t) < self.window)
-                    .count()
-                    >= self.max_failures;
-                (locked, times.back().copied().unwrap_or(now), *key)
+                    .count();
+                (recent, times.back().copied().unwrap_or(now), *key)
             })
             .collect();
         order.select_nth_unstable_by(excess - 1, |a, b| (a.0, a.1).cmp(&(b.0, b.1)));
@@ -364,7 +366,7 @@ mod tests {
     }
 
     #[test]
-    fn the_record_is_bounded_and_a_flood_evicts_unlocked_entries_first() {
+    fn the_record_is_bounded_and_a_flood_evicts_the_emptiest_entries_first() {
         let limiter = LoginLimiter::new(3, Duration::from_secs(600));
         let t0 = Instant::now();
         let tracked = |name: &str| {
@@ -374,6 +376,10 @@ mod tests {
         for _ in 0..3 {
             fail(&limiter, "alice", None, t0);
         }
+        // One guess short of the lock.
+        for _ in 0..2 {
+            fail(&limiter, "carol", None, t0);
+        }
         fail(&limiter, "early", None, t0);
         // A flood of new names, one failure each, all within the window.
         let later = t0 + Duration::from_secs(1);
@@ -381,10 +387,13 @@ mod tests {
             fail(&limiter, &format!("user{i}"), None, later);
             assert!(limiter.lock().failures.len() <= MAX_TRACKED);
         }
-        // The oldest unlocked entry went; the locked one, older still, stayed.
+        // The oldest single failure went; the fuller entries, older still,
+        // stayed: the flood gives neither account its guesses back.
         assert!(!tracked("early"));
-        assert!(tracked("alice"));
+        assert!(tracked("alice") && tracked("carol"));
         assert!(limiter.begin("alice", None, later).is_err());
+        limiter.begin("carol", None, later).unwrap();
+        assert!(limiter.begin("carol", None, later).is_err());
         assert!(tracked(&format!("user{}", MAX_TRACKED + 999)));
 
         // When every entry is locked, the oldest go.
