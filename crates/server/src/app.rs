@@ -118,6 +118,8 @@ impl App {
             revoked: self.access.revoked(),
             longest_access_ttl: crate::store::secs(self.config.max_access_ttl),
             codes: &self.codes,
+            revoke_limit: &self.revoke_limit,
+            keep: self.config.revocation_keep(),
         }
     }
 

@@ -16,7 +16,7 @@
 //! session_max = "90d"       # a whole family of refresh tokens
 //! refresh_grace = "0s"      # retries of a rotated refresh token
 //! max_assertion_lifetime = "1h"  # private_key_jwt and jwt-bearer assertions
-//! client_revocations = 600  # access tokens one client may revoke per minute, then 503
+//! client_revocations = 600  # access tokens revoked per minute per client and subject, then 503
 //!
 //! [keys]
 //! algorithm = "ES256"       # access tokens
@@ -271,7 +271,8 @@ pub struct Config {
     /// The longest lifetime a client assertion (`private_key_jwt`, the
     /// jwt-bearer grant) may claim.
     pub max_assertion_lifetime: Duration,
-    /// Access tokens one client may revoke per minute (0: no limit).
+    /// Access tokens one client may revoke per minute for one subject
+    /// (0: no limit).
     pub client_revocations: u32,
     /// Signing keys.
     pub keys: KeyPolicy,

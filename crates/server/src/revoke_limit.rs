@@ -1,48 +1,65 @@
-//! How many access tokens one client may revoke.
+//! How many access tokens one client may revoke for one subject.
 //!
-//! Each access token a client revokes becomes an event in the revocation
+//! Each access token revoked by `jti` becomes an event in the revocation
 //! log that every instance and every resource server's guard keeps until
 //! the token would have expired. A client can mint tokens and revoke them
 //! as fast as it likes, so without a bound one client could grow every
-//! guard's set without end. Past `tokens.client_revocations` per minute
-//! (per instance; the whole allowance may be used at once), a client's
-//! revocations are answered `503` with `Retry-After`, which RFC 7009
-//! §2.2.1 tells the client to read as "the token still exists, retry
-//! later". Refresh tokens are not counted: revoking one marks its family
-//! in the database and adds nothing to the log.
+//! guard's set without end. So each pair of client and subject (`sub`:
+//! the user, or the client itself for `client_credentials`) may add at
+//! most `tokens.client_revocations` such events a minute (per instance;
+//! the whole allowance may be used at once). Keyed by the pair, one user
+//! of a public app cannot use up the allowance of the app's other users.
 //!
-//! The count is a GCRA rate limiter per client (`governor`), kept in
-//! memory like the failed-login limits. Only authenticated clients reach
-//! it, so it holds at most one entry per registered client.
+//! Past it, `/oauth2/revoke` answers `503` with `Retry-After`, which RFC
+//! 7009 §2.2.1 tells the client to read as "the token still exists, retry
+//! later"; a replayed authorization code, which must revoke what it
+//! issued, ends the sign-in session instead (one event for all its
+//! tokens, and no more codes from it without a new login). Refresh tokens
+//! are not counted: revoking one marks its family in the database and
+//! adds nothing to the log; nor is a token already revoked.
+//!
+//! The count is a GCRA rate limiter per pair (`governor`), kept in memory
+//! like the failed-login limits; pairs idle long enough to be full again
+//! are dropped now and then.
 
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-/// Access-token revocations allowed per client.
+/// Checks between two passes that drop pairs whose allowance is full.
+const PRUNE_EVERY: u32 = 4096;
+
+/// Access-token revocations allowed per client and subject.
 #[derive(Debug)]
 pub struct RevokeLimit {
-    limiter: Option<DefaultKeyedRateLimiter<String>>,
+    limiter: Option<DefaultKeyedRateLimiter<(String, String)>>,
+    checks: AtomicU32,
 }
 
 impl RevokeLimit {
-    /// `per_minute` revocations per client (0: no limit), all of which may
-    /// come at once.
+    /// `per_minute` revocations per client and subject (0: no limit), all
+    /// of which may come at once.
     pub fn new(per_minute: u32) -> RevokeLimit {
         RevokeLimit {
             limiter: NonZeroU32::new(per_minute).map(|n| RateLimiter::keyed(Quota::per_minute(n))),
+            checks: AtomicU32::new(0),
         }
     }
 
-    /// Count one revocation by `client_id`, or say how long it must wait.
-    pub fn check(&self, client_id: &str) -> Result<(), Duration> {
+    /// Count one revocation by `client_id` of a token about `subject`, or
+    /// say how long it must wait.
+    pub fn check(&self, client_id: &str, subject: &str) -> Result<(), Duration> {
         let Some(limiter) = &self.limiter else {
             return Ok(());
         };
+        if self.checks.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
+            limiter.retain_recent();
+        }
         limiter
-            .check_key(&client_id.to_owned())
+            .check_key(&(client_id.to_owned(), subject.to_owned()))
             .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
     }
 }
@@ -52,22 +69,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_client_has_its_own_allowance() {
+    fn each_client_and_subject_has_its_own_allowance() {
         let limit = RevokeLimit::new(3);
         for _ in 0..3 {
-            limit.check("a").unwrap();
+            limit.check("a", "alice").unwrap();
         }
-        let wait = limit.check("a").unwrap_err();
+        let wait = limit.check("a", "alice").unwrap_err();
         // One more is allowed a third of a minute after the first.
         assert!(wait > Duration::from_secs(15) && wait <= Duration::from_secs(20));
-        limit.check("b").unwrap();
+        limit.check("a", "bob").unwrap();
+        limit.check("b", "alice").unwrap();
     }
 
     #[test]
     fn zero_means_no_limit() {
         let limit = RevokeLimit::new(0);
         for _ in 0..10_000 {
-            limit.check("a").unwrap();
+            limit.check("a", "alice").unwrap();
         }
     }
 }

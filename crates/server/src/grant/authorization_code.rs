@@ -13,12 +13,14 @@
 
 use super::{Granted, Refusal, SignIn, TokenRequest};
 use crate::db::Db;
+use crate::revoke_limit::RevokeLimit;
 use crate::secret::random_id;
 use crate::store::audit::{AuditQueue, Event};
 use crate::store::clients::GrantType;
 use crate::store::codes::{self, Issued, Redeemed};
 use crate::store::refresh::{self, NewFamily, RefreshPolicy};
-use crate::store::revocation::Revocations;
+use crate::store::revocation::{Keep, Revocations};
+use crate::store::sessions;
 use crate::store::{now, Scopes};
 
 /// What exchanging a code needs.
@@ -37,6 +39,10 @@ pub struct Exchange<'a> {
     pub longest_access_ttl: i64,
     /// Spends codes, in groups.
     pub codes: &'a codes::CodeWriter,
+    /// Access-token revocations allowed per client and user.
+    pub revoke_limit: &'a RevokeLimit,
+    /// How long a session's revocation event is kept.
+    pub keep: Keep,
 }
 
 /// Redeem the code, check PKCE and the redirect URI, start a refresh
@@ -75,8 +81,17 @@ pub async fn grant(request: &TokenRequest<'_>, exchange: Exchange<'_>) -> Result
                 "the code is unknown, expired, or was issued to another client".into(),
             ))
         }
-        Redeemed::Replayed(issued) => {
-            revoke_issued(exchange, &issued).await?;
+        Redeemed::Replayed {
+            issued,
+            user_id,
+            sid,
+        } => {
+            let code_of = CodeOf {
+                client_id: &client.client_id,
+                user_id: &user_id,
+                sid: &sid,
+            };
+            revoke_issued(exchange, &issued, code_of).await?;
             exchange
                 .audit
                 .push(event("code_replayed").detail("issued tokens revoked"));
@@ -128,7 +143,12 @@ pub async fn grant(request: &TokenRequest<'_>, exchange: Exchange<'_>) -> Result
             // A replay that came in before the family existed could not
             // revoke it: look for its mark now.
             if codes::replayed(exchange.db, code).await? {
-                revoke_issued(exchange, &issuing).await?;
+                let code_of = CodeOf {
+                    client_id: &client.client_id,
+                    user_id: &grant.user_id,
+                    sid: &grant.sid,
+                };
+                revoke_issued(exchange, &issuing, code_of).await?;
                 return Err(Refusal::InvalidGrant(
                     "the code was used twice: what it issued is revoked".into(),
                 ));
@@ -154,17 +174,52 @@ pub async fn grant(request: &TokenRequest<'_>, exchange: Exchange<'_>) -> Result
     })
 }
 
+/// Whose a replayed code was.
+#[derive(Clone, Copy, Debug)]
+pub struct CodeOf<'a> {
+    /// The client it was issued to.
+    pub client_id: &'a str,
+    /// The user it was for.
+    pub user_id: &'a str,
+    /// The sign-in session it came from.
+    pub sid: &'a str,
+}
+
 /// Revoke what a code's first use issued: its refresh family and its
-/// access token.
+/// access token. The access token's event counts against the client's
+/// allowance for the user ([`RevokeLimit`]); past it, the code's session
+/// is ended instead, which refuses every token it issued with one event
+/// and gives the client no more codes without a new login (a client
+/// replaying codes in a loop would otherwise add an event a round).
 pub async fn revoke_issued(
     exchange: Exchange<'_>,
     issued: &codes::Issued,
+    code_of: CodeOf<'_>,
 ) -> Result<(), crate::Error> {
     if let Some(family) = &issued.family_id {
         refresh::revoke_family(exchange.db, family, "authorization code replayed").await?;
     }
-    if let (Some(jti), Some(exp)) = (&issued.access_jti, issued.access_expires_at) {
-        exchange.revoked.revoke_token(exchange.db, jti, exp).await?;
+    let (Some(jti), Some(exp)) = (&issued.access_jti, issued.access_expires_at) else {
+        return Ok(());
+    };
+    if exchange.revoked.refuses_jti(jti) {
+        return Ok(());
     }
-    Ok(())
+    if exchange
+        .revoke_limit
+        .check(code_of.client_id, code_of.user_id)
+        .is_err()
+    {
+        let reason = "authorization codes replayed past the revocation allowance";
+        if sessions::end(exchange.db, code_of.sid, reason, exchange.keep)
+            .await?
+            .is_some()
+        {
+            exchange.revoked.catch_up(exchange.db).await;
+            return Ok(());
+        }
+        // The session had ended already (perhaps by expiry, which leaves
+        // no event): the token is revoked by its own.
+    }
+    exchange.revoked.revoke_token(exchange.db, jti, exp).await
 }

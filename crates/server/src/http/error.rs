@@ -100,7 +100,7 @@ impl OAuthError {
             ..OAuthError::new(
                 "temporarily_unavailable",
                 StatusCode::SERVICE_UNAVAILABLE,
-                "this client has revoked too many access tokens in the last minute; \
+                "this client has revoked too many access tokens of this subject lately; \
                  the token is not revoked, retry later",
             )
         }

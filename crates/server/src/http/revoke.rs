@@ -34,10 +34,14 @@ pub async fn revoke(State(app): State<Arc<App>>, form: OAuthForm) -> Result<Resp
             let claims = &verified.claims;
             if claims.custom.client_id == client.client_id {
                 if let (Some(jti), Some(exp)) = (claims.jti.as_deref(), claims.exp) {
-                    // Each one is an event every guard keeps until `exp`.
-                    app.revoke_limit
-                        .check(&client.client_id)
-                        .map_err(OAuthError::revoking_too_fast)?;
+                    // Each one is an event every guard keeps until `exp`
+                    // (one already revoked adds none and costs nothing).
+                    let subject = claims.sub.as_deref().unwrap_or(&client.client_id);
+                    if !app.access.revoked().refuses_jti(jti) {
+                        app.revoke_limit
+                            .check(&client.client_id, subject)
+                            .map_err(OAuthError::revoking_too_fast)?;
+                    }
                     app.access
                         .revoked()
                         .revoke_token(&app.db, jti, exp.seconds())

@@ -64,7 +64,14 @@ pub enum Redeemed {
     /// Unknown, expired, or issued to another client.
     Invalid,
     /// Used before: whatever the first use issued is to be revoked.
-    Replayed(Issued),
+    Replayed {
+        /// What the first use issued.
+        issued: Issued,
+        /// The user the code was for.
+        user_id: String,
+        /// The sign-in session it came from.
+        sid: String,
+    },
 }
 
 /// What a code's first use issued.
@@ -560,13 +567,22 @@ async fn claim_all(db: &Db, claims: &[Claim], at: i64) -> Result<Vec<(Vec<u8>, S
 /// code (so that a first use still finishing revokes what it issues) and
 /// gets what the first use recorded; anything else is invalid.
 async fn replay(db: &Db, hash: &[u8], client_id: &str) -> Result<Redeemed, Error> {
-    let replayed: Vec<Issued> = on_pool!(db.write(), p => sqlx::query_as::<_, Issued>(
+    type Row = (Option<String>, Option<String>, Option<i64>, String, String);
+    let replayed: Vec<Row> = on_pool!(db.write(), p => sqlx::query_as::<_, Row>(
         "UPDATE authorization_codes SET replayed_at = $1 \
          WHERE code_hash = $2 AND client_id = $3 AND used_at IS NOT NULL \
-         RETURNING family_id, access_jti, access_expires_at"
+         RETURNING family_id, access_jti, access_expires_at, user_id, sid"
     ).bind(now()).bind(hash).bind(client_id).fetch_all(p).await)?;
     Ok(match replayed.into_iter().next() {
-        Some(issued) => Redeemed::Replayed(issued),
+        Some((family_id, access_jti, access_expires_at, user_id, sid)) => Redeemed::Replayed {
+            issued: Issued {
+                family_id,
+                access_jti,
+                access_expires_at,
+            },
+            user_id,
+            sid,
+        },
         None => Redeemed::Invalid,
     })
 }

@@ -300,6 +300,14 @@ impl Revocations {
         }
     }
 
+    /// Whether the access token `jti` is revoked by `jti`.
+    pub fn refuses_jti(&self, jti: &str) -> bool {
+        self.refuses(Revocable {
+            jti: Some(jti),
+            ..Revocable::default()
+        })
+    }
+
     /// Revoke the access token `jti` (whose `exp` is `expires_at`): in
     /// the log, then here at once.
     pub async fn revoke_token(&self, db: &Db, jti: &str, expires_at: i64) -> Result<(), Error> {

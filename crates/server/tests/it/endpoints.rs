@@ -387,14 +387,69 @@ async fn a_client_revokes_access_tokens_within_its_allowance(backend: Backend) {
         h.active(&token, (&rs, &rs_secret)).await,
         "a revocation answered 503 did not happen"
     );
-    // Refresh tokens and unknown tokens add nothing to the log: not counted.
-    assert_eq!(revoke("unknown".into(), mine).await.status, StatusCode::OK);
+    // Unknown tokens and tokens already revoked add nothing to the log:
+    // not counted.
+    assert_eq!(
+        revoke("unknown".into(), mine.clone()).await.status,
+        StatusCode::OK
+    );
+    let revoked = h.client_credentials_token(&id, &secret).await;
+    h.app
+        .access
+        .revoked()
+        .revoke_token(&h.db, &jwt_id(&revoked), tessera_server::store::now() + 600)
+        .await
+        .unwrap();
+    assert_eq!(revoke(revoked, mine).await.status, StatusCode::OK);
     // Another client has an allowance of its own.
     let theirs = h.client_credentials_token(&other, &other_secret).await;
     let r = revoke(theirs.clone(), (other, other_secret)).await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(!h.active(&theirs, (&rs, &rs_secret)).await);
+    // A public client's users each have their own: one cannot use up
+    // another's.
+    let web = h.public_client("read").await;
+    for user in ["alice", "bob"] {
+        h.user(user, "correct horse", "read").await;
+    }
+    let revoke_public = |token: String| {
+        let (h, web) = (&h, web.clone());
+        async move {
+            h.post(
+                "/oauth2/revoke",
+                &[("token", token.as_str()), ("client_id", web.as_str())],
+                None,
+            )
+            .await
+            .status
+        }
+    };
+    for _ in 0..3 {
+        let token = h
+            .login(&web, "alice", "correct horse")
+            .await
+            .str("access_token");
+        assert_eq!(revoke_public(token).await, StatusCode::OK);
+    }
+    let token = h
+        .login(&web, "alice", "correct horse")
+        .await
+        .str("access_token");
+    assert_eq!(revoke_public(token).await, StatusCode::SERVICE_UNAVAILABLE);
+    let token = h
+        .login(&web, "bob", "correct horse")
+        .await
+        .str("access_token");
+    assert_eq!(revoke_public(token).await, StatusCode::OK);
     h.finish().await;
+}
+
+/// The `jti` of a token (read without verifying it).
+fn jwt_id(token: &str) -> String {
+    let payload = token.split('.').nth(1).unwrap();
+    let json = base64_simd::URL_SAFE_NO_PAD.decode_to_vec(payload).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    claims["jti"].as_str().unwrap().to_owned()
 }
 
 async fn discovery_lists_what_the_server_supports(backend: Backend) {

@@ -421,6 +421,67 @@ async fn code_replay_revokes_what_it_issued(backend: Backend) {
     h.finish().await;
 }
 
+/// A client that replays codes in a loop (a silent authorize, the code's
+/// exchange, its replay) would add a revocation event a round, kept by
+/// every guard. Within the allowance the replayed code's token is revoked
+/// by itself; past it the session ends, which refuses all its tokens with
+/// one event and gives no more codes without a login.
+async fn replayed_codes_past_the_allowance_end_the_session(backend: Backend) {
+    let Some(h) = Harness::with(backend, |c| c.client_revocations = 1).await else {
+        return;
+    };
+    let s = setup(&h, "Shop", true).await;
+    let (mut b, code) = signed_in_code(&h, &s).await;
+    let userinfo = |access: String| {
+        let h = &h;
+        async move {
+            h.send(
+                Request::get("/oauth2/userinfo")
+                    .header(header::AUTHORIZATION, format!("Bearer {access}"))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .status
+        }
+    };
+    let log = h.app.access.revoked();
+    let first = exchange(&h, &s, &code, VERIFIER).await.str("access_token");
+    let events = log.since(0, 100).events.len();
+    assert_eq!(
+        exchange(&h, &s, &code, VERIFIER).await.error(),
+        "invalid_grant"
+    );
+    assert_eq!(userinfo(first).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        log.since(0, 100).events.len(),
+        events + 1,
+        "one token event"
+    );
+    // A second round, past the allowance: the session ends.
+    let silent = location(
+        &b.get(&h, &authorize_url(&s.client_id, &[("prompt", "none")]))
+            .await,
+    );
+    let code = query_of(&silent)["code"].clone();
+    let second = exchange(&h, &s, &code, VERIFIER).await.str("access_token");
+    assert_eq!(userinfo(second.clone()).await, StatusCode::OK);
+    assert_eq!(
+        exchange(&h, &s, &code, VERIFIER).await.error(),
+        "invalid_grant"
+    );
+    assert_eq!(userinfo(second).await, StatusCode::UNAUTHORIZED);
+    let now = log.since(0, 100).events;
+    assert_eq!(now.len(), events + 2);
+    assert!(now.last().unwrap().json.contains("\"kind\":\"session\""));
+    let again = location(
+        &b.get(&h, &authorize_url(&s.client_id, &[("prompt", "none")]))
+            .await,
+    );
+    assert_eq!(query_of(&again)["error"], "login_required");
+    h.finish().await;
+}
+
 /// A code still in flight when its session ends (a logout, an admin's
 /// `session end`, a password change) starts nothing: otherwise whoever
 /// holds it would get a refresh token that outlives the logout.
@@ -775,6 +836,7 @@ async fn discovery_names_what_is_there(backend: Backend) {
 both_backends!(
     code_flow_with_consent_id_token_userinfo_and_logout,
     code_replay_revokes_what_it_issued,
+    replayed_codes_past_the_allowance_end_the_session,
     pkce_and_code_binding_attacks_fail,
     login_csrf_fixation_and_limits,
     prompt_none_and_logout_attacks,

@@ -235,9 +235,18 @@ async fn codes_committed_in_groups_keep_every_binding(backend: Backend) {
                     (grant.nonce, grant.scope, grant.auth_time)
                 );
             }
-            (by, _, Ok(Redeemed::Replayed(issued))) => {
+            (
+                by,
+                grant,
+                Ok(Redeemed::Replayed {
+                    issued,
+                    user_id,
+                    sid,
+                }),
+            ) => {
                 replayed += 1;
                 assert_eq!(by, client, "another client's claim is no replay");
+                assert_eq!((user_id, sid), (grant.user_id, grant.sid));
                 assert_eq!(issued.family_id.as_deref(), Some("family"));
                 assert_eq!(issued.access_expires_at, Some(42));
             }
