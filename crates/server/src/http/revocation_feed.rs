@@ -24,8 +24,12 @@
 //! the event it stands on (`Tessera-Last-Event-Digest` beside
 //! `Last-Event-ID`, see `tessera_guard::revocation::LAST_EVENT_DIGEST`)
 //! and the log holds another event at that id (a restored log that has
-//! grown back past the cursor) or none any more (expired: starting over
-//! then costs only the live events).
+//! grown back past the cursor) or does not know that id (an instance
+//! started since, or an event long expired: the digests of the newest
+//! 4,096 expired events are kept; starting over costs only the live
+//! events). The digest covers the event's `data` as sent, so a server
+//! version that writes events differently starts such subscribers over
+//! once.
 //!
 //! Authorization: an access token of this server with the
 //! `revocations:read` scope (a client credential given that scope).
@@ -122,9 +126,9 @@ async fn feed(State(app): State<Arc<App>>, headers: HeaderMap, token: AccessToke
         }
     }
     // The subscriber names the event its cursor stands on. Another event
-    // at that id (a restored log that has grown back past it), or none
-    // (expired since), and it starts over: its cursor no longer says what
-    // it has seen.
+    // at that id (a restored log that has grown back past it), or an id
+    // this instance does not know, and it starts over: its cursor no
+    // longer says what it has seen.
     let start_over = match headers.get(LAST_EVENT_DIGEST).map(|v| v.to_str()) {
         Some(Ok(digest)) if cursor > 0 && cursor <= revocations.latest() => {
             !revocations.holds(cursor, digest.trim())

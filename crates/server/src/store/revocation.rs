@@ -207,7 +207,15 @@ struct Log {
     set: RevocationSet,
     last_id: i64,
     pruned_at: i64,
+    /// The digests of the newest events forgotten as expired (at most
+    /// [`PRUNED_KEPT`]), so a subscriber whose cursor stands on one is
+    /// recognised rather than started over (events do not expire in id
+    /// order: a quiet spell can outlast the newest while older ones live).
+    pruned: std::collections::BTreeMap<i64, String>,
 }
+
+/// Digests of expired events kept for subscribers' cursors.
+const PRUNED_KEPT: usize = 4096;
 
 impl Default for Revocations {
     fn default() -> Revocations {
@@ -283,9 +291,10 @@ impl Revocations {
     pub fn holds(&self, id: i64, digest: &str) -> bool {
         let log = self.read();
         let at = log.events.partition_point(|e| e.id < id);
-        log.events
-            .get(at)
-            .is_some_and(|e| e.id == id && event_digest(&e.json) == digest)
+        match log.events.get(at).filter(|e| e.id == id) {
+            Some(event) => event_digest(&event.json) == digest,
+            None => log.pruned.get(&id).is_some_and(|d| d == digest),
+        }
     }
 
     /// The events after cursor `after`, at most `max`.
@@ -397,9 +406,7 @@ impl Revocations {
         }
         let mut log = self.log.write().unwrap_or_else(|p| p.into_inner());
         if now >= log.pruned_at.saturating_add(10) {
-            log.set.prune(now);
-            log.events.retain(|e| e.until > now);
-            log.pruned_at = now;
+            log.prune(now);
         }
         drop(log);
         *self.synced.lock().unwrap_or_else(|p| p.into_inner()) = Some(started);
@@ -428,6 +435,25 @@ impl Revocations {
             .map_err(Error::from)?,
         };
         Ok(issued.unwrap_or(0) < held)
+    }
+}
+
+impl Log {
+    /// Forget the events past their time, keeping the newest ones' digests.
+    fn prune(&mut self, now: i64) {
+        self.set.prune(now);
+        let Log { events, pruned, .. } = self;
+        events.retain(|e| {
+            let live = e.until > now;
+            if !live {
+                pruned.insert(e.id, event_digest(&e.json));
+            }
+            live
+        });
+        while pruned.len() > PRUNED_KEPT {
+            pruned.pop_first();
+        }
+        self.pruned_at = now;
     }
 }
 
@@ -535,4 +561,50 @@ async fn listen(db: &Db) -> Option<sqlx::postgres::PgListener> {
         return None;
     }
     Some(listener)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token_row(id: i64, jti: &str, until: i64) -> (i64, String, String, Option<i64>, i64) {
+        (id, "token".into(), jti.into(), None, until)
+    }
+
+    #[test]
+    fn a_cursor_on_an_expired_event_is_still_recognised() {
+        let revocations = Revocations::default();
+        {
+            let mut log = revocations.log.write().unwrap();
+            let rows = vec![
+                token_row(1, "a", 100),
+                token_row(2, "b", 50),
+                token_row(3, "c", 100),
+            ];
+            apply(&mut log, rows, &mut Vec::new()).unwrap();
+        }
+        let digest = |id: i64| {
+            let event = revocations.since(id - 1, 1).events.remove(0);
+            event_digest(&event.json)
+        };
+        let (b, c) = (digest(2), digest(3));
+        revocations.log.write().unwrap().prune(60);
+        // `b` expired (the newest at some cursor's place while older
+        // events live): gone from the log, still named by its digest.
+        assert_eq!(revocations.since(0, 10).events.len(), 2);
+        assert!(revocations.holds(2, &b));
+        assert!(!revocations.holds(2, &c), "another event's digest");
+        assert!(revocations.holds(3, &c));
+        assert!(!revocations.holds(4, &c), "never there");
+        // Only the newest expired events' digests are kept.
+        {
+            let mut log = revocations.log.write().unwrap();
+            let n = i64::try_from(PRUNED_KEPT).unwrap() + 10;
+            let rows = (0..n).map(|i| token_row(10 + i, "x", 70)).collect();
+            apply(&mut log, rows, &mut Vec::new()).unwrap();
+            log.prune(80);
+            assert_eq!(log.pruned.len(), PRUNED_KEPT);
+            assert!(!log.pruned.contains_key(&2));
+        }
+    }
 }
