@@ -8,15 +8,19 @@
 //! the user, or the client itself for `client_credentials`) may add at
 //! most `tokens.client_revocations` such events a minute (per instance;
 //! the whole allowance may be used at once). Keyed by the pair, one user
-//! of a public app cannot use up the allowance of the app's other users.
+//! of a public app cannot use up the allowance of the app's other users;
+//! each client also has ten times that for all its subjects together, so
+//! a client that can mint tokens for any user (the jwt-bearer grant) is
+//! bounded too.
 //!
 //! Past it, `/oauth2/revoke` answers `503` with `Retry-After`, which RFC
 //! 7009 §2.2.1 tells the client to read as "the token still exists, retry
 //! later"; a replayed authorization code, which must revoke what it
 //! issued, ends the sign-in session instead (one event for all its
-//! tokens, and no more codes from it without a new login). Refresh tokens
-//! are not counted: revoking one marks its family in the database and
-//! adds nothing to the log; nor is a token already revoked.
+//! tokens, and no more codes from it without a new login). Only an event
+//! appended counts ([`crate::store::revocation::Revocations::revoke_token_counted`]):
+//! not a token revoked already, nor a refresh token (revoking one marks
+//! its family in the database and adds nothing to the log).
 //!
 //! The count is a GCRA rate limiter per pair (`governor`), kept in memory
 //! like the failed-login limits; pairs idle long enough to be full again
@@ -36,6 +40,8 @@ const PRUNE_EVERY: u32 = 4096;
 #[derive(Debug)]
 pub struct RevokeLimit {
     limiter: Option<DefaultKeyedRateLimiter<(String, String)>>,
+    /// Ten times the pair's allowance, per client.
+    per_client: Option<DefaultKeyedRateLimiter<String>>,
     checks: AtomicU32,
 }
 
@@ -45,6 +51,8 @@ impl RevokeLimit {
     pub fn new(per_minute: u32) -> RevokeLimit {
         RevokeLimit {
             limiter: NonZeroU32::new(per_minute).map(|n| RateLimiter::keyed(Quota::per_minute(n))),
+            per_client: NonZeroU32::new(per_minute.saturating_mul(10))
+                .map(|n| RateLimiter::keyed(Quota::per_minute(n))),
             checks: AtomicU32::new(0),
         }
     }
@@ -52,15 +60,20 @@ impl RevokeLimit {
     /// Count one revocation by `client_id` of a token about `subject`, or
     /// say how long it must wait.
     pub fn check(&self, client_id: &str, subject: &str) -> Result<(), Duration> {
-        let Some(limiter) = &self.limiter else {
+        let (Some(limiter), Some(per_client)) = (&self.limiter, &self.per_client) else {
             return Ok(());
         };
         if self.checks.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
             limiter.retain_recent();
+            per_client.retain_recent();
         }
+        let wait = |not_until: governor::NotUntil<_>| {
+            not_until.wait_time_from(DefaultClock::default().now())
+        };
+        per_client.check_key(&client_id.to_owned()).map_err(wait)?;
         limiter
             .check_key(&(client_id.to_owned(), subject.to_owned()))
-            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+            .map_err(wait)
     }
 }
 
@@ -79,6 +92,13 @@ mod tests {
         assert!(wait > Duration::from_secs(15) && wait <= Duration::from_secs(20));
         limit.check("a", "bob").unwrap();
         limit.check("b", "alice").unwrap();
+        // Thirty in all per client, whatever the subjects (a check the
+        // pair refused has spent one of them).
+        for i in 0..25 {
+            limit.check("a", &format!("user{i}")).unwrap();
+        }
+        assert!(limit.check("a", "someone else").is_err());
+        limit.check("b", "someone else").unwrap();
     }
 
     #[test]

@@ -19,9 +19,10 @@ use crate::store::audit::{AuditQueue, Event};
 use crate::store::clients::GrantType;
 use crate::store::codes::{self, Issued, Redeemed};
 use crate::store::refresh::{self, NewFamily, RefreshPolicy};
-use crate::store::revocation::{Keep, Revocations};
+use crate::store::revocation::{Appended, Keep, Revocations};
 use crate::store::sessions;
 use crate::store::{now, Scopes};
+use tessera_guard::revocation::Revocable;
 
 /// What exchanging a code needs.
 #[derive(Clone, Copy, Debug)]
@@ -91,7 +92,7 @@ pub async fn grant(request: &TokenRequest<'_>, exchange: Exchange<'_>) -> Result
                 user_id: &user_id,
                 sid: &sid,
             };
-            revoke_issued(exchange, &issued, code_of).await?;
+            revoke_issued(exchange, &issued, code_of, true).await?;
             exchange
                 .audit
                 .push(event("code_replayed").detail("issued tokens revoked"));
@@ -148,7 +149,8 @@ pub async fn grant(request: &TokenRequest<'_>, exchange: Exchange<'_>) -> Result
                     user_id: &grant.user_id,
                     sid: &grant.sid,
                 };
-                revoke_issued(exchange, &issuing, code_of).await?;
+                // This exchange mints no access token: only the family.
+                revoke_issued(exchange, &issuing, code_of, false).await?;
                 return Err(Refusal::InvalidGrant(
                     "the code was used twice: what it issued is revoked".into(),
                 ));
@@ -185,16 +187,18 @@ pub struct CodeOf<'a> {
     pub sid: &'a str,
 }
 
-/// Revoke what a code's first use issued: its refresh family and its
-/// access token. The access token's event counts against the client's
-/// allowance for the user ([`RevokeLimit`]); past it, the code's session
-/// is ended instead, which refuses every token it issued with one event
-/// and gives the client no more codes without a new login (a client
-/// replaying codes in a loop would otherwise add an event a round).
+/// Revoke what a code's first use issued: its refresh family and, when
+/// `token_issued`, its access token. The access token's event counts
+/// against the client's allowance for the user ([`RevokeLimit`]); past
+/// it, the code's session is ended instead, which refuses every token it
+/// issued with one event and gives the client no more codes without a
+/// new login (a client replaying codes in a loop would otherwise add an
+/// event a round). A token refused already costs nothing.
 pub async fn revoke_issued(
     exchange: Exchange<'_>,
     issued: &codes::Issued,
     code_of: CodeOf<'_>,
+    token_issued: bool,
 ) -> Result<(), crate::Error> {
     if let Some(family) = &issued.family_id {
         refresh::revoke_family(exchange.db, family, "authorization code replayed").await?;
@@ -202,24 +206,37 @@ pub async fn revoke_issued(
     let (Some(jti), Some(exp)) = (&issued.access_jti, issued.access_expires_at) else {
         return Ok(());
     };
-    if exchange.revoked.refuses_jti(jti) {
+    let refused = exchange.revoked.refuses(Revocable {
+        jti: Some(jti),
+        sid: Some(code_of.sid),
+        ..Revocable::default()
+    });
+    if !token_issued || refused {
         return Ok(());
     }
-    if exchange
-        .revoke_limit
-        .check(code_of.client_id, code_of.user_id)
-        .is_err()
-    {
+    let count = || {
+        exchange
+            .revoke_limit
+            .check(code_of.client_id, code_of.user_id)
+    };
+    let appended = exchange
+        .revoked
+        .revoke_token_counted(exchange.db, jti, exp, count)
+        .await?;
+    if let Appended::OverAllowance(_) = appended {
         let reason = "authorization codes replayed past the revocation allowance";
-        if sessions::end(exchange.db, code_of.sid, reason, exchange.keep)
-            .await?
-            .is_some()
-        {
-            exchange.revoked.catch_up(exchange.db).await;
-            return Ok(());
+        let ended = sessions::end(exchange.db, code_of.sid, reason, exchange.keep).await?;
+        match ended {
+            Some(_) => exchange.revoked.catch_up(exchange.db).await,
+            // Ended already (perhaps by expiry, which leaves no event):
+            // its tokens are refused by one event, appended once.
+            None => {
+                exchange
+                    .revoked
+                    .revoke_session(exchange.db, code_of.sid, exchange.keep)
+                    .await?
+            }
         }
-        // The session had ended already (perhaps by expiry, which leaves
-        // no event): the token is revoked by its own.
     }
-    exchange.revoked.revoke_token(exchange.db, jti, exp).await
+    Ok(())
 }

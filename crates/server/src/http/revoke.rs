@@ -15,6 +15,8 @@ use crate::access::looks_like_jwt;
 use crate::grant::client_auth::{authenticate, Accept};
 use crate::store::audit::Event;
 use crate::store::refresh;
+use crate::store::revocation::Appended;
+use tessera_guard::revocation::Revocable;
 
 /// Authorization: the client the token was issued to (others get the same
 /// 200 and nothing happens, RFC 7009 §2.2).
@@ -34,19 +36,34 @@ pub async fn revoke(State(app): State<Arc<App>>, form: OAuthForm) -> Result<Resp
             let claims = &verified.claims;
             if claims.custom.client_id == client.client_id {
                 if let (Some(jti), Some(exp)) = (claims.jti.as_deref(), claims.exp) {
-                    // Each one is an event every guard keeps until `exp`
-                    // (one already revoked adds none and costs nothing).
-                    let subject = claims.sub.as_deref().unwrap_or(&client.client_id);
-                    if !app.access.revoked().refuses_jti(jti) {
-                        app.revoke_limit
-                            .check(&client.client_id, subject)
-                            .map_err(OAuthError::revoking_too_fast)?;
+                    // Each one is an event every guard keeps until `exp`:
+                    // counted against the client's allowance for the
+                    // subject, unless the token is refused already (by its
+                    // `jti`, or its user's, client's or session's cut).
+                    let revoked = app.access.revoked();
+                    let refused = revoked.refuses(Revocable {
+                        jti: Some(jti),
+                        sub: claims.sub.as_deref(),
+                        client_id: Some(&claims.custom.client_id),
+                        sid: claims.custom.sid.as_deref(),
+                        iat: claims.iat.map(|t| t.seconds()),
+                    });
+                    if !refused {
+                        let subject = claims.sub.as_deref().unwrap_or(&client.client_id);
+                        let count = || app.revoke_limit.check(&client.client_id, subject);
+                        match revoked
+                            .revoke_token_counted(&app.db, jti, exp.seconds(), count)
+                            .await?
+                        {
+                            Appended::OverAllowance(wait) => {
+                                return Err(OAuthError::revoking_too_fast(wait))
+                            }
+                            Appended::Now => {
+                                app.audit.push(event(format!("access_token jti={jti}")));
+                            }
+                            Appended::Already => {}
+                        }
                     }
-                    app.access
-                        .revoked()
-                        .revoke_token(&app.db, jti, exp.seconds())
-                        .await?;
-                    app.audit.push(event(format!("access_token jti={jti}")));
                 }
             }
         }

@@ -18,6 +18,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use tessera_guard::revocation::{event_digest, Revocable, Revocation, RevocationSet};
 
@@ -228,6 +229,17 @@ impl Default for Revocations {
     }
 }
 
+/// What a counted revocation did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Appended {
+    /// Its event is in the log now.
+    Now,
+    /// The log had it already: nothing appended, nothing counted.
+    Already,
+    /// Not revoked: the allowance says to wait this long.
+    OverAllowance(Duration),
+}
+
 /// What a subscriber that saw `after` gets next.
 #[derive(Debug)]
 pub struct Since {
@@ -318,28 +330,87 @@ impl Revocations {
     }
 
     /// Revoke the access token `jti` (whose `exp` is `expires_at`): in
-    /// the log, then here at once.
+    /// the log, then here at once. Not counted against any allowance.
     pub async fn revoke_token(&self, db: &Db, jti: &str, expires_at: i64) -> Result<(), Error> {
-        let token = Revocable {
-            jti: Some(jti),
-            ..Revocable::default()
-        };
-        if self.refuses(token) {
-            return Ok(());
+        self.revoke_token_counted(db, jti, expires_at, || Ok(()))
+            .await
+            .map(drop)
+    }
+
+    /// Revoke the access token `jti` as [`Revocations::revoke_token`]
+    /// does, calling `count` only when an event is about to be appended:
+    /// a token revoked already (here, or by an event another instance
+    /// appended) costs nothing, and concurrent revocations of one token
+    /// append one event. `count` saying to wait appends nothing.
+    pub async fn revoke_token_counted(
+        &self,
+        db: &Db,
+        jti: &str,
+        expires_at: i64,
+        count: impl FnOnce() -> Result<(), Duration>,
+    ) -> Result<Appended, Error> {
+        if self.refuses_jti(jti) {
+            return Ok(Appended::Already);
         }
         let revocation = Revocation::Token {
             jti: jti.to_owned(),
             until: expires_at.saturating_add(LEEWAY),
         };
+        self.append_once(db, revocation, count).await
+    }
+
+    /// End every token of session `sid` through the log (a session whose
+    /// row is gone, or that ended without an event): once, however often
+    /// it is asked.
+    pub async fn revoke_session(&self, db: &Db, sid: &str, keep: Keep) -> Result<(), Error> {
+        let session = Revocable {
+            sid: Some(sid),
+            ..Revocable::default()
+        };
+        if self.refuses(session) {
+            return Ok(());
+        }
+        let revocation = keep.session(sid, crate::store::now());
+        self.append_once(db, revocation, || Ok(())).await.map(drop)
+    }
+
+    /// Append `revocation` unless the log has an event of the same kind
+    /// and value (appenders take turns, so two cannot both miss it), after
+    /// `count` allows it; then read the log here.
+    async fn append_once(
+        &self,
+        db: &Db,
+        revocation: Revocation,
+        count: impl FnOnce() -> Result<(), Duration>,
+    ) -> Result<Appended, Error> {
         let at = crate::store::now();
-        on_pool!(db.write(), p => {
+        let row = Row::of(revocation.clone());
+        let appended = on_pool!(db.write(), p => {
             let mut tx = p.begin().await?;
+            if db.is_postgres() {
+                sqlx::query(IN_ORDER[0]).execute(&mut *tx).await?;
+            }
+            let there: Option<(i64,)> = sqlx::query_as(
+                "SELECT id FROM revocation_events WHERE kind = $1 AND value = $2 LIMIT 1"
+            ).bind(row.kind).bind(&row.value).fetch_optional(&mut *tx).await?;
+            if there.is_some() {
+                tx.rollback().await?;
+                return Ok(Appended::Already);
+            }
+            if let Err(wait) = count() {
+                tx.rollback().await?;
+                return Ok(Appended::OverAllowance(wait));
+            }
             append_revocation!(db, tx, revocation, at);
-            tx.commit().await
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(Appended::Now)
         })?;
-        // Committed: applied here now, or by the follower soon.
-        self.catch_up(db).await;
-        Ok(())
+        // Committed (or there already): applied here now, or by the
+        // follower soon.
+        if !matches!(appended, Appended::OverAllowance(_)) {
+            self.catch_up(db).await;
+        }
+        Ok(appended)
     }
 
     /// [`Revocations::sync`] after a revocation this instance committed,
@@ -439,20 +510,27 @@ impl Revocations {
 }
 
 impl Log {
-    /// Forget the events past their time, keeping the newest ones' digests.
+    /// Forget the events past their time, keeping the newest ones'
+    /// digests (only theirs are computed: this runs under the write lock).
     fn prune(&mut self, now: i64) {
         self.set.prune(now);
-        let Log { events, pruned, .. } = self;
-        events.retain(|e| {
-            let live = e.until > now;
-            if !live {
-                pruned.insert(e.id, event_digest(&e.json));
-            }
-            live
-        });
-        while pruned.len() > PRUNED_KEPT {
-            pruned.pop_first();
+        // Events are in id order: the newest expired are the last ones.
+        let expired: Vec<usize> = self
+            .events
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.until <= now)
+            .map(|(i, _)| i)
+            .collect();
+        let newest = expired.len().saturating_sub(PRUNED_KEPT);
+        for &i in &expired[newest..] {
+            let event = &self.events[i];
+            self.pruned.insert(event.id, event_digest(&event.json));
         }
+        while self.pruned.len() > PRUNED_KEPT {
+            self.pruned.pop_first();
+        }
+        self.events.retain(|e| e.until > now);
         self.pruned_at = now;
     }
 }

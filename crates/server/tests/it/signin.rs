@@ -423,9 +423,10 @@ async fn code_replay_revokes_what_it_issued(backend: Backend) {
 
 /// A client that replays codes in a loop (a silent authorize, the code's
 /// exchange, its replay) would add a revocation event a round, kept by
-/// every guard. Within the allowance the replayed code's token is revoked
+/// every guard. Within the allowance a replayed code's token is revoked
 /// by itself; past it the session ends, which refuses all its tokens with
-/// one event and gives no more codes without a login.
+/// one event and gives no more codes without a login. Many replays of one
+/// code (a thief's) add one event and count once.
 async fn replayed_codes_past_the_allowance_end_the_session(backend: Backend) {
     let Some(h) = Harness::with(backend, |c| c.client_revocations = 1).await else {
         return;
@@ -446,34 +447,55 @@ async fn replayed_codes_past_the_allowance_end_the_session(backend: Backend) {
         }
     };
     let log = h.app.access.revoked();
-    let first = exchange(&h, &s, &code, VERIFIER).await.str("access_token");
-    let events = log.since(0, 100).events.len();
+    let before = log.since(0, 100).events.len();
+    // Three codes of the session, all exchanged.
+    let mut tokens = vec![(
+        code.clone(),
+        exchange(&h, &s, &code, VERIFIER).await.str("access_token"),
+    )];
+    for _ in 0..2 {
+        let silent = location(
+            &b.get(&h, &authorize_url(&s.client_id, &[("prompt", "none")]))
+                .await,
+        );
+        let code = query_of(&silent)["code"].clone();
+        let access = exchange(&h, &s, &code, VERIFIER).await.str("access_token");
+        tokens.push((code, access));
+    }
+    // The first code replayed twenty times at once: one event, one count,
+    // the session lives.
+    let replays: Vec<_> = (0..20)
+        .map(|_| exchange(&h, &s, &tokens[0].0, VERIFIER))
+        .collect();
+    for replay in futures_util::future::join_all(replays).await {
+        assert_eq!(replay.error(), "invalid_grant");
+    }
     assert_eq!(
-        exchange(&h, &s, &code, VERIFIER).await.error(),
-        "invalid_grant"
+        userinfo(tokens[0].1.clone()).await,
+        StatusCode::UNAUTHORIZED
     );
-    assert_eq!(userinfo(first).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(userinfo(tokens[1].1.clone()).await, StatusCode::OK);
     assert_eq!(
         log.since(0, 100).events.len(),
-        events + 1,
+        before + 1,
         "one token event"
     );
-    // A second round, past the allowance: the session ends.
-    let silent = location(
-        &b.get(&h, &authorize_url(&s.client_id, &[("prompt", "none")]))
-            .await,
-    );
-    let code = query_of(&silent)["code"].clone();
-    let second = exchange(&h, &s, &code, VERIFIER).await.str("access_token");
-    assert_eq!(userinfo(second.clone()).await, StatusCode::OK);
+    // The second code's replay is past the allowance: the session ends.
     assert_eq!(
-        exchange(&h, &s, &code, VERIFIER).await.error(),
+        exchange(&h, &s, &tokens[1].0, VERIFIER).await.error(),
         "invalid_grant"
     );
-    assert_eq!(userinfo(second).await, StatusCode::UNAUTHORIZED);
-    let now = log.since(0, 100).events;
-    assert_eq!(now.len(), events + 2);
-    assert!(now.last().unwrap().json.contains("\"kind\":\"session\""));
+    // The third's adds nothing: its token is refused with the session.
+    assert_eq!(
+        exchange(&h, &s, &tokens[2].0, VERIFIER).await.error(),
+        "invalid_grant"
+    );
+    for (_, access) in &tokens {
+        assert_eq!(userinfo(access.clone()).await, StatusCode::UNAUTHORIZED);
+    }
+    let events = log.since(0, 100).events;
+    assert_eq!(events.len(), before + 2, "and one session event");
+    assert!(events.last().unwrap().json.contains("\"kind\":\"session\""));
     let again = location(
         &b.get(&h, &authorize_url(&s.client_id, &[("prompt", "none")]))
             .await,
