@@ -53,8 +53,10 @@ pub struct Verifier<'a> {
 /// RFC 7523 §2.2's `client_assertion_type`.
 pub const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
-/// Clock skew allowed on an assertion's lifetime: a client whose clock is
-/// a little ahead still fits its library's default.
+/// Clock skew allowed on an assertion (seconds): the leeway on its `exp`,
+/// `nbf` and `iat`, and on its lifetime, so that a client whose clock is a
+/// little ahead still fits its library's default. Its `jti` is kept this
+/// long past `exp`.
 const ASSERTION_SKEW: i64 = 60;
 
 /// Which clients an endpoint serves.
@@ -247,6 +249,9 @@ pub async fn verify_assertion(
     let keys = JwkSet::from_json(jwks).and_then(|set| KeySet::from_jwks(&set))?;
     let issuer = verifier.issuer;
     let validation = Validation::new()
+        .leeway(std::time::Duration::from_secs(
+            ASSERTION_SKEW.unsigned_abs(),
+        ))
         .issuer(&client_id)
         .audience(format!("{}/oauth2/token", issuer.trim_end_matches('/')))
         .audience(issuer)
@@ -273,7 +278,10 @@ pub async fn verify_assertion(
             "assertion lives too long (at most {longest} seconds here)"
         )));
     }
-    if !revocation::use_assertion(verifier.db, &client_id, &jti, exp.seconds()).await? {
+    // Kept for as long as the assertion verifies: its `exp` and the
+    // leeway on it. Forgotten at `exp`, a replay within the leeway passed.
+    let verifies_until = exp.seconds().saturating_add(ASSERTION_SKEW);
+    if !revocation::use_assertion(verifier.db, &client_id, &jti, verifies_until).await? {
         tracing::warn!(client_id, "assertion replayed");
         return Ok(Err("assertion already used".into()));
     }

@@ -767,6 +767,24 @@ async fn private_key_jwt_authenticates_once_per_assertion(backend: Backend) {
         "a replayed jti"
     );
     assert!(replay.headers.get(header::WWW_AUTHENTICATE).is_none());
+    // Its `jti` is kept for as long as it verifies, the leeway on `exp`
+    // included: a prune just past `exp` leaves it, so the replay within
+    // the leeway is refused still.
+    let short = assertion(&key, &id, &endpoint, "a-short", 5);
+    assert_eq!(post(short.clone()).await.status, StatusCode::OK);
+    let past_exp = tessera_server::store::now() + 5 + 30;
+    tessera_server::store::retention::prune(
+        &h.db,
+        past_exp,
+        tessera_server::store::retention::Retention { audit: None },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        post(short).await.error(),
+        "invalid_client",
+        "replayed after a prune"
+    );
 
     let stranger = SigningKey::generate(Algorithm::ES256)
         .unwrap()
