@@ -466,7 +466,19 @@ fn two_instances_share_one_postgres_database() {
         "/oauth2/revoke",
         &[("token", &refresh), ("client_id", &web)],
     );
-    assert_eq!(introspect(&b.base, &refresh)["active"], false);
+    let (status, refused) = post(
+        &b.base,
+        "/oauth2/token",
+        &[
+            ("grant_type", "refresh_token"),
+            ("client_id", &web),
+            ("refresh_token", &refresh),
+        ],
+    );
+    assert_eq!(
+        (status, field(&refused, "error")),
+        (400, "invalid_grant".to_owned())
+    );
 
     // A rotation reaches both: every new key (one per algorithm), and
     // then both publish the same set. (Waiting for the first new key

@@ -44,12 +44,15 @@ pub(crate) struct Introspection {
 }
 
 /// Authorization: confidential clients (resource servers register as
-/// clients to introspect).
+/// clients to introspect); a refresh token only for the client it was
+/// issued to (RFC 7662 §4 lets the server choose), since no resource
+/// server needs one and anyone else could probe a stolen one without
+/// spending it.
 pub async fn introspect(
     State(app): State<Arc<App>>,
     form: OAuthForm,
 ) -> Result<Response, OAuthError> {
-    authenticate(app.verifier(), &form.credentials(), Accept::Confidential)
+    let caller = authenticate(app.verifier(), &form.credentials(), Accept::Confidential)
         .await
         .map_err(|r| client_refusal(r, &form))?;
     let token = form.require("token")?;
@@ -59,7 +62,7 @@ pub async fn introspect(
     let answer = if looks_like_jwt(token) {
         access_token(&app, token).await?
     } else {
-        refresh_token(&app, token).await?
+        refresh_token(&app, token, &caller.client_id).await?
     };
     Ok(no_store(Json(answer)))
 }
@@ -87,11 +90,14 @@ async fn access_token(app: &App, token: &str) -> Result<Introspection, OAuthErro
     })
 }
 
-async fn refresh_token(app: &App, token: &str) -> Result<Introspection, OAuthError> {
+async fn refresh_token(app: &App, token: &str, caller: &str) -> Result<Introspection, OAuthError> {
     let Some(live) = refresh::lookup(&app.db, token).await? else {
         return Ok(Introspection::default());
     };
     let family = live.family;
+    if family.client_id != caller {
+        return Ok(Introspection::default());
+    }
     Ok(Introspection {
         active: true,
         scope: Some(family.scope),
