@@ -499,11 +499,14 @@ const CACHE_CAPACITY: usize = 10_000;
 /// An entry lives `ttl`: a secret rotated or a client deleted elsewhere
 /// (another instance, the command line) takes effect here within `ttl`;
 /// changes made through this instance's admin API take effect at once.
-/// Unknown client ids are never cached.
+/// Unknown client ids are never cached. A row read while a change was
+/// being forgotten is not cached either: it may predate the change.
 #[derive(Debug)]
 pub struct ClientCache {
     ttl: Duration,
     entries: RwLock<HashMap<String, (Arc<Client>, Instant)>>,
+    /// Bumped by every [`ClientCache::forget`], under the entries' lock.
+    forgets: std::sync::atomic::AtomicU64,
 }
 
 impl ClientCache {
@@ -512,6 +515,7 @@ impl ClientCache {
         ClientCache {
             ttl,
             entries: RwLock::new(HashMap::new()),
+            forgets: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -526,26 +530,78 @@ impl ClientCache {
                 }
             }
         }
+        let forgets = self.forgets.load(std::sync::atomic::Ordering::Acquire);
         let Some(client) = find(db, client_id).await? else {
             self.forget(client_id);
             return Ok(None);
         };
         let client = Arc::new(client);
-        if !self.ttl.is_zero() {
-            let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
-            if entries.len() >= CACHE_CAPACITY {
-                entries.clear();
-            }
-            entries.insert(client_id.to_owned(), (Arc::clone(&client), now));
-        }
+        self.keep(client_id, &client, forgets, now);
         Ok(Some(client))
+    }
+
+    /// Cache `client`, read when [`ClientCache::forget`] had been called
+    /// `forgets` times: not if it has been called since (the row may
+    /// predate the change that was forgotten).
+    fn keep(&self, client_id: &str, client: &Arc<Client>, forgets: u64, now: Instant) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        if self.forgets.load(std::sync::atomic::Ordering::Acquire) != forgets {
+            return;
+        }
+        if entries.len() >= CACHE_CAPACITY {
+            entries.clear();
+        }
+        entries.insert(client_id.to_owned(), (Arc::clone(client), now));
     }
 
     /// Drop `client_id` after a change.
     pub fn forget(&self, client_id: &str) {
-        self.entries
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(client_id);
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        entries.remove(client_id);
+        self.forgets
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(id: &str) -> Arc<Client> {
+        Arc::new(Client {
+            client_id: id.to_owned(),
+            name: id.to_owned(),
+            secret_hash: Some(vec![1; 32]),
+            grants: vec![GrantType::ClientCredentials],
+            scopes: Scopes::default(),
+            audiences: Vec::new(),
+            jwks: None,
+            access_ttl: None,
+            created_at: 0,
+            redirect_uris: Vec::new(),
+            post_logout_redirect_uris: Vec::new(),
+            backchannel_logout_uri: None,
+            id_token_alg: None,
+            first_party: false,
+        })
+    }
+
+    #[test]
+    fn a_row_read_across_a_forget_is_not_cached() {
+        let cache = ClientCache::new(Duration::from_secs(10));
+        let cached = |id: &str| cache.entries.read().unwrap().contains_key(id);
+        // Read before a rotation commits, forgotten by the rotation, then
+        // handed to the cache: the old secret must not stay for the ttl.
+        let before = cache.forgets.load(std::sync::atomic::Ordering::Acquire);
+        cache.forget("app");
+        cache.keep("app", &client("app"), before, Instant::now());
+        assert!(!cached("app"));
+        // A read with no forget meanwhile is cached.
+        let now = cache.forgets.load(std::sync::atomic::Ordering::Acquire);
+        cache.keep("app", &client("app"), now, Instant::now());
+        assert!(cached("app"));
     }
 }
