@@ -4,7 +4,7 @@
 use super::{client_credentials, Granted, Refusal, TokenRequest};
 use crate::db::Db;
 use crate::store::audit::{AuditQueue, Event};
-use crate::store::{now, users, Scopes};
+use crate::store::{users, Scopes};
 
 /// The assertion's `subject` (verified by the caller, issued by the
 /// request's client) is the client itself or an enabled user.
@@ -35,7 +35,10 @@ pub async fn grant(
         subject: user.id,
         username: Some(user.username),
         scope: request.scopes_within(&client.scopes.intersection(&user_scopes))?,
-        auth_time: Some(now()),
+        // The user did not authenticate here: a resource server that
+        // asks for a recent login (`max_age`, RFC 9470) must not take an
+        // assertion for one.
+        auth_time: None,
         refresh_token: None,
         sid: None,
         sign_in: None,

@@ -429,9 +429,31 @@ async fn rotate_in_transaction(
             tx.rollback().await?;
             return Ok(Outcome::Refused(refused));
         }
+        // A retry within grace gets the successor handed out before, but
+        // only while that successor is unused: once its holder has used
+        // it, whoever presents the old token again is replaying it.
+        let successor_used = match (&successor_sealed, used_at) {
+            (Some(sealed), Some(_)) if in_grace => {
+                match master.open(&successor_label(&hash), sealed).ok().and_then(|opened| {
+                    std::str::from_utf8(&opened).ok().map(token_digest)
+                }) {
+                    Some(digest) => sqlx::query_scalar::<_, Option<i64>>(
+                        "SELECT used_at FROM refresh_tokens WHERE token_hash = $1",
+                    )
+                    .bind(digest)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .flatten()
+                    .is_some(),
+                    // Unreadable: refused below, where it is opened again.
+                    None => false,
+                }
+            }
+            _ => false,
+        };
         let retried = match used_at {
             None => false,
-            Some(_) if in_grace => {
+            Some(_) if in_grace && !successor_used => {
                 if let Some(sealed) = successor_sealed {
                     // The same successor again: nothing changes.
                     tx.rollback().await?;
