@@ -40,7 +40,7 @@ pub struct App {
     /// Refresh-token lifetimes.
     pub refresh: RefreshPolicy,
     /// Recently used clients.
-    pub clients: ClientCache,
+    pub clients: Arc<ClientCache>,
     /// Access tokens: minting, verifying, revocation.
     pub access: AccessTokens,
     /// Authorization codes, committed in groups.
@@ -67,15 +67,17 @@ impl App {
             max_lifetime: crate::store::secs(config.session_max),
             grace: crate::store::secs(config.refresh_grace),
         };
+        // A client cut off anywhere (deleted, secret rotated) leaves the
+        // cache as soon as any sync here reads the event.
+        let clients = Arc::new(ClientCache::new(config.client_cache_ttl));
+        let revocations = Arc::new(Revocations::default());
+        let cache = Arc::clone(&clients);
+        revocations.when_client_cut(move |client_id| cache.forget(client_id));
         App {
             logins: LoginLimiter::new(config.max_login_failures, config.login_window),
             revoke_limit: RevokeLimit::new(config.client_revocations),
-            clients: ClientCache::new(config.client_cache_ttl),
-            access: AccessTokens::new(
-                config.issuer.clone(),
-                Arc::clone(&keys),
-                Arc::new(Revocations::default()),
-            ),
+            clients,
+            access: AccessTokens::new(config.issuer.clone(), Arc::clone(&keys), revocations),
             metadata: std::sync::OnceLock::new(),
             codes: crate::store::codes::CodeWriter::start(db.clone()),
             stopping: tokio::sync::watch::channel(false).0,

@@ -70,10 +70,12 @@ impl RevokeLimit {
         let wait = |not_until: governor::NotUntil<_>| {
             not_until.wait_time_from(DefaultClock::default().now())
         };
-        per_client.check_key(&client_id.to_owned()).map_err(wait)?;
+        // The pair first: a subject refused its own allowance spends none
+        // of the client's, so one user cannot use up the other users'.
         limiter
             .check_key(&(client_id.to_owned(), subject.to_owned()))
-            .map_err(wait)
+            .map_err(wait)?;
+        per_client.check_key(&client_id.to_owned()).map_err(wait)
     }
 }
 
@@ -92,9 +94,12 @@ mod tests {
         assert!(wait > Duration::from_secs(15) && wait <= Duration::from_secs(20));
         limit.check("a", "bob").unwrap();
         limit.check("b", "alice").unwrap();
-        // Thirty in all per client, whatever the subjects (a check the
-        // pair refused has spent one of them).
-        for i in 0..25 {
+        // A subject refused again and again spends none of the client's.
+        for _ in 0..100 {
+            assert!(limit.check("a", "alice").is_err());
+        }
+        // Thirty in all per client, whatever the subjects.
+        for i in 0..26 {
             limit.check("a", &format!("user{i}")).unwrap();
         }
         assert!(limit.check("a", "someone else").is_err());

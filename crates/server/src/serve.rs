@@ -113,14 +113,10 @@ pub async fn serve(
     let maintenance = tokio::spawn(maintain(db.clone(), Arc::clone(&keys), period, grace, keep));
     let app = Arc::new(App::new(config, db.clone(), keys, passwords, audit));
     app.access.revoked().sync(&db).await?;
-    let cut = Arc::clone(&app);
     let revocations = tokio::spawn(crate::store::revocation::follow(
         db.clone(),
         Arc::clone(app.access.revoked()),
         REVOCATION_SYNC,
-        // A client cut off elsewhere (deleted, secret rotated) leaves this
-        // instance's cache at once.
-        move |client_id| cut.clients.forget(client_id),
     ));
     let metrics = tokio::spawn(metrics_upkeep());
     let logouts = tokio::spawn(deliver_logouts(Arc::clone(&app)));

@@ -532,7 +532,12 @@ impl ClientCache {
         }
         let forgets = self.forgets.load(std::sync::atomic::Ordering::Acquire);
         let Some(client) = find(db, client_id).await? else {
-            self.forget(client_id);
+            // Unknown now (nothing to forget but a stale entry): not a
+            // change, so other lookups in flight may still cache theirs.
+            self.entries
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(client_id);
             return Ok(None);
         };
         let client = Arc::new(client);

@@ -437,8 +437,11 @@ async fn rotate_in_transaction(
                 match master.open(&successor_label(&hash), sealed).ok().and_then(|opened| {
                     std::str::from_utf8(&opened).ok().map(token_digest)
                 }) {
+                    // Locking the row (PostgreSQL): a use of the successor
+                    // under way is waited for, not read around.
                     Some(digest) => sqlx::query_scalar::<_, Option<i64>>(
-                        "SELECT used_at FROM refresh_tokens WHERE token_hash = $1",
+                        "UPDATE refresh_tokens SET used_at = used_at WHERE token_hash = $1 \
+                         RETURNING used_at",
                     )
                     .bind(digest)
                     .fetch_optional(&mut *tx)
@@ -522,12 +525,20 @@ fn scope_granted(session: &str, client: &Scopes, requested: Option<&Scopes>) -> 
     }
 }
 
-/// Forget sealed successors whose grace window has passed.
+/// How long past its grace window a sealed successor is kept: a retry at
+/// the window's edge, or judged by an instance whose clock is a little
+/// behind, still finds it (and is refused if it has been used), never the
+/// branch for tokens rotated before successors were kept.
+const SUCCESSOR_MARGIN: i64 = 60;
+
+/// Forget sealed successors whose grace window has passed (and
+/// [`SUCCESSOR_MARGIN`]).
 pub async fn forget_successors(db: &Db, at: i64, grace: i64) -> Result<u64, Error> {
+    let before = at.saturating_sub(grace).saturating_sub(SUCCESSOR_MARGIN);
     let forgotten = on_pool!(db.write(), p => sqlx::query(
         "UPDATE refresh_tokens SET successor_sealed = NULL \
          WHERE successor_sealed IS NOT NULL AND used_at < $1"
-    ).bind(at.saturating_sub(grace)).execute(p).await.map(|r| r.rows_affected()))?;
+    ).bind(before).execute(p).await.map(|r| r.rows_affected()))?;
     Ok(forgotten)
 }
 

@@ -193,13 +193,27 @@ pub struct Logged {
 /// [`Revocations::sync`]: the server runs it when PostgreSQL notifies an
 /// append, and every half second in any case; an instance that revokes
 /// syncs at once.
-#[derive(Debug)]
 pub struct Revocations {
     log: RwLock<Log>,
     latest: tokio::sync::watch::Sender<i64>,
     syncing: tokio::sync::Mutex<()>,
     /// When a sync last read the log through (`None`: never).
     synced: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Told of every client a sync finds cut off, whichever sync reads
+    /// the event first (the follower's, or one after a revocation here).
+    on_client_cut: std::sync::OnceLock<ClientCutHook>,
+}
+
+/// What [`Revocations::when_client_cut`] calls.
+type ClientCutHook = Box<dyn Fn(&str) + Send + Sync>;
+
+impl std::fmt::Debug for Revocations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Revocations")
+            .field("latest", &*self.latest.borrow())
+            .field("len", &self.len())
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -225,6 +239,7 @@ impl Default for Revocations {
             latest: tokio::sync::watch::channel(0).0,
             syncing: tokio::sync::Mutex::new(()),
             synced: std::sync::Mutex::new(None),
+            on_client_cut: std::sync::OnceLock::new(),
         }
     }
 }
@@ -393,17 +408,22 @@ impl Revocations {
             let there: Option<(i64,)> = sqlx::query_as(
                 "SELECT id FROM revocation_events WHERE kind = $1 AND value = $2 LIMIT 1"
             ).bind(row.kind).bind(&row.value).fetch_optional(&mut *tx).await?;
-            if there.is_some() {
+            // No `return` in here: it would leave the function, and skip
+            // reading the log below.
+            let appended = if there.is_some() {
+                Appended::Already
+            } else if let Err(wait) = count() {
+                Appended::OverAllowance(wait)
+            } else {
+                Appended::Now
+            };
+            if appended == Appended::Now {
+                append_revocation!(db, tx, revocation.clone(), at);
+                tx.commit().await?;
+            } else {
                 tx.rollback().await?;
-                return Ok(Appended::Already);
             }
-            if let Err(wait) = count() {
-                tx.rollback().await?;
-                return Ok(Appended::OverAllowance(wait));
-            }
-            append_revocation!(db, tx, revocation, at);
-            tx.commit().await?;
-            Ok::<_, sqlx::Error>(Appended::Now)
+            Ok::<_, sqlx::Error>(appended)
         })?;
         // Committed (or there already): applied here now, or by the
         // follower soon.
@@ -481,7 +501,17 @@ impl Revocations {
         }
         drop(log);
         *self.synced.lock().unwrap_or_else(|p| p.into_inner()) = Some(started);
+        if let Some(hook) = self.on_client_cut.get() {
+            cut_clients.iter().for_each(|client_id| hook(client_id));
+        }
         Ok(cut_clients)
+    }
+
+    /// Call `hook` with every client a sync finds cut off (deleted, its
+    /// secret rotated), so caches drop it at once whichever sync reads
+    /// the event. Set once; later calls are ignored.
+    pub fn when_client_cut(&self, hook: impl Fn(&str) + Send + Sync + 'static) {
+        let _ = self.on_client_cut.set(Box::new(hook));
     }
 
     /// Whether the log's id sequence is behind what this instance has read
@@ -583,12 +613,7 @@ fn apply(
 
 /// Keep `revocations` in step with the log: at once when PostgreSQL
 /// notifies an append (at any instance), and every `period` in any case.
-pub async fn follow(
-    db: Db,
-    revocations: Arc<Revocations>,
-    period: std::time::Duration,
-    cut_clients: impl Fn(&str) + Send + 'static,
-) {
+pub async fn follow(db: Db, revocations: Arc<Revocations>, period: std::time::Duration) {
     let mut listener = listen(&db).await;
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -609,9 +634,8 @@ pub async fn follow(
                 ticker.tick().await;
             }
         }
-        match revocations.sync(&db).await {
-            Ok(clients) => clients.iter().for_each(|c| cut_clients(c)),
-            Err(e) => tracing::error!(error = %e, "revocation sync failed"),
+        if let Err(e) = revocations.sync(&db).await {
+            tracing::error!(error = %e, "revocation sync failed");
         }
     }
 }
