@@ -125,7 +125,14 @@ pub struct Keys {
     master: Arc<MasterKey>,
     policy: KeyPolicy,
     ring: RwLock<Arc<Ring>>,
+    /// Whether the database is known to be tied to this master key
+    /// ([`Keys::claim_master`]).
+    master_claimed: std::sync::atomic::AtomicBool,
 }
+
+/// The label and the plaintext of the row that ties a database to one
+/// master key.
+const MASTER_CHECK: &str = "tessera master key check";
 
 impl std::fmt::Debug for Ring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -148,6 +155,7 @@ impl Keys {
             master: Arc::new(master),
             policy,
             ring: RwLock::new(Arc::new(empty)),
+            master_claimed: std::sync::atomic::AtomicBool::new(false),
         };
         keys.maintain().await?;
         Ok(keys)
@@ -275,6 +283,7 @@ impl Keys {
         let now = now();
         let mut rows = self.fetch().await?;
         let mut opened = self.open_all(&rows)?;
+        self.claim_master().await?;
         let mut stored = false;
         for alg in self.policy.algorithms() {
             let of_alg: Vec<&KeyRow> = rows.iter().filter(|r| r.alg == alg.as_str()).collect();
@@ -291,6 +300,40 @@ impl Keys {
         }
         self.expire(&rows, now).await?;
         self.reload(rows, &opened, now)
+    }
+
+    /// Tie the database to this master key, once, before any key is
+    /// written: the first start writes a constant sealed under it, and
+    /// every later one must open that. Two instances set up at once on an
+    /// empty database with different master keys (each made its own)
+    /// cannot both store keys: the one that did not write the check fails
+    /// here, having written nothing.
+    async fn claim_master(&self) -> Result<(), Error> {
+        use std::sync::atomic::Ordering;
+        if self.master_claimed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let sealed = self.master.seal(MASTER_CHECK, MASTER_CHECK.as_bytes())?;
+        let stored: Vec<(Vec<u8>,)> = on_pool!(self.db.write(), p => {
+            sqlx::query("INSERT INTO master_key_check (id, sealed) VALUES (1, $1) ON CONFLICT DO NOTHING")
+                .bind(&sealed).execute(p).await?;
+            sqlx::query_as("SELECT sealed FROM master_key_check WHERE id = 1").fetch_all(p).await
+        })?;
+        let opens = stored.first().is_some_and(|(sealed,)| {
+            self.master
+                .open(MASTER_CHECK, sealed)
+                .is_ok_and(|text| text.as_slice() == MASTER_CHECK.as_bytes())
+        });
+        if !opens {
+            return Err(Error::MasterKey(
+                "this database is tied to another master key (another instance set it up at the \
+                 same time with a key of its own?): give every instance the same one, in \
+                 TESSERA_MASTER_KEY or master_key_file"
+                    .into(),
+            ));
+        }
+        self.master_claimed.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// When a new key of one algorithm (its rows, oldest first) should

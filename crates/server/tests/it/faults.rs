@@ -316,7 +316,75 @@ async fn a_start_without_its_master_key_changes_nothing(backend: Backend) {
     test_db.cleanup().await;
 }
 
-crate::both_backends!(a_start_without_its_master_key_changes_nothing);
+/// Two instances set up at once on an empty database, each with a master
+/// key of its own: one ties the database to its key, the other stores
+/// nothing and says why; the database stays readable under the first.
+/// (At once on PostgreSQL, where several instances share a database; on
+/// SQLite, one instance per file, the tie is shown with the first start's
+/// keys gone, as if it had stopped before storing them.)
+async fn instances_set_up_at_once_with_different_master_keys_cannot_split_the_keys(
+    backend: Backend,
+) {
+    let Some(test_db) = TestDb::new(backend).await else {
+        return;
+    };
+    let with_key = |key: &str| {
+        let mut config = test_db.config();
+        config.master_key = MasterKeySource::Value(key.to_owned().into());
+        config
+    };
+    let (a, b) = (random_token().unwrap(), random_token().unwrap());
+    let (won, lost) = match backend {
+        Backend::Postgres => {
+            let (first, second) = tokio::join!(
+                tessera_server::open(with_key(&a)),
+                tessera_server::open(with_key(&b))
+            );
+            match (first, second) {
+                (Ok(opened), Err(e)) => ((opened, a), e),
+                (Err(e), Ok(opened)) => ((opened, b), e),
+                (first, second) => panic!(
+                    "exactly one may start: {:?} / {:?}",
+                    first.map(drop),
+                    second.map(drop)
+                ),
+            }
+        }
+        Backend::Sqlite => {
+            let opened = tessera_server::open(with_key(&a)).await.unwrap();
+            let Db::Sqlite { writer, .. } = &opened.db else {
+                unreachable!()
+            };
+            sqlx::query("DELETE FROM signing_keys")
+                .execute(writer)
+                .await
+                .unwrap();
+            opened.db.close().await;
+            let lost = tessera_server::open(with_key(&b)).await.unwrap_err();
+            assert_eq!(stored_kids(&test_db.url).await.len(), 1, "no key stored");
+            let opened = tessera_server::open(with_key(&a)).await.unwrap();
+            ((opened, a), lost)
+        }
+    };
+    assert!(matches!(lost, Error::MasterKey(_)), "{lost}");
+    assert!(lost.to_string().contains("same one"), "{lost}");
+    won.0.db.close().await;
+    // Only the winner's keys (one per algorithm) and the audit count.
+    assert_eq!(stored_kids(&test_db.url).await.len(), 3);
+    let again = tessera_server::open(with_key(&won.1)).await.unwrap();
+    again.db.close().await;
+    let other = random_token().unwrap();
+    assert!(matches!(
+        tessera_server::open(with_key(&other)).await,
+        Err(Error::MasterKey(_))
+    ));
+    test_db.cleanup().await;
+}
+
+crate::both_backends!(
+    a_start_without_its_master_key_changes_nothing,
+    instances_set_up_at_once_with_different_master_keys_cannot_split_the_keys
+);
 
 /// A PostgreSQL cluster of the test's own (initdb + pg_ctl in a temporary
 /// directory, on a free port), which the test may stop and start. Never
