@@ -157,7 +157,10 @@ impl Keys {
             ring: RwLock::new(Arc::new(empty)),
             master_claimed: std::sync::atomic::AtomicBool::new(false),
         };
-        keys.maintain().await?;
+        // No removal here: every admin command loads the keys, perhaps
+        // under a configuration (a shorter `max_access_ttl`) that is not
+        // the server's; only the server's own maintenance removes keys.
+        keys.update(false).await?;
         Ok(keys)
     }
 
@@ -249,7 +252,7 @@ impl Keys {
         for alg in self.policy.algorithms() {
             kids.push(self.insert_retrying(alg, now, activate_at).await?);
         }
-        self.maintain().await?;
+        self.update(false).await?;
         Ok(kids)
     }
 
@@ -274,12 +277,18 @@ impl Keys {
 
     /// Bring the stored keys up to date with the policy and reload the
     /// cache: create the first key, start a due rotation, drop keys whose
-    /// tokens have all expired. Run at start and then periodically.
+    /// tokens have all expired. Run periodically by the server (a start
+    /// and the admin commands do all of it but the dropping).
     ///
     /// Nothing is written before the master key has opened every stored
     /// key: a start with the wrong master key fails here, and never stores
     /// a key sealed under a master key that cannot open the others.
     pub async fn maintain(&self) -> Result<(), Error> {
+        self.update(true).await
+    }
+
+    /// [`Keys::maintain`], removing retired keys only when `remove`.
+    async fn update(&self, remove: bool) -> Result<(), Error> {
         let now = now();
         let mut rows = self.fetch().await?;
         let mut opened = self.open_all(&rows)?;
@@ -298,7 +307,9 @@ impl Keys {
             rows = self.fetch().await?;
             opened = self.open_all(&rows)?;
         }
-        self.expire(&rows, now).await?;
+        if remove {
+            self.expire(&rows, now).await?;
+        }
         self.reload(rows, &opened, now)
     }
 

@@ -1184,6 +1184,24 @@ async fn keys_rotate_announce_and_retire(backend: Backend) {
     // than any token lives, so the old one is removed everywhere.
     let shift = 3 * 3600;
     tessera_server_test_shift(&h, shift).await;
+    // An admin command opening the keys (perhaps under a configuration
+    // that is not the server's) removes nothing: only the server's
+    // maintenance does.
+    let admin = tessera_server::open({
+        let mut c = h.test_db.config();
+        c.keys.id_token_algorithms = vec![c.keys.algorithm];
+        c
+    })
+    .await
+    .unwrap();
+    let kept: Vec<_> = tessera_server::keys::stored(&admin.db, now)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k.kid)
+        .collect();
+    assert!(kept.contains(&first_kid), "{kept:?}");
+    admin.db.close().await;
     second.keys.maintain().await.unwrap();
     let remaining: Vec<_> = second
         .keys
