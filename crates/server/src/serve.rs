@@ -106,6 +106,16 @@ pub async fn serve(
     );
     let (audit, writer) = AuditQueue::start(db.clone());
     let period = maintenance_period(&config);
+    // A verifier that cached the JWKS just before a key was published
+    // must have fetched it again before that key signs.
+    if config.keys.announce < config.jwks_max_age + period {
+        tracing::warn!(
+            announce = ?config.keys.announce,
+            jwks_max_age = ?config.jwks_max_age,
+            "keys.announce is shorter than keys.jwks_max_age plus the maintenance period: \
+             verifiers that cache the JWKS may refuse tokens of a new key until they refetch"
+        );
+    }
     let grace = secs(config.refresh_grace);
     let keep = Retention {
         audit: config.audit_retain.map(secs),
