@@ -108,8 +108,9 @@ impl Db {
             warm(&pool, max_connections).await;
             Ok(Db::Postgres(pool))
         } else if url.starts_with("sqlite:") {
-            let options = SqliteConnectOptions::from_str(url)
-                .map_err(Error::database)?
+            let options = SqliteConnectOptions::from_str(url).map_err(Error::database)?;
+            owner_only(options.get_filename())?;
+            let options = options
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 // In WAL mode NORMAL keeps the database consistent after a
@@ -338,6 +339,48 @@ pub fn redact_url(url: &str) -> String {
         },
         None => url.to_owned(),
     }
+}
+
+/// Make the SQLite database at `path`, and its WAL and shared-memory
+/// files, readable by their owner only: a new database is created so
+/// (SQLite gives its other files the database's mode), an existing one
+/// loses any group or other access. It holds password hashes and token
+/// digests; a data directory made by hand under the usual umask would
+/// otherwise leave them readable by every user of the host.
+fn owner_only(path: &std::path::Path) -> Result<(), Error> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        if path.as_os_str().is_empty() || path == std::path::Path::new(":memory:") {
+            return Ok(());
+        }
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io(path, e)),
+        }
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            let file = std::path::PathBuf::from(name);
+            let Ok(meta) = std::fs::metadata(&file) else {
+                continue;
+            };
+            let mode = meta.permissions().mode();
+            if mode & 0o077 != 0 {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode & !0o077))
+                    .map_err(|e| Error::io(&file, e))?;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -35,6 +35,33 @@ both_backends!(
     pruning_removes_only_what_is_over_in_batches,
 );
 
+/// A SQLite database holds password hashes and token digests: its files
+/// are their owner's only, when made in a directory anyone may read, and
+/// when an existing one was left readable.
+#[cfg(unix)]
+#[tokio::test]
+async fn sqlite_files_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let file = dir.path().join("tessera.db");
+    let url = format!("sqlite://{}", file.display());
+    let others = |suffix: &str| {
+        let path = format!("{}{suffix}", file.display());
+        std::fs::metadata(path)
+            .map(|m| m.permissions().mode() & 0o077)
+            .ok()
+    };
+    let db = tessera_server::Db::connect(&url, 1).await.unwrap();
+    assert_eq!(others(""), Some(0), "a new database");
+    assert_eq!(others("-wal"), Some(0), "its write-ahead log");
+    db.close().await;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let db = tessera_server::Db::connect(&url, 1).await.unwrap();
+    assert_eq!(others(""), Some(0), "an existing one, left readable");
+    db.close().await;
+}
+
 async fn pruning_removes_only_what_is_over_in_batches(backend: Backend) {
     let Some(h) = Harness::new(backend).await else {
         return;
