@@ -8,8 +8,13 @@
 //!   closer than `cooldown`, so a flood of forged kids (or a failing
 //!   server) cannot make us hammer the server;
 //! - one fetch runs at a time: requests that need keys meanwhile wait for
-//!   it instead of starting their own;
-//! - when a fetch fails, the last good keys keep serving;
+//!   it instead of starting their own, except that while stale keys that
+//!   know the token's `kid` are there, only the request that refreshes
+//!   them waits and the others go on with them (a slow or unreachable
+//!   issuer holds up one request per attempt, not all of them);
+//! - when a fetch fails, the last good keys keep serving, for at most
+//!   `max_stale` (an hour) past their freshness: a key the issuer
+//!   withdrew is not accepted for ever by making its JWKS unreachable;
 //! - every fetch is bounded in time and size.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,6 +43,9 @@ pub struct RemoteJwks {
     max_age: Duration,
     default_age: Duration,
     cooldown: Duration,
+    /// How long past their freshness the last good keys keep serving
+    /// while refetches fail.
+    max_stale: Duration,
     max_bytes: usize,
     /// The algorithms a key published without `alg` is used for.
     without_alg: Vec<Algorithm>,
@@ -83,6 +91,7 @@ impl RemoteJwks {
             max_age: Duration::from_secs(24 * 3600),
             default_age: Duration::from_secs(600),
             cooldown: Duration::from_secs(30),
+            max_stale: Duration::from_secs(3600),
             max_bytes: 512 * 1024,
             without_alg: vec![Algorithm::RS256],
             state: RwLock::new(State::default()),
@@ -113,6 +122,15 @@ impl RemoteJwks {
     #[must_use]
     pub fn cooldown(mut self, cooldown: Duration) -> RemoteJwks {
         self.cooldown = cooldown;
+        self
+    }
+
+    /// How long past their freshness the last good keys keep serving
+    /// while the issuer cannot be reached (an hour); then requests get
+    /// `503` until a fetch succeeds.
+    #[must_use]
+    pub fn max_stale(mut self, max_stale: Duration) -> RemoteJwks {
+        self.max_stale = max_stale;
         self
     }
 
@@ -151,13 +169,20 @@ impl RemoteJwks {
     /// Keys to verify a token whose header names `kid`.
     pub(crate) async fn keys_for(&self, kid: Option<&str>) -> Result<Arc<KeySet>, FetchError> {
         let seen = self.fetches();
-        if let Some(keys) = self.cached(kid, Instant::now()) {
+        let now = Instant::now();
+        if let Some(keys) = self.cached(kid, now) {
             return Ok(keys);
         }
-        let _one_at_a_time = self.fetching.lock().await;
+        // Stale keys that know the kid: whoever takes the fetch refreshes
+        // them; the others go on with them meanwhile.
+        let _one_at_a_time = match (self.stale_knowing(kid, now), self.fetching.try_lock()) {
+            (_, Ok(guard)) => guard,
+            (Some(stale), Err(_)) => return Ok(stale),
+            (None, Err(_)) => self.fetching.lock().await,
+        };
         if self.fetches() != seen {
             // Another request fetched while this one waited: use that.
-            let latest = self.read().keys.clone();
+            let latest = self.usable(Instant::now());
             if let Some(keys) = latest {
                 return Ok(keys);
             }
@@ -199,10 +224,27 @@ impl RemoteJwks {
                     );
                     state.failing = true;
                 }
-                // The last good keys keep serving.
-                state.keys.clone().ok_or(e)
+                // The last good keys keep serving, up to `max_stale`.
+                drop(state);
+                self.usable(Instant::now()).ok_or(e)
             }
         }
+    }
+
+    /// The last good keys, unless they are past `max_stale`.
+    fn usable(&self, now: Instant) -> Option<Arc<KeySet>> {
+        let state = self.read();
+        let keys = state.keys.as_ref()?;
+        let within = state.fresh_until.is_some_and(|t| now < t + self.max_stale);
+        within.then(|| Arc::clone(keys))
+    }
+
+    /// Stale keys (within `max_stale`) that know `kid`, to go on with
+    /// while another request refreshes them.
+    fn stale_knowing(&self, kid: Option<&str>, now: Instant) -> Option<Arc<KeySet>> {
+        let keys = self.usable(now)?;
+        let known = kid.is_none_or(|kid| keys.keys().iter().any(|k| k.kid() == Some(kid)));
+        known.then_some(keys)
     }
 
     fn source_text(&self) -> &str {
@@ -217,6 +259,9 @@ impl RemoteJwks {
         let state = self.read();
         let keys = state.keys.as_ref()?;
         let fresh = state.fresh_until.is_some_and(|t| now < t);
+        if state.fresh_until.is_none_or(|t| now >= t + self.max_stale) {
+            return None;
+        }
         let known = kid.is_none_or(|kid| keys.keys().iter().any(|k| k.kid() == Some(kid)));
         let cooling = state
             .last_attempt

@@ -455,3 +455,63 @@ async fn rsa_keys_published_without_alg_verify_rs256_tokens() {
     );
     assert!(ps_only.verify(&token(&rsa, ISS)).await.is_err());
 }
+
+/// An issuer slow to answer a refresh holds up the one request that
+/// refreshes; the others go on with the stale keys meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_refresh_holds_up_one_request_not_all() {
+    let a = key();
+    let server = JwksServer::start(&[&a]).await;
+    server.set(|s| s.cache_control = Some("max-age=1".into()));
+    let g = Arc::new(guard(
+        RemoteJwks::url(server.url())
+            .unwrap()
+            .cache_bounds(Duration::from_secs(1), Duration::from_secs(60))
+            .cooldown(Duration::ZERO),
+    ));
+    g.verify(&token(&a, ISS)).await.unwrap();
+    server.set(|s| s.delay = Duration::from_secs(3));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let refreshing = tokio::spawn({
+        let (g, t) = (Arc::clone(&g), token(&a, ISS));
+        async move { g.verify(&t).await.is_ok() }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..5 {
+        g.verify(&token(&a, ISS)).await.unwrap();
+    }
+    assert!(
+        !refreshing.is_finished(),
+        "the others were served while the refresh was under way"
+    );
+    assert!(refreshing.await.unwrap());
+    assert_eq!(server.fetches(), 2, "one refresh");
+}
+
+/// When refreshes keep failing, the last good keys serve for `max_stale`
+/// past their freshness, then requests get 503: a key the issuer has
+/// withdrawn is not accepted for ever by making its JWKS unreachable.
+#[tokio::test]
+async fn stale_keys_serve_no_longer_than_max_stale() {
+    let a = key();
+    let server = JwksServer::start(&[&a]).await;
+    server.set(|s| s.cache_control = Some("max-age=1".into()));
+    let g = guard(
+        RemoteJwks::url(server.url())
+            .unwrap()
+            .cache_bounds(Duration::from_secs(1), Duration::from_secs(60))
+            .cooldown(Duration::ZERO)
+            .max_stale(Duration::from_secs(2)),
+    );
+    g.verify(&token(&a, ISS)).await.unwrap();
+    server.set(|s| s.status = 500);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    g.verify(&token(&a, ISS))
+        .await
+        .expect("stale within max_stale");
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(
+        g.verify(&token(&a, ISS)).await.unwrap_err(),
+        Rejection::KeysUnavailable
+    );
+}
