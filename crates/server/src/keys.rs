@@ -12,7 +12,10 @@
 //!   took over.
 //!
 //! Two instances that decide to rotate at once both try to insert the next
-//! `generation`; the unique constraint lets exactly one win.
+//! `generation`; the unique constraint lets one win when their inserts
+//! overlap. One that read the keys just before the other's insert
+//! committed inserts the generation after it: two new keys, the later
+//! one signing (harmless churn; both are published before they sign).
 //!
 //! The ring holds one such lifecycle per algorithm: access tokens are
 //! signed with `keys.algorithm` (ES256 by default), ID tokens with RS256
