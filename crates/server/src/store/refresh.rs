@@ -532,7 +532,7 @@ fn scope_granted(session: &str, client: &Scopes, requested: Option<&Scopes>) -> 
 const SUCCESSOR_MARGIN: i64 = 60;
 
 /// Forget sealed successors whose grace window has passed (and
-/// [`SUCCESSOR_MARGIN`]).
+/// `SUCCESSOR_MARGIN`, a minute).
 pub async fn forget_successors(db: &Db, at: i64, grace: i64) -> Result<u64, Error> {
     let before = at.saturating_sub(grace).saturating_sub(SUCCESSOR_MARGIN);
     let forgotten = on_pool!(db.write(), p => sqlx::query(
