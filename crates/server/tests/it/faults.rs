@@ -366,8 +366,12 @@ async fn instances_set_up_at_once_with_different_master_keys_cannot_split_the_ke
             ((opened, a), lost)
         }
     };
+    // Refused by the tie, or (when the winner's keys were already
+    // there) by a key it cannot open: either way, before writing.
     assert!(matches!(lost, Error::MasterKey(_)), "{lost}");
-    assert!(lost.to_string().contains("same one"), "{lost}");
+    if matches!(backend, Backend::Sqlite) {
+        assert!(lost.to_string().contains("same one"), "{lost}");
+    }
     won.0.db.close().await;
     // Only the winner's keys (one per algorithm) and the audit count.
     assert_eq!(stored_kids(&test_db.url).await.len(), 3);
