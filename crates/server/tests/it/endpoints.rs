@@ -16,21 +16,59 @@ both_backends!(
     a_feed_cursor_naming_another_event_starts_over,
 );
 
+/// A feed subscription as a resource server opens one (`rs`, with the
+/// feed's scope), with `headers` besides the token: its body.
+async fn subscribe(
+    h: &Harness,
+    rs: (&str, &str),
+    headers: &[(&str, String)],
+) -> axum::body::BodyDataStream {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+    let token = h.client_credentials_token(rs.0, rs.1).await;
+    let mut request = Request::get("/oauth2/revocations")
+        .header(header::AUTHORIZATION, format!("Bearer {token}"));
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    let response = h
+        .router
+        .clone()
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.into_body().into_data_stream()
+}
+
+/// What a subscription sends up to `ready` (the backlog comes at once).
+async fn until_ready(body: &mut axum::body::BodyDataStream) -> String {
+    use futures_util::StreamExt;
+    let mut text = String::new();
+    while !text.contains("event: ready") {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(5), body.next())
+            .await
+            .expect("the backlog and ready come at once")
+            .unwrap()
+            .unwrap();
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    text
+}
+
 /// A subscriber names the event its cursor stands on: the same event
 /// resumes after it; another event at that id (a restored log grown back
 /// past the cursor) gets `reset` and the whole log.
 async fn a_feed_cursor_naming_another_event_starts_over(backend: Backend) {
-    use axum::body::Body;
-    use axum::http::Request;
-    use futures_util::StreamExt;
     use tessera_guard::revocation::{event_digest, LAST_EVENT_DIGEST};
-    use tower::ServiceExt;
     let Some(h) = Harness::new(backend).await else {
         return;
     };
     let (rs, rs_secret) = h
         .client(&[GrantType::ClientCredentials], "revocations:read")
         .await;
+    let rs = (rs.as_str(), rs_secret.as_str());
     let log = h.app.access.revoked();
     let until = tessera_server::store::now() + 600;
     for jti in ["first", "second"] {
@@ -38,61 +76,31 @@ async fn a_feed_cursor_naming_another_event_starts_over(backend: Backend) {
     }
     let events = log.since(0, 10).events;
     let (first, second) = (&events[0], &events[1]);
-    // Everything up to `ready`, from a cursor and a digest.
-    let backlog = |cursor: i64, digest: String| {
-        let h = &h;
-        let (rs, rs_secret) = (rs.clone(), rs_secret.clone());
-        async move {
-            let token = h.client_credentials_token(&rs, &rs_secret).await;
-            let request = Request::get("/oauth2/revocations")
-                .header(header::AUTHORIZATION, format!("Bearer {token}"))
-                .header("last-event-id", cursor.to_string())
-                .header(LAST_EVENT_DIGEST, digest)
-                .body(Body::empty())
-                .unwrap();
-            let response = h.router.clone().oneshot(request).await.unwrap();
-            assert_eq!(response.status(), StatusCode::OK);
-            let mut body = response.into_body().into_data_stream();
-            let mut text = String::new();
-            while !text.contains("event: ready") {
-                let chunk = tokio::time::timeout(std::time::Duration::from_secs(5), body.next())
-                    .await
-                    .expect("the backlog and ready come at once")
-                    .unwrap()
-                    .unwrap();
-                text.push_str(std::str::from_utf8(&chunk).unwrap());
-            }
-            text
-        }
+    let from = |id: i64, digest: String| {
+        [
+            ("last-event-id", id.to_string()),
+            (LAST_EVENT_DIGEST, digest),
+        ]
     };
-    let resumed = backlog(first.id, event_digest(&first.json)).await;
+    let resumed =
+        until_ready(&mut subscribe(&h, rs, &from(first.id, event_digest(&first.json))).await).await;
     assert!(!resumed.contains("event: reset"), "{resumed}");
     assert!(
         !resumed.contains("\"first\"") && resumed.contains("\"second\""),
         "{resumed}"
     );
     // The cursor's id holds another event here: start over.
-    let other = backlog(first.id, event_digest(&second.json)).await;
+    let other =
+        until_ready(&mut subscribe(&h, rs, &from(first.id, event_digest(&second.json))).await)
+            .await;
     assert!(other.starts_with("event: reset"), "{other}");
     assert!(
         other.contains("\"first\"") && other.contains("\"second\""),
         "{other}"
     );
     // No digest (an older guard): trusted as before.
-    let token = h.client_credentials_token(&rs, &rs_secret).await;
-    let request = Request::get("/oauth2/revocations")
-        .header(header::AUTHORIZATION, format!("Bearer {token}"))
-        .header("last-event-id", second.id.to_string())
-        .body(Body::empty())
-        .unwrap();
-    let response = h.router.clone().oneshot(request).await.unwrap();
-    let mut body = response.into_body().into_data_stream();
-    let chunk = tokio::time::timeout(std::time::Duration::from_secs(5), body.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let text = std::str::from_utf8(&chunk).unwrap();
+    let cursor = [("last-event-id", second.id.to_string())];
+    let text = until_ready(&mut subscribe(&h, rs, &cursor).await).await;
     assert!(text.starts_with("event: ready"), "{text}");
     h.finish().await;
 }
@@ -102,32 +110,16 @@ async fn a_feed_cursor_naming_another_event_starts_over(backend: Backend) {
 /// streams instead of sending heartbeats that say it is current; a new
 /// subscription reads the log first.
 async fn a_feed_ends_when_its_instance_stops_reading_the_log(backend: Backend) {
-    use axum::body::Body;
-    use axum::http::Request;
     use futures_util::StreamExt;
-    use tower::ServiceExt;
     let Some(h) = Harness::new(backend).await else {
         return;
     };
     let (rs, rs_secret) = h
         .client(&[GrantType::ClientCredentials], "revocations:read")
         .await;
-    let subscribe = || async {
-        let token = h.client_credentials_token(&rs, &rs_secret).await;
-        let request = Request::get("/oauth2/revocations")
-            .header(header::AUTHORIZATION, format!("Bearer {token}"))
-            .body(Body::empty())
-            .unwrap();
-        let response = h.router.clone().oneshot(request).await.unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        response.into_body().into_data_stream()
-    };
+    let subscribe = || subscribe(&h, (&rs, &rs_secret), &[]);
     let mut body = subscribe().await;
-    let mut text = String::new();
-    while !text.contains("event: ready") {
-        let chunk = body.next().await.unwrap().unwrap();
-        text.push_str(std::str::from_utf8(&chunk).unwrap());
-    }
+    until_ready(&mut body).await;
     assert!(h
         .app
         .access
