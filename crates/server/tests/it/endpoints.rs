@@ -1076,15 +1076,7 @@ async fn revocations_reach_introspection_and_the_feed(backend: Backend) {
         "text/event-stream"
     );
     let mut body = response.into_body().into_data_stream();
-    let mut text = String::new();
-    while !text.contains("event: ready") {
-        let chunk = tokio::time::timeout(std::time::Duration::from_secs(5), body.next())
-            .await
-            .expect("the backlog and ready come at once")
-            .unwrap()
-            .unwrap();
-        text.push_str(std::str::from_utf8(&chunk).unwrap());
-    }
+    let text = until_ready(&mut body).await;
     assert!(text.contains("\"kind\":\"user\""), "{text}");
     assert!(
         text.contains(&format!("\"kind\":\"client\",\"client_id\":\"{batch}\"")),
