@@ -26,10 +26,12 @@ pub enum TokenCommand {
     /// Verify a token; prints its claims as JSON, or why it is invalid (exit 1).
     #[command(after_help = "Examples:\n  \
         tessera token verify --key public.jwk --iss https://auth.example.com --aud api < token.txt\n  \
-        tessera token verify --jwks jwks.json --typ at+jwt --require scope \"$TOKEN\"")]
+        echo \"$TOKEN\" | tessera token verify --jwks jwks.json --typ at+jwt --require scope")]
     Verify(VerifyArgs),
     /// Show a token's header and claims WITHOUT verifying anything.
-    #[command(after_help = "Example:\n  tessera token decode \"$TOKEN\"")]
+    #[command(
+        after_help = "Example (the token on standard input, not in the process list):\n  echo \"$TOKEN\" | tessera token decode"
+    )]
     Decode(DecodeArgs),
 }
 
@@ -89,7 +91,8 @@ pub struct SignArgs {
 #[derive(Args)]
 #[command(group(ArgGroup::new("verifier").required(true).args(["key", "jwks", "jwks_url", "secret_file", "secret_env"])))]
 pub struct VerifyArgs {
-    /// The token; `-` or nothing for standard input.
+    /// The token; `-` or nothing for standard input (better: an argument
+    /// shows in the process list).
     #[arg(value_name = "TOKEN|-")]
     token: Option<String>,
     /// Verification key: a JWK (public, private or oct) or PEM (then one --alg).
@@ -135,7 +138,8 @@ pub struct VerifyArgs {
 
 #[derive(Args)]
 pub struct DecodeArgs {
-    /// The token; `-` or nothing for standard input.
+    /// The token; `-` or nothing for standard input (better: an argument
+    /// shows in the process list).
     #[arg(value_name = "TOKEN|-")]
     token: Option<String>,
     /// Print one JSON document instead of text.
