@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use tessera_jose::jws::Header;
-use tessera_jose::{jwt, Algorithm, Claims, Jwk, JwkSet, KeySet, PemKind, SigningKey};
+use tessera_jose::{jwt, Algorithm, Claims, JwkSet, KeySet, PemKind, SigningKey};
 
 use crate::db::{on_pool, Db};
 use crate::secret::MasterKey;
@@ -461,7 +461,19 @@ impl Keys {
                 Some(key) => Arc::clone(key),
                 None => Arc::new(self.open(row)?),
             };
-            public.push(Jwk::from_json(&row.public_jwk)?);
+            // The published key is derived from the sealed private key,
+            // never taken from the row as stored: someone who can write
+            // to the database but has no master key cannot publish a key
+            // of their own under a real kid.
+            let derived = signing.verifying_key()?.to_public_jwk()?;
+            if derived.to_json() != row.public_jwk {
+                tracing::error!(
+                    kid = %row.kid,
+                    "the stored public key does not match its sealed private key (the row was \
+                     changed?): publishing the one derived from the private key"
+                );
+            }
+            public.push(derived);
             keys.push(LoadedKey {
                 info: KeyInfo {
                     kid: row.kid.clone(),

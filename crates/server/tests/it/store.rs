@@ -33,7 +33,105 @@ both_backends!(
     a_user_disabled_while_a_family_starts_in_a_session_revokes_it,
     concurrent_consents_are_all_remembered,
     pruning_removes_only_what_is_over_in_batches,
+    a_public_key_changed_in_the_database_is_not_published,
 );
+
+/// The JWKS publishes each key as derived from its sealed private key:
+/// a row's public key changed in the database (by someone without the
+/// master key) is not published, and tokens signed with the matching
+/// private key under the real kid are refused.
+async fn a_public_key_changed_in_the_database_is_not_published(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let keys = &h.app.keys;
+    let signer = keys.signer(tessera_server::store::now()).unwrap();
+    let kid = signer.kid().unwrap().to_owned();
+    let published = |keys: &tessera_server::keys::Keys| {
+        let set: serde_json::Value = serde_json::from_str(&keys.jwks_json()).unwrap();
+        set["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["kid"] == kid.as_str())
+            .cloned()
+            .unwrap()
+    };
+    let genuine = published(keys);
+    // What is stored is what is derived, for an untouched row.
+    let (stored,): (String,) = match &h.db {
+        tessera_server::Db::Sqlite { reader, .. } => {
+            sqlx::query_as("SELECT public_jwk FROM signing_keys WHERE kid = $1")
+                .bind(&kid)
+                .fetch_one(reader)
+                .await
+                .unwrap()
+        }
+        tessera_server::Db::Postgres(pool) => {
+            sqlx::query_as("SELECT public_jwk FROM signing_keys WHERE kid = $1")
+                .bind(&kid)
+                .fetch_one(pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&stored).unwrap(),
+        genuine
+    );
+    // An attacker's key put in the row under the real kid.
+    let attacker = tessera_jose::SigningKey::generate(signer.algorithm())
+        .unwrap()
+        .with_kid(kid.clone());
+    let forged = attacker
+        .verifying_key()
+        .unwrap()
+        .to_public_jwk()
+        .unwrap()
+        .to_json();
+    let sql = "UPDATE signing_keys SET public_jwk = $1 WHERE kid = $2";
+    match &h.db {
+        tessera_server::Db::Sqlite { writer, .. } => {
+            sqlx::query(sql)
+                .bind(&forged)
+                .bind(&kid)
+                .execute(writer)
+                .await
+                .unwrap();
+        }
+        tessera_server::Db::Postgres(pool) => {
+            sqlx::query(sql)
+                .bind(&forged)
+                .bind(&kid)
+                .execute(pool)
+                .await
+                .unwrap();
+        }
+    }
+    keys.maintain().await.unwrap();
+    let second = tessera_server::open(h.test_db.config()).await.unwrap();
+    for keys in [keys.as_ref(), second.keys.as_ref()] {
+        assert_eq!(published(keys), genuine);
+        let forged_token = tessera_jose::jwt::sign(
+            &tessera_jose::Claims::new().issuer(crate::ISSUER),
+            &attacker,
+        )
+        .unwrap();
+        assert!(tessera_jose::jwt::verify::<tessera_jose::NoCustomClaims>(
+            &forged_token,
+            &tessera_jose::KeySet::from_jwks(
+                &tessera_jose::JwkSet::from_json(&keys.jwks_json()).unwrap()
+            )
+            .unwrap(),
+            &tessera_jose::Validation::new()
+                .issuer(crate::ISSUER)
+                .require("iss"),
+        )
+        .is_err());
+    }
+    second.db.close().await;
+    h.finish().await;
+}
 
 /// A SQLite database holds password hashes and token digests: its files
 /// are their owner's only, when made in a directory anyone may read, and
