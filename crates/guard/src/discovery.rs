@@ -134,12 +134,57 @@ fn builder() -> Result<reqwest::ClientBuilder, FetchError> {
         .with_no_client_auth();
     Ok(reqwest::Client::builder()
         .use_preconfigured_tls(tls)
-        .redirect(reqwest::redirect::Policy::limited(3)))
+        .redirect(reqwest::redirect::Policy::custom(
+            |attempt| match redirect_refused(attempt.previous(), attempt.url()) {
+                Some(why) => attempt.error(why),
+                None => attempt.follow(),
+            },
+        )))
+}
+
+/// Why a redirect to `next` after `previous` (the URLs fetched so far) is
+/// not followed: more than three, or from https to anything else (keys
+/// and revocations asked for over TLS never come over plain HTTP).
+fn redirect_refused(previous: &[reqwest::Url], next: &reqwest::Url) -> Option<&'static str> {
+    if previous.len() > 3 {
+        return Some("more than three redirects");
+    }
+    let from_tls = previous.iter().any(|url| url.scheme() == "https");
+    (from_tls && next.scheme() != "https").then_some("a redirect from https to plain http")
 }
 
 #[cfg(test)]
 mod tests {
-    use super::metadata_urls;
+    use super::{metadata_urls, redirect_refused};
+
+    #[test]
+    fn redirects_never_leave_tls_and_stop_after_three() {
+        let url = |u: &str| reqwest::Url::parse(u).unwrap();
+        let tls = [url("https://auth.example.com/jwks")];
+        assert_eq!(
+            redirect_refused(&tls, &url("https://cdn.example.com/jwks")),
+            None
+        );
+        assert!(redirect_refused(&tls, &url("http://cdn.example.com/jwks")).is_some());
+        // Plain HTTP (a development issuer) may move within plain HTTP or
+        // up to TLS.
+        let plain = [url("http://127.0.0.1:8080/jwks")];
+        assert_eq!(
+            redirect_refused(&plain, &url("http://127.0.0.1:8081/jwks")),
+            None
+        );
+        assert_eq!(
+            redirect_refused(&plain, &url("https://auth.example.com/jwks")),
+            None
+        );
+        let four = [
+            url("http://a/1"),
+            url("http://a/2"),
+            url("http://a/3"),
+            url("http://a/4"),
+        ];
+        assert!(redirect_refused(&four, &url("http://a/5")).is_some());
+    }
 
     #[test]
     fn metadata_is_looked_for_where_both_specifications_put_it() {
