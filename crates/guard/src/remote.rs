@@ -231,11 +231,19 @@ impl RemoteJwks {
         }
     }
 
+    /// Whether keys fresh until `fresh_until` may still serve at `now`
+    /// (a `max_stale` too large to add means for ever).
+    fn within_stale(&self, fresh_until: Instant, now: Instant) -> bool {
+        fresh_until
+            .checked_add(self.max_stale)
+            .is_none_or(|end| now < end)
+    }
+
     /// The last good keys, unless they are past `max_stale`.
     fn usable(&self, now: Instant) -> Option<Arc<KeySet>> {
         let state = self.read();
         let keys = state.keys.as_ref()?;
-        let within = state.fresh_until.is_some_and(|t| now < t + self.max_stale);
+        let within = state.fresh_until.is_some_and(|t| self.within_stale(t, now));
         within.then(|| Arc::clone(keys))
     }
 
@@ -259,7 +267,7 @@ impl RemoteJwks {
         let state = self.read();
         let keys = state.keys.as_ref()?;
         let fresh = state.fresh_until.is_some_and(|t| now < t);
-        if state.fresh_until.is_none_or(|t| now >= t + self.max_stale) {
+        if !state.fresh_until.is_some_and(|t| self.within_stale(t, now)) {
             return None;
         }
         let known = kid.is_none_or(|kid| keys.keys().iter().any(|k| k.kid() == Some(kid)));

@@ -109,7 +109,9 @@ impl Db {
             Ok(Db::Postgres(pool))
         } else if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url).map_err(Error::database)?;
-            owner_only(options.get_filename())?;
+            if !url.contains("mode=memory") {
+                owner_only(options.get_filename())?;
+            }
             let options = options
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
@@ -341,17 +343,21 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// Make the SQLite database at `path`, and its WAL and shared-memory
-/// files, readable by their owner only: a new database is created so
-/// (SQLite gives its other files the database's mode), an existing one
-/// loses any group or other access. It holds password hashes and token
-/// digests; a data directory made by hand under the usual umask would
-/// otherwise leave them readable by every user of the host.
+/// Keep the SQLite database at `path`, and its WAL and shared-memory
+/// files, from other users of the host: a new database is created 0600
+/// (SQLite gives its other files the database's mode), and an existing
+/// one that anyone may read loses that (a group the operator chose keeps
+/// its access). It holds password hashes and token digests; a data
+/// directory made by hand under the usual umask would otherwise leave
+/// them readable by every user. Symbolic links are left as they are, and
+/// a file this process may not change is reported, not refused.
 fn owner_only(path: &std::path::Path) -> Result<(), Error> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        if path.as_os_str().is_empty() || path == std::path::Path::new(":memory:") {
+        let name = path.to_string_lossy();
+        // In memory (`sqlite::memory:` becomes `file:sqlx-in-memory-…`).
+        if name.is_empty() || name == ":memory:" || name.starts_with("file:") {
             return Ok(());
         }
         match std::fs::OpenOptions::new()
@@ -365,16 +371,19 @@ fn owner_only(path: &std::path::Path) -> Result<(), Error> {
             Err(e) => return Err(Error::io(path, e)),
         }
         for suffix in ["", "-wal", "-shm"] {
-            let mut name = path.as_os_str().to_owned();
-            name.push(suffix);
-            let file = std::path::PathBuf::from(name);
-            let Ok(meta) = std::fs::metadata(&file) else {
+            let mut file = path.as_os_str().to_owned();
+            file.push(suffix);
+            let file = std::path::PathBuf::from(file);
+            let Ok(meta) = std::fs::symlink_metadata(&file) else {
                 continue;
             };
             let mode = meta.permissions().mode();
-            if mode & 0o077 != 0 {
-                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode & !0o077))
-                    .map_err(|e| Error::io(&file, e))?;
+            if meta.file_type().is_symlink() || mode & 0o007 == 0 {
+                continue;
+            }
+            let tightened = std::fs::Permissions::from_mode(mode & !0o007);
+            if let Err(e) = std::fs::set_permissions(&file, tightened) {
+                tracing::warn!(file = %file.display(), error = %e, "the database file is readable by every user of the host, and could not be changed");
             }
         }
     }
@@ -385,7 +394,15 @@ fn owner_only(path: &std::path::Path) -> Result<(), Error> {
 
 #[cfg(test)]
 mod tests {
-    use super::redact_url;
+    use super::{owner_only, redact_url};
+
+    #[test]
+    fn a_database_in_memory_leaves_no_file() {
+        // What sqlx makes of `sqlite::memory:`.
+        let name = std::path::Path::new("file:sqlx-in-memory-4242");
+        owner_only(name).unwrap();
+        assert!(!name.exists());
+    }
 
     #[test]
     fn passwords_do_not_reach_messages() {

@@ -553,6 +553,14 @@ fn successions(rows: &[KeyRow]) -> impl Iterator<Item = (&KeyRow, &KeyRow)> {
     })
 }
 
+/// Whether a start has tied the database to a master key (its check row
+/// is there), even if no key was stored after it.
+pub async fn tied_to_a_master_key(db: &Db) -> Result<bool, Error> {
+    let (rows,): (i64,) = on_pool!(db.read(), p => sqlx::query_as("SELECT COUNT(*) FROM master_key_check")
+        .fetch_one(p).await)?;
+    Ok(rows > 0)
+}
+
 /// How many signing keys the database holds (sealed under a master key).
 pub async fn stored_count(db: &Db) -> Result<i64, Error> {
     let (n,): (i64,) = on_pool!(db.read(), p => sqlx::query_as("SELECT COUNT(*) FROM signing_keys")

@@ -58,6 +58,14 @@ pub async fn open(config: Config) -> Result<Opened, Error> {
                     path.display()
                 )));
             }
+            if keys::tied_to_a_master_key(&db).await? {
+                db.close().await;
+                return Err(Error::MasterKey(format!(
+                    "{} does not exist, but the database is tied to a master key (a start set \
+                     it up and stored no key yet); restore that file or set TESSERA_MASTER_KEY",
+                    path.display()
+                )));
+            }
             MasterKey::create(path)?
         }
     };
@@ -108,7 +116,7 @@ pub async fn serve(
     let period = maintenance_period(&config);
     // A verifier that cached the JWKS just before a key was published
     // must have fetched it again before that key signs.
-    if config.keys.announce < config.jwks_max_age + period {
+    if config.keys.announce < config.jwks_max_age.saturating_add(period) {
         tracing::warn!(
             announce = ?config.keys.announce,
             jwks_max_age = ?config.jwks_max_age,

@@ -309,10 +309,25 @@ async fn a_start_without_its_master_key_changes_nothing(backend: Backend) {
 
     std::fs::write(&key_file, saved).unwrap();
     let again = tessera_server::open(due()).await.unwrap();
-    again.db.close().await;
     let after = stored_kids(&test_db.url).await;
     assert_eq!(after.len(), 5, "the due rotation happens: {after:?}");
     assert_eq!(after[0], before[0]);
+
+    // A database tied to a master key but holding no key yet (its first
+    // start stopped in between): no new master key is made for it either.
+    let sql = "DELETE FROM signing_keys";
+    match &again.db {
+        Db::Sqlite { writer, .. } => drop(sqlx::query(sql).execute(writer).await.unwrap()),
+        Db::Postgres(pool) => drop(sqlx::query(sql).execute(pool).await.unwrap()),
+    }
+    again.db.close().await;
+    std::fs::remove_file(&key_file).unwrap();
+    let err = tessera_server::open(due()).await.unwrap_err();
+    assert!(err.to_string().contains("tied to a master key"), "{err}");
+    assert!(
+        !key_file.exists(),
+        "a master key was made for a tied database"
+    );
     test_db.cleanup().await;
 }
 

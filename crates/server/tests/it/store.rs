@@ -133,9 +133,10 @@ async fn a_public_key_changed_in_the_database_is_not_published(backend: Backend)
     h.finish().await;
 }
 
-/// A SQLite database holds password hashes and token digests: its files
-/// are their owner's only, when made in a directory anyone may read, and
-/// when an existing one was left readable.
+/// A SQLite database holds password hashes and token digests: a new one
+/// is its owner's only, even in a directory anyone may read, and an
+/// existing one that anyone could read is kept from other users (a group
+/// the operator chose keeps its access).
 #[cfg(unix)]
 #[tokio::test]
 async fn sqlite_files_are_readable_by_their_owner_only() {
@@ -156,7 +157,7 @@ async fn sqlite_files_are_readable_by_their_owner_only() {
     db.close().await;
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
     let db = tessera_server::Db::connect(&url, 1).await.unwrap();
-    assert_eq!(others(""), Some(0), "an existing one, left readable");
+    assert_eq!(others(""), Some(0o040), "an existing one, left readable");
     db.close().await;
 }
 
