@@ -11,6 +11,8 @@
 //! consent, and the consent page is where it is given). Either way the
 //! refresh family belongs to the sign-in session and ends with it.
 
+use tessera_guard::revocation::Revocable;
+
 use super::{Granted, Refusal, SignIn, TokenRequest};
 use crate::db::Db;
 use crate::revoke_limit::RevokeLimit;
@@ -22,7 +24,6 @@ use crate::store::refresh::{self, NewFamily, RefreshPolicy};
 use crate::store::revocation::{Appended, Keep, Revocations};
 use crate::store::sessions;
 use crate::store::{now, Scopes};
-use tessera_guard::revocation::Revocable;
 
 /// What exchanging a code needs.
 #[derive(Clone, Copy, Debug)]
@@ -92,7 +93,7 @@ pub async fn grant(request: &TokenRequest<'_>, exchange: Exchange<'_>) -> Result
                 user_id: &user_id,
                 sid: &sid,
             };
-            revoke_issued(exchange, &issued, code_of, true).await?;
+            revoke_issued(exchange, &issued, code_of).await?;
             exchange
                 .audit
                 .push(event("code_replayed").detail("issued tokens revoked"));
@@ -144,13 +145,9 @@ pub async fn grant(request: &TokenRequest<'_>, exchange: Exchange<'_>) -> Result
             // A replay that came in before the family existed could not
             // revoke it: look for its mark now.
             if codes::replayed(exchange.db, code).await? {
-                let code_of = CodeOf {
-                    client_id: &client.client_id,
-                    user_id: &grant.user_id,
-                    sid: &grant.sid,
-                };
                 // This exchange mints no access token: only the family.
-                revoke_issued(exchange, &issuing, code_of, false).await?;
+                refresh::revoke_family(exchange.db, family_id, "authorization code replayed")
+                    .await?;
                 return Err(Refusal::InvalidGrant(
                     "the code was used twice: what it issued is revoked".into(),
                 ));
@@ -187,8 +184,8 @@ pub struct CodeOf<'a> {
     pub sid: &'a str,
 }
 
-/// Revoke what a code's first use issued: its refresh family and, when
-/// `token_issued`, its access token. The access token's event counts
+/// Revoke what a code's first use issued: its refresh family and its
+/// access token. The access token's event counts
 /// against the client's allowance for the user ([`RevokeLimit`]); past
 /// it, the code's session is ended instead, which refuses every token it
 /// issued with one event and gives the client no more codes without a
@@ -198,7 +195,6 @@ pub async fn revoke_issued(
     exchange: Exchange<'_>,
     issued: &codes::Issued,
     code_of: CodeOf<'_>,
-    token_issued: bool,
 ) -> Result<(), crate::Error> {
     if let Some(family) = &issued.family_id {
         refresh::revoke_family(exchange.db, family, "authorization code replayed").await?;
@@ -211,7 +207,7 @@ pub async fn revoke_issued(
         sid: Some(code_of.sid),
         ..Revocable::default()
     });
-    if !token_issued || refused {
+    if refused {
         return Ok(());
     }
     let count = || {

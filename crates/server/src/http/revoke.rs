@@ -7,6 +7,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use tessera_guard::revocation::Revocable;
 
 use super::error::client_refusal;
 use super::form::OAuthForm;
@@ -16,7 +17,6 @@ use crate::grant::client_auth::{authenticate, Accept};
 use crate::store::audit::Event;
 use crate::store::refresh;
 use crate::store::revocation::Appended;
-use tessera_guard::revocation::Revocable;
 
 /// Authorization: the client the token was issued to (others get the same
 /// 200 and nothing happens, RFC 7009 §2.2).

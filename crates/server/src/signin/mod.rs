@@ -458,20 +458,11 @@ mod tests {
 
     fn client() -> Client {
         Client {
-            client_id: "c".into(),
-            name: "c".into(),
             secret_hash: None,
             grants: vec![GrantType::AuthorizationCode],
             scopes: Scopes::parse("openid").unwrap_or_default(),
-            audiences: Vec::new(),
-            jwks: None,
-            access_ttl: None,
-            created_at: 0,
-            redirect_uris: Vec::new(),
-            post_logout_redirect_uris: Vec::new(),
-            backchannel_logout_uri: None,
-            id_token_alg: None,
             first_party: true,
+            ..Client::for_tests("c")
         }
     }
 

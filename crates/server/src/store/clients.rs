@@ -125,6 +125,30 @@ pub struct Client {
     pub first_party: bool,
 }
 
+#[cfg(test)]
+impl Client {
+    /// A confidential `client_credentials` client named `id`, for unit
+    /// tests; change what a test needs with `..Client::for_tests(id)`.
+    pub(crate) fn for_tests(id: &str) -> Client {
+        Client {
+            client_id: id.to_owned(),
+            name: id.to_owned(),
+            secret_hash: Some(vec![1; 32]),
+            grants: vec![GrantType::ClientCredentials],
+            scopes: Scopes::default(),
+            audiences: Vec::new(),
+            jwks: None,
+            access_ttl: None,
+            created_at: 0,
+            redirect_uris: Vec::new(),
+            post_logout_redirect_uris: Vec::new(),
+            backchannel_logout_uri: None,
+            id_token_alg: None,
+            first_party: false,
+        }
+    }
+}
+
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
@@ -576,22 +600,7 @@ mod tests {
     use super::*;
 
     fn client(id: &str) -> Arc<Client> {
-        Arc::new(Client {
-            client_id: id.to_owned(),
-            name: id.to_owned(),
-            secret_hash: Some(vec![1; 32]),
-            grants: vec![GrantType::ClientCredentials],
-            scopes: Scopes::default(),
-            audiences: Vec::new(),
-            jwks: None,
-            access_ttl: None,
-            created_at: 0,
-            redirect_uris: Vec::new(),
-            post_logout_redirect_uris: Vec::new(),
-            backchannel_logout_uri: None,
-            id_token_alg: None,
-            first_party: false,
-        })
+        Arc::new(Client::for_tests(id))
     }
 
     #[test]
