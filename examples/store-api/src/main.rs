@@ -48,7 +48,12 @@ struct Args {
     /// needs the `revocations:read` scope and `client_credentials`); its
     /// secret comes from `STORE_API_REVOCATION_CLIENT_SECRET`, never from
     /// the command line.
-    #[arg(long, env = "STORE_API_REVOCATION_CLIENT_ID")]
+    /// (A client id may begin with `-`: it is taken as the value.)
+    #[arg(
+        long,
+        env = "STORE_API_REVOCATION_CLIENT_ID",
+        allow_hyphen_values = true
+    )]
     revocation_client_id: Option<String>,
     /// How long the feed may be unreachable before the policy applies.
     #[arg(
@@ -123,4 +128,17 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[test]
+    fn a_client_id_that_begins_with_a_hyphen_is_a_value() {
+        // Client ids are random base64url: one in 32 begins with `-`.
+        let args = super::Args::try_parse_from(["store-api", "--revocation-client-id", "-uXYZ"])
+            .expect("a client id, not an option");
+        assert_eq!(args.revocation_client_id.as_deref(), Some("-uXYZ"));
+    }
 }

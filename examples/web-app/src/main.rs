@@ -17,8 +17,9 @@ struct Args {
     /// The authorization server.
     #[arg(long, env = "WEB_APP_ISSUER", default_value = "http://127.0.0.1:8080")]
     issuer: String,
-    /// This app's client id at the authorization server.
-    #[arg(long, env = "WEB_APP_CLIENT_ID")]
+    /// This app's client id at the authorization server (it may begin
+    /// with `-`: it is taken as the value).
+    #[arg(long, env = "WEB_APP_CLIENT_ID", allow_hyphen_values = true)]
     client_id: String,
     /// The store API it calls.
     #[arg(
@@ -56,4 +57,17 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[test]
+    fn a_client_id_that_begins_with_a_hyphen_is_a_value() {
+        // Client ids are random base64url: one in 32 begins with `-`.
+        let args = super::Args::try_parse_from(["web-app", "--client-id", "-uXYZ"])
+            .expect("a client id, not an option");
+        assert_eq!(args.client_id, "-uXYZ");
+    }
 }
