@@ -8,8 +8,9 @@
 //! registered claim, a custom map) and nesting deeper than a verifier
 //! allows. So [`to_vec`] writes through a formatter that watches exactly
 //! that: it keeps the names of each open object (as written, in one
-//! buffer) and compares each new one with them, and counts depth. No
-//! second pass. Anything it does not follow (a name written with an escape
+//! buffer) and a 256-bit filter of them per object, compares each new
+//! name only with the earlier ones when the filter says it may repeat one,
+//! and counts depth. No second pass. Anything it does not follow (a name written with an escape
 //! or as a number, an object of more than [`MAX_NAMES`] names, text
 //! passed through `serde_json::value::RawValue`) and anything it finds
 //! wrong send the whole text to the strict scanner, which decides and
@@ -31,19 +32,40 @@ const MAX_NAMES: usize = 32;
 /// `value` as compact JSON, held to the strict scanner's rules (see the
 /// module docs).
 pub(crate) fn to_vec<T: Serialize + ?Sized>(value: &T, input: Input) -> Result<Vec<u8>, Error> {
-    let mut out = Vec::with_capacity(512);
-    let mut watch = Watch::default();
-    let mut serializer = serde_json::Serializer::with_formatter(&mut out, &mut watch);
-    value
-        .serialize(&mut serializer)
-        .map_err(|e| Error::Serialize {
-            input,
-            reason: e.to_string(),
-        })?;
-    if watch.suspect {
+    // The watch's buffers are kept from one call to the next on each
+    // thread, and the text starts with room for the last one written
+    // there: a signer writes one shape of claims again and again.
+    let (mut watch, room) = REUSED.with(|cell| cell.take());
+    watch.reset();
+    let mut out = Vec::with_capacity(room.clamp(MIN_ROOM, MAX_ROOM));
+    let written = value.serialize(&mut serde_json::Serializer::with_formatter(
+        &mut out, &mut watch,
+    ));
+    let suspect = watch.suspect;
+    let room = out.len().next_power_of_two();
+    if watch.names.capacity() <= MAX_ROOM {
+        REUSED.with(|cell| cell.set((watch, room)));
+    }
+    written.map_err(|e| Error::Serialize {
+        input,
+        reason: e.to_string(),
+    })?;
+    if suspect {
         super::check(&out, input, usize::MAX)?;
     }
     Ok(out)
+}
+
+/// The first text of a thread gets this much room.
+const MIN_ROOM: usize = 512;
+/// No text starts with more room than this, nor is a watch kept whose
+/// names took more.
+const MAX_ROOM: usize = 64 * 1024;
+
+thread_local! {
+    /// Each thread's watch (its buffers' capacity) and the room its last
+    /// text needed.
+    static REUSED: std::cell::Cell<(Watch, usize)> = std::cell::Cell::new((Watch::default(), MIN_ROOM));
 }
 
 /// What the formatter keeps while the text is written.
@@ -53,8 +75,10 @@ struct Watch {
     names: Vec<u8>,
     /// Where each of those names ends in `names`.
     ends: Vec<usize>,
-    /// For each open object, where its names start in `ends`.
-    objects: Vec<usize>,
+    /// For each open object, where its names start in `ends`, and a
+    /// filter of its names: one bit of 256 per name ([`filter_bit`]). A
+    /// name whose bit is clear repeats none of them.
+    objects: Vec<(usize, [u64; 4])>,
     depth: usize,
     /// Inside a member name.
     in_name: bool,
@@ -64,7 +88,34 @@ struct Watch {
     suspect: bool,
 }
 
+/// The filter word and bit of a name: from its length and its first and
+/// last (up to) eight bytes, so two equal names always share it.
+fn filter_bit(name: &[u8]) -> (usize, u64) {
+    let word = |bytes: &[u8]| {
+        let mut w = [0u8; 8];
+        w[..bytes.len()].copy_from_slice(bytes);
+        u64::from_le_bytes(w)
+    };
+    let n = name.len().min(8);
+    let (head, tail) = (word(&name[..n]), word(&name[name.len() - n..]));
+    let mixed =
+        (head ^ tail.rotate_left(29) ^ name.len() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let bit = (mixed >> 56) as usize;
+    (bit >> 6, 1 << (bit & 63))
+}
+
 impl Watch {
+    /// Ready for a new text, keeping the buffers' capacity.
+    fn reset(&mut self) {
+        self.names.clear();
+        self.ends.clear();
+        self.objects.clear();
+        self.depth = 0;
+        self.in_name = false;
+        self.name_start = 0;
+        self.suspect = false;
+    }
+
     fn open(&mut self) {
         self.depth += 1;
         if self.depth > HARD_MAX_DEPTH {
@@ -78,24 +129,31 @@ impl Watch {
         first.checked_sub(1).map_or(0, |i| self.ends[i])
     }
 
-    /// A name ended: compare it with the others of its object.
+    /// A name ended: compare it with the others of its object that the
+    /// filter cannot tell it apart from.
     fn named(&mut self) {
         self.in_name = false;
-        let Some(&first) = self.objects.last() else {
+        let Some(&(first, filter)) = self.objects.last() else {
             self.suspect = true;
             return;
         };
         let name = &self.names[self.name_start..];
-        let mut start = self.object_start(first);
         let earlier = &self.ends[first..];
         if earlier.len() >= MAX_NAMES {
             self.suspect = true;
         }
-        for &end in earlier {
-            if &self.names[start..end] == name {
-                self.suspect = true;
+        let (word, bit) = filter_bit(name);
+        if filter[word] & bit != 0 {
+            let mut start = self.object_start(first);
+            for &end in earlier {
+                if &self.names[start..end] == name {
+                    self.suspect = true;
+                }
+                start = end;
             }
-            start = end;
+        }
+        if let Some((_, filter)) = self.objects.last_mut() {
+            filter[word] |= bit;
         }
         self.ends.push(self.names.len());
     }
@@ -114,14 +172,14 @@ macro_rules! not_in_names {
 impl Formatter for &mut Watch {
     fn begin_object<W: ?Sized + io::Write>(&mut self, writer: &mut W) -> io::Result<()> {
         self.open();
-        self.objects.push(self.ends.len());
+        self.objects.push((self.ends.len(), [0; 4]));
         writer.write_all(b"{")
     }
 
     fn end_object<W: ?Sized + io::Write>(&mut self, writer: &mut W) -> io::Result<()> {
         self.depth = self.depth.saturating_sub(1);
         match self.objects.pop() {
-            Some(first) => {
+            Some((first, _)) => {
                 let start = self.object_start(first);
                 self.ends.truncate(first);
                 self.names.truncate(start);
@@ -304,6 +362,71 @@ mod tests {
             suspect(&numbered),
             "a number written as a name goes to the scanner"
         );
+    }
+
+    #[test]
+    fn the_filter_only_skips_names_that_cannot_repeat() {
+        // Two different names that share a filter bit are compared, and
+        // found different.
+        let names: Vec<String> = (0..300).map(|i| format!("claim{i}")).collect();
+        let (a, b) = names
+            .iter()
+            .enumerate()
+            .find_map(|(i, a)| {
+                names[i + 1..]
+                    .iter()
+                    .find(|b| filter_bit(b.as_bytes()) == filter_bit(a.as_bytes()))
+                    .map(|b| (a.clone(), b.clone()))
+            })
+            .unwrap();
+        let shared = entries(&[(a.as_str(), json!(1)), (b.as_str(), json!(2))]);
+        assert!(!suspect(&shared));
+        same(&shared);
+        // Every repeat is found, whatever sits between.
+        for len in [0, 1, 7, 8, 9, 16, 17, 40] {
+            let name = "n".repeat(len);
+            let doc = entries(&[
+                (name.as_str(), json!(1)),
+                ("x", json!({"y": 1})),
+                (name.as_str(), json!(2)),
+            ]);
+            assert!(suspect(&doc), "{len}");
+            assert!(to_vec(&doc, Input::Payload).is_err(), "{len}");
+        }
+    }
+
+    #[test]
+    fn a_thread_reuses_its_watch_with_nothing_left_over() {
+        let dup = entries(&[("exp", json!(1)), ("exp", json!(2))]);
+        let deep = (0..200).fold(json!(0), |v, _| json!([v]));
+        let large = json!({"big": "x".repeat(100_000), "exp": 1});
+        for _ in 0..3 {
+            assert!(to_vec(&dup, Input::Payload).is_err());
+            assert!(to_vec(&json!({"deep": deep}), Input::Payload).is_err());
+            // A text left half written by a failing Serialize impl.
+            assert!(to_vec(&Failing, Input::Payload).is_err());
+            for doc in [
+                json!({"exp": 1}),
+                large.clone(),
+                json!({"iss": "a", "exp": 2}),
+            ] {
+                let text = to_vec(&doc, Input::Payload).unwrap();
+                assert_eq!(text, serde_json::to_vec(&doc).unwrap());
+            }
+        }
+    }
+
+    /// Fails halfway through an object, inside a name.
+    struct Failing;
+
+    impl Serialize for Failing {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::{Error as _, SerializeMap};
+            let mut map = s.serialize_map(None)?;
+            map.serialize_entry("exp", &1)?;
+            map.serialize_key("partial")?;
+            Err(S::Error::custom("no value"))
+        }
     }
 
     fn value() -> impl Strategy<Value = Value> {
