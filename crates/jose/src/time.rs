@@ -279,17 +279,21 @@ mod tests {
         // Across at least one change of second: right after it the coarse
         // clock still shows the second before, unless moved forward.
         // A stalled tick (a preempted virtual CPU keeping time) can leave
-        // the coarse clock behind for a moment longer: a few readings may
-        // be, where an unadjusted clock is behind for the whole first tick
-        // of every second (a third of a per cent of readings and more).
+        // the coarse clock behind for a moment longer, so a few readings
+        // may be. The unadjusted clock (minting's) is behind for the whole
+        // first tick after the change and for the stall as well: moving
+        // forward must spare most of those readings. (A share of all
+        // readings would not do: on a VM whose ticks ran ~1 ms late, 0.07 %
+        // of the adjusted readings were behind and 0.5 % of the unadjusted.)
         let started = std::time::Instant::now();
-        let (mut readings, mut behind) = (0u64, 0u64);
+        let (mut readings, mut behind, mut minting_behind) = (0u64, 0u64, 0u64);
         while started.elapsed() < Duration::from_millis(1100) {
             let before = precise_seconds();
             let validating = SystemClock.now().seconds();
             let minting = NumericDate::now().seconds();
             let after = precise_seconds();
             behind += u64::from(validating < before);
+            minting_behind += u64::from(minting < before);
             assert!(
                 validating >= before - 1,
                 "{validating} is far behind {before}"
@@ -304,8 +308,8 @@ mod tests {
         }
         assert!(readings > 1000);
         assert!(
-            behind * 2000 < readings,
-            "{behind} of {readings} readings behind"
+            behind * 3 < minting_behind,
+            "{behind} readings behind, {minting_behind} unadjusted, of {readings}"
         );
     }
 
