@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 use serde_json::{Map, Value};
 
 /// Why keys, metadata or a feed could not be had (or a setting that
@@ -23,14 +25,14 @@ impl std::error::Error for FetchError {}
 /// RFC 8414 §5 says), whose `issuer` must be `issuer` exactly (RFC 8414
 /// §3.3: a trailing `/` counts), with the URL it came from.
 pub(crate) async fn metadata(
-    client: &reqwest::Client,
+    http: &Http,
     issuer: &str,
     max_bytes: usize,
 ) -> Result<(String, Map<String, Value>), FetchError> {
     let (oauth, openid) = metadata_urls(issuer)?;
-    match metadata_at(client, &oauth, issuer, max_bytes).await {
+    match metadata_at(http, &oauth, issuer, max_bytes).await {
         Ok(found) => Ok((oauth, found)),
-        Err(first) => match metadata_at(client, &openid, issuer, max_bytes).await {
+        Err(first) => match metadata_at(http, &openid, issuer, max_bytes).await {
             Ok(found) => Ok((openid, found)),
             Err(second) => Err(FetchError(format!("no usable metadata: {first}; {second}"))),
         },
@@ -39,12 +41,12 @@ pub(crate) async fn metadata(
 
 /// The metadata at `url`, which must be `issuer`'s.
 async fn metadata_at(
-    client: &reqwest::Client,
+    http: &Http,
     url: &str,
     issuer: &str,
     max_bytes: usize,
 ) -> Result<Map<String, Value>, FetchError> {
-    let (body, _) = get(client, url, max_bytes).await?;
+    let (body, _) = get(http, url, max_bytes).await?;
     let metadata: Map<String, Value> =
         serde_json::from_str(&body).map_err(|e| FetchError(format!("{url}: {e}")))?;
     if metadata.get("issuer").and_then(Value::as_str) != Some(issuer) {
@@ -53,14 +55,15 @@ async fn metadata_at(
     Ok(metadata)
 }
 
-/// GET `url`: 200, at most `max_bytes` of UTF-8, with the headers.
+/// GET `url` (if the transport may reach it): 200, at most `max_bytes`
+/// of UTF-8, with the headers.
 pub(crate) async fn get(
-    client: &reqwest::Client,
+    http: &Http,
     url: &str,
     max_bytes: usize,
 ) -> Result<(String, http::HeaderMap), FetchError> {
     let fail = |e: &dyn std::fmt::Display| FetchError(format!("{url}: {e}"));
-    let mut response = client.get(url).send().await.map_err(|e| fail(&e))?;
+    let mut response = http.get(url)?.send().await.map_err(|e| fail(&e))?;
     if response.status() != reqwest::StatusCode::OK {
         return Err(fail(&response.status()));
     }
@@ -104,77 +107,204 @@ pub(crate) fn metadata_urls(issuer: &str) -> Result<(String, String), FetchError
     ))
 }
 
-/// An HTTP client on rustls with the aws-lc-rs provider (the crypto
-/// library of the rest of Tessera) and the webpki roots.
-pub(crate) fn client(timeout: Duration) -> Result<reqwest::Client, FetchError> {
-    builder()?
-        .timeout(timeout)
-        .build()
-        .map_err(|e| FetchError(format!("HTTP client: {e}")))
+/// How the guard reaches an issuer: which certificate authorities it
+/// trusts (the webpki roots, Mozilla's, and any the caller adds for an
+/// issuer behind a private CA) and whether it may speak plain HTTP to a
+/// host other than this one. Keys and revocations fetched over plain HTTP
+/// can be replaced by anyone on the path, who could then sign tokens the
+/// guard accepts, and the revocation feed's client secret would cross
+/// the network in the clear; so plain HTTP is for loopback addresses
+/// (tests, a sidecar issuer) unless the caller allows it.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Transport {
+    extra_roots: Vec<CertificateDer<'static>>,
+    plain_http: bool,
 }
 
-/// A client for long responses (a feed): only connecting is bounded in
-/// time; the reader bounds the gaps between events itself.
-pub(crate) fn streaming_client(connect: Duration) -> Result<reqwest::Client, FetchError> {
-    builder()?
-        .connect_timeout(connect)
-        .build()
-        .map_err(|e| FetchError(format!("HTTP client: {e}")))
+impl Transport {
+    /// Also trust the certificate authorities in `pem` (one or more
+    /// `CERTIFICATE` blocks; other blocks are skipped).
+    pub(crate) fn add_roots(&mut self, pem: &[u8]) -> Result<(), FetchError> {
+        let bad = |e: &dyn std::fmt::Display| FetchError(format!("root certificates: {e}"));
+        let found = CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(&e))?;
+        if found.is_empty() {
+            return Err(bad(&"no CERTIFICATE block in the PEM text"));
+        }
+        let mut store = rustls::RootCertStore::empty();
+        for cert in &found {
+            store.add(cert.clone()).map_err(|e| bad(&e))?;
+        }
+        self.extra_roots.extend(found);
+        Ok(())
+    }
+
+    /// Allow plain HTTP to any host, not only to loopback addresses.
+    pub(crate) fn allow_plain_http(&mut self) {
+        self.plain_http = true;
+    }
+
+    /// A client whose every request, answer and redirect included, takes
+    /// at most `timeout`.
+    pub(crate) fn client(&self, timeout: Duration) -> Result<Http, FetchError> {
+        self.http(self.builder()?.timeout(timeout))
+    }
+
+    /// A client for long responses (a feed): only connecting is bounded
+    /// in time; the reader bounds the gaps between events itself.
+    pub(crate) fn streaming_client(&self, connect: Duration) -> Result<Http, FetchError> {
+        self.http(self.builder()?.connect_timeout(connect))
+    }
+
+    fn http(&self, builder: reqwest::ClientBuilder) -> Result<Http, FetchError> {
+        Ok(Http {
+            client: builder
+                .build()
+                .map_err(|e| FetchError(format!("HTTP client: {e}")))?,
+            plain_http: self.plain_http,
+        })
+    }
+
+    /// rustls with the aws-lc-rs provider (the crypto library of the rest
+    /// of Tessera), the roots above, and the redirect rules below.
+    fn builder(&self) -> Result<reqwest::ClientBuilder, FetchError> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        for cert in &self.extra_roots {
+            roots
+                .add(cert.clone())
+                .map_err(|e| FetchError(format!("root certificates: {e}")))?;
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| FetchError(format!("TLS: {e}")))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let plain_http = self.plain_http;
+        Ok(reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .redirect(reqwest::redirect::Policy::custom(
+                move |attempt| match redirect_refused(attempt.previous(), attempt.url(), plain_http)
+                {
+                    Some(why) => attempt.error(why),
+                    None => attempt.follow(),
+                },
+            )))
+    }
 }
 
-fn builder() -> Result<reqwest::ClientBuilder, FetchError> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| FetchError(format!("TLS: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .redirect(reqwest::redirect::Policy::custom(
-            |attempt| match redirect_refused(attempt.previous(), attempt.url()) {
-                Some(why) => attempt.error(why),
-                None => attempt.follow(),
-            },
-        )))
+/// An HTTP client that sends requests only where its [`Transport`] may.
+#[derive(Clone, Debug)]
+pub(crate) struct Http {
+    client: reqwest::Client,
+    plain_http: bool,
+}
+
+impl Http {
+    /// A GET of `url`, if it may be reached.
+    pub(crate) fn get(&self, url: &str) -> Result<reqwest::RequestBuilder, FetchError> {
+        Ok(self.client.get(self.checked(url)?))
+    }
+
+    /// A POST to `url`, if it may be reached.
+    pub(crate) fn post(&self, url: &str) -> Result<reqwest::RequestBuilder, FetchError> {
+        Ok(self.client.post(self.checked(url)?))
+    }
+
+    fn checked(&self, url: &str) -> Result<reqwest::Url, FetchError> {
+        let parsed = reqwest::Url::parse(url).map_err(|e| FetchError(format!("{url}: {e}")))?;
+        match plain_http_refused(&parsed, self.plain_http) {
+            Some(why) => Err(FetchError(format!("{url}: {why}"))),
+            None => Ok(parsed),
+        }
+    }
+}
+
+/// Why `url` may not be fetched: a scheme other than `https` and `http`,
+/// or plain HTTP to a host that is not a loopback address (unless
+/// `plain_http` allows it).
+fn plain_http_refused(url: &reqwest::Url, plain_http: bool) -> Option<&'static str> {
+    match url.scheme() {
+        "https" => None,
+        "http" if plain_http || is_loopback(url) => None,
+        "http" => Some(
+            "plain HTTP to a host other than this one (keys, revocations and the feed's \
+             secret could be read or replaced on the way): use https, or allow plain HTTP \
+             explicitly (allow_plain_http)",
+        ),
+        _ => Some("not an http(s) URL"),
+    }
+}
+
+/// `localhost`, 127.0.0.0/8 or `::1`.
+fn is_loopback(url: &reqwest::Url) -> bool {
+    url.host_str().is_some_and(|host| {
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    })
 }
 
 /// Why a redirect to `next` after `previous` (the URLs fetched so far) is
-/// not followed: more than three, or from https to anything else (keys
-/// and revocations asked for over TLS never come over plain HTTP).
-fn redirect_refused(previous: &[reqwest::Url], next: &reqwest::Url) -> Option<&'static str> {
+/// not followed: more than three, from https to anything else (keys
+/// and revocations asked for over TLS never come over plain HTTP), or to
+/// a URL that could not have been asked for directly.
+fn redirect_refused(
+    previous: &[reqwest::Url],
+    next: &reqwest::Url,
+    plain_http: bool,
+) -> Option<&'static str> {
     if previous.len() > 3 {
         return Some("more than three redirects");
     }
     let from_tls = previous.iter().any(|url| url.scheme() == "https");
-    (from_tls && next.scheme() != "https").then_some("a redirect from https to plain http")
+    if from_tls && next.scheme() != "https" {
+        return Some("a redirect from https to plain http");
+    }
+    plain_http_refused(next, plain_http)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{metadata_urls, redirect_refused};
+    use super::{metadata_urls, plain_http_refused, redirect_refused, Transport};
+
+    fn url(u: &str) -> reqwest::Url {
+        reqwest::Url::parse(u).unwrap()
+    }
 
     #[test]
     fn redirects_never_leave_tls_and_stop_after_three() {
-        let url = |u: &str| reqwest::Url::parse(u).unwrap();
         let tls = [url("https://auth.example.com/jwks")];
         assert_eq!(
-            redirect_refused(&tls, &url("https://cdn.example.com/jwks")),
+            redirect_refused(&tls, &url("https://cdn.example.com/jwks"), false),
             None
         );
-        assert!(redirect_refused(&tls, &url("http://cdn.example.com/jwks")).is_some());
-        // Plain HTTP (a development issuer) may move within plain HTTP or
-        // up to TLS.
+        for plain_http in [false, true] {
+            assert!(
+                redirect_refused(&tls, &url("http://cdn.example.com/jwks"), plain_http).is_some()
+            );
+            assert!(redirect_refused(&tls, &url("http://127.0.0.1/jwks"), plain_http).is_some());
+        }
+        // Plain HTTP on this host (a development issuer) may move within
+        // it or up to TLS, and elsewhere only where plain HTTP is allowed.
         let plain = [url("http://127.0.0.1:8080/jwks")];
         assert_eq!(
-            redirect_refused(&plain, &url("http://127.0.0.1:8081/jwks")),
+            redirect_refused(&plain, &url("http://127.0.0.1:8081/jwks"), false),
             None
         );
         assert_eq!(
-            redirect_refused(&plain, &url("https://auth.example.com/jwks")),
+            redirect_refused(&plain, &url("https://auth.example.com/jwks"), false),
+            None
+        );
+        assert!(redirect_refused(&plain, &url("http://auth.example.com/jwks"), false).is_some());
+        assert_eq!(
+            redirect_refused(&plain, &url("http://auth.example.com/jwks"), true),
             None
         );
         let four = [
@@ -183,7 +313,57 @@ mod tests {
             url("http://a/3"),
             url("http://a/4"),
         ];
-        assert!(redirect_refused(&four, &url("http://a/5")).is_some());
+        assert!(redirect_refused(&four, &url("http://a/5"), true).is_some());
+        assert!(redirect_refused(&four[..3], &url("http://a/5"), true).is_none());
+    }
+
+    #[test]
+    fn plain_http_only_to_this_host_unless_allowed() {
+        for here in [
+            "http://127.0.0.1:8080/jwks",
+            "http://127.9.9.9/jwks",
+            "http://localhost/x",
+            "http://LOCALHOST:1/x",
+            "http://[::1]:8080/x",
+        ] {
+            assert_eq!(plain_http_refused(&url(here), false), None, "{here}");
+        }
+        for away in [
+            "http://auth.example.com/jwks",
+            "http://10.0.0.7/jwks",
+            "http://[::2]/x",
+            "http://localhost.example.com/x",
+            "http://127.0.0.1.nip.io/x",
+        ] {
+            assert!(plain_http_refused(&url(away), false).is_some(), "{away}");
+            assert_eq!(plain_http_refused(&url(away), true), None, "{away}");
+        }
+        assert_eq!(
+            plain_http_refused(&url("https://auth.example.com/"), false),
+            None
+        );
+        for other in ["ftp://auth.example.com/jwks", "file:///etc/passwd"] {
+            assert!(plain_http_refused(&url(other), true).is_some(), "{other}");
+        }
+        // The client refuses before any connection is made.
+        let http = Transport::default()
+            .client(std::time::Duration::from_secs(1))
+            .unwrap();
+        let refused = http.get("http://auth.example.com/jwks").unwrap_err();
+        assert!(refused.0.contains("allow_plain_http"), "{refused}");
+        assert!(http.post("http://10.1.2.3/token").is_err());
+        assert!(http.get("not a url").is_err());
+        assert!(http.get("http://127.0.0.1:1/jwks").is_ok());
+    }
+
+    #[test]
+    fn root_certificates_must_be_pem_certificates() {
+        let mut transport = Transport::default();
+        assert!(transport.add_roots(b"").is_err());
+        assert!(transport
+            .add_roots(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+            .is_err());
+        assert!(transport.extra_roots.is_empty());
     }
 
     #[test]

@@ -38,7 +38,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use crate::discovery::{self, FetchError};
+use crate::discovery::{self, FetchError, Http, Transport};
 use crate::revocation::{event_digest, Revocable, Revocation, RevocationSet, LAST_EVENT_DIGEST};
 use crate::Rejection;
 
@@ -128,6 +128,7 @@ pub struct RevocationFeedBuilder {
     bound: Duration,
     first_sync_wait: Duration,
     idle_timeout: Duration,
+    transport: Transport,
 }
 
 impl std::fmt::Debug for RevocationFeedBuilder {
@@ -159,6 +160,7 @@ impl RevocationFeed {
             bound: Duration::from_secs(60),
             first_sync_wait: Duration::from_secs(3),
             idle_timeout: Duration::from_secs(25),
+            transport: Transport::default(),
         }
     }
 
@@ -319,14 +321,32 @@ impl RevocationFeedBuilder {
         self
     }
 
+    /// Also trust the certificate authorities in `pem` (`CERTIFICATE`
+    /// blocks), for an issuer whose certificate a private CA signed. The
+    /// webpki roots (Mozilla's) stay trusted.
+    pub fn root_certificates(mut self, pem: &[u8]) -> Result<RevocationFeedBuilder, FetchError> {
+        self.transport.add_roots(pem)?;
+        Ok(self)
+    }
+
+    /// Allow plain HTTP to hosts other than this one. By default the
+    /// metadata, the token endpoint (which gets the client secret) and the
+    /// feed are reached over HTTPS, or plain HTTP only on a loopback
+    /// address. For a private network you trust.
+    #[must_use]
+    pub fn allow_plain_http(mut self) -> RevocationFeedBuilder {
+        self.transport.allow_plain_http();
+        self
+    }
+
     /// Start the subscription on the current tokio runtime.
     pub fn start(self) -> Result<RevocationFeed, FetchError> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| FetchError("the revocation feed needs a tokio runtime".into()))?;
         // Metadata and the token request are small and bounded in time;
         // the feed itself is a stream, bounded by the idle timeout instead.
-        let short = discovery::client(Duration::from_secs(5))?;
-        let stream = discovery::streaming_client(Duration::from_secs(5))?;
+        let short = self.transport.client(Duration::from_secs(5))?;
+        let stream = self.transport.streaming_client(Duration::from_secs(5))?;
         let (synced, _) = tokio::sync::watch::channel(false);
         let shared = Arc::new(Shared {
             issuer: self.issuer.clone(),
@@ -422,8 +442,8 @@ fn parse_event(data: &str) -> Result<Option<Revocation>, String> {
 /// The background task: connect, apply, reconnect.
 struct Subscriber {
     shared: Arc<Shared>,
-    short: reqwest::Client,
-    stream: reqwest::Client,
+    short: Http,
+    stream: Http,
     builder: RevocationFeedBuilder,
     /// The access token and when to get a new one.
     token: Option<(Zeroizing<String>, Instant)>,
@@ -502,7 +522,7 @@ impl Subscriber {
         let token = self.token(&token_endpoint).await?;
         let mut request = self
             .stream
-            .get(&feed)
+            .get(&feed)?
             .header(http::header::ACCEPT, "text/event-stream")
             .bearer_auth(token.as_str());
         let last_id = self.shared.last_id.load(Ordering::Acquire);
@@ -662,7 +682,7 @@ impl Subscriber {
             .finish();
         let response = self
             .short
-            .post(endpoint)
+            .post(endpoint)?
             .basic_auth(
                 encode(&self.builder.client_id),
                 Some(encode(&self.builder.client_secret)),

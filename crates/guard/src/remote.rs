@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use tessera_jose::{Algorithm, JwkSet, KeySet};
 
-use crate::discovery::{self, FetchError};
+use crate::discovery::{self, FetchError, Http, Transport};
 
 /// Where the keys come from.
 #[derive(Clone, Debug)]
@@ -38,7 +38,9 @@ enum Source {
 #[derive(Debug)]
 pub struct RemoteJwks {
     source: Source,
-    client: reqwest::Client,
+    transport: Transport,
+    timeout: Duration,
+    client: Http,
     min_age: Duration,
     max_age: Duration,
     default_age: Duration,
@@ -84,9 +86,13 @@ impl RemoteJwks {
     }
 
     fn new(source: Source) -> Result<RemoteJwks, FetchError> {
+        let transport = Transport::default();
+        let timeout = Duration::from_secs(5);
         Ok(RemoteJwks {
             source,
-            client: discovery::client(Duration::from_secs(5))?,
+            client: transport.client(timeout)?,
+            transport,
+            timeout,
             min_age: Duration::from_secs(30),
             max_age: Duration::from_secs(24 * 3600),
             default_age: Duration::from_secs(600),
@@ -137,8 +143,30 @@ impl RemoteJwks {
     /// The longest a fetch may take (5 s) and the largest document
     /// accepted (512 KiB).
     pub fn limits(mut self, timeout: Duration, max_bytes: usize) -> Result<RemoteJwks, FetchError> {
-        self.client = discovery::client(timeout)?;
+        self.client = self.transport.client(timeout)?;
+        self.timeout = timeout;
         self.max_bytes = max_bytes;
+        Ok(self)
+    }
+
+    /// Also trust the certificate authorities in `pem` (`CERTIFICATE`
+    /// blocks), for an issuer whose certificate a private CA signed. The
+    /// webpki roots (Mozilla's) stay trusted.
+    pub fn root_certificates(mut self, pem: &[u8]) -> Result<RemoteJwks, FetchError> {
+        self.transport.add_roots(pem)?;
+        self.client = self.transport.client(self.timeout)?;
+        Ok(self)
+    }
+
+    /// Allow plain HTTP to hosts other than this one. By default the keys
+    /// (and the issuer's metadata) are fetched over HTTPS, or plain HTTP
+    /// only from a loopback address: keys fetched in the clear can be
+    /// replaced on the way by anyone who then signs tokens this guard
+    /// accepts. For a private network you trust, such as containers on
+    /// one host.
+    pub fn allow_plain_http(mut self) -> Result<RemoteJwks, FetchError> {
+        self.transport.allow_plain_http();
+        self.client = self.transport.client(self.timeout)?;
         Ok(self)
     }
 

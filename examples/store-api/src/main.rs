@@ -29,6 +29,15 @@ struct Args {
         default_value = "http://127.0.0.1:8080"
     )]
     issuer: String,
+    /// Also trust the certificate authorities in this PEM file, for an
+    /// issuer whose certificate a private CA signed.
+    #[arg(long, env = "STORE_API_CA_FILE")]
+    ca_file: Option<std::path::PathBuf>,
+    /// Reach the issuer over plain HTTP even on another host (by default
+    /// plain HTTP is for loopback addresses only: keys fetched in the
+    /// clear can be swapped on the way).
+    #[arg(long, env = "STORE_API_ALLOW_PLAIN_HTTP")]
+    allow_plain_http: bool,
     /// The audience tokens must name.
     #[arg(long, env = "STORE_API_AUDIENCE", default_value = "store-api")]
     audience: String,
@@ -80,9 +89,22 @@ enum Policy {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let refresh = std::time::Duration::from_secs(args.jwks_refresh_secs);
-    let keys = RemoteJwks::discover(&args.issuer)?
+    let roots = match &args.ca_file {
+        Some(path) => Some(
+            std::fs::read(path)
+                .map_err(|e| anyhow::anyhow!("--ca-file {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    let mut keys = RemoteJwks::discover(&args.issuer)?
         .cooldown(refresh)
         .cache_bounds(refresh, std::time::Duration::from_secs(24 * 3600));
+    if let Some(pem) = &roots {
+        keys = keys.root_certificates(pem)?;
+    }
+    if args.allow_plain_http {
+        keys = keys.allow_plain_http()?;
+    }
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
     let resource = args.resource.clone().unwrap_or_else(|| {
         format!(
@@ -102,7 +124,14 @@ async fn main() -> anyhow::Result<()> {
         let secret = std::env::var("STORE_API_REVOCATION_CLIENT_SECRET").map_err(|_| {
             anyhow::anyhow!("--revocation-client-id needs STORE_API_REVOCATION_CLIENT_SECRET")
         })?;
-        let feed = RevocationFeed::builder(&args.issuer, client_id, secret.into())
+        let mut feed = RevocationFeed::builder(&args.issuer, client_id, secret.into());
+        if let Some(pem) = &roots {
+            feed = feed.root_certificates(pem)?;
+        }
+        if args.allow_plain_http {
+            feed = feed.allow_plain_http();
+        }
+        let feed = feed
             .unreachable_after(Duration::from_secs(args.revocations_unreachable_after_secs))
             .when_unreachable(match args.revocations_when_unreachable {
                 Policy::KeepServing => WhenUnreachable::KeepServing,

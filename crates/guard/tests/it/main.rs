@@ -15,6 +15,7 @@ use tower::ServiceExt;
 
 mod feed;
 mod remote;
+mod trust;
 
 const ISS: &str = "https://auth.tessera.test";
 const AUD: &str = "store-api";
