@@ -16,6 +16,7 @@
 //! wrong send the whole text to the strict scanner, which decides and
 //! reports exactly as it does for a verifier.
 
+use std::cell::Cell;
 use std::io;
 
 use serde::Serialize;
@@ -35,16 +36,19 @@ pub(crate) fn to_vec<T: Serialize + ?Sized>(value: &T, input: Input) -> Result<V
     // The watch's buffers are kept from one call to the next on each
     // thread, and the text starts with room for the last one written
     // there: a signer writes one shape of claims again and again.
-    let (mut watch, room) = REUSED.with(|cell| cell.take());
+    // (A thread whose locals are being torn down gets a fresh watch.)
+    let (mut watch, room) = REUSED.try_with(Cell::take).unwrap_or_default();
     watch.reset();
     let mut out = Vec::with_capacity(room.clamp(MIN_ROOM, MAX_ROOM));
     let written = value.serialize(&mut serde_json::Serializer::with_formatter(
         &mut out, &mut watch,
     ));
-    let suspect = watch.suspect;
+    // A text left unfinished (an error some `Serialize` swallowed) is not
+    // trusted either.
+    let suspect = watch.suspect || watch.depth != 0 || watch.in_name || !watch.objects.is_empty();
     let room = out.len().next_power_of_two();
-    if watch.names.capacity() <= MAX_ROOM {
-        REUSED.with(|cell| cell.set((watch, room)));
+    if watch.kept_bytes() <= MAX_ROOM {
+        let _ = REUSED.try_with(|cell| cell.set((watch, room)));
     }
     written.map_err(|e| Error::Serialize {
         input,
@@ -65,7 +69,7 @@ const MAX_ROOM: usize = 64 * 1024;
 thread_local! {
     /// Each thread's watch (its buffers' capacity) and the room its last
     /// text needed.
-    static REUSED: std::cell::Cell<(Watch, usize)> = std::cell::Cell::new((Watch::default(), MIN_ROOM));
+    static REUSED: Cell<(Watch, usize)> = Cell::new((Watch::default(), MIN_ROOM));
 }
 
 /// What the formatter keeps while the text is written.
@@ -105,6 +109,13 @@ fn filter_bit(name: &[u8]) -> (usize, u64) {
 }
 
 impl Watch {
+    /// The bytes its buffers hold on to.
+    fn kept_bytes(&self) -> usize {
+        self.names.capacity()
+            + self.ends.capacity() * std::mem::size_of::<usize>()
+            + self.objects.capacity() * std::mem::size_of::<(usize, [u64; 4])>()
+    }
+
     /// Ready for a new text, keeping the buffers' capacity.
     fn reset(&mut self) {
         self.names.clear();
@@ -137,11 +148,17 @@ impl Watch {
             self.suspect = true;
             return;
         };
-        let name = &self.names[self.name_start..];
         let earlier = &self.ends[first..];
         if earlier.len() >= MAX_NAMES {
             self.suspect = true;
         }
+        if self.suspect {
+            // The strict scanner decides; nothing more to compare or keep
+            // (a map of a million names costs no more than its text).
+            self.names.truncate(self.name_start);
+            return;
+        }
+        let name = &self.names[self.name_start..];
         let (word, bit) = filter_bit(name);
         if filter[word] & bit != 0 {
             let mut start = self.object_start(first);
@@ -414,6 +431,21 @@ mod tests {
                 assert_eq!(text, serde_json::to_vec(&doc).unwrap());
             }
         }
+    }
+
+    #[test]
+    fn a_thread_keeps_no_large_watch() {
+        // A million empty names: `names` stays empty, the other buffers
+        // do not.
+        let many = Entries((0..1_000_000).map(|_| (String::new(), json!(0))).collect());
+        assert!(to_vec(&many, Input::Payload).is_err());
+        let kept = REUSED.with(|cell| {
+            let (watch, room) = cell.take();
+            let bytes = watch.kept_bytes();
+            cell.set((watch, room));
+            bytes
+        });
+        assert!(kept <= MAX_ROOM, "{kept} bytes kept");
     }
 
     /// Fails halfway through an object, inside a name.
