@@ -186,6 +186,8 @@ impl Transport {
         let plain_http = self.plain_http;
         Ok(reqwest::Client::builder()
             .use_preconfigured_tls(tls)
+            .no_proxy()
+            .proxy(environment_proxy())
             .redirect(reqwest::redirect::Policy::custom(
                 move |attempt| match redirect_refused(attempt.previous(), attempt.url(), plain_http)
                 {
@@ -194,6 +196,61 @@ impl Transport {
                 },
             )))
     }
+}
+
+/// The proxies the environment names, as reqwest would use them
+/// (`HTTPS_PROXY`, `HTTP_PROXY` — not under CGI, where a request can set
+/// it —, `ALL_PROXY`, each also in lower case; `NO_PROXY`), except that a
+/// loopback address is always reached directly: plain HTTP allowed to
+/// this host must not travel the network to a proxy.
+fn environment_proxy() -> reqwest::Proxy {
+    let var = |names: &[&str]| {
+        names.iter().find_map(|name| {
+            let cgi = *name == "HTTP_PROXY" && std::env::var_os("REQUEST_METHOD").is_some();
+            std::env::var(name)
+                .ok()
+                .filter(|value| !cgi && !value.trim().is_empty())
+        })
+    };
+    let https = var(&["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]);
+    let http = var(&["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"]);
+    reqwest::Proxy::custom(move |url| proxy_for(url, https.as_deref(), http.as_deref()))
+        .no_proxy(reqwest::NoProxy::from_env())
+}
+
+/// The proxy for `url` given the environment's HTTPS and HTTP proxies:
+/// none for a loopback address.
+fn proxy_for(url: &reqwest::Url, https: Option<&str>, http: Option<&str>) -> Option<String> {
+    if is_loopback(url) {
+        return None;
+    }
+    let proxy = if url.scheme() == "https" { https } else { http }?;
+    Some(if proxy.contains("://") {
+        proxy.to_owned()
+    } else {
+        format!("http://{proxy}")
+    })
+}
+
+/// The URL that `metadata`, read from `at`, gives as `name`. Metadata
+/// that came over TLS names only TLS endpoints: a plain-HTTP one, even
+/// on this host, would carry keys, tokens or secrets in the clear.
+pub(crate) fn endpoint(
+    metadata: &Map<String, Value>,
+    at: &str,
+    name: &str,
+) -> Result<String, FetchError> {
+    let url = metadata
+        .get(name)
+        .and_then(Value::as_str)
+        .ok_or_else(|| FetchError(format!("{at}: no {name}")))?;
+    let scheme = |u: &str| reqwest::Url::parse(u).map(|u| u.scheme().to_owned());
+    if scheme(at).is_ok_and(|s| s == "https") && !scheme(url).is_ok_and(|s| s == "https") {
+        return Err(FetchError(format!(
+            "{at}: its {name} {url:?} is not an https URL, as the metadata's is"
+        )));
+    }
+    Ok(url.to_owned())
 }
 
 /// An HTTP client that sends requests only where its [`Transport`] may.
@@ -272,7 +329,9 @@ fn redirect_refused(
 
 #[cfg(test)]
 mod tests {
-    use super::{metadata_urls, plain_http_refused, redirect_refused, Transport};
+    use super::{
+        endpoint, metadata_urls, plain_http_refused, proxy_for, redirect_refused, Transport,
+    };
 
     fn url(u: &str) -> reqwest::Url {
         reqwest::Url::parse(u).unwrap()
@@ -354,6 +413,52 @@ mod tests {
         assert!(http.post("http://10.1.2.3/token").is_err());
         assert!(http.get("not a url").is_err());
         assert!(http.get("http://127.0.0.1:1/jwks").is_ok());
+    }
+
+    #[test]
+    fn loopback_never_goes_through_a_proxy() {
+        let (https, http) = (Some("proxy.corp:3128"), Some("http://proxy.corp:8080"));
+        for here in [
+            "http://127.0.0.1:8080/token",
+            "http://localhost/x",
+            "https://[::1]/x",
+        ] {
+            assert_eq!(proxy_for(&url(here), https, http), None, "{here}");
+        }
+        assert_eq!(
+            proxy_for(&url("https://auth.example.com/jwks"), https, http).as_deref(),
+            Some("http://proxy.corp:3128")
+        );
+        assert_eq!(
+            proxy_for(&url("http://auth.example.com/jwks"), https, http).as_deref(),
+            Some("http://proxy.corp:8080")
+        );
+        assert_eq!(
+            proxy_for(&url("https://auth.example.com/jwks"), None, http),
+            None
+        );
+    }
+
+    #[test]
+    fn metadata_over_tls_names_only_tls_endpoints() {
+        let metadata: serde_json::Map<String, serde_json::Value> = serde_json::from_str(
+            r#"{"jwks_uri":"https://auth.example.com/jwks","token_endpoint":"http://127.0.0.1:9/token","x":"HTTPS://auth.example.com/x"}"#,
+        )
+        .unwrap();
+        let at = "https://auth.example.com/.well-known/openid-configuration";
+        assert_eq!(
+            endpoint(&metadata, at, "jwks_uri").unwrap(),
+            "https://auth.example.com/jwks"
+        );
+        assert!(endpoint(&metadata, at, "token_endpoint").is_err());
+        assert!(endpoint(&metadata, at, "missing").is_err());
+        assert!(
+            endpoint(&metadata, at, "x").is_ok(),
+            "schemes are case-insensitive"
+        );
+        // Metadata read over plain HTTP (this host) may name plain HTTP.
+        let local = "http://127.0.0.1:8080/.well-known/openid-configuration";
+        assert!(endpoint(&metadata, local, "token_endpoint").is_ok());
     }
 
     #[test]

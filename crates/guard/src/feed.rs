@@ -651,13 +651,7 @@ impl Subscriber {
     async fn discover(&self) -> Result<(String, String), FetchError> {
         let (url, metadata) =
             discovery::metadata(&self.short, &self.builder.issuer, 512 * 1024).await?;
-        let member = |name: &str| {
-            metadata
-                .get(name)
-                .and_then(|v| v.as_str())
-                .map(str::to_owned)
-                .ok_or_else(|| FetchError(format!("{url}: no {name}")))
-        };
+        let member = |name: &str| discovery::endpoint(&metadata, &url, name);
         let token = member("token_endpoint")?;
         let feed = match &self.builder.endpoint {
             Some(feed) => feed.clone(),

@@ -340,11 +340,7 @@ impl RemoteJwks {
 
     async fn discover_jwks_uri(&self, issuer: &str) -> Result<String, FetchError> {
         let (url, metadata) = discovery::metadata(&self.client, issuer, self.max_bytes).await?;
-        metadata
-            .get("jwks_uri")
-            .and_then(|v| v.as_str())
-            .map(str::to_owned)
-            .ok_or_else(|| FetchError(format!("{url}: no jwks_uri")))
+        discovery::endpoint(&metadata, &url, "jwks_uri")
     }
 
     /// GET `url`: 200, at most `max_bytes`, with the max-age to keep it.

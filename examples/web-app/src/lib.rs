@@ -40,6 +40,9 @@ pub struct Settings {
     pub base: String,
     /// The store API.
     pub store_api: String,
+    /// Fetch the provider's keys over plain HTTP even from another host
+    /// (by default only over HTTPS or from a loopback address).
+    pub allow_plain_http: bool,
 }
 
 /// The provider's endpoints, from its discovery document.
@@ -211,7 +214,11 @@ impl WebApp {
         };
         // ID tokens and logout tokens: the issuer's keys, this client as
         // audience, and each its own `typ`.
-        let keys = Arc::new(RemoteJwks::url(field("jwks_uri")?)?);
+        let mut keys = RemoteJwks::url(field("jwks_uri")?)?;
+        if settings.allow_plain_http {
+            keys = keys.allow_plain_http()?;
+        }
+        let keys = Arc::new(keys);
         let id_tokens = Guard::builder(
             &settings.issuer,
             &settings.client_id,

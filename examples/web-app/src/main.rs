@@ -28,6 +28,11 @@ struct Args {
         default_value = "http://127.0.0.1:3000"
     )]
     store_api: String,
+    /// Fetch the provider's keys over plain HTTP even from another host
+    /// (by default only over HTTPS or from a loopback address: keys
+    /// fetched in the clear can be swapped on the way).
+    #[arg(long, env = "WEB_APP_ALLOW_PLAIN_HTTP")]
+    allow_plain_http: bool,
 }
 
 #[tokio::main]
@@ -46,6 +51,7 @@ async fn main() -> anyhow::Result<()> {
         client_secret: secret,
         base: base.clone(),
         store_api: args.store_api,
+        allow_plain_http: args.allow_plain_http,
     })
     .await?;
     println!("web-app: listening {base}");
