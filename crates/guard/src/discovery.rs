@@ -132,6 +132,15 @@ impl Transport {
         if found.is_empty() {
             return Err(bad(&"no CERTIFICATE block in the PEM text"));
         }
+        // Blocks of any other kind would be skipped without a word (a
+        // `TRUSTED CERTIFICATE` OpenSSL wrote, a key pasted by mistake).
+        let blocks = pem.windows(11).filter(|w| w == b"-----BEGIN ").count();
+        if blocks != found.len() {
+            return Err(bad(&format!(
+                "{} of the {blocks} PEM blocks are not CERTIFICATE blocks",
+                blocks - found.len().min(blocks)
+            )));
+        }
         let mut store = rustls::RootCertStore::empty();
         for cert in &found {
             store.add(cert.clone()).map_err(|e| bad(&e))?;
@@ -469,6 +478,24 @@ mod tests {
             .add_roots(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
             .is_err());
         assert!(transport.extra_roots.is_empty());
+        // A real certificate beside a block of another kind: refused whole.
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let ca = params.self_signed(&key).unwrap().pem();
+        let trusted = ca.replace("CERTIFICATE-----", "TRUSTED CERTIFICATE-----");
+        for mixed in [
+            format!("{ca}{trusted}"),
+            format!("{ca}{}", key.serialize_pem()),
+        ] {
+            let err = transport.add_roots(mixed.as_bytes()).unwrap_err();
+            assert!(err.0.contains("1 of the 2 PEM blocks"), "{err}");
+        }
+        assert!(transport.extra_roots.is_empty());
+        transport
+            .add_roots(format!("comment\n{ca}\n{ca}").as_bytes())
+            .unwrap();
+        assert_eq!(transport.extra_roots.len(), 2);
     }
 
     #[test]
