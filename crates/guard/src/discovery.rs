@@ -193,10 +193,12 @@ impl Transport {
             .with_root_certificates(roots)
             .with_no_client_auth();
         let plain_http = self.plain_http;
-        Ok(reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder().no_proxy();
+        for proxy in environment_proxies() {
+            builder = builder.proxy(proxy);
+        }
+        Ok(builder
             .use_preconfigured_tls(tls)
-            .no_proxy()
-            .proxy(environment_proxy())
             .redirect(reqwest::redirect::Policy::custom(
                 move |attempt| match redirect_refused(attempt.previous(), attempt.url(), plain_http)
                 {
@@ -208,37 +210,50 @@ impl Transport {
 }
 
 /// The proxies the environment names, as reqwest would use them
-/// (`HTTPS_PROXY`, `HTTP_PROXY` — not under CGI, where a request can set
-/// it —, `ALL_PROXY`, each also in lower case; `NO_PROXY`), except that a
-/// loopback address is always reached directly: plain HTTP allowed to
-/// this host must not travel the network to a proxy.
-fn environment_proxy() -> reqwest::Proxy {
-    let var = |names: &[&str]| {
-        names.iter().find_map(|name| {
-            let cgi = *name == "HTTP_PROXY" && std::env::var_os("REQUEST_METHOD").is_some();
-            std::env::var(name)
-                .ok()
-                .filter(|value| !cgi && !value.trim().is_empty())
-        })
-    };
-    let https = var(&["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]);
-    let http = var(&["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"]);
-    reqwest::Proxy::custom(move |url| proxy_for(url, https.as_deref(), http.as_deref()))
-        .no_proxy(reqwest::NoProxy::from_env())
+/// (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` for either, each also in
+/// lower case, with `NO_PROXY`; none under CGI, where a request can set
+/// `HTTP_PROXY`), except that loopback addresses are always reached
+/// directly: plain HTTP allowed to this host must not travel the network
+/// to a proxy.
+fn environment_proxies() -> Vec<reqwest::Proxy> {
+    if std::env::var_os("REQUEST_METHOD").is_some() {
+        return Vec::new();
+    }
+    proxies_from(|name| std::env::var(name).ok())
 }
 
-/// The proxy for `url` given the environment's HTTPS and HTTP proxies:
-/// none for a loopback address.
-fn proxy_for(url: &reqwest::Url, https: Option<&str>, http: Option<&str>) -> Option<String> {
-    if is_loopback(url) {
-        return None;
+/// Always reached directly (`NO_PROXY` syntax).
+const LOOPBACK: &str = "localhost,127.0.0.0/8,::1";
+
+/// [`environment_proxies`] from the variables `var` gives.
+fn proxies_from(var: impl Fn(&str) -> Option<String>) -> Vec<reqwest::Proxy> {
+    let first = |names: &[&str]| {
+        names
+            .iter()
+            .find_map(|name| var(name).filter(|value| !value.trim().is_empty()))
+    };
+    let all = first(&["ALL_PROXY", "all_proxy"]);
+    let https = first(&["HTTPS_PROXY", "https_proxy"]).or_else(|| all.clone());
+    let http = first(&["HTTP_PROXY", "http_proxy"]).or_else(|| all.clone());
+    let direct = match first(&["NO_PROXY", "no_proxy"]) {
+        Some(list) => format!("{list},{LOOPBACK}"),
+        None => LOOPBACK.to_owned(),
+    };
+    let with_scheme = |proxy: String| {
+        if proxy.contains("://") {
+            proxy
+        } else {
+            format!("http://{proxy}")
+        }
+    };
+    let mut proxies = Vec::new();
+    if let Some(Ok(proxy)) = https.map(|p| reqwest::Proxy::https(with_scheme(p))) {
+        proxies.push(proxy.no_proxy(reqwest::NoProxy::from_string(&direct)));
     }
-    let proxy = if url.scheme() == "https" { https } else { http }?;
-    Some(if proxy.contains("://") {
-        proxy.to_owned()
-    } else {
-        format!("http://{proxy}")
-    })
+    if let Some(Ok(proxy)) = http.map(|p| reqwest::Proxy::http(with_scheme(p))) {
+        proxies.push(proxy.no_proxy(reqwest::NoProxy::from_string(&direct)));
+    }
+    proxies
 }
 
 /// The URL that `metadata`, read from `at`, gives as `name`. Metadata
@@ -338,9 +353,7 @@ fn redirect_refused(
 
 #[cfg(test)]
 mod tests {
-    use super::{
-        endpoint, metadata_urls, plain_http_refused, proxy_for, redirect_refused, Transport,
-    };
+    use super::{endpoint, metadata_urls, plain_http_refused, redirect_refused, Transport};
 
     fn url(u: &str) -> reqwest::Url {
         reqwest::Url::parse(u).unwrap()
@@ -424,28 +437,77 @@ mod tests {
         assert!(http.get("http://127.0.0.1:1/jwks").is_ok());
     }
 
-    #[test]
-    fn loopback_never_goes_through_a_proxy() {
-        let (https, http) = (Some("proxy.corp:3128"), Some("http://proxy.corp:8080"));
-        for here in [
-            "http://127.0.0.1:8080/token",
-            "http://localhost/x",
-            "https://[::1]/x",
-        ] {
-            assert_eq!(proxy_for(&url(here), https, http), None, "{here}");
+    /// A client with the proxies `vars` name, and a fake proxy (and a
+    /// direct server) on this host that count the requests they get.
+    #[tokio::test]
+    async fn proxies_are_used_except_for_loopback_and_no_proxy() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        async fn counting() -> (String, Arc<AtomicUsize>) {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap().to_string();
+            let count = Arc::new(AtomicUsize::new(0));
+            let seen = Arc::clone(&count);
+            tokio::spawn(async move {
+                while let Ok((mut tcp, _)) = listener.accept().await {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    let mut buf = [0u8; 4096];
+                    let _ = tcp.read(&mut buf).await;
+                    let _ = tcp
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}",
+                        )
+                        .await;
+                }
+            });
+            (addr, count)
         }
+        // The bare client below needs a process-wide TLS provider.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let (proxy, via_proxy) = counting().await;
+        let (direct, directly) = counting().await;
+        let client = |vars: Vec<(&'static str, String)>| {
+            let mut builder = reqwest::Client::builder().no_proxy();
+            for p in super::proxies_from(|name| {
+                vars.iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| v.clone())
+            }) {
+                builder = builder.proxy(p);
+            }
+            builder
+                .timeout(std::time::Duration::from_secs(2))
+                .build()
+                .unwrap()
+        };
+        let get = |c: reqwest::Client, url: String| async move { c.get(url).send().await.is_ok() };
+        // A proxy without a scheme, as often written.
+        let c = client(vec![
+            ("http_proxy", proxy.clone()),
+            ("NO_PROXY", "internal.test".into()),
+        ]);
+        assert!(get(c.clone(), "http://auth.example.test/jwks".into()).await);
         assert_eq!(
-            proxy_for(&url("https://auth.example.com/jwks"), https, http).as_deref(),
-            Some("http://proxy.corp:3128")
+            via_proxy.load(Ordering::SeqCst),
+            1,
+            "another host: through the proxy"
         );
+        assert!(get(c.clone(), format!("http://{direct}/jwks")).await);
+        assert_eq!(directly.load(Ordering::SeqCst), 1, "loopback: directly");
+        assert!(!get(c.clone(), "http://jwks.internal.test/jwks".into()).await);
         assert_eq!(
-            proxy_for(&url("http://auth.example.com/jwks"), https, http).as_deref(),
-            Some("http://proxy.corp:8080")
+            via_proxy.load(Ordering::SeqCst),
+            1,
+            "NO_PROXY: not through the proxy"
         );
-        assert_eq!(
-            proxy_for(&url("https://auth.example.com/jwks"), None, http),
-            None
-        );
+        // ALL_PROXY stands for both; under no variable, none.
+        let c = client(vec![("ALL_PROXY", format!("http://{proxy}"))]);
+        assert!(get(c, "http://auth.example.test/jwks".into()).await);
+        assert_eq!(via_proxy.load(Ordering::SeqCst), 2);
+        let c = client(vec![]);
+        assert!(!get(c, "http://auth.example.test/jwks".into()).await);
+        assert_eq!(via_proxy.load(Ordering::SeqCst), 2);
     }
 
     #[test]

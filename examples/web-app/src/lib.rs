@@ -175,6 +175,30 @@ fn redirect(to: &str) -> Response {
     r
 }
 
+/// Refuse `url` unless it is `https`, or plain `http` to this host (or
+/// anywhere, when `allow_plain_http`): the app sends its secret and its
+/// users' tokens there, as the guard refuses to fetch keys in the clear.
+fn in_the_clear_refused(url: &str, allow_plain_http: bool) -> anyhow::Result<()> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+    let this_host = parsed.host_str().is_some_and(|host| {
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    });
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if allow_plain_http || this_host => Ok(()),
+        "http" => anyhow::bail!(
+            "{url}: plain HTTP to another host would carry secrets and tokens in the clear; \
+             use https, or --allow-plain-http on a network you trust"
+        ),
+        _ => anyhow::bail!("{url}: not an http(s) URL"),
+    }
+}
+
 fn problem(status: StatusCode, message: &str) -> Response {
     (status, message.to_owned()).into_response()
 }
@@ -183,6 +207,9 @@ impl WebApp {
     /// Read the provider's discovery document and set up the verifiers.
     pub async fn discover(settings: Settings) -> anyhow::Result<Arc<WebApp>> {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        for url in [&settings.issuer, &settings.store_api] {
+            in_the_clear_refused(url, settings.allow_plain_http)?;
+        }
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::none())
@@ -212,6 +239,10 @@ impl WebApp {
             userinfo: field("userinfo_endpoint")?,
             end_session: field("end_session_endpoint")?,
         };
+        // The secret goes to the token endpoint, access tokens to userinfo.
+        for url in [&endpoints.token, &endpoints.userinfo] {
+            in_the_clear_refused(url, settings.allow_plain_http)?;
+        }
         // ID tokens and logout tokens: the issuer's keys, this client as
         // audience, and each its own `typ`.
         let mut keys = RemoteJwks::url(field("jwks_uri")?)?;
@@ -620,4 +651,24 @@ async fn backchannel(State(app): State<Arc<WebApp>>, Form(form): Form<LogoutToke
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn secrets_and_tokens_travel_in_the_clear_only_on_this_host_unless_allowed() {
+        for url in [
+            "https://auth.example.com",
+            "http://127.0.0.1:8080",
+            "http://localhost:3000",
+            "http://[::1]:8080/token",
+        ] {
+            assert!(super::in_the_clear_refused(url, false).is_ok(), "{url}");
+        }
+        for url in ["http://auth.example.com/token", "http://10.0.0.2:8080"] {
+            assert!(super::in_the_clear_refused(url, false).is_err(), "{url}");
+            assert!(super::in_the_clear_refused(url, true).is_ok(), "{url}");
+        }
+        assert!(super::in_the_clear_refused("ftp://a/b", true).is_err());
+    }
 }
