@@ -63,11 +63,23 @@ pub(crate) async fn get(
     max_bytes: usize,
 ) -> Result<(String, http::HeaderMap), FetchError> {
     let fail = |e: &dyn std::fmt::Display| FetchError(format!("{url}: {e}"));
-    let mut response = http.get(url)?.send().await.map_err(|e| fail(&e))?;
+    let response = http.get(url)?.send().await.map_err(|e| fail(&e))?;
     if response.status() != reqwest::StatusCode::OK {
         return Err(fail(&response.status()));
     }
     let headers = response.headers().clone();
+    let body = bounded_body(response, url, max_bytes).await?;
+    let text = String::from_utf8(body).map_err(|e| fail(&e))?;
+    Ok((text, headers))
+}
+
+/// The body of `response` (from `url`), if at most `max_bytes`.
+pub(crate) async fn bounded_body(
+    mut response: reqwest::Response,
+    url: &str,
+    max_bytes: usize,
+) -> Result<Vec<u8>, FetchError> {
+    let fail = |e: &dyn std::fmt::Display| FetchError(format!("{url}: {e}"));
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|e| fail(&e))? {
         if body.len() + chunk.len() > max_bytes {
@@ -75,8 +87,7 @@ pub(crate) async fn get(
         }
         body.extend_from_slice(&chunk);
     }
-    let text = String::from_utf8(body).map_err(|e| fail(&e))?;
-    Ok((text, headers))
+    Ok(body)
 }
 
 /// Where `issuer`'s metadata may be: RFC 8414 §3.1 (the well-known path
@@ -134,7 +145,11 @@ impl Transport {
         }
         // Blocks of any other kind would be skipped without a word (a
         // `TRUSTED CERTIFICATE` OpenSSL wrote, a key pasted by mistake).
-        let blocks = pem.windows(11).filter(|w| w == b"-----BEGIN ").count();
+        // (Counted as the reader finds them: at the start of a line.)
+        let blocks = pem
+            .split(|&b| b == b'\n' || b == b'\r')
+            .filter(|line| line.starts_with(b"-----BEGIN "))
+            .count();
         if blocks != found.len() {
             return Err(bad(&format!(
                 "{} of the {blocks} PEM blocks are not CERTIFICATE blocks",
@@ -555,7 +570,7 @@ mod tests {
         }
         assert!(transport.extra_roots.is_empty());
         transport
-            .add_roots(format!("comment\n{ca}\n{ca}").as_bytes())
+            .add_roots(format!("# -----BEGIN CERTIFICATE----- below\n{ca}\r\n{ca}").as_bytes())
             .unwrap();
         assert_eq!(transport.extra_roots.len(), 2);
     }

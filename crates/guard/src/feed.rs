@@ -695,7 +695,7 @@ impl Subscriber {
                 response.status()
             )));
         }
-        let body = response.bytes().await.map_err(|e| fail(&e))?;
+        let body = discovery::bounded_body(response, endpoint, 64 * 1024).await?;
         let answer: TokenResponse = serde_json::from_slice(&body).map_err(|e| fail(&e))?;
         // Renewed a little before it expires; the server also ends the
         // stream when the token it was opened with expires.

@@ -35,7 +35,7 @@ struct Args {
     ca_file: Option<std::path::PathBuf>,
     /// Reach the issuer over plain HTTP even on another host (by default
     /// plain HTTP is for loopback addresses only: keys fetched in the
-    /// clear can be swapped on the way).
+    /// clear can be swapped on the way). From the environment: `true`.
     #[arg(long, env = "STORE_API_ALLOW_PLAIN_HTTP")]
     allow_plain_http: bool,
     /// The audience tokens must name.

@@ -239,9 +239,13 @@ impl WebApp {
             userinfo: field("userinfo_endpoint")?,
             end_session: field("end_session_endpoint")?,
         };
-        // The secret goes to the token endpoint, access tokens to userinfo.
+        // The secret goes to the token endpoint, access tokens to userinfo;
+        // a provider reached over TLS names only TLS endpoints.
         for url in [&endpoints.token, &endpoints.userinfo] {
             in_the_clear_refused(url, settings.allow_plain_http)?;
+            if settings.issuer.starts_with("https://") && !url.starts_with("https://") {
+                anyhow::bail!("{url}: not https, as the provider {} is", settings.issuer);
+            }
         }
         // ID tokens and logout tokens: the issuer's keys, this client as
         // audience, and each its own `typ`.

@@ -28,9 +28,10 @@ struct Args {
         default_value = "http://127.0.0.1:3000"
     )]
     store_api: String,
-    /// Fetch the provider's keys over plain HTTP even from another host
-    /// (by default only over HTTPS or from a loopback address: keys
-    /// fetched in the clear can be swapped on the way).
+    /// Reach the provider and the store API over plain HTTP even on
+    /// another host (by default only over HTTPS or on a loopback address:
+    /// the app's secret, its users' tokens and the provider's keys would
+    /// cross the network in the clear). From the environment: `true`.
     #[arg(long, env = "WEB_APP_ALLOW_PLAIN_HTTP")]
     allow_plain_http: bool,
 }
