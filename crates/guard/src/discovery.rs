@@ -311,11 +311,7 @@ impl Http {
     }
 
     fn checked(&self, url: &str) -> Result<reqwest::Url, FetchError> {
-        let parsed = reqwest::Url::parse(url).map_err(|e| FetchError(format!("{url}: {e}")))?;
-        match plain_http_refused(&parsed, self.plain_http) {
-            Some(why) => Err(FetchError(format!("{url}: {why}"))),
-            None => Ok(parsed),
-        }
+        checked_url(url, self.plain_http)
     }
 }
 
@@ -332,6 +328,23 @@ fn plain_http_refused(url: &reqwest::Url, plain_http: bool) -> Option<&'static s
              explicitly (allow_plain_http)",
         ),
         _ => Some("not an http(s) URL"),
+    }
+}
+
+/// Whether the guard would send to `url`: `https`, or plain `http` to
+/// this host (`localhost`, 127.0.0.0/8, `::1`), or anywhere when
+/// `allow_plain_http`. For an application beside the guard that sends
+/// secrets or tokens to the same issuer and wants the same rule.
+pub fn check_transport(url: &str, allow_plain_http: bool) -> Result<(), FetchError> {
+    checked_url(url, allow_plain_http).map(drop)
+}
+
+/// `url` parsed, if [`check_transport`] allows it.
+fn checked_url(url: &str, allow_plain_http: bool) -> Result<reqwest::Url, FetchError> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| FetchError(format!("{url}: {e}")))?;
+    match plain_http_refused(&parsed, allow_plain_http) {
+        Some(why) => Err(FetchError(format!("{url}: {why}"))),
+        None => Ok(parsed),
     }
 }
 

@@ -57,7 +57,7 @@ mod resource;
 pub mod revocation;
 mod scope;
 
-pub use discovery::FetchError;
+pub use discovery::{check_transport, FetchError};
 pub use error::Rejection;
 pub use feed::{
     FeedStatus, RevocationFeed, RevocationFeedBuilder, WhenUnreachable, FEED_METADATA, FEED_SCOPE,

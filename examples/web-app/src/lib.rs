@@ -177,26 +177,10 @@ fn redirect(to: &str) -> Response {
 
 /// Refuse `url` unless it is `https`, or plain `http` to this host (or
 /// anywhere, when `allow_plain_http`): the app sends its secret and its
-/// users' tokens there, as the guard refuses to fetch keys in the clear.
+/// users' tokens there. The guard's own rule for keys.
 fn in_the_clear_refused(url: &str, allow_plain_http: bool) -> anyhow::Result<()> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
-    let this_host = parsed.host_str().is_some_and(|host| {
-        host.eq_ignore_ascii_case("localhost")
-            || host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback())
-    });
-    match parsed.scheme() {
-        "https" => Ok(()),
-        "http" if allow_plain_http || this_host => Ok(()),
-        "http" => anyhow::bail!(
-            "{url}: plain HTTP to another host would carry secrets and tokens in the clear; \
-             use https, or --allow-plain-http on a network you trust"
-        ),
-        _ => anyhow::bail!("{url}: not an http(s) URL"),
-    }
+    tessera_guard::check_transport(url, allow_plain_http)
+        .map_err(|e| anyhow::anyhow!("{e} (the web app's --allow-plain-http)"))
 }
 
 fn problem(status: StatusCode, message: &str) -> Response {
