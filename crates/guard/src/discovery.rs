@@ -251,6 +251,9 @@ fn proxies_from(var: impl Fn(&str) -> Option<String>) -> Vec<reqwest::Proxy> {
     let https = first(&["HTTPS_PROXY", "https_proxy"]).or_else(|| all.clone());
     let http = first(&["HTTP_PROXY", "http_proxy"]).or_else(|| all.clone());
     let direct = match first(&["NO_PROXY", "no_proxy"]) {
+        // `*`: no proxy at all (hyper-util's matcher applies it to host
+        // names only, and would still proxy an address like 10.0.0.5).
+        Some(list) if list.split(',').any(|entry| entry.trim() == "*") => return Vec::new(),
         Some(list) => format!("{list},{LOOPBACK}"),
         None => LOOPBACK.to_owned(),
     };
@@ -528,6 +531,18 @@ mod tests {
             via_proxy.load(Ordering::SeqCst),
             1,
             "NO_PROXY: not through the proxy"
+        );
+        // NO_PROXY=* means no proxy, for addresses too.
+        let c = client(vec![
+            ("ALL_PROXY", proxy.clone()),
+            ("no_proxy", " a.test, * ".into()),
+        ]);
+        // (Whatever answers there, if anything: only the count matters.)
+        let _ = get(c, "http://10.255.255.1:9/jwks".into()).await;
+        assert_eq!(
+            via_proxy.load(Ordering::SeqCst),
+            1,
+            "NO_PROXY=*: never through it"
         );
         // ALL_PROXY stands for both; under no variable, none.
         let c = client(vec![("ALL_PROXY", format!("http://{proxy}"))]);

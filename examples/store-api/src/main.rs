@@ -35,8 +35,8 @@ struct Args {
     ca_file: Option<std::path::PathBuf>,
     /// Reach the issuer over plain HTTP even on another host (by default
     /// plain HTTP is for loopback addresses only: keys fetched in the
-    /// clear can be swapped on the way). From the environment: `true`.
-    #[arg(long, env = "STORE_API_ALLOW_PLAIN_HTTP")]
+    /// clear can be swapped on the way). From the environment: `true`, `1`, `yes` or `on`.
+    #[arg(long, env = "STORE_API_ALLOW_PLAIN_HTTP", value_parser = clap::builder::BoolishValueParser::new())]
     allow_plain_http: bool,
     /// The audience tokens must name.
     #[arg(long, env = "STORE_API_AUDIENCE", default_value = "store-api")]

@@ -31,8 +31,8 @@ struct Args {
     /// Reach the provider and the store API over plain HTTP even on
     /// another host (by default only over HTTPS or on a loopback address:
     /// the app's secret, its users' tokens and the provider's keys would
-    /// cross the network in the clear). From the environment: `true`.
-    #[arg(long, env = "WEB_APP_ALLOW_PLAIN_HTTP")]
+    /// cross the network in the clear). From the environment: `true`, `1`, `yes` or `on`.
+    #[arg(long, env = "WEB_APP_ALLOW_PLAIN_HTTP", value_parser = clap::builder::BoolishValueParser::new())]
     allow_plain_http: bool,
 }
 
