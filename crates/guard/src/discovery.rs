@@ -133,8 +133,8 @@ pub(crate) struct Transport {
 }
 
 impl Transport {
-    /// Also trust the certificate authorities in `pem` (one or more
-    /// `CERTIFICATE` blocks; other blocks are skipped).
+    /// Also trust the certificate authorities in `pem`: one or more
+    /// `CERTIFICATE` blocks and no block of another kind.
     pub(crate) fn add_roots(&mut self, pem: &[u8]) -> Result<(), FetchError> {
         let bad = |e: &dyn std::fmt::Display| FetchError(format!("root certificates: {e}"));
         let found = CertificateDer::pem_slice_iter(pem)

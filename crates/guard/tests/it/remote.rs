@@ -14,7 +14,7 @@ use tessera_guard::{Guard, Rejection, RemoteJwks};
 use tessera_jose::jws::Header;
 use tessera_jose::{jwt, Algorithm, Claims, JwkSet, NumericDate, SigningKey};
 
-const AUD: &str = "store-api";
+pub(super) const AUD: &str = "store-api";
 
 #[derive(Default)]
 struct Served {
@@ -106,7 +106,7 @@ async fn serve_metadata(State(s): State<Shared>) -> axum::response::Response {
         .into_response()
 }
 
-fn jwks(keys: &[&SigningKey]) -> String {
+pub(super) fn jwks(keys: &[&SigningKey]) -> String {
     JwkSet::new(
         keys.iter()
             .map(|k| k.verifying_key().unwrap().to_public_jwk().unwrap())
@@ -115,14 +115,14 @@ fn jwks(keys: &[&SigningKey]) -> String {
     .to_json()
 }
 
-fn key() -> SigningKey {
+pub(super) fn key() -> SigningKey {
     SigningKey::generate(Algorithm::ES256)
         .unwrap()
         .with_thumbprint_kid()
         .unwrap()
 }
 
-fn token(key: &SigningKey, iss: &str) -> String {
+pub(super) fn token(key: &SigningKey, iss: &str) -> String {
     let claims = Claims::new()
         .issuer(iss)
         .subject("alice")
@@ -131,9 +131,9 @@ fn token(key: &SigningKey, iss: &str) -> String {
     jwt::sign_with_header(&Header::for_key(key).typ("at+jwt"), &claims, key).unwrap()
 }
 
-const ISS: &str = "https://auth.tessera.test";
+pub(super) const ISS: &str = "https://auth.tessera.test";
 
-fn guard(remote: RemoteJwks) -> Guard {
+pub(super) fn guard(remote: RemoteJwks) -> Guard {
     // No verified-token cache: every call below asks the key cache.
     Guard::builder(ISS, AUD, remote)
         .cache_size(0)

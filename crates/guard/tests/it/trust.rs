@@ -9,13 +9,10 @@ use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use tessera_guard::{Guard, Rejection, RemoteJwks};
-use tessera_jose::jws::Header;
-use tessera_jose::{jwt, Algorithm, Claims, JwkSet, NumericDate, SigningKey};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-const ISS: &str = "https://auth.tessera.test";
-const AUD: &str = "store-api";
+use crate::remote::{self, jwks, key, token, AUD, ISS};
 
 /// A certificate authority of our own.
 struct Ca {
@@ -101,39 +98,16 @@ async fn answer(stream: &mut (impl AsyncReadExt + AsyncWriteExt + Unpin), jwks: 
     let _ = stream.shutdown().await;
 }
 
-fn key() -> SigningKey {
-    SigningKey::generate(Algorithm::ES256)
-        .unwrap()
-        .with_thumbprint_kid()
-        .unwrap()
-}
-
-fn jwks(key: &SigningKey) -> String {
-    JwkSet::new(vec![key.verifying_key().unwrap().to_public_jwk().unwrap()]).to_json()
-}
-
-fn token(key: &SigningKey) -> String {
-    let claims = Claims::new()
-        .issuer(ISS)
-        .subject("alice")
-        .audience(AUD)
-        .expires_at(NumericDate::now().plus(Duration::from_secs(300)));
-    jwt::sign_with_header(&Header::for_key(key).typ("at+jwt"), &claims, key).unwrap()
-}
-
 fn guard(remote: RemoteJwks) -> Guard {
-    Guard::builder(ISS, AUD, remote.cooldown(Duration::ZERO))
-        .cache_size(0)
-        .build()
-        .unwrap()
+    remote::guard(remote.cooldown(Duration::ZERO))
 }
 
 #[tokio::test]
 async fn an_issuer_behind_a_private_ca_is_trusted_once_its_certificate_is_given() {
     let (ours, theirs) = (ca("Tessera test CA"), ca("Another CA"));
     let signer = key();
-    let (addr, answered) = tls_jwks(&ours, jwks(&signer)).await;
-    let token = token(&signer);
+    let (addr, answered) = tls_jwks(&ours, jwks(&[&signer])).await;
+    let token = token(&signer, ISS);
     for host in ["127.0.0.1", "localhost"] {
         let url = format!("https://{host}:{}/jwks.json", addr.port());
         // Mozilla's roots alone do not know our CA: the handshake fails
@@ -193,7 +167,7 @@ async fn plain_http_reaches_only_this_host_unless_allowed() {
     let signer = key();
     let listener = TcpListener::bind(SocketAddr::new(ip, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let body = jwks(&signer);
+    let body = jwks(&[&signer]);
     let answered = Arc::new(AtomicUsize::new(0));
     let count = Arc::clone(&answered);
     tokio::spawn(async move {
@@ -203,7 +177,7 @@ async fn plain_http_reaches_only_this_host_unless_allowed() {
         }
     });
     let url = format!("http://{addr}/jwks.json");
-    let token = token(&signer);
+    let token = token(&signer, ISS);
     // Keys over plain HTTP from another host could be swapped on the way:
     // refused before any request is sent.
     let refused = guard(RemoteJwks::url(&url).unwrap());

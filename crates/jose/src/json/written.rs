@@ -9,9 +9,9 @@
 //! allows. So [`to_vec`] writes through a formatter that watches exactly
 //! that: it keeps the names of each open object (as written, in one
 //! buffer) and a 256-bit filter of them per object, compares each new
-//! name only with the earlier ones when the filter says it may repeat one,
-//! and counts depth. No second pass. Anything it does not follow (a name written with an escape
-//! or as a number, an object of more than [`MAX_NAMES`] names, text
+//! name only with the earlier ones when the filter says it may repeat
+//! one, and counts depth. No second pass. Anything it does not follow (a
+//! name written with an escape or as a number, an object of more than [`MAX_NAMES`] names, text
 //! passed through `serde_json::value::RawValue`) and anything it finds
 //! wrong send the whole text to the strict scanner, which decides and
 //! reports exactly as it does for a verifier.
@@ -63,7 +63,7 @@ pub(crate) fn to_vec<T: Serialize + ?Sized>(value: &T, input: Input) -> Result<V
 /// The first text of a thread gets this much room.
 const MIN_ROOM: usize = 512;
 /// No text starts with more room than this, nor is a watch kept whose
-/// names took more.
+/// buffers hold more.
 const MAX_ROOM: usize = 64 * 1024;
 
 thread_local! {
