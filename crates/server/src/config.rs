@@ -345,7 +345,7 @@ impl Config {
         let issuer_from_listen = explicit.is_none();
         // Kept exactly as written, a final `/` included: `iss` and the
         // metadata's `issuer` are compared as strings (RFC 8414 §3.3).
-        let issuer = explicit.unwrap_or_else(|| format!("http://{listen}"));
+        let issuer = explicit.unwrap_or_else(|| issuer_for(listen));
         if !(issuer.starts_with("https://") || issuer.starts_with("http://"))
             || issuer.contains(['?', '#'])
         {
@@ -603,8 +603,15 @@ impl Config {
     pub fn bound_to(&mut self, address: SocketAddr) {
         self.listen = address;
         if self.issuer_from_listen {
-            self.issuer = format!("http://{address}");
+            self.issuer = issuer_for(address);
         }
+    }
+
+    /// Whether the issuer was derived from a listen address on every
+    /// interface (`0.0.0.0`, `[::]`): it then names this host's loopback
+    /// address, which clients on other hosts cannot use (`--issuer`).
+    pub fn issuer_is_loopback_default(&self) -> bool {
+        self.issuer_from_listen && self.listen.ip().is_unspecified()
     }
 
     /// The listener's limits: the configured ones, or defaults under this
@@ -654,6 +661,22 @@ fn read_file(path: &Path) -> Result<File, Error> {
     toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
 }
 
+/// The issuer nobody set: this server over plain HTTP at the address it
+/// listens on, or, listening on every interface (`0.0.0.0`, `[::]`, which
+/// is no address a client can be given), at the loopback address of the
+/// same family and port, which the tokens' users on this host can reach
+/// and `tessera-guard` accepts over plain HTTP.
+fn issuer_for(listen: SocketAddr) -> String {
+    let mut shown = listen;
+    if listen.ip().is_unspecified() {
+        shown.set_ip(match listen.ip() {
+            std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    format!("http://{shown}")
+}
+
 /// An address (`10.0.0.7`) or a network (`10.0.0.0/8`) of
 /// `http.trusted_proxies`.
 fn network(text: &str) -> Result<ipnet::IpNet, Error> {
@@ -682,6 +705,37 @@ mod tests {
             c.master_key,
             MasterKeySource::File(PathBuf::from("tessera-data/master.key"))
         );
+    }
+
+    #[test]
+    fn a_default_issuer_never_names_every_interface() {
+        for (listen, issuer, warned) in [
+            ("0.0.0.0:9000", "http://127.0.0.1:9000", true),
+            ("[::]:9000", "http://[::1]:9000", true),
+            ("192.0.2.7:9000", "http://192.0.2.7:9000", false),
+            ("[2001:db8::7]:9000", "http://[2001:db8::7]:9000", false),
+        ] {
+            let mut c = Config::resolve(Overrides {
+                listen: Some(listen.into()),
+                ..Overrides::default()
+            })
+            .unwrap();
+            assert_eq!(c.issuer, issuer, "{listen}");
+            assert_eq!(c.issuer_is_loopback_default(), warned, "{listen}");
+            // The port the listener really got replaces the configured one.
+            let mut bound: SocketAddr = listen.parse().unwrap();
+            bound.set_port(9001);
+            c.bound_to(bound);
+            assert_eq!(c.issuer, issuer.replace("9000", "9001"), "{listen}");
+        }
+        let set = Config::resolve(Overrides {
+            listen: Some("0.0.0.0:9000".into()),
+            issuer: Some("https://auth.example.com".into()),
+            ..Overrides::default()
+        })
+        .unwrap();
+        assert_eq!(set.issuer, "https://auth.example.com");
+        assert!(!set.issuer_is_loopback_default());
     }
 
     #[test]

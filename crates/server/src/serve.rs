@@ -112,6 +112,15 @@ pub async fn serve(
         request_timeout = ?limits.request_timeout,
         "listener limits"
     );
+    if config.issuer_is_loopback_default() {
+        tracing::warn!(
+            listen = %config.listen,
+            issuer = %config.issuer,
+            "listening on every interface with no issuer set: tokens and metadata name this \
+             host's loopback address, which clients elsewhere cannot use; set --issuer \
+             (TESSERA_ISSUER) to the URL they reach this server at"
+        );
+    }
     let (audit, writer) = AuditQueue::start(db.clone());
     let period = maintenance_period(&config);
     // A verifier that cached the JWKS just before a key was published
