@@ -11,11 +11,12 @@
 //!   `max_access_ttl` (plus a minute of clock skew) after its successor
 //!   took over.
 //!
-//! Two instances that decide to rotate at once both try to insert the next
-//! `generation`; the unique constraint lets one win when their inserts
-//! overlap. One that read the keys just before the other's insert
-//! committed inserts the generation after it: two new keys, the later
-//! one signing (harmless churn; both are published before they sign).
+//! Two instances that decide to rotate at once store one key, not two: a
+//! key the maintenance decided on is inserted only if no key was stored
+//! since the rows it decided from were read (`insert_next`, `seen`), and
+//! the unique `generation` settles inserts that overlap. The loser reads
+//! the keys again and decides on what the winner stored. A rotation by
+//! hand always stores a new key.
 //!
 //! The ring holds one such lifecycle per algorithm: access tokens are
 //! signed with `keys.algorithm` (ES256 by default), ID tokens with RS256
@@ -269,7 +270,7 @@ impl Keys {
         activate_at: i64,
     ) -> Result<String, Error> {
         for _ in 0..5 {
-            if let Some(kid) = self.insert_next(alg, now, activate_at).await? {
+            if let Some(kid) = self.insert_next(alg, now, activate_at, None).await? {
                 return Ok(kid);
             }
         }
@@ -298,16 +299,24 @@ impl Keys {
         self.claim_master().await?;
         let mut stored = false;
         for alg in self.policy.algorithms() {
-            let of_alg: Vec<&KeyRow> = rows.iter().filter(|r| r.alg == alg.as_str()).collect();
-            if let Some(activate_at) = self.due(&of_alg, now) {
-                if self.insert_next(alg, now, activate_at).await?.is_some() {
-                    tracing::info!(%alg, activate_at, "new signing key stored");
-                }
+            for _ in 0..5 {
+                let of_alg: Vec<&KeyRow> = rows.iter().filter(|r| r.alg == alg.as_str()).collect();
+                let Some(activate_at) = self.due(&of_alg, now) else {
+                    break;
+                };
+                let seen = rows.iter().map(|r| r.generation).max().unwrap_or(0);
+                let won = self.insert_next(alg, now, activate_at, Some(seen)).await?;
+                rows = self.fetch().await?;
                 stored = true;
+                if won.is_some() {
+                    tracing::info!(%alg, activate_at, "new signing key stored");
+                    break;
+                }
+                // Another instance stored a key since `rows` were read:
+                // decide again on what it stored.
             }
         }
         if stored {
-            rows = self.fetch().await?;
             opened = self.open_all(&rows)?;
         }
         if remove {
@@ -392,12 +401,14 @@ impl Keys {
     }
 
     /// Insert the next generation; `None` when another instance got there
-    /// first (the caller re-reads).
+    /// first (the caller re-reads). With `seen` (the highest generation
+    /// the caller decided from), only if no key was stored after it.
     async fn insert_next(
         &self,
         alg: Algorithm,
         now: i64,
         activate_at: i64,
+        seen: Option<i64>,
     ) -> Result<Option<String>, Error> {
         let key = tokio::task::spawn_blocking(move || SigningKey::generate(alg))
             .await
@@ -408,10 +419,12 @@ impl Keys {
         let public = key.verifying_key()?.to_public_jwk()?.to_json();
         let inserted = on_pool!(self.db.write(), p => sqlx::query(
             "INSERT INTO signing_keys (kid, generation, alg, sealed_key, public_jwk, created_at, activate_at) \
-             SELECT $1, COALESCE(MAX(generation), 0) + 1, $2, $3, $4, $5, $6 FROM signing_keys \
-             WHERE TRUE ON CONFLICT DO NOTHING"
+             SELECT $1, next.generation, $2, $3, $4, $5, $6 \
+             FROM (SELECT COALESCE(MAX(generation), 0) + 1 AS generation FROM signing_keys) AS next \
+             WHERE next.generation - 1 <= $7 ON CONFLICT DO NOTHING"
         )
         .bind(&kid).bind(alg.as_str()).bind(sealed).bind(public).bind(now).bind(activate_at)
+        .bind(seen.unwrap_or(i64::MAX))
         .execute(p).await.map(|r| r.rows_affected()))?;
         let won = inserted == 1;
         if won {

@@ -26,6 +26,7 @@ both_backends!(
     revocations_and_assertions_are_remembered_until_they_expire,
     concurrent_revocations_are_never_skipped_by_a_follower,
     keys_rotate_announce_and_retire,
+    instances_rotating_at_once_store_one_key,
     audit_batches_keep_every_event,
     codes_committed_in_groups_keep_every_binding,
     batched_writes_prepare_one_statement_whatever_their_size,
@@ -1345,6 +1346,58 @@ async fn keys_rotate_announce_and_retire(backend: Backend) {
     // Every key creation is in the audit trail.
     let created = audit::recent(&h.db, Some("key_created"), 10).await.unwrap();
     assert_eq!(created.len(), 2);
+    second.db.close().await;
+    h.finish().await;
+}
+
+/// Two instances whose maintenance finds a rotation due at the same
+/// moment store one new key of each algorithm between them, not one each
+/// (each generates its keys after reading the rows, RSA slowly, so both
+/// decide from the same rows).
+async fn instances_rotating_at_once_store_one_key(backend: Backend) {
+    use tessera_server::keys::KeyState;
+    let policy = |c: &mut tessera_server::Config| {
+        c.keys.rotate_every = Some(std::time::Duration::from_secs(2 * 3600));
+    };
+    let Some(h) = Harness::with(backend, policy).await else {
+        return;
+    };
+    let second = tessera_server::open({
+        let mut c = h.test_db.config();
+        policy(&mut c);
+        c
+    })
+    .await
+    .unwrap();
+    let algorithms = h.app.keys.list(0).len();
+    assert_eq!(algorithms, 2, "access and ID token keys");
+    for round in 1..=3 {
+        // Every key ages past the rotation period.
+        tessera_server_test_shift(&h, 3 * 3600).await;
+        let (a, b) = tokio::join!(h.app.keys.maintain(), second.keys.maintain());
+        a.unwrap();
+        b.unwrap();
+        let now = tessera_server::store::now();
+        let announced: Vec<_> = tessera_server::keys::stored(&h.db, now)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|(_, state)| *state == KeyState::Announced)
+            .map(|(k, _)| k.alg)
+            .collect();
+        let mut algs = announced.clone();
+        algs.dedup();
+        assert_eq!(
+            announced.len(),
+            algorithms,
+            "round {round}: one new key per algorithm, not one per instance: {announced:?}"
+        );
+        assert_eq!(algs.len(), algorithms, "round {round}: {announced:?}");
+        // Both instances publish the same keys.
+        h.app.keys.maintain().await.unwrap();
+        second.keys.maintain().await.unwrap();
+        assert_eq!(h.app.keys.jwks_json(), second.keys.jwks_json());
+    }
     second.db.close().await;
     h.finish().await;
 }
