@@ -35,6 +35,8 @@ struct Script {
     cut_after: Option<usize>,
     /// The next connection is accepted and never answered.
     hang_next: bool,
+    /// Token responses are padded past 64 KiB.
+    huge_tokens: bool,
     tokens_issued: u64,
 }
 
@@ -116,13 +118,17 @@ async fn token_endpoint(
     {
         return (StatusCode::UNAUTHORIZED, "{}").into_response();
     }
-    let n = {
+    let (n, huge) = {
         let mut s = i.script.lock().unwrap();
         s.tokens_issued += 1;
-        s.tokens_issued
+        (s.tokens_issued, s.huge_tokens)
     };
-    axum::Json(json!({ "access_token": format!("feed-token-{n}"), "token_type": "Bearer", "expires_in": 300 }))
-        .into_response()
+    let mut answer = json!({ "access_token": format!("feed-token-{n}"), "token_type": "Bearer", "expires_in": 300 });
+    if huge {
+        // Well-formed, and a good token but for its size.
+        answer["padding"] = json!("x".repeat(65 * 1024));
+    }
+    axum::Json(answer).into_response()
 }
 
 async fn serve_feed(State(i): State<Issuer>, headers: HeaderMap) -> axum::response::Response {
@@ -311,6 +317,27 @@ async fn revoked_tokens_are_refused_even_when_cached_and_others_pass() {
     // The secret is never shown.
     let shown = format!("{:?} {:?}", feed(&issuer), g);
     assert!(!shown.contains(SECRET), "{shown}");
+}
+
+#[tokio::test]
+async fn an_oversized_token_response_is_refused_and_retried() {
+    // The token endpoint's answer is read up to 64 KiB, not for as long
+    // as the issuer (or someone on its path) keeps sending.
+    let issuer = Issuer::start().await;
+    issuer.change(|s| s.huge_tokens = true);
+    let key = key();
+    let g = guard(&issuer, &key, feed(&issuer).start().unwrap());
+    eventually("two tokens were asked for", async || {
+        issuer.script.lock().unwrap().tokens_issued >= 2
+    })
+    .await;
+    assert!(!g.revocations().unwrap().status().current);
+    assert!(issuer.cursors().is_empty(), "the feed was never opened");
+    issuer.change(|s| s.huge_tokens = false);
+    eventually("the feed is current", async || {
+        g.revocations().unwrap().status().current
+    })
+    .await;
 }
 
 #[tokio::test]
