@@ -129,6 +129,9 @@ pub async fn grant(request: &TokenRequest<'_>, exchange: Exchange<'_>) -> Result
                     client_id: &client.client_id,
                     subject: &grant.user_id,
                     username: Some(&username),
+                    // The session is checked instead: a password change
+                    // ends it.
+                    password_hash: None,
                     scope: &grant.scope,
                     auth_time: Some(grant.auth_time),
                     sid: Some(&grant.sid),

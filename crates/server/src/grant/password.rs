@@ -86,19 +86,35 @@ impl Login<'_> {
                 .remote(peer.map(|p| p.to_string()))
                 .detail(how)
         };
+        // The hash took a while: a password changed (or a user disabled,
+        // or deleted and made again under the name) meanwhile makes this
+        // login as wrong as it would be now. What it goes on to write
+        // (a session, a refresh family) checks again, in its transaction.
+        let user = match user {
+            None => Err("unknown user"),
+            Some(_) if !matched => Err("wrong password"),
+            Some(u) if u.disabled => Err("user disabled"),
+            Some(u) => match users::find(self.db, username).await {
+                Ok(Some(now))
+                    if now.id == u.id && now.password_hash == u.password_hash && !now.disabled =>
+                {
+                    Ok(u)
+                }
+                Ok(_) => Err("changed while it was checked"),
+                Err(e) => {
+                    attempt.not_checked();
+                    return Err(Denied::Failed(e));
+                }
+            },
+        };
         match user {
-            Some(user) if matched && !user.disabled => {
+            Ok(user) => {
                 attempt.succeeded();
                 self.audit.push(event("login_succeeded"));
                 Ok(user)
             }
-            found => {
+            Err(why) => {
                 drop(attempt);
-                let why = match found {
-                    Some(u) if matched && u.disabled => "user disabled",
-                    Some(_) => "wrong password",
-                    None => "unknown user",
-                };
                 self.audit
                     .push(event("login_failed").detail(format!("{how}: {why}")));
                 Err(Denied::Wrong)
@@ -148,6 +164,7 @@ pub async fn grant(request: &TokenRequest<'_>, login: Login<'_>) -> Result<Grant
                 client_id: &client.client_id,
                 subject: &user.id,
                 username: Some(&user.username),
+                password_hash: Some(&user.password_hash),
                 scope: &scope.to_string(),
                 auth_time,
                 sid: None,

@@ -1,8 +1,9 @@
 //! The login page (`GET`/`POST /login`): username and password for a
 //! pending authorization request, with the password grant's limits
 //! (counted before the hash, 429 with the wait) and the same timing for
-//! unknown users. A successful login starts a new session with a new
-//! cookie (no fixation) and carries on with the request.
+//! unknown users. A successful login gets a new cookie (no fixation): a
+//! new session, or, for the user of the browser's live session, that
+//! session renewed (authenticated now), and carries on with the request.
 
 use std::sync::Arc;
 
@@ -174,27 +175,52 @@ pub async fn submit(
         Err(Denied::Wrong) => return again(StatusCode::OK, "Wrong username or password."),
         Err(Denied::Failed(e)) => return failure(&pages, &e),
     };
-    // A new session, with a new cookie; the one this browser had ends.
+    // A new cookie whatever happens (no fixation). The same person
+    // logging in again (`prompt=login`, `max_age`) goes on in the session
+    // they had, so the apps it signed in to and the refresh tokens issued
+    // in it go on; another user's session in this browser ends.
     let previous = match current_session(&app, &parts.headers).await {
         Ok(s) => s,
         Err(e) => return failure(&pages, &e),
     };
-    if let Some(old) = previous {
-        if let Err(e) = sessions::end(
-            &app.db,
-            &old.sid,
-            "new login in this browser",
-            app.config.revocation_keep(),
-        )
-        .await
-        {
-            return failure(&pages, &e);
+    let checked = sessions::LoggedIn {
+        user_id: &user.id,
+        password_hash: &user.password_hash,
+    };
+    let renewed = match &previous {
+        Some(old) if old.user_id == user.id => {
+            sessions::renew(&app.db, &old.sid, checked, app.config.sessions).await
         }
-        app.access.revoked().catch_up(&app.db).await;
-    }
-    let (cookie, session) = match sessions::start(&app.db, &user.id, app.config.sessions).await {
-        Ok(s) => s,
+        _ => Ok(None),
+    };
+    let renewed = match renewed {
+        Ok(renewed) => renewed,
         Err(e) => return failure(&pages, &e),
+    };
+    let (cookie, session) = match renewed {
+        Some(renewed) => renewed,
+        None => {
+            if let Some(old) = previous {
+                if let Err(e) = sessions::end(
+                    &app.db,
+                    &old.sid,
+                    "new login in this browser",
+                    app.config.revocation_keep(),
+                )
+                .await
+                {
+                    return failure(&pages, &e);
+                }
+                app.access.revoked().catch_up(&app.db).await;
+            }
+            match sessions::start(&app.db, checked, app.config.sessions).await {
+                Ok(Some(started)) => started,
+                // The password changed (or the user was disabled) while
+                // it was being checked.
+                Ok(None) => return again(StatusCode::OK, "Wrong username or password."),
+                Err(e) => return failure(&pages, &e),
+            }
+        }
     };
     let session = match sessions::by_sid_for_client(
         &app.db,

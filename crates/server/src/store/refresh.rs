@@ -46,7 +46,7 @@ pub struct Family {
 }
 
 /// What a new family is for.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct NewFamily<'a> {
     /// Client.
     pub client_id: &'a str,
@@ -54,12 +54,30 @@ pub struct NewFamily<'a> {
     pub subject: &'a str,
     /// User, for password logins.
     pub username: Option<&'a str>,
+    /// The password hash the login was checked against (password grant):
+    /// the family starts only while the user still has it, so a password
+    /// changed while the login was being checked ends this login too.
+    pub password_hash: Option<&'a str>,
     /// Scopes granted.
     pub scope: &'a str,
     /// When the user authenticated.
     pub auth_time: Option<i64>,
     /// The sign-in session it belongs to (ended with it).
     pub sid: Option<&'a str>,
+}
+
+impl std::fmt::Debug for NewFamily<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewFamily")
+            .field("client_id", &self.client_id)
+            .field("subject", &self.subject)
+            .field("username", &self.username)
+            .field("password_hash", &self.password_hash.map(|_| "[REDACTED]"))
+            .field("scope", &self.scope)
+            .field("auth_time", &self.auth_time)
+            .field("sid", &self.sid)
+            .finish()
+    }
 }
 
 /// Lifetimes of refresh tokens.
@@ -110,7 +128,6 @@ impl Refused {
 }
 
 /// The outcome of a rotation.
-#[derive(Debug)]
 pub struct Rotated {
     /// The session.
     pub family: Family,
@@ -118,6 +135,16 @@ pub struct Rotated {
     pub token: Zeroizing<String>,
     /// Whether this was a retry inside the grace period.
     pub retried: bool,
+}
+
+impl std::fmt::Debug for Rotated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rotated")
+            .field("family", &self.family)
+            .field("token", &"[REDACTED]")
+            .field("retried", &self.retried)
+            .finish()
+    }
 }
 
 const FAMILY_COLUMNS: &str =
@@ -195,7 +222,8 @@ pub async fn issue(
 
 /// Start the family `id` (chosen beforehand) and return its first token;
 /// `None` when the family belongs to a session (`new.sid`) that has ended,
-/// or to a user (`new.username`) who is disabled or gone.
+/// or to a user (`new.username` with the id `new.subject`) who is
+/// disabled, gone, or no longer has `new.password_hash`.
 ///
 /// The session and the user are read in the family's transaction, and on
 /// PostgreSQL locked (`FOR SHARE`) until it commits: a session ending or a
@@ -216,19 +244,22 @@ pub async fn issue_as(
     let (live_session, enabled_user) = if db.is_postgres() {
         (
             "SELECT sid FROM sessions WHERE sid = $1 AND ended_at IS NULL FOR SHARE",
-            "SELECT id FROM users WHERE username = $1 AND NOT disabled FOR SHARE",
+            "SELECT id FROM users WHERE username = $1 AND id = $2 AND NOT disabled \
+             AND password_hash = COALESCE($3, password_hash) FOR SHARE",
         )
     } else {
         (
             "SELECT sid FROM sessions WHERE sid = $1 AND ended_at IS NULL",
-            "SELECT id FROM users WHERE username = $1 AND NOT disabled",
+            "SELECT id FROM users WHERE username = $1 AND id = $2 AND NOT disabled \
+             AND password_hash = COALESCE($3, password_hash)",
         )
     };
     on_pool!(db.write(), p => {
         let mut tx = p.begin().await?;
         if let Some(username) = new.username {
             let enabled: Vec<(String,)> =
-                sqlx::query_as(enabled_user).bind(username).fetch_all(&mut *tx).await?;
+                sqlx::query_as(enabled_user).bind(username).bind(new.subject)
+                    .bind(new.password_hash).fetch_all(&mut *tx).await?;
             if enabled.is_empty() {
                 return Ok(None);
             }

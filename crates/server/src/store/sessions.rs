@@ -97,29 +97,93 @@ pub(crate) const QUEUE_LOGOUTS_OF_USER: &str =
 pub(crate) const END_SESSIONS_OF_USER: &str = "UPDATE sessions SET ended_at = $1 \
      WHERE user_id = (SELECT id FROM users WHERE username = $2) AND ended_at IS NULL";
 
-/// Start a session for `user_id`; returns the cookie value (shown once)
-/// and the session.
+/// Who a login has just checked: the user's id and the password hash the
+/// password was checked against.
+#[derive(Clone, Copy)]
+pub struct LoggedIn<'a> {
+    /// The user's id.
+    pub user_id: &'a str,
+    /// The hash the password matched.
+    pub password_hash: &'a str,
+}
+
+impl std::fmt::Debug for LoggedIn<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoggedIn")
+            .field("user_id", &self.user_id)
+            .field("password_hash", &"[REDACTED]")
+            .finish()
+    }
+}
+
+/// The condition a session's write carries: the user still has the
+/// password the login checked, and is enabled. On PostgreSQL the user's
+/// row is locked until the write commits, so a password change or a
+/// disabling at that moment either comes first (and the write does
+/// nothing) or waits and then ends the session with the others.
+fn still_checked(db: &Db, user: &str, hash: &str) -> String {
+    let lock = if db.is_postgres() { " FOR SHARE" } else { "" };
+    format!(
+        "EXISTS (SELECT 1 FROM users WHERE id = {user} AND password_hash = {hash} \
+         AND NOT disabled{lock})"
+    )
+}
+
+/// Start a session for a user a login has just checked; returns the
+/// cookie value (shown once) and the session, or `None` when the user's
+/// password changed or the user was disabled since the check.
 pub async fn start(
     db: &Db,
-    user_id: &str,
+    login: LoggedIn<'_>,
     policy: SessionPolicy,
-) -> Result<(Zeroizing<String>, Session), Error> {
+) -> Result<Option<(Zeroizing<String>, Session)>, Error> {
     let cookie = random_token()?;
     let at = now();
     let session = Session {
         sid: random_id()?,
-        user_id: user_id.to_owned(),
+        user_id: login.user_id.to_owned(),
         auth_time: at,
         created_at: at,
         last_seen: at,
         expires_at: at.saturating_add(policy.absolute),
     };
-    on_pool!(db.write(), p => sqlx::query(
+    let sql = format!(
         "INSERT INTO sessions (id_hash, sid, user_id, auth_time, created_at, last_seen, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $5, $6)"
-    ).bind(token_digest(&cookie)).bind(&session.sid).bind(user_id).bind(at).bind(at)
-    .bind(session.expires_at).execute(p).await.map(|r| r.rows_affected()))?;
-    Ok((cookie, session))
+         SELECT $1, $2, $3, $4, $4, $4, $5 WHERE {}",
+        still_checked(db, "$3", "$6")
+    );
+    let inserted = on_pool!(db.write(), p => sqlx::query(&sql)
+        .bind(token_digest(&cookie)).bind(&session.sid).bind(login.user_id).bind(at)
+        .bind(session.expires_at).bind(login.password_hash)
+        .execute(p).await.map(|r| r.rows_affected()))?;
+    Ok((inserted == 1).then_some((cookie, session)))
+}
+
+/// A new login by the user of the live session `sid`: the same session
+/// goes on under a new cookie value (no fixation), authenticated now and
+/// with a new absolute lifetime, so the apps it signed in to, and the
+/// refresh tokens issued in it, go on too. `None` when the session is no
+/// longer live or the user's password changed since the check (then a
+/// new session is started, or refused).
+pub async fn renew(
+    db: &Db,
+    sid: &str,
+    login: LoggedIn<'_>,
+    policy: SessionPolicy,
+) -> Result<Option<(Zeroizing<String>, Session)>, Error> {
+    let cookie = random_token()?;
+    let at = now();
+    let sql = format!(
+        "UPDATE sessions SET id_hash = $1, auth_time = $2, last_seen = $2, expires_at = $3 \
+         WHERE sid = $4 AND user_id = $5 AND ended_at IS NULL AND expires_at > $2 AND {} \
+         RETURNING {COLUMNS}",
+        still_checked(db, "$5", "$6")
+    );
+    let session = on_pool!(db.write(), p => sqlx::query_as::<_, Session>(&sql)
+        .bind(token_digest(&cookie)).bind(at).bind(at.saturating_add(policy.absolute))
+        .bind(sid).bind(login.user_id).bind(login.password_hash)
+        .fetch_optional(p).await)?;
+    Ok(session.map(|s| (cookie, s)))
 }
 
 /// The live session whose cookie value is `cookie`: not ended, not past

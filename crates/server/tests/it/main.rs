@@ -348,6 +348,26 @@ impl Harness {
             == true
     }
 
+    /// A session of the user `user_id`, as a login starts it.
+    pub async fn start_session(
+        &self,
+        user_id: &str,
+        policy: tessera_server::store::sessions::SessionPolicy,
+    ) -> (
+        zeroize::Zeroizing<String>,
+        tessera_server::store::sessions::Session,
+    ) {
+        let user = users::find_by_id(&self.db, user_id).await.unwrap().unwrap();
+        let checked = tessera_server::store::sessions::LoggedIn {
+            user_id,
+            password_hash: &user.password_hash,
+        };
+        tessera_server::store::sessions::start(&self.db, checked, policy)
+            .await
+            .unwrap()
+            .expect("the user can log in")
+    }
+
     /// A password login through a public client; returns the token response.
     pub async fn login(&self, client_id: &str, username: &str, password: &str) -> Reply {
         self.post(

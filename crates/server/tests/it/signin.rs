@@ -889,6 +889,9 @@ async fn prompt_max_age_login_hint_and_form_post(backend: Backend) {
     // ask for the password again; max_age that holds does not.
     let silent = location(&b.get(&h, &authorize_url(&s.client_id, &[])).await);
     assert!(query_of(&silent).contains_key("code"));
+    let first = exchange(&h, &s, &query_of(&silent)["code"], VERIFIER).await;
+    let first_refresh = first.str("refresh_token");
+    let first_sid = claims(&first.str("id_token"))["sid"].clone();
     let again = location(
         &b.get(&h, &authorize_url(&s.client_id, &[("prompt", "login")]))
             .await,
@@ -920,6 +923,20 @@ async fn prompt_max_age_login_hint_and_form_post(backend: Backend) {
         .as_i64()
         .unwrap();
     assert!((tessera_server::store::now() - auth_time).abs() <= 2);
+    // The same person logging in again goes on in the same session: what
+    // it issued before (another app's refresh token) still works.
+    assert_eq!(claims(&tokens.str("id_token"))["sid"], first_sid);
+    let refreshed = h
+        .post(
+            "/oauth2/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &first_refresh),
+            ],
+            Some((&s.client_id, &s.secret)),
+        )
+        .await;
+    assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.text);
     // form_post: a page that posts the code to the redirect URI, with the
     // one script allowed by its hash and a button without it.
     let posted = b
@@ -1189,9 +1206,7 @@ async fn backchannel_logout_is_retried_until_acknowledged(backend: Backend) {
 /// A session of `user_id` in which `client_id` got a code, ended: one
 /// back-channel delivery queued per client of the session that asked.
 async fn ended_session_with(h: &Harness, user_id: &str, client_id: &str) {
-    let (_, session) = sessions::start(&h.db, user_id, h.app.config.sessions)
-        .await
-        .unwrap();
+    let (_, session) = h.start_session(user_id, h.app.config.sessions).await;
     sessions::add_client(&h.db, &session.sid, client_id)
         .await
         .unwrap();

@@ -31,6 +31,7 @@ both_backends!(
     codes_committed_in_groups_keep_every_binding,
     batched_writes_prepare_one_statement_whatever_their_size,
     refresh_families_start_only_in_live_sessions,
+    a_new_login_renews_its_users_session,
     a_user_disabled_while_a_family_starts_in_a_session_revokes_it,
     concurrent_consents_are_all_remembered,
     pruning_removes_only_what_is_over_in_batches,
@@ -276,7 +277,7 @@ async fn live_session(h: &Harness, user_id: &str) -> String {
         idle: 3600,
         absolute: 3600,
     };
-    sessions::start(&h.db, user_id, policy).await.unwrap().1.sid
+    h.start_session(user_id, policy).await.1.sid
 }
 
 /// Codes issued and presented at once go to the database in groups (one
@@ -645,6 +646,7 @@ async fn family(h: &Harness, client_id: &str) -> (String, String) {
             client_id,
             subject: "user-1",
             username: None,
+            password_hash: None,
             scope: "read",
             auth_time: Some(1),
             sid: None,
@@ -833,10 +835,83 @@ fn new_family(client_id: &str) -> NewFamily<'_> {
         client_id,
         subject: "s",
         username: None,
+        password_hash: None,
         scope: "read",
         auth_time: None,
         sid: None,
     }
+}
+
+const SESSION: SessionPolicy = SessionPolicy {
+    idle: 3600,
+    absolute: 3600,
+};
+
+/// A new login by the user of a live session renews it: same `sid`, a new
+/// cookie value (the old one finds nothing), authenticated now, its
+/// refresh families untouched.
+async fn a_new_login_renews_its_users_session(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let user = h.user("alice", "correct horse", "read").await;
+    let client = h.public_client("read").await;
+    let (old_cookie, session) = h.start_session(&user, SESSION).await;
+    let token = refresh::issue_as(
+        &h.db,
+        "family-1",
+        NewFamily {
+            sid: Some(&session.sid),
+            ..new_family(&client)
+        },
+        &policy(0),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let checked = users::find(&h.db, "alice").await.unwrap().unwrap();
+    let login = sessions::LoggedIn {
+        user_id: &user,
+        password_hash: &checked.password_hash,
+    };
+    let (new_cookie, renewed) = sessions::renew(&h.db, &session.sid, login, SESSION)
+        .await
+        .unwrap()
+        .expect("a live session of this user");
+    assert_eq!(renewed.sid, session.sid);
+    assert!(renewed.auth_time >= session.auth_time);
+    assert_ne!(*new_cookie, *old_cookie);
+    assert!(sessions::find(&h.db, &old_cookie, SESSION)
+        .await
+        .unwrap()
+        .is_none());
+    let found = sessions::find(&h.db, &new_cookie, SESSION)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.sid, session.sid);
+    assert!(refresh::lookup(&h.db, &token).await.unwrap().is_some());
+    // Another user's login cannot take the session over.
+    let bob = h.user("bob", "battery staple", "read").await;
+    let bobs = users::find(&h.db, "bob").await.unwrap().unwrap();
+    let as_bob = sessions::LoggedIn {
+        user_id: &bob,
+        password_hash: &bobs.password_hash,
+    };
+    assert!(sessions::renew(&h.db, &session.sid, as_bob, SESSION)
+        .await
+        .unwrap()
+        .is_none());
+    // An ended session is not renewed.
+    sessions::end(&h.db, &session.sid, "logout", KEEP)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(sessions::renew(&h.db, &session.sid, login, SESSION)
+        .await
+        .unwrap()
+        .is_none());
+    h.finish().await;
 }
 
 /// A family that belongs to a sign-in session starts only while the
@@ -881,10 +956,14 @@ async fn refresh_families_start_only_in_live_sessions(backend: Backend) {
         .await
         .unwrap()
         .is_none());
-    // A user disabled (say, while their password was being checked)
-    // starts no family; an unknown user neither.
+    // A password login's family starts only while the user has the
+    // password it checked, under the id it read (a user deleted and made
+    // again under the name is someone else).
+    let checked = users::find(&h.db, "alice").await.unwrap().unwrap();
     let of_alice = |id| NewFamily {
         username: Some("alice"),
+        subject: &user,
+        password_hash: Some(&checked.password_hash),
         ..new_family(id)
     };
     assert!(
@@ -893,6 +972,61 @@ async fn refresh_families_start_only_in_live_sessions(backend: Backend) {
             .unwrap()
             .is_some()
     );
+    let another_id = NewFamily {
+        subject: "someone-else",
+        ..of_alice(&client)
+    };
+    assert!(
+        refresh::issue_as(&h.db, "family-4b", another_id, &policy(0))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let session_checked = sessions::LoggedIn {
+        user_id: &user,
+        password_hash: &checked.password_hash,
+    };
+    let (_, kept) = sessions::start(&h.db, session_checked, SESSION)
+        .await
+        .unwrap()
+        .expect("the password checked is the user's");
+    let new_hash = h.hash("battery staple").await;
+    users::set_password(&h.db, "alice", &new_hash, KEEP)
+        .await
+        .unwrap();
+    assert!(
+        refresh::issue_as(&h.db, "family-4c", of_alice(&client), &policy(0))
+            .await
+            .unwrap()
+            .is_none(),
+        "checked against the password the user had before"
+    );
+    assert!(sessions::start(&h.db, session_checked, SESSION)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(
+        sessions::renew(&h.db, &kept.sid, session_checked, SESSION)
+            .await
+            .unwrap()
+            .is_none(),
+        "the change ended the session, and the old password renews nothing"
+    );
+    let checked = users::find(&h.db, "alice").await.unwrap().unwrap();
+    let of_alice = |id| NewFamily {
+        username: Some("alice"),
+        subject: &user,
+        password_hash: Some(&checked.password_hash),
+        ..new_family(id)
+    };
+    assert!(
+        refresh::issue_as(&h.db, "family-4d", of_alice(&client), &policy(0))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // A user disabled (say, while their password was being checked)
+    // starts no family; an unknown user neither.
     users::set_disabled(&h.db, "alice", true, KEEP)
         .await
         .unwrap();
@@ -1039,6 +1173,7 @@ async fn refused_refreshes_change_nothing(backend: Backend) {
             client_id: &client,
             subject: "s",
             username: None,
+            password_hash: None,
             scope: "",
             auth_time: None,
             sid: None,

@@ -18,6 +18,7 @@ both_backends!(
     malformed_requests_are_invalid_request,
     scopes_are_limited_to_the_client_and_the_user,
     password_logins_fail_alike_for_unknown_users_and_wrong_passwords,
+    a_password_changed_while_logins_are_checked_ends_them_all,
     failed_logins_are_rate_limited,
     login_limits_count_the_client_behind_a_trusted_proxy,
     simultaneous_guesses_cannot_outrun_the_limit,
@@ -325,6 +326,64 @@ async fn scopes_are_limited_to_the_client_and_the_user(backend: Backend) {
         "invalid_scope",
         "admin is the user's but not the client's"
     );
+    h.finish().await;
+}
+
+/// Logins that read the user before a password change and finish after
+/// it: none of them leaves a refresh token that still works, or an access
+/// token the server still calls active (each would outlive the change the
+/// owner made to lock an attacker out).
+async fn a_password_changed_while_logins_are_checked_ends_them_all(backend: Backend) {
+    use futures_util::StreamExt;
+    let Some(h) = Harness::with(backend, |c| c.max_login_failures = 0).await else {
+        return;
+    };
+    let web = h.public_client("read").await;
+    let rs = h.client(&[GrantType::ClientCredentials], "read").await;
+    h.user("alice", "old horse", "read").await;
+    let new_hash = h.hash("new horse").await;
+    // Every login reads alice's row at once; the two hashing threads take
+    // them two by two.
+    let mut logins: futures_util::stream::FuturesUnordered<_> = (0..6)
+        .map(|_| h.login(&web, "alice", "old horse"))
+        .collect();
+    let first = logins.next().await.unwrap();
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text);
+    users::set_password(&h.db, "alice", &new_hash, KEEP)
+        .await
+        .unwrap();
+    // As the server's follower of the revocation log would, at once.
+    h.app.access.revoked().catch_up(&h.db).await;
+    let mut answers = vec![first];
+    while let Some(answer) = logins.next().await {
+        answers.push(answer);
+    }
+    for answer in &answers {
+        if answer.status != StatusCode::OK {
+            assert_eq!(answer.error(), "invalid_grant");
+            continue;
+        }
+        let refreshed = h
+            .post(
+                "/oauth2/token",
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("client_id", &web),
+                    ("refresh_token", &answer.str("refresh_token")),
+                ],
+                None,
+            )
+            .await;
+        assert_eq!(refreshed.error(), "invalid_grant", "{}", refreshed.text);
+        assert!(!h.active(&answer.str("access_token"), (&rs.0, &rs.1)).await);
+    }
+    // The race was run: logins that read the old password were refused.
+    let late = answers
+        .iter()
+        .filter(|a| a.status != StatusCode::OK)
+        .count();
+    assert!(late > 0, "no login finished after the change");
+    drop(logins);
     h.finish().await;
 }
 
