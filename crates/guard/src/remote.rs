@@ -25,6 +25,10 @@ use tessera_jose::{Algorithm, JwkSet, KeySet};
 
 use crate::discovery::{self, FetchError, Http, Transport};
 
+/// The longest keys are kept fresh, whatever `max-age` and the bounds
+/// say (ten years: the clock has room for it).
+const LONGEST_AGE: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
 /// Where the keys come from.
 #[derive(Clone, Debug)]
 enum Source {
@@ -238,7 +242,8 @@ impl RemoteJwks {
                 }
                 let keys = Arc::new(keys);
                 state.keys = Some(Arc::clone(&keys));
-                state.fresh_until = Some(started + age);
+                // No `Instant` is that far off, whatever the bounds allow.
+                state.fresh_until = Some(started + age.min(LONGEST_AGE));
                 Ok(keys)
             }
             Err(e) => {
@@ -329,6 +334,15 @@ impl RemoteJwks {
         };
         let (body, age) = self.get(&url).await?;
         let set = JwkSet::from_json(&body).map_err(|e| FetchError(format!("{url}: {e}")))?;
+        // A key set anyone can fetch holding a secret key lets anyone sign
+        // tokens under it: an issuer misconfigured that way is refused
+        // whole, not trusted in part.
+        if set.keys.iter().any(|k| k.kty == "oct") {
+            return Err(FetchError(format!(
+                "{url}: the key set publishes a symmetric (oct) key, which anyone who reads it \
+                 could sign with; refused"
+            )));
+        }
         let keys = KeySet::from_jwks_allowing(&set, &self.without_alg)
             .map_err(|e| FetchError(format!("{url}: {e}")))?;
         Ok((keys, age))

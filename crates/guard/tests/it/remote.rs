@@ -174,6 +174,41 @@ async fn keys_are_fetched_once_and_kept_for_max_age() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     g.verify(&token(&b, ISS)).await.unwrap();
     assert_eq!(server.fetches(), 2);
+
+    // No upper bound, and the largest max-age there is: kept, no panic.
+    let c = key();
+    let server = JwksServer::start(&[&c]).await;
+    server.set(|s| s.cache_control = Some(format!("max-age={}", u64::MAX)));
+    let g = guard(
+        RemoteJwks::url(server.url())
+            .unwrap()
+            .cache_bounds(Duration::from_millis(10), Duration::MAX)
+            .cooldown(Duration::ZERO),
+    );
+    for _ in 0..2 {
+        g.verify(&token(&c, ISS)).await.unwrap();
+    }
+    assert_eq!(server.fetches(), 1);
+}
+
+#[tokio::test]
+async fn a_key_set_publishing_a_secret_key_is_refused() {
+    // A misconfigured issuer publishes its HMAC key: anyone could sign
+    // tokens with it, so none is accepted. (A set mixing secret and public
+    // keys is refused by `KeySet` already; this one holds only the secret.)
+    let secret = [7u8; 32];
+    let hmac = SigningKey::hmac(Algorithm::HS256, &secret)
+        .unwrap()
+        .with_kid("shared");
+    let server = JwksServer::start(&[]).await;
+    let only_secret = json!({"keys": [
+        {"kty": "oct", "alg": "HS256", "kid": "shared", "k": tessera_jose::b64::encode(secret)},
+    ]});
+    server.set(|s| s.jwks = only_secret.to_string());
+    let g = guard(RemoteJwks::url(server.url()).unwrap());
+    let refused = g.verify(&token(&hmac, ISS)).await.unwrap_err();
+    assert!(matches!(refused, Rejection::KeysUnavailable), "{refused:?}");
+    assert_eq!(server.fetches(), 1);
 }
 
 #[tokio::test]
