@@ -19,8 +19,10 @@ use super::pages::SharedPages;
 use crate::app::App;
 use crate::grant::password::Denied;
 use crate::signin::pending::{self, Pending};
+use crate::signin::redirect;
 use crate::signin::AuthorizationRequest;
 use crate::store::clients::Client;
+use crate::store::clients::GrantType;
 use crate::store::sessions;
 use crate::store::{codes, now};
 
@@ -64,6 +66,19 @@ pub(crate) async fn pending_of(
         .await
         .map_err(|e| failure(pages, &e))?
         .ok_or_else(expired)?;
+    // The client's registration as it is now, not as it was when the
+    // request was sealed: a redirect URI removed (or the code flow taken
+    // away) meanwhile gets no code.
+    if !client.allows(GrantType::AuthorizationCode)
+        || !redirect::matches(&client.redirect_uris, &request.redirect_uri)
+    {
+        return Err(pages.error(
+            StatusCode::BAD_REQUEST,
+            "This sign-in can no longer finish",
+            "The application's registration changed while you were signing in.",
+            "Go back to the application and sign in again.",
+        ));
+    }
     Ok((pending, request, client, browser))
 }
 

@@ -665,6 +665,50 @@ async fn setup_other(h: &Harness) -> Setup {
     }
 }
 
+/// A sign-in that was waiting at the login page when the client's
+/// redirect URI was taken out of its registration sends no code there.
+async fn a_redirect_uri_removed_during_a_sign_in_gets_no_code(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let s = setup(&h, "Shop", true).await;
+    let mut b = Browser::default();
+    let to_login = location(&b.get(&h, &authorize_url(&s.client_id, &[])).await);
+    let page = b.get(&h, &to_login).await;
+    let sql =
+        "UPDATE clients SET redirect_uris = 'https://elsewhere.example/cb' WHERE client_id = $1";
+    match &h.db {
+        tessera_server::Db::Sqlite { writer, .. } => {
+            sqlx::query(sql)
+                .bind(&s.client_id)
+                .execute(writer)
+                .await
+                .unwrap();
+        }
+        tessera_server::Db::Postgres(pool) => {
+            sqlx::query(sql)
+                .bind(&s.client_id)
+                .execute(pool)
+                .await
+                .unwrap();
+        }
+    }
+    h.app.clients.forget(&s.client_id);
+    let r = b
+        .log_in_form(
+            &h,
+            &hidden(&page.text, "request"),
+            &hidden(&page.text, "csrf_token"),
+            "alice",
+            "correct horse",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert!(r.headers.get(header::LOCATION).is_none());
+    assert!(r.text.contains("registration changed"), "{}", r.text);
+    h.finish().await;
+}
+
 async fn login_csrf_fixation_and_limits(backend: Backend) {
     let Some(h) = Harness::with(backend, |c| c.max_login_failures = 2).await else {
         return;
@@ -861,6 +905,7 @@ both_backends!(
     replayed_codes_past_the_allowance_end_the_session,
     pkce_and_code_binding_attacks_fail,
     login_csrf_fixation_and_limits,
+    a_redirect_uri_removed_during_a_sign_in_gets_no_code,
     prompt_none_and_logout_attacks,
     discovery_names_what_is_there,
 );
