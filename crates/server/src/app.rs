@@ -118,7 +118,8 @@ impl App {
             refresh: &self.refresh,
             audit: &self.audit,
             revoked: self.access.revoked(),
-            longest_access_ttl: crate::store::secs(self.config.max_access_ttl),
+            latest_access_expiry: crate::store::secs(self.config.max_access_ttl)
+                .saturating_add(crate::store::secs(self.config.request_timeout)),
             codes: &self.codes,
             revoke_limit: &self.revoke_limit,
             keep: self.config.revocation_keep(),

@@ -36,9 +36,12 @@ pub struct Exchange<'a> {
     pub audit: &'a AuditQueue,
     /// Where a replayed code's access token is revoked.
     pub revoked: &'a Revocations,
-    /// The longest an access token lives (how long a replayed code's
-    /// token stays on the revocation list).
-    pub longest_access_ttl: i64,
+    /// How long after the code is spent its access token can expire at
+    /// the latest: the longest an access token lives, plus the longest
+    /// the request can still take before the token is minted (its
+    /// timeout). A replayed code's token stays on the revocation list
+    /// that long.
+    pub latest_access_expiry: i64,
     /// Spends codes, in groups.
     pub codes: &'a codes::CodeWriter,
     /// Access-token revocations allowed per client and user.
@@ -70,7 +73,7 @@ pub async fn grant(request: &TokenRequest<'_>, exchange: Exchange<'_>) -> Result
             None
         },
         access_jti: Some(tessera_jose::jwt::random_id().map_err(crate::Error::from)?),
-        access_expires_at: Some(now().saturating_add(exchange.longest_access_ttl)),
+        access_expires_at: Some(now().saturating_add(exchange.latest_access_expiry)),
     };
     let spent = match exchange
         .codes
