@@ -81,9 +81,13 @@ async fn consent_of(
 /// lasts half an hour): OpenID Connect Core 1.0 §3.1.2.1 asks for a new
 /// login then, and a relying party refuses an ID token whose `auth_time`
 /// is older than the `max_age` it sent. A login made for this very
-/// request answers any `max_age`, as when the request came in (else a
+/// request answers a `max_age` for at least [`FRESH_LOGIN_HOLDS`] (else a
 /// `max_age` shorter than the time it takes to read the page would send
-/// the person round for ever).
+/// the person round for ever), and no longer.
+/// How long (seconds) a login made for a request answers its `max_age`,
+/// however short: time to read the consent page.
+const FRESH_LOGIN_HOLDS: i64 = 120;
+
 fn login_again(
     app: &App,
     pending: &Pending,
@@ -91,10 +95,16 @@ fn login_again(
     session: &Session,
     browser: &str,
 ) -> Result<Option<Response>, crate::Error> {
-    let stale = !pending.fresh_login
-        && request
-            .max_age
-            .is_some_and(|max| now().saturating_sub(session.auth_time) > max);
+    let holds = |max: i64| {
+        if pending.fresh_login {
+            max.max(FRESH_LOGIN_HOLDS)
+        } else {
+            max
+        }
+    };
+    let stale = request
+        .max_age
+        .is_some_and(|max| now().saturating_sub(session.auth_time) > holds(max));
     if !stale {
         return Ok(None);
     }

@@ -1131,6 +1131,30 @@ async fn a_consent_that_outwaits_max_age_asks_for_a_login(backend: Backend) {
         .as_i64()
         .unwrap();
     assert!(tessera_server::store::now() - auth_time <= 2, "{auth_time}");
+
+    // A login made for the request holds its max_age for two minutes, not
+    // for as long as the consent page stays open (the login moved back
+    // in the database instead of waiting).
+    let url = authorize_url(
+        &s.client_id,
+        &[("max_age", "1"), ("prompt", "login consent")],
+    );
+    let to_consent = location(&log_in(&h, &mut b, &url, "correct horse").await);
+    assert!(to_consent.starts_with("/consent"), "{to_consent}");
+    let page = b.get(&h, &to_consent).await;
+    let sql = "UPDATE sessions SET auth_time = auth_time - 121";
+    match &h.db {
+        tessera_server::Db::Sqlite { writer, .. } => {
+            sqlx::query(sql).execute(writer).await.unwrap();
+        }
+        tessera_server::Db::Postgres(pool) => {
+            sqlx::query(sql).execute(pool).await.unwrap();
+        }
+    }
+    let form = allow(&page);
+    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let to_login = location(&b.post(&h, "/consent", &pairs).await);
+    assert!(to_login.starts_with("/login?request="), "{to_login}");
     h.finish().await;
 }
 
