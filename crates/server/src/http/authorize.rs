@@ -16,6 +16,7 @@ use url::Url;
 use super::cookies::{self, Jar};
 use super::pages::SharedPages;
 use crate::app::App;
+use crate::signin::id_token::read_hint;
 use crate::signin::pending::{self, Pending};
 use crate::signin::{self, AuthorizationRequest, ErrorResponse, Next, Refused, ResponseMode};
 use crate::store::clients::Client;
@@ -51,11 +52,25 @@ pub async fn authorize(
         },
         None => None,
     };
-    let request = match signin::validate(&params, client.as_deref()) {
+    let mut request = match signin::validate(&params, client.as_deref()) {
         Ok(r) => r,
         Err(Refused::NoRedirect(why)) => return bad_request(&pages, &why),
         Err(Refused::Redirect(error)) => return respond_error(&app, &pages, &error),
     };
+    if let Some(token) = params.get("id_token_hint") {
+        let hint = read_hint(&app.keys, &app.config.issuer, token)
+            .filter(|hint| hint.aud.contains(&request.client_id));
+        match hint.and_then(|hint| hint.sub) {
+            Some(sub) => request.hint_subject = Some(sub),
+            None => {
+                let error = request.error(
+                    "invalid_request",
+                    "the id_token_hint is not an ID token this server issued to this client",
+                );
+                return respond_error(&app, &pages, &error);
+            }
+        }
+    }
     let Some(client) = client else {
         return bad_request(&pages, "unknown client");
     };

@@ -19,8 +19,6 @@ use axum::body::Bytes;
 use axum::extract::{Extension, Query, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::Response;
-use serde::Deserialize;
-use tessera_jose::jws::{self, VerifyOptions};
 use url::Url;
 
 use super::authorize::{bad_request, current_session, failure, jar, resent_as_get, see_other};
@@ -29,33 +27,10 @@ use super::form::OAuthForm;
 use super::login::forbidden;
 use super::pages::SharedPages;
 use crate::app::App;
+use crate::signin::id_token::read_hint;
 use crate::store::clients::Client;
 use crate::store::sessions::{self, Session};
 use crate::store::users;
-
-/// What an `id_token_hint` says, once its signature and issuer hold (an
-/// expired hint is still a good hint).
-#[derive(Deserialize)]
-struct Hint {
-    iss: String,
-    aud: tessera_jose::Audience,
-    sid: Option<String>,
-}
-
-fn read_hint(app: &App, token: &str) -> Option<Hint> {
-    let verified = jws::verify(
-        token,
-        app.keys.verifying_keys().as_ref(),
-        &VerifyOptions::new(),
-    )
-    .ok()?;
-    // Only ID tokens: not access or logout tokens of this server.
-    if verified.header().typ.as_deref().is_some_and(|t| t != "JWT") {
-        return None;
-    }
-    let hint: Hint = serde_json::from_slice(verified.payload()).ok()?;
-    (hint.iss == app.config.issuer).then_some(hint)
-}
 
 /// Where to go after the logout, if the client registered it.
 struct Target {
@@ -81,7 +56,7 @@ pub async fn end_session(
         return resent;
     }
     let hint = match params.get("id_token_hint") {
-        Some(token) => match read_hint(&app, token) {
+        Some(token) => match read_hint(&app.keys, &app.config.issuer, token) {
             Some(h) => Some(h),
             None => {
                 return bad_request(

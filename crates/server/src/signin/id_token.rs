@@ -17,6 +17,40 @@ use tessera_jose::{Algorithm, Claims, NumericDate};
 use crate::keys::Keys;
 use crate::Error;
 
+/// What an `id_token_hint` says, once its signature and issuer hold (an
+/// expired hint is still a good hint: OpenID Connect Core §3.1.2.1 and
+/// RP-Initiated Logout 1.0 §2).
+#[derive(Debug, Deserialize)]
+pub struct Hint {
+    /// `iss`: this server.
+    pub iss: String,
+    /// `sub`: the user it was issued for.
+    pub sub: Option<String>,
+    /// `aud`: the clients it was issued to.
+    pub aud: tessera_jose::Audience,
+    /// `sid`: the session it was issued in.
+    pub sid: Option<String>,
+}
+
+/// Read `token` as an ID token this server issued (signed by one of its
+/// published keys, `typ` `JWT` or none, `iss` this server); `None`
+/// otherwise. Its expiry is not checked: a hint names, it does not
+/// authorize.
+pub fn read_hint(keys: &Keys, issuer: &str, token: &str) -> Option<Hint> {
+    let verified = tessera_jose::jws::verify(
+        token,
+        keys.verifying_keys().as_ref(),
+        &tessera_jose::jws::VerifyOptions::new(),
+    )
+    .ok()?;
+    // Only ID tokens: not access or logout tokens of this server.
+    if verified.header().typ.as_deref().is_some_and(|t| t != "JWT") {
+        return None;
+    }
+    let hint: Hint = serde_json::from_slice(verified.payload()).ok()?;
+    (hint.iss == issuer).then_some(hint)
+}
+
 /// The event a logout token carries (Back-Channel Logout 1.0 §2.4).
 pub const BACKCHANNEL_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
 

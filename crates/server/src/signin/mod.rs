@@ -69,6 +69,10 @@ pub struct AuthorizationRequest {
     pub max_age: Option<i64>,
     /// `login_hint`: the username to fill in.
     pub login_hint: Option<String>,
+    /// The user an `id_token_hint` names (read by the endpoint, which has
+    /// the keys): a session of anyone else needs a login.
+    #[serde(default)]
+    pub hint_subject: Option<String>,
 }
 
 /// Where an error in an authorization request goes.
@@ -305,6 +309,7 @@ pub fn validate(
             .get("login_hint")
             .filter(|h| h.len() <= 200)
             .map(str::to_owned),
+        hint_subject: None,
     })
 }
 
@@ -341,6 +346,13 @@ pub fn next(
         Some(_) if fresh_login => false,
         Some(s) => {
             request.prompt.login
+                // The relying party expects another user than the one
+                // signed in here (Core §3.1.2.1: `login_required` under
+                // `prompt=none`).
+                || request
+                    .hint_subject
+                    .as_deref()
+                    .is_some_and(|sub| sub != s.user_id)
                 // `max_age=0` asks for a login whatever the session's age,
                 // as `prompt=login` does (OpenID Connect Core 1.0, errata
                 // set 2, §3.1.2.1), even within the login's own second.
@@ -483,6 +495,7 @@ mod tests {
             },
             max_age: Some(0),
             login_hint: None,
+            hint_subject: None,
         };
         let session = Session {
             sid: "s".into(),
@@ -502,6 +515,27 @@ mod tests {
             next(&request, &client, None, false, None, &none, 103),
             Next::Login
         );
+        // An id_token_hint naming someone else: a login, or under
+        // prompt=none, login_required; naming the session's user: nothing.
+        let mut hinted = AuthorizationRequest {
+            prompt: Prompt::default(),
+            max_age: None,
+            hint_subject: Some("someone else".into()),
+            ..request
+        };
+        let at =
+            |r: &AuthorizationRequest| next(r, &client, Some(&session), false, None, &none, 103);
+        assert_eq!(at(&hinted), Next::Login);
+        hinted.prompt.none = true;
+        assert_eq!(at(&hinted), Next::Refuse("login_required"));
+        hinted.hint_subject = Some("u".into());
+        assert!(matches!(at(&hinted), Next::Issue(_)), "{:?}", at(&hinted));
+        hinted.hint_subject = Some("someone else".into());
+        hinted.prompt.none = false;
+        assert!(matches!(
+            next(&hinted, &client, Some(&session), true, None, &none, 103),
+            Next::Issue(_)
+        ));
     }
 
     #[test]

@@ -137,6 +137,7 @@ mod tests {
             prompt: Prompt::default(),
             max_age: None,
             login_hint: None,
+            hint_subject: Some("u".into()),
         }
     }
 

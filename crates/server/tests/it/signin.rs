@@ -665,6 +665,69 @@ async fn setup_other(h: &Harness) -> Setup {
     }
 }
 
+/// An `id_token_hint` at the authorization endpoint names the user the
+/// relying party expects: a browser signed in as someone else gets
+/// `login_required` under `prompt=none` and the login page otherwise; a
+/// hint this server did not issue is `invalid_request`.
+async fn an_id_token_hint_naming_another_user_needs_a_login(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let s = setup(&h, "Shop", true).await;
+    h.user("bob", "battery staple", "orders:read").await;
+    // Bob's ID token, from his own browser.
+    let mut bobs = Browser::default();
+    let to_login = location(&bobs.get(&h, &authorize_url(&s.client_id, &[])).await);
+    let page = bobs.get(&h, &to_login).await;
+    let back = location(
+        &bobs
+            .log_in_form(
+                &h,
+                &hidden(&page.text, "request"),
+                &hidden(&page.text, "csrf_token"),
+                "bob",
+                "battery staple",
+            )
+            .await,
+    );
+    let bob_id_token = exchange(&h, &s, &query_of(&back)["code"], VERIFIER)
+        .await
+        .str("id_token");
+    // Alice's browser, and her own ID token.
+    let (mut b, code) = signed_in_code(&h, &s).await;
+    let alice_id_token = exchange(&h, &s, &code, VERIFIER).await.str("id_token");
+    let with = |hint: &str, prompt: Option<&str>| {
+        let mut extra = vec![("id_token_hint", hint.to_owned())];
+        if let Some(p) = prompt {
+            extra.push(("prompt", p.to_owned()));
+        }
+        let pairs: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        authorize_url(&s.client_id, &pairs)
+    };
+    let own = location(&b.get(&h, &with(&alice_id_token, Some("none"))).await);
+    assert!(query_of(&own).contains_key("code"), "{own}");
+    let other = location(&b.get(&h, &with(&bob_id_token, Some("none"))).await);
+    assert_eq!(query_of(&other)["error"], "login_required", "{other}");
+    let other = location(&b.get(&h, &with(&bob_id_token, None)).await);
+    assert!(other.starts_with("/login?request="), "{other}");
+    // Not an ID token of this server for this client.
+    let last = if alice_id_token.ends_with('A') {
+        "B"
+    } else {
+        "A"
+    };
+    let forged = format!("{}{last}", &alice_id_token[..alice_id_token.len() - 1]);
+    let access = exchange(&h, &s, &query_of(&own)["code"], VERIFIER)
+        .await
+        .str("access_token");
+    for bad in [forged.as_str(), "not-a-token", access.as_str()] {
+        let r = location(&b.get(&h, &with(bad, None)).await);
+        assert_eq!(query_of(&r)["error"], "invalid_request", "{r}");
+        assert_eq!(query_of(&r)["state"], "st-1");
+    }
+    h.finish().await;
+}
+
 /// A sign-in that was waiting at the login page when the client's
 /// redirect URI was taken out of its registration sends no code there.
 async fn a_redirect_uri_removed_during_a_sign_in_gets_no_code(backend: Backend) {
@@ -906,6 +969,7 @@ both_backends!(
     pkce_and_code_binding_attacks_fail,
     login_csrf_fixation_and_limits,
     a_redirect_uri_removed_during_a_sign_in_gets_no_code,
+    an_id_token_hint_naming_another_user_needs_a_login,
     prompt_none_and_logout_attacks,
     discovery_names_what_is_there,
 );
