@@ -487,6 +487,9 @@ impl Subscriber {
                         tracing::warn!(issuer = %self.builder.issuer, reason = %e, "revocation feed unreachable; retrying");
                         failing = true;
                     }
+                    // The issuer may have moved its endpoints: the next
+                    // attempt reads its metadata again.
+                    self.endpoints = None;
                 }
             }
             let lost_for = self.shared.lost_for();

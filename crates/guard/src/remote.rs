@@ -332,8 +332,25 @@ impl RemoteJwks {
                 }
             },
         };
-        let (body, age) = self.get(&url).await?;
-        let set = JwkSet::from_json(&body).map_err(|e| FetchError(format!("{url}: {e}")))?;
+        let fetched = self.get(&url).await.and_then(|(body, age)| {
+            JwkSet::from_json(&body)
+                .map(|set| (set, age))
+                .map_err(|e| FetchError(format!("{url}: {e}")))
+        });
+        let (set, age) = match fetched {
+            Ok(fetched) => fetched,
+            Err(e) => {
+                // The issuer may have moved its key set: the next attempt
+                // asks its metadata again.
+                if matches!(self.source, Source::Issuer(_)) {
+                    self.state
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .jwks_uri = None;
+                }
+                return Err(e);
+            }
+        };
         // A key set anyone can fetch holding a secret key lets anyone sign
         // tokens under it: an issuer misconfigured that way is refused
         // whole, not trusted in part.

@@ -37,6 +37,9 @@ struct Script {
     hang_next: bool,
     /// Token responses are padded past 64 KiB.
     huge_tokens: bool,
+    /// The token endpoint and the feed moved under `/moved/` (the metadata
+    /// says so); the old paths answer 404.
+    moved: bool,
     tokens_issued: u64,
 }
 
@@ -58,8 +61,10 @@ impl Issuer {
         };
         let app = Router::new()
             .route("/.well-known/openid-configuration", get(metadata))
-            .route("/token", post(token_endpoint))
-            .route("/feed", get(serve_feed))
+            .route("/token", post(old_token_endpoint))
+            .route("/feed", get(old_feed))
+            .route("/moved/token", post(token_endpoint))
+            .route("/moved/feed", get(serve_feed))
             .with_state(issuer.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         issuer
@@ -88,13 +93,36 @@ impl Issuer {
 }
 
 async fn metadata(State(i): State<Issuer>) -> impl IntoResponse {
+    let at = if i.script.lock().unwrap().moved {
+        format!("{}/moved", i.base)
+    } else {
+        i.base.clone()
+    };
     // OpenID metadata only, as many issuers publish.
     axum::Json(json!({
         "issuer": i.base,
-        "token_endpoint": format!("{}/token", i.base),
+        "token_endpoint": format!("{at}/token"),
         "jwks_uri": format!("{}/jwks", i.base),
-        "revocation_feed_endpoint": format!("{}/feed", i.base),
+        "revocation_feed_endpoint": format!("{at}/feed"),
     }))
+}
+
+async fn old_token_endpoint(
+    State(i): State<Issuer>,
+    headers: HeaderMap,
+    body: String,
+) -> axum::response::Response {
+    if i.script.lock().unwrap().moved {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    token_endpoint(State(i), headers, body).await
+}
+
+async fn old_feed(State(i): State<Issuer>, headers: HeaderMap) -> axum::response::Response {
+    if i.script.lock().unwrap().moved {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    serve_feed(State(i), headers).await
 }
 
 async fn token_endpoint(
@@ -336,6 +364,33 @@ async fn an_oversized_token_response_is_refused_and_retried() {
     issuer.change(|s| s.huge_tokens = false);
     eventually("the feed is current", async || {
         g.revocations().unwrap().status().current
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn moved_endpoints_are_discovered_again() {
+    // The issuer moves its token endpoint and feed and drops the open
+    // stream: the guard asks the metadata again rather than retrying the
+    // old URLs for ever.
+    let issuer = Issuer::start().await;
+    let key = key();
+    let g = guard(&issuer, &key, feed(&issuer).start().unwrap());
+    eventually("the feed is current", async || {
+        g.revocations().unwrap().status().current
+    })
+    .await;
+    issuer.change(|s| {
+        s.moved = true;
+        s.generation += 1;
+    });
+    let t = token(&key, &issuer.base, "j1", "alice");
+    issuer.revoke(Revocation::Token {
+        jti: "j1".into(),
+        until: NumericDate::now().seconds() + 600,
+    });
+    eventually("t is refused through the moved feed", async || {
+        g.verify(&t).await.is_err()
     })
     .await;
 }

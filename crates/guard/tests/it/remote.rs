@@ -23,6 +23,9 @@ struct Served {
     status: u16,
     delay: Duration,
     issuer_override: Option<String>,
+    /// The key set moved to `/moved/jwks.json` (the metadata says so) and
+    /// `/jwks.json` answers 404.
+    moved: bool,
 }
 
 #[derive(Clone)]
@@ -51,6 +54,7 @@ impl JwksServer {
         };
         let app = Router::new()
             .route("/jwks.json", get(serve_jwks))
+            .route("/moved/jwks.json", get(serve_moved_jwks))
             .route(
                 "/.well-known/oauth-authorization-server",
                 get(serve_metadata),
@@ -74,6 +78,14 @@ impl JwksServer {
 }
 
 async fn serve_jwks(State(s): State<Shared>) -> axum::response::Response {
+    if s.served.lock().unwrap().moved {
+        s.fetches.fetch_add(1, Ordering::SeqCst);
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    serve_moved_jwks(State(s)).await
+}
+
+async fn serve_moved_jwks(State(s): State<Shared>) -> axum::response::Response {
     s.fetches.fetch_add(1, Ordering::SeqCst);
     let (body, cache, status, delay) = {
         let served = s.served.lock().unwrap();
@@ -95,15 +107,17 @@ async fn serve_jwks(State(s): State<Shared>) -> axum::response::Response {
 }
 
 async fn serve_metadata(State(s): State<Shared>) -> axum::response::Response {
-    let issuer = s
-        .served
-        .lock()
-        .unwrap()
-        .issuer_override
-        .clone()
-        .unwrap_or_else(|| s.base.clone());
-    axum::Json(json!({ "issuer": issuer, "jwks_uri": format!("{}/jwks.json", s.base) }))
-        .into_response()
+    let (issuer, moved) = {
+        let served = s.served.lock().unwrap();
+        (served.issuer_override.clone(), served.moved)
+    };
+    let issuer = issuer.unwrap_or_else(|| s.base.clone());
+    let path = if moved {
+        "/moved/jwks.json"
+    } else {
+        "/jwks.json"
+    };
+    axum::Json(json!({ "issuer": issuer, "jwks_uri": format!("{}{path}", s.base) })).into_response()
 }
 
 pub(super) fn jwks(keys: &[&SigningKey]) -> String {
@@ -333,6 +347,39 @@ async fn discovery_follows_the_issuers_metadata() {
         g.verify(&token(&a, &issuer)).await.unwrap_err(),
         Rejection::KeysUnavailable
     );
+}
+
+#[tokio::test]
+async fn a_jwks_uri_that_stops_answering_is_discovered_again() {
+    // The issuer moves its key set (a new CDN path) and the old URL
+    // answers 404: the guard asks the metadata again instead of retrying
+    // the old URL until its keys go past max_stale.
+    let (a, b) = (key(), key());
+    let server = JwksServer::start(&[&a]).await;
+    let issuer = server.shared.base.clone();
+    let remote = RemoteJwks::discover(&issuer)
+        .unwrap()
+        .cooldown(Duration::from_millis(100));
+    let g = Guard::builder(&issuer, AUD, remote)
+        .cache_size(0)
+        .build()
+        .unwrap();
+    g.verify(&token(&a, &issuer)).await.unwrap();
+    server.set(|s| {
+        s.moved = true;
+        s.jwks = jwks(&[&a, &b]);
+    });
+    // A token of the new key, once per cooldown: the old URL fails once,
+    // then the metadata names the new one.
+    let mut accepted = false;
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        if g.verify(&token(&b, &issuer)).await.is_ok() {
+            accepted = true;
+            break;
+        }
+    }
+    assert!(accepted, "the moved key set was never found");
 }
 
 #[tokio::test]
