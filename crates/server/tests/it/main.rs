@@ -348,6 +348,27 @@ impl Harness {
             == true
     }
 
+    /// Run `sql` with text parameters `binds` on the writer (to change
+    /// what no command changes, as an attacker or an outage would).
+    pub async fn execute(&self, sql: &str, binds: &[&str]) {
+        match &self.db {
+            Db::Sqlite { writer, .. } => {
+                let mut query = sqlx::query(sql);
+                for b in binds {
+                    query = query.bind(*b);
+                }
+                query.execute(writer).await.unwrap();
+            }
+            Db::Postgres(pool) => {
+                let mut query = sqlx::query(sql);
+                for b in binds {
+                    query = query.bind(*b);
+                }
+                query.execute(pool).await.unwrap();
+            }
+        }
+    }
+
     /// A session of the user `user_id`, as a login starts it.
     pub async fn start_session(
         &self,

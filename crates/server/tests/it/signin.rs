@@ -738,24 +738,11 @@ async fn a_redirect_uri_removed_during_a_sign_in_gets_no_code(backend: Backend) 
     let mut b = Browser::default();
     let to_login = location(&b.get(&h, &authorize_url(&s.client_id, &[])).await);
     let page = b.get(&h, &to_login).await;
-    let sql =
-        "UPDATE clients SET redirect_uris = 'https://elsewhere.example/cb' WHERE client_id = $1";
-    match &h.db {
-        tessera_server::Db::Sqlite { writer, .. } => {
-            sqlx::query(sql)
-                .bind(&s.client_id)
-                .execute(writer)
-                .await
-                .unwrap();
-        }
-        tessera_server::Db::Postgres(pool) => {
-            sqlx::query(sql)
-                .bind(&s.client_id)
-                .execute(pool)
-                .await
-                .unwrap();
-        }
-    }
+    h.execute(
+        "UPDATE clients SET redirect_uris = 'https://elsewhere.example/cb' WHERE client_id = $1",
+        &[&s.client_id],
+    )
+    .await;
     h.app.clients.forget(&s.client_id);
     let r = b
         .log_in_form(
@@ -1206,15 +1193,8 @@ async fn a_consent_that_outwaits_max_age_asks_for_a_login(backend: Backend) {
     let to_consent = location(&log_in(&h, &mut b, &url, "correct horse").await);
     assert!(to_consent.starts_with("/consent"), "{to_consent}");
     let page = b.get(&h, &to_consent).await;
-    let sql = "UPDATE sessions SET auth_time = auth_time - 121";
-    match &h.db {
-        tessera_server::Db::Sqlite { writer, .. } => {
-            sqlx::query(sql).execute(writer).await.unwrap();
-        }
-        tessera_server::Db::Postgres(pool) => {
-            sqlx::query(sql).execute(pool).await.unwrap();
-        }
-    }
+    h.execute("UPDATE sessions SET auth_time = auth_time - 121", &[])
+        .await;
     let form = allow(&page);
     let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let to_login = location(&b.post(&h, "/consent", &pairs).await);

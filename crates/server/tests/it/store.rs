@@ -842,6 +842,17 @@ fn new_family(client_id: &str) -> NewFamily<'_> {
     }
 }
 
+/// A password login's family for alice (id `user`), checked against
+/// `hash`.
+fn password_family<'a>(client_id: &'a str, user: &'a str, hash: &'a str) -> NewFamily<'a> {
+    NewFamily {
+        username: Some("alice"),
+        subject: user,
+        password_hash: Some(hash),
+        ..new_family(client_id)
+    }
+}
+
 const SESSION: SessionPolicy = SessionPolicy {
     idle: 3600,
     absolute: 3600,
@@ -960,12 +971,7 @@ async fn refresh_families_start_only_in_live_sessions(backend: Backend) {
     // password it checked, under the id it read (a user deleted and made
     // again under the name is someone else).
     let checked = users::find(&h.db, "alice").await.unwrap().unwrap();
-    let of_alice = |id| NewFamily {
-        username: Some("alice"),
-        subject: &user,
-        password_hash: Some(&checked.password_hash),
-        ..new_family(id)
-    };
+    let of_alice = |id| password_family(id, &user, &checked.password_hash);
     assert!(
         refresh::issue_as(&h.db, "family-4", of_alice(&client), &policy(0))
             .await
@@ -1013,12 +1019,7 @@ async fn refresh_families_start_only_in_live_sessions(backend: Backend) {
         "the change ended the session, and the old password renews nothing"
     );
     let checked = users::find(&h.db, "alice").await.unwrap().unwrap();
-    let of_alice = |id| NewFamily {
-        username: Some("alice"),
-        subject: &user,
-        password_hash: Some(&checked.password_hash),
-        ..new_family(id)
-    };
+    let of_alice = |id| password_family(id, &user, &checked.password_hash);
     assert!(
         refresh::issue_as(&h.db, "family-4d", of_alice(&client), &policy(0))
             .await
