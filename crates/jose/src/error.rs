@@ -190,7 +190,7 @@ pub enum Error {
         operation: &'static str,
     },
     /// `exp` is in the past (beyond the leeway).
-    #[error("token expired at {exp}, {} ago (leeway {leeway}s)", describe_span(now.seconds() - exp.seconds()))]
+    #[error("token expired at {exp}, {} ago (leeway {leeway}s)", describe_span(now.seconds().saturating_sub(exp.seconds())))]
     Expired {
         /// The `exp` claim.
         exp: NumericDate,
@@ -200,7 +200,7 @@ pub enum Error {
         leeway: u64,
     },
     /// `nbf` is in the future (beyond the leeway).
-    #[error("token is not valid before {nbf}, {} from now (leeway {leeway}s)", describe_span(nbf.seconds() - now.seconds()))]
+    #[error("token is not valid before {nbf}, {} from now (leeway {leeway}s)", describe_span(nbf.seconds().saturating_sub(now.seconds())))]
     NotYetValid {
         /// The `nbf` claim.
         nbf: NumericDate,
@@ -210,7 +210,7 @@ pub enum Error {
         leeway: u64,
     },
     /// `iat` is in the future (beyond the leeway).
-    #[error("token was issued in the future, at {iat}, {} from now (leeway {leeway}s)", describe_span(iat.seconds() - now.seconds()))]
+    #[error("token was issued in the future, at {iat}, {} from now (leeway {leeway}s)", describe_span(iat.seconds().saturating_sub(now.seconds())))]
     IssuedInFuture {
         /// The `iat` claim.
         iat: NumericDate,
@@ -220,7 +220,7 @@ pub enum Error {
         leeway: u64,
     },
     /// The token is older than the configured maximum age.
-    #[error("token was issued at {iat}, {} ago, over the maximum age of {max_age}s", describe_span(now.seconds() - iat.seconds()))]
+    #[error("token was issued at {iat}, {} ago, over the maximum age of {max_age}s", describe_span(now.seconds().saturating_sub(iat.seconds())))]
     TooOld {
         /// The `iat` claim.
         iat: NumericDate,

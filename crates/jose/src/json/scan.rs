@@ -555,9 +555,13 @@ impl<'a> Scanner<'a> {
         // Up to 18 digits always fit an i64 or u64; longer ones may not,
         // and then only a finite double is accepted.
         if !integer || self.pos - start > 18 {
-            let finite = self.text[start..self.pos]
-                .parse::<f64>()
-                .is_ok_and(f64::is_finite);
+            let literal = &self.text[start..self.pos];
+            // Near the largest double, serde_json's own conversion (not
+            // correctly rounded) can overflow where Rust's does not: there
+            // it decides, so the scanner never accepts what it refuses.
+            let finite = literal.parse::<f64>().is_ok_and(|v| {
+                v.is_finite() && (v.abs() < 1e308 || serde_json::from_str::<f64>(literal).is_ok())
+            });
             if !finite {
                 self.pos = start;
                 return Err(self.syntax("number out of range"));
@@ -648,6 +652,8 @@ mod tests {
             "false",
             "null",
             "1e-400",
+            "1e308",
+            "-1.5e308",
         ] {
             assert!(accepts(good), "{good}");
             assert!(serde_json::from_str::<Value>(good).is_ok(), "{good}");
@@ -667,6 +673,11 @@ mod tests {
             "Infinity",
             "1e400",
             "-1e400",
+            // Rust rounds these to the largest double; serde_json's own
+            // conversion overflows.
+            "1.7976931348623158e308",
+            "-1.7976931348623158e308",
+            "17976931348623158e292",
             "\"\\ud800\"",
             "\"\\udc00\"",
             "\"\\ud800\\u0041\"",

@@ -194,6 +194,8 @@ impl Formatter for &mut Watch {
     }
 
     fn end_object<W: ?Sized + io::Write>(&mut self, writer: &mut W) -> io::Result<()> {
+        self.suspect |= self.in_name;
+        self.in_name = false;
         self.depth = self.depth.saturating_sub(1);
         match self.objects.pop() {
             Some((first, _)) => {
@@ -221,6 +223,9 @@ impl Formatter for &mut Watch {
         writer: &mut W,
         first: bool,
     ) -> io::Result<()> {
+        // A name begun and never ended: its key failed, and a `Serialize`
+        // swallowed the error and went on.
+        self.suspect |= self.in_name;
         self.in_name = true;
         self.name_start = self.names.len();
         CompactFormatter.begin_object_key(writer, first)
@@ -459,6 +464,37 @@ mod tests {
             map.serialize_key("partial")?;
             Err(S::Error::custom("no value"))
         }
+    }
+
+    /// Swallows the error of a key that cannot be a name, and goes on.
+    struct Swallowing {
+        last: bool,
+    }
+
+    impl Serialize for Swallowing {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeMap;
+            let mut map = s.serialize_map(None)?;
+            map.serialize_entry("iss", "x")?;
+            let _ = map.serialize_key(&[0u8]);
+            if !self.last {
+                map.serialize_entry("a", &1)?;
+            }
+            map.end()
+        }
+    }
+
+    #[test]
+    fn a_swallowed_key_error_is_not_trusted() {
+        for last in [false, true] {
+            let written = to_vec(&Swallowing { last }, Input::Payload);
+            assert!(written.is_err(), "{:?}", written.map(String::from_utf8));
+        }
+        // The thread's next text is written as usual.
+        assert_eq!(
+            to_vec(&serde_json::json!({"a": 1}), Input::Payload).unwrap(),
+            br#"{"a":1}"#
+        );
     }
 
     fn value() -> impl Strategy<Value = Value> {

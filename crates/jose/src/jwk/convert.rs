@@ -65,6 +65,7 @@ impl Jwk {
                 self.required("y", &self.y)?,
             )?,
             KeyType::Okp => SigningKey::from_ed25519_parts(
+                alg,
                 self.required_secret("d", &self.d)?,
                 self.required("x", &self.x)?,
             )?,

@@ -485,6 +485,10 @@ mod tests {
             assert!(private.is_private());
             let again = private.to_signing_key().unwrap();
             assert_eq!(again.kid(), Some("k1"));
+            // The same algorithm, not another name for the key type
+            // (an Ed25519 key stays Ed25519, not EdDSA).
+            assert_eq!(again.algorithm(), alg);
+            assert_eq!(private.to_signing_key_for(alg).unwrap().algorithm(), alg);
             let sig = again.sign(b"m").unwrap();
             key.verifying_key().unwrap().verify(b"m", &sig).unwrap();
             if !alg.is_symmetric() {

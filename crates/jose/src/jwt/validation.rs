@@ -150,7 +150,11 @@ impl Validation {
     /// Require the claim `name` to be present (registered or custom).
     #[must_use]
     pub fn require(mut self, name: impl Into<String>) -> Validation {
-        self.required.push(name.into());
+        let name = name.into();
+        // Once is enough: each required name is looked for once.
+        if !self.required.contains(&name) {
+            self.required.push(name);
+        }
         self
     }
 

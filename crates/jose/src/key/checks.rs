@@ -44,6 +44,14 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 /// Minimum RSA modulus size: 2048 bits (RFC 7518 §3.3, NIST SP 800-131A).
 pub(super) const MIN_RSA_BITS: usize = 2048;
 
+/// Largest RSA modulus the crypto library verifies with (aws-lc's
+/// `RSA_*_2048_8192` parameters): a larger key would load and then fail
+/// every token with an error about the signature, not the key.
+pub(super) const MAX_RSA_BITS: usize = 8192;
+
+/// Largest RSA public exponent the crypto library verifies with.
+const MAX_RSA_EXPONENT_BITS: usize = 33;
+
 /// RSA public key sanity: size, exponent, and the ROCA fingerprint.
 pub(super) fn rsa_public(n: &[u8], e: &[u8]) -> Result<(), Error> {
     let n = strip_zeros(n);
@@ -54,8 +62,20 @@ pub(super) fn rsa_public(n: &[u8], e: &[u8]) -> Result<(), Error> {
             reason: format!("RSA modulus is {bits} bits; at least {MIN_RSA_BITS} are required"),
         });
     }
+    if bits > MAX_RSA_BITS {
+        return Err(Error::UnsupportedKey {
+            reason: format!("RSA modulus is {bits} bits; at most {MAX_RSA_BITS} are supported"),
+        });
+    }
     if n.last().is_some_and(|b| b & 1 == 0) {
         return Err(Error::invalid_key("RSA modulus is even"));
+    }
+    if bit_len(e) > MAX_RSA_EXPONENT_BITS {
+        return Err(Error::UnsupportedKey {
+            reason: format!(
+                "RSA public exponent is over {MAX_RSA_EXPONENT_BITS} bits, which is not supported"
+            ),
+        });
     }
     // e must be odd and at least 3; aws-lc also caps it at 33 bits.
     let e_small = e.len() <= 1 && e.first().copied().unwrap_or(0) < 3;
@@ -165,5 +185,23 @@ mod tests {
             Err(Error::WeakKey { .. })
         ));
         assert!(rsa_public(&n, &[1, 0, 1]).is_ok());
+    }
+
+    #[test]
+    fn keys_the_crypto_library_cannot_verify_with_are_refused() {
+        let mut n = vec![0xffu8; MAX_RSA_BITS / 8];
+        n[MAX_RSA_BITS / 8 - 1] = 0xf1;
+        assert!(rsa_public(&n, &[1, 0, 1]).is_ok());
+        n.insert(0, 1);
+        assert!(matches!(
+            rsa_public(&n, &[1, 0, 1]),
+            Err(Error::UnsupportedKey { .. })
+        ));
+        let n = &n[1..];
+        assert!(rsa_public(n, &[1, 0, 0, 0, 1]).is_ok());
+        assert!(matches!(
+            rsa_public(n, &[3, 0, 0, 0, 1]),
+            Err(Error::UnsupportedKey { .. })
+        ));
     }
 }

@@ -164,13 +164,16 @@ impl SigningKey {
         Ok(SigningKey::from_parts(alg, Signer::Ec(pair)))
     }
 
-    pub(crate) fn from_ed25519_parts(d: &[u8], x: &[u8]) -> Result<SigningKey, Error> {
+    /// An Ed25519 key for `alg` (`EdDSA` or `Ed25519`, as the JWK or the
+    /// caller names it: the same key, two names a verifier may pin).
+    pub(crate) fn from_ed25519_parts(
+        alg: Algorithm,
+        d: &[u8],
+        x: &[u8],
+    ) -> Result<SigningKey, Error> {
         let pair = lc_sig::Ed25519KeyPair::from_seed_and_public_key(d, x)
             .map_err(|e| Error::invalid_key(format!("Ed25519 private key rejected: {e}")))?;
-        Ok(SigningKey::from_parts(
-            Algorithm::EdDSA,
-            Signer::Ed25519(pair),
-        ))
+        Ok(SigningKey::from_parts(alg, Signer::Ed25519(pair)))
     }
 
     fn new_checked(alg: Algorithm, signer: Signer) -> Result<SigningKey, Error> {

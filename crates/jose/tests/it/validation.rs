@@ -62,6 +62,39 @@ impl Fixture {
     }
 }
 
+/// Describing a time error never overflows, whatever the dates (a
+/// trusted signer's `exp` of `i64::MIN`, a clock far in the future).
+#[test]
+fn time_errors_describe_any_dates() {
+    for (a, b) in [(i64::MIN, i64::MAX), (i64::MAX, i64::MIN), (i64::MIN, 0)] {
+        let errors = [
+            Error::Expired {
+                exp: at(a),
+                now: at(b),
+                leeway: 0,
+            },
+            Error::NotYetValid {
+                nbf: at(a),
+                now: at(b),
+                leeway: 0,
+            },
+            Error::IssuedInFuture {
+                iat: at(a),
+                now: at(b),
+                leeway: 0,
+            },
+            Error::TooOld {
+                iat: at(a),
+                now: at(b),
+                max_age: 0,
+            },
+        ];
+        for e in errors {
+            assert!(e.to_string().contains("day"), "{e}");
+        }
+    }
+}
+
 fn at(secs: i64) -> NumericDate {
     NumericDate::from_seconds(secs)
 }
@@ -236,6 +269,9 @@ fn subject_type_and_required_claims() {
     .expires_at(at(NOW + 60))
     .jwt_id("1");
     f.check(&with_client, &needs_jti).unwrap();
+    // A claim required twice is required, not missing.
+    f.check(&with_client, &needs_jti.clone().require("jti"))
+        .unwrap();
 
     let at_jwt = f.validation().typ("at+jwt");
     let token = jwt::sign(&f.claims(), &f.key).unwrap();
