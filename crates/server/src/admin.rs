@@ -148,14 +148,34 @@ impl AdminService<'_> {
         }
     }
 
-    async fn record(&self, event: &'static str, about: &str) -> Result<(), Error> {
-        let event = Event::new(event).subject(about).detail(self.actor.detail());
+    /// Record the audit event of a change that has committed. It cannot
+    /// fail the operation: the change is made, and its result (a new
+    /// secret) must reach the caller. A direct write is tried three
+    /// times; an event that still cannot be written is logged as an
+    /// error, with what it would have said.
+    async fn record(&self, name: &'static str, about: &str) {
+        let event = Event::new(name).subject(about).detail(self.actor.detail());
         match self.audit {
-            AuditSink::Queue(queue) => {
-                queue.push(event);
-                Ok(())
+            AuditSink::Queue(queue) => queue.push(event),
+            AuditSink::Direct => {
+                let mut wait = std::time::Duration::from_millis(100);
+                for attempt in 1..=3 {
+                    match audit::record(self.db, event.clone()).await {
+                        Ok(()) => return,
+                        Err(e) if attempt == 3 => tracing::error!(
+                            event = name,
+                            subject = about,
+                            actor = %self.actor.detail(),
+                            error = %e,
+                            "the change is made, but its audit event could not be written"
+                        ),
+                        Err(_) => {
+                            tokio::time::sleep(wait).await;
+                            wait *= 4;
+                        }
+                    }
+                }
             }
-            AuditSink::Direct => audit::record(self.db, event).await,
         }
     }
 
@@ -170,14 +190,15 @@ impl AdminService<'_> {
         let scopes = Scopes::from_list(scopes)?;
         let hash = self.passwords.hash(password).await?;
         let user = users::add(self.db, username, &hash, &scopes, profile).await?;
-        self.record("user_added", username).await?;
+        self.record("user_added", username).await;
         Ok(user)
     }
 
     /// Change a user's profile claims.
     pub async fn set_profile(&self, username: &str, profile: &Profile) -> Result<(), Error> {
         users::set_profile(self.db, username, profile).await?;
-        self.record("user_profile_changed", username).await
+        self.record("user_profile_changed", username).await;
+        Ok(())
     }
 
     /// The live sign-in sessions, of one user or all.
@@ -197,8 +218,9 @@ impl AdminService<'_> {
         .await?
         {
             Some(_) => {
+                self.record("session_ended", sid).await;
                 self.revoked().await;
-                self.record("session_ended", sid).await
+                Ok(())
             }
             None => Err(Error::NotFound {
                 kind: "session",
@@ -215,20 +237,22 @@ impl AdminService<'_> {
     /// Disable or enable a user (disabling revokes the user's sessions).
     pub async fn set_disabled(&self, username: &str, disabled: bool) -> Result<(), Error> {
         users::set_disabled(self.db, username, disabled, self.config.revocation_keep()).await?;
-        self.revoked().await;
         let event = if disabled {
             "user_disabled"
         } else {
             "user_enabled"
         };
-        self.record(event, username).await
+        self.record(event, username).await;
+        self.revoked().await;
+        Ok(())
     }
 
     /// Delete a user and the user's sessions.
     pub async fn delete_user(&self, username: &str) -> Result<(), Error> {
         users::delete(self.db, username, self.config.revocation_keep()).await?;
+        self.record("user_deleted", username).await;
         self.revoked().await;
-        self.record("user_deleted", username).await
+        Ok(())
     }
 
     /// Set a user's password (the user must exist before anything is
@@ -246,8 +270,9 @@ impl AdminService<'_> {
         }
         let hash = self.passwords.hash(password).await?;
         users::set_password(self.db, username, &hash, self.config.revocation_keep()).await?;
+        self.record("user_password_changed", username).await;
         self.revoked().await;
-        self.record("user_password_changed", username).await
+        Ok(())
     }
 
     /// Register a client: known grants, an access-token lifetime between
@@ -321,7 +346,7 @@ impl AdminService<'_> {
             },
         )
         .await?;
-        self.record("client_added", &added.client_id).await?;
+        self.record("client_added", &added.client_id).await;
         Ok(added)
     }
 
@@ -337,22 +362,23 @@ impl AdminService<'_> {
     /// Delete a client and its sessions.
     pub async fn delete_client(&self, client_id: &str) -> Result<(), Error> {
         clients::delete(self.db, client_id, self.config.revocation_keep()).await?;
+        self.record("client_deleted", client_id).await;
         self.revoked().await;
         if let Some(cache) = self.clients {
             cache.forget(client_id);
         }
-        self.record("client_deleted", client_id).await
+        Ok(())
     }
 
     /// Give a confidential client a new secret; the old one stops working.
     pub async fn rotate_secret(&self, client_id: &str) -> Result<Zeroizing<String>, Error> {
         let secret =
             clients::rotate_secret(self.db, client_id, self.config.revocation_keep()).await?;
+        self.record("client_secret_rotated", client_id).await;
         self.revoked().await;
         if let Some(cache) = self.clients {
             cache.forget(client_id);
         }
-        self.record("client_secret_rotated", client_id).await?;
         Ok(secret)
     }
 }

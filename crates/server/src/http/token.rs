@@ -40,6 +40,9 @@ struct TokenResponse {
 
 /// Authorization: any registered client, for the grants it was given.
 pub async fn token(State(app): State<Arc<App>>, form: OAuthForm) -> Result<Response, OAuthError> {
+    // Before anything is read: a change to the client or user committed
+    // from this second on may not have been seen by this request.
+    let started = now();
     if !app.audit.accepting() {
         // Nothing is issued that the audit trail could not record.
         return Err(OAuthError::temporarily_unavailable(
@@ -103,21 +106,65 @@ pub async fn token(State(app): State<Arc<App>>, form: OAuthForm) -> Result<Respo
         },
     }
     .map_err(OAuthError::from)?;
-    after_cut_off(&app, &client.client_id, &granted.subject).await;
+    after_cut_off(&app, &client, &granted.subject, started).await?;
     let response = issue(&app, &client, granted)?;
     metrics::counter!("tessera_tokens_issued_total", "grant" => grant.as_str()).increment(1);
     Ok(response)
 }
 
-/// Wait, when the user or client was cut off within the last moments (a
-/// password change, a rotated secret: the cut reaches
-/// `store::revocation::CUT_MARGIN` seconds past the change), until the cut
-/// has passed: a cut refuses tokens whose `iat` is at or before it, so a
-/// token issued sooner would be refused with the ones before it. Rare, and
-/// three seconds at most.
-async fn after_cut_off(app: &App, client_id: &str, subject: &str) {
-    let Some(cut) = app.access.revoked().cut_off(Some(subject), Some(client_id)) else {
-        return;
+/// When the user or client was cut off within the last moments (a
+/// password change, a user disabled, a rotated secret, a client deleted:
+/// the cut reaches `store::revocation::CUT_MARGIN` seconds past the
+/// change, and refuses tokens whose `iat` is at or before it):
+///
+/// - a request that was under way when the change committed is refused:
+///   it may have checked what the change replaced (the old password, a
+///   family the change revoked), and a token minted after the cut would
+///   outlive the change. Without the wait below the cut would have
+///   refused its token anyway. For a user, under way means begun in the
+///   same second as the change or before (a login in that very second is
+///   refused, and asked to try again); for
+///   a client, authenticated against another client than the database
+///   holds now (the old secret, a deleted client);
+/// - any other waits until the cut has passed, so that its token (a login
+///   right after a password change) is not refused with the ones before
+///   it. Rare, and three seconds at most.
+async fn after_cut_off(
+    app: &App,
+    client: &Client,
+    subject: &str,
+    started: i64,
+) -> Result<(), OAuthError> {
+    use crate::store::revocation::CUT_MARGIN;
+    let revoked = app.access.revoked();
+    // The change's second (`store::now`, whole seconds): a request begun
+    // in it or before may have been under way when it committed.
+    let changed_after_start = |cut: i64| cut.saturating_sub(CUT_MARGIN) >= started;
+    if revoked
+        .cut_off(Some(subject), None)
+        .is_some_and(changed_after_start)
+    {
+        return Err(OAuthError::invalid_grant(
+            "the user's account changed while this request was answered: ask again",
+        ));
+    }
+    // A client's cut is checked exactly, from the same second on: did
+    // this request authenticate against the client the database holds?
+    if revoked
+        .cut_off(None, Some(&client.client_id))
+        .is_some_and(|cut| cut.saturating_sub(CUT_MARGIN) >= started)
+    {
+        let now_stored = crate::store::clients::find(&app.db, &client.client_id)
+            .await
+            .map_err(|e| OAuthError::temporarily_unavailable(&e))?;
+        if now_stored.is_none_or(|c| c.secret_hash != client.secret_hash) {
+            return Err(OAuthError::invalid_client(
+                "the client's credentials changed while this request was answered",
+            ));
+        }
+    }
+    let Some(cut) = revoked.cut_off(Some(subject), Some(&client.client_id)) else {
+        return Ok(());
     };
     let next = u64::try_from(cut.saturating_add(1)).unwrap_or(0) * 1000;
     let now_ms = std::time::SystemTime::now()
@@ -135,6 +182,7 @@ async fn after_cut_off(app: &App, client_id: &str, subject: &str) {
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+    Ok(())
 }
 
 /// Sign the access token (and, for a sign-in with `openid`, the ID

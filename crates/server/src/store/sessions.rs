@@ -179,11 +179,12 @@ pub async fn renew(
          RETURNING {COLUMNS}",
         still_checked(db, "$5", "$6")
     );
-    let session = on_pool!(db.write(), p => sqlx::query_as::<_, Session>(&sql)
+    // Read to the end: a failed commit must come back as an error (`db`).
+    let renewed = on_pool!(db.write(), p => sqlx::query_as::<_, Session>(&sql)
         .bind(token_digest(&cookie)).bind(at).bind(at.saturating_add(policy.absolute))
         .bind(sid).bind(login.user_id).bind(login.password_hash)
-        .fetch_optional(p).await)?;
-    Ok(session.map(|s| (cookie, s)))
+        .fetch_all(p).await)?;
+    Ok(renewed.into_iter().next().map(|s| (cookie, s)))
 }
 
 /// The live session whose cookie value is `cookie`: not ended, not past

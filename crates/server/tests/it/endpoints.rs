@@ -789,6 +789,7 @@ mod admin_api {
         )
         .await;
         assert_eq!(r.status, StatusCode::NO_CONTENT);
+        h.next_second().await;
         assert_eq!(
             h.login(&web, "alice", "battery staple").await.status,
             StatusCode::OK
@@ -1024,6 +1025,7 @@ async fn revocations_reach_introspection_and_the_feed(backend: Backend) {
         .unwrap();
     log.sync(&h.db).await.unwrap();
     assert!(!active(before).await, "issued before the password change");
+    h.next_second().await;
     let after = h
         .login(&web, "alice", "battery staple")
         .await

@@ -369,6 +369,16 @@ impl Harness {
         }
     }
 
+    /// Sleep into the next second of `store::now`: a login begun in the
+    /// very second its account changed is refused (it may have been
+    /// under way), and asked to try again.
+    pub async fn next_second(&self) {
+        let now = tessera_server::store::now();
+        while tessera_server::store::now() <= now {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// A session of the user `user_id`, as a login starts it.
     pub async fn start_session(
         &self,

@@ -19,6 +19,7 @@ both_backends!(
     scopes_are_limited_to_the_client_and_the_user,
     password_logins_fail_alike_for_unknown_users_and_wrong_passwords,
     a_password_changed_while_logins_are_checked_ends_them_all,
+    a_secret_rotated_while_requests_are_answered_ends_them_all,
     failed_logins_are_rate_limited,
     login_limits_count_the_client_behind_a_trusted_proxy,
     simultaneous_guesses_cannot_outrun_the_limit,
@@ -384,6 +385,72 @@ async fn a_password_changed_while_logins_are_checked_ends_them_all(backend: Back
         .count();
     assert!(late > 0, "no login finished after the change");
     drop(logins);
+    h.finish().await;
+}
+
+/// Requests that authenticated with a client's secret before it was
+/// rotated (a leak) and finish after: none of them leaves a token the
+/// server calls active. A request with the new secret, the same second,
+/// gets its token.
+async fn a_secret_rotated_while_requests_are_answered_ends_them_all(backend: Backend) {
+    use futures_util::StreamExt;
+    let Some(h) = Harness::with(backend, |c| c.max_login_failures = 0).await else {
+        return;
+    };
+    let (web, old_secret) = h.client(&[GrantType::Password], "read").await;
+    let rs = h.client(&[GrantType::ClientCredentials], "read").await;
+    h.user("alice", "correct horse", "read").await;
+    // Each request authenticates the client at once, then waits for the
+    // two hashing threads.
+    let mut requests: futures_util::stream::FuturesUnordered<_> = (0..6)
+        .map(|_| {
+            h.post(
+                "/oauth2/token",
+                &[
+                    ("grant_type", "password"),
+                    ("username", "alice"),
+                    ("password", "correct horse"),
+                ],
+                Some((&web, &old_secret)),
+            )
+        })
+        .collect();
+    let first = requests.next().await.unwrap();
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text);
+    // As `tessera client rotate-secret` through the admin API does.
+    let new_secret = clients::rotate_secret(&h.db, &web, KEEP).await.unwrap();
+    h.app.access.revoked().catch_up(&h.db).await;
+    h.app.clients.forget(&web);
+    let mut answers = vec![first];
+    while let Some(answer) = requests.next().await {
+        answers.push(answer);
+    }
+    for answer in &answers {
+        if answer.status == StatusCode::OK {
+            assert!(!h.active(&answer.str("access_token"), (&rs.0, &rs.1)).await);
+        } else {
+            assert_eq!(answer.error(), "invalid_client", "{}", answer.text);
+        }
+    }
+    let late = answers
+        .iter()
+        .filter(|a| a.status != StatusCode::OK)
+        .count();
+    assert!(late > 0, "no request finished after the rotation");
+    drop(requests);
+    let now = h
+        .post(
+            "/oauth2/token",
+            &[
+                ("grant_type", "password"),
+                ("username", "alice"),
+                ("password", "correct horse"),
+            ],
+            Some((&web, &new_secret)),
+        )
+        .await;
+    assert_eq!(now.status, StatusCode::OK, "{}", now.text);
+    assert!(h.active(&now.str("access_token"), (&rs.0, &rs.1)).await);
     h.finish().await;
 }
 
