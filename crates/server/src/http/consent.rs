@@ -76,6 +76,10 @@ async fn consent_of(
     Ok((pending, request, client, browser, session))
 }
 
+/// How long (seconds) a login made for a request answers its `max_age`,
+/// however short: time to read the consent page.
+const FRESH_LOGIN_HOLDS: i64 = 120;
+
 /// The login page again when the session has grown older than the
 /// request's `max_age` while the consent page waited (a pending request
 /// lasts half an hour): OpenID Connect Core 1.0 §3.1.2.1 asks for a new
@@ -84,10 +88,6 @@ async fn consent_of(
 /// request answers a `max_age` for at least [`FRESH_LOGIN_HOLDS`] (else a
 /// `max_age` shorter than the time it takes to read the page would send
 /// the person round for ever), and no longer.
-/// How long (seconds) a login made for a request answers its `max_age`,
-/// however short: time to read the consent page.
-const FRESH_LOGIN_HOLDS: i64 = 120;
-
 fn login_again(
     app: &App,
     pending: &Pending,

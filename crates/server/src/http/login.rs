@@ -21,8 +21,7 @@ use crate::grant::password::Denied;
 use crate::signin::pending::{self, Pending};
 use crate::signin::redirect;
 use crate::signin::AuthorizationRequest;
-use crate::store::clients::Client;
-use crate::store::clients::GrantType;
+use crate::store::clients::{Client, GrantType};
 use crate::store::sessions;
 use crate::store::{codes, now};
 
