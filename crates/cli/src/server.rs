@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use tessera_server::admin::{Actor, AdminService, AuditSink, ClientRequest};
+use tessera_server::config::DatabaseUrl;
 use tessera_server::{Config, Overrides};
 use zeroize::Zeroizing;
 
@@ -22,13 +23,11 @@ pub struct ServerArgs {
     /// The data directory (SQLite database, master key) [default: ./tessera-data].
     #[arg(long, env = "TESSERA_DATA_DIR", global = true)]
     data_dir: Option<PathBuf>,
-    /// The database: sqlite://PATH or postgres://… [default: SQLite in the data directory]. Prefer the environment variable when the URL holds a password.
-    #[arg(
-        long,
-        env = "TESSERA_DATABASE_URL",
-        global = true,
-        hide_env_values = true
-    )]
+    /// The database: sqlite://PATH or postgres://… [default: SQLite in the
+    /// data directory]. A URL holding a password is refused here, where
+    /// every user of the machine can read it in the process list: set
+    /// TESSERA_DATABASE_URL or `database_url` in the configuration file.
+    #[arg(long, global = true)]
     database_url: Option<String>,
     /// The issuer URL (`iss` of every token) [default: http://LISTEN]. The
     /// admin commands read it too: on https, clients may register only the
@@ -47,20 +46,44 @@ pub struct ServeArgs {
 }
 
 impl ServerArgs {
-    fn overrides(&self) -> Overrides {
-        Overrides {
+    fn overrides(&self) -> anyhow::Result<Overrides> {
+        Ok(Overrides {
             config: self.config.clone(),
             data_dir: self.data_dir.clone(),
-            database_url: self.database_url.clone().map(Into::into),
+            database_url: self.database_url()?,
             issuer: self.issuer.clone(),
             master_key: std::env::var("TESSERA_MASTER_KEY").ok().map(Zeroizing::new),
             master_key_file: std::env::var_os("TESSERA_MASTER_KEY_FILE").map(PathBuf::from),
             ..Overrides::default()
+        })
+    }
+
+    /// `--database-url`, when it holds no password, else
+    /// `TESSERA_DATABASE_URL`. The flag is read by hand rather than with
+    /// clap's `env`, which would not say where a value came from.
+    fn database_url(&self) -> anyhow::Result<Option<DatabaseUrl>> {
+        if let Some(flag) = &self.database_url {
+            let url = DatabaseUrl::from(flag.clone());
+            if url.holds_password() {
+                bail!(
+                    "--database-url holds a password, which every user of this machine can \
+                     read in the process list: pass the URL in TESSERA_DATABASE_URL or as \
+                     database_url in the configuration file"
+                );
+            }
+            return Ok(Some(url));
+        }
+        match std::env::var("TESSERA_DATABASE_URL") {
+            Ok(url) => Ok(Some(url.into())),
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => {
+                bail!("TESSERA_DATABASE_URL is not valid UTF-8")
+            }
         }
     }
 
     fn config(&self) -> anyhow::Result<Config> {
-        Ok(Config::resolve(self.overrides())?)
+        Ok(Config::resolve(self.overrides()?)?)
     }
 }
 
@@ -81,7 +104,7 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
     if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
         eprintln!("tessera: cannot disable transparent huge pages: {e}");
     }
-    let mut overrides = args.server.overrides();
+    let mut overrides = args.server.overrides()?;
     overrides.listen = args.listen;
     let mut config = Config::resolve(overrides)?;
     tracing_subscriber::fmt()
@@ -438,10 +461,7 @@ pub fn client(server: &ServerArgs, command: ClientCommand) -> Result<(), Failure
                 json,
             } => {
                 let jwks = match jwks {
-                    Some(path) => Some(
-                        std::fs::read_to_string(&path)
-                            .with_context(|| format!("cannot read {}", path.display()))?,
-                    ),
+                    Some(path) => Some(crate::input::read_file(&path)?),
                     None => None,
                 };
                 let added = admin

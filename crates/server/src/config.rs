@@ -197,6 +197,17 @@ impl DatabaseUrl {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Whether the URL holds a password: in its user part
+    /// (`postgres://user:pw@host/db`) or its query (`?password=`,
+    /// `?sslpassword=`). Text that is not a URL holds one when it names
+    /// one (`host=db password=…`, libpq's other form).
+    pub fn holds_password(&self) -> bool {
+        let Ok(url) = url::Url::parse(&self.0) else {
+            return self.0.to_ascii_lowercase().contains("password");
+        };
+        url.password().is_some() || url.query_pairs().any(|(k, _)| k.contains("password"))
+    }
 }
 
 impl From<String> for DatabaseUrl {

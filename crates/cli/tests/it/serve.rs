@@ -1207,6 +1207,61 @@ fn keys_list_only_reads() {
 }
 
 #[test]
+fn a_database_url_with_a_password_is_refused_on_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for url in [
+        "postgres://tessera:hunter2@127.0.0.1:1/tessera",
+        "postgres://tessera@127.0.0.1:1/tessera?sslmode=disable&password=hunter2",
+        "host=127.0.0.1 port=1 password=hunter2",
+    ] {
+        for args in [
+            &["serve", "--listen", "127.0.0.1:0", "--database-url", url][..],
+            &["user", "list", "--database-url", url][..],
+        ] {
+            let out = assert_cmd::Command::new(binary())
+                .current_dir(d)
+                .args(args)
+                .timeout(std::time::Duration::from_secs(30))
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+            assert!(stderr.contains("TESSERA_DATABASE_URL"), "{stderr}");
+            assert!(!stderr.contains("hunter2"), "{stderr}");
+        }
+    }
+    assert!(!d.join("tessera-data").exists(), "a refused start wrote");
+
+    // Without a password the flag works, and it wins over the variable.
+    let flag = format!("sqlite://{}", d.join("flag.db").display());
+    let env = format!("sqlite://{}", d.join("env.db").display());
+    admin(
+        d,
+        &[
+            "user",
+            "add",
+            "alice",
+            "--password-stdin",
+            "--database-url",
+            &flag,
+        ],
+        Some("correct horse battery staple\n"),
+        &[("TESSERA_DATABASE_URL", &env)],
+    );
+    assert!(d.join("flag.db").exists());
+    assert!(!d.join("env.db").exists());
+    // The variable alone is read, password or not.
+    let listed = admin(
+        d,
+        &["user", "list"],
+        None,
+        &[("TESSERA_DATABASE_URL", &flag)],
+    );
+    assert!(listed.contains("alice"), "{listed}");
+}
+
+#[test]
 fn ids_that_begin_with_a_hyphen_are_ids_not_options() {
     // Session and client ids are random base64url: one in 32 begins with `-`.
     let dir = tempfile::tempdir().unwrap();
