@@ -231,8 +231,23 @@ impl Jwk {
         public.qi = None;
         public.k = None;
         public.extra.remove("oth");
+        // What the private key may do, the public one may undo: a private
+        // key of `key_ops: ["sign"]` (WebCrypto's export) gives a public one
+        // that verifies, not one that can do nothing.
         if let Some(ops) = &mut public.key_ops {
-            ops.retain(|op| op != "sign" && op != "decrypt" && op != "unwrapKey");
+            let mut kept: Vec<String> = Vec::with_capacity(ops.len());
+            for op in ops.drain(..) {
+                let op = match op.as_str() {
+                    "sign" => "verify".to_owned(),
+                    "decrypt" => "encrypt".to_owned(),
+                    "unwrapKey" => "wrapKey".to_owned(),
+                    _ => op,
+                };
+                if !kept.contains(&op) {
+                    kept.push(op);
+                }
+            }
+            *ops = kept;
         }
         Ok(public)
     }
@@ -475,6 +490,21 @@ impl fmt::Debug for Jwk {
 mod tests {
     use super::*;
     use crate::key::SigningKey;
+
+    #[test]
+    fn a_private_key_for_signing_gives_a_public_key_for_verifying() {
+        let key = SigningKey::generate(Algorithm::ES256).unwrap();
+        let mut private = key.to_jwk().unwrap();
+        private.key_ops = Some(vec!["sign".to_owned(), "verify".to_owned()]);
+        let public = private.to_public().unwrap();
+        assert_eq!(public.key_ops, Some(vec!["verify".to_owned()]));
+        let sig = private.to_signing_key().unwrap().sign(b"m").unwrap();
+        public.to_verifying_key().unwrap().verify(b"m", &sig).unwrap();
+        // Only what the public key can undo: nothing private stays.
+        private.key_ops = Some(vec!["sign".to_owned(), "unwrapKey".to_owned()]);
+        let ops = private.to_public().unwrap().key_ops.unwrap();
+        assert_eq!(ops, ["verify", "wrapKey"]);
+    }
 
     #[test]
     fn every_algorithm_round_trips_through_jwk() {
