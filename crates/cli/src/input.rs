@@ -10,23 +10,49 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use tessera_jose::{Algorithm, Jwk, Secret, SigningKey, VerifyingKey};
 
+/// The most any input may hold: far more than a key, a key set, a token
+/// or its claims, and a bound on what `/dev/zero` can make us allocate.
+pub const MAX_INPUT_BYTES: u64 = 1 << 20;
+
 /// A file's text, or standard input for `-` or no path.
 pub fn read_source(path: Option<&str>) -> Result<String> {
     match path {
-        None | Some("-") => {
-            let mut text = String::new();
-            std::io::stdin()
-                .read_to_string(&mut text)
-                .context("reading standard input")?;
-            Ok(text)
-        }
+        None | Some("-") => text(
+            read_bounded(std::io::stdin(), "standard input")?,
+            "standard input",
+        ),
         Some(path) => read_file(Path::new(path)),
     }
 }
 
 /// A file's text, with the path in the error.
 pub fn read_file(path: &Path) -> Result<String> {
-    fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+    let what = path.display().to_string();
+    text(read_bytes(path)?, &what)
+}
+
+/// A file's bytes, [`MAX_INPUT_BYTES`] at most, with the path in the error.
+fn read_bytes(path: &Path) -> Result<Vec<u8>> {
+    let what = path.display().to_string();
+    let file = fs::File::open(path).with_context(|| format!("reading {what}"))?;
+    read_bounded(file, &what)
+}
+
+/// All of `reader`, or an error past [`MAX_INPUT_BYTES`].
+fn read_bounded(reader: impl Read, what: &str) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    reader
+        .take(MAX_INPUT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {what}"))?;
+    if bytes.len() as u64 > MAX_INPUT_BYTES {
+        bail!("{what} holds more than {MAX_INPUT_BYTES} bytes");
+    }
+    Ok(bytes)
+}
+
+fn text(bytes: Vec<u8>, what: &str) -> Result<String> {
+    String::from_utf8(bytes).with_context(|| format!("{what} is not UTF-8 text"))
 }
 
 /// A secret from a file or an environment variable (never from the command
@@ -34,7 +60,7 @@ pub fn read_file(path: &Path) -> Result<String> {
 /// newline, as `echo` and editors add, is not part of the secret.
 pub fn secret(file: Option<&Path>, env: Option<&str>) -> Result<Option<Secret>> {
     let mut bytes = match (file, env) {
-        (Some(path), _) => fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+        (Some(path), _) => read_bytes(path)?,
         (None, Some(var)) => match std::env::var_os(var) {
             Some(value) => value.into_encoded_bytes(),
             None => bail!("environment variable {var} is not set"),
@@ -104,8 +130,35 @@ pub fn verifying_key(path: &Path, algs: &[Algorithm]) -> Result<VerifyingKey> {
     Ok(key)
 }
 
-/// Write a private key: a new file, readable by its owner only.
+/// Write a private key: a new file, readable by its owner only, which
+/// appears whole or not at all. It is written and synced under a temporary
+/// name beside `path`, then linked to `path` (which fails if `path`
+/// exists: nothing is overwritten); a full disk or a crash leaves no
+/// truncated key under the name asked for.
 pub fn write_private(path: &Path, contents: &str) -> Result<()> {
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} names no file", path.display()))?;
+    let mut temporary = path.to_path_buf();
+    temporary.set_file_name(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    write_new(&temporary, contents)?;
+    let linked = fs::hard_link(&temporary, path);
+    let _ = fs::remove_file(&temporary);
+    linked.with_context(|| format!("creating {} (it must not exist yet)", path.display()))?;
+    // The new name is durable once its directory is.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = fs::File::open(dir).and_then(|d| d.sync_all());
+    }
+    Ok(())
+}
+
+/// `contents` in a new file at `path`, mode 0600, synced; on a failure
+/// after creating it, the file is removed.
+fn write_new(path: &Path, contents: &str) -> Result<()> {
     let mut options = fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -115,9 +168,14 @@ pub fn write_private(path: &Path, contents: &str) -> Result<()> {
     }
     let mut file = options
         .open(path)
-        .with_context(|| format!("creating {} (it must not exist yet)", path.display()))?;
-    file.write_all(contents.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))
+        .with_context(|| format!("creating {}", path.display()))?;
+    let written = file
+        .write_all(contents.as_bytes())
+        .and_then(|()| file.sync_all());
+    if written.is_err() {
+        let _ = fs::remove_file(path);
+    }
+    written.with_context(|| format!("writing {}", path.display()))
 }
 
 /// `--alg` values.

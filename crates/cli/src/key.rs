@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use tessera_jose::{Algorithm, Jwk, JwkSet, KeyType, SigningKey, VerifyingKey};
+use zeroize::Zeroizing;
 
 use crate::input::{self, parse_alg, KeyFile};
 use crate::Failure;
@@ -47,8 +48,9 @@ pub enum KeyCommand {
     },
     /// Convert a key between JWK and PEM (PKCS#8 or SPKI).
     #[command(
-        after_help = "Examples:\n  tessera key convert --to pem signing.jwk > signing.pem\n  \
-        tessera key convert --to jwk --alg RS256 rsa.pem > rsa.jwk"
+        after_help = "Examples:\n  tessera key convert --to pem -o signing.pem signing.jwk\n  \
+        tessera key convert --to jwk --alg RS256 -o rsa.jwk rsa.pem\n  \
+        tessera key convert --to pem public.jwk > public.pem"
     )]
     Convert {
         /// Output format.
@@ -60,6 +62,10 @@ pub enum KeyCommand {
         /// The key; `-` or nothing for standard input.
         #[arg(value_name = "FILE|-")]
         file: Option<String>,
+        /// Write to this new file (mode 0600) instead of standard output:
+        /// the way to keep a private key private.
+        #[arg(short = 'o', long, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
 }
 
@@ -97,7 +103,12 @@ pub fn run(command: KeyCommand) -> Result<(), Failure> {
             println!("{}", jwk.thumbprint()?);
             Ok(())
         }
-        KeyCommand::Convert { to, alg, file } => convert(to, alg, file.as_deref()),
+        KeyCommand::Convert {
+            to,
+            alg,
+            file,
+            output,
+        } => convert(to, alg, file.as_deref(), output),
     }
 }
 
@@ -142,19 +153,24 @@ fn public_of(jwk: &Jwk) -> anyhow::Result<Jwk> {
     Ok(jwk.to_public()?)
 }
 
-fn convert(to: Format, alg: Option<Algorithm>, file: Option<&str>) -> Result<(), Failure> {
+fn convert(
+    to: Format,
+    alg: Option<Algorithm>,
+    file: Option<&str>,
+    output: Option<PathBuf>,
+) -> Result<(), Failure> {
     let text = input::read_source(file)?;
-    match (input::parse_key(&text)?, to) {
-        (KeyFile::Jwk(jwk), Format::Jwk) => print_json(&jwk),
+    let converted = match (input::parse_key(&text)?, to) {
+        (KeyFile::Jwk(jwk), Format::Jwk) => Zeroizing::new(jwk.to_json_pretty() + "\n"),
         (KeyFile::Jwk(jwk), Format::Pem) => {
             let alg = match alg {
                 Some(alg) => alg,
                 None => jwk.algorithm()?,
             };
             if jwk.is_private() {
-                print!("{}", *jwk.to_signing_key_for(alg)?.to_pkcs8_pem()?);
+                jwk.to_signing_key_for(alg)?.to_pkcs8_pem()?
             } else {
-                print!("{}", jwk.to_verifying_key_for(alg)?.to_public_pem()?);
+                Zeroizing::new(jwk.to_verifying_key_for(alg)?.to_public_pem()?)
             }
         }
         (KeyFile::Pem(pem), to) => {
@@ -162,19 +178,23 @@ fn convert(to: Format, alg: Option<Algorithm>, file: Option<&str>) -> Result<(),
             match (is_private, to) {
                 (true, Format::Jwk) => {
                     let key = pem_signing_key(&pem, alg)?.with_thumbprint_kid()?;
-                    print_json(&key.to_jwk()?);
+                    Zeroizing::new(key.to_jwk()?.to_json_pretty() + "\n")
                 }
-                (true, Format::Pem) => print!("{}", *pem_signing_key(&pem, alg)?.to_pkcs8_pem()?),
+                (true, Format::Pem) => pem_signing_key(&pem, alg)?.to_pkcs8_pem()?,
                 (false, Format::Jwk) => {
                     let key = pem_verifying_key(&pem, alg)?;
                     let kid = key.thumbprint()?;
-                    print_json(&key.with_kid(kid).to_public_jwk()?);
+                    Zeroizing::new(key.with_kid(kid).to_public_jwk()?.to_json_pretty() + "\n")
                 }
                 (false, Format::Pem) => {
-                    print!("{}", pem_verifying_key(&pem, alg)?.to_public_pem()?)
+                    Zeroizing::new(pem_verifying_key(&pem, alg)?.to_public_pem()?)
                 }
             }
         }
+    };
+    match output {
+        Some(path) => input::write_private(&path, &converted)?,
+        None => print!("{}", *converted),
     }
     Ok(())
 }
@@ -204,10 +224,20 @@ fn pem_key<K>(
     if let Some(alg) = alg {
         return Ok(load(alg, pem)?);
     }
-    IMPLIED
-        .iter()
-        .find_map(|alg| load(*alg, pem).ok())
-        .context("name the algorithm with --alg (RSA keys serve several)")
+    if let Some(key) = IMPLIED.iter().find_map(|alg| load(*alg, pem).ok()) {
+        return Ok(key);
+    }
+    if pem.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
+        bail!(
+            "the key is encrypted; decrypt it first \
+             (openssl pkcs8 -in FILE -out PLAIN.pem, then keep PLAIN.pem private)"
+        );
+    }
+    // Not EC or Ed25519: an RSA key, which needs --alg, or no key we load.
+    match load(Algorithm::RS256, pem) {
+        Ok(_) => bail!("an RSA key serves several algorithms: name one with --alg"),
+        Err(e) => Err(anyhow!(e).context("not a key of a supported type")),
+    }
 }
 
 pub fn jwks(args: &JwksArgs) -> Result<(), Failure> {

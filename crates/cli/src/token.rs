@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use clap::{ArgGroup, Args, Subcommand};
+use serde::Deserialize;
 use serde_json::{Map, Value};
-use tessera_jose::jws::{self, Header};
+use tessera_jose::jws::Header;
 use tessera_jose::{
-    dangerous, describe_span, jwt, Algorithm, JwkSet, KeySet, NumericDate, SigningKey, Validation,
-    VerifyingKey,
+    dangerous, describe_span, jwt, Algorithm, Audience, Claims, JwkSet, KeySet, NumericDate,
+    SigningKey, Validation, VerifyingKey,
 };
 
 use crate::input::{self, name_value, parse_alg, parse_duration};
@@ -21,7 +22,7 @@ pub enum TokenCommand {
     #[command(after_help = "Examples:\n  \
         tessera token sign --key signing.jwk --iss https://auth.example.com --sub alice --aud api --exp 15m\n  \
         tessera token sign --secret-env JWT_SECRET --alg HS256 --claim scope=\"items:read\" --exp 1h\n  \
-        echo '{\"role\":\"admin\"}' | tessera token sign --key rsa.pem --alg RS256 --claims - --jti")]
+        echo '{\"role\":\"admin\"}' | tessera token sign --key rsa.pem --alg RS256 --claims - --jti --exp 10m")]
     Sign(SignArgs),
     /// Verify a token; prints its claims as JSON, or why it is invalid (exit 1).
     #[command(after_help = "Examples:\n  \
@@ -65,9 +66,14 @@ pub struct SignArgs {
     /// Audience (`aud`); repeat for several.
     #[arg(long)]
     aud: Vec<String>,
-    /// Expire this long from now (`exp`), e.g. 15m, 1h, 2d.
+    /// Expire this long from now (`exp`), e.g. 15m, 1h, 2d. Required,
+    /// unless the claims hold `exp` or --no-exp is given.
     #[arg(long, value_parser = parse_duration)]
     exp: Option<Duration>,
+    /// Make a token that never expires (no `exp`), which verifiers
+    /// refuse by default.
+    #[arg(long, conflicts_with = "exp")]
+    no_exp: bool,
     /// Not valid until this long from now (`nbf`).
     #[arg(long, value_parser = parse_duration)]
     nbf: Option<Duration>,
@@ -181,35 +187,67 @@ fn sign(args: SignArgs) -> Result<(), Failure> {
         },
         None => Map::new(),
     };
+    // The options' claims, then --claim's: a name given twice is an
+    // error, not a silent choice (`--exp 5m --claim exp=…`).
     let now = NumericDate::now();
-    let mut set = |name: &str, value: Value| {
-        claims.insert(name.to_owned(), value);
-    };
+    let mut options = Map::new();
     if !args.no_iat {
-        set("iat", now.seconds().into());
+        options.insert("iat".into(), now.seconds().into());
     }
     if let Some(exp) = args.exp {
-        set("exp", now.plus(exp).seconds().into());
+        options.insert("exp".into(), now.plus(exp).seconds().into());
     }
     if let Some(nbf) = args.nbf {
-        set("nbf", now.plus(nbf).seconds().into());
+        options.insert("nbf".into(), now.plus(nbf).seconds().into());
     }
     if let Some(iss) = args.iss {
-        set("iss", iss.into());
+        options.insert("iss".into(), iss.into());
     }
     if let Some(sub) = args.sub {
-        set("sub", sub.into());
+        options.insert("sub".into(), sub.into());
     }
     match args.aud.as_slice() {
         [] => {}
-        [one] => set("aud", one.clone().into()),
-        many => set("aud", many.to_vec().into()),
+        [one] => drop(options.insert("aud".into(), one.clone().into())),
+        many => drop(options.insert("aud".into(), many.to_vec().into())),
     }
     if args.jti {
-        set("jti", jwt::random_id()?.into());
+        options.insert("jti".into(), jwt::random_id()?.into());
+    }
+    for (name, value) in options {
+        if claims.contains_key(&name) {
+            return Err(
+                anyhow!("{name} is set by its option and by --claims; give it once").into(),
+            );
+        }
+        claims.insert(name, value);
     }
     for (name, value) in args.claim {
-        set(&name, value);
+        if claims.insert(name.clone(), value).is_some() {
+            return Err(anyhow!("{name} is given more than once; give it once").into());
+        }
+    }
+    // The registered claims with the types verifiers read them as: a
+    // token no verifier can read is refused here, not signed.
+    let claims = typed(claims).map_err(|e| anyhow!("the claims cannot be signed: {e}"))?;
+    for (name, at) in [
+        ("exp", claims.exp),
+        ("nbf", claims.nbf),
+        ("iat", claims.iat),
+    ] {
+        if at.is_some_and(|at| at.seconds() > LAST_DATE) {
+            return Err(anyhow!("{name} is after the year 9999").into());
+        }
+    }
+    if claims.exp.is_none() && !args.no_exp {
+        return Err(anyhow!(
+            "the token would never expire: give --exp (for example --exp 15m), \
+             or --no-exp if that is what you want"
+        )
+        .into());
+    }
+    if claims.exp.is_some() && args.no_exp {
+        return Err(anyhow!("--no-exp, yet the claims hold exp").into());
     }
     let mut header = Header::for_key(&key).typ(args.typ.unwrap_or_else(|| "JWT".to_owned()));
     if let Some(kid) = args.kid {
@@ -228,8 +266,7 @@ fn sign(args: SignArgs) -> Result<(), Failure> {
             _ => header.member(name, value),
         };
     }
-    let payload = serde_json::to_vec(&claims).context("serializing the claims")?;
-    println!("{}", jws::sign(&header, &payload, &key)?);
+    println!("{}", jwt::sign_with_header(&header, &claims, &key)?);
     Ok(())
 }
 
@@ -302,12 +339,60 @@ fn verify(args: &VerifyArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The registered claims, as verifiers read them.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Registered {
+    iss: Option<String>,
+    sub: Option<String>,
+    aud: Option<Audience>,
+    exp: Option<NumericDate>,
+    nbf: Option<NumericDate>,
+    iat: Option<NumericDate>,
+    jti: Option<String>,
+}
+
+/// `claims` with its registered members read as their types.
+fn typed(mut claims: Map<String, Value>) -> serde_json::Result<Claims<Map<String, Value>>> {
+    let registered: Map<String, Value> = ["iss", "sub", "aud", "exp", "nbf", "iat", "jti"]
+        .into_iter()
+        .filter_map(|name| Some((name.to_owned(), claims.remove(name)?)))
+        .collect();
+    let r: Registered = serde_json::from_value(Value::Object(registered))?;
+    let mut typed = Claims::with_custom(claims);
+    typed.iss = r.iss;
+    typed.sub = r.sub;
+    typed.aud = r.aud;
+    typed.exp = r.exp;
+    typed.nbf = r.nbf;
+    typed.iat = r.iat;
+    typed.jti = r.jti;
+    Ok(typed)
+}
+
+/// 9999-12-31T23:59:59Z, the last time RFC 3339 can write; later dates
+/// are also past what JavaScript verifiers read exactly (2^53).
+const LAST_DATE: i64 = 253_402_300_799;
+
 /// The most a JWKS response may hold.
 const MAX_JWKS_BYTES: u64 = 1 << 20;
 
-/// GET a JWK set over HTTP(S), with rustls on aws-lc-rs (the one crypto
-/// library of the project), a time limit and a size limit.
+/// GET a JWK set over HTTPS, with rustls on aws-lc-rs (the one crypto
+/// library of the project), a time limit and a size limit. Plain HTTP only
+/// from this machine (as the guard allows), and then without redirects:
+/// anyone on the path could answer a plain request with their own keys.
 fn fetch(url: &str) -> anyhow::Result<String> {
+    let parsed: ureq::http::Uri = url
+        .parse()
+        .with_context(|| format!("--jwks-url {url:?} is not an https URL"))?;
+    let plain = match parsed.scheme_str() {
+        Some("https") => false,
+        Some("http") if parsed.host().is_some_and(is_loopback) => true,
+        _ => anyhow::bail!(
+            "--jwks-url must be https (plain http only to this machine: localhost, \
+             127.0.0.1 or [::1]), not {url:?}"
+        ),
+    };
     let tls = ureq::tls::TlsConfig::builder()
         .provider(ureq::tls::TlsProvider::Rustls)
         .unversioned_rustls_crypto_provider(std::sync::Arc::new(
@@ -317,7 +402,8 @@ fn fetch(url: &str) -> anyhow::Result<String> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .tls_config(tls)
         .timeout_global(Some(Duration::from_secs(10)))
-        .max_redirects(3)
+        .https_only(!plain)
+        .max_redirects(if plain { 0 } else { 3 })
         .build()
         .into();
     let mut response = agent
@@ -331,6 +417,15 @@ fn fetch(url: &str) -> anyhow::Result<String> {
         .limit(MAX_JWKS_BYTES)
         .read_to_string()
         .with_context(|| format!("reading the response from {url}"))
+}
+
+/// `localhost` or a loopback address (`127.0.0.0/8`, `[::1]`).
+fn is_loopback(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn decode(args: &DecodeArgs) -> Result<(), Failure> {
@@ -373,7 +468,7 @@ fn decode(args: &DecodeArgs) -> Result<(), Failure> {
 }
 
 fn relative(at: NumericDate, now: NumericDate) -> String {
-    let delta = at.seconds() - now.seconds();
+    let delta = at.seconds().saturating_sub(now.seconds());
     if delta == 0 {
         "now".to_owned()
     } else if delta > 0 {

@@ -484,7 +484,9 @@ fn bad_input_exits_2_with_one_line() {
             "JSON object",
         ),
         (
-            &["token", "sign", "--key", "r.jwk", "--header", "alg=none"],
+            &[
+                "token", "sign", "--key", "r.jwk", "--exp", "1m", "--header", "alg=none",
+            ],
             None,
             "key decides",
         ),
@@ -559,4 +561,230 @@ fn decode_shows_claims_labelled_unverified() {
         .unwrap()
         .starts_with("in "));
     fails(d, &["token", "decode"], Some("garbage"), 1, "malformed");
+}
+
+#[test]
+fn sign_refuses_tokens_no_verifier_would_take() {
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    generate(d, "ES256", "k.jwk", None);
+    let sign = |extra: &[&str]| {
+        let mut args = vec!["token", "sign", "--key", "k.jwk"];
+        args.extend_from_slice(extra);
+        args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>()
+    };
+    let run = |args: Vec<String>, stdin: Option<&str>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        tessera(d, &args, stdin)
+    };
+    // No exp: a token that never expires must be asked for.
+    let refused = run(sign(&["--sub", "alice"]), None);
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(refused.stderr.contains("--exp"), "{}", refused.stderr);
+    let forever = run(sign(&["--sub", "alice", "--no-exp"]), None);
+    assert_eq!(forever.code, 0, "{}", forever.stderr);
+    let doc = json(&ok(
+        d,
+        &["token", "decode", "--json"],
+        Some(&forever.stdout),
+    ));
+    assert!(doc["payload"].get("exp").is_none());
+    // exp from the claims counts.
+    let in_claims = run(sign(&["--claims", "-"]), Some("{\"exp\":4102444800}"));
+    assert_eq!(in_claims.code, 0, "{}", in_claims.stderr);
+    let refusals: [(&[&str], Option<&str>, &str); 7] = [
+        // Given twice: not a silent choice.
+        (&["--exp", "5m", "--claim", "exp=99999999999"], None, "exp"),
+        (
+            &["--exp", "5m", "--claims", "-"],
+            Some("{\"exp\":1}"),
+            "exp",
+        ),
+        (
+            &["--exp", "5m", "--claim", "a=1", "--claim", "a=2"],
+            None,
+            "a is given more",
+        ),
+        // Registered claims of the wrong type.
+        (&["--claim", "exp=soon"], None, "cannot be signed"),
+        (
+            &["--exp", "5m", "--claim", "aud=5"],
+            None,
+            "cannot be signed",
+        ),
+        // Past what RFC 3339 and JavaScript can read.
+        (&["--exp", "400000000000y"], None, "9999"),
+        (&["--no-exp", "--claim", "exp=4102444800"], None, "--no-exp"),
+    ];
+    for (extra, stdin, reason) in refusals {
+        let args = sign(extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        fails(d, &args, stdin, 2, reason);
+    }
+}
+
+#[test]
+fn decode_survives_dates_at_the_ends_of_time() {
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    generate(d, "ES256", "k.jwk", None);
+    for exp in [i64::MIN, i64::MAX] {
+        let claims = format!("{{\"exp\":{exp},\"nbf\":{exp}}}");
+        // Signed without exp checks (the dates are the point), then decoded.
+        let token = ok(
+            d,
+            &[
+                "token", "sign", "--key", "k.jwk", "--no-exp", "--no-iat", "--claim", "x=1",
+            ],
+            None,
+        );
+        let (head, _) = token.trim().split_once('.').unwrap();
+        let payload = base64_url(&claims);
+        let forged = format!("{head}.{payload}.AAAA");
+        let run = tessera(d, &["token", "decode", "--json"], Some(&forged));
+        assert_eq!(run.code, 0, "{exp}: {}", run.stderr);
+        assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    }
+}
+
+/// Unpadded base64url of `text`.
+fn base64_url(text: &str) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bytes = text.as_bytes();
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_published_key_verifies_what_its_private_key_signed() {
+    // WebCrypto exports a private key with key_ops ["sign"]: its public
+    // form must verify, not be a key for nothing.
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    let key = generate(d, "ES256", "k.jwk", Some("k1"));
+    let mut jwk = json(&std::fs::read_to_string(&key).unwrap());
+    jwk["key_ops"] = serde_json::json!(["sign"]);
+    std::fs::write(d.join("ops.jwk"), jwk.to_string()).unwrap();
+    let token = ok(
+        d,
+        &["token", "sign", "--key", "ops.jwk", "--exp", "5m"],
+        None,
+    );
+    std::fs::write(d.join("set.json"), ok(d, &["jwks", "ops.jwk"], None)).unwrap();
+    ok(d, &["token", "verify", "--jwks", "set.json"], Some(&token));
+    std::fs::write(
+        d.join("pub.jwk"),
+        ok(d, &["key", "public", "ops.jwk"], None),
+    )
+    .unwrap();
+    ok(d, &["token", "verify", "--key", "pub.jwk"], Some(&token));
+}
+
+#[test]
+fn jwks_urls_are_https_unless_on_this_machine() {
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    // Refused before any connection (192.0.2.1 is TEST-NET: it would hang).
+    for url in [
+        "http://192.0.2.1/jwks.json",
+        "ftp://example.com/jwks.json",
+        "not a url",
+    ] {
+        fails(
+            d,
+            &["token", "verify", "--jwks-url", url],
+            Some("x.y.z"),
+            2,
+            "https",
+        );
+    }
+}
+
+#[test]
+fn inputs_are_bounded() {
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    generate(d, "ES256", "k.jwk", None);
+    let huge = "a".repeat(2 << 20);
+    fails(
+        d,
+        &["token", "verify", "--key", "k.jwk"],
+        Some(&huge),
+        2,
+        "more than",
+    );
+    std::fs::write(d.join("big.json"), &huge).unwrap();
+    fails(
+        d,
+        &["token", "verify", "--jwks", "big.json"],
+        Some("x.y.z"),
+        2,
+        "more than",
+    );
+    fails(
+        d,
+        &["token", "sign", "--secret-file", "big.json", "--exp", "1m"],
+        None,
+        2,
+        "more than",
+    );
+}
+
+#[test]
+fn converted_private_keys_are_written_0600_and_never_over_a_file() {
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    generate(d, "ES256", "k.jwk", None);
+    ok(
+        d,
+        &["key", "convert", "--to", "pem", "-o", "k.pem", "k.jwk"],
+        None,
+    );
+    let pem = std::fs::read_to_string(d.join("k.pem")).unwrap();
+    assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"), "{pem}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(d.join("k.pem"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    fails(
+        d,
+        &["key", "convert", "--to", "pem", "-o", "k.pem", "k.jwk"],
+        None,
+        2,
+        "must not exist",
+    );
+    assert_eq!(std::fs::read_to_string(d.join("k.pem")).unwrap(), pem);
+    // Nothing left beside it.
+    let names: Vec<String> = std::fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+    // An encrypted PEM key is named as such, not taken for RSA.
+    std::fs::write(
+        d.join("enc.pem"),
+        "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    fails(
+        d,
+        &["key", "convert", "--to", "jwk", "enc.pem"],
+        None,
+        2,
+        "encrypted",
+    );
 }
