@@ -11,14 +11,24 @@
 //!   answered within [`Limits::request_timeout`], or it is answered `408`
 //!   and its connection closed: a body trickled a byte at a time cannot
 //!   hold a connection open;
+//! - **send timeout**: a write to the client may wait at most
+//!   [`Limits::send_timeout`] for the client to take bytes, or the
+//!   connection is closed: a client that never reads its response (a zero
+//!   receive window) cannot hold a connection open. The timer restarts with
+//!   every byte sent, so a long event stream to a reading client lives on;
 //! - **connection limit**: at most [`Limits::max_connections`] connections
 //!   are open at once. Past it, new connections wait in the kernel's accept
 //!   queue until one closes (and the timeouts above make sure one does).
 //!   The default stays under the process's file-descriptor limit, with
-//!   headroom for the database and files ([`Limits::for_this_process`]).
+//!   headroom for the database and files ([`Limits::for_this_process`]);
+//! - **shutdown**: when the shutdown future completes, no connection is
+//!   accepted; requests in flight get [`Limits::shutdown_grace`] to finish,
+//!   then the connections left are dropped, so that [`serve`] returns with
+//!   nothing of the router still alive.
 //!
-//! The defaults are tighter than nginx's (60 s `client_header_timeout` and
-//! `client_body_timeout`, 75 s `keepalive_timeout`): 30 s each.
+//! The defaults are tighter than nginx's (60 s `client_header_timeout`,
+//! `client_body_timeout` and `send_timeout`, 75 s `keepalive_timeout`):
+//! 30 s each.
 //!
 //! ```no_run
 //! # async fn run(router: axum::Router) -> std::io::Result<()> {
@@ -46,9 +56,6 @@ use tokio::sync::Semaphore;
 use tower::ServiceExt;
 use tower_http::timeout::TimeoutLayer;
 
-/// How long requests in flight may take to finish after shutdown begins.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-
 /// File descriptors kept free for everything but client connections: the
 /// database's connections, its files, logs, outgoing requests.
 pub const RESERVED_DESCRIPTORS: usize = 64;
@@ -61,8 +68,12 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// Time allowed to answer a request, reading its body included.
     pub request_timeout: Duration,
+    /// Time a write may wait for the client to take bytes.
+    pub send_timeout: Duration,
     /// Connections open at once at most.
     pub max_connections: usize,
+    /// Time requests in flight get to finish once shutdown begins.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for Limits {
@@ -70,7 +81,9 @@ impl Default for Limits {
         Limits {
             header_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(30),
+            send_timeout: Duration::from_secs(30),
             max_connections: 1024 - RESERVED_DESCRIPTORS,
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 }
@@ -118,9 +131,9 @@ fn raise_descriptor_limit() -> usize {
 }
 
 /// Serve `router` on `listener` with `limits` until `shutdown` completes;
-/// then stop accepting, let requests in flight finish (30 s at most) and
-/// return. Handlers see the peer's address as
-/// `ConnectInfo<SocketAddr>`.
+/// then stop accepting, let requests in flight finish
+/// ([`Limits::shutdown_grace`] at most), drop the connections left and
+/// return. Handlers see the peer's address as `ConnectInfo<SocketAddr>`.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -138,8 +151,13 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .keep_alive(true);
+    // Every connection's task, so that none outlives `serve`: each holds
+    // a clone of the router, and with it whatever state the caller will
+    // tear down once `serve` returns.
+    let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
+        while connections.try_join_next().is_some() {}
         // A free slot first: at the limit, connections wait in the kernel's
         // queue rather than take a descriptor here.
         let slot = tokio::select! {
@@ -163,16 +181,20 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(limits.send_timeout));
         let service = router
             .clone()
             .map_request(move |mut request: axum::extract::Request<_>| {
                 request.extensions_mut().insert(ConnectInfo(peer));
                 request
             });
-        let connection =
-            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        let connection = builder.serve_connection(
+            TokioIo::new(Box::pin(stream)),
+            TowerToHyperService::new(service),
+        );
         let connection = graceful.watch(connection);
-        tokio::spawn(async move {
+        connections.spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
@@ -180,14 +202,18 @@ pub async fn serve(
         });
     }
     drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+    let grace = limits.shutdown_grace;
+    if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!(
-            "requests still running {SHUTDOWN_GRACE:?} after shutdown began; leaving them"
+            connections = connections.len(),
+            "requests still running {grace:?} after shutdown began; closing their connections"
         );
     }
+    connections.abort_all();
+    while connections.join_next().await.is_some() {}
     Ok(())
 }
 

@@ -633,9 +633,11 @@ impl Config {
         tessera_listen::Limits {
             header_timeout: self.header_timeout,
             request_timeout: self.request_timeout,
+            send_timeout: self.request_timeout,
             max_connections: self
                 .max_http_connections
                 .unwrap_or(defaults.max_connections),
+            ..defaults
         }
     }
 
