@@ -499,7 +499,11 @@ mod tests {
         let public = private.to_public().unwrap();
         assert_eq!(public.key_ops, Some(vec!["verify".to_owned()]));
         let sig = private.to_signing_key().unwrap().sign(b"m").unwrap();
-        public.to_verifying_key().unwrap().verify(b"m", &sig).unwrap();
+        public
+            .to_verifying_key()
+            .unwrap()
+            .verify(b"m", &sig)
+            .unwrap();
         // Only what the public key can undo: nothing private stays.
         private.key_ops = Some(vec!["sign".to_owned(), "unwrapKey".to_owned()]);
         let ops = private.to_public().unwrap().key_ops.unwrap();
