@@ -642,7 +642,9 @@ impl Config {
     }
 
     /// How long revocation events of users, clients and sessions are
-    /// kept: until every token they can refuse has expired.
+    /// kept: until every token they can refuse has expired, as far as this
+    /// configuration knows. The log keeps them longer when an earlier start
+    /// allowed longer tokens (`store::revocation::raise_longest_access_ttl`).
     pub fn revocation_keep(&self) -> crate::store::revocation::Keep {
         crate::store::revocation::Keep(
             crate::store::secs(self.max_access_ttl)

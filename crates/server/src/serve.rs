@@ -69,13 +69,35 @@ pub async fn open(config: Config) -> Result<Opened, Error> {
             MasterKey::create(path)?
         }
     };
-    let keys = match Keys::load(db.clone(), master, config.keys.clone()).await {
+    // A key verifies tokens for as long as the longest lifetime an earlier
+    // start allowed, not only this configuration's: lowering
+    // max_access_ttl does not cut short the tokens already out.
+    let mut policy = config.keys.clone();
+    let stored = match crate::store::revocation::longest_access_ttl(&db).await {
+        Ok(stored) => stored,
+        Err(e) => {
+            db.close().await;
+            return Err(e);
+        }
+    };
+    if let Some(stored) = stored {
+        let stored = Duration::from_secs(u64::try_from(stored).unwrap_or(0));
+        policy.max_access_ttl = policy.max_access_ttl.max(stored);
+    }
+    let keys = match Keys::load(db.clone(), master, policy).await {
         Ok(keys) => Arc::new(keys),
         Err(e) => {
             db.close().await;
             return Err(e);
         }
     };
+    // Before the first token: cut-offs appended from now on are kept until
+    // tokens of this lifetime have expired.
+    let longest = crate::store::secs(config.max_access_ttl);
+    if let Err(e) = crate::store::revocation::raise_longest_access_ttl(&db, longest).await {
+        db.close().await;
+        return Err(e);
+    }
     Ok(Opened { config, db, keys })
 }
 

@@ -107,7 +107,14 @@ impl Row {
     }
 }
 
-/// Append `$revocation` in the transaction `$tx` of `$db`'s backend.
+/// The longest access-token lifetime any start has allowed (seconds).
+pub(crate) const LONGEST: &str = "SELECT seconds FROM longest_access_ttl WHERE id = 1";
+
+/// Append `$revocation` in the transaction `$tx` of `$db`'s backend. A
+/// cut-off (not a single token, which carries its own expiry) is kept at
+/// least as long as the longest access-token lifetime any start of the
+/// server has allowed ([`raise_longest_access_ttl`]), read here inside the
+/// transaction: whatever lifetime the appender's configuration names.
 macro_rules! append_revocation {
     ($db:expr, $tx:expr, $revocation:expr, $at:expr) => {{
         if $db.is_postgres() {
@@ -115,7 +122,19 @@ macro_rules! append_revocation {
                 sqlx::query(sql).execute(&mut *$tx).await?;
             }
         }
-        let row = $crate::store::revocation::Row::of($revocation);
+        let mut row = $crate::store::revocation::Row::of($revocation);
+        if row.kind != "token" {
+            let longest: Option<(i64,)> = sqlx::query_as($crate::store::revocation::LONGEST)
+                .fetch_optional(&mut *$tx)
+                .await?;
+            if let Some((longest,)) = longest {
+                let at: i64 = $at;
+                row.keep_until = row.keep_until.max(
+                    at.saturating_add(longest)
+                        .saturating_add($crate::store::revocation::MARGIN),
+                );
+            }
+        }
         sqlx::query($crate::store::revocation::APPEND)
             .bind(row.kind)
             .bind(row.value)
@@ -127,6 +146,37 @@ macro_rules! append_revocation {
     }};
 }
 pub(crate) use append_revocation;
+
+/// The longest access-token lifetime any start has allowed (seconds), if
+/// a start recorded one.
+pub async fn longest_access_ttl(db: &Db) -> Result<Option<i64>, Error> {
+    let stored: Option<(i64,)> =
+        on_pool!(db.read(), p => sqlx::query_as(LONGEST).fetch_optional(p).await)?;
+    Ok(stored.map(|(s,)| s))
+}
+
+/// Record that this start allows access tokens of up to `seconds`: the
+/// stored longest lifetime is raised to it, never lowered. Returns the
+/// longest lifetime stored afterwards. The server calls it before it mints
+/// a token, so every cut-off appended later (by any instance or admin
+/// command) is kept until the tokens minted before it have expired.
+pub async fn raise_longest_access_ttl(db: &Db, seconds: i64) -> Result<i64, Error> {
+    let sql = if db.is_postgres() {
+        "INSERT INTO longest_access_ttl (id, seconds) VALUES (1, $1) \
+         ON CONFLICT (id) DO UPDATE \
+         SET seconds = GREATEST(longest_access_ttl.seconds, EXCLUDED.seconds) \
+         RETURNING seconds"
+    } else {
+        "INSERT INTO longest_access_ttl (id, seconds) VALUES (1, $1) \
+         ON CONFLICT (id) DO UPDATE SET seconds = MAX(seconds, excluded.seconds) \
+         RETURNING seconds"
+    };
+    // fetch_all: the statement runs to its end (and its implicit
+    // transaction commits) before the answer is read.
+    let stored: Vec<(i64,)> = on_pool!(db.write(), p => sqlx::query_as(sql)
+        .bind(seconds).fetch_all(p).await)?;
+    Ok(stored.first().map_or(seconds, |(s,)| *s))
+}
 
 /// How long the events of cut-offs are kept: the longest access-token
 /// lifetime, plus [`MARGIN`] (seconds).

@@ -36,7 +36,51 @@ both_backends!(
     concurrent_consents_are_all_remembered,
     pruning_removes_only_what_is_over_in_batches,
     a_public_key_changed_in_the_database_is_not_published,
+    cut_offs_outlive_the_longest_token_whatever_the_appenders_configuration,
 );
+
+async fn cut_offs_outlive_the_longest_token_whatever_the_appenders_configuration(backend: Backend) {
+    // The server allows day-long access tokens; an admin command run
+    // without its configuration (the default hour) changes a password.
+    let Some(h) = Harness::with(backend, |c| {
+        c.max_access_ttl = std::time::Duration::from_secs(24 * 3600);
+    })
+    .await
+    else {
+        return;
+    };
+    let sub = h.user("alice", "old password", "read").await;
+    let now = tessera_server::store::now();
+    let hash = h.hash("new password").await;
+    users::set_password(&h.db, "alice", &hash, KEEP)
+        .await
+        .unwrap();
+    // Two hours on, past what the admin command's hour would keep, a token
+    // of alice's from before the change still lives: its cut-off must too.
+    let later = now + 2 * 3600;
+    retention::prune(&h.db, later, retention::Retention { audit: None })
+        .await
+        .unwrap();
+    let elsewhere = revocation::Revocations::default();
+    elsewhere.sync(&h.db).await.unwrap();
+    let before_change = tessera_guard::revocation::Revocable {
+        sub: Some(&sub),
+        iat: Some(now - 10),
+        ..Default::default()
+    };
+    assert!(
+        elsewhere.refuses(before_change),
+        "the cut-off was pruned while tokens it refuses still live"
+    );
+    // A later start with a shorter lifetime does not lower what is kept.
+    assert_eq!(
+        revocation::raise_longest_access_ttl(&h.db, 3600)
+            .await
+            .unwrap(),
+        24 * 3600
+    );
+    h.finish().await;
+}
 
 /// The JWKS publishes each key as derived from its sealed private key:
 /// a row's public key changed in the database (by someone without the
