@@ -225,30 +225,7 @@ impl std::ops::Deref for DatabaseUrl {
 
 impl std::fmt::Debug for DatabaseUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let Ok(mut url) = url::Url::parse(&self.0) else {
-            // Not a URL: nothing of it is shown, in case it holds a secret.
-            return f.write_str("\"(not a URL)\"");
-        };
-        if url.password().is_some() {
-            // Only fails for URLs that cannot have a password.
-            let _ = url.set_password(Some("***"));
-        }
-        // `?password=` (and `sslpassword=`) are passwords too.
-        if url.query_pairs().any(|(k, _)| k.contains("password")) {
-            let pairs: Vec<(String, String)> = url
-                .query_pairs()
-                .map(|(k, v)| {
-                    let v = if k.contains("password") {
-                        "***".into()
-                    } else {
-                        v
-                    };
-                    (k.into_owned(), v.into_owned())
-                })
-                .collect();
-            url.query_pairs_mut().clear().extend_pairs(pairs);
-        }
-        write!(f, "{:?}", url.as_str())
+        write!(f, "{:?}", crate::db::redact_url(&self.0))
     }
 }
 
@@ -316,12 +293,31 @@ pub struct Config {
     pub pages: Pages,
 }
 
+/// The duration `name`, or `default`. A duration under a second (but not
+/// 0) is refused: the server counts in whole seconds, so `500ms` would be
+/// 0 (an access token dead on issue).
 fn duration(name: &str, value: Option<&str>, default: Duration) -> Result<Duration, Error> {
-    match value {
-        None => Ok(default),
-        Some(text) => humantime::parse_duration(text)
-            .map_err(|e| Error::Config(format!("{name} = {text:?}: {e}"))),
+    let Some(text) = value else {
+        return Ok(default);
+    };
+    let d = humantime::parse_duration(text)
+        .map_err(|e| Error::Config(format!("{name} = {text:?}: {e}")))?;
+    if !d.is_zero() && d < Duration::from_secs(1) {
+        return Err(Error::Config(format!(
+            "{name} = {text:?}: must be 0s or at least 1s (the server counts whole seconds)"
+        )));
     }
+    Ok(d)
+}
+
+fn at_least(d: Duration, least: Duration, name: &str) -> Result<Duration, Error> {
+    if d < least {
+        return Err(Error::Config(format!(
+            "{name} must be at least {}",
+            humantime::format_duration(least)
+        )));
+    }
+    Ok(d)
 }
 
 fn positive(d: Duration, name: &str) -> Result<Duration, Error> {
@@ -440,12 +436,15 @@ impl Config {
             ));
         }
         let sessions = crate::store::sessions::SessionPolicy {
-            idle: crate::store::secs(positive(
+            idle: crate::store::secs(at_least(
                 duration(
                     "sessions.idle",
                     file.sessions.idle.as_deref(),
                     Duration::from_secs(12 * 3600),
                 )?,
+                // A session's use is recorded once a minute at most: a
+                // shorter idle time would end sessions in use.
+                Duration::from_secs(60),
                 "sessions.idle",
             )?),
             absolute: crate::store::secs(positive(
@@ -489,7 +488,10 @@ impl Config {
             issuer,
             issuer_from_listen,
             listen,
-            max_connections: file.max_connections.unwrap_or(16),
+            max_connections: match file.max_connections {
+                Some(0) => return Err(Error::Config("max_connections must be above 0".into())),
+                n => n.unwrap_or(16),
+            },
             database_url,
             master_key,
             access_ttl,
@@ -537,10 +539,14 @@ impl Config {
                 Duration::from_secs(300),
             )?,
             max_login_failures: file.logins.max_failures.unwrap_or(5),
-            login_window: duration(
+            // A window of 0 would count no failure: no limit at all.
+            login_window: positive(
+                duration(
+                    "logins.window",
+                    file.logins.window.as_deref(),
+                    Duration::from_secs(300),
+                )?,
                 "logins.window",
-                file.logins.window.as_deref(),
-                Duration::from_secs(300),
             )?,
             login_queue: file.logins.queue,
             audit_retain: Some(duration(
@@ -673,7 +679,24 @@ impl Config {
 
 fn read_file(path: &Path) -> Result<File, Error> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    // The message and where, not toml's rendering, which quotes the line:
+    // a database URL put under the wrong table would show its password.
+    toml::from_str(&text).map_err(|e| {
+        let at = e
+            .span()
+            .and_then(|span| text.get(..span.start))
+            .map(|before| {
+                let line = before.matches('\n').count() + 1;
+                let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                format!(" (line {line}, column {column})")
+            })
+            .unwrap_or_default();
+        Error::Config(format!(
+            "{}: {}{at}",
+            path.display(),
+            e.message().trim_end()
+        ))
+    })
 }
 
 /// The issuer nobody set: this server over plain HTTP at the address it
@@ -866,6 +889,17 @@ mod tests {
                 "must include RS256",
             ),
             ("[keys]\nid_token_algorithms = []\n", "must include RS256"),
+            // Whole seconds: a token of 500 ms would expire as issued.
+            ("[tokens]\naccess_ttl = \"500ms\"\n", "tokens.access_ttl"),
+            ("[logins]\nwindow = \"0s\"\n", "logins.window"),
+            ("max_connections = 0\n", "max_connections"),
+            ("[sessions]\nidle = \"30s\"\n", "sessions.idle"),
+            // The error says where, without quoting the line: here a
+            // password put under the wrong table.
+            (
+                "[tokens]\ndatabase_url = \"postgres://u:hunter2@db/t\"\n",
+                "line 2",
+            ),
         ];
         for (text, expected) in cases {
             let path = dir.path().join("c.toml");
@@ -877,6 +911,7 @@ mod tests {
             .unwrap_err()
             .to_string();
             assert!(err.contains(expected), "{text:?}: {err}");
+            assert!(!err.contains("hunter2"), "{err}");
         }
     }
 }

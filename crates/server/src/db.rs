@@ -92,15 +92,19 @@ impl Db {
     pub async fn connect(url: &str, max_connections: u32) -> Result<Db, Error> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url).map_err(Error::database)?;
+            // Made lazily: `connect_with` would open every kept connection
+            // one after another under the 1 s a request waits, and fail the
+            // start of a database a TLS handshake away. The start waits for
+            // one connection (the migrations'), then `warm` opens the rest
+            // at once.
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections)
                 // Kept open, so the first requests after a start (or an
                 // outage) do not each wait for a connection to be made.
                 .min_connections(max_connections)
                 .acquire_timeout(POSTGRES_ACQUIRE_TIMEOUT)
-                .connect_with(options)
-                .await
-                .map_err(Error::from)?;
+                .connect_lazy_with(options);
+            first_connection(&pool).await?;
             POSTGRES_MIGRATIONS
                 .run(&pool)
                 .await
@@ -271,6 +275,27 @@ fn in_step(conn: &mut sqlx::SqliteConnection) -> bool {
 }
 
 /// Open `count` connections now rather than under the first requests.
+/// How long a start waits for its first PostgreSQL connection: a database
+/// starting up (which refuses connections for a while) or a few seconds
+/// away still lets the server start.
+const POSTGRES_START_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Wait for one connection of `pool`, trying again until
+/// [`POSTGRES_START_TIMEOUT`]; the last error if none could be made.
+async fn first_connection(pool: &PgPool) -> Result<(), Error> {
+    let deadline = tokio::time::Instant::now() + POSTGRES_START_TIMEOUT;
+    loop {
+        match pool.acquire().await {
+            Ok(_) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() >= deadline => return Err(Error::from(e)),
+            Err(e) => {
+                tracing::info!(error = %e, "waiting for the database");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    }
+}
+
 async fn warm(pool: &PgPool, count: u32) {
     let mut opening = tokio::task::JoinSet::new();
     for _ in 0..count {
@@ -329,18 +354,33 @@ impl WriteLane {
     }
 }
 
-/// `url` with any password replaced, for messages and logs.
+/// `url` with any password replaced by `***`, for messages and logs: in
+/// its user part and in its query (`?password=`, `?sslpassword=`). Text
+/// that is not a URL (libpq's `host=… password=…` form, a typo) is not
+/// shown at all.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return "(not a URL)".to_owned();
     };
-    match rest.split_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
+    if parsed.password().is_some() {
+        // Only fails for URLs that cannot have a password.
+        let _ = parsed.set_password(Some("***"));
     }
+    if parsed.query_pairs().any(|(k, _)| k.contains("password")) {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k.contains("password") {
+                    "***".into()
+                } else {
+                    v
+                };
+                (k.into_owned(), v.into_owned())
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.into()
 }
 
 /// Keep the SQLite database at `path`, and its WAL and shared-memory
@@ -415,5 +455,13 @@ mod tests {
             "postgres://app@db/tessera"
         );
         assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+        for secret in [
+            "host=db password=s3cret",
+            "postgres://app@db/t?sslmode=require&password=s3cret",
+            "postgres://app:s3c@ret@db/t",
+        ] {
+            let shown = redact_url(secret);
+            assert!(!shown.contains("s3c"), "{shown}");
+        }
     }
 }

@@ -621,3 +621,49 @@ async fn a_postgres_outage_is_answered_at_once_and_heals() {
     assert_eq!(stored, 1 + issued_during, "audit events lost in the outage");
     h.db.close().await;
 }
+
+/// A TCP proxy to `target` that waits `delay` before it connects each
+/// client: a database a few network round trips and a TLS handshake away.
+async fn slow_proxy(target: std::net::SocketAddr, delay: Duration) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    address
+}
+
+/// Opening a pool of sixteen connections that take 150 ms each to make
+/// (2.4 s one after another) starts: the start is not held to the 1 s a
+/// request waits for a connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_database_slow_to_connect_to_still_starts() {
+    let Some(test_db) = TestDb::new(Backend::Postgres).await else {
+        return;
+    };
+    let url = url::Url::parse(&test_db.url).unwrap();
+    let target = (url.host_str().unwrap(), url.port().unwrap_or(5432));
+    let target = tokio::net::lookup_host(target)
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let proxy = slow_proxy(target, Duration::from_millis(150)).await;
+    let mut slow = url.clone();
+    slow.set_host(Some("127.0.0.1")).unwrap();
+    slow.set_port(Some(proxy.port())).unwrap();
+    let db = Db::connect(slow.as_str(), 16)
+        .await
+        .expect("a slow database stopped the start");
+    let stored = tessera_server::store::revocation::longest_access_ttl(&db).await;
+    assert!(stored.is_ok(), "{stored:?}");
+    db.close().await;
+    test_db.cleanup().await;
+}
