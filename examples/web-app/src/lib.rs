@@ -7,13 +7,16 @@
 //! ways: RP-initiated (a redirect to the provider) and back-channel (the
 //! provider POSTs a logout token here).
 //!
-//! Sessions live in memory; the browser holds a random id in an
-//! `HttpOnly`, `SameSite=Lax` cookie, which is also what keeps the POST
-//! buttons from being triggered by other sites.
+//! Sessions live in memory, each for at most [`Limits::session_lifetime`];
+//! the browser holds a random id in an `HttpOnly`, `SameSite=Lax` cookie,
+//! which is also what keeps the POST buttons from being triggered by other
+//! sites. Served over HTTPS (an `https` base URL), the cookies are also
+//! `Secure` and carry the `__Host-` prefix.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+mod sessions;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use aws_lc_rs::digest;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
@@ -24,9 +27,12 @@ use axum::routing::{get, post};
 use axum::{Form, Router};
 use cookie::{Cookie, SameSite};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use tessera_guard::{Guard, Keys, RemoteJwks};
 use zeroize::Zeroizing;
+
+pub use sessions::Limits;
+use sessions::{PendingLogins, Session, Sessions};
 
 /// What the app needs to know.
 pub struct Settings {
@@ -36,13 +42,20 @@ pub struct Settings {
     pub client_id: String,
     /// This app's client secret.
     pub client_secret: Zeroizing<String>,
-    /// Where this app is reached (`http://127.0.0.1:4000`).
+    /// Where browsers reach this app: scheme, host and port only
+    /// (`http://127.0.0.1:4000`, or `https://shop.example.com` behind a
+    /// proxy that terminates TLS). The redirect URI is this plus
+    /// `/callback`; an `https` base makes the cookies `Secure`, with the
+    /// `__Host-` prefix.
     pub base: String,
     /// The store API.
     pub store_api: String,
     /// Fetch the provider's keys over plain HTTP even from another host
     /// (by default only over HTTPS or from a loopback address).
     pub allow_plain_http: bool,
+    /// How long sign-ins and sessions last, and how many sign-ins may be
+    /// under way.
+    pub limits: Limits,
 }
 
 /// The provider's endpoints, from its discovery document.
@@ -53,23 +66,6 @@ struct Endpoints {
     end_session: String,
 }
 
-/// A sign-in under way: what the callback must find again.
-struct Started {
-    nonce: String,
-    verifier: Zeroizing<String>,
-}
-
-/// A signed-in person.
-#[derive(Clone)]
-struct Session {
-    sid: String,
-    name: String,
-    email: String,
-    access_token: Zeroizing<String>,
-    refresh_token: Option<Zeroizing<String>>,
-    id_token: String,
-}
-
 impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The secret is never printed.
@@ -78,6 +74,7 @@ impl std::fmt::Debug for Settings {
             .field("client_id", &self.client_id)
             .field("base", &self.base)
             .field("store_api", &self.store_api)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
@@ -97,13 +94,57 @@ pub struct WebApp {
     http: reqwest::Client,
     id_tokens: Guard,
     logout_tokens: Guard,
-    started: Mutex<HashMap<String, Started>>,
-    sessions: Mutex<HashMap<String, Session>>,
+    cookies: Cookies,
+    started: Mutex<PendingLogins>,
+    sessions: Mutex<Sessions>,
     pages: minijinja::Environment<'static>,
 }
 
-const LOGIN_COOKIE: &str = "web-app-login";
-const SESSION_COOKIE: &str = "web-app-session";
+/// This app's two cookies: the sign-in under way (its `state`) and the
+/// session id. Both are `HttpOnly`, `SameSite=Lax`, `Path=/`, without
+/// `Domain`. Served over HTTPS they are also `Secure` (never sent over
+/// plain HTTP) and named with the `__Host-` prefix, which browsers accept
+/// only on a cookie set that way by a secure origin: neither a plain-HTTP
+/// page nor another host of the domain can plant or overwrite them. Over
+/// plain HTTP (a developer's loopback) a browser would drop a `Secure`
+/// cookie, so neither applies.
+#[derive(Clone, Copy)]
+struct Cookies {
+    secure: bool,
+}
+
+impl Cookies {
+    fn login(self) -> &'static str {
+        if self.secure {
+            "__Host-web-app-login"
+        } else {
+            "web-app-login"
+        }
+    }
+
+    fn session(self) -> &'static str {
+        if self.secure {
+            "__Host-web-app-session"
+        } else {
+            "web-app-session"
+        }
+    }
+
+    /// `Set-Cookie` for `name`; `value: None` removes it.
+    fn set(self, name: &str, value: Option<&str>) -> HeaderValue {
+        let mut c = Cookie::build((name.to_owned(), value.unwrap_or_default().to_owned()))
+            .http_only(true)
+            .same_site(SameSite::Lax)
+            .secure(self.secure)
+            .path("/");
+        if value.is_none() {
+            c = c.max_age(cookie::time::Duration::ZERO);
+        }
+        // The values are base64url and the names fixed: always a valid
+        // header value.
+        HeaderValue::try_from(c.build().to_string()).unwrap_or(HeaderValue::from_static(""))
+    }
+}
 
 const PAGE: &str = r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -156,17 +197,6 @@ fn cookie_of(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|c| c.value().to_owned())
 }
 
-fn set_cookie(name: &str, value: &str, remove: bool) -> HeaderValue {
-    let mut c = Cookie::build((name.to_owned(), value.to_owned()))
-        .http_only(true)
-        .same_site(SameSite::Lax)
-        .path("/");
-    if remove {
-        c = c.max_age(cookie::time::Duration::ZERO);
-    }
-    HeaderValue::try_from(c.build().to_string()).unwrap_or(HeaderValue::from_static(""))
-}
-
 fn redirect(to: &str) -> Response {
     let mut r = StatusCode::SEE_OTHER.into_response();
     if let Ok(v) = HeaderValue::try_from(to) {
@@ -183,14 +213,49 @@ fn in_the_clear_refused(url: &str, allow_plain_http: bool) -> anyhow::Result<()>
         .map_err(|e| anyhow::anyhow!("{e} (the web app's --allow-plain-http)"))
 }
 
+/// The base URL as the redirect URI is built from it: `http` or `https`, a
+/// host and maybe a port; no path, query or fragment (the app's routes are
+/// at the root). Kept as written, without a trailing `/`: the provider
+/// compares redirect URIs exactly.
+fn checked_base(base: &str) -> anyhow::Result<String> {
+    let url = url::Url::parse(base).map_err(|e| anyhow::anyhow!("the base URL {base}: {e}"))?;
+    let root_only = url.path() == "/"
+        && url.query().is_none()
+        && url.fragment().is_none()
+        && url.username().is_empty()
+        && url.password().is_none();
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() || !root_only {
+        anyhow::bail!("the base URL {base}: give http(s)://host[:port], nothing after it");
+    }
+    Ok(base.trim_end_matches('/').to_owned())
+}
+
 fn problem(status: StatusCode, message: &str) -> Response {
     (status, message.to_owned()).into_response()
 }
 
+/// OpenID Connect Core §3.1.3.7, steps 4 and 5: an ID token for several
+/// audiences must name this client as its authorized party (`azp`), and
+/// one that names an `azp` must name this client. (That `aud` includes
+/// this client, the guard has checked.)
+fn authorized_party_checked(
+    claims: &Map<String, Value>,
+    client_id: &str,
+) -> Result<(), &'static str> {
+    let several_audiences = claims.get("aud").is_some_and(Value::is_array);
+    match claims.get("azp") {
+        Some(Value::String(azp)) if azp == client_id => Ok(()),
+        None if !several_audiences => Ok(()),
+        None => Err("the ID token is for several audiences and names no azp"),
+        Some(_) => Err("the ID token's azp is not this app"),
+    }
+}
+
 impl WebApp {
     /// Read the provider's discovery document and set up the verifiers.
-    pub async fn discover(settings: Settings) -> anyhow::Result<Arc<WebApp>> {
+    pub async fn discover(mut settings: Settings) -> anyhow::Result<Arc<WebApp>> {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        settings.base = checked_base(&settings.base)?;
         for url in [&settings.issuer, &settings.store_api] {
             in_the_clear_refused(url, settings.allow_plain_http)?;
         }
@@ -252,13 +317,16 @@ impl WebApp {
         let mut pages = minijinja::Environment::new();
         pages.add_template("page.html", PAGE)?;
         Ok(Arc::new(WebApp {
+            cookies: Cookies {
+                secure: url::Url::parse(&settings.base).is_ok_and(|u| u.scheme() == "https"),
+            },
+            started: Mutex::new(PendingLogins::new(&settings.limits)),
+            sessions: Mutex::new(Sessions::new(&settings.limits)),
             settings,
             endpoints,
             http,
             id_tokens,
             logout_tokens,
-            started: Mutex::default(),
-            sessions: Mutex::default(),
             pages,
         }))
     }
@@ -267,10 +335,19 @@ impl WebApp {
         format!("{}/callback", self.settings.base)
     }
 
+    fn started(&self) -> MutexGuard<'_, PendingLogins> {
+        self.started.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn sessions(&self) -> MutexGuard<'_, Sessions> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The session this browser's cookie names, with its id.
     fn session(&self, headers: &HeaderMap) -> Option<(String, Session)> {
-        let id = cookie_of(headers, SESSION_COOKIE)?;
-        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        sessions.get(&id).cloned().map(|s| (id, s))
+        let id = cookie_of(headers, self.cookies.session())?;
+        let session = self.sessions().get(&id, Instant::now())?;
+        Some((id, session))
     }
 
     fn page(
@@ -365,13 +442,25 @@ async fn login(State(app): State<Arc<WebApp>>) -> Response {
         .append_pair("nonce", &nonce)
         .append_pair("code_challenge", &challenge)
         .append_pair("code_challenge_method", "S256");
-    app.started
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(state.clone(), Started { nonce, verifier });
+    let started = app
+        .started()
+        .start(state.clone(), nonce, verifier, Instant::now());
+    if started.is_err() {
+        let mut r = app.page(
+            None,
+            None,
+            Some("Too many sign-ins are under way right now. Please try again in a few minutes."),
+        );
+        *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+        return r;
+    }
     let mut r = redirect(url.as_str());
-    r.headers_mut()
-        .append(header::SET_COOKIE, set_cookie(LOGIN_COOKIE, &state, false));
+    r.headers_mut().append(
+        header::SET_COOKIE,
+        app.cookies.set(app.cookies.login(), Some(&state)),
+    );
     r
 }
 
@@ -384,7 +473,7 @@ struct CallbackParams {
 }
 
 /// The provider sends the person back: check state and iss, exchange the
-/// code with the PKCE verifier, verify the ID token and its nonce.
+/// code with the PKCE verifier, verify the ID token, its nonce and `azp`.
 async fn callback(
     State(app): State<Arc<WebApp>>,
     headers: HeaderMap,
@@ -393,17 +482,15 @@ async fn callback(
     // The state must be the one this browser started with (login CSRF).
     let Some(state) = params
         .state
-        .filter(|s| cookie_of(&headers, LOGIN_COOKIE).as_deref() == Some(s.as_str()))
+        .filter(|s| cookie_of(&headers, app.cookies.login()).as_deref() == Some(s.as_str()))
     else {
         return problem(StatusCode::BAD_REQUEST, "this sign-in was not started here");
     };
-    let Some(started) = app
-        .started
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&state)
-    else {
-        return problem(StatusCode::BAD_REQUEST, "this sign-in was already used");
+    let Some(started) = app.started().take(&state, Instant::now()) else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "this sign-in was already used, or took too long: sign in again",
+        );
     };
     if params.iss.as_deref() != Some(app.settings.issuer.as_str()) {
         return problem(
@@ -448,6 +535,12 @@ async fn callback(
     if claims.get("nonce").and_then(Value::as_str) != Some(started.nonce.as_str()) {
         return problem(StatusCode::BAD_REQUEST, "the ID token's nonce is not ours");
     }
+    if let Err(why) = authorized_party_checked(&claims, &app.settings.client_id) {
+        return problem(StatusCode::BAD_GATEWAY, why);
+    }
+    let Some(sub) = claims.get("sub").and_then(Value::as_str) else {
+        return problem(StatusCode::BAD_GATEWAY, "the ID token names no one (sub)");
+    };
     let userinfo: Value = match app
         .http
         .get(&app.endpoints.userinfo)
@@ -458,11 +551,15 @@ async fn callback(
         Ok(r) => r.json().await.unwrap_or(Value::Null),
         Err(_) => Value::Null,
     };
-    if userinfo["sub"] != claims["sub"] {
+    if userinfo["sub"].as_str() != Some(sub) {
         return problem(StatusCode::BAD_GATEWAY, "userinfo is about someone else");
     }
+    let now = Instant::now();
     let session = Session {
-        sid: claims["sid"].as_str().unwrap_or_default().to_owned(),
+        // Optional: a provider need not name its session; back-channel
+        // logout then finds this one by `sub`.
+        sid: claims.get("sid").and_then(Value::as_str).map(str::to_owned),
+        sub: sub.to_owned(),
         name: userinfo["name"]
             .as_str()
             .or(userinfo["preferred_username"].as_str())
@@ -474,26 +571,37 @@ async fn callback(
             .as_str()
             .map(|t| Zeroizing::new(t.to_owned())),
         id_token: id_token.to_owned(),
+        signed_in: now,
+        refreshing: Arc::default(),
     };
     let id = match random() {
         Ok(id) => id,
         Err(r) => return r,
     };
-    app.sessions
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(id.clone(), session);
+    {
+        let mut sessions = app.sessions();
+        // Signing in again in this browser replaces its session: the old
+        // one would otherwise stay in memory, unreachable, until it ended.
+        if let Some(old) = cookie_of(&headers, app.cookies.session()) {
+            sessions.remove(&old);
+        }
+        sessions.insert(id.clone(), session, now);
+    }
     let mut r = redirect("/");
-    r.headers_mut()
-        .append(header::SET_COOKIE, set_cookie(SESSION_COOKIE, &id, false));
-    r.headers_mut()
-        .append(header::SET_COOKIE, set_cookie(LOGIN_COOKIE, "", true));
+    r.headers_mut().append(
+        header::SET_COOKIE,
+        app.cookies.set(app.cookies.session(), Some(&id)),
+    );
+    r.headers_mut().append(
+        header::SET_COOKIE,
+        app.cookies.set(app.cookies.login(), None),
+    );
     r
 }
 
 /// Call store-api with the access token; refresh once if it has expired.
 async fn items(State(app): State<Arc<WebApp>>, headers: HeaderMap) -> Response {
-    let Some((id, session)) = app.session(&headers) else {
+    let Some((id, mut session)) = app.session(&headers) else {
         return redirect("/");
     };
     let call = |token: String| {
@@ -507,14 +615,14 @@ async fn items(State(app): State<Arc<WebApp>>, headers: HeaderMap) -> Response {
         }
     };
     let mut response = call(session.access_token.to_string()).await;
-    let mut session = session;
     if matches!(&response, Ok(r) if r.status() == StatusCode::UNAUTHORIZED) {
-        match do_refresh(&app, &id, &session).await {
+        match fresh_tokens(&app, &id, &session).await {
             Ok(renewed) => {
                 session = renewed;
                 response = call(session.access_token.to_string()).await;
             }
-            Err(e) => {
+            Err(RefreshFailed::Ended) => return redirect("/"),
+            Err(RefreshFailed::Refused(e)) => {
                 return app.page(
                     Some(&session),
                     None,
@@ -541,37 +649,64 @@ async fn items(State(app): State<Arc<WebApp>>, headers: HeaderMap) -> Response {
     }
 }
 
-async fn do_refresh(app: &WebApp, id: &str, session: &Session) -> Result<Session, String> {
-    let Some(refresh) = &session.refresh_token else {
-        return Err("no refresh token".into());
+/// Why a session's tokens were not refreshed.
+enum RefreshFailed {
+    /// The session ended (logout, back-channel logout, its lifetime).
+    Ended,
+    /// The provider did not give new tokens.
+    Refused(String),
+}
+
+/// Fresh tokens for session `id`, of which `seen` is the copy this request
+/// read.
+///
+/// One refresh at a time per session: the provider rotates refresh tokens,
+/// and takes a second use of one as theft and revokes the whole family
+/// (unless within its `refresh_grace`, 0 s by default), which two tabs or
+/// a double click would otherwise do. A request that waited while another
+/// refreshed finds the session holding a new refresh token, and takes the
+/// tokens stored with it instead of asking again.
+async fn fresh_tokens(app: &WebApp, id: &str, seen: &Session) -> Result<Session, RefreshFailed> {
+    let _one_at_a_time = seen.refreshing.lock().await;
+    let Some(current) = app.sessions().get(id, Instant::now()) else {
+        return Err(RefreshFailed::Ended);
+    };
+    if current.refresh_token != seen.refresh_token {
+        return Ok(current);
+    }
+    let Some(sent) = current.refresh_token else {
+        return Err(RefreshFailed::Refused("no refresh token".into()));
     };
     let tokens = app
-        .token_request(&[("grant_type", "refresh_token"), ("refresh_token", refresh)])
-        .await?;
-    let mut renewed = session.clone();
-    renewed.access_token = Zeroizing::new(
-        tokens["access_token"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
-    );
-    renewed.refresh_token = tokens["refresh_token"]
-        .as_str()
-        .map(|t| Zeroizing::new(t.to_owned()));
-    app.sessions
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(id.to_owned(), renewed.clone());
-    Ok(renewed)
+        .token_request(&[("grant_type", "refresh_token"), ("refresh_token", &sent)])
+        .await
+        .map_err(RefreshFailed::Refused)?;
+    let Some(access) = tokens["access_token"].as_str() else {
+        return Err(RefreshFailed::Refused(
+            "the token response has no access token".into(),
+        ));
+    };
+    // A provider that does not rotate answers without a refresh token: the
+    // one sent stays good (RFC 6749 §6).
+    let refresh = match tokens["refresh_token"].as_str() {
+        Some(t) => Zeroizing::new(t.to_owned()),
+        None => sent.clone(),
+    };
+    // Written back only if the session is still there, holding the refresh
+    // token sent: a logout while the request was out stays a logout.
+    app.sessions()
+        .renew(id, &sent, Zeroizing::new(access.to_owned()), refresh)
+        .ok_or(RefreshFailed::Ended)
 }
 
 async fn refresh(State(app): State<Arc<WebApp>>, headers: HeaderMap) -> Response {
     let Some((id, session)) = app.session(&headers) else {
         return redirect("/");
     };
-    match do_refresh(&app, &id, &session).await {
+    match fresh_tokens(&app, &id, &session).await {
         Ok(renewed) => app.page(Some(&renewed), None, Some("Tokens refreshed.")),
-        Err(e) => app.page(
+        Err(RefreshFailed::Ended) => redirect("/"),
+        Err(RefreshFailed::Refused(e)) => app.page(
             Some(&session),
             None,
             Some(&format!("Could not refresh: {e}")),
@@ -585,10 +720,7 @@ async fn logout(State(app): State<Arc<WebApp>>, headers: HeaderMap) -> Response 
     let Some((id, session)) = app.session(&headers) else {
         return redirect("/");
     };
-    app.sessions
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&id);
+    app.sessions().remove(&id);
     let state = match random() {
         Ok(s) => s,
         Err(r) => return r,
@@ -605,8 +737,10 @@ async fn logout(State(app): State<Arc<WebApp>>, headers: HeaderMap) -> Response 
         )
         .append_pair("state", &state);
     let mut r = redirect(url.as_str());
-    r.headers_mut()
-        .append(header::SET_COOKIE, set_cookie(SESSION_COOKIE, "", true));
+    r.headers_mut().append(
+        header::SET_COOKIE,
+        app.cookies.set(app.cookies.session(), None),
+    );
     r
 }
 
@@ -615,26 +749,35 @@ struct LogoutToken {
     logout_token: String,
 }
 
+const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+
 /// Back-channel logout (OpenID Connect Back-Channel Logout 1.0 §2.8):
-/// verify the logout token and end every session of its `sid`.
+/// verify the logout token and end the sessions of its `sid`, its `sub`,
+/// or both.
 async fn backchannel(State(app): State<Arc<WebApp>>, Form(form): Form<LogoutToken>) -> Response {
     let claims = match app.logout_tokens.verify(&form.logout_token).await {
         Ok(t) => t.claims().clone(),
         Err(_) => return problem(StatusCode::BAD_REQUEST, "invalid logout token"),
     };
-    let event = claims["events"]
-        .get("http://schemas.openid.net/event/backchannel-logout")
+    let event = claims
+        .get("events")
+        .and_then(|events| events.get(BACKCHANNEL_LOGOUT_EVENT))
         .is_some();
-    let Some(sid) = claims.get("sid").and_then(Value::as_str).filter(|_| event) else {
-        return problem(StatusCode::BAD_REQUEST, "not a logout token for a session");
-    };
+    if !event {
+        return problem(StatusCode::BAD_REQUEST, "not a logout token");
+    }
     if claims.get("nonce").is_some() {
         return problem(StatusCode::BAD_REQUEST, "a logout token has no nonce");
     }
-    app.sessions
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .retain(|_, s| s.sid != sid);
+    let sid = claims.get("sid").and_then(Value::as_str);
+    let sub = claims.get("sub").and_then(Value::as_str);
+    if sid.is_none() && sub.is_none() {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "a logout token names a sid or a sub",
+        );
+    }
+    app.sessions().end(sid, sub);
     let mut r = StatusCode::OK.into_response();
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -4,6 +4,10 @@
 //! ```sh
 //! WEB_APP_CLIENT_ID=… WEB_APP_CLIENT_SECRET=… cargo run -p web-app
 //! ```
+//!
+//! Behind a proxy that terminates TLS, give the address browsers use:
+//! `--base-url https://shop.example.com` (`cargo run -p web-app -- --help`
+//! lists every option).
 
 use clap::Parser;
 use zeroize::Zeroizing;
@@ -11,9 +15,17 @@ use zeroize::Zeroizing;
 #[derive(Parser)]
 #[command(about = "Signs people in through tessera serve and calls store-api for them")]
 struct Args {
-    /// Where to listen (the redirect URIs registered for the client name it).
+    /// Where to listen.
     #[arg(long, env = "WEB_APP_LISTEN", default_value = "127.0.0.1:4000")]
     listen: String,
+    /// Where browsers reach the app: scheme, host and port, such as
+    /// `https://shop.example.com` behind a proxy that terminates TLS.
+    /// Default: `http://` and the address it listens on. The client's
+    /// redirect URI must be this plus `/callback`, its post-logout redirect
+    /// URI this plus `/`. With `https`, the cookies are `Secure` and named
+    /// with the `__Host-` prefix.
+    #[arg(long, env = "WEB_APP_BASE_URL")]
+    base_url: Option<String>,
     /// The authorization server.
     #[arg(long, env = "WEB_APP_ISSUER", default_value = "http://127.0.0.1:8080")]
     issuer: String,
@@ -45,7 +57,8 @@ async fn main() -> anyhow::Result<()> {
             .map_err(|_| anyhow::anyhow!("set WEB_APP_CLIENT_SECRET to the client's secret"))?,
     );
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
-    let base = format!("http://{}", listener.local_addr()?);
+    let listening = format!("http://{}", listener.local_addr()?);
+    let base = args.base_url.unwrap_or_else(|| listening.clone());
     let app = web_app::WebApp::discover(web_app::Settings {
         issuer: args.issuer,
         client_id: args.client_id,
@@ -53,9 +66,13 @@ async fn main() -> anyhow::Result<()> {
         base: base.clone(),
         store_api: args.store_api,
         allow_plain_http: args.allow_plain_http,
+        limits: web_app::Limits::default(),
     })
     .await?;
-    println!("web-app: listening {base}");
+    println!("web-app: listening {listening}");
+    if base != listening {
+        println!("web-app: browsers reach it at {base}");
+    }
     tessera_listen::serve(
         listener,
         web_app::router(app),
@@ -76,5 +93,20 @@ mod tests {
         let args = super::Args::try_parse_from(["web-app", "--client-id", "-uXYZ"])
             .expect("a client id, not an option");
         assert_eq!(args.client_id, "-uXYZ");
+    }
+
+    #[test]
+    fn the_base_url_is_given_or_left_to_the_listening_address() {
+        let args = super::Args::try_parse_from(["web-app", "--client-id", "c"]).unwrap();
+        assert_eq!(args.base_url, None);
+        let args = super::Args::try_parse_from([
+            "web-app",
+            "--client-id",
+            "c",
+            "--base-url",
+            "https://shop.example.com",
+        ])
+        .unwrap();
+        assert_eq!(args.base_url.as_deref(), Some("https://shop.example.com"));
     }
 }

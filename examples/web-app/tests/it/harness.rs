@@ -1,0 +1,424 @@
+//! A stand-in for `tessera serve` and `store-api` on one loopback port,
+//! the web app on another, and browsers that keep their cookies.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Form, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cookie::Cookie;
+use serde_json::{json, Map, Value};
+use tessera_jose::jws::Header;
+use tessera_jose::{jwt, Algorithm, Claims, JwkSet, NumericDate, SigningKey};
+use tokio::sync::Semaphore;
+use zeroize::Zeroizing;
+
+pub const CLIENT_ID: &str = "shop";
+
+const LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+
+/// The provider and the store API the web app talks to.
+pub struct Provider {
+    pub url: String,
+    mock: Arc<Mock>,
+}
+
+struct Mock {
+    issuer: String,
+    key: SigningKey,
+    /// The claims of the ID token the next code is exchanged for.
+    id_claims: Mutex<Map<String, Value>>,
+    /// Tokens issued so far: `access-N` and `refresh-N` are the N-th.
+    issued: AtomicUsize,
+    /// The store API refuses access tokens numbered below this (expired).
+    valid_from: AtomicUsize,
+    /// `refresh_token` grants asked for, good or not.
+    refresh_grants: AtomicUsize,
+    /// Refresh tokens not used yet. As `tessera serve` with its default
+    /// `refresh_grace` of 0 s, a used one is refused (there: its family
+    /// revoked).
+    unused_refresh: Mutex<HashSet<String>>,
+    /// How long a `refresh_token` grant takes to answer.
+    refresh_delay: Mutex<Duration>,
+    /// While set, a `refresh_token` grant waits for a permit of `release`.
+    hold_refresh: AtomicBool,
+    release: Semaphore,
+}
+
+impl Provider {
+    pub async fn start() -> Provider {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let key = SigningKey::generate(Algorithm::ES256)
+            .unwrap()
+            .with_thumbprint_kid()
+            .unwrap();
+        let mock = Arc::new(Mock {
+            issuer: url.clone(),
+            key,
+            id_claims: Mutex::default(),
+            issued: AtomicUsize::new(0),
+            valid_from: AtomicUsize::new(0),
+            refresh_grants: AtomicUsize::new(0),
+            unused_refresh: Mutex::default(),
+            refresh_delay: Mutex::new(Duration::ZERO),
+            hold_refresh: AtomicBool::new(false),
+            release: Semaphore::new(0),
+        });
+        let routes = Router::new()
+            .route("/.well-known/openid-configuration", get(metadata))
+            .route("/jwks", get(jwks))
+            .route("/token", post(token))
+            .route("/userinfo", get(userinfo))
+            .route("/items", get(items))
+            .with_state(Arc::clone(&mock));
+        tokio::spawn(async move { axum::serve(listener, routes).await });
+        Provider { url, mock }
+    }
+
+    /// `refresh_token` grants the token endpoint has had.
+    pub fn refresh_grants(&self) -> usize {
+        self.mock.refresh_grants.load(Ordering::SeqCst)
+    }
+
+    /// Make each `refresh_token` grant take this long.
+    pub fn delay_refreshes(&self, delay: Duration) {
+        *self.mock.refresh_delay.lock().unwrap() = delay;
+    }
+
+    /// Hold every `refresh_token` grant until [`Provider::release_refresh`].
+    pub fn hold_refreshes(&self) {
+        self.mock.hold_refresh.store(true, Ordering::SeqCst);
+    }
+
+    /// Let one held `refresh_token` grant answer.
+    pub fn release_refresh(&self) {
+        self.mock.release.add_permits(1);
+    }
+
+    /// The access tokens issued so far expire: the store API answers 401.
+    pub fn expire_access_tokens(&self) {
+        let issued = self.mock.issued.load(Ordering::SeqCst);
+        self.mock.valid_from.store(issued, Ordering::SeqCst);
+    }
+
+    /// A logout token naming `sid` and `sub`, with `events` unless not.
+    pub fn logout_token(&self, sid: Option<&str>, sub: Option<&str>, events: bool) -> String {
+        let mut custom = Map::new();
+        if let Some(sid) = sid {
+            custom.insert("sid".into(), sid.into());
+        }
+        if events {
+            custom.insert("events".into(), json!({ LOGOUT_EVENT: {} }));
+        }
+        let mut claims = Claims::with_custom(custom)
+            .issuer(&self.mock.issuer)
+            .audience(CLIENT_ID)
+            .valid_for(Duration::from_secs(120))
+            .random_jwt_id()
+            .unwrap();
+        if let Some(sub) = sub {
+            claims = claims.subject(sub);
+        }
+        let header = Header::for_key(&self.mock.key).typ("logout+jwt");
+        jwt::sign_with_header(&header, &claims, &self.mock.key).unwrap()
+    }
+}
+
+async fn metadata(State(mock): State<Arc<Mock>>) -> Json<Value> {
+    let url = &mock.issuer;
+    Json(json!({
+        "issuer": url,
+        "authorization_endpoint": format!("{url}/authorize"),
+        "token_endpoint": format!("{url}/token"),
+        "userinfo_endpoint": format!("{url}/userinfo"),
+        "end_session_endpoint": format!("{url}/logout"),
+        "jwks_uri": format!("{url}/jwks"),
+    }))
+}
+
+async fn jwks(State(mock): State<Arc<Mock>>) -> Response {
+    let set = JwkSet::new(vec![mock
+        .key
+        .verifying_key()
+        .unwrap()
+        .to_public_jwk()
+        .unwrap()]);
+    ([(header::CONTENT_TYPE, "application/json")], set.to_json()).into_response()
+}
+
+async fn token(
+    State(mock): State<Arc<Mock>>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    match form.get("grant_type").map(String::as_str) {
+        Some("authorization_code") => {
+            let claims = mock.id_claims.lock().unwrap().clone();
+            let id_token = jwt::sign(&Claims::with_custom(claims), &mock.key).unwrap();
+            let mut tokens = mock.issue();
+            tokens["id_token"] = id_token.into();
+            Json(tokens).into_response()
+        }
+        Some("refresh_token") => {
+            mock.refresh_grants.fetch_add(1, Ordering::SeqCst);
+            let delay = *mock.refresh_delay.lock().unwrap();
+            tokio::time::sleep(delay).await;
+            if mock.hold_refresh.load(Ordering::SeqCst) {
+                mock.release.acquire().await.unwrap().forget();
+            }
+            let sent = form.get("refresh_token").cloned().unwrap_or_default();
+            if !mock.unused_refresh.lock().unwrap().remove(&sent) {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    Json(json!({ "error": "invalid_grant" })),
+                )
+                    .into_response();
+            }
+            Json(mock.issue()).into_response()
+        }
+        _ => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "error": "unsupported_grant_type" })),
+        )
+            .into_response(),
+    }
+}
+
+impl Mock {
+    fn issue(&self) -> Value {
+        let n = self.issued.fetch_add(1, Ordering::SeqCst);
+        let refresh = format!("refresh-{n}");
+        self.unused_refresh.lock().unwrap().insert(refresh.clone());
+        json!({
+            "access_token": format!("access-{n}"),
+            "refresh_token": refresh,
+            "token_type": "Bearer",
+            "expires_in": 900,
+        })
+    }
+}
+
+/// Userinfo about whoever the last ID token named.
+async fn userinfo(State(mock): State<Arc<Mock>>) -> Json<Value> {
+    let sub = mock.id_claims.lock().unwrap().get("sub").cloned();
+    Json(
+        json!({ "sub": sub.unwrap_or_else(|| "alice".into()), "name": "Alice", "email": "alice@example.com" }),
+    )
+}
+
+/// The store API: items for an access token that has not expired.
+async fn items(State(mock): State<Arc<Mock>>, headers: HeaderMap) -> Response {
+    let number = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer access-"))
+        .and_then(|n| n.parse::<usize>().ok());
+    match number {
+        Some(n) if n >= mock.valid_from.load(Ordering::SeqCst) => {
+            Json(json!({ "items": ["tea"] })).into_response()
+        }
+        _ => StatusCode::UNAUTHORIZED.into_response(),
+    }
+}
+
+/// The web app on a loopback port.
+pub struct Shop {
+    pub url: String,
+    pub issuer: String,
+    provider: Arc<Mock>,
+    client: reqwest::Client,
+}
+
+impl Shop {
+    /// The web app for `provider`, reached at `base` (default: where it
+    /// listens).
+    pub async fn start(provider: &Provider, base: Option<&str>, limits: web_app::Limits) -> Shop {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let app = web_app::WebApp::discover(web_app::Settings {
+            issuer: provider.url.clone(),
+            client_id: CLIENT_ID.into(),
+            client_secret: Zeroizing::new("the secret".into()),
+            base: base.unwrap_or(&url).to_owned(),
+            store_api: provider.url.clone(),
+            allow_plain_http: false,
+            limits,
+        })
+        .await
+        .unwrap();
+        tokio::spawn(async move { axum::serve(listener, web_app::router(app)).await });
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        Shop {
+            url,
+            issuer: provider.url.clone(),
+            provider: Arc::clone(&provider.mock),
+            client,
+        }
+    }
+
+    pub fn browser(&self) -> Browser<'_> {
+        Browser {
+            shop: self,
+            cookies: Mutex::default(),
+        }
+    }
+}
+
+/// An answer of the web app.
+#[derive(Debug)]
+pub struct Page {
+    pub status: StatusCode,
+    pub location: Option<String>,
+    pub set_cookies: Vec<Cookie<'static>>,
+    pub body: String,
+}
+
+impl Page {
+    pub fn set_cookie(&self, name: &str) -> &Cookie<'static> {
+        self.set_cookies
+            .iter()
+            .find(|c| c.name() == name)
+            .unwrap_or_else(|| panic!("no Set-Cookie {name}: {self:?}"))
+    }
+
+    /// A query parameter of the `Location` header.
+    pub fn location_param(&self, name: &str) -> String {
+        let location = url::Url::parse(self.location.as_deref().unwrap()).unwrap();
+        location
+            .query_pairs()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_else(|| panic!("no {name} in {location}"))
+    }
+}
+
+/// A browser: it keeps the cookies the web app sets.
+pub struct Browser<'a> {
+    shop: &'a Shop,
+    pub cookies: Mutex<HashMap<String, String>>,
+}
+
+impl Browser<'_> {
+    pub async fn get(&self, path: &str) -> Page {
+        self.send(self.shop.client.get(format!("{}{path}", self.shop.url)))
+            .await
+    }
+
+    pub async fn post(&self, path: &str) -> Page {
+        self.send(self.shop.client.post(format!("{}{path}", self.shop.url)))
+            .await
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Page {
+        let cookies = self
+            .cookies
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let request = if cookies.is_empty() {
+            request
+        } else {
+            request.header(header::COOKIE, cookies)
+        };
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let location = response
+            .headers()
+            .get(header::LOCATION)
+            .map(|v| v.to_str().unwrap().to_owned());
+        let set_cookies: Vec<Cookie<'static>> = response
+            .headers()
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| Cookie::parse(v.to_str().unwrap().to_owned()).unwrap())
+            .collect();
+        {
+            let mut jar = self.cookies.lock().unwrap();
+            for c in &set_cookies {
+                if c.max_age() == Some(cookie::time::Duration::ZERO) {
+                    jar.remove(c.name());
+                } else {
+                    jar.insert(c.name().to_owned(), c.value().to_owned());
+                }
+            }
+        }
+        let body = response.text().await.unwrap();
+        Page {
+            status,
+            location,
+            set_cookies,
+            body,
+        }
+    }
+
+    /// Start a sign-in, and come back from the provider with an ID token
+    /// of these claims: `iss`, `aud`, `sub` (alice), `sid` (`sid-1`), the
+    /// nonce, `iat` and `exp`, changed by `edit`. The callback's answer.
+    pub async fn sign_in(&self, edit: impl FnOnce(&mut Map<String, Value>)) -> Page {
+        let login = self.get("/login").await;
+        assert_eq!(login.status, StatusCode::SEE_OTHER, "{login:?}");
+        let now = NumericDate::now().seconds();
+        let mut claims = json!({
+            "iss": self.shop.issuer,
+            "aud": CLIENT_ID,
+            "sub": "alice",
+            "sid": "sid-1",
+            "nonce": login.location_param("nonce"),
+            "iat": now,
+            "exp": now + 300,
+        });
+        let claims = claims.as_object_mut().unwrap();
+        edit(claims);
+        *self.shop.provider.id_claims.lock().unwrap() = claims.clone();
+        let state = login.location_param("state");
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair("code", "the code")
+            .append_pair("state", &state)
+            .append_pair("iss", &self.shop.issuer)
+            .finish();
+        self.get(&format!("/callback?{query}")).await
+    }
+
+    /// Whether the home page shows someone signed in.
+    pub async fn signed_in(&self) -> bool {
+        let home = self.get("/").await;
+        assert_eq!(home.status, StatusCode::OK, "{home:?}");
+        match (
+            home.body.contains(r#"id="signed-in""#),
+            home.body.contains(r#"id="signed-out""#),
+        ) {
+            (true, false) => true,
+            (false, true) => false,
+            _ => panic!("neither signed in nor out: {}", home.body),
+        }
+    }
+}
+
+/// The web app answers the provider's back-channel logout POST.
+pub async fn backchannel_logout(shop: &Shop, logout_token: &str) -> StatusCode {
+    shop.client
+        .post(format!("{}/backchannel", shop.url))
+        .form(&[("logout_token", logout_token)])
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+/// A provider and the web app with its default limits.
+pub async fn provider_and_shop() -> (Provider, Shop) {
+    let provider = Provider::start().await;
+    let shop = Shop::start(&provider, None, web_app::Limits::default()).await;
+    (provider, shop)
+}

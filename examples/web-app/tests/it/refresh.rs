@@ -1,0 +1,111 @@
+//! Refreshing tokens: once per session however many requests need it, and
+//! never bringing back a session that ended meanwhile.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+
+use crate::harness::{backchannel_logout, provider_and_shop, Browser, Provider, Shop};
+
+async fn signed_in<'a>(shop: &'a Shop) -> Browser<'a> {
+    let browser = shop.browser();
+    let callback = browser.sign_in(|_| {}).await;
+    assert_eq!(callback.status, StatusCode::SEE_OTHER, "{callback:?}");
+    browser
+}
+
+#[tokio::test]
+async fn two_refreshes_at_once_send_the_refresh_token_once() {
+    let (provider, shop) = provider_and_shop().await;
+    let browser = signed_in(&shop).await;
+    // Long enough for the second request to reach the provider, were it
+    // sent, before the first is answered.
+    provider.delay_refreshes(Duration::from_millis(300));
+    let (a, b) = tokio::join!(browser.post("/refresh"), browser.post("/refresh"));
+    for page in [&a, &b] {
+        assert_eq!(page.status, StatusCode::OK, "{page:?}");
+        assert!(page.body.contains("Tokens refreshed."), "{}", page.body);
+    }
+    assert_eq!(provider.refresh_grants(), 1);
+    // The rotated refresh token is good: the family was not revoked.
+    provider.delay_refreshes(Duration::ZERO);
+    let again = browser.post("/refresh").await;
+    assert!(again.body.contains("Tokens refreshed."), "{}", again.body);
+    assert_eq!(provider.refresh_grants(), 2);
+}
+
+#[tokio::test]
+async fn two_item_loads_with_an_expired_access_token_refresh_once() {
+    let (provider, shop) = provider_and_shop().await;
+    let browser = signed_in(&shop).await;
+    provider.expire_access_tokens();
+    provider.delay_refreshes(Duration::from_millis(300));
+    let (a, b) = tokio::join!(browser.post("/items"), browser.post("/items"));
+    for page in [&a, &b] {
+        assert_eq!(page.status, StatusCode::OK, "{page:?}");
+        assert!(page.body.contains("tea"), "{}", page.body);
+    }
+    assert_eq!(provider.refresh_grants(), 1);
+}
+
+/// How a session ends while its refresh is out.
+enum Ending {
+    Logout,
+    Backchannel,
+}
+
+async fn a_session_ended_during_a_refresh_stays_ended(ending: Ending) {
+    let (provider, shop) = provider_and_shop().await;
+    let browser = signed_in(&shop).await;
+    let id = browser.cookies.lock().unwrap()["web-app-session"].clone();
+    provider.hold_refreshes();
+    let refreshing = browser.post("/refresh");
+    let end = async {
+        wait_for_a_refresh_grant(&provider).await;
+        match ending {
+            Ending::Logout => {
+                let logout = browser.post("/logout").await;
+                assert_eq!(logout.status, StatusCode::SEE_OTHER, "{logout:?}");
+            }
+            Ending::Backchannel => {
+                let token = provider.logout_token(Some("sid-1"), Some("alice"), true);
+                assert_eq!(backchannel_logout(&shop, &token).await, StatusCode::OK);
+            }
+        }
+        provider.release_refresh();
+    };
+    let (refreshed, ()) = tokio::join!(refreshing, end);
+    assert_eq!(provider.refresh_grants(), 1);
+    // The new tokens came after the end: they are dropped, not stored under
+    // the old id (logout removed the cookie: send it again, as a stale tab
+    // would)...
+    browser
+        .cookies
+        .lock()
+        .unwrap()
+        .insert("web-app-session".into(), id);
+    assert!(!browser.signed_in().await);
+    // ...and the browser is sent home, signed out.
+    assert_eq!(refreshed.status, StatusCode::SEE_OTHER, "{refreshed:?}");
+    assert_eq!(refreshed.location.as_deref(), Some("/"));
+}
+
+async fn wait_for_a_refresh_grant(provider: &Provider) {
+    for _ in 0..500 {
+        if provider.refresh_grants() > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the web app never asked for a refresh");
+}
+
+#[tokio::test]
+async fn a_session_ended_by_logout_during_a_refresh_is_not_brought_back() {
+    a_session_ended_during_a_refresh_stays_ended(Ending::Logout).await;
+}
+
+#[tokio::test]
+async fn a_session_ended_by_backchannel_logout_during_a_refresh_is_not_brought_back() {
+    a_session_ended_during_a_refresh_stays_ended(Ending::Backchannel).await;
+}

@@ -1,0 +1,221 @@
+//! Signing in: what an ID token must and need not carry, how many sign-ins
+//! may be under way and for how long, how long a session lasts, and the
+//! cookies.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use cookie::SameSite;
+use serde_json::json;
+
+use crate::harness::{provider_and_shop, Provider, Shop, CLIENT_ID};
+
+#[tokio::test]
+async fn an_id_token_without_sid_still_signs_in() {
+    let (_provider, shop) = provider_and_shop().await;
+    let browser = shop.browser();
+    let callback = browser
+        .sign_in(|claims| {
+            claims.remove("sid");
+        })
+        .await;
+    assert_eq!(callback.status, StatusCode::SEE_OTHER, "{callback:?}");
+    assert_eq!(callback.location.as_deref(), Some("/"));
+    assert!(browser.signed_in().await);
+}
+
+#[tokio::test]
+async fn an_id_token_without_sub_is_refused() {
+    let (_provider, shop) = provider_and_shop().await;
+    let browser = shop.browser();
+    let callback = browser
+        .sign_in(|claims| {
+            claims.remove("sub");
+        })
+        .await;
+    assert_eq!(callback.status, StatusCode::BAD_GATEWAY, "{callback:?}");
+    assert!(callback.body.contains("sub"), "{}", callback.body);
+    assert!(!browser.signed_in().await);
+}
+
+#[tokio::test]
+async fn an_id_token_for_several_audiences_must_name_this_app_as_azp() {
+    let (_provider, shop) = provider_and_shop().await;
+    let several = json!([CLIENT_ID, "another-client"]);
+    for (aud, azp, signs_in) in [
+        (several.clone(), None, false),
+        (several.clone(), Some("another-client"), false),
+        (several, Some(CLIENT_ID), true),
+        // One audience: `azp` may be left out, but if given it must be us.
+        (json!(CLIENT_ID), None, true),
+        (json!(CLIENT_ID), Some("another-client"), false),
+    ] {
+        let browser = shop.browser();
+        let callback = browser
+            .sign_in(|claims| {
+                claims.insert("aud".into(), aud.clone());
+                if let Some(azp) = azp {
+                    claims.insert("azp".into(), azp.into());
+                }
+            })
+            .await;
+        let case = format!("aud {aud}, azp {azp:?}: {callback:?}");
+        if signs_in {
+            assert_eq!(callback.status, StatusCode::SEE_OTHER, "{case}");
+            assert!(browser.signed_in().await, "{case}");
+        } else {
+            assert_eq!(callback.status, StatusCode::BAD_GATEWAY, "{case}");
+            assert!(callback.body.contains("azp"), "{case}");
+            assert!(!browser.signed_in().await, "{case}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn signing_in_again_in_the_same_browser_ends_the_old_session() {
+    let (_provider, shop) = provider_and_shop().await;
+    let browser = shop.browser();
+    browser.sign_in(|_| {}).await;
+    let first = browser.cookies.lock().unwrap()["web-app-session"].clone();
+    browser.sign_in(|_| {}).await;
+    let second = browser.cookies.lock().unwrap()["web-app-session"].clone();
+    assert_ne!(first, second);
+    assert!(browser.signed_in().await);
+    // The first session's id no longer signs anyone in.
+    let stale = shop.browser();
+    stale
+        .cookies
+        .lock()
+        .unwrap()
+        .insert("web-app-session".into(), first);
+    assert!(!stale.signed_in().await);
+}
+
+#[tokio::test]
+async fn a_session_ends_at_its_lifetime() {
+    // The lifetime itself, at and just before its end, is tested with a
+    // moved clock in `sessions.rs`; here, that the app applies it.
+    let provider = Provider::start().await;
+    let limits = web_app::Limits {
+        session_lifetime: Duration::ZERO,
+        ..web_app::Limits::default()
+    };
+    let shop = Shop::start(&provider, None, limits).await;
+    let browser = shop.browser();
+    let callback = browser.sign_in(|_| {}).await;
+    assert_eq!(callback.status, StatusCode::SEE_OTHER, "{callback:?}");
+    assert!(!browser.signed_in().await);
+}
+
+#[tokio::test]
+async fn sign_ins_under_way_are_capped_and_refused_past_the_cap_with_a_503_page() {
+    let provider = Provider::start().await;
+    let limits = web_app::Limits {
+        max_pending_logins: 2,
+        ..web_app::Limits::default()
+    };
+    let shop = Shop::start(&provider, None, limits).await;
+    let browser = shop.browser();
+    for _ in 0..2 {
+        assert_eq!(browser.get("/login").await.status, StatusCode::SEE_OTHER);
+    }
+    let refused = browser.get("/login").await;
+    assert_eq!(
+        refused.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{refused:?}"
+    );
+    assert!(
+        refused.body.contains("Too many sign-ins are under way"),
+        "{}",
+        refused.body
+    );
+    assert!(refused.set_cookies.is_empty(), "{refused:?}");
+}
+
+#[tokio::test]
+async fn a_sign_in_that_comes_back_too_late_is_refused() {
+    let provider = Provider::start().await;
+    let limits = web_app::Limits {
+        login_timeout: Duration::ZERO,
+        ..web_app::Limits::default()
+    };
+    let shop = Shop::start(&provider, None, limits).await;
+    let browser = shop.browser();
+    let callback = browser.sign_in(|_| {}).await;
+    assert_eq!(callback.status, StatusCode::BAD_REQUEST, "{callback:?}");
+    assert!(callback.body.contains("took too long"), "{}", callback.body);
+    assert!(!browser.signed_in().await);
+}
+
+#[tokio::test]
+async fn over_https_the_cookies_are_secure_and_host_prefixed() {
+    let provider = Provider::start().await;
+    let base = "https://shop.example.com";
+    let shop = Shop::start(&provider, Some(base), web_app::Limits::default()).await;
+    let browser = shop.browser();
+    let login = browser.get("/login").await;
+    assert_eq!(
+        login.location_param("redirect_uri"),
+        "https://shop.example.com/callback"
+    );
+    let secure = |c: &cookie::Cookie<'_>| {
+        assert!(c.name().starts_with("__Host-"), "{c}");
+        assert_eq!(c.secure(), Some(true), "{c}");
+        assert_eq!(c.http_only(), Some(true), "{c}");
+        assert_eq!(c.same_site(), Some(SameSite::Lax), "{c}");
+        assert_eq!(c.path(), Some("/"), "{c}");
+        assert_eq!(c.domain(), None, "{c}");
+    };
+    secure(login.set_cookie("__Host-web-app-login"));
+    // `sign_in` starts another sign-in: this browser now holds its state.
+    let callback = browser.sign_in(|_| {}).await;
+    assert_eq!(callback.status, StatusCode::SEE_OTHER, "{callback:?}");
+    secure(callback.set_cookie("__Host-web-app-session"));
+    let removed = callback.set_cookie("__Host-web-app-login");
+    secure(removed);
+    assert_eq!(removed.max_age(), Some(cookie::time::Duration::ZERO));
+    assert!(browser.signed_in().await);
+    let logout = browser.post("/logout").await;
+    assert_eq!(
+        logout.location_param("post_logout_redirect_uri"),
+        "https://shop.example.com/"
+    );
+    secure(logout.set_cookie("__Host-web-app-session"));
+    assert!(!browser.signed_in().await);
+}
+
+#[tokio::test]
+async fn over_plain_http_the_cookies_are_neither_secure_nor_prefixed() {
+    let (_provider, shop) = provider_and_shop().await;
+    let browser = shop.browser();
+    let login = browser.get("/login").await;
+    assert_eq!(
+        login.location_param("redirect_uri"),
+        format!("{}/callback", shop.url)
+    );
+    let cookie = login.set_cookie("web-app-login");
+    assert_eq!(cookie.secure(), None, "{cookie}");
+    assert_eq!(cookie.http_only(), Some(true), "{cookie}");
+}
+
+#[tokio::test]
+async fn a_base_url_with_a_path_is_refused() {
+    let provider = Provider::start().await;
+    for base in [
+        "https://shop.example.com/app",
+        "ftp://shop.example.com",
+        "shop.example.com",
+    ] {
+        let settings = web_app::Settings {
+            issuer: provider.url.clone(),
+            client_id: CLIENT_ID.into(),
+            client_secret: zeroize::Zeroizing::new("the secret".into()),
+            base: base.into(),
+            store_api: provider.url.clone(),
+            allow_plain_http: false,
+            limits: web_app::Limits::default(),
+        };
+        assert!(web_app::WebApp::discover(settings).await.is_err(), "{base}");
+    }
+}
