@@ -159,19 +159,53 @@ pub async fn serve(
     let keep = Retention {
         audit: config.audit_retain.map(secs),
     };
-    let maintenance = tokio::spawn(maintain(db.clone(), Arc::clone(&keys), period, grace, keep));
-    let app = Arc::new(App::new(config, db.clone(), keys, passwords, audit));
-    app.access.revoked().sync(&db).await?;
-    let revocations = tokio::spawn(crate::store::revocation::follow(
+    let logout_http = crate::signin::backchannel::http_client()?;
+    let app = Arc::new(App::new(
+        config,
         db.clone(),
-        Arc::clone(app.access.revoked()),
-        REVOCATION_SYNC,
+        Arc::clone(&keys),
+        passwords,
+        audit,
     ));
-    let metrics = tokio::spawn(metrics_upkeep());
-    let logouts = tokio::spawn(deliver_logouts(Arc::clone(&app)));
+    app.access.revoked().sync(&db).await?;
+    let mut background = Background::default();
+    background.spawn(
+        "key maintenance and pruning",
+        maintain(db.clone(), keys, period, grace, keep),
+    );
+    background.spawn(
+        "the revocation log's follower",
+        crate::store::revocation::follow(
+            db.clone(),
+            Arc::clone(app.access.revoked()),
+            REVOCATION_SYNC,
+        ),
+    );
+    background.spawn("metrics upkeep", metrics_upkeep());
+    background.spawn(
+        "back-channel logout delivery",
+        deliver_logouts(Arc::clone(&app), logout_http),
+    );
+    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel();
+    let supervisor = tokio::spawn(async move {
+        let stopped = background.first_to_stop().await;
+        let _ = stopped_tx.send(stopped);
+        // Dropping the set aborts the tasks left, here or when aborted.
+    });
     let stopping = Arc::clone(&app);
+    let failed = Arc::new(std::sync::Mutex::new(None));
+    let failure = Arc::clone(&failed);
     let shutdown = async move {
-        shutdown.await;
+        tokio::select! {
+            () = shutdown => {}
+            Ok(stopped) = stopped_rx => {
+                // A server without key rotation, pruning or the revocations
+                // of other instances must not go on as if it had them: stop,
+                // and let the supervisor (systemd, Kubernetes) start it again.
+                tracing::error!(task = stopped, "a background task stopped; shutting down");
+                *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(stopped);
+            }
+        }
         stopping.stopping.send_replace(true);
     };
     let served = tessera_listen::serve(listener, router(app), limits, shutdown)
@@ -180,15 +214,54 @@ pub async fn serve(
             path: "listener".into(),
             source: e,
         });
-    maintenance.abort();
-    revocations.abort();
-    metrics.abort();
-    logouts.abort();
+    supervisor.abort();
+    let _ = supervisor.await;
     // The router (and with it every audit queue handle) is gone: the
     // writer drains what is queued and stops.
     writer.finish().await;
     db.close().await;
-    served
+    let failed = failed.lock().unwrap_or_else(|p| p.into_inner()).take();
+    match failed {
+        Some(task) => Err(Error::Unavailable(format!("{task} stopped"))),
+        None => served,
+    }
+}
+
+/// The server's background tasks, each of which runs as long as the
+/// server: one that ends (a panic, most likely) is reported by
+/// [`Background::first_to_stop`]. Dropping the set aborts them all.
+#[derive(Default)]
+pub(crate) struct Background {
+    tasks: tokio::task::JoinSet<()>,
+    names: std::collections::HashMap<tokio::task::Id, &'static str>,
+}
+
+impl Background {
+    pub(crate) fn spawn(
+        &mut self,
+        name: &'static str,
+        task: impl Future<Output = ()> + Send + 'static,
+    ) {
+        let id = self.tasks.spawn(task).id();
+        self.names.insert(id, name);
+    }
+
+    /// The name of the first task to end, however it ended (a panic is
+    /// logged with its message); never completes while all run.
+    pub(crate) async fn first_to_stop(&mut self) -> &'static str {
+        let Some(ended) = self.tasks.join_next_with_id().await else {
+            return std::future::pending().await;
+        };
+        let (id, panic) = match ended {
+            Ok((id, ())) => (id, None),
+            Err(e) => (e.id(), e.is_panic().then(|| e.to_string())),
+        };
+        let name = self.names.get(&id).copied().unwrap_or("a background task");
+        if let Some(panic) = panic {
+            tracing::error!(task = name, panic, "a background task panicked");
+        }
+        name
+    }
 }
 
 /// How often the back-channel logout queue is looked at.
@@ -203,14 +276,7 @@ const LOGOUT_ROUNDS: usize = 4;
 /// delivery is taken by one attempt at a time (`store::logouts::claim`).
 /// A client may still get a logout token twice (an acknowledgement lost
 /// on the way), which §2.6 allows: `jti` differs, the session is the same.
-async fn deliver_logouts(app: Arc<App>) {
-    let http = match crate::signin::backchannel::http_client() {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "back-channel logout disabled");
-            return;
-        }
-    };
+async fn deliver_logouts(app: Arc<App>, http: reqwest::Client) {
     let mut ticker = tokio::time::interval(LOGOUT_POLL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut rounds = tokio::task::JoinSet::new();
@@ -259,5 +325,26 @@ async fn maintain(db: Db, keys: Arc<Keys>, period: Duration, refresh_grace: i64,
                 Err(e) => tracing::error!(error = %e, "pruning failed"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Background;
+
+    #[tokio::test]
+    #[allow(clippy::panic)]
+    async fn the_first_background_task_to_stop_is_named_however_it_ended() {
+        let mut tasks = Background::default();
+        tasks.spawn("runs for ever", std::future::pending());
+        tasks.spawn("panics", async { panic!("a bug") });
+        assert_eq!(tasks.first_to_stop().await, "panics");
+        tasks.spawn("returns", async {});
+        assert_eq!(tasks.first_to_stop().await, "returns");
+        // The one left still runs: nothing more is reported.
+        let more =
+            tokio::time::timeout(std::time::Duration::from_millis(100), tasks.first_to_stop())
+                .await;
+        assert!(more.is_err());
     }
 }
