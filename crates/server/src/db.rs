@@ -124,6 +124,9 @@ impl Db {
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(10));
+            // Opening (the switch to WAL of a new file) and migrating, one
+            // process at a time.
+            let opening = opening_lock(options.get_filename()).await?;
             let writer = SqlitePoolOptions::new()
                 .max_connections(1)
                 .acquire_timeout(Duration::from_secs(30))
@@ -135,12 +138,14 @@ impl Db {
                 .run(&writer)
                 .await
                 .map_err(|e| Error::Database(format!("migrations: {e}")))?;
+
             let reader = SqlitePoolOptions::new()
                 .max_connections(max_connections.max(1))
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(options.read_only(true))
                 .await
                 .map_err(Error::from)?;
+            drop(opening);
             Ok(Db::Sqlite {
                 reader,
                 writer,
@@ -381,6 +386,50 @@ pub fn redact_url(url: &str) -> String {
         parsed.query_pairs_mut().clear().extend_pairs(pairs);
     }
     parsed.into()
+}
+
+/// Held while this process opens the SQLite database and applies its
+/// migrations. sqlx's migration lock does nothing on SQLite, and its
+/// migrator reads which migrations are applied before it takes the write
+/// lock: a server and an admin command started at once on a new (or
+/// upgraded) database both apply the same migration, and one fails
+/// ("table already exists"); the switch of a new file to WAL can also
+/// answer the other `database is locked` without waiting. An exclusive
+/// `flock` on `PATH-migrate.lock` makes them take turns; the second then
+/// finds everything done. (Not on the database file itself: closing any
+/// descriptor of it would drop SQLite's own locks.)
+async fn opening_lock(path: &std::path::Path) -> Result<Option<std::fs::File>, Error> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let name = path.to_string_lossy();
+        if name.is_empty() || name == ":memory:" || name.starts_with("file:") {
+            return Ok(None);
+        }
+        let mut lock_path = path.as_os_str().to_owned();
+        lock_path.push("-migrate.lock");
+        let lock_path = std::path::PathBuf::from(lock_path);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(|e| Error::io(&lock_path, e))?;
+        let locked = tokio::task::spawn_blocking(move || {
+            rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).map(|()| file)
+        })
+        .await
+        .map_err(|e| Error::Database(format!("migration lock: {e}")))?;
+        locked
+            .map(Some)
+            .map_err(|e| Error::io(&lock_path, std::io::Error::from(e)))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        Ok(None)
+    }
 }
 
 /// Keep the SQLite database at `path`, and its WAL and shared-memory

@@ -667,3 +667,18 @@ async fn a_database_slow_to_connect_to_still_starts() {
     db.close().await;
     test_db.cleanup().await;
 }
+
+/// A server and an admin command started at once on a new SQLite file
+/// both migrate it; neither fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn starts_at_once_on_a_new_sqlite_database_both_succeed() {
+    for round in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("tessera.db").display());
+        let (a, b) = tokio::join!(Db::connect(&url, 2), Db::connect(&url, 2));
+        for db in [a, b] {
+            let db = db.unwrap_or_else(|e| panic!("round {round}: {e}"));
+            db.close().await;
+        }
+    }
+}
