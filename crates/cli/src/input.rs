@@ -2,7 +2,7 @@
 //! value syntaxes of the command line.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
@@ -131,51 +131,11 @@ pub fn verifying_key(path: &Path, algs: &[Algorithm]) -> Result<VerifyingKey> {
 }
 
 /// Write a private key: a new file, readable by its owner only, which
-/// appears whole or not at all. It is written and synced under a temporary
-/// name beside `path`, then linked to `path` (which fails if `path`
-/// exists: nothing is overwritten); a full disk or a crash leaves no
-/// truncated key under the name asked for.
+/// appears whole or not at all, never over an existing file
+/// (`tessera_server::secret::PrivateFile`).
 pub fn write_private(path: &Path, contents: &str) -> Result<()> {
-    let name = path
-        .file_name()
-        .with_context(|| format!("{} names no file", path.display()))?;
-    let mut temporary = path.to_path_buf();
-    temporary.set_file_name(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    write_new(&temporary, contents)?;
-    let linked = fs::hard_link(&temporary, path);
-    let _ = fs::remove_file(&temporary);
-    linked.with_context(|| format!("creating {} (it must not exist yet)", path.display()))?;
-    // The new name is durable once its directory is.
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        let _ = fs::File::open(dir).and_then(|d| d.sync_all());
-    }
-    Ok(())
-}
-
-/// `contents` in a new file at `path`, mode 0600, synced; on a failure
-/// after creating it, the file is removed.
-fn write_new(path: &Path, contents: &str) -> Result<()> {
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    let written = file
-        .write_all(contents.as_bytes())
-        .and_then(|()| file.sync_all());
-    if written.is_err() {
-        let _ = fs::remove_file(path);
-    }
-    written.with_context(|| format!("writing {}", path.display()))
+    tessera_server::secret::write_private_file(path, contents.as_bytes())
+        .with_context(|| format!("creating {} (it must not exist yet)", path.display()))
 }
 
 /// `--alg` values.

@@ -227,21 +227,18 @@ impl Db {
                 "the database is PostgreSQL: back it up with pg_dump (docs/operations.md)".into(),
             ));
         };
-        let target = path
-            .to_str()
-            .ok_or_else(|| Error::Invalid(format!("{} is not UTF-8", path.display())))?;
-        // Sealed keys and password hashes: owner only, and never over
-        // another file (VACUUM INTO accepts an existing empty one).
-        crate::secret::write_private_file(path, b"")?;
-        let copied = sqlx::query("VACUUM INTO $1")
+        // Sealed keys and password hashes: owner only, never over another
+        // file, and under its name only once complete and synced (VACUUM
+        // INTO fills the empty temporary file, and does not sync it).
+        let file = crate::secret::PrivateFile::create(path)?;
+        let target = file.temporary().to_str().ok_or_else(|| {
+            Error::Invalid(format!("{} is not UTF-8", file.temporary().display()))
+        })?;
+        sqlx::query("VACUUM INTO $1")
             .bind(target)
             .execute(writer)
-            .await;
-        if let Err(e) = copied {
-            let _ = std::fs::remove_file(path);
-            return Err(e.into());
-        }
-        Ok(())
+            .await?;
+        file.publish()
     }
 
     /// Close every connection, waiting for queries in flight.

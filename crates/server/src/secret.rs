@@ -189,25 +189,125 @@ impl SealingKey {
 }
 
 /// Create `path` with `contents`, readable only by its owner, refusing to
-/// overwrite.
+/// overwrite; the file appears whole or not at all ([`PrivateFile`]).
 pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), Error> {
     use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
+    let file = PrivateFile::create(path)?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(file.temporary())
+        .and_then(|mut f| f.write_all(contents))
+        .map_err(|e| Error::io(path, e))?;
+    file.publish()
+}
+
+/// A new file readable only by its owner, written under a temporary name
+/// beside its own and given that name only once complete and on disk: a
+/// crash, a full disk or an error while it is written leaves nothing
+/// under the name (where an empty master key would stop every start, and
+/// a half backup would pass for one). Dropped unpublished, the temporary
+/// file is removed.
+#[derive(Debug)]
+pub struct PrivateFile {
+    path: std::path::PathBuf,
+    temporary: std::path::PathBuf,
+}
+
+impl PrivateFile {
+    /// Make the temporary file (empty, mode 0600) for `path`, which must
+    /// not exist.
+    pub fn create(path: &Path) -> Result<PrivateFile, Error> {
+        if path.symlink_metadata().is_ok() {
+            return Err(Error::io(
+                path,
+                std::io::Error::new(std::io::ErrorKind::AlreadyExists, "it exists already"),
+            ));
+        }
+        let name = path
+            .file_name()
+            .ok_or_else(|| Error::Invalid(format!("{} names no file", path.display())))?;
+        let temporary =
+            path.with_file_name(format!(".{}.{}.tmp", name.to_string_lossy(), random_id()?));
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        options
+            .open(&temporary)
+            .map_err(|e| Error::io(&temporary, e))?;
+        Ok(PrivateFile {
+            path: path.to_owned(),
+            temporary,
+        })
     }
-    let mut file = options.open(path).map_err(|e| Error::io(path, e))?;
-    file.write_all(contents)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| Error::io(path, e))
+
+    /// Where to write the contents.
+    pub fn temporary(&self) -> &Path {
+        &self.temporary
+    }
+
+    /// Sync the contents, then give them their name (never over another
+    /// file, even one made meanwhile) and sync the directory.
+    pub fn publish(self) -> Result<(), Error> {
+        std::fs::File::open(&self.temporary)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io(&self.temporary, e))?;
+        std::fs::hard_link(&self.temporary, &self.path).map_err(|e| Error::io(&self.path, e))?;
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            // The name is durable once its directory is; a failure here
+            // leaves a complete file, so it is not one to report.
+            let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PrivateFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.temporary);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_private_file_appears_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.key");
+        let names = || -> Vec<String> {
+            std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        };
+        // Written, then dropped before it was published (a failure half
+        // way): nothing under either name.
+        let file = PrivateFile::create(&path).unwrap();
+        std::fs::write(file.temporary(), b"half").unwrap();
+        drop(file);
+        assert!(names().is_empty(), "{:?}", names());
+        write_private_file(&path, b"whole").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"whole");
+        assert_eq!(names(), ["master.key"]);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        // Never over another file, even one made after the start.
+        assert!(write_private_file(&path, b"again").is_err());
+        let late = PrivateFile::create(&dir.path().join("late")).unwrap();
+        std::fs::write(dir.path().join("late"), b"theirs").unwrap();
+        assert!(late.publish().is_err());
+        assert_eq!(std::fs::read(dir.path().join("late")).unwrap(), b"theirs");
+        assert_eq!(names().len(), 2, "{:?}", names());
+    }
 
     #[test]
     fn sealed_keys_open_only_with_their_master_key_and_label() {
