@@ -15,7 +15,9 @@
 //! `tessera_guard::revocation::Revocation`), `ready`, then new
 //! revocations as they commit at any instance, and a `heartbeat` after
 //! 10 s of quiet so both ends notice a dead connection. The stream ends
-//! when the access token it was opened with expires, or when the server
+//! when the access token it was opened with expires or stops being good
+//! (revoked, its client's secret rotated, its client deleted: looked at
+//! every second and before anything new is sent), or when the server
 //! shuts down; the subscriber reconnects (with a new token, or to another
 //! instance).
 //!
@@ -143,6 +145,8 @@ async fn feed(State(app): State<Arc<App>>, headers: HeaderMap, token: AccessToke
     let stopping = app.stopping.subscribe();
     let stream = futures_util::stream::unfold(
         Subscription {
+            app,
+            token,
             revocations,
             changes,
             stopping,
@@ -175,6 +179,9 @@ async fn feed(State(app): State<Arc<App>>, headers: HeaderMap, token: AccessToke
 
 /// One subscriber's place in the log.
 struct Subscription {
+    app: Arc<App>,
+    /// The token the stream was opened with.
+    token: AccessToken,
     revocations: Arc<Revocations>,
     changes: tokio::sync::watch::Receiver<i64>,
     stopping: tokio::sync::watch::Receiver<bool>,
@@ -189,14 +196,28 @@ struct Subscription {
 }
 
 impl Subscription {
-    /// The next event to send; `None` ends the stream (the token expired,
-    /// or the server is shutting down).
+    /// The next event to send; `None` ends the stream (the token expired
+    /// or was withdrawn, or the server is shutting down).
     async fn next(&mut self) -> Option<Event> {
         loop {
             if let Some(event) = self.pending.pop_front() {
                 return Some(event);
             }
             if tokio::time::Instant::now() >= self.deadline || *self.stopping.borrow() {
+                return None;
+            }
+            // Past the backlog (checked when the stream opened), the token
+            // must still be good before anything new is read for it: a
+            // rotated secret appends the very cut that ends it. This runs
+            // at every change and every check; it is in memory, but for a
+            // client not in the cache, and a database error ends the
+            // stream too.
+            if self.backlog_sent
+                && !matches!(
+                    super::bearer::still_standing(&self.app, &self.token).await,
+                    Ok(true)
+                )
+            {
                 return None;
             }
             // Marks what is there now as seen, so a change after the read

@@ -14,6 +14,7 @@ both_backends!(
     health_readiness_and_metrics,
     a_feed_ends_when_its_instance_stops_reading_the_log,
     a_feed_cursor_naming_another_event_starts_over,
+    a_feed_ends_when_its_subscribers_credentials_are_withdrawn,
 );
 
 /// A feed subscription as a resource server opens one (`rs`, with the
@@ -55,6 +56,37 @@ async fn until_ready(body: &mut axum::body::BodyDataStream) -> String {
         text.push_str(std::str::from_utf8(&chunk).unwrap());
     }
     text
+}
+
+/// The stream stops when the token it was opened with stops being good:
+/// its client's secret rotated (whoever held the secret may hold tokens
+/// too), before anything more is sent to it.
+async fn a_feed_ends_when_its_subscribers_credentials_are_withdrawn(backend: Backend) {
+    use futures_util::StreamExt;
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let (rs, rs_secret) = h
+        .client(&[GrantType::ClientCredentials], "revocations:read")
+        .await;
+    let mut body = subscribe(&h, (&rs, &rs_secret), &[]).await;
+    until_ready(&mut body).await;
+    tessera_server::store::clients::rotate_secret(&h.db, &rs, crate::KEEP)
+        .await
+        .unwrap();
+    h.app.access.revoked().sync(&h.db).await.unwrap();
+    // Within a check (every second), not at the token's expiry, nor at
+    // the 5 s after which an instance stops vouching for its log.
+    let mut after = String::new();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(3), async {
+        while let Some(chunk) = body.next().await {
+            after.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "a withdrawn subscriber was still served");
+    assert!(!after.contains("event: revocation"), "{after}");
+    h.finish().await;
 }
 
 /// A subscriber names the event its cursor stands on: the same event
