@@ -629,8 +629,49 @@ mod admin_api {
 
     both_backends!(
         admin_api_needs_the_admin_scope,
-        admin_api_manages_users_clients_and_keys
+        admin_api_manages_users_clients_and_keys,
+        a_key_set_with_a_member_twice_is_refused_as_from_the_command_line
     );
+
+    /// The admin API hands the JWK set on as sent, so the strict reader
+    /// the command line uses sees it whole: a member written twice (one
+    /// key set for a reviewer, another for the server) is refused, not
+    /// read as the last one.
+    async fn a_key_set_with_a_member_twice_is_refused_as_from_the_command_line(backend: Backend) {
+        let Some(h) = Harness::new(backend).await else {
+            return;
+        };
+        let admin = token(&h, "tessera:admin").await;
+        let key = |kid: &str| {
+            let key = tessera_jose::SigningKey::generate(tessera_jose::Algorithm::ES256)
+                .unwrap()
+                .with_kid(kid);
+            key.verifying_key()
+                .unwrap()
+                .to_public_jwk()
+                .unwrap()
+                .to_json()
+        };
+        let post = |jwks: String| {
+            let body =
+                format!(r#"{{"name":"signer","grants":["client_credentials"],"jwks":{jwks}}}"#);
+            let request = Request::builder()
+                .method(Method::POST)
+                .uri("/admin/clients")
+                .header(header::AUTHORIZATION, format!("Bearer {admin}"))
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body))
+                .unwrap();
+            h.send(request)
+        };
+        let (a, b) = (key("a"), key("b"));
+        let twice = post(format!(r#"{{"keys":[{a}],"keys":[{b}]}}"#)).await;
+        assert_eq!(twice.status, StatusCode::BAD_REQUEST, "{}", twice.text);
+        assert_eq!(twice.json["error"], "invalid_request");
+        let once = post(format!(r#"{{"keys":[{a}]}}"#)).await;
+        assert_eq!(once.status, StatusCode::CREATED, "{}", once.text);
+        h.finish().await;
+    }
 
     async fn token(h: &Harness, scope: &str) -> String {
         let (id, secret) = h.client(&[GrantType::ClientCredentials], scope).await;

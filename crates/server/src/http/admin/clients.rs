@@ -24,8 +24,10 @@ pub struct NewClientBody {
     audiences: Vec<String>,
     #[serde(default)]
     public: bool,
-    /// A JWK set (object) for private_key_jwt and the jwt-bearer grant.
-    jwks: Option<serde_json::Value>,
+    /// A JWK set (object) for private_key_jwt and the jwt-bearer grant,
+    /// as sent: the JWK set reader refuses what a `Value` would hide (a
+    /// member written twice, of which it keeps the last).
+    jwks: Option<Box<serde_json::value::RawValue>>,
     /// Seconds.
     access_ttl: Option<u64>,
     #[serde(default)]
@@ -58,7 +60,7 @@ pub async fn add(
             scopes: body.scopes,
             audiences: body.audiences,
             public: body.public,
-            jwks: body.jwks.map(|j| j.to_string()),
+            jwks: body.jwks.map(|j| j.get().to_owned()),
             access_ttl: body.access_ttl.map(Duration::from_secs),
             redirect_uris: body.redirect_uris,
             post_logout_redirect_uris: body.post_logout_redirect_uris,
