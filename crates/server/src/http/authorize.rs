@@ -139,8 +139,11 @@ pub(crate) fn resent_as_get(
     {
         return None;
     }
+    let Ok(pairs) = super::form::strict_pairs(body) else {
+        return Some(bad_request(pages, "the request is not a well-formed form"));
+    };
     let query = form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(form_urlencoded::parse(body))
+        .extend_pairs(pairs)
         .finish();
     let location = format!("{path}?{query}");
     if location.len() > MAX_RESENT_URL {

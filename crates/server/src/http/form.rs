@@ -55,12 +55,7 @@ impl OAuthForm {
     ) -> Result<OAuthForm, OAuthError> {
         let mut params = HashMap::new();
         let mut seen = std::collections::HashSet::new();
-        for (name, value) in form_urlencoded::parse(body) {
-            if !seen.insert(name.clone().into_owned()) {
-                return Err(OAuthError::invalid_request(format!(
-                    "parameter {name} given more than once"
-                )));
-            }
+        for (name, value) in strict_pairs(body)? {
             // Identifiers, tokens and scopes never hold control characters
             // (a NUL would reach the database); a password may hold anything
             // its owner typed, and only ever reaches the hasher.
@@ -72,8 +67,13 @@ impl OAuthForm {
                     name.escape_debug()
                 )));
             }
+            if !seen.insert(name.clone()) {
+                return Err(OAuthError::invalid_request(format!(
+                    "parameter {name} given more than once"
+                )));
+            }
             if !value.is_empty() {
-                params.insert(name.into_owned(), value.into_owned());
+                params.insert(name, value);
             }
         }
         Ok(OAuthForm {
@@ -82,6 +82,46 @@ impl OAuthForm {
             peer,
         })
     }
+}
+
+/// The name-value pairs of a form body, decoded strictly: `+` is a space,
+/// `%` must start an escape of two hex digits, and what the escapes spell
+/// must be UTF-8. (`form_urlencoded::parse` passes a broken escape
+/// through as text and replaces bytes that are not UTF-8 with U+FFFD, so
+/// that two different passwords could arrive as one.) Empty pieces
+/// (`a=1&&b=2`) are skipped, and a piece without `=` is a name with an
+/// empty value, as there.
+pub(crate) fn strict_pairs(body: &[u8]) -> Result<Vec<(String, String)>, OAuthError> {
+    let decode = |part: &[u8]| -> Result<String, OAuthError> {
+        let broken = part.iter().enumerate().any(|(i, b)| {
+            *b == b'%'
+                && !matches!(
+                    (part.get(i + 1), part.get(i + 2)),
+                    (Some(h), Some(l)) if h.is_ascii_hexdigit() && l.is_ascii_hexdigit()
+                )
+        });
+        if broken {
+            return Err(OAuthError::invalid_request(
+                "the form holds a % that starts no escape",
+            ));
+        }
+        let spaced: Vec<u8> = part
+            .iter()
+            .map(|b| if *b == b'+' { b' ' } else { *b })
+            .collect();
+        String::from_utf8(percent_encoding::percent_decode(&spaced).collect())
+            .map_err(|_| OAuthError::invalid_request("the form is not UTF-8"))
+    };
+    body.split(|b| *b == b'&')
+        .filter(|piece| !piece.is_empty())
+        .map(|piece| {
+            let (name, value) = match piece.iter().position(|b| *b == b'=') {
+                Some(at) => (&piece[..at], &piece[at + 1..]),
+                None => (piece, &b""[..]),
+            };
+            Ok((decode(name)?, decode(value)?))
+        })
+        .collect()
 }
 
 /// The one `Authorization` header, if any. Two are refused: which one a
@@ -161,6 +201,33 @@ mod tests {
         assert_eq!(err.code, "invalid_request");
         // A repeat is refused even when one of the values is empty.
         assert!(OAuthForm::parse(b"scope=&scope=b", None, None).is_err());
+    }
+
+    #[test]
+    fn broken_escapes_and_text_that_is_not_utf8_are_refused() {
+        for body in [
+            &b"password=%FF"[..],
+            b"password=%E9t%E9",
+            b"client_id=abc%2",
+            b"client_id=a%zzb",
+            b"client%=a",
+            b"username=al\xffice",
+        ] {
+            let err = OAuthForm::parse(body, None, None).unwrap_err();
+            assert_eq!(err.code, "invalid_request", "{body:?}");
+        }
+        // What is well formed decodes as before: + is a space, escapes of
+        // UTF-8 are text, a name alone has no value.
+        let f = OAuthForm::parse(
+            b"username=al+ice&password=%C3%A9t%C3%A9+%2B&&scope&state=a%3Db",
+            None,
+            None,
+        )
+        .unwrap();
+        assert_eq!(f.get("username"), Some("al ice"));
+        assert_eq!(f.get("password"), Some("\u{e9}t\u{e9} +"));
+        assert_eq!(f.get("scope"), None);
+        assert_eq!(f.get("state"), Some("a=b"));
     }
 
     #[test]
