@@ -192,11 +192,9 @@ impl SealingKey {
 /// overwrite; the file appears whole or not at all ([`PrivateFile`]).
 pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), Error> {
     use std::io::Write;
-    let file = PrivateFile::create(path)?;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(file.temporary())
-        .and_then(|mut f| f.write_all(contents))
+    let mut file = PrivateFile::create(path)?;
+    file.file
+        .write_all(contents)
         .map_err(|e| Error::io(path, e))?;
     file.publish()
 }
@@ -211,6 +209,9 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), Error> {
 pub struct PrivateFile {
     path: std::path::PathBuf,
     temporary: std::path::PathBuf,
+    /// The temporary file as created: written through, synced, and
+    /// compared with what the temporary name holds before it is linked.
+    file: std::fs::File,
 }
 
 impl PrivateFile {
@@ -235,12 +236,13 @@ impl PrivateFile {
             use std::os::unix::fs::OpenOptionsExt;
             options.mode(0o600);
         }
-        options
+        let file = options
             .open(&temporary)
             .map_err(|e| Error::io(&temporary, e))?;
         Ok(PrivateFile {
             path: path.to_owned(),
             temporary,
+            file,
         })
     }
 
@@ -252,15 +254,36 @@ impl PrivateFile {
     /// Sync the contents, then give them their name (never over another
     /// file, even one made meanwhile) and sync the directory.
     pub fn publish(self) -> Result<(), Error> {
-        std::fs::File::open(&self.temporary)
-            .and_then(|f| f.sync_all())
+        self.file
+            .sync_all()
             .map_err(|e| Error::io(&self.temporary, e))?;
-        std::fs::hard_link(&self.temporary, &self.path).map_err(|e| Error::io(&self.path, e))?;
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            // The name is durable once its directory is; a failure here
-            // leaves a complete file, so it is not one to report.
-            let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+        // The temporary name must still hold the file created: one
+        // swapped for another (a link to someone else's file) is not
+        // published.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            let ours = self
+                .file
+                .metadata()
+                .map_err(|e| Error::io(&self.temporary, e))?;
+            let named = std::fs::symlink_metadata(&self.temporary)
+                .map_err(|e| Error::io(&self.temporary, e))?;
+            if (ours.dev(), ours.ino()) != (named.dev(), named.ino()) {
+                return Err(Error::io(
+                    &self.temporary,
+                    std::io::Error::other("replaced while it was written"),
+                ));
+            }
         }
+        std::fs::hard_link(&self.temporary, &self.path).map_err(|e| Error::io(&self.path, e))?;
+        // The name is durable once its directory is; a failure here leaves
+        // a complete file, so it is not one to report.
+        let dir = match self.path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
         Ok(())
     }
 }
@@ -307,6 +330,16 @@ mod tests {
         assert!(late.publish().is_err());
         assert_eq!(std::fs::read(dir.path().join("late")).unwrap(), b"theirs");
         assert_eq!(names().len(), 2, "{:?}", names());
+        // The temporary name swapped for a link to someone else's file
+        // while it was written: not published.
+        #[cfg(unix)]
+        {
+            let swapped = PrivateFile::create(&dir.path().join("swapped")).unwrap();
+            std::fs::remove_file(swapped.temporary()).unwrap();
+            std::os::unix::fs::symlink(dir.path().join("late"), swapped.temporary()).unwrap();
+            assert!(swapped.publish().is_err());
+            assert!(!dir.path().join("swapped").exists());
+        }
     }
 
     #[test]
