@@ -23,6 +23,17 @@
 //! (OpenID Connect Core §15.1) or another algorithm a client registered.
 //! Generations are numbered across algorithms; each algorithm's keys
 //! follow each other by generation.
+//!
+//! When the configured algorithms change on a database in service, the
+//! lifecycle holds across the change: the first key of an algorithm new
+//! to it is announced like a rotation's (access tokens meanwhile signed
+//! with the key that signed them before), and the keys of an algorithm no
+//! longer configured are retired: published until every token they can
+//! have signed has expired, counted from when this server's maintenance
+//! first saw them so. Only the server's maintenance makes a new
+//! algorithm's first key; an admin command (which may run under another
+//! configuration) never does, and `tessera keys rotate` rotates the
+//! algorithms the database holds.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -132,6 +143,10 @@ pub struct Keys {
     /// Whether the database is known to be tied to this master key
     /// ([`Keys::claim_master`]).
     master_claimed: std::sync::atomic::AtomicBool,
+    /// Keys of algorithms no longer configured, with when maintenance
+    /// first saw them so (their retirement; a restart starts it over,
+    /// which only keeps them longer).
+    orphaned: std::sync::Mutex<HashMap<String, i64>>,
 }
 
 /// The label and the plaintext of the row that ties a database to one
@@ -160,11 +175,12 @@ impl Keys {
             policy,
             ring: RwLock::new(Arc::new(empty)),
             master_claimed: std::sync::atomic::AtomicBool::new(false),
+            orphaned: std::sync::Mutex::default(),
         };
         // No removal here: every admin command loads the keys, perhaps
         // under a configuration (a shorter `max_access_ttl`) that is not
         // the server's; only the server's own maintenance removes keys.
-        keys.update(false).await?;
+        keys.update(false, now()).await?;
         Ok(keys)
     }
 
@@ -181,9 +197,35 @@ impl Keys {
         }
     }
 
-    /// The access-token key that signs at `at`.
+    /// The access-token key that signs at `at`: the configured
+    /// algorithm's, or, while its first key is still announced (the
+    /// algorithm was changed), the key that signed before: the newest
+    /// active key of an algorithm no longer configured, else of any.
     pub fn signer(&self, at: i64) -> Result<Arc<SigningKey>, Error> {
-        self.signer_for(self.policy.algorithm, at)
+        let alg = self.policy.algorithm;
+        let ring = self.snapshot();
+        let active = |k: &&LoadedKey| k.info.activate_at <= at;
+        let of_alg = ring.keys.iter().filter(|k| k.signing.algorithm() == alg);
+        // None of the configured algorithm signs yet, and not for clock
+        // skew's sake (see `signer_for`).
+        let none_active = !of_alg.clone().any(|k| active(&k));
+        let beyond_skew = of_alg
+            .clone()
+            .all(|k| k.info.activate_at > at.saturating_add(SKEW));
+        if none_active && beyond_skew {
+            let configured = self.policy.algorithms();
+            let before = ring
+                .keys
+                .iter()
+                .rev()
+                .filter(active)
+                .find(|k| !configured.contains(&k.signing.algorithm()))
+                .or_else(|| ring.keys.iter().rev().find(active));
+            if let Some(key) = before {
+                return Ok(Arc::clone(&key.signing));
+            }
+        }
+        self.signer_for(alg, at)
     }
 
     /// The key of `alg` that signs at `at`: the newest of that algorithm
@@ -242,21 +284,48 @@ impl Keys {
         Arc::clone(&self.snapshot().verify)
     }
 
-    /// The published keys with their state at `at`.
+    /// The published keys with their state at `at`; those of algorithms
+    /// no longer configured are retired.
     pub fn list(&self, at: i64) -> Vec<(KeyInfo, KeyState)> {
+        let configured = self.policy.algorithms();
         with_states(self.snapshot().keys.iter().map(|k| k.info.clone()), at)
+            .into_iter()
+            .map(|(info, state)| {
+                let kept = info.alg.parse().is_ok_and(|alg| configured.contains(&alg));
+                (info, if kept { state } else { KeyState::Retired })
+            })
+            .collect()
     }
 
-    /// Store a new key of each algorithm, signing from `now + announce`
-    /// (a rotation started by hand). Returns their ids.
+    /// Store a new key of each algorithm the database holds keys of (of
+    /// the configured ones when it holds none), signing from `now +
+    /// announce` (a rotation started by hand). Returns their ids.
+    ///
+    /// The database's algorithms, not the configuration's: `tessera keys
+    /// rotate` may run without the server's configuration, and must then
+    /// rotate the keys that sign (a leaked one above all), not make keys
+    /// of the default algorithms.
     pub async fn rotate(&self) -> Result<Vec<String>, Error> {
         let now = now();
         let activate_at = now.saturating_add(secs(self.policy.announce));
+        let rows = self.fetch().await?;
+        let mut algorithms: Vec<Algorithm> = Vec::new();
+        for row in &rows {
+            let alg: Algorithm = row.alg.parse().map_err(|_| {
+                Error::Database(format!("key {}: unknown algorithm {}", row.kid, row.alg))
+            })?;
+            if !algorithms.contains(&alg) {
+                algorithms.push(alg);
+            }
+        }
+        if algorithms.is_empty() {
+            algorithms = self.policy.algorithms();
+        }
         let mut kids = Vec::new();
-        for alg in self.policy.algorithms() {
+        for alg in algorithms {
             kids.push(self.insert_retrying(alg, now, activate_at).await?);
         }
-        self.update(false).await?;
+        self.update(false, now).await?;
         Ok(kids)
     }
 
@@ -288,21 +357,41 @@ impl Keys {
     /// key: a start with the wrong master key fails here, and never stores
     /// a key sealed under a master key that cannot open the others.
     pub async fn maintain(&self) -> Result<(), Error> {
-        self.update(true).await
+        self.maintain_at(now()).await
+    }
+
+    /// [`Keys::maintain`] as of `at` (seconds): the tests move the clock
+    /// this way.
+    pub async fn maintain_at(&self, at: i64) -> Result<(), Error> {
+        self.update(true, at).await
     }
 
     /// [`Keys::maintain`], removing retired keys only when `remove`.
-    async fn update(&self, remove: bool) -> Result<(), Error> {
-        let now = now();
+    async fn update(&self, remove: bool, now: i64) -> Result<(), Error> {
         let mut rows = self.fetch().await?;
         let mut opened = self.open_all(&rows)?;
         self.claim_master().await?;
         let mut stored = false;
+        // Keys stored before this maintenance: the algorithms' first keys
+        // on a new database are made at once, by any start.
+        let in_service = !rows.is_empty();
         for alg in self.policy.algorithms() {
             for _ in 0..5 {
                 let of_alg: Vec<&KeyRow> = rows.iter().filter(|r| r.alg == alg.as_str()).collect();
+                // The first key of an algorithm new to a database in
+                // service: made by the server's maintenance only (an admin
+                // command may run under another configuration), and
+                // announced, as a rotation's is.
+                if of_alg.is_empty() && in_service && !remove {
+                    break;
+                }
                 let Some(activate_at) = self.due(&of_alg, now) else {
                     break;
+                };
+                let activate_at = if of_alg.is_empty() && in_service {
+                    activate_at.max(now.saturating_add(secs(self.policy.announce)))
+                } else {
+                    activate_at
                 };
                 let seen = rows.iter().map(|r| r.generation).max().unwrap_or(0);
                 let won = self.insert_next(alg, now, activate_at, Some(seen)).await?;
@@ -320,9 +409,43 @@ impl Keys {
             opened = self.open_all(&rows)?;
         }
         if remove {
+            self.note_orphans(&rows, now);
             self.expire(&rows, now).await?;
         }
         self.reload(rows, &opened, now)
+    }
+
+    /// Record when each key of an algorithm no longer configured was first
+    /// seen so, and forget those no longer stored. A key whose own
+    /// algorithm has a successor is retired the usual way instead.
+    fn note_orphans(&self, rows: &[KeyRow], now: i64) {
+        let configured: Vec<&str> = self
+            .policy
+            .algorithms()
+            .iter()
+            .map(|a| a.as_str())
+            .collect();
+        let mut orphaned = self.orphaned.lock().unwrap_or_else(|p| p.into_inner());
+        orphaned.retain(|kid, _| rows.iter().any(|r| r.kid == *kid));
+        for row in rows {
+            if !configured.contains(&row.alg.as_str()) {
+                orphaned.entry(row.kid.clone()).or_insert(now);
+            }
+        }
+    }
+
+    /// The keys of algorithms no longer configured that have been retired
+    /// for longer than any of their tokens can live.
+    fn orphans_done(&self, rows: &[KeyRow], keep_after: i64, now: i64) -> Vec<String> {
+        let orphaned = self.orphaned.lock().unwrap_or_else(|p| p.into_inner());
+        rows.iter()
+            .filter(|r| {
+                orphaned
+                    .get(&r.kid)
+                    .is_some_and(|since| since.saturating_add(keep_after) < now)
+            })
+            .map(|r| r.kid.clone())
+            .collect()
     }
 
     /// Tie the database to this master key, once, before any key is
@@ -442,12 +565,17 @@ impl Keys {
     /// lives.
     async fn expire(&self, rows: &[KeyRow], now: i64) -> Result<(), Error> {
         let keep_after = secs(self.policy.max_access_ttl).saturating_add(SKEW);
-        for (old, next) in successions(rows) {
-            if next.activate_at <= now && retired_long_enough(next, keep_after, now) {
-                on_pool!(self.db.write(), p => sqlx::query("DELETE FROM signing_keys WHERE kid = $1")
-                    .bind(&old.kid).execute(p).await.map(|r| r.rows_affected()))?;
-                tracing::info!(kid = %old.kid, "retired signing key removed");
-            }
+        let mut done: Vec<String> = successions(rows)
+            .filter(|(_, next)| {
+                next.activate_at <= now && retired_long_enough(next, keep_after, now)
+            })
+            .map(|(old, _)| old.kid.clone())
+            .collect();
+        done.extend(self.orphans_done(rows, keep_after, now));
+        for kid in done {
+            on_pool!(self.db.write(), p => sqlx::query("DELETE FROM signing_keys WHERE kid = $1")
+                .bind(&kid).execute(p).await.map(|r| r.rows_affected()))?;
+            tracing::info!(%kid, "retired signing key removed");
         }
         Ok(())
     }
@@ -461,13 +589,14 @@ impl Keys {
         let keep_after = secs(self.policy.max_access_ttl).saturating_add(SKEW);
         let mut keys = Vec::with_capacity(rows.len());
         let mut public = Vec::with_capacity(rows.len());
-        let removed: Vec<&str> = successions(&rows)
+        let mut removed: Vec<String> = successions(&rows)
             .filter(|(_, next)| retired_long_enough(next, keep_after, now))
-            .map(|(old, _)| old.kid.as_str())
+            .map(|(old, _)| old.kid.clone())
             .collect();
+        removed.extend(self.orphans_done(&rows, keep_after, now));
         for row in &rows {
             // Skip what `expire` removed (or would have, had it raced).
-            if removed.contains(&row.kid.as_str()) {
+            if removed.contains(&row.kid) {
                 continue;
             }
             let signing = match opened.get(&row.kid) {

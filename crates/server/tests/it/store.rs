@@ -37,7 +37,90 @@ both_backends!(
     pruning_removes_only_what_is_over_in_batches,
     a_public_key_changed_in_the_database_is_not_published,
     cut_offs_outlive_the_longest_token_whatever_the_appenders_configuration,
+    a_changed_algorithm_is_announced_and_the_old_one_retired,
+    a_rotation_by_hand_rotates_the_databases_algorithms_whatever_the_configuration,
 );
+
+async fn a_changed_algorithm_is_announced_and_the_old_one_retired(backend: Backend) {
+    use tessera_jose::Algorithm;
+    use tessera_server::keys::KeyState;
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let now = tessera_server::store::now();
+    let before = h.app.keys.signer(now).unwrap();
+    assert_eq!(before.algorithm(), Algorithm::ES256);
+    let old_kid = before.kid().unwrap().to_owned();
+    // The server restarts configured for ES384.
+    let mut config = h.test_db.config();
+    config.keys.algorithm = Algorithm::ES384;
+    let announce = tessera_server::store::secs(config.keys.announce);
+    let keep = tessera_server::store::secs(config.max_access_ttl) + 60;
+    let restarted = tessera_server::open(config).await.unwrap();
+    let keys = &restarted.keys;
+    // Its start makes no key (an admin command opens the same way);
+    // tokens are signed as before.
+    assert_eq!(keys.signer(now).unwrap().kid(), Some(old_kid.as_str()));
+    keys.maintain_at(now).await.unwrap();
+    let es384: Vec<_> = keys
+        .list(now)
+        .into_iter()
+        .filter(|(k, _)| k.alg == "ES384")
+        .collect();
+    assert_eq!(es384.len(), 1, "the maintenance makes the first key");
+    assert_eq!(es384[0].1, KeyState::Announced, "published before it signs");
+    assert!(es384[0].0.activate_at >= now + announce);
+    let jwks = tessera_jose::JwkSet::from_json(&keys.jwks_json()).unwrap();
+    assert!(jwks.find(&es384[0].0.kid).is_some());
+    // Until it signs, the key that signed before goes on; then the new.
+    assert_eq!(keys.signer(now + 1).unwrap().kid(), Some(old_kid.as_str()));
+    let signs_at = es384[0].0.activate_at;
+    assert_eq!(
+        keys.signer(signs_at).unwrap().kid(),
+        Some(es384[0].0.kid.as_str())
+    );
+    // The ES256 key is retired: published until its tokens have expired,
+    // then removed.
+    let state = |at: i64| {
+        keys.list(at)
+            .into_iter()
+            .find(|(k, _)| k.kid == old_kid)
+            .map(|(_, s)| s)
+    };
+    assert_eq!(state(now), Some(KeyState::Retired));
+    keys.maintain_at(now + keep - 10).await.unwrap();
+    assert!(state(now).is_some(), "removed while its tokens may live");
+    keys.maintain_at(now + keep + 10).await.unwrap();
+    assert_eq!(state(now), None, "a key of a dropped algorithm stayed");
+    let jwks = tessera_jose::JwkSet::from_json(&keys.jwks_json()).unwrap();
+    assert!(jwks.find(&old_kid).is_none());
+    restarted.db.close().await;
+    h.finish().await;
+}
+
+async fn a_rotation_by_hand_rotates_the_databases_algorithms_whatever_the_configuration(
+    backend: Backend,
+) {
+    use tessera_jose::Algorithm;
+    // The server signs ES384 access tokens and RS256 ID tokens.
+    let Some(h) = Harness::with(backend, |c| c.keys.algorithm = Algorithm::ES384).await else {
+        return;
+    };
+    // `tessera keys rotate` run without the server's configuration (the
+    // default: ES256).
+    let admin = tessera_server::open(h.test_db.config()).await.unwrap();
+    let kids = admin.keys.rotate().await.unwrap();
+    let stored = tessera_server::keys::stored(&h.db, tessera_server::store::now())
+        .await
+        .unwrap();
+    let algs = |alg: &str| stored.iter().filter(|(k, _)| k.alg == alg).count();
+    assert_eq!(algs("ES256"), 0, "a key of the caller's default was made");
+    assert_eq!(algs("ES384"), 2, "the signing algorithm was not rotated");
+    assert_eq!(algs("RS256"), 2);
+    assert_eq!(kids.len(), 2);
+    admin.db.close().await;
+    h.finish().await;
+}
 
 async fn cut_offs_outlive_the_longest_token_whatever_the_appenders_configuration(backend: Backend) {
     // The server allows day-long access tokens; an admin command run
