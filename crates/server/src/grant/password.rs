@@ -79,12 +79,21 @@ impl Login<'_> {
                 return Err(Denied::Failed(e));
             }
         };
+        // The name of an account, not of a failure: what was typed for an
+        // unknown user is often a password in the wrong field, and the
+        // audit trail keeps it for months (as `logins` keeps only a keyed
+        // hash of it).
+        let known = user.is_some();
         let event = |name| {
-            Event::new(name)
+            let event = Event::new(name)
                 .client(client_id)
-                .subject(username)
                 .remote(peer.map(|p| p.to_string()))
-                .detail(how)
+                .detail(how);
+            if known {
+                event.subject(username)
+            } else {
+                event
+            }
         };
         // The hash took a while: a password changed (or a user disabled,
         // or deleted and made again under the name) meanwhile makes this

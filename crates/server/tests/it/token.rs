@@ -553,6 +553,14 @@ async fn failed_logins_are_rate_limited(backend: Backend) {
     assert!(failures
         .iter()
         .all(|e| !e.detail.as_deref().unwrap_or("").contains("guess")));
+    // What was typed as the name of no account (a password in the wrong
+    // field, often) is not kept.
+    h.login(&web, "hunter2-typed-as-name", "guess").await;
+    let failures = wait_for_audit(&h, "login_failed", 4).await;
+    assert!(failures.iter().all(|e| {
+        let text = format!("{:?} {:?}", e.subject, e.detail);
+        !text.contains("hunter2")
+    }));
     h.finish().await;
 }
 
