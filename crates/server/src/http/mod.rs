@@ -94,6 +94,31 @@ fn sign_in_routes(app: &App) -> Router<Arc<App>> {
         )
         .route("/assets/logo", get(move || async move { logo.logo() }))
         .layer(axum::Extension(pages))
+        .layer(axum::middleware::map_response(framed_nowhere))
+}
+
+/// What every answer of the sign-in routes carries, pages or not (axum's
+/// own 405 for `GET /logout`, a 400 for a malformed query, a body too
+/// large): nothing of them may be framed, sniffed, cached or referred.
+/// What a handler set stays (a page's CSP, the assets' caching).
+async fn framed_nowhere(mut response: axum::response::Response) -> axum::response::Response {
+    use axum::http::{header, HeaderValue};
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; frame-ancestors 'none'",
+        ),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::CACHE_CONTROL, "no-store"),
+    ] {
+        if !headers.contains_key(&name) {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+    }
+    response
 }
 
 /// The server's routes, with body limits and metrics.

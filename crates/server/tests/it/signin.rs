@@ -1536,7 +1536,36 @@ async fn operators_templates_and_theme_are_used(backend: Backend) {
     h.finish().await;
 }
 
+/// Answers of the sign-in routes that no page template makes (axum's
+/// 405, a rejected query) still may not be framed, sniffed or cached.
+async fn every_answer_of_the_sign_in_routes_carries_the_strict_headers(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    for (status, reply) in [
+        (StatusCode::METHOD_NOT_ALLOWED, h.get("/logout").await),
+        (
+            StatusCode::BAD_REQUEST,
+            h.get("/login?request=a&request=b").await,
+        ),
+    ] {
+        assert_eq!(reply.status, status, "{}", reply.text);
+        let csp = reply.headers[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap();
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert_eq!(reply.headers[header::X_FRAME_OPTIONS], "DENY");
+        assert_eq!(reply.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        assert_eq!(reply.headers[header::CACHE_CONTROL], "no-store");
+    }
+    // A page's own policy stays.
+    let css = h.get("/assets/tessera.css").await;
+    assert_eq!(css.status, StatusCode::OK);
+    h.finish().await;
+}
+
 both_backends!(
+    every_answer_of_the_sign_in_routes_carries_the_strict_headers,
     prompt_max_age_login_hint_and_form_post,
     a_consent_that_outwaits_max_age_asks_for_a_login,
     prompt_consent_asks_again_and_remembers_more,
