@@ -53,6 +53,9 @@ pub struct MasterKey {
     sealing: SealingKey,
     /// Derived from it: seals pending sign-ins, which browsers carry.
     pending: SealingKey,
+    /// Derived from it: seals refresh-token successors during their grace
+    /// window, one per rotation.
+    successors: SealingKey,
 }
 
 impl std::fmt::Debug for MasterKey {
@@ -113,6 +116,7 @@ impl MasterKey {
         Ok(MasterKey {
             sealing: SealingKey(LessSafeKey::new(key)),
             pending: derive(&derivation, "pending sign-ins")?,
+            successors: derive(&derivation, "refresh successors")?,
         })
     }
 
@@ -121,6 +125,13 @@ impl MasterKey {
     /// the key that seals signing keys at rest.
     pub fn pending(&self) -> &SealingKey {
         &self.pending
+    }
+
+    /// The key that seals refresh-token successors: one seal per rotation,
+    /// each with a random nonce, is a volume that must not count against
+    /// the key that seals signing keys at rest, which never changes.
+    pub fn successors(&self) -> &SealingKey {
+        &self.successors
     }
 
     /// Encrypt `plaintext`, bound to `label` (the key id), as
@@ -349,6 +360,15 @@ mod tests {
         let sealed = a.seal("kid-1", b"pkcs8 bytes").unwrap();
         assert_eq!(&a.open("kid-1", &sealed).unwrap()[..], b"pkcs8 bytes");
         assert!(matches!(b.open("kid-1", &sealed), Err(Error::MasterKey(_))));
+        // Each purpose has a key of its own.
+        let successor = a.successors().seal("kid-1", b"token").unwrap();
+        assert!(a.open("kid-1", &successor).is_err());
+        assert!(a.successors().open("kid-1", &sealed).is_err());
+        assert!(a.pending().open("kid-1", &successor).is_err());
+        assert_eq!(
+            &a.successors().open("kid-1", &successor).unwrap()[..],
+            b"token"
+        );
         // Swapping the sealed blobs of two keys is detected by the label.
         assert!(a.open("kid-2", &sealed).is_err());
         let mut tampered = sealed.clone();

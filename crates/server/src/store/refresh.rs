@@ -303,6 +303,21 @@ pub struct Rotation<'a> {
     pub requested: Option<&'a Scopes>,
 }
 
+/// A successor sealed by [`rotate`]: under the master key's successor
+/// key, or (sealed by a version before it had one, within the grace
+/// window of an upgrade) under the master key itself.
+fn open_successor(
+    master: &MasterKey,
+    hash: &[u8],
+    sealed: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, Error> {
+    let label = successor_label(hash);
+    master
+        .successors()
+        .open(&label, sealed)
+        .or_else(|_| master.open(&label, sealed))
+}
+
 /// The AEAD label that binds a sealed successor to the token it replaced.
 fn successor_label(presented_hash: &[u8]) -> String {
     format!(
@@ -327,7 +342,11 @@ pub async fn rotate(
     let successor = random_token()?;
     let hash = token_digest(rotation.presented);
     let sealed = if policy.grace > 0 {
-        Some(master.seal(&successor_label(&hash), successor.as_bytes())?)
+        Some(
+            master
+                .successors()
+                .seal(&successor_label(&hash), successor.as_bytes())?,
+        )
     } else {
         None
     };
@@ -465,7 +484,7 @@ async fn rotate_in_transaction(
         // it, whoever presents the old token again is replaying it.
         let successor_used = match (&successor_sealed, used_at) {
             (Some(sealed), Some(_)) if in_grace => {
-                match master.open(&successor_label(&hash), sealed).ok().and_then(|opened| {
+                match open_successor(&master, &hash, sealed).ok().and_then(|opened| {
                     std::str::from_utf8(&opened).ok().map(token_digest)
                 }) {
                     // Locking the row (PostgreSQL): a use of the successor
@@ -533,7 +552,7 @@ async fn rotate_in_transaction(
             retried: true,
         }),
         Outcome::Again(family, sealed) => {
-            let opened = master.open(&successor_label(&hash), &sealed)?;
+            let opened = open_successor(&master, &hash, &sealed)?;
             let token = String::from_utf8(opened.to_vec())
                 .map_err(|_| Error::Database("a sealed refresh successor is not text".into()))?;
             Ok(Rotated {
