@@ -551,12 +551,14 @@ impl Keys {
         .execute(p).await.map(|r| r.rows_affected()))?;
         let won = inserted == 1;
         if won {
-            crate::store::audit::record(
-                &self.db,
-                crate::store::audit::Event::new("key_created")
-                    .detail(format!("kid={kid} alg={alg} activate_at={activate_at}")),
-            )
-            .await?;
+            // The key is stored (and published from the next reload): a
+            // failure to record it is logged, never reported as a failed
+            // insert, which the caller would retry into a second key.
+            let event = crate::store::audit::Event::new("key_created")
+                .detail(format!("kid={kid} alg={alg} activate_at={activate_at}"));
+            if let Err(e) = crate::store::audit::record(&self.db, event).await {
+                tracing::error!(error = %e, %kid, "key stored, but its audit event was not");
+            }
         }
         Ok(won.then_some(kid))
     }

@@ -940,6 +940,15 @@ mod admin_api {
         // Two algorithms (access tokens, ID tokens), each rotated.
         assert_eq!(states.len(), 4);
         assert!(states.contains(&(kid.as_str(), "announced")), "{states:?}");
+        // The activation answered is the one stored.
+        let stored = keys
+            .json
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["kid"] == kid.as_str())
+            .map(|k| k["activate_at"].clone());
+        assert_eq!(Some(r.json["activate_at"].clone()), stored);
 
         assert_eq!(
             call(&h, Method::DELETE, "/admin/users/alice", t, None)

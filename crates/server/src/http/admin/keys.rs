@@ -19,8 +19,14 @@ pub async fn rotate(State(app): AppState, admin: Admin) -> AdminResult {
     let kids = app.keys.rotate().await?;
     app.audit
         .push(admin.event("key_rotation_started", &kids.join(" ")));
-    let activate_at = now().saturating_add(crate::store::secs(app.config.keys.announce));
-    // `kid`: the new access-token key; `kids`: one per algorithm.
+    // `kid`: the new access-token key; `kids`: one per algorithm. Its
+    // activation as stored, not recomputed from a later clock.
     let kid = kids.first().cloned().unwrap_or_default();
+    let activate_at = app
+        .keys
+        .list(now())
+        .into_iter()
+        .find(|(info, _)| info.kid == kid)
+        .map(|(info, _)| info.activate_at);
     Ok(Json(json!({ "kid": kid, "kids": kids, "activate_at": activate_at })).into_response())
 }
