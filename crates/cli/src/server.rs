@@ -52,7 +52,15 @@ impl ServerArgs {
             data_dir: self.data_dir.clone(),
             database_url: self.database_url()?,
             issuer: self.issuer.clone(),
-            master_key: std::env::var("TESSERA_MASTER_KEY").ok().map(Zeroizing::new),
+            master_key: match std::env::var("TESSERA_MASTER_KEY") {
+                Ok(key) => Some(Zeroizing::new(key)),
+                Err(std::env::VarError::NotPresent) => None,
+                // Not the file's key instead: refused, as the server would
+                // otherwise start under another master key than asked.
+                Err(std::env::VarError::NotUnicode(_)) => {
+                    bail!("TESSERA_MASTER_KEY is not valid UTF-8 (base64url expected)")
+                }
+            },
             master_key_file: std::env::var_os("TESSERA_MASTER_KEY_FILE").map(PathBuf::from),
             ..Overrides::default()
         })

@@ -1259,6 +1259,20 @@ fn a_database_url_with_a_password_is_refused_on_the_command_line() {
         &[("TESSERA_DATABASE_URL", &flag)],
     );
     assert!(listed.contains("alice"), "{listed}");
+    // A master key that is not text is refused, not taken as unset (the
+    // start would go on under the key file's key).
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let out = assert_cmd::Command::new(binary())
+            .current_dir(d)
+            .args(["user", "list", "--database-url", &flag])
+            .env("TESSERA_MASTER_KEY", std::ffi::OsStr::from_bytes(b"\xff"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("TESSERA_MASTER_KEY"));
+    }
 }
 
 #[test]
