@@ -73,14 +73,37 @@ pub async fn document() -> Response {
 }
 
 /// Authorization: none.
-pub async fn page() -> Html<&'static str> {
-    Html(
+///
+/// Swagger UI from a CDN, pinned to one version and checked by the
+/// browser against its hash (Subresource Integrity): people paste bearer
+/// tokens into this page, so a changed or compromised file on the CDN
+/// must not run here. To move to another version, take the files'
+/// `sha384` from the npm package (`npm pack swagger-ui-dist@VERSION`,
+/// then `openssl dgst -sha384 -binary FILE | base64`).
+pub async fn page() -> Response {
+    let page = Html(
         r##"<!doctype html>
-<html><head><meta charset="utf-8"><title>Store API</title>
-<link rel="stylesheet" href="https://unpkg.com/swagger-ui-dist@5/swagger-ui.css"></head>
+<html lang="en"><head><meta charset="utf-8"><title>Store API</title>
+<link rel="stylesheet" href="https://unpkg.com/swagger-ui-dist@5.35.0/swagger-ui.css"
+ integrity="sha384-WlYgdmXYOOBWL5apwjDEZwN+U3HmXSSu5R6V5aGxEcf7z+KuRNwBhoxKVN1i3D5I" crossorigin="anonymous"></head>
 <body><div id="ui"></div>
-<script src="https://unpkg.com/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
+<script src="https://unpkg.com/swagger-ui-dist@5.35.0/swagger-ui-bundle.js"
+ integrity="sha384-gjRm0bEPMeTmMh5jT2cHccIwCUZSTd8YC+j0d0sXw0MdGEfScduGpSyF3ZSSLkX9" crossorigin="anonymous"></script>
 <script>SwaggerUIBundle({ url: "/openapi.json", dom_id: "#ui" });</script>
 </body></html>"##,
+    );
+    (
+        [
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+            // Not framed, no <base> or plugins; what Swagger UI itself
+            // needs is left to it.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "frame-ancestors 'none'; base-uri 'none'; object-src 'none'",
+            ),
+        ],
+        page,
     )
+        .into_response()
 }

@@ -319,8 +319,22 @@ async fn the_api_describes_itself() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
+    let csp = response.headers()[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
     let html = axum::body::to_bytes(response.into_body(), 1 << 16)
         .await
         .unwrap();
-    assert!(String::from_utf8_lossy(&html).contains("/openapi.json"));
+    let html = String::from_utf8_lossy(&html);
+    assert!(html.contains("/openapi.json"));
+    // Every file from the CDN is pinned and checked by its hash.
+    for tag in ["<script src=", "<link rel=\"stylesheet\""] {
+        for at in html.match_indices(tag).map(|(i, _)| i) {
+            let element = &html[at..at + html[at..].find('>').unwrap()];
+            assert!(element.contains("integrity=\"sha384-"), "{element}");
+            assert!(element.contains("@5.35.0/"), "{element}");
+        }
+    }
 }
