@@ -344,11 +344,17 @@ async fn a_password_changed_while_logins_are_checked_ends_them_all(backend: Back
     h.user("alice", "old horse", "read").await;
     let new_hash = h.hash("new horse").await;
     // Every login reads alice's row at once; the two hashing threads take
-    // them two by two.
+    // them two by two. Each runs as a task of its own, as requests do in
+    // the server: a login polled only with the others could stop inside
+    // its transaction, holding the row the change below waits for.
+    let h = std::sync::Arc::new(h);
     let mut logins: futures_util::stream::FuturesUnordered<_> = (0..6)
-        .map(|_| h.login(&web, "alice", "old horse"))
+        .map(|_| {
+            let (h, web) = (std::sync::Arc::clone(&h), web.clone());
+            tokio::spawn(async move { h.login(&web, "alice", "old horse").await })
+        })
         .collect();
-    let first = logins.next().await.unwrap();
+    let first = logins.next().await.unwrap().unwrap();
     assert_eq!(first.status, StatusCode::OK, "{}", first.text);
     users::set_password(&h.db, "alice", &new_hash, KEEP)
         .await
@@ -357,7 +363,7 @@ async fn a_password_changed_while_logins_are_checked_ends_them_all(backend: Back
     h.app.access.revoked().catch_up(&h.db).await;
     let mut answers = vec![first];
     while let Some(answer) = logins.next().await {
-        answers.push(answer);
+        answers.push(answer.unwrap());
     }
     for answer in &answers {
         if answer.status != StatusCode::OK {
@@ -385,7 +391,9 @@ async fn a_password_changed_while_logins_are_checked_ends_them_all(backend: Back
         .count();
     assert!(late > 0, "no login finished after the change");
     drop(logins);
-    h.finish().await;
+    if let Ok(h) = std::sync::Arc::try_unwrap(h) {
+        h.finish().await;
+    }
 }
 
 /// Requests that authenticated with a client's secret before it was
@@ -401,21 +409,26 @@ async fn a_secret_rotated_while_requests_are_answered_ends_them_all(backend: Bac
     let rs = h.client(&[GrantType::ClientCredentials], "read").await;
     h.user("alice", "correct horse", "read").await;
     // Each request authenticates the client at once, then waits for the
-    // two hashing threads.
+    // two hashing threads; each is a task of its own, as in the server.
+    let h = std::sync::Arc::new(h);
     let mut requests: futures_util::stream::FuturesUnordered<_> = (0..6)
         .map(|_| {
-            h.post(
-                "/oauth2/token",
-                &[
-                    ("grant_type", "password"),
-                    ("username", "alice"),
-                    ("password", "correct horse"),
-                ],
-                Some((&web, &old_secret)),
-            )
+            let (h, web, old_secret) = (std::sync::Arc::clone(&h), web.clone(), old_secret.clone());
+            tokio::spawn(async move {
+                h.post(
+                    "/oauth2/token",
+                    &[
+                        ("grant_type", "password"),
+                        ("username", "alice"),
+                        ("password", "correct horse"),
+                    ],
+                    Some((&web, &old_secret)),
+                )
+                .await
+            })
         })
         .collect();
-    let first = requests.next().await.unwrap();
+    let first = requests.next().await.unwrap().unwrap();
     assert_eq!(first.status, StatusCode::OK, "{}", first.text);
     // As `tessera client rotate-secret` through the admin API does.
     let new_secret = clients::rotate_secret(&h.db, &web, KEEP).await.unwrap();
@@ -423,7 +436,7 @@ async fn a_secret_rotated_while_requests_are_answered_ends_them_all(backend: Bac
     h.app.clients.forget(&web);
     let mut answers = vec![first];
     while let Some(answer) = requests.next().await {
-        answers.push(answer);
+        answers.push(answer.unwrap());
     }
     for answer in &answers {
         if answer.status == StatusCode::OK {
@@ -451,7 +464,9 @@ async fn a_secret_rotated_while_requests_are_answered_ends_them_all(backend: Bac
         .await;
     assert_eq!(now.status, StatusCode::OK, "{}", now.text);
     assert!(h.active(&now.str("access_token"), (&rs.0, &rs.1)).await);
-    h.finish().await;
+    if let Ok(h) = std::sync::Arc::try_unwrap(h) {
+        h.finish().await;
+    }
 }
 
 async fn password_logins_fail_alike_for_unknown_users_and_wrong_passwords(backend: Backend) {
