@@ -27,10 +27,13 @@
 //! When the configured algorithms change on a database in service, the
 //! lifecycle holds across the change: the first key of an algorithm new
 //! to it is announced like a rotation's (access tokens meanwhile signed
-//! with the key that signed them before), and the keys of an algorithm no
-//! longer configured are retired: published until every token they can
-//! have signed has expired, counted from when this server's maintenance
-//! first saw them so. Only the server's maintenance makes a new
+//! with the key that signed them before), and the last key of an
+//! algorithm no longer configured is succeeded by the next key of the
+//! access-token algorithm stored after it: retired once that key signs,
+//! removed once every token it can have signed has expired, as any
+//! replaced key. (Changed to an algorithm that has keys already, that is
+//! the access-token algorithm's next rotation.) The rule reads the rows
+//! alone, so instances agree. Only the server's maintenance makes a new
 //! algorithm's first key; an admin command (which may run under another
 //! configuration) never does, and `tessera keys rotate` rotates the
 //! algorithms the database holds.
@@ -143,10 +146,6 @@ pub struct Keys {
     /// Whether the database is known to be tied to this master key
     /// ([`Keys::claim_master`]).
     master_claimed: std::sync::atomic::AtomicBool,
-    /// Keys of algorithms no longer configured, with when maintenance
-    /// first saw them so (their retirement; a restart starts it over,
-    /// which only keeps them longer).
-    orphaned: std::sync::Mutex<HashMap<String, i64>>,
 }
 
 /// The label and the plaintext of the row that ties a database to one
@@ -175,7 +174,6 @@ impl Keys {
             policy,
             ring: RwLock::new(Arc::new(empty)),
             master_claimed: std::sync::atomic::AtomicBool::new(false),
-            orphaned: std::sync::Mutex::default(),
         };
         // No removal here: every admin command loads the keys, perhaps
         // under a configuration (a shorter `max_access_ttl`) that is not
@@ -198,34 +196,37 @@ impl Keys {
     }
 
     /// The access-token key that signs at `at`: the configured
-    /// algorithm's, or, while its first key is still announced (the
-    /// algorithm was changed), the key that signed before: the newest
-    /// active key of an algorithm no longer configured, else of any.
+    /// algorithm's, or, while none of it signs yet (the algorithm was
+    /// changed, its first key is announced), the key that signed before
+    /// ([`Keys::standing_in`]).
     pub fn signer(&self, at: i64) -> Result<Arc<SigningKey>, Error> {
-        let alg = self.policy.algorithm;
         let ring = self.snapshot();
-        let active = |k: &&LoadedKey| k.info.activate_at <= at;
-        let of_alg = ring.keys.iter().filter(|k| k.signing.algorithm() == alg);
-        // None of the configured algorithm signs yet, and not for clock
-        // skew's sake (see `signer_for`).
-        let none_active = !of_alg.clone().any(|k| active(&k));
-        let beyond_skew = of_alg
-            .clone()
-            .all(|k| k.info.activate_at > at.saturating_add(SKEW));
-        if none_active && beyond_skew {
-            let configured = self.policy.algorithms();
-            let before = ring
-                .keys
-                .iter()
-                .rev()
-                .filter(active)
-                .find(|k| !configured.contains(&k.signing.algorithm()))
-                .or_else(|| ring.keys.iter().rev().find(active));
-            if let Some(key) = before {
-                return Ok(Arc::clone(&key.signing));
-            }
+        if let Some(key) = self.standing_in(&ring, at) {
+            return Ok(Arc::clone(&key.signing));
         }
-        self.signer_for(alg, at)
+        self.signer_for(self.policy.algorithm, at)
+    }
+
+    /// The key that signs access tokens at `at` in place of the configured
+    /// algorithm's, none of which signs yet (and not merely for clock
+    /// skew, see [`Keys::signer_for`]): the newest active key of an
+    /// algorithm no longer configured, the one that signed them before.
+    /// Never a key of another configured algorithm (an ID-token key),
+    /// whose algorithm access tokens never had.
+    fn standing_in<'r>(&self, ring: &'r Ring, at: i64) -> Option<&'r LoadedKey> {
+        let alg = self.policy.algorithm;
+        let of_alg = || ring.keys.iter().filter(|k| k.signing.algorithm() == alg);
+        let none_active = !of_alg().any(|k| k.info.activate_at <= at);
+        let beyond_skew = of_alg().all(|k| k.info.activate_at > at.saturating_add(SKEW));
+        if !(none_active && beyond_skew) {
+            return None;
+        }
+        let configured = self.policy.algorithms();
+        ring.keys
+            .iter()
+            .rev()
+            .filter(|k| k.info.activate_at <= at)
+            .find(|k| !configured.contains(&k.signing.algorithm()))
     }
 
     /// The key of `alg` that signs at `at`: the newest of that algorithm
@@ -285,14 +286,22 @@ impl Keys {
     }
 
     /// The published keys with their state at `at`; those of algorithms
-    /// no longer configured are retired.
+    /// no longer configured are retired, but for the one that still signs
+    /// access tokens until the configured algorithm's first key does.
     pub fn list(&self, at: i64) -> Vec<(KeyInfo, KeyState)> {
+        let ring = self.snapshot();
         let configured = self.policy.algorithms();
-        with_states(self.snapshot().keys.iter().map(|k| k.info.clone()), at)
+        let standing_in = self.standing_in(&ring, at).map(|k| k.info.kid.clone());
+        with_states(ring.keys.iter().map(|k| k.info.clone()), at)
             .into_iter()
             .map(|(info, state)| {
                 let kept = info.alg.parse().is_ok_and(|alg| configured.contains(&alg));
-                (info, if kept { state } else { KeyState::Retired })
+                let state = if kept || standing_in.as_deref() == Some(info.kid.as_str()) {
+                    state
+                } else {
+                    KeyState::Retired
+                };
+                (info, state)
             })
             .collect()
     }
@@ -320,6 +329,10 @@ impl Keys {
         }
         if algorithms.is_empty() {
             algorithms = self.policy.algorithms();
+        }
+        // The access-token key first: what `kid` of the answer names.
+        if let Some(at) = algorithms.iter().position(|a| *a == self.policy.algorithm) {
+            algorithms[..=at].rotate_right(1);
         }
         let mut kids = Vec::new();
         for alg in algorithms {
@@ -409,43 +422,9 @@ impl Keys {
             opened = self.open_all(&rows)?;
         }
         if remove {
-            self.note_orphans(&rows, now);
             self.expire(&rows, now).await?;
         }
         self.reload(rows, &opened, now)
-    }
-
-    /// Record when each key of an algorithm no longer configured was first
-    /// seen so, and forget those no longer stored. A key whose own
-    /// algorithm has a successor is retired the usual way instead.
-    fn note_orphans(&self, rows: &[KeyRow], now: i64) {
-        let configured: Vec<&str> = self
-            .policy
-            .algorithms()
-            .iter()
-            .map(|a| a.as_str())
-            .collect();
-        let mut orphaned = self.orphaned.lock().unwrap_or_else(|p| p.into_inner());
-        orphaned.retain(|kid, _| rows.iter().any(|r| r.kid == *kid));
-        for row in rows {
-            if !configured.contains(&row.alg.as_str()) {
-                orphaned.entry(row.kid.clone()).or_insert(now);
-            }
-        }
-    }
-
-    /// The keys of algorithms no longer configured that have been retired
-    /// for longer than any of their tokens can live.
-    fn orphans_done(&self, rows: &[KeyRow], keep_after: i64, now: i64) -> Vec<String> {
-        let orphaned = self.orphaned.lock().unwrap_or_else(|p| p.into_inner());
-        rows.iter()
-            .filter(|r| {
-                orphaned
-                    .get(&r.kid)
-                    .is_some_and(|since| since.saturating_add(keep_after) < now)
-            })
-            .map(|r| r.kid.clone())
-            .collect()
     }
 
     /// Tie the database to this master key, once, before any key is
@@ -567,13 +546,12 @@ impl Keys {
     /// lives.
     async fn expire(&self, rows: &[KeyRow], now: i64) -> Result<(), Error> {
         let keep_after = secs(self.policy.max_access_ttl).saturating_add(SKEW);
-        let mut done: Vec<String> = successions(rows)
+        let done: Vec<String> = successions(rows, &self.policy)
             .filter(|(_, next)| {
                 next.activate_at <= now && retired_long_enough(next, keep_after, now)
             })
             .map(|(old, _)| old.kid.clone())
             .collect();
-        done.extend(self.orphans_done(rows, keep_after, now));
         for kid in done {
             on_pool!(self.db.write(), p => sqlx::query("DELETE FROM signing_keys WHERE kid = $1")
                 .bind(&kid).execute(p).await.map(|r| r.rows_affected()))?;
@@ -591,11 +569,10 @@ impl Keys {
         let keep_after = secs(self.policy.max_access_ttl).saturating_add(SKEW);
         let mut keys = Vec::with_capacity(rows.len());
         let mut public = Vec::with_capacity(rows.len());
-        let mut removed: Vec<String> = successions(&rows)
+        let removed: Vec<String> = successions(&rows, &self.policy)
             .filter(|(_, next)| retired_long_enough(next, keep_after, now))
             .map(|(old, _)| old.kid.clone())
             .collect();
-        removed.extend(self.orphans_done(&rows, keep_after, now));
         for row in &rows {
             // Skip what `expire` removed (or would have, had it raced).
             if removed.contains(&row.kid) {
@@ -687,12 +664,28 @@ fn with_states(infos: impl Iterator<Item = KeyInfo>, at: i64) -> Vec<(KeyInfo, K
         .collect()
 }
 
-/// Each key with the next key of its algorithm (rows oldest first).
-fn successions(rows: &[KeyRow]) -> impl Iterator<Item = (&KeyRow, &KeyRow)> {
+/// Each key with the key that replaced it (rows oldest first): the next
+/// key of its algorithm, or, for the last key of an algorithm `policy` no
+/// longer names, the next key of the access-token algorithm stored after
+/// it.
+fn successions<'r>(
+    rows: &'r [KeyRow],
+    policy: &KeyPolicy,
+) -> impl Iterator<Item = (&'r KeyRow, &'r KeyRow)> {
+    let configured: Vec<&'static str> = policy.algorithms().iter().map(|a| a.as_str()).collect();
+    let access = policy.algorithm.as_str();
     rows.iter().enumerate().filter_map(move |(i, old)| {
-        rows[i + 1..]
+        let later = &rows[i + 1..];
+        later
             .iter()
             .find(|next| next.alg == old.alg)
+            .or_else(|| {
+                if configured.contains(&old.alg.as_str()) {
+                    None
+                } else {
+                    later.iter().find(|next| next.alg == access)
+                }
+            })
             .map(|next| (old, next))
     })
 }

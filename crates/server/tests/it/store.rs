@@ -79,19 +79,23 @@ async fn a_changed_algorithm_is_announced_and_the_old_one_retired(backend: Backe
         keys.signer(signs_at).unwrap().kid(),
         Some(es384[0].0.kid.as_str())
     );
-    // The ES256 key is retired: published until its tokens have expired,
-    // then removed.
+    // The ES256 key signs until the ES384 key does, then is retired:
+    // published until the last token it signed has expired, then removed.
     let state = |at: i64| {
         keys.list(at)
             .into_iter()
             .find(|(k, _)| k.kid == old_kid)
             .map(|(_, s)| s)
     };
-    assert_eq!(state(now), Some(KeyState::Retired));
-    keys.maintain_at(now + keep - 10).await.unwrap();
-    assert!(state(now).is_some(), "removed while its tokens may live");
-    keys.maintain_at(now + keep + 10).await.unwrap();
-    assert_eq!(state(now), None, "a key of a dropped algorithm stayed");
+    assert_eq!(state(now), Some(KeyState::Active));
+    assert_eq!(state(signs_at), Some(KeyState::Retired));
+    keys.maintain_at(signs_at + keep - 10).await.unwrap();
+    assert!(
+        state(signs_at).is_some(),
+        "removed while a token it signed just before the switch may live"
+    );
+    keys.maintain_at(signs_at + keep + 10).await.unwrap();
+    assert_eq!(state(signs_at), None, "a key of a dropped algorithm stayed");
     let jwks = tessera_jose::JwkSet::from_json(&keys.jwks_json()).unwrap();
     assert!(jwks.find(&old_kid).is_none());
     restarted.db.close().await;
