@@ -293,16 +293,24 @@ pub struct Config {
     pub pages: Pages,
 }
 
+/// The settings used as durations as they are: every other one is counted
+/// in whole seconds.
+const SUB_SECOND_ALLOWED: [&str; 3] = [
+    "client_cache_ttl",
+    "http.header_timeout",
+    "http.request_timeout",
+];
+
 /// The duration `name`, or `default`. A duration under a second (but not
-/// 0) is refused: the server counts in whole seconds, so `500ms` would be
-/// 0 (an access token dead on issue).
+/// 0) is refused for a setting counted in whole seconds, where `500ms`
+/// would be 0 (an access token dead on issue).
 fn duration(name: &str, value: Option<&str>, default: Duration) -> Result<Duration, Error> {
     let Some(text) = value else {
         return Ok(default);
     };
     let d = humantime::parse_duration(text)
         .map_err(|e| Error::Config(format!("{name} = {text:?}: {e}")))?;
-    if !d.is_zero() && d < Duration::from_secs(1) {
+    if !d.is_zero() && d < Duration::from_secs(1) && !SUB_SECOND_ALLOWED.contains(&name) {
         return Err(Error::Config(format!(
             "{name} = {text:?}: must be 0s or at least 1s (the server counts whole seconds)"
         )));
@@ -860,6 +868,24 @@ mod tests {
             .unwrap()
             .trusted_proxies
             .is_empty());
+    }
+
+    #[test]
+    fn durations_used_as_they_are_may_be_under_a_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "client_cache_ttl = \"500ms\"\n[http]\nheader_timeout = \"750ms\"\n",
+        )
+        .unwrap();
+        let c = Config::resolve(Overrides {
+            config: Some(path),
+            ..Overrides::default()
+        })
+        .unwrap();
+        assert_eq!(c.client_cache_ttl, Duration::from_millis(500));
+        assert_eq!(c.header_timeout, Duration::from_millis(750));
     }
 
     #[test]

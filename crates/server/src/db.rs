@@ -283,18 +283,32 @@ fn in_step(conn: &mut sqlx::SqliteConnection) -> bool {
 const POSTGRES_START_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Wait for one connection of `pool`, trying again until
-/// [`POSTGRES_START_TIMEOUT`]; the last error if none could be made.
+/// [`POSTGRES_START_TIMEOUT`] while the database cannot be reached or is
+/// starting up; the error at once when it answered no (a wrong password,
+/// no such database), which waiting does not mend.
 async fn first_connection(pool: &PgPool) -> Result<(), Error> {
     let deadline = tokio::time::Instant::now() + POSTGRES_START_TIMEOUT;
     loop {
         match pool.acquire().await {
             Ok(_) => return Ok(()),
-            Err(e) if tokio::time::Instant::now() >= deadline => return Err(Error::from(e)),
+            Err(e) if tokio::time::Instant::now() >= deadline || !worth_waiting_for(&e) => {
+                return Err(Error::from(e))
+            }
             Err(e) => {
                 tracing::info!(error = %e, "waiting for the database");
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
         }
+    }
+}
+
+/// Whether a failed connection may succeed a moment later: the network,
+/// a timeout, or PostgreSQL starting up or shutting down (class 57P).
+fn worth_waiting_for(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| code.starts_with("57P")),
+        _ => false,
     }
 }
 
@@ -480,6 +494,10 @@ fn owner_only(path: &std::path::Path) -> Result<(), Error> {
 
 #[cfg(test)]
 mod tests {
+    use std::str::FromStr;
+
+    use sqlx::postgres::PgConnectOptions;
+
     use super::{owner_only, redact_url};
 
     #[test]
@@ -488,6 +506,24 @@ mod tests {
         let name = std::path::Path::new("file:sqlx-in-memory-4242");
         owner_only(name).unwrap();
         assert!(!name.exists());
+    }
+
+    /// A database that answers no (no such database) is not waited for;
+    /// one that cannot be reached (nothing listens) is.
+    #[tokio::test]
+    async fn a_start_waits_only_for_a_database_that_may_yet_answer() {
+        let Ok(base) = std::env::var("TESSERA_TEST_DATABASE_URL") else {
+            eprintln!("skipped: PostgreSQL test (set TESSERA_TEST_DATABASE_URL to run it)");
+            return;
+        };
+        let mut url = url::Url::parse(&base).unwrap();
+        url.set_path("/no_such_database_here");
+        let options = PgConnectOptions::from_str(url.as_str()).unwrap();
+        let refused = sqlx::ConnectOptions::connect(&options).await.unwrap_err();
+        assert!(!super::worth_waiting_for(&refused), "{refused}");
+        let nobody = PgConnectOptions::from_str("postgres://postgres@127.0.0.1:1/test").unwrap();
+        let unreachable = sqlx::ConnectOptions::connect(&nobody).await.unwrap_err();
+        assert!(super::worth_waiting_for(&unreachable), "{unreachable}");
     }
 
     #[test]

@@ -91,13 +91,6 @@ pub async fn open(config: Config) -> Result<Opened, Error> {
             return Err(e);
         }
     };
-    // Before the first token: cut-offs appended from now on are kept until
-    // tokens of this lifetime have expired.
-    let longest = crate::store::secs(config.max_access_ttl);
-    if let Err(e) = crate::store::revocation::raise_longest_access_ttl(&db, longest).await {
-        db.close().await;
-        return Err(e);
-    }
     Ok(Opened { config, db, keys })
 }
 
@@ -122,6 +115,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let Opened { config, db, keys } = opened;
+    // Before the first token: cut-offs appended from now on are kept until
+    // tokens of this lifetime have expired. Here, not in `open`, which the
+    // admin commands use too (`tessera keys rotate`), perhaps under
+    // another configuration: only what a server mints may raise it.
+    crate::store::revocation::raise_longest_access_ttl(&db, secs(config.max_access_ttl)).await?;
     let cores = std::thread::available_parallelism().map_or(2, usize::from);
     let passwords = match config.login_queue {
         Some(queue) => Passwords::with_queue(cores, queue),

@@ -136,6 +136,10 @@ async fn cut_offs_outlive_the_longest_token_whatever_the_appenders_configuration
     else {
         return;
     };
+    // As its start does (`serve`).
+    revocation::raise_longest_access_ttl(&h.db, 24 * 3600)
+        .await
+        .unwrap();
     let sub = h.user("alice", "old password", "read").await;
     let now = tessera_server::store::now();
     let hash = h.hash("new password").await;
