@@ -412,7 +412,8 @@ pub fn redact_url(url: &str) -> String {
 async fn opening_lock(path: &std::path::Path) -> Result<Option<std::fs::File>, Error> {
     #[cfg(unix)]
     {
-        use std::os::unix::fs::OpenOptionsExt;
+        use rustix::fs::FlockOperation;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         let name = path.to_string_lossy();
         if name.is_empty() || name == ":memory:" || name.starts_with("file:") {
             return Ok(None);
@@ -420,15 +421,33 @@ async fn opening_lock(path: &std::path::Path) -> Result<Option<std::fs::File>, E
         let mut lock_path = path.as_os_str().to_owned();
         lock_path.push("-migrate.lock");
         let lock_path = std::path::PathBuf::from(lock_path);
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(|e| Error::io(&lock_path, e))?;
+        // Read-only is enough for flock: a lock file another user made
+        // (an admin command run as root) still serves. A new one gets the
+        // database's mode, so whoever may open the database may take it.
+        let mode = std::fs::metadata(path).map_or(0o600, |m| m.permissions().mode() & 0o666);
+        let opened = std::fs::File::open(&lock_path).or_else(|_| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(mode)
+                .open(&lock_path)
+        });
+        let file = match opened {
+            Ok(file) => file,
+            Err(e) => {
+                // A read-only directory (a backup looked at), or one this
+                // user may not write: opening goes on without taking turns.
+                tracing::warn!(lock = %lock_path.display(), error = %e, "opening the database without its lock");
+                return Ok(None);
+            }
+        };
+        if rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive).is_ok() {
+            return Ok(Some(file));
+        }
+        tracing::info!(lock = %lock_path.display(), "waiting for another process opening the database");
         let locked = tokio::task::spawn_blocking(move || {
-            rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).map(|()| file)
+            rustix::fs::flock(&file, FlockOperation::LockExclusive).map(|()| file)
         })
         .await
         .map_err(|e| Error::Database(format!("migration lock: {e}")))?;

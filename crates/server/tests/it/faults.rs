@@ -680,5 +680,14 @@ async fn starts_at_once_on_a_new_sqlite_database_both_succeed() {
             let db = db.unwrap_or_else(|e| panic!("round {round}: {e}"));
             db.close().await;
         }
+        // A lock file this user may only read (another user's: an admin
+        // command run as root) still serves.
+        #[cfg(unix)]
+        if round == 0 {
+            use std::os::unix::fs::PermissionsExt;
+            let lock = dir.path().join("tessera.db-migrate.lock");
+            std::fs::set_permissions(&lock, std::fs::Permissions::from_mode(0o400)).unwrap();
+            Db::connect(&url, 2).await.unwrap().close().await;
+        }
     }
 }
