@@ -221,7 +221,7 @@ pub struct PrivateFile {
     path: std::path::PathBuf,
     temporary: std::path::PathBuf,
     /// The temporary file as created: written through, synced, and
-    /// compared with what the temporary name holds before it is linked.
+    /// compared with what the temporary name holds before it is named.
     file: std::fs::File,
 }
 
@@ -287,7 +287,7 @@ impl PrivateFile {
                 ));
             }
         }
-        std::fs::hard_link(&self.temporary, &self.path).map_err(|e| Error::io(&self.path, e))?;
+        give_name(&self.temporary, &self.path).map_err(|e| Error::io(&self.path, e))?;
         // The name is durable once its directory is; a failure here leaves
         // a complete file, so it is not one to report.
         let dir = match self.path.parent() {
@@ -297,6 +297,24 @@ impl PrivateFile {
         let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
         Ok(())
     }
+}
+
+/// Name `temporary`'s file `path`, never over a file there: a rename that
+/// refuses to replace (Linux's `RENAME_NOREPLACE`), or, where the file
+/// system knows no such rename, a hard link (whose source the caller
+/// removes). One or the other works on every file system a data
+/// directory or a backup goes to, FAT and exFAT included (no hard links).
+fn give_name(temporary: &Path, path: &Path) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::fs::{renameat_with, RenameFlags, CWD};
+        match renameat_with(CWD, temporary, CWD, path, RenameFlags::NOREPLACE) {
+            Ok(()) => return Ok(()),
+            Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    std::fs::hard_link(temporary, path)
 }
 
 impl Drop for PrivateFile {
