@@ -16,8 +16,9 @@
 //! revocations as they commit at any instance, and a `heartbeat` after
 //! 10 s of quiet so both ends notice a dead connection. The stream ends
 //! when the access token it was opened with expires or stops being good
-//! (revoked, its client's secret rotated, its client deleted: looked at
-//! every second and before anything new is sent), or when the server
+//! (revoked, its client's secret rotated: looked at at every change of the
+//! log, before anything new is sent; its client deleted: every 10 s), or
+//! when the server
 //! shuts down; the subscriber reconnects (with a new token, or to another
 //! instance).
 //!
@@ -62,6 +63,10 @@ const STALE_AFTER: Duration = Duration::from_secs(5);
 
 /// How often an idle stream looks at that.
 const STALE_CHECK: Duration = Duration::from_secs(1);
+
+/// How often a stream looks again at the token it was opened with when
+/// the log has not changed (a change is looked at at once).
+const RECHECK: Duration = Duration::from_secs(10);
 
 /// Events taken from the log at a time.
 const BATCH: usize = 1000;
@@ -156,6 +161,8 @@ async fn feed(State(app): State<Arc<App>>, headers: HeaderMap, token: AccessToke
             backlog_sent: false,
             first: true,
             deadline,
+            log_changed: false,
+            recheck_at: tokio::time::Instant::now() + RECHECK,
         },
         |mut s| async move {
             let event = s.next().await?;
@@ -193,6 +200,10 @@ struct Subscription {
     backlog_sent: bool,
     first: bool,
     deadline: tokio::time::Instant,
+    /// The log changed since the token was last looked at.
+    log_changed: bool,
+    /// When to look at the token again, the log unchanged.
+    recheck_at: tokio::time::Instant,
 }
 
 impl Subscription {
@@ -207,18 +218,24 @@ impl Subscription {
                 return None;
             }
             // Past the backlog (checked when the stream opened), the token
-            // must still be good before anything new is read for it: a
-            // rotated secret appends the very cut that ends it. This runs
-            // at every change and every check; it is in memory, but for a
-            // client not in the cache, and a database error ends the
-            // stream too.
+            // must still be good before anything new is read for it: at
+            // every change of the log (a rotated secret appends the very cut
+            // that ends it; in memory) and every RECHECK besides (a client
+            // deleted, a user disabled: the client cache, the database). A
+            // check that could not be made does not end the stream: an
+            // unreachable database ends it by the staleness bound.
+            // (A change while the stream was not polled counts too.)
+            if self.changes.has_changed().unwrap_or(true) {
+                self.log_changed = true;
+            }
             if self.backlog_sent
-                && !matches!(
-                    super::bearer::still_standing(&self.app, &self.token).await,
-                    Ok(true)
-                )
+                && (self.log_changed || tokio::time::Instant::now() >= self.recheck_at)
             {
-                return None;
+                self.log_changed = false;
+                self.recheck_at = tokio::time::Instant::now() + RECHECK;
+                if let Ok(false) = super::bearer::still_standing(&self.app, &self.token).await {
+                    return None;
+                }
             }
             // Marks what is there now as seen, so a change after the read
             // below wakes the wait.
@@ -256,7 +273,10 @@ impl Subscription {
                 continue;
             }
             tokio::select! {
-                changed = self.changes.changed() => changed.ok()?,
+                changed = self.changes.changed() => {
+                    changed.ok()?;
+                    self.log_changed = true;
+                }
                 () = tokio::time::sleep_until(self.deadline) => return None,
                 _ = self.stopping.changed() => return None,
                 // The stream ends once this instance's copy of the log goes
