@@ -27,13 +27,12 @@
 //! When the configured algorithms change on a database in service, the
 //! lifecycle holds across the change: the first key of an algorithm new
 //! to it is announced like a rotation's (access tokens meanwhile signed
-//! with the key that signed them before), and the last key of an
-//! algorithm no longer configured is succeeded by the next key of the
-//! access-token algorithm stored after it: retired once that key signs,
-//! removed once every token it can have signed has expired, as any
-//! replaced key. (Changed to an algorithm that has keys already, that is
-//! the access-token algorithm's next rotation.) The rule reads the rows
-//! alone, so instances agree. Only the server's maintenance makes a new
+//! with the key that signed them before), and the keys of an algorithm no
+//! longer configured are retired: the server's maintenance records when
+//! it first found them so (`retired_at`), and they are removed once every
+//! token they signed has expired, counted from then or from when the
+//! access-token algorithm's first key signed, if later. Only the server's
+//! maintenance records that or makes a new
 //! algorithm's first key; an admin command (which may run under another
 //! configuration) never does, and `tessera keys rotate` rotates the
 //! algorithms the database holds.
@@ -95,6 +94,8 @@ struct KeyRow {
     public_jwk: String,
     created_at: i64,
     activate_at: i64,
+    /// When maintenance first found its algorithm no longer configured.
+    retired_at: Option<i64>,
 }
 
 impl KeyPolicy {
@@ -198,7 +199,7 @@ impl Keys {
     /// The access-token key that signs at `at`: the configured
     /// algorithm's, or, while none of it signs yet (the algorithm was
     /// changed, its first key is announced), the key that signed before
-    /// ([`Keys::standing_in`]).
+    /// (see `standing_in`).
     pub fn signer(&self, at: i64) -> Result<Arc<SigningKey>, Error> {
         let ring = self.snapshot();
         if let Some(key) = self.standing_in(&ring, at) {
@@ -422,6 +423,9 @@ impl Keys {
             opened = self.open_all(&rows)?;
         }
         if remove {
+            if self.mark_retired(&rows, now).await? {
+                rows = self.fetch().await?;
+            }
             self.expire(&rows, now).await?;
         }
         self.reload(rows, &opened, now)
@@ -496,7 +500,7 @@ impl Keys {
 
     async fn fetch(&self) -> Result<Vec<KeyRow>, Error> {
         let rows = on_pool!(self.db.read(), p => sqlx::query_as::<_, KeyRow>(
-            "SELECT kid, generation, alg, sealed_key, public_jwk, created_at, activate_at \
+            "SELECT kid, generation, alg, sealed_key, public_jwk, created_at, activate_at, retired_at \
              FROM signing_keys ORDER BY generation"
         ).fetch_all(p).await)?;
         Ok(rows)
@@ -542,16 +546,35 @@ impl Keys {
         Ok(won.then_some(kid))
     }
 
+    /// Record, once, when this maintenance first finds a key's algorithm
+    /// no longer configured; whether it recorded any.
+    async fn mark_retired(&self, rows: &[KeyRow], now: i64) -> Result<bool, Error> {
+        let configured = self.policy.algorithms();
+        let mut marked = false;
+        for row in rows.iter().filter(|r| r.retired_at.is_none()) {
+            if row.alg.parse().is_ok_and(|alg| configured.contains(&alg)) {
+                continue;
+            }
+            on_pool!(self.db.write(), p => sqlx::query(
+                "UPDATE signing_keys SET retired_at = $1 WHERE kid = $2 AND retired_at IS NULL"
+            ).bind(now).bind(&row.kid).execute(p).await.map(|r| r.rows_affected()))?;
+            tracing::info!(kid = %row.kid, alg = %row.alg, "signing key retired: its algorithm is no longer configured");
+            marked = true;
+        }
+        Ok(marked)
+    }
+
     /// Delete keys whose successor has signed for longer than any token
     /// lives.
     async fn expire(&self, rows: &[KeyRow], now: i64) -> Result<(), Error> {
         let keep_after = secs(self.policy.max_access_ttl).saturating_add(SKEW);
-        let done: Vec<String> = successions(rows, &self.policy)
+        let mut done: Vec<String> = successions(rows)
             .filter(|(_, next)| {
                 next.activate_at <= now && retired_long_enough(next, keep_after, now)
             })
             .map(|(old, _)| old.kid.clone())
             .collect();
+        done.extend(orphans_done(rows, &self.policy, keep_after, now));
         for kid in done {
             on_pool!(self.db.write(), p => sqlx::query("DELETE FROM signing_keys WHERE kid = $1")
                 .bind(&kid).execute(p).await.map(|r| r.rows_affected()))?;
@@ -569,10 +592,11 @@ impl Keys {
         let keep_after = secs(self.policy.max_access_ttl).saturating_add(SKEW);
         let mut keys = Vec::with_capacity(rows.len());
         let mut public = Vec::with_capacity(rows.len());
-        let removed: Vec<String> = successions(&rows, &self.policy)
+        let mut removed: Vec<String> = successions(&rows)
             .filter(|(_, next)| retired_long_enough(next, keep_after, now))
             .map(|(old, _)| old.kid.clone())
             .collect();
+        removed.extend(orphans_done(&rows, &self.policy, keep_after, now));
         for row in &rows {
             // Skip what `expire` removed (or would have, had it raced).
             if removed.contains(&row.kid) {
@@ -664,30 +688,45 @@ fn with_states(infos: impl Iterator<Item = KeyInfo>, at: i64) -> Vec<(KeyInfo, K
         .collect()
 }
 
-/// Each key with the key that replaced it (rows oldest first): the next
-/// key of its algorithm, or, for the last key of an algorithm `policy` no
-/// longer names, the next key of the access-token algorithm stored after
-/// it.
-fn successions<'r>(
-    rows: &'r [KeyRow],
-    policy: &KeyPolicy,
-) -> impl Iterator<Item = (&'r KeyRow, &'r KeyRow)> {
-    let configured: Vec<&'static str> = policy.algorithms().iter().map(|a| a.as_str()).collect();
-    let access = policy.algorithm.as_str();
+/// Each key with the next key of its algorithm (rows oldest first).
+fn successions(rows: &[KeyRow]) -> impl Iterator<Item = (&KeyRow, &KeyRow)> {
     rows.iter().enumerate().filter_map(move |(i, old)| {
-        let later = &rows[i + 1..];
-        later
+        rows[i + 1..]
             .iter()
             .find(|next| next.alg == old.alg)
-            .or_else(|| {
-                if configured.contains(&old.alg.as_str()) {
-                    None
-                } else {
-                    later.iter().find(|next| next.alg == access)
-                }
-            })
             .map(|next| (old, next))
     })
+}
+
+/// The last keys of algorithms `policy` no longer names whose tokens have
+/// all expired: each stopped signing when maintenance found it retired,
+/// or, if later, when the access-token algorithm's first key to sign
+/// after that did (while none of it signed, the retired key stood in),
+/// and `keep_after` has passed since. The algorithms of a key are a
+/// configuration's: an instance under another one (a rolling deploy that
+/// changes them) counts others' keys as retired, so such a deploy must
+/// end within `max_access_ttl`.
+fn orphans_done(rows: &[KeyRow], policy: &KeyPolicy, keep_after: i64, now: i64) -> Vec<String> {
+    let configured: Vec<&'static str> = policy.algorithms().iter().map(|a| a.as_str()).collect();
+    let access = policy.algorithm.as_str();
+    let first_signing = rows
+        .iter()
+        .filter(|r| r.alg == access && r.activate_at <= now)
+        .map(|r| r.activate_at)
+        .min();
+    rows.iter()
+        .enumerate()
+        .filter(|(i, old)| {
+            let last_of_its_algorithm = !rows[i + 1..].iter().any(|r| r.alg == old.alg);
+            let (Some(retired), Some(signing)) = (old.retired_at, first_signing) else {
+                return false;
+            };
+            last_of_its_algorithm
+                && !configured.contains(&old.alg.as_str())
+                && retired.max(signing).saturating_add(keep_after) < now
+        })
+        .map(|(_, old)| old.kid.clone())
+        .collect()
 }
 
 /// Whether a start has tied the database to a master key (its check row

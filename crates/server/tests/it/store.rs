@@ -38,6 +38,7 @@ both_backends!(
     a_public_key_changed_in_the_database_is_not_published,
     cut_offs_outlive_the_longest_token_whatever_the_appenders_configuration,
     a_changed_algorithm_is_announced_and_the_old_one_retired,
+    a_change_to_an_algorithm_with_keys_keeps_the_old_key_while_its_tokens_live,
     a_rotation_by_hand_rotates_the_databases_algorithms_whatever_the_configuration,
 );
 
@@ -98,6 +99,44 @@ async fn a_changed_algorithm_is_announced_and_the_old_one_retired(backend: Backe
     assert_eq!(state(signs_at), None, "a key of a dropped algorithm stayed");
     let jwks = tessera_jose::JwkSet::from_json(&keys.jwks_json()).unwrap();
     assert!(jwks.find(&old_kid).is_none());
+    restarted.db.close().await;
+    h.finish().await;
+}
+
+/// Access tokens move to RS256, which ID tokens had all along: its key
+/// signs them at once, and the ES256 key, which signed them a moment ago,
+/// stays published until those tokens have expired (the first start
+/// stored RS256's key after it, as every rotation does).
+async fn a_change_to_an_algorithm_with_keys_keeps_the_old_key_while_its_tokens_live(
+    backend: Backend,
+) {
+    use tessera_jose::Algorithm;
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    // The keys have signed for a day.
+    tessera_server_test_shift(&h, 24 * 3600).await;
+    let now = tessera_server::store::now();
+    let old_kid = h.app.keys.signer(now).unwrap().kid().unwrap().to_owned();
+    let mut config = h.test_db.config();
+    config.keys.algorithm = Algorithm::RS256;
+    let keep = tessera_server::store::secs(config.max_access_ttl) + 60;
+    let restarted = tessera_server::open(config).await.unwrap();
+    let keys = &restarted.keys;
+    let published = || {
+        tessera_jose::JwkSet::from_json(&keys.jwks_json())
+            .unwrap()
+            .find(&old_kid)
+            .is_some()
+    };
+    assert!(published(), "withdrawn at the start");
+    assert_eq!(keys.signer(now).unwrap().algorithm(), Algorithm::RS256);
+    keys.maintain_at(now).await.unwrap();
+    assert!(published(), "withdrawn by the first maintenance");
+    keys.maintain_at(now + keep - 10).await.unwrap();
+    assert!(published(), "withdrawn while its tokens live");
+    keys.maintain_at(now + keep + 10).await.unwrap();
+    assert!(!published(), "kept after its tokens expired");
     restarted.db.close().await;
     h.finish().await;
 }
