@@ -421,18 +421,25 @@ async fn opening_lock(path: &std::path::Path) -> Result<Option<std::fs::File>, E
         let mut lock_path = path.as_os_str().to_owned();
         lock_path.push("-migrate.lock");
         let lock_path = std::path::PathBuf::from(lock_path);
-        // Read-only is enough for flock: a lock file another user made
-        // (an admin command run as root) still serves. A new one gets the
-        // database's mode, so whoever may open the database may take it.
+        // Read-write where it may (NFS emulates flock with locks that need
+        // a descriptor open for writing), read-only otherwise (a lock file
+        // another user made, by an admin command run as root); a new one
+        // gets the database's mode, so whoever may open the database may
+        // take it.
         let mode = std::fs::metadata(path).map_or(0o600, |m| m.permissions().mode() & 0o666);
-        let opened = std::fs::File::open(&lock_path).or_else(|_| {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(mode)
-                .open(&lock_path)
-        });
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&lock_path)
+            .or_else(|_| std::fs::File::open(&lock_path))
+            .or_else(|_| {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .mode(mode)
+                    .open(&lock_path)
+            });
         let file = match opened {
             Ok(file) => file,
             Err(e) => {
@@ -442,8 +449,15 @@ async fn opening_lock(path: &std::path::Path) -> Result<Option<std::fs::File>, E
                 return Ok(None);
             }
         };
-        if rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive).is_ok() {
-            return Ok(Some(file));
+        let without = |e: rustix::io::Errno| {
+            tracing::warn!(lock = %lock_path.display(), error = %e, "opening the database without its lock");
+            Ok(None)
+        };
+        match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(Some(file)),
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => {}
+            // A file system that cannot lock so: as before the lock.
+            Err(e) => return without(e),
         }
         tracing::info!(lock = %lock_path.display(), "waiting for another process opening the database");
         let locked = tokio::task::spawn_blocking(move || {
@@ -451,9 +465,10 @@ async fn opening_lock(path: &std::path::Path) -> Result<Option<std::fs::File>, E
         })
         .await
         .map_err(|e| Error::Database(format!("migration lock: {e}")))?;
-        locked
-            .map(Some)
-            .map_err(|e| Error::io(&lock_path, std::io::Error::from(e)))
+        match locked {
+            Ok(file) => Ok(Some(file)),
+            Err(e) => without(e),
+        }
     }
     #[cfg(not(unix))]
     {

@@ -300,9 +300,9 @@ impl PrivateFile {
 }
 
 /// Name `temporary`'s file `path`, never over a file there: a rename that
-/// refuses to replace (Linux's `RENAME_NOREPLACE`), or, where the file
-/// system knows no such rename, a hard link (whose source the caller
-/// removes). One or the other works on every file system a data
+/// refuses to replace (Linux's `RENAME_NOREPLACE`), or, where that
+/// rename fails for any reason but a file in the way, a hard link (whose
+/// source the caller removes). One or the other works on every file system a data
 /// directory or a backup goes to, FAT and exFAT included (no hard links).
 fn give_name(temporary: &Path, path: &Path) -> std::io::Result<()> {
     #[cfg(target_os = "linux")]
@@ -310,8 +310,11 @@ fn give_name(temporary: &Path, path: &Path) -> std::io::Result<()> {
         use rustix::fs::{renameat_with, RenameFlags, CWD};
         match renameat_with(CWD, temporary, CWD, path, RenameFlags::NOREPLACE) {
             Ok(()) => return Ok(()),
-            Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS => {}
-            Err(e) => return Err(e.into()),
+            // Taken: the file is not replaced, the caller hears so.
+            Err(e) if e == rustix::io::Errno::EXIST => return Err(e.into()),
+            // Unknown here (a file system, kernel or sandbox without it):
+            // the link, which never replaces either.
+            Err(_) => {}
         }
     }
     std::fs::hard_link(temporary, path)

@@ -119,7 +119,12 @@ pub async fn serve(
     // tokens of this lifetime have expired. Here, not in `open`, which the
     // admin commands use too (`tessera keys rotate`), perhaps under
     // another configuration: only what a server mints may raise it.
-    crate::store::revocation::raise_longest_access_ttl(&db, secs(config.max_access_ttl)).await?;
+    if let Err(e) =
+        crate::store::revocation::raise_longest_access_ttl(&db, secs(config.max_access_ttl)).await
+    {
+        db.close().await;
+        return Err(e);
+    }
     let cores = std::thread::available_parallelism().map_or(2, usize::from);
     let passwords = match config.login_queue {
         Some(queue) => Passwords::with_queue(cores, queue),
