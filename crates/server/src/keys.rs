@@ -547,21 +547,32 @@ impl Keys {
     }
 
     /// Record, once, when this maintenance first finds a key's algorithm
-    /// no longer configured; whether it recorded any.
+    /// no longer configured, and forget it for a key whose algorithm is
+    /// configured (again, or marked by an instance under another
+    /// configuration): a stale mark would count from long ago. Whether
+    /// it changed any row.
     async fn mark_retired(&self, rows: &[KeyRow], now: i64) -> Result<bool, Error> {
         let configured = self.policy.algorithms();
-        let mut marked = false;
-        for row in rows.iter().filter(|r| r.retired_at.is_none()) {
-            if row.alg.parse().is_ok_and(|alg| configured.contains(&alg)) {
-                continue;
+        let mut changed = false;
+        for row in rows {
+            let kept = row.alg.parse().is_ok_and(|alg| configured.contains(&alg));
+            match (kept, row.retired_at) {
+                (false, None) => {
+                    on_pool!(self.db.write(), p => sqlx::query(
+                        "UPDATE signing_keys SET retired_at = $1 WHERE kid = $2 AND retired_at IS NULL"
+                    ).bind(now).bind(&row.kid).execute(p).await.map(|r| r.rows_affected()))?;
+                    tracing::info!(kid = %row.kid, alg = %row.alg, "signing key retired: its algorithm is no longer configured");
+                }
+                (true, Some(_)) => {
+                    on_pool!(self.db.write(), p => sqlx::query(
+                        "UPDATE signing_keys SET retired_at = NULL WHERE kid = $1"
+                    ).bind(&row.kid).execute(p).await.map(|r| r.rows_affected()))?;
+                }
+                _ => continue,
             }
-            on_pool!(self.db.write(), p => sqlx::query(
-                "UPDATE signing_keys SET retired_at = $1 WHERE kid = $2 AND retired_at IS NULL"
-            ).bind(now).bind(&row.kid).execute(p).await.map(|r| r.rows_affected()))?;
-            tracing::info!(kid = %row.kid, alg = %row.alg, "signing key retired: its algorithm is no longer configured");
-            marked = true;
+            changed = true;
         }
-        Ok(marked)
+        Ok(changed)
     }
 
     /// Delete keys whose successor has signed for longer than any token

@@ -39,6 +39,7 @@ both_backends!(
     cut_offs_outlive_the_longest_token_whatever_the_appenders_configuration,
     a_changed_algorithm_is_announced_and_the_old_one_retired,
     a_change_to_an_algorithm_with_keys_keeps_the_old_key_while_its_tokens_live,
+    a_retirement_marked_under_another_configuration_is_forgotten,
     a_rotation_by_hand_rotates_the_databases_algorithms_whatever_the_configuration,
 );
 
@@ -138,6 +139,39 @@ async fn a_change_to_an_algorithm_with_keys_keeps_the_old_key_while_its_tokens_l
     keys.maintain_at(now + keep + 10).await.unwrap();
     assert!(!published(), "kept after its tokens expired");
     restarted.db.close().await;
+    h.finish().await;
+}
+
+/// An instance under another configuration (a rolling deploy) marks this
+/// one's keys retired; this one's maintenance forgets the mark, which
+/// would otherwise count from then if its algorithm were dropped later.
+async fn a_retirement_marked_under_another_configuration_is_forgotten(backend: Backend) {
+    use tessera_jose::Algorithm;
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let now = tessera_server::store::now();
+    let mut other = h.test_db.config();
+    other.keys.algorithm = Algorithm::ES384;
+    let other = tessera_server::open(other).await.unwrap();
+    other.keys.maintain_at(now).await.unwrap();
+    let marked = || async {
+        let sql =
+            "SELECT COUNT(*) FROM signing_keys WHERE alg = 'ES256' AND retired_at IS NOT NULL";
+        let (n,): (i64,) = match &h.db {
+            tessera_server::Db::Sqlite { writer, .. } => {
+                sqlx::query_as(sql).fetch_one(writer).await.unwrap()
+            }
+            tessera_server::Db::Postgres(pool) => {
+                sqlx::query_as(sql).fetch_one(pool).await.unwrap()
+            }
+        };
+        n
+    };
+    assert_eq!(marked().await, 1, "the other configuration marks ES256");
+    h.app.keys.maintain_at(now).await.unwrap();
+    assert_eq!(marked().await, 0, "a configured algorithm's mark stayed");
+    other.db.close().await;
     h.finish().await;
 }
 
