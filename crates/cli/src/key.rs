@@ -95,12 +95,12 @@ pub fn run(command: KeyCommand) -> Result<(), Failure> {
         } => generate(alg, kid, bits.as_deref(), output),
         KeyCommand::Public { file } => {
             let jwk = read_jwk(file.as_deref())?;
-            print_json(&public_of(&jwk)?);
+            print_json(&public_of(&jwk)?)?;
             Ok(())
         }
         KeyCommand::Thumbprint { file } => {
             let jwk = read_jwk(file.as_deref())?;
-            println!("{}", jwk.thumbprint()?);
+            out!("{}", jwk.thumbprint()?);
             Ok(())
         }
         KeyCommand::Convert {
@@ -132,7 +132,7 @@ fn generate(
     let text = key.to_jwk()?.to_json_pretty() + "\n";
     match output {
         Some(path) => input::write_private(&path, &text)?,
-        None => print!("{text}"),
+        None => out_raw!("{text}"),
     }
     Ok(())
 }
@@ -194,7 +194,7 @@ fn convert(
     };
     match output {
         Some(path) => input::write_private(&path, &converted)?,
-        None => print!("{}", *converted),
+        None => out_raw!("{}", *converted),
     }
     Ok(())
 }
@@ -255,10 +255,11 @@ pub fn jwks(args: &JwksArgs) -> Result<(), Failure> {
         };
         keys.push(public_of(&jwk).with_context(|| path.display().to_string())?);
     }
-    println!("{}", JwkSet::new(keys).to_json_pretty());
+    out!("{}", JwkSet::new(keys).to_json_pretty());
     Ok(())
 }
 
-fn print_json(jwk: &Jwk) {
-    println!("{}", jwk.to_json_pretty());
+fn print_json(jwk: &Jwk) -> anyhow::Result<()> {
+    out!("{}", jwk.to_json_pretty());
+    Ok(())
 }

@@ -3,6 +3,33 @@
 //! Exit codes: 0 success, 1 token invalid (verification failed), 2 usage
 //! or input error. Errors are one line on standard error.
 
+/// `println!` that returns the error from the enclosing function (as
+/// `anyhow::Error` or [`Failure`]) instead of panicking when standard
+/// output is closed (`tessera … | head -c0`): one line on standard error
+/// and exit 2, never a panic.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            return Err(::core::convert::From::from(
+                anyhow::Error::from(e).context("writing to standard output"),
+            ));
+        }
+    }};
+}
+
+/// [`out!`] without the newline.
+macro_rules! out_raw {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = write!(std::io::stdout(), $($arg)*) {
+            return Err(::core::convert::From::from(
+                anyhow::Error::from(e).context("writing to standard output"),
+            ));
+        }
+    }};
+}
+
 mod input;
 mod key;
 mod server;

@@ -130,9 +130,9 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         let address = listener.local_addr()?;
         config.bound_to(address);
         let opened = tessera_server::open(config).await?;
-        println!("tessera: issuer    {}", opened.config.issuer);
-        println!("tessera: listening {address} ({})", opened.db.backend());
-        println!("tessera: JWKS      {}", opened.config.jwks_uri());
+        out!("tessera: issuer    {}", opened.config.issuer);
+        out!("tessera: listening {address} ({})", opened.db.backend());
+        out!("tessera: JWKS      {}", opened.config.jwks_uri());
         std::io::stdout().flush()?;
         tessera_server::serve(opened, listener, shutdown_signal()).await?;
         eprintln!("tessera: stopped");
@@ -384,7 +384,7 @@ pub fn user(server: &ServerArgs, command: UserCommand) -> Result<(), Failure> {
                 let user = admin
                     .add_user(&username, password, &scopes, &profile.profile())
                     .await?;
-                println!("{}", user.id);
+                out!("{}", user.id);
             }
             UserCommand::Set { username, profile } => {
                 admin.set_profile(&username, &profile.profile()).await?;
@@ -392,11 +392,11 @@ pub fn user(server: &ServerArgs, command: UserCommand) -> Result<(), Failure> {
             UserCommand::List { json } => {
                 let list = admin.users().await?;
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&list)?);
+                    out!("{}", serde_json::to_string_pretty(&list)?);
                 } else {
                     for u in list {
                         let state = if u.disabled { "disabled" } else { "enabled" };
-                        println!("{}\t{}\t{}\t{}", u.username, u.id, state, u.scopes);
+                        out!("{}\t{}\t{}\t{}", u.username, u.id, state, u.scopes);
                     }
                 }
             }
@@ -428,12 +428,16 @@ pub fn session(server: &ServerArgs, command: SessionCommand) -> Result<(), Failu
             SessionCommand::List { user, json } => {
                 let list = admin.sessions(user.as_deref()).await?;
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&list)?);
+                    out!("{}", serde_json::to_string_pretty(&list)?);
                 } else {
                     for s in list {
-                        println!(
+                        out!(
                             "{}\t{}\tauth_time={}\tlast_seen={}\texpires_at={}",
-                            s.sid, s.username, s.auth_time, s.last_seen, s.expires_at
+                            s.sid,
+                            s.username,
+                            s.auth_time,
+                            s.last_seen,
+                            s.expires_at
                         );
                     }
                 }
@@ -497,11 +501,11 @@ pub fn client(server: &ServerArgs, command: ClientCommand) -> Result<(), Failure
             ClientCommand::List { json } => {
                 let list = admin.clients().await?;
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&list)?);
+                    out!("{}", serde_json::to_string_pretty(&list)?);
                 } else {
                     for c in list {
                         let grants: Vec<_> = c.grants.iter().map(|g| g.as_str()).collect();
-                        println!(
+                        out!(
                             "{}\t{}\t{}\t{}\t{}",
                             c.client_id,
                             c.name,
@@ -526,14 +530,14 @@ pub fn client(server: &ServerArgs, command: ClientCommand) -> Result<(), Failure
 
 fn print_credentials(client_id: &str, secret: Option<&str>, json: bool) -> anyhow::Result<()> {
     if json {
-        println!(
+        out!(
             "{}",
             serde_json::json!({ "client_id": client_id, "client_secret": secret })
         );
     } else {
-        println!("client_id:     {client_id}");
+        out!("client_id:     {client_id}");
         if let Some(secret) = secret {
-            println!("client_secret: {secret}");
+            out!("client_secret: {secret}");
             eprintln!("(the secret is shown only now; store it safely)");
         }
     }
@@ -557,7 +561,7 @@ pub fn backup(args: &BackupArgs) -> Result<(), Failure> {
         let copied = db.backup_to(&args.file).await;
         db.close().await;
         copied?;
-        println!("{}", args.file.display());
+        out!("{}", args.file.display());
         match &config.master_key {
             tessera_server::secret::MasterKeySource::File(path) => eprintln!(
                 "backup written; it holds the signing keys sealed under {} \
@@ -585,7 +589,7 @@ pub fn keys(server: &ServerArgs, command: KeysCommand) -> Result<(), Failure> {
             let kids = opened.keys.rotate().await?;
             let announce = humantime::format_duration(opened.config.keys.announce);
             for kid in &kids {
-                println!("{kid}");
+                out!("{kid}");
             }
             eprintln!("new keys published now; they sign in {announce}");
             opened.db.close().await;
@@ -615,13 +619,13 @@ fn print_keys(
 ) -> anyhow::Result<()> {
     let list = tessera_server::admin::listed_keys(list);
     if json {
-        println!("{}", serde_json::to_string_pretty(&list)?);
+        out!("{}", serde_json::to_string_pretty(&list)?);
     } else {
         for key in list {
             let state = serde_json::to_value(key.state)?;
             let state = state.as_str().unwrap_or_default();
             let at = tessera_jose::NumericDate::from_seconds(key.activate_at).to_rfc3339();
-            println!("{}\t{}\t{state}\tsigns from {at}", key.kid, key.alg);
+            out!("{}\t{}\t{state}\tsigns from {at}", key.kid, key.alg);
         }
     }
     Ok(())

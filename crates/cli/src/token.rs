@@ -266,7 +266,7 @@ fn sign(args: SignArgs) -> Result<(), Failure> {
             _ => header.member(name, value),
         };
     }
-    println!("{}", jwt::sign_with_header(&header, &claims, &key)?);
+    out!("{}", jwt::sign_with_header(&header, &claims, &key)?);
     Ok(())
 }
 
@@ -335,7 +335,7 @@ fn verify(args: &VerifyArgs) -> Result<(), Failure> {
         tessera_jose::Error::InvalidConfig { .. } => Failure::Input(e.into()),
         e => Failure::Invalid(e),
     })?;
-    println!("{}", serde_json::to_string_pretty(&verified.claims.custom)?);
+    out!("{}", serde_json::to_string_pretty(&verified.claims.custom)?);
     Ok(())
 }
 
@@ -451,14 +451,14 @@ fn decode(args: &DecodeArgs) -> Result<(), Failure> {
             "payload": claims,
             "times": times,
         });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        out!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
     }
-    println!("UNVERIFIED: the signature and claims were NOT checked.");
-    println!("Header:\n{}", serde_json::to_string_pretty(&header_json)?);
-    println!("Payload:\n{}", serde_json::to_string_pretty(&claims)?);
+    out!("UNVERIFIED: the signature and claims were NOT checked.");
+    out!("Header:\n{}", serde_json::to_string_pretty(&header_json)?);
+    out!("Payload:\n{}", serde_json::to_string_pretty(&claims)?);
     for (name, time) in &times {
-        println!(
+        out!(
             "{name}: {} ({})",
             time["utc"].as_str().unwrap_or(""),
             time["relative"].as_str().unwrap_or("")

@@ -788,3 +788,31 @@ fn converted_private_keys_are_written_0600_and_never_over_a_file() {
         "encrypted",
     );
 }
+
+#[test]
+fn output_that_cannot_be_written_is_an_error_not_a_panic() {
+    // Standard output a pipe whose reader is gone (`tessera … | head
+    // -c0`): every write fails with EPIPE.
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    generate(d, "ES256", "k.jwk", None);
+    for args in [
+        &["key", "generate", "--alg", "ES256"][..],
+        &["jwks", "k.jwk"],
+        &["token", "sign", "--key", "k.jwk", "--exp", "1m"],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("tessera"))
+            .current_dir(d)
+            .args(args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("writing to standard output"), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
