@@ -206,10 +206,13 @@ fn sign(args: SignArgs) -> Result<(), Failure> {
     if let Some(sub) = args.sub {
         options.insert("sub".into(), sub.into());
     }
-    match args.aud.as_slice() {
-        [] => {}
-        [one] => drop(options.insert("aud".into(), one.clone().into())),
-        many => drop(options.insert("aud".into(), many.to_vec().into())),
+    let aud: Option<Value> = match args.aud.as_slice() {
+        [] => None,
+        [one] => Some(one.clone().into()),
+        many => Some(many.to_vec().into()),
+    };
+    if let Some(aud) = aud {
+        options.insert("aud".into(), aud);
     }
     if args.jti {
         options.insert("jti".into(), jwt::random_id()?.into());

@@ -205,7 +205,7 @@ impl Keys {
         if let Some(key) = self.standing_in(&ring, at) {
             return Ok(Arc::clone(&key.signing));
         }
-        self.signer_for(self.policy.algorithm, at)
+        signer_in(&ring, self.policy.algorithm, at)
     }
 
     /// The key that signs access tokens at `at` in place of the configured
@@ -217,9 +217,9 @@ impl Keys {
     fn standing_in<'r>(&self, ring: &'r Ring, at: i64) -> Option<&'r LoadedKey> {
         let alg = self.policy.algorithm;
         let of_alg = || ring.keys.iter().filter(|k| k.signing.algorithm() == alg);
-        let none_active = !of_alg().any(|k| k.info.activate_at <= at);
-        let beyond_skew = of_alg().all(|k| k.info.activate_at > at.saturating_add(SKEW));
-        if !(none_active && beyond_skew) {
+        // The usual case, on every token minted: one pass finds a key of
+        // the configured algorithm that signs (or will within the skew).
+        if of_alg().any(|k| k.info.activate_at <= at.saturating_add(SKEW)) {
             return None;
         }
         let configured = self.policy.algorithms();
@@ -233,21 +233,7 @@ impl Keys {
     /// The key of `alg` that signs at `at`: the newest of that algorithm
     /// whose activation has passed.
     pub fn signer_for(&self, alg: Algorithm, at: i64) -> Result<Arc<SigningKey>, Error> {
-        let ring = self.snapshot();
-        let of_alg = || ring.keys.iter().filter(|k| k.signing.algorithm() == alg);
-        of_alg()
-            .rev()
-            .find(|k| k.info.activate_at <= at)
-            // No key active yet at `at`: this instance's clock is behind
-            // the one that stored the first key "now". The oldest key is
-            // already published, so its tokens verify; signing with it
-            // beats refusing every token for the seconds of skew.
-            .or_else(|| of_alg().next())
-            .map(|k| Arc::clone(&k.signing))
-            .ok_or_else(|| Error::NotFound {
-                kind: "key",
-                name: format!("{alg} signing key"),
-            })
+        signer_in(&self.snapshot(), alg, at)
     }
 
     /// The algorithms ID tokens can be signed with here.
@@ -662,6 +648,24 @@ impl Keys {
         let der = self.master.open(&row.kid, &row.sealed_key)?;
         Ok(SigningKey::from_der(alg, PemKind::PrivateKey, &der)?.with_kid(row.kid.clone()))
     }
+}
+
+/// [`Keys::signer_for`] in `ring`.
+fn signer_in(ring: &Ring, alg: Algorithm, at: i64) -> Result<Arc<SigningKey>, Error> {
+    let of_alg = || ring.keys.iter().filter(|k| k.signing.algorithm() == alg);
+    of_alg()
+        .rev()
+        .find(|k| k.info.activate_at <= at)
+        // No key active yet at `at`: this instance's clock is behind the
+        // one that stored the first key "now". The oldest key is already
+        // published, so its tokens verify; signing with it beats refusing
+        // every token for the seconds of skew.
+        .or_else(|| of_alg().next())
+        .map(|k| Arc::clone(&k.signing))
+        .ok_or_else(|| Error::NotFound {
+            kind: "key",
+            name: format!("{alg} signing key"),
+        })
 }
 
 /// The stored keys with their state at `at`, read from the database

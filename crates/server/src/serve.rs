@@ -189,25 +189,25 @@ pub async fn serve(
         "back-channel logout delivery",
         deliver_logouts(Arc::clone(&app), logout_http),
     );
-    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel();
-    let supervisor = tokio::spawn(async move {
-        let stopped = background.first_to_stop().await;
-        let _ = stopped_tx.send(stopped);
-        // Dropping the set aborts the tasks left, here or when aborted.
+    // A server without key rotation, pruning or the revocations of other
+    // instances must not go on as if it had them: the first task to stop
+    // begins a shutdown, and the supervisor (systemd, Kubernetes) starts
+    // the server again.
+    let ended = Arc::new(tokio::sync::Notify::new());
+    let supervisor = tokio::spawn({
+        let ended = Arc::clone(&ended);
+        async move {
+            let stopped = background.first_to_stop().await;
+            tracing::error!(task = stopped, "a background task stopped; shutting down");
+            ended.notify_one();
+            stopped
+        }
     });
     let stopping = Arc::clone(&app);
-    let failed = Arc::new(std::sync::Mutex::new(None));
-    let failure = Arc::clone(&failed);
     let shutdown = async move {
         tokio::select! {
             () = shutdown => {}
-            Ok(stopped) = stopped_rx => {
-                // A server without key rotation, pruning or the revocations
-                // of other instances must not go on as if it had them: stop,
-                // and let the supervisor (systemd, Kubernetes) start it again.
-                tracing::error!(task = stopped, "a background task stopped; shutting down");
-                *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(stopped);
-            }
+            () = ended.notified() => {}
         }
         stopping.stopping.send_replace(true);
     };
@@ -217,14 +217,19 @@ pub async fn serve(
             path: "listener".into(),
             source: e,
         });
-    supervisor.abort();
-    let _ = supervisor.await;
+    // Aborted, the supervisor drops the set, which aborts the tasks left.
+    let stopped = if supervisor.is_finished() {
+        supervisor.await.ok()
+    } else {
+        supervisor.abort();
+        let _ = supervisor.await;
+        None
+    };
     // The router (and with it every audit queue handle) is gone: the
     // writer drains what is queued and stops.
     writer.finish().await;
     db.close().await;
-    let failed = failed.lock().unwrap_or_else(|p| p.into_inner()).take();
-    match failed {
+    match stopped {
         Some(task) => Err(Error::Unavailable(format!("{task} stopped"))),
         None => served,
     }

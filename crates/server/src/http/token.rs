@@ -152,7 +152,7 @@ async fn after_cut_off(
     // this request authenticate against the client the database holds?
     if revoked
         .cut_off(None, Some(&client.client_id))
-        .is_some_and(|cut| cut.saturating_sub(CUT_MARGIN) >= started)
+        .is_some_and(changed_after_start)
     {
         let now_stored = crate::store::clients::find(&app.db, &client.client_id)
             .await
