@@ -91,7 +91,14 @@ impl Db {
     /// migrations. A SQLite file is created when missing.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Db, Error> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let options = PgConnectOptions::from_str(url).map_err(Error::database)?;
+            // Read committed whatever the role's or database's default:
+            // the stores count on a statement that waited for a row lock
+            // seeing what the other transaction committed (a later
+            // snapshot), which repeatable read would not give them. (A
+            // backslash escapes the space in the startup options.)
+            let options = PgConnectOptions::from_str(url)
+                .map_err(Error::database)?
+                .options([("default_transaction_isolation", r"read\ committed")]);
             // Made lazily: `connect_with` would open every kept connection
             // one after another under the 1 s a request waits, and fail the
             // start of a database a TLS handshake away. The start waits for
@@ -119,9 +126,11 @@ impl Db {
             let options = options
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
-                // In WAL mode NORMAL keeps the database consistent after a
-                // crash; a power loss may undo the last commits, not corrupt.
-                .synchronous(SqliteSynchronous::Normal)
+                // FULL: every commit is on disk before it is answered. In
+                // WAL mode NORMAL syncs only at checkpoints, and a power
+                // loss could undo commits already acknowledged (a user
+                // disabled, a token revoked, a refresh token rotated).
+                .synchronous(SqliteSynchronous::Full)
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(10));
             // Opening (the switch to WAL of a new file) and migrating, one
@@ -169,6 +178,18 @@ impl Db {
         match self {
             Db::Sqlite { reader, .. } => Pool::Sqlite(reader),
             Db::Postgres(pool) => Pool::Postgres(pool),
+        }
+    }
+
+    /// The statement that opens a write transaction on [`Db::write`]'s pool.
+    /// On SQLite `BEGIN IMMEDIATE` takes the write lock at once: a deferred
+    /// `BEGIN` that read first could not upgrade to a write after another
+    /// process (an admin command) wrote, and would fail at once with
+    /// `SQLITE_BUSY` instead of waiting out the busy timeout.
+    pub fn begin_write(&self) -> &'static str {
+        match self {
+            Db::Sqlite { .. } => "BEGIN IMMEDIATE",
+            Db::Postgres(_) => "BEGIN",
         }
     }
 

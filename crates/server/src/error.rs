@@ -119,9 +119,14 @@ fn is_transient(e: &sqlx::Error) -> bool {
             // PostgreSQL SQLSTATE classes 08 (connection exception), 53
             // (insufficient resources: disk full, out of memory, too many
             // connections) and 57P (operator intervention: shutting down,
-            // cannot connect now).
-            let postgres =
-                code.starts_with("08") || code.starts_with("53") || code.starts_with("57P");
+            // cannot connect now), and a transaction rolled back by the
+            // database that may pass when tried again: 40001
+            // (serialization failure), 40P01 (deadlock detected).
+            let postgres = code.starts_with("08")
+                || code.starts_with("53")
+                || code.starts_with("57P")
+                || code == "40001"
+                || code == "40P01";
             sqlite || postgres
         }),
         _ => false,

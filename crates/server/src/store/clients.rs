@@ -459,7 +459,7 @@ pub async fn list(db: &Db) -> Result<Vec<Client>, Error> {
 pub async fn delete(db: &Db, client_id: &str, keep: Keep) -> Result<(), Error> {
     let at = now();
     let changed = on_pool!(db.write(), p => {
-        let mut tx = p.begin().await?;
+        let mut tx = p.begin_with(db.begin_write()).await?;
         let changed = sqlx::query("DELETE FROM clients WHERE client_id = $1")
             .bind(client_id).execute(&mut *tx).await?.rows_affected();
         if changed > 0 {
@@ -489,7 +489,7 @@ pub async fn rotate_secret(
     let secret = random_token()?;
     let at = now();
     let changed = on_pool!(db.write(), p => {
-        let mut tx = p.begin().await?;
+        let mut tx = p.begin_with(db.begin_write()).await?;
         let changed = sqlx::query(
             "UPDATE clients SET secret_hash = $1, updated_at = $2 \
              WHERE client_id = $3 AND secret_hash IS NOT NULL"

@@ -33,7 +33,7 @@ pub async fn remember(
     };
     let at = now();
     on_pool!(db.write(), p => {
-        let mut tx = p.begin().await?;
+        let mut tx = p.begin_with(db.begin_write()).await?;
         sqlx::query(
             "INSERT INTO consents (user_id, client_id, scope, granted_at) VALUES ($1, $2, '', $3) \
              ON CONFLICT (user_id, client_id) DO NOTHING"

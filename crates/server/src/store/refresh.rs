@@ -255,7 +255,7 @@ pub async fn issue_as(
         )
     };
     on_pool!(db.write(), p => {
-        let mut tx = p.begin().await?;
+        let mut tx = p.begin_with(db.begin_write()).await?;
         if let Some(username) = new.username {
             let enabled: Vec<(String,)> =
                 sqlx::query_as(enabled_user).bind(username).bind(new.subject)
@@ -447,7 +447,7 @@ async fn rotate_in_transaction(
     } = work;
     let at = now();
     let outcome = on_pool!(db.write(), p => async {
-        let mut tx = p.begin().await?;
+        let mut tx = p.begin_with(db.begin_write()).await?;
         // Write first: this statement decides the race. It also returns the
         // family, so the common path costs one round trip to the writer.
         let claimed: Option<Claimed> = sqlx::query_as(CLAIM)

@@ -451,7 +451,7 @@ impl Revocations {
         let at = crate::store::now();
         let row = Row::of(revocation.clone());
         let appended = on_pool!(db.write(), p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_with(db.begin_write()).await?;
             if db.is_postgres() {
                 sqlx::query(IN_ORDER[0]).execute(&mut *tx).await?;
             }

@@ -278,7 +278,7 @@ pub async fn end(db: &Db, sid: &str, reason: &str, keep: Keep) -> Result<Option<
         "UPDATE sessions SET ended_at = $1 WHERE sid = $2 AND ended_at IS NULL RETURNING {COLUMNS}"
     );
     let ended = on_pool!(db.write(), p => {
-        let mut tx = p.begin().await?;
+        let mut tx = p.begin_with(db.begin_write()).await?;
         let session = sqlx::query_as::<_, Session>(&sql).bind(at).bind(sid)
             .fetch_optional(&mut *tx).await?;
         let Some(session) = session else {

@@ -163,7 +163,7 @@ async fn apply(db: &Db, username: &str, change: Change<'_>, keep: Keep) -> Resul
         Change::PasswordHash(_) => Some("password changed"),
     };
     on_pool!(db.write(), p => {
-        let mut tx = p.begin().await?;
+        let mut tx = p.begin_with(db.begin_write()).await?;
         let update = match change {
             Change::Disabled(disabled) => {
                 sqlx::query_as::<_, (String,)>("UPDATE users SET disabled = $1, updated_at = $2 WHERE username = $3 RETURNING id").bind(disabled)
@@ -287,7 +287,7 @@ pub async fn set_password(
 pub async fn delete(db: &Db, username: &str, keep: Keep) -> Result<(), Error> {
     let at = now();
     on_pool!(db.write(), p => {
-        let mut tx = p.begin().await?;
+        let mut tx = p.begin_with(db.begin_write()).await?;
         // The clients of the user's sessions hear of it before the
         // sessions go (with the user, by cascade).
         sqlx::query(sessions::QUEUE_LOGOUTS_OF_USER).bind(at).bind(username).execute(&mut *tx).await?;

@@ -691,3 +691,83 @@ async fn starts_at_once_on_a_new_sqlite_database_both_succeed() {
         }
     }
 }
+
+/// A write transaction on SQLite takes the write lock at its start: a
+/// write by another process (an admin command) meanwhile waits for it,
+/// instead of making the transaction's own write, after a read, fail at
+/// once with `SQLITE_BUSY` (a deferred `BEGIN` cannot upgrade a read
+/// snapshot another writer has overtaken).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sqlite_write_transaction_is_not_overtaken_by_another_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("tessera.db").display());
+    let db = Db::connect(&url, 2).await.unwrap();
+    let other = Db::connect(&url, 2).await.unwrap();
+    let tessera_server::db::Pool::Sqlite(writer) = db.write() else {
+        unreachable!("a SQLite database")
+    };
+    let mut tx = writer.begin_with(db.begin_write()).await.unwrap();
+    let before: (i64,) = sqlx::query_as("SELECT count(*) FROM users")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    let meanwhile = tokio::spawn(async move {
+        users::add(
+            &other,
+            "bob",
+            "not-a-hash",
+            &Scopes::default(),
+            &users::Profile::default(),
+        )
+        .await?;
+        Ok::<_, Error>(other)
+    });
+    // Time for the other write to get in first, were it let in.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sqlx::query(
+        "INSERT INTO users (id, username, password_hash, scopes, created_at, updated_at) \
+         VALUES ('a', 'alice', 'not-a-hash', '', 0, 0)",
+    )
+    .execute(&mut *tx)
+    .await
+    .expect("the transaction's write, after its read");
+    tx.commit().await.unwrap();
+    let other = meanwhile
+        .await
+        .unwrap()
+        .expect("the other process's write, after it");
+    let after: (i64,) = sqlx::query_as("SELECT count(*) FROM users")
+        .fetch_one(writer)
+        .await
+        .unwrap();
+    assert_eq!(after.0, before.0 + 2);
+    other.close().await;
+    db.close().await;
+}
+
+/// The stores count on read committed (a statement that waited for a row
+/// lock sees what the other transaction committed): it holds whatever the
+/// role, the database or the URL make the default.
+#[tokio::test]
+async fn postgres_transactions_are_read_committed_whatever_the_default() {
+    let Some(test_db) = TestDb::new(Backend::Postgres).await else {
+        return;
+    };
+    let url = format!(
+        "{}%20-c%20default_transaction_isolation%3Dserializable",
+        test_db.url
+    );
+    let db = Db::connect(&url, 2).await.unwrap();
+    let tessera_server::db::Pool::Postgres(pool) = db.write() else {
+        unreachable!("a PostgreSQL database")
+    };
+    let mut tx = pool.begin_with(db.begin_write()).await.unwrap();
+    let (level,): (String,) = sqlx::query_as("SHOW transaction_isolation")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(level, "read committed");
+    tx.rollback().await.unwrap();
+    db.close().await;
+    test_db.cleanup().await;
+}
