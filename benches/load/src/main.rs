@@ -8,6 +8,8 @@
 //! cargo build --release -p tessera-cli
 //! cd benches/load && cargo run --release [-- SECONDS [CONNECTIONS]]
 //! ```
+//! This is the package's default binary; the others (`guard-load`,
+//! `signin-load`, `feed-load`, `argon2-memory`) run with `--bin NAME`.
 //! Set `TESSERA_LOAD_DATABASE_URL=postgres://…` to load PostgreSQL instead
 //! of SQLite.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

@@ -1,4 +1,5 @@
-//! `tessera`: keys, tokens and JWKS from the shell.
+//! `tessera`: keys, tokens and JWKS from the shell, and the OAuth 2.0
+//! authorization server (`tessera serve`) with its admin commands.
 //!
 //! Exit codes: 0 success, 1 token invalid (verification failed), 2 usage
 //! or input error. Errors are one line on standard error.
@@ -50,7 +51,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "tessera",
     version,
-    about = "JSON Web Tokens: keys, tokens and JWKS from the shell"
+    about = "JSON Web Tokens: keys, tokens and JWKS from the shell, and an OAuth 2.0 authorization server"
 )]
 #[command(
     after_help = "Example:\n  tessera key generate --alg ES256 -o signing.jwk\n  \
@@ -77,7 +78,7 @@ enum Command {
     #[command(after_help = "Examples:\n  tessera serve\n  \
         tessera serve --listen 0.0.0.0:8080 --issuer https://auth.example.com --database-url postgres://tessera@db/tessera")]
     Serve(server::ServeArgs),
-    /// Manage the users who log in with the password grant.
+    /// Manage the users who sign in on the login page (or with the password grant).
     User {
         #[command(flatten)]
         server: server::ServerArgs,

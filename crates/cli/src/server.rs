@@ -1,5 +1,6 @@
-//! `tessera serve` and the admin commands (`user`, `client`, `keys`), which
-//! work on the same configuration and database, also while the server runs.
+//! `tessera serve` and the admin commands (`user`, `client`, `session`,
+//! `keys`, `backup`), which work on the same configuration and database,
+//! also while the server runs.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -275,7 +276,7 @@ pub enum ClientCommand {
         /// The `aud` of its access tokens (repeatable; default the issuer).
         #[arg(long = "audience")]
         audiences: Vec<String>,
-        /// A public client: no secret (password and refresh_token grants only).
+        /// A public client: no secret or keys; any grant but client_credentials and jwt-bearer (name it with --grant).
         #[arg(long)]
         public: bool,
         /// Public keys (JWKS file) for private_key_jwt instead of a secret.

@@ -1,11 +1,15 @@
-//! Tessera's OAuth 2.0 authorization server.
+//! Tessera's OAuth 2.0 authorization server and OpenID Provider.
 //!
-//! It issues JWT access tokens (RFC 9068) and rotating refresh tokens,
-//! publishes its keys (JWKS), and introspects (RFC 7662) and revokes
-//! (RFC 7009) tokens, on SQLite or PostgreSQL. [`serve`] runs it; the
-//! `tessera serve` command is a thin wrapper. The admin operations
-//! (users, clients, keys) are plain functions on the database in
-//! [`store`] and [`keys`], shared by the command line and the server.
+//! It signs people in on its own pages (authorization code flow with
+//! PKCE, OpenID Connect, consent, logout), issues JWT access tokens
+//! (RFC 9068), ID tokens and rotating refresh tokens, publishes its keys
+//! (JWKS) and a revocation feed for resource servers, and introspects
+//! (RFC 7662) and revokes (RFC 7009) tokens, on SQLite or PostgreSQL.
+//! [`serve`] runs it; the `tessera serve` command is a thin wrapper. The
+//! admin operations (users, clients, sessions, keys) are
+//! [`admin::AdminService`], one set of rules with their audit events for
+//! the command line and the admin HTTP API; the records they change live
+//! in [`store`] and [`keys`].
 
 pub mod access;
 pub mod admin;
