@@ -208,7 +208,11 @@ impl Transport {
             .with_root_certificates(roots)
             .with_no_client_auth();
         let plain_http = self.plain_http;
-        let mut builder = reqwest::Client::builder().no_proxy();
+        // Named: firewalls in front of issuers often refuse requests
+        // without a User-Agent.
+        let mut builder = reqwest::Client::builder()
+            .no_proxy()
+            .user_agent(concat!("tessera-guard/", env!("CARGO_PKG_VERSION")));
         for proxy in environment_proxies() {
             builder = builder.proxy(proxy);
         }

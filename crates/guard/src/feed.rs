@@ -459,18 +459,39 @@ struct TokenResponse {
     expires_in: Option<u64>,
 }
 
+/// A stream that lasted less than this before it ended counts as a
+/// failure for the backoff.
+const STREAM_LIVED: Duration = Duration::from_secs(5);
+
+/// Between half of `delay` and all of it, so that guards that lost their
+/// issuer together do not all come back in the same instant.
+fn jittered(delay: Duration) -> Duration {
+    let mut byte = [0u8; 1];
+    // Without randomness the whole delay: still a backoff.
+    if aws_lc_rs::rand::fill(&mut byte).is_err() {
+        return delay;
+    }
+    delay / 2 + delay / 2 * u32::from(byte[0]) / 255
+}
+
 impl Subscriber {
     async fn run(mut self, mut stop: tokio::sync::watch::Receiver<()>) {
         let mut backoff = Duration::from_millis(250);
         let mut failing = false;
         let mut reported_stale = false;
         loop {
+            let began = tokio::time::Instant::now();
             let outcome = tokio::select! {
                 outcome = self.session() => outcome,
                 _ = stop.changed() => return,
             };
             self.shared.lost();
             match outcome {
+                Ok(Ended::AfterReady) if began.elapsed() < STREAM_LIVED => {
+                    // Ended as soon as it was ready, again and again (a
+                    // proxy that cuts streams): back off as for a failure
+                    // rather than reconnect in a loop.
+                }
                 Ok(Ended::AfterReady) => {
                     // The server ended the stream (its token expired):
                     // reconnect at once.
@@ -505,7 +526,7 @@ impl Subscriber {
                 reported_stale = true;
             }
             tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
+                _ = tokio::time::sleep(jittered(backoff)) => {}
                 _ = stop.changed() => return,
             }
             backoff = (backoff * 2).min(Duration::from_secs(5));

@@ -26,17 +26,32 @@ pub struct AccessToken {
     revocation_checked: CheckedAt,
 }
 
+/// The scopes of a `scope` or `scp` claim: a space-separated string, or
+/// an array of strings (anything else: none).
+fn scope_list(value: &Value) -> BTreeSet<String> {
+    let words = |s: &str| {
+        s.split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    match value {
+        Value::String(s) => words(s).into_iter().collect(),
+        Value::Array(items) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .flat_map(words)
+            .collect(),
+        _ => BTreeSet::new(),
+    }
+}
+
 impl AccessToken {
     fn new(claims: Map<String, Value>) -> AccessToken {
         let scopes = claims
             .get("scope")
-            .and_then(Value::as_str)
-            .map(|s| {
-                s.split(' ')
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
+            .or_else(|| claims.get("scp"))
+            .map(scope_list)
             .unwrap_or_default();
         let exp = claims
             .get("exp")
@@ -55,12 +70,20 @@ impl AccessToken {
         self.claims.get("sub").and_then(Value::as_str)
     }
 
-    /// `client_id`: the client the token was issued to (RFC 9068).
+    /// The client the token was issued to: its `client_id` (RFC 9068), or,
+    /// from issuers that name it only so (Keycloak, Microsoft Entra ID),
+    /// its `azp` (the authorized party).
     pub fn client_id(&self) -> Option<&str> {
-        self.claims.get("client_id").and_then(Value::as_str)
+        self.claims
+            .get("client_id")
+            .or_else(|| self.claims.get("azp"))
+            .and_then(Value::as_str)
     }
 
-    /// Whether the token carries `scope`.
+    /// Whether the token carries `scope`. The scopes are read from `scope`
+    /// (RFC 9068: a space-separated string), or, when a token has none,
+    /// from `scp`, as Microsoft Entra ID (a string) and Okta (an array)
+    /// send them; an array is accepted under either name.
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes.contains(scope)
     }
@@ -280,15 +303,23 @@ impl Guard {
                 .clone(),
         };
         let keys = self.keys_for(kid.as_deref()).await.map_err(|e| {
-            tracing::warn!(error = %e, "no keys to verify bearer tokens");
+            // Per request, so at debug: the key source reports a failing
+            // issuer once per streak.
+            tracing::debug!(error = %e, "no keys to verify bearer tokens");
             Rejection::KeysUnavailable
         })?;
         let verified = jwt::verify::<Map<String, Value>>(token, keys.as_ref(), &inner.validation)
-            .map_err(|e| Rejection::InvalidToken {
-            description: match e {
-                Error::Expired { .. } => "the access token expired",
-                _ => "the access token is invalid",
-            },
+            .map_err(|e| {
+            // Why a token was refused, for whoever sets a guard up
+            // against a new issuer (a `typ`, issuer or audience that
+            // differs); the client is told only that it is invalid.
+            tracing::debug!(code = e.code(), reason = %e, "bearer token refused");
+            Rejection::InvalidToken {
+                description: match e {
+                    Error::Expired { .. } => "the access token expired",
+                    _ => "the access token is invalid",
+                },
+            }
         })?;
         let token = Arc::new(AccessToken::new(verified.claims.custom));
         if inner.cache_size > 0 && token.exp.is_some() {

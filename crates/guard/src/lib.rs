@@ -32,6 +32,26 @@
 //! (max-age within bounds, refetch on an unknown `kid` with a cooldown,
 //! one fetch at a time, last good keys on failure, bounded time and size).
 //!
+//! ## Tokens from other issuers
+//!
+//! The defaults are RFC 9068's, which Tessera follows. Other issuers'
+//! access tokens differ in ways the guard either reads or lets you set:
+//! - `typ`: Keycloak, Microsoft Entra ID, Auth0 and Okta write `JWT` (or
+//!   nothing), not `at+jwt`. Accept them with
+//!   [`GuardBuilder::typ`]`(None)`; the issuer, audience, signature and
+//!   expiry are checked all the same.
+//! - Scopes: read from `scope`, or, when a token has none, from `scp`
+//!   (Entra ID writes a string, Okta an array); either may be a
+//!   space-separated string or an array of strings.
+//! - The client: [`AccessToken::client_id`] reads `client_id`, or `azp`.
+//! - The issuer must be the metadata's `issuer` exactly, a trailing `/`
+//!   included (Auth0's has one).
+//!
+//! Why a token was refused is logged at `debug` level (target
+//! `tessera_guard`), keys the issuer publishes that cannot be used (an
+//! encryption key, an unknown algorithm) at `info` when they are fetched;
+//! the client is only ever told that its token is invalid.
+//!
 //! A client reuses its token for many requests, so verified tokens are
 //! remembered (by SHA-256, never past their `exp`, up to a size limit):
 //! a repeated token costs a hash instead of a signature check.

@@ -12,6 +12,13 @@
 //!   know the token's `kid` are there, only the request that refreshes
 //!   them waits and the others go on with them (a slow or unreachable
 //!   issuer holds up one request per attempt, not all of them);
+//! - a fetch runs as a task of its own: a request cancelled while it
+//!   waits (its client gone, a timeout layer) neither aborts the fetch nor
+//!   escapes the cooldown, so cancelled requests cannot set the pace of
+//!   fetches either;
+//! - a fetch that brings the same document again keeps the same key set,
+//!   so tokens the guard cached stay cached (a new set sends each through
+//!   a full verification once);
 //! - when a fetch fails, the last good keys keep serving, for at most
 //!   `max_stale` (an hour) past their freshness: a key the issuer
 //!   withdrew is not accepted for ever by making its JWKS unreachable;
@@ -56,13 +63,16 @@ pub struct RemoteJwks {
     /// The algorithms a key published without `alg` is used for.
     without_alg: Vec<Algorithm>,
     state: RwLock<State>,
-    fetching: tokio::sync::Mutex<()>,
+    /// The turn to fetch, held by the task that fetches.
+    fetching: Arc<tokio::sync::Mutex<()>>,
     fetches: AtomicU64,
 }
 
 #[derive(Debug, Default)]
 struct State {
     keys: Option<Arc<KeySet>>,
+    /// The document `keys` were read from.
+    document: Option<String>,
     fresh_until: Option<Instant>,
     last_attempt: Option<Instant>,
     jwks_uri: Option<String>,
@@ -105,7 +115,7 @@ impl RemoteJwks {
             max_bytes: 512 * 1024,
             without_alg: vec![Algorithm::RS256],
             state: RwLock::new(State::default()),
-            fetching: tokio::sync::Mutex::new(()),
+            fetching: Arc::new(tokio::sync::Mutex::new(())),
             fetches: AtomicU64::new(0),
         })
     }
@@ -144,7 +154,8 @@ impl RemoteJwks {
         self
     }
 
-    /// The longest a fetch may take (5 s) and the largest document
+    /// The longest a fetch may take (5 s), the issuer's metadata included
+    /// when the keys are found through it, and the largest document
     /// accepted (512 KiB).
     pub fn limits(mut self, timeout: Duration, max_bytes: usize) -> Result<RemoteJwks, FetchError> {
         self.client = self.transport.client(timeout)?;
@@ -199,7 +210,10 @@ impl RemoteJwks {
     }
 
     /// Keys to verify a token whose header names `kid`.
-    pub(crate) async fn keys_for(&self, kid: Option<&str>) -> Result<Arc<KeySet>, FetchError> {
+    pub(crate) async fn keys_for(
+        self: &Arc<Self>,
+        kid: Option<&str>,
+    ) -> Result<Arc<KeySet>, FetchError> {
         let seen = self.fetches();
         let now = Instant::now();
         if let Some(keys) = self.cached(kid, now) {
@@ -207,10 +221,13 @@ impl RemoteJwks {
         }
         // Stale keys that know the kid: whoever takes the fetch refreshes
         // them; the others go on with them meanwhile.
-        let _one_at_a_time = match (self.stale_knowing(kid, now), self.fetching.try_lock()) {
-            (_, Ok(guard)) => guard,
+        let turn = match (
+            self.stale_knowing(kid, now),
+            Arc::clone(&self.fetching).try_lock_owned(),
+        ) {
+            (_, Ok(turn)) => turn,
             (Some(stale), Err(_)) => return Ok(stale),
-            (None, Err(_)) => self.fetching.lock().await,
+            (None, Err(_)) => Arc::clone(&self.fetching).lock_owned().await,
         };
         if self.fetches() != seen {
             // Another request fetched while this one waited: use that.
@@ -231,17 +248,57 @@ impl RemoteJwks {
             ));
         }
         self.fetches.fetch_add(1, Ordering::Relaxed);
-        let fetched = self.fetch().await;
+        // The task holds the turn until it has stored what it found.
+        let this = Arc::clone(self);
+        tokio::spawn(async move { this.refresh(started, turn).await })
+            .await
+            .map_err(|e| FetchError(format!("the key fetch failed: {e}")))?
+    }
+
+    /// Fetch the keys and store them (or the failure), `started` being
+    /// when this attempt began, for the cooldown.
+    async fn refresh(
+        &self,
+        started: Instant,
+        _turn: tokio::sync::OwnedMutexGuard<()>,
+    ) -> Result<Arc<KeySet>, FetchError> {
+        let fetched = tokio::time::timeout(self.timeout, self.fetch())
+            .await
+            .unwrap_or_else(|_| {
+                Err(FetchError(format!(
+                    "{}: no keys within {:?}",
+                    self.source_text(),
+                    self.timeout
+                )))
+            });
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
         state.last_attempt = Some(started);
         match fetched {
-            Ok((keys, age)) => {
+            Ok((keys, document, age)) => {
                 if state.failing {
                     tracing::info!(source = %self.source_text(), "remote keys available again");
                     state.failing = false;
                 }
-                let keys = Arc::new(keys);
-                state.keys = Some(Arc::clone(&keys));
+                let keys = match &state.keys {
+                    Some(same) if state.document.as_deref() == Some(document.as_str()) => {
+                        Arc::clone(same)
+                    }
+                    _ => {
+                        for skipped in keys.skipped() {
+                            tracing::info!(
+                                source = %self.source_text(),
+                                index = skipped.index,
+                                kid = skipped.kid.as_deref().unwrap_or(""),
+                                reason = %skipped.reason,
+                                "remote key skipped"
+                            );
+                        }
+                        let keys = Arc::new(keys);
+                        state.keys = Some(Arc::clone(&keys));
+                        state.document = Some(document);
+                        keys
+                    }
+                };
                 // No `Instant` is that far off, whatever the bounds allow.
                 state.fresh_until = Some(started + age.min(LONGEST_AGE));
                 Ok(keys)
@@ -317,7 +374,9 @@ impl RemoteJwks {
             .is_some_and(|t| now.duration_since(t) < self.cooldown)
     }
 
-    async fn fetch(&self) -> Result<(KeySet, Duration), FetchError> {
+    /// The keys, the document they were read from, and how long to keep
+    /// them.
+    async fn fetch(&self) -> Result<(KeySet, String, Duration), FetchError> {
         let url = match &self.source {
             Source::Url(url) => url.clone(),
             Source::Issuer(issuer) => match self.known_jwks_uri() {
@@ -334,10 +393,10 @@ impl RemoteJwks {
         };
         let fetched = self.get(&url).await.and_then(|(body, age)| {
             JwkSet::from_json(&body)
-                .map(|set| (set, age))
+                .map(|set| (set, body, age))
                 .map_err(|e| FetchError(format!("{url}: {e}")))
         });
-        let (set, age) = match fetched {
+        let (set, body, age) = match fetched {
             Ok(fetched) => fetched,
             Err(e) => {
                 // The issuer may have moved its key set: the next attempt
@@ -362,7 +421,7 @@ impl RemoteJwks {
         }
         let keys = KeySet::from_jwks_allowing(&set, &self.without_alg)
             .map_err(|e| FetchError(format!("{url}: {e}")))?;
-        Ok((keys, age))
+        Ok((keys, body, age))
     }
 
     fn known_jwks_uri(&self) -> Option<String> {
@@ -405,8 +464,60 @@ fn max_age(value: &str) -> Option<Duration> {
 
 #[cfg(test)]
 mod tests {
-    use super::max_age;
+    use super::{max_age, RemoteJwks};
+    use std::sync::{Arc, Mutex};
     use std::time::Duration;
+
+    use tessera_jose::{Algorithm, JwkSet, SigningKey};
+
+    fn published(keys: &[&SigningKey]) -> String {
+        JwkSet::new(
+            keys.iter()
+                .map(|k| k.verifying_key().unwrap().to_public_jwk().unwrap())
+                .collect(),
+        )
+        .to_json()
+    }
+
+    /// A fetch that brings the same document keeps the key set (tokens
+    /// verified under it stay cached); a changed document replaces it.
+    #[tokio::test]
+    async fn the_same_document_keeps_the_same_key_set() {
+        let key = || {
+            SigningKey::generate(Algorithm::ES256)
+                .unwrap()
+                .with_thumbprint_kid()
+                .unwrap()
+        };
+        let (a, b) = (key(), key());
+        let document = Arc::new(Mutex::new(published(&[&a])));
+        let served = Arc::clone(&document);
+        let app = axum::Router::new().route(
+            "/jwks.json",
+            axum::routing::get(move || {
+                let text = served.lock().unwrap().clone();
+                async move { text }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        // Never fresh, no cooldown: every call fetches.
+        let remote = Arc::new(
+            RemoteJwks::url(url)
+                .unwrap()
+                .cache_bounds(Duration::ZERO, Duration::ZERO)
+                .cooldown(Duration::ZERO),
+        );
+        let first = remote.keys_for(a.kid()).await.unwrap();
+        let again = remote.keys_for(a.kid()).await.unwrap();
+        assert!(Arc::ptr_eq(&first, &again));
+        *document.lock().unwrap() = published(&[&a, &b]);
+        let changed = remote.keys_for(a.kid()).await.unwrap();
+        assert!(!Arc::ptr_eq(&first, &changed));
+        assert_eq!(changed.keys().len(), 2);
+        assert_eq!(remote.fetches(), 3);
+    }
 
     #[test]
     fn cache_control_max_age() {

@@ -20,6 +20,10 @@ pub struct RequireScope {
 
 impl RequireScope {
     /// At least one of `scopes`.
+    ///
+    /// # Panics
+    ///
+    /// When `scopes` is empty or one is not an RFC 6749 scope token.
     pub fn any<I, S>(scopes: I) -> RequireScope
     where
         I: IntoIterator<Item = S>,
@@ -29,6 +33,10 @@ impl RequireScope {
     }
 
     /// Every one of `scopes`.
+    ///
+    /// # Panics
+    ///
+    /// When `scopes` is empty or one is not an RFC 6749 scope token.
     pub fn all<I, S>(scopes: I) -> RequireScope
     where
         I: IntoIterator<Item = S>,
@@ -37,15 +45,30 @@ impl RequireScope {
         RequireScope::new(scopes, true)
     }
 
+    /// # Panics
+    ///
+    /// When `scopes` is empty or one is not an RFC 6749 scope token
+    /// (visible ASCII but `"` and `\`): a mistake in the program, which
+    /// would otherwise refuse every token or answer a challenge clients
+    /// cannot read.
     fn new<I, S>(scopes: I, all: bool) -> RequireScope
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        RequireScope {
-            scopes: scopes.into_iter().map(Into::into).collect(),
-            all,
+        let scopes: Arc<[String]> = scopes.into_iter().map(Into::into).collect();
+        assert!(!scopes.is_empty(), "RequireScope needs at least one scope");
+        for scope in scopes.iter() {
+            let token = !scope.is_empty()
+                && scope
+                    .bytes()
+                    .all(|b| matches!(b, 0x21 | 0x23..=0x5B | 0x5D..=0x7E));
+            assert!(
+                token,
+                "RequireScope: {scope:?} is not a scope token (RFC 6749 §3.3)"
+            );
         }
+        RequireScope { scopes, all }
     }
 
     fn allows(&self, token: &AccessToken) -> bool {

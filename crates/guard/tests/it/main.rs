@@ -251,6 +251,64 @@ async fn routes_require_their_scopes() {
     );
 }
 
+/// Scopes and the client as other issuers write them: `scp` as a string
+/// (Microsoft Entra ID) or an array (Okta), `scope` as an array, the
+/// client as `azp` (Keycloak). `scope` wins when a token has both.
+#[tokio::test]
+async fn scopes_and_clients_as_other_issuers_write_them() {
+    let f = fixture();
+    let with = |custom: serde_json::Value| {
+        let claims = Claims::with_custom(custom)
+            .issuer(ISS)
+            .subject("alice")
+            .audience(AUD)
+            .expires_at(NumericDate::now().plus(Duration::from_secs(300)));
+        sign(&f.key, &claims)
+    };
+    for custom in [
+        json!({ "scp": "items:write admin" }),
+        json!({ "scp": ["items:write", "admin"] }),
+        json!({ "scope": ["admin", "items:write"] }),
+    ] {
+        let token = with(custom.clone());
+        assert_eq!(
+            call(&f.app, "/admin", &[&bearer(&token)]).await.0,
+            StatusCode::OK,
+            "{custom}"
+        );
+    }
+    let both = with(json!({ "scope": "items:read", "scp": "items:write admin" }));
+    assert_eq!(
+        call(&f.app, "/admin", &[&bearer(&both)]).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let odd = with(json!({ "scp": 5, "scope": null }));
+    assert_eq!(
+        call(&f.app, "/items", &[&bearer(&odd)]).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let keycloak = with(json!({ "azp": "shop" }));
+    let (status, _, body) = call(&f.app, "/me", &[&bearer(&keycloak)]).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "alice via shop"));
+}
+
+/// A scope requirement no token could meet, or whose challenge clients
+/// could not read, is a mistake found when the routes are built.
+#[test]
+fn scope_requirements_must_be_scope_tokens() {
+    let no_scope: [&str; 0] = [];
+    for bad in [
+        std::panic::catch_unwind(|| RequireScope::any(no_scope)),
+        std::panic::catch_unwind(|| RequireScope::all(["a\"b"])),
+        std::panic::catch_unwind(|| RequireScope::any(["ok", "two words"])),
+        std::panic::catch_unwind(|| RequireScope::any([""])),
+        std::panic::catch_unwind(|| RequireScope::any(["caf\u{e9}"])),
+    ] {
+        assert!(bad.is_err());
+    }
+    RequireScope::any(["items:read", "https://api.example/write"]);
+}
+
 #[tokio::test]
 async fn the_extractor_never_hands_out_an_unchecked_token() {
     let f = fixture();

@@ -301,6 +301,36 @@ async fn a_hundred_simultaneous_requests_cause_one_fetch() {
     assert_eq!(server.fetches(), 1);
 }
 
+/// Requests cancelled while the keys are fetched (a client gone, a
+/// timeout layer) neither abort the fetch nor start another: the next
+/// request uses what the one fetch found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_requests_neither_abort_nor_repeat_the_fetch() {
+    let a = key();
+    let server = JwksServer::start(&[&a]).await;
+    server.set(|s| s.delay = Duration::from_millis(500));
+    let g = guard(RemoteJwks::url(server.url()).unwrap());
+    for i in 0..10 {
+        let other = key();
+        // Each with a kid of its own, which the cache cannot answer for.
+        let t = if i == 0 {
+            token(&a, ISS)
+        } else {
+            token(&other, ISS)
+        };
+        let given_up = tokio::time::timeout(Duration::from_millis(20), g.verify(&t)).await;
+        assert!(
+            given_up.is_err(),
+            "the fetch takes longer than the request waits"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    g.verify(&token(&a, ISS))
+        .await
+        .expect("the keys the first request's fetch found");
+    assert_eq!(server.fetches(), 1);
+}
+
 #[tokio::test]
 async fn slow_and_oversized_documents_are_refused() {
     let a = key();
