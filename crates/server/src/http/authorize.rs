@@ -211,10 +211,10 @@ pub(crate) async fn proceed(
             )
             .await
         }
-        (Next::Refuse(error), _) => Ok(respond_error(
+        (Next::Refuse(error, description), _) => Ok(respond_error(
             app,
             pages,
-            &request.error(error, describe(error)),
+            &request.error(error, description),
         )),
         (Next::Login, _) | (Next::Issue(_), None) => {
             let id = match pending {
@@ -247,14 +247,6 @@ pub(crate) fn already_done(pages: &SharedPages) -> Response {
         "This sign-in has already been completed.",
         "Go back to the application and start again.",
     )
-}
-
-fn describe(error: &str) -> &'static str {
-    match error {
-        "login_required" => "the user is not signed in (prompt=none)",
-        "consent_required" => "the user has not allowed this client these scopes (prompt=none)",
-        _ => "the request was refused",
-    }
 }
 
 /// Issue a code for `scopes` in `session` and send it to the client;

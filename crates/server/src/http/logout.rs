@@ -4,7 +4,10 @@
 //!
 //! An `id_token_hint` that names the browser's current session ends it at
 //! once; otherwise the person confirms on a page (a link elsewhere must
-//! not sign anyone out). A `post_logout_redirect_uri` is followed only if
+//! not sign anyone out). A hint this server cannot verify (signed by a
+//! key removed since) counts as none: the person confirms, and is sent on
+//! only to a URI registered by the `client_id` given with it. A
+//! `post_logout_redirect_uri` is followed only if
 //! the client registered it exactly: one the client did not register is
 //! an error page; with a client that no longer exists, the person can
 //! still sign out and gets the "signed out" page. A `POST` without this
@@ -55,18 +58,17 @@ pub async fn end_session(
     if let Some(resent) = resent_as_get(&app, &pages, &method, &headers, "/oauth2/logout", &body) {
         return resent;
     }
-    let hint = match params.get("id_token_hint") {
-        Some(token) => match read_hint(&app.keys, &app.config.issuer, token) {
-            Some(h) => Some(h),
-            None => {
-                return bad_request(
-                    &pages,
-                    "the id_token_hint is not an ID token of this server",
-                )
-            }
-        },
-        None => None,
-    };
+    // A hint this server cannot read (signed by a key removed since, for
+    // a relying party that kept its ID token for months) does not keep
+    // the person from signing out: it counts as no hint, so the person
+    // confirms, and nothing unverified chooses where they go next.
+    let hint = params
+        .get("id_token_hint")
+        .and_then(|token| read_hint(&app.keys, &app.config.issuer, token));
+    let unread_hint = hint.is_none() && params.get("id_token_hint").is_some();
+    if unread_hint {
+        tracing::info!("logout: id_token_hint not readable here; asking the person to confirm");
+    }
     let client_id = match (&hint, params.get("client_id")) {
         (Some(h), Some(id)) if !h.aud.contains(id) => {
             return bad_request(&pages, "client_id is not the audience of the id_token_hint")
@@ -75,14 +77,15 @@ pub async fn end_session(
         (Some(h), None) => h.aud.iter().next().map(str::to_owned),
         (None, None) => None,
     };
-    let target = match resolve(
-        &app,
-        client_id.as_deref(),
-        params.get("post_logout_redirect_uri"),
-        params.get("state"),
-    )
-    .await
-    {
+    // With an unread hint and no client_id, there is no client to check
+    // a post_logout_redirect_uri against: the person ends on the "signed
+    // out" page.
+    let (redirect, state) = if unread_hint && client_id.is_none() {
+        (None, None)
+    } else {
+        (params.get("post_logout_redirect_uri"), params.get("state"))
+    };
+    let target = match resolve(&app, client_id.as_deref(), redirect, state).await {
         Ok(t) => t,
         Err(page) => return page(&pages),
     };

@@ -322,8 +322,10 @@ pub enum Next {
     Consent,
     /// Nothing: issue a code for these scopes.
     Issue(Scopes),
-    /// `prompt=none` and a page would be needed.
-    Refuse(&'static str),
+    /// An error for the client (its code and description): a page would
+    /// be needed under `prompt=none`, or the person who logged in is not
+    /// the one the `id_token_hint` names.
+    Refuse(&'static str, &'static str),
 }
 
 /// Decide what comes next for `request` in `session` (`None`: not logged
@@ -343,6 +345,21 @@ pub fn next(
     // `max_age`, however long the password check took.
     let needs_login = match session {
         None => true,
+        // Core §3.1.2.1: a positive answer only if the user the
+        // `id_token_hint` names "is logged in or is logged in by the
+        // request"; someone else who logged in gets an error.
+        Some(s)
+            if fresh_login
+                && request
+                    .hint_subject
+                    .as_deref()
+                    .is_some_and(|sub| sub != s.user_id) =>
+        {
+            return Next::Refuse(
+                "login_required",
+                "the user who signed in is not the one the id_token_hint names",
+            );
+        }
         Some(_) if fresh_login => false,
         Some(s) => {
             request.prompt.login
@@ -363,7 +380,7 @@ pub fn next(
     };
     if needs_login {
         return if request.prompt.none {
-            Next::Refuse("login_required")
+            Next::Refuse("login_required", "the user is not signed in (prompt=none)")
         } else {
             Next::Login
         };
@@ -374,7 +391,10 @@ pub fn next(
     if consented {
         Next::Issue(granted)
     } else if request.prompt.none {
-        Next::Refuse("consent_required")
+        Next::Refuse(
+            "consent_required",
+            "the user has not allowed this client these scopes (prompt=none)",
+        )
     } else {
         Next::Consent
     }
@@ -527,11 +547,18 @@ mod tests {
             |r: &AuthorizationRequest| next(r, &client, Some(&session), false, None, &none, 103);
         assert_eq!(at(&hinted), Next::Login);
         hinted.prompt.none = true;
-        assert_eq!(at(&hinted), Next::Refuse("login_required"));
+        assert!(matches!(at(&hinted), Next::Refuse("login_required", _)));
         hinted.hint_subject = Some("u".into());
         assert!(matches!(at(&hinted), Next::Issue(_)), "{:?}", at(&hinted));
+        // Someone else than the hint names logs in: an error for the
+        // client, not a code for the wrong user.
         hinted.hint_subject = Some("someone else".into());
         hinted.prompt.none = false;
+        assert!(matches!(
+            next(&hinted, &client, Some(&session), true, None, &none, 103),
+            Next::Refuse("login_required", _)
+        ));
+        hinted.hint_subject = Some("u".into());
         assert!(matches!(
             next(&hinted, &client, Some(&session), true, None, &none, 103),
             Next::Issue(_)

@@ -710,6 +710,21 @@ async fn an_id_token_hint_naming_another_user_needs_a_login(backend: Backend) {
     assert_eq!(query_of(&other)["error"], "login_required", "{other}");
     let other = location(&b.get(&h, &with(&bob_id_token, None)).await);
     assert!(other.starts_with("/login?request="), "{other}");
+    // Alice logs in where Bob was expected: no code for her, an error for
+    // the client (Core §3.1.2.1).
+    let page = b.get(&h, &other).await;
+    let wrong = location(
+        &b.log_in_form(
+            &h,
+            &hidden(&page.text, "request"),
+            &hidden(&page.text, "csrf_token"),
+            "alice",
+            "correct horse",
+        )
+        .await,
+    );
+    assert_eq!(query_of(&wrong)["error"], "login_required", "{wrong}");
+    assert!(!query_of(&wrong).contains_key("code"));
     // Not an ID token of this server for this client.
     let last = if alice_id_token.ends_with('A') {
         "B"
@@ -883,6 +898,26 @@ async fn prompt_none_and_logout_attacks(backend: Backend) {
     assert!(gone.text.contains("Sign out?"));
     assert!(gone.headers.get(header::LOCATION).is_none());
     assert!(!gone.text.contains("evil.example.com"), "{}", gone.text);
+    // An id_token_hint this server cannot read (its key removed since,
+    // say, or forged) does not keep the person from signing out: they
+    // confirm, and a URI nothing vouches for is not followed.
+    for extra in ["", &format!("&client_id={}", s.client_id)] {
+        let unread = b
+            .get(
+                &h,
+                &format!("/oauth2/logout?id_token_hint=eyJhbGciOiJSUzI1NiJ9.e30.c2ln&post_logout_redirect_uri=https%3A%2F%2Fevil.example.com%2F&state=x{extra}"),
+            )
+            .await;
+        if extra.is_empty() {
+            assert_eq!(unread.status, StatusCode::OK, "{}", unread.text);
+            assert!(unread.text.contains("Sign out?"));
+            assert!(!unread.text.contains("evil.example.com"), "{}", unread.text);
+        } else {
+            // With a client_id, its registration decides, as without a hint.
+            assert_eq!(unread.status, StatusCode::BAD_REQUEST);
+        }
+        assert!(unread.headers.get(header::LOCATION).is_none());
+    }
     assert_eq!(
         sessions::list(&h.db, Some("alice"), h.app.config.sessions)
             .await
