@@ -121,16 +121,26 @@ async fn framed_nowhere(mut response: axum::response::Response) -> axum::respons
     response
 }
 
-/// The server's routes, with body limits and metrics.
-pub fn router(app: Arc<App>) -> Router {
-    // Install the recorder before the first request counts anything.
-    self::metrics::prometheus();
+/// The endpoints a single-page app calls from its own origin, open to
+/// scripts of any origin (CORS), as node-oidc-provider's are by default:
+/// discovery, the keys, the token endpoint, userinfo and revocation. No
+/// cookie is sent or read there (`credentials` stay off): each request
+/// proves itself with what it carries (client credentials, a code and its
+/// verifier, a token), so a script on another site can do nothing a
+/// program anywhere could not. The sign-in pages, introspection, the feed
+/// and the admin API stay closed to other origins.
+fn from_any_origin(app: &App) -> Router<Arc<App>> {
+    use axum::http::{header, Method};
+    use tower_http::cors::{Any, CorsLayer};
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .expose_headers([header::WWW_AUTHENTICATE, header::RETRY_AFTER])
+        .max_age(std::time::Duration::from_secs(600));
     Router::new()
-        .merge(sign_in_routes(&app))
-        .merge(userinfo::routes(&app))
-        .merge(revocation_feed::routes(&app))
+        .merge(userinfo::routes(app))
         .route("/oauth2/token", post(token::token))
-        .route("/oauth2/introspect", post(introspect::introspect))
         .route("/oauth2/revoke", post(revoke::revoke))
         .route("/.well-known/jwks.json", get(discovery::jwks))
         .route(
@@ -141,6 +151,18 @@ pub fn router(app: Arc<App>) -> Router {
             "/.well-known/openid-configuration",
             get(discovery::server_metadata),
         )
+        .layer(cors)
+}
+
+/// The server's routes, with body limits and metrics.
+pub fn router(app: Arc<App>) -> Router {
+    // Install the recorder before the first request counts anything.
+    self::metrics::prometheus();
+    Router::new()
+        .merge(sign_in_routes(&app))
+        .merge(from_any_origin(&app))
+        .merge(revocation_feed::routes(&app))
+        .route("/oauth2/introspect", post(introspect::introspect))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(self::metrics::metrics))

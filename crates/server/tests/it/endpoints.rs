@@ -11,6 +11,7 @@ both_backends!(
     revocation_ends_refresh_families_and_access_tokens,
     a_client_revokes_access_tokens_within_its_allowance,
     discovery_lists_what_the_server_supports,
+    single_page_apps_reach_the_token_endpoints_and_nothing_else,
     health_readiness_and_metrics,
     a_feed_ends_when_its_instance_stops_reading_the_log,
     a_feed_cursor_naming_another_event_starts_over,
@@ -512,6 +513,93 @@ fn jwt_id(token: &str) -> String {
     let json = base64_simd::URL_SAFE_NO_PAD.decode_to_vec(payload).unwrap();
     let claims: serde_json::Value = serde_json::from_slice(&json).unwrap();
     claims["jti"].as_str().unwrap().to_owned()
+}
+
+/// A single-page app on another origin may call the endpoints it needs
+/// (CORS: discovery, keys, token, userinfo, revocation), without cookies;
+/// the sign-in pages, introspection, the feed and the admin API answer no
+/// other origin.
+async fn single_page_apps_reach_the_token_endpoints_and_nothing_else(backend: Backend) {
+    use axum::body::Body;
+    use axum::http::Request;
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let origin = "https://spa.example";
+    let preflight = |path: &str| {
+        Request::options(path)
+            .header(header::ORIGIN, origin)
+            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+            .header(
+                header::ACCESS_CONTROL_REQUEST_HEADERS,
+                "authorization,content-type",
+            )
+            .body(Body::empty())
+            .unwrap()
+    };
+    for path in [
+        "/oauth2/token",
+        "/oauth2/userinfo",
+        "/oauth2/revoke",
+        "/.well-known/openid-configuration",
+        "/.well-known/jwks.json",
+    ] {
+        let r = h.send(preflight(path)).await;
+        assert!(r.status.is_success(), "{path}: {}", r.status);
+        assert_eq!(
+            r.headers[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            "*",
+            "{path}"
+        );
+        assert!(
+            r.headers
+                .get(header::ACCESS_CONTROL_ALLOW_CREDENTIALS)
+                .is_none(),
+            "{path}"
+        );
+    }
+    // The answers themselves carry it too, errors included.
+    let refused = h
+        .send(
+            Request::post("/oauth2/token")
+                .header(header::ORIGIN, origin)
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(Body::from("grant_type=client_credentials"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(refused.headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+    let userinfo = h
+        .send(
+            Request::get("/oauth2/userinfo")
+                .header(header::ORIGIN, origin)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(userinfo.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(userinfo.headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+    assert!(userinfo.headers[header::ACCESS_CONTROL_EXPOSE_HEADERS]
+        .to_str()
+        .unwrap()
+        .contains("www-authenticate"));
+    for path in [
+        "/oauth2/introspect",
+        "/oauth2/revocations",
+        "/oauth2/authorize",
+        "/login",
+        "/oauth2/logout",
+        "/admin/clients",
+    ] {
+        let r = h.send(preflight(path)).await;
+        assert!(
+            r.headers.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none(),
+            "{path}: {:?}",
+            r.headers
+        );
+    }
+    h.finish().await;
 }
 
 async fn discovery_lists_what_the_server_supports(backend: Backend) {
