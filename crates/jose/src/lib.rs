@@ -21,6 +21,12 @@
 //! - **Exact errors.** One [`Error`] enum with structured fields and stable
 //!   [`Error::code`]s; a bad signature says nothing more.
 //!
+//! One thing no library can change: an ECDSA signature (`ES*`) has a
+//! second form, `(r, n - s)`, that verifies as well, so anyone holding a
+//! token can write another string that is the same valid token. To refuse
+//! a token seen before, key on its `jti`, never on its text or a hash of
+//! it.
+//!
 //! See [`jwt`] for an end-to-end example.
 //!
 //! ## Where things are

@@ -166,7 +166,12 @@ impl FixedClock {
     /// Move the time forward.
     pub fn advance(&self, by: Duration) {
         let secs = i64::try_from(by.as_secs()).unwrap_or(i64::MAX);
-        self.0.fetch_add(secs, Ordering::SeqCst);
+        // Saturating: a clock moved past the end stays at the end.
+        let _ = self
+            .0
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |now| {
+                Some(now.saturating_add(secs))
+            });
     }
 }
 
@@ -322,5 +327,10 @@ mod tests {
         assert_eq!(clock.now().seconds(), 150);
         clock.set(NumericDate::from_seconds(7));
         assert_eq!(shared.now().seconds(), 7);
+        // Moved past the end, it stays at the end (no wrap to the past).
+        clock.advance(Duration::MAX);
+        assert_eq!(clock.now().seconds(), i64::MAX);
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(clock.now().seconds(), i64::MAX);
     }
 }

@@ -6,7 +6,7 @@
 //! `Serialize` implementation can still get wrong is the structure: a name
 //! written twice in one object (a `#[serde(flatten)]` field repeating a
 //! registered claim, a custom map) and nesting deeper than a verifier
-//! allows. So [`to_vec`] writes through a formatter that watches exactly
+//! allows. So [`written`] writes through a formatter that watches exactly
 //! that: it keeps the names of each open object (as written, in one
 //! buffer) and a 256-bit filter of them per object, compares each new
 //! name only with the earlier ones when the filter says it may repeat
@@ -14,7 +14,10 @@
 //! name written with an escape or as a number, an object of more than [`MAX_NAMES`] names, text
 //! passed through `serde_json::value::RawValue`) and anything it finds
 //! wrong send the whole text to the strict scanner, which decides and
-//! reports exactly as it does for a verifier.
+//! reports exactly as it does for a verifier. It also notes which
+//! registered claim names the top-level object has, so that signing
+//! reads those a custom part wrote (not the typed fields) as a verifier
+//! would.
 
 use std::cell::Cell;
 use std::io;
@@ -30,9 +33,29 @@ use super::scan::HARD_MAX_DEPTH;
 /// goes to the strict scanner.
 const MAX_NAMES: usize = 32;
 
+/// The registered claim names (RFC 7519 §4.1), one bit each, as
+/// [`written`] reports the top-level names it wrote.
+const REGISTERED: [&str; 7] = ["iss", "sub", "aud", "exp", "nbf", "iat", "jti"];
+
+/// The bit of a registered claim name in [`REGISTERED`] (0: not one).
+fn registered_bit(name: &[u8]) -> u8 {
+    // All seven are three bytes long: one comparison for any other name.
+    if name.len() != 3 {
+        return 0;
+    }
+    REGISTERED
+        .iter()
+        .position(|r| r.as_bytes() == name)
+        .map_or(0, |i| 1 << i)
+}
+
 /// `value` as compact JSON, held to the strict scanner's rules (see the
-/// module docs).
-pub(crate) fn to_vec<T: Serialize + ?Sized>(value: &T, input: Input) -> Result<Vec<u8>, Error> {
+/// module docs), and which registered claim names (bits of
+/// [`REGISTERED`]) its top-level object has.
+pub(crate) fn written<T: Serialize + ?Sized>(
+    value: &T,
+    input: Input,
+) -> Result<(Vec<u8>, u8), Error> {
     // The watch's buffers are kept from one call to the next on each
     // thread, and the text starts with room for the last one written
     // there: a signer writes one shape of claims again and again.
@@ -46,6 +69,7 @@ pub(crate) fn to_vec<T: Serialize + ?Sized>(value: &T, input: Input) -> Result<V
     // A text left unfinished (an error some `Serialize` swallowed) is not
     // trusted either.
     let suspect = watch.suspect || watch.depth != 0 || watch.in_name || !watch.objects.is_empty();
+    let registered = watch.registered;
     let room = out.len().next_power_of_two();
     if watch.kept_bytes() <= MAX_ROOM {
         let _ = REUSED.try_with(|cell| cell.set((watch, room)));
@@ -57,7 +81,7 @@ pub(crate) fn to_vec<T: Serialize + ?Sized>(value: &T, input: Input) -> Result<V
     if suspect {
         super::check(&out, input, usize::MAX)?;
     }
-    Ok(out)
+    Ok((out, registered))
 }
 
 /// The first text of a thread gets this much room.
@@ -90,6 +114,9 @@ struct Watch {
     name_start: usize,
     /// The text needs the strict scanner.
     suspect: bool,
+    /// The registered claim names of the top-level object (bits of
+    /// [`REGISTERED`]).
+    registered: u8,
 }
 
 /// The filter word and bit of a name: from its length and its first and
@@ -125,6 +152,7 @@ impl Watch {
         self.in_name = false;
         self.name_start = 0;
         self.suspect = false;
+        self.registered = 0;
     }
 
     fn open(&mut self) {
@@ -148,6 +176,9 @@ impl Watch {
             self.suspect = true;
             return;
         };
+        if self.objects.len() == 1 {
+            self.registered |= registered_bit(&self.names[self.name_start..]);
+        }
         let earlier = &self.ends[first..];
         if earlier.len() >= MAX_NAMES {
             self.suspect = true;
@@ -288,6 +319,10 @@ mod tests {
     use proptest::prelude::*;
     use serde_json::{json, Value};
     use std::collections::BTreeMap;
+
+    fn to_vec<T: Serialize + ?Sized>(value: &T, input: Input) -> Result<Vec<u8>, Error> {
+        written(value, input).map(|(text, _)| text)
+    }
 
     /// A map written with the entries it is given, even repeated ones, as
     /// a `Serialize` impl can.

@@ -112,6 +112,16 @@ impl Jwk {
                 _ => jwk.y = value,
             }
         }
+        if jwk.kty == "RSA" {
+            // RFC 7518 §6.3.1.1: the fewest octets. Some writers (Java's
+            // `BigInteger.toByteArray`) add a zero byte; the integer is the
+            // same, read here in its canonical form, so that its RFC 7638
+            // thumbprint is the one every other reader computes.
+            for value in [&mut jwk.n, &mut jwk.e].into_iter().flatten() {
+                let zeros = value.iter().take_while(|b| **b == 0).count();
+                value.drain(..zeros.min(value.len().saturating_sub(1)));
+            }
+        }
         for name in BINARY_PRIVATE {
             let value = take_bytes(&mut map, name)?.map(Secret::new);
             match name {
@@ -466,9 +476,36 @@ impl serde::Serialize for Jwk {
     }
 }
 
+/// A JWK embedded in the caller's own types (a configuration file, say)
+/// is read as [`Jwk::from_json`] reads one: a member written twice is an
+/// error, not the last one winning.
 impl<'de> serde::Deserialize<'de> for Jwk {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let map = Map::<String, Value>::deserialize(d)?;
+        struct Members;
+        impl<'de> serde::de::Visitor<'de> for Members {
+            type Value = Map<String, Value>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JWK (a JSON object)")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut access: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut map = Map::new();
+                while let Some((name, value)) = access.next_entry::<String, Value>()? {
+                    if map.contains_key(&name) {
+                        return Err(serde::de::Error::custom(format!(
+                            "JWK member {name:?} appears twice"
+                        )));
+                    }
+                    map.insert(name, value);
+                }
+                Ok(map)
+            }
+        }
+        let map = d.deserialize_map(Members)?;
         Jwk::from_map(map).map_err(serde::de::Error::custom)
     }
 }

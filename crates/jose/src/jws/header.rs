@@ -167,6 +167,14 @@ impl Header {
                 "set it through its own field, not as an extra member",
             ));
         }
+        if self.extra.contains_key("b64") {
+            // A verifier that implements RFC 7797 would read the payload
+            // unencoded, and this one refuses the member.
+            return Err(invalid(
+                "b64",
+                "unencoded payloads (RFC 7797) are not supported",
+            ));
+        }
         if let Some(crit) = &self.crit {
             self.check_crit_shape(crit)?;
         }

@@ -74,8 +74,12 @@ fn default_header_b64(key: &SigningKey) -> Result<&str, Error> {
 /// Sign `claims` under `header` (whose `alg` must be the key's).
 ///
 /// The payload is checked with the same strict rules a verifier applies,
-/// so a custom claim that repeats a registered one (say a second `exp`) is
-/// an error here rather than a token no one can verify.
+/// so a custom claim that repeats a registered one (say a second `exp`),
+/// or writes one of the wrong type (an `exp` that is not a number), is an
+/// error here rather than a token no one can verify. The verifier's
+/// [`Limits`](crate::jws::Limits) are its own policy and are not applied
+/// here: with the defaults, a verifier refuses payloads nested deeper than
+/// 16 levels or larger than 12 KiB.
 pub fn sign_with_header<T: Serialize>(
     header: &Header,
     claims: &Claims<T>,
@@ -88,7 +92,26 @@ pub fn sign_with_header<T: Serialize>(
 /// written (`json::written`: what serialization can get wrong, no second
 /// pass).
 fn claims_json<T: Serialize>(claims: &Claims<T>) -> Result<Vec<u8>, Error> {
-    crate::json::written::to_vec(claims, Input::Payload)
+    let (text, written) = crate::json::written::written(claims, Input::Payload)?;
+    // The typed fields write their claims with the right types; a
+    // registered name the custom part wrote instead is read as a
+    // verifier reads it (a second one was refused as a repeat already).
+    let typed = [
+        claims.iss.is_some(),
+        claims.sub.is_some(),
+        claims.aud.is_some(),
+        claims.exp.is_some(),
+        claims.nbf.is_some(),
+        claims.iat.is_some(),
+        claims.jti.is_some(),
+    ]
+    .iter()
+    .enumerate()
+    .fold(0u8, |bits, (i, set)| bits | (u8::from(*set) << i));
+    if written & !typed != 0 {
+        read::registered(&text, usize::MAX, &[])?;
+    }
+    Ok(text)
 }
 
 /// Verify `token` with a key from `keys`, then validate its claims.

@@ -205,3 +205,38 @@ fn an_ed25519_key_answers_to_eddsa_and_ed25519_and_nothing_else() {
     let keys = KeySet::new(vec![fully.verifying_key().unwrap()]).unwrap();
     jwt::verify::<NoCustomClaims>(&token, &keys, &validation).unwrap();
 }
+
+/// An RSA JWK written with a zero byte before its modulus or exponent
+/// (RFC 7518 §6.3.1.1 asks for the fewest octets; Java's
+/// `BigInteger.toByteArray` adds one) is the same key, with the same
+/// RFC 7638 thumbprint as its canonical form.
+#[test]
+fn rsa_jwk_leading_zero_bytes_are_read_canonically() {
+    let key = SigningKey::generate(Algorithm::RS256).unwrap();
+    let canonical = key.verifying_key().unwrap().to_public_jwk().unwrap();
+    let mut text: serde_json::Value = serde_json::from_str(&canonical.to_json()).unwrap();
+    for name in ["n", "e"] {
+        let mut bytes = tessera_jose::b64::decode(text[name].as_str().unwrap()).unwrap();
+        bytes.insert(0, 0);
+        text[name] = tessera_jose::b64::encode(bytes).into();
+    }
+    let padded = Jwk::from_json(&text.to_string()).unwrap();
+    assert_eq!(
+        padded.thumbprint().unwrap(),
+        canonical.thumbprint().unwrap()
+    );
+    assert_eq!(padded.n, canonical.n);
+    assert_eq!(padded.e, canonical.e);
+}
+
+/// A JWK inside the caller's own types is read as strictly as
+/// `Jwk::from_json` reads one: a member written twice is refused.
+#[test]
+fn a_jwk_deserialized_with_serde_refuses_repeated_members() {
+    let twice = r#"{"kty":"EC","crv":"P-256","alg":"ES256","alg":"RS256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}"#;
+    let err = serde_json::from_str::<Jwk>(twice).unwrap_err();
+    assert!(err.to_string().contains("twice"), "{err}");
+    let once = twice.replace(r#""alg":"RS256","#, "");
+    let jwk: Jwk = serde_json::from_str(&once).unwrap();
+    assert_eq!(jwk.alg.as_deref(), Some("ES256"));
+}

@@ -356,6 +356,38 @@ fn signing_refuses_claims_that_would_repeat_a_member() {
         jwt::sign_with_header(&header, &f.claims(), &f.key),
         Err(Error::InvalidHeader { .. })
     ));
+    // An unencoded payload (RFC 7797) is promised but not written.
+    let header = Header::for_key(&f.key).member("b64", false).crit(["b64"]);
+    assert!(matches!(
+        jwt::sign_with_header(&header, &f.claims(), &f.key),
+        Err(Error::InvalidHeader { .. })
+    ));
+}
+
+/// A registered claim the custom part writes instead of the typed field
+/// is read as a verifier reads it: of the wrong type, it is refused here;
+/// of the right one, the token verifies.
+#[test]
+fn signing_refuses_registered_claims_of_the_wrong_type() {
+    let f = Fixture::new();
+    for custom in [
+        serde_json::json!({ "exp": "never" }),
+        serde_json::json!({ "aud": 5 }),
+        serde_json::json!({ "iss": null }),
+        serde_json::json!({ "nbf": 1e300 }),
+        serde_json::json!({ "iat": 18446744073709551615u64 }),
+        serde_json::json!({ "jti": ["a"] }),
+    ] {
+        let claims = Claims::with_custom(custom.clone());
+        let err = jwt::sign(&claims, &f.key).unwrap_err();
+        assert_eq!(err.code(), "ERR_INVALID_CLAIM_TYPE", "{custom}: {err}");
+    }
+    let claims = Claims::with_custom(serde_json::json!({
+        "exp": NOW + 60, "iss": "https://issuer", "aud": ["api"], "sub": "alice"
+    }));
+    let token = jwt::sign(&claims, &f.key).unwrap();
+    let verified = jwt::verify::<Value>(&token, &f.vk, &f.validation()).unwrap();
+    assert_eq!(verified.claims.exp.map(|e| e.seconds()), Some(NOW + 60));
 }
 
 #[test]
