@@ -47,7 +47,7 @@ impl Pruned {
 /// `$2` rows that ended before `$1`). A refresh token past its own expiry
 /// is refused whether or not its row is there; a family past its end
 /// takes its tokens with it (cascade).
-const EXPIRED: [(Kind, &str); 6] = [
+const EXPIRED: [(Kind, &str); 7] = [
     (
         Kind::Refresh,
         "DELETE FROM refresh_tokens WHERE token_hash IN \
@@ -74,18 +74,25 @@ const EXPIRED: [(Kind, &str); 6] = [
     (
         Kind::Ids,
         "DELETE FROM authorization_codes WHERE code_hash IN \
-         (SELECT code_hash FROM authorization_codes WHERE expires_at + 3600 < $1 LIMIT $2)",
+         (SELECT code_hash FROM authorization_codes WHERE expires_at < $1 - 3600 LIMIT $2)",
+    ),
+    // Sessions past their absolute end, and ended ones a day after (two
+    // statements: each reads its own index).
+    (
+        Kind::Ids,
+        "DELETE FROM sessions WHERE sid IN \
+         (SELECT sid FROM sessions WHERE expires_at < $1 LIMIT $2)",
     ),
     (
         Kind::Ids,
         "DELETE FROM sessions WHERE sid IN \
-         (SELECT sid FROM sessions WHERE expires_at < $1 OR ended_at + 86400 < $1 LIMIT $2)",
+         (SELECT sid FROM sessions WHERE ended_at < $1 - 86400 LIMIT $2)",
     ),
 ];
 
 /// Audit events older than `$1`, `$2` at most.
 const OLD_AUDIT: &str = "DELETE FROM audit_log WHERE id IN \
-    (SELECT id FROM audit_log WHERE at < $1 ORDER BY id LIMIT $2)";
+    (SELECT id FROM audit_log WHERE at < $1 ORDER BY at LIMIT $2)";
 
 #[derive(Clone, Copy)]
 enum Kind {
@@ -122,5 +129,40 @@ async fn in_batches(db: &Db, sql: &str, before: i64) -> Result<u64, Error> {
             return Ok(total);
         }
         tokio::time::sleep(PAUSE).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{EXPIRED, OLD_AUDIT};
+    use crate::db::{Db, Pool};
+
+    /// Each pruning statement, run every minute by every instance, finds
+    /// its rows through an index: none reads its whole table (SQLite's
+    /// plan says `SCAN` for that).
+    #[tokio::test]
+    async fn pruning_reads_indexes_not_whole_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("tessera.db").display());
+        let db = Db::connect(&url, 1).await.unwrap();
+        let Pool::Sqlite(pool) = db.write() else {
+            unreachable!("a SQLite database")
+        };
+        let statements = EXPIRED.iter().map(|(_, sql)| *sql).chain([OLD_AUDIT]);
+        for sql in statements {
+            let plan: Vec<(i64, i64, i64, String)> =
+                sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
+                    .bind(0_i64)
+                    .bind(10_i64)
+                    .fetch_all(pool)
+                    .await
+                    .unwrap();
+            let steps: Vec<&str> = plan.iter().map(|(_, _, _, step)| step.as_str()).collect();
+            assert!(
+                !steps.iter().any(|step| step.starts_with("SCAN ")),
+                "{sql}: {steps:?}"
+            );
+        }
+        db.close().await;
     }
 }
