@@ -415,6 +415,18 @@ async fn commit_groups(db: Db, mut rx: tokio::sync::mpsc::Receiver<Queued>) {
                         let _ = done.send(Ok(stored.contains(&code.hash)));
                     }
                 }
+                // One code the database refuses (its client or user deleted
+                // meanwhile: a foreign key) must not fail the people
+                // signing in beside it: each code on its own.
+                Err(e) if !e.is_transient() && codes.len() > 1 => {
+                    for (code, done) in codes.iter().zip(waiting) {
+                        let one = insert_all(&db, std::slice::from_ref(code)).await;
+                        let _ = done.send(
+                            one.map(|stored| stored.contains(&code.hash))
+                                .map_err(|e| (e.is_transient(), e.to_string())),
+                        );
+                    }
+                }
                 Err(e) => {
                     let failure = (e.is_transient(), e.to_string());
                     for done in waiting {
@@ -599,6 +611,71 @@ pub async fn replayed(db: &Db, code: &str) -> Result<bool, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A group of codes where one names a client deleted meanwhile: that
+    /// one fails, the others are stored (before, the whole group failed).
+    #[tokio::test]
+    async fn a_code_the_database_refuses_fails_alone() {
+        use crate::store::clients::{self, GrantType, NewClient};
+        use crate::store::{users, Scopes};
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("tessera.db").display());
+        let db = Db::connect(&url, 1).await.unwrap();
+        let user = users::add(
+            &db,
+            "alice",
+            "not-a-hash",
+            &Scopes::default(),
+            &users::Profile::default(),
+        )
+        .await
+        .unwrap();
+        let client = clients::add(
+            &db,
+            NewClient {
+                name: "app".into(),
+                grants: vec![GrantType::AuthorizationCode],
+                redirect_uris: vec!["https://app.example.com/cb".into()],
+                ..NewClient::default()
+            },
+        )
+        .await
+        .unwrap();
+        let grant = |client_id: &str| Grant {
+            client_id: client_id.into(),
+            user_id: user.id.clone(),
+            sid: "s".into(),
+            redirect_uri: "https://app.example.com/cb".into(),
+            code_challenge: "c".into(),
+            nonce: None,
+            scope: "openid".into(),
+            auth_time: 0,
+        };
+        // All queued before the writer starts: one group.
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let mut answers = Vec::new();
+        for (i, client_id) in ["deleted-client", &client.client_id, &client.client_id]
+            .into_iter()
+            .enumerate()
+        {
+            let (done, answer) = tokio::sync::oneshot::channel();
+            let code = NewCode {
+                hash: vec![u8::try_from(i).unwrap(); 32],
+                grant: grant(client_id),
+                at: now(),
+                request: None,
+            };
+            tx.send(Queued::Insert { code, done }).await.unwrap();
+            answers.push(answer);
+        }
+        drop(tx);
+        commit_groups(db.clone(), rx).await;
+        let answers: Vec<_> = futures_util::future::join_all(answers).await;
+        assert!(answers[0].as_ref().unwrap().is_err(), "{answers:?}");
+        assert_eq!(answers[1].as_ref().unwrap(), &Ok(true));
+        assert_eq!(answers[2].as_ref().unwrap(), &Ok(true));
+        db.close().await;
+    }
 
     fn claim(code: u8, client: &str) -> Claim {
         Claim {
