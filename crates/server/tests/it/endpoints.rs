@@ -843,6 +843,17 @@ mod admin_api {
 
         let r = call(&h, Method::GET, "/admin/users", Some("not.a.token"), None).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        // Parameters that cannot be read get the API's JSON errors, as a
+        // malformed body does.
+        for (method, path) in [
+            (Method::GET, "/admin/audit?limit=many"),
+            (Method::GET, "/admin/sessions?user=a&user=b"),
+            (Method::DELETE, "/admin/users/%FF%FE"),
+        ] {
+            let r = call(&h, method, path, Some(&admin), None).await;
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path}: {}", r.text);
+            assert_eq!(r.json["error"], "invalid_request", "{path}: {}", r.text);
+        }
         assert_eq!(
             call(&h, Method::GET, "/admin/users", Some(&admin), None)
                 .await

@@ -2,14 +2,14 @@
 
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Admin, AdminResult, AppState, Body};
+use super::{Admin, AdminResult, AppState, Body, Named};
 use crate::admin::ClientRequest;
 
 #[derive(Deserialize)]
@@ -79,11 +79,7 @@ pub async fn add(
 }
 
 /// Authorization: admin scope.
-pub async fn delete(
-    State(app): AppState,
-    admin: Admin,
-    Path(client_id): Path<String>,
-) -> AdminResult {
+pub async fn delete(State(app): AppState, admin: Admin, Named(client_id): Named) -> AdminResult {
     admin.service(&app).delete_client(&client_id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -92,7 +88,7 @@ pub async fn delete(
 pub async fn rotate_secret(
     State(app): AppState,
     admin: Admin,
-    Path(client_id): Path<String>,
+    Named(client_id): Named,
 ) -> AdminResult {
     let secret = admin.service(&app).rotate_secret(&client_id).await?;
     let body = json!({ "client_id": client_id, "client_secret": secret.as_str() });

@@ -212,6 +212,46 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<
     }
 }
 
+/// Query parameters, refused as `invalid_request` (JSON, like every other
+/// admin error) when malformed.
+#[derive(Debug)]
+pub struct Params<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
+    type Rejection = AdminError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Params<T>, AdminError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Params(value)),
+            Err(rejection) => Err(AdminError(
+                rejection.status(),
+                "invalid_request",
+                rejection.body_text(),
+            )),
+        }
+    }
+}
+
+/// The name in the path (a user, a client, a session), refused as
+/// `invalid_request` when it cannot be read (escapes that are not UTF-8).
+#[derive(Debug)]
+pub struct Named(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Named {
+    type Rejection = AdminError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Named, AdminError> {
+        match axum::extract::Path::<String>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(name)) => Ok(Named(name)),
+            Err(rejection) => Err(AdminError(
+                rejection.status(),
+                "invalid_request",
+                rejection.body_text(),
+            )),
+        }
+    }
+}
+
 type AdminResult = Result<Response, AdminError>;
 
 /// The state, for handlers.

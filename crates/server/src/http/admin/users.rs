@@ -1,13 +1,13 @@
 //! `/admin/users`: thin callers of [`crate::admin::AdminService`].
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use super::{Admin, AdminResult, AppState, Body};
+use super::{Admin, AdminResult, AppState, Body, Named};
 use crate::store::users::Profile;
 
 #[derive(Deserialize)]
@@ -64,7 +64,7 @@ pub async fn add(State(app): AppState, admin: Admin, Body(new): Body<NewUser>) -
 pub async fn set_profile(
     State(app): AppState,
     admin: Admin,
-    Path(username): Path<String>,
+    Named(username): Named,
     Body(change): Body<ProfileChange>,
 ) -> AdminResult {
     admin
@@ -82,31 +82,19 @@ pub async fn set_profile(
 }
 
 /// Authorization: admin scope.
-pub async fn delete(
-    State(app): AppState,
-    admin: Admin,
-    Path(username): Path<String>,
-) -> AdminResult {
+pub async fn delete(State(app): AppState, admin: Admin, Named(username): Named) -> AdminResult {
     admin.service(&app).delete_user(&username).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// Authorization: admin scope.
-pub async fn disable(
-    State(app): AppState,
-    admin: Admin,
-    Path(username): Path<String>,
-) -> AdminResult {
+pub async fn disable(State(app): AppState, admin: Admin, Named(username): Named) -> AdminResult {
     admin.service(&app).set_disabled(&username, true).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// Authorization: admin scope.
-pub async fn enable(
-    State(app): AppState,
-    admin: Admin,
-    Path(username): Path<String>,
-) -> AdminResult {
+pub async fn enable(State(app): AppState, admin: Admin, Named(username): Named) -> AdminResult {
     admin.service(&app).set_disabled(&username, false).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -115,7 +103,7 @@ pub async fn enable(
 pub async fn passwd(
     State(app): AppState,
     admin: Admin,
-    Path(username): Path<String>,
+    Named(username): Named,
     Body(new): Body<NewPassword>,
 ) -> AdminResult {
     admin
