@@ -2,7 +2,8 @@
 //! §2.5–2.7): the queue `store::logouts` fills when a session ends is sent
 //! from here, off the person's request, each logout token POSTed to its
 //! client and retried with backoff until the client answers 200 or the
-//! attempts run out.
+//! attempts run out (three when the client answers 400, the answer §2.8
+//! gives to a logout it could not carry out).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +19,23 @@ use crate::Error;
 /// Attempts before a delivery is given up (the last about a day after
 /// the first).
 pub const MAX_ATTEMPTS: i64 = 17;
+
+/// Attempts before a delivery the client keeps answering `400` is given
+/// up: §2.8 has the client answer 400 when "the logout failed", which
+/// sending the same logout again rarely mends; three attempts (15 s) ride
+/// out a client being redeployed.
+pub const MAX_REFUSED_ATTEMPTS: i64 = 3;
+
+/// How one attempt ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sent {
+    /// Acknowledged (200 or 204), or the client is gone.
+    Delivered,
+    /// The client answered 400: it could not carry out the logout.
+    Refused,
+    /// Anything else: unreachable, a timeout, another status.
+    Failed,
+}
 
 /// Seconds to wait after failed attempt number `attempts` (0-based):
 /// 5 s, doubling, at most 4 h.
@@ -96,20 +114,30 @@ async fn attempt(
     http: &reqwest::Client,
     delivery: &Delivery,
 ) -> Result<bool, Error> {
-    if send(app, http, delivery, now()).await {
+    let sent = send(app, http, delivery, now()).await;
+    if sent == Sent::Delivered {
         logouts::done(app.db, &delivery.id).await?;
         return Ok(true);
     }
-    if delivery.attempts + 1 >= MAX_ATTEMPTS {
+    let limit = match sent {
+        Sent::Refused => MAX_REFUSED_ATTEMPTS,
+        _ => MAX_ATTEMPTS,
+    };
+    if delivery.attempts + 1 >= limit {
         logouts::done(app.db, &delivery.id).await?;
         app.audit.push(
             Event::new("backchannel_logout_failed")
                 .client(&delivery.client_id)
                 .subject(&delivery.subject)
                 .detail(format!(
-                    "sid={} attempts={}",
+                    "sid={} attempts={} last={}",
                     delivery.sid,
-                    delivery.attempts + 1
+                    delivery.attempts + 1,
+                    if sent == Sent::Refused {
+                        "refused (400)"
+                    } else {
+                        "not delivered"
+                    }
                 )),
         );
     } else {
@@ -118,14 +146,13 @@ async fn attempt(
     Ok(false)
 }
 
-/// One attempt, its logout token issued at `at`: whether the client
-/// acknowledged with 200 (or 204).
-async fn send(app: &Deliver<'_>, http: &reqwest::Client, delivery: &Delivery, at: i64) -> bool {
+/// One attempt, its logout token issued at `at`.
+async fn send(app: &Deliver<'_>, http: &reqwest::Client, delivery: &Delivery, at: i64) -> Sent {
     let alg = match app.clients.find(app.db, &delivery.client_id).await {
         Ok(Some(client)) => client.id_token_alg(),
         // A deleted client has nobody to tell.
-        Ok(None) => return true,
-        Err(_) => return false,
+        Ok(None) => return Sent::Delivered,
+        Err(_) => return Sent::Failed,
     };
     let token = match super::id_token::logout_token(
         app.keys,
@@ -139,7 +166,7 @@ async fn send(app: &Deliver<'_>, http: &reqwest::Client, delivery: &Delivery, at
         Ok(token) => token,
         Err(e) => {
             tracing::warn!(error = %e, "could not sign a logout token");
-            return false;
+            return Sent::Failed;
         }
     };
     let body = form_urlencoded::Serializer::new(String::new())
@@ -155,19 +182,23 @@ async fn send(app: &Deliver<'_>, http: &reqwest::Client, delivery: &Delivery, at
         Ok(r) if r.status() == 200 || r.status() == 204 => {
             metrics::counter!("tessera_backchannel_logouts_total", "outcome" => "delivered")
                 .increment(1);
-            true
+            Sent::Delivered
         }
         Ok(r) => {
             tracing::info!(client = %delivery.client_id, status = %r.status(), "back-channel logout refused; will retry");
             metrics::counter!("tessera_backchannel_logouts_total", "outcome" => "refused")
                 .increment(1);
-            false
+            if r.status() == 400 {
+                Sent::Refused
+            } else {
+                Sent::Failed
+            }
         }
         Err(e) => {
             tracing::info!(client = %delivery.client_id, error = %e, "back-channel logout not delivered; will retry");
             metrics::counter!("tessera_backchannel_logouts_total", "outcome" => "unreachable")
                 .increment(1);
-            false
+            Sent::Failed
         }
     }
 }

@@ -1351,6 +1351,42 @@ async fn backchannel_logout_is_retried_until_acknowledged(backend: Backend) {
     h.finish().await;
 }
 
+/// A client that answers 400 (Back-Channel Logout §2.8: "the logout
+/// failed") is sent the logout three times, not for a day; one that is
+/// unreachable (503) is still retried.
+async fn a_logout_the_client_answers_400_is_given_up_after_three_attempts(backend: Backend) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let (refused_got, down_got) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let refusing = logout_receiver(StatusCode::BAD_REQUEST, None, Arc::clone(&refused_got)).await;
+    let down = logout_receiver(StatusCode::SERVICE_UNAVAILABLE, None, Arc::clone(&down_got)).await;
+    let refusing = backchannel_client(&h, &refusing).await;
+    let down = backchannel_client(&h, &down).await;
+    let alice = h.user("alice", "correct horse", "").await;
+    ended_session_with(&h, &alice, &refusing.client_id).await;
+    ended_session_with(&h, &alice, &down.client_id).await;
+    let http = tessera_server::signin::backchannel::http_client().unwrap();
+    for _ in 0..5 {
+        tessera_server::signin::backchannel::deliver_due(h.app.deliver(), &http)
+            .await
+            .unwrap();
+        // Each backoff over at once.
+        h.execute("UPDATE logout_deliveries SET next_attempt_at = 0", &[])
+            .await;
+    }
+    assert_eq!(refused_got.load(Ordering::SeqCst), 3);
+    assert_eq!(down_got.load(Ordering::SeqCst), 5);
+    let waiting = tessera_server::store::logouts::due(&h.db, i64::MAX, 10)
+        .await
+        .unwrap();
+    assert_eq!(waiting.len(), 1, "only the unreachable client's");
+    assert_eq!(waiting[0].client_id, down.client_id);
+    h.finish().await;
+}
+
 /// A session of `user_id` in which `client_id` got a code, ended: one
 /// back-channel delivery queued per client of the session that asked.
 async fn ended_session_with(h: &Harness, user_id: &str, client_id: &str) {
@@ -1605,6 +1641,7 @@ both_backends!(
     a_consent_that_outwaits_max_age_asks_for_a_login,
     prompt_consent_asks_again_and_remembers_more,
     backchannel_logout_is_retried_until_acknowledged,
+    a_logout_the_client_answers_400_is_given_up_after_three_attempts,
     a_silent_backchannel_client_holds_up_no_other,
     instances_take_each_backchannel_delivery_once,
     operators_templates_and_theme_are_used,
