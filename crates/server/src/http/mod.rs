@@ -126,9 +126,11 @@ async fn framed_nowhere(mut response: axum::response::Response) -> axum::respons
 /// discovery, the keys, the token endpoint, userinfo and revocation. No
 /// cookie is sent or read there (`credentials` stay off): each request
 /// proves itself with what it carries (client credentials, a code and its
-/// verifier, a token), so a script on another site can do nothing a
-/// program anywhere could not. The sign-in pages, introspection, the feed
-/// and the admin API stay closed to other origins.
+/// verifier, a token). The password grant is refused to any request with
+/// an `Origin` (a web page), so pages cannot guess passwords through
+/// their visitors' browsers and read the answers. The sign-in pages,
+/// introspection, the feed and the admin API stay closed to other
+/// origins.
 fn from_any_origin(app: &App) -> Router<Arc<App>> {
     use axum::http::{header, Method};
     use tower_http::cors::{Any, CorsLayer};

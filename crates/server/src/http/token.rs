@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
@@ -39,7 +39,11 @@ struct TokenResponse {
 }
 
 /// Authorization: any registered client, for the grants it was given.
-pub async fn token(State(app): State<Arc<App>>, form: OAuthForm) -> Result<Response, OAuthError> {
+pub async fn token(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    form: OAuthForm,
+) -> Result<Response, OAuthError> {
     // Before anything is read: a change to the client or user committed
     // from this second on may not have been seen by this request.
     let started = now();
@@ -53,6 +57,17 @@ pub async fn token(State(app): State<Arc<App>>, form: OAuthForm) -> Result<Respo
     let grant = GrantType::parse(grant_type).ok_or_else(|| {
         OAuthError::unsupported_grant_type(format!("grant_type {grant_type:?} is not supported"))
     })?;
+    // A browser names the page that sent the request. The endpoint
+    // answers scripts of any origin (CORS, for single-page apps): any web
+    // page could otherwise spread password guesses over its visitors'
+    // addresses and read each answer. People sign in on this server's
+    // own pages instead (RFC 9700 §2.4 removes the password grant).
+    if grant == GrantType::Password && headers.contains_key(header::ORIGIN) {
+        return Err(OAuthError::invalid_request(
+            "the password grant is not offered to web pages (the request has an Origin \
+             header); sign people in with the authorization code flow",
+        ));
+    }
     // RFC 7523 §3.1: with the jwt-bearer grant the assertion's issuer may
     // stand for the client.
     let (client, assertion) = if grant == GrantType::JwtBearer {

@@ -570,6 +570,32 @@ async fn single_page_apps_reach_the_token_endpoints_and_nothing_else(backend: Ba
         .await;
     assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
     assert_eq!(refused.headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+    // No page may guess passwords through its visitors' browsers: the
+    // password grant is refused to a request with an Origin, before any
+    // password is checked; without one (a program) it works.
+    let legacy = h.public_client("read").await;
+    h.user("alice", "correct horse", "read").await;
+    let form =
+        format!("grant_type=password&client_id={legacy}&username=alice&password=correct+horse");
+    let password = |origin: Option<&str>| {
+        let mut request = Request::post("/oauth2/token")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        if let Some(origin) = origin {
+            request = request.header(header::ORIGIN, origin);
+        }
+        request.body(Body::from(form.clone())).unwrap()
+    };
+    let from_page = h.send(password(Some(origin))).await;
+    assert_eq!(
+        from_page.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        from_page.text
+    );
+    assert_eq!(from_page.error(), "invalid_request");
+    assert!(from_page.json.get("access_token").is_none());
+    let from_program = h.send(password(None)).await;
+    assert_eq!(from_program.status, StatusCode::OK, "{}", from_program.text);
     let userinfo = h
         .send(
             Request::get("/oauth2/userinfo")
