@@ -417,14 +417,26 @@ async fn commit_groups(db: Db, mut rx: tokio::sync::mpsc::Receiver<Queued>) {
                 }
                 // One code the database refuses (its client or user deleted
                 // meanwhile: a foreign key) must not fail the people
-                // signing in beside it: each code on its own.
+                // signing in beside it: each code on its own, until the
+                // database fails in a way that may pass (then the rest
+                // get that failure at once, not one wait each).
                 Err(e) if !e.is_transient() && codes.len() > 1 => {
+                    let mut passing: Option<Failed> = None;
                     for (code, done) in codes.iter().zip(waiting) {
-                        let one = insert_all(&db, std::slice::from_ref(code)).await;
-                        let _ = done.send(
-                            one.map(|stored| stored.contains(&code.hash))
-                                .map_err(|e| (e.is_transient(), e.to_string())),
-                        );
+                        let answer = match &passing {
+                            Some(failure) => Err(failure.clone()),
+                            None => match insert_all(&db, std::slice::from_ref(code)).await {
+                                Ok(stored) => Ok(stored.contains(&code.hash)),
+                                Err(e) => {
+                                    let failure = (e.is_transient(), e.to_string());
+                                    if failure.0 {
+                                        passing = Some(failure.clone());
+                                    }
+                                    Err(failure)
+                                }
+                            },
+                        };
+                        let _ = done.send(answer);
                     }
                 }
                 Err(e) => {
