@@ -20,10 +20,10 @@ use crate::Error;
 /// the first).
 pub const MAX_ATTEMPTS: i64 = 17;
 
-/// Attempts before a delivery the client keeps answering `400` is given
-/// up: §2.8 has the client answer 400 when "the logout failed", which
-/// sending the same logout again rarely mends; three attempts (15 s) ride
-/// out a client being redeployed.
+/// Attempts (in all) after which a `400` ends a delivery: §2.8 has the
+/// client answer 400 when "the logout failed", which sending the same
+/// logout again rarely mends. A client answering 400 from the first
+/// attempt is tried three times (over 15 s).
 pub const MAX_REFUSED_ATTEMPTS: i64 = 3;
 
 /// How one attempt ended.
@@ -125,6 +125,7 @@ async fn attempt(
     };
     if delivery.attempts + 1 >= limit {
         logouts::done(app.db, &delivery.id).await?;
+        tracing::warn!(client = %delivery.client_id, attempts = delivery.attempts + 1, "back-channel logout given up");
         app.audit.push(
             Event::new("backchannel_logout_failed")
                 .client(&delivery.client_id)
@@ -185,7 +186,7 @@ async fn send(app: &Deliver<'_>, http: &reqwest::Client, delivery: &Delivery, at
             Sent::Delivered
         }
         Ok(r) => {
-            tracing::info!(client = %delivery.client_id, status = %r.status(), "back-channel logout refused; will retry");
+            tracing::info!(client = %delivery.client_id, status = %r.status(), attempts = delivery.attempts + 1, "back-channel logout refused");
             metrics::counter!("tessera_backchannel_logouts_total", "outcome" => "refused")
                 .increment(1);
             if r.status() == 400 {
@@ -195,7 +196,7 @@ async fn send(app: &Deliver<'_>, http: &reqwest::Client, delivery: &Delivery, at
             }
         }
         Err(e) => {
-            tracing::info!(client = %delivery.client_id, error = %e, "back-channel logout not delivered; will retry");
+            tracing::info!(client = %delivery.client_id, error = %e, attempts = delivery.attempts + 1, "back-channel logout not delivered");
             metrics::counter!("tessera_backchannel_logouts_total", "outcome" => "unreachable")
                 .increment(1);
             Sent::Failed
