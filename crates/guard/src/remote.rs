@@ -272,6 +272,12 @@ impl RemoteJwks {
                 )))
             });
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        if fetched.is_err() && matches!(self.source, Source::Issuer(_)) {
+            // The issuer may have moved its key set: the next attempt asks
+            // its metadata again (also when the time ran out before the
+            // fetch could say so itself).
+            state.jwks_uri = None;
+        }
         state.last_attempt = Some(started);
         match fetched {
             Ok((keys, document, age)) => {
@@ -396,20 +402,8 @@ impl RemoteJwks {
                 .map(|set| (set, body, age))
                 .map_err(|e| FetchError(format!("{url}: {e}")))
         });
-        let (set, body, age) = match fetched {
-            Ok(fetched) => fetched,
-            Err(e) => {
-                // The issuer may have moved its key set: the next attempt
-                // asks its metadata again.
-                if matches!(self.source, Source::Issuer(_)) {
-                    self.state
-                        .write()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .jwks_uri = None;
-                }
-                return Err(e);
-            }
-        };
+        // On failure the next attempt asks the metadata again (`refresh`).
+        let (set, body, age) = fetched?;
         // A key set anyone can fetch holding a secret key lets anyone sign
         // tokens under it: an issuer misconfigured that way is refused
         // whole, not trusted in part.
