@@ -69,27 +69,27 @@ fn refresh_load(base: &str, web: &str, connections: usize, secs: u64) -> Outcome
     let latencies = Arc::new(Mutex::new(Vec::new()));
     let errors = Arc::new(Mutex::new(0u64));
     // Log every session in first, so the measured window holds only
-    // rotations.
-    let sessions: Vec<String> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..connections)
-            .map(|_| {
-                s.spawn(|| {
-                    let login = post(
-                        &agent(),
-                        &url,
-                        &[
-                            ("grant_type", "password"),
-                            ("client_id", web),
-                            ("username", "alice"),
-                            ("password", "correct horse battery"),
-                        ],
-                    );
-                    login["refresh_token"].as_str().unwrap().to_owned()
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    // rotations; one after another, since the server checks at most
+    // `logins.max_failures` passwords of one user at a time.
+    let login_agent = agent();
+    let sessions: Vec<String> = (0..connections)
+        .map(|_| {
+            let login = post(
+                &login_agent,
+                &url,
+                &[
+                    ("grant_type", "password"),
+                    ("client_id", web),
+                    ("username", "alice"),
+                    ("password", "correct horse battery"),
+                ],
+            );
+            login["refresh_token"]
+                .as_str()
+                .unwrap_or_else(|| panic!("login: {login}"))
+                .to_owned()
+        })
+        .collect();
     let started = Instant::now();
     let deadline = started + Duration::from_secs(secs);
     std::thread::scope(|s| {

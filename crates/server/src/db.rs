@@ -155,10 +155,11 @@ impl Db {
                 .await
                 .map_err(Error::from)?;
             drop(opening);
+            let lane = WriteLane::start(writer.clone())?;
             Ok(Db::Sqlite {
                 reader,
                 writer,
-                lane: WriteLane::start()?,
+                lane,
             })
         } else {
             Err(Error::Config(format!(
@@ -220,6 +221,49 @@ impl Db {
                 .map_err(|e| Error::Database(format!("write task: {e}")))?,
             Db::Postgres(_) => work.await,
         }
+    }
+
+    /// Run `write` (a statement or a few, which must not commit) on
+    /// SQLite's writer, inside one transaction with the other writes
+    /// queued meanwhile, and answer once that transaction has committed.
+    /// Every commit waits for the disk (`synchronous = FULL`); a group
+    /// shares one wait, as PostgreSQL's own group commit does, so writes
+    /// that come together do not each wait for one. A write that fails
+    /// fails its group's later writes too ("not attempted": a transient
+    /// error, to be tried again). Only for SQLite.
+    pub async fn in_group<T, W>(&self, write: W) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        W: for<'c> FnOnce(
+                &'c mut sqlx::SqliteConnection,
+            ) -> futures_util::future::BoxFuture<'c, Result<T, Error>>
+            + Send
+            + 'static,
+    {
+        let Db::Sqlite { lane, .. } = self else {
+            return Err(Error::Database("grouped writes are for SQLite".into()));
+        };
+        let (done, answered) = tokio::sync::oneshot::channel::<Result<T, Error>>();
+        let grouped: GroupedWrite = Box::new(move |conn| {
+            Box::pin(async move {
+                let result = write(conn).await;
+                let went_through = result.is_ok();
+                let answer: Answer = Box::new(move |committed: Committed<'_>| {
+                    let _ = done.send(match committed {
+                        Ok(()) => result,
+                        Err((true, why)) => Err(Error::Unavailable(why.clone())),
+                        Err((false, why)) => Err(Error::Database(why.clone())),
+                    });
+                });
+                (went_through, answer)
+            })
+        });
+        let not_attempted = || Error::Unavailable("the write was not attempted; try again".into());
+        lane.groups
+            .send(grouped)
+            .await
+            .map_err(|_| not_attempted())?;
+        answered.await.map_err(|_| not_attempted())?
     }
 
     /// Which backend this is: `sqlite` or `postgres`.
@@ -351,15 +395,74 @@ async fn warm(pool: &PgPool, count: u32) {
 }
 
 /// A single-threaded runtime on a thread of its own, for SQLite write
-/// transactions. It stops when the last [`Db`] clone is dropped.
+/// transactions and [`Db::in_group`]'s groups. It stops when the last
+/// [`Db`] clone is dropped.
 #[derive(Clone, Debug)]
 pub struct WriteLane {
     handle: tokio::runtime::Handle,
+    groups: tokio::sync::mpsc::Sender<GroupedWrite>,
     _stop: std::sync::Arc<tokio::sync::oneshot::Sender<()>>,
 }
 
+/// How a group's transaction ended, for each of its writes: committed, or
+/// why not (whether trying again may work, and what went wrong).
+type Committed<'a> = Result<(), &'a (bool, String)>;
+
+/// Answers a write's caller once its group's transaction has ended.
+type Answer = Box<dyn for<'a> FnOnce(Committed<'a>) + Send>;
+
+/// A write queued for [`Db::in_group`]: it runs on the group's connection,
+/// inside the group's transaction, and says whether it went through and
+/// how to answer its caller once the transaction has ended.
+type GroupedWrite = Box<
+    dyn for<'c> FnOnce(
+            &'c mut sqlx::SqliteConnection,
+        ) -> futures_util::future::BoxFuture<'c, (bool, Answer)>
+        + Send,
+>;
+
+/// Writes in one group's transaction at most.
+const GROUP: usize = 128;
+
+/// The groups' task: per group of queued writes, one transaction, one
+/// commit (one sync of the log), then every caller answered.
+async fn commit_groups(writer: SqlitePool, mut queued: tokio::sync::mpsc::Receiver<GroupedWrite>) {
+    let mut group = Vec::with_capacity(GROUP);
+    while queued.recv_many(&mut group, GROUP).await > 0 {
+        let mut tx = match writer.begin_with("BEGIN IMMEDIATE").await {
+            Ok(tx) => tx,
+            Err(e) => {
+                tracing::warn!(error = %e, "a group of writes could not begin");
+                // Dropped unanswered: each caller hears "not attempted".
+                group.clear();
+                continue;
+            }
+        };
+        let mut answers = Vec::with_capacity(group.len());
+        // Dropped with the rest of the group after a failure: an error may
+        // have rolled the transaction back (a full disk), and the writes
+        // after it would run outside it. Their callers hear "not
+        // attempted, try again".
+        // (Breaking out of the drain drops what is left in it.)
+        for write in group.drain(..) {
+            let (went_through, answer) = write(&mut tx).await;
+            answers.push(answer);
+            if !went_through {
+                break;
+            }
+        }
+        let committed = tx.commit().await.map_err(|e| {
+            let e = Error::from(e);
+            (e.is_transient(), e.to_string())
+        });
+        for answer in answers {
+            answer(committed.as_ref().map(|_| ()));
+        }
+    }
+}
+
 impl WriteLane {
-    fn start() -> Result<WriteLane, Error> {
+    fn start(writer: SqlitePool) -> Result<WriteLane, Error> {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready, handle) = std::sync::mpsc::channel();
         std::thread::Builder::new()
@@ -384,8 +487,11 @@ impl WriteLane {
             .recv()
             .map_err(|e| Error::Database(format!("SQLite writer thread: {e}")))?
             .map_err(|e| Error::Database(format!("SQLite writer runtime: {e}")))?;
+        let (groups, queued) = tokio::sync::mpsc::channel(4 * GROUP);
+        handle.spawn(commit_groups(writer, queued));
         Ok(WriteLane {
             handle,
+            groups,
             _stop: std::sync::Arc::new(stop),
         })
     }
@@ -554,6 +660,73 @@ mod tests {
     use sqlx::postgres::PgConnectOptions;
 
     use super::{owner_only, redact_url};
+
+    /// Writes grouped in one transaction, some of which fail: every write
+    /// answered Ok is in the database, none answered with an error is.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn grouped_writes_are_answered_as_they_were_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("tessera.db").display());
+        let db = super::Db::connect(&url, 2).await.unwrap();
+        fn insert(
+            id: String,
+            name: String,
+        ) -> impl for<'c> FnOnce(
+            &'c mut sqlx::SqliteConnection,
+        )
+            -> futures_util::future::BoxFuture<'c, Result<(), crate::Error>>
+               + Send
+               + 'static {
+            move |conn| {
+                Box::pin(async move {
+                    sqlx::query(
+                        "INSERT INTO users (id, username, password_hash, scopes, created_at, updated_at) \
+                         VALUES ($1, $2, 'x', '', 0, 0)",
+                    )
+                    .bind(id)
+                    .bind(name)
+                    .execute(&mut *conn)
+                    .await?;
+                    Ok(())
+                })
+            }
+        }
+        db.in_group(insert("taken".into(), "taken".into()))
+            .await
+            .unwrap();
+        let writes: Vec<_> = (0..200)
+            .map(|i| {
+                let db = db.clone();
+                // Every tenth write takes a name already taken: it fails.
+                let name = if i % 10 == 3 {
+                    "taken".to_owned()
+                } else {
+                    format!("user{i}")
+                };
+                let write = insert(format!("id{i}"), name);
+                tokio::spawn(async move { db.in_group(write).await })
+            })
+            .collect();
+        let mut answered_ok = 0;
+        for (i, write) in writes.into_iter().enumerate() {
+            let answer = write.await.unwrap();
+            let stored: Option<(String,)> = sqlx::query_as("SELECT id FROM users WHERE id = $1")
+                .bind(format!("id{i}"))
+                .fetch_optional(match db.read() {
+                    super::Pool::Sqlite(p) => p,
+                    super::Pool::Postgres(_) => unreachable!(),
+                })
+                .await
+                .unwrap();
+            assert_eq!(answer.is_ok(), stored.is_some(), "write {i}: {answer:?}");
+            if i % 10 == 3 {
+                assert!(answer.is_err(), "write {i}");
+            }
+            answered_ok += usize::from(answer.is_ok());
+        }
+        assert!(answered_ok > 0);
+        db.close().await;
+    }
 
     #[test]
     fn a_database_in_memory_leaves_no_file() {

@@ -384,22 +384,34 @@ async fn rotate_in_one(
     successor: &Zeroizing<String>,
     sealed: &Option<Vec<u8>>,
 ) -> Result<Option<Rotated>, Error> {
-    let Db::Sqlite { writer, .. } = db else {
+    if db.is_postgres() {
         return Ok(None);
-    };
+    }
     let at = now();
-    // `fetch_all`, not `fetch_optional`: the statement commits when it runs
-    // to its end (see `crate::db`, "Writes that return rows").
-    let claimed: Option<Claimed> = sqlx::query_as(CLAIM_AND_SUCCEED)
-        .bind(at)
-        .bind(hash)
-        .bind(token_digest(successor))
-        .bind(at.saturating_add(policy.ttl))
-        .bind(client_id)
-        .bind(sealed)
-        .fetch_all(writer)
-        .await?
-        .pop();
+    let (hash, successor_hash) = (hash.to_vec(), token_digest(successor));
+    let (expires_at, client_id, sealed) = (
+        at.saturating_add(policy.ttl),
+        client_id.to_owned(),
+        sealed.clone(),
+    );
+    // In a group with the rotations that come meanwhile: one commit, one
+    // wait for the disk, for all of them.
+    let claimed: Option<Claimed> = db
+        .in_group(move |conn| {
+            Box::pin(async move {
+                let claimed: Vec<Claimed> = sqlx::query_as(CLAIM_AND_SUCCEED)
+                    .bind(at)
+                    .bind(hash)
+                    .bind(successor_hash)
+                    .bind(expires_at)
+                    .bind(client_id)
+                    .bind(sealed)
+                    .fetch_all(&mut *conn)
+                    .await?;
+                Ok(claimed.into_iter().next())
+            })
+        })
+        .await?;
     Ok(claimed.map(|claimed| Rotated {
         family: claimed.family,
         token: successor.clone(),
