@@ -1,5 +1,6 @@
-//! The admin operations on users, clients and keys: one set of rules for
-//! the command line (`tessera user|client|keys …`) and the admin HTTP API
+//! The admin operations on users, clients, sessions and keys: one set of
+//! rules for the command line (`tessera user|client|session|keys …`) and
+//! the admin HTTP API
 //! (`/admin/…`), which are thin callers. Every change is recorded in the
 //! audit trail with who made it.
 

@@ -7,7 +7,9 @@
 //! data_dir = "/var/lib/tessera"
 //! database_url = "postgres://tessera@db/tessera"
 //! master_key_file = "/run/secrets/tessera-master-key"
-//! client_cache_ttl = "10s"  # changes made elsewhere reach this instance within it
+//! client_cache_ttl = "10s"  # a client is reused this long, or until the revocation
+//!                           # log says it was deleted or its secret rotated
+//! max_connections = 16      # database connections kept open (PostgreSQL; SQLite: readers)
 //!
 //! [tokens]
 //! access_ttl = "15m"        # default for clients that set none
