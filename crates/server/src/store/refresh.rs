@@ -8,8 +8,9 @@
 //! and PostgreSQL alike, and the losers see a used token. On SQLite the
 //! common case (a live token of a live family of the presenting client) is
 //! a single statement: the claiming `UPDATE` names the successor and a
-//! trigger inserts it, so the one writer connection is taken once per
-//! rotation rather than four times (begin, claim, insert, commit).
+//! trigger inserts it, run in a group with the rotations that come at the
+//! same time (`Db::in_group`: one transaction and one wait for the disk
+//! for all of them).
 
 use std::sync::Arc;
 
@@ -351,7 +352,7 @@ pub async fn rotate(
         None
     };
     // Without a scope to check, one statement decides it on SQLite; it
-    // needs no transaction held open and goes straight to the writer.
+    // needs no transaction of its own and joins a group of writes.
     if rotation.requested.is_none() {
         if let Some(rotated) =
             rotate_in_one(db, &hash, rotation.client_id, policy, &successor, &sealed).await?

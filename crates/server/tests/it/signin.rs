@@ -708,21 +708,10 @@ async fn an_id_token_hint_naming_another_user_needs_a_login(backend: Backend) {
     assert!(query_of(&own).contains_key("code"), "{own}");
     let other = location(&b.get(&h, &with(&bob_id_token, Some("none"))).await);
     assert_eq!(query_of(&other)["error"], "login_required", "{other}");
-    let other = location(&b.get(&h, &with(&bob_id_token, None)).await);
-    assert!(other.starts_with("/login?request="), "{other}");
-    // Alice logs in where Bob was expected: no code for her, an error for
-    // the client (Core §3.1.2.1).
-    let page = b.get(&h, &other).await;
-    let wrong = location(
-        &b.log_in_form(
-            &h,
-            &hidden(&page.text, "request"),
-            &hidden(&page.text, "csrf_token"),
-            "alice",
-            "correct horse",
-        )
-        .await,
-    );
+    // Without prompt=none, the login page; Alice logs in there, where Bob
+    // was expected: no code for her, an error for the client (Core
+    // §3.1.2.1).
+    let wrong = location(&log_in(&h, &mut b, &with(&bob_id_token, None), "correct horse").await);
     assert_eq!(query_of(&wrong)["error"], "login_required", "{wrong}");
     assert!(!query_of(&wrong).contains_key("code"));
     // Not an ID token of this server for this client.
