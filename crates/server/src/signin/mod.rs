@@ -20,6 +20,12 @@ use crate::store::Scopes;
 /// scopes must also be among the user's).
 pub const OIDC_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
 
+/// Standard OpenID Connect scopes this server does not offer (Core §5.4):
+/// asked for, they are left out of the grant rather than refused, since
+/// scope values not understood "SHOULD be ignored" (Core §3.1.2.1).
+/// Discovery's `scopes_supported` does not list them.
+const IGNORED_SCOPES: [&str; 2] = ["address", "phone"];
+
 /// The longest `state` or `nonce` kept (they travel in URLs).
 const MAX_ECHO: usize = 1024;
 
@@ -247,10 +253,15 @@ pub fn validate(
             "code_challenge must be the base64url SHA-256 of the verifier (43 characters)".into(),
         ));
     }
-    let scope = match params.get("scope") {
+    let mut scope = match params.get("scope") {
         Some(text) => Scopes::parse(text).map_err(|e| fail("invalid_scope", e.to_string()))?,
         None => Scopes::default(),
     };
+    for ignored in IGNORED_SCOPES {
+        if !client.scopes.contains(ignored) {
+            scope = scope.without(ignored);
+        }
+    }
     if !scope.is_subset(&client.scopes) {
         return Err(fail(
             "invalid_scope",

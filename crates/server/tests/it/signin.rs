@@ -665,6 +665,37 @@ async fn setup_other(h: &Harness) -> Setup {
     }
 }
 
+/// `phone` and `address`, standard scopes this server does not offer, are
+/// left out of the grant (Core §3.1.2.1: not understood, ignored); a
+/// scope the client was not registered for is still refused.
+async fn standard_scopes_not_offered_are_left_out_and_unknown_ones_refused(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let s = setup(&h, "Shop", true).await;
+    let mut b = Browser::default();
+    let url = authorize_url(&s.client_id, &[])
+        .replace("scope=openid+profile", "scope=openid+phone+address+profile");
+    let back = location(&log_in(&h, &mut b, &url, "correct horse").await);
+    let tokens = exchange(&h, &s, &query_of(&back)["code"], VERIFIER).await;
+    let granted = tokens.str("scope");
+    assert!(granted.contains("openid"), "{granted}");
+    assert!(
+        !granted.contains("phone") && !granted.contains("address"),
+        "{granted}"
+    );
+    let refused = location(
+        &b.get(
+            &h,
+            &authorize_url(&s.client_id, &[])
+                .replace("scope=openid+profile", "scope=openid+admin+profile"),
+        )
+        .await,
+    );
+    assert_eq!(query_of(&refused)["error"], "invalid_scope", "{refused}");
+    h.finish().await;
+}
+
 /// An `id_token_hint` at the authorization endpoint names the user the
 /// relying party expects: a browser signed in as someone else gets
 /// `login_required` under `prompt=none` and the login page otherwise; a
@@ -975,6 +1006,7 @@ async fn discovery_names_what_is_there(backend: Backend) {
 
 both_backends!(
     code_flow_with_consent_id_token_userinfo_and_logout,
+    standard_scopes_not_offered_are_left_out_and_unknown_ones_refused,
     code_replay_revokes_what_it_issued,
     replayed_codes_past_the_allowance_end_the_session,
     pkce_and_code_binding_attacks_fail,
