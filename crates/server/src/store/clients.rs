@@ -460,6 +460,10 @@ pub async fn delete(db: &Db, client_id: &str, keep: Keep) -> Result<(), Error> {
     let at = now();
     let changed = on_pool!(db.write(), p => {
         let mut tx = p.begin_with(db.begin_write()).await?;
+        if db.is_postgres() {
+            sqlx::query(crate::store::refresh::LOCK_TOKENS_OF_CLIENT)
+                .bind(client_id).execute(&mut *tx).await?;
+        }
         let changed = sqlx::query("DELETE FROM clients WHERE client_id = $1")
             .bind(client_id).execute(&mut *tx).await?.rows_affected();
         if changed > 0 {

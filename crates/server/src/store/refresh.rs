@@ -151,6 +151,23 @@ impl std::fmt::Debug for Rotated {
 const FAMILY_COLUMNS: &str =
     "id, client_id, subject, username, scope, auth_time, expires_at, revoked_at, sid";
 
+/// Lock the refresh tokens of a user's families (`$1`: the username), on
+/// PostgreSQL, before deleting the families. A rotation locks its token,
+/// then checks its successor's family (a key-share lock on the family's
+/// row); a delete that locked the family first and then, by cascade, the
+/// token would wait for the rotation while the rotation waits for it: a
+/// deadlock PostgreSQL breaks by failing one of them. Taken tokens first,
+/// the delete waits for the rotation instead, and takes its successor too.
+/// (A rotation of that successor begun in the few statements between
+/// this lock and the delete can still meet it; PostgreSQL then fails one
+/// of the two, answered `503`: try again.)
+pub(crate) const LOCK_TOKENS_OF_USER: &str = "SELECT 1 FROM refresh_tokens WHERE family_id IN \
+     (SELECT id FROM refresh_families WHERE username = $1) FOR UPDATE";
+
+/// [`LOCK_TOKENS_OF_USER`] for a client's families (`$1`: its id).
+pub(crate) const LOCK_TOKENS_OF_CLIENT: &str = "SELECT 1 FROM refresh_tokens WHERE family_id IN \
+     (SELECT id FROM refresh_families WHERE client_id = $1) FOR UPDATE";
+
 /// A presented token with its family.
 #[derive(sqlx::FromRow)]
 struct Claimed {

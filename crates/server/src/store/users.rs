@@ -288,6 +288,10 @@ pub async fn delete(db: &Db, username: &str, keep: Keep) -> Result<(), Error> {
     let at = now();
     on_pool!(db.write(), p => {
         let mut tx = p.begin_with(db.begin_write()).await?;
+        if db.is_postgres() {
+            sqlx::query(crate::store::refresh::LOCK_TOKENS_OF_USER)
+                .bind(username).execute(&mut *tx).await?;
+        }
         // The clients of the user's sessions hear of it before the
         // sessions go (with the user, by cascade).
         sqlx::query(sessions::QUEUE_LOGOUTS_OF_USER).bind(at).bind(username).execute(&mut *tx).await?;

@@ -1759,3 +1759,54 @@ async fn tessera_server_test_shift(h: &Harness, by: i64) {
         }
     }
 }
+
+/// A rotation under way when its client (or user) is deleted: the delete
+/// waits for it, and neither fails. Before, on PostgreSQL, the delete
+/// locked the family, then by cascade the token the rotation held, while
+/// the rotation's successor waited for the family: a deadlock, one of
+/// them failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_deleted_during_a_rotation_waits_for_it() {
+    let Some(test_db) = crate::TestDb::new(Backend::Postgres).await else {
+        return;
+    };
+    let h = Harness::on(test_db, |_| {}).await;
+    let client = h.public_client("read").await;
+    let (family_id, token) = family(&h, &client).await;
+    let tessera_server::db::Pool::Postgres(pool) = h.db.write() else {
+        unreachable!("a PostgreSQL database")
+    };
+    // A rotation, by hand, halfway: its token claimed (locked).
+    let mut rotation = pool.begin().await.unwrap();
+    sqlx::query("UPDATE refresh_tokens SET used_at = 1 WHERE token_hash = $1")
+        .bind(tessera_server::secret::token_digest(&token))
+        .execute(&mut *rotation)
+        .await
+        .unwrap();
+    let (db, id) = (h.db.clone(), client.clone());
+    let deleting = tokio::spawn(async move { clients::delete(&db, &id, KEEP).await });
+    // Time for the delete to reach the lock it waits for.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    sqlx::query(
+        "INSERT INTO refresh_tokens (token_hash, family_id, created_at, expires_at) \
+         VALUES ($1, $2, 0, 4102444800)",
+    )
+    .bind(vec![7_u8; 32])
+    .bind(&family_id)
+    .execute(&mut *rotation)
+    .await
+    .expect("the successor: its family is not held by the delete");
+    rotation.commit().await.unwrap();
+    deleting
+        .await
+        .unwrap()
+        .expect("the delete, once the rotation is done");
+    let (left,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM refresh_tokens WHERE family_id = $1")
+            .bind(&family_id)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(left, 0, "the successor went with its family");
+    h.finish().await;
+}
