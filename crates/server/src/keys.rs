@@ -310,7 +310,13 @@ impl Keys {
             let alg: Algorithm = row.alg.parse().map_err(|_| {
                 Error::Database(format!("key {}: unknown algorithm {}", row.kid, row.alg))
             })?;
-            if !algorithms.contains(&alg) {
+            // An algorithm the server's maintenance found dropped (each of
+            // its keys marked `retired_at`) is on its way out: no new key.
+            let dropped = rows
+                .iter()
+                .filter(|r| r.alg == row.alg)
+                .all(|r| r.retired_at.is_some());
+            if !dropped && !algorithms.contains(&alg) {
                 algorithms.push(alg);
             }
         }

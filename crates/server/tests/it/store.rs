@@ -38,6 +38,7 @@ both_backends!(
     a_public_key_changed_in_the_database_is_not_published,
     cut_offs_outlive_the_longest_token_whatever_the_appenders_configuration,
     a_changed_algorithm_is_announced_and_the_old_one_retired,
+    a_rotation_by_hand_makes_no_key_of_a_dropped_algorithm,
     a_change_to_an_algorithm_with_keys_keeps_the_old_key_while_its_tokens_live,
     a_retirement_marked_under_another_configuration_is_forgotten,
     a_rotation_by_hand_rotates_the_databases_algorithms_whatever_the_configuration,
@@ -100,6 +101,35 @@ async fn a_changed_algorithm_is_announced_and_the_old_one_retired(backend: Backe
     assert_eq!(state(signs_at), None, "a key of a dropped algorithm stayed");
     let jwks = tessera_jose::JwkSet::from_json(&keys.jwks_json()).unwrap();
     assert!(jwks.find(&old_kid).is_none());
+    restarted.db.close().await;
+    h.finish().await;
+}
+
+/// Once the server's maintenance found an algorithm dropped (access
+/// tokens moved from ES256 to ES384), a rotation by hand rotates the
+/// algorithms in use and makes no new key of the dropped one.
+async fn a_rotation_by_hand_makes_no_key_of_a_dropped_algorithm(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let now = tessera_server::store::now();
+    let mut config = h.test_db.config();
+    config.keys.algorithm = tessera_jose::Algorithm::ES384;
+    let restarted = tessera_server::open(config).await.unwrap();
+    restarted.keys.maintain_at(now).await.unwrap();
+    let count = |alg: &str| {
+        restarted
+            .keys
+            .list(now)
+            .into_iter()
+            .filter(|(k, _)| k.alg == alg)
+            .count()
+    };
+    assert_eq!((count("ES256"), count("ES384")), (1, 1));
+    let rotated = restarted.keys.rotate().await.unwrap();
+    assert_eq!(rotated.len(), 2, "ES384 and RS256 (ID tokens): {rotated:?}");
+    assert_eq!(count("ES256"), 1, "a key of the dropped algorithm was made");
+    assert_eq!(count("ES384"), 2);
     restarted.db.close().await;
     h.finish().await;
 }
