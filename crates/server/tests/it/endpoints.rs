@@ -12,6 +12,7 @@ both_backends!(
     a_client_revokes_access_tokens_within_its_allowance,
     discovery_lists_what_the_server_supports,
     single_page_apps_reach_the_token_endpoints_and_nothing_else,
+    a_token_from_an_instance_a_little_ahead_is_known_and_revocable,
     health_readiness_and_metrics,
     a_feed_ends_when_its_instance_stops_reading_the_log,
     a_feed_cursor_naming_another_event_starts_over,
@@ -513,6 +514,52 @@ fn jwt_id(token: &str) -> String {
     let json = base64_simd::URL_SAFE_NO_PAD.decode_to_vec(payload).unwrap();
     let claims: serde_json::Value = serde_json::from_slice(&json).unwrap();
     claims["jti"].as_str().unwrap().to_owned()
+}
+
+/// A token minted by an instance whose clock is two seconds ahead (its
+/// `iat` in this one's future) is this server's: introspected as active
+/// and revocable here. Before, it was unknown here, so a revocation
+/// answered 200 and changed nothing. Far ahead, or expired, it is not.
+async fn a_token_from_an_instance_a_little_ahead_is_known_and_revocable(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let (id, secret) = h.client(&[GrantType::ClientCredentials], "read").await;
+    let rs = h.client(&[GrantType::ClientCredentials], "read").await;
+    let now = tessera_server::store::now();
+    let mint = |at: i64| {
+        h.app
+            .access
+            .mint(
+                tessera_server::access::Mint {
+                    client_id: &id,
+                    subject: &id,
+                    audience: vec![ISSUER.to_owned()],
+                    scope: "read".into(),
+                    auth_time: None,
+                    ttl: std::time::Duration::from_secs(300),
+                    sid: None,
+                    jti: None,
+                },
+                at,
+            )
+            .unwrap()
+            .token
+    };
+    let ahead = mint(now + 2);
+    assert!(h.active(&ahead, (&rs.0, &rs.1)).await);
+    assert!(
+        !h.active(&mint(now + 60), (&rs.0, &rs.1)).await,
+        "an hour's skew is not a little"
+    );
+    assert!(!h.active(&mint(now - 301), (&rs.0, &rs.1)).await, "expired");
+    let r = h
+        .post("/oauth2/revoke", &[("token", &ahead)], Some((&id, &secret)))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    h.app.access.revoked().sync(&h.db).await.unwrap();
+    assert!(!h.active(&ahead, (&rs.0, &rs.1)).await, "revoked");
+    h.finish().await;
 }
 
 /// A single-page app on another origin may call the endpoints it needs
