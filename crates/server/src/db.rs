@@ -286,6 +286,27 @@ impl Db {
         answered.await.map_err(|_| not_attempted())?
     }
 
+    /// How many seconds this process's clock runs ahead of PostgreSQL's
+    /// (negative: behind), the query's own time taken out; `None` on
+    /// SQLite, whose clock is this machine's.
+    pub async fn clock_ahead(&self) -> Result<Option<f64>, Error> {
+        let Db::Postgres(pool) = self else {
+            return Ok(None);
+        };
+        let unix = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64())
+        };
+        let before = unix();
+        let (database,): (f64,) =
+            sqlx::query_as("SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8")
+                .fetch_one(pool)
+                .await?;
+        let after = unix();
+        Ok(Some((before + after) / 2.0 - database))
+    }
+
     /// Which backend this is: `sqlite` or `postgres`.
     pub fn backend(&self) -> &'static str {
         match self {

@@ -306,21 +306,102 @@ async fn deliver_logouts(app: Arc<App>, http: reqwest::Client) {
 /// How often expired rows and old audit events are pruned.
 const PRUNE_EVERY: i64 = 60;
 
+/// How far this instance's clock may run ahead of the database's before
+/// the maintenance stops deleting by it (docs/server.md asks for clocks
+/// within 2 s).
+const MAX_AHEAD: f64 = 2.0;
+
+/// The time the maintenance deletes and retires by (seconds): the wall
+/// clock, but never further ahead of where it stood at the last reading
+/// than the time that has really passed there (a monotonic clock). A
+/// clock stepped forward (an NTP correction, a VM resumed with a wrong
+/// clock) would otherwise delete in one tick, for good, revocation events,
+/// used assertions and signing keys that are still needed. A clock stepped
+/// back is followed at once: deleting later is safe.
+#[derive(Debug)]
+struct SteadyTime {
+    /// The last wall-clock reading followed, and when it was taken.
+    anchor: (i64, std::time::Instant),
+    /// A jump is being held back (logged once per jump).
+    holding: bool,
+}
+
+impl SteadyTime {
+    fn new(wall: i64, at: std::time::Instant) -> SteadyTime {
+        SteadyTime {
+            anchor: (wall, at),
+            holding: false,
+        }
+    }
+
+    /// The time to act by, the wall clock reading `wall` at `at`.
+    fn at(&mut self, wall: i64, at: std::time::Instant) -> i64 {
+        let passed = i64::try_from(at.saturating_duration_since(self.anchor.1).as_secs())
+            .unwrap_or(i64::MAX);
+        let bound = self.anchor.0.saturating_add(passed);
+        // A second of rounding either way is no jump.
+        if wall <= bound.saturating_add(2) {
+            self.anchor = (wall, at);
+            if self.holding {
+                tracing::info!("the clock is followed again by the maintenance");
+                self.holding = false;
+            }
+            wall
+        } else {
+            if !self.holding {
+                tracing::error!(
+                    jumped_by_secs = wall - bound,
+                    "the wall clock jumped forward: the maintenance deletes by the time that has really passed"
+                );
+                self.holding = true;
+            }
+            bound
+        }
+    }
+}
+
 async fn maintain(db: Db, keys: Arc<Keys>, period: Duration, refresh_grace: i64, keep: Retention) {
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_prune = 0;
+    let mut steady = SteadyTime::new(now(), std::time::Instant::now());
+    let mut ahead_reported = false;
     loop {
         ticker.tick().await;
-        if let Err(e) = keys.maintain().await {
+        // Instances share what the maintenance deletes: one whose clock
+        // runs ahead of the database's would delete for all of them what
+        // they still need. It waits until its clock is right.
+        match db.clock_ahead().await {
+            Ok(Some(ahead)) if ahead > MAX_AHEAD => {
+                if !ahead_reported {
+                    tracing::error!(
+                        ahead_secs = ahead,
+                        "this instance's clock runs ahead of the database's: key maintenance and pruning wait until it is right"
+                    );
+                    ahead_reported = true;
+                }
+                continue;
+            }
+            Ok(_) => {
+                if ahead_reported {
+                    tracing::info!("this instance's clock agrees with the database's again");
+                    ahead_reported = false;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the database's clock could not be read; maintenance skipped");
+                continue;
+            }
+        }
+        let at = steady.at(now(), std::time::Instant::now());
+        if let Err(e) = keys.maintain_at(at).await {
             tracing::error!(error = %e, "key maintenance failed");
         }
-        let at = now();
         // Successors are kept sealed for the grace window and a period.
         if let Err(e) = refresh::forget_successors(&db, at, refresh_grace).await {
             tracing::error!(error = %e, "forgetting sealed refresh successors failed");
         }
-        if at - last_prune >= PRUNE_EVERY {
+        if at - last_prune >= PRUNE_EVERY || at < last_prune {
             last_prune = at;
             match retention::prune(&db, at, keep).await {
                 Ok(pruned) if pruned.total() > 0 => tracing::info!(
@@ -338,7 +419,45 @@ async fn maintain(db: Db, keys: Arc<Keys>, period: Duration, refresh_grace: i64,
 
 #[cfg(test)]
 mod tests {
-    use super::Background;
+    use super::{Background, SteadyTime};
+    use std::time::{Duration, Instant};
+
+    /// A clock stepped forward is not followed: the maintenance goes on by
+    /// the time that has really passed; a clock stepped back is followed.
+    #[test]
+    fn the_maintenance_does_not_follow_a_clock_that_jumps_forward() {
+        let t0 = Instant::now();
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        let mut steady = SteadyTime::new(1000, t0);
+        assert_eq!(steady.at(1010, at(10)), 1010);
+        // An hour ahead all at once, ten seconds later.
+        assert_eq!(steady.at(1010 + 10 + 3600, at(20)), 1020);
+        assert_eq!(steady.at(1010 + 20 + 3600, at(30)), 1030);
+        // A second of rounding is no jump.
+        assert_eq!(steady.at(1041, at(40)), 1041);
+        // Stepped back: followed at once.
+        assert_eq!(steady.at(900, at(50)), 900);
+        assert_eq!(steady.at(910, at(60)), 910);
+    }
+
+    /// On PostgreSQL the maintenance compares this clock with the
+    /// database's (here, the same machine's: no difference to speak of).
+    #[tokio::test]
+    async fn the_database_clock_is_read() {
+        let Ok(url) = std::env::var("TESSERA_TEST_DATABASE_URL") else {
+            eprintln!("skipped: PostgreSQL test (set TESSERA_TEST_DATABASE_URL to run it)");
+            return;
+        };
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&url)
+            .await
+            .unwrap();
+        let db = crate::db::Db::Postgres(pool);
+        let ahead = db.clock_ahead().await.unwrap().unwrap();
+        assert!(ahead.abs() < 1.0, "{ahead}");
+        db.close().await;
+    }
 
     #[tokio::test]
     #[allow(clippy::panic)]
