@@ -243,6 +243,9 @@ pub enum SessionCommand {
         /// Only this user's.
         #[arg(long)]
         user: Option<String>,
+        /// The newest this many at most (1 to 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -426,8 +429,8 @@ pub fn session(server: &ServerArgs, command: SessionCommand) -> Result<(), Failu
         let (db, passwords) = admin_parts(&config).await?;
         let admin = service(&db, &passwords, &config);
         match command {
-            SessionCommand::List { user, json } => {
-                let list = admin.sessions(user.as_deref()).await?;
+            SessionCommand::List { user, limit, json } => {
+                let list = admin.sessions(user.as_deref(), limit).await?;
                 if json {
                     out!("{}", serde_json::to_string_pretty(&list)?);
                 } else {

@@ -202,9 +202,20 @@ impl AdminService<'_> {
         Ok(())
     }
 
-    /// The live sign-in sessions, of one user or all.
-    pub async fn sessions(&self, username: Option<&str>) -> Result<Vec<sessions::Listed>, Error> {
-        sessions::list(self.db, username, self.config.sessions).await
+    /// The live sign-in sessions, of one user or all, newest first:
+    /// `limit` at most, within 1 to 1,000 (a busy server has millions).
+    pub async fn sessions(
+        &self,
+        username: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<sessions::Listed>, Error> {
+        sessions::list(
+            self.db,
+            username,
+            self.config.sessions,
+            limit.clamp(1, 1000),
+        )
+        .await
     }
 
     /// End a sign-in session as a logout does: its refresh tokens are

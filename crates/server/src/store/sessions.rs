@@ -312,12 +312,13 @@ pub async fn end(db: &Db, sid: &str, reason: &str, keep: Keep) -> Result<Option<
 }
 
 /// The live sessions (not ended, within their absolute and idle
-/// lifetimes under `policy`), newest first; of one user when `username`
-/// is given.
+/// lifetimes under `policy`), newest first, `limit` at most; of one user
+/// when `username` is given.
 pub async fn list(
     db: &Db,
     username: Option<&str>,
     policy: SessionPolicy,
+    limit: i64,
 ) -> Result<Vec<Listed>, Error> {
     let at = now();
     let listed = on_pool!(db.read(), p => sqlx::query_as::<_, Listed>(
@@ -325,7 +326,7 @@ pub async fn list(
          FROM sessions s JOIN users u ON u.id = s.user_id \
          WHERE s.ended_at IS NULL AND s.expires_at > $1 AND s.last_seen > $3 \
          AND ($2 IS NULL OR u.username = $2) \
-         ORDER BY s.created_at DESC, s.sid"
-    ).bind(at).bind(username).bind(at.saturating_sub(policy.idle)).fetch_all(p).await)?;
+         ORDER BY s.created_at DESC, s.sid LIMIT $4"
+    ).bind(at).bind(username).bind(at.saturating_sub(policy.idle)).bind(limit).fetch_all(p).await)?;
     Ok(listed)
 }

@@ -918,6 +918,28 @@ mod admin_api {
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
         // Parameters that cannot be read get the API's JSON errors, as a
         // malformed body does.
+        // Session lists are bounded: `limit` (default 100, at most 1,000).
+        let alice = h.user("alice", "correct horse", "read").await;
+        for _ in 0..3 {
+            h.start_session(&alice, h.app.config.sessions).await;
+        }
+        for (query, listed) in [
+            ("", 3),
+            ("?limit=2", 2),
+            ("?limit=0", 1),
+            ("?user=alice&limit=5", 3),
+        ] {
+            let r = call(
+                &h,
+                Method::GET,
+                &format!("/admin/sessions{query}"),
+                Some(&admin),
+                None,
+            )
+            .await;
+            assert_eq!(r.status, StatusCode::OK, "{query}: {}", r.text);
+            assert_eq!(r.json.as_array().unwrap().len(), listed, "{query}");
+        }
         for (method, path) in [
             (Method::GET, "/admin/audit?limit=many"),
             (Method::GET, "/admin/sessions?user=a&user=b"),

@@ -513,7 +513,7 @@ async fn a_code_of_an_ended_session_is_refused(backend: Backend) {
     };
     let s = setup(&h, "Shop", true).await;
     let (_browser, code) = signed_in_code(&h, &s).await;
-    let listed = sessions::list(&h.db, Some("alice"), h.app.config.sessions)
+    let listed = sessions::list(&h.db, Some("alice"), h.app.config.sessions, 100)
         .await
         .unwrap();
     let [session] = listed.as_slice() else {
@@ -524,7 +524,7 @@ async fn a_code_of_an_ended_session_is_refused(backend: Backend) {
         idle: 0,
         ..h.app.config.sessions
     };
-    assert!(sessions::list(&h.db, Some("alice"), no_idle)
+    assert!(sessions::list(&h.db, Some("alice"), no_idle, 100)
         .await
         .unwrap()
         .is_empty());
@@ -939,7 +939,7 @@ async fn prompt_none_and_logout_attacks(backend: Backend) {
         assert!(unread.headers.get(header::LOCATION).is_none());
     }
     assert_eq!(
-        sessions::list(&h.db, Some("alice"), h.app.config.sessions)
+        sessions::list(&h.db, Some("alice"), h.app.config.sessions, 100)
             .await
             .unwrap()
             .len(),
@@ -959,10 +959,12 @@ async fn prompt_none_and_logout_attacks(backend: Backend) {
         )
         .await;
     assert_eq!(done.status, StatusCode::OK);
-    assert!(sessions::list(&h.db, Some("alice"), h.app.config.sessions)
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(
+        sessions::list(&h.db, Some("alice"), h.app.config.sessions, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     h.finish().await;
 }
 
@@ -1744,7 +1746,7 @@ async fn disabling_deleting_or_repassing_a_user_ends_their_sessions(backend: Bac
         b
     };
     let live = || async {
-        sessions::list(&h.db, Some("alice"), h.app.config.sessions)
+        sessions::list(&h.db, Some("alice"), h.app.config.sessions, 100)
             .await
             .unwrap()
             .len()

@@ -12,6 +12,7 @@ use super::{Admin, AdminResult, AppState, Named, Params};
 #[serde(deny_unknown_fields)]
 pub struct Filter {
     user: Option<String>,
+    limit: Option<i64>,
 }
 
 /// Authorization: admin scope.
@@ -20,7 +21,10 @@ pub async fn list(
     admin: Admin,
     Params(filter): Params<Filter>,
 ) -> AdminResult {
-    let listed = admin.service(&app).sessions(filter.user.as_deref()).await?;
+    let listed = admin
+        .service(&app)
+        .sessions(filter.user.as_deref(), filter.limit.unwrap_or(100))
+        .await?;
     Ok(Json(listed).into_response())
 }
 
