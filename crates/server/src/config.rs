@@ -642,9 +642,16 @@ impl Config {
     }
 
     /// The listener's limits: the configured ones, or defaults under this
-    /// process's file-descriptor limit with room for the database pool.
+    /// process's file-descriptor limit with room for the database pool
+    /// (three descriptors a connection: SQLite's file, its log and its
+    /// shared memory), PostgreSQL's listener, and the back-channel
+    /// logouts under way at once.
     pub fn listen_limits(&self) -> tessera_listen::Limits {
-        let reserved = usize::try_from(self.max_connections).unwrap_or(usize::MAX);
+        let pool = usize::try_from(self.max_connections).unwrap_or(usize::MAX);
+        let reserved = pool
+            .saturating_mul(3)
+            .saturating_add(1)
+            .saturating_add(crate::signin::backchannel::MOST_AT_ONCE);
         let defaults = tessera_listen::Limits::for_this_process(reserved);
         tessera_listen::Limits {
             header_timeout: self.header_timeout,
@@ -740,6 +747,15 @@ fn network(text: &str) -> Result<ipnet::IpNet, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_listener_leaves_descriptors_for_the_pool_and_outgoing_logouts() {
+        let c = Config::resolve(Overrides::default()).unwrap();
+        // 16 connections of three descriptors, PostgreSQL's listener, 200
+        // back-channel logouts at once.
+        let room = tessera_listen::Limits::for_this_process(16 * 3 + 1 + 200);
+        assert_eq!(c.listen_limits().max_connections, room.max_connections);
+    }
 
     #[test]
     fn zero_configuration_has_working_defaults() {

@@ -275,11 +275,6 @@ impl Background {
 /// How often the back-channel logout queue is looked at.
 const LOGOUT_POLL: Duration = Duration::from_secs(1);
 
-/// Rounds of back-channel logouts under way at once, at most: a round
-/// waits for its slowest client (up to the HTTP timeout), and the rounds
-/// after it go on meanwhile.
-const LOGOUT_ROUNDS: usize = 4;
-
 /// Send back-channel logouts as they come due. Every instance does; each
 /// delivery is taken by one attempt at a time (`store::logouts::claim`).
 /// A client may still get a logout token twice (an acknowledgement lost
@@ -291,7 +286,7 @@ async fn deliver_logouts(app: Arc<App>, http: reqwest::Client) {
     loop {
         ticker.tick().await;
         while rounds.try_join_next().is_some() {}
-        if rounds.len() >= LOGOUT_ROUNDS {
+        if rounds.len() >= crate::signin::backchannel::ROUNDS {
             continue;
         }
         let (app, http) = (Arc::clone(&app), http.clone());

@@ -89,6 +89,16 @@ const LEASE: i64 = 60;
 /// not answer holds up none of the others for longer than the timeout.
 const BATCH: i64 = 50;
 
+/// Rounds of deliveries under way at once, at most (`serve` runs them):
+/// a round waits for its slowest client (up to the HTTP timeout), and
+/// the rounds after it go on meanwhile.
+pub const ROUNDS: usize = 4;
+
+/// Deliveries under way at once, at most ([`ROUNDS`] of `BATCH`): each
+/// holds an outgoing connection, a file descriptor the listener leaves
+/// free (`Config::listen_limits`).
+pub const MOST_AT_ONCE: usize = 200;
+
 /// Send what is due now, side by side; returns how many were delivered.
 /// Each delivery is taken (`store::logouts::claim`) before it is sent, so
 /// across instances each attempt happens once and counts once.
@@ -207,6 +217,14 @@ async fn send(app: &Deliver<'_>, http: &reqwest::Client, delivery: &Delivery, at
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn most_at_once_is_rounds_of_a_batch() {
+        assert_eq!(
+            i64::try_from(MOST_AT_ONCE).unwrap(),
+            i64::try_from(ROUNDS).unwrap() * BATCH
+        );
+    }
 
     #[test]
     fn backoff_doubles_from_five_seconds_to_four_hours() {
