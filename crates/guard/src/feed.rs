@@ -370,6 +370,7 @@ impl RevocationFeedBuilder {
             builder: self,
             token: None,
             endpoints: None,
+            steady: tessera_jose::SteadyClock::new(),
         };
         runtime.spawn(task.run(stop));
         Ok(RevocationFeed {
@@ -449,6 +450,11 @@ struct Subscriber {
     token: Option<(Zeroizing<String>, Instant)>,
     /// The token endpoint and the feed.
     endpoints: Option<(String, String)>,
+    /// The time revocations past their end are forgotten by: it does not
+    /// follow a clock stepped forward, after which events forgotten early
+    /// would be gone for good (the feed resumes past them) once the clock
+    /// is set right.
+    steady: tessera_jose::SteadyClock,
 }
 
 /// The token endpoint's answer, as much as is needed.
@@ -614,7 +620,7 @@ impl Subscriber {
             pending.store(0, Ordering::Relaxed);
             match event.event.as_str() {
                 "ready" => {
-                    let now = tessera_jose::NumericDate::now().seconds();
+                    let now = self.steady.now();
                     match staging.take() {
                         Some(fresh) => {
                             self.shared.change(|set| {
@@ -664,7 +670,7 @@ impl Subscriber {
                 // Any event on a live stream shows the set is current.
                 self.shared.current();
                 if pruned.elapsed() > Duration::from_secs(60) {
-                    let now = tessera_jose::NumericDate::now().seconds();
+                    let now = self.steady.now();
                     self.shared.change(|set| set.prune(now));
                     pruned = Instant::now();
                 }

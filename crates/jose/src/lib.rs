@@ -63,7 +63,7 @@ pub use jwt::claims::{
 };
 pub use jwt::validation::Validation;
 pub use key::{PemKind, Secret, SigningKey, VerifyingKey};
-pub use time::{describe_span, Clock, FixedClock, NumericDate, SystemClock};
+pub use time::{describe_span, Clock, FixedClock, NumericDate, SteadyClock, SystemClock};
 
 // The README's Rust examples run as doctests, so they stay true.
 #[cfg(doctest)]

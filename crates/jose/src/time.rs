@@ -181,6 +181,70 @@ impl Clock for FixedClock {
     }
 }
 
+/// Seconds since the epoch for deciding what to forget (revocations past
+/// their end, expired records): the wall clock, but never further ahead
+/// of where it stood at the last reading than the time that has really
+/// passed since (a monotonic clock). A clock stepped forward (an NTP
+/// correction, a VM resumed with a wrong clock) would otherwise have
+/// things forgotten for good that are needed again once it is set right;
+/// a clock stepped back is followed at once, since forgetting later is
+/// safe. Not for validating tokens: that is [`SystemClock`]'s job.
+#[derive(Clone, Copy, Debug)]
+pub struct SteadyClock {
+    /// The last wall-clock reading followed, and when it was taken.
+    anchor: (i64, std::time::Instant),
+    /// Whether the last reading held a jump back.
+    holding: bool,
+}
+
+impl SteadyClock {
+    /// A clock that starts from the wall clock now.
+    pub fn new() -> SteadyClock {
+        SteadyClock::starting(NumericDate::now().seconds(), std::time::Instant::now())
+    }
+
+    /// A clock whose first reading, `wall`, was taken at `at`.
+    pub fn starting(wall: i64, at: std::time::Instant) -> SteadyClock {
+        SteadyClock {
+            anchor: (wall, at),
+            holding: false,
+        }
+    }
+
+    /// The time now (seconds since the epoch).
+    pub fn now(&mut self) -> i64 {
+        self.at(NumericDate::now().seconds(), std::time::Instant::now())
+    }
+
+    /// The time to act by when the wall clock reads `wall` at `at`.
+    pub fn at(&mut self, wall: i64, at: std::time::Instant) -> i64 {
+        let passed = i64::try_from(at.saturating_duration_since(self.anchor.1).as_secs())
+            .unwrap_or(i64::MAX);
+        let bound = self.anchor.0.saturating_add(passed);
+        // Two seconds of rounding either way are no jump.
+        if wall <= bound.saturating_add(2) {
+            self.anchor = (wall, at);
+            self.holding = false;
+            wall
+        } else {
+            self.holding = true;
+            bound
+        }
+    }
+
+    /// Whether the last reading held back a wall clock that had jumped
+    /// forward.
+    pub fn holding(&self) -> bool {
+        self.holding
+    }
+}
+
+impl Default for SteadyClock {
+    fn default() -> SteadyClock {
+        SteadyClock::new()
+    }
+}
+
 /// "2 days", "14 minutes", "1 second": the largest whole unit of a span.
 pub fn describe_span(secs: i64) -> String {
     let secs = secs.unsigned_abs();
@@ -316,6 +380,26 @@ mod tests {
             behind * 3 < minting_behind,
             "{behind} readings behind, {minting_behind} unadjusted, of {readings}"
         );
+    }
+
+    /// A clock stepped forward is not followed: readings go on by the time
+    /// that has really passed; a clock stepped back is followed at once.
+    #[test]
+    fn a_steady_clock_does_not_follow_a_jump_forward() {
+        let t0 = std::time::Instant::now();
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        let mut steady = SteadyClock::starting(1000, t0);
+        assert_eq!(steady.at(1010, at(10)), 1010);
+        // An hour ahead all at once, ten seconds later.
+        assert_eq!(steady.at(1010 + 10 + 3600, at(20)), 1020);
+        assert!(steady.holding());
+        assert_eq!(steady.at(1010 + 20 + 3600, at(30)), 1030);
+        // A second of rounding is no jump.
+        assert_eq!(steady.at(1041, at(40)), 1041);
+        assert!(!steady.holding());
+        // Stepped back: followed at once.
+        assert_eq!(steady.at(900, at(50)), 900);
+        assert_eq!(steady.at(910, at(60)), 910);
     }
 
     #[test]

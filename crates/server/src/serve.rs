@@ -306,60 +306,15 @@ const PRUNE_EVERY: i64 = 60;
 /// within 2 s).
 const MAX_AHEAD: f64 = 2.0;
 
-/// The time the maintenance deletes and retires by (seconds): the wall
-/// clock, but never further ahead of where it stood at the last reading
-/// than the time that has really passed there (a monotonic clock). A
-/// clock stepped forward (an NTP correction, a VM resumed with a wrong
-/// clock) would otherwise delete in one tick, for good, revocation events,
-/// used assertions and signing keys that are still needed. A clock stepped
-/// back is followed at once: deleting later is safe.
-#[derive(Debug)]
-struct SteadyTime {
-    /// The last wall-clock reading followed, and when it was taken.
-    anchor: (i64, std::time::Instant),
-    /// A jump is being held back (logged once per jump).
-    holding: bool,
-}
-
-impl SteadyTime {
-    fn new(wall: i64, at: std::time::Instant) -> SteadyTime {
-        SteadyTime {
-            anchor: (wall, at),
-            holding: false,
-        }
-    }
-
-    /// The time to act by, the wall clock reading `wall` at `at`.
-    fn at(&mut self, wall: i64, at: std::time::Instant) -> i64 {
-        let passed = i64::try_from(at.saturating_duration_since(self.anchor.1).as_secs())
-            .unwrap_or(i64::MAX);
-        let bound = self.anchor.0.saturating_add(passed);
-        // A second of rounding either way is no jump.
-        if wall <= bound.saturating_add(2) {
-            self.anchor = (wall, at);
-            if self.holding {
-                tracing::info!("the clock is followed again by the maintenance");
-                self.holding = false;
-            }
-            wall
-        } else {
-            if !self.holding {
-                tracing::error!(
-                    jumped_by_secs = wall - bound,
-                    "the wall clock jumped forward: the maintenance deletes by the time that has really passed"
-                );
-                self.holding = true;
-            }
-            bound
-        }
-    }
-}
-
 async fn maintain(db: Db, keys: Arc<Keys>, period: Duration, refresh_grace: i64, keep: Retention) {
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_prune = 0;
-    let mut steady = SteadyTime::new(now(), std::time::Instant::now());
+    // Deletes and retires by a clock that does not follow forward jumps:
+    // one tick by a clock an hour fast would delete for good revocation
+    // events, used assertions and signing keys still needed.
+    let mut steady = tessera_jose::SteadyClock::new();
+    let mut holding_reported = false;
     let mut ahead_reported = false;
     loop {
         ticker.tick().await;
@@ -388,7 +343,19 @@ async fn maintain(db: Db, keys: Arc<Keys>, period: Duration, refresh_grace: i64,
                 continue;
             }
         }
-        let at = steady.at(now(), std::time::Instant::now());
+        let at = steady.now();
+        if steady.holding() != holding_reported {
+            holding_reported = steady.holding();
+            if holding_reported {
+                tracing::error!(
+                    wall = now(),
+                    following = at,
+                    "the wall clock jumped forward: the maintenance deletes by the time that has really passed"
+                );
+            } else {
+                tracing::info!("the clock is followed again by the maintenance");
+            }
+        }
         if let Err(e) = keys.maintain_at(at).await {
             tracing::error!(error = %e, "key maintenance failed");
         }
@@ -414,26 +381,7 @@ async fn maintain(db: Db, keys: Arc<Keys>, period: Duration, refresh_grace: i64,
 
 #[cfg(test)]
 mod tests {
-    use super::{Background, SteadyTime};
-    use std::time::{Duration, Instant};
-
-    /// A clock stepped forward is not followed: the maintenance goes on by
-    /// the time that has really passed; a clock stepped back is followed.
-    #[test]
-    fn the_maintenance_does_not_follow_a_clock_that_jumps_forward() {
-        let t0 = Instant::now();
-        let at = |secs: u64| t0 + Duration::from_secs(secs);
-        let mut steady = SteadyTime::new(1000, t0);
-        assert_eq!(steady.at(1010, at(10)), 1010);
-        // An hour ahead all at once, ten seconds later.
-        assert_eq!(steady.at(1010 + 10 + 3600, at(20)), 1020);
-        assert_eq!(steady.at(1010 + 20 + 3600, at(30)), 1030);
-        // A second of rounding is no jump.
-        assert_eq!(steady.at(1041, at(40)), 1041);
-        // Stepped back: followed at once.
-        assert_eq!(steady.at(900, at(50)), 900);
-        assert_eq!(steady.at(910, at(60)), 910);
-    }
+    use super::Background;
 
     /// On PostgreSQL the maintenance compares this clock with the
     /// database's (here, the same machine's: no difference to speak of).
