@@ -189,7 +189,7 @@ impl Clock for FixedClock {
 /// things forgotten for good that are needed again once it is set right;
 /// a clock stepped back is followed at once, since forgetting later is
 /// safe. Not for validating tokens: that is [`SystemClock`]'s job.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct SteadyClock {
     /// The last wall-clock reading followed, and when it was taken.
     anchor: (i64, std::time::Instant),

@@ -653,16 +653,6 @@ mod tests {
         )
         .await
         .unwrap();
-        let grant = |client_id: &str| Grant {
-            client_id: client_id.into(),
-            user_id: user.id.clone(),
-            sid: "s".into(),
-            redirect_uri: "https://app.example.com/cb".into(),
-            code_challenge: "c".into(),
-            nonce: None,
-            scope: "openid".into(),
-            auth_time: 0,
-        };
         // All queued before the writer starts: one group.
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         let mut answers = Vec::new();
@@ -673,7 +663,7 @@ mod tests {
             let (done, answer) = tokio::sync::oneshot::channel();
             let code = NewCode {
                 hash: vec![u8::try_from(i).unwrap(); 32],
-                grant: grant(client_id),
+                grant: grant(client_id, &user.id),
                 at: now(),
                 request: None,
             };
@@ -697,17 +687,22 @@ mod tests {
         }
     }
 
-    fn spent(code: u8, client: &str) -> (Vec<u8>, Spent) {
-        let grant = Grant {
-            client_id: client.into(),
-            user_id: "u".into(),
+    /// A code's binding for `client_id` and `user_id`.
+    fn grant(client_id: &str, user_id: &str) -> Grant {
+        Grant {
+            client_id: client_id.into(),
+            user_id: user_id.into(),
             sid: "s".into(),
             redirect_uri: "https://app.example.com/cb".into(),
             code_challenge: "c".into(),
             nonce: None,
             scope: "openid".into(),
             auth_time: 0,
-        };
+        }
+    }
+
+    fn spent(code: u8, client: &str) -> (Vec<u8>, Spent) {
+        let grant = grant(client, "u");
         (
             vec![code; 32],
             Spent {
