@@ -50,7 +50,7 @@ pub struct AccessClaims {
 /// How far ahead of this instance another instance's clock may be when
 /// it mints a token (`iat`, `nbf`): docs/server.md asks for clocks within
 /// 2 s; this allows some more.
-const INSTANCE_SKEW: Duration = Duration::from_secs(5);
+pub(crate) const INSTANCE_SKEW: Duration = Duration::from_secs(5);
 
 /// A verified access token of this server.
 pub type AccessToken = Arc<tessera_jose::Token<AccessClaims>>;

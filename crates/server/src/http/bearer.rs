@@ -9,8 +9,11 @@ use tessera_guard::{AccessToken, Guard, Keys};
 use super::App;
 
 /// A guard for this server's access tokens: its live keys, its issuer,
-/// `at+jwt` (the guard's default), any audience, no leeway, no cache (the
-/// callers check each token's standing anyway).
+/// `at+jwt` (the guard's default), any audience, no cache (the callers
+/// check each token's standing anyway). The leeway is the one access
+/// tokens get everywhere in this server (a token minted by an instance a
+/// little ahead has an `iat` in this one's future); [`still_standing`]
+/// holds `exp` exactly.
 pub(crate) fn own_guard(app: &App) -> Result<Guard, tessera_jose::Error> {
     let keys = Arc::clone(&app.keys);
     let ring = move |_kid: Option<&str>| {
@@ -19,15 +22,20 @@ pub(crate) fn own_guard(app: &App) -> Result<Guard, tessera_jose::Error> {
     };
     Guard::builder(app.config.issuer.clone(), "", Keys::provider(ring))
         .any_audience()
-        .leeway(std::time::Duration::ZERO)
+        .leeway(crate::access::INSTANCE_SKEW)
         .cache_size(0)
         .build()
 }
 
-/// Whether a token the guard verified still stands: not revoked, its
-/// client still there and, for a user's token, its user there and enabled
+/// Whether a token the guard verified still stands: not expired (by this
+/// instance's clock, without the guard's leeway), not revoked, its client
+/// still there and, for a user's token, its user there and enabled
 /// (`access.rs`'s check).
 pub(crate) async fn still_standing(app: &App, token: &AccessToken) -> Result<bool, crate::Error> {
+    let now = tessera_jose::Clock::now(&tessera_jose::SystemClock);
+    if token.expires_at().is_none_or(|exp| exp <= now) {
+        return Ok(false);
+    }
     let claims = tessera_guard::revocation::Revocable::from_claims(token.claims());
     let standing = app.access.standing(&app.db, &app.clients, claims).await?;
     Ok(standing.is_some())

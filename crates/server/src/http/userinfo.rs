@@ -1,11 +1,16 @@
 //! `GET`/`POST /oauth2/userinfo` (OpenID Connect Core §5.3): the standard
 //! claims of the token's user for its granted scopes. Any access token of
 //! this server carrying `openid` is accepted, whatever its audience;
-//! refusals are `tessera-guard`'s RFC 6750 answers.
+//! refusals are `tessera-guard`'s RFC 6750 answers. The token comes in the
+//! `Authorization` header or, in a `POST`, as the form parameter
+//! `access_token` (RFC 6750 §2.2, which OpenID Connect Core §5.3.1 names).
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -21,7 +26,8 @@ pub fn routes(app: &App) -> Router<Arc<App>> {
         Ok(guard) => Router::new()
             .route("/oauth2/userinfo", get(userinfo).post(userinfo))
             .layer(RequireScope::any(["openid"]))
-            .layer(GuardLayer::new(guard)),
+            .layer(GuardLayer::new(guard))
+            .layer(axum::middleware::from_fn(token_from_body)),
         Err(e) => {
             tracing::error!(error = %e, "userinfo disabled: its guard could not be built");
             Router::new()
@@ -68,4 +74,70 @@ async fn userinfo(State(app): State<Arc<App>>, token: AccessToken) -> Response {
         }
     }
     super::token::no_store(Json(Value::Object(claims)))
+}
+
+/// A `POST` whose form body carries `access_token` (RFC 6750 §2.2) goes
+/// on to the guard as if the token were in the `Authorization` header.
+/// A token in both places, or twice in the body, is refused
+/// (`invalid_request`, RFC 6750 §3.1: one method per request). Other
+/// bodies, and other form parameters, are left alone.
+async fn token_from_body(request: Request, next: Next) -> Response {
+    let is_form = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| {
+            media
+                .trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    if request.method() != Method::POST || !is_form {
+        return next.run(request).await;
+    }
+    let (mut parts, body) = request.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, super::BODY_LIMIT).await else {
+        return invalid_request("the request body could not be read");
+    };
+    let pairs = match super::form::strict_pairs(&body) {
+        Ok(pairs) => pairs,
+        Err(e) => return invalid_request(&e.description),
+    };
+    let mut tokens = pairs.iter().filter(|(name, _)| name == "access_token");
+    let token = match (tokens.next(), tokens.next()) {
+        (None, _) => None,
+        (Some((_, token)), None) => Some(token),
+        (Some(_), Some(_)) => return invalid_request("access_token is given more than once"),
+    };
+    if let Some(token) = token {
+        if parts.headers.contains_key(header::AUTHORIZATION) {
+            return invalid_request(
+                "the access token is given both in the Authorization header and in the body",
+            );
+        }
+        let Ok(value) = HeaderValue::from_str(&format!("Bearer {token}")) else {
+            return invalid_request("the access token holds characters no token has");
+        };
+        parts.headers.insert(header::AUTHORIZATION, value);
+    }
+    next.run(Request::from_parts(parts, Body::from(body))).await
+}
+
+/// RFC 6750 §3.1 `invalid_request` (400).
+fn invalid_request(description: &str) -> Response {
+    let challenge = format!(
+        "Bearer error=\"invalid_request\", error_description=\"{}\"",
+        description.replace(['"', '\\'], "'")
+    );
+    let mut response = (
+        StatusCode::BAD_REQUEST,
+        Json(json!({ "error": "invalid_request", "error_description": description })),
+    )
+        .into_response();
+    if let Ok(value) = HeaderValue::from_str(&challenge) {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, value);
+    }
+    response
 }

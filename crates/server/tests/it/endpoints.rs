@@ -13,6 +13,7 @@ both_backends!(
     discovery_lists_what_the_server_supports,
     single_page_apps_reach_the_token_endpoints_and_nothing_else,
     a_token_from_an_instance_a_little_ahead_is_known_and_revocable,
+    userinfo_takes_the_token_from_a_form_body_once,
     health_readiness_and_metrics,
     a_feed_ends_when_its_instance_stops_reading_the_log,
     a_feed_cursor_naming_another_event_starts_over,
@@ -548,6 +549,53 @@ async fn a_token_from_an_instance_a_little_ahead_is_known_and_revocable(backend:
     };
     let ahead = mint(now + 2);
     assert!(h.active(&ahead, (&rs.0, &rs.1)).await);
+    // This server's own APIs take it too (userinfo, the admin API), and
+    // still hold `exp` exactly.
+    let user = h.user("alice", "correct horse battery", "openid").await;
+    let admin = h
+        .client(&[GrantType::ClientCredentials], "tessera:admin")
+        .await;
+    let own = |at: i64, client_id: &str, subject: &str, scope: &str| {
+        h.app
+            .access
+            .mint(
+                tessera_server::access::Mint {
+                    client_id,
+                    subject,
+                    audience: vec![ISSUER.to_owned()],
+                    scope: scope.into(),
+                    auth_time: None,
+                    ttl: std::time::Duration::from_secs(300),
+                    sid: None,
+                    jti: None,
+                },
+                at,
+            )
+            .unwrap()
+            .token
+    };
+    let bearer = |path: &str, token: String| {
+        h.send(
+            axum::http::Request::get(path)
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+    };
+    for (path, client_id, subject, scope) in [
+        ("/oauth2/userinfo", id.as_str(), user.as_str(), "openid"),
+        (
+            "/admin/clients",
+            admin.0.as_str(),
+            admin.0.as_str(),
+            "tessera:admin",
+        ),
+    ] {
+        let r = bearer(path, own(now + 2, client_id, subject, scope)).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.text);
+        let r = bearer(path, own(now - 301, client_id, subject, scope)).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{path}: expired");
+    }
     assert!(
         !h.active(&mint(now + 60), (&rs.0, &rs.1)).await,
         "an hour's skew is not a little"
@@ -559,6 +607,77 @@ async fn a_token_from_an_instance_a_little_ahead_is_known_and_revocable(backend:
     assert_eq!(r.status, StatusCode::OK);
     h.app.access.revoked().sync(&h.db).await.unwrap();
     assert!(!h.active(&ahead, (&rs.0, &rs.1)).await, "revoked");
+    h.finish().await;
+}
+
+/// `POST /oauth2/userinfo` with the token as the form parameter
+/// `access_token` (RFC 6750 §2.2; the OpenID conformance suite's
+/// `oidcc-userinfo-post-body`) answers as with the header; a token in
+/// both places, or twice, is `invalid_request`, and a bad one in the body
+/// is refused as in the header.
+async fn userinfo_takes_the_token_from_a_form_body_once(backend: Backend) {
+    use axum::body::Body;
+    use axum::http::Request;
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let (id, _) = h.client(&[GrantType::ClientCredentials], "openid").await;
+    let user = h.user("alice", "correct horse battery", "openid").await;
+    let token = h
+        .app
+        .access
+        .mint(
+            tessera_server::access::Mint {
+                client_id: &id,
+                subject: &user,
+                audience: vec![ISSUER.to_owned()],
+                scope: "openid".into(),
+                auth_time: None,
+                ttl: std::time::Duration::from_secs(300),
+                sid: None,
+                jti: None,
+            },
+            tessera_server::store::now(),
+        )
+        .unwrap()
+        .token;
+    let post = |body: String, header_token: Option<&str>| {
+        let mut request = Request::post("/oauth2/userinfo").header(
+            header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded; charset=UTF-8",
+        );
+        if let Some(t) = header_token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        h.send(request.body(Body::from(body)).unwrap())
+    };
+    let r = post(format!("access_token={token}"), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["sub"], user.as_str());
+    assert_eq!(r.headers[header::CACHE_CONTROL], "no-store");
+
+    let both = post(format!("access_token={token}"), Some(&token)).await;
+    assert_eq!(both.status, StatusCode::BAD_REQUEST, "{}", both.text);
+    assert_eq!(both.json["error"], "invalid_request");
+    assert!(both.headers[header::WWW_AUTHENTICATE]
+        .to_str()
+        .unwrap()
+        .starts_with("Bearer error=\"invalid_request\""));
+    let twice = post(format!("access_token={token}&access_token={token}"), None).await;
+    assert_eq!(twice.status, StatusCode::BAD_REQUEST);
+    assert_eq!(twice.json["error"], "invalid_request");
+
+    let mut forged = token.clone();
+    forged.pop();
+    forged.push(if token.ends_with('A') { 'B' } else { 'A' });
+    let bad = post(format!("access_token={forged}"), None).await;
+    assert_eq!(bad.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(bad.json["error"], "invalid_token");
+    // A body without the parameter: as before, the header or nothing.
+    let none = post("other=1".into(), None).await;
+    assert_eq!(none.status, StatusCode::UNAUTHORIZED);
+    let header_only = post("other=1".into(), Some(&token)).await;
+    assert_eq!(header_only.status, StatusCode::OK);
     h.finish().await;
 }
 
