@@ -252,6 +252,11 @@ pub struct Revocations {
     /// Told of every client a sync finds cut off, whichever sync reads
     /// the event first (the follower's, or one after a revocation here).
     on_client_cut: std::sync::OnceLock<ClientCutHook>,
+    /// What expired events are forgotten by: a clock that does not follow
+    /// a jump forward. Forgotten by a clock an hour fast, events still
+    /// needed would be gone for good (syncs read on past them), and once
+    /// the clock is set right the tokens they revoked would pass again.
+    forget_by: std::sync::Mutex<tessera_jose::SteadyClock>,
 }
 
 /// What [`Revocations::when_client_cut`] calls.
@@ -284,13 +289,7 @@ const PRUNED_KEPT: usize = 4096;
 
 impl Default for Revocations {
     fn default() -> Revocations {
-        Revocations {
-            log: RwLock::default(),
-            latest: tokio::sync::watch::channel(0).0,
-            syncing: tokio::sync::Mutex::new(()),
-            synced: std::sync::Mutex::new(None),
-            on_client_cut: std::sync::OnceLock::new(),
-        }
+        Revocations::forgetting_by(tessera_jose::SteadyClock::new())
     }
 }
 
@@ -316,6 +315,19 @@ pub struct Since {
 }
 
 impl Revocations {
+    /// An empty copy of the log that forgets expired events by `clock`
+    /// (the default: a [`tessera_jose::SteadyClock`] starting now).
+    pub fn forgetting_by(clock: tessera_jose::SteadyClock) -> Revocations {
+        Revocations {
+            log: RwLock::default(),
+            latest: tokio::sync::watch::channel(0).0,
+            syncing: tokio::sync::Mutex::new(()),
+            synced: std::sync::Mutex::new(None),
+            on_client_cut: std::sync::OnceLock::new(),
+            forget_by: std::sync::Mutex::new(clock),
+        }
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Log> {
         self.log.read().unwrap_or_else(|p| p.into_inner())
     }
@@ -502,7 +514,11 @@ impl Revocations {
         // Current as of when the reading began.
         let started = std::time::Instant::now();
         let mut cut_clients = Vec::new();
-        let now = crate::store::now();
+        let now = self
+            .forget_by
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .now();
         // A restored log is read again from the start into a copy of its
         // own, which replaces this one only once complete: the set in use
         // meanwhile still refuses what it refused.

@@ -24,6 +24,7 @@ both_backends!(
     refused_refreshes_change_nothing,
     successors_never_outlive_their_family,
     revocations_and_assertions_are_remembered_until_they_expire,
+    a_clock_jumped_forward_forgets_no_revocation_still_needed,
     concurrent_revocations_are_never_skipped_by_a_follower,
     keys_rotate_announce_and_retire,
     instances_rotating_at_once_store_one_key,
@@ -1445,6 +1446,34 @@ async fn refused_refreshes_change_nothing(backend: Backend) {
         Some(fam.clone())
     );
     assert_eq!(refresh::live_tokens(&h.db, &fam).await.unwrap(), 0);
+    h.finish().await;
+}
+
+/// An instance whose clock jumped an hour forward after it started keeps
+/// the events its log still holds: forgotten by that clock, they would be
+/// gone for good (syncs read on past them), and the tokens they revoked
+/// would pass again once the clock is set right.
+async fn a_clock_jumped_forward_forgets_no_revocation_still_needed(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let now = tessera_server::store::now();
+    // Past by the clock that jumped, not by the hour the instance has run.
+    let here = revocation::Revocations::default();
+    here.revoke_token(&h.db, "jti-needed", now - 1800)
+        .await
+        .unwrap();
+    let jumped = revocation::Revocations::forgetting_by(tessera_jose::SteadyClock::starting(
+        now - 3600,
+        std::time::Instant::now(),
+    ));
+    jumped.sync(&h.db).await.unwrap();
+    assert!(jumped.refuses(jti("jti-needed")), "still needed: kept");
+    // By the wall clock, it is over (the same log, read by a clock that
+    // did not jump).
+    let right = revocation::Revocations::default();
+    right.sync(&h.db).await.unwrap();
+    assert!(!right.refuses(jti("jti-needed")));
     h.finish().await;
 }
 
