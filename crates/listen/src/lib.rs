@@ -8,9 +8,13 @@
 //!   and is also the keep-alive idle timeout (hyper starts the same timer
 //!   while a kept-alive connection waits for its next request);
 //! - **request timeout**: a request (reading its body included) must be
-//!   answered within [`Limits::request_timeout`], or it is answered `408`
-//!   and its connection closed: a body trickled a byte at a time cannot
-//!   hold a connection open;
+//!   answered within [`Limits::request_timeout`], or its connection is
+//!   closed after a last answer: `408` when its body had not all arrived
+//!   (a body trickled a byte at a time cannot hold a connection open; the
+//!   request was never acted on, and HTTP clients may send it again), `503`
+//!   when it had (the handler was slow: it may have acted, and `408` would
+//!   invite clients to send again, which OkHttp and browsers do on their
+//!   own — a refresh token presented twice ends its whole family);
 //! - **send timeout**: a write to the client may wait at most
 //!   [`Limits::send_timeout`] for the client to take bytes, or the
 //!   connection is closed: a client that never reads its response (a zero
@@ -45,8 +49,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ConnectInfo;
-use axum::http::StatusCode;
+use axum::body::{Body, HttpBody};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -54,7 +61,6 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
-use tower_http::timeout::TimeoutLayer;
 
 /// File descriptors kept free for everything but client connections: the
 /// database's connections, its files, logs, outgoing requests.
@@ -140,9 +146,9 @@ pub async fn serve(
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let router = router.layer(TimeoutLayer::with_status_code(
-        StatusCode::REQUEST_TIMEOUT,
+    let router = router.layer(axum::middleware::from_fn_with_state(
         limits.request_timeout,
+        answer_within,
     ));
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
@@ -240,5 +246,63 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = interrupt => {}
         () = terminate => {}
+    }
+}
+
+/// The request timeout (see the crate docs): `408` for a request whose
+/// body had not all arrived, `503` for one whose handler was slow; either
+/// way the connection is closed after it.
+async fn answer_within(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let arrived = Arc::new(std::sync::atomic::AtomicBool::new(body.is_end_stream()));
+    let body = Body::new(Arrival {
+        body,
+        arrived: Arc::clone(&arrived),
+    });
+    match tokio::time::timeout(limit, next.run(Request::from_parts(parts, body))).await {
+        Ok(response) => response,
+        Err(_) => {
+            let status = if arrived.load(std::sync::atomic::Ordering::Acquire) {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::REQUEST_TIMEOUT
+            };
+            let mut response = status.into_response();
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
+        }
+    }
+}
+
+/// A request body that records when all of it has arrived.
+struct Arrival {
+    body: Body,
+    arrived: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl HttpBody for Arrival {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        if matches!(polled, std::task::Poll::Ready(None)) || self.body.is_end_stream() {
+            self.arrived
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }

@@ -24,6 +24,13 @@ async fn start(limits: Limits) -> SocketAddr {
             get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() }),
         )
         .route("/echo", post(|body: Bytes| async move { body }))
+        .route(
+            "/slow",
+            post(|body: Bytes| async move {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                body
+            }),
+        )
         .route("/big", get(|| async { vec![b'x'; BIG] }));
     tokio::spawn(serve(listener, router, limits, std::future::pending()));
     address
@@ -168,6 +175,28 @@ async fn a_trickled_body_gets_408() {
     }
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("connection: close"), "{answer}");
+}
+
+/// A request that arrived whole but whose handler is slow gets `503`, not
+/// `408`: the handler may have acted, and HTTP clients send a `408`'s
+/// request again on their own. The connection is closed after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_handler_gets_503_not_408() {
+    let address = start(limits(2, 1, 100)).await;
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    stream
+        .write_all(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+        .await
+        .expect("the connection is closed after the answer")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("connection: close"), "{answer}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

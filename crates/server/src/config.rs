@@ -48,7 +48,7 @@
 //!
 //! [http]
 //! header_timeout = "30s"    # headers of each request; also the keep-alive idle timeout
-//! request_timeout = "30s"   # a whole request, body included, then 408
+//! request_timeout = "30s"   # a whole request, body included, then 408 (503 if the body was all in)
 //! max_connections = 4000    # default: the file-descriptor limit less headroom
 //! trusted_proxies = ["10.0.0.0/8"]  # load balancers whose X-Forwarded-For is believed
 //! ```
