@@ -19,8 +19,8 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Extension, Query, State};
-use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::extract::{Extension, State};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
 use url::Url;
 
@@ -48,10 +48,10 @@ pub async fn end_session(
     Extension(pages): Extension<SharedPages>,
     method: Method,
     headers: HeaderMap,
-    query: Query<Vec<(String, String)>>,
+    uri: Uri,
     body: Bytes,
 ) -> Response {
-    let params = match super::page_params::of_query_or_body(&method, &query.0, &body) {
+    let params = match super::page_params::of_query_or_body(&method, &uri, &body) {
         Ok(p) => p,
         Err(why) => return bad_request(&pages, &why),
     };

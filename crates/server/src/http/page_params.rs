@@ -4,27 +4,27 @@
 use axum::body::Bytes;
 use axum::extract::Request;
 use axum::http::request::Parts;
-use axum::http::Method;
+use axum::http::{Method, Uri};
 
 use super::client_address::ClientAddress;
 use super::form::OAuthForm;
 
 /// The parameters of a `GET` (its query) or a `POST` (its form body), as
-/// the authorization and logout endpoints take either.
+/// the authorization and logout endpoints take either: both read by the
+/// same strict rules, from the bytes sent (a query decoded leniently
+/// first would turn a broken escape into text and bytes that are not
+/// UTF-8 into U+FFFD, so two different values could arrive as one).
 pub(crate) fn of_query_or_body(
     method: &Method,
-    query: &[(String, String)],
+    uri: &Uri,
     body: &Bytes,
 ) -> Result<OAuthForm, String> {
-    let raw = if method == Method::POST {
-        body.to_vec()
+    let raw: &[u8] = if method == Method::POST {
+        body
     } else {
-        form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(query.iter())
-            .finish()
-            .into_bytes()
+        uri.query().unwrap_or_default().as_bytes()
     };
-    OAuthForm::parse(&raw, None, None).map_err(|e| e.description)
+    OAuthForm::parse(raw, None, None).map_err(|e| e.description)
 }
 
 /// A page's form `POST`: the request's parts and its fields (with the

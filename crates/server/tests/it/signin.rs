@@ -1017,7 +1017,46 @@ both_backends!(
     an_id_token_hint_naming_another_user_needs_a_login,
     prompt_none_and_logout_attacks,
     discovery_names_what_is_there,
+    query_parameters_are_read_as_strictly_as_forms,
 );
+
+/// A query is read by the form body's rules: a broken escape, or escapes
+/// that spell no UTF-8, get an error page, the same in a `GET` as in a
+/// `POST` (decoded leniently, `%FF` and `%FE` both arrived as U+FFFD and
+/// were sent back to the client as such).
+async fn query_parameters_are_read_as_strictly_as_forms(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let s = setup(&h, "Shop", true).await;
+    let mut b = Browser::default();
+    let good = b.get(&h, &authorize_url(&s.client_id, &[])).await;
+    assert_eq!(good.status, StatusCode::SEE_OTHER);
+    for bad in ["%FF", "%zz", "%"] {
+        let url = format!("{}&extra={bad}", authorize_url(&s.client_id, &[]));
+        let r = b.get(&h, &url).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {:?}", r.headers);
+        assert!(r.headers.get(header::LOCATION).is_none());
+        let posted = h
+            .send(
+                Request::post("/oauth2/authorize")
+                    .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .header(header::COOKIE, b.cookie_header())
+                    .body(Body::from(url.split_once('?').unwrap().1.to_owned()))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(posted.status, StatusCode::BAD_REQUEST, "POST {bad}");
+        let logout = b
+            .get(
+                &h,
+                &format!("/oauth2/logout?client_id={}&state={bad}", s.client_id),
+            )
+            .await;
+        assert_eq!(logout.status, StatusCode::BAD_REQUEST, "logout {bad}");
+    }
+    h.finish().await;
+}
 
 async fn prompt_max_age_login_hint_and_form_post(backend: Backend) {
     let Some(h) = Harness::new(backend).await else {
