@@ -8,20 +8,38 @@ use tessera_guard::{AccessToken, Guard, Keys};
 
 use super::App;
 
+/// Which audiences one of this server's APIs takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Audience {
+    /// Tokens for any audience (userinfo, as OpenID Connect has it: a
+    /// client's token for its API reads its user's claims; the revocation
+    /// feed, which resource servers read with their own tokens).
+    Any,
+    /// Only tokens whose `aud` names this server's issuer (the admin API:
+    /// a token a client got for its API, replayed by that API or by
+    /// whatever sees its requests, must not administer this server; RFC
+    /// 9068 §4).
+    Issuer,
+}
+
 /// A guard for this server's access tokens: its live keys, its issuer,
-/// `at+jwt` (the guard's default), any audience, no cache (the callers
-/// check each token's standing anyway). The leeway is the one access
-/// tokens get everywhere in this server (a token minted by an instance a
-/// little ahead has an `iat` in this one's future); [`still_standing`]
-/// holds `exp` exactly.
-pub(crate) fn own_guard(app: &App) -> Result<Guard, tessera_jose::Error> {
+/// `at+jwt` (the guard's default), the `audience` given, no cache (the
+/// callers check each token's standing anyway). The leeway is the one
+/// access tokens get everywhere in this server (a token minted by an
+/// instance a little ahead has an `iat` in this one's future);
+/// [`still_standing`] holds `exp` exactly.
+pub(crate) fn own_guard(app: &App, audience: Audience) -> Result<Guard, tessera_jose::Error> {
     let keys = Arc::clone(&app.keys);
     let ring = move |_kid: Option<&str>| {
         let set = keys.verifying_keys();
         async move { Ok::<_, tessera_guard::KeysUnavailable>(set) }
     };
-    Guard::builder(app.config.issuer.clone(), "", Keys::provider(ring))
-        .any_audience()
+    let issuer = app.config.issuer.clone();
+    let builder = match audience {
+        Audience::Any => Guard::builder(issuer, "", Keys::provider(ring)).any_audience(),
+        Audience::Issuer => Guard::builder(issuer.clone(), issuer, Keys::provider(ring)),
+    };
+    builder
         .leeway(crate::access::INSTANCE_SKEW)
         .cache_size(0)
         .build()

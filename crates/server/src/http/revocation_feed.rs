@@ -73,7 +73,7 @@ const BATCH: usize = 1000;
 
 /// The route, behind the guard and the feed's scope.
 pub fn routes(app: &App) -> Router<Arc<App>> {
-    match super::bearer::own_guard(app) {
+    match super::bearer::own_guard(app, super::bearer::Audience::Any) {
         Ok(guard) => Router::new()
             .route("/oauth2/revocations", get(feed))
             .layer(RequireScope::any([FEED_SCOPE]))

@@ -22,7 +22,7 @@ use crate::store::users;
 
 /// The route, behind the guard and the `openid` scope.
 pub fn routes(app: &App) -> Router<Arc<App>> {
-    match super::bearer::own_guard(app) {
+    match super::bearer::own_guard(app, super::bearer::Audience::Any) {
         Ok(guard) => Router::new()
             .route("/oauth2/userinfo", get(userinfo).post(userinfo))
             .layer(RequireScope::any(["openid"]))

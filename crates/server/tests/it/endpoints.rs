@@ -1035,6 +1035,34 @@ mod admin_api {
 
         let r = call(&h, Method::GET, "/admin/users", Some("not.a.token"), None).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        // A token a client got for its own API, replayed by that API, does
+        // not administer this server, whatever its scope (RFC 9068 §4);
+        // with the issuer among its audiences, it does.
+        for (audiences, status) in [
+            (vec!["store-api".to_owned()], StatusCode::UNAUTHORIZED),
+            (
+                vec!["store-api".to_owned(), crate::ISSUER.to_owned()],
+                StatusCode::OK,
+            ),
+        ] {
+            let added = tessera_server::store::clients::add(
+                &h.db,
+                tessera_server::store::clients::NewClient {
+                    name: "ops".into(),
+                    grants: vec![GrantType::ClientCredentials],
+                    scopes: tessera_server::store::Scopes::parse("tessera:admin").unwrap(),
+                    audiences: audiences.clone(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+            let for_api = h
+                .client_credentials_token(&added.client_id, added.client_secret.unwrap().as_ref())
+                .await;
+            let r = call(&h, Method::GET, "/admin/users", Some(&for_api), None).await;
+            assert_eq!(r.status, status, "{audiences:?}: {}", r.text);
+        }
         // Parameters that cannot be read get the API's JSON errors, as a
         // malformed body does.
         // Session lists are bounded: `limit` (default 100, at most 1,000).

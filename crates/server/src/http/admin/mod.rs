@@ -31,10 +31,11 @@ pub const ADMIN_SCOPE: &str = "tessera:admin";
 pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// The admin routes: every one but the OpenAPI document behind
-/// `GuardLayer` (this server's live keys, its issuer, `at+jwt`, no leeway,
-/// any audience, no cache: admin calls are rare) and `RequireScope`.
+/// `GuardLayer` (this server's live keys, its issuer, `at+jwt`, tokens
+/// whose audience names the issuer, no cache: admin calls are rare) and
+/// `RequireScope`.
 pub fn routes(app: &App) -> Router<Arc<App>> {
-    let guard = super::bearer::own_guard(app);
+    let guard = super::bearer::own_guard(app, super::bearer::Audience::Issuer);
     let protected = Router::new()
         .route("/admin/users", get(users::list).post(users::add))
         .route(
