@@ -374,6 +374,7 @@ async fn admin_parts(
 /// `tessera user …`.
 pub fn user(server: &ServerArgs, command: UserCommand) -> Result<(), Failure> {
     let config = server.config()?;
+    database_for(&config, matches!(command, UserCommand::Add { .. }))?;
     runtime()?.block_on(async move {
         let (db, passwords) = admin_parts(&config).await?;
         let admin = service(&db, &passwords, &config);
@@ -457,6 +458,7 @@ pub fn session(server: &ServerArgs, command: SessionCommand) -> Result<(), Failu
 /// `tessera client …`.
 pub fn client(server: &ServerArgs, command: ClientCommand) -> Result<(), Failure> {
     let config = server.config()?;
+    database_for(&config, matches!(command, ClientCommand::Add { .. }))?;
     runtime()?.block_on(async move {
         let (db, passwords) = admin_parts(&config).await?;
         let admin = service(&db, &passwords, &config);
@@ -637,6 +639,24 @@ fn print_keys(
 
 /// Refuse, for a SQLite database that does not exist, rather than make
 /// one (a read must not create the data directory).
+/// Before a `user` or `client` command: one that adds may make the
+/// database (the README's first steps do, before the server ever ran) and
+/// says so on stderr, in case the server's data directory is elsewhere;
+/// any other needs the database there (pointed at the wrong directory,
+/// `list` would show nothing and `delete` find nothing, both in a new
+/// empty database).
+fn database_for(config: &Config, adds: bool) -> Result<(), Failure> {
+    if !adds {
+        return require_database(config);
+    }
+    if let Some(path) = config.database_url.strip_prefix("sqlite://") {
+        if !std::path::Path::new(path).exists() {
+            eprintln!("tessera: no database at {path} yet: making a new one (is the server's --data-dir elsewhere?)");
+        }
+    }
+    Ok(())
+}
+
 fn require_database(config: &Config) -> Result<(), Failure> {
     if let Some(path) = config.database_url.strip_prefix("sqlite://") {
         if !std::path::Path::new(path).is_file() {

@@ -1206,6 +1206,54 @@ fn keys_list_only_reads() {
     assert_eq!(again, listed, "a listing changed the keys");
 }
 
+/// Pointed at a directory without the server's database, a command that
+/// reads or changes users or clients says so (before, it made a new empty
+/// database there: `list` showed nothing and exited 0); one that adds
+/// makes it (the README's first steps), and says so on stderr.
+#[test]
+fn user_and_client_commands_other_than_add_need_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for args in [
+        &["user", "list"][..],
+        &["user", "delete", "bob"],
+        &["user", "disable", "bob"],
+        &["client", "list"],
+        &["client", "delete", "c"],
+        &["client", "rotate-secret", "c"],
+    ] {
+        let out = assert_cmd::Command::new(binary())
+            .current_dir(d)
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("no database at"),
+            "{args:?}"
+        );
+        assert!(!d.join("tessera-data").exists(), "{args:?} made a database");
+    }
+    let out = assert_cmd::Command::new(binary())
+        .current_dir(d)
+        .args(["client", "add", "demo", "--scope", "read"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("making a new one"));
+    assert!(d.join("tessera-data/tessera.db").is_file());
+    let listed = admin(d, &["client", "list"], None, &[]);
+    assert!(listed.contains("demo"), "{listed}");
+    // Once it is there, adding says nothing of it.
+    let out = assert_cmd::Command::new(binary())
+        .current_dir(d)
+        .args(["client", "add", "other", "--scope", "read"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("making a new one"));
+}
+
 #[test]
 fn a_database_url_with_a_password_is_refused_on_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
