@@ -370,6 +370,17 @@ impl Config {
                 "issuer {issuer:?} must be an http(s) URL without query or fragment (RFC 8414 §2)"
             )));
         }
+        // The endpoints and the pages' links are at the root of the
+        // issuer's origin: behind a path, the sign-in pages would send
+        // people (and their pending requests) out of it.
+        match url::Url::parse(&issuer) {
+            Ok(url) if url.host_str().is_some() && url.path() == "/" => {}
+            _ => {
+                return Err(Error::Config(format!(
+                    "issuer {issuer:?} must be an origin, with no path: the server's endpoints and pages are at its root (give it a host name or port of its own)"
+                )))
+            }
+        }
         let database_url = overrides
             .database_url
             .or(file.database_url)
@@ -916,6 +927,8 @@ mod tests {
             ("[keys]\nalgorithm = \"HS256\"\n", "asymmetric"),
             ("[keys]\nalgorithm = \"none\"\n", "keys.algorithm"),
             ("issuer = \"auth.example.com\"\n", "http(s) URL"),
+            ("issuer = \"https://example.com/auth\"\n", "no path"),
+            ("issuer = \"https://example.com/auth/\"\n", "no path"),
             ("listen = \"localhost\"\n", "listen"),
             ("[http]\nheader_timeout = \"0s\"\n", "http.header_timeout"),
             ("[http]\nmax_connections = 0\n", "http.max_connections"),
