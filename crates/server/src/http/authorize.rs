@@ -307,7 +307,10 @@ pub(crate) async fn issue(
 pub(crate) fn respond_error(app: &App, pages: &SharedPages, e: &ErrorResponse) -> Response {
     let mut fields = vec![("error", e.error.to_owned())];
     if !e.description.is_empty() {
-        fields.push(("error_description", e.description.clone()));
+        fields.push((
+            "error_description",
+            super::error::description_text(&e.description),
+        ));
     }
     if let Some(state) = &e.state {
         fields.push(("state", state.clone()));

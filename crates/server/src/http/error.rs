@@ -159,9 +159,10 @@ impl From<crate::Error> for OAuthError {
 
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
+        let description = description_text(&self.description);
         let body = Body {
             error: self.code,
-            error_description: &self.description,
+            error_description: &description,
         };
         let mut response = (self.status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
@@ -179,6 +180,32 @@ impl IntoResponse for OAuthError {
         response.extensions_mut().insert(FailureReason(self.code));
         response
     }
+}
+
+/// Longest `error_description` sent, in characters.
+const DESCRIPTION_MAX: usize = 256;
+
+/// An `error_description` as RFC 6749 §4.1.2.1 and §5.2 allow it: printable
+/// ASCII without `"` and `\` (`'` and `/` stand in for them, `?` for
+/// anything else), at most [`DESCRIPTION_MAX`] characters. Descriptions
+/// may quote what the request sent (an unsupported `response_type`), and
+/// what reaches the client, and perhaps its user, must not say more.
+pub(crate) fn description_text(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .map(|c| match c {
+            '"' => '\'',
+            '\\' => '/',
+            ' '..='~' => c,
+            _ => '?',
+        })
+        .take(DESCRIPTION_MAX)
+        .collect();
+    if text.chars().nth(DESCRIPTION_MAX).is_some() {
+        out.truncate(DESCRIPTION_MAX - 3);
+        out.push_str("...");
+    }
+    out
 }
 
 /// A refused client authentication, answered as RFC 6749 §5.2 says: a
@@ -216,5 +243,23 @@ impl From<crate::grant::Refusal> for OAuthError {
             }
             Refusal::Failed(e) => e.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptions_hold_only_what_rfc_6749_allows_and_are_bounded() {
+        assert_eq!(
+            description_text("response_type \"tok\\en\" é\n"),
+            "response_type 'tok/en' ??"
+        );
+        let long = description_text(&"x".repeat(1000));
+        assert_eq!(long.len(), DESCRIPTION_MAX);
+        assert!(long.ends_with("..."));
+        let exact = "y".repeat(DESCRIPTION_MAX);
+        assert_eq!(description_text(&exact), exact);
     }
 }

@@ -131,15 +131,17 @@ pub fn validate(
     params: &dyn Parameters,
     client: Option<&Client>,
 ) -> Result<AuthorizationRequest, Refused> {
-    let Some(client_id) = params.get("client_id") else {
+    if params.get("client_id").is_none() {
         return Err(Refused::NoRedirect(
             "the request names no client (client_id)".into(),
         ));
-    };
+    }
     let Some(client) = client else {
-        return Err(Refused::NoRedirect(format!(
-            "there is no client {client_id:?}"
-        )));
+        // Not quoted: the page would show whatever text the link's
+        // author chose, under this server's name.
+        return Err(Refused::NoRedirect(
+            "there is no client with this client_id".into(),
+        ));
     };
     let redirect_uri = match params.get("redirect_uri") {
         Some(uri) if redirect::matches(&client.redirect_uris, uri) => uri.to_owned(),

@@ -1055,6 +1055,29 @@ async fn query_parameters_are_read_as_strictly_as_forms(backend: Backend) {
             .await;
         assert_eq!(logout.status, StatusCode::BAD_REQUEST, "logout {bad}");
     }
+    // What the request sent comes back in error_description only as RFC
+    // 6749 §4.1.2.1 allows it: printable ASCII, no `"` or `\`, bounded.
+    let spoof = format!(
+        "\"Your account is locked: call +1 555\" \u{e9}\\ {}",
+        "x".repeat(400)
+    );
+    let url = authorize_url(&s.client_id, &[]).replace(
+        "response_type=code",
+        &format!(
+            "response_type={}",
+            form_urlencoded::byte_serialize(spoof.as_bytes()).collect::<String>()
+        ),
+    );
+    let back = query_of(&location(&b.get(&h, &url).await));
+    assert_eq!(back["error"], "unsupported_response_type");
+    let description = &back["error_description"];
+    assert!(
+        description
+            .chars()
+            .all(|c| matches!(c, ' '..='~') && c != '"' && c != '\\'),
+        "{description}"
+    );
+    assert!(description.len() <= 256, "{}", description.len());
     h.finish().await;
 }
 
