@@ -1026,9 +1026,11 @@ mod admin_api {
                 // request without a token gets a bare challenge, no
                 // error code (RFC 6750 §3.1).
                 assert_eq!(r.headers[header::WWW_AUTHENTICATE], "Bearer");
+                assert_eq!(r.headers[header::CACHE_CONTROL], "no-store");
                 let r = call(&h, method.clone(), &path, Some(&plain), None).await;
                 assert_eq!(r.status, StatusCode::FORBIDDEN, "{method} {path}");
                 assert_eq!(r.json["error"], "insufficient_scope");
+                assert_eq!(r.headers[header::CACHE_CONTROL], "no-store");
             }
         }
         assert_eq!(operations, 16);
@@ -1086,6 +1088,7 @@ mod admin_api {
             .await;
             assert_eq!(r.status, StatusCode::OK, "{query}: {}", r.text);
             assert_eq!(r.json.as_array().unwrap().len(), listed, "{query}");
+            assert_eq!(r.headers[header::CACHE_CONTROL], "no-store", "{query}");
         }
         for (method, path) in [
             (Method::GET, "/admin/audit?limit=many"),

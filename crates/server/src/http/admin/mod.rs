@@ -63,10 +63,16 @@ pub fn routes(app: &App) -> Router<Arc<App>> {
         .route("/admin/keys/rotate", post(keys::rotate))
         .route("/admin/audit", get(audit::list));
     let protected = match guard {
+        // Users, clients, sessions and audit events: no cache keeps
+        // them, nor the refusals.
         Ok(guard) => protected
             .layer(RequireScope::any([ADMIN_SCOPE]))
-            .layer(GuardLayer::new(guard)),
-        // The builder only refuses a leeway over its maximum; zero is not.
+            .layer(GuardLayer::new(guard))
+            .layer(axum::middleware::map_response(
+                |response: Response| async move { super::token::no_store(response) },
+            )),
+        // The builder only refuses a leeway over its maximum, which this
+        // one is not.
         Err(e) => {
             tracing::error!(error = %e, "admin API disabled: its guard could not be built");
             Router::new()
