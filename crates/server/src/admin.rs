@@ -302,9 +302,15 @@ impl AdminService<'_> {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let access_ttl = match request.access_ttl {
-            Some(ttl) if ttl.is_zero() || ttl > self.config.max_access_ttl => {
+            // Whole seconds, as `exp` counts them: 500ms would make tokens
+            // that expire as they are issued, and 1500ms is not 1s.
+            Some(ttl)
+                if ttl < std::time::Duration::from_secs(1)
+                    || ttl.subsec_nanos() != 0
+                    || ttl > self.config.max_access_ttl =>
+            {
                 return Err(Error::Invalid(format!(
-                    "access_ttl must be between 1s and the server's max_access_ttl ({})",
+                    "access_ttl must be whole seconds, between 1s and the server's max_access_ttl ({})",
                     humantime::format_duration(self.config.max_access_ttl)
                 )))
             }

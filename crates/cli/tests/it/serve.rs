@@ -1209,9 +1209,10 @@ fn keys_list_only_reads() {
 /// Pointed at a directory without the server's database, a command that
 /// reads or changes users or clients says so (before, it made a new empty
 /// database there: `list` showed nothing and exited 0); one that adds
-/// makes it (the README's first steps), and says so on stderr.
+/// makes it (the README's first steps), and says so on stderr. A client's
+/// token lifetime is whole seconds.
 #[test]
-fn user_and_client_commands_other_than_add_need_the_database() {
+fn user_and_client_commands_other_than_add_need_the_database_and_lifetimes_are_whole_seconds() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     for args in [
@@ -1252,6 +1253,20 @@ fn user_and_client_commands_other_than_add_need_the_database() {
         .unwrap();
     assert!(out.status.success());
     assert!(!String::from_utf8_lossy(&out.stderr).contains("making a new one"));
+    // Token lifetimes are whole seconds, as `exp` counts them: 500ms made
+    // tokens that expired as they were issued.
+    for ttl in ["500ms", "1500ms", "0s"] {
+        let out = assert_cmd::Command::new(binary())
+            .current_dir(d)
+            .args(["client", "add", "short", "--access-ttl", ttl])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{ttl}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("whole seconds"),
+            "{ttl}"
+        );
+    }
 }
 
 #[test]
