@@ -607,7 +607,9 @@ pub fn keys(server: &ServerArgs, command: KeysCommand) -> Result<(), Failure> {
             require_database(&config)?;
             runtime()?.block_on(async move {
                 let db = tessera_server::Db::connect(&config.database_url, 1).await?;
-                let list = tessera_server::keys::stored(&db, tessera_server::store::now()).await;
+                let list =
+                    tessera_server::keys::stored(&db, &config.keys, tessera_server::store::now())
+                        .await;
                 db.close().await;
                 print_keys(list?, json)
             })?;

@@ -277,20 +277,11 @@ impl Keys {
     /// access tokens until the configured algorithm's first key does.
     pub fn list(&self, at: i64) -> Vec<(KeyInfo, KeyState)> {
         let ring = self.snapshot();
-        let configured = self.policy.algorithms();
-        let standing_in = self.standing_in(&ring, at).map(|k| k.info.kid.clone());
-        with_states(ring.keys.iter().map(|k| k.info.clone()), at)
-            .into_iter()
-            .map(|(info, state)| {
-                let kept = info.alg.parse().is_ok_and(|alg| configured.contains(&alg));
-                let state = if kept || standing_in.as_deref() == Some(info.kid.as_str()) {
-                    state
-                } else {
-                    KeyState::Retired
-                };
-                (info, state)
-            })
-            .collect()
+        states_under(
+            ring.keys.iter().map(|k| k.info.clone()).collect(),
+            &self.policy,
+            at,
+        )
     }
 
     /// Store a new key of each algorithm the database holds keys of (of
@@ -674,14 +665,60 @@ fn signer_in(ring: &Ring, alg: Algorithm, at: i64) -> Result<Arc<SigningKey>, Er
         })
 }
 
-/// The stored keys with their state at `at`, read from the database
-/// alone: nothing is opened (no master key needed), made, rotated or
-/// deleted. `tessera keys list` uses this.
-pub async fn stored(db: &Db, at: i64) -> Result<Vec<(KeyInfo, KeyState)>, Error> {
+/// The stored keys with their state at `at` under `policy`, as a server
+/// with that configuration lists them ([`Keys::list`]), read from the
+/// database alone: nothing is opened (no master key needed), made,
+/// rotated or deleted. `tessera keys list` uses this.
+pub async fn stored(
+    db: &Db,
+    policy: &KeyPolicy,
+    at: i64,
+) -> Result<Vec<(KeyInfo, KeyState)>, Error> {
     let infos = on_pool!(db.read(), p => sqlx::query_as::<_, KeyInfo>(
         "SELECT kid, generation, alg, created_at, activate_at FROM signing_keys ORDER BY generation"
     ).fetch_all(p).await)?;
-    Ok(with_states(infos.into_iter(), at))
+    Ok(states_under(infos, policy, at))
+}
+
+/// Each key (oldest first) with its state at `at` under `policy`: as
+/// [`with_states`], but the keys of algorithms no longer configured are
+/// retired, except the one that still signs access tokens until the
+/// configured algorithm's first key does.
+fn states_under(infos: Vec<KeyInfo>, policy: &KeyPolicy, at: i64) -> Vec<(KeyInfo, KeyState)> {
+    let configured = policy.algorithms();
+    let is_configured = |info: &KeyInfo| {
+        info.alg
+            .parse::<Algorithm>()
+            .is_ok_and(|alg| configured.contains(&alg))
+    };
+    // The access-token algorithm has no key signing (or about to) yet:
+    // the newest key of a dropped algorithm that signs stands in.
+    let access_alg = policy.algorithm.to_string();
+    let standing_in = if infos
+        .iter()
+        .any(|k| k.alg == access_alg && k.activate_at <= at.saturating_add(SKEW))
+    {
+        None
+    } else {
+        infos
+            .iter()
+            .rev()
+            .filter(|k| k.activate_at <= at)
+            .find(|k| !is_configured(k))
+            .map(|k| k.kid.clone())
+    };
+    with_states(infos.iter().cloned(), at)
+        .into_iter()
+        .map(|(info, state)| {
+            let state = if is_configured(&info) || standing_in.as_deref() == Some(info.kid.as_str())
+            {
+                state
+            } else {
+                KeyState::Retired
+            };
+            (info, state)
+        })
+        .collect()
 }
 
 /// Each key (oldest first) with its state at `at`: per algorithm, the

@@ -93,6 +93,19 @@ async fn a_changed_algorithm_is_announced_and_the_old_one_retired(backend: Backe
     };
     assert_eq!(state(now), Some(KeyState::Active));
     assert_eq!(state(signs_at), Some(KeyState::Retired));
+    // `tessera keys list` (the database alone, under the same
+    // configuration) says what the server's `/admin/keys` says.
+    for at in [now, signs_at] {
+        let stored = tessera_server::keys::stored(&restarted.db, &restarted.config.keys, at)
+            .await
+            .unwrap();
+        let states = |list: Vec<(tessera_server::keys::KeyInfo, KeyState)>| {
+            list.into_iter()
+                .map(|(k, s)| (k.kid, s))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(states(stored), states(keys.list(at)), "at {at}");
+    }
     keys.maintain_at(signs_at + keep - 10).await.unwrap();
     assert!(
         state(signs_at).is_some(),
@@ -218,9 +231,13 @@ async fn a_rotation_by_hand_rotates_the_databases_algorithms_whatever_the_config
     // default: ES256).
     let admin = tessera_server::open(h.test_db.config()).await.unwrap();
     let kids = admin.keys.rotate().await.unwrap();
-    let stored = tessera_server::keys::stored(&h.db, tessera_server::store::now())
-        .await
-        .unwrap();
+    let stored = tessera_server::keys::stored(
+        &h.db,
+        &h.test_db.config().keys,
+        tessera_server::store::now(),
+    )
+    .await
+    .unwrap();
     let algs = |alg: &str| stored.iter().filter(|(k, _)| k.alg == alg).count();
     assert_eq!(algs("ES256"), 0, "a key of the caller's default was made");
     assert_eq!(algs("ES384"), 2, "the signing algorithm was not rotated");
@@ -1724,7 +1741,7 @@ async fn keys_rotate_announce_and_retire(backend: Backend) {
     })
     .await
     .unwrap();
-    let kept: Vec<_> = tessera_server::keys::stored(&admin.db, now)
+    let kept: Vec<_> = tessera_server::keys::stored(&admin.db, &admin.config.keys, now)
         .await
         .unwrap()
         .into_iter()
@@ -1781,7 +1798,7 @@ async fn instances_rotating_at_once_store_one_key(backend: Backend) {
         a.unwrap();
         b.unwrap();
         let now = tessera_server::store::now();
-        let announced: Vec<_> = tessera_server::keys::stored(&h.db, now)
+        let announced: Vec<_> = tessera_server::keys::stored(&h.db, &h.test_db.config().keys, now)
             .await
             .unwrap()
             .into_iter()
