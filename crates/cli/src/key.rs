@@ -253,7 +253,28 @@ pub fn jwks(args: &JwksArgs) -> Result<(), Failure> {
                 .into())
             }
         };
-        keys.push(public_of(&jwk).with_context(|| path.display().to_string())?);
+        let public = public_of(&jwk).with_context(|| path.display().to_string())?;
+        // A verifier picks a key by type and `kid`: two that share both
+        // are a set every token of theirs fails on (`AmbiguousKey`).
+        if let Some(i) = keys
+            .iter()
+            .position(|k: &Jwk| k.kty == public.kty && k.kid == public.kid)
+        {
+            let what = match &public.kid {
+                Some(kid) => format!("both {} keys have kid {kid:?}", public.kty),
+                None => format!(
+                    "both are {} keys without a kid (give each one a kid)",
+                    public.kty
+                ),
+            };
+            return Err(anyhow!(
+                "{} and {}: {what}; a verifier could not tell which signed a token",
+                args.files[i].display(),
+                path.display()
+            )
+            .into());
+        }
+        keys.push(public);
     }
     out!("{}", JwkSet::new(keys).to_json_pretty());
     Ok(())

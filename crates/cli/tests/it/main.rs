@@ -185,6 +185,24 @@ fn jwks_chooses_the_key_by_kid() {
         1,
         "no key matches kid \"zzz\"",
     );
+    // Two keys a verifier could not tell apart make no set.
+    fails(
+        d,
+        &["jwks", "a.jwk", "evil.jwk", "b.jwk"],
+        None,
+        2,
+        "both EC keys have kid \"b\"",
+    );
+    fails(d, &["jwks", "a.jwk", "a.jwk"], None, 2, "kid \"a\"");
+    for (from, to) in [("a.jwk", "n1.jwk"), ("b.jwk", "n2.jwk")] {
+        let mut jwk = json(&std::fs::read_to_string(d.join(from)).unwrap());
+        jwk.as_object_mut().unwrap().remove("kid");
+        std::fs::write(d.join(to), jwk.to_string()).unwrap();
+    }
+    fails(d, &["jwks", "n1.jwk", "n2.jwk"], None, 2, "without a kid");
+    // Keys of different types may share a kid: a verifier tells them apart.
+    generate(d, "RS256", "r-as-a.jwk", Some("a"));
+    ok(d, &["jwks", "a.jwk", "r-as-a.jwk"], None);
     generate(d, "HS256", "secret.jwk", None);
     fails(
         d,
