@@ -565,6 +565,12 @@ pub fn backup(args: &BackupArgs) -> Result<(), Failure> {
     runtime()?.block_on(async move {
         let db = tessera_server::Db::connect(&config.database_url, 1).await?;
         let copied = db.backup_to(&args.file).await;
+        if copied.is_ok() {
+            let passwords = tessera_server::password::Passwords::new(1);
+            service(&db, &passwords, &config)
+                .backed_up(&args.file.display().to_string())
+                .await;
+        }
         db.close().await;
         copied?;
         out!("{}", args.file.display());
@@ -592,7 +598,10 @@ pub fn keys(server: &ServerArgs, command: KeysCommand) -> Result<(), Failure> {
             // Rotating is maintenance: open the server's keys in full.
             let opened = tessera_server::open(config).await?;
             // One new key per algorithm: access tokens first, then ID tokens.
-            let kids = opened.keys.rotate().await?;
+            let passwords = tessera_server::password::Passwords::new(1);
+            let kids = service(&opened.db, &passwords, &opened.config)
+                .rotate_keys(&opened.keys)
+                .await?;
             let announce = humantime::format_duration(opened.config.keys.announce);
             for kid in &kids {
                 out!("{kid}");

@@ -388,6 +388,21 @@ impl AdminService<'_> {
         Ok(())
     }
 
+    /// Start a rotation by hand: one new key per algorithm in use
+    /// ([`crate::keys::Keys::rotate`]), published now, signing after the
+    /// announce period. Their ids, the access tokens' first.
+    pub async fn rotate_keys(&self, keys: &crate::keys::Keys) -> Result<Vec<String>, Error> {
+        let kids = keys.rotate().await?;
+        self.record("key_rotation_started", &kids.join(" ")).await;
+        Ok(kids)
+    }
+
+    /// Record that a backup of the database was written to `path`: it
+    /// holds every password hash and sealed signing key.
+    pub async fn backed_up(&self, path: &str) {
+        self.record("backup_written", path).await;
+    }
+
     /// Give a confidential client a new secret; the old one stops working.
     pub async fn rotate_secret(&self, client_id: &str) -> Result<Zeroizing<String>, Error> {
         let secret =

@@ -1293,6 +1293,35 @@ mod admin_api {
             .find(|k| k["kid"] == kid.as_str())
             .map(|k| k["activate_at"].clone());
         assert_eq!(Some(r.json["activate_at"].clone()), stored);
+        let rotated = crate::wait_for_audit(&h, "key_rotation_started", 1).await;
+        let kids: Vec<&str> = r.json["kids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k.as_str().unwrap())
+            .collect();
+        assert_eq!(rotated[0].subject.as_deref(), Some(kids.join(" ").as_str()));
+        // The command line's rotation and backup are in the audit trail
+        // too, with the operating-system user who ran them.
+        let cli = tessera_server::admin::AdminService {
+            db: &h.db,
+            passwords: &h.app.passwords,
+            config: &h.app.config,
+            clients: None,
+            revocations: None,
+            audit: tessera_server::admin::AuditSink::Direct,
+            actor: tessera_server::admin::Actor::Cli {
+                os_user: "ops".into(),
+            },
+        };
+        cli.rotate_keys(&h.app.keys).await.unwrap();
+        cli.backed_up("/backups/tessera.db").await;
+        let rotated = crate::wait_for_audit(&h, "key_rotation_started", 2).await;
+        assert!(rotated
+            .iter()
+            .any(|e| e.detail.as_deref() == Some("by=cli user=ops")));
+        let backup = crate::wait_for_audit(&h, "backup_written", 1).await;
+        assert_eq!(backup[0].subject.as_deref(), Some("/backups/tessera.db"));
 
         assert_eq!(
             call(&h, Method::DELETE, "/admin/users/alice", t, None)

@@ -16,9 +16,7 @@ pub async fn list(State(app): AppState, _admin: Admin) -> AdminResult {
 
 /// Authorization: admin scope.
 pub async fn rotate(State(app): AppState, admin: Admin) -> AdminResult {
-    let kids = app.keys.rotate().await?;
-    app.audit
-        .push(admin.event("key_rotation_started", &kids.join(" ")));
+    let kids = admin.service(&app).rotate_keys(&app.keys).await?;
     // `kid`: the new access-token key; `kids`: one per algorithm. Its
     // activation as stored, not recomputed from a later clock.
     let kid = kids.first().cloned().unwrap_or_default();

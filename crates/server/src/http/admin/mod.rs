@@ -22,7 +22,6 @@ use tessera_guard::{AccessToken, GuardLayer, Rejection, RequireScope};
 
 use super::App;
 use crate::admin::{Actor, AdminService, AuditSink};
-use crate::store::audit::Event;
 
 /// The scope an access token needs for the admin API.
 pub const ADMIN_SCOPE: &str = "tessera:admin";
@@ -96,13 +95,6 @@ pub struct Admin {
 }
 
 impl Admin {
-    /// An audit event of this admin's change.
-    fn event(&self, event: &'static str, about: &str) -> Event {
-        Event::new(event)
-            .subject(about)
-            .detail(format!("by={}", self.subject))
-    }
-
     /// The admin operations, acting as this caller.
     fn service<'a>(&self, app: &'a App) -> AdminService<'a> {
         AdminService {
