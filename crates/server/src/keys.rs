@@ -363,6 +363,16 @@ impl Keys {
         self.update(true, at).await
     }
 
+    /// Read the stored keys again, as of `at`, and write nothing: what an
+    /// instance that must not maintain (its clock runs ahead of the
+    /// database's) still does, so that it publishes and signs with the
+    /// keys the others made.
+    pub async fn refresh_at(&self, at: i64) -> Result<(), Error> {
+        let rows = self.fetch().await?;
+        let opened = self.open_all(&rows)?;
+        self.reload(rows, &opened, at)
+    }
+
     /// [`Keys::maintain`], removing retired keys only when `remove`.
     async fn update(&self, remove: bool, now: i64) -> Result<(), Error> {
         let mut rows = self.fetch().await?;

@@ -330,6 +330,13 @@ async fn maintain(db: Db, keys: Arc<Keys>, period: Duration, refresh_grace: i64,
                     );
                     ahead_reported = true;
                 }
+                // It still reads the keys the others make (by the
+                // database's time): else it would go on signing with, and
+                // publishing, a key they have replaced.
+                let at = now().saturating_sub(ahead.ceil() as i64);
+                if let Err(e) = keys.refresh_at(at).await {
+                    tracing::error!(error = %e, "reading the signing keys failed");
+                }
                 continue;
             }
             Ok(_) => {

@@ -28,6 +28,7 @@ both_backends!(
     concurrent_revocations_are_never_skipped_by_a_follower,
     keys_rotate_announce_and_retire,
     instances_rotating_at_once_store_one_key,
+    an_instance_that_must_not_maintain_still_reads_the_keys,
     audit_batches_keep_every_event,
     codes_committed_in_groups_keep_every_binding,
     batched_writes_prepare_one_statement_whatever_their_size,
@@ -1819,6 +1820,69 @@ async fn instances_rotating_at_once_store_one_key(backend: Backend) {
         assert_eq!(h.app.keys.jwks_json(), second.keys.jwks_json());
     }
     second.db.close().await;
+    h.finish().await;
+}
+
+/// An instance whose clock runs ahead of the database's does no key
+/// maintenance (`serve.rs`), but reads the keys the others make: it
+/// publishes them before they sign and signs with them once they do.
+/// Before, it read none, and went on signing with a replaced key. The
+/// reading writes nothing, even with a rotation due.
+async fn an_instance_that_must_not_maintain_still_reads_the_keys(backend: Backend) {
+    use tessera_server::keys::KeyState;
+    let policy = |c: &mut tessera_server::Config| {
+        c.keys.rotate_every = Some(std::time::Duration::from_secs(2 * 3600));
+    };
+    let Some(h) = Harness::with(backend, policy).await else {
+        return;
+    };
+    let ahead = tessera_server::open({
+        let mut c = h.test_db.config();
+        policy(&mut c);
+        c
+    })
+    .await
+    .unwrap();
+    tessera_server_test_shift(&h, 3 * 3600).await;
+    let now = tessera_server::store::now();
+    let stored = || async {
+        tessera_server::keys::stored(&h.db, &h.app.config.keys, now)
+            .await
+            .unwrap()
+    };
+    let before = stored().await.len();
+    ahead.keys.refresh_at(now).await.unwrap();
+    assert_eq!(
+        stored().await.len(),
+        before,
+        "a rotation was due; reading made one"
+    );
+    // Another instance rotates.
+    h.app.keys.maintain_at(now).await.unwrap();
+    let announced: Vec<_> = stored()
+        .await
+        .into_iter()
+        .filter(|(_, state)| *state == KeyState::Announced)
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(announced.len(), 2, "{announced:?}");
+    let published = |keys: &tessera_server::keys::Keys| {
+        let set = tessera_jose::JwkSet::from_json(&keys.jwks_json()).unwrap();
+        announced.iter().all(|k| set.find(&k.kid).is_some())
+    };
+    assert!(!published(&ahead.keys));
+    ahead.keys.refresh_at(now).await.unwrap();
+    assert!(
+        published(&ahead.keys),
+        "the others' new keys are published here too"
+    );
+    let access = &announced[0];
+    assert_eq!(
+        ahead.keys.signer(access.activate_at).unwrap().kid(),
+        Some(access.kid.as_str()),
+        "and sign here once they sign there"
+    );
+    ahead.db.close().await;
     h.finish().await;
 }
 
