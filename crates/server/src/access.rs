@@ -230,6 +230,9 @@ impl AccessTokens {
         token: Revocable<'_>,
     ) -> Result<Option<Owner>, Error> {
         let client_id = token.client_id.unwrap_or_default();
+        // A copy of the log not read lately may lack a revocation made
+        // through another instance: read it, or answer 503.
+        self.revoked.current(db).await?;
         if self.revoked.refuses(token) || clients.find(db, client_id).await?.is_none() {
             return Ok(None);
         }

@@ -73,6 +73,7 @@ impl App {
         let revocations = Arc::new(Revocations::default());
         let cache = Arc::clone(&clients);
         revocations.when_client_cut(move |client_id| cache.forget(client_id));
+        clients.follow(revocations.synced());
         App {
             logins: LoginLimiter::new(config.max_login_failures, config.login_window),
             revoke_limit: RevokeLimit::new(config.client_revocations),

@@ -10,7 +10,7 @@ use zeroize::Zeroizing;
 
 use crate::db::{on_pool, Db};
 use crate::secret::{random_id, random_token, token_digest};
-use crate::store::revocation::{append_revocation, Keep};
+use crate::store::revocation::{self, append_revocation, Keep};
 use crate::store::{check_name, now, Scopes};
 use crate::Error;
 
@@ -524,9 +524,15 @@ const CACHE_CAPACITY: usize = 10_000;
 /// Recently used clients, so the token endpoint does not read the database
 /// for the client on every request.
 ///
-/// An entry lives `ttl`: a secret rotated or a client deleted elsewhere
-/// (another instance, the command line) takes effect here within `ttl`;
-/// changes made through this instance's admin API take effect at once.
+/// An entry lives `ttl`. A secret rotated or a client deleted elsewhere
+/// (another instance, the command line) is an event of the revocation
+/// log, and the sync that reads it here forgets the client; so, once the
+/// cache follows that log ([`ClientCache::follow`]), an entry is trusted
+/// only while this instance's copy of the log has been read through within
+/// [`revocation::TRUSTED_FOR`]. Otherwise (the database unreachable, the
+/// follower behind) the row is read again: a cached old secret would mint
+/// tokens after the change's cut-off, which no revocation then reaches.
+/// Changes made through this instance's admin API take effect at once.
 /// Unknown client ids are never cached. A row read while a change was
 /// being forgotten is not cached either: it may predate the change.
 #[derive(Debug)]
@@ -535,6 +541,9 @@ pub struct ClientCache {
     entries: RwLock<HashMap<String, (Arc<Client>, Instant)>>,
     /// Bumped by every [`ClientCache::forget`], under the entries' lock.
     forgets: std::sync::atomic::AtomicU64,
+    /// When the revocation log this cache learns of changes from was
+    /// last read through.
+    synced: std::sync::OnceLock<revocation::Synced>,
 }
 
 impl ClientCache {
@@ -544,7 +553,15 @@ impl ClientCache {
             ttl,
             entries: RwLock::new(HashMap::new()),
             forgets: std::sync::atomic::AtomicU64::new(0),
+            synced: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Trust entries only while the revocation log whose syncs forget
+    /// changed clients ([`revocation::Revocations::when_client_cut`]) has
+    /// been read through lately. Set once; later calls are ignored.
+    pub fn follow(&self, synced: revocation::Synced) {
+        let _ = self.synced.set(synced);
     }
 
     /// The client `client_id`, from the cache or the database.
@@ -553,7 +570,12 @@ impl ClientCache {
         {
             let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
             if let Some((client, loaded)) = entries.get(client_id) {
-                if now.duration_since(*loaded) < self.ttl {
+                let current = || {
+                    self.synced
+                        .get()
+                        .is_none_or(|s| s.within(revocation::TRUSTED_FOR))
+                };
+                if now.duration_since(*loaded) < self.ttl && current() {
                     return Ok(Some(Arc::clone(client)));
                 }
             }

@@ -45,6 +45,38 @@ pub const LEEWAY: i64 = 300;
 /// the cut has passed (`http/token.rs`).
 pub const CUT_MARGIN: i64 = 2;
 
+/// How recently an instance's copy of the log must have been read through
+/// for a request to be answered from it, or from the caches it clears (a
+/// client cached before its secret was rotated): less than
+/// [`CUT_MARGIN`], so a change made through another instance is read
+/// here before the cut-off it sets has passed; twice the follower's
+/// period (`serve::REVOCATION_SYNC`), so a copy that is followed is
+/// always current.
+pub const TRUSTED_FOR: Duration = Duration::from_secs(1);
+
+/// When a copy of the log was last read through (shared with the caches
+/// that learn of changes from it).
+#[derive(Clone, Debug, Default)]
+pub struct Synced(Arc<std::sync::Mutex<Option<std::time::Instant>>>);
+
+impl Synced {
+    /// Whether the copy was read through within `bound`.
+    pub fn within(&self, bound: Duration) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|at| at.elapsed() <= bound)
+    }
+
+    /// Read through as of `at` (when the reading began).
+    fn mark(&self, at: std::time::Instant) {
+        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_none_or(|last| last < at) {
+            *last = Some(at);
+        }
+    }
+}
+
 /// The PostgreSQL channel notified on every append.
 pub const CHANNEL: &str = "tessera_revocations";
 
@@ -247,8 +279,8 @@ pub struct Revocations {
     log: RwLock<Log>,
     latest: tokio::sync::watch::Sender<i64>,
     syncing: tokio::sync::Mutex<()>,
-    /// When a sync last read the log through (`None`: never).
-    synced: std::sync::Mutex<Option<std::time::Instant>>,
+    /// When a sync last read the log through.
+    synced: Synced,
     /// Told of every client a sync finds cut off, whichever sync reads
     /// the event first (the follower's, or one after a revocation here).
     on_client_cut: std::sync::OnceLock<ClientCutHook>,
@@ -322,7 +354,7 @@ impl Revocations {
             log: RwLock::default(),
             latest: tokio::sync::watch::channel(0).0,
             syncing: tokio::sync::Mutex::new(()),
-            synced: std::sync::Mutex::new(None),
+            synced: Synced::default(),
             on_client_cut: std::sync::OnceLock::new(),
             forget_by: std::sync::Mutex::new(clock),
         }
@@ -352,10 +384,26 @@ impl Revocations {
     /// copy may lack events committed through other instances, and must
     /// not be passed on as current.
     pub fn synced_within(&self, bound: std::time::Duration) -> bool {
-        self.synced
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some_and(|at| at.elapsed() <= bound)
+        self.synced.within(bound)
+    }
+
+    /// When this copy was last read through, for the caches that learn
+    /// of changes from it ([`crate::store::clients::ClientCache::follow`]).
+    pub fn synced(&self) -> Synced {
+        self.synced.clone()
+    }
+
+    /// Make sure this copy may be trusted on a request: read through
+    /// within [`TRUSTED_FOR`], or read now (an error when the database
+    /// cannot be read: the request is answered 503 rather than from a
+    /// copy that may lack a revocation made through another instance).
+    pub async fn current(&self, db: &Db) -> Result<(), Error> {
+        if self.synced.within(TRUSTED_FOR) {
+            return Ok(());
+        }
+        self.sync_unless_within(db, Some(TRUSTED_FOR))
+            .await
+            .map(drop)
     }
 
     /// Woken on every new event (the value is the newest cursor).
@@ -509,8 +557,22 @@ impl Revocations {
     /// the clients cut off by the new events (their cached copies must go:
     /// a rotated secret must stop working everywhere, not in a while).
     pub async fn sync(&self, db: &Db) -> Result<Vec<String>, Error> {
+        self.sync_unless_within(db, None).await
+    }
+
+    /// [`Revocations::sync`], unless (once its turn comes) a sync read the
+    /// log through within `bound`: requests that find the copy stale at
+    /// once wait for one reading, not one each.
+    async fn sync_unless_within(
+        &self,
+        db: &Db,
+        bound: Option<Duration>,
+    ) -> Result<Vec<String>, Error> {
         const BATCH: i64 = 10_000;
         let _one_at_a_time = self.syncing.lock().await;
+        if bound.is_some_and(|bound| self.synced.within(bound)) {
+            return Ok(Vec::new());
+        }
         // Current as of when the reading began.
         let started = std::time::Instant::now();
         let mut cut_clients = Vec::new();
@@ -566,7 +628,7 @@ impl Revocations {
             log.prune(now);
         }
         drop(log);
-        *self.synced.lock().unwrap_or_else(|p| p.into_inner()) = Some(started);
+        self.synced.mark(started);
         if let Some(hook) = self.on_client_cut.get() {
             cut_clients.iter().for_each(|client_id| hook(client_id));
         }

@@ -14,6 +14,7 @@ both_backends!(
     single_page_apps_reach_the_token_endpoints_and_nothing_else,
     a_token_from_an_instance_a_little_ahead_is_known_and_revocable,
     userinfo_takes_the_token_from_a_form_body_once,
+    a_copy_of_the_revocation_log_not_read_lately_is_not_trusted,
     health_readiness_and_metrics,
     a_feed_ends_when_its_instance_stops_reading_the_log,
     a_feed_cursor_naming_another_event_starts_over,
@@ -607,6 +608,62 @@ async fn a_token_from_an_instance_a_little_ahead_is_known_and_revocable(backend:
     assert_eq!(r.status, StatusCode::OK);
     h.app.access.revoked().sync(&h.db).await.unwrap();
     assert!(!h.active(&ahead, (&rs.0, &rs.1)).await, "revoked");
+    h.finish().await;
+}
+
+/// Changes made through another instance reach this one through the
+/// revocation log; a copy of it not read through lately (the follower
+/// behind, the database unreachable) is not trusted: a client's cached
+/// secret is read again, and a token's standing is checked after reading
+/// the log. Before, a secret rotated elsewhere still worked here for the
+/// cache's lifetime (10 s), minting tokens past the rotation's cut-off,
+/// and a token revoked elsewhere was introspected active until the next
+/// sync.
+async fn a_copy_of_the_revocation_log_not_read_lately_is_not_trusted(backend: Backend) {
+    let Some(h) = Harness::with(backend, |c| {
+        c.client_cache_ttl = std::time::Duration::from_secs(60);
+    })
+    .await
+    else {
+        return;
+    };
+    let (id, secret) = h.client(&[GrantType::ClientCredentials], "read").await;
+    let rs = h.client(&[GrantType::ClientCredentials], "read").await;
+    let hr = &h;
+    let issue = |secret: String| {
+        let h = hr;
+        let id = id.clone();
+        async move {
+            h.post(
+                "/oauth2/token",
+                &[("grant_type", "client_credentials")],
+                Some((&id, &secret)),
+            )
+            .await
+        }
+    };
+    // This instance reads its copy through, and caches the client.
+    h.app.access.revoked().sync(&h.db).await.unwrap();
+    let token = issue(secret.clone()).await.str("access_token");
+    // Another instance rotates the secret and revokes the token; this one
+    // reads nothing of it meanwhile.
+    tessera_server::store::clients::rotate_secret(&h.db, &id, h.app.config.revocation_keep())
+        .await
+        .unwrap();
+    let elsewhere = tessera_server::store::revocation::Revocations::default();
+    elsewhere
+        .revoke_token(&h.db, &jwt_id(&token), tessera_server::store::now() + 300)
+        .await
+        .unwrap();
+    // Once this copy is older than it may be trusted for:
+    tokio::time::sleep(
+        tessera_server::store::revocation::TRUSTED_FOR + std::time::Duration::from_millis(200),
+    )
+    .await;
+    let old = issue(secret).await;
+    assert_eq!(old.status, StatusCode::UNAUTHORIZED, "{}", old.text);
+    assert_eq!(old.error(), "invalid_client");
+    assert!(!h.active(&token, (&rs.0, &rs.1)).await, "revoked elsewhere");
     h.finish().await;
 }
 
