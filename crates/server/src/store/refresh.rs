@@ -534,19 +534,35 @@ async fn rotate_in_transaction(
             }
             _ => false,
         };
+        // Rotated without a successor kept (by an instance, or a version,
+        // with no grace window): take the family's row lock (PostgreSQL)
+        // so concurrent retries queue, then look at what came after. A
+        // token issued since that has been used means the chain went on:
+        // this is a replay, not a retry.
+        let chain_went_on = match (used_at, &successor_sealed) {
+            (Some(used), None) if in_grace && !successor_used => {
+                sqlx::query("UPDATE refresh_families SET expires_at = expires_at WHERE id = $1")
+                    .bind(&family.id).execute(&mut *tx).await?;
+                sqlx::query_scalar::<_, String>(
+                    "SELECT family_id FROM refresh_tokens WHERE family_id = $1 AND created_at >= $2 \
+                     AND used_at IS NOT NULL AND token_hash <> $3 LIMIT 1",
+                )
+                .bind(&family.id).bind(used).bind(&hash)
+                .fetch_optional(&mut *tx).await?
+                .is_some()
+            }
+            _ => false,
+        };
         let retried = match used_at {
             None => false,
-            Some(_) if in_grace && !successor_used => {
+            Some(_) if in_grace && !successor_used && !chain_went_on => {
                 if let Some(sealed) = successor_sealed {
                     // The same successor again: nothing changes.
                     tx.rollback().await?;
                     return Ok(Outcome::Again(family, sealed));
                 }
-                // Rotated before successors were kept: take the family's
-                // row lock (PostgreSQL) so concurrent retries queue, then
-                // end the successor issued before and issue another.
-                sqlx::query("UPDATE refresh_families SET expires_at = expires_at WHERE id = $1")
-                    .bind(&family.id).execute(&mut *tx).await?;
+                // End the successor issued before (unused) and issue
+                // another.
                 sqlx::query(
                     "UPDATE refresh_tokens SET used_at = $1 WHERE family_id = $2 AND used_at IS NULL"
                 ).bind(at).bind(&family.id).execute(&mut *tx).await?;

@@ -21,6 +21,7 @@ both_backends!(
     refresh_tokens_rotate_once_and_reuse_revokes_the_family,
     concurrent_rotations_leave_at_most_one_live_successor,
     concurrent_retries_in_the_grace_period_leave_one_live_successor,
+    a_replay_across_instances_with_different_grace_is_reuse,
     refused_refreshes_change_nothing,
     successors_never_outlive_their_family,
     revocations_and_assertions_are_remembered_until_they_expire,
@@ -1034,6 +1035,47 @@ async fn concurrent_retries_in_the_grace_period_leave_one_live_successor(backend
         .await
         .unwrap()
         .is_some());
+    h.finish().await;
+}
+
+/// An instance with no grace window rotates without keeping the
+/// successor; its holder uses it. The old token replayed at an instance
+/// with a grace window (a rolling deploy that turns it on) is a replay,
+/// not a retry: the family is revoked. Before, the replay got a fresh
+/// token and the rightful chain was ended.
+async fn a_replay_across_instances_with_different_grace_is_reuse(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let client = h.public_client("read").await;
+    let (family_id, first) = family(&h, &client).await;
+    let second = rotate(&h.db, &first, &client, &policy(0))
+        .await
+        .unwrap()
+        .unwrap();
+    rotate(&h.db, &second.token, &client, &policy(0))
+        .await
+        .unwrap()
+        .unwrap();
+    let replay = rotate(&h.db, &first, &client, &policy(60)).await.unwrap();
+    assert!(
+        matches!(replay, Err(Refused::Reused { family_id: ref f }) if *f == family_id),
+        "{:?}",
+        replay.as_ref().map(|r| r.retried)
+    );
+    assert_eq!(refresh::live_tokens(&h.db, &family_id).await.unwrap(), 0);
+    // Without the chain going on, the same retry is still a retry.
+    let (other, first) = family(&h, &client).await;
+    rotate(&h.db, &first, &client, &policy(0))
+        .await
+        .unwrap()
+        .unwrap();
+    let retry = rotate(&h.db, &first, &client, &policy(60))
+        .await
+        .unwrap()
+        .expect("a retry within the grace window");
+    assert!(retry.retried);
+    assert_eq!(refresh::live_tokens(&h.db, &other).await.unwrap(), 1);
     h.finish().await;
 }
 
