@@ -8,8 +8,8 @@
 //!   has (a rotation stores the new key `announce` ahead of its activation,
 //!   so resource servers that cache the JWKS see it before any token does);
 //! - it is **removed** once every token it can have signed has expired:
-//!   `max_access_ttl` (plus a minute of clock skew) after its successor
-//!   took over.
+//!   the longest access-token lifetime any instance recorded (plus a
+//!   minute of clock skew) after its successor took over.
 //!
 //! Two instances that decide to rotate at once store one key, not two: a
 //! key the maintenance decided on is inserted only if no key was stored
@@ -147,6 +147,11 @@ pub struct Keys {
     /// Whether the database is known to be tied to this master key
     /// ([`Keys::claim_master`]).
     master_claimed: std::sync::atomic::AtomicBool,
+    /// The longest access-token lifetime known (seconds): the policy's,
+    /// raised at each maintenance to the longest any instance recorded
+    /// (an instance started later with a longer one mints tokens that a
+    /// replaced key must outlive here too).
+    longest_ttl: std::sync::atomic::AtomicI64,
 }
 
 /// The label and the plaintext of the row that ties a database to one
@@ -172,9 +177,10 @@ impl Keys {
         let keys = Keys {
             db,
             master: Arc::new(master),
-            policy,
             ring: RwLock::new(Arc::new(empty)),
             master_claimed: std::sync::atomic::AtomicBool::new(false),
+            longest_ttl: std::sync::atomic::AtomicI64::new(secs(policy.max_access_ttl)),
+            policy,
         };
         // No removal here: every admin command loads the keys, perhaps
         // under a configuration (a shorter `max_access_ttl`) that is not
@@ -416,6 +422,10 @@ impl Keys {
             opened = self.open_all(&rows)?;
         }
         if remove {
+            if let Some(stored) = crate::store::revocation::longest_access_ttl(&self.db).await? {
+                self.longest_ttl
+                    .fetch_max(stored, std::sync::atomic::Ordering::AcqRel);
+            }
             if self.mark_retired(&rows, now).await? {
                 rows = self.fetch().await?;
             }
@@ -571,7 +581,7 @@ impl Keys {
     /// Delete keys whose successor has signed for longer than any token
     /// lives.
     async fn expire(&self, rows: &[KeyRow], now: i64) -> Result<(), Error> {
-        let keep_after = secs(self.policy.max_access_ttl).saturating_add(SKEW);
+        let keep_after = self.keep_after();
         let mut done: Vec<String> = successions(rows)
             .filter(|(_, next)| {
                 next.activate_at <= now && retired_long_enough(next, keep_after, now)
@@ -593,7 +603,7 @@ impl Keys {
         opened: &HashMap<String, Arc<SigningKey>>,
         now: i64,
     ) -> Result<(), Error> {
-        let keep_after = secs(self.policy.max_access_ttl).saturating_add(SKEW);
+        let keep_after = self.keep_after();
         let mut keys = Vec::with_capacity(rows.len());
         let mut public = Vec::with_capacity(rows.len());
         let mut removed: Vec<String> = successions(&rows)
@@ -646,6 +656,14 @@ impl Keys {
             Err(poisoned) => *poisoned.into_inner() = ring,
         }
         Ok(())
+    }
+
+    /// How long after its successor signs a key is kept: the longest
+    /// access-token lifetime known, and a minute of clock skew.
+    fn keep_after(&self) -> i64 {
+        self.longest_ttl
+            .load(std::sync::atomic::Ordering::Acquire)
+            .saturating_add(SKEW)
     }
 
     fn open(&self, row: &KeyRow) -> Result<SigningKey, Error> {

@@ -30,6 +30,7 @@ both_backends!(
     keys_rotate_announce_and_retire,
     instances_rotating_at_once_store_one_key,
     an_instance_that_must_not_maintain_still_reads_the_keys,
+    a_replaced_key_outlives_the_longest_token_any_instance_recorded,
     audit_batches_keep_every_event,
     codes_committed_in_groups_keep_every_binding,
     batched_writes_prepare_one_statement_whatever_their_size,
@@ -1925,6 +1926,40 @@ async fn an_instance_that_must_not_maintain_still_reads_the_keys(backend: Backen
         "and sign here once they sign there"
     );
     ahead.db.close().await;
+    h.finish().await;
+}
+
+/// A running instance removes a replaced key only after the longest
+/// access-token lifetime any instance has recorded, read at each
+/// maintenance, not only the one known when it started: an instance
+/// started later with a longer lifetime mints tokens with that key too.
+async fn a_replaced_key_outlives_the_longest_token_any_instance_recorded(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let now = tessera_server::store::now();
+    let short = tessera_server::store::secs(h.app.config.max_access_ttl);
+    let announce = tessera_server::store::secs(h.app.config.keys.announce);
+    let old_kid = h.app.keys.signer(now).unwrap().kid().unwrap().to_owned();
+    h.app.keys.rotate().await.unwrap();
+    // Another instance starts with four times the lifetime.
+    revocation::raise_longest_access_ttl(&h.db, 4 * short)
+        .await
+        .unwrap();
+    let published = |h: &Harness| {
+        tessera_jose::JwkSet::from_json(&h.app.keys.jwks_json())
+            .unwrap()
+            .find(&old_kid)
+            .is_some()
+    };
+    // The new key has signed for twice this instance's lifetime.
+    tessera_server_test_shift(&h, announce + 2 * short).await;
+    h.app.keys.maintain().await.unwrap();
+    assert!(published(&h), "removed while the other's tokens may live");
+    // And for longer than the other's.
+    tessera_server_test_shift(&h, 3 * short).await;
+    h.app.keys.maintain().await.unwrap();
+    assert!(!published(&h), "kept past every token it signed");
     h.finish().await;
 }
 
