@@ -9,8 +9,9 @@
 //!
 //! Sessions live in memory, each for at most [`Limits::session_lifetime`];
 //! the browser holds a random id in an `HttpOnly`, `SameSite=Lax` cookie,
-//! which is also what keeps the POST buttons from being triggered by other
-//! sites. Served over HTTPS (an `https` base URL), the cookies are also
+//! which keeps other sites from triggering the POST buttons; the buttons
+//! also refuse a form whose `Origin` is not this app's (another host of
+//! the same site). Served over HTTPS (an `https` base URL), the cookies are also
 //! `Secure` and carry the `__Host-` prefix.
 
 mod sessions;
@@ -95,6 +96,8 @@ pub struct WebApp {
     id_tokens: Guard,
     logout_tokens: Guard,
     cookies: Cookies,
+    /// This app's origin as browsers write it in `Origin`.
+    origin: String,
     started: Mutex<PendingLogins>,
     sessions: Mutex<Sessions>,
     pages: minijinja::Environment<'static>,
@@ -320,6 +323,9 @@ impl WebApp {
             cookies: Cookies {
                 secure: url::Url::parse(&settings.base).is_ok_and(|u| u.scheme() == "https"),
             },
+            origin: url::Url::parse(&settings.base)?
+                .origin()
+                .ascii_serialization(),
             started: Mutex::new(PendingLogins::new(&settings.limits)),
             sessions: Mutex::new(Sessions::new(&settings.limits)),
             settings,
@@ -329,6 +335,23 @@ impl WebApp {
             logout_tokens,
             pages,
         }))
+    }
+
+    /// The signed-out page, for a session ended here because its tokens
+    /// could not be refreshed, and its cookie removed.
+    fn signed_out_after(&self, why: &str) -> Response {
+        let mut r = self.page(
+            None,
+            None,
+            Some(&format!(
+                "Your session has ended ({why}). Please sign in again."
+            )),
+        );
+        r.headers_mut().append(
+            header::SET_COOKIE,
+            self.cookies.set(self.cookies.session(), None),
+        );
+        r
     }
 
     fn redirect_uri(&self) -> String {
@@ -379,7 +402,7 @@ impl WebApp {
     }
 
     /// POST to the token endpoint with this client's credentials.
-    async fn token_request(&self, form: &[(&str, &str)]) -> Result<Value, String> {
+    async fn token_request(&self, form: &[(&str, &str)]) -> Result<Value, TokenFailure> {
         let response = self
             .http
             .post(&self.endpoints.token)
@@ -390,31 +413,78 @@ impl WebApp {
             .form(form)
             .send()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| TokenFailure::Unreachable(e.to_string()))?;
         let status = response.status();
-        let body: Value = response.json().await.map_err(|e| e.to_string())?;
+        let body: Value = response
+            .json()
+            .await
+            .map_err(|e| TokenFailure::Unreachable(e.to_string()))?;
         if status.is_success() {
             Ok(body)
         } else {
-            Err(format!(
-                "{status}: {}",
-                body["error"].as_str().unwrap_or("error")
-            ))
+            Err(TokenFailure::Refused {
+                status,
+                error: body["error"].as_str().unwrap_or("error").to_owned(),
+            })
+        }
+    }
+}
+
+/// Why the token endpoint gave no tokens.
+enum TokenFailure {
+    /// It answered with an OAuth error (RFC 6749 §5.2).
+    Refused { status: StatusCode, error: String },
+    /// It could not be reached, or its answer could not be read.
+    Unreachable(String),
+}
+
+impl std::fmt::Display for TokenFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenFailure::Refused { status, error } => write!(f, "{status}: {error}"),
+            TokenFailure::Unreachable(why) => f.write_str(why),
         }
     }
 }
 
 /// The app's routes.
 pub fn router(app: Arc<WebApp>) -> Router {
+    // The buttons of the signed-in page: only from this app's own pages.
+    let buttons = Router::new()
+        .route("/items", post(items))
+        .route("/refresh", post(refresh))
+        .route("/logout", post(logout))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&app),
+            from_own_pages,
+        ));
     Router::new()
         .route("/", get(home))
         .route("/login", get(login))
         .route("/callback", get(callback))
-        .route("/items", post(items))
-        .route("/refresh", post(refresh))
-        .route("/logout", post(logout))
         .route("/backchannel", post(backchannel))
+        .merge(buttons)
         .with_state(app)
+}
+
+/// A form posted by a page of another origin is refused (403). The
+/// session cookie is `SameSite=Lax`, which keeps other *sites* from
+/// posting with it, but not another host of the same site
+/// (`evil.shop.example` against `shop.example`); browsers name the page's
+/// origin in `Origin` on every `POST`. A request without one (not from a
+/// browser) is let through.
+async fn from_own_pages(
+    State(app): State<Arc<WebApp>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match request.headers().get(header::ORIGIN) {
+        Some(origin) if origin.as_bytes() != app.origin.as_bytes() => problem(
+            StatusCode::FORBIDDEN,
+            "this form was not posted from this app's pages",
+        ),
+        _ => next.run(request).await,
+    }
 }
 
 async fn home(State(app): State<Arc<WebApp>>, headers: HeaderMap) -> Response {
@@ -622,7 +692,8 @@ async fn items(State(app): State<Arc<WebApp>>, headers: HeaderMap) -> Response {
                 response = call(session.access_token.to_string()).await;
             }
             Err(RefreshFailed::Ended) => return redirect("/"),
-            Err(RefreshFailed::Refused(e)) => {
+            Err(RefreshFailed::Gone(e)) => return app.signed_out_after(&e),
+            Err(RefreshFailed::Failed(e)) => {
                 return app.page(
                     Some(&session),
                     None,
@@ -653,8 +724,14 @@ async fn items(State(app): State<Arc<WebApp>>, headers: HeaderMap) -> Response {
 enum RefreshFailed {
     /// The session ended (logout, back-channel logout, its lifetime).
     Ended,
-    /// The provider did not give new tokens.
-    Refused(String),
+    /// The session can never be refreshed: it has no refresh token, or
+    /// the provider says the grant is gone (`invalid_grant`: the person
+    /// signed out there, or the session was ended while the back-channel
+    /// logout could not reach this app). It has been ended here too.
+    Gone(String),
+    /// The provider did not give new tokens this time (unreachable,
+    /// overloaded): the session stays, and a later try may succeed.
+    Failed(String),
 }
 
 /// Fresh tokens for session `id`, of which `seen` is the copy this request
@@ -674,15 +751,25 @@ async fn fresh_tokens(app: &WebApp, id: &str, seen: &Session) -> Result<Session,
     if current.refresh_token != seen.refresh_token {
         return Ok(current);
     }
-    let Some(sent) = current.refresh_token else {
-        return Err(RefreshFailed::Refused("no refresh token".into()));
+    let gone = |why: String| {
+        app.sessions().remove(id);
+        RefreshFailed::Gone(why)
     };
-    let tokens = app
+    let Some(sent) = current.refresh_token else {
+        return Err(gone("no refresh token".into()));
+    };
+    let tokens = match app
         .token_request(&[("grant_type", "refresh_token"), ("refresh_token", &sent)])
         .await
-        .map_err(RefreshFailed::Refused)?;
+    {
+        Ok(tokens) => tokens,
+        Err(TokenFailure::Refused { status, error }) if error == "invalid_grant" => {
+            return Err(gone(format!("{status}: {error}")))
+        }
+        Err(e) => return Err(RefreshFailed::Failed(e.to_string())),
+    };
     let Some(access) = tokens["access_token"].as_str() else {
-        return Err(RefreshFailed::Refused(
+        return Err(RefreshFailed::Failed(
             "the token response has no access token".into(),
         ));
     };
@@ -706,7 +793,8 @@ async fn refresh(State(app): State<Arc<WebApp>>, headers: HeaderMap) -> Response
     match fresh_tokens(&app, &id, &session).await {
         Ok(renewed) => app.page(Some(&renewed), None, Some("Tokens refreshed.")),
         Err(RefreshFailed::Ended) => redirect("/"),
-        Err(RefreshFailed::Refused(e)) => app.page(
+        Err(RefreshFailed::Gone(e)) => app.signed_out_after(&e),
+        Err(RefreshFailed::Failed(e)) => app.page(
             Some(&session),
             None,
             Some(&format!("Could not refresh: {e}")),

@@ -81,6 +81,12 @@ impl Provider {
         Provider { url, mock }
     }
 
+    /// End every refresh token issued so far (the person signed out at
+    /// the provider, and no back-channel logout reached the app).
+    pub fn end_refresh_tokens(&self) {
+        self.mock.unused_refresh.lock().unwrap().clear();
+    }
+
     /// `refresh_token` grants the token endpoint has had.
     pub fn refresh_grants(&self) -> usize {
         self.mock.refresh_grants.load(Ordering::SeqCst)
@@ -264,6 +270,11 @@ impl Shop {
         }
     }
 
+    /// The origin the web app's pages are on.
+    pub fn origin(&self) -> String {
+        self.url.clone()
+    }
+
     pub fn browser(&self) -> Browser<'_> {
         Browser {
             shop: self,
@@ -315,6 +326,17 @@ impl Browser<'_> {
     pub async fn post(&self, path: &str) -> Page {
         self.send(self.shop.client.post(format!("{}{path}", self.shop.url)))
             .await
+    }
+
+    /// POST as a form on a page of `origin` does.
+    pub async fn post_from(&self, path: &str, origin: &str) -> Page {
+        self.send(
+            self.shop
+                .client
+                .post(format!("{}{path}", self.shop.url))
+                .header("origin", origin),
+        )
+        .await
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Page {

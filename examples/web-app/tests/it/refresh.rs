@@ -109,3 +109,44 @@ async fn a_session_ended_by_logout_during_a_refresh_is_not_brought_back() {
 async fn a_session_ended_by_backchannel_logout_during_a_refresh_is_not_brought_back() {
     a_session_ended_during_a_refresh_stays_ended(Ending::Backchannel).await;
 }
+
+/// A refresh the provider refuses for good (`invalid_grant`) ends the
+/// session here too: the page says so, the cookie goes, and the next page
+/// is signed out. Before, the person stayed "signed in" with every click
+/// answered "Could not refresh" until the session's lifetime ran out.
+#[tokio::test]
+async fn a_refresh_refused_for_good_ends_the_session_here() {
+    for path in ["/refresh", "/items"] {
+        let (provider, shop) = provider_and_shop().await;
+        let browser = signed_in(&shop).await;
+        provider.end_refresh_tokens();
+        provider.expire_access_tokens();
+        let page = browser.post(path).await;
+        assert_eq!(page.status, StatusCode::OK, "{path}: {page:?}");
+        assert!(
+            page.body.contains("Your session has ended") && page.body.contains("invalid_grant"),
+            "{path}: {}",
+            page.body
+        );
+        assert!(!browser.signed_in().await, "{path}");
+    }
+}
+
+/// The signed-in page's buttons refuse a form posted from another origin
+/// (another host of the same site, which `SameSite=Lax` lets through);
+/// from this app's own pages they work.
+#[tokio::test]
+async fn buttons_refuse_forms_from_other_origins() {
+    let (_provider, shop) = provider_and_shop().await;
+    let browser = signed_in(&shop).await;
+    for path in ["/refresh", "/items", "/logout"] {
+        let page = browser
+            .post_from(path, "http://evil.127.0.0.1.nip.io:4000")
+            .await;
+        assert_eq!(page.status, StatusCode::FORBIDDEN, "{path}: {page:?}");
+        assert!(browser.signed_in().await, "{path}");
+    }
+    let own = shop.origin();
+    let page = browser.post_from("/refresh", &own).await;
+    assert!(page.body.contains("Tokens refreshed."), "{}", page.body);
+}
