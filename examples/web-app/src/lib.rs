@@ -27,13 +27,13 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use cookie::{Cookie, SameSite};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tessera_guard::{Guard, Keys, RemoteJwks};
 use zeroize::Zeroizing;
 
 pub use sessions::Limits;
-use sessions::{PendingLogins, Session, Sessions};
+use sessions::{Session, Sessions, SpentLogins};
 
 /// What the app needs to know.
 pub struct Settings {
@@ -98,7 +98,10 @@ pub struct WebApp {
     cookies: Cookies,
     /// This app's origin as browsers write it in `Origin`.
     origin: String,
-    started: Mutex<PendingLogins>,
+    /// Seals the sign-in cookie: a key of this process (a restart only
+    /// makes the sign-ins under way start again).
+    login_key: tessera_jose::SigningKey,
+    spent: Mutex<SpentLogins>,
     sessions: Mutex<Sessions>,
     pages: minijinja::Environment<'static>,
 }
@@ -326,7 +329,8 @@ impl WebApp {
             origin: url::Url::parse(&settings.base)?
                 .origin()
                 .ascii_serialization(),
-            started: Mutex::new(PendingLogins::new(&settings.limits)),
+            login_key: tessera_jose::SigningKey::generate(tessera_jose::Algorithm::HS256)?,
+            spent: Mutex::new(SpentLogins::new(&settings.limits)),
             sessions: Mutex::new(Sessions::new(&settings.limits)),
             settings,
             endpoints,
@@ -358,8 +362,36 @@ impl WebApp {
         format!("{}/callback", self.settings.base)
     }
 
-    fn started(&self) -> MutexGuard<'_, PendingLogins> {
-        self.started.lock().unwrap_or_else(|p| p.into_inner())
+    fn spent(&self) -> MutexGuard<'_, SpentLogins> {
+        self.spent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The sign-in cookie's value: `state`, `nonce` and the PKCE
+    /// `verifier`, signed by this process for `login_timeout`. Nothing of
+    /// a sign-in under way is kept here, so a flood of `GET /login` fills
+    /// nothing. The browser holds the verifier; only it (`HttpOnly`) and
+    /// this app see it, and without the code it proves nothing.
+    fn seal_login(&self, started: &Started) -> Result<String, tessera_jose::Error> {
+        let claims = tessera_jose::Claims::with_custom(started)
+            .issuer(self.settings.base.clone())
+            .audience(LOGIN_AUDIENCE)
+            .valid_for(self.settings.limits.login_timeout);
+        tessera_jose::jwt::sign(&claims, &self.login_key)
+    }
+
+    /// What a sign-in cookie sealed here holds; `Err(true)` when it has
+    /// expired, `Err(false)` when it is not one of this process's.
+    fn open_login(&self, cookie: &str) -> Result<Started, bool> {
+        let validation = tessera_jose::Validation::new()
+            .issuer(self.settings.base.clone())
+            .audience(LOGIN_AUDIENCE)
+            .leeway(Duration::ZERO);
+        let key = self.login_key.verifying_key().map_err(|_| false)?;
+        match tessera_jose::jwt::verify::<Started>(cookie, &key, &validation) {
+            Ok(token) => Ok(token.claims.custom),
+            Err(tessera_jose::Error::Expired { .. }) => Err(true),
+            Err(_) => Err(false),
+        }
     }
 
     fn sessions(&self) -> MutexGuard<'_, Sessions> {
@@ -492,13 +524,32 @@ async fn home(State(app): State<Arc<WebApp>>, headers: HeaderMap) -> Response {
     app.page(session.as_ref(), None, None)
 }
 
+/// The audience of the sign-in cookie's token: nothing else this app
+/// signs or verifies is one.
+const LOGIN_AUDIENCE: &str = "web-app sign-in";
+
+/// A sign-in under way: what the callback must find again, sealed in the
+/// browser's sign-in cookie.
+#[derive(Serialize, Deserialize)]
+struct Started {
+    state: String,
+    nonce: String,
+    verifier: Zeroizing<String>,
+}
+
 /// Start a sign-in: PKCE verifier, state and nonce, then off to the provider.
 async fn login(State(app): State<Arc<WebApp>>) -> Response {
-    let (state, nonce, verifier) = match (random(), random(), random()) {
-        (Ok(s), Ok(n), Ok(v)) => (s, n, Zeroizing::new(v)),
+    let started = match (random(), random(), random()) {
+        (Ok(state), Ok(nonce), Ok(verifier)) => Started {
+            state,
+            nonce,
+            verifier: Zeroizing::new(verifier),
+        },
         (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return r,
     };
-    let challenge = tessera_jose::b64::encode(digest::digest(&digest::SHA256, verifier.as_bytes()));
+    let (state, nonce) = (&started.state, &started.nonce);
+    let challenge =
+        tessera_jose::b64::encode(digest::digest(&digest::SHA256, started.verifier.as_bytes()));
     let mut url = match url::Url::parse(&app.endpoints.authorization) {
         Ok(u) => u,
         Err(e) => return problem(StatusCode::BAD_GATEWAY, &e.to_string()),
@@ -508,28 +559,18 @@ async fn login(State(app): State<Arc<WebApp>>) -> Response {
         .append_pair("client_id", &app.settings.client_id)
         .append_pair("redirect_uri", &app.redirect_uri())
         .append_pair("scope", "openid profile email offline_access items:read")
-        .append_pair("state", &state)
-        .append_pair("nonce", &nonce)
+        .append_pair("state", state)
+        .append_pair("nonce", nonce)
         .append_pair("code_challenge", &challenge)
         .append_pair("code_challenge_method", "S256");
-    let started = app
-        .started()
-        .start(state.clone(), nonce, verifier, Instant::now());
-    if started.is_err() {
-        let mut r = app.page(
-            None,
-            None,
-            Some("Too many sign-ins are under way right now. Please try again in a few minutes."),
-        );
-        *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
-        return r;
-    }
+    let sealed = match app.seal_login(&started) {
+        Ok(sealed) => sealed,
+        Err(e) => return problem(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    };
     let mut r = redirect(url.as_str());
     r.headers_mut().append(
         header::SET_COOKIE,
-        app.cookies.set(app.cookies.login(), Some(&state)),
+        app.cookies.set(app.cookies.login(), Some(&sealed)),
     );
     r
 }
@@ -549,19 +590,24 @@ async fn callback(
     headers: HeaderMap,
     Query(params): Query<CallbackParams>,
 ) -> Response {
-    // The state must be the one this browser started with (login CSRF).
-    let Some(state) = params
-        .state
-        .filter(|s| cookie_of(&headers, app.cookies.login()).as_deref() == Some(s.as_str()))
-    else {
-        return problem(StatusCode::BAD_REQUEST, "this sign-in was not started here");
+    // The state must be the one this browser started with (login CSRF),
+    // within the time a sign-in has, and used once.
+    let started = match cookie_of(&headers, app.cookies.login()).map(|c| app.open_login(&c)) {
+        Some(Ok(started)) if params.state.as_deref() == Some(started.state.as_str()) => started,
+        Some(Err(true)) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "this sign-in took too long: sign in again",
+            )
+        }
+        _ => return problem(StatusCode::BAD_REQUEST, "this sign-in was not started here"),
     };
-    let Some(started) = app.started().take(&state, Instant::now()) else {
+    if !app.spent().spend(&started.state, Instant::now()) {
         return problem(
             StatusCode::BAD_REQUEST,
-            "this sign-in was already used, or took too long: sign in again",
+            "this sign-in was already used: sign in again",
         );
-    };
+    }
     if params.iss.as_deref() != Some(app.settings.issuer.as_str()) {
         return problem(
             StatusCode::BAD_REQUEST,

@@ -1,5 +1,6 @@
-//! What the app keeps in memory between requests: the sign-ins under way
-//! and the signed-in sessions, each with a bounded life. Whatever depends
+//! What the app keeps in memory between requests: the signed-in sessions
+//! and, briefly, the sign-ins a callback has taken, each with a bounded
+//! life (a sign-in under way is kept by the browser, in a sealed cookie). Whatever depends
 //! on the time takes it as `now`, so the tests can move it.
 
 use std::collections::HashMap;
@@ -8,8 +9,7 @@ use std::time::{Duration, Instant};
 
 use zeroize::Zeroizing;
 
-/// How long sign-ins and sessions live in memory, and how many sign-ins
-/// may be under way at once.
+/// How long sign-ins and sessions last.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     /// A session ends this long after sign-in, used or not; the person
@@ -19,10 +19,6 @@ pub struct Limits {
     /// A sign-in must come back from the provider within this time.
     /// Default: 10 minutes.
     pub login_timeout: Duration,
-    /// Sign-ins under way at most; past it, `/login` answers 503 until
-    /// some finish or time out (older ones are not evicted to make room).
-    /// Default: 10,000.
-    pub max_pending_logins: usize,
 }
 
 impl Default for Limits {
@@ -30,77 +26,58 @@ impl Default for Limits {
         Limits {
             session_lifetime: Duration::from_secs(8 * 60 * 60),
             login_timeout: Duration::from_secs(10 * 60),
-            max_pending_logins: 10_000,
         }
     }
 }
 
-/// A sign-in under way: what the callback must find again.
-pub(crate) struct Started {
-    pub(crate) nonce: String,
-    pub(crate) verifier: Zeroizing<String>,
-    at: Instant,
-}
-
-/// Too many sign-ins are under way.
-#[derive(Debug)]
-pub(crate) struct TooMany;
-
-/// The sign-ins under way, by their `state`. An entry is made by every
-/// `GET /login`, signed in or not, and taken by the callback; one that
-/// never comes back is dropped after `login_timeout`, and there are never
-/// more than `max_pending_logins`.
-pub(crate) struct PendingLogins {
-    by_state: HashMap<String, Started>,
+/// Sign-ins taken by a callback, remembered for `login_timeout` so that a
+/// second callback with the same sign-in cookie (a double click, a
+/// reload) is refused here rather than sent to the provider, which would
+/// take the second use of the code as a replay and revoke what the first
+/// one got. Sign-ins under way are kept by the browser (its sealed
+/// cookie), not here: a flood of `GET /login` stores nothing. At most
+/// [`SPENT_KEPT`] are remembered; past that the oldest is forgotten, which
+/// only reopens that race for it.
+pub(crate) struct SpentLogins {
+    by_state: HashMap<String, Instant>,
     timeout: Duration,
-    max: usize,
 }
 
-impl PendingLogins {
-    pub(crate) fn new(limits: &Limits) -> PendingLogins {
-        PendingLogins {
+/// Spent sign-ins remembered at most.
+pub(crate) const SPENT_KEPT: usize = 10_000;
+
+impl SpentLogins {
+    pub(crate) fn new(limits: &Limits) -> SpentLogins {
+        SpentLogins {
             by_state: HashMap::new(),
             timeout: limits.login_timeout,
-            max: limits.max_pending_logins,
         }
     }
 
-    /// Record a sign-in under way. Those that timed out are dropped first;
-    /// if the map is still full, this one is refused rather than an older
-    /// one evicted: evicting would let anyone who loads `/login` in a loop
-    /// silently cancel the sign-ins people are in the middle of, while a
-    /// refusal says what happened, and lasts at most `login_timeout` after
-    /// the flood stops.
-    pub(crate) fn start(
-        &mut self,
-        state: String,
-        nonce: String,
-        verifier: Zeroizing<String>,
-        now: Instant,
-    ) -> Result<(), TooMany> {
+    /// Mark the sign-in `state` spent; `false` if it already was.
+    pub(crate) fn spend(&mut self, state: &str, now: Instant) -> bool {
         let timeout = self.timeout;
-        self.by_state
-            .retain(|_, s| now.saturating_duration_since(s.at) < timeout);
-        if self.by_state.len() >= self.max {
-            return Err(TooMany);
+        if self.by_state.len() >= SPENT_KEPT {
+            self.by_state
+                .retain(|_, at| now.saturating_duration_since(*at) < timeout);
         }
-        self.by_state.insert(
-            state,
-            Started {
-                nonce,
-                verifier,
-                at: now,
-            },
-        );
-        Ok(())
-    }
-
-    /// The sign-in `state` names, taken out; `None` when there is none, or
-    /// it timed out.
-    pub(crate) fn take(&mut self, state: &str, now: Instant) -> Option<Started> {
-        self.by_state
-            .remove(state)
-            .filter(|s| now.saturating_duration_since(s.at) < self.timeout)
+        if self.by_state.len() >= SPENT_KEPT {
+            if let Some(oldest) = self
+                .by_state
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(s, _)| s.clone())
+            {
+                self.by_state.remove(&oldest);
+            }
+        }
+        match self.by_state.get(state) {
+            Some(at) if now.saturating_duration_since(*at) < timeout => false,
+            _ => {
+                self.by_state.insert(state.to_owned(), now);
+                true
+            }
+        }
     }
 }
 
@@ -208,22 +185,6 @@ impl Sessions {
 mod tests {
     use super::*;
 
-    fn limits(max_pending_logins: usize) -> Limits {
-        Limits {
-            max_pending_logins,
-            ..Limits::default()
-        }
-    }
-
-    fn start(pending: &mut PendingLogins, state: &str, now: Instant) -> Result<(), TooMany> {
-        pending.start(
-            state.to_owned(),
-            format!("nonce of {state}"),
-            Zeroizing::new(format!("verifier of {state}")),
-            now,
-        )
-    }
-
     fn session(sid: Option<&str>, sub: &str, signed_in: Instant) -> Session {
         Session {
             sid: sid.map(str::to_owned),
@@ -239,40 +200,20 @@ mod tests {
     }
 
     #[test]
-    fn a_sign_in_that_never_comes_back_is_dropped_after_the_timeout() {
+    fn a_sign_in_is_spent_once_within_the_timeout_and_the_record_is_bounded() {
         let t0 = Instant::now();
         let timeout = Limits::default().login_timeout;
-        let mut pending = PendingLogins::new(&limits(10));
-        start(&mut pending, "a", t0).unwrap();
-        start(&mut pending, "b", t0).unwrap();
-        // Within the timeout the callback finds it.
-        let a = pending.take("a", t0 + timeout - Duration::from_secs(1));
-        assert_eq!(a.map(|s| s.nonce).as_deref(), Some("nonce of a"));
-        // Past it, the callback finds nothing...
-        assert!(pending.take("b", t0 + timeout).is_none());
-        // ...and the next sign-in sweeps out those that never came back.
-        start(&mut pending, "c", t0).unwrap();
-        start(&mut pending, "d", t0 + timeout).unwrap();
-        assert_eq!(pending.by_state.len(), 1, "only d is left");
-        assert!(pending.by_state.contains_key("d"));
-    }
-
-    #[test]
-    fn sign_ins_under_way_are_capped_and_refused_past_the_cap() {
-        let t0 = Instant::now();
-        let timeout = Limits::default().login_timeout;
-        let mut pending = PendingLogins::new(&limits(2));
-        start(&mut pending, "a", t0).unwrap();
-        start(&mut pending, "b", t0).unwrap();
-        assert!(start(&mut pending, "c", t0).is_err(), "a third is refused");
-        assert_eq!(pending.by_state.len(), 2);
-        // Refused, not evicted: both sign-ins under way still complete.
-        assert!(pending.take("a", t0).is_some());
-        // A finished sign-in makes room, and so do timed-out ones.
-        start(&mut pending, "c", t0).unwrap();
-        assert!(start(&mut pending, "d", t0).is_err());
-        start(&mut pending, "d", t0 + timeout).unwrap();
-        assert_eq!(pending.by_state.len(), 1);
+        let mut spent = SpentLogins::new(&Limits::default());
+        assert!(spent.spend("a", t0));
+        assert!(!spent.spend("a", t0 + timeout - Duration::from_secs(1)));
+        // Past the timeout its cookie has expired anyway.
+        assert!(spent.spend("a", t0 + timeout));
+        for i in 0..SPENT_KEPT + 10 {
+            assert!(spent.spend(&format!("s{i}"), t0 + timeout));
+            assert!(spent.by_state.len() <= SPENT_KEPT);
+        }
+        // The newest are remembered.
+        assert!(!spent.spend(&format!("s{}", SPENT_KEPT + 9), t0 + timeout));
     }
 
     #[test]

@@ -390,6 +390,16 @@ impl Browser<'_> {
     pub async fn sign_in(&self, edit: impl FnOnce(&mut Map<String, Value>)) -> Page {
         let login = self.get("/login").await;
         assert_eq!(login.status, StatusCode::SEE_OTHER, "{login:?}");
+        self.come_back(&login, edit).await
+    }
+
+    /// Come back from the provider for the sign-in `login` started (the
+    /// answer of `GET /login`), as [`Browser::sign_in`] does.
+    pub async fn come_back(
+        &self,
+        login: &Page,
+        edit: impl FnOnce(&mut Map<String, Value>),
+    ) -> Page {
         let now = NumericDate::now().seconds();
         let mut claims = json!({
             "iss": self.shop.issuer,

@@ -107,30 +107,67 @@ async fn a_session_ends_at_its_lifetime() {
     assert!(!browser.signed_in().await);
 }
 
+/// A sign-in under way lives in the browser's sealed cookie, not in the
+/// app: a flood of `GET /login` fills nothing, and sign-ins still
+/// complete (before, 10,000 of them, from anyone, refused every sign-in
+/// for ten minutes). A callback must carry the cookie its sign-in started
+/// with, unaltered, and only once.
 #[tokio::test]
-async fn sign_ins_under_way_are_capped_and_refused_past_the_cap_with_a_503_page() {
+async fn sign_ins_under_way_are_kept_by_the_browser_sealed_and_used_once() {
     let provider = Provider::start().await;
-    let limits = web_app::Limits {
-        max_pending_logins: 2,
-        ..web_app::Limits::default()
-    };
-    let shop = Shop::start(&provider, None, limits).await;
-    let browser = shop.browser();
-    for _ in 0..2 {
-        assert_eq!(browser.get("/login").await.status, StatusCode::SEE_OTHER);
+    let shop = Shop::start(&provider, None, web_app::Limits::default()).await;
+    let flood = shop.browser();
+    for _ in 0..200 {
+        assert_eq!(flood.get("/login").await.status, StatusCode::SEE_OTHER);
     }
-    let refused = browser.get("/login").await;
-    assert_eq!(
-        refused.status,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "{refused:?}"
-    );
-    assert!(
-        refused.body.contains("Too many sign-ins are under way"),
-        "{}",
-        refused.body
-    );
-    assert!(refused.set_cookies.is_empty(), "{refused:?}");
+    let browser = shop.browser();
+    let callback = browser.sign_in(|_| {}).await;
+    assert_eq!(callback.status, StatusCode::SEE_OTHER, "{callback:?}");
+    assert!(browser.signed_in().await);
+
+    let callback_of = |state: &str| {
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair("code", "the code")
+            .append_pair("state", state)
+            .append_pair("iss", &shop.issuer)
+            .finish();
+        format!("/callback?{query}")
+    };
+    let victim = shop.browser();
+    let login = victim.get("/login").await;
+    let state = login.location_param("state");
+    let sealed = victim.cookies.lock().unwrap()["web-app-login"].clone();
+    // Another browser, with a sign-in cookie of its own, cannot finish it.
+    let attacker = shop.browser();
+    attacker.get("/login").await;
+    let r = attacker.get(&callback_of(&state)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
+    assert!(r.body.contains("not started here"), "{}", r.body);
+    // Nor with the victim's cookie altered (another state sealed in it).
+    let mut parts: Vec<String> = sealed.split('.').map(str::to_owned).collect();
+    let mut payload: serde_json::Value =
+        serde_json::from_slice(&tessera_jose::b64::decode(&parts[1]).unwrap()).unwrap();
+    payload["state"] = "forged".into();
+    parts[1] = tessera_jose::b64::encode(payload.to_string());
+    attacker
+        .cookies
+        .lock()
+        .unwrap()
+        .insert("web-app-login".into(), parts.join("."));
+    let r = attacker.get(&callback_of("forged")).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
+    assert!(r.body.contains("not started here"), "{}", r.body);
+    // The victim's own callback works, once.
+    let first = victim.come_back(&login, |_| {}).await;
+    assert_eq!(first.status, StatusCode::SEE_OTHER, "{first:?}");
+    victim
+        .cookies
+        .lock()
+        .unwrap()
+        .insert("web-app-login".into(), sealed);
+    let again = victim.get(&callback_of(&state)).await;
+    assert_eq!(again.status, StatusCode::BAD_REQUEST, "{again:?}");
+    assert!(again.body.contains("already used"), "{}", again.body);
 }
 
 #[tokio::test]
