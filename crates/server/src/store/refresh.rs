@@ -509,6 +509,24 @@ async fn rotate_in_transaction(
             tx.rollback().await?;
             return Ok(Outcome::Refused(refused));
         }
+        // Rotated without a successor kept (by an instance, or a version,
+        // with no grace window): take the family's row lock (PostgreSQL)
+        // so concurrent retries queue, and read again whether a retry that
+        // went first has kept one since.
+        let successor_sealed = match (successor_sealed, used_at) {
+            (None, Some(_)) if in_grace => {
+                sqlx::query("UPDATE refresh_families SET expires_at = expires_at WHERE id = $1")
+                    .bind(&family.id).execute(&mut *tx).await?;
+                sqlx::query_scalar::<_, Option<Vec<u8>>>(
+                    "SELECT successor_sealed FROM refresh_tokens WHERE token_hash = $1",
+                )
+                .bind(&hash)
+                .fetch_optional(&mut *tx)
+                .await?
+                .flatten()
+            }
+            (kept, _) => kept,
+        };
         // A retry within grace gets the successor handed out before, but
         // only while that successor is unused: once its holder has used
         // it, whoever presents the old token again is replaying it.
@@ -534,23 +552,20 @@ async fn rotate_in_transaction(
             }
             _ => false,
         };
-        // Rotated without a successor kept (by an instance, or a version,
-        // with no grace window): take the family's row lock (PostgreSQL)
-        // so concurrent retries queue, then look at what came after. A
-        // token issued since that has been used means the chain went on:
-        // this is a replay, not a retry.
+        // Still none kept (the family is locked): a token issued since
+        // and used means the chain went on, so this is a replay, not a
+        // retry. Times are whole seconds: a predecessor issued and used in
+        // the second this token was used counts too, and the retry is
+        // taken for reuse; the other way, a replay in the same second
+        // would pass for a retry.
         let chain_went_on = match (used_at, &successor_sealed) {
-            (Some(used), None) if in_grace && !successor_used => {
-                sqlx::query("UPDATE refresh_families SET expires_at = expires_at WHERE id = $1")
-                    .bind(&family.id).execute(&mut *tx).await?;
-                sqlx::query_scalar::<_, String>(
-                    "SELECT family_id FROM refresh_tokens WHERE family_id = $1 AND created_at >= $2 \
-                     AND used_at IS NOT NULL AND token_hash <> $3 LIMIT 1",
-                )
-                .bind(&family.id).bind(used).bind(&hash)
-                .fetch_optional(&mut *tx).await?
-                .is_some()
-            }
+            (Some(used), None) if in_grace => sqlx::query_scalar::<_, String>(
+                "SELECT family_id FROM refresh_tokens WHERE family_id = $1 AND created_at >= $2 \
+                 AND used_at IS NOT NULL AND token_hash <> $3 LIMIT 1",
+            )
+            .bind(&family.id).bind(used).bind(&hash)
+            .fetch_optional(&mut *tx).await?
+            .is_some(),
             _ => false,
         };
         let retried = match used_at {
@@ -562,10 +577,14 @@ async fn rotate_in_transaction(
                     return Ok(Outcome::Again(family, sealed));
                 }
                 // End the successor issued before (unused) and issue
-                // another.
+                // another, kept for this token from now on: a retry after
+                // this one gets the same (ending the one issued here
+                // would count as using it, and look like reuse).
                 sqlx::query(
                     "UPDATE refresh_tokens SET used_at = $1 WHERE family_id = $2 AND used_at IS NULL"
                 ).bind(at).bind(&family.id).execute(&mut *tx).await?;
+                sqlx::query("UPDATE refresh_tokens SET successor_sealed = $1 WHERE token_hash = $2")
+                    .bind(&sealed).bind(&hash).execute(&mut *tx).await?;
                 true
             }
             Some(_) => {

@@ -1077,6 +1077,36 @@ async fn a_replay_across_instances_with_different_grace_is_reuse(backend: Backen
         .expect("a retry within the grace window");
     assert!(retry.retried);
     assert_eq!(refresh::live_tokens(&h.db, &other).await.unwrap(), 1);
+    // A retry again gets that same successor: the one it replaced, ended
+    // unused, is not the chain going on.
+    let again = rotate(&h.db, &first, &client, &policy(60))
+        .await
+        .unwrap()
+        .expect("a second retry");
+    assert_eq!(*again.token, *retry.token);
+    assert_eq!(refresh::live_tokens(&h.db, &other).await.unwrap(), 1);
+    // Retries at once, of a token rotated without a kept successor: one
+    // successor for all, the family standing.
+    let (third, first) = family(&h, &client).await;
+    rotate(&h.db, &first, &client, &policy(0))
+        .await
+        .unwrap()
+        .unwrap();
+    let db = Arc::new(h.db.clone());
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (db, first, client) = (Arc::clone(&db), first.clone(), client.clone());
+            tokio::spawn(async move { rotate(&db, &first, &client, &policy(60)).await.unwrap() })
+        })
+        .collect();
+    let mut tokens = Vec::new();
+    for task in tasks {
+        let rotated = task.await.unwrap().expect("retries at once are retries");
+        tokens.push(rotated.token.to_string());
+    }
+    tokens.dedup();
+    assert_eq!(tokens.len(), 1, "one successor");
+    assert_eq!(refresh::live_tokens(&h.db, &third).await.unwrap(), 1);
     h.finish().await;
 }
 
