@@ -53,6 +53,14 @@ pub async fn token(
             &crate::Error::Unavailable("the audit trail is not being written".into()),
         ));
     }
+    // Changes made through other instances (a secret rotated, a client
+    // or user cut off) arrive through the revocation log: a copy not read
+    // lately is read first, or the request is answered 503.
+    app.access
+        .revoked()
+        .current(&app.db)
+        .await
+        .map_err(OAuthError::from)?;
     let grant_type = form.require("grant_type")?;
     let grant = GrantType::parse(grant_type).ok_or_else(|| {
         OAuthError::unsupported_grant_type(format!("grant_type {grant_type:?} is not supported"))

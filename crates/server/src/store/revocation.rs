@@ -50,30 +50,44 @@ pub const CUT_MARGIN: i64 = 2;
 /// client cached before its secret was rotated): less than
 /// [`CUT_MARGIN`], so a change made through another instance is read
 /// here before the cut-off it sets has passed; twice the follower's
-/// period (`serve::REVOCATION_SYNC`), so a copy that is followed is
-/// always current.
+/// period (`serve::REVOCATION_SYNC`), so a copy that is followed stays
+/// current while its readings take under half a second (one indexed
+/// read of the events since the last); past that, requests read it
+/// themselves, one reading for all that wait.
 pub const TRUSTED_FOR: Duration = Duration::from_secs(1);
 
 /// When a copy of the log was last read through (shared with the caches
-/// that learn of changes from it).
+/// that learn of changes from it). Read on every token request: an atomic
+/// count of nanoseconds since [`Synced::EPOCH`], 0 for never.
 #[derive(Clone, Debug, Default)]
-pub struct Synced(Arc<std::sync::Mutex<Option<std::time::Instant>>>);
+pub struct Synced(Arc<std::sync::atomic::AtomicU64>);
 
 impl Synced {
+    /// The moment the stamps count from (the first use in this process).
+    fn epoch() -> std::time::Instant {
+        static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        *EPOCH.get_or_init(std::time::Instant::now)
+    }
+
+    fn stamp(at: std::time::Instant) -> u64 {
+        // One more than the nanoseconds since the epoch: 0 stays "never".
+        u64::try_from(at.saturating_duration_since(Synced::epoch()).as_nanos())
+            .unwrap_or(u64::MAX)
+            .saturating_add(1)
+    }
+
     /// Whether the copy was read through within `bound`.
     pub fn within(&self, bound: Duration) -> bool {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some_and(|at| at.elapsed() <= bound)
+        let last = self.0.load(std::sync::atomic::Ordering::Acquire);
+        last != 0
+            && Synced::stamp(std::time::Instant::now()).saturating_sub(last)
+                <= u64::try_from(bound.as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// Read through as of `at` (when the reading began).
     fn mark(&self, at: std::time::Instant) {
-        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if last.is_none_or(|last| last < at) {
-            *last = Some(at);
-        }
+        self.0
+            .fetch_max(Synced::stamp(at), std::sync::atomic::Ordering::AcqRel);
     }
 }
 
@@ -281,6 +295,8 @@ pub struct Revocations {
     syncing: tokio::sync::Mutex<()>,
     /// When a sync last read the log through.
     synced: Synced,
+    /// When the last reading failed, and why (`None`: it did not).
+    failed: std::sync::Mutex<Option<(std::time::Instant, String)>>,
     /// Told of every client a sync finds cut off, whichever sync reads
     /// the event first (the follower's, or one after a revocation here).
     on_client_cut: std::sync::OnceLock<ClientCutHook>,
@@ -355,6 +371,7 @@ impl Revocations {
             latest: tokio::sync::watch::channel(0).0,
             syncing: tokio::sync::Mutex::new(()),
             synced: Synced::default(),
+            failed: std::sync::Mutex::new(None),
             on_client_cut: std::sync::OnceLock::new(),
             forget_by: std::sync::Mutex::new(clock),
         }
@@ -568,11 +585,37 @@ impl Revocations {
         db: &Db,
         bound: Option<Duration>,
     ) -> Result<Vec<String>, Error> {
-        const BATCH: i64 = 10_000;
+        let asked = std::time::Instant::now();
         let _one_at_a_time = self.syncing.lock().await;
-        if bound.is_some_and(|bound| self.synced.within(bound)) {
-            return Ok(Vec::new());
+        if let Some(bound) = bound {
+            if self.synced.within(bound) {
+                return Ok(Vec::new());
+            }
+            // A reading that failed while this request waited answers it
+            // too: during an outage each request waits for one failed
+            // reading at most, not for every reading queued before it.
+            if let Some(why) = self
+                .failed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .filter(|(at, _)| *at >= asked)
+                .map(|(_, why)| why.clone())
+            {
+                return Err(Error::Unavailable(why));
+            }
         }
+        let read = self.read_through(db).await;
+        *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = match &read {
+            Ok(_) => None,
+            Err(e) => Some((std::time::Instant::now(), e.to_string())),
+        };
+        read
+    }
+
+    /// The body of [`Revocations::sync`], its turn taken.
+    async fn read_through(&self, db: &Db) -> Result<Vec<String>, Error> {
+        const BATCH: i64 = 10_000;
         // Current as of when the reading began.
         let started = std::time::Instant::now();
         let mut cut_clients = Vec::new();
@@ -628,10 +671,12 @@ impl Revocations {
             log.prune(now);
         }
         drop(log);
-        self.synced.mark(started);
+        // The caches first: once the copy counts as current, a cached
+        // client it cut must be gone.
         if let Some(hook) = self.on_client_cut.get() {
             cut_clients.iter().for_each(|client_id| hook(client_id));
         }
+        self.synced.mark(started);
         Ok(cut_clients)
     }
 
