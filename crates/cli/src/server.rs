@@ -594,22 +594,27 @@ pub fn backup(args: &BackupArgs) -> Result<(), Failure> {
 pub fn keys(server: &ServerArgs, command: KeysCommand) -> Result<(), Failure> {
     let config = server.config()?;
     match command {
-        KeysCommand::Rotate => runtime()?.block_on(async move {
-            // Rotating is maintenance: open the server's keys in full.
-            let opened = tessera_server::open(config).await?;
-            // One new key per algorithm: access tokens first, then ID tokens.
-            let passwords = tessera_server::password::Passwords::new(1);
-            let kids = service(&opened.db, &passwords, &opened.config)
-                .rotate_keys(&opened.keys)
-                .await?;
-            let announce = humantime::format_duration(opened.config.keys.announce);
-            for kid in &kids {
-                out!("{kid}");
-            }
-            eprintln!("new keys published now; they sign in {announce}");
-            opened.db.close().await;
-            Ok::<_, anyhow::Error>(())
-        })?,
+        KeysCommand::Rotate => {
+            // In the wrong directory it would rotate the keys of a new,
+            // empty database, and say it had.
+            require_database(&config)?;
+            runtime()?.block_on(async move {
+                // Rotating is maintenance: open the server's keys in full.
+                let opened = tessera_server::open(config).await?;
+                // One new key per algorithm: access tokens first, then ID tokens.
+                let passwords = tessera_server::password::Passwords::new(1);
+                let kids = service(&opened.db, &passwords, &opened.config)
+                    .rotate_keys(&opened.keys)
+                    .await?;
+                let announce = humantime::format_duration(opened.config.keys.announce);
+                for kid in &kids {
+                    out!("{kid}");
+                }
+                eprintln!("new keys published now; they sign in {announce}");
+                opened.db.close().await;
+                Ok::<_, anyhow::Error>(())
+            })?;
+        }
         KeysCommand::List { json } => {
             // Listing reads: no data directory, master key or key is made,
             // no rotation started, nothing deleted.
@@ -648,8 +653,6 @@ fn print_keys(
     Ok(())
 }
 
-/// Refuse, for a SQLite database that does not exist, rather than make
-/// one (a read must not create the data directory).
 /// Before a `user` or `client` command: one that adds may make the
 /// database (the README's first steps do, before the server ever ran) and
 /// says so on stderr, in case the server's data directory is elsewhere;
@@ -668,6 +671,8 @@ fn database_for(config: &Config, adds: bool) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Refuse, for a SQLite database that does not exist, rather than make
+/// one (a read must not create the data directory).
 fn require_database(config: &Config) -> Result<(), Failure> {
     if let Some(path) = config.database_url.strip_prefix("sqlite://") {
         if !std::path::Path::new(path).is_file() {

@@ -374,6 +374,7 @@ impl Keys {
     /// database's) still does, so that it publishes and signs with the
     /// keys the others made.
     pub async fn refresh_at(&self, at: i64) -> Result<(), Error> {
+        self.learn_longest_ttl().await?;
         let rows = self.fetch().await?;
         let opened = self.open_all(&rows)?;
         self.reload(rows, &opened, at)
@@ -422,10 +423,7 @@ impl Keys {
             opened = self.open_all(&rows)?;
         }
         if remove {
-            if let Some(stored) = crate::store::revocation::longest_access_ttl(&self.db).await? {
-                self.longest_ttl
-                    .fetch_max(stored, std::sync::atomic::Ordering::AcqRel);
-            }
+            self.learn_longest_ttl().await?;
             if self.mark_retired(&rows, now).await? {
                 rows = self.fetch().await?;
             }
@@ -654,6 +652,16 @@ impl Keys {
         match self.ring.write() {
             Ok(mut slot) => *slot = ring,
             Err(poisoned) => *poisoned.into_inner() = ring,
+        }
+        Ok(())
+    }
+
+    /// Raise the longest access-token lifetime known to the longest any
+    /// instance has recorded.
+    async fn learn_longest_ttl(&self) -> Result<(), Error> {
+        if let Some(stored) = crate::store::revocation::longest_access_ttl(&self.db).await? {
+            self.longest_ttl
+                .fetch_max(stored, std::sync::atomic::Ordering::AcqRel);
         }
         Ok(())
     }

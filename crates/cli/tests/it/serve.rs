@@ -1222,6 +1222,7 @@ fn user_and_client_commands_other_than_add_need_the_database_and_lifetimes_are_w
         &["client", "list"],
         &["client", "delete", "c"],
         &["client", "rotate-secret", "c"],
+        &["keys", "rotate"],
     ] {
         let out = assert_cmd::Command::new(binary())
             .current_dir(d)

@@ -153,7 +153,9 @@ impl OAuthForm {
     }
 }
 
-fn is_form(headers: &HeaderMap) -> bool {
+/// Whether the body is `application/x-www-form-urlencoded` (parameters
+/// such as `charset` allowed).
+pub(crate) fn is_form(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -7,8 +7,8 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -82,22 +82,19 @@ async fn userinfo(State(app): State<Arc<App>>, token: AccessToken) -> Response {
 /// (`invalid_request`, RFC 6750 §3.1: one method per request). Other
 /// bodies, and other form parameters, are left alone.
 async fn token_from_body(request: Request, next: Next) -> Response {
-    let is_form = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|media| {
-            media
-                .trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        });
-    if request.method() != Method::POST || !is_form {
+    if request.method() != Method::POST || !super::form::is_form(request.headers()) {
         return next.run(request).await;
     }
-    let (mut parts, body) = request.into_parts();
-    let Ok(body) = axum::body::to_bytes(body, super::BODY_LIMIT).await else {
-        return invalid_request("the request body could not be read");
+    let (parts, body) = request.into_parts();
+    let mut parts_kept = parts.clone();
+    let body = match Bytes::from_request(Request::from_parts(parts, body), &()).await {
+        Ok(body) => body,
+        // Too large is 413, as everywhere; whatever else went wrong, 400.
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return super::OAuthError::payload_too_large(format!("unreadable body: {e}"))
+                .into_response()
+        }
+        Err(_) => return invalid_request("the request body could not be read"),
     };
     let pairs = match super::form::strict_pairs(&body) {
         Ok(pairs) => pairs,
@@ -110,7 +107,7 @@ async fn token_from_body(request: Request, next: Next) -> Response {
         (Some(_), Some(_)) => return invalid_request("access_token is given more than once"),
     };
     if let Some(token) = token {
-        if parts.headers.contains_key(header::AUTHORIZATION) {
+        if parts_kept.headers.contains_key(header::AUTHORIZATION) {
             return invalid_request(
                 "the access token is given both in the Authorization header and in the body",
             );
@@ -118,9 +115,10 @@ async fn token_from_body(request: Request, next: Next) -> Response {
         let Ok(value) = HeaderValue::from_str(&format!("Bearer {token}")) else {
             return invalid_request("the access token holds characters no token has");
         };
-        parts.headers.insert(header::AUTHORIZATION, value);
+        parts_kept.headers.insert(header::AUTHORIZATION, value);
     }
-    next.run(Request::from_parts(parts, Body::from(body))).await
+    next.run(Request::from_parts(parts_kept, Body::from(body)))
+        .await
 }
 
 /// RFC 6750 §3.1 `invalid_request` (400).

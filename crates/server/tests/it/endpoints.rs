@@ -735,6 +735,14 @@ async fn userinfo_takes_the_token_from_a_form_body_once(backend: Backend) {
     assert_eq!(none.status, StatusCode::UNAUTHORIZED);
     let header_only = post("other=1".into(), Some(&token)).await;
     assert_eq!(header_only.status, StatusCode::OK);
+    // A body over the limit (sent without a length, as a stream would be)
+    // is 413, as everywhere.
+    let big = post(
+        format!("access_token={token}&pad={}", "x".repeat(20_000)),
+        None,
+    )
+    .await;
+    assert_eq!(big.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", big.text);
     h.finish().await;
 }
 

@@ -1971,13 +1971,15 @@ async fn a_replaced_key_outlives_the_longest_token_any_instance_recorded(backend
     let short = tessera_server::store::secs(h.app.config.max_access_ttl);
     let announce = tessera_server::store::secs(h.app.config.keys.announce);
     let old_kid = h.app.keys.signer(now).unwrap().kid().unwrap().to_owned();
+    // An instance that only reads the keys (its clock ahead).
+    let ahead = tessera_server::open(h.test_db.config()).await.unwrap();
     h.app.keys.rotate().await.unwrap();
     // Another instance starts with four times the lifetime.
     revocation::raise_longest_access_ttl(&h.db, 4 * short)
         .await
         .unwrap();
-    let published = |h: &Harness| {
-        tessera_jose::JwkSet::from_json(&h.app.keys.jwks_json())
+    let published = |keys: &tessera_server::keys::Keys| {
+        tessera_jose::JwkSet::from_json(&keys.jwks_json())
             .unwrap()
             .find(&old_kid)
             .is_some()
@@ -1985,11 +1987,20 @@ async fn a_replaced_key_outlives_the_longest_token_any_instance_recorded(backend
     // The new key has signed for twice this instance's lifetime.
     tessera_server_test_shift(&h, announce + 2 * short).await;
     h.app.keys.maintain().await.unwrap();
-    assert!(published(&h), "removed while the other's tokens may live");
+    assert!(
+        published(&h.app.keys),
+        "removed while the other's tokens may live"
+    );
+    ahead.keys.refresh_at(now).await.unwrap();
+    assert!(
+        published(&ahead.keys),
+        "dropped by an instance that only reads"
+    );
     // And for longer than the other's.
     tessera_server_test_shift(&h, 3 * short).await;
     h.app.keys.maintain().await.unwrap();
-    assert!(!published(&h), "kept past every token it signed");
+    assert!(!published(&h.app.keys), "kept past every token it signed");
+    ahead.db.close().await;
     h.finish().await;
 }
 
