@@ -510,6 +510,29 @@ async fn a_client_revokes_access_tokens_within_its_allowance(backend: Backend) {
     h.finish().await;
 }
 
+/// An access token of this server for `client_id` and `subject`, with
+/// `scope`, issued at `at` for five minutes (as an instance whose clock
+/// reads `at` would mint it).
+fn mint_at(h: &Harness, at: i64, client_id: &str, subject: &str, scope: &str) -> String {
+    h.app
+        .access
+        .mint(
+            tessera_server::access::Mint {
+                client_id,
+                subject,
+                audience: vec![ISSUER.to_owned()],
+                scope: scope.into(),
+                auth_time: None,
+                ttl: std::time::Duration::from_secs(300),
+                sid: None,
+                jti: None,
+            },
+            at,
+        )
+        .unwrap()
+        .token
+}
+
 /// The `jti` of a token (read without verifying it).
 fn jwt_id(token: &str) -> String {
     let payload = token.split('.').nth(1).unwrap();
@@ -529,25 +552,7 @@ async fn a_token_from_an_instance_a_little_ahead_is_known_and_revocable(backend:
     let (id, secret) = h.client(&[GrantType::ClientCredentials], "read").await;
     let rs = h.client(&[GrantType::ClientCredentials], "read").await;
     let now = tessera_server::store::now();
-    let mint = |at: i64| {
-        h.app
-            .access
-            .mint(
-                tessera_server::access::Mint {
-                    client_id: &id,
-                    subject: &id,
-                    audience: vec![ISSUER.to_owned()],
-                    scope: "read".into(),
-                    auth_time: None,
-                    ttl: std::time::Duration::from_secs(300),
-                    sid: None,
-                    jti: None,
-                },
-                at,
-            )
-            .unwrap()
-            .token
-    };
+    let mint = |at: i64| mint_at(&h, at, &id, &id, "read");
     let ahead = mint(now + 2);
     assert!(h.active(&ahead, (&rs.0, &rs.1)).await);
     // This server's own APIs take it too (userinfo, the admin API), and
@@ -557,23 +562,7 @@ async fn a_token_from_an_instance_a_little_ahead_is_known_and_revocable(backend:
         .client(&[GrantType::ClientCredentials], "tessera:admin")
         .await;
     let own = |at: i64, client_id: &str, subject: &str, scope: &str| {
-        h.app
-            .access
-            .mint(
-                tessera_server::access::Mint {
-                    client_id,
-                    subject,
-                    audience: vec![ISSUER.to_owned()],
-                    scope: scope.into(),
-                    auth_time: None,
-                    ttl: std::time::Duration::from_secs(300),
-                    sid: None,
-                    jti: None,
-                },
-                at,
-            )
-            .unwrap()
-            .token
+        mint_at(&h, at, client_id, subject, scope)
     };
     let bearer = |path: &str, token: String| {
         h.send(
@@ -680,24 +669,7 @@ async fn userinfo_takes_the_token_from_a_form_body_once(backend: Backend) {
     };
     let (id, _) = h.client(&[GrantType::ClientCredentials], "openid").await;
     let user = h.user("alice", "correct horse battery", "openid").await;
-    let token = h
-        .app
-        .access
-        .mint(
-            tessera_server::access::Mint {
-                client_id: &id,
-                subject: &user,
-                audience: vec![ISSUER.to_owned()],
-                scope: "openid".into(),
-                auth_time: None,
-                ttl: std::time::Duration::from_secs(300),
-                sid: None,
-                jti: None,
-            },
-            tessera_server::store::now(),
-        )
-        .unwrap()
-        .token;
+    let token = mint_at(&h, tessera_server::store::now(), &id, &user, "openid");
     let post = |body: String, header_token: Option<&str>| {
         let mut request = Request::post("/oauth2/userinfo").header(
             header::CONTENT_TYPE,
