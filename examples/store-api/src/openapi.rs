@@ -28,6 +28,14 @@ fn op(summary: &str, scope: &str, ok: &str, body: Option<&str>, id: bool) -> Val
 
 /// Authorization: none.
 pub async fn document() -> Response {
+    let mut create_store = op(
+        "Create a store",
+        crate::WRITE,
+        "201",
+        Some("NewStore"),
+        false,
+    );
+    create_store["responses"]["409"] = json!({ "description": "A store with this name exists" });
     let doc = json!({
         "openapi": "3.1.0",
         "info": { "title": "Store API (tessera example)", "version": "0.1.0",
@@ -35,7 +43,7 @@ pub async fn document() -> Response {
         "paths": {
             "/stores": {
                 "get": op("List stores", crate::READ, "200", None, false),
-                "post": op("Create a store", crate::WRITE, "201", Some("NewStore"), false)
+                "post": create_store
             },
             "/stores/{id}": {
                 "get": op("A store with its items", crate::READ, "200", None, true),

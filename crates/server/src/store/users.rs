@@ -72,6 +72,8 @@ pub struct UserInfo {
     pub name: Option<String>,
     /// Email address.
     pub email: Option<String>,
+    /// Whether the address is verified (the `email_verified` claim).
+    pub email_verified: bool,
 }
 
 /// Add a user with an already-hashed password.
@@ -95,6 +97,7 @@ pub async fn add(
     ).bind(&id).bind(username).bind(password_hash).bind(scopes.to_string()).bind(at)
     .bind(&name).bind(&email).bind(profile.verified.unwrap_or(false))
     .execute(p).await.map(|r| r.rows_affected()));
+    let email_verified = profile.verified.unwrap_or(false);
     match result {
         Ok(_) => Ok(UserInfo {
             id,
@@ -104,6 +107,7 @@ pub async fn add(
             created_at: at,
             name,
             email,
+            email_verified,
         }),
         Err(e) if is_unique_violation(&e) => Err(Error::Exists {
             kind: "user",
@@ -135,7 +139,7 @@ pub async fn find_by_id(db: &Db, id: &str) -> Result<Option<User>, Error> {
 /// Every user, by name.
 pub async fn list(db: &Db) -> Result<Vec<UserInfo>, Error> {
     let users = on_pool!(db.read(), p => sqlx::query_as::<_, UserInfo>(
-        "SELECT id, username, scopes, disabled, created_at, name, email FROM users ORDER BY username"
+        "SELECT id, username, scopes, disabled, created_at, name, email, email_verified FROM users ORDER BY username"
     ).fetch_all(p).await)?;
     Ok(users)
 }

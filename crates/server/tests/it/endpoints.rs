@@ -1174,6 +1174,19 @@ mod admin_api {
         .await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
         assert!(r.json.get("password_hash").is_none());
+        // The profile as set, `email_verified` included, as listed.
+        let r = call(
+            &h,
+            Method::PATCH,
+            "/admin/users/alice",
+            t,
+            Some(json!({"email": "alice@example.com", "email_verified": true})),
+        )
+        .await;
+        assert!(r.status.is_success(), "{}", r.text);
+        let listed = call(&h, Method::GET, "/admin/users", t, None).await;
+        assert_eq!(listed.json[0]["email"], "alice@example.com");
+        assert_eq!(listed.json[0]["email_verified"], true, "{}", listed.text);
         let r = call(
             &h,
             Method::POST,
