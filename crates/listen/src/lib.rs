@@ -46,18 +46,19 @@
 #![deny(missing_docs)]
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::{Body, HttpBody};
-use axum::extract::{ConnectInfo, Request, State};
+use axum::body::HttpBody;
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
+
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
@@ -146,10 +147,6 @@ pub async fn serve(
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let router = router.layer(axum::middleware::from_fn_with_state(
-        limits.request_timeout,
-        answer_within,
-    ));
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -189,16 +186,12 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
         stream.set_write_timeout(Some(limits.send_timeout));
-        let service = router
-            .clone()
-            .map_request(move |mut request: axum::extract::Request<_>| {
-                request.extensions_mut().insert(ConnectInfo(peer));
-                request
-            });
-        let connection = builder.serve_connection(
-            TokioIo::new(Box::pin(stream)),
-            TowerToHyperService::new(service),
-        );
+        let router = router.clone();
+        let request_timeout = limits.request_timeout;
+        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+            answer_within(router.clone(), request, peer, request_timeout)
+        });
+        let connection = builder.serve_connection(TokioIo::new(Box::pin(stream)), service);
         let connection = graceful.watch(connection);
         connections.spawn(async move {
             if let Err(e) = connection.await {
@@ -249,18 +242,27 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// The request timeout (see the crate docs): `408` for a request whose
-/// body had not all arrived, `503` for one whose handler was slow; either
-/// way the connection is closed after it.
-async fn answer_within(State(limit): State<Duration>, request: Request, next: Next) -> Response {
-    let (parts, body) = request.into_parts();
+/// One request, with the peer's address, answered by `router` within
+/// `limit` (see the crate docs): else `408` for a request whose body had
+/// not all arrived, `503` for one whose handler was slow; either way the
+/// connection is closed after it. (A service of its own around the
+/// router, not a middleware inside it: no boxed future, and the body is
+/// boxed once, by the router, as it would be anyway.)
+async fn answer_within(
+    router: Router,
+    request: hyper::Request<Incoming>,
+    peer: SocketAddr,
+    limit: Duration,
+) -> Result<Response, std::convert::Infallible> {
+    let (mut parts, body) = request.into_parts();
+    parts.extensions.insert(ConnectInfo(peer));
     let arrived = Arc::new(std::sync::atomic::AtomicBool::new(body.is_end_stream()));
-    let body = Body::new(Arrival {
+    let body = Arrival {
         body,
         arrived: Arc::clone(&arrived),
-    });
-    match tokio::time::timeout(limit, next.run(Request::from_parts(parts, body))).await {
-        Ok(response) => response,
+    };
+    match tokio::time::timeout(limit, router.oneshot(Request::from_parts(parts, body))).await {
+        Ok(answered) => answered,
         Err(_) => {
             let status = if arrived.load(std::sync::atomic::Ordering::Acquire) {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -271,20 +273,20 @@ async fn answer_within(State(limit): State<Duration>, request: Request, next: Ne
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            response
+            Ok(response)
         }
     }
 }
 
 /// A request body that records when all of it has arrived.
 struct Arrival {
-    body: Body,
+    body: Incoming,
     arrived: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl HttpBody for Arrival {
     type Data = axum::body::Bytes;
-    type Error = axum::Error;
+    type Error = hyper::Error;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
