@@ -58,7 +58,8 @@ pub const TRUSTED_FOR: Duration = Duration::from_secs(1);
 
 /// When a copy of the log was last read through (shared with the caches
 /// that learn of changes from it). Read on every token request: an atomic
-/// count of nanoseconds since [`Synced::EPOCH`], 0 for never.
+/// count of nanoseconds since the first stamp taken in this process, 0
+/// for never.
 #[derive(Clone, Debug, Default)]
 pub struct Synced(Arc<std::sync::atomic::AtomicU64>);
 
