@@ -203,6 +203,11 @@ const CLAIM: &str = concat!(
     returning_claimed!()
 );
 
+/// Whether a token of family `$1` issued at or after `$2` (when token `$3`
+/// was used), other than `$3`, has been used: the chain went on past `$3`.
+const CHAIN_WENT_ON: &str = "SELECT family_id FROM refresh_tokens WHERE family_id = $1 \
+     AND created_at >= $2 AND used_at IS NOT NULL AND token_hash <> $3 LIMIT 1";
+
 /// SQLite's common case in one statement (and one round trip to the
 /// writer): claim a live token of a live family of this client and name its
 /// successor, which the `refresh_tokens_successor` trigger inserts. No row
@@ -510,21 +515,19 @@ async fn rotate_in_transaction(
             return Ok(Outcome::Refused(refused));
         }
         // Rotated without a successor kept (by an instance, or a version,
-        // with no grace window): take the family's row lock (PostgreSQL)
-        // so concurrent retries queue, and read again whether a retry that
-        // went first has kept one since.
+        // with no grace window): lock this token's row (PostgreSQL; tokens
+        // before families, as deletions lock them) so concurrent retries
+        // queue, and read again whether a retry that went first has kept
+        // one since.
         let successor_sealed = match (successor_sealed, used_at) {
-            (None, Some(_)) if in_grace => {
-                sqlx::query("UPDATE refresh_families SET expires_at = expires_at WHERE id = $1")
-                    .bind(&family.id).execute(&mut *tx).await?;
-                sqlx::query_scalar::<_, Option<Vec<u8>>>(
-                    "SELECT successor_sealed FROM refresh_tokens WHERE token_hash = $1",
-                )
-                .bind(&hash)
-                .fetch_optional(&mut *tx)
-                .await?
-                .flatten()
-            }
+            (None, Some(_)) if in_grace => sqlx::query_scalar::<_, Option<Vec<u8>>>(
+                "UPDATE refresh_tokens SET used_at = used_at WHERE token_hash = $1 \
+                 RETURNING successor_sealed",
+            )
+            .bind(&hash)
+            .fetch_optional(&mut *tx)
+            .await?
+            .flatten(),
             (kept, _) => kept,
         };
         // A retry within grace gets the successor handed out before, but
@@ -552,24 +555,21 @@ async fn rotate_in_transaction(
             }
             _ => false,
         };
-        // Still none kept (the family is locked): a token issued since
-        // and used means the chain went on, so this is a replay, not a
-        // retry. Times are whole seconds: a predecessor issued and used in
-        // the second this token was used counts too, and the retry is
-        // taken for reuse; the other way, a replay in the same second
-        // would pass for a retry.
+        // Still none kept: a token issued since and used means the chain
+        // went on, so this is a replay, not a retry. Times are whole
+        // seconds: a predecessor issued and used in the second this token
+        // was used counts too, and the retry is taken for reuse; the other
+        // way, a replay in the same second would pass for a retry.
         let chain_went_on = match (used_at, &successor_sealed) {
-            (Some(used), None) if in_grace => sqlx::query_scalar::<_, String>(
-                "SELECT family_id FROM refresh_tokens WHERE family_id = $1 AND created_at >= $2 \
-                 AND used_at IS NOT NULL AND token_hash <> $3 LIMIT 1",
-            )
-            .bind(&family.id).bind(used).bind(&hash)
-            .fetch_optional(&mut *tx).await?
-            .is_some(),
+            (Some(used), None) if in_grace => sqlx::query_scalar::<_, String>(CHAIN_WENT_ON)
+                .bind(&family.id).bind(used).bind(&hash)
+                .fetch_optional(&mut *tx).await?
+                .is_some(),
             _ => false,
         };
-        let retried = match used_at {
-            None => false,
+        // `Some(retried)`, or `None` for reuse.
+        let rotation = match used_at {
+            None => Some(false),
             Some(_) if in_grace && !successor_used && !chain_went_on => {
                 if let Some(sealed) = successor_sealed {
                     // The same successor again: nothing changes.
@@ -583,18 +583,33 @@ async fn rotate_in_transaction(
                 sqlx::query(
                     "UPDATE refresh_tokens SET used_at = $1 WHERE family_id = $2 AND used_at IS NULL"
                 ).bind(at).bind(&family.id).execute(&mut *tx).await?;
-                sqlx::query("UPDATE refresh_tokens SET successor_sealed = $1 WHERE token_hash = $2")
-                    .bind(&sealed).bind(&hash).execute(&mut *tx).await?;
-                true
+                // A rotation of that successor that committed while this
+                // waited for its row (PostgreSQL: it held that row, not
+                // this one) left a token the statement above did not see,
+                // still live: the chain went on after all.
+                let went_on = sqlx::query_scalar::<_, String>(
+                    "SELECT family_id FROM refresh_tokens WHERE family_id = $1 AND used_at IS NULL LIMIT 1",
+                )
+                .bind(&family.id)
+                .fetch_optional(&mut *tx).await?
+                .is_some();
+                if went_on {
+                    None
+                } else {
+                    sqlx::query("UPDATE refresh_tokens SET successor_sealed = $1 WHERE token_hash = $2")
+                        .bind(&sealed).bind(&hash).execute(&mut *tx).await?;
+                    Some(true)
+                }
             }
-            Some(_) => {
-                sqlx::query(
-                    "UPDATE refresh_families SET revoked_at = $1, revoked_reason = 'reuse detected' \
-                     WHERE id = $2 AND revoked_at IS NULL"
-                ).bind(at).bind(&family.id).execute(&mut *tx).await?;
-                tx.commit().await?;
-                return Ok(Outcome::Refused(Refused::Reused { family_id: family.id }));
-            }
+            Some(_) => None,
+        };
+        let Some(retried) = rotation else {
+            sqlx::query(
+                "UPDATE refresh_families SET revoked_at = $1, revoked_reason = 'reuse detected' \
+                 WHERE id = $2 AND revoked_at IS NULL"
+            ).bind(at).bind(&family.id).execute(&mut *tx).await?;
+            tx.commit().await?;
+            return Ok(Outcome::Refused(Refused::Reused { family_id: family.id }));
         };
         sqlx::query(
             "INSERT INTO refresh_tokens (token_hash, family_id, created_at, expires_at) VALUES ($1, $2, $3, $4)"

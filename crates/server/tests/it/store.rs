@@ -2068,3 +2068,60 @@ async fn a_client_deleted_during_a_rotation_waits_for_it() {
     assert_eq!(left, 0, "the successor went with its family");
     h.finish().await;
 }
+
+/// A replay of a token rotated without a kept successor, at an instance
+/// with a grace window, while the rightful holder rotates that successor
+/// (PostgreSQL, where the two hold different rows): the replay waits for
+/// the successor's row, then finds the chain went on, and the family is
+/// revoked. Before, it issued a second live successor: two live chains in
+/// one family, and reuse detection defeated for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replay_racing_the_rightful_rotation_is_reuse() {
+    let Some(test_db) = crate::TestDb::new(Backend::Postgres).await else {
+        return;
+    };
+    let h = Harness::on(test_db, |_| {}).await;
+    let client = h.public_client("read").await;
+    let (family_id, first) = family(&h, &client).await;
+    let second = rotate(&h.db, &first, &client, &policy(0))
+        .await
+        .unwrap()
+        .unwrap();
+    let tessera_server::db::Pool::Postgres(pool) = h.db.write() else {
+        unreachable!("a PostgreSQL database")
+    };
+    // The rightful rotation of the successor, by hand, halfway: the
+    // successor claimed (its row held), its own successor inserted.
+    let now = tessera_server::store::now();
+    let mut rightful = pool.begin().await.unwrap();
+    sqlx::query("UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2")
+        .bind(now)
+        .bind(tessera_server::secret::token_digest(&second.token))
+        .execute(&mut *rightful)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO refresh_tokens (token_hash, family_id, created_at, expires_at) \
+         VALUES ($1, $2, $3, 4102444800)",
+    )
+    .bind(vec![9_u8; 32])
+    .bind(&family_id)
+    .bind(now)
+    .execute(&mut *rightful)
+    .await
+    .unwrap();
+    let (db, replayed, id) = (h.db.clone(), first.clone(), client.clone());
+    let replay =
+        tokio::spawn(async move { rotate(&db, &replayed, &id, &policy(60)).await.unwrap() });
+    // Time for the replay to reach the successor's row.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    rightful.commit().await.unwrap();
+    let replay = replay.await.unwrap();
+    assert!(
+        matches!(replay, Err(Refused::Reused { .. })),
+        "{:?}",
+        replay.as_ref().map(|r| r.retried)
+    );
+    assert_eq!(refresh::live_tokens(&h.db, &family_id).await.unwrap(), 0);
+    h.finish().await;
+}
