@@ -92,6 +92,32 @@ impl Synced {
     }
 }
 
+/// A failed reading, as the requests that waited for it are answered:
+/// 503 if trying again soon may work (the database unreachable), else
+/// 500, as the request that made the reading.
+#[derive(Clone, Debug)]
+struct Shared {
+    why: String,
+    transient: bool,
+}
+
+impl Shared {
+    fn of(e: &Error) -> Shared {
+        Shared {
+            why: e.to_string(),
+            transient: e.is_transient(),
+        }
+    }
+
+    fn error(self) -> Error {
+        if self.transient {
+            Error::Unavailable(self.why)
+        } else {
+            Error::Database(self.why)
+        }
+    }
+}
+
 /// The PostgreSQL channel notified on every append.
 pub const CHANNEL: &str = "tessera_revocations";
 
@@ -296,8 +322,8 @@ pub struct Revocations {
     syncing: tokio::sync::Mutex<()>,
     /// When a sync last read the log through.
     synced: Synced,
-    /// When the last reading failed, and why (`None`: it did not).
-    failed: std::sync::Mutex<Option<(std::time::Instant, String)>>,
+    /// When the last reading failed, and how (`None`: it did not).
+    failed: std::sync::Mutex<Option<(std::time::Instant, Shared)>>,
     /// Told of every client a sync finds cut off, whichever sync reads
     /// the event first (the follower's, or one after a revocation here).
     on_client_cut: std::sync::OnceLock<ClientCutHook>,
@@ -595,21 +621,21 @@ impl Revocations {
             // A reading that failed while this request waited answers it
             // too: during an outage each request waits for one failed
             // reading at most, not for every reading queued before it.
-            if let Some(why) = self
+            if let Some(shared) = self
                 .failed
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .as_ref()
                 .filter(|(at, _)| *at >= asked)
-                .map(|(_, why)| why.clone())
+                .map(|(_, shared)| shared.clone())
             {
-                return Err(Error::Unavailable(why));
+                return Err(shared.error());
             }
         }
         let read = self.read_through(db).await;
         *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = match &read {
             Ok(_) => None,
-            Err(e) => Some((std::time::Instant::now(), e.to_string())),
+            Err(e) => Some((std::time::Instant::now(), Shared::of(e))),
         };
         read
     }
