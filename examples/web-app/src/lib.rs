@@ -54,8 +54,7 @@ pub struct Settings {
     /// Fetch the provider's keys over plain HTTP even from another host
     /// (by default only over HTTPS or from a loopback address).
     pub allow_plain_http: bool,
-    /// How long sign-ins and sessions last, and how many sign-ins may be
-    /// under way.
+    /// How long sign-ins and sessions last.
     pub limits: Limits,
 }
 
@@ -98,9 +97,12 @@ pub struct WebApp {
     cookies: Cookies,
     /// This app's origin as browsers write it in `Origin`.
     origin: String,
-    /// Seals the sign-in cookie: a key of this process (a restart only
+    /// Signs the sign-in cookie: a key of this process (a restart only
     /// makes the sign-ins under way start again).
     login_key: tessera_jose::SigningKey,
+    /// Makes each sign-in's PKCE verifier from its `state`, so that the
+    /// verifier is stored nowhere, the cookie included.
+    pkce_key: aws_lc_rs::hmac::Key,
     spent: Mutex<SpentLogins>,
     sessions: Mutex<Sessions>,
     pages: minijinja::Environment<'static>,
@@ -330,6 +332,11 @@ impl WebApp {
                 .origin()
                 .ascii_serialization(),
             login_key: tessera_jose::SigningKey::generate(tessera_jose::Algorithm::HS256)?,
+            pkce_key: aws_lc_rs::hmac::Key::generate(
+                aws_lc_rs::hmac::HMAC_SHA256,
+                &SystemRandom::new(),
+            )
+            .map_err(|_| anyhow::anyhow!("no random numbers from the system"))?,
             spent: Mutex::new(SpentLogins::new(&settings.limits)),
             sessions: Mutex::new(Sessions::new(&settings.limits)),
             settings,
@@ -366,11 +373,18 @@ impl WebApp {
         self.spent.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The sign-in cookie's value: `state`, `nonce` and the PKCE
-    /// `verifier`, signed by this process for `login_timeout`. Nothing of
-    /// a sign-in under way is kept here, so a flood of `GET /login` fills
-    /// nothing. The browser holds the verifier; only it (`HttpOnly`) and
-    /// this app see it, and without the code it proves nothing.
+    /// The PKCE verifier of the sign-in `state`: 256 bits, derived under
+    /// this process's key, so neither the app nor the browser stores it
+    /// (the cookie travels with the code to the callback, through proxies
+    /// that may log it; the verifier must not travel with them).
+    fn verifier_of(&self, state: &str) -> Zeroizing<String> {
+        let tag = aws_lc_rs::hmac::sign(&self.pkce_key, state.as_bytes());
+        Zeroizing::new(tessera_jose::b64::encode(tag.as_ref()))
+    }
+
+    /// The sign-in cookie's value: `state` and `nonce`, signed by this
+    /// process for `login_timeout`. Nothing of a sign-in under way is
+    /// kept here, so a flood of `GET /login` fills nothing.
     fn seal_login(&self, started: &Started) -> Result<String, tessera_jose::Error> {
         let claims = tessera_jose::Claims::with_custom(started)
             .issuer(self.settings.base.clone())
@@ -502,20 +516,31 @@ pub fn router(app: Arc<WebApp>) -> Router {
 /// A form posted by a page of another origin is refused (403). The
 /// session cookie is `SameSite=Lax`, which keeps other *sites* from
 /// posting with it, but not another host of the same site
-/// (`evil.shop.example` against `shop.example`); browsers name the page's
-/// origin in `Origin` on every `POST`. A request without one (not from a
-/// browser) is let through.
+/// (`evil.shop.example` against `shop.example`). Browsers say where a
+/// request comes from in `Sec-Fetch-Site` (only `same-origin` passes);
+/// those that do not, in `Origin` (which must then be this app's; a
+/// page under `Referrer-Policy: no-referrer` sends `null` there, and
+/// is refused only by such older browsers). A request with neither (not
+/// from a browser) is let through.
 async fn from_own_pages(
     State(app): State<Arc<WebApp>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    match request.headers().get(header::ORIGIN) {
-        Some(origin) if origin.as_bytes() != app.origin.as_bytes() => problem(
+    let headers = request.headers();
+    let own = match headers.get("sec-fetch-site") {
+        Some(site) => site.as_bytes() == b"same-origin",
+        None => headers
+            .get(header::ORIGIN)
+            .is_none_or(|origin| origin.as_bytes() == app.origin.as_bytes()),
+    };
+    if own {
+        next.run(request).await
+    } else {
+        problem(
             StatusCode::FORBIDDEN,
             "this form was not posted from this app's pages",
-        ),
-        _ => next.run(request).await,
+        )
     }
 }
 
@@ -528,28 +553,26 @@ async fn home(State(app): State<Arc<WebApp>>, headers: HeaderMap) -> Response {
 /// signs or verifies is one.
 const LOGIN_AUDIENCE: &str = "web-app sign-in";
 
-/// A sign-in under way: what the callback must find again, sealed in the
-/// browser's sign-in cookie.
+/// A sign-in under way: what the callback must find again, signed into
+/// the browser's sign-in cookie (its PKCE verifier is derived from the
+/// state, [`WebApp::verifier_of`]).
 #[derive(Serialize, Deserialize)]
 struct Started {
     state: String,
     nonce: String,
-    verifier: Zeroizing<String>,
 }
 
 /// Start a sign-in: PKCE verifier, state and nonce, then off to the provider.
 async fn login(State(app): State<Arc<WebApp>>) -> Response {
-    let started = match (random(), random(), random()) {
-        (Ok(state), Ok(nonce), Ok(verifier)) => Started {
-            state,
-            nonce,
-            verifier: Zeroizing::new(verifier),
-        },
-        (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return r,
+    let started = match (random(), random()) {
+        (Ok(state), Ok(nonce)) => Started { state, nonce },
+        (Err(r), _) | (_, Err(r)) => return r,
     };
     let (state, nonce) = (&started.state, &started.nonce);
-    let challenge =
-        tessera_jose::b64::encode(digest::digest(&digest::SHA256, started.verifier.as_bytes()));
+    let challenge = tessera_jose::b64::encode(digest::digest(
+        &digest::SHA256,
+        app.verifier_of(state).as_bytes(),
+    ));
     let mut url = match url::Url::parse(&app.endpoints.authorization) {
         Ok(u) => u,
         Err(e) => return problem(StatusCode::BAD_GATEWAY, &e.to_string()),
@@ -629,7 +652,7 @@ async fn callback(
             ("grant_type", "authorization_code"),
             ("code", &code),
             ("redirect_uri", &app.redirect_uri()),
-            ("code_verifier", &started.verifier),
+            ("code_verifier", &app.verifier_of(&started.state)),
         ])
         .await
     {

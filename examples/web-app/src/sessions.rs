@@ -3,7 +3,7 @@
 //! life (a sign-in under way is kept by the browser, in a sealed cookie). Whatever depends
 //! on the time takes it as `now`, so the tests can move it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,7 +39,9 @@ impl Default for Limits {
 /// [`SPENT_KEPT`] are remembered; past that the oldest is forgotten, which
 /// only reopens that race for it.
 pub(crate) struct SpentLogins {
-    by_state: HashMap<String, Instant>,
+    /// When each was spent, oldest first.
+    by_age: VecDeque<(Instant, String)>,
+    spent: HashSet<String>,
     timeout: Duration,
 }
 
@@ -49,35 +51,34 @@ pub(crate) const SPENT_KEPT: usize = 10_000;
 impl SpentLogins {
     pub(crate) fn new(limits: &Limits) -> SpentLogins {
         SpentLogins {
-            by_state: HashMap::new(),
+            by_age: VecDeque::new(),
+            spent: HashSet::new(),
             timeout: limits.login_timeout,
         }
     }
 
-    /// Mark the sign-in `state` spent; `false` if it already was.
+    /// Mark the sign-in `state` spent; `false` if it already was. Each
+    /// call forgets those past the timeout, and the oldest past
+    /// [`SPENT_KEPT`], from the front: constant work a call.
     pub(crate) fn spend(&mut self, state: &str, now: Instant) -> bool {
-        let timeout = self.timeout;
-        if self.by_state.len() >= SPENT_KEPT {
-            self.by_state
-                .retain(|_, at| now.saturating_duration_since(*at) < timeout);
+        while let Some((at, old)) = self.by_age.front() {
+            if now.saturating_duration_since(*at) < self.timeout {
+                break;
+            }
+            self.spent.remove(old);
+            self.by_age.pop_front();
         }
-        if self.by_state.len() >= SPENT_KEPT {
-            if let Some(oldest) = self
-                .by_state
-                .iter()
-                .min_by_key(|(_, at)| **at)
-                .map(|(s, _)| s.clone())
-            {
-                self.by_state.remove(&oldest);
+        if self.spent.contains(state) {
+            return false;
+        }
+        if self.by_age.len() >= SPENT_KEPT {
+            if let Some((_, oldest)) = self.by_age.pop_front() {
+                self.spent.remove(&oldest);
             }
         }
-        match self.by_state.get(state) {
-            Some(at) if now.saturating_duration_since(*at) < timeout => false,
-            _ => {
-                self.by_state.insert(state.to_owned(), now);
-                true
-            }
-        }
+        self.spent.insert(state.to_owned());
+        self.by_age.push_back((now, state.to_owned()));
+        true
     }
 }
 
@@ -210,7 +211,7 @@ mod tests {
         assert!(spent.spend("a", t0 + timeout));
         for i in 0..SPENT_KEPT + 10 {
             assert!(spent.spend(&format!("s{i}"), t0 + timeout));
-            assert!(spent.by_state.len() <= SPENT_KEPT);
+            assert!(spent.by_age.len() <= SPENT_KEPT && spent.spent.len() <= SPENT_KEPT);
         }
         // The newest are remembered.
         assert!(!spent.spend(&format!("s{}", SPENT_KEPT + 9), t0 + timeout));

@@ -328,6 +328,19 @@ impl Browser<'_> {
             .await
     }
 
+    /// POST as a form does from a page of `origin`, in a browser that
+    /// says where the request comes from (`Sec-Fetch-Site: site`).
+    pub async fn post_fetched(&self, path: &str, origin: &str, site: &str) -> Page {
+        self.send(
+            self.shop
+                .client
+                .post(format!("{}{path}", self.shop.url))
+                .header("origin", origin)
+                .header("sec-fetch-site", site),
+        )
+        .await
+    }
+
     /// POST as a form on a page of `origin` does.
     pub async fn post_from(&self, path: &str, origin: &str) -> Page {
         self.send(

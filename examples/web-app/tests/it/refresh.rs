@@ -149,4 +149,14 @@ async fn buttons_refuse_forms_from_other_origins() {
     let own = shop.origin();
     let page = browser.post_from("/refresh", &own).await;
     assert!(page.body.contains("Tokens refreshed."), "{}", page.body);
+    // Browsers that say where a request comes from: only same-origin
+    // passes, whatever Origin says (`null` under no-referrer).
+    for (site, status) in [
+        ("same-site", StatusCode::FORBIDDEN),
+        ("cross-site", StatusCode::FORBIDDEN),
+        ("same-origin", StatusCode::OK),
+    ] {
+        let page = browser.post_fetched("/refresh", "null", site).await;
+        assert_eq!(page.status, status, "{site}: {page:?}");
+    }
 }

@@ -1,6 +1,6 @@
-//! Signing in: what an ID token must and need not carry, how many sign-ins
-//! may be under way and for how long, how long a session lasts, and the
-//! cookies.
+//! Signing in: what an ID token must and need not carry, how a sign-in
+//! under way is kept (in the browser, signed) and for how long, how long a
+//! session lasts, and the cookies.
 
 use std::time::Duration;
 
@@ -147,6 +147,10 @@ async fn sign_ins_under_way_are_kept_by_the_browser_sealed_and_used_once() {
     let mut parts: Vec<String> = sealed.split('.').map(str::to_owned).collect();
     let mut payload: serde_json::Value =
         serde_json::from_slice(&tessera_jose::b64::decode(&parts[1]).unwrap()).unwrap();
+    // Nothing secret travels in it: the PKCE verifier is derived, not
+    // stored (the cookie comes back with the code, through proxies).
+    assert!(payload.get("verifier").is_none(), "{payload}");
+    assert_eq!(payload["state"], state.as_str());
     payload["state"] = "forged".into();
     parts[1] = tessera_jose::b64::encode(payload.to_string());
     attacker
