@@ -1850,19 +1850,9 @@ async fn keys_rotate_announce_and_retire(backend: Backend) {
 /// decide from the same rows).
 async fn instances_rotating_at_once_store_one_key(backend: Backend) {
     use tessera_server::keys::KeyState;
-    let policy = |c: &mut tessera_server::Config| {
-        c.keys.rotate_every = Some(std::time::Duration::from_secs(2 * 3600));
-    };
-    let Some(h) = Harness::with(backend, policy).await else {
+    let Some((h, second)) = two_instances_rotating_every_two_hours(backend).await else {
         return;
     };
-    let second = tessera_server::open({
-        let mut c = h.test_db.config();
-        policy(&mut c);
-        c
-    })
-    .await
-    .unwrap();
     let algorithms = h.app.keys.list(0).len();
     assert_eq!(algorithms, 2, "access and ID token keys");
     for round in 1..=3 {
@@ -1903,19 +1893,9 @@ async fn instances_rotating_at_once_store_one_key(backend: Backend) {
 /// reading writes nothing, even with a rotation due.
 async fn an_instance_that_must_not_maintain_still_reads_the_keys(backend: Backend) {
     use tessera_server::keys::KeyState;
-    let policy = |c: &mut tessera_server::Config| {
-        c.keys.rotate_every = Some(std::time::Duration::from_secs(2 * 3600));
-    };
-    let Some(h) = Harness::with(backend, policy).await else {
+    let Some((h, ahead)) = two_instances_rotating_every_two_hours(backend).await else {
         return;
     };
-    let ahead = tessera_server::open({
-        let mut c = h.test_db.config();
-        policy(&mut c);
-        c
-    })
-    .await
-    .unwrap();
     tessera_server_test_shift(&h, 3 * 3600).await;
     let now = tessera_server::store::now();
     let stored = || async {
@@ -2002,6 +1982,25 @@ async fn a_replaced_key_outlives_the_longest_token_any_instance_recorded(backend
     assert!(!published(&h.app.keys), "kept past every token it signed");
     ahead.db.close().await;
     h.finish().await;
+}
+
+/// A server, and a second instance opened on its database, both rotating
+/// their keys every two hours.
+async fn two_instances_rotating_every_two_hours(
+    backend: Backend,
+) -> Option<(Harness, tessera_server::Opened)> {
+    let policy = |c: &mut tessera_server::Config| {
+        c.keys.rotate_every = Some(std::time::Duration::from_secs(2 * 3600));
+    };
+    let h = Harness::with(backend, policy).await?;
+    let second = tessera_server::open({
+        let mut c = h.test_db.config();
+        policy(&mut c);
+        c
+    })
+    .await
+    .unwrap();
+    Some((h, second))
 }
 
 /// Move every key's times `by` seconds into the past.
