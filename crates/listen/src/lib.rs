@@ -58,7 +58,7 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
@@ -256,7 +256,7 @@ async fn answer_within(
 ) -> Result<Response, std::convert::Infallible> {
     let (mut parts, body) = request.into_parts();
     parts.extensions.insert(ConnectInfo(peer));
-    let arrived = Arc::new(std::sync::atomic::AtomicBool::new(body.is_end_stream()));
+    let arrived = Arc::new(AtomicBool::new(body.is_end_stream()));
     let body = Arrival {
         body,
         arrived: Arc::clone(&arrived),
@@ -264,7 +264,7 @@ async fn answer_within(
     match tokio::time::timeout(limit, router.oneshot(Request::from_parts(parts, body))).await {
         Ok(answered) => answered,
         Err(_) => {
-            let status = if arrived.load(std::sync::atomic::Ordering::Acquire) {
+            let status = if arrived.load(Ordering::Acquire) {
                 StatusCode::SERVICE_UNAVAILABLE
             } else {
                 StatusCode::REQUEST_TIMEOUT
@@ -281,7 +281,7 @@ async fn answer_within(
 /// A request body that records when all of it has arrived.
 struct Arrival {
     body: Incoming,
-    arrived: Arc<std::sync::atomic::AtomicBool>,
+    arrived: Arc<AtomicBool>,
 }
 
 impl HttpBody for Arrival {
@@ -294,8 +294,7 @@ impl HttpBody for Arrival {
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
         let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
         if matches!(polled, std::task::Poll::Ready(None)) || self.body.is_end_stream() {
-            self.arrived
-                .store(true, std::sync::atomic::Ordering::Release);
+            self.arrived.store(true, Ordering::Release);
         }
         polled
     }

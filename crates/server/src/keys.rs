@@ -719,7 +719,9 @@ pub async fn stored(
 /// Each key (oldest first) with its state at `at` under `policy`: as
 /// [`with_states`], but the keys of algorithms no longer configured are
 /// retired, except the one that still signs access tokens until the
-/// configured algorithm's first key does.
+/// configured algorithm's first key does (the rule of
+/// `Keys::standing_in`, which minting applies to the loaded keys: change
+/// both together).
 fn states_under(infos: Vec<KeyInfo>, policy: &KeyPolicy, at: i64) -> Vec<(KeyInfo, KeyState)> {
     let configured = policy.algorithms();
     let is_configured = |info: &KeyInfo| {

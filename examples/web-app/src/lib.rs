@@ -10,8 +10,8 @@
 //! Sessions live in memory, each for at most [`Limits::session_lifetime`];
 //! the browser holds a random id in an `HttpOnly`, `SameSite=Lax` cookie,
 //! which keeps other sites from triggering the POST buttons; the buttons
-//! also refuse a form whose `Origin` is not this app's (another host of
-//! the same site). Served over HTTPS (an `https` base URL), the cookies are also
+//! also refuse a form posted from another origin (another host of the
+//! same site), as `Sec-Fetch-Site`, else `Origin`, says. Served over HTTPS (an `https` base URL), the cookies are also
 //! `Secure` and carry the `__Host-` prefix.
 
 mod sessions;
@@ -385,7 +385,7 @@ impl WebApp {
     /// The sign-in cookie's value: `state` and `nonce`, signed by this
     /// process for `login_timeout`. Nothing of a sign-in under way is
     /// kept here, so a flood of `GET /login` fills nothing.
-    fn seal_login(&self, started: &Started) -> Result<String, tessera_jose::Error> {
+    fn sign_login(&self, started: &Started) -> Result<String, tessera_jose::Error> {
         let claims = tessera_jose::Claims::with_custom(started)
             .issuer(self.settings.base.clone())
             .audience(LOGIN_AUDIENCE)
@@ -393,7 +393,7 @@ impl WebApp {
         tessera_jose::jwt::sign(&claims, &self.login_key)
     }
 
-    /// What a sign-in cookie sealed here holds; `Err(true)` when it has
+    /// What a sign-in cookie signed here holds; `Err(true)` when it has
     /// expired, `Err(false)` when it is not one of this process's.
     fn open_login(&self, cookie: &str) -> Result<Started, bool> {
         let validation = tessera_jose::Validation::new()
@@ -586,14 +586,14 @@ async fn login(State(app): State<Arc<WebApp>>) -> Response {
         .append_pair("nonce", nonce)
         .append_pair("code_challenge", &challenge)
         .append_pair("code_challenge_method", "S256");
-    let sealed = match app.seal_login(&started) {
-        Ok(sealed) => sealed,
+    let signed = match app.sign_login(&started) {
+        Ok(signed) => signed,
         Err(e) => return problem(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     };
     let mut r = redirect(url.as_str());
     r.headers_mut().append(
         header::SET_COOKIE,
-        app.cookies.set(app.cookies.login(), Some(&sealed)),
+        app.cookies.set(app.cookies.login(), Some(&signed)),
     );
     r
 }

@@ -1,7 +1,8 @@
 //! What the app keeps in memory between requests: the signed-in sessions
 //! and, briefly, the sign-ins a callback has taken, each with a bounded
-//! life (a sign-in under way is kept by the browser, in a sealed cookie). Whatever depends
-//! on the time takes it as `now`, so the tests can move it.
+//! life (a sign-in under way is kept by the browser, in a signed cookie).
+//! Whatever depends on the time takes it as `now`, so the tests can move
+//! it.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -34,7 +35,7 @@ impl Default for Limits {
 /// second callback with the same sign-in cookie (a double click, a
 /// reload) is refused here rather than sent to the provider, which would
 /// take the second use of the code as a replay and revoke what the first
-/// one got. Sign-ins under way are kept by the browser (its sealed
+/// one got. Sign-ins under way are kept by the browser (its signed
 /// cookie), not here: a flood of `GET /login` stores nothing. At most
 /// [`SPENT_KEPT`] are remembered; past that the oldest is forgotten, which
 /// only reopens that race for it.

@@ -121,12 +121,12 @@ async fn token_from_body(request: Request, next: Next) -> Response {
         .await
 }
 
-/// RFC 6750 §3.1 `invalid_request` (400).
+/// RFC 6750 §3.1 `invalid_request` (400), its description as every
+/// OAuth error's ([`super::error::description_text`]).
 fn invalid_request(description: &str) -> Response {
-    let challenge = format!(
-        "Bearer error=\"invalid_request\", error_description=\"{}\"",
-        description.replace(['"', '\\'], "'")
-    );
+    let description = super::error::description_text(description);
+    let challenge =
+        format!("Bearer error=\"invalid_request\", error_description=\"{description}\"");
     let mut response = (
         StatusCode::BAD_REQUEST,
         Json(json!({ "error": "invalid_request", "error_description": description })),

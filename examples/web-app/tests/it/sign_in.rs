@@ -107,13 +107,13 @@ async fn a_session_ends_at_its_lifetime() {
     assert!(!browser.signed_in().await);
 }
 
-/// A sign-in under way lives in the browser's sealed cookie, not in the
+/// A sign-in under way lives in the browser's signed cookie, not in the
 /// app: a flood of `GET /login` fills nothing, and sign-ins still
 /// complete (before, 10,000 of them, from anyone, refused every sign-in
 /// for ten minutes). A callback must carry the cookie its sign-in started
 /// with, unaltered, and only once.
 #[tokio::test]
-async fn sign_ins_under_way_are_kept_by_the_browser_sealed_and_used_once() {
+async fn sign_ins_under_way_are_kept_by_the_browser_signed_and_used_once() {
     let provider = Provider::start().await;
     let shop = Shop::start(&provider, None, web_app::Limits::default()).await;
     let flood = shop.browser();
@@ -136,15 +136,15 @@ async fn sign_ins_under_way_are_kept_by_the_browser_sealed_and_used_once() {
     let victim = shop.browser();
     let login = victim.get("/login").await;
     let state = login.location_param("state");
-    let sealed = victim.cookies.lock().unwrap()["web-app-login"].clone();
+    let signed = victim.cookies.lock().unwrap()["web-app-login"].clone();
     // Another browser, with a sign-in cookie of its own, cannot finish it.
     let attacker = shop.browser();
     attacker.get("/login").await;
     let r = attacker.get(&callback_of(&state)).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
     assert!(r.body.contains("not started here"), "{}", r.body);
-    // Nor with the victim's cookie altered (another state sealed in it).
-    let mut parts: Vec<String> = sealed.split('.').map(str::to_owned).collect();
+    // Nor with the victim's cookie altered (another state put in it).
+    let mut parts: Vec<String> = signed.split('.').map(str::to_owned).collect();
     let mut payload: serde_json::Value =
         serde_json::from_slice(&tessera_jose::b64::decode(&parts[1]).unwrap()).unwrap();
     // Nothing secret travels in it: the PKCE verifier is derived, not
@@ -168,7 +168,7 @@ async fn sign_ins_under_way_are_kept_by_the_browser_sealed_and_used_once() {
         .cookies
         .lock()
         .unwrap()
-        .insert("web-app-login".into(), sealed);
+        .insert("web-app-login".into(), signed);
     let again = victim.get(&callback_of(&state)).await;
     assert_eq!(again.status, StatusCode::BAD_REQUEST, "{again:?}");
     assert!(again.body.contains("already used"), "{}", again.body);
