@@ -78,6 +78,25 @@ macro_rules! on_pool {
 }
 pub(crate) use on_pool;
 
+/// How long a PostgreSQL statement waits for a lock (a row, the
+/// revocation log's) before it fails, and its request is answered `503`.
+/// The transactions that hold them take milliseconds; a lock held longer
+/// is one an instance that vanished left behind (below), and requests that
+/// waited for it without end would each keep a connection, until the
+/// instance had none left for anything.
+pub const POSTGRES_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long PostgreSQL keeps a transaction of this server's open while it
+/// sends nothing, before it ends the session and the transaction with it.
+/// An instance whose host died or was cut off leaves its backend waiting,
+/// locks held, until TCP gives up on the connection (over two hours by
+/// default); the server itself never pauses inside a transaction.
+pub const POSTGRES_IDLE_IN_TRANSACTION: Duration = Duration::from_secs(10);
+
+/// How long a start waits for the migrations' lock, which another instance
+/// starting or upgrading at the same moment holds while it migrates.
+pub const POSTGRES_MIGRATION_LOCK_WAIT: Duration = Duration::from_secs(20);
+
 /// How long a request waits for a PostgreSQL connection before it is
 /// answered `503`: a database that is down or out of connections is
 /// reported at once rather than after the request's client gave up.
@@ -96,9 +115,18 @@ impl Db {
             // seeing what the other transaction committed (a later
             // snapshot), which repeatable read would not give them. (A
             // backslash escapes the space in the startup options.)
-            let options = PgConnectOptions::from_str(url)
+            let base = PgConnectOptions::from_str(url)
                 .map_err(Error::database)?
-                .options([("default_transaction_isolation", r"read\ committed")]);
+                .options([
+                    ("default_transaction_isolation", r"read\ committed"),
+                    (
+                        "idle_in_transaction_session_timeout",
+                        millis(POSTGRES_IDLE_IN_TRANSACTION).as_str(),
+                    ),
+                ]);
+            let options = base
+                .clone()
+                .options([("lock_timeout", millis(POSTGRES_LOCK_TIMEOUT))]);
             // Made lazily: `connect_with` would open every kept connection
             // one after another under the 1 s a request waits, and fail the
             // start of a database a TLS handshake away. The start waits for
@@ -112,10 +140,7 @@ impl Db {
                 .acquire_timeout(POSTGRES_ACQUIRE_TIMEOUT)
                 .connect_lazy_with(options);
             first_connection(&pool).await?;
-            POSTGRES_MIGRATIONS
-                .run(&pool)
-                .await
-                .map_err(|e| Error::Database(format!("migrations: {e}")))?;
+            migrate_postgres(base).await?;
             warm(&pool, max_connections).await;
             Ok(Db::Postgres(pool))
         } else if url.starts_with("sqlite:") {
@@ -416,6 +441,37 @@ fn worth_waiting_for(e: &sqlx::Error) -> bool {
         sqlx::Error::Database(db) => db.code().is_some_and(|code| code.starts_with("57P")),
         _ => false,
     }
+}
+
+/// A duration as PostgreSQL's settings read it (milliseconds).
+fn millis(duration: Duration) -> String {
+    duration.as_millis().to_string()
+}
+
+/// Apply the migrations on a connection of their own, which waits for the
+/// migrations' lock (held by another start) for at most
+/// [`POSTGRES_MIGRATION_LOCK_WAIT`] and then fails the start, saying why:
+/// before, it waited without end, and without a word.
+async fn migrate_postgres(options: PgConnectOptions) -> Result<(), Error> {
+    use sqlx::Connection;
+    let options = options.options([("lock_timeout", millis(POSTGRES_MIGRATION_LOCK_WAIT))]);
+    let mut connection = sqlx::PgConnection::connect_with(&options).await?;
+    let migrated = POSTGRES_MIGRATIONS.run(&mut connection).await;
+    let _ = connection.close().await;
+    migrated.map_err(|e| match &e {
+        sqlx::migrate::MigrateError::Execute(sqlx::Error::Database(db))
+            if db.code().as_deref() == Some("55P03") =>
+        {
+            Error::Unavailable(format!(
+                "migrations: another process has held the migrations' lock for {} (an \
+                 instance starting or upgrading now; or one whose host vanished while it \
+                 started, whose lock PostgreSQL frees once it notices the connection is \
+                 gone): start again in a moment",
+                humantime::format_duration(POSTGRES_MIGRATION_LOCK_WAIT)
+            ))
+        }
+        _ => Error::Database(format!("migrations: {e}")),
+    })
 }
 
 async fn warm(pool: &PgPool, count: u32) {

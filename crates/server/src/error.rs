@@ -121,12 +121,14 @@ fn is_transient(e: &sqlx::Error) -> bool {
             // connections) and 57P (operator intervention: shutting down,
             // cannot connect now), and a transaction rolled back by the
             // database that may pass when tried again: 40001
-            // (serialization failure), 40P01 (deadlock detected).
+            // (serialization failure), 40P01 (deadlock detected), and a
+            // lock waited for past `lock_timeout`: 55P03.
             let postgres = code.starts_with("08")
                 || code.starts_with("53")
                 || code.starts_with("57P")
                 || code == "40001"
-                || code == "40P01";
+                || code == "40P01"
+                || code == "55P03";
             sqlite || postgres
         }),
         _ => false,

@@ -783,3 +783,153 @@ async fn postgres_transactions_are_read_committed_whatever_the_default() {
     db.close().await;
     test_db.cleanup().await;
 }
+
+/// A PostgreSQL database of the test's own on the shared server (locks
+/// such as the revocation log's are per database: one held by a test
+/// must not stop the others), dropped at the end.
+struct OwnDatabase {
+    base: String,
+    name: String,
+    url: String,
+}
+
+impl OwnDatabase {
+    async fn create() -> Option<OwnDatabase> {
+        let Ok(base) = std::env::var("TESSERA_TEST_DATABASE_URL") else {
+            eprintln!("skipped: PostgreSQL lock test (set TESSERA_TEST_DATABASE_URL to run it)");
+            return None;
+        };
+        let name = format!(
+            "t_{}",
+            random_token()
+                .unwrap()
+                .to_lowercase()
+                .replace(['-', '_'], "x")
+        );
+        let admin = sqlx::PgPool::connect(&base).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        admin.close().await;
+        let mut url = url::Url::parse(&base).unwrap();
+        url.set_path(&name);
+        Some(OwnDatabase {
+            base,
+            url: url.to_string(),
+            name,
+        })
+    }
+
+    async fn drop_it(self) {
+        let admin = sqlx::PgPool::connect(&self.base).await.unwrap();
+        sqlx::query(&format!("DROP DATABASE {} WITH (FORCE)", self.name))
+            .execute(&admin)
+            .await
+            .unwrap();
+        admin.close().await;
+    }
+}
+
+/// An instance whose host vanished in the middle of a revocation (cut
+/// off, not killed: PostgreSQL keeps its backend, and the revocation
+/// log's lock, until TCP gives up, two hours later by default). Another
+/// instance's revocation is refused as unavailable after a bounded wait
+/// (it waited without end, and so did every revocation after it, each
+/// keeping a connection), and PostgreSQL ends the vanished transaction
+/// soon, after which revocations work again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lock_left_by_a_vanished_instance_is_waited_for_briefly_and_freed() {
+    let Some(own) = OwnDatabase::create().await else {
+        return;
+    };
+    let test_db = TestDb {
+        url: own.url.clone(),
+        dir: tempfile::tempdir().unwrap(),
+        schema: None,
+    };
+    let h = Harness::on(test_db, |_| {}).await;
+    h.user("alice", "correct horse", "read").await;
+    h.user("bob", "correct horse", "read").await;
+    // The vanished instance: a connection of the same configuration, in
+    // the middle of an append to the log, never heard from again (taken
+    // out of the pool and left open).
+    let tessera_server::db::Pool::Postgres(pool) = h.db.write() else {
+        unreachable!("a PostgreSQL database")
+    };
+    let mut vanished = pool.acquire().await.unwrap().detach();
+    sqlx::query("BEGIN").execute(&mut vanished).await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock(7368756)")
+        .execute(&mut vanished)
+        .await
+        .unwrap();
+
+    let waited = std::time::Instant::now();
+    let refused = tokio::time::timeout(
+        Duration::from_secs(60),
+        users::set_disabled(&h.db, "alice", true, crate::KEEP),
+    )
+    .await
+    .expect("a revocation waited for the vanished instance's lock without end");
+    let Err(e) = refused else {
+        panic!("a revocation went through while another held the log's lock");
+    };
+    assert!(e.is_transient(), "not answered as unavailable: {e}");
+    assert!(
+        waited.elapsed() >= tessera_server::db::POSTGRES_LOCK_TIMEOUT,
+        "refused before it waited: {e}"
+    );
+    // Nothing of it was kept: alice is not disabled.
+    let alice = users::find(&h.db, "alice").await.unwrap().unwrap();
+    assert!(!alice.disabled);
+
+    // PostgreSQL ends the idle transaction, and the lock with it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match users::set_disabled(&h.db, "bob", true, crate::KEEP).await {
+            Ok(()) => break,
+            Err(e) if e.is_transient() && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("the vanished instance's lock was never freed: {e}"),
+        }
+    }
+    assert!(users::find(&h.db, "bob").await.unwrap().unwrap().disabled);
+    // The vanished session was ended, its transaction with it.
+    assert!(sqlx::query("SELECT 1")
+        .execute(&mut vanished)
+        .await
+        .is_err());
+    h.db.close().await;
+    own.drop_it().await;
+}
+
+/// A start waits a bounded time for the migrations' lock (another start
+/// migrating, or one whose host vanished while it did), then fails saying
+/// so; it waited without end and without a word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_start_waits_for_the_migrations_lock_a_bounded_time() {
+    use sqlx::migrate::Migrate;
+    use sqlx::Connection;
+    let Some(own) = OwnDatabase::create().await else {
+        return;
+    };
+    Db::connect(&own.url, 1).await.unwrap().close().await;
+    let mut holder = sqlx::PgConnection::connect(&own.url).await.unwrap();
+    holder.lock().await.unwrap();
+    let waited = std::time::Instant::now();
+    let start = tokio::time::timeout(Duration::from_secs(90), Db::connect(&own.url, 1))
+        .await
+        .expect("a start waited for the migrations' lock without end");
+    let Err(e) = start else {
+        panic!("a start migrated while another held the migrations' lock");
+    };
+    assert!(e.is_transient(), "{e}");
+    assert!(e.to_string().contains("migrations' lock"), "{e}");
+    assert!(waited.elapsed() >= tessera_server::db::POSTGRES_MIGRATION_LOCK_WAIT);
+    holder.unlock().await.unwrap();
+    holder.close().await.unwrap();
+    // Free again, it starts.
+    Db::connect(&own.url, 1).await.unwrap().close().await;
+    own.drop_it().await;
+}
