@@ -75,9 +75,22 @@ pub async fn grant(request: &TokenRequest<'_>, exchange: Exchange<'_>) -> Result
         access_jti: Some(tessera_jose::jwt::random_id().map_err(crate::Error::from)?),
         access_expires_at: Some(now().saturating_add(exchange.latest_access_expiry)),
     };
+    // A replay revokes, as it is recorded, what the first use issued:
+    // the access token's event unless it is refused already, and within
+    // the client's allowance for the user.
+    let checks = codes::ReplayChecks {
+        refused: |sid: &str, jti: &str| {
+            exchange.revoked.refuses(Revocable {
+                jti: Some(jti),
+                sid: Some(sid),
+                ..Revocable::default()
+            })
+        },
+        count: |user_id: &str| exchange.revoke_limit.check(&client.client_id, user_id),
+    };
     let spent = match exchange
         .codes
-        .redeem(code, &client.client_id, &issuing)
+        .redeem(code, &client.client_id, &issuing, checks)
         .await?
     {
         Redeemed::First(spent) => spent,
@@ -86,17 +99,8 @@ pub async fn grant(request: &TokenRequest<'_>, exchange: Exchange<'_>) -> Result
                 "the code is unknown, expired, or was issued to another client".into(),
             ))
         }
-        Redeemed::Replayed {
-            issued,
-            user_id,
-            sid,
-        } => {
-            let code_of = CodeOf {
-                client_id: &client.client_id,
-                user_id: &user_id,
-                sid: &sid,
-            };
-            revoke_issued(exchange, &issued, code_of).await?;
+        Redeemed::Replayed { sid, token, .. } => {
+            after_replay(exchange, &sid, token).await?;
             exchange
                 .audit
                 .push(event("code_replayed").detail("issued tokens revoked"));
@@ -152,8 +156,7 @@ pub async fn grant(request: &TokenRequest<'_>, exchange: Exchange<'_>) -> Result
             // revoke it: look for its mark now.
             if codes::replayed(exchange.db, code).await? {
                 // This exchange mints no access token: only the family.
-                refresh::revoke_family(exchange.db, family_id, "authorization code replayed")
-                    .await?;
+                refresh::revoke_family(exchange.db, family_id, codes::REPLAYED).await?;
                 return Err(Refusal::InvalidGrant(
                     "the code was used twice: what it issued is revoked".into(),
                 ));
@@ -179,64 +182,35 @@ pub async fn grant(request: &TokenRequest<'_>, exchange: Exchange<'_>) -> Result
     })
 }
 
-/// Whose a replayed code was.
-#[derive(Clone, Copy, Debug)]
-pub struct CodeOf<'a> {
-    /// The client it was issued to.
-    pub client_id: &'a str,
-    /// The user it was for.
-    pub user_id: &'a str,
-    /// The sign-in session it came from.
-    pub sid: &'a str,
-}
-
-/// Revoke what a code's first use issued: its refresh family and its
-/// access token. The access token's event counts
-/// against the client's allowance for the user ([`RevokeLimit`]); past
-/// it, the code's session is ended instead, which refuses every token it
-/// issued with one event and gives the client no more codes without a
-/// new login (a client replaying codes in a loop would otherwise add an
-/// event a round). A token refused already costs nothing.
-pub async fn revoke_issued(
+/// What is left once a replay is recorded (its code marked, and what its
+/// first use issued revoked, in one transaction): this instance reads the
+/// event its access token got; a token left out by the revocation
+/// allowance ([`RevokeLimit`]) has its code's session ended instead,
+/// which refuses every token it issued with one event and gives the
+/// client no more codes without a new login (a client replaying codes in
+/// a loop would otherwise add an event a round).
+async fn after_replay(
     exchange: Exchange<'_>,
-    issued: &codes::Issued,
-    code_of: CodeOf<'_>,
+    sid: &str,
+    token: Appended,
 ) -> Result<(), crate::Error> {
-    if let Some(family) = &issued.family_id {
-        refresh::revoke_family(exchange.db, family, "authorization code replayed").await?;
-    }
-    let (Some(jti), Some(exp)) = (&issued.access_jti, issued.access_expires_at) else {
-        return Ok(());
-    };
-    let refused = exchange.revoked.refuses(Revocable {
-        jti: Some(jti),
-        sid: Some(code_of.sid),
-        ..Revocable::default()
-    });
-    if refused {
-        return Ok(());
-    }
-    let count = || {
-        exchange
-            .revoke_limit
-            .check(code_of.client_id, code_of.user_id)
-    };
-    let appended = exchange
-        .revoked
-        .revoke_token_counted(exchange.db, jti, exp, count)
-        .await?;
-    if let Appended::OverAllowance(_) = appended {
-        let reason = "authorization codes replayed past the revocation allowance";
-        let ended = sessions::end(exchange.db, code_of.sid, reason, exchange.keep).await?;
-        match ended {
-            Some(_) => exchange.revoked.catch_up(exchange.db).await,
-            // Ended already (perhaps by expiry, which leaves no event):
-            // its tokens are refused by one event, appended once.
-            None => {
-                exchange
-                    .revoked
-                    .revoke_session(exchange.db, code_of.sid, exchange.keep)
-                    .await?
+    match token {
+        Appended::Already => {}
+        Appended::Now => exchange.revoked.catch_up(exchange.db).await,
+        Appended::OverAllowance(_) => {
+            let reason = "authorization codes replayed past the revocation allowance";
+            let ended = sessions::end(exchange.db, sid, reason, exchange.keep).await?;
+            match ended {
+                Some(_) => exchange.revoked.catch_up(exchange.db).await,
+                // Ended already (perhaps by expiry, which leaves no
+                // event): its tokens are refused by one event, appended
+                // once.
+                None => {
+                    exchange
+                        .revoked
+                        .revoke_session(exchange.db, sid, exchange.keep)
+                        .await?
+                }
             }
         }
     }

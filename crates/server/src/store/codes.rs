@@ -8,16 +8,19 @@
 //! statement records what the exchange is about to issue: the access
 //! token's `jti` and the refresh family's id, both chosen beforehand. A
 //! code that comes back after its first use is marked replayed and
-//! revokes both (RFC 6749 §4.1.2); the access token's `jti` goes on the
-//! revocation list whether or not the token exists yet, and a first use
-//! that has started a refresh family looks for the replay mark once the
-//! family is stored ([`replayed`]), so neither order of the race leaves a
-//! live family behind.
+//! revokes both (RFC 6749 §4.1.2), in the transaction that marks it: a
+//! replay acknowledged is a revocation committed, whatever stops the
+//! process next. The access token's `jti` goes on the revocation list
+//! whether or not the token exists yet, and a first use that has started
+//! a refresh family looks for the replay mark once the family is stored
+//! ([`replayed`]), so neither order of the race leaves a live family
+//! behind.
 
 use zeroize::Zeroizing;
 
 use crate::db::{on_pool, Db, Pool};
 use crate::secret::{random_token, token_digest};
+use crate::store::revocation::{append_unless_there, token_revocation, Appended};
 use crate::store::{json_rows, now};
 use crate::Error;
 
@@ -63,7 +66,8 @@ pub enum Redeemed {
     First(Spent),
     /// Unknown, expired, or issued to another client.
     Invalid,
-    /// Used before: whatever the first use issued is to be revoked.
+    /// Used before: whatever the first use issued is revoked, in the
+    /// transaction that marked the code replayed.
     Replayed {
         /// What the first use issued.
         issued: Issued,
@@ -71,7 +75,40 @@ pub enum Redeemed {
         user_id: String,
         /// The sign-in session it came from.
         sid: String,
+        /// What became of the access token's event: in the log now, or
+        /// there already (or the token was refused already), or left out
+        /// by the revocation allowance (the caller ends the session).
+        token: Appended,
     },
+}
+
+/// What a replay asks while it is recorded, about the access token its
+/// code's first use issued.
+pub struct ReplayChecks<R, C> {
+    /// Whether the token (`sid`, `jti`) is refused already: then no event
+    /// is appended, and none counted.
+    pub refused: R,
+    /// The revocation allowance's say for the user (`user_id`), asked
+    /// only when an event is about to be appended.
+    pub count: C,
+}
+
+impl<R, C> std::fmt::Debug for ReplayChecks<R, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplayChecks").finish_non_exhaustive()
+    }
+}
+
+/// The checks of a replay whose access-token event is always appended
+/// (tests, and callers with no allowance).
+pub fn append_always() -> ReplayChecks<
+    impl FnOnce(&str, &str) -> bool + Send,
+    impl FnOnce(&str) -> Result<(), std::time::Duration> + Send,
+> {
+    ReplayChecks {
+        refused: |_: &str, _: &str| false,
+        count: |_: &str| Ok(()),
+    }
 }
 
 /// What a code's first use issued.
@@ -319,14 +356,19 @@ impl CodeWriter {
 
     /// Present `code` for `client_id` (with others presented at the same
     /// moment): see [`redeem`].
-    pub async fn redeem(
+    pub async fn redeem<R, C>(
         &self,
         code: &str,
         client_id: &str,
         issuing: &Issued,
-    ) -> Result<Redeemed, Error> {
+        checks: ReplayChecks<R, C>,
+    ) -> Result<Redeemed, Error>
+    where
+        R: FnOnce(&str, &str) -> bool,
+        C: FnOnce(&str) -> Result<(), std::time::Duration>,
+    {
         let Some(queue) = &self.queue else {
-            return redeem(&self.db, code, client_id, issuing).await;
+            return redeem(&self.db, code, client_id, issuing, checks).await;
         };
         let claim = Claim {
             hash: token_digest(code),
@@ -341,7 +383,7 @@ impl CodeWriter {
             .map_err(|_| stopped())?;
         match committed.await.map_err(|_| stopped())?.map_err(failed)? {
             Some(spent) => Ok(Redeemed::First(spent)),
-            None => replay(&self.db, &hash, client_id).await,
+            None => replay(&self.db, &hash, client_id, checks).await,
         }
     }
 }
@@ -469,12 +511,17 @@ async fn commit_groups(db: Db, mut rx: tokio::sync::mpsc::Receiver<Queued>) {
 
 /// Present `code` for `client_id`: spend it if it is live and theirs,
 /// recording `issuing` (what this exchange will issue) on it.
-pub async fn redeem(
+pub async fn redeem<R, C>(
     db: &Db,
     code: &str,
     client_id: &str,
     issuing: &Issued,
-) -> Result<Redeemed, Error> {
+    checks: ReplayChecks<R, C>,
+) -> Result<Redeemed, Error>
+where
+    R: FnOnce(&str, &str) -> bool,
+    C: FnOnce(&str) -> Result<(), std::time::Duration>,
+{
     let claim = Claim {
         hash: token_digest(code),
         client_id: client_id.to_owned(),
@@ -483,7 +530,7 @@ pub async fn redeem(
     let mut claimed = claim_all(db, std::slice::from_ref(&claim), now()).await?;
     match claimed.pop() {
         Some((_, spent)) => Ok(Redeemed::First(spent)),
-        None => replay(db, &claim.hash, client_id).await,
+        None => replay(db, &claim.hash, client_id, checks).await,
     }
 }
 
@@ -588,28 +635,63 @@ async fn claim_all(db: &Db, claims: &[Claim], at: i64) -> Result<Vec<(Vec<u8>, S
 }
 
 /// A code that could not be claimed: a replay by its own client marks the
-/// code (so that a first use still finishing revokes what it issues) and
-/// gets what the first use recorded; anything else is invalid.
-async fn replay(db: &Db, hash: &[u8], client_id: &str) -> Result<Redeemed, Error> {
+/// code (so that a first use still finishing revokes what it issues) and,
+/// in the same transaction, revokes what the first use recorded: its
+/// refresh family, and its access token through the log (as `checks`
+/// allow); anything else is invalid.
+async fn replay<R, C>(
+    db: &Db,
+    hash: &[u8],
+    client_id: &str,
+    checks: ReplayChecks<R, C>,
+) -> Result<Redeemed, Error>
+where
+    R: FnOnce(&str, &str) -> bool,
+    C: FnOnce(&str) -> Result<(), std::time::Duration>,
+{
     type Row = (Option<String>, Option<String>, Option<i64>, String, String);
-    let replayed: Vec<Row> = on_pool!(db.write(), p => sqlx::query_as::<_, Row>(
-        "UPDATE authorization_codes SET replayed_at = $1 \
-         WHERE code_hash = $2 AND client_id = $3 AND used_at IS NOT NULL \
-         RETURNING family_id, access_jti, access_expires_at, user_id, sid"
-    ).bind(now()).bind(hash).bind(client_id).fetch_all(p).await)?;
-    Ok(match replayed.into_iter().next() {
-        Some((family_id, access_jti, access_expires_at, user_id, sid)) => Redeemed::Replayed {
-            issued: Issued {
-                family_id,
-                access_jti,
-                access_expires_at,
-            },
-            user_id,
-            sid,
-        },
-        None => Redeemed::Invalid,
-    })
+    let at = now();
+    let ReplayChecks { refused, count } = checks;
+    let redeemed = on_pool!(db.write(), p => {
+        let mut tx = p.begin_with(db.begin_write()).await?;
+        let marked: Vec<Row> = sqlx::query_as::<_, Row>(
+            "UPDATE authorization_codes SET replayed_at = $1 \
+             WHERE code_hash = $2 AND client_id = $3 AND used_at IS NOT NULL \
+             RETURNING family_id, access_jti, access_expires_at, user_id, sid"
+        ).bind(at).bind(hash).bind(client_id).fetch_all(&mut *tx).await?;
+        let redeemed = match marked.into_iter().next() {
+            None => Redeemed::Invalid,
+            Some((family_id, access_jti, access_expires_at, user_id, sid)) => {
+                if let Some(family) = &family_id {
+                    sqlx::query(crate::store::refresh::REVOKE_FAMILY)
+                        .bind(at).bind(REPLAYED).bind(family).execute(&mut *tx).await?;
+                }
+                let token = match (&access_jti, access_expires_at) {
+                    (Some(jti), Some(exp)) if !refused(&sid, jti) => append_unless_there!(
+                        db, tx, token_revocation(jti, exp), at, || count(&user_id)
+                    ),
+                    _ => Appended::Already,
+                };
+                Redeemed::Replayed {
+                    issued: Issued {
+                        family_id,
+                        access_jti,
+                        access_expires_at,
+                    },
+                    user_id,
+                    sid,
+                    token,
+                }
+            }
+        };
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(redeemed)
+    })?;
+    Ok(redeemed)
 }
+
+/// Why a replayed code's refresh family was revoked.
+pub const REPLAYED: &str = "authorization code replayed";
 
 /// Whether `code` has been replayed since its first use (read by a first
 /// use once its refresh family is stored).

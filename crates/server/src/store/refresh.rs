@@ -717,11 +717,15 @@ pub async fn revoke(
 
 /// Revoke the family `family_id` (a replayed authorization code).
 pub async fn revoke_family(db: &Db, family_id: &str, reason: &str) -> Result<(), Error> {
-    on_pool!(db.write(), p => sqlx::query(
-        "UPDATE refresh_families SET revoked_at = $1, revoked_reason = $2 WHERE id = $3 AND revoked_at IS NULL"
-    ).bind(now()).bind(reason).bind(family_id).execute(p).await.map(|r| r.rows_affected()))?;
+    on_pool!(db.write(), p => sqlx::query(REVOKE_FAMILY)
+        .bind(now()).bind(reason).bind(family_id).execute(p).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
+
+/// Revokes a family (`$1` now, `$2` why, `$3` its id), unless revoked
+/// already.
+pub(crate) const REVOKE_FAMILY: &str = "UPDATE refresh_families SET revoked_at = $1, \
+     revoked_reason = $2 WHERE id = $3 AND revoked_at IS NULL";
 
 /// The number of tokens of a family that can still be used (for tests and
 /// the admin view of a session).

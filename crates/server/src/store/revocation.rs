@@ -133,6 +133,15 @@ pub(crate) const IN_ORDER: [&str; 2] = [
     "SELECT pg_notify('tessera_revocations', '')",
 ];
 
+/// The event that revokes access token `jti`, which expires at
+/// `expires_at`: kept until no verifier's leeway accepts it.
+pub(crate) fn token_revocation(jti: &str, expires_at: i64) -> Revocation {
+    Revocation::Token {
+        jti: jti.to_owned(),
+        until: expires_at.saturating_add(LEEWAY),
+    }
+}
+
 /// The columns of one event row.
 pub(crate) struct Row {
     pub kind: &'static str,
@@ -219,6 +228,43 @@ macro_rules! append_revocation {
     }};
 }
 pub(crate) use append_revocation;
+
+/// Inside transaction `$tx`: append `$revocation` unless the log has an
+/// event of the same kind and value, once `$count` (called only then)
+/// allows it; evaluates to the [`Appended`]. Appenders take turns (the
+/// lock on PostgreSQL, the one writer on SQLite), so two cannot both miss
+/// the other's event.
+macro_rules! append_unless_there {
+    ($db:expr, $tx:expr, $revocation:expr, $at:expr, $count:expr) => {{
+        use $crate::store::revocation::Appended;
+        let revocation: tessera_guard::revocation::Revocation = $revocation;
+        if $db.is_postgres() {
+            sqlx::query($crate::store::revocation::IN_ORDER[0])
+                .execute(&mut *$tx)
+                .await?;
+        }
+        let row = $crate::store::revocation::Row::of(revocation.clone());
+        let there: Option<(i64,)> = sqlx::query_as(
+            "SELECT id FROM revocation_events WHERE kind = $1 AND value = $2 LIMIT 1",
+        )
+        .bind(row.kind)
+        .bind(&row.value)
+        .fetch_optional(&mut *$tx)
+        .await?;
+        let appended = if there.is_some() {
+            Appended::Already
+        } else if let Err(wait) = ($count)() {
+            Appended::OverAllowance(wait)
+        } else {
+            Appended::Now
+        };
+        if appended == Appended::Now {
+            $crate::store::revocation::append_revocation!($db, $tx, revocation, $at);
+        }
+        appended
+    }};
+}
+pub(crate) use append_unless_there;
 
 /// The longest access-token lifetime any start has allowed (seconds), if
 /// a start recorded one.
@@ -521,11 +567,8 @@ impl Revocations {
         if self.refuses_jti(jti) {
             return Ok(Appended::Already);
         }
-        let revocation = Revocation::Token {
-            jti: jti.to_owned(),
-            until: expires_at.saturating_add(LEEWAY),
-        };
-        self.append_once(db, revocation, count).await
+        self.append_once(db, token_revocation(jti, expires_at), count)
+            .await
     }
 
     /// End every token of session `sid` through the log (a session whose
@@ -553,26 +596,12 @@ impl Revocations {
         count: impl FnOnce() -> Result<(), Duration>,
     ) -> Result<Appended, Error> {
         let at = crate::store::now();
-        let row = Row::of(revocation.clone());
         let appended = on_pool!(db.write(), p => {
             let mut tx = p.begin_with(db.begin_write()).await?;
-            if db.is_postgres() {
-                sqlx::query(IN_ORDER[0]).execute(&mut *tx).await?;
-            }
-            let there: Option<(i64,)> = sqlx::query_as(
-                "SELECT id FROM revocation_events WHERE kind = $1 AND value = $2 LIMIT 1"
-            ).bind(row.kind).bind(&row.value).fetch_optional(&mut *tx).await?;
             // No `return` in here: it would leave the function, and skip
             // reading the log below.
-            let appended = if there.is_some() {
-                Appended::Already
-            } else if let Err(wait) = count() {
-                Appended::OverAllowance(wait)
-            } else {
-                Appended::Now
-            };
+            let appended = append_unless_there!(db, tx, revocation, at, count);
             if appended == Appended::Now {
-                append_revocation!(db, tx, revocation.clone(), at);
                 tx.commit().await?;
             } else {
                 tx.rollback().await?;

@@ -1965,3 +1965,95 @@ async fn an_issuer_with_a_trailing_slash_is_kept_as_written(backend: Backend) {
 }
 
 both_backends!(an_issuer_with_a_trailing_slash_is_kept_as_written);
+
+/// A replay is recorded in the transaction that revokes what the code's
+/// first use issued. One cut short (the process killed, the database
+/// gone) leaves the code unmarked and nothing revoked, and a later replay
+/// revokes all; never a mark with the first use's tokens still live (the
+/// mark committed first, and the revocations after it, each on its own,
+/// so a replay cut short in between revoked nothing, and no later replay
+/// was needed to look again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replay_cut_short_leaves_no_mark_without_its_revocations() {
+    let Some(h) = Harness::new(Backend::Postgres).await else {
+        return;
+    };
+    let s = setup(&h, "Shop", true).await;
+    let (_browser, code) = signed_in_code(&h, &s).await;
+    let first = exchange(&h, &s, &code, VERIFIER).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text);
+    let refresh = first.str("refresh_token");
+    let tessera_server::db::Pool::Postgres(pool) = h.db.write() else {
+        unreachable!("a PostgreSQL database")
+    };
+    let digest = tessera_server::secret::token_digest(&code);
+    let state = || async {
+        let (family, jti, replayed): (String, String, Option<i64>) = sqlx::query_as(
+            "SELECT family_id, access_jti, replayed_at FROM authorization_codes \
+             WHERE code_hash = $1",
+        )
+        .bind(&digest)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        let (revoked,): (Option<i64>,) =
+            sqlx::query_as("SELECT revoked_at FROM refresh_families WHERE id = $1")
+                .bind(&family)
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        let (logged,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM revocation_events WHERE kind = 'token' AND value = $1",
+        )
+        .bind(&jti)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        (family, replayed.is_some(), revoked.is_some(), logged > 0)
+    };
+    let (family, ..) = state().await;
+
+    // The replay is cut short while it waits for the family's row.
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("SELECT id FROM refresh_families WHERE id = $1 FOR UPDATE")
+        .bind(&family)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let cut = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        exchange(&h, &s, &code, VERIFIER),
+    )
+    .await;
+    assert!(cut.is_err(), "the replay did not wait for the family's row");
+    holder.commit().await.unwrap();
+    // Whatever the cut replay left running ends before the row is free.
+    let mut after = pool.begin().await.unwrap();
+    sqlx::query("SELECT id FROM refresh_families WHERE id = $1 FOR UPDATE")
+        .bind(&family)
+        .execute(&mut *after)
+        .await
+        .unwrap();
+    after.rollback().await.unwrap();
+    let (_, marked, revoked, logged) = state().await;
+    assert!(
+        !marked,
+        "a replay not answered left its mark (family revoked: {revoked}, token logged: {logged})"
+    );
+    assert!(!revoked && !logged);
+
+    // The replay again, answered: all revoked.
+    let replay = exchange(&h, &s, &code, VERIFIER).await;
+    assert_eq!(replay.error(), "invalid_grant");
+    let (_, marked, revoked, logged) = state().await;
+    assert!(marked && revoked && logged);
+    let refreshed = h
+        .post(
+            "/oauth2/token",
+            &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+            Some((&s.client_id, &s.secret)),
+        )
+        .await;
+    assert_eq!(refreshed.error(), "invalid_grant", "{}", refreshed.text);
+    h.finish().await;
+}

@@ -6,7 +6,7 @@ use sqlx::Connection;
 use tessera_server::db::Db;
 use tessera_server::secret::MasterKey;
 use tessera_server::store::clients::{self, GrantType, NewClient};
-use tessera_server::store::codes::{CodeWriter, Grant, Issued, Redeemed};
+use tessera_server::store::codes::{self, CodeWriter, Grant, Issued, Redeemed};
 use tessera_server::store::refresh::{self, NewFamily, RefreshPolicy, Refused};
 use tessera_server::store::sessions::{self, SessionPolicy};
 use tessera_server::store::{audit, consents, retention, revocation, users, Scopes};
@@ -587,7 +587,9 @@ async fn codes_committed_in_groups_keep_every_binding(backend: Backend) {
                 let (writer, code, grant, issuing) =
                     (writer.clone(), code.clone(), grant.clone(), issuing.clone());
                 tokio::spawn(async move {
-                    let redeemed = writer.redeem(&code, &by, &issuing).await;
+                    let redeemed = writer
+                        .redeem(&code, &by, &issuing, codes::append_always())
+                        .await;
                     (by, grant, redeemed)
                 })
             })
@@ -629,6 +631,7 @@ async fn codes_committed_in_groups_keep_every_binding(backend: Backend) {
                     issued,
                     user_id,
                     sid,
+                    ..
                 }),
             ) => {
                 replayed += 1;
@@ -697,7 +700,7 @@ async fn batched_writes_prepare_one_statement_whatever_their_size(backend: Backe
         for task in issued {
             let code = task.await.unwrap();
             let spent = writer
-                .redeem(&code, &client, &Issued::default())
+                .redeem(&code, &client, &Issued::default(), codes::append_always())
                 .await
                 .unwrap();
             assert!(matches!(spent, Redeemed::First(_)), "{spent:?}");
