@@ -211,6 +211,18 @@ pub(crate) async fn proceed(
             )
             .await
         }
+        // After a page: the pending request is answered, once.
+        (Next::Refuse(error, description), Some(session)) if pending.is_some() => {
+            let answers = pending.map(Pending::answer).unwrap_or_default();
+            refuse(
+                app,
+                pages,
+                &grant_of(client, &request, &session.session, Scopes::default()),
+                &answers,
+                &request.error(error, description),
+            )
+            .await
+        }
         (Next::Refuse(error, description), _) => Ok(respond_error(
             app,
             pages,
@@ -267,19 +279,7 @@ pub(crate) async fn issue(
 ) -> Result<Response, crate::Error> {
     let code = app
         .codes
-        .issue(
-            &codes::Grant {
-                client_id: client.client_id.clone(),
-                user_id: session.user_id.clone(),
-                sid: session.sid.clone(),
-                redirect_uri: request.redirect_uri.clone(),
-                code_challenge: request.code_challenge.clone(),
-                nonce: request.nonce.clone(),
-                scope: scopes.to_string(),
-                auth_time: session.auth_time,
-            },
-            answers,
-        )
+        .issue(&grant_of(client, request, session, scopes), answers)
         .await?;
     let Some(code) = code else {
         return Ok(already_done(pages));
@@ -300,6 +300,44 @@ pub(crate) async fn issue(
         request.response_mode,
         &fields,
     ))
+}
+
+/// What a code for `request` in `session` is bound to.
+pub(crate) fn grant_of(
+    client: &Client,
+    request: &AuthorizationRequest,
+    session: &Session,
+    scopes: Scopes,
+) -> codes::Grant {
+    codes::Grant {
+        client_id: client.client_id.clone(),
+        user_id: session.user_id.clone(),
+        sid: session.sid.clone(),
+        redirect_uri: request.redirect_uri.clone(),
+        code_challenge: request.code_challenge.clone(),
+        nonce: request.nonce.clone(),
+        scope: scopes.to_string(),
+        auth_time: session.auth_time,
+    }
+}
+
+/// Answer the pending request of digest `answers` in `session` with the
+/// error `e` at the client's redirect URI, once (a request answered
+/// already, by a code or an error, gets the "already done" page): a
+/// person who denied a request and goes back to allow it, or sends the
+/// login form again as someone else after an error, does not turn the
+/// error the client was sent into a code (RFC 6749 §4.1.2: one answer).
+pub(crate) async fn refuse(
+    app: &App,
+    pages: &SharedPages,
+    grant: &codes::Grant,
+    answers: &[u8],
+    e: &ErrorResponse,
+) -> Result<Response, crate::Error> {
+    if !codes::refuse(&app.db, grant, answers).await? {
+        return Ok(already_done(pages));
+    }
+    Ok(respond_error(app, pages, e))
 }
 
 /// An error for the client at its redirect URI (RFC 6749 §4.1.2.1, with

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Serialize;
 
-use super::authorize::{current_session, failure, issue, respond_error, see_other};
+use super::authorize::{current_session, failure, grant_of, issue, refuse, see_other};
 use super::cookies::{csrf_ok, csrf_token};
 use super::login::{forbidden, pending_of, Which};
 use super::pages::SharedPages;
@@ -227,11 +227,17 @@ pub async fn submit(
                 )
                 .await
             }
-            _ => Ok(respond_error(
-                &app,
-                &pages,
-                &request.error("access_denied", "the user denied the request"),
-            )),
+            _ => {
+                let grant = grant_of(&client, &request, &session, Scopes::default());
+                refuse(
+                    &app,
+                    &pages,
+                    &grant,
+                    &pending.answer(),
+                    &request.error("access_denied", "the user denied the request"),
+                )
+                .await
+            }
         }
     }
     .await;

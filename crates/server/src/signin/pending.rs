@@ -11,9 +11,9 @@
 //! authorization endpoint costs the server no storage, however often it
 //! is called. A request is answered once: it carries a random `origin`,
 //! kept when it is sealed again for the consent page, and the code issued
-//! for it records that origin's digest under a unique index
-//! (`store::codes`), so neither its login page nor its consent page can
-//! issue a second code.
+//! for it, or its refusal, records that origin's digest under a unique
+//! index (`store::codes`), so neither its login page nor its consent page
+//! can answer it a second time.
 
 use serde::{Deserialize, Serialize};
 

@@ -141,8 +141,40 @@ pub async fn issue(
     Ok((!stored.is_empty()).then_some(code))
 }
 
-/// Whether a code has been issued for the pending request of digest
-/// `request`.
+/// Answer the pending request of digest `request` with a refusal (the
+/// person denied it, or it ended in an error after a page), once: it is
+/// recorded as a code spent as it is made, whose value no one ever saw,
+/// under the index that lets a request have one code. So neither the
+/// same form sent again nor the request's pages can answer it with a code
+/// afterwards, nor a code come before it. `false` when it was answered
+/// already.
+pub async fn refuse(db: &Db, grant: &Grant, request: &[u8]) -> Result<bool, Error> {
+    let at = now();
+    let unseen = token_digest(&random_token()?);
+    // `fetch_all`: see `crate::db`, "Writes that return rows".
+    let stored: Vec<(Vec<u8>,)> = on_pool!(db.write(), p => sqlx::query_as(
+        "INSERT INTO authorization_codes (code_hash, client_id, user_id, sid, redirect_uri, \
+         code_challenge, nonce, scope, auth_time, created_at, expires_at, used_at, request_hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $10, $11) \
+         ON CONFLICT DO NOTHING RETURNING code_hash"
+    )
+    .bind(&unseen)
+    .bind(&grant.client_id)
+    .bind(&grant.user_id)
+    .bind(&grant.sid)
+    .bind(&grant.redirect_uri)
+    .bind(&grant.code_challenge)
+    .bind(&grant.nonce)
+    .bind(&grant.scope)
+    .bind(grant.auth_time)
+    .bind(at)
+    .bind(request)
+    .fetch_all(p).await)?;
+    Ok(!stored.is_empty())
+}
+
+/// Whether the pending request of digest `request` has been answered: a
+/// code issued for it, or a refusal ([`refuse`]).
 pub async fn answered(db: &Db, request: &[u8]) -> Result<bool, Error> {
     let (answered,): (bool,) = on_pool!(db.read(), p => sqlx::query_as(
         "SELECT EXISTS (SELECT 1 FROM authorization_codes WHERE request_hash = $1)"

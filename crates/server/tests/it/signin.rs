@@ -742,9 +742,25 @@ async fn an_id_token_hint_naming_another_user_needs_a_login(backend: Backend) {
     // Without prompt=none, the login page; Alice logs in there, where Bob
     // was expected: no code for her, an error for the client (Core
     // §3.1.2.1).
-    let wrong = location(&log_in(&h, &mut b, &with(&bob_id_token, None), "correct horse").await);
+    let to_login = location(&b.get(&h, &with(&bob_id_token, None)).await);
+    let page = b.get(&h, &to_login).await;
+    let (request, csrf) = (
+        hidden(&page.text, "request"),
+        hidden(&page.text, "csrf_token"),
+    );
+    let wrong = location(
+        &b.log_in_form(&h, &request, &csrf, "alice", "correct horse")
+            .await,
+    );
     assert_eq!(query_of(&wrong)["error"], "login_required", "{wrong}");
     assert!(!query_of(&wrong).contains_key("code"));
+    // The same form again, as Bob this time: the request has had its
+    // answer, and no code follows the error.
+    let again = b
+        .log_in_form(&h, &request, &csrf, "bob", "battery staple")
+        .await;
+    assert_eq!(again.status, StatusCode::BAD_REQUEST, "{:?}", again.headers);
+    assert!(again.text.contains("Already done"));
     // Not an ID token of this server for this client.
     let last = if alice_id_token.ends_with('A') {
         "B"
@@ -897,6 +913,28 @@ async fn prompt_none_and_logout_attacks(backend: Backend) {
         .await,
     );
     assert_eq!(query_of(&denied)["error"], "access_denied");
+    // Back to the page, and Allow this time: the client was told no, and
+    // gets no code after it; the page is gone too.
+    let allowed = b
+        .post(
+            &h,
+            "/consent",
+            &[
+                ("request", &hidden(&consent.text, "request")),
+                ("csrf_token", &hidden(&consent.text, "csrf_token")),
+                ("decision", "allow"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        allowed.status,
+        StatusCode::BAD_REQUEST,
+        "{:?}",
+        allowed.headers
+    );
+    assert!(allowed.text.contains("Already done"));
+    let page = b.get(&h, &to_consent).await;
+    assert!(page.text.contains("Already done"), "{}", page.text);
     // Logout to an unregistered URI: an error page, no redirect; without a
     // hint for this session, a confirmation page, and the session stands.
     let evil = b
