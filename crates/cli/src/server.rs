@@ -9,6 +9,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use tessera_server::admin::{Actor, AdminService, AuditSink, ClientRequest};
 use tessera_server::config::DatabaseUrl;
+use tessera_server::db::Schema;
 use tessera_server::{Config, Overrides};
 use zeroize::Zeroizing;
 
@@ -367,7 +368,7 @@ async fn admin_parts(
     config: &Config,
 ) -> anyhow::Result<(tessera_server::Db, tessera_server::password::Passwords)> {
     config.prepare_data_dir()?;
-    let db = tessera_server::Db::connect(&config.database_url, 2).await?;
+    let db = tessera_server::Db::open(&config.database_url, 2, Schema::Current).await?;
     Ok((db, tessera_server::password::Passwords::new(1)))
 }
 
@@ -563,7 +564,9 @@ pub fn backup(args: &BackupArgs) -> Result<(), Failure> {
     let config = args.server.config()?;
     require_database(&config)?;
     runtime()?.block_on(async move {
-        let db = tessera_server::Db::connect(&config.database_url, 1).await?;
+        // The copy holds the schema as it is: one taken with a new
+        // version's binary before the upgrade is from before it.
+        let db = tessera_server::Db::open(&config.database_url, 1, Schema::AsIs).await?;
         let copied = db.backup_to(&args.file).await;
         if copied.is_ok() {
             let passwords = tessera_server::password::Passwords::new(1);
@@ -600,7 +603,7 @@ pub fn keys(server: &ServerArgs, command: KeysCommand) -> Result<(), Failure> {
             require_database(&config)?;
             runtime()?.block_on(async move {
                 // Rotating is maintenance: open the server's keys in full.
-                let opened = tessera_server::open(config).await?;
+                let opened = tessera_server::open_with(config, Schema::Current).await?;
                 // One new key per algorithm: access tokens first, then ID tokens.
                 let passwords = tessera_server::password::Passwords::new(1);
                 let kids = service(&opened.db, &passwords, &opened.config)
@@ -620,7 +623,7 @@ pub fn keys(server: &ServerArgs, command: KeysCommand) -> Result<(), Failure> {
             // no rotation started, nothing deleted.
             require_database(&config)?;
             runtime()?.block_on(async move {
-                let db = tessera_server::Db::connect(&config.database_url, 1).await?;
+                let db = tessera_server::Db::open(&config.database_url, 1, Schema::Current).await?;
                 let list =
                     tessera_server::keys::stored(&db, &config.keys, tessera_server::store::now())
                         .await;

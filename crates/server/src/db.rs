@@ -105,10 +105,31 @@ pub const POSTGRES_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
+/// What opening a database does with its schema.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Schema {
+    /// Apply the migrations the database lacks: the server's start.
+    Migrate,
+    /// Require this build's schema, and make it only in a database that
+    /// has none yet: an admin command run with a new version's binary
+    /// before the server was restarted must not migrate the database
+    /// under the server of the version before (which would then refuse
+    /// to start), nor a backup meant to be from before an upgrade.
+    Current,
+    /// Take the schema as it is: a backup copies whatever is there.
+    AsIs,
+}
+
 impl Db {
     /// Connect to `url` (`sqlite://PATH` or `postgres://…`) and apply the
     /// migrations. A SQLite file is created when missing.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Db, Error> {
+        Db::open(url, max_connections, Schema::Migrate).await
+    }
+
+    /// Connect to `url`, doing what `schema` says with its schema. A
+    /// SQLite file is created when missing.
+    pub async fn open(url: &str, max_connections: u32, schema: Schema) -> Result<Db, Error> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             // Read committed whatever the role's or database's default:
             // the stores count on a statement that waited for a row lock
@@ -140,7 +161,7 @@ impl Db {
                 .acquire_timeout(POSTGRES_ACQUIRE_TIMEOUT)
                 .connect_lazy_with(options);
             first_connection(&pool).await?;
-            migrate_postgres(base).await?;
+            migrate_postgres(base, schema).await?;
             warm(&pool, max_connections).await;
             Ok(Db::Postgres(pool))
         } else if url.starts_with("sqlite:") {
@@ -168,10 +189,16 @@ impl Db {
                 .connect_with(options.clone())
                 .await
                 .map_err(Error::from)?;
-            SQLITE_MIGRATIONS
-                .run(&writer)
-                .await
-                .map_err(|e| Error::Database(format!("migrations: {e}")))?;
+            let applied = match schema {
+                Schema::AsIs => None,
+                _ => Some(applied_sqlite(&writer).await?),
+            };
+            if must_migrate(&SQLITE_MIGRATIONS, schema, applied.as_ref())? {
+                SQLITE_MIGRATIONS
+                    .run(&writer)
+                    .await
+                    .map_err(|e| Error::Database(format!("migrations: {e}")))?;
+            }
 
             let reader = SqlitePoolOptions::new()
                 .max_connections(max_connections.max(1))
@@ -443,6 +470,83 @@ fn worth_waiting_for(e: &sqlx::Error) -> bool {
     }
 }
 
+/// The versions of the migrations applied to a database: `None` when it
+/// has no schema yet (no migrations table).
+type Applied = Option<Vec<i64>>;
+
+async fn applied_sqlite(pool: &SqlitePool) -> Result<Applied, Error> {
+    let (made,): (bool,) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' \
+         AND name = '_sqlx_migrations')",
+    )
+    .fetch_one(pool)
+    .await?;
+    if !made {
+        return Ok(None);
+    }
+    let versions: Vec<(i64,)> =
+        sqlx::query_as("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(pool)
+            .await?;
+    Ok(Some(versions.into_iter().map(|(v,)| v).collect()))
+}
+
+async fn applied_postgres(connection: &mut sqlx::PgConnection) -> Result<Applied, Error> {
+    let (made,): (bool,) = sqlx::query_as("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(&mut *connection)
+        .await?;
+    if !made {
+        return Ok(None);
+    }
+    let versions: Vec<(i64,)> =
+        sqlx::query_as("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(&mut *connection)
+            .await?;
+    Ok(Some(versions.into_iter().map(|(v,)| v).collect()))
+}
+
+/// Whether to run `migrator` on a database whose migrations are
+/// `applied` (`None`: not read, as [`Schema::AsIs`] does not), or why the
+/// schema is not one `schema` takes.
+fn must_migrate(
+    migrator: &sqlx::migrate::Migrator,
+    schema: Schema,
+    applied: Option<&Applied>,
+) -> Result<bool, Error> {
+    let current = || {
+        migrator
+            .iter()
+            .filter(|m| !m.migration_type.is_down_migration())
+            .map(|m| m.version)
+    };
+    match (schema, applied) {
+        (Schema::AsIs, _) | (_, None) => Ok(false),
+        (Schema::Migrate, Some(_)) | (Schema::Current, Some(None)) => Ok(true),
+        (Schema::Current, Some(Some(versions))) => {
+            if current().eq(versions.iter().copied()) {
+                return Ok(false);
+            }
+            let known = versions.iter().all(|v| current().any(|c| c == *v));
+            let (theirs, ours) = (
+                versions.last().copied().unwrap_or(0),
+                current().next_back().unwrap_or(0),
+            );
+            Err(Error::Invalid(if known {
+                format!(
+                    "the database's schema is older than this tessera's (migration {theirs}, \
+                     not {ours}): only the server migrates it, when this version of \
+                     `tessera serve` starts; until then, use the tessera the server runs"
+                )
+            } else {
+                format!(
+                    "the database's schema is newer than this tessera's (migration {theirs}, \
+                     not {ours}): use the tessera the server runs"
+                )
+            }))
+        }
+    }
+}
+
 /// A duration as PostgreSQL's settings read it (milliseconds).
 fn millis(duration: Duration) -> String {
     duration.as_millis().to_string()
@@ -452,11 +556,23 @@ fn millis(duration: Duration) -> String {
 /// migrations' lock (held by another start) for at most
 /// [`POSTGRES_MIGRATION_LOCK_WAIT`] and then fails the start, saying why:
 /// before, it waited without end, and without a word.
-async fn migrate_postgres(options: PgConnectOptions) -> Result<(), Error> {
+async fn migrate_postgres(options: PgConnectOptions, schema: Schema) -> Result<(), Error> {
     use sqlx::Connection;
+    if schema == Schema::AsIs {
+        return Ok(());
+    }
     let options = options.options([("lock_timeout", millis(POSTGRES_MIGRATION_LOCK_WAIT))]);
     let mut connection = sqlx::PgConnection::connect_with(&options).await?;
-    let migrated = POSTGRES_MIGRATIONS.run(&mut connection).await;
+    let applied = applied_postgres(&mut connection).await;
+    let migrate = applied.and_then(|a| must_migrate(&POSTGRES_MIGRATIONS, schema, Some(&a)));
+    let migrated = match migrate {
+        Ok(true) => POSTGRES_MIGRATIONS.run(&mut connection).await,
+        Ok(false) => Ok(()),
+        Err(e) => {
+            let _ = connection.close().await;
+            return Err(e);
+        }
+    };
     let _ = connection.close().await;
     migrated.map_err(|e| match &e {
         sqlx::migrate::MigrateError::Execute(sqlx::Error::Database(db))

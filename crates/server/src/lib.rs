@@ -33,4 +33,4 @@ pub use config::{Config, Overrides};
 pub use db::Db;
 pub use error::Error;
 pub use http::router;
-pub use serve::{open, serve, Opened};
+pub use serve::{open, open_with, serve, Opened};

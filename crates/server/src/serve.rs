@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 
 use crate::app::App;
 use crate::config::Config;
-use crate::db::Db;
+use crate::db::{Db, Schema};
 use crate::http::{metrics_upkeep, router};
 use crate::keys::{self, Keys};
 use crate::password::Passwords;
@@ -38,10 +38,16 @@ pub struct Opened {
 /// stored key ([`Keys::load`]). A start with a missing or wrong master key
 /// fails with [`Error::MasterKey`] and leaves the database as it was.
 pub async fn open(config: Config) -> Result<Opened, Error> {
+    open_with(config, Schema::Migrate).await
+}
+
+/// [`open`], with the database's schema taken as `schema` says (an admin
+/// command requires it to be this build's: [`Schema::Current`]).
+pub async fn open_with(config: Config, schema: Schema) -> Result<Opened, Error> {
     // Bad page templates or a missing logo fail the start, not a login.
     crate::http::pages::Pages::load(&config.pages)?;
     config.prepare_data_dir()?;
-    let db = Db::connect(&config.database_url, config.max_connections).await?;
+    let db = Db::open(&config.database_url, config.max_connections, schema).await?;
     let master = match MasterKey::load_existing(&config.master_key)? {
         Some(master) => master,
         None => {

@@ -1421,3 +1421,96 @@ fn admin_commands_follow_the_issuer_they_are_given() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Only the server's start migrates. The admin commands of a new
+/// version, run before the server was restarted on it, migrated the
+/// database under the running server of the version before (which would
+/// then refuse to start), and made the backup meant to be from before
+/// the upgrade a copy of the upgraded schema. Now a backup copies the
+/// schema as it is, and the other commands refuse one older or newer than
+/// theirs, saying which.
+#[test]
+fn admin_commands_leave_the_schema_to_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    add_alice(d, &[]);
+    let db = format!("sqlite://{}", d.join("tessera-data/tessera.db").display());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let migrations = |db: &str| {
+        runtime.block_on(async {
+            let pool = sqlx::SqlitePool::connect(db).await.unwrap();
+            let versions: Vec<(i64,)> =
+                sqlx::query_as("SELECT version FROM _sqlx_migrations ORDER BY version")
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
+            pool.close().await;
+            versions
+        })
+    };
+    let run = |db: &str, sql: &str| {
+        runtime.block_on(async {
+            let pool = sqlx::SqlitePool::connect(db).await.unwrap();
+            sqlx::query(sql).execute(&pool).await.unwrap();
+            pool.close().await;
+        })
+    };
+    let current = migrations(&db);
+    // The schema of the version before: its last migration not applied.
+    let last = current.last().unwrap().0;
+    run(
+        &db,
+        &format!("DELETE FROM _sqlx_migrations WHERE version = {last}"),
+    );
+    let older = migrations(&db);
+    assert_eq!(older.len() + 1, current.len());
+
+    let backup = assert_cmd::Command::new(binary())
+        .current_dir(d)
+        .args(["backup", "before.db"])
+        .output()
+        .unwrap();
+    assert!(
+        backup.status.success(),
+        "{}",
+        String::from_utf8_lossy(&backup.stderr)
+    );
+    assert_eq!(migrations(&db), older, "the backup migrated the database");
+    let copy = format!("sqlite://{}", d.join("before.db").display());
+    assert_eq!(
+        migrations(&copy),
+        older,
+        "the copy is not of the schema before"
+    );
+
+    let refused = |args: &[&str], why: &str| {
+        let before = migrations(&db);
+        let out = assert_cmd::Command::new(binary())
+            .current_dir(d)
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(why), "{args:?}: {stderr}");
+        assert_eq!(migrations(&db), before, "{args:?} migrated");
+    };
+    for args in [
+        &["user", "list"][..],
+        &["client", "list"],
+        &["keys", "list"],
+        &["keys", "rotate"],
+    ] {
+        refused(args, "older than this tessera's");
+    }
+    // Newer than this build's: refused too.
+    run(
+        &db,
+        &format!(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, \
+             execution_time) SELECT {last}, 'from this build', 1, X'00', 0 \
+             UNION ALL SELECT 99990101000000, 'from a later version', 1, X'00', 0"
+        ),
+    );
+    refused(&["user", "list"], "newer than this tessera's");
+}
