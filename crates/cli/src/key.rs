@@ -67,6 +67,16 @@ pub enum KeyCommand {
         #[arg(short = 'o', long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
+    /// Make a master key for `tessera serve` (its `master_key_file`, or
+    /// `TESSERA_MASTER_KEY_FILE`): 32 random bytes, base64url, in a new
+    /// file readable by its owner only. The server makes one itself only
+    /// at its default place, `DATA_DIR/master.key`.
+    #[command(after_help = "Example:
+  tessera key master /etc/tessera/master.key")]
+    Master {
+        /// The new file (never over an existing one).
+        file: PathBuf,
+    },
 }
 
 /// Key formats for `key convert`.
@@ -109,6 +119,15 @@ pub fn run(command: KeyCommand) -> Result<(), Failure> {
             file,
             output,
         } => convert(to, alg, file.as_deref(), output),
+        KeyCommand::Master { file } => {
+            tessera_server::secret::MasterKey::create(&file)?;
+            eprintln!(
+                "master key written to {}: keep a copy of it apart from the database's backups \
+                 (a restore needs both)",
+                file.display()
+            );
+            Ok(())
+        }
     }
 }
 

@@ -79,7 +79,8 @@ impl std::fmt::Debug for SealingKey {
 pub enum MasterKeySource {
     /// Base64url of 32 bytes, from an environment variable's value.
     Value(Zeroizing<String>),
-    /// A file holding the base64url text; created (mode 0600) when missing.
+    /// A file holding the base64url text; at the default place
+    /// (`DATA_DIR/master.key`) a first start creates it (mode 0600).
     File(std::path::PathBuf),
 }
 

@@ -72,6 +72,20 @@ pub async fn open_with(config: Config, schema: Schema) -> Result<Opened, Error> 
                     path.display()
                 )));
             }
+            // A file named in the configuration is a secret the operator
+            // provides (mounted, often): were it missing by mistake, a key
+            // made there would seal this database's keys and be lost with
+            // the container or the tmpfs it landed in.
+            if path != &config.data_dir.join("master.key") {
+                db.close().await;
+                return Err(Error::MasterKey(format!(
+                    "{} does not exist: a master key is made at start only in the data \
+                     directory (DATA_DIR/master.key), never at a path the configuration \
+                     names, which should hold a key of yours (`tessera key master FILE` \
+                     makes one)",
+                    path.display()
+                )));
+            }
             MasterKey::create(path)?
         }
     };

@@ -142,6 +142,37 @@ fn private_keys_are_written_0600_and_never_over_an_existing_file() {
     );
 }
 
+/// `tessera key master FILE`: a master key for a path the server's
+/// configuration names (the server makes one only in its data
+/// directory), owner only, never printed, never over an existing file.
+#[cfg(unix)]
+#[test]
+fn master_keys_are_made_in_a_new_private_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    let printed = ok(d, &["key", "master", "master.key"], None);
+    assert_eq!(printed, "", "the key was printed");
+    let path = d.join("master.key");
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
+    let bytes = base64_simd::URL_SAFE_NO_PAD
+        .decode_to_vec(text.trim())
+        .unwrap();
+    assert_eq!(bytes.len(), 32);
+    fails(
+        d,
+        &["key", "master", "master.key"],
+        None,
+        2,
+        "exists already",
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+}
+
 #[test]
 fn jwks_chooses_the_key_by_kid() {
     let dir = TempDir::new().unwrap();

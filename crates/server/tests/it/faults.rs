@@ -400,7 +400,48 @@ async fn instances_set_up_at_once_with_different_master_keys_cannot_split_the_ke
     test_db.cleanup().await;
 }
 
+/// A master key file the configuration names, missing (a secret not
+/// mounted), is not made: the start fails, writing nothing, and works
+/// once a key is there (`tessera key master` makes one). Made there, it
+/// would have sealed the database's keys and been lost with the
+/// container or tmpfs it landed in, leaving a database no start opens.
+async fn a_named_master_key_file_that_is_missing_is_not_made(backend: Backend) {
+    let Some(test_db) = TestDb::new(backend).await else {
+        return;
+    };
+    let secrets = test_db.dir.path().join("secrets");
+    std::fs::create_dir(&secrets).unwrap();
+    let named = secrets.join("tessera-master-key");
+    let config = || {
+        let mut config = test_db.config();
+        config.master_key = MasterKeySource::File(named.clone());
+        config
+    };
+    let err = tessera_server::open(config()).await.unwrap_err();
+    assert!(matches!(err, Error::MasterKey(_)), "{err}");
+    assert!(err.to_string().contains("tessera key master"), "{err}");
+    assert!(!named.exists(), "a master key was made at a named path");
+    let db = Db::connect(&test_db.url, 1).await.unwrap();
+    assert!(!tessera_server::keys::tied_to_a_master_key(&db)
+        .await
+        .unwrap());
+    assert_eq!(tessera_server::keys::stored_count(&db).await.unwrap(), 0);
+    db.close().await;
+
+    tessera_server::secret::MasterKey::create(&named).unwrap();
+    let opened = tessera_server::open(config()).await.unwrap();
+    assert_eq!(
+        tessera_server::keys::stored_count(&opened.db)
+            .await
+            .unwrap(),
+        2
+    );
+    opened.db.close().await;
+    test_db.cleanup().await;
+}
+
 crate::both_backends!(
+    a_named_master_key_file_that_is_missing_is_not_made,
     a_start_without_its_master_key_changes_nothing,
     instances_set_up_at_once_with_different_master_keys_cannot_split_the_keys
 );
