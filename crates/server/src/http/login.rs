@@ -227,7 +227,7 @@ pub async fn submit(
                 }
                 app.access.revoked().catch_up(&app.db).await;
             }
-            match sessions::start(&app.db, checked, app.config.sessions).await {
+            match sessions::start(&app.db, checked, app.config.sessions, &browser).await {
                 Ok(Some(started)) => started,
                 // The password changed (or the user was disabled) while
                 // it was being checked.
@@ -236,6 +236,11 @@ pub async fn submit(
             }
         }
     };
+    // Another user's sessions started in this browser by logins sent at
+    // the same moment (whose cookies it did not keep) end too.
+    if let Err(e) = end_others_in_browser(&app, &browser, &user.id).await {
+        return failure(&pages, &e);
+    }
     let session = match sessions::by_sid_for_client(
         &app.db,
         &session.sid,
@@ -276,4 +281,26 @@ pub(crate) fn forbidden(pages: &SharedPages) -> Response {
         "The form was not sent from this sign-in page.",
         "Go back to the application and sign in again.",
     )
+}
+
+/// End the sessions of browser `browser` that belong to a user other than
+/// `user_id`.
+async fn end_others_in_browser(
+    app: &App,
+    browser: &str,
+    user_id: &str,
+) -> Result<(), crate::Error> {
+    let mut ended = false;
+    for (sid, owner) in sessions::of_browser(&app.db, browser).await? {
+        if owner != user_id {
+            let keep = app.config.revocation_keep();
+            ended |= sessions::end(&app.db, &sid, "new login in this browser", keep)
+                .await?
+                .is_some();
+        }
+    }
+    if ended {
+        app.access.revoked().catch_up(&app.db).await;
+    }
+    Ok(())
 }

@@ -2,7 +2,9 @@
 //! /oauth2/logout` is the `end_session_endpoint`; `POST /logout` is the
 //! confirmation page's form.
 //!
-//! An `id_token_hint` that names the browser's current session ends it at
+//! A logout ends every session of the browser (the current one, and any
+//! a login sent at the same moment started, whose cookie the browser did
+//! not keep). An `id_token_hint` that names one of them ends them at
 //! once; otherwise the person confirms on a page (a link elsewhere must
 //! not sign anyone out). A hint this server cannot verify (signed by a
 //! key removed since) counts as none: the person confirms, and is sent on
@@ -97,8 +99,13 @@ pub async fn end_session(
         // Nobody is signed in here: nothing to end.
         return finish(&app, &pages, &target);
     };
-    if hint.as_ref().and_then(|h| h.sid.as_deref()) == Some(session.sid.as_str()) {
-        return end_and_finish(&app, &pages, &target, &session).await;
+    let here = match sessions_here(&app, &headers, &session).await {
+        Ok(here) => here,
+        Err(e) => return failure(&pages, &e),
+    };
+    let hinted = hint.as_ref().and_then(|h| h.sid.as_deref());
+    if hinted.is_some_and(|sid| here.iter().any(|(s, _)| s == sid)) {
+        return end_and_finish(&app, &pages, &target, &here).await;
     }
     confirm(&app, &pages, &headers, &session, &target).await
 }
@@ -216,7 +223,10 @@ pub async fn confirmed(
         Err(e) => return failure(&pages, &e),
     };
     match (form.get("decision"), session) {
-        (Some("logout"), Some(session)) => end_and_finish(&app, &pages, &target, &session).await,
+        (Some("logout"), Some(session)) => match sessions_here(&app, &headers, &session).await {
+            Ok(here) => end_and_finish(&app, &pages, &target, &here).await,
+            Err(e) => failure(&pages, &e),
+        },
         (Some("logout"), None) => finish(&app, &pages, &target),
         _ => signed_out(
             &pages,
@@ -226,31 +236,46 @@ pub async fn confirmed(
     }
 }
 
+/// The sessions a logout in this browser ends, as `(sid, user_id)`: the
+/// current one, and any other started in this browser and not ended
+/// (by a login sent at the same moment, in another tab or by a double
+/// click, whose cookie the browser did not keep: it would have outlived
+/// the logout, its apps' refresh tokens with it).
+async fn sessions_here(
+    app: &App,
+    headers: &HeaderMap,
+    current: &Session,
+) -> Result<Vec<(String, String)>, crate::Error> {
+    let mut here = vec![(current.sid.clone(), current.user_id.clone())];
+    if let Some(browser) = jar(app).get(headers, cookies::BROWSER) {
+        for (sid, user_id) in sessions::of_browser(&app.db, &browser).await? {
+            if sid != current.sid {
+                here.push((sid, user_id));
+            }
+        }
+    }
+    Ok(here)
+}
+
 async fn end_and_finish(
     app: &App,
     pages: &SharedPages,
     target: &Target,
-    session: &Session,
+    here: &[(String, String)],
 ) -> Response {
-    match sessions::end(
-        &app.db,
-        &session.sid,
-        "logout",
-        app.config.revocation_keep(),
-    )
-    .await
-    {
-        Ok(_) => {
-            app.access.revoked().catch_up(&app.db).await;
-            app.audit.push(
-                crate::store::audit::Event::new("logout")
-                    .subject(&session.user_id)
-                    .detail(format!("sid={}", session.sid)),
-            );
-            finish(app, pages, target)
+    for (sid, user_id) in here {
+        let keep = app.config.revocation_keep();
+        if let Err(e) = sessions::end(&app.db, sid, "logout", keep).await {
+            return failure(pages, &e);
         }
-        Err(e) => failure(pages, &e),
+        app.audit.push(
+            crate::store::audit::Event::new("logout")
+                .subject(user_id)
+                .detail(format!("sid={sid}")),
+        );
     }
+    app.access.revoked().catch_up(&app.db).await;
+    finish(app, pages, target)
 }
 
 /// Redirect to the registered post-logout URI, or show "signed out"; the

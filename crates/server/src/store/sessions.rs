@@ -129,13 +129,15 @@ fn still_checked(db: &Db, user: &str, hash: &str) -> String {
     )
 }
 
-/// Start a session for a user a login has just checked; returns the
-/// cookie value (shown once) and the session, or `None` when the user's
-/// password changed or the user was disabled since the check.
+/// Start a session for a user a login has just checked, in the browser
+/// whose browser cookie is `browser`; returns the session cookie's value
+/// (shown once) and the session, or `None` when the user's password
+/// changed or the user was disabled since the check.
 pub async fn start(
     db: &Db,
     login: LoggedIn<'_>,
     policy: SessionPolicy,
+    browser: &str,
 ) -> Result<Option<(Zeroizing<String>, Session)>, Error> {
     let cookie = random_token()?;
     let at = now();
@@ -148,13 +150,13 @@ pub async fn start(
         expires_at: at.saturating_add(policy.absolute),
     };
     let sql = format!(
-        "INSERT INTO sessions (id_hash, sid, user_id, auth_time, created_at, last_seen, expires_at) \
-         SELECT $1, $2, $3, $4, $4, $4, $5 WHERE {}",
+        "INSERT INTO sessions (id_hash, sid, user_id, auth_time, created_at, last_seen, expires_at, \
+         browser_hash) SELECT $1, $2, $3, $4, $4, $4, $5, $7 WHERE {}",
         still_checked(db, "$3", "$6")
     );
     let inserted = on_pool!(db.write(), p => sqlx::query(&sql)
         .bind(token_digest(&cookie)).bind(&session.sid).bind(login.user_id).bind(at)
-        .bind(session.expires_at).bind(login.password_hash)
+        .bind(session.expires_at).bind(login.password_hash).bind(token_digest(browser))
         .execute(p).await.map(|r| r.rows_affected()))?;
     Ok((inserted == 1).then_some((cookie, session)))
 }
@@ -267,6 +269,18 @@ pub async fn add_client(db: &Db, sid: &str, client_id: &str) -> Result<(), Error
         "INSERT INTO session_clients (sid, client_id) VALUES ($1, $2) ON CONFLICT DO NOTHING"
     ).bind(sid).bind(client_id).execute(p).await.map(|r| r.rows_affected()))?;
     Ok(())
+}
+
+/// The sessions started in the browser whose browser cookie is `browser`
+/// and not ended (nor past their absolute end), as `(sid, user_id)`:
+/// besides the one its session cookie names, those of logins sent at the
+/// same moment (two tabs, a double click), whose cookies it did not keep.
+pub async fn of_browser(db: &Db, browser: &str) -> Result<Vec<(String, String)>, Error> {
+    let found = on_pool!(db.read(), p => sqlx::query_as(
+        "SELECT sid, user_id FROM sessions \
+         WHERE browser_hash = $1 AND ended_at IS NULL AND expires_at > $2 ORDER BY created_at"
+    ).bind(token_digest(browser)).bind(now()).fetch_all(p).await)?;
+    Ok(found)
 }
 
 /// End session `sid` and revoke the refresh-token families started in it

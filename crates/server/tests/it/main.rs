@@ -393,7 +393,7 @@ impl Harness {
             user_id,
             password_hash: &user.password_hash,
         };
-        tessera_server::store::sessions::start(&self.db, checked, policy)
+        tessera_server::store::sessions::start(&self.db, checked, policy, "test-browser")
             .await
             .unwrap()
             .expect("the user can log in")

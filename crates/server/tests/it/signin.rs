@@ -1006,6 +1006,148 @@ async fn prompt_none_and_logout_attacks(backend: Backend) {
     h.finish().await;
 }
 
+/// What a sign-in got: its session, and its client's tokens.
+struct SignedIn {
+    sid: String,
+    refresh: String,
+    id_token: String,
+}
+
+/// Two logins of `user` sent from one browser at the same moment (two
+/// tabs, a double click on "Sign in"): each starts a session, and the
+/// browser keeps the cookie of the first. Returns it, and what each
+/// login got (the second one's session is the one the browser lost).
+async fn two_logins_at_once(
+    h: &Harness,
+    s: &Setup,
+    user: &str,
+    password: &str,
+) -> (Browser, [SignedIn; 2]) {
+    let mut b = Browser::default();
+    let mut pages = Vec::new();
+    for _tab in 0..2 {
+        let to_login = location(&b.get(h, &authorize_url(&s.client_id, &[])).await);
+        let page = b.get(h, &to_login).await;
+        pages.push((
+            hidden(&page.text, "request"),
+            hidden(&page.text, "csrf_token"),
+        ));
+    }
+    let mut other_tab = Browser {
+        cookies: b.cookies.clone(),
+    };
+    let (first, second) = tokio::join!(
+        b.log_in_form(h, &pages[0].0, &pages[0].1, user, password),
+        other_tab.log_in_form(h, &pages[1].0, &pages[1].1, user, password),
+    );
+    let mut got = Vec::new();
+    for reply in [first, second] {
+        let code = query_of(&location(&reply))["code"].clone();
+        let tokens = exchange(h, s, &code, VERIFIER).await;
+        assert_eq!(tokens.status, StatusCode::OK, "{}", tokens.text);
+        let id_token = tokens.str("id_token");
+        got.push(SignedIn {
+            sid: claims(&id_token)["sid"].as_str().unwrap().to_owned(),
+            refresh: tokens.str("refresh_token"),
+            id_token,
+        });
+    }
+    let [a, b_] = <[SignedIn; 2]>::try_from(got).ok().unwrap();
+    assert_ne!(a.sid, b_.sid, "one session for both logins");
+    (b, [a, b_])
+}
+
+/// Two logins sent from one browser at once leave two sessions, and the
+/// browser keeps one cookie. A logout there ends both, confirmed or by
+/// an `id_token_hint` naming either (it ended only the cookie's, and the
+/// other session's app kept its refresh tokens and heard of no logout:
+/// RP-Initiated Logout 1.0 §2, Back-Channel Logout 1.0 §2.7); and
+/// another user's login in that browser ends both too.
+async fn a_logout_ends_the_sessions_of_logins_sent_at_once(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let s = setup(&h, "Shop", true).await;
+    h.user("bob", "battery staple", "orders:read").await;
+    let live = |sid: String| {
+        let h = &h;
+        async move { sessions::by_sid(&h.db, &sid).await.unwrap().is_some() }
+    };
+    let refreshes = |refresh: String| {
+        let (h, s) = (&h, &s);
+        async move {
+            h.post(
+                "/oauth2/token",
+                &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+                Some((&s.client_id, &s.secret)),
+            )
+            .await
+            .status
+                == StatusCode::OK
+        }
+    };
+
+    // Confirmed on the page, without a hint.
+    let (mut b, [kept, lost]) = two_logins_at_once(&h, &s, "alice", "correct horse").await;
+    assert!(live(kept.sid.clone()).await && live(lost.sid.clone()).await);
+    let confirm = b.get(&h, "/oauth2/logout").await;
+    assert!(confirm.text.contains("Sign out?"), "{}", confirm.text);
+    let done = b
+        .post(
+            &h,
+            "/logout",
+            &[
+                ("csrf_token", &hidden(&confirm.text, "csrf_token")),
+                ("decision", "logout"),
+            ],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::OK);
+    assert!(!live(kept.sid.clone()).await);
+    assert!(
+        !live(lost.sid.clone()).await,
+        "the other login's session outlived the logout"
+    );
+    assert!(!refreshes(lost.refresh).await);
+
+    // A hint naming the session whose cookie the browser lost: no page,
+    // both end.
+    let (mut b, [kept, lost]) = two_logins_at_once(&h, &s, "alice", "correct horse").await;
+    let gone = b
+        .get(
+            &h,
+            &format!("/oauth2/logout?id_token_hint={}", lost.id_token),
+        )
+        .await;
+    assert!(!gone.text.contains("Sign out?"), "asked to confirm");
+    assert!(!live(kept.sid).await && !live(lost.sid).await);
+    assert!(!refreshes(lost.refresh).await);
+
+    // Bob logs in where both of Alice's sessions are: both end.
+    let (mut b, [kept, lost]) = two_logins_at_once(&h, &s, "alice", "correct horse").await;
+    let to_login = location(
+        &b.get(&h, &authorize_url(&s.client_id, &[("prompt", "login")]))
+            .await,
+    );
+    let page = b.get(&h, &to_login).await;
+    let bobs = b
+        .log_in_form(
+            &h,
+            &hidden(&page.text, "request"),
+            &hidden(&page.text, "csrf_token"),
+            "bob",
+            "battery staple",
+        )
+        .await;
+    assert!(query_of(&location(&bobs)).contains_key("code"));
+    assert!(!live(kept.sid).await);
+    assert!(
+        !live(lost.sid).await,
+        "alice's other session outlived bob's login"
+    );
+    h.finish().await;
+}
+
 async fn discovery_names_what_is_there(backend: Backend) {
     let Some(h) = Harness::new(backend).await else {
         return;
@@ -1048,6 +1190,7 @@ both_backends!(
     code_flow_with_consent_id_token_userinfo_and_logout,
     standard_scopes_not_offered_are_left_out_and_unknown_ones_refused,
     code_replay_revokes_what_it_issued,
+    a_logout_ends_the_sessions_of_logins_sent_at_once,
     replayed_codes_past_the_allowance_end_the_session,
     pkce_and_code_binding_attacks_fail,
     login_csrf_fixation_and_limits,

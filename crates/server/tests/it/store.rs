@@ -1325,7 +1325,7 @@ async fn refresh_families_start_only_in_live_sessions(backend: Backend) {
         user_id: &user,
         password_hash: &checked.password_hash,
     };
-    let (_, kept) = sessions::start(&h.db, session_checked, SESSION)
+    let (_, kept) = sessions::start(&h.db, session_checked, SESSION, "test-browser")
         .await
         .unwrap()
         .expect("the password checked is the user's");
@@ -1340,10 +1340,12 @@ async fn refresh_families_start_only_in_live_sessions(backend: Backend) {
             .is_none(),
         "checked against the password the user had before"
     );
-    assert!(sessions::start(&h.db, session_checked, SESSION)
-        .await
-        .unwrap()
-        .is_none());
+    assert!(
+        sessions::start(&h.db, session_checked, SESSION, "test-browser")
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert!(
         sessions::renew(&h.db, &kept.sid, session_checked, SESSION)
             .await
