@@ -484,11 +484,24 @@ async fn applied_sqlite(pool: &SqlitePool) -> Result<Applied, Error> {
     if !made {
         return Ok(None);
     }
-    let versions: Vec<(i64,)> =
-        sqlx::query_as("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+    let versions: Vec<(i64, bool)> =
+        sqlx::query_as("SELECT version, success FROM _sqlx_migrations ORDER BY version")
             .fetch_all(pool)
             .await?;
-    Ok(Some(versions.into_iter().map(|(v,)| v).collect()))
+    succeeded(versions).map(Some)
+}
+
+/// The versions of migrations applied, or an error naming one that
+/// failed part-way (sqlx's "dirty" mark: only an operator can say what
+/// it left).
+fn succeeded(versions: Vec<(i64, bool)>) -> Result<Vec<i64>, Error> {
+    match versions.iter().find(|(_, success)| !success) {
+        Some((version, _)) => Err(Error::Database(format!(
+            "migration {version} failed part-way in an earlier start (the database is marked \
+             dirty): see what it left and repair it by hand (docs/operations.md, Upgrades)"
+        ))),
+        None => Ok(versions.into_iter().map(|(v, _)| v).collect()),
+    }
 }
 
 async fn applied_postgres(connection: &mut sqlx::PgConnection) -> Result<Applied, Error> {
@@ -498,11 +511,11 @@ async fn applied_postgres(connection: &mut sqlx::PgConnection) -> Result<Applied
     if !made {
         return Ok(None);
     }
-    let versions: Vec<(i64,)> =
-        sqlx::query_as("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+    let versions: Vec<(i64, bool)> =
+        sqlx::query_as("SELECT version, success FROM _sqlx_migrations ORDER BY version")
             .fetch_all(&mut *connection)
             .await?;
-    Ok(Some(versions.into_iter().map(|(v,)| v).collect()))
+    succeeded(versions).map(Some)
 }
 
 /// Whether to run `migrator` on a database whose migrations are
@@ -574,10 +587,17 @@ async fn migrate_postgres(options: PgConnectOptions, schema: Schema) -> Result<(
         }
     };
     let _ = connection.close().await;
+    let waited = |e: &sqlx::Error| matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("55P03"));
     migrated.map_err(|e| match &e {
-        sqlx::migrate::MigrateError::Execute(sqlx::Error::Database(db))
-            if db.code().as_deref() == Some("55P03") =>
-        {
+        sqlx::migrate::MigrateError::ExecuteMigration(inner, version) if waited(inner) => {
+            Error::Unavailable(format!(
+                "migrations: migration {version} waited {} for a table another session holds \
+                 (a pg_dump, a long transaction; waiting longer would hold every query on that \
+                 table behind it): start again once it is done",
+                humantime::format_duration(POSTGRES_MIGRATION_LOCK_WAIT)
+            ))
+        }
+        sqlx::migrate::MigrateError::Execute(inner) if waited(inner) => {
             Error::Unavailable(format!(
                 "migrations: another process has held the migrations' lock for {} (an \
                  instance starting or upgrading now; or one whose host vanished while it \

@@ -76,7 +76,11 @@ pub async fn open_with(config: Config, schema: Schema) -> Result<Opened, Error> 
             // provides (mounted, often): were it missing by mistake, a key
             // made there would seal this database's keys and be lost with
             // the container or the tmpfs it landed in.
-            if path != &config.data_dir.join("master.key") {
+            let default = config.data_dir.join("master.key");
+            let same = |a: &std::path::Path, b: &std::path::Path| {
+                std::path::absolute(a).ok() == std::path::absolute(b).ok()
+            };
+            if !same(path, &default) {
                 db.close().await;
                 return Err(Error::MasterKey(format!(
                     "{} does not exist: a master key is made at start only in the data \

@@ -22,7 +22,6 @@ use crate::store::clients::GrantType;
 use crate::store::codes::{self, Issued, Redeemed};
 use crate::store::refresh::{self, NewFamily, RefreshPolicy};
 use crate::store::revocation::{Appended, Keep, Revocations};
-use crate::store::sessions;
 use crate::store::{now, Scopes};
 
 /// What exchanging a code needs.
@@ -87,6 +86,7 @@ pub async fn grant(request: &TokenRequest<'_>, exchange: Exchange<'_>) -> Result
             })
         },
         count: |user_id: &str| exchange.revoke_limit.check(&client.client_id, user_id),
+        keep: exchange.keep,
     };
     let spent = match exchange
         .codes
@@ -99,8 +99,11 @@ pub async fn grant(request: &TokenRequest<'_>, exchange: Exchange<'_>) -> Result
                 "the code is unknown, expired, or was issued to another client".into(),
             ))
         }
-        Redeemed::Replayed { sid, token, .. } => {
-            after_replay(exchange, &sid, token).await?;
+        Redeemed::Replayed { token, .. } => {
+            // Committed: applied here now (or by the follower soon).
+            if token != Appended::Already {
+                exchange.revoked.catch_up(exchange.db).await;
+            }
             exchange
                 .audit
                 .push(event("code_replayed").detail("issued tokens revoked"));
@@ -180,39 +183,4 @@ pub async fn grant(request: &TokenRequest<'_>, exchange: Exchange<'_>) -> Result
             jti: issuing.access_jti.clone().unwrap_or_default(),
         }),
     })
-}
-
-/// What is left once a replay is recorded (its code marked, and what its
-/// first use issued revoked, in one transaction): this instance reads the
-/// event its access token got; a token left out by the revocation
-/// allowance ([`RevokeLimit`]) has its code's session ended instead,
-/// which refuses every token it issued with one event and gives the
-/// client no more codes without a new login (a client replaying codes in
-/// a loop would otherwise add an event a round).
-async fn after_replay(
-    exchange: Exchange<'_>,
-    sid: &str,
-    token: Appended,
-) -> Result<(), crate::Error> {
-    match token {
-        Appended::Already => {}
-        Appended::Now => exchange.revoked.catch_up(exchange.db).await,
-        Appended::OverAllowance(_) => {
-            let reason = "authorization codes replayed past the revocation allowance";
-            let ended = sessions::end(exchange.db, sid, reason, exchange.keep).await?;
-            match ended {
-                Some(_) => exchange.revoked.catch_up(exchange.db).await,
-                // Ended already (perhaps by expiry, which leaves no
-                // event): its tokens are refused by one event, appended
-                // once.
-                None => {
-                    exchange
-                        .revoked
-                        .revoke_session(exchange.db, sid, exchange.keep)
-                        .await?
-                }
-            }
-        }
-    }
-    Ok(())
 }

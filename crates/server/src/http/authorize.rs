@@ -37,10 +37,18 @@ pub async fn authorize(
     uri: Uri,
     body: Bytes,
 ) -> Response {
-    let params = match super::page_params::of_query_or_body(&method, &uri, &body) {
-        Ok(p) => p,
-        Err(why) => return bad_request(&pages, &why),
-    };
+    let (params, repeated) =
+        match super::page_params::of_query_or_body_keeping_first(&method, &uri, &body) {
+            Ok(read) => read,
+            Err(why) => return bad_request(&pages, &why),
+        };
+    // A parameter given twice (RFC 6749 §3.1: never) is answered at the
+    // redirect URI once the client and that URI are known good; which
+    // client, which URI or how to answer given twice is never redirected.
+    let unsure = ["client_id", "redirect_uri", "response_mode"];
+    if let Some(name) = repeated.iter().find(|n| unsure.contains(&n.as_str())) {
+        return bad_request(&pages, &format!("parameter {name} given more than once"));
+    }
     if let Some(resent) = resent_as_get(&app, &pages, &method, &headers, "/oauth2/authorize", &body)
     {
         return resent;
@@ -52,11 +60,28 @@ pub async fn authorize(
         },
         None => None,
     };
+    // Which state to send back is not known when it came twice.
+    let state_unsure = repeated.iter().any(|n| n == "state");
     let mut request = match signin::validate(&params, client.as_deref()) {
         Ok(r) => r,
         Err(Refused::NoRedirect(why)) => return bad_request(&pages, &why),
-        Err(Refused::Redirect(error)) => return respond_error(&app, &pages, &error),
+        Err(Refused::Redirect(mut error)) => {
+            if state_unsure {
+                error.state = None;
+            }
+            return respond_error(&app, &pages, &error);
+        }
     };
+    if let Some(name) = repeated.first() {
+        if state_unsure {
+            request.state = None;
+        }
+        let error = request.error(
+            "invalid_request",
+            format!("parameter {name} given more than once"),
+        );
+        return respond_error(&app, &pages, &error);
+    }
     if let Some(token) = params.get("id_token_hint") {
         let hint = read_hint(&app.keys, &app.config.issuer, token)
             .filter(|hint| hint.aud.contains(&request.client_id));

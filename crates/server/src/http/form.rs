@@ -53,8 +53,28 @@ impl OAuthForm {
         authorization: Option<HeaderValue>,
         peer: Option<IpAddr>,
     ) -> Result<OAuthForm, OAuthError> {
+        let (form, repeated) = OAuthForm::parse_keeping_first(body, authorization, peer)?;
+        match repeated.first() {
+            Some(name) => Err(OAuthError::invalid_request(format!(
+                "parameter {name} given more than once"
+            ))),
+            None => Ok(form),
+        }
+    }
+
+    /// Parse `body` by [`OAuthForm::parse`]'s rules, except that a
+    /// parameter given more than once keeps its first value; with the
+    /// names of those parameters (for the authorization endpoint, which
+    /// answers a repeat at the client's redirect URI when that URI and the
+    /// client are themselves given once, RFC 6749 §4.1.2.1).
+    pub(crate) fn parse_keeping_first(
+        body: &[u8],
+        authorization: Option<HeaderValue>,
+        peer: Option<IpAddr>,
+    ) -> Result<(OAuthForm, Vec<String>), OAuthError> {
         let mut params = HashMap::new();
         let mut seen = std::collections::HashSet::new();
+        let mut repeated = Vec::new();
         for (name, value) in strict_pairs(body)? {
             // Identifiers, tokens and scopes never hold control characters
             // (a NUL would reach the database); a password may hold anything
@@ -68,19 +88,21 @@ impl OAuthForm {
                 )));
             }
             if !seen.insert(name.clone()) {
-                return Err(OAuthError::invalid_request(format!(
-                    "parameter {name} given more than once"
-                )));
+                if !repeated.contains(&name) {
+                    repeated.push(name);
+                }
+                continue;
             }
             if !value.is_empty() {
                 params.insert(name, value);
             }
         }
-        Ok(OAuthForm {
+        let form = OAuthForm {
             params,
             authorization,
             peer,
-        })
+        };
+        Ok((form, repeated))
     }
 }
 

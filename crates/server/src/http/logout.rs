@@ -4,8 +4,8 @@
 //!
 //! A logout ends every session of the browser (the current one, and any
 //! a login sent at the same moment started, whose cookie the browser did
-//! not keep). An `id_token_hint` that names one of them ends them at
-//! once; otherwise the person confirms on a page (a link elsewhere must
+//! not keep). An `id_token_hint` that names one of them, of the user
+//! signed in, ends them at once; otherwise the person confirms on a page (a link elsewhere must
 //! not sign anyone out). A hint this server cannot verify (signed by a
 //! key removed since) counts as none: the person confirms, and is sent on
 //! only to a URI registered by the `client_id` given with it. A
@@ -103,8 +103,11 @@ pub async fn end_session(
         Ok(here) => here,
         Err(e) => return failure(&pages, &e),
     };
+    // At once only for the person signed in here: a hint naming a
+    // session of someone else who used this browser gets the page.
     let hinted = hint.as_ref().and_then(|h| h.sid.as_deref());
-    if hinted.is_some_and(|sid| here.iter().any(|(s, _)| s == sid)) {
+    let named = here.iter().find(|(sid, _)| Some(sid.as_str()) == hinted);
+    if named.is_some_and(|(_, user)| *user == session.user_id) {
         return end_and_finish(&app, &pages, &target, &here).await;
     }
     confirm(&app, &pages, &headers, &session, &target).await

@@ -19,12 +19,26 @@ pub(crate) fn of_query_or_body(
     uri: &Uri,
     body: &Bytes,
 ) -> Result<OAuthForm, String> {
-    let raw: &[u8] = if method == Method::POST {
+    OAuthForm::parse(query_or_body(method, uri, body), None, None).map_err(|e| e.description)
+}
+
+/// [`of_query_or_body`], a parameter given more than once keeping its
+/// first value; with the names of those parameters.
+pub(crate) fn of_query_or_body_keeping_first(
+    method: &Method,
+    uri: &Uri,
+    body: &Bytes,
+) -> Result<(OAuthForm, Vec<String>), String> {
+    OAuthForm::parse_keeping_first(query_or_body(method, uri, body), None, None)
+        .map_err(|e| e.description)
+}
+
+fn query_or_body<'a>(method: &Method, uri: &'a Uri, body: &'a Bytes) -> &'a [u8] {
+    if method == Method::POST {
         body
     } else {
         uri.query().unwrap_or_default().as_bytes()
-    };
-    OAuthForm::parse(raw, None, None).map_err(|e| e.description)
+    }
 }
 
 /// A page's form `POST`: the request's parts and its fields (with the

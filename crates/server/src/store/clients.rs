@@ -461,6 +461,10 @@ pub async fn delete(db: &Db, client_id: &str, keep: Keep) -> Result<(), Error> {
     let changed = on_pool!(db.write(), p => {
         let mut tx = p.begin_with(db.begin_write()).await?;
         if db.is_postgres() {
+            // Codes, then refresh tokens, then (by cascade) families: the
+            // order a replayed code's revocation and a rotation lock them.
+            sqlx::query(crate::store::codes::LOCK_CODES_OF_CLIENT)
+                .bind(client_id).execute(&mut *tx).await?;
             sqlx::query(crate::store::refresh::LOCK_TOKENS_OF_CLIENT)
                 .bind(client_id).execute(&mut *tx).await?;
         }

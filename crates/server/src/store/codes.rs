@@ -20,7 +20,8 @@ use zeroize::Zeroizing;
 
 use crate::db::{on_pool, Db, Pool};
 use crate::secret::{random_token, token_digest};
-use crate::store::revocation::{append_unless_there, token_revocation, Appended};
+use crate::store::revocation::{append_unless_there, token_revocation, Appended, Keep};
+use crate::store::sessions::end_session_in;
 use crate::store::{json_rows, now};
 use crate::Error;
 
@@ -77,7 +78,7 @@ pub enum Redeemed {
         sid: String,
         /// What became of the access token's event: in the log now, or
         /// there already (or the token was refused already), or left out
-        /// by the revocation allowance (the caller ends the session).
+        /// by the revocation allowance (and the session ended instead).
         token: Appended,
     },
 }
@@ -89,8 +90,14 @@ pub struct ReplayChecks<R, C> {
     /// is appended, and none counted.
     pub refused: R,
     /// The revocation allowance's say for the user (`user_id`), asked
-    /// only when an event is about to be appended.
+    /// only when an event is about to be appended. Past it, the code's
+    /// session is ended instead, in the same transaction: that refuses
+    /// every token it issued with one event, and gives the client no more
+    /// codes without a new login (a client replaying codes in a loop would
+    /// otherwise add an event a round).
     pub count: C,
+    /// How long a session's revocation event is kept.
+    pub keep: Keep,
 }
 
 impl<R, C> std::fmt::Debug for ReplayChecks<R, C> {
@@ -108,6 +115,7 @@ pub fn append_always() -> ReplayChecks<
     ReplayChecks {
         refused: |_: &str, _: &str| false,
         count: |_: &str| Ok(()),
+        keep: Keep(0),
     }
 }
 
@@ -683,7 +691,11 @@ where
 {
     type Row = (Option<String>, Option<String>, Option<i64>, String, String);
     let at = now();
-    let ReplayChecks { refused, count } = checks;
+    let ReplayChecks {
+        refused,
+        count,
+        keep,
+    } = checks;
     let redeemed = on_pool!(db.write(), p => {
         let mut tx = p.begin_with(db.begin_write()).await?;
         let marked: Vec<Row> = sqlx::query_as::<_, Row>(
@@ -704,6 +716,16 @@ where
                     ),
                     _ => Appended::Already,
                 };
+                if let Appended::OverAllowance(_) = token {
+                    let why = "authorization codes replayed past the revocation allowance";
+                    if end_session_in!(db, tx, &sid, why, keep, at).is_none() {
+                        // Ended already (perhaps by expiry, which leaves
+                        // no event): its tokens are refused by one event,
+                        // appended once.
+                        let always = || Ok::<(), std::time::Duration>(());
+                        append_unless_there!(db, tx, keep.session(&sid, at), at, always);
+                    }
+                }
                 Redeemed::Replayed {
                     issued: Issued {
                         family_id,
@@ -722,16 +744,32 @@ where
     Ok(redeemed)
 }
 
+/// Lock a client's codes (`$1`: its id), on PostgreSQL, before deleting
+/// the client: a replay locks its code, then the family its first use
+/// started; a delete whose cascade took the family first, then the code,
+/// would meet it in a deadlock.
+pub(crate) const LOCK_CODES_OF_CLIENT: &str =
+    "SELECT 1 FROM authorization_codes WHERE client_id = $1 FOR UPDATE";
+
 /// Why a replayed code's refresh family was revoked.
 pub const REPLAYED: &str = "authorization code replayed";
 
 /// Whether `code` has been replayed since its first use (read by a first
-/// use once its refresh family is stored).
+/// use once its refresh family is stored). On PostgreSQL the read waits
+/// for a replay still in its transaction (`FOR SHARE` waits for the row
+/// lock its mark holds): that replay may have looked for the family
+/// before it was stored, and its mark is seen only once it commits, so a
+/// plain read would miss both. (On SQLite one transaction writes at a
+/// time: the replay's comes wholly before the family is stored, or after.)
 pub async fn replayed(db: &Db, code: &str) -> Result<bool, Error> {
-    let row: Option<(Option<i64>,)> = on_pool!(db.read(), p => sqlx::query_as(
+    let sql = if db.is_postgres() {
+        "SELECT replayed_at FROM authorization_codes WHERE code_hash = $1 FOR SHARE"
+    } else {
         "SELECT replayed_at FROM authorization_codes WHERE code_hash = $1"
-    ).bind(token_digest(code)).fetch_optional(p).await)?;
-    Ok(row.is_some_and(|(r,)| r.is_some()))
+    };
+    let row: Vec<(Option<i64>,)> = on_pool!(db.read(), p => sqlx::query_as(sql)
+        .bind(token_digest(code)).fetch_all(p).await)?;
+    Ok(row.first().is_some_and(|(r,)| r.is_some()))
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use zeroize::Zeroizing;
 use crate::db::{on_pool, Db};
 use crate::secret::{random_id, random_token, token_digest};
 use crate::store::now;
-use crate::store::revocation::{append_revocation, Keep};
+use crate::store::revocation::Keep;
 use crate::Error;
 
 /// How long sessions live.
@@ -82,7 +82,7 @@ pub struct Ended {
     pub families_revoked: u64,
 }
 
-const COLUMNS: &str = "sid, user_id, auth_time, created_at, last_seen, expires_at";
+pub(crate) const COLUMNS: &str = "sid, user_id, auth_time, created_at, last_seen, expires_at";
 
 /// Queue the back-channel logouts of every live session of the user named
 /// `$2`, at `$1` (run in the transaction that ends them).
@@ -288,42 +288,83 @@ pub async fn of_browser(db: &Db, browser: &str) -> Result<Vec<(String, String)>,
 /// `None` when it was not live.
 pub async fn end(db: &Db, sid: &str, reason: &str, keep: Keep) -> Result<Option<Ended>, Error> {
     let at = now();
-    let sql = format!(
-        "UPDATE sessions SET ended_at = $1 WHERE sid = $2 AND ended_at IS NULL RETURNING {COLUMNS}"
-    );
     let ended = on_pool!(db.write(), p => {
         let mut tx = p.begin_with(db.begin_write()).await?;
-        let session = sqlx::query_as::<_, Session>(&sql).bind(at).bind(sid)
-            .fetch_optional(&mut *tx).await?;
-        let Some(session) = session else {
+        let ended = end_session_in!(db, tx, sid, reason, keep, at);
+        if ended.is_some() {
+            tx.commit().await?;
+        } else {
             tx.rollback().await?;
-            return Ok(None);
-        };
-        let families = sqlx::query(
-            "UPDATE refresh_families SET revoked_at = $1, revoked_reason = $2 \
-             WHERE sid = $3 AND revoked_at IS NULL"
-        ).bind(at).bind(reason).bind(sid).execute(&mut *tx).await?.rows_affected();
-        let clients: Vec<(String,)> = sqlx::query_as(
-            "SELECT client_id FROM session_clients WHERE sid = $1 ORDER BY client_id"
-        ).bind(sid).fetch_all(&mut *tx).await?;
-        // The back-channel logouts go out from the server's queue
-        // (`store::logouts`), committed with the end of the session.
-        sqlx::query(
-            "INSERT INTO logout_deliveries (id, client_id, uri, sid, subject, attempts, next_attempt_at, created_at) \
-             SELECT $1 || ' ' || c.client_id, c.client_id, c.backchannel_logout_uri, $1, $2, 0, $3, $3 \
-             FROM session_clients sc JOIN clients c ON c.client_id = sc.client_id \
-             WHERE sc.sid = $1 AND c.backchannel_logout_uri IS NOT NULL ON CONFLICT DO NOTHING"
-        ).bind(sid).bind(&session.user_id).bind(at).execute(&mut *tx).await?;
-        append_revocation!(db, tx, keep.session(sid, now()), at);
-        tx.commit().await?;
-        Ok::<_, sqlx::Error>(Some(Ended {
-            session,
-            clients: clients.into_iter().map(|(c,)| c).collect(),
-            families_revoked: families,
-        }))
+        }
+        Ok::<_, sqlx::Error>(ended)
     })?;
     Ok(ended)
 }
+
+/// Inside transaction `$tx`, at `$at`: end session `$sid` as [`end`]
+/// does (its refresh families revoked for `$reason`, the back-channel
+/// logouts of its clients queued, its tokens revoked through the log,
+/// kept as `$keep` says); evaluates to the [`Ended`] session, or `None`
+/// when it was not live (and nothing was written).
+macro_rules! end_session_in {
+    ($db:expr, $tx:expr, $sid:expr, $reason:expr, $keep:expr, $at:expr) => {{
+        let (sid, at): (&str, i64) = ($sid, $at);
+        let sql = format!(
+            "UPDATE sessions SET ended_at = $1 WHERE sid = $2 AND ended_at IS NULL RETURNING {}",
+            $crate::store::sessions::COLUMNS
+        );
+        let session = sqlx::query_as::<_, $crate::store::sessions::Session>(&sql)
+            .bind(at)
+            .bind(sid)
+            .fetch_optional(&mut *$tx)
+            .await?;
+        match session {
+            None => None,
+            Some(session) => {
+                let families = sqlx::query(
+                    "UPDATE refresh_families SET revoked_at = $1, revoked_reason = $2 \
+                     WHERE sid = $3 AND revoked_at IS NULL",
+                )
+                .bind(at)
+                .bind($reason)
+                .bind(sid)
+                .execute(&mut *$tx)
+                .await?
+                .rows_affected();
+                let clients: Vec<(String,)> = sqlx::query_as(
+                    "SELECT client_id FROM session_clients WHERE sid = $1 ORDER BY client_id",
+                )
+                .bind(sid)
+                .fetch_all(&mut *$tx)
+                .await?;
+                // The back-channel logouts go out from the server's queue
+                // (`store::logouts`), committed with the end of the session.
+                sqlx::query(
+                    "INSERT INTO logout_deliveries (id, client_id, uri, sid, subject, attempts, \
+                     next_attempt_at, created_at) \
+                     SELECT $1 || ' ' || c.client_id, c.client_id, c.backchannel_logout_uri, $1, \
+                     $2, 0, $3, $3 \
+                     FROM session_clients sc JOIN clients c ON c.client_id = sc.client_id \
+                     WHERE sc.sid = $1 AND c.backchannel_logout_uri IS NOT NULL \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(sid)
+                .bind(&session.user_id)
+                .bind(at)
+                .execute(&mut *$tx)
+                .await?;
+                let keep: $crate::store::revocation::Keep = $keep;
+                $crate::store::revocation::append_revocation!($db, $tx, keep.session(sid, at), at);
+                Some($crate::store::sessions::Ended {
+                    session,
+                    clients: clients.into_iter().map(|(c,)| c).collect(),
+                    families_revoked: families,
+                })
+            }
+        }
+    }};
+}
+pub(crate) use end_session_in;
 
 /// The live sessions (not ended, within their absolute and idle
 /// lifetimes under `policy`), newest first, `limit` at most; of one user

@@ -567,8 +567,11 @@ async fn pkce_and_code_binding_attacks_fail(backend: Backend) {
             &authorize_url(&s.client_id, &[("response_type", "token")]),
         )
         .await;
-    // A repeated parameter is refused outright (RFC 6749 §3.1).
-    assert_eq!(token.status, StatusCode::BAD_REQUEST);
+    // A repeated parameter is invalid_request (RFC 6749 §3.1), at the
+    // redirect URI since the client and the URI are good (§4.1.2.1).
+    let back = query_of(&location(&token));
+    assert_eq!(back["error"], "invalid_request");
+    assert!(!back.contains_key("code") && !back.contains_key("access_token"));
     let token = b
         .get(
             &h,
@@ -1145,6 +1148,62 @@ async fn a_logout_ends_the_sessions_of_logins_sent_at_once(backend: Backend) {
         !live(lost.sid).await,
         "alice's other session outlived bob's login"
     );
+
+    // A hint naming a session of another user started in this browser
+    // (Bob's, here while Alice is signed in) asks before anything ends.
+    let (mut b, [alices, _]) = two_logins_at_once(&h, &s, "alice", "correct horse").await;
+    let mut bobs_browser = Browser::default();
+    let to_login = location(
+        &bobs_browser
+            .get(&h, &authorize_url(&s.client_id, &[]))
+            .await,
+    );
+    let page = bobs_browser.get(&h, &to_login).await;
+    let back = location(
+        &bobs_browser
+            .log_in_form(
+                &h,
+                &hidden(&page.text, "request"),
+                &hidden(&page.text, "csrf_token"),
+                "bob",
+                "battery staple",
+            )
+            .await,
+    );
+    let bobs_id_token = exchange(&h, &s, &query_of(&back)["code"], VERIFIER)
+        .await
+        .str("id_token");
+    let bobs_sid = claims(&bobs_id_token)["sid"].as_str().unwrap().to_owned();
+    let browser = b
+        .cookies
+        .iter()
+        .find(|(name, _)| name.ends_with("tessera-browser"))
+        .map(|(_, value)| value.clone())
+        .unwrap();
+    let moved = "UPDATE sessions SET browser_hash = $1 WHERE sid = $2";
+    let digest = tessera_server::secret::token_digest(&browser);
+    let rows = match h.db.write() {
+        tessera_server::db::Pool::Sqlite(p) => sqlx::query(moved)
+            .bind(&digest)
+            .bind(&bobs_sid)
+            .execute(p)
+            .await
+            .unwrap()
+            .rows_affected(),
+        tessera_server::db::Pool::Postgres(p) => sqlx::query(moved)
+            .bind(&digest)
+            .bind(&bobs_sid)
+            .execute(p)
+            .await
+            .unwrap()
+            .rows_affected(),
+    };
+    assert_eq!(rows, 1);
+    let asked = b
+        .get(&h, &format!("/oauth2/logout?id_token_hint={bobs_id_token}"))
+        .await;
+    assert!(asked.text.contains("Sign out?"), "{}", asked.text);
+    assert!(live(alices.sid).await && live(bobs_sid).await);
     h.finish().await;
 }
 
@@ -1204,7 +1263,8 @@ both_backends!(
 /// A query is read by the form body's rules: a broken escape, or escapes
 /// that spell no UTF-8, get an error page, the same in a `GET` as in a
 /// `POST` (decoded leniently, `%FF` and `%FE` both arrived as U+FFFD and
-/// were sent back to the client as such).
+/// were sent back to the client as such). A parameter given twice is
+/// answered at the redirect URI when that is safe (it got an error page).
 async fn query_parameters_are_read_as_strictly_as_forms(backend: Backend) {
     let Some(h) = Harness::new(backend).await else {
         return;
@@ -1235,6 +1295,34 @@ async fn query_parameters_are_read_as_strictly_as_forms(backend: Backend) {
             )
             .await;
         assert_eq!(logout.status, StatusCode::BAD_REQUEST, "logout {bad}");
+    }
+    // A parameter given twice (RFC 6749 §3.1) is invalid_request at the
+    // redirect URI (§4.1.2.1: the client and the URI are good), without
+    // the state when that is the one given twice; but a client_id, a
+    // redirect_uri or a response_mode given twice is never redirected.
+    for (twice, state) in [("scope=openid", Some("st-1")), ("state=st-2", None)] {
+        let url = format!("{}&{twice}", authorize_url(&s.client_id, &[]));
+        let back = query_of(&location(&b.get(&h, &url).await));
+        assert_eq!(back["error"], "invalid_request", "{twice}: {back:?}");
+        assert!(back["error_description"].contains("more than once"));
+        assert_eq!(back.get("state").map(String::as_str), state, "{twice}");
+        assert_eq!(back["iss"], ISSUER);
+        assert!(!back.contains_key("code"));
+    }
+    for twice in [
+        format!("client_id={}", s.client_id),
+        "redirect_uri=https%3A%2F%2Fapp.example.com%2Fcallback".to_owned(),
+        "response_mode=query&response_mode=query".to_owned(),
+    ] {
+        let url = format!("{}&{twice}", authorize_url(&s.client_id, &[]));
+        let r = b.get(&h, &url).await;
+        assert_eq!(
+            r.status,
+            StatusCode::BAD_REQUEST,
+            "{twice}: {:?}",
+            r.headers
+        );
+        assert!(r.headers.get(header::LOCATION).is_none());
     }
     // What the request sent comes back in error_description only as RFC
     // 6749 §4.1.2.1 allows it: printable ASCII, no `"` or `\`, bounded.
@@ -2236,5 +2324,92 @@ async fn a_replay_cut_short_leaves_no_mark_without_its_revocations() {
         )
         .await;
     assert_eq!(refreshed.error(), "invalid_grant", "{}", refreshed.text);
+    h.finish().await;
+}
+
+/// A replay that marks its code while the first use is storing its
+/// refresh family, and commits after the first use looked for the mark,
+/// still leaves no live family: the first use's look waits for the
+/// replay's transaction (the replay looked for the family before it was
+/// stored, and the first use read no mark yet, so neither revoked it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replay_racing_the_first_use_leaves_no_live_family() {
+    let Some(h) = Harness::new(Backend::Postgres).await else {
+        return;
+    };
+    let s = setup(&h, "Shop", true).await;
+    let (_browser, code) = signed_in_code(&h, &s).await;
+    let tessera_server::db::Pool::Postgres(pool) = h.db.write() else {
+        unreachable!("a PostgreSQL database")
+    };
+    let digest = tessera_server::secret::token_digest(&code);
+    let (sid,): (String,) =
+        sqlx::query_as("SELECT sid FROM authorization_codes WHERE code_hash = $1")
+            .bind(&digest)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    // Held: the first use, before it stores its family (it reads the
+    // session with FOR SHARE); the replay, once it has marked the code and
+    // looked for the family (it then waits for the revocation log).
+    let mut session_held = pool.begin().await.unwrap();
+    sqlx::query("SELECT sid FROM sessions WHERE sid = $1 FOR UPDATE")
+        .bind(&sid)
+        .execute(&mut *session_held)
+        .await
+        .unwrap();
+    let mut log_held = pool.begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock(7368756)")
+        .execute(&mut *log_held)
+        .await
+        .unwrap();
+    let spent = || async {
+        let (used,): (Option<i64>,) =
+            sqlx::query_as("SELECT used_at FROM authorization_codes WHERE code_hash = $1")
+                .bind(&digest)
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        used.is_some()
+    };
+    let first = exchange(&h, &s, &code, VERIFIER);
+    let replay = async {
+        while !spent().await {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        exchange(&h, &s, &code, VERIFIER).await
+    };
+    let control = async {
+        while !spent().await {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        // The replay marks the code and looks for the family meanwhile.
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        session_held.commit().await.unwrap();
+        // The first use stores its family and looks for the mark.
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        log_held.commit().await.unwrap();
+    };
+    let (first, replay, ()) = tokio::join!(first, replay, control);
+    assert_eq!(replay.error(), "invalid_grant", "{}", replay.text);
+    let (family,): (Option<String>,) =
+        sqlx::query_as("SELECT family_id FROM authorization_codes WHERE code_hash = $1")
+            .bind(&digest)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    let (revoked,): (Option<i64>,) =
+        sqlx::query_as("SELECT revoked_at FROM refresh_families WHERE id = $1")
+            .bind(family.unwrap())
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert!(
+        revoked.is_some(),
+        "the first use's family is live after the replay (first use answered {}: {})",
+        first.status,
+        first.text
+    );
+    assert_ne!(first.status, StatusCode::OK, "{}", first.text);
     h.finish().await;
 }
