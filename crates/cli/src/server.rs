@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use tessera_server::admin::{Actor, AdminService, AuditSink, ClientRequest};
+use tessera_server::admin::{Actor, AdminService, AuditSink, ClientRequest, Page};
 use tessera_server::config::DatabaseUrl;
 use tessera_server::db::Schema;
 use tessera_server::{Config, Overrides};
@@ -396,7 +396,17 @@ pub fn user(server: &ServerArgs, command: UserCommand) -> Result<(), Failure> {
                 admin.set_profile(&username, &profile.profile()).await?;
             }
             UserCommand::List { json } => {
-                let list = admin.users().await?;
+                // Every user, read a page at a time.
+                let mut list = Vec::new();
+                let mut page = Page::first(1000);
+                loop {
+                    let listed = admin.users(&page).await?;
+                    list.extend(listed.items);
+                    match listed.next {
+                        Some(next) => page.after = Some(next),
+                        None => break,
+                    }
+                }
                 if json {
                     out!("{}", serde_json::to_string_pretty(&list)?);
                 } else {
@@ -432,7 +442,10 @@ pub fn session(server: &ServerArgs, command: SessionCommand) -> Result<(), Failu
         let admin = service(&db, &passwords, &config);
         match command {
             SessionCommand::List { user, limit, json } => {
-                let list = admin.sessions(user.as_deref(), limit).await?;
+                let list = admin
+                    .sessions(user.as_deref(), &Page::first(limit))
+                    .await?
+                    .items;
                 if json {
                     out!("{}", serde_json::to_string_pretty(&list)?);
                 } else {
@@ -506,7 +519,17 @@ pub fn client(server: &ServerArgs, command: ClientCommand) -> Result<(), Failure
                 )?;
             }
             ClientCommand::List { json } => {
-                let list = admin.clients().await?;
+                // Every client, read a page at a time.
+                let mut list = Vec::new();
+                let mut page = Page::first(1000);
+                loop {
+                    let listed = admin.clients(&page).await?;
+                    list.extend(listed.items);
+                    match listed.next {
+                        Some(next) => page.after = Some(next),
+                        None => break,
+                    }
+                }
                 if json {
                     out!("{}", serde_json::to_string_pretty(&list)?);
                 } else {

@@ -22,6 +22,74 @@ use crate::store::users::{self, Profile, UserInfo};
 use crate::store::Scopes;
 use crate::Error;
 
+/// One page of a listing (the admin API's `limit` and `after`): at most
+/// [`Page::size`] items, after the cursor the page before ended on
+/// ([`Listed::next`]). Listings are read page by page, never whole: a
+/// busy server has millions of users or sessions.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Page {
+    /// Items asked for: 100 unless given, 1 to 1,000.
+    pub limit: Option<i64>,
+    /// Where the page before ended.
+    pub after: Option<String>,
+}
+
+impl Page {
+    /// The most items the page holds.
+    pub fn size(&self) -> i64 {
+        self.limit.unwrap_or(100).clamp(1, 1000)
+    }
+
+    /// The first page of `size` items.
+    pub fn first(size: i64) -> Page {
+        Page {
+            limit: Some(size),
+            after: None,
+        }
+    }
+
+    /// `after` as a listing ordered by a time and an id writes it
+    /// (`TIME.ID`).
+    fn after_time_and_id(&self) -> Result<Option<(i64, &str)>, Error> {
+        let Some(after) = &self.after else {
+            return Ok(None);
+        };
+        after
+            .split_once('.')
+            .and_then(|(time, id)| Some((time.parse().ok()?, id)))
+            .map(Some)
+            .ok_or_else(not_a_cursor)
+    }
+}
+
+fn not_a_cursor() -> Error {
+    Error::Invalid("after is not a cursor this listing gave (the Link header's)".into())
+}
+
+/// A page of a listing, and the cursor of the next page when there is
+/// more.
+#[derive(Debug)]
+pub struct Listed<T> {
+    /// The items, in the listing's order.
+    pub items: Vec<T>,
+    /// The next page's `after`.
+    pub next: Option<String>,
+}
+
+impl<T> Listed<T> {
+    /// The page of `rows` (read one past `size`, to know whether more
+    /// follow), the next page's cursor written by `cursor` from its last
+    /// item.
+    fn of(mut rows: Vec<T>, size: i64, cursor: impl Fn(&T) -> String) -> Listed<T> {
+        let size = usize::try_from(size).unwrap_or(0);
+        let more = rows.len() > size;
+        rows.truncate(size);
+        let next = if more { rows.last().map(cursor) } else { None };
+        Listed { items: rows, next }
+    }
+}
+
 /// Who makes a change, as the audit trail records it.
 #[derive(Clone, Debug)]
 pub enum Actor {
@@ -202,20 +270,25 @@ impl AdminService<'_> {
         Ok(())
     }
 
-    /// The live sign-in sessions, of one user or all, newest first:
-    /// `limit` at most, within 1 to 1,000 (a busy server has millions).
+    /// A page of the live sign-in sessions, of one user or all, newest
+    /// first.
     pub async fn sessions(
         &self,
         username: Option<&str>,
-        limit: i64,
-    ) -> Result<Vec<sessions::Listed>, Error> {
-        sessions::list(
+        page: &Page,
+    ) -> Result<Listed<sessions::Listed>, Error> {
+        let size = page.size();
+        let rows = sessions::page(
             self.db,
             username,
             self.config.sessions,
-            limit.clamp(1, 1000),
+            page.after_time_and_id()?,
+            size.saturating_add(1),
         )
-        .await
+        .await?;
+        Ok(Listed::of(rows, size, |s| {
+            format!("{}.{}", s.created_at, s.sid)
+        }))
     }
 
     /// End a sign-in session as a logout does: its refresh tokens are
@@ -241,9 +314,11 @@ impl AdminService<'_> {
         }
     }
 
-    /// Every user.
-    pub async fn users(&self) -> Result<Vec<UserInfo>, Error> {
-        users::list(self.db).await
+    /// A page of the users, by username.
+    pub async fn users(&self, page: &Page) -> Result<Listed<UserInfo>, Error> {
+        let size = page.size();
+        let rows = users::list(self.db, page.after.as_deref(), size.saturating_add(1)).await?;
+        Ok(Listed::of(rows, size, |u| u.username.clone()))
     }
 
     /// Disable or enable a user (disabling revokes the user's sessions).
@@ -368,13 +443,30 @@ impl AdminService<'_> {
         Ok(added)
     }
 
-    /// Every client.
-    pub async fn clients(&self) -> Result<Vec<ClientInfo>, Error> {
-        Ok(clients::list(self.db)
-            .await?
-            .iter()
-            .map(Into::into)
-            .collect())
+    /// A page of the clients, oldest first.
+    pub async fn clients(&self, page: &Page) -> Result<Listed<ClientInfo>, Error> {
+        let size = page.size();
+        let rows =
+            clients::list(self.db, page.after_time_and_id()?, size.saturating_add(1)).await?;
+        let rows = rows.iter().map(Into::into).collect();
+        Ok(Listed::of(rows, size, |c: &ClientInfo| {
+            format!("{}.{}", c.created_at, c.client_id)
+        }))
+    }
+
+    /// A page of the audit trail, of one event or all, newest first.
+    pub async fn audit(
+        &self,
+        event: Option<&str>,
+        page: &Page,
+    ) -> Result<Listed<audit::Record>, Error> {
+        let size = page.size();
+        let before = match &page.after {
+            Some(after) => Some(after.parse::<i64>().map_err(|_| not_a_cursor())?),
+            None => None,
+        };
+        let rows = audit::page(self.db, event, before, size.saturating_add(1)).await?;
+        Ok(Listed::of(rows, size, |r| r.id.to_string()))
     }
 
     /// Delete a client and its sessions.

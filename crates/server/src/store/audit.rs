@@ -141,10 +141,20 @@ pub async fn record_all(db: &Db, events: &[(i64, Event)]) -> Result<(), Error> {
 
 /// The newest `limit` events, newest first, optionally of one kind.
 pub async fn recent(db: &Db, event: Option<&str>, limit: i64) -> Result<Vec<Record>, Error> {
+    page(db, event, None, limit).await
+}
+
+/// [`recent`], from the event before id `before`.
+pub async fn page(
+    db: &Db,
+    event: Option<&str>,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<Record>, Error> {
     let rows = on_pool!(db.read(), p => sqlx::query_as::<_, Record>(
         "SELECT id, at, event, client_id, subject, remote, detail FROM audit_log \
-         WHERE ($1 IS NULL OR event = $1) ORDER BY id DESC LIMIT $2"
-    ).bind(event).bind(limit).fetch_all(p).await)?;
+         WHERE ($1 IS NULL OR event = $1) AND ($3 IS NULL OR id < $3) ORDER BY id DESC LIMIT $2"
+    ).bind(event).bind(limit).bind(before).fetch_all(p).await)?;
     Ok(rows)
 }
 

@@ -447,10 +447,17 @@ pub async fn find(db: &Db, client_id: &str) -> Result<Option<Client>, Error> {
     row.map(Client::try_from).transpose()
 }
 
-/// Every client, oldest first.
-pub async fn list(db: &Db) -> Result<Vec<Client>, Error> {
-    let sql = format!("SELECT {COLUMNS} FROM clients ORDER BY created_at, client_id");
-    let rows = on_pool!(db.read(), p => sqlx::query_as::<_, ClientRow>(&sql).fetch_all(p).await)?;
+/// Clients, oldest first, from the one after `after` (its `created_at` and
+/// `client_id`); `limit` at most.
+pub async fn list(db: &Db, after: Option<(i64, &str)>, limit: i64) -> Result<Vec<Client>, Error> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM clients \
+         WHERE ($1 IS NULL OR created_at > $1 OR (created_at = $1 AND client_id > $2)) \
+         ORDER BY created_at, client_id LIMIT $3"
+    );
+    let (after_time, after_id) = after.unzip();
+    let rows = on_pool!(db.read(), p => sqlx::query_as::<_, ClientRow>(&sql)
+        .bind(after_time).bind(after_id).bind(limit).fetch_all(p).await)?;
     rows.into_iter().map(Client::try_from).collect()
 }
 

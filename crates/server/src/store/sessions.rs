@@ -61,6 +61,8 @@ pub struct Listed {
     pub sid: String,
     /// The user's login name.
     pub username: String,
+    /// When it started.
+    pub created_at: i64,
     /// When the user authenticated.
     pub auth_time: i64,
     /// When it was last used.
@@ -375,13 +377,28 @@ pub async fn list(
     policy: SessionPolicy,
     limit: i64,
 ) -> Result<Vec<Listed>, Error> {
+    page(db, username, policy, None, limit).await
+}
+
+/// [`list`], from the session after `after` (its `created_at` and `sid`)
+/// in that order.
+pub async fn page(
+    db: &Db,
+    username: Option<&str>,
+    policy: SessionPolicy,
+    after: Option<(i64, &str)>,
+    limit: i64,
+) -> Result<Vec<Listed>, Error> {
     let at = now();
+    let (after_time, after_sid) = after.unzip();
     let listed = on_pool!(db.read(), p => sqlx::query_as::<_, Listed>(
-        "SELECT s.sid, u.username, s.auth_time, s.last_seen, s.expires_at \
+        "SELECT s.sid, u.username, s.created_at, s.auth_time, s.last_seen, s.expires_at \
          FROM sessions s JOIN users u ON u.id = s.user_id \
          WHERE s.ended_at IS NULL AND s.expires_at > $1 AND s.last_seen > $3 \
          AND ($2 IS NULL OR u.username = $2) \
-         ORDER BY s.created_at DESC, s.sid LIMIT $4"
-    ).bind(at).bind(username).bind(at.saturating_sub(policy.idle)).bind(limit).fetch_all(p).await)?;
+         AND ($5 IS NULL OR s.created_at < $5 OR (s.created_at = $5 AND s.sid < $6)) \
+         ORDER BY s.created_at DESC, s.sid DESC LIMIT $4"
+    ).bind(at).bind(username).bind(at.saturating_sub(policy.idle)).bind(limit)
+        .bind(after_time).bind(after_sid).fetch_all(p).await)?;
     Ok(listed)
 }

@@ -947,8 +947,145 @@ mod admin_api {
     both_backends!(
         admin_api_needs_the_admin_scope,
         admin_api_manages_users_clients_and_keys,
-        a_key_set_with_a_member_twice_is_refused_as_from_the_command_line
+        a_key_set_with_a_member_twice_is_refused_as_from_the_command_line,
+        admin_listings_are_read_page_by_page
     );
+
+    /// Every page of a listing from `path`, following its `Link: rel=next`
+    /// headers; each page's items, and the addresses followed.
+    async fn pages(h: &Harness, admin: &str, path: &str) -> (Vec<Vec<Value>>, Vec<String>) {
+        let (mut pages, mut followed) = (Vec::new(), Vec::new());
+        let mut next = Some(path.to_owned());
+        while let Some(path) = next.take() {
+            let r = call(h, Method::GET, &path, Some(admin), None).await;
+            assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.text);
+            pages.push(r.json.as_array().unwrap().clone());
+            if let Some(link) = r.headers.get(header::LINK) {
+                let link = link.to_str().unwrap();
+                assert!(link.ends_with(">; rel=\"next\""), "{link}");
+                let target = link.trim_start_matches('<').split('>').next().unwrap();
+                followed.push(target.to_owned());
+                next = Some(target.to_owned());
+            }
+            assert!(pages.len() < 50, "the pages never end");
+        }
+        (pages, followed)
+    }
+
+    /// The listings of users, clients, sessions and audit events come a
+    /// page at a time (`limit`, 100 unless given, at most 1,000), the next
+    /// page named in a `Link` header (`after`, the other parameters
+    /// kept), each item once; they were read whole (users, clients), or
+    /// only their newest page could be read (sessions, audit events).
+    async fn admin_listings_are_read_page_by_page(backend: Backend) {
+        use tessera_server::store::{sessions, users, Scopes};
+        let Some(h) = Harness::new(backend).await else {
+            return;
+        };
+        let admin = token(&h, "tessera:admin").await;
+        let mut ids = Vec::new();
+        for name in ["carol", "alice", "erin", "bob", "dave"] {
+            let user = users::add(
+                &h.db,
+                name,
+                "not-a-hash",
+                &Scopes::default(),
+                &users::Profile::default(),
+            )
+            .await
+            .unwrap();
+            ids.push(user.id);
+        }
+        let (users, followed) = pages(&h, &admin, "/admin/users?limit=2").await;
+        let sizes: Vec<usize> = users.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [2, 2, 1]);
+        let names: Vec<&str> = users
+            .iter()
+            .flatten()
+            .map(|u| u["username"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["alice", "bob", "carol", "dave", "erin"]);
+        assert!(followed
+            .iter()
+            .all(|f| f.starts_with("/admin/users?limit=2&after=")));
+
+        for i in 0..4 {
+            let r = call(
+                &h,
+                Method::POST,
+                "/admin/clients",
+                Some(&admin),
+                Some(json!({"name": format!("app {i}"), "grants": ["client_credentials"]})),
+            )
+            .await;
+            assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        }
+        let (clients, _) = pages(&h, &admin, "/admin/clients?limit=2").await;
+        let all: Vec<&Value> = clients.iter().flatten().collect();
+        assert_eq!(all.len(), 5, "four added and the admin's own");
+        let mut seen: Vec<&str> = all
+            .iter()
+            .map(|c| c["client_id"].as_str().unwrap())
+            .collect();
+        let created: Vec<i64> = all
+            .iter()
+            .map(|c| c["created_at"].as_i64().unwrap())
+            .collect();
+        assert!(created.windows(2).all(|w| w[0] <= w[1]), "oldest first");
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), 5, "a client listed twice");
+
+        let policy = h.app.config.sessions;
+        for _ in 0..3 {
+            let checked = sessions::LoggedIn {
+                user_id: &ids[0],
+                password_hash: "not-a-hash",
+            };
+            sessions::start(&h.db, checked, policy, "browser")
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        let (listed, followed) = pages(&h, &admin, "/admin/sessions?user=carol&limit=2").await;
+        let sizes: Vec<usize> = listed.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [2, 1]);
+        assert!(followed[0].contains("user=carol"), "{followed:?}");
+        let mut sids: Vec<&str> = listed
+            .iter()
+            .flatten()
+            .map(|s| s["sid"].as_str().unwrap())
+            .collect();
+        sids.sort_unstable();
+        sids.dedup();
+        assert_eq!(sids.len(), 3);
+
+        let added = crate::wait_for_audit(&h, "client_added", 4).await;
+        assert!(added.len() >= 4);
+        let (events, followed) = pages(&h, &admin, "/admin/audit?event=client_added&limit=3").await;
+        let ids: Vec<i64> = events
+            .iter()
+            .flatten()
+            .map(|e| e["id"].as_i64().unwrap())
+            .collect();
+        assert_eq!(ids.len(), 4);
+        assert!(
+            ids.windows(2).all(|w| w[0] > w[1]),
+            "newest first, each once: {ids:?}"
+        );
+        assert!(followed[0].contains("event=client_added"), "{followed:?}");
+
+        for bad in [
+            "/admin/clients?after=garbage",
+            "/admin/audit?after=x",
+            "/admin/sessions?after=1",
+        ] {
+            let r = call(&h, Method::GET, bad, Some(&admin), None).await;
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.text);
+            assert_eq!(r.json["error"], "invalid_request");
+        }
+        h.finish().await;
+    }
 
     /// The admin API hands the JWK set on as sent, so the strict reader
     /// the command line uses sees it whole: a member written twice (one

@@ -1,25 +1,30 @@
-//! `/admin/audit`: the newest audit events.
+//! `/admin/audit`: the audit events, newest first.
 
 use axum::extract::State;
-use axum::response::IntoResponse;
-use axum::Json;
+use axum::http::Uri;
 use serde::Deserialize;
 
-use super::{Admin, AdminResult, AppState, Params};
-use crate::store::audit;
+use super::{paged, Admin, AdminResult, AppState, Params};
+use crate::admin::Page;
 
 #[derive(Deserialize)]
 pub struct AuditQuery {
     event: Option<String>,
     limit: Option<i64>,
+    after: Option<String>,
 }
 
 /// Authorization: admin scope.
 pub async fn list(
     State(app): AppState,
-    _admin: Admin,
+    admin: Admin,
+    uri: Uri,
     Params(q): Params<AuditQuery>,
 ) -> AdminResult {
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    Ok(Json(audit::recent(&app.db, q.event.as_deref(), limit).await?).into_response())
+    let page = Page {
+        limit: q.limit,
+        after: q.after,
+    };
+    let listed = admin.service(&app).audit(q.event.as_deref(), &page).await?;
+    Ok(paged(&uri, listed))
 }

@@ -3,14 +3,15 @@
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, Uri};
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Admin, AdminResult, AppState, Body, Named};
+use super::{paged, Admin, AdminResult, AppState, Body, Named, Params};
 use crate::admin::ClientRequest;
+use crate::admin::Page;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,8 +43,13 @@ pub struct NewClientBody {
 }
 
 /// Authorization: admin scope.
-pub async fn list(State(app): AppState, admin: Admin) -> AdminResult {
-    Ok(Json(admin.service(&app).clients().await?).into_response())
+pub async fn list(
+    State(app): AppState,
+    admin: Admin,
+    uri: Uri,
+    Params(page): Params<Page>,
+) -> AdminResult {
+    Ok(paged(&uri, admin.service(&app).clients(&page).await?))
 }
 
 /// Authorization: admin scope.

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -21,7 +21,7 @@ use serde_json::json;
 use tessera_guard::{AccessToken, GuardLayer, Rejection, RequireScope};
 
 use super::App;
-use crate::admin::{Actor, AdminService, AuditSink};
+use crate::admin::{Actor, AdminService, AuditSink, Listed};
 
 /// The scope an access token needs for the admin API.
 pub const ADMIN_SCOPE: &str = "tessera:admin";
@@ -252,6 +252,29 @@ impl<S: Send + Sync> FromRequestParts<S> for Named {
 }
 
 type AdminResult = Result<Response, AdminError>;
+
+/// A page of a listing as JSON (an array, as ever), with the next page's
+/// address in a `Link` header (RFC 8288, `rel="next"`: the request's own
+/// path and query, `after` set to the cursor) when more follow.
+fn paged<T: serde::Serialize>(uri: &Uri, listed: Listed<T>) -> Response {
+    let mut response = Json(listed.items).into_response();
+    if let Some(next) = listed.next {
+        let query: Vec<(String, String)> = uri
+            .query()
+            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default();
+        let mut link = form_urlencoded::Serializer::new(String::new());
+        for (name, value) in query.iter().filter(|(name, _)| name != "after") {
+            link.append_pair(name, value);
+        }
+        link.append_pair("after", &next);
+        let value = format!("<{}?{}>; rel=\"next\"", uri.path(), link.finish());
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(header::LINK, value);
+        }
+    }
+    response
+}
 
 /// The state, for handlers.
 type AppState = State<Arc<App>>;

@@ -1,31 +1,37 @@
 //! `/admin/sessions`: sign-in sessions, listed and ended like a logout.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, Uri};
 use axum::response::IntoResponse;
-use axum::Json;
 use serde::Deserialize;
 
-use super::{Admin, AdminResult, AppState, Named, Params};
+use super::{paged, Admin, AdminResult, AppState, Named, Params};
+use crate::admin::Page;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Filter {
     user: Option<String>,
     limit: Option<i64>,
+    after: Option<String>,
 }
 
 /// Authorization: admin scope.
 pub async fn list(
     State(app): AppState,
     admin: Admin,
+    uri: Uri,
     Params(filter): Params<Filter>,
 ) -> AdminResult {
+    let page = Page {
+        limit: filter.limit,
+        after: filter.after,
+    };
     let listed = admin
         .service(&app)
-        .sessions(filter.user.as_deref(), filter.limit.unwrap_or(100))
+        .sessions(filter.user.as_deref(), &page)
         .await?;
-    Ok(Json(listed).into_response())
+    Ok(paged(&uri, listed))
 }
 
 /// Authorization: admin scope.

@@ -1,13 +1,14 @@
 //! `/admin/users`: thin callers of [`crate::admin::AdminService`].
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, Uri};
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use super::{Admin, AdminResult, AppState, Body, Named};
+use super::{paged, Admin, AdminResult, AppState, Body, Named, Params};
+use crate::admin::Page;
 use crate::store::users::Profile;
 
 #[derive(Deserialize)]
@@ -38,8 +39,13 @@ pub struct NewPassword {
 }
 
 /// Authorization: admin scope.
-pub async fn list(State(app): AppState, admin: Admin) -> AdminResult {
-    Ok(Json(admin.service(&app).users().await?).into_response())
+pub async fn list(
+    State(app): AppState,
+    admin: Admin,
+    uri: Uri,
+    Params(page): Params<Page>,
+) -> AdminResult {
+    Ok(paged(&uri, admin.service(&app).users(&page).await?))
 }
 
 /// Authorization: admin scope.
