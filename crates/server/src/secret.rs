@@ -56,6 +56,8 @@ pub struct MasterKey {
     /// Derived from it: seals refresh-token successors during their grace
     /// window, one per rotation.
     successors: SealingKey,
+    /// Derived from it: the authorization code of a pending sign-in.
+    codes: aws_lc_rs::hmac::Key,
 }
 
 impl std::fmt::Debug for MasterKey {
@@ -114,11 +116,27 @@ impl MasterKey {
         let key = UnboundKey::new(&AES_256_GCM, &bytes)
             .map_err(|_| Error::MasterKey(format!("{} bytes, need 32", bytes.len())))?;
         let derivation = Salt::new(HKDF_SHA256, b"tessera master key").extract(&bytes);
+        let codes = derivation
+            .expand(&[b"authorization codes"], aws_lc_rs::hmac::HMAC_SHA256)
+            .map_err(|_| Error::MasterKey("key derivation failed".into()))?;
         Ok(MasterKey {
             sealing: SealingKey(LessSafeKey::new(key)),
             pending: derive(&derivation, "pending sign-ins")?,
             successors: derive(&derivation, "refresh successors")?,
+            codes: aws_lc_rs::hmac::Key::from(codes),
         })
+    }
+
+    /// The authorization code that answers the pending sign-in whose
+    /// digest is `request` (256 bits, base64url, as [`random_token`]):
+    /// the same each time, so that a form sent twice (a double click,
+    /// whose first answer the browser dropped) gets the very code the
+    /// first one stored, and the sign-in goes on, where it got an error
+    /// page. Only this server can make it (a key of its own, derived from
+    /// the master key), and it is stored as a digest like any code.
+    pub fn code_for(&self, request: &[u8]) -> Zeroizing<String> {
+        let tag = aws_lc_rs::hmac::sign(&self.codes, request);
+        Zeroizing::new(URL_SAFE_NO_PAD.encode_to_string(tag.as_ref()))
     }
 
     /// The key that seals pending sign-ins: what the server hands to

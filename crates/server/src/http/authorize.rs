@@ -302,12 +302,28 @@ pub(crate) async fn issue(
     scopes: Scopes,
     answers: Option<Vec<u8>>,
 ) -> Result<Response, crate::Error> {
+    let master = app.keys.master();
+    let answering = answers.as_ref().map(|request| codes::Answering {
+        request: request.clone(),
+        code: master.code_for(request),
+    });
     let code = app
         .codes
-        .issue(&grant_of(client, request, session, scopes), answers)
+        .issue(&grant_of(client, request, session, scopes), answering)
         .await?;
-    let Some(code) = code else {
-        return Ok(already_done(pages));
+    let code = match (code, &answers) {
+        (Some(code), _) => code,
+        (None, None) => return Ok(already_done(pages)),
+        // Answered meanwhile: by this same form sent twice (the login
+        // form, while the first was checking the password), whose code
+        // is sent again; or otherwise, and the "already done" page.
+        (None, Some(request)) => {
+            let code = master.code_for(request);
+            match codes::answer_to(&app.db, request).await? {
+                Some(answer) if answer.is_usable_code(&code) => code,
+                _ => return Ok(already_done(pages)),
+            }
+        }
     };
     if !client_known {
         sessions::add_client(&app.db, &session.sid, &client.client_id).await?;
@@ -325,6 +341,63 @@ pub(crate) async fn issue(
         request.response_mode,
         &fields,
     ))
+}
+
+/// A form sent again for a pending request answered already (Back, or a
+/// double click: the browser drops the first answer and shows the
+/// second). When the answer is a code still to be exchanged, it is sent
+/// again, and the sign-in goes on, with a new cookie for the code's
+/// session if the browser lost the one the first answer set; else the
+/// "already done" page. `None` when the request is not answered. Called
+/// for forms whose CSRF token was checked: only the browser that made
+/// the request gets its code.
+pub(crate) async fn answered_again(
+    app: &App,
+    pages: &SharedPages,
+    headers: &HeaderMap,
+    pending: &Pending,
+    client: &Client,
+) -> Option<Response> {
+    let digest = pending.answer();
+    let answer = match codes::answer_to(&app.db, &digest).await {
+        Ok(answer) => answer?,
+        Err(e) => return Some(failure(pages, &e)),
+    };
+    let code = app.keys.master().code_for(&digest);
+    if !answer.is_usable_code(&code) {
+        return Some(already_done(pages));
+    }
+    let current = match current_session(app, headers).await {
+        Ok(current) => current,
+        Err(e) => return Some(failure(pages, &e)),
+    };
+    let mut cookie = None;
+    if current.map(|s| s.sid) != Some(answer.sid.clone()) {
+        match sessions::new_cookie(&app.db, &answer.sid, app.config.sessions).await {
+            Ok(Some(new)) => cookie = Some(new),
+            Ok(None) => return Some(already_done(pages)),
+            Err(e) => return Some(failure(pages, &e)),
+        }
+    }
+    let request = &pending.request;
+    let mut fields = vec![("code", code.to_string())];
+    if let Some(state) = &request.state {
+        fields.push(("state", state.clone()));
+    }
+    fields.push(("iss", app.config.issuer.clone()));
+    let mut response = respond(
+        pages,
+        &client.name,
+        &request.redirect_uri,
+        request.response_mode,
+        &fields,
+    );
+    if let Some(cookie) = cookie {
+        response
+            .headers_mut()
+            .append(header::SET_COOKIE, jar(app).set(cookies::SESSION, &cookie));
+    }
+    Some(response)
 }
 
 /// What a code for `request` in `session` is bound to.

@@ -9,9 +9,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Serialize;
 
-use super::authorize::{current_session, failure, grant_of, issue, refuse, see_other};
+use super::authorize::{
+    answered_again, current_session, failure, grant_of, issue, refuse, see_other,
+};
 use super::cookies::{csrf_ok, csrf_token};
-use super::login::{forbidden, pending_of, Which};
+use super::login::{forbidden, pending_of, Answered, Which};
 use super::pages::SharedPages;
 use crate::app::App;
 use crate::signin::pending::{self, Pending};
@@ -59,8 +61,9 @@ async fn consent_of(
     pages: &SharedPages,
     headers: &HeaderMap,
     id: Option<&str>,
+    answered: Answered,
 ) -> Result<(Pending, AuthorizationRequest, Arc<Client>, String, Session), Response> {
-    let (pending, request, client, browser) = pending_of(app, pages, headers, id).await?;
+    let (pending, request, client, browser) = pending_of(app, pages, headers, id, answered).await?;
     let session = current_session(app, headers)
         .await
         .map_err(|e| failure(pages, &e))?
@@ -126,11 +129,18 @@ pub async fn page(
     headers: HeaderMap,
     Query(which): Query<Which>,
 ) -> Response {
-    let (pending, request, client, browser, session) =
-        match consent_of(&app, &pages, &headers, which.request.as_deref()).await {
-            Ok(found) => found,
-            Err(page) => return page,
-        };
+    let (pending, request, client, browser, session) = match consent_of(
+        &app,
+        &pages,
+        &headers,
+        which.request.as_deref(),
+        Answered::Refused,
+    )
+    .await
+    {
+        Ok(found) => found,
+        Err(page) => return page,
+    };
     match login_again(&app, &pending, &request, &session, &browser) {
         Ok(Some(login)) => return login,
         Ok(None) => {}
@@ -197,16 +207,28 @@ pub async fn submit(
         Ok(read) => read,
         Err(why) => return super::authorize::bad_request(&pages, &why),
     };
-    let (pending, request, client, browser, session) =
-        match consent_of(&app, &pages, &parts.headers, form.get("request")).await {
-            Ok(found) => found,
-            Err(page) => return page,
-        };
+    let (pending, request, client, browser, session) = match consent_of(
+        &app,
+        &pages,
+        &parts.headers,
+        form.get("request"),
+        Answered::Again,
+    )
+    .await
+    {
+        Ok(found) => found,
+        Err(page) => return page,
+    };
     if !form
         .get("csrf_token")
         .is_some_and(|t| csrf_ok(&browser, &format!("consent {}", pending.id), t))
     {
         return forbidden(&pages);
+    }
+    // Sent again after its answer (a double click on Allow): the same
+    // answer, or the "already done" page.
+    if let Some(again) = answered_again(&app, &pages, &parts.headers, &pending, &client).await {
+        return again;
     }
     let result = async {
         match form.get("decision") {

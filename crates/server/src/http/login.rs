@@ -13,7 +13,7 @@ use axum::response::Response;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use super::authorize::{current_session, failure, jar, proceed};
+use super::authorize::{answered_again, current_session, failure, jar, proceed};
 use super::cookies::{self, csrf_ok, csrf_token};
 use super::pages::SharedPages;
 use crate::app::App;
@@ -30,6 +30,16 @@ pub struct Which {
     pub(crate) request: Option<String>,
 }
 
+/// What [`pending_of`] does with a pending request answered already.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Answered {
+    /// The "already done" page (a page opened again).
+    Refused,
+    /// Nothing: the caller, a form, checks its CSRF token, then answers
+    /// it again ([`super::authorize::answered_again`]).
+    Again,
+}
+
 /// A pending request of this browser, with its request and client; or
 /// the page to show instead.
 pub(crate) async fn pending_of(
@@ -37,6 +47,7 @@ pub(crate) async fn pending_of(
     pages: &SharedPages,
     headers: &HeaderMap,
     id: Option<&str>,
+    answered: Answered,
 ) -> Result<(Pending, AuthorizationRequest, Arc<Client>, String), Response> {
     let expired = || {
         pages.error(
@@ -52,11 +63,13 @@ pub(crate) async fn pending_of(
     let id = id.ok_or_else(expired)?;
     let pending = pending::open(&app.keys.master(), id, &browser, now()).ok_or_else(expired)?;
     // Answered already: a page opened again after the sign-in finished.
-    let answered = codes::answered(&app.db, &pending.answer())
-        .await
-        .map_err(|e| failure(pages, &e))?;
-    if answered {
-        return Err(super::authorize::already_done(pages));
+    if answered == Answered::Refused {
+        let answer = codes::answer_to(&app.db, &pending.answer())
+            .await
+            .map_err(|e| failure(pages, &e))?;
+        if answer.is_some() {
+            return Err(super::authorize::already_done(pages));
+        }
     }
     let request = pending.request.clone();
     let client = app
@@ -88,7 +101,15 @@ pub async fn page(
     headers: HeaderMap,
     Query(which): Query<Which>,
 ) -> Response {
-    match pending_of(&app, &pages, &headers, which.request.as_deref()).await {
+    match pending_of(
+        &app,
+        &pages,
+        &headers,
+        which.request.as_deref(),
+        Answered::Refused,
+    )
+    .await
+    {
         Ok((pending, request, client, browser)) => render(
             &pages,
             StatusCode::OK,
@@ -136,16 +157,27 @@ pub async fn submit(
         Err(why) => return super::authorize::bad_request(&pages, &why),
     };
     let peer = form.peer;
-    let (pending, auth, client, browser) =
-        match pending_of(&app, &pages, &parts.headers, form.get("request")).await {
-            Ok(found) => found,
-            Err(page) => return page,
-        };
+    let (pending, auth, client, browser) = match pending_of(
+        &app,
+        &pages,
+        &parts.headers,
+        form.get("request"),
+        Answered::Again,
+    )
+    .await
+    {
+        Ok(found) => found,
+        Err(page) => return page,
+    };
     if !form
         .get("csrf_token")
         .is_some_and(|t| csrf_ok(&browser, &format!("login {}", pending.id), t))
     {
         return forbidden(&pages);
+    }
+    // Sent again after its answer (a double click): no second login.
+    if let Some(again) = answered_again(&app, &pages, &parts.headers, &pending, &client).await {
+        return again;
     }
     let username = form.get("username").unwrap_or_default().to_owned();
     let password = Zeroizing::new(form.get("password").unwrap_or_default().to_owned());

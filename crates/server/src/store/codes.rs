@@ -130,15 +130,39 @@ pub struct Issued {
     pub access_expires_at: Option<i64>,
 }
 
+/// The pending request a code answers: its digest, and the code made
+/// for it (`MasterKey::code_for`).
+pub struct Answering {
+    /// The pending request's digest.
+    pub request: Vec<u8>,
+    /// Its code.
+    pub code: Zeroizing<String>,
+}
+
+impl std::fmt::Debug for Answering {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Answering").finish_non_exhaustive()
+    }
+}
+
+/// The code and the request digest to store for `answering` (a random
+/// code when it answers no pending request).
+fn code_of(answering: Option<Answering>) -> Result<(Zeroizing<String>, Option<Vec<u8>>), Error> {
+    Ok(match answering {
+        Some(a) => (a.code, Some(a.request)),
+        None => (random_token()?, None),
+    })
+}
+
 /// Store a code for `grant`; returns it (shown once, to the client).
-/// `request` is the digest of the pending request it answers, if any:
-/// `None` comes back when that request has been answered already.
+/// `answering` is the pending request it answers, if any: `None` comes
+/// back when that request has been answered already.
 pub async fn issue(
     db: &Db,
     grant: &Grant,
-    request: Option<Vec<u8>>,
+    answering: Option<Answering>,
 ) -> Result<Option<Zeroizing<String>>, Error> {
-    let code = random_token()?;
+    let (code, request) = code_of(answering)?;
     let row = NewCode {
         hash: token_digest(&code),
         grant: grant.clone(),
@@ -181,13 +205,33 @@ pub async fn refuse(db: &Db, grant: &Grant, request: &[u8]) -> Result<bool, Erro
     Ok(!stored.is_empty())
 }
 
-/// Whether the pending request of digest `request` has been answered: a
-/// code issued for it, or a refusal ([`refuse`]).
-pub async fn answered(db: &Db, request: &[u8]) -> Result<bool, Error> {
-    let (answered,): (bool,) = on_pool!(db.read(), p => sqlx::query_as(
-        "SELECT EXISTS (SELECT 1 FROM authorization_codes WHERE request_hash = $1)"
-    ).bind(request).fetch_one(p).await)?;
-    Ok(answered)
+/// How the pending request of digest `request` was answered, if it was:
+/// a code issued for it, or a refusal ([`refuse`]).
+pub async fn answer_to(db: &Db, request: &[u8]) -> Result<Option<Answer>, Error> {
+    let answer: Vec<Answer> = on_pool!(db.read(), p => sqlx::query_as(
+        "SELECT code_hash, sid, used_at IS NULL AND expires_at > $2 AS usable \
+         FROM authorization_codes WHERE request_hash = $1"
+    ).bind(request).bind(now()).fetch_all(p).await)?;
+    Ok(answer.into_iter().next())
+}
+
+/// The answer a pending request got.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Answer {
+    /// The digest of its code (of a code no one saw, for a refusal).
+    pub code_hash: Vec<u8>,
+    /// The session it was answered in.
+    pub sid: String,
+    /// Whether that code is still unspent and unexpired.
+    pub usable: bool,
+}
+
+impl Answer {
+    /// Whether it is the code `code`, still to be exchanged: the answer
+    /// to send again to a form sent twice.
+    pub fn is_usable_code(&self, code: &str) -> bool {
+        self.usable && crate::secret::digests_equal(&self.code_hash, &token_digest(code))
+    }
 }
 
 /// A code to store.
@@ -373,12 +417,12 @@ impl CodeWriter {
     pub async fn issue(
         &self,
         grant: &Grant,
-        request: Option<Vec<u8>>,
+        answering: Option<Answering>,
     ) -> Result<Option<Zeroizing<String>>, Error> {
         let Some(queue) = &self.queue else {
-            return issue(&self.db, grant, request).await;
+            return issue(&self.db, grant, answering).await;
         };
-        let code = random_token()?;
+        let (code, request) = code_of(answering)?;
         let (done, committed) = tokio::sync::oneshot::channel();
         let queued = Queued::Insert {
             code: NewCode {

@@ -1491,14 +1491,15 @@ async fn prompt_consent_asks_again_and_remembers_more(backend: Backend) {
     // prompt=consent asks even for what was allowed.
     let forced = location(&b.get(&h, &format!("{narrow}&prompt=consent")).await);
     assert!(forced.starts_with("/consent"), "{forced}");
-    // A consent page cannot be submitted twice.
+    // A consent page submitted twice issues no second code: the second
+    // gets the first one's answer again.
     let page = b.get(&h, &forced).await;
     let form = allow(page);
     let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let first = b.post(&h, "/consent", &pairs).await;
     assert!(query_of(&location(&first)).contains_key("code"));
     let second = b.post(&h, "/consent", &pairs).await;
-    assert_ne!(second.status, StatusCode::SEE_OTHER);
+    assert_eq!(location(&second), location(&first));
     h.finish().await;
 }
 
@@ -2413,3 +2414,110 @@ async fn a_replay_racing_the_first_use_leaves_no_live_family() {
     assert_ne!(first.status, StatusCode::OK, "{}", first.text);
     h.finish().await;
 }
+
+/// A form sent twice (a double click on "Sign in" or "Allow": the browser
+/// drops the first answer and shows the second) gets the same answer
+/// again: the same code, and a cookie for its session when the browser
+/// lost the first one's; the sign-in goes on, where it got an "Already
+/// done" page and the application heard nothing. Once the code is
+/// exchanged, a form sent again gets the page.
+async fn a_form_sent_twice_gets_the_same_answer(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    // The consent page (a client that asks).
+    let s = setup(&h, "Shop", false).await;
+    let mut b = Browser::default();
+    let to_consent = location(
+        &log_in(
+            &h,
+            &mut b,
+            &authorize_url(&s.client_id, &[]),
+            "correct horse",
+        )
+        .await,
+    );
+    let consent = b.get(&h, &to_consent).await;
+    let form = [
+        ("request", hidden(&consent.text, "request")),
+        ("csrf_token", hidden(&consent.text, "csrf_token")),
+        ("decision", "allow".to_owned()),
+    ];
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let first = location(&b.post(&h, "/consent", &form).await);
+    let second = location(&b.post(&h, "/consent", &form).await);
+    assert_eq!(first, second, "a second click got another answer");
+    let code = query_of(&first)["code"].clone();
+    let exchanged = exchange(&h, &s, &code, VERIFIER).await;
+    assert_eq!(exchanged.status, StatusCode::OK, "{}", exchanged.text);
+    let third = b.post(&h, "/consent", &form).await;
+    assert_eq!(third.status, StatusCode::BAD_REQUEST);
+    assert!(third.text.contains("Already done"));
+
+    // The login page of a first-party client, sent twice: one after the
+    // other (the first answer and its cookie dropped), then at once.
+    let s = setup_first_party(&h).await;
+    for at_once in [false, true] {
+        let mut b = Browser::default();
+        let to_login = location(&b.get(&h, &authorize_url(&s.client_id, &[])).await);
+        let page = b.get(&h, &to_login).await;
+        let (request, csrf) = (
+            hidden(&page.text, "request"),
+            hidden(&page.text, "csrf_token"),
+        );
+        let mut dropped = Browser {
+            cookies: b.cookies.clone(),
+        };
+        let (first, second) = if at_once {
+            tokio::join!(
+                dropped.log_in_form(&h, &request, &csrf, "alice", "correct horse"),
+                b.log_in_form(&h, &request, &csrf, "alice", "correct horse"),
+            )
+        } else {
+            let first = dropped
+                .log_in_form(&h, &request, &csrf, "alice", "correct horse")
+                .await;
+            let second = b
+                .log_in_form(&h, &request, &csrf, "alice", "correct horse")
+                .await;
+            (first, second)
+        };
+        assert_eq!(location(&first), location(&second), "at once: {at_once}");
+        // The browser kept the second answer's cookie: it is signed in.
+        let silent = location(
+            &b.get(&h, &authorize_url(&s.client_id, &[("prompt", "none")]))
+                .await,
+        );
+        assert!(
+            query_of(&silent).contains_key("code"),
+            "at once: {at_once}: {silent}"
+        );
+        let code = query_of(&location(&second))["code"].clone();
+        let exchanged = exchange(&h, &s, &code, VERIFIER).await;
+        assert_eq!(exchanged.status, StatusCode::OK, "{}", exchanged.text);
+    }
+    h.finish().await;
+}
+
+/// A first-party client (no consent page) beside `setup`'s.
+async fn setup_first_party(h: &Harness) -> Setup {
+    let added = clients::add(
+        &h.db,
+        NewClient {
+            name: "Own app".into(),
+            grants: vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
+            scopes: Scopes::parse("openid profile email offline_access orders:read").unwrap(),
+            redirect_uris: vec![REDIRECT.into()],
+            first_party: true,
+            ..NewClient::default()
+        },
+    )
+    .await
+    .unwrap();
+    Setup {
+        client_id: added.client_id,
+        secret: added.client_secret.unwrap().to_string(),
+    }
+}
+
+both_backends!(a_form_sent_twice_gets_the_same_answer);
