@@ -307,14 +307,34 @@ impl PrivateFile {
             }
         }
         give_name(&self.temporary, &self.path).map_err(|e| Error::io(&self.path, e))?;
-        // The name is durable once its directory is; a failure here leaves
-        // a complete file, so it is not one to report.
+        // The name is durable once its directory is. A directory that
+        // could not be synced is reported: the file is complete, but its
+        // name may not survive a power loss (a master key gone after the
+        // database was tied to it).
         let dir = match self.path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir,
             _ => Path::new("."),
         };
-        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
-        Ok(())
+        directory_synced(std::fs::File::open(dir).and_then(|d| d.sync_all())).map_err(|e| {
+            Error::io(
+                &self.path,
+                std::io::Error::new(
+                    e.kind(),
+                    format!("written, but its directory could not be synced ({e}): the name may not survive a power loss"),
+                ),
+            )
+        })
+    }
+}
+
+/// Whether a directory's sync went well enough: a file system that
+/// cannot sync a directory at all (`EINVAL`: some network and FUSE file
+/// systems) gives no more durability to wait for, and is not an error;
+/// any other failure (an I/O error) is.
+fn directory_synced(result: std::io::Result<()>) -> std::io::Result<()> {
+    match result {
+        Err(e) if rustix::io::Errno::from_io_error(&e) == Some(rustix::io::Errno::INVAL) => Ok(()),
+        other => other,
     }
 }
 
@@ -348,6 +368,17 @@ impl Drop for PrivateFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A directory sync that failed is reported, unless the file system
+    /// cannot sync directories at all.
+    #[test]
+    fn a_failed_directory_sync_is_an_error_unless_unsupported() {
+        let errno = |e: rustix::io::Errno| std::io::Error::from_raw_os_error(e.raw_os_error());
+        assert!(directory_synced(Ok(())).is_ok());
+        assert!(directory_synced(Err(errno(rustix::io::Errno::INVAL))).is_ok());
+        assert!(directory_synced(Err(errno(rustix::io::Errno::IO))).is_err());
+        assert!(directory_synced(Err(errno(rustix::io::Errno::NOSPC))).is_err());
+    }
 
     #[test]
     fn a_private_file_appears_whole_or_not_at_all() {
