@@ -351,17 +351,18 @@ pub async fn add(db: &Db, new: NewClient) -> Result<Added, Error> {
     grants.dedup();
     if new.public && new.jwks.is_some() {
         return Err(Error::Invalid(
-            "a public client has no keys: drop --public or --jwks".into(),
+            "a public client has no keys: give public (--public) or jwks (--jwks), not both".into(),
         ));
     }
     if grants.contains(&GrantType::JwtBearer) && new.jwks.is_none() {
         return Err(Error::Invalid(
-            "the jwt-bearer grant needs the keys that sign the assertions: add --jwks".into(),
+            "the jwt-bearer grant needs the keys that sign the assertions: give jwks (--jwks)"
+                .into(),
         ));
     }
     if new.public && grants.contains(&GrantType::ClientCredentials) {
         return Err(Error::Invalid(
-            "client_credentials needs a confidential client (RFC 6749 §4.4): drop --public".into(),
+            "client_credentials needs a confidential client (RFC 6749 §4.4): drop public (--public)".into(),
         ));
     }
     if let Some(jwks) = &new.jwks {
@@ -369,14 +370,14 @@ pub async fn add(db: &Db, new: NewClient) -> Result<Added, Error> {
         tessera_jose::KeySet::from_jwks(&set)?;
         if set.keys.iter().any(|k| k.is_private() || k.is_symmetric()) {
             return Err(Error::Invalid(
-                "--jwks must hold public keys only (no private or secret keys)".into(),
+                "jwks (--jwks) must hold public keys only (no private or secret keys)".into(),
             ));
         }
     }
     let code_flow = grants.contains(&GrantType::AuthorizationCode);
     if code_flow && new.redirect_uris.is_empty() {
         return Err(Error::Invalid(
-            "the authorization_code grant needs at least one --redirect-uri".into(),
+            "the authorization_code grant needs at least one redirect URI (redirect_uris, --redirect-uri)".into(),
         ));
     }
     if !code_flow
@@ -385,7 +386,7 @@ pub async fn add(db: &Db, new: NewClient) -> Result<Added, Error> {
             || new.backchannel_logout_uri.is_some())
     {
         return Err(Error::Invalid(
-            "redirect and logout URIs are for clients of the authorization_code grant: add --grant authorization_code".into(),
+            "redirect and logout URIs are for clients of the authorization_code grant: add it to grants (--grant authorization_code)".into(),
         ));
     }
     if new

@@ -1321,6 +1321,18 @@ mod admin_api {
         )
         .await;
         assert!(r.status.is_success(), "{}", r.text);
+        // A refused registration names the JSON field (and the flag).
+        let r = call(
+            &h,
+            Method::POST,
+            "/admin/clients",
+            t,
+            Some(json!({"name": "x", "grants": ["client_credentials"], "public": true})),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+        let why = r.json["error_description"].as_str().unwrap();
+        assert!(why.contains("drop public (--public)"), "{why}");
         let listed = call(&h, Method::GET, "/admin/users", t, None).await;
         assert_eq!(listed.json[0]["email"], "alice@example.com");
         assert_eq!(listed.json[0]["email_verified"], true, "{}", listed.text);
