@@ -128,14 +128,21 @@ impl MasterKey {
     }
 
     /// The authorization code that answers the pending sign-in whose
-    /// digest is `request` (256 bits, base64url, as [`random_token`]):
-    /// the same each time, so that a form sent twice (a double click,
-    /// whose first answer the browser dropped) gets the very code the
-    /// first one stored, and the sign-in goes on, where it got an error
-    /// page. Only this server can make it (a key of its own, derived from
-    /// the master key), and it is stored as a digest like any code.
-    pub fn code_for(&self, request: &[u8]) -> Zeroizing<String> {
-        let tag = aws_lc_rs::hmac::sign(&self.codes, request);
+    /// digest is `request` for user `user_id` (256 bits, base64url, as
+    /// [`random_token`]): the same each time, so that a form sent twice
+    /// (a double click, whose first answer the browser dropped) gets the
+    /// very code the first one stored, and the sign-in goes on, where it
+    /// got an error page. Only this server can make it (a key of its
+    /// own, derived from the master key), and it is stored as a digest
+    /// like any code. The user is part of it: a request answered for a
+    /// user deleted since (and the code with them) and then answered for
+    /// another never gets the code it had.
+    pub fn code_for(&self, request: &[u8], user_id: &str) -> Zeroizing<String> {
+        let mut context = aws_lc_rs::hmac::Context::with_key(&self.codes);
+        context.update(request);
+        context.update(&[0]);
+        context.update(user_id.as_bytes());
+        let tag = context.sign();
         Zeroizing::new(URL_SAFE_NO_PAD.encode_to_string(tag.as_ref()))
     }
 

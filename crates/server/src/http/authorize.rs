@@ -303,9 +303,9 @@ pub(crate) async fn issue(
     answers: Option<Vec<u8>>,
 ) -> Result<Response, crate::Error> {
     let master = app.keys.master();
-    let answering = answers.as_ref().map(|request| codes::Answering {
-        request: request.clone(),
-        code: master.code_for(request),
+    let answering = answers.as_ref().map(|digest| codes::Answering {
+        request: digest.clone(),
+        code: master.code_for(digest, &session.user_id),
     });
     let code = app
         .codes
@@ -314,15 +314,17 @@ pub(crate) async fn issue(
     let code = match (code, &answers) {
         (Some(code), _) => code,
         (None, None) => return Ok(already_done(pages)),
-        // Answered meanwhile: by this same form sent twice (the login
-        // form, while the first was checking the password), whose code
-        // is sent again; or otherwise, and the "already done" page.
-        (None, Some(request)) => {
-            let code = master.code_for(request);
-            match codes::answer_to(&app.db, request).await? {
-                Some(answer) if answer.is_usable_code(&code) => code,
-                _ => return Ok(already_done(pages)),
-            }
+        // Answered meanwhile: by this same login form sent twice at once,
+        // both passwords checked before either answer was stored. The
+        // first one's code goes again (the browser keeps one of the two
+        // answers, and a logout there ends both sessions).
+        (None, Some(digest)) => {
+            return match codes::answer_to(&app.db, digest).await? {
+                Some(answer) if answer.user_id == session.user_id => {
+                    Ok(send_again(app, pages, client, (request, digest), &answer))
+                }
+                _ => Ok(already_done(pages)),
+            };
         }
     };
     if !client_known {
@@ -343,61 +345,60 @@ pub(crate) async fn issue(
     ))
 }
 
-/// A form sent again for a pending request answered already (Back, or a
-/// double click: the browser drops the first answer and shows the
-/// second). When the answer is a code still to be exchanged, it is sent
-/// again, and the sign-in goes on, with a new cookie for the code's
-/// session if the browser lost the one the first answer set; else the
-/// "already done" page. `None` when the request is not answered. Called
-/// for forms whose CSRF token was checked: only the browser that made
-/// the request gets its code.
+/// The consent form sent again for a pending request answered already
+/// (Back, or a double click: the browser drops the first answer and
+/// shows the second). When the answer is a code still to be exchanged,
+/// it is sent again, and the sign-in goes on; else the "already done"
+/// page. `None` when the request is not answered. Called for forms whose
+/// CSRF token was checked: only the browser that made the request gets
+/// its code. (The login form does the same once the password is
+/// checked, in `login.rs`.)
 pub(crate) async fn answered_again(
     app: &App,
     pages: &SharedPages,
-    headers: &HeaderMap,
     pending: &Pending,
     client: &Client,
 ) -> Option<Response> {
-    let digest = pending.answer();
-    let answer = match codes::answer_to(&app.db, &digest).await {
+    let answer = match codes::answer_to(&app.db, &pending.answer()).await {
         Ok(answer) => answer?,
         Err(e) => return Some(failure(pages, &e)),
     };
-    let code = app.keys.master().code_for(&digest);
+    let digest = pending.answer();
+    Some(send_again(
+        app,
+        pages,
+        client,
+        (&pending.request, &digest),
+        &answer,
+    ))
+}
+
+/// The answer `answer` of pending request `request` (of digest `digest`)
+/// again, when it is a code still to be exchanged; else the "already
+/// done" page.
+pub(crate) fn send_again(
+    app: &App,
+    pages: &SharedPages,
+    client: &Client,
+    (request, digest): (&AuthorizationRequest, &[u8]),
+    answer: &codes::Answer,
+) -> Response {
+    let code = app.keys.master().code_for(digest, &answer.user_id);
     if !answer.is_usable_code(&code) {
-        return Some(already_done(pages));
+        return already_done(pages);
     }
-    let current = match current_session(app, headers).await {
-        Ok(current) => current,
-        Err(e) => return Some(failure(pages, &e)),
-    };
-    let mut cookie = None;
-    if current.map(|s| s.sid) != Some(answer.sid.clone()) {
-        match sessions::new_cookie(&app.db, &answer.sid, app.config.sessions).await {
-            Ok(Some(new)) => cookie = Some(new),
-            Ok(None) => return Some(already_done(pages)),
-            Err(e) => return Some(failure(pages, &e)),
-        }
-    }
-    let request = &pending.request;
     let mut fields = vec![("code", code.to_string())];
     if let Some(state) = &request.state {
         fields.push(("state", state.clone()));
     }
     fields.push(("iss", app.config.issuer.clone()));
-    let mut response = respond(
+    respond(
         pages,
         &client.name,
         &request.redirect_uri,
         request.response_mode,
         &fields,
-    );
-    if let Some(cookie) = cookie {
-        response
-            .headers_mut()
-            .append(header::SET_COOKIE, jar(app).set(cookies::SESSION, &cookie));
-    }
-    Some(response)
+    )
 }
 
 /// What a code for `request` in `session` is bound to.

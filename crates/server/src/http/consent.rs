@@ -226,9 +226,14 @@ pub async fn submit(
         return forbidden(&pages);
     }
     // Sent again after its answer (a double click on Allow): the same
-    // answer, or the "already done" page.
-    if let Some(again) = answered_again(&app, &pages, &parts.headers, &pending, &client).await {
-        return again;
+    // answer; Deny after it, or anything after a refusal, gets the
+    // "already done" page.
+    let again = answered_again(&app, &pages, &pending, &client);
+    if let Some(again) = again.await {
+        if form.get("decision") == Some("allow") {
+            return again;
+        }
+        return super::authorize::already_done(&pages);
     }
     let result = async {
         match form.get("decision") {

@@ -13,7 +13,7 @@ use axum::response::Response;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use super::authorize::{answered_again, current_session, failure, jar, proceed};
+use super::authorize::{current_session, failure, jar, proceed, send_again};
 use super::cookies::{self, csrf_ok, csrf_token};
 use super::pages::SharedPages;
 use crate::app::App;
@@ -175,10 +175,7 @@ pub async fn submit(
     {
         return forbidden(&pages);
     }
-    // Sent again after its answer (a double click): no second login.
-    if let Some(again) = answered_again(&app, &pages, &parts.headers, &pending, &client).await {
-        return again;
-    }
+
     let username = form.get("username").unwrap_or_default().to_owned();
     let password = Zeroizing::new(form.get("password").unwrap_or_default().to_owned());
     let again = |status, error: &str| {
@@ -221,6 +218,21 @@ pub async fn submit(
         Err(Denied::Wrong) => return again(StatusCode::OK, "Wrong username or password."),
         Err(Denied::Failed(e)) => return failure(&pages, &e),
     };
+    // Answered already (a double click, or Back): only the same user,
+    // whose code is still to be exchanged, goes on, to get it again
+    // (with a session in this browser again: the first answer's cookie
+    // was lost with it). Anyone else logs in to nothing.
+    let digest = pending.answer();
+    let answered = match codes::answer_to(&app.db, &digest).await {
+        Ok(answered) => answered,
+        Err(e) => return failure(&pages, &e),
+    };
+    if let Some(answer) = &answered {
+        let code = app.keys.master().code_for(&digest, &answer.user_id);
+        if answer.user_id != user.id || !answer.is_usable_code(&code) {
+            return super::authorize::already_done(&pages);
+        }
+    }
     // A new cookie whatever happens (no fixation). The same person
     // logging in again (`prompt=login`, `max_age`) goes on in the session
     // they had, so the apps it signed in to and the refresh tokens issued
@@ -286,18 +298,29 @@ pub async fn submit(
         Ok(s) => s,
         Err(e) => return failure(&pages, &e),
     };
-    let mut response = match proceed(
-        &app,
-        &pages,
-        &client,
-        auth,
-        session,
-        true,
-        &browser,
-        Some(&pending),
-    )
-    .await
-    {
+    let proceeded = match &answered {
+        Some(answer) => Ok(send_again(
+            &app,
+            &pages,
+            &client,
+            (&pending.request, &digest),
+            answer,
+        )),
+        None => {
+            proceed(
+                &app,
+                &pages,
+                &client,
+                auth,
+                session,
+                true,
+                &browser,
+                Some(&pending),
+            )
+            .await
+        }
+    };
+    let mut response = match proceeded {
         Ok(r) => r,
         Err(e) => return failure(&pages, &e),
     };

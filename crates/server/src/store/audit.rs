@@ -153,7 +153,8 @@ pub async fn page(
 ) -> Result<Vec<Record>, Error> {
     let rows = on_pool!(db.read(), p => sqlx::query_as::<_, Record>(
         "SELECT id, at, event, client_id, subject, remote, detail FROM audit_log \
-         WHERE ($1 IS NULL OR event = $1) AND ($3 IS NULL OR id < $3) ORDER BY id DESC LIMIT $2"
+         WHERE ($1 IS NULL OR event = $1) AND id < COALESCE($3, CAST(9223372036854775807 AS BIGINT)) \
+         ORDER BY id DESC LIMIT $2"
     ).bind(event).bind(limit).bind(before).fetch_all(p).await)?;
     Ok(rows)
 }

@@ -453,7 +453,7 @@ pub async fn find(db: &Db, client_id: &str) -> Result<Option<Client>, Error> {
 pub async fn list(db: &Db, after: Option<(i64, &str)>, limit: i64) -> Result<Vec<Client>, Error> {
     let sql = format!(
         "SELECT {COLUMNS} FROM clients \
-         WHERE ($1 IS NULL OR created_at > $1 OR (created_at = $1 AND client_id > $2)) \
+         WHERE (created_at, client_id) > (COALESCE($1, CAST(-1 AS BIGINT)), COALESCE($2, '')) \
          ORDER BY created_at, client_id LIMIT $3"
     );
     let (after_time, after_id) = after.unzip();

@@ -1,7 +1,9 @@
-//! Authorization codes (RFC 6749 §4.1.2): 256 random bits, stored as a
-//! digest, valid 60 seconds, used once, bound to the client, the redirect
-//! URI, the PKCE challenge, the nonce, the scopes, the user and the
-//! session.
+//! Authorization codes (RFC 6749 §4.1.2): 256 bits (random, or for a
+//! pending sign-in derived from it and its user under a key of the
+//! server's own, `MasterKey::code_for`, so a form sent twice gets the
+//! same code), stored as a digest, valid 60 seconds, used once, bound to
+//! the client, the redirect URI, the PKCE challenge, the nonce, the
+//! scopes, the user and the session.
 //!
 //! Redeeming claims the code in one statement (`used_at IS NULL` in its
 //! `WHERE`), so of two concurrent exchanges exactly one wins, and that
@@ -209,7 +211,7 @@ pub async fn refuse(db: &Db, grant: &Grant, request: &[u8]) -> Result<bool, Erro
 /// a code issued for it, or a refusal ([`refuse`]).
 pub async fn answer_to(db: &Db, request: &[u8]) -> Result<Option<Answer>, Error> {
     let answer: Vec<Answer> = on_pool!(db.read(), p => sqlx::query_as(
-        "SELECT code_hash, sid, used_at IS NULL AND expires_at > $2 AS usable \
+        "SELECT code_hash, user_id, sid, used_at IS NULL AND expires_at > $2 AS usable \
          FROM authorization_codes WHERE request_hash = $1"
     ).bind(request).bind(now()).fetch_all(p).await)?;
     Ok(answer.into_iter().next())
@@ -220,6 +222,8 @@ pub async fn answer_to(db: &Db, request: &[u8]) -> Result<Option<Answer>, Error>
 pub struct Answer {
     /// The digest of its code (of a code no one saw, for a refusal).
     pub code_hash: Vec<u8>,
+    /// The user it was answered for.
+    pub user_id: String,
     /// The session it was answered in.
     pub sid: String,
     /// Whether that code is still unspent and unexpired.
@@ -536,9 +540,13 @@ async fn commit_groups(db: Db, mut rx: tokio::sync::mpsc::Receiver<Queued>) {
         if !inserts.is_empty() {
             let (codes, waiting): (Vec<NewCode>, Vec<_>) = inserts.into_iter().unzip();
             match insert_all(&db, &codes).await {
-                Ok(stored) => {
+                Ok(mut stored) => {
+                    // A code twice in the group (one pending request's,
+                    // its form sent twice at once): its first row is the
+                    // one stored, and only its first caller is told so.
                     for (code, done) in codes.iter().zip(waiting) {
-                        let _ = done.send(Ok(stored.contains(&code.hash)));
+                        let first = stored.iter().position(|h| *h == code.hash);
+                        let _ = done.send(Ok(first.map(|i| stored.swap_remove(i)).is_some()));
                     }
                 }
                 // One code the database refuses (its client or user deleted

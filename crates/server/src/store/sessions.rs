@@ -273,26 +273,6 @@ pub async fn add_client(db: &Db, sid: &str, client_id: &str) -> Result<(), Error
     Ok(())
 }
 
-/// A new cookie value for the live session `sid` (the old one no longer
-/// works), for a browser that lost the one it was given (a form sent
-/// twice, whose first answer, with the cookie, the browser dropped).
-/// `None` when the session is not live.
-pub async fn new_cookie(
-    db: &Db,
-    sid: &str,
-    policy: SessionPolicy,
-) -> Result<Option<Zeroizing<String>>, Error> {
-    let cookie = random_token()?;
-    let at = now();
-    // Read to the end: a failed commit must come back as an error (`db`).
-    let renewed: Vec<(String,)> = on_pool!(db.write(), p => sqlx::query_as(
-        "UPDATE sessions SET id_hash = $1 WHERE sid = $2 AND ended_at IS NULL \
-         AND expires_at > $3 AND last_seen > $4 RETURNING sid"
-    ).bind(token_digest(&cookie)).bind(sid).bind(at).bind(at.saturating_sub(policy.idle))
-        .fetch_all(p).await)?;
-    Ok((!renewed.is_empty()).then_some(cookie))
-}
-
 /// The sessions started in the browser whose browser cookie is `browser`
 /// and not ended (nor past their absolute end), as `(sid, user_id)`:
 /// besides the one its session cookie names, those of logins sent at the
@@ -416,7 +396,8 @@ pub async fn page(
          FROM sessions s JOIN users u ON u.id = s.user_id \
          WHERE s.ended_at IS NULL AND s.expires_at > $1 AND s.last_seen > $3 \
          AND ($2 IS NULL OR u.username = $2) \
-         AND ($5 IS NULL OR s.created_at < $5 OR (s.created_at = $5 AND s.sid < $6)) \
+         AND (s.created_at, s.sid) < \
+         (COALESCE($5, CAST(9223372036854775807 AS BIGINT)), COALESCE($6, '')) \
          ORDER BY s.created_at DESC, s.sid DESC LIMIT $4"
     ).bind(at).bind(username).bind(at.saturating_sub(policy.idle)).bind(limit)
         .bind(after_time).bind(after_sid).fetch_all(p).await)?;

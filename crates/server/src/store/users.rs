@@ -140,7 +140,7 @@ pub async fn find_by_id(db: &Db, id: &str) -> Result<Option<User>, Error> {
 pub async fn list(db: &Db, after: Option<&str>, limit: i64) -> Result<Vec<UserInfo>, Error> {
     let users = on_pool!(db.read(), p => sqlx::query_as::<_, UserInfo>(
         "SELECT id, username, scopes, disabled, created_at, name, email, email_verified FROM users \
-         WHERE ($1 IS NULL OR username > $1) ORDER BY username LIMIT $2"
+         WHERE username > COALESCE($1, '') ORDER BY username LIMIT $2"
     ).bind(after).bind(limit).fetch_all(p).await)?;
     Ok(users)
 }

@@ -1008,6 +1008,10 @@ mod admin_api {
         assert!(followed
             .iter()
             .all(|f| f.starts_with("/admin/users?limit=2&after=")));
+        // A listing that fills its page exactly ends there, with no Link.
+        let (whole, followed) = pages(&h, &admin, "/admin/users?limit=5").await;
+        assert_eq!(whole.len(), 1);
+        assert!(followed.is_empty());
 
         for i in 0..4 {
             let r = call(

@@ -2447,6 +2447,12 @@ async fn a_form_sent_twice_gets_the_same_answer(backend: Backend) {
     let first = location(&b.post(&h, "/consent", &form).await);
     let second = location(&b.post(&h, "/consent", &form).await);
     assert_eq!(first, second, "a second click got another answer");
+    // Deny after Allow changes nothing and is not told the code.
+    let mut deny = form.clone();
+    deny[2] = ("decision", "deny");
+    let denied = b.post(&h, "/consent", &deny).await;
+    assert_eq!(denied.status, StatusCode::BAD_REQUEST);
+    assert!(denied.text.contains("Already done") && !denied.text.contains("code="));
     let code = query_of(&first)["code"].clone();
     let exchanged = exchange(&h, &s, &code, VERIFIER).await;
     assert_eq!(exchanged.status, StatusCode::OK, "{}", exchanged.text);
@@ -2455,9 +2461,16 @@ async fn a_form_sent_twice_gets_the_same_answer(backend: Backend) {
     assert!(third.text.contains("Already done"));
 
     // The login page of a first-party client, sent twice: one after the
-    // other (the first answer and its cookie dropped), then at once.
+    // other (the first answer and its cookie dropped), then at once. Each
+    // login has a session of its own (the browser keeps the cookie of the
+    // answer it shows), and both are this browser's.
     let s = setup_first_party(&h).await;
+    h.user("bob", "battery staple", "orders:read").await;
     for at_once in [false, true] {
+        let elsewhere = sessions::list(&h.db, Some("alice"), h.app.config.sessions, 100)
+            .await
+            .unwrap()
+            .len();
         let mut b = Browser::default();
         let to_login = location(&b.get(&h, &authorize_url(&s.client_id, &[])).await);
         let page = b.get(&h, &to_login).await;
@@ -2495,7 +2508,38 @@ async fn a_form_sent_twice_gets_the_same_answer(backend: Backend) {
         let code = query_of(&location(&second))["code"].clone();
         let exchanged = exchange(&h, &s, &code, VERIFIER).await;
         assert_eq!(exchanged.status, StatusCode::OK, "{}", exchanged.text);
+        // A logout in this browser, with the code's ID token, ends every
+        // session the two logins started.
+        let hint = exchanged.str("id_token");
+        b.get(&h, &format!("/oauth2/logout?id_token_hint={hint}"))
+            .await;
+        let live = sessions::list(&h.db, Some("alice"), h.app.config.sessions, 100)
+            .await
+            .unwrap();
+        assert_eq!(live.len(), elsewhere, "at once: {at_once}: {live:?}");
     }
+    // Sent again with a wrong password, or as someone else: no code.
+    let mut b = Browser::default();
+    let to_login = location(&b.get(&h, &authorize_url(&s.client_id, &[])).await);
+    let page = b.get(&h, &to_login).await;
+    let (request, csrf) = (
+        hidden(&page.text, "request"),
+        hidden(&page.text, "csrf_token"),
+    );
+    let alices = b
+        .log_in_form(&h, &request, &csrf, "alice", "correct horse")
+        .await;
+    assert!(query_of(&location(&alices)).contains_key("code"));
+    let wrong = b
+        .log_in_form(&h, &request, &csrf, "alice", "not her password")
+        .await;
+    assert!(wrong.headers.get(header::LOCATION).is_none());
+    assert!(wrong.text.contains("Wrong username or password"));
+    let bob = b
+        .log_in_form(&h, &request, &csrf, "bob", "battery staple")
+        .await;
+    assert_eq!(bob.status, StatusCode::BAD_REQUEST, "{:?}", bob.headers);
+    assert!(bob.text.contains("Already done"));
     h.finish().await;
 }
 

@@ -557,9 +557,16 @@ async fn codes_committed_in_groups_keep_every_binding(backend: Backend) {
             let (writer, grant) = (writer.clone(), grant(&client, &user, &sid, i));
             // Pairs of codes answer the same pending request: one of each
             // pair is stored. The rest answer no request.
+            // The first three pairs carry one code each (a form sent
+            // twice at once): one of each is stored, and only its caller
+            // is told so.
             let request = (i < 10).then(|| codes::Answering {
                 request: vec![u8::try_from(i / 2).unwrap(); 32],
-                code: tessera_server::secret::random_token().unwrap(),
+                code: if i < 6 {
+                    zeroize::Zeroizing::new(format!("the-code-of-pair-{}", i / 2))
+                } else {
+                    tessera_server::secret::random_token().unwrap()
+                },
             });
             tokio::spawn(async move { (grant.clone(), writer.issue(&grant, request).await) })
         })

@@ -26,5 +26,5 @@ pub async fn list(
         after: q.after,
     };
     let listed = admin.service(&app).audit(q.event.as_deref(), &page).await?;
-    Ok(paged(&uri, listed))
+    paged(&uri, listed)
 }

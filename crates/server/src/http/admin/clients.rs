@@ -49,7 +49,7 @@ pub async fn list(
     uri: Uri,
     Params(page): Params<Page>,
 ) -> AdminResult {
-    Ok(paged(&uri, admin.service(&app).clients(&page).await?))
+    paged(&uri, admin.service(&app).clients(&page).await?)
 }
 
 /// Authorization: admin scope.

@@ -256,7 +256,7 @@ type AdminResult = Result<Response, AdminError>;
 /// A page of a listing as JSON (an array, as ever), with the next page's
 /// address in a `Link` header (RFC 8288, `rel="next"`: the request's own
 /// path and query, `after` set to the cursor) when more follow.
-fn paged<T: serde::Serialize>(uri: &Uri, listed: Listed<T>) -> Response {
+fn paged<T: serde::Serialize>(uri: &Uri, listed: Listed<T>) -> AdminResult {
     let mut response = Json(listed.items).into_response();
     if let Some(next) = listed.next {
         let query: Vec<(String, String)> = uri
@@ -269,11 +269,14 @@ fn paged<T: serde::Serialize>(uri: &Uri, listed: Listed<T>) -> Response {
         }
         link.append_pair("after", &next);
         let value = format!("<{}?{}>; rel=\"next\"", uri.path(), link.finish());
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            response.headers_mut().insert(header::LINK, value);
-        }
+        // Never a page without its Link: the caller would take it for
+        // the last. (The path and the encoded query are header-safe.)
+        let value = HeaderValue::from_str(&value).map_err(|_| {
+            AdminError::from(crate::Error::Invalid("the next page's address".into()))
+        })?;
+        response.headers_mut().insert(header::LINK, value);
     }
-    response
+    Ok(response)
 }
 
 /// The state, for handlers.

@@ -31,7 +31,7 @@ pub async fn list(
         .service(&app)
         .sessions(filter.user.as_deref(), &page)
         .await?;
-    Ok(paged(&uri, listed))
+    paged(&uri, listed)
 }
 
 /// Authorization: admin scope.

@@ -45,7 +45,7 @@ pub async fn list(
     uri: Uri,
     Params(page): Params<Page>,
 ) -> AdminResult {
-    Ok(paged(&uri, admin.service(&app).users(&page).await?))
+    paged(&uri, admin.service(&app).users(&page).await?)
 }
 
 /// Authorization: admin scope.
