@@ -2417,10 +2417,11 @@ async fn a_replay_racing_the_first_use_leaves_no_live_family() {
 
 /// A form sent twice (a double click on "Sign in" or "Allow": the browser
 /// drops the first answer and shows the second) gets the same answer
-/// again: the same code, and a cookie for its session when the browser
-/// lost the first one's; the sign-in goes on, where it got an "Already
-/// done" page and the application heard nothing. Once the code is
-/// exchanged, a form sent again gets the page.
+/// again: the same code (the login form: for the same user, whose
+/// password is checked again, in a session of its own); the sign-in goes
+/// on, where it got an "Already done" page and the application heard
+/// nothing. Deny after Allow, another user, or a code exchanged get the
+/// page.
 async fn a_form_sent_twice_gets_the_same_answer(backend: Backend) {
     let Some(h) = Harness::new(backend).await else {
         return;
