@@ -974,3 +974,65 @@ async fn a_start_waits_for_the_migrations_lock_a_bounded_time() {
     Db::connect(&own.url, 1).await.unwrap().close().await;
     own.drop_it().await;
 }
+
+/// On PostgreSQL too, only the server's start migrates: an admin
+/// command's opening (`Schema::Current`) refuses a schema older than its
+/// own, saying so, and changes nothing; a backup's (`Schema::AsIs`)
+/// takes it as it is; a migration marked failed is named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admin_openings_leave_an_older_postgres_schema_alone() {
+    use tessera_server::db::Schema;
+    let Some(test_db) = TestDb::new(Backend::Postgres).await else {
+        return;
+    };
+    let db = Db::connect(&test_db.url, 1).await.unwrap();
+    let tessera_server::db::Pool::Postgres(pool) = db.write() else {
+        unreachable!("a PostgreSQL database")
+    };
+    let versions = || async {
+        let rows: Vec<(i64, bool)> =
+            sqlx::query_as("SELECT version, success FROM _sqlx_migrations ORDER BY version")
+                .fetch_all(pool)
+                .await
+                .unwrap();
+        rows
+    };
+    let all = versions().await;
+    let (last, _) = *all.last().unwrap();
+    sqlx::query("DELETE FROM _sqlx_migrations WHERE version = $1")
+        .bind(last)
+        .execute(pool)
+        .await
+        .unwrap();
+    let older = versions().await;
+    let err = Db::open(&test_db.url, 1, Schema::Current)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("older than this tessera's"),
+        "{err}"
+    );
+    assert_eq!(versions().await, older, "an admin command migrated");
+    Db::open(&test_db.url, 1, Schema::AsIs)
+        .await
+        .expect("a backup's opening refused the schema")
+        .close()
+        .await;
+    assert_eq!(versions().await, older);
+    // A migration that failed part-way is named, not taken for an older
+    // schema.
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES ($1, 'failed part-way', false, '\\x00', 0)",
+    )
+    .bind(last)
+    .execute(pool)
+    .await
+    .unwrap();
+    let err = Db::open(&test_db.url, 1, Schema::Current)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("failed part-way"), "{err}");
+    db.close().await;
+    test_db.cleanup().await;
+}
