@@ -175,7 +175,6 @@ pub async fn submit(
     {
         return forbidden(&pages);
     }
-
     let username = form.get("username").unwrap_or_default().to_owned();
     let password = Zeroizing::new(form.get("password").unwrap_or_default().to_owned());
     let again = |status, error: &str| {
