@@ -61,8 +61,17 @@ struct State {
 enum Key {
     /// A username's keyed hash.
     User(u64),
+    /// An address ([`counted_as`]).
     Addr(IpAddr),
+    /// An IPv6 /48, the network one site is given: [`NETWORK_SHARE`]
+    /// addresses' guesses in all. Each /64 counting alone, a /48 (65,536
+    /// of them, free from a tunnel broker) could keep every password
+    /// hasher busy, and every login waiting.
+    Network(IpAddr),
 }
+
+/// The guesses of a /48, in addresses' (/64s') worth.
+const NETWORK_SHARE: usize = 16;
 
 /// A login attempt that was let through. Dropped without
 /// [`Attempt::succeeded`], it counts as a failure: a request cancelled
@@ -100,7 +109,16 @@ impl LoginLimiter {
     fn keys(&self, username: &str, addr: Option<IpAddr>) -> Vec<Key> {
         std::iter::once(Key::User(self.hasher.hash_one(username)))
             .chain(addr.map(|a| Key::Addr(counted_as(a))))
+            .chain(addr.and_then(network_of).map(Key::Network))
             .collect()
+    }
+
+    /// The failures `key` may have in a window.
+    fn limit(&self, key: &Key) -> usize {
+        match key {
+            Key::Network(_) => self.max_failures.saturating_mul(NETWORK_SHARE),
+            Key::User(_) | Key::Addr(_) => self.max_failures,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -135,7 +153,7 @@ impl LoginLimiter {
                 .filter(|t| now.duration_since(*t) < self.window)
                 .collect();
             let in_flight = state.in_flight.get(key).copied().unwrap_or(0);
-            if recent.len().saturating_add(in_flight) >= self.max_failures {
+            if recent.len().saturating_add(in_flight) >= self.limit(key) {
                 // Until the oldest failure leaves the window; with only
                 // attempts in flight, a second (they end soon).
                 let until = recent
@@ -209,7 +227,7 @@ impl LoginLimiter {
                 times.pop_front();
             }
             times.push_back(now);
-            while times.len() > self.max_failures {
+            while times.len() > self.limit(key) {
                 times.pop_front();
             }
         }
@@ -280,9 +298,41 @@ fn counted_as(addr: IpAddr) -> IpAddr {
     }
 }
 
+/// The /48 of an IPv6 address (not of an IPv4 one, mapped or not).
+fn network_of(addr: IpAddr) -> Option<IpAddr> {
+    match addr {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => Some(IpAddr::V6(
+            std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 80) - 1)),
+        )),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The /64s of one /48 share its guesses: after sixteen addresses'
+    /// worth, a new /64 there waits, while another /48 and IPv4 do not.
+    #[test]
+    fn the_addresses_of_one_ipv6_site_share_its_guesses() {
+        let limiter = LoginLimiter::new(5, Duration::from_secs(300));
+        let t0 = Instant::now();
+        let in_site = |i: u16| -> IpAddr { format!("2001:db8:1:{i:x}::1").parse().unwrap() };
+        for i in 0..80 {
+            let user = format!("user{i}");
+            fail(&limiter, &user, Some(in_site(i)), t0);
+        }
+        let wait = limiter
+            .begin("someone", Some(in_site(1000)), t0)
+            .map(drop)
+            .unwrap_err();
+        assert!(wait > Duration::from_secs(250), "{wait:?}");
+        let elsewhere: IpAddr = "2001:db8:2::1".parse().unwrap();
+        drop(limiter.begin("someone", Some(elsewhere), t0).unwrap());
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        drop(limiter.begin("someone", Some(v4), t0).unwrap());
+    }
 
     fn fail(limiter: &LoginLimiter, user: &str, addr: Option<IpAddr>, at: Instant) {
         let attempt = limiter.begin(user, addr, at).unwrap();
