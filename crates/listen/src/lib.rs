@@ -67,6 +67,10 @@ use tower::ServiceExt;
 /// database's connections, its files, logs, outgoing requests.
 pub const RESERVED_DESCRIPTORS: usize = 64;
 
+/// The largest request head (request line and headers) read: room for
+/// a 16 KiB bearer token and the cookies of a busy site.
+pub const MAX_HEAD: usize = 64 * 1024;
+
 /// The limits a listener enforces.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -153,6 +157,10 @@ pub async fn serve(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
+        // A request head larger than this is 431: hyper's own bound is
+        // about 400 KiB, which a client trickling heads on many
+        // connections could hold each for the header timeout.
+        .max_header_size(MAX_HEAD)
         .keep_alive(true);
     // Every connection's task, so that none outlives `serve`: each holds
     // a clone of the router, and with it whatever state the caller will

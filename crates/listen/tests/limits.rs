@@ -279,3 +279,35 @@ async fn shutdown_ends_even_with_a_stalled_client_and_keeps_nothing_alive() {
     );
     drop(stalled);
 }
+
+/// A request head over [`tessera_listen::MAX_HEAD`] is refused with 431
+/// and its connection closed (hyper's own bound, some 400 KiB, let a
+/// client hold that much on each of many connections); one under it is
+/// served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_request_head_is_refused() {
+    let address = start(limits(5, 5, 16)).await;
+    let head = |size: usize| {
+        format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nX-Filler: {}\r\n\r\n",
+            "a".repeat(size)
+        )
+    };
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    // Written as far as the server reads: it stops at the bound.
+    let _ = stream
+        .write_all(head(tessera_listen::MAX_HEAD + 1024).as_bytes())
+        .await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    stream
+        .write_all(head(tessera_listen::MAX_HEAD / 2).as_bytes())
+        .await
+        .unwrap();
+    let mut answer = [0u8; 12];
+    stream.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200");
+}
