@@ -272,6 +272,11 @@ pub async fn verify_assertion(
     if jti.chars().chain(subject.chars()).any(char::is_control) {
         return Ok(Err("assertion jti or sub holds a control character".into()));
     }
+    // Each `jti` is stored until the assertion expires: kept short, a
+    // client cannot make each of its requests store kilobytes.
+    if jti.len() > MAX_JTI {
+        return Ok(Err(format!("assertion jti is longer than {MAX_JTI} bytes")));
+    }
     let longest = crate::store::secs(verifier.max_assertion_lifetime);
     if exp.seconds().saturating_sub(crate::store::now()) > longest.saturating_add(ASSERTION_SKEW) {
         return Ok(Err(format!(
@@ -289,6 +294,10 @@ pub async fn verify_assertion(
     }
     Ok(Ok(Assertion { client, subject }))
 }
+
+/// The longest assertion `jti` taken (bytes): a UUID is 36, and a
+/// base64url of 256 random bits is 43.
+const MAX_JTI: usize = 256;
 
 /// `private_key_jwt` (RFC 7523 §2.2, §3): an assertion whose `iss` and
 /// `sub` are both the client.

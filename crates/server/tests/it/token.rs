@@ -948,6 +948,12 @@ async fn private_key_jwt_authenticates_once_per_assertion(backend: Backend) {
         "replayed after a prune"
     );
 
+    // A jti of kilobytes, stored until the assertion expires: refused.
+    let long = assertion(&key, &id, &endpoint, &"j".repeat(257), 60);
+    assert_eq!(post(long).await.error(), "invalid_client");
+    let longest = assertion(&key, &id, &endpoint, &"j".repeat(256), 60);
+    assert_eq!(post(longest).await.status, StatusCode::OK);
+
     let stranger = SigningKey::generate(Algorithm::ES256)
         .unwrap()
         .with_kid(key.kid().unwrap());
