@@ -1,5 +1,6 @@
 //! Pruning what no one can use or needs any more: audit events past their
-//! retention, refresh tokens and families past their expiry, revocation
+//! retention, refresh tokens and families past their expiry (revoked
+//! families a day after), revocation
 //! events and used assertion ids past the tokens they can name.
 //!
 //! Each kind is deleted in small batches with a pause between them, so a
@@ -47,7 +48,7 @@ impl Pruned {
 /// `$2` rows that ended before `$1`). A refresh token past its own expiry
 /// is refused whether or not its row is there; a family past its end
 /// takes its tokens with it (cascade).
-const EXPIRED: [(Kind, &str); 7] = [
+const EXPIRED: [(Kind, &str); 8] = [
     (
         Kind::Refresh,
         "DELETE FROM refresh_tokens WHERE token_hash IN \
@@ -57,6 +58,14 @@ const EXPIRED: [(Kind, &str); 7] = [
         Kind::Refresh,
         "DELETE FROM refresh_families WHERE id IN \
          (SELECT id FROM refresh_families WHERE expires_at < $1 LIMIT $2)",
+    ),
+    // Revoked families (a logout, a reuse, a replayed code) a day after:
+    // their tokens are refused as unknown as well as revoked, and they
+    // were kept to their end, 90 days by default.
+    (
+        Kind::Refresh,
+        "DELETE FROM refresh_families WHERE id IN \
+         (SELECT id FROM refresh_families WHERE revoked_at < $1 - 86400 LIMIT $2)",
     ),
     (
         Kind::Ids,

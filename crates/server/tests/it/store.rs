@@ -35,6 +35,7 @@ both_backends!(
     codes_committed_in_groups_keep_every_binding,
     batched_writes_prepare_one_statement_whatever_their_size,
     refresh_families_start_only_in_live_sessions,
+    a_session_without_clients_ends_without_an_event,
     a_new_login_renews_its_users_session,
     a_user_disabled_while_a_family_starts_in_a_session_revokes_it,
     concurrent_consents_are_all_remembered,
@@ -481,6 +482,32 @@ async fn pruning_removes_only_what_is_over_in_batches(backend: Backend) {
             .audit,
         0
     );
+    // A revoked family goes a day after its revocation (it was kept to its
+    // end, 90 days by default); a live one stays.
+    let long = RefreshPolicy {
+        ttl: 864_000,
+        max_lifetime: 864_000,
+        grace: 0,
+    };
+    let (revoked, _) = refresh::issue(&h.db, new_family(&client), &long)
+        .await
+        .unwrap();
+    let (kept, _) = refresh::issue(&h.db, new_family(&client), &long)
+        .await
+        .unwrap();
+    refresh::revoke_family(&h.db, &revoked, "logout")
+        .await
+        .unwrap();
+    let revoked_at = tessera_server::store::now();
+    retention::prune(&h.db, revoked_at + 86_000, keep)
+        .await
+        .unwrap();
+    assert!(refresh::family(&h.db, &revoked).await.unwrap().is_some());
+    retention::prune(&h.db, revoked_at + 86_402, keep)
+        .await
+        .unwrap();
+    assert!(refresh::family(&h.db, &revoked).await.unwrap().is_none());
+    assert!(refresh::family(&h.db, &kept).await.unwrap().is_some());
     h.finish().await;
 }
 
@@ -1265,6 +1292,46 @@ async fn a_new_login_renews_its_users_session(backend: Backend) {
         .await
         .unwrap()
         .is_none());
+    h.finish().await;
+}
+
+/// Ending a session appends its revocation event (which every guard
+/// keeps) only when it signed in to a client: a code is revealed only
+/// once its client is recorded, so a session with none has no token to
+/// revoke. Every login a browser ended spent one before.
+async fn a_session_without_clients_ends_without_an_event(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let user = h.user("alice", "correct horse", "read").await;
+    let client = h.public_client("read").await;
+    let quiet = live_session(&h, &user).await;
+    let busy = live_session(&h, &user).await;
+    sessions::add_client(&h.db, &busy, &client).await.unwrap();
+    for sid in [&quiet, &busy] {
+        sessions::end(&h.db, sid, "logout", KEEP)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let events = |sid: String| {
+        let db = h.db.clone();
+        async move {
+            let sql =
+                "SELECT count(*) FROM revocation_events WHERE kind = 'session' AND value = $1";
+            let (n,): (i64,) = match db.read() {
+                tessera_server::db::Pool::Sqlite(p) => {
+                    sqlx::query_as(sql).bind(sid).fetch_one(p).await.unwrap()
+                }
+                tessera_server::db::Pool::Postgres(p) => {
+                    sqlx::query_as(sql).bind(sid).fetch_one(p).await.unwrap()
+                }
+            };
+            n
+        }
+    };
+    assert_eq!(events(quiet).await, 0);
+    assert_eq!(events(busy).await, 1);
     h.finish().await;
 }
 
