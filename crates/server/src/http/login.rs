@@ -157,6 +157,15 @@ pub async fn submit(
         Err(why) => return super::authorize::bad_request(&pages, &why),
     };
     let peer = form.peer;
+    // Nothing the audit trail could not record: a login writes events
+    // (a failure, a session), and while the database takes none they
+    // would wait in memory, as many as attempts came.
+    if !app.audit.accepting() {
+        return failure(
+            &pages,
+            &crate::Error::Unavailable("the audit trail is not being written".into()),
+        );
+    }
     let (pending, auth, client, browser) = match pending_of(
         &app,
         &pages,

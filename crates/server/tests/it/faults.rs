@@ -1036,3 +1036,115 @@ async fn admin_openings_leave_an_older_postgres_schema_alone() {
     db.close().await;
     test_db.cleanup().await;
 }
+
+/// While the audit trail is not being written (a full disk) and its
+/// backlog is past its bound, the login page answers 503 before it checks
+/// a password, as the token endpoint does: each failed login's event
+/// would wait in memory, as many as attempts came. Once the events are
+/// written, it answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_login_page_waits_while_the_audit_trail_is_not_written() {
+    use axum::body::Body;
+    use axum::http::{header, Request};
+    use tessera_server::store::clients::{self, GrantType, NewClient};
+    let Some(disk) = SmallDisk::mount("64m") else {
+        return;
+    };
+    let url = format!("sqlite://{}", disk.path().join("tessera.db").display());
+    let h = on_disk(&disk, &url).await;
+    h.user("alice", "correct horse", "openid").await;
+    let redirect = "https://app.example.com/cb";
+    let client = clients::add(
+        &h.db,
+        NewClient {
+            name: "Shop".into(),
+            grants: vec![GrantType::AuthorizationCode],
+            scopes: Scopes::parse("openid").unwrap(),
+            redirect_uris: vec![redirect.into()],
+            public: true,
+            ..NewClient::default()
+        },
+    )
+    .await
+    .unwrap()
+    .client_id;
+    let authorize = format!(
+        "/oauth2/authorize?response_type=code&client_id={client}&redirect_uri={}&scope=openid\
+         &state=s&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM\
+         &code_challenge_method=S256",
+        url::form_urlencoded::byte_serialize(redirect.as_bytes()).collect::<String>()
+    );
+    let to_login = h.get(&authorize).await;
+    let cookie = to_login.headers[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let login = to_login.headers[header::LOCATION]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let page = h
+        .send(
+            Request::get(&login)
+                .header(header::COOKIE, &cookie)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    let hidden = |name: &str| {
+        let marker = format!("name=\"{name}\" value=\"");
+        let start = page.text.find(&marker).unwrap() + marker.len();
+        page.text[start..].split('"').next().unwrap().to_owned()
+    };
+    let form = format!(
+        "request={}&csrf_token={}&username=alice&password=wrong",
+        hidden("request"),
+        hidden("csrf_token")
+    );
+    let post = || {
+        h.send(
+            Request::post("/login")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header(header::COOKIE, &cookie)
+                .body(Body::from(form.clone()))
+                .unwrap(),
+        )
+    };
+    assert_eq!(
+        post().await.status,
+        StatusCode::OK,
+        "a wrong password's page"
+    );
+
+    let filler = disk.fill();
+    let backlog = tessera_server::store::audit::MAX_BACKLOG;
+    for _ in 0..=backlog {
+        h.app
+            .audit
+            .push(tessera_server::store::audit::Event::new("outage_test"));
+    }
+    assert!(!h.app.audit.accepting());
+    let refused = post().await;
+    assert_eq!(
+        refused.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        refused.text
+    );
+    assert!(refused.headers.contains_key(header::RETRY_AFTER));
+
+    // Space returns, the events are written, and the page answers again.
+    std::fs::remove_file(filler).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !h.app.audit.accepting() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backlog never drained"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(post().await.status, StatusCode::OK);
+}
