@@ -63,15 +63,18 @@ enum Key {
     User(u64),
     /// An address ([`counted_as`]).
     Addr(IpAddr),
-    /// An IPv6 /48, the network one site is given: [`NETWORK_SHARE`]
-    /// addresses' guesses in all. Each /64 counting alone, a /48 (65,536
-    /// of them, free from a tunnel broker) could keep every password
-    /// hasher busy, and every login waiting.
+    /// An IPv6 /48, the network one site is given: it has at most
+    /// [`NETWORK_IN_FLIGHT`] passwords being checked at once, and no
+    /// failure count of its own (a site's people, or one of them, never
+    /// lock the others out). Each /64 counting alone, a /48 (65,536 of
+    /// them, free from a tunnel broker) could keep every password hasher
+    /// busy, and every login waiting.
     Network(IpAddr),
 }
 
-/// The guesses of a /48, in addresses' (/64s') worth.
-const NETWORK_SHARE: usize = 16;
+/// Passwords of one IPv6 /48 checked at once at most: a fraction of the
+/// hashing queue, so that a few /48s cannot fill it.
+const NETWORK_IN_FLIGHT: usize = 16;
 
 /// A login attempt that was let through. Dropped without
 /// [`Attempt::succeeded`], it counts as a failure: a request cancelled
@@ -113,14 +116,6 @@ impl LoginLimiter {
             .collect()
     }
 
-    /// The failures `key` may have in a window.
-    fn limit(&self, key: &Key) -> usize {
-        match key {
-            Key::Network(_) => self.max_failures.saturating_mul(NETWORK_SHARE),
-            Key::User(_) | Key::Addr(_) => self.max_failures,
-        }
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -145,6 +140,15 @@ impl LoginLimiter {
         let mut state = self.lock();
         let mut wait = None;
         for key in &keys {
+            if let Key::Network(_) = key {
+                // Only its passwords being checked count: a second (they
+                // end soon).
+                if state.in_flight.get(key).copied().unwrap_or(0) >= NETWORK_IN_FLIGHT {
+                    let second = Duration::from_secs(1);
+                    wait = Some(wait.map_or(second, |w: Duration| w.max(second)));
+                }
+                continue;
+            }
             let failures = state.failures.get(key);
             let recent: Vec<Instant> = failures
                 .into_iter()
@@ -153,7 +157,7 @@ impl LoginLimiter {
                 .filter(|t| now.duration_since(*t) < self.window)
                 .collect();
             let in_flight = state.in_flight.get(key).copied().unwrap_or(0);
-            if recent.len().saturating_add(in_flight) >= self.limit(key) {
+            if recent.len().saturating_add(in_flight) >= self.max_failures {
                 // Until the oldest failure leaves the window; with only
                 // attempts in flight, a second (they end soon).
                 let until = recent
@@ -218,7 +222,7 @@ impl LoginLimiter {
             }
             state.after_sweep = state.failures.len();
         }
-        for key in keys {
+        for key in keys.iter().filter(|k| !matches!(k, Key::Network(_))) {
             let times = state.failures.entry(*key).or_default();
             while times
                 .front()
@@ -227,7 +231,7 @@ impl LoginLimiter {
                 times.pop_front();
             }
             times.push_back(now);
-            while times.len() > self.limit(key) {
+            while times.len() > self.max_failures {
                 times.pop_front();
             }
         }
@@ -312,26 +316,40 @@ fn network_of(addr: IpAddr) -> Option<IpAddr> {
 mod tests {
     use super::*;
 
-    /// The /64s of one /48 share its guesses: after sixteen addresses'
-    /// worth, a new /64 there waits, while another /48 and IPv4 do not.
+    /// The /64s of one /48 share its passwords being checked: sixteen at
+    /// once, then a new /64 there waits a second, while another /48 does
+    /// not; and its failures, however many, lock no one of the site out.
     #[test]
-    fn the_addresses_of_one_ipv6_site_share_its_guesses() {
+    fn an_ipv6_site_has_a_share_of_the_checks_and_no_lockout() {
         let limiter = LoginLimiter::new(5, Duration::from_secs(300));
         let t0 = Instant::now();
         let in_site = |i: u16| -> IpAddr { format!("2001:db8:1:{i:x}::1").parse().unwrap() };
-        for i in 0..80 {
-            let user = format!("user{i}");
-            fail(&limiter, &user, Some(in_site(i)), t0);
+        // A hundred failures from a hundred /64s of the site.
+        for i in 0..100 {
+            fail(&limiter, &format!("user{i}"), Some(in_site(i)), t0);
         }
+        // Sixteen checks at once, then a wait.
+        let checking: Vec<_> = (0..16)
+            .map(|i| {
+                limiter
+                    .begin(&format!("person{i}"), Some(in_site(200 + i)), t0)
+                    .unwrap()
+            })
+            .collect();
         let wait = limiter
             .begin("someone", Some(in_site(1000)), t0)
             .map(drop)
             .unwrap_err();
-        assert!(wait > Duration::from_secs(250), "{wait:?}");
+        assert_eq!(wait, Duration::from_secs(1));
         let elsewhere: IpAddr = "2001:db8:2::1".parse().unwrap();
         drop(limiter.begin("someone", Some(elsewhere), t0).unwrap());
-        let v4: IpAddr = "192.0.2.7".parse().unwrap();
-        drop(limiter.begin("someone", Some(v4), t0).unwrap());
+        // One check done (its password right), a place frees.
+        let mut checking = checking.into_iter();
+        checking.next().unwrap().succeeded();
+        limiter
+            .begin("someone", Some(in_site(1000)), t0)
+            .unwrap()
+            .succeeded();
     }
 
     fn fail(limiter: &LoginLimiter, user: &str, addr: Option<IpAddr>, at: Instant) {

@@ -355,19 +355,10 @@ macro_rules! end_session_in {
                 .bind(at)
                 .execute(&mut *$tx)
                 .await?;
-                // Its tokens end through the log; a session that signed in
-                // to no client has none (a code is revealed only once its
-                // client is recorded), and no event, which every guard
-                // would keep, is spent on it.
-                if !clients.is_empty() {
-                    let keep: $crate::store::revocation::Keep = $keep;
-                    $crate::store::revocation::append_revocation!(
-                        $db,
-                        $tx,
-                        keep.session(sid, at),
-                        at
-                    );
-                }
+                // Its tokens end through the log (also when no client is
+                // recorded: a code may be out before its client is).
+                let keep: $crate::store::revocation::Keep = $keep;
+                $crate::store::revocation::append_revocation!($db, $tx, keep.session(sid, at), at);
                 Some($crate::store::sessions::Ended {
                     session,
                     clients: clients.into_iter().map(|(c,)| c).collect(),
