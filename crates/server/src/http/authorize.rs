@@ -302,6 +302,12 @@ pub(crate) async fn issue(
     scopes: Scopes,
     answers: Option<Vec<u8>>,
 ) -> Result<Response, crate::Error> {
+    // The client is recorded with the session before a code can exist:
+    // a code, sent again or not, always finds its client there for the
+    // session's back-channel logout.
+    if !client_known {
+        sessions::add_client(&app.db, &session.sid, &client.client_id).await?;
+    }
     let master = app.keys.master();
     let answering = answers.as_ref().map(|digest| codes::Answering {
         request: digest.clone(),
@@ -327,9 +333,6 @@ pub(crate) async fn issue(
             };
         }
     };
-    if !client_known {
-        sessions::add_client(&app.db, &session.sid, &client.client_id).await?;
-    }
     sessions::touch(&app.db, session).await?;
     let mut fields = vec![("code", code.to_string())];
     if let Some(state) = &request.state {
