@@ -289,8 +289,8 @@ pub(crate) fn already_done(pages: &SharedPages) -> Response {
 /// Issue a code for `scopes` in `session` and send it to the client;
 /// `client_known` says the session has signed in to the client before
 /// (else it is recorded, for back-channel logout), `answers` the digest
-/// of the pending request this answers (answered once: a second time
-/// gets the "already done" page).
+/// of the pending request this answers (answered once: a form sent again
+/// gets the same code, [`send_again`], or the "already done" page).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn issue(
     app: &App,
