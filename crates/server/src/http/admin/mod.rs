@@ -272,7 +272,11 @@ fn paged<T: serde::Serialize>(uri: &Uri, listed: Listed<T>) -> AdminResult {
         // Never a page without its Link: the caller would take it for
         // the last. (The path and the encoded query are header-safe.)
         let value = HeaderValue::from_str(&value).map_err(|_| {
-            AdminError::from(crate::Error::Invalid("the next page's address".into()))
+            AdminError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "the next page's address could not be written".into(),
+            )
         })?;
         response.headers_mut().insert(header::LINK, value);
     }
