@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use base64_simd::STANDARD;
 use percent_encoding::percent_decode_str;
-use tessera_jose::{jwt, JwkSet, KeySet, NoCustomClaims, Validation};
+use tessera_jose::{jwt, NoCustomClaims, Validation};
 
 use std::sync::Arc;
 
@@ -243,10 +243,9 @@ pub async fn verify_assertion(
     let Some(client) = verifier.clients.find(verifier.db, &client_id).await? else {
         return Ok(Err("unknown issuer".into()));
     };
-    let Some(jwks) = client.jwks.as_deref() else {
+    let Some(keys) = client.verify_keys()? else {
         return Ok(Err("the issuer has no registered keys".into()));
     };
-    let keys = JwkSet::from_json(jwks).and_then(|set| KeySet::from_jwks(&set))?;
     let issuer = verifier.issuer;
     let validation = Validation::new()
         .leeway(std::time::Duration::from_secs(
@@ -257,7 +256,7 @@ pub async fn verify_assertion(
         .audience(issuer)
         .require("sub")
         .require("jti");
-    let token = match jwt::verify::<NoCustomClaims>(assertion, &keys, &validation) {
+    let token = match jwt::verify::<NoCustomClaims>(assertion, &*keys, &validation) {
         Ok(token) => token,
         Err(e) => {
             tracing::info!(client_id, reason = %e.code(), "assertion refused");

@@ -5,7 +5,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tessera_jose::Algorithm;
+use tessera_jose::{Algorithm, JwkSet, KeySet};
 use zeroize::Zeroizing;
 
 use crate::db::{on_pool, Db};
@@ -123,6 +123,9 @@ pub struct Client {
     pub id_token_alg: Option<Algorithm>,
     /// The operator's own application: consent is implied.
     pub first_party: bool,
+    /// `jwks` parsed, once per loaded client: an assertion costs its
+    /// signature, not a key set's parsing and point checks.
+    pub(crate) verify_keys: std::sync::OnceLock<Arc<KeySet>>,
 }
 
 #[cfg(test)]
@@ -145,6 +148,7 @@ impl Client {
             backchannel_logout_uri: None,
             id_token_alg: None,
             first_party: false,
+            verify_keys: std::sync::OnceLock::new(),
         }
     }
 }
@@ -187,6 +191,20 @@ impl Client {
     /// Whether the client has no credentials (RFC 6749 §2.1 public client).
     pub fn is_public(&self) -> bool {
         self.secret_hash.is_none() && self.jwks.is_none()
+    }
+
+    /// The keys its assertions are verified with (`private_key_jwt`,
+    /// the jwt-bearer grant), parsed from `jwks` on first use; `None`
+    /// when it registered none.
+    pub fn verify_keys(&self) -> Result<Option<Arc<KeySet>>, Error> {
+        let Some(jwks) = self.jwks.as_deref() else {
+            return Ok(None);
+        };
+        if let Some(keys) = self.verify_keys.get() {
+            return Ok(Some(Arc::clone(keys)));
+        }
+        let keys = Arc::new(JwkSet::from_json(jwks).and_then(|set| KeySet::from_jwks(&set))?);
+        Ok(Some(Arc::clone(self.verify_keys.get_or_init(|| keys))))
     }
 
     /// The algorithm its ID tokens are signed with (OpenID Connect Core
@@ -297,6 +315,7 @@ impl TryFrom<ClientRow> for Client {
             jwks: row.jwks,
             access_ttl: row.access_ttl,
             created_at: row.created_at,
+            verify_keys: std::sync::OnceLock::new(),
         })
     }
 }
@@ -636,6 +655,28 @@ impl ClientCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_clients_keys_are_parsed_once_and_shared() {
+        let key = tessera_jose::SigningKey::generate(Algorithm::ES256).unwrap();
+        let jwk = key.verifying_key().unwrap().to_public_jwk().unwrap();
+        let signer = Client {
+            jwks: Some(JwkSet::new(vec![jwk]).to_json()),
+            ..Client::for_tests("signer")
+        };
+        let first = signer.verify_keys().unwrap().unwrap();
+        let again = signer.verify_keys().unwrap().unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "parsed again");
+        assert!(Client::for_tests("plain").verify_keys().unwrap().is_none());
+        let broken = Client {
+            jwks: Some("{\"keys\":".into()),
+            ..Client::for_tests("broken")
+        };
+        assert!(
+            broken.verify_keys().is_err(),
+            "a stored key set that does not parse is an error"
+        );
+    }
 
     fn client(id: &str) -> Arc<Client> {
         Arc::new(Client::for_tests(id))
