@@ -218,7 +218,8 @@ const CLAIM_AND_SUCCEED: &str = concat!(
     SET used_at = $1, successor_hash = $3, successor_sealed = $6, \
     successor_expires_at = MIN($4, (SELECT expires_at FROM refresh_families f WHERE f.id = refresh_tokens.family_id)) \
     WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $1 \
-    AND family_id IN (SELECT id FROM refresh_families WHERE client_id = $5 AND revoked_at IS NULL AND expires_at > $1) ",
+    AND EXISTS (SELECT 1 FROM refresh_families f WHERE f.id = refresh_tokens.family_id \
+    AND f.client_id = $5 AND f.revoked_at IS NULL AND f.expires_at > $1) ",
     returning_claimed!()
 );
 
@@ -743,4 +744,48 @@ pub async fn family(db: &Db, family_id: &str) -> Result<Option<Family>, Error> {
     let family = on_pool!(db.read(), p => sqlx::query_as::<_, Family>(&sql)
         .bind(family_id).fetch_optional(p).await)?;
     Ok(family)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::Pool;
+
+    /// A rotation finds its token and that token's family by their keys:
+    /// it must not first list every family of the client (SQLite plans an
+    /// `IN (SELECT …)` that way), whose count grows with every sign-in.
+    #[tokio::test]
+    async fn a_rotation_reads_its_own_family_not_the_clients() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("tessera.db").display());
+        let db = Db::connect(&url, 1).await.unwrap();
+        let Pool::Sqlite(pool) = db.write() else {
+            unreachable!("a SQLite database")
+        };
+        let plan: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(&format!("EXPLAIN QUERY PLAN {CLAIM_AND_SUCCEED}"))
+                .bind(0_i64)
+                .bind(vec![0_u8; 32])
+                .bind(vec![0_u8; 32])
+                .bind(0_i64)
+                .bind("client")
+                .bind(vec![0_u8; 8])
+                .fetch_all(pool)
+                .await
+                .unwrap();
+        let steps: Vec<&str> = plan.iter().map(|(_, _, _, step)| step.as_str()).collect();
+        assert!(
+            !steps
+                .iter()
+                .any(|step| step.starts_with("SCAN ") || step.starts_with("LIST SUBQUERY")),
+            "{steps:?}"
+        );
+        assert!(
+            steps
+                .iter()
+                .any(|step| step.contains("refresh_families") && step.contains("(id=?)")),
+            "{steps:?}"
+        );
+        db.close().await;
+    }
 }
