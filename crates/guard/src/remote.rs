@@ -413,6 +413,13 @@ impl RemoteJwks {
                  could sign with; refused"
             )));
         }
+        if let Some(key) = set.keys.iter().find(|k| k.is_private()) {
+            return Err(FetchError(format!(
+                "{url}: the key set publishes a private key (kid {:?}), which anyone who reads \
+                 it could sign with; refused",
+                key.kid.as_deref().unwrap_or("")
+            )));
+        }
         let keys = KeySet::from_jwks_allowing(&set, &self.without_alg)
             .map_err(|e| FetchError(format!("{url}: {e}")))?;
         Ok((keys, body, age))

@@ -226,6 +226,23 @@ async fn a_key_set_publishing_a_secret_key_is_refused() {
 }
 
 #[tokio::test]
+async fn a_key_set_publishing_a_private_key_is_refused() {
+    // The issuer publishes its private signing key with the public part:
+    // tokens signed with it are not accepted, nor those of the set's
+    // other, well-published keys (the issuer is misconfigured).
+    let (leaked, fine) = (key(), key());
+    let server = JwksServer::start(&[]).await;
+    let public = fine.verifying_key().unwrap().to_public_jwk().unwrap();
+    let set = json!({"keys": [leaked.to_jwk().unwrap(), public]});
+    server.set(|s| s.jwks = set.to_string());
+    let g = guard(RemoteJwks::url(server.url()).unwrap());
+    for signer in [&leaked, &fine] {
+        let refused = g.verify(&token(signer, ISS)).await.unwrap_err();
+        assert!(matches!(refused, Rejection::KeysUnavailable), "{refused:?}");
+    }
+}
+
+#[tokio::test]
 async fn an_unknown_kid_refetches_once_per_cooldown() {
     let (a, b, c) = (key(), key(), key());
     let server = JwksServer::start(&[&a]).await;
