@@ -290,7 +290,11 @@ impl RevocationFeedBuilder {
     }
 
     /// How long the feed may be unreachable before the policy applies
-    /// (default 60 s).
+    /// (default 60 s). It runs from the last sign of life (an event, or
+    /// the issuer's heartbeat when quiet: every 10 s from Tessera), also
+    /// while a connection that went silent is still open; keep it above
+    /// the issuer's heartbeat interval, or a quiet, healthy feed counts
+    /// as unreachable between heartbeats.
     #[must_use]
     pub fn unreachable_after(mut self, bound: Duration) -> RevocationFeedBuilder {
         self.bound = bound;
@@ -371,6 +375,9 @@ impl RevocationFeedBuilder {
             token: None,
             endpoints: None,
             steady: tessera_jose::SteadyClock::new(),
+            failing: false,
+            reported_stale: false,
+            ready_at: None,
         };
         runtime.spawn(task.run(stop));
         Ok(RevocationFeed {
@@ -455,6 +462,22 @@ struct Subscriber {
     /// would be gone for good (the feed resumes past them) once the clock
     /// is set right.
     steady: tessera_jose::SteadyClock,
+    /// An outage was reported (warning logged) and not yet ended by a
+    /// `ready`.
+    failing: bool,
+    /// The outage outlasted the bound (error logged).
+    reported_stale: bool,
+    /// When the current stream reached `ready`.
+    ready_at: Option<tokio::time::Instant>,
+}
+
+impl Drop for Subscriber {
+    /// The task is gone (its runtime shut down, or it panicked): nothing
+    /// keeps the set current any more, and the bound runs from the last
+    /// sign of life.
+    fn drop(&mut self) {
+        self.shared.lost();
+    }
 }
 
 /// The token endpoint's answer, as much as is needed.
@@ -483,17 +506,23 @@ fn jittered(delay: Duration) -> Duration {
 impl Subscriber {
     async fn run(mut self, mut stop: tokio::sync::watch::Receiver<()>) {
         let mut backoff = Duration::from_millis(250);
-        let mut failing = false;
-        let mut reported_stale = false;
         loop {
-            let began = tokio::time::Instant::now();
             let outcome = tokio::select! {
                 outcome = self.session() => outcome,
                 _ = stop.changed() => return,
             };
             self.shared.lost();
+            // A stream that stayed up a while after `ready` ends an
+            // outage's backoff, however it ended.
+            let lived = self
+                .ready_at
+                .take()
+                .is_some_and(|at| at.elapsed() >= STREAM_LIVED);
+            if lived {
+                backoff = Duration::from_millis(250);
+            }
             match outcome {
-                Ok(Ended::AfterReady) if began.elapsed() < STREAM_LIVED => {
+                Ok(Ended::AfterReady) if !lived => {
                     // Ended as soon as it was ready, again and again (a
                     // proxy that cuts streams): back off as for a failure
                     // rather than reconnect in a loop.
@@ -501,18 +530,12 @@ impl Subscriber {
                 Ok(Ended::AfterReady) => {
                     // The server ended the stream (its token expired):
                     // reconnect at once.
-                    backoff = Duration::from_millis(250);
-                    if failing || reported_stale {
-                        tracing::info!(issuer = %self.builder.issuer, "revocation feed current again");
-                        failing = false;
-                        reported_stale = false;
-                    }
                     continue;
                 }
                 Err(e) => {
-                    if !failing {
+                    if !self.failing {
                         tracing::warn!(issuer = %self.builder.issuer, reason = %e, "revocation feed unreachable; retrying");
-                        failing = true;
+                        self.failing = true;
                     }
                     // The issuer may have moved its endpoints: the next
                     // attempt reads its metadata again.
@@ -521,7 +544,7 @@ impl Subscriber {
             }
             let lost_for = self.shared.lost_for();
             let never = self.shared.state.load(Ordering::Acquire) == NEVER;
-            if !reported_stale && (never || lost_for > self.builder.bound) {
+            if !self.reported_stale && (never || lost_for > self.builder.bound) {
                 let serving = self.builder.policy == WhenUnreachable::KeepServing;
                 tracing::error!(
                     issuer = %self.builder.issuer,
@@ -529,7 +552,7 @@ impl Subscriber {
                     refusing_tokens = !serving,
                     "revocation feed unreachable beyond its bound"
                 );
-                reported_stale = true;
+                self.reported_stale = true;
             }
             tokio::select! {
                 _ = tokio::time::sleep(jittered(backoff)) => {}
@@ -609,7 +632,7 @@ impl Subscriber {
         let mut ready = false;
         let mut pruned = Instant::now();
         loop {
-            let next = tokio::time::timeout(self.builder.idle_timeout, events.next()).await;
+            let next = self.next_event(&mut events, ready).await;
             let event = match next {
                 Err(_) => return Err(fail(&"no event or heartbeat within the idle timeout")),
                 Ok(None) if ready => return Ok(Ended::AfterReady),
@@ -636,6 +659,12 @@ impl Subscriber {
                     }
                     pruned = Instant::now();
                     ready = true;
+                    self.ready_at = Some(tokio::time::Instant::now());
+                    if self.failing || self.reported_stale {
+                        tracing::info!(issuer = %self.builder.issuer, "revocation feed current again");
+                        self.failing = false;
+                        self.reported_stale = false;
+                    }
                 }
                 "reset" => {
                     staging = Some(RevocationSet::new());
@@ -674,6 +703,29 @@ impl Subscriber {
                     self.shared.change(|set| set.prune(now));
                     pruned = Instant::now();
                 }
+            }
+        }
+    }
+
+    /// The stream's next event, within the idle timeout. A live stream
+    /// silent past the bound is not current any more, though it may yet
+    /// speak before the idle timeout gives it up: what decides trust is
+    /// the last sign of life, not whether a connection is open.
+    async fn next_event<S: futures_util::Stream + Unpin>(
+        &self,
+        events: &mut S,
+        ready: bool,
+    ) -> Result<Option<S::Item>, tokio::time::error::Elapsed> {
+        let idle = self.builder.idle_timeout;
+        let bound = self.builder.bound;
+        if !ready || bound >= idle {
+            return tokio::time::timeout(idle, events.next()).await;
+        }
+        match tokio::time::timeout(bound, events.next()).await {
+            Ok(next) => Ok(next),
+            Err(_) => {
+                self.shared.lost();
+                tokio::time::timeout(idle.saturating_sub(bound), events.next()).await
             }
         }
     }

@@ -536,6 +536,163 @@ async fn an_unreachable_feed_follows_the_stated_policy() {
 }
 
 #[tokio::test]
+async fn a_feed_gone_silent_is_not_trusted_past_its_bound() {
+    // The connection stays open but nothing comes (packets dropped on
+    // the way, no reset): the bound runs from the last event, not from
+    // when the connection is given up (the idle timeout, far later).
+    let issuer = Issuer::start().await;
+    let key = key();
+    let t = token(&key, &issuer.base, "j1", "alice");
+    let strict = guard(
+        &issuer,
+        &key,
+        feed(&issuer)
+            .unreachable_after(Duration::from_millis(600))
+            .idle_timeout(Duration::from_secs(20))
+            .when_unreachable(WhenUnreachable::Refuse)
+            .start()
+            .unwrap(),
+    );
+    eventually("the feed is current", async || {
+        strict.revocations().unwrap().status().current
+    })
+    .await;
+    strict.verify(&t).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let status = strict.revocations().unwrap().status();
+    assert!(!status.current, "{status:?}");
+    assert!(
+        status
+            .stale_for
+            .is_some_and(|s| s >= Duration::from_millis(600)),
+        "{status:?}"
+    );
+    assert_eq!(
+        strict.verify(&t).await.unwrap_err(),
+        Rejection::RevocationsUnavailable
+    );
+    // A sign of life on the same connection: current again.
+    issuer.revoke(Revocation::Token {
+        jti: "other".into(),
+        until: 4_000_000_000,
+    });
+    eventually("the strict guard serves again", async || {
+        strict.verify(&t).await.is_ok()
+    })
+    .await;
+    assert!(strict.revocations().unwrap().status().current);
+    assert_eq!(
+        issuer.script.lock().unwrap().cursors.len(),
+        1,
+        "one connection"
+    );
+}
+
+#[tokio::test]
+async fn a_feed_whose_task_is_gone_is_not_trusted_past_its_bound() {
+    // The subscription runs on a runtime that then shuts down (the task
+    // is gone, as after a panic): nothing keeps the set current, and the
+    // guard must not go on calling it current.
+    let issuer = Issuer::start().await;
+    let key = key();
+    let t = token(&key, &issuer.base, "j1", "alice");
+    let elsewhere = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let started = {
+        let _entered = elsewhere.enter();
+        feed(&issuer)
+            .unreachable_after(Duration::from_millis(600))
+            .when_unreachable(WhenUnreachable::Refuse)
+            .start()
+            .unwrap()
+    };
+    let strict = guard(&issuer, &key, started);
+    eventually("the feed is current", async || {
+        strict.revocations().unwrap().status().current
+    })
+    .await;
+    strict.verify(&t).await.unwrap();
+    tokio::task::spawn_blocking(move || drop(elsewhere))
+        .await
+        .unwrap();
+    assert!(!strict.revocations().unwrap().status().current);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        strict.verify(&t).await.unwrap_err(),
+        Rejection::RevocationsUnavailable
+    );
+}
+
+/// What the code under test logs, kept for the test to read.
+#[derive(Clone, Default)]
+struct Logged(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logged {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logged {
+    fn count(&self, message: &str) -> usize {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .matches(message)
+            .count()
+    }
+}
+
+#[tokio::test]
+async fn every_outage_is_reported_not_only_the_first() {
+    // Logs go to this test's thread, where its runtime runs the feed.
+    let logged = Logged::default();
+    let writer = logged.clone();
+    let _logging = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish(),
+    );
+    let issuer = Issuer::start().await;
+    let key = key();
+    let g = guard(
+        &issuer,
+        &key,
+        feed(&issuer)
+            .unreachable_after(Duration::from_millis(300))
+            .start()
+            .unwrap(),
+    );
+    for outage in 1..=2 {
+        eventually("the feed is current", async || {
+            g.revocations().unwrap().status().current
+        })
+        .await;
+        issuer.change(|s| {
+            s.down = true;
+            s.generation += 1;
+        });
+        eventually("the outage is reported", async || {
+            logged.count("unreachable beyond its bound") == outage
+        })
+        .await;
+        assert_eq!(logged.count("unreachable; retrying"), outage);
+        issuer.change(|s| s.down = false);
+    }
+    eventually("the end of the outage is reported", async || {
+        logged.count("current again") == 2
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_backlog_cut_short_is_fetched_again_in_full() {
     let issuer = Issuer::start().await;
     let until = NumericDate::now().seconds() + 600;
