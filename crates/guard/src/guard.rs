@@ -421,8 +421,22 @@ impl GuardBuilder {
     }
 
     /// The guard; refused when the leeway is over
-    /// [`tessera_jose::jwt::MAX_LEEWAY`].
+    /// [`tessera_jose::jwt::MAX_LEEWAY`], or when the revocation feed is
+    /// another issuer's (its cuts by `sub`, `client_id` or `sid` would
+    /// refuse this issuer's tokens whose names collide, and this issuer's
+    /// revocations would never arrive).
     pub fn build(self) -> Result<Guard, Error> {
+        if let Some(feed) = &self.revocations {
+            if feed.issuer().trim_end_matches('/') != self.issuer.trim_end_matches('/') {
+                return Err(Error::InvalidConfig {
+                    reason: format!(
+                        "the revocation feed is of issuer {:?}, the guard's tokens of {:?}",
+                        feed.issuer(),
+                        self.issuer
+                    ),
+                });
+            }
+        }
         let mut validation = Validation::new().issuer(self.issuer);
         validation = match self.audience {
             Some(audience) => validation.audience(audience),
