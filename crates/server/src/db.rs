@@ -359,6 +359,20 @@ impl Db {
         Ok(Some((before + after) / 2.0 - database))
     }
 
+    /// The time by the database's clock, in whole seconds, on PostgreSQL
+    /// (`None` on SQLite, whose file only this host opens, so this
+    /// host's clock is the database's).
+    pub async fn database_time(&self) -> Result<Option<i64>, Error> {
+        let Db::Postgres(pool) = self else {
+            return Ok(None);
+        };
+        let (seconds,): (i64,) =
+            sqlx::query_as("SELECT FLOOR(EXTRACT(EPOCH FROM clock_timestamp()))::int8")
+                .fetch_one(pool)
+                .await?;
+        Ok(Some(seconds))
+    }
+
     /// Which backend this is: `sqlite` or `postgres`.
     pub fn backend(&self) -> &'static str {
         match self {

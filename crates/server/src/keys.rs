@@ -298,8 +298,20 @@ impl Keys {
     /// rotate` may run without the server's configuration, and must then
     /// rotate the keys that sign (a leaked one above all), not make keys
     /// of the default algorithms.
+    ///
+    /// Its times are the database's: the command may run on another
+    /// machine than the servers (`tessera keys rotate` on an admin host),
+    /// whose clock, hours off, would make a key that signs unannounced,
+    /// and lets the maintenance delete the key before it while its tokens
+    /// live.
     pub async fn rotate(&self) -> Result<Vec<String>, Error> {
-        let now = now();
+        self.rotate_on_clock(now()).await
+    }
+
+    /// [`Keys::rotate`] run where the clock says `local` (seconds): the
+    /// tests set a clock that is off this way.
+    pub async fn rotate_on_clock(&self, local: i64) -> Result<Vec<String>, Error> {
+        let now = self.db.database_time().await?.unwrap_or(local);
         let activate_at = now.saturating_add(secs(self.policy.announce));
         let rows = self.fetch().await?;
         let mut algorithms: Vec<Algorithm> = Vec::new();
@@ -381,7 +393,14 @@ impl Keys {
     }
 
     /// [`Keys::maintain`], removing retired keys only when `remove`.
+    ///
+    /// `now` decides what is deleted; the server passes the time that has
+    /// really passed, held back after the wall clock jumped forward. A
+    /// key made here is announced by the wall clock, which is what
+    /// signing follows: made by a held-back `now`, it would sign as much
+    /// earlier, unannounced.
     async fn update(&self, remove: bool, now: i64) -> Result<(), Error> {
+        let made_at = now.max(crate::store::now());
         let mut rows = self.fetch().await?;
         let mut opened = self.open_all(&rows)?;
         self.claim_master().await?;
@@ -399,16 +418,18 @@ impl Keys {
                 if of_alg.is_empty() && in_service && !remove {
                     break;
                 }
-                let Some(activate_at) = self.due(&of_alg, now) else {
+                let Some(activate_at) = self.due(&of_alg, made_at) else {
                     break;
                 };
                 let activate_at = if of_alg.is_empty() && in_service {
-                    activate_at.max(now.saturating_add(secs(self.policy.announce)))
+                    activate_at.max(made_at.saturating_add(secs(self.policy.announce)))
                 } else {
                     activate_at
                 };
                 let seen = rows.iter().map(|r| r.generation).max().unwrap_or(0);
-                let won = self.insert_next(alg, now, activate_at, Some(seen)).await?;
+                let won = self
+                    .insert_next(alg, made_at, activate_at, Some(seen))
+                    .await?;
                 rows = self.fetch().await?;
                 stored = true;
                 if won.is_some() {

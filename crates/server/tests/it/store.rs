@@ -46,7 +46,65 @@ both_backends!(
     a_change_to_an_algorithm_with_keys_keeps_the_old_key_while_its_tokens_live,
     a_retirement_marked_under_another_configuration_is_forgotten,
     a_rotation_by_hand_rotates_the_databases_algorithms_whatever_the_configuration,
+    a_key_made_while_the_clock_is_held_back_is_announced_by_the_wall_clock,
 );
+
+/// `tessera keys rotate` run on a host whose clock is three hours slow
+/// (PostgreSQL: the command need not run where the servers do). Its key
+/// is announced from the database's time: before, it was stored as
+/// signing two hours ago, so it signed at once, unannounced, and the
+/// next maintenance deleted the key before it while that key's tokens
+/// lived.
+#[tokio::test]
+async fn a_rotation_by_hand_takes_the_databases_time_not_its_hosts() {
+    let Some(h) = Harness::new(Backend::Postgres).await else {
+        return;
+    };
+    let announce = tessera_server::store::secs(h.test_db.config().keys.announce);
+    let now = tessera_server::store::now();
+    let before = h.app.keys.signer(now).unwrap().kid().unwrap().to_owned();
+    let (id, secret) = h.client(&[GrantType::ClientCredentials], "read").await;
+    let token = h.client_credentials_token(&id, &secret).await;
+    let kids = h.app.keys.rotate_on_clock(now - 3 * 3600).await.unwrap();
+    let listed = h.app.keys.list(now);
+    for kid in &kids {
+        let (info, _) = listed.iter().find(|(k, _)| &k.kid == kid).unwrap();
+        assert!(info.activate_at >= now + announce, "{info:?}");
+        assert!(info.created_at >= now, "{info:?}");
+    }
+    h.app.keys.maintain().await.unwrap();
+    let now = tessera_server::store::now();
+    assert_eq!(h.app.keys.signer(now).unwrap().kid(), Some(before.as_str()));
+    assert!(h.app.keys.list(now).iter().any(|(k, _)| k.kid == before));
+    assert!(h.active(&token, (&id, &secret)).await);
+}
+
+/// The maintenance runs by the time that has really passed, held back
+/// after the wall clock jumped forward (a host resumed from suspend, NTP
+/// stepping the clock after boot). A key it makes then must still be
+/// announced for `announce` by the wall clock, which signing follows.
+async fn a_key_made_while_the_clock_is_held_back_is_announced_by_the_wall_clock(backend: Backend) {
+    let Some((h, _second)) = two_instances_rotating_every_two_hours(backend).await else {
+        return;
+    };
+    let announce = tessera_server::store::secs(h.test_db.config().keys.announce);
+    let now = tessera_server::store::now();
+    let before = h.app.keys.signer(now).unwrap().kid().unwrap().to_owned();
+    // Every key ages past the rotation period; the maintenance's clock
+    // is two announce periods behind the wall clock.
+    tessera_server_test_shift(&h, 3 * 3600).await;
+    h.app.keys.maintain_at(now - 2 * announce).await.unwrap();
+    let now = tessera_server::store::now();
+    let listed = h.app.keys.list(now);
+    let newest = listed
+        .iter()
+        .map(|(k, _)| k)
+        .max_by_key(|k| k.generation)
+        .unwrap();
+    assert_ne!(newest.kid, before, "a rotation was due");
+    assert!(newest.activate_at >= now + announce - 1, "{newest:?}");
+    assert_eq!(h.app.keys.signer(now).unwrap().kid(), Some(before.as_str()));
+}
 
 async fn a_changed_algorithm_is_announced_and_the_old_one_retired(backend: Backend) {
     use tessera_jose::Algorithm;
