@@ -14,6 +14,13 @@
 //! guesses arrive at once, at most `max_failures` per username and per
 //! address are ever checked in a window.
 //!
+//! Right passwords cost a hash too, and are not guesses: an account's
+//! owner could log in again and again, and a few accounts could keep the
+//! hashing queue full for everyone. So a username has at most
+//! [`SUCCESSES_PER_FAILURE`] × `max_failures` successful logins in a
+//! window (30 by default in 5 minutes: no person signs in that often, and
+//! keeping two cores' hashing busy would take over a thousand accounts).
+//!
 //! The record is bounded: usernames are kept as keyed 64-bit hashes (what
 //! was typed, often a password in the wrong field, is not kept, and a
 //! 16 KiB username costs what a short one does), and at most
@@ -70,7 +77,14 @@ enum Key {
     /// them, free from a tunnel broker) could keep every password hasher
     /// busy, and every login waiting.
     Network(IpAddr),
+    /// A username's successful logins (its keyed hash), kept with the
+    /// failures, and swept and evicted as they are.
+    Succeeded(u64),
 }
+
+/// Successful logins of one username in a window at most, per allowed
+/// failure.
+pub const SUCCESSES_PER_FAILURE: usize = 6;
 
 /// Passwords of one IPv6 /48 checked at once at most: a fraction of the
 /// hashing queue, so that a few /48s cannot fill it.
@@ -139,34 +153,32 @@ impl LoginLimiter {
         }
         let mut state = self.lock();
         let mut wait = None;
+        let mut wait_at_least = |until: Duration| {
+            wait = Some(wait.map_or(until, |w: Duration| w.max(until)));
+        };
         for key in &keys {
+            if let Key::User(user) = key {
+                let max_successes = self.max_failures.saturating_mul(SUCCESSES_PER_FAILURE);
+                let succeeded = state.failures.get(&Key::Succeeded(*user));
+                let recent = self.recent(succeeded, now);
+                if recent.len() >= max_successes {
+                    wait_at_least(self.until_oldest_leaves(&recent, now));
+                }
+            }
             if let Key::Network(_) = key {
                 // Only its passwords being checked count: a second (they
                 // end soon).
                 if state.in_flight.get(key).copied().unwrap_or(0) >= NETWORK_IN_FLIGHT {
-                    let second = Duration::from_secs(1);
-                    wait = Some(wait.map_or(second, |w: Duration| w.max(second)));
+                    wait_at_least(Duration::from_secs(1));
                 }
                 continue;
             }
-            let failures = state.failures.get(key);
-            let recent: Vec<Instant> = failures
-                .into_iter()
-                .flatten()
-                .copied()
-                .filter(|t| now.duration_since(*t) < self.window)
-                .collect();
+            let recent = self.recent(state.failures.get(key), now);
             let in_flight = state.in_flight.get(key).copied().unwrap_or(0);
             if recent.len().saturating_add(in_flight) >= self.max_failures {
                 // Until the oldest failure leaves the window; with only
                 // attempts in flight, a second (they end soon).
-                let until = recent
-                    .iter()
-                    .min()
-                    .map_or(Duration::from_secs(1), |oldest| {
-                        self.window.saturating_sub(now.duration_since(*oldest))
-                    });
-                wait = Some(wait.map_or(until, |w: Duration| w.max(until)));
+                wait_at_least(self.until_oldest_leaves(&recent, now));
             }
         }
         if let Some(wait) = wait {
@@ -182,6 +194,27 @@ impl LoginLimiter {
         })
     }
 
+    /// The times of `record` within the window.
+    fn recent(&self, record: Option<&VecDeque<Instant>>, now: Instant) -> Vec<Instant> {
+        record
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|t| now.duration_since(*t) < self.window)
+            .collect()
+    }
+
+    /// How long until the oldest of `recent` leaves the window (a second
+    /// when there is none: only attempts in flight, which end soon).
+    fn until_oldest_leaves(&self, recent: &[Instant], now: Instant) -> Duration {
+        recent
+            .iter()
+            .min()
+            .map_or(Duration::from_secs(1), |oldest| {
+                self.window.saturating_sub(now.duration_since(*oldest))
+            })
+    }
+
     fn finish(&self, keys: &[Key], outcome: Outcome, now: Instant) {
         let mut state = self.lock();
         for key in keys {
@@ -192,16 +225,30 @@ impl LoginLimiter {
                 }
             }
         }
-        match outcome {
-            Outcome::Failed => {}
+        // What the outcome records, and how many times each keeps.
+        let (record, keep): (Vec<Key>, usize) = match outcome {
+            Outcome::Failed => (
+                keys.iter()
+                    .filter(|k| !matches!(k, Key::Network(_)))
+                    .copied()
+                    .collect(),
+                self.max_failures,
+            ),
             Outcome::NotChecked => return,
             Outcome::Succeeded => {
-                if let Some(user) = keys.iter().find(|k| matches!(k, Key::User(_))) {
-                    state.failures.remove(user);
+                let mut record = Vec::new();
+                for key in keys {
+                    if let Key::User(user) = key {
+                        state.failures.remove(key);
+                        record.push(Key::Succeeded(*user));
+                    }
                 }
-                return;
+                (
+                    record,
+                    self.max_failures.saturating_mul(SUCCESSES_PER_FAILURE),
+                )
             }
-        }
+        };
         // Swept when it has doubled since the last sweep (and is large), or
         // is full: a flood of failures that all stay within the window
         // costs each failure a constant share of the sweeps, not a pass
@@ -209,7 +256,7 @@ impl LoginLimiter {
         // nine tenths evicts down to that, so the next sweep is a tenth
         // of the record's failures away.
         let len = state.failures.len();
-        let full = len + keys.len() > MAX_TRACKED;
+        let full = len + record.len() > MAX_TRACKED;
         if full || len >= SWEEP_AT.max(state.after_sweep.saturating_mul(2)) {
             let window = self.window;
             state.failures.retain(|_, times| {
@@ -222,8 +269,8 @@ impl LoginLimiter {
             }
             state.after_sweep = state.failures.len();
         }
-        for key in keys.iter().filter(|k| !matches!(k, Key::Network(_))) {
-            let times = state.failures.entry(*key).or_default();
+        for key in record {
+            let times = state.failures.entry(key).or_default();
             while times
                 .front()
                 .is_some_and(|t| now.duration_since(*t) >= self.window)
@@ -231,7 +278,7 @@ impl LoginLimiter {
                 times.pop_front();
             }
             times.push_back(now);
-            while times.len() > self.max_failures {
+            while times.len() > keep {
                 times.pop_front();
             }
         }
@@ -350,6 +397,40 @@ mod tests {
             .begin("someone", Some(in_site(1000)), t0)
             .unwrap()
             .succeeded();
+    }
+
+    /// Right passwords are not guesses, but they cost a hash: a username
+    /// has thirty successes a window (with five failures allowed), then
+    /// it waits like a locked one. Before, a few accounts logging in
+    /// again and again kept the hashing queue full for everyone.
+    #[test]
+    fn right_passwords_have_a_share_of_the_checks_too() {
+        let limiter = LoginLimiter::new(5, Duration::from_secs(300));
+        let t0 = Instant::now();
+        let addr = |i: usize| -> Option<IpAddr> { Some(format!("192.0.2.{i}").parse().unwrap()) };
+        // Thirty successes, from anywhere …
+        for i in 0..30 {
+            let at = t0 + Duration::from_secs(i as u64);
+            limiter.begin("alice", addr(i % 7), at).unwrap().succeeded();
+        }
+        // … then the next waits until the first leaves the window.
+        let at = t0 + Duration::from_secs(100);
+        let wait = limiter.begin("alice", addr(9), at).map(drop).unwrap_err();
+        // (Outcomes are recorded by the real clock, a moment after t0.)
+        assert!(
+            wait.abs_diff(Duration::from_secs(200)) < Duration::from_secs(1),
+            "{wait:?}"
+        );
+        // Others are not held, even from the same address.
+        limiter.begin("bob", addr(9), at).unwrap().succeeded();
+        // The window moves on.
+        let later = t0 + Duration::from_secs(301);
+        limiter.begin("alice", addr(9), later).unwrap().succeeded();
+        // No limit at all is no limit on successes either.
+        let open = LoginLimiter::new(0, Duration::from_secs(300));
+        for _ in 0..100 {
+            open.begin("alice", addr(1), t0).unwrap().succeeded();
+        }
     }
 
     fn fail(limiter: &LoginLimiter, user: &str, addr: Option<IpAddr>, at: Instant) {

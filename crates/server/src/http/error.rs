@@ -79,14 +79,14 @@ impl OAuthError {
         )
     }
 
-    /// Too many failed logins (429 with `Retry-After`).
+    /// Too many logins, failed or not (429 with `Retry-After`).
     pub fn too_many_attempts(retry_after: u64) -> OAuthError {
         OAuthError {
             retry_after: Some(retry_after.max(1)),
             ..OAuthError::new(
                 "invalid_request",
                 StatusCode::TOO_MANY_REQUESTS,
-                "too many failed logins; try again later",
+                "too many logins; try again later",
             )
         }
     }
