@@ -46,13 +46,24 @@ impl Pruned {
 
 /// What expires by the clock alone: (kind, statement deleting at most
 /// `$2` rows that ended before `$1`). A refresh token past its own expiry
-/// is refused whether or not its row is there; a family past its end
-/// takes its tokens with it (cascade).
-const EXPIRED: [(Kind, &str); 8] = [
+/// is refused whether or not its row is there; a family past its end has
+/// no tokens left (none outlives its family), and a revoked family's are
+/// deleted before it, so no cascade deletes more than a batch.
+const EXPIRED: [(Kind, &str); 9] = [
     (
         Kind::Refresh,
         "DELETE FROM refresh_tokens WHERE token_hash IN \
          (SELECT token_hash FROM refresh_tokens WHERE expires_at < $1 LIMIT $2)",
+    ),
+    // The tokens of families revoked a day ago, in batches before their
+    // families: a family's delete takes its tokens with it in the same
+    // statement, and a family rotated a million times has a million
+    // (each used token is kept until its own expiry).
+    (
+        Kind::Refresh,
+        "DELETE FROM refresh_tokens WHERE token_hash IN \
+         (SELECT t.token_hash FROM refresh_families f JOIN refresh_tokens t ON t.family_id = f.id \
+         WHERE f.revoked_at < $1 - 86400 LIMIT $2)",
     ),
     (
         Kind::Refresh,

@@ -552,6 +552,22 @@ async fn pruning_removes_only_what_is_over_in_batches(backend: Backend) {
     let (kept, _) = refresh::issue(&h.db, new_family(&client), &long)
         .await
         .unwrap();
+    // The revoked family was rotated 2,500 times (each used token is kept
+    // to its own expiry): its tokens go in batches before it, not in one
+    // cascade holding the writer.
+    let rotated = match backend {
+        Backend::Sqlite => {
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2500) \
+             INSERT INTO refresh_tokens (token_hash, family_id, created_at, expires_at, used_at) \
+             SELECT CAST('rotated' || i AS BLOB), $1, 0, 4000000000, 1 FROM n"
+        }
+        Backend::Postgres => {
+            "INSERT INTO refresh_tokens (token_hash, family_id, created_at, expires_at, used_at) \
+             SELECT convert_to('rotated' || i, 'UTF8'), $1, 0, 4000000000, 1 \
+             FROM generate_series(1, 2500) AS i"
+        }
+    };
+    h.execute(rotated, &[&revoked]).await;
     refresh::revoke_family(&h.db, &revoked, "logout")
         .await
         .unwrap();
@@ -560,9 +576,14 @@ async fn pruning_removes_only_what_is_over_in_batches(backend: Backend) {
         .await
         .unwrap();
     assert!(refresh::family(&h.db, &revoked).await.unwrap().is_some());
-    retention::prune(&h.db, revoked_at + 86_402, keep)
+    let pruned = retention::prune(&h.db, revoked_at + 86_402, keep)
         .await
         .unwrap();
+    assert_eq!(
+        pruned.refresh,
+        2_501 + 1,
+        "its tokens by the batched statement, then the family"
+    );
     assert!(refresh::family(&h.db, &revoked).await.unwrap().is_none());
     assert!(refresh::family(&h.db, &kept).await.unwrap().is_some());
     h.finish().await;
