@@ -111,6 +111,12 @@ pub async fn grant(request: &TokenRequest<'_>, exchange: Exchange<'_>) -> Result
                 "the code was already used: what it issued is revoked".into(),
             ));
         }
+        // Recorded once, by the first replay.
+        Redeemed::ReplayedAgain => {
+            return Err(Refusal::InvalidGrant(
+                "the code was already used: what it issued is revoked".into(),
+            ))
+        }
     };
     let grant = spent.grant;
     if !crate::signin::pkce_verifies(verifier, &grant.code_challenge) {

@@ -83,6 +83,9 @@ pub enum Redeemed {
         /// by the revocation allowance (and the session ended instead).
         token: Appended,
     },
+    /// Replayed before this: what the first use issued was revoked with
+    /// the first replay's mark, and nothing is written again.
+    ReplayedAgain,
 }
 
 /// What a replay asks while it is recorded, about the access token its
@@ -742,6 +745,18 @@ where
     C: FnOnce(&str) -> Result<(), std::time::Duration>,
 {
     type Row = (Option<String>, Option<String>, Option<i64>, String, String);
+    // Most codes that cannot be claimed have nothing to record: unknown,
+    // expired, another client's, or replayed already (the first replay's
+    // mark came with every revocation). Read first: only a first replay
+    // takes the writer, and a code presented again and again costs reads.
+    let seen: Vec<(Option<i64>, Option<i64>)> = on_pool!(db.read(), p => sqlx::query_as(
+        "SELECT used_at, replayed_at FROM authorization_codes WHERE code_hash = $1 AND client_id = $2"
+    ).bind(hash).bind(client_id).fetch_all(p).await)?;
+    match seen.first() {
+        None | Some((None, _)) => return Ok(Redeemed::Invalid),
+        Some((Some(_), Some(_))) => return Ok(Redeemed::ReplayedAgain),
+        Some((Some(_), None)) => {}
+    }
     let at = now();
     let ReplayChecks {
         refused,
@@ -752,11 +767,12 @@ where
         let mut tx = p.begin_with(db.begin_write()).await?;
         let marked: Vec<Row> = sqlx::query_as::<_, Row>(
             "UPDATE authorization_codes SET replayed_at = $1 \
-             WHERE code_hash = $2 AND client_id = $3 AND used_at IS NOT NULL \
+             WHERE code_hash = $2 AND client_id = $3 AND used_at IS NOT NULL AND replayed_at IS NULL \
              RETURNING family_id, access_jti, access_expires_at, user_id, sid"
         ).bind(at).bind(hash).bind(client_id).fetch_all(&mut *tx).await?;
         let redeemed = match marked.into_iter().next() {
-            None => Redeemed::Invalid,
+            // Another replay marked it since the read.
+            None => Redeemed::ReplayedAgain,
             Some((family_id, access_jti, access_expires_at, user_id, sid)) => {
                 if let Some(family) = &family_id {
                     sqlx::query(crate::store::refresh::REVOKE_FAMILY)

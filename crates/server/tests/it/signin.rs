@@ -400,6 +400,38 @@ async fn code_replay_revokes_what_it_issued(backend: Backend) {
     let access = first.str("access_token");
     let second = exchange(&h, &s, &code, VERIFIER).await;
     assert_eq!(second.error(), "invalid_grant");
+    // Presented again and again (a second later): recorded once, by the
+    // first replay (its mark, its audit event); the others only read.
+    let marked = || async {
+        let hash = tessera_server::secret::token_digest(&code);
+        let rows: Vec<(Option<i64>,)> = match &h.db {
+            tessera_server::Db::Sqlite { writer, .. } => {
+                sqlx::query_as("SELECT replayed_at FROM authorization_codes WHERE code_hash = $1")
+                    .bind(hash)
+                    .fetch_all(writer)
+                    .await
+            }
+            tessera_server::Db::Postgres(pool) => {
+                sqlx::query_as("SELECT replayed_at FROM authorization_codes WHERE code_hash = $1")
+                    .bind(hash)
+                    .fetch_all(pool)
+                    .await
+            }
+        }
+        .unwrap();
+        rows.first().and_then(|(at,)| *at)
+    };
+    let first_mark = marked().await;
+    assert!(first_mark.is_some());
+    h.next_second().await;
+    for _ in 0..3 {
+        let again = exchange(&h, &s, &code, VERIFIER).await;
+        assert_eq!(again.error(), "invalid_grant");
+    }
+    assert_eq!(marked().await, first_mark);
+    crate::wait_for_audit(&h, "code_replayed", 1).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    crate::wait_for_audit(&h, "code_replayed", 1).await;
     // The refresh token and the access token of the first use are dead.
     let refreshed = h
         .post(

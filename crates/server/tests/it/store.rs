@@ -759,6 +759,7 @@ async fn codes_committed_in_groups_keep_every_binding(backend: Backend) {
                 invalid += 1;
                 assert_ne!(by, client, "its own client's claim is never refused");
             }
+            (_, _, Ok(Redeemed::ReplayedAgain)) => panic!("each code is replayed once"),
             (_, _, Err(e)) => panic!("{e}"),
         }
     }
