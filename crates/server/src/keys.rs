@@ -156,6 +156,16 @@ pub struct Keys {
 
 /// The label and the plaintext of the row that ties a database to one
 /// master key.
+/// Store a key (`$1` kid, `$2` alg, `$3` sealed, `$4` public JWK, `$5`
+/// created, `$6` activation) as the next generation, if the highest
+/// stored is at most `$7`; nothing when another instance stored that
+/// generation first.
+const INSERT_NEXT: &str =
+    "INSERT INTO signing_keys (kid, generation, alg, sealed_key, public_jwk, created_at, activate_at) \
+     SELECT $1, next.generation, $2, $3, $4, $5, $6 \
+     FROM (SELECT COALESCE(MAX(generation), 0) + 1 AS generation FROM signing_keys) AS next \
+     WHERE next.generation - 1 <= $7 ON CONFLICT DO NOTHING";
+
 const MASTER_CHECK: &str = "tessera master key check";
 
 impl std::fmt::Debug for Ring {
@@ -405,6 +415,12 @@ impl Keys {
         let mut opened = self.open_all(&rows)?;
         self.claim_master().await?;
         let mut stored = false;
+        if rows.is_empty() {
+            self.insert_first(&self.policy.algorithms(), made_at)
+                .await?;
+            rows = self.fetch().await?;
+            stored = true;
+        }
         // Keys stored before this maintenance: the algorithms' first keys
         // on a new database are made at once, by any start.
         let in_service = !rows.is_empty();
@@ -528,6 +544,63 @@ impl Keys {
         Ok(rows)
     }
 
+    /// The first keys of a new database, one per algorithm, signing at
+    /// once, in one transaction. A start cut short between two stored
+    /// keys would leave a database in service without the others, which
+    /// the next start takes for algorithms added later: announced first,
+    /// and every ID token failing meanwhile. Another instance storing its
+    /// first keys at the same moment: the generations are taken in the
+    /// same order, each by one of them.
+    async fn insert_first(&self, algorithms: &[Algorithm], now: i64) -> Result<(), Error> {
+        let mut made = Vec::new();
+        for alg in algorithms.iter().copied() {
+            made.push((alg, self.make_key(alg).await?));
+        }
+        let mut stored = Vec::new();
+        on_pool!(self.db.write(), p => {
+            let mut tx = p.begin_with(self.db.begin_write()).await?;
+            for (seen, (alg, (kid, sealed, public))) in (0_i64..).zip(&made) {
+                let inserted = sqlx::query(INSERT_NEXT)
+                    .bind(kid).bind(alg.as_str()).bind(sealed).bind(public).bind(now).bind(now)
+                    .bind(seen)
+                    .execute(&mut *tx).await?.rows_affected();
+                if inserted == 1 {
+                    stored.push((*alg, kid.clone()));
+                }
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(())
+        })?;
+        for (alg, kid) in stored {
+            self.record_created(&kid, alg, now).await;
+        }
+        Ok(())
+    }
+
+    /// A new key of `alg`: its id, its private key sealed under the
+    /// master key, its public JWK.
+    async fn make_key(&self, alg: Algorithm) -> Result<(String, Vec<u8>, String), Error> {
+        let key = tokio::task::spawn_blocking(move || SigningKey::generate(alg))
+            .await
+            .map_err(|e| Error::Invalid(format!("key generation task: {e}")))??
+            .with_thumbprint_kid()?;
+        let kid = key.kid().unwrap_or_default().to_owned();
+        let sealed = self.master.seal(&kid, key.to_pkcs8_der()?.expose())?;
+        let public = key.verifying_key()?.to_public_jwk()?.to_json();
+        Ok((kid, sealed, public))
+    }
+
+    /// The key is stored (and published from the next reload): a failure
+    /// to record it is logged, never reported as a failed insert, which
+    /// the caller would retry into a second key.
+    async fn record_created(&self, kid: &str, alg: Algorithm, activate_at: i64) {
+        let event = crate::store::audit::Event::new("key_created")
+            .detail(format!("kid={kid} alg={alg} activate_at={activate_at}"));
+        if let Err(e) = crate::store::audit::record(&self.db, event).await {
+            tracing::error!(error = %e, %kid, "key stored, but its audit event was not");
+        }
+    }
+
     /// Insert the next generation; `None` when another instance got there
     /// first (the caller re-reads). With `seen` (the highest generation
     /// the caller decided from), only if no key was stored after it.
@@ -538,32 +611,14 @@ impl Keys {
         activate_at: i64,
         seen: Option<i64>,
     ) -> Result<Option<String>, Error> {
-        let key = tokio::task::spawn_blocking(move || SigningKey::generate(alg))
-            .await
-            .map_err(|e| Error::Invalid(format!("key generation task: {e}")))??
-            .with_thumbprint_kid()?;
-        let kid = key.kid().unwrap_or_default().to_owned();
-        let sealed = self.master.seal(&kid, key.to_pkcs8_der()?.expose())?;
-        let public = key.verifying_key()?.to_public_jwk()?.to_json();
-        let inserted = on_pool!(self.db.write(), p => sqlx::query(
-            "INSERT INTO signing_keys (kid, generation, alg, sealed_key, public_jwk, created_at, activate_at) \
-             SELECT $1, next.generation, $2, $3, $4, $5, $6 \
-             FROM (SELECT COALESCE(MAX(generation), 0) + 1 AS generation FROM signing_keys) AS next \
-             WHERE next.generation - 1 <= $7 ON CONFLICT DO NOTHING"
-        )
+        let (kid, sealed, public) = self.make_key(alg).await?;
+        let inserted = on_pool!(self.db.write(), p => sqlx::query(INSERT_NEXT)
         .bind(&kid).bind(alg.as_str()).bind(sealed).bind(public).bind(now).bind(activate_at)
         .bind(seen.unwrap_or(i64::MAX))
         .execute(p).await.map(|r| r.rows_affected()))?;
         let won = inserted == 1;
         if won {
-            // The key is stored (and published from the next reload): a
-            // failure to record it is logged, never reported as a failed
-            // insert, which the caller would retry into a second key.
-            let event = crate::store::audit::Event::new("key_created")
-                .detail(format!("kid={kid} alg={alg} activate_at={activate_at}"));
-            if let Err(e) = crate::store::audit::record(&self.db, event).await {
-                tracing::error!(error = %e, %kid, "key stored, but its audit event was not");
-            }
+            self.record_created(&kid, alg, activate_at).await;
         }
         Ok(won.then_some(kid))
     }

@@ -49,6 +49,60 @@ both_backends!(
     a_key_made_while_the_clock_is_held_back_is_announced_by_the_wall_clock,
 );
 
+/// A first start cut short between its first keys (here: the ID-token
+/// key's insert fails) stores none, and the next start makes them all,
+/// signing at once. Before, the access-token key stayed: the next start
+/// took RS256 for an algorithm added to a database in service, made its
+/// key announced for an hour, and every ID token failed meanwhile.
+#[tokio::test]
+async fn a_first_start_stores_all_its_keys_or_none() {
+    let test_db = crate::TestDb::new(Backend::Sqlite).await.unwrap();
+    let db = tessera_server::db::Db::open(&test_db.url, 1, tessera_server::db::Schema::Migrate)
+        .await
+        .unwrap();
+    let tessera_server::db::Pool::Sqlite(writer) = db.write() else {
+        unreachable!("a SQLite database")
+    };
+    let count = || async {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM signing_keys")
+            .fetch_one(writer)
+            .await
+            .unwrap();
+        n
+    };
+    sqlx::query(
+        "CREATE TRIGGER cut_short BEFORE INSERT ON signing_keys WHEN NEW.alg = 'RS256' \
+         BEGIN SELECT RAISE(ABORT, 'cut short'); END",
+    )
+    .execute(writer)
+    .await
+    .unwrap();
+    let failed = tessera_server::open(test_db.config()).await;
+    assert!(failed.is_err());
+    assert_eq!(count().await, 0, "none of the first keys");
+    sqlx::query("DROP TRIGGER cut_short")
+        .execute(writer)
+        .await
+        .unwrap();
+    let opened = tessera_server::open(test_db.config()).await.unwrap();
+    assert_eq!(count().await, 2);
+    let now = tessera_server::store::now();
+    for alg in [
+        tessera_jose::Algorithm::ES256,
+        tessera_jose::Algorithm::RS256,
+    ] {
+        let signer = opened.keys.signer_for(alg, now).unwrap();
+        let (info, state) = opened
+            .keys
+            .list(now)
+            .into_iter()
+            .find(|(k, _)| Some(k.kid.as_str()) == signer.kid())
+            .unwrap();
+        assert!(info.activate_at <= now, "{info:?} {state:?}");
+    }
+    db.close().await;
+}
+
 /// `tessera keys rotate` run on a host whose clock is three hours slow
 /// (PostgreSQL: the command need not run where the servers do). Its key
 /// is announced from the database's time: before, it was stored as
