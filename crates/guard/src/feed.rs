@@ -128,6 +128,7 @@ pub struct RevocationFeedBuilder {
     bound: Duration,
     first_sync_wait: Duration,
     idle_timeout: Duration,
+    heartbeat: Duration,
     transport: Transport,
 }
 
@@ -139,6 +140,7 @@ impl std::fmt::Debug for RevocationFeedBuilder {
             .field("client_secret", &"[redacted]")
             .field("policy", &self.policy)
             .field("bound", &self.bound)
+            .field("heartbeat", &self.heartbeat)
             .finish_non_exhaustive()
     }
 }
@@ -160,6 +162,7 @@ impl RevocationFeed {
             bound: Duration::from_secs(60),
             first_sync_wait: Duration::from_secs(3),
             idle_timeout: Duration::from_secs(25),
+            heartbeat: Duration::from_secs(10),
             transport: Transport::default(),
         }
     }
@@ -291,10 +294,11 @@ impl RevocationFeedBuilder {
 
     /// How long the feed may be unreachable before the policy applies
     /// (default 60 s). It runs from the last sign of life (an event, or
-    /// the issuer's heartbeat when quiet: every 10 s from Tessera), also
-    /// while a connection that went silent is still open; keep it above
-    /// the issuer's heartbeat interval, or a quiet, healthy feed counts
-    /// as unreachable between heartbeats.
+    /// the issuer's heartbeat when quiet), also while a connection that
+    /// went silent is still open. A quiet, healthy connection is silent
+    /// between heartbeats, so an open connection is given up on no sooner
+    /// than one and a half heartbeat intervals (15 s by default) after
+    /// its last sign of life, whatever the bound.
     #[must_use]
     pub fn unreachable_after(mut self, bound: Duration) -> RevocationFeedBuilder {
         self.bound = bound;
@@ -315,6 +319,14 @@ impl RevocationFeedBuilder {
     #[must_use]
     pub fn idle_timeout(mut self, timeout: Duration) -> RevocationFeedBuilder {
         self.idle_timeout = timeout;
+        self
+    }
+
+    /// How often the issuer sends a heartbeat when the feed is quiet
+    /// (Tessera: every 10 s, the default).
+    #[must_use]
+    pub fn issuer_heartbeat(mut self, every: Duration) -> RevocationFeedBuilder {
+        self.heartbeat = every;
         self
     }
 
@@ -717,7 +729,13 @@ impl Subscriber {
         ready: bool,
     ) -> Result<Option<S::Item>, tokio::time::error::Elapsed> {
         let idle = self.builder.idle_timeout;
-        let bound = self.builder.bound;
+        // Silent between heartbeats is healthy: not stale before half a
+        // heartbeat more has passed without one.
+        let heartbeat = self.builder.heartbeat;
+        let bound = self
+            .builder
+            .bound
+            .max(heartbeat.saturating_add(heartbeat / 2));
         if !ready || bound >= idle {
             return tokio::time::timeout(idle, events.next()).await;
         }

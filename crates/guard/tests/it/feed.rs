@@ -544,11 +544,14 @@ async fn a_feed_gone_silent_is_not_trusted_past_its_bound() {
     let issuer = Issuer::start().await;
     let key = key();
     let t = token(&key, &issuer.base, "j1", "alice");
+    // (This issuer would send a heartbeat every 200 ms when quiet; it
+    // sends none at all.)
     let strict = guard(
         &issuer,
         &key,
         feed(&issuer)
-            .unreachable_after(Duration::from_millis(600))
+            .unreachable_after(Duration::from_millis(1500))
+            .issuer_heartbeat(Duration::from_millis(200))
             .idle_timeout(Duration::from_secs(20))
             .when_unreachable(WhenUnreachable::Refuse)
             .start()
@@ -559,13 +562,13 @@ async fn a_feed_gone_silent_is_not_trusted_past_its_bound() {
     })
     .await;
     strict.verify(&t).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    tokio::time::sleep(Duration::from_millis(2200)).await;
     let status = strict.revocations().unwrap().status();
     assert!(!status.current, "{status:?}");
     assert!(
         status
             .stale_for
-            .is_some_and(|s| s >= Duration::from_millis(600)),
+            .is_some_and(|s| s >= Duration::from_millis(1500)),
         "{status:?}"
     );
     assert_eq!(
@@ -590,6 +593,32 @@ async fn a_feed_gone_silent_is_not_trusted_past_its_bound() {
 }
 
 #[tokio::test]
+async fn a_quiet_feed_is_current_between_heartbeats_whatever_the_bound() {
+    // A bound shorter than the issuer's heartbeat (10 s by default): the
+    // connection is quiet and healthy, and must not count as unreachable
+    // between heartbeats.
+    let issuer = Issuer::start().await;
+    let key = key();
+    let t = token(&key, &issuer.base, "j1", "alice");
+    let strict = guard(
+        &issuer,
+        &key,
+        feed(&issuer)
+            .unreachable_after(Duration::from_millis(300))
+            .when_unreachable(WhenUnreachable::Refuse)
+            .start()
+            .unwrap(),
+    );
+    eventually("the feed is current", async || {
+        strict.revocations().unwrap().status().current
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(strict.revocations().unwrap().status().current);
+    strict.verify(&t).await.unwrap();
+}
+
+#[tokio::test]
 async fn a_feed_whose_task_is_gone_is_not_trusted_past_its_bound() {
     // The subscription runs on a runtime that then shuts down (the task
     // is gone, as after a panic): nothing keeps the set current, and the
@@ -605,7 +634,7 @@ async fn a_feed_whose_task_is_gone_is_not_trusted_past_its_bound() {
     let started = {
         let _entered = elsewhere.enter();
         feed(&issuer)
-            .unreachable_after(Duration::from_millis(600))
+            .unreachable_after(Duration::from_millis(1500))
             .when_unreachable(WhenUnreachable::Refuse)
             .start()
             .unwrap()
@@ -620,7 +649,7 @@ async fn a_feed_whose_task_is_gone_is_not_trusted_past_its_bound() {
         .await
         .unwrap();
     assert!(!strict.revocations().unwrap().status().current);
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::sleep(Duration::from_millis(1700)).await;
     assert_eq!(
         strict.verify(&t).await.unwrap_err(),
         Rejection::RevocationsUnavailable
