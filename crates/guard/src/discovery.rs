@@ -30,12 +30,21 @@ pub(crate) async fn metadata(
     max_bytes: usize,
 ) -> Result<(String, Map<String, Value>), FetchError> {
     let (oauth, openid) = metadata_urls(issuer)?;
-    match metadata_at(http, &oauth, issuer, max_bytes).await {
-        Ok(found) => Ok((oauth, found)),
-        Err(first) => match metadata_at(http, &openid, issuer, max_bytes).await {
-            Ok(found) => Ok((openid, found)),
-            Err(second) => Err(FetchError(format!("no usable metadata: {first}; {second}"))),
-        },
+    // Both asked at once, the RFC 8414 document preferred: one after the
+    // other, an RFC 8414 path that hangs instead of answering 404 (a
+    // firewall's tarpit) spent the whole budget, and issuers that publish
+    // only OpenID Connect metadata were never found.
+    let (first, second) = futures_util::future::join(
+        metadata_at(http, &oauth, issuer, max_bytes),
+        metadata_at(http, &openid, issuer, max_bytes),
+    )
+    .await;
+    match (first, second) {
+        (Ok(found), _) => Ok((oauth, found)),
+        (Err(_), Ok(found)) => Ok((openid, found)),
+        (Err(first), Err(second)) => {
+            Err(FetchError(format!("no usable metadata: {first}; {second}")))
+        }
     }
 }
 

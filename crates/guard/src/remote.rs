@@ -154,9 +154,10 @@ impl RemoteJwks {
         self
     }
 
-    /// The longest a fetch may take (5 s), the issuer's metadata included
-    /// when the keys are found through it, and the largest document
-    /// accepted (512 KiB).
+    /// The longest a request may take (5 s), and the largest document
+    /// accepted (512 KiB). A fetch that finds the key set through the
+    /// issuer's metadata makes two requests in turn (the metadata's two
+    /// documents are asked at once), and may take twice that.
     pub fn limits(mut self, timeout: Duration, max_bytes: usize) -> Result<RemoteJwks, FetchError> {
         self.client = self.transport.client(timeout)?;
         self.timeout = timeout;
@@ -262,13 +263,19 @@ impl RemoteJwks {
         started: Instant,
         _turn: tokio::sync::OwnedMutexGuard<()>,
     ) -> Result<Arc<KeySet>, FetchError> {
-        let fetched = tokio::time::timeout(self.timeout, self.fetch())
+        // A request's time each: the metadata's (both documents asked at
+        // once) when the key set's URL is to be found, then the key set's.
+        let steps = match self.source {
+            Source::Issuer(_) if self.known_jwks_uri().is_none() => 2,
+            _ => 1,
+        };
+        let budget = self.timeout.saturating_mul(steps);
+        let fetched = tokio::time::timeout(budget, self.fetch())
             .await
             .unwrap_or_else(|_| {
                 Err(FetchError(format!(
-                    "{}: no keys within {:?}",
+                    "{}: no keys within {budget:?}",
                     self.source_text(),
-                    self.timeout
                 )))
             });
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
@@ -437,14 +444,28 @@ impl RemoteJwks {
     /// GET `url`: 200, at most `max_bytes`, with the max-age to keep it.
     async fn get(&self, url: &str) -> Result<(String, Duration), FetchError> {
         let (text, headers) = discovery::get(&self.client, url, self.max_bytes).await?;
-        let age = headers
-            .get(http::header::CACHE_CONTROL)
-            .and_then(|v| v.to_str().ok())
-            .and_then(max_age)
+        let age = fresh_for(&headers)
             .unwrap_or(self.default_age)
             .clamp(self.min_age, self.max_age);
         Ok((text, age))
     }
+}
+
+/// How much longer a response stays fresh by its headers (RFC 9111
+/// §4.2): its `max-age` less the `Age` a cache in the way has kept it
+/// already (a CDN's copy of a key set that is nearly stale is not fresh
+/// for a whole `max-age` more).
+fn fresh_for(headers: &http::HeaderMap) -> Option<Duration> {
+    let lifetime = headers
+        .get(http::header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+        .and_then(max_age)?;
+    let age = headers
+        .get(http::header::AGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(Duration::ZERO, Duration::from_secs);
+    Some(lifetime.saturating_sub(age))
 }
 
 /// `max-age` of a `Cache-Control` value (`no-store`/`no-cache`: zero,
@@ -456,8 +477,17 @@ fn max_age(value: &str) -> Option<Duration> {
         if lower == "no-store" || lower == "no-cache" {
             return Some(Duration::ZERO);
         }
-        if let Some(secs) = lower.strip_prefix("max-age=") {
-            age = secs.trim_matches('"').parse().ok().map(Duration::from_secs);
+        // `max-age=300`; spaces around `=` are outside the grammar, but
+        // meant the same.
+        if let Some((name, secs)) = lower.split_once('=') {
+            if name.trim_end() == "max-age" {
+                age = secs
+                    .trim_start()
+                    .trim_matches('"')
+                    .parse()
+                    .ok()
+                    .map(Duration::from_secs);
+            }
         }
     }
     age
@@ -465,7 +495,7 @@ fn max_age(value: &str) -> Option<Duration> {
 
 #[cfg(test)]
 mod tests {
-    use super::{max_age, RemoteJwks};
+    use super::{fresh_for, max_age, RemoteJwks};
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
@@ -530,5 +560,25 @@ mod tests {
         assert_eq!(max_age("no-store"), Some(Duration::ZERO));
         assert_eq!(max_age("public"), None);
         assert_eq!(max_age("max-age=soon"), None);
+        assert_eq!(max_age("max-age = 300"), Some(Duration::from_secs(300)));
+        assert_eq!(max_age("s-maxage=300"), None);
+    }
+
+    #[test]
+    fn a_cached_copy_is_fresh_for_what_is_left_of_its_max_age() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut map = http::HeaderMap::new();
+            for (name, value) in pairs {
+                map.insert(*name, http::HeaderValue::from_static(value));
+            }
+            map
+        };
+        let cdn = headers(&[("cache-control", "max-age=3600"), ("age", "3500")]);
+        assert_eq!(fresh_for(&cdn), Some(Duration::from_secs(100)));
+        let older = headers(&[("cache-control", "max-age=60"), ("age", "120")]);
+        assert_eq!(fresh_for(&older), Some(Duration::ZERO));
+        let direct = headers(&[("cache-control", "max-age=60")]);
+        assert_eq!(fresh_for(&direct), Some(Duration::from_secs(60)));
+        assert_eq!(fresh_for(&headers(&[("age", "5")])), None);
     }
 }

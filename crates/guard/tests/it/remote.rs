@@ -521,6 +521,13 @@ async fn openid_only_issuer(keys: &[&SigningKey], path: &str) -> (String, Arc<At
     let trimmed = path.trim_end_matches('/').to_owned();
     let app = Router::new()
         .route(
+            "/.well-known/oauth-authorization-server/hangs",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                axum::http::StatusCode::NOT_FOUND
+            }),
+        )
+        .route(
             &format!("{trimmed}/.well-known/openid-configuration"),
             get({
                 let served = served.clone();
@@ -561,6 +568,26 @@ async fn issuers_with_only_openid_metadata_a_trailing_slash_or_a_path_are_discov
         };
         assert!(g.verify(&token(&a, &other)).await.is_err(), "{other}");
     }
+}
+
+/// An issuer whose RFC 8414 path hangs (a firewall's tarpit) instead of
+/// answering 404, and which publishes OpenID Connect metadata: its keys
+/// are found. Before, the RFC 8414 request spent the whole budget, the
+/// OpenID Connect document was never asked, and every request got 503.
+#[tokio::test]
+async fn a_metadata_path_that_hangs_does_not_hide_the_other() {
+    let a = key();
+    // (The host answers this issuer's RFC 8414 path only after a minute.)
+    let (issuer, calls) = openid_only_issuer(&[&a], "/hangs").await;
+    let remote = RemoteJwks::discover(&issuer)
+        .unwrap()
+        .limits(Duration::from_millis(700), 512 * 1024)
+        .unwrap();
+    let g = Guard::builder(&issuer, AUD, remote).build().unwrap();
+    g.verify(&token(&a, &issuer))
+        .await
+        .unwrap_or_else(|e| panic!("{issuer}: {e:?}"));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]
