@@ -51,6 +51,8 @@ pub struct App {
     pub stopping: tokio::sync::watch::Sender<bool>,
     /// The RFC 8414 metadata document, made on first use.
     pub(crate) metadata: std::sync::OnceLock<String>,
+    /// The revocation feed's streams open here, by client.
+    pub(crate) feed_streams: crate::http::revocation_feed::OpenStreams,
 }
 
 impl App {
@@ -80,6 +82,7 @@ impl App {
             clients,
             access: AccessTokens::new(config.issuer.clone(), Arc::clone(&keys), revocations),
             metadata: std::sync::OnceLock::new(),
+            feed_streams: crate::http::revocation_feed::OpenStreams::default(),
             codes: crate::store::codes::CodeWriter::start(db.clone()),
             stopping: tokio::sync::watch::channel(false).0,
             config,

@@ -91,6 +91,19 @@ impl OAuthError {
         }
     }
 
+    /// A client holding as many revocation-feed streams as it may (429
+    /// with `Retry-After`).
+    pub fn too_many_streams(retry_after: u64) -> OAuthError {
+        OAuthError {
+            retry_after: Some(retry_after.max(1)),
+            ..OAuthError::new(
+                "invalid_request",
+                StatusCode::TOO_MANY_REQUESTS,
+                "this client has as many revocation streams open here as it may",
+            )
+        }
+    }
+
     /// A client revoking access tokens faster than its allowance (503
     /// with `Retry-After`, which RFC 7009 §2.2.1 defines for revocation:
     /// the token still exists, retry later).

@@ -34,7 +34,7 @@ mod logout;
 mod metrics;
 mod page_params;
 pub mod pages;
-mod revocation_feed;
+pub(crate) mod revocation_feed;
 mod revoke;
 mod token;
 mod userinfo;
@@ -49,6 +49,7 @@ pub(crate) use self::metrics::upkeep as metrics_upkeep;
 
 use crate::app::App;
 pub use error::OAuthError;
+pub use revocation_feed::STREAMS_PER_CLIENT;
 
 /// Largest request body accepted (forms are small).
 const BODY_LIMIT: usize = 16 * 1024;

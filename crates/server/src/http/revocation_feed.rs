@@ -37,9 +37,9 @@
 //! Authorization: an access token of this server with the
 //! `revocations:read` scope (a client credential given that scope).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -70,6 +70,51 @@ const RECHECK: Duration = Duration::from_secs(10);
 
 /// Events taken from the log at a time.
 const BATCH: usize = 1000;
+
+/// Streams one client may hold open at one instance at once. Each of a
+/// resource server's replicas holds one; without a bound, one credential
+/// could hold every connection the listener allows, and make every
+/// change of the log cost as many checks of its token.
+pub const STREAMS_PER_CLIENT: usize = 64;
+
+/// The streams open at this instance, by client.
+#[derive(Debug, Default)]
+pub struct OpenStreams(Arc<Mutex<HashMap<String, usize>>>);
+
+impl OpenStreams {
+    /// A place for one more stream of `client_id`, if it has fewer than
+    /// [`STREAMS_PER_CLIENT`] open; given back when dropped.
+    fn take(&self, client_id: &str) -> Option<StreamPlace> {
+        let mut open = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let count = open.entry(client_id.to_owned()).or_default();
+        if *count >= STREAMS_PER_CLIENT {
+            return None;
+        }
+        *count += 1;
+        Some(StreamPlace {
+            open: Arc::clone(&self.0),
+            client_id: client_id.to_owned(),
+        })
+    }
+}
+
+/// One open stream's place, held as long as the stream is.
+struct StreamPlace {
+    open: Arc<Mutex<HashMap<String, usize>>>,
+    client_id: String,
+}
+
+impl Drop for StreamPlace {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = open.get_mut(&self.client_id) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.client_id);
+            }
+        }
+    }
+}
 
 /// The route, behind the guard and the feed's scope.
 pub fn routes(app: &App) -> Router<Arc<App>> {
@@ -146,10 +191,14 @@ async fn feed(State(app): State<Arc<App>>, headers: HeaderMap, token: AccessToke
         }
         _ => false,
     };
+    let Some(place) = app.feed_streams.take(token.client_id().unwrap_or_default()) else {
+        return OAuthError::too_many_streams(RECHECK.as_secs()).into_response();
+    };
     let changes = revocations.subscribe();
     let stopping = app.stopping.subscribe();
     let stream = futures_util::stream::unfold(
         Subscription {
+            _place: place,
             app,
             token,
             revocations,
@@ -186,6 +235,8 @@ async fn feed(State(app): State<Arc<App>>, headers: HeaderMap, token: AccessToke
 
 /// One subscriber's place in the log.
 struct Subscription {
+    /// Its client's count of open streams, until it ends.
+    _place: StreamPlace,
     app: Arc<App>,
     /// The token the stream was opened with.
     token: AccessToken,

@@ -47,6 +47,54 @@ async fn subscribe(
     response.into_body().into_data_stream()
 }
 
+/// One client holds at most `STREAMS_PER_CLIENT` streams open at an
+/// instance; the next is 429 with `Retry-After`, another client's is
+/// served, and a place comes back when a stream ends.
+#[tokio::test]
+async fn a_client_holds_a_bounded_number_of_feed_streams() {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tessera_server::http::STREAMS_PER_CLIENT;
+    use tower::ServiceExt;
+    let Some(h) = Harness::new(Backend::Sqlite).await else {
+        return;
+    };
+    let (rs, secret) = h
+        .client(&[GrantType::ClientCredentials], "revocations:read")
+        .await;
+    let token = h.client_credentials_token(&rs, &secret).await;
+    let open = |token: String| {
+        let router = h.router.clone();
+        async move {
+            router
+                .oneshot(
+                    Request::get("/oauth2/revocations")
+                        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                        .body(Body::empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let mut streams = Vec::new();
+    for _ in 0..STREAMS_PER_CLIENT {
+        let response = open(token.clone()).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        streams.push(response);
+    }
+    let refused = open(token.clone()).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused.headers().contains_key(header::RETRY_AFTER));
+    let (other, other_secret) = h
+        .client(&[GrantType::ClientCredentials], "revocations:read")
+        .await;
+    let theirs = h.client_credentials_token(&other, &other_secret).await;
+    assert_eq!(open(theirs).await.status(), StatusCode::OK);
+    drop(streams.pop());
+    assert_eq!(open(token).await.status(), StatusCode::OK);
+}
+
 /// What a subscription sends up to `ready` (the backlog comes at once).
 async fn until_ready(body: &mut axum::body::BodyDataStream) -> String {
     use futures_util::StreamExt;
