@@ -154,8 +154,6 @@ pub struct Keys {
     longest_ttl: std::sync::atomic::AtomicI64,
 }
 
-/// The label and the plaintext of the row that ties a database to one
-/// master key.
 /// Store a key (`$1` kid, `$2` alg, `$3` sealed, `$4` public JWK, `$5`
 /// created, `$6` activation) as the next generation, if the highest
 /// stored is at most `$7`; nothing when another instance stored that
@@ -166,6 +164,8 @@ const INSERT_NEXT: &str =
      FROM (SELECT COALESCE(MAX(generation), 0) + 1 AS generation FROM signing_keys) AS next \
      WHERE next.generation - 1 <= $7 ON CONFLICT DO NOTHING";
 
+/// The label and the plaintext of the row that ties a database to one
+/// master key.
 const MASTER_CHECK: &str = "tessera master key check";
 
 impl std::fmt::Debug for Ring {
@@ -346,30 +346,53 @@ impl Keys {
         if let Some(at) = algorithms.iter().position(|a| *a == self.policy.algorithm) {
             algorithms[..=at].rotate_right(1);
         }
-        let mut kids = Vec::new();
+        let mut made = Vec::new();
         for alg in algorithms {
-            kids.push(self.insert_retrying(alg, now, activate_at).await?);
+            made.push((alg, self.make_key(alg).await?));
         }
-        self.update(false, now).await?;
-        Ok(kids)
-    }
-
-    /// Insert the next key of `alg`; another instance inserting the same
-    /// generation at the same moment makes an attempt a no-op, and the
-    /// next attempt takes the generation after.
-    async fn insert_retrying(
-        &self,
-        alg: Algorithm,
-        now: i64,
-        activate_at: i64,
-    ) -> Result<String, Error> {
+        // All in one transaction: a rotation away from a leaked key that
+        // failed halfway would answer an error for keys it had stored,
+        // and its retry would store a second key of the first algorithm.
         for _ in 0..5 {
-            if let Some(kid) = self.insert_next(alg, now, activate_at, None).await? {
-                return Ok(kid);
+            let stored = on_pool!(self.db.write(), p => {
+                let mut tx = p.begin_with(self.db.begin_write()).await?;
+                let mut all = true;
+                for (alg, (kid, sealed, public)) in &made {
+                    let inserted = sqlx::query(INSERT_NEXT)
+                        .bind(kid).bind(alg.as_str()).bind(sealed).bind(public)
+                        .bind(now).bind(activate_at).bind(i64::MAX)
+                        .execute(&mut *tx).await?.rows_affected();
+                    if inserted != 1 {
+                        // Another instance took the generation: again.
+                        all = false;
+                        break;
+                    }
+                }
+                if all {
+                    tx.commit().await?;
+                } else {
+                    tx.rollback().await?;
+                }
+                Ok::<_, sqlx::Error>(all)
+            })?;
+            if !stored {
+                continue;
             }
+            let mut kids = Vec::new();
+            for (alg, (kid, _, _)) in made {
+                self.record_created(&kid, alg, activate_at).await;
+                kids.push(kid);
+            }
+            // Stored: that is the answer. A reload that fails here (a key
+            // row that does not open) is the maintenance's to report; it
+            // reads these keys at its next round.
+            if let Err(e) = self.update(false, now).await {
+                tracing::error!(error = %e, "new keys stored, but the signing keys could not be read again");
+            }
+            return Ok(kids);
         }
         Err(Error::Database(
-            "could not store a new key: other instances kept winning".into(),
+            "could not store new keys: other instances kept winning".into(),
         ))
     }
 
@@ -410,7 +433,14 @@ impl Keys {
     /// signing follows: made by a held-back `now`, it would sign as much
     /// earlier, unannounced.
     async fn update(&self, remove: bool, now: i64) -> Result<(), Error> {
-        let made_at = now.max(crate::store::now());
+        // By the database's clock on PostgreSQL: an admin command may run
+        // on a host whose clock is off (this decides when a key signs).
+        let wall = self
+            .db
+            .database_time()
+            .await?
+            .unwrap_or_else(crate::store::now);
+        let made_at = now.max(wall);
         let mut rows = self.fetch().await?;
         let mut opened = self.open_all(&rows)?;
         self.claim_master().await?;

@@ -103,6 +103,48 @@ async fn a_first_start_stores_all_its_keys_or_none() {
     db.close().await;
 }
 
+/// A rotation by hand stores its keys all or none (one failing, none is
+/// stored, and the error says so), and once they are stored it says so,
+/// even if reading the key ring again then fails (a row that does not
+/// open): before, it answered an error for committed keys, and a retry
+/// stored a second key of the first algorithm.
+#[tokio::test]
+async fn a_rotation_by_hand_stores_all_its_keys_or_none_and_says_which() {
+    let Some(h) = Harness::new(Backend::Sqlite).await else {
+        return;
+    };
+    let tessera_server::db::Pool::Sqlite(writer) = h.db.write() else {
+        unreachable!("a SQLite database")
+    };
+    let count = || async {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM signing_keys")
+            .fetch_one(writer)
+            .await
+            .unwrap();
+        n
+    };
+    assert_eq!(count().await, 2);
+    h.execute(
+        "CREATE TRIGGER cut_short BEFORE INSERT ON signing_keys WHEN NEW.alg = 'RS256' \
+         BEGIN SELECT RAISE(ABORT, 'cut short'); END",
+        &[],
+    )
+    .await;
+    assert!(h.app.keys.rotate().await.is_err());
+    assert_eq!(count().await, 2, "no key of the rotation");
+    h.execute("DROP TRIGGER cut_short", &[]).await;
+    // A row no one can open (stored by hand, or damaged).
+    h.execute(
+        "INSERT INTO signing_keys (kid, generation, alg, sealed_key, public_jwk, created_at, activate_at) \
+         VALUES ('damaged', 100, 'ES256', x'00', '{}', 0, 4000000000)",
+        &[],
+    )
+    .await;
+    let kids = h.app.keys.rotate().await.unwrap();
+    assert_eq!(kids.len(), 2);
+    assert_eq!(count().await, 5);
+}
+
 /// `tessera keys rotate` run on a host whose clock is three hours slow
 /// (PostgreSQL: the command need not run where the servers do). Its key
 /// is announced from the database's time: before, it was stored as
