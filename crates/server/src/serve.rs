@@ -182,6 +182,28 @@ pub async fn serve(
              verifiers that cache the JWKS may refuse tokens of a new key until they refetch"
         );
     }
+    // A client registered for an ID-token algorithm the configuration
+    // has since dropped gets no ID token once that algorithm's keys are
+    // removed (its code exchanges fail): said at every start.
+    match crate::store::clients::id_token_algorithms_in_use(&db).await {
+        Ok(in_use) => {
+            for (alg, clients) in in_use {
+                let configured = config
+                    .keys
+                    .id_token_algorithms
+                    .iter()
+                    .any(|a| a.as_str() == alg);
+                if !configured {
+                    tracing::error!(
+                        alg,
+                        clients,
+                        "clients sign in with ID tokens of an algorithm keys.id_token_algorithms                          no longer lists: once its keys are removed, their code exchanges fail;                          add it back, or delete and register those clients again"
+                    );
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "the clients' ID-token algorithms could not be read"),
+    }
     let grace = secs(config.refresh_grace);
     let keep = Retention {
         audit: config.audit_retain.map(secs),

@@ -456,6 +456,15 @@ pub async fn add(db: &Db, new: NewClient) -> Result<Added, Error> {
     })
 }
 
+/// The ID-token algorithms clients registered (`id_token_alg`), each
+/// with how many clients use it.
+pub async fn id_token_algorithms_in_use(db: &Db) -> Result<Vec<(String, i64)>, Error> {
+    let rows = on_pool!(db.read(), p => sqlx::query_as::<_, (String, i64)>(
+        "SELECT id_token_alg, COUNT(*) FROM clients WHERE id_token_alg IS NOT NULL GROUP BY id_token_alg"
+    ).fetch_all(p).await)?;
+    Ok(rows)
+}
+
 const COLUMNS: &str = "client_id, name, secret_hash, grants, scopes, audiences, jwks, access_ttl, \
      created_at, redirect_uris, post_logout_redirect_uris, backchannel_logout_uri, id_token_alg, first_party";
 
