@@ -1,4 +1,5 @@
-//! Failed-login limits, per username and per client address.
+//! Login limits: failed logins per username and per client address, and
+//! successful ones per username.
 //!
 //! After `max_failures` failures in `window`, further attempts for that
 //! username (or from that address) are answered 429 with `Retry-After`
@@ -40,8 +41,9 @@ use std::time::{Duration, Instant};
 /// Entries kept at most before expired ones are swept out.
 const SWEEP_AT: usize = 10_000;
 
-/// Usernames and addresses tracked at most (about 170 bytes each with the
-/// default five failures: under 9 MiB in all).
+/// Entries tracked at most: usernames' failures and successes, and
+/// addresses (about 170 bytes each for five failures, about 600 for a
+/// username's thirty successes: under 30 MiB in all).
 pub const MAX_TRACKED: usize = 50_000;
 
 /// The failed-login record of every username and address.

@@ -146,7 +146,8 @@ pub enum Refusal {
     InvalidGrant(String),
     /// `invalid_scope`.
     InvalidScope(String),
-    /// Too many failed logins: wait this long (429).
+    /// Too many logins (failed, or successful, for one username): wait
+    /// this long (429).
     TooManyAttempts(Duration),
     /// The server failed or cannot serve now (500 or 503).
     Failed(Error),

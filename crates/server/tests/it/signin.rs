@@ -429,8 +429,12 @@ async fn code_replay_revokes_what_it_issued(backend: Backend) {
         assert_eq!(again.error(), "invalid_grant");
     }
     assert_eq!(marked().await, first_mark);
-    crate::wait_for_audit(&h, "code_replayed", 1).await;
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Audit events are written in order: one pushed after the replays is
+    // written after theirs.
+    h.app.audit.push(tessera_server::store::audit::Event::new(
+        "after_the_replays",
+    ));
+    crate::wait_for_audit(&h, "after_the_replays", 1).await;
     crate::wait_for_audit(&h, "code_replayed", 1).await;
     // The refresh token and the access token of the first use are dead.
     let refreshed = h
