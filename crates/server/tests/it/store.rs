@@ -49,6 +49,15 @@ both_backends!(
     a_key_made_while_the_clock_is_held_back_is_announced_by_the_wall_clock,
 );
 
+/// How many signing keys a SQLite database holds.
+async fn keys_stored(writer: &sqlx::SqlitePool) -> i64 {
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM signing_keys")
+        .fetch_one(writer)
+        .await
+        .unwrap();
+    n
+}
+
 /// A first start cut short between its first keys (here: the ID-token
 /// key's insert fails) stores none, and the next start makes them all,
 /// signing at once. Before, the access-token key stayed: the next start
@@ -63,13 +72,7 @@ async fn a_first_start_stores_all_its_keys_or_none() {
     let tessera_server::db::Pool::Sqlite(writer) = db.write() else {
         unreachable!("a SQLite database")
     };
-    let count = || async {
-        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM signing_keys")
-            .fetch_one(writer)
-            .await
-            .unwrap();
-        n
-    };
+    let count = || keys_stored(writer);
     sqlx::query(
         "CREATE TRIGGER cut_short BEFORE INSERT ON signing_keys WHEN NEW.alg = 'RS256' \
          BEGIN SELECT RAISE(ABORT, 'cut short'); END",
@@ -116,13 +119,7 @@ async fn a_rotation_by_hand_stores_all_its_keys_or_none_and_says_which() {
     let tessera_server::db::Pool::Sqlite(writer) = h.db.write() else {
         unreachable!("a SQLite database")
     };
-    let count = || async {
-        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM signing_keys")
-            .fetch_one(writer)
-            .await
-            .unwrap();
-        n
-    };
+    let count = || keys_stored(writer);
     assert_eq!(count().await, 2);
     h.execute(
         "CREATE TRIGGER cut_short BEFORE INSERT ON signing_keys WHEN NEW.alg = 'RS256' \
