@@ -152,7 +152,13 @@ async fn attempt(
                 )),
         );
     } else {
-        logouts::retry_at(app.db, &delivery.id, now() + backoff(delivery.attempts)).await?;
+        let next_at = now() + backoff(delivery.attempts);
+        logouts::retry_at(app.db, &delivery.id, next_at).await?;
+        if sent == Sent::Failed {
+            // The endpoint is down or failing: its client's other
+            // logouts wait with this one (a 400 is about this logout).
+            logouts::put_off_client(app.db, &delivery.client_id, now(), next_at).await?;
+        }
     }
     Ok(false)
 }

@@ -1877,6 +1877,59 @@ async fn a_silent_backchannel_client_holds_up_no_other(backend: Backend) {
     h.finish().await;
 }
 
+/// A client whose endpoint fails, with a flood of logouts queued before
+/// another client's one: a round takes a share of them, the other
+/// client's logout is delivered in the same round, and the failing
+/// client's other due logouts wait with the one that failed. Before, the
+/// oldest fifty filled every round, and the other logout waited behind
+/// the whole flood.
+async fn a_failing_backchannel_client_takes_a_share_of_a_round(backend: Backend) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let (failing_got, healthy_got) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let failing_uri = logout_receiver(
+        StatusCode::SERVICE_UNAVAILABLE,
+        None,
+        Arc::clone(&failing_got),
+    )
+    .await;
+    let healthy_uri = logout_receiver(StatusCode::OK, None, Arc::clone(&healthy_got)).await;
+    let failing = backchannel_client(&h, &failing_uri).await;
+    let healthy = backchannel_client(&h, &healthy_uri).await;
+    let alice = h.user("alice", "correct horse", "").await;
+    for _ in 0..60 {
+        ended_session_with(&h, &alice, &failing.client_id).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    ended_session_with(&h, &alice, &healthy.client_id).await;
+    let http = tessera_server::signin::backchannel::http_client().unwrap();
+    let delivered = tessera_server::signin::backchannel::deliver_due(h.app.deliver(), &http)
+        .await
+        .unwrap();
+    assert_eq!((delivered, healthy_got.load(Ordering::SeqCst)), (1, 1));
+    let per_client = usize::try_from(tessera_server::store::logouts::PER_CLIENT).unwrap();
+    assert_eq!(failing_got.load(Ordering::SeqCst), per_client);
+    // The failing client's other 50 wait with those that failed.
+    let now = tessera_server::store::now();
+    let due = tessera_server::store::logouts::due(&h.db, now, 100)
+        .await
+        .unwrap();
+    assert!(due.is_empty(), "{} due", due.len());
+    let waiting = tessera_server::store::logouts::due(&h.db, now + 60, 100)
+        .await
+        .unwrap();
+    assert_eq!(waiting.len(), 60);
+    assert_eq!(
+        waiting.iter().filter(|d| d.attempts == 1).count(),
+        per_client,
+        "only those sent count an attempt"
+    );
+    h.finish().await;
+}
+
 /// Two instances delivering at once: each delivery is attempted once
 /// per round and counted once, not once per instance.
 async fn instances_take_each_backchannel_delivery_once(backend: Backend) {
@@ -2034,6 +2087,7 @@ both_backends!(
     backchannel_logout_is_retried_until_acknowledged,
     a_logout_the_client_answers_400_is_given_up_after_three_attempts,
     a_silent_backchannel_client_holds_up_no_other,
+    a_failing_backchannel_client_takes_a_share_of_a_round,
     instances_take_each_backchannel_delivery_once,
     operators_templates_and_theme_are_used,
 );
