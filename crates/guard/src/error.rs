@@ -85,6 +85,9 @@ impl IntoResponse for Rejection {
     }
 }
 
+/// `Retry-After` (seconds) on a `503`.
+const RETRY_UNAVAILABLE: &str = "5";
+
 impl Rejection {
     /// The answer, its challenge naming the resource's metadata (RFC 9728
     /// §5.1) when there is one.
@@ -101,6 +104,12 @@ impl Rejection {
             None => self.status().into_response(),
         };
         if self.status() == StatusCode::SERVICE_UNAVAILABLE {
+            // When to ask again: the feed reconnects and keys are fetched
+            // again within seconds (RFC 9110 §10.2.3).
+            response.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_UNAVAILABLE),
+            );
             return response;
         }
         // Scopes are RFC 6749 scope tokens (no quotes or backslashes), so

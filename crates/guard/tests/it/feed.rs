@@ -527,6 +527,8 @@ async fn an_unreachable_feed_follows_the_stated_policy() {
     let refused = strict.verify(&t).await.unwrap_err();
     assert_eq!(refused, Rejection::RevocationsUnavailable);
     assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let answer = axum::response::IntoResponse::into_response(refused);
+    assert_eq!(answer.headers()[header::RETRY_AFTER], "5");
     serving.verify(&t).await.unwrap();
     // Back: served again.
     issuer.change(|s| s.down = false);
