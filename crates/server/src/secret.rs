@@ -206,7 +206,8 @@ impl SealingKey {
     pub fn open(&self, label: &str, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
         let wrong = || {
             Error::MasterKey(format!(
-                "cannot open {label:?}: a different master key sealed it"
+                "cannot open {label:?}: a different master key sealed it, or the stored value \
+                 is damaged"
             ))
         };
         if sealed.len() < NONCE_LEN {
