@@ -33,17 +33,18 @@ pub async fn due(db: &Db, at: i64, limit: i64) -> Result<Vec<Delivery>, Error> {
     Ok(due)
 }
 
-/// Deliveries of one client taken for one round at most: a client whose
-/// endpoint fails, with a flood of logouts queued, takes a share of a
-/// round, not all of it.
+/// Deliveries of one client taken first in one round: a client with a
+/// flood of logouts queued has these first, then the others' come, and
+/// only then more of its own fill the round.
 pub const PER_CLIENT: i64 = 10;
 
 /// The oldest due deliveries a round chooses from (a bound on what the
 /// choice reads, whatever the backlog).
 const CANDIDATES: i64 = 1000;
 
-/// Take up to `limit` deliveries due at `at`, oldest first and at most
-/// [`PER_CLIENT`] of one client, for one attempt: each is put off until
+/// Take up to `limit` deliveries due at `at`, for one attempt: the oldest
+/// [`PER_CLIENT`] of each client first, oldest first, then the oldest of
+/// the rest: each is put off until
 /// `lease_until` in the same statement, so no other instance (nor this
 /// one's next round) takes it while the attempt runs, and one that is
 /// never reported (the process died) comes due again then. On PostgreSQL
@@ -58,7 +59,7 @@ pub async fn claim(db: &Db, at: i64, lease_until: i64, limit: i64) -> Result<Vec
          WHERE next_attempt_at <= $1 ORDER BY next_attempt_at, id LIMIT $5), \
          fair AS MATERIALIZED (SELECT id FROM (SELECT id, next_attempt_at, ROW_NUMBER() OVER \
          (PARTITION BY client_id ORDER BY next_attempt_at, id) AS n FROM candidates) AS ranked \
-         WHERE n <= $4 ORDER BY next_attempt_at, id LIMIT $3), \
+         ORDER BY n > $4, next_attempt_at, id LIMIT $3), \
          due AS MATERIALIZED (SELECT id FROM logout_deliveries WHERE id IN (SELECT id FROM fair) \
          AND next_attempt_at <= $1 FOR UPDATE SKIP LOCKED) \
          UPDATE logout_deliveries SET next_attempt_at = $2 WHERE id IN (SELECT id FROM due) \
@@ -69,7 +70,7 @@ pub async fn claim(db: &Db, at: i64, lease_until: i64, limit: i64) -> Result<Vec
          (PARTITION BY client_id ORDER BY next_attempt_at, id) AS n FROM \
          (SELECT id, client_id, next_attempt_at FROM logout_deliveries WHERE next_attempt_at <= $1 \
          ORDER BY next_attempt_at, id LIMIT $5)) \
-         WHERE n <= $4 ORDER BY next_attempt_at, id LIMIT $3) \
+         ORDER BY n > $4, next_attempt_at, id LIMIT $3) \
          RETURNING id, client_id, uri, sid, subject, attempts"
     };
     let claimed = on_pool!(db.write(), p => sqlx::query_as::<_, Delivery>(sql)
@@ -80,12 +81,14 @@ pub async fn claim(db: &Db, at: i64, lease_until: i64, limit: i64) -> Result<Vec
 
 /// A delivery to `client_id` failed (its endpoint unreachable or
 /// failing): its other deliveries due at `at` wait until `until` too,
-/// without an attempt counted, rather than fill the next rounds while the
-/// others' logouts wait. Those taken by a round already are left to it.
+/// rather than fill the next rounds while the others' logouts wait, and
+/// each counts the attempt the failure stood for (so a client that stays
+/// down has its logouts given up after about a day, as if each had been
+/// tried). Those taken by a round already are left to it.
 pub async fn put_off_client(db: &Db, client_id: &str, at: i64, until: i64) -> Result<(), Error> {
     on_pool!(db.write(), p => sqlx::query(
-        "UPDATE logout_deliveries SET next_attempt_at = $3 \
-         WHERE next_attempt_at <= $2 AND client_id = $1"
+        "UPDATE logout_deliveries SET next_attempt_at = $3, attempts = attempts + 1 \
+         WHERE client_id = $1 AND next_attempt_at <= $2"
     ).bind(client_id).bind(at).bind(until).execute(p).await.map(|r| r.rows_affected()))?;
     Ok(())
 }

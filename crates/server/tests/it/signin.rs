@@ -1878,11 +1878,11 @@ async fn a_silent_backchannel_client_holds_up_no_other(backend: Backend) {
 }
 
 /// A client whose endpoint fails, with a flood of logouts queued before
-/// another client's one: a round takes a share of them, the other
-/// client's logout is delivered in the same round, and the failing
-/// client's other due logouts wait with the one that failed. Before, the
-/// oldest fifty filled every round, and the other logout waited behind
-/// the whole flood.
+/// another client's one: the other client's logout is delivered in the
+/// same round, and the failing client's other due logouts wait with the
+/// one that failed, each counting an attempt. Before, the oldest fifty
+/// filled every round, and the other logout waited behind the whole
+/// flood.
 async fn a_failing_backchannel_client_takes_a_share_of_a_round(backend: Backend) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
@@ -1910,9 +1910,9 @@ async fn a_failing_backchannel_client_takes_a_share_of_a_round(backend: Backend)
         .await
         .unwrap();
     assert_eq!((delivered, healthy_got.load(Ordering::SeqCst)), (1, 1));
-    let per_client = usize::try_from(tessera_server::store::logouts::PER_CLIENT).unwrap();
-    assert_eq!(failing_got.load(Ordering::SeqCst), per_client);
-    // The failing client's other 50 wait with those that failed.
+    // The round is filled: its 49 other places go to the failing client.
+    assert_eq!(failing_got.load(Ordering::SeqCst), 49);
+    // Its other 11 wait with those that failed.
     let now = tessera_server::store::now();
     let due = tessera_server::store::logouts::due(&h.db, now, 100)
         .await
@@ -1922,11 +1922,7 @@ async fn a_failing_backchannel_client_takes_a_share_of_a_round(backend: Backend)
         .await
         .unwrap();
     assert_eq!(waiting.len(), 60);
-    assert_eq!(
-        waiting.iter().filter(|d| d.attempts == 1).count(),
-        per_client,
-        "only those sent count an attempt"
-    );
+    assert!(waiting.iter().all(|d| d.attempts == 1), "{waiting:?}");
     h.finish().await;
 }
 
