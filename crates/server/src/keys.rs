@@ -433,14 +433,15 @@ impl Keys {
     /// signing follows: made by a held-back `now`, it would sign as much
     /// earlier, unannounced.
     async fn update(&self, remove: bool, now: i64) -> Result<(), Error> {
-        // By the database's clock on PostgreSQL: an admin command may run
-        // on a host whose clock is off (this decides when a key signs).
-        let wall = self
-            .db
-            .database_time()
-            .await?
-            .unwrap_or_else(crate::store::now);
-        let made_at = now.max(wall);
+        // Keys are made by the database's clock on PostgreSQL, alone: an
+        // admin command may run on a host whose clock is off either way
+        // (this decides when a key signs, and a key made hours ahead would
+        // hold back every rotation until then). On SQLite, by the later of
+        // the wall clock and `now`.
+        let made_at = match self.db.database_time().await? {
+            Some(database) => database,
+            None => now.max(crate::store::now()),
+        };
         let mut rows = self.fetch().await?;
         let mut opened = self.open_all(&rows)?;
         self.claim_master().await?;

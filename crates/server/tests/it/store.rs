@@ -172,6 +172,33 @@ async fn a_rotation_by_hand_takes_the_databases_time_not_its_hosts() {
     assert!(h.active(&token, (&id, &secret)).await);
 }
 
+/// A host whose clock runs three days fast, with a rotation due in two
+/// days by the database's clock (PostgreSQL: an admin command may run on
+/// another host than the servers): no key is made. Before, the key it
+/// made would sign four days from now, and, pending, held back the
+/// servers' own rotation until then.
+#[tokio::test]
+async fn a_clock_days_fast_makes_no_key_early() {
+    let Some(h) = Harness::with(Backend::Postgres, |c| {
+        c.keys.rotate_every = Some(std::time::Duration::from_secs(7 * 86_400));
+        c.keys.announce = std::time::Duration::from_secs(86_400);
+    })
+    .await
+    else {
+        return;
+    };
+    tessera_server_test_shift(&h, 5 * 86_400).await;
+    h.app.keys.maintain().await.unwrap();
+    let before = h.app.keys.list(tessera_server::store::now()).len();
+    let fast = tessera_server::store::now() + 3 * 86_400;
+    h.app.keys.maintain_at(fast).await.unwrap();
+    assert_eq!(
+        h.app.keys.list(fast).len(),
+        before,
+        "no key made by the fast clock"
+    );
+}
+
 /// The maintenance runs by the time that has really passed, held back
 /// after the wall clock jumped forward (a host resumed from suspend, NTP
 /// stepping the clock after boot). A key it makes then must still be
