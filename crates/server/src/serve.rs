@@ -197,7 +197,9 @@ pub async fn serve(
                     tracing::error!(
                         alg,
                         clients,
-                        "clients sign in with ID tokens of an algorithm keys.id_token_algorithms                          no longer lists: once its keys are removed, their code exchanges fail;                          add it back, or delete and register those clients again"
+                        "clients sign in with ID tokens of an algorithm keys.id_token_algorithms no longer \
+                         lists: once its keys are removed, their code exchanges and back-channel \
+                         logouts fail; add it back, or delete and register those clients again"
                     );
                 }
             }
