@@ -290,11 +290,14 @@ fn main() {
     let alg = std::env::var("ID_TOKEN_ALG").unwrap_or_else(|_| "RS256".into());
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    // The failed-login limits count attempts per client address, and the
-    // load generator is one address: off for this run.
+    // The login limits count attempts per client address and successes
+    // per user, and the load generator is one address and a few users;
+    // each session is issued thousands of codes a second: all off for
+    // this run.
     std::fs::write(
         d.join("tessera.toml"),
-        "[logins]\nmax_failures = 0\n[keys]\nid_token_algorithms = [\"RS256\", \"ES256\"]\n",
+        "[logins]\nmax_failures = 0\n[sessions]\ncodes_per_minute = 0\n\
+         [keys]\nid_token_algorithms = [\"RS256\", \"ES256\"]\n",
     )
     .unwrap();
     std::env::set_var("TESSERA_CONFIG", d.join("tessera.toml"));

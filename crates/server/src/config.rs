@@ -35,6 +35,7 @@
 //! [sessions]
 //! idle = "12h"              # a sign-in session ends unused this long …
 //! absolute = "7d"           # … and this long after the login in any case
+//! codes_per_minute = 120    # authorization codes per session (0: no limit), then temporarily_unavailable
 //!
 //! [pages]
 //! product_name = "Example Corp"   # shown on the sign-in pages
@@ -116,6 +117,7 @@ struct File {
 struct SessionsFile {
     idle: Option<String>,
     absolute: Option<String>,
+    codes_per_minute: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -264,6 +266,9 @@ pub struct Config {
     /// Access tokens one client may revoke per minute for one subject
     /// (0: no limit).
     pub client_revocations: u32,
+    /// Authorization codes one sign-in session may be issued per minute
+    /// (0: no limit).
+    pub codes_per_session: u32,
     /// Signing keys.
     pub keys: KeyPolicy,
     /// `Cache-Control: max-age` of the JWKS.
@@ -543,6 +548,7 @@ impl Config {
                 "tokens.max_assertion_lifetime",
             )?,
             client_revocations: t.client_revocations.unwrap_or(600),
+            codes_per_session: file.sessions.codes_per_minute.unwrap_or(120),
             keys: KeyPolicy {
                 algorithm,
                 id_token_algorithms,

@@ -14,6 +14,7 @@
 pub mod access;
 pub mod admin;
 mod app;
+pub mod code_limit;
 pub mod config;
 pub mod db;
 mod error;

@@ -302,6 +302,36 @@ pub(crate) async fn issue(
     scopes: Scopes,
     answers: Option<Vec<u8>>,
 ) -> Result<Response, crate::Error> {
+    // A session is issued so many codes a minute (`code_limit.rs`): a
+    // silent request looped by a script with the cookie would fill the
+    // database with them.
+    if let Err(wait) = app.code_limit.check(&session.sid) {
+        tracing::warn!(
+            client_id = %client.client_id,
+            "a session asked for authorization codes faster than it may be issued them"
+        );
+        let mut fields = vec![
+            ("error", "temporarily_unavailable".to_owned()),
+            (
+                "error_description",
+                format!(
+                    "too many sign-ins in this session; try again in {} s",
+                    wait.as_secs().saturating_add(1)
+                ),
+            ),
+        ];
+        if let Some(state) = &request.state {
+            fields.push(("state", state.clone()));
+        }
+        fields.push(("iss", app.config.issuer.clone()));
+        return Ok(respond(
+            pages,
+            &client.name,
+            &request.redirect_uri,
+            request.response_mode,
+            &fields,
+        ));
+    }
     // The client is recorded with the session before a code can exist:
     // a code, sent again or not, always finds its client there for the
     // session's back-channel logout.

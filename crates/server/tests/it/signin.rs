@@ -2652,3 +2652,32 @@ async fn setup_first_party(h: &Harness) -> Setup {
 }
 
 both_backends!(a_form_sent_twice_gets_the_same_answer);
+
+both_backends!(a_session_is_issued_so_many_codes_a_minute);
+
+/// A signed-in browser (or a script with its cookie) looping silent
+/// requests is issued `sessions.codes_per_minute` codes, then told
+/// `temporarily_unavailable` at the redirect URI, with its `state`; its
+/// session stands, and another session is not held. Before, each loop
+/// stored a code row kept an hour, thousands a second.
+async fn a_session_is_issued_so_many_codes_a_minute(backend: Backend) {
+    let Some(h) = Harness::with(backend, |c| c.codes_per_session = 3).await else {
+        return;
+    };
+    let s = setup(&h, "Shop", true).await;
+    // The login's code is the first of three.
+    let (mut b, _code) = signed_in_code(&h, &s).await;
+    let silent = authorize_url(&s.client_id, &[("prompt", "none")]);
+    for _ in 0..2 {
+        let issued = query_of(&location(&b.get(&h, &silent).await));
+        assert!(issued.contains_key("code"), "{issued:?}");
+    }
+    let refused = query_of(&location(&b.get(&h, &silent).await));
+    assert_eq!(refused["error"], "temporarily_unavailable", "{refused:?}");
+    assert_eq!(refused["state"], "st-1");
+    assert!(!refused.contains_key("code"));
+    // Another browser's session is issued its own.
+    let (_other, code) = signed_in_code(&h, &s).await;
+    assert!(!code.is_empty());
+    h.finish().await;
+}

@@ -1,0 +1,82 @@
+//! How many authorization codes one sign-in session may be issued.
+//!
+//! A code is a row kept an hour past its minute of life (a replay within
+//! it must still revoke what the code issued), and with a live session a
+//! silent authorization request (`prompt=none`, or a remembered consent)
+//! issues one without a password: a signed-in person, or a script with
+//! their cookie, could loop it thousands of times a second and fill the
+//! database. So each session is issued at most `sessions.codes_per_minute`
+//! codes a minute (per instance; all of them may come at once), far more
+//! than any person's applications ask for; past it the client is answered
+//! `temporarily_unavailable` (RFC 6749 §4.1.2.1), the session left as it
+//! is.
+//!
+//! The count is a GCRA rate limiter per session (`governor`), kept in
+//! memory like the login limits; sessions idle long enough to be full
+//! again are dropped now and then.
+
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+/// Checks between two passes that drop sessions whose allowance is full.
+const PRUNE_EVERY: u32 = 4096;
+
+/// Codes allowed per sign-in session.
+#[derive(Debug)]
+pub struct CodeLimit {
+    limiter: Option<DefaultKeyedRateLimiter<String>>,
+    checks: AtomicU32,
+}
+
+impl CodeLimit {
+    /// `per_minute` codes per session (0: no limit), all of which may
+    /// come at once.
+    pub fn new(per_minute: u32) -> CodeLimit {
+        CodeLimit {
+            limiter: NonZeroU32::new(per_minute).map(|n| RateLimiter::keyed(Quota::per_minute(n))),
+            checks: AtomicU32::new(0),
+        }
+    }
+
+    /// Count one code for session `sid`, or say how long it must wait.
+    pub fn check(&self, sid: &str) -> Result<(), Duration> {
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
+        };
+        if self.checks.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
+            limiter.retain_recent();
+        }
+        limiter
+            .check_key(&sid.to_owned())
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_session_has_its_own_allowance() {
+        let limit = CodeLimit::new(3);
+        for _ in 0..3 {
+            limit.check("s1").unwrap();
+        }
+        let wait = limit.check("s1").unwrap_err();
+        // One more is allowed a third of a minute after the first.
+        assert!(wait > Duration::from_secs(15) && wait <= Duration::from_secs(20));
+        limit.check("s2").unwrap();
+    }
+
+    #[test]
+    fn zero_means_no_limit() {
+        let limit = CodeLimit::new(0);
+        for _ in 0..10_000 {
+            limit.check("s1").unwrap();
+        }
+    }
+}
