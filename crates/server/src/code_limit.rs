@@ -11,48 +11,27 @@
 //! `temporarily_unavailable` (RFC 6749 §4.1.2.1), the session left as it
 //! is.
 //!
-//! The count is a GCRA rate limiter per session (`governor`), kept in
-//! memory like the login limits; sessions idle long enough to be full
-//! again are dropped now and then.
+//! The count is an [`crate::allowance::Allowance`] per session, kept in
+//! memory like the login limits.
 
-use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-
-/// Checks between two passes that drop sessions whose allowance is full.
-const PRUNE_EVERY: u32 = 4096;
+use crate::allowance::Allowance;
 
 /// Codes allowed per sign-in session.
 #[derive(Debug)]
-pub struct CodeLimit {
-    limiter: Option<DefaultKeyedRateLimiter<String>>,
-    checks: AtomicU32,
-}
+pub struct CodeLimit(Allowance<String>);
 
 impl CodeLimit {
     /// `per_minute` codes per session (0: no limit), all of which may
     /// come at once.
     pub fn new(per_minute: u32) -> CodeLimit {
-        CodeLimit {
-            limiter: NonZeroU32::new(per_minute).map(|n| RateLimiter::keyed(Quota::per_minute(n))),
-            checks: AtomicU32::new(0),
-        }
+        CodeLimit(Allowance::per_minute(per_minute))
     }
 
     /// Count one code for session `sid`, or say how long it must wait.
     pub fn check(&self, sid: &str) -> Result<(), Duration> {
-        let Some(limiter) = &self.limiter else {
-            return Ok(());
-        };
-        if self.checks.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
-            limiter.retain_recent();
-        }
-        limiter
-            .check_key(&sid.to_owned())
-            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+        self.0.check(&sid.to_owned())
     }
 }
 

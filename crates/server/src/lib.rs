@@ -13,6 +13,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod allowance;
 mod app;
 pub mod code_limit;
 pub mod config;

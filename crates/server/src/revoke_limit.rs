@@ -22,27 +22,19 @@
 //! not a token revoked already, nor a refresh token (revoking one marks
 //! its family in the database and adds nothing to the log).
 //!
-//! The count is a GCRA rate limiter per pair (`governor`), kept in memory
-//! like the failed-login limits; pairs idle long enough to be full again
-//! are dropped now and then.
+//! The count is an [`crate::allowance::Allowance`] per pair (and one
+//! per client), kept in memory like the login limits.
 
-use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-
-/// Checks between two passes that drop pairs whose allowance is full.
-const PRUNE_EVERY: u32 = 4096;
+use crate::allowance::Allowance;
 
 /// Access-token revocations allowed per client and subject.
 #[derive(Debug)]
 pub struct RevokeLimit {
-    limiter: Option<DefaultKeyedRateLimiter<(String, String)>>,
+    per_pair: Allowance<(String, String)>,
     /// Ten times the pair's allowance, per client.
-    per_client: Option<DefaultKeyedRateLimiter<String>>,
-    checks: AtomicU32,
+    per_client: Allowance<String>,
 }
 
 impl RevokeLimit {
@@ -50,32 +42,19 @@ impl RevokeLimit {
     /// of which may come at once.
     pub fn new(per_minute: u32) -> RevokeLimit {
         RevokeLimit {
-            limiter: NonZeroU32::new(per_minute).map(|n| RateLimiter::keyed(Quota::per_minute(n))),
-            per_client: NonZeroU32::new(per_minute.saturating_mul(10))
-                .map(|n| RateLimiter::keyed(Quota::per_minute(n))),
-            checks: AtomicU32::new(0),
+            per_pair: Allowance::per_minute(per_minute),
+            per_client: Allowance::per_minute(per_minute.saturating_mul(10)),
         }
     }
 
     /// Count one revocation by `client_id` of a token about `subject`, or
     /// say how long it must wait.
     pub fn check(&self, client_id: &str, subject: &str) -> Result<(), Duration> {
-        let (Some(limiter), Some(per_client)) = (&self.limiter, &self.per_client) else {
-            return Ok(());
-        };
-        if self.checks.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
-            limiter.retain_recent();
-            per_client.retain_recent();
-        }
-        let wait = |not_until: governor::NotUntil<_>| {
-            not_until.wait_time_from(DefaultClock::default().now())
-        };
         // The pair first: a subject refused its own allowance spends none
         // of the client's, so one user cannot use up the other users'.
-        limiter
-            .check_key(&(client_id.to_owned(), subject.to_owned()))
-            .map_err(wait)?;
-        per_client.check_key(&client_id.to_owned()).map_err(wait)
+        self.per_pair
+            .check(&(client_id.to_owned(), subject.to_owned()))?;
+        self.per_client.check(&client_id.to_owned())
     }
 }
 
