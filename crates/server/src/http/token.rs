@@ -18,7 +18,8 @@ use super::{App, OAuthError};
 use crate::access::Mint;
 use crate::grant::client_auth::{authenticate, identifies_client, verify_assertion, Accept};
 use crate::grant::{
-    authorization_code, client_credentials, jwt_bearer, password, refresh, Granted, TokenRequest,
+    authorization_code, client_credentials, jwt_bearer, password, refresh, Granted, Refusal,
+    TokenRequest,
 };
 use crate::signin::id_token::{self, IdClaims, IdToken};
 use crate::store::audit::Event;
@@ -129,11 +130,17 @@ pub async fn token(
         },
     }
     .map_err(OAuthError::from)?;
-    after_cut_off(&app, &client, &granted.subject, started).await?;
+    after_cut_off(&app, &client, &granted.subject, started, &form).await?;
     let response = issue(&app, &client, granted)?;
     metrics::counter!("tessera_tokens_issued_total", "grant" => grant.as_str()).increment(1);
     Ok(response)
 }
+
+/// How many seconds before a request began a change to its client still
+/// has the request check its client against the database: longer than a
+/// cached client is trusted (`store::revocation::TRUSTED_FOR`) and the
+/// log is polled, plus the seconds instances' clocks may differ by.
+const CLIENT_RECHECK: i64 = 10;
 
 /// When the user or client was cut off within the last moments (a
 /// password change, a user disabled, a rotated secret, a client deleted:
@@ -146,9 +153,10 @@ pub async fn token(
 ///   outlive the change. Without the wait below the cut would have
 ///   refused its token anyway. For a user, under way means begun in the
 ///   same second as the change or before (a login in that very second is
-///   refused, and asked to try again); for
-///   a client, authenticated against another client than the database
-///   holds now (the old secret, a deleted client);
+///   refused, and asked to try again); for a client, authenticated
+///   against another client than the database holds now (the old secret,
+///   a deleted client), checked for any change since [`CLIENT_RECHECK`]
+///   seconds before the request began;
 /// - any other waits until the cut has passed, so that its token (a login
 ///   right after a password change) is not refused with the ones before
 ///   it. Rare, and three seconds at most.
@@ -157,6 +165,7 @@ async fn after_cut_off(
     client: &Client,
     subject: &str,
     started: i64,
+    form: &OAuthForm,
 ) -> Result<(), OAuthError> {
     use crate::store::revocation::CUT_MARGIN;
     let revoked = app.access.revoked();
@@ -171,18 +180,34 @@ async fn after_cut_off(
             "the user's account changed while this request was answered: ask again",
         ));
     }
-    // A client's cut is checked exactly, from the same second on: did
-    // this request authenticate against the client the database holds?
+    // A client's cut is checked exactly, from well before the request
+    // began: did it authenticate against the client the database holds?
+    // Its client may have come from the cache, which trusts a copy of the
+    // log read up to `TRUSTED_FOR` ago, and a change made through another
+    // instance, stamped by that instance's clock, may have reached the
+    // copy only since: a cut checked from the same second on let an old
+    // secret, or a deleted client, through to a token minted after the
+    // cut, which nothing refuses.
+    let changed_lately = |cut: i64| {
+        cut.saturating_sub(CUT_MARGIN)
+            .saturating_add(CLIENT_RECHECK)
+            >= started
+    };
     if revoked
         .cut_off(None, Some(&client.client_id))
-        .is_some_and(changed_after_start)
+        .is_some_and(changed_lately)
     {
         let now_stored = crate::store::clients::find(&app.db, &client.client_id)
             .await
             .map_err(|e| OAuthError::temporarily_unavailable(&e))?;
         if now_stored.is_none_or(|c| c.secret_hash != client.secret_hash) {
-            return Err(OAuthError::invalid_client(
-                "the client's credentials changed while this request was answered",
+            // As any other refusal of the client (400 without a Basic
+            // challenge, when it authenticated in the body).
+            return Err(client_refusal(
+                Refusal::InvalidClient(
+                    "the client's credentials changed while this request was answered".into(),
+                ),
+                form,
             ));
         }
     }

@@ -20,6 +20,7 @@ both_backends!(
     password_logins_fail_alike_for_unknown_users_and_wrong_passwords,
     a_password_changed_while_logins_are_checked_ends_them_all,
     a_secret_rotated_while_requests_are_answered_ends_them_all,
+    a_secret_rotated_at_another_instance_ends_requests_under_way,
     failed_logins_are_rate_limited,
     login_limits_count_the_client_behind_a_trusted_proxy,
     simultaneous_guesses_cannot_outrun_the_limit,
@@ -1214,3 +1215,86 @@ async fn ed25519_assertions_under_either_name_authenticate(backend: Backend) {
 }
 
 both_backends!(ed25519_assertions_under_either_name_authenticate);
+
+/// A secret rotated through another instance (or the CLI) reaches this
+/// one's copy of the log while a request that authenticated with the old
+/// secret, through the cached client, is still being answered; the
+/// change's second is before the request's. No token may come of it that
+/// the log does not refuse (before, the request waited for the cut to
+/// pass and got one).
+async fn a_secret_rotated_at_another_instance_ends_requests_under_way(backend: Backend) {
+    use futures_util::StreamExt;
+    let Some(h) = Harness::with(backend, |c| c.max_login_failures = 0).await else {
+        return;
+    };
+    let (web, old_secret) = h.client(&[GrantType::Password], "read").await;
+    let rs = h.client(&[GrantType::ClientCredentials], "read").await;
+    h.user("alice", "correct horse", "read").await;
+    let login = |web: &str, secret: &str| {
+        [
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", "correct horse"),
+            ("client_id", web),
+            ("client_secret", secret),
+        ]
+        .map(|(n, v)| (n, v.to_owned()))
+    };
+    let post = |h: std::sync::Arc<Harness>, form: [(&'static str, String); 5]| async move {
+        let form: Vec<(&str, &str)> = form.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        h.post("/oauth2/token", &form, None).await
+    };
+    let h = std::sync::Arc::new(h);
+    // The client is cached.
+    let r = post(std::sync::Arc::clone(&h), login(&web, &old_secret)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // Late in a second: the log is read (the cache stays trusted for a
+    // second), then another instance rotates the secret; this instance
+    // reads nothing more until the requests below have authenticated,
+    // early in the next second.
+    let fraction = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_millis()
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(u64::from(
+        (1700 - fraction()) % 1000,
+    )))
+    .await;
+    h.app.access.revoked().catch_up(&h.db).await;
+    clients::rotate_secret(&h.db, &web, KEEP).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(u64::from(
+        1020 - fraction(),
+    )))
+    .await;
+    let mut requests: futures_util::stream::FuturesUnordered<_> = (0..6)
+        .map(|_| tokio::spawn(post(std::sync::Arc::clone(&h), login(&web, &old_secret))))
+        .collect();
+    // Each authenticated at once, then waits for the two hashing threads.
+    let first = requests.next().await.unwrap().unwrap();
+    h.app.access.revoked().catch_up(&h.db).await;
+    let mut answers = vec![first];
+    while let Some(answer) = requests.next().await {
+        answers.push(answer.unwrap());
+    }
+    for answer in &answers {
+        if answer.status == StatusCode::OK {
+            // Minted before the cut: the log refuses it.
+            assert!(!h.active(&answer.str("access_token"), (&rs.0, &rs.1)).await);
+        } else {
+            assert_eq!(answer.error(), "invalid_client", "{}", answer.text);
+            // It authenticated in the body: no Basic challenge.
+            assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.text);
+            assert!(!answer.headers.contains_key(header::WWW_AUTHENTICATE));
+        }
+    }
+    assert!(
+        answers.iter().any(|a| a.status != StatusCode::OK),
+        "no request finished after the rotation was read"
+    );
+    drop(requests);
+    if let Ok(h) = std::sync::Arc::try_unwrap(h) {
+        h.finish().await;
+    }
+}
