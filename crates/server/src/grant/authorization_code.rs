@@ -49,14 +49,26 @@ pub struct Exchange<'a> {
     pub keep: Keep,
 }
 
-/// Redeem the code, check PKCE and the redirect URI, start a refresh
-/// family when allowed.
+/// Redeem the code, bound to its PKCE challenge and redirect URI (a
+/// presentation without both changes nothing), start a refresh family
+/// when allowed.
 pub async fn grant(request: &TokenRequest<'_>, exchange: Exchange<'_>) -> Result<Granted, Refusal> {
     let client = request.client;
     let code = request.require("code")?;
     let verifier = request.require("code_verifier").map_err(|_| {
         Refusal::InvalidRequest("missing parameter code_verifier (PKCE is required)".into())
     })?;
+    // Checked as the code is spent, not after: a presenter who cannot
+    // show the verifier (who intercepted the code only) must neither
+    // spend it nor, by replaying it, have what it issued revoked.
+    let proof = codes::Proof {
+        code_challenge: crate::signin::pkce_challenge(verifier).ok_or_else(|| {
+            Refusal::InvalidGrant(
+                "code_verifier is not 43 to 128 unreserved characters (RFC 7636 §4.1)".into(),
+            )
+        })?,
+        redirect_uri: request.params.get("redirect_uri").map(str::to_owned),
+    };
     let event = |name| {
         Event::new(name)
             .client(&client.client_id)
@@ -90,13 +102,23 @@ pub async fn grant(request: &TokenRequest<'_>, exchange: Exchange<'_>) -> Result
     };
     let spent = match exchange
         .codes
-        .redeem(code, &client.client_id, &issuing, checks)
+        .redeem(code, &client.client_id, &proof, &issuing, checks)
         .await?
     {
         Redeemed::First(spent) => spent,
         Redeemed::Invalid => {
             return Err(Refusal::InvalidGrant(
                 "the code is unknown, expired, or was issued to another client".into(),
+            ))
+        }
+        Redeemed::WrongVerifier => {
+            return Err(Refusal::InvalidGrant(
+                "code_verifier does not match the code_challenge".into(),
+            ))
+        }
+        Redeemed::WrongRedirectUri => {
+            return Err(Refusal::InvalidGrant(
+                "redirect_uri is not the one the code was sent to".into(),
             ))
         }
         Redeemed::Replayed { token, .. } => {
@@ -118,17 +140,14 @@ pub async fn grant(request: &TokenRequest<'_>, exchange: Exchange<'_>) -> Result
             ))
         }
     };
+    // The claim matched the proof already; checked again here, where the
+    // tokens are decided.
+    if !proof.matches(&spent.grant) {
+        return Err(Refusal::InvalidGrant(
+            "code_verifier or redirect_uri does not match the code".into(),
+        ));
+    }
     let grant = spent.grant;
-    if !crate::signin::pkce_verifies(verifier, &grant.code_challenge) {
-        return Err(Refusal::InvalidGrant(
-            "code_verifier does not match the code_challenge".into(),
-        ));
-    }
-    if request.params.get("redirect_uri") != Some(grant.redirect_uri.as_str()) {
-        return Err(Refusal::InvalidGrant(
-            "redirect_uri is not the one the code was sent to".into(),
-        ));
-    }
     let Some(username) = spent.username else {
         return Err(Refusal::InvalidGrant(
             "the user can no longer sign in".into(),

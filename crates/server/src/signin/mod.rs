@@ -425,24 +425,27 @@ pub fn grantable(requested: &Scopes, user_scopes: &Scopes) -> Scopes {
     granted
 }
 
-/// Whether `verifier` answers the S256 `challenge` (RFC 7636 §4.6); a
-/// verifier of the wrong length or alphabet never does (§4.1).
-pub fn pkce_verifies(verifier: &str, challenge: &str) -> bool {
+/// The S256 challenge `verifier` answers (RFC 7636 §4.2), or `None` when
+/// it is not 43 to 128 unreserved characters (§4.1).
+pub fn pkce_challenge(verifier: &str) -> Option<String> {
     let well_formed = (43..=128).contains(&verifier.len())
         && verifier
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
     if !well_formed {
-        return false;
+        return None;
     }
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes());
-    let computed = tessera_jose::b64::encode(digest.as_ref());
-    crate::secret::digests_equal(computed.as_bytes(), challenge.as_bytes())
+    Some(tessera_jose::b64::encode(digest.as_ref()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pkce_verifies(verifier: &str, challenge: &str) -> bool {
+        pkce_challenge(verifier).is_some_and(|computed| computed == challenge)
+    }
 
     #[test]
     fn pkce_follows_rfc_7636_appendix_b() {

@@ -69,6 +69,12 @@ pub enum Redeemed {
     First(Spent),
     /// Unknown, expired, or issued to another client.
     Invalid,
+    /// The code's own client, with a `code_verifier` that does not match
+    /// its challenge: nothing is spent or recorded.
+    WrongVerifier,
+    /// The code's own client and verifier, with another redirect URI than
+    /// the code was sent to: nothing is spent or recorded.
+    WrongRedirectUri,
     /// Used before: whatever the first use issued is revoked, in the
     /// transaction that marked the code replayed.
     Replayed {
@@ -122,6 +128,20 @@ pub fn append_always() -> ReplayChecks<
         count: |_: &str| Ok(()),
         keep: Keep(0),
     }
+}
+
+/// What the presenter of a code shows it holds (RFC 7636 §4.6, RFC 6749
+/// §4.1.3): the PKCE challenge its `code_verifier` hashes to, and the
+/// redirect URI it names. A code is spent, and its replay recorded, only
+/// for a presentation that matches both: someone who intercepted a code
+/// but has no verifier can neither spend it (the client's own exchange
+/// would then fail) nor, once it is spent, have what it issued revoked.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Proof {
+    /// `BASE64URL(SHA256(code_verifier))`.
+    pub code_challenge: String,
+    /// The `redirect_uri` sent with the code, if any.
+    pub redirect_uri: Option<String>,
 }
 
 /// What a code's first use issued.
@@ -451,6 +471,7 @@ impl CodeWriter {
         &self,
         code: &str,
         client_id: &str,
+        proof: &Proof,
         issuing: &Issued,
         checks: ReplayChecks<R, C>,
     ) -> Result<Redeemed, Error>
@@ -459,11 +480,12 @@ impl CodeWriter {
         C: FnOnce(&str) -> Result<(), std::time::Duration>,
     {
         let Some(queue) = &self.queue else {
-            return redeem(&self.db, code, client_id, issuing, checks).await;
+            return redeem(&self.db, code, client_id, proof, issuing, checks).await;
         };
         let claim = Claim {
             hash: token_digest(code),
             client_id: client_id.to_owned(),
+            proof: proof.clone(),
             issuing: issuing.clone(),
         };
         let hash = claim.hash.clone();
@@ -474,7 +496,7 @@ impl CodeWriter {
             .map_err(|_| stopped())?;
         match committed.await.map_err(|_| stopped())?.map_err(failed)? {
             Some(spent) => Ok(Redeemed::First(spent)),
-            None => replay(&self.db, &hash, client_id, checks).await,
+            None => replay(&self.db, &hash, client_id, proof, checks).await,
         }
     }
 }
@@ -495,26 +517,28 @@ fn failed((transient, why): Failed) -> Error {
 /// codes to store and one for the codes to spend, until every sender is
 /// gone. (A caller that went away no longer waits for its answer.)
 /// The claims of a group that go into the claiming statement: the first
-/// claim of each code by each client. The same code twice by the same
-/// client goes in once (an UPDATE … FROM takes one of several matching
-/// rows, which one is not defined, and the issue it records must be the
-/// one that gets the code); the later claims find it spent, as they would
-/// one statement later. Claims by other clients go in too and match
-/// nothing: one of them arriving first must not stand in for the code's
-/// own client.
+/// claim of each code by each client with each proof. The same code twice
+/// by the same client with the same proof goes in once (an UPDATE … FROM
+/// takes one of several matching rows, which one is not defined, and the
+/// issue it records must be the one that gets the code); the later claims
+/// find it spent, as they would one statement later. Claims by other
+/// clients, or with another proof, go in too and match nothing: one of
+/// them arriving first must not stand in for the code's own client and
+/// verifier.
 fn distinct_claims(claims: &[Claim]) -> Vec<Claim> {
     let mut seen = std::collections::HashSet::new();
     claims
         .iter()
-        .filter(|c| seen.insert((c.hash.as_slice(), c.client_id.as_str())))
+        .filter(|c| seen.insert((c.hash.as_slice(), c.client_id.as_str(), &c.proof)))
         .cloned()
         .collect()
 }
 
 /// What each claim of a group gets: the binding of the code it spent, for
-/// the first claim of that code by the client it was issued to; nothing
-/// for the others (they go on to [`replay`]). A claim is never handed what
-/// another client's code spent.
+/// the first claim of that code by the client it was issued to, with the
+/// proof it was bound to; nothing for the others (they go on to
+/// [`replay`]). A claim is never handed what another client's code spent,
+/// nor what a claim with another proof would have.
 fn share_spent(claims: &[Claim], mut spent: Vec<(Vec<u8>, Spent)>) -> Vec<Option<Spent>> {
     claims
         .iter()
@@ -522,7 +546,9 @@ fn share_spent(claims: &[Claim], mut spent: Vec<(Vec<u8>, Spent)>) -> Vec<Option
             spent
                 .iter()
                 .position(|(hash, spent)| {
-                    *hash == claim.hash && spent.grant.client_id == claim.client_id
+                    *hash == claim.hash
+                        && spent.grant.client_id == claim.client_id
+                        && claim.proof.matches(&spent.grant)
                 })
                 .map(|i| spent.swap_remove(i).1)
         })
@@ -604,12 +630,14 @@ async fn commit_groups(db: Db, mut rx: tokio::sync::mpsc::Receiver<Queued>) {
     }
 }
 
-/// Present `code` for `client_id`: spend it if it is live and theirs,
-/// recording `issuing` (what this exchange will issue) on it.
+/// Present `code` for `client_id` with `proof`: spend it if it is live,
+/// theirs and bound to that proof, recording `issuing` (what this exchange
+/// will issue) on it.
 pub async fn redeem<R, C>(
     db: &Db,
     code: &str,
     client_id: &str,
+    proof: &Proof,
     issuing: &Issued,
     checks: ReplayChecks<R, C>,
 ) -> Result<Redeemed, Error>
@@ -620,12 +648,23 @@ where
     let claim = Claim {
         hash: token_digest(code),
         client_id: client_id.to_owned(),
+        proof: proof.clone(),
         issuing: issuing.clone(),
     };
     let mut claimed = claim_all(db, std::slice::from_ref(&claim), now()).await?;
     match claimed.pop() {
         Some((_, spent)) => Ok(Redeemed::First(spent)),
-        None => replay(db, &claim.hash, client_id, checks).await,
+        None => replay(db, &claim.hash, client_id, proof, checks).await,
+    }
+}
+
+impl Proof {
+    /// Whether `grant` was bound to this proof.
+    pub fn matches(&self, grant: &Grant) -> bool {
+        crate::secret::digests_equal(
+            self.code_challenge.as_bytes(),
+            grant.code_challenge.as_bytes(),
+        ) && self.redirect_uri.as_deref() == Some(grant.redirect_uri.as_str())
     }
 }
 
@@ -634,6 +673,7 @@ where
 struct Claim {
     hash: Vec<u8>,
     client_id: String,
+    proof: Proof,
     issuing: Issued,
 }
 
@@ -661,6 +701,8 @@ async fn claim_all(db: &Db, claims: &[Claim], at: i64) -> Result<Vec<(Vec<u8>, S
         () => {
             " WHERE authorization_codes.code_hash = v.code_hash \
         AND authorization_codes.client_id = v.client_id \
+        AND authorization_codes.code_challenge = v.code_challenge \
+        AND authorization_codes.redirect_uri = v.redirect_uri \
         AND authorization_codes.used_at IS NULL AND authorization_codes.expires_at > $3 \
         AND EXISTS (SELECT 1 FROM sessions s WHERE s.sid = authorization_codes.sid AND s.ended_at IS NULL) \
         RETURNING authorization_codes.code_hash, authorization_codes.client_id, \
@@ -676,8 +718,9 @@ async fn claim_all(db: &Db, claims: &[Claim], at: i64) -> Result<Vec<(Vec<u8>, S
         Pool::Postgres(p) => {
             sqlx::query_as(concat!(
                 set!(),
-                "(SELECT * FROM UNNEST($2::BYTEA[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::BIGINT[])) \
-                 AS v(code_hash, client_id, family_id, access_jti, access_expires_at)",
+                "(SELECT * FROM UNNEST($2::BYTEA[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::BIGINT[], \
+                 $8::TEXT[], $9::TEXT[])) \
+                 AS v(code_hash, client_id, family_id, access_jti, access_expires_at, code_challenge, redirect_uri)",
                 filter!()
             ))
             .bind(at)
@@ -687,6 +730,8 @@ async fn claim_all(db: &Db, claims: &[Claim], at: i64) -> Result<Vec<(Vec<u8>, S
             .bind(claims.iter().map(|c| c.issuing.family_id.as_deref()).collect::<Vec<_>>())
             .bind(claims.iter().map(|c| c.issuing.access_jti.as_deref()).collect::<Vec<_>>())
             .bind(claims.iter().map(|c| c.issuing.access_expires_at).collect::<Vec<_>>())
+            .bind(claims.iter().map(|c| c.proof.code_challenge.as_str()).collect::<Vec<_>>())
+            .bind(claims.iter().map(|c| c.proof.redirect_uri.as_deref()).collect::<Vec<_>>())
             // Planned with the arrays it is given, every time. A prepared
             // statement's generic plan is made once, and one made while the
             // table was new and small scans the whole table for each claim
@@ -709,13 +754,16 @@ async fn claim_all(db: &Db, claims: &[Claim], at: i64) -> Result<Vec<(Vec<u8>, S
                         &i.family_id,
                         &i.access_jti,
                         i.access_expires_at,
+                        &c.proof.code_challenge,
+                        &c.proof.redirect_uri,
                     )
                 })
                 .collect();
             sqlx::query_as(concat!(
                 set!(),
                 "(SELECT unhex(value ->> 0) AS code_hash, value ->> 1 AS client_id, \
-                 value ->> 2 AS family_id, value ->> 3 AS access_jti, value ->> 4 AS access_expires_at \
+                 value ->> 2 AS family_id, value ->> 3 AS access_jti, value ->> 4 AS access_expires_at, \
+                 value ->> 5 AS code_challenge, value ->> 6 AS redirect_uri \
                  FROM json_each($2)) AS v",
                 filter!()
             ))
@@ -729,15 +777,17 @@ async fn claim_all(db: &Db, claims: &[Claim], at: i64) -> Result<Vec<(Vec<u8>, S
     Ok(rows.into_iter().map(|r| (r.code_hash, r.spent)).collect())
 }
 
-/// A code that could not be claimed: a replay by its own client marks the
-/// code (so that a first use still finishing revokes what it issues) and,
-/// in the same transaction, revokes what the first use recorded: its
-/// refresh family, and its access token through the log (as `checks`
-/// allow); anything else is invalid.
+/// A code that could not be claimed: a replay by its own client, with the
+/// proof the code was bound to, marks the code (so that a first use still
+/// finishing revokes what it issues) and, in the same transaction,
+/// revokes what the first use recorded: its refresh family, and its
+/// access token through the log (as `checks` allow); a presentation
+/// without the proof changes nothing; anything else is invalid.
 async fn replay<R, C>(
     db: &Db,
     hash: &[u8],
     client_id: &str,
+    proof: &Proof,
     checks: ReplayChecks<R, C>,
 ) -> Result<Redeemed, Error>
 where
@@ -749,13 +799,24 @@ where
     // expired, another client's, or replayed already (the first replay's
     // mark came with every revocation). Read first: only a first replay
     // takes the writer, and a code presented again and again costs reads.
-    let seen: Vec<(Option<i64>, Option<i64>)> = on_pool!(db.read(), p => sqlx::query_as(
-        "SELECT used_at, replayed_at FROM authorization_codes WHERE code_hash = $1 AND client_id = $2"
+    type Seen = (Option<i64>, Option<i64>, String, String);
+    let seen: Vec<Seen> = on_pool!(db.read(), p => sqlx::query_as(
+        "SELECT used_at, replayed_at, code_challenge, redirect_uri FROM authorization_codes \
+         WHERE code_hash = $1 AND client_id = $2"
     ).bind(hash).bind(client_id).fetch_all(p).await)?;
-    match seen.first() {
-        None | Some((None, _)) => return Ok(Redeemed::Invalid),
-        Some((Some(_), Some(_))) => return Ok(Redeemed::ReplayedAgain),
-        Some((Some(_), None)) => {}
+    let Some((used_at, replayed_at, code_challenge, redirect_uri)) = seen.first() else {
+        return Ok(Redeemed::Invalid);
+    };
+    if !crate::secret::digests_equal(proof.code_challenge.as_bytes(), code_challenge.as_bytes()) {
+        return Ok(Redeemed::WrongVerifier);
+    }
+    if proof.redirect_uri.as_deref() != Some(redirect_uri.as_str()) {
+        return Ok(Redeemed::WrongRedirectUri);
+    }
+    match (used_at, replayed_at) {
+        (None, _) => return Ok(Redeemed::Invalid),
+        (Some(_), Some(_)) => return Ok(Redeemed::ReplayedAgain),
+        (Some(_), None) => {}
     }
     let at = now();
     let ReplayChecks {
@@ -903,7 +964,16 @@ mod tests {
         Claim {
             hash: vec![code; 32],
             client_id: client.into(),
+            proof: proof(),
             issuing: Issued::default(),
+        }
+    }
+
+    /// The proof [`grant`]'s codes are bound to.
+    fn proof() -> Proof {
+        Proof {
+            code_challenge: "c".into(),
+            redirect_uri: Some("https://app.example.com/cb".into()),
         }
     }
 

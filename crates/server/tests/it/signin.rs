@@ -639,7 +639,9 @@ async fn pkce_and_code_binding_attacks_fail(backend: Backend) {
     let unknown = b.get(&h, &authorize_url("nobody", &[])).await;
     assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
     assert!(unknown.headers.get(header::LOCATION).is_none());
-    // A good code, with a wrong verifier: refused, and the code is spent.
+    // A good code, presented without its verifier (as by someone who
+    // intercepted it) or to another redirect URI: refused, and neither
+    // spends it nor, once it is spent, revokes what it issued.
     let back = location(
         &log_in(
             &h,
@@ -676,12 +678,49 @@ async fn pkce_and_code_binding_attacks_fail(backend: Backend) {
         )
         .await;
     assert_eq!(missing.error(), "invalid_request");
-    let wrong = exchange(&h, &s, &code, "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXj").await;
+    const WRONG: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXj";
+    let elsewhere = |code: &str| {
+        let code = code.to_owned();
+        let (id, secret) = (s.client_id.clone(), s.secret.clone());
+        let h = &h;
+        async move {
+            h.post(
+                "/oauth2/token",
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("code", &code),
+                    ("redirect_uri", "https://app.example.com/other"),
+                    ("code_verifier", VERIFIER),
+                ],
+                Some((&id, &secret)),
+            )
+            .await
+        }
+    };
+    let wrong = exchange(&h, &s, &code, WRONG).await;
     assert_eq!(wrong.error(), "invalid_grant");
+    assert!(wrong.text.contains("code_verifier"), "{}", wrong.text);
+    let malformed = exchange(&h, &s, &code, "short").await;
+    assert_eq!(malformed.error(), "invalid_grant");
+    let moved = elsewhere(&code).await;
+    assert_eq!(moved.error(), "invalid_grant");
+    assert!(moved.text.contains("redirect_uri"), "{}", moved.text);
+    let tokens = exchange(&h, &s, &code, VERIFIER).await;
+    assert_eq!(tokens.status, StatusCode::OK, "{}", tokens.text);
+    let rs = h.client(&[GrantType::ClientCredentials], "openid").await;
+    let access = tokens.str("access_token");
+    assert!(exchange(&h, &s, &code, WRONG).await.error() == "invalid_grant");
+    assert!(elsewhere(&code).await.error() == "invalid_grant");
+    assert!(
+        h.active(&access, (&rs.0, &rs.1)).await,
+        "revoked without the verifier"
+    );
+    // The client itself presenting it again is a replay: revoked.
     assert_eq!(
         exchange(&h, &s, &code, VERIFIER).await.error(),
         "invalid_grant"
     );
+    assert!(!h.active(&access, (&rs.0, &rs.1)).await);
     h.finish().await;
 }
 

@@ -816,21 +816,31 @@ async fn codes_committed_in_groups_keep_every_binding(backend: Backend) {
     let presented: Vec<_> = codes
         .iter()
         .flat_map(|(grant, code)| {
-            // Each code once by another client, then twice by its own,
-            // likely in one group.
-            ["someone-else".to_owned(), client.clone(), client.clone()].map(|by| {
+            // Each code once by another client, once by its own with
+            // another verifier, then twice by its own, likely in one group.
+            let wrong = codes::Proof {
+                code_challenge: "another".into(),
+                ..proof_of(grant)
+            };
+            [
+                ("someone-else".to_owned(), proof_of(grant)),
+                (client.clone(), wrong),
+                (client.clone(), proof_of(grant)),
+                (client.clone(), proof_of(grant)),
+            ]
+            .map(|(by, proof)| {
                 let (writer, code, grant, issuing) =
                     (writer.clone(), code.clone(), grant.clone(), issuing.clone());
                 tokio::spawn(async move {
                     let redeemed = writer
-                        .redeem(&code, &by, &issuing, codes::append_always())
+                        .redeem(&code, &by, &proof, &issuing, codes::append_always())
                         .await;
                     (by, grant, redeemed)
                 })
             })
         })
         .collect();
-    let (mut first, mut replayed, mut invalid) = (0, 0, 0);
+    let (mut first, mut replayed, mut invalid, mut unproven) = (0, 0, 0, 0);
     for task in presented {
         match task.await.unwrap() {
             (by, grant, Ok(Redeemed::First(spent))) => {
@@ -879,11 +889,19 @@ async fn codes_committed_in_groups_keep_every_binding(backend: Backend) {
                 invalid += 1;
                 assert_ne!(by, client, "its own client's claim is never refused");
             }
-            (_, _, Ok(Redeemed::ReplayedAgain)) => panic!("each code is replayed once"),
+            (by, _, Ok(Redeemed::WrongVerifier)) => {
+                unproven += 1;
+                assert_eq!(by, client);
+            }
+            (_, _, Ok(Redeemed::ReplayedAgain | Redeemed::WrongRedirectUri)) => {
+                panic!("each code is replayed once, always to its redirect URI")
+            }
             (_, _, Err(e)) => panic!("{e}"),
         }
     }
-    assert_eq!((first, replayed, invalid), (25, 25, 25));
+    // The wrong verifier neither spent a code nor stood in for the right
+    // one in its group.
+    assert_eq!((first, replayed, invalid, unproven), (25, 25, 25, 25));
     h.finish().await;
 }
 
@@ -930,13 +948,22 @@ async fn batched_writes_prepare_one_statement_whatever_their_size(backend: Backe
                     writer.clone(),
                     grant(&client, &user, &sid, usize::try_from(i).unwrap()),
                 );
-                tokio::spawn(async move { writer.issue(&grant, None).await.unwrap().unwrap() })
+                tokio::spawn(async move {
+                    let code = writer.issue(&grant, None).await.unwrap().unwrap();
+                    (code, proof_of(&grant))
+                })
             })
             .collect();
         for task in issued {
-            let code = task.await.unwrap();
+            let (code, proof) = task.await.unwrap();
             let spent = writer
-                .redeem(&code, &client, &Issued::default(), codes::append_always())
+                .redeem(
+                    &code,
+                    &client,
+                    &proof,
+                    &Issued::default(),
+                    codes::append_always(),
+                )
                 .await
                 .unwrap();
             assert!(matches!(spent, Redeemed::First(_)), "{spent:?}");
@@ -2364,4 +2391,12 @@ async fn a_replay_racing_the_rightful_rotation_is_reuse() {
     );
     assert_eq!(refresh::live_tokens(&h.db, &family_id).await.unwrap(), 0);
     h.finish().await;
+}
+
+/// What the client of a code made for `grant` shows as it redeems it.
+fn proof_of(grant: &codes::Grant) -> codes::Proof {
+    codes::Proof {
+        code_challenge: grant.code_challenge.clone(),
+        redirect_uri: Some(grant.redirect_uri.clone()),
+    }
 }
