@@ -410,8 +410,20 @@ impl Keys {
 
     /// [`Keys::maintain`] as of `at` (seconds): the tests move the clock
     /// this way.
+    ///
+    /// A maintenance that cannot write (a database left read-only after a
+    /// failover, a lock timeout, a full disk) still reads the keys other
+    /// instances made, and fails: else this instance would go on signing
+    /// with, and publishing, a key they have replaced (one replaced
+    /// because it leaked, perhaps), until its writes pass again.
     pub async fn maintain_at(&self, at: i64) -> Result<(), Error> {
-        self.update(true, at).await
+        let maintained = self.update(true, at).await;
+        if maintained.is_err() {
+            if let Err(e) = self.refresh_at(at).await {
+                tracing::warn!(error = %e, "reading the signing keys again failed too");
+            }
+        }
+        maintained
     }
 
     /// Read the stored keys again, as of `at`, and write nothing: what an

@@ -106,6 +106,43 @@ async fn a_first_start_stores_all_its_keys_or_none() {
     db.close().await;
 }
 
+/// A maintenance whose writes fail (here every write to the keys; in
+/// life a database left read-only after a failover, a lock timeout) still
+/// takes up the keys another instance made: before, it kept signing with
+/// the key they replaced for as long as its writes failed.
+#[tokio::test]
+async fn a_maintenance_that_cannot_write_still_reads_the_keys_others_made() {
+    let Some(h) = Harness::new(Backend::Sqlite).await else {
+        return;
+    };
+    let now = tessera_server::store::now();
+    let before = h.app.keys.signer(now).unwrap().kid().unwrap().to_owned();
+    // Another instance rotates.
+    let other = tessera_server::open(h.test_db.config()).await.unwrap();
+    let kids = other.keys.rotate().await.unwrap();
+    let announce = tessera_server::store::secs(h.test_db.config().keys.announce);
+    for change in ["INSERT", "UPDATE", "DELETE"] {
+        h.execute(
+            &format!(
+                "CREATE TRIGGER no_{change} BEFORE {change} ON signing_keys \
+                 BEGIN SELECT RAISE(ABORT, 'read-only'); END"
+            ),
+            &[],
+        )
+        .await;
+    }
+    // Long past the new key's announcement: this instance would delete
+    // the old key.
+    let ttl = tessera_server::store::secs(h.test_db.config().max_access_ttl);
+    let at = now + announce + ttl + 120;
+    assert!(h.app.keys.maintain_at(at).await.is_err());
+    let signing = h.app.keys.signer(at).unwrap().kid().unwrap().to_owned();
+    assert_ne!(signing, before);
+    assert!(kids.contains(&signing), "{signing} not in {kids:?}");
+    other.db.close().await;
+    h.finish().await;
+}
+
 /// A rotation by hand stores its keys all or none (one failing, none is
 /// stored, and the error says so), and once they are stored it says so,
 /// even if reading the key ring again then fails (a row that does not
