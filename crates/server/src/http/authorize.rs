@@ -38,7 +38,7 @@ pub async fn authorize(
     body: Bytes,
 ) -> Response {
     let (params, repeated) =
-        match super::page_params::of_query_or_body_keeping_first(&method, &uri, &body) {
+        match super::page_params::of_query_or_body_keeping_first(&method, &headers, &uri, &body) {
             Ok(read) => read,
             Err(why) => return bad_request(&pages, &why),
         };
@@ -78,7 +78,7 @@ pub async fn authorize(
         }
         let error = request.error(
             "invalid_request",
-            format!("parameter {name} given more than once"),
+            format!("{} given more than once", super::form::parameter(name)),
         );
         return respond_error(&app, &pages, &error);
     }

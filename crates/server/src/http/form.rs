@@ -56,7 +56,8 @@ impl OAuthForm {
         let (form, repeated) = OAuthForm::parse_keeping_first(body, authorization, peer)?;
         match repeated.first() {
             Some(name) => Err(OAuthError::invalid_request(format!(
-                "parameter {name} given more than once"
+                "{} given more than once",
+                parameter(name)
             ))),
             None => Ok(form),
         }
@@ -83,8 +84,8 @@ impl OAuthForm {
                 || (name != "password" && value.chars().any(char::is_control))
             {
                 return Err(OAuthError::invalid_request(format!(
-                    "parameter {} holds a control character",
-                    name.escape_debug()
+                    "{} holds a control character",
+                    parameter(&name)
                 )));
             }
             if !seen.insert(name.clone()) {
@@ -172,6 +173,22 @@ impl OAuthForm {
             authorization: self.authorization.as_ref().map(HeaderValue::as_bytes),
             params: self,
         }
+    }
+}
+
+/// A parameter named in an error message, which pages show: by its name
+/// when that is a plain one (as every protocol parameter's is), else
+/// unnamed, so that a link cannot put the text of its choice on this
+/// server's pages ("parameter Your account is locked, call …").
+pub(crate) fn parameter(name: &str) -> String {
+    let plain = (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if plain {
+        format!("parameter {name}")
+    } else {
+        "a parameter".into()
     }
 }
 

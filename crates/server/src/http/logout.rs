@@ -53,7 +53,7 @@ pub async fn end_session(
     uri: Uri,
     body: Bytes,
 ) -> Response {
-    let params = match super::page_params::of_query_or_body(&method, &uri, &body) {
+    let params = match super::page_params::of_query_or_body(&method, &headers, &uri, &body) {
         Ok(p) => p,
         Err(why) => return bad_request(&pages, &why),
     };
@@ -121,6 +121,10 @@ async fn resolve(
     redirect: Option<&str>,
     state: Option<&str>,
 ) -> Result<Target, ErrorPage> {
+    // It travels in the address the person is sent back to.
+    if state.is_some_and(|s| s.len() > crate::signin::MAX_ECHO) {
+        return Err(|p| bad_request(p, "state is too long"));
+    }
     let client = match client_id {
         // An unknown client (one deleted since its ID token was issued,
         // say) does not keep the person from signing out.

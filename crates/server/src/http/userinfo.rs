@@ -103,6 +103,8 @@ async fn token_from_body(request: Request, next: Next) -> Response {
     let mut tokens = pairs.iter().filter(|(name, _)| name == "access_token");
     let token = match (tokens.next(), tokens.next()) {
         (None, _) => None,
+        // Sent without a value: as if omitted (RFC 6749 §3.2).
+        (Some((_, token)), None) if token.is_empty() => None,
         (Some((_, token)), None) => Some(token),
         (Some(_), Some(_)) => return invalid_request("access_token is given more than once"),
     };

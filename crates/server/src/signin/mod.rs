@@ -27,7 +27,7 @@ pub const OIDC_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_acces
 const IGNORED_SCOPES: [&str; 2] = ["address", "phone"];
 
 /// The longest `state` or `nonce` kept (they travel in URLs).
-const MAX_ECHO: usize = 1024;
+pub(crate) const MAX_ECHO: usize = 1024;
 
 /// How the response goes back to the client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -750,6 +750,17 @@ async fn userinfo_takes_the_token_from_a_form_body_once(backend: Backend) {
     let bad = post(format!("access_token={forged}"), None).await;
     assert_eq!(bad.status, StatusCode::UNAUTHORIZED);
     assert_eq!(bad.json["error"], "invalid_token");
+    // Sent without a value, the parameter counts as omitted (RFC 6749
+    // §3.2): the header's token answers, and without one it is the 401
+    // of no credentials (no error code, RFC 6750 §3.1).
+    let empty = post("access_token=".into(), Some(&token)).await;
+    assert_eq!(empty.status, StatusCode::OK, "{}", empty.text);
+    let empty = post("access_token=".into(), None).await;
+    assert_eq!(empty.status, StatusCode::UNAUTHORIZED);
+    assert!(!empty.headers[header::WWW_AUTHENTICATE]
+        .to_str()
+        .unwrap()
+        .contains("error="));
     // A body without the parameter: as before, the header or nothing.
     let none = post("other=1".into(), None).await;
     assert_eq!(none.status, StatusCode::UNAUTHORIZED);

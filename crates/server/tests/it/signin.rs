@@ -1371,6 +1371,69 @@ async fn query_parameters_are_read_as_strictly_as_forms(backend: Backend) {
             .await;
         assert_eq!(logout.status, StatusCode::BAD_REQUEST, "logout {bad}");
     }
+    // The text of a parameter's name is not put on this server's pages
+    // (a link could show whatever it likes there), nor at the client.
+    let lure = "Your+account+is+locked.+Call+%2B1-555-0100";
+    let logout = b
+        .get(&h, &format!("/oauth2/logout?{lure}=1&{lure}=1"))
+        .await;
+    assert_eq!(logout.status, StatusCode::BAD_REQUEST);
+    assert!(!logout.text.contains("locked"), "{}", logout.text);
+    assert!(logout.text.contains("A parameter given more than once"));
+    let url = format!("{}&{lure}=1&{lure}=2", authorize_url(&s.client_id, &[]));
+    let back = query_of(&location(&b.get(&h, &url).await));
+    assert!(!back["error_description"].contains("locked"), "{back:?}");
+    // A parameter name of the protocol's is named.
+    let named = b.get(&h, "/oauth2/logout?state=a&state=b").await;
+    assert!(named.text.contains("Parameter state given more than once"));
+    // A POST's parameters are its form body alone: a query beside it, or
+    // a body of another type, is refused rather than ignored or read.
+    let form = authorize_url(&s.client_id, &[])
+        .split_once('?')
+        .unwrap()
+        .1
+        .to_owned();
+    for (path, content_type) in [
+        (
+            "/oauth2/authorize?client_id=other",
+            "application/x-www-form-urlencoded",
+        ),
+        ("/oauth2/authorize", "text/plain"),
+        (
+            "/oauth2/logout?state=x",
+            "application/x-www-form-urlencoded",
+        ),
+    ] {
+        let posted = h
+            .send(
+                Request::post(path)
+                    .header(header::CONTENT_TYPE, content_type)
+                    .header(header::COOKIE, b.cookie_header())
+                    .body(Body::from(form.clone()))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(
+            posted.status,
+            StatusCode::BAD_REQUEST,
+            "{path} {content_type}"
+        );
+        assert!(posted.headers.get(header::LOCATION).is_none());
+    }
+    // The logout's state travels in an address too: bounded as the
+    // authorization request's is.
+    let long = b
+        .get(
+            &h,
+            &format!(
+                "/oauth2/logout?client_id={}&state={}",
+                s.client_id,
+                "s".repeat(1025)
+            ),
+        )
+        .await;
+    assert_eq!(long.status, StatusCode::BAD_REQUEST);
+    assert!(long.headers.get(header::LOCATION).is_none());
     // A parameter given twice (RFC 6749 §3.1) is invalid_request at the
     // redirect URI (§4.1.2.1: the client and the URI are good), without
     // the state when that is the one given twice; but a client_id, a
