@@ -19,7 +19,13 @@
 //!   [`Limits::send_timeout`] for the client to take bytes, or the
 //!   connection is closed: a client that never reads its response (a zero
 //!   receive window) cannot hold a connection open. The timer restarts with
-//!   every byte sent, so a long event stream to a reading client lives on;
+//!   every byte sent, so a long event stream to a reading client lives on.
+//!   On Linux the kernel also gives up a connection whose sent bytes go
+//!   unacknowledged that long (`TCP_USER_TIMEOUT`): a peer that vanished
+//!   (its host gone, the flow dropped by a NAT or a firewall) acknowledges
+//!   nothing, and a stream of small events to it would fill the kernel's
+//!   buffer only after hours, while the kernel's own retries take some
+//!   fifteen minutes (`tcp_retries2`);
 //! - **connection limit**: at most [`Limits::max_connections`] connections
 //!   are open at once. Past it, new connections wait in the kernel's accept
 //!   queue until one closes (and the timeouts above make sure one does).
@@ -192,6 +198,11 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            let ms = u32::try_from(limits.send_timeout.as_millis()).unwrap_or(u32::MAX);
+            let _ = rustix::net::sockopt::set_tcp_user_timeout(&stream, ms);
+        }
         let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
         stream.set_write_timeout(Some(limits.send_timeout));
         let router = router.clone();

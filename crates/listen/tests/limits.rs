@@ -311,3 +311,101 @@ async fn an_oversized_request_head_is_refused() {
     stream.read_exact(&mut answer).await.unwrap();
     assert_eq!(&answer, b"HTTP/1.1 200");
 }
+
+/// A peer that vanishes mid-stream (its host gone, the flow dropped by a
+/// NAT) acknowledges nothing: the connection is given up within about the
+/// send timeout, and the stream dropped. Before, small events kept going
+/// into the kernel's buffer, which retried for some fifteen minutes, and
+/// the stream (a revocation feed, with its place among the client's
+/// streams) stayed open all that time. Run in a network namespace of its
+/// own (`unshare -n`, as root), whose loopback is taken down under the
+/// connection; elsewhere it says so and passes.
+#[test]
+fn a_vanished_peer_is_given_up_within_the_send_timeout() {
+    let can = std::process::Command::new("unshare")
+        .args(["-n", "true"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !can {
+        eprintln!("skipped: no network namespace of its own here (needs unshare -n, as root)");
+        return;
+    }
+    let status = std::process::Command::new("unshare")
+        .args(["-n", "--"])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_vanished_peer_in_a_namespace_of_its_own",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("TESSERA_IN_NETNS", "1")
+        .status()
+        .unwrap();
+    assert!(status.success(), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by a_vanished_peer_is_given_up_within_the_send_timeout, in a namespace of its own"]
+async fn a_vanished_peer_in_a_namespace_of_its_own() {
+    assert!(
+        std::env::var_os("TESSERA_IN_NETNS").is_some(),
+        "takes the loopback down: run only in a network namespace of its own"
+    );
+    let link = |state: &str| {
+        let ok = std::process::Command::new("ip")
+            .args(["link", "set", "lo", state])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    link("up");
+    /// Tells when the stream is dropped.
+    struct Dropped(Option<tokio::sync::oneshot::Sender<()>>);
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            if let Some(tx) = self.0.take() {
+                let _ = tx.send(());
+            }
+        }
+    }
+    let (tx, dropped) = tokio::sync::oneshot::channel();
+    let tx = std::sync::Arc::new(std::sync::Mutex::new(Some(tx)));
+    let events = move || {
+        let guard = Dropped(tx.lock().unwrap().take());
+        async move {
+            let ticks = futures_util::stream::unfold(guard, |guard| async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Some((
+                    Ok::<_, std::io::Error>(Bytes::from_static(b"data: event\n\n")),
+                    guard,
+                ))
+            });
+            axum::body::Body::from_stream(ticks)
+        }
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let mut l = limits(30, 30, 16);
+    l.send_timeout = Duration::from_secs(1);
+    let router = Router::new().route("/events", get(events));
+    tokio::spawn(serve(listener, router, l, std::future::pending()));
+    let mut client = TcpStream::connect(address).await.unwrap();
+    client
+        .write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 64];
+    let n = client.read(&mut first).await.unwrap();
+    assert!(first[..n].starts_with(b"HTTP/1.1 200"));
+    // The peer vanishes: nothing it is sent is acknowledged any more.
+    link("down");
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(30), dropped)
+        .await
+        .expect("the stream to a vanished peer was still open after 30 s")
+        .unwrap();
+    eprintln!("given up after {:?}", started.elapsed());
+    drop(client);
+}
