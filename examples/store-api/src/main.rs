@@ -139,6 +139,14 @@ async fn main() -> anyhow::Result<()> {
             })
             .start()?;
         guard = guard.revocations(feed);
+    } else {
+        // Said at every start: without the feed, a token revoked at the
+        // provider (a logout, a password change, a deleted client) is
+        // accepted here until it expires.
+        eprintln!(
+            "store-api: no revocation feed (--revocation-client-id): revoked tokens are \
+             accepted until they expire"
+        );
     }
     let guard = guard.build()?;
     let db = store_api::open_db(&args.database_url).await?;

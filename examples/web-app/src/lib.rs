@@ -7,7 +7,8 @@
 //! ways: RP-initiated (a redirect to the provider) and back-channel (the
 //! provider POSTs a logout token here).
 //!
-//! Sessions live in memory, each for at most [`Limits::session_lifetime`];
+//! Sessions live in memory, each for at most [`Limits::session_lifetime`]
+//! and [`Limits::idle_timeout`] unused, their number bounded;
 //! the browser holds a random id in an `HttpOnly`, `SameSite=Lax` cookie,
 //! which keeps other sites from triggering the POST buttons; the buttons
 //! also refuse a form posted from another origin (another host of the
@@ -64,7 +65,23 @@ struct Endpoints {
     token: String,
     userinfo: String,
     end_session: String,
+    /// Where refresh tokens no session will use again are revoked (RFC
+    /// 7009), if the provider has one.
+    revocation: Option<String>,
 }
+
+/// The algorithm this app's ID tokens (and logout tokens) are signed
+/// with: the one it is registered for, RS256 by default (OpenID Connect
+/// Core §3.1.3.7 step 7). Another algorithm of a key in the provider's
+/// set (one that signs access tokens, say) is refused.
+const ID_TOKEN_ALG: tessera_jose::Algorithm = tessera_jose::Algorithm::RS256;
+
+/// How long a request to the token endpoint may take: longer than the
+/// provider may take to answer (30 s for `tessera serve`). A refresh the
+/// app stopped waiting for may have rotated the token all the same, and
+/// the next refresh, with the old token, would then look like theft to
+/// the provider, which ends the whole grant.
+const TOKEN_TIMEOUT: Duration = Duration::from_secs(40);
 
 impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -295,10 +312,15 @@ impl WebApp {
             token: field("token_endpoint")?,
             userinfo: field("userinfo_endpoint")?,
             end_session: field("end_session_endpoint")?,
+            revocation: field("revocation_endpoint").ok(),
         };
-        // The secret goes to the token endpoint, access tokens to userinfo;
-        // a provider reached over TLS names only TLS endpoints.
-        for url in [&endpoints.token, &endpoints.userinfo] {
+        // The secret goes to the token and revocation endpoints, access
+        // tokens to userinfo; a provider reached over TLS names only TLS
+        // endpoints.
+        for url in [&endpoints.token, &endpoints.userinfo]
+            .into_iter()
+            .chain(&endpoints.revocation)
+        {
             in_the_clear_refused(url, settings.allow_plain_http)?;
             if settings.issuer.starts_with("https://") && !url.starts_with("https://") {
                 anyhow::bail!("{url}: not https, as the provider {} is", settings.issuer);
@@ -317,10 +339,12 @@ impl WebApp {
             Keys::Remote(Arc::clone(&keys)),
         )
         .typ(Some("JWT"))
+        .algorithms([ID_TOKEN_ALG])
         .build()?;
         let logout_tokens =
             Guard::builder(&settings.issuer, &settings.client_id, Keys::Remote(keys))
                 .typ(Some("logout+jwt"))
+                .algorithms([ID_TOKEN_ALG])
                 .build()?;
         let mut pages = minijinja::Environment::new();
         pages.add_template("page.html", PAGE)?;
@@ -415,8 +439,44 @@ impl WebApp {
     /// The session this browser's cookie names, with its id.
     fn session(&self, headers: &HeaderMap) -> Option<(String, Session)> {
         let id = cookie_of(headers, self.cookies.session())?;
-        let session = self.sessions().get(&id, Instant::now())?;
-        Some((id, session))
+        let session = self.sessions().get(&id, Instant::now());
+        self.revoke_retired();
+        Some((id, session?))
+    }
+
+    /// Revoke at the provider, in the background, the refresh tokens of
+    /// the sessions ended here since the last call (best effort: one that
+    /// fails stays valid there until it expires or the provider's session
+    /// ends).
+    fn revoke_retired(&self) {
+        let retired = self.sessions().take_retired();
+        let Some(endpoint) = self.endpoints.revocation.clone() else {
+            return;
+        };
+        if retired.is_empty() {
+            return;
+        }
+        let (http, id, secret) = (
+            self.http.clone(),
+            self.settings.client_id.clone(),
+            self.settings.client_secret.clone(),
+        );
+        tokio::spawn(async move {
+            for token in retired {
+                let sent = http
+                    .post(&endpoint)
+                    .basic_auth(&id, Some(secret.as_str()))
+                    .form(&[
+                        ("token", token.as_str()),
+                        ("token_type_hint", "refresh_token"),
+                    ])
+                    .send()
+                    .await;
+                if let Err(e) = sent.and_then(reqwest::Response::error_for_status) {
+                    eprintln!("web-app: a refresh token could not be revoked: {e}");
+                }
+            }
+        });
     }
 
     fn page(
@@ -452,6 +512,7 @@ impl WebApp {
         let response = self
             .http
             .post(&self.endpoints.token)
+            .timeout(TOKEN_TIMEOUT)
             .basic_auth(
                 &self.settings.client_id,
                 Some(self.settings.client_secret.as_str()),
@@ -604,6 +665,7 @@ struct CallbackParams {
     state: Option<String>,
     iss: Option<String>,
     error: Option<String>,
+    error_description: Option<String>,
 }
 
 /// The provider sends the person back: check state and iss, exchange the
@@ -638,10 +700,16 @@ async fn callback(
         );
     }
     if let Some(error) = params.error {
+        // The provider's words (`temporarily_unavailable` says how long
+        // to wait); shown escaped, as everything on the page.
+        let why = params
+            .error_description
+            .map(|d| format!(" ({d})"))
+            .unwrap_or_default();
         return app.page(
             None,
             None,
-            Some(&format!("Sign-in did not complete: {error}")),
+            Some(&format!("Sign-in did not complete: {error}{why}")),
         );
     }
     let Some(code) = params.code else {
@@ -673,6 +741,10 @@ async fn callback(
     };
     if claims.get("nonce").and_then(Value::as_str) != Some(started.nonce.as_str()) {
         return problem(StatusCode::BAD_REQUEST, "the ID token's nonce is not ours");
+    }
+    // Core §2: required (the guard checks it only when present).
+    if !claims.get("iat").is_some_and(Value::is_number) {
+        return problem(StatusCode::BAD_GATEWAY, "the ID token has no iat");
     }
     if let Err(why) = authorized_party_checked(&claims, &app.settings.client_id) {
         return problem(StatusCode::BAD_GATEWAY, why);
@@ -711,6 +783,7 @@ async fn callback(
             .map(|t| Zeroizing::new(t.to_owned())),
         id_token: id_token.to_owned(),
         signed_in: now,
+        last_used: now,
         refreshing: Arc::default(),
     };
     let id = match random() {
@@ -722,10 +795,11 @@ async fn callback(
         // Signing in again in this browser replaces its session: the old
         // one would otherwise stay in memory, unreachable, until it ended.
         if let Some(old) = cookie_of(&headers, app.cookies.session()) {
-            sessions.remove(&old);
+            sessions.retire(&old);
         }
         sessions.insert(id.clone(), session, now);
     }
+    app.revoke_retired();
     let mut r = redirect("/");
     r.headers_mut().append(
         header::SET_COOKIE,
@@ -814,7 +888,9 @@ enum RefreshFailed {
 /// tokens stored with it instead of asking again.
 async fn fresh_tokens(app: &WebApp, id: &str, seen: &Session) -> Result<Session, RefreshFailed> {
     let _one_at_a_time = seen.refreshing.lock().await;
-    let Some(current) = app.sessions().get(id, Instant::now()) else {
+    let current = app.sessions().get(id, Instant::now());
+    app.revoke_retired();
+    let Some(current) = current else {
         return Err(RefreshFailed::Ended);
     };
     if current.refresh_token != seen.refresh_token {
@@ -871,28 +947,32 @@ async fn refresh(State(app): State<Arc<WebApp>>, headers: HeaderMap) -> Response
     }
 }
 
-/// RP-initiated logout: forget the session here, then let the provider end
-/// its own and send the person back.
+/// RP-initiated logout: forget the session here (its refresh token
+/// revoked), then let the provider end its own and send the person back.
+/// With no session here (it ended here: the app restarted, it was idle),
+/// the person is still sent to the provider, whose session may well go
+/// on: without an `id_token_hint`, the provider asks them to confirm.
 async fn logout(State(app): State<Arc<WebApp>>, headers: HeaderMap) -> Response {
-    let Some((id, session)) = app.session(&headers) else {
-        return redirect("/");
-    };
-    app.sessions().remove(&id);
-    let state = match random() {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let session = app.session(&headers);
+    if let Some((id, _)) = &session {
+        app.sessions().retire(id);
+        app.revoke_retired();
+    }
     let mut url = match url::Url::parse(&app.endpoints.end_session) {
         Ok(u) => u,
         Err(e) => return problem(StatusCode::BAD_GATEWAY, &e.to_string()),
     };
-    url.query_pairs_mut()
-        .append_pair("id_token_hint", &session.id_token)
-        .append_pair(
+    {
+        let mut query = url.query_pairs_mut();
+        match &session {
+            Some((_, session)) => query.append_pair("id_token_hint", &session.id_token),
+            None => query.append_pair("client_id", &app.settings.client_id),
+        };
+        query.append_pair(
             "post_logout_redirect_uri",
             &format!("{}/", app.settings.base),
-        )
-        .append_pair("state", &state);
+        );
+    }
     let mut r = redirect(url.as_str());
     r.headers_mut().append(
         header::SET_COOKIE,
@@ -910,18 +990,39 @@ const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchan
 
 /// Back-channel logout (OpenID Connect Back-Channel Logout 1.0 §2.8):
 /// verify the logout token and end the sessions of its `sid`, its `sub`,
-/// or both.
+/// or both. Every answer is `no-store` (§2.8).
 async fn backchannel(State(app): State<Arc<WebApp>>, Form(form): Form<LogoutToken>) -> Response {
-    let claims = match app.logout_tokens.verify(&form.logout_token).await {
+    let mut r = logged_out(&app, &form.logout_token).await;
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+async fn logged_out(app: &WebApp, logout_token: &str) -> Response {
+    let claims = match app.logout_tokens.verify(logout_token).await {
         Ok(t) => t.claims().clone(),
+        // Not the token's fault (the provider's keys could not be had): a
+        // 5xx has the provider try again later, while a 400 is final, and
+        // the logout would be lost.
+        Err(rejection) if rejection.status().is_server_error() => {
+            return problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the provider's keys cannot be had now: try again",
+            )
+        }
         Err(_) => return problem(StatusCode::BAD_REQUEST, "invalid logout token"),
     };
+    // §2.4: `events` is an object whose logout member is an object.
     let event = claims
         .get("events")
+        .and_then(Value::as_object)
         .and_then(|events| events.get(BACKCHANNEL_LOGOUT_EVENT))
-        .is_some();
+        .is_some_and(Value::is_object);
     if !event {
         return problem(StatusCode::BAD_REQUEST, "not a logout token");
+    }
+    if !claims.get("iat").is_some_and(Value::is_number) {
+        return problem(StatusCode::BAD_REQUEST, "a logout token has an iat");
     }
     if claims.get("nonce").is_some() {
         return problem(StatusCode::BAD_REQUEST, "a logout token has no nonce");
@@ -935,10 +1036,7 @@ async fn backchannel(State(app): State<Arc<WebApp>>, Form(form): Form<LogoutToke
         );
     }
     app.sessions().end(sid, sub);
-    let mut r = StatusCode::OK.into_response();
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
+    StatusCode::OK.into_response()
 }
 
 #[cfg(test)]

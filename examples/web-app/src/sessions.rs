@@ -1,6 +1,7 @@
 //! What the app keeps in memory between requests: the signed-in sessions
 //! and, briefly, the sign-ins a callback has taken, each with a bounded
-//! life (a sign-in under way is kept by the browser, in a signed cookie).
+//! life and number (a sign-in under way is kept by the browser, in a
+//! signed cookie).
 //! Whatever depends on the time takes it as `now`, so the tests can move
 //! it.
 
@@ -17,16 +18,27 @@ pub struct Limits {
     /// then signs in again (at the provider, often without a prompt).
     /// Default: 8 hours.
     pub session_lifetime: Duration,
+    /// A session not used for this long ends. Default: 1 hour.
+    pub idle_timeout: Duration,
     /// A sign-in must come back from the provider within this time.
     /// Default: 10 minutes.
     pub login_timeout: Duration,
+    /// Sessions kept at most; past it a sign-in ends the oldest. Default:
+    /// 100,000 (a few hundred MB at most).
+    pub max_sessions: usize,
+    /// Sessions of one person kept at most; past it their sign-in ends
+    /// their oldest. Default: 20.
+    pub sessions_per_person: usize,
 }
 
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
             session_lifetime: Duration::from_secs(8 * 60 * 60),
+            idle_timeout: Duration::from_secs(60 * 60),
             login_timeout: Duration::from_secs(10 * 60),
+            max_sessions: 100_000,
+            sessions_per_person: 20,
         }
     }
 }
@@ -97,54 +109,129 @@ pub(crate) struct Session {
     pub(crate) id_token: String,
     /// When the person signed in: the session ends `session_lifetime` later.
     pub(crate) signed_in: Instant,
+    /// When it was last used: it ends `idle_timeout` later.
+    pub(crate) last_used: Instant,
     /// Held while this session's tokens are refreshed, so that only one
     /// refresh at a time is under way for it (see `fresh_tokens`). Every
     /// copy of the session shares it.
     pub(crate) refreshing: Arc<tokio::sync::Mutex<()>>,
 }
 
-/// The signed-in sessions, by the random id in the browser's cookie. A
-/// session past its lifetime is dropped when it is next looked up, and
-/// all those past it whenever someone signs in.
+/// The signed-in sessions, by the random id in the browser's cookie,
+/// bounded in number ([`Limits::max_sessions`], and
+/// [`Limits::sessions_per_person`] for each person: else anyone with an
+/// account could sign in again and again, dropping the cookie each time,
+/// until the app ran out of memory). A session past its lifetime or idle
+/// is dropped when it is next looked up, and the oldest are swept out as
+/// people sign in.
+///
+/// The refresh tokens of sessions ended here while the provider's
+/// session goes on (idle, too old, pushed out, replaced by a new sign-in,
+/// signed out here) are put aside for [`Sessions::take_retired`], to be
+/// revoked at the provider: nobody would use them again, and they would
+/// stay valid there for weeks.
 pub(crate) struct Sessions {
     by_id: HashMap<String, Session>,
-    lifetime: Duration,
+    /// Ids by sign-in, oldest first; ids of sessions since ended are
+    /// skipped as they come up, and cleared out when they pile up.
+    by_age: VecDeque<String>,
+    /// Ids by person.
+    by_sub: HashMap<String, Vec<String>>,
+    retired: Vec<Zeroizing<String>>,
+    limits: Limits,
 }
 
 impl Sessions {
     pub(crate) fn new(limits: &Limits) -> Sessions {
         Sessions {
             by_id: HashMap::new(),
-            lifetime: limits.session_lifetime,
+            by_age: VecDeque::new(),
+            by_sub: HashMap::new(),
+            retired: Vec::new(),
+            limits: *limits,
         }
     }
 
     fn live(&self, session: &Session, now: Instant) -> bool {
-        now.saturating_duration_since(session.signed_in) < self.lifetime
+        now.saturating_duration_since(session.signed_in) < self.limits.session_lifetime
+            && now.saturating_duration_since(session.last_used) < self.limits.idle_timeout
     }
 
-    /// The session `id` names, unless it has ended.
+    /// The session `id` names, unless it has ended; it counts as used.
     pub(crate) fn get(&mut self, id: &str, now: Instant) -> Option<Session> {
-        let session = self.by_id.get(id)?;
-        if self.live(session, now) {
-            Some(session.clone())
-        } else {
-            self.by_id.remove(id);
-            None
+        let live = self.live(self.by_id.get(id)?, now);
+        if !live {
+            self.retire(id);
+            return None;
         }
+        let session = self.by_id.get_mut(id)?;
+        session.last_used = now;
+        Some(session.clone())
     }
 
-    /// Add a session just signed in.
+    /// Add a session just signed in, ending sessions past their time
+    /// from the oldest on, then the person's oldest and the oldest of all
+    /// past the limits.
     pub(crate) fn insert(&mut self, id: String, session: Session, now: Instant) {
-        let lifetime = self.lifetime;
-        self.by_id
-            .retain(|_, s| now.saturating_duration_since(s.signed_in) < lifetime);
+        while let Some(oldest) = self.by_age.front() {
+            match self.by_id.get(oldest) {
+                Some(s) if self.live(s, now) => break,
+                Some(_) => {
+                    let oldest = oldest.clone();
+                    self.retire(&oldest);
+                }
+                None => {}
+            }
+            self.by_age.pop_front();
+        }
+        let theirs = self.by_sub.get(&session.sub).map_or(0, Vec::len);
+        if theirs >= self.limits.sessions_per_person.max(1) {
+            if let Some(oldest) = self.by_sub.get(&session.sub).and_then(|ids| ids.first()) {
+                let oldest = oldest.clone();
+                self.retire(&oldest);
+            }
+        }
+        while self.by_id.len() >= self.limits.max_sessions.max(1) {
+            let Some(oldest) = self.by_age.pop_front() else {
+                break;
+            };
+            self.retire(&oldest);
+        }
+        if self.by_age.len() > 2 * self.limits.max_sessions.max(1) {
+            let by_id = &self.by_id;
+            self.by_age.retain(|id| by_id.contains_key(id));
+        }
+        self.by_sub
+            .entry(session.sub.clone())
+            .or_default()
+            .push(id.clone());
+        self.by_age.push_back(id.clone());
         self.by_id.insert(id, session);
     }
 
-    /// End the session `id` names.
-    pub(crate) fn remove(&mut self, id: &str) {
-        self.by_id.remove(id);
+    /// End the session `id` names here, the provider's going on: its
+    /// refresh token is put aside to be revoked.
+    pub(crate) fn retire(&mut self, id: &str) {
+        if let Some(token) = self.remove(id).and_then(|s| s.refresh_token) {
+            self.retired.push(token);
+        }
+    }
+
+    /// The refresh tokens of the sessions retired since the last call.
+    pub(crate) fn take_retired(&mut self) -> Vec<Zeroizing<String>> {
+        std::mem::take(&mut self.retired)
+    }
+
+    /// End the session `id` names (its grant is gone at the provider).
+    pub(crate) fn remove(&mut self, id: &str) -> Option<Session> {
+        let session = self.by_id.remove(id)?;
+        if let Some(ids) = self.by_sub.get_mut(&session.sub) {
+            ids.retain(|i| i != id);
+            if ids.is_empty() {
+                self.by_sub.remove(&session.sub);
+            }
+        }
+        Some(session)
     }
 
     /// Give session `id` its refreshed tokens, if it is still there and
@@ -175,11 +262,18 @@ impl Sessions {
         if sid.is_none() && sub.is_none() {
             return;
         }
-        self.by_id.retain(|_, s| {
-            let named = sid.is_none_or(|sid| s.sid.as_deref() == Some(sid))
-                && sub.is_none_or(|sub| s.sub == sub);
-            !named
-        });
+        let named: Vec<String> = self
+            .by_id
+            .iter()
+            .filter(|(_, s)| {
+                sid.is_none_or(|sid| s.sid.as_deref() == Some(sid))
+                    && sub.is_none_or(|sub| s.sub == sub)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in named {
+            self.remove(&id);
+        }
     }
 }
 
@@ -197,6 +291,7 @@ mod tests {
             refresh_token: Some(Zeroizing::new("refresh".to_owned())),
             id_token: String::new(),
             signed_in,
+            last_used: signed_in,
             refreshing: Arc::default(),
         }
     }
@@ -222,7 +317,11 @@ mod tests {
     fn a_session_ends_its_lifetime_after_sign_in_and_is_swept_out() {
         let t0 = Instant::now();
         let lifetime = Limits::default().session_lifetime;
-        let mut sessions = Sessions::new(&Limits::default());
+        // Used often enough: the lifetime alone ends it.
+        let mut sessions = Sessions::new(&Limits {
+            idle_timeout: lifetime,
+            ..Limits::default()
+        });
         sessions.insert("old".into(), session(Some("s1"), "alice", t0), t0);
         sessions.insert("other".into(), session(Some("s2"), "bob", t0), t0);
         let almost = t0 + lifetime - Duration::from_secs(1);
@@ -236,6 +335,60 @@ mod tests {
         sessions.insert("new".into(), session(Some("s3"), "carol", later), later);
         assert!(!sessions.by_id.contains_key("other"));
         assert!(sessions.get("new", later).is_some());
+    }
+
+    #[test]
+    fn an_unused_session_ends_at_its_idle_timeout_and_its_refresh_token_is_retired() {
+        let t0 = Instant::now();
+        let idle = Limits::default().idle_timeout;
+        let mut sessions = Sessions::new(&Limits::default());
+        sessions.insert("id".into(), session(None, "alice", t0), t0);
+        // Each use starts the idle time again.
+        let used = t0 + idle - Duration::from_secs(1);
+        assert!(sessions.get("id", used).is_some());
+        assert!(sessions
+            .get("id", used + idle - Duration::from_secs(1))
+            .is_some());
+        assert!(sessions.take_retired().is_empty());
+        assert!(sessions.get("id", used + 2 * idle).is_none());
+        let retired = sessions.take_retired();
+        assert_eq!(retired.len(), 1);
+        assert_eq!(retired[0].as_str(), "refresh");
+        assert!(sessions.take_retired().is_empty(), "handed over once");
+    }
+
+    #[test]
+    fn sessions_are_bounded_in_all_and_per_person_the_oldest_ending_first() {
+        let t0 = Instant::now();
+        let mut sessions = Sessions::new(&Limits {
+            max_sessions: 10,
+            sessions_per_person: 3,
+            ..Limits::default()
+        });
+        let at = |i: u64| t0 + Duration::from_secs(i);
+        // One person signing in again and again keeps their newest three.
+        for i in 0..50 {
+            sessions.insert(format!("m{i}"), session(None, "mallory", at(i)), at(i));
+        }
+        let mut theirs: Vec<_> = sessions.by_id.keys().cloned().collect();
+        theirs.sort();
+        assert_eq!(theirs, ["m47", "m48", "m49"]);
+        assert_eq!(sessions.take_retired().len(), 47);
+        // Many people: the oldest sessions of all go past the bound.
+        for i in 0..30 {
+            let sub = format!("user{i}");
+            sessions.insert(
+                format!("u{i}"),
+                session(None, &sub, at(100 + i)),
+                at(100 + i),
+            );
+            assert!(sessions.by_id.len() <= 10);
+        }
+        assert!(sessions.by_id.contains_key("u29") && !sessions.by_id.contains_key("u19"));
+        assert!(!sessions.by_id.contains_key("m49"));
+        // The bookkeeping stays bounded too.
+        assert!(sessions.by_age.len() <= 20, "{}", sessions.by_age.len());
+        assert!(sessions.by_sub.len() <= 10);
     }
 
     #[test]

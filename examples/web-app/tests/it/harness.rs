@@ -48,13 +48,22 @@ struct Mock {
     /// While set, a `refresh_token` grant waits for a permit of `release`.
     hold_refresh: AtomicBool,
     release: Semaphore,
+    /// Tokens revoked at `/revoke`, in order.
+    revoked: Mutex<Vec<String>>,
+    /// While set, the key set answers 503.
+    keys_down: AtomicBool,
+    /// Another key in the set, of another algorithm (as the provider's key
+    /// for access tokens is), and whether ID tokens are signed with it.
+    other_key: SigningKey,
+    id_tokens_by_other_key: AtomicBool,
 }
 
 impl Provider {
     pub async fn start() -> Provider {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let key = SigningKey::generate(Algorithm::ES256)
+        // What the app is registered for (and `tessera serve`'s default).
+        let key = SigningKey::generate(Algorithm::RS256)
             .unwrap()
             .with_thumbprint_kid()
             .unwrap();
@@ -69,11 +78,19 @@ impl Provider {
             refresh_delay: Mutex::new(Duration::ZERO),
             hold_refresh: AtomicBool::new(false),
             release: Semaphore::new(0),
+            revoked: Mutex::default(),
+            keys_down: AtomicBool::new(false),
+            other_key: SigningKey::generate(Algorithm::ES256)
+                .unwrap()
+                .with_thumbprint_kid()
+                .unwrap(),
+            id_tokens_by_other_key: AtomicBool::new(false),
         });
         let routes = Router::new()
             .route("/.well-known/openid-configuration", get(metadata))
             .route("/jwks", get(jwks))
             .route("/token", post(token))
+            .route("/revoke", post(revoke))
             .route("/userinfo", get(userinfo))
             .route("/items", get(items))
             .with_state(Arc::clone(&mock));
@@ -85,6 +102,18 @@ impl Provider {
     /// the provider, and no back-channel logout reached the app).
     pub fn end_refresh_tokens(&self) {
         self.mock.unused_refresh.lock().unwrap().clear();
+    }
+
+    /// The tokens revoked so far, waiting up to a second for `n` of them
+    /// (the app revokes in the background).
+    pub async fn revoked(&self, n: usize) -> Vec<String> {
+        for _ in 0..100 {
+            if self.mock.revoked.lock().unwrap().len() >= n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.mock.revoked.lock().unwrap().clone()
     }
 
     /// `refresh_token` grants the token endpoint has had.
@@ -113,14 +142,37 @@ impl Provider {
         self.mock.valid_from.store(issued, Ordering::SeqCst);
     }
 
+    /// Sign ID tokens with the set's ES256 key from now on.
+    pub fn sign_id_tokens_with_another_algorithm(&self) {
+        self.mock
+            .id_tokens_by_other_key
+            .store(true, Ordering::SeqCst);
+    }
+
+    /// The key set answers 503 while `down`.
+    pub fn keys_down(&self, down: bool) {
+        self.mock.keys_down.store(down, Ordering::SeqCst);
+    }
+
     /// A logout token naming `sid` and `sub`, with `events` unless not.
     pub fn logout_token(&self, sid: Option<&str>, sub: Option<&str>, events: bool) -> String {
+        let events = events.then(|| json!({ LOGOUT_EVENT: {} }));
+        self.logout_token_with_events(sid, sub, events)
+    }
+
+    /// A logout token naming `sid` and `sub`, with `events` as given.
+    pub fn logout_token_with_events(
+        &self,
+        sid: Option<&str>,
+        sub: Option<&str>,
+        events: Option<Value>,
+    ) -> String {
         let mut custom = Map::new();
         if let Some(sid) = sid {
             custom.insert("sid".into(), sid.into());
         }
-        if events {
-            custom.insert("events".into(), json!({ LOGOUT_EVENT: {} }));
+        if let Some(events) = events {
+            custom.insert("events".into(), events);
         }
         let mut claims = Claims::with_custom(custom)
             .issuer(&self.mock.issuer)
@@ -144,17 +196,20 @@ async fn metadata(State(mock): State<Arc<Mock>>) -> Json<Value> {
         "token_endpoint": format!("{url}/token"),
         "userinfo_endpoint": format!("{url}/userinfo"),
         "end_session_endpoint": format!("{url}/logout"),
+        "revocation_endpoint": format!("{url}/revoke"),
         "jwks_uri": format!("{url}/jwks"),
     }))
 }
 
 async fn jwks(State(mock): State<Arc<Mock>>) -> Response {
-    let set = JwkSet::new(vec![mock
-        .key
-        .verifying_key()
-        .unwrap()
-        .to_public_jwk()
-        .unwrap()]);
+    if mock.keys_down.load(Ordering::SeqCst) {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    let set = JwkSet::new(
+        [&mock.key, &mock.other_key]
+            .map(|k| k.verifying_key().unwrap().to_public_jwk().unwrap())
+            .to_vec(),
+    );
     ([(header::CONTENT_TYPE, "application/json")], set.to_json()).into_response()
 }
 
@@ -165,7 +220,12 @@ async fn token(
     match form.get("grant_type").map(String::as_str) {
         Some("authorization_code") => {
             let claims = mock.id_claims.lock().unwrap().clone();
-            let id_token = jwt::sign(&Claims::with_custom(claims), &mock.key).unwrap();
+            let key = if mock.id_tokens_by_other_key.load(Ordering::SeqCst) {
+                &mock.other_key
+            } else {
+                &mock.key
+            };
+            let id_token = jwt::sign(&Claims::with_custom(claims), key).unwrap();
             let mut tokens = mock.issue();
             tokens["id_token"] = id_token.into();
             Json(tokens).into_response()
@@ -193,6 +253,24 @@ async fn token(
         )
             .into_response(),
     }
+}
+
+/// RFC 7009: the client authenticated (Basic, as the app does), the
+/// token recorded and no longer usable.
+async fn revoke(
+    State(mock): State<Arc<Mock>>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> StatusCode {
+    if !headers.contains_key(header::AUTHORIZATION) {
+        return StatusCode::UNAUTHORIZED;
+    }
+    let Some(token) = form.get("token") else {
+        return StatusCode::BAD_REQUEST;
+    };
+    mock.unused_refresh.lock().unwrap().remove(token);
+    mock.revoked.lock().unwrap().push(token.clone());
+    StatusCode::OK
 }
 
 impl Mock {
@@ -450,15 +528,18 @@ impl Browser<'_> {
     }
 }
 
-/// The web app answers the provider's back-channel logout POST.
+/// The web app answers the provider's back-channel logout POST, every
+/// answer `no-store` (Back-Channel Logout 1.0 §2.8).
 pub async fn backchannel_logout(shop: &Shop, logout_token: &str) -> StatusCode {
-    shop.client
+    let answer = shop
+        .client
         .post(format!("{}/backchannel", shop.url))
         .form(&[("logout_token", logout_token)])
         .send()
         .await
-        .unwrap()
-        .status()
+        .unwrap();
+    assert_eq!(answer.headers()[header::CACHE_CONTROL], "no-store");
+    answer.status()
 }
 
 /// A provider and the web app with its default limits.

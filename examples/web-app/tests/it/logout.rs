@@ -2,7 +2,7 @@
 
 use axum::http::StatusCode;
 
-use crate::harness::{backchannel_logout, provider_and_shop, Browser, Shop};
+use crate::harness::{backchannel_logout, provider_and_shop, Browser, Provider, Shop};
 
 /// A browser where `sub` signed in with the provider's session `sid`.
 async fn signed_in<'a>(shop: &'a Shop, sid: &str, sub: &str) -> Browser<'a> {
@@ -73,9 +73,21 @@ async fn a_logout_token_with_only_a_sub_ends_a_session_signed_in_without_sid() {
 async fn a_logout_token_without_the_logout_event_or_anyone_to_end_is_refused() {
     let (provider, shop) = provider_and_shop().await;
     let browser = signed_in(&shop, "sid-1", "alice").await;
+    let event = "http://schemas.openid.net/event/backchannel-logout";
     for token in [
         provider.logout_token(Some("sid-1"), Some("alice"), false),
         provider.logout_token(None, None, true),
+        // §2.4: the event's value is an object, in an object.
+        provider.logout_token_with_events(
+            Some("sid-1"),
+            Some("alice"),
+            Some(serde_json::json!({ event: true })),
+        ),
+        provider.logout_token_with_events(
+            Some("sid-1"),
+            Some("alice"),
+            Some(serde_json::json!([event])),
+        ),
     ] {
         assert_eq!(
             backchannel_logout(&shop, &token).await,
@@ -83,4 +95,39 @@ async fn a_logout_token_without_the_logout_event_or_anyone_to_end_is_refused() {
         );
     }
     assert!(browser.signed_in().await);
+}
+
+/// A logout the app cannot check now (the provider's keys cannot be had:
+/// the app just started, the provider's key set is slow) is answered 503,
+/// which the provider tries again later, not 400, which it takes as
+/// final: the logout would be lost, and the session stay signed in.
+#[tokio::test]
+async fn a_logout_token_that_cannot_be_checked_now_is_asked_again_not_refused() {
+    let provider = Provider::start().await;
+    provider.keys_down(true);
+    let shop = Shop::start(&provider, None, web_app::Limits::default()).await;
+    let token = provider.logout_token(Some("sid-1"), Some("alice"), true);
+    assert_eq!(
+        backchannel_logout(&shop, &token).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
+
+/// Signing out of the app with no session there (it ended there: idle,
+/// the app restarted) still goes to the provider, whose session may go
+/// on: with the client's id, so that the provider asks the person.
+#[tokio::test]
+async fn signing_out_without_a_session_here_still_ends_the_providers() {
+    let (_provider, shop) = provider_and_shop().await;
+    let browser = shop.browser();
+    let out = browser.post("/logout").await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER, "{out:?}");
+    let location = url::Url::parse(out.location.as_deref().unwrap()).unwrap();
+    assert!(location
+        .as_str()
+        .starts_with(&format!("{}/logout?", shop.issuer)));
+    let params: std::collections::HashMap<_, _> = location.query_pairs().into_owned().collect();
+    assert_eq!(params["client_id"], crate::harness::CLIENT_ID);
+    assert_eq!(params["post_logout_redirect_uri"], format!("{}/", shop.url));
+    assert!(!params.contains_key("id_token_hint") && !params.contains_key("state"));
 }

@@ -38,6 +38,26 @@ async fn an_id_token_without_sub_is_refused() {
     assert!(!browser.signed_in().await);
 }
 
+/// OpenID Connect Core §3.1.3.7: an ID token is signed with the
+/// algorithm the app is registered for (RS256), not with another key of
+/// the provider's set (its access-token key); and it has an `iat`.
+#[tokio::test]
+async fn an_id_token_of_another_algorithm_or_without_iat_is_refused() {
+    let (provider, shop) = provider_and_shop().await;
+    let browser = shop.browser();
+    let callback = browser
+        .sign_in(|claims| {
+            claims.remove("iat");
+        })
+        .await;
+    assert_eq!(callback.status, StatusCode::BAD_GATEWAY, "{callback:?}");
+    assert!(callback.body.contains("iat"), "{}", callback.body);
+    provider.sign_id_tokens_with_another_algorithm();
+    let callback = browser.sign_in(|_| {}).await;
+    assert_eq!(callback.status, StatusCode::BAD_GATEWAY, "{callback:?}");
+    assert!(!browser.signed_in().await);
+}
+
 #[tokio::test]
 async fn an_id_token_for_several_audiences_must_name_this_app_as_azp() {
     let (_provider, shop) = provider_and_shop().await;
@@ -73,7 +93,7 @@ async fn an_id_token_for_several_audiences_must_name_this_app_as_azp() {
 
 #[tokio::test]
 async fn signing_in_again_in_the_same_browser_ends_the_old_session() {
-    let (_provider, shop) = provider_and_shop().await;
+    let (provider, shop) = provider_and_shop().await;
     let browser = shop.browser();
     browser.sign_in(|_| {}).await;
     let first = browser.cookies.lock().unwrap()["web-app-session"].clone();
@@ -89,6 +109,9 @@ async fn signing_in_again_in_the_same_browser_ends_the_old_session() {
         .unwrap()
         .insert("web-app-session".into(), first);
     assert!(!stale.signed_in().await);
+    // Its refresh token, which nobody will use again, is revoked at the
+    // provider (it would stay valid there for weeks).
+    assert_eq!(provider.revoked(1).await, ["refresh-0"]);
 }
 
 #[tokio::test]
@@ -105,6 +128,7 @@ async fn a_session_ends_at_its_lifetime() {
     let callback = browser.sign_in(|_| {}).await;
     assert_eq!(callback.status, StatusCode::SEE_OTHER, "{callback:?}");
     assert!(!browser.signed_in().await);
+    assert_eq!(provider.revoked(1).await, ["refresh-0"]);
 }
 
 /// A sign-in under way lives in the browser's signed cookie, not in the
