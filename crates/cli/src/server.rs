@@ -340,6 +340,13 @@ pub enum KeysCommand {
     },
     /// Start a rotation now: a new key is published, and signs after the announce period.
     Rotate,
+    /// Revoke a key at once (it leaked): it is no longer published nor
+    /// signs, every token it signed is refused here and, through the
+    /// revocation feed, by every guard; a new key takes over at once.
+    Revoke {
+        /// The key's id (`tessera keys list`).
+        kid: String,
+    },
 }
 
 /// The admin operations, acting as the operating-system user who runs the
@@ -638,6 +645,27 @@ pub fn keys(server: &ServerArgs, command: KeysCommand) -> Result<(), Failure> {
                 }
                 eprintln!("new keys published now; they sign in {announce}");
                 opened.db.close().await;
+                Ok::<_, anyhow::Error>(())
+            })?;
+        }
+        KeysCommand::Revoke { kid } => {
+            require_database(&config)?;
+            runtime()?.block_on(async move {
+                let opened = tessera_server::open_with(config, Schema::Current).await?;
+                let passwords = tessera_server::password::Passwords::new(1);
+                let replaced_by = service(&opened.db, &passwords, &opened.config)
+                    .revoke_key(&opened.keys, &kid)
+                    .await;
+                opened.db.close().await;
+                match replaced_by? {
+                    Some(new_kid) => {
+                        out!("{new_kid}");
+                        eprintln!(
+                            "{kid} revoked: its tokens are refused; {new_kid} signs from now on"
+                        );
+                    }
+                    None => eprintln!("{kid} revoked: its tokens are refused"),
+                }
                 Ok::<_, anyhow::Error>(())
             })?;
         }

@@ -196,6 +196,7 @@ impl RevocationFeed {
     pub(crate) async fn check(
         &self,
         claims: &serde_json::Map<String, serde_json::Value>,
+        signed_by: Option<&str>,
         checked: &CheckedAt,
     ) -> Result<(), Rejection> {
         let shared = &self.shared;
@@ -224,7 +225,10 @@ impl RevocationFeed {
         if checked.0.load(Ordering::Acquire) == generation {
             return Ok(());
         }
-        if shared.read().refuses(Revocable::from_claims(claims)) {
+        if shared
+            .read()
+            .refuses(Revocable::from_claims(claims).signed_by(signed_by))
+        {
             return Err(Rejection::InvalidToken {
                 description: "the access token is invalid",
             });
@@ -449,7 +453,9 @@ fn parse_event(data: &str) -> Result<Option<Revocation>, String> {
                 .ok()
                 .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_owned));
             match kind {
-                Some(kind) if !["token", "user", "client", "session"].contains(&kind.as_str()) => {
+                Some(kind)
+                    if !["token", "user", "client", "session", "key"].contains(&kind.as_str()) =>
+                {
                     tracing::warn!(kind, "revocation event of an unknown kind skipped");
                     Ok(None)
                 }

@@ -24,6 +24,9 @@ pub struct AccessToken {
     exp: Option<NumericDate>,
     /// Found clean against the revocation feed's set of this generation.
     revocation_checked: CheckedAt,
+    /// The `kid` of the key that verified it, for the feed's revoked
+    /// keys: its header's, or the one key chosen for a header without.
+    signed_by: Option<Box<str>>,
 }
 
 /// The scopes of a `scope` or `scp` claim: a space-separated string, or
@@ -47,7 +50,7 @@ fn scope_list(value: &Value) -> BTreeSet<String> {
 }
 
 impl AccessToken {
-    fn new(claims: Map<String, Value>) -> AccessToken {
+    fn new(claims: Map<String, Value>, signed_by: Option<Box<str>>) -> AccessToken {
         let scopes = claims
             .get("scope")
             .or_else(|| claims.get("scp"))
@@ -62,7 +65,14 @@ impl AccessToken {
             scopes,
             exp,
             revocation_checked: CheckedAt::default(),
+            signed_by,
         }
+    }
+
+    /// The `kid` of the key that verified the token: its header's, or,
+    /// for a header without one, the key's the guard chose.
+    pub fn key_id(&self) -> Option<&str> {
+        self.signed_by.as_deref()
     }
 
     /// `sub`: the user or client the token is about.
@@ -252,8 +262,12 @@ impl Guard {
     pub async fn verify(&self, token: &str) -> Result<Arc<AccessToken>, Rejection> {
         let verified = self.verify_signed(token).await?;
         if let Some(feed) = &self.inner.revocations {
-            feed.check(&verified.claims, &verified.revocation_checked)
-                .await?;
+            feed.check(
+                &verified.claims,
+                verified.signed_by.as_deref(),
+                &verified.revocation_checked,
+            )
+            .await?;
         }
         Ok(verified)
     }
@@ -321,7 +335,16 @@ impl Guard {
                 },
             }
         })?;
-        let token = Arc::new(AccessToken::new(verified.claims.custom));
+        let header = &verified.header;
+        let signed_by = match &header.kid {
+            Some(kid) => Some(kid.as_str().into()),
+            None => keys
+                .select(None, header.alg)
+                .ok()
+                .and_then(|k| k.kid())
+                .map(Into::into),
+        };
+        let token = Arc::new(AccessToken::new(verified.claims.custom, signed_by));
         if inner.cache_size > 0 && token.exp.is_some() {
             let mut cache = inner.cache.write().unwrap_or_else(|p| p.into_inner());
             if cache.len() >= inner.cache_size {

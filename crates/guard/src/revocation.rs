@@ -71,6 +71,16 @@ pub enum Revocation {
         /// When the last such token expires.
         until: i64,
     },
+    /// Every token signed with a key (`kid`): the key was revoked at
+    /// once (it leaked), and whoever holds it could sign tokens of any
+    /// `iat`. A token without a `kid` is matched by the key that verified
+    /// it.
+    Key {
+        /// The key's `kid`.
+        kid: String,
+        /// When the last token it signed expires.
+        until: i64,
+    },
 }
 
 impl Revocation {
@@ -80,7 +90,8 @@ impl Revocation {
             Revocation::Token { until, .. }
             | Revocation::User { until, .. }
             | Revocation::Client { until, .. }
-            | Revocation::Session { until, .. } => *until,
+            | Revocation::Session { until, .. }
+            | Revocation::Key { until, .. } => *until,
         }
     }
 }
@@ -98,6 +109,9 @@ pub struct Revocable<'a> {
     pub sid: Option<&'a str>,
     /// `iat`.
     pub iat: Option<i64>,
+    /// The `kid` of the key that verified it (its header's, or the key
+    /// chosen for a header without one).
+    pub kid: Option<&'a str>,
 }
 
 impl<'a> Revocable<'a> {
@@ -110,14 +124,21 @@ impl<'a> Revocable<'a> {
             client_id: text("client_id"),
             sid: text("sid"),
             iat: claims.get("iat").and_then(Value::as_i64),
+            kid: None,
         }
+    }
+
+    /// These claims, verified by the key `kid`.
+    pub fn signed_by(mut self, kid: Option<&'a str>) -> Revocable<'a> {
+        self.kid = kid;
+        self
     }
 }
 
 /// The live revocations, indexed for the check every request makes.
 ///
 /// Each kind is a hash map from the claim it matches, so a check costs
-/// at most four lookups whatever the set holds. Events for the same user
+/// at most five lookups whatever the set holds. Events for the same user
 /// or client merge (the latest cut-off, the latest `until`).
 #[derive(Clone, Debug, Default)]
 pub struct RevocationSet {
@@ -125,6 +146,7 @@ pub struct RevocationSet {
     users: HashMap<Box<str>, Cut>,
     clients: HashMap<Box<str>, Cut>,
     sessions: HashMap<Box<str>, i64>,
+    keys: HashMap<Box<str>, i64>,
 }
 
 /// Tokens issued at or before `before` are refused, until `until`.
@@ -168,6 +190,10 @@ impl RevocationSet {
                 let kept = self.sessions.entry(sid.as_str().into()).or_insert(*until);
                 *kept = (*kept).max(*until);
             }
+            Revocation::Key { kid, until } => {
+                let kept = self.keys.entry(kid.as_str().into()).or_insert(*until);
+                *kept = (*kept).max(*until);
+            }
         }
     }
 
@@ -175,13 +201,18 @@ impl RevocationSet {
     pub fn prune(&mut self, now: i64) {
         self.tokens.retain(|_, until| *until > now);
         self.sessions.retain(|_, until| *until > now);
+        self.keys.retain(|_, until| *until > now);
         self.users.retain(|_, c| c.until > now);
         self.clients.retain(|_, c| c.until > now);
     }
 
     /// How many entries the set holds.
     pub fn len(&self) -> usize {
-        self.tokens.len() + self.users.len() + self.clients.len() + self.sessions.len()
+        self.tokens.len()
+            + self.users.len()
+            + self.clients.len()
+            + self.sessions.len()
+            + self.keys.len()
     }
 
     /// Whether the set is empty.
@@ -209,6 +240,7 @@ impl RevocationSet {
         };
         token.jti.is_some_and(|j| self.tokens.contains_key(j))
             || token.sid.is_some_and(|s| self.sessions.contains_key(s))
+            || token.kid.is_some_and(|k| self.keys.contains_key(k))
             || issued_by(&self.users, token.sub)
             || issued_by(&self.clients, token.client_id)
     }
@@ -234,6 +266,7 @@ mod tests {
             client_id: Some(client),
             sid: None,
             iat: Some(iat),
+            kid: Some("k1"),
         }
     }
 
@@ -291,6 +324,19 @@ mod tests {
             sid: Some("s2"),
             ..in_session
         }));
+
+        // A revoked key: every token it verified, whatever its iat (who
+        // holds the key can sign any), and no other.
+        set.insert(&Revocation::Key {
+            kid: "leaked".into(),
+            until: 1000,
+        });
+        let forged = token("j6", "erin", "web", 9999).signed_by(Some("leaked"));
+        assert!(set.refuses(forged));
+        assert!(!set.refuses(forged.signed_by(Some("k2"))));
+        assert!(!set.refuses(forged.signed_by(None)));
+        set.prune(1000);
+        assert!(!set.refuses(forged), "forgotten at until");
     }
 
     #[test]
@@ -331,5 +377,12 @@ mod tests {
         );
         assert_eq!(serde_json::from_str::<Revocation>(&text).unwrap(), event);
         assert!(serde_json::from_str::<Revocation>(r#"{"kind":"everything"}"#).is_err());
+        assert_eq!(
+            serde_json::from_str::<Revocation>(r#"{"kind":"key","kid":"k9","until":20}"#).unwrap(),
+            Revocation::Key {
+                kid: "k9".into(),
+                until: 20
+            }
+        );
     }
 }

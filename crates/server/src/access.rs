@@ -210,6 +210,9 @@ impl AccessTokens {
             client_id: Some(&claims.custom.client_id),
             sid: claims.custom.sid.as_deref(),
             iat: claims.iat.map(|t| t.seconds()),
+            // This server's tokens all name their key (a token verified
+            // before its key was revoked may be in the cache).
+            kid: verified.header.kid.as_deref(),
         };
         let Some(owner) = self.standing(db, clients, token).await? else {
             return Ok(None);

@@ -489,6 +489,20 @@ impl AdminService<'_> {
         Ok(kids)
     }
 
+    /// Revoke signing key `kid` at once (it leaked): see
+    /// [`crate::keys::Keys::revoke`]. The key that replaces it, if it
+    /// signed.
+    pub async fn revoke_key(
+        &self,
+        keys: &crate::keys::Keys,
+        kid: &str,
+    ) -> Result<Option<String>, Error> {
+        let replaced_by = keys.revoke(kid).await?;
+        self.record("key_revoked", kid).await;
+        self.revoked().await;
+        Ok(replaced_by)
+    }
+
     /// Record that a backup of the database was written to `path`: it
     /// holds every password hash and sealed signing key.
     pub async fn backed_up(&self, path: &str) {

@@ -77,6 +77,17 @@ impl App {
         let revocations = Arc::new(Revocations::default());
         let cache = Arc::clone(&clients);
         revocations.when_client_cut(move |client_id| cache.forget(client_id));
+        // A key revoked anywhere (it leaked): the ring is read again at
+        // once, so that this instance stops signing with it.
+        let ring = Arc::clone(&keys);
+        revocations.when_key_revoked(move || {
+            let ring = Arc::clone(&ring);
+            tokio::spawn(async move {
+                if let Err(e) = ring.refresh_at(crate::store::now()).await {
+                    tracing::error!(error = %e, "a signing key was revoked, but the keys could not be read again");
+                }
+            });
+        });
         clients.follow(revocations.synced());
         App {
             logins: LoginLimiter::new(config.max_login_failures, config.login_window),

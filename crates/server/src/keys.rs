@@ -396,6 +396,99 @@ impl Keys {
         ))
     }
 
+    /// Revoke key `kid` at once, as for a key that leaked: unlike a
+    /// rotation, which announces the next key and keeps the old one while
+    /// its tokens live, the key is deleted (no longer published nor used
+    /// to sign) and, in the same transaction, every token it verifies is
+    /// revoked through the log ([`tessera_guard::revocation::Revocation::Key`]):
+    /// at this server and, through the feed, at every guard, whatever the
+    /// token's `iat` (who holds the key signs what they like). When it was
+    /// the key that signs for its algorithm, a new key of that algorithm
+    /// signs from now on, unannounced (verifiers fetch the key set again
+    /// for a `kid` they do not know); its id is returned.
+    ///
+    /// Every token the key signed is refused from now on: their clients
+    /// ask for new ones (a refresh token is not signed, and goes on).
+    pub async fn revoke(&self, kid: &str) -> Result<Option<String>, Error> {
+        let now = self.db.database_time().await?.unwrap_or_else(now);
+        let rows = self.fetch().await?;
+        let Some(row) = rows.iter().find(|r| r.kid == kid) else {
+            return Err(Error::NotFound {
+                kind: "signing key",
+                name: kid.to_owned(),
+            });
+        };
+        let alg: Algorithm = row.alg.parse().map_err(|_| {
+            Error::Database(format!("key {}: unknown algorithm {}", row.kid, row.alg))
+        })?;
+        // The key that signs for the algorithm now (the newest active one):
+        // without it, the algorithm needs a key that signs at once.
+        let signing = rows
+            .iter()
+            .rev()
+            .filter(|r| r.alg == row.alg)
+            .find(|r| r.activate_at <= now)
+            .is_none_or(|r| r.kid == kid);
+        let replacement = if signing {
+            Some(self.make_key(alg).await?)
+        } else {
+            None
+        };
+        // Kept as long as a token it signed can live.
+        self.learn_longest_ttl().await?;
+        let event = tessera_guard::revocation::Revocation::Key {
+            kid: kid.to_owned(),
+            until: now.saturating_add(self.keep_after()),
+        };
+        for _ in 0..5 {
+            let done = on_pool!(self.db.write(), p => {
+                let mut tx = p.begin_with(self.db.begin_write()).await?;
+                let deleted = sqlx::query("DELETE FROM signing_keys WHERE kid = $1")
+                    .bind(kid).execute(&mut *tx).await?.rows_affected();
+                let mut stored = true;
+                if let Some((new_kid, sealed, public)) = &replacement {
+                    stored = sqlx::query(INSERT_NEXT)
+                        .bind(new_kid).bind(alg.as_str()).bind(sealed).bind(public)
+                        .bind(now).bind(now).bind(i64::MAX)
+                        .execute(&mut *tx).await?.rows_affected() == 1;
+                }
+                // And at least the longest access-token lifetime any
+                // start allowed, read inside.
+                crate::store::revocation::append_revocation!(self.db, tx, event.clone(), now);
+                if deleted == 1 && stored {
+                    tx.commit().await?;
+                    Ok::<_, sqlx::Error>(Some(true))
+                } else {
+                    tx.rollback().await?;
+                    // Gone meanwhile (revoked by another), or another
+                    // instance took the generation: decide again.
+                    Ok(if deleted == 1 { None } else { Some(false) })
+                }
+            })?;
+            match done {
+                Some(true) => {
+                    if let Some((new_kid, _, _)) = &replacement {
+                        self.record_created(new_kid, alg, now).await;
+                    }
+                    if let Err(e) = self.refresh_at(now).await {
+                        tracing::error!(error = %e, "key revoked, but the signing keys could not be read again");
+                    }
+                    return Ok(replacement.map(|(new_kid, _, _)| new_kid));
+                }
+                Some(false) => {
+                    return Err(Error::NotFound {
+                        kind: "signing key",
+                        name: kid.to_owned(),
+                    })
+                }
+                None => continue,
+            }
+        }
+        Err(Error::Database(
+            "could not revoke the key: other instances kept storing keys".into(),
+        ))
+    }
+
     /// Bring the stored keys up to date with the policy and reload the
     /// cache: create the first key, start a due rotation, drop keys whose
     /// tokens have all expired. Run periodically by the server (a start

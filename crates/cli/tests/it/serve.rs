@@ -495,6 +495,30 @@ fn two_instances_share_one_postgres_database() {
             .all(|kid| in_a.contains(kid) && in_b.contains(kid))
     });
     assert_eq!(jwks_kids(&a.base), jwks_kids(&b.base));
+
+    // The signing key leaked: revoked from the command line, it leaves
+    // both instances' key sets, and the key that replaces it is in both.
+    let listed: serde_json::Value =
+        serde_json::from_str(&admin(d, &["keys", "list", "--json"], None, &env)).unwrap();
+    let leaked = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["state"] == "active" && k["alg"] == "ES256")
+        .and_then(|k| k["kid"].as_str())
+        .unwrap()
+        .to_owned();
+    let replaced_by = admin(d, &["keys", "revoke", &leaked], None, &env)
+        .trim()
+        .to_owned();
+    assert!(!replaced_by.is_empty() && replaced_by != leaked);
+    wait_until("neither instance publishes the revoked key", || {
+        let (in_a, in_b) = (jwks_kids(&a.base), jwks_kids(&b.base));
+        !in_a.contains(&leaked)
+            && !in_b.contains(&leaked)
+            && in_a.contains(&replaced_by)
+            && in_b.contains(&replaced_by)
+    });
     drop((a, b));
 }
 

@@ -348,6 +348,68 @@ async fn revoked_tokens_are_refused_even_when_cached_and_others_pass() {
     assert!(!shown.contains(SECRET), "{shown}");
 }
 
+/// A key revoked at the issuer (it leaked): every token it verifies is
+/// refused, cached ones and those without a `kid` too, whatever their
+/// `iat` (whoever holds the key signs what they like); tokens of the
+/// issuer's other key pass.
+#[tokio::test]
+async fn tokens_of_a_revoked_key_are_refused_whatever_they_claim() {
+    let issuer = Issuer::start().await;
+    let (leaked, other) = (key(), key());
+    let keys = KeySet::new(vec![
+        leaked.verifying_key().unwrap(),
+        other.verifying_key().unwrap(),
+    ])
+    .unwrap();
+    let g = Guard::builder(&issuer.base, AUD, keys)
+        .revocations(feed(&issuer).start().unwrap())
+        .build()
+        .unwrap();
+    let cached = token(&leaked, &issuer.base, "j1", "alice");
+    let fine = token(&other, &issuer.base, "j2", "alice");
+    for t in [&cached, &fine] {
+        g.verify(t).await.unwrap();
+    }
+    issuer.revoke(Revocation::Key {
+        kid: leaked.kid().unwrap().to_owned(),
+        until: NumericDate::now().seconds() + 600,
+    });
+    eventually("the leaked key's token is refused", async || {
+        g.verify(&cached).await.is_err()
+    })
+    .await;
+    let forged = token(&leaked, &issuer.base, "j3", "admin");
+    assert!(revoked(&g.verify(&forged).await.unwrap_err()));
+    g.verify(&fine).await.unwrap();
+    // Without a kid, the key is the one that verifies it: a guard whose
+    // set holds the leaked key alone chooses it, and refuses the token.
+    let alone = Guard::builder(
+        &issuer.base,
+        AUD,
+        KeySet::new(vec![leaked.verifying_key().unwrap()]).unwrap(),
+    )
+    .revocations(feed(&issuer).start().unwrap())
+    .build()
+    .unwrap();
+    let claims = Claims::new()
+        .issuer(&issuer.base)
+        .subject("admin")
+        .audience(AUD)
+        .issued_at(NumericDate::now())
+        .expires_at(NumericDate::now().plus(Duration::from_secs(300)));
+    let no_kid = jwt::sign_with_header(
+        &Header::new(Algorithm::ES256).typ("at+jwt"),
+        &claims,
+        &leaked,
+    )
+    .unwrap();
+    eventually("the kid-less token is refused", async || {
+        alone.verify(&no_kid).await.is_err()
+    })
+    .await;
+    assert!(revoked(&alone.verify(&no_kid).await.unwrap_err()));
+}
+
 #[tokio::test]
 async fn an_oversized_token_response_is_refused_and_retried() {
     // The token endpoint's answer is read up to 64 KiB, not for as long

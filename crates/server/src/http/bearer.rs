@@ -54,7 +54,8 @@ pub(crate) async fn still_standing(app: &App, token: &AccessToken) -> Result<boo
     if token.expires_at().is_none_or(|exp| exp <= now) {
         return Ok(false);
     }
-    let claims = tessera_guard::revocation::Revocable::from_claims(token.claims());
+    let claims =
+        tessera_guard::revocation::Revocable::from_claims(token.claims()).signed_by(token.key_id());
     let standing = app.access.standing(&app.db, &app.clients, claims).await?;
     Ok(standing.is_some())
 }

@@ -47,6 +47,7 @@ pub async fn revoke(State(app): State<Arc<App>>, form: OAuthForm) -> Result<Resp
                         client_id: Some(&claims.custom.client_id),
                         sid: claims.custom.sid.as_deref(),
                         iat: claims.iat.map(|t| t.seconds()),
+                        kid: verified.header.kid.as_deref(),
                     });
                     if !refused {
                         let subject = claims.sub.as_deref().unwrap_or(&client.client_id);

@@ -185,6 +185,12 @@ impl Row {
                 issued_before: None,
                 keep_until: until,
             },
+            Revocation::Key { kid, until } => Row {
+                kind: "key",
+                value: kid,
+                issued_before: None,
+                keep_until: until,
+            },
         }
     }
 }
@@ -373,6 +379,9 @@ pub struct Revocations {
     /// Told of every client a sync finds cut off, whichever sync reads
     /// the event first (the follower's, or one after a revocation here).
     on_client_cut: std::sync::OnceLock<ClientCutHook>,
+    /// Told when a sync finds a signing key revoked, so that this
+    /// instance reads its keys again and stops signing with it.
+    on_key_revoked: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
     /// What expired events are forgotten by: a clock that does not follow
     /// a jump forward. Forgotten by a clock an hour fast, events still
     /// needed would be gone for good (syncs read on past them), and once
@@ -446,6 +455,7 @@ impl Revocations {
             synced: Synced::default(),
             failed: std::sync::Mutex::new(None),
             on_client_cut: std::sync::OnceLock::new(),
+            on_key_revoked: std::sync::OnceLock::new(),
             forget_by: std::sync::Mutex::new(clock),
         }
     }
@@ -674,7 +684,7 @@ impl Revocations {
         const BATCH: i64 = 10_000;
         // Current as of when the reading began.
         let started = std::time::Instant::now();
-        let mut cut_clients = Vec::new();
+        let mut changed = Changed::default();
         let now = self
             .forget_by
             .lock()
@@ -701,12 +711,12 @@ impl Revocations {
             let full = rows.len() as i64 == BATCH;
             match &mut rereading {
                 Some(fresh) => {
-                    apply(fresh, rows, &mut cut_clients)?;
+                    apply(fresh, rows, &mut changed)?;
                 }
                 None => {
                     let newest = {
                         let mut log = self.log.write().unwrap_or_else(|p| p.into_inner());
-                        apply(&mut log, rows, &mut cut_clients)?
+                        apply(&mut log, rows, &mut changed)?
                     };
                     if let Some(last) = newest {
                         self.latest.send_replace(last);
@@ -730,10 +740,15 @@ impl Revocations {
         // The caches first: once the copy counts as current, a cached
         // client it cut must be gone.
         if let Some(hook) = self.on_client_cut.get() {
-            cut_clients.iter().for_each(|client_id| hook(client_id));
+            changed.clients.iter().for_each(|client_id| hook(client_id));
         }
         self.synced.mark(started);
-        Ok(cut_clients)
+        if changed.keys {
+            if let Some(hook) = self.on_key_revoked.get() {
+                hook();
+            }
+        }
+        Ok(changed.clients)
     }
 
     /// Call `hook` with every client a sync finds cut off (deleted, its
@@ -741,6 +756,12 @@ impl Revocations {
     /// the event. Set once; later calls are ignored.
     pub fn when_client_cut(&self, hook: impl Fn(&str) + Send + Sync + 'static) {
         let _ = self.on_client_cut.set(Box::new(hook));
+    }
+
+    /// Call `hook` whenever a sync finds a signing key revoked
+    /// ([`Revocation::Key`]). Set once; later calls are ignored.
+    pub fn when_key_revoked(&self, hook: impl Fn() + Send + Sync + 'static) {
+        let _ = self.on_key_revoked.set(Box::new(hook));
     }
 
     /// Whether the log's id sequence is behind what this instance has read
@@ -795,10 +816,19 @@ impl Log {
 }
 
 /// Add rows read from the log to `log`; its newest id if any were added.
+/// What a reading of the log found changed, for the hooks.
+#[derive(Default)]
+struct Changed {
+    /// Clients cut off (deleted, their secret rotated).
+    clients: Vec<String>,
+    /// Whether a signing key was revoked.
+    keys: bool,
+}
+
 fn apply(
     log: &mut Log,
     rows: Vec<(i64, String, String, Option<i64>, i64)>,
-    cut_clients: &mut Vec<String>,
+    changed: &mut Changed,
 ) -> Result<Option<i64>, Error> {
     let mut newest = None;
     for (id, kind, value, issued_before, until) in rows {
@@ -812,7 +842,7 @@ fn apply(
                 until,
             },
             "client" => {
-                cut_clients.push(value.clone());
+                changed.clients.push(value.clone());
                 Revocation::Client {
                     client_id: value,
                     issued_before: cut,
@@ -820,6 +850,10 @@ fn apply(
                 }
             }
             "session" => Revocation::Session { sid: value, until },
+            "key" => {
+                changed.keys = true;
+                Revocation::Key { kid: value, until }
+            }
             other => {
                 tracing::error!(id, kind = other, "unknown revocation event kind; skipped");
                 continue;
@@ -912,7 +946,7 @@ mod tests {
                 token_row(2, "b", 50),
                 token_row(3, "c", 100),
             ];
-            apply(&mut log, rows, &mut Vec::new()).unwrap();
+            apply(&mut log, rows, &mut Changed::default()).unwrap();
         }
         let digest = |id: i64| {
             let event = revocations.since(id - 1, 1).events.remove(0);
@@ -932,7 +966,7 @@ mod tests {
             let mut log = revocations.log.write().unwrap();
             let n = i64::try_from(PRUNED_KEPT).unwrap() + 10;
             let rows = (0..n).map(|i| token_row(10 + i, "x", 70)).collect();
-            apply(&mut log, rows, &mut Vec::new()).unwrap();
+            apply(&mut log, rows, &mut Changed::default()).unwrap();
             log.prune(80);
             assert_eq!(log.pruned.len(), PRUNED_KEPT);
             assert!(!log.pruned.contains_key(&2));

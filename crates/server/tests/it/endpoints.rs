@@ -1229,7 +1229,8 @@ mod admin_api {
         for (path, methods) in doc["paths"].as_object().unwrap() {
             let path = path
                 .replace("{username}", "nobody")
-                .replace("{client_id}", "nobody");
+                .replace("{client_id}", "nobody")
+                .replace("{kid}", "nobody");
             for (method, op) in methods.as_object().unwrap() {
                 let method: Method = method.to_uppercase().parse().unwrap();
                 // What the document says each operation needs: an
@@ -1270,7 +1271,7 @@ mod admin_api {
                 assert_eq!(r.headers[header::CACHE_CONTROL], "no-store");
             }
         }
-        assert_eq!(operations, 16);
+        assert_eq!(operations, 17);
 
         let r = call(&h, Method::GET, "/admin/users", Some("not.a.token"), None).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);

@@ -47,6 +47,7 @@ both_backends!(
     a_retirement_marked_under_another_configuration_is_forgotten,
     a_rotation_by_hand_rotates_the_databases_algorithms_whatever_the_configuration,
     a_key_made_while_the_clock_is_held_back_is_announced_by_the_wall_clock,
+    a_leaked_key_revoked_stops_signing_and_verifying_everywhere_at_once,
 );
 
 /// How many signing keys a SQLite database holds.
@@ -2436,4 +2437,91 @@ fn proof_of(grant: &codes::Grant) -> codes::Proof {
         code_challenge: grant.code_challenge.clone(),
         redirect_uri: Some(grant.redirect_uri.clone()),
     }
+}
+
+/// A key that leaked is revoked through the admin API: it leaves the key
+/// set, a new key signs at once, and every token it signed (one in this
+/// instance's verified-token cache too) is refused; another instance
+/// sharing the database stops signing with it as soon as it reads the
+/// log. A key that does not sign is revoked without a replacement; an
+/// unknown one is 404.
+async fn a_leaked_key_revoked_stops_signing_and_verifying_everywhere_at_once(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    use axum::body::Body;
+    use axum::http::{header, Request, StatusCode};
+    let (rs, rs_secret) = h.client(&[GrantType::ClientCredentials], "read").await;
+    let (admin, admin_secret) = h
+        .client(&[GrantType::ClientCredentials], "tessera:admin")
+        .await;
+    let now = tessera_server::store::now();
+    let leaked = h.app.keys.signer(now).unwrap().kid().unwrap().to_owned();
+    let before = h.client_credentials_token(&rs, &rs_secret).await;
+    assert!(h.active(&before, (&rs, &rs_secret)).await, "and now cached");
+    // Another instance on the same database, signing with the same key.
+    let other = tessera_server::open(h.test_db.config()).await.unwrap();
+    let other_app = tessera_server::App::new(
+        other.config,
+        other.db.clone(),
+        Arc::clone(&other.keys),
+        tessera_server::password::Passwords::new(1),
+        tessera_server::store::audit::AuditQueue::start(other.db.clone()).0,
+    );
+    assert_eq!(
+        other_app.keys.signer(now).unwrap().kid(),
+        Some(leaked.as_str())
+    );
+    let revoke = |kid: String, token: String| {
+        let h = &h;
+        async move {
+            h.send(
+                Request::post(format!("/admin/keys/{kid}/revoke"))
+                    .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    let token = h.client_credentials_token(&admin, &admin_secret).await;
+    let r = revoke(leaked.clone(), token).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["revoked"], leaked.as_str());
+    let successor = r.str("replaced_by");
+    assert_ne!(successor, leaked);
+    // Gone from the key set; its token refused, the cached one included.
+    let published = h.app.keys.jwks_json().to_string();
+    assert!(!published.contains(&leaked) && published.contains(&successor));
+    assert!(!h.active(&before, (&rs, &rs_secret)).await);
+    // The new key signs at once, here...
+    let after = h.client_credentials_token(&rs, &rs_secret).await;
+    let header = tessera_jose::jws::decode_header(&after).unwrap();
+    assert_eq!(header.kid.as_deref(), Some(successor.as_str()));
+    assert!(h.active(&after, (&rs, &rs_secret)).await);
+    // ...and at the other instance once it has read the log.
+    other_app.access.revoked().catch_up(&other.db).await;
+    let mut switched = false;
+    for _ in 0..200 {
+        let signer = other_app.keys.signer(tessera_server::store::now()).unwrap();
+        if signer.kid() == Some(successor.as_str()) {
+            switched = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(
+        switched,
+        "the other instance still signs with the revoked key"
+    );
+    // A key that does not sign (announced by a rotation): no replacement.
+    let announced = h.app.keys.rotate().await.unwrap();
+    let token = h.client_credentials_token(&admin, &admin_secret).await;
+    let r = revoke(announced[0].clone(), token.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(r.json["replaced_by"].is_null(), "{}", r.text);
+    let unknown = revoke("no-such-key".into(), token).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.text);
+    other.db.close().await;
+    h.finish().await;
 }

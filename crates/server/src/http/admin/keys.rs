@@ -1,11 +1,12 @@
-//! `/admin/keys`: the signing keys, and a rotation by hand.
+//! `/admin/keys`: the signing keys, a rotation by hand, and the
+//! revocation of a key that leaked.
 
 use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::json;
 
-use super::{Admin, AdminResult, AppState};
+use super::{Admin, AdminResult, AppState, Named};
 use crate::admin::listed_keys;
 use crate::store::now;
 
@@ -27,4 +28,10 @@ pub async fn rotate(State(app): AppState, admin: Admin) -> AdminResult {
         .find(|(info, _)| info.kid == kid)
         .map(|(info, _)| info.activate_at);
     Ok(Json(json!({ "kid": kid, "kids": kids, "activate_at": activate_at })).into_response())
+}
+
+/// Authorization: admin scope.
+pub async fn revoke(State(app): AppState, admin: Admin, Named(kid): Named) -> AdminResult {
+    let replaced_by = admin.service(&app).revoke_key(&app.keys, &kid).await?;
+    Ok(Json(json!({ "revoked": kid, "replaced_by": replaced_by })).into_response())
 }

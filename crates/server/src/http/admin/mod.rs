@@ -60,6 +60,7 @@ pub fn routes(app: &App) -> Router<Arc<App>> {
         )
         .route("/admin/keys", get(keys::list))
         .route("/admin/keys/rotate", post(keys::rotate))
+        .route("/admin/keys/{kid}/revoke", post(keys::revoke))
         .route("/admin/audit", get(audit::list));
     let protected = match guard {
         // Users, clients, sessions and audit events: no cache keeps
