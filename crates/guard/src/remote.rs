@@ -210,11 +210,12 @@ impl RemoteJwks {
         self.state.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Keys to verify a token whose header names `kid`.
-    pub(crate) async fn keys_for(
-        self: &Arc<Self>,
-        kid: Option<&str>,
-    ) -> Result<Arc<KeySet>, FetchError> {
+    /// Keys to verify a token whose header names `kid`: the cached set,
+    /// fetched again when it is past its freshness or does not know `kid`
+    /// (no sooner than the cooldown after the last fetch). A caller that
+    /// refused a token can ask this whether its key is known at all: a
+    /// key not known yet is a reason to ask again later, not a bad token.
+    pub async fn keys_for(self: &Arc<Self>, kid: Option<&str>) -> Result<Arc<KeySet>, FetchError> {
         let seen = self.fetches();
         let now = Instant::now();
         if let Some(keys) = self.cached(kid, now) {

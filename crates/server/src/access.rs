@@ -203,6 +203,13 @@ impl AccessTokens {
         let Some(verified) = self.verify(token) else {
             return Ok(None);
         };
+        // This server names the key of every token it signs: one without
+        // a `kid` was not made here (it could only have been signed with
+        // a key of the ring, one revoked since, say, that is still its
+        // algorithm's only key here until the ring is read again).
+        if verified.header.kid.is_none() {
+            return Ok(None);
+        }
         let claims = &verified.claims;
         let token = Revocable {
             jti: claims.jti.as_deref(),

@@ -83,7 +83,7 @@ impl App {
         revocations.when_key_revoked(move || {
             let ring = Arc::clone(&ring);
             tokio::spawn(async move {
-                if let Err(e) = ring.refresh_at(crate::store::now()).await {
+                if let Err(e) = ring.refresh_now().await {
                     tracing::error!(error = %e, "a signing key was revoked, but the keys could not be read again");
                 }
             });

@@ -152,6 +152,11 @@ pub struct Keys {
     /// (an instance started later with a longer one mints tokens that a
     /// replaced key must outlive here too).
     longest_ttl: std::sync::atomic::AtomicI64,
+    /// Held from reading the rows to installing the ring built from them
+    /// (a maintenance, a reading of the keys again): one that read the
+    /// rows before a key was revoked must not install them after a
+    /// reading that left the key out.
+    reloading: tokio::sync::Mutex<()>,
 }
 
 /// Store a key (`$1` kid, `$2` alg, `$3` sealed, `$4` public JWK, `$5`
@@ -163,6 +168,10 @@ const INSERT_NEXT: &str =
      SELECT $1, next.generation, $2, $3, $4, $5, $6 \
      FROM (SELECT COALESCE(MAX(generation), 0) + 1 AS generation FROM signing_keys) AS next \
      WHERE next.generation - 1 <= $7 ON CONFLICT DO NOTHING";
+
+/// How long a guard serves a key set stale at most while the issuer cannot
+/// be reached (`tessera_guard::RemoteJwks`'s default `max_stale`).
+const GUARD_MAX_STALE: i64 = 3600;
 
 /// The label and the plaintext of the row that ties a database to one
 /// master key.
@@ -191,6 +200,7 @@ impl Keys {
             master_claimed: std::sync::atomic::AtomicBool::new(false),
             longest_ttl: std::sync::atomic::AtomicI64::new(secs(policy.max_access_ttl)),
             policy,
+            reloading: tokio::sync::Mutex::new(()),
         };
         // No removal here: every admin command loads the keys, perhaps
         // under a configuration (a shorter `max_access_ttl`) that is not
@@ -434,11 +444,19 @@ impl Keys {
         } else {
             None
         };
-        // Kept as long as a token it signed can live.
+        // Kept while any token it signed can live, and while any guard
+        // may still hold a key set with the key in it: a guard keeps a set
+        // up to `jwks_max_age` (at most `announce`: the server warns of a
+        // longer one), and serves it stale up to an hour more while the
+        // issuer cannot be reached (`RemoteJwks`'s `max_stale`). Forgotten
+        // sooner, a token forged with the key would pass such a guard.
         self.learn_longest_ttl().await?;
         let event = tessera_guard::revocation::Revocation::Key {
             kid: kid.to_owned(),
-            until: now.saturating_add(self.keep_after()),
+            until: now
+                .saturating_add(self.keep_after())
+                .saturating_add(secs(self.policy.announce))
+                .saturating_add(GUARD_MAX_STALE),
         };
         for _ in 0..5 {
             let done = on_pool!(self.db.write(), p => {
@@ -461,7 +479,7 @@ impl Keys {
                 } else {
                     tx.rollback().await?;
                     // Gone meanwhile (revoked by another), or another
-                    // instance took the generation: decide again.
+                    // instance took the generation: try the insert again.
                     Ok(if deleted == 1 { None } else { Some(false) })
                 }
             })?;
@@ -524,10 +542,21 @@ impl Keys {
     /// database's) still does, so that it publishes and signs with the
     /// keys the others made.
     pub async fn refresh_at(&self, at: i64) -> Result<(), Error> {
+        let _in_turn = self.reloading.lock().await;
         self.learn_longest_ttl().await?;
         let rows = self.fetch().await?;
         let opened = self.open_all(&rows)?;
         self.reload(rows, &opened, at)
+    }
+
+    /// Read the stored keys again now, by the database's clock where it
+    /// has one (a key revoked through another instance: see
+    /// [`crate::store::revocation::Revocations::when_key_revoked`]). An
+    /// instance whose own clock runs ahead would otherwise drop keys still
+    /// needed until its next maintenance.
+    pub async fn refresh_now(&self) -> Result<(), Error> {
+        let at = self.db.database_time().await?.unwrap_or_else(now);
+        self.refresh_at(at).await
     }
 
     /// [`Keys::maintain`], removing retired keys only when `remove`.
@@ -538,6 +567,7 @@ impl Keys {
     /// signing follows: made by a held-back `now`, it would sign as much
     /// earlier, unannounced.
     async fn update(&self, remove: bool, now: i64) -> Result<(), Error> {
+        let _in_turn = self.reloading.lock().await;
         // Keys are made by the database's clock on PostgreSQL, alone: an
         // admin command may run on a host whose clock is off either way
         // (this decides when a key signs, and a key made hours ahead would

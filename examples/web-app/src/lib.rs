@@ -111,6 +111,8 @@ pub struct WebApp {
     http: reqwest::Client,
     id_tokens: Guard,
     logout_tokens: Guard,
+    /// The provider's key set, which both guards verify with.
+    provider_keys: Arc<RemoteJwks>,
     cookies: Cookies,
     /// This app's origin as browsers write it in `Origin`.
     origin: String,
@@ -341,11 +343,14 @@ impl WebApp {
         .typ(Some("JWT"))
         .algorithms([ID_TOKEN_ALG])
         .build()?;
-        let logout_tokens =
-            Guard::builder(&settings.issuer, &settings.client_id, Keys::Remote(keys))
-                .typ(Some("logout+jwt"))
-                .algorithms([ID_TOKEN_ALG])
-                .build()?;
+        let logout_tokens = Guard::builder(
+            &settings.issuer,
+            &settings.client_id,
+            Keys::Remote(Arc::clone(&keys)),
+        )
+        .typ(Some("logout+jwt"))
+        .algorithms([ID_TOKEN_ALG])
+        .build()?;
         let mut pages = minijinja::Environment::new();
         pages.add_template("page.html", PAGE)?;
         Ok(Arc::new(WebApp {
@@ -368,6 +373,7 @@ impl WebApp {
             http,
             id_tokens,
             logout_tokens,
+            provider_keys: keys,
             pages,
         }))
     }
@@ -442,6 +448,22 @@ impl WebApp {
         let session = self.sessions().get(&id, Instant::now());
         self.revoke_retired();
         Some((id, session?))
+    }
+
+    /// Whether the key `token`'s header names is in the provider's key set
+    /// as this app has it (fetched again if it is not, past the cooldown);
+    /// a token naming no key counts as known.
+    async fn knows_key_of(&self, token: &str) -> bool {
+        let Ok(header) = tessera_jose::jws::decode_header(token) else {
+            return true;
+        };
+        let Some(kid) = header.kid.as_deref() else {
+            return true;
+        };
+        self.provider_keys
+            .keys_for(Some(kid))
+            .await
+            .is_ok_and(|set| set.select(Some(kid), header.alg).is_ok())
     }
 
     /// Revoke at the provider, in the background, the refresh tokens of
@@ -963,11 +985,14 @@ async fn logout(State(app): State<Arc<WebApp>>, headers: HeaderMap) -> Response 
         Err(e) => return problem(StatusCode::BAD_GATEWAY, &e.to_string()),
     };
     {
+        // The client's id in any case: a hint the provider can no longer
+        // read (signed by a key since removed) would otherwise leave it
+        // no client to check the way back against.
         let mut query = url.query_pairs_mut();
-        match &session {
-            Some((_, session)) => query.append_pair("id_token_hint", &session.id_token),
-            None => query.append_pair("client_id", &app.settings.client_id),
-        };
+        if let Some((_, session)) = &session {
+            query.append_pair("id_token_hint", &session.id_token);
+        }
+        query.append_pair("client_id", &app.settings.client_id);
         query.append_pair(
             "post_logout_redirect_uri",
             &format!("{}/", app.settings.base),
@@ -991,8 +1016,14 @@ const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchan
 /// Back-channel logout (OpenID Connect Back-Channel Logout 1.0 §2.8):
 /// verify the logout token and end the sessions of its `sid`, its `sub`,
 /// or both. Every answer is `no-store` (§2.8).
-async fn backchannel(State(app): State<Arc<WebApp>>, Form(form): Form<LogoutToken>) -> Response {
-    let mut r = logged_out(&app, &form.logout_token).await;
+async fn backchannel(
+    State(app): State<Arc<WebApp>>,
+    form: Result<Form<LogoutToken>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let mut r = match form {
+        Ok(Form(form)) => logged_out(&app, &form.logout_token).await,
+        Err(rejection) => rejection.into_response(),
+    };
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
@@ -1008,6 +1039,16 @@ async fn logged_out(app: &WebApp, logout_token: &str) -> Response {
             return problem(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the provider's keys cannot be had now: try again",
+            )
+        }
+        // Signed by a key this app does not know yet (the provider
+        // replaced a revoked key, and the app fetched the key set again
+        // too recently to fetch it once more): asked again later, when
+        // it will; a 400 would lose the logout.
+        Err(_) if !app.knows_key_of(logout_token).await => {
+            return problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the logout token's key is not known here yet: try again",
             )
         }
         Err(_) => return problem(StatusCode::BAD_REQUEST, "invalid logout token"),

@@ -201,6 +201,12 @@ pub async fn confirmed(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if !super::form::is_form(&headers) {
+        return bad_request(
+            &pages,
+            "the form must be sent as application/x-www-form-urlencoded",
+        );
+    }
     let form = match OAuthForm::parse(&body, None, None) {
         Ok(f) => f,
         Err(e) => return bad_request(&pages, &e.description),

@@ -1403,6 +1403,9 @@ async fn query_parameters_are_read_as_strictly_as_forms(backend: Backend) {
             "/oauth2/logout?state=x",
             "application/x-www-form-urlencoded",
         ),
+        ("/logout", "text/plain"),
+        ("/login", "text/plain"),
+        ("/consent", "multipart/form-data; boundary=x"),
     ] {
         let posted = h
             .send(

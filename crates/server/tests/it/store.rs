@@ -2494,11 +2494,44 @@ async fn a_leaked_key_revoked_stops_signing_and_verifying_everywhere_at_once(bac
     let published = h.app.keys.jwks_json().to_string();
     assert!(!published.contains(&leaked) && published.contains(&successor));
     assert!(!h.active(&before, (&rs, &rs_secret)).await);
+    // The event outlives any guard's copy of the key set: the longest
+    // token, the announce period (the longest `jwks_max_age`) and the
+    // hour a guard serves a set stale.
+    let (keep_until,): (i64,) = match h.db.read() {
+        tessera_server::db::Pool::Sqlite(p) => sqlx::query_as(
+            "SELECT keep_until FROM revocation_events WHERE kind = 'key' AND value = $1",
+        )
+        .bind(&leaked)
+        .fetch_one(p)
+        .await
+        .unwrap(),
+        tessera_server::db::Pool::Postgres(p) => sqlx::query_as(
+            "SELECT keep_until FROM revocation_events WHERE kind = 'key' AND value = $1",
+        )
+        .bind(&leaked)
+        .fetch_one(p)
+        .await
+        .unwrap(),
+    };
+    let config = h.test_db.config();
+    let announce = tessera_server::store::secs(config.keys.announce);
+    let ttl = tessera_server::store::secs(config.max_access_ttl);
+    assert!(keep_until >= now + ttl + announce + 3600, "{keep_until}");
     // The new key signs at once, here...
     let after = h.client_credentials_token(&rs, &rs_secret).await;
     let header = tessera_jose::jws::decode_header(&after).unwrap();
     assert_eq!(header.kid.as_deref(), Some(successor.as_str()));
     assert!(h.active(&after, (&rs, &rs_secret)).await);
+    // A token naming no key was not made here, whatever key verifies it.
+    let (_, claims) = tessera_jose::dangerous::decode_unverified_claims(&after).unwrap();
+    let signer = h.app.keys.signer(tessera_server::store::now()).unwrap();
+    let no_kid = tessera_jose::jwt::sign_with_header(
+        &tessera_jose::jws::Header::new(signer.algorithm()).typ("at+jwt"),
+        &tessera_jose::Claims::with_custom(claims),
+        &signer,
+    )
+    .unwrap();
+    assert!(!h.active(&no_kid, (&rs, &rs_secret)).await);
     // ...and at the other instance once it has read the log.
     other_app.access.revoked().catch_up(&other.db).await;
     let mut switched = false;

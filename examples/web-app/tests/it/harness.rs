@@ -149,6 +149,23 @@ impl Provider {
             .store(true, Ordering::SeqCst);
     }
 
+    /// A logout token signed by a key of its own, with a `kid`, that the
+    /// key set does not hold.
+    pub fn logout_token_signed_by_an_unpublished_key(
+        &self,
+        sid: Option<&str>,
+        sub: Option<&str>,
+    ) -> String {
+        let unpublished = SigningKey::generate(Algorithm::RS256)
+            .unwrap()
+            .with_thumbprint_kid()
+            .unwrap();
+        let published = self.logout_token(sid, sub, true);
+        let (_, claims) = tessera_jose::dangerous::decode_unverified_claims(&published).unwrap();
+        let header = Header::for_key(&unpublished).typ("logout+jwt");
+        jwt::sign_with_header(&header, &Claims::with_custom(claims), &unpublished).unwrap()
+    }
+
     /// The key set answers 503 while `down`.
     pub fn keys_down(&self, down: bool) {
         self.mock.keys_down.store(down, Ordering::SeqCst);

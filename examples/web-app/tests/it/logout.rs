@@ -113,6 +113,36 @@ async fn a_logout_token_that_cannot_be_checked_now_is_asked_again_not_refused() 
     );
 }
 
+/// A logout token signed by a key the app does not know yet (the
+/// provider replaced a revoked key, and the app fetched the key set too
+/// recently to fetch it again) is asked again later (503), not refused.
+#[tokio::test]
+async fn a_logout_token_of_a_key_not_known_yet_is_asked_again() {
+    let (provider, shop) = provider_and_shop().await;
+    let browser = signed_in(&shop, "sid-1", "alice").await;
+    let token = provider.logout_token_signed_by_an_unpublished_key(Some("sid-1"), Some("alice"));
+    assert_eq!(
+        backchannel_logout(&shop, &token).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert!(browser.signed_in().await);
+}
+
+/// Signing out with a session here names the client too: a hint the
+/// provider can no longer read (its key removed since) would leave it no
+/// client to check the way back against.
+#[tokio::test]
+async fn signing_out_names_the_client_along_with_the_hint() {
+    let (_provider, shop) = provider_and_shop().await;
+    let browser = signed_in(&shop, "sid-1", "alice").await;
+    let out = browser.post("/logout").await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER, "{out:?}");
+    let location = url::Url::parse(out.location.as_deref().unwrap()).unwrap();
+    let params: std::collections::HashMap<_, _> = location.query_pairs().into_owned().collect();
+    assert!(params.contains_key("id_token_hint"));
+    assert_eq!(params["client_id"], crate::harness::CLIENT_ID);
+}
+
 /// Signing out of the app with no session there (it ended there: idle,
 /// the app restarted) still goes to the provider, whose session may go
 /// on: with the client's id, so that the provider asks the person.
