@@ -699,33 +699,44 @@ impl Revocations {
         } else {
             None
         };
-        loop {
-            let after = match &rereading {
-                Some(fresh) => fresh.last_id,
-                None => self.read().last_id,
-            };
-            let rows: Vec<(i64, String, String, Option<i64>, i64)> = on_pool!(db.read(), p => sqlx::query_as(
-                "SELECT id, kind, value, issued_before, keep_until FROM revocation_events \
-                 WHERE id > $1 AND keep_until > $2 ORDER BY id LIMIT $3"
-            ).bind(after).bind(now).bind(BATCH).fetch_all(p).await)?;
-            let full = rows.len() as i64 == BATCH;
-            match &mut rereading {
-                Some(fresh) => {
-                    apply(fresh, rows, &mut changed)?;
-                }
-                None => {
-                    let newest = {
-                        let mut log = self.log.write().unwrap_or_else(|p| p.into_inner());
-                        apply(&mut log, rows, &mut changed)?
-                    };
-                    if let Some(last) = newest {
-                        self.latest.send_replace(last);
+        // Read in batches; what a failed batch leaves unread is read by
+        // the next sync, and what the batches before it applied is told
+        // to the hooks all the same.
+        let read = async {
+            loop {
+                let after = match &rereading {
+                    Some(fresh) => fresh.last_id,
+                    None => self.read().last_id,
+                };
+                let rows: Vec<(i64, String, String, Option<i64>, i64)> = on_pool!(db.read(), p => sqlx::query_as(
+                    "SELECT id, kind, value, issued_before, keep_until FROM revocation_events \
+                     WHERE id > $1 AND keep_until > $2 ORDER BY id LIMIT $3"
+                ).bind(after).bind(now).bind(BATCH).fetch_all(p).await)?;
+                let full = rows.len() as i64 == BATCH;
+                match &mut rereading {
+                    Some(fresh) => {
+                        apply(fresh, rows, &mut changed)?;
+                    }
+                    None => {
+                        let newest = {
+                            let mut log = self.log.write().unwrap_or_else(|p| p.into_inner());
+                            apply(&mut log, rows, &mut changed)?
+                        };
+                        if let Some(last) = newest {
+                            self.latest.send_replace(last);
+                        }
                     }
                 }
+                if !full {
+                    break;
+                }
             }
-            if !full {
-                break;
-            }
+            Ok::<(), Error>(())
+        }
+        .await;
+        if let Err(e) = read {
+            self.tell_hooks(&changed);
+            return Err(e);
         }
         if let Some(fresh) = rereading {
             let last = fresh.last_id;
@@ -739,16 +750,22 @@ impl Revocations {
         drop(log);
         // The caches first: once the copy counts as current, a cached
         // client it cut must be gone.
+        self.tell_hooks(&changed);
+        self.synced.mark(started);
+        Ok(changed.clients)
+    }
+
+    /// Tell the hooks what a reading found: the clients cut off, a key
+    /// revoked.
+    fn tell_hooks(&self, changed: &Changed) {
         if let Some(hook) = self.on_client_cut.get() {
             changed.clients.iter().for_each(|client_id| hook(client_id));
         }
-        self.synced.mark(started);
         if changed.keys {
             if let Some(hook) = self.on_key_revoked.get() {
                 hook();
             }
         }
-        Ok(changed.clients)
     }
 
     /// Call `hook` with every client a sync finds cut off (deleted, its
