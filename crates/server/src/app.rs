@@ -115,6 +115,7 @@ impl App {
             clients: &self.clients,
             issuer: &self.config.issuer,
             max_assertion_lifetime: self.config.max_assertion_lifetime,
+            strict_audience: self.config.strict_assertion_audience,
         }
     }
 

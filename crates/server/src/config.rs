@@ -18,6 +18,7 @@
 //! session_max = "90d"       # a whole family of refresh tokens
 //! refresh_grace = "0s"      # retries of a rotated refresh token
 //! max_assertion_lifetime = "1h"  # private_key_jwt and jwt-bearer assertions
+//! strict_assertion_audience = false  # true: their aud is the issuer alone, one string
 //! client_revocations = 600  # access tokens revoked per minute per client and subject, then 503
 //!
 //! [keys]
@@ -168,6 +169,7 @@ struct TokensFile {
     session_max: Option<String>,
     refresh_grace: Option<String>,
     max_assertion_lifetime: Option<String>,
+    strict_assertion_audience: Option<bool>,
     client_revocations: Option<u32>,
 }
 
@@ -263,6 +265,10 @@ pub struct Config {
     /// The longest lifetime a client assertion (`private_key_jwt`, the
     /// jwt-bearer grant) may claim.
     pub max_assertion_lifetime: Duration,
+    /// Whether a client assertion's `aud` must be this server's issuer
+    /// alone, as one string (draft-ietf-oauth-rfc7523bis, FAPI 2.0),
+    /// rather than the issuer or the token endpoint's URL (RFC 7523 §3).
+    pub strict_assertion_audience: bool,
     /// Access tokens one client may revoke per minute for one subject
     /// (0: no limit).
     pub client_revocations: u32,
@@ -547,6 +553,10 @@ impl Config {
                 )?,
                 "tokens.max_assertion_lifetime",
             )?,
+            // Off by default: authlib's PrivateKeyJWT and Spring Security
+            // address their assertions to the token endpoint (server.md,
+            // "Client authentication").
+            strict_assertion_audience: t.strict_assertion_audience.unwrap_or(false),
             client_revocations: t.client_revocations.unwrap_or(600),
             codes_per_session: file.sessions.codes_per_minute.unwrap_or(120),
             keys: KeyPolicy {

@@ -48,6 +48,9 @@ pub struct Verifier<'a> {
     /// (`tokens.max_assertion_lifetime`); its `jti` is kept that long to
     /// refuse replays.
     pub max_assertion_lifetime: Duration,
+    /// Whether an assertion's `aud` must be the issuer alone, as one
+    /// string (`tokens.strict_assertion_audience`).
+    pub strict_audience: bool,
 }
 
 /// RFC 7523 §2.2's `client_assertion_type`.
@@ -247,15 +250,27 @@ pub async fn verify_assertion(
         return Ok(Err("the issuer has no registered keys".into()));
     };
     let issuer = verifier.issuer;
-    let validation = Validation::new()
+    // Strict: this server's issuer, as one string. Otherwise the token
+    // endpoint's URL too, as RFC 7523 §3 allows and many libraries send;
+    // a client that addresses its assertions by what another server's
+    // metadata says could then be led to address one to this server
+    // while sending it elsewhere (the "audience injection" of 2025).
+    if verifier.strict_audience && !claims.get("aud").is_some_and(|a| a.is_string()) {
+        return Ok(Err(
+            "assertion aud must be this server's issuer, as one string".into(),
+        ));
+    }
+    let mut validation = Validation::new()
         .leeway(std::time::Duration::from_secs(
             ASSERTION_SKEW.unsigned_abs(),
         ))
         .issuer(&client_id)
-        .audience(format!("{}/oauth2/token", issuer.trim_end_matches('/')))
         .audience(issuer)
         .require("sub")
         .require("jti");
+    if !verifier.strict_audience {
+        validation = validation.audience(format!("{}/oauth2/token", issuer.trim_end_matches('/')));
+    }
     let token = match jwt::verify::<NoCustomClaims>(assertion, &*keys, &validation) {
         Ok(token) => token,
         Err(e) => {

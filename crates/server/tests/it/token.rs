@@ -30,6 +30,7 @@ both_backends!(
     retries_in_the_grace_window_get_the_same_successor,
     disabled_users_cannot_refresh,
     private_key_jwt_authenticates_once_per_assertion,
+    a_strict_assertion_audience_is_the_issuer_alone,
     jwt_bearer_grant_trades_an_assertion_for_a_token,
 );
 
@@ -1295,6 +1296,66 @@ async fn a_secret_rotated_at_another_instance_ends_requests_under_way(backend: B
     );
     drop(requests);
     if let Ok(h) = std::sync::Arc::try_unwrap(h) {
+        h.finish().await;
+    }
+}
+
+/// With `tokens.strict_assertion_audience`, a client assertion is
+/// addressed to this server's issuer alone, as one string: the token
+/// endpoint's URL (RFC 7523 §3's other choice, the "audience injection"
+/// of 2025) and an array are refused. Without it, both addresses pass.
+async fn a_strict_assertion_audience_is_the_issuer_alone(backend: Backend) {
+    use tessera_jose::Audience;
+    for strict in [true, false] {
+        let Some(h) = Harness::with(backend, |c| c.strict_assertion_audience = strict).await else {
+            return;
+        };
+        let key = SigningKey::generate(Algorithm::ES256)
+            .unwrap()
+            .with_thumbprint_kid()
+            .unwrap();
+        let id = h.signed_client(&key).await.client_id;
+        let post = |a: String| {
+            let h = &h;
+            async move {
+                h.post(
+                    "/oauth2/token",
+                    &[
+                        ("grant_type", "client_credentials"),
+                        (
+                            "client_assertion_type",
+                            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                        ),
+                        ("client_assertion", &a),
+                    ],
+                    None,
+                )
+                .await
+            }
+        };
+        let endpoint = format!("{ISSUER}/oauth2/token");
+        let to_endpoint = post(assertion(&key, &id, &endpoint, "s-1", 60)).await;
+        let as_array = {
+            let claims = Claims::new()
+                .issuer(id.as_str())
+                .subject(id.as_str())
+                .audience(Audience::Many(vec![ISSUER.to_owned()]))
+                .jwt_id("s-2")
+                .issued_at(NumericDate::now())
+                .expires_at(NumericDate::now().plus(std::time::Duration::from_secs(60)));
+            post(jwt::sign(&claims, &key).unwrap()).await
+        };
+        let to_issuer = post(assertion(&key, &id, ISSUER, "s-3", 60)).await;
+        assert_eq!(to_issuer.status, StatusCode::OK, "{}", to_issuer.text);
+        if strict {
+            for refused in [&to_endpoint, &as_array] {
+                assert_eq!(refused.error(), "invalid_client", "{}", refused.text);
+            }
+        } else {
+            for passed in [&to_endpoint, &as_array] {
+                assert_eq!(passed.status, StatusCode::OK, "{}", passed.text);
+            }
+        }
         h.finish().await;
     }
 }
