@@ -728,7 +728,14 @@ fn database_for(config: &Config, adds: bool) -> Result<(), Failure> {
 /// Refuse, for a SQLite database that does not exist, rather than make
 /// one (a read must not create the data directory).
 fn require_database(config: &Config) -> Result<(), Failure> {
-    if let Some(path) = config.database_url.strip_prefix("sqlite://") {
+    // `sqlite://PATH` and `sqlite:PATH` both name a file (sqlx takes
+    // either), without the query's options.
+    let path = config
+        .database_url
+        .strip_prefix("sqlite://")
+        .or_else(|| config.database_url.strip_prefix("sqlite:"))
+        .map(|rest| rest.split('?').next().unwrap_or(rest));
+    if let Some(path) = path {
         if !std::path::Path::new(path).is_file() {
             return Err(Failure::Input(anyhow::anyhow!(
                 "no database at {path} (start tessera serve once, or check --data-dir)"

@@ -102,6 +102,10 @@ pub enum Actor {
     Token {
         /// The token's `sub`.
         subject: String,
+        /// The client the token was issued to.
+        client_id: Option<String>,
+        /// The address the call came from.
+        remote: Option<String>,
     },
 }
 
@@ -109,10 +113,29 @@ impl Actor {
     fn detail(&self) -> String {
         match self {
             Actor::Cli { os_user } => format!("by=cli user={os_user}"),
-            Actor::Token { subject } => format!("by={subject}"),
+            Actor::Token { subject, .. } => format!("by={subject}"),
+        }
+    }
+
+    /// The event, with who acted and from where.
+    fn on(&self, event: Event) -> Event {
+        match self {
+            Actor::Cli { .. } => event,
+            Actor::Token {
+                client_id, remote, ..
+            } => {
+                let event = event.remote(remote.clone());
+                match client_id {
+                    Some(id) => event.client(id.clone()),
+                    None => event,
+                }
+            }
         }
     }
 }
+
+/// The name of the scope the admin API needs.
+pub const ADMIN_SCOPE: &str = "tessera:admin";
 
 /// Where the audit events go: the server's batched queue, or straight to
 /// the database (the command line, which exits right after).
@@ -223,7 +246,19 @@ impl AdminService<'_> {
     /// times; an event that still cannot be written is logged as an
     /// error, with what it would have said.
     async fn record(&self, name: &'static str, about: &str) {
-        let event = Event::new(name).subject(about).detail(self.actor.detail());
+        self.record_with(name, about, "").await;
+    }
+
+    /// [`AdminService::record`], with `more` said after who acted (what
+    /// was granted, say).
+    async fn record_with(&self, name: &'static str, about: &str, more: &str) {
+        let detail = match more {
+            "" => self.actor.detail(),
+            more => format!("{} {more}", self.actor.detail()),
+        };
+        let event = self
+            .actor
+            .on(Event::new(name).subject(about).detail(detail));
         match self.audit {
             AuditSink::Queue(queue) => queue.push(event),
             AuditSink::Direct => {
@@ -231,13 +266,21 @@ impl AdminService<'_> {
                 for attempt in 1..=3 {
                     match audit::record(self.db, event.clone()).await {
                         Ok(()) => return,
-                        Err(e) if attempt == 3 => tracing::error!(
-                            event = name,
-                            subject = about,
-                            actor = %self.actor.detail(),
-                            error = %e,
-                            "the change is made, but its audit event could not be written"
-                        ),
+                        Err(e) if attempt == 3 => {
+                            tracing::error!(
+                                event = name,
+                                subject = about,
+                                actor = %self.actor.detail(),
+                                error = %e,
+                                "the change is made, but its audit event could not be written"
+                            );
+                            // The command line writes no log: said where
+                            // its operator reads.
+                            eprintln!(
+                                "warning: the change is made, but its audit event ({name} {about}) \
+                                 could not be written: {e}"
+                            );
+                        }
                         Err(_) => {
                             tokio::time::sleep(wait).await;
                             wait *= 4;
@@ -259,7 +302,8 @@ impl AdminService<'_> {
         let scopes = Scopes::from_list(scopes)?;
         let hash = self.passwords.hash(password).await?;
         let user = users::add(self.db, username, &hash, &scopes, profile).await?;
-        self.record("user_added", username).await;
+        self.record_with("user_added", username, &format!("scope={scopes}"))
+            .await;
         Ok(user)
     }
 
@@ -421,12 +465,30 @@ impl AdminService<'_> {
                 Some(alg)
             }
         };
+        // An administrator's tokens are for this server alone: with another
+        // audience, every token the client asked for (one asking for no
+        // scope gets them all) would administer this server from the
+        // hands of that API, or of whatever logs its requests.
+        let issuer = self.config.issuer.trim_end_matches('/');
+        if request.scopes.iter().any(|s| s == ADMIN_SCOPE)
+            && request
+                .audiences
+                .iter()
+                .any(|a| a.trim_end_matches('/') != issuer)
+        {
+            return Err(Error::Invalid(format!(
+                "a client with the {ADMIN_SCOPE} scope has no audience but this server's issuer: \
+                 register the API's client apart"
+            )));
+        }
+        let scopes = Scopes::from_list(&request.scopes)?;
+        let added_scopes = scopes.to_string();
         let added = clients::add(
             self.db,
             NewClient {
                 name: request.name,
                 grants,
-                scopes: Scopes::from_list(&request.scopes)?,
+                scopes,
                 audiences: request.audiences,
                 public: request.public,
                 jwks: request.jwks,
@@ -439,7 +501,12 @@ impl AdminService<'_> {
             },
         )
         .await?;
-        self.record("client_added", &added.client_id).await;
+        self.record_with(
+            "client_added",
+            &added.client_id,
+            &format!("scope={}", added_scopes),
+        )
+        .await;
         Ok(added)
     }
 

@@ -1260,6 +1260,16 @@ fn user_and_client_commands_other_than_add_need_the_database_and_lifetimes_are_w
         );
         assert!(!d.join("tessera-data").exists(), "{args:?} made a database");
     }
+    // A URL without the two slashes names a file as well (sqlx takes it).
+    for url in ["sqlite:elsewhere.db", "sqlite:elsewhere.db?mode=rwc"] {
+        let out = assert_cmd::Command::new(binary())
+            .current_dir(d)
+            .args(["user", "list", "--database-url", url])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{url}");
+        assert!(!d.join("elsewhere.db").exists(), "{url} made a database");
+    }
     let out = assert_cmd::Command::new(binary())
         .current_dir(d)
         .args(["client", "add", "demo", "--scope", "read"])

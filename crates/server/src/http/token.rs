@@ -244,11 +244,16 @@ fn issue(app: &App, client: &Client, granted: Granted) -> Result<Response, OAuth
         .map(Duration::from_secs)
         .unwrap_or(app.config.access_ttl)
         .min(max);
-    let audience = if client.audiences.is_empty() {
-        vec![app.config.issuer.clone()]
-    } else {
-        client.audiences.clone()
-    };
+    // A token that administers this server is for this server alone,
+    // whatever other audiences its client has (one registered before
+    // registration refused that): else the API it was also for could
+    // replay it here.
+    let audience =
+        if client.audiences.is_empty() || granted.scope.contains(crate::admin::ADMIN_SCOPE) {
+            vec![app.config.issuer.clone()]
+        } else {
+            client.audiences.clone()
+        };
     let scope = granted.scope.to_string();
     let minted = app.access.mint(
         Mint {

@@ -44,8 +44,16 @@ pub fn check_registered(uri: &str, public: bool, server_on_http: bool) -> Result
 pub fn check_backchannel(uri: &str, server_on_http: bool) -> Result<(), Error> {
     let bad = |why: &str| Error::Invalid(format!("back-channel logout URI {uri:?}: {why}"));
     let url = Url::parse(uri).map_err(|e| bad(&e.to_string()))?;
-    if url.fragment().is_some() {
+    if url.fragment().is_some() || uri.contains('#') {
         return Err(bad("it must not have a fragment"));
+    }
+    // As written is what is stored and called: text the parser would
+    // drop or change (a trailing NUL or space, which PostgreSQL refuses
+    // to store, an upper-case host) is refused here.
+    if url.as_str() != uri && format!("{uri}/") != url.as_str() {
+        return Err(bad(
+            "write it in its normal form (lower-case scheme and host, no default port)",
+        ));
     }
     match url.scheme() {
         "https" if url.host().is_some() => Ok(()),
@@ -92,6 +100,20 @@ fn is_loopback(url: &Url) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_backchannel_uri_is_stored_as_written() {
+        assert!(check_backchannel("https://rp.example.com/bc", false).is_ok());
+        for uri in [
+            "https://rp.example.com/bc\u{0}",
+            "https://rp.example.com/bc ",
+            "https://RP.example.com/bc",
+            "https://rp.example.com:443/bc",
+            "https://rp.example.com/bc#",
+        ] {
+            assert!(check_backchannel(uri, false).is_err(), "{uri:?}");
+        }
+    }
 
     #[test]
     fn registration_takes_https_and_native_app_uris_only() {

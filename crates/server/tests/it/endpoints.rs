@@ -1125,6 +1125,14 @@ mod admin_api {
 
         let added = crate::wait_for_audit(&h, "client_added", 4).await;
         assert!(added.len() >= 4);
+        // What was granted is said: a client added with the admin scope
+        // shows it.
+        assert!(
+            added
+                .iter()
+                .all(|e| e.detail.as_deref().is_some_and(|d| d.contains(" scope="))),
+            "{added:?}"
+        );
         let (events, followed) = pages(&h, &admin, "/admin/audit?event=client_added&limit=3").await;
         let ids: Vec<i64> = events
             .iter()
@@ -1275,15 +1283,14 @@ mod admin_api {
 
         let r = call(&h, Method::GET, "/admin/users", Some("not.a.token"), None).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-        // A token a client got for its own API, replayed by that API, does
-        // not administer this server, whatever its scope (RFC 9068 §4);
-        // with the issuer among its audiences, it does.
-        for (audiences, status) in [
-            (vec!["store-api".to_owned()], StatusCode::UNAUTHORIZED),
-            (
-                vec!["store-api".to_owned(), crate::ISSUER.to_owned()],
-                StatusCode::OK,
-            ),
+        // A token that administers this server is for this server alone:
+        // an API a client also has tokens for never gets one it could
+        // replay here (RFC 9068 §4), whatever the client's audiences (such
+        // clients, stored before registration refused them, get tokens
+        // for the issuer alone).
+        for audiences in [
+            vec!["store-api".to_owned()],
+            vec!["store-api".to_owned(), crate::ISSUER.to_owned()],
         ] {
             let added = tessera_server::store::clients::add(
                 &h.db,
@@ -1300,9 +1307,31 @@ mod admin_api {
             let for_api = h
                 .client_credentials_token(&added.client_id, added.client_secret.unwrap().as_ref())
                 .await;
+            let (_, claims) = tessera_jose::dangerous::decode_unverified_claims(&for_api).unwrap();
+            assert_eq!(
+                claims["aud"],
+                serde_json::json!([crate::ISSUER]),
+                "{audiences:?}"
+            );
             let r = call(&h, Method::GET, "/admin/users", Some(&for_api), None).await;
-            assert_eq!(r.status, status, "{audiences:?}: {}", r.text);
+            assert_eq!(r.status, StatusCode::OK, "{audiences:?}: {}", r.text);
         }
+        // And registration refuses such a client.
+        let refused = call(
+            &h,
+            Method::POST,
+            "/admin/clients",
+            Some(&admin),
+            Some(serde_json::json!({
+                "name": "ops",
+                "grants": ["client_credentials"],
+                "scopes": ["tessera:admin", "orders:read"],
+                "audiences": ["store-api"],
+            })),
+        )
+        .await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.text);
+        assert!(refused.text.contains("tessera:admin"), "{}", refused.text);
         // Parameters that cannot be read get the API's JSON errors, as a
         // malformed body does.
         // Session lists are bounded: `limit` (default 100, at most 1,000).
@@ -1330,6 +1359,9 @@ mod admin_api {
         }
         for (method, path) in [
             (Method::GET, "/admin/audit?limit=many"),
+            // A filter it does not have is refused, not ignored (which
+            // would answer every event as if filtered).
+            (Method::GET, "/admin/audit?subject=alice"),
             (Method::GET, "/admin/sessions?user=a&user=b"),
             (Method::DELETE, "/admin/users/%FF%FE"),
         ] {
@@ -1600,6 +1632,8 @@ mod admin_api {
         );
         let audit = crate::wait_for_audit(&h, "user_deleted", 1).await;
         assert!(audit[0].detail.as_deref().unwrap().starts_with("by="));
+        // Which client's token acted, too.
+        assert!(audit[0].client_id.is_some(), "{audit:?}");
         let r = call(
             &h,
             Method::GET,

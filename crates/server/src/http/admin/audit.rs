@@ -8,6 +8,7 @@ use super::{paged, Admin, AdminResult, AppState, Params};
 use crate::admin::Page;
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     event: Option<String>,
     limit: Option<i64>,

@@ -24,7 +24,7 @@ use super::App;
 use crate::admin::{Actor, AdminService, AuditSink, Listed};
 
 /// The scope an access token needs for the admin API.
-pub const ADMIN_SCOPE: &str = "tessera:admin";
+pub use crate::admin::ADMIN_SCOPE;
 
 /// The OpenAPI 3.1 description of this API.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -93,6 +93,10 @@ async fn openapi() -> Response {
 pub struct Admin {
     /// The token's `sub`: who acts, for the audit trail.
     pub subject: String,
+    /// The client the token was issued to.
+    pub client_id: Option<String>,
+    /// The address the call came from.
+    pub remote: Option<String>,
 }
 
 impl Admin {
@@ -107,6 +111,8 @@ impl Admin {
             audit: AuditSink::Queue(&app.audit),
             actor: Actor::Token {
                 subject: self.subject.clone(),
+                client_id: self.client_id.clone(),
+                remote: self.remote.clone(),
             },
         }
     }
@@ -134,6 +140,11 @@ impl FromRequestParts<Arc<App>> for Admin {
         }
         Ok(Admin {
             subject: token.subject().unwrap_or_default().to_owned(),
+            client_id: token.client_id().map(str::to_owned),
+            remote: parts
+                .extensions
+                .get::<super::client_address::ClientAddress>()
+                .map(|c| c.0.to_string()),
         })
     }
 }
