@@ -97,11 +97,18 @@ const EXPIRED: [(Kind, &str); 9] = [
          (SELECT code_hash FROM authorization_codes WHERE expires_at < $1 - 3600 LIMIT $2)",
     ),
     // Sessions past their absolute end, and ended ones a day after (two
-    // statements: each reads its own index).
+    // statements: each reads its own index). One past its end whose
+    // refresh families (offline access: they live to `session_max`) are
+    // still live is kept until they end: ending the session
+    // (`tessera session end`, a logout) is what revokes them, and it
+    // needs the row.
     (
         Kind::Ids,
         "DELETE FROM sessions WHERE sid IN \
-         (SELECT sid FROM sessions WHERE expires_at < $1 LIMIT $2)",
+         (SELECT s.sid FROM sessions s WHERE s.expires_at < $1 \
+          AND NOT EXISTS (SELECT 1 FROM refresh_families f \
+           WHERE f.sid = s.sid AND f.revoked_at IS NULL AND f.expires_at > $1) \
+          LIMIT $2)",
     ),
     (
         Kind::Ids,

@@ -35,6 +35,7 @@ both_backends!(
     codes_committed_in_groups_keep_every_binding,
     batched_writes_prepare_one_statement_whatever_their_size,
     refresh_families_start_only_in_live_sessions,
+    a_session_past_its_end_is_kept_while_its_families_live,
     a_new_login_renews_its_users_session,
     a_user_disabled_while_a_family_starts_in_a_session_revokes_it,
     concurrent_consents_are_all_remembered,
@@ -2556,5 +2557,42 @@ async fn a_leaked_key_revoked_stops_signing_and_verifying_everywhere_at_once(bac
     let unknown = revoke("no-such-key".into(), token).await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.text);
     other.db.close().await;
+    h.finish().await;
+}
+
+/// A session past its absolute end whose refresh family (offline access,
+/// which outlives it) is still live is kept, so that ending it (`tessera
+/// session end`) still revokes the family; one with no live family goes.
+/// Before, the prune took the row and `session end` answered "not found"
+/// while the family went on minting tokens with that `sid`.
+async fn a_session_past_its_end_is_kept_while_its_families_live(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let user = h.user("alice", "correct horse", "read").await;
+    let client = h.public_client("read").await;
+    let (offline, bare) = (live_session(&h, &user).await, live_session(&h, &user).await);
+    let family = NewFamily {
+        sid: Some(&offline),
+        ..new_family(&client)
+    };
+    let token = refresh::issue_as(&h.db, "family-offline", family, &policy(0))
+        .await
+        .unwrap()
+        .unwrap();
+    // Past both sessions' absolute end (an hour), within the family's.
+    let later = tessera_server::store::now() + 7200;
+    let retain = retention::Retention { audit: None };
+    retention::prune(&h.db, later, retain).await.unwrap();
+    assert!(
+        sessions::end(&h.db, &bare, "test", KEEP)
+            .await
+            .unwrap()
+            .is_none(),
+        "pruned"
+    );
+    let ended = sessions::end(&h.db, &offline, "admin", KEEP).await.unwrap();
+    assert!(ended.is_some(), "kept while its family lives");
+    assert!(refresh::lookup(&h.db, &token).await.unwrap().is_none());
     h.finish().await;
 }
