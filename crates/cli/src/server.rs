@@ -364,8 +364,22 @@ fn service<'a>(
         revocations: None,
         audit: AuditSink::Direct,
         actor: Actor::Cli {
-            os_user: std::env::var("USER").unwrap_or_else(|_| "unknown".into()),
+            os_user: operator(),
         },
+    }
+}
+
+/// Who runs the command, for the audit trail: the login name the
+/// environment gives (anyone can set it), the user id the system gives
+/// (no one can), and, under `sudo`, who ran `sudo`.
+fn operator() -> String {
+    let name = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    let uid = rustix::process::getuid().as_raw();
+    match std::env::var("SUDO_USER") {
+        Ok(sudo) => format!("{name} uid={uid} sudo={sudo}"),
+        Err(_) => format!("{name} uid={uid}"),
     }
 }
 

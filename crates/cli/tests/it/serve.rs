@@ -1548,3 +1548,36 @@ fn admin_commands_leave_the_schema_to_the_server() {
     );
     refused(&["user", "list"], "newer than this tessera's");
 }
+
+/// An admin command's audit event says who ran it: the login name the
+/// environment gives (anyone can set it), the user id the system gives,
+/// and, under sudo, who ran sudo. Before, `$USER` alone: "root" under
+/// sudo, and whatever a caller chose.
+#[test]
+fn an_admin_command_is_audited_with_the_user_id_and_who_ran_sudo() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    admin(
+        d,
+        &["user", "add", "bob", "--password-stdin", "--scope", "read"],
+        Some("correct horse battery\n"),
+        &[("USER", "mallory"), ("SUDO_USER", "alice")],
+    );
+    let url = format!("sqlite://{}", d.join("tessera-data/tessera.db").display());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let events = runtime.block_on(async {
+        let db = tessera_server::Db::open(&url, 1, tessera_server::db::Schema::Current)
+            .await
+            .unwrap();
+        let events = tessera_server::store::audit::page(&db, Some("user_added"), None, 10)
+            .await
+            .unwrap();
+        db.close().await;
+        events
+    });
+    let uid = rustix::process::getuid().as_raw();
+    assert_eq!(
+        events[0].detail.as_deref(),
+        Some(format!("by=cli user=mallory uid={uid} sudo=alice scope=read").as_str())
+    );
+}
