@@ -358,6 +358,7 @@ async fn maintain(db: Db, keys: Arc<Keys>, period: Duration, refresh_grace: i64,
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_prune = 0;
+    let mut pruning: Option<tokio::task::JoinHandle<()>> = None;
     // Deletes and retires by a clock that does not follow forward jumps:
     // one tick by a clock an hour fast would delete for good revocation
     // events, used assertions and signing keys still needed.
@@ -418,18 +419,27 @@ async fn maintain(db: Db, keys: Arc<Keys>, period: Duration, refresh_grace: i64,
         if let Err(e) = refresh::forget_successors(&db, at, refresh_grace).await {
             tracing::error!(error = %e, "forgetting sealed refresh successors failed");
         }
-        if at - last_prune >= PRUNE_EVERY || at < last_prune {
+        // In a task of its own, one at a time: a long backlog (a shortened
+        // `audit.retain` over millions of rows) must not hold back the key
+        // maintenance above, which reads the keys other instances made.
+        let idle = pruning
+            .as_ref()
+            .is_none_or(tokio::task::JoinHandle::is_finished);
+        if idle && (at - last_prune >= PRUNE_EVERY || at < last_prune) {
             last_prune = at;
-            match retention::prune(&db, at, keep).await {
-                Ok(pruned) if pruned.total() > 0 => tracing::info!(
-                    audit = pruned.audit,
-                    refresh = pruned.refresh,
-                    ids = pruned.ids,
-                    "pruned expired rows"
-                ),
-                Ok(_) => {}
-                Err(e) => tracing::error!(error = %e, "pruning failed"),
-            }
+            let db = db.clone();
+            pruning = Some(tokio::spawn(async move {
+                match retention::prune(&db, at, keep).await {
+                    Ok(pruned) if pruned.total() > 0 => tracing::info!(
+                        audit = pruned.audit,
+                        refresh = pruned.refresh,
+                        ids = pruned.ids,
+                        "pruned expired rows"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "pruning failed"),
+                }
+            }));
         }
     }
 }
