@@ -537,7 +537,14 @@ pub fn client(server: &ServerArgs, command: ClientCommand) -> Result<(), Failure
                     &added.client_id,
                     added.client_secret.as_deref().map(String::as_str),
                     json,
-                )?;
+                )
+                .map_err(|e| {
+                    e.context(format!(
+                        "the client {} is added, but its credentials could not be written \
+                         (delete it, or rotate its secret, rather than add it again)",
+                        added.client_id
+                    ))
+                })?;
             }
             ClientCommand::List { json } => {
                 // Every client, read a page at a time.
@@ -570,7 +577,12 @@ pub fn client(server: &ServerArgs, command: ClientCommand) -> Result<(), Failure
             ClientCommand::Delete { client_id } => admin.delete_client(&client_id).await?,
             ClientCommand::RotateSecret { client_id, json } => {
                 let secret = admin.rotate_secret(&client_id).await?;
-                print_credentials(&client_id, Some(&secret), json)?;
+                print_credentials(&client_id, Some(&secret), json).map_err(|e| {
+                    e.context(format!(
+                        "the secret of {client_id} is rotated (the old one no longer works), \
+                         but the new one could not be written: rotate it again"
+                    ))
+                })?;
             }
         }
         db.close().await;

@@ -1581,3 +1581,38 @@ fn an_admin_command_is_audited_with_the_user_id_and_who_ran_sudo() {
         Some(format!("by=cli user=mallory uid={uid} sudo=alice scope=read").as_str())
     );
 }
+
+/// A secret rotated, or a client added, whose output cannot be written
+/// (a full disk under `> file`, a closed pipe): the command fails, and
+/// says that the change is made, so that nobody adds the client again or
+/// believes the old secret still works.
+#[test]
+fn a_change_whose_output_is_lost_says_that_it_is_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let id = admin(
+        d,
+        &["client", "add", "svc", "--scope", "read", "--json"],
+        None,
+        &[],
+    );
+    let id: serde_json::Value = serde_json::from_str(&id).unwrap();
+    let id = id["client_id"].as_str().unwrap().to_owned();
+    for (args, said) in [
+        (vec!["client", "rotate-secret", id.as_str()], "is rotated"),
+        (
+            vec!["client", "add", "other", "--scope", "read"],
+            "is added",
+        ),
+    ] {
+        let out = std::process::Command::new(binary())
+            .current_dir(d)
+            .args(&args)
+            .stdout(std::fs::File::create("/dev/full").unwrap())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(said), "{args:?}: {stderr}");
+    }
+}
