@@ -663,14 +663,26 @@ fn scope_granted(session: &str, client: &Scopes, requested: Option<&Scopes>) -> 
 const SUCCESSOR_MARGIN: i64 = 60;
 
 /// Forget sealed successors whose grace window has passed (and
-/// `SUCCESSOR_MARGIN`, a minute).
+/// `SUCCESSOR_MARGIN`, a minute), in batches with a pause between them as
+/// the retention's (`store::retention`): after a pause of the server, or
+/// at a high refresh rate, one statement over every row would hold the
+/// writer (the only one, on SQLite) for as long as it took.
 pub async fn forget_successors(db: &Db, at: i64, grace: i64) -> Result<u64, Error> {
+    use crate::store::retention::{BATCH, PAUSE};
     let before = at.saturating_sub(grace).saturating_sub(SUCCESSOR_MARGIN);
-    let forgotten = on_pool!(db.write(), p => sqlx::query(
-        "UPDATE refresh_tokens SET successor_sealed = NULL \
-         WHERE successor_sealed IS NOT NULL AND used_at < $1"
-    ).bind(before).execute(p).await.map(|r| r.rows_affected()))?;
-    Ok(forgotten)
+    let mut forgotten = 0;
+    loop {
+        let batch = on_pool!(db.write(), p => sqlx::query(
+            "UPDATE refresh_tokens SET successor_sealed = NULL WHERE token_hash IN \
+             (SELECT token_hash FROM refresh_tokens \
+              WHERE successor_sealed IS NOT NULL AND used_at < $1 LIMIT $2)"
+        ).bind(before).bind(BATCH).execute(p).await.map(|r| r.rows_affected()))?;
+        forgotten += batch;
+        if batch < u64::try_from(BATCH).unwrap_or(u64::MAX) {
+            return Ok(forgotten);
+        }
+        tokio::time::sleep(PAUSE).await;
+    }
 }
 
 /// A live refresh token and its session, for introspection.

@@ -17,7 +17,7 @@ use crate::Error;
 pub const BATCH: i64 = 1000;
 
 /// The pause between two batches, for the writes waiting behind them.
-const PAUSE: Duration = Duration::from_millis(20);
+pub const PAUSE: Duration = Duration::from_millis(20);
 
 /// What to keep.
 #[derive(Clone, Copy, Debug)]

@@ -36,6 +36,7 @@ both_backends!(
     batched_writes_prepare_one_statement_whatever_their_size,
     refresh_families_start_only_in_live_sessions,
     a_session_past_its_end_is_kept_while_its_families_live,
+    sealed_successors_past_their_window_are_all_forgotten_in_batches,
     a_new_login_renews_its_users_session,
     a_user_disabled_while_a_family_starts_in_a_session_revokes_it,
     concurrent_consents_are_all_remembered,
@@ -2594,5 +2595,45 @@ async fn a_session_past_its_end_is_kept_while_its_families_live(backend: Backend
     let ended = sessions::end(&h.db, &offline, "admin", KEEP).await.unwrap();
     assert!(ended.is_some(), "kept while its family lives");
     assert!(refresh::lookup(&h.db, &token).await.unwrap().is_none());
+    h.finish().await;
+}
+
+/// More sealed successors than a batch, past their grace window: all are
+/// forgotten (a batch at a time), the ones still within it kept.
+async fn sealed_successors_past_their_window_are_all_forgotten_in_batches(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let client = h.public_client("read").await;
+    refresh::issue_as(&h.db, "family-s", new_family(&client), &policy(0))
+        .await
+        .unwrap()
+        .unwrap();
+    let hash = if h.db.is_postgres() {
+        "convert_to(i::text || ' ' || u::text, 'UTF8')"
+    } else {
+        "CAST(i || ' ' || u AS BLOB)"
+    };
+    // 1,500 rotated at 100 and 10 at 990, each with its successor sealed.
+    for (count, used) in [(1500, 100), (10, 990)] {
+        h.execute(
+            &format!(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {count}), \
+                 v(u) AS (SELECT {used}) \
+                 INSERT INTO refresh_tokens (token_hash, family_id, created_at, expires_at, used_at, successor_sealed) \
+                 SELECT {hash}, 'family-s', 0, 9999999999, u, {sealed} FROM n, v",
+                sealed = if h.db.is_postgres() { "'\\x00'::bytea" } else { "x'00'" },
+            ),
+            &[],
+        )
+        .await;
+    }
+    let forgotten = refresh::forget_successors(&h.db, 1000, 0).await.unwrap();
+    assert_eq!(forgotten, 1500);
+    assert_eq!(refresh::forget_successors(&h.db, 1000, 0).await.unwrap(), 0);
+    assert_eq!(
+        refresh::forget_successors(&h.db, 1100, 0).await.unwrap(),
+        10
+    );
     h.finish().await;
 }
