@@ -365,6 +365,12 @@ async fn maintain(db: Db, keys: Arc<Keys>, period: Duration, refresh_grace: i64,
     let mut steady = tessera_jose::SteadyClock::new();
     let mut holding_reported = false;
     let mut ahead_reported = false;
+    let started = std::time::Instant::now();
+    let resumed_from = retention::last_maintenance(&db).await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "the last maintenance's time could not be read");
+        None
+    });
+    let mut catching_up = false;
     loop {
         ticker.tick().await;
         // Instances share what the maintenance deletes: one whose clock
@@ -399,7 +405,27 @@ async fn maintain(db: Db, keys: Arc<Keys>, period: Duration, refresh_grace: i64,
                 continue;
             }
         }
-        let at = steady.now();
+        // On SQLite, no database clock to check this one against: deleted
+        // by no later than the last maintenance's time plus twice the time
+        // passed since this start (a clock already hours ahead at start
+        // would otherwise delete at once what is still needed).
+        let following = steady.now();
+        let at = retention::held_back(following, resumed_from, secs(started.elapsed()));
+        if (at < following) != catching_up {
+            catching_up = at < following;
+            if catching_up {
+                tracing::warn!(
+                    wall = now(),
+                    following = at,
+                    "this clock runs ahead of the last maintenance's: deleting by a time that catches up at twice the rate time passes"
+                );
+            } else {
+                tracing::info!("the maintenance has caught up with the clock");
+            }
+        }
+        if let Err(e) = retention::record_maintenance(&db, at).await {
+            tracing::warn!(error = %e, "the maintenance's time could not be recorded");
+        }
         if steady.holding() != holding_reported {
             holding_reported = steady.holding();
             if holding_reported {

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use crate::db::{on_pool, Db};
+use crate::db::{on_pool, Db, Pool};
 use crate::Error;
 
 /// Rows deleted by one statement at most.
@@ -127,6 +127,47 @@ enum Kind {
     Ids,
 }
 
+/// The time the last maintenance deleted by, on SQLite (`None` on
+/// PostgreSQL, whose own clock the maintenance compares with, or before
+/// any maintenance).
+pub async fn last_maintenance(db: &Db) -> Result<Option<i64>, Error> {
+    let Pool::Sqlite(p) = db.write() else {
+        return Ok(None);
+    };
+    let row: Option<(i64,)> = sqlx::query_as("SELECT at FROM maintenance_clock WHERE id = 1")
+        .fetch_optional(p)
+        .await?;
+    Ok(row.map(|(at,)| at))
+}
+
+/// Record that the maintenance deleted by `at` (SQLite; never moved back).
+pub async fn record_maintenance(db: &Db, at: i64) -> Result<(), Error> {
+    let Pool::Sqlite(p) = db.write() else {
+        return Ok(());
+    };
+    sqlx::query(
+        "INSERT INTO maintenance_clock (id, at) VALUES (1, $1) \
+         ON CONFLICT (id) DO UPDATE SET at = MAX(at, excluded.at)",
+    )
+    .bind(at)
+    .execute(p)
+    .await?;
+    Ok(())
+}
+
+/// The time to delete by: `following` (the clock the maintenance follows)
+/// unless that runs ahead of the last maintenance's time (`last`) by more
+/// than twice the time passed since this start (`elapsed`, seconds):
+/// then the latter. A start whose clock is hours ahead so deletes what
+/// those hours would at twice the rate time passes, and NTP has set the
+/// clock right long before; a start after a pause catches up as fast.
+pub fn held_back(following: i64, last: Option<i64>, elapsed: i64) -> i64 {
+    match last {
+        Some(last) => following.min(last.saturating_add(elapsed.saturating_mul(2))),
+        None => following,
+    }
+}
+
 /// Delete, in batches, everything `retention` and the clock say is over
 /// at `at` (seconds).
 pub async fn prune(db: &Db, at: i64, retention: Retention) -> Result<Pruned, Error> {
@@ -161,7 +202,7 @@ async fn in_batches(db: &Db, sql: &str, before: i64) -> Result<u64, Error> {
 
 #[cfg(test)]
 mod tests {
-    use super::{EXPIRED, OLD_AUDIT};
+    use super::{held_back, last_maintenance, record_maintenance, EXPIRED, OLD_AUDIT};
     use crate::db::{Db, Pool};
 
     /// Each pruning statement, run every minute by every instance, finds
@@ -190,6 +231,35 @@ mod tests {
                 "{sql}: {steps:?}"
             );
         }
+        db.close().await;
+    }
+
+    /// A start whose clock is hours ahead of the last maintenance deletes
+    /// by a time that catches up at twice the rate time passes; one whose
+    /// clock is right, or that has no record, by its clock.
+    #[test]
+    fn a_clock_ahead_at_start_deletes_by_a_time_held_back() {
+        let last = Some(1_000_000);
+        let hours_ahead = 1_000_000 + 5 * 3600;
+        assert_eq!(held_back(hours_ahead, last, 0), 1_000_000);
+        assert_eq!(held_back(hours_ahead, last, 60), 1_000_120);
+        assert_eq!(held_back(hours_ahead, last, 3 * 3600), hours_ahead);
+        assert_eq!(held_back(1_000_030, last, 60), 1_000_030, "a right clock");
+        assert_eq!(held_back(hours_ahead, None, 0), hours_ahead, "no record");
+    }
+
+    /// The record only moves forward, and is none on a new database.
+    #[tokio::test]
+    async fn the_maintenance_time_is_recorded_and_never_moves_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("tessera.db").display());
+        let db = Db::connect(&url, 1).await.unwrap();
+        assert_eq!(last_maintenance(&db).await.unwrap(), None);
+        record_maintenance(&db, 500).await.unwrap();
+        record_maintenance(&db, 400).await.unwrap();
+        assert_eq!(last_maintenance(&db).await.unwrap(), Some(500));
+        record_maintenance(&db, 600).await.unwrap();
+        assert_eq!(last_maintenance(&db).await.unwrap(), Some(600));
         db.close().await;
     }
 }
