@@ -185,11 +185,15 @@ pub enum UserCommand {
         #[command(flatten)]
         profile: ProfileArgs,
     },
-    /// Change a user's profile claims (an empty value removes one).
+    /// Change a user's profile claims (an empty value removes one) or
+    /// scopes (taking one away ends the user's sessions and tokens).
     Set {
         username: String,
         #[command(flatten)]
         profile: ProfileArgs,
+        /// The user's scopes from now on, in place of the old (repeat).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
     },
     /// List users.
     List {
@@ -413,8 +417,18 @@ pub fn user(server: &ServerArgs, command: UserCommand) -> Result<(), Failure> {
                     .await?;
                 out!("{}", user.id);
             }
-            UserCommand::Set { username, profile } => {
-                admin.set_profile(&username, &profile.profile()).await?;
+            UserCommand::Set {
+                username,
+                profile,
+                scopes,
+            } => {
+                let profile = profile.profile();
+                if profile.changes_anything() || scopes.is_empty() {
+                    admin.set_profile(&username, &profile).await?;
+                }
+                if !scopes.is_empty() {
+                    admin.set_scopes(&username, &scopes).await?;
+                }
             }
             UserCommand::List { json } => {
                 // Every user, read a page at a time.

@@ -314,6 +314,17 @@ impl AdminService<'_> {
         Ok(())
     }
 
+    /// Give a user these scopes; taking one away ends the user's sessions
+    /// and refuses the tokens issued before ([`users::set_scopes`]).
+    pub async fn set_scopes(&self, username: &str, scopes: &[String]) -> Result<(), Error> {
+        let scopes = Scopes::from_list(scopes)?;
+        users::set_scopes(self.db, username, &scopes, self.config.revocation_keep()).await?;
+        self.record_with("user_scopes_changed", username, &format!("scope={scopes}"))
+            .await;
+        self.revoked().await;
+        Ok(())
+    }
+
     /// A page of the live sign-in sessions, of one user or all, newest
     /// first.
     pub async fn sessions(

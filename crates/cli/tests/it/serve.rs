@@ -1616,3 +1616,34 @@ fn a_change_whose_output_is_lost_says_that_it_is_made() {
         assert!(stderr.contains(said), "{args:?}: {stderr}");
     }
 }
+
+/// `tessera user set NAME --scope …` gives the user those scopes in place
+/// of the old, and leaves the profile as it was.
+#[test]
+fn user_set_replaces_the_scopes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    admin(
+        d,
+        &[
+            "user",
+            "add",
+            "bob",
+            "--password-stdin",
+            "--scope",
+            "read",
+            "--scope",
+            "write",
+            "--name",
+            "Bob",
+        ],
+        Some("correct horse battery\n"),
+        &[],
+    );
+    admin(d, &["user", "set", "bob", "--scope", "read"], None, &[]);
+    let listed: serde_json::Value =
+        serde_json::from_str(&admin(d, &["user", "list", "--json"], None, &[])).unwrap();
+    let bob = &listed[0];
+    assert_eq!(bob["scopes"], "read", "{bob}");
+    assert_eq!(bob["name"], "Bob", "{bob}");
+}

@@ -43,6 +43,13 @@ pub struct Profile {
     pub email_verified: Option<bool>,
 }
 
+impl Profile {
+    /// Whether it names a claim to change.
+    pub fn changes_anything(&self) -> bool {
+        self.name.is_some() || self.email.is_some() || self.email_verified.is_some()
+    }
+}
+
 impl std::fmt::Debug for User {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("User")
@@ -156,6 +163,8 @@ fn not_found(username: &str) -> Error {
 enum Change<'a> {
     Disabled(bool),
     PasswordHash(&'a str),
+    /// New scopes: the sessions end when one is taken away.
+    Scopes(&'a Scopes),
 }
 
 /// Apply `change` to `username` and, when it must, revoke the user's
@@ -163,18 +172,39 @@ enum Change<'a> {
 /// relies on this to skip looking the user up.
 async fn apply(db: &Db, username: &str, change: Change<'_>, keep: Keep) -> Result<(), Error> {
     let at = now();
-    let ends_sessions = match change {
-        Change::Disabled(disabled) => disabled.then_some("user disabled"),
-        Change::PasswordHash(_) => Some("password changed"),
+    let new_scopes = match change {
+        Change::Scopes(scopes) => scopes.to_string(),
+        _ => String::new(),
     };
     on_pool!(db.write(), p => {
         let mut tx = p.begin_with(db.begin_write()).await?;
+        let mut ends_sessions = match change {
+            Change::Disabled(disabled) => disabled.then_some("user disabled"),
+            Change::PasswordHash(_) => Some("password changed"),
+            Change::Scopes(_) => None,
+        };
+        if let Change::Scopes(scopes) = change {
+            // Taken away, a scope must not live on in the tokens and
+            // refresh families issued with it.
+            let read = if db.is_postgres() {
+                "SELECT scopes FROM users WHERE username = $1 FOR UPDATE"
+            } else {
+                "SELECT scopes FROM users WHERE username = $1"
+            };
+            let old: Option<(String,)> = sqlx::query_as(read).bind(username).fetch_optional(&mut *tx).await?;
+            if old.is_some_and(|(old,)| old.split(' ').any(|s| !s.is_empty() && !scopes.contains(s))) {
+                ends_sessions = Some("scopes taken away");
+            }
+        }
         let update = match change {
             Change::Disabled(disabled) => {
                 sqlx::query_as::<_, (String,)>("UPDATE users SET disabled = $1, updated_at = $2 WHERE username = $3 RETURNING id").bind(disabled)
             }
             Change::PasswordHash(hash) => {
                 sqlx::query_as::<_, (String,)>("UPDATE users SET password_hash = $1, updated_at = $2 WHERE username = $3 RETURNING id").bind(hash)
+            }
+            Change::Scopes(_) => {
+                sqlx::query_as::<_, (String,)>("UPDATE users SET scopes = $1, updated_at = $2 WHERE username = $3 RETURNING id").bind(new_scopes.as_str())
             }
         };
         let changed: Option<(String,)> = update.bind(at).bind(username).fetch_optional(&mut *tx).await?;
@@ -273,6 +303,15 @@ pub async fn set_disabled(
     keep: Keep,
 ) -> Result<(), Error> {
     apply(db, username, Change::Disabled(disabled), keep).await
+}
+
+/// Give a user these scopes. When one is taken away, the user's sessions
+/// end as for a password change (refresh families and sign-in sessions,
+/// with back-channel logouts), and the access tokens issued before are
+/// refused (the revocation feed): else an administrator demoted would go
+/// on with the scope until those ended.
+pub async fn set_scopes(db: &Db, username: &str, scopes: &Scopes, keep: Keep) -> Result<(), Error> {
+    apply(db, username, Change::Scopes(scopes), keep).await
 }
 
 /// Replace a user's password hash and end the user's sessions (refresh

@@ -1007,8 +1007,79 @@ mod admin_api {
         admin_api_needs_the_admin_scope,
         admin_api_manages_users_clients_and_keys,
         a_key_set_with_a_member_twice_is_refused_as_from_the_command_line,
-        admin_listings_are_read_page_by_page
+        admin_listings_are_read_page_by_page,
+        a_scope_taken_from_a_user_ends_what_was_issued_with_it
     );
+
+    /// A user's scopes changed through the admin API: taking one away ends
+    /// the user's refresh families and refuses the access tokens issued
+    /// before (an administrator demoted must not go on with the scope
+    /// until they expire); adding one ends nothing. Before, scopes could
+    /// not be changed at all: only deleting the user took one away.
+    async fn a_scope_taken_from_a_user_ends_what_was_issued_with_it(backend: Backend) {
+        let Some(h) = Harness::with(backend, |c| c.max_login_failures = 0).await else {
+            return;
+        };
+        let admin = token(&h, "tessera:admin").await;
+        let rs = h.client(&[GrantType::ClientCredentials], "read").await;
+        let web = h.public_client("read write").await;
+        h.user("alice", "correct horse", "read write").await;
+        let set = |scopes: Value| {
+            call(
+                &h,
+                Method::PATCH,
+                "/admin/users/alice",
+                Some(&admin),
+                Some(json!({ "scopes": scopes })),
+            )
+        };
+        let login = h.login(&web, "alice", "correct horse").await;
+        assert_eq!(login.status, StatusCode::OK, "{}", login.text);
+        let access = login.str("access_token");
+        // Added: nothing ends.
+        assert_eq!(
+            set(json!(["read", "write", "extra"])).await.status,
+            StatusCode::NO_CONTENT
+        );
+        assert!(h.active(&access, (&rs.0, &rs.1)).await);
+        // Taken away: the token and the refresh family end.
+        h.next_second().await;
+        assert_eq!(set(json!(["read"])).await.status, StatusCode::NO_CONTENT);
+        assert!(!h.active(&access, (&rs.0, &rs.1)).await);
+        let refreshed = h
+            .post(
+                "/oauth2/token",
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("client_id", &web),
+                    ("refresh_token", &login.str("refresh_token")),
+                ],
+                None,
+            )
+            .await;
+        assert_eq!(refreshed.error(), "invalid_grant", "{}", refreshed.text);
+        // A new login (from the next second: one in the change's own is
+        // asked to try again) gets what is left.
+        h.next_second().await;
+        let again = h.login(&web, "alice", "correct horse").await;
+        assert_eq!(again.status, StatusCode::OK, "{}", again.text);
+        assert_eq!(again.str("scope"), "read");
+        let unknown = call(
+            &h,
+            Method::PATCH,
+            "/admin/users/nobody",
+            Some(&admin),
+            Some(json!({ "scopes": ["read"] })),
+        )
+        .await;
+        assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+        let events = crate::wait_for_audit(&h, "user_scopes_changed", 2).await;
+        assert!(events.iter().any(|e| e
+            .detail
+            .as_deref()
+            .is_some_and(|d| d.ends_with("scope=read"))));
+        h.finish().await;
+    }
 
     /// Every page of a listing from `path`, following its `Link: rel=next`
     /// headers; each page's items, and the addresses followed.

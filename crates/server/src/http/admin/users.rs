@@ -23,13 +23,15 @@ pub struct NewUser {
     email_verified: Option<bool>,
 }
 
-/// Profile claims to change (absent: unchanged; empty: removed).
+/// Profile claims to change (absent: unchanged; empty: removed), and
+/// the scopes (absent: unchanged; given: these, in place of the old).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProfileChange {
     name: Option<String>,
     email: Option<String>,
     email_verified: Option<bool>,
+    scopes: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -73,17 +75,20 @@ pub async fn set_profile(
     Named(username): Named,
     Body(change): Body<ProfileChange>,
 ) -> AdminResult {
-    admin
-        .service(&app)
-        .set_profile(
-            &username,
-            &Profile {
-                name: change.name,
-                email: change.email,
-                email_verified: change.email_verified,
-            },
-        )
-        .await?;
+    let profile = Profile {
+        name: change.name,
+        email: change.email,
+        email_verified: change.email_verified,
+    };
+    let service = admin.service(&app);
+    // The profile when a claim is given, or nothing is (a request that
+    // changes nothing still says whether the user exists).
+    if profile.changes_anything() || change.scopes.is_none() {
+        service.set_profile(&username, &profile).await?;
+    }
+    if let Some(scopes) = &change.scopes {
+        service.set_scopes(&username, scopes).await?;
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
