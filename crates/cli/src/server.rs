@@ -324,6 +324,15 @@ pub enum ClientCommand {
         #[arg(allow_hyphen_values = true)]
         client_id: String,
     },
+    /// Give a client these scopes in place of the old (taking one away
+    /// refuses the tokens issued to it before).
+    Set {
+        #[arg(allow_hyphen_values = true)]
+        client_id: String,
+        /// A scope the client may ask for from now on (repeat).
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+    },
     /// Give a client a new secret (printed once); the old one stops working.
     RotateSecret {
         #[arg(allow_hyphen_values = true)]
@@ -589,6 +598,9 @@ pub fn client(server: &ServerArgs, command: ClientCommand) -> Result<(), Failure
                 }
             }
             ClientCommand::Delete { client_id } => admin.delete_client(&client_id).await?,
+            ClientCommand::Set { client_id, scopes } => {
+                admin.set_client_scopes(&client_id, &scopes).await?;
+            }
             ClientCommand::RotateSecret { client_id, json } => {
                 let secret = admin.rotate_secret(&client_id).await?;
                 print_credentials(&client_id, Some(&secret), json).map_err(|e| {

@@ -587,6 +587,39 @@ impl AdminService<'_> {
         self.record("backup_written", path).await;
     }
 
+    /// Give a client these scopes; taking one away refuses the tokens
+    /// issued to it before ([`clients::set_scopes`]). The admin scope
+    /// only for a client with no audience but the issuer, as at
+    /// registration.
+    pub async fn set_client_scopes(&self, client_id: &str, scopes: &[String]) -> Result<(), Error> {
+        let scopes = Scopes::from_list(scopes)?;
+        if scopes.contains(ADMIN_SCOPE) {
+            let issuer = self.config.issuer.trim_end_matches('/');
+            let client = clients::find(self.db, client_id).await?;
+            if client.is_some_and(|c| {
+                c.audiences
+                    .iter()
+                    .any(|a| a.trim_end_matches('/') != issuer)
+            }) {
+                return Err(Error::Invalid(format!(
+                    "a client with the {ADMIN_SCOPE} scope has no audience but this server's issuer"
+                )));
+            }
+        }
+        clients::set_scopes(self.db, client_id, &scopes, self.config.revocation_keep()).await?;
+        self.record_with(
+            "client_scopes_changed",
+            client_id,
+            &format!("scope={scopes}"),
+        )
+        .await;
+        self.revoked().await;
+        if let Some(cache) = self.clients {
+            cache.forget(client_id);
+        }
+        Ok(())
+    }
+
     /// Give a confidential client a new secret; the old one stops working.
     pub async fn rotate_secret(&self, client_id: &str) -> Result<Zeroizing<String>, Error> {
         let secret =

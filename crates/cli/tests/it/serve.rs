@@ -1618,9 +1618,10 @@ fn a_change_whose_output_is_lost_says_that_it_is_made() {
 }
 
 /// `tessera user set NAME --scope …` gives the user those scopes in place
-/// of the old, and leaves the profile as it was.
+/// of the old, and leaves the profile as it was; `tessera client set ID
+/// --scope …` a client's.
 #[test]
-fn user_set_replaces_the_scopes() {
+fn user_set_and_client_set_replace_the_scopes() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     admin(
@@ -1646,4 +1647,19 @@ fn user_set_replaces_the_scopes() {
     let bob = &listed[0];
     assert_eq!(bob["scopes"], "read", "{bob}");
     assert_eq!(bob["name"], "Bob", "{bob}");
+    // And a client's, with `client set`.
+    let added: serde_json::Value = serde_json::from_str(&admin(
+        d,
+        &[
+            "client", "add", "svc", "--scope", "read", "--scope", "write", "--json",
+        ],
+        None,
+        &[],
+    ))
+    .unwrap();
+    let id = added["client_id"].as_str().unwrap();
+    admin(d, &["client", "set", id, "--scope", "write"], None, &[]);
+    let listed: serde_json::Value =
+        serde_json::from_str(&admin(d, &["client", "list", "--json"], None, &[])).unwrap();
+    assert_eq!(listed[0]["scopes"], "write", "{listed}");
 }

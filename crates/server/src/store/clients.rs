@@ -558,6 +558,49 @@ pub async fn rotate_secret(
     Ok(secret)
 }
 
+/// Give a client these scopes. When one is taken away, the access tokens
+/// issued to the client before are refused (its cut-off, through the
+/// revocation log; other instances drop it from their caches) and its
+/// refresh families revoked, in the same transaction: else what was
+/// issued with the scope would keep it until it ended.
+pub async fn set_scopes(
+    db: &Db,
+    client_id: &str,
+    scopes: &Scopes,
+    keep: Keep,
+) -> Result<(), Error> {
+    let at = now();
+    let new = scopes.to_string();
+    on_pool!(db.write(), p => {
+        let mut tx = p.begin_with(db.begin_write()).await?;
+        let read = if db.is_postgres() {
+            "SELECT scopes FROM clients WHERE client_id = $1 FOR UPDATE"
+        } else {
+            "SELECT scopes FROM clients WHERE client_id = $1"
+        };
+        let old: Option<(String,)> = sqlx::query_as(read).bind(client_id).fetch_optional(&mut *tx).await?;
+        let Some((old,)) = old else {
+            tx.rollback().await?;
+            return Err(Error::NotFound {
+                kind: "client",
+                name: client_id.to_owned(),
+            });
+        };
+        sqlx::query("UPDATE clients SET scopes = $1, updated_at = $2 WHERE client_id = $3")
+            .bind(&new).bind(at).bind(client_id).execute(&mut *tx).await?;
+        if old.split(' ').any(|s| !s.is_empty() && !scopes.contains(s)) {
+            sqlx::query(
+                "UPDATE refresh_families SET revoked_at = $1, revoked_reason = 'client scopes taken away' \
+                 WHERE client_id = $2 AND revoked_at IS NULL",
+            ).bind(at).bind(client_id).execute(&mut *tx).await?;
+            append_revocation!(db, tx, keep.client(client_id, now()), at);
+        }
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(())
+    })?;
+    Ok(())
+}
+
 /// Entries a [`ClientCache`] holds at most before it starts over.
 const CACHE_CAPACITY: usize = 10_000;
 

@@ -1008,7 +1008,7 @@ mod admin_api {
         admin_api_manages_users_clients_and_keys,
         a_key_set_with_a_member_twice_is_refused_as_from_the_command_line,
         admin_listings_are_read_page_by_page,
-        a_scope_taken_from_a_user_ends_what_was_issued_with_it
+        a_scope_taken_away_ends_what_was_issued_with_it
     );
 
     /// A user's scopes changed through the admin API: taking one away ends
@@ -1016,7 +1016,7 @@ mod admin_api {
     /// before (an administrator demoted must not go on with the scope
     /// until they expire); adding one ends nothing. Before, scopes could
     /// not be changed at all: only deleting the user took one away.
-    async fn a_scope_taken_from_a_user_ends_what_was_issued_with_it(backend: Backend) {
+    async fn a_scope_taken_away_ends_what_was_issued_with_it(backend: Backend) {
         let Some(h) = Harness::with(backend, |c| c.max_login_failures = 0).await else {
             return;
         };
@@ -1073,6 +1073,58 @@ mod admin_api {
         )
         .await;
         assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+        // A client's scopes: taking one away refuses what it holds.
+        let (svc, svc_secret) = h
+            .client(&[GrantType::ClientCredentials], "read write")
+            .await;
+        let held = h.client_credentials_token(&svc, &svc_secret).await;
+        let svc_path = format!("/admin/clients/{svc}");
+        let set_client = |scopes: Value| {
+            call(
+                &h,
+                Method::PATCH,
+                &svc_path,
+                Some(&admin),
+                Some(json!({ "scopes": scopes })),
+            )
+        };
+        assert_eq!(
+            set_client(json!(["read", "write", "more"])).await.status,
+            StatusCode::NO_CONTENT
+        );
+        assert!(h.active(&held, (&rs.0, &rs.1)).await, "adding ends nothing");
+        h.next_second().await;
+        assert_eq!(
+            set_client(json!(["read"])).await.status,
+            StatusCode::NO_CONTENT
+        );
+        assert!(!h.active(&held, (&rs.0, &rs.1)).await);
+        h.next_second().await;
+        let now_held = h.client_credentials_token(&svc, &svc_secret).await;
+        let (_, claims) = tessera_jose::dangerous::decode_unverified_claims(&now_held).unwrap();
+        assert_eq!(claims["scope"], "read");
+        // The admin scope only without another audience, as at registration.
+        let api = tessera_server::store::clients::add(
+            &h.db,
+            tessera_server::store::clients::NewClient {
+                name: "api-client".into(),
+                grants: vec![GrantType::ClientCredentials],
+                scopes: tessera_server::store::Scopes::parse("read").unwrap(),
+                audiences: vec!["store-api".into()],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let refused = call(
+            &h,
+            Method::PATCH,
+            &format!("/admin/clients/{}", api.client_id),
+            Some(&admin),
+            Some(json!({ "scopes": ["read", "tessera:admin"] })),
+        )
+        .await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.text);
         let events = crate::wait_for_audit(&h, "user_scopes_changed", 2).await;
         assert!(events.iter().any(|e| e
             .detail
@@ -1350,7 +1402,7 @@ mod admin_api {
                 assert_eq!(r.headers[header::CACHE_CONTROL], "no-store");
             }
         }
-        assert_eq!(operations, 17);
+        assert_eq!(operations, 18);
 
         let r = call(&h, Method::GET, "/admin/users", Some("not.a.token"), None).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);

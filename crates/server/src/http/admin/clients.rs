@@ -84,6 +84,27 @@ pub async fn add(
         .into_response())
 }
 
+/// What a client's change may say: its scopes, in place of the old.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientChange {
+    scopes: Vec<String>,
+}
+
+/// Authorization: admin scope.
+pub async fn change(
+    State(app): AppState,
+    admin: Admin,
+    Named(client_id): Named,
+    Body(change): Body<ClientChange>,
+) -> AdminResult {
+    admin
+        .service(&app)
+        .set_client_scopes(&client_id, &change.scopes)
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 /// Authorization: admin scope.
 pub async fn delete(State(app): AppState, admin: Admin, Named(client_id): Named) -> AdminResult {
     admin.service(&app).delete_client(&client_id).await?;

@@ -52,7 +52,7 @@ pub fn routes(app: &App) -> Router<Arc<App>> {
         .route("/admin/clients", get(clients::list).post(clients::add))
         .route(
             "/admin/clients/{client_id}",
-            axum::routing::delete(clients::delete),
+            axum::routing::delete(clients::delete).patch(clients::change),
         )
         .route(
             "/admin/clients/{client_id}/rotate-secret",
