@@ -386,14 +386,17 @@ fn service<'a>(
 /// environment gives (anyone can set it), the user id the system gives
 /// (no one can), and, under `sudo`, who ran `sudo`.
 fn operator() -> String {
+    // Quoted: a name holding " uid=0" shows as the text it is.
     let name = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .unwrap_or_else(|_| "unknown".into());
-    let uid = rustix::process::getuid().as_raw();
-    match std::env::var("SUDO_USER") {
-        Ok(sudo) => format!("{name} uid={uid} sudo={sudo}"),
-        Err(_) => format!("{name} uid={uid}"),
+    let mut who = format!("{name:?}");
+    #[cfg(target_os = "linux")]
+    who.push_str(&format!(" uid={}", rustix::process::getuid().as_raw()));
+    if let Ok(sudo) = std::env::var("SUDO_USER") {
+        who.push_str(&format!(" sudo={sudo:?}"));
     }
+    who
 }
 
 /// The database (with its data directory) and the hasher the admin
@@ -432,6 +435,8 @@ pub fn user(server: &ServerArgs, command: UserCommand) -> Result<(), Failure> {
                 scopes,
             } => {
                 let profile = profile.profile();
+                // Scopes that cannot be read change nothing.
+                tessera_server::store::Scopes::from_list(&scopes)?;
                 if profile.changes_anything() || scopes.is_empty() {
                     admin.set_profile(&username, &profile).await?;
                 }

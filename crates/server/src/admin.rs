@@ -481,7 +481,8 @@ impl AdminService<'_> {
         // scope gets them all) would administer this server from the
         // hands of that API, or of whatever logs its requests.
         let issuer = self.config.issuer.trim_end_matches('/');
-        if request.scopes.iter().any(|s| s == ADMIN_SCOPE)
+        let scopes = Scopes::from_list(&request.scopes)?;
+        if scopes.contains(ADMIN_SCOPE)
             && request
                 .audiences
                 .iter()
@@ -492,7 +493,6 @@ impl AdminService<'_> {
                  register the API's client apart"
             )));
         }
-        let scopes = Scopes::from_list(&request.scopes)?;
         let added_scopes = scopes.to_string();
         let added = clients::add(
             self.db,

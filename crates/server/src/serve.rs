@@ -346,6 +346,48 @@ async fn deliver_logouts(app: Arc<App>, http: reqwest::Client) {
     }
 }
 
+/// How far behind the clock the maintenance may delete before it says so
+/// (seconds).
+const CATCHING_UP_SAID: i64 = 300;
+
+/// A deletion of the maintenance, run in a task of its own, one at a time,
+/// and stopped with the maintenance.
+#[derive(Default)]
+struct Job(Option<tokio::task::JoinHandle<()>>);
+
+impl Job {
+    /// Whether none runs (the last one's panic, if it ended so, is said).
+    fn idle(&mut self) -> bool {
+        use futures_util::FutureExt as _;
+        match self.0.as_mut() {
+            Some(running) if !running.is_finished() => false,
+            Some(done) => {
+                if let Some(Err(e)) = done.now_or_never() {
+                    tracing::error!(error = %e, "a maintenance deletion panicked");
+                }
+                self.0 = None;
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// Start `job` unless one runs.
+    fn start(&mut self, job: impl Future<Output = ()> + Send + 'static) {
+        if self.idle() {
+            self.0 = Some(tokio::spawn(job));
+        }
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        if let Some(running) = &self.0 {
+            running.abort();
+        }
+    }
+}
+
 /// How often expired rows and old audit events are pruned.
 const PRUNE_EVERY: i64 = 60;
 
@@ -358,7 +400,7 @@ async fn maintain(db: Db, keys: Arc<Keys>, period: Duration, refresh_grace: i64,
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_prune = 0;
-    let mut pruning: Option<tokio::task::JoinHandle<()>> = None;
+    let (mut pruning, mut forgetting) = (Job::default(), Job::default());
     // Deletes and retires by a clock that does not follow forward jumps:
     // one tick by a clock an hour fast would delete for good revocation
     // events, used assertions and signing keys still needed.
@@ -411,8 +453,11 @@ async fn maintain(db: Db, keys: Arc<Keys>, period: Duration, refresh_grace: i64,
         // would otherwise delete at once what is still needed).
         let following = steady.now();
         let at = retention::held_back(following, resumed_from, secs(started.elapsed()));
-        if (at < following) != catching_up {
-            catching_up = at < following;
+        // Said when it is more than the few minutes an ordinary restart
+        // puts between the last maintenance and this one (those are caught
+        // up as quietly, in as many minutes).
+        if (following - at > CATCHING_UP_SAID) != catching_up {
+            catching_up = following - at > CATCHING_UP_SAID;
             if catching_up {
                 tracing::warn!(
                     wall = now(),
@@ -441,20 +486,21 @@ async fn maintain(db: Db, keys: Arc<Keys>, period: Duration, refresh_grace: i64,
         if let Err(e) = keys.maintain_at(at).await {
             tracing::error!(error = %e, "key maintenance failed");
         }
+        // The deletions in tasks of their own, each one at a time: a long
+        // backlog (a shortened `audit.retain` over millions of rows, sealed
+        // successors after a pause) must not hold back the key maintenance
+        // above, which reads the keys other instances made.
         // Successors are kept sealed for the grace window and a period.
-        if let Err(e) = refresh::forget_successors(&db, at, refresh_grace).await {
-            tracing::error!(error = %e, "forgetting sealed refresh successors failed");
-        }
-        // In a task of its own, one at a time: a long backlog (a shortened
-        // `audit.retain` over millions of rows) must not hold back the key
-        // maintenance above, which reads the keys other instances made.
-        let idle = pruning
-            .as_ref()
-            .is_none_or(tokio::task::JoinHandle::is_finished);
-        if idle && (at - last_prune >= PRUNE_EVERY || at < last_prune) {
+        let db_for = db.clone();
+        forgetting.start(async move {
+            if let Err(e) = refresh::forget_successors(&db_for, at, refresh_grace).await {
+                tracing::error!(error = %e, "forgetting sealed refresh successors failed");
+            }
+        });
+        if (at - last_prune >= PRUNE_EVERY || at < last_prune) && pruning.idle() {
             last_prune = at;
             let db = db.clone();
-            pruning = Some(tokio::spawn(async move {
+            pruning.start(async move {
                 match retention::prune(&db, at, keep).await {
                     Ok(pruned) if pruned.total() > 0 => tracing::info!(
                         audit = pruned.audit,
@@ -465,7 +511,7 @@ async fn maintain(db: Db, keys: Arc<Keys>, period: Duration, refresh_grace: i64,
                     Ok(_) => {}
                     Err(e) => tracing::error!(error = %e, "pruning failed"),
                 }
-            }));
+            });
         }
     }
 }

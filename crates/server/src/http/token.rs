@@ -130,7 +130,7 @@ pub async fn token(
         },
     }
     .map_err(OAuthError::from)?;
-    after_cut_off(&app, &client, &granted.subject, started, &form).await?;
+    after_cut_off(&app, &client, &granted, started, &form).await?;
     let response = issue(&app, &client, granted)?;
     metrics::counter!("tessera_tokens_issued_total", "grant" => grant.as_str()).increment(1);
     Ok(response)
@@ -163,10 +163,11 @@ const CLIENT_RECHECK: i64 = 10;
 async fn after_cut_off(
     app: &App,
     client: &Client,
-    subject: &str,
+    granted: &Granted,
     started: i64,
     form: &OAuthForm,
 ) -> Result<(), OAuthError> {
+    let subject = granted.subject.as_str();
     use crate::store::revocation::CUT_MARGIN;
     let revoked = app.access.revoked();
     // The change's second (`store::now`, whole seconds): a request begun
@@ -200,7 +201,12 @@ async fn after_cut_off(
         let now_stored = crate::store::clients::find(&app.db, &client.client_id)
             .await
             .map_err(|e| OAuthError::temporarily_unavailable(&e))?;
-        if now_stored.is_none_or(|c| c.secret_hash != client.secret_hash) {
+        // Another secret, no client, or fewer scopes than this request
+        // granted (a scope taken away: the cut refuses the tokens before
+        // it, and this one, minted after, would keep the scope).
+        if now_stored.is_none_or(|c| {
+            c.secret_hash != client.secret_hash || !granted.scope.is_subset(&c.scopes)
+        }) {
             // As any other refusal of the client (400 without a Basic
             // challenge, when it authenticated in the body).
             return Err(client_refusal(

@@ -574,7 +574,7 @@ pub async fn set_scopes(
     on_pool!(db.write(), p => {
         let mut tx = p.begin_with(db.begin_write()).await?;
         let read = if db.is_postgres() {
-            "SELECT scopes FROM clients WHERE client_id = $1 FOR UPDATE"
+            "SELECT scopes FROM clients WHERE client_id = $1 FOR NO KEY UPDATE"
         } else {
             "SELECT scopes FROM clients WHERE client_id = $1"
         };

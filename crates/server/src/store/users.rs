@@ -187,7 +187,7 @@ async fn apply(db: &Db, username: &str, change: Change<'_>, keep: Keep) -> Resul
             // Taken away, a scope must not live on in the tokens and
             // refresh families issued with it.
             let read = if db.is_postgres() {
-                "SELECT scopes FROM users WHERE username = $1 FOR UPDATE"
+                "SELECT scopes FROM users WHERE username = $1 FOR NO KEY UPDATE"
             } else {
                 "SELECT scopes FROM users WHERE username = $1"
             };

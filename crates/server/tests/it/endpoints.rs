@@ -1033,6 +1033,18 @@ mod admin_api {
                 Some(json!({ "scopes": scopes })),
             )
         };
+        // Scopes that cannot be read change nothing, the name included.
+        let bad = call(
+            &h,
+            Method::PATCH,
+            "/admin/users/alice",
+            Some(&admin),
+            Some(json!({ "name": "Mallory", "scopes": ["a\"b"] })),
+        )
+        .await;
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.text);
+        let listed = call(&h, Method::GET, "/admin/users", Some(&admin), None).await;
+        assert!(!listed.text.contains("Mallory"), "{}", listed.text);
         let login = h.login(&web, "alice", "correct horse").await;
         assert_eq!(login.status, StatusCode::OK, "{}", login.text);
         let access = login.str("access_token");
@@ -1439,22 +1451,33 @@ mod admin_api {
             let r = call(&h, Method::GET, "/admin/users", Some(&for_api), None).await;
             assert_eq!(r.status, StatusCode::OK, "{audiences:?}: {}", r.text);
         }
-        // And registration refuses such a client.
-        let refused = call(
-            &h,
-            Method::POST,
-            "/admin/clients",
-            Some(&admin),
-            Some(serde_json::json!({
-                "name": "ops",
-                "grants": ["client_credentials"],
-                "scopes": ["tessera:admin", "orders:read"],
-                "audiences": ["store-api"],
-            })),
-        )
-        .await;
-        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.text);
-        assert!(refused.text.contains("tessera:admin"), "{}", refused.text);
+        // And registration refuses such a client, its scopes given one by
+        // one or in one string.
+        for scopes in [
+            serde_json::json!(["tessera:admin", "orders:read"]),
+            serde_json::json!(["orders:read tessera:admin"]),
+        ] {
+            let refused = call(
+                &h,
+                Method::POST,
+                "/admin/clients",
+                Some(&admin),
+                Some(serde_json::json!({
+                    "name": "ops",
+                    "grants": ["client_credentials"],
+                    "scopes": scopes,
+                    "audiences": ["store-api"],
+                })),
+            )
+            .await;
+            assert_eq!(
+                refused.status,
+                StatusCode::BAD_REQUEST,
+                "{scopes}: {}",
+                refused.text
+            );
+            assert!(refused.text.contains("tessera:admin"), "{}", refused.text);
+        }
         // Parameters that cannot be read get the API's JSON errors, as a
         // malformed body does.
         // Session lists are bounded: `limit` (default 100, at most 1,000).

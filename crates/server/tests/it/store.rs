@@ -37,6 +37,7 @@ both_backends!(
     refresh_families_start_only_in_live_sessions,
     a_session_past_its_end_is_kept_while_its_families_live,
     sealed_successors_past_their_window_are_all_forgotten_in_batches,
+    a_scope_taken_from_a_client_revokes_its_families,
     a_new_login_renews_its_users_session,
     a_user_disabled_while_a_family_starts_in_a_session_revokes_it,
     concurrent_consents_are_all_remembered,
@@ -2635,5 +2636,32 @@ async fn sealed_successors_past_their_window_are_all_forgotten_in_batches(backen
         refresh::forget_successors(&h.db, 1100, 0).await.unwrap(),
         10
     );
+    h.finish().await;
+}
+
+/// A scope taken from a client revokes its refresh families, which carry
+/// scopes granted before; one added leaves them.
+async fn a_scope_taken_from_a_client_revokes_its_families(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let client = h.public_client("read write").await;
+    let token = refresh::issue_as(&h.db, "family-c", new_family(&client), &policy(0))
+        .await
+        .unwrap()
+        .unwrap();
+    let set = |scopes: &str| {
+        let scopes = Scopes::parse(scopes).unwrap();
+        let (h, client) = (&h, client.clone());
+        async move { clients::set_scopes(&h.db, &client, &scopes, KEEP).await }
+    };
+    set("read write more").await.unwrap();
+    assert!(refresh::lookup(&h.db, &token).await.unwrap().is_some());
+    set("read").await.unwrap();
+    assert!(refresh::lookup(&h.db, &token).await.unwrap().is_none());
+    assert!(matches!(
+        clients::set_scopes(&h.db, "nobody", &Scopes::parse("read").unwrap(), KEEP).await,
+        Err(Error::NotFound { .. })
+    ));
     h.finish().await;
 }

@@ -21,6 +21,7 @@ both_backends!(
     a_password_changed_while_logins_are_checked_ends_them_all,
     a_secret_rotated_while_requests_are_answered_ends_them_all,
     a_secret_rotated_at_another_instance_ends_requests_under_way,
+    a_scope_taken_at_another_instance_ends_requests_under_way,
     failed_logins_are_rate_limited,
     login_limits_count_the_client_behind_a_trusted_proxy,
     simultaneous_guesses_cannot_outrun_the_limit,
@@ -1224,13 +1225,25 @@ both_backends!(ed25519_assertions_under_either_name_authenticate);
 /// the log does not refuse (before, the request waited for the cut to
 /// pass and got one).
 async fn a_secret_rotated_at_another_instance_ends_requests_under_way(backend: Backend) {
+    a_change_at_another_instance_ends_requests_under_way(backend, false).await;
+}
+
+/// As a rotated secret, a scope taken from the client through another
+/// instance: a request that authenticated through the cached client,
+/// with the old scopes, gets no token that keeps the scope (before, it
+/// waited past the cut and was minted with it).
+async fn a_scope_taken_at_another_instance_ends_requests_under_way(backend: Backend) {
+    a_change_at_another_instance_ends_requests_under_way(backend, true).await;
+}
+
+async fn a_change_at_another_instance_ends_requests_under_way(backend: Backend, narrow: bool) {
     use futures_util::StreamExt;
     let Some(h) = Harness::with(backend, |c| c.max_login_failures = 0).await else {
         return;
     };
-    let (web, old_secret) = h.client(&[GrantType::Password], "read").await;
+    let (web, old_secret) = h.client(&[GrantType::Password], "read write").await;
     let rs = h.client(&[GrantType::ClientCredentials], "read").await;
-    h.user("alice", "correct horse", "read").await;
+    h.user("alice", "correct horse", "read write").await;
     let login = |web: &str, secret: &str| {
         [
             ("grant_type", "password"),
@@ -1264,7 +1277,12 @@ async fn a_secret_rotated_at_another_instance_ends_requests_under_way(backend: B
     )))
     .await;
     h.app.access.revoked().catch_up(&h.db).await;
-    clients::rotate_secret(&h.db, &web, KEEP).await.unwrap();
+    if narrow {
+        let read = Scopes::parse("read").unwrap();
+        clients::set_scopes(&h.db, &web, &read, KEEP).await.unwrap();
+    } else {
+        clients::rotate_secret(&h.db, &web, KEEP).await.unwrap();
+    }
     tokio::time::sleep(std::time::Duration::from_millis(u64::from(
         1020 - fraction(),
     )))

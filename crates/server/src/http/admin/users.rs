@@ -81,6 +81,10 @@ pub async fn set_profile(
         email_verified: change.email_verified,
     };
     let service = admin.service(&app);
+    // Scopes that cannot be read change nothing, the profile included.
+    if let Some(scopes) = &change.scopes {
+        crate::store::Scopes::from_list(scopes)?;
+    }
     // The profile when a claim is given, or nothing is (a request that
     // changes nothing still says whether the user exists).
     if profile.changes_anything() || change.scopes.is_none() {
