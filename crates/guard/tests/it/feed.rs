@@ -787,11 +787,13 @@ async fn every_outage_is_reported_not_only_the_first() {
             s.down = true;
             s.generation += 1;
         });
+        // Both, in whichever order they come: the bound may pass before
+        // the first failed attempt is told (a loaded machine).
         eventually("the outage is reported", async || {
             logged.count("unreachable beyond its bound") == outage
+                && logged.count("unreachable; retrying") == outage
         })
         .await;
-        assert_eq!(logged.count("unreachable; retrying"), outage);
         issuer.change(|s| s.down = false);
     }
 }
