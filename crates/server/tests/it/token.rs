@@ -882,6 +882,24 @@ fn assertion(key: &SigningKey, client_id: &str, aud: &str, jti: &str, ttl: u64) 
     jwt::sign(&claims, key).unwrap()
 }
 
+/// A client_credentials request authenticated by `assertion` alone
+/// (`private_key_jwt`).
+async fn with_assertion(h: &Harness, assertion: &str) -> crate::Reply {
+    h.post(
+        "/oauth2/token",
+        &[
+            ("grant_type", "client_credentials"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", assertion),
+        ],
+        None,
+    )
+    .await
+}
+
 async fn private_key_jwt_authenticates_once_per_assertion(backend: Backend) {
     let Some(h) = Harness::new(backend).await else {
         return;
@@ -896,21 +914,7 @@ async fn private_key_jwt_authenticates_once_per_assertion(backend: Backend) {
     let endpoint = format!("{ISSUER}/oauth2/token");
     let post = |a: String| {
         let h = &h;
-        async move {
-            h.post(
-                "/oauth2/token",
-                &[
-                    ("grant_type", "client_credentials"),
-                    (
-                        "client_assertion_type",
-                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-                    ),
-                    ("client_assertion", &a),
-                ],
-                None,
-            )
-            .await
-        }
+        async move { with_assertion(h, &a).await }
     };
     let good = assertion(&key, &id, &endpoint, "a-1", 60);
     let r = post(good.clone()).await;
@@ -1335,21 +1339,7 @@ async fn a_strict_assertion_audience_is_the_issuer_alone(backend: Backend) {
         let id = h.signed_client(&key).await.client_id;
         let post = |a: String| {
             let h = &h;
-            async move {
-                h.post(
-                    "/oauth2/token",
-                    &[
-                        ("grant_type", "client_credentials"),
-                        (
-                            "client_assertion_type",
-                            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-                        ),
-                        ("client_assertion", &a),
-                    ],
-                    None,
-                )
-                .await
-            }
+            async move { with_assertion(h, &a).await }
         };
         let endpoint = format!("{ISSUER}/oauth2/token");
         let to_endpoint = post(assertion(&key, &id, &endpoint, "s-1", 60)).await;
