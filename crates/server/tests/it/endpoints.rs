@@ -1390,11 +1390,19 @@ mod admin_api {
                     &serde_json::json!([{ "bearer": [] }]),
                     "{method} {path} must say it needs the bearer token"
                 );
-                for code in ["401", "403"] {
+                for code in ["400", "401", "403", "503"] {
                     assert!(
                         op["responses"].get(code).is_some(),
                         "{method} {path} does not list {code}"
                     );
+                }
+                if op.get("requestBody").is_some() {
+                    for code in ["413", "415"] {
+                        assert!(
+                            op["responses"].get(code).is_some(),
+                            "{method} {path} does not list {code}"
+                        );
+                    }
                 }
                 operations += 1;
                 assert_eq!(
@@ -1416,6 +1424,28 @@ mod admin_api {
         }
         assert_eq!(operations, 18);
 
+        // A body over the limit is 413, one that is not JSON 415, as the
+        // document says (both were 400).
+        let send = |content_type: &'static str, body: Vec<u8>| {
+            let request = Request::builder()
+                .method(Method::POST)
+                .uri("/admin/users")
+                .header(header::AUTHORIZATION, format!("Bearer {admin}"))
+                .header(header::CONTENT_TYPE, content_type)
+                .body(Body::from(body))
+                .unwrap();
+            h.send(request)
+        };
+        let big = format!(r#"{{"username":"{}"}}"#, "a".repeat(20_000)).into_bytes();
+        assert_eq!(
+            send("application/json", big).await.status,
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        let text = br#"{"username":"bob"}"#.to_vec();
+        assert_eq!(
+            send("text/plain", text).await.status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        );
         let r = call(&h, Method::GET, "/admin/users", Some("not.a.token"), None).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
         // A token that administers this server is for this server alone:

@@ -204,7 +204,9 @@ impl IntoResponse for AdminError {
     }
 }
 
-/// A JSON body, refused as `invalid_request` when malformed.
+/// A JSON body, refused as `invalid_request` when malformed: 413 when it
+/// is over the limit, 415 when it is not JSON, 400 otherwise (as the
+/// OpenAPI document says).
 #[derive(Debug)]
 pub struct Body<T>(pub T);
 
@@ -214,11 +216,13 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Body<T>, AdminError> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(value)) => Ok(Body(value)),
-            Err(rejection) => Err(AdminError(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                rejection.body_text(),
-            )),
+            Err(rejection) => {
+                let status = match rejection.status() {
+                    s @ (StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNSUPPORTED_MEDIA_TYPE) => s,
+                    _ => StatusCode::BAD_REQUEST,
+                };
+                Err(AdminError(status, "invalid_request", rejection.body_text()))
+            }
         }
     }
 }
