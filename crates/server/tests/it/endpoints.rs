@@ -1008,8 +1008,59 @@ mod admin_api {
         admin_api_manages_users_clients_and_keys,
         a_key_set_with_a_member_twice_is_refused_as_from_the_command_line,
         admin_listings_are_read_page_by_page,
-        a_scope_taken_away_ends_what_was_issued_with_it
+        a_scope_taken_away_ends_what_was_issued_with_it,
+        a_refused_admin_call_is_said_in_the_log
     );
+
+    /// What the log says, for one test.
+    #[derive(Clone, Default)]
+    struct Logged(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Logged {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A token presented to the admin API and refused is said in the log
+    /// (a warning: someone holding a token tries the API); a call without
+    /// one is not warned of. Before, refusals left no trace.
+    async fn a_refused_admin_call_is_said_in_the_log(backend: Backend) {
+        let Some(h) = Harness::new(backend).await else {
+            return;
+        };
+        let logged = Logged::default();
+        let writer = logged.clone();
+        let _logging = tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .with_max_level(tracing::Level::INFO)
+                .finish(),
+        );
+        let plain = token(&h, "read").await;
+        assert_eq!(
+            call(&h, Method::GET, "/admin/users", None, None)
+                .await
+                .status,
+            StatusCode::UNAUTHORIZED
+        );
+        let said = || String::from_utf8_lossy(&logged.0.lock().unwrap()).to_string();
+        assert!(!said().contains("admin API call refused"), "{}", said());
+        let r = call(&h, Method::GET, "/admin/users", Some(&plain), None).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        let text = said();
+        assert!(text.contains("admin API call refused"), "{text}");
+        assert!(
+            text.contains("status=403") && text.contains("/admin/users"),
+            "{text}"
+        );
+        h.finish().await;
+    }
 
     /// A user's scopes changed through the admin API: taking one away ends
     /// the user's refresh families and refuses the access tokens issued

@@ -68,6 +68,7 @@ pub fn routes(app: &App) -> Router<Arc<App>> {
         Ok(guard) => protected
             .layer(RequireScope::any([ADMIN_SCOPE]))
             .layer(GuardLayer::new(guard))
+            .layer(axum::middleware::from_fn(refusals_said))
             .layer(axum::middleware::map_response(
                 |response: Response| async move { super::token::no_store(response) },
             )),
@@ -81,6 +82,29 @@ pub fn routes(app: &App) -> Router<Arc<App>> {
     Router::new()
         .route("/admin/openapi.json", get(openapi))
         .merge(protected)
+}
+
+/// Say in the log when the admin API refuses a call: a token that was
+/// presented and refused (401, 403) at warning level, with the caller's
+/// address (someone holding a token tries the API); a call without one at
+/// debug (scanners find every path).
+async fn refusals_said(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let presented = request.headers().contains_key(header::AUTHORIZATION);
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    let peer = request
+        .extensions()
+        .get::<super::client_address::ClientAddress>()
+        .map(|c| c.0.to_string());
+    let response = next.run(request).await;
+    let status = response.status();
+    if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+        if presented {
+            tracing::warn!(%method, path, status = status.as_u16(), peer, "admin API call refused");
+        } else {
+            tracing::debug!(%method, path, peer, "admin API call without a token");
+        }
+    }
+    response
 }
 
 /// Authorization: none (it describes the API, nothing more).
