@@ -1109,17 +1109,7 @@ mod admin_api {
         h.next_second().await;
         assert_eq!(set(json!(["read"])).await.status, StatusCode::NO_CONTENT);
         assert!(!h.active(&access, (&rs.0, &rs.1)).await);
-        let refreshed = h
-            .post(
-                "/oauth2/token",
-                &[
-                    ("grant_type", "refresh_token"),
-                    ("client_id", &web),
-                    ("refresh_token", &login.str("refresh_token")),
-                ],
-                None,
-            )
-            .await;
+        let refreshed = h.refresh(&web, &login.str("refresh_token"), None).await;
         assert_eq!(refreshed.error(), "invalid_grant", "{}", refreshed.text);
         // A new login (from the next second: one in the change's own is
         // asked to try again) gets what is left.

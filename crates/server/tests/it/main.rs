@@ -400,6 +400,20 @@ impl Harness {
     }
 
     /// A password login through a public client; returns the token response.
+    /// POST a refresh through the public client `client`, asking for
+    /// `scope` when given.
+    pub async fn refresh(&self, client: &str, token: &str, scope: Option<&str>) -> Reply {
+        let mut form = vec![
+            ("grant_type", "refresh_token"),
+            ("client_id", client),
+            ("refresh_token", token),
+        ];
+        if let Some(scope) = scope {
+            form.push(("scope", scope));
+        }
+        self.post("/oauth2/token", &form, None).await
+    }
+
     pub async fn login(&self, client_id: &str, username: &str, password: &str) -> Reply {
         self.post(
             "/oauth2/token",

@@ -399,6 +399,23 @@ async fn a_password_changed_while_logins_are_checked_ends_them_all(backend: Back
     }
 }
 
+/// The answers to requests under way when their client changed: each is
+/// a token minted before the cut (which the log refuses) or
+/// `invalid_client`, and at least one finished after the change.
+async fn none_outlives_the_change(h: &Harness, rs: (&str, &str), answers: &[crate::Reply]) {
+    for answer in answers {
+        if answer.status == StatusCode::OK {
+            assert!(!h.active(&answer.str("access_token"), rs).await);
+        } else {
+            assert_eq!(answer.error(), "invalid_client", "{}", answer.text);
+        }
+    }
+    assert!(
+        answers.iter().any(|a| a.status != StatusCode::OK),
+        "no request finished after the change"
+    );
+}
+
 /// Requests that authenticated with a client's secret before it was
 /// rotated (a leak) and finish after: none of them leaves a token the
 /// server calls active. A request with the new secret, the same second,
@@ -441,18 +458,7 @@ async fn a_secret_rotated_while_requests_are_answered_ends_them_all(backend: Bac
     while let Some(answer) = requests.next().await {
         answers.push(answer.unwrap());
     }
-    for answer in &answers {
-        if answer.status == StatusCode::OK {
-            assert!(!h.active(&answer.str("access_token"), (&rs.0, &rs.1)).await);
-        } else {
-            assert_eq!(answer.error(), "invalid_client", "{}", answer.text);
-        }
-    }
-    let late = answers
-        .iter()
-        .filter(|a| a.status != StatusCode::OK)
-        .count();
-    assert!(late > 0, "no request finished after the rotation");
+    none_outlives_the_change(&h, (&rs.0, &rs.1), &answers).await;
     drop(requests);
     let now = h
         .post(
@@ -654,19 +660,8 @@ async fn refresh_grant_rotates_and_detects_reuse(backend: Backend) {
     let login = h.login(&web, "alice", "correct horse").await;
     let first = login.str("refresh_token");
     let refresh = |token: String, scope: Option<&'static str>| {
-        let web = web.clone();
-        let h = &h;
-        async move {
-            let mut form = vec![
-                ("grant_type", "refresh_token"),
-                ("client_id", web.as_str()),
-                ("refresh_token", token.as_str()),
-            ];
-            if let Some(scope) = scope {
-                form.push(("scope", scope));
-            }
-            h.post("/oauth2/token", &form, None).await
-        }
+        let (web, h) = (web.clone(), &h);
+        async move { h.refresh(&web, &token, scope).await }
     };
     let second = refresh(first.clone(), Some("read")).await;
     assert_eq!(second.status, StatusCode::OK, "{}", second.text);
@@ -695,32 +690,9 @@ async fn refresh_grant_rotates_and_detects_reuse(backend: Backend) {
     // Another client cannot use the token.
     let login = h.login(&web, "alice", "correct horse").await;
     let other = h.public_client("read").await;
-    let r = h
-        .post(
-            "/oauth2/token",
-            &[
-                ("grant_type", "refresh_token"),
-                ("client_id", &other),
-                ("refresh_token", &login.str("refresh_token")),
-            ],
-            None,
-        )
-        .await;
+    let r = h.refresh(&other, &login.str("refresh_token"), None).await;
     assert_eq!(r.error(), "invalid_grant", "{}", r.text);
     h.finish().await;
-}
-
-/// POST a refresh through the public client `client`.
-async fn refresh_with(h: &Harness, client: &str, token: &str, scope: Option<&str>) -> crate::Reply {
-    let mut form = vec![
-        ("grant_type", "refresh_token"),
-        ("client_id", client),
-        ("refresh_token", token),
-    ];
-    if let Some(scope) = scope {
-        form.push(("scope", scope));
-    }
-    h.post("/oauth2/token", &form, None).await
 }
 
 async fn token_issued_events_can_be_turned_off(backend: Backend) {
@@ -754,16 +726,13 @@ async fn a_refused_refresh_changes_nothing(backend: Backend) {
     // A scope the session never had, then a malformed one: refused, and
     // the token is untouched, so the client's next try is no "reuse".
     for scope in ["read write", "wr\"ite"] {
-        let r = refresh_with(&h, &web, &token, Some(scope)).await;
+        let r = h.refresh(&web, &token, Some(scope)).await;
         assert_eq!(r.error(), "invalid_scope", "{scope}: {}", r.text);
     }
-    let r = refresh_with(&h, &web, &token, Some("read")).await;
+    let r = h.refresh(&web, &token, Some("read")).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let next = r.str("refresh_token");
-    assert_eq!(
-        refresh_with(&h, &web, &next, None).await.status,
-        StatusCode::OK
-    );
+    assert_eq!(h.refresh(&web, &next, None).await.status, StatusCode::OK);
     h.finish().await;
 }
 
@@ -781,11 +750,11 @@ async fn retries_in_the_grace_window_get_the_same_successor(backend: Backend) {
         .login(&web, "alice", "correct horse")
         .await
         .str("refresh_token");
-    let a = refresh_with(&h, &web, &first, None).await;
+    let a = h.refresh(&web, &first, None).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text);
     // The response was lost; the client retries: the same successor, and
     // an access token that works.
-    let b = refresh_with(&h, &web, &first, None).await;
+    let b = h.refresh(&web, &first, None).await;
     assert_eq!(b.status, StatusCode::OK, "{}", b.text);
     assert_eq!(a.str("refresh_token"), b.str("refresh_token"));
     assert_ne!(a.str("access_token"), b.str("access_token"));
@@ -793,30 +762,30 @@ async fn retries_in_the_grace_window_get_the_same_successor(backend: Backend) {
     // A retry asking for a scope it may not have is refused, changing
     // nothing.
     assert_eq!(
-        refresh_with(&h, &web, &first, Some("admin")).await.error(),
+        h.refresh(&web, &first, Some("admin")).await.error(),
         "invalid_scope"
     );
     // The one session goes on.
-    let c = refresh_with(&h, &web, &b.str("refresh_token"), None).await;
+    let c = h.refresh(&web, &b.str("refresh_token"), None).await;
     assert_eq!(c.status, StatusCode::OK, "{}", c.text);
     // Its successor used, the first token presented again is a replay
     // even within the window (a thief's copy would get the successor,
     // and through it the live token): the family is revoked.
-    let replay = refresh_with(&h, &web, &first, None).await;
+    let replay = h.refresh(&web, &first, None).await;
     assert_eq!(replay.error(), "invalid_grant", "{}", replay.text);
-    let dead = refresh_with(&h, &web, &c.str("refresh_token"), None).await;
+    let dead = h.refresh(&web, &c.str("refresh_token"), None).await;
     assert_eq!(dead.error(), "invalid_grant", "{}", dead.text);
     // Past the window, an old token is reuse as ever.
     let first = h
         .login(&web, "alice", "correct horse")
         .await
         .str("refresh_token");
-    let next = refresh_with(&h, &web, &first, None).await;
+    let next = h.refresh(&web, &first, None).await;
     assert_eq!(next.status, StatusCode::OK, "{}", next.text);
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
-    let late = refresh_with(&h, &web, &first, None).await;
+    let late = h.refresh(&web, &first, None).await;
     assert_eq!(late.error(), "invalid_grant", "{}", late.text);
-    let dead = refresh_with(&h, &web, &next.str("refresh_token"), None).await;
+    let dead = h.refresh(&web, &next.str("refresh_token"), None).await;
     assert_eq!(dead.error(), "invalid_grant", "{}", dead.text);
     h.finish().await;
 }
@@ -831,17 +800,7 @@ async fn disabled_users_cannot_refresh(backend: Backend) {
     users::set_disabled(&h.db, "alice", true, KEEP)
         .await
         .unwrap();
-    let r = h
-        .post(
-            "/oauth2/token",
-            &[
-                ("grant_type", "refresh_token"),
-                ("client_id", &web),
-                ("refresh_token", &login.str("refresh_token")),
-            ],
-            None,
-        )
-        .await;
+    let r = h.refresh(&web, &login.str("refresh_token"), None).await;
     assert_eq!(r.error(), "invalid_grant");
     // A password change ends sessions too.
     users::set_disabled(&h.db, "alice", false, KEEP)
@@ -852,17 +811,7 @@ async fn disabled_users_cannot_refresh(backend: Backend) {
     users::set_password(&h.db, "alice", &hash, KEEP)
         .await
         .unwrap();
-    let r = h
-        .post(
-            "/oauth2/token",
-            &[
-                ("grant_type", "refresh_token"),
-                ("client_id", &web),
-                ("refresh_token", &login.str("refresh_token")),
-            ],
-            None,
-        )
-        .await;
+    let r = h.refresh(&web, &login.str("refresh_token"), None).await;
     assert_eq!(r.error(), "invalid_grant");
     assert_eq!(
         h.login(&web, "alice", "battery staple").await.status,
@@ -1301,21 +1250,12 @@ async fn a_change_at_another_instance_ends_requests_under_way(backend: Backend, 
     while let Some(answer) = requests.next().await {
         answers.push(answer.unwrap());
     }
-    for answer in &answers {
-        if answer.status == StatusCode::OK {
-            // Minted before the cut: the log refuses it.
-            assert!(!h.active(&answer.str("access_token"), (&rs.0, &rs.1)).await);
-        } else {
-            assert_eq!(answer.error(), "invalid_client", "{}", answer.text);
-            // It authenticated in the body: no Basic challenge.
-            assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.text);
-            assert!(!answer.headers.contains_key(header::WWW_AUTHENTICATE));
-        }
+    none_outlives_the_change(&h, (&rs.0, &rs.1), &answers).await;
+    for refused in answers.iter().filter(|a| a.status != StatusCode::OK) {
+        // It authenticated in the body: no Basic challenge.
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.text);
+        assert!(!refused.headers.contains_key(header::WWW_AUTHENTICATE));
     }
-    assert!(
-        answers.iter().any(|a| a.status != StatusCode::OK),
-        "no request finished after the rotation was read"
-    );
     drop(requests);
     if let Ok(h) = std::sync::Arc::try_unwrap(h) {
         h.finish().await;
