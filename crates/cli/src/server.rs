@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use tessera_server::admin::{Actor, AdminService, AuditSink, ClientRequest, Page};
+use tessera_server::admin::{Actor, AdminService, ClientRequest, Page};
 use tessera_server::config::DatabaseUrl;
 use tessera_server::db::Schema;
 use tessera_server::{Config, Overrides};
@@ -375,7 +375,6 @@ fn service<'a>(
         config,
         clients: None,
         revocations: None,
-        audit: AuditSink::Direct,
         actor: Actor::Cli {
             os_user: operator(),
         },

@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::keys::{KeyInfo, KeyState};
 use crate::password::Passwords;
-use crate::store::audit::{self, AuditQueue, Event};
+use crate::store::audit::{self, Event};
 use crate::store::clients::{self, Added, ClientCache, ClientInfo, GrantType, NewClient};
 use crate::store::revocation::Revocations;
 use crate::store::sessions;
@@ -137,16 +137,6 @@ impl Actor {
 /// The name of the scope the admin API needs.
 pub const ADMIN_SCOPE: &str = "tessera:admin";
 
-/// Where the audit events go: the server's batched queue, or straight to
-/// the database (the command line, which exits right after).
-#[derive(Clone, Copy, Debug)]
-pub enum AuditSink<'a> {
-    /// The running server's queue.
-    Queue(&'a AuditQueue),
-    /// One statement per event.
-    Direct,
-}
-
 /// A client to register, as an operator describes it.
 #[derive(Clone, Debug, Default)]
 pub struct ClientRequest {
@@ -226,8 +216,6 @@ pub struct AdminService<'a> {
     /// The running server's revocation log, to apply a revocation at once
     /// (`None` from the command line: servers read it within a second).
     pub revocations: Option<&'a Revocations>,
-    /// Where audit events go.
-    pub audit: AuditSink<'a>,
     /// Who acts.
     pub actor: Actor,
 }
@@ -240,11 +228,15 @@ impl AdminService<'_> {
         }
     }
 
-    /// Record the audit event of a change that has committed. It cannot
-    /// fail the operation: the change is made, and its result (a new
-    /// secret) must reach the caller. A direct write is tried three
-    /// times; an event that still cannot be written is logged as an
-    /// error, with what it would have said.
+    /// Record the audit event of a change that has committed, before the
+    /// change is answered: an answered change has its event written, not
+    /// waiting in a queue that a crash would lose (the token endpoint's
+    /// batched [`audit::AuditQueue`] is for the many events
+    /// of issuing). It cannot fail the operation: the change is made,
+    /// and its result (a new secret) must reach the caller. The write is
+    /// tried three times; an event that still cannot be written is
+    /// logged as an error, with what it would have said (and, from the
+    /// command line, which writes no log, said on standard error).
     async fn record(&self, name: &'static str, about: &str) {
         self.record_with(name, about, "").await;
     }
@@ -259,33 +251,28 @@ impl AdminService<'_> {
         let event = self
             .actor
             .on(Event::new(name).subject(about).detail(detail));
-        match self.audit {
-            AuditSink::Queue(queue) => queue.push(event),
-            AuditSink::Direct => {
-                let mut wait = std::time::Duration::from_millis(100);
-                for attempt in 1..=3 {
-                    match audit::record(self.db, event.clone()).await {
-                        Ok(()) => return,
-                        Err(e) if attempt == 3 => {
-                            tracing::error!(
-                                event = name,
-                                subject = about,
-                                actor = %self.actor.detail(),
-                                error = %e,
-                                "the change is made, but its audit event could not be written"
-                            );
-                            // The command line writes no log: said where
-                            // its operator reads.
-                            eprintln!(
-                                "warning: the change is made, but its audit event ({name} {about}) \
-                                 could not be written: {e}"
-                            );
-                        }
-                        Err(_) => {
-                            tokio::time::sleep(wait).await;
-                            wait *= 4;
-                        }
+        let mut wait = std::time::Duration::from_millis(100);
+        for attempt in 1..=3 {
+            match audit::record(self.db, event.clone()).await {
+                Ok(()) => return,
+                Err(e) if attempt == 3 => {
+                    tracing::error!(
+                        event = name,
+                        subject = about,
+                        actor = %self.actor.detail(),
+                        error = %e,
+                        "the change is made, but its audit event could not be written"
+                    );
+                    if let Actor::Cli { .. } = self.actor {
+                        eprintln!(
+                            "warning: the change is made, but its audit event ({name} {about}) \
+                             could not be written: {e}"
+                        );
                     }
+                }
+                Err(_) => {
+                    tokio::time::sleep(wait).await;
+                    wait *= 4;
                 }
             }
         }

@@ -21,7 +21,7 @@ use serde_json::json;
 use tessera_guard::{AccessToken, GuardLayer, Rejection, RequireScope};
 
 use super::App;
-use crate::admin::{Actor, AdminService, AuditSink, Listed};
+use crate::admin::{Actor, AdminService, Listed};
 
 /// The scope an access token needs for the admin API.
 pub use crate::admin::ADMIN_SCOPE;
@@ -132,7 +132,6 @@ impl Admin {
             config: &app.config,
             clients: Some(&app.clients),
             revocations: Some(app.access.revoked()),
-            audit: AuditSink::Queue(&app.audit),
             actor: Actor::Token {
                 subject: self.subject.clone(),
                 client_id: self.client_id.clone(),
