@@ -546,8 +546,22 @@ fn must_migrate(
             .filter(|m| !m.migration_type.is_down_migration())
             .map(|m| m.version)
     };
+    let newer = |versions: &[i64]| {
+        let theirs = versions.last().copied().unwrap_or(0);
+        let ours = current().next_back().unwrap_or(0);
+        Error::Invalid(format!(
+            "the database's schema is newer than this tessera's (migration {theirs}, \
+             not {ours}): a newer version migrated it; run that version (going back to \
+             this one means restoring the backup taken before the upgrade)"
+        ))
+    };
     match (schema, applied) {
         (Schema::AsIs, _) | (_, None) => Ok(false),
+        (Schema::Migrate, Some(Some(versions)))
+            if !versions.iter().all(|v| current().any(|c| c == *v)) =>
+        {
+            Err(newer(versions))
+        }
         (Schema::Migrate, Some(_)) | (Schema::Current, Some(None)) => Ok(true),
         (Schema::Current, Some(Some(versions))) => {
             if current().eq(versions.iter().copied()) {
@@ -558,18 +572,14 @@ fn must_migrate(
                 versions.last().copied().unwrap_or(0),
                 current().next_back().unwrap_or(0),
             );
-            Err(Error::Invalid(if known {
-                format!(
-                    "the database's schema is older than this tessera's (migration {theirs}, \
-                     not {ours}): only the server migrates it, when this version of \
-                     `tessera serve` starts; until then, use the tessera the server runs"
-                )
-            } else {
-                format!(
-                    "the database's schema is newer than this tessera's (migration {theirs}, \
-                     not {ours}): use the tessera the server runs"
-                )
-            }))
+            if !known {
+                return Err(newer(versions));
+            }
+            Err(Error::Invalid(format!(
+                "the database's schema is older than this tessera's (migration {theirs}, \
+                 not {ours}): only the server migrates it, when this version of \
+                 `tessera serve` starts; until then, use the tessera the server runs"
+            )))
         }
     }
 }
@@ -588,7 +598,12 @@ async fn migrate_postgres(options: PgConnectOptions, schema: Schema) -> Result<(
     if schema == Schema::AsIs {
         return Ok(());
     }
-    let options = options.options([("lock_timeout", millis(POSTGRES_MIGRATION_LOCK_WAIT))]);
+    // No statement limit a role or database may set: a migration cut off
+    // half-way rolls back, and the next start would only run into it again.
+    let options = options.options([
+        ("lock_timeout", millis(POSTGRES_MIGRATION_LOCK_WAIT)),
+        ("statement_timeout", "0".to_owned()),
+    ]);
     let mut connection = sqlx::PgConnection::connect_with(&options).await?;
     let applied = applied_postgres(&mut connection).await;
     let migrate = applied.and_then(|a| must_migrate(&POSTGRES_MIGRATIONS, schema, Some(&a)));

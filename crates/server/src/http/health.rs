@@ -1,5 +1,6 @@
-//! `GET /healthz` (the process answers) and `GET /readyz` (the database
-//! answers).
+//! `GET /healthz` (the process answers) and `GET /readyz` (this instance
+//! can issue tokens: the database answers, its copy of the revocation log
+//! is current, its audit trail is being written).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,17 +19,46 @@ pub async fn healthz() -> &'static str {
 /// The longest `/readyz` waits for the database before it says 503.
 const READY_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Authorization: none.
+/// Authorization: none. 503, with the reason in one line, whenever the
+/// token endpoint would refuse for this instance's own state:
+/// - the database does not answer within a second;
+/// - its copy of the revocation log cannot be read through (the database
+///   stopped answering that reading, or the log holds an event of a kind
+///   this version does not know: an older instance beside newer ones,
+///   which must be taken out of service until it is upgraded);
+/// - more audit events wait in memory than it keeps
+///   ([`crate::store::audit::MAX_BACKLOG`]).
 pub async fn readyz(State(app): State<Arc<App>>) -> Response {
+    let not_ready = |reason: &'static str| {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")).into_response()
+    };
     match tokio::time::timeout(READY_TIMEOUT, app.db.ping()).await {
-        Ok(Ok(())) => "ready\n".into_response(),
+        Ok(Ok(())) => {}
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "not ready");
-            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable\n").into_response()
+            return not_ready("database unreachable");
         }
         Err(_) => {
             tracing::warn!("not ready: the database did not answer within a second");
-            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable\n").into_response()
+            return not_ready("database unreachable");
         }
     }
+    // Read through when the follower has not lately; a reading dropped
+    // by the timeout leaves what it applied applied.
+    match tokio::time::timeout(READY_TIMEOUT, app.access.revoked().current(&app.db)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "not ready: the revocation log cannot be read through");
+            return not_ready("revocation log not current");
+        }
+        Err(_) => {
+            tracing::warn!("not ready: the revocation log was not read through within a second");
+            return not_ready("revocation log not current");
+        }
+    }
+    if !app.audit.accepting() {
+        tracing::warn!("not ready: the audit trail is not being written");
+        return not_ready("audit trail not being written");
+    }
+    "ready\n".into_response()
 }

@@ -56,6 +56,28 @@ pub const CUT_MARGIN: i64 = 2;
 /// themselves, one reading for all that wait.
 pub const TRUSTED_FOR: Duration = Duration::from_secs(1);
 
+/// The longest one statement of a reading of the log may take before the
+/// reading fails (and the requests that waited for it are answered 503).
+/// A batch is one indexed read of milliseconds; a connection that stopped
+/// answering (a failover, a network cut that sends no reset) would
+/// otherwise hold the reading, and with it every token request waiting
+/// for its turn, until TCP gave up on it, a quarter of an hour later.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `read`, or a 503-class error once [`READ_TIMEOUT`] has passed.
+async fn within_read_timeout<T>(
+    read: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    tokio::time::timeout(READ_TIMEOUT, read)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::Unavailable(format!(
+                "the revocation log was not read within {}s",
+                READ_TIMEOUT.as_secs()
+            )))
+        })
+}
+
 /// When a copy of the log was last read through (shared with the caches
 /// that learn of changes from it). Read on every token request: an atomic
 /// count of nanoseconds since the first stamp taken in this process, 0
@@ -684,7 +706,6 @@ impl Revocations {
         const BATCH: i64 = 10_000;
         // Current as of when the reading began.
         let started = std::time::Instant::now();
-        let mut changed = Changed::default();
         let now = self
             .forget_by
             .lock()
@@ -693,38 +714,53 @@ impl Revocations {
         // A restored log is read again from the start into a copy of its
         // own, which replaces this one only once complete: the set in use
         // meanwhile still refuses what it refused.
-        let mut rereading = if self.restored(db).await? {
+        let mut rereading = if within_read_timeout(self.restored(db)).await? {
             tracing::warn!("the revocation log is behind this instance's copy (a restored backup?): reading it again");
             Some(Log::default())
         } else {
             None
         };
         // Read in batches; what a failed batch leaves unread is read by
-        // the next sync, and what the batches before it applied is told
-        // to the hooks all the same.
+        // the next sync. Each batch applied to the copy in use is told to
+        // the hooks at once, before the next await: a reading that fails,
+        // or is dropped (a request that waited for it went away), has
+        // told them what it applied, and the next reading starts past it.
+        // A copy read again is told when it replaces the one in use.
+        let mut cut = Vec::new();
+        let mut fresh_changed = Changed::default();
         let read = async {
             loop {
                 let after = match &rereading {
                     Some(fresh) => fresh.last_id,
                     None => self.read().last_id,
                 };
-                let rows: Vec<(i64, String, String, Option<i64>, i64)> = on_pool!(db.read(), p => sqlx::query_as(
-                    "SELECT id, kind, value, issued_before, keep_until FROM revocation_events \
-                     WHERE id > $1 AND keep_until > $2 ORDER BY id LIMIT $3"
-                ).bind(after).bind(now).bind(BATCH).fetch_all(p).await)?;
+                let rows: Vec<(i64, String, String, Option<i64>, i64)> =
+                    within_read_timeout(async {
+                        Ok(on_pool!(db.read(), p => sqlx::query_as(
+                        "SELECT id, kind, value, issued_before, keep_until FROM revocation_events \
+                         WHERE id > $1 AND keep_until > $2 ORDER BY id LIMIT $3"
+                    ).bind(after).bind(now).bind(BATCH).fetch_all(p).await)?)
+                    })
+                    .await?;
                 let full = rows.len() as i64 == BATCH;
                 match &mut rereading {
                     Some(fresh) => {
-                        apply(fresh, rows, &mut changed)?;
+                        apply(fresh, rows, &mut fresh_changed)?;
                     }
                     None => {
-                        let newest = {
+                        let mut batch = Changed::default();
+                        let (applied, newest) = {
                             let mut log = self.log.write().unwrap_or_else(|p| p.into_inner());
-                            apply(&mut log, rows, &mut changed)?
+                            let before = log.last_id;
+                            let applied = apply(&mut log, rows, &mut batch);
+                            (applied, (log.last_id > before).then_some(log.last_id))
                         };
+                        self.tell_hooks(&batch);
+                        cut.append(&mut batch.clients);
                         if let Some(last) = newest {
                             self.latest.send_replace(last);
                         }
+                        applied?;
                     }
                 }
                 if !full {
@@ -734,25 +770,23 @@ impl Revocations {
             Ok::<(), Error>(())
         }
         .await;
-        if let Err(e) = read {
-            self.tell_hooks(&changed);
-            return Err(e);
-        }
+        read?;
         if let Some(fresh) = rereading {
             let last = fresh.last_id;
             *self.log.write().unwrap_or_else(|p| p.into_inner()) = fresh;
             self.latest.send_replace(last);
+            self.tell_hooks(&fresh_changed);
+            cut.append(&mut fresh_changed.clients);
         }
         let mut log = self.log.write().unwrap_or_else(|p| p.into_inner());
         if now >= log.pruned_at.saturating_add(10) {
             log.prune(now);
         }
         drop(log);
-        // The caches first: once the copy counts as current, a cached
-        // client it cut must be gone.
-        self.tell_hooks(&changed);
+        // The caches were told first: once the copy counts as current, a
+        // cached client it cut is gone.
         self.synced.mark(started);
-        Ok(changed.clients)
+        Ok(cut)
     }
 
     /// Tell the hooks what a reading found: the clients cut off, a key
@@ -842,14 +876,21 @@ struct Changed {
     keys: bool,
 }
 
+/// An event of a kind this version does not know (a newer version's,
+/// written while this one still runs) stops the reading there, an error:
+/// the events after it wait, this copy stops counting as current (the
+/// token endpoint answers 503, `/readyz` says not ready) until this
+/// instance is upgraded. Skipping it would keep honouring what it revokes
+/// (a leaked key) here, and pass the cursor past it to every guard that
+/// follows this instance's feed.
 fn apply(
     log: &mut Log,
     rows: Vec<(i64, String, String, Option<i64>, i64)>,
     changed: &mut Changed,
 ) -> Result<Option<i64>, Error> {
     let mut newest = None;
+    let mut stopped = None;
     for (id, kind, value, issued_before, until) in rows {
-        newest = Some(id);
         let cut = issued_before.unwrap_or(0);
         let revocation = match kind.as_str() {
             "token" => Revocation::Token { jti: value, until },
@@ -872,23 +913,35 @@ fn apply(
                 Revocation::Key { kid: value, until }
             }
             other => {
-                tracing::error!(id, kind = other, "unknown revocation event kind; skipped");
-                continue;
+                stopped = Some(Error::Unavailable(format!(
+                    "the revocation log holds event {id} of kind {other:?}, which this version \
+                     of tessera does not know (a newer instance wrote it): upgrade this instance"
+                )));
+                break;
+            }
+        };
+        let json = match serde_json::to_string(&revocation) {
+            Ok(json) => json,
+            Err(e) => {
+                stopped = Some(Error::Database(format!("revocation event: {e}")));
+                break;
             }
         };
         log.set.insert(&revocation);
-        let json = serde_json::to_string(&revocation)
-            .map_err(|e| Error::Database(format!("revocation event: {e}")))?;
         log.events.push_back(Logged {
             id,
             json: json.into(),
             until,
         });
+        newest = Some(id);
     }
     if let Some(id) = newest {
         log.last_id = log.last_id.max(id);
     }
-    Ok(newest.map(|_| log.last_id))
+    match stopped {
+        Some(e) => Err(e),
+        None => Ok(newest.map(|_| log.last_id)),
+    }
 }
 
 /// Keep `revocations` in step with the log: at once when PostgreSQL

@@ -442,7 +442,146 @@ async fn a_named_master_key_file_that_is_missing_is_not_made(backend: Backend) {
     test_db.cleanup().await;
 }
 
+/// A database a newer version migrated (an upgrade rolled back without a
+/// restore): the start refuses it, saying so, and leaves it as it is.
+/// Before, sqlx's own words: "migration … was previously applied but is
+/// missing in the resolved migrations".
+async fn a_start_refuses_a_schema_a_newer_version_made(backend: Backend) {
+    let Some(test_db) = TestDb::new(backend).await else {
+        return;
+    };
+    let db = Db::connect(&test_db.url, 1).await.unwrap();
+    let later = "INSERT INTO _sqlx_migrations (version, description, success, checksum, \
+                 execution_time) VALUES (99990101000000, 'from a later version', TRUE, $1, 0)";
+    let versions = "SELECT COUNT(*) FROM _sqlx_migrations";
+    let count = match &db {
+        Db::Sqlite { writer, .. } => {
+            sqlx::query(later)
+                .bind(vec![0u8])
+                .execute(writer)
+                .await
+                .unwrap();
+            sqlx::query_scalar::<_, i64>(versions)
+                .fetch_one(writer)
+                .await
+                .unwrap()
+        }
+        Db::Postgres(pool) => {
+            sqlx::query(later)
+                .bind(vec![0u8])
+                .execute(pool)
+                .await
+                .unwrap();
+            sqlx::query_scalar::<_, i64>(versions)
+                .fetch_one(pool)
+                .await
+                .unwrap()
+        }
+    };
+    db.close().await;
+    let err = tessera_server::open(test_db.config()).await.unwrap_err();
+    let said = err.to_string();
+    assert!(said.contains("newer than this tessera's"), "{said}");
+    assert!(said.contains("99990101000000"), "{said}");
+    let db = Db::open(&test_db.url, 1, tessera_server::db::Schema::AsIs)
+        .await
+        .unwrap();
+    let after = match &db {
+        Db::Sqlite { reader, .. } => {
+            sqlx::query_scalar::<_, i64>(versions)
+                .fetch_one(reader)
+                .await
+        }
+        Db::Postgres(pool) => sqlx::query_scalar::<_, i64>(versions).fetch_one(pool).await,
+    };
+    assert_eq!(after.unwrap(), count);
+    db.close().await;
+    test_db.cleanup().await;
+}
+
+/// An instance beside a newer one that writes revocation events of a kind
+/// this version does not know (a rolling upgrade, a key revoked half-way):
+/// its reading of the log stops at that event, it stops issuing tokens and
+/// `/readyz` takes it out of service, until it can read the event. Before,
+/// the event was skipped, and what it revoked (a leaked key) honoured here
+/// and, through the feed's cursor passing it, at the guards that follow
+/// this instance.
+async fn an_unknown_revocation_kind_stops_the_instance_that_cannot_read_it(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let (id, secret) = h
+        .client(
+            &[tessera_server::store::clients::GrantType::ClientCredentials],
+            "read",
+        )
+        .await;
+    let issue = || async {
+        h.post(
+            "/oauth2/token",
+            &[("grant_type", "client_credentials")],
+            Some((&id, &secret)),
+        )
+        .await
+        .status
+    };
+    assert_eq!(issue().await, StatusCode::OK);
+    assert_eq!(h.get("/readyz").await.status, StatusCode::OK);
+    let now = tessera_server::store::now();
+    for (kind, value) in [
+        ("token", "before"),
+        ("from-the-future", "x"),
+        ("token", "after"),
+    ] {
+        h.execute(
+            &format!(
+                "INSERT INTO revocation_events (kind, value, issued_before, keep_until, created_at) \
+                 VALUES ($1, $2, NULL, {}, {now})",
+                now + 3600
+            ),
+            &[kind, value],
+        )
+        .await;
+    }
+    let revoked = h.app.access.revoked();
+    let err = revoked.sync(&h.db).await.unwrap_err().to_string();
+    assert!(
+        err.contains("\"from-the-future\"") && err.contains("upgrade"),
+        "{err}"
+    );
+    assert!(
+        revoked.refuses_jti("before"),
+        "what came before it is applied"
+    );
+    assert!(
+        !revoked.refuses_jti("after"),
+        "read past an event not understood"
+    );
+    let said = revoked.latest();
+    // Past the time a copy counts as current.
+    tokio::time::sleep(tessera_server::store::revocation::TRUSTED_FOR).await;
+    let ready = h.get("/readyz").await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready.text, "revocation log not current\n");
+    assert_eq!(issue().await, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(revoked.latest(), said, "the cursor passed the event");
+
+    // Upgraded: the event is one it reads.
+    h.execute(
+        "UPDATE revocation_events SET kind = 'token' WHERE kind = 'from-the-future'",
+        &[],
+    )
+    .await;
+    revoked.sync(&h.db).await.unwrap();
+    assert!(revoked.refuses_jti("x") && revoked.refuses_jti("after"));
+    assert_eq!(h.get("/readyz").await.status, StatusCode::OK);
+    assert_eq!(issue().await, StatusCode::OK);
+    h.finish().await;
+}
+
 crate::both_backends!(
+    an_unknown_revocation_kind_stops_the_instance_that_cannot_read_it,
+    a_start_refuses_a_schema_a_newer_version_made,
     a_named_master_key_file_that_is_missing_is_not_made,
     a_start_without_its_master_key_changes_nothing,
     instances_set_up_at_once_with_different_master_keys_cannot_split_the_keys
@@ -693,6 +832,177 @@ async fn slow_proxy(target: std::net::SocketAddr, delay: Duration) -> std::net::
         }
     });
     address
+}
+
+/// A TCP proxy to `target` that can be frozen: while the switch says so,
+/// what either side sends is held, nothing is closed, and no error comes
+/// (a failover, or a network cut that sends no reset). Thawed, what was
+/// held goes on.
+async fn freezing_proxy(
+    target: std::net::SocketAddr,
+) -> (std::net::SocketAddr, tokio::sync::watch::Sender<bool>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (frozen, _) = tokio::sync::watch::channel(false);
+    let switch = frozen.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(target).await else {
+                continue;
+            };
+            let (client_read, client_write) = client.into_split();
+            let (server_read, server_write) = server.into_split();
+            for (mut from, mut to) in [(client_read, server_write), (server_read, client_write)] {
+                let mut thawed = frozen.subscribe();
+                tokio::spawn(async move {
+                    let mut buffer = vec![0u8; 16 * 1024];
+                    loop {
+                        let n = match from.read(&mut buffer).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if thawed.wait_for(|frozen| !frozen).await.is_err()
+                            || to.write_all(&buffer[..n]).await.is_err()
+                        {
+                            break;
+                        }
+                    }
+                    let _ = to.shutdown().await;
+                });
+            }
+        }
+    });
+    (address, switch)
+}
+
+/// PostgreSQL stops answering, in the middle of a statement or between
+/// two, without closing anything: the token endpoint answers 503 within
+/// the revocation log's read timeout, and `/readyz` within a second.
+/// Before, a token request waited for a reading of the log the database
+/// did not finish (until TCP gave up on its connection, a quarter of an
+/// hour, for a silent network), and every other token request behind it.
+/// Answering again, everything works without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_database_that_stops_answering_is_not_waited_for() {
+    let Some(mut test_db) = TestDb::new(Backend::Postgres).await else {
+        return;
+    };
+    let mut url = url::Url::parse(&test_db.url).unwrap();
+    let target = (url.host_str().unwrap(), url.port().unwrap_or(5432));
+    let target = tokio::net::lookup_host(target)
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let (proxy, frozen) = freezing_proxy(target).await;
+    url.set_host(Some("127.0.0.1")).unwrap();
+    url.set_port(Some(proxy.port())).unwrap();
+    test_db.url = url.to_string();
+    let h = Harness::on(test_db, |_| {}).await;
+    let (id, secret) = h
+        .client(
+            &[tessera_server::store::clients::GrantType::ClientCredentials],
+            "read",
+        )
+        .await;
+    let issue = || async {
+        h.post(
+            "/oauth2/token",
+            &[("grant_type", "client_credentials")],
+            Some((&id, &secret)),
+        )
+        .await
+    };
+    assert_eq!(issue().await.status, StatusCode::OK);
+
+    // A reading of the log the database does not finish (the table
+    // behind a view that waits a minute: a connection that went silent
+    // in the middle of a statement looks the same from here).
+    h.execute(
+        "ALTER TABLE revocation_events RENAME TO revocation_events_held",
+        &[],
+    )
+    .await;
+    h.execute(
+        "CREATE FUNCTION stall() RETURNS BOOLEAN LANGUAGE sql VOLATILE \
+         AS 'SELECT pg_sleep(60); SELECT TRUE'",
+        &[],
+    )
+    .await;
+    h.execute(
+        "CREATE VIEW revocation_events AS SELECT e.* FROM revocation_events_held e, \
+         (SELECT stall()) AS s(ok) WHERE s.ok",
+        &[],
+    )
+    .await;
+    tokio::time::sleep(tessera_server::store::revocation::TRUSTED_FOR).await;
+    let bound = tessera_server::store::revocation::READ_TIMEOUT + Duration::from_secs(5);
+    let answers = tokio::time::timeout(
+        bound,
+        futures_util::future::join_all((0..3).map(|_| issue())),
+    )
+    .await
+    .expect("token requests waited for a reading the database does not finish");
+    for answer in answers {
+        assert_eq!(
+            answer.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{}",
+            answer.text
+        );
+    }
+    let ready = tokio::time::timeout(Duration::from_secs(3), h.get("/readyz"))
+        .await
+        .expect("/readyz waited for a reading the database does not finish");
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    // The readings given up on still run there (the stalls hold the
+    // view): ended, as their statements would be by a timeout there.
+    h.execute(
+        "SELECT pg_cancel_backend(pid) FROM pg_stat_activity \
+         WHERE wait_event = 'PgSleep' AND query LIKE '%revocation_events%'",
+        &[],
+    )
+    .await;
+    h.execute("DROP VIEW revocation_events", &[]).await;
+    h.execute(
+        "ALTER TABLE revocation_events_held RENAME TO revocation_events",
+        &[],
+    )
+    .await;
+    assert_eq!(issue().await.status, StatusCode::OK);
+
+    // The network goes silent between statements.
+    frozen.send_replace(true);
+    // Past the time a copy of the log counts as current.
+    tokio::time::sleep(tessera_server::store::revocation::TRUSTED_FOR).await;
+    let bound = tessera_server::store::revocation::READ_TIMEOUT + Duration::from_secs(5);
+    let answered = tokio::time::timeout(bound, issue()).await;
+    let answer = answered.expect("a token request waited for a database that does not answer");
+    assert_eq!(
+        answer.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        answer.text
+    );
+    assert!(answer.headers.contains_key("retry-after"));
+    let ready = tokio::time::timeout(Duration::from_secs(3), h.get("/readyz"))
+        .await
+        .expect("/readyz waited for a database that does not answer");
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+
+    frozen.send_replace(false);
+    let mut healed = false;
+    for _ in 0..100 {
+        if issue().await.status == StatusCode::OK {
+            healed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(healed, "no recovery without a restart");
+    assert_eq!(h.get("/readyz").await.status, StatusCode::OK);
+    h.finish().await;
 }
 
 /// Opening a pool of sixteen connections that take 150 ms each to make
