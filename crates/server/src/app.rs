@@ -47,9 +47,9 @@ pub struct App {
     pub access: AccessTokens,
     /// Authorization codes, committed in groups.
     pub codes: crate::store::codes::CodeWriter,
-    /// Becomes `true` when the server begins to shut down: long responses
-    /// (the revocation feed's streams) end, so the shutdown need not wait
-    /// for them.
+    /// Becomes `true` when the server begins to shut down: `/readyz` says
+    /// 503, and long responses (the revocation feed's streams) end, so the
+    /// shutdown need not wait for them.
     pub stopping: tokio::sync::watch::Sender<bool>,
     /// The RFC 8414 metadata document, made on first use.
     pub(crate) metadata: std::sync::OnceLock<String>,

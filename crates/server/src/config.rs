@@ -51,6 +51,7 @@
 //! [http]
 //! header_timeout = "30s"    # headers of each request; also the keep-alive idle timeout
 //! request_timeout = "30s"   # a whole request, body included, then 408 (503 if the body was all in)
+//! shutdown_delay = "0s"     # after SIGTERM, /readyz says 503 and requests are still served this long
 //! max_connections = 4000    # default: the file-descriptor limit less headroom
 //! trusted_proxies = ["10.0.0.0/8"]  # load balancers whose X-Forwarded-For is believed
 //! ```
@@ -156,6 +157,7 @@ struct AuditFile {
 struct HttpFile {
     header_timeout: Option<String>,
     request_timeout: Option<String>,
+    shutdown_delay: Option<String>,
     max_connections: Option<usize>,
     trusted_proxies: Option<Vec<String>>,
 }
@@ -295,6 +297,10 @@ pub struct Config {
     pub header_timeout: Duration,
     /// A whole request's time, body included.
     pub request_timeout: Duration,
+    /// How long, once told to stop, the server goes on serving while
+    /// `/readyz` says 503, so that load balancers stop sending before the
+    /// listener closes.
+    pub shutdown_delay: Duration,
     /// Connections open at once (`None`: under the file-descriptor limit).
     pub max_http_connections: Option<usize>,
     /// Proxies whose `X-Forwarded-For` names the client (none: the
@@ -305,6 +311,10 @@ pub struct Config {
     /// The sign-in pages.
     pub pages: Pages,
 }
+
+/// What the listener waits at shutdown beyond the longest a request may
+/// take, for its answer to be written.
+const SHUTDOWN_MARGIN: Duration = Duration::from_secs(5);
 
 /// The settings used as durations as they are: every other one is counted
 /// in whole seconds.
@@ -614,6 +624,11 @@ impl Config {
                 )?,
                 "http.request_timeout",
             )?,
+            shutdown_delay: duration(
+                "http.shutdown_delay",
+                file.http.shutdown_delay.as_deref(),
+                Duration::ZERO,
+            )?,
             max_http_connections: match file.http.max_connections {
                 Some(0) => {
                     return Err(Error::Config("http.max_connections must be above 0".into()))
@@ -684,10 +699,13 @@ impl Config {
             header_timeout: self.header_timeout,
             request_timeout: self.request_timeout,
             send_timeout: self.request_timeout,
+            // A request in flight when the listener closes has its whole
+            // time to finish: one cut off after its change committed (a
+            // refresh rotated) would leave its client without the answer.
+            shutdown_grace: self.request_timeout.saturating_add(SHUTDOWN_MARGIN),
             max_connections: self
                 .max_http_connections
                 .unwrap_or(defaults.max_connections),
-            ..defaults
         }
     }
 

@@ -252,12 +252,21 @@ pub async fn serve(
         }
     });
     let stopping = Arc::clone(&app);
+    let delay = app.config.shutdown_delay;
     let shutdown = async move {
-        tokio::select! {
-            () = shutdown => {}
-            () = ended.notified() => {}
-        }
+        let told = tokio::select! {
+            () = shutdown => true,
+            () = ended.notified() => false,
+        };
+        // `/readyz` says 503 from now on, and the feed's streams end
+        // (their guards reconnect to another instance); the listener
+        // stays open for `http.shutdown_delay`, while load balancers
+        // notice. A server whose task stopped does not wait.
         stopping.stopping.send_replace(true);
+        if told && !delay.is_zero() {
+            tracing::info!(?delay, "stopping: not ready, still serving");
+            tokio::time::sleep(delay).await;
+        }
     };
     let served = tessera_listen::serve(listener, router(app), limits, shutdown)
         .await

@@ -1663,3 +1663,77 @@ fn user_set_and_client_set_replace_the_scopes() {
         serde_json::from_str(&admin(d, &["client", "list", "--json"], None, &[])).unwrap();
     assert_eq!(listed[0]["scopes"], "write", "{listed}");
 }
+
+/// SIGTERM with `http.shutdown_delay`: `/readyz` says 503 at once, while
+/// requests are still served for the delay (the load balancer stops
+/// sending before the listener closes); then the listener closes and the
+/// process exits cleanly. Before, the listener closed at the signal, and
+/// connections the balancer was still sending were refused.
+#[test]
+fn a_stop_is_announced_before_the_listener_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("tessera.toml"), "[http]\nshutdown_delay = \"5s\"\n").unwrap();
+    let creds: Value = serde_json::from_str(&admin(
+        d,
+        &[
+            "client",
+            "add",
+            "worker",
+            "--scope",
+            "read",
+            "--json",
+            "--config",
+            "tessera.toml",
+        ],
+        None,
+        &[],
+    ))
+    .unwrap();
+    let (id, secret) = (field(&creds, "client_id"), field(&creds, "client_secret"));
+    let mut server = start(d, &["--config", "tessera.toml"], &[]);
+    let base = server.base.clone();
+    let issue = || {
+        post(
+            &base,
+            "/oauth2/token",
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", &id),
+                ("client_secret", &secret),
+            ],
+        )
+        .0
+    };
+    assert_eq!(get(&base, "/readyz"), (200, "ready\n".to_owned()));
+    assert_eq!(issue(), 200);
+
+    let signalled = Instant::now();
+    let pid = server.child.id().to_string();
+    assert!(Process::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    wait_until("/readyz says the server is stopping", || {
+        get(&base, "/readyz") == (503, "shutting down\n".to_owned())
+    });
+    // Still served, on new connections too.
+    assert_eq!(issue(), 200);
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "the checks took the whole delay: {:?}",
+        signalled.elapsed()
+    );
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        signalled.elapsed() >= Duration::from_secs(5),
+        "stopped before the delay: {:?}",
+        signalled.elapsed()
+    );
+    assert!(
+        agent().get(format!("{base}/healthz")).call().is_err(),
+        "still listening after the stop"
+    );
+}

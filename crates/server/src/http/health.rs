@@ -19,8 +19,9 @@ pub async fn healthz() -> &'static str {
 /// The longest `/readyz` waits for the database before it says 503.
 const READY_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Authorization: none. 503, with the reason in one line, whenever the
-/// token endpoint would refuse for this instance's own state:
+/// Authorization: none. 503, with the reason in one line, once the server
+/// is stopping (through `http.shutdown_delay`, while it still serves), and
+/// whenever the token endpoint would refuse for this instance's own state:
 /// - the database does not answer within a second;
 /// - its copy of the revocation log cannot be read through (the database
 ///   stopped answering that reading, or the log holds an event of a kind
@@ -32,6 +33,9 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Response {
     let not_ready = |reason: &'static str| {
         (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")).into_response()
     };
+    if *app.stopping.borrow() {
+        return not_ready("shutting down");
+    }
     match tokio::time::timeout(READY_TIMEOUT, app.db.ping()).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
