@@ -29,6 +29,7 @@ pub mod secret;
 mod serve;
 pub mod signin;
 pub mod store;
+pub mod watched;
 
 pub use app::App;
 pub use config::{Config, Overrides};

@@ -233,6 +233,15 @@ pub async fn serve(
         ),
     );
     background.spawn("metrics upkeep", metrics_upkeep());
+    // Their tasks end with the server; a panic ends it too.
+    let died = app.audit.died();
+    background.spawn("the audit writer", async move { died.wait().await });
+    if let Some(died) = app.codes.died() {
+        background.spawn(
+            "the authorization code writer",
+            async move { died.wait().await },
+        );
+    }
     background.spawn(
         "back-channel logout delivery",
         deliver_logouts(Arc::clone(&app), logout_http),

@@ -194,6 +194,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub struct AuditQueue {
     tx: tokio::sync::mpsc::UnboundedSender<(i64, Event)>,
     pending: Arc<AtomicUsize>,
+    died: crate::watched::Died,
 }
 
 /// The task that drains an [`AuditQueue`]; await it after closing.
@@ -209,14 +210,14 @@ impl AuditQueue {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(i64, Event)>();
         let pending = Arc::new(AtomicUsize::new(0));
         let shutting_down = Arc::new(AtomicBool::new(false));
-        let task = tokio::spawn(drain(
+        let (task, died) = crate::watched::spawn(drain(
             db,
             rx,
             Arc::clone(&pending),
             Arc::clone(&shutting_down),
         ));
         (
-            AuditQueue { tx, pending },
+            AuditQueue { tx, pending, died },
             AuditWriter {
                 task,
                 shutting_down,
@@ -235,9 +236,16 @@ impl AuditQueue {
     }
 
     /// Whether the trail keeps up: false while more than [`MAX_BACKLOG`]
-    /// events wait for the database.
+    /// events wait for the database, and for good once the writer has
+    /// panicked (its events would only reach the log).
     pub fn accepting(&self) -> bool {
-        self.pending.load(Ordering::Relaxed) <= MAX_BACKLOG
+        self.pending.load(Ordering::Relaxed) <= MAX_BACKLOG && !self.died.happened()
+    }
+
+    /// Whether the writer's task panicked, for the server's supervisor,
+    /// which shuts it down then.
+    pub fn died(&self) -> crate::watched::Died {
+        self.died.clone()
     }
 
     /// Events queued and not yet written.

@@ -402,7 +402,7 @@ fn hex(bytes: &[u8]) -> String {
 #[derive(Clone, Debug)]
 pub struct CodeWriter {
     db: Db,
-    queue: Option<tokio::sync::mpsc::Sender<Queued>>,
+    queue: Option<(tokio::sync::mpsc::Sender<Queued>, crate::watched::Died)>,
 }
 
 /// A failed write, for every caller of its group: whether trying again
@@ -432,11 +432,19 @@ impl CodeWriter {
     /// none, every code is written on its own).
     pub fn start(db: Db) -> CodeWriter {
         let queue = tokio::runtime::Handle::try_current().ok().map(|runtime| {
+            let _entered = runtime.enter();
             let (tx, rx) = tokio::sync::mpsc::channel(4 * GROUP);
-            runtime.spawn(commit_groups(db.clone(), rx));
-            tx
+            let (_, died) = crate::watched::spawn(commit_groups(db.clone(), rx));
+            (tx, died)
         });
         CodeWriter { db, queue }
+    }
+
+    /// Whether the writer's task panicked (every code would then fail),
+    /// for the server's supervisor, which shuts it down then; `None`
+    /// without a task.
+    pub fn died(&self) -> Option<crate::watched::Died> {
+        self.queue.as_ref().map(|(_, died)| died.clone())
     }
 
     /// Store a code for `grant` (with others issued at the same moment);
@@ -446,7 +454,7 @@ impl CodeWriter {
         grant: &Grant,
         answering: Option<Answering>,
     ) -> Result<Option<Zeroizing<String>>, Error> {
-        let Some(queue) = &self.queue else {
+        let Some((queue, _)) = &self.queue else {
             return issue(&self.db, grant, answering).await;
         };
         let (code, request) = code_of(answering)?;
@@ -479,7 +487,7 @@ impl CodeWriter {
         R: FnOnce(&str, &str) -> bool,
         C: FnOnce(&str) -> Result<(), std::time::Duration>,
     {
-        let Some(queue) = &self.queue else {
+        let Some((queue, _)) = &self.queue else {
             return redeem(&self.db, code, client_id, proof, issuing, checks).await;
         };
         let claim = Claim {
