@@ -283,9 +283,14 @@ async fn answer_within(
     match tokio::time::timeout(limit, router.oneshot(Request::from_parts(parts, body))).await {
         Ok(answered) => answered,
         Err(_) => {
+            // A slow handler is this server's trouble, said; a body that
+            // did not arrive is the client's, and common (a slow-body
+            // attack would fill the log with it).
             let status = if arrived.load(Ordering::Acquire) {
+                tracing::warn!(%peer, ?limit, "a request was not answered in time (503)");
                 StatusCode::SERVICE_UNAVAILABLE
             } else {
+                tracing::debug!(%peer, ?limit, "a request's body did not arrive in time (408)");
                 StatusCode::REQUEST_TIMEOUT
             };
             let mut response = status.into_response();

@@ -98,10 +98,21 @@ fn route_label(path: Option<&MatchedPath>) -> metrics::SharedString {
 /// route's pattern (`/admin/users/{username}`, never the path itself), so
 /// the router's table is the one list of labels and their number stays
 /// bounded.
+///
+/// A request whose handler never finished (the listener's request timeout
+/// answered it, or its client went away) is counted too, with the status
+/// `cancelled`, and its time recorded: before, the slowest requests of an
+/// incident were the ones no dashboard saw.
 pub async fn track(request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let route = route_label(request.extensions().get::<MatchedPath>());
+    let mut unfinished = Unfinished {
+        started: Instant::now(),
+        route: Some(route_label(request.extensions().get::<MatchedPath>())),
+    };
     let response = next.run(request).await;
+    let route = unfinished
+        .route
+        .take()
+        .unwrap_or_else(|| metrics::SharedString::const_str("unmatched"));
     let status = response.status().as_u16().to_string();
     if let Some(FailureReason(code)) = response.extensions().get::<FailureReason>() {
         metrics::counter!("tessera_request_failures_total", "route" => route.clone(), "error" => *code)
@@ -110,6 +121,24 @@ pub async fn track(request: Request, next: Next) -> Response {
     metrics::counter!("tessera_http_requests_total", "route" => route.clone(), "status" => status)
         .increment(1);
     metrics::histogram!("tessera_http_request_duration_seconds", "route" => route)
-        .record(started.elapsed().as_secs_f64());
+        .record(unfinished.started.elapsed().as_secs_f64());
     response
+}
+
+/// A request being handled; dropped with its route still in it, it was
+/// never answered by its handler.
+struct Unfinished {
+    started: Instant,
+    route: Option<metrics::SharedString>,
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(route) = self.route.take() {
+            metrics::counter!("tessera_http_requests_total", "route" => route.clone(), "status" => "cancelled")
+                .increment(1);
+            metrics::histogram!("tessera_http_request_duration_seconds", "route" => route)
+                .record(self.started.elapsed().as_secs_f64());
+        }
+    }
 }

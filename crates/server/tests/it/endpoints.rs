@@ -969,7 +969,22 @@ async fn health_readiness_and_metrics(backend: Backend) {
         Some((&id, "wrong")),
     )
     .await;
+    // A request given up on before its handler answered (the listener's
+    // timeout, or its client gone): counted all the same.
+    let public = h.public_client("read").await;
+    h.user("alice", "correct horse", "read").await;
+    let given_up = tokio::time::timeout(
+        std::time::Duration::from_millis(5),
+        h.login(&public, "alice", "correct horse"),
+    )
+    .await;
+    assert!(given_up.is_err(), "the password was checked within 5 ms");
     let metrics = h.get("/metrics").await.text;
+    assert!(
+        metrics
+            .contains("tessera_http_requests_total{route=\"/oauth2/token\",status=\"cancelled\"}"),
+        "{metrics}"
+    );
     assert!(
         metrics.contains("tessera_tokens_issued_total{grant=\"client_credentials\"}"),
         "{metrics}"
