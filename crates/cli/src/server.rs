@@ -118,10 +118,7 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
     overrides.listen = args.listen;
     let mut config = Config::resolve(overrides)?;
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter(log_filter(std::env::var("TESSERA_LOG").ok().as_deref())?)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
@@ -141,6 +138,27 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(())
+}
+
+/// The log filter `TESSERA_LOG` says, or `info`. One that cannot be read
+/// is refused, rather than log at a level nobody chose: a syntax error fell
+/// back to `info` without a word, and a misspelt level (`warning`) is a
+/// target's name to `tracing`, which turned every log off, the lines of
+/// audit events that could not be written included.
+fn log_filter(value: Option<&str>) -> anyhow::Result<tracing_subscriber::EnvFilter> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    let Some(text) = value else {
+        return Ok(tracing_subscriber::EnvFilter::new("info"));
+    };
+    for directive in text.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        if !directive.contains('=') && !LEVELS.contains(&directive.to_ascii_lowercase().as_str()) {
+            anyhow::bail!(
+                "TESSERA_LOG: {directive:?} is not a level (trace, debug, info, warn, error, off); \
+                 a module's level is written module=level"
+            );
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(text).with_context(|| format!("TESSERA_LOG {text:?}"))
 }
 
 async fn shutdown_signal() {
@@ -799,4 +817,30 @@ fn require_database(config: &Config) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+
+    #[test]
+    fn a_log_filter_that_cannot_be_read_is_refused() {
+        for good in [
+            None,
+            Some("warn"),
+            Some("INFO"),
+            Some("info,tessera_server=debug"),
+            Some(""),
+        ] {
+            assert!(log_filter(good).is_ok(), "{good:?}");
+        }
+        for (bad, said) in [
+            ("warning", "not a level"),
+            ("info,debugg", "not a level"),
+            ("tessera_server=loud", "TESSERA_LOG"),
+        ] {
+            let err = format!("{:#}", log_filter(Some(bad)).unwrap_err());
+            assert!(err.contains(said), "{bad}: {err}");
+        }
+    }
 }

@@ -538,15 +538,22 @@ impl Config {
             master_key,
             access_ttl,
             max_access_ttl,
-            refresh_ttl: duration(
+            // 0 would make every refresh token dead on issue.
+            refresh_ttl: positive(
+                duration(
+                    "tokens.refresh_ttl",
+                    t.refresh_ttl.as_deref(),
+                    Duration::from_secs(14 * DAY),
+                )?,
                 "tokens.refresh_ttl",
-                t.refresh_ttl.as_deref(),
-                Duration::from_secs(14 * DAY),
             )?,
-            session_max: duration(
+            session_max: positive(
+                duration(
+                    "tokens.session_max",
+                    t.session_max.as_deref(),
+                    Duration::from_secs(90 * DAY),
+                )?,
                 "tokens.session_max",
-                t.session_max.as_deref(),
-                Duration::from_secs(90 * DAY),
             )?,
             refresh_grace: duration(
                 "tokens.refresh_grace",
@@ -983,6 +990,13 @@ mod tests {
             // Whole seconds: a token of 500 ms would expire as issued.
             ("[tokens]\naccess_ttl = \"500ms\"\n", "tokens.access_ttl"),
             ("[logins]\nwindow = \"0s\"\n", "logins.window"),
+            // Every refresh token dead on issue.
+            ("[tokens]\nrefresh_ttl = \"0s\"\n", "tokens.refresh_ttl"),
+            ("[tokens]\nsession_max = \"0s\"\n", "tokens.session_max"),
+            (
+                "[http]\nshutdown_delay = \"500ms\"\n",
+                "http.shutdown_delay",
+            ),
             ("max_connections = 0\n", "max_connections"),
             ("[sessions]\nidle = \"30s\"\n", "sessions.idle"),
             // The error says where, without quoting the line: here a

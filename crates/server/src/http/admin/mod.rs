@@ -90,7 +90,14 @@ pub fn routes(app: &App) -> Router<Arc<App>> {
 /// debug (scanners find every path).
 async fn refusals_said(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let presented = request.headers().contains_key(header::AUTHORIZATION);
-    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    // A request's path may be 64 KiB long: the log gets its first 200
+    // bytes, not as much as anyone cares to send per line.
+    let method = request.method().clone();
+    let path = request.uri().path();
+    let path = match path.char_indices().nth(200) {
+        Some((end, _)) => format!("{}…", &path[..end]),
+        None => path.to_owned(),
+    };
     let peer = request
         .extensions()
         .get::<super::client_address::ClientAddress>()
