@@ -27,7 +27,7 @@ pub enum TokenCommand {
     /// Verify a token; prints its claims as JSON, or why it is invalid (exit 1).
     #[command(after_help = "Examples:\n  \
         tessera token verify --key public.jwk --iss https://auth.example.com --aud api < token.txt\n  \
-        echo \"$TOKEN\" | tessera token verify --jwks jwks.json --typ at+jwt --require scope")]
+        echo \"$TOKEN\" | tessera token verify --jwks jwks.json --iss https://auth.example.com --any-aud --typ at+jwt --require scope")]
     Verify(VerifyArgs),
     /// Show a token's header and claims WITHOUT verifying anything.
     #[command(
@@ -96,6 +96,8 @@ pub struct SignArgs {
 
 #[derive(Args)]
 #[command(group(ArgGroup::new("verifier").required(true).args(["key", "jwks", "jwks_url", "secret_file", "secret_env"])))]
+#[command(group(ArgGroup::new("issuer").required(true).args(["iss", "any_iss"])))]
+#[command(group(ArgGroup::new("audience").required(true).args(["aud", "any_aud"])))]
 pub struct VerifyArgs {
     /// The token; `-` or nothing for standard input (better: an argument
     /// shows in the process list).
@@ -119,12 +121,21 @@ pub struct VerifyArgs {
     /// Accept only these algorithms. Repeatable.
     #[arg(long, value_parser = parse_alg)]
     alg: Vec<Algorithm>,
-    /// Required issuer (`iss`); repeat to accept several.
+    /// Required issuer (`iss`); repeat to accept several. This or
+    /// --any-iss: a token from the same keys' issuer for another purpose
+    /// must not pass unnoticed.
     #[arg(long)]
     iss: Vec<String>,
+    /// Accept any issuer (say so: there is no default).
+    #[arg(long)]
+    any_iss: bool,
     /// Required audience (`aud` must contain one of these); repeatable.
+    /// This or --any-aud: a token for another API must not pass unnoticed.
     #[arg(long)]
     aud: Vec<String>,
+    /// Accept any audience (say so: there is no default).
+    #[arg(long)]
+    any_aud: bool,
     /// Required subject (`sub`).
     #[arg(long)]
     sub: Option<String>,
@@ -276,12 +287,13 @@ fn sign(args: SignArgs) -> Result<(), Failure> {
 fn verify(args: &VerifyArgs) -> Result<(), Failure> {
     let token = read_token(args.token.as_deref())?;
     let mut validation = Validation::new();
-    validation = if args.iss.is_empty() {
+    // Any only when told (clap requires one of each pair).
+    validation = if args.any_iss {
         validation.any_issuer()
     } else {
         args.iss.iter().fold(validation, |v, iss| v.issuer(iss))
     };
-    validation = if args.aud.is_empty() {
+    validation = if args.any_aud {
         validation.any_audience()
     } else {
         args.aud.iter().fold(validation, |v, aud| v.audience(aud))

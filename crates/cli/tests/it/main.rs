@@ -93,7 +93,11 @@ fn every_algorithm_generates_signs_and_verifies() {
             None,
         );
         assert_eq!(token.matches('.').count(), 2);
-        let claims = json(&ok(d, &["token", "verify", "--key", &key], Some(&token)));
+        let claims = json(&ok(
+            d,
+            &["token", "verify", "--any-iss", "--any-aud", "--key", &key],
+            Some(&token),
+        ));
         assert_eq!(claims["sub"], "alice", "{alg}");
         if !alg.starts_with("HS") {
             let public = ok(d, &["key", "public", &key], None);
@@ -104,7 +108,15 @@ fn every_algorithm_generates_signs_and_verifies() {
             std::fs::write(d.join("public.jwk"), &public).unwrap();
             let claims = json(&ok(
                 d,
-                &["token", "verify", "--key", "public.jwk", token.trim()],
+                &[
+                    "token",
+                    "verify",
+                    "--any-iss",
+                    "--any-aud",
+                    "--key",
+                    "public.jwk",
+                    token.trim(),
+                ],
                 None,
             ));
             assert_eq!(claims["sub"], "alice");
@@ -114,7 +126,16 @@ fn every_algorithm_generates_signs_and_verifies() {
             std::fs::write(d.join("public.pem"), &pem).unwrap();
             ok(
                 d,
-                &["token", "verify", "--key", "public.pem", "--alg", alg],
+                &[
+                    "token",
+                    "verify",
+                    "--any-iss",
+                    "--any-aud",
+                    "--key",
+                    "public.pem",
+                    "--alg",
+                    alg,
+                ],
                 Some(&token),
             );
         } else {
@@ -186,7 +207,18 @@ fn jwks_chooses_the_key_by_kid() {
     std::fs::write(d.join("jwks.json"), &jwks).unwrap();
     for key in ["a.jwk", "b.jwk", "r.jwk"] {
         let token = ok(d, &["token", "sign", "--key", key, "--exp", "5m"], None);
-        ok(d, &["token", "verify", "--jwks", "jwks.json"], Some(&token));
+        ok(
+            d,
+            &[
+                "token",
+                "verify",
+                "--any-iss",
+                "--any-aud",
+                "--jwks",
+                "jwks.json",
+            ],
+            Some(&token),
+        );
     }
     // A stranger's key claiming kid "b" does not get in.
     generate(d, "ES256", "evil.jwk", Some("b"));
@@ -197,7 +229,14 @@ fn jwks_chooses_the_key_by_kid() {
     );
     fails(
         d,
-        &["token", "verify", "--jwks", "jwks.json"],
+        &[
+            "token",
+            "verify",
+            "--any-iss",
+            "--any-aud",
+            "--jwks",
+            "jwks.json",
+        ],
         Some(&forged),
         1,
         "invalid signature",
@@ -211,7 +250,14 @@ fn jwks_chooses_the_key_by_kid() {
     );
     fails(
         d,
-        &["token", "verify", "--jwks", "jwks.json"],
+        &[
+            "token",
+            "verify",
+            "--any-iss",
+            "--any-aud",
+            "--jwks",
+            "jwks.json",
+        ],
         Some(&unknown),
         1,
         "no key matches kid \"zzz\"",
@@ -283,14 +329,28 @@ fn jwks_url_is_fetched_and_failures_exit_2() {
     let url = serve_once(jwks, "200 OK");
     let claims = json(&ok(
         d,
-        &["token", "verify", "--jwks-url", &url],
+        &[
+            "token",
+            "verify",
+            "--any-iss",
+            "--any-aud",
+            "--jwks-url",
+            &url,
+        ],
         Some(&token),
     ));
     assert_eq!(claims["sub"], "carol");
     let url = serve_once("{}".to_owned(), "404 Not Found");
     fails(
         d,
-        &["token", "verify", "--jwks-url", &url],
+        &[
+            "token",
+            "verify",
+            "--any-iss",
+            "--any-aud",
+            "--jwks-url",
+            &url,
+        ],
         Some(&token),
         2,
         "fetching",
@@ -298,7 +358,14 @@ fn jwks_url_is_fetched_and_failures_exit_2() {
     let url = serve_once("not json".to_owned(), "200 OK");
     fails(
         d,
-        &["token", "verify", "--jwks-url", &url],
+        &[
+            "token",
+            "verify",
+            "--any-iss",
+            "--any-aud",
+            "--jwks-url",
+            &url,
+        ],
         Some(&token),
         2,
         "reading the JWK set at",
@@ -308,6 +375,8 @@ fn jwks_url_is_fetched_and_failures_exit_2() {
         &[
             "token",
             "verify",
+            "--any-iss",
+            "--any-aud",
             "--jwks-url",
             "http://127.0.0.1:1/jwks.json",
         ],
@@ -320,7 +389,14 @@ fn jwks_url_is_fetched_and_failures_exit_2() {
     let plain = serve_once("{}".to_owned(), "200 OK").replace("http://", "https://");
     fails(
         d,
-        &["token", "verify", "--jwks-url", &plain],
+        &[
+            "token",
+            "verify",
+            "--any-iss",
+            "--any-aud",
+            "--jwks-url",
+            &plain,
+        ],
         Some(&token),
         2,
         "fetching",
@@ -389,7 +465,25 @@ fn invalid_tokens_exit_1_and_say_why() {
     ] {
         let mut args = vec!["token", "verify", "--key", "k.jwk"];
         args.extend_from_slice(extra);
+        for (given, any) in [("--iss", "--any-iss"), ("--aud", "--any-aud")] {
+            if !extra.contains(&given) {
+                args.push(any);
+            }
+        }
         fails(d, &args, Some(&good), 1, reason);
+    }
+    // An issuer or audience not named is refused, not taken as any: a
+    // token of the same keys for another API passed unnoticed.
+    for (missing, named) in [
+        ("--iss", ["--aud", "api"]),
+        ("--aud", ["--iss", "https://issuer"]),
+    ] {
+        let mut args = vec!["token", "verify", "--key", "k.jwk"];
+        args.extend_from_slice(&named);
+        let run = tessera(d, &args, Some(&good));
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+        assert!(run.stderr.contains(missing), "{args:?}: {}", run.stderr);
+        assert!(run.stdout.is_empty(), "{}", run.stdout);
     }
     let mut tampered = good.trim().to_owned();
     let mid = tampered.find('.').unwrap() + 5;
@@ -403,7 +497,14 @@ fn invalid_tokens_exit_1_and_say_why() {
     generate(d, "ES256", "other.jwk", None);
     fails(
         d,
-        &["token", "verify", "--key", "other.jwk"],
+        &[
+            "token",
+            "verify",
+            "--any-iss",
+            "--any-aud",
+            "--key",
+            "other.jwk",
+        ],
         Some(&good),
         1,
         "invalid signature",
@@ -430,14 +531,28 @@ fn invalid_tokens_exit_1_and_say_why() {
     );
     fails(
         d,
-        &["token", "verify", "--key", "pub.jwk"],
+        &[
+            "token",
+            "verify",
+            "--any-iss",
+            "--any-aud",
+            "--key",
+            "pub.jwk",
+        ],
         Some(&hs),
         1,
         "signed with HS256 but the key is for ES256",
     );
     fails(
         d,
-        &["token", "verify", "--key", "k.jwk"],
+        &[
+            "token",
+            "verify",
+            "--any-iss",
+            "--any-aud",
+            "--key",
+            "k.jwk",
+        ],
         Some("not.a.token"),
         1,
         "invalid token",
@@ -476,6 +591,8 @@ fn secrets_come_from_files_or_the_environment() {
         &[
             "token",
             "verify",
+            "--any-iss",
+            "--any-aud",
             "--secret-file",
             "s.txt",
             "--alg",
@@ -486,14 +603,28 @@ fn secrets_come_from_files_or_the_environment() {
     assert_eq!(claims["sub"], "bob");
     fails(
         d,
-        &["token", "verify", "--secret-file", "s.txt"],
+        &[
+            "token",
+            "verify",
+            "--any-iss",
+            "--any-aud",
+            "--secret-file",
+            "s.txt",
+        ],
         Some(&token),
         1,
         "signed with HS384 but the key is for HS256",
     );
     fails(
         d,
-        &["token", "verify", "--secret-env", "JWT_SECRET"],
+        &[
+            "token",
+            "verify",
+            "--any-iss",
+            "--any-aud",
+            "--secret-env",
+            "JWT_SECRET",
+        ],
         Some(&token),
         2,
         "JWT_SECRET is not set",
@@ -540,7 +671,16 @@ fn bad_input_exits_2_with_one_line() {
             "key decides",
         ),
         (
-            &["token", "verify", "--key", "r.jwk", "--leeway", "1h"],
+            &[
+                "token",
+                "verify",
+                "--any-iss",
+                "--any-aud",
+                "--key",
+                "r.jwk",
+                "--leeway",
+                "1h",
+            ],
             Some("x"),
             "over the maximum of 300s",
         ),
@@ -555,7 +695,11 @@ fn bad_input_exits_2_with_one_line() {
     );
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("unknown algorithm"), "{}", run.stderr);
-    let run = tessera(d, &["token", "verify"], Some("x.y.z"));
+    let run = tessera(
+        d,
+        &["token", "verify", "--any-iss", "--any-aud"],
+        Some("x.y.z"),
+    );
     assert_eq!(run.code, 2, "a key source is required");
     // PEM private keys sign with --alg and convert back to the same public key.
     let token = ok(
@@ -565,7 +709,18 @@ fn bad_input_exits_2_with_one_line() {
         ],
         None,
     );
-    ok(d, &["token", "verify", "--key", "r.jwk"], Some(&token));
+    ok(
+        d,
+        &[
+            "token",
+            "verify",
+            "--any-iss",
+            "--any-aud",
+            "--key",
+            "r.jwk",
+        ],
+        Some(&token),
+    );
     let back = json(&ok(
         d,
         &["key", "convert", "--to", "jwk", "--alg", "RS256", "r.pem"],
@@ -712,13 +867,35 @@ fn a_published_key_verifies_what_its_private_key_signed() {
         None,
     );
     std::fs::write(d.join("set.json"), ok(d, &["jwks", "ops.jwk"], None)).unwrap();
-    ok(d, &["token", "verify", "--jwks", "set.json"], Some(&token));
+    ok(
+        d,
+        &[
+            "token",
+            "verify",
+            "--any-iss",
+            "--any-aud",
+            "--jwks",
+            "set.json",
+        ],
+        Some(&token),
+    );
     std::fs::write(
         d.join("pub.jwk"),
         ok(d, &["key", "public", "ops.jwk"], None),
     )
     .unwrap();
-    ok(d, &["token", "verify", "--key", "pub.jwk"], Some(&token));
+    ok(
+        d,
+        &[
+            "token",
+            "verify",
+            "--any-iss",
+            "--any-aud",
+            "--key",
+            "pub.jwk",
+        ],
+        Some(&token),
+    );
 }
 
 #[test]
@@ -733,7 +910,14 @@ fn jwks_urls_are_https_unless_on_this_machine() {
     ] {
         fails(
             d,
-            &["token", "verify", "--jwks-url", url],
+            &[
+                "token",
+                "verify",
+                "--any-iss",
+                "--any-aud",
+                "--jwks-url",
+                url,
+            ],
             Some("x.y.z"),
             2,
             "https",
@@ -749,7 +933,14 @@ fn inputs_are_bounded() {
     let huge = "a".repeat(2 << 20);
     fails(
         d,
-        &["token", "verify", "--key", "k.jwk"],
+        &[
+            "token",
+            "verify",
+            "--any-iss",
+            "--any-aud",
+            "--key",
+            "k.jwk",
+        ],
         Some(&huge),
         2,
         "more than",
@@ -757,7 +948,14 @@ fn inputs_are_bounded() {
     std::fs::write(d.join("big.json"), &huge).unwrap();
     fails(
         d,
-        &["token", "verify", "--jwks", "big.json"],
+        &[
+            "token",
+            "verify",
+            "--any-iss",
+            "--any-aud",
+            "--jwks",
+            "big.json",
+        ],
         Some("x.y.z"),
         2,
         "more than",
