@@ -321,12 +321,20 @@ fn verify(args: &VerifyArgs) -> Result<(), Failure> {
         (Some(path), _) => Some((
             input::read_file(path)?,
             format!("the JWK set in {}", path.display()),
+            false,
         )),
-        (None, Some(url)) => Some((fetch(url)?, format!("the JWK set at {url}"))),
+        (None, Some(url)) => Some((fetch(url)?, format!("the JWK set at {url}"), true)),
         (None, None) => None,
     };
-    let verified = if let Some((text, origin)) = jwks {
+    let verified = if let Some((text, origin, published)) = jwks {
         let set = JwkSet::from_json(&text).with_context(|| format!("reading {origin}"))?;
+        // A published set (an issuer's) with a secret in it: anyone could
+        // have signed the token. A file of the operator's own may hold an
+        // HMAC key.
+        if published {
+            set.check_published()
+                .with_context(|| format!("refusing {origin}"))?;
+        }
         let keys = KeySet::from_jwks_allowing(&set, &args.alg)?;
         jwt::verify::<Value>(&token, &keys, &validation)
     } else {

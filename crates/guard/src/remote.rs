@@ -413,21 +413,9 @@ impl RemoteJwks {
         // On failure the next attempt asks the metadata again (`refresh`).
         let (set, body, age) = fetched?;
         // A key set anyone can fetch holding a secret key lets anyone sign
-        // tokens under it: an issuer misconfigured that way is refused
-        // whole, not trusted in part.
-        if set.keys.iter().any(|k| k.kty == "oct") {
-            return Err(FetchError(format!(
-                "{url}: the key set publishes a symmetric (oct) key, which anyone who reads it \
-                 could sign with; refused"
-            )));
-        }
-        if let Some(key) = set.keys.iter().find(|k| k.is_private()) {
-            return Err(FetchError(format!(
-                "{url}: the key set publishes a private key (kid {:?}), which anyone who reads \
-                 it could sign with; refused",
-                key.kid.as_deref().unwrap_or("")
-            )));
-        }
+        // tokens under it: refused whole.
+        set.check_published()
+            .map_err(|e| FetchError(format!("{url}: {e}; refused")))?;
         let keys = KeySet::from_jwks_allowing(&set, &self.without_alg)
             .map_err(|e| FetchError(format!("{url}: {e}")))?;
         Ok((keys, body, age))

@@ -340,6 +340,44 @@ fn jwks_url_is_fetched_and_failures_exit_2() {
         Some(&token),
     ));
     assert_eq!(claims["sub"], "carol");
+    // A published set with a secret in it: anyone could have signed. An
+    // HMAC key (the token is signed with it), then the private key itself.
+    generate(d, "HS256", "hs.jwk", Some("remote"));
+    let hs_token = ok(
+        d,
+        &[
+            "token", "sign", "--key", "hs.jwk", "--sub", "mallory", "--exp", "5m",
+        ],
+        None,
+    );
+    let secret_set = format!(
+        "{{\"keys\":[{}]}}",
+        std::fs::read_to_string(d.join("hs.jwk")).unwrap().trim()
+    );
+    let private_set = format!(
+        "{{\"keys\":[{}]}}",
+        std::fs::read_to_string(d.join("k.jwk")).unwrap().trim()
+    );
+    for (set, signed, why) in [
+        (secret_set, &hs_token, "symmetric (oct) key"),
+        (private_set, &token, "private key"),
+    ] {
+        let url = serve_once(set, "200 OK");
+        fails(
+            d,
+            &[
+                "token",
+                "verify",
+                "--any-iss",
+                "--any-aud",
+                "--jwks-url",
+                &url,
+            ],
+            Some(signed),
+            2,
+            why,
+        );
+    }
     let url = serve_once("{}".to_owned(), "404 Not Found");
     fails(
         d,

@@ -103,7 +103,9 @@ impl SigningKey {
     }
 
     /// Set the key id to the RFC 7638 thumbprint of the public key (of the
-    /// secret, for HMAC keys).
+    /// secret, for HMAC keys). For HMAC, only with a random secret: the
+    /// thumbprint is a fast hash of the secret, and goes in every token's
+    /// header, so a secret someone chose could be guessed from it offline.
     pub fn with_thumbprint_kid(self) -> Result<SigningKey, Error> {
         let kid = thumbprint(&self.to_jwk_inner(true)?)?;
         Ok(self.with_kid(kid))

@@ -59,6 +59,32 @@ impl JwkSet {
         }
     }
 
+    /// Refuse a set meant to be public (fetched from an issuer's
+    /// `jwks_uri`) that holds a secret: a symmetric (`oct`) key or a
+    /// private key, either of which anyone who reads the set could sign
+    /// tokens with. Call it on every key set fetched from elsewhere before
+    /// trusting any key in it: an issuer misconfigured that way is
+    /// refused whole, not trusted in part.
+    pub fn check_published(&self) -> Result<(), Error> {
+        if self.keys.iter().any(|k| k.kty == "oct") {
+            return Err(Error::InvalidKey {
+                reason: "the key set publishes a symmetric (oct) key, which anyone who reads it \
+                         could sign with"
+                    .into(),
+            });
+        }
+        if let Some(key) = self.keys.iter().find(|k| k.is_private()) {
+            return Err(Error::InvalidKey {
+                reason: format!(
+                    "the key set publishes a private key (kid {:?}), which anyone who reads it \
+                     could sign with",
+                    key.kid.as_deref().unwrap_or("")
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// Parse `{"keys":[…]}` strictly. The document itself must be sound;
     /// keys that are not usable JWKs are skipped and reported.
     pub fn from_json(text: &str) -> Result<JwkSet, Error> {

@@ -413,7 +413,9 @@ impl Verified {
     }
 }
 
-/// Parse and verify a compact JWS in one call.
+/// Parse and verify a compact JWS in one call: the signature only. Nothing
+/// of the payload is checked (not `exp`, not `iss`, not `aud`): for a JWT,
+/// use [`crate::jwt::verify`], which checks its claims too.
 pub fn verify<K: KeySource + ?Sized>(
     token: &str,
     keys: &K,
