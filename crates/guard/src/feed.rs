@@ -27,7 +27,10 @@
 //! an API that refuses every request whenever the authorization server is
 //! away has given up what self-contained tokens are for; access tokens
 //! still expire within minutes. [`WhenUnreachable::Refuse`] is there for
-//! APIs where a revoked token must never work past the bound.
+//! APIs where a revoked token must never work past the bound. A feed that
+//! has never been read (a wrong client secret or scope, a wrong issuer)
+//! knows no revocation to keep enforcing: past the bound from its start,
+//! every token is refused with 503 under either policy.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, RwLock};
@@ -215,7 +218,13 @@ impl RevocationFeed {
             LOST => shared.lost_for() <= shared.bound,
             _ => false,
         };
-        if !trusted && shared.policy == WhenUnreachable::Refuse {
+        // A feed never synchronized enforces nothing: past the bound that
+        // is refused whatever the policy (a wrong secret or scope would
+        // otherwise let every revoked token through for good, quietly),
+        // as `KeepServing` serves with the revocations it knows, and it
+        // knows none.
+        let never_past_bound = state == NEVER && shared.epoch.elapsed() > shared.bound;
+        if (!trusted && shared.policy == WhenUnreachable::Refuse) || never_past_bound {
             return Err(Rejection::RevocationsUnavailable);
         }
         // A token found clean against this very set is clean still: the

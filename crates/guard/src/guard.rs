@@ -399,7 +399,12 @@ impl GuardBuilder {
         self
     }
 
-    /// Require this `typ` instead of `at+jwt` (`None`: any).
+    /// Require this `typ` instead of `at+jwt` (`None`: any). Without
+    /// `at+jwt`, an ID token or a logout token of the same issuer and
+    /// audience (an app and its API registered as one client) would pass
+    /// as an access token: tokens that show they are one (`nonce`,
+    /// `at_hash`, `c_hash` or `events` among their claims, or Keycloak's
+    /// `typ` claim `ID`, `Logout`, `Refresh` or `Offline`) are refused.
     #[must_use]
     pub fn typ(mut self, typ: Option<&str>) -> GuardBuilder {
         self.typ = typ.map(str::to_owned);
@@ -465,8 +470,9 @@ impl GuardBuilder {
             Some(audience) => validation.audience(audience),
             None => validation.any_audience(),
         };
-        if let Some(typ) = self.typ {
-            validation = validation.typ(typ);
+        match self.typ {
+            Some(typ) => validation = validation.typ(typ),
+            None => validation = validation.check("an access token", not_another_kind),
         }
         if let Some(algs) = self.algorithms {
             validation = validation.algorithms(algs);
@@ -498,5 +504,27 @@ impl GuardBuilder {
                 resource_metadata: self.resource_metadata.map(Into::into),
             }),
         })
+    }
+}
+
+/// Without `at+jwt` required, refuse the tokens of other kinds that carry
+/// the same issuer and audience: ID tokens (`nonce`, `at_hash`, `c_hash`),
+/// logout tokens (`events`), and Keycloak's by its `typ` claim.
+fn not_another_kind(claims: &serde_json::Map<String, serde_json::Value>) -> Result<(), String> {
+    for (claim, kind) in [
+        ("nonce", "an ID token"),
+        ("at_hash", "an ID token"),
+        ("c_hash", "an ID token"),
+        ("events", "a logout token"),
+    ] {
+        if claims.contains_key(claim) {
+            return Err(format!("it has {claim:?}: {kind}, not an access token"));
+        }
+    }
+    match claims.get("typ").and_then(|t| t.as_str()) {
+        Some(kind @ ("ID" | "Logout" | "Refresh" | "Offline")) => {
+            Err(format!("its typ claim is {kind:?}, not an access token"))
+        }
+        _ => Ok(()),
     }
 }

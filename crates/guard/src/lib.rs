@@ -39,7 +39,12 @@
 //! - `typ`: Keycloak, Microsoft Entra ID, Auth0 and Okta write `JWT` (or
 //!   nothing), not `at+jwt`. Accept them with
 //!   [`GuardBuilder::typ`]`(None)`; the issuer, audience, signature and
-//!   expiry are checked all the same.
+//!   expiry are checked all the same, and a token that shows it is an ID
+//!   or logout token (`nonce`, `at_hash`, `events`, Keycloak's `typ`
+//!   claim) is refused. Other kinds such issuers mint with the same
+//!   `typ`, issuer and audience and none of those marks would pass: give
+//!   the API an audience of its own, or require a scope
+//!   ([`RequireScope`]).
 //! - Scopes: read from `scope`, or, when a token has none, from `scp`
 //!   (Entra ID writes a string, Okta an array); either may be a
 //!   space-separated string or an array of strings.

@@ -555,6 +555,24 @@ async fn an_unreachable_feed_follows_the_stated_policy() {
     );
     serving.verify(&t).await.unwrap();
     assert_eq!(serving.revocations().unwrap().status().stale_for, None);
+    // Never reached past the bound: refused under the default policy too.
+    // It knows no revocation to go on enforcing (a wrong secret or scope
+    // would otherwise let every revoked token through, for good).
+    let never = guard(
+        &issuer,
+        &key,
+        feed(&issuer)
+            .first_sync_wait(Duration::from_millis(200))
+            .unreachable_after(Duration::from_secs(1))
+            .start()
+            .unwrap(),
+    );
+    never.verify(&t).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        never.verify(&t).await.unwrap_err(),
+        Rejection::RevocationsUnavailable
+    );
     // Refusing: a guard that never synchronized refuses at once.
     let strict = guard(
         &issuer,

@@ -398,6 +398,41 @@ async fn custom_claims_and_configuration() {
         guard.verify(&plain_jwt).await.is_err(),
         "at+jwt is required by default"
     );
+    // Without at+jwt, tokens that show they are of another kind, with the
+    // same issuer and audience (an app and its API as one client), are
+    // refused: ID tokens, logout tokens, Keycloak's by its typ claim.
+    for (member, value) in [
+        ("nonce", json!("n-1")),
+        ("at_hash", json!("x")),
+        ("c_hash", json!("x")),
+        (
+            "events",
+            json!({"http://schemas.openid.net/event/backchannel-logout": {}}),
+        ),
+        ("typ", json!("ID")),
+        ("typ", json!("Refresh")),
+    ] {
+        let other = Claims::with_custom(json!({ "client_id": "web", member: value }))
+            .issuer(ISS)
+            .subject("alice")
+            .audience(AUD)
+            .issued_at(NumericDate::now())
+            .expires_at(NumericDate::now().plus(Duration::from_secs(300)));
+        let token = jwt::sign(&other, &key).unwrap();
+        assert!(
+            any_typ.verify(&token).await.is_err(),
+            "a token with {member} passed as an access token"
+        );
+    }
+    // Keycloak's access tokens say typ Bearer: served.
+    let bearer = Claims::with_custom(json!({ "client_id": "web", "typ": "Bearer" }))
+        .issuer(ISS)
+        .subject("alice")
+        .audience(AUD)
+        .issued_at(NumericDate::now())
+        .expires_at(NumericDate::now().plus(Duration::from_secs(300)));
+    let token = jwt::sign(&bearer, &key).unwrap();
+    assert!(any_typ.verify(&token).await.is_ok());
 }
 
 /// A key provider (here a closure over a key ring that rotates), an
