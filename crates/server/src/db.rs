@@ -950,7 +950,51 @@ mod tests {
 
     use sqlx::postgres::PgConnectOptions;
 
-    use super::{owner_only, redact_url};
+    use super::{owner_only, redact_url, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
+
+    /// Every migration's text is the one applied: an edit, even of a
+    /// comment, makes sqlx refuse every start on a database that applied
+    /// the text before (DEVELOPERS.md). A new migration adds its line to
+    /// `migrations/checksums.txt`.
+    #[test]
+    fn migrations_are_never_edited() {
+        let pinned = include_str!("../migrations/checksums.txt");
+        let pinned: std::collections::BTreeSet<(String, i64, String)> = pinned
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .map(|l| {
+                let mut words = l.split_whitespace();
+                let backend = words.next().unwrap().to_owned();
+                let version = words.next().unwrap().parse().unwrap();
+                (backend, version, words.next().unwrap().to_owned())
+            })
+            .collect();
+        let mut missing = Vec::new();
+        for (backend, migrator) in [
+            ("sqlite", &SQLITE_MIGRATIONS),
+            ("postgres", &POSTGRES_MIGRATIONS),
+        ] {
+            for m in migrator.iter() {
+                let hex: String = m.checksum.iter().map(|b| format!("{b:02x}")).collect();
+                let line = (backend.to_owned(), m.version, hex);
+                if !pinned.contains(&line) {
+                    missing.push(format!("{} {:04} {}", line.0, line.1, line.2));
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "migrations edited, or new ones not in migrations/checksums.txt (a new one adds its \
+             line; an applied one is never edited):\n{}",
+            missing.join("\n")
+        );
+        let count = SQLITE_MIGRATIONS.iter().count() + POSTGRES_MIGRATIONS.iter().count();
+        assert_eq!(
+            pinned.len(),
+            count,
+            "checksums.txt names migrations that are gone"
+        );
+    }
 
     /// Writes grouped in one transaction, some of which fail: every write
     /// answered Ok is in the database, none answered with an error is.
