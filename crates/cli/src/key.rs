@@ -151,9 +151,25 @@ fn generate(
     let text = key.to_jwk()?.to_json_pretty() + "\n";
     match output {
         Some(path) => input::write_private(&path, &text)?,
-        None => out_raw!("{text}"),
+        None => {
+            warn_private_to_stdout();
+            out_raw!("{text}")
+        }
     }
     Ok(())
+}
+
+/// A private key about to go to standard output: when that is not a
+/// terminal, it is most likely a file made with the shell's umask, often
+/// readable by every user; `-o` makes it with mode 0600.
+fn warn_private_to_stdout() {
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() {
+        eprintln!(
+            "warning: a private key goes to standard output; a file it is redirected to gets \
+             your umask's mode (often readable by all): -o FILE writes it with mode 0600"
+        );
+    }
 }
 
 fn read_jwk(file: Option<&str>) -> anyhow::Result<Jwk> {
@@ -179,14 +195,19 @@ fn convert(
     output: Option<PathBuf>,
 ) -> Result<(), Failure> {
     let text = input::read_source(file)?;
+    let mut private = false;
     let converted = match (input::parse_key(&text)?, to) {
-        (KeyFile::Jwk(jwk), Format::Jwk) => Zeroizing::new(jwk.to_json_pretty() + "\n"),
+        (KeyFile::Jwk(jwk), Format::Jwk) => {
+            private = jwk.is_private();
+            Zeroizing::new(jwk.to_json_pretty() + "\n")
+        }
         (KeyFile::Jwk(jwk), Format::Pem) => {
             let alg = match alg {
                 Some(alg) => alg,
                 None => jwk.algorithm()?,
             };
             if jwk.is_private() {
+                private = true;
                 jwk.to_signing_key_for(alg)?.to_pkcs8_pem()?
             } else {
                 Zeroizing::new(jwk.to_verifying_key_for(alg)?.to_public_pem()?)
@@ -194,6 +215,7 @@ fn convert(
         }
         (KeyFile::Pem(pem), to) => {
             let is_private = pem.contains("PRIVATE KEY-----");
+            private = is_private;
             match (is_private, to) {
                 (true, Format::Jwk) => {
                     let key = pem_signing_key(&pem, alg)?.with_thumbprint_kid()?;
@@ -213,7 +235,12 @@ fn convert(
     };
     match output {
         Some(path) => input::write_private(&path, &converted)?,
-        None => out_raw!("{}", *converted),
+        None => {
+            if private {
+                warn_private_to_stdout();
+            }
+            out_raw!("{}", *converted)
+        }
     }
     Ok(())
 }

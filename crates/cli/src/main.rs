@@ -55,8 +55,8 @@ use clap::{Parser, Subcommand};
 )]
 #[command(
     after_help = "Example:\n  tessera key generate --alg ES256 -o signing.jwk\n  \
-    tessera token sign --key signing.jwk --sub alice --exp 15m > token.txt\n  \
-    tessera token verify --key signing.jwk < token.txt"
+    tessera token sign --key signing.jwk --iss https://auth.example.com --aud api --sub alice --exp 15m > token.txt\n  \
+    tessera token verify --key signing.jwk --iss https://auth.example.com --aud api < token.txt"
 )]
 struct Cli {
     #[command(subcommand)]

@@ -336,7 +336,29 @@ fn verify(args: &VerifyArgs) -> Result<(), Failure> {
                 .with_context(|| format!("refusing {origin}"))?;
         }
         let keys = KeySet::from_jwks_allowing(&set, &args.alg)?;
-        jwt::verify::<Value>(&token, &keys, &validation)
+        match jwt::verify::<Value>(&token, &keys, &validation) {
+            // No key for it, but the set had keys it could not use (an
+            // RSA key published without `alg`): the set or the arguments
+            // are the trouble, not the token (exit 2), and why is said.
+            Err(e @ tessera_jose::Error::NoMatchingKey { .. }) if !keys.skipped().is_empty() => {
+                let skipped: Vec<String> = keys
+                    .skipped()
+                    .iter()
+                    .map(|k| {
+                        format!(
+                            "kid {:?} ({}): {}",
+                            k.kid.as_deref().unwrap_or(""),
+                            k.kty.as_deref().unwrap_or("?"),
+                            k.reason
+                        )
+                    })
+                    .collect();
+                return Err(
+                    anyhow!("{e}; keys of {origin} not used: {}", skipped.join("; ")).into(),
+                );
+            }
+            verified => verified,
+        }
     } else {
         let key = match &args.key {
             Some(path) => input::verifying_key(path, &args.alg)?,

@@ -378,6 +378,42 @@ fn jwks_url_is_fetched_and_failures_exit_2() {
             why,
         );
     }
+    // An RSA key published without `alg` (as Entra ID does) is not used
+    // unless --alg says which: no key for the token is the set's or the
+    // arguments' trouble (exit 2, saying why), not the token's.
+    generate(d, "RS256", "rsa.jwk", Some("no-alg"));
+    let rsa_token = ok(
+        d,
+        &[
+            "token", "sign", "--key", "rsa.jwk", "--sub", "dave", "--exp", "5m",
+        ],
+        None,
+    );
+    let mut public = json(&ok(d, &["jwks", "rsa.jwk"], None));
+    public["keys"][0].as_object_mut().unwrap().remove("alg");
+    let verify = |url: &str, alg: Option<&str>| {
+        let mut args = vec![
+            "token",
+            "verify",
+            "--any-iss",
+            "--any-aud",
+            "--jwks-url",
+            url,
+        ];
+        if let Some(alg) = alg {
+            args.extend(["--alg", alg]);
+        }
+        tessera(d, &args, Some(&rsa_token))
+    };
+    let run = verify(&serve_once(public.to_string(), "200 OK"), None);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("not used: kid \"no-alg\" (RSA)"),
+        "{}",
+        run.stderr
+    );
+    let run = verify(&serve_once(public.to_string(), "200 OK"), Some("RS256"));
+    assert_eq!(run.code, 0, "{}", run.stderr);
     let url = serve_once("{}".to_owned(), "404 Not Found");
     fails(
         d,
@@ -1083,4 +1119,34 @@ fn output_that_cannot_be_written_is_an_error_not_a_panic() {
         assert!(stderr.contains("writing to standard output"), "{stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
+}
+
+/// A private key written to standard output that is not a terminal (a
+/// redirect makes a file with the umask's mode, often readable by all)
+/// comes with a warning pointing to `-o`; public output comes without.
+#[test]
+fn a_private_key_to_standard_output_is_warned_about() {
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    let warned = |run: &Run| {
+        run.stderr
+            .contains("warning: a private key goes to standard output")
+    };
+    let run = tessera(d, &["key", "generate", "--alg", "ES256"], None);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(warned(&run), "{}", run.stderr);
+    std::fs::write(d.join("k.jwk"), &run.stdout).unwrap();
+    let run = tessera(d, &["key", "convert", "--to", "pem", "k.jwk"], None);
+    assert!(run.code == 0 && warned(&run), "{}", run.stderr);
+    for args in [&["jwks", "k.jwk"][..], &["key", "public", "k.jwk"]] {
+        let run = tessera(d, args, None);
+        assert_eq!(run.code, 0, "{args:?}: {}", run.stderr);
+        assert!(!warned(&run), "{args:?}: {}", run.stderr);
+    }
+    let run = tessera(
+        d,
+        &["key", "generate", "--alg", "ES256", "-o", "o.jwk"],
+        None,
+    );
+    assert!(run.code == 0 && !warned(&run), "{}", run.stderr);
 }
