@@ -251,30 +251,39 @@ impl AdminService<'_> {
         let event = self
             .actor
             .on(Event::new(name).subject(about).detail(detail));
-        let mut wait = std::time::Duration::from_millis(100);
-        for attempt in 1..=3 {
-            match audit::record(self.db, event.clone()).await {
-                Ok(()) => return,
-                Err(e) if attempt == 3 => {
-                    tracing::error!(
-                        event = name,
-                        subject = about,
-                        actor = %self.actor.detail(),
-                        error = %e,
-                        "the change is made, but its audit event could not be written"
-                    );
-                    if let Actor::Cli { .. } = self.actor {
-                        eprintln!(
-                            "warning: the change is made, but its audit event ({name} {about}) \
-                             could not be written: {e}"
+        let (db, actor, about) = (self.db.clone(), self.actor.clone(), about.to_owned());
+        // A task of its own, awaited: a request dropped meanwhile (its
+        // client gone, the request timeout) must not cancel the write of
+        // a change that has committed, and leave it off the trail.
+        let writing = tokio::spawn(async move {
+            let mut wait = std::time::Duration::from_millis(100);
+            for attempt in 1..=3 {
+                match audit::record(&db, event.clone()).await {
+                    Ok(()) => return,
+                    Err(e) if attempt == 3 => {
+                        tracing::error!(
+                            event = name,
+                            subject = about,
+                            actor = %actor.detail(),
+                            error = %e,
+                            "the change is made, but its audit event could not be written"
                         );
+                        if let Actor::Cli { .. } = actor {
+                            eprintln!(
+                                "warning: the change is made, but its audit event ({name} {about}) \
+                                 could not be written: {e}"
+                            );
+                        }
+                    }
+                    Err(_) => {
+                        tokio::time::sleep(wait).await;
+                        wait *= 4;
                     }
                 }
-                Err(_) => {
-                    tokio::time::sleep(wait).await;
-                    wait *= 4;
-                }
             }
+        });
+        if let Err(e) = writing.await {
+            tracing::error!(event = name, error = %e, "the audit event's writer failed");
         }
     }
 
@@ -306,9 +315,9 @@ impl AdminService<'_> {
     pub async fn set_scopes(&self, username: &str, scopes: &[String]) -> Result<(), Error> {
         let scopes = Scopes::from_list(scopes)?;
         users::set_scopes(self.db, username, &scopes, self.config.revocation_keep()).await?;
+        self.revoked().await;
         self.record_with("user_scopes_changed", username, &format!("scope={scopes}"))
             .await;
-        self.revoked().await;
         Ok(())
     }
 
@@ -345,8 +354,8 @@ impl AdminService<'_> {
         .await?
         {
             Some(_) => {
-                self.record("session_ended", sid).await;
                 self.revoked().await;
+                self.record("session_ended", sid).await;
                 Ok(())
             }
             None => Err(Error::NotFound {
@@ -371,16 +380,16 @@ impl AdminService<'_> {
         } else {
             "user_enabled"
         };
-        self.record(event, username).await;
         self.revoked().await;
+        self.record(event, username).await;
         Ok(())
     }
 
     /// Delete a user and the user's sessions.
     pub async fn delete_user(&self, username: &str) -> Result<(), Error> {
         users::delete(self.db, username, self.config.revocation_keep()).await?;
-        self.record("user_deleted", username).await;
         self.revoked().await;
+        self.record("user_deleted", username).await;
         Ok(())
     }
 
@@ -399,8 +408,8 @@ impl AdminService<'_> {
         }
         let hash = self.passwords.hash(password).await?;
         users::set_password(self.db, username, &hash, self.config.revocation_keep()).await?;
-        self.record("user_password_changed", username).await;
         self.revoked().await;
+        self.record("user_password_changed", username).await;
         Ok(())
     }
 
@@ -537,11 +546,11 @@ impl AdminService<'_> {
     /// Delete a client and its sessions.
     pub async fn delete_client(&self, client_id: &str) -> Result<(), Error> {
         clients::delete(self.db, client_id, self.config.revocation_keep()).await?;
-        self.record("client_deleted", client_id).await;
         self.revoked().await;
         if let Some(cache) = self.clients {
             cache.forget(client_id);
         }
+        self.record("client_deleted", client_id).await;
         Ok(())
     }
 
@@ -563,8 +572,8 @@ impl AdminService<'_> {
         kid: &str,
     ) -> Result<Option<String>, Error> {
         let replaced_by = keys.revoke(kid).await?;
-        self.record("key_revoked", kid).await;
         self.revoked().await;
+        self.record("key_revoked", kid).await;
         Ok(replaced_by)
     }
 
@@ -594,16 +603,16 @@ impl AdminService<'_> {
             }
         }
         clients::set_scopes(self.db, client_id, &scopes, self.config.revocation_keep()).await?;
+        self.revoked().await;
+        if let Some(cache) = self.clients {
+            cache.forget(client_id);
+        }
         self.record_with(
             "client_scopes_changed",
             client_id,
             &format!("scope={scopes}"),
         )
         .await;
-        self.revoked().await;
-        if let Some(cache) = self.clients {
-            cache.forget(client_id);
-        }
         Ok(())
     }
 
@@ -611,11 +620,11 @@ impl AdminService<'_> {
     pub async fn rotate_secret(&self, client_id: &str) -> Result<Zeroizing<String>, Error> {
         let secret =
             clients::rotate_secret(self.db, client_id, self.config.revocation_keep()).await?;
-        self.record("client_secret_rotated", client_id).await;
         self.revoked().await;
         if let Some(cache) = self.clients {
             cache.forget(client_id);
         }
+        self.record("client_secret_rotated", client_id).await;
         Ok(secret)
     }
 }

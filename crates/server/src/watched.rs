@@ -24,9 +24,11 @@ impl Died {
     }
 }
 
-/// Spawn `task` on the current runtime; the handle of the task that
-/// awaits it (ends when it ends), and what says if it panicked.
+/// Spawn `task`, called `name` in the log, on the current runtime; the
+/// handle of the task that awaits it (ends when it ends), and what says if
+/// it panicked.
 pub fn spawn(
+    name: &'static str,
     task: impl Future<Output = ()> + Send + 'static,
 ) -> (tokio::task::JoinHandle<()>, Died) {
     let (tx, rx) = tokio::sync::watch::channel(false);
@@ -34,7 +36,7 @@ pub fn spawn(
     let outer = tokio::spawn(async move {
         if let Err(e) = inner.await {
             if e.is_panic() {
-                tracing::error!("a background task panicked");
+                tracing::error!(task = name, error = %e, "a background task panicked");
                 // Read by `wait` even once the sender is gone.
                 tx.send_replace(true);
             }
@@ -50,7 +52,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panic_is_told_and_an_end_is_not() {
-        let (handle, died) = spawn(async { panic!("on purpose") });
+        let (handle, died) = spawn("test", async { panic!("on purpose") });
         tokio::time::timeout(Duration::from_secs(5), died.wait())
             .await
             .expect("the panic was not told");
@@ -58,7 +60,7 @@ mod tests {
         handle.await.unwrap();
         died.wait().await;
 
-        let (handle, died) = spawn(async {});
+        let (handle, died) = spawn("test", async {});
         handle.await.unwrap();
         assert!(!died.happened());
         assert!(

@@ -207,6 +207,8 @@ pub async fn submit(
     {
         Ok(user) => user,
         Err(Denied::TooManyAttempts(wait)) => {
+            metrics::counter!("tessera_sign_in_failures_total", "reason" => "login_rate_limited")
+                .increment(1);
             let secs = wait.as_secs().max(1);
             let when = if secs < 60 {
                 format!("{secs} second{}", if secs == 1 { "" } else { "s" })
@@ -223,7 +225,13 @@ pub async fn submit(
             }
             return r;
         }
-        Err(Denied::Wrong) => return again(StatusCode::OK, "Wrong username or password."),
+        Err(Denied::Wrong) => {
+            // A 200 page, as it must be: without this, credential stuffing
+            // on the sign-in page showed on no dashboard.
+            metrics::counter!("tessera_sign_in_failures_total", "reason" => "invalid_credentials")
+                .increment(1);
+            return again(StatusCode::OK, "Wrong username or password.");
+        }
         Err(Denied::Failed(e)) => return failure(&pages, &e),
     };
     // Answered already (a double click, or Back): only the same user,

@@ -5,13 +5,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use super::error::FailureReason;
+use super::App;
 
 /// The process-wide Prometheus recorder, installed on first use.
 pub fn prometheus() -> Option<&'static PrometheusHandle> {
@@ -55,7 +56,17 @@ pub async fn upkeep() {
 }
 
 /// Authorization: none (no secrets in metrics).
-pub async fn metrics() -> Response {
+///
+/// Two gauges are taken as the page is made: `tessera_audit_backlog_events`
+/// (events waiting to be written: past `audit::MAX_BACKLOG` no token is
+/// issued) and `tessera_revocation_log_age_seconds` (since this instance's
+/// copy of the log was last read through: under a second while it
+/// follows; past it, token requests read it themselves, or are refused).
+pub async fn metrics(State(app): State<Arc<App>>) -> Response {
+    metrics::gauge!("tessera_audit_backlog_events").set(app.audit.pending() as f64);
+    if let Some(age) = app.access.revoked().synced().ago() {
+        metrics::gauge!("tessera_revocation_log_age_seconds").set(age.as_secs_f64());
+    }
     match prometheus() {
         Some(handle) => (
             [(

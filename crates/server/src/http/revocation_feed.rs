@@ -131,6 +131,14 @@ pub fn routes(app: &App) -> Router<Arc<App>> {
 }
 
 async fn feed(State(app): State<Arc<App>>, headers: HeaderMap, token: AccessToken) -> Response {
+    // Stopping (through `http.shutdown_delay`): a stream would end at
+    // once; the guard is told to go elsewhere, before a database read.
+    if *app.stopping.borrow() {
+        return OAuthError::temporarily_unavailable(&crate::Error::Unavailable(
+            "this instance is shutting down".into(),
+        ))
+        .into_response();
+    }
     match super::bearer::still_standing(&app, &token).await {
         Ok(true) => {}
         Ok(false) => {

@@ -210,12 +210,10 @@ impl AuditQueue {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(i64, Event)>();
         let pending = Arc::new(AtomicUsize::new(0));
         let shutting_down = Arc::new(AtomicBool::new(false));
-        let (task, died) = crate::watched::spawn(drain(
-            db,
-            rx,
-            Arc::clone(&pending),
-            Arc::clone(&shutting_down),
-        ));
+        let (task, died) = crate::watched::spawn(
+            "the audit writer",
+            drain(db, rx, Arc::clone(&pending), Arc::clone(&shutting_down)),
+        );
         (
             AuditQueue { tx, pending, died },
             AuditWriter {
@@ -261,6 +259,9 @@ async fn drain(
     shutting_down: Arc<AtomicBool>,
 ) {
     let mut batch = Vec::new();
+    // When the retries at shutdown began: one grace for every batch left,
+    // not one each (a full backlog is some 25 batches).
+    let mut retrying_since = None;
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         // Let a busy moment's events gather: one transaction for many, and
         // the writer woken less often.
@@ -274,17 +275,31 @@ async fn drain(
             }
         }
         let count = batch.len();
-        write_batch(&db, &mut batch, &shutting_down).await;
+        write_batch(&db, &mut batch, &shutting_down, &mut retrying_since).await;
         pending.fetch_sub(count, Ordering::Relaxed);
     }
 }
 
 /// Write `batch` (emptying it), retrying while the database is
-/// unavailable; at shutdown, retry for [`SHUTDOWN_GRACE`] at most.
-async fn write_batch(db: &Db, batch: &mut Vec<(i64, Event)>, shutting_down: &AtomicBool) {
+/// unavailable; at shutdown, retry until [`SHUTDOWN_GRACE`] has passed
+/// since the first retry at shutdown (`retrying_since`, shared by the
+/// batches that follow), then log what is left.
+async fn write_batch(
+    db: &Db,
+    batch: &mut Vec<(i64, Event)>,
+    shutting_down: &AtomicBool,
+    retrying_since: &mut Option<Instant>,
+) {
     let mut backoff = Duration::from_millis(100);
-    let mut retrying_since: Option<Instant> = None;
     loop {
+        // The grace spent on an earlier batch: no attempt more, each of
+        // which may wait for a connection.
+        if retrying_since.is_some_and(|since| since.elapsed() >= SHUTDOWN_GRACE) {
+            for (at, event) in batch.drain(..) {
+                log_unwritten(at, &event, "database unavailable at shutdown");
+            }
+            return;
+        }
         match record_all(db, batch).await {
             Ok(()) => {
                 if backoff > Duration::from_millis(100) {
@@ -302,13 +317,7 @@ async fn write_batch(db: &Db, batch: &mut Vec<(i64, Event)>, shutting_down: &Ato
                     );
                 }
                 if shutting_down.load(Ordering::Relaxed) {
-                    let since = *retrying_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= SHUTDOWN_GRACE {
-                        for (at, event) in batch.drain(..) {
-                            log_unwritten(at, &event, "database unavailable at shutdown");
-                        }
-                        return;
-                    }
+                    retrying_since.get_or_insert_with(Instant::now);
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);

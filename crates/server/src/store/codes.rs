@@ -434,7 +434,10 @@ impl CodeWriter {
         let queue = tokio::runtime::Handle::try_current().ok().map(|runtime| {
             let _entered = runtime.enter();
             let (tx, rx) = tokio::sync::mpsc::channel(4 * GROUP);
-            let (_, died) = crate::watched::spawn(commit_groups(db.clone(), rx));
+            let (_, died) = crate::watched::spawn(
+                "the authorization code writer",
+                commit_groups(db.clone(), rx),
+            );
             (tx, died)
         });
         CodeWriter { db, queue }

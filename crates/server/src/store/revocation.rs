@@ -107,6 +107,14 @@ impl Synced {
                 <= u64::try_from(bound.as_nanos()).unwrap_or(u64::MAX)
     }
 
+    /// How long ago the copy was last read through (`None`: never).
+    pub fn ago(&self) -> Option<Duration> {
+        let last = self.0.load(std::sync::atomic::Ordering::Acquire);
+        (last != 0).then(|| {
+            Duration::from_nanos(Synced::stamp(std::time::Instant::now()).saturating_sub(last))
+        })
+    }
+
     /// Read through as of `at` (when the reading began).
     fn mark(&self, at: std::time::Instant) {
         self.0
@@ -409,6 +417,11 @@ pub struct Revocations {
     /// needed would be gone for good (syncs read on past them), and once
     /// the clock is set right the tokens they revoked would pass again.
     forget_by: std::sync::Mutex<tessera_jose::SteadyClock>,
+    /// A restored log was found and has not been read again whole yet:
+    /// kept until a rereading completes, since the ids appended after the
+    /// restore soon pass this copy's cursor, and the check that found it
+    /// would no longer see it.
+    reread: std::sync::atomic::AtomicBool,
 }
 
 /// What [`Revocations::when_client_cut`] calls.
@@ -479,6 +492,7 @@ impl Revocations {
             on_client_cut: std::sync::OnceLock::new(),
             on_key_revoked: std::sync::OnceLock::new(),
             forget_by: std::sync::Mutex::new(clock),
+            reread: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -714,12 +728,12 @@ impl Revocations {
         // A restored log is read again from the start into a copy of its
         // own, which replaces this one only once complete: the set in use
         // meanwhile still refuses what it refused.
-        let mut rereading = if within_read_timeout(self.restored(db)).await? {
+        use std::sync::atomic::Ordering;
+        if !self.reread.load(Ordering::Acquire) && within_read_timeout(self.restored(db)).await? {
             tracing::warn!("the revocation log is behind this instance's copy (a restored backup?): reading it again");
-            Some(Log::default())
-        } else {
-            None
-        };
+            self.reread.store(true, Ordering::Release);
+        }
+        let mut rereading = self.reread.load(Ordering::Acquire).then(Log::default);
         // Read in batches; what a failed batch leaves unread is read by
         // the next sync. Each batch applied to the copy in use is told to
         // the hooks at once, before the next await: a reading that fails,
@@ -774,6 +788,7 @@ impl Revocations {
         if let Some(fresh) = rereading {
             let last = fresh.last_id;
             *self.log.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+            self.reread.store(false, Ordering::Release);
             self.latest.send_replace(last);
             self.tell_hooks(&fresh_changed);
             cut.append(&mut fresh_changed.clients);
@@ -950,6 +965,8 @@ pub async fn follow(db: Db, revocations: Arc<Revocations>, period: std::time::Du
     let mut listener = listen(&db).await;
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (mut failing, mut said): (Option<std::time::Instant>, Option<std::time::Instant>) =
+        (None, None);
     loop {
         match listener.as_mut() {
             Some(l) => {
@@ -967,11 +984,28 @@ pub async fn follow(db: Db, revocations: Arc<Revocations>, period: std::time::Du
                 ticker.tick().await;
             }
         }
-        if let Err(e) = revocations.sync(&db).await {
-            tracing::error!(error = %e, "revocation sync failed");
+        match revocations.sync(&db).await {
+            Ok(_) => {
+                if let Some(since) = failing.take() {
+                    tracing::info!(after = ?since.elapsed(), "revocation sync works again");
+                }
+            }
+            // Said at the first failure, then once a minute while it
+            // lasts, not twice a second.
+            Err(e) => {
+                let now = std::time::Instant::now();
+                if failing.is_none() || said.is_none_or(|at| now - at >= FAILING_SAID_EVERY) {
+                    tracing::error!(error = %e, "revocation sync failed");
+                    said = Some(now);
+                }
+                failing.get_or_insert(now);
+            }
         }
     }
 }
+
+/// How often the follower says that the reading still fails.
+const FAILING_SAID_EVERY: Duration = Duration::from_secs(60);
 
 /// A listener on [`CHANNEL`], on a connection of its own (not one of the
 /// pool's); `None` on SQLite, or when it cannot be had (the ticker then

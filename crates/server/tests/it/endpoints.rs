@@ -92,7 +92,14 @@ async fn a_client_holds_a_bounded_number_of_feed_streams() {
     let theirs = h.client_credentials_token(&other, &other_secret).await;
     assert_eq!(open(theirs).await.status(), StatusCode::OK);
     drop(streams.pop());
-    assert_eq!(open(token).await.status(), StatusCode::OK);
+    assert_eq!(open(token.clone()).await.status(), StatusCode::OK);
+    // Stopping (through `http.shutdown_delay`): no new stream, which would
+    // end at once, but 503 and Retry-After, to go elsewhere.
+    h.app.stopping.send_replace(true);
+    drop(streams);
+    let refused = open(token).await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(refused.headers().contains_key(header::RETRY_AFTER));
 }
 
 /// What a subscription sends up to `ready` (the backlog comes at once).
@@ -999,6 +1006,12 @@ async fn health_readiness_and_metrics(backend: Backend) {
         metrics.contains("tessera_http_request_duration_seconds_bucket"),
         "{metrics}"
     );
+    for gauge in [
+        "tessera_audit_backlog_events ",
+        "tessera_revocation_log_age_seconds ",
+    ] {
+        assert!(metrics.contains(gauge), "{gauge}: {metrics}");
+    }
     assert!(!metrics.contains(&secret));
     // Not ready once the database is gone.
     h.db.close().await;

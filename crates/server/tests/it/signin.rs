@@ -925,6 +925,16 @@ async fn login_csrf_fixation_and_limits(backend: Backend) {
         .await;
     assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
     assert!(limited.headers.get(header::RETRY_AFTER).is_some());
+    // Counted, though the pages answer 200 (a dashboard sees stuffing).
+    let metrics = h.get("/metrics").await.text;
+    for reason in ["invalid_credentials", "login_rate_limited"] {
+        assert!(
+            metrics.contains(&format!(
+                "tessera_sign_in_failures_total{{reason=\"{reason}\"}}"
+            )),
+            "{metrics}"
+        );
+    }
     h.finish().await;
 
     // Session fixation: a session cookie planted before the login is

@@ -17,6 +17,7 @@ use crate::{both_backends, Backend, Harness, KEEP};
 both_backends!(
     users_are_unique_and_can_be_disabled_and_deleted,
     a_restored_revocation_log_is_read_again,
+    a_restored_log_is_read_again_whole_once_it_can_be,
     clients_keep_only_a_digest_of_their_secret,
     refresh_tokens_rotate_once_and_reuse_revokes_the_family,
     concurrent_rotations_leave_at_most_one_live_successor,
@@ -780,6 +781,26 @@ async fn audit_batches_keep_every_event(backend: Backend) {
         assert_eq!(record.detail, event.detail);
     }
     h.finish().await;
+}
+
+/// At shutdown with the database gone, the batches left share one grace
+/// (10 s), then go to the log. Before, each batch of 4,096 had a grace of
+/// its own: a full backlog (some 25 batches) took minutes, past any
+/// supervisor's patience, and a SIGKILL lost them, even from the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_batches_left_at_shutdown_share_one_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let db = Db::connect(&url, 2).await.unwrap();
+    let (queue, writer) = audit::AuditQueue::start(db.clone());
+    db.close().await;
+    for i in 0..3 * 4096 {
+        queue.push(audit::Event::new("unwritten").subject(i.to_string()));
+    }
+    drop(queue);
+    tokio::time::timeout(std::time::Duration::from_secs(25), writer.finish())
+        .await
+        .expect("each batch waited a grace of its own");
 }
 
 fn grant(client_id: &str, user_id: &str, sid: &str, i: usize) -> Grant {
@@ -2018,6 +2039,79 @@ async fn a_restored_revocation_log_is_read_again(backend: Backend) {
     assert!(here.latest() >= held);
     assert!(!here.holds(held, &c), "another event under the old cursor");
     assert!(here.holds(held, &digest(&here, held)));
+    h.finish().await;
+}
+
+/// A restored log whose reading again fails (an event of a kind this
+/// version does not know) is read again whole once it can be, even after
+/// appends have carried its ids past the copy's old cursor. Before, the
+/// restore was noticed only while the ids were behind: past them, the
+/// reading went on from the old cursor, the restored events before it
+/// were never read, and the copy counted as current.
+async fn a_restored_log_is_read_again_whole_once_it_can_be(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let now = tessera_server::store::now();
+    let here = revocation::Revocations::default();
+    for j in ["a", "b", "c"] {
+        here.revoke_token(&h.db, j, now + 60).await.unwrap();
+    }
+    let held = here.latest();
+    match &h.db {
+        Db::Postgres(pool) => {
+            for sql in [
+                "DELETE FROM revocation_events",
+                "ALTER SEQUENCE revocation_events_id_seq RESTART",
+            ] {
+                sqlx::query(sql).execute(pool).await.unwrap();
+            }
+        }
+        Db::Sqlite { writer, .. } => {
+            for sql in [
+                "DELETE FROM revocation_events",
+                "UPDATE sqlite_sequence SET seq = 0 WHERE name = 'revocation_events'",
+            ] {
+                sqlx::query(sql).execute(writer).await.unwrap();
+            }
+        }
+    }
+    let other = revocation::Revocations::default();
+    other.revoke_token(&h.db, "d", now + 60).await.unwrap();
+    h.execute(
+        &format!(
+            "INSERT INTO revocation_events (kind, value, issued_before, keep_until, created_at) \
+             VALUES ('from-the-future', 'x', NULL, {}, {now})",
+            now + 60
+        ),
+        &[],
+    )
+    .await;
+    assert!(here.sync(&h.db).await.is_err());
+    // Appends carry the ids past the old cursor (the appending instance
+    // stops at the event too: its copy is not the measure).
+    for regrown in 0..=held {
+        let jti = format!("e{regrown}");
+        other.revoke_token(&h.db, &jti, now + 60).await.unwrap();
+    }
+    let still = here.sync(&h.db).await;
+    assert!(still.is_err(), "read on from the old cursor: {still:?}");
+    assert!(here.refuses(jti("a")), "the copy in use is kept meanwhile");
+    // Readable again: the restored log, whole.
+    h.execute(
+        "UPDATE revocation_events SET kind = 'token' WHERE kind = 'from-the-future'",
+        &[],
+    )
+    .await;
+    here.sync(&h.db).await.unwrap();
+    assert!(here.refuses(jti("d")) && here.refuses(jti("x")) && here.refuses(jti("e0")));
+    assert!(here.refuses(jti(&format!("e{held}"))));
+    assert!(
+        !here.refuses(jti("a")),
+        "forgotten with the log it came from"
+    );
+    other.sync(&h.db).await.unwrap();
+    assert_eq!(here.latest(), other.latest());
     h.finish().await;
 }
 
