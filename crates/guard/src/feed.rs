@@ -54,6 +54,7 @@ pub const FEED_METADATA: &str = "revocation_feed_endpoint";
 /// What the guard does once the feed has been unreachable longer than
 /// the bound; see the module docs for why serving is the default.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum WhenUnreachable {
     /// Keep serving with the revocations known so far, and report it (a
     /// warning once per outage, and [`RevocationFeed::status`]).
@@ -65,6 +66,7 @@ pub enum WhenUnreachable {
 
 /// Where a subscription stands, for health checks and metrics.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FeedStatus {
     /// Connected, with every revocation the server has.
     pub current: bool,

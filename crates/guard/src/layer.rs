@@ -103,7 +103,10 @@ fn bearer(parts: &http::HeaderMap) -> Result<&str, Rejection> {
         return Err(Rejection::Malformed);
     }
     let value = value.to_str().map_err(|_| Rejection::Malformed)?;
-    let (scheme, token) = value.split_once(' ').ok_or(Rejection::Malformed)?;
+    // Another scheme, with or without credentials (`Negotiate`, `Basic
+    // …`), is no bearer token: answered as none was sent (RFC 6750
+    // §3.1), not as a malformed one.
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(Rejection::Missing);
     }
