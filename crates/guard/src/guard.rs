@@ -474,6 +474,7 @@ impl GuardBuilder {
             Some(typ) => validation = validation.typ(typ),
             None => validation = validation.check("an access token", not_another_kind),
         }
+        validation = validation.check("a bearer token", not_sender_constrained);
         if let Some(algs) = self.algorithms {
             validation = validation.algorithms(algs);
         }
@@ -504,6 +505,22 @@ impl GuardBuilder {
                 resource_metadata: self.resource_metadata.map(Into::into),
             }),
         })
+    }
+}
+
+/// A token bound to a key of its client (`cnf`: DPoP, RFC 9449, or a TLS
+/// client certificate, RFC 8705) is only as safe as the check of that
+/// binding, which a bearer guard does not make: presented as a bearer
+/// token, a stolen one would work for anyone (RFC 9449 §7.2). Refused.
+fn not_sender_constrained(
+    claims: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), String> {
+    match claims.contains_key("cnf") {
+        true => Err(
+            "it is bound to its client's key (cnf), which a bearer token check does not prove"
+                .into(),
+        ),
+        false => Ok(()),
     }
 }
 

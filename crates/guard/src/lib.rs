@@ -45,6 +45,10 @@
 //!   `typ`, issuer and audience and none of those marks would pass: give
 //!   the API an audience of its own, or require a scope
 //!   ([`RequireScope`]).
+//! - Sender-constrained tokens (`cnf`: DPoP, or a TLS client
+//!   certificate), which Keycloak, Okta and Auth0 issue when a client asks,
+//!   are refused: the guard checks bearer tokens, not the proof of
+//!   possession such a token is only safe with.
 //! - Scopes: read from `scope`, or, when a token has none, from `scp`
 //!   (Entra ID writes a string, Okta an array); either may be a
 //!   space-separated string or an array of strings.

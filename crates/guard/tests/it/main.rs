@@ -429,6 +429,22 @@ async fn custom_claims_and_configuration() {
             "a token with {member} passed as an access token"
         );
     }
+    // A token bound to its client's key (DPoP), presented as a bearer
+    // token: refused, with at+jwt as without.
+    let bound = Claims::with_custom(json!({
+        "client_id": "web",
+        "cnf": {"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}
+    }))
+    .issuer(ISS)
+    .subject("alice")
+    .audience(AUD)
+    .issued_at(NumericDate::now())
+    .expires_at(NumericDate::now().plus(Duration::from_secs(300)));
+    assert!(guard.verify(&sign(&key, &bound)).await.is_err());
+    assert!(any_typ
+        .verify(&jwt::sign(&bound, &key).unwrap())
+        .await
+        .is_err());
     // Keycloak's access tokens say typ Bearer: served.
     let bearer = Claims::with_custom(json!({ "client_id": "web", "typ": "Bearer" }))
         .issuer(ISS)
