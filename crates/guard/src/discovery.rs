@@ -326,7 +326,7 @@ impl Http {
         Ok(self.client.post(self.checked(url)?))
     }
 
-    fn checked(&self, url: &str) -> Result<reqwest::Url, FetchError> {
+    pub(crate) fn checked(&self, url: &str) -> Result<reqwest::Url, FetchError> {
         checked_url(url, self.plain_http)
     }
 }

@@ -449,11 +449,19 @@ impl GuardBuilder {
     }
 
     /// The guard; refused when the leeway is over
-    /// [`tessera_jose::jwt::MAX_LEEWAY`], or when the revocation feed is
+    /// [`tessera_jose::jwt::MAX_LEEWAY`], when a [`RemoteJwks`] could
+    /// never be fetched (plain HTTP to another host without
+    /// [`RemoteJwks::allow_plain_http`]) or discovers another issuer's
+    /// keys, or when the revocation feed is
     /// another issuer's (its cuts by `sub`, `client_id` or `sid` would
     /// refuse this issuer's tokens whose names collide, and this issuer's
     /// revocations would never arrive).
     pub fn build(self) -> Result<Guard, Error> {
+        if let Keys::Remote(remote) = &self.keys {
+            if let Some(why) = remote.unfit_for(&self.issuer) {
+                return Err(Error::InvalidConfig { reason: why });
+            }
+        }
         if let Some(feed) = &self.revocations {
             if feed.issuer().trim_end_matches('/') != self.issuer.trim_end_matches('/') {
                 return Err(Error::InvalidConfig {

@@ -99,6 +99,26 @@ impl RemoteJwks {
         RemoteJwks::new(Source::Issuer(issuer.into()))
     }
 
+    /// Why these keys could not serve a guard of `issuer`: a URL this
+    /// source would refuse to fetch (plain HTTP to another host, another
+    /// scheme), or the metadata of another issuer. Checked when the guard
+    /// is built: found at the first request, it was a 503 in production.
+    pub(crate) fn unfit_for(&self, issuer: &str) -> Option<String> {
+        let url = match &self.source {
+            Source::Url(url) => url,
+            Source::Issuer(discovered) => {
+                if discovered.trim_end_matches('/') != issuer.trim_end_matches('/') {
+                    return Some(format!(
+                        "the keys are discovered from issuer {discovered:?}, the guard's tokens \
+                         are of {issuer:?}"
+                    ));
+                }
+                discovered
+            }
+        };
+        self.client.checked(url).err().map(|e| e.to_string())
+    }
+
     fn new(source: Source) -> Result<RemoteJwks, FetchError> {
         let transport = Transport::default();
         let timeout = Duration::from_secs(5);

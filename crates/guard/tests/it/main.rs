@@ -579,3 +579,20 @@ async fn challenges_name_the_resource_metadata_and_the_document_is_served() {
         .build()
         .is_err());
 }
+
+/// Keys discovered from one issuer's metadata for a guard of another's
+/// tokens: refused when the guard is built, not found at the first
+/// request (the metadata's issuer is checked against the discovered one,
+/// which was never compared with the guard's).
+#[test]
+fn keys_of_another_issuer_make_no_guard() {
+    let keys = tessera_guard::RemoteJwks::discover("https://login.other.example").unwrap();
+    let refused = Guard::builder(ISS, AUD, keys).build().unwrap_err();
+    assert!(
+        refused.to_string().contains("login.other.example"),
+        "{refused}"
+    );
+    // The same issuer, a trailing slash apart: built.
+    let keys = tessera_guard::RemoteJwks::discover(format!("{ISS}/")).unwrap();
+    assert!(Guard::builder(ISS, AUD, keys).build().is_ok());
+}
