@@ -35,6 +35,7 @@ pub fn event_digest(data: &str) -> String {
 /// valid, and it is forgotten.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Revocation {
     /// One access token, by `jti`.
     Token {

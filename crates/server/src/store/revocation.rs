@@ -181,8 +181,10 @@ pub(crate) struct Row {
 }
 
 impl Row {
-    pub(crate) fn of(revocation: Revocation) -> Row {
-        match revocation {
+    /// The row of `revocation`; an error for a kind this server does not
+    /// store (the guard's `Revocation` may grow before the server does).
+    pub(crate) fn of(revocation: Revocation) -> Result<Row, sqlx::Error> {
+        Ok(match revocation {
             Revocation::Token { jti, until } => Row {
                 kind: "token",
                 value: jti,
@@ -221,7 +223,12 @@ impl Row {
                 issued_before: None,
                 keep_until: until,
             },
-        }
+            other => {
+                return Err(sqlx::Error::Protocol(format!(
+                    "a revocation this server does not store: {other:?}"
+                )))
+            }
+        })
     }
 }
 
@@ -240,7 +247,7 @@ macro_rules! append_revocation {
                 sqlx::query(sql).execute(&mut *$tx).await?;
             }
         }
-        let mut row = $crate::store::revocation::Row::of($revocation);
+        let mut row = $crate::store::revocation::Row::of($revocation)?;
         if row.kind != "token" {
             let longest: Option<(i64,)> = sqlx::query_as($crate::store::revocation::LONGEST)
                 .fetch_optional(&mut *$tx)
@@ -279,7 +286,7 @@ macro_rules! append_unless_there {
                 .execute(&mut *$tx)
                 .await?;
         }
-        let row = $crate::store::revocation::Row::of(revocation.clone());
+        let row = $crate::store::revocation::Row::of(revocation.clone())?;
         let there: Option<(i64,)> = sqlx::query_as(
             "SELECT id FROM revocation_events WHERE kind = $1 AND value = $2 LIMIT 1",
         )
