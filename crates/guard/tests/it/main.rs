@@ -62,13 +62,17 @@ fn fixture() -> Fixture {
 }
 
 fn claims(scope: &str) -> Claims<serde_json::Value> {
-    Claims::with_custom(json!({ "client_id": "web", "scope": scope }))
+    claims_with(json!({ "client_id": "web", "scope": scope })).jwt_id("j-1")
+}
+
+/// Good claims (issuer, subject, audience, times) around `custom`.
+fn claims_with(custom: serde_json::Value) -> Claims<serde_json::Value> {
+    Claims::with_custom(custom)
         .issuer(ISS)
         .subject("alice")
         .audience(AUD)
         .issued_at(NumericDate::now())
         .expires_at(NumericDate::now().plus(Duration::from_secs(300)))
-        .jwt_id("j-1")
 }
 
 fn sign(key: &SigningKey, claims: &Claims<serde_json::Value>) -> String {
@@ -417,12 +421,7 @@ async fn custom_claims_and_configuration() {
         ("typ", json!("ID")),
         ("typ", json!("Refresh")),
     ] {
-        let other = Claims::with_custom(json!({ "client_id": "web", member: value }))
-            .issuer(ISS)
-            .subject("alice")
-            .audience(AUD)
-            .issued_at(NumericDate::now())
-            .expires_at(NumericDate::now().plus(Duration::from_secs(300)));
+        let other = claims_with(json!({ "client_id": "web", member: value }));
         let token = jwt::sign(&other, &key).unwrap();
         assert!(
             any_typ.verify(&token).await.is_err(),
@@ -431,27 +430,17 @@ async fn custom_claims_and_configuration() {
     }
     // A token bound to its client's key (DPoP), presented as a bearer
     // token: refused, with at+jwt as without.
-    let bound = Claims::with_custom(json!({
+    let bound = claims_with(json!({
         "client_id": "web",
         "cnf": {"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}
-    }))
-    .issuer(ISS)
-    .subject("alice")
-    .audience(AUD)
-    .issued_at(NumericDate::now())
-    .expires_at(NumericDate::now().plus(Duration::from_secs(300)));
+    }));
     assert!(guard.verify(&sign(&key, &bound)).await.is_err());
     assert!(any_typ
         .verify(&jwt::sign(&bound, &key).unwrap())
         .await
         .is_err());
     // Keycloak's access tokens say typ Bearer: served.
-    let bearer = Claims::with_custom(json!({ "client_id": "web", "typ": "Bearer" }))
-        .issuer(ISS)
-        .subject("alice")
-        .audience(AUD)
-        .issued_at(NumericDate::now())
-        .expires_at(NumericDate::now().plus(Duration::from_secs(300)));
+    let bearer = claims_with(json!({ "client_id": "web", "typ": "Bearer" }));
     let token = jwt::sign(&bearer, &key).unwrap();
     assert!(any_typ.verify(&token).await.is_ok());
 }

@@ -516,15 +516,7 @@ async fn an_unknown_revocation_kind_stops_the_instance_that_cannot_read_it(backe
             "read",
         )
         .await;
-    let issue = || async {
-        h.post(
-            "/oauth2/token",
-            &[("grant_type", "client_credentials")],
-            Some((&id, &secret)),
-        )
-        .await
-        .status
-    };
+    let issue = || async { h.client_credentials(&id, &secret).await.status };
     assert_eq!(issue().await, StatusCode::OK);
     assert_eq!(h.get("/readyz").await.status, StatusCode::OK);
     let now = tessera_server::store::now();
@@ -725,14 +717,7 @@ async fn a_postgres_outage_is_answered_at_once_and_heals() {
         .await;
     let public = h.public_client("read").await;
     h.user("alice", "correct horse", "read").await;
-    let issue = || async {
-        h.post(
-            "/oauth2/token",
-            &[("grant_type", "client_credentials")],
-            Some((&id, &secret)),
-        )
-        .await
-    };
+    let issue = || h.client_credentials(&id, &secret);
     assert_eq!(issue().await.status, StatusCode::OK);
     // The public client is cached too.
     assert_eq!(
@@ -906,14 +891,7 @@ async fn a_database_that_stops_answering_is_not_waited_for() {
             "read",
         )
         .await;
-    let issue = || async {
-        h.post(
-            "/oauth2/token",
-            &[("grant_type", "client_credentials")],
-            Some((&id, &secret)),
-        )
-        .await
-    };
+    let issue = || h.client_credentials(&id, &secret);
     assert_eq!(issue().await.status, StatusCode::OK);
 
     // A reading of the log the database does not finish (the table

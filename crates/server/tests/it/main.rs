@@ -273,13 +273,20 @@ impl Harness {
     /// An access token for the confidential client `id` (client_credentials
     /// grant, Basic credentials).
     pub async fn client_credentials_token(&self, id: &str, secret: &str) -> String {
+        self.client_credentials(id, secret)
+            .await
+            .str("access_token")
+    }
+
+    /// The token endpoint's answer to client `id`'s `client_credentials`
+    /// request, whatever it is.
+    pub async fn client_credentials(&self, id: &str, secret: &str) -> Reply {
         self.post(
             "/oauth2/token",
             &[("grant_type", "client_credentials")],
             Some((id, secret)),
         )
         .await
-        .str("access_token")
     }
 
     /// A client (scope `read`) that authenticates with assertions signed

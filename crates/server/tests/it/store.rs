@@ -1975,6 +1975,29 @@ fn jti(j: &str) -> tessera_guard::revocation::Revocable<'_> {
     }
 }
 
+/// What restoring a backup made before any revocation does to the log:
+/// its events gone, its id sequence back at the start.
+async fn restore_an_empty_log(db: &Db) {
+    match db {
+        Db::Postgres(pool) => {
+            for sql in [
+                "DELETE FROM revocation_events",
+                "ALTER SEQUENCE revocation_events_id_seq RESTART",
+            ] {
+                sqlx::query(sql).execute(pool).await.unwrap();
+            }
+        }
+        Db::Sqlite { writer, .. } => {
+            for sql in [
+                "DELETE FROM revocation_events",
+                "UPDATE sqlite_sequence SET seq = 0 WHERE name = 'revocation_events'",
+            ] {
+                sqlx::query(sql).execute(writer).await.unwrap();
+            }
+        }
+    }
+}
+
 /// A log restored from a backup (its ids behind what an instance read) is
 /// read again from the start, and then the instance holds exactly the
 /// restored log: what it had read since is forgotten, what the restored
@@ -1998,24 +2021,7 @@ async fn a_restored_revocation_log_is_read_again(backend: Backend) {
     let c = digest(&here, held);
     assert!(here.holds(held, &c));
     // The restore: the events and the id sequence as they were before.
-    match &h.db {
-        Db::Postgres(pool) => {
-            for sql in [
-                "DELETE FROM revocation_events",
-                "ALTER SEQUENCE revocation_events_id_seq RESTART",
-            ] {
-                sqlx::query(sql).execute(pool).await.unwrap();
-            }
-        }
-        Db::Sqlite { writer, .. } => {
-            for sql in [
-                "DELETE FROM revocation_events",
-                "UPDATE sqlite_sequence SET seq = 0 WHERE name = 'revocation_events'",
-            ] {
-                sqlx::query(sql).execute(writer).await.unwrap();
-            }
-        }
-    }
+    restore_an_empty_log(&h.db).await;
     let other = revocation::Revocations::default();
     other.revoke_token(&h.db, "d", now + 60).await.unwrap();
     assert!(other.latest() < held);
@@ -2058,24 +2064,7 @@ async fn a_restored_log_is_read_again_whole_once_it_can_be(backend: Backend) {
         here.revoke_token(&h.db, j, now + 60).await.unwrap();
     }
     let held = here.latest();
-    match &h.db {
-        Db::Postgres(pool) => {
-            for sql in [
-                "DELETE FROM revocation_events",
-                "ALTER SEQUENCE revocation_events_id_seq RESTART",
-            ] {
-                sqlx::query(sql).execute(pool).await.unwrap();
-            }
-        }
-        Db::Sqlite { writer, .. } => {
-            for sql in [
-                "DELETE FROM revocation_events",
-                "UPDATE sqlite_sequence SET seq = 0 WHERE name = 'revocation_events'",
-            ] {
-                sqlx::query(sql).execute(writer).await.unwrap();
-            }
-        }
-    }
+    restore_an_empty_log(&h.db).await;
     let other = revocation::Revocations::default();
     other.revoke_token(&h.db, "d", now + 60).await.unwrap();
     h.execute(
