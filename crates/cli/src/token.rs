@@ -340,9 +340,10 @@ fn verify(args: &VerifyArgs) -> Result<(), Failure> {
             // No key for it, but the set had keys it could not use (an
             // RSA key published without `alg`): the set or the arguments
             // are the trouble, not the token (exit 2), and why is said.
-            Err(e @ tessera_jose::Error::NoMatchingKey { .. }) if !keys.skipped().is_empty() => {
-                let skipped: Vec<String> = keys
-                    .skipped()
+            Err(e @ tessera_jose::Error::NoMatchingKey { .. })
+                if !could_have_signed(&token, keys.skipped()).is_empty() =>
+            {
+                let skipped: Vec<String> = could_have_signed(&token, keys.skipped())
                     .iter()
                     .map(|k| {
                         format!(
@@ -382,6 +383,29 @@ fn verify(args: &VerifyArgs) -> Result<(), Failure> {
     })?;
     out!("{}", serde_json::to_string_pretty(&verified.claims.custom)?);
     Ok(())
+}
+
+/// The keys of a set that were skipped and could have signed `token`: its
+/// `kid` (or any, for a token without one), a type and `alg` that fit its
+/// algorithm. Another skipped key (an encryption key, say) says nothing
+/// about the token.
+fn could_have_signed<'a>(
+    token: &str,
+    skipped: &'a [tessera_jose::SkippedKey],
+) -> Vec<&'a tessera_jose::SkippedKey> {
+    let Ok((header, _)) = tessera_jose::dangerous::decode_unverified(token) else {
+        return Vec::new();
+    };
+    skipped
+        .iter()
+        .filter(|k| header.kid.is_none() || k.kid == header.kid)
+        .filter(|k| {
+            k.kty
+                .as_deref()
+                .is_none_or(|kty| kty == header.alg.key_type().name())
+        })
+        .filter(|k| k.alg.as_deref().is_none_or(|a| a == header.alg.as_str()))
+        .collect()
 }
 
 /// The registered claims, as verifiers read them.

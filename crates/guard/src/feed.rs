@@ -76,6 +76,10 @@ pub struct FeedStatus {
     pub last_event_id: Option<u64>,
     /// Live revocations held.
     pub revocations: usize,
+    /// Every token is refused with 503 now: the feed has been unreachable
+    /// past the bound under [`WhenUnreachable::Refuse`], or has never been
+    /// read and its bound has passed (a health check should say so).
+    pub refusing: bool,
 }
 
 /// A subscription to an issuer's revocation feed. Cheap to clone; the
@@ -91,6 +95,24 @@ pub struct RevocationFeed {
 const NEVER: u8 = 0;
 const CURRENT: u8 = 1;
 const LOST: u8 = 2;
+
+impl Shared {
+    /// Whether every token is refused in `state`: unreachable past the
+    /// bound under [`WhenUnreachable::Refuse`]; or never synchronized past
+    /// the bound, whatever the policy (a wrong secret or scope would
+    /// otherwise let every revoked token through for good, quietly):
+    /// `KeepServing` serves with the revocations it knows, and it knows
+    /// none.
+    fn refusing(&self, state: u8) -> bool {
+        let trusted = match state {
+            CURRENT => true,
+            LOST => self.lost_for() <= self.bound,
+            _ => false,
+        };
+        let never_past_bound = state == NEVER && self.epoch.elapsed() > self.bound;
+        (!trusted && self.policy == WhenUnreachable::Refuse) || never_past_bound
+    }
+}
 
 #[derive(Debug)]
 struct Shared {
@@ -186,6 +208,7 @@ impl RevocationFeed {
             },
             last_event_id: (last_id > 0).then_some(last_id),
             revocations: shared.read().len(),
+            refusing: shared.refusing(state),
         }
     }
 
@@ -215,18 +238,7 @@ impl RevocationFeed {
             }
             state = shared.state.load(Ordering::Acquire);
         }
-        let trusted = match state {
-            CURRENT => true,
-            LOST => shared.lost_for() <= shared.bound,
-            _ => false,
-        };
-        // A feed never synchronized enforces nothing: past the bound that
-        // is refused whatever the policy (a wrong secret or scope would
-        // otherwise let every revoked token through for good, quietly),
-        // as `KeepServing` serves with the revocations it knows, and it
-        // knows none.
-        let never_past_bound = state == NEVER && shared.epoch.elapsed() > shared.bound;
-        if (!trusted && shared.policy == WhenUnreachable::Refuse) || never_past_bound {
+        if shared.refusing(state) {
             return Err(Rejection::RevocationsUnavailable);
         }
         // A token found clean against this very set is clean still: the

@@ -402,9 +402,10 @@ impl GuardBuilder {
     /// Require this `typ` instead of `at+jwt` (`None`: any). Without
     /// `at+jwt`, an ID token or a logout token of the same issuer and
     /// audience (an app and its API registered as one client) would pass
-    /// as an access token: tokens that show they are one (`nonce`,
-    /// `at_hash`, `c_hash` or `events` among their claims, or Keycloak's
-    /// `typ` claim `ID`, `Logout`, `Refresh` or `Offline`) are refused.
+    /// as an access token: tokens that show they are one (`at_hash`,
+    /// `c_hash` or `events` among their claims, a `nonce` without `scope`
+    /// or `scp`, or Keycloak's `typ` claim `ID`, `Logout`, `Refresh` or
+    /// `Offline`) are refused.
     #[must_use]
     pub fn typ(mut self, typ: Option<&str>) -> GuardBuilder {
         self.typ = typ.map(str::to_owned);
@@ -533,11 +534,12 @@ fn not_sender_constrained(
 }
 
 /// Without `at+jwt` required, refuse the tokens of other kinds that carry
-/// the same issuer and audience: ID tokens (`nonce`, `at_hash`, `c_hash`),
-/// logout tokens (`events`), and Keycloak's by its `typ` claim.
+/// the same issuer and audience: ID tokens (`at_hash`, `c_hash`, or a
+/// `nonce` without any scope: Keycloak copies the sign-in's `nonce` into
+/// its access tokens too), logout tokens (`events`), and Keycloak's by its
+/// `typ` claim.
 fn not_another_kind(claims: &serde_json::Map<String, serde_json::Value>) -> Result<(), String> {
     for (claim, kind) in [
-        ("nonce", "an ID token"),
         ("at_hash", "an ID token"),
         ("c_hash", "an ID token"),
         ("events", "a logout token"),
@@ -545,6 +547,10 @@ fn not_another_kind(claims: &serde_json::Map<String, serde_json::Value>) -> Resu
         if claims.contains_key(claim) {
             return Err(format!("it has {claim:?}: {kind}, not an access token"));
         }
+    }
+    if claims.contains_key("nonce") && !claims.contains_key("scope") && !claims.contains_key("scp")
+    {
+        return Err("it has a nonce and no scope: an ID token, not an access token".into());
     }
     match claims.get("typ").and_then(|t| t.as_str()) {
         Some(kind @ ("ID" | "Logout" | "Refresh" | "Offline")) => {

@@ -106,8 +106,10 @@ impl RemoteJwks {
     pub(crate) fn unfit_for(&self, issuer: &str) -> Option<String> {
         let url = match &self.source {
             Source::Url(url) => url,
+            // Exactly: the metadata's issuer must be the one discovered,
+            // and the tokens' the guard's (a trailing `/` counts).
             Source::Issuer(discovered) => {
-                if discovered.trim_end_matches('/') != issuer.trim_end_matches('/') {
+                if discovered != issuer {
                     return Some(format!(
                         "the keys are discovered from issuer {discovered:?}, the guard's tokens \
                          are of {issuer:?}"

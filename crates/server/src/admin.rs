@@ -244,6 +244,29 @@ impl AdminService<'_> {
     /// [`AdminService::record`], with `more` said after who acted (what
     /// was granted, say).
     async fn record_with(&self, name: &'static str, about: &str, more: &str) {
+        let writing = self.start_recording(name, about, more);
+        Self::recorded(name, writing).await;
+    }
+
+    /// Wait for the audit write [`AdminService::start_recording`] began.
+    async fn recorded(name: &'static str, writing: tokio::task::JoinHandle<()>) {
+        if let Err(e) = writing.await {
+            tracing::error!(event = name, error = %e, "the audit event's writer failed");
+        }
+    }
+
+    /// Begin writing the audit event of a change that has committed, in a
+    /// task of its own: spawned at once, before anything else is awaited,
+    /// so that a request dropped from here on (its client gone, the
+    /// request timeout) cannot leave the change off the trail. The caller
+    /// does what else the change needs, then waits for it
+    /// ([`AdminService::recorded`]).
+    fn start_recording(
+        &self,
+        name: &'static str,
+        about: &str,
+        more: &str,
+    ) -> tokio::task::JoinHandle<()> {
         let detail = match more {
             "" => self.actor.detail(),
             more => format!("{} {more}", self.actor.detail()),
@@ -252,10 +275,7 @@ impl AdminService<'_> {
             .actor
             .on(Event::new(name).subject(about).detail(detail));
         let (db, actor, about) = (self.db.clone(), self.actor.clone(), about.to_owned());
-        // A task of its own, awaited: a request dropped meanwhile (its
-        // client gone, the request timeout) must not cancel the write of
-        // a change that has committed, and leave it off the trail.
-        let writing = tokio::spawn(async move {
+        tokio::spawn(async move {
             let mut wait = std::time::Duration::from_millis(100);
             for attempt in 1..=3 {
                 match audit::record(&db, event.clone()).await {
@@ -281,10 +301,7 @@ impl AdminService<'_> {
                     }
                 }
             }
-        });
-        if let Err(e) = writing.await {
-            tracing::error!(event = name, error = %e, "the audit event's writer failed");
-        }
+        })
     }
 
     /// Add a user with a password (Argon2id), scopes and profile claims.
@@ -315,9 +332,10 @@ impl AdminService<'_> {
     pub async fn set_scopes(&self, username: &str, scopes: &[String]) -> Result<(), Error> {
         let scopes = Scopes::from_list(scopes)?;
         users::set_scopes(self.db, username, &scopes, self.config.revocation_keep()).await?;
+        let writing =
+            self.start_recording("user_scopes_changed", username, &format!("scope={scopes}"));
         self.revoked().await;
-        self.record_with("user_scopes_changed", username, &format!("scope={scopes}"))
-            .await;
+        Self::recorded("user_scopes_changed", writing).await;
         Ok(())
     }
 
@@ -354,8 +372,9 @@ impl AdminService<'_> {
         .await?
         {
             Some(_) => {
+                let writing = self.start_recording("session_ended", sid, "");
                 self.revoked().await;
-                self.record("session_ended", sid).await;
+                Self::recorded("session_ended", writing).await;
                 Ok(())
             }
             None => Err(Error::NotFound {
@@ -380,16 +399,18 @@ impl AdminService<'_> {
         } else {
             "user_enabled"
         };
+        let writing = self.start_recording(event, username, "");
         self.revoked().await;
-        self.record(event, username).await;
+        Self::recorded(event, writing).await;
         Ok(())
     }
 
     /// Delete a user and the user's sessions.
     pub async fn delete_user(&self, username: &str) -> Result<(), Error> {
         users::delete(self.db, username, self.config.revocation_keep()).await?;
+        let writing = self.start_recording("user_deleted", username, "");
         self.revoked().await;
-        self.record("user_deleted", username).await;
+        Self::recorded("user_deleted", writing).await;
         Ok(())
     }
 
@@ -408,8 +429,9 @@ impl AdminService<'_> {
         }
         let hash = self.passwords.hash(password).await?;
         users::set_password(self.db, username, &hash, self.config.revocation_keep()).await?;
+        let writing = self.start_recording("user_password_changed", username, "");
         self.revoked().await;
-        self.record("user_password_changed", username).await;
+        Self::recorded("user_password_changed", writing).await;
         Ok(())
     }
 
@@ -546,11 +568,12 @@ impl AdminService<'_> {
     /// Delete a client and its sessions.
     pub async fn delete_client(&self, client_id: &str) -> Result<(), Error> {
         clients::delete(self.db, client_id, self.config.revocation_keep()).await?;
+        let writing = self.start_recording("client_deleted", client_id, "");
         self.revoked().await;
         if let Some(cache) = self.clients {
             cache.forget(client_id);
         }
-        self.record("client_deleted", client_id).await;
+        Self::recorded("client_deleted", writing).await;
         Ok(())
     }
 
@@ -572,8 +595,9 @@ impl AdminService<'_> {
         kid: &str,
     ) -> Result<Option<String>, Error> {
         let replaced_by = keys.revoke(kid).await?;
+        let writing = self.start_recording("key_revoked", kid, "");
         self.revoked().await;
-        self.record("key_revoked", kid).await;
+        Self::recorded("key_revoked", writing).await;
         Ok(replaced_by)
     }
 
@@ -603,16 +627,16 @@ impl AdminService<'_> {
             }
         }
         clients::set_scopes(self.db, client_id, &scopes, self.config.revocation_keep()).await?;
+        let writing = self.start_recording(
+            "client_scopes_changed",
+            client_id,
+            &format!("scope={scopes}"),
+        );
         self.revoked().await;
         if let Some(cache) = self.clients {
             cache.forget(client_id);
         }
-        self.record_with(
-            "client_scopes_changed",
-            client_id,
-            &format!("scope={scopes}"),
-        )
-        .await;
+        Self::recorded("client_scopes_changed", writing).await;
         Ok(())
     }
 
@@ -620,11 +644,12 @@ impl AdminService<'_> {
     pub async fn rotate_secret(&self, client_id: &str) -> Result<Zeroizing<String>, Error> {
         let secret =
             clients::rotate_secret(self.db, client_id, self.config.revocation_keep()).await?;
+        let writing = self.start_recording("client_secret_rotated", client_id, "");
         self.revoked().await;
         if let Some(cache) = self.clients {
             cache.forget(client_id);
         }
-        self.record("client_secret_rotated", client_id).await;
+        Self::recorded("client_secret_rotated", writing).await;
         Ok(secret)
     }
 }

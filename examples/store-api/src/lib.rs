@@ -78,22 +78,34 @@ pub fn app(pool: SqlitePool, guard: Guard) -> Router {
 }
 
 /// `GET /healthz`: up, and where the revocation feed stands (`current`
-/// false once it lost the feed; `stale_for_secs` since when).
+/// false once it lost the feed; `stale_for_secs` since when); 503 while
+/// the guard refuses every token for want of the feed (`refusing`).
 pub fn health<S: Clone + Send + Sync + 'static>(guard: Guard) -> Router<S> {
     Router::new().route(
         "/healthz",
         get(move || {
             let feed = guard.revocations().map(|f| f.status());
             async move {
+                // Refusing every token (the feed's policy, or a feed never
+                // read): not healthy, so a balancer sends elsewhere.
+                let refusing = feed.as_ref().is_some_and(|s| s.refusing);
                 let feed = feed.map(|s| {
                     serde_json::json!({
                         "current": s.current,
                         "stale_for_secs": s.stale_for.map(|d| d.as_secs_f64()),
                         "last_event_id": s.last_event_id,
                         "revocations": s.revocations,
+                        "refusing": s.refusing,
                     })
                 });
-                axum::Json(serde_json::json!({ "status": "ok", "revocation_feed": feed }))
+                let (status, word) = match refusing {
+                    true => (axum::http::StatusCode::SERVICE_UNAVAILABLE, "refusing"),
+                    false => (axum::http::StatusCode::OK, "ok"),
+                };
+                (
+                    status,
+                    axum::Json(serde_json::json!({ "status": word, "revocation_feed": feed })),
+                )
             }
         }),
     )

@@ -414,6 +414,11 @@ fn jwks_url_is_fetched_and_failures_exit_2() {
     );
     let run = verify(&serve_once(public.to_string(), "200 OK"), Some("RS256"));
     assert_eq!(run.code, 0, "{}", run.stderr);
+    // A skipped key that could not have signed the token (another kid)
+    // says nothing of it: an invalid token, exit 1.
+    public["keys"][0]["kid"] = "elsewhere".into();
+    let run = verify(&serve_once(public.to_string(), "200 OK"), None);
+    assert_eq!(run.code, 1, "{}", run.stderr);
     let url = serve_once("{}".to_owned(), "404 Not Found");
     fails(
         d,

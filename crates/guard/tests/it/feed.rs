@@ -568,10 +568,15 @@ async fn an_unreachable_feed_follows_the_stated_policy() {
             .unwrap(),
     );
     never.verify(&t).await.unwrap();
+    assert!(!never.revocations().unwrap().status().refusing);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(
         never.verify(&t).await.unwrap_err(),
         Rejection::RevocationsUnavailable
+    );
+    assert!(
+        never.revocations().unwrap().status().refusing,
+        "not said to health checks"
     );
     // Refusing: a guard that never synchronized refuses at once.
     let strict = guard(

@@ -439,8 +439,11 @@ async fn custom_claims_and_configuration() {
         .verify(&jwt::sign(&bound, &key).unwrap())
         .await
         .is_err());
-    // Keycloak's access tokens say typ Bearer: served.
-    let bearer = claims_with(json!({ "client_id": "web", "typ": "Bearer" }));
+    // Keycloak's access tokens say typ Bearer, and may carry the sign-in's
+    // nonce beside their scope: served.
+    let bearer = claims_with(
+        json!({ "client_id": "web", "typ": "Bearer", "nonce": "n-1", "scope": "openid" }),
+    );
     let token = jwt::sign(&bearer, &key).unwrap();
     assert!(any_typ.verify(&token).await.is_ok());
 }
@@ -581,7 +584,10 @@ fn keys_of_another_issuer_make_no_guard() {
         refused.to_string().contains("login.other.example"),
         "{refused}"
     );
-    // The same issuer, a trailing slash apart: built.
+    // A trailing slash apart: another issuer (RFC 8414 §3.3), whose keys
+    // would never be had.
     let keys = tessera_guard::RemoteJwks::discover(format!("{ISS}/")).unwrap();
+    assert!(Guard::builder(ISS, AUD, keys).build().is_err());
+    let keys = tessera_guard::RemoteJwks::discover(ISS).unwrap();
     assert!(Guard::builder(ISS, AUD, keys).build().is_ok());
 }

@@ -305,6 +305,9 @@ async fn write_batch(
                 if backoff > Duration::from_millis(100) {
                     tracing::info!(count = batch.len(), "audit events written after a retry");
                 }
+                // Back: the batches after this one get a grace of their
+                // own if it goes again.
+                *retrying_since = None;
                 batch.clear();
                 return;
             }
