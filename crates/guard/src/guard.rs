@@ -203,6 +203,9 @@ impl From<RemoteJwks> for Keys {
 struct Inner {
     keys: Keys,
     validation: Validation,
+    /// No `typ` required: tokens that show they are of another kind are
+    /// refused ([`not_another_kind`]).
+    any_typ: bool,
     cache_size: usize,
     cache: RwLock<HashMap<[u8; 32], Cached>>,
     revocations: Option<RevocationFeed>,
@@ -335,6 +338,18 @@ impl Guard {
                 },
             }
         })?;
+        // On the claims already read (a `Validation::check` would read
+        // the payload a second time): a token bound to its client's key,
+        // and, with no `typ` required, one of another kind.
+        let claims = &verified.claims.custom;
+        let kind = not_sender_constrained(claims).and_then(|()| match inner.any_typ {
+            true => not_another_kind(claims),
+            false => Ok(()),
+        });
+        if let Err(reason) = kind {
+            tracing::debug!(reason, "bearer token refused");
+            return Err(invalid);
+        }
         let header = &verified.header;
         let signed_by = match &header.kid {
             Some(kid) => Some(kid.as_str().into()),
@@ -479,11 +494,10 @@ impl GuardBuilder {
             Some(audience) => validation.audience(audience),
             None => validation.any_audience(),
         };
-        match self.typ {
-            Some(typ) => validation = validation.typ(typ),
-            None => validation = validation.check("an access token", not_another_kind),
+        let any_typ = self.typ.is_none();
+        if let Some(typ) = self.typ {
+            validation = validation.typ(typ);
         }
-        validation = validation.check("a bearer token", not_sender_constrained);
         if let Some(algs) = self.algorithms {
             validation = validation.algorithms(algs);
         }
@@ -508,6 +522,7 @@ impl GuardBuilder {
             inner: Arc::new(Inner {
                 keys: self.keys,
                 validation,
+                any_typ,
                 cache_size: self.cache_size,
                 cache: RwLock::new(HashMap::new()),
                 revocations: self.revocations,
