@@ -340,23 +340,15 @@ fn verify(args: &VerifyArgs) -> Result<(), Failure> {
             // No key for it, but the set had keys it could not use (an
             // RSA key published without `alg`): the set or the arguments
             // are the trouble, not the token (exit 2), and why is said.
-            Err(e @ tessera_jose::Error::NoMatchingKey { .. })
-                if !could_have_signed(&token, keys.skipped()).is_empty() =>
-            {
-                let skipped: Vec<String> = could_have_signed(&token, keys.skipped())
-                    .iter()
-                    .map(|k| {
-                        format!(
-                            "kid {:?} ({}): {}",
-                            k.kid.as_deref().unwrap_or(""),
-                            k.kty.as_deref().unwrap_or("?"),
-                            k.reason
-                        )
-                    })
-                    .collect();
-                return Err(
-                    anyhow!("{e}; keys of {origin} not used: {}", skipped.join("; ")).into(),
-                );
+            Err(e @ tessera_jose::Error::NoMatchingKey { .. }) => {
+                let unused = could_have_signed(&token, keys.skipped());
+                if unused.is_empty() {
+                    Err(e)
+                } else {
+                    return Err(
+                        anyhow!("{e}; keys of {origin} not used: {}", unused.join("; ")).into(),
+                    );
+                }
             }
             verified => verified,
         }
@@ -385,26 +377,23 @@ fn verify(args: &VerifyArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The keys of a set that were skipped and could have signed `token`: its
-/// `kid` (or any, for a token without one), a type and `alg` that fit its
-/// algorithm. Another skipped key (an encryption key, say) says nothing
-/// about the token.
-fn could_have_signed<'a>(
-    token: &str,
-    skipped: &'a [tessera_jose::SkippedKey],
-) -> Vec<&'a tessera_jose::SkippedKey> {
+/// The keys of a set that were skipped and could have signed `token`
+/// ([`tessera_jose::SkippedKey::could_have_signed`]), each said with why.
+fn could_have_signed(token: &str, skipped: &[tessera_jose::SkippedKey]) -> Vec<String> {
     let Ok((header, _)) = tessera_jose::dangerous::decode_unverified(token) else {
         return Vec::new();
     };
     skipped
         .iter()
-        .filter(|k| header.kid.is_none() || k.kid == header.kid)
-        .filter(|k| {
-            k.kty
-                .as_deref()
-                .is_none_or(|kty| kty == header.alg.key_type().name())
+        .filter(|k| k.could_have_signed(header.kid.as_deref(), header.alg))
+        .map(|k| {
+            format!(
+                "kid {:?} ({}): {}",
+                k.kid.as_deref().unwrap_or(""),
+                k.kty.as_deref().unwrap_or("?"),
+                k.reason
+            )
         })
-        .filter(|k| k.alg.as_deref().is_none_or(|a| a == header.alg.as_str()))
         .collect()
 }
 

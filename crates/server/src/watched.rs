@@ -3,16 +3,24 @@
 //! answering as if it ran.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// Whether a task spawned by [`spawn`] panicked; cloned by whoever must
 /// know (the supervisor, a readiness check).
 #[derive(Clone, Debug)]
-pub struct Died(tokio::sync::watch::Receiver<bool>);
+pub struct Died(
+    tokio::sync::watch::Receiver<bool>,
+    /// The same, for [`Died::happened`]: one relaxed load, since the
+    /// token endpoint asks on every request (a watch's borrow takes a
+    /// lock every core shares).
+    Arc<AtomicBool>,
+);
 
 impl Died {
     /// Whether the task panicked.
     pub fn happened(&self) -> bool {
-        *self.0.borrow()
+        self.1.load(Ordering::Relaxed)
     }
 
     /// Ready once the task has panicked; never if it ends otherwise.
@@ -32,17 +40,20 @@ pub fn spawn(
     task: impl Future<Output = ()> + Send + 'static,
 ) -> (tokio::task::JoinHandle<()>, Died) {
     let (tx, rx) = tokio::sync::watch::channel(false);
+    let flag = Arc::new(AtomicBool::new(false));
+    let died = Died(rx, Arc::clone(&flag));
     let inner = tokio::spawn(task);
     let outer = tokio::spawn(async move {
         if let Err(e) = inner.await {
             if e.is_panic() {
                 tracing::error!(task = name, error = %e, "a background task panicked");
+                flag.store(true, Ordering::Relaxed);
                 // Read by `wait` even once the sender is gone.
                 tx.send_replace(true);
             }
         }
     });
-    (outer, Died(rx))
+    (outer, died)
 }
 
 #[cfg(test)]

@@ -28,7 +28,16 @@ impl SkippedKey {
     /// `alg` would: then a lookup of that `kid` is ambiguous, since the
     /// publisher named two keys alike.
     fn shadows(&self, kid: &str, alg: Algorithm) -> bool {
-        self.kid.as_deref() == Some(kid)
+        self.could_have_signed(Some(kid), alg)
+    }
+
+    /// Whether this unusable key could be the one that signed a token
+    /// whose header names `kid` (any key, for a token without one) and
+    /// `alg`: its `kid`, and a type and `alg` (where it says them) that
+    /// fit. Another skipped key (an encryption key, say) says nothing
+    /// about the token.
+    pub fn could_have_signed(&self, kid: Option<&str>, alg: Algorithm) -> bool {
+        kid.is_none_or(|kid| self.kid.as_deref() == Some(kid))
             && self
                 .kty
                 .as_deref()
