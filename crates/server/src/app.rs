@@ -81,6 +81,7 @@ impl App {
         // once, so that this instance stops signing with it.
         let ring = Arc::clone(&keys);
         revocations.when_key_revoked(move || {
+            ring.heard_of_revocation();
             let ring = Arc::clone(&ring);
             tokio::spawn(async move {
                 if let Err(e) = ring.refresh_now().await {

@@ -99,6 +99,13 @@ struct KeyRow {
 }
 
 impl KeyPolicy {
+    /// How often each instance reads the keys again and sweeps expired
+    /// rows (the server's maintenance): often enough that a key announced
+    /// by another instance is published here well before it signs.
+    pub fn maintenance_period(&self) -> Duration {
+        (self.announce / 4).clamp(Duration::from_secs(1), Duration::from_secs(30))
+    }
+
     /// Every algorithm the ring keeps a key for: access tokens first.
     pub fn algorithms(&self) -> Vec<Algorithm> {
         let mut all = vec![self.algorithm];
@@ -157,6 +164,66 @@ pub struct Keys {
     /// rows before a key was revoked must not install them after a
     /// reading that left the key out.
     reloading: tokio::sync::Mutex<()>,
+    /// Whether the ring is up to date with the stored keys.
+    freshness: Freshness,
+}
+
+/// Whether the ring was read lately, and after every key revocation this
+/// instance has heard of ([`Keys::current`]). A ring that stopped being
+/// read (a row this version cannot open: an algorithm a newer version
+/// added, say) goes on signing and publishing what it last held, while
+/// the other instances rotate, retire and revoke without it.
+#[derive(Debug)]
+struct Freshness {
+    /// Key revocations heard of, from the revocation log.
+    heard: std::sync::atomic::AtomicU64,
+    /// Of those, how many a reading installed since had heard of when it
+    /// read the rows.
+    caught_up: std::sync::atomic::AtomicU64,
+    /// When a reading was last installed.
+    read_at: std::sync::Mutex<std::time::Instant>,
+}
+
+impl Freshness {
+    fn new() -> Freshness {
+        Freshness {
+            heard: 0.into(),
+            caught_up: 0.into(),
+            read_at: std::sync::Mutex::new(std::time::Instant::now()),
+        }
+    }
+
+    /// What a reading that reads the rows from now on will have caught
+    /// up with.
+    fn reading(&self) -> u64 {
+        self.heard.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// A reading that began at `heard` ([`Freshness::reading`]) is
+    /// installed.
+    fn installed(&self, heard: u64) {
+        self.caught_up
+            .fetch_max(heard, std::sync::atomic::Ordering::AcqRel);
+        let now = std::time::Instant::now();
+        match self.read_at.lock() {
+            Ok(mut at) => *at = now,
+            Err(poisoned) => *poisoned.into_inner() = now,
+        }
+    }
+
+    /// Whether a key revocation was heard of that no installed reading
+    /// has caught up with: the revoked key may still be in the ring.
+    fn behind(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.caught_up.load(Ordering::Acquire) < self.heard.load(Ordering::Acquire)
+    }
+
+    fn read_ago(&self) -> Duration {
+        match self.read_at.lock() {
+            Ok(at) => at.elapsed(),
+            Err(poisoned) => poisoned.into_inner().elapsed(),
+        }
+    }
 }
 
 /// Store a key (`$1` kid, `$2` alg, `$3` sealed, `$4` public JWK, `$5`
@@ -201,12 +268,47 @@ impl Keys {
             longest_ttl: std::sync::atomic::AtomicI64::new(secs(policy.max_access_ttl)),
             policy,
             reloading: tokio::sync::Mutex::new(()),
+            freshness: Freshness::new(),
         };
         // No removal here: every admin command loads the keys, perhaps
         // under a configuration (a shorter `max_access_ttl`) that is not
         // the server's; only the server's own maintenance removes keys.
         keys.update(false, now()).await?;
         Ok(keys)
+    }
+
+    /// Whether the ring is current: read within three maintenance periods
+    /// ([`KeyPolicy::maintenance_period`]; the server's maintenance reads
+    /// it every period), and since the last key revocation this instance
+    /// heard of. `/readyz` says why not.
+    pub fn current(&self) -> Result<(), &'static str> {
+        if self.freshness.behind() {
+            return Err("a signing key was revoked and the keys have not been read again");
+        }
+        if self.freshness.read_ago() > self.policy.maintenance_period().saturating_mul(3) {
+            return Err("signing keys not read lately");
+        }
+        Ok(())
+    }
+
+    /// A key was revoked (the revocation log says so, whichever instance
+    /// revoked it): nothing is signed until a reading of the keys that
+    /// began after this is installed ([`Keys::refresh_now`]), since the
+    /// revoked key may be the one that signs.
+    pub fn heard_of_revocation(&self) {
+        self.freshness
+            .heard
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// Refuse to sign while a revoked key may still be in the ring.
+    fn not_behind(&self) -> Result<(), Error> {
+        if self.freshness.behind() {
+            return Err(Error::Unavailable(
+                "a signing key was revoked and the keys are being read again".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// The master key, which also seals other secrets kept at rest (a
@@ -276,6 +378,7 @@ impl Keys {
         claims: &Claims<T>,
         at: i64,
     ) -> Result<String, Error> {
+        self.not_behind()?;
         let key = self.signer_for(alg, at)?;
         let header = Header::for_key(&key).typ(typ);
         Ok(jwt::sign_with_header(&header, claims, &key)?)
@@ -283,6 +386,7 @@ impl Keys {
 
     /// Sign an access token (RFC 9068: `typ: at+jwt`, `kid`).
     pub fn sign<T: Serialize>(&self, claims: &Claims<T>, at: i64) -> Result<String, Error> {
+        self.not_behind()?;
         let key = self.signer(at)?;
         let header = Header::for_key(&key).typ("at+jwt");
         Ok(jwt::sign_with_header(&header, claims, &key)?)
@@ -543,10 +647,42 @@ impl Keys {
     /// keys the others made.
     pub async fn refresh_at(&self, at: i64) -> Result<(), Error> {
         let _in_turn = self.reloading.lock().await;
+        self.read_in_turn(at).await
+    }
+
+    /// Read the keys again if a key revocation was heard of since the
+    /// last reading ([`Keys::heard_of_revocation`]), before anything is
+    /// signed: the token endpoint waits for this rather than refuse
+    /// while the reading the revocation started is under way. Requests
+    /// that wait together are served by one reading.
+    pub async fn caught_up(&self) -> Result<(), Error> {
+        if !self.freshness.behind() {
+            return Ok(());
+        }
+        let _in_turn = self.reloading.lock().await;
+        if !self.freshness.behind() {
+            return Ok(());
+        }
+        let read = async {
+            let at = self.db.database_time().await?.unwrap_or_else(now);
+            self.read_in_turn(at).await
+        };
+        read.await.map_err(|e| {
+            Error::Unavailable(format!(
+                "a signing key was revoked, and the keys could not be read again: {e}"
+            ))
+        })
+    }
+
+    /// [`Keys::refresh_at`] with `reloading` held.
+    async fn read_in_turn(&self, at: i64) -> Result<(), Error> {
+        let heard = self.freshness.reading();
         self.learn_longest_ttl().await?;
         let rows = self.fetch().await?;
         let opened = self.open_all(&rows)?;
-        self.reload(rows, &opened, at)
+        self.reload(rows, &opened, at)?;
+        self.freshness.installed(heard);
+        Ok(())
     }
 
     /// Read the stored keys again now, by the database's clock where it
@@ -568,6 +704,7 @@ impl Keys {
     /// earlier, unannounced.
     async fn update(&self, remove: bool, now: i64) -> Result<(), Error> {
         let _in_turn = self.reloading.lock().await;
+        let heard = self.freshness.reading();
         // Keys are made by the database's clock on PostgreSQL, alone: an
         // admin command may run on a host whose clock is off either way
         // (this decides when a key signs, and a key made hours ahead would
@@ -632,7 +769,9 @@ impl Keys {
             }
             self.expire(&rows, now).await?;
         }
-        self.reload(rows, &opened, now)
+        self.reload(rows, &opened, now)?;
+        self.freshness.installed(heard);
+        Ok(())
     }
 
     /// Tie the database to this master key, once, before any key is

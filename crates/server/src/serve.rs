@@ -124,13 +124,6 @@ pub async fn open_with(config: Config, schema: Schema) -> Result<Opened, Error> 
 /// another process, such as `tessera user disable`).
 pub const REVOCATION_SYNC: Duration = Duration::from_millis(500);
 
-/// How often each instance re-reads the keys and sweeps expired rows: often
-/// enough that a key announced by another instance is published here well
-/// before it signs.
-fn maintenance_period(config: &Config) -> Duration {
-    (config.keys.announce / 4).clamp(Duration::from_secs(1), Duration::from_secs(30))
-}
-
 /// Serve on `listener` until `shutdown` completes, then finish the
 /// requests in flight, flush the audit trail and close the database.
 pub async fn serve(
@@ -171,7 +164,7 @@ pub async fn serve(
         );
     }
     let (audit, writer) = AuditQueue::start(db.clone());
-    let period = maintenance_period(&config);
+    let period = config.keys.maintenance_period();
     // A verifier that cached the JWKS just before a key was published
     // must have fetched it again before that key signs.
     if config.keys.announce < config.jwks_max_age.saturating_add(period) {

@@ -27,6 +27,9 @@ const READY_TIMEOUT: Duration = Duration::from_secs(1);
 ///   stopped answering that reading, or the log holds an event of a kind
 ///   this version does not know: an older instance beside newer ones,
 ///   which must be taken out of service until it is upgraded);
+/// - its signing keys were not read lately, or not since a key was
+///   revoked ([`crate::keys::Keys::current`]: a row this version cannot
+///   open, say, from a newer version beside it);
 /// - more audit events wait in memory than it keeps
 ///   ([`crate::store::audit::MAX_BACKLOG`]).
 pub async fn readyz(State(app): State<Arc<App>>) -> Response {
@@ -59,6 +62,10 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Response {
             tracing::warn!("not ready: the database did not answer within a second");
             return not_ready("database unreachable");
         }
+    }
+    if let Err(reason) = app.keys.current() {
+        tracing::warn!(reason, "not ready: the signing keys are not current");
+        return not_ready("signing keys not current");
     }
     if !app.audit.accepting() {
         tracing::warn!("not ready: the audit trail is not being written");

@@ -62,6 +62,9 @@ pub async fn token(
         .current(&app.db)
         .await
         .map_err(OAuthError::from)?;
+    // A key revoked through any instance (it leaked): the keys are read
+    // again before anything is signed, since it may be the one that signs.
+    app.keys.caught_up().await.map_err(OAuthError::from)?;
     let grant_type = form.require("grant_type")?;
     let grant = GrantType::parse(grant_type).ok_or_else(|| {
         OAuthError::unsupported_grant_type(format!("grant_type {grant_type:?} is not supported"))

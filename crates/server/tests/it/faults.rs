@@ -571,7 +571,88 @@ async fn an_unknown_revocation_kind_stops_the_instance_that_cannot_read_it(backe
     h.finish().await;
 }
 
+/// An instance that cannot read the signing keys again (a row of an
+/// algorithm a newer version beside it added) goes on signing with what
+/// it holds, but `/readyz` says so once they are three maintenance periods
+/// old; and once a key revocation is heard of, it signs nothing until it
+/// has read the keys again, since the revoked key may be the one it signs
+/// with.
+async fn an_instance_that_cannot_read_the_keys_again_says_so(backend: Backend) {
+    let Some(h) = Harness::with(backend, |c| c.keys.announce = Duration::from_secs(4)).await else {
+        return;
+    };
+    let (id, secret) = h
+        .client(
+            &[tessera_server::store::clients::GrantType::ClientCredentials],
+            "read",
+        )
+        .await;
+    let kid_of = |token: &str| {
+        tessera_jose::dangerous::decode_unverified_claims(token)
+            .unwrap()
+            .0
+            .kid
+            .unwrap()
+    };
+    let first = h.client_credentials_token(&id, &secret).await;
+    assert_eq!(h.get("/readyz").await.status, StatusCode::OK);
+    // Another instance, started while it could still read the keys.
+    let other = tessera_server::open(h.test_db.config()).await.unwrap();
+
+    h.execute(
+        "INSERT INTO signing_keys (kid, generation, alg, sealed_key, public_jwk, created_at, activate_at) \
+         SELECT 'from-a-newer-version', generation + 100, 'ML-DSA-65', sealed_key, public_jwk, \
+         created_at, activate_at FROM signing_keys ORDER BY generation DESC LIMIT 1",
+        &[],
+    )
+    .await;
+    let err = h.app.keys.refresh_now().await.unwrap_err().to_string();
+    assert!(err.contains("ML-DSA-65"), "{err}");
+    assert_eq!(h.get("/readyz").await.status, StatusCode::OK, "not yet");
+    let period = h.app.config.keys.maintenance_period();
+    tokio::time::sleep(period * 3 + Duration::from_millis(300)).await;
+    let ready = h.get("/readyz").await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready.text, "signing keys not current\n");
+    // It still signs: nothing it holds is known to be wrong.
+    assert_eq!(
+        kid_of(&h.client_credentials_token(&id, &secret).await),
+        kid_of(&first)
+    );
+
+    // The key leaked, and is revoked through the other instance.
+    let replacement = other.keys.revoke(&kid_of(&first)).await.unwrap();
+    assert!(replacement.is_some());
+    h.app.access.revoked().sync(&h.db).await.unwrap();
+    let refused = h.client_credentials(&id, &secret).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        refused.text
+    );
+    assert_eq!(refused.error(), "temporarily_unavailable");
+    assert_eq!(
+        h.get("/readyz").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+
+    // Upgraded (the row it could not read is one it reads): the next
+    // request reads the keys and signs with the replacement.
+    h.execute(
+        "DELETE FROM signing_keys WHERE kid = 'from-a-newer-version'",
+        &[],
+    )
+    .await;
+    let after = h.client_credentials_token(&id, &secret).await;
+    assert_eq!(Some(kid_of(&after)), replacement);
+    assert_eq!(h.get("/readyz").await.status, StatusCode::OK);
+    other.db.close().await;
+    h.finish().await;
+}
+
 crate::both_backends!(
+    an_instance_that_cannot_read_the_keys_again_says_so,
     an_unknown_revocation_kind_stops_the_instance_that_cannot_read_it,
     a_start_refuses_a_schema_a_newer_version_made,
     a_named_master_key_file_that_is_missing_is_not_made,
