@@ -167,6 +167,8 @@ pub async fn grant(request: &TokenRequest<'_>, exchange: Exchange<'_>) -> Result
                     // The session is checked instead: a password change
                     // ends it.
                     password_hash: None,
+                    // Taken away, a scope ends the user's sessions.
+                    user_scopes: None,
                     scope: &grant.scope,
                     auth_time: Some(grant.auth_time),
                     sid: Some(&grant.sid),

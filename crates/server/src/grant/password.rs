@@ -97,8 +97,9 @@ impl Login<'_> {
         };
         // The hash took a while: a password changed (or a user disabled,
         // or deleted and made again under the name) meanwhile makes this
-        // login as wrong as it would be now. What it goes on to write
-        // (a session, a refresh family) checks again, in its transaction.
+        // login as wrong as it would be now, and the scopes granted are
+        // the user's as they are now. What it goes on to write (a session,
+        // a refresh family) checks again, in its transaction.
         let user = match user {
             None => Err("unknown user"),
             Some(_) if !matched => Err("wrong password"),
@@ -107,7 +108,7 @@ impl Login<'_> {
                 Ok(Some(now))
                     if now.id == u.id && now.password_hash == u.password_hash && !now.disabled =>
                 {
-                    Ok(u)
+                    Ok(now)
                 }
                 Ok(_) => Err("changed while it was checked"),
                 Err(e) => {
@@ -174,6 +175,7 @@ pub async fn grant(request: &TokenRequest<'_>, login: Login<'_>) -> Result<Grant
                 subject: &user.id,
                 username: Some(&user.username),
                 password_hash: Some(&user.password_hash),
+                user_scopes: Some(&user.scopes),
                 scope: &scope.to_string(),
                 auth_time,
                 sid: None,

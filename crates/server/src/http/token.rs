@@ -173,6 +173,10 @@ async fn after_cut_off(
     let subject = granted.subject.as_str();
     use crate::store::revocation::CUT_MARGIN;
     let revoked = app.access.revoked();
+    // The copy was current when the request began; a grant may take
+    // seconds (the password queue, lock waits), and a change made through
+    // another instance meanwhile must be in the copy read below.
+    revoked.current(&app.db).await.map_err(OAuthError::from)?;
     // The change's second (`store::now`, whole seconds): a request begun
     // in it or before may have been under way when it committed.
     let changed_after_start = |cut: i64| cut.saturating_sub(CUT_MARGIN) >= started;

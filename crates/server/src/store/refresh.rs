@@ -59,6 +59,11 @@ pub struct NewFamily<'a> {
     /// the family starts only while the user still has it, so a password
     /// changed while the login was being checked ends this login too.
     pub password_hash: Option<&'a str>,
+    /// The user's scopes the grant was decided by (password grant): the
+    /// family starts only while the user still has exactly these, so a
+    /// scope taken away while the login was being checked is not carried
+    /// into a family its revocation did not see.
+    pub user_scopes: Option<&'a str>,
     /// Scopes granted.
     pub scope: &'a str,
     /// When the user authenticated.
@@ -247,7 +252,8 @@ pub async fn issue(
 /// Start the family `id` (chosen beforehand) and return its first token;
 /// `None` when the family belongs to a session (`new.sid`) that has ended,
 /// or to a user (`new.username` with the id `new.subject`) who is
-/// disabled, gone, or no longer has `new.password_hash`.
+/// disabled, gone, or no longer has `new.password_hash` or
+/// `new.user_scopes`.
 ///
 /// The session and the user are read in the family's transaction, and on
 /// PostgreSQL locked (`FOR SHARE`) until it commits: a session ending or a
@@ -269,13 +275,14 @@ pub async fn issue_as(
         (
             "SELECT sid FROM sessions WHERE sid = $1 AND ended_at IS NULL FOR SHARE",
             "SELECT id FROM users WHERE username = $1 AND id = $2 AND NOT disabled \
-             AND password_hash = COALESCE($3, password_hash) FOR SHARE",
+             AND password_hash = COALESCE($3, password_hash) AND scopes = COALESCE($4, scopes) \
+             FOR SHARE",
         )
     } else {
         (
             "SELECT sid FROM sessions WHERE sid = $1 AND ended_at IS NULL",
             "SELECT id FROM users WHERE username = $1 AND id = $2 AND NOT disabled \
-             AND password_hash = COALESCE($3, password_hash)",
+             AND password_hash = COALESCE($3, password_hash) AND scopes = COALESCE($4, scopes)",
         )
     };
     on_pool!(db.write(), p => {
@@ -283,7 +290,7 @@ pub async fn issue_as(
         if let Some(username) = new.username {
             let enabled: Vec<(String,)> =
                 sqlx::query_as(enabled_user).bind(username).bind(new.subject)
-                    .bind(new.password_hash).fetch_all(&mut *tx).await?;
+                    .bind(new.password_hash).bind(new.user_scopes).fetch_all(&mut *tx).await?;
             if enabled.is_empty() {
                 return Ok(None);
             }

@@ -1234,6 +1234,7 @@ async fn family(h: &Harness, client_id: &str) -> (String, String) {
             subject: "user-1",
             username: None,
             password_hash: None,
+            user_scopes: None,
             scope: "read",
             auth_time: Some(1),
             sid: None,
@@ -1494,6 +1495,7 @@ fn new_family(client_id: &str) -> NewFamily<'_> {
         subject: "s",
         username: None,
         password_hash: None,
+        user_scopes: None,
         scope: "read",
         auth_time: None,
         sid: None,
@@ -1686,6 +1688,35 @@ async fn refresh_families_start_only_in_live_sessions(backend: Backend) {
             .unwrap()
             .is_some()
     );
+    // Nor while a scope the login decided by was taken away meanwhile:
+    // the revocation that went with it could not see this family.
+    let by_scopes = NewFamily {
+        user_scopes: Some(&checked.scopes),
+        ..of_alice(&client)
+    };
+    users::set_scopes(&h.db, "alice", &Scopes::parse("").unwrap(), KEEP)
+        .await
+        .unwrap();
+    assert!(
+        refresh::issue_as(&h.db, "family-4e", by_scopes, &policy(0))
+            .await
+            .unwrap()
+            .is_none(),
+        "decided by scopes the user no longer has"
+    );
+    let now_scoped = users::find(&h.db, "alice").await.unwrap().unwrap();
+    assert!(refresh::issue_as(
+        &h.db,
+        "family-4f",
+        NewFamily {
+            user_scopes: Some(&now_scoped.scopes),
+            ..of_alice(&client)
+        },
+        &policy(0)
+    )
+    .await
+    .unwrap()
+    .is_some());
     // A user disabled (say, while their password was being checked)
     // starts no family; an unknown user neither.
     users::set_disabled(&h.db, "alice", true, KEEP)
@@ -1835,6 +1866,7 @@ async fn refused_refreshes_change_nothing(backend: Backend) {
             subject: "s",
             username: None,
             password_hash: None,
+            user_scopes: None,
             scope: "",
             auth_time: None,
             sid: None,
