@@ -120,6 +120,10 @@ pub enum Schema {
     AsIs,
 }
 
+/// PostgreSQL's clock, in whole seconds since the epoch (`clock_timestamp`:
+/// the moment the statement runs, not the transaction's start).
+pub(crate) const DATABASE_NOW: &str = "SELECT FLOOR(EXTRACT(EPOCH FROM clock_timestamp()))::int8";
+
 impl Db {
     /// Connect to `url` (`sqlite://PATH` or `postgres://…`) and apply the
     /// migrations. A SQLite file is created when missing.
@@ -366,10 +370,7 @@ impl Db {
         let Db::Postgres(pool) = self else {
             return Ok(None);
         };
-        let (seconds,): (i64,) =
-            sqlx::query_as("SELECT FLOOR(EXTRACT(EPOCH FROM clock_timestamp()))::int8")
-                .fetch_one(pool)
-                .await?;
+        let (seconds,): (i64,) = sqlx::query_as(DATABASE_NOW).fetch_one(pool).await?;
         Ok(Some(seconds))
     }
 

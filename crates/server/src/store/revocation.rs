@@ -248,6 +248,18 @@ macro_rules! append_revocation {
             }
         }
         let mut row = $crate::store::revocation::Row::of($revocation)?;
+        if $db.is_postgres() {
+            if let Some(before) = row.issued_before.as_mut() {
+                // A cut by the database's clock, which every instance
+                // keeps within 2 s of: the change may come from an admin
+                // command on a host whose clock is off, and a cut minutes
+                // behind would leave valid the tokens minted since.
+                let (now,): (i64,) = sqlx::query_as($crate::db::DATABASE_NOW)
+                    .fetch_one(&mut *$tx)
+                    .await?;
+                *before = now.saturating_add($crate::store::revocation::CUT_MARGIN);
+            }
+        }
         if row.kind != "token" {
             let longest: Option<(i64,)> = sqlx::query_as($crate::store::revocation::LONGEST)
                 .fetch_optional(&mut *$tx)

@@ -111,6 +111,65 @@ async fn a_first_start_stores_all_its_keys_or_none() {
     db.close().await;
 }
 
+/// A cut (a password changed, a secret rotated) is stamped by the
+/// database's clock on PostgreSQL, which every instance keeps within 2 s
+/// of, not by the clock of the host the change came from: an admin command
+/// run on a host five minutes behind stamped it five minutes early, and
+/// every token the instances minted in those minutes stayed valid, the very
+/// tokens a change made after a leak is for. Here the database's clock is
+/// set five minutes ahead of this host's (a `clock_timestamp` of the
+/// test's schema, searched before `pg_catalog`'s).
+#[tokio::test]
+async fn a_cut_follows_the_database_clock_not_the_changing_host() {
+    let Some(mut test_db) = crate::TestDb::new(Backend::Postgres).await else {
+        return;
+    };
+    let schema = test_db
+        .url
+        .rsplit("search_path%3D")
+        .next()
+        .unwrap()
+        .to_owned();
+    let pool = sqlx::PgPool::connect(&test_db.url).await.unwrap();
+    sqlx::query(&format!(
+        "CREATE FUNCTION {schema}.clock_timestamp() RETURNS timestamptz LANGUAGE sql \
+         AS $$ SELECT pg_catalog.clock_timestamp() + interval '300 seconds' $$"
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    test_db.url.push_str("%2Cpg_catalog");
+    let h = Harness::on(test_db, |_| {}).await;
+    assert!(
+        h.db.database_time().await.unwrap().unwrap() >= tessera_server::store::now() + 299,
+        "the database's clock is ahead"
+    );
+    h.user("alice", "correct horse", "read").await;
+    let (client, _) = h.client(&[GrantType::ClientCredentials], "read").await;
+    let here = tessera_server::store::now();
+    let new_hash = h.hash("battery staple").await;
+    users::set_password(&h.db, "alice", &new_hash, KEEP)
+        .await
+        .unwrap();
+    clients::rotate_secret(&h.db, &client, KEEP).await.unwrap();
+    let cuts: Vec<(String, i64)> = sqlx::query_as(&format!(
+        "SELECT kind, issued_before FROM {schema}.revocation_events \
+         WHERE kind IN ('user', 'client') ORDER BY id"
+    ))
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(cuts.len(), 2, "{cuts:?}");
+    for (kind, issued_before) in cuts {
+        assert!(
+            (here + 300..=here + 310).contains(&issued_before),
+            "{kind} cut at {issued_before}, this host's clock {here}"
+        );
+    }
+    pool.close().await;
+    h.finish().await;
+}
+
 /// A maintenance whose writes fail (here every write to the keys; in
 /// life a database left read-only after a failover, a lock timeout) still
 /// takes up the keys another instance made: before, it kept signing with
