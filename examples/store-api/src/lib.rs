@@ -134,7 +134,7 @@ impl From<sqlx::Error> for ApiError {
                 "a store with this name exists".into(),
             ),
             _ => {
-                eprintln!("store-api: database error: {e}");
+                tracing::error!(error = %e, "database error");
                 ApiError(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "server_error",

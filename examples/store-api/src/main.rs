@@ -88,6 +88,12 @@ enum Policy {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // What the guard reports (keys or the feed out of reach, why a token
+    // was refused: at `debug`) and the listener's warnings, on stderr.
+    tracing_subscriber::fmt()
+        .with_env_filter(log_filter()?)
+        .with_writer(std::io::stderr)
+        .init();
     let refresh = std::time::Duration::from_secs(args.jwks_refresh_secs);
     let roots = match &args.ca_file {
         Some(path) => Some(
@@ -143,9 +149,9 @@ async fn main() -> anyhow::Result<()> {
         // Said at every start: without the feed, a token revoked at the
         // provider (a logout, a password change, a deleted client) is
         // accepted here until it expires.
-        eprintln!(
-            "store-api: no revocation feed (--revocation-client-id): revoked tokens are \
-             accepted until they expire"
+        tracing::warn!(
+            "no revocation feed (--revocation-client-id): revoked tokens are accepted until \
+             they expire"
         );
     }
     let guard = guard.build()?;
@@ -165,6 +171,15 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     Ok(())
+}
+
+/// `RUST_LOG` (`info` when unset); one it cannot read stops the start.
+fn log_filter() -> anyhow::Result<tracing_subscriber::EnvFilter> {
+    match std::env::var("RUST_LOG") {
+        Ok(text) => tracing_subscriber::EnvFilter::try_new(&text)
+            .map_err(|e| anyhow::anyhow!("RUST_LOG {text:?}: {e}")),
+        Err(_) => Ok(tracing_subscriber::EnvFilter::new("info")),
+    }
 }
 
 #[cfg(test)]

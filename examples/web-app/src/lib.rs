@@ -80,7 +80,9 @@ const ID_TOKEN_ALG: tessera_jose::Algorithm = tessera_jose::Algorithm::RS256;
 /// provider may take to answer (30 s for `tessera serve`). A refresh the
 /// app stopped waiting for may have rotated the token all the same, and
 /// the next refresh, with the old token, would then look like theft to
-/// the provider, which ends the whole grant.
+/// the provider, which ends the whole grant. (Refreshes run in tasks of
+/// their own, so the app's own request timeout does not cut them short:
+/// see `fresh_tokens`.)
 const TOKEN_TIMEOUT: Duration = Duration::from_secs(40);
 
 impl std::fmt::Debug for Settings {
@@ -495,7 +497,7 @@ impl WebApp {
                     .send()
                     .await;
                 if let Err(e) = sent.and_then(reqwest::Response::error_for_status) {
-                    eprintln!("web-app: a refresh token could not be revoked: {e}");
+                    tracing::warn!(error = %e, "a refresh token could not be revoked");
                 }
             }
         });
@@ -747,45 +749,86 @@ async fn callback(
         .await
     {
         Ok(t) => t,
-        Err(e) => return problem(StatusCode::BAD_GATEWAY, &format!("token endpoint: {e}")),
+        Err(e) => {
+            // The details (the provider's address among them) for the
+            // operator, not the person.
+            tracing::warn!(error = %e, "the code could not be exchanged");
+            return problem(
+                StatusCode::BAD_GATEWAY,
+                "the provider did not complete the sign-in: try again",
+            );
+        }
+    };
+    // From here on the tokens are this app's: a sign-in that fails below
+    // revokes its refresh token, or the grant would live on at the
+    // provider for a sign-in nobody completed.
+    let abandon = |status: StatusCode, message: &str| {
+        if let Some(refresh) = tokens["refresh_token"].as_str() {
+            app.sessions()
+                .retire_token(Zeroizing::new(refresh.to_owned()));
+            app.revoke_retired();
+        }
+        problem(status, message)
     };
     let (Some(access), Some(id_token)) =
         (tokens["access_token"].as_str(), tokens["id_token"].as_str())
     else {
-        return problem(
+        return abandon(
             StatusCode::BAD_GATEWAY,
             "the token response has no access or ID token",
         );
     };
     let claims = match app.id_tokens.verify(id_token).await {
         Ok(t) => t.claims().clone(),
-        Err(e) => return problem(StatusCode::BAD_GATEWAY, &format!("ID token: {e:?}")),
+        Err(e) => {
+            tracing::warn!(error = ?e, "the ID token was refused");
+            return abandon(
+                StatusCode::BAD_GATEWAY,
+                "the provider's ID token was refused",
+            );
+        }
     };
     if claims.get("nonce").and_then(Value::as_str) != Some(started.nonce.as_str()) {
-        return problem(StatusCode::BAD_REQUEST, "the ID token's nonce is not ours");
+        return abandon(StatusCode::BAD_REQUEST, "the ID token's nonce is not ours");
     }
     // Core §2: required (the guard checks it only when present).
     if !claims.get("iat").is_some_and(Value::is_number) {
-        return problem(StatusCode::BAD_GATEWAY, "the ID token has no iat");
+        return abandon(StatusCode::BAD_GATEWAY, "the ID token has no iat");
     }
     if let Err(why) = authorized_party_checked(&claims, &app.settings.client_id) {
-        return problem(StatusCode::BAD_GATEWAY, why);
+        return abandon(StatusCode::BAD_GATEWAY, why);
     }
     let Some(sub) = claims.get("sub").and_then(Value::as_str) else {
-        return problem(StatusCode::BAD_GATEWAY, "the ID token names no one (sub)");
+        return abandon(StatusCode::BAD_GATEWAY, "the ID token names no one (sub)");
     };
-    let userinfo: Value = match app
+    let asked = app
         .http
         .get(&app.endpoints.userinfo)
         .bearer_auth(access)
         .send()
         .await
-    {
-        Ok(r) => r.json().await.unwrap_or(Value::Null),
-        Err(_) => Value::Null,
+        .and_then(reqwest::Response::error_for_status);
+    let userinfo: Value = match asked {
+        Ok(r) => match r.json().await {
+            Ok(userinfo) => userinfo,
+            Err(e) => {
+                tracing::warn!(error = %e, "userinfo answered what is not JSON");
+                return abandon(
+                    StatusCode::BAD_GATEWAY,
+                    "the provider's userinfo failed: try again",
+                );
+            }
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "userinfo failed");
+            return abandon(
+                StatusCode::BAD_GATEWAY,
+                "the provider's userinfo failed: try again",
+            );
+        }
     };
     if userinfo["sub"].as_str() != Some(sub) {
-        return problem(StatusCode::BAD_GATEWAY, "userinfo is about someone else");
+        return abandon(StatusCode::BAD_GATEWAY, "userinfo is about someone else");
     }
     let now = Instant::now();
     let session = Session {
@@ -862,7 +905,10 @@ async fn items(State(app): State<Arc<WebApp>>, headers: HeaderMap) -> Response {
                 return app.page(
                     Some(&session),
                     None,
-                    Some(&format!("Could not refresh: {e}")),
+                    Some({
+                        tracing::warn!(error = %e, "the tokens could not be refreshed");
+                        "Could not refresh the tokens: try again later."
+                    }),
                 )
             }
         }
@@ -880,7 +926,10 @@ async fn items(State(app): State<Arc<WebApp>>, headers: HeaderMap) -> Response {
         Err(e) => app.page(
             Some(&session),
             None,
-            Some(&format!("store-api is unreachable: {e}")),
+            Some({
+                tracing::warn!(error = %e, "store-api is unreachable");
+                "store-api is unreachable: try again later."
+            }),
         ),
     }
 }
@@ -908,7 +957,27 @@ enum RefreshFailed {
 /// a double click would otherwise do. A request that waited while another
 /// refreshed finds the session holding a new refresh token, and takes the
 /// tokens stored with it instead of asking again.
-async fn fresh_tokens(app: &WebApp, id: &str, seen: &Session) -> Result<Session, RefreshFailed> {
+///
+/// The refresh runs in a task of its own, to its end whatever becomes of
+/// the request that needed it: a request dropped half-way (a second click
+/// that made the browser give up the first, a closed tab, the listener's
+/// request timeout) would drop the provider's answer, and with it the
+/// rotated refresh token; the next refresh, sending the old one, would
+/// look like theft to the provider, which ends the whole grant.
+async fn fresh_tokens(
+    app: &Arc<WebApp>,
+    id: &str,
+    seen: &Session,
+) -> Result<Session, RefreshFailed> {
+    let (app, id, seen) = (Arc::clone(app), id.to_owned(), seen.clone());
+    match tokio::spawn(async move { refresh_in_turn(&app, &id, &seen).await }).await {
+        Ok(refreshed) => refreshed,
+        Err(e) => Err(RefreshFailed::Failed(format!("the refresh stopped: {e}"))),
+    }
+}
+
+/// [`fresh_tokens`], in its task.
+async fn refresh_in_turn(app: &WebApp, id: &str, seen: &Session) -> Result<Session, RefreshFailed> {
     let _one_at_a_time = seen.refreshing.lock().await;
     let current = app.sessions().get(id, Instant::now());
     app.revoke_retired();
@@ -964,7 +1033,10 @@ async fn refresh(State(app): State<Arc<WebApp>>, headers: HeaderMap) -> Response
         Err(RefreshFailed::Failed(e)) => app.page(
             Some(&session),
             None,
-            Some(&format!("Could not refresh: {e}")),
+            Some({
+                tracing::warn!(error = %e, "the tokens could not be refreshed");
+                "Could not refresh the tokens: try again later."
+            }),
         ),
     }
 }

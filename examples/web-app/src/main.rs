@@ -51,6 +51,12 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // What the guard, the listener and the app report (the provider out of
+    // reach, why a sign-in failed), on stderr.
+    tracing_subscriber::fmt()
+        .with_env_filter(log_filter()?)
+        .with_writer(std::io::stderr)
+        .init();
     // The secret never goes on the command line (process listings show it).
     let secret = Zeroizing::new(
         std::env::var("WEB_APP_CLIENT_SECRET")
@@ -81,6 +87,15 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     Ok(())
+}
+
+/// `RUST_LOG` (`info` when unset); one it cannot read stops the start.
+fn log_filter() -> anyhow::Result<tracing_subscriber::EnvFilter> {
+    match std::env::var("RUST_LOG") {
+        Ok(text) => tracing_subscriber::EnvFilter::try_new(&text)
+            .map_err(|e| anyhow::anyhow!("RUST_LOG {text:?}: {e}")),
+        Err(_) => Ok(tracing_subscriber::EnvFilter::new("info")),
+    }
 }
 
 #[cfg(test)]

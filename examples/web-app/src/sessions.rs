@@ -217,6 +217,12 @@ impl Sessions {
         }
     }
 
+    /// Put aside a refresh token no session holds (a sign-in that failed
+    /// after its code was exchanged), to be revoked with the others.
+    pub(crate) fn retire_token(&mut self, token: Zeroizing<String>) {
+        self.retired.push(token);
+    }
+
     /// The refresh tokens of the sessions retired since the last call.
     pub(crate) fn take_retired(&mut self) -> Vec<Zeroizing<String>> {
         std::mem::take(&mut self.retired)

@@ -131,6 +131,11 @@ impl Provider {
         self.mock.hold_refresh.store(true, Ordering::SeqCst);
     }
 
+    /// Answer `refresh_token` grants at once again.
+    pub fn hold_refreshes_no_more(&self) {
+        self.mock.hold_refresh.store(false, Ordering::SeqCst);
+    }
+
     /// Let one held `refresh_token` grant answer.
     pub fn release_refresh(&self) {
         self.mock.release.add_permits(1);
@@ -249,20 +254,25 @@ async fn token(
         }
         Some("refresh_token") => {
             mock.refresh_grants.fetch_add(1, Ordering::SeqCst);
+            // Rotated at once, as a provider commits the rotation before
+            // it answers: an answer that does not arrive has rotated all
+            // the same.
+            let sent = form.get("refresh_token").cloned().unwrap_or_default();
+            let unused = mock.unused_refresh.lock().unwrap().remove(&sent);
+            let rotated = unused.then(|| mock.issue());
             let delay = *mock.refresh_delay.lock().unwrap();
             tokio::time::sleep(delay).await;
             if mock.hold_refresh.load(Ordering::SeqCst) {
                 mock.release.acquire().await.unwrap().forget();
             }
-            let sent = form.get("refresh_token").cloned().unwrap_or_default();
-            if !mock.unused_refresh.lock().unwrap().remove(&sent) {
-                return (
+            match rotated {
+                Some(tokens) => Json(tokens).into_response(),
+                None => (
                     StatusCode::BAD_REQUEST,
                     Json(json!({ "error": "invalid_grant" })),
                 )
-                    .into_response();
+                    .into_response(),
             }
-            Json(mock.issue()).into_response()
         }
         _ => (
             StatusCode::BAD_REQUEST,
@@ -339,6 +349,17 @@ impl Shop {
     /// The web app for `provider`, reached at `base` (default: where it
     /// listens).
     pub async fn start(provider: &Provider, base: Option<&str>, limits: web_app::Limits) -> Shop {
+        Shop::listening(provider, base, limits, tessera_listen::Limits::default()).await
+    }
+
+    /// [`Shop::start`], served as the binary serves it, with `listening`
+    /// (a short request timeout, say).
+    pub async fn listening(
+        provider: &Provider,
+        base: Option<&str>,
+        limits: web_app::Limits,
+        listening: tessera_listen::Limits,
+    ) -> Shop {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let app = web_app::WebApp::discover(web_app::Settings {
@@ -352,7 +373,12 @@ impl Shop {
         })
         .await
         .unwrap();
-        tokio::spawn(async move { axum::serve(listener, web_app::router(app)).await });
+        tokio::spawn(tessera_listen::serve(
+            listener,
+            web_app::router(app),
+            listening,
+            std::future::pending(),
+        ));
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()

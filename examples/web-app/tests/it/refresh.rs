@@ -48,6 +48,40 @@ async fn two_item_loads_with_an_expired_access_token_refresh_once() {
     assert_eq!(provider.refresh_grants(), 1);
 }
 
+/// A refresh whose request was given up (the listener's request timeout
+/// here; a second click or a closed tab alike) still takes the rotated
+/// refresh token the provider answered with: before, the dropped request
+/// dropped it, the session kept the old one, and the next refresh sent
+/// that, which the provider took for theft: the person was signed out.
+#[tokio::test]
+async fn a_refresh_whose_request_was_given_up_keeps_the_rotated_token() {
+    let provider = Provider::start().await;
+    let listening = tessera_listen::Limits {
+        request_timeout: Duration::from_millis(500),
+        ..tessera_listen::Limits::default()
+    };
+    let shop = Shop::listening(&provider, None, web_app::Limits::default(), listening).await;
+    let browser = signed_in(&shop).await;
+    provider.hold_refreshes();
+    let (given_up, ()) = tokio::join!(
+        browser.post("/refresh"),
+        wait_for_a_refresh_grant(&provider)
+    );
+    assert_eq!(
+        given_up.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{given_up:?}"
+    );
+    // Then the provider rotates.
+    provider.release_refresh();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    provider.hold_refreshes_no_more();
+    let again = browser.post("/refresh").await;
+    assert_eq!(again.status, StatusCode::OK, "{again:?}");
+    assert!(again.body.contains("Tokens refreshed."), "{}", again.body);
+    assert_eq!(provider.refresh_grants(), 2);
+}
+
 /// How a session ends while its refresh is out.
 enum Ending {
     Logout,

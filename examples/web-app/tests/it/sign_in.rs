@@ -55,7 +55,16 @@ async fn an_id_token_of_another_algorithm_or_without_iat_is_refused() {
     provider.sign_id_tokens_with_another_algorithm();
     let callback = browser.sign_in(|_| {}).await;
     assert_eq!(callback.status, StatusCode::BAD_GATEWAY, "{callback:?}");
+    assert_eq!(callback.body, "the provider's ID token was refused");
     assert!(!browser.signed_in().await);
+    // The codes were exchanged all the same: the refresh tokens they gave,
+    // which no session holds, are revoked.
+    let revoked = provider.revoked(2).await;
+    assert_eq!(revoked.len(), 2, "{revoked:?}");
+    assert!(
+        revoked.iter().all(|t| t.starts_with("refresh-")),
+        "{revoked:?}"
+    );
 }
 
 #[tokio::test]
