@@ -2,14 +2,14 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use sqlx::SqlitePool;
 
 use crate::body::{check_name, Valid, Validate};
-use crate::{ApiError, ApiResult};
+use crate::{ApiError, ApiResult, Id, Params};
 
 #[derive(Serialize, sqlx::FromRow)]
 pub struct Item {
@@ -74,7 +74,7 @@ fn unknown_store(id: i64) -> ApiError {
 /// `GET /items[?store_id=N]` (items:read).
 pub async fn list(
     State(db): State<SqlitePool>,
-    Query(filter): Query<Filter>,
+    Params(filter): Params<Filter>,
 ) -> ApiResult<Json<Vec<Item>>> {
     let items = match filter.store_id {
         Some(store) => of_store(&db, store).await?,
@@ -107,7 +107,7 @@ pub async fn create(
 }
 
 /// `GET /items/{id}` (items:read).
-pub async fn get(State(db): State<SqlitePool>, Path(id): Path<i64>) -> ApiResult<Json<Item>> {
+pub async fn get(State(db): State<SqlitePool>, Id(id): Id) -> ApiResult<Json<Item>> {
     sqlx::query_as(&format!("SELECT {COLUMNS} FROM items WHERE id = $1"))
         .bind(id)
         .fetch_optional(&db)
@@ -119,7 +119,7 @@ pub async fn get(State(db): State<SqlitePool>, Path(id): Path<i64>) -> ApiResult
 /// `PUT /items/{id}` (items:write): replace the item.
 pub async fn update(
     State(db): State<SqlitePool>,
-    Path(id): Path<i64>,
+    Id(id): Id,
     Valid(body): Valid<ItemBody>,
 ) -> ApiResult<Json<Item>> {
     if !store_exists(&db, body.store_id).await? {
@@ -139,7 +139,7 @@ pub async fn update(
 }
 
 /// `DELETE /items/{id}` (store:admin).
-pub async fn delete(State(db): State<SqlitePool>, Path(id): Path<i64>) -> ApiResult<StatusCode> {
+pub async fn delete(State(db): State<SqlitePool>, Id(id): Id) -> ApiResult<StatusCode> {
     let deleted = sqlx::query("DELETE FROM items WHERE id = $1")
         .bind(id)
         .execute(&db)

@@ -12,6 +12,8 @@ mod stores;
 
 use std::str::FromStr;
 
+use axum::extract::{FromRequestParts, Path, Query};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -75,17 +77,77 @@ pub fn app(pool: SqlitePool, guard: Guard) -> Router {
         .route("/openapi.json", get(openapi::document))
         .route("/docs", get(openapi::page))
         .merge(api)
+        // The API's error shape for routes and methods it does not have,
+        // too (axum's own answers have empty bodies).
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "not_found", "no such route".into()) })
+        .method_not_allowed_fallback(|| async {
+            ApiError(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take this method".into(),
+            )
+        })
+}
+
+/// A path's numeric id; a 400 in the API's error shape when it is not one
+/// (axum's own rejection is plain text).
+pub(crate) struct Id(pub(crate) i64);
+
+impl<S: Send + Sync> FromRequestParts<S> for Id {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Id, ApiError> {
+        match Path::<i64>::from_request_parts(parts, state).await {
+            Ok(Path(id)) => Ok(Id(id)),
+            Err(e) => Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                e.body_text(),
+            )),
+        }
+    }
+}
+
+/// Query parameters, likewise.
+pub(crate) struct Params<T>(pub(crate) T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Params<T>, ApiError> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(params)) => Ok(Params(params)),
+            Err(e) => Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                e.body_text(),
+            )),
+        }
+    }
 }
 
 /// `GET /healthz`: up, and where the revocation feed stands (`current`
 /// false once it lost the feed; `stale_for_secs` since when); 503 while
-/// the guard refuses every token for want of the feed (`refusing`).
-pub fn health<S: Clone + Send + Sync + 'static>(guard: Guard) -> Router<S> {
+/// the guard refuses every token for want of the feed (`refusing`), or
+/// while the database does not answer within a second.
+pub fn health<S: Clone + Send + Sync + 'static>(guard: Guard, pool: SqlitePool) -> Router<S> {
     Router::new().route(
         "/healthz",
         get(move || {
             let feed = guard.revocations().map(|f| f.status());
+            let pool = pool.clone();
             async move {
+                let answered = tokio::time::timeout(
+                    std::time::Duration::from_secs(1),
+                    sqlx::query("SELECT 1").execute(&pool),
+                )
+                .await;
+                if !matches!(answered, Ok(Ok(_))) {
+                    return (
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        axum::Json(serde_json::json!({ "status": "database unavailable" })),
+                    );
+                }
                 // Refusing every token (the feed's policy, or a feed never
                 // read): not healthy, so a balancer sends elsewhere.
                 let refusing = feed.as_ref().is_some_and(|s| s.refusing);
@@ -132,6 +194,13 @@ impl From<sqlx::Error> for ApiError {
                 StatusCode::CONFLICT,
                 "conflict",
                 "a store with this name exists".into(),
+            ),
+            // An item's store deleted between the request's check and its
+            // write.
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => ApiError(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                "store_id: no such store".into(),
             ),
             _ => {
                 tracing::error!(error = %e, "database error");

@@ -163,9 +163,9 @@ async fn main() -> anyhow::Result<()> {
     let limits = tessera_listen::Limits::for_this_process(16);
     tessera_listen::serve(
         listener,
-        store_api::app(db, guard.clone())
+        store_api::app(db.clone(), guard.clone())
             .merge(resource.router())
-            .merge(store_api::health(guard)),
+            .merge(store_api::health(guard, db)),
         limits,
         tessera_listen::shutdown_signal(),
     )

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -10,7 +10,7 @@ use sqlx::SqlitePool;
 
 use crate::body::{check_name, Valid, Validate};
 use crate::items::Item;
-use crate::{ApiError, ApiResult};
+use crate::{ApiError, ApiResult, Id};
 
 #[derive(Serialize, sqlx::FromRow)]
 pub struct Store {
@@ -61,10 +61,7 @@ pub async fn create(
 }
 
 /// `GET /stores/{id}` (items:read): the store and its items.
-pub async fn get(
-    State(db): State<SqlitePool>,
-    Path(id): Path<i64>,
-) -> ApiResult<Json<StoreWithItems>> {
+pub async fn get(State(db): State<SqlitePool>, Id(id): Id) -> ApiResult<Json<StoreWithItems>> {
     let store: Store = sqlx::query_as("SELECT id, name FROM stores WHERE id = $1")
         .bind(id)
         .fetch_optional(&db)
@@ -75,7 +72,7 @@ pub async fn get(
 }
 
 /// `DELETE /stores/{id}` (store:admin): the store and its items.
-pub async fn delete(State(db): State<SqlitePool>, Path(id): Path<i64>) -> ApiResult<StatusCode> {
+pub async fn delete(State(db): State<SqlitePool>, Id(id): Id) -> ApiResult<StatusCode> {
     let deleted = sqlx::query("DELETE FROM stores WHERE id = $1")
         .bind(id)
         .execute(&db)

@@ -338,3 +338,67 @@ async fn the_api_describes_itself() {
         }
     }
 }
+
+/// Malformed ids and parameters, unknown routes and methods get the API's
+/// JSON error shape, not axum's plain text or empty bodies.
+#[tokio::test]
+async fn every_refusal_has_the_error_shape() {
+    let api = Api::new().await;
+    let read = Some(store_api::READ);
+    for (method, path, status, error) in [
+        (
+            Method::GET,
+            "/items/abc",
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            Method::GET,
+            "/stores/1.5",
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            Method::GET,
+            "/items?store_id=x",
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            Method::GET,
+            "/no-such-route",
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            Method::PATCH,
+            "/stores",
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+    ] {
+        let (got, body) = api.call(method.clone(), path, read, None).await;
+        assert_eq!(got, status, "{method} {path}: {body}");
+        assert_eq!(body["error"], error, "{method} {path}: {body}");
+        assert!(body["message"].is_string(), "{method} {path}: {body}");
+    }
+}
+
+/// `/healthz` says 503 while the database does not answer.
+#[tokio::test]
+async fn health_asks_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = store_api::open_db(&format!("sqlite://{}", dir.path().join("s.db").display()))
+        .await
+        .unwrap();
+    let keys = KeySet::new(Vec::new()).unwrap();
+    let guard = Guard::builder(ISS, "store-api", keys).build().unwrap();
+    let health: Router = store_api::health(guard, db.clone());
+    let status = |health: Router| async move {
+        let request = Request::get("/healthz").body(Body::empty()).unwrap();
+        health.oneshot(request).await.unwrap().status()
+    };
+    assert_eq!(status(health.clone()).await, StatusCode::OK);
+    db.close().await;
+    assert_eq!(status(health).await, StatusCode::SERVICE_UNAVAILABLE);
+}
