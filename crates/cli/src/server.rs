@@ -104,6 +104,10 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// Connections the kernel holds for the server to accept (what
+/// `TcpListener::bind` asks for).
+const LISTEN_BACKLOG: u32 = 1024;
+
 /// `tessera serve`.
 pub fn serve(args: ServeArgs) -> Result<(), Failure> {
     // With transparent huge pages on ("always" on many distributions) the
@@ -123,12 +127,28 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     runtime()?.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
-        let address = listener.local_addr()?;
+        // The address is taken now (a port in use fails the start before
+        // the database is touched, and port 0 gets its number, which the
+        // issuer may name), but connections are taken only once the server
+        // is open: a start may wait for the database or migrate for a
+        // while, and connections accepted meanwhile would hang there, the
+        // port looking up to a load balancer. Until then they are refused.
+        let listen = config.listen;
+        let socket = match listen {
+            std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+            std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+        }
+        .context("cannot make a socket")?;
+        socket.set_reuseaddr(true)?;
+        socket
+            .bind(listen)
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let address = socket.local_addr()?;
         config.bound_to(address);
         let opened = tessera_server::open(config).await?;
+        let listener = socket
+            .listen(LISTEN_BACKLOG)
+            .with_context(|| format!("cannot listen on {listen}"))?;
         out!("tessera: issuer    {}", opened.config.issuer);
         out!("tessera: listening {address} ({})", opened.db.backend());
         out!("tessera: JWKS      {}", opened.config.jwks_uri());

@@ -172,6 +172,42 @@ fn jwks_kids(base: &str) -> Vec<String> {
 
 const FAST_KEYS: &str = "[keys]\nannounce = \"4s\"\n";
 
+/// A start that waits for its database (here one nothing answers for: it
+/// waits up to 15 s) takes no connections meanwhile: they are refused at
+/// once. Before, the port was listening from the first moment, and
+/// connections waited in the kernel's queue through a start's wait or a
+/// long migration, the port looking up to a load balancer.
+#[test]
+fn connections_are_refused_until_the_server_is_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Process::new(binary())
+        .current_dir(dir.path())
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--database-url", "postgres://postgres@127.0.0.1:1/test"])
+        .env("TESSERA_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut server = Server {
+        child,
+        base: String::new(),
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "still waiting for its database"
+    );
+    let refused = std::net::TcpStream::connect(("127.0.0.1", port))
+        .expect_err("a connection taken before the server is open");
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+}
+
 #[test]
 fn serve_starts_with_zero_configuration_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
