@@ -699,7 +699,8 @@ struct ClaimedRow {
 /// Spend every live code of `claims` that belongs to its presenter, in
 /// one statement; returns the digests spent with what they were bound
 /// to (the others were unknown, expired, another client's, used, or of a
-/// session that has ended: a logout, or a password change that ended it,
+/// session that has ended or passed its absolute end: a logout, or a
+/// password change that ended it,
 /// also ends what a code still in flight would have started).
 async fn claim_all(db: &Db, claims: &[Claim], at: i64) -> Result<Vec<(Vec<u8>, Spent)>, Error> {
     macro_rules! set {
@@ -715,7 +716,8 @@ async fn claim_all(db: &Db, claims: &[Claim], at: i64) -> Result<Vec<(Vec<u8>, S
         AND authorization_codes.code_challenge = v.code_challenge \
         AND authorization_codes.redirect_uri = v.redirect_uri \
         AND authorization_codes.used_at IS NULL AND authorization_codes.expires_at > $3 \
-        AND EXISTS (SELECT 1 FROM sessions s WHERE s.sid = authorization_codes.sid AND s.ended_at IS NULL) \
+        AND EXISTS (SELECT 1 FROM sessions s WHERE s.sid = authorization_codes.sid AND s.ended_at IS NULL \
+        AND s.expires_at > $3) \
         RETURNING authorization_codes.code_hash, authorization_codes.client_id, \
         authorization_codes.user_id, authorization_codes.sid, authorization_codes.redirect_uri, \
         authorization_codes.code_challenge, authorization_codes.nonce, authorization_codes.scope, \

@@ -250,8 +250,10 @@ pub async fn issue(
 }
 
 /// Start the family `id` (chosen beforehand) and return its first token;
-/// `None` when the family belongs to a session (`new.sid`) that has ended,
-/// or to a user (`new.username` with the id `new.subject`) who is
+/// `None` when the family belongs to a session (`new.sid`) that has ended
+/// or passed its absolute end (the maintenance deletes such a session once
+/// no family of it lives, and must not meet one started since), or to a
+/// user (`new.username` with the id `new.subject`) who is
 /// disabled, gone, or no longer has `new.password_hash` or
 /// `new.user_scopes`.
 ///
@@ -273,14 +275,14 @@ pub async fn issue_as(
     let family_end = at.saturating_add(policy.max_lifetime);
     let (live_session, enabled_user) = if db.is_postgres() {
         (
-            "SELECT sid FROM sessions WHERE sid = $1 AND ended_at IS NULL FOR SHARE",
+            "SELECT sid FROM sessions WHERE sid = $1 AND ended_at IS NULL AND expires_at > $2 FOR SHARE",
             "SELECT id FROM users WHERE username = $1 AND id = $2 AND NOT disabled \
              AND password_hash = COALESCE($3, password_hash) AND scopes = COALESCE($4, scopes) \
              FOR SHARE",
         )
     } else {
         (
-            "SELECT sid FROM sessions WHERE sid = $1 AND ended_at IS NULL",
+            "SELECT sid FROM sessions WHERE sid = $1 AND ended_at IS NULL AND expires_at > $2",
             "SELECT id FROM users WHERE username = $1 AND id = $2 AND NOT disabled \
              AND password_hash = COALESCE($3, password_hash) AND scopes = COALESCE($4, scopes)",
         )
@@ -297,7 +299,7 @@ pub async fn issue_as(
         }
         if let Some(sid) = new.sid {
             let live: Vec<(String,)> =
-                sqlx::query_as(live_session).bind(sid).fetch_all(&mut *tx).await?;
+                sqlx::query_as(live_session).bind(sid).bind(at).fetch_all(&mut *tx).await?;
             if live.is_empty() {
                 return Ok(None);
             }

@@ -15,6 +15,7 @@ use tessera_server::Error;
 use crate::{both_backends, Backend, Harness, KEEP};
 
 both_backends!(
+    a_code_of_a_session_past_its_end_is_not_exchanged,
     users_are_unique_and_can_be_disabled_and_deleted,
     a_restored_revocation_log_is_read_again,
     a_restored_log_is_read_again_whole_once_it_can_be,
@@ -1105,6 +1106,58 @@ async fn batched_writes_prepare_one_statement_whatever_their_size(backend: Backe
     h.finish().await;
 }
 
+/// A code of a session past its absolute end (not ended yet) is not
+/// exchanged: the maintenance deletes such a session once no family of it
+/// lives, and would leave one the exchange started without its session,
+/// which `tessera session end` could then not reach.
+async fn a_code_of_a_session_past_its_end_is_not_exchanged(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let user = h.user("alice", "correct horse", "read").await;
+    let client = h.public_client("read").await;
+    let sid = live_session(&h, &user).await;
+    let writer = CodeWriter::start(h.db.clone());
+    let redeem = |grant: Grant| {
+        let writer = writer.clone();
+        let client = client.clone();
+        async move {
+            let code = writer.issue(&grant, None).await.unwrap().unwrap();
+            writer
+                .redeem(
+                    &code,
+                    &client,
+                    &proof_of(&grant),
+                    &Issued::default(),
+                    codes::append_always(),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let live = redeem(grant(&client, &user, &sid, 0)).await;
+    assert!(matches!(live, Redeemed::First(_)), "{live:?}");
+    let code = writer
+        .issue(&grant(&client, &user, &sid, 1), None)
+        .await
+        .unwrap()
+        .unwrap();
+    h.execute("UPDATE sessions SET expires_at = 1 WHERE sid = $1", &[&sid])
+        .await;
+    let late = writer
+        .redeem(
+            &code,
+            &client,
+            &proof_of(&grant(&client, &user, &sid, 1)),
+            &Issued::default(),
+            codes::append_always(),
+        )
+        .await
+        .unwrap();
+    assert!(!matches!(late, Redeemed::First(_)), "{late:?}");
+    h.finish().await;
+}
+
 async fn users_are_unique_and_can_be_disabled_and_deleted(backend: Backend) {
     let Some(h) = Harness::new(backend).await else {
         return;
@@ -1678,6 +1731,25 @@ async fn refresh_families_start_only_in_live_sessions(backend: Backend) {
         .await
         .unwrap();
     assert!(refused.is_none(), "no family starts in an ended session");
+    // Nor in one past its absolute end, not ended yet: the maintenance
+    // deletes such a session once no family of it lives.
+    let past_its_end = live_session(&h, &user).await;
+    h.execute(
+        "UPDATE sessions SET expires_at = 1 WHERE sid = $1",
+        &[&past_its_end],
+    )
+    .await;
+    let late = NewFamily {
+        sid: Some(&past_its_end),
+        ..new_family(&client)
+    };
+    assert!(
+        refresh::issue_as(&h.db, "family-2b", late, &policy(0))
+            .await
+            .unwrap()
+            .is_none(),
+        "no family starts in a session past its end"
+    );
     let none = NewFamily {
         sid: Some("no-such-session"),
         ..new_family(&client)
