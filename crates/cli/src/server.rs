@@ -2,7 +2,7 @@
 //! `keys`, `backup`), which work on the same configuration and database,
 //! also while the server runs.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
@@ -186,17 +186,35 @@ async fn shutdown_signal() {
     eprintln!("tessera: shutting down");
 }
 
-/// Read a password from standard input (first line) or, on a terminal,
-/// ask twice.
+/// The longest line `--password-stdin` reads (a password is far shorter;
+/// `< /dev/zero` must not fill the memory).
+const PASSWORD_LINE_MAX: u64 = 4096;
+
+/// Read a password from standard input (first line) with `--password-stdin`,
+/// or, on a terminal, ask twice. Standard input that is not a terminal is
+/// read only when asked: a loop of `user add` over a file of usernames
+/// would otherwise take each next line for a password, silently.
 fn read_password(from_stdin: bool) -> anyhow::Result<Zeroizing<String>> {
-    if from_stdin || !std::io::stdin().is_terminal() {
+    if from_stdin {
         let mut line = Zeroizing::new(String::new());
-        std::io::stdin().lock().read_line(&mut line)?;
+        std::io::stdin()
+            .lock()
+            .take(PASSWORD_LINE_MAX)
+            .read_line(&mut line)?;
+        if !line.ends_with('\n') && line.len() as u64 >= PASSWORD_LINE_MAX {
+            bail!("the first line of standard input is longer than {PASSWORD_LINE_MAX} bytes");
+        }
         let trimmed = Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_owned());
         if trimmed.is_empty() {
             bail!("no password on standard input");
         }
         return Ok(trimmed);
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!(
+            "standard input is not a terminal: pass --password-stdin to read the password \
+             from its first line"
+        );
     }
     let first = Zeroizing::new(rpassword::prompt_password("Password: ")?);
     let second = Zeroizing::new(rpassword::prompt_password("Again: ")?);

@@ -172,6 +172,43 @@ fn jwks_kids(base: &str) -> Vec<String> {
 
 const FAST_KEYS: &str = "[keys]\nannounce = \"4s\"\n";
 
+/// Standard input is read for a password only with `--password-stdin`: a
+/// loop of `user add` over a file of usernames took each next line for a
+/// password, silently. The line read is bounded.
+#[test]
+fn a_password_is_read_from_standard_input_only_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let run = |args: &[&str], input: Vec<u8>| {
+        assert_cmd::Command::new(binary())
+            .current_dir(d)
+            .args(args)
+            .write_stdin(input)
+            .output()
+            .unwrap()
+    };
+    let unasked = run(&["user", "add", "bob"], b"carol-the-next-user\n".to_vec());
+    assert!(!unasked.status.success());
+    let said = String::from_utf8_lossy(&unasked.stderr);
+    assert!(said.contains("--password-stdin"), "{said}");
+    let endless = run(
+        &["user", "add", "bob", "--password-stdin"],
+        vec![b'x'; 10_000],
+    );
+    assert!(!endless.status.success());
+    let said = String::from_utf8_lossy(&endless.stderr);
+    assert!(said.contains("longer than"), "{said}");
+    let users = admin(d, &["user", "list"], None, &[]);
+    assert!(!users.contains("bob"), "{users}");
+    admin(
+        d,
+        &["user", "add", "bob", "--password-stdin"],
+        Some("carol-the-next-user\n"),
+        &[],
+    );
+    assert!(admin(d, &["user", "list"], None, &[]).contains("bob"));
+}
+
 /// A start that waits for its database (here one nothing answers for: it
 /// waits up to 15 s) takes no connections meanwhile: they are refused at
 /// once. Before, the port was listening from the first moment, and

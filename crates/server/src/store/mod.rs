@@ -116,11 +116,43 @@ impl std::fmt::Display for Scopes {
     }
 }
 
-/// Refuse a name that is empty, too long or holds control characters.
+/// Refuse a name (a username, a person's or a client's name, an
+/// audience) that is empty, longer than 200 bytes, starts or ends with
+/// white space, holds a character that is not seen as written (controls,
+/// format characters such as zero-width spaces and the bidirectional
+/// overrides that show a client's name reversed on the consent page,
+/// line and paragraph separators, private-use and unassigned code points),
+/// or is not in Unicode normalization form C: names are compared byte for
+/// byte, and `alice ` or an `é` written as `e` + accent would otherwise be
+/// another user than the one they look like.
 pub(crate) fn check_name(kind: &str, name: &str) -> Result<(), Error> {
-    if name.is_empty() || name.len() > 200 || name.chars().any(char::is_control) {
+    use unicode_normalization::UnicodeNormalization;
+    use unicode_properties::{GeneralCategory, GeneralCategoryGroup, UnicodeGeneralCategory};
+    let invisible = |c: char| {
+        c.general_category_group() == GeneralCategoryGroup::Other
+            || matches!(
+                c.general_category(),
+                GeneralCategory::LineSeparator | GeneralCategory::ParagraphSeparator
+            )
+    };
+    if name.is_empty() || name.len() > 200 {
+        return Err(Error::Invalid(format!("{kind} must be 1 to 200 bytes")));
+    }
+    if name.trim() != name {
         return Err(Error::Invalid(format!(
-            "{kind} must be 1 to 200 characters without control characters"
+            "{kind} must not start or end with white space"
+        )));
+    }
+    if let Some(c) = name.chars().find(|&c| invisible(c)) {
+        return Err(Error::Invalid(format!(
+            "{kind} holds U+{:04X}, a character that is not shown as written (a control, \
+             format, separator, private-use or unassigned code point)",
+            u32::from(c)
+        )));
+    }
+    if !name.nfc().eq(name.chars()) {
+        return Err(Error::Invalid(format!(
+            "{kind} is not in Unicode normalization form C: write it composed (NFC)"
         )));
     }
     Ok(())
@@ -133,7 +165,40 @@ pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::Scopes;
+    use super::{check_name, Scopes};
+
+    #[test]
+    fn names_are_shown_as_written_and_compared_as_shown() {
+        for good in [
+            "alice",
+            "Alice Liddell",
+            "Zoë Ångström",
+            "山田 太郎",
+            "Example Shop <script>alert(1)</script>",
+            "a\u{00A0}b",
+        ] {
+            assert!(check_name("name", good).is_ok(), "{good:?}");
+        }
+        for bad in [
+            "",
+            " alice",
+            "alice ",
+            "alice\t",
+            "ali\u{0007}ce",
+            "ali\u{200B}ce",
+            "\u{FEFF}alice",
+            "Shop\u{202E}gnp.exe",
+            "Shop\u{2066}x\u{2069}",
+            "line\u{2028}two",
+            "private\u{E000}",
+            // `é` as `e` and a combining accent: NFD, not NFC.
+            "Zoe\u{0301}",
+        ] {
+            assert!(check_name("name", bad).is_err(), "{bad:?}");
+        }
+        assert!(check_name("name", &"a".repeat(200)).is_ok());
+        assert!(check_name("name", &"a".repeat(201)).is_err());
+    }
 
     #[test]
     fn scopes_follow_rfc_6749_section_3_3() {
