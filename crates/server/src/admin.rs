@@ -90,6 +90,14 @@ impl<T> Listed<T> {
     }
 }
 
+/// The scopes of an audit event's detail, quoted: a scope may hold `=`
+/// (RFC 6749 §3.3), and unquoted, the scopes `a` and `by=root` would read
+/// as `scope=a by=root`, someone else's change. A scope holds no `"` or
+/// `\`, so the quotes hold.
+fn scope_detail(scopes: &impl std::fmt::Display) -> String {
+    format!("scope={:?}", scopes.to_string())
+}
+
 /// Who makes a change, as the audit trail records it.
 #[derive(Clone, Debug)]
 pub enum Actor {
@@ -313,9 +321,10 @@ impl AdminService<'_> {
         profile: &Profile,
     ) -> Result<UserInfo, Error> {
         let scopes = Scopes::from_list(scopes)?;
+        users::check_new(self.db, username, profile).await?;
         let hash = self.passwords.hash(password).await?;
         let user = users::add(self.db, username, &hash, &scopes, profile).await?;
-        self.record_with("user_added", username, &format!("scope={scopes}"))
+        self.record_with("user_added", username, &scope_detail(&scopes))
             .await;
         Ok(user)
     }
@@ -332,8 +341,7 @@ impl AdminService<'_> {
     pub async fn set_scopes(&self, username: &str, scopes: &[String]) -> Result<(), Error> {
         let scopes = Scopes::from_list(scopes)?;
         users::set_scopes(self.db, username, &scopes, self.config.revocation_keep()).await?;
-        let writing =
-            self.start_recording("user_scopes_changed", username, &format!("scope={scopes}"));
+        let writing = self.start_recording("user_scopes_changed", username, &scope_detail(&scopes));
         self.revoked().await;
         Self::recorded("user_scopes_changed", writing).await;
         Ok(())
@@ -533,7 +541,7 @@ impl AdminService<'_> {
         self.record_with(
             "client_added",
             &added.client_id,
-            &format!("scope={}", added_scopes),
+            &scope_detail(&added_scopes),
         )
         .await;
         Ok(added)
@@ -627,11 +635,8 @@ impl AdminService<'_> {
             }
         }
         clients::set_scopes(self.db, client_id, &scopes, self.config.revocation_keep()).await?;
-        let writing = self.start_recording(
-            "client_scopes_changed",
-            client_id,
-            &format!("scope={scopes}"),
-        );
+        let writing =
+            self.start_recording("client_scopes_changed", client_id, &scope_detail(&scopes));
         self.revoked().await;
         if let Some(cache) = self.clients {
             cache.forget(client_id);
@@ -651,5 +656,19 @@ impl AdminService<'_> {
         }
         Self::recorded("client_secret_rotated", writing).await;
         Ok(secret)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scope_detail;
+    use crate::store::Scopes;
+
+    /// A scope may hold `=`: quoted, it cannot pass for another word of
+    /// the detail (`by=…`, who made the change).
+    #[test]
+    fn a_scope_cannot_forge_words_of_the_audit_detail() {
+        let scopes = Scopes::parse("read by=root").unwrap();
+        assert_eq!(scope_detail(&scopes), r#"scope="by=root read""#);
     }
 }

@@ -30,6 +30,10 @@ pub enum Error {
     /// signing key (a different master key than the one that sealed it).
     #[error("master key: {0}")]
     MasterKey(String),
+    /// A new signing key could not be made (a server fault, not the
+    /// caller's).
+    #[error("key generation: {0}")]
+    KeyGeneration(String),
     /// The system's random generator failed.
     #[error("the system random generator failed")]
     Random,

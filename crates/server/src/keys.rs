@@ -53,6 +53,10 @@ use crate::Error;
 /// Clock skew allowed between instances and resource servers.
 const SKEW: i64 = 60;
 
+/// Keys of one algorithm a rotation by hand may leave announced, not yet
+/// signing ([`Keys::rotate`]).
+const MAX_ANNOUNCED: usize = 2;
+
 /// How keys are made and rotated.
 #[derive(Clone, Debug)]
 pub struct KeyPolicy {
@@ -455,6 +459,27 @@ impl Keys {
         }
         if algorithms.is_empty() {
             algorithms = self.policy.algorithms();
+        }
+        // A rotation by hand waits for the keys it announced: a script that
+        // retried it in a loop made a key a call, until the key set passed
+        // what verifiers take (the guard: 512 KiB) and every API refused.
+        for alg in &algorithms {
+            let waiting: Vec<&KeyRow> = rows
+                .iter()
+                .filter(|r| r.alg == alg.as_str() && r.activate_at > now)
+                .collect();
+            if let (true, Some(next)) = (
+                waiting.len() >= MAX_ANNOUNCED,
+                waiting.iter().map(|r| r.activate_at).min(),
+            ) {
+                return Err(Error::Invalid(format!(
+                    "{alg} already has {} keys announced that do not sign yet (the next from \
+                     {next}, in {} s): rotate again once one signs; a key that leaked is \
+                     revoked (tessera keys revoke KID), not rotated away from",
+                    waiting.len(),
+                    next.saturating_sub(now)
+                )));
+            }
         }
         // The access-token key first: what `kid` of the answer names.
         if let Some(at) = algorithms.iter().position(|a| *a == self.policy.algorithm) {
@@ -887,8 +912,9 @@ impl Keys {
     async fn make_key(&self, alg: Algorithm) -> Result<(String, Vec<u8>, String), Error> {
         let key = tokio::task::spawn_blocking(move || SigningKey::generate(alg))
             .await
-            .map_err(|e| Error::Invalid(format!("key generation task: {e}")))??
-            .with_thumbprint_kid()?;
+            .map_err(|e| Error::KeyGeneration(format!("the task failed: {e}")))?
+            .and_then(|key| key.with_thumbprint_kid())
+            .map_err(|e| Error::KeyGeneration(e.to_string()))?;
         let kid = key.kid().unwrap_or_default().to_owned();
         let sealed = self.master.seal(&kid, key.to_pkcs8_der()?.expose())?;
         let public = key.verifying_key()?.to_public_jwk()?.to_json();

@@ -1651,7 +1651,7 @@ fn an_admin_command_is_audited_with_the_user_id_and_who_ran_sudo() {
     let uid = rustix::process::getuid().as_raw();
     assert_eq!(
         events[0].detail.as_deref(),
-        Some(format!("by=cli user=\"mallory\" uid={uid} sudo=\"alice\" scope=read").as_str())
+        Some(format!("by=cli user=\"mallory\" uid={uid} sudo=\"alice\" scope=\"read\"").as_str())
     );
 }
 

@@ -361,13 +361,18 @@ pub struct Added {
 /// Add a client. The rules that depend on the server (which redirect
 /// URIs and ID token algorithms it accepts) are the admin service's to
 /// check first (`crate::admin`).
-pub async fn add(db: &Db, new: NewClient) -> Result<Added, Error> {
+pub async fn add(db: &Db, mut new: NewClient) -> Result<Added, Error> {
     check_name("client name", &new.name)?;
-    let mut grants = new.grants;
+    let mut grants = std::mem::take(&mut new.grants);
     if grants.is_empty() {
         grants.push(GrantType::ClientCredentials);
     }
-    grants.dedup();
+    // A value given twice is stored once (an audience twice in every
+    // token's `aud`, a grant listed twice).
+    first_of_each(&mut grants);
+    first_of_each(&mut new.redirect_uris);
+    first_of_each(&mut new.post_logout_redirect_uris);
+    first_of_each(&mut new.audiences);
     if new.public && new.jwks.is_some() {
         return Err(Error::Invalid(
             "a public client has no keys: give public (--public) or jwks (--jwks), not both".into(),
@@ -488,6 +493,18 @@ pub async fn list(db: &Db, after: Option<(i64, &str)>, limit: i64) -> Result<Vec
     let rows = on_pool!(db.read(), p => sqlx::query_as::<_, ClientRow>(&sql)
         .bind(after_time).bind(after_id).bind(limit).fetch_all(p).await)?;
     rows.into_iter().map(Client::try_from).collect()
+}
+
+/// Keep the first of each value of `list`, in order.
+fn first_of_each<T: PartialEq>(list: &mut Vec<T>) {
+    let mut i = 0;
+    while i < list.len() {
+        if list[..i].contains(&list[i]) {
+            list.remove(i);
+        } else {
+            i += 1;
+        }
+    }
 }
 
 /// Delete a client; its refresh token families go with it, and its access

@@ -83,6 +83,21 @@ pub struct UserInfo {
     pub email_verified: bool,
 }
 
+/// Refuse what [`add`] would refuse for its input, before the password is
+/// hashed (a hash is costly, and comes from the queue logins share): a
+/// bad name or profile, or a username taken (checked again by the insert).
+pub async fn check_new(db: &Db, username: &str, profile: &Profile) -> Result<(), Error> {
+    check_name("username", username)?;
+    CheckedProfile::of(profile)?;
+    if find(db, username).await?.is_some() {
+        return Err(Error::Exists {
+            kind: "user",
+            name: username.to_owned(),
+        });
+    }
+    Ok(())
+}
+
 /// Add a user with an already-hashed password.
 pub async fn add(
     db: &Db,

@@ -1210,7 +1210,7 @@ mod admin_api {
         assert!(events.iter().any(|e| e
             .detail
             .as_deref()
-            .is_some_and(|d| d.ends_with("scope=read"))));
+            .is_some_and(|d| d.ends_with("scope=\"read\""))));
         h.finish().await;
     }
 

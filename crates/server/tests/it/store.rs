@@ -15,6 +15,7 @@ use tessera_server::Error;
 use crate::{both_backends, Backend, Harness, KEEP};
 
 both_backends!(
+    a_client_given_a_value_twice_stores_it_once,
     a_code_of_a_session_past_its_end_is_not_exchanged,
     users_are_unique_and_can_be_disabled_and_deleted,
     a_restored_revocation_log_is_read_again,
@@ -242,6 +243,29 @@ async fn a_rotation_by_hand_stores_all_its_keys_or_none_and_says_which() {
     let kids = h.app.keys.rotate().await.unwrap();
     assert_eq!(kids.len(), 2);
     assert_eq!(count().await, 5);
+}
+
+/// A rotation by hand waits once two keys of an algorithm are announced
+/// and not signing yet: a script retrying it in a loop made a key a call,
+/// until the key set passed what verifiers take (512 KiB for the guard).
+#[tokio::test]
+async fn rotations_by_hand_wait_for_the_keys_they_announced() {
+    let Some(h) = Harness::new(Backend::Sqlite).await else {
+        return;
+    };
+    let tessera_server::db::Pool::Sqlite(writer) = h.db.write() else {
+        unreachable!("a SQLite database")
+    };
+    h.app.keys.rotate().await.unwrap();
+    h.app.keys.rotate().await.unwrap();
+    assert_eq!(keys_stored(writer).await, 6);
+    let refused = h.app.keys.rotate().await.unwrap_err().to_string();
+    assert!(
+        refused.contains("already has 2 keys announced"),
+        "{refused}"
+    );
+    assert_eq!(keys_stored(writer).await, 6, "no key stored");
+    h.finish().await;
 }
 
 /// `tessera keys rotate` run on a host whose clock is three hours slow
@@ -1103,6 +1127,46 @@ async fn batched_writes_prepare_one_statement_whatever_their_size(backend: Backe
         .await
         .unwrap();
     assert_eq!(stored.len(), (1..=12).sum::<usize>());
+    h.finish().await;
+}
+
+/// Grants, audiences and URIs given twice (not one after the other) are
+/// stored once, in the order first given: an audience twice was in every
+/// token's `aud` twice.
+async fn a_client_given_a_value_twice_stores_it_once(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let uri = |path: &str| format!("https://app.example.com/{path}");
+    let added = clients::add(
+        &h.db,
+        NewClient {
+            name: "twice".into(),
+            grants: vec![
+                GrantType::AuthorizationCode,
+                GrantType::RefreshToken,
+                GrantType::AuthorizationCode,
+            ],
+            scopes: Scopes::parse("openid").unwrap(),
+            audiences: vec!["api-a".into(), "api-b".into(), "api-a".into()],
+            redirect_uris: vec![uri("cb"), uri("other"), uri("cb")],
+            post_logout_redirect_uris: vec![uri("out"), uri("out")],
+            ..NewClient::default()
+        },
+    )
+    .await
+    .unwrap();
+    let client = clients::find(&h.db, &added.client_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        client.grants,
+        [GrantType::AuthorizationCode, GrantType::RefreshToken]
+    );
+    assert_eq!(client.audiences, ["api-a", "api-b"]);
+    assert_eq!(client.redirect_uris, [uri("cb"), uri("other")]);
+    assert_eq!(client.post_logout_redirect_uris, [uri("out")]);
     h.finish().await;
 }
 
