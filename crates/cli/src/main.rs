@@ -56,7 +56,10 @@ use clap::{Parser, Subcommand};
 #[command(
     after_help = "Example:\n  tessera key generate --alg ES256 -o signing.jwk\n  \
     tessera token sign --key signing.jwk --iss https://auth.example.com --aud api --sub alice --exp 15m > token.txt\n  \
-    tessera token verify --key signing.jwk --iss https://auth.example.com --aud api < token.txt"
+    tessera token verify --key signing.jwk --iss https://auth.example.com --aud api < token.txt\n\n\
+    Exit status: 0 done; 1 the token is not valid (token verify); 2 bad arguments, unreadable \
+    input or a change refused; 3 the user, client, session or key named does not exist; 4 the \
+    user or client to add already exists; 75 the database cannot answer now (try again)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -118,7 +121,8 @@ enum Command {
 pub enum Failure {
     /// The token is not valid (exit 1).
     Invalid(tessera_jose::Error),
-    /// Bad arguments or unreadable input (exit 2).
+    /// Bad arguments, unreadable input, or a change refused (exit 2, or
+    /// the code [`exit_code`] gives its cause).
     Input(anyhow::Error),
 }
 
@@ -149,7 +153,25 @@ fn main() -> ExitCode {
         }
         Err(Failure::Input(e)) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(2)
+            ExitCode::from(exit_code(&e))
         }
+    }
+}
+
+/// The exit code of a failed command: what a script needs to tell apart,
+/// to provision idempotently or retry, has a code of its own.
+///
+/// - 3: the user, client, session or key named does not exist;
+/// - 4: the user or client to add already exists;
+/// - 75 (`EX_TEMPFAIL`): the database cannot answer now, or the server is
+///   at capacity: the same command may succeed later;
+/// - 2: anything else (bad arguments, unreadable input, a refused change).
+fn exit_code(e: &anyhow::Error) -> u8 {
+    use tessera_server::Error;
+    match e.chain().find_map(|c| c.downcast_ref::<Error>()) {
+        Some(Error::NotFound { .. }) => 3,
+        Some(Error::Exists { .. }) => 4,
+        Some(Error::Unavailable(_) | Error::Overloaded(_)) => 75,
+        _ => 2,
     }
 }

@@ -209,6 +209,31 @@ fn a_password_is_read_from_standard_input_only_when_asked() {
     assert!(admin(d, &["user", "list"], None, &[]).contains("bob"));
 }
 
+/// What a provisioning script must tell apart has an exit code of its
+/// own: 3 for a name that does not exist, 4 for one that already does
+/// (before, every failure was 2).
+#[test]
+fn admin_failures_a_script_must_tell_apart_have_their_own_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    add_alice(d, &[]);
+    let code = |args: &[&str], input: &str| {
+        assert_cmd::Command::new(binary())
+            .current_dir(d)
+            .args(args)
+            .write_stdin(input.to_owned())
+            .output()
+            .unwrap()
+            .status
+            .code()
+    };
+    let again = ["user", "add", "alice", "--password-stdin"];
+    assert_eq!(code(&again, "correct horse\n"), Some(4));
+    assert_eq!(code(&["user", "delete", "nobody"], ""), Some(3));
+    assert_eq!(code(&["session", "end", "no-such-sid"], ""), Some(3));
+    assert_eq!(code(&["user", "add", " alice"], ""), Some(2));
+}
+
 /// A start that waits for its database (here one nothing answers for: it
 /// waits up to 15 s) takes no connections meanwhile: they are refused at
 /// once. Before, the port was listening from the first moment, and
