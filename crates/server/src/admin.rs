@@ -329,6 +329,16 @@ impl AdminService<'_> {
         Ok(user)
     }
 
+    /// The user `username`, as listed.
+    pub async fn user(&self, username: &str) -> Result<UserInfo, Error> {
+        users::info(self.db, username)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                kind: "user",
+                name: username.to_owned(),
+            })
+    }
+
     /// Change a user's profile claims.
     pub async fn set_profile(&self, username: &str, profile: &Profile) -> Result<(), Error> {
         users::set_profile(self.db, username, profile).await?;
@@ -545,6 +555,17 @@ impl AdminService<'_> {
         )
         .await;
         Ok(added)
+    }
+
+    /// The client `client_id`, as listed.
+    pub async fn client(&self, client_id: &str) -> Result<ClientInfo, Error> {
+        match clients::find(self.db, client_id).await? {
+            Some(client) => Ok(ClientInfo::from(&client)),
+            None => Err(Error::NotFound {
+                kind: "client",
+                name: client_id.to_owned(),
+            }),
+        }
     }
 
     /// A page of the clients, oldest first.

@@ -167,6 +167,15 @@ pub async fn list(db: &Db, after: Option<&str>, limit: i64) -> Result<Vec<UserIn
     Ok(users)
 }
 
+/// The user named `username`, as listed.
+pub async fn info(db: &Db, username: &str) -> Result<Option<UserInfo>, Error> {
+    let user = on_pool!(db.read(), p => sqlx::query_as::<_, UserInfo>(
+        "SELECT id, username, scopes, disabled, created_at, name, email, email_verified FROM users \
+         WHERE username = $1"
+    ).bind(username).fetch_optional(p).await)?;
+    Ok(user)
+}
+
 fn not_found(username: &str) -> Error {
     Error::NotFound {
         kind: "user",

@@ -1491,7 +1491,7 @@ mod admin_api {
                 assert_eq!(r.headers[header::CACHE_CONTROL], "no-store");
             }
         }
-        assert_eq!(operations, 18);
+        assert_eq!(operations, 20);
 
         // A body over the limit is 413, one that is not JSON 415, as the
         // document says (both were 400).
@@ -1677,6 +1677,25 @@ mod admin_api {
         let listed = call(&h, Method::GET, "/admin/users", t, None).await;
         assert_eq!(listed.json[0]["email"], "alice@example.com");
         assert_eq!(listed.json[0]["email_verified"], true, "{}", listed.text);
+        // One user, as listed: what a change that keeps the rest starts
+        // from; an unknown one, and a method a path does not take, in the
+        // error shape.
+        let one = call(&h, Method::GET, "/admin/users/alice", t, None).await;
+        assert_eq!(one.status, StatusCode::OK, "{}", one.text);
+        assert_eq!(one.json, listed.json[0]);
+        let none = call(&h, Method::GET, "/admin/users/nobody", t, None).await;
+        assert_eq!(
+            (none.status, none.json["error"].as_str()),
+            (StatusCode::NOT_FOUND, Some("not_found"))
+        );
+        let wrong = call(&h, Method::PUT, "/admin/users/alice", t, None).await;
+        assert_eq!(
+            (wrong.status, wrong.json["error"].as_str()),
+            (StatusCode::METHOD_NOT_ALLOWED, Some("method_not_allowed")),
+            "{}",
+            wrong.text
+        );
+        assert!(wrong.headers.contains_key("allow"));
         let r = call(
             &h,
             Method::POST,
@@ -1798,6 +1817,16 @@ mod admin_api {
             .iter()
             .any(|c| c["client_id"] == id.as_str()));
         assert!(!listed.text.contains(&rotated));
+        let one = call(&h, Method::GET, &format!("/admin/clients/{id}"), t, None).await;
+        assert_eq!(one.status, StatusCode::OK, "{}", one.text);
+        let as_listed = listed.json.as_array().unwrap().iter();
+        assert_eq!(
+            Some(&one.json),
+            as_listed
+                .into_iter()
+                .find(|c| c["client_id"] == id.as_str())
+        );
+        assert!(!one.text.contains(&rotated));
         assert_eq!(
             call(&h, Method::DELETE, &format!("/admin/clients/{id}"), t, None)
                 .await

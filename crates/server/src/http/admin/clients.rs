@@ -106,6 +106,11 @@ pub async fn change(
 }
 
 /// Authorization: admin scope.
+pub async fn get(State(app): AppState, admin: Admin, Named(client_id): Named) -> AdminResult {
+    Ok(Json(admin.service(&app).client(&client_id).await?).into_response())
+}
+
+/// Authorization: admin scope.
 pub async fn delete(State(app): AppState, admin: Admin, Named(client_id): Named) -> AdminResult {
     admin.service(&app).delete_client(&client_id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -39,7 +39,9 @@ pub fn routes(app: &App) -> Router<Arc<App>> {
         .route("/admin/users", get(users::list).post(users::add))
         .route(
             "/admin/users/{username}",
-            axum::routing::delete(users::delete).patch(users::set_profile),
+            get(users::get)
+                .delete(users::delete)
+                .patch(users::set_profile),
         )
         .route("/admin/sessions", get(sessions::list))
         .route(
@@ -52,7 +54,9 @@ pub fn routes(app: &App) -> Router<Arc<App>> {
         .route("/admin/clients", get(clients::list).post(clients::add))
         .route(
             "/admin/clients/{client_id}",
-            axum::routing::delete(clients::delete).patch(clients::change),
+            get(clients::get)
+                .delete(clients::delete)
+                .patch(clients::change),
         )
         .route(
             "/admin/clients/{client_id}/rotate-secret",
@@ -69,6 +73,7 @@ pub fn routes(app: &App) -> Router<Arc<App>> {
             .layer(RequireScope::any([ADMIN_SCOPE]))
             .layer(GuardLayer::new(guard))
             .layer(axum::middleware::from_fn(refusals_said))
+            .layer(axum::middleware::map_response(method_not_allowed_said))
             .layer(axum::middleware::map_response(
                 |response: Response| async move { super::token::no_store(response) },
             )),
@@ -112,6 +117,25 @@ async fn refusals_said(request: axum::extract::Request, next: axum::middleware::
         }
     }
     response
+}
+
+/// A method a path does not take, in the API's error shape (axum's own
+/// answer has an empty body), its `Allow` header kept.
+async fn method_not_allowed_said(response: Response) -> Response {
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED {
+        return response;
+    }
+    let allow = response.headers().get(header::ALLOW).cloned();
+    let mut said = AdminError(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this path does not take this method".into(),
+    )
+    .into_response();
+    if let Some(allow) = allow {
+        said.headers_mut().insert(header::ALLOW, allow);
+    }
+    said
 }
 
 /// Authorization: none (it describes the API, nothing more).

@@ -96,6 +96,12 @@ pub async fn set_profile(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// Authorization: admin scope. The user, as listed: what a change that
+/// keeps the rest (a scope added) starts from.
+pub async fn get(State(app): AppState, admin: Admin, Named(username): Named) -> AdminResult {
+    Ok(Json(admin.service(&app).user(&username).await?).into_response())
+}
+
 /// Authorization: admin scope.
 pub async fn delete(State(app): AppState, admin: Admin, Named(username): Named) -> AdminResult {
     admin.service(&app).delete_user(&username).await?;
