@@ -110,6 +110,8 @@ pub enum Actor {
     Token {
         /// The token's `sub`.
         subject: String,
+        /// The user's login name, for a user's token.
+        username: Option<String>,
         /// The client the token was issued to.
         client_id: Option<String>,
         /// The address the call came from.
@@ -121,6 +123,11 @@ impl Actor {
     fn detail(&self) -> String {
         match self {
             Actor::Cli { os_user } => format!("by=cli user={os_user}"),
+            Actor::Token {
+                subject,
+                username: Some(username),
+                ..
+            } => format!("by={subject} user={username:?}"),
             Actor::Token { subject, .. } => format!("by={subject}"),
         }
     }
@@ -324,8 +331,8 @@ impl AdminService<'_> {
         users::check_new(self.db, username, profile).await?;
         let hash = self.passwords.hash(password).await?;
         let user = users::add(self.db, username, &hash, &scopes, profile).await?;
-        self.record_with("user_added", username, &scope_detail(&scopes))
-            .await;
+        let detail = format!("id={} {}", user.id, scope_detail(&scopes));
+        self.record_with("user_added", username, &detail).await;
         Ok(user)
     }
 

@@ -50,12 +50,20 @@ pub(crate) fn own_guard(app: &App, audience: Audience) -> Result<Guard, tessera_
 /// still there and, for a user's token, its user there and enabled
 /// (`access.rs`'s check).
 pub(crate) async fn still_standing(app: &App, token: &AccessToken) -> Result<bool, crate::Error> {
+    Ok(owner_if_standing(app, token).await?.is_some())
+}
+
+/// [`still_standing`], saying whose token it is when it stands (the
+/// user's login name, for a user's token).
+pub(crate) async fn owner_if_standing(
+    app: &App,
+    token: &AccessToken,
+) -> Result<Option<crate::access::Owner>, crate::Error> {
     let now = tessera_jose::Clock::now(&tessera_jose::SystemClock);
     if token.expires_at().is_none_or(|exp| exp <= now) {
-        return Ok(false);
+        return Ok(None);
     }
     let claims =
         tessera_guard::revocation::Revocable::from_claims(token.claims()).signed_by(token.key_id());
-    let standing = app.access.standing(&app.db, &app.clients, claims).await?;
-    Ok(standing.is_some())
+    app.access.standing(&app.db, &app.clients, claims).await
 }

@@ -1139,8 +1139,7 @@ mod admin_api {
         assert!(!h.active(&access, (&rs.0, &rs.1)).await);
         let refreshed = h.refresh(&web, &login.str("refresh_token"), None).await;
         assert_eq!(refreshed.error(), "invalid_grant", "{}", refreshed.text);
-        // A new login (from the next second: one in the change's own is
-        // asked to try again) gets what is left.
+        // A new login gets what is left.
         h.next_second().await;
         let again = h.login(&web, "alice", "correct horse").await;
         assert_eq!(again.status, StatusCode::OK, "{}", again.text);
@@ -1980,6 +1979,26 @@ mod owners {
             .str("access_token");
         assert!(introspect(&h, &rs, &alice).await);
         assert_eq!(admin_status(&h, &alice).await, StatusCode::OK);
+        // A user's change is audited with the user's id and name: the id
+        // alone says nothing once the user is gone.
+        let changed = h
+            .send(
+                Request::patch("/admin/users/bob")
+                    .header(header::AUTHORIZATION, format!("Bearer {alice}"))
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Body::from(r#"{"name": "Bob"}"#))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(changed.status, StatusCode::NO_CONTENT, "{}", changed.text);
+        let alice_id = users::find(&h.db, "alice").await.unwrap().unwrap().id;
+        let audit = tessera_server::store::audit::recent(&h.db, Some("user_profile_changed"), 1)
+            .await
+            .unwrap();
+        assert_eq!(
+            audit[0].detail.as_deref(),
+            Some(format!("by={alice_id} user=\"alice\"").as_str())
+        );
 
         users::set_disabled(&h.db, "alice", true, KEEP)
             .await

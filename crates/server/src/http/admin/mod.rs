@@ -148,6 +148,9 @@ async fn openapi() -> Response {
 pub struct Admin {
     /// The token's `sub`: who acts, for the audit trail.
     pub subject: String,
+    /// The user's login name, for a user's token: the audit trail names
+    /// the user even once the id is all that is left of them.
+    pub username: Option<String>,
     /// The client the token was issued to.
     pub client_id: Option<String>,
     /// The address the call came from.
@@ -165,6 +168,7 @@ impl Admin {
             revocations: Some(app.access.revoked()),
             actor: Actor::Token {
                 subject: self.subject.clone(),
+                username: self.username.clone(),
                 client_id: self.client_id.clone(),
                 remote: self.remote.clone(),
             },
@@ -183,17 +187,18 @@ impl FromRequestParts<Arc<App>> for Admin {
         let token = AccessToken::from_request_parts(parts, app)
             .await
             .map_err(IntoResponse::into_response)?;
-        let standing = super::bearer::still_standing(app, &token)
+        let owner = super::bearer::owner_if_standing(app, &token)
             .await
             .map_err(|e| AdminError::from(e).into_response())?;
-        if !standing {
+        let Some(owner) = owner else {
             return Err(Rejection::InvalidToken {
                 description: "the access token is invalid",
             }
             .into_response());
-        }
+        };
         Ok(Admin {
             subject: token.subject().unwrap_or_default().to_owned(),
+            username: owner.username,
             client_id: token.client_id().map(str::to_owned),
             remote: parts
                 .extensions
