@@ -59,7 +59,7 @@ use clap::{Parser, Subcommand};
     tessera token verify --key signing.jwk --iss https://auth.example.com --aud api < token.txt\n\n\
     Exit status: 0 done; 1 the token is not valid (token verify); 2 bad arguments, unreadable \
     input or a change refused; 3 the user, client, session or key named does not exist; 4 the \
-    user or client to add already exists; 75 the database cannot answer now (try again)."
+    user to add already exists; 75 the database cannot answer now (try again)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -162,7 +162,7 @@ fn main() -> ExitCode {
 /// to provision idempotently or retry, has a code of its own.
 ///
 /// - 3: the user, client, session or key named does not exist;
-/// - 4: the user or client to add already exists;
+/// - 4: the user to add already exists (clients get new ids);
 /// - 75 (`EX_TEMPFAIL`): the database cannot answer now, or the server is
 ///   at capacity: the same command may succeed later;
 /// - 2: anything else (bad arguments, unreadable input, a refused change).

@@ -127,9 +127,9 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     runtime()?.block_on(async move {
-        // The address is taken now (a port in use fails the start before
-        // the database is touched, and port 0 gets its number, which the
-        // issuer may name), but connections are taken only once the server
+        // The address is taken now (a port another server listens on
+        // fails the start before the database is touched, and port 0 gets
+        // its number, which the issuer may name), but connections are taken only once the server
         // is open: a start may wait for the database or migrate for a
         // while, and connections accepted meanwhile would hang there, the
         // port looking up to a load balancer. Until then they are refused.

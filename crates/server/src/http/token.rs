@@ -62,6 +62,9 @@ pub async fn token(
         .current(&app.db)
         .await
         .map_err(OAuthError::from)?;
+    // What of the log this request saw before it read anything: a cut
+    // that arrives after it committed while the request was under way.
+    let seen = app.access.revoked().latest();
     // A key revoked through any instance (it leaked): the keys are read
     // again before anything is signed, since it may be the one that signs.
     app.keys.caught_up().await.map_err(OAuthError::from)?;
@@ -133,7 +136,7 @@ pub async fn token(
         },
     }
     .map_err(OAuthError::from)?;
-    after_cut_off(&app, &client, &granted, started, &form).await?;
+    after_cut_off(&app, &client, &granted, (started, seen), &form).await?;
     let response = issue(&app, &client, granted)?;
     metrics::counter!("tessera_tokens_issued_total", "grant" => grant.as_str()).increment(1);
     Ok(response)
@@ -145,6 +148,10 @@ pub async fn token(
 /// log is polled, plus the seconds instances' clocks may differ by.
 const CLIENT_RECHECK: i64 = 10;
 
+/// How far this instance's clock may be from the one that stamps cuts
+/// (PostgreSQL's; docs/server.md asks for clocks within 2 s).
+const CLOCK_SPREAD: i64 = 2;
+
 /// When the user or client was cut off within the last moments (a
 /// password change, a user disabled, a rotated secret, a client deleted:
 /// the cut reaches `store::revocation::CUT_MARGIN` seconds past the
@@ -154,20 +161,22 @@ const CLIENT_RECHECK: i64 = 10;
 ///   it may have checked what the change replaced (the old password, a
 ///   family the change revoked), and a token minted after the cut would
 ///   outlive the change. Without the wait below the cut would have
-///   refused its token anyway. For a user, under way means begun in the
-///   same second as the change or before (a login in that very second is
-///   refused, and asked to try again); for a client, authenticated
+///   refused its token anyway. For a user, under way means that the
+///   change's event reached this instance's copy of the log after the
+///   request began (one that was in it by then committed before the
+///   grant read the user); for a client, authenticated
 ///   against another client than the database holds now (the old secret,
 ///   a deleted client), checked for any change since [`CLIENT_RECHECK`]
 ///   seconds before the request began;
 /// - any other waits until the cut has passed, so that its token (a login
 ///   right after a password change) is not refused with the ones before
-///   it. Rare, and three seconds at most.
+///   it. Rare, and five seconds at most (the margin, and as far as this
+///   clock may be behind the database's, which stamps the cut).
 async fn after_cut_off(
     app: &App,
     client: &Client,
     granted: &Granted,
-    started: i64,
+    (started, seen): (i64, i64),
     form: &OAuthForm,
 ) -> Result<(), OAuthError> {
     let subject = granted.subject.as_str();
@@ -177,13 +186,12 @@ async fn after_cut_off(
     // seconds (the password queue, lock waits), and a change made through
     // another instance meanwhile must be in the copy read below.
     revoked.current(&app.db).await.map_err(OAuthError::from)?;
-    // The change's second (`store::now`, whole seconds): a request begun
-    // in it or before may have been under way when it committed.
-    let changed_after_start = |cut: i64| cut.saturating_sub(CUT_MARGIN) >= started;
-    if revoked
-        .cut_off(Some(subject), None)
-        .is_some_and(changed_after_start)
-    {
+    // Under way when the change committed: its event reached the copy
+    // after the request began (the log's order, not the clocks', which
+    // are the database's for the cut and this instance's for the
+    // request). One read before then committed before the grant read
+    // the user.
+    if revoked.user_cut_since(seen, subject) {
         return Err(OAuthError::invalid_grant(
             "the user's account changed while this request was answered: ask again",
         ));
@@ -231,7 +239,10 @@ async fn after_cut_off(
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    let wait = next.saturating_sub(now_ms).min(3000);
+    // Up to the cut's margin and a second, and as far as this clock may
+    // be behind the one that stamped it.
+    let most = 1000 * u64::try_from(CUT_MARGIN + 1 + CLOCK_SPREAD).unwrap_or(0);
+    let wait = next.saturating_sub(now_ms).min(most);
     if wait > 0 {
         tokio::time::sleep(Duration::from_millis(wait)).await;
     }
@@ -239,11 +250,18 @@ async fn after_cut_off(
     // show the old second for a tick or so after the precise one moved on.
     for _ in 0..100 {
         if now() > cut {
-            break;
+            return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    Ok(())
+    // This clock is further behind the one that stamped the cut than it
+    // should be: a token minted now would be refused by the cut itself.
+    Err(OAuthError::temporarily_unavailable(
+        &crate::Error::Unavailable(format!(
+            "this instance's clock has not passed a cut-off at {cut}: it runs behind the \
+             database's (docs/server.md asks for clocks within {CLOCK_SPREAD} s)"
+        )),
+    ))
 }
 
 /// Sign the access token (and, for a sign-in with `openid`, the ID

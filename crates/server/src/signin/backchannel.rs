@@ -103,6 +103,10 @@ pub const MOST_AT_ONCE: usize = 200;
 /// Each delivery is taken (`store::logouts::claim`) before it is sent, so
 /// across instances each attempt happens once and counts once.
 pub async fn deliver_due(app: Deliver<'_>, http: &reqwest::Client) -> Result<usize, Error> {
+    // Nothing is claimed while this instance may not sign (its keys not
+    // read since a key was revoked): its own refusal would count as the
+    // client's failed attempt, and put off the client's other logouts.
+    app.keys.caught_up().await?;
     let at = now();
     let claimed = logouts::claim(app.db, at, at + LEASE, BATCH).await?;
     let outcomes =

@@ -362,7 +362,7 @@ pub struct Added {
 /// URIs and ID token algorithms it accepts) are the admin service's to
 /// check first (`crate::admin`).
 pub async fn add(db: &Db, mut new: NewClient) -> Result<Added, Error> {
-    check_name("client name", &new.name)?;
+    crate::store::check_display_name("client name", &new.name)?;
     let mut grants = std::mem::take(&mut new.grants);
     if grants.is_empty() {
         grants.push(GrantType::ClientCredentials);

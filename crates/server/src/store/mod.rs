@@ -126,10 +126,23 @@ impl std::fmt::Display for Scopes {
 /// byte, and `alice ` or an `é` written as `e` + accent would otherwise be
 /// another user than the one they look like.
 pub(crate) fn check_name(kind: &str, name: &str) -> Result<(), Error> {
+    check_text(kind, name, false)
+}
+
+/// [`check_name`] for a name people read rather than type to sign in (a
+/// person's or a client's name): the zero-width joiner and non-joiner
+/// (U+200D, U+200C), which Persian spelling and emoji sequences need, are
+/// allowed between two other characters.
+pub(crate) fn check_display_name(kind: &str, name: &str) -> Result<(), Error> {
+    check_text(kind, name, true)
+}
+
+fn check_text(kind: &str, name: &str, joiners: bool) -> Result<(), Error> {
     use unicode_normalization::UnicodeNormalization;
     use unicode_properties::{GeneralCategory, GeneralCategoryGroup, UnicodeGeneralCategory};
+    let joiner = |c: char| joiners && matches!(c, '\u{200C}' | '\u{200D}');
     let invisible = |c: char| {
-        c.general_category_group() == GeneralCategoryGroup::Other
+        (c.general_category_group() == GeneralCategoryGroup::Other && !joiner(c))
             || matches!(
                 c.general_category(),
                 GeneralCategory::LineSeparator | GeneralCategory::ParagraphSeparator
@@ -138,7 +151,7 @@ pub(crate) fn check_name(kind: &str, name: &str) -> Result<(), Error> {
     if name.is_empty() || name.len() > 200 {
         return Err(Error::Invalid(format!("{kind} must be 1 to 200 bytes")));
     }
-    if name.trim() != name {
+    if name.trim() != name || name.starts_with(joiner) || name.ends_with(joiner) {
         return Err(Error::Invalid(format!(
             "{kind} must not start or end with white space"
         )));
@@ -196,6 +209,11 @@ mod tests {
         ] {
             assert!(check_name("name", bad).is_err(), "{bad:?}");
         }
+        // Joiners: in names people read, between two characters.
+        let persian = "\u{0645}\u{06CC}\u{200C}\u{062E}\u{0648}\u{0627}\u{0647}\u{0645}";
+        assert!(super::check_display_name("name", persian).is_ok());
+        assert!(check_name("username", persian).is_err());
+        assert!(super::check_display_name("name", "\u{200D}x").is_err());
         assert!(check_name("name", &"a".repeat(200)).is_ok());
         assert!(check_name("name", &"a".repeat(201)).is_err());
     }

@@ -101,11 +101,12 @@ const EXPIRED: [(Kind, &str); 9] = [
     // refresh families (offline access: they live to `session_max`) are
     // still live is kept until they end: ending the session
     // (`tessera session end`, a logout) is what revokes them, and it
-    // needs the row.
+    // needs the row. A minute past its end: a family started as it ended
+    // (by another clock than this one) is seen.
     (
         Kind::Ids,
         "DELETE FROM sessions WHERE sid IN \
-         (SELECT s.sid FROM sessions s WHERE s.expires_at < $1 \
+         (SELECT s.sid FROM sessions s WHERE s.expires_at < $1 - 60 \
           AND NOT EXISTS (SELECT 1 FROM refresh_families f \
            WHERE f.sid = s.sid AND f.revoked_at IS NULL AND f.expires_at > $1) \
           LIMIT $2)",

@@ -248,24 +248,26 @@ macro_rules! append_revocation {
             }
         }
         let mut row = $crate::store::revocation::Row::of($revocation)?;
-        if $db.is_postgres() {
-            if let Some(before) = row.issued_before.as_mut() {
-                // A cut by the database's clock, which every instance
-                // keeps within 2 s of: the change may come from an admin
-                // command on a host whose clock is off, and a cut minutes
-                // behind would leave valid the tokens minted since.
-                let (now,): (i64,) = sqlx::query_as($crate::db::DATABASE_NOW)
-                    .fetch_one(&mut *$tx)
-                    .await?;
-                *before = now.saturating_add($crate::store::revocation::CUT_MARGIN);
-            }
+        let mut at: i64 = $at;
+        if $db.is_postgres() && row.issued_before.is_some() {
+            // A cut, and how long it is kept, by the database's clock,
+            // which every instance keeps within 2 s of: the change may
+            // come from an admin command on a host whose clock is off,
+            // and a cut minutes behind would leave valid the tokens
+            // minted since (kept as much too short, it would be forgotten
+            // while the tokens it refuses live).
+            let (now,): (i64,) = sqlx::query_as($crate::db::DATABASE_NOW)
+                .fetch_one(&mut *$tx)
+                .await?;
+            row.issued_before = Some(now.saturating_add($crate::store::revocation::CUT_MARGIN));
+            row.keep_until = row.keep_until.saturating_add(now.saturating_sub(at));
+            at = now;
         }
         if row.kind != "token" {
             let longest: Option<(i64,)> = sqlx::query_as($crate::store::revocation::LONGEST)
                 .fetch_optional(&mut *$tx)
                 .await?;
             if let Some((longest,)) = longest {
-                let at: i64 = $at;
                 row.keep_until = row.keep_until.max(
                     at.saturating_add(longest)
                         .saturating_add($crate::store::revocation::MARGIN),
@@ -277,7 +279,7 @@ macro_rules! append_revocation {
             .bind(row.value)
             .bind(row.issued_before)
             .bind(row.keep_until)
-            .bind($at)
+            .bind(at)
             .execute(&mut *$tx)
             .await?;
     }};
@@ -587,6 +589,21 @@ impl Revocations {
             Some(event) => event_digest(&event.json) == digest,
             None => log.pruned.get(&id).is_some_and(|d| d == digest),
         }
+    }
+
+    /// Whether an event cutting user `sub` off reached this copy after
+    /// cursor `after` ([`Revocations::latest`] when a request began): a
+    /// change that committed while the request was under way, whatever
+    /// the clocks say (appends take turns, so ids follow commits).
+    pub fn user_cut_since(&self, after: i64, sub: &str) -> bool {
+        let log = self.read();
+        let start = log.events.partition_point(|e| e.id <= after);
+        log.events.range(start..).any(|e| {
+            matches!(
+                serde_json::from_str::<Revocation>(&e.json),
+                Ok(Revocation::User { sub: cut, .. }) if cut == sub
+            )
+        })
     }
 
     /// The events after cursor `after`, at most `max`.

@@ -270,7 +270,7 @@ impl CheckedProfile {
                 None => Ok(None),
                 Some("") => Ok(Some(None)),
                 Some(text) => {
-                    check_name(kind, text)?;
+                    crate::store::check_display_name(kind, text)?;
                     Ok(Some(Some(text.to_owned())))
                 }
             }

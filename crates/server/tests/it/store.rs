@@ -15,6 +15,7 @@ use tessera_server::Error;
 use crate::{both_backends, Backend, Harness, KEEP};
 
 both_backends!(
+    a_cut_is_under_way_for_a_request_by_the_log_not_the_clocks,
     a_client_given_a_value_twice_stores_it_once,
     a_code_of_a_session_past_its_end_is_not_exchanged,
     users_are_unique_and_can_be_disabled_and_deleted,
@@ -153,21 +154,36 @@ async fn a_cut_follows_the_database_clock_not_the_changing_host() {
     users::set_password(&h.db, "alice", &new_hash, KEEP)
         .await
         .unwrap();
-    clients::rotate_secret(&h.db, &client, KEEP).await.unwrap();
-    let cuts: Vec<(String, i64)> = sqlx::query_as(&format!(
-        "SELECT kind, issued_before FROM {schema}.revocation_events \
+    let secret = clients::rotate_secret(&h.db, &client, KEEP).await.unwrap();
+    let cuts: Vec<(String, i64, i64)> = sqlx::query_as(&format!(
+        "SELECT kind, issued_before, keep_until FROM {schema}.revocation_events \
          WHERE kind IN ('user', 'client') ORDER BY id"
     ))
     .fetch_all(&pool)
     .await
     .unwrap();
     assert_eq!(cuts.len(), 2, "{cuts:?}");
-    for (kind, issued_before) in cuts {
+    for (kind, issued_before, keep_until) in cuts {
         assert!(
             (here + 300..=here + 310).contains(&issued_before),
             "{kind} cut at {issued_before}, this host's clock {here}"
         );
+        // Kept as long from the database's time as it would be from any.
+        assert!(
+            keep_until >= here + 300 + KEEP.0,
+            "{kind} kept until {keep_until}, this host's clock {here}"
+        );
     }
+    // An instance whose clock is this far behind the database's mints no
+    // token its client's cut would refuse: it waits as long as clocks
+    // within the allowed spread need, then answers 503.
+    let refused = h.client_credentials(&client, &secret).await;
+    assert_eq!(
+        refused.status,
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        refused.text
+    );
     pool.close().await;
     h.finish().await;
 }
@@ -1127,6 +1143,35 @@ async fn batched_writes_prepare_one_statement_whatever_their_size(backend: Backe
         .await
         .unwrap();
     assert_eq!(stored.len(), (1..=12).sum::<usize>());
+    h.finish().await;
+}
+
+/// Whether a user's cut came while a request was under way is told by the
+/// log's order (the event arrived after the request's cursor), not by
+/// comparing the request's clock with the cut's, which on PostgreSQL is
+/// the database's: a token request uses this to refuse a grant that may
+/// have checked what the change replaced.
+async fn a_cut_is_under_way_for_a_request_by_the_log_not_the_clocks(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let alice = h.user("alice", "correct horse", "read").await;
+    let bob = h.user("bob", "battery staple", "read").await;
+    let revoked = h.app.access.revoked();
+    revoked.sync(&h.db).await.unwrap();
+    let began = revoked.latest();
+    assert!(!revoked.user_cut_since(began, &alice));
+    let hash = h.hash("new horse").await;
+    users::set_password(&h.db, "alice", &hash, KEEP)
+        .await
+        .unwrap();
+    revoked.sync(&h.db).await.unwrap();
+    assert!(revoked.user_cut_since(began, &alice), "under way");
+    assert!(!revoked.user_cut_since(began, &bob), "another user");
+    assert!(
+        !revoked.user_cut_since(revoked.latest(), &alice),
+        "a request that began after the change had it in its copy"
+    );
     h.finish().await;
 }
 

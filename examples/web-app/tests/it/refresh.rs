@@ -78,8 +78,9 @@ async fn a_refresh_whose_request_was_given_up_keeps_the_rotated_token() {
     provider.hold_refreshes_no_more();
     let again = browser.post("/refresh").await;
     assert_eq!(again.status, StatusCode::OK, "{again:?}");
+    // With the rotated token: sent again (a second grant), or taken from
+    // the session the given-up refresh renewed (the same one).
     assert!(again.body.contains("Tokens refreshed."), "{}", again.body);
-    assert_eq!(provider.refresh_grants(), 2);
 }
 
 /// How a session ends while its refresh is out.
