@@ -97,14 +97,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Id {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Id, ApiError> {
-        match Path::<i64>::from_request_parts(parts, state).await {
-            Ok(Path(id)) => Ok(Id(id)),
-            Err(e) => Err(ApiError(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                e.body_text(),
-            )),
-        }
+        Path::<i64>::from_request_parts(parts, state)
+            .await
+            .map(|Path(id)| Id(id))
+            .map_err(|e| ApiError::invalid_request(e.body_text()))
     }
 }
 
@@ -115,14 +111,10 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Par
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Params<T>, ApiError> {
-        match Query::<T>::from_request_parts(parts, state).await {
-            Ok(Query(params)) => Ok(Params(params)),
-            Err(e) => Err(ApiError(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                e.body_text(),
-            )),
-        }
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(params)| Params(params))
+            .map_err(|e| ApiError::invalid_request(e.body_text()))
     }
 }
 
@@ -178,6 +170,10 @@ pub fn health<S: Clone + Send + Sync + 'static>(guard: Guard, pool: SqlitePool) 
 pub struct ApiError(StatusCode, &'static str, String);
 
 impl ApiError {
+    fn invalid_request(message: String) -> ApiError {
+        ApiError(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
     fn not_found(what: &str, id: i64) -> ApiError {
         ApiError(
             StatusCode::NOT_FOUND,
