@@ -26,7 +26,7 @@ use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
 use url::Url;
 
-use super::authorize::{bad_request, current_session, failure, jar, resent_as_get, see_other};
+use super::authorize::{bad_request, failure, jar, resent_as_get, see_other};
 use super::cookies::{self, csrf_ok, csrf_token};
 use super::form::OAuthForm;
 use super::login::forbidden;
@@ -91,7 +91,7 @@ pub async fn end_session(
         Ok(t) => t,
         Err(page) => return page(&pages),
     };
-    let session = match current_session(&app, &headers).await {
+    let session = match session_to_end(&app, &headers).await {
         Ok(s) => s,
         Err(e) => return failure(&pages, &e),
     };
@@ -231,7 +231,7 @@ pub async fn confirmed(
         Ok(t) => t,
         Err(page) => return page(&pages),
     };
-    let session = match current_session(&app, &headers).await {
+    let session = match session_to_end(&app, &headers).await {
         Ok(s) => s,
         Err(e) => return failure(&pages, &e),
     };
@@ -246,6 +246,16 @@ pub async fn confirmed(
             "You are still signed in",
             "Nothing was changed. You can close this page.",
         ),
+    }
+}
+
+/// The session of this browser's session cookie that a logout ends
+/// ([`sessions::find_to_end`]: also one unused past the idle time, whose
+/// refresh families live on).
+async fn session_to_end(app: &App, headers: &HeaderMap) -> Result<Option<Session>, crate::Error> {
+    match jar(app).get(headers, cookies::SESSION) {
+        Some(cookie) => sessions::find_to_end(&app.db, &cookie).await,
+        None => Ok(None),
     }
 }
 

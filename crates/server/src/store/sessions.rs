@@ -207,6 +207,20 @@ pub async fn find(db: &Db, cookie: &str, policy: SessionPolicy) -> Result<Option
     Ok(session)
 }
 
+/// The session whose cookie value is `cookie`, not ended and not past its
+/// absolute end, however long unused: what a logout ends. An idle session
+/// is no longer used to sign in, but the refresh families started in it
+/// live to the absolute end, and a logout that skipped it would end
+/// nothing while it said it had.
+pub async fn find_to_end(db: &Db, cookie: &str) -> Result<Option<Session>, Error> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM sessions WHERE id_hash = $1 AND ended_at IS NULL AND expires_at > $2"
+    );
+    let session = on_pool!(db.read(), p => sqlx::query_as::<_, Session>(&sql)
+        .bind(token_digest(cookie)).bind(now()).fetch_optional(p).await)?;
+    Ok(session)
+}
+
 const FOR_CLIENT: &str = "SELECT s.sid, s.user_id, s.auth_time, s.created_at, s.last_seen, s.expires_at, \
      u.scopes AS user_scopes, c.scope AS consent, \
      EXISTS (SELECT 1 FROM session_clients sc WHERE sc.sid = s.sid AND sc.client_id = $4) AS client_known \
