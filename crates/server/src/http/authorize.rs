@@ -378,34 +378,6 @@ pub(crate) async fn issue(
     ))
 }
 
-/// The consent form sent again for a pending request answered already
-/// (Back, or a double click: the browser drops the first answer and
-/// shows the second). When the answer is a code still to be exchanged,
-/// it is sent again, and the sign-in goes on; else the "already done"
-/// page. `None` when the request is not answered. Called for forms whose
-/// CSRF token was checked: only the browser that made the request gets
-/// its code. (The login form does the same once the password is
-/// checked, in `login.rs`.)
-pub(crate) async fn answered_again(
-    app: &App,
-    pages: &SharedPages,
-    pending: &Pending,
-    client: &Client,
-) -> Option<Response> {
-    let answer = match codes::answer_to(&app.db, &pending.answer()).await {
-        Ok(answer) => answer?,
-        Err(e) => return Some(failure(pages, &e)),
-    };
-    let digest = pending.answer();
-    Some(send_again(
-        app,
-        pages,
-        client,
-        (&pending.request, &digest),
-        &answer,
-    ))
-}
-
 /// The answer `answer` of pending request `request` (of digest `digest`)
 /// again, when it is a code still to be exchanged; else the "already
 /// done" page.

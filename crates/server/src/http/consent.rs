@@ -9,9 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Serialize;
 
-use super::authorize::{
-    answered_again, current_session, failure, grant_of, issue, refuse, see_other,
-};
+use super::authorize::{current_session, failure, grant_of, issue, refuse, see_other};
 use super::cookies::{csrf_ok, csrf_token};
 use super::login::{forbidden, pending_of, Answered, Which};
 use super::pages::SharedPages;
@@ -225,15 +223,32 @@ pub async fn submit(
     {
         return forbidden(&pages);
     }
-    // Sent again after its answer (a double click on Allow): the same
-    // answer; Deny after it, or anything after a refusal, gets the
-    // "already done" page.
-    let again = answered_again(&app, &pages, &pending, &client);
-    if let Some(again) = again.await {
-        if form.get("decision") == Some("allow") {
-            return again;
+    // Sent again after its answer (a double click): the same answer, a
+    // code still to be exchanged or a refusal in this session (the first
+    // answer may never have reached the browser, and the application
+    // would hear nothing); any other, the "already done" page.
+    match crate::store::codes::answer_to(&app.db, &pending.answer()).await {
+        Err(e) => return failure(&pages, &e),
+        Ok(Some(answer)) => {
+            return match form.get("decision") {
+                Some("allow") => super::authorize::send_again(
+                    &app,
+                    &pages,
+                    &client,
+                    (&pending.request, &pending.answer()),
+                    &answer,
+                ),
+                _ if answer.refused && answer.sid == session.sid => {
+                    super::authorize::respond_error(
+                        &app,
+                        &pages,
+                        &request.error("access_denied", "the user denied the request"),
+                    )
+                }
+                _ => super::authorize::already_done(&pages),
+            };
         }
-        return super::authorize::already_done(&pages);
+        Ok(None) => {}
     }
     let result = async {
         match form.get("decision") {

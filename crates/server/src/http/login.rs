@@ -36,7 +36,7 @@ pub(crate) enum Answered {
     /// The "already done" page (a page opened again).
     Refused,
     /// Nothing: the caller, a form, checks its CSRF token, then answers
-    /// it again ([`super::authorize::answered_again`]).
+    /// it again ([`super::authorize::send_again`]).
     Again,
 }
 

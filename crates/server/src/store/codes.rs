@@ -234,7 +234,8 @@ pub async fn refuse(db: &Db, grant: &Grant, request: &[u8]) -> Result<bool, Erro
 /// a code issued for it, or a refusal ([`refuse`]).
 pub async fn answer_to(db: &Db, request: &[u8]) -> Result<Option<Answer>, Error> {
     let answer: Vec<Answer> = on_pool!(db.read(), p => sqlx::query_as(
-        "SELECT code_hash, user_id, sid, used_at IS NULL AND expires_at > $2 AS usable \
+        "SELECT code_hash, user_id, sid, used_at IS NULL AND expires_at > $2 AS usable, \
+         expires_at = created_at AS refused \
          FROM authorization_codes WHERE request_hash = $1"
     ).bind(request).bind(now()).fetch_all(p).await)?;
     Ok(answer.into_iter().next())
@@ -251,6 +252,9 @@ pub struct Answer {
     pub sid: String,
     /// Whether that code is still unspent and unexpired.
     pub usable: bool,
+    /// Whether the answer was a refusal ([`refuse`]: a code no one saw,
+    /// spent and expired as it was stored).
+    pub refused: bool,
 }
 
 impl Answer {

@@ -1145,6 +1145,46 @@ async fn two_logins_at_once(
     (b, [a, b_])
 }
 
+/// A logout ends the browser's sessions however long they went unused:
+/// past the idle time a session no longer signs anyone in, but the refresh
+/// tokens of its apps live to its absolute end. Before, a logout in a
+/// browser that had not come back for twelve hours found no session,
+/// said "signed out", and ended nothing: another app of the session went
+/// on refreshing, on a shared computer for the next person.
+async fn a_logout_ends_sessions_gone_idle(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let s = setup(&h, "Shop", true).await;
+    let (mut b, [kept, other]) = two_logins_at_once(&h, &s, "alice", "correct horse").await;
+    h.execute("UPDATE sessions SET last_seen = 1", &[]).await;
+    let gone = b
+        .get(
+            &h,
+            &format!("/oauth2/logout?id_token_hint={}", kept.id_token),
+        )
+        .await;
+    assert!(!gone.text.contains("Sign out?"), "{}", gone.text);
+    for sid in [&kept.sid, &other.sid] {
+        assert!(
+            sessions::by_sid(&h.db, sid).await.unwrap().is_none(),
+            "session {sid} outlived the logout"
+        );
+    }
+    let refreshed = h
+        .post(
+            "/oauth2/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &other.refresh),
+            ],
+            Some((&s.client_id, &s.secret)),
+        )
+        .await;
+    assert_eq!(refreshed.error(), "invalid_grant", "{}", refreshed.text);
+    h.finish().await;
+}
+
 /// Two logins sent from one browser at once leave two sessions, and the
 /// browser keeps one cookie. A logout there ends both, confirmed or by
 /// an `id_token_hint` naming either (it ended only the cookie's, and the
@@ -1331,6 +1371,7 @@ async fn discovery_names_what_is_there(backend: Backend) {
 }
 
 both_backends!(
+    a_logout_ends_sessions_gone_idle,
     code_flow_with_consent_id_token_userinfo_and_logout,
     standard_scopes_not_offered_are_left_out_and_unknown_ones_refused,
     code_replay_revokes_what_it_issued,
@@ -2661,6 +2702,31 @@ async fn a_form_sent_twice_gets_the_same_answer(backend: Backend) {
     let third = b.post(&h, "/consent", &form).await;
     assert_eq!(third.status, StatusCode::BAD_REQUEST);
     assert!(third.text.contains("Already done"));
+
+    // Deny twice (a double click, the first answer dropped): the
+    // application hears the refusal the second time too, with its state;
+    // Allow after it is not given a code.
+    let asked = authorize_url(&s.client_id, &[("prompt", "consent")]);
+    let to_consent = location(&b.get(&h, &asked).await);
+    let consent = b.get(&h, &to_consent).await;
+    let form = [
+        ("request", hidden(&consent.text, "request")),
+        ("csrf_token", hidden(&consent.text, "csrf_token")),
+        ("decision", "deny".to_owned()),
+    ];
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let first = location(&b.post(&h, "/consent", &form).await);
+    let second = location(&b.post(&h, "/consent", &form).await);
+    assert_eq!(query_of(&first)["error"], "access_denied", "{first}");
+    assert_eq!(
+        first, second,
+        "the second Deny was not told to the application"
+    );
+    let mut allow = form.clone();
+    allow[2] = ("decision", "allow");
+    let allowed = b.post(&h, "/consent", &allow).await;
+    assert_eq!(allowed.status, StatusCode::BAD_REQUEST);
+    assert!(allowed.text.contains("Already done") && !allowed.text.contains("code="));
 
     // The login page of a first-party client, sent twice: one after the
     // other (the first answer and its cookie dropped), then at once. Each
