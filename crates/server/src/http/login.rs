@@ -57,11 +57,34 @@ pub(crate) async fn pending_of(
             "Go back to the application and sign in again.",
         )
     };
-    let browser = jar(app)
-        .get(headers, cookies::BROWSER)
-        .ok_or_else(expired)?;
+    // No browser cookie at all: the browser did not keep the one the
+    // authorization request set (cookies blocked for this site).
+    let browser = jar(app).get(headers, cookies::BROWSER).ok_or_else(|| {
+        pages.error(
+            StatusCode::BAD_REQUEST,
+            "This browser did not keep the sign-in's cookie",
+            "Signing in needs cookies for this site, and this browser did not send the one \
+             the sign-in set.",
+            "Allow cookies for this site, then go back to the application and sign in again.",
+        )
+    })?;
     let id = id.ok_or_else(expired)?;
-    let pending = pending::open(&app.keys.master(), id, &browser, now()).ok_or_else(expired)?;
+    let master = app.keys.master();
+    let pending = pending::open(&master, id, &browser, now()).ok_or_else(|| {
+        if pending::too_old(&master, id, &browser, now()) {
+            pages.error(
+                StatusCode::BAD_REQUEST,
+                "This sign-in took too long",
+                &format!(
+                    "It was not finished within {} minutes.",
+                    pending::LIFETIME / 60
+                ),
+                "Go back to the application and sign in again.",
+            )
+        } else {
+            expired()
+        }
+    })?;
     // Answered already: a page opened again after the sign-in finished.
     if answered == Answered::Refused {
         let answer = codes::answer_to(&app.db, &pending.answer())

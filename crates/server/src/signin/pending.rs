@@ -96,6 +96,21 @@ pub fn seal(
     ))
 }
 
+/// Whether `id` was sealed here for the browser whose cookie is `browser`
+/// and is past its [`LIFETIME`]: the person took too long, which the page
+/// says rather than blame another browser.
+pub fn too_old(master: &MasterKey, id: &str, browser: &str, now: i64) -> bool {
+    let opened = tessera_jose::b64::decode(id)
+        .and_then(|sealed| master.pending().open(LABEL, &sealed).ok())
+        .and_then(|json| serde_json::from_slice::<Sealed>(&json).ok());
+    opened.is_some_and(|o| {
+        digests_equal(
+            o.browser.as_bytes(),
+            tessera_jose::b64::encode(token_digest(browser)).as_bytes(),
+        ) && now.saturating_sub(o.made) >= LIFETIME
+    })
+}
+
 /// Open `id` for the browser whose cookie is `browser`: `None` when it was
 /// not sealed here, has expired, or belongs to another browser.
 pub fn open(master: &MasterKey, id: &str, browser: &str, now: i64) -> Option<Pending> {

@@ -1185,6 +1185,52 @@ async fn a_logout_ends_sessions_gone_idle(backend: Backend) {
     h.finish().await;
 }
 
+/// A login page that cannot go on says why: a browser that did not keep
+/// the sign-in's cookie is told that cookies are needed, and a sign-in
+/// past its 30 minutes that it took too long; before, both were told it
+/// "expired, or was started in another browser".
+async fn a_dead_sign_in_says_why(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let s = setup(&h, "Shop", true).await;
+    let mut b = Browser::default();
+    let to_login = location(&b.get(&h, &authorize_url(&s.client_id, &[])).await);
+    let page = b.get(&h, &to_login).await;
+    let id = hidden(&page.text, "request");
+    let mut cookieless = Browser::default();
+    let blocked = cookieless.get(&h, &to_login).await;
+    assert_eq!(blocked.status, StatusCode::BAD_REQUEST);
+    assert!(
+        blocked.text.contains("did not keep the sign-in"),
+        "{}",
+        blocked.text
+    );
+
+    let browser = b
+        .cookies
+        .iter()
+        .find(|(name, _)| name.ends_with("tessera-browser"))
+        .map(|(_, value)| value.clone())
+        .unwrap();
+    let master = h.app.keys.master();
+    let now = tessera_server::store::now();
+    let pending = tessera_server::signin::pending::open(&master, &id, &browser, now).unwrap();
+    let old = now - tessera_server::signin::pending::LIFETIME - 1;
+    let stale =
+        tessera_server::signin::pending::seal(&master, &browser, &pending.request, None, None, old)
+            .unwrap();
+    let late = b.get(&h, &format!("/login?request={stale}")).await;
+    assert_eq!(late.status, StatusCode::BAD_REQUEST);
+    assert!(late.text.contains("took too long"), "{}", late.text);
+    // Another browser's sign-in is still "another browser".
+    let mut other = Browser::default();
+    other.get(&h, &authorize_url(&s.client_id, &[])).await;
+    let theirs = other.get(&h, &format!("/login?request={stale}")).await;
+    assert!(theirs.text.contains("another browser"), "{}", theirs.text);
+    h.finish().await;
+}
+
 /// Two logins sent from one browser at once leave two sessions, and the
 /// browser keeps one cookie. A logout there ends both, confirmed or by
 /// an `id_token_hint` naming either (it ended only the cookie's, and the
@@ -1371,6 +1417,7 @@ async fn discovery_names_what_is_there(backend: Backend) {
 }
 
 both_backends!(
+    a_dead_sign_in_says_why,
     a_logout_ends_sessions_gone_idle,
     code_flow_with_consent_id_token_userinfo_and_logout,
     standard_scopes_not_offered_are_left_out_and_unknown_ones_refused,
