@@ -191,7 +191,7 @@ async fn after_cut_off(
     // are the database's for the cut and this instance's for the
     // request). One read before then committed before the grant read
     // the user.
-    if revoked.user_cut_since(seen, subject) {
+    if revoked.cut_off(Some(subject), None).is_some() && revoked.user_cut_since(seen, subject) {
         return Err(OAuthError::invalid_grant(
             "the user's account changed while this request was answered: ask again",
         ));
