@@ -692,11 +692,21 @@ impl Keys {
             let at = self.db.database_time().await?.unwrap_or_else(now);
             self.read_in_turn(at).await
         };
-        read.await.map_err(|e| {
-            Error::Unavailable(format!(
-                "a signing key was revoked, and the keys could not be read again: {e}"
-            ))
-        })
+        // Bounded as a reading of the revocation log is: the requests
+        // that wait for it (and the maintenance, which takes the same
+        // lock) are answered rather than held by a database that stopped
+        // answering.
+        let limit = crate::store::revocation::READ_TIMEOUT;
+        match tokio::time::timeout(limit, read).await {
+            Ok(read) => read.map_err(|e| {
+                Error::Unavailable(format!(
+                    "a signing key was revoked, and the keys could not be read again: {e}"
+                ))
+            }),
+            Err(_) => Err(Error::Unavailable(format!(
+                "a signing key was revoked, and reading the keys again did not finish within {limit:?}"
+            ))),
+        }
     }
 
     /// [`Keys::refresh_at`] with `reloading` held.
