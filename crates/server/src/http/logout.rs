@@ -211,15 +211,6 @@ pub async fn confirmed(
         Ok(f) => f,
         Err(e) => return bad_request(&pages, &e.description),
     };
-    let Some(cookie) = jar(&app).get(&headers, cookies::SESSION) else {
-        return signed_out(&pages, "You are signed out", "There was no session to end.");
-    };
-    if !form
-        .get("csrf_token")
-        .is_some_and(|t| csrf_ok(&cookie, "logout", t))
-    {
-        return forbidden(&pages);
-    }
     let target = match resolve(
         &app,
         form.get("client_id"),
@@ -231,6 +222,19 @@ pub async fn confirmed(
         Ok(t) => t,
         Err(page) => return page(&pages),
     };
+    // The form sent again after its logout (Back, a double click): the
+    // cookie is gone, and nothing is left to end; the person goes where
+    // the application asked, as the first answer sent them (only to a URI
+    // the client registered, as for a logout with no session).
+    let Some(cookie) = jar(&app).get(&headers, cookies::SESSION) else {
+        return finish(&app, &pages, &target);
+    };
+    if !form
+        .get("csrf_token")
+        .is_some_and(|t| csrf_ok(&cookie, "logout", t))
+    {
+        return forbidden(&pages);
+    }
     let session = match session_to_end(&app, &headers).await {
         Ok(s) => s,
         Err(e) => return failure(&pages, &e),

@@ -1091,6 +1091,25 @@ async fn prompt_none_and_logout_attacks(backend: Backend) {
             .unwrap()
             .is_empty()
     );
+    // The form sent again once the cookie is gone (Back, a double click
+    // whose first answer was dropped): the person goes where the
+    // application asked, if it registered that, not to a dead end; an
+    // address it did not register is still refused.
+    let mut after = Browser::default();
+    let again = [
+        ("decision", "logout"),
+        ("client_id", s.client_id.as_str()),
+        ("post_logout_redirect_uri", "https://app.example.com/bye"),
+        ("state", "st-9"),
+    ];
+    let sent = after.post(&h, "/logout", &again).await;
+    assert_eq!(sent.status, StatusCode::SEE_OTHER, "{}", sent.text);
+    assert_eq!(location(&sent), "https://app.example.com/bye?state=st-9");
+    let mut elsewhere = again;
+    elsewhere[2] = ("post_logout_redirect_uri", "https://evil.example.com/");
+    let refused = after.post(&h, "/logout", &elsewhere).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert!(refused.headers.get(header::LOCATION).is_none());
     h.finish().await;
 }
 
