@@ -279,11 +279,28 @@ pub async fn touch(db: &Db, session: &Session) -> Result<(), Error> {
     Ok(())
 }
 
-/// Record that `client_id` got a code in session `sid`.
+/// Record that `client_id` got a code in session `sid`, while the session
+/// is not ended.
+///
+/// On PostgreSQL the session's row is held (`FOR SHARE`) while it is
+/// recorded: an end of the session under way (a logout in another tab)
+/// either waits for the record, and queues this client's back-channel
+/// logout with the others, or comes first, and nothing is recorded (the
+/// code the caller goes on to issue is refused at the token endpoint, its
+/// session ended). Before, the record could slip in after the end had
+/// read the session's clients: the client got its tokens and never heard
+/// of the logout. (On SQLite the one writer runs the two one after the
+/// other.)
 pub async fn add_client(db: &Db, sid: &str, client_id: &str) -> Result<(), Error> {
-    on_pool!(db.write(), p => sqlx::query(
+    let sql = if db.is_postgres() {
+        "INSERT INTO session_clients (sid, client_id) SELECT $1, $2 \
+         WHERE EXISTS (SELECT 1 FROM sessions WHERE sid = $1 AND ended_at IS NULL FOR SHARE) \
+         ON CONFLICT DO NOTHING"
+    } else {
         "INSERT INTO session_clients (sid, client_id) VALUES ($1, $2) ON CONFLICT DO NOTHING"
-    ).bind(sid).bind(client_id).execute(p).await.map(|r| r.rows_affected()))?;
+    };
+    on_pool!(db.write(), p => sqlx::query(sql)
+        .bind(sid).bind(client_id).execute(p).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 

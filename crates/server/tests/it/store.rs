@@ -926,6 +926,45 @@ async fn live_session(h: &Harness, user_id: &str) -> String {
     h.start_session(user_id, policy).await.1.sid
 }
 
+/// A client recorded with a session while the session's end is under way
+/// (PostgreSQL: the end holds the session's row until it commits) waits
+/// for the end and records nothing: before, it slipped in after the end
+/// had read the session's clients, and that client got its tokens and
+/// never heard of the logout.
+#[tokio::test]
+async fn a_client_is_not_recorded_with_a_session_being_ended() {
+    let Some(h) = Harness::new(Backend::Postgres).await else {
+        return;
+    };
+    let Db::Postgres(pool) = &h.db else {
+        unreachable!("a PostgreSQL database")
+    };
+    let user = h.user("alice", "correct horse", "openid").await;
+    let client = h.public_client("openid").await;
+    let sid = live_session(&h, &user).await;
+    let mut ending = pool.begin().await.unwrap();
+    sqlx::query("UPDATE sessions SET ended_at = 1 WHERE sid = $1")
+        .bind(&sid)
+        .execute(&mut *ending)
+        .await
+        .unwrap();
+    let recording = {
+        let (db, sid, client) = (h.db.clone(), sid.clone(), client.clone());
+        tokio::spawn(async move { sessions::add_client(&db, &sid, &client).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!recording.is_finished(), "did not wait for the end");
+    ending.commit().await.unwrap();
+    recording.await.unwrap().unwrap();
+    let (recorded,): (i64,) = sqlx::query_as("SELECT count(*) FROM session_clients WHERE sid = $1")
+        .bind(&sid)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(recorded, 0, "recorded with a session that had ended");
+    h.finish().await;
+}
+
 /// Codes issued and presented at once go to the database in groups (one
 /// statement each way): every code keeps its own binding, a pending
 /// request is answered once, and a code is spent once, by its own client.
