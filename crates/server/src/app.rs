@@ -83,8 +83,10 @@ impl App {
         revocations.when_key_revoked(move || {
             ring.heard_of_revocation();
             let ring = Arc::clone(&ring);
+            // The reading the waiting token requests share
+            // (`Keys::caught_up`): one for all of them.
             tokio::spawn(async move {
-                if let Err(e) = ring.refresh_now().await {
+                if let Err(e) = ring.caught_up().await {
                     tracing::error!(error = %e, "a signing key was revoked, but the keys could not be read again");
                 }
             });

@@ -297,7 +297,7 @@ impl Keys {
 
     /// A key was revoked (the revocation log says so, whichever instance
     /// revoked it): nothing is signed until a reading of the keys that
-    /// began after this is installed ([`Keys::refresh_now`]), since the
+    /// began after this is installed ([`Keys::caught_up`]), since the
     /// revoked key may be the one that signs.
     pub fn heard_of_revocation(&self) {
         self.freshness
@@ -464,14 +464,13 @@ impl Keys {
         // retried it in a loop made a key a call, until the key set passed
         // what verifiers take (the guard: 512 KiB) and every API refused.
         for alg in &algorithms {
-            let waiting: Vec<&KeyRow> = rows
+            let waiting: Vec<i64> = rows
                 .iter()
                 .filter(|r| r.alg == alg.as_str() && r.activate_at > now)
+                .map(|r| r.activate_at)
                 .collect();
-            if let (true, Some(next)) = (
-                waiting.len() >= MAX_ANNOUNCED,
-                waiting.iter().map(|r| r.activate_at).min(),
-            ) {
+            let next = waiting.iter().copied().min();
+            if let Some(next) = next.filter(|_| waiting.len() >= MAX_ANNOUNCED) {
                 return Err(Error::Invalid(format!(
                     "{alg} already has {} keys announced that do not sign yet (the next from \
                      {next}, in {} s): rotate again once one signs; a key that leaked is \
@@ -688,10 +687,7 @@ impl Keys {
         if !self.freshness.behind() {
             return Ok(());
         }
-        let read = async {
-            let at = self.db.database_time().await?.unwrap_or_else(now);
-            self.read_in_turn(at).await
-        };
+        let read = self.read_now_in_turn();
         // Bounded as a reading of the revocation log is: the requests
         // that wait for it (and the maintenance, which takes the same
         // lock) are answered rather than held by a database that stopped
@@ -726,8 +722,14 @@ impl Keys {
     /// instance whose own clock runs ahead would otherwise drop keys still
     /// needed until its next maintenance.
     pub async fn refresh_now(&self) -> Result<(), Error> {
+        let _in_turn = self.reloading.lock().await;
+        self.read_now_in_turn().await
+    }
+
+    /// [`Keys::refresh_now`] with `reloading` held.
+    async fn read_now_in_turn(&self) -> Result<(), Error> {
         let at = self.db.database_time().await?.unwrap_or_else(now);
-        self.refresh_at(at).await
+        self.read_in_turn(at).await
     }
 
     /// [`Keys::maintain`], removing retired keys only when `remove`.

@@ -100,32 +100,30 @@ pub fn seal(
 /// and is past its [`LIFETIME`]: the person took too long, which the page
 /// says rather than blame another browser.
 pub fn too_old(master: &MasterKey, id: &str, browser: &str, now: i64) -> bool {
-    let opened = tessera_jose::b64::decode(id)
-        .and_then(|sealed| master.pending().open(LABEL, &sealed).ok())
-        .and_then(|json| serde_json::from_slice::<Sealed>(&json).ok());
-    opened.is_some_and(|o| {
-        digests_equal(
-            o.browser.as_bytes(),
-            tessera_jose::b64::encode(token_digest(browser)).as_bytes(),
-        ) && now.saturating_sub(o.made) >= LIFETIME
-    })
+    unsealed(master, id, browser).is_some_and(|o| now.saturating_sub(o.made) >= LIFETIME)
+}
+
+/// `id` sealed here for the browser whose cookie is `browser`, of any age.
+fn unsealed(master: &MasterKey, id: &str, browser: &str) -> Option<Sealed> {
+    let sealed = tessera_jose::b64::decode(id)?;
+    let json = master.pending().open(LABEL, &sealed).ok()?;
+    let opened: Sealed = serde_json::from_slice(&json).ok()?;
+    digests_equal(
+        opened.browser.as_bytes(),
+        tessera_jose::b64::encode(token_digest(browser)).as_bytes(),
+    )
+    .then_some(opened)
 }
 
 /// Open `id` for the browser whose cookie is `browser`: `None` when it was
 /// not sealed here, has expired, or belongs to another browser.
 pub fn open(master: &MasterKey, id: &str, browser: &str, now: i64) -> Option<Pending> {
-    let sealed = tessera_jose::b64::decode(id)?;
-    let json = master.pending().open(LABEL, &sealed).ok()?;
-    let opened: Sealed = serde_json::from_slice(&json).ok()?;
-    let browser_ok = digests_equal(
-        opened.browser.as_bytes(),
-        tessera_jose::b64::encode(token_digest(browser)).as_bytes(),
-    );
+    let opened = unsealed(master, id, browser)?;
     // Sealed "in the future" by an instance whose clock is a little ahead
     // (docs/server.md asks for clocks within 2 s) is fresh too.
     let fresh = now.saturating_add(INSTANCE_SKEW) >= opened.made
         && now.saturating_sub(opened.made) < LIFETIME;
-    (browser_ok && fresh).then(|| Pending {
+    fresh.then(|| Pending {
         id: id.to_owned(),
         request: opened.request,
         sid: opened.sid,
