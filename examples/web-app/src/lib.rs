@@ -792,9 +792,9 @@ async fn callback(
         return abandon(StatusCode::BAD_REQUEST, "the ID token's nonce is not ours");
     }
     // Core §2: required (the guard checks it only when present).
-    if !claims.get("iat").is_some_and(Value::is_number) {
+    let Some(issued_at) = claims.get("iat").and_then(seconds) else {
         return abandon(StatusCode::BAD_GATEWAY, "the ID token has no iat");
-    }
+    };
     if let Err(why) = authorized_party_checked(&claims, &app.settings.client_id) {
         return abandon(StatusCode::BAD_GATEWAY, why);
     }
@@ -836,6 +836,7 @@ async fn callback(
         // logout then finds this one by `sub`.
         sid: claims.get("sid").and_then(Value::as_str).map(str::to_owned),
         sub: sub.to_owned(),
+        issued_at,
         name: userinfo["name"]
             .as_str()
             .or(userinfo["preferred_username"].as_str())
@@ -862,7 +863,16 @@ async fn callback(
         if let Some(old) = cookie_of(&headers, app.cookies.session()) {
             sessions.retire(&old);
         }
-        sessions.insert(id.clone(), session, now);
+        if !sessions.insert(id.clone(), session, now) {
+            drop(sessions);
+            // Its provider session ended while this sign-in finished: the
+            // provider has revoked what it issued, and a session here
+            // would outlive the logout.
+            return abandon(
+                StatusCode::CONFLICT,
+                "you were signed out at the provider while signing in: sign in again",
+            );
+        }
     }
     app.revoke_retired();
     let mut r = redirect("/");
@@ -1083,6 +1093,16 @@ struct LogoutToken {
     logout_token: String,
 }
 
+/// A NumericDate claim's whole seconds (RFC 7519 §2: it may have a
+/// fraction).
+fn seconds(value: &Value) -> Option<i64> {
+    value.as_i64().or_else(|| {
+        let at = value.as_f64()?.floor();
+        // Within i64: the cast is exact.
+        (at.is_finite() && at.abs() < 9.0e18).then_some(at as i64)
+    })
+}
+
 const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
 
 /// Back-channel logout (OpenID Connect Back-Channel Logout 1.0 §2.8):
@@ -1134,9 +1154,9 @@ async fn logged_out(app: &WebApp, logout_token: &str) -> Response {
     if !event {
         return problem(StatusCode::BAD_REQUEST, "not a logout token");
     }
-    if !claims.get("iat").is_some_and(Value::is_number) {
+    let Some(iat) = claims.get("iat").and_then(seconds) else {
         return problem(StatusCode::BAD_REQUEST, "a logout token has an iat");
-    }
+    };
     if claims.get("nonce").is_some() {
         return problem(StatusCode::BAD_REQUEST, "a logout token has no nonce");
     }
@@ -1148,7 +1168,7 @@ async fn logged_out(app: &WebApp, logout_token: &str) -> Response {
             "a logout token names a sid or a sub",
         );
     }
-    app.sessions().end(sid, sub);
+    app.sessions().end(sid, sub, iat, Instant::now());
     StatusCode::OK.into_response()
 }
 

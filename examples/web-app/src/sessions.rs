@@ -102,6 +102,8 @@ pub(crate) struct Session {
     pub(crate) sid: Option<String>,
     /// Who signed in (`sub`).
     pub(crate) sub: String,
+    /// When the provider issued the ID token (its `iat`).
+    pub(crate) issued_at: i64,
     pub(crate) name: String,
     pub(crate) email: String,
     pub(crate) access_token: Zeroizing<String>,
@@ -138,6 +140,8 @@ pub(crate) struct Sessions {
     /// Ids by person.
     by_sub: HashMap<String, Vec<String>>,
     retired: Vec<Zeroizing<String>>,
+    /// The logouts heard of lately.
+    logouts: RecentLogouts,
     limits: Limits,
 }
 
@@ -148,6 +152,7 @@ impl Sessions {
             by_age: VecDeque::new(),
             by_sub: HashMap::new(),
             retired: Vec::new(),
+            logouts: RecentLogouts::new(limits),
             limits: *limits,
         }
     }
@@ -171,8 +176,13 @@ impl Sessions {
 
     /// Add a session just signed in, ending sessions past their time
     /// from the oldest on, then the person's oldest and the oldest of all
-    /// past the limits.
-    pub(crate) fn insert(&mut self, id: String, session: Session, now: Instant) {
+    /// past the limits; `false`, and nothing added, when a logout token
+    /// has already ended it (see [`RecentLogouts`]).
+    #[must_use]
+    pub(crate) fn insert(&mut self, id: String, session: Session, now: Instant) -> bool {
+        if self.logouts.ended(&session, now) {
+            return false;
+        }
         while let Some(oldest) = self.by_age.front() {
             match self.by_id.get(oldest) {
                 Some(s) if self.live(s, now) => break,
@@ -207,6 +217,7 @@ impl Sessions {
             .push(id.clone());
         self.by_age.push_back(id.clone());
         self.by_id.insert(id, session);
+        true
     }
 
     /// End the session `id` names here, the provider's going on: its
@@ -263,11 +274,13 @@ impl Sessions {
     /// §2.7): with a `sid`, the sessions the provider's session `sid`
     /// signed in (and, when it names a `sub` too, only those of that
     /// person); with a `sub` alone, every session of that person. A token
-    /// that names neither ends nothing.
-    pub(crate) fn end(&mut self, sid: Option<&str>, sub: Option<&str>) {
+    /// that names neither ends nothing. `iat` is the logout token's: the
+    /// logout is remembered, for a sign-in it ends that has not finished.
+    pub(crate) fn end(&mut self, sid: Option<&str>, sub: Option<&str>, iat: i64, now: Instant) {
         if sid.is_none() && sub.is_none() {
             return;
         }
+        self.logouts.record(sid, sub, iat, now);
         let named: Vec<String> = self
             .by_id
             .iter()
@@ -283,6 +296,103 @@ impl Sessions {
     }
 }
 
+/// Logouts remembered for a sign-in's time (`login_timeout`). A sign-in
+/// whose code was exchanged just before its provider session ended gets
+/// tokens all the same, and the logout token may reach the app before
+/// the callback has stored the session (the userinfo call comes between
+/// them): stored after the logout that ended it, the session would stay
+/// until its lifetime ran out. Remembered: the ended `sid`s (with the
+/// `sub` the token named too, if any), and for a token naming only a
+/// `sub`, its `iat`: that person's ID tokens issued until then are of
+/// sessions it ended. At most [`LOGOUTS_KEPT`]; past that the oldest is
+/// forgotten, which only reopens that race for it.
+struct RecentLogouts {
+    /// When each was heard of, oldest first.
+    by_age: VecDeque<(Instant, Logout)>,
+    /// Ended `sid`s: when, and the `sub` named with it.
+    sids: HashMap<String, (Instant, Option<String>)>,
+    /// People logged out of every session: when, and the latest `iat`.
+    subs: HashMap<String, (Instant, i64)>,
+    timeout: Duration,
+}
+
+/// What a remembered logout is filed under.
+enum Logout {
+    Sid(String),
+    Sub(String),
+}
+
+/// Logouts remembered at most.
+pub(crate) const LOGOUTS_KEPT: usize = 10_000;
+
+impl RecentLogouts {
+    fn new(limits: &Limits) -> RecentLogouts {
+        RecentLogouts {
+            by_age: VecDeque::new(),
+            sids: HashMap::new(),
+            subs: HashMap::new(),
+            timeout: limits.login_timeout,
+        }
+    }
+
+    /// Forget, from the front, those heard of a sign-in's time ago and
+    /// the oldest past the bound.
+    fn forget(&mut self, now: Instant) {
+        while let Some((at, _)) = self.by_age.front() {
+            let old = now.saturating_duration_since(*at) >= self.timeout;
+            if !old && self.by_age.len() < LOGOUTS_KEPT {
+                break;
+            }
+            let Some((at, logout)) = self.by_age.pop_front() else {
+                break;
+            };
+            // Only the entry this one made: the same `sid` or `sub` heard
+            // of again since is kept from then.
+            match logout {
+                Logout::Sid(sid) => {
+                    if self.sids.get(&sid).is_some_and(|(when, _)| *when == at) {
+                        self.sids.remove(&sid);
+                    }
+                }
+                Logout::Sub(sub) => {
+                    if self.subs.get(&sub).is_some_and(|(when, _)| *when == at) {
+                        self.subs.remove(&sub);
+                    }
+                }
+            }
+        }
+    }
+
+    fn record(&mut self, sid: Option<&str>, sub: Option<&str>, iat: i64, now: Instant) {
+        self.forget(now);
+        match (sid, sub) {
+            (Some(sid), sub) => {
+                self.sids
+                    .insert(sid.to_owned(), (now, sub.map(str::to_owned)));
+                self.by_age.push_back((now, Logout::Sid(sid.to_owned())));
+            }
+            (None, Some(sub)) => {
+                let latest = self.subs.get(sub).map_or(iat, |(_, i)| iat.max(*i));
+                self.subs.insert(sub.to_owned(), (now, latest));
+                self.by_age.push_back((now, Logout::Sub(sub.to_owned())));
+            }
+            (None, None) => {}
+        }
+    }
+
+    /// Whether a logout heard of lately ended `session`.
+    fn ended(&mut self, session: &Session, now: Instant) -> bool {
+        self.forget(now);
+        let by_sid = session.sid.as_ref().and_then(|sid| self.sids.get(sid));
+        if by_sid.is_some_and(|(_, sub)| sub.as_ref().is_none_or(|sub| *sub == session.sub)) {
+            return true;
+        }
+        self.subs
+            .get(&session.sub)
+            .is_some_and(|(_, iat)| session.issued_at <= *iat)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,6 +401,7 @@ mod tests {
         Session {
             sid: sid.map(str::to_owned),
             sub: sub.to_owned(),
+            issued_at: 1_000,
             name: sub.to_owned(),
             email: String::new(),
             access_token: Zeroizing::new("access".to_owned()),
@@ -328,8 +439,8 @@ mod tests {
             idle_timeout: lifetime,
             ..Limits::default()
         });
-        sessions.insert("old".into(), session(Some("s1"), "alice", t0), t0);
-        sessions.insert("other".into(), session(Some("s2"), "bob", t0), t0);
+        assert!(sessions.insert("old".into(), session(Some("s1"), "alice", t0), t0));
+        assert!(sessions.insert("other".into(), session(Some("s2"), "bob", t0), t0));
         let almost = t0 + lifetime - Duration::from_secs(1);
         assert!(sessions.get("old", almost).is_some());
         // At its lifetime it is gone, and looking it up drops it.
@@ -338,7 +449,7 @@ mod tests {
         // A sign-in sweeps out every session past its lifetime, looked up
         // or not.
         let later = t0 + lifetime;
-        sessions.insert("new".into(), session(Some("s3"), "carol", later), later);
+        assert!(sessions.insert("new".into(), session(Some("s3"), "carol", later), later));
         assert!(!sessions.by_id.contains_key("other"));
         assert!(sessions.get("new", later).is_some());
     }
@@ -348,7 +459,7 @@ mod tests {
         let t0 = Instant::now();
         let idle = Limits::default().idle_timeout;
         let mut sessions = Sessions::new(&Limits::default());
-        sessions.insert("id".into(), session(None, "alice", t0), t0);
+        assert!(sessions.insert("id".into(), session(None, "alice", t0), t0));
         // Each use starts the idle time again.
         let used = t0 + idle - Duration::from_secs(1);
         assert!(sessions.get("id", used).is_some());
@@ -374,7 +485,7 @@ mod tests {
         let at = |i: u64| t0 + Duration::from_secs(i);
         // One person signing in again and again keeps their newest three.
         for i in 0..50 {
-            sessions.insert(format!("m{i}"), session(None, "mallory", at(i)), at(i));
+            assert!(sessions.insert(format!("m{i}"), session(None, "mallory", at(i)), at(i)));
         }
         let mut theirs: Vec<_> = sessions.by_id.keys().cloned().collect();
         theirs.sort();
@@ -383,11 +494,11 @@ mod tests {
         // Many people: the oldest sessions of all go past the bound.
         for i in 0..30 {
             let sub = format!("user{i}");
-            sessions.insert(
+            assert!(sessions.insert(
                 format!("u{i}"),
                 session(None, &sub, at(100 + i)),
                 at(100 + i),
-            );
+            ));
             assert!(sessions.by_id.len() <= 10);
         }
         assert!(sessions.by_id.contains_key("u29") && !sessions.by_id.contains_key("u19"));
@@ -413,7 +524,7 @@ mod tests {
         // Ended meanwhile: nothing is written back.
         assert!(renew(&mut sessions, "gone").is_none());
         assert!(sessions.by_id.is_empty());
-        sessions.insert("id".into(), session(None, "alice", t0), t0);
+        assert!(sessions.insert("id".into(), session(None, "alice", t0), t0));
         let renewed = renew(&mut sessions, "id").unwrap();
         assert_eq!(renewed.access_token.as_str(), "access 2");
         // The session now holds another refresh token: a second answer for
@@ -442,25 +553,77 @@ mod tests {
                 ("a3", None, "alice"),
                 ("b1", Some("s1"), "bob"),
             ] {
-                sessions.insert(id.into(), session(sid, sub, t0), t0);
+                assert!(sessions.insert(id.into(), session(sid, sub, t0), t0));
             }
             sessions
         };
         let mut sessions = fill();
-        sessions.end(Some("s1"), None);
+        sessions.end(Some("s1"), None, 2_000, t0);
         assert_eq!(ids(&sessions), ["a2", "a3"]);
         let mut sessions = fill();
-        sessions.end(None, Some("alice"));
+        sessions.end(None, Some("alice"), 2_000, t0);
         assert_eq!(ids(&sessions), ["b1"]);
         let mut sessions = fill();
-        sessions.end(Some("s1"), Some("alice"));
+        sessions.end(Some("s1"), Some("alice"), 2_000, t0);
         assert_eq!(ids(&sessions), ["a2", "a3", "b1"]);
         let mut sessions = fill();
-        sessions.end(None, None);
+        sessions.end(None, None, 2_000, t0);
         assert_eq!(
             ids(&sessions).len(),
             4,
             "a token naming no one ends nothing"
         );
+    }
+
+    #[test]
+    fn a_sign_in_finishing_after_the_logout_that_ended_it_starts_no_session() {
+        let t0 = Instant::now();
+        let timeout = Limits::default().login_timeout;
+        let mut sessions = Sessions::new(&Limits::default());
+        let issued = |mut s: Session, iat: i64| {
+            s.issued_at = iat;
+            s
+        };
+        // The provider's session s1 ended before its sign-in got here.
+        sessions.end(Some("s1"), None, 2_000, t0);
+        assert!(!sessions.insert("a".into(), session(Some("s1"), "alice", t0), t0));
+        assert!(sessions.by_id.is_empty());
+        // Another session of the same person is not touched.
+        assert!(sessions.insert("b".into(), session(Some("s2"), "alice", t0), t0));
+        // A sid named with a sub: only that person's sign-in is refused.
+        sessions.end(Some("s3"), Some("bob"), 2_000, t0);
+        assert!(!sessions.insert("c".into(), session(Some("s3"), "bob", t0), t0));
+        assert!(sessions.insert("d".into(), session(Some("s3"), "carol", t0), t0));
+        // Every session of a person: ID tokens issued until the logout
+        // token was are refused, later ones start sessions.
+        sessions.end(None, Some("dave"), 2_000, t0);
+        let dave = |iat| issued(session(Some("s4"), "dave", t0), iat);
+        assert!(!sessions.insert("e".into(), dave(1_999), t0));
+        assert!(!sessions.insert("e".into(), dave(2_000), t0));
+        assert!(sessions.insert("e".into(), dave(2_001), t0));
+        // An older logout token heard of later does not move it back.
+        sessions.end(None, Some("dave"), 1_500, t0);
+        assert!(!sessions.insert("f".into(), dave(1_999), t0));
+        // A sign-in's time later the logouts are forgotten (its cookie
+        // has expired by then).
+        let later = t0 + timeout;
+        assert!(sessions.insert("g".into(), session(Some("s1"), "alice", later), later));
+        assert!(sessions.logouts.by_age.is_empty() && sessions.logouts.sids.is_empty());
+        assert!(sessions.logouts.subs.is_empty());
+    }
+
+    #[test]
+    fn logouts_remembered_are_bounded() {
+        let t0 = Instant::now();
+        let mut sessions = Sessions::new(&Limits::default());
+        for i in 0..LOGOUTS_KEPT + 10 {
+            sessions.end(Some(&format!("s{i}")), None, 2_000, t0);
+            assert!(sessions.logouts.by_age.len() <= LOGOUTS_KEPT);
+        }
+        assert!(sessions.logouts.sids.len() <= LOGOUTS_KEPT);
+        // The oldest went, the newest stay.
+        assert!(sessions.insert("a".into(), session(Some("s0"), "alice", t0), t0));
+        let newest = format!("s{}", LOGOUTS_KEPT + 9);
+        assert!(!sessions.insert("b".into(), session(Some(&newest), "alice", t0), t0));
     }
 }

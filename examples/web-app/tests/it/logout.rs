@@ -69,6 +69,30 @@ async fn a_logout_token_with_only_a_sub_ends_a_session_signed_in_without_sid() {
     assert!(!browser.signed_in().await);
 }
 
+/// The provider's session ended just after its code was exchanged, and
+/// the logout token came before the callback had finished (the userinfo
+/// call is between them): the sign-in starts no session here, and its
+/// refresh token is revoked.
+#[tokio::test]
+async fn a_sign_in_whose_logout_token_came_first_starts_no_session() {
+    let (provider, shop) = provider_and_shop().await;
+    let token = provider.logout_token(Some("sid-9"), None, true);
+    assert_eq!(backchannel_logout(&shop, &token).await, StatusCode::OK);
+    let browser = shop.browser();
+    let callback = browser
+        .sign_in(|claims| {
+            claims.insert("sid".into(), "sid-9".into());
+        })
+        .await;
+    assert_eq!(callback.status, StatusCode::CONFLICT, "{callback:?}");
+    assert!(callback.body.contains("signed out at the provider"));
+    assert!(!browser.signed_in().await);
+    assert_eq!(provider.revoked(1).await, ["refresh-0"]);
+    // Another session of the provider signs in as ever.
+    let other = signed_in(&shop, "sid-10", "alice").await;
+    assert!(other.signed_in().await);
+}
+
 #[tokio::test]
 async fn a_logout_token_without_the_logout_event_or_anyone_to_end_is_refused() {
     let (provider, shop) = provider_and_shop().await;
