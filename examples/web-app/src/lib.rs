@@ -37,6 +37,7 @@ pub use sessions::Limits;
 use sessions::{Session, Sessions, SpentLogins};
 
 /// What the app needs to know.
+#[derive(Clone)]
 pub struct Settings {
     /// The provider's issuer URL.
     pub issuer: String,
@@ -281,6 +282,33 @@ fn authorized_party_checked(
 }
 
 impl WebApp {
+    /// [`WebApp::discover`], again and again while the provider cannot be
+    /// reached or answers 5xx (it is starting too, or restarting: the app
+    /// and its provider are often started together), waiting half a
+    /// second, then twice as long each time, up to 30 s. Any other
+    /// failure (a 404, another issuer's metadata, a URL refused) is the
+    /// configuration's, and ends the wait at once: a process that exited
+    /// on the first would be restarted into the same wait by its
+    /// supervisor, again and again.
+    pub async fn discover_when_reachable(settings: Settings) -> anyhow::Result<Arc<WebApp>> {
+        let mut wait = Duration::from_millis(500);
+        loop {
+            match WebApp::discover(settings.clone()).await {
+                Err(e) if unreachable(&e) => {
+                    tracing::warn!(
+                        error = %e,
+                        issuer = %settings.issuer,
+                        "the provider cannot be reached: trying again in {} ms",
+                        wait.as_millis()
+                    );
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(30));
+                }
+                done => return done,
+            }
+        }
+    }
+
     /// Read the provider's discovery document and set up the verifiers.
     pub async fn discover(mut settings: Settings) -> anyhow::Result<Arc<WebApp>> {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -1091,6 +1119,14 @@ async fn logout(State(app): State<Arc<WebApp>>, headers: HeaderMap) -> Response 
 #[derive(Deserialize)]
 struct LogoutToken {
     logout_token: String,
+}
+
+/// Whether `error`, from [`WebApp::discover`], may pass by itself: the
+/// provider was not reached, did not answer in time, or answered 5xx.
+fn unreachable(error: &anyhow::Error) -> bool {
+    error.downcast_ref::<reqwest::Error>().is_some_and(|e| {
+        e.is_connect() || e.is_timeout() || e.status().is_some_and(|s| s.is_server_error())
+    })
 }
 
 /// A NumericDate claim's whole seconds (RFC 7519 §2: it may have a

@@ -65,7 +65,7 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
     let listening = format!("http://{}", listener.local_addr()?);
     let base = args.base_url.unwrap_or_else(|| listening.clone());
-    let app = web_app::WebApp::discover(web_app::Settings {
+    let settings = web_app::Settings {
         issuer: args.issuer,
         client_id: args.client_id,
         client_secret: secret,
@@ -73,8 +73,13 @@ async fn main() -> anyhow::Result<()> {
         store_api: args.store_api,
         allow_plain_http: args.allow_plain_http,
         limits: web_app::Limits::default(),
-    })
-    .await?;
+    };
+    // Started with its provider, the app waits for it (Ctrl-C or SIGTERM
+    // stop the wait).
+    let app = tokio::select! {
+        app = web_app::WebApp::discover_when_reachable(settings) => app?,
+        () = tessera_listen::shutdown_signal() => return Ok(()),
+    };
     println!("web-app: listening {listening}");
     if base != listening {
         println!("web-app: browsers reach it at {base}");

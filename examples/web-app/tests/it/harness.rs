@@ -60,7 +60,11 @@ struct Mock {
 
 impl Provider {
     pub async fn start() -> Provider {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Provider::start_at(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()).await
+    }
+
+    /// [`Provider::start`] on `listener`.
+    pub async fn start_at(listener: tokio::net::TcpListener) -> Provider {
         let url = format!("http://{}", listener.local_addr().unwrap());
         // What the app is registered for (and `tessera serve`'s default).
         let key = SigningKey::generate(Algorithm::RS256)
@@ -363,13 +367,9 @@ impl Shop {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let app = web_app::WebApp::discover(web_app::Settings {
-            issuer: provider.url.clone(),
-            client_id: CLIENT_ID.into(),
-            client_secret: Zeroizing::new("the secret".into()),
             base: base.unwrap_or(&url).to_owned(),
-            store_api: provider.url.clone(),
-            allow_plain_http: false,
             limits,
+            ..settings(&provider.url)
         })
         .await
         .unwrap();
@@ -586,6 +586,19 @@ pub async fn backchannel_logout(shop: &Shop, logout_token: &str) -> StatusCode {
 }
 
 /// A provider and the web app with its default limits.
+/// The web app's settings for the provider (and store API) at `url`.
+pub fn settings(url: &str) -> web_app::Settings {
+    web_app::Settings {
+        issuer: url.to_owned(),
+        client_id: CLIENT_ID.into(),
+        client_secret: Zeroizing::new("the secret".into()),
+        base: "http://127.0.0.1:4000".into(),
+        store_api: url.to_owned(),
+        allow_plain_http: false,
+        limits: web_app::Limits::default(),
+    }
+}
+
 pub async fn provider_and_shop() -> (Provider, Shop) {
     let provider = Provider::start().await;
     let shop = Shop::start(&provider, None, web_app::Limits::default()).await;

@@ -7,3 +7,4 @@ mod harness;
 mod logout;
 mod refresh;
 mod sign_in;
+mod start;
