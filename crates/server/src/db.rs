@@ -93,6 +93,16 @@ pub const POSTGRES_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 /// default); the server itself never pauses inside a transaction.
 pub const POSTGRES_IDLE_IN_TRANSACTION: Duration = Duration::from_secs(10);
 
+/// The longest any statement of the server's runs on PostgreSQL, whatever
+/// the role's or database's `statement_timeout` (the migrations' own
+/// connection excepted: they run without one). Its statements take
+/// milliseconds, and a request is over in 30 s (`http.request_timeout`'s
+/// default) whatever happens: a statement that runs on (a plan gone wrong
+/// on a grown table, a request given up by the listener while its
+/// statement still ran) would keep its connection, and the database's
+/// work, for no one.
+pub const POSTGRES_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How long a start waits for the migrations' lock, which another instance
 /// starting or upgrading at the same moment holds while it migrates.
 pub const POSTGRES_MIGRATION_LOCK_WAIT: Duration = Duration::from_secs(20);
@@ -149,9 +159,10 @@ impl Db {
                         millis(POSTGRES_IDLE_IN_TRANSACTION).as_str(),
                     ),
                 ]);
-            let options = base
-                .clone()
-                .options([("lock_timeout", millis(POSTGRES_LOCK_TIMEOUT))]);
+            let options = base.clone().options([
+                ("lock_timeout", millis(POSTGRES_LOCK_TIMEOUT)),
+                ("statement_timeout", millis(POSTGRES_STATEMENT_TIMEOUT)),
+            ]);
             // Made lazily: `connect_with` would open every kept connection
             // one after another under the 1 s a request waits, and fail the
             // start of a database a TLS handshake away. The start waits for

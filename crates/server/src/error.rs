@@ -123,13 +123,16 @@ fn is_transient(e: &sqlx::Error) -> bool {
             // PostgreSQL SQLSTATE classes 08 (connection exception), 53
             // (insufficient resources: disk full, out of memory, too many
             // connections) and 57P (operator intervention: shutting down,
-            // cannot connect now), and a transaction rolled back by the
+            // cannot connect now), a statement cancelled (57014: past
+            // `statement_timeout`, or by an operator), and a transaction
+            // rolled back by the
             // database that may pass when tried again: 40001
             // (serialization failure), 40P01 (deadlock detected), and a
             // lock waited for past `lock_timeout`: 55P03.
             let postgres = code.starts_with("08")
                 || code.starts_with("53")
                 || code.starts_with("57P")
+                || code == "57014"
                 || code == "40001"
                 || code == "40P01"
                 || code == "55P03";

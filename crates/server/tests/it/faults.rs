@@ -1196,6 +1196,46 @@ async fn postgres_transactions_are_read_committed_whatever_the_default() {
     test_db.cleanup().await;
 }
 
+/// No statement of the server's runs past
+/// `db::POSTGRES_STATEMENT_TIMEOUT`, whatever the role's, the database's
+/// or the URL's default; one stopped by it is answered as unavailable
+/// (503), as a lock waited for too long is.
+#[tokio::test]
+async fn postgres_statements_end_at_the_servers_timeout_as_unavailable() {
+    let Some(test_db) = TestDb::new(Backend::Postgres).await else {
+        return;
+    };
+    let url = format!("{}%20-c%20statement_timeout%3D0", test_db.url);
+    let db = Db::connect(&url, 2).await.unwrap();
+    let tessera_server::db::Pool::Postgres(pool) = db.write() else {
+        unreachable!("a PostgreSQL database")
+    };
+    let (limit,): (String,) = sqlx::query_as("SHOW statement_timeout")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let expected = format!(
+        "{}s",
+        tessera_server::db::POSTGRES_STATEMENT_TIMEOUT.as_secs()
+    );
+    assert_eq!(limit, expected);
+    // Shortened here, to see what a statement past it gives.
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL statement_timeout = 50")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let stopped = sqlx::query("SELECT pg_sleep(5)")
+        .execute(&mut *tx)
+        .await
+        .expect_err("stopped at the timeout");
+    let stopped = tessera_server::Error::from(stopped);
+    assert!(stopped.is_transient(), "{stopped}");
+    drop(tx);
+    db.close().await;
+    test_db.cleanup().await;
+}
+
 /// A PostgreSQL database of the test's own on the shared server (locks
 /// such as the revocation log's are per database: one held by a test
 /// must not stop the others), dropped at the end.
