@@ -6,7 +6,10 @@
 //! a login sent at the same moment started, whose cookie the browser did
 //! not keep). An `id_token_hint` that names one of them, of the user
 //! signed in, ends them at once; otherwise the person confirms on a page (a link elsewhere must
-//! not sign anyone out). A hint this server cannot verify (signed by a
+//! not sign anyone out; "Stay signed in" goes back to the application
+//! too, which has signed the person out on its side, and the page's CSRF
+//! token is the browser cookie's, so it still signs out after a login in
+//! another tab gave the browser a new session). A hint this server cannot verify (signed by a
 //! key removed since) counts as none: the person confirms, and is sent on
 //! only to a URI registered by the `client_id` given with it. A
 //! `post_logout_redirect_uri` is followed only if
@@ -172,14 +175,25 @@ async fn confirm(
     session: &Session,
     target: &Target,
 ) -> Response {
-    let Some(browser) = jar(app).get(headers, cookies::SESSION) else {
-        return forbidden(pages);
+    // The form's token is the browser's, as the login and consent pages'
+    // are, not the session's: a login in another tab meanwhile (a
+    // `prompt=login`) gives the browser a new session cookie, and the
+    // person who then signs out here means this browser's session
+    // whichever it is now. A browser without one (its cookie cleared
+    // since the login) gets one.
+    let jar = jar(app);
+    let (browser, new_browser) = match jar.get(headers, cookies::BROWSER) {
+        Some(b) => (b, false),
+        None => match crate::secret::random_token() {
+            Ok(t) => (t.to_string(), true),
+            Err(e) => return failure(pages, &e),
+        },
     };
     let username = match users::find_by_id(&app.db, &session.user_id).await {
         Ok(u) => u.map(|u| u.username).unwrap_or_default(),
         Err(e) => return failure(pages, &e),
     };
-    pages.render(
+    let mut page = pages.render(
         StatusCode::OK,
         "logout.html",
         minijinja::context! {
@@ -190,11 +204,16 @@ async fn confirm(
             post_logout_redirect_uri => &target.redirect,
             state => &target.state,
         },
-    )
+    );
+    if new_browser {
+        page.headers_mut()
+            .append(header::SET_COOKIE, jar.set(cookies::BROWSER, &browser));
+    }
+    page
 }
 
 /// Authorization: the session's own browser, with the page's CSRF token
-/// (derived from the session cookie).
+/// (derived from the browser cookie).
 pub async fn confirmed(
     State(app): State<Arc<App>>,
     Extension(pages): Extension<SharedPages>,
@@ -226,12 +245,14 @@ pub async fn confirmed(
     // cookie is gone, and nothing is left to end; the person goes where
     // the application asked, as the first answer sent them (only to a URI
     // the client registered, as for a logout with no session).
-    let Some(cookie) = jar(&app).get(&headers, cookies::SESSION) else {
+    if jar(&app).get(&headers, cookies::SESSION).is_none() {
         return finish(&app, &pages, &target);
-    };
+    }
+    let browser = jar(&app).get(&headers, cookies::BROWSER);
     if !form
         .get("csrf_token")
-        .is_some_and(|t| csrf_ok(&cookie, "logout", t))
+        .zip(browser)
+        .is_some_and(|(t, browser)| csrf_ok(&browser, "logout", t))
     {
         return forbidden(&pages);
     }
@@ -245,11 +266,17 @@ pub async fn confirmed(
             Err(e) => failure(&pages, &e),
         },
         (Some("logout"), None) => finish(&app, &pages, &target),
-        _ => signed_out(
-            &pages,
-            "You are still signed in",
-            "Nothing was changed. You can close this page.",
-        ),
+        // Back to the application that asked, which has signed the
+        // person out on its side already; signed in here as before.
+        _ => match back_to(&target) {
+            Some(Ok(back)) => back,
+            Some(Err(why)) => bad_request(&pages, why),
+            None => signed_out(
+                &pages,
+                "You are still signed in",
+                "Nothing was changed. You can close this page.",
+            ),
+        },
     }
 }
 
@@ -308,22 +335,30 @@ async fn end_and_finish(
 /// Redirect to the registered post-logout URI, or show "signed out"; the
 /// session cookie is removed either way.
 fn finish(app: &App, pages: &SharedPages, target: &Target) -> Response {
-    let mut response = match &target.redirect {
-        Some(uri) => match Url::parse(uri) {
-            Ok(mut url) => {
-                if let Some(state) = &target.state {
-                    url.query_pairs_mut().append_pair("state", state);
-                }
-                see_other(url.as_str())
-            }
-            Err(_) => bad_request(pages, "the post_logout_redirect_uri is not a URL"),
-        },
+    let mut response = match back_to(target) {
+        Some(Ok(back)) => back,
+        Some(Err(why)) => bad_request(pages, why),
         None => signed_out(pages, "You are signed out", "You can close this page."),
     };
     response
         .headers_mut()
         .append(header::SET_COOKIE, jar(app).clear(cookies::SESSION));
     response
+}
+
+/// The redirect to the registered post-logout URI, with `state`; `None`
+/// when none was asked for.
+fn back_to(target: &Target) -> Option<Result<Response, &'static str>> {
+    let uri = target.redirect.as_ref()?;
+    Some(match Url::parse(uri) {
+        Ok(mut url) => {
+            if let Some(state) = &target.state {
+                url.query_pairs_mut().append_pair("state", state);
+            }
+            Ok(see_other(url.as_str()))
+        }
+        Err(_) => Err("the post_logout_redirect_uri is not a URL"),
+    })
 }
 
 fn signed_out(pages: &SharedPages, title: &str, message: &str) -> Response {

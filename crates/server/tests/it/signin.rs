@@ -118,7 +118,17 @@ fn hidden(page: &str, name: &str) -> String {
         .find(&marker)
         .unwrap_or_else(|| panic!("no {name} in {page}"))
         + marker.len();
-    page[start..].split('"').next().unwrap().to_owned()
+    // As a browser reads it: the entities the templates escape with.
+    page[start..]
+        .split('"')
+        .next()
+        .unwrap()
+        .replace("&#x2f;", "/")
+        .replace("&#x27;", "'")
+        .replace("&quot;", "\"")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
 }
 
 fn authorize_url(client_id: &str, extra: &[(&str, &str)]) -> String {
@@ -1113,6 +1123,94 @@ async fn prompt_none_and_logout_attacks(backend: Backend) {
     h.finish().await;
 }
 
+/// The logout confirmation page. "Stay signed in" goes back to the
+/// application that asked (it has signed the person out on its side),
+/// and the session stands; before, the person was left on a page that
+/// said to close it. And the page still signs out after a login in
+/// another tab (`prompt=login`) gave the browser a new session cookie:
+/// its CSRF token was the old cookie's, and "Sign out" answered 403.
+async fn a_logout_page_outlives_a_login_in_another_tab_and_staying_goes_back(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let s = setup(&h, "Shop", true).await;
+    let mut b = Browser::default();
+    let first = log_in(
+        &h,
+        &mut b,
+        &authorize_url(&s.client_id, &[]),
+        "correct horse",
+    )
+    .await;
+    assert!(query_of(&location(&first)).contains_key("code"));
+    let live = |h: &Harness| {
+        let db = h.db.clone();
+        let policy = h.app.config.sessions;
+        async move {
+            sessions::list(&db, Some("alice"), policy, 100)
+                .await
+                .unwrap()
+                .len()
+        }
+    };
+    let logout = format!(
+        "/oauth2/logout?client_id={}&post_logout_redirect_uri=https%3A%2F%2Fapp.example.com%2Fbye&state=st-5",
+        s.client_id
+    );
+    let page = b.get(&h, &logout).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.text.contains("Sign out?"));
+    let fields = [
+        "csrf_token",
+        "client_id",
+        "post_logout_redirect_uri",
+        "state",
+    ]
+    .map(|name| (name, hidden(&page.text, name)));
+    let form = |decision: &'static str| -> Vec<(&str, &str)> {
+        fields
+            .iter()
+            .map(|(k, v)| (*k, v.as_str()))
+            .chain([("decision", decision)])
+            .collect()
+    };
+    let stayed = b.post(&h, "/logout", &form("stay")).await;
+    assert_eq!(stayed.status, StatusCode::SEE_OTHER, "{}", stayed.text);
+    assert_eq!(location(&stayed), "https://app.example.com/bye?state=st-5");
+    assert!(stayed.headers.get(header::SET_COOKIE).is_none());
+    assert_eq!(live(&h).await, 1, "staying ends nothing");
+    // Another tab: the application asks for a fresh login.
+    let before = b.cookies.clone();
+    let again = log_in(
+        &h,
+        &mut b,
+        &authorize_url(&s.client_id, &[("prompt", "login")]),
+        "correct horse",
+    )
+    .await;
+    assert!(query_of(&location(&again)).contains_key("code"));
+    assert_ne!(b.cookies, before, "a new session cookie");
+    // The first tab's page signs out whatever session is this browser's.
+    let out = form("logout");
+    let done = b.post(&h, "/logout", &out).await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.text);
+    assert_eq!(location(&done), "https://app.example.com/bye?state=st-5");
+    assert_eq!(live(&h).await, 0, "every session of the browser ended");
+    // The token is the browser's: another browser's page does not do.
+    let mut other = Browser::default();
+    log_in(
+        &h,
+        &mut other,
+        &authorize_url(&s.client_id, &[]),
+        "correct horse",
+    )
+    .await;
+    let forged = other.post(&h, "/logout", &out).await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert_eq!(live(&h).await, 1);
+    h.finish().await;
+}
+
 /// What a sign-in got: its session, and its client's tokens.
 struct SignedIn {
     sid: String,
@@ -1448,6 +1546,7 @@ both_backends!(
     a_redirect_uri_removed_during_a_sign_in_gets_no_code,
     an_id_token_hint_naming_another_user_needs_a_login,
     prompt_none_and_logout_attacks,
+    a_logout_page_outlives_a_login_in_another_tab_and_staying_goes_back,
     discovery_names_what_is_there,
     query_parameters_are_read_as_strictly_as_forms,
 );
