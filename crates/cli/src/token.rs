@@ -439,13 +439,17 @@ const MAX_JWKS_BYTES: u64 = 1 << 20;
 /// library of the project), a time limit and a size limit. Plain HTTP only
 /// from this machine (as the guard allows), and then without redirects:
 /// anyone on the path could answer a plain request with their own keys.
+/// This machine is reached directly, whatever `HTTP_PROXY`, `HTTPS_PROXY`
+/// or `ALL_PROXY` say (as the guard does): through a proxy, a plain
+/// request would leave it, and the proxy could answer with its keys.
 fn fetch(url: &str) -> anyhow::Result<String> {
     let parsed: ureq::http::Uri = url
         .parse()
         .with_context(|| format!("--jwks-url {url:?} is not an https URL"))?;
+    let here = parsed.host().is_some_and(is_loopback);
     let plain = match parsed.scheme_str() {
         Some("https") => false,
-        Some("http") if parsed.host().is_some_and(is_loopback) => true,
+        Some("http") if here => true,
         _ => anyhow::bail!(
             "--jwks-url must be https (plain http only to this machine: localhost, \
              127.0.0.1 or [::1]), not {url:?}"
@@ -457,7 +461,11 @@ fn fetch(url: &str) -> anyhow::Result<String> {
             rustls::crypto::aws_lc_rs::default_provider(),
         ))
         .build();
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+    let mut config = ureq::Agent::config_builder();
+    if here {
+        config = config.proxy(None);
+    }
+    let agent: ureq::Agent = config
         .tls_config(tls)
         .timeout_global(Some(Duration::from_secs(10)))
         .https_only(!plain)

@@ -21,8 +21,14 @@ struct Run {
 }
 
 fn tessera(dir: &Path, args: &[&str], stdin: Option<&str>) -> Run {
+    tessera_with(dir, args, stdin, &[])
+}
+
+/// [`tessera`] with these environment variables set.
+fn tessera_with(dir: &Path, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Run {
     let mut cmd = Command::cargo_bin("tessera").unwrap();
     cmd.current_dir(dir).args(args).env_remove("JWT_SECRET");
+    cmd.envs(env.iter().copied());
     if let Some(input) = stdin {
         cmd.write_stdin(input.to_owned());
     }
@@ -326,7 +332,7 @@ fn jwks_url_is_fetched_and_failures_exit_2() {
         ],
         None,
     );
-    let url = serve_once(jwks, "200 OK");
+    let url = serve_once(jwks.clone(), "200 OK");
     let claims = json(&ok(
         d,
         &[
@@ -340,6 +346,31 @@ fn jwks_url_is_fetched_and_failures_exit_2() {
         Some(&token),
     ));
     assert_eq!(claims["sub"], "carol");
+    // A proxy in the environment is not used for this machine: a plain
+    // request through it would leave the machine, and the proxy could
+    // answer with its own keys (this one refuses connections).
+    let url = serve_once(jwks, "200 OK");
+    let proxy = "http://127.0.0.1:9";
+    let proxied = tessera_with(
+        d,
+        &[
+            "token",
+            "verify",
+            "--any-iss",
+            "--any-aud",
+            "--jwks-url",
+            &url,
+        ],
+        Some(&token),
+        &[
+            ("ALL_PROXY", proxy),
+            ("HTTPS_PROXY", proxy),
+            ("HTTP_PROXY", proxy),
+            ("NO_PROXY", ""),
+            ("no_proxy", ""),
+        ],
+    );
+    assert_eq!(proxied.code, 0, "{}", proxied.stderr);
     // A published set with a secret in it: anyone could have signed. An
     // HMAC key (the token is signed with it), then the private key itself.
     generate(d, "HS256", "hs.jwk", Some("remote"));
