@@ -37,7 +37,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use eventsource_stream::Eventsource;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
@@ -432,6 +432,9 @@ impl RevocationFeedBuilder {
 /// buffer of a few hundred KiB).
 const MAX_UNFINISHED_BYTES: u64 = 1024 * 1024;
 
+/// U+FEFF in UTF-8.
+const BYTE_ORDER_MARK: &[u8] = b"\xEF\xBB\xBF";
+
 /// Why the feed's body could not be read.
 #[derive(Debug)]
 enum ChunkError {
@@ -548,8 +551,19 @@ impl Subscriber {
     async fn run(mut self, mut stop: tokio::sync::watch::Receiver<()>) {
         let mut backoff = Duration::from_millis(250);
         loop {
+            // A panic in a connection (a parser's bug, on bytes no one
+            // foresaw) is that connection's failure, retried as any other:
+            // before, it ended the task, and with it the set's updates.
+            let session = std::panic::AssertUnwindSafe(self.session()).catch_unwind();
             let outcome = tokio::select! {
-                outcome = self.session() => outcome,
+                outcome = session => outcome.unwrap_or_else(|panic| {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    Err(FetchError(format!("reading the feed failed: {what}")))
+                }),
                 _ = stop.changed() => return,
             };
             self.shared.lost();
@@ -651,6 +665,12 @@ impl Subscriber {
         // has buffered more than the limit.
         let pending = Arc::new(AtomicU64::new(0));
         let counted = Arc::clone(&pending);
+        // The stream's first bytes while they may yet be a byte-order mark
+        // (`None` once they are past): the event-stream format allows one,
+        // and the parser panics on it (eventsource-stream 0.2 cuts the
+        // three-byte character at its first byte), which ended the task
+        // for good. Any number of them is taken off here.
+        let mut start = Some(Vec::new());
         let mut events = response
             .bytes_stream()
             .map(move |chunk| {
@@ -659,7 +679,19 @@ impl Subscriber {
                 if counted.fetch_add(len, Ordering::Relaxed) + len > MAX_UNFINISHED_BYTES {
                     return Err(ChunkError::TooLarge);
                 }
-                Ok(chunk)
+                let Some(mut held) = start.take() else {
+                    return Ok(chunk);
+                };
+                held.extend_from_slice(&chunk);
+                let mut rest = held.as_slice();
+                while let Some(after) = rest.strip_prefix(BYTE_ORDER_MARK) {
+                    rest = after;
+                }
+                if BYTE_ORDER_MARK.starts_with(rest) {
+                    start = Some(rest.to_vec());
+                    return Ok(Vec::new().into());
+                }
+                Ok(rest.to_vec().into())
             })
             .eventsource();
         // A first connection (or a reset) collects the whole backlog

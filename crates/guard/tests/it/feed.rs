@@ -41,6 +41,9 @@ struct Script {
     /// says so); the old paths answer 404.
     moved: bool,
     tokens_issued: u64,
+    /// Each stream begins with byte-order marks, the first cut across
+    /// two writes.
+    byte_order_marks: bool,
 }
 
 #[derive(Clone)]
@@ -198,6 +201,7 @@ async fn serve_feed(State(i): State<Issuer>, headers: HeaderMap) -> axum::respon
     if start_over {
         after = 0;
     }
+    let marks = i.script.lock().unwrap().byte_order_marks;
     let changes = i.changed.subscribe();
     let budget = i
         .script
@@ -247,7 +251,17 @@ async fn serve_feed(State(i): State<Issuer>, headers: HeaderMap) -> axum::respon
             }
         },
     );
-    Sse::new(futures_util::StreamExt::chain(reset, stream)).into_response()
+    let response = Sse::new(futures_util::StreamExt::chain(reset, stream)).into_response();
+    if !marks {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let marks = futures_util::stream::iter([
+        Ok::<_, axum::Error>(axum::body::Bytes::from_static(b"\xEF")),
+        Ok(axum::body::Bytes::from_static(b"\xBB\xBF\xEF\xBB\xBF")),
+    ]);
+    let body = futures_util::StreamExt::chain(marks, body.into_data_stream());
+    axum::response::Response::from_parts(parts, axum::body::Body::from_stream(body))
 }
 
 fn base64_decode(text: &str) -> Vec<u8> {
@@ -352,6 +366,33 @@ async fn revoked_tokens_are_refused_even_when_cached_and_others_pass() {
 /// refused, cached ones and those without a `kid` too, whatever their
 /// `iat` (whoever holds the key signs what they like); tokens of the
 /// issuer's other key pass.
+/// The event-stream format allows a byte-order mark before the first
+/// event; the parser panicked on one, which ended the feed's task for
+/// good: no revocation was applied after it, whatever the policy.
+#[tokio::test]
+async fn a_feed_that_begins_with_a_byte_order_mark_is_read() {
+    let issuer = Issuer::start().await;
+    issuer.change(|s| s.byte_order_marks = true);
+    let until = NumericDate::now().seconds() + 600;
+    issuer.revoke(Revocation::Token {
+        jti: "old".into(),
+        until,
+    });
+    let key = key();
+    let g = guard(&issuer, &key, feed(&issuer).start().unwrap());
+    let old = token(&key, &issuer.base, "old", "alice");
+    let rejection = g.verify(&old).await.unwrap_err();
+    assert!(revoked(&rejection), "{rejection:?}");
+    let fresh = token(&key, &issuer.base, "j1", "alice");
+    g.verify(&fresh).await.unwrap();
+    issuer.revoke(Revocation::Token {
+        jti: "j1".into(),
+        until,
+    });
+    eventually("j1 is refused", async || g.verify(&fresh).await.is_err()).await;
+    assert!(g.revocations().unwrap().status().current);
+}
+
 #[tokio::test]
 async fn tokens_of_a_revoked_key_are_refused_whatever_they_claim() {
     let issuer = Issuer::start().await;
