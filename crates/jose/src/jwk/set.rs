@@ -19,8 +19,19 @@ pub struct SkippedKey {
     pub kty: Option<String>,
     /// The key's `alg`, if readable.
     pub alg: Option<String>,
+    /// Whether its `use` and `key_ops` allow verifying signatures: `use`
+    /// absent or `sig`, `key_ops` absent or naming `verify` (either one
+    /// unreadable counts as allowing it).
+    pub verifies: bool,
     /// Why it was skipped.
     pub reason: String,
+}
+
+/// Whether a key whose `use` and `key_ops` are these may verify
+/// signatures; `None` is absent or unreadable.
+fn may_verify(key_use: Option<&str>, key_ops: Option<&[String]>) -> bool {
+    key_use.is_none_or(|u| u == "sig")
+        && key_ops.is_none_or(|ops| ops.iter().any(|o| o == "verify"))
 }
 
 impl SkippedKey {
@@ -33,11 +44,13 @@ impl SkippedKey {
 
     /// Whether this unusable key could be the one that signed a token
     /// whose header names `kid` (any key, for a token without one) and
-    /// `alg`: its `kid`, and a type and `alg` (where it says them) that
-    /// fit. Another skipped key (an encryption key, say) says nothing
-    /// about the token.
+    /// `alg`: its `kid`, a type and `alg` (where it says them) that fit,
+    /// and a `use` and `key_ops` that allow verifying. Another skipped key
+    /// (an encryption key published under the same `kid`, say) says
+    /// nothing about the token.
     pub fn could_have_signed(&self, kid: Option<&str>, alg: Algorithm) -> bool {
-        kid.is_none_or(|kid| self.kid.as_deref() == Some(kid))
+        self.verifies
+            && kid.is_none_or(|kid| self.kid.as_deref() == Some(kid))
             && self
                 .kty
                 .as_deref()
@@ -111,6 +124,15 @@ impl JwkSet {
         for (index, value) in keys.into_iter().enumerate() {
             let member = |name| value.get(name).and_then(Value::as_str).map(str::to_owned);
             let (kid, kty, alg) = (member("kid"), member("kty"), member("alg"));
+            let key_ops = value
+                .get("key_ops")
+                .and_then(Value::as_array)
+                .and_then(|ops| {
+                    ops.iter()
+                        .map(|o| o.as_str().map(str::to_owned))
+                        .collect::<Option<Vec<_>>>()
+                });
+            let verifies = may_verify(member("use").as_deref(), key_ops.as_deref());
             let parsed = match value {
                 Value::Object(map) => Jwk::from_map(map).and_then(|jwk| {
                     if supported_kty(&jwk.kty) {
@@ -130,6 +152,7 @@ impl JwkSet {
                     kid,
                     kty,
                     alg,
+                    verifies,
                     reason: e.to_string(),
                 }),
             }
@@ -274,6 +297,7 @@ impl KeySet {
             kid: jwk.kid.clone(),
             kty: Some(jwk.kty.clone()),
             alg: jwk.alg.clone(),
+            verifies: may_verify(jwk.key_use.as_deref(), jwk.key_ops.as_deref()),
             reason: e.to_string(),
         });
     }

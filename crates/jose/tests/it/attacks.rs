@@ -417,6 +417,54 @@ fn jwks_with_unsupported_keys_still_loads_the_rest() {
     assert_eq!(code(JwkSet::from_json(r#"{"keys":{}}"#)), "ERR_INVALID_KEY");
 }
 
+/// A key published under a signing key's `kid` makes the choice
+/// ambiguous when it could have signed too (the token must not be
+/// verified by whichever came first), but an encryption key under the
+/// same `kid` could not have: it no longer blocks every token of that
+/// `kid` (with `AmbiguousKey`, which refetching never mended).
+#[test]
+fn a_skipped_key_under_the_same_kid_blocks_it_only_if_it_could_have_signed() {
+    let rsa = SigningKey::generate(Algorithm::RS256)
+        .unwrap()
+        .with_kid("k1");
+    let signing =
+        serde_json::to_value(rsa.verifying_key().unwrap().to_public_jwk().unwrap()).unwrap();
+    let token = jwt::sign(&claims(), &rsa).unwrap();
+    let twin = |extra: serde_json::Value| {
+        let mut twin = signing.clone();
+        let twin_map = twin.as_object_mut().unwrap();
+        twin_map.remove("alg");
+        twin_map.remove("use");
+        for (k, v) in extra.as_object().unwrap() {
+            twin_map.insert(k.clone(), v.clone());
+        }
+        let doc = json!({ "keys": [signing.clone(), twin] });
+        KeySet::from_jwks(&JwkSet::from_json(&doc.to_string()).unwrap()).unwrap()
+    };
+    for not_for_signatures in [
+        json!({ "use": "enc" }),
+        json!({ "use": "enc", "alg": "RSA-OAEP-256" }),
+        json!({ "key_ops": ["encrypt", "wrapKey"] }),
+    ] {
+        let keys = twin(not_for_signatures.clone());
+        assert_eq!(keys.skipped().len(), 1, "{not_for_signatures}");
+        jwt::verify::<serde_json::Value>(&token, &keys, &validation())
+            .unwrap_or_else(|e| panic!("{not_for_signatures}: {e}"));
+    }
+    for could_have_signed in [
+        json!({}),
+        json!({ "use": "sig" }),
+        json!({ "key_ops": ["verify"] }),
+    ] {
+        let keys = twin(could_have_signed.clone());
+        assert_eq!(
+            verify_code(&token, &keys),
+            "ERR_AMBIGUOUS_KEY",
+            "{could_have_signed}"
+        );
+    }
+}
+
 #[test]
 fn keys_without_alg_serve_only_the_callers_allow_list() {
     // Azure-style JWKS: RSA keys without "alg".
