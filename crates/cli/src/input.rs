@@ -56,8 +56,11 @@ fn text(bytes: Vec<u8>, what: &str) -> Result<String> {
 }
 
 /// A secret from a file or an environment variable (never from the command
-/// line, where other users and shell history could see it). One trailing
-/// newline, as `echo` and editors add, is not part of the secret.
+/// line, where other users and shell history could see it). A secret that
+/// is text loses one trailing newline, as `echo` and editors add; one that
+/// is not (random bytes, `head -c 64 /dev/urandom`) is taken as it is: its
+/// last byte is a newline one time in 256, and cutting it would leave a
+/// secret no other tool uses.
 pub fn secret(file: Option<&Path>, env: Option<&str>) -> Result<Option<Secret>> {
     let mut bytes = match (file, env) {
         (Some(path), _) => read_bytes(path)?,
@@ -67,10 +70,12 @@ pub fn secret(file: Option<&Path>, env: Option<&str>) -> Result<Option<Secret>> 
         },
         (None, None) => return Ok(None),
     };
-    if bytes.ends_with(b"\r\n") {
-        bytes.truncate(bytes.len() - 2);
-    } else if bytes.ends_with(b"\n") {
-        bytes.truncate(bytes.len() - 1);
+    if std::str::from_utf8(&bytes).is_ok() {
+        if bytes.ends_with(b"\r\n") {
+            bytes.truncate(bytes.len() - 2);
+        } else if bytes.ends_with(b"\n") {
+            bytes.truncate(bytes.len() - 1);
+        }
     }
     Ok(Some(Secret::new(bytes)))
 }
@@ -159,8 +164,92 @@ pub fn name_value(text: &str) -> Result<(String, Value), String> {
     if name.is_empty() {
         return Err(format!("empty name in {text:?}"));
     }
-    let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_owned()));
+    let value = match serde_json::from_str::<serde::de::IgnoredAny>(value) {
+        Ok(_) => json_without_repeats(value).map_err(|e| format!("{name}: {e}"))?,
+        Err(_) => Value::String(value.to_owned()),
+    };
     Ok((name.to_owned(), value))
+}
+
+/// `text` as JSON, refusing an object that gives a name twice, at any
+/// depth: `serde_json` keeps the last, and the token would carry what
+/// nobody checked (`{"role":"user","role":"admin"}` signed as admin).
+pub fn json_without_repeats(text: &str) -> serde_json::Result<Value> {
+    serde_json::from_str::<NoRepeats>(text).map(|v| v.0)
+}
+
+/// A JSON value whose objects name each member once.
+struct NoRepeats(Value);
+
+impl<'de> serde::Deserialize<'de> for NoRepeats {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<NoRepeats, D::Error> {
+        d.deserialize_any(NoRepeatsVisitor).map(NoRepeats)
+    }
+}
+
+struct NoRepeatsVisitor;
+
+impl<'de> serde::de::Visitor<'de> for NoRepeatsVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> std::result::Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> std::result::Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> std::result::Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> std::result::Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> std::result::Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_string<E>(self, v: String) -> std::result::Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> std::result::Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(NoRepeats(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<Value, A::Error> {
+        let mut members = serde_json::Map::new();
+        while let Some(name) = map.next_key::<String>()? {
+            let NoRepeats(value) = map.next_value()?;
+            if members.insert(name.clone(), value).is_some() {
+                return Err(serde::de::Error::custom(format_args!(
+                    "{name:?} is given more than once"
+                )));
+            }
+        }
+        Ok(Value::Object(members))
+    }
 }
 
 #[cfg(test)]
@@ -176,6 +265,16 @@ mod tests {
         assert_eq!(name_value("n=a=b").unwrap().1, Value::from("a=b"));
         assert_eq!(name_value("n=").unwrap().1, Value::from(""));
         assert!(name_value("novalue").is_err());
+        // An object that names a member twice is refused, at any depth,
+        // not read as its last value (nor as a string).
+        for repeated in [r#"n={"a":1,"a":2}"#, r#"n=[{"b":{"a":1,"a":1}}]"#] {
+            let e = name_value(repeated).unwrap_err();
+            assert!(e.contains("\"a\" is given more than once"), "{e}");
+        }
+        assert_eq!(
+            name_value(r#"n={"a":{"a":1},"b":[1,1]}"#).unwrap().1,
+            serde_json::json!({"a": {"a": 1}, "b": [1, 1]})
+        );
         assert!(name_value("=x").is_err());
     }
 

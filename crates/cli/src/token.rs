@@ -42,7 +42,8 @@ pub struct SignArgs {
     /// Private key: a JWK (private, or oct), or PEM (then --alg is required).
     #[arg(long, value_name = "FILE")]
     key: Option<PathBuf>,
-    /// HMAC secret, read from this file.
+    /// HMAC secret, read from this file (text loses one trailing newline;
+    /// other bytes are taken as they are).
     #[arg(long, value_name = "FILE")]
     secret_file: Option<PathBuf>,
     /// HMAC secret, read from this environment variable.
@@ -89,6 +90,10 @@ pub struct SignArgs {
     /// Header `kid` (default: the key's).
     #[arg(long)]
     kid: Option<String>,
+    /// Header `cty`: `JWT` for a token whose payload is another JWT
+    /// (RFC 7519 §5.2).
+    #[arg(long)]
+    cty: Option<String>,
     /// An extra header member, NAME=VALUE. Repeatable.
     #[arg(long = "header", value_name = "NAME=VALUE", value_parser = name_value)]
     header: Vec<(String, Value)>,
@@ -112,7 +117,8 @@ pub struct VerifyArgs {
     /// A JWK set fetched from this URL (10 s timeout, 1 MiB at most).
     #[arg(long, value_name = "URL")]
     jwks_url: Option<String>,
-    /// HMAC secret, read from this file.
+    /// HMAC secret, read from this file (text loses one trailing newline;
+    /// other bytes are taken as they are).
     #[arg(long, value_name = "FILE")]
     secret_file: Option<PathBuf>,
     /// HMAC secret, read from this environment variable.
@@ -177,7 +183,14 @@ fn read_token(token: Option<&str>) -> anyhow::Result<String> {
         None | Some("-") => input::read_source(None)?,
         Some(token) => token.to_owned(),
     };
-    Ok(text.trim().to_owned())
+    let token = text.trim();
+    // Nothing to check is the input's trouble (exit 2), not a token that
+    // failed (exit 1): a script that lost its token must not read it as
+    // "refused".
+    if token.is_empty() {
+        anyhow::bail!("no token given (the argument or standard input is empty)");
+    }
+    Ok(token.to_owned())
 }
 
 fn sign(args: SignArgs) -> Result<(), Failure> {
@@ -190,7 +203,7 @@ fn sign(args: SignArgs) -> Result<(), Failure> {
         }
     };
     let mut claims = match &args.claims {
-        Some(source) => match serde_json::from_str(&input::read_source(Some(source))?)
+        Some(source) => match input::json_without_repeats(&input::read_source(Some(source))?)
             .context("--claims must be a JSON object")?
         {
             Value::Object(map) => map,
@@ -267,7 +280,14 @@ fn sign(args: SignArgs) -> Result<(), Failure> {
     if let Some(kid) = args.kid {
         header = header.kid(kid);
     }
+    if let Some(cty) = args.cty {
+        header = header.cty(cty);
+    }
+    let mut named = std::collections::HashSet::new();
     for (name, value) in args.header {
+        if !named.insert(name.clone()) {
+            return Err(anyhow!("header {name} is given more than once; give it once").into());
+        }
         header = match name.as_str() {
             "typ" | "kid" | "cty" => {
                 return Err(

@@ -747,6 +747,35 @@ fn secrets_come_from_files_or_the_environment() {
         2,
         "at least 32 bytes",
     );
+    // Random bytes that end in a newline keep it: the secret is all 64.
+    let mut random = vec![0xA7u8; 63];
+    random[0] = 0xFF;
+    random.push(b'\n');
+    std::fs::write(d.join("random.key"), &random).unwrap();
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &random);
+    let header_and_claims = format!(
+        "{}.{}",
+        base64_simd::URL_SAFE_NO_PAD.encode_to_string(br#"{"alg":"HS256"}"#),
+        base64_simd::URL_SAFE_NO_PAD.encode_to_string(br#"{"sub":"eve","exp":9999999999}"#)
+    );
+    let tag = aws_lc_rs::hmac::sign(&key, header_and_claims.as_bytes());
+    let by_another_tool = format!(
+        "{header_and_claims}.{}",
+        base64_simd::URL_SAFE_NO_PAD.encode_to_string(tag.as_ref())
+    );
+    let claims = json(&ok(
+        d,
+        &[
+            "token",
+            "verify",
+            "--any-iss",
+            "--any-aud",
+            "--secret-file",
+            "random.key",
+        ],
+        Some(&by_another_tool),
+    ));
+    assert_eq!(claims["sub"], "eve");
 }
 
 #[test]
@@ -906,9 +935,19 @@ fn sign_refuses_tokens_no_verifier_would_take() {
     // exp from the claims counts.
     let in_claims = run(sign(&["--claims", "-"]), Some("{\"exp\":4102444800}"));
     assert_eq!(in_claims.code, 0, "{}", in_claims.stderr);
-    let refusals: [(&[&str], Option<&str>, &str); 7] = [
+    let refusals: [(&[&str], Option<&str>, &str); 9] = [
+        (
+            &["--exp", "5m", "--header", "x5u=1", "--header", "x5u=2"],
+            None,
+            "header x5u is given more than once",
+        ),
         // Given twice: not a silent choice.
         (&["--exp", "5m", "--claim", "exp=99999999999"], None, "exp"),
+        (
+            &["--exp", "5m", "--claims", "-"],
+            Some(r#"{"role":"user","role":"admin"}"#),
+            "\"role\" is given more than once",
+        ),
         (
             &["--exp", "5m", "--claims", "-"],
             Some("{\"exp\":1}"),
@@ -935,6 +974,33 @@ fn sign_refuses_tokens_no_verifier_would_take() {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         fails(d, &args, stdin, 2, reason);
     }
+    // No token at all is the input's trouble, not an invalid token.
+    for verb in [
+        &["verify", "--key", "k.jwk", "--any-iss", "--any-aud"][..],
+        &["decode"],
+    ] {
+        let mut args = vec!["token"];
+        args.extend_from_slice(verb);
+        for stdin in ["", " \n"] {
+            fails(d, &args, Some(stdin), 2, "no token given");
+        }
+    }
+    // A nested token says so in its own option.
+    let nested = run(sign(&["--exp", "5m", "--cty", "JWT"]), None);
+    assert_eq!(nested.code, 0, "{}", nested.stderr);
+    let doc = json(&ok(d, &["token", "decode", "--json"], Some(&nested.stdout)));
+    assert_eq!(doc["header"]["cty"], "JWT");
+    // In a --claim's JSON too (the argument parser's error, with its hint).
+    let repeated = run(
+        sign(&["--exp", "5m", "--claim", r#"roles={"shop":1,"shop":2}"#]),
+        None,
+    );
+    assert_eq!(repeated.code, 2, "{}", repeated.stderr);
+    assert!(
+        repeated.stderr.contains("\"shop\" is given more than once"),
+        "{}",
+        repeated.stderr
+    );
 }
 
 #[test]
