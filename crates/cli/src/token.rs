@@ -157,6 +157,10 @@ pub struct VerifyArgs {
     /// Refuse tokens issued longer ago than this (needs `iat`).
     #[arg(long, value_parser = parse_duration)]
     max_age: Option<Duration>,
+    /// Accept a token without `exp` (one `token sign --no-exp` made); by
+    /// default a token that never expires is refused.
+    #[arg(long)]
+    allow_no_exp: bool,
 }
 
 #[derive(Args)]
@@ -327,6 +331,9 @@ fn verify(args: &VerifyArgs) -> Result<(), Failure> {
     if let Some(leeway) = args.leeway {
         // Over the maximum (5m) is refused by the validation itself (exit 2).
         validation = validation.leeway(leeway);
+    }
+    if args.allow_no_exp {
+        validation = validation.allow_missing_exp();
     }
     if let Some(age) = args.max_age {
         validation = validation.max_age(age);

@@ -932,6 +932,20 @@ fn sign_refuses_tokens_no_verifier_would_take() {
         Some(&forever.stdout),
     ));
     assert!(doc["payload"].get("exp").is_none());
+    // And verified only when told so.
+    let verify = [
+        "token",
+        "verify",
+        "--key",
+        "k.jwk",
+        "--any-iss",
+        "--any-aud",
+    ];
+    fails(d, &verify, Some(&forever.stdout), 1, "exp");
+    let mut allowing = verify.to_vec();
+    allowing.push("--allow-no-exp");
+    let claims = json(&ok(d, &allowing, Some(&forever.stdout)));
+    assert_eq!(claims["sub"], "alice");
     // exp from the claims counts.
     let in_claims = run(sign(&["--claims", "-"]), Some("{\"exp\":4102444800}"));
     assert_eq!(in_claims.code, 0, "{}", in_claims.stderr);
