@@ -70,21 +70,23 @@ pub(crate) async fn pending_of(
     })?;
     let id = id.ok_or_else(expired)?;
     let master = app.keys.master();
-    let pending = pending::open(&master, id, &browser, now()).ok_or_else(|| {
-        if pending::too_old(&master, id, &browser, now()) {
-            pages.error(
+    let Some(pending) = pending::open(&master, id, &browser, now()) else {
+        let restarted =
+            pending::restarted(&master, id, &browser, now()).map_err(|e| failure(pages, &e))?;
+        return Err(match restarted {
+            Some(again) => pages.error_with_action(
                 StatusCode::BAD_REQUEST,
                 "This sign-in took too long",
                 &format!(
                     "It was not finished within {} minutes.",
                     pending::LIFETIME / 60
                 ),
-                "Go back to the application and sign in again.",
-            )
-        } else {
-            expired()
-        }
-    })?;
+                "Start again here, or go back to the application and sign in again.",
+                ("Start again", &format!("/login?request={again}")),
+            ),
+            None => expired(),
+        });
+    };
     // Answered already: a page opened again after the sign-in finished.
     if answered == Answered::Refused {
         let answer = codes::answer_to(&app.db, &pending.answer())

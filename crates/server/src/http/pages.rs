@@ -143,6 +143,23 @@ impl Pages {
         )
     }
 
+    /// [`Pages::error`] with a link to go on (`label`, `href`: a path of
+    /// this server).
+    pub fn error_with_action(
+        &self,
+        status: StatusCode,
+        title: &str,
+        message: &str,
+        hint: &str,
+        (label, href): (&str, &str),
+    ) -> Response {
+        self.render(
+            status,
+            "error.html",
+            minijinja::context! { title, message, hint, action_label => label, action_href => href },
+        )
+    }
+
     /// `/assets/tessera.css`.
     pub fn stylesheet(&self) -> Response {
         asset(self.css.clone(), "text/css; charset=utf-8")

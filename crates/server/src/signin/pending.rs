@@ -96,11 +96,36 @@ pub fn seal(
     ))
 }
 
-/// Whether `id` was sealed here for the browser whose cookie is `browser`
-/// and is past its [`LIFETIME`]: the person took too long, which the page
-/// says rather than blame another browser.
-pub fn too_old(master: &MasterKey, id: &str, browser: &str, now: i64) -> bool {
-    unsealed(master, id, browser).is_some_and(|o| now.saturating_sub(o.made) >= LIFETIME)
+/// When `id` was sealed here for the browser whose cookie is `browser`
+/// and is past its [`LIFETIME`] (the person took too long, which the page
+/// says rather than blame another browser): the same request sealed
+/// afresh, to start again from the login (without its session: whoever
+/// left a consent page that long logs in again), answered once with the
+/// first (the same origin). It is the request the application made, for
+/// the browser that made it; starting it again is what going back to the
+/// application and signing in would do, without the dead end. `None`
+/// for any other `id`.
+pub fn restarted(
+    master: &MasterKey,
+    id: &str,
+    browser: &str,
+    now: i64,
+) -> Result<Option<String>, Error> {
+    let Some(opened) = unsealed(master, id, browser) else {
+        return Ok(None);
+    };
+    if now.saturating_sub(opened.made) < LIFETIME {
+        return Ok(None);
+    }
+    seal(
+        master,
+        browser,
+        &opened.request,
+        None,
+        Some(&opened.origin),
+        now,
+    )
+    .map(Some)
 }
 
 /// `id` sealed here for the browser whose cookie is `browser`, of any age.

@@ -131,6 +131,21 @@ fn hidden(page: &str, name: &str) -> String {
         .replace("&amp;", "&")
 }
 
+/// The `href` of the link with `id`, as a browser reads it.
+fn link(page: &str, id: &str) -> String {
+    let marker = format!("id=\"{id}\" href=\"");
+    let start = page
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no link {id} in {page}"))
+        + marker.len();
+    page[start..]
+        .split('"')
+        .next()
+        .unwrap()
+        .replace("&#x2f;", "/")
+        .replace("&amp;", "&")
+}
+
 fn authorize_url(client_id: &str, extra: &[(&str, &str)]) -> String {
     let mut q = form_urlencoded::Serializer::new(String::new());
     q.append_pair("response_type", "code")
@@ -1340,6 +1355,29 @@ async fn a_dead_sign_in_says_why(backend: Backend) {
     let late = b.get(&h, &format!("/login?request={stale}")).await;
     assert_eq!(late.status, StatusCode::BAD_REQUEST);
     assert!(late.text.contains("took too long"), "{}", late.text);
+    // Not a dead end: "Start again" is the same request sealed afresh,
+    // and signing in there answers the application as it asked.
+    let again = link(&late.text, "action");
+    assert!(again.starts_with("/login?request="), "{again}");
+    assert_ne!(again, format!("/login?request={stale}"));
+    let page = b.get(&h, &again).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    let signed_in = b
+        .log_in_form(
+            &h,
+            &hidden(&page.text, "request"),
+            &hidden(&page.text, "csrf_token"),
+            "alice",
+            "correct horse",
+        )
+        .await;
+    let back = query_of(&location(&signed_in));
+    assert_eq!(back["state"], "st-1");
+    assert!(back.contains_key("code"), "{back:?}");
+    // Answered once: the stale page started again after that is done.
+    let late_again = b.get(&h, &format!("/login?request={stale}")).await;
+    let page = b.get(&h, &link(&late_again.text, "action")).await;
+    assert!(page.text.contains("Already done"), "{}", page.text);
     // Another browser's sign-in is still "another browser".
     let mut other = Browser::default();
     other.get(&h, &authorize_url(&s.client_id, &[])).await;
