@@ -440,6 +440,18 @@ impl RemoteJwks {
             .map_err(|e| FetchError(format!("{url}: {e}; refused")))?;
         let keys = KeySet::from_jwks_allowing(&set, &self.without_alg)
             .map_err(|e| FetchError(format!("{url}: {e}")))?;
+        // A set with nothing to verify with (`{"keys":[]}` from a bad
+        // deploy, or only keys this guard cannot use) is a failed fetch:
+        // the last good keys keep serving, within `max_stale`, and it is
+        // asked again after the cooldown. Taken as the keys, it refused
+        // every token until its max-age ran out, hours at most, and a
+        // token without a `kid` never asked again sooner.
+        if keys.keys().is_empty() {
+            return Err(FetchError(format!(
+                "{url}: no key in the set can verify tokens ({} skipped)",
+                keys.skipped().len()
+            )));
+        }
         Ok((keys, body, age))
     }
 

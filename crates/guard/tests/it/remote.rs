@@ -267,6 +267,49 @@ async fn an_unknown_kid_refetches_once_per_cooldown() {
     assert_eq!(server.fetches(), 2, "no fetch storm from forged kids");
 }
 
+/// A key set with nothing usable in it (a bad deploy at the issuer) does
+/// not replace the keys that work: they serve on, and the set is asked
+/// for again after the cooldown, when a good one takes over.
+#[tokio::test]
+async fn a_key_set_with_no_usable_key_does_not_replace_good_keys() {
+    let a = key();
+    let server = JwksServer::start(&[&a]).await;
+    server.set(|s| s.cache_control = Some("max-age=1".into()));
+    let g = guard(
+        RemoteJwks::url(server.url())
+            .unwrap()
+            .cache_bounds(Duration::from_secs(1), Duration::from_secs(60))
+            .cooldown(Duration::ZERO),
+    );
+    g.verify(&token(&a, ISS)).await.unwrap();
+    let claims = Claims::new()
+        .issuer(ISS)
+        .subject("alice")
+        .audience(AUD)
+        .expires_at(NumericDate::now().plus(Duration::from_secs(300)));
+    let unnamed = Header::new(Algorithm::ES256).typ("at+jwt");
+    let no_kid = jwt::sign_with_header(&unnamed, &claims, &a).unwrap();
+    for empty in [
+        r#"{"keys":[]}"#.to_owned(),
+        json!({"keys": [{"kty": "RSA", "kid": "enc", "use": "enc", "n": "AQAB", "e": "AQAB"}]})
+            .to_string(),
+    ] {
+        server.set(|s| s.jwks = empty.clone());
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let before = server.fetches();
+        g.verify(&token(&a, ISS))
+            .await
+            .unwrap_or_else(|e| panic!("{empty}: {e:?}"));
+        g.verify(&no_kid).await.unwrap();
+        assert!(server.fetches() > before, "the set was asked for again");
+    }
+    // A good set again: it takes over.
+    let b = key();
+    server.set(|s| s.jwks = jwks(&[&b]));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    g.verify(&token(&b, ISS)).await.unwrap();
+}
+
 #[tokio::test]
 async fn failures_keep_the_last_good_keys() {
     let a = key();
