@@ -4,11 +4,13 @@ use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::Response;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use sqlx::SqlitePool;
 
 use crate::body::{check_name, Valid, Validate};
+use crate::page::Page;
 use crate::{ApiError, ApiResult, Id, Params};
 
 #[derive(Serialize, sqlx::FromRow)]
@@ -42,6 +44,8 @@ impl Validate for ItemBody {
 #[derive(Deserialize)]
 pub struct Filter {
     store_id: Option<i64>,
+    after: Option<i64>,
+    limit: Option<i64>,
 }
 
 const COLUMNS: &str = "id, store_id, name, price_cents";
@@ -71,20 +75,27 @@ fn unknown_store(id: i64) -> ApiError {
     )
 }
 
-/// `GET /items[?store_id=N]` (items:read).
+/// `GET /items[?store_id=N][&after=ID][&limit=N]` (items:read): a page
+/// (`crate::page`).
 pub async fn list(
     State(db): State<SqlitePool>,
     Params(filter): Params<Filter>,
-) -> ApiResult<Json<Vec<Item>>> {
-    let items = match filter.store_id {
-        Some(store) => of_store(&db, store).await?,
-        None => {
-            sqlx::query_as(&format!("SELECT {COLUMNS} FROM items ORDER BY id"))
-                .fetch_all(&db)
-                .await?
-        }
+) -> ApiResult<Response> {
+    let page = Page::of(filter.after, filter.limit)?;
+    let items: Vec<Item> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM items WHERE ($1 IS NULL OR store_id = $1) AND id > $2 \
+         ORDER BY id LIMIT $3"
+    ))
+    .bind(filter.store_id)
+    .bind(page.after)
+    .bind(page.fetch())
+    .fetch_all(&db)
+    .await?;
+    let path = match filter.store_id {
+        Some(store) => format!("/items?store_id={store}"),
+        None => "/items".to_owned(),
     };
-    Ok(Json(items))
+    Ok(page.answer(items, |i| i.id, &path))
 }
 
 /// `POST /items` (items:write).

@@ -8,7 +8,10 @@
 mod body;
 mod items;
 mod openapi;
+mod page;
 mod stores;
+
+pub use page::{DEFAULT_LIMIT, MAX_LIMIT};
 
 use std::str::FromStr;
 

@@ -26,6 +26,29 @@ fn op(summary: &str, scope: &str, ok: &str, body: Option<&str>, id: bool) -> Val
     op
 }
 
+/// `op` for a list, a page at a time (`crate::page`), with `extra`
+/// parameters.
+fn list_op(summary: &str, extra: &[Value]) -> Value {
+    let mut op = op(summary, crate::READ, "200", None, false);
+    let mut parameters = extra.to_vec();
+    parameters.extend([
+        json!({ "name": "after", "in": "query", "description": "The last id of the page before",
+                "schema": { "type": "integer" } }),
+        json!({ "name": "limit", "in": "query", "description": "Rows in the page",
+                "schema": { "type": "integer", "minimum": 1, "maximum": crate::MAX_LIMIT,
+                            "default": crate::DEFAULT_LIMIT } }),
+    ]);
+    op["parameters"] = Value::Array(parameters);
+    op["responses"]["200"] = json!({
+        "description": "A page, ids ascending",
+        "headers": { "Link": { "description": "<…>; rel=\"next\" when another page follows",
+                               "schema": { "type": "string" } } }
+    });
+    op["responses"]["400"] =
+        json!({ "description": "A parameter that is not a number, or a limit out of range" });
+    op
+}
+
 /// Authorization: none.
 pub async fn document() -> Response {
     let mut create_store = op(
@@ -42,7 +65,7 @@ pub async fn document() -> Response {
                   "description": "Stores and items. Tokens come from tessera serve; reads need items:read, writes items:write, deletes store:admin." },
         "paths": {
             "/stores": {
-                "get": op("List stores", crate::READ, "200", None, false),
+                "get": list_op("List stores", &[]),
                 "post": create_store
             },
             "/stores/{id}": {
@@ -50,9 +73,10 @@ pub async fn document() -> Response {
                 "delete": op("Delete a store and its items", crate::ADMIN, "204", None, true)
             },
             "/items": {
-                "get": { "parameters": [{ "name": "store_id", "in": "query", "schema": { "type": "integer" } }],
-                         "summary": "List items (of one store with store_id)", "security": [{ "bearer": [crate::READ] }],
-                         "responses": { "200": { "description": "Success" } } },
+                "get": list_op(
+                    "List items (of one store with store_id)",
+                    &[json!({ "name": "store_id", "in": "query", "schema": { "type": "integer" } })],
+                ),
                 "post": op("Create an item", crate::WRITE, "201", Some("Item"), false)
             },
             "/items/{id}": {

@@ -4,13 +4,15 @@ use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::Response;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use sqlx::SqlitePool;
 
 use crate::body::{check_name, Valid, Validate};
 use crate::items::Item;
-use crate::{ApiError, ApiResult, Id};
+use crate::page::Page;
+use crate::{ApiError, ApiResult, Id, Params};
 
 #[derive(Serialize, sqlx::FromRow)]
 pub struct Store {
@@ -39,13 +41,27 @@ impl Validate for NewStore {
     }
 }
 
-/// `GET /stores` (items:read).
-pub async fn list(State(db): State<SqlitePool>) -> ApiResult<Json<Vec<Store>>> {
-    Ok(Json(
-        sqlx::query_as("SELECT id, name FROM stores ORDER BY id")
+/// A page's place in a list.
+#[derive(Deserialize)]
+pub struct Paging {
+    after: Option<i64>,
+    limit: Option<i64>,
+}
+
+/// `GET /stores[?after=ID][&limit=N]` (items:read): a page
+/// (`crate::page`).
+pub async fn list(
+    State(db): State<SqlitePool>,
+    Params(paging): Params<Paging>,
+) -> ApiResult<Response> {
+    let page = Page::of(paging.after, paging.limit)?;
+    let stores: Vec<Store> =
+        sqlx::query_as("SELECT id, name FROM stores WHERE id > $1 ORDER BY id LIMIT $2")
+            .bind(page.after)
+            .bind(page.fetch())
             .fetch_all(&db)
-            .await?,
-    ))
+            .await?;
+    Ok(page.answer(stores, |s| s.id, "/stores"))
 }
 
 /// `POST /stores` (items:write).

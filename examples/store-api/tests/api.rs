@@ -61,6 +61,18 @@ impl Api {
         scope: Option<&str>,
         body: Option<&str>,
     ) -> (StatusCode, Value) {
+        let (status, _, value) = self.call_with_headers(method, path, scope, body).await;
+        (status, value)
+    }
+
+    /// [`Api::call`], with the answer's headers.
+    async fn call_with_headers(
+        &self,
+        method: Method,
+        path: &str,
+        scope: Option<&str>,
+        body: Option<&str>,
+    ) -> (StatusCode, axum::http::HeaderMap, Value) {
         let mut request = Request::builder().method(method).uri(path);
         if let Some(scope) = scope {
             request = request.header(
@@ -82,18 +94,106 @@ impl Api {
             .await
             .unwrap();
         let status = response.status();
+        let headers = response.headers().clone();
         let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
             .await
             .unwrap();
         (
             status,
+            headers,
             serde_json::from_slice(&bytes).unwrap_or(Value::Null),
         )
+    }
+
+    /// Every row of the list at `path`, following its `Link` headers,
+    /// and the pages it took.
+    async fn all_pages(&self, path: &str) -> (Vec<i64>, usize) {
+        let (mut ids, mut pages, mut next) = (Vec::new(), 0, Some(path.to_owned()));
+        while let Some(path) = next.take() {
+            let (status, headers, page) = self
+                .call_with_headers(Method::GET, &path, Some("items:read"), None)
+                .await;
+            assert_eq!(status, StatusCode::OK, "{path}: {page}");
+            pages += 1;
+            ids.extend(
+                page.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r["id"].as_i64().unwrap()),
+            );
+            next = headers.get(header::LINK).map(|link| {
+                let link = link.to_str().unwrap();
+                assert!(link.ends_with(">; rel=\"next\""), "{link}");
+                link[1..link.find('>').unwrap()].to_owned()
+            });
+        }
+        (ids, pages)
     }
 }
 
 const RW: &str = "items:read items:write";
 const ALL: &str = "items:read items:write store:admin";
+
+/// Lists come a page at a time, ids ascending, with a `Link` to the next
+/// page while one follows; filters carry over to the next page, and a
+/// limit out of range is a 400, not a silent default.
+#[tokio::test]
+async fn lists_come_a_page_at_a_time() {
+    let api = Api::new().await;
+    let mut stores = Vec::new();
+    for name in ["A", "B", "C"] {
+        let body = json!({ "name": name }).to_string();
+        let (status, store) = api
+            .call(Method::POST, "/stores", Some(RW), Some(&body))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{store}");
+        stores.push(store["id"].as_i64().unwrap());
+    }
+    let mut in_a = Vec::new();
+    for i in 0..7 {
+        let store = if i % 3 == 0 { stores[1] } else { stores[0] };
+        let body =
+            json!({ "store_id": store, "name": format!("item {i}"), "price_cents": i }).to_string();
+        let (status, item) = api
+            .call(Method::POST, "/items", Some(RW), Some(&body))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{item}");
+        if store == stores[0] {
+            in_a.push(item["id"].as_i64().unwrap());
+        }
+    }
+    let (all, pages) = api.all_pages("/items?limit=2").await;
+    assert_eq!(all.len(), 7);
+    assert!(all.windows(2).all(|w| w[0] < w[1]), "{all:?}");
+    assert_eq!(pages, 4);
+    let (of_a, pages) = api
+        .all_pages(&format!("/items?store_id={}&limit=2", stores[0]))
+        .await;
+    assert_eq!(of_a, in_a);
+    assert_eq!(in_a.len(), 4);
+    // An exactly full last page says so: no Link, no empty page after it.
+    assert_eq!(pages, 2);
+    let (listed, pages) = api.all_pages("/stores?limit=1").await;
+    assert_eq!(listed, stores);
+    assert_eq!(pages, 3);
+    // The default page holds them all here, with no Link.
+    let (status, headers, page) = api
+        .call_with_headers(Method::GET, "/items", Some("items:read"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page.as_array().unwrap().len(), 7);
+    assert!(headers.get(header::LINK).is_none());
+    for bad in [
+        "/items?limit=0",
+        "/items?limit=1001",
+        "/stores?limit=x",
+        "/items?after=y",
+    ] {
+        let (status, answer) = api.call(Method::GET, bad, Some("items:read"), None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {answer}");
+        assert_eq!(answer["error"], "invalid_request", "{bad}");
+    }
+}
 
 #[tokio::test]
 async fn stores_and_items_round_trip() {
