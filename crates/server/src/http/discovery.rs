@@ -55,6 +55,10 @@ pub(super) fn metadata(config: &Config) -> String {
         "token_endpoint_auth_signing_alg_values_supported": assertion_algs,
         "introspection_endpoint_auth_methods_supported": &auth_methods[..3],
         "revocation_endpoint_auth_methods_supported": auth_methods,
+        // RFC 8414 §2: required beside `private_key_jwt`, each endpoint
+        // for itself (the same client authentication serves all three).
+        "introspection_endpoint_auth_signing_alg_values_supported": assertion_algs,
+        "revocation_endpoint_auth_signing_alg_values_supported": assertion_algs,
         "id_token_signing_alg_values_supported":
             config.keys.id_token_algorithms.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
         "subject_types_supported": ["public"],

@@ -940,6 +940,18 @@ async fn discovery_lists_what_the_server_supports(backend: Backend) {
             algs.iter().all(|a| !a.as_str().unwrap().starts_with("HS")),
             "no HMAC for private_key_jwt"
         );
+        // RFC 8414 §2: each endpoint that lists private_key_jwt names
+        // its algorithms too.
+        for endpoint in ["token", "introspection", "revocation"] {
+            let listed = r.json[format!("{endpoint}_endpoint_auth_methods_supported")]
+                .as_array()
+                .unwrap();
+            if listed.iter().any(|m| m == "private_key_jwt") {
+                let named =
+                    &r.json[format!("{endpoint}_endpoint_auth_signing_alg_values_supported")];
+                assert_eq!(named.as_array(), Some(algs), "{endpoint}");
+            }
+        }
     }
     let r = h.get("/.well-known/jwks.json").await;
     assert_eq!(r.status, StatusCode::OK);
