@@ -113,12 +113,21 @@ fn query_of(url: &str) -> HashMap<String, String> {
 
 /// The value of hidden input `name` in a page.
 fn hidden(page: &str, name: &str) -> String {
-    let marker = format!("name=\"{name}\" value=\"");
+    attribute_after(page, &format!("name=\"{name}\" value=\""))
+}
+
+/// The `href` of the link with `id`.
+fn link(page: &str, id: &str) -> String {
+    attribute_after(page, &format!("id=\"{id}\" href=\""))
+}
+
+/// The attribute value that `marker` (ending in its opening quote) begins,
+/// as a browser reads it: the entities the templates escape with undone.
+fn attribute_after(page: &str, marker: &str) -> String {
     let start = page
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no {name} in {page}"))
+        .find(marker)
+        .unwrap_or_else(|| panic!("no {marker} in {page}"))
         + marker.len();
-    // As a browser reads it: the entities the templates escape with.
     page[start..]
         .split('"')
         .next()
@@ -128,21 +137,6 @@ fn hidden(page: &str, name: &str) -> String {
         .replace("&quot;", "\"")
         .replace("&lt;", "<")
         .replace("&gt;", ">")
-        .replace("&amp;", "&")
-}
-
-/// The `href` of the link with `id`, as a browser reads it.
-fn link(page: &str, id: &str) -> String {
-    let marker = format!("id=\"{id}\" href=\"");
-    let start = page
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no link {id} in {page}"))
-        + marker.len();
-    page[start..]
-        .split('"')
-        .next()
-        .unwrap()
-        .replace("&#x2f;", "/")
         .replace("&amp;", "&")
 }
 
