@@ -103,6 +103,33 @@ pub const POSTGRES_IDLE_IN_TRANSACTION: Duration = Duration::from_secs(10);
 /// work, for no one.
 pub const POSTGRES_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The longest a statement of an administrative change that reaches every
+/// row of a user or a client (deleting it, taking a scope away, disabling
+/// it: each of its refresh tokens locked, its families revoked, which for
+/// a client of many users is millions of rows) runs on PostgreSQL, in
+/// place of [`POSTGRES_STATEMENT_TIMEOUT`]: such a change cut off at 30 s
+/// every time would be answered "try again" for ever. See
+/// [`allow_bulk_statements`].
+pub const POSTGRES_BULK_STATEMENT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Give the rest of the PostgreSQL transaction `tx` the time of an
+/// administrative change that reaches every row of a user or a client
+/// ([`POSTGRES_BULK_STATEMENT_TIMEOUT`]); nothing on SQLite. Locks are
+/// still waited for `lock_timeout` at most.
+macro_rules! allow_bulk_statements {
+    ($db:expr, $tx:expr) => {
+        if $db.is_postgres() {
+            sqlx::query($crate::db::ALLOW_BULK_STATEMENTS)
+                .execute(&mut *$tx)
+                .await?;
+        }
+    };
+}
+pub(crate) use allow_bulk_statements;
+
+/// The statement [`allow_bulk_statements`] runs (PostgreSQL).
+pub const ALLOW_BULK_STATEMENTS: &str = "SET LOCAL statement_timeout = '600s'";
+
 /// How long a start waits for the migrations' lock, which another instance
 /// starting or upgrading at the same moment holds while it migrates.
 pub const POSTGRES_MIGRATION_LOCK_WAIT: Duration = Duration::from_secs(20);

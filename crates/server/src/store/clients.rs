@@ -513,6 +513,7 @@ pub async fn delete(db: &Db, client_id: &str, keep: Keep) -> Result<(), Error> {
     let at = now();
     let changed = on_pool!(db.write(), p => {
         let mut tx = p.begin_with(db.begin_write()).await?;
+        crate::db::allow_bulk_statements!(db, tx);
         if db.is_postgres() {
             // Codes, then refresh tokens, then (by cascade) families: the
             // order a replayed code's revocation and a rotation lock them.
@@ -590,6 +591,7 @@ pub async fn set_scopes(
     let new = scopes.to_string();
     on_pool!(db.write(), p => {
         let mut tx = p.begin_with(db.begin_write()).await?;
+        crate::db::allow_bulk_statements!(db, tx);
         let read = if db.is_postgres() {
             "SELECT scopes FROM clients WHERE client_id = $1 FOR NO KEY UPDATE"
         } else {

@@ -202,6 +202,7 @@ async fn apply(db: &Db, username: &str, change: Change<'_>, keep: Keep) -> Resul
     };
     on_pool!(db.write(), p => {
         let mut tx = p.begin_with(db.begin_write()).await?;
+        crate::db::allow_bulk_statements!(db, tx);
         let mut ends_sessions = match change {
             Change::Disabled(disabled) => disabled.then_some("user disabled"),
             Change::PasswordHash(_) => Some("password changed"),
@@ -356,6 +357,7 @@ pub async fn delete(db: &Db, username: &str, keep: Keep) -> Result<(), Error> {
     let at = now();
     on_pool!(db.write(), p => {
         let mut tx = p.begin_with(db.begin_write()).await?;
+        crate::db::allow_bulk_statements!(db, tx);
         if db.is_postgres() {
             sqlx::query(crate::store::refresh::LOCK_TOKENS_OF_USER)
                 .bind(username).execute(&mut *tx).await?;
