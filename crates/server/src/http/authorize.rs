@@ -267,7 +267,7 @@ pub(crate) async fn proceed(
                 browser,
                 &request,
                 Some((&session.session.sid, fresh_login)),
-                pending.map(|p| p.origin.as_str()),
+                pending,
                 now(),
             )?;
             Ok(see_other(&format!("/consent?request={id}")))

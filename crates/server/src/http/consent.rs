@@ -114,7 +114,7 @@ fn login_again(
         browser,
         request,
         None,
-        Some(&pending.origin),
+        Some(pending),
         now(),
     )?;
     Ok(Some(see_other(&format!("/login?request={id}"))))

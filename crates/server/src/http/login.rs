@@ -81,7 +81,7 @@ pub(crate) async fn pending_of(
                     "It was not finished within {} minutes.",
                     pending::LIFETIME / 60
                 ),
-                "Start again here, or go back to the application and sign in again.",
+                "You can also go back to the application and sign in again.",
                 ("Start again", &format!("/login?request={again}")),
             ),
             None => expired(),

@@ -24,6 +24,17 @@ use crate::Error;
 /// How long a person has to log in and consent.
 pub const LIFETIME: i64 = 30 * 60;
 
+/// How long after an authorization request was first sealed any sealing
+/// of it may still be answered (a page sealed again for the consent, or
+/// started again past its [`LIFETIME`]): less than the hour an answer is
+/// kept (`store::retention`, past the answer's writing, which comes after
+/// the first sealing), so every sealing of a request answered once finds
+/// it answered.
+pub const LONGEST: i64 = 55 * 60;
+
+/// The time a page started again has at least, or it is not offered.
+const RESTART_LEAVES: i64 = 5 * 60;
+
 /// How far ahead another instance's clock may be (seconds).
 const INSTANCE_SKEW: i64 = 5;
 
@@ -45,6 +56,8 @@ pub struct Pending {
     /// Whether the session's login was made for this request (it then
     /// answers `prompt=login` and any `max_age`).
     pub fresh_login: bool,
+    /// When the request was first sealed (every sealing of it keeps it).
+    pub started: i64,
 }
 
 impl Pending {
@@ -65,24 +78,36 @@ struct Sealed {
     #[serde(default)]
     fresh_login: bool,
     made: i64,
+    /// See [`Pending::started`]; `made` in what was sealed before it
+    /// was.
+    #[serde(default)]
+    started: Option<i64>,
+}
+
+impl Sealed {
+    fn started(&self) -> i64 {
+        self.started.unwrap_or(self.made)
+    }
 }
 
 /// Seal `request` for the browser whose cookie is `browser`, in session
 /// `sid` once the person has logged in (`fresh_login`: for this request);
-/// `origin` continues a request sealed before (`None`: a new one).
+/// `continues` is the sealing of the same request this one follows (its
+/// origin and start kept; `None`: a new request).
 pub fn seal(
     master: &MasterKey,
     browser: &str,
     request: &AuthorizationRequest,
     sid: Option<(&str, bool)>,
-    origin: Option<&str>,
+    continues: Option<&Pending>,
     now: i64,
 ) -> Result<String, Error> {
-    let origin = match origin {
-        Some(o) => o.to_owned(),
-        None => crate::secret::random_id()?,
+    let (origin, started) = match continues {
+        Some(p) => (p.origin.clone(), p.started),
+        None => (crate::secret::random_id()?, now),
     };
     let sealed = Sealed {
+        started: Some(started),
         origin,
         request: request.clone(),
         browser: tessera_jose::b64::encode(token_digest(browser)),
@@ -114,18 +139,24 @@ pub fn restarted(
     let Some(opened) = unsealed(master, id, browser) else {
         return Ok(None);
     };
-    if now.saturating_sub(opened.made) < LIFETIME {
+    // Only a page past its own lifetime, and only while the request can
+    // still be told answered (else one refused, `access_denied`, could
+    // get a code after all), with time left to sign in.
+    let started = opened.started();
+    if now.saturating_sub(opened.made) < LIFETIME
+        || now.saturating_sub(started) >= LONGEST - RESTART_LEAVES
+    {
         return Ok(None);
     }
-    seal(
-        master,
-        browser,
-        &opened.request,
-        None,
-        Some(&opened.origin),
-        now,
-    )
-    .map(Some)
+    let first = Pending {
+        id: String::new(),
+        request: opened.request,
+        sid: None,
+        origin: opened.origin,
+        fresh_login: false,
+        started,
+    };
+    seal(master, browser, &first.request, None, Some(&first), now).map(Some)
 }
 
 /// `id` sealed here for the browser whose cookie is `browser`, of any age.
@@ -146,14 +177,17 @@ pub fn open(master: &MasterKey, id: &str, browser: &str, now: i64) -> Option<Pen
     let opened = unsealed(master, id, browser)?;
     // Sealed "in the future" by an instance whose clock is a little ahead
     // (docs/server.md asks for clocks within 2 s) is fresh too.
+    let started = opened.started();
     let fresh = now.saturating_add(INSTANCE_SKEW) >= opened.made
-        && now.saturating_sub(opened.made) < LIFETIME;
+        && now.saturating_sub(opened.made) < LIFETIME
+        && now.saturating_sub(started) < LONGEST;
     fresh.then(|| Pending {
         id: id.to_owned(),
         request: opened.request,
         sid: opened.sid,
         origin: opened.origin,
         fresh_login: opened.fresh_login,
+        started,
     })
 }
 
@@ -245,7 +279,7 @@ mod tests {
             &mine,
             &request(),
             Some(("sid-1", true)),
-            Some(&opened.origin),
+            Some(&opened),
             1020,
         )
         .unwrap();
@@ -260,5 +294,59 @@ mod tests {
             open(&master, &other_request, &mine, 1030).unwrap().answer(),
             opened.answer()
         );
+    }
+
+    /// Every sealing of a request lives within `LONGEST` of the first, so
+    /// that its answer, kept an hour, is seen by all of them; a page past
+    /// its lifetime is started again only within that, with time left.
+    #[test]
+    fn a_request_is_answered_within_its_longest_however_often_it_is_sealed() {
+        let master = key();
+        let mine = random_token().unwrap();
+        let t0 = 10_000;
+        let first = seal(&master, &mine, &request(), None, None, t0).unwrap();
+        let opened = open(&master, &first, &mine, t0 + 10).unwrap();
+        assert_eq!(opened.started, t0);
+        // Not past its own lifetime: nothing to start again.
+        assert!(restarted(&master, &first, &mine, t0 + 10)
+            .unwrap()
+            .is_none());
+        // Past it: started again, the same request and origin, the same start.
+        let late = t0 + LIFETIME + 60;
+        assert!(open(&master, &first, &mine, late).is_none());
+        let again = restarted(&master, &first, &mine, late).unwrap().unwrap();
+        let reopened = open(&master, &again, &mine, late).unwrap();
+        assert_eq!(reopened.answer(), opened.answer());
+        assert_eq!(reopened.started, t0);
+        assert_eq!(reopened.sid, None);
+        // A consent page sealed from it keeps the start too, and neither
+        // opens once `LONGEST` has passed since the first sealing, however
+        // fresh each is.
+        let consent = seal(
+            &master,
+            &mine,
+            &request(),
+            Some(("s", true)),
+            Some(&reopened),
+            late,
+        )
+        .unwrap();
+        let end = t0 + LONGEST;
+        assert!(open(&master, &consent, &mine, end - 1).is_some());
+        assert!(open(&master, &consent, &mine, end).is_none());
+        assert!(open(&master, &again, &mine, end).is_none());
+        // Nor is a page started again when too little of it would be left.
+        assert!(restarted(&master, &again, &mine, end - RESTART_LEAVES)
+            .unwrap()
+            .is_none());
+        assert!(restarted(&master, &first, &mine, end - RESTART_LEAVES)
+            .unwrap()
+            .is_none());
+        assert!(restarted(&master, &first, &mine, end - RESTART_LEAVES - 1)
+            .unwrap()
+            .is_some());
+        // Another browser's page is never started again.
+        let theirs = random_token().unwrap();
+        assert!(restarted(&master, &first, &theirs, late).unwrap().is_none());
     }
 }

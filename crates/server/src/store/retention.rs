@@ -90,7 +90,8 @@ const EXPIRED: [(Kind, &str); 9] = [
     ),
     // A spent code is kept an hour past its expiry, so that a replay
     // within it still revokes what the code issued (and its pending
-    // request, which lives 30 minutes, stays answered).
+    // request, every sealing of which is answered within
+    // `signin::pending::LONGEST` of the first, stays answered).
     (
         Kind::Ids,
         "DELETE FROM authorization_codes WHERE code_hash IN \
