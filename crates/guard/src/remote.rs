@@ -309,7 +309,26 @@ impl RemoteJwks {
             state.jwks_uri = None;
         }
         state.last_attempt = Some(started);
+        let now = Instant::now();
+        let fresh = state.fresh_until.is_some_and(|t| now < t);
         match fetched {
+            // A set with nothing to verify with (`{"keys":[]}` from a bad
+            // deploy, or only keys this guard cannot use) does not end
+            // keys still fresh (a refetch for an unknown `kid`): they
+            // serve to their max-age, and it is asked again after the
+            // cooldown. Once they are past it, the empty set is the
+            // issuer's word, and it stands: an issuer withdraws every key
+            // that way, and stale keys must not outlive that.
+            Ok((keys, _, _)) if keys.keys().is_empty() && fresh && state.keys.is_some() => {
+                tracing::warn!(
+                    source = %self.source_text(),
+                    skipped = keys.skipped().len(),
+                    "remote key set has no usable key; the fresh keys serve on"
+                );
+                drop(state);
+                self.usable(now)
+                    .ok_or_else(|| FetchError(format!("{}: no usable key", self.source_text())))
+            }
             Ok((keys, document, age)) => {
                 if state.failing {
                     tracing::info!(source = %self.source_text(), "remote keys available again");
@@ -440,18 +459,6 @@ impl RemoteJwks {
             .map_err(|e| FetchError(format!("{url}: {e}; refused")))?;
         let keys = KeySet::from_jwks_allowing(&set, &self.without_alg)
             .map_err(|e| FetchError(format!("{url}: {e}")))?;
-        // A set with nothing to verify with (`{"keys":[]}` from a bad
-        // deploy, or only keys this guard cannot use) is a failed fetch:
-        // the last good keys keep serving, within `max_stale`, and it is
-        // asked again after the cooldown. Taken as the keys, it refused
-        // every token until its max-age ran out, hours at most, and a
-        // token without a `kid` never asked again sooner.
-        if keys.keys().is_empty() {
-            return Err(FetchError(format!(
-                "{url}: no key in the set can verify tokens ({} skipped)",
-                keys.skipped().len()
-            )));
-        }
         Ok((keys, body, age))
     }
 

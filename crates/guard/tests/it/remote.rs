@@ -267,14 +267,17 @@ async fn an_unknown_kid_refetches_once_per_cooldown() {
     assert_eq!(server.fetches(), 2, "no fetch storm from forged kids");
 }
 
-/// A key set with nothing usable in it (a bad deploy at the issuer) does
-/// not replace the keys that work: they serve on, and the set is asked
-/// for again after the cooldown, when a good one takes over.
+/// A key set with nothing usable in it, fetched for an unknown `kid`
+/// while the keys are fresh (a bad deploy at the issuer), does not end
+/// those keys: they serve to their max-age, and the set is asked for
+/// again after the cooldown, when a good one takes over. Past their
+/// max-age the empty set stands: that is how an issuer withdraws every
+/// key, and keys it withdrew must not serve on.
 #[tokio::test]
-async fn a_key_set_with_no_usable_key_does_not_replace_good_keys() {
+async fn a_key_set_with_no_usable_key_ends_no_fresh_keys_and_withdraws_stale_ones() {
     let a = key();
     let server = JwksServer::start(&[&a]).await;
-    server.set(|s| s.cache_control = Some("max-age=1".into()));
+    server.set(|s| s.cache_control = Some("max-age=2".into()));
     let g = guard(
         RemoteJwks::url(server.url())
             .unwrap()
@@ -289,20 +292,26 @@ async fn a_key_set_with_no_usable_key_does_not_replace_good_keys() {
         .expires_at(NumericDate::now().plus(Duration::from_secs(300)));
     let unnamed = Header::new(Algorithm::ES256).typ("at+jwt");
     let no_kid = jwt::sign_with_header(&unnamed, &claims, &a).unwrap();
+    let stranger = key();
     for empty in [
         r#"{"keys":[]}"#.to_owned(),
         json!({"keys": [{"kty": "RSA", "kid": "enc", "use": "enc", "n": "AQAB", "e": "AQAB"}]})
             .to_string(),
     ] {
         server.set(|s| s.jwks = empty.clone());
-        tokio::time::sleep(Duration::from_millis(1100)).await;
         let before = server.fetches();
+        // An unknown kid has the set fetched while a's keys are fresh.
+        assert!(g.verify(&token(&stranger, ISS)).await.is_err());
+        assert_eq!(server.fetches(), before + 1, "the set was asked for");
         g.verify(&token(&a, ISS))
             .await
             .unwrap_or_else(|e| panic!("{empty}: {e:?}"));
         g.verify(&no_kid).await.unwrap();
-        assert!(server.fetches() > before, "the set was asked for again");
     }
+    // Past their max-age, the empty set is the issuer's word.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(g.verify(&token(&a, ISS)).await.is_err(), "withdrawn");
+    assert!(g.verify(&no_kid).await.is_err(), "withdrawn");
     // A good set again: it takes over.
     let b = key();
     server.set(|s| s.jwks = jwks(&[&b]));
