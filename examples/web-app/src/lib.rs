@@ -1122,11 +1122,30 @@ struct LogoutToken {
 }
 
 /// Whether `error`, from [`WebApp::discover`], may pass by itself: the
-/// provider was not reached, did not answer in time, or answered 5xx.
+/// provider was not reached, did not answer in time, or answered 5xx. A
+/// certificate the app does not trust (or one for another name) fails
+/// the connection too, but is the configuration's: waiting does not mend
+/// it.
 fn unreachable(error: &anyhow::Error) -> bool {
-    error.downcast_ref::<reqwest::Error>().is_some_and(|e| {
-        e.is_connect() || e.is_timeout() || e.status().is_some_and(|s| s.is_server_error())
-    })
+    let Some(e) = error.downcast_ref::<reqwest::Error>() else {
+        return false;
+    };
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.is::<rustls::Error>() {
+            return false;
+        }
+        // `io::Error::source` skips the error it wraps (the TLS error is
+        // an I/O error's, in another's): gone into by hand.
+        cause = match c
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => c.source(),
+        };
+    }
+    e.is_connect() || e.is_timeout() || e.status().is_some_and(|s| s.is_server_error())
 }
 
 /// A NumericDate claim's whole seconds (RFC 7519 §2: it may have a

@@ -585,7 +585,6 @@ pub async fn backchannel_logout(shop: &Shop, logout_token: &str) -> StatusCode {
     answer.status()
 }
 
-/// A provider and the web app with its default limits.
 /// The web app's settings for the provider (and store API) at `url`.
 pub fn settings(url: &str) -> web_app::Settings {
     web_app::Settings {
@@ -599,6 +598,7 @@ pub fn settings(url: &str) -> web_app::Settings {
     }
 }
 
+/// A provider and the web app with its default limits.
 pub async fn provider_and_shop() -> (Provider, Shop) {
     let provider = Provider::start().await;
     let shop = Shop::start(&provider, None, web_app::Limits::default()).await;
