@@ -245,8 +245,11 @@ pub async fn confirmed(
     // cookie is gone, and nothing is left to end; the person goes where
     // the application asked, as the first answer sent them (only to a URI
     // the client registered, as for a logout with no session).
+    // Nothing is cleared on that path: a form posted from another site
+    // carries no `SameSite=Lax` cookie either, and a `Set-Cookie` that
+    // removed the session cookie would sign the browser out from there.
     if jar(&app).get(&headers, cookies::SESSION).is_none() {
-        return finish(&app, &pages, &target);
+        return leave(&pages, &target, "You are signed out");
     }
     let browser = jar(&app).get(&headers, cookies::BROWSER);
     if !form
@@ -335,15 +338,21 @@ async fn end_and_finish(
 /// Redirect to the registered post-logout URI, or show "signed out"; the
 /// session cookie is removed either way.
 fn finish(app: &App, pages: &SharedPages, target: &Target) -> Response {
-    let mut response = match back_to(target) {
-        Some(Ok(back)) => back,
-        Some(Err(why)) => bad_request(pages, why),
-        None => signed_out(pages, "You are signed out", "You can close this page."),
-    };
+    let mut response = leave(pages, target, "You are signed out");
     response
         .headers_mut()
         .append(header::SET_COOKIE, jar(app).clear(cookies::SESSION));
     response
+}
+
+/// The redirect to the registered post-logout URI, or the page titled
+/// `title`; no cookie is touched.
+fn leave(pages: &SharedPages, target: &Target, title: &str) -> Response {
+    match back_to(target) {
+        Some(Ok(back)) => back,
+        Some(Err(why)) => bad_request(pages, why),
+        None => signed_out(pages, title, "You can close this page."),
+    }
 }
 
 /// The redirect to the registered post-logout URI, with `state`; `None`

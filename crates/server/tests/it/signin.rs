@@ -1124,6 +1124,13 @@ async fn prompt_none_and_logout_attacks(backend: Backend) {
     let sent = after.post(&h, "/logout", &again).await;
     assert_eq!(sent.status, StatusCode::SEE_OTHER, "{}", sent.text);
     assert_eq!(location(&sent), "https://app.example.com/bye?state=st-9");
+    // And it touches no cookie: a form posted from another site carries
+    // none either (SameSite=Lax), and removing the session cookie from
+    // there would sign the browser out.
+    assert!(sent.headers.get(header::SET_COOKIE).is_none());
+    let page = after.post(&h, "/logout", &[("decision", "logout")]).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    assert!(page.headers.get(header::SET_COOKIE).is_none());
     let mut elsewhere = again;
     elsewhere[2] = ("post_logout_redirect_uri", "https://evil.example.com/");
     let refused = after.post(&h, "/logout", &elsewhere).await;
