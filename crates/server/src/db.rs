@@ -109,7 +109,7 @@ pub const POSTGRES_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// a client of many users is millions of rows) runs on PostgreSQL, in
 /// place of [`POSTGRES_STATEMENT_TIMEOUT`]: such a change cut off at 30 s
 /// every time would be answered "try again" for ever. See
-/// [`allow_bulk_statements`].
+/// `allow_bulk_statements!`.
 pub const POSTGRES_BULK_STATEMENT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Give the rest of the PostgreSQL transaction `tx` the time of an
@@ -127,7 +127,7 @@ macro_rules! allow_bulk_statements {
 }
 pub(crate) use allow_bulk_statements;
 
-/// The statement [`allow_bulk_statements`] runs (PostgreSQL).
+/// The statement `allow_bulk_statements!` runs (PostgreSQL).
 pub const ALLOW_BULK_STATEMENTS: &str = "SET LOCAL statement_timeout = '600s'";
 
 /// How long a start waits for the migrations' lock, which another instance
