@@ -304,7 +304,17 @@ fn sign(args: SignArgs) -> Result<(), Failure> {
             _ => header.member(name, value),
         };
     }
-    out!("{}", jwt::sign_with_header(&header, &claims, &key)?);
+    let token = jwt::sign_with_header(&header, &claims, &key)?;
+    // Past what tessera's verifiers take by default (16 KiB, a 12 KiB
+    // payload): signed as asked, another verifier may take it, but said,
+    // since `token verify` and tessera-guard would refuse it.
+    if let Err(e) = tessera_jose::dangerous::decode_unverified_claims(&token) {
+        eprintln!(
+            "warning: tessera's verifiers refuse this token by default ({e}); \
+             `tessera token verify` cannot check it"
+        );
+    }
+    out!("{token}");
     Ok(())
 }
 

@@ -999,6 +999,40 @@ fn sign_refuses_tokens_no_verifier_would_take() {
             fails(d, &args, Some(stdin), 2, "no token given");
         }
     }
+    // A token past what tessera's verifiers take by default is signed,
+    // with a warning saying so, rather than found out at verification.
+    let big = format!(
+        "{{\"notes\":\"{}\",\"exp\":4102444800}}",
+        "n".repeat(13_000)
+    );
+    let large = run(sign(&["--claims", "-"]), Some(&big));
+    assert_eq!(large.code, 0, "{}", large.stderr);
+    assert!(
+        large
+            .stderr
+            .contains("warning: tessera's verifiers refuse this token by default"),
+        "{}",
+        large.stderr
+    );
+    fails(
+        d,
+        &[
+            "token",
+            "verify",
+            "--key",
+            "k.jwk",
+            "--any-iss",
+            "--any-aud",
+        ],
+        Some(&large.stdout),
+        1,
+        "limit",
+    );
+    assert!(
+        !in_claims.stderr.contains("warning"),
+        "{}",
+        in_claims.stderr
+    );
     // A nested token says so in its own option.
     let nested = run(sign(&["--exp", "5m", "--cty", "JWT"]), None);
     assert_eq!(nested.code, 0, "{}", nested.stderr);
