@@ -243,13 +243,24 @@ pub enum UserCommand {
     },
     /// Change a user's profile claims (an empty value removes one) or
     /// scopes (taking one away ends the user's sessions and tokens).
+    #[command(
+        after_help = "Examples:\n  tessera user set alice --add-scope orders:write\n  \
+        tessera user set alice --remove-scope orders:write --email alice@example.com\n  \
+        tessera user set alice --scope orders:read --scope orders:write   # in place of all the old"
+    )]
     Set {
         username: String,
         #[command(flatten)]
         profile: ProfileArgs,
         /// The user's scopes from now on, in place of the old (repeat).
-        #[arg(long = "scope")]
+        #[arg(long = "scope", conflicts_with_all = ["add_scopes", "remove_scopes"])]
         scopes: Vec<String>,
+        /// A scope to give, the others kept (repeat).
+        #[arg(long = "add-scope")]
+        add_scopes: Vec<String>,
+        /// A scope to take away, the others kept (repeat).
+        #[arg(long = "remove-scope")]
+        remove_scopes: Vec<String>,
     },
     /// List users.
     List {
@@ -380,14 +391,28 @@ pub enum ClientCommand {
         #[arg(allow_hyphen_values = true)]
         client_id: String,
     },
-    /// Give a client these scopes in place of the old (taking one away
-    /// refuses the tokens issued to it before).
+    /// Change a client's scopes: in full, or some added and some taken
+    /// away, the others kept (taking one away refuses the tokens issued
+    /// to it before).
+    #[command(
+        group(clap::ArgGroup::new("change").required(true).multiple(true)
+            .args(["scopes", "add_scopes", "remove_scopes"])),
+        after_help = "Examples:\n  tessera client set CLIENT_ID --add-scope orders:write\n  \
+        tessera client set CLIENT_ID --scope orders:read   # in place of all the old"
+    )]
     Set {
         #[arg(allow_hyphen_values = true)]
         client_id: String,
-        /// A scope the client may ask for from now on (repeat).
-        #[arg(long = "scope", required = true)]
+        /// A scope the client may ask for from now on, in place of the
+        /// old (repeat).
+        #[arg(long = "scope", conflicts_with_all = ["add_scopes", "remove_scopes"])]
         scopes: Vec<String>,
+        /// A scope to give, the others kept (repeat).
+        #[arg(long = "add-scope")]
+        add_scopes: Vec<String>,
+        /// A scope to take away, the others kept (repeat).
+        #[arg(long = "remove-scope")]
+        remove_scopes: Vec<String>,
     },
     /// Give a client a new secret (printed once); the old one stops working.
     RotateSecret {
@@ -488,15 +513,17 @@ pub fn user(server: &ServerArgs, command: UserCommand) -> Result<(), Failure> {
                 username,
                 profile,
                 scopes,
+                add_scopes,
+                remove_scopes,
             } => {
                 let profile = profile.profile();
                 // Scopes that cannot be read change nothing.
-                tessera_server::store::Scopes::from_list(&scopes)?;
-                if profile.changes_anything() || scopes.is_empty() {
+                let change = scope_change(scopes, add_scopes, remove_scopes)?;
+                if profile.changes_anything() || change.is_none() {
                     admin.set_profile(&username, &profile).await?;
                 }
-                if !scopes.is_empty() {
-                    admin.set_scopes(&username, &scopes).await?;
+                if let Some(change) = &change {
+                    admin.set_scopes(&username, change).await?;
                 }
             }
             UserCommand::List { json } => {
@@ -658,8 +685,15 @@ pub fn client(server: &ServerArgs, command: ClientCommand) -> Result<(), Failure
                 }
             }
             ClientCommand::Delete { client_id } => admin.delete_client(&client_id).await?,
-            ClientCommand::Set { client_id, scopes } => {
-                admin.set_client_scopes(&client_id, &scopes).await?;
+            ClientCommand::Set {
+                client_id,
+                scopes,
+                add_scopes,
+                remove_scopes,
+            } => {
+                if let Some(change) = scope_change(scopes, add_scopes, remove_scopes)? {
+                    admin.set_client_scopes(&client_id, &change).await?;
+                }
             }
             ClientCommand::RotateSecret { client_id, json } => {
                 let secret = admin.rotate_secret(&client_id).await?;
@@ -855,6 +889,22 @@ fn require_database(config: &Config) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// The change `--scope` (in full), `--add-scope` and `--remove-scope`
+/// say; `None` when they say none.
+fn scope_change(
+    scopes: Vec<String>,
+    add: Vec<String>,
+    remove: Vec<String>,
+) -> anyhow::Result<Option<tessera_server::store::ScopeChange>> {
+    if scopes.is_empty() && add.is_empty() && remove.is_empty() {
+        return Ok(None);
+    }
+    let all = (!scopes.is_empty()).then_some(scopes.as_slice());
+    Ok(Some(tessera_server::store::ScopeChange::of_lists(
+        all, &add, &remove,
+    )?))
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use crate::store::clients::{self, Added, ClientCache, ClientInfo, GrantType, New
 use crate::store::revocation::Revocations;
 use crate::store::sessions;
 use crate::store::users::{self, Profile, UserInfo};
-use crate::store::Scopes;
+use crate::store::{ScopeChange, Scopes};
 use crate::Error;
 
 /// One page of a listing (the admin API's `limit` and `after`): at most
@@ -353,15 +353,17 @@ impl AdminService<'_> {
         Ok(())
     }
 
-    /// Give a user these scopes; taking one away ends the user's sessions
-    /// and refuses the tokens issued before ([`users::set_scopes`]).
-    pub async fn set_scopes(&self, username: &str, scopes: &[String]) -> Result<(), Error> {
-        let scopes = Scopes::from_list(scopes)?;
-        users::set_scopes(self.db, username, &scopes, self.config.revocation_keep()).await?;
+    /// Change a user's scopes (in full, or some added and some taken
+    /// away, against the scopes as they are when it is written); taking
+    /// one away ends the user's sessions and refuses the tokens issued
+    /// before ([`users::set_scopes`]). The user's scopes now.
+    pub async fn set_scopes(&self, username: &str, change: &ScopeChange) -> Result<Scopes, Error> {
+        let scopes =
+            users::set_scopes(self.db, username, change, self.config.revocation_keep()).await?;
         let writing = self.start_recording("user_scopes_changed", username, &scope_detail(&scopes));
         self.revoked().await;
         Self::recorded("user_scopes_changed", writing).await;
-        Ok(())
+        Ok(scopes)
     }
 
     /// A page of the live sign-in sessions, of one user or all, newest
@@ -643,13 +645,18 @@ impl AdminService<'_> {
         self.record("backup_written", path).await;
     }
 
-    /// Give a client these scopes; taking one away refuses the tokens
-    /// issued to it before ([`clients::set_scopes`]). The admin scope
-    /// only for a client with no audience but the issuer, as at
-    /// registration.
-    pub async fn set_client_scopes(&self, client_id: &str, scopes: &[String]) -> Result<(), Error> {
-        let scopes = Scopes::from_list(scopes)?;
-        if scopes.contains(ADMIN_SCOPE) {
+    /// Change a client's scopes (in full, or some added and some taken
+    /// away, against the scopes as they are when it is written); taking
+    /// one away refuses the tokens issued to it before
+    /// ([`clients::set_scopes`]). The admin scope only for a client with
+    /// no audience but the issuer, as at registration. The client's
+    /// scopes now.
+    pub async fn set_client_scopes(
+        &self,
+        client_id: &str,
+        change: &ScopeChange,
+    ) -> Result<Scopes, Error> {
+        if change.may_give(ADMIN_SCOPE) {
             let issuer = self.config.issuer.trim_end_matches('/');
             let client = clients::find(self.db, client_id).await?;
             if client.is_some_and(|c| {
@@ -662,7 +669,8 @@ impl AdminService<'_> {
                 )));
             }
         }
-        clients::set_scopes(self.db, client_id, &scopes, self.config.revocation_keep()).await?;
+        let scopes =
+            clients::set_scopes(self.db, client_id, change, self.config.revocation_keep()).await?;
         let writing =
             self.start_recording("client_scopes_changed", client_id, &scope_detail(&scopes));
         self.revoked().await;
@@ -670,7 +678,7 @@ impl AdminService<'_> {
             cache.forget(client_id);
         }
         Self::recorded("client_scopes_changed", writing).await;
-        Ok(())
+        Ok(scopes)
     }
 
     /// Give a confidential client a new secret; the old one stops working.

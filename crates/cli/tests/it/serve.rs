@@ -1718,9 +1718,10 @@ fn a_change_whose_output_is_lost_says_that_it_is_made() {
 
 /// `tessera user set NAME --scope …` gives the user those scopes in place
 /// of the old, and leaves the profile as it was; `tessera client set ID
-/// --scope …` a client's.
+/// --scope …` a client's; `--add-scope` and `--remove-scope` keep the
+/// others.
 #[test]
-fn user_set_and_client_set_replace_the_scopes() {
+fn user_set_and_client_set_replace_or_edit_the_scopes() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     admin(
@@ -1761,6 +1762,61 @@ fn user_set_and_client_set_replace_the_scopes() {
     let listed: serde_json::Value =
         serde_json::from_str(&admin(d, &["client", "list", "--json"], None, &[])).unwrap();
     assert_eq!(listed[0]["scopes"], "write", "{listed}");
+    // Some added and some taken away, the others kept: no need to name
+    // (and no risk of forgetting) the ones that stay.
+    admin(
+        d,
+        &[
+            "client",
+            "set",
+            id,
+            "--add-scope",
+            "read",
+            "--add-scope",
+            "audit",
+        ],
+        None,
+        &[],
+    );
+    admin(
+        d,
+        &["client", "set", id, "--remove-scope", "write"],
+        None,
+        &[],
+    );
+    let listed: serde_json::Value =
+        serde_json::from_str(&admin(d, &["client", "list", "--json"], None, &[])).unwrap();
+    assert_eq!(listed[0]["scopes"], "audit read", "{listed}");
+    admin(
+        d,
+        &["user", "set", "bob", "--add-scope", "audit"],
+        None,
+        &[],
+    );
+    let listed: serde_json::Value =
+        serde_json::from_str(&admin(d, &["user", "list", "--json"], None, &[])).unwrap();
+    assert_eq!(listed[0]["scopes"], "audit read", "{listed}");
+    // Both kinds at once, or a scope both given and taken, is refused.
+    for args in [
+        &["client", "set", id, "--scope", "read", "--add-scope", "x"][..],
+        &[
+            "client",
+            "set",
+            id,
+            "--add-scope",
+            "x",
+            "--remove-scope",
+            "x",
+        ],
+        &["client", "set", id],
+    ] {
+        let out = assert_cmd::Command::new(binary())
+            .current_dir(d)
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
 }
 
 /// SIGTERM with `http.shutdown_delay`: `/readyz` says 503 at once, while

@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 use crate::db::{on_pool, Db};
 use crate::secret::{random_id, random_token, token_digest};
 use crate::store::revocation::{self, append_revocation, Keep};
-use crate::store::{check_name, now, Scopes};
+use crate::store::{check_name, now, ScopeChange, Scopes};
 use crate::Error;
 
 /// An OAuth 2.0 grant type this server implements.
@@ -576,7 +576,8 @@ pub async fn rotate_secret(
     Ok(secret)
 }
 
-/// Give a client these scopes. When one is taken away, the access tokens
+/// Change a client's scopes ([`ScopeChange`], made against the scopes as
+/// this transaction reads them); the scopes it has now. When one is taken away, the access tokens
 /// issued to the client before are refused (its cut-off, through the
 /// revocation log; other instances drop it from their caches) and its
 /// refresh families revoked, in the same transaction: else what was
@@ -584,12 +585,11 @@ pub async fn rotate_secret(
 pub async fn set_scopes(
     db: &Db,
     client_id: &str,
-    scopes: &Scopes,
+    change: &ScopeChange,
     keep: Keep,
-) -> Result<(), Error> {
+) -> Result<Scopes, Error> {
     let at = now();
-    let new = scopes.to_string();
-    on_pool!(db.write(), p => {
+    let scopes = on_pool!(db.write(), p => {
         let mut tx = p.begin_with(db.begin_write()).await?;
         crate::db::allow_bulk_statements!(db, tx);
         let read = if db.is_postgres() {
@@ -605,9 +605,14 @@ pub async fn set_scopes(
                 name: client_id.to_owned(),
             });
         };
+        let Ok(old) = Scopes::parse(&old) else {
+            tx.rollback().await?;
+            return Err(Error::Invalid(format!("client {client_id} holds unreadable scopes")));
+        };
+        let scopes = change.applied_to(&old);
         sqlx::query("UPDATE clients SET scopes = $1, updated_at = $2 WHERE client_id = $3")
-            .bind(&new).bind(at).bind(client_id).execute(&mut *tx).await?;
-        if old.split(' ').any(|s| !s.is_empty() && !scopes.contains(s)) {
+            .bind(scopes.to_string()).bind(at).bind(client_id).execute(&mut *tx).await?;
+        if old.iter().any(|s| !scopes.contains(s)) {
             sqlx::query(
                 "UPDATE refresh_families SET revoked_at = $1, revoked_reason = 'client scopes taken away' \
                  WHERE client_id = $2 AND revoked_at IS NULL",
@@ -615,9 +620,9 @@ pub async fn set_scopes(
             append_revocation!(db, tx, keep.client(client_id, now()), at);
         }
         tx.commit().await?;
-        Ok::<_, sqlx::Error>(())
+        Ok::<_, sqlx::Error>(scopes)
     })?;
-    Ok(())
+    Ok(scopes)
 }
 
 /// Entries a [`ClientCache`] holds at most before it starts over.

@@ -102,6 +102,71 @@ impl Scopes {
     }
 }
 
+/// A change to the scopes of a user or a client: all of them in place of
+/// the old, or some added and some taken away. An edit is made against
+/// the scopes as the transaction that writes it reads them (the row held
+/// on PostgreSQL; SQLite's one writer runs changes one after the other):
+/// two administrators adding a scope each at the same moment both land,
+/// where two replacements each written from what it read before would
+/// lose one, and one forgotten in a replacement would be taken away.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ScopeChange {
+    /// These scopes, in place of the old.
+    Replace(Scopes),
+    /// The old scopes with `add`, without `remove`.
+    Edit {
+        /// Scopes added.
+        add: Scopes,
+        /// Scopes taken away.
+        remove: Scopes,
+    },
+}
+
+impl ScopeChange {
+    /// From the lists an administrator gave: `replace` (all the scopes),
+    /// or `add` and `remove`; not both kinds, and not a scope both added
+    /// and taken away.
+    pub fn of_lists<S: AsRef<str>>(
+        replace: Option<&[S]>,
+        add: &[S],
+        remove: &[S],
+    ) -> Result<ScopeChange, Error> {
+        match replace {
+            Some(_) if !add.is_empty() || !remove.is_empty() => Err(Error::Invalid(
+                "give the scopes in full, or the ones to add and take away, not both".into(),
+            )),
+            Some(all) => Ok(ScopeChange::Replace(Scopes::from_list(all)?)),
+            None => {
+                let (add, remove) = (Scopes::from_list(add)?, Scopes::from_list(remove)?);
+                if let Some(both) = add.iter().find(|s| remove.contains(s)) {
+                    return Err(Error::Invalid(format!(
+                        "scope {both:?} is both added and taken away"
+                    )));
+                }
+                Ok(ScopeChange::Edit { add, remove })
+            }
+        }
+    }
+
+    /// The scopes after the change, from `old`.
+    pub fn applied_to(&self, old: &Scopes) -> Scopes {
+        match self {
+            ScopeChange::Replace(new) => new.clone(),
+            ScopeChange::Edit { add, remove } => {
+                Scopes(old.union(add).0.difference(&remove.0).cloned().collect())
+            }
+        }
+    }
+
+    /// Whether the change can give `scope`.
+    pub fn may_give(&self, scope: &str) -> bool {
+        match self {
+            ScopeChange::Replace(new) => new.contains(scope),
+            ScopeChange::Edit { add, .. } => add.contains(scope),
+        }
+    }
+}
+
 impl std::fmt::Display for Scopes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut first = true;

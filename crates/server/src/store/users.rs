@@ -6,7 +6,7 @@ use serde::Serialize;
 use crate::db::{on_pool, Db};
 use crate::secret::random_id;
 use crate::store::revocation::{append_revocation, Keep};
-use crate::store::{check_name, is_unique_violation, now, sessions, Scopes};
+use crate::store::{check_name, is_unique_violation, now, sessions, ScopeChange, Scopes};
 use crate::Error;
 
 /// A user as stored (the hash is the Argon2id PHC string).
@@ -188,18 +188,15 @@ enum Change<'a> {
     Disabled(bool),
     PasswordHash(&'a str),
     /// New scopes: the sessions end when one is taken away.
-    Scopes(&'a Scopes),
+    Scopes(&'a ScopeChange),
 }
 
 /// Apply `change` to `username` and, when it must, revoke the user's
 /// refresh token families in the same transaction: the refresh grant
-/// relies on this to skip looking the user up.
-async fn apply(db: &Db, username: &str, change: Change<'_>, keep: Keep) -> Result<(), Error> {
+/// relies on this to skip looking the user up. The user's scopes after it.
+async fn apply(db: &Db, username: &str, change: Change<'_>, keep: Keep) -> Result<Scopes, Error> {
     let at = now();
-    let new_scopes = match change {
-        Change::Scopes(scopes) => scopes.to_string(),
-        _ => String::new(),
-    };
+    let mut new_scopes = None;
     on_pool!(db.write(), p => {
         let mut tx = p.begin_with(db.begin_write()).await?;
         crate::db::allow_bulk_statements!(db, tx);
@@ -208,7 +205,7 @@ async fn apply(db: &Db, username: &str, change: Change<'_>, keep: Keep) -> Resul
             Change::PasswordHash(_) => Some("password changed"),
             Change::Scopes(_) => None,
         };
-        if let Change::Scopes(scopes) = change {
+        if let Change::Scopes(scope_change) = change {
             // Taken away, a scope must not live on in the tokens and
             // refresh families issued with it.
             let read = if db.is_postgres() {
@@ -217,9 +214,19 @@ async fn apply(db: &Db, username: &str, change: Change<'_>, keep: Keep) -> Resul
                 "SELECT scopes FROM users WHERE username = $1"
             };
             let old: Option<(String,)> = sqlx::query_as(read).bind(username).fetch_optional(&mut *tx).await?;
-            if old.is_some_and(|(old,)| old.split(' ').any(|s| !s.is_empty() && !scopes.contains(s))) {
+            let Some((old,)) = old else {
+                tx.rollback().await?;
+                return Err(not_found(username));
+            };
+            let Ok(old) = Scopes::parse(&old) else {
+                tx.rollback().await?;
+                return Err(Error::Invalid(format!("user {username} holds unreadable scopes")));
+            };
+            let scopes = scope_change.applied_to(&old);
+            if old.iter().any(|s| !scopes.contains(s)) {
                 ends_sessions = Some("scopes taken away");
             }
+            new_scopes = Some(scopes);
         }
         let update = match change {
             Change::Disabled(disabled) => {
@@ -229,7 +236,8 @@ async fn apply(db: &Db, username: &str, change: Change<'_>, keep: Keep) -> Resul
                 sqlx::query_as::<_, (String,)>("UPDATE users SET password_hash = $1, updated_at = $2 WHERE username = $3 RETURNING id").bind(hash)
             }
             Change::Scopes(_) => {
-                sqlx::query_as::<_, (String,)>("UPDATE users SET scopes = $1, updated_at = $2 WHERE username = $3 RETURNING id").bind(new_scopes.as_str())
+                let scopes = new_scopes.as_ref().map(ToString::to_string).unwrap_or_default();
+                sqlx::query_as::<_, (String,)>("UPDATE users SET scopes = $1, updated_at = $2 WHERE username = $3 RETURNING id").bind(scopes)
             }
         };
         let changed: Option<(String,)> = update.bind(at).bind(username).fetch_optional(&mut *tx).await?;
@@ -253,7 +261,7 @@ async fn apply(db: &Db, username: &str, change: Change<'_>, keep: Keep) -> Resul
         tx.commit().await?;
         Ok::<_, sqlx::Error>(())
     })?;
-    Ok(())
+    Ok(new_scopes.unwrap_or_default())
 }
 
 /// Profile claims checked: for each, `None` leaves it as it is,
@@ -327,16 +335,25 @@ pub async fn set_disabled(
     disabled: bool,
     keep: Keep,
 ) -> Result<(), Error> {
-    apply(db, username, Change::Disabled(disabled), keep).await
+    apply(db, username, Change::Disabled(disabled), keep)
+        .await
+        .map(drop)
 }
 
-/// Give a user these scopes. When one is taken away, the user's sessions
+/// Change a user's scopes ([`ScopeChange`], made against the scopes as
+/// this transaction reads them); the scopes the user has now. When one
+/// is taken away, the user's sessions
 /// end as for a password change (refresh families and sign-in sessions,
 /// with back-channel logouts), and the access tokens issued before are
 /// refused (the revocation feed): else an administrator demoted would go
 /// on with the scope until those ended.
-pub async fn set_scopes(db: &Db, username: &str, scopes: &Scopes, keep: Keep) -> Result<(), Error> {
-    apply(db, username, Change::Scopes(scopes), keep).await
+pub async fn set_scopes(
+    db: &Db,
+    username: &str,
+    change: &ScopeChange,
+    keep: Keep,
+) -> Result<Scopes, Error> {
+    apply(db, username, Change::Scopes(change), keep).await
 }
 
 /// Replace a user's password hash and end the user's sessions (refresh
@@ -347,7 +364,9 @@ pub async fn set_password(
     password_hash: &str,
     keep: Keep,
 ) -> Result<(), Error> {
-    apply(db, username, Change::PasswordHash(password_hash), keep).await
+    apply(db, username, Change::PasswordHash(password_hash), keep)
+        .await
+        .map(drop)
 }
 
 /// Delete a user, the user's refresh token families and sign-in sessions

@@ -1217,11 +1217,69 @@ mod admin_api {
         )
         .await;
         assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.text);
-        let events = crate::wait_for_audit(&h, "user_scopes_changed", 2).await;
+        // The same refused when it would be added.
+        let refused = call(
+            &h,
+            Method::PATCH,
+            &format!("/admin/clients/{}", api.client_id),
+            Some(&admin),
+            Some(json!({ "add_scopes": ["tessera:admin"] })),
+        )
+        .await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.text);
+        // Some added and some taken away, the others kept; taking one away
+        // this way refuses what was issued with it too.
+        let edit = |body: Value| call(&h, Method::PATCH, &svc_path, Some(&admin), Some(body));
+        assert_eq!(
+            edit(json!({ "add_scopes": ["write", "audit"] }))
+                .await
+                .status,
+            StatusCode::NO_CONTENT
+        );
+        h.next_second().await;
+        let held = h.client_credentials_token(&svc, &svc_secret).await;
+        h.next_second().await;
+        assert_eq!(
+            edit(json!({ "remove_scopes": ["write"] })).await.status,
+            StatusCode::NO_CONTENT
+        );
+        assert!(!h.active(&held, (&rs.0, &rs.1)).await);
+        let got = call(&h, Method::GET, &svc_path, Some(&admin), None).await;
+        assert_eq!(got.json["scopes"], "audit read", "{}", got.text);
+        for wrong in [
+            json!({ "scopes": ["read"], "add_scopes": ["x"] }),
+            json!({ "add_scopes": ["x"], "remove_scopes": ["x"] }),
+            json!({}),
+        ] {
+            let r = edit(wrong.clone()).await;
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{wrong}: {}", r.text);
+        }
+        let user_edit = call(
+            &h,
+            Method::PATCH,
+            "/admin/users/alice",
+            Some(&admin),
+            Some(json!({ "add_scopes": ["audit"] })),
+        )
+        .await;
+        assert_eq!(
+            user_edit.status,
+            StatusCode::NO_CONTENT,
+            "{}",
+            user_edit.text
+        );
+        let alice = call(&h, Method::GET, "/admin/users/alice", Some(&admin), None).await;
+        assert_eq!(alice.json["scopes"], "audit read", "{}", alice.text);
+        let events = crate::wait_for_audit(&h, "user_scopes_changed", 3).await;
         assert!(events.iter().any(|e| e
             .detail
             .as_deref()
             .is_some_and(|d| d.ends_with("scope=\"read\""))));
+        // An edit records the scopes it left, not the edit.
+        assert!(events.iter().any(|e| e
+            .detail
+            .as_deref()
+            .is_some_and(|d| d.ends_with("scope=\"audit read\""))));
         h.finish().await;
     }
 

@@ -9,7 +9,7 @@ use tessera_server::store::clients::{self, GrantType, NewClient};
 use tessera_server::store::codes::{self, CodeWriter, Grant, Issued, Redeemed};
 use tessera_server::store::refresh::{self, NewFamily, RefreshPolicy, Refused};
 use tessera_server::store::sessions::{self, SessionPolicy};
-use tessera_server::store::{audit, consents, retention, revocation, users, Scopes};
+use tessera_server::store::{audit, consents, retention, revocation, users, ScopeChange, Scopes};
 use tessera_server::Error;
 
 use crate::{both_backends, Backend, Harness, KEEP};
@@ -42,6 +42,7 @@ both_backends!(
     a_session_past_its_end_is_kept_while_its_families_live,
     sealed_successors_past_their_window_are_all_forgotten_in_batches,
     a_scope_taken_from_a_client_revokes_its_families,
+    scope_edits_made_at_once_all_land,
     a_new_login_renews_its_users_session,
     a_user_disabled_while_a_family_starts_in_a_session_revokes_it,
     concurrent_consents_are_all_remembered,
@@ -1973,7 +1974,8 @@ async fn refresh_families_start_only_in_live_sessions(backend: Backend) {
         user_scopes: Some(&checked.scopes),
         ..of_alice(&client)
     };
-    users::set_scopes(&h.db, "alice", &Scopes::parse("").unwrap(), KEEP)
+    let none = ScopeChange::Replace(Scopes::parse("").unwrap());
+    users::set_scopes(&h.db, "alice", &none, KEEP)
         .await
         .unwrap();
     assert!(
@@ -3045,17 +3047,69 @@ async fn a_scope_taken_from_a_client_revokes_its_families(backend: Backend) {
         .unwrap()
         .unwrap();
     let set = |scopes: &str| {
-        let scopes = Scopes::parse(scopes).unwrap();
+        let change = ScopeChange::Replace(Scopes::parse(scopes).unwrap());
         let (h, client) = (&h, client.clone());
-        async move { clients::set_scopes(&h.db, &client, &scopes, KEEP).await }
+        async move { clients::set_scopes(&h.db, &client, &change, KEEP).await }
     };
     set("read write more").await.unwrap();
     assert!(refresh::lookup(&h.db, &token).await.unwrap().is_some());
     set("read").await.unwrap();
     assert!(refresh::lookup(&h.db, &token).await.unwrap().is_none());
+    let read = ScopeChange::Replace(Scopes::parse("read").unwrap());
     assert!(matches!(
-        clients::set_scopes(&h.db, "nobody", &Scopes::parse("read").unwrap(), KEEP).await,
+        clients::set_scopes(&h.db, "nobody", &read, KEEP).await,
         Err(Error::NotFound { .. })
     ));
+    h.finish().await;
+}
+
+/// Scopes added and taken away by administrators at the same moment all
+/// land: each edit is made against the scopes as its own transaction
+/// reads them (two replacements, each written from what its author read
+/// before, lose one). Taking one away still revokes what was issued with
+/// it; adding one leaves it.
+async fn scope_edits_made_at_once_all_land(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let client = h.public_client("read").await;
+    h.user("alice", "correct horse", "read").await;
+    let edit = |add: &str, remove: &str| ScopeChange::Edit {
+        add: Scopes::parse(add).unwrap(),
+        remove: Scopes::parse(remove).unwrap(),
+    };
+    let token = refresh::issue_as(&h.db, "family-e", new_family(&client), &policy(0))
+        .await
+        .unwrap()
+        .unwrap();
+    for round in 0..5 {
+        let [a, b, c] = ["a", "b", "c"].map(|s| edit(&format!("{s}{round}"), ""));
+        let (x, y, z, u, v, w) = tokio::join!(
+            clients::set_scopes(&h.db, &client, &a, KEEP),
+            clients::set_scopes(&h.db, &client, &b, KEEP),
+            clients::set_scopes(&h.db, &client, &c, KEEP),
+            users::set_scopes(&h.db, "alice", &a, KEEP),
+            users::set_scopes(&h.db, "alice", &b, KEEP),
+            users::set_scopes(&h.db, "alice", &c, KEEP),
+        );
+        for result in [x, y, z, u, v, w] {
+            result.unwrap();
+        }
+    }
+    let expected = "a0 a1 a2 a3 a4 b0 b1 b2 b3 b4 c0 c1 c2 c3 c4 read";
+    let stored = clients::find(&h.db, &client).await.unwrap().unwrap();
+    assert_eq!(stored.scopes.to_string(), expected);
+    let alice = users::find(&h.db, "alice").await.unwrap().unwrap();
+    assert_eq!(alice.scopes, expected);
+    assert!(
+        refresh::lookup(&h.db, &token).await.unwrap().is_some(),
+        "only added"
+    );
+    // Taken away: what the client's families carry goes with it.
+    let now = clients::set_scopes(&h.db, &client, &edit("", "read a0"), KEEP)
+        .await
+        .unwrap();
+    assert!(!now.contains("read") && !now.contains("a0") && now.contains("b4"));
+    assert!(refresh::lookup(&h.db, &token).await.unwrap().is_none());
     h.finish().await;
 }

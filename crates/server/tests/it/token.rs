@@ -8,7 +8,7 @@ use axum::http::{header, Request, StatusCode};
 use serde_json::Value;
 use tessera_jose::{jwt, Algorithm, Claims, JwkSet, NumericDate, SigningKey};
 use tessera_server::store::clients::{self, GrantType, NewClient};
-use tessera_server::store::{users, Scopes};
+use tessera_server::store::{users, ScopeChange, Scopes};
 
 use crate::{both_backends, verify_with_jwks, wait_for_audit, Backend, Harness, ISSUER, KEEP};
 
@@ -1231,7 +1231,7 @@ async fn a_change_at_another_instance_ends_requests_under_way(backend: Backend, 
     .await;
     h.app.access.revoked().catch_up(&h.db).await;
     if narrow {
-        let read = Scopes::parse("read").unwrap();
+        let read = ScopeChange::Replace(Scopes::parse("read").unwrap());
         clients::set_scopes(&h.db, &web, &read, KEEP).await.unwrap();
     } else {
         clients::rotate_secret(&h.db, &web, KEEP).await.unwrap();

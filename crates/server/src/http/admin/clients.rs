@@ -12,6 +12,7 @@ use serde_json::json;
 use super::{paged, Admin, AdminResult, AppState, Body, Named, Params};
 use crate::admin::ClientRequest;
 use crate::admin::Page;
+use crate::store::ScopeChange;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -84,11 +85,18 @@ pub async fn add(
         .into_response())
 }
 
-/// What a client's change may say: its scopes, in place of the old.
+/// What a client's change may say: its scopes, in place of the old
+/// (`scopes`), or some added and some taken away (`add_scopes`,
+/// `remove_scopes`, against the scopes as they are when the change is
+/// written).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientChange {
-    scopes: Vec<String>,
+    scopes: Option<Vec<String>>,
+    #[serde(default)]
+    add_scopes: Vec<String>,
+    #[serde(default)]
+    remove_scopes: Vec<String>,
 }
 
 /// Authorization: admin scope.
@@ -98,9 +106,19 @@ pub async fn change(
     Named(client_id): Named,
     Body(change): Body<ClientChange>,
 ) -> AdminResult {
+    if change.scopes.is_none() && change.add_scopes.is_empty() && change.remove_scopes.is_empty() {
+        return Err(
+            crate::Error::Invalid("say scopes, or add_scopes and remove_scopes".into()).into(),
+        );
+    }
+    let scopes = ScopeChange::of_lists(
+        change.scopes.as_deref(),
+        &change.add_scopes,
+        &change.remove_scopes,
+    )?;
     admin
         .service(&app)
-        .set_client_scopes(&client_id, &change.scopes)
+        .set_client_scopes(&client_id, &scopes)
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

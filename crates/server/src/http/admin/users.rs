@@ -10,6 +10,7 @@ use zeroize::Zeroizing;
 use super::{paged, Admin, AdminResult, AppState, Body, Named, Params};
 use crate::admin::Page;
 use crate::store::users::Profile;
+use crate::store::ScopeChange;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,7 +25,9 @@ pub struct NewUser {
 }
 
 /// Profile claims to change (absent: unchanged; empty: removed), and
-/// the scopes (absent: unchanged; given: these, in place of the old).
+/// the scopes (absent: unchanged; `scopes`: these, in place of the old;
+/// or `add_scopes` and `remove_scopes`, against the scopes as they are
+/// when the change is written).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProfileChange {
@@ -32,6 +35,10 @@ pub struct ProfileChange {
     email: Option<String>,
     email_verified: Option<bool>,
     scopes: Option<Vec<String>>,
+    #[serde(default)]
+    add_scopes: Vec<String>,
+    #[serde(default)]
+    remove_scopes: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -82,15 +89,23 @@ pub async fn set_profile(
     };
     let service = admin.service(&app);
     // Scopes that cannot be read change nothing, the profile included.
-    if let Some(scopes) = &change.scopes {
-        crate::store::Scopes::from_list(scopes)?;
-    }
+    let scopes = match (
+        &change.scopes,
+        change.add_scopes.is_empty() && change.remove_scopes.is_empty(),
+    ) {
+        (None, true) => None,
+        (all, _) => Some(ScopeChange::of_lists(
+            all.as_deref(),
+            &change.add_scopes,
+            &change.remove_scopes,
+        )?),
+    };
     // The profile when a claim is given, or nothing is (a request that
     // changes nothing still says whether the user exists).
-    if profile.changes_anything() || change.scopes.is_none() {
+    if profile.changes_anything() || scopes.is_none() {
         service.set_profile(&username, &profile).await?;
     }
-    if let Some(scopes) = &change.scopes {
+    if let Some(scopes) = &scopes {
         service.set_scopes(&username, scopes).await?;
     }
     Ok(StatusCode::NO_CONTENT.into_response())
