@@ -152,6 +152,16 @@ impl Actor {
 /// The name of the scope the admin API needs.
 pub const ADMIN_SCOPE: &str = "tessera:admin";
 
+/// The scope that reads the admin API (users, clients, sessions, keys,
+/// the audit trail) and changes nothing.
+pub const ADMIN_READ_SCOPE: &str = "tessera:admin:read";
+
+/// Whether `scopes` hold either admin scope: tokens for this server
+/// alone (their audience the issuer, whatever else the client's is).
+pub fn administers(scopes: &Scopes) -> bool {
+    scopes.contains(ADMIN_SCOPE) || scopes.contains(ADMIN_READ_SCOPE)
+}
+
 /// A client to register, as an operator describes it.
 #[derive(Clone, Debug, Default)]
 pub struct ClientRequest {
@@ -527,15 +537,15 @@ impl AdminService<'_> {
         // hands of that API, or of whatever logs its requests.
         let issuer = self.config.issuer.trim_end_matches('/');
         let scopes = Scopes::from_list(&request.scopes)?;
-        if scopes.contains(ADMIN_SCOPE)
+        if administers(&scopes)
             && request
                 .audiences
                 .iter()
                 .any(|a| a.trim_end_matches('/') != issuer)
         {
             return Err(Error::Invalid(format!(
-                "a client with the {ADMIN_SCOPE} scope has no audience but this server's issuer: \
-                 register the API's client apart"
+                "a client with the {ADMIN_SCOPE} or {ADMIN_READ_SCOPE} scope has no audience but \
+                 this server's issuer: register the API's client apart"
             )));
         }
         let added_scopes = scopes.to_string();
@@ -656,7 +666,7 @@ impl AdminService<'_> {
         client_id: &str,
         change: &ScopeChange,
     ) -> Result<Scopes, Error> {
-        if change.may_give(ADMIN_SCOPE) {
+        if change.may_give(ADMIN_SCOPE) || change.may_give(ADMIN_READ_SCOPE) {
             let issuer = self.config.issuer.trim_end_matches('/');
             let client = clients::find(self.db, client_id).await?;
             if client.is_some_and(|c| {
@@ -665,7 +675,8 @@ impl AdminService<'_> {
                     .any(|a| a.trim_end_matches('/') != issuer)
             }) {
                 return Err(Error::Invalid(format!(
-                    "a client with the {ADMIN_SCOPE} scope has no audience but this server's issuer"
+                    "a client with the {ADMIN_SCOPE} or {ADMIN_READ_SCOPE} scope has no audience \
+                     but this server's issuer"
                 )));
             }
         }

@@ -279,12 +279,11 @@ fn issue(app: &App, client: &Client, granted: Granted) -> Result<Response, OAuth
     // whatever other audiences its client has (one registered before
     // registration refused that): else the API it was also for could
     // replay it here.
-    let audience =
-        if client.audiences.is_empty() || granted.scope.contains(crate::admin::ADMIN_SCOPE) {
-            vec![app.config.issuer.clone()]
-        } else {
-            client.audiences.clone()
-        };
+    let audience = if client.audiences.is_empty() || crate::admin::administers(&granted.scope) {
+        vec![app.config.issuer.clone()]
+    } else {
+        client.audiences.clone()
+    };
     let scope = granted.scope.to_string();
     let minted = app.access.mint(
         Mint {

@@ -1503,10 +1503,11 @@ mod admin_api {
         };
         let plain = token(&h, "read").await;
         let admin = token(&h, "tessera:admin").await;
+        let reader = token(&h, "tessera:admin:read").await;
 
         // Every operation the OpenAPI document lists exists and is guarded.
         let doc: Value = serde_json::from_str(tessera_server::http::admin::OPENAPI).unwrap();
-        let mut operations = 0;
+        let (mut operations, mut reads) = (0, 0);
         for (path, methods) in doc["paths"].as_object().unwrap() {
             let path = path
                 .replace("{username}", "nobody")
@@ -1558,9 +1559,24 @@ mod admin_api {
                 assert_eq!(r.status, StatusCode::FORBIDDEN, "{method} {path}");
                 assert_eq!(r.json["error"], "insufficient_scope");
                 assert_eq!(r.headers[header::CACHE_CONTROL], "no-store");
+                // The read-only scope reads, and changes nothing.
+                let r = call(&h, method.clone(), &path, Some(&reader), None).await;
+                if method == Method::GET {
+                    assert!(
+                        [StatusCode::OK, StatusCode::NOT_FOUND].contains(&r.status),
+                        "{method} {path}: {} {}",
+                        r.status,
+                        r.text
+                    );
+                    reads += 1;
+                } else {
+                    assert_eq!(r.status, StatusCode::FORBIDDEN, "{method} {path}");
+                    assert_eq!(r.json["error"], "insufficient_scope");
+                }
             }
         }
         assert_eq!(operations, 20);
+        assert_eq!(reads, 7);
 
         // A body over the limit is 413, one that is not JSON 415, as the
         // document says (both were 400).
@@ -1591,16 +1607,20 @@ mod admin_api {
         // replay here (RFC 9068 §4), whatever the client's audiences (such
         // clients, stored before registration refused them, get tokens
         // for the issuer alone).
-        for audiences in [
-            vec!["store-api".to_owned()],
-            vec!["store-api".to_owned(), crate::ISSUER.to_owned()],
+        for (audiences, scope) in [
+            (vec!["store-api".to_owned()], "tessera:admin"),
+            (
+                vec!["store-api".to_owned(), crate::ISSUER.to_owned()],
+                "tessera:admin",
+            ),
+            (vec!["store-api".to_owned()], "tessera:admin:read"),
         ] {
             let added = tessera_server::store::clients::add(
                 &h.db,
                 tessera_server::store::clients::NewClient {
                     name: "ops".into(),
                     grants: vec![GrantType::ClientCredentials],
-                    scopes: tessera_server::store::Scopes::parse("tessera:admin").unwrap(),
+                    scopes: tessera_server::store::Scopes::parse(scope).unwrap(),
                     audiences: audiences.clone(),
                     ..Default::default()
                 },
@@ -1624,6 +1644,7 @@ mod admin_api {
         for scopes in [
             serde_json::json!(["tessera:admin", "orders:read"]),
             serde_json::json!(["orders:read tessera:admin"]),
+            serde_json::json!(["tessera:admin:read"]),
         ] {
             let refused = call(
                 &h,

@@ -1,6 +1,7 @@
 //! The admin API (`/admin/...`): the command line's user, client and key
 //! operations over HTTP, for access tokens that carry the
-//! [`ADMIN_SCOPE`]. Described by `GET /admin/openapi.json`.
+//! [`ADMIN_SCOPE`]; what only reads (`GET`) takes [`ADMIN_READ_SCOPE`]
+//! too. Described by `GET /admin/openapi.json`.
 
 mod audit;
 mod clients;
@@ -23,6 +24,8 @@ use tessera_guard::{AccessToken, GuardLayer, Rejection, RequireScope};
 use super::App;
 use crate::admin::{Actor, AdminService, Listed};
 
+/// The scope that reads the admin API and changes nothing.
+pub use crate::admin::ADMIN_READ_SCOPE;
 /// The scope an access token needs for the admin API.
 pub use crate::admin::ADMIN_SCOPE;
 
@@ -35,42 +38,72 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 /// `RequireScope`.
 pub fn routes(app: &App) -> Router<Arc<App>> {
     let guard = super::bearer::own_guard(app, super::bearer::Audience::Issuer);
+    // Reading takes either scope; every change the admin scope itself (a
+    // dashboard or an auditor reads users, sessions and the audit trail
+    // without the power to change them).
+    let read = || RequireScope::any([ADMIN_SCOPE, ADMIN_READ_SCOPE]);
+    let change = || RequireScope::any([ADMIN_SCOPE]);
     let protected = Router::new()
-        .route("/admin/users", get(users::list).post(users::add))
+        .route(
+            "/admin/users",
+            get(users::list)
+                .layer(read())
+                .merge(post(users::add).layer(change())),
+        )
         .route(
             "/admin/users/{username}",
-            get(users::get)
-                .delete(users::delete)
-                .patch(users::set_profile),
+            get(users::get).layer(read()).merge(
+                axum::routing::delete(users::delete)
+                    .patch(users::set_profile)
+                    .layer(change()),
+            ),
         )
-        .route("/admin/sessions", get(sessions::list))
+        .route("/admin/sessions", get(sessions::list).layer(read()))
         .route(
             "/admin/sessions/{sid}",
-            axum::routing::delete(sessions::end),
+            axum::routing::delete(sessions::end).layer(change()),
         )
-        .route("/admin/users/{username}/disable", post(users::disable))
-        .route("/admin/users/{username}/enable", post(users::enable))
-        .route("/admin/users/{username}/password", put(users::passwd))
-        .route("/admin/clients", get(clients::list).post(clients::add))
+        .route(
+            "/admin/users/{username}/disable",
+            post(users::disable).layer(change()),
+        )
+        .route(
+            "/admin/users/{username}/enable",
+            post(users::enable).layer(change()),
+        )
+        .route(
+            "/admin/users/{username}/password",
+            put(users::passwd).layer(change()),
+        )
+        .route(
+            "/admin/clients",
+            get(clients::list)
+                .layer(read())
+                .merge(post(clients::add).layer(change())),
+        )
         .route(
             "/admin/clients/{client_id}",
-            get(clients::get)
-                .delete(clients::delete)
-                .patch(clients::change),
+            get(clients::get).layer(read()).merge(
+                axum::routing::delete(clients::delete)
+                    .patch(clients::change)
+                    .layer(change()),
+            ),
         )
         .route(
             "/admin/clients/{client_id}/rotate-secret",
-            post(clients::rotate_secret),
+            post(clients::rotate_secret).layer(change()),
         )
-        .route("/admin/keys", get(keys::list))
-        .route("/admin/keys/rotate", post(keys::rotate))
-        .route("/admin/keys/{kid}/revoke", post(keys::revoke))
-        .route("/admin/audit", get(audit::list));
+        .route("/admin/keys", get(keys::list).layer(read()))
+        .route("/admin/keys/rotate", post(keys::rotate).layer(change()))
+        .route(
+            "/admin/keys/{kid}/revoke",
+            post(keys::revoke).layer(change()),
+        )
+        .route("/admin/audit", get(audit::list).layer(read()));
     let protected = match guard {
         // Users, clients, sessions and audit events: no cache keeps
         // them, nor the refusals.
         Ok(guard) => protected
-            .layer(RequireScope::any([ADMIN_SCOPE]))
             .layer(GuardLayer::new(guard))
             .layer(axum::middleware::from_fn(refusals_said))
             .layer(axum::middleware::map_response(method_not_allowed_said))
