@@ -485,7 +485,8 @@ async fn admin_parts(
     config: &Config,
 ) -> anyhow::Result<(tessera_server::Db, tessera_server::password::Passwords)> {
     config.prepare_data_dir()?;
-    let db = tessera_server::Db::open(&config.database_url, 2, Schema::Current).await?;
+    let db =
+        tessera_server::Db::open_for_commands(&config.database_url, 2, Schema::Current).await?;
     Ok((db, tessera_server::password::Passwords::new(1)))
 }
 

@@ -355,6 +355,15 @@ impl RemoteJwks {
                     }
                 };
                 // No `Instant` is that far off, whatever the bounds allow.
+                // A set with no usable key is asked for again as soon as
+                // the bounds allow, whatever its max-age: a token without
+                // a `kid` never asks sooner, and would be refused until
+                // then after the issuer put its keys back.
+                let age = if keys.keys().is_empty() {
+                    self.min_age
+                } else {
+                    age
+                };
                 state.fresh_until = Some(started + age.min(LONGEST_AGE));
                 Ok(keys)
             }

@@ -103,32 +103,15 @@ pub const POSTGRES_IDLE_IN_TRANSACTION: Duration = Duration::from_secs(10);
 /// work, for no one.
 pub const POSTGRES_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The longest a statement of an administrative change that reaches every
-/// row of a user or a client (deleting it, taking a scope away, disabling
-/// it: each of its refresh tokens locked, its families revoked, which for
-/// a client of many users is millions of rows) runs on PostgreSQL, in
-/// place of [`POSTGRES_STATEMENT_TIMEOUT`]: such a change cut off at 30 s
-/// every time would be answered "try again" for ever. See
-/// `allow_bulk_statements!`.
-pub const POSTGRES_BULK_STATEMENT_TIMEOUT: Duration = Duration::from_secs(600);
-
-/// Give the rest of the PostgreSQL transaction `tx` the time of an
-/// administrative change that reaches every row of a user or a client
-/// ([`POSTGRES_BULK_STATEMENT_TIMEOUT`]); nothing on SQLite. Locks are
-/// still waited for `lock_timeout` at most.
-macro_rules! allow_bulk_statements {
-    ($db:expr, $tx:expr) => {
-        if $db.is_postgres() {
-            sqlx::query($crate::db::ALLOW_BULK_STATEMENTS)
-                .execute(&mut *$tx)
-                .await?;
-        }
-    };
-}
-pub(crate) use allow_bulk_statements;
-
-/// The statement `allow_bulk_statements!` runs (PostgreSQL).
-pub const ALLOW_BULK_STATEMENTS: &str = "SET LOCAL statement_timeout = '600s'";
+/// The longest a statement runs on PostgreSQL for the command line's
+/// administrative commands ([`Db::open_for_commands`]), in place of
+/// [`POSTGRES_STATEMENT_TIMEOUT`]: a change that reaches every row of a
+/// user or a client (deleting it, taking a scope away, disabling it: each
+/// of its refresh tokens locked, its families revoked, which for a client
+/// of many users is millions of rows) is made there, by an operator who
+/// waits for it. Through the admin API such a change is bounded by the
+/// request (`http.request_timeout`) as any other, and cancelled with it.
+pub const POSTGRES_COMMAND_STATEMENT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// How long a start waits for the migrations' lock, which another instance
 /// starting or upgrading at the same moment holds while it migrates.
@@ -171,6 +154,31 @@ impl Db {
     /// Connect to `url`, doing what `schema` says with its schema. A
     /// SQLite file is created when missing.
     pub async fn open(url: &str, max_connections: u32, schema: Schema) -> Result<Db, Error> {
+        Db::open_with(url, max_connections, schema, POSTGRES_STATEMENT_TIMEOUT).await
+    }
+
+    /// [`Db::open`] for the command line's administrative commands: their
+    /// statements run for up to [`POSTGRES_COMMAND_STATEMENT_TIMEOUT`].
+    pub async fn open_for_commands(
+        url: &str,
+        max_connections: u32,
+        schema: Schema,
+    ) -> Result<Db, Error> {
+        Db::open_with(
+            url,
+            max_connections,
+            schema,
+            POSTGRES_COMMAND_STATEMENT_TIMEOUT,
+        )
+        .await
+    }
+
+    async fn open_with(
+        url: &str,
+        max_connections: u32,
+        schema: Schema,
+        statement_timeout: Duration,
+    ) -> Result<Db, Error> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             // Read committed whatever the role's or database's default:
             // the stores count on a statement that waited for a row lock
@@ -188,7 +196,7 @@ impl Db {
                 ]);
             let options = base.clone().options([
                 ("lock_timeout", millis(POSTGRES_LOCK_TIMEOUT)),
-                ("statement_timeout", millis(POSTGRES_STATEMENT_TIMEOUT)),
+                ("statement_timeout", millis(statement_timeout)),
             ]);
             // Made lazily: `connect_with` would open every kept connection
             // one after another under the 1 s a request waits, and fail the

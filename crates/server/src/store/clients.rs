@@ -513,7 +513,6 @@ pub async fn delete(db: &Db, client_id: &str, keep: Keep) -> Result<(), Error> {
     let at = now();
     let changed = on_pool!(db.write(), p => {
         let mut tx = p.begin_with(db.begin_write()).await?;
-        crate::db::allow_bulk_statements!(db, tx);
         if db.is_postgres() {
             // Codes, then refresh tokens, then (by cascade) families: the
             // order a replayed code's revocation and a rotation lock them.
@@ -591,7 +590,6 @@ pub async fn set_scopes(
     let at = now();
     let scopes = on_pool!(db.write(), p => {
         let mut tx = p.begin_with(db.begin_write()).await?;
-        crate::db::allow_bulk_statements!(db, tx);
         let read = if db.is_postgres() {
             "SELECT scopes FROM clients WHERE client_id = $1 FOR NO KEY UPDATE"
         } else {
@@ -605,14 +603,16 @@ pub async fn set_scopes(
                 name: client_id.to_owned(),
             });
         };
-        let Ok(old) = Scopes::parse(&old) else {
-            tx.rollback().await?;
-            return Err(Error::Invalid(format!("client {client_id} holds unreadable scopes")));
+        let (scopes, taken_away) = match change.applied_to(&old) {
+            Ok(applied) => applied,
+            Err(e) => {
+                tx.rollback().await?;
+                return Err(e);
+            }
         };
-        let scopes = change.applied_to(&old);
         sqlx::query("UPDATE clients SET scopes = $1, updated_at = $2 WHERE client_id = $3")
             .bind(scopes.to_string()).bind(at).bind(client_id).execute(&mut *tx).await?;
-        if old.iter().any(|s| !scopes.contains(s)) {
+        if taken_away {
             sqlx::query(
                 "UPDATE refresh_families SET revoked_at = $1, revoked_reason = 'client scopes taken away' \
                  WHERE client_id = $2 AND revoked_at IS NULL",

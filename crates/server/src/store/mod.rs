@@ -138,6 +138,9 @@ impl ScopeChange {
             Some(all) => Ok(ScopeChange::Replace(Scopes::from_list(all)?)),
             None => {
                 let (add, remove) = (Scopes::from_list(add)?, Scopes::from_list(remove)?);
+                if add.is_empty() && remove.is_empty() {
+                    return Err(Error::Invalid("name a scope to add or to take away".into()));
+                }
                 if let Some(both) = add.iter().find(|s| remove.contains(s)) {
                     return Err(Error::Invalid(format!(
                         "scope {both:?} is both added and taken away"
@@ -148,14 +151,26 @@ impl ScopeChange {
         }
     }
 
-    /// The scopes after the change, from `old`.
-    pub fn applied_to(&self, old: &Scopes) -> Scopes {
-        match self {
-            ScopeChange::Replace(new) => new.clone(),
-            ScopeChange::Edit { add, remove } => {
+    /// The scopes after the change, from the `old` ones as stored, and
+    /// whether it takes any away. Stored scopes that cannot be read are
+    /// replaced whole (all of them taken away), never edited.
+    pub fn applied_to(&self, old: &str) -> Result<(Scopes, bool), Error> {
+        let old = Scopes::parse(old);
+        let new = match (self, &old) {
+            (ScopeChange::Replace(new), _) => new.clone(),
+            (ScopeChange::Edit { add, remove }, Ok(old)) => {
                 Scopes(old.union(add).0.difference(&remove.0).cloned().collect())
             }
-        }
+            (ScopeChange::Edit { .. }, Err(e)) => {
+                return Err(Error::Invalid(format!(
+                    "the stored scopes cannot be read ({e}): give them in full"
+                )))
+            }
+        };
+        let taken_away = old
+            .as_ref()
+            .map_or(true, |old| old.iter().any(|s| !new.contains(s)));
+        Ok((new, taken_away))
     }
 
     /// Whether the change can give `scope`.
@@ -243,7 +258,41 @@ pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{check_name, Scopes};
+    use super::{check_name, ScopeChange, Scopes};
+
+    #[test]
+    fn a_scope_change_is_whole_or_an_edit_and_says_what_it_takes_away() {
+        let list = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let edit = ScopeChange::of_lists(None, &list(&["c"]), &list(&["a"])).unwrap();
+        assert_eq!(
+            edit.applied_to("a b").unwrap(),
+            (Scopes::parse("b c").unwrap(), true)
+        );
+        let add = ScopeChange::of_lists(None, &list(&["c"]), &[]).unwrap();
+        assert_eq!(
+            add.applied_to("a b").unwrap(),
+            (Scopes::parse("a b c").unwrap(), false)
+        );
+        let whole = ScopeChange::of_lists(Some(&list(&["a", "b"])), &[], &[]).unwrap();
+        assert_eq!(
+            whole.applied_to("b").unwrap(),
+            (Scopes::parse("a b").unwrap(), false)
+        );
+        // Scopes stored unreadable: replaced whole (all taken away), never
+        // edited.
+        assert_eq!(
+            whole.applied_to("a \"b").unwrap(),
+            (Scopes::parse("a b").unwrap(), true)
+        );
+        assert!(add.applied_to("a \"b").is_err());
+        // Refused: both kinds, a scope both given and taken, an edit of
+        // nothing (an empty name included).
+        assert!(ScopeChange::of_lists(Some(&list(&["a"])), &list(&["b"]), &[]).is_err());
+        assert!(ScopeChange::of_lists(None, &list(&["a"]), &list(&["a"])).is_err());
+        assert!(ScopeChange::of_lists(None, &list(&[""]), &[]).is_err());
+        assert!(ScopeChange::of_lists::<String>(None, &[], &[]).is_err());
+        assert!(whole.may_give("a") && !add.may_give("a") && add.may_give("c"));
+    }
 
     #[test]
     fn names_are_shown_as_written_and_compared_as_shown() {

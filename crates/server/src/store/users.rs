@@ -199,7 +199,6 @@ async fn apply(db: &Db, username: &str, change: Change<'_>, keep: Keep) -> Resul
     let mut new_scopes = None;
     on_pool!(db.write(), p => {
         let mut tx = p.begin_with(db.begin_write()).await?;
-        crate::db::allow_bulk_statements!(db, tx);
         let mut ends_sessions = match change {
             Change::Disabled(disabled) => disabled.then_some("user disabled"),
             Change::PasswordHash(_) => Some("password changed"),
@@ -218,12 +217,14 @@ async fn apply(db: &Db, username: &str, change: Change<'_>, keep: Keep) -> Resul
                 tx.rollback().await?;
                 return Err(not_found(username));
             };
-            let Ok(old) = Scopes::parse(&old) else {
-                tx.rollback().await?;
-                return Err(Error::Invalid(format!("user {username} holds unreadable scopes")));
+            let (scopes, taken_away) = match scope_change.applied_to(&old) {
+                Ok(applied) => applied,
+                Err(e) => {
+                    tx.rollback().await?;
+                    return Err(e);
+                }
             };
-            let scopes = scope_change.applied_to(&old);
-            if old.iter().any(|s| !scopes.contains(s)) {
+            if taken_away {
                 ends_sessions = Some("scopes taken away");
             }
             new_scopes = Some(scopes);
@@ -376,7 +377,6 @@ pub async fn delete(db: &Db, username: &str, keep: Keep) -> Result<(), Error> {
     let at = now();
     on_pool!(db.write(), p => {
         let mut tx = p.begin_with(db.begin_write()).await?;
-        crate::db::allow_bulk_statements!(db, tx);
         if db.is_postgres() {
             sqlx::query(crate::store::refresh::LOCK_TOKENS_OF_USER)
                 .bind(username).execute(&mut *tx).await?;

@@ -1217,16 +1217,18 @@ mod admin_api {
         )
         .await;
         assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.text);
-        // The same refused when it would be added.
-        let refused = call(
-            &h,
-            Method::PATCH,
-            &format!("/admin/clients/{}", api.client_id),
-            Some(&admin),
-            Some(json!({ "add_scopes": ["tessera:admin"] })),
-        )
-        .await;
-        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.text);
+        // The same refused when it would be added, either admin scope.
+        for scope in ["tessera:admin", "tessera:admin:read"] {
+            let refused = call(
+                &h,
+                Method::PATCH,
+                &format!("/admin/clients/{}", api.client_id),
+                Some(&admin),
+                Some(json!({ "add_scopes": [scope] })),
+            )
+            .await;
+            assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.text);
+        }
         // Some added and some taken away, the others kept; taking one away
         // this way refuses what was issued with it too.
         let edit = |body: Value| call(&h, Method::PATCH, &svc_path, Some(&admin), Some(body));
@@ -1249,6 +1251,7 @@ mod admin_api {
         for wrong in [
             json!({ "scopes": ["read"], "add_scopes": ["x"] }),
             json!({ "add_scopes": ["x"], "remove_scopes": ["x"] }),
+            json!({ "add_scopes": [""] }),
             json!({}),
         ] {
             let r = edit(wrong.clone()).await;

@@ -1232,31 +1232,27 @@ async fn postgres_statements_end_at_the_servers_timeout_as_unavailable() {
     let stopped = tessera_server::Error::from(stopped);
     assert!(stopped.is_transient(), "{stopped}");
     drop(tx);
-    // An administrative change that reaches every row of a client or a
-    // user gets longer, in its own transaction only.
-    let mut tx = pool.begin().await.unwrap();
-    sqlx::query(tessera_server::db::ALLOW_BULK_STATEMENTS)
-        .execute(&mut *tx)
+    db.close().await;
+    // The command line's administrative commands get longer: a change
+    // that reaches every row of a big client is made there.
+    let commands = Db::open_for_commands(&url, 1, tessera_server::db::Schema::Current)
         .await
         .unwrap();
-    let (bulk,): (String,) = sqlx::query_as("SHOW statement_timeout")
-        .fetch_one(&mut *tx)
+    let tessera_server::db::Pool::Postgres(pool) = commands.write() else {
+        unreachable!("a PostgreSQL database")
+    };
+    let (longer,): (String,) = sqlx::query_as("SHOW statement_timeout")
+        .fetch_one(pool)
         .await
         .unwrap();
     assert_eq!(
         (
-            bulk.as_str(),
-            tessera_server::db::POSTGRES_BULK_STATEMENT_TIMEOUT.as_secs()
+            longer.as_str(),
+            tessera_server::db::POSTGRES_COMMAND_STATEMENT_TIMEOUT.as_secs()
         ),
         ("10min", 600)
     );
-    tx.rollback().await.unwrap();
-    let (limit,): (String,) = sqlx::query_as("SHOW statement_timeout")
-        .fetch_one(pool)
-        .await
-        .unwrap();
-    assert_eq!(limit, expected, "the pool's connections keep theirs");
-    db.close().await;
+    commands.close().await;
     test_db.cleanup().await;
 }
 

@@ -15,7 +15,7 @@ pub struct AuditQuery {
     after: Option<String>,
 }
 
-/// Authorization: admin scope.
+/// Authorization: admin scope, or the read-only one.
 pub async fn list(
     State(app): AppState,
     admin: Admin,

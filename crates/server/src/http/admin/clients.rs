@@ -43,7 +43,7 @@ pub struct NewClientBody {
     first_party: bool,
 }
 
-/// Authorization: admin scope.
+/// Authorization: admin scope, or the read-only one.
 pub async fn list(
     State(app): AppState,
     admin: Admin,
@@ -123,7 +123,7 @@ pub async fn change(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// Authorization: admin scope.
+/// Authorization: admin scope, or the read-only one.
 pub async fn get(State(app): AppState, admin: Admin, Named(client_id): Named) -> AdminResult {
     Ok(Json(admin.service(&app).client(&client_id).await?).into_response())
 }

@@ -10,7 +10,7 @@ use super::{Admin, AdminResult, AppState, Named};
 use crate::admin::listed_keys;
 use crate::store::now;
 
-/// Authorization: admin scope.
+/// Authorization: admin scope, or the read-only one.
 pub async fn list(State(app): AppState, _admin: Admin) -> AdminResult {
     Ok(Json(listed_keys(app.keys.list(now()))).into_response())
 }

@@ -103,7 +103,10 @@ pub fn routes(app: &App) -> Router<Arc<App>> {
     let protected = match guard {
         // Users, clients, sessions and audit events: no cache keeps
         // them, nor the refusals.
+        // Either admin scope on every route, whatever its own layer says
+        // (a route added without one still needs an admin's token).
         Ok(guard) => protected
+            .layer(RequireScope::any([ADMIN_SCOPE, ADMIN_READ_SCOPE]))
             .layer(GuardLayer::new(guard))
             .layer(axum::middleware::from_fn(refusals_said))
             .layer(axum::middleware::map_response(method_not_allowed_said))
@@ -176,7 +179,8 @@ async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
-/// A caller holding a valid access token with the admin scope.
+/// A caller holding a valid access token with either admin scope (each
+/// route says which it needs: the read-only one only reads).
 #[derive(Debug)]
 pub struct Admin {
     /// The token's `sub`: who acts, for the audit trail.

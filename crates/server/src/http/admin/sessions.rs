@@ -16,7 +16,7 @@ pub struct Filter {
     after: Option<String>,
 }
 
-/// Authorization: admin scope.
+/// Authorization: admin scope, or the read-only one.
 pub async fn list(
     State(app): AppState,
     admin: Admin,

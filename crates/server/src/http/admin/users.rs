@@ -47,7 +47,7 @@ pub struct NewPassword {
     password: Zeroizing<String>,
 }
 
-/// Authorization: admin scope.
+/// Authorization: admin scope, or the read-only one.
 pub async fn list(
     State(app): AppState,
     admin: Admin,
@@ -111,7 +111,7 @@ pub async fn set_profile(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// Authorization: admin scope. The user, as listed: what a change that
+/// Authorization: admin scope, or the read-only one. The user, as listed: what a change that
 /// keeps the rest (a scope added) starts from.
 pub async fn get(State(app): AppState, admin: Admin, Named(username): Named) -> AdminResult {
     Ok(Json(admin.service(&app).user(&username).await?).into_response())
