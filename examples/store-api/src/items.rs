@@ -50,13 +50,35 @@ pub struct Filter {
 
 const COLUMNS: &str = "id, store_id, name, price_cents";
 
-pub(crate) async fn of_store(db: &SqlitePool, store_id: i64) -> Result<Vec<Item>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM items WHERE store_id = $1 ORDER BY id"
+/// The first [`crate::DEFAULT_LIMIT`] items of a store, and where the
+/// rest are listed (`/items?store_id=…&after=…`) when there are more.
+pub(crate) async fn of_store(
+    db: &SqlitePool,
+    store_id: i64,
+) -> Result<(Vec<Item>, Option<String>), sqlx::Error> {
+    let page = Page {
+        after: 0,
+        limit: crate::DEFAULT_LIMIT,
+    };
+    let mut items: Vec<Item> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM items WHERE store_id = $1 ORDER BY id LIMIT $2"
     ))
     .bind(store_id)
+    .bind(page.fetch())
     .fetch_all(db)
-    .await
+    .await?;
+    let limit = usize::try_from(page.limit).unwrap_or(usize::MAX);
+    if items.len() <= limit {
+        return Ok((items, None));
+    }
+    items.truncate(limit);
+    let next = items.last().map(|last| {
+        format!(
+            "/items?store_id={store_id}&after={}&limit={}",
+            last.id, page.limit
+        )
+    });
+    Ok((items, next))
 }
 
 async fn store_exists(db: &SqlitePool, id: i64) -> Result<bool, sqlx::Error> {

@@ -69,7 +69,7 @@ pub async fn document() -> Response {
                 "post": create_store
             },
             "/stores/{id}": {
-                "get": op("A store with its items", crate::READ, "200", None, true),
+                "get": op("A store with the first page of its items (items_next: the rest, when there are more)", crate::READ, "200", None, true),
                 "delete": op("Delete a store and its items", crate::ADMIN, "204", None, true)
             },
             "/items": {

@@ -24,7 +24,11 @@ pub struct Store {
 pub struct StoreWithItems {
     #[serde(flatten)]
     store: Store,
+    /// The first page of its items.
     items: Vec<Item>,
+    /// Where the next page of its items is, when there are more.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    items_next: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -76,15 +80,20 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(store)))
 }
 
-/// `GET /stores/{id}` (items:read): the store and its items.
+/// `GET /stores/{id}` (items:read): the store and the first page of its
+/// items (`items_next` says where the rest are).
 pub async fn get(State(db): State<SqlitePool>, Id(id): Id) -> ApiResult<Json<StoreWithItems>> {
     let store: Store = sqlx::query_as("SELECT id, name FROM stores WHERE id = $1")
         .bind(id)
         .fetch_optional(&db)
         .await?
         .ok_or_else(|| ApiError::not_found("store", id))?;
-    let items = crate::items::of_store(&db, id).await?;
-    Ok(Json(StoreWithItems { store, items }))
+    let (items, items_next) = crate::items::of_store(&db, id).await?;
+    Ok(Json(StoreWithItems {
+        store,
+        items,
+        items_next,
+    }))
 }
 
 /// `DELETE /stores/{id}` (store:admin): the store and its items.

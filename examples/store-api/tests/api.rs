@@ -183,6 +183,47 @@ async fn lists_come_a_page_at_a_time() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(page.as_array().unwrap().len(), 7);
     assert!(headers.get(header::LINK).is_none());
+    // A store's own page holds its first items, and says where the rest are.
+    let big = stores[2];
+    let first = store_api::DEFAULT_LIMIT + 1;
+    let mut in_big = Vec::new();
+    for i in 0..first {
+        let body =
+            json!({ "store_id": big, "name": format!("thing {i}"), "price_cents": 1 }).to_string();
+        let (_, item) = api
+            .call(Method::POST, "/items", Some(RW), Some(&body))
+            .await;
+        in_big.push(item["id"].as_i64().unwrap());
+    }
+    let (status, with_items) = api
+        .call(
+            Method::GET,
+            &format!("/stores/{big}"),
+            Some("items:read"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let shown: Vec<i64> = with_items["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(shown, in_big[..in_big.len() - 1]);
+    let (rest, _) = api
+        .all_pages(with_items["items_next"].as_str().unwrap())
+        .await;
+    assert_eq!(rest, in_big[in_big.len() - 1..]);
+    let (_, small) = api
+        .call(
+            Method::GET,
+            &format!("/stores/{}", stores[0]),
+            Some("items:read"),
+            None,
+        )
+        .await;
+    assert!(small.get("items_next").is_none(), "{small}");
     for bad in [
         "/items?limit=0",
         "/items?limit=1001",
