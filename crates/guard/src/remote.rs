@@ -354,7 +354,6 @@ impl RemoteJwks {
                         keys
                     }
                 };
-                // No `Instant` is that far off, whatever the bounds allow.
                 // A set with no usable key is asked for again as soon as
                 // the bounds allow, whatever its max-age: a token without
                 // a `kid` never asks sooner, and would be refused until
@@ -364,6 +363,7 @@ impl RemoteJwks {
                 } else {
                     age
                 };
+                // No `Instant` is that far off, whatever the bounds allow.
                 state.fresh_until = Some(started + age.min(LONGEST_AGE));
                 Ok(keys)
             }

@@ -249,7 +249,7 @@ pub async fn confirmed(
     // carries no `SameSite=Lax` cookie either, and a `Set-Cookie` that
     // removed the session cookie would sign the browser out from there.
     if jar(&app).get(&headers, cookies::SESSION).is_none() {
-        return leave(&pages, &target, "You are signed out");
+        return leave(&pages, &target, SIGNED_OUT);
     }
     let browser = jar(&app).get(&headers, cookies::BROWSER);
     if !form
@@ -271,15 +271,14 @@ pub async fn confirmed(
         (Some("logout"), None) => finish(&app, &pages, &target),
         // Back to the application that asked, which has signed the
         // person out on its side already; signed in here as before.
-        _ => match back_to(&target) {
-            Some(Ok(back)) => back,
-            Some(Err(why)) => bad_request(&pages, why),
-            None => signed_out(
-                &pages,
+        _ => leave(
+            &pages,
+            &target,
+            (
                 "You are still signed in",
                 "Nothing was changed. You can close this page.",
             ),
-        },
+        ),
     }
 }
 
@@ -338,20 +337,23 @@ async fn end_and_finish(
 /// Redirect to the registered post-logout URI, or show "signed out"; the
 /// session cookie is removed either way.
 fn finish(app: &App, pages: &SharedPages, target: &Target) -> Response {
-    let mut response = leave(pages, target, "You are signed out");
+    let mut response = leave(pages, target, SIGNED_OUT);
     response
         .headers_mut()
         .append(header::SET_COOKIE, jar(app).clear(cookies::SESSION));
     response
 }
 
-/// The redirect to the registered post-logout URI, or the page titled
-/// `title`; no cookie is touched.
-fn leave(pages: &SharedPages, target: &Target, title: &str) -> Response {
+/// The page after a logout: its title and message.
+const SIGNED_OUT: (&str, &str) = ("You are signed out", "You can close this page.");
+
+/// The redirect to the registered post-logout URI, or the page saying
+/// `(title, message)`; no cookie is touched.
+fn leave(pages: &SharedPages, target: &Target, (title, message): (&str, &str)) -> Response {
     match back_to(target) {
         Some(Ok(back)) => back,
         Some(Err(why)) => bad_request(pages, why),
-        None => signed_out(pages, title, "You can close this page."),
+        None => signed_out(pages, title, message),
     }
 }
 

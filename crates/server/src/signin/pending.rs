@@ -139,14 +139,14 @@ pub fn restarted(
     let Some(opened) = unsealed(master, id, browser) else {
         return Ok(None);
     };
-    // Only a page past its own lifetime, and only while the request can
-    // still be told answered (else one refused, `access_denied`, could
-    // get a code after all), with time left to sign in.
     // One sealed before requests carried their start cannot say how old
     // the request is.
     let Some(started) = opened.started else {
         return Ok(None);
     };
+    // Only a page past its own lifetime, and only while the request can
+    // still be told answered (else one refused, `access_denied`, could
+    // get a code after all), with time left to sign in.
     if now.saturating_sub(opened.made) < LIFETIME
         || now.saturating_sub(started) >= LONGEST - RESTART_LEAVES
     {
