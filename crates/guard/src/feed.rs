@@ -417,6 +417,7 @@ impl RevocationFeedBuilder {
             failing: false,
             reported_stale: false,
             ready_at: None,
+            answered: None,
         };
         runtime.spawn(task.run(stop));
         Ok(RevocationFeed {
@@ -513,6 +514,38 @@ struct Subscriber {
     reported_stale: bool,
     /// When the current stream reached `ready`.
     ready_at: Option<tokio::time::Instant>,
+    /// What the last failed connection's answer said of it: how long the
+    /// issuer asked to be left alone, and whether its endpoints still
+    /// stand (it answered there, with a status that is not "not here").
+    answered: Option<Answered>,
+}
+
+/// A feed that answered with an error status.
+#[derive(Clone, Copy, Debug)]
+struct Answered {
+    /// Its `Retry-After` (429, 503), within [`LONGEST_RETRY_AFTER`].
+    retry_after: Option<Duration>,
+    /// Not 404 or 410: the endpoints are where the metadata said.
+    endpoints_stand: bool,
+}
+
+/// The longest `Retry-After` a feed is taken at its word for: half the
+/// default `unreachable_after` (60 s), so that heeding a busy issuer does
+/// not by itself push a guard past its bound; past it the backoff's own
+/// pace resumes.
+const LONGEST_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// A `Retry-After` in seconds (RFC 9110 §10.2.3; an HTTP date is taken
+/// as none), within [`LONGEST_RETRY_AFTER`].
+fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    let secs: u64 = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(secs).min(LONGEST_RETRY_AFTER))
 }
 
 impl Drop for Subscriber {
@@ -593,10 +626,20 @@ impl Subscriber {
                         self.failing = true;
                     }
                     // The issuer may have moved its endpoints: the next
-                    // attempt reads its metadata again.
-                    self.endpoints = None;
+                    // attempt reads its metadata again, unless the feed
+                    // answered there (busy, 429 or 5xx), when asking the
+                    // metadata again too would only add to its load.
+                    if !self.answered.is_some_and(|a| a.endpoints_stand) {
+                        self.endpoints = None;
+                    }
                 }
             }
+            // An issuer that asked to be left alone a while is.
+            let asked = self
+                .answered
+                .take()
+                .and_then(|a| a.retry_after)
+                .unwrap_or_default();
             let lost_for = self.shared.lost_for();
             let never = self.shared.state.load(Ordering::Acquire) == NEVER;
             if !self.reported_stale && (never || lost_for > self.builder.bound) {
@@ -610,7 +653,7 @@ impl Subscriber {
                 self.reported_stale = true;
             }
             tokio::select! {
-                _ = tokio::time::sleep(jittered(backoff)) => {}
+                _ = tokio::time::sleep(jittered(backoff).max(asked)) => {}
                 _ = stop.changed() => return,
             }
             backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -658,7 +701,16 @@ impl Subscriber {
                 self.token = None;
                 return Err(fail(&"401: the access token was refused"));
             }
-            status => return Err(fail(&status)),
+            status => {
+                let busy = status == reqwest::StatusCode::TOO_MANY_REQUESTS
+                    || status == reqwest::StatusCode::SERVICE_UNAVAILABLE;
+                self.answered = Some(Answered {
+                    retry_after: busy.then(|| retry_after(response.headers())).flatten(),
+                    endpoints_stand: status != reqwest::StatusCode::NOT_FOUND
+                        && status != reqwest::StatusCode::GONE,
+                });
+                return Err(fail(&status));
+            }
         }
         // Bytes received since the last complete event: a feed that sends
         // an endless event is cut off while it is read, before the parser

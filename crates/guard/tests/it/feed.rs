@@ -44,6 +44,11 @@ struct Script {
     /// Each stream begins with byte-order marks, the first cut across
     /// two writes.
     byte_order_marks: bool,
+    /// The feed answers 503 with this `Retry-After` (seconds).
+    busy: Option<u64>,
+    /// Requests the feed and the metadata have had.
+    feed_requests: u64,
+    metadata_requests: u64,
 }
 
 #[derive(Clone)]
@@ -96,6 +101,7 @@ impl Issuer {
 }
 
 async fn metadata(State(i): State<Issuer>) -> impl IntoResponse {
+    i.script.lock().unwrap().metadata_requests += 1;
     let at = if i.script.lock().unwrap().moved {
         format!("{}/moved", i.base)
     } else {
@@ -176,6 +182,18 @@ async fn serve_feed(State(i): State<Issuer>, headers: HeaderMap) -> axum::respon
     let digest = headers
         .get(tessera_guard::revocation::LAST_EVENT_DIGEST)
         .map(|v| v.to_str().unwrap().to_owned());
+    let busy = {
+        let mut s = i.script.lock().unwrap();
+        s.feed_requests += 1;
+        s.busy
+    };
+    if let Some(secs) = busy {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, secs.to_string())],
+        )
+            .into_response();
+    }
     let hang = std::mem::take(&mut i.script.lock().unwrap().hang_next);
     if hang {
         std::future::pending::<()>().await;
@@ -575,6 +593,61 @@ async fn a_dropped_connection_resumes_after_the_last_event() {
         digests.last(),
         Some(&Some(tessera_guard::revocation::event_digest(&data)))
     );
+}
+
+/// A feed that answers it is busy (503 with `Retry-After`) is left alone
+/// that long, and its endpoints stand: before, every guard came back
+/// within a quarter of a second, asking the metadata again each time,
+/// three requests for one refusal, on an issuer already overloaded.
+#[tokio::test]
+async fn a_busy_feed_is_left_alone_as_long_as_it_asks() {
+    let issuer = Issuer::start().await;
+    let key = key();
+    let g = guard(&issuer, &key, feed(&issuer).start().unwrap());
+    let t = token(&key, &issuer.base, "j1", "alice");
+    g.verify(&t).await.unwrap();
+    eventually("the feed is current", async || {
+        g.revocations().unwrap().status().current
+    })
+    .await;
+    // Busy, and every open stream dropped.
+    issuer.change(|s| {
+        s.busy = Some(3);
+        s.generation += 1;
+    });
+    eventually("the busy feed was asked", async || {
+        issuer.script.lock().unwrap().feed_requests >= 2
+    })
+    .await;
+    let (feed_then, metadata_then) = {
+        let s = issuer.script.lock().unwrap();
+        (s.feed_requests, s.metadata_requests)
+    };
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(
+        issuer.script.lock().unwrap().feed_requests,
+        feed_then,
+        "asked again before Retry-After"
+    );
+    // Busy without a wait to ask for: asked again at the backoff's pace,
+    // at the same address, without reading the metadata again.
+    issuer.change(|s| s.busy = Some(0));
+    eventually("the feed was asked again", async || {
+        issuer.script.lock().unwrap().feed_requests >= feed_then + 3
+    })
+    .await;
+    assert_eq!(
+        issuer.script.lock().unwrap().metadata_requests,
+        metadata_then,
+        "discovered again"
+    );
+    // Free again: the feed is read again once the wait is over.
+    issuer.change(|s| s.busy = None);
+    eventually("the feed is current again", async || {
+        issuer.script.lock().unwrap().feed_requests > feed_then
+            && g.revocations().unwrap().status().current
+    })
+    .await;
 }
 
 #[tokio::test]
