@@ -18,7 +18,8 @@ use crate::Failure;
 
 #[derive(Subcommand)]
 pub enum TokenCommand {
-    /// Sign a token; prints it and a newline.
+    /// Sign a token; prints it and a newline (and a warning on standard
+    /// error if tessera's verifiers would refuse its size).
     #[command(after_help = "Examples:\n  \
         tessera token sign --key signing.jwk --iss https://auth.example.com --sub alice --aud api --exp 15m\n  \
         tessera token sign --secret-env JWT_SECRET --alg HS256 --claim scope=\"items:read\" --exp 1h\n  \
@@ -46,16 +47,19 @@ pub struct SignArgs {
     /// other bytes are taken as they are).
     #[arg(long, value_name = "FILE")]
     secret_file: Option<PathBuf>,
-    /// HMAC secret, read from this environment variable.
+    /// HMAC secret, read from this environment variable (text loses one
+    /// trailing newline; other bytes are taken as they are).
     #[arg(long, value_name = "VAR")]
     secret_env: Option<String>,
     /// Algorithm (default: the JWK's; HS256 for a raw secret).
     #[arg(long, value_parser = parse_alg)]
     alg: Option<Algorithm>,
-    /// Claims to start from: a JSON object in a file, or `-` for standard input.
+    /// Claims to start from: a JSON object in a file, or `-` for standard
+    /// input (an object naming a member twice is refused).
     #[arg(long, value_name = "FILE|-")]
     claims: Option<String>,
-    /// A claim; VALUE is JSON if it parses as JSON, else a string. Repeatable.
+    /// A claim; VALUE is JSON if it parses as JSON (an object naming a
+    /// member twice is refused), else a string. Repeatable.
     #[arg(long = "claim", value_name = "NAME=VALUE", value_parser = name_value)]
     claim: Vec<(String, Value)>,
     /// Subject (`sub`).
@@ -94,7 +98,8 @@ pub struct SignArgs {
     /// (RFC 7519 §5.2).
     #[arg(long)]
     cty: Option<String>,
-    /// An extra header member, NAME=VALUE. Repeatable.
+    /// An extra header member, NAME=VALUE, each NAME once (not typ, kid,
+    /// cty or alg: they have their own options). Repeatable.
     #[arg(long = "header", value_name = "NAME=VALUE", value_parser = name_value)]
     header: Vec<(String, Value)>,
 }
@@ -114,14 +119,17 @@ pub struct VerifyArgs {
     /// A JWK set; the key is chosen by the token's `kid` and algorithm.
     #[arg(long, value_name = "FILE")]
     jwks: Option<PathBuf>,
-    /// A JWK set fetched from this URL (10 s timeout, 1 MiB at most).
+    /// A JWK set fetched from this URL (10 s timeout, 1 MiB at most;
+    /// https, or http to this machine, reached directly, never through a
+    /// proxy).
     #[arg(long, value_name = "URL")]
     jwks_url: Option<String>,
     /// HMAC secret, read from this file (text loses one trailing newline;
     /// other bytes are taken as they are).
     #[arg(long, value_name = "FILE")]
     secret_file: Option<PathBuf>,
-    /// HMAC secret, read from this environment variable.
+    /// HMAC secret, read from this environment variable (text loses one
+    /// trailing newline; other bytes are taken as they are).
     #[arg(long, value_name = "VAR")]
     secret_env: Option<String>,
     /// Accept only these algorithms. Repeatable.
