@@ -186,6 +186,22 @@ struct Freshness {
     caught_up: std::sync::atomic::AtomicU64,
     /// When a reading was last installed.
     read_at: std::sync::Mutex<std::time::Instant>,
+    /// Readings [`Keys::caught_up`] began, and finished.
+    readings: std::sync::atomic::AtomicU64,
+    finished: std::sync::atomic::AtomicU64,
+    /// How the last one ended: when it did (the count of those finished),
+    /// the revocations it had heard of when it began, and why it failed.
+    /// Requests that waited while it ran, for no revocation it had not
+    /// heard of, take its failure rather than each try again in turn.
+    last_failure: std::sync::Mutex<Option<Failed>>,
+}
+
+/// A reading of the keys again that failed.
+#[derive(Clone, Debug)]
+struct Failed {
+    finished: u64,
+    heard: u64,
+    why: String,
 }
 
 impl Freshness {
@@ -194,6 +210,37 @@ impl Freshness {
             heard: 0.into(),
             caught_up: 0.into(),
             read_at: std::sync::Mutex::new(std::time::Instant::now()),
+            readings: 0.into(),
+            finished: 0.into(),
+            last_failure: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Why a reading failed that finished after `seen` had (the request
+    /// waited while it ran) and had heard of every revocation up to
+    /// `needed` when it began (it would have caught the request up).
+    fn failed_since(&self, seen: u64, needed: u64) -> Option<String> {
+        let last = match self.last_failure.lock() {
+            Ok(last) => last.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        last.filter(|f| f.finished > seen && f.heard >= needed)
+            .map(|f| f.why)
+    }
+
+    /// A reading that began having heard of `heard` revocations ended,
+    /// failing for `why`, or not.
+    fn finished(&self, heard: u64, why: Option<String>) {
+        use std::sync::atomic::Ordering;
+        let finished = self.finished.fetch_add(1, Ordering::AcqRel) + 1;
+        let entry = why.map(|why| Failed {
+            finished,
+            heard,
+            why,
+        });
+        match self.last_failure.lock() {
+            Ok(mut last) => *last = entry,
+            Err(poisoned) => *poisoned.into_inner() = entry,
         }
     }
 
@@ -680,29 +727,49 @@ impl Keys {
     /// while the reading the revocation started is under way. Requests
     /// that wait together are served by one reading.
     pub async fn caught_up(&self) -> Result<(), Error> {
+        use std::sync::atomic::Ordering;
         if !self.freshness.behind() {
             return Ok(());
         }
+        let seen = self.freshness.finished.load(Ordering::Acquire);
+        let needed = self.freshness.reading();
         let _in_turn = self.reloading.lock().await;
         if !self.freshness.behind() {
             return Ok(());
         }
+        // One that ended while this request waited, and failed, for every
+        // revocation this request waits for: its answer is this one's too
+        // (else each waiting request tried again in turn, five seconds
+        // each, on a database that stopped answering, until the listener
+        // gave them all up).
+        if let Some(why) = self.freshness.failed_since(seen, needed) {
+            return Err(Error::Unavailable(why));
+        }
+        self.freshness.readings.fetch_add(1, Ordering::AcqRel);
+        let heard = self.freshness.reading();
         let read = self.read_now_in_turn();
         // Bounded as a reading of the revocation log is: the requests
         // that wait for it (and the maintenance, which takes the same
         // lock) are answered rather than held by a database that stopped
         // answering.
         let limit = crate::store::revocation::READ_TIMEOUT;
-        match tokio::time::timeout(limit, read).await {
+        let done = match tokio::time::timeout(limit, read).await {
             Ok(read) => read.map_err(|e| {
-                Error::Unavailable(format!(
-                    "a signing key was revoked, and the keys could not be read again: {e}"
-                ))
+                format!("a signing key was revoked, and the keys could not be read again: {e}")
             }),
-            Err(_) => Err(Error::Unavailable(format!(
+            Err(_) => Err(format!(
                 "a signing key was revoked, and reading the keys again did not finish within {limit:?}"
-            ))),
-        }
+            )),
+        };
+        self.freshness.finished(heard, done.as_ref().err().cloned());
+        done.map_err(Error::Unavailable)
+    }
+
+    /// Readings [`Keys::caught_up`] has begun (for tests and metrics).
+    pub fn catch_up_readings(&self) -> u64 {
+        self.freshness
+            .readings
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// [`Keys::refresh_at`] with `reloading` held.

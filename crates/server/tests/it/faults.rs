@@ -1256,6 +1256,41 @@ async fn postgres_statements_end_at_the_servers_timeout_as_unavailable() {
     test_db.cleanup().await;
 }
 
+/// After a key revocation, token requests wait for the keys to be read
+/// again; when that reading fails (the table held by another session,
+/// the database stopped answering), the requests that waited for it take
+/// its failure at once, rather than each try again in turn, five seconds
+/// each, until the listener gave them all up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_waiting_for_the_keys_share_a_failed_reading() {
+    let Some(h) = Harness::new(Backend::Postgres).await else {
+        return;
+    };
+    use sqlx::Connection;
+    let mut holder = sqlx::PgConnection::connect(&h.test_db.url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+    sqlx::query("LOCK TABLE signing_keys IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let keys = &h.app.keys;
+    keys.heard_of_revocation();
+    let before = keys.catch_up_readings();
+    let answers = futures_util::future::join_all((0..5).map(|_| keys.caught_up())).await;
+    for answer in &answers {
+        let Err(e) = answer else {
+            panic!("caught up while the keys could not be read");
+        };
+        assert!(e.is_transient(), "{e}");
+    }
+    assert_eq!(keys.catch_up_readings() - before, 1, "one reading for all");
+    // Free again: the next request reads the keys, and signing goes on.
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    keys.caught_up().await.unwrap();
+    assert_eq!(keys.catch_up_readings() - before, 2);
+    h.finish().await;
+}
+
 /// A PostgreSQL database of the test's own on the shared server (locks
 /// such as the revocation log's are per database: one held by a test
 /// must not stop the others), dropped at the end.
