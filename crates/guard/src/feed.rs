@@ -418,6 +418,7 @@ impl RevocationFeedBuilder {
             reported_stale: false,
             ready_at: None,
             answered: None,
+            busy_in_a_row: 0,
         };
         runtime.spawn(task.run(stop));
         Ok(RevocationFeed {
@@ -518,34 +519,42 @@ struct Subscriber {
     /// issuer asked to be left alone, and whether its endpoints still
     /// stand (it answered there, with a status that is not "not here").
     answered: Option<Answered>,
+    /// Busy answers in a row at the same endpoints.
+    busy_in_a_row: u32,
 }
 
-/// A feed that answered with an error status.
+/// A feed that answered it is busy (429, 503).
 #[derive(Clone, Copy, Debug)]
 struct Answered {
-    /// Its `Retry-After` (429, 503), within [`LONGEST_RETRY_AFTER`].
+    /// Its `Retry-After`, within [`LONGEST_RETRY_AFTER`].
     retry_after: Option<Duration>,
-    /// Not 404 or 410: the endpoints are where the metadata said.
-    endpoints_stand: bool,
 }
 
-/// The longest `Retry-After` a feed is taken at its word for: half the
-/// default `unreachable_after` (60 s), so that heeding a busy issuer does
-/// not by itself push a guard past its bound; past it the backoff's own
-/// pace resumes.
+/// The longest `Retry-After` a feed is taken at its word for (and never
+/// more than half the guard's `unreachable_after`, so that heeding one
+/// busy answer does not by itself push the guard past its bound); past
+/// it the backoff's own pace resumes.
 const LONGEST_RETRY_AFTER: Duration = Duration::from_secs(30);
 
+/// Busy answers in a row after which the metadata is read again all the
+/// same: a proxy in front of an address the issuer has left answers 503
+/// for ever.
+const BUSY_BEFORE_REDISCOVERY: u32 = 3;
+
 /// A `Retry-After` in seconds (RFC 9110 §10.2.3; an HTTP date is taken
-/// as none), within [`LONGEST_RETRY_AFTER`].
-fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
-    let secs: u64 = headers
+/// as none), within `longest`.
+fn retry_after(headers: &http::HeaderMap, longest: Duration) -> Option<Duration> {
+    let text = headers
         .get(http::header::RETRY_AFTER)?
         .to_str()
         .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(Duration::from_secs(secs).min(LONGEST_RETRY_AFTER))
+        .trim();
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // More digits than a u64 holds is "a long time": the longest.
+    let secs = text.parse::<u64>().unwrap_or(u64::MAX);
+    Some(Duration::from_secs(secs).min(longest))
 }
 
 impl Drop for Subscriber {
@@ -627,10 +636,14 @@ impl Subscriber {
                     }
                     // The issuer may have moved its endpoints: the next
                     // attempt reads its metadata again, unless the feed
-                    // answered there (busy, 429 or 5xx), when asking the
-                    // metadata again too would only add to its load.
-                    if !self.answered.is_some_and(|a| a.endpoints_stand) {
+                    // said it is busy (429, 503), when asking the metadata
+                    // again too would only add to its load; a few busy
+                    // answers in a row, and it is asked all the same.
+                    let busy = self.answered.is_some();
+                    self.busy_in_a_row = if busy { self.busy_in_a_row + 1 } else { 0 };
+                    if !busy || self.busy_in_a_row >= BUSY_BEFORE_REDISCOVERY {
                         self.endpoints = None;
+                        self.busy_in_a_row = 0;
                     }
                 }
             }
@@ -652,8 +665,15 @@ impl Subscriber {
                 );
                 self.reported_stale = true;
             }
+            // On top of the wait asked for, the backoff's jitter: guards
+            // the issuer turned away together do not all return at once.
+            let wait = if asked.is_zero() {
+                jittered(backoff)
+            } else {
+                asked + jittered(backoff)
+            };
             tokio::select! {
-                _ = tokio::time::sleep(jittered(backoff).max(asked)) => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = stop.changed() => return,
             }
             backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -704,11 +724,12 @@ impl Subscriber {
             status => {
                 let busy = status == reqwest::StatusCode::TOO_MANY_REQUESTS
                     || status == reqwest::StatusCode::SERVICE_UNAVAILABLE;
-                self.answered = Some(Answered {
-                    retry_after: busy.then(|| retry_after(response.headers())).flatten(),
-                    endpoints_stand: status != reqwest::StatusCode::NOT_FOUND
-                        && status != reqwest::StatusCode::GONE,
-                });
+                if busy {
+                    let longest = LONGEST_RETRY_AFTER.min(self.builder.bound / 2);
+                    self.answered = Some(Answered {
+                        retry_after: retry_after(response.headers(), longest),
+                    });
+                }
                 return Err(fail(&status));
             }
         }

@@ -255,6 +255,11 @@ impl Freshness {
     fn installed(&self, heard: u64) {
         self.caught_up
             .fetch_max(heard, std::sync::atomic::Ordering::AcqRel);
+        // The database answered since any failure: not one to share.
+        match self.last_failure.lock() {
+            Ok(mut last) => *last = None,
+            Err(poisoned) => *poisoned.into_inner() = None,
+        }
         let now = std::time::Instant::now();
         match self.read_at.lock() {
             Ok(mut at) => *at = now,

@@ -46,6 +46,9 @@ struct Script {
     byte_order_marks: bool,
     /// The feed answers 503 with this `Retry-After` (seconds).
     busy: Option<u64>,
+    /// Once moved, the old feed answers this instead of 404 (a proxy in
+    /// front of an address the issuer has left).
+    old_status: Option<u16>,
     /// Requests the feed and the metadata have had.
     feed_requests: u64,
     metadata_requests: u64,
@@ -128,8 +131,13 @@ async fn old_token_endpoint(
 }
 
 async fn old_feed(State(i): State<Issuer>, headers: HeaderMap) -> axum::response::Response {
-    if i.script.lock().unwrap().moved {
-        return StatusCode::NOT_FOUND.into_response();
+    let (moved, old_status) = {
+        let s = i.script.lock().unwrap();
+        (s.moved, s.old_status)
+    };
+    if moved {
+        let status = old_status.map_or(StatusCode::NOT_FOUND, |s| StatusCode::from_u16(s).unwrap());
+        return status.into_response();
     }
     serve_feed(State(i), headers).await
 }
@@ -492,10 +500,20 @@ async fn an_oversized_token_response_is_refused_and_retried() {
 
 #[tokio::test]
 async fn moved_endpoints_are_discovered_again() {
+    for old_status in [None, Some(502), Some(503)] {
+        moved_endpoints_are_discovered_again_whatever_the_old_address_says(old_status).await;
+    }
+}
+
+async fn moved_endpoints_are_discovered_again_whatever_the_old_address_says(
+    old_status: Option<u16>,
+) {
     // The issuer moves its token endpoint and feed and drops the open
     // stream: the guard asks the metadata again rather than retrying the
-    // old URLs for ever.
+    // old URLs for ever, also when a proxy left at the old address answers
+    // 502, or 503 (busy, for ever).
     let issuer = Issuer::start().await;
+    issuer.change(|s| s.old_status = old_status);
     let key = key();
     let g = guard(&issuer, &key, feed(&issuer).start().unwrap());
     eventually("the feed is current", async || {
@@ -630,10 +648,10 @@ async fn a_busy_feed_is_left_alone_as_long_as_it_asks() {
         "asked again before Retry-After"
     );
     // Busy without a wait to ask for: asked again at the backoff's pace,
-    // at the same address, without reading the metadata again.
+    // at the same address, without reading the metadata again...
     issuer.change(|s| s.busy = Some(0));
     eventually("the feed was asked again", async || {
-        issuer.script.lock().unwrap().feed_requests >= feed_then + 3
+        issuer.script.lock().unwrap().feed_requests > feed_then
     })
     .await;
     assert_eq!(
@@ -641,6 +659,13 @@ async fn a_busy_feed_is_left_alone_as_long_as_it_asks() {
         metadata_then,
         "discovered again"
     );
+    // ...until a few busy answers in a row: then the metadata is read
+    // again (a proxy in front of an address the issuer has left answers
+    // 503 for ever).
+    eventually("the metadata was read again", async || {
+        issuer.script.lock().unwrap().metadata_requests > metadata_then
+    })
+    .await;
     // Free again: the feed is read again once the wait is over.
     issuer.change(|s| s.busy = None);
     eventually("the feed is current again", async || {
