@@ -1091,6 +1091,10 @@ mod admin_api {
         );
         let said = || String::from_utf8_lossy(&logged.0.lock().unwrap()).to_string();
         assert!(!said().contains("admin API call refused"), "{}", said());
+        // Another test's thread, with no subscriber, may have reached the
+        // log statement first, and tracing keeps what it then decided
+        // (nobody listens) for every thread: asked again.
+        tracing::callsite::rebuild_interest_cache();
         let r = call(&h, Method::GET, "/admin/users", Some(&plain), None).await;
         assert_eq!(r.status, StatusCode::FORBIDDEN);
         let text = said();
