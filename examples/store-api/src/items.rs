@@ -67,17 +67,7 @@ pub(crate) async fn of_store(
     .bind(page.fetch())
     .fetch_all(db)
     .await?;
-    let limit = usize::try_from(page.limit).unwrap_or(usize::MAX);
-    if items.len() <= limit {
-        return Ok((items, None));
-    }
-    items.truncate(limit);
-    let next = items.last().map(|last| {
-        format!(
-            "/items?store_id={store_id}&after={}&limit={}",
-            last.id, page.limit
-        )
-    });
+    let next = page.cut(&mut items, |i| i.id, &format!("/items?store_id={store_id}"));
     Ok((items, next))
 }
 

@@ -47,28 +47,37 @@ impl Page {
         self.limit + 1
     }
 
+    /// Cut `rows` (fetched with [`Page::fetch`]) to the page; the address
+    /// of the next page when another follows. `path` is the list's path
+    /// with the query that filters it (`/items?store_id=2`).
+    pub(crate) fn cut<T>(
+        self,
+        rows: &mut Vec<T>,
+        id: impl Fn(&T) -> i64,
+        path: &str,
+    ) -> Option<String> {
+        let limit = usize::try_from(self.limit).unwrap_or(usize::MAX);
+        if rows.len() <= limit {
+            return None;
+        }
+        rows.truncate(limit);
+        let last = rows.last().map(id)?;
+        let joiner = if path.contains('?') { '&' } else { '?' };
+        Some(format!("{path}{joiner}after={last}&limit={}", self.limit))
+    }
+
     /// The answer for `rows` (fetched with [`Page::fetch`]): the page as
-    /// a JSON array, with a `Link` to the next when there is one. `path`
-    /// is the list's path with the query that filters it (`/items?store_id=2`).
+    /// a JSON array, with a `Link` to the next when there is one.
     pub(crate) fn answer<T: Serialize>(
         self,
         mut rows: Vec<T>,
         id: impl Fn(&T) -> i64,
         path: &str,
     ) -> Response {
-        let more = rows.len() > usize::try_from(self.limit).unwrap_or(usize::MAX);
-        if more {
-            rows.truncate(usize::try_from(self.limit).unwrap_or(usize::MAX));
-        }
-        let next = rows.last().map(&id).filter(|_| more);
+        let next = self.cut(&mut rows, id, path);
         let mut response = Json(rows).into_response();
-        if let Some(last) = next {
-            let joiner = if path.contains('?') { '&' } else { '?' };
-            let link = format!(
-                "<{path}{joiner}after={last}&limit={}>; rel=\"next\"",
-                self.limit
-            );
-            if let Ok(value) = HeaderValue::try_from(link) {
+        if let Some(next) = next {
+            if let Ok(value) = HeaderValue::try_from(format!("<{next}>; rel=\"next\"")) {
                 response.headers_mut().insert(header::LINK, value);
             }
         }
