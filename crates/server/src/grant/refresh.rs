@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::{Granted, Refusal, TokenRequest};
 use crate::db::Db;
+use crate::secret::token_digest;
 use crate::secret::MasterKey;
 use crate::store::audit::{AuditQueue, Event};
 use crate::store::refresh::{self, RefreshPolicy, Refused};
@@ -73,7 +74,15 @@ pub async fn grant(request: &TokenRequest<'_>, rotate: Rotate<'_>) -> Result<Gra
     // No user lookup: disabling, deleting or re-passwording a user revokes
     // (or deletes) the user's families in the same transaction, so a
     // family that rotated is a user who may still log in.
-    let family_scope = Scopes::parse(&family.scope)?;
+    let family_scope = match Scopes::parse(&family.scope) {
+        Ok(scope) => scope,
+        Err(e) => {
+            if let Some(take_back) = TakeBack::of(request, &rotated.token, rotate.policy) {
+                take_back.apply(rotate.db, rotate.audit).await;
+            }
+            return Err(e.into());
+        }
+    };
     // RFC 6749 §6: a refresh may narrow the scope, never widen it (checked
     // by the rotation before it wrote anything).
     let scope = requested.unwrap_or_else(|| family_scope.intersection(&client.scopes));
@@ -96,4 +105,64 @@ pub async fn grant(request: &TokenRequest<'_>, rotate: Rotate<'_>) -> Result<Gra
         sid: family.sid,
         sign_in: None,
     })
+}
+
+/// A rotation the token endpoint takes back when it fails after the
+/// rotation committed and before it answered (a read of the revocation
+/// log, a signature): the client was answered with an error, and its
+/// retry must find the token it holds still live, not take it for reuse
+/// and revoke the session. Only without a grace window
+/// (`tokens.refresh_grace = "0s"`): with one, a retry gets the same
+/// successor, and a concurrent retry may already hold it. What is kept is
+/// the two tokens' digests, never the tokens.
+pub struct TakeBack {
+    presented: Vec<u8>,
+    successor: Vec<u8>,
+    client_id: String,
+}
+
+impl std::fmt::Debug for TakeBack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TakeBack")
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TakeBack {
+    /// What to take back of the rotation of `request`'s refresh token
+    /// into `successor`; `None` where nothing may be (a grace window).
+    pub fn of(
+        request: &TokenRequest<'_>,
+        successor: &str,
+        policy: &RefreshPolicy,
+    ) -> Option<TakeBack> {
+        if policy.grace > 0 {
+            return None;
+        }
+        Some(TakeBack {
+            presented: token_digest(request.params.get("refresh_token")?),
+            successor: token_digest(successor),
+            client_id: request.client.client_id.clone(),
+        })
+    }
+
+    /// Take the rotation back (as far as it still can be: not once the
+    /// successor is gone). A failure is logged: the retry then counts as
+    /// reuse, as it would have without this.
+    pub async fn apply(self, db: &Db, audit: &AuditQueue) {
+        match refresh::take_back(db, &self.presented, &self.successor).await {
+            Ok(true) => audit.push(
+                Event::new("refresh_rotation_taken_back")
+                    .client(&self.client_id)
+                    .detail("the answer failed; the presented token is live again"),
+            ),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(
+                client_id = %self.client_id,
+                error = %e,
+                "a refresh rotation whose answer failed could not be taken back: a retry will revoke its session"
+            ),
+        }
+    }
 }

@@ -136,8 +136,28 @@ pub async fn token(
         },
     }
     .map_err(OAuthError::from)?;
-    after_cut_off(&app, &client, &granted, (started, seen), &form).await?;
-    let response = issue(&app, &client, granted)?;
+    // A rotation has committed: if the answer fails from here on, the
+    // client's retry must not find its token used (no grace window).
+    let take_back = match grant {
+        GrantType::RefreshToken => granted
+            .refresh_token
+            .as_deref()
+            .and_then(|successor| refresh::TakeBack::of(&request, successor, &app.refresh)),
+        _ => None,
+    };
+    let answered = match after_cut_off(&app, &client, &granted, (started, seen), &form).await {
+        Ok(()) => issue(&app, &client, granted),
+        Err(e) => Err(e),
+    };
+    let response = match answered {
+        Ok(response) => response,
+        Err(e) => {
+            if let Some(take_back) = take_back {
+                take_back.apply(&app.db, &app.audit).await;
+            }
+            return Err(e);
+        }
+    };
     metrics::counter!("tessera_tokens_issued_total", "grant" => grant.as_str()).increment(1);
     Ok(response)
 }

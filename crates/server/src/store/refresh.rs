@@ -694,6 +694,58 @@ pub async fn forget_successors(db: &Db, at: i64, grace: i64) -> Result<u64, Erro
     }
 }
 
+/// Take back a rotation whose answer was never given: the server failed
+/// after the rotation committed (a read of the revocation log, a signature),
+/// and answered the client with an error. Its successor, which no one has
+/// seen, is deleted and the presented token is live again, so the client's
+/// retry is a first use instead of reuse that would revoke the session.
+/// Only for a rotation without a grace window: with one, a retry may
+/// already hold the same successor, and gets it again instead. Returns
+/// whether it was taken back (not when the successor is gone or used, or
+/// the presented token was not the one it replaced).
+pub async fn take_back(
+    db: &Db,
+    presented_hash: &[u8],
+    successor_hash: &[u8],
+) -> Result<bool, Error> {
+    // SQLite's one-statement rotation names the successor in the row; the
+    // trigger that inserts it fires only when the name goes from none to
+    // one, so the next rotation must find none.
+    let restore = if db.is_postgres() {
+        "UPDATE refresh_tokens SET used_at = NULL, successor_sealed = NULL \
+         WHERE token_hash = $1 AND used_at IS NOT NULL AND family_id = $2"
+    } else {
+        "UPDATE refresh_tokens SET used_at = NULL, successor_sealed = NULL, \
+         successor_hash = NULL, successor_expires_at = NULL \
+         WHERE token_hash = $1 AND used_at IS NOT NULL AND family_id = $2"
+    };
+    let taken_back = on_pool!(db.write(), p => async {
+        let mut tx = p.begin_with(db.begin_write()).await?;
+        let deleted: Vec<(String,)> = sqlx::query_as(
+            "DELETE FROM refresh_tokens WHERE token_hash = $1 AND used_at IS NULL RETURNING family_id",
+        )
+        .bind(successor_hash)
+        .fetch_all(&mut *tx)
+        .await?;
+        let Some((family_id,)) = deleted.into_iter().next() else {
+            return Ok(false);
+        };
+        let restored = sqlx::query(restore)
+            .bind(presented_hash)
+            .bind(&family_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if restored != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(true)
+    }.await)?;
+    Ok(taken_back)
+}
+
 /// A live refresh token and its session, for introspection.
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct Live {

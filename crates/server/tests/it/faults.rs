@@ -12,7 +12,7 @@ use tessera_server::secret::{random_token, token_digest, MasterKeySource};
 use tessera_server::store::{users, Scopes};
 use tessera_server::{Db, Error};
 
-use crate::{Backend, Harness, TestDb};
+use crate::{wait_for_audit, Backend, Harness, TestDb};
 
 /// A small tmpfs mounted on a temporary directory, unmounted on drop.
 /// Mounting needs root (CI runs as root); elsewhere `None`, with a notice.
@@ -651,7 +651,58 @@ async fn an_instance_that_cannot_read_the_keys_again_says_so(backend: Backend) {
     h.finish().await;
 }
 
+/// A refresh whose rotation committed and whose answer then failed (here:
+/// a cut-off stamped by a clock ahead of this instance's, which the token
+/// endpoint cannot wait out, 503) is taken back: the client's retry is
+/// answered, not taken for reuse that would revoke the session. Without a
+/// grace window, the default.
+async fn a_refresh_whose_answer_failed_can_be_retried(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let web = h.public_client("read").await;
+    let alice = h.user("alice", "correct horse", "read").await;
+    let login = h.login(&web, "alice", "correct horse").await;
+    assert_eq!(login.status, StatusCode::OK, "{}", login.text);
+    let first = login.str("refresh_token");
+    // A cut of alice's tokens, stamped six seconds ahead: past the five
+    // the endpoint waits for a clock behind the database's.
+    let cut = tessera_server::store::now() + 6;
+    h.execute(
+        &format!(
+            "INSERT INTO revocation_events (kind, value, issued_before, keep_until, created_at) \
+             VALUES ('user', $1, {cut}, {}, {cut})",
+            cut + 3600
+        ),
+        &[&alice],
+    )
+    .await;
+    h.app.access.revoked().sync(&h.db).await.unwrap();
+    let failed = h.refresh(&web, &first, None).await;
+    assert_eq!(
+        (failed.status, failed.error()),
+        (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable"),
+        "{}",
+        failed.text
+    );
+    assert!(
+        tessera_server::store::refresh::lookup(&h.db, &first)
+            .await
+            .unwrap()
+            .is_some(),
+        "the presented token is live again"
+    );
+    wait_for_audit(&h, "refresh_rotation_taken_back", 1).await;
+    // The retry, once the cut has passed: answered, and the session goes on.
+    let retry = h.refresh(&web, &first, None).await;
+    assert_eq!(retry.status, StatusCode::OK, "{}", retry.text);
+    let next = h.refresh(&web, &retry.str("refresh_token"), None).await;
+    assert_eq!(next.status, StatusCode::OK, "{}", next.text);
+    h.finish().await;
+}
+
 crate::both_backends!(
+    a_refresh_whose_answer_failed_can_be_retried,
     an_instance_that_cannot_read_the_keys_again_says_so,
     an_unknown_revocation_kind_stops_the_instance_that_cannot_read_it,
     a_start_refuses_a_schema_a_newer_version_made,

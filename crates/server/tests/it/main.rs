@@ -406,7 +406,6 @@ impl Harness {
             .expect("the user can log in")
     }
 
-    /// A password login through a public client; returns the token response.
     /// POST a refresh through the public client `client`, asking for
     /// `scope` when given.
     pub async fn refresh(&self, client: &str, token: &str, scope: Option<&str>) -> Reply {
@@ -421,6 +420,7 @@ impl Harness {
         self.post("/oauth2/token", &form, None).await
     }
 
+    /// A password login through a public client; returns the token response.
     pub async fn login(&self, client_id: &str, username: &str, password: &str) -> Reply {
         self.post(
             "/oauth2/token",
