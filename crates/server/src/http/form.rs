@@ -75,7 +75,11 @@ impl OAuthForm {
     ) -> Result<(OAuthForm, Vec<String>), OAuthError> {
         let mut params = HashMap::new();
         let mut seen = std::collections::HashSet::new();
+        // In order, for the error (the first one named); the set keeps a
+        // body of thousands of names each given twice from costing their
+        // square.
         let mut repeated = Vec::new();
+        let mut repeated_set = std::collections::HashSet::new();
         for (name, value) in strict_pairs(body)? {
             // Identifiers, tokens and scopes never hold control characters
             // (a NUL would reach the database); a password may hold anything
@@ -89,7 +93,7 @@ impl OAuthForm {
                 )));
             }
             if !seen.insert(name.clone()) {
-                if !repeated.contains(&name) {
+                if repeated_set.insert(name.clone()) {
                     repeated.push(name);
                 }
                 continue;
@@ -242,6 +246,20 @@ mod tests {
         assert_eq!(err.code, "invalid_request");
         // A repeat is refused even when one of the values is empty.
         assert!(OAuthForm::parse(b"scope=&scope=b", None, None).is_err());
+    }
+
+    #[test]
+    fn repeated_names_are_listed_once_each_in_the_order_they_repeat() {
+        let (form, repeated) =
+            OAuthForm::parse_keeping_first(b"b=1&a=1&c=1&b=2&a=2&b=3&a=", None, None).unwrap();
+        assert_eq!(repeated, ["b", "a"]);
+        assert_eq!((form.get("a"), form.get("b")), (Some("1"), Some("1")));
+        let err = OAuthForm::parse(b"b=1&a=1&a=2&b=2", None, None).unwrap_err();
+        assert!(
+            err.description.starts_with("parameter a "),
+            "{}",
+            err.description
+        );
     }
 
     #[test]
