@@ -37,7 +37,7 @@ pub struct App {
     pub logins: LoginLimiter,
     /// Access-token revocations allowed per client.
     pub revoke_limit: RevokeLimit,
-    /// Authorization codes allowed per sign-in session.
+    /// Authorization codes (and refusals) allowed per user.
     pub code_limit: crate::code_limit::CodeLimit,
     /// Refresh-token lifetimes.
     pub refresh: RefreshPolicy,
@@ -95,7 +95,7 @@ impl App {
         App {
             logins: LoginLimiter::new(config.max_login_failures, config.login_window),
             revoke_limit: RevokeLimit::new(config.client_revocations),
-            code_limit: crate::code_limit::CodeLimit::new(config.codes_per_session),
+            code_limit: crate::code_limit::CodeLimit::new(config.codes_per_user),
             clients,
             access: AccessTokens::new(config.issuer.clone(), Arc::clone(&keys), revocations),
             metadata: std::sync::OnceLock::new(),

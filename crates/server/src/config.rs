@@ -36,7 +36,7 @@
 //! [sessions]
 //! idle = "12h"              # a sign-in session ends unused this long …
 //! absolute = "7d"           # … and this long after the login in any case
-//! codes_per_minute = 120    # authorization codes per session (0: no limit), then temporarily_unavailable
+//! codes_per_minute = 120    # authorization codes per user, all sessions (0: no limit), then temporarily_unavailable
 //!
 //! [pages]
 //! product_name = "Example Corp"   # shown on the sign-in pages
@@ -274,9 +274,9 @@ pub struct Config {
     /// Access tokens one client may revoke per minute for one subject
     /// (0: no limit).
     pub client_revocations: u32,
-    /// Authorization codes one sign-in session may be issued per minute
-    /// (0: no limit).
-    pub codes_per_session: u32,
+    /// Authorization codes (and refusals) one user may be issued per
+    /// minute, across their sessions (0: no limit).
+    pub codes_per_user: u32,
     /// Signing keys.
     pub keys: KeyPolicy,
     /// `Cache-Control: max-age` of the JWKS.
@@ -575,7 +575,7 @@ impl Config {
             // "Client authentication").
             strict_assertion_audience: t.strict_assertion_audience.unwrap_or(false),
             client_revocations: t.client_revocations.unwrap_or(600),
-            codes_per_session: file.sessions.codes_per_minute.unwrap_or(120),
+            codes_per_user: file.sessions.codes_per_minute.unwrap_or(120),
             keys: KeyPolicy {
                 algorithm,
                 id_token_algorithms,

@@ -244,6 +244,7 @@ pub(crate) async fn proceed(
                 pages,
                 &grant_of(client, &request, &session.session, Scopes::default()),
                 &answers,
+                client,
                 &request.error(error, description),
             )
             .await
@@ -302,23 +303,13 @@ pub(crate) async fn issue(
     scopes: Scopes,
     answers: Option<Vec<u8>>,
 ) -> Result<Response, crate::Error> {
-    // A session is issued so many codes a minute (`code_limit.rs`): a
+    // A user is issued so many codes a minute (`code_limit.rs`): a
     // silent request looped by a script with the cookie would fill the
     // database with them.
-    if let Err(wait) = app.code_limit.check(&session.sid) {
-        tracing::warn!(
-            client_id = %client.client_id,
-            "a session asked for authorization codes faster than it may be issued them"
-        );
+    if let Err(wait) = app.code_limit.check(&session.user_id) {
         let mut fields = vec![
             ("error", "temporarily_unavailable".to_owned()),
-            (
-                "error_description",
-                format!(
-                    "too many sign-ins in this session; try again in {} s",
-                    wait.as_secs().saturating_add(1)
-                ),
-            ),
+            ("error_description", too_many_codes(client, wait)),
         ];
         if let Some(state) = &request.state {
             fields.push(("state", state.clone()));
@@ -436,12 +427,36 @@ pub(crate) async fn refuse(
     pages: &SharedPages,
     grant: &codes::Grant,
     answers: &[u8],
+    client: &Client,
     e: &ErrorResponse,
 ) -> Result<Response, crate::Error> {
+    // A refusal is stored as a code is, and counts as one: a person who
+    // denies consent again and again would fill the table as well.
+    if let Err(wait) = app.code_limit.check(&grant.user_id) {
+        let e = ErrorResponse {
+            error: "temporarily_unavailable",
+            description: too_many_codes(client, wait),
+            ..e.clone()
+        };
+        return Ok(respond_error(app, pages, &e));
+    }
     if !codes::refuse(&app.db, grant, answers).await? {
         return Ok(already_done(pages));
     }
     Ok(respond_error(app, pages, e))
+}
+
+/// Logs that a user asked for more codes than [`crate::code_limit`]
+/// allows, and says when to try again.
+fn too_many_codes(client: &Client, wait: std::time::Duration) -> String {
+    tracing::warn!(
+        client_id = %client.client_id,
+        "a user asked for authorization codes faster than they may be issued them"
+    );
+    format!(
+        "too many sign-ins for this account; try again in {} s",
+        wait.as_secs().saturating_add(1)
+    )
 }
 
 /// An error for the client at its redirect URI (RFC 6749 §4.1.2.1, with

@@ -276,6 +276,7 @@ pub async fn submit(
                     &pages,
                     &grant,
                     &pending.answer(),
+                    &client,
                     &request.error("access_denied", "the user denied the request"),
                 )
                 .await

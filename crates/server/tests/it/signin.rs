@@ -3038,15 +3038,19 @@ async fn setup_first_party(h: &Harness) -> Setup {
 
 both_backends!(a_form_sent_twice_gets_the_same_answer);
 
-both_backends!(a_session_is_issued_so_many_codes_a_minute);
+both_backends!(
+    a_user_is_issued_so_many_codes_a_minute,
+    denials_count_with_the_codes
+);
 
 /// A signed-in browser (or a script with its cookie) looping silent
 /// requests is issued `sessions.codes_per_minute` codes, then told
 /// `temporarily_unavailable` at the redirect URI, with its `state`; its
-/// session stands, and another session is not held. Before, each loop
-/// stored a code row kept an hour, thousands a second.
-async fn a_session_is_issued_so_many_codes_a_minute(backend: Backend) {
-    let Some(h) = Harness::with(backend, |c| c.codes_per_session = 3).await else {
+/// session stands. Before, each loop stored a code row kept an hour,
+/// thousands a second. The allowance is the user's: a new session (a
+/// login without the cookie) does not start another.
+async fn a_user_is_issued_so_many_codes_a_minute(backend: Backend) {
+    let Some(h) = Harness::with(backend, |c| c.codes_per_user = 3).await else {
         return;
     };
     let s = setup(&h, "Shop", true).await;
@@ -3061,8 +3065,53 @@ async fn a_session_is_issued_so_many_codes_a_minute(backend: Backend) {
     assert_eq!(refused["error"], "temporarily_unavailable", "{refused:?}");
     assert_eq!(refused["state"], "st-1");
     assert!(!refused.contains_key("code"));
-    // Another browser's session is issued its own.
-    let (_other, code) = signed_in_code(&h, &s).await;
-    assert!(!code.is_empty());
+    // Another browser, the same person: logged in, but no fresh allowance.
+    let mut other = Browser::default();
+    let back = log_in(
+        &h,
+        &mut other,
+        &authorize_url(&s.client_id, &[]),
+        "correct horse",
+    )
+    .await;
+    let back = query_of(&location(&back));
+    assert_eq!(back["error"], "temporarily_unavailable", "{back:?}");
+    assert!(!back.contains_key("code"));
+    h.finish().await;
+}
+
+/// A refused request is stored as a code is (answered once): denying
+/// consent again and again counts against the same allowance, or a
+/// signed-in script would fill the table with refusals instead.
+async fn denials_count_with_the_codes(backend: Backend) {
+    let Some(h) = Harness::with(backend, |c| c.codes_per_user = 2).await else {
+        return;
+    };
+    let s = setup(&h, "Shop", false).await;
+    let mut b = Browser::default();
+    let url = authorize_url(&s.client_id, &[]);
+    let mut to_consent = location(&log_in(&h, &mut b, &url, "correct horse").await);
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        assert!(to_consent.starts_with("/consent"), "{to_consent}");
+        let consent = b.get(&h, &to_consent).await;
+        let denied = b
+            .post(
+                &h,
+                "/consent",
+                &[
+                    ("request", &hidden(&consent.text, "request")),
+                    ("csrf_token", &hidden(&consent.text, "csrf_token")),
+                    ("decision", "deny"),
+                ],
+            )
+            .await;
+        answers.push(query_of(&location(&denied))["error"].clone());
+        to_consent = location(&b.get(&h, &url).await);
+    }
+    assert_eq!(
+        answers,
+        ["access_denied", "access_denied", "temporarily_unavailable"]
+    );
     h.finish().await;
 }
