@@ -140,6 +140,29 @@ pub async fn grant(request: &TokenRequest<'_>, exchange: Exchange<'_>) -> Result
             ))
         }
     };
+    // Spent: a failure of this server from here on releases it, or the
+    // client's retry would be a replay.
+    let release = Release {
+        code_hash: crate::secret::token_digest(code),
+        access_jti: issuing.access_jti.clone().unwrap_or_default(),
+        client_id: client.client_id.clone(),
+    };
+    let granted = finish(request, exchange, (code, &proof), spent, &issuing).await;
+    if let Err(Refusal::Failed(_)) = &granted {
+        release.apply(exchange.db, exchange.audit).await;
+    }
+    granted
+}
+
+/// The exchange once its code is spent: the refresh family, if any.
+async fn finish(
+    request: &TokenRequest<'_>,
+    exchange: Exchange<'_>,
+    (code, proof): (&str, &codes::Proof),
+    spent: codes::Spent,
+    issuing: &Issued,
+) -> Result<Granted, Refusal> {
+    let client = request.client;
     // The claim matched the proof already; checked again here, where the
     // tokens are decided.
     if !proof.matches(&spent.grant) {
@@ -194,9 +217,12 @@ pub async fn grant(request: &TokenRequest<'_>, exchange: Exchange<'_>) -> Result
             refresh_token = Some(token);
         }
     }
-    exchange
-        .audit
-        .push(event("code_exchanged").subject(&username));
+    exchange.audit.push(
+        Event::new("code_exchanged")
+            .client(&client.client_id)
+            .remote(request.remote())
+            .subject(&username),
+    );
     Ok(Granted {
         subject: grant.user_id,
         username: Some(username),
@@ -210,4 +236,55 @@ pub async fn grant(request: &TokenRequest<'_>, exchange: Exchange<'_>) -> Result
             jti: issuing.access_jti.clone().unwrap_or_default(),
         }),
     })
+}
+
+/// A spent code released when the exchange fails after spending it and
+/// before it answered ([`super::TakeBack`], and this grant's own failures
+/// once the code is spent): the client's retry of the same exchange must
+/// not be a replay, which would revoke what the session had. What is kept
+/// is the code's digest, never the code.
+pub struct Release {
+    code_hash: Vec<u8>,
+    access_jti: String,
+    client_id: String,
+}
+
+impl std::fmt::Debug for Release {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Release")
+            .field("client_id", &self.client_id)
+            .field("access_jti", &self.access_jti)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Release {
+    /// What to release of the exchange of `request`'s code that
+    /// `granted` answers.
+    pub fn of(request: &TokenRequest<'_>, granted: &Granted) -> Option<Release> {
+        Some(Release {
+            code_hash: crate::secret::token_digest(request.params.get("code")?),
+            access_jti: granted.sign_in.as_ref()?.jti.clone(),
+            client_id: request.client.client_id.clone(),
+        })
+    }
+
+    /// Release the code (as far as it still can be: not once a replay has
+    /// marked it). A failure is logged: the retry then counts as a
+    /// replay, as it would have without this.
+    pub async fn apply(self, db: &Db, audit: &AuditQueue) {
+        match codes::release(db, &self.code_hash, &self.access_jti).await {
+            Ok(true) => audit.push(
+                Event::new("code_released")
+                    .client(&self.client_id)
+                    .detail("the exchange failed; the code may be presented again"),
+            ),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(
+                client_id = %self.client_id,
+                error = %e,
+                "a code whose exchange failed could not be released: a retry will count as a replay"
+            ),
+        }
+    }
 }

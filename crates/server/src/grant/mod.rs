@@ -22,7 +22,10 @@ use std::time::Duration;
 
 use zeroize::Zeroizing;
 
-use crate::store::clients::Client;
+use crate::db::Db;
+use crate::store::audit::AuditQueue;
+use crate::store::clients::{Client, GrantType};
+use crate::store::refresh::RefreshPolicy;
 use crate::store::Scopes;
 use crate::Error;
 
@@ -117,6 +120,52 @@ impl std::fmt::Debug for Granted {
             .field("sid", &self.sid)
             .field("sign_in", &self.sign_in)
             .finish()
+    }
+}
+
+/// What a grant wrote that the token endpoint takes back when it fails
+/// after the grant committed and before it answered (a read of the
+/// revocation log, a signature, a clock check): the client was answered
+/// with an error, and its retry, the natural answer to a 503, must find
+/// what it holds still usable, not be taken for a replay that revokes
+/// the session.
+#[derive(Debug)]
+pub enum TakeBack {
+    /// A refresh rotation (without a grace window).
+    Rotation(refresh::Unrotate),
+    /// A spent authorization code.
+    Code(authorization_code::Release),
+}
+
+impl TakeBack {
+    /// What to take back of `granted`, the answer of grant `grant` to
+    /// `request`, if it fails; `None` for grants that leave nothing a
+    /// retry would trip on.
+    pub fn of(
+        grant: GrantType,
+        request: &TokenRequest<'_>,
+        granted: &Granted,
+        refresh: &RefreshPolicy,
+    ) -> Option<TakeBack> {
+        match grant {
+            GrantType::RefreshToken => granted
+                .refresh_token
+                .as_deref()
+                .and_then(|successor| refresh::Unrotate::of(request, successor, refresh))
+                .map(TakeBack::Rotation),
+            GrantType::AuthorizationCode => {
+                authorization_code::Release::of(request, granted).map(TakeBack::Code)
+            }
+            _ => None,
+        }
+    }
+
+    /// Take it back, as far as it still can be.
+    pub async fn apply(self, db: &Db, audit: &AuditQueue) {
+        match self {
+            TakeBack::Rotation(unrotate) => unrotate.apply(db, audit).await,
+            TakeBack::Code(release) => release.apply(db, audit).await,
+        }
     }
 }
 

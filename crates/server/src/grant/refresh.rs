@@ -77,8 +77,8 @@ pub async fn grant(request: &TokenRequest<'_>, rotate: Rotate<'_>) -> Result<Gra
     let family_scope = match Scopes::parse(&family.scope) {
         Ok(scope) => scope,
         Err(e) => {
-            if let Some(take_back) = TakeBack::of(request, &rotated.token, rotate.policy) {
-                take_back.apply(rotate.db, rotate.audit).await;
+            if let Some(unrotate) = Unrotate::of(request, &rotated.token, rotate.policy) {
+                unrotate.apply(rotate.db, rotate.audit).await;
             }
             return Err(e.into());
         }
@@ -107,40 +107,39 @@ pub async fn grant(request: &TokenRequest<'_>, rotate: Rotate<'_>) -> Result<Gra
     })
 }
 
-/// A rotation the token endpoint takes back when it fails after the
-/// rotation committed and before it answered (a read of the revocation
-/// log, a signature): the client was answered with an error, and its
-/// retry must find the token it holds still live, not take it for reuse
-/// and revoke the session. Only without a grace window
+/// A rotation taken back when the token endpoint fails after it
+/// committed and before it answered ([`super::TakeBack`]): the retry must
+/// find the token it holds still live, not take it for reuse and revoke
+/// the session. Only without a grace window
 /// (`tokens.refresh_grace = "0s"`): with one, a retry gets the same
 /// successor, and a concurrent retry may already hold it. What is kept is
 /// the two tokens' digests, never the tokens.
-pub struct TakeBack {
+pub struct Unrotate {
     presented: Vec<u8>,
     successor: Vec<u8>,
     client_id: String,
 }
 
-impl std::fmt::Debug for TakeBack {
+impl std::fmt::Debug for Unrotate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TakeBack")
+        f.debug_struct("Unrotate")
             .field("client_id", &self.client_id)
             .finish_non_exhaustive()
     }
 }
 
-impl TakeBack {
+impl Unrotate {
     /// What to take back of the rotation of `request`'s refresh token
     /// into `successor`; `None` where nothing may be (a grace window).
     pub fn of(
         request: &TokenRequest<'_>,
         successor: &str,
         policy: &RefreshPolicy,
-    ) -> Option<TakeBack> {
+    ) -> Option<Unrotate> {
         if policy.grace > 0 {
             return None;
         }
-        Some(TakeBack {
+        Some(Unrotate {
             presented: token_digest(request.params.get("refresh_token")?),
             successor: token_digest(successor),
             client_id: request.client.client_id.clone(),

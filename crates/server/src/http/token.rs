@@ -19,7 +19,7 @@ use crate::access::Mint;
 use crate::grant::client_auth::{authenticate, identifies_client, verify_assertion, Accept};
 use crate::grant::{
     authorization_code, client_credentials, jwt_bearer, password, refresh, Granted, Refusal,
-    TokenRequest,
+    TakeBack, TokenRequest,
 };
 use crate::signin::id_token::{self, IdClaims, IdToken};
 use crate::store::audit::Event;
@@ -136,15 +136,9 @@ pub async fn token(
         },
     }
     .map_err(OAuthError::from)?;
-    // A rotation has committed: if the answer fails from here on, the
-    // client's retry must not find its token used (no grace window).
-    let take_back = match grant {
-        GrantType::RefreshToken => granted
-            .refresh_token
-            .as_deref()
-            .and_then(|successor| refresh::TakeBack::of(&request, successor, &app.refresh)),
-        _ => None,
-    };
+    // A rotation or a spent code has committed: if the answer fails from
+    // here on, the client's retry must not find it used.
+    let take_back = TakeBack::of(grant, &request, &granted, &app.refresh);
     let answered = match after_cut_off(&app, &client, &granted, (started, seen), &form).await {
         Ok(()) => issue(&app, &client, granted),
         Err(e) => Err(e),

@@ -16,7 +16,8 @@
 //! whether or not the token exists yet, and a first use that has started
 //! a refresh family looks for the replay mark once the family is stored
 //! ([`replayed`]), so neither order of the race leaves a live family
-//! behind.
+//! behind. An exchange that fails on the server's side after spending its
+//! code gives it back ([`release`]) unless a replay has marked it.
 
 use zeroize::Zeroizing;
 
@@ -889,6 +890,45 @@ where
     })?;
     Ok(redeemed)
 }
+
+/// Release a code whose exchange failed before it was answered (the
+/// server failed after the code was spent: starting its refresh family,
+/// a read of the revocation log, a signature): the code is live again for
+/// the rest of its minute, and the refresh family recorded with it, which
+/// no one holds a token of, is revoked. Without this the client's retry
+/// would be a replay, and revoke what the session had (see `replay`).
+/// Only the exchange that spent it can release it (`access_jti` is what
+/// it recorded), and only until a replay has marked it. Returns whether
+/// it was released.
+pub async fn release(db: &Db, code_hash: &[u8], access_jti: &str) -> Result<bool, Error> {
+    let lock = if db.is_postgres() { " FOR UPDATE" } else { "" };
+    let select = format!(
+        "SELECT family_id FROM authorization_codes WHERE code_hash = $1 AND access_jti = $2 \
+         AND used_at IS NOT NULL AND replayed_at IS NULL{lock}"
+    );
+    let released = on_pool!(db.write(), p => async {
+        let mut tx = p.begin_with(db.begin_write()).await?;
+        let spent: Vec<(Option<String>,)> = sqlx::query_as(&select)
+            .bind(code_hash).bind(access_jti).fetch_all(&mut *tx).await?;
+        let Some((family_id,)) = spent.into_iter().next() else {
+            return Ok(false);
+        };
+        sqlx::query(
+            "UPDATE authorization_codes SET used_at = NULL, family_id = NULL, access_jti = NULL, \
+             access_expires_at = NULL WHERE code_hash = $1"
+        ).bind(code_hash).execute(&mut *tx).await?;
+        if let Some(family) = family_id {
+            sqlx::query(crate::store::refresh::REVOKE_FAMILY)
+                .bind(now()).bind(RELEASED).bind(family).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(true)
+    }.await)?;
+    Ok(released)
+}
+
+/// Why the refresh family of a code released by [`release`] was revoked.
+pub const RELEASED: &str = "the code exchange failed before it was answered";
 
 /// Lock a client's codes (`$1`: its id), on PostgreSQL, before deleting
 /// the client: a replay locks its code, then the family its first use

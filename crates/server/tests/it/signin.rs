@@ -3115,3 +3115,64 @@ async fn denials_count_with_the_codes(backend: Backend) {
     );
     h.finish().await;
 }
+
+both_backends!(a_code_whose_exchange_failed_can_be_presented_again);
+
+/// A code exchange that spent its code and then failed (here: a cut-off
+/// stamped by a clock ahead of this instance's, which the token endpoint
+/// cannot wait out, 503) releases the code: the client's retry is
+/// answered, not taken for a replay that revokes what the session had.
+/// The released code is still used once: presented after the retry, it is
+/// a replay.
+async fn a_code_whose_exchange_failed_can_be_presented_again(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let s = setup(&h, "Shop", true).await;
+    let (_b, code) = signed_in_code(&h, &s).await;
+    let alice = tessera_server::store::users::find(&h.db, "alice")
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    // Six seconds ahead: past the five the endpoint waits for a clock
+    // behind the database's.
+    let cut = tessera_server::store::now() + 6;
+    h.execute(
+        &format!(
+            "INSERT INTO revocation_events (kind, value, issued_before, keep_until, created_at) \
+             VALUES ('user', $1, {cut}, {}, {cut})",
+            cut + 3600
+        ),
+        &[&alice],
+    )
+    .await;
+    h.app.access.revoked().sync(&h.db).await.unwrap();
+    let failed = exchange(&h, &s, &code, VERIFIER).await;
+    assert_eq!(
+        (failed.status, failed.error()),
+        (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable"),
+        "{}",
+        failed.text
+    );
+    crate::wait_for_audit(&h, "code_released", 1).await;
+    // The retry, once the cut has passed: tokens, and they work.
+    let retry = exchange(&h, &s, &code, VERIFIER).await;
+    assert_eq!(retry.status, StatusCode::OK, "{}", retry.text);
+    let refreshed = h
+        .post(
+            "/oauth2/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &retry.str("refresh_token")),
+            ],
+            Some((&s.client_id, &s.secret)),
+        )
+        .await;
+    assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.text);
+    // Spent by the retry: once more is a replay, which revokes it all.
+    let replay = exchange(&h, &s, &code, VERIFIER).await;
+    assert_eq!(replay.error(), "invalid_grant", "{}", replay.text);
+    assert!(replay.text.contains("already used"), "{}", replay.text);
+    h.finish().await;
+}
