@@ -328,43 +328,43 @@ pub async fn submit(
     if let Err(e) = end_others_in_browser(&app, &browser, &user.id).await {
         tracing::warn!(error = %e, "another user's session in this browser was not ended at login");
     }
-    let session = match sessions::by_sid_for_client(
-        &app.db,
-        &session.sid,
-        app.config.sessions,
-        &client.client_id,
-    )
-    .await
-    {
-        Ok(s) => s,
-        Err(e) => return failure(&pages, &e),
-    };
-    let proceeded = match &answered {
-        Some(answer) => Ok(send_again(
-            &app,
-            &pages,
-            &client,
-            (&pending.request, &digest),
-            answer,
-        )),
-        None => {
-            proceed(
+    // The session is renewed or started: from here on the browser gets
+    // its cookie whatever the answer, a failure page included (else a
+    // renewed session would be out of the browser's reach, its logout
+    // finding no session to end).
+    let proceeded = async {
+        let session = sessions::by_sid_for_client(
+            &app.db,
+            &session.sid,
+            app.config.sessions,
+            &client.client_id,
+        )
+        .await?;
+        match &answered {
+            Some(answer) => Ok(send_again(
                 &app,
                 &pages,
                 &client,
-                auth,
-                session,
-                true,
-                &browser,
-                Some(&pending),
-            )
-            .await
+                (&pending.request, &digest),
+                answer,
+            )),
+            None => {
+                proceed(
+                    &app,
+                    &pages,
+                    &client,
+                    auth,
+                    session,
+                    true,
+                    &browser,
+                    Some(&pending),
+                )
+                .await
+            }
         }
-    };
-    let mut response = match proceeded {
-        Ok(r) => r,
-        Err(e) => return failure(&pages, &e),
-    };
+    }
+    .await;
+    let mut response = proceeded.unwrap_or_else(|e: crate::Error| failure(&pages, &e));
     response
         .headers_mut()
         .append(header::SET_COOKIE, jar(&app).set(cookies::SESSION, &cookie));

@@ -3176,3 +3176,59 @@ async fn a_code_whose_exchange_failed_can_be_presented_again(backend: Backend) {
     assert!(replay.text.contains("already used"), "{}", replay.text);
     h.finish().await;
 }
+
+both_backends!(a_login_that_fails_after_renewing_the_session_still_sets_its_cookie);
+
+/// A login again in the same session (`prompt=login`) renews the session
+/// under a new cookie before the code is issued; when issuing it fails
+/// (here the database refuses new codes), the error page still carries
+/// the new cookie. Before, the browser kept the old one, which no longer
+/// named the session: it looked signed out while the renewed session, and
+/// what it had issued, lived on out of reach of its logout.
+async fn a_login_that_fails_after_renewing_the_session_still_sets_its_cookie(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let s = setup(&h, "Shop", true).await;
+    let (mut b, _code) = signed_in_code(&h, &s).await;
+    let refuse_codes: &[&str] = match backend {
+        Backend::Sqlite => &[
+            "CREATE TRIGGER no_codes BEFORE INSERT ON authorization_codes \
+             BEGIN SELECT RAISE(ABORT, 'no codes now'); END",
+        ],
+        Backend::Postgres => &[
+            "CREATE FUNCTION no_codes() RETURNS trigger AS $$ BEGIN \
+             RAISE EXCEPTION 'no codes now'; END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER no_codes BEFORE INSERT ON authorization_codes \
+             FOR EACH ROW EXECUTE FUNCTION no_codes()",
+        ],
+    };
+    for sql in refuse_codes {
+        h.execute(sql, &[]).await;
+    }
+    let before = b.cookies.clone();
+    let failed = log_in(
+        &h,
+        &mut b,
+        &authorize_url(&s.client_id, &[("prompt", "login")]),
+        "correct horse",
+    )
+    .await;
+    assert!(failed.status.is_server_error(), "{}", failed.status);
+    assert_ne!(b.cookies, before, "the renewed session's cookie was set");
+    h.execute(
+        match backend {
+            Backend::Sqlite => "DROP TRIGGER no_codes",
+            Backend::Postgres => "DROP TRIGGER no_codes ON authorization_codes",
+        },
+        &[],
+    )
+    .await;
+    // The browser is signed in, in the renewed session.
+    let silent = b
+        .get(&h, &authorize_url(&s.client_id, &[("prompt", "none")]))
+        .await;
+    let back = query_of(&location(&silent));
+    assert!(back.contains_key("code"), "{back:?}");
+    h.finish().await;
+}
