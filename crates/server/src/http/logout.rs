@@ -292,17 +292,20 @@ async fn session_to_end(app: &App, headers: &HeaderMap) -> Result<Option<Session
     }
 }
 
-/// The sessions a logout in this browser ends, as `(sid, user_id)`: the
-/// current one, and any other started in this browser and not ended
-/// (by a login sent at the same moment, in another tab or by a double
-/// click, whose cookie the browser did not keep: it would have outlived
-/// the logout, its apps' refresh tokens with it).
+/// The sessions a logout in this browser ends, as `(sid, user_id)`: any
+/// started in this browser and not ended (by a login sent at the same
+/// moment, in another tab or by a double click, whose cookie the browser
+/// did not keep: it would have outlived the logout, its apps' refresh
+/// tokens with it), and the current one last: a logout that fails part
+/// way leaves the current session, so that trying again finds it and
+/// ends the others too (ended first, the retry would find no session and
+/// say "signed out" over the others).
 async fn sessions_here(
     app: &App,
     headers: &HeaderMap,
     current: &Session,
 ) -> Result<Vec<(String, String)>, crate::Error> {
-    let mut here = vec![(current.sid.clone(), current.user_id.clone())];
+    let mut here = Vec::new();
     if let Some(browser) = jar(app).get(headers, cookies::BROWSER) {
         for (sid, user_id) in sessions::of_browser(&app.db, &browser).await? {
             if sid != current.sid {
@@ -310,6 +313,7 @@ async fn sessions_here(
             }
         }
     }
+    here.push((current.sid.clone(), current.user_id.clone()));
     Ok(here)
 }
 

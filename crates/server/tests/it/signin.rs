@@ -3232,3 +3232,59 @@ async fn a_login_that_fails_after_renewing_the_session_still_sets_its_cookie(bac
     assert!(back.contains_key("code"), "{back:?}");
     h.finish().await;
 }
+
+both_backends!(a_logout_that_fails_part_way_ends_everything_when_tried_again);
+
+/// A logout ends the browser's other sessions first and its current one
+/// last: when ending one of the others fails, the current session is
+/// still there, so trying again ends them all. Before, the current one
+/// went first; the retry found no session, said "signed out", and the
+/// other session lived on, its refresh tokens with it.
+async fn a_logout_that_fails_part_way_ends_everything_when_tried_again(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let s = setup(&h, "Shop", true).await;
+    let (mut b, [kept, other]) = two_logins_at_once(&h, &s, "alice", "correct horse").await;
+    let refuse_end: Vec<String> = match backend {
+        Backend::Sqlite => vec![format!(
+            "CREATE TRIGGER no_end BEFORE UPDATE OF ended_at ON sessions \
+             WHEN NEW.sid = '{}' BEGIN SELECT RAISE(ABORT, 'not now'); END",
+            other.sid
+        )],
+        Backend::Postgres => vec![
+            format!(
+                "CREATE FUNCTION no_end() RETURNS trigger AS $$ BEGIN \
+                 IF NEW.sid = '{}' THEN RAISE EXCEPTION 'not now'; END IF; \
+                 RETURN NEW; END $$ LANGUAGE plpgsql",
+                other.sid
+            ),
+            "CREATE TRIGGER no_end BEFORE UPDATE ON sessions \
+             FOR EACH ROW EXECUTE FUNCTION no_end()"
+                .into(),
+        ],
+    };
+    for sql in &refuse_end {
+        h.execute(sql, &[]).await;
+    }
+    let logout = format!("/oauth2/logout?id_token_hint={}", kept.id_token);
+    let failed = b.get(&h, &logout).await;
+    assert!(failed.status.is_server_error(), "{}", failed.status);
+    h.execute(
+        match backend {
+            Backend::Sqlite => "DROP TRIGGER no_end",
+            Backend::Postgres => "DROP TRIGGER no_end ON sessions",
+        },
+        &[],
+    )
+    .await;
+    let done = b.get(&h, &logout).await;
+    assert!(done.text.contains("You are signed out"), "{}", done.text);
+    for sid in [&kept.sid, &other.sid] {
+        assert!(
+            sessions::by_sid(&h.db, sid).await.unwrap().is_none(),
+            "session {sid} outlived the logout"
+        );
+    }
+    h.finish().await;
+}
