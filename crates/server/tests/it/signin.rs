@@ -3288,3 +3288,44 @@ async fn a_logout_that_fails_part_way_ends_everything_when_tried_again(backend: 
     }
     h.finish().await;
 }
+
+both_backends!(a_code_is_sent_when_the_idle_clock_cannot_be_restarted);
+
+/// Recording a session's use (its idle clock) comes after its code is
+/// stored, and failing to record it does not throw the code away: the
+/// client gets it. Before, the person saw an error page instead.
+async fn a_code_is_sent_when_the_idle_clock_cannot_be_restarted(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let s = setup(&h, "Shop", true).await;
+    let (mut b, _code) = signed_in_code(&h, &s).await;
+    // Last used two minutes ago: this use would be recorded.
+    let ago = (tessera_server::store::now() - 120).to_string();
+    h.execute(&format!("UPDATE sessions SET last_seen = {ago}"), &[])
+        .await;
+    let refuse: &[&str] = match backend {
+        Backend::Sqlite => &[
+            "CREATE TRIGGER no_touch BEFORE UPDATE OF last_seen ON sessions \
+             BEGIN SELECT RAISE(ABORT, 'not now'); END",
+        ],
+        Backend::Postgres => &[
+            "CREATE FUNCTION no_touch() RETURNS trigger AS $$ BEGIN \
+             IF NEW.last_seen <> OLD.last_seen THEN RAISE EXCEPTION 'not now'; END IF; \
+             RETURN NEW; END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER no_touch BEFORE UPDATE ON sessions \
+             FOR EACH ROW EXECUTE FUNCTION no_touch()",
+        ],
+    };
+    for sql in refuse {
+        h.execute(sql, &[]).await;
+    }
+    let silent = b
+        .get(&h, &authorize_url(&s.client_id, &[("prompt", "none")]))
+        .await;
+    let back = query_of(&location(&silent));
+    assert!(back.contains_key("code"), "{back:?}");
+    let tokens = exchange(&h, &s, &back["code"], VERIFIER).await;
+    assert_eq!(tokens.status, StatusCode::OK, "{}", tokens.text);
+    h.finish().await;
+}
