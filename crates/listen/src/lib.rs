@@ -28,9 +28,11 @@
 //!   fifteen minutes (`tcp_retries2`);
 //! - **connection limit**: at most [`Limits::max_connections`] connections
 //!   are open at once. Past it, new connections wait in the kernel's accept
-//!   queue until one closes (and the timeouts above make sure one does).
-//!   The default stays under the process's file-descriptor limit, with
-//!   headroom for the database and files ([`Limits::for_this_process`]);
+//!   queue until one closes (the timeouts above close silent, slow and idle
+//!   ones; a client that keeps its connections busy holds them, and a cap
+//!   per address belongs in front, where a proxy's address is not one
+//!   client). The default stays under the process's file-descriptor limit,
+//!   with headroom for the database and files ([`Limits::for_this_process`]);
 //! - **shutdown**: when the shutdown future completes, no connection is
 //!   accepted; requests in flight get [`Limits::shutdown_grace`] to finish,
 //!   then the connections left are dropped, so that [`serve`] returns with
