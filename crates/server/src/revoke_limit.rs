@@ -8,10 +8,13 @@
 //! the user, or the client itself for `client_credentials`) may add at
 //! most `tokens.client_revocations` such events a minute (per instance;
 //! the whole allowance may be used at once). Keyed by the pair, one user
-//! of a public app cannot use up the allowance of the app's other users;
-//! each client also has ten times that for all its subjects together, so
-//! a client that can mint tokens for any user (the jwt-bearer grant) is
-//! bounded too.
+//! of a public app cannot use up the allowance of the app's other users.
+//! A client that can mint tokens for any user it names (allowed the
+//! jwt-bearer grant) also has ten times that for all its subjects
+//! together, so that naming new subjects does not make it unbounded;
+//! other clients' subjects are people who signed in (or the client
+//! itself), and a few of them together must not exhaust a shared
+//! allowance and leave the app's other users unable to revoke.
 //!
 //! Past it, `/oauth2/revoke` answers `503` with `Retry-After`, which RFC
 //! 7009 §2.2.1 tells the client to read as "the token still exists, retry
@@ -48,13 +51,19 @@ impl RevokeLimit {
     }
 
     /// Count one revocation by `client_id` of a token about `subject`, or
-    /// say how long it must wait.
-    pub fn check(&self, client_id: &str, subject: &str) -> Result<(), Duration> {
+    /// say how long it must wait; `any_subject`: the client can mint
+    /// tokens for any subject it names (the jwt-bearer grant), and is
+    /// bounded as a whole too.
+    pub fn check(&self, client_id: &str, subject: &str, any_subject: bool) -> Result<(), Duration> {
         // The pair first: a subject refused its own allowance spends none
-        // of the client's, so one user cannot use up the other users'.
+        // of the client's.
         self.per_pair
             .check(&(client_id.to_owned(), subject.to_owned()))?;
-        self.per_client.check(&client_id.to_owned())
+        if any_subject {
+            self.per_client.check(&client_id.to_owned())
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -66,30 +75,45 @@ mod tests {
     fn each_client_and_subject_has_its_own_allowance() {
         let limit = RevokeLimit::new(3);
         for _ in 0..3 {
-            limit.check("a", "alice").unwrap();
+            limit.check("a", "alice", true).unwrap();
         }
-        let wait = limit.check("a", "alice").unwrap_err();
+        let wait = limit.check("a", "alice", true).unwrap_err();
         // One more is allowed a third of a minute after the first.
         assert!(wait > Duration::from_secs(15) && wait <= Duration::from_secs(20));
-        limit.check("a", "bob").unwrap();
-        limit.check("b", "alice").unwrap();
+        limit.check("a", "bob", true).unwrap();
+        limit.check("b", "alice", true).unwrap();
         // A subject refused again and again spends none of the client's.
         for _ in 0..100 {
-            assert!(limit.check("a", "alice").is_err());
+            assert!(limit.check("a", "alice", true).is_err());
         }
-        // Thirty in all per client, whatever the subjects.
+        // Thirty in all per client that names its subjects, whatever
+        // the subjects.
         for i in 0..26 {
-            limit.check("a", &format!("user{i}")).unwrap();
+            limit.check("a", &format!("user{i}"), true).unwrap();
         }
-        assert!(limit.check("a", "someone else").is_err());
-        limit.check("b", "someone else").unwrap();
+        assert!(limit.check("a", "someone else", true).is_err());
+        limit.check("b", "someone else", true).unwrap();
+    }
+
+    #[test]
+    fn users_who_signed_in_do_not_share_an_allowance() {
+        let limit = RevokeLimit::new(3);
+        // Ten users (and more) each use theirs up: the eleventh still has
+        // its own.
+        for i in 0..20 {
+            for _ in 0..3 {
+                limit.check("spa", &format!("user{i}"), false).unwrap();
+            }
+            assert!(limit.check("spa", &format!("user{i}"), false).is_err());
+        }
+        limit.check("spa", "another user", false).unwrap();
     }
 
     #[test]
     fn zero_means_no_limit() {
         let limit = RevokeLimit::new(0);
         for _ in 0..10_000 {
-            limit.check("a", "alice").unwrap();
+            limit.check("a", "alice", true).unwrap();
         }
     }
 }

@@ -97,7 +97,12 @@ pub async fn grant(request: &TokenRequest<'_>, exchange: Exchange<'_>) -> Result
                 ..Revocable::default()
             })
         },
-        count: |user_id: &str| exchange.revoke_limit.check(&client.client_id, user_id),
+        count: |user_id: &str| {
+            let any_subject = client.allows(GrantType::JwtBearer);
+            exchange
+                .revoke_limit
+                .check(&client.client_id, user_id, any_subject)
+        },
         keep: exchange.keep,
     };
     let spent = match exchange

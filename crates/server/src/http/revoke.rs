@@ -15,6 +15,7 @@ use super::{App, OAuthError};
 use crate::access::looks_like_jwt;
 use crate::grant::client_auth::{authenticate, Accept};
 use crate::store::audit::Event;
+use crate::store::clients::GrantType;
 use crate::store::refresh;
 use crate::store::revocation::Appended;
 
@@ -51,7 +52,11 @@ pub async fn revoke(State(app): State<Arc<App>>, form: OAuthForm) -> Result<Resp
                     });
                     if !refused {
                         let subject = claims.sub.as_deref().unwrap_or(&client.client_id);
-                        let count = || app.revoke_limit.check(&client.client_id, subject);
+                        let any_subject = client.allows(GrantType::JwtBearer);
+                        let count = || {
+                            app.revoke_limit
+                                .check(&client.client_id, subject, any_subject)
+                        };
                         match revoked
                             .revoke_token_counted(&app.db, jti, exp.seconds(), count)
                             .await?
