@@ -137,23 +137,47 @@ pub async fn token(
     }
     .map_err(OAuthError::from)?;
     // A rotation or a spent code has committed: if the answer fails from
-    // here on, the client's retry must not find it used.
-    let take_back = TakeBack::of(grant, &request, &granted, &app.refresh);
+    // here on, or the request is dropped (its timeout), the client's retry
+    // must not find it used.
+    let mut take_back = Armed {
+        take_back: TakeBack::of(grant, &request, &granted, &app.refresh),
+        app: &app,
+    };
     let answered = match after_cut_off(&app, &client, &granted, (started, seen), &form).await {
         Ok(()) => issue(&app, &client, granted),
         Err(e) => Err(e),
     };
     let response = match answered {
-        Ok(response) => response,
+        Ok(response) => {
+            take_back.take_back = None;
+            response
+        }
         Err(e) => {
-            if let Some(take_back) = take_back {
-                take_back.apply(&app.db, &app.audit).await;
+            if let Some(pending) = take_back.take_back.take() {
+                pending.apply(&app.db, &app.audit).await;
             }
             return Err(e);
         }
     };
     metrics::counter!("tessera_tokens_issued_total", "grant" => grant.as_str()).increment(1);
     Ok(response)
+}
+
+/// A [`TakeBack`] applied if the request is dropped before it answered
+/// (the request timeout drops the handler where it waits: the cut-off's
+/// wait, a lock): in a task of its own, since the request's is gone.
+struct Armed<'a> {
+    take_back: Option<TakeBack>,
+    app: &'a Arc<App>,
+}
+
+impl Drop for Armed<'_> {
+    fn drop(&mut self) {
+        if let Some(take_back) = self.take_back.take() {
+            let app = Arc::clone(self.app);
+            tokio::spawn(async move { take_back.apply(&app.db, &app.audit).await });
+        }
+    }
 }
 
 /// How many seconds before a request began a change to its client still

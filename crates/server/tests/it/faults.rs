@@ -701,8 +701,46 @@ async fn a_refresh_whose_answer_failed_can_be_retried(backend: Backend) {
     h.finish().await;
 }
 
+/// The same when the request is dropped before it answered (the request
+/// timeout drops the handler where it waits, here for the cut-off): the
+/// rotation is taken back all the same.
+async fn a_refresh_dropped_before_it_answered_is_taken_back(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let web = h.public_client("read").await;
+    let alice = h.user("alice", "correct horse", "read").await;
+    let first = h
+        .login(&web, "alice", "correct horse")
+        .await
+        .str("refresh_token");
+    let cut = tessera_server::store::now() + 6;
+    h.execute(
+        &format!(
+            "INSERT INTO revocation_events (kind, value, issued_before, keep_until, created_at) \
+             VALUES ('user', $1, {cut}, {}, {cut})",
+            cut + 3600
+        ),
+        &[&alice],
+    )
+    .await;
+    h.app.access.revoked().sync(&h.db).await.unwrap();
+    let dropped = tokio::time::timeout(Duration::from_secs(1), h.refresh(&web, &first, None)).await;
+    assert!(dropped.is_err(), "answered within the second: {dropped:?}");
+    wait_for_audit(&h, "refresh_rotation_taken_back", 1).await;
+    assert!(
+        tessera_server::store::refresh::lookup(&h.db, &first)
+            .await
+            .unwrap()
+            .is_some(),
+        "the presented token is live again"
+    );
+    h.finish().await;
+}
+
 crate::both_backends!(
     a_refresh_whose_answer_failed_can_be_retried,
+    a_refresh_dropped_before_it_answered_is_taken_back,
     an_instance_that_cannot_read_the_keys_again_says_so,
     an_unknown_revocation_kind_stops_the_instance_that_cannot_read_it,
     a_start_refuses_a_schema_a_newer_version_made,
