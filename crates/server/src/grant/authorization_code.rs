@@ -147,14 +147,21 @@ pub async fn grant(request: &TokenRequest<'_>, exchange: Exchange<'_>) -> Result
     };
     // Spent: a failure of this server from here on releases it, or the
     // client's retry would be a replay.
-    let release = Release {
-        code_hash: crate::secret::token_digest(code),
-        access_jti: issuing.access_jti.clone().unwrap_or_default(),
-        client_id: client.client_id.clone(),
-    };
+    let release = super::Armed::new(
+        Some(super::TakeBack::Code(Release {
+            code_hash: crate::secret::token_digest(code),
+            access_jti: issuing.access_jti.clone().unwrap_or_default(),
+            client_id: client.client_id.clone(),
+        })),
+        exchange.db,
+        exchange.audit,
+    );
     let granted = finish(request, exchange, (code, &proof), spent, &issuing).await;
-    if let Err(Refusal::Failed(_)) = &granted {
-        release.apply(exchange.db, exchange.audit).await;
+    match &granted {
+        Err(Refusal::Failed(_)) => release.apply().await,
+        // Answered (the token endpoint arms its own from here), or
+        // refused for good (the session ended, a replay).
+        _ => release.disarm(),
     }
     granted
 }

@@ -169,6 +169,49 @@ impl TakeBack {
     }
 }
 
+/// A [`TakeBack`] applied if it is dropped before it was settled: the
+/// request timeout drops a request where it waits (a lock, the cut-off's
+/// wait), and the take-back then runs in a task of its own, the request's
+/// being gone.
+#[derive(Debug)]
+pub struct Armed {
+    take_back: Option<TakeBack>,
+    db: Db,
+    audit: AuditQueue,
+}
+
+impl Armed {
+    /// Arm `take_back` (nothing, when `None`).
+    pub fn new(take_back: Option<TakeBack>, db: &Db, audit: &AuditQueue) -> Armed {
+        Armed {
+            take_back,
+            db: db.clone(),
+            audit: audit.clone(),
+        }
+    }
+
+    /// The answer went out: nothing is taken back.
+    pub fn disarm(mut self) {
+        self.take_back = None;
+    }
+
+    /// The answer failed: take it back now.
+    pub async fn apply(mut self) {
+        if let Some(take_back) = self.take_back.take() {
+            take_back.apply(&self.db, &self.audit).await;
+        }
+    }
+}
+
+impl Drop for Armed {
+    fn drop(&mut self) {
+        if let Some(take_back) = self.take_back.take() {
+            let (db, audit) = (self.db.clone(), self.audit.clone());
+            tokio::spawn(async move { take_back.apply(&db, &audit).await });
+        }
+    }
+}
+
 /// What a code exchange leaves for the token endpoint to finish: the ID
 /// token's session and nonce, and the access token's `jti` (recorded with
 /// the code).

@@ -18,7 +18,7 @@ use super::{App, OAuthError};
 use crate::access::Mint;
 use crate::grant::client_auth::{authenticate, identifies_client, verify_assertion, Accept};
 use crate::grant::{
-    authorization_code, client_credentials, jwt_bearer, password, refresh, Granted, Refusal,
+    authorization_code, client_credentials, jwt_bearer, password, refresh, Armed, Granted, Refusal,
     TakeBack, TokenRequest,
 };
 use crate::signin::id_token::{self, IdClaims, IdToken};
@@ -139,45 +139,27 @@ pub async fn token(
     // A rotation or a spent code has committed: if the answer fails from
     // here on, or the request is dropped (its timeout), the client's retry
     // must not find it used.
-    let mut take_back = Armed {
-        take_back: TakeBack::of(grant, &request, &granted, &app.refresh),
-        app: &app,
-    };
+    let take_back = Armed::new(
+        TakeBack::of(grant, &request, &granted, &app.refresh),
+        &app.db,
+        &app.audit,
+    );
     let answered = match after_cut_off(&app, &client, &granted, (started, seen), &form).await {
         Ok(()) => issue(&app, &client, granted),
         Err(e) => Err(e),
     };
     let response = match answered {
         Ok(response) => {
-            take_back.take_back = None;
+            take_back.disarm();
             response
         }
         Err(e) => {
-            if let Some(pending) = take_back.take_back.take() {
-                pending.apply(&app.db, &app.audit).await;
-            }
+            take_back.apply().await;
             return Err(e);
         }
     };
     metrics::counter!("tessera_tokens_issued_total", "grant" => grant.as_str()).increment(1);
     Ok(response)
-}
-
-/// A [`TakeBack`] applied if the request is dropped before it answered
-/// (the request timeout drops the handler where it waits: the cut-off's
-/// wait, a lock): in a task of its own, since the request's is gone.
-struct Armed<'a> {
-    take_back: Option<TakeBack>,
-    app: &'a Arc<App>,
-}
-
-impl Drop for Armed<'_> {
-    fn drop(&mut self) {
-        if let Some(take_back) = self.take_back.take() {
-            let app = Arc::clone(self.app);
-            tokio::spawn(async move { take_back.apply(&app.db, &app.audit).await });
-        }
-    }
 }
 
 /// How many seconds before a request began a change to its client still
