@@ -286,12 +286,16 @@ impl Release {
     /// replay, as it would have without this.
     pub async fn apply(self, db: &Db, audit: &AuditQueue) {
         match codes::release(db, &self.code_hash, &self.access_jti).await {
-            Ok(true) => audit.push(
-                Event::new("code_released")
-                    .client(&self.client_id)
-                    .detail("the exchange failed; the code may be presented again"),
+            Ok(true) => audit.push(Event::new("code_released").client(&self.client_id).detail(
+                format!(
+                    "jti={} exchange failed, code may be presented again",
+                    self.access_jti
+                ),
+            )),
+            Ok(false) => tracing::info!(
+                client_id = %self.client_id,
+                "a code whose exchange failed was not released: it was replayed meanwhile"
             ),
-            Ok(false) => {}
             Err(e) => tracing::warn!(
                 client_id = %self.client_id,
                 error = %e,

@@ -160,6 +160,13 @@ impl TakeBack {
         }
     }
 
+    /// Whether an answer that failed with `status` takes it back: a
+    /// failure of this server (5xx), not a refusal that stands (the
+    /// user's account or the client's credentials changed meanwhile).
+    pub fn for_status(status: axum::http::StatusCode) -> bool {
+        status.is_server_error()
+    }
+
     /// Take it back, as far as it still can be.
     pub async fn apply(self, db: &Db, audit: &AuditQueue) {
         match self {
@@ -195,20 +202,38 @@ impl Armed {
         self.take_back = None;
     }
 
-    /// The answer failed: take it back now.
+    /// The answer failed: take it back now, before the answer goes out
+    /// (so that the client's retry finds it done), in a task of its own
+    /// (so that the request dropped meanwhile does not cancel it half
+    /// way).
     pub async fn apply(mut self) {
-        if let Some(take_back) = self.take_back.take() {
-            take_back.apply(&self.db, &self.audit).await;
+        if let Some(running) = self.spawn() {
+            if let Err(e) = running.await {
+                tracing::error!(error = %e, "a take-back's task failed");
+            }
+        }
+    }
+
+    fn spawn(&mut self) -> Option<tokio::task::JoinHandle<()>> {
+        let take_back = self.take_back.take()?;
+        let (db, audit) = (self.db.clone(), self.audit.clone());
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => Some(runtime.spawn(async move { take_back.apply(&db, &audit).await })),
+            Err(_) => {
+                tracing::warn!(?take_back, "no runtime to take back a failed answer on");
+                None
+            }
         }
     }
 }
 
 impl Drop for Armed {
     fn drop(&mut self) {
-        if let Some(take_back) = self.take_back.take() {
-            let (db, audit) = (self.db.clone(), self.audit.clone());
-            tokio::spawn(async move { take_back.apply(&db, &audit).await });
-        }
+        // Dropped unsettled: the request was dropped (its timeout, the
+        // client gone) before it answered. Its 503 may reach the client
+        // before this is done; a retry that comes first is reuse, as
+        // docs/operations.md says.
+        drop(self.spawn());
     }
 }
 

@@ -77,9 +77,14 @@ pub async fn grant(request: &TokenRequest<'_>, rotate: Rotate<'_>) -> Result<Gra
     let family_scope = match Scopes::parse(&family.scope) {
         Ok(scope) => scope,
         Err(e) => {
-            if let Some(unrotate) = Unrotate::of(request, &rotated.token, rotate.policy) {
-                unrotate.apply(rotate.db, rotate.audit).await;
-            }
+            let unrotate = Unrotate::of(request, &rotated.token, rotate.policy);
+            super::Armed::new(
+                unrotate.map(super::TakeBack::Rotation),
+                rotate.db,
+                rotate.audit,
+            )
+            .apply()
+            .await;
             return Err(e.into());
         }
     };
@@ -151,12 +156,18 @@ impl Unrotate {
     /// reuse, as it would have without this.
     pub async fn apply(self, db: &Db, audit: &AuditQueue) {
         match refresh::take_back(db, &self.presented, &self.successor).await {
-            Ok(true) => audit.push(
+            Ok(Some(family_id)) => audit.push(
                 Event::new("refresh_rotation_taken_back")
                     .client(&self.client_id)
-                    .detail("the answer failed; the presented token is live again"),
+                    .detail(format!(
+                        "family={family_id} answer failed, presented token live again"
+                    )),
             ),
-            Ok(false) => {}
+            Ok(None) => tracing::info!(
+                client_id = %self.client_id,
+                "a refresh rotation whose answer failed was not taken back: its successor is gone or \
+                 used, or its session was revoked meanwhile"
+            ),
             Err(e) => tracing::warn!(
                 client_id = %self.client_id,
                 error = %e,

@@ -154,7 +154,11 @@ pub async fn token(
             response
         }
         Err(e) => {
-            take_back.apply().await;
+            if TakeBack::for_status(e.status) {
+                take_back.apply().await;
+            } else {
+                take_back.disarm();
+            }
             return Err(e);
         }
     };

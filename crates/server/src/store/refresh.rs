@@ -701,23 +701,26 @@ pub async fn forget_successors(db: &Db, at: i64, grace: i64) -> Result<u64, Erro
 /// retry is a first use instead of reuse that would revoke the session.
 /// Only for a rotation without a grace window: with one, a retry may
 /// already hold the same successor, and gets it again instead. Returns
-/// whether it was taken back (not when the successor is gone or used, or
-/// the presented token was not the one it replaced).
+/// the family when it was taken back; `None` when the successor is gone
+/// or used, the presented token was not the one it replaced, or the
+/// family was revoked meanwhile (a retry that came first was reuse).
 pub async fn take_back(
     db: &Db,
     presented_hash: &[u8],
     successor_hash: &[u8],
-) -> Result<bool, Error> {
+) -> Result<Option<String>, Error> {
     // SQLite's one-statement rotation names the successor in the row; the
     // trigger that inserts it fires only when the name goes from none to
     // one, so the next rotation must find none.
     let restore = if db.is_postgres() {
         "UPDATE refresh_tokens SET used_at = NULL, successor_sealed = NULL \
-         WHERE token_hash = $1 AND used_at IS NOT NULL AND family_id = $2"
+         WHERE token_hash = $1 AND used_at IS NOT NULL AND family_id = $2 \
+         AND EXISTS (SELECT 1 FROM refresh_families f WHERE f.id = $2 AND f.revoked_at IS NULL)"
     } else {
         "UPDATE refresh_tokens SET used_at = NULL, successor_sealed = NULL, \
          successor_hash = NULL, successor_expires_at = NULL \
-         WHERE token_hash = $1 AND used_at IS NOT NULL AND family_id = $2"
+         WHERE token_hash = $1 AND used_at IS NOT NULL AND family_id = $2 \
+         AND EXISTS (SELECT 1 FROM refresh_families f WHERE f.id = $2 AND f.revoked_at IS NULL)"
     };
     let taken_back = on_pool!(db.write(), p => async {
         let mut tx = p.begin_with(db.begin_write()).await?;
@@ -728,7 +731,7 @@ pub async fn take_back(
         .fetch_all(&mut *tx)
         .await?;
         let Some((family_id,)) = deleted.into_iter().next() else {
-            return Ok(false);
+            return Ok(None);
         };
         let restored = sqlx::query(restore)
             .bind(presented_hash)
@@ -738,10 +741,10 @@ pub async fn take_back(
             .rows_affected();
         if restored != 1 {
             tx.rollback().await?;
-            return Ok(false);
+            return Ok(None);
         }
         tx.commit().await?;
-        Ok::<_, sqlx::Error>(true)
+        Ok::<_, sqlx::Error>(Some(family_id))
     }.await)?;
     Ok(taken_back)
 }

@@ -685,12 +685,16 @@ async fn a_refresh_whose_answer_failed_can_be_retried(backend: Backend) {
         "{}",
         failed.text
     );
-    assert!(
-        tessera_server::store::refresh::lookup(&h.db, &first)
+    let live = tessera_server::store::refresh::lookup(&h.db, &first)
+        .await
+        .unwrap()
+        .expect("the presented token is live again");
+    // And it alone: the successor is gone, no branch is left.
+    assert_eq!(
+        tessera_server::store::refresh::live_tokens(&h.db, &live.family.id)
             .await
-            .unwrap()
-            .is_some(),
-        "the presented token is live again"
+            .unwrap(),
+        1
     );
     wait_for_audit(&h, "refresh_rotation_taken_back", 1).await;
     // The retry, once the cut has passed: answered, and the session goes on.
@@ -738,8 +742,55 @@ async fn a_refresh_dropped_before_it_answered_is_taken_back(backend: Backend) {
     h.finish().await;
 }
 
+/// A take-back that comes after the session was revoked (a retry that
+/// came first was reuse) changes nothing: the presented token stays used.
+async fn a_rotation_of_a_revoked_session_is_not_taken_back(backend: Backend) {
+    use tessera_server::store::refresh;
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let web = h.public_client("read").await;
+    h.user("alice", "correct horse", "read").await;
+    let first = h
+        .login(&web, "alice", "correct horse")
+        .await
+        .str("refresh_token");
+    let family = refresh::lookup(&h.db, &first)
+        .await
+        .unwrap()
+        .unwrap()
+        .family;
+    let rotated = h.refresh(&web, &first, None).await;
+    assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.text);
+    let successor = rotated.str("refresh_token");
+    refresh::revoke_family(&h.db, &family.id, "reuse detected")
+        .await
+        .unwrap();
+    let taken = refresh::take_back(&h.db, &token_digest(&first), &token_digest(&successor))
+        .await
+        .unwrap();
+    assert_eq!(taken, None);
+    assert!(refresh::lookup(&h.db, &first).await.unwrap().is_none());
+    assert_eq!(h.refresh(&web, &first, None).await.error(), "invalid_grant");
+    // Nor is a successor that was used.
+    let first = h
+        .login(&web, "alice", "correct horse")
+        .await
+        .str("refresh_token");
+    let successor = h.refresh(&web, &first, None).await.str("refresh_token");
+    let next = h.refresh(&web, &successor, None).await;
+    assert_eq!(next.status, StatusCode::OK, "{}", next.text);
+    let taken = refresh::take_back(&h.db, &token_digest(&first), &token_digest(&successor))
+        .await
+        .unwrap();
+    assert_eq!(taken, None);
+    assert!(refresh::lookup(&h.db, &first).await.unwrap().is_none());
+    h.finish().await;
+}
+
 crate::both_backends!(
     a_refresh_whose_answer_failed_can_be_retried,
+    a_rotation_of_a_revoked_session_is_not_taken_back,
     a_refresh_dropped_before_it_answered_is_taken_back,
     an_instance_that_cannot_read_the_keys_again_says_so,
     an_unknown_revocation_kind_stops_the_instance_that_cannot_read_it,

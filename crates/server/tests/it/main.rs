@@ -376,6 +376,26 @@ impl Harness {
         }
     }
 
+    /// The one number `sql` (with text parameters `binds`) selects.
+    pub async fn count(&self, sql: &str, binds: &[&str]) -> i64 {
+        match &self.db {
+            Db::Sqlite { writer, .. } => {
+                let mut query = sqlx::query_scalar::<_, i64>(sql);
+                for b in binds {
+                    query = query.bind(*b);
+                }
+                query.fetch_one(writer).await.unwrap()
+            }
+            Db::Postgres(pool) => {
+                let mut query = sqlx::query_scalar::<_, i64>(sql);
+                for b in binds {
+                    query = query.bind(*b);
+                }
+                query.fetch_one(pool).await.unwrap()
+            }
+        }
+    }
+
     /// Sleep into the next second of `store::now`: a login begun in the
     /// very second its account changed is refused (it may have been
     /// under way), and asked to try again.

@@ -3156,6 +3156,15 @@ async fn a_code_whose_exchange_failed_can_be_presented_again(backend: Backend) {
         failed.text
     );
     crate::wait_for_audit(&h, "code_released", 1).await;
+    // The refresh family the failed exchange started, which nobody holds
+    // a token of, is revoked.
+    let released = h
+        .count(
+            "SELECT COUNT(*) FROM refresh_families WHERE revoked_reason = $1",
+            &[tessera_server::store::codes::RELEASED],
+        )
+        .await;
+    assert_eq!(released, 1);
     // The retry, once the cut has passed: tokens, and they work.
     let retry = exchange(&h, &s, &code, VERIFIER).await;
     assert_eq!(retry.status, StatusCode::OK, "{}", retry.text);
@@ -3327,5 +3336,33 @@ async fn a_code_is_sent_when_the_idle_clock_cannot_be_restarted(backend: Backend
     assert!(back.contains_key("code"), "{back:?}");
     let tokens = exchange(&h, &s, &back["code"], VERIFIER).await;
     assert_eq!(tokens.status, StatusCode::OK, "{}", tokens.text);
+    h.finish().await;
+}
+
+both_backends!(a_replayed_code_is_not_released);
+
+/// A code replayed (and what it issued revoked) is not released by its
+/// first exchange's take-back: the replay stands.
+async fn a_replayed_code_is_not_released(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let s = setup(&h, "Shop", true).await;
+    let (_b, code) = signed_in_code(&h, &s).await;
+    let first = exchange(&h, &s, &code, VERIFIER).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text);
+    let jti = claims(&first.str("access_token"))["jti"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let replay = exchange(&h, &s, &code, VERIFIER).await;
+    assert_eq!(replay.error(), "invalid_grant", "{}", replay.text);
+    let digest = tessera_server::secret::token_digest(&code);
+    let released = tessera_server::store::codes::release(&h.db, &digest, &jti)
+        .await
+        .unwrap();
+    assert!(!released);
+    let again = exchange(&h, &s, &code, VERIFIER).await;
+    assert_eq!(again.error(), "invalid_grant", "{}", again.text);
     h.finish().await;
 }
