@@ -721,6 +721,14 @@ impl Subscriber {
                 self.token = None;
                 return Err(fail(&"401: the access token was refused"));
             }
+            // The server refused the request, and the cursor is the one
+            // thing in it that comes from the feed: read the log again
+            // from the start next time (the set in force stays until
+            // then), rather than send the same refused cursor for ever.
+            reqwest::StatusCode::BAD_REQUEST if last_id > 0 => {
+                self.shared.set_cursor(0, String::new());
+                return Err(fail(&"400 to the cursor: reading the log again"));
+            }
             status => {
                 let busy = status == reqwest::StatusCode::TOO_MANY_REQUESTS
                     || status == reqwest::StatusCode::SERVICE_UNAVAILABLE;
@@ -812,16 +820,29 @@ impl Subscriber {
                         self.reported_stale = false;
                     }
                 }
+                // A reset on a live stream: its backlog would be staged
+                // while the set in force stopped taking new events, and
+                // heartbeats went on calling it current. Start over
+                // instead: the set in force stays until the new backlog's
+                // `ready` replaces it.
+                "reset" if ready => {
+                    self.shared.set_cursor(0, String::new());
+                    return Err(fail(&"reset after ready: reading the log again"));
+                }
                 "reset" => {
                     staging = Some(RevocationSet::new());
                     staged_id = 0;
                     staged_digest.clear();
                 }
                 "revocation" => {
+                    // A cursor the server could not take back (its ids
+                    // are signed 64-bit) would wedge every reconnection.
                     let id: u64 = event
                         .id
                         .parse()
-                        .map_err(|_| fail(&format!("event id {:?} is not a number", event.id)))?;
+                        .ok()
+                        .filter(|id| i64::try_from(*id).is_ok())
+                        .ok_or_else(|| fail(&format!("event id {:?} is not a number", event.id)))?;
                     match parse_event(&event.data) {
                         Ok(Some(revocation)) => match staging.as_mut() {
                             Some(set) => set.insert(&revocation),

@@ -49,6 +49,11 @@ struct Script {
     /// Once moved, the old feed answers this instead of 404 (a proxy in
     /// front of an address the issuer has left).
     old_status: Option<u16>,
+    /// The open stream sends `reset` once, after `ready` (a server, or
+    /// a proxy replaying one, that starts over mid-stream).
+    reset_live: bool,
+    /// The feed answers 400 to any request with a `Last-Event-ID`.
+    refuse_cursors: bool,
     /// Requests the feed and the metadata have had.
     feed_requests: u64,
     metadata_requests: u64,
@@ -202,6 +207,9 @@ async fn serve_feed(State(i): State<Issuer>, headers: HeaderMap) -> axum::respon
         )
             .into_response();
     }
+    if cursor.is_some() && i.script.lock().unwrap().refuse_cursors {
+        return StatusCode::BAD_REQUEST.into_response();
+    }
     let hang = std::mem::take(&mut i.script.lock().unwrap().hang_next);
     if hang {
         std::future::pending::<()>().await;
@@ -247,13 +255,18 @@ async fn serve_feed(State(i): State<Issuer>, headers: HeaderMap) -> axum::respon
                 if budget == 0 {
                     return None;
                 }
-                let (next, dropped) = {
-                    let s = i.script.lock().unwrap();
+                let (next, dropped, reset) = {
+                    let mut s = i.script.lock().unwrap();
                     let next = s.events.iter().find(|(id, _)| *id > after).cloned();
-                    (next, s.down || s.generation != generation)
+                    let reset = ready && std::mem::take(&mut s.reset_live);
+                    (next, s.down || s.generation != generation, reset)
                 };
                 if dropped {
                     return None;
+                }
+                if reset {
+                    let event = Event::default().event("reset").data("{}");
+                    return Some((Ok(event), (i, changes, after, ready, generation, budget)));
                 }
                 if let Some((id, data)) = next {
                     after = id;
@@ -1048,4 +1061,74 @@ async fn a_restored_log_grown_past_the_cursor_starts_the_guard_over() {
         .expect("b went with the log it came from");
     assert_eq!(issuer.cursors().last(), Some(&Some("2".to_owned())));
     assert_eq!(g.revocations().unwrap().status().last_event_id, Some(2));
+}
+
+/// A `reset` on a live stream, after `ready`: the guard reads the log
+/// again from the start, and what comes after is applied. Before, the
+/// events after it were staged for a second `ready` that never came,
+/// while heartbeats went on calling the set current: revocations stopped
+/// being applied, silently.
+#[tokio::test]
+async fn a_reset_after_ready_reads_the_log_again() {
+    let issuer = Issuer::start().await;
+    let until = NumericDate::now().seconds() + 600;
+    issuer.revoke(Revocation::Token {
+        jti: "a".into(),
+        until,
+    });
+    let key = key();
+    let g = guard(&issuer, &key, feed(&issuer).start().unwrap());
+    let (a, b) = (
+        token(&key, &issuer.base, "a", "alice"),
+        token(&key, &issuer.base, "b", "alice"),
+    );
+    eventually("a is refused", async || g.verify(&a).await.is_err()).await;
+    issuer.change(|s| s.reset_live = true);
+    issuer.revoke(Revocation::Token {
+        jti: "b".into(),
+        until,
+    });
+    eventually("b, revoked after the reset, is refused", async || {
+        g.verify(&b).await.is_err()
+    })
+    .await;
+    assert!(g.verify(&a).await.is_err(), "a stays refused");
+    // Read again from the start: a connection without a cursor.
+    let cursors = issuer.cursors();
+    assert_eq!(cursors.len(), 2, "{cursors:?}");
+    assert_eq!(cursors[1], None, "{cursors:?}");
+    assert_eq!(g.revocations().unwrap().status().last_event_id, Some(2));
+}
+
+/// A feed that refuses the guard's cursor (400) is read again from the
+/// start, rather than sent the same cursor for ever; the set in force
+/// stays until the new backlog replaces it.
+#[tokio::test]
+async fn a_refused_cursor_is_dropped() {
+    let issuer = Issuer::start().await;
+    let until = NumericDate::now().seconds() + 600;
+    issuer.revoke(Revocation::Token {
+        jti: "a".into(),
+        until,
+    });
+    let key = key();
+    let g = guard(&issuer, &key, feed(&issuer).start().unwrap());
+    let (a, b) = (
+        token(&key, &issuer.base, "a", "alice"),
+        token(&key, &issuer.base, "b", "alice"),
+    );
+    eventually("a is refused", async || g.verify(&a).await.is_err()).await;
+    // The stream drops; the next connection's cursor is refused.
+    issuer.change(|s| {
+        s.refuse_cursors = true;
+        s.generation += 1;
+    });
+    issuer.revoke(Revocation::Token {
+        jti: "b".into(),
+        until,
+    });
+    eventually("b is refused", async || g.verify(&b).await.is_err()).await;
+    assert!(g.verify(&a).await.is_err(), "a stays refused");
+    assert_eq!(issuer.cursors().last(), Some(&None));
+    assert!(g.revocations().unwrap().status().current);
 }
