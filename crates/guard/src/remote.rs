@@ -348,6 +348,7 @@ impl RemoteJwks {
                                 "remote key skipped"
                             );
                         }
+                        report_unusable(self.source_text(), &keys);
                         let keys = Arc::new(keys);
                         state.keys = Some(Arc::clone(&keys));
                         state.document = Some(document);
@@ -530,6 +531,46 @@ fn max_age(value: &str) -> Option<Duration> {
         }
     }
     age
+}
+
+/// Warn, once per new document, of a key set that refuses tokens it looks
+/// like it should verify: one with no usable key, and one that names
+/// several keys (or a key and an unusable one) under one `kid` for one
+/// algorithm, which refuses every token signed under that `kid` as
+/// ambiguous. Said per request, at debug, it went unseen.
+fn report_unusable(source: &str, keys: &KeySet) {
+    if keys.keys().is_empty() {
+        tracing::warn!(
+            source,
+            skipped = keys.skipped().len(),
+            "remote key set has no usable key: its tokens are refused"
+        );
+        return;
+    }
+    let mut reported = std::collections::HashSet::new();
+    for key in keys.keys() {
+        let Some(kid) = key.kid() else { continue };
+        let alg = key.algorithm();
+        let same = keys
+            .keys()
+            .iter()
+            .filter(|k| k.kid() == Some(kid) && k.algorithm() == alg)
+            .count();
+        let shadows = keys
+            .skipped()
+            .iter()
+            .filter(|s| s.could_have_signed(Some(kid), alg))
+            .count();
+        if same + shadows > 1 && reported.insert((kid, alg)) {
+            tracing::warn!(
+                source,
+                kid,
+                alg = alg.as_str(),
+                keys = same + shadows,
+                "remote key set names several keys under one kid: tokens signed under it are refused"
+            );
+        }
+    }
 }
 
 #[cfg(test)]

@@ -909,33 +909,10 @@ async fn a_feed_of_another_issuer_is_refused() {
     );
 }
 
-/// What the code under test logs, kept for the test to read.
-#[derive(Clone, Default)]
-struct Logged(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logged {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logged {
-    fn count(&self, message: &str) -> usize {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .matches(message)
-            .count()
-    }
-}
-
 #[tokio::test]
 async fn every_outage_is_reported_not_only_the_first() {
     // Logs go to this test's thread, where its runtime runs the feed.
-    let logged = Logged::default();
+    let logged = crate::Logged::default();
     let writer = logged.clone();
     let _logging = tracing::subscriber::set_default(
         tracing_subscriber::fmt()

@@ -17,6 +17,46 @@ mod feed;
 mod remote;
 mod trust;
 
+/// What the code under test logs, kept for the test to read.
+#[derive(Clone, Default)]
+struct Logged(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logged {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logged {
+    fn count(&self, message: &str) -> usize {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .matches(message)
+            .count()
+    }
+
+    /// Log to this one for as long as the guard returned lives, on this
+    /// thread (where a current-thread test runtime runs everything).
+    fn capture(&self) -> tracing::subscriber::DefaultGuard {
+        let writer = self.clone();
+        let guard = tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .finish(),
+        );
+        // Another test's thread, with no subscriber, may have been the
+        // first to reach a log statement, and tracing keeps what it then
+        // decided (nobody listens) for every thread: asked again.
+        tracing::callsite::rebuild_interest_cache();
+        guard
+    }
+}
+
 const ISS: &str = "https://auth.tessera.test";
 const AUD: &str = "store-api";
 

@@ -728,3 +728,42 @@ async fn stale_keys_serve_no_longer_than_max_stale() {
         Rejection::KeysUnavailable
     );
 }
+
+/// A key set that refuses tokens it looks like it should verify is
+/// reported once, at warn, when it arrives: two keys under one `kid` (every
+/// token signed under it is ambiguous), or no usable key at all. The same
+/// key listed twice is one key, and verifies.
+#[tokio::test]
+async fn a_key_set_that_refuses_its_own_tokens_is_reported_once() {
+    let logged = crate::Logged::default();
+    let _logging = logged.capture();
+    let a = SigningKey::generate(Algorithm::ES256)
+        .unwrap()
+        .with_kid("k1");
+    let b = SigningKey::generate(Algorithm::ES256)
+        .unwrap()
+        .with_kid("k1");
+    let server = JwksServer::start(&[&a, &a]).await;
+    // Fetched again for every token.
+    server.set(|s| s.cache_control = Some("max-age=0".into()));
+    let g = guard(
+        RemoteJwks::url(server.url())
+            .unwrap()
+            .cache_bounds(Duration::ZERO, Duration::from_secs(60))
+            .cooldown(Duration::ZERO),
+    );
+    g.verify(&token(&a, ISS)).await.unwrap();
+    assert_eq!(logged.count("several keys under one kid"), 0);
+    server.set(|s| s.jwks = jwks(&[&a, &b]));
+    for _ in 0..3 {
+        let refused = g.verify(&token(&a, ISS)).await.unwrap_err();
+        assert!(
+            matches!(refused, Rejection::InvalidToken { .. }),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(logged.count("several keys under one kid"), 1);
+    server.set(|s| s.jwks = r#"{"keys":[]}"#.into());
+    assert!(g.verify(&token(&a, ISS)).await.is_err());
+    assert_eq!(logged.count("has no usable key: its tokens are refused"), 1);
+}

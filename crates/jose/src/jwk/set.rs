@@ -245,7 +245,18 @@ impl KeySet {
             keys: Vec::new(),
             skipped: set.skipped.clone(),
         };
+        // The keys seen so far, by `kid`.
+        let mut seen: std::collections::HashMap<Option<&str>, Vec<&Jwk>> =
+            std::collections::HashMap::new();
         for (index, jwk) in set.keys.iter().enumerate() {
+            // The same key listed twice, member for member (a set merged
+            // from two sources during a rotation): one key, not an
+            // ambiguous choice between two.
+            let same_kid = seen.entry(jwk.kid.as_deref()).or_default();
+            if same_kid.contains(&jwk) {
+                continue;
+            }
+            same_kid.push(jwk);
             let algs: Vec<Algorithm> = match (&jwk.alg, jwk.algorithm()) {
                 (None, Err(_)) if !allowed.is_empty() => allowed
                     .iter()

@@ -173,6 +173,29 @@ fn ambiguous_key_choice_is_refused() {
     assert_eq!(verify_code(&unnamed, &keys), "ERR_AMBIGUOUS_KEY");
 }
 
+/// A JWK set that lists one key twice, member for member (merged from two
+/// sources during a rotation), has one key under that `kid`, not an
+/// ambiguous choice; two different keys under one `kid` stay ambiguous.
+#[test]
+fn a_key_listed_twice_is_one_key() {
+    let a = SigningKey::generate(Algorithm::ES256)
+        .unwrap()
+        .with_kid("same");
+    let b = SigningKey::generate(Algorithm::ES256)
+        .unwrap()
+        .with_kid("same");
+    let jwk = |k: &SigningKey| k.verifying_key().unwrap().to_public_jwk().unwrap();
+    let twice = JwkSet::new(vec![jwk(&a), jwk(&a)]);
+    let keys = KeySet::from_jwks(&twice).unwrap();
+    assert_eq!(keys.keys().len(), 1);
+    let token = jwt::sign(&claims(), &a).unwrap();
+    jwt::verify::<serde_json::Value>(&token, &keys, &validation()).unwrap();
+    let two = JwkSet::new(vec![jwk(&a), jwk(&b), jwk(&a)]);
+    let keys = KeySet::from_jwks(&two).unwrap();
+    assert_eq!(keys.keys().len(), 2);
+    assert_eq!(verify_code(&token, &keys), "ERR_AMBIGUOUS_KEY");
+}
+
 #[test]
 fn tampering_with_any_segment_is_caught() {
     for alg in Algorithm::all() {
