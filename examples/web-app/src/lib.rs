@@ -264,20 +264,44 @@ fn problem(status: StatusCode, message: &str) -> Response {
     (status, message.to_owned()).into_response()
 }
 
-/// OpenID Connect Core §3.1.3.7, steps 4 and 5: an ID token for several
-/// audiences must name this client as its authorized party (`azp`), and
-/// one that names an `azp` must name this client. (That `aud` includes
-/// this client, the guard has checked.)
-fn authorized_party_checked(
-    claims: &Map<String, Value>,
-    client_id: &str,
-) -> Result<(), &'static str> {
-    let several_audiences = claims.get("aud").is_some_and(Value::is_array);
+/// OpenID Connect Core §3.1.3.7, steps 3 to 5 (errata set 2): the ID
+/// token must not be for any audience this app does not trust, and it
+/// trusts none but itself: every `aud` value must be this client (the
+/// guard has checked that one is). An `azp`, where given, must name this
+/// client too.
+fn audience_checked(claims: &Map<String, Value>, client_id: &str) -> Result<(), &'static str> {
+    let ours = |aud: &Value| aud.as_str() == Some(client_id);
+    let only_ours = match claims.get("aud") {
+        Some(Value::Array(audiences)) => !audiences.is_empty() && audiences.iter().all(ours),
+        Some(aud) => ours(aud),
+        None => false,
+    };
+    if !only_ours {
+        return Err("the ID token is also for another audience (aud)");
+    }
     match claims.get("azp") {
+        None => Ok(()),
         Some(Value::String(azp)) if azp == client_id => Ok(()),
-        None if !several_audiences => Ok(()),
-        None => Err("the ID token is for several audiences and names no azp"),
         Some(_) => Err("the ID token's azp is not this app"),
+    }
+}
+
+/// OpenID Connect Core §3.1.3.8: an `at_hash`, where given, is the left
+/// half of the access token's SHA-256 ([`ID_TOKEN_ALG`]'s hash), in
+/// base64url: the access token came with this ID token.
+fn access_token_hash_checked(
+    claims: &Map<String, Value>,
+    access_token: &str,
+) -> Result<(), &'static str> {
+    let Some(at_hash) = claims.get("at_hash") else {
+        return Ok(());
+    };
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, access_token.as_bytes());
+    let left = &digest.as_ref()[..digest.as_ref().len() / 2];
+    if at_hash.as_str() == Some(tessera_jose::b64::encode(left).as_str()) {
+        Ok(())
+    } else {
+        Err("the ID token's at_hash is not the access token's")
     }
 }
 
@@ -767,17 +791,35 @@ async fn callback(
     let Some(code) = params.code else {
         return problem(StatusCode::BAD_REQUEST, "no code");
     };
-    let tokens = match app
-        .token_request(&[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", &app.redirect_uri()),
-            ("code_verifier", &app.verifier_of(&started.state)),
-        ])
-        .await
-    {
-        Ok(t) => t,
-        Err(e) => {
+    // The exchange runs in a task of its own, and hands its refresh token
+    // over in an `Unclaimed`: should this request be dropped meanwhile
+    // (the browser gone, the request timeout), the task still finishes,
+    // and the token nobody claimed is revoked, or the grant would live on
+    // at the provider for a sign-in nobody completed.
+    let exchange = {
+        let app = Arc::clone(&app);
+        // Zeroized once sent: the verifier is what makes the code usable.
+        let form = [
+            (
+                "grant_type",
+                Zeroizing::new("authorization_code".to_owned()),
+            ),
+            ("code", Zeroizing::new(code)),
+            ("redirect_uri", Zeroizing::new(app.redirect_uri())),
+            ("code_verifier", app.verifier_of(&started.state)),
+        ];
+        tokio::spawn(async move {
+            let form: Vec<(&str, &str)> = form.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            let tokens = app.token_request(&form).await?;
+            let token = tokens["refresh_token"]
+                .as_str()
+                .map(|t| Zeroizing::new(t.to_owned()));
+            Ok::<_, TokenFailure>((tokens, Unclaimed { app, token }))
+        })
+    };
+    let (tokens, mut unclaimed) = match exchange.await {
+        Ok(Ok(exchanged)) => exchanged,
+        Ok(Err(e)) => {
             // The details (the provider's address among them) for the
             // operator, not the person.
             tracing::warn!(error = %e, "the code could not be exchanged");
@@ -786,18 +828,17 @@ async fn callback(
                 "the provider did not complete the sign-in: try again",
             );
         }
-    };
-    // From here on the tokens are this app's: a sign-in that fails below
-    // revokes its refresh token, or the grant would live on at the
-    // provider for a sign-in nobody completed.
-    let abandon = |status: StatusCode, message: &str| {
-        if let Some(refresh) = tokens["refresh_token"].as_str() {
-            app.sessions()
-                .retire_token(Zeroizing::new(refresh.to_owned()));
-            app.revoke_retired();
+        Err(e) => {
+            tracing::error!(error = %e, "the code exchange's task failed");
+            return problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the sign-in failed: try again",
+            );
         }
-        problem(status, message)
     };
+    // From here on a sign-in that fails revokes its refresh token, as
+    // `unclaimed` is dropped.
+    let abandon = |status: StatusCode, message: &str| problem(status, message);
     let (Some(access), Some(id_token)) =
         (tokens["access_token"].as_str(), tokens["id_token"].as_str())
     else {
@@ -823,7 +864,9 @@ async fn callback(
     let Some(issued_at) = claims.get("iat").and_then(seconds) else {
         return abandon(StatusCode::BAD_GATEWAY, "the ID token has no iat");
     };
-    if let Err(why) = authorized_party_checked(&claims, &app.settings.client_id) {
+    if let Err(why) = audience_checked(&claims, &app.settings.client_id)
+        .and_then(|()| access_token_hash_checked(&claims, access))
+    {
         return abandon(StatusCode::BAD_GATEWAY, why);
     }
     let Some(sub) = claims.get("sub").and_then(Value::as_str) else {
@@ -872,9 +915,7 @@ async fn callback(
             .to_owned(),
         email: userinfo["email"].as_str().unwrap_or("no email").to_owned(),
         access_token: Zeroizing::new(access.to_owned()),
-        refresh_token: tokens["refresh_token"]
-            .as_str()
-            .map(|t| Zeroizing::new(t.to_owned())),
+        refresh_token: unclaimed.token.clone(),
         id_token: id_token.to_owned(),
         signed_in: now,
         last_used: now,
@@ -891,7 +932,10 @@ async fn callback(
         if let Some(old) = cookie_of(&headers, app.cookies.session()) {
             sessions.retire(&old);
         }
-        if !sessions.insert(id.clone(), session, now) {
+        if sessions.insert(id.clone(), session, now) {
+            // The session holds it now.
+            unclaimed.token = None;
+        } else {
             drop(sessions);
             // Its provider session ended while this sign-in finished: the
             // provider has revoked what it issued, and a session here
@@ -913,6 +957,23 @@ async fn callback(
         app.cookies.set(app.cookies.login(), None),
     );
     r
+}
+
+/// The refresh token of a sign-in that has not handed it to a session
+/// yet: revoked when dropped unclaimed (the sign-in refused, or its
+/// request dropped).
+struct Unclaimed {
+    app: Arc<WebApp>,
+    token: Option<Zeroizing<String>>,
+}
+
+impl Drop for Unclaimed {
+    fn drop(&mut self) {
+        if let Some(token) = self.token.take() {
+            self.app.sessions().retire_token(token);
+            self.app.revoke_retired();
+        }
+    }
 }
 
 /// Call store-api with the access token; refresh once if it has expired.

@@ -1,5 +1,6 @@
 //! `web-app`: the example web application. Run it beside `tessera serve`
-//! and `store-api` (see the README):
+//! and `store-api` (the repository's README, "Five minutes to a browser
+//! login", walks through it):
 //!
 //! ```sh
 //! WEB_APP_CLIENT_ID=… WEB_APP_CLIENT_SECRET=… cargo run -p web-app

@@ -45,6 +45,9 @@ struct Mock {
     unused_refresh: Mutex<HashSet<String>>,
     /// How long a `refresh_token` grant takes to answer.
     refresh_delay: Mutex<Duration>,
+    /// How long an `authorization_code` grant takes to answer (once it
+    /// has issued its tokens).
+    code_delay: Mutex<Duration>,
     /// While set, a `refresh_token` grant waits for a permit of `release`.
     hold_refresh: AtomicBool,
     release: Semaphore,
@@ -80,6 +83,7 @@ impl Provider {
             refresh_grants: AtomicUsize::new(0),
             unused_refresh: Mutex::default(),
             refresh_delay: Mutex::new(Duration::ZERO),
+            code_delay: Mutex::new(Duration::ZERO),
             hold_refresh: AtomicBool::new(false),
             release: Semaphore::new(0),
             revoked: Mutex::default(),
@@ -126,6 +130,10 @@ impl Provider {
     }
 
     /// Make each `refresh_token` grant take this long.
+    pub fn delay_code_exchanges(&self, delay: Duration) {
+        *self.mock.code_delay.lock().unwrap() = delay;
+    }
+
     pub fn delay_refreshes(&self, delay: Duration) {
         *self.mock.refresh_delay.lock().unwrap() = delay;
     }
@@ -254,6 +262,8 @@ async fn token(
             let id_token = jwt::sign(&Claims::with_custom(claims), key).unwrap();
             let mut tokens = mock.issue();
             tokens["id_token"] = id_token.into();
+            let delay = *mock.code_delay.lock().unwrap();
+            tokio::time::sleep(delay).await;
             Json(tokens).into_response()
         }
         Some("refresh_token") => {

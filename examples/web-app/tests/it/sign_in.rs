@@ -67,15 +67,20 @@ async fn an_id_token_of_another_algorithm_or_without_iat_is_refused() {
     );
 }
 
+/// OpenID Connect Core §3.1.3.7 (errata set 2): an ID token also for an
+/// audience this app does not trust is refused, whatever its `azp`; one
+/// for this app alone passes, as a string or a one-element array, with no
+/// `azp` or with this app's; another `azp` is refused.
 #[tokio::test]
-async fn an_id_token_for_several_audiences_must_name_this_app_as_azp() {
+async fn an_id_token_must_be_for_this_app_alone() {
     let (_provider, shop) = provider_and_shop().await;
     let several = json!([CLIENT_ID, "another-client"]);
     for (aud, azp, signs_in) in [
         (several.clone(), None, false),
         (several.clone(), Some("another-client"), false),
-        (several, Some(CLIENT_ID), true),
-        // One audience: `azp` may be left out, but if given it must be us.
+        (several, Some(CLIENT_ID), false),
+        (json!([CLIENT_ID]), None, true),
+        (json!([CLIENT_ID]), Some(CLIENT_ID), true),
         (json!(CLIENT_ID), None, true),
         (json!(CLIENT_ID), Some("another-client"), false),
     ] {
@@ -94,8 +99,39 @@ async fn an_id_token_for_several_audiences_must_name_this_app_as_azp() {
             assert!(browser.signed_in().await, "{case}");
         } else {
             assert_eq!(callback.status, StatusCode::BAD_GATEWAY, "{case}");
-            assert!(callback.body.contains("azp"), "{case}");
+            assert!(
+                callback.body.contains("(aud)") || callback.body.contains("azp"),
+                "{case}"
+            );
             assert!(!browser.signed_in().await, "{case}");
+        }
+    }
+}
+
+/// OpenID Connect Core §3.1.3.8: an ID token whose `at_hash` is not the
+/// access token's (an access token swapped in) is refused; the right one
+/// passes.
+#[tokio::test]
+async fn an_id_token_whose_at_hash_is_another_tokens_is_refused() {
+    let (_provider, shop) = provider_and_shop().await;
+    let at_hash = |token: &str| {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+        tessera_jose::b64::encode(&digest.as_ref()[..16])
+    };
+    // The mock's first token is access-0, the second access-1.
+    for (hash_of, signs_in) in [("access-1", false), ("access-1", true)] {
+        let browser = shop.browser();
+        let expected = at_hash(hash_of);
+        let callback = browser
+            .sign_in(|claims| {
+                claims.insert("at_hash".into(), expected.into());
+            })
+            .await;
+        if signs_in {
+            assert_eq!(callback.status, StatusCode::SEE_OTHER, "{callback:?}");
+        } else {
+            assert_eq!(callback.status, StatusCode::BAD_GATEWAY, "{callback:?}");
+            assert!(callback.body.contains("at_hash"), "{callback:?}");
         }
     }
 }
@@ -292,4 +328,30 @@ async fn a_base_url_with_a_path_is_refused() {
         };
         assert!(web_app::WebApp::discover(settings).await.is_err(), "{base}");
     }
+}
+
+/// A callback whose request was given up while the code was exchanged
+/// (the listener's request timeout here; a closed tab alike) still takes
+/// the exchange's answer, and revokes the refresh token no session will
+/// hold: before, the dropped request dropped it, and the grant lived on
+/// at the provider for a sign-in nobody completed.
+#[tokio::test]
+async fn a_sign_in_given_up_during_the_exchange_revokes_its_refresh_token() {
+    let provider = Provider::start().await;
+    let listening = tessera_listen::Limits {
+        request_timeout: Duration::from_millis(300),
+        ..tessera_listen::Limits::default()
+    };
+    let shop = Shop::listening(&provider, None, web_app::Limits::default(), listening).await;
+    provider.delay_code_exchanges(Duration::from_millis(800));
+    let browser = shop.browser();
+    let given_up = browser.sign_in(|_| {}).await;
+    assert_eq!(
+        given_up.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{given_up:?}"
+    );
+    let revoked = provider.revoked(1).await;
+    assert_eq!(revoked, ["refresh-0"], "{revoked:?}");
+    assert!(!browser.signed_in().await);
 }
