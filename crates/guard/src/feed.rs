@@ -655,7 +655,11 @@ impl Subscriber {
                 .unwrap_or_default();
             let lost_for = self.shared.lost_for();
             let never = self.shared.state.load(Ordering::Acquire) == NEVER;
-            if !self.reported_stale && (never || lost_for > self.builder.bound) {
+            // Since the last sign of life, or since the start for a feed
+            // never synchronized: said once the bound has passed, not at
+            // the first failure of a start where the issuer comes up after
+            // this API.
+            if !self.reported_stale && lost_for > self.builder.bound {
                 let serving = self.builder.policy == WhenUnreachable::KeepServing;
                 tracing::error!(
                     issuer = %self.builder.issuer,

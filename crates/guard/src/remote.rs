@@ -274,16 +274,19 @@ impl RemoteJwks {
         self.fetches.fetch_add(1, Ordering::Relaxed);
         // The task holds the turn until it has stored what it found.
         let this = Arc::clone(self);
-        tokio::spawn(async move { this.refresh(started, turn).await })
+        let wanted = kid.map(str::to_owned);
+        tokio::spawn(async move { this.refresh(started, wanted.as_deref(), turn).await })
             .await
             .map_err(|e| FetchError(format!("the key fetch failed: {e}")))?
     }
 
     /// Fetch the keys and store them (or the failure), `started` being
-    /// when this attempt began, for the cooldown.
+    /// when this attempt began, for the cooldown; `wanted` the `kid` the
+    /// fetch is for.
     async fn refresh(
         &self,
         started: Instant,
+        wanted: Option<&str>,
         _turn: tokio::sync::OwnedMutexGuard<()>,
     ) -> Result<Arc<KeySet>, FetchError> {
         // A request's time each: the metadata's (both documents asked at
@@ -302,10 +305,17 @@ impl RemoteJwks {
                 )))
             });
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-        if fetched.is_err() && matches!(self.source, Source::Issuer(_)) {
-            // The issuer may have moved its key set: the next attempt asks
-            // its metadata again (also when the time ran out before the
-            // fetch could say so itself).
+        // The issuer may have moved its key set: the next attempt asks its
+        // metadata again when this one failed (also when the time ran out
+        // before the fetch could say so itself), or when it was for a
+        // `kid` the set it found does not have either (the old address
+        // still answering with the old keys: a CDN's copy, a path left up).
+        let still_unknown = |fetched: &Result<(KeySet, String, Duration), FetchError>| {
+            matches!((fetched, wanted), (Ok((keys, _, _)), Some(kid))
+                if !keys.keys().iter().any(|k| k.kid() == Some(kid)))
+        };
+        if matches!(self.source, Source::Issuer(_)) && (fetched.is_err() || still_unknown(&fetched))
+        {
             state.jwks_uri = None;
         }
         state.last_attempt = Some(started);

@@ -1109,3 +1109,34 @@ async fn a_refused_cursor_is_dropped() {
     assert_eq!(issuer.cursors().last(), Some(&None));
     assert!(g.revocations().unwrap().status().current);
 }
+
+/// A feed that has never synchronized (the issuer comes up after this
+/// API) is said to be unreachable beyond its bound once the bound has
+/// passed, not at its first failure.
+#[tokio::test]
+async fn a_feed_down_from_the_start_is_reported_past_its_bound() {
+    let logged = crate::Logged::default();
+    let _logging = logged.capture();
+    let issuer = Issuer::start().await;
+    issuer.change(|s| s.down = true);
+    let key = key();
+    let g = guard(
+        &issuer,
+        &key,
+        feed(&issuer)
+            .unreachable_after(Duration::from_millis(1500))
+            .start()
+            .unwrap(),
+    );
+    eventually("the first failure is told", async || {
+        logged.count("unreachable; retrying") == 1
+    })
+    .await;
+    assert_eq!(logged.count("beyond its bound"), 0);
+    eventually("the bound is reported", async || {
+        tracing::callsite::rebuild_interest_cache();
+        logged.count("beyond its bound") == 1
+    })
+    .await;
+    assert!(!g.revocations().unwrap().status().current);
+}

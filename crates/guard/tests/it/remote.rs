@@ -24,8 +24,9 @@ struct Served {
     delay: Duration,
     issuer_override: Option<String>,
     /// The key set moved to `/moved/jwks.json` (the metadata says so) and
-    /// `/jwks.json` answers 404.
+    /// `/jwks.json` answers 404, or, with `left_behind`, these keys.
     moved: bool,
+    left_behind: Option<String>,
 }
 
 #[derive(Clone)]
@@ -78,9 +79,16 @@ impl JwksServer {
 }
 
 async fn serve_jwks(State(s): State<Shared>) -> axum::response::Response {
-    if s.served.lock().unwrap().moved {
+    let (moved, left_behind) = {
+        let served = s.served.lock().unwrap();
+        (served.moved, served.left_behind.clone())
+    };
+    if moved {
         s.fetches.fetch_add(1, Ordering::SeqCst);
-        return StatusCode::NOT_FOUND.into_response();
+        return match left_behind {
+            Some(old) => old.into_response(),
+            None => StatusCode::NOT_FOUND.into_response(),
+        };
     }
     serve_moved_jwks(State(s)).await
 }
@@ -484,6 +492,39 @@ async fn a_jwks_uri_that_stops_answering_is_discovered_again() {
         }
     }
     assert!(accepted, "the moved key set was never found");
+}
+
+/// The same when the old URL goes on answering with the old keys (a CDN's
+/// copy, a path left up): a token of a key the set does not have sends the
+/// guard back to the metadata, which names the new URL.
+#[tokio::test]
+async fn a_jwks_uri_left_behind_with_old_keys_is_discovered_again() {
+    let (a, b) = (key(), key());
+    let server = JwksServer::start(&[&a]).await;
+    let issuer = server.shared.base.clone();
+    let remote = RemoteJwks::discover(&issuer)
+        .unwrap()
+        .cooldown(Duration::from_millis(100));
+    let g = Guard::builder(&issuer, AUD, remote)
+        .cache_size(0)
+        .build()
+        .unwrap();
+    g.verify(&token(&a, &issuer)).await.unwrap();
+    server.set(|s| {
+        s.moved = true;
+        s.left_behind = Some(jwks(&[&a]));
+        s.jwks = jwks(&[&a, &b]);
+    });
+    let mut accepted = false;
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        if g.verify(&token(&b, &issuer)).await.is_ok() {
+            accepted = true;
+            break;
+        }
+    }
+    assert!(accepted, "the moved key set was never found");
+    g.verify(&token(&a, &issuer)).await.unwrap();
 }
 
 #[tokio::test]
