@@ -419,6 +419,7 @@ impl RevocationFeedBuilder {
             ready_at: None,
             answered: None,
             busy_in_a_row: 0,
+            reread: false,
         };
         runtime.spawn(task.run(stop));
         Ok(RevocationFeed {
@@ -521,6 +522,11 @@ struct Subscriber {
     answered: Option<Answered>,
     /// Busy answers in a row at the same endpoints.
     busy_in_a_row: u32,
+    /// The next connection reads the log from the start, its backlog
+    /// added to the set in force (not replacing it): the feed started
+    /// over on a live stream, or refused the cursor. Kept here, not in
+    /// the shared cursor, which still says how far the set goes.
+    reread: bool,
 }
 
 /// A feed that answered it is busy (429, 503).
@@ -700,7 +706,11 @@ impl Subscriber {
             .get(&feed)?
             .header(http::header::ACCEPT, "text/event-stream")
             .bearer_auth(token.as_str());
-        let last_id = self.shared.last_id.load(Ordering::Acquire);
+        let last_id = if self.reread {
+            0
+        } else {
+            self.shared.last_id.load(Ordering::Acquire)
+        };
         if last_id > 0 {
             request = request.header("Last-Event-ID", last_id.to_string());
             // Names the event the cursor stands on, so a server whose log
@@ -730,7 +740,7 @@ impl Subscriber {
             // from the start next time (the set in force stays until
             // then), rather than send the same refused cursor for ever.
             reqwest::StatusCode::BAD_REQUEST if last_id > 0 => {
-                self.shared.set_cursor(0, String::new());
+                self.reread = true;
                 return Err(fail(&"400 to the cursor: reading the log again"));
             }
             status => {
@@ -784,7 +794,20 @@ impl Subscriber {
         // cursor is published with it, at `ready`, so a connection lost
         // halfway starts the backlog over instead of resuming past events
         // that were never applied.
-        let mut staging = (last_id == 0).then(RevocationSet::new);
+        // A re-read adds to what is in force: a backlog that is older, or
+        // read from an instance a moment behind, must not take back
+        // revocations already applied.
+        let mut staging = (last_id == 0).then(|| {
+            if self.reread {
+                self.shared
+                    .set
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+            } else {
+                RevocationSet::new()
+            }
+        });
         let mut staged_id = 0u64;
         let mut staged_digest = String::new();
         let mut ready = false;
@@ -812,6 +835,7 @@ impl Subscriber {
                             // after a reset): published with its set.
                             self.shared
                                 .set_cursor(staged_id, std::mem::take(&mut staged_digest));
+                            self.reread = false;
                         }
                         None => self.shared.change(|set| set.prune(now)),
                     }
@@ -830,7 +854,7 @@ impl Subscriber {
                 // instead: the set in force stays until the new backlog's
                 // `ready` replaces it.
                 "reset" if ready => {
-                    self.shared.set_cursor(0, String::new());
+                    self.reread = true;
                     return Err(fail(&"reset after ready: reading the log again"));
                 }
                 "reset" => {
@@ -846,7 +870,12 @@ impl Subscriber {
                         .parse()
                         .ok()
                         .filter(|id| i64::try_from(*id).is_ok())
-                        .ok_or_else(|| fail(&format!("event id {:?} is not a number", event.id)))?;
+                        .ok_or_else(|| {
+                            fail(&format!(
+                                "event id {:?} is not a number within i64",
+                                event.id
+                            ))
+                        })?;
                     match parse_event(&event.data) {
                         Ok(Some(revocation)) => match staging.as_mut() {
                             Some(set) => set.insert(&revocation),

@@ -76,6 +76,11 @@ struct State {
     fresh_until: Option<Instant>,
     last_attempt: Option<Instant>,
     jwks_uri: Option<String>,
+    /// The next fetch reads the issuer's metadata again first, keeping
+    /// `jwks_uri` if the metadata cannot be read: the last fetch was for a
+    /// `kid` its set lacked (the key set may have moved, its old address
+    /// left answering with the old keys).
+    look_again: bool,
     /// The keys are unavailable since the last success (logged once per
     /// such streak).
     failing: bool,
@@ -292,7 +297,7 @@ impl RemoteJwks {
         // A request's time each: the metadata's (both documents asked at
         // once) when the key set's URL is to be found, then the key set's.
         let steps = match self.source {
-            Source::Issuer(_) if self.known_jwks_uri().is_none() => 2,
+            Source::Issuer(_) if self.known_jwks_uri().is_none() || self.read().look_again => 2,
             _ => 1,
         };
         let budget = self.timeout.saturating_mul(steps);
@@ -307,16 +312,21 @@ impl RemoteJwks {
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
         // The issuer may have moved its key set: the next attempt asks its
         // metadata again when this one failed (also when the time ran out
-        // before the fetch could say so itself), or when it was for a
-        // `kid` the set it found does not have either (the old address
-        // still answering with the old keys: a CDN's copy, a path left up).
-        let still_unknown = |fetched: &Result<(KeySet, String, Duration), FetchError>| {
-            matches!((fetched, wanted), (Ok((keys, _, _)), Some(kid))
-                if !keys.keys().iter().any(|k| k.kid() == Some(kid)))
-        };
-        if matches!(self.source, Source::Issuer(_)) && (fetched.is_err() || still_unknown(&fetched))
-        {
-            state.jwks_uri = None;
+        // before the fetch could say so itself), and looks there first
+        // when it was for a `kid` the set it found does not have at all,
+        // usable or not (the old address still answering with the old
+        // keys: a CDN's copy, a path left up), keeping the address it has
+        // should the metadata not answer. A made-up `kid` costs the
+        // issuer a metadata read per cooldown, no more.
+        if matches!(self.source, Source::Issuer(_)) {
+            match (&fetched, wanted) {
+                (Err(_), _) => state.jwks_uri = None,
+                (Ok((keys, _, _)), Some(kid)) => {
+                    state.look_again = !keys.keys().iter().any(|k| k.kid() == Some(kid))
+                        && !keys.skipped().iter().any(|k| k.kid.as_deref() == Some(kid));
+                }
+                (Ok(_), None) => state.look_again = false,
+            }
         }
         state.last_attempt = Some(started);
         let now = Instant::now();
@@ -454,17 +464,28 @@ impl RemoteJwks {
     async fn fetch(&self) -> Result<(KeySet, String, Duration), FetchError> {
         let url = match &self.source {
             Source::Url(url) => url.clone(),
-            Source::Issuer(issuer) => match self.known_jwks_uri() {
-                Some(url) => url,
-                None => {
-                    let url = self.discover_jwks_uri(issuer).await?;
-                    self.state
-                        .write()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .jwks_uri = Some(url.clone());
-                    url
+            Source::Issuer(issuer) => {
+                let (known, look_again) = {
+                    let state = self.read();
+                    (state.jwks_uri.clone(), state.look_again)
+                };
+                match known {
+                    Some(url) if !look_again => url,
+                    known => match (self.discover_jwks_uri(issuer).await, known) {
+                        (Ok(url), _) => {
+                            self.state
+                                .write()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .jwks_uri = Some(url.clone());
+                            url
+                        }
+                        // The metadata did not answer: the address known
+                        // still serves.
+                        (Err(_), Some(known)) => known,
+                        (Err(e), None) => return Err(e),
+                    },
                 }
-            },
+            }
         };
         let fetched = self.get(&url).await.and_then(|(body, age)| {
             JwkSet::from_json(&body)

@@ -27,6 +27,8 @@ struct Served {
     /// `/jwks.json` answers 404, or, with `left_behind`, these keys.
     moved: bool,
     left_behind: Option<String>,
+    /// The metadata answers 503.
+    metadata_down: bool,
 }
 
 #[derive(Clone)]
@@ -115,10 +117,17 @@ async fn serve_moved_jwks(State(s): State<Shared>) -> axum::response::Response {
 }
 
 async fn serve_metadata(State(s): State<Shared>) -> axum::response::Response {
-    let (issuer, moved) = {
+    let (issuer, moved, down) = {
         let served = s.served.lock().unwrap();
-        (served.issuer_override.clone(), served.moved)
+        (
+            served.issuer_override.clone(),
+            served.moved,
+            served.metadata_down,
+        )
     };
+    if down {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
     let issuer = issuer.unwrap_or_else(|| s.base.clone());
     let path = if moved {
         "/moved/jwks.json"
@@ -525,6 +534,38 @@ async fn a_jwks_uri_left_behind_with_old_keys_is_discovered_again() {
     }
     assert!(accepted, "the moved key set was never found");
     g.verify(&token(&a, &issuer)).await.unwrap();
+}
+
+/// A token with a made-up `kid` sends the next fetch to the metadata
+/// first, but a metadata outage then does not stop the keys: the address
+/// known still serves them.
+#[tokio::test]
+async fn a_made_up_kid_during_a_metadata_outage_keeps_the_keys() {
+    let a = key();
+    let server = JwksServer::start(&[&a]).await;
+    // Stale at once, and not served stale: every token needs a fetch.
+    server.set(|s| s.cache_control = Some("max-age=0".into()));
+    let issuer = server.shared.base.clone();
+    let remote = RemoteJwks::discover(&issuer)
+        .unwrap()
+        .cache_bounds(Duration::ZERO, Duration::from_secs(60))
+        .max_stale(Duration::ZERO)
+        .cooldown(Duration::ZERO);
+    let g = Guard::builder(&issuer, AUD, remote)
+        .cache_size(0)
+        .build()
+        .unwrap();
+    g.verify(&token(&a, &issuer)).await.unwrap();
+    server.set(|s| s.metadata_down = true);
+    let stranger = SigningKey::generate(Algorithm::ES256)
+        .unwrap()
+        .with_kid("made-up");
+    assert!(g.verify(&token(&stranger, &issuer)).await.is_err());
+    let fetched = server.fetches();
+    g.verify(&token(&a, &issuer))
+        .await
+        .expect("the known address still serves");
+    assert!(server.fetches() > fetched, "fetched again");
 }
 
 #[tokio::test]
