@@ -287,8 +287,9 @@ fn audience_checked(claims: &Map<String, Value>, client_id: &str) -> Result<(), 
 }
 
 /// OpenID Connect Core §3.1.3.8: an `at_hash`, where given, is the left
-/// half of the access token's SHA-256 ([`ID_TOKEN_ALG`]'s hash), in
-/// base64url: the access token came with this ID token.
+/// half of the access token's hash under the hash of the ID token's
+/// algorithm ([`ID_TOKEN_ALG`]), in base64url: the access token came with
+/// this ID token.
 fn access_token_hash_checked(
     claims: &Map<String, Value>,
     access_token: &str,
@@ -296,9 +297,8 @@ fn access_token_hash_checked(
     let Some(at_hash) = claims.get("at_hash") else {
         return Ok(());
     };
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, access_token.as_bytes());
-    let left = &digest.as_ref()[..digest.as_ref().len() / 2];
-    if at_hash.as_str() == Some(tessera_jose::b64::encode(left).as_str()) {
+    let expected = tessera_jose::jwt::half_hash(ID_TOKEN_ALG, access_token);
+    if at_hash.as_str() == Some(expected.as_str()) {
         Ok(())
     } else {
         Err("the ID token's at_hash is not the access token's")
@@ -745,7 +745,8 @@ struct CallbackParams {
 }
 
 /// The provider sends the person back: check state and iss, exchange the
-/// code with the PKCE verifier, verify the ID token, its nonce and `azp`.
+/// code with the PKCE verifier, verify the ID token (for this app alone),
+/// its nonce and `at_hash`.
 async fn callback(
     State(app): State<Arc<WebApp>>,
     headers: HeaderMap,
@@ -971,7 +972,11 @@ impl Drop for Unclaimed {
     fn drop(&mut self) {
         if let Some(token) = self.token.take() {
             self.app.sessions().retire_token(token);
-            self.app.revoke_retired();
+            // Revoked from a task; with no runtime left (the process
+            // ending), it stays retired, for whatever revokes next.
+            if tokio::runtime::Handle::try_current().is_ok() {
+                self.app.revoke_retired();
+            }
         }
     }
 }

@@ -49,6 +49,38 @@ pub fn random_id() -> Result<String, Error> {
     Ok(crate::b64::encode(bytes))
 }
 
+/// OpenID Connect's hash of a token that travels with an ID token
+/// (`at_hash` of Core §3.1.3.6 for the access token, `c_hash` for a
+/// code): the left half of `value`'s hash under the hash function of the
+/// ID token's algorithm `alg` (SHA-512 for `EdDSA`/`Ed25519`), in
+/// base64url.
+///
+/// ```
+/// use tessera_jose::{jwt, Algorithm};
+/// // OpenID Connect Core, Appendix A.3.
+/// let at_hash = jwt::half_hash(Algorithm::RS256, "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y");
+/// assert_eq!(at_hash, "77QmUPtjPfzWtF2AnpK9RQ");
+/// ```
+pub fn half_hash(alg: crate::Algorithm, value: &str) -> String {
+    use crate::Algorithm;
+    use aws_lc_rs::digest;
+    let hash = match alg {
+        Algorithm::HS384 | Algorithm::RS384 | Algorithm::PS384 | Algorithm::ES384 => {
+            &digest::SHA384
+        }
+        Algorithm::HS512
+        | Algorithm::RS512
+        | Algorithm::PS512
+        | Algorithm::ES512
+        | Algorithm::EdDSA
+        | Algorithm::Ed25519 => &digest::SHA512,
+        _ => &digest::SHA256,
+    };
+    let d = digest::digest(hash, value.as_bytes());
+    let bytes = d.as_ref();
+    crate::b64::encode(&bytes[..bytes.len() / 2])
+}
+
 /// Sign `claims` with `key`, under a header of the key's algorithm and
 /// `kid` with `typ: JWT`.
 pub fn sign<T: Serialize>(claims: &Claims<T>, key: &SigningKey) -> Result<String, Error> {

@@ -10,7 +10,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use aws_lc_rs::digest;
 use serde::{Deserialize, Serialize};
 use tessera_jose::{Algorithm, Claims, NumericDate};
 
@@ -103,21 +102,7 @@ pub fn sign(keys: &Keys, alg: Algorithm, token: IdToken<'_>, at: i64) -> Result<
 /// left half of the hash the algorithm uses, base64url (Core §3.1.3.6;
 /// SHA-512 for Ed25519).
 pub fn at_hash(alg: Algorithm, access_token: &str) -> String {
-    let hash = match alg {
-        Algorithm::HS384 | Algorithm::RS384 | Algorithm::PS384 | Algorithm::ES384 => {
-            &digest::SHA384
-        }
-        Algorithm::HS512
-        | Algorithm::RS512
-        | Algorithm::PS512
-        | Algorithm::ES512
-        | Algorithm::EdDSA
-        | Algorithm::Ed25519 => &digest::SHA512,
-        _ => &digest::SHA256,
-    };
-    let d = digest::digest(hash, access_token.as_bytes());
-    let bytes = d.as_ref();
-    tessera_jose::b64::encode(&bytes[..bytes.len() / 2])
+    tessera_jose::jwt::half_hash(alg, access_token)
 }
 
 /// The claims of a logout token beyond the registered ones.

@@ -129,11 +129,13 @@ impl Provider {
         self.mock.refresh_grants.load(Ordering::SeqCst)
     }
 
-    /// Make each `refresh_token` grant take this long.
+    /// Make each `authorization_code` grant take this long (once its
+    /// tokens are issued).
     pub fn delay_code_exchanges(&self, delay: Duration) {
         *self.mock.code_delay.lock().unwrap() = delay;
     }
 
+    /// Make each `refresh_token` grant take this long.
     pub fn delay_refreshes(&self, delay: Duration) {
         *self.mock.refresh_delay.lock().unwrap() = delay;
     }
