@@ -520,12 +520,9 @@ pub fn user(server: &ServerArgs, command: UserCommand) -> Result<(), Failure> {
                 let profile = profile.profile();
                 // Scopes that cannot be read change nothing.
                 let change = scope_change(scopes, add_scopes, remove_scopes)?;
-                if profile.changes_anything() || change.is_none() {
-                    admin.set_profile(&username, &profile).await?;
-                }
-                if let Some(change) = &change {
-                    admin.set_scopes(&username, change).await?;
-                }
+                admin
+                    .change_user(&username, &profile, change.as_ref())
+                    .await?;
             }
             UserCommand::List { json } => {
                 // Every user, read a page at a time.

@@ -376,6 +376,33 @@ impl AdminService<'_> {
         Ok(scopes)
     }
 
+    /// Change a user's profile claims and scopes, either or both (the
+    /// command line's `user set`, the API's `PATCH`). Everything that can
+    /// be refused is before anything is written: the claims checked, then
+    /// the scopes changed (a change the stored scopes refuse writes
+    /// nothing), then the profile; what can still fail after the scopes
+    /// (the user deleted meanwhile, the database) leaves a change that
+    /// the same request, made again, makes again to the same end. A change
+    /// of nothing writes nothing, and says whether the user exists.
+    pub async fn change_user(
+        &self,
+        username: &str,
+        profile: &Profile,
+        scopes: Option<&ScopeChange>,
+    ) -> Result<(), Error> {
+        if !profile.changes_anything() && scopes.is_none() {
+            return self.user(username).await.map(drop);
+        }
+        profile.check()?;
+        if let Some(scopes) = scopes {
+            self.set_scopes(username, scopes).await?;
+        }
+        if profile.changes_anything() {
+            self.set_profile(username, profile).await?;
+        }
+        Ok(())
+    }
+
     /// A page of the live sign-in sessions, of one user or all, newest
     /// first.
     pub async fn sessions(

@@ -53,8 +53,20 @@ impl Scopes {
         Ok(Scopes(set))
     }
 
-    /// Parse each item of a list (as given on a command line).
+    /// Parse each item of a list (as given on a command line, or a JSON
+    /// array): each must be one scope. An empty item, or one holding a
+    /// space, is refused rather than read as none or as several (`[""]`
+    /// would have cleared every scope).
     pub fn from_list<S: AsRef<str>>(items: &[S]) -> Result<Scopes, Error> {
+        if let Some(bad) = items
+            .iter()
+            .map(AsRef::as_ref)
+            .find(|item| item.is_empty() || item.contains(' '))
+        {
+            return Err(Error::Invalid(format!(
+                "invalid scope {bad:?}: give each scope as an item of its own"
+            )));
+        }
         Scopes::parse(
             &items
                 .iter()
@@ -343,5 +355,20 @@ mod tests {
         let allowed = Scopes::parse("read write admin").unwrap();
         assert!(s.is_subset(&allowed));
         assert!(!Scopes::parse("delete").unwrap().is_subset(&allowed));
+    }
+
+    #[test]
+    fn a_list_holds_one_scope_per_item() {
+        assert_eq!(
+            Scopes::from_list(&["read", "write", "read"])
+                .unwrap()
+                .to_string(),
+            "read write"
+        );
+        assert!(Scopes::from_list::<&str>(&[]).unwrap().is_empty());
+        for bad in [&[""][..], &["read write"], &["read", ""], &[" read"]] {
+            let err = Scopes::from_list(bad).unwrap_err().to_string();
+            assert!(err.contains("item of its own"), "{bad:?}: {err}");
+        }
     }
 }

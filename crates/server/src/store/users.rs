@@ -48,6 +48,12 @@ impl Profile {
     pub fn changes_anything(&self) -> bool {
         self.name.is_some() || self.email.is_some() || self.email_verified.is_some()
     }
+
+    /// Whether [`set_profile`] would take it ([`Error::Invalid`] says
+    /// why not), checked before anything is written.
+    pub fn check(&self) -> Result<(), Error> {
+        CheckedProfile::of(self).map(drop)
+    }
 }
 
 impl std::fmt::Debug for User {

@@ -1748,6 +1748,7 @@ mod admin_api {
         )
         .await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        assert_eq!(r.headers[header::LOCATION], "/admin/users/alice");
         assert!(r.json.get("password_hash").is_none());
         // The profile as set, `email_verified` included, as listed.
         let r = call(
@@ -1785,6 +1786,31 @@ mod admin_api {
             (none.status, none.json["error"].as_str()),
             (StatusCode::NOT_FOUND, Some("not_found"))
         );
+        // A change refused for any part writes no part: a bad email with
+        // new scopes leaves the scopes; a list item that is not one scope
+        // (an empty one would have cleared them all) is refused.
+        for change in [
+            json!({"email": "no at sign", "scopes": ["read", "write"]}),
+            json!({"scopes": [""]}),
+            json!({"add_scopes": ["read write"]}),
+        ] {
+            let r = call(
+                &h,
+                Method::PATCH,
+                "/admin/users/alice",
+                t,
+                Some(change.clone()),
+            )
+            .await;
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{change}: {}", r.text);
+        }
+        // Nothing to change: nothing written, not even `updated_at`.
+        let r = call(&h, Method::PATCH, "/admin/users/alice", t, Some(json!({}))).await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+        let r = call(&h, Method::PATCH, "/admin/users/nobody", t, Some(json!({}))).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+        let after = call(&h, Method::GET, "/admin/users/alice", t, None).await;
+        assert_eq!(after.json, one.json, "nothing changed");
         let wrong = call(&h, Method::PUT, "/admin/users/alice", t, None).await;
         assert_eq!(
             (wrong.status, wrong.json["error"].as_str()),
@@ -1841,6 +1867,11 @@ mod admin_api {
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
         assert!(r.json["client_secret"].is_null());
         let web = r.json["client_id"].as_str().unwrap().to_owned();
+        assert_eq!(r.headers[header::LOCATION], format!("/admin/clients/{web}"));
+        // Where it says, the client is.
+        let at = r.headers[header::LOCATION].to_str().unwrap().to_owned();
+        let got = call(&h, Method::GET, &at, t, None).await;
+        assert_eq!(got.json["client_id"], web.as_str(), "{}", got.text);
         assert_eq!(
             h.login(&web, "alice", "correct horse").await.status,
             StatusCode::OK

@@ -78,11 +78,11 @@ pub async fn add(
         .await?;
     let secret = added.client_secret.as_deref().map(String::as_str);
     let body = json!({ "client_id": added.client_id, "client_secret": secret });
-    Ok((
-        StatusCode::CREATED,
+    Ok(super::created(
+        "/admin/clients",
+        &added.client_id,
         super::super::token::no_store(Json(body)),
-    )
-        .into_response())
+    ))
 }
 
 /// What a client's change may say: its scopes, in place of the old

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderValue, StatusCode, Uri};
+use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -106,6 +106,7 @@ pub fn routes(app: &App) -> Router<Arc<App>> {
         // Either admin scope on every route, whatever its own layer says
         // (a route added without one still needs an admin's token).
         Ok(guard) => protected
+            .layer(axum::middleware::from_fn(writes_need_admin))
             .layer(RequireScope::any([ADMIN_SCOPE, ADMIN_READ_SCOPE]))
             .layer(GuardLayer::new(guard))
             .layer(axum::middleware::from_fn(refusals_said))
@@ -123,6 +124,50 @@ pub fn routes(app: &App) -> Router<Arc<App>> {
     Router::new()
         .route("/admin/openapi.json", get(openapi))
         .merge(protected)
+}
+
+/// A `201 Created` of `body`, with the `Location` of what was created:
+/// `collection` (`/admin/users`) and its id, as one path segment.
+fn created(collection: &str, id: &str, body: Response) -> Response {
+    // Everything but RFC 3986's unreserved characters is escaped.
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    let mut response = (StatusCode::CREATED, body).into_response();
+    let location = format!(
+        "{collection}/{}",
+        percent_encoding::utf8_percent_encode(id, SEGMENT)
+    );
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+/// The floor for a change, whatever its route's own layer says: a method
+/// other than `GET` and `HEAD` needs `tessera:admin` (a write route added
+/// without its layer would otherwise take a read-only token).
+async fn writes_need_admin(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if matches!(*request.method(), Method::GET | Method::HEAD) {
+        return next.run(request).await;
+    }
+    let admin = request
+        .extensions()
+        .get::<Arc<AccessToken>>()
+        .is_some_and(|token| token.has_scope(ADMIN_SCOPE));
+    if admin {
+        next.run(request).await
+    } else {
+        Rejection::InsufficientScope {
+            scope: ADMIN_SCOPE.into(),
+        }
+        .into_response()
+    }
 }
 
 /// Say in the log when the admin API refuses a call: a token that was

@@ -72,7 +72,12 @@ pub async fn add(State(app): AppState, admin: Admin, Body(new): Body<NewUser>) -
             },
         )
         .await?;
-    Ok((StatusCode::CREATED, Json(user)).into_response())
+    let username = user.username.clone();
+    Ok(super::created(
+        "/admin/users",
+        &username,
+        Json(user).into_response(),
+    ))
 }
 
 /// Authorization: admin scope.
@@ -100,14 +105,9 @@ pub async fn set_profile(
             &change.remove_scopes,
         )?),
     };
-    // The profile when a claim is given, or nothing is (a request that
-    // changes nothing still says whether the user exists).
-    if profile.changes_anything() || scopes.is_none() {
-        service.set_profile(&username, &profile).await?;
-    }
-    if let Some(scopes) = &scopes {
-        service.set_scopes(&username, scopes).await?;
-    }
+    service
+        .change_user(&username, &profile, scopes.as_ref())
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
