@@ -273,9 +273,12 @@ impl Sessions {
     /// End the sessions a logout token names (Back-Channel Logout 1.0
     /// §2.7): with a `sid`, the sessions the provider's session `sid`
     /// signed in (and, when it names a `sub` too, only those of that
-    /// person); with a `sub` alone, every session of that person. A token
-    /// that names neither ends nothing. `iat` is the logout token's: the
-    /// logout is remembered, for a sign-in it ends that has not finished.
+    /// person); with a `sub` alone, every session of that person signed
+    /// in by then (its ID token's `iat` not after the logout token's: a
+    /// logout token delivered late, or again, does not end a sign-in made
+    /// since). A token that names neither ends nothing. `iat` is the
+    /// logout token's: the logout is remembered, for a sign-in it ends
+    /// that has not finished.
     pub(crate) fn end(&mut self, sid: Option<&str>, sub: Option<&str>, iat: i64, now: Instant) {
         if sid.is_none() && sub.is_none() {
             return;
@@ -285,8 +288,10 @@ impl Sessions {
             .by_id
             .iter()
             .filter(|(_, s)| {
+                let by_sub_alone = sid.is_none();
                 sid.is_none_or(|sid| s.sid.as_deref() == Some(sid))
                     && sub.is_none_or(|sub| s.sub == sub)
+                    && (!by_sub_alone || s.issued_at <= iat)
             })
             .map(|(id, _)| id.clone())
             .collect();
@@ -566,6 +571,11 @@ mod tests {
         let mut sessions = fill();
         sessions.end(Some("s1"), Some("alice"), 2_000, t0);
         assert_eq!(ids(&sessions), ["a2", "a3", "b1"]);
+        // By `sub` alone, a logout token issued before a sign-in (sent
+        // late, or again) leaves that sign-in.
+        let mut sessions = fill();
+        sessions.end(None, Some("alice"), 999, t0);
+        assert_eq!(ids(&sessions), ["a1", "a2", "a3", "b1"]);
         let mut sessions = fill();
         sessions.end(None, None, 2_000, t0);
         assert_eq!(
