@@ -665,19 +665,8 @@ async fn a_refresh_whose_answer_failed_can_be_retried(backend: Backend) {
     let login = h.login(&web, "alice", "correct horse").await;
     assert_eq!(login.status, StatusCode::OK, "{}", login.text);
     let first = login.str("refresh_token");
-    // A cut of alice's tokens, stamped six seconds ahead: past the five
-    // the endpoint waits for a clock behind the database's.
-    let cut = tessera_server::store::now() + 6;
-    h.execute(
-        &format!(
-            "INSERT INTO revocation_events (kind, value, issued_before, keep_until, created_at) \
-             VALUES ('user', $1, {cut}, {}, {cut})",
-            cut + 3600
-        ),
-        &[&alice],
-    )
-    .await;
-    h.app.access.revoked().sync(&h.db).await.unwrap();
+    // Six seconds ahead: past the five the endpoint waits.
+    h.cut_ahead(&alice, 6).await;
     let failed = h.refresh(&web, &first, None).await;
     assert_eq!(
         (failed.status, failed.error()),
@@ -718,17 +707,8 @@ async fn a_refresh_dropped_before_it_answered_is_taken_back(backend: Backend) {
         .login(&web, "alice", "correct horse")
         .await
         .str("refresh_token");
-    let cut = tessera_server::store::now() + 6;
-    h.execute(
-        &format!(
-            "INSERT INTO revocation_events (kind, value, issued_before, keep_until, created_at) \
-             VALUES ('user', $1, {cut}, {}, {cut})",
-            cut + 3600
-        ),
-        &[&alice],
-    )
-    .await;
-    h.app.access.revoked().sync(&h.db).await.unwrap();
+    // Six seconds ahead: past the five the endpoint waits.
+    h.cut_ahead(&alice, 6).await;
     let dropped = tokio::time::timeout(Duration::from_secs(1), h.refresh(&web, &first, None)).await;
     assert!(dropped.is_err(), "answered within the second: {dropped:?}");
     wait_for_audit(&h, "refresh_rotation_taken_back", 1).await;

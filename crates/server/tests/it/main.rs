@@ -376,6 +376,25 @@ impl Harness {
         }
     }
 
+    /// A cut of user `user_id`'s tokens stamped `ahead` seconds from now,
+    /// as an instance whose clock runs that far ahead of this one would
+    /// stamp it, read into this instance's log: the token endpoint waits
+    /// five seconds at most for such a cut to pass, then answers 503
+    /// (after its grant has committed).
+    pub async fn cut_ahead(&self, user_id: &str, ahead: i64) {
+        let cut = tessera_server::store::now() + ahead;
+        self.execute(
+            &format!(
+                "INSERT INTO revocation_events (kind, value, issued_before, keep_until, created_at) \
+                 VALUES ('user', $1, {cut}, {}, {cut})",
+                cut + 3600
+            ),
+            &[user_id],
+        )
+        .await;
+        self.app.access.revoked().sync(&self.db).await.unwrap();
+    }
+
     /// The one number `sql` (with text parameters `binds`) selects.
     pub async fn count(&self, sql: &str, binds: &[&str]) -> i64 {
         match &self.db {

@@ -3135,19 +3135,8 @@ async fn a_code_whose_exchange_failed_can_be_presented_again(backend: Backend) {
         .unwrap()
         .unwrap()
         .id;
-    // Six seconds ahead: past the five the endpoint waits for a clock
-    // behind the database's.
-    let cut = tessera_server::store::now() + 6;
-    h.execute(
-        &format!(
-            "INSERT INTO revocation_events (kind, value, issued_before, keep_until, created_at) \
-             VALUES ('user', $1, {cut}, {}, {cut})",
-            cut + 3600
-        ),
-        &[&alice],
-    )
-    .await;
-    h.app.access.revoked().sync(&h.db).await.unwrap();
+    // Six seconds ahead: past the five the endpoint waits.
+    h.cut_ahead(&alice, 6).await;
     let failed = exchange(&h, &s, &code, VERIFIER).await;
     assert_eq!(
         (failed.status, failed.error()),
