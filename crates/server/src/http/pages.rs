@@ -78,15 +78,15 @@ impl Pages {
                 Some((bytes, kind))
             }
         };
-        let ring = if theme.accent.len() == 7 {
-            format!("{}55", theme.accent)
-        } else {
-            theme.accent.clone()
-        };
-        let css = format!(
-            ":root {{ --accent: {}; --accent-ring: {ring}; }}\n{CSS}",
-            theme.accent
-        );
+        if let Some(ratio) = contrast_with_white(&theme.accent).filter(|r| *r < 4.5) {
+            tracing::warn!(
+                accent = %theme.accent,
+                contrast = format!("{ratio:.1}:1"),
+                "pages.accent is too light for the white text of the buttons on it \
+                 (WCAG asks for 4.5:1): pick a darker colour"
+            );
+        }
+        let css = format!(":root {{ --accent: {}; }}\n{CSS}", theme.accent);
         let base = "default-src 'none'; style-src 'self'; img-src 'self' data:; \
                     frame-ancestors 'none'; base-uri 'none'";
         let hash =
@@ -237,3 +237,50 @@ pub fn secure_headers(h: &mut HeaderMap, csp: HeaderValue) {
 
 /// Shared by the handlers.
 pub type SharedPages = Arc<Pages>;
+/// The contrast ratio (WCAG 2) of the colour `#rgb` or `#rrggbb` with
+/// white; `None` for anything else.
+fn contrast_with_white(colour: &str) -> Option<f64> {
+    let hex = colour.strip_prefix('#')?;
+    let channel = |text: &str| u8::from_str_radix(text, 16).ok().map(f64::from);
+    let (r, g, b) = match hex.len() {
+        3 => {
+            let twice = |i: usize| hex.get(i..=i).and_then(|c| channel(&c.repeat(2)));
+            (twice(0)?, twice(1)?, twice(2)?)
+        }
+        6 => (
+            channel(hex.get(0..2)?)?,
+            channel(hex.get(2..4)?)?,
+            channel(hex.get(4..6)?)?,
+        ),
+        _ => return None,
+    };
+    let linear = |c: f64| {
+        let c = c / 255.0;
+        if c <= 0.039_28 {
+            c / 12.92
+        } else {
+            ((c + 0.055) / 1.055).powf(2.4)
+        }
+    };
+    let luminance = 0.2126 * linear(r) + 0.7152 * linear(g) + 0.0722 * linear(b);
+    Some(1.05 / (luminance + 0.05))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::contrast_with_white;
+
+    #[test]
+    fn the_accent_is_measured_against_the_white_button_text() {
+        let ratio = |c| contrast_with_white(c).unwrap();
+        assert!((ratio("#fff") - 1.0).abs() < 1e-9);
+        assert!((ratio("#000000") - 21.0).abs() < 1e-9);
+        // The default accent passes; a yellow does not.
+        assert!(ratio("#1d4ed8") > 4.5, "{}", ratio("#1d4ed8"));
+        assert!(ratio("#fde047") < 4.5);
+        assert_eq!(ratio("#abc"), ratio("#aabbcc"));
+        for bad in ["1d4ed8", "#12345", "#ggg", ""] {
+            assert_eq!(contrast_with_white(bad), None, "{bad}");
+        }
+    }
+}
