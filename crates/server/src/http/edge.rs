@@ -16,9 +16,15 @@ use super::{OAuthError, BODY_LIMIT};
 pub async fn check(request: Request, next: Next) -> Response {
     let uri = request.uri();
     let holds_control = |text: &str| percent_decode_str(text).any(|b| b.is_ascii_control());
+    // Refused before any route's layers: what the sign-in routes put on
+    // every answer (nothing framed, sniffed, cached or referred) is put on
+    // these here, whichever path they were for.
     if holds_control(uri.path()) || uri.query().is_some_and(holds_control) {
-        return OAuthError::invalid_request("the path or query holds a control character")
-            .into_response();
+        return super::framed_nowhere(
+            OAuthError::invalid_request("the path or query holds a control character")
+                .into_response(),
+        )
+        .await;
     }
     let declared = request
         .headers()
@@ -26,10 +32,11 @@ pub async fn check(request: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
-        return OAuthError::payload_too_large(format!(
-            "the body is larger than {BODY_LIMIT} bytes"
-        ))
-        .into_response();
+        return super::framed_nowhere(
+            OAuthError::payload_too_large(format!("the body is larger than {BODY_LIMIT} bytes"))
+                .into_response(),
+        )
+        .await;
     }
     next.run(request).await
 }

@@ -102,7 +102,9 @@ fn sign_in_routes(app: &App) -> Router<Arc<App>> {
 /// own 405 for `GET /logout`, a 400 for a malformed query, a body too
 /// large): nothing of them may be framed, sniffed, cached or referred.
 /// What a handler set stays (a page's CSP, the assets' caching).
-async fn framed_nowhere(mut response: axum::response::Response) -> axum::response::Response {
+pub(crate) async fn framed_nowhere(
+    mut response: axum::response::Response,
+) -> axum::response::Response {
     use axum::http::{header, HeaderValue};
     let headers = response.headers_mut();
     for (name, value) in [

@@ -140,6 +140,18 @@ async fn control_characters_are_refused_at_the_edge(backend: Backend) {
             .await;
         assert_invalid_request(&r, path);
     }
+    // Refused before the sign-in routes' layers, a person's page still
+    // answers with what every sign-in answer carries.
+    let r = h.get("/oauth2/authorize?client_id=a%00b").await;
+    assert_invalid_request(&r, "/oauth2/authorize");
+    for (name, value) in [
+        ("x-frame-options", "DENY"),
+        ("x-content-type-options", "nosniff"),
+        ("referrer-policy", "no-referrer"),
+        ("cache-control", "no-store"),
+    ] {
+        assert_eq!(r.headers[name], value, "{name}");
+    }
     h.finish().await;
 }
 
