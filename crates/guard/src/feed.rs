@@ -420,6 +420,7 @@ impl RevocationFeedBuilder {
             answered: None,
             busy_in_a_row: 0,
             reread: false,
+            ever_ready: false,
         };
         runtime.spawn(task.run(stop));
         Ok(RevocationFeed {
@@ -522,11 +523,14 @@ struct Subscriber {
     answered: Option<Answered>,
     /// Busy answers in a row at the same endpoints.
     busy_in_a_row: u32,
-    /// The next connection reads the log from the start, its backlog
-    /// added to the set in force (not replacing it): the feed started
-    /// over on a live stream, or refused the cursor. Kept here, not in
-    /// the shared cursor, which still says how far the set goes.
+    /// The next connection reads the log from the start: the feed
+    /// started over on a live stream, or refused the cursor. Kept here,
+    /// not in the shared cursor, which still says how far the set goes.
     reread: bool,
+    /// A connection has reached `ready`: a backlog read from the start
+    /// since is added to the set in force, not put in its place (unless
+    /// the server resets the cursor sent).
+    ever_ready: bool,
 }
 
 /// A feed that answered it is busy (429, 503).
@@ -789,25 +793,18 @@ impl Subscriber {
                 Ok(rest.to_vec().into())
             })
             .eventsource();
-        // A first connection (or a reset) collects the whole backlog
-        // before it replaces the set, so no request sees half of it; its
-        // cursor is published with it, at `ready`, so a connection lost
-        // halfway starts the backlog over instead of resuming past events
-        // that were never applied.
-        // A re-read adds to what is in force: a backlog that is older, or
-        // read from an instance a moment behind, must not take back
-        // revocations already applied.
-        let mut staging = (last_id == 0).then(|| {
-            if self.reread {
-                self.shared
-                    .set
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone()
-            } else {
-                RevocationSet::new()
-            }
-        });
+        // The very first connection (or one the server resets: its log was
+        // restored, and what this guard holds must go) collects the whole
+        // backlog before it replaces the set, so no request sees half of
+        // it. Any other connection without a cursor (after a reset on a
+        // live stream, a refused cursor, or an empty log) adds what it
+        // reads to the set in force as it comes: adding cannot take back a
+        // revocation, and a backlog older than the set, or read from an
+        // instance a moment behind, must not. Either way its cursor is
+        // published at `ready`, so a connection lost halfway reads the
+        // backlog again instead of resuming past events never applied.
+        let mut staging = (last_id == 0 && !self.ever_ready).then(RevocationSet::new);
+        let mut hold_cursor = last_id == 0;
         let mut staged_id = 0u64;
         let mut staged_digest = String::new();
         let mut ready = false;
@@ -826,19 +823,21 @@ impl Subscriber {
                 "ready" => {
                     let now = self.steady.now();
                     match staging.take() {
-                        Some(fresh) => {
-                            self.shared.change(|set| {
-                                *set = fresh;
-                                set.prune(now);
-                            });
-                            // The backlog's cursor, even 0 (an empty log
-                            // after a reset): published with its set.
-                            self.shared
-                                .set_cursor(staged_id, std::mem::take(&mut staged_digest));
-                            self.reread = false;
-                        }
+                        Some(fresh) => self.shared.change(|set| {
+                            *set = fresh;
+                            set.prune(now);
+                        }),
                         None => self.shared.change(|set| set.prune(now)),
                     }
+                    if hold_cursor {
+                        // The backlog's cursor, even 0 (an empty log):
+                        // published once all of it is in force.
+                        self.shared
+                            .set_cursor(staged_id, std::mem::take(&mut staged_digest));
+                        hold_cursor = false;
+                    }
+                    self.reread = false;
+                    self.ever_ready = true;
                     pruned = Instant::now();
                     ready = true;
                     self.ready_at = Some(tokio::time::Instant::now());
@@ -850,15 +849,24 @@ impl Subscriber {
                 }
                 // A reset on a live stream: its backlog would be staged
                 // while the set in force stopped taking new events, and
-                // heartbeats went on calling it current. Start over
-                // instead: the set in force stays until the new backlog's
-                // `ready` replaces it.
+                // heartbeats went on calling it current. Read the log
+                // again instead, added to the set in force.
                 "reset" if ready => {
                     self.reread = true;
                     return Err(fail(&"reset after ready: reading the log again"));
                 }
-                "reset" => {
+                // The server's word that the cursor sent is no place in
+                // its log (restored from a backup): what this guard holds
+                // goes, replaced by the backlog at `ready`. Without a
+                // cursor sent there was nothing to reset (a proxy's
+                // replay): the reading goes on from the start, adding.
+                "reset" if last_id > 0 => {
                     staging = Some(RevocationSet::new());
+                    hold_cursor = true;
+                    staged_id = 0;
+                    staged_digest.clear();
+                }
+                "reset" => {
                     staged_id = 0;
                     staged_digest.clear();
                 }
@@ -885,7 +893,7 @@ impl Subscriber {
                         Err(e) => return Err(fail(&format!("event {id}: {e}"))),
                     }
                     let digest = event_digest(&event.data);
-                    if staging.is_some() {
+                    if hold_cursor {
                         staged_id = id;
                         staged_digest = digest;
                     } else {

@@ -54,6 +54,9 @@ struct Script {
     reset_live: bool,
     /// The feed answers 400 to any request with a `Last-Event-ID`.
     refuse_cursors: bool,
+    /// The next connection begins with a `reset`, cursor or not (a proxy
+    /// replaying a stream).
+    reset_first: bool,
     /// Requests the feed and the metadata have had.
     feed_requests: u64,
     metadata_requests: u64,
@@ -244,8 +247,10 @@ async fn serve_feed(State(i): State<Issuer>, headers: HeaderMap) -> axum::respon
         .cut_after
         .take()
         .unwrap_or(usize::MAX);
+    let reset_first = std::mem::take(&mut i.script.lock().unwrap().reset_first);
     let reset = futures_util::stream::iter(
-        start_over.then(|| Ok::<_, Infallible>(Event::default().event("reset").data("{}"))),
+        (start_over || reset_first)
+            .then(|| Ok::<_, Infallible>(Event::default().event("reset").data("{}"))),
     );
     let state = (i, changes, after, false, generation, budget);
     let stream = futures_util::stream::unfold(
@@ -789,7 +794,7 @@ async fn a_feed_gone_silent_is_not_trusted_past_its_bound() {
         &issuer,
         &key,
         feed(&issuer)
-            .unreachable_after(Duration::from_secs(3))
+            .unreachable_after(Duration::from_millis(1500))
             .issuer_heartbeat(Duration::from_millis(200))
             .idle_timeout(Duration::from_secs(20))
             .when_unreachable(WhenUnreachable::Refuse)
@@ -873,7 +878,7 @@ async fn a_feed_whose_task_is_gone_is_not_trusted_past_its_bound() {
     let started = {
         let _entered = elsewhere.enter();
         feed(&issuer)
-            .unreachable_after(Duration::from_secs(3))
+            .unreachable_after(Duration::from_millis(1500))
             .when_unreachable(WhenUnreachable::Refuse)
             .start()
             .unwrap()
@@ -1163,10 +1168,12 @@ async fn a_log_read_again_takes_back_no_revocation() {
     );
     eventually("b is refused", async || g.verify(&b).await.is_err()).await;
     // The stream starts over, and the log it is read from again has lost
-    // `b`.
+    // `b` (and begins with a reset of its own, as a replayed stream
+    // might).
     issuer.change(|s| {
         s.events.truncate(1);
         s.reset_live = true;
+        s.reset_first = true;
     });
     issuer.revoke(Revocation::Token {
         jti: "c".into(),
@@ -1179,4 +1186,52 @@ async fn a_log_read_again_takes_back_no_revocation() {
     assert_eq!(issuer.cursors().len(), 2, "read again once");
     assert!(g.verify(&a).await.is_err());
     assert!(g.verify(&b).await.is_err(), "b stays refused");
+    // And at the next connection too, made from the cursor it reached.
+    issuer.change(|s| s.generation += 1);
+    issuer.revoke(Revocation::Token {
+        jti: "d".into(),
+        until,
+    });
+    let d = token(&key, &issuer.base, "d", "alice");
+    eventually("d is refused", async || g.verify(&d).await.is_err()).await;
+    assert_eq!(issuer.cursors().len(), 3);
+    assert!(g.verify(&b).await.is_err(), "b still refused");
+}
+
+/// A log read again that is empty (everything in it expired, or a proxy's
+/// replay of nothing) leaves the cursor at its start; the connection after
+/// it, without a cursor, adds to the set in force as well, rather than
+/// replacing it as a guard's very first connection does.
+#[tokio::test]
+async fn an_empty_log_read_again_takes_back_nothing_either() {
+    let issuer = Issuer::start().await;
+    let until = NumericDate::now().seconds() + 600;
+    issuer.revoke(Revocation::Token {
+        jti: "a".into(),
+        until,
+    });
+    let key = key();
+    let g = guard(&issuer, &key, feed(&issuer).start().unwrap());
+    let a = token(&key, &issuer.base, "a", "alice");
+    eventually("a is refused", async || g.verify(&a).await.is_err()).await;
+    // Reset on the live stream, and the log read again is empty.
+    issuer.change(|s| {
+        s.events.clear();
+        s.reset_live = true;
+    });
+    eventually("the log was read again", async || {
+        issuer.cursors().len() == 2 && g.revocations().unwrap().status().last_event_id.is_none()
+    })
+    .await;
+    assert!(g.verify(&a).await.is_err(), "a stays refused");
+    // The next connection: no cursor to send.
+    issuer.change(|s| s.generation += 1);
+    eventually("connected again", async || issuer.cursors().len() == 3).await;
+    issuer.revoke(Revocation::Token {
+        jti: "b".into(),
+        until,
+    });
+    let b = token(&key, &issuer.base, "b", "alice");
+    eventually("b is refused", async || g.verify(&b).await.is_err()).await;
+    assert!(g.verify(&a).await.is_err(), "a still refused");
 }
