@@ -253,7 +253,7 @@ pub enum UserCommand {
         #[command(flatten)]
         profile: ProfileArgs,
         /// The user's scopes from now on, in place of the old (repeat).
-        #[arg(long = "scope", conflicts_with_all = ["add_scopes", "remove_scopes"])]
+        #[arg(long = "scope", conflicts_with_all = ["add_scopes", "remove_scopes", "no_scopes"])]
         scopes: Vec<String>,
         /// A scope to give, the others kept (repeat).
         #[arg(long = "add-scope")]
@@ -261,6 +261,9 @@ pub enum UserCommand {
         /// A scope to take away, the others kept (repeat).
         #[arg(long = "remove-scope")]
         remove_scopes: Vec<String>,
+        /// Take every scope away (ends the user's sessions and tokens).
+        #[arg(long = "no-scopes", conflicts_with_all = ["add_scopes", "remove_scopes"])]
+        no_scopes: bool,
     },
     /// List users.
     List {
@@ -396,7 +399,7 @@ pub enum ClientCommand {
     /// to it before).
     #[command(
         group(clap::ArgGroup::new("change").required(true).multiple(true)
-            .args(["scopes", "add_scopes", "remove_scopes"])),
+            .args(["scopes", "add_scopes", "remove_scopes", "no_scopes"])),
         after_help = "Examples:\n  tessera client set CLIENT_ID --add-scope orders:write\n  \
         tessera client set CLIENT_ID --scope orders:read   # in place of all the old"
     )]
@@ -405,7 +408,7 @@ pub enum ClientCommand {
         client_id: String,
         /// A scope the client may ask for from now on, in place of the
         /// old (repeat).
-        #[arg(long = "scope", conflicts_with_all = ["add_scopes", "remove_scopes"])]
+        #[arg(long = "scope", conflicts_with_all = ["add_scopes", "remove_scopes", "no_scopes"])]
         scopes: Vec<String>,
         /// A scope to give, the others kept (repeat).
         #[arg(long = "add-scope")]
@@ -413,6 +416,9 @@ pub enum ClientCommand {
         /// A scope to take away, the others kept (repeat).
         #[arg(long = "remove-scope")]
         remove_scopes: Vec<String>,
+        /// Take every scope away (refuses the tokens issued with them).
+        #[arg(long = "no-scopes", conflicts_with_all = ["add_scopes", "remove_scopes"])]
+        no_scopes: bool,
     },
     /// Give a client a new secret (printed once); the old one stops working.
     RotateSecret {
@@ -516,10 +522,11 @@ pub fn user(server: &ServerArgs, command: UserCommand) -> Result<(), Failure> {
                 scopes,
                 add_scopes,
                 remove_scopes,
+                no_scopes,
             } => {
                 let profile = profile.profile();
                 // Scopes that cannot be read change nothing.
-                let change = scope_change(scopes, add_scopes, remove_scopes)?;
+                let change = scope_change(scopes, add_scopes, remove_scopes, no_scopes)?;
                 admin
                     .change_user(&username, &profile, change.as_ref())
                     .await?;
@@ -688,8 +695,9 @@ pub fn client(server: &ServerArgs, command: ClientCommand) -> Result<(), Failure
                 scopes,
                 add_scopes,
                 remove_scopes,
+                no_scopes,
             } => {
-                if let Some(change) = scope_change(scopes, add_scopes, remove_scopes)? {
+                if let Some(change) = scope_change(scopes, add_scopes, remove_scopes, no_scopes)? {
                     admin.set_client_scopes(&client_id, &change).await?;
                 }
             }
@@ -895,14 +903,17 @@ fn scope_change(
     scopes: Vec<String>,
     add: Vec<String>,
     remove: Vec<String>,
+    none: bool,
 ) -> anyhow::Result<Option<tessera_server::store::ScopeChange>> {
+    use tessera_server::store::{ScopeChange, Scopes};
+    if none {
+        return Ok(Some(ScopeChange::Replace(Scopes::default())));
+    }
     if scopes.is_empty() && add.is_empty() && remove.is_empty() {
         return Ok(None);
     }
     let all = (!scopes.is_empty()).then_some(scopes.as_slice());
-    Ok(Some(tessera_server::store::ScopeChange::of_lists(
-        all, &add, &remove,
-    )?))
+    Ok(Some(ScopeChange::of_lists(all, &add, &remove)?))
 }
 
 #[cfg(test)]

@@ -481,7 +481,14 @@ impl RemoteJwks {
                         }
                         // The metadata did not answer: the address known
                         // still serves.
-                        (Err(_), Some(known)) => known,
+                        (Err(e), Some(known)) => {
+                            tracing::warn!(
+                                issuer = %issuer,
+                                reason = %e,
+                                "issuer metadata unavailable; keys fetched from the address known"
+                            );
+                            known
+                        }
                         (Err(e), None) => return Err(e),
                     },
                 }

@@ -291,7 +291,7 @@ impl Sessions {
                 let by_sub_alone = sid.is_none();
                 sid.is_none_or(|sid| s.sid.as_deref() == Some(sid))
                     && sub.is_none_or(|sub| s.sub == sub)
-                    && (!by_sub_alone || s.issued_at <= iat)
+                    && (!by_sub_alone || s.issued_at <= iat.saturating_add(LOGOUT_CLOCK_LEEWAY))
             })
             .map(|(id, _)| id.clone())
             .collect();
@@ -326,6 +326,12 @@ enum Logout {
     Sid(String),
     Sub(String),
 }
+
+/// Seconds a sign-in's ID token may be stamped after a logout token
+/// naming only its `sub` and still be ended by it: the provider's
+/// instances stamp by their own clocks, a few seconds apart, and ending a
+/// sign-in a few seconds old is the safe way to be wrong.
+const LOGOUT_CLOCK_LEEWAY: i64 = 5;
 
 /// Logouts remembered at most.
 pub(crate) const LOGOUTS_KEPT: usize = 10_000;
@@ -394,7 +400,7 @@ impl RecentLogouts {
         }
         self.subs
             .get(&session.sub)
-            .is_some_and(|(_, iat)| session.issued_at <= *iat)
+            .is_some_and(|(_, iat)| session.issued_at <= iat.saturating_add(LOGOUT_CLOCK_LEEWAY))
     }
 }
 
@@ -574,7 +580,7 @@ mod tests {
         // By `sub` alone, a logout token issued before a sign-in (sent
         // late, or again) leaves that sign-in.
         let mut sessions = fill();
-        sessions.end(None, Some("alice"), 999, t0);
+        sessions.end(None, Some("alice"), 1_000 - LOGOUT_CLOCK_LEEWAY - 1, t0);
         assert_eq!(ids(&sessions), ["a1", "a2", "a3", "b1"]);
         let mut sessions = fill();
         sessions.end(None, None, 2_000, t0);
@@ -605,12 +611,14 @@ mod tests {
         assert!(!sessions.insert("c".into(), session(Some("s3"), "bob", t0), t0));
         assert!(sessions.insert("d".into(), session(Some("s3"), "carol", t0), t0));
         // Every session of a person: ID tokens issued until the logout
-        // token was are refused, later ones start sessions.
+        // token was (and the clocks' leeway after) are refused, later
+        // ones start sessions.
         sessions.end(None, Some("dave"), 2_000, t0);
         let dave = |iat| issued(session(Some("s4"), "dave", t0), iat);
+        let last_ended = 2_000 + LOGOUT_CLOCK_LEEWAY;
         assert!(!sessions.insert("e".into(), dave(1_999), t0));
-        assert!(!sessions.insert("e".into(), dave(2_000), t0));
-        assert!(sessions.insert("e".into(), dave(2_001), t0));
+        assert!(!sessions.insert("e".into(), dave(last_ended), t0));
+        assert!(sessions.insert("e".into(), dave(last_ended + 1), t0));
         // An older logout token heard of later does not move it back.
         sessions.end(None, Some("dave"), 1_500, t0);
         assert!(!sessions.insert("f".into(), dave(1_999), t0));

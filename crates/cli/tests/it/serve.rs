@@ -1809,6 +1809,9 @@ fn user_set_and_client_set_replace_or_edit_the_scopes() {
             "x",
         ],
         &["client", "set", id],
+        // An empty scope is no scope, not "none": --no-scopes says that.
+        &["client", "set", id, "--scope", ""],
+        &["client", "set", id, "--no-scopes", "--add-scope", "x"],
     ] {
         let out = assert_cmd::Command::new(binary())
             .current_dir(d)
@@ -1816,6 +1819,13 @@ fn user_set_and_client_set_replace_or_edit_the_scopes() {
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+    admin(d, &["client", "set", id, "--no-scopes"], None, &[]);
+    admin(d, &["user", "set", "bob", "--no-scopes"], None, &[]);
+    for what in ["client", "user"] {
+        let listed: serde_json::Value =
+            serde_json::from_str(&admin(d, &[what, "list", "--json"], None, &[])).unwrap();
+        assert_eq!(listed[0]["scopes"], "", "{listed}");
     }
 }
 

@@ -218,6 +218,11 @@ impl std::fmt::Display for Scopes {
 /// byte, and `alice ` or an `é` written as `e` + accent would otherwise be
 /// another user than the one they look like.
 pub(crate) fn check_name(kind: &str, name: &str) -> Result<(), Error> {
+    // Names go into URL paths (`/admin/users/{name}`), where these two
+    // are the path's own steps, not a segment.
+    if matches!(name, "." | "..") {
+        return Err(Error::Invalid(format!("{kind} {name:?} is not a name")));
+    }
     check_text(kind, name, false)
 }
 
@@ -332,6 +337,9 @@ mod tests {
             "private\u{E000}",
             // `é` as `e` and a combining accent: NFD, not NFC.
             "Zoe\u{0301}",
+            // A URL path's own steps.
+            ".",
+            "..",
         ] {
             assert!(check_name("name", bad).is_err(), "{bad:?}");
         }
