@@ -64,10 +64,24 @@ fn text(bytes: Vec<u8>, what: &str) -> Result<String> {
 pub fn secret(file: Option<&Path>, env: Option<&str>) -> Result<Option<Secret>> {
     let mut bytes = match (file, env) {
         (Some(path), _) => read_bytes(path)?,
-        (None, Some(var)) => match std::env::var_os(var) {
-            Some(value) => value.into_encoded_bytes(),
-            None => bail!("environment variable {var} is not set"),
-        },
+        (None, Some(var)) => {
+            // A secret given where its variable's name goes (`--secret-env
+            // "$JWT_SECRET"`) must not be echoed into a log: a name is
+            // letters, digits and `_`, not starting with a digit.
+            let name = !var.is_empty()
+                && !var.starts_with(|c: char| c.is_ascii_digit())
+                && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !name {
+                bail!(
+                    "--secret-env takes the name of an environment variable (letters, digits \
+                     and _), not a value; what was given is not shown"
+                );
+            }
+            match std::env::var_os(var) {
+                Some(value) => value.into_encoded_bytes(),
+                None => bail!("environment variable {var} is not set"),
+            }
+        }
         (None, None) => return Ok(None),
     };
     if std::str::from_utf8(&bytes).is_ok() {
@@ -123,8 +137,18 @@ pub fn signing_key(path: &Path, alg: Option<Algorithm>) -> Result<SigningKey> {
 /// the shared secret). PEM needs exactly one algorithm named.
 pub fn verifying_key(path: &Path, algs: &[Algorithm]) -> Result<VerifyingKey> {
     let key = match key_file(path)? {
-        KeyFile::Jwk(jwk) => match (jwk.alg.is_some(), algs) {
-            (false, [alg]) => jwk.to_verifying_key_for(*alg)?,
+        KeyFile::Jwk(jwk) => match (jwk.alg.as_deref(), algs) {
+            (None, [alg]) => jwk.to_verifying_key_for(*alg)?,
+            // A key for one algorithm, asked to verify others only: every
+            // token would fail as if it were bad; it is the command that is.
+            (Some(own), [_, ..]) if !algs.iter().any(|a| a.as_str() == own) => {
+                let asked: Vec<&str> = algs.iter().map(|a| a.as_str()).collect();
+                bail!(
+                    "the key is for {own} (its alg), and --alg allows only {}: give --alg {own}, \
+                     or leave --alg out",
+                    asked.join(", ")
+                )
+            }
             _ => jwk.to_verifying_key()?,
         },
         KeyFile::Pem(pem) => match algs {
@@ -139,8 +163,18 @@ pub fn verifying_key(path: &Path, algs: &[Algorithm]) -> Result<VerifyingKey> {
 /// appears whole or not at all, never over an existing file
 /// (`tessera_server::secret::PrivateFile`).
 pub fn write_private(path: &Path, contents: &str) -> Result<()> {
-    tessera_server::secret::write_private_file(path, contents.as_bytes())
-        .with_context(|| format!("creating {} (it must not exist yet)", path.display()))
+    tessera_server::secret::write_private_file(path, contents.as_bytes()).map_err(|e| {
+        let exists = matches!(&e, tessera_server::Error::Io { cause, .. }
+            if cause.kind() == std::io::ErrorKind::AlreadyExists);
+        if exists {
+            anyhow::anyhow!(
+                "{} exists already: a key file is never written over",
+                path.display()
+            )
+        } else {
+            anyhow::Error::new(e).context(format!("creating {}", path.display()))
+        }
+    })
 }
 
 /// `--alg` values.

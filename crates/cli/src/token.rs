@@ -253,17 +253,24 @@ fn sign(args: SignArgs) -> Result<(), Failure> {
     if args.jti {
         options.insert("jti".into(), jwt::random_id()?.into());
     }
+    // `iat` is now unless --no-iat: a token's own `iat` needs that said.
+    let twice = |name: &str, how: &str| -> Failure {
+        if name == "iat" && !args.no_iat {
+            anyhow!("iat is set to now unless --no-iat is given: add --no-iat to set your own")
+                .into()
+        } else {
+            anyhow!("{name} is {how}; give it once").into()
+        }
+    };
     for (name, value) in options {
         if claims.contains_key(&name) {
-            return Err(
-                anyhow!("{name} is set by its option and by --claims; give it once").into(),
-            );
+            return Err(twice(&name, "set by its option and by --claims"));
         }
         claims.insert(name, value);
     }
     for (name, value) in args.claim {
         if claims.insert(name.clone(), value).is_some() {
-            return Err(anyhow!("{name} is given more than once; give it once").into());
+            return Err(twice(&name, "given more than once"));
         }
     }
     // The registered claims with the types verifiers read them as: a

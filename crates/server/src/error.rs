@@ -18,13 +18,13 @@ pub enum Error {
     #[error("database unavailable: {0}")]
     Unavailable(String),
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// The file.
         path: String,
-        /// Why.
-        #[source]
-        source: std::io::Error,
+        /// Why: said in the message (not also as the error's source, which
+        /// a chain of causes would print a second time).
+        cause: std::io::Error,
     },
     /// The master key is missing or malformed, or does not open a stored
     /// signing key (a different master key than the one that sealed it).
@@ -76,10 +76,10 @@ impl Error {
     }
 
     /// Wrap an I/O error on `path`.
-    pub(crate) fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Error {
+    pub(crate) fn io(path: impl AsRef<std::path::Path>, cause: std::io::Error) -> Error {
         Error::Io {
             path: path.as_ref().display().to_string(),
-            source,
+            cause,
         }
     }
 }

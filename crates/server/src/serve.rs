@@ -274,7 +274,7 @@ pub async fn serve(
         .await
         .map_err(|e| Error::Io {
             path: "listener".into(),
-            source: e,
+            cause: e,
         });
     // Aborted, the supervisor drops the set, which aborts the tasks left.
     let stopped = if supervisor.is_finished() {

@@ -165,7 +165,7 @@ fn private_keys_are_written_0600_and_never_over_an_existing_file() {
         &["key", "generate", "--alg", "ES256", "-o", "k.jwk"],
         None,
         2,
-        "must not exist",
+        "exists already: a key file is never written over",
     );
 }
 
@@ -571,7 +571,8 @@ fn invalid_tokens_exit_1_and_say_why() {
         (&["--aud", "other"], "audience"),
         (&["--typ", "JWT"], "token type"),
         (&["--require", "scope"], "\"scope\" is missing"),
-        (&["--alg", "EdDSA"], "not allowed"),
+        // (An --alg the key is not for is the command's mistake, exit 2:
+        // `a_scripts_mistakes_are_said_plainly`.)
     ] {
         let mut args = vec!["token", "verify", "--key", "k.jwk"];
         args.extend_from_slice(extra);
@@ -1219,7 +1220,7 @@ fn converted_private_keys_are_written_0600_and_never_over_a_file() {
         &["key", "convert", "--to", "pem", "-o", "k.pem", "k.jwk"],
         None,
         2,
-        "must not exist",
+        "exists already: a key file is never written over",
     );
     assert_eq!(std::fs::read_to_string(d.join("k.pem")).unwrap(), pem);
     // Nothing left beside it.
@@ -1299,4 +1300,81 @@ fn a_private_key_to_standard_output_is_warned_about() {
         None,
     );
     assert!(run.code == 0 && !warned(&run), "{}", run.stderr);
+}
+
+/// Mistakes a script makes are said as what they are, in one line that
+/// repeats nothing and shows no secret: a secret given where the name of
+/// its variable goes, an `--alg` the key is not for, an `iat` of one's
+/// own without `--no-iat`, a key written where no directory is.
+#[test]
+fn a_scripts_mistakes_are_said_plainly() {
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    let secret = "s3cr3t value that is long enough for HS256 ok";
+    let run = tessera(
+        d,
+        &["token", "sign", "--secret-env", secret, "--exp", "1m"],
+        None,
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("not a value"), "{}", run.stderr);
+    assert!(
+        !run.stderr.contains("s3cr3t"),
+        "the secret is shown: {}",
+        run.stderr
+    );
+
+    generate(d, "RS256", "rs.jwk", Some("r1"));
+    let token = ok(
+        d,
+        &["token", "sign", "--key", "rs.jwk", "--exp", "5m"],
+        None,
+    );
+    fails(
+        d,
+        &[
+            "token",
+            "verify",
+            "--key",
+            "rs.jwk",
+            "--alg",
+            "PS256",
+            "--any-iss",
+            "--any-aud",
+        ],
+        Some(&token),
+        2,
+        "the key is for RS256 (its alg), and --alg allows only PS256",
+    );
+
+    let own_iat = ["--claim", "iat=1700000000"];
+    let sign = ["token", "sign", "--key", "rs.jwk", "--exp", "5m"];
+    fails(
+        d,
+        &[&sign[..], &own_iat[..]].concat(),
+        None,
+        2,
+        "add --no-iat to set your own",
+    );
+    let own = ok(d, &[&sign[..], &["--no-iat"], &own_iat[..]].concat(), None);
+    let decoded = json(&ok(d, &["token", "decode", "--json"], Some(&own)));
+    assert_eq!(decoded["payload"]["iat"], 1_700_000_000, "{decoded}");
+
+    let run = tessera(
+        d,
+        &["key", "generate", "--alg", "ES256", "-o", "nodir/k.jwk"],
+        None,
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.starts_with("error: creating nodir/k.jwk: "),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        run.stderr.matches("No such file or directory").count(),
+        1,
+        "{}",
+        run.stderr
+    );
 }
