@@ -2,7 +2,8 @@
 //! authorization server (`tessera serve`) with its admin commands.
 //!
 //! Exit codes: 0 success, 1 token invalid (verification failed), 2 usage
-//! or input error. Errors are one line on standard error.
+//! or input error; the admin commands also 3, 4 and 75 ([`exit_code`]).
+//! Errors are one line on standard error.
 
 /// `println!` that returns the error from the enclosing function (as
 /// `anyhow::Error` or [`Failure`]) instead of panicking when standard

@@ -1,6 +1,6 @@
 //! `tessera token sign | verify | decode`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
@@ -124,6 +124,11 @@ pub struct VerifyArgs {
     /// proxy).
     #[arg(long, value_name = "URL")]
     jwks_url: Option<String>,
+    /// Trust the certificate authorities in this PEM file for --jwks-url,
+    /// in place of the built-in ones (Mozilla's), as curl's --cacert: an
+    /// issuer whose certificate a private CA signed.
+    #[arg(long, value_name = "FILE", requires = "jwks_url")]
+    cacert: Option<PathBuf>,
     /// HMAC secret, read from this file (text loses one trailing newline;
     /// other bytes are taken as they are).
     #[arg(long, value_name = "FILE")]
@@ -375,7 +380,11 @@ fn verify(args: &VerifyArgs) -> Result<(), Failure> {
             format!("the JWK set in {}", path.display()),
             false,
         )),
-        (None, Some(url)) => Some((fetch(url)?, format!("the JWK set at {url}"), true)),
+        (None, Some(url)) => Some((
+            fetch(url, args.cacert.as_deref())?,
+            format!("the JWK set at {url}"),
+            true,
+        )),
         (None, None) => None,
     };
     let verified = if let Some((text, origin, published)) = jwks {
@@ -494,7 +503,7 @@ const MAX_JWKS_BYTES: u64 = 1 << 20;
 /// This machine is reached directly, whatever `HTTP_PROXY`, `HTTPS_PROXY`
 /// or `ALL_PROXY` say (as the guard does): through a proxy, a plain
 /// request would leave it, and the proxy could answer with its keys.
-fn fetch(url: &str) -> anyhow::Result<String> {
+fn fetch(url: &str, cacert: Option<&Path>) -> anyhow::Result<String> {
     let parsed: ureq::http::Uri = url
         .parse()
         .with_context(|| format!("--jwks-url {url:?} is not an https URL"))?;
@@ -507,7 +516,29 @@ fn fetch(url: &str) -> anyhow::Result<String> {
              127.0.0.1 or [::1]), not {url:?}"
         ),
     };
+    let roots = match cacert {
+        None => ureq::tls::RootCerts::WebPki,
+        Some(path) => {
+            let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let mut certificates = Vec::new();
+            for item in ureq::tls::parse_pem(&pem) {
+                if let ureq::tls::PemItem::Certificate(certificate) =
+                    item.with_context(|| format!("reading the certificates in {}", path.display()))?
+                {
+                    certificates.push(certificate);
+                }
+            }
+            if certificates.is_empty() {
+                anyhow::bail!(
+                    "{} holds no certificate (PEM CERTIFICATE blocks)",
+                    path.display()
+                );
+            }
+            ureq::tls::RootCerts::from(certificates)
+        }
+    };
     let tls = ureq::tls::TlsConfig::builder()
+        .root_certs(roots)
         .provider(ureq::tls::TlsProvider::Rustls)
         .unversioned_rustls_crypto_provider(std::sync::Arc::new(
             rustls::crypto::aws_lc_rs::default_provider(),

@@ -1378,3 +1378,92 @@ fn a_scripts_mistakes_are_said_plainly() {
         run.stderr
     );
 }
+
+/// Serve `body` once over TLS at 127.0.0.1, under a certificate of a CA
+/// of the test's own; returns the URL and the CA's certificate (PEM).
+fn serve_once_over_tls(body: String) -> (String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    use std::io::{Read, Write};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
+        )
+        .unwrap();
+    let config = std::sync::Arc::new(config);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://{}/jwks.json", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        // Each connection once: one refused (an unknown CA), one answered.
+        for tcp in listener.incoming().take(2) {
+            let Ok(tcp) = tcp else { continue };
+            let conn = rustls::ServerConnection::new(std::sync::Arc::clone(&config)).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            let mut request = [0u8; 4096];
+            if tls.read(&mut request).is_err() {
+                continue;
+            }
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = tls.write_all(head.as_bytes());
+            let _ = tls.write_all(body.as_bytes());
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        }
+    });
+    (url, ca_pem)
+}
+
+/// `--jwks-url` of an issuer whose certificate a private CA signed: refused
+/// with the built-in roots, trusted with `--cacert` naming the CA.
+#[test]
+fn a_jwks_url_behind_a_private_ca_is_trusted_with_cacert() {
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    generate(d, "ES256", "k.jwk", Some("k1"));
+    let jwks = ok(d, &["jwks", "k.jwk"], None);
+    let token = ok(d, &["token", "sign", "--key", "k.jwk", "--exp", "5m"], None);
+    let (url, ca) = serve_once_over_tls(jwks);
+    std::fs::write(d.join("ca.pem"), ca).unwrap();
+    let verify = [
+        "token",
+        "verify",
+        "--jwks-url",
+        &url,
+        "--any-iss",
+        "--any-aud",
+    ];
+    let refused = tessera(d, &verify, Some(&token));
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(refused.stderr.contains("fetching"), "{}", refused.stderr);
+    ok(
+        d,
+        &[&verify[..], &["--cacert", "ca.pem"]].concat(),
+        Some(&token),
+    );
+    // A file with no certificate in it is said to be one.
+    std::fs::write(d.join("empty.pem"), "no certificates here\n").unwrap();
+    fails(
+        d,
+        &[&verify[..], &["--cacert", "empty.pem"]].concat(),
+        Some(&token),
+        2,
+        "holds no certificate",
+    );
+}
