@@ -40,6 +40,7 @@
 //!
 //! [pages]
 //! product_name = "Example Corp"   # shown on the sign-in pages
+//! lang = "en"                 # the pages' language, for templates written in another
 //! accent = "#1d4ed8"        # buttons and links (a CSS colour)
 //! logo = "/etc/tessera/logo.svg"  # served at /assets/logo (SVG or PNG)
 //! templates = "/etc/tessera/templates"  # your own login.html, consent.html, …
@@ -126,6 +127,7 @@ struct SessionsFile {
 #[serde(deny_unknown_fields)]
 struct PagesFile {
     product_name: Option<String>,
+    lang: Option<String>,
     accent: Option<String>,
     logo: Option<PathBuf>,
     templates: Option<PathBuf>,
@@ -137,6 +139,9 @@ struct PagesFile {
 pub struct Pages {
     /// The name shown on the pages.
     pub product_name: String,
+    /// The pages' language (`<html lang>`, a BCP 47 tag), for templates
+    /// written in it.
+    pub lang: String,
     /// The accent colour (validated as a CSS hex colour).
     pub accent: String,
     /// A logo file (SVG or PNG), served at `/assets/logo`.
@@ -511,12 +516,22 @@ impl Config {
                 "pages.accent = {accent:?}: write a hex colour such as \"#1d4ed8\""
             )));
         }
+        let lang = file.pages.lang.clone().unwrap_or_else(|| "en".into());
+        let tag = (1..=35).contains(&lang.len())
+            && lang.starts_with(|c: char| c.is_ascii_alphabetic())
+            && lang.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if !tag {
+            return Err(Error::Config(format!(
+                "pages.lang = {lang:?}: write a language tag such as \"en\" or \"pt-BR\""
+            )));
+        }
         let pages = Pages {
             product_name: file
                 .pages
                 .product_name
                 .clone()
                 .unwrap_or_else(|| "Tessera".into()),
+            lang,
             accent,
             logo: file.pages.logo.clone(),
             templates: file.pages.templates.clone(),
@@ -999,6 +1014,9 @@ mod tests {
             ),
             ("max_connections = 0\n", "max_connections"),
             ("[sessions]\nidle = \"30s\"\n", "sessions.idle"),
+            // Into `<html lang="…">`: a tag, nothing else.
+            ("[pages]\nlang = \"en\\\" onload=\\\"x\"\n", "pages.lang"),
+            ("[pages]\nlang = \"\"\n", "pages.lang"),
             // The error says where, without quoting the line: here a
             // password put under the wrong table.
             (

@@ -22,6 +22,8 @@ use crate::store::{consents, now, users, Scopes};
 
 #[derive(Serialize)]
 struct ScopeText {
+    /// The scope itself, for templates that word it in their own language.
+    name: String,
     title: String,
     detail: String,
 }
@@ -41,12 +43,14 @@ fn describe(scope: &str) -> ScopeText {
         ),
         other => {
             return ScopeText {
+                name: other.to_owned(),
                 title: format!("Use “{other}”"),
                 detail: "A permission of this service's API".into(),
             }
         }
     };
     ScopeText {
+        name: scope.to_owned(),
         title: title.into(),
         detail: detail.into(),
     }

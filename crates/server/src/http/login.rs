@@ -148,6 +148,41 @@ pub async fn page(
     }
 }
 
+/// Why the login form is shown again: its words, and a stable key for
+/// templates in another language (`error_code`, with `retry_seconds`).
+enum Again {
+    MissingFields,
+    WrongCredentials,
+    /// Rate-limited: seconds to wait.
+    TooManyAttempts(u64),
+}
+
+impl Again {
+    fn code(&self) -> &'static str {
+        match self {
+            Again::MissingFields => "missing_fields",
+            Again::WrongCredentials => "wrong_credentials",
+            Again::TooManyAttempts(_) => "too_many_attempts",
+        }
+    }
+
+    fn text(&self) -> String {
+        match self {
+            Again::MissingFields => "Enter your username and password.".into(),
+            Again::WrongCredentials => "Wrong username or password.".into(),
+            Again::TooManyAttempts(secs) => {
+                let when = if *secs < 60 {
+                    format!("{secs} second{}", if *secs == 1 { "" } else { "s" })
+                } else {
+                    let minutes = secs.div_ceil(60);
+                    format!("{minutes} minute{}", if minutes == 1 { "" } else { "s" })
+                };
+                format!("Too many attempts. Try again in {when}.")
+            }
+        }
+    }
+}
+
 fn render(
     pages: &SharedPages,
     status: StatusCode,
@@ -155,8 +190,12 @@ fn render(
     browser: &str,
     client_name: &str,
     username: &str,
-    error: Option<&str>,
+    error: Option<&Again>,
 ) -> Response {
+    let retry_seconds = match error {
+        Some(Again::TooManyAttempts(secs)) => Some(*secs),
+        _ => None,
+    };
     pages.render(
         status,
         "login.html",
@@ -165,7 +204,9 @@ fn render(
             csrf_token => csrf_token(browser, &format!("login {id}")),
             client_name,
             username,
-            error,
+            error => error.map(Again::text),
+            error_code => error.map(Again::code),
+            retry_seconds,
         },
     )
 }
@@ -211,7 +252,7 @@ pub async fn submit(
     }
     let username = form.get("username").unwrap_or_default().to_owned();
     let password = Zeroizing::new(form.get("password").unwrap_or_default().to_owned());
-    let again = |status, error: &str| {
+    let again = |status, error: Again| {
         render(
             &pages,
             status,
@@ -219,11 +260,11 @@ pub async fn submit(
             &browser,
             &client.name,
             &username,
-            Some(error),
+            Some(&error),
         )
     };
     if username.is_empty() || password.is_empty() {
-        return again(StatusCode::OK, "Enter your username and password.");
+        return again(StatusCode::OK, Again::MissingFields);
     }
     let user = match app
         .login()
@@ -235,16 +276,7 @@ pub async fn submit(
             metrics::counter!("tessera_sign_in_failures_total", "reason" => "login_rate_limited")
                 .increment(1);
             let secs = wait.as_secs().max(1);
-            let when = if secs < 60 {
-                format!("{secs} second{}", if secs == 1 { "" } else { "s" })
-            } else {
-                let minutes = secs.div_ceil(60);
-                format!("{minutes} minute{}", if minutes == 1 { "" } else { "s" })
-            };
-            let mut r = again(
-                StatusCode::TOO_MANY_REQUESTS,
-                &format!("Too many attempts. Try again in {when}."),
-            );
+            let mut r = again(StatusCode::TOO_MANY_REQUESTS, Again::TooManyAttempts(secs));
             if let Ok(v) = HeaderValue::try_from(secs.to_string()) {
                 r.headers_mut().insert(header::RETRY_AFTER, v);
             }
@@ -255,7 +287,7 @@ pub async fn submit(
             // on the sign-in page showed on no dashboard.
             metrics::counter!("tessera_sign_in_failures_total", "reason" => "invalid_credentials")
                 .increment(1);
-            return again(StatusCode::OK, "Wrong username or password.");
+            return again(StatusCode::OK, Again::WrongCredentials);
         }
         Err(Denied::Failed(e)) => return failure(&pages, &e),
     };
@@ -316,7 +348,7 @@ pub async fn submit(
                 Ok(Some(started)) => started,
                 // The password changed (or the user was disabled) while
                 // it was being checked.
-                Ok(None) => return again(StatusCode::OK, "Wrong username or password."),
+                Ok(None) => return again(StatusCode::OK, Again::WrongCredentials),
                 Err(e) => return failure(&pages, &e),
             }
         }

@@ -64,6 +64,7 @@ fn sign_in_routes(app: &App) -> Router<Arc<App>> {
         tracing::error!(error = %e, "sign-in pages: falling back to the built-in look");
         pages::Pages::load(&crate::config::Pages {
             product_name: app.config.pages.product_name.clone(),
+            lang: app.config.pages.lang.clone(),
             accent: "#1d4ed8".into(),
             logo: None,
             templates: None,

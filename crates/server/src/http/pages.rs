@@ -44,6 +44,8 @@ pub struct Pages {
     css: String,
     logo: Option<(Vec<u8>, &'static str)>,
     product: String,
+    /// `<html lang>`.
+    lang: String,
     csp: HeaderValue,
     csp_form_post: HeaderValue,
 }
@@ -99,6 +101,7 @@ impl Pages {
             css,
             logo,
             product: theme.product_name.clone(),
+            lang: theme.lang.clone(),
             csp: HeaderValue::from_static(
                 "default-src 'none'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'",
             ),
@@ -118,7 +121,7 @@ impl Pages {
         let context = minijinja::context! {
             product => &self.product,
             logo => self.logo.is_some(),
-            lang => "en",
+            lang => &self.lang,
             ..minijinja::Value::from_serialize(&context)
         };
         match self.env.get_template(name).and_then(|t| t.render(context)) {

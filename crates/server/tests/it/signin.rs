@@ -2364,8 +2364,8 @@ async fn operators_templates_and_theme_are_used(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("login.html"),
-        "<!doctype html><html lang=\"fr\"><title>Connexion</title><h1>Connexion à {{ product }}</h1>\
-         <p>{{ client_name }}</p><form method=post action=/login>\
+        "<!doctype html><html lang=\"{{ lang }}\"><title>Connexion</title><h1>Connexion à {{ product }}</h1>\
+         <p>{{ client_name }}</p>{% if error_code %}<p>[{{ error_code }}]</p>{% endif %}<form method=post action=/login>\
          <input type=hidden name=\"request\" value=\"{{ request_id }}\"><input type=hidden name=\"csrf_token\" value=\"{{ csrf_token }}\">\
          <input name=username><input name=password type=password><button>Entrer</button></form></html>",
     )
@@ -2373,6 +2373,7 @@ async fn operators_templates_and_theme_are_used(backend: Backend) {
     let templates = dir.path().to_owned();
     let Some(h) = Harness::with(backend, move |c| {
         c.pages.product_name = "Acme <Corp>".into();
+        c.pages.lang = "fr".into();
         c.pages.accent = "#aa0000".into();
         c.pages.templates = Some(templates);
     })
@@ -2390,6 +2391,21 @@ async fn operators_templates_and_theme_are_used(backend: Backend) {
         page.text
     );
     assert_eq!(page.headers[header::X_FRAME_OPTIONS], "DENY");
+    assert!(page.text.contains("<html lang=\"fr\">"), "{}", page.text);
+    // A template in another language words an error by its key.
+    let wrong = b
+        .post(
+            &h,
+            "/login",
+            &[
+                ("request", &hidden(&page.text, "request")),
+                ("csrf_token", &hidden(&page.text, "csrf_token")),
+                ("username", "alice"),
+                ("password", "not it"),
+            ],
+        )
+        .await;
+    assert!(wrong.text.contains("[wrong_credentials]"), "{}", wrong.text);
     // The built-in templates not replaced stay; the theme's colour is in
     // the stylesheet.
     let css = h.get("/assets/tessera.css").await;
