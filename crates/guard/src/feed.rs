@@ -157,6 +157,7 @@ pub struct RevocationFeedBuilder {
     idle_timeout: Duration,
     heartbeat: Duration,
     transport: Transport,
+    max_revocations: usize,
 }
 
 impl std::fmt::Debug for RevocationFeedBuilder {
@@ -191,6 +192,7 @@ impl RevocationFeed {
             idle_timeout: Duration::from_secs(25),
             heartbeat: Duration::from_secs(10),
             transport: Transport::default(),
+            max_revocations: DEFAULT_MAX_REVOCATIONS,
         }
     }
 
@@ -346,6 +348,18 @@ impl RevocationFeedBuilder {
     #[must_use]
     pub fn idle_timeout(mut self, timeout: Duration) -> RevocationFeedBuilder {
         self.idle_timeout = timeout;
+        self
+    }
+
+    /// The most revocations held (default 1,000,000, some 100 MB): a log
+    /// larger than that (an issuer's bug, a feed that is not one) is not
+    /// read on past it, and the feed counts as unreachable, so the
+    /// guard's memory stays bounded and what it does follows
+    /// [`RevocationFeedBuilder::when_unreachable`]. Tessera's log holds
+    /// far fewer: each client's revocations are limited.
+    #[must_use]
+    pub fn max_revocations(mut self, max: usize) -> RevocationFeedBuilder {
+        self.max_revocations = max.max(1);
         self
     }
 
@@ -532,6 +546,9 @@ struct Subscriber {
     /// the server resets the cursor sent).
     ever_ready: bool,
 }
+
+/// [`RevocationFeedBuilder::max_revocations`]'s default.
+const DEFAULT_MAX_REVOCATIONS: usize = 1_000_000;
 
 /// A feed that answered it is busy (429, 503).
 #[derive(Clone, Copy, Debug)]
@@ -885,10 +902,22 @@ impl Subscriber {
                             ))
                         })?;
                     match parse_event(&event.data) {
-                        Ok(Some(revocation)) => match staging.as_mut() {
-                            Some(set) => set.insert(&revocation),
-                            None => self.shared.change(|set| set.insert(&revocation)),
-                        },
+                        Ok(Some(revocation)) => {
+                            let held = match staging.as_ref() {
+                                Some(set) => set.len(),
+                                None => self.shared.read().len(),
+                            };
+                            if held >= self.builder.max_revocations {
+                                return Err(fail(&format!(
+                                    "more than {} revocations: not read on (max_revocations)",
+                                    self.builder.max_revocations
+                                )));
+                            }
+                            match staging.as_mut() {
+                                Some(set) => set.insert(&revocation),
+                                None => self.shared.change(|set| set.insert(&revocation)),
+                            }
+                        }
                         Ok(None) => {}
                         Err(e) => return Err(fail(&format!("event {id}: {e}"))),
                     }

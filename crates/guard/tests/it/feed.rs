@@ -1235,3 +1235,36 @@ async fn an_empty_log_read_again_takes_back_nothing_either() {
     eventually("b is refused", async || g.verify(&b).await.is_err()).await;
     assert!(g.verify(&a).await.is_err(), "a still refused");
 }
+
+/// A log larger than `max_revocations` is not read on past it: memory stays
+/// bounded, and the feed counts as unreachable, so the guard does what
+/// its policy says (here: refuses, past the bound).
+#[tokio::test]
+async fn a_log_larger_than_the_bound_is_not_held() {
+    let issuer = Issuer::start().await;
+    let until = NumericDate::now().seconds() + 600;
+    for jti in ["a", "b", "c"] {
+        issuer.revoke(Revocation::Token {
+            jti: jti.into(),
+            until,
+        });
+    }
+    let key = key();
+    let g = guard(
+        &issuer,
+        &key,
+        feed(&issuer)
+            .max_revocations(2)
+            .unreachable_after(Duration::from_millis(300))
+            .when_unreachable(WhenUnreachable::Refuse)
+            .start()
+            .unwrap(),
+    );
+    let fresh = token(&key, &issuer.base, "j1", "alice");
+    eventually("tokens are refused", async || {
+        g.verify(&fresh).await.err() == Some(Rejection::RevocationsUnavailable)
+    })
+    .await;
+    let status = g.revocations().unwrap().status();
+    assert!(!status.current && status.revocations <= 2, "{status:?}");
+}
