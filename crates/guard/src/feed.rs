@@ -903,11 +903,18 @@ impl Subscriber {
                         })?;
                     match parse_event(&event.data) {
                         Ok(Some(revocation)) => {
-                            let held = match staging.as_ref() {
-                                Some(set) => set.len(),
-                                None => self.shared.read().len(),
+                            // Only an entry the set does not hold counts
+                            // against the bound: an event merging into one
+                            // is no reason to stop.
+                            let full = |set: &RevocationSet| {
+                                set.would_grow(&revocation)
+                                    && set.len() >= self.builder.max_revocations
                             };
-                            if held >= self.builder.max_revocations {
+                            let refused = match staging.as_ref() {
+                                Some(set) => full(set),
+                                None => full(&self.shared.read()),
+                            };
+                            if refused {
                                 return Err(fail(&format!(
                                     "more than {} revocations: not read on (max_revocations)",
                                     self.builder.max_revocations

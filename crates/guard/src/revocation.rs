@@ -198,6 +198,18 @@ impl RevocationSet {
         }
     }
 
+    /// Whether [`RevocationSet::insert`] of `event` would add an entry
+    /// (rather than merge into one the set holds).
+    pub fn would_grow(&self, event: &Revocation) -> bool {
+        match event {
+            Revocation::Token { jti, .. } => !self.tokens.contains_key(jti.as_str()),
+            Revocation::User { sub, .. } => !self.users.contains_key(sub.as_str()),
+            Revocation::Client { client_id, .. } => !self.clients.contains_key(client_id.as_str()),
+            Revocation::Session { sid, .. } => !self.sessions.contains_key(sid.as_str()),
+            Revocation::Key { kid, .. } => !self.keys.contains_key(kid.as_str()),
+        }
+    }
+
     /// Forget what no longer matters at `now` (seconds since the epoch).
     pub fn prune(&mut self, now: i64) {
         self.tokens.retain(|_, until| *until > now);
@@ -259,6 +271,30 @@ fn cut(map: &mut HashMap<Box<str>, Cut>, key: &str, before: i64, until: i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_for_an_entry_held_merges_and_does_not_grow_the_set() {
+        let mut set = RevocationSet::new();
+        let token = Revocation::Token {
+            jti: "j1".into(),
+            until: 10,
+        };
+        assert!(set.would_grow(&token));
+        set.insert(&token);
+        let later = Revocation::Token {
+            jti: "j1".into(),
+            until: 20,
+        };
+        assert!(!set.would_grow(&later));
+        set.insert(&later);
+        assert_eq!(set.len(), 1);
+        let user = Revocation::User {
+            sub: "j1".into(),
+            issued_before: 5,
+            until: 20,
+        };
+        assert!(set.would_grow(&user), "another kind is another entry");
+    }
 
     fn token<'a>(jti: &'a str, sub: &'a str, client: &'a str, iat: i64) -> Revocable<'a> {
         Revocable {
