@@ -66,20 +66,22 @@ pub fn secret(file: Option<&Path>, env: Option<&str>) -> Result<Option<Secret>> 
         (Some(path), _) => read_bytes(path)?,
         (None, Some(var)) => {
             // A secret given where its variable's name goes (`--secret-env
-            // "$JWT_SECRET"`) must not be echoed into a log: a name is
-            // letters, digits and `_`, not starting with a digit.
-            let name = !var.is_empty()
-                && !var.starts_with(|c: char| c.is_ascii_digit())
-                && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !name {
+            // "$JWT_SECRET"`) must not be echoed into a log, and a hex or
+            // alphanumeric secret looks like a name: what was given is
+            // never shown. What cannot be a name at all is said to be so.
+            if var.is_empty() || var.contains(|c: char| c == '=' || c == '\0' || c.is_whitespace())
+            {
                 bail!(
-                    "--secret-env takes the name of an environment variable (letters, digits \
-                     and _), not a value; what was given is not shown"
+                    "--secret-env takes the name of an environment variable, not a value \
+                     (what was given is not shown)"
                 );
             }
             match std::env::var_os(var) {
                 Some(value) => value.into_encoded_bytes(),
-                None => bail!("environment variable {var} is not set"),
+                None => bail!(
+                    "the environment variable --secret-env names is not set (its name is not \
+                     shown, in case a secret was given in its place)"
+                ),
             }
         }
         (None, None) => return Ok(None),
@@ -137,20 +139,24 @@ pub fn signing_key(path: &Path, alg: Option<Algorithm>) -> Result<SigningKey> {
 /// the shared secret). PEM needs exactly one algorithm named.
 pub fn verifying_key(path: &Path, algs: &[Algorithm]) -> Result<VerifyingKey> {
     let key = match key_file(path)? {
-        KeyFile::Jwk(jwk) => match (jwk.alg.as_deref(), algs) {
-            (None, [alg]) => jwk.to_verifying_key_for(*alg)?,
+        KeyFile::Jwk(jwk) => {
+            let key = match (jwk.alg.as_deref(), algs) {
+                (None, [alg]) => jwk.to_verifying_key_for(*alg)?,
+                _ => jwk.to_verifying_key()?,
+            };
             // A key for one algorithm, asked to verify others only: every
             // token would fail as if it were bad; it is the command that is.
-            (Some(own), [_, ..]) if !algs.iter().any(|a| a.as_str() == own) => {
+            let own = key.algorithm();
+            if !algs.is_empty() && !algs.contains(&own) {
                 let asked: Vec<&str> = algs.iter().map(|a| a.as_str()).collect();
                 bail!(
-                    "the key is for {own} (its alg), and --alg allows only {}: give --alg {own}, \
-                     or leave --alg out",
+                    "the key is for {own}, and --alg allows only {}: give --alg {own}, or leave \
+                     --alg out",
                     asked.join(", ")
                 )
             }
-            _ => jwk.to_verifying_key()?,
-        },
+            key
+        }
         KeyFile::Pem(pem) => match algs {
             [alg] => VerifyingKey::from_pem(*alg, &pem)?,
             _ => bail!("a PEM key needs exactly one --alg"),

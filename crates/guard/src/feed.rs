@@ -910,9 +910,25 @@ impl Subscriber {
                                 set.would_grow(&revocation)
                                     && set.len() >= self.builder.max_revocations
                             };
-                            let refused = match staging.as_ref() {
-                                Some(set) => full(set),
-                                None => full(&self.shared.read()),
+                            // Full: what has expired goes first (a burst
+                            // of revocations ends with its tokens' lives;
+                            // a guard stopped at the bound would otherwise
+                            // stay stopped, the same event coming back at
+                            // every reconnection).
+                            let now = self.steady.now();
+                            let refused = match staging.as_mut() {
+                                Some(set) => {
+                                    if full(set) {
+                                        set.prune(now);
+                                    }
+                                    full(set)
+                                }
+                                None => {
+                                    if full(&self.shared.read()) {
+                                        self.shared.change(|set| set.prune(now));
+                                    }
+                                    full(&self.shared.read())
+                                }
                             };
                             if refused {
                                 return Err(fail(&format!(

@@ -738,7 +738,7 @@ fn secrets_come_from_files_or_the_environment() {
         ],
         Some(&token),
         2,
-        "JWT_SECRET is not set",
+        "--secret-env names is not set",
     );
     std::fs::write(d.join("short.txt"), "short").unwrap();
     fails(
@@ -1310,19 +1310,30 @@ fn a_private_key_to_standard_output_is_warned_about() {
 fn a_scripts_mistakes_are_said_plainly() {
     let dir = TempDir::new().unwrap();
     let d = dir.path();
-    let secret = "s3cr3t value that is long enough for HS256 ok";
-    let run = tessera(
-        d,
-        &["token", "sign", "--secret-env", secret, "--exp", "1m"],
-        None,
-    );
-    assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(run.stderr.contains("not a value"), "{}", run.stderr);
-    assert!(
-        !run.stderr.contains("s3cr3t"),
-        "the secret is shown: {}",
-        run.stderr
-    );
+    // A value with a space, and a hex one (which looks like a name).
+    for (secret, said) in [
+        (
+            "s3cr3t value that is long enough for HS256 ok",
+            "not a value",
+        ),
+        (
+            "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+            "not set",
+        ),
+    ] {
+        let run = tessera(
+            d,
+            &["token", "sign", "--secret-env", secret, "--exp", "1m"],
+            None,
+        );
+        assert_eq!(run.code, 2, "{}", run.stderr);
+        assert!(run.stderr.contains(said), "{}", run.stderr);
+        assert!(
+            !run.stderr.contains(&secret[..8]),
+            "the secret is shown: {}",
+            run.stderr
+        );
+    }
 
     generate(d, "RS256", "rs.jwk", Some("r1"));
     let token = ok(
@@ -1344,7 +1355,7 @@ fn a_scripts_mistakes_are_said_plainly() {
         ],
         Some(&token),
         2,
-        "the key is for RS256 (its alg), and --alg allows only PS256",
+        "the key is for RS256, and --alg allows only PS256",
     );
 
     let own_iat = ["--claim", "iat=1700000000"];

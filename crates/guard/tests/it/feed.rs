@@ -1268,3 +1268,38 @@ async fn a_log_larger_than_the_bound_is_not_held() {
     let status = g.revocations().unwrap().status();
     assert!(!status.current && status.revocations <= 2, "{status:?}");
 }
+
+/// At the bound, what has expired goes first: a burst of revocations ends
+/// with its tokens' lives, and the guard goes on, not stopped for good at
+/// the event that found the set full.
+#[tokio::test]
+async fn a_full_set_makes_room_by_forgetting_what_expired() {
+    let issuer = Issuer::start().await;
+    let soon = NumericDate::now().seconds() + 1;
+    for jti in ["a", "b"] {
+        issuer.revoke(Revocation::Token {
+            jti: jti.into(),
+            until: soon,
+        });
+    }
+    let key = key();
+    let g = guard(
+        &issuer,
+        &key,
+        feed(&issuer).max_revocations(2).start().unwrap(),
+    );
+    eventually("the feed is current", async || {
+        g.revocations().unwrap().status().current
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    issuer.revoke(Revocation::Token {
+        jti: "c".into(),
+        until: NumericDate::now().seconds() + 600,
+    });
+    let c = token(&key, &issuer.base, "c", "alice");
+    eventually("c is refused", async || g.verify(&c).await.is_err()).await;
+    let status = g.revocations().unwrap().status();
+    assert!(status.current, "{status:?}");
+    assert_eq!(status.last_event_id, Some(3));
+}

@@ -44,8 +44,11 @@ pub struct Pages {
     css: String,
     logo: Option<(Vec<u8>, &'static str)>,
     product: String,
-    /// `<html lang>`.
+    /// `<html lang>` of the operator's templates (the built-in ones are
+    /// in English).
     lang: String,
+    /// The templates the operator's replaced.
+    own: std::collections::HashSet<&'static str>,
     csp: HeaderValue,
     csp_form_post: HeaderValue,
 }
@@ -55,9 +58,13 @@ impl Pages {
     /// logo; a template that does not parse fails the start.
     pub fn load(theme: &Theme) -> Result<Pages, Error> {
         let mut env = Environment::new();
+        let mut own = std::collections::HashSet::new();
         for (name, text) in TEMPLATES {
             let text = match &theme.templates {
-                Some(dir) if dir.join(name).is_file() => read(&dir.join(name))?,
+                Some(dir) if dir.join(name).is_file() => {
+                    own.insert(name);
+                    read(&dir.join(name))?
+                }
                 _ => text.to_owned(),
             };
             env.add_template_owned(name, text)
@@ -102,6 +109,7 @@ impl Pages {
             logo,
             product: theme.product_name.clone(),
             lang: theme.lang.clone(),
+            own,
             csp: HeaderValue::from_static(
                 "default-src 'none'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'",
             ),
@@ -121,7 +129,8 @@ impl Pages {
         let context = minijinja::context! {
             product => &self.product,
             logo => self.logo.is_some(),
-            lang => &self.lang,
+            // A built-in page is English whatever the operator's write.
+            lang => if self.own.contains(name) { self.lang.as_str() } else { "en" },
             ..minijinja::Value::from_serialize(&context)
         };
         match self.env.get_template(name).and_then(|t| t.render(context)) {

@@ -2392,6 +2392,13 @@ async fn operators_templates_and_theme_are_used(backend: Backend) {
     );
     assert_eq!(page.headers[header::X_FRAME_OPTIONS], "DENY");
     assert!(page.text.contains("<html lang=\"fr\">"), "{}", page.text);
+    // A built-in page, not replaced, stays English, and says so.
+    let built_in = b.get(&h, "/login?request=gone").await;
+    assert!(
+        built_in.text.contains("<html lang=\"en\">"),
+        "{}",
+        built_in.text
+    );
     // A template in another language words an error by its key.
     let wrong = b
         .post(
