@@ -135,6 +135,8 @@ pub enum TakeBack {
     Rotation(refresh::Unrotate),
     /// A spent authorization code.
     Code(authorization_code::Release),
+    /// A password login's new refresh family, which no one holds.
+    Family(password::Unissued),
 }
 
 impl TakeBack {
@@ -156,6 +158,7 @@ impl TakeBack {
             GrantType::AuthorizationCode => {
                 authorization_code::Release::of(request, granted).map(TakeBack::Code)
             }
+            GrantType::Password => password::Unissued::of(request, granted).map(TakeBack::Family),
             _ => None,
         }
     }
@@ -172,6 +175,7 @@ impl TakeBack {
         match self {
             TakeBack::Rotation(unrotate) => unrotate.apply(db, audit).await,
             TakeBack::Code(release) => release.apply(db, audit).await,
+            TakeBack::Family(unissued) => unissued.apply(db).await,
         }
     }
 }

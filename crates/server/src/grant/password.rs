@@ -201,3 +201,47 @@ pub async fn grant(request: &TokenRequest<'_>, login: Login<'_>) -> Result<Grant
         sign_in: None,
     })
 }
+
+/// A refresh family a password login started, revoked when the token
+/// endpoint fails before it answered ([`super::TakeBack`]): no one holds
+/// its token, and a retry starts another. What is kept is the token's
+/// digest, never the token.
+pub struct Unissued {
+    digest: Vec<u8>,
+    client_id: String,
+}
+
+impl std::fmt::Debug for Unissued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Unissued")
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why such a family was revoked.
+pub const UNANSWERED: &str = "the login's answer failed";
+
+impl Unissued {
+    /// The family of `granted`'s refresh token, if it has one.
+    pub fn of(request: &TokenRequest<'_>, granted: &Granted) -> Option<Unissued> {
+        Some(Unissued {
+            digest: crate::secret::token_digest(granted.refresh_token.as_deref()?),
+            client_id: request.client.client_id.clone(),
+        })
+    }
+
+    /// Revoke it (a failure is logged: the family lives on unheld until
+    /// it expires, as it would have without this).
+    pub async fn apply(self, db: &Db) {
+        if let Err(e) =
+            refresh::revoke_by_digest(db, &self.digest, &self.client_id, UNANSWERED).await
+        {
+            tracing::warn!(
+                client_id = %self.client_id,
+                error = %e,
+                "the refresh family of a login whose answer failed could not be revoked"
+            );
+        }
+    }
+}

@@ -782,13 +782,24 @@ pub async fn revoke(
     client_id: &str,
     reason: &str,
 ) -> Result<Option<String>, Error> {
+    revoke_by_digest(db, &token_digest(presented), client_id, reason).await
+}
+
+/// [`revoke`], by the token's digest (a token never sent, whose answer
+/// failed: only its digest is kept).
+pub async fn revoke_by_digest(
+    db: &Db,
+    digest: &[u8],
+    client_id: &str,
+    reason: &str,
+) -> Result<Option<String>, Error> {
     // `fetch_all`: see `crate::db`, "Writes that return rows".
     let family: Vec<(String,)> = on_pool!(db.write(), p => sqlx::query_as(
         "UPDATE refresh_families SET revoked_at = $1, revoked_reason = $2 \
          WHERE revoked_at IS NULL AND client_id = $3 \
          AND id = (SELECT family_id FROM refresh_tokens WHERE token_hash = $4) \
          RETURNING id"
-    ).bind(now()).bind(reason).bind(client_id).bind(token_digest(presented)).fetch_all(p).await)?;
+    ).bind(now()).bind(reason).bind(client_id).bind(digest).fetch_all(p).await)?;
     Ok(family.into_iter().next().map(|(id,)| id))
 }
 

@@ -1734,3 +1734,39 @@ async fn the_login_page_waits_while_the_audit_trail_is_not_written() {
     }
     assert_eq!(post().await.status, StatusCode::OK);
 }
+
+/// A password login whose answer failed after its refresh family was
+/// started (the same fault) leaves no live family behind: no one holds
+/// its token, and the retry starts another.
+async fn a_login_whose_answer_failed_leaves_no_family(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let web = h.public_client("read").await;
+    let alice = h.user("alice", "correct horse", "read").await;
+    h.cut_ahead(&alice, 6).await;
+    let failed = h.login(&web, "alice", "correct horse").await;
+    assert_eq!(
+        failed.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        failed.text
+    );
+    let live = h
+        .count(
+            "SELECT COUNT(*) FROM refresh_families WHERE revoked_at IS NULL",
+            &[],
+        )
+        .await;
+    assert_eq!(live, 0);
+    let revoked = h
+        .count(
+            "SELECT COUNT(*) FROM refresh_families WHERE revoked_reason = $1",
+            &[tessera_server::grant::password::UNANSWERED],
+        )
+        .await;
+    assert_eq!(revoked, 1);
+    h.finish().await;
+}
+
+crate::both_backends!(a_login_whose_answer_failed_leaves_no_family);
