@@ -1045,6 +1045,39 @@ async fn a_restored_log_grown_past_the_cursor_starts_the_guard_over() {
     assert_eq!(g.revocations().unwrap().status().last_event_id, Some(2));
 }
 
+/// A guard following an issuer's feed, once it refuses the token of `a`
+/// (revoked before it started): with its key, the tokens of `a` and `b`
+/// (`b` not revoked), and how long revocations live.
+struct Following {
+    g: Guard,
+    key: SigningKey,
+    a: String,
+    b: String,
+    until: i64,
+}
+
+async fn following_with_a_revoked(issuer: &Issuer) -> Following {
+    let until = NumericDate::now().seconds() + 600;
+    issuer.revoke(Revocation::Token {
+        jti: "a".into(),
+        until,
+    });
+    let key = key();
+    let g = guard(issuer, &key, feed(issuer).start().unwrap());
+    let (a, b) = (
+        token(&key, &issuer.base, "a", "alice"),
+        token(&key, &issuer.base, "b", "alice"),
+    );
+    eventually("a is refused", async || g.verify(&a).await.is_err()).await;
+    Following {
+        g,
+        key,
+        a,
+        b,
+        until,
+    }
+}
+
 /// A `reset` on a live stream, after `ready`: the guard reads the log
 /// again from the start, and what comes after is applied. Before, the
 /// events after it were staged for a second `ready` that never came,
@@ -1053,18 +1086,7 @@ async fn a_restored_log_grown_past_the_cursor_starts_the_guard_over() {
 #[tokio::test]
 async fn a_reset_after_ready_reads_the_log_again() {
     let issuer = Issuer::start().await;
-    let until = NumericDate::now().seconds() + 600;
-    issuer.revoke(Revocation::Token {
-        jti: "a".into(),
-        until,
-    });
-    let key = key();
-    let g = guard(&issuer, &key, feed(&issuer).start().unwrap());
-    let (a, b) = (
-        token(&key, &issuer.base, "a", "alice"),
-        token(&key, &issuer.base, "b", "alice"),
-    );
-    eventually("a is refused", async || g.verify(&a).await.is_err()).await;
+    let Following { g, a, b, until, .. } = following_with_a_revoked(&issuer).await;
     issuer.change(|s| s.reset_live = true);
     issuer.revoke(Revocation::Token {
         jti: "b".into(),
@@ -1083,23 +1105,12 @@ async fn a_reset_after_ready_reads_the_log_again() {
 }
 
 /// A feed that refuses the guard's cursor (400) is read again from the
-/// start, rather than sent the same cursor for ever; the set in force
-/// stays until the new backlog replaces it.
+/// start, rather than sent the same cursor for ever, added to the set in
+/// force.
 #[tokio::test]
 async fn a_refused_cursor_is_dropped() {
     let issuer = Issuer::start().await;
-    let until = NumericDate::now().seconds() + 600;
-    issuer.revoke(Revocation::Token {
-        jti: "a".into(),
-        until,
-    });
-    let key = key();
-    let g = guard(&issuer, &key, feed(&issuer).start().unwrap());
-    let (a, b) = (
-        token(&key, &issuer.base, "a", "alice"),
-        token(&key, &issuer.base, "b", "alice"),
-    );
-    eventually("a is refused", async || g.verify(&a).await.is_err()).await;
+    let Following { g, a, b, until, .. } = following_with_a_revoked(&issuer).await;
     // The stream drops; the next connection's cursor is refused.
     issuer.change(|s| {
         s.refuse_cursors = true;
@@ -1205,15 +1216,9 @@ async fn a_log_read_again_takes_back_no_revocation() {
 #[tokio::test]
 async fn an_empty_log_read_again_takes_back_nothing_either() {
     let issuer = Issuer::start().await;
-    let until = NumericDate::now().seconds() + 600;
-    issuer.revoke(Revocation::Token {
-        jti: "a".into(),
-        until,
-    });
-    let key = key();
-    let g = guard(&issuer, &key, feed(&issuer).start().unwrap());
-    let a = token(&key, &issuer.base, "a", "alice");
-    eventually("a is refused", async || g.verify(&a).await.is_err()).await;
+    let Following {
+        g, key, a, until, ..
+    } = following_with_a_revoked(&issuer).await;
     // Reset on the live stream, and the log read again is empty.
     issuer.change(|s| {
         s.events.clear();
