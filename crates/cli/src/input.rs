@@ -144,6 +144,20 @@ pub fn verifying_key(path: &Path, algs: &[Algorithm]) -> Result<VerifyingKey> {
                 (None, [alg]) => jwk.to_verifying_key_for(*alg)?,
                 _ => jwk.to_verifying_key()?,
             };
+            // An Ed25519 key verifies under both of its names; asked for
+            // the other one only, it is made for that one.
+            let other = match key.algorithm() {
+                Algorithm::EdDSA => Some(Algorithm::Ed25519),
+                Algorithm::Ed25519 => Some(Algorithm::EdDSA),
+                _ => None,
+            }
+            .filter(|other| {
+                jwk.alg.is_none() && algs.contains(other) && !algs.contains(&key.algorithm())
+            });
+            let key = match other {
+                Some(other) => jwk.to_verifying_key_for(other)?,
+                None => key,
+            };
             // A key for one algorithm, asked to verify others only: every
             // token would fail as if it were bad; it is the command that is.
             let own = key.algorithm();

@@ -351,9 +351,10 @@ impl RevocationFeedBuilder {
         self
     }
 
-    /// The most revocations held (default 1,000,000, some 100 MB): a log
-    /// larger than that (an issuer's bug, a feed that is not one) is not
-    /// read on past it, and the feed counts as unreachable, so the
+    /// The most revocations held (default 1,000,000, some 100 MB): when
+    /// the set is full, what has expired goes first; a log of more live
+    /// revocations than that (an issuer's bug, a feed that is not one) is
+    /// not read on past it, and the feed counts as unreachable, so the
     /// guard's memory stays bounded and what it does follows
     /// [`RevocationFeedBuilder::when_unreachable`]. Tessera's log holds
     /// far fewer: each client's revocations are limited.
@@ -902,6 +903,8 @@ impl Subscriber {
                             ))
                         })?;
                     match parse_event(&event.data) {
+                        // Past its time it refuses nothing: not held.
+                        Ok(Some(revocation)) if revocation.until() <= self.steady.now() => {}
                         Ok(Some(revocation)) => {
                             // Only an entry the set does not hold counts
                             // against the bound: an event merging into one

@@ -1,6 +1,6 @@
 //! A per-minute allowance per key, kept in memory per instance: the
 //! shared mechanism of the revocation allowance (`revoke_limit.rs`) and
-//! the codes a session is issued (`code_limit.rs`).
+//! the codes a user is issued (`code_limit.rs`).
 //!
 //! A GCRA rate limiter per key (`governor`), all of a minute's allowance
 //! usable at once; keys idle long enough to be full again are dropped now

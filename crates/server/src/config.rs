@@ -40,7 +40,7 @@
 //!
 //! [pages]
 //! product_name = "Example Corp"   # shown on the sign-in pages
-//! lang = "en"                 # the pages' language, for templates written in another
+//! lang = "en"                 # <html lang> of your own templates (built-in pages stay "en")
 //! accent = "#1d4ed8"        # buttons and links (a CSS colour)
 //! logo = "/etc/tessera/logo.svg"  # served at /assets/logo (SVG or PNG)
 //! templates = "/etc/tessera/templates"  # your own login.html, consent.html, …
@@ -139,8 +139,8 @@ struct PagesFile {
 pub struct Pages {
     /// The name shown on the pages.
     pub product_name: String,
-    /// The pages' language (`<html lang>`, a BCP 47 tag), for templates
-    /// written in it.
+    /// The language of the operator's templates (`<html lang>` of the
+    /// pages they replace, a BCP 47 tag; built-in pages stay `en`).
     pub lang: String,
     /// The accent colour (validated as a CSS hex colour).
     pub accent: String,

@@ -1316,8 +1316,9 @@ fn a_scripts_mistakes_are_said_plainly() {
             "s3cr3t value that is long enough for HS256 ok",
             "not a value",
         ),
+        // Begins with a letter: a name, as far as its characters go.
         (
-            "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+            "af86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
             "not set",
         ),
     ] {
@@ -1477,4 +1478,31 @@ fn a_jwks_url_behind_a_private_ca_is_trusted_with_cacert() {
         2,
         "holds no certificate",
     );
+}
+
+/// An Ed25519 JWK without `alg` verifies under the name `--alg` gives it
+/// (`Ed25519`, RFC 9864, as well as `EdDSA`), among other algorithms.
+#[test]
+fn an_ed25519_key_without_alg_takes_the_name_asked_for() {
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    generate(d, "Ed25519", "k.jwk", Some("k1"));
+    let token = ok(d, &["token", "sign", "--key", "k.jwk", "--exp", "5m"], None);
+    let public = json(&ok(d, &["key", "public", "k.jwk"], None));
+    let mut bare = public.clone();
+    bare.as_object_mut().unwrap().remove("alg");
+    std::fs::write(d.join("bare.jwk"), bare.to_string()).unwrap();
+    let verify = [
+        "token",
+        "verify",
+        "--key",
+        "bare.jwk",
+        "--any-iss",
+        "--any-aud",
+        "--alg",
+        "Ed25519",
+        "--alg",
+        "ES256",
+    ];
+    ok(d, &verify, Some(&token));
 }

@@ -163,11 +163,13 @@ impl TakeBack {
         }
     }
 
-    /// Whether an answer that failed with `status` takes it back: a
+    /// Whether an answer that failed with `status` takes this back: a
     /// failure of this server (5xx), not a refusal that stands (the
-    /// user's account or the client's credentials changed meanwhile).
-    pub fn for_status(status: axum::http::StatusCode) -> bool {
-        status.is_server_error()
+    /// user's account or the client's credentials changed meanwhile),
+    /// after which the client holds what it presented as before. A new
+    /// family no one holds goes whatever the failure.
+    pub fn for_status(&self, status: axum::http::StatusCode) -> bool {
+        matches!(self, TakeBack::Family(_)) || status.is_server_error()
     }
 
     /// Take it back, as far as it still can be.
@@ -175,7 +177,7 @@ impl TakeBack {
         match self {
             TakeBack::Rotation(unrotate) => unrotate.apply(db, audit).await,
             TakeBack::Code(release) => release.apply(db, audit).await,
-            TakeBack::Family(unissued) => unissued.apply(db).await,
+            TakeBack::Family(unissued) => unissued.apply(db, audit).await,
         }
     }
 }
@@ -204,6 +206,14 @@ impl Armed {
     /// The answer went out: nothing is taken back.
     pub fn disarm(mut self) {
         self.take_back = None;
+    }
+
+    /// Whether an answer that failed with `status` takes it back
+    /// ([`TakeBack::for_status`]).
+    pub fn for_status(&self, status: axum::http::StatusCode) -> bool {
+        self.take_back
+            .as_ref()
+            .is_some_and(|t| t.for_status(status))
     }
 
     /// The answer failed: take it back now, before the answer goes out

@@ -233,15 +233,19 @@ impl Unissued {
 
     /// Revoke it (a failure is logged: the family lives on unheld until
     /// it expires, as it would have without this).
-    pub async fn apply(self, db: &Db) {
-        if let Err(e) =
-            refresh::revoke_by_digest(db, &self.digest, &self.client_id, UNANSWERED).await
-        {
-            tracing::warn!(
+    pub async fn apply(self, db: &Db, audit: &AuditQueue) {
+        match refresh::revoke_by_digest(db, &self.digest, &self.client_id, UNANSWERED).await {
+            Ok(Some(family_id)) => audit.push(
+                Event::new("login_family_revoked")
+                    .client(&self.client_id)
+                    .detail(format!("family={family_id} answer failed")),
+            ),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
                 client_id = %self.client_id,
                 error = %e,
                 "the refresh family of a login whose answer failed could not be revoked"
-            );
+            ),
         }
     }
 }

@@ -154,7 +154,7 @@ pub async fn token(
             response
         }
         Err(e) => {
-            if TakeBack::for_status(e.status) {
+            if take_back.for_status(e.status) {
                 take_back.apply().await;
             } else {
                 take_back.disarm();

@@ -1766,6 +1766,7 @@ async fn a_login_whose_answer_failed_leaves_no_family(backend: Backend) {
         )
         .await;
     assert_eq!(revoked, 1);
+    wait_for_audit(&h, "login_family_revoked", 1).await;
     h.finish().await;
 }
 
