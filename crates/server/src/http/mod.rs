@@ -125,6 +125,18 @@ pub(crate) async fn framed_nowhere(
     response
 }
 
+/// A path no route takes: under `/admin`, the admin API's JSON error
+/// (its clients read every answer as one); elsewhere a bare 404.
+async fn no_such_path(uri: axum::http::Uri) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let path = uri.path();
+    if path == "/admin" || path.starts_with("/admin/") {
+        admin::no_such_endpoint()
+    } else {
+        axum::http::StatusCode::NOT_FOUND.into_response()
+    }
+}
+
 /// The endpoints a single-page app calls from its own origin, open to
 /// scripts of any origin (CORS), as node-oidc-provider's are by default:
 /// discovery, the keys, the token endpoint, userinfo and revocation. No
@@ -173,6 +185,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(self::metrics::metrics))
         .merge(admin::routes(&app))
+        .fallback(no_such_path)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn(edge::check))
         .layer(axum::middleware::from_fn(self::metrics::track))

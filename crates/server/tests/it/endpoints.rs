@@ -1819,6 +1819,17 @@ mod admin_api {
             wrong.text
         );
         assert!(wrong.headers.contains_key("allow"));
+        // A path that is no endpoint, under /admin: the same error shape.
+        for typo in ["/admin/user", "/admin/users/alice/", "/admin"] {
+            let none = call(&h, Method::GET, typo, t, None).await;
+            assert_eq!(
+                (none.status, none.json["error"].as_str()),
+                (StatusCode::NOT_FOUND, Some("not_found")),
+                "{typo}: {}",
+                none.text
+            );
+        }
+        assert_eq!(h.get("/nowhere").await.status, StatusCode::NOT_FOUND);
         let r = call(
             &h,
             Method::POST,

@@ -219,6 +219,19 @@ async fn method_not_allowed_said(response: Response) -> Response {
     said
 }
 
+/// The answer to a path under `/admin` that is no endpoint (a typo, a
+/// trailing `/`): the API's JSON error, not writable to caches.
+pub(crate) fn no_such_endpoint() -> Response {
+    super::token::no_store(
+        AdminError(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such admin endpoint (see /admin/openapi.json)".into(),
+        )
+        .into_response(),
+    )
+}
+
 /// Authorization: none (it describes the API, nothing more).
 async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
