@@ -225,6 +225,18 @@ pub fn name_value(text: &str) -> Result<(String, Value), String> {
     Ok((name.to_owned(), value))
 }
 
+/// `NAME=VALUE` whose VALUE is a string whatever it looks like (`123`,
+/// `true`, `["admin"]` stay text): what a script passes from data.
+pub fn name_string(text: &str) -> Result<(String, Value), String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=VALUE, got {text:?}"))?;
+    if name.is_empty() {
+        return Err(format!("empty name in {text:?}"));
+    }
+    Ok((name.to_owned(), Value::String(value.to_owned())))
+}
+
 /// `text` as JSON, refusing an object that gives a name twice, at any
 /// depth: `serde_json` keeps the last, and the token would carry what
 /// nobody checked (`{"role":"user","role":"admin"}` signed as admin).

@@ -59,9 +59,14 @@ pub struct SignArgs {
     #[arg(long, value_name = "FILE|-")]
     claims: Option<String>,
     /// A claim; VALUE is JSON if it parses as JSON (an object naming a
-    /// member twice is refused), else a string. Repeatable.
+    /// member twice is refused), else a string. Repeatable. From data a
+    /// script does not control, use --claim-str.
     #[arg(long = "claim", value_name = "NAME=VALUE", value_parser = name_value)]
     claim: Vec<(String, Value)>,
+    /// A claim whose VALUE is a string, whatever it looks like (`123`,
+    /// `true` and `["admin"]` stay text). Repeatable.
+    #[arg(long = "claim-str", value_name = "NAME=VALUE", value_parser = input::name_string)]
+    claim_str: Vec<(String, Value)>,
     /// Subject (`sub`).
     #[arg(long)]
     sub: Option<String>,
@@ -273,7 +278,7 @@ fn sign(args: SignArgs) -> Result<(), Failure> {
         }
         claims.insert(name, value);
     }
-    for (name, value) in args.claim {
+    for (name, value) in args.claim.into_iter().chain(args.claim_str) {
         if claims.insert(name.clone(), value).is_some() {
             return Err(twice(&name, "given more than once"));
         }

@@ -1506,3 +1506,42 @@ fn an_ed25519_key_without_alg_takes_the_name_asked_for() {
     ];
     ok(d, &verify, Some(&token));
 }
+
+/// `--claim-str` keeps its value a string whatever it looks like, so a
+/// script's data cannot change the token's shape (with `--claim`,
+/// `tenant=123` is a number and `roles=["admin"]` an array).
+#[test]
+fn claim_str_values_stay_strings() {
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    generate(d, "ES256", "k.jwk", Some("k1"));
+    let sign = ["token", "sign", "--key", "k.jwk", "--exp", "5m"];
+    let token = ok(
+        d,
+        &[
+            &sign[..],
+            &[
+                "--claim-str",
+                "tenant=123",
+                "--claim-str",
+                "roles=[\"admin\"]",
+                "--claim",
+                "level=3",
+            ],
+        ]
+        .concat(),
+        None,
+    );
+    let decoded = json(&ok(d, &["token", "decode", "--json"], Some(&token)));
+    let payload = &decoded["payload"];
+    assert_eq!(payload["tenant"], "123", "{payload}");
+    assert_eq!(payload["roles"], "[\"admin\"]", "{payload}");
+    assert_eq!(payload["level"], 3, "{payload}");
+    fails(
+        d,
+        &[&sign[..], &["--claim", "n=1", "--claim-str", "n=2"]].concat(),
+        None,
+        2,
+        "n is given more than once",
+    );
+}
