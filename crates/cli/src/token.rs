@@ -284,7 +284,20 @@ fn sign(args: SignArgs) -> Result<(), Failure> {
         }
     }
     // The registered claims with the types verifiers read them as: a
-    // token no verifier can read is refused here, not signed.
+    // token no verifier can read is refused here, not signed. The times
+    // first, by name: `exp=15m` or a date is a common slip.
+    for (name, option) in [
+        ("exp", Some("--exp")),
+        ("nbf", Some("--nbf")),
+        ("iat", None),
+    ] {
+        if claims.get(name).is_some_and(|v| !v.is_i64() && !v.is_u64()) {
+            let hint = option
+                .map(|o| format!("; for a time from now, use {o} 15m"))
+                .unwrap_or_default();
+            return Err(anyhow!("{name} must be whole seconds since 1970 (a number){hint}").into());
+        }
+    }
     let claims = typed(claims).map_err(|e| anyhow!("the claims cannot be signed: {e}"))?;
     for (name, at) in [
         ("exp", claims.exp),

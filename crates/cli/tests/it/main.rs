@@ -974,7 +974,11 @@ fn sign_refuses_tokens_no_verifier_would_take() {
             "a is given more",
         ),
         // Registered claims of the wrong type.
-        (&["--claim", "exp=soon"], None, "cannot be signed"),
+        (
+            &["--claim", "exp=soon"],
+            None,
+            "exp must be whole seconds since 1970",
+        ),
         (
             &["--exp", "5m", "--claim", "aud=5"],
             None,
@@ -1543,5 +1547,15 @@ fn claim_str_values_stay_strings() {
         None,
         2,
         "n is given more than once",
+    );
+    // A time as a duration or a date, by name, with the option it meant.
+    fails(
+        d,
+        &[
+            "token", "sign", "--key", "k.jwk", "--no-exp", "--claim", "nbf=15m",
+        ],
+        None,
+        2,
+        "nbf must be whole seconds since 1970 (a number); for a time from now, use --nbf 15m",
     );
 }
