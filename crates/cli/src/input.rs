@@ -127,10 +127,7 @@ pub fn signing_key(path: &Path, alg: Option<Algorithm>) -> Result<SigningKey> {
             Some(alg) => jwk.to_signing_key_for(alg)?,
             None => jwk.to_signing_key()?,
         },
-        KeyFile::Pem(pem) => {
-            let alg = alg.context("a PEM key needs --alg")?;
-            SigningKey::from_pem(alg, &pem)?
-        }
+        KeyFile::Pem(pem) => pem_signing_key(&pem, alg)?,
     };
     Ok(key)
 }
@@ -172,11 +169,55 @@ pub fn verifying_key(path: &Path, algs: &[Algorithm]) -> Result<VerifyingKey> {
             key
         }
         KeyFile::Pem(pem) => match algs {
+            [] => pem_verifying_key(&pem, None)?,
             [alg] => VerifyingKey::from_pem(*alg, &pem)?,
-            _ => bail!("a PEM key needs exactly one --alg"),
+            _ => bail!("a PEM key needs one --alg at most"),
         },
     };
     Ok(key)
+}
+
+/// Algorithms a PEM key implies by its type alone.
+const IMPLIED: [Algorithm; 4] = [
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::ES512,
+    Algorithm::EdDSA,
+];
+
+/// A signing key from PEM text, for `alg` or the one its type implies.
+pub fn pem_signing_key(pem: &str, alg: Option<Algorithm>) -> anyhow::Result<SigningKey> {
+    pem_key(pem, alg, SigningKey::from_pem)
+}
+
+/// A verifying key from PEM text, for `alg` or the one its type implies.
+pub fn pem_verifying_key(pem: &str, alg: Option<Algorithm>) -> anyhow::Result<VerifyingKey> {
+    pem_key(pem, alg, VerifyingKey::from_pem)
+}
+
+/// Load a PEM key for `alg`, or for the one algorithm its type implies.
+fn pem_key<K>(
+    pem: &str,
+    alg: Option<Algorithm>,
+    load: impl Fn(Algorithm, &str) -> Result<K, tessera_jose::Error>,
+) -> anyhow::Result<K> {
+    if let Some(alg) = alg {
+        return Ok(load(alg, pem)?);
+    }
+    if let Some(key) = IMPLIED.iter().find_map(|alg| load(*alg, pem).ok()) {
+        return Ok(key);
+    }
+    if pem.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
+        bail!(
+            "the key is encrypted; decrypt it first \
+             (openssl pkcs8 -in FILE -out PLAIN.pem, then keep PLAIN.pem private)"
+        );
+    }
+    // Not EC or Ed25519: an RSA key, which needs --alg, or no key we load.
+    match load(Algorithm::RS256, pem) {
+        Ok(_) => bail!("an RSA key serves several algorithms: name one with --alg"),
+        Err(e) => Err(anyhow::anyhow!(e).context("not a key of a supported type")),
+    }
 }
 
 /// Write a private key: a new file, readable by its owner only, which

@@ -4,10 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
-use tessera_jose::{Algorithm, Jwk, JwkSet, KeyType, SigningKey, VerifyingKey};
+use tessera_jose::{Algorithm, Jwk, JwkSet, KeyType, SigningKey};
 use zeroize::Zeroizing;
 
-use crate::input::{self, parse_alg, KeyFile};
+use crate::input::{self, parse_alg, pem_signing_key, pem_verifying_key, KeyFile};
 use crate::Failure;
 
 #[derive(Subcommand)]
@@ -243,47 +243,6 @@ fn convert(
         }
     }
     Ok(())
-}
-
-/// Algorithms a PEM key implies by its type alone.
-const IMPLIED: [Algorithm; 4] = [
-    Algorithm::ES256,
-    Algorithm::ES384,
-    Algorithm::ES512,
-    Algorithm::EdDSA,
-];
-
-fn pem_signing_key(pem: &str, alg: Option<Algorithm>) -> anyhow::Result<SigningKey> {
-    pem_key(pem, alg, SigningKey::from_pem)
-}
-
-fn pem_verifying_key(pem: &str, alg: Option<Algorithm>) -> anyhow::Result<VerifyingKey> {
-    pem_key(pem, alg, VerifyingKey::from_pem)
-}
-
-/// Load a PEM key for `alg`, or for the one algorithm its type implies.
-fn pem_key<K>(
-    pem: &str,
-    alg: Option<Algorithm>,
-    load: impl Fn(Algorithm, &str) -> Result<K, tessera_jose::Error>,
-) -> anyhow::Result<K> {
-    if let Some(alg) = alg {
-        return Ok(load(alg, pem)?);
-    }
-    if let Some(key) = IMPLIED.iter().find_map(|alg| load(*alg, pem).ok()) {
-        return Ok(key);
-    }
-    if pem.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
-        bail!(
-            "the key is encrypted; decrypt it first \
-             (openssl pkcs8 -in FILE -out PLAIN.pem, then keep PLAIN.pem private)"
-        );
-    }
-    // Not EC or Ed25519: an RSA key, which needs --alg, or no key we load.
-    match load(Algorithm::RS256, pem) {
-        Ok(_) => bail!("an RSA key serves several algorithms: name one with --alg"),
-        Err(e) => Err(anyhow!(e).context("not a key of a supported type")),
-    }
 }
 
 pub fn jwks(args: &JwksArgs) -> Result<(), Failure> {

@@ -40,7 +40,8 @@ pub enum TokenCommand {
 #[derive(Args)]
 #[command(group(ArgGroup::new("signer").required(true).args(["key", "secret_file", "secret_env"])))]
 pub struct SignArgs {
-    /// Private key: a JWK (private, or oct), or PEM (then --alg is required).
+    /// Private key: a JWK (private, or oct), or PEM (an RSA one needs
+    /// --alg; an EC or Ed25519 one implies its algorithm).
     #[arg(long, value_name = "FILE")]
     key: Option<PathBuf>,
     /// HMAC secret, read from this file (text loses one trailing newline;
@@ -118,7 +119,8 @@ pub struct VerifyArgs {
     /// shows in the process list).
     #[arg(value_name = "TOKEN|-")]
     token: Option<String>,
-    /// Verification key: a JWK (public, private or oct) or PEM (then one --alg).
+    /// Verification key: a JWK (public, private or oct) or PEM (an RSA
+    /// one needs one --alg; an EC or Ed25519 one implies its algorithm).
     #[arg(long, value_name = "FILE")]
     key: Option<PathBuf>,
     /// A JWK set; the key is chosen by the token's `kid` and algorithm.

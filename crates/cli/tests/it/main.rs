@@ -797,7 +797,11 @@ fn bad_input_exits_2_with_one_line() {
             None,
             "missing.jwk",
         ),
-        (&["token", "sign", "--key", "r.pem"], None, "needs --alg"),
+        (
+            &["token", "sign", "--key", "r.pem"],
+            None,
+            "an RSA key serves several algorithms: name one with --alg",
+        ),
         (
             &["token", "sign", "--key", "r.jwk", "--claims", "-"],
             Some("[1,2]"),
@@ -1557,5 +1561,35 @@ fn claim_str_values_stay_strings() {
         None,
         2,
         "nbf must be whole seconds since 1970 (a number); for a time from now, use --nbf 15m",
+    );
+}
+
+/// A PEM EC or Ed25519 key signs and verifies without --alg: its type
+/// implies the one algorithm, as `key convert` already knew.
+#[test]
+fn a_pem_ec_key_needs_no_alg() {
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    generate(d, "ES384", "k.jwk", Some("k1"));
+    let pem = ok(d, &["key", "convert", "--to", "pem", "k.jwk"], None);
+    std::fs::write(d.join("k.pem"), &pem).unwrap();
+    let public = ok(d, &["key", "public", "k.jwk"], None);
+    std::fs::write(d.join("pub.jwk"), &public).unwrap();
+    let public = ok(d, &["key", "convert", "--to", "pem", "pub.jwk"], None);
+    std::fs::write(d.join("pub.pem"), &public).unwrap();
+    let token = ok(d, &["token", "sign", "--key", "k.pem", "--exp", "5m"], None);
+    let header = json(&ok(d, &["token", "decode", "--json"], Some(&token)));
+    assert_eq!(header["header"]["alg"], "ES384", "{header}");
+    ok(
+        d,
+        &[
+            "token",
+            "verify",
+            "--key",
+            "pub.pem",
+            "--any-iss",
+            "--any-aud",
+        ],
+        Some(&token),
     );
 }
