@@ -253,12 +253,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// `NAME=VALUE`: the value is JSON when it parses as JSON, else a string.
 pub fn name_value(text: &str) -> Result<(String, Value), String> {
-    let (name, value) = text
-        .split_once('=')
-        .ok_or_else(|| format!("expected NAME=VALUE, got {text:?}"))?;
-    if name.is_empty() {
-        return Err(format!("empty name in {text:?}"));
-    }
+    let (name, value) = split_name_value(text)?;
     let value = match serde_json::from_str::<serde::de::IgnoredAny>(value) {
         Ok(_) => json_without_repeats(value).map_err(|e| format!("{name}: {e}"))?,
         Err(_) => Value::String(value.to_owned()),
@@ -269,13 +264,19 @@ pub fn name_value(text: &str) -> Result<(String, Value), String> {
 /// `NAME=VALUE` whose VALUE is a string whatever it looks like (`123`,
 /// `true`, `["admin"]` stay text): what a script passes from data.
 pub fn name_string(text: &str) -> Result<(String, Value), String> {
+    let (name, value) = split_name_value(text)?;
+    Ok((name.to_owned(), Value::String(value.to_owned())))
+}
+
+/// `NAME=VALUE` cut at its first `=`, the name not empty.
+fn split_name_value(text: &str) -> Result<(&str, &str), String> {
     let (name, value) = text
         .split_once('=')
         .ok_or_else(|| format!("expected NAME=VALUE, got {text:?}"))?;
     if name.is_empty() {
         return Err(format!("empty name in {text:?}"));
     }
-    Ok((name.to_owned(), Value::String(value.to_owned())))
+    Ok((name, value))
 }
 
 /// `text` as JSON, refusing an object that gives a name twice, at any

@@ -5,8 +5,7 @@ use std::sync::Arc;
 
 use super::{Granted, Refusal, TokenRequest};
 use crate::db::Db;
-use crate::secret::token_digest;
-use crate::secret::MasterKey;
+use crate::secret::{token_digest, MasterKey};
 use crate::store::audit::{AuditQueue, Event};
 use crate::store::refresh::{self, RefreshPolicy, Refused};
 use crate::store::Scopes;

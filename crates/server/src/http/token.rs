@@ -136,18 +136,17 @@ pub async fn token(
         },
     }
     .map_err(OAuthError::from)?;
-    // A rotation or a spent code has committed: if the answer fails from
-    // here on, or the request is dropped (its timeout), the client's retry
-    // must not find it used.
+    // A rotation, a spent code or a password login's new family has
+    // committed: if the answer fails from here on, or the request is
+    // dropped (its timeout), it is taken back (`grant::TakeBack`).
     let take_back = Armed::new(
         TakeBack::of(grant, &request, &granted, &app.refresh),
         &app.db,
         &app.audit,
     );
-    let answered = match after_cut_off(&app, &client, &granted, (started, seen), &form).await {
-        Ok(()) => issue(&app, &client, granted),
-        Err(e) => Err(e),
-    };
+    let answered = after_cut_off(&app, &client, &granted, (started, seen), &form)
+        .await
+        .and_then(|()| issue(&app, &client, granted));
     let response = match answered {
         Ok(response) => {
             take_back.disarm();
