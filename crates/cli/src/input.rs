@@ -61,8 +61,13 @@ fn text(bytes: Vec<u8>, what: &str) -> Result<String> {
 /// is not (random bytes, `head -c 64 /dev/urandom`) is taken as it is: its
 /// last byte is a newline one time in 256, and cutting it would leave a
 /// secret no other tool uses.
+/// `-` for the file reads standard input, as the secret managers' pipes
+/// give it (`vault kv get -field=key … | tessera token sign --secret-file -`).
 pub fn secret(file: Option<&Path>, env: Option<&str>) -> Result<Option<Secret>> {
     let mut bytes = match (file, env) {
+        (Some(path), _) if path == Path::new("-") => {
+            read_bounded(std::io::stdin(), "standard input")?
+        }
         (Some(path), _) => read_bytes(path)?,
         (None, Some(var)) => {
             // A secret given where its variable's name goes (`--secret-env

@@ -44,9 +44,9 @@ pub struct SignArgs {
     /// --alg; an EC or Ed25519 one implies its algorithm).
     #[arg(long, value_name = "FILE")]
     key: Option<PathBuf>,
-    /// HMAC secret, read from this file (text loses one trailing newline;
-    /// other bytes are taken as they are).
-    #[arg(long, value_name = "FILE")]
+    /// HMAC secret, read from this file or `-` for standard input (text
+    /// loses one trailing newline; other bytes are taken as they are).
+    #[arg(long, value_name = "FILE|-")]
     secret_file: Option<PathBuf>,
     /// HMAC secret, read from this environment variable (text loses one
     /// trailing newline; other bytes are taken as they are).
@@ -136,9 +136,9 @@ pub struct VerifyArgs {
     /// issuer whose certificate a private CA signed.
     #[arg(long, value_name = "FILE", requires = "jwks_url")]
     cacert: Option<PathBuf>,
-    /// HMAC secret, read from this file (text loses one trailing newline;
-    /// other bytes are taken as they are).
-    #[arg(long, value_name = "FILE")]
+    /// HMAC secret, read from this file or `-` for standard input (text
+    /// loses one trailing newline; other bytes are taken as they are).
+    #[arg(long, value_name = "FILE|-")]
     secret_file: Option<PathBuf>,
     /// HMAC secret, read from this environment variable (text loses one
     /// trailing newline; other bytes are taken as they are).
@@ -217,7 +217,18 @@ fn read_token(token: Option<&str>) -> anyhow::Result<String> {
     Ok(token.to_owned())
 }
 
+/// Whether `path` is `-`, standard input.
+fn is_stdin(path: Option<&Path>) -> bool {
+    path == Some(Path::new("-"))
+}
+
 fn sign(args: SignArgs) -> Result<(), Failure> {
+    if is_stdin(args.secret_file.as_deref()) && args.claims.as_deref() == Some("-") {
+        return Err(anyhow!(
+            "--secret-file - and --claims - both read standard input: give one of them a file"
+        )
+        .into());
+    }
     let key = match &args.key {
         Some(path) => input::signing_key(path, args.alg)?,
         None => {
@@ -359,6 +370,13 @@ fn sign(args: SignArgs) -> Result<(), Failure> {
 }
 
 fn verify(args: &VerifyArgs) -> Result<(), Failure> {
+    if is_stdin(args.secret_file.as_deref()) && matches!(args.token.as_deref(), None | Some("-")) {
+        return Err(anyhow!(
+            "--secret-file - reads standard input, where the token would come from: \
+             give the token as an argument"
+        )
+        .into());
+    }
     let token = read_token(args.token.as_deref())?;
     let mut validation = Validation::new();
     // Any only when told (clap requires one of each pair).

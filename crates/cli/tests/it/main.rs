@@ -777,6 +777,73 @@ fn secrets_come_from_files_or_the_environment() {
         Some(&by_another_tool),
     ));
     assert_eq!(claims["sub"], "eve");
+
+    // `-` reads the secret from standard input, as a secret manager pipes
+    // it; the token then comes as an argument, and two inputs never share
+    // standard input.
+    let piped = ok(
+        d,
+        &[
+            "token",
+            "sign",
+            "--secret-file",
+            "-",
+            "--sub",
+            "pat",
+            "--exp",
+            "1m",
+        ],
+        Some(&format!("{secret}\n")),
+    );
+    let claims = json(&ok(
+        d,
+        &[
+            "token",
+            "verify",
+            "--any-iss",
+            "--any-aud",
+            "--secret-file",
+            "s.txt",
+            piped.trim(),
+        ],
+        None,
+    ));
+    assert_eq!(claims["sub"], "pat");
+    let claims = json(&ok(
+        d,
+        &[
+            "token",
+            "verify",
+            "--any-iss",
+            "--any-aud",
+            "--secret-file",
+            "-",
+            piped.trim(),
+        ],
+        Some(secret),
+    ));
+    assert_eq!(claims["sub"], "pat");
+    fails(
+        d,
+        &[
+            "token",
+            "verify",
+            "--any-iss",
+            "--any-aud",
+            "--secret-file",
+            "-",
+        ],
+        Some(&piped),
+        2,
+        "give the token as an argument",
+    );
+    fails(
+        d,
+        &["token", "sign", "--secret-file", "-", "--claims", "-"],
+        Some(secret),
+        2,
+        "both read standard input",
+    );
 }
 
 #[test]
