@@ -384,7 +384,24 @@ impl Guard {
     async fn keys_for(&self, kid: Option<&str>) -> Result<Arc<KeySet>, String> {
         match &self.inner.keys {
             Keys::Static(keys) => Ok(Arc::clone(keys)),
-            Keys::Remote(remote) => remote.keys_for(kid).await.map_err(|e| e.to_string()),
+            Keys::Remote(remote) => {
+                let keys = remote.keys_for(kid).await.map_err(|e| e.to_string())?;
+                // A `kid` the keys do not know while the issuer's key set
+                // cannot be fetched: a key it may have published since
+                // (one revoked and replaced at once signs unannounced).
+                // A 503 has the client try again; a 401 would have it
+                // throw a good token away, and get another with the same
+                // `kid`, refused the same way.
+                let unknown =
+                    kid.is_some_and(|kid| !keys.keys().iter().any(|k| k.kid() == Some(kid)));
+                if unknown && remote.failing() {
+                    return Err(
+                        "the issuer's keys cannot be fetched, and the cached ones do not know the token's kid"
+                            .into(),
+                    );
+                }
+                Ok(keys)
+            }
             Keys::Provider(provider) => provider.keys_for(kid).await.map_err(|e| e.to_string()),
         }
     }

@@ -228,6 +228,13 @@ impl RemoteJwks {
         self
     }
 
+    /// Whether the last fetch failed (the keys served are the last good
+    /// ones, if any): a `kid` they do not know may be a key the issuer
+    /// published since, not a forged one.
+    pub fn failing(&self) -> bool {
+        self.read().failing
+    }
+
     /// How many fetches were started (for tests and metrics).
     pub fn fetches(&self) -> u64 {
         self.fetches.load(Ordering::Relaxed)

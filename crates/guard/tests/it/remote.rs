@@ -373,6 +373,41 @@ async fn failures_keep_the_last_good_keys() {
     assert_eq!(server.fetches(), before + 1);
 }
 
+/// A token signed by a key the cached set does not know, while the key
+/// set cannot be fetched (an issuer that revoked its key and signs with a
+/// new one at once, during an outage of its JWKS): 503, so that the
+/// client tries again, not 401, which would have it drop a good token.
+/// Once the set is fetched again, the token verifies; a `kid` still
+/// unknown to a set fetched without trouble is 401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unknown_kid_while_the_keys_cannot_be_fetched_is_503() {
+    let (a, b) = (key(), key());
+    let server = JwksServer::start(&[&a]).await;
+    let g = guard(
+        RemoteJwks::url(server.url())
+            .unwrap()
+            .cooldown(Duration::ZERO),
+    );
+    g.verify(&token(&a, ISS)).await.unwrap();
+    server.set(|s| s.status = 500);
+    assert_eq!(
+        g.verify(&token(&b, ISS)).await.unwrap_err(),
+        Rejection::KeysUnavailable
+    );
+    // The known key goes on with the last good set meanwhile.
+    g.verify(&token(&a, ISS)).await.unwrap();
+    server.set(|s| {
+        s.status = 200;
+        s.jwks = jwks(&[&a, &b]);
+    });
+    g.verify(&token(&b, ISS)).await.unwrap();
+    let forged = key();
+    assert!(matches!(
+        g.verify(&token(&forged, ISS)).await.unwrap_err(),
+        Rejection::InvalidToken { .. }
+    ));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hundred_simultaneous_requests_cause_one_fetch() {
     let a = key();
