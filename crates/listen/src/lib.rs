@@ -124,6 +124,24 @@ impl Limits {
     }
 }
 
+impl Limits {
+    /// The timeouts cut to [`LONGEST_TIMEOUT`]: hyper and the write
+    /// timeout add theirs to the clock's now, which panics past what an
+    /// instant holds, in every connection.
+    fn bounded(self) -> Limits {
+        Limits {
+            header_timeout: self.header_timeout.min(LONGEST_TIMEOUT),
+            request_timeout: self.request_timeout.min(LONGEST_TIMEOUT),
+            send_timeout: self.send_timeout.min(LONGEST_TIMEOUT),
+            ..self
+        }
+    }
+}
+
+/// The longest any timeout of [`Limits`] is taken as: a longer one is
+/// this long.
+pub const LONGEST_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
 /// Raise the soft file-descriptor limit to the hard one; returns the soft
 /// limit in force afterwards.
 fn raise_descriptor_limit() -> usize {
@@ -159,6 +177,7 @@ pub async fn serve(
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let limits = limits.bounded();
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     let mut builder = hyper::server::conn::http1::Builder::new();

@@ -409,3 +409,23 @@ async fn a_vanished_peer_in_a_namespace_of_its_own() {
     eprintln!("given up after {:?}", started.elapsed());
     drop(client);
 }
+
+/// Timeouts longer than a clock's instant can hold (a setting of `u64::MAX`
+/// seconds) are taken as the longest the listener allows: the connection
+/// is served, where hyper and the write timeout, adding them to the
+/// clock's now, panicked in every connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_past_the_clock_still_serve() {
+    let address = start(Limits {
+        header_timeout: Duration::MAX,
+        request_timeout: Duration::MAX,
+        send_timeout: Duration::MAX,
+        ..limits(1, 1, 8)
+    })
+    .await;
+    for _ in 0..2 {
+        let answer = get_once(address, "/").await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("ok"), "{answer}");
+    }
+}
