@@ -38,7 +38,7 @@ pub fn dir() -> Option<PathBuf> {
         candidate.display()
     );
     eprintln!(
-        "notice: test vectors not found at {}; skipping (set TESSERA_VECTORS)",
+        "skipped: test vectors not found at {} (set TESSERA_VECTORS)",
         candidate.display()
     );
     None
