@@ -752,9 +752,10 @@ pub fn backup(args: &BackupArgs) -> Result<(), Failure> {
         let copied = db.backup_to(&args.file).await;
         if copied.is_ok() {
             let passwords = tessera_server::password::Passwords::new(1);
-            service(&db, &passwords, &config)
-                .backed_up(&args.file.display().to_string())
-                .await;
+            let path = args.file.display().to_string();
+            if let Err(e) = service(&db, &passwords, &config).backed_up(&path).await {
+                eprintln!("warning: backup written, but its audit event could not be: {e}");
+            }
         }
         db.close().await;
         copied?;

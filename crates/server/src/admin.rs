@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::keys::{KeyInfo, KeyState};
 use crate::password::Passwords;
-use crate::store::audit::{self, Event};
+use crate::store::audit::{self, Event, InChange};
 use crate::store::clients::{self, Added, ClientCache, ClientInfo, GrantType, NewClient};
 use crate::store::revocation::Revocations;
 use crate::store::sessions;
@@ -253,80 +253,41 @@ impl AdminService<'_> {
         }
     }
 
-    /// Record the audit event of a change that has committed, before the
-    /// change is answered: an answered change has its event written, not
-    /// waiting in a queue that a crash would lose (the token endpoint's
-    /// batched [`audit::AuditQueue`] is for the many events
-    /// of issuing). It cannot fail the operation: the change is made,
-    /// and its result (a new secret) must reach the caller. The write is
-    /// tried three times; an event that still cannot be written is
-    /// logged as an error, with what it would have said (and, from the
-    /// command line, which writes no log, said on standard error).
-    async fn record(&self, name: &'static str, about: &str) {
-        self.record_with(name, about, "").await;
-    }
-
-    /// [`AdminService::record`], with `more` said after who acted (what
-    /// was granted, say).
-    async fn record_with(&self, name: &'static str, about: &str, more: &str) {
-        let writing = self.start_recording(name, about, more);
-        Self::recorded(name, writing).await;
-    }
-
-    /// Wait for the audit write [`AdminService::start_recording`] began.
-    async fn recorded(name: &'static str, writing: tokio::task::JoinHandle<()>) {
-        if let Err(e) = writing.await {
-            tracing::error!(event = name, error = %e, "the audit event's writer failed");
-        }
-    }
-
-    /// Begin writing the audit event of a change that has committed, in a
-    /// task of its own: spawned at once, before anything else is awaited,
-    /// so that a request dropped from here on (its client gone, the
-    /// request timeout) cannot leave the change off the trail. The caller
-    /// does what else the change needs, then waits for it
-    /// ([`AdminService::recorded`]).
-    fn start_recording(
+    /// The audit event `name` of a change to `about`, with who acted and
+    /// `more` (made of what the change leaves: the scopes it set), for the
+    /// store to write in the change's own transaction: an answered change
+    /// always has its event, and a change that failed has none.
+    fn in_change<T: ?Sized>(
         &self,
         name: &'static str,
         about: &str,
-        more: &str,
-    ) -> tokio::task::JoinHandle<()> {
-        let detail = match more {
-            "" => self.actor.detail(),
-            more => format!("{} {more}", self.actor.detail()),
-        };
-        let event = self
-            .actor
-            .on(Event::new(name).subject(about).detail(detail));
-        let (db, actor, about) = (self.db.clone(), self.actor.clone(), about.to_owned());
-        tokio::spawn(async move {
-            let mut wait = std::time::Duration::from_millis(100);
-            for attempt in 1..=3 {
-                match audit::record(&db, event.clone()).await {
-                    Ok(()) => return,
-                    Err(e) if attempt == 3 => {
-                        tracing::error!(
-                            event = name,
-                            subject = about,
-                            actor = %actor.detail(),
-                            error = %e,
-                            "the change is made, but its audit event could not be written"
-                        );
-                        if let Actor::Cli { .. } = actor {
-                            eprintln!(
-                                "warning: the change is made, but its audit event ({name} {about}) \
-                                 could not be written: {e}"
-                            );
-                        }
-                    }
-                    Err(_) => {
-                        tokio::time::sleep(wait).await;
-                        wait *= 4;
-                    }
-                }
-            }
+        more: impl FnOnce(&T) -> String + Send + 'static,
+    ) -> InChange<'static, T> {
+        let about = about.to_owned();
+        self.in_change_about(name, move |left: &T| (about, more(left)))
+    }
+
+    /// [`AdminService::in_change`] of a change whose subject it makes
+    /// itself (a new client's id): `says` gives subject and more.
+    fn in_change_about<T: ?Sized>(
+        &self,
+        name: &'static str,
+        says: impl FnOnce(&T) -> (String, String) + Send + 'static,
+    ) -> InChange<'static, T> {
+        let actor = self.actor.clone();
+        InChange::of(move |left: &T| {
+            let (about, more) = says(left);
+            let detail = match more.as_str() {
+                "" => actor.detail(),
+                more => format!("{} {more}", actor.detail()),
+            };
+            actor.on(Event::new(name).subject(about).detail(detail))
         })
+    }
+
+    /// [`AdminService::in_change`] with nothing more to say.
+    fn in_change_of(&self, name: &'static str, about: &str) -> InChange<'static> {
+        self.in_change(name, about, |_: &()| String::new())
     }
 
     /// Add a user with a password (Argon2id), scopes and profile claims.
@@ -340,10 +301,10 @@ impl AdminService<'_> {
         let scopes = Scopes::from_list(scopes)?;
         users::check_new(self.db, username, profile).await?;
         let hash = self.passwords.hash(password).await?;
-        let user = users::add(self.db, username, &hash, &scopes, profile).await?;
-        let detail = format!("id={} {}", user.id, scope_detail(&scopes));
-        self.record_with("user_added", username, &detail).await;
-        Ok(user)
+        let recorded = self.in_change("user_added", username, |user: &UserInfo| {
+            format!("id={} {}", user.id, scope_detail(&user.scopes))
+        });
+        users::add(self.db, username, &hash, &scopes, profile, recorded).await
     }
 
     /// The user `username`, as listed.
@@ -358,9 +319,8 @@ impl AdminService<'_> {
 
     /// Change a user's profile claims.
     pub async fn set_profile(&self, username: &str, profile: &Profile) -> Result<(), Error> {
-        users::set_profile(self.db, username, profile).await?;
-        self.record("user_profile_changed", username).await;
-        Ok(())
+        let recorded = self.in_change_of("user_profile_changed", username);
+        users::set_profile(self.db, username, profile, recorded).await
     }
 
     /// Change a user's scopes (in full, or some added and some taken
@@ -368,11 +328,10 @@ impl AdminService<'_> {
     /// one away ends the user's sessions and refuses the tokens issued
     /// before ([`users::set_scopes`]). The user's scopes now.
     pub async fn set_scopes(&self, username: &str, change: &ScopeChange) -> Result<Scopes, Error> {
-        let scopes =
-            users::set_scopes(self.db, username, change, self.config.revocation_keep()).await?;
-        let writing = self.start_recording("user_scopes_changed", username, &scope_detail(&scopes));
+        let recorded = self.in_change("user_scopes_changed", username, scope_detail);
+        let keep = self.config.revocation_keep();
+        let scopes = users::set_scopes(self.db, username, change, keep, recorded).await?;
         self.revoked().await;
-        Self::recorded("user_scopes_changed", writing).await;
         Ok(scopes)
     }
 
@@ -432,13 +391,17 @@ impl AdminService<'_> {
             sid,
             "session ended by an admin",
             self.config.revocation_keep(),
+            self.in_change_about("session_ended", |ended: &sessions::Ended| {
+                (
+                    ended.session.user_id.clone(),
+                    format!("sid={} reason=admin", ended.session.sid),
+                )
+            }),
         )
         .await?
         {
             Some(_) => {
-                let writing = self.start_recording("session_ended", sid, "");
                 self.revoked().await;
-                Self::recorded("session_ended", writing).await;
                 Ok(())
             }
             None => Err(Error::NotFound {
@@ -457,24 +420,23 @@ impl AdminService<'_> {
 
     /// Disable or enable a user (disabling revokes the user's sessions).
     pub async fn set_disabled(&self, username: &str, disabled: bool) -> Result<(), Error> {
-        users::set_disabled(self.db, username, disabled, self.config.revocation_keep()).await?;
         let event = if disabled {
             "user_disabled"
         } else {
             "user_enabled"
         };
-        let writing = self.start_recording(event, username, "");
+        let recorded = self.in_change_of(event, username);
+        let keep = self.config.revocation_keep();
+        users::set_disabled(self.db, username, disabled, keep, recorded).await?;
         self.revoked().await;
-        Self::recorded(event, writing).await;
         Ok(())
     }
 
     /// Delete a user and the user's sessions.
     pub async fn delete_user(&self, username: &str) -> Result<(), Error> {
-        users::delete(self.db, username, self.config.revocation_keep()).await?;
-        let writing = self.start_recording("user_deleted", username, "");
+        let recorded = self.in_change_of("user_deleted", username);
+        users::delete(self.db, username, self.config.revocation_keep(), recorded).await?;
         self.revoked().await;
-        Self::recorded("user_deleted", writing).await;
         Ok(())
     }
 
@@ -492,10 +454,10 @@ impl AdminService<'_> {
             });
         }
         let hash = self.passwords.hash(password).await?;
-        users::set_password(self.db, username, &hash, self.config.revocation_keep()).await?;
-        let writing = self.start_recording("user_password_changed", username, "");
+        let recorded = self.in_change_of("user_password_changed", username);
+        let keep = self.config.revocation_keep();
+        users::set_password(self.db, username, &hash, keep, recorded).await?;
         self.revoked().await;
-        Self::recorded("user_password_changed", writing).await;
         Ok(())
     }
 
@@ -575,8 +537,21 @@ impl AdminService<'_> {
                  this server's issuer: register the API's client apart"
             )));
         }
-        let added_scopes = scopes.to_string();
-        let added = clients::add(
+        let said = format!(
+            "name={:?} grants={:?} {} first_party={}",
+            request.name,
+            grants
+                .iter()
+                .map(|g| g.as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
+            scope_detail(&scopes),
+            request.first_party
+        );
+        let recorded = self.in_change_about("client_added", move |client_id: &str| {
+            (client_id.to_owned(), said)
+        });
+        clients::add(
             self.db,
             NewClient {
                 name: request.name,
@@ -592,15 +567,9 @@ impl AdminService<'_> {
                 id_token_alg,
                 first_party: request.first_party,
             },
+            recorded,
         )
-        .await?;
-        self.record_with(
-            "client_added",
-            &added.client_id,
-            &scope_detail(&added_scopes),
-        )
-        .await;
-        Ok(added)
+        .await
     }
 
     /// The client `client_id`, as listed.
@@ -631,6 +600,12 @@ impl AdminService<'_> {
         event: Option<&str>,
         page: &Page,
     ) -> Result<Listed<audit::Record>, Error> {
+        if let Some(event) = event.filter(|e| !audit::EVENTS.contains(e)) {
+            return Err(Error::Invalid(format!(
+                "no audit event is called {event:?}: the events are {}",
+                audit::EVENTS.join(", ")
+            )));
+        }
         let size = page.size();
         let before = match &page.after {
             Some(after) => Some(after.parse::<i64>().map_err(|_| not_a_cursor())?),
@@ -642,13 +617,12 @@ impl AdminService<'_> {
 
     /// Delete a client and its sessions.
     pub async fn delete_client(&self, client_id: &str) -> Result<(), Error> {
-        clients::delete(self.db, client_id, self.config.revocation_keep()).await?;
-        let writing = self.start_recording("client_deleted", client_id, "");
+        let recorded = self.in_change_of("client_deleted", client_id);
+        clients::delete(self.db, client_id, self.config.revocation_keep(), recorded).await?;
         self.revoked().await;
         if let Some(cache) = self.clients {
             cache.forget(client_id);
         }
-        Self::recorded("client_deleted", writing).await;
         Ok(())
     }
 
@@ -656,9 +630,10 @@ impl AdminService<'_> {
     /// ([`crate::keys::Keys::rotate`]), published now, signing after the
     /// announce period. Their ids, the access tokens' first.
     pub async fn rotate_keys(&self, keys: &crate::keys::Keys) -> Result<Vec<String>, Error> {
-        let kids = keys.rotate().await?;
-        self.record("key_rotation_started", &kids.join(" ")).await;
-        Ok(kids)
+        let recorded = self.in_change_about("key_rotation_started", |kids: &[String]| {
+            (kids.join(" "), String::new())
+        });
+        keys.rotate(recorded).await
     }
 
     /// Revoke signing key `kid` at once (it leaked): see
@@ -669,17 +644,22 @@ impl AdminService<'_> {
         keys: &crate::keys::Keys,
         kid: &str,
     ) -> Result<Option<String>, Error> {
-        let replaced_by = keys.revoke(kid).await?;
-        let writing = self.start_recording("key_revoked", kid, "");
+        let replaced_by = keys
+            .revoke(kid, self.in_change_of("key_revoked", kid))
+            .await?;
         self.revoked().await;
-        Self::recorded("key_revoked", writing).await;
         Ok(replaced_by)
     }
 
     /// Record that a backup of the database was written to `path`: it
     /// holds every password hash and sealed signing key.
-    pub async fn backed_up(&self, path: &str) {
-        self.record("backup_written", path).await;
+    /// The backup stays whether or not its event could be written.
+    pub async fn backed_up(&self, path: &str) -> Result<(), Error> {
+        let event = self.in_change_of("backup_written", path).take(&());
+        match event {
+            Some(event) => audit::record(self.db, event).await,
+            None => Ok(()),
+        }
     }
 
     /// Change a client's scopes (in full, or some added and some taken
@@ -707,28 +687,25 @@ impl AdminService<'_> {
                 )));
             }
         }
-        let scopes =
-            clients::set_scopes(self.db, client_id, change, self.config.revocation_keep()).await?;
-        let writing =
-            self.start_recording("client_scopes_changed", client_id, &scope_detail(&scopes));
+        let recorded = self.in_change("client_scopes_changed", client_id, scope_detail);
+        let keep = self.config.revocation_keep();
+        let scopes = clients::set_scopes(self.db, client_id, change, keep, recorded).await?;
         self.revoked().await;
         if let Some(cache) = self.clients {
             cache.forget(client_id);
         }
-        Self::recorded("client_scopes_changed", writing).await;
         Ok(scopes)
     }
 
     /// Give a confidential client a new secret; the old one stops working.
     pub async fn rotate_secret(&self, client_id: &str) -> Result<Zeroizing<String>, Error> {
-        let secret =
-            clients::rotate_secret(self.db, client_id, self.config.revocation_keep()).await?;
-        let writing = self.start_recording("client_secret_rotated", client_id, "");
+        let recorded = self.in_change_of("client_secret_rotated", client_id);
+        let keep = self.config.revocation_keep();
+        let secret = clients::rotate_secret(self.db, client_id, keep, recorded).await?;
         self.revoked().await;
         if let Some(cache) = self.clients {
             cache.forget(client_id);
         }
-        Self::recorded("client_secret_rotated", writing).await;
         Ok(secret)
     }
 }

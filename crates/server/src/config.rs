@@ -338,9 +338,36 @@ fn duration(name: &str, value: Option<&str>, default: Duration) -> Result<Durati
     };
     let d = humantime::parse_duration(text)
         .map_err(|e| Error::Config(format!("{name} = {text:?}: {e}")))?;
+    // What humantime takes goes up to 584 billion years; a clock's
+    // instant plus that overflows, and the libraries that add a timeout
+    // to now (hyper, tokio-io-timeout) panic in every connection.
+    if d > LONGEST {
+        return Err(Error::Config(format!(
+            "{name} = {text:?}: must be at most {}",
+            humantime::format_duration(LONGEST)
+        )));
+    }
     if !d.is_zero() && d < Duration::from_secs(1) && !SUB_SECOND_ALLOWED.contains(&name) {
         return Err(Error::Config(format!(
             "{name} = {text:?}: must be 0s or at least 1s (the server counts whole seconds)"
+        )));
+    }
+    Ok(d)
+}
+
+/// The longest duration any setting takes (100 years of 365.25 days): far
+/// past every sensible value.
+const LONGEST: Duration = Duration::from_secs(100 * 31_557_600);
+
+/// The longest an HTTP timeout may be: a connection held a day for its
+/// headers is no longer a timeout.
+const LONGEST_HTTP_TIMEOUT: Duration = Duration::from_secs(DAY);
+
+fn at_most(d: Duration, most: Duration, name: &str) -> Result<Duration, Error> {
+    if d > most {
+        return Err(Error::Config(format!(
+            "{name} must be at most {}",
+            humantime::format_duration(most)
         )));
     }
     Ok(d)
@@ -489,8 +516,10 @@ impl Config {
                     file.sessions.idle.as_deref(),
                     Duration::from_secs(12 * 3600),
                 )?,
-                // A session's use is recorded once a minute at most: a
-                // shorter idle time would end sessions in use.
+                // A session's use is recorded once a minute (every
+                // quarter of the idle time when that is shorter): a far
+                // shorter idle time would end sessions between two
+                // clicks.
                 Duration::from_secs(60),
                 "sessions.idle",
             )?),
@@ -630,20 +659,28 @@ impl Config {
                 file.client_cache_ttl.as_deref(),
                 Duration::from_secs(10),
             )?,
-            header_timeout: positive(
-                duration(
+            header_timeout: at_most(
+                positive(
+                    duration(
+                        "http.header_timeout",
+                        file.http.header_timeout.as_deref(),
+                        Duration::from_secs(30),
+                    )?,
                     "http.header_timeout",
-                    file.http.header_timeout.as_deref(),
-                    Duration::from_secs(30),
                 )?,
+                LONGEST_HTTP_TIMEOUT,
                 "http.header_timeout",
             )?,
-            request_timeout: positive(
-                duration(
+            request_timeout: at_most(
+                positive(
+                    duration(
+                        "http.request_timeout",
+                        file.http.request_timeout.as_deref(),
+                        Duration::from_secs(30),
+                    )?,
                     "http.request_timeout",
-                    file.http.request_timeout.as_deref(),
-                    Duration::from_secs(30),
                 )?,
+                LONGEST_HTTP_TIMEOUT,
                 "http.request_timeout",
             )?,
             shutdown_delay: duration(
@@ -987,6 +1024,13 @@ mod tests {
             ("issuer = \"https://example.com/auth/\"\n", "no path"),
             ("listen = \"localhost\"\n", "listen"),
             ("[http]\nheader_timeout = \"0s\"\n", "http.header_timeout"),
+            ("[http]\nheader_timeout = \"2d\"\n", "at most 1day"),
+            ("[http]\nrequest_timeout = \"2d\"\n", "http.request_timeout"),
+            (
+                "[http]\nheader_timeout = \"10000000000000000000s\"\n",
+                "at most 100years",
+            ),
+            ("[tokens]\nrefresh_ttl = \"200y\"\n", "tokens.refresh_ttl"),
             ("[http]\nmax_connections = 0\n", "http.max_connections"),
             (
                 "[http]\ntrusted_proxies = [\"lb.internal\"]\n",

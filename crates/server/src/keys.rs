@@ -47,6 +47,7 @@ use tessera_jose::{jwt, Algorithm, Claims, JwkSet, KeySet, PemKind, SigningKey};
 
 use crate::db::{on_pool, Db};
 use crate::secret::MasterKey;
+use crate::store::audit::{record_in, InChange};
 use crate::store::{now, secs};
 use crate::Error;
 
@@ -484,13 +485,20 @@ impl Keys {
     /// whose clock, hours off, would make a key that signs unannounced,
     /// and lets the maintenance delete the key before it while its tokens
     /// live.
-    pub async fn rotate(&self) -> Result<Vec<String>, Error> {
-        self.rotate_on_clock(now()).await
+    ///
+    /// `recorded`'s event, made of the new keys' ids, is written in the
+    /// transaction that stores them, with a `key_created` event for each.
+    pub async fn rotate(&self, recorded: InChange<'_, [String]>) -> Result<Vec<String>, Error> {
+        self.rotate_on_clock(now(), recorded).await
     }
 
     /// [`Keys::rotate`] run where the clock says `local` (seconds): the
     /// tests set a clock that is off this way.
-    pub async fn rotate_on_clock(&self, local: i64) -> Result<Vec<String>, Error> {
+    pub async fn rotate_on_clock(
+        &self,
+        local: i64,
+        mut recorded: InChange<'_, [String]>,
+    ) -> Result<Vec<String>, Error> {
         let now = self.db.database_time().await?.unwrap_or(local);
         let activate_at = now.saturating_add(secs(self.policy.announce));
         let rows = self.fetch().await?;
@@ -543,6 +551,7 @@ impl Keys {
         // All in one transaction: a rotation away from a leaked key that
         // failed halfway would answer an error for keys it had stored,
         // and its retry would store a second key of the first algorithm.
+        let kids: Vec<String> = made.iter().map(|(_, (kid, _, _))| kid.clone()).collect();
         for _ in 0..5 {
             let stored = on_pool!(self.db.write(), p => {
                 let mut tx = p.begin_with(self.db.begin_write()).await?;
@@ -559,6 +568,10 @@ impl Keys {
                     }
                 }
                 if all {
+                    for (alg, (kid, _, _)) in &made {
+                        record_in!(tx, created(kid, *alg, activate_at), &());
+                    }
+                    record_in!(tx, recorded, kids.as_slice());
                     tx.commit().await?;
                 } else {
                     tx.rollback().await?;
@@ -567,11 +580,6 @@ impl Keys {
             })?;
             if !stored {
                 continue;
-            }
-            let mut kids = Vec::new();
-            for (alg, (kid, _, _)) in made {
-                self.record_created(&kid, alg, activate_at).await;
-                kids.push(kid);
             }
             // Stored: that is the answer. A reload that fails here (a key
             // row that does not open) is the maintenance's to report; it
@@ -599,7 +607,12 @@ impl Keys {
     ///
     /// Every token the key signed is refused from now on: their clients
     /// ask for new ones (a refresh token is not signed, and goes on).
-    pub async fn revoke(&self, kid: &str) -> Result<Option<String>, Error> {
+    /// `recorded`'s event is written in the same transaction.
+    pub async fn revoke(
+        &self,
+        kid: &str,
+        mut recorded: InChange<'_>,
+    ) -> Result<Option<String>, Error> {
         let now = self.db.database_time().await?.unwrap_or_else(now);
         let rows = self.fetch().await?;
         let Some(row) = rows.iter().find(|r| r.kid == kid) else {
@@ -654,6 +667,10 @@ impl Keys {
                 // start allowed, read inside.
                 crate::store::revocation::append_revocation!(self.db, tx, event.clone(), now);
                 if deleted == 1 && stored {
+                    if let Some((new_kid, _, _)) = &replacement {
+                        record_in!(tx, created(new_kid, alg, now), &());
+                    }
+                    record_in!(tx, recorded, &());
                     tx.commit().await?;
                     Ok::<_, sqlx::Error>(Some(true))
                 } else {
@@ -665,9 +682,6 @@ impl Keys {
             })?;
             match done {
                 Some(true) => {
-                    if let Some((new_kid, _, _)) = &replacement {
-                        self.record_created(new_kid, alg, now).await;
-                    }
                     if let Err(e) = self.refresh_at(now).await {
                         tracing::error!(error = %e, "key revoked, but the signing keys could not be read again");
                     }
@@ -970,7 +984,6 @@ impl Keys {
         for alg in algorithms.iter().copied() {
             made.push((alg, self.make_key(alg).await?));
         }
-        let mut stored = Vec::new();
         on_pool!(self.db.write(), p => {
             let mut tx = p.begin_with(self.db.begin_write()).await?;
             for (seen, (alg, (kid, sealed, public))) in (0_i64..).zip(&made) {
@@ -979,15 +992,12 @@ impl Keys {
                     .bind(seen)
                     .execute(&mut *tx).await?.rows_affected();
                 if inserted == 1 {
-                    stored.push((*alg, kid.clone()));
+                    record_in!(tx, created(kid, *alg, now), &());
                 }
             }
             tx.commit().await?;
             Ok::<_, sqlx::Error>(())
         })?;
-        for (alg, kid) in stored {
-            self.record_created(&kid, alg, now).await;
-        }
         Ok(())
     }
 
@@ -1005,17 +1015,6 @@ impl Keys {
         Ok((kid, sealed, public))
     }
 
-    /// The key is stored (and published from the next reload): a failure
-    /// to record it is logged, never reported as a failed insert, which
-    /// the caller would retry into a second key.
-    async fn record_created(&self, kid: &str, alg: Algorithm, activate_at: i64) {
-        let event = crate::store::audit::Event::new("key_created")
-            .detail(format!("kid={kid} alg={alg} activate_at={activate_at}"));
-        if let Err(e) = crate::store::audit::record(&self.db, event).await {
-            tracing::error!(error = %e, %kid, "key stored, but its audit event was not");
-        }
-    }
-
     /// Insert the next generation; `None` when another instance got there
     /// first (the caller re-reads). With `seen` (the highest generation
     /// the caller decided from), only if no key was stored after it.
@@ -1027,14 +1026,20 @@ impl Keys {
         seen: Option<i64>,
     ) -> Result<Option<String>, Error> {
         let (kid, sealed, public) = self.make_key(alg).await?;
-        let inserted = on_pool!(self.db.write(), p => sqlx::query(INSERT_NEXT)
-        .bind(&kid).bind(alg.as_str()).bind(sealed).bind(public).bind(now).bind(activate_at)
-        .bind(seen.unwrap_or(i64::MAX))
-        .execute(p).await.map(|r| r.rows_affected()))?;
-        let won = inserted == 1;
-        if won {
-            self.record_created(&kid, alg, activate_at).await;
-        }
+        let won = on_pool!(self.db.write(), p => {
+            let mut tx = p.begin_with(self.db.begin_write()).await?;
+            let inserted = sqlx::query(INSERT_NEXT)
+                .bind(&kid).bind(alg.as_str()).bind(sealed).bind(public).bind(now).bind(activate_at)
+                .bind(seen.unwrap_or(i64::MAX))
+                .execute(&mut *tx).await?.rows_affected();
+            if inserted == 1 {
+                record_in!(tx, created(&kid, alg, activate_at), &());
+                tx.commit().await?;
+            } else {
+                tx.rollback().await?;
+            }
+            Ok::<_, sqlx::Error>(inserted == 1)
+        })?;
         Ok(won.then_some(kid))
     }
 
@@ -1335,4 +1340,12 @@ pub async fn stored_count(db: &Db) -> Result<i64, Error> {
 /// its tokens can live (`keep_after`): time to stop publishing it.
 fn retired_long_enough(next: &KeyRow, keep_after: i64, now: i64) -> bool {
     next.activate_at.saturating_add(keep_after) < now
+}
+
+/// The audit event of key `kid` of `alg` stored, signing from
+/// `activate_at`: written in the transaction that stores it.
+fn created(kid: &str, alg: Algorithm, activate_at: i64) -> InChange<'static> {
+    let event = crate::store::audit::Event::new("key_created")
+        .detail(format!("kid={kid} alg={alg} activate_at={activate_at}"));
+    InChange::of(move |_: &()| event)
 }

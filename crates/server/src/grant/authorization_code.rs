@@ -105,28 +105,53 @@ pub async fn grant(request: &TokenRequest<'_>, exchange: Exchange<'_>) -> Result
         },
         keep: exchange.keep,
     };
-    let spent = match exchange
+    // Armed before the code is spent: an exchange dropped while the claim
+    // runs (the request timeout), or failing after it may have committed
+    // (its commit's answer lost), leaves the code released, so that the
+    // client's retry is no replay. A release matches only this exchange's
+    // `jti`: it never frees a code another exchange spent.
+    let release = super::Armed::new(
+        Some(super::TakeBack::Code(Release {
+            code_hash: crate::secret::token_digest(code),
+            access_jti: issuing.access_jti.clone().unwrap_or_default(),
+            client_id: client.client_id.clone(),
+        })),
+        exchange.db,
+        exchange.audit,
+    );
+    let redeemed = exchange
         .codes
         .redeem(code, &client.client_id, &proof, &issuing, checks)
-        .await?
-    {
+        .await;
+    let redeemed = match redeemed {
+        Ok(redeemed) => redeemed,
+        Err(e) => {
+            release.apply().await;
+            return Err(e.into());
+        }
+    };
+    let spent = match redeemed {
         Redeemed::First(spent) => spent,
         Redeemed::Invalid => {
+            release.disarm();
             return Err(Refusal::InvalidGrant(
                 "the code is unknown, expired, or was issued to another client".into(),
-            ))
+            ));
         }
         Redeemed::WrongVerifier => {
+            release.disarm();
             return Err(Refusal::InvalidGrant(
                 "code_verifier does not match the code_challenge".into(),
-            ))
+            ));
         }
         Redeemed::WrongRedirectUri => {
+            release.disarm();
             return Err(Refusal::InvalidGrant(
                 "redirect_uri is not the one the code was sent to".into(),
-            ))
+            ));
         }
         Redeemed::Replayed { token, .. } => {
+            release.disarm();
             // Committed: applied here now (or by the follower soon).
             if token != Appended::Already {
                 exchange.revoked.catch_up(exchange.db).await;
@@ -140,22 +165,14 @@ pub async fn grant(request: &TokenRequest<'_>, exchange: Exchange<'_>) -> Result
         }
         // Recorded once, by the first replay.
         Redeemed::ReplayedAgain => {
+            release.disarm();
             return Err(Refusal::InvalidGrant(
                 "the code was already used: what it issued is revoked".into(),
-            ))
+            ));
         }
     };
     // Spent: a failure of this server from here on releases it, or the
     // client's retry would be a replay.
-    let release = super::Armed::new(
-        Some(super::TakeBack::Code(Release {
-            code_hash: crate::secret::token_digest(code),
-            access_jti: issuing.access_jti.clone().unwrap_or_default(),
-            client_id: client.client_id.clone(),
-        })),
-        exchange.db,
-        exchange.audit,
-    );
     let granted = finish(request, exchange, (code, &proof), spent, &issuing).await;
     match &granted {
         Err(Refusal::Failed(_)) => release.apply().await,

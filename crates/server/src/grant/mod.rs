@@ -163,13 +163,13 @@ impl TakeBack {
         }
     }
 
-    /// Whether an answer that failed with `status` takes this back: a
-    /// failure of this server (5xx), not a refusal that stands (the
+    /// Whether an answer that failed takes this back: a failure of this
+    /// server (`server_failed`, a 5xx), not a refusal that stands (the
     /// user's account or the client's credentials changed meanwhile),
     /// after which the client holds what it presented as before. A new
     /// family no one holds goes whatever the failure.
-    pub fn for_status(&self, status: axum::http::StatusCode) -> bool {
-        matches!(self, TakeBack::Family(_)) || status.is_server_error()
+    pub fn on_failure(&self, server_failed: bool) -> bool {
+        matches!(self, TakeBack::Family(_)) || server_failed
     }
 
     /// Take it back, as far as it still can be.
@@ -208,12 +208,12 @@ impl Armed {
         self.take_back = None;
     }
 
-    /// Whether an answer that failed with `status` takes it back
-    /// ([`TakeBack::for_status`]).
-    pub fn for_status(&self, status: axum::http::StatusCode) -> bool {
+    /// Whether an answer that failed takes it back
+    /// ([`TakeBack::on_failure`]).
+    pub fn on_failure(&self, server_failed: bool) -> bool {
         self.take_back
             .as_ref()
-            .is_some_and(|t| t.for_status(status))
+            .is_some_and(|t| t.on_failure(server_failed))
     }
 
     /// The answer failed: take it back now, before the answer goes out

@@ -235,10 +235,11 @@ impl Unissued {
     /// it expires, as it would have without this).
     pub async fn apply(self, db: &Db, audit: &AuditQueue) {
         match refresh::revoke_by_digest(db, &self.digest, &self.client_id, UNANSWERED).await {
-            Ok(Some(family_id)) => audit.push(
+            Ok(Some(family)) => audit.push(
                 Event::new("login_family_revoked")
                     .client(&self.client_id)
-                    .detail(format!("family={family_id} answer failed")),
+                    .subject(family.subject)
+                    .detail(format!("family={} answer failed", family.id)),
             ),
             Ok(None) => {}
             Err(e) => tracing::warn!(

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::{Granted, Refusal, TokenRequest};
 use crate::db::Db;
-use crate::secret::{token_digest, MasterKey};
+use crate::secret::{random_token, token_digest, MasterKey};
 use crate::store::audit::{AuditQueue, Event};
 use crate::store::refresh::{self, RefreshPolicy, Refused};
 use crate::store::Scopes;
@@ -35,24 +35,57 @@ pub async fn grant(request: &TokenRequest<'_>, rotate: Rotate<'_>) -> Result<Gra
         .map(Scopes::parse)
         .transpose()
         .map_err(|e| Refusal::InvalidScope(e.to_string()))?;
+    let successor = random_token()?;
     let rotation = refresh::Rotation {
         presented,
         client_id: &client.client_id,
         client_scopes: &client.scopes,
         requested: requested.as_ref(),
+        successor: &successor,
     };
-    let rotated = match refresh::rotate(rotate.db, rotation, rotate.policy, &rotate.master).await? {
+    // Armed before the rotation: a request dropped while it is under way
+    // (the request timeout), or an error after it may have committed (the
+    // commit's answer lost), leaves a rotation the client never received,
+    // and its retry would be reuse, which ends the session. On SQLite a
+    // rotation already running finishes whatever happens to its caller.
+    let armed = super::Armed::new(
+        Unrotate::of(request, &successor, rotate.policy).map(super::TakeBack::Rotation),
+        rotate.db,
+        rotate.audit,
+    );
+    let rotated = refresh::rotate(rotate.db, rotation, rotate.policy, &rotate.master).await;
+    let rotated = match rotated {
+        Err(e) => {
+            armed.apply().await;
+            return Err(e.into());
+        }
+        Ok(answer) => {
+            armed.disarm();
+            answer
+        }
+    };
+    let rotated = match rotated {
         Ok(rotated) => rotated,
         Err(refused) => {
             metrics::counter!("tessera_token_failures_total", "reason" => refused.reason())
                 .increment(1);
-            if let Refused::Reused { family_id } = &refused {
+            if let Refused::Reused {
+                family_id,
+                subject,
+                sid,
+            } = &refused
+            {
                 tracing::warn!(client_id = %client.client_id, family_id, "refresh token reused: family revoked");
+                let detail = match sid {
+                    Some(sid) => format!("family={family_id} sid={sid}"),
+                    None => format!("family={family_id}"),
+                };
                 rotate.audit.push(
                     Event::new("refresh_reuse_detected")
                         .client(&client.client_id)
+                        .subject(subject)
                         .remote(request.remote())
-                        .detail(format!("family={family_id}")),
+                        .detail(detail),
                 );
             }
             return Err(match refused {

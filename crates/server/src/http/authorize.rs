@@ -357,7 +357,7 @@ pub(crate) async fn issue(
     // The code is stored: it goes to the client whatever happens to the
     // idle clock (a failure here would throw a stored code away and show
     // the person an error page).
-    if let Err(e) = sessions::touch(&app.db, session).await {
+    if let Err(e) = sessions::touch(&app.db, session, app.config.sessions).await {
         tracing::warn!(error = %e, "a session's last use was not recorded; its idle clock runs on");
     }
     let mut fields = vec![("code", code.to_string())];

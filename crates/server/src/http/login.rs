@@ -21,6 +21,7 @@ use crate::grant::password::Denied;
 use crate::signin::pending::{self, Pending};
 use crate::signin::redirect;
 use crate::signin::AuthorizationRequest;
+use crate::store::audit::{Event, InChange};
 use crate::store::clients::{Client, GrantType};
 use crate::store::sessions;
 use crate::store::{codes, now};
@@ -335,8 +336,9 @@ pub async fn submit(
                 if let Err(e) = sessions::end(
                     &app.db,
                     &old.sid,
-                    "new login in this browser",
+                    NEW_LOGIN,
                     app.config.revocation_keep(),
+                    ended_by_new_login(&old.sid, &old.user_id),
                 )
                 .await
                 {
@@ -413,6 +415,19 @@ pub(crate) fn forbidden(pages: &SharedPages) -> Response {
     )
 }
 
+/// Why a session ends when another user logs in in its browser.
+const NEW_LOGIN: &str = "new login in this browser";
+
+/// The audit event of session `sid` of user `user_id` ended by another
+/// user's login in its browser (written with the end).
+fn ended_by_new_login<'a>(sid: &'a str, user_id: &'a str) -> InChange<'a, sessions::Ended> {
+    InChange::of(move |_: &sessions::Ended| {
+        Event::new("session_ended")
+            .subject(user_id)
+            .detail(format!("sid={sid} reason=new_login_in_browser"))
+    })
+}
+
 /// End the sessions of browser `browser` that belong to a user other than
 /// `user_id`.
 async fn end_others_in_browser(
@@ -424,7 +439,8 @@ async fn end_others_in_browser(
     for (sid, owner) in sessions::of_browser(&app.db, browser).await? {
         if owner != user_id {
             let keep = app.config.revocation_keep();
-            ended |= sessions::end(&app.db, &sid, "new login in this browser", keep)
+            let recorded = ended_by_new_login(&sid, &owner);
+            ended |= sessions::end(&app.db, &sid, NEW_LOGIN, keep, recorded)
                 .await?
                 .is_some();
         }

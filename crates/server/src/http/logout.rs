@@ -36,6 +36,7 @@ use super::login::forbidden;
 use super::pages::SharedPages;
 use crate::app::App;
 use crate::signin::id_token::read_hint;
+use crate::store::audit::{Event, InChange};
 use crate::store::clients::Client;
 use crate::store::sessions::{self, Session};
 use crate::store::users;
@@ -241,17 +242,18 @@ pub async fn confirmed(
         Ok(t) => t,
         Err(page) => return page(&pages),
     };
-    // The form sent again after its logout (Back, a double click): the
-    // cookie is gone, and nothing is left to end; the person goes where
-    // the application asked, as the first answer sent them (only to a URI
-    // the client registered, as for a logout with no session).
-    // Nothing is cleared on that path: a form posted from another site
-    // carries no `SameSite=Lax` cookie either, and a `Set-Cookie` that
-    // removed the session cookie would sign the browser out from there.
-    if jar(&app).get(&headers, cookies::SESSION).is_none() {
+    // A form without the browser's cookies: the person goes where the
+    // application asked (only to a URI the client registered, as for a
+    // logout with no session). Nothing is cleared on that path: a form
+    // posted from another site carries no `SameSite=Lax` cookie, and a
+    // `Set-Cookie` that removed the session cookie would sign the browser
+    // out from there. One with the browser cookie alone (the form sent
+    // again after its logout, or a session whose cookie the browser lost)
+    // goes on to its CSRF check, and ends what this browser started.
+    let browser = jar(&app).get(&headers, cookies::BROWSER);
+    if jar(&app).get(&headers, cookies::SESSION).is_none() && browser.is_none() {
         return leave(&pages, &target, SIGNED_OUT);
     }
-    let browser = jar(&app).get(&headers, cookies::BROWSER);
     if !form
         .get("csrf_token")
         .zip(browser)
@@ -284,12 +286,28 @@ pub async fn confirmed(
 
 /// The session of this browser's session cookie that a logout ends
 /// ([`sessions::find_to_end`]: also one unused past the idle time, whose
-/// refresh families live on).
+/// refresh families live on); without one, the newest live session
+/// started in this browser: one whose cookie the browser never got (a
+/// login again, which gave the session a new cookie, whose answer was
+/// lost: the request timeout, the connection gone), or lost since. A
+/// logout that found none of them said "signed out" over a session that
+/// lived on, its apps' refresh tokens with it.
 async fn session_to_end(app: &App, headers: &HeaderMap) -> Result<Option<Session>, crate::Error> {
-    match jar(app).get(headers, cookies::SESSION) {
-        Some(cookie) => sessions::find_to_end(&app.db, &cookie).await,
-        None => Ok(None),
+    let jar = jar(app);
+    if let Some(cookie) = jar.get(headers, cookies::SESSION) {
+        if let Some(session) = sessions::find_to_end(&app.db, &cookie).await? {
+            return Ok(Some(session));
+        }
     }
+    let Some(browser) = jar.get(headers, cookies::BROWSER) else {
+        return Ok(None);
+    };
+    for (sid, _) in sessions::of_browser(&app.db, &browser).await?.iter().rev() {
+        if let Some(session) = sessions::by_sid(&app.db, sid).await? {
+            return Ok(Some(session));
+        }
+    }
+    Ok(None)
 }
 
 /// The sessions a logout in this browser ends, as `(sid, user_id)`: any
@@ -325,14 +343,14 @@ async fn end_and_finish(
 ) -> Response {
     for (sid, user_id) in here {
         let keep = app.config.revocation_keep();
-        if let Err(e) = sessions::end(&app.db, sid, "logout", keep).await {
+        let recorded = InChange::of(|_: &sessions::Ended| {
+            Event::new("logout")
+                .subject(user_id)
+                .detail(format!("sid={sid}"))
+        });
+        if let Err(e) = sessions::end(&app.db, sid, "logout", keep, recorded).await {
             return failure(pages, &e);
         }
-        app.audit.push(
-            crate::store::audit::Event::new("logout")
-                .subject(user_id)
-                .detail(format!("sid={sid}")),
-        );
     }
     app.access.revoked().catch_up(&app.db).await;
     finish(app, pages, target)

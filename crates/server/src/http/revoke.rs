@@ -26,11 +26,15 @@ pub async fn revoke(State(app): State<Arc<App>>, form: OAuthForm) -> Result<Resp
         .await
         .map_err(|r| client_refusal(r, &form))?;
     let token = form.require("token")?;
-    let event = |detail: String| {
-        Event::new("token_revoked")
+    let event = |subject: Option<&str>, detail: String| {
+        let event = Event::new("token_revoked")
             .client(&client.client_id)
             .remote(form.peer.map(|p| p.to_string()))
-            .detail(detail)
+            .detail(detail);
+        match subject {
+            Some(subject) => event.subject(subject),
+            None => event,
+        }
     };
     if looks_like_jwt(token) {
         if let Some(verified) = app.access.verify(token) {
@@ -65,7 +69,10 @@ pub async fn revoke(State(app): State<Arc<App>>, form: OAuthForm) -> Result<Resp
                                 return Err(OAuthError::revoking_too_fast(wait))
                             }
                             Appended::Now => {
-                                app.audit.push(event(format!("access_token jti={jti}")));
+                                app.audit.push(event(
+                                    claims.sub.as_deref(),
+                                    format!("access_token jti={jti}"),
+                                ));
                             }
                             Appended::Already => {}
                         }
@@ -76,8 +83,10 @@ pub async fn revoke(State(app): State<Arc<App>>, form: OAuthForm) -> Result<Resp
     } else if let Some(family) =
         refresh::revoke(&app.db, token, &client.client_id, "revoked by client").await?
     {
-        app.audit
-            .push(event(format!("refresh_family family={family}")));
+        app.audit.push(event(
+            Some(&family.subject),
+            format!("refresh_family family={}", family.id),
+        ));
     }
     Ok((StatusCode::OK, super::token::no_store(())).into_response())
 }

@@ -24,7 +24,7 @@ use crate::grant::{
 use crate::signin::id_token::{self, IdClaims, IdToken};
 use crate::store::audit::Event;
 use crate::store::clients::{Client, GrantType};
-use crate::store::{now, secs};
+use crate::store::{now, secs, CLOCK_SPREAD};
 
 #[derive(Serialize)]
 struct TokenResponse {
@@ -153,7 +153,7 @@ pub async fn token(
             response
         }
         Err(e) => {
-            if take_back.for_status(e.status) {
+            if take_back.on_failure(e.status.is_server_error()) {
                 take_back.apply().await;
             } else {
                 take_back.disarm();
@@ -170,10 +170,6 @@ pub async fn token(
 /// cached client is trusted (`store::revocation::TRUSTED_FOR`) and the
 /// log is polled, plus the seconds instances' clocks may differ by.
 const CLIENT_RECHECK: i64 = 10;
-
-/// How far this instance's clock may be from the one that stamps cuts
-/// (PostgreSQL's; docs/server.md asks for clocks within 2 s).
-const CLOCK_SPREAD: i64 = 2;
 
 /// When the user or client was cut off within the last moments (a
 /// password change, a user disabled, a rotated secret, a client deleted:

@@ -25,9 +25,49 @@ pub struct Event {
     pub detail: Option<String>,
 }
 
+/// Every kind of event the trail holds ([`Event::event`]; docs/server.md
+/// says what each records). The admin API's filter refuses any other
+/// name: a misspelt one would find nothing, and read as "none happened".
+pub const EVENTS: [&str; 30] = [
+    "assertion_accepted",
+    "backchannel_logout_failed",
+    "backup_written",
+    "client_added",
+    "client_deleted",
+    "client_scopes_changed",
+    "client_secret_rotated",
+    "code_exchanged",
+    "code_released",
+    "code_replayed",
+    "key_created",
+    "key_revoked",
+    "key_rotation_started",
+    "login_failed",
+    "login_family_revoked",
+    "login_succeeded",
+    "logout",
+    "refresh_reuse_detected",
+    "refresh_rotated",
+    "refresh_rotation_taken_back",
+    "session_ended",
+    "token_issued",
+    "token_revoked",
+    "user_added",
+    "user_deleted",
+    "user_disabled",
+    "user_enabled",
+    "user_password_changed",
+    "user_profile_changed",
+    "user_scopes_changed",
+];
+
 impl Event {
-    /// An event of kind `event`.
+    /// An event of kind `event`, one of [`EVENTS`].
     pub fn new(event: &'static str) -> Event {
+        debug_assert!(
+            EVENTS.contains(&event),
+            "audit event {event} is not in audit::EVENTS"
+        );
         Event {
             event,
             ..Event::default()
@@ -82,8 +122,81 @@ pub struct Record {
     pub detail: Option<String>,
 }
 
-const INSERT: &str = "INSERT INTO audit_log (at, event, client_id, subject, remote, detail) \
-                      VALUES ($1, $2, $3, $4, $5, $6)";
+pub(crate) const INSERT: &str =
+    "INSERT INTO audit_log (at, event, client_id, subject, remote, detail) \
+     VALUES ($1, $2, $3, $4, $5, $6)";
+
+/// The audit event of a change, made from what the change leaves (the
+/// scopes it set, the id it gave; `T`) and written in the change's own
+/// transaction (`record_in!`): it commits with the change, or neither
+/// does. An answered change never lacks its event, as one written after
+/// the commit could (the process killed, the disk full, the request
+/// dropped in between), and an event never tells of a change that rolled
+/// back.
+pub struct InChange<'a, T: ?Sized = ()>(Option<MakeEvent<'a, T>>);
+
+/// What makes an [`InChange`]'s event of what the change leaves.
+type MakeEvent<'a, T> = Box<dyn FnOnce(&T) -> Event + Send + 'a>;
+
+impl<'a, T: ?Sized> InChange<'a, T> {
+    /// No event: the change is recorded elsewhere (a logout's own event)
+    /// or not at all (a test's setup).
+    pub fn none() -> InChange<'a, T> {
+        InChange(None)
+    }
+
+    /// The event `make` makes of what the change leaves.
+    pub fn of(make: impl FnOnce(&T) -> Event + Send + 'a) -> InChange<'a, T> {
+        InChange(Some(Box::new(make)))
+    }
+
+    /// The event, once: the change about to commit has left `result`.
+    pub fn take(&mut self, result: &T) -> Option<Event> {
+        self.0.take().map(|make| make(result))
+    }
+}
+
+impl<'a> InChange<'a> {
+    /// The same event, for a change that leaves something it does not
+    /// need (a user's scopes, when the change was a new password).
+    pub(crate) fn for_any<T: ?Sized>(self) -> InChange<'a, T> {
+        match self.0 {
+            Some(make) => InChange::of(move |_: &T| make(&())),
+            None => InChange::none(),
+        }
+    }
+}
+
+impl<T: ?Sized> std::fmt::Debug for InChange<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "InChange(an event)"
+        } else {
+            "InChange(none)"
+        })
+    }
+}
+
+/// Inside transaction `$tx`, just before it commits: write the event of
+/// `$change` (an [`InChange`], taken once) made of `$result`, what the
+/// change leaves. Evaluates to `()`; a failed write fails the
+/// transaction (`?`, an `sqlx::Error`).
+macro_rules! record_in {
+    ($tx:expr, $change:expr, $result:expr) => {{
+        if let Some(event) = $change.take($result) {
+            sqlx::query($crate::store::audit::INSERT)
+                .bind($crate::store::now())
+                .bind(event.event)
+                .bind(event.client_id)
+                .bind(event.subject)
+                .bind(event.remote)
+                .bind(event.detail)
+                .execute(&mut *$tx)
+                .await?;
+        }
+    }};
+}
+pub(crate) use record_in;
 
 /// Record `event` now, in its own statement.
 pub async fn record(db: &Db, event: Event) -> Result<(), Error> {

@@ -10,6 +10,7 @@ use zeroize::Zeroizing;
 
 use crate::db::{on_pool, Db};
 use crate::secret::{random_id, random_token, token_digest};
+use crate::store::audit::{record_in, InChange};
 use crate::store::revocation::{self, append_revocation, Keep};
 use crate::store::{check_name, now, ScopeChange, Scopes};
 use crate::Error;
@@ -360,8 +361,13 @@ pub struct Added {
 
 /// Add a client. The rules that depend on the server (which redirect
 /// URIs and ID token algorithms it accepts) are the admin service's to
-/// check first (`crate::admin`).
-pub async fn add(db: &Db, mut new: NewClient) -> Result<Added, Error> {
+/// check first (`crate::admin`). `recorded`'s event, made of the new
+/// client's id, is written in the same transaction.
+pub async fn add(
+    db: &Db,
+    mut new: NewClient,
+    mut recorded: InChange<'_, str>,
+) -> Result<Added, Error> {
     crate::store::check_display_name("client name", &new.name)?;
     let mut grants = std::mem::take(&mut new.grants);
     if grants.is_empty() {
@@ -443,18 +449,23 @@ pub async fn add(db: &Db, mut new: NewClient) -> Result<Added, Error> {
         .map(|g| g.as_str())
         .collect::<Vec<_>>()
         .join(" ");
-    on_pool!(db.write(), p => sqlx::query(
-        "INSERT INTO clients (client_id, name, secret_hash, grants, scopes, audiences, jwks, access_ttl, created_at, updated_at, \
-         redirect_uris, post_logout_redirect_uris, backchannel_logout_uri, id_token_alg, first_party) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11, $12, $13, $14)"
-    )
-    .bind(&client_id).bind(&new.name).bind(secret.as_ref().map(|s| token_digest(s)))
-    .bind(grant_text).bind(new.scopes.to_string()).bind(new.audiences.join(" "))
-    .bind(&new.jwks).bind(new.access_ttl).bind(at)
-    .bind(new.redirect_uris.join(" ")).bind(new.post_logout_redirect_uris.join(" "))
-    .bind(&new.backchannel_logout_uri).bind(new.id_token_alg.map(Algorithm::as_str))
-    .bind(new.first_party)
-    .execute(p).await.map(|r| r.rows_affected()))?;
+    on_pool!(db.write(), p => {
+        let mut tx = p.begin_with(db.begin_write()).await?;
+        sqlx::query(
+            "INSERT INTO clients (client_id, name, secret_hash, grants, scopes, audiences, jwks, access_ttl, created_at, updated_at, \
+             redirect_uris, post_logout_redirect_uris, backchannel_logout_uri, id_token_alg, first_party) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11, $12, $13, $14)"
+        )
+        .bind(&client_id).bind(&new.name).bind(secret.as_ref().map(|s| token_digest(s)))
+        .bind(&grant_text).bind(new.scopes.to_string()).bind(new.audiences.join(" "))
+        .bind(&new.jwks).bind(new.access_ttl).bind(at)
+        .bind(new.redirect_uris.join(" ")).bind(new.post_logout_redirect_uris.join(" "))
+        .bind(&new.backchannel_logout_uri).bind(new.id_token_alg.map(Algorithm::as_str))
+        .bind(new.first_party)
+        .execute(&mut *tx).await?;
+        record_in!(tx, recorded, client_id.as_str());
+        tx.commit().await
+    })?;
     Ok(Added {
         client_id,
         client_secret: secret,
@@ -508,8 +519,14 @@ fn first_of_each<T: PartialEq>(list: &mut Vec<T>) {
 }
 
 /// Delete a client; its refresh token families go with it, and its access
-/// tokens are revoked (the revocation feed).
-pub async fn delete(db: &Db, client_id: &str, keep: Keep) -> Result<(), Error> {
+/// tokens are revoked (the revocation feed). `recorded`'s event is written
+/// in the same transaction.
+pub async fn delete(
+    db: &Db,
+    client_id: &str,
+    keep: Keep,
+    mut recorded: InChange<'_>,
+) -> Result<(), Error> {
     let at = now();
     let changed = on_pool!(db.write(), p => {
         let mut tx = p.begin_with(db.begin_write()).await?;
@@ -525,6 +542,7 @@ pub async fn delete(db: &Db, client_id: &str, keep: Keep) -> Result<(), Error> {
             .bind(client_id).execute(&mut *tx).await?.rows_affected();
         if changed > 0 {
             append_revocation!(db, tx, keep.client(client_id, now()), at);
+            record_in!(tx, recorded, &());
         }
         tx.commit().await?;
         Ok::<_, sqlx::Error>(changed)
@@ -546,6 +564,7 @@ pub async fn rotate_secret(
     db: &Db,
     client_id: &str,
     keep: Keep,
+    mut recorded: InChange<'_>,
 ) -> Result<Zeroizing<String>, Error> {
     let secret = random_token()?;
     let at = now();
@@ -557,6 +576,7 @@ pub async fn rotate_secret(
         ).bind(token_digest(&secret)).bind(at).bind(client_id).execute(&mut *tx).await?.rows_affected();
         if changed > 0 {
             append_revocation!(db, tx, keep.client(client_id, now()), at);
+            record_in!(tx, recorded, &());
         }
         tx.commit().await?;
         Ok::<_, sqlx::Error>(changed)
@@ -586,6 +606,7 @@ pub async fn set_scopes(
     client_id: &str,
     change: &ScopeChange,
     keep: Keep,
+    mut recorded: InChange<'_, Scopes>,
 ) -> Result<Scopes, Error> {
     let at = now();
     let scopes = on_pool!(db.write(), p => {
@@ -619,6 +640,7 @@ pub async fn set_scopes(
             ).bind(at).bind(client_id).execute(&mut *tx).await?;
             append_revocation!(db, tx, keep.client(client_id, now()), at);
         }
+        record_in!(tx, recorded, &scopes);
         tx.commit().await?;
         Ok::<_, sqlx::Error>(scopes)
     })?;

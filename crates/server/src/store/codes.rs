@@ -626,13 +626,28 @@ async fn commit_groups(db: Db, mut rx: tokio::sync::mpsc::Receiver<Queued>) {
                 }
             }
         }
+        // A claim whose caller has gone (its request timed out while the
+        // group before it waited for the disk) is not made: a code spent
+        // for an exchange no one will receive would make the client's
+        // retry a replay, which revokes what the session had.
+        claims.retain(|(_, done)| !done.is_closed());
         if !claims.is_empty() {
             let (claims, waiting): (Vec<Claim>, Vec<_>) = claims.into_iter().unzip();
             let unique = distinct_claims(&claims);
             match claim_all(&db, &unique, now()).await {
                 Ok(spent) => {
-                    for (mine, done) in share_spent(&claims, spent).into_iter().zip(waiting) {
-                        let _ = done.send(Ok(mine));
+                    let answers = share_spent(&claims, spent).into_iter().zip(waiting);
+                    for ((mine, done), claim) in answers.zip(&claims) {
+                        // Its caller gone while the claim ran (the request
+                        // timed out): spent for nobody, the code is
+                        // released here, after the commit, so that the
+                        // client's retry is no replay.
+                        if let Err(Ok(Some(_))) = done.send(Ok(mine)) {
+                            // In a task of its own: a storm of timeouts
+                            // must not hold the next groups up.
+                            let (db, claim) = (db.clone(), claim.clone());
+                            tokio::spawn(async move { release_unreceived(&db, &claim).await });
+                        }
                     }
                 }
                 Err(e) => {
@@ -643,6 +658,26 @@ async fn commit_groups(db: Db, mut rx: tokio::sync::mpsc::Receiver<Queued>) {
                 }
             }
         }
+    }
+}
+
+/// Release the code `claim` spent for a caller that went away before it
+/// heard (a failure is logged: the retry then counts as a replay).
+async fn release_unreceived(db: &Db, claim: &Claim) {
+    let Some(jti) = claim.issuing.access_jti.as_deref() else {
+        return;
+    };
+    match release(db, &claim.hash, jti).await {
+        Ok(released) => tracing::info!(
+            client_id = %claim.client_id,
+            released,
+            "a code spent for an exchange that went away before its answer"
+        ),
+        Err(e) => tracing::warn!(
+            client_id = %claim.client_id,
+            error = %e,
+            "a code spent for an exchange that went away could not be released: a retry will count as a replay"
+        ),
     }
 }
 
@@ -908,6 +943,15 @@ pub async fn release(db: &Db, code_hash: &[u8], access_jti: &str) -> Result<bool
     );
     let released = on_pool!(db.write(), p => async {
         let mut tx = p.begin_with(db.begin_write()).await?;
+        if db.is_postgres() {
+            // A claim still committing holds the code's row: wait for it
+            // (the select below skips a row its snapshot shows unspent,
+            // without waiting), then read what it left.
+            sqlx::query("SELECT 1 FROM authorization_codes WHERE code_hash = $1 FOR UPDATE")
+                .bind(code_hash)
+                .execute(&mut *tx)
+                .await?;
+        }
         let spent: Vec<(Option<String>,)> = sqlx::query_as(&select)
             .bind(code_hash).bind(access_jti).fetch_all(&mut *tx).await?;
         let Some((family_id,)) = spent.into_iter().next() else {
@@ -977,6 +1021,7 @@ mod tests {
             "not-a-hash",
             &Scopes::default(),
             &users::Profile::default(),
+            crate::store::audit::InChange::none(),
         )
         .await
         .unwrap();
@@ -988,6 +1033,7 @@ mod tests {
                 redirect_uris: vec!["https://app.example.com/cb".into()],
                 ..NewClient::default()
             },
+            crate::store::audit::InChange::none(),
         )
         .await
         .unwrap();

@@ -15,6 +15,10 @@ use std::collections::BTreeSet;
 
 use crate::Error;
 
+/// How far apart instances' clocks may be, in seconds (docs/server.md
+/// asks for clocks within 2 s of each other and of the database).
+pub const CLOCK_SPREAD: i64 = 2;
+
 /// Seconds since the epoch, now.
 pub fn now() -> i64 {
     tessera_jose::NumericDate::now().seconds()

@@ -20,7 +20,7 @@ use zeroize::Zeroizing;
 
 use crate::db::{on_pool, Db};
 use crate::secret::{random_id, random_token, token_digest, MasterKey};
-use crate::store::{now, Scopes};
+use crate::store::{now, Scopes, CLOCK_SPREAD};
 use crate::Error;
 
 /// A session: the tokens that descend from one login.
@@ -113,6 +113,10 @@ pub enum Refused {
     Reused {
         /// The family that was revoked.
         family_id: String,
+        /// Whose it was (the `sub` of its tokens).
+        subject: String,
+        /// The sign-in session it was issued in, if any.
+        sid: Option<String>,
     },
     /// A requested scope is not in the session's (and the client's):
     /// nothing was rotated.
@@ -331,6 +335,10 @@ pub struct Rotation<'a> {
     pub client_id: &'a str,
     /// The scopes the client may hold now.
     pub client_scopes: &'a Scopes,
+    /// The successor, chosen by the caller ([`random_token`]), which can
+    /// then take the rotation back before it returns (its request dropped
+    /// while the rotation committed).
+    pub successor: &'a str,
     /// The `scope` parameter, if sent: it must be within the session's
     /// scopes and the client's (RFC 6749 §6), or nothing is rotated.
     pub requested: Option<&'a Scopes>,
@@ -372,7 +380,7 @@ pub async fn rotate(
     policy: &RefreshPolicy,
     master: &Arc<MasterKey>,
 ) -> Result<Result<Rotated, Refused>, Error> {
-    let successor = random_token()?;
+    let successor = Zeroizing::new(rotation.successor.to_owned());
     let hash = token_digest(rotation.presented);
     let sealed = if policy.grace > 0 {
         Some(
@@ -506,7 +514,13 @@ async fn rotate_in_transaction(
         };
         let Claimed { token_expires_at: token_expires, used_at, successor_sealed, family } = claimed;
         // Refusals that are not reuse leave everything as it was.
-        let in_grace = used_at.is_some_and(|used| policy.grace > 0 && at.saturating_sub(used) <= policy.grace);
+        // Within the window after the use, by this clock: one behind the
+        // clock that stamped the use (another instance's, or this one's
+        // before it stepped back) by more than instances may differ would
+        // stretch the window by as much, and hand a replay the successor.
+        let in_grace = used_at.is_some_and(|used| {
+            policy.grace > 0 && (-CLOCK_SPREAD..=policy.grace).contains(&at.saturating_sub(used))
+        });
         let refused = if family.client_id != client_id {
             Some(Refused::WrongClient)
         } else if family.revoked_at.is_some() {
@@ -619,7 +633,11 @@ async fn rotate_in_transaction(
                  WHERE id = $2 AND revoked_at IS NULL"
             ).bind(at).bind(&family.id).execute(&mut *tx).await?;
             tx.commit().await?;
-            return Ok(Outcome::Refused(Refused::Reused { family_id: family.id }));
+            return Ok(Outcome::Refused(Refused::Reused {
+                family_id: family.id,
+                subject: family.subject,
+                sid: family.sid,
+            }));
         };
         sqlx::query(
             "INSERT INTO refresh_tokens (token_hash, family_id, created_at, expires_at) VALUES ($1, $2, $3, $4)"
@@ -724,6 +742,17 @@ pub async fn take_back(
     };
     let taken_back = on_pool!(db.write(), p => async {
         let mut tx = p.begin_with(db.begin_write()).await?;
+        if db.is_postgres() {
+            // A rotation still committing (its request dropped meanwhile)
+            // holds the presented token's row: wait for it, so that the
+            // statements below, each with a snapshot of its own, see its
+            // successor. Else the delete found none (not committed yet),
+            // and the rotation, committed a moment later, stood for nobody.
+            sqlx::query("SELECT 1 FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE")
+                .bind(presented_hash)
+                .execute(&mut *tx)
+                .await?;
+        }
         let deleted: Vec<(String,)> = sqlx::query_as(
             "DELETE FROM refresh_tokens WHERE token_hash = $1 AND used_at IS NULL RETURNING family_id",
         )
@@ -774,14 +803,23 @@ pub async fn lookup(db: &Db, presented: &str) -> Result<Option<Live>, Error> {
     Ok(live)
 }
 
+/// A family revoked, as the audit trail names it.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct RevokedFamily {
+    /// Its id.
+    pub id: String,
+    /// Whose it was (the `sub` of its tokens).
+    pub subject: String,
+}
+
 /// Revoke the family of `presented` if it was issued to `client_id`
-/// (RFC 7009 §2.1). Returns whether a family was revoked.
+/// (RFC 7009 §2.1). The family revoked, if one was.
 pub async fn revoke(
     db: &Db,
     presented: &str,
     client_id: &str,
     reason: &str,
-) -> Result<Option<String>, Error> {
+) -> Result<Option<RevokedFamily>, Error> {
     revoke_by_digest(db, &token_digest(presented), client_id, reason).await
 }
 
@@ -792,15 +830,15 @@ pub async fn revoke_by_digest(
     digest: &[u8],
     client_id: &str,
     reason: &str,
-) -> Result<Option<String>, Error> {
+) -> Result<Option<RevokedFamily>, Error> {
     // `fetch_all`: see `crate::db`, "Writes that return rows".
-    let family: Vec<(String,)> = on_pool!(db.write(), p => sqlx::query_as(
+    let family: Vec<RevokedFamily> = on_pool!(db.write(), p => sqlx::query_as(
         "UPDATE refresh_families SET revoked_at = $1, revoked_reason = $2 \
          WHERE revoked_at IS NULL AND client_id = $3 \
          AND id = (SELECT family_id FROM refresh_tokens WHERE token_hash = $4) \
-         RETURNING id"
+         RETURNING id, subject"
     ).bind(now()).bind(reason).bind(client_id).bind(digest).fetch_all(p).await)?;
-    Ok(family.into_iter().next().map(|(id,)| id))
+    Ok(family.into_iter().next())
 }
 
 /// Revoke the family `family_id` (a replayed authorization code).

@@ -268,15 +268,27 @@ pub async fn by_sid(db: &Db, sid: &str) -> Result<Option<Session>, Error> {
     Ok(session)
 }
 
-/// Record a use (the idle clock restarts), at most once a minute.
-pub async fn touch(db: &Db, session: &Session) -> Result<(), Error> {
+/// Record a use (the idle clock restarts): one a minute, or one every
+/// quarter of the idle time when that is shorter.
+pub async fn touch(db: &Db, session: &Session, policy: SessionPolicy) -> Result<(), Error> {
     let at = now();
-    if at - session.last_seen < 60 {
+    if !use_is_due(session.last_seen, at, policy.idle) {
         return Ok(());
     }
     on_pool!(db.write(), p => sqlx::query("UPDATE sessions SET last_seen = $1 WHERE sid = $2")
         .bind(at).bind(&session.sid).execute(p).await.map(|r| r.rows_affected()))?;
     Ok(())
+}
+
+/// Whether a use at `at` of a session last recorded as used at
+/// `last_seen` is written: a minute after the last (a write per request
+/// would cost every silent sign-in one), or a quarter of the idle time
+/// after it when that is shorter, so that a session in use never looks
+/// idle. With one
+/// write a minute and a one-minute idle time, uses 30 s apart were never
+/// recorded, and the session ended while in use.
+fn use_is_due(last_seen: i64, at: i64, idle: i64) -> bool {
+    at.saturating_sub(last_seen) >= (idle / 4).clamp(1, 60)
 }
 
 /// Record that `client_id` got a code in session `sid`, while the session
@@ -317,14 +329,21 @@ pub async fn of_browser(db: &Db, browser: &str) -> Result<Vec<(String, String)>,
 }
 
 /// End session `sid` and revoke the refresh-token families started in it
-/// and its access tokens (the revocation feed), in one transaction.
-/// `None` when it was not live.
-pub async fn end(db: &Db, sid: &str, reason: &str, keep: Keep) -> Result<Option<Ended>, Error> {
+/// and its access tokens (the revocation feed), in one transaction with
+/// `recorded`'s event. `None` when it was not live.
+pub async fn end(
+    db: &Db,
+    sid: &str,
+    reason: &str,
+    keep: Keep,
+    mut recorded: crate::store::audit::InChange<'_, Ended>,
+) -> Result<Option<Ended>, Error> {
     let at = now();
     let ended = on_pool!(db.write(), p => {
         let mut tx = p.begin_with(db.begin_write()).await?;
         let ended = end_session_in!(db, tx, sid, reason, keep, at);
-        if ended.is_some() {
+        if let Some(ended) = &ended {
+            crate::store::audit::record_in!(tx, recorded, ended);
             tx.commit().await?;
         } else {
             tx.rollback().await?;
@@ -435,4 +454,48 @@ pub async fn page(
     ).bind(at).bind(username).bind(at.saturating_sub(policy.idle)).bind(limit)
         .bind(after_time).bind(after_sid).fetch_all(p).await)?;
     Ok(listed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::use_is_due;
+
+    /// A session whose uses are at most `gap` seconds apart, with idle
+    /// time `idle`: never idle by the time of its next use, whatever the
+    /// phase of the recorded uses.
+    fn stays_live(idle: i64, gap: i64) -> bool {
+        let mut last_seen = 0;
+        let mut at = 0;
+        for _ in 0..1_000 {
+            at += gap;
+            // What `find` asks: used within the idle time.
+            if last_seen <= at - idle {
+                return false;
+            }
+            if use_is_due(last_seen, at, idle) {
+                last_seen = at;
+            }
+        }
+        true
+    }
+
+    #[test]
+    fn a_session_in_use_never_idles_out() {
+        // The shortest idle time allowed, used every 30 s (the case that
+        // ended), every 59 s, and every second.
+        for gap in [1, 30, 45, 59] {
+            assert!(stays_live(60, gap), "idle 60 s, a use every {gap} s");
+        }
+        for gap in [1, 59, 60, 300, 3599] {
+            assert!(stays_live(3600, gap), "idle 1 h, a use every {gap} s");
+        }
+    }
+
+    #[test]
+    fn uses_are_written_a_minute_apart_or_a_quarter_of_the_idle_time() {
+        assert!(!use_is_due(1_000, 1_059, 12 * 3600));
+        assert!(use_is_due(1_000, 1_060, 12 * 3600));
+        assert!(use_is_due(1_000, 1_015, 60));
+        assert!(!use_is_due(1_000, 1_014, 60));
+    }
 }

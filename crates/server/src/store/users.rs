@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use crate::db::{on_pool, Db};
 use crate::secret::random_id;
+use crate::store::audit::{record_in, InChange};
 use crate::store::revocation::{append_revocation, Keep};
 use crate::store::{check_name, is_unique_violation, now, sessions, ScopeChange, Scopes};
 use crate::Error;
@@ -104,45 +105,52 @@ pub async fn check_new(db: &Db, username: &str, profile: &Profile) -> Result<(),
     Ok(())
 }
 
-/// Add a user with an already-hashed password.
+/// Add a user with an already-hashed password, and `recorded`'s event
+/// in the same transaction.
 pub async fn add(
     db: &Db,
     username: &str,
     password_hash: &str,
     scopes: &Scopes,
     profile: &Profile,
+    mut recorded: InChange<'_, UserInfo>,
 ) -> Result<UserInfo, Error> {
     check_name("username", username)?;
     // Checked before anything is written: a user is added with its
     // profile or not at all.
     let profile = CheckedProfile::of(profile)?;
     let (name, email) = (profile.name.flatten(), profile.email.flatten());
-    let id = random_id()?;
-    let at = now();
-    let result = on_pool!(db.write(), p => sqlx::query(
-        "INSERT INTO users (id, username, password_hash, scopes, disabled, created_at, updated_at, \
-         name, email, email_verified) VALUES ($1, $2, $3, $4, FALSE, $5, $5, $6, $7, $8)"
-    ).bind(&id).bind(username).bind(password_hash).bind(scopes.to_string()).bind(at)
-    .bind(&name).bind(&email).bind(profile.verified.unwrap_or(false))
-    .execute(p).await.map(|r| r.rows_affected()));
-    let email_verified = profile.verified.unwrap_or(false);
-    match result {
-        Ok(_) => Ok(UserInfo {
-            id,
-            username: username.to_owned(),
-            scopes: scopes.to_string(),
-            disabled: false,
-            created_at: at,
-            name,
-            email,
-            email_verified,
-        }),
-        Err(e) if is_unique_violation(&e) => Err(Error::Exists {
-            kind: "user",
-            name: username.to_owned(),
-        }),
-        Err(e) => Err(e.into()),
-    }
+    let user = UserInfo {
+        id: random_id()?,
+        username: username.to_owned(),
+        scopes: scopes.to_string(),
+        disabled: false,
+        created_at: now(),
+        name,
+        email,
+        email_verified: profile.verified.unwrap_or(false),
+    };
+    on_pool!(db.write(), p => {
+        let mut tx = p.begin_with(db.begin_write()).await?;
+        let inserted = sqlx::query(
+            "INSERT INTO users (id, username, password_hash, scopes, disabled, created_at, updated_at, \
+             name, email, email_verified) VALUES ($1, $2, $3, $4, FALSE, $5, $5, $6, $7, $8)"
+        ).bind(&user.id).bind(username).bind(password_hash).bind(&user.scopes).bind(user.created_at)
+        .bind(&user.name).bind(&user.email).bind(user.email_verified)
+        .execute(&mut *tx).await;
+        match inserted {
+            Err(e) if is_unique_violation(&e) => {
+                return Err(Error::Exists {
+                    kind: "user",
+                    name: username.to_owned(),
+                })
+            }
+            inserted => inserted?,
+        };
+        record_in!(tx, recorded, &user);
+        tx.commit().await?;
+    });
+    Ok(user)
 }
 
 const USER_COLUMNS: &str =
@@ -199,8 +207,15 @@ enum Change<'a> {
 
 /// Apply `change` to `username` and, when it must, revoke the user's
 /// refresh token families in the same transaction: the refresh grant
-/// relies on this to skip looking the user up. The user's scopes after it.
-async fn apply(db: &Db, username: &str, change: Change<'_>, keep: Keep) -> Result<Scopes, Error> {
+/// relies on this to skip looking the user up. `recorded`'s event is
+/// written in the same transaction. The user's scopes after it.
+async fn apply(
+    db: &Db,
+    username: &str,
+    change: Change<'_>,
+    keep: Keep,
+    mut recorded: InChange<'_, Scopes>,
+) -> Result<Scopes, Error> {
     let at = now();
     let mut new_scopes = None;
     on_pool!(db.write(), p => {
@@ -265,6 +280,7 @@ async fn apply(db: &Db, username: &str, change: Change<'_>, keep: Keep) -> Resul
             ).bind(at).bind(reason).bind(username).execute(&mut *tx).await?;
             append_revocation!(db, tx, keep.user(&id, now()), at);
         }
+        record_in!(tx, recorded, new_scopes.as_ref().unwrap_or(&Scopes::default()));
         tx.commit().await?;
         Ok::<_, sqlx::Error>(())
     })?;
@@ -312,20 +328,36 @@ impl CheckedProfile {
     }
 }
 
-/// Set profile claims of `username`.
-pub async fn set_profile(db: &Db, username: &str, profile: &Profile) -> Result<(), Error> {
+/// Set profile claims of `username`, and write `recorded`'s event in the
+/// same transaction.
+pub async fn set_profile(
+    db: &Db,
+    username: &str,
+    profile: &Profile,
+    mut recorded: InChange<'_>,
+) -> Result<(), Error> {
     let CheckedProfile {
         name,
         email,
         verified,
     } = CheckedProfile::of(profile)?;
-    let changed = on_pool!(db.write(), p => sqlx::query(
-        "UPDATE users SET \
-         name = CASE WHEN $1 THEN $2 ELSE name END, \
-         email = CASE WHEN $3 THEN $4 ELSE email END, \
-         email_verified = COALESCE($5, email_verified), updated_at = $6 WHERE username = $7"
-    ).bind(name.is_some()).bind(name.flatten()).bind(email.is_some()).bind(email.flatten())
-    .bind(verified).bind(now()).bind(username).execute(p).await.map(|r| r.rows_affected()))?;
+    let changed = on_pool!(db.write(), p => {
+        let mut tx = p.begin_with(db.begin_write()).await?;
+        let changed = sqlx::query(
+            "UPDATE users SET \
+             name = CASE WHEN $1 THEN $2 ELSE name END, \
+             email = CASE WHEN $3 THEN $4 ELSE email END, \
+             email_verified = COALESCE($5, email_verified), updated_at = $6 WHERE username = $7"
+        ).bind(name.is_some()).bind(name.flatten()).bind(email.is_some()).bind(email.flatten())
+        .bind(verified).bind(now()).bind(username).execute(&mut *tx).await?.rows_affected();
+        if changed == 0 {
+            tx.rollback().await?;
+        } else {
+            record_in!(tx, recorded, &());
+            tx.commit().await?;
+        }
+        Ok::<_, sqlx::Error>(changed)
+    })?;
     if changed == 0 {
         return Err(not_found(username));
     }
@@ -341,10 +373,17 @@ pub async fn set_disabled(
     username: &str,
     disabled: bool,
     keep: Keep,
+    recorded: InChange<'_>,
 ) -> Result<(), Error> {
-    apply(db, username, Change::Disabled(disabled), keep)
-        .await
-        .map(drop)
+    apply(
+        db,
+        username,
+        Change::Disabled(disabled),
+        keep,
+        recorded.for_any(),
+    )
+    .await
+    .map(drop)
 }
 
 /// Change a user's scopes ([`ScopeChange`], made against the scopes as
@@ -359,8 +398,9 @@ pub async fn set_scopes(
     username: &str,
     change: &ScopeChange,
     keep: Keep,
+    recorded: InChange<'_, Scopes>,
 ) -> Result<Scopes, Error> {
-    apply(db, username, Change::Scopes(change), keep).await
+    apply(db, username, Change::Scopes(change), keep, recorded).await
 }
 
 /// Replace a user's password hash and end the user's sessions (refresh
@@ -370,16 +410,29 @@ pub async fn set_password(
     username: &str,
     password_hash: &str,
     keep: Keep,
+    recorded: InChange<'_>,
 ) -> Result<(), Error> {
-    apply(db, username, Change::PasswordHash(password_hash), keep)
-        .await
-        .map(drop)
+    apply(
+        db,
+        username,
+        Change::PasswordHash(password_hash),
+        keep,
+        recorded.for_any(),
+    )
+    .await
+    .map(drop)
 }
 
 /// Delete a user, the user's refresh token families and sign-in sessions
 /// (their clients hear of it by back-channel logout); the user's access
-/// tokens are revoked (the revocation feed).
-pub async fn delete(db: &Db, username: &str, keep: Keep) -> Result<(), Error> {
+/// tokens are revoked (the revocation feed). `recorded`'s event is written
+/// in the same transaction.
+pub async fn delete(
+    db: &Db,
+    username: &str,
+    keep: Keep,
+    mut recorded: InChange<'_>,
+) -> Result<(), Error> {
     let at = now();
     on_pool!(db.write(), p => {
         let mut tx = p.begin_with(db.begin_write()).await?;
@@ -399,6 +452,7 @@ pub async fn delete(db: &Db, username: &str, keep: Keep) -> Result<(), Error> {
         sqlx::query("DELETE FROM refresh_families WHERE username = $1")
             .bind(username).execute(&mut *tx).await?;
         append_revocation!(db, tx, keep.user(&id, now()), at);
+        record_in!(tx, recorded, &());
         tx.commit().await?;
         Ok::<_, sqlx::Error>(())
     })?;

@@ -130,9 +130,14 @@ async fn a_feed_ends_when_its_subscribers_credentials_are_withdrawn(backend: Bac
         .await;
     let mut body = subscribe(&h, (&rs, &rs_secret), &[]).await;
     until_ready(&mut body).await;
-    tessera_server::store::clients::rotate_secret(&h.db, &rs, crate::KEEP)
-        .await
-        .unwrap();
+    tessera_server::store::clients::rotate_secret(
+        &h.db,
+        &rs,
+        crate::KEEP,
+        tessera_server::store::audit::InChange::none(),
+    )
+    .await
+    .unwrap();
     h.app.access.revoked().sync(&h.db).await.unwrap();
     // Within a check (every second), not at the token's expiry, nor at
     // the 5 s after which an instance stops vouching for its log.
@@ -459,7 +464,18 @@ async fn revocation_ends_refresh_families_and_access_tokens(backend: Backend) {
     assert_eq!(r.status, StatusCode::OK);
     let r = h.post("/oauth2/revoke", &[("client_id", &web)], None).await;
     assert_eq!(r.error(), "invalid_request");
-    wait_for_audit(&h, "token_revoked", 2).await;
+    // Both revocations name whose token it was.
+    let alice = tessera_server::store::users::find(&h.db, "alice")
+        .await
+        .unwrap()
+        .unwrap();
+    let revoked = wait_for_audit(&h, "token_revoked", 2).await;
+    assert!(
+        revoked
+            .iter()
+            .all(|e| e.subject.as_deref() == Some(alice.id.as_str())),
+        "{revoked:?}"
+    );
     h.finish().await;
 }
 
@@ -691,9 +707,14 @@ async fn a_copy_of_the_revocation_log_not_read_lately_is_not_trusted(backend: Ba
     let token = issue(secret.clone()).await.str("access_token");
     // Another instance rotates the secret and revokes the token; this one
     // reads nothing of it meanwhile.
-    tessera_server::store::clients::rotate_secret(&h.db, &id, h.app.config.revocation_keep())
-        .await
-        .unwrap();
+    tessera_server::store::clients::rotate_secret(
+        &h.db,
+        &id,
+        h.app.config.revocation_keep(),
+        tessera_server::store::audit::InChange::none(),
+    )
+    .await
+    .unwrap();
     let elsewhere = tessera_server::store::revocation::Revocations::default();
     elsewhere
         .revoke_token(&h.db, &jwt_id(&token), tessera_server::store::now() + 300)
@@ -1209,6 +1230,7 @@ mod admin_api {
                 audiences: vec!["store-api".into()],
                 ..Default::default()
             },
+            tessera_server::store::audit::InChange::none(),
         )
         .await
         .unwrap();
@@ -1330,6 +1352,7 @@ mod admin_api {
                 "not-a-hash",
                 &Scopes::default(),
                 &users::Profile::default(),
+                tessera_server::store::audit::InChange::none(),
             )
             .await
             .unwrap();
@@ -1631,6 +1654,7 @@ mod admin_api {
                     audiences: audiences.clone(),
                     ..Default::default()
                 },
+                tessera_server::store::audit::InChange::none(),
             )
             .await
             .unwrap();
@@ -2022,7 +2046,7 @@ mod admin_api {
             },
         };
         cli.rotate_keys(&h.app.keys).await.unwrap();
-        cli.backed_up("/backups/tessera.db").await;
+        cli.backed_up("/backups/tessera.db").await.unwrap();
         let rotated = crate::wait_for_audit(&h, "key_rotation_started", 2).await;
         assert!(rotated
             .iter()
@@ -2060,6 +2084,11 @@ mod admin_api {
         )
         .await;
         assert_eq!(r.json.as_array().unwrap().len(), 2, "{}", r.text);
+        // A misspelt event finds nothing: it is refused, not answered
+        // with an empty list that reads as "none happened".
+        let r = call(&h, Method::GET, "/admin/audit?event=client_add", t, None).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+        assert!(r.text.contains("client_added"), "{}", r.text);
         h.finish().await;
     }
 }
@@ -2140,20 +2169,39 @@ mod owners {
             Some(format!("by={alice_id} user=\"alice\"").as_str())
         );
 
-        users::set_disabled(&h.db, "alice", true, KEEP)
-            .await
-            .unwrap();
+        users::set_disabled(
+            &h.db,
+            "alice",
+            true,
+            KEEP,
+            tessera_server::store::audit::InChange::none(),
+        )
+        .await
+        .unwrap();
         assert!(
             !introspect(&h, &rs, &alice).await,
             "a disabled user's token"
         );
         assert_eq!(admin_status(&h, &alice).await, StatusCode::UNAUTHORIZED);
-        users::set_disabled(&h.db, "alice", false, KEEP)
-            .await
-            .unwrap();
+        users::set_disabled(
+            &h.db,
+            "alice",
+            false,
+            KEEP,
+            tessera_server::store::audit::InChange::none(),
+        )
+        .await
+        .unwrap();
         assert!(introspect(&h, &rs, &alice).await);
 
-        users::delete(&h.db, "bob", KEEP).await.unwrap();
+        users::delete(
+            &h.db,
+            "bob",
+            KEEP,
+            tessera_server::store::audit::InChange::none(),
+        )
+        .await
+        .unwrap();
         assert!(!introspect(&h, &rs, &bob).await, "a deleted user's token");
 
         // A client's own token, and a user's token through that client.
@@ -2163,8 +2211,22 @@ mod owners {
         let own = h.client_credentials_token(&id, &secret).await;
         assert!(introspect(&h, &rs, &own).await);
         assert_eq!(admin_status(&h, &own).await, StatusCode::OK);
-        clients::delete(&h.db, &id, KEEP).await.unwrap();
-        clients::delete(&h.db, &web, KEEP).await.unwrap();
+        clients::delete(
+            &h.db,
+            &id,
+            KEEP,
+            tessera_server::store::audit::InChange::none(),
+        )
+        .await
+        .unwrap();
+        clients::delete(
+            &h.db,
+            &web,
+            KEEP,
+            tessera_server::store::audit::InChange::none(),
+        )
+        .await
+        .unwrap();
         // This instance forgets the cached clients at once when the admin
         // API deletes them; here the store was called directly.
         h.app.clients.forget(&id);
@@ -2209,9 +2271,15 @@ async fn revocations_reach_introspection_and_the_feed(backend: Backend) {
         .str("access_token");
     assert!(active(before.clone()).await);
     let hash = h.hash("battery staple").await;
-    users::set_password(&h.db, "alice", &hash, keep)
-        .await
-        .unwrap();
+    users::set_password(
+        &h.db,
+        "alice",
+        &hash,
+        keep,
+        tessera_server::store::audit::InChange::none(),
+    )
+    .await
+    .unwrap();
     log.sync(&h.db).await.unwrap();
     assert!(!active(before).await, "issued before the password change");
     h.next_second().await;
@@ -2227,7 +2295,14 @@ async fn revocations_reach_introspection_and_the_feed(backend: Backend) {
     // Rotated elsewhere (the command line, another instance): whichever
     // sync here reads the event drops the cached client, and the old
     // secret stops working at once.
-    let new_secret = clients::rotate_secret(&h.db, &batch, keep).await.unwrap();
+    let new_secret = clients::rotate_secret(
+        &h.db,
+        &batch,
+        keep,
+        tessera_server::store::audit::InChange::none(),
+    )
+    .await
+    .unwrap();
     log.sync(&h.db).await.unwrap();
     let refused = h
         .post(
@@ -2275,9 +2350,15 @@ async fn revocations_reach_introspection_and_the_feed(backend: Backend) {
     );
     assert!(text.find("kind\":\"user").unwrap() < text.find("kind\":\"client").unwrap());
     // A new revocation arrives on the open stream.
-    users::set_disabled(&h.db, "alice", true, keep)
-        .await
-        .unwrap();
+    users::set_disabled(
+        &h.db,
+        "alice",
+        true,
+        keep,
+        tessera_server::store::audit::InChange::none(),
+    )
+    .await
+    .unwrap();
     log.sync(&h.db).await.unwrap();
     let chunk = tokio::time::timeout(std::time::Duration::from_secs(5), body.next())
         .await

@@ -204,6 +204,7 @@ async fn a_full_disk_never_loses_an_acknowledged_write() {
             "not-a-hash",
             &Scopes::default(),
             &users::Profile::default(),
+            tessera_server::store::audit::InChange::none(),
         ),
     )
     .await
@@ -621,7 +622,14 @@ async fn an_instance_that_cannot_read_the_keys_again_says_so(backend: Backend) {
     );
 
     // The key leaked, and is revoked through the other instance.
-    let replacement = other.keys.revoke(&kid_of(&first)).await.unwrap();
+    let replacement = other
+        .keys
+        .revoke(
+            &kid_of(&first),
+            tessera_server::store::audit::InChange::none(),
+        )
+        .await
+        .unwrap();
     assert!(replacement.is_some());
     h.app.access.revoked().sync(&h.db).await.unwrap();
     let refused = h.client_credentials(&id, &secret).await;
@@ -722,6 +730,78 @@ async fn a_refresh_dropped_before_it_answered_is_taken_back(backend: Backend) {
     h.finish().await;
 }
 
+/// A refresh dropped while its rotation waits for the database (the
+/// request timeout, here while another connection holds the write lock
+/// or the token's row) leaves the presented token live: on SQLite the
+/// rotation (one that names a scope, which runs as a transaction of its
+/// own on the writer's thread) commits once the lock is free, whatever
+/// became of its request, and is taken back; on PostgreSQL it rolls
+/// back. The retry goes on with the session.
+/// Before, the take-back was armed only once the rotation had returned:
+/// the client got a 408 or 503, its retry was reuse, and the session
+/// ended.
+async fn a_refresh_dropped_while_it_rotates_leaves_the_token_live(backend: Backend) {
+    use tessera_server::store::refresh;
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let web = h.public_client("read").await;
+    h.user("alice", "correct horse", "read").await;
+    let first = h
+        .login(&web, "alice", "correct horse")
+        .await
+        .str("refresh_token");
+    let dropped = match backend {
+        Backend::Sqlite => {
+            use sqlx::Connection;
+            let mut holder = sqlx::SqliteConnection::connect(&h.test_db.url)
+                .await
+                .unwrap();
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut holder)
+                .await
+                .unwrap();
+            let dropped = tokio::time::timeout(
+                Duration::from_millis(500),
+                h.refresh(&web, &first, Some("read")),
+            )
+            .await;
+            sqlx::query("COMMIT").execute(&mut holder).await.unwrap();
+            dropped
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&h.test_db.url).await.unwrap();
+            let mut holder = pool.begin().await.unwrap();
+            sqlx::query("SELECT token_hash FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE")
+                .bind(token_digest(&first).as_slice())
+                .execute(&mut *holder)
+                .await
+                .unwrap();
+            let dropped = tokio::time::timeout(
+                Duration::from_millis(500),
+                h.refresh(&web, &first, Some("read")),
+            )
+            .await;
+            holder.commit().await.unwrap();
+            pool.close().await;
+            dropped
+        }
+    };
+    assert!(dropped.is_err(), "answered while blocked: {dropped:?}");
+    if let Backend::Sqlite = backend {
+        wait_for_audit(&h, "refresh_rotation_taken_back", 1).await;
+    }
+    assert!(
+        refresh::lookup(&h.db, &first).await.unwrap().is_some(),
+        "the presented token is live"
+    );
+    let retry = h.refresh(&web, &first, None).await;
+    assert_eq!(retry.status, StatusCode::OK, "{}", retry.text);
+    let next = h.refresh(&web, &retry.str("refresh_token"), None).await;
+    assert_eq!(next.status, StatusCode::OK, "{}", next.text);
+    h.finish().await;
+}
+
 /// A take-back that comes after the session was revoked (a retry that
 /// came first was reuse) changes nothing: the presented token stays used.
 async fn a_rotation_of_a_revoked_session_is_not_taken_back(backend: Backend) {
@@ -772,6 +852,7 @@ crate::both_backends!(
     a_refresh_whose_answer_failed_can_be_retried,
     a_rotation_of_a_revoked_session_is_not_taken_back,
     a_refresh_dropped_before_it_answered_is_taken_back,
+    a_refresh_dropped_while_it_rotates_leaves_the_token_live,
     an_instance_that_cannot_read_the_keys_again_says_so,
     an_unknown_revocation_kind_stops_the_instance_that_cannot_read_it,
     a_start_refuses_a_schema_a_newer_version_made,
@@ -965,12 +1046,13 @@ async fn a_postgres_outage_is_answered_at_once_and_heals() {
         took < Duration::from_millis(3500),
         "six requests took {took:?}"
     );
-    // Events that cannot be written wait in memory.
+    // Events that cannot be written wait in memory (of a kind nothing
+    // else here writes).
     let during = 5;
     for i in 0..during {
-        h.app
-            .audit
-            .push(tessera_server::store::audit::Event::new("outage_test").subject(i.to_string()));
+        h.app.audit.push(
+            tessera_server::store::audit::Event::new("backup_written").subject(i.to_string()),
+        );
     }
     assert!(h.app.audit.pending() >= during);
 
@@ -989,7 +1071,7 @@ async fn a_postgres_outage_is_answered_at_once_and_heals() {
     // Every event of the outage, none lost.
     let mut stored = 0;
     for _ in 0..150 {
-        stored = tessera_server::store::audit::recent(&h.db, Some("outage_test"), 1000)
+        stored = tessera_server::store::audit::recent(&h.db, Some("backup_written"), 1000)
             .await
             .map(|events| events.len())
             .unwrap_or(0);
@@ -1262,6 +1344,7 @@ async fn a_sqlite_write_transaction_is_not_overtaken_by_another_process() {
             "not-a-hash",
             &Scopes::default(),
             &users::Profile::default(),
+            tessera_server::store::audit::InChange::none(),
         )
         .await?;
         Ok::<_, Error>(other)
@@ -1494,7 +1577,13 @@ async fn a_lock_left_by_a_vanished_instance_is_waited_for_briefly_and_freed() {
     let waited = std::time::Instant::now();
     let refused = tokio::time::timeout(
         Duration::from_secs(60),
-        users::set_disabled(&h.db, "alice", true, crate::KEEP),
+        users::set_disabled(
+            &h.db,
+            "alice",
+            true,
+            crate::KEEP,
+            tessera_server::store::audit::InChange::none(),
+        ),
     )
     .await
     .expect("a revocation waited for the vanished instance's lock without end");
@@ -1513,7 +1602,15 @@ async fn a_lock_left_by_a_vanished_instance_is_waited_for_briefly_and_freed() {
     // PostgreSQL ends the idle transaction, and the lock with it.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        match users::set_disabled(&h.db, "bob", true, crate::KEEP).await {
+        match users::set_disabled(
+            &h.db,
+            "bob",
+            true,
+            crate::KEEP,
+            tessera_server::store::audit::InChange::none(),
+        )
+        .await
+        {
             Ok(()) => break,
             Err(e) if e.is_transient() && std::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -1650,6 +1747,7 @@ async fn the_login_page_waits_while_the_audit_trail_is_not_written() {
             public: true,
             ..NewClient::default()
         },
+        tessera_server::store::audit::InChange::none(),
     )
     .await
     .unwrap()
@@ -1710,7 +1808,7 @@ async fn the_login_page_waits_while_the_audit_trail_is_not_written() {
     for _ in 0..=backlog {
         h.app
             .audit
-            .push(tessera_server::store::audit::Event::new("outage_test"));
+            .push(tessera_server::store::audit::Event::new("backup_written"));
     }
     assert!(!h.app.audit.accepting());
     let refused = post().await;
@@ -1771,3 +1869,120 @@ async fn a_login_whose_answer_failed_leaves_no_family(backend: Backend) {
 }
 
 crate::both_backends!(a_login_whose_answer_failed_leaves_no_family);
+
+/// An admin change is written with its audit event, in one transaction:
+/// when the event cannot be written, the change is not made either (and
+/// the caller hears of it). Written after the commit, as it was, a
+/// failure there (a full disk, a killed process, a request dropped in
+/// between) left a change no trail told of.
+async fn an_admin_change_without_its_audit_event_is_not_made(backend: Backend) {
+    use tessera_server::admin::{Actor, AdminService, ClientRequest};
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let alice = h.user("alice", "correct horse", "read").await;
+    let policy = tessera_server::store::sessions::SessionPolicy {
+        idle: 3600,
+        absolute: 3600,
+    };
+    let sid = h.start_session(&alice, policy).await.1.sid;
+    let admin = AdminService {
+        db: &h.db,
+        passwords: &h.app.passwords,
+        config: &h.app.config,
+        clients: None,
+        revocations: None,
+        actor: Actor::Cli {
+            os_user: "ops".into(),
+        },
+    };
+    // Made and recorded together: the event is there when it answers,
+    // saying whose session it was and which, as a logout's does.
+    let sid2 = h.start_session(&alice, policy).await.1.sid;
+    admin.end_session(&sid2).await.unwrap();
+    let ended = tessera_server::store::audit::recent(&h.db, Some("session_ended"), 10)
+        .await
+        .unwrap();
+    assert_eq!(ended.len(), 1, "{ended:?}");
+    assert_eq!(ended[0].subject.as_deref(), Some(alice.as_str()));
+    assert!(
+        ended[0]
+            .detail
+            .as_deref()
+            .is_some_and(|d| d.contains(&format!("sid={sid2}"))),
+        "{ended:?}"
+    );
+    let keys_before = h.count("SELECT COUNT(*) FROM signing_keys", &[]).await;
+
+    match backend {
+        Backend::Sqlite => {
+            h.execute(
+                "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log \
+                 BEGIN SELECT RAISE(ABORT, 'audit refused'); END",
+                &[],
+            )
+            .await
+        }
+        Backend::Postgres => {
+            h.execute(
+                "CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN RAISE EXCEPTION 'audit refused'; END $$",
+                &[],
+            )
+            .await;
+            h.execute(
+                "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log \
+                 FOR EACH ROW EXECUTE FUNCTION refuse_audit()",
+                &[],
+            )
+            .await
+        }
+    }
+    assert!(admin.end_session(&sid).await.is_err());
+    assert!(
+        tessera_server::store::sessions::by_sid(&h.db, &sid)
+            .await
+            .unwrap()
+            .is_some(),
+        "ended without its event"
+    );
+    let disabled = "SELECT COUNT(*) FROM users WHERE username = 'alice' AND disabled";
+    assert!(admin.set_disabled("alice", true).await.is_err());
+    assert_eq!(
+        h.count(disabled, &[]).await,
+        0,
+        "disabled without its event"
+    );
+    assert!(admin.delete_user("alice").await.is_err());
+    assert_eq!(
+        h.count("SELECT COUNT(*) FROM users WHERE username = 'alice'", &[])
+            .await,
+        1,
+        "deleted without its event"
+    );
+    let request = ClientRequest {
+        name: "unrecorded".into(),
+        grants: vec!["client_credentials".into()],
+        scopes: vec!["read".into()],
+        ..ClientRequest::default()
+    };
+    assert!(admin.add_client(request).await.is_err());
+    assert_eq!(
+        h.count(
+            "SELECT COUNT(*) FROM clients WHERE name = 'unrecorded'",
+            &[]
+        )
+        .await,
+        0,
+        "added without its event"
+    );
+    assert!(admin.rotate_keys(&h.app.keys).await.is_err());
+    assert_eq!(
+        h.count("SELECT COUNT(*) FROM signing_keys", &[]).await,
+        keys_before,
+        "keys stored without their events"
+    );
+    h.finish().await;
+}
+
+crate::both_backends!(an_admin_change_without_its_audit_event_is_not_made);

@@ -90,6 +90,7 @@ async fn control_characters_are_refused_at_the_edge(backend: Backend) {
             ),
             ..NewClient::default()
         },
+        tessera_server::store::audit::InChange::none(),
     )
     .await
     .unwrap()

@@ -264,6 +264,7 @@ impl Harness {
                 scopes: Scopes::parse(scopes).unwrap(),
                 ..NewClient::default()
             },
+            tessera_server::store::audit::InChange::none(),
         )
         .await
         .unwrap();
@@ -301,6 +302,7 @@ impl Harness {
                 jwks: Some(tessera_jose::JwkSet::new(vec![jwk]).to_json()),
                 ..NewClient::default()
             },
+            tessera_server::store::audit::InChange::none(),
         )
         .await
         .unwrap()
@@ -317,6 +319,7 @@ impl Harness {
                 public: true,
                 ..NewClient::default()
             },
+            tessera_server::store::audit::InChange::none(),
         )
         .await
         .unwrap()
@@ -340,6 +343,7 @@ impl Harness {
             &hash,
             &Scopes::parse(scopes).unwrap(),
             &users::Profile::default(),
+            tessera_server::store::audit::InChange::none(),
         )
         .await
         .unwrap()

@@ -173,6 +173,7 @@ async fn setup(h: &Harness, name: &str, first_party: bool) -> Setup {
             first_party,
             ..NewClient::default()
         },
+        tessera_server::store::audit::InChange::none(),
     )
     .await
     .unwrap();
@@ -185,6 +186,7 @@ async fn setup(h: &Harness, name: &str, first_party: bool) -> Setup {
             email: Some("alice@example.com".into()),
             email_verified: Some(true),
         },
+        tessera_server::store::audit::InChange::none(),
     )
     .await
     .unwrap();
@@ -448,12 +450,12 @@ async fn code_replay_revokes_what_it_issued(backend: Backend) {
         assert_eq!(again.error(), "invalid_grant");
     }
     assert_eq!(marked().await, first_mark);
-    // Audit events are written in order: one pushed after the replays is
-    // written after theirs.
-    h.app.audit.push(tessera_server::store::audit::Event::new(
-        "after_the_replays",
-    ));
-    crate::wait_for_audit(&h, "after_the_replays", 1).await;
+    // Audit events are written in order: one pushed after the replays (of
+    // a kind nothing else here writes) is written after theirs.
+    h.app
+        .audit
+        .push(tessera_server::store::audit::Event::new("backup_written"));
+    crate::wait_for_audit(&h, "backup_written", 1).await;
     crate::wait_for_audit(&h, "code_replayed", 1).await;
     // The refresh token and the access token of the first use are dead.
     let refreshed = h
@@ -583,10 +585,16 @@ async fn a_code_of_an_ended_session_is_refused(backend: Backend) {
         .await
         .unwrap()
         .is_empty());
-    sessions::end(&h.db, &session.sid, "logout", KEEP)
-        .await
-        .unwrap()
-        .unwrap();
+    sessions::end(
+        &h.db,
+        &session.sid,
+        "logout",
+        KEEP,
+        tessera_server::store::audit::InChange::none(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     let refused = exchange(&h, &s, &code, VERIFIER).await;
     assert_eq!(refused.error(), "invalid_grant", "{}", refused.text);
     // A code of a live session still works.
@@ -753,6 +761,7 @@ async fn setup_other(h: &Harness) -> Setup {
             redirect_uris: vec![REDIRECT.into()],
             ..NewClient::default()
         },
+        tessera_server::store::audit::InChange::none(),
     )
     .await
     .unwrap();
@@ -1417,6 +1426,33 @@ async fn a_logout_ends_the_sessions_of_logins_sent_at_once(backend: Backend) {
         }
     };
 
+    // A browser whose session cookie was lost (a login's answer that
+    // never reached it, after the session had a new cookie): its logout
+    // asks, then ends the session started in it.
+    let (mut b, _) = signed_in_code(&h, &s).await;
+    let started = sessions::of_browser(&h.db, &b.cookies["__Host-tessera-browser"])
+        .await
+        .unwrap();
+    let [(sid, _)] = started.as_slice() else {
+        panic!("{started:?}")
+    };
+    let sid = sid.clone();
+    assert!(b.cookies.remove("__Host-tessera-session").is_some());
+    let confirm = b.get(&h, "/oauth2/logout").await;
+    assert!(confirm.text.contains("Sign out?"), "{}", confirm.text);
+    let done = b
+        .post(
+            &h,
+            "/logout",
+            &[
+                ("csrf_token", &hidden(&confirm.text, "csrf_token")),
+                ("decision", "logout"),
+            ],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.text);
+    assert!(!live(sid).await, "the session outlived the logout");
+
     // Confirmed on the page, without a hint.
     let (mut b, [kept, lost]) = two_logins_at_once(&h, &s, "alice", "correct horse").await;
     assert!(live(kept.sid.clone()).await && live(lost.sid.clone()).await);
@@ -2043,10 +2079,16 @@ async fn backchannel_logout_is_retried_until_acknowledged(backend: Backend) {
         }
     };
     assert_eq!(userinfo(access.clone()).await, StatusCode::OK);
-    sessions::end(&h.db, &sid, "test", KEEP)
-        .await
-        .unwrap()
-        .unwrap();
+    sessions::end(
+        &h.db,
+        &sid,
+        "test",
+        KEEP,
+        tessera_server::store::audit::InChange::none(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     h.app.access.revoked().sync(&h.db).await.unwrap();
     assert_eq!(userinfo(access).await, StatusCode::UNAUTHORIZED);
 
@@ -2145,10 +2187,16 @@ async fn ended_session_with(h: &Harness, user_id: &str, client_id: &str) {
     sessions::add_client(&h.db, &session.sid, client_id)
         .await
         .unwrap();
-    sessions::end(&h.db, &session.sid, "test", KEEP)
-        .await
-        .unwrap()
-        .unwrap();
+    sessions::end(
+        &h.db,
+        &session.sid,
+        "test",
+        KEEP,
+        tessera_server::store::audit::InChange::none(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
 }
 
 /// A receiver of logout tokens at `/bc`, answering with `answer` once
@@ -2351,6 +2399,7 @@ async fn backchannel_client(h: &Harness, uri: &str) -> Setup {
             first_party: true,
             ..NewClient::default()
         },
+        tessera_server::store::audit::InChange::none(),
     )
     .await
     .unwrap();
@@ -2555,9 +2604,15 @@ async fn disabling_deleting_or_repassing_a_user_ends_their_sessions(backend: Bac
 
     let mut b = sign_in().await;
     assert_eq!(live().await, 1);
-    users::set_disabled(&h.db, "alice", true, KEEP)
-        .await
-        .unwrap();
+    users::set_disabled(
+        &h.db,
+        "alice",
+        true,
+        KEEP,
+        tessera_server::store::audit::InChange::none(),
+    )
+    .await
+    .unwrap();
     assert_eq!(live().await, 0);
     assert_eq!(
         logouts::waiting(&h.db).await.unwrap(),
@@ -2568,22 +2623,47 @@ async fn disabling_deleting_or_repassing_a_user_ends_their_sessions(backend: Bac
     let none = location(&b.get(&h, &format!("{url}&prompt=none")).await);
     assert_eq!(query_of(&none)["error"], "login_required");
 
-    users::set_disabled(&h.db, "alice", false, KEEP)
-        .await
-        .unwrap();
+    users::set_disabled(
+        &h.db,
+        "alice",
+        false,
+        KEEP,
+        tessera_server::store::audit::InChange::none(),
+    )
+    .await
+    .unwrap();
     sign_in().await;
     let hash = h.hash("a new password").await;
-    users::set_password(&h.db, "alice", &hash, KEEP)
-        .await
-        .unwrap();
+    users::set_password(
+        &h.db,
+        "alice",
+        &hash,
+        KEEP,
+        tessera_server::store::audit::InChange::none(),
+    )
+    .await
+    .unwrap();
     assert_eq!(live().await, 0);
     assert_eq!(logouts::waiting(&h.db).await.unwrap(), 2);
 
-    users::set_password(&h.db, "alice", &h.hash("correct horse").await, KEEP)
-        .await
-        .unwrap();
+    users::set_password(
+        &h.db,
+        "alice",
+        &h.hash("correct horse").await,
+        KEEP,
+        tessera_server::store::audit::InChange::none(),
+    )
+    .await
+    .unwrap();
     sign_in().await;
-    users::delete(&h.db, "alice", KEEP).await.unwrap();
+    users::delete(
+        &h.db,
+        "alice",
+        KEEP,
+        tessera_server::store::audit::InChange::none(),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         logouts::waiting(&h.db).await.unwrap(),
         3,
@@ -2704,6 +2784,99 @@ async fn an_issuer_with_a_trailing_slash_is_kept_as_written(backend: Backend) {
 }
 
 both_backends!(an_issuer_with_a_trailing_slash_is_kept_as_written);
+
+/// An exchange dropped while its code is being spent (the request
+/// timeout; here another connection holds the write lock or the code's
+/// row) leaves the code usable: the claim is not made once its caller
+/// has gone, or, made, it is released. The client's retry gets its
+/// tokens, and nothing is revoked. Before, the release was armed only
+/// once the claim had returned: the retry was a replay, which revokes
+/// what the session had.
+async fn an_exchange_dropped_while_its_code_is_spent_can_be_retried(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let s = setup(&h, "Shop", true).await;
+    let (_browser, code) = signed_in_code(&h, &s).await;
+    let dropped = match backend {
+        Backend::Sqlite => {
+            use sqlx::Connection;
+            let mut holder = sqlx::SqliteConnection::connect(&h.test_db.url)
+                .await
+                .unwrap();
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut holder)
+                .await
+                .unwrap();
+            let dropped = tokio::time::timeout(
+                std::time::Duration::from_millis(500),
+                exchange(&h, &s, &code, VERIFIER),
+            )
+            .await;
+            sqlx::query("COMMIT").execute(&mut holder).await.unwrap();
+            dropped
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&h.test_db.url).await.unwrap();
+            let mut holder = pool.begin().await.unwrap();
+            sqlx::query(
+                "SELECT code_hash FROM authorization_codes WHERE code_hash = $1 FOR UPDATE",
+            )
+            .bind(tessera_server::secret::token_digest(&code))
+            .execute(&mut *holder)
+            .await
+            .unwrap();
+            let dropped = tokio::time::timeout(
+                std::time::Duration::from_millis(500),
+                exchange(&h, &s, &code, VERIFIER),
+            )
+            .await;
+            holder.commit().await.unwrap();
+            pool.close().await;
+            dropped
+        }
+    };
+    assert!(dropped.is_err(), "answered while blocked: {dropped:?}");
+    // Whatever the dropped exchange left running settles: the code is
+    // unspent (never claimed, or released).
+    let unspent = format!(
+        "SELECT COUNT(*) FROM authorization_codes WHERE used_at IS NULL AND code_hash = {}",
+        if matches!(backend, Backend::Sqlite) {
+            "unhex($1)"
+        } else {
+            "decode($1, 'hex')"
+        }
+    );
+    let hex: String = tessera_server::secret::token_digest(&code)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut settled = false;
+    for _ in 0..100 {
+        if h.count(&unspent, &[&hex]).await == 1 {
+            settled = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(settled, "the code stayed spent");
+    let retry = exchange(&h, &s, &code, VERIFIER).await;
+    assert_eq!(retry.status, StatusCode::OK, "{}", retry.text);
+    let refreshed = h
+        .post(
+            "/oauth2/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &retry.str("refresh_token")),
+            ],
+            Some((&s.client_id, &s.secret)),
+        )
+        .await;
+    assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.text);
+    h.finish().await;
+}
+
+both_backends!(an_exchange_dropped_while_its_code_is_spent_can_be_retried);
 
 /// A replay is recorded in the transaction that revokes what the code's
 /// first use issued. One cut short (the process killed, the database
@@ -3050,6 +3223,7 @@ async fn setup_first_party(h: &Harness) -> Setup {
             first_party: true,
             ..NewClient::default()
         },
+        tessera_server::store::audit::InChange::none(),
     )
     .await
     .unwrap();

@@ -26,6 +26,7 @@ both_backends!(
     concurrent_rotations_leave_at_most_one_live_successor,
     concurrent_retries_in_the_grace_period_leave_one_live_successor,
     a_replay_across_instances_with_different_grace_is_reuse,
+    a_replay_from_a_clock_behind_the_use_is_reuse,
     refused_refreshes_change_nothing,
     successors_never_outlive_their_family,
     revocations_and_assertions_are_remembered_until_they_expire,
@@ -152,10 +153,23 @@ async fn a_cut_follows_the_database_clock_not_the_changing_host() {
     let (client, _) = h.client(&[GrantType::ClientCredentials], "read").await;
     let here = tessera_server::store::now();
     let new_hash = h.hash("battery staple").await;
-    users::set_password(&h.db, "alice", &new_hash, KEEP)
-        .await
-        .unwrap();
-    let secret = clients::rotate_secret(&h.db, &client, KEEP).await.unwrap();
+    users::set_password(
+        &h.db,
+        "alice",
+        &new_hash,
+        KEEP,
+        tessera_server::store::audit::InChange::none(),
+    )
+    .await
+    .unwrap();
+    let secret = clients::rotate_secret(
+        &h.db,
+        &client,
+        KEEP,
+        tessera_server::store::audit::InChange::none(),
+    )
+    .await
+    .unwrap();
     let cuts: Vec<(String, i64, i64)> = sqlx::query_as(&format!(
         "SELECT kind, issued_before, keep_until FROM {schema}.revocation_events \
          WHERE kind IN ('user', 'client') ORDER BY id"
@@ -202,7 +216,11 @@ async fn a_maintenance_that_cannot_write_still_reads_the_keys_others_made() {
     let before = h.app.keys.signer(now).unwrap().kid().unwrap().to_owned();
     // Another instance rotates.
     let other = tessera_server::open(h.test_db.config()).await.unwrap();
-    let kids = other.keys.rotate().await.unwrap();
+    let kids = other
+        .keys
+        .rotate(tessera_server::store::audit::InChange::none())
+        .await
+        .unwrap();
     let announce = tessera_server::store::secs(h.test_db.config().keys.announce);
     for change in ["INSERT", "UPDATE", "DELETE"] {
         h.execute(
@@ -247,7 +265,12 @@ async fn a_rotation_by_hand_stores_all_its_keys_or_none_and_says_which() {
         &[],
     )
     .await;
-    assert!(h.app.keys.rotate().await.is_err());
+    assert!(h
+        .app
+        .keys
+        .rotate(tessera_server::store::audit::InChange::none())
+        .await
+        .is_err());
     assert_eq!(count().await, 2, "no key of the rotation");
     h.execute("DROP TRIGGER cut_short", &[]).await;
     // A row no one can open (stored by hand, or damaged).
@@ -257,7 +280,12 @@ async fn a_rotation_by_hand_stores_all_its_keys_or_none_and_says_which() {
         &[],
     )
     .await;
-    let kids = h.app.keys.rotate().await.unwrap();
+    let kids = h
+        .app
+        .keys
+        .rotate(tessera_server::store::audit::InChange::none())
+        .await
+        .unwrap();
     assert_eq!(kids.len(), 2);
     assert_eq!(count().await, 5);
 }
@@ -273,10 +301,24 @@ async fn rotations_by_hand_wait_for_the_keys_they_announced() {
     let tessera_server::db::Pool::Sqlite(writer) = h.db.write() else {
         unreachable!("a SQLite database")
     };
-    h.app.keys.rotate().await.unwrap();
-    h.app.keys.rotate().await.unwrap();
+    h.app
+        .keys
+        .rotate(tessera_server::store::audit::InChange::none())
+        .await
+        .unwrap();
+    h.app
+        .keys
+        .rotate(tessera_server::store::audit::InChange::none())
+        .await
+        .unwrap();
     assert_eq!(keys_stored(writer).await, 6);
-    let refused = h.app.keys.rotate().await.unwrap_err().to_string();
+    let refused = h
+        .app
+        .keys
+        .rotate(tessera_server::store::audit::InChange::none())
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(
         refused.contains("already has 2 keys announced"),
         "{refused}"
@@ -301,7 +343,15 @@ async fn a_rotation_by_hand_takes_the_databases_time_not_its_hosts() {
     let before = h.app.keys.signer(now).unwrap().kid().unwrap().to_owned();
     let (id, secret) = h.client(&[GrantType::ClientCredentials], "read").await;
     let token = h.client_credentials_token(&id, &secret).await;
-    let kids = h.app.keys.rotate_on_clock(now - 3 * 3600).await.unwrap();
+    let kids = h
+        .app
+        .keys
+        .rotate_on_clock(
+            now - 3 * 3600,
+            tessera_server::store::audit::InChange::none(),
+        )
+        .await
+        .unwrap();
     let listed = h.app.keys.list(now);
     for kid in &kids {
         let (info, _) = listed.iter().find(|(k, _)| &k.kid == kid).unwrap();
@@ -464,7 +514,11 @@ async fn a_rotation_by_hand_makes_no_key_of_a_dropped_algorithm(backend: Backend
             .count()
     };
     assert_eq!((count("ES256"), count("ES384")), (1, 1));
-    let rotated = restarted.keys.rotate().await.unwrap();
+    let rotated = restarted
+        .keys
+        .rotate(tessera_server::store::audit::InChange::none())
+        .await
+        .unwrap();
     assert_eq!(rotated.len(), 2, "ES384 and RS256 (ID tokens): {rotated:?}");
     assert_eq!(count("ES256"), 1, "a key of the dropped algorithm was made");
     assert_eq!(count("ES384"), 2);
@@ -554,7 +608,11 @@ async fn a_rotation_by_hand_rotates_the_databases_algorithms_whatever_the_config
     // `tessera keys rotate` run without the server's configuration (the
     // default: ES256).
     let admin = tessera_server::open(h.test_db.config()).await.unwrap();
-    let kids = admin.keys.rotate().await.unwrap();
+    let kids = admin
+        .keys
+        .rotate(tessera_server::store::audit::InChange::none())
+        .await
+        .unwrap();
     let stored = tessera_server::keys::stored(
         &h.db,
         &h.test_db.config().keys,
@@ -588,9 +646,15 @@ async fn cut_offs_outlive_the_longest_token_whatever_the_appenders_configuration
     let sub = h.user("alice", "old password", "read").await;
     let now = tessera_server::store::now();
     let hash = h.hash("new password").await;
-    users::set_password(&h.db, "alice", &hash, KEEP)
-        .await
-        .unwrap();
+    users::set_password(
+        &h.db,
+        "alice",
+        &hash,
+        KEEP,
+        tessera_server::store::audit::InChange::none(),
+    )
+    .await
+    .unwrap();
     // Two hours on, past what the admin command's hour would keep, a token
     // of alice's from before the change still lives: its cut-off must too.
     let later = now + 2 * 3600;
@@ -896,7 +960,7 @@ async fn audit_batches_left_at_shutdown_share_one_grace() {
     let (queue, writer) = audit::AuditQueue::start(db.clone());
     db.close().await;
     for i in 0..3 * 4096 {
-        queue.push(audit::Event::new("unwritten").subject(i.to_string()));
+        queue.push(audit::Event::new("token_issued").subject(i.to_string()));
     }
     drop(queue);
     tokio::time::timeout(std::time::Duration::from_secs(25), writer.finish())
@@ -1202,9 +1266,15 @@ async fn a_cut_is_under_way_for_a_request_by_the_log_not_the_clocks(backend: Bac
     let began = revoked.latest();
     assert!(!revoked.user_cut_since(began, &alice));
     let hash = h.hash("new horse").await;
-    users::set_password(&h.db, "alice", &hash, KEEP)
-        .await
-        .unwrap();
+    users::set_password(
+        &h.db,
+        "alice",
+        &hash,
+        KEEP,
+        tessera_server::store::audit::InChange::none(),
+    )
+    .await
+    .unwrap();
     revoked.sync(&h.db).await.unwrap();
     assert!(revoked.user_cut_since(began, &alice), "under way");
     assert!(!revoked.user_cut_since(began, &bob), "another user");
@@ -1238,6 +1308,7 @@ async fn a_client_given_a_value_twice_stores_it_once(backend: Backend) {
             post_logout_redirect_uris: vec![uri("out"), uri("out")],
             ..NewClient::default()
         },
+        tessera_server::store::audit::InChange::none(),
     )
     .await
     .unwrap();
@@ -1318,6 +1389,7 @@ async fn users_are_unique_and_can_be_disabled_and_deleted(backend: Backend) {
         "x",
         &Scopes::default(),
         &users::Profile::default(),
+        tessera_server::store::audit::InChange::none(),
     )
     .await;
     assert!(
@@ -1332,19 +1404,45 @@ async fn users_are_unique_and_can_be_disabled_and_deleted(backend: Backend) {
         "the hash must not reach Debug output"
     );
 
-    users::set_disabled(&h.db, "alice", true, KEEP)
-        .await
-        .unwrap();
+    users::set_disabled(
+        &h.db,
+        "alice",
+        true,
+        KEEP,
+        tessera_server::store::audit::InChange::none(),
+    )
+    .await
+    .unwrap();
     assert!(users::find(&h.db, "alice").await.unwrap().unwrap().disabled);
     assert!(matches!(
-        users::set_disabled(&h.db, "bob", true, KEEP).await,
+        users::set_disabled(
+            &h.db,
+            "bob",
+            true,
+            KEEP,
+            tessera_server::store::audit::InChange::none()
+        )
+        .await,
         Err(Error::NotFound { .. })
     ));
     assert_eq!(users::list(&h.db, None, 100).await.unwrap().len(), 1);
-    users::delete(&h.db, "alice", KEEP).await.unwrap();
+    users::delete(
+        &h.db,
+        "alice",
+        KEEP,
+        tessera_server::store::audit::InChange::none(),
+    )
+    .await
+    .unwrap();
     assert!(users::find(&h.db, "alice").await.unwrap().is_none());
     assert!(matches!(
-        users::delete(&h.db, "alice", KEEP).await,
+        users::delete(
+            &h.db,
+            "alice",
+            KEEP,
+            tessera_server::store::audit::InChange::none()
+        )
+        .await,
         Err(Error::NotFound { .. })
     ));
     assert!(users::add(
@@ -1352,7 +1450,8 @@ async fn users_are_unique_and_can_be_disabled_and_deleted(backend: Backend) {
         "bad\nname",
         "x",
         &Scopes::default(),
-        &users::Profile::default()
+        &users::Profile::default(),
+        tessera_server::store::audit::InChange::none()
     )
     .await
     .is_err());
@@ -1368,7 +1467,15 @@ async fn users_are_unique_and_can_be_disabled_and_deleted(backend: Backend) {
             ..users::Profile::default()
         },
     ] {
-        let refused = users::add(&h.db, "bob", "x", &Scopes::default(), &wrong).await;
+        let refused = users::add(
+            &h.db,
+            "bob",
+            "x",
+            &Scopes::default(),
+            &wrong,
+            tessera_server::store::audit::InChange::none(),
+        )
+        .await;
         assert!(matches!(refused, Err(Error::Invalid(_))), "{refused:?}");
         assert!(users::find(&h.db, "bob").await.unwrap().is_none());
     }
@@ -1377,9 +1484,16 @@ async fn users_are_unique_and_can_be_disabled_and_deleted(backend: Backend) {
         email: Some("bob@example.com".into()),
         email_verified: Some(true),
     };
-    let bob = users::add(&h.db, "bob", "x", &Scopes::default(), &right)
-        .await
-        .unwrap();
+    let bob = users::add(
+        &h.db,
+        "bob",
+        "x",
+        &Scopes::default(),
+        &right,
+        tessera_server::store::audit::InChange::none(),
+    )
+    .await
+    .unwrap();
     assert_eq!(bob.email.as_deref(), Some("bob@example.com"));
     let stored = users::find(&h.db, "bob").await.unwrap().unwrap();
     assert_eq!(
@@ -1404,7 +1518,14 @@ async fn clients_keep_only_a_digest_of_their_secret(backend: Backend) {
     assert_ne!(stored, secret.as_bytes());
     assert!(!format!("{client:?}").contains(&secret));
 
-    let rotated = clients::rotate_secret(&h.db, &id, KEEP).await.unwrap();
+    let rotated = clients::rotate_secret(
+        &h.db,
+        &id,
+        KEEP,
+        tessera_server::store::audit::InChange::none(),
+    )
+    .await
+    .unwrap();
     assert_ne!(*rotated, secret);
     let client = clients::find(&h.db, &id).await.unwrap().unwrap();
     assert_eq!(
@@ -1421,6 +1542,7 @@ async fn clients_keep_only_a_digest_of_their_secret(backend: Backend) {
             public: true,
             ..NewClient::default()
         },
+        tessera_server::store::audit::InChange::none(),
     )
     .await;
     assert!(matches!(public_cc, Err(Error::Invalid(_))));
@@ -1435,6 +1557,7 @@ async fn clients_keep_only_a_digest_of_their_secret(backend: Backend) {
             jwks: Some(tessera_jose::JwkSet::new(vec![private_jwks]).to_json()),
             ..NewClient::default()
         },
+        tessera_server::store::audit::InChange::none(),
     )
     .await;
     assert!(
@@ -1444,13 +1567,32 @@ async fn clients_keep_only_a_digest_of_their_secret(backend: Backend) {
 
     let public = h.public_client("read").await;
     assert!(matches!(
-        clients::rotate_secret(&h.db, &public, KEEP).await,
+        clients::rotate_secret(
+            &h.db,
+            &public,
+            KEEP,
+            tessera_server::store::audit::InChange::none()
+        )
+        .await,
         Err(Error::Invalid(_))
     ));
-    clients::delete(&h.db, &id, KEEP).await.unwrap();
+    clients::delete(
+        &h.db,
+        &id,
+        KEEP,
+        tessera_server::store::audit::InChange::none(),
+    )
+    .await
+    .unwrap();
     assert!(clients::find(&h.db, &id).await.unwrap().is_none());
     assert!(matches!(
-        clients::rotate_secret(&h.db, &id, KEEP).await,
+        clients::rotate_secret(
+            &h.db,
+            &id,
+            KEEP,
+            tessera_server::store::audit::InChange::none()
+        )
+        .await,
         Err(Error::NotFound { .. })
     ));
     h.finish().await;
@@ -1478,11 +1620,13 @@ async fn rotate(
         Arc::new(MasterKey::create(&dir.path().join("master.key")).unwrap())
     });
     let scopes = Scopes::parse("read").unwrap();
+    let successor = tessera_server::secret::random_token().unwrap();
     let rotation = refresh::Rotation {
         presented: token,
         client_id: client,
         client_scopes: &scopes,
         requested: None,
+        successor: &successor,
     };
     refresh::rotate(db, rotation, policy, master).await
 }
@@ -1536,7 +1680,9 @@ async fn refresh_tokens_rotate_once_and_reuse_revokes_the_family(backend: Backen
     assert_eq!(
         reused.unwrap_err(),
         Refused::Reused {
-            family_id: family_id.clone()
+            family_id: family_id.clone(),
+            subject: "user-1".into(),
+            sid: None,
         }
     );
     assert_eq!(refresh::live_tokens(&h.db, &family_id).await.unwrap(), 0);
@@ -1629,6 +1775,57 @@ async fn concurrent_retries_in_the_grace_period_leave_one_live_successor(backend
     h.finish().await;
 }
 
+/// A token used where the clock ran an hour ahead (another instance, or
+/// this one before its clock stepped back) and replayed now is a replay,
+/// not a retry within the grace window: the window is counted from the
+/// use, and a use "in the future" by more than clocks may differ is not
+/// within it. Before, any replay while this clock was behind got the
+/// successor.
+async fn a_replay_from_a_clock_behind_the_use_is_reuse(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let client = h.public_client("read").await;
+    let (family_id, first) = family(&h, &client).await;
+    rotate(&h.db, &first, &client, &policy(10))
+        .await
+        .unwrap()
+        .unwrap();
+    let ahead = tessera_server::store::now() + 3600;
+    h.execute(
+        &format!("UPDATE refresh_tokens SET used_at = {ahead} WHERE used_at IS NOT NULL"),
+        &[],
+    )
+    .await;
+    let replay = rotate(&h.db, &first, &client, &policy(10)).await.unwrap();
+    assert!(
+        matches!(replay, Err(Refused::Reused { family_id: ref f, .. }) if *f == family_id),
+        "{:?}",
+        replay.as_ref().map(|r| r.retried)
+    );
+    // A use stamped by a clock a second ahead is still within the window.
+    let (other, first) = family(&h, &client).await;
+    rotate(&h.db, &first, &client, &policy(10))
+        .await
+        .unwrap()
+        .unwrap();
+    let ahead = tessera_server::store::now() + 1;
+    h.execute(
+        &format!(
+            "UPDATE refresh_tokens SET used_at = {ahead} \
+             WHERE used_at IS NOT NULL AND family_id = $1"
+        ),
+        &[&other],
+    )
+    .await;
+    let retry = rotate(&h.db, &first, &client, &policy(10))
+        .await
+        .unwrap()
+        .expect("a retry within the grace window");
+    assert!(retry.retried);
+    h.finish().await;
+}
+
 /// An instance with no grace window rotates without keeping the
 /// successor; its holder uses it. The old token replayed at an instance
 /// with a grace window (a rolling deploy that turns it on) is a replay,
@@ -1650,7 +1847,7 @@ async fn a_replay_across_instances_with_different_grace_is_reuse(backend: Backen
         .unwrap();
     let replay = rotate(&h.db, &first, &client, &policy(60)).await.unwrap();
     assert!(
-        matches!(replay, Err(Refused::Reused { family_id: ref f }) if *f == family_id),
+        matches!(replay, Err(Refused::Reused { family_id: ref f, .. }) if *f == family_id),
         "{:?}",
         replay.as_ref().map(|r| r.retried)
     );
@@ -1835,10 +2032,16 @@ async fn a_new_login_renews_its_users_session(backend: Backend) {
         .unwrap()
         .is_none());
     // An ended session is not renewed.
-    sessions::end(&h.db, &session.sid, "logout", KEEP)
-        .await
-        .unwrap()
-        .unwrap();
+    sessions::end(
+        &h.db,
+        &session.sid,
+        "logout",
+        KEEP,
+        tessera_server::store::audit::InChange::none(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert!(sessions::renew(&h.db, &session.sid, login, SESSION)
         .await
         .unwrap()
@@ -1864,10 +2067,16 @@ async fn refresh_families_start_only_in_live_sessions(backend: Backend) {
         .unwrap()
         .expect("a live session starts a family");
     assert!(refresh::lookup(&h.db, &token).await.unwrap().is_some());
-    sessions::end(&h.db, &sid, "logout", KEEP)
-        .await
-        .unwrap()
-        .unwrap();
+    sessions::end(
+        &h.db,
+        &sid,
+        "logout",
+        KEEP,
+        tessera_server::store::audit::InChange::none(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert!(
         refresh::lookup(&h.db, &token).await.unwrap().is_none(),
         "ending the session ended its family"
@@ -1937,9 +2146,15 @@ async fn refresh_families_start_only_in_live_sessions(backend: Backend) {
         .unwrap()
         .expect("the password checked is the user's");
     let new_hash = h.hash("battery staple").await;
-    users::set_password(&h.db, "alice", &new_hash, KEEP)
-        .await
-        .unwrap();
+    users::set_password(
+        &h.db,
+        "alice",
+        &new_hash,
+        KEEP,
+        tessera_server::store::audit::InChange::none(),
+    )
+    .await
+    .unwrap();
     assert!(
         refresh::issue_as(&h.db, "family-4c", of_alice(&client), &policy(0))
             .await
@@ -1975,9 +2190,15 @@ async fn refresh_families_start_only_in_live_sessions(backend: Backend) {
         ..of_alice(&client)
     };
     let none = ScopeChange::Replace(Scopes::parse("").unwrap());
-    users::set_scopes(&h.db, "alice", &none, KEEP)
-        .await
-        .unwrap();
+    users::set_scopes(
+        &h.db,
+        "alice",
+        &none,
+        KEEP,
+        tessera_server::store::audit::InChange::none(),
+    )
+    .await
+    .unwrap();
     assert!(
         refresh::issue_as(&h.db, "family-4e", by_scopes, &policy(0))
             .await
@@ -2000,9 +2221,15 @@ async fn refresh_families_start_only_in_live_sessions(backend: Backend) {
     .is_some());
     // A user disabled (say, while their password was being checked)
     // starts no family; an unknown user neither.
-    users::set_disabled(&h.db, "alice", true, KEEP)
-        .await
-        .unwrap();
+    users::set_disabled(
+        &h.db,
+        "alice",
+        true,
+        KEEP,
+        tessera_server::store::audit::InChange::none(),
+    )
+    .await
+    .unwrap();
     assert!(
         refresh::issue_as(&h.db, "family-5", of_alice(&client), &policy(0))
             .await
@@ -2083,7 +2310,16 @@ async fn a_user_disabled_while_a_family_starts_in_a_session_revokes_it(backend: 
             .unwrap();
     assert_eq!(live.len(), 1);
     let db = h.db.clone();
-    let disable = tokio::spawn(async move { users::set_disabled(&db, "alice", true, KEEP).await });
+    let disable = tokio::spawn(async move {
+        users::set_disabled(
+            &db,
+            "alice",
+            true,
+            KEEP,
+            tessera_server::store::audit::InChange::none(),
+        )
+        .await
+    });
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert!(
         !disable.is_finished(),
@@ -2177,7 +2413,10 @@ async fn refused_refreshes_change_nothing(backend: Backend) {
     );
     assert_eq!(
         refresh::revoke(&h.db, &tok, &client, "test").await.unwrap(),
-        Some(fam.clone())
+        Some(refresh::RevokedFamily {
+            id: fam.clone(),
+            subject: "user-1".into()
+        })
     );
     assert_eq!(refresh::live_tokens(&h.db, &fam).await.unwrap(), 0);
     h.finish().await;
@@ -2478,7 +2717,11 @@ async fn keys_rotate_announce_and_retire(backend: Backend) {
 
     // A rotation publishes the next key at once but signs with it only
     // after the announce period (an hour by default).
-    let next_kid = keys.rotate().await.unwrap().remove(0);
+    let next_kid = keys
+        .rotate(tessera_server::store::audit::InChange::none())
+        .await
+        .unwrap()
+        .remove(0);
     let listed = keys.list(now);
     assert_eq!(listed.len(), 2);
     assert_eq!(listed[1].1, KeyState::Announced);
@@ -2658,7 +2901,11 @@ async fn a_replaced_key_outlives_the_longest_token_any_instance_recorded(backend
     let old_kid = h.app.keys.signer(now).unwrap().kid().unwrap().to_owned();
     // An instance that only reads the keys (its clock ahead).
     let ahead = tessera_server::open(h.test_db.config()).await.unwrap();
-    h.app.keys.rotate().await.unwrap();
+    h.app
+        .keys
+        .rotate(tessera_server::store::audit::InChange::none())
+        .await
+        .unwrap();
     // Another instance starts with four times the lifetime.
     revocation::raise_longest_access_ttl(&h.db, 4 * short)
         .await
@@ -2746,7 +2993,15 @@ async fn a_client_deleted_during_a_rotation_waits_for_it() {
         .await
         .unwrap();
     let (db, id) = (h.db.clone(), client.clone());
-    let deleting = tokio::spawn(async move { clients::delete(&db, &id, KEEP).await });
+    let deleting = tokio::spawn(async move {
+        clients::delete(
+            &db,
+            &id,
+            KEEP,
+            tessera_server::store::audit::InChange::none(),
+        )
+        .await
+    });
     // Time for the delete to reach the lock it waits for.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     sqlx::query(
@@ -2947,7 +3202,12 @@ async fn a_leaked_key_revoked_stops_signing_and_verifying_everywhere_at_once(bac
         "the other instance still signs with the revoked key"
     );
     // A key that does not sign (announced by a rotation): no replacement.
-    let announced = h.app.keys.rotate().await.unwrap();
+    let announced = h
+        .app
+        .keys
+        .rotate(tessera_server::store::audit::InChange::none())
+        .await
+        .unwrap();
     let token = h.client_credentials_token(&admin, &admin_secret).await;
     let r = revoke(announced[0].clone(), token.clone()).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
@@ -2983,13 +3243,27 @@ async fn a_session_past_its_end_is_kept_while_its_families_live(backend: Backend
     let retain = retention::Retention { audit: None };
     retention::prune(&h.db, later, retain).await.unwrap();
     assert!(
-        sessions::end(&h.db, &bare, "test", KEEP)
-            .await
-            .unwrap()
-            .is_none(),
+        sessions::end(
+            &h.db,
+            &bare,
+            "test",
+            KEEP,
+            tessera_server::store::audit::InChange::none()
+        )
+        .await
+        .unwrap()
+        .is_none(),
         "pruned"
     );
-    let ended = sessions::end(&h.db, &offline, "admin", KEEP).await.unwrap();
+    let ended = sessions::end(
+        &h.db,
+        &offline,
+        "admin",
+        KEEP,
+        tessera_server::store::audit::InChange::none(),
+    )
+    .await
+    .unwrap();
     assert!(ended.is_some(), "kept while its family lives");
     assert!(refresh::lookup(&h.db, &token).await.unwrap().is_none());
     h.finish().await;
@@ -3049,7 +3323,16 @@ async fn a_scope_taken_from_a_client_revokes_its_families(backend: Backend) {
     let set = |scopes: &str| {
         let change = ScopeChange::Replace(Scopes::parse(scopes).unwrap());
         let (h, client) = (&h, client.clone());
-        async move { clients::set_scopes(&h.db, &client, &change, KEEP).await }
+        async move {
+            clients::set_scopes(
+                &h.db,
+                &client,
+                &change,
+                KEEP,
+                tessera_server::store::audit::InChange::none(),
+            )
+            .await
+        }
     };
     set("read write more").await.unwrap();
     assert!(refresh::lookup(&h.db, &token).await.unwrap().is_some());
@@ -3057,7 +3340,14 @@ async fn a_scope_taken_from_a_client_revokes_its_families(backend: Backend) {
     assert!(refresh::lookup(&h.db, &token).await.unwrap().is_none());
     let read = ScopeChange::Replace(Scopes::parse("read").unwrap());
     assert!(matches!(
-        clients::set_scopes(&h.db, "nobody", &read, KEEP).await,
+        clients::set_scopes(
+            &h.db,
+            "nobody",
+            &read,
+            KEEP,
+            tessera_server::store::audit::InChange::none()
+        )
+        .await,
         Err(Error::NotFound { .. })
     ));
     h.finish().await;
@@ -3085,12 +3375,48 @@ async fn scope_edits_made_at_once_all_land(backend: Backend) {
     for round in 0..5 {
         let [a, b, c] = ["a", "b", "c"].map(|s| edit(&format!("{s}{round}"), ""));
         let (x, y, z, u, v, w) = tokio::join!(
-            clients::set_scopes(&h.db, &client, &a, KEEP),
-            clients::set_scopes(&h.db, &client, &b, KEEP),
-            clients::set_scopes(&h.db, &client, &c, KEEP),
-            users::set_scopes(&h.db, "alice", &a, KEEP),
-            users::set_scopes(&h.db, "alice", &b, KEEP),
-            users::set_scopes(&h.db, "alice", &c, KEEP),
+            clients::set_scopes(
+                &h.db,
+                &client,
+                &a,
+                KEEP,
+                tessera_server::store::audit::InChange::none()
+            ),
+            clients::set_scopes(
+                &h.db,
+                &client,
+                &b,
+                KEEP,
+                tessera_server::store::audit::InChange::none()
+            ),
+            clients::set_scopes(
+                &h.db,
+                &client,
+                &c,
+                KEEP,
+                tessera_server::store::audit::InChange::none()
+            ),
+            users::set_scopes(
+                &h.db,
+                "alice",
+                &a,
+                KEEP,
+                tessera_server::store::audit::InChange::none()
+            ),
+            users::set_scopes(
+                &h.db,
+                "alice",
+                &b,
+                KEEP,
+                tessera_server::store::audit::InChange::none()
+            ),
+            users::set_scopes(
+                &h.db,
+                "alice",
+                &c,
+                KEEP,
+                tessera_server::store::audit::InChange::none()
+            ),
         );
         for result in [x, y, z, u, v, w] {
             result.unwrap();
@@ -3106,9 +3432,15 @@ async fn scope_edits_made_at_once_all_land(backend: Backend) {
         "only added"
     );
     // Taken away: what the client's families carry goes with it.
-    let now = clients::set_scopes(&h.db, &client, &edit("", "read a0"), KEEP)
-        .await
-        .unwrap();
+    let now = clients::set_scopes(
+        &h.db,
+        &client,
+        &edit("", "read a0"),
+        KEEP,
+        tessera_server::store::audit::InChange::none(),
+    )
+    .await
+    .unwrap();
     assert!(!now.contains("read") && !now.contains("a0") && now.contains("b4"));
     assert!(refresh::lookup(&h.db, &token).await.unwrap().is_none());
     h.finish().await;

@@ -48,6 +48,7 @@ async fn client_credentials_issue_rfc_9068_access_tokens(backend: Backend) {
             access_ttl: Some(300),
             ..NewClient::default()
         },
+        tessera_server::store::audit::InChange::none(),
     )
     .await
     .unwrap();
@@ -359,9 +360,15 @@ async fn a_password_changed_while_logins_are_checked_ends_them_all(backend: Back
         .collect();
     let first = logins.next().await.unwrap().unwrap();
     assert_eq!(first.status, StatusCode::OK, "{}", first.text);
-    users::set_password(&h.db, "alice", &new_hash, KEEP)
-        .await
-        .unwrap();
+    users::set_password(
+        &h.db,
+        "alice",
+        &new_hash,
+        KEEP,
+        tessera_server::store::audit::InChange::none(),
+    )
+    .await
+    .unwrap();
     // As the server's follower of the revocation log would, at once.
     h.app.access.revoked().catch_up(&h.db).await;
     let mut answers = vec![first];
@@ -451,7 +458,14 @@ async fn a_secret_rotated_while_requests_are_answered_ends_them_all(backend: Bac
     let first = requests.next().await.unwrap().unwrap();
     assert_eq!(first.status, StatusCode::OK, "{}", first.text);
     // As `tessera client rotate-secret` through the admin API does.
-    let new_secret = clients::rotate_secret(&h.db, &web, KEEP).await.unwrap();
+    let new_secret = clients::rotate_secret(
+        &h.db,
+        &web,
+        KEEP,
+        tessera_server::store::audit::InChange::none(),
+    )
+    .await
+    .unwrap();
     h.app.access.revoked().catch_up(&h.db).await;
     h.app.clients.forget(&web);
     let mut answers = vec![first];
@@ -502,9 +516,15 @@ async fn password_logins_fail_alike_for_unknown_users_and_wrong_passwords(backen
         "no user enumeration through messages"
     );
 
-    users::set_disabled(&h.db, "alice", true, KEEP)
-        .await
-        .unwrap();
+    users::set_disabled(
+        &h.db,
+        "alice",
+        true,
+        KEEP,
+        tessera_server::store::audit::InChange::none(),
+    )
+    .await
+    .unwrap();
     let disabled = h.login(&web, "alice", "correct horse").await;
     assert_eq!(disabled.json, wrong.json);
     h.finish().await;
@@ -686,6 +706,21 @@ async fn refresh_grant_rotates_and_detects_reuse(backend: Backend) {
         "invalid_grant",
         "the live successor died with its family"
     );
+    // The trail says whose family it was, and which.
+    let alice = tessera_server::store::users::find(&h.db, "alice")
+        .await
+        .unwrap()
+        .unwrap();
+    let detected = crate::wait_for_audit(&h, "refresh_reuse_detected", 1).await;
+    assert_eq!(detected[0].subject.as_deref(), Some(alice.id.as_str()));
+    assert_eq!(detected[0].client_id.as_deref(), Some(web.as_str()));
+    assert!(
+        detected[0]
+            .detail
+            .as_deref()
+            .is_some_and(|d| d.starts_with("family=")),
+        "{detected:?}"
+    );
 
     // Another client cannot use the token.
     let login = h.login(&web, "alice", "correct horse").await;
@@ -797,20 +832,38 @@ async fn disabled_users_cannot_refresh(backend: Backend) {
     let web = h.public_client("read").await;
     h.user("alice", "correct horse", "read").await;
     let login = h.login(&web, "alice", "correct horse").await;
-    users::set_disabled(&h.db, "alice", true, KEEP)
-        .await
-        .unwrap();
+    users::set_disabled(
+        &h.db,
+        "alice",
+        true,
+        KEEP,
+        tessera_server::store::audit::InChange::none(),
+    )
+    .await
+    .unwrap();
     let r = h.refresh(&web, &login.str("refresh_token"), None).await;
     assert_eq!(r.error(), "invalid_grant");
     // A password change ends sessions too.
-    users::set_disabled(&h.db, "alice", false, KEEP)
-        .await
-        .unwrap();
+    users::set_disabled(
+        &h.db,
+        "alice",
+        false,
+        KEEP,
+        tessera_server::store::audit::InChange::none(),
+    )
+    .await
+    .unwrap();
     let login = h.login(&web, "alice", "correct horse").await;
     let hash = h.hash("battery staple").await;
-    users::set_password(&h.db, "alice", &hash, KEEP)
-        .await
-        .unwrap();
+    users::set_password(
+        &h.db,
+        "alice",
+        &hash,
+        KEEP,
+        tessera_server::store::audit::InChange::none(),
+    )
+    .await
+    .unwrap();
     let r = h.refresh(&web, &login.str("refresh_token"), None).await;
     assert_eq!(r.error(), "invalid_grant");
     assert_eq!(
@@ -993,10 +1046,14 @@ async fn jwt_bearer_grant_trades_an_assertion_for_a_token(backend: Backend) {
         jwks: Some(jwks.clone()),
         ..NewClient::default()
     };
-    let issuer = clients::add(&h.db, new(vec![GrantType::JwtBearer]))
-        .await
-        .unwrap()
-        .client_id;
+    let issuer = clients::add(
+        &h.db,
+        new(vec![GrantType::JwtBearer]),
+        tessera_server::store::audit::InChange::none(),
+    )
+    .await
+    .unwrap()
+    .client_id;
     let alice = h.user("alice", "correct horse", "read").await;
     let endpoint = format!("{ISSUER}/oauth2/token");
     let grant = |a: String| {
@@ -1057,10 +1114,19 @@ async fn jwt_bearer_grant_trades_an_assertion_for_a_token(backend: Backend) {
         "x",
         &Scopes::default(),
         &users::Profile::default(),
+        tessera_server::store::audit::InChange::none(),
     )
     .await
     .unwrap();
-    users::set_disabled(&h.db, "bob", true, KEEP).await.unwrap();
+    users::set_disabled(
+        &h.db,
+        "bob",
+        true,
+        KEEP,
+        tessera_server::store::audit::InChange::none(),
+    )
+    .await
+    .unwrap();
     for (name, a) in [
         ("a replay", first),
         ("a forged signature", forged),
@@ -1089,10 +1155,14 @@ async fn jwt_bearer_grant_trades_an_assertion_for_a_token(backend: Backend) {
         )
         .await;
     assert_eq!(r.error(), "invalid_grant", "{}", r.text);
-    let no_grant = clients::add(&h.db, new(vec![GrantType::ClientCredentials]))
-        .await
-        .unwrap()
-        .client_id;
+    let no_grant = clients::add(
+        &h.db,
+        new(vec![GrantType::ClientCredentials]),
+        tessera_server::store::audit::InChange::none(),
+    )
+    .await
+    .unwrap()
+    .client_id;
     let claims = Claims::new()
         .issuer(no_grant.as_str())
         .subject("alice")
@@ -1108,6 +1178,7 @@ async fn jwt_bearer_grant_trades_an_assertion_for_a_token(backend: Backend) {
             grants: vec![GrantType::JwtBearer],
             ..NewClient::default()
         },
+        tessera_server::store::audit::InChange::none(),
     )
     .await;
     assert!(without_keys.is_err(), "jwt-bearer needs registered keys");
@@ -1232,9 +1303,24 @@ async fn a_change_at_another_instance_ends_requests_under_way(backend: Backend, 
     h.app.access.revoked().catch_up(&h.db).await;
     if narrow {
         let read = ScopeChange::Replace(Scopes::parse("read").unwrap());
-        clients::set_scopes(&h.db, &web, &read, KEEP).await.unwrap();
+        clients::set_scopes(
+            &h.db,
+            &web,
+            &read,
+            KEEP,
+            tessera_server::store::audit::InChange::none(),
+        )
+        .await
+        .unwrap();
     } else {
-        clients::rotate_secret(&h.db, &web, KEEP).await.unwrap();
+        clients::rotate_secret(
+            &h.db,
+            &web,
+            KEEP,
+            tessera_server::store::audit::InChange::none(),
+        )
+        .await
+        .unwrap();
     }
     tokio::time::sleep(std::time::Duration::from_millis(u64::from(
         1020 - fraction(),
