@@ -127,15 +127,20 @@ fn is_transient(e: &sqlx::Error) -> bool {
             // `statement_timeout`, or by an operator), and a transaction
             // rolled back by the
             // database that may pass when tried again: 40001
-            // (serialization failure), 40P01 (deadlock detected), and a
-            // lock waited for past `lock_timeout`: 55P03.
+            // (serialization failure), 40P01 (deadlock detected), a
+            // lock waited for past `lock_timeout`: 55P03, a database
+            // that takes no writes for now (25006: a failover under way,
+            // a standby not promoted yet), and a transaction the database
+            // ended for sitting idle (25P03).
             let postgres = code.starts_with("08")
                 || code.starts_with("53")
                 || code.starts_with("57P")
                 || code == "57014"
                 || code == "40001"
                 || code == "40P01"
-                || code == "55P03";
+                || code == "55P03"
+                || code == "25006"
+                || code == "25P03";
             sqlite || postgres
         }),
         _ => false,

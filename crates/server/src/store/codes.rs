@@ -888,6 +888,16 @@ where
             // Another replay marked it since the read.
             None => Redeemed::ReplayedAgain,
             Some((family_id, access_jti, access_expires_at, user_id, sid)) => {
+                if db.is_postgres() {
+                    // The session before its families and the revocation
+                    // log, as a logout and a user's change take them: a
+                    // replay past the allowance ends the session, revoking
+                    // its other families, and two replays of one
+                    // session's codes, each holding its own family, waited
+                    // for each other (a deadlock, the log's lock held).
+                    sqlx::query("SELECT 1 FROM sessions WHERE sid = $1 FOR NO KEY UPDATE")
+                        .bind(&sid).execute(&mut *tx).await?;
+                }
                 if let Some(family) = &family_id {
                     sqlx::query(crate::store::refresh::REVOKE_FAMILY)
                         .bind(at).bind(REPLAYED).bind(family).execute(&mut *tx).await?;

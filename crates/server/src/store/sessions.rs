@@ -86,6 +86,18 @@ pub struct Ended {
 
 pub(crate) const COLUMNS: &str = "sid, user_id, auth_time, created_at, last_seen, expires_at";
 
+/// On PostgreSQL, lock every live session of the user named `$1`, before
+/// their logouts are queued ([`QUEUE_LOGOUTS_OF_USER`]) and they end:
+/// a client recorded in one meanwhile (`add_client`, which holds the
+/// session `FOR SHARE`) either came first, and is queued with the others,
+/// or waits, and finds the session ended. Unlocked, one that committed
+/// between the queueing and the end was never told; and a logout of one of
+/// the sessions, which locks it before queueing its own, deadlocked with
+/// this on a delivery both queued.
+pub(crate) const LOCK_SESSIONS_OF_USER: &str = "SELECT sid FROM sessions \
+     WHERE user_id = (SELECT id FROM users WHERE username = $1) AND ended_at IS NULL \
+     FOR NO KEY UPDATE";
+
 /// Queue the back-channel logouts of every live session of the user named
 /// `$2`, at `$1` (run in the transaction that ends them).
 pub(crate) const QUEUE_LOGOUTS_OF_USER: &str =

@@ -272,6 +272,9 @@ async fn apply(
             // in it (`refresh::issue_as` holds the session `FOR SHARE`), so
             // the revocation below, a statement with a later snapshot, sees
             // that family and revokes it with the others.
+            if db.is_postgres() {
+                sqlx::query(sessions::LOCK_SESSIONS_OF_USER).bind(username).execute(&mut *tx).await?;
+            }
             sqlx::query(sessions::QUEUE_LOGOUTS_OF_USER).bind(at).bind(username).execute(&mut *tx).await?;
             sqlx::query(sessions::END_SESSIONS_OF_USER).bind(at).bind(username).execute(&mut *tx).await?;
             sqlx::query(
@@ -442,6 +445,9 @@ pub async fn delete(
         }
         // The clients of the user's sessions hear of it before the
         // sessions go (with the user, by cascade).
+        if db.is_postgres() {
+            sqlx::query(sessions::LOCK_SESSIONS_OF_USER).bind(username).execute(&mut *tx).await?;
+        }
         sqlx::query(sessions::QUEUE_LOGOUTS_OF_USER).bind(at).bind(username).execute(&mut *tx).await?;
         let deleted: Option<(String,)> = sqlx::query_as("DELETE FROM users WHERE username = $1 RETURNING id")
             .bind(username).fetch_optional(&mut *tx).await?;

@@ -1986,3 +1986,27 @@ async fn an_admin_change_without_its_audit_event_is_not_made(backend: Backend) {
 }
 
 crate::both_backends!(an_admin_change_without_its_audit_event_is_not_made);
+
+/// A PostgreSQL that takes no writes for now (a failover under way, a
+/// standby not promoted yet: SQLSTATE 25006) is a failure that passes:
+/// 503 and a retry, not 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_takes_no_writes_for_now_is_unavailable() {
+    use sqlx::Connection;
+    let Some(h) = Harness::new(Backend::Postgres).await else {
+        return;
+    };
+    let mut conn = sqlx::PgConnection::connect(&h.test_db.url).await.unwrap();
+    sqlx::query("SET default_transaction_read_only = on")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let refused = sqlx::query("INSERT INTO audit_log (at, event) VALUES (0, 'logout')")
+        .execute(&mut conn)
+        .await
+        .unwrap_err();
+    let e = Error::from(refused);
+    assert!(e.is_transient(), "{e:?}");
+    conn.close().await.unwrap();
+    h.finish().await;
+}
