@@ -187,13 +187,19 @@ fn hash_now(password: &[u8]) -> Result<String, Error> {
 /// Whether `password` matches the PHC string `stored`, under the
 /// algorithm, version and parameters recorded in it (so hashes made under
 /// older parameters keep working): what argon2's `verify_password` does,
-/// in `memory` instead of a fresh allocation.
-fn verify_now(password: &[u8], stored: &str, memory: &mut Memory) -> bool {
+/// in `memory` instead of a fresh allocation. A stored hash that cannot
+/// be read (another scheme: users imported with bcrypt hashes, say; a
+/// damaged row) is this server's failure, not a wrong password: said
+/// as [`Error::Hash`], where a `false` told the person their password was
+/// wrong and counted it against the account's login limits.
+fn verify_now(password: &[u8], stored: &str, memory: &mut Memory) -> Result<bool, Error> {
+    let unreadable =
+        || Error::Hash("a stored password hash is not a readable Argon2 PHC string".into());
     let Ok(parsed) = PasswordHash::new(stored) else {
-        return false;
+        return Err(unreadable());
     };
     let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
-        return false;
+        return Err(unreadable());
     };
     let (Ok(algorithm), Ok(version), Ok(params)) = (
         Algorithm::try_from(parsed.algorithm),
@@ -202,19 +208,19 @@ fn verify_now(password: &[u8], stored: &str, memory: &mut Memory) -> bool {
             .map_or(Ok(Version::default()), Version::try_from),
         Params::try_from(&parsed),
     ) else {
-        return false;
+        return Err(unreadable());
     };
     let mut salt_bytes = [0u8; 64];
     let Ok(salt) = salt.decode_b64(&mut salt_bytes) else {
-        return false;
+        return Err(unreadable());
     };
     let blocks = memory.blocks(params.block_count());
     let mut out = Zeroizing::new(vec![0u8; expected.len()]);
     Argon2::new(algorithm, version, params)
         .hash_password_into_with_memory(password, salt, &mut out, blocks)
-        .is_ok()
-        // `Output`'s equality is constant-time.
-        && Output::new(&out).is_ok_and(|computed| computed == expected)
+        .map_err(|e| Error::Hash(e.to_string()))?;
+    // `Output`'s equality is constant-time.
+    Ok(Output::new(&out).is_ok_and(|computed| computed == expected))
 }
 
 impl Passwords {
@@ -312,7 +318,7 @@ impl Passwords {
         let stored = stored.unwrap_or_else(|| DUMMY_HASH.to_owned());
         let matched = self
             .run(move |memory| verify_now(password.as_bytes(), &stored, memory))
-            .await?;
+            .await??;
         Ok(known && matched)
     }
 }
@@ -436,18 +442,37 @@ mod tests {
             let parsed = PasswordHash::new(hash).unwrap();
             for password in [&b"correct horse"[..], b"correct horsf", b""] {
                 let theirs = Argon2::default().verify_password(password, &parsed).is_ok();
-                assert_eq!(verify_now(password, hash, &mut memory), theirs, "{hash}");
+                assert_eq!(
+                    verify_now(password, hash, &mut memory).unwrap(),
+                    theirs,
+                    "{hash}"
+                );
             }
-            assert!(verify_now(b"correct horse", hash, &mut memory) || hash == DUMMY_HASH);
+            assert!(verify_now(b"correct horse", hash, &mut memory).unwrap() || hash == DUMMY_HASH);
         }
         // The largest parameters seen are kept: 19 MiB of 1 KiB blocks.
         assert_eq!(memory.kept(), 19456);
-        // What cannot be a hash never matches.
+        // What cannot be a hash never matches: it is an error, not a
+        // wrong password.
         let good = &stored[0];
         let no_output = &good[..good.rfind('$').unwrap()];
         let other_scheme = good.replace("$argon2id$", "$scrypt$");
-        for bad in ["", "$argon2id$", no_output, &other_scheme, "plain text"] {
-            assert!(!verify_now(b"correct horse", bad, &mut memory), "{bad:?}");
+        let bcrypt = "$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW";
+        for bad in [
+            "",
+            "$argon2id$",
+            no_output,
+            &other_scheme,
+            "plain text",
+            bcrypt,
+        ] {
+            assert!(
+                matches!(
+                    verify_now(b"correct horse", bad, &mut memory),
+                    Err(Error::Hash(_))
+                ),
+                "{bad:?}"
+            );
         }
         memory.release();
         assert_eq!(memory.kept(), 0);

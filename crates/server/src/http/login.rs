@@ -251,7 +251,10 @@ pub async fn submit(
     {
         return forbidden(&pages);
     }
-    let username = form.get("username").unwrap_or_default().to_owned();
+    // A phone keyboard's trailing space (or a pasted name's) is not part
+    // of it: no username begins or ends with white space
+    // (`store::check_name`), so trimming it can match no other account.
+    let username = form.get("username").unwrap_or_default().trim().to_owned();
     let password = Zeroizing::new(form.get("password").unwrap_or_default().to_owned());
     let again = |status, error: Again| {
         render(

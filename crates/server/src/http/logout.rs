@@ -75,9 +75,19 @@ pub async fn end_session(
     if unread_hint {
         tracing::info!("logout: id_token_hint not readable here; asking the person to confirm");
     }
+    // A request this server cannot follow in full (a client_id that is
+    // not the hint's audience, a post_logout_redirect_uri not registered
+    // or with no client to check it against, a state too long) keeps
+    // nobody from signing out: the person confirms, and stays here after
+    // (RP-Initiated Logout §3 forbids only the redirect). An error page
+    // instead left them signed in, on a shared computer, with the
+    // application already signed out on its side.
+    let mut doubtful = false;
     let client_id = match (&hint, params.get("client_id")) {
         (Some(h), Some(id)) if !h.aud.contains(id) => {
-            return bad_request(&pages, "client_id is not the audience of the id_token_hint")
+            tracing::info!("logout: client_id is not the audience of the id_token_hint; asking the person to confirm");
+            doubtful = true;
+            None
         }
         (_, Some(id)) => Some(id.to_owned()),
         (Some(h), None) => h.aud.iter().next().map(str::to_owned),
@@ -86,13 +96,23 @@ pub async fn end_session(
     // With an unread hint and no client_id, there is no client to check
     // a post_logout_redirect_uri against: the person ends on the "signed
     // out" page.
-    let (redirect, state) = if unread_hint && client_id.is_none() {
+    let (redirect, state) = if (unread_hint || doubtful) && client_id.is_none() {
         (None, None)
     } else {
         (params.get("post_logout_redirect_uri"), params.get("state"))
     };
     let target = match resolve(&app, client_id.as_deref(), redirect, state).await {
         Ok(t) => t,
+        Err(_) if redirect.is_some() || state.is_some() => {
+            match resolve(&app, client_id.as_deref(), None, None).await {
+                Ok(t) => {
+                    tracing::info!("logout: its post_logout_redirect_uri or state cannot be followed; asking the person to confirm");
+                    doubtful = true;
+                    t
+                }
+                Err(page) => return page(&pages),
+            }
+        }
         Err(page) => return page(&pages),
     };
     let session = match session_to_end(&app, &headers).await {
@@ -111,7 +131,7 @@ pub async fn end_session(
     // session of someone else who used this browser gets the page.
     let hinted = hint.as_ref().and_then(|h| h.sid.as_deref());
     let named = here.iter().find(|(sid, _)| Some(sid.as_str()) == hinted);
-    if named.is_some_and(|(_, user)| *user == session.user_id) {
+    if !doubtful && named.is_some_and(|(_, user)| *user == session.user_id) {
         return end_and_finish(&app, &pages, &target, &here).await;
     }
     confirm(&app, &pages, &headers, &session, &target).await
@@ -134,7 +154,10 @@ async fn resolve(
         // say) does not keep the person from signing out.
         Some(id) => match app.clients.find(&app.db, id).await {
             Ok(found) => found,
-            Err(_) => return Err(|p| failure(p, &crate::Error::Unavailable("database".into()))),
+            Err(e) => {
+                tracing::warn!(error = %e, "a logout's client could not be read");
+                return Err(|p| failure(p, &crate::Error::Unavailable("database".into())));
+            }
         },
         None => None,
     };

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use aws_lc_rs::digest;
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use minijinja::Environment;
 use serde::Serialize;
@@ -241,10 +241,12 @@ pub fn secure_headers(h: &mut HeaderMap, csp: HeaderValue) {
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    h.insert(
-        HeaderName::from_static("cross-origin-opener-policy"),
-        HeaderValue::from_static("same-origin"),
-    );
+    // No `Cross-Origin-Opener-Policy: same-origin`: a single-page app
+    // signs in (and out) in a popup it opened (oidc-client-ts'
+    // `signinPopup`, auth0-spa-js' `loginWithPopup`), and its callback
+    // page posts the answer to `window.opener`; a login page with that
+    // policy cut the popup from its opener, and the app saw "popup
+    // closed". Framing stays refused (`frame-ancestors 'none'`, DENY).
 }
 
 /// Shared by the handlers.

@@ -23,6 +23,7 @@ both_backends!(
     a_secret_rotated_at_another_instance_ends_requests_under_way,
     a_scope_taken_at_another_instance_ends_requests_under_way,
     failed_logins_are_rate_limited,
+    a_stored_hash_that_cannot_be_read_is_no_wrong_password,
     login_limits_count_the_client_behind_a_trusted_proxy,
     simultaneous_guesses_cannot_outrun_the_limit,
     refresh_grant_rotates_and_detects_reuse,
@@ -605,6 +606,33 @@ async fn failed_logins_are_rate_limited(backend: Backend) {
         let text = format!("{:?} {:?}", e.subject, e.detail);
         !text.contains("hunter2")
     }));
+    h.finish().await;
+}
+
+/// A user whose stored hash is not Argon2 (imported with a bcrypt hash,
+/// or a damaged row) gets a server error, not "wrong password", and the
+/// attempts count against no limit: the operator has a fault to fix, and
+/// the person is not locked out for it.
+async fn a_stored_hash_that_cannot_be_read_is_no_wrong_password(backend: Backend) {
+    let Some(h) = Harness::with(backend, |c| c.max_login_failures = 3).await else {
+        return;
+    };
+    let web = h.public_client("read").await;
+    tessera_server::store::users::add(
+        &h.db,
+        "imported",
+        "$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW",
+        &tessera_server::store::Scopes::parse("read").unwrap(),
+        &tessera_server::store::users::Profile::default(),
+        tessera_server::store::audit::InChange::none(),
+    )
+    .await
+    .unwrap();
+    for _ in 0..5 {
+        let r = h.login(&web, "imported", "correct horse").await;
+        assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.text);
+        assert_eq!(r.error(), "server_error");
+    }
     h.finish().await;
 }
 
