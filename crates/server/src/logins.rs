@@ -154,11 +154,50 @@ impl LoginLimiter {
             });
         }
         let mut state = self.lock();
+        if let Some(wait) = self.wait(&state, &keys, now) {
+            return Err(wait);
+        }
+        for key in &keys {
+            *state.in_flight.entry(*key).or_default() += 1;
+        }
+        Ok(Attempt {
+            limiter: self,
+            keys,
+            outcome: Outcome::Failed,
+        })
+    }
+
+    /// Whether `username` or `addr` has used up its failures in the
+    /// window at `now` (attempts in flight aside), and for how long: a
+    /// failure after which this is `Some` locked them out, the moment the
+    /// audit trail records (`login_locked`).
+    pub fn locked_out(
+        &self,
+        username: &str,
+        addr: Option<IpAddr>,
+        now: Instant,
+    ) -> Option<Duration> {
+        if self.max_failures == 0 {
+            return None;
+        }
+        let keys = self.keys(username, addr);
+        let state = self.lock();
+        keys.iter()
+            .filter(|key| !matches!(key, Key::Network(_)))
+            .filter_map(|key| {
+                let recent = self.recent(state.failures.get(key), now);
+                (recent.len() >= self.max_failures).then(|| self.until_oldest_leaves(&recent, now))
+            })
+            .max()
+    }
+
+    /// The wait `keys` are under in `state` at `now`, if any.
+    fn wait(&self, state: &State, keys: &[Key], now: Instant) -> Option<Duration> {
         let mut wait = None;
         let mut wait_at_least = |until: Duration| {
             wait = Some(wait.map_or(until, |w: Duration| w.max(until)));
         };
-        for key in &keys {
+        for key in keys {
             if let Key::User(user) = key {
                 let max_successes = self.max_failures.saturating_mul(SUCCESSES_PER_FAILURE);
                 let succeeded = state.failures.get(&Key::Succeeded(*user));
@@ -183,17 +222,7 @@ impl LoginLimiter {
                 wait_at_least(self.until_oldest_leaves(&recent, now));
             }
         }
-        if let Some(wait) = wait {
-            return Err(wait.max(Duration::from_secs(1)));
-        }
-        for key in &keys {
-            *state.in_flight.entry(*key).or_default() += 1;
-        }
-        Ok(Attempt {
-            limiter: self,
-            keys,
-            outcome: Outcome::Failed,
-        })
+        wait.map(|wait| wait.max(Duration::from_secs(1)))
     }
 
     /// The times of `record` within the window.

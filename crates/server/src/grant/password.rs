@@ -127,6 +127,15 @@ impl Login<'_> {
                 drop(attempt);
                 self.audit
                     .push(event("login_failed").detail(format!("{how}: {why}")));
+                // The failure that used up the window's: the trail says
+                // when an account or an address was locked out, and for
+                // how long (the refusals after it are counted in
+                // metrics, not written one by one).
+                if let Some(wait) = self.logins.locked_out(username, peer, Instant::now()) {
+                    self.audit.push(
+                        event("login_locked").detail(format!("{how} for={}s", wait.as_secs())),
+                    );
+                }
                 Err(Denied::Wrong)
             }
         }

@@ -505,15 +505,25 @@ fn respond(
             }
             Err(_) => bad_request(pages, "the redirect URI is not a URL"),
         },
-        ResponseMode::FormPost => pages.render(
-            StatusCode::OK,
-            "form_post.html",
-            minijinja::context! {
-                client_name,
-                action => redirect_uri,
-                fields => fields.iter().map(|(k, v)| (k.to_string(), v.clone())).collect::<Vec<_>>(),
-            },
-        ),
+        ResponseMode::FormPost => {
+            let mut page = pages.render(
+                StatusCode::OK,
+                "form_post.html",
+                minijinja::context! {
+                    client_name,
+                    action => redirect_uri,
+                    fields => fields.iter().map(|(k, v)| (k.to_string(), v.clone())).collect::<Vec<_>>(),
+                },
+            );
+            // The POST to the client carries this server's origin: under
+            // `no-referrer` its `Origin` header is `null`, which an
+            // application that checks where POSTs come from (Django's
+            // CSRF_TRUSTED_ORIGINS, Go's CrossOriginProtection) refuses.
+            // The origin alone: the page's address stays unsaid.
+            page.headers_mut()
+                .insert(header::REFERRER_POLICY, HeaderValue::from_static("origin"));
+            page
+        }
     }
 }
 

@@ -28,7 +28,7 @@ pub struct Event {
 /// Every kind of event the trail holds ([`Event::event`]; docs/server.md
 /// says what each records). The admin API's filter refuses any other
 /// name: a misspelt one would find nothing, and read as "none happened".
-pub const EVENTS: [&str; 30] = [
+pub const EVENTS: [&str; 31] = [
     "assertion_accepted",
     "backchannel_logout_failed",
     "backup_written",
@@ -44,6 +44,7 @@ pub const EVENTS: [&str; 30] = [
     "key_rotation_started",
     "login_failed",
     "login_family_revoked",
+    "login_locked",
     "login_succeeded",
     "logout",
     "refresh_reuse_detected",

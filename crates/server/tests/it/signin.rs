@@ -1975,6 +1975,9 @@ async fn prompt_max_age_login_hint_and_form_post(backend: Backend) {
         csp.contains("script-src 'sha256-") && !csp.contains("unsafe-inline"),
         "{csp}"
     );
+    // Its POST says where it comes from (an `Origin`, not `null`), and
+    // nothing more.
+    assert_eq!(posted.headers[header::REFERRER_POLICY], "origin");
     // An unsupported response_mode is an error at the client, in the query.
     let bad = b
         .get(

@@ -598,6 +598,16 @@ async fn failed_logins_are_rate_limited(backend: Backend) {
     assert!(failures
         .iter()
         .all(|e| !e.detail.as_deref().unwrap_or("").contains("guess")));
+    // The third failure locked the account out: said once, with how long.
+    let locked = wait_for_audit(&h, "login_locked", 1).await;
+    assert_eq!(locked[0].subject.as_deref(), Some("alice"));
+    assert!(
+        locked[0]
+            .detail
+            .as_deref()
+            .is_some_and(|d| d.contains("for=")),
+        "{locked:?}"
+    );
     // What was typed as the name of no account (a password in the wrong
     // field, often) is not kept.
     h.login(&web, "hunter2-typed-as-name", "guess").await;
