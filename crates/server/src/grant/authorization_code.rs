@@ -299,25 +299,21 @@ impl Release {
     }
 
     /// Release the code (as far as it still can be: not once a replay has
-    /// marked it). A failure is logged: the retry then counts as a
-    /// replay, as it would have without this.
-    pub async fn apply(self, db: &Db, audit: &AuditQueue) {
-        match codes::release(db, &self.code_hash, &self.access_jti).await {
-            Ok(true) => audit.push(Event::new("code_released").client(&self.client_id).detail(
+    /// marked it). A failure is the caller's to try again
+    /// ([`super::Armed`]).
+    pub async fn apply(&self, db: &Db, audit: &AuditQueue) -> Result<(), crate::Error> {
+        match codes::release(db, &self.code_hash, &self.access_jti).await? {
+            true => audit.push(Event::new("code_released").client(&self.client_id).detail(
                 format!(
                     "jti={} exchange failed, code may be presented again",
                     self.access_jti
                 ),
             )),
-            Ok(false) => tracing::info!(
+            false => tracing::info!(
                 client_id = %self.client_id,
                 "a code whose exchange failed was not released: it was replayed meanwhile"
             ),
-            Err(e) => tracing::warn!(
-                client_id = %self.client_id,
-                error = %e,
-                "a code whose exchange failed could not be released: a retry will count as a replay"
-            ),
         }
+        Ok(())
     }
 }

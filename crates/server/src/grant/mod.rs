@@ -172,15 +172,68 @@ impl TakeBack {
         matches!(self, TakeBack::Family(_)) || server_failed
     }
 
-    /// Take it back, as far as it still can be.
-    pub async fn apply(self, db: &Db, audit: &AuditQueue) {
+    /// Take it back, as far as it still can be; an error when the
+    /// database could not be reached (worth trying again).
+    pub async fn apply(&self, db: &Db, audit: &AuditQueue) -> Result<(), crate::Error> {
         match self {
             TakeBack::Rotation(unrotate) => unrotate.apply(db, audit).await,
             TakeBack::Code(release) => release.apply(db, audit).await,
             TakeBack::Family(unissued) => unissued.apply(db, audit).await,
         }
     }
+
+    /// What happens if it is never done.
+    fn if_never_done(&self) -> &'static str {
+        match self {
+            TakeBack::Rotation(_) => {
+                "the client's retry will count as reuse and revoke its session"
+            }
+            TakeBack::Code(_) => "the client's retry will count as a replay",
+            TakeBack::Family(_) => "the family lives on, held by no one, until it expires",
+        }
+    }
+
+    /// Take it back, trying again while the database cannot be reached
+    /// (its failure is most often why the answer failed): the first
+    /// attempt is said on `first` (the 503 waits for it), the others go
+    /// on after, until the client's retry (`Retry-After: 5`) is likely.
+    async fn apply_until_done(
+        self,
+        db: Db,
+        audit: AuditQueue,
+        first: tokio::sync::oneshot::Sender<()>,
+    ) {
+        let mut first = Some(first);
+        let mut wait = std::time::Duration::from_millis(250);
+        for attempt in 1..=TAKE_BACK_ATTEMPTS {
+            let done = self.apply(&db, &audit).await;
+            if let Some(first) = first.take() {
+                let _ = first.send(());
+            }
+            match done {
+                Ok(()) => return,
+                Err(e) if attempt == TAKE_BACK_ATTEMPTS => {
+                    tracing::warn!(
+                        take_back = ?self,
+                        error = %e,
+                        "an answer that failed could not be taken back: {}",
+                        self.if_never_done()
+                    );
+                }
+                Err(e) => {
+                    tracing::debug!(take_back = ?self, error = %e, attempt, "a take-back failed; trying again");
+                    tokio::time::sleep(wait).await;
+                    wait = wait.saturating_mul(2);
+                }
+            }
+        }
+    }
 }
+
+/// Attempts at a take-back: the last about 4 s after the first (0.25,
+/// 0.5, 1 and 2 s apart), before a client that obeys `Retry-After: 5`
+/// comes back.
+const TAKE_BACK_ATTEMPTS: u32 = 5;
 
 /// A [`TakeBack`] applied if it is dropped before it was settled: the
 /// request timeout drops a request where it waits (a lock, the cut-off's
@@ -219,20 +272,25 @@ impl Armed {
     /// The answer failed: take it back now, before the answer goes out
     /// (so that the client's retry finds it done), in a task of its own
     /// (so that the request dropped meanwhile does not cancel it half
-    /// way).
+    /// way), which tries again for a few seconds if the database cannot
+    /// be reached; the answer waits for the first attempt only.
     pub async fn apply(mut self) {
-        if let Some(running) = self.spawn() {
-            if let Err(e) = running.await {
-                tracing::error!(error = %e, "a take-back's task failed");
+        if let Some(first) = self.spawn() {
+            if first.await.is_err() {
+                tracing::error!("a take-back's task ended before its first attempt");
             }
         }
     }
 
-    fn spawn(&mut self) -> Option<tokio::task::JoinHandle<()>> {
+    fn spawn(&mut self) -> Option<tokio::sync::oneshot::Receiver<()>> {
         let take_back = self.take_back.take()?;
         let (db, audit) = (self.db.clone(), self.audit.clone());
+        let (first, first_done) = tokio::sync::oneshot::channel();
         match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => Some(runtime.spawn(async move { take_back.apply(&db, &audit).await })),
+            Ok(runtime) => {
+                runtime.spawn(take_back.apply_until_done(db, audit, first));
+                Some(first_done)
+            }
             Err(_) => {
                 tracing::warn!(?take_back, "no runtime to take back a failed answer on");
                 None

@@ -240,22 +240,19 @@ impl Unissued {
         })
     }
 
-    /// Revoke it (a failure is logged: the family lives on unheld until
-    /// it expires, as it would have without this).
-    pub async fn apply(self, db: &Db, audit: &AuditQueue) {
-        match refresh::revoke_by_digest(db, &self.digest, &self.client_id, UNANSWERED).await {
-            Ok(Some(family)) => audit.push(
+    /// Revoke it (a failure is the caller's to try again,
+    /// [`super::Armed`]).
+    pub async fn apply(&self, db: &Db, audit: &AuditQueue) -> Result<(), crate::Error> {
+        if let Some(family) =
+            refresh::revoke_by_digest(db, &self.digest, &self.client_id, UNANSWERED).await?
+        {
+            audit.push(
                 Event::new("login_family_revoked")
                     .client(&self.client_id)
                     .subject(family.subject)
                     .detail(format!("family={} answer failed", family.id)),
-            ),
-            Ok(None) => {}
-            Err(e) => tracing::warn!(
-                client_id = %self.client_id,
-                error = %e,
-                "the refresh family of a login whose answer failed could not be revoked"
-            ),
+            );
         }
+        Ok(())
     }
 }

@@ -184,27 +184,23 @@ impl Unrotate {
     }
 
     /// Take the rotation back (as far as it still can be: not once the
-    /// successor is gone). A failure is logged: the retry then counts as
-    /// reuse, as it would have without this.
-    pub async fn apply(self, db: &Db, audit: &AuditQueue) {
-        match refresh::take_back(db, &self.presented, &self.successor).await {
-            Ok(Some(family_id)) => audit.push(
+    /// successor is gone). A failure is the caller's to try again
+    /// ([`super::Armed`]).
+    pub async fn apply(&self, db: &Db, audit: &AuditQueue) -> Result<(), crate::Error> {
+        match refresh::take_back(db, &self.presented, &self.successor).await? {
+            Some(family_id) => audit.push(
                 Event::new("refresh_rotation_taken_back")
                     .client(&self.client_id)
                     .detail(format!(
                         "family={family_id} answer failed, presented token live again"
                     )),
             ),
-            Ok(None) => tracing::info!(
+            None => tracing::info!(
                 client_id = %self.client_id,
                 "a refresh rotation whose answer failed was not taken back: its successor is gone or \
                  used, or its session was revoked meanwhile"
             ),
-            Err(e) => tracing::warn!(
-                client_id = %self.client_id,
-                error = %e,
-                "a refresh rotation whose answer failed could not be taken back: a retry will revoke its session"
-            ),
         }
+        Ok(())
     }
 }

@@ -702,6 +702,77 @@ async fn a_refresh_whose_answer_failed_can_be_retried(backend: Backend) {
     h.finish().await;
 }
 
+/// A take-back whose first attempt fails (the database refuses it for a
+/// moment: most often the same trouble that failed the answer) is tried
+/// again in the seconds after, before the client's retry comes: the
+/// presented token is live again. Before, one attempt was all, and the
+/// retry revoked the session.
+async fn a_take_back_the_database_refused_at_first_is_tried_again(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let web = h.public_client("read").await;
+    let alice = h.user("alice", "correct horse", "read").await;
+    let first = h
+        .login(&web, "alice", "correct horse")
+        .await
+        .str("refresh_token");
+    // The take-back deletes the successor nobody saw: refused for now.
+    match backend {
+        Backend::Sqlite => {
+            h.execute(
+                "CREATE TRIGGER refuse_take_back BEFORE DELETE ON refresh_tokens \
+                 BEGIN SELECT RAISE(ABORT, 'refused for now'); END",
+                &[],
+            )
+            .await
+        }
+        Backend::Postgres => {
+            h.execute(
+                "CREATE FUNCTION refuse_take_back() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN RAISE EXCEPTION 'refused for now'; END $$",
+                &[],
+            )
+            .await;
+            h.execute(
+                "CREATE TRIGGER refuse_take_back BEFORE DELETE ON refresh_tokens \
+                 FOR EACH ROW EXECUTE FUNCTION refuse_take_back()",
+                &[],
+            )
+            .await
+        }
+    }
+    h.cut_ahead(&alice, 6).await;
+    let failed = h.refresh(&web, &first, None).await;
+    assert_eq!(
+        failed.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        failed.text
+    );
+    assert!(
+        tessera_server::store::refresh::lookup(&h.db, &first)
+            .await
+            .unwrap()
+            .is_none(),
+        "taken back at the first attempt, which the trigger refuses"
+    );
+    let drop_trigger = match backend {
+        Backend::Sqlite => "DROP TRIGGER refuse_take_back",
+        Backend::Postgres => "DROP TRIGGER refuse_take_back ON refresh_tokens",
+    };
+    h.execute(drop_trigger, &[]).await;
+    wait_for_audit(&h, "refresh_rotation_taken_back", 1).await;
+    assert!(
+        tessera_server::store::refresh::lookup(&h.db, &first)
+            .await
+            .unwrap()
+            .is_some(),
+        "the presented token is live again"
+    );
+    h.finish().await;
+}
+
 /// The same when the request is dropped before it answered (the request
 /// timeout drops the handler where it waits, here for the cut-off): the
 /// rotation is taken back all the same.
@@ -853,6 +924,7 @@ crate::both_backends!(
     a_rotation_of_a_revoked_session_is_not_taken_back,
     a_refresh_dropped_before_it_answered_is_taken_back,
     a_refresh_dropped_while_it_rotates_leaves_the_token_live,
+    a_take_back_the_database_refused_at_first_is_tried_again,
     an_instance_that_cannot_read_the_keys_again_says_so,
     an_unknown_revocation_kind_stops_the_instance_that_cannot_read_it,
     a_start_refuses_a_schema_a_newer_version_made,
