@@ -136,17 +136,82 @@ pub async fn page(
     )
     .await
     {
-        Ok((pending, request, client, browser)) => render(
-            &pages,
-            StatusCode::OK,
-            &pending.id,
-            &browser,
-            &client.name,
-            request.login_hint.as_deref().unwrap_or_default(),
-            None,
-        ),
+        Ok((pending, request, client, browser)) => {
+            if let Some(onward) = signed_in_meanwhile(
+                &app, &pages, &headers, &client, &request, &pending, &browser,
+            )
+            .await
+            {
+                return onward;
+            }
+            render(
+                &pages,
+                StatusCode::OK,
+                &pending.id,
+                &browser,
+                &client.name,
+                request.login_hint.as_deref().unwrap_or_default(),
+                None,
+            )
+        }
         Err(page) => page,
     }
+}
+
+/// The login page of a browser that is signed in already (in another
+/// tab, meanwhile; or back from the consent page): the request goes on
+/// from that session, as the authorization endpoint would take it. Not
+/// when it needs this login (`prompt=login`, a `max_age` passed) or
+/// would be refused (someone else than the `id_token_hint` names): the
+/// form, as before. A failure to read the session shows the form too.
+async fn signed_in_meanwhile(
+    app: &App,
+    pages: &SharedPages,
+    headers: &HeaderMap,
+    client: &Client,
+    request: &AuthorizationRequest,
+    pending: &Pending,
+    browser: &str,
+) -> Option<Response> {
+    let cookie = jar(app).get(headers, cookies::SESSION)?;
+    let session =
+        sessions::find_for_client(&app.db, &cookie, app.config.sessions, &client.client_id)
+            .await
+            .ok()??;
+    let remembered = session
+        .consent
+        .as_deref()
+        .map(crate::store::Scopes::parse)
+        .transpose()
+        .ok()?;
+    let user_scopes = crate::store::Scopes::parse(&session.user_scopes).ok()?;
+    let next = crate::signin::next(
+        request,
+        client,
+        Some(&session.session),
+        false,
+        remembered.as_ref(),
+        &user_scopes,
+        now(),
+    );
+    if !matches!(
+        next,
+        crate::signin::Next::Issue(_) | crate::signin::Next::Consent
+    ) {
+        return None;
+    }
+    let onward = proceed(
+        app,
+        pages,
+        client,
+        request.clone(),
+        Some(session),
+        false,
+        browser,
+        Some(pending),
+    )
+    .await;
+    Some(onward.unwrap_or_else(|e| failure(pages, &e)))
 }
 
 /// Why the login form is shown again: its words, and a stable key for

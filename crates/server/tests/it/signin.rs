@@ -481,6 +481,55 @@ async fn code_replay_revokes_what_it_issued(backend: Backend) {
     h.finish().await;
 }
 
+/// Two tabs on the login page; the person signs in in one, then comes
+/// back to the other (or reloads it): it goes on from the session, as the
+/// authorization endpoint would, not ask for the password again. A
+/// request that asks for a login (`prompt=login`) still gets the form.
+async fn a_login_page_of_a_browser_signed_in_meanwhile_goes_on(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let s = setup(&h, "Shop", true).await;
+    let mut b = Browser::default();
+    let tab_a = location(&b.get(&h, &authorize_url(&s.client_id, &[])).await);
+    let tab_b = location(
+        &b.get(&h, &authorize_url(&s.client_id, &[("login_hint", "alice")]))
+            .await,
+    );
+    let forced = location(
+        &b.get(&h, &authorize_url(&s.client_id, &[("prompt", "login")]))
+            .await,
+    );
+    assert!(tab_b.starts_with("/login?request="), "{tab_b}");
+    let page = b.get(&h, &tab_a).await;
+    let back = b
+        .log_in_form(
+            &h,
+            &hidden(&page.text, "request"),
+            &hidden(&page.text, "csrf_token"),
+            "alice",
+            "correct horse",
+        )
+        .await;
+    assert!(query_of(&location(&back)).contains_key("code"));
+    let onward = b.get(&h, &tab_b).await;
+    assert_eq!(onward.status, StatusCode::SEE_OTHER, "{}", onward.text);
+    let answer = query_of(&location(&onward));
+    assert_eq!(answer["state"], "st-1");
+    let tokens = exchange(&h, &s, &answer["code"], VERIFIER).await;
+    assert_eq!(tokens.status, StatusCode::OK, "{}", tokens.text);
+    // The same page again: answered already.
+    let again = b.get(&h, &tab_b).await;
+    assert!(again.text.contains("Already done"), "{}", again.text);
+    // prompt=login: the form, whatever the session.
+    let form = b.get(&h, &forced).await;
+    assert_eq!(form.status, StatusCode::OK);
+    assert!(form.text.contains("name=\"password\""), "{}", form.text);
+    h.finish().await;
+}
+
+both_backends!(a_login_page_of_a_browser_signed_in_meanwhile_goes_on);
+
 /// A username typed with spaces around it (a phone keyboard's, a paste)
 /// logs in: no username has them, and "wrong username or password"
 /// cost the person one of their tries.
