@@ -71,11 +71,26 @@ async fn consent_of(
         .map_err(|e| failure(pages, &e))?
         .filter(|s| pending.sid.as_deref() == Some(s.sid.as_str()));
     let Some(session) = session else {
-        return Err(pages.error(
+        // The same request, on its way to the login page again (the
+        // session it was sealed with is gone, or the browser has another
+        // person's now): one click on, where a page said to start over at
+        // the application.
+        let again = pending::seal(
+            &app.keys.master(),
+            &browser,
+            &request,
+            None,
+            Some(&pending),
+            now(),
+        )
+        .map_err(|e| failure(pages, &e))?;
+        return Err(pages.error_with_action(
             StatusCode::BAD_REQUEST,
             "You are not signed in",
-            "The session this request belongs to has ended.",
-            "Go back to the application and sign in again.",
+            "The session this request belongs to has ended, or someone else has signed in \
+             in this browser since.",
+            "Sign in again to go on, or go back to the application.",
+            ("Sign in again", &format!("/login?request={again}")),
         ));
     };
     Ok((pending, request, client, browser, session))

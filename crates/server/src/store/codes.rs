@@ -643,10 +643,13 @@ async fn commit_groups(db: Db, mut rx: tokio::sync::mpsc::Receiver<Queued>) {
                         // released here, after the commit, so that the
                         // client's retry is no replay.
                         if let Err(Ok(Some(_))) = done.send(Ok(mine)) {
-                            // In a task of its own: a storm of timeouts
-                            // must not hold the next groups up.
-                            let (db, claim) = (db.clone(), claim.clone());
-                            tokio::spawn(async move { release_unreceived(&db, &claim).await });
+                            // Before the next group, where the client's
+                            // retry may wait: released in a task of its
+                            // own, the retry's claim could come first,
+                            // fail on the spent code, and then read it
+                            // released ("unknown code"). Releases are of
+                            // exchanges that went away, which are few.
+                            release_unreceived(&db, claim).await;
                         }
                     }
                 }

@@ -530,6 +530,90 @@ async fn a_login_page_of_a_browser_signed_in_meanwhile_goes_on(backend: Backend)
 
 both_backends!(a_login_page_of_a_browser_signed_in_meanwhile_goes_on);
 
+/// A consent sent after its session ended (another tab's logout, the idle
+/// time) offers one click on: the same request, at the login page; after
+/// the login the person is asked again and the application gets its code
+/// with its own state. Before, the page said to start over at the
+/// application.
+async fn a_consent_sent_after_its_session_ended_leads_to_the_login(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let s = setup(&h, "Shop", false).await;
+    let mut b = Browser::default();
+    let to_consent = location(
+        &log_in(
+            &h,
+            &mut b,
+            &authorize_url(&s.client_id, &[]),
+            "correct horse",
+        )
+        .await,
+    );
+    assert!(to_consent.starts_with("/consent"), "{to_consent}");
+    let consent = b.get(&h, &to_consent).await;
+    let started = sessions::of_browser(&h.db, &b.cookies["__Host-tessera-browser"])
+        .await
+        .unwrap();
+    for (sid, _) in &started {
+        sessions::end(
+            &h.db,
+            sid,
+            "test",
+            KEEP,
+            tessera_server::store::audit::InChange::none(),
+        )
+        .await
+        .unwrap();
+    }
+    let late = b
+        .post(
+            &h,
+            "/consent",
+            &[
+                ("request", &hidden(&consent.text, "request")),
+                ("csrf_token", &hidden(&consent.text, "csrf_token")),
+                ("decision", "allow"),
+            ],
+        )
+        .await;
+    assert_eq!(late.status, StatusCode::BAD_REQUEST, "{}", late.text);
+    let again = link(&late.text, "action");
+    assert!(again.starts_with("/login?request="), "{again}");
+    let page = b.get(&h, &again).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    let asked = b
+        .log_in_form(
+            &h,
+            &hidden(&page.text, "request"),
+            &hidden(&page.text, "csrf_token"),
+            "alice",
+            "correct horse",
+        )
+        .await;
+    let to_consent = location(&asked);
+    assert!(to_consent.starts_with("/consent"), "{to_consent}");
+    let consent = b.get(&h, &to_consent).await;
+    let allowed = b
+        .post(
+            &h,
+            "/consent",
+            &[
+                ("request", &hidden(&consent.text, "request")),
+                ("csrf_token", &hidden(&consent.text, "csrf_token")),
+                ("decision", "allow"),
+            ],
+        )
+        .await;
+    let answer = query_of(&location(&allowed));
+    assert_eq!(answer["state"], "st-1");
+    let tokens = exchange(&h, &s, &answer["code"], VERIFIER).await;
+    assert_eq!(tokens.status, StatusCode::OK, "{}", tokens.text);
+    h.finish().await;
+}
+
+both_backends!(a_consent_sent_after_its_session_ended_leads_to_the_login);
+
 /// A username typed with spaces around it (a phone keyboard's, a paste)
 /// logs in: no username has them, and "wrong username or password"
 /// cost the person one of their tries.
