@@ -718,30 +718,8 @@ async fn a_take_back_the_database_refused_at_first_is_tried_again(backend: Backe
         .await
         .str("refresh_token");
     // The take-back deletes the successor nobody saw: refused for now.
-    match backend {
-        Backend::Sqlite => {
-            h.execute(
-                "CREATE TRIGGER refuse_take_back BEFORE DELETE ON refresh_tokens \
-                 BEGIN SELECT RAISE(ABORT, 'refused for now'); END",
-                &[],
-            )
-            .await
-        }
-        Backend::Postgres => {
-            h.execute(
-                "CREATE FUNCTION refuse_take_back() RETURNS trigger LANGUAGE plpgsql AS \
-                 $$ BEGIN RAISE EXCEPTION 'refused for now'; END $$",
-                &[],
-            )
-            .await;
-            h.execute(
-                "CREATE TRIGGER refuse_take_back BEFORE DELETE ON refresh_tokens \
-                 FOR EACH ROW EXECUTE FUNCTION refuse_take_back()",
-                &[],
-            )
-            .await
-        }
-    }
+    h.refuse("refuse_take_back", "BEFORE DELETE ON refresh_tokens")
+        .await;
     h.cut_ahead(&alice, 6).await;
     let failed = h.refresh(&web, &first, None).await;
     assert_eq!(
@@ -757,11 +735,7 @@ async fn a_take_back_the_database_refused_at_first_is_tried_again(backend: Backe
             .is_none(),
         "taken back at the first attempt, which the trigger refuses"
     );
-    let drop_trigger = match backend {
-        Backend::Sqlite => "DROP TRIGGER refuse_take_back",
-        Backend::Postgres => "DROP TRIGGER refuse_take_back ON refresh_tokens",
-    };
-    h.execute(drop_trigger, &[]).await;
+    h.allow("refuse_take_back", "refresh_tokens").await;
     wait_for_audit(&h, "refresh_rotation_taken_back", 1).await;
     assert!(
         tessera_server::store::refresh::lookup(&h.db, &first)
@@ -1986,30 +1960,7 @@ async fn an_admin_change_without_its_audit_event_is_not_made(backend: Backend) {
     );
     let keys_before = h.count("SELECT COUNT(*) FROM signing_keys", &[]).await;
 
-    match backend {
-        Backend::Sqlite => {
-            h.execute(
-                "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log \
-                 BEGIN SELECT RAISE(ABORT, 'audit refused'); END",
-                &[],
-            )
-            .await
-        }
-        Backend::Postgres => {
-            h.execute(
-                "CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS \
-                 $$ BEGIN RAISE EXCEPTION 'audit refused'; END $$",
-                &[],
-            )
-            .await;
-            h.execute(
-                "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log \
-                 FOR EACH ROW EXECUTE FUNCTION refuse_audit()",
-                &[],
-            )
-            .await
-        }
-    }
+    h.refuse("refuse_audit", "BEFORE INSERT ON audit_log").await;
     assert!(admin.end_session(&sid).await.is_err());
     assert!(
         tessera_server::store::sessions::by_sid(&h.db, &sid)

@@ -399,6 +399,45 @@ impl Harness {
         self.app.access.revoked().sync(&self.db).await.unwrap();
     }
 
+    /// Make the database refuse `what` (`BEFORE INSERT ON audit_log`, say:
+    /// a trigger's event and table) with a trigger named `name`, on
+    /// either backend: a fault a test sets, and lifts with [`Harness::allow`].
+    pub async fn refuse(&self, name: &str, what: &str) {
+        if self.db.is_postgres() {
+            self.execute(
+                &format!(
+                    "CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS \
+                     $$ BEGIN RAISE EXCEPTION 'refused by {name}'; END $$"
+                ),
+                &[],
+            )
+            .await;
+            self.execute(
+                &format!("CREATE TRIGGER {name} {what} FOR EACH ROW EXECUTE FUNCTION {name}()"),
+                &[],
+            )
+            .await;
+        } else {
+            self.execute(
+                &format!(
+                    "CREATE TRIGGER {name} {what} BEGIN SELECT RAISE(ABORT, 'refused by {name}'); END"
+                ),
+                &[],
+            )
+            .await;
+        }
+    }
+
+    /// Lift the fault [`Harness::refuse`] set as `name` on `table`.
+    pub async fn allow(&self, name: &str, table: &str) {
+        let sql = if self.db.is_postgres() {
+            format!("DROP TRIGGER {name} ON {table}")
+        } else {
+            format!("DROP TRIGGER {name}")
+        };
+        self.execute(&sql, &[]).await;
+    }
+
     /// The one number `sql` (with text parameters `binds`) selects.
     pub async fn count(&self, sql: &str, binds: &[&str]) -> i64 {
         match &self.db {

@@ -232,6 +232,16 @@ async fn signed_in_code(h: &Harness, s: &Setup) -> (Browser, String) {
     (b, code)
 }
 
+/// A code for `s` from a silent authorization in the signed-in browser
+/// `b`.
+async fn silent_code(h: &Harness, b: &mut Browser, s: &Setup) -> String {
+    let silent = location(
+        &b.get(h, &authorize_url(&s.client_id, &[("prompt", "none")]))
+            .await,
+    );
+    query_of(&silent)["code"].clone()
+}
+
 async fn exchange(h: &Harness, s: &Setup, code: &str, verifier: &str) -> Reply {
     h.post(
         "/oauth2/token",
@@ -657,11 +667,7 @@ async fn replays_of_one_sessions_codes_at_once_are_all_refused(backend: Backend)
     let (mut b, code) = signed_in_code(&h, &s).await;
     let mut codes = vec![code];
     for _ in 0..7 {
-        let silent = location(
-            &b.get(&h, &authorize_url(&s.client_id, &[("prompt", "none")]))
-                .await,
-        );
-        codes.push(query_of(&silent)["code"].clone());
+        codes.push(silent_code(&h, &mut b, &s).await);
     }
     for code in &codes {
         let first = exchange(&h, &s, code, VERIFIER).await;
@@ -719,11 +725,7 @@ async fn replayed_codes_past_the_allowance_end_the_session(backend: Backend) {
         exchange(&h, &s, &code, VERIFIER).await.str("access_token"),
     )];
     for _ in 0..2 {
-        let silent = location(
-            &b.get(&h, &authorize_url(&s.client_id, &[("prompt", "none")]))
-                .await,
-        );
-        let code = query_of(&silent)["code"].clone();
+        let code = silent_code(&h, &mut b, &s).await;
         let access = exchange(&h, &s, &code, VERIFIER).await.str("access_token");
         tokens.push((code, access));
     }
@@ -3614,21 +3616,8 @@ async fn a_login_that_fails_after_renewing_the_session_still_sets_its_cookie(bac
     };
     let s = setup(&h, "Shop", true).await;
     let (mut b, _code) = signed_in_code(&h, &s).await;
-    let refuse_codes: &[&str] = match backend {
-        Backend::Sqlite => &[
-            "CREATE TRIGGER no_codes BEFORE INSERT ON authorization_codes \
-             BEGIN SELECT RAISE(ABORT, 'no codes now'); END",
-        ],
-        Backend::Postgres => &[
-            "CREATE FUNCTION no_codes() RETURNS trigger AS $$ BEGIN \
-             RAISE EXCEPTION 'no codes now'; END $$ LANGUAGE plpgsql",
-            "CREATE TRIGGER no_codes BEFORE INSERT ON authorization_codes \
-             FOR EACH ROW EXECUTE FUNCTION no_codes()",
-        ],
-    };
-    for sql in refuse_codes {
-        h.execute(sql, &[]).await;
-    }
+    h.refuse("no_codes", "BEFORE INSERT ON authorization_codes")
+        .await;
     let before = b.cookies.clone();
     let failed = log_in(
         &h,
