@@ -796,42 +796,13 @@ async fn a_refresh_dropped_while_it_rotates_leaves_the_token_live(backend: Backe
         .login(&web, "alice", "correct horse")
         .await
         .str("refresh_token");
-    let dropped = match backend {
-        Backend::Sqlite => {
-            use sqlx::Connection;
-            let mut holder = sqlx::SqliteConnection::connect(&h.test_db.url)
-                .await
-                .unwrap();
-            sqlx::query("BEGIN IMMEDIATE")
-                .execute(&mut holder)
-                .await
-                .unwrap();
-            let dropped = tokio::time::timeout(
-                Duration::from_millis(500),
-                h.refresh(&web, &first, Some("read")),
-            )
-            .await;
-            sqlx::query("COMMIT").execute(&mut holder).await.unwrap();
-            dropped
-        }
-        Backend::Postgres => {
-            let pool = sqlx::PgPool::connect(&h.test_db.url).await.unwrap();
-            let mut holder = pool.begin().await.unwrap();
-            sqlx::query("SELECT token_hash FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE")
-                .bind(token_digest(&first).as_slice())
-                .execute(&mut *holder)
-                .await
-                .unwrap();
-            let dropped = tokio::time::timeout(
-                Duration::from_millis(500),
-                h.refresh(&web, &first, Some("read")),
-            )
-            .await;
-            holder.commit().await.unwrap();
-            pool.close().await;
-            dropped
-        }
-    };
+    let lock = "SELECT token_hash FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE";
+    let dropped = h
+        .dropped_while_held(
+            (lock, &token_digest(&first)),
+            h.refresh(&web, &first, Some("read")),
+        )
+        .await;
     assert!(dropped.is_err(), "answered while blocked: {dropped:?}");
     if let Backend::Sqlite = backend {
         wait_for_audit(&h, "refresh_rotation_taken_back", 1).await;

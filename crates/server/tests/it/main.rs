@@ -399,6 +399,44 @@ impl Harness {
         self.app.access.revoked().sync(&self.db).await.unwrap();
     }
 
+    /// Run `request` for half a second while another connection holds
+    /// the database (SQLite: its write lock; PostgreSQL: the row that
+    /// `pg_lock`, a `SELECT … FOR UPDATE` of one bytes parameter, locks),
+    /// then let go: what a request timeout drops while the request waits
+    /// for the database. `Err` when it was dropped unanswered.
+    pub async fn dropped_while_held<F: std::future::Future>(
+        &self,
+        pg_lock: (&str, &[u8]),
+        request: F,
+    ) -> Result<F::Output, tokio::time::error::Elapsed> {
+        use sqlx::Connection;
+        let wait = std::time::Duration::from_millis(500);
+        if self.db.is_postgres() {
+            let pool = sqlx::PgPool::connect(&self.test_db.url).await.unwrap();
+            let mut holder = pool.begin().await.unwrap();
+            sqlx::query(pg_lock.0)
+                .bind(pg_lock.1)
+                .execute(&mut *holder)
+                .await
+                .unwrap();
+            let dropped = tokio::time::timeout(wait, request).await;
+            holder.commit().await.unwrap();
+            pool.close().await;
+            dropped
+        } else {
+            let mut holder = sqlx::SqliteConnection::connect(&self.test_db.url)
+                .await
+                .unwrap();
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut holder)
+                .await
+                .unwrap();
+            let dropped = tokio::time::timeout(wait, request).await;
+            sqlx::query("COMMIT").execute(&mut holder).await.unwrap();
+            dropped
+        }
+    }
+
     /// Make the database refuse `what` (`BEFORE INSERT ON audit_log`, say:
     /// a trigger's event and table) with a trigger named `name`, on
     /// either backend: a fault a test sets, and lifts with [`Harness::allow`].

@@ -3028,44 +3028,13 @@ async fn an_exchange_dropped_while_its_code_is_spent_can_be_retried(backend: Bac
     };
     let s = setup(&h, "Shop", true).await;
     let (_browser, code) = signed_in_code(&h, &s).await;
-    let dropped = match backend {
-        Backend::Sqlite => {
-            use sqlx::Connection;
-            let mut holder = sqlx::SqliteConnection::connect(&h.test_db.url)
-                .await
-                .unwrap();
-            sqlx::query("BEGIN IMMEDIATE")
-                .execute(&mut holder)
-                .await
-                .unwrap();
-            let dropped = tokio::time::timeout(
-                std::time::Duration::from_millis(500),
-                exchange(&h, &s, &code, VERIFIER),
-            )
-            .await;
-            sqlx::query("COMMIT").execute(&mut holder).await.unwrap();
-            dropped
-        }
-        Backend::Postgres => {
-            let pool = sqlx::PgPool::connect(&h.test_db.url).await.unwrap();
-            let mut holder = pool.begin().await.unwrap();
-            sqlx::query(
-                "SELECT code_hash FROM authorization_codes WHERE code_hash = $1 FOR UPDATE",
-            )
-            .bind(tessera_server::secret::token_digest(&code))
-            .execute(&mut *holder)
-            .await
-            .unwrap();
-            let dropped = tokio::time::timeout(
-                std::time::Duration::from_millis(500),
-                exchange(&h, &s, &code, VERIFIER),
-            )
-            .await;
-            holder.commit().await.unwrap();
-            pool.close().await;
-            dropped
-        }
-    };
+    let lock = "SELECT code_hash FROM authorization_codes WHERE code_hash = $1 FOR UPDATE";
+    let dropped = h
+        .dropped_while_held(
+            (lock, &tessera_server::secret::token_digest(&code)),
+            exchange(&h, &s, &code, VERIFIER),
+        )
+        .await;
     assert!(dropped.is_err(), "answered while blocked: {dropped:?}");
     // Whatever the dropped exchange left running settles: the code is
     // unspent (never claimed, or released).
