@@ -214,9 +214,17 @@ impl Jwk {
         jwk
     }
 
-    /// True when the JWK carries private or secret material.
+    /// True when the JWK carries private or secret material: any of the
+    /// private members of RFC 7518 §6.3.2 (`d`, the primes and CRT values,
+    /// `oth`) or an `oct` key's `k`. Either prime alone factors an RSA
+    /// modulus, so a key without `d` but with `p` is private too.
     pub fn is_private(&self) -> bool {
-        self.d.is_some() || self.k.is_some()
+        [
+            &self.d, &self.p, &self.q, &self.dp, &self.dq, &self.qi, &self.k,
+        ]
+        .iter()
+        .any(|member| member.is_some())
+            || self.extra.contains_key("oth")
     }
 
     /// True for `kty: oct` (shared secrets).

@@ -265,7 +265,7 @@ impl KeySet {
                     .collect(),
                 (_, Ok(alg)) => vec![alg],
                 (_, Err(e)) => {
-                    out.skip(index, jwk, &e);
+                    out.skip(index, jwk, None, &e);
                     continue;
                 }
             };
@@ -273,13 +273,17 @@ impl KeySet {
                 out.skip(
                     index,
                     jwk,
+                    None,
                     &Error::invalid_key("no allowed algorithm fits this key"),
                 );
             }
             for alg in &algs {
                 match jwk.to_verifying_key_for(*alg) {
                     Ok(key) => out.keys.push(key),
-                    Err(e) => out.skip(index, jwk, &e),
+                    // Recorded under the algorithm that failed: a
+                    // 32-byte secret tried for HS256, HS384 and HS512 is
+                    // an HS256 key, not an ambiguity for HS256 tokens.
+                    Err(e) => out.skip(index, jwk, Some(*alg), &e),
                 }
             }
             // An Ed25519 key signs under two names, `EdDSA` (RFC 8037) and
@@ -302,12 +306,17 @@ impl KeySet {
         Ok(out)
     }
 
-    fn skip(&mut self, index: usize, jwk: &Jwk, e: &Error) {
+    /// Note an unusable key; `tried` is the algorithm it was tried for
+    /// when the JWK names none.
+    fn skip(&mut self, index: usize, jwk: &Jwk, tried: Option<Algorithm>, e: &Error) {
         self.skipped.push(SkippedKey {
             index,
             kid: jwk.kid.clone(),
             kty: Some(jwk.kty.clone()),
-            alg: jwk.alg.clone(),
+            alg: jwk
+                .alg
+                .clone()
+                .or_else(|| tried.map(|alg| alg.as_str().to_owned())),
             verifies: may_verify(jwk.key_use.as_deref(), jwk.key_ops.as_deref()),
             reason: e.to_string(),
         });

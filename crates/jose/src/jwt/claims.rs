@@ -290,9 +290,11 @@ impl<'a> BorrowedClaims<'a, ()> {
             "sub" => self.sub = Some(string(member, "sub")?),
             "jti" => self.jti = Some(string(member, "jti")?),
             "aud" => self.aud = Some(audience(member)?),
-            "exp" => self.exp = Some(date(member, "exp")?),
-            "nbf" => self.nbf = Some(date(member, "nbf")?),
-            "iat" => self.iat = Some(date(member, "iat")?),
+            "exp" => self.exp = Some(date(member, "exp", f64::floor)?),
+            // A fractional "not before" is not reached until its
+            // fraction is: rounded up, where the other dates round down.
+            "nbf" => self.nbf = Some(date(member, "nbf", f64::ceil)?),
+            "iat" => self.iat = Some(date(member, "iat", f64::floor)?),
             _ => {}
         }
         Ok(())
@@ -337,14 +339,14 @@ fn audience<'a>(member: &Member<'a>) -> Result<AudienceRef<'a>, Error> {
 }
 
 /// A NumericDate read the way `serde_json` presents the number to the
-/// caller's own type: an integer exactly, anything else as a double
-/// (rounded down to whole seconds).
-fn date(member: &Member<'_>, claim: &str) -> Result<NumericDate, Error> {
+/// caller's own type: an integer exactly, anything else as a double,
+/// made whole seconds by `round`.
+fn date(member: &Member<'_>, claim: &str, round: fn(f64) -> f64) -> Result<NumericDate, Error> {
     let seconds = match member.kind {
         Kind::Number { integer: true } => member.raw.parse::<i64>().ok(),
         Kind::Number { integer: false } => serde_json::from_str::<f64>(member.raw)
             .ok()
-            .and_then(NumericDate::seconds_from_f64),
+            .and_then(|v| NumericDate::seconds_from_f64(round(v))),
         _ => None,
     };
     seconds
@@ -366,7 +368,7 @@ mod tests {
         assert_eq!(r.iss.as_deref(), Some("i"));
         assert_eq!(r.aud, Some(AudienceRef::Many(vec!["a".into(), "b".into()])));
         assert_eq!(r.exp, Some(NumericDate::from_seconds(10)));
-        assert_eq!(r.nbf, Some(NumericDate::from_seconds(5)));
+        assert_eq!(r.nbf, Some(NumericDate::from_seconds(6)), "rounded up");
         let single = read(r#"{"aud":"a"}"#).unwrap();
         assert_eq!(single.aud, Some(AudienceRef::One("a".into())));
     }

@@ -42,7 +42,7 @@ pub(crate) fn registered<'a>(
     let mut spans = Vec::with_capacity(24);
     let text = scan::object(payload, Input::Payload, max_depth, |member| {
         if let Some(i) = required.iter().position(|r| *r == *member.name) {
-            found[i] = true;
+            found[i] = !matches!(member.kind, scan::Kind::Null);
         }
         registered.read(&member)?;
         spans.push(Span::of(&member));
@@ -116,7 +116,8 @@ mod tests {
         assert_eq!(custom.scope, "s");
         assert_eq!(custom.extra["k"], serde_json::json!([1]));
         assert_eq!(read.registered.sub.as_deref(), Some("alice"));
-        assert_eq!(read.registered.nbf, Some(NumericDate::from_seconds(1)));
+        // A fractional "not before" rounds up: not reached before 1.5.
+        assert_eq!(read.registered.nbf, Some(NumericDate::from_seconds(2)));
         assert_eq!(read.found, [true]);
         // Value sees everything.
         let (_, all) = read_claims::<Value>(payload, 8, &[]).unwrap();

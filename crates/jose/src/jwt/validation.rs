@@ -147,7 +147,9 @@ impl Validation {
         self
     }
 
-    /// Require the claim `name` to be present (registered or custom).
+    /// Require the claim `name` to be present (registered or custom),
+    /// with a value other than `null`: a claim written as `null` is read
+    /// as absent by an `Option` field, so it counts as missing here too.
     #[must_use]
     pub fn require(mut self, name: impl Into<String>) -> Validation {
         let name = name.into();

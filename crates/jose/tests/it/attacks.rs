@@ -4,7 +4,7 @@
 use serde_json::json;
 use tessera_jose::jws::{self, Header, KeySource, Limits, VerifyOptions};
 use tessera_jose::{
-    b64, jwt, Algorithm, Claims, Error, JwkSet, KeySet, SigningKey, Validation, VerifyingKey,
+    b64, jwt, Algorithm, Claims, Error, Jwk, JwkSet, KeySet, SigningKey, Validation, VerifyingKey,
 };
 
 fn validation() -> Validation {
@@ -558,4 +558,52 @@ fn header_size_is_bounded_before_decoding() {
         ),
         "{err}"
     );
+}
+
+#[test]
+fn a_secret_without_alg_serves_the_hmac_sizes_it_is_long_enough_for() {
+    // A 32-byte secret published without "alg", loaded for every HMAC
+    // size: too short for HS384 and HS512, which must not make it an
+    // ambiguous key for the HS256 tokens it signs.
+    let key = SigningKey::generate(Algorithm::HS256)
+        .unwrap()
+        .with_kid("k");
+    let mut jwk = key.to_jwk().unwrap();
+    jwk.alg = None;
+    let set = JwkSet::new(vec![jwk]);
+    let keys = KeySet::from_jwks_allowing(
+        &set,
+        &[Algorithm::HS256, Algorithm::HS384, Algorithm::HS512],
+    )
+    .unwrap();
+    assert_eq!(keys.keys().len(), 1);
+    assert_eq!(keys.skipped().len(), 2, "{:?}", keys.skipped());
+    jwt::verify::<serde_json::Value>(&jwt::sign(&claims(), &key).unwrap(), &keys, &validation())
+        .unwrap();
+}
+
+#[test]
+fn a_published_rsa_key_with_primes_but_no_d_is_refused_as_private() {
+    // Either prime factors the modulus: a set publishing `p` (or any CRT
+    // value) without `d` publishes the private key all the same.
+    let rsa = SigningKey::generate(Algorithm::RS256)
+        .unwrap()
+        .with_kid("r1");
+    let private = rsa.to_jwk().unwrap();
+    for member in ["p", "q", "dp", "dq", "qi"] {
+        let mut value: serde_json::Value = serde_json::from_str(&private.to_json()).unwrap();
+        let object = value.as_object_mut().unwrap();
+        let kept = object.remove(member).unwrap();
+        for other in ["d", "p", "q", "dp", "dq", "qi"] {
+            object.remove(other);
+        }
+        object.insert(member.to_owned(), kept);
+        let jwk = Jwk::from_json(&value.to_string()).unwrap();
+        assert!(jwk.is_private(), "{member}");
+        let set = JwkSet::new(vec![jwk]);
+        assert_eq!(code(set.check_published()), "ERR_INVALID_KEY", "{member}");
+    }
+    let public = rsa.verifying_key().unwrap().to_public_jwk().unwrap();
+    assert!(!public.is_private());
+    JwkSet::new(vec![public]).check_published().unwrap();
 }

@@ -157,6 +157,26 @@ fn not_before_and_issued_at_cannot_be_in_the_future() {
 }
 
 #[test]
+fn a_fractional_not_before_is_not_reached_before_its_fraction() {
+    let f = Fixture::new();
+    let exact = f.validation().leeway(Duration::ZERO);
+    let fractional = |nbf: f64| {
+        Claims::with_custom(serde_json::json!({ "nbf": nbf }))
+            .issuer("https://issuer")
+            .audience("api")
+            .expires_at(at(NOW + 600))
+    };
+    #[allow(clippy::cast_precision_loss)]
+    let now = NOW as f64;
+    assert!(matches!(
+        f.check(&fractional(now + 0.5), &exact),
+        Err(Error::NotYetValid { .. })
+    ));
+    f.check(&fractional(now - 0.5), &exact).unwrap();
+    f.check(&fractional(now), &exact).unwrap();
+}
+
+#[test]
 fn maximum_age_needs_iat() {
     let f = Fixture::new();
     let v = f
@@ -272,6 +292,18 @@ fn subject_type_and_required_claims() {
     // A claim required twice is required, not missing.
     f.check(&with_client, &needs_jti.clone().require("jti"))
         .unwrap();
+    // A required claim written as null is missing: an `Option` field
+    // reads it as absent.
+    let null_client = Claims::with_custom(serde_json::json!({ "client_id": null }))
+        .issuer("https://issuer")
+        .audience("api")
+        .expires_at(at(NOW + 60))
+        .jwt_id("1");
+    let err = f.check(&null_client, &needs_jti).unwrap_err();
+    assert!(
+        matches!(&err, Error::MissingClaim { claim } if claim == "client_id"),
+        "{err}"
+    );
 
     let at_jwt = f.validation().typ("at+jwt");
     let token = jwt::sign(&f.claims(), &f.key).unwrap();
