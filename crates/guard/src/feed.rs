@@ -80,7 +80,20 @@ pub struct FeedStatus {
     /// past the bound under [`WhenUnreachable::Refuse`], or has never been
     /// read and its bound has passed (a health check should say so).
     pub refusing: bool,
+    /// Events skipped because this guard could not read them (an event
+    /// of a newer server's making, an identifier past
+    /// [`MAX_IDENTIFIER_LEN`], an id that is not a number): each is
+    /// logged as an error, and the revocation it carried is not applied.
+    /// The events after it are: one unreadable event used to stop the
+    /// feed for good, every reconnection failing on it again.
+    pub unreadable_events: u64,
 }
+
+/// The longest identifier (`jti`, `sub`, `client_id`, `sid`, `kid`) an
+/// event may carry. Real ones are tens of bytes; without a bound, an
+/// issuer's events of half a megabyte each would be held by the million
+/// (`max_revocations` counts entries, not bytes).
+pub const MAX_IDENTIFIER_LEN: usize = 1024;
 
 /// A subscription to an issuer's revocation feed. Cheap to clone; the
 /// background task ends when the last clone is dropped.
@@ -127,6 +140,8 @@ struct Shared {
     last_digest: std::sync::Mutex<String>,
     /// Bumped after every change of `set`.
     generation: AtomicU64,
+    /// Events skipped as unreadable ([`FeedStatus::unreadable_events`]).
+    unreadable: AtomicU64,
     synced: tokio::sync::watch::Sender<bool>,
     policy: WhenUnreachable,
     bound: Duration,
@@ -211,6 +226,7 @@ impl RevocationFeed {
             last_event_id: (last_id > 0).then_some(last_id),
             revocations: shared.read().len(),
             refusing: shared.refusing(state),
+            unreadable_events: shared.unreadable.load(Ordering::Relaxed),
         }
     }
 
@@ -415,6 +431,7 @@ impl RevocationFeedBuilder {
             last_id: AtomicU64::new(0),
             last_digest: std::sync::Mutex::default(),
             generation: AtomicU64::new(0),
+            unreadable: AtomicU64::new(0),
             synced,
             policy: self.policy,
             bound: self.bound,
@@ -492,7 +509,22 @@ enum Ended {
 /// stopping the feed.
 fn parse_event(data: &str) -> Result<Option<Revocation>, String> {
     match serde_json::from_str::<Revocation>(data) {
-        Ok(revocation) => Ok(Some(revocation)),
+        Ok(revocation) => {
+            let (name, identifier) = match &revocation {
+                Revocation::Token { jti, .. } => ("jti", jti),
+                Revocation::User { sub, .. } => ("sub", sub),
+                Revocation::Client { client_id, .. } => ("client_id", client_id),
+                Revocation::Session { sid, .. } => ("sid", sid),
+                Revocation::Key { kid, .. } => ("kid", kid),
+            };
+            if identifier.len() > MAX_IDENTIFIER_LEN {
+                return Err(format!(
+                    "its {name} is {} bytes long, past the {MAX_IDENTIFIER_LEN} held",
+                    identifier.len()
+                ));
+            }
+            Ok(Some(revocation))
+        }
         Err(e) => {
             let kind = serde_json::from_str::<serde_json::Value>(data)
                 .ok()
@@ -890,18 +922,24 @@ impl Subscriber {
                 }
                 "revocation" => {
                     // A cursor the server could not take back (its ids
-                    // are signed 64-bit) would wedge every reconnection.
-                    let id: u64 = event
+                    // are signed 64-bit) would wedge every reconnection:
+                    // such an event is skipped, the cursor left where it
+                    // was.
+                    let Some(id) = event
                         .id
-                        .parse()
+                        .parse::<u64>()
                         .ok()
                         .filter(|id| i64::try_from(*id).is_ok())
-                        .ok_or_else(|| {
-                            fail(&format!(
-                                "event id {:?} is not a number within i64",
-                                event.id
-                            ))
-                        })?;
+                    else {
+                        self.unreadable(&format!(
+                            "event id {:?} is not a number within i64",
+                            event.id
+                        ));
+                        if ready {
+                            self.shared.current();
+                        }
+                        continue;
+                    };
                     match parse_event(&event.data) {
                         // Past its time it refuses nothing: not held.
                         Ok(Some(revocation)) if revocation.until() <= self.steady.now() => {}
@@ -945,7 +983,10 @@ impl Subscriber {
                             }
                         }
                         Ok(None) => {}
-                        Err(e) => return Err(fail(&format!("event {id}: {e}"))),
+                        // Read again at every reconnection, it would fail
+                        // the same way: it is skipped, and what comes
+                        // after it is applied.
+                        Err(e) => self.unreadable(&format!("event {id}: {e}")),
                     }
                     let digest = event_digest(&event.data);
                     if hold_cursor {
@@ -968,6 +1009,17 @@ impl Subscriber {
                 }
             }
         }
+    }
+
+    /// Skip an event this guard cannot read, loudly: the revocation in it
+    /// is not applied.
+    fn unreadable(&self, reason: &str) {
+        self.shared.unreadable.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(
+            issuer = %self.builder.issuer,
+            reason,
+            "revocation event skipped: this guard cannot read it, so what it revokes is not refused"
+        );
     }
 
     /// The stream's next event, within the idle timeout. A live stream

@@ -94,6 +94,7 @@ pub use discovery::{check_transport, FetchError};
 pub use error::Rejection;
 pub use feed::{
     FeedStatus, RevocationFeed, RevocationFeedBuilder, WhenUnreachable, FEED_METADATA, FEED_SCOPE,
+    MAX_IDENTIFIER_LEN,
 };
 pub use guard::{AccessToken, Guard, GuardBuilder, KeyProvider, Keys, KeysFuture, KeysUnavailable};
 pub use layer::{GuardLayer, GuardService, ResponseFuture};

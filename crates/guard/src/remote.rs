@@ -3,7 +3,10 @@
 //! The cache follows PyJWT's `PyJWKClient` and panva/jose's
 //! `createRemoteJWKSet`:
 //! - keys are kept for the `Cache-Control: max-age` of the response,
-//!   clamped to `[min_age, max_age]` (`default_age` without one);
+//!   clamped to `[min_age, max_age]` (`default_age` without one); the
+//!   upper bound is 10 minutes by default, jose's `cacheMaxAge`: a key
+//!   the issuer withdraws is trusted that long at most, whatever
+//!   `max-age` its key set was served with (Google's run for hours);
 //! - a token with an unknown `kid` triggers a refetch; no two fetches are
 //!   closer than `cooldown`, so a flood of forged kids (or a failing
 //!   server) cannot make us hammer the server;
@@ -31,6 +34,10 @@ use std::time::{Duration, Instant};
 use tessera_jose::{Algorithm, JwkSet, KeySet};
 
 use crate::discovery::{self, FetchError, Http, Transport};
+
+/// The longest a fetched key set is kept by default, whatever its
+/// `max-age` says.
+const DEFAULT_MAX_AGE: Duration = Duration::from_secs(600);
 
 /// The longest keys are kept fresh, whatever `max-age` and the bounds
 /// say (ten years: the clock has room for it).
@@ -135,7 +142,7 @@ impl RemoteJwks {
             transport,
             timeout,
             min_age: Duration::from_secs(30),
-            max_age: Duration::from_secs(24 * 3600),
+            max_age: DEFAULT_MAX_AGE,
             default_age: Duration::from_secs(600),
             cooldown: Duration::from_secs(30),
             max_stale: Duration::from_secs(3600),
@@ -148,7 +155,9 @@ impl RemoteJwks {
     }
 
     /// Bounds on how long keys are kept: `Cache-Control: max-age` is
-    /// clamped to `[min, max]` (default 30 s to a day).
+    /// clamped to `[min, max]` (default 30 s to 10 min). The upper bound
+    /// is how long a key the issuer withdraws without replacing it (no
+    /// new `kid` to send us back) is still trusted.
     #[must_use]
     pub fn cache_bounds(mut self, min: Duration, max: Duration) -> RemoteJwks {
         self.min_age = min;
@@ -318,16 +327,17 @@ impl RemoteJwks {
             });
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
         // The issuer may have moved its key set: the next attempt asks its
-        // metadata again when this one failed (also when the time ran out
-        // before the fetch could say so itself), and looks there first
-        // when it was for a `kid` the set it found does not have at all,
-        // usable or not (the old address still answering with the old
-        // keys: a CDN's copy, a path left up), keeping the address it has
-        // should the metadata not answer. A made-up `kid` costs the
-        // issuer a metadata read per cooldown, no more.
+        // metadata first when this one failed (also when the time ran out
+        // before the fetch could say so itself), or was for a `kid` the
+        // set it found does not have at all, usable or not (the old
+        // address still answering with the old keys: a CDN's copy, a path
+        // left up), keeping the address it has should the metadata not
+        // answer: forgotten after one failed fetch, a key set back up
+        // behind a metadata still down was never asked again. A made-up
+        // `kid` costs the issuer a metadata read per cooldown, no more.
         if matches!(self.source, Source::Issuer(_)) {
             match (&fetched, wanted) {
-                (Err(_), _) => state.jwks_uri = None,
+                (Err(_), _) => state.look_again = true,
                 (Ok((keys, _, _)), Some(kid)) => {
                     state.look_again = !keys.keys().iter().any(|k| k.kid() == Some(kid))
                         && !keys.skipped().iter().any(|k| k.kid.as_deref() == Some(kid));
@@ -673,6 +683,27 @@ mod tests {
         assert!(!Arc::ptr_eq(&first, &changed));
         assert_eq!(changed.keys().len(), 2);
         assert_eq!(remote.fetches(), 3);
+    }
+
+    /// A key set served for a day is kept ten minutes by default: a key
+    /// withdrawn without a replacement stops being trusted by then.
+    #[tokio::test]
+    async fn a_long_max_age_is_cut_to_ten_minutes_by_default() {
+        let app = axum::Router::new().route(
+            "/jwks.json",
+            axum::routing::get(|| async {
+                (
+                    [(http::header::CACHE_CONTROL, "public, max-age=86400")],
+                    "{\"keys\":[]}",
+                )
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let remote = RemoteJwks::url(url.clone()).unwrap();
+        let (_, age) = remote.get(&url).await.unwrap();
+        assert_eq!(age, Duration::from_secs(600));
     }
 
     #[test]

@@ -406,6 +406,47 @@ async fn revoked_tokens_are_refused_even_when_cached_and_others_pass() {
     assert!(!shown.contains(SECRET), "{shown}");
 }
 
+/// An event this guard cannot read (a newer server's, an identifier past
+/// the bound) is skipped and counted, loudly; the events after it are
+/// applied, in the backlog and live. It used to fail the connection, and
+/// every reconnection failed on it again: no revocation after it was
+/// ever applied, and a guard started afterwards never synchronized.
+#[tokio::test]
+async fn an_unreadable_event_is_skipped_and_the_feed_goes_on() {
+    let issuer = Issuer::start().await;
+    let until = NumericDate::now().seconds() + 600;
+    let revoke = |jti: &str| {
+        issuer.revoke(Revocation::Token {
+            jti: jti.into(),
+            until,
+        })
+    };
+    revoke("j1");
+    issuer.publish(format!(r#"{{"kind":"token","jti":"x","until":{until}.5}}"#));
+    revoke(&"k".repeat(tessera_guard::MAX_IDENTIFIER_LEN + 1));
+    revoke("j3");
+    let key = key();
+    let g = guard(&issuer, &key, feed(&issuer).start().unwrap());
+    for jti in ["j1", "j3"] {
+        let rejection = g
+            .verify(&token(&key, &issuer.base, jti, "alice"))
+            .await
+            .unwrap_err();
+        assert!(revoked(&rejection), "{jti}: {rejection:?}");
+    }
+    issuer.publish(r#"{"kind":"user","sub":"bob"}"#.to_owned());
+    revoke("j5");
+    let j5 = token(&key, &issuer.base, "j5", "alice");
+    eventually("j5 is refused", async || g.verify(&j5).await.is_err()).await;
+    g.verify(&token(&key, &issuer.base, "j6", "bob"))
+        .await
+        .unwrap();
+    let status = g.revocations().unwrap().status();
+    assert!(status.current, "{status:?}");
+    assert_eq!(status.last_event_id, Some(6));
+    assert_eq!(status.unreadable_events, 3, "{status:?}");
+}
+
 /// A key revoked at the issuer (it leaked): every token it verifies is
 /// refused, cached ones and those without a `kid` too, whatever their
 /// `iat` (whoever holds the key signs what they like); tokens of the

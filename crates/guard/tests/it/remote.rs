@@ -603,6 +603,39 @@ async fn a_made_up_kid_during_a_metadata_outage_keeps_the_keys() {
     assert!(server.fetches() > fetched, "fetched again");
 }
 
+/// A key set that failed once is asked again at the address known when
+/// the metadata is down meanwhile: it used to be forgotten after one
+/// failed fetch, and with the metadata down no key was ever fetched again
+/// (every request 503 once the keys went stale).
+#[tokio::test]
+async fn a_key_set_that_failed_once_is_asked_again_while_the_metadata_is_down() {
+    let a = key();
+    let server = JwksServer::start(&[&a]).await;
+    server.set(|s| s.cache_control = Some("max-age=0".into()));
+    let issuer = server.shared.base.clone();
+    let remote = RemoteJwks::discover(&issuer)
+        .unwrap()
+        .cache_bounds(Duration::ZERO, Duration::from_secs(60))
+        .max_stale(Duration::ZERO)
+        .cooldown(Duration::ZERO);
+    let g = Guard::builder(&issuer, AUD, remote)
+        .cache_size(0)
+        .build()
+        .unwrap();
+    g.verify(&token(&a, &issuer)).await.unwrap();
+    server.set(|s| s.status = 502);
+    assert!(g.verify(&token(&a, &issuer)).await.is_err());
+    server.set(|s| {
+        s.status = 200;
+        s.metadata_down = true;
+    });
+    let fetched = server.fetches();
+    g.verify(&token(&a, &issuer))
+        .await
+        .expect("the key set is fetched from the address known");
+    assert!(server.fetches() > fetched, "fetched again");
+}
+
 #[tokio::test]
 async fn a_withdrawn_key_ends_its_cached_tokens() {
     let (a, b) = (key(), key());
