@@ -264,6 +264,29 @@ fn problem(status: StatusCode, message: &str) -> Response {
     (status, message.to_owned()).into_response()
 }
 
+/// The most of an answer read from the provider or the store API
+/// (metadata, tokens, userinfo, items): the timeouts alone let a
+/// misbehaving upstream hand over gigabytes, all held in memory.
+const MAX_ANSWER: usize = 256 * 1024;
+
+/// The body of `response`, at most [`MAX_ANSWER`] bytes of it.
+async fn body_of(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() + chunk.len() > MAX_ANSWER {
+            return Err(format!("an answer longer than {MAX_ANSWER} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The body of `response` as JSON, at most [`MAX_ANSWER`] bytes of it.
+async fn json_of(response: reqwest::Response) -> Result<Value, String> {
+    let body = body_of(response).await?;
+    serde_json::from_slice(&body).map_err(|e| format!("an answer that is not JSON ({e})"))
+}
+
 /// OpenID Connect Core §3.1.3.7, steps 3 to 5 (errata set 2): the ID
 /// token must not be for any audience this app does not trust, and it
 /// trusts none but itself: every `aud` value must be this client (the
@@ -344,16 +367,15 @@ impl WebApp {
             .timeout(Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        let meta: Value = http
+        let meta = http
             .get(format!(
                 "{}/.well-known/openid-configuration",
                 settings.issuer
             ))
             .send()
             .await?
-            .error_for_status()?
-            .json()
-            .await?;
+            .error_for_status()?;
+        let meta = json_of(meta).await.map_err(anyhow::Error::msg)?;
         let field = |name: &str| {
             meta[name]
                 .as_str()
@@ -371,11 +393,19 @@ impl WebApp {
             revocation: field("revocation_endpoint").ok(),
         };
         // The secret goes to the token and revocation endpoints, access
-        // tokens to userinfo; a provider reached over TLS names only TLS
-        // endpoints.
-        for url in [&endpoints.token, &endpoints.userinfo]
-            .into_iter()
-            .chain(&endpoints.revocation)
+        // tokens to userinfo, people to the authorization and logout
+        // pages, and the keys that make ID tokens come from the key set:
+        // a provider reached over TLS names only TLS endpoints.
+        let jwks_uri = field("jwks_uri")?;
+        for url in [
+            &endpoints.token,
+            &endpoints.userinfo,
+            &endpoints.authorization,
+            &endpoints.end_session,
+            &jwks_uri,
+        ]
+        .into_iter()
+        .chain(&endpoints.revocation)
         {
             in_the_clear_refused(url, settings.allow_plain_http)?;
             if settings.issuer.starts_with("https://") && !url.starts_with("https://") {
@@ -384,7 +414,7 @@ impl WebApp {
         }
         // ID tokens and logout tokens: the issuer's keys, this client as
         // audience, and each its own `typ`.
-        let mut keys = RemoteJwks::url(field("jwks_uri")?)?;
+        let mut keys = RemoteJwks::url(jwks_uri)?;
         if settings.allow_plain_http {
             keys = keys.allow_plain_http()?;
         }
@@ -555,6 +585,15 @@ impl WebApp {
         });
     }
 
+    /// The signed-out page with `message`, answered with `status`.
+    fn page_with_status(&self, status: StatusCode, message: &str) -> Response {
+        let mut r = self.page(None, None, Some(message));
+        if r.status().is_success() {
+            *r.status_mut() = status;
+        }
+        r
+    }
+
     fn page(
         &self,
         session: Option<&Session>,
@@ -598,10 +637,11 @@ impl WebApp {
             .await
             .map_err(|e| TokenFailure::Unreachable(e.to_string()))?;
         let status = response.status();
-        let body: Value = response
-            .json()
+        // The status says what went wrong where the body cannot (a
+        // proxy's HTML page for a 503).
+        let body = json_of(response)
             .await
-            .map_err(|e| TokenFailure::Unreachable(e.to_string()))?;
+            .map_err(|e| TokenFailure::Unreachable(format!("{status}: {e}")))?;
         if status.is_success() {
             Ok(body)
         } else {
@@ -824,9 +864,11 @@ async fn callback(
             // The details (the provider's address among them) for the
             // operator, not the person.
             tracing::warn!(error = %e, "the code could not be exchanged");
-            return problem(
+            // Its code may be spent, and its state is: reloading could
+            // only say "already used". A fresh sign-in is one click away.
+            return app.page_with_status(
                 StatusCode::BAD_GATEWAY,
-                "the provider did not complete the sign-in: try again",
+                "The provider did not complete the sign-in. Please sign in again.",
             );
         }
         Err(e) => {
@@ -880,23 +922,21 @@ async fn callback(
         .send()
         .await
         .and_then(reqwest::Response::error_for_status);
-    let userinfo: Value = match asked {
-        Ok(r) => match r.json().await {
+    // The person is known from the ID token; userinfo only adds a name
+    // and an address to show. A sign-in whose ID token checked out is not
+    // given up because userinfo failed for a moment: it goes on with the
+    // ID token's claims (as openid-client leaves userinfo to the app).
+    let userinfo: Value = match asked.map_err(|e| e.to_string()) {
+        Ok(r) => match json_of(r).await {
             Ok(userinfo) => userinfo,
             Err(e) => {
-                tracing::warn!(error = %e, "userinfo answered what is not JSON");
-                return abandon(
-                    StatusCode::BAD_GATEWAY,
-                    "the provider's userinfo failed: try again",
-                );
+                tracing::warn!(error = %e, "userinfo unreadable: the ID token's claims are shown");
+                Value::Object(claims.clone())
             }
         },
         Err(e) => {
-            tracing::warn!(error = %e, "userinfo failed");
-            return abandon(
-                StatusCode::BAD_GATEWAY,
-                "the provider's userinfo failed: try again",
-            );
+            tracing::warn!(error = %e, "userinfo failed: the ID token's claims are shown");
+            Value::Object(claims.clone())
         }
     };
     if userinfo["sub"].as_str() != Some(sub) {
@@ -1020,7 +1060,10 @@ async fn items(State(app): State<Arc<WebApp>>, headers: HeaderMap) -> Response {
     match response {
         Ok(r) => {
             let status = r.status();
-            let body = r.text().await.unwrap_or_default();
+            let body = match body_of(r).await {
+                Ok(body) => String::from_utf8_lossy(&body).into_owned(),
+                Err(e) => e,
+            };
             let pretty = serde_json::from_str::<Value>(&body)
                 .ok()
                 .and_then(|v| serde_json::to_string_pretty(&v).ok())

@@ -59,6 +59,11 @@ struct Mock {
     /// for access tokens is), and whether ID tokens are signed with it.
     other_key: SigningKey,
     id_tokens_by_other_key: AtomicBool,
+    /// While set, userinfo answers 503.
+    userinfo_down: AtomicBool,
+    /// While set, `authorization_code` grants get this answer instead of
+    /// tokens.
+    code_answer: Mutex<Option<(StatusCode, String)>>,
 }
 
 impl Provider {
@@ -93,6 +98,8 @@ impl Provider {
                 .with_thumbprint_kid()
                 .unwrap(),
             id_tokens_by_other_key: AtomicBool::new(false),
+            userinfo_down: AtomicBool::new(false),
+            code_answer: Mutex::default(),
         });
         let routes = Router::new()
             .route("/.well-known/openid-configuration", get(metadata))
@@ -127,6 +134,16 @@ impl Provider {
     /// `refresh_token` grants the token endpoint has had.
     pub fn refresh_grants(&self) -> usize {
         self.mock.refresh_grants.load(Ordering::SeqCst)
+    }
+
+    /// Make userinfo answer 503 (`true`) or answer again.
+    pub fn userinfo_down(&self, down: bool) {
+        self.mock.userinfo_down.store(down, Ordering::SeqCst);
+    }
+
+    /// Answer `authorization_code` grants with `status` and `body`.
+    pub fn answer_code_exchanges(&self, status: StatusCode, body: String) {
+        *self.mock.code_answer.lock().unwrap() = Some((status, body));
     }
 
     /// Make each `authorization_code` grant take this long (once its
@@ -255,6 +272,9 @@ async fn token(
 ) -> Response {
     match form.get("grant_type").map(String::as_str) {
         Some("authorization_code") => {
+            if let Some((status, body)) = mock.code_answer.lock().unwrap().clone() {
+                return (status, body).into_response();
+            }
             let claims = mock.id_claims.lock().unwrap().clone();
             let key = if mock.id_tokens_by_other_key.load(Ordering::SeqCst) {
                 &mock.other_key
@@ -331,11 +351,15 @@ impl Mock {
 }
 
 /// Userinfo about whoever the last ID token named.
-async fn userinfo(State(mock): State<Arc<Mock>>) -> Json<Value> {
+async fn userinfo(State(mock): State<Arc<Mock>>) -> Response {
+    if mock.userinfo_down.load(Ordering::SeqCst) {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
     let sub = mock.id_claims.lock().unwrap().get("sub").cloned();
     Json(
         json!({ "sub": sub.unwrap_or_else(|| "alice".into()), "name": "Alice", "email": "alice@example.com" }),
     )
+    .into_response()
 }
 
 /// The store API: items for an access token that has not expired.

@@ -352,3 +352,48 @@ async fn a_sign_in_given_up_during_the_exchange_revokes_its_refresh_token() {
     assert_eq!(revoked, ["refresh-0"], "{revoked:?}");
     assert!(!browser.signed_in().await);
 }
+
+/// Userinfo only adds a name to show: a sign-in whose ID token checked out
+/// is not given up because userinfo failed for a moment.
+#[tokio::test]
+async fn a_sign_in_goes_on_when_userinfo_fails() {
+    let (provider, shop) = provider_and_shop().await;
+    provider.userinfo_down(true);
+    let browser = shop.browser();
+    let signed = browser
+        .sign_in(|c| {
+            c.insert("name".into(), "Alice from the ID token".into());
+        })
+        .await;
+    assert_eq!(signed.status, StatusCode::SEE_OTHER, "{signed:?}");
+    assert!(browser.signed_in().await);
+    let home = browser.get("/").await;
+    assert!(
+        home.body.contains("Alice from the ID token"),
+        "{}",
+        home.body
+    );
+}
+
+/// A token endpoint that answers a proxy's HTML page, or more than the app
+/// reads: the person gets a page that offers a fresh sign-in (reloading
+/// the callback could only say "already used"), and nothing is held.
+#[tokio::test]
+async fn a_failed_exchange_offers_a_fresh_sign_in() {
+    let (provider, shop) = provider_and_shop().await;
+    for (status, body) in [
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "<html><body>502 Bad Gateway</body></html>".to_owned(),
+        ),
+        (StatusCode::OK, format!("{}{{}}", " ".repeat(2 << 20))),
+    ] {
+        provider.answer_code_exchanges(status, body);
+        let browser = shop.browser();
+        let failed = browser.sign_in(|_| {}).await;
+        assert_eq!(failed.status, StatusCode::BAD_GATEWAY, "{status}");
+        assert!(failed.body.contains("href=\"/login\""), "{}", failed.body);
+        assert!(failed.body.contains("sign in again"), "{}", failed.body);
+        assert!(!browser.signed_in().await);
+    }
+}
