@@ -40,7 +40,15 @@ pub(crate) async fn metadata(
     )
     .await;
     match (first, second) {
-        (Ok(found), _) => Ok((oauth, found)),
+        // What the RFC 8414 document leaves out (`jwks_uri` is optional
+        // there) is taken from the OpenID Connect one: the same issuer's,
+        // checked the same way.
+        (Ok(mut found), more) => {
+            for (name, value) in more.into_iter().flatten() {
+                found.entry(name).or_insert(value);
+            }
+            Ok((oauth, found))
+        }
         (Err(_), Ok(found)) => Ok((openid, found)),
         (Err(first), Err(second)) => {
             Err(FetchError(format!("no usable metadata: {first}; {second}")))

@@ -39,6 +39,8 @@ pub struct App {
     pub revoke_limit: RevokeLimit,
     /// Authorization codes (and refusals) allowed per user.
     pub code_limit: crate::code_limit::CodeLimit,
+    /// Refresh rotations per client and subject.
+    pub refresh_limit: crate::refresh_limit::RefreshLimit,
     /// Refresh-token lifetimes.
     pub refresh: RefreshPolicy,
     /// Recently used clients.
@@ -96,6 +98,7 @@ impl App {
             logins: LoginLimiter::new(config.max_login_failures, config.login_window),
             revoke_limit: RevokeLimit::new(config.client_revocations),
             code_limit: crate::code_limit::CodeLimit::new(config.codes_per_user),
+            refresh_limit: crate::refresh_limit::RefreshLimit::new(config.refreshes_per_minute),
             clients,
             access: AccessTokens::new(config.issuer.clone(), Arc::clone(&keys), revocations),
             metadata: std::sync::OnceLock::new(),
@@ -166,6 +169,7 @@ impl App {
             policy: &self.refresh,
             master: self.keys.master(),
             audit: &self.audit,
+            limit: &self.refresh_limit,
         }
     }
 }

@@ -20,6 +20,7 @@
 //! max_assertion_lifetime = "1h"  # private_key_jwt and jwt-bearer assertions
 //! strict_assertion_audience = false  # true: their aud is the issuer alone, one string
 //! client_revocations = 600  # access tokens revoked per minute per client and subject, then 503
+//! refreshes_per_minute = 120  # refresh tokens rotated per minute per client and subject (0: no limit), then 429
 //!
 //! [keys]
 //! algorithm = "ES256"       # access tokens
@@ -178,6 +179,7 @@ struct TokensFile {
     max_assertion_lifetime: Option<String>,
     strict_assertion_audience: Option<bool>,
     client_revocations: Option<u32>,
+    refreshes_per_minute: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -279,6 +281,9 @@ pub struct Config {
     /// Access tokens one client may revoke per minute for one subject
     /// (0: no limit).
     pub client_revocations: u32,
+    /// Refresh tokens one client may rotate per minute for one subject
+    /// (0: no limit).
+    pub refreshes_per_minute: u32,
     /// Authorization codes (and refusals) one user may be issued per
     /// minute, across their sessions (0: no limit).
     pub codes_per_user: u32,
@@ -619,6 +624,7 @@ impl Config {
             // "Client authentication").
             strict_assertion_audience: t.strict_assertion_audience.unwrap_or(false),
             client_revocations: t.client_revocations.unwrap_or(600),
+            refreshes_per_minute: t.refreshes_per_minute.unwrap_or(120),
             codes_per_user: file.sessions.codes_per_minute.unwrap_or(120),
             keys: KeyPolicy {
                 algorithm,

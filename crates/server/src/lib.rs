@@ -24,6 +24,7 @@ pub mod http;
 pub mod keys;
 pub mod logins;
 pub mod password;
+pub mod refresh_limit;
 pub mod revoke_limit;
 pub mod secret;
 mod serve;

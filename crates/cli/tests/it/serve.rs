@@ -681,10 +681,12 @@ fn kill_9_loses_no_committed_token() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     // A lost response may be retried: the grace period covers the one
-    // rotation a crash can interrupt.
+    // rotation a crash can interrupt. The sessions are one user's,
+    // rotating as fast as they can: past the default allowance of 120 a
+    // minute, so none.
     std::fs::write(
         d.join("tessera.toml"),
-        "[tokens]\nrefresh_grace = \"60s\"\n",
+        "[tokens]\nrefresh_grace = \"60s\"\nrefreshes_per_minute = 0\n",
     )
     .unwrap();
     add_alice(d, &[]);

@@ -29,6 +29,9 @@ struct Served {
     left_behind: Option<String>,
     /// The metadata answers 503.
     metadata_down: bool,
+    /// The RFC 8414 metadata names no `jwks_uri`; the OpenID Connect
+    /// metadata, served only then, does.
+    split_metadata: bool,
 }
 
 #[derive(Clone)]
@@ -61,6 +64,10 @@ impl JwksServer {
             .route(
                 "/.well-known/oauth-authorization-server",
                 get(serve_metadata),
+            )
+            .route(
+                "/.well-known/openid-configuration",
+                get(serve_openid_metadata),
             )
             .with_state(shared.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -129,12 +136,27 @@ async fn serve_metadata(State(s): State<Shared>) -> axum::response::Response {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
     let issuer = issuer.unwrap_or_else(|| s.base.clone());
+    if s.served.lock().unwrap().split_metadata {
+        return axum::Json(
+            json!({ "issuer": issuer, "token_endpoint": format!("{}/token", s.base) }),
+        )
+        .into_response();
+    }
     let path = if moved {
         "/moved/jwks.json"
     } else {
         "/jwks.json"
     };
     axum::Json(json!({ "issuer": issuer, "jwks_uri": format!("{}{path}", s.base) })).into_response()
+}
+
+/// OpenID Connect's metadata: only with `split_metadata`.
+async fn serve_openid_metadata(State(s): State<Shared>) -> axum::response::Response {
+    if !s.served.lock().unwrap().split_metadata {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    axum::Json(json!({ "issuer": s.base, "jwks_uri": format!("{}/jwks.json", s.base) }))
+        .into_response()
 }
 
 pub(super) fn jwks(keys: &[&SigningKey]) -> String {
@@ -634,6 +656,22 @@ async fn a_key_set_that_failed_once_is_asked_again_while_the_metadata_is_down() 
         .await
         .expect("the key set is fetched from the address known");
     assert!(server.fetches() > fetched, "fetched again");
+}
+
+/// RFC 8414 metadata need not name a `jwks_uri`: what it leaves out is
+/// taken from the issuer's OpenID Connect metadata.
+#[tokio::test]
+async fn a_key_set_named_only_in_the_openid_metadata_is_found() {
+    let a = key();
+    let server = JwksServer::start(&[&a]).await;
+    server.set(|s| s.split_metadata = true);
+    let issuer = server.shared.base.clone();
+    let g = Guard::builder(&issuer, AUD, RemoteJwks::discover(&issuer).unwrap())
+        .build()
+        .unwrap();
+    g.verify(&token(&a, &issuer))
+        .await
+        .expect("keys found through the OpenID Connect metadata");
 }
 
 #[tokio::test]

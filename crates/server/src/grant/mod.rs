@@ -338,6 +338,9 @@ pub enum Refusal {
     /// Too many logins (failed, or successful, for one username): wait
     /// this long (429).
     TooManyAttempts(Duration),
+    /// Too many rotations of one user's refresh tokens by this client
+    /// (`refresh_limit.rs`): wait this long (429).
+    TooManyRefreshes(Duration),
     /// The server failed or cannot serve now (500 or 503).
     Failed(Error),
 }

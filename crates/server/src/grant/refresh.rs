@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::{Granted, Refusal, TokenRequest};
 use crate::db::Db;
+use crate::refresh_limit::RefreshLimit;
 use crate::secret::{random_token, token_digest, MasterKey};
 use crate::store::audit::{AuditQueue, Event};
 use crate::store::refresh::{self, RefreshPolicy, Refused};
@@ -21,6 +22,8 @@ pub struct Rotate<'a> {
     pub master: Arc<MasterKey>,
     /// The audit trail.
     pub audit: &'a AuditQueue,
+    /// Rotations per client and subject.
+    pub limit: &'a RefreshLimit,
 }
 
 /// Rotate the presented refresh token. Every check (client, expiry,
@@ -35,6 +38,17 @@ pub async fn grant(request: &TokenRequest<'_>, rotate: Rotate<'_>) -> Result<Gra
         .map(Scopes::parse)
         .transpose()
         .map_err(|e| Refusal::InvalidScope(e.to_string()))?;
+    // Counted before anything is written: a refused rotation leaves the
+    // presented token as it was, for the client to try again with.
+    if rotate.limit.is_on() {
+        if let Some(subject) = refresh::subject_of(rotate.db, presented, &client.client_id).await? {
+            if let Err(wait) = rotate.limit.check(&client.client_id, &subject) {
+                metrics::counter!("tessera_token_failures_total", "reason" => "too_many_refreshes")
+                    .increment(1);
+                return Err(Refusal::TooManyRefreshes(wait));
+            }
+        }
+    }
     let successor = random_token()?;
     let rotation = refresh::Rotation {
         presented,

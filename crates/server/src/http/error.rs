@@ -254,6 +254,14 @@ impl From<crate::grant::Refusal> for OAuthError {
             Refusal::TooManyAttempts(wait) => {
                 OAuthError::too_many_attempts(wait.as_secs().saturating_add(1))
             }
+            Refusal::TooManyRefreshes(wait) => OAuthError {
+                retry_after: Some(wait.as_secs().saturating_add(1)),
+                ..OAuthError::new(
+                    "invalid_request",
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too many refreshes for this user; try again later with the same refresh token",
+                )
+            },
             Refusal::Failed(e) => e.into(),
         }
     }

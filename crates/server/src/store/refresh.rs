@@ -803,6 +803,21 @@ pub async fn lookup(db: &Db, presented: &str) -> Result<Option<Live>, Error> {
     Ok(live)
 }
 
+/// The subject of the family `presented` belongs to, used or not, when
+/// that family is `client_id`'s: whom a rotation is for, read before it
+/// (the refresh grant's allowance, `refresh_limit.rs`).
+pub async fn subject_of(
+    db: &Db,
+    presented: &str,
+    client_id: &str,
+) -> Result<Option<String>, Error> {
+    let subject = on_pool!(db.read(), p => sqlx::query_scalar::<_, String>(
+        "SELECT f.subject FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id \
+         WHERE t.token_hash = $1 AND f.client_id = $2"
+    ).bind(token_digest(presented)).bind(client_id).fetch_optional(p).await)?;
+    Ok(subject)
+}
+
 /// A family revoked, as the audit trail names it.
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct RevokedFamily {

@@ -8,7 +8,7 @@ use axum::http::{header, Request, StatusCode};
 use serde_json::Value;
 use tessera_jose::{jwt, Algorithm, Claims, JwkSet, NumericDate, SigningKey};
 use tessera_server::store::clients::{self, GrantType, NewClient};
-use tessera_server::store::{users, ScopeChange, Scopes};
+use tessera_server::store::{refresh, users, ScopeChange, Scopes};
 
 use crate::{both_backends, verify_with_jwks, wait_for_audit, Backend, Harness, ISSUER, KEEP};
 
@@ -27,6 +27,7 @@ both_backends!(
     login_limits_count_the_client_behind_a_trusted_proxy,
     simultaneous_guesses_cannot_outrun_the_limit,
     refresh_grant_rotates_and_detects_reuse,
+    a_user_rotates_refresh_tokens_within_the_allowance,
     a_refused_refresh_changes_nothing,
     token_issued_events_can_be_turned_off,
     retries_in_the_grace_window_get_the_same_successor,
@@ -705,6 +706,78 @@ async fn login_limits_count_the_client_behind_a_trusted_proxy(backend: Backend) 
         StatusCode::TOO_MANY_REQUESTS,
         "{}",
         forged.text
+    );
+    h.finish().await;
+}
+
+/// Each rotation keeps the token it used up for two weeks and writes its
+/// audit events: one user looping the grant, on any number of sessions,
+/// is held to the allowance per client and user (429, `Retry-After`),
+/// the token presented left as it was, nothing written; other users and
+/// other clients keep theirs.
+async fn a_user_rotates_refresh_tokens_within_the_allowance(backend: Backend) {
+    let Some(h) = Harness::with(backend, |c| c.refreshes_per_minute = 3).await else {
+        return;
+    };
+    let (web, other_app) = (h.public_client("read").await, h.public_client("read").await);
+    h.user("alice", "correct horse", "read").await;
+    h.user("bob", "battery staple", "read").await;
+    // Two sessions of alice's: the allowance is hers, not a session's.
+    let mut alice = [
+        h.login(&web, "alice", "correct horse")
+            .await
+            .str("refresh_token"),
+        h.login(&web, "alice", "correct horse")
+            .await
+            .str("refresh_token"),
+    ];
+    for i in 0..3 {
+        let rotated = h.refresh(&web, &alice[i % 2], None).await;
+        assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.text);
+        alice[i % 2] = rotated.str("refresh_token");
+    }
+    let rows = h.count("SELECT COUNT(*) FROM refresh_tokens", &[]).await;
+    let refused = h.refresh(&web, &alice[1], None).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        refused.text
+    );
+    assert_eq!(refused.error(), "invalid_request");
+    let wait: u64 = refused.headers[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=21).contains(&wait), "Retry-After: {wait}");
+    assert_eq!(
+        h.count("SELECT COUNT(*) FROM refresh_tokens", &[]).await,
+        rows,
+        "a refused rotation writes nothing"
+    );
+    assert!(
+        refresh::lookup(&h.db, &alice[1]).await.unwrap().is_some(),
+        "the token presented is still live, to try again with"
+    );
+    // Bob, and alice through another app, have their own allowances.
+    let bob = h
+        .login(&web, "bob", "battery staple")
+        .await
+        .str("refresh_token");
+    assert_eq!(h.refresh(&web, &bob, None).await.status, StatusCode::OK);
+    let elsewhere = h
+        .login(&other_app, "alice", "correct horse")
+        .await
+        .str("refresh_token");
+    assert_eq!(
+        h.refresh(&other_app, &elsewhere, None).await.status,
+        StatusCode::OK
+    );
+    // A token that is no one's counts against no one.
+    assert_eq!(
+        h.refresh(&web, "not-a-token", None).await.error(),
+        "invalid_grant"
     );
     h.finish().await;
 }
