@@ -68,7 +68,8 @@ pub enum WhenUnreachable {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct FeedStatus {
-    /// Connected, with every revocation the server has.
+    /// Connected, with every revocation the server has (but those of
+    /// the events counted in `unreadable_events`).
     pub current: bool,
     /// How long since the set was last known current (`None`: never).
     pub stale_for: Option<Duration>,
@@ -80,12 +81,17 @@ pub struct FeedStatus {
     /// past the bound under [`WhenUnreachable::Refuse`], or has never been
     /// read and its bound has passed (a health check should say so).
     pub refusing: bool,
-    /// Events skipped because this guard could not read them (an event
-    /// of a newer server's making, an identifier past
-    /// [`MAX_IDENTIFIER_LEN`], an id that is not a number): each is
-    /// logged as an error, and the revocation it carried is not applied.
-    /// The events after it are: one unreadable event used to stop the
-    /// feed for good, every reconnection failing on it again.
+    /// Times an event of a known kind was skipped because this guard
+    /// could not read it (a field of a newer server's making, an
+    /// identifier past [`MAX_IDENTIFIER_LEN`], an id that is not a
+    /// number), under [`WhenUnreachable::KeepServing`]: each is logged as
+    /// an error, and the revocation it carried is not applied; the events
+    /// after it are (one unreadable event used to stop the feed for good,
+    /// every reconnection failing on it again). A backlog read again
+    /// counts its skips again. Under [`WhenUnreachable::Refuse`] such an
+    /// event fails the feed instead, and past the bound every token is
+    /// refused: a revoked token must never work there. Events of kinds
+    /// this guard does not know are skipped with a warning, uncounted.
     pub unreadable_events: u64,
 }
 
@@ -931,10 +937,11 @@ impl Subscriber {
                         .ok()
                         .filter(|id| i64::try_from(*id).is_ok())
                     else {
-                        self.unreadable(&format!(
-                            "event id {:?} is not a number within i64",
-                            event.id
-                        ));
+                        let reason = format!("event id {:?} is not a number within i64", event.id);
+                        if self.builder.policy == WhenUnreachable::Refuse {
+                            return Err(fail(&reason));
+                        }
+                        self.unreadable(&reason);
                         if ready {
                             self.shared.current();
                         }
@@ -985,7 +992,14 @@ impl Subscriber {
                         Ok(None) => {}
                         // Read again at every reconnection, it would fail
                         // the same way: it is skipped, and what comes
-                        // after it is applied.
+                        // after it is applied. Under `Refuse` a
+                        // revocation not applied must not let its token
+                        // through: the feed fails there, and past the
+                        // bound every token is refused, as for a feed
+                        // that cannot be reached.
+                        Err(e) if self.builder.policy == WhenUnreachable::Refuse => {
+                            return Err(fail(&format!("event {id}: {e}")))
+                        }
                         Err(e) => self.unreadable(&format!("event {id}: {e}")),
                     }
                     let digest = event_digest(&event.data);

@@ -165,7 +165,9 @@ impl RemoteJwks {
         self
     }
 
-    /// How long keys are kept when the response says nothing (10 min).
+    /// How long keys are kept when the response says nothing (10 min;
+    /// within the bounds of [`RemoteJwks::cache_bounds`], so never past
+    /// their upper bound).
     #[must_use]
     pub fn default_age(mut self, age: Duration) -> RemoteJwks {
         self.default_age = age;

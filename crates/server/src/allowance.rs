@@ -1,6 +1,7 @@
 //! A per-minute allowance per key, kept in memory per instance: the
-//! shared mechanism of the revocation allowance (`revoke_limit.rs`) and
-//! the codes a user is issued (`code_limit.rs`).
+//! shared mechanism of the revocation allowance (`revoke_limit.rs`), the
+//! codes a user is issued (`code_limit.rs`) and the refresh rotations of
+//! a user's tokens (`refresh_limit.rs`).
 //!
 //! A GCRA rate limiter per key (`governor`), all of a minute's allowance
 //! usable at once; keys idle long enough to be full again are dropped now

@@ -18,10 +18,14 @@
 //! user of a public app cannot use up the app's other users' allowance.
 //!
 //! The subject is read before the rotation (one indexed read), so that a
-//! refused request writes nothing; only a token of this client counts,
-//! so no one can spend another user's allowance without holding one of
-//! their tokens. The count is an [`crate::allowance::Allowance`] per
-//! pair, kept in memory like the other limits.
+//! refused request writes nothing. Only a live token of this client
+//! counts: spending a user's allowance takes one of their live tokens,
+//! which is the session itself; a used or dead token's replay is never
+//! refused here, so that it reaches the rotation, which finds out the
+//! reuse and ends the family (a thief draining the allowance with the
+//! chain it took cannot keep the victim's replay from ending it). The
+//! count is an [`crate::allowance::Allowance`] per pair, kept in memory
+//! like the other limits.
 
 use std::time::Duration;
 

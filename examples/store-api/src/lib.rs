@@ -153,6 +153,7 @@ pub fn health<S: Clone + Send + Sync + 'static>(guard: Guard, pool: SqlitePool) 
                         "last_event_id": s.last_event_id,
                         "revocations": s.revocations,
                         "refusing": s.refusing,
+                        "unreadable_events": s.unreadable_events,
                     })
                 });
                 let (status, word) = match refusing {

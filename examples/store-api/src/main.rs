@@ -104,7 +104,9 @@ async fn main() -> anyhow::Result<()> {
     };
     let mut keys = RemoteJwks::discover(&args.issuer)?
         .cooldown(refresh)
-        .cache_bounds(refresh, std::time::Duration::from_secs(24 * 3600));
+        // At most ten minutes whatever the key set's max-age: a key the
+        // issuer withdraws is trusted that long at most.
+        .cache_bounds(refresh, std::time::Duration::from_secs(600));
     if let Some(pem) = &roots {
         keys = keys.root_certificates(pem)?;
     }

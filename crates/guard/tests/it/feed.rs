@@ -447,6 +447,38 @@ async fn an_unreadable_event_is_skipped_and_the_feed_goes_on() {
     assert_eq!(status.unreadable_events, 3, "{status:?}");
 }
 
+/// Under `Refuse`, a revocation the guard cannot read must not let its
+/// token through: the feed fails on it, and past the bound every token is
+/// refused, as for a feed that cannot be reached.
+#[tokio::test]
+async fn an_unreadable_event_fails_a_feed_that_refuses() {
+    let issuer = Issuer::start().await;
+    let until = NumericDate::now().seconds() + 600;
+    issuer.revoke(Revocation::Token {
+        jti: "j1".into(),
+        until,
+    });
+    issuer.publish(format!(r#"{{"kind":"token","jti":"x","until":{until}.5}}"#));
+    let key = key();
+    let g = guard(
+        &issuer,
+        &key,
+        feed(&issuer)
+            .unreachable_after(Duration::from_millis(300))
+            .when_unreachable(WhenUnreachable::Refuse)
+            .start()
+            .unwrap(),
+    );
+    let fresh = token(&key, &issuer.base, "j2", "alice");
+    eventually("tokens are refused", async || {
+        g.verify(&fresh).await.err() == Some(Rejection::RevocationsUnavailable)
+    })
+    .await;
+    let status = g.revocations().unwrap().status();
+    assert!(status.refusing && !status.current, "{status:?}");
+    assert_eq!(status.unreadable_events, 0);
+}
+
 /// A key revoked at the issuer (it leaked): every token it verifies is
 /// refused, cached ones and those without a `kid` too, whatever their
 /// `iat` (whoever holds the key signs what they like); tokens of the

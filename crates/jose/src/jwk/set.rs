@@ -17,7 +17,9 @@ pub struct SkippedKey {
     pub kid: Option<String>,
     /// The key's `kty`, if readable.
     pub kty: Option<String>,
-    /// The key's `alg`, if readable.
+    /// The key's `alg`, if readable; for a key without one that was
+    /// usable under other algorithms of the caller's list, the algorithm
+    /// it failed under.
     pub alg: Option<String>,
     /// Whether its `use` and `key_ops` allow verifying signatures: `use`
     /// absent or `sig`, `key_ops` absent or naming `verify` (either one
@@ -277,14 +279,22 @@ impl KeySet {
                     &Error::invalid_key("no allowed algorithm fits this key"),
                 );
             }
+            let before = out.keys.len();
+            let mut failed = Vec::new();
             for alg in &algs {
                 match jwk.to_verifying_key_for(*alg) {
                     Ok(key) => out.keys.push(key),
-                    // Recorded under the algorithm that failed: a
-                    // 32-byte secret tried for HS256, HS384 and HS512 is
-                    // an HS256 key, not an ambiguity for HS256 tokens.
-                    Err(e) => out.skip(index, jwk, Some(*alg), &e),
+                    Err(e) => failed.push((*alg, e)),
                 }
+            }
+            // A key usable under some of the algorithms tried is skipped
+            // only under those it failed: a 32-byte secret tried for
+            // HS256, HS384 and HS512 is an HS256 key, not an ambiguity for
+            // HS256 tokens. One usable under none says nothing about which
+            // algorithm it was meant for, and may shadow any.
+            let usable = out.keys.len() > before;
+            for (alg, e) in failed {
+                out.skip(index, jwk, usable.then_some(alg), &e);
             }
             // An Ed25519 key signs under two names, `EdDSA` (RFC 8037) and
             // `Ed25519` (RFC 9864): one key, one curve, the same signatures,

@@ -338,9 +338,11 @@ fn audience<'a>(member: &Member<'a>) -> Result<AudienceRef<'a>, Error> {
     }
 }
 
-/// A NumericDate read the way `serde_json` presents the number to the
-/// caller's own type: an integer exactly, anything else as a double,
-/// made whole seconds by `round`.
+/// A NumericDate for validation: an integer exactly, anything else as a
+/// double, made whole seconds by `round` (down for `exp` and `iat`, as
+/// `NumericDate`'s own `Deserialize` gives the caller's type; up for
+/// `nbf`, so a fractional "not before" is never reached early: there the
+/// caller's type may see one second less than validation used).
 fn date(member: &Member<'_>, claim: &str, round: fn(f64) -> f64) -> Result<NumericDate, Error> {
     let seconds = match member.kind {
         Kind::Number { integer: true } => member.raw.parse::<i64>().ok(),

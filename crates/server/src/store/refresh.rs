@@ -803,9 +803,14 @@ pub async fn lookup(db: &Db, presented: &str) -> Result<Option<Live>, Error> {
     Ok(live)
 }
 
-/// The subject of the family `presented` belongs to, used or not, when
-/// that family is `client_id`'s: whom a rotation is for, read before it
-/// (the refresh grant's allowance, `refresh_limit.rs`).
+/// The subject of `presented` when it is a live token of `client_id`'s
+/// (unused, unexpired, its family neither revoked nor over): whom a
+/// rotation is for, read before it (the refresh grant's allowance,
+/// `refresh_limit.rs`). A used or dead token is no one's here: its
+/// replay must reach the rotation, which finds out the reuse and ends
+/// the family, whatever the allowance (counted, a thief draining it with
+/// the live chain would keep the victim's replay from ending the chain;
+/// and anyone holding an old token could spend the user's allowance).
 pub async fn subject_of(
     db: &Db,
     presented: &str,
@@ -813,8 +818,9 @@ pub async fn subject_of(
 ) -> Result<Option<String>, Error> {
     let subject = on_pool!(db.read(), p => sqlx::query_scalar::<_, String>(
         "SELECT f.subject FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id \
-         WHERE t.token_hash = $1 AND f.client_id = $2"
-    ).bind(token_digest(presented)).bind(client_id).fetch_optional(p).await)?;
+         WHERE t.token_hash = $1 AND f.client_id = $2 AND t.used_at IS NULL AND t.expires_at > $3 \
+         AND f.revoked_at IS NULL AND f.expires_at > $3"
+    ).bind(token_digest(presented)).bind(client_id).bind(now()).fetch_optional(p).await)?;
     Ok(subject)
 }
 

@@ -82,8 +82,11 @@ async fn on_disk(disk: &SmallDisk, url: &str) -> Harness {
         schema: None,
     };
     Harness::on(test_db, |c| {
-        // Its tests log one user in over and over: no login limits.
+        // Its tests log one user in over and over, and rotate their
+        // refresh tokens as fast as they can: no login limits, no
+        // allowance of rotations.
         c.max_login_failures = 0;
+        c.refreshes_per_minute = 0;
         c.data_dir = disk.path().to_owned();
         c.master_key = MasterKeySource::File(disk.path().join("master.key"));
     })

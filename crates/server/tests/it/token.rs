@@ -774,10 +774,34 @@ async fn a_user_rotates_refresh_tokens_within_the_allowance(backend: Backend) {
         h.refresh(&other_app, &elsewhere, None).await.status,
         StatusCode::OK
     );
-    // A token that is no one's counts against no one.
+    // Replays of used and dead tokens count against no one, and are
+    // never refused for the allowance: a thief draining it with the live
+    // chain it took cannot keep the victim's replay from ending it.
+    h.user("carol", "correct horse", "read").await;
+    let first = h
+        .login(&web, "carol", "correct horse")
+        .await
+        .str("refresh_token");
+    let rotated = h.refresh(&web, &first, None).await;
+    assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.text);
+    // The thief's chain uses up carol's allowance.
+    let mut thiefs = rotated.str("refresh_token");
+    for _ in 0..2 {
+        let again = h.refresh(&web, &thiefs, None).await;
+        assert_eq!(again.status, StatusCode::OK, "{}", again.text);
+        thiefs = again.str("refresh_token");
+    }
     assert_eq!(
-        h.refresh(&web, "not-a-token", None).await.error(),
-        "invalid_grant"
+        h.refresh(&web, &thiefs, None).await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    for _ in 0..5 {
+        let replay = h.refresh(&web, &first, None).await;
+        assert_eq!(replay.error(), "invalid_grant", "{}", replay.text);
+    }
+    assert!(
+        refresh::lookup(&h.db, &thiefs).await.unwrap().is_none(),
+        "the replay ended the family, its allowance spent"
     );
     h.finish().await;
 }
