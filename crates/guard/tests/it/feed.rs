@@ -354,6 +354,30 @@ async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
     }
 }
 
+/// A guard on `issuer`'s feed (as `feed` sets it up) that refuses every
+/// token once the feed is unreachable for 300 ms, when it does (waited
+/// for).
+async fn once_refusing(
+    issuer: &Issuer,
+    key: &SigningKey,
+    feed: tessera_guard::RevocationFeedBuilder,
+) -> Guard {
+    let g = guard(
+        issuer,
+        key,
+        feed.unreachable_after(Duration::from_millis(300))
+            .when_unreachable(WhenUnreachable::Refuse)
+            .start()
+            .unwrap(),
+    );
+    let fresh = token(key, &issuer.base, "fresh", "alice");
+    eventually("tokens are refused", async || {
+        g.verify(&fresh).await.err() == Some(Rejection::RevocationsUnavailable)
+    })
+    .await;
+    g
+}
+
 fn revoked(rejection: &Rejection) -> bool {
     matches!(rejection, Rejection::InvalidToken { .. })
 }
@@ -459,21 +483,7 @@ async fn an_unreadable_event_fails_a_feed_that_refuses() {
         until,
     });
     issuer.publish(format!(r#"{{"kind":"token","jti":"x","until":{until}.5}}"#));
-    let key = key();
-    let g = guard(
-        &issuer,
-        &key,
-        feed(&issuer)
-            .unreachable_after(Duration::from_millis(300))
-            .when_unreachable(WhenUnreachable::Refuse)
-            .start()
-            .unwrap(),
-    );
-    let fresh = token(&key, &issuer.base, "j2", "alice");
-    eventually("tokens are refused", async || {
-        g.verify(&fresh).await.err() == Some(Rejection::RevocationsUnavailable)
-    })
-    .await;
+    let g = once_refusing(&issuer, &key(), feed(&issuer)).await;
     let status = g.revocations().unwrap().status();
     assert!(status.refusing && !status.current, "{status:?}");
     assert_eq!(status.unreadable_events, 0);
@@ -1327,22 +1337,7 @@ async fn a_log_larger_than_the_bound_is_not_held() {
             until,
         });
     }
-    let key = key();
-    let g = guard(
-        &issuer,
-        &key,
-        feed(&issuer)
-            .max_revocations(2)
-            .unreachable_after(Duration::from_millis(300))
-            .when_unreachable(WhenUnreachable::Refuse)
-            .start()
-            .unwrap(),
-    );
-    let fresh = token(&key, &issuer.base, "j1", "alice");
-    eventually("tokens are refused", async || {
-        g.verify(&fresh).await.err() == Some(Rejection::RevocationsUnavailable)
-    })
-    .await;
+    let g = once_refusing(&issuer, &key(), feed(&issuer).max_revocations(2)).await;
     let status = g.revocations().unwrap().status();
     assert!(!status.current && status.revocations <= 2, "{status:?}");
 }

@@ -593,14 +593,9 @@ async fn a_jwks_uri_left_behind_with_old_keys_is_discovered_again() {
     g.verify(&token(&a, &issuer)).await.unwrap();
 }
 
-/// A token with a made-up `kid` sends the next fetch to the metadata
-/// first, but a metadata outage then does not stop the keys: the address
-/// known still serves them.
-#[tokio::test]
-async fn a_made_up_kid_during_a_metadata_outage_keeps_the_keys() {
-    let a = key();
-    let server = JwksServer::start(&[&a]).await;
-    // Stale at once, and not served stale: every token needs a fetch.
+/// A guard over `server`'s metadata that fetches the keys for every
+/// token: stale at once, never served stale, no cooldown, no token cache.
+fn fetching_every_time(server: &JwksServer) -> (Guard, String) {
     server.set(|s| s.cache_control = Some("max-age=0".into()));
     let issuer = server.shared.base.clone();
     let remote = RemoteJwks::discover(&issuer)
@@ -612,6 +607,17 @@ async fn a_made_up_kid_during_a_metadata_outage_keeps_the_keys() {
         .cache_size(0)
         .build()
         .unwrap();
+    (g, issuer)
+}
+
+/// A token with a made-up `kid` sends the next fetch to the metadata
+/// first, but a metadata outage then does not stop the keys: the address
+/// known still serves them.
+#[tokio::test]
+async fn a_made_up_kid_during_a_metadata_outage_keeps_the_keys() {
+    let a = key();
+    let server = JwksServer::start(&[&a]).await;
+    let (g, issuer) = fetching_every_time(&server);
     g.verify(&token(&a, &issuer)).await.unwrap();
     server.set(|s| s.metadata_down = true);
     let stranger = SigningKey::generate(Algorithm::ES256)
@@ -633,17 +639,7 @@ async fn a_made_up_kid_during_a_metadata_outage_keeps_the_keys() {
 async fn a_key_set_that_failed_once_is_asked_again_while_the_metadata_is_down() {
     let a = key();
     let server = JwksServer::start(&[&a]).await;
-    server.set(|s| s.cache_control = Some("max-age=0".into()));
-    let issuer = server.shared.base.clone();
-    let remote = RemoteJwks::discover(&issuer)
-        .unwrap()
-        .cache_bounds(Duration::ZERO, Duration::from_secs(60))
-        .max_stale(Duration::ZERO)
-        .cooldown(Duration::ZERO);
-    let g = Guard::builder(&issuer, AUD, remote)
-        .cache_size(0)
-        .build()
-        .unwrap();
+    let (g, issuer) = fetching_every_time(&server);
     g.verify(&token(&a, &issuer)).await.unwrap();
     server.set(|s| s.status = 502);
     assert!(g.verify(&token(&a, &issuer)).await.is_err());
