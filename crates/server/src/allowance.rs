@@ -34,6 +34,11 @@ impl<K: Hash + Eq + Clone> Allowance<K> {
         }
     }
 
+    /// Whether there is a limit at all (`per_minute` was not 0).
+    pub fn is_limited(&self) -> bool {
+        self.limiter.is_some()
+    }
+
     /// Count one for `key`, or say how long it must wait.
     pub fn check(&self, key: &K) -> Result<(), Duration> {
         let Some(limiter) = &self.limiter else {

@@ -35,7 +35,6 @@ use crate::allowance::Allowance;
 #[derive(Debug)]
 pub struct RefreshLimit {
     per_pair: Allowance<(String, String)>,
-    on: bool,
 }
 
 impl RefreshLimit {
@@ -44,14 +43,13 @@ impl RefreshLimit {
     pub fn new(per_minute: u32) -> RefreshLimit {
         RefreshLimit {
             per_pair: Allowance::per_minute(per_minute),
-            on: per_minute > 0,
         }
     }
 
     /// Whether there is a limit (without one, the subject need not be
     /// read).
     pub fn is_on(&self) -> bool {
-        self.on
+        self.per_pair.is_limited()
     }
 
     /// Count one rotation by `client_id` of a token about `subject`, or

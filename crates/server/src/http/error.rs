@@ -79,29 +79,39 @@ impl OAuthError {
         )
     }
 
-    /// Too many logins, failed or not (429 with `Retry-After`).
-    pub fn too_many_attempts(retry_after: u64) -> OAuthError {
+    /// 429 with `Retry-After` (at least a second) and `description`.
+    fn too_many(retry_after: u64, description: &str) -> OAuthError {
         OAuthError {
             retry_after: Some(retry_after.max(1)),
             ..OAuthError::new(
                 "invalid_request",
                 StatusCode::TOO_MANY_REQUESTS,
-                "too many logins; try again later",
+                description,
             )
         }
+    }
+
+    /// Too many logins, failed or not (429 with `Retry-After`).
+    pub fn too_many_attempts(retry_after: u64) -> OAuthError {
+        OAuthError::too_many(retry_after, "too many logins; try again later")
     }
 
     /// A client holding as many revocation-feed streams as it may (429
     /// with `Retry-After`).
     pub fn too_many_streams(retry_after: u64) -> OAuthError {
-        OAuthError {
-            retry_after: Some(retry_after.max(1)),
-            ..OAuthError::new(
-                "invalid_request",
-                StatusCode::TOO_MANY_REQUESTS,
-                "this client has as many revocation streams open here as it may",
-            )
-        }
+        OAuthError::too_many(
+            retry_after,
+            "this client has as many revocation streams open here as it may",
+        )
+    }
+
+    /// A client rotating one user's refresh tokens faster than its
+    /// allowance (429 with `Retry-After`).
+    pub fn too_many_refreshes(retry_after: u64) -> OAuthError {
+        OAuthError::too_many(
+            retry_after,
+            "too many refreshes for this user; try again later with the same refresh token",
+        )
     }
 
     /// A client revoking access tokens faster than its allowance (503
@@ -254,14 +264,9 @@ impl From<crate::grant::Refusal> for OAuthError {
             Refusal::TooManyAttempts(wait) => {
                 OAuthError::too_many_attempts(wait.as_secs().saturating_add(1))
             }
-            Refusal::TooManyRefreshes(wait) => OAuthError {
-                retry_after: Some(wait.as_secs().saturating_add(1)),
-                ..OAuthError::new(
-                    "invalid_request",
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too many refreshes for this user; try again later with the same refresh token",
-                )
-            },
+            Refusal::TooManyRefreshes(wait) => {
+                OAuthError::too_many_refreshes(wait.as_secs().saturating_add(1))
+            }
             Refusal::Failed(e) => e.into(),
         }
     }

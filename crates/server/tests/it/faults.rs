@@ -93,6 +93,17 @@ async fn on_disk(disk: &SmallDisk, url: &str) -> Harness {
     .await
 }
 
+/// A public client, alice's user id, and the refresh token of her login
+/// through that client.
+async fn logged_in(h: &Harness) -> (String, String, String) {
+    let web = h.public_client("read").await;
+    let alice = h.user("alice", "correct horse", "read").await;
+    let login = h.login(&web, "alice", "correct horse").await;
+    assert_eq!(login.status, StatusCode::OK, "{}", login.text);
+    let first = login.str("refresh_token");
+    (web, alice, first)
+}
+
 /// How many refresh tokens with this digest the database holds, as
 /// another connection (or a restarted server) sees it.
 async fn stored(db: &Db, token: &str) -> i64 {
@@ -671,11 +682,7 @@ async fn a_refresh_whose_answer_failed_can_be_retried(backend: Backend) {
     let Some(h) = Harness::new(backend).await else {
         return;
     };
-    let web = h.public_client("read").await;
-    let alice = h.user("alice", "correct horse", "read").await;
-    let login = h.login(&web, "alice", "correct horse").await;
-    assert_eq!(login.status, StatusCode::OK, "{}", login.text);
-    let first = login.str("refresh_token");
+    let (web, alice, first) = logged_in(&h).await;
     // Six seconds ahead: past the five the endpoint waits.
     h.cut_ahead(&alice, 6).await;
     let failed = h.refresh(&web, &first, None).await;
@@ -714,12 +721,7 @@ async fn a_take_back_the_database_refused_at_first_is_tried_again(backend: Backe
     let Some(h) = Harness::new(backend).await else {
         return;
     };
-    let web = h.public_client("read").await;
-    let alice = h.user("alice", "correct horse", "read").await;
-    let first = h
-        .login(&web, "alice", "correct horse")
-        .await
-        .str("refresh_token");
+    let (web, alice, first) = logged_in(&h).await;
     // The take-back deletes the successor nobody saw: refused for now.
     h.refuse("refuse_take_back", "BEFORE DELETE ON refresh_tokens")
         .await;
@@ -757,12 +759,7 @@ async fn a_refresh_dropped_before_it_answered_is_taken_back(backend: Backend) {
     let Some(h) = Harness::new(backend).await else {
         return;
     };
-    let web = h.public_client("read").await;
-    let alice = h.user("alice", "correct horse", "read").await;
-    let first = h
-        .login(&web, "alice", "correct horse")
-        .await
-        .str("refresh_token");
+    let (web, alice, first) = logged_in(&h).await;
     // Six seconds ahead: past the five the endpoint waits.
     h.cut_ahead(&alice, 6).await;
     let dropped = tokio::time::timeout(Duration::from_secs(1), h.refresh(&web, &first, None)).await;
@@ -793,12 +790,7 @@ async fn a_refresh_dropped_while_it_rotates_leaves_the_token_live(backend: Backe
     let Some(h) = Harness::new(backend).await else {
         return;
     };
-    let web = h.public_client("read").await;
-    h.user("alice", "correct horse", "read").await;
-    let first = h
-        .login(&web, "alice", "correct horse")
-        .await
-        .str("refresh_token");
+    let (web, _, first) = logged_in(&h).await;
     let lock = "SELECT token_hash FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE";
     let dropped = h
         .dropped_while_held(
@@ -828,12 +820,7 @@ async fn a_rotation_of_a_revoked_session_is_not_taken_back(backend: Backend) {
     let Some(h) = Harness::new(backend).await else {
         return;
     };
-    let web = h.public_client("read").await;
-    h.user("alice", "correct horse", "read").await;
-    let first = h
-        .login(&web, "alice", "correct horse")
-        .await
-        .str("refresh_token");
+    let (web, _, first) = logged_in(&h).await;
     let family = refresh::lookup(&h.db, &first)
         .await
         .unwrap()
