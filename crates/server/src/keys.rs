@@ -54,6 +54,13 @@ use crate::Error;
 /// Clock skew allowed between instances and resource servers.
 const SKEW: i64 = 60;
 
+/// How long past its `exp` a token may still be accepted: the largest
+/// leeway a verifier may be given (`tessera-jose`'s `MAX_LEEWAY`, and
+/// common elsewhere: Microsoft.IdentityModel's default is 5 min). A key
+/// is kept published that long past its last token's expiry, so a
+/// verifier with that leeway that fetches the key set then still finds it.
+const LEEWAY_PAST_EXPIRY: i64 = jwt::MAX_LEEWAY.as_secs() as i64;
+
 /// Keys of one algorithm a rotation by hand may leave announced, not yet
 /// signing ([`Keys::rotate`]).
 const MAX_ANNOUNCED: usize = 2;
@@ -1163,11 +1170,12 @@ impl Keys {
     }
 
     /// How long after its successor signs a key is kept: the longest
-    /// access-token lifetime known, and a minute of clock skew.
+    /// access-token lifetime known, and the longest a verifier may accept
+    /// a token past its `exp` (which covers a minute of clock skew too).
     fn keep_after(&self) -> i64 {
         self.longest_ttl
             .load(std::sync::atomic::Ordering::Acquire)
-            .saturating_add(SKEW)
+            .saturating_add(SKEW.max(LEEWAY_PAST_EXPIRY))
     }
 
     fn open(&self, row: &KeyRow) -> Result<SigningKey, Error> {

@@ -235,7 +235,7 @@ async fn a_maintenance_that_cannot_write_still_reads_the_keys_others_made() {
     // Long past the new key's announcement: this instance would delete
     // the old key.
     let ttl = tessera_server::store::secs(h.test_db.config().max_access_ttl);
-    let at = now + announce + ttl + 120;
+    let at = now + announce + ttl + 600;
     assert!(h.app.keys.maintain_at(at).await.is_err());
     let signing = h.app.keys.signer(at).unwrap().kid().unwrap().to_owned();
     assert_ne!(signing, before);
@@ -433,7 +433,10 @@ async fn a_changed_algorithm_is_announced_and_the_old_one_retired(backend: Backe
     let mut config = h.test_db.config();
     config.keys.algorithm = Algorithm::ES384;
     let announce = tessera_server::store::secs(config.keys.announce);
-    let keep = tessera_server::store::secs(config.max_access_ttl) + 60;
+    // Kept for the token's life and the largest leeway a verifier may
+    // have past `exp`.
+    let keep = tessera_server::store::secs(config.max_access_ttl)
+        + tessera_jose::jwt::MAX_LEEWAY.as_secs() as i64;
     let restarted = tessera_server::open(config).await.unwrap();
     let keys = &restarted.keys;
     // Its start makes no key (an admin command opens the same way);
@@ -543,7 +546,10 @@ async fn a_change_to_an_algorithm_with_keys_keeps_the_old_key_while_its_tokens_l
     let old_kid = h.app.keys.signer(now).unwrap().kid().unwrap().to_owned();
     let mut config = h.test_db.config();
     config.keys.algorithm = Algorithm::RS256;
-    let keep = tessera_server::store::secs(config.max_access_ttl) + 60;
+    // Kept for the token's life and the largest leeway a verifier may
+    // have past `exp`.
+    let keep = tessera_server::store::secs(config.max_access_ttl)
+        + tessera_jose::jwt::MAX_LEEWAY.as_secs() as i64;
     let restarted = tessera_server::open(config).await.unwrap();
     let keys = &restarted.keys;
     let published = || {
