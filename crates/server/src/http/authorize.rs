@@ -16,7 +16,7 @@ use url::Url;
 use super::cookies::{self, Jar};
 use super::pages::SharedPages;
 use crate::app::App;
-use crate::signin::id_token::read_hint;
+use crate::signin::id_token::{read_authorize_hint, Hinted};
 use crate::signin::pending::{self, Pending};
 use crate::signin::{self, AuthorizationRequest, ErrorResponse, Next, Refused, ResponseMode};
 use crate::store::clients::Client;
@@ -83,8 +83,18 @@ pub async fn authorize(
         return respond_error(&app, &pages, &error);
     }
     if let Some(token) = params.get("id_token_hint") {
-        let hint = read_hint(&app.keys, &app.config.issuer, token)
-            .filter(|hint| hint.aud.contains(&request.client_id));
+        let hint = match read_authorize_hint(&app.keys, &app.config.issuer, token) {
+            Hinted::Verified(hint) => Some(hint),
+            Hinted::KeyGone(hint) => {
+                tracing::debug!(
+                    client_id = %request.client_id,
+                    "an id_token_hint signed by a key no longer published, read for its sub"
+                );
+                Some(hint)
+            }
+            Hinted::Refused => None,
+        }
+        .filter(|hint| hint.aud.contains(&request.client_id));
         match hint.and_then(|hint| hint.sub) {
             Some(sub) => request.hint_subject = Some(sub),
             None => {

@@ -42,11 +42,56 @@ pub fn read_hint(keys: &Keys, issuer: &str, token: &str) -> Option<Hint> {
         &tessera_jose::jws::VerifyOptions::new(),
     )
     .ok()?;
-    // Only ID tokens: not access or logout tokens of this server.
-    if verified.header().typ.as_deref().is_some_and(|t| t != "JWT") {
+    hint_in(verified.header(), verified.payload(), issuer)
+}
+
+/// What an `id_token_hint` at the authorization endpoint names.
+#[derive(Debug)]
+pub enum Hinted {
+    /// An ID token of this server: [`read_hint`] holds.
+    Verified(Hint),
+    /// Shaped as an ID token of this server, but signed under a `kid` it
+    /// no longer publishes: in life an ID token from before a key
+    /// rotation, which a relying party keeps for as long as its session
+    /// (silent renewal sends it with `prompt=none`). Its claims are as
+    /// written, unverified.
+    KeyGone(Hint),
+    /// Not an ID token of this server.
+    Refused,
+}
+
+/// Read an `id_token_hint` sent to the authorization endpoint. There a
+/// hint can only narrow the answer (Core §3.1.2.1: the user it names must
+/// be the one signed in), never grant anything, so one whose key is gone
+/// is still read, for its `sub`: refusing it would turn every relying
+/// party's silent renewal into a hard error after each key rotation,
+/// where the user only needs to be asked to log in. The logout endpoint,
+/// where a hint spares the user a confirmation, keeps to [`read_hint`].
+pub fn read_authorize_hint(keys: &Keys, issuer: &str, token: &str) -> Hinted {
+    let verified = tessera_jose::jws::verify(
+        token,
+        keys.verifying_keys().as_ref(),
+        &tessera_jose::jws::VerifyOptions::new(),
+    );
+    match verified {
+        Ok(v) => hint_in(v.header(), v.payload(), issuer).map_or(Hinted::Refused, Hinted::Verified),
+        Err(tessera_jose::Error::NoMatchingKey { kid: Some(_), .. }) => {
+            tessera_jose::dangerous::decode_unverified(token)
+                .ok()
+                .and_then(|(header, payload)| hint_in(&header, &payload, issuer))
+                .map_or(Hinted::Refused, Hinted::KeyGone)
+        }
+        Err(_) => Hinted::Refused,
+    }
+}
+
+/// The hint in an ID token's header and payload: only ID tokens (not
+/// access or logout tokens of this server), issued here.
+fn hint_in(header: &tessera_jose::jws::Header, payload: &[u8], issuer: &str) -> Option<Hint> {
+    if header.typ.as_deref().is_some_and(|t| t != "JWT") {
         return None;
     }
-    let hint: Hint = serde_json::from_slice(verified.payload()).ok()?;
+    let hint: Hint = serde_json::from_slice(payload).ok()?;
     (hint.iss == issuer).then_some(hint)
 }
 

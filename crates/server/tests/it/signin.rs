@@ -1095,6 +1095,79 @@ async fn an_id_token_hint_naming_another_user_needs_a_login(backend: Backend) {
     h.finish().await;
 }
 
+/// An `id_token_hint` signed under a key this server no longer publishes
+/// (an ID token from before a key rotation, which a relying party keeps
+/// for its whole session and sends with `prompt=none` to renew silently)
+/// is read for its `sub`: a code for the user it names, `login_required`
+/// for anyone else. It was `invalid_request`, a hard error for every
+/// relying party after each rotation. Unverified, it can only narrow:
+/// one forged under an unknown `kid` naming the signed-in user gets what
+/// no hint gets, naming someone else an error, and one not shaped as an
+/// ID token of this server for this client is still `invalid_request`.
+async fn an_id_token_hint_whose_key_is_gone_still_names_its_user(backend: Backend) {
+    use tessera_jose::{Algorithm, Claims, SigningKey};
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let s = setup(&h, "Shop", true).await;
+    let (mut b, code) = signed_in_code(&h, &s).await;
+    let id_token = exchange(&h, &s, &code, VERIFIER).await.str("id_token");
+    let (header, claims) = tessera_jose::dangerous::decode_unverified_claims(&id_token).unwrap();
+    let alice = claims["sub"].as_str().unwrap().to_owned();
+    let silently =
+        |hint: &str| authorize_url(&s.client_id, &[("id_token_hint", hint), ("prompt", "none")]);
+    // The key that signed it is taken out (a revocation: the quickest way
+    // to a key that is no longer published).
+    h.app
+        .keys
+        .revoke(
+            header.kid.as_deref().unwrap(),
+            tessera_server::store::audit::InChange::none(),
+        )
+        .await
+        .unwrap();
+    assert!(!h
+        .app
+        .keys
+        .jwks_json()
+        .contains(header.kid.as_deref().unwrap()));
+    let renewed = location(&b.get(&h, &silently(&id_token)).await);
+    assert!(query_of(&renewed).contains_key("code"), "{renewed}");
+    // Forged under a kid never published.
+    let forger = SigningKey::generate(Algorithm::RS256)
+        .unwrap()
+        .with_kid("never-published");
+    let forge = |sub: &str, iss: &str, aud: &str| {
+        tessera_jose::jwt::sign(
+            &Claims::new().issuer(iss).subject(sub).audience(aud),
+            &forger,
+        )
+        .unwrap()
+    };
+    let same = location(
+        &b.get(&h, &silently(&forge(&alice, crate::ISSUER, &s.client_id)))
+            .await,
+    );
+    assert!(query_of(&same).contains_key("code"), "{same}");
+    let other = location(
+        &b.get(
+            &h,
+            &silently(&forge("someone-else", crate::ISSUER, &s.client_id)),
+        )
+        .await,
+    );
+    assert_eq!(query_of(&other)["error"], "login_required", "{other}");
+    assert!(!query_of(&other).contains_key("code"));
+    for (iss, aud) in [
+        ("https://elsewhere.example", s.client_id.as_str()),
+        (crate::ISSUER, "another-client"),
+    ] {
+        let r = location(&b.get(&h, &silently(&forge(&alice, iss, aud))).await);
+        assert_eq!(query_of(&r)["error"], "invalid_request", "{iss} {aud}: {r}");
+    }
+    h.finish().await;
+}
+
 /// A sign-in that was waiting at the login page when the client's
 /// redirect URI was taken out of its registration sends no code there.
 async fn a_redirect_uri_removed_during_a_sign_in_gets_no_code(backend: Backend) {
@@ -1845,6 +1918,7 @@ both_backends!(
     login_csrf_fixation_and_limits,
     a_redirect_uri_removed_during_a_sign_in_gets_no_code,
     an_id_token_hint_naming_another_user_needs_a_login,
+    an_id_token_hint_whose_key_is_gone_still_names_its_user,
     prompt_none_and_logout_attacks,
     a_logout_page_outlives_a_login_in_another_tab_and_staying_goes_back,
     discovery_names_what_is_there,
