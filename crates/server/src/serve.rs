@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use tessera_jose::Algorithm;
+
 use crate::app::App;
 use crate::config::Config;
 use crate::db::{Db, Schema};
@@ -96,6 +98,35 @@ pub async fn open_with(config: Config, schema: Schema) -> Result<Opened, Error> 
     // A key verifies tokens for as long as the longest lifetime an earlier
     // start allowed, not only this configuration's: lowering
     // max_access_ttl does not cut short the tokens already out.
+    // An ID-token algorithm clients registered (`--id-token-alg`) stays
+    // in use, its keys kept and rotated, while any client does, whatever
+    // the configuration says: dropped, its keys were removed once its
+    // last tokens expired, and from then on those clients' code exchanges
+    // and back-channel logouts failed (sessions at the relying parties
+    // never ended). Set on the configuration itself, so that every part
+    // (minting, `tessera keys list`, discovery) sees the same list.
+    let mut config = config;
+    match crate::store::clients::id_token_algorithms_in_use(&db).await {
+        Ok(in_use) => {
+            for (name, clients) in in_use {
+                let Ok(alg) = name.parse::<Algorithm>() else {
+                    continue;
+                };
+                if !config.keys.id_token_algorithms.contains(&alg) {
+                    tracing::warn!(
+                        alg = %alg,
+                        clients,
+                        "keys.id_token_algorithms leaves out an algorithm clients sign in with                          (--id-token-alg): it is kept, its keys made and rotated, while any                          client uses it; delete and register those clients again to drop it"
+                    );
+                    config.keys.id_token_algorithms.push(alg);
+                }
+            }
+        }
+        Err(e) => {
+            db.close().await;
+            return Err(e);
+        }
+    }
     let mut policy = config.keys.clone();
     let stored = match crate::store::revocation::longest_access_ttl(&db).await {
         Ok(stored) => stored,
@@ -174,30 +205,6 @@ pub async fn serve(
             "keys.announce is shorter than keys.jwks_max_age plus the maintenance period: \
              verifiers that cache the JWKS may refuse tokens of a new key until they refetch"
         );
-    }
-    // A client registered for an ID-token algorithm the configuration
-    // has since dropped gets no ID token once that algorithm's keys are
-    // removed (its code exchanges fail): said at every start.
-    match crate::store::clients::id_token_algorithms_in_use(&db).await {
-        Ok(in_use) => {
-            for (alg, clients) in in_use {
-                let configured = config
-                    .keys
-                    .id_token_algorithms
-                    .iter()
-                    .any(|a| a.as_str() == alg);
-                if !configured {
-                    tracing::error!(
-                        alg,
-                        clients,
-                        "clients sign in with ID tokens of an algorithm keys.id_token_algorithms no longer \
-                         lists: once its keys are removed, their code exchanges and back-channel \
-                         logouts fail; add it back, or delete and register those clients again"
-                    );
-                }
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "the clients' ID-token algorithms could not be read"),
     }
     let grace = secs(config.refresh_grace);
     let keep = Retention {

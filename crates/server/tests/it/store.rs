@@ -54,6 +54,7 @@ both_backends!(
     a_rotation_by_hand_makes_no_key_of_a_dropped_algorithm,
     a_change_to_an_algorithm_with_keys_keeps_the_old_key_while_its_tokens_live,
     a_retirement_marked_under_another_configuration_is_forgotten,
+    an_id_token_algorithm_clients_use_is_kept_when_the_configuration_drops_it,
     a_rotation_by_hand_rotates_the_databases_algorithms_whatever_the_configuration,
     a_key_made_while_the_clock_is_held_back_is_announced_by_the_wall_clock,
     a_leaked_key_revoked_stops_signing_and_verifying_everywhere_at_once,
@@ -566,6 +567,70 @@ async fn a_change_to_an_algorithm_with_keys_keeps_the_old_key_while_its_tokens_l
     assert!(published(), "withdrawn while its tokens live");
     keys.maintain_at(now + keep + 10).await.unwrap();
     assert!(!published(), "kept after its tokens expired");
+    restarted.db.close().await;
+    h.finish().await;
+}
+
+/// A configuration that leaves out an ID-token algorithm clients
+/// registered (`--id-token-alg ES384`) keeps it while they use it: its
+/// key is not retired, never removed, and signs their ID tokens long
+/// past the point where a dropped algorithm's keys are gone. Before, the
+/// start only logged an error, and once the key was removed their code
+/// exchanges and back-channel logouts failed.
+async fn an_id_token_algorithm_clients_use_is_kept_when_the_configuration_drops_it(
+    backend: Backend,
+) {
+    use tessera_jose::Algorithm;
+    use tessera_server::keys::KeyState;
+    let Some(h) = Harness::with(backend, |c| {
+        c.keys.id_token_algorithms = vec![Algorithm::RS256, Algorithm::ES384];
+    })
+    .await
+    else {
+        return;
+    };
+    clients::add(
+        &h.db,
+        NewClient {
+            name: "es384".into(),
+            grants: vec![GrantType::AuthorizationCode],
+            scopes: Scopes::parse("openid").unwrap(),
+            redirect_uris: vec!["https://app.example.com/cb".into()],
+            id_token_alg: Some(Algorithm::ES384),
+            ..NewClient::default()
+        },
+        audit::InChange::none(),
+    )
+    .await
+    .unwrap();
+    let now = tessera_server::store::now();
+    let es384 = h.app.keys.signer_for(Algorithm::ES384, now).unwrap();
+    let mut config = h.test_db.config();
+    config.keys.id_token_algorithms = vec![Algorithm::RS256];
+    let ttl = tessera_server::store::secs(config.max_access_ttl);
+    let restarted = tessera_server::open(config).await.unwrap();
+    assert!(restarted
+        .config
+        .keys
+        .id_token_algorithms
+        .contains(&Algorithm::ES384));
+    let keys = &restarted.keys;
+    keys.maintain_at(now).await.unwrap();
+    let later = now + ttl + 3600;
+    keys.maintain_at(later).await.unwrap();
+    assert_eq!(
+        keys.signer_for(Algorithm::ES384, later).unwrap().kid(),
+        es384.kid(),
+        "the key clients use was removed"
+    );
+    let stored = tessera_server::keys::stored(&restarted.db, &restarted.config.keys, later)
+        .await
+        .unwrap();
+    let state = stored
+        .iter()
+        .find(|(k, _)| Some(k.kid.as_str()) == es384.kid())
+        .map(|(_, s)| *s);
+    assert_eq!(state, Some(KeyState::Active));
     restarted.db.close().await;
     h.finish().await;
 }
