@@ -17,8 +17,7 @@ pub enum Rejection {
         /// `"the access token expired"` or `"the access token is invalid"`.
         description: &'static str,
     },
-    /// The keys could not be fetched and none are cached, or none that
-    /// know the token's `kid` (503).
+    /// The keys could not be fetched and none are cached (503).
     KeysUnavailable,
     /// The revocation feed has been unreachable longer than its bound and
     /// its policy is to refuse (503).

@@ -319,15 +319,12 @@ impl Guard {
                 .kid
                 .clone(),
         };
-        let keys = self
-            .keys_for(kid.as_deref(), Some(token))
-            .await
-            .map_err(|e| {
-                // Per request, so at debug: the key source reports a failing
-                // issuer once per streak.
-                tracing::debug!(error = %e, "no keys to verify bearer tokens");
-                Rejection::KeysUnavailable
-            })?;
+        let keys = self.keys_for(kid.as_deref()).await.map_err(|e| {
+            // Per request, so at debug: the key source reports a failing
+            // issuer once per streak.
+            tracing::debug!(error = %e, "no keys to verify bearer tokens");
+            Rejection::KeysUnavailable
+        })?;
         let verified = jwt::verify::<Map<String, Value>>(token, keys.as_ref(), &inner.validation)
             .map_err(|e| {
             // Why a token was refused, for whoever sets a guard up
@@ -383,36 +380,23 @@ impl Guard {
         Ok(token)
     }
 
-    /// The key set for `token` (when given) whose header names `kid`.
-    async fn keys_for(
-        &self,
-        kid: Option<&str>,
-        token: Option<&str>,
-    ) -> Result<Arc<KeySet>, String> {
+    /// The key set for a token whose header names `kid`.
+    async fn keys_for(&self, kid: Option<&str>) -> Result<Arc<KeySet>, String> {
         match &self.inner.keys {
             Keys::Static(keys) => Ok(Arc::clone(keys)),
             Keys::Remote(remote) => {
                 let keys = remote.keys_for(kid).await.map_err(|e| e.to_string())?;
-                // A `kid` the keys do not know, of a key the issuer may
-                // have published since (one revoked and replaced at once
-                // signs unannounced): while its key set cannot be
-                // fetched, or when the token says it was issued after the
-                // keys held were fetched (the cooldown keeps the guard
-                // from asking again yet). A 503 has the client try again;
-                // a 401 would have it throw a good token away, and get
-                // another with the same `kid`, refused the same way.
+                // A `kid` the keys do not know while the issuer's key set
+                // cannot be fetched: a key it may have published since
+                // (one revoked and replaced at once signs unannounced).
+                // A 503 has the client try again; a 401 would have it
+                // throw a good token away, and get another with the same
+                // `kid`, refused the same way.
                 let unknown =
                     kid.is_some_and(|kid| !keys.keys().iter().any(|k| k.kid() == Some(kid)));
                 if unknown && remote.failing() {
                     return Err(
                         "the issuer's keys cannot be fetched, and the cached ones do not know the token's kid"
-                            .into(),
-                    );
-                }
-                if unknown && token.is_some_and(|t| issued_since(remote, t)) {
-                    return Err(
-                        "the token's kid is not in the issuer's keys fetched before it was issued; \
-                         they are fetched again after the cooldown"
                             .into(),
                     );
                 }
@@ -430,32 +414,10 @@ impl Guard {
     /// key, or new material under an old `kid`, stops its cached tokens
     /// too, whether or not they name a `kid`.
     async fn still_verifies(&self, hit: &Cached) -> bool {
-        self.keys_for(hit.kid.as_deref(), None)
+        self.keys_for(hit.kid.as_deref())
             .await
             .is_ok_and(|current| std::ptr::eq(hit.keys.as_ptr(), Arc::as_ptr(&current)))
     }
-}
-
-/// Clock skew allowed between an issuer and this guard when a token's
-/// `iat` is compared with when its keys were fetched.
-const FETCH_SKEW: i64 = 10;
-
-/// Whether `token` says (unverified: it can only turn a 401 into a 503,
-/// for its own request) that it was issued after `remote`'s keys were
-/// fetched, give or take [`FETCH_SKEW`]. Once a fetch begins that long
-/// after the token's `iat`, the answer is the issuer's: a `kid` still
-/// unknown then is a bad token.
-fn issued_since(remote: &RemoteJwks, token: &str) -> bool {
-    let Some(fetched) = remote.fetched_at() else {
-        return false;
-    };
-    let Ok((_, claims)) = tessera_jose::dangerous::decode_unverified_claims(token) else {
-        return false;
-    };
-    claims
-        .get("iat")
-        .and_then(Value::as_i64)
-        .is_some_and(|iat| iat.saturating_add(FETCH_SKEW) >= fetched)
 }
 
 impl GuardBuilder {

@@ -31,14 +31,10 @@
 //! [`RemoteJwks`]: a JWKS URL, or the issuer's metadata, fetched and cached
 //! (max-age within bounds, refetch on an unknown `kid` with a cooldown,
 //! one fetch at a time, last good keys on failure, bounded time and size).
-//! A token whose `kid` the keys do not know is answered 503, not 401,
-//! while they cannot be fetched, or when the token says (`iat`) it was
-//! issued after they were fetched and the cooldown keeps the guard from
-//! asking again yet: it may be signed by a key the issuer published
-//! since (a leaked key revoked and replaced at once signs unannounced),
-//! and a client told its token is invalid throws it away. Once a fetch
-//! begun after its `iat` (give or take 10 s of clock skew) does not know
-//! the `kid` either, it is 401.
+//! A token whose `kid` the keys do not know while they cannot be fetched
+//! is answered 503, not 401: it may be signed by a key the issuer
+//! published since, and a client told its token is invalid throws it
+//! away.
 //!
 //! ## Tokens from other issuers
 //!

@@ -35,13 +35,6 @@ use tessera_jose::{Algorithm, JwkSet, KeySet};
 
 use crate::discovery::{self, FetchError, Http, Transport};
 
-/// Seconds since the epoch by this host's clock.
-fn wall_clock() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 /// The longest a fetched key set is kept by default, whatever its
 /// `max-age` says.
 const DEFAULT_MAX_AGE: Duration = Duration::from_secs(600);
@@ -98,9 +91,6 @@ struct State {
     /// The keys are unavailable since the last success (logged once per
     /// such streak).
     failing: bool,
-    /// When (wall clock, seconds since the epoch) the last fetch that
-    /// brought keys began.
-    fetched_at: Option<i64>,
 }
 
 impl RemoteJwks {
@@ -256,12 +246,6 @@ impl RemoteJwks {
         self.read().failing
     }
 
-    /// When (seconds since the epoch) the last fetch that brought keys
-    /// began: a key published after that is not in them.
-    pub fn fetched_at(&self) -> Option<i64> {
-        self.read().fetched_at
-    }
-
     /// How many fetches were started (for tests and metrics).
     pub fn fetches(&self) -> u64 {
         self.fetches.load(Ordering::Relaxed)
@@ -334,7 +318,6 @@ impl RemoteJwks {
             Source::Issuer(_) if self.known_jwks_uri().is_none() || self.read().look_again => 2,
             _ => 1,
         };
-        let began = wall_clock();
         let budget = self.timeout.saturating_mul(steps);
         let fetched = tokio::time::timeout(budget, self.fetch())
             .await
@@ -386,7 +369,6 @@ impl RemoteJwks {
                     .ok_or_else(|| FetchError(format!("{}: no usable key", self.source_text())))
             }
             Ok((keys, document, age)) => {
-                state.fetched_at = Some(began);
                 if state.failing {
                     tracing::info!(source = %self.source_text(), "remote keys available again");
                     state.failing = false;
