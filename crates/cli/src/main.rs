@@ -176,3 +176,29 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         _ => 2,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::Cli;
+
+    /// Ids made of base64url (key thumbprints, client ids, session ids)
+    /// may begin with `-`: every command that takes one reads it as the
+    /// id, not as an option (`tessera keys revoke` refused one key id in
+    /// 64, the command meant for a leaked key).
+    #[test]
+    fn ids_that_begin_with_a_hyphen_are_read_as_ids() {
+        for args in [
+            &["tessera", "keys", "revoke", "-Xq3vR9d"][..],
+            &["tessera", "client", "delete", "-Xq3vR9d"],
+            &["tessera", "client", "rotate-secret", "-Xq3vR9d"],
+            &["tessera", "client", "set", "-Xq3vR9d", "--add-scope", "a"],
+            &["tessera", "session", "end", "-Xq3vR9d"],
+        ] {
+            if let Err(e) = Cli::try_parse_from(args) {
+                panic!("{args:?}: {e}");
+            }
+        }
+    }
+}

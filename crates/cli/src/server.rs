@@ -444,7 +444,9 @@ pub enum KeysCommand {
     /// signs, every token it signed is refused here and, through the
     /// revocation feed, by every guard; a new key takes over at once.
     Revoke {
-        /// The key's id (`tessera keys list`).
+        /// The key's id (`tessera keys list`). A thumbprint: one in 64
+        /// begins with `-`.
+        #[arg(allow_hyphen_values = true)]
         kid: String,
     },
 }

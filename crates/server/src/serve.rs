@@ -116,7 +116,9 @@ pub async fn open_with(config: Config, schema: Schema) -> Result<Opened, Error> 
                     tracing::warn!(
                         alg = %alg,
                         clients,
-                        "keys.id_token_algorithms leaves out an algorithm clients sign in with                          (--id-token-alg): it is kept, its keys made and rotated, while any                          client uses it; delete and register those clients again to drop it"
+                        "keys.id_token_algorithms leaves out an algorithm clients sign in with \
+                         (--id-token-alg): it is kept, its keys made and rotated, while any \
+                         client uses it; delete and register those clients again to drop it"
                     );
                     config.keys.id_token_algorithms.push(alg);
                 }
