@@ -77,13 +77,21 @@ pub struct Mint<'a> {
     pub jti: Option<String>,
 }
 
-/// A minted token: its text and its id.
-#[derive(Debug)]
+/// A minted token: its text and its id. Its `Debug` shows the id only.
 pub struct Minted {
     /// The compact JWS.
     pub token: String,
     /// Its `jti`.
     pub jti: String,
+}
+
+impl std::fmt::Debug for Minted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Minted")
+            .field("token", &"[REDACTED]")
+            .field("jti", &self.jti)
+            .finish()
+    }
 }
 
 /// Who a live access token speaks for, now that they still stand.
@@ -261,4 +269,21 @@ impl AccessTokens {
 /// Whether `token` looks like a JWT (three dot-separated parts).
 pub fn looks_like_jwt(token: &str) -> bool {
     token.bytes().filter(|b| *b == b'.').count() == 2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Minted;
+
+    /// A minted token's `Debug` shows its id, not the bearer token.
+    #[test]
+    fn a_minted_tokens_debug_shows_no_token() {
+        let minted = Minted {
+            token: "eyJhbGciOiJFUzI1NiJ9.e30.secret".into(),
+            jti: "j-1".into(),
+        };
+        let shown = format!("{minted:?}");
+        assert!(!shown.contains("eyJ"), "{shown}");
+        assert!(shown.contains("j-1"), "{shown}");
+    }
 }

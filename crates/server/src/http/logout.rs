@@ -72,8 +72,10 @@ pub async fn end_session(
         .get("id_token_hint")
         .and_then(|token| read_hint(&app.keys, &app.config.issuer, token));
     let unread_hint = hint.is_none() && params.get("id_token_hint").is_some();
+    // At debug, as the two below: anyone can send such a logout request
+    // in a loop, and the person is asked to confirm, which is all.
     if unread_hint {
-        tracing::info!("logout: id_token_hint not readable here; asking the person to confirm");
+        tracing::debug!("logout: id_token_hint not readable here; asking the person to confirm");
     }
     // A request this server cannot follow in full (a client_id that is
     // not the hint's audience, a post_logout_redirect_uri not registered
@@ -85,7 +87,7 @@ pub async fn end_session(
     let mut doubtful = false;
     let client_id = match (&hint, params.get("client_id")) {
         (Some(h), Some(id)) if !h.aud.contains(id) => {
-            tracing::info!("logout: client_id is not the audience of the id_token_hint; asking the person to confirm");
+            tracing::debug!("logout: client_id is not the audience of the id_token_hint; asking the person to confirm");
             doubtful = true;
             None
         }
@@ -106,7 +108,7 @@ pub async fn end_session(
         Err(_) if redirect.is_some() || state.is_some() => {
             match resolve(&app, client_id.as_deref(), None, None).await {
                 Ok(t) => {
-                    tracing::info!("logout: its post_logout_redirect_uri or state cannot be followed; asking the person to confirm");
+                    tracing::debug!("logout: its post_logout_redirect_uri or state cannot be followed; asking the person to confirm");
                     doubtful = true;
                     t
                 }

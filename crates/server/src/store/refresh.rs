@@ -147,6 +147,18 @@ pub struct Rotated {
     pub retried: bool,
 }
 
+impl std::fmt::Debug for Rotation<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rotation")
+            .field("presented", &"[REDACTED]")
+            .field("client_id", &self.client_id)
+            .field("client_scopes", &self.client_scopes)
+            .field("successor", &"[REDACTED]")
+            .field("requested", &self.requested)
+            .finish()
+    }
+}
+
 impl std::fmt::Debug for Rotated {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Rotated")
@@ -327,7 +339,8 @@ pub async fn issue_as(
 }
 
 /// A refresh request: the token, who presents it, and what it asks for.
-#[derive(Clone, Copy, Debug)]
+/// Its `Debug` leaves both tokens out.
+#[derive(Clone, Copy)]
 pub struct Rotation<'a> {
     /// The refresh token presented.
     pub presented: &'a str,
@@ -896,6 +909,23 @@ pub async fn family(db: &Db, family_id: &str) -> Result<Option<Family>, Error> {
 mod tests {
     use super::*;
     use crate::db::Pool;
+
+    /// Neither refresh token of a rotation shows in its `Debug`: one
+    /// `?rotation` in a log line would otherwise write them there.
+    #[test]
+    fn a_rotations_debug_shows_no_token() {
+        let scopes = Scopes::parse("read").unwrap();
+        let rotation = Rotation {
+            presented: "presented-secret-token",
+            client_id: "c",
+            client_scopes: &scopes,
+            successor: "successor-secret-token",
+            requested: None,
+        };
+        let shown = format!("{rotation:?}");
+        assert!(!shown.contains("secret-token"), "{shown}");
+        assert!(shown.contains("client_id: \"c\""), "{shown}");
+    }
 
     /// A rotation finds its token and that token's family by their keys:
     /// it must not first list every family of the client (SQLite plans an
