@@ -1,8 +1,12 @@
 //! OAuth error responses (RFC 6749 §5.2).
 
+use std::time::Duration;
+
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+
+use super::log_limit::LogLimit;
 
 /// An error as the client sees it: a code from RFC 6749 §5.2 (or RFC 7009
 /// §2.2.1), a description for developers, and the status that goes with it.
@@ -129,10 +133,21 @@ impl OAuthError {
         }
     }
 
-    /// The database cannot serve the request now (503 with
-    /// `Retry-After`): nothing was written, and a retry may succeed.
+    /// The database (or the audit trail, or the instance's own state)
+    /// cannot serve the request now (503 with `Retry-After`): nothing was
+    /// written, and a retry may succeed. Said in the log at most every
+    /// 10 s, with how many were left out: an outage refuses every request
+    /// alike, unauthenticated ones too.
     pub fn temporarily_unavailable(cause: &crate::Error) -> OAuthError {
-        tracing::warn!(error = %cause, "request refused: database unavailable");
+        static SAID: LogLimit = LogLimit::new(Duration::from_secs(10));
+        if let Some(left_out) = SAID.admit() {
+            tracing::warn!(
+                error = %cause,
+                left_out,
+                "request refused: temporarily unavailable (said at most every 10 s; left_out: \
+                 refusals since the last one said)"
+            );
+        }
         OAuthError {
             retry_after: Some(RETRY_UNAVAILABLE),
             ..OAuthError::new(

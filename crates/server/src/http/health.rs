@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+use super::log_limit::LogLimit;
 use super::App;
 
 /// Authorization: none.
@@ -18,6 +19,11 @@ pub async fn healthz() -> &'static str {
 
 /// The longest `/readyz` waits for the database before it says 503.
 const READY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Why `/readyz` said 503, in the log at most every 10 s (with how many
+/// were left out): anyone can probe it, and a load balancer does every
+/// few seconds from each of its nodes.
+static NOT_READY_SAID: LogLimit = LogLimit::new(Duration::from_secs(10));
 
 /// Authorization: none. 503, with the reason in one line, once the server
 /// is stopping (through `http.shutdown_delay`, while it still serves), and
@@ -43,13 +49,21 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Response {
     // default is one second).
     let checked = tokio::time::timeout(READY_TIMEOUT, async {
         if let Err(e) = app.db.ping().await {
-            tracing::warn!(error = %e, "not ready");
+            if let Some(left_out) = NOT_READY_SAID.admit() {
+                tracing::warn!(error = %e, left_out, "not ready");
+            }
             return Err("database unreachable");
         }
         // Read through when the follower has not lately; a reading
         // dropped by the timeout leaves what it applied applied.
         if let Err(e) = app.access.revoked().current(&app.db).await {
-            tracing::warn!(error = %e, "not ready: the revocation log cannot be read through");
+            if let Some(left_out) = NOT_READY_SAID.admit() {
+                tracing::warn!(
+                    error = %e,
+                    left_out,
+                    "not ready: the revocation log cannot be read through"
+                );
+            }
             return Err("revocation log not current");
         }
         Ok(())
@@ -59,16 +73,29 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Response {
         Ok(Ok(())) => {}
         Ok(Err(reason)) => return not_ready(reason),
         Err(_) => {
-            tracing::warn!("not ready: the database did not answer within a second");
+            if let Some(left_out) = NOT_READY_SAID.admit() {
+                tracing::warn!(
+                    left_out,
+                    "not ready: the database did not answer within a second"
+                );
+            }
             return not_ready("database unreachable");
         }
     }
     if let Err(reason) = app.keys.current() {
-        tracing::warn!(reason, "not ready: the signing keys are not current");
+        if let Some(left_out) = NOT_READY_SAID.admit() {
+            tracing::warn!(
+                reason,
+                left_out,
+                "not ready: the signing keys are not current"
+            );
+        }
         return not_ready("signing keys not current");
     }
     if !app.audit.accepting() {
-        tracing::warn!("not ready: the audit trail is not being written");
+        if let Some(left_out) = NOT_READY_SAID.admit() {
+            tracing::warn!(left_out, "not ready: the audit trail is not being written");
+        }
         return not_ready("audit trail not being written");
     }
     "ready\n".into_response()

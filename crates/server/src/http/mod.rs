@@ -29,6 +29,7 @@ mod error;
 mod form;
 mod health;
 mod introspect;
+mod log_limit;
 mod login;
 mod logout;
 mod metrics;

@@ -1,0 +1,94 @@
+//! Warnings a client can cause once per request, said at most once per
+//! period. While the database is down, every request fails the same way
+//! and every `/readyz` probe finds it so: a warning each would flood the
+//! log just when the operator reads it. Each warning said counts those
+//! left out since the last (the request metrics count every refusal).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// One kind of warning, said at most once per `every`.
+pub(crate) struct LogLimit {
+    every_ms: u64,
+    /// When (ms since [`since_start`]'s origin) the next may be said.
+    next_ms: AtomicU64,
+    /// Left out since the last one said.
+    left_out: AtomicU64,
+}
+
+impl LogLimit {
+    pub(crate) const fn new(every: Duration) -> LogLimit {
+        LogLimit {
+            // Whole milliseconds; a period of 584 million years at most.
+            every_ms: every.as_millis() as u64,
+            next_ms: AtomicU64::new(0),
+            left_out: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(how many were left out since the last)` when this one is to
+    /// be said; `None` (and counted) otherwise.
+    pub(crate) fn admit(&self) -> Option<u64> {
+        self.admit_at(since_start())
+    }
+
+    fn admit_at(&self, now_ms: u64) -> Option<u64> {
+        let next = self.next_ms.load(Ordering::Acquire);
+        if now_ms >= next
+            && self
+                .next_ms
+                .compare_exchange(
+                    next,
+                    now_ms.saturating_add(self.every_ms),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
+        {
+            return Some(self.left_out.swap(0, Ordering::AcqRel));
+        }
+        self.left_out.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
+/// Milliseconds since the first call in this process (monotonic).
+fn since_start() -> u64 {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    let elapsed = ORIGIN.get_or_init(Instant::now).elapsed().as_millis();
+    u64::try_from(elapsed).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_per_period_each_counting_those_left_out() {
+        let limit = LogLimit::new(Duration::from_secs(10));
+        assert_eq!(limit.admit_at(5), Some(0), "the first is said");
+        for at in [6, 5_000, 10_004] {
+            assert_eq!(limit.admit_at(at), None, "at {at}");
+        }
+        assert_eq!(limit.admit_at(10_005), Some(3), "the next, with the count");
+        assert_eq!(limit.admit_at(10_006), None);
+        assert_eq!(limit.admit_at(60_000), Some(1));
+    }
+
+    #[test]
+    fn threads_at_once_say_one() {
+        let limit = std::sync::Arc::new(LogLimit::new(Duration::from_secs(3600)));
+        let said: usize = (0..8)
+            .map(|_| {
+                let limit = std::sync::Arc::clone(&limit);
+                std::thread::spawn(move || (0..1000).filter(|_| limit.admit().is_some()).count())
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .sum();
+        assert_eq!(said, 1);
+        assert_eq!(limit.left_out.load(Ordering::Relaxed), 7_999);
+    }
+}
