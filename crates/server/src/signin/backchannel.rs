@@ -140,6 +140,8 @@ async fn attempt(
     if delivery.attempts + 1 >= limit {
         logouts::done(app.db, &delivery.id).await?;
         tracing::warn!(client = %delivery.client_id, attempts = delivery.attempts + 1, "back-channel logout given up");
+        metrics::counter!("tessera_backchannel_logouts_total", "outcome" => "given_up")
+            .increment(1);
         app.audit.push(
             Event::new("backchannel_logout_failed")
                 .client(&delivery.client_id)
@@ -207,13 +209,16 @@ async fn send(app: &Deliver<'_>, http: &reqwest::Client, delivery: &Delivery, at
         }
         Ok(r) => {
             tracing::info!(client = %delivery.client_id, status = %r.status(), attempts = delivery.attempts + 1, "back-channel logout refused");
-            metrics::counter!("tessera_backchannel_logouts_total", "outcome" => "refused")
-                .increment(1);
-            if r.status() == 400 {
-                Sent::Refused
+            // Only a 400 is about this logout token (Back-Channel Logout
+            // §2.8); any other answer is the endpoint failing, retried.
+            let (sent, outcome) = if r.status() == 400 {
+                (Sent::Refused, "refused")
             } else {
-                Sent::Failed
-            }
+                (Sent::Failed, "failed_status")
+            };
+            metrics::counter!("tessera_backchannel_logouts_total", "outcome" => outcome)
+                .increment(1);
+            sent
         }
         Err(e) => {
             tracing::info!(client = %delivery.client_id, error = %e, attempts = delivery.attempts + 1, "back-channel logout not delivered");

@@ -2450,7 +2450,8 @@ async fn backchannel_logout_is_retried_until_acknowledged(backend: Backend) {
 
 /// A client that answers 400 (Back-Channel Logout §2.8: "the logout
 /// failed") is sent the logout three times, not for a day; one that is
-/// unreachable (503) is still retried.
+/// unreachable (503) is still retried. The metric counts each outcome
+/// apart.
 async fn a_logout_the_client_answers_400_is_given_up_after_three_attempts(backend: Backend) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
@@ -2481,6 +2482,17 @@ async fn a_logout_the_client_answers_400_is_given_up_after_three_attempts(backen
         .unwrap();
     assert_eq!(waiting.len(), 1, "only the unreachable client's");
     assert_eq!(waiting[0].client_id, down.client_id);
+    // The metric tells the two apart, and counts the logout given up
+    // (the 503s were counted as "refused", and giving up not at all).
+    let metrics = h.get("/metrics").await.text;
+    for outcome in ["refused", "failed_status", "given_up"] {
+        assert!(
+            metrics.contains(&format!(
+                "tessera_backchannel_logouts_total{{outcome=\"{outcome}\"}}"
+            )),
+            "{outcome}: {metrics}"
+        );
+    }
     h.finish().await;
 }
 
