@@ -46,6 +46,9 @@
 //! logo = "/etc/tessera/logo.svg"  # served at /assets/logo (SVG or PNG)
 //! templates = "/etc/tessera/templates"  # your own login.html, consent.html, …
 //!
+//! [pages.scopes]           # how the consent page words a scope (a title, an optional detail)
+//! "items:read" = { title = "See your shop's items", detail = "Names, prices and stock" }
+//!
 //! [audit]
 //! retain = "90d"            # events older are pruned ("0s": kept for ever)
 //! token_issued = true       # false: no event per issued access token
@@ -132,7 +135,29 @@ struct PagesFile {
     accent: Option<String>,
     logo: Option<PathBuf>,
     templates: Option<PathBuf>,
+    #[serde(default)]
+    scopes: std::collections::BTreeMap<String, ScopeWordsFile>,
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScopeWordsFile {
+    title: String,
+    detail: Option<String>,
+}
+
+/// How the consent page words a scope.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScopeWords {
+    /// What the person allows, as a short line ("See your orders").
+    pub title: String,
+    /// A second, smaller line (empty: none).
+    pub detail: String,
+}
+
+/// The longest `title` or `detail` of a scope's wording, in characters:
+/// a line on a phone's consent page, not a paragraph.
+const MAX_SCOPE_WORDS: usize = 200;
 
 /// How the sign-in pages look: the operator's name, colour, logo and
 /// templates.
@@ -149,6 +174,10 @@ pub struct Pages {
     pub logo: Option<PathBuf>,
     /// A directory of templates that replace the built-in ones by name.
     pub templates: Option<PathBuf>,
+    /// The operator's wording of scopes on the consent page, by scope
+    /// (the built-in wording of `openid`, `profile`, `email` and
+    /// `offline_access` included, which it replaces).
+    pub scopes: std::collections::BTreeMap<String, ScopeWords>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -559,7 +588,46 @@ impl Config {
                 "pages.lang = {lang:?}: write a language tag such as \"en\" or \"pt-BR\""
             )));
         }
+        let mut scope_words = std::collections::BTreeMap::new();
+        for (scope, words) in &file.pages.scopes {
+            // A scope-token (RFC 6749 §3.3), as `store::Scopes` reads them.
+            let token = !scope.is_empty()
+                && scope
+                    .bytes()
+                    .all(|b| matches!(b, 0x21 | 0x23..=0x5B | 0x5D..=0x7E));
+            if !token {
+                return Err(Error::Config(format!(
+                    "pages.scopes: {scope:?} is not one scope (letters, digits and \
+                     punctuation but \" and \\, no spaces)"
+                )));
+            }
+            for (what, text) in [
+                ("title", Some(&words.title)),
+                ("detail", words.detail.as_ref()),
+            ] {
+                let Some(text) = text else { continue };
+                let length = text.chars().count();
+                if (what == "title" && text.trim().is_empty())
+                    || length > MAX_SCOPE_WORDS
+                    || text.chars().any(char::is_control)
+                {
+                    return Err(Error::Config(format!(
+                        "pages.scopes.{scope:?}.{what}: one line of at most {MAX_SCOPE_WORDS} \
+                         characters{}",
+                        if what == "title" { ", not empty" } else { "" }
+                    )));
+                }
+            }
+            scope_words.insert(
+                scope.clone(),
+                ScopeWords {
+                    title: words.title.trim().to_owned(),
+                    detail: words.detail.as_deref().unwrap_or("").trim().to_owned(),
+                },
+            );
+        }
         let pages = Pages {
+            scopes: scope_words,
             product_name: file
                 .pages
                 .product_name
@@ -1017,6 +1085,32 @@ mod tests {
     }
 
     #[test]
+    fn scopes_are_worded_as_the_configuration_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[pages.scopes]\n\"items:read\" = { title = \" See your items \", detail = \"Names and prices\" }\n\
+             email = { title = \"Your e-mail\" }\n",
+        )
+        .unwrap();
+        let c = Config::resolve(Overrides {
+            config: Some(path),
+            ..Overrides::default()
+        })
+        .unwrap();
+        assert_eq!(
+            c.pages.scopes["items:read"],
+            ScopeWords {
+                title: "See your items".into(),
+                detail: "Names and prices".into()
+            }
+        );
+        assert_eq!(c.pages.scopes["email"].detail, "");
+        assert_eq!(c.pages.scopes.len(), 2);
+    }
+
+    #[test]
     fn bad_settings_are_refused_with_their_name() {
         let dir = tempfile::tempdir().unwrap();
         let cases = [
@@ -1067,6 +1161,21 @@ mod tests {
             // Into `<html lang="…">`: a tag, nothing else.
             ("[pages]\nlang = \"en\\\" onload=\\\"x\"\n", "pages.lang"),
             ("[pages]\nlang = \"\"\n", "pages.lang"),
+            // A scope's wording: one scope, one short line, no markup
+            // worry (escaped when shown), no unknown keys.
+            (
+                "[pages.scopes]\n\"a b\" = { title = \"x\" }\n",
+                "pages.scopes",
+            ),
+            ("[pages.scopes]\n\"a\" = { title = \" \" }\n", "not empty"),
+            (
+                "[pages.scopes]\n\"a\" = { title = \"one\\ntwo\" }\n",
+                "one line",
+            ),
+            (
+                "[pages.scopes]\n\"a\" = { title = \"x\", words = \"y\" }\n",
+                "unknown field",
+            ),
             // The error says where, without quoting the line: here a
             // password put under the wrong table.
             (

@@ -8,12 +8,14 @@ use axum::extract::{Extension, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 use super::authorize::{current_session, failure, grant_of, issue, refuse, see_other};
 use super::cookies::{csrf_ok, csrf_token};
 use super::login::{forbidden, pending_of, Answered, Which};
 use super::pages::SharedPages;
 use crate::app::App;
+use crate::config::ScopeWords;
 use crate::signin::pending::{self, Pending};
 use crate::signin::{grantable, AuthorizationRequest};
 use crate::store::clients::Client;
@@ -28,8 +30,16 @@ struct ScopeText {
     detail: String,
 }
 
-/// A scope in words.
-fn describe(scope: &str) -> ScopeText {
+/// A scope in words: the operator's (`[pages.scopes]`), else the
+/// built-in ones.
+fn describe(scope: &str, words: &BTreeMap<String, ScopeWords>) -> ScopeText {
+    if let Some(own) = words.get(scope) {
+        return ScopeText {
+            name: scope.to_owned(),
+            title: own.title.clone(),
+            detail: own.detail.clone(),
+        };
+    }
     let (title, detail) = match scope {
         "openid" => (
             "Know who you are",
@@ -190,7 +200,10 @@ pub async fn page(
     let grantable = grantable(&request.scopes(), &user_scopes);
     granted.extend(grantable.iter());
     granted.sort_by_key(|s| rank(s));
-    let scopes: Vec<ScopeText> = granted.into_iter().map(describe).collect();
+    let scopes: Vec<ScopeText> = granted
+        .into_iter()
+        .map(|scope| describe(scope, &app.config.pages.scopes))
+        .collect();
     let redirect_host = url::Url::parse(&request.redirect_uri)
         .ok()
         .and_then(|u| {

@@ -69,6 +69,7 @@ fn sign_in_routes(app: &App) -> Router<Arc<App>> {
             accent: "#1d4ed8".into(),
             logo: None,
             templates: None,
+            scopes: app.config.pages.scopes.clone(),
         })
     });
     let pages = match loaded {

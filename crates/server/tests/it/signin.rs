@@ -261,6 +261,61 @@ fn claims(token: &str) -> Value {
     Value::Object(payload)
 }
 
+/// The consent page words a scope as the operator wrote it in
+/// `[pages.scopes]` (an API's own scope, or a built-in one reworded),
+/// escaped like everything else shown; scopes without wording keep the
+/// built-in text.
+async fn the_consent_page_words_scopes_as_the_operator_wrote_them(backend: Backend) {
+    use tessera_server::config::ScopeWords;
+    let Some(h) = Harness::with(backend, |c| {
+        c.pages.scopes.insert(
+            "orders:read".into(),
+            ScopeWords {
+                title: "See your <b>orders</b>".into(),
+                detail: "Dates & totals".into(),
+            },
+        );
+        c.pages.scopes.insert(
+            "email".into(),
+            ScopeWords {
+                title: "Read your e-mail address".into(),
+                detail: String::new(),
+            },
+        );
+    })
+    .await
+    else {
+        return;
+    };
+    let s = setup(&h, "Shop", false).await;
+    let mut b = Browser::default();
+    let after_login = log_in(
+        &h,
+        &mut b,
+        &authorize_url(&s.client_id, &[]),
+        "correct horse",
+    )
+    .await;
+    let consent = b.get(&h, &location(&after_login)).await;
+    assert_eq!(consent.status, StatusCode::OK);
+    let text = &consent.text;
+    assert!(
+        text.contains("See your &lt;b&gt;orders&lt;"),
+        "{text}"
+    );
+    assert!(text.contains("Dates &amp; totals"), "{text}");
+    assert!(!text.contains("<b>orders"), "{text}");
+    assert!(text.contains("Read your e-mail address"), "{text}");
+    assert!(!text.contains("See your email address"), "{text}");
+    assert!(
+        !text.contains("orders:read”"),
+        "the built-in wording: {text}"
+    );
+    // Not reworded: the built-in text.
+    assert!(text.contains("See your profile"), "{text}");
+    h.finish().await;
+}
+
 async fn code_flow_with_consent_id_token_userinfo_and_logout(backend: Backend) {
     let Some(h) = Harness::new(backend).await else {
         return;
@@ -1908,6 +1963,7 @@ async fn discovery_names_what_is_there(backend: Backend) {
 
 both_backends!(
     a_dead_sign_in_says_why,
+    the_consent_page_words_scopes_as_the_operator_wrote_them,
     a_logout_ends_sessions_gone_idle,
     code_flow_with_consent_id_token_userinfo_and_logout,
     standard_scopes_not_offered_are_left_out_and_unknown_ones_refused,
