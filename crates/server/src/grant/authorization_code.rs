@@ -206,6 +206,16 @@ async fn finish(
         ));
     };
     let scope = Scopes::parse(&grant.scope)?;
+    // A scope taken from the client after the code was issued (or while
+    // its sign-in waited at the login page) is not granted: taking it
+    // away revoked what the client held, and a code issued before must
+    // not mint it again (an admin console demoted would get a token with
+    // `tessera:admin` for its whole lifetime).
+    if !scope.is_subset(&client.scopes) {
+        return Err(Refusal::InvalidGrant(
+            "the client may no longer be granted every scope of this code".into(),
+        ));
+    }
     let mut refresh_token = None;
     if let Some(family_id) = &issuing.family_id {
         if client.first_party || scope.contains("offline_access") {

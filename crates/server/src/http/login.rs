@@ -105,10 +105,11 @@ pub(crate) async fn pending_of(
         .map_err(|e| failure(pages, &e))?
         .ok_or_else(expired)?;
     // The client's registration as it is now, not as it was when the
-    // request was sealed: a redirect URI removed (or the code flow taken
-    // away) meanwhile gets no code.
+    // request was sealed: a redirect URI removed, the code flow or a
+    // scope taken away meanwhile gets no code.
     if !client.allows(GrantType::AuthorizationCode)
         || !redirect::matches(&client.redirect_uris, &request.redirect_uri)
+        || !request.scopes().is_subset(&client.scopes)
     {
         return Err(pages.error(
             StatusCode::BAD_REQUEST,

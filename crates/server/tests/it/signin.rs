@@ -299,10 +299,7 @@ async fn the_consent_page_words_scopes_as_the_operator_wrote_them(backend: Backe
     let consent = b.get(&h, &location(&after_login)).await;
     assert_eq!(consent.status, StatusCode::OK);
     let text = &consent.text;
-    assert!(
-        text.contains("See your &lt;b&gt;orders&lt;"),
-        "{text}"
-    );
+    assert!(text.contains("See your &lt;b&gt;orders&lt;"), "{text}");
     assert!(text.contains("Dates &amp; totals"), "{text}");
     assert!(!text.contains("<b>orders"), "{text}");
     assert!(text.contains("Read your e-mail address"), "{text}");
@@ -1254,6 +1251,58 @@ async fn a_redirect_uri_removed_during_a_sign_in_gets_no_code(backend: Backend) 
     h.finish().await;
 }
 
+/// A scope taken from the client while a sign-in waits at the login page
+/// gets no code, and a code issued before a scope was taken away is not
+/// exchanged: either way the client would have been granted, for the
+/// token's whole life, a scope it had lost (an admin console demoted
+/// keeping `tessera:admin`). Changed in the row itself, so that no
+/// cut-off of the client's tokens is written to hide it.
+async fn a_scope_taken_from_the_client_during_a_sign_in_is_not_granted(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let s = setup(&h, "Shop", true).await;
+    let demote = || async {
+        h.execute(
+            "UPDATE clients SET scopes = 'openid profile email offline_access' WHERE client_id = $1",
+            &[&s.client_id],
+        )
+        .await;
+        h.app.clients.forget(&s.client_id);
+    };
+    // A code issued before, exchanged after.
+    let (_, code) = signed_in_code(&h, &s).await;
+    demote().await;
+    let refused = exchange(&h, &s, &code, VERIFIER).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.text);
+    assert_eq!(refused.error(), "invalid_grant");
+    assert!(refused.json.get("access_token").is_none());
+    // A sign-in waiting at the login page meanwhile.
+    h.execute(
+        "UPDATE clients SET scopes = 'openid profile email offline_access orders:read' WHERE client_id = $1",
+        &[&s.client_id],
+    )
+    .await;
+    h.app.clients.forget(&s.client_id);
+    let mut b = Browser::default();
+    let to_login = location(&b.get(&h, &authorize_url(&s.client_id, &[])).await);
+    let page = b.get(&h, &to_login).await;
+    demote().await;
+    let r = b
+        .log_in_form(
+            &h,
+            &hidden(&page.text, "request"),
+            &hidden(&page.text, "csrf_token"),
+            "alice",
+            "correct horse",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert!(r.headers.get(header::LOCATION).is_none());
+    assert!(r.text.contains("registration changed"), "{}", r.text);
+    h.finish().await;
+}
+
 async fn login_csrf_fixation_and_limits(backend: Backend) {
     let Some(h) = Harness::with(backend, |c| c.max_login_failures = 2).await else {
         return;
@@ -1973,6 +2022,7 @@ both_backends!(
     pkce_and_code_binding_attacks_fail,
     login_csrf_fixation_and_limits,
     a_redirect_uri_removed_during_a_sign_in_gets_no_code,
+    a_scope_taken_from_the_client_during_a_sign_in_is_not_granted,
     an_id_token_hint_naming_another_user_needs_a_login,
     an_id_token_hint_whose_key_is_gone_still_names_its_user,
     prompt_none_and_logout_attacks,
