@@ -537,8 +537,14 @@ impl AdminService<'_> {
                  this server's issuer: register the API's client apart"
             )));
         }
+        // Where its codes and tokens may go, too: a first-party client
+        // registered with an attacker's redirect URI collects codes
+        // without a consent page, and once deleted it would leave no
+        // trace of where they went.
         let said = format!(
-            "name={:?} grants={:?} {} first_party={}",
+            "name={:?} grants={:?} {} first_party={} public={} audiences={:?} \
+             redirect_uris={:?} post_logout_redirect_uris={:?} backchannel_logout_uri={:?} \
+             jwks={}",
             request.name,
             grants
                 .iter()
@@ -546,7 +552,13 @@ impl AdminService<'_> {
                 .collect::<Vec<_>>()
                 .join(" "),
             scope_detail(&scopes),
-            request.first_party
+            request.first_party,
+            request.public,
+            request.audiences.join(" "),
+            request.redirect_uris.join(" "),
+            request.post_logout_redirect_uris.join(" "),
+            request.backchannel_logout_uri.as_deref().unwrap_or(""),
+            request.jwks.is_some(),
         );
         let recorded = self.in_change_about("client_added", move |client_id: &str| {
             (client_id.to_owned(), said)

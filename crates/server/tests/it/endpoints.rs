@@ -1070,8 +1070,52 @@ mod admin_api {
         a_key_set_with_a_member_twice_is_refused_as_from_the_command_line,
         admin_listings_are_read_page_by_page,
         a_scope_taken_away_ends_what_was_issued_with_it,
-        a_refused_admin_call_is_said_in_the_log
+        a_refused_admin_call_is_said_in_the_log,
+        a_client_added_is_recorded_with_where_its_codes_go
     );
+
+    /// The audit event of a client added says where its codes, logouts
+    /// and tokens may go: a first-party client registered with an
+    /// attacker's redirect URI collects codes without a consent page, and
+    /// deleted afterwards it left no trace of where they went (the event
+    /// said only its name, grants and scopes).
+    async fn a_client_added_is_recorded_with_where_its_codes_go(backend: Backend) {
+        let Some(h) = Harness::new(backend).await else {
+            return;
+        };
+        let admin = token(&h, "tessera:admin").await;
+        let r = call(
+            &h,
+            Method::POST,
+            "/admin/clients",
+            Some(&admin),
+            Some(json!({
+                "name": "console",
+                "grants": ["authorization_code"],
+                "scopes": ["openid"],
+                "redirect_uris": ["https://evil.example/cb"],
+                "backchannel_logout_uri": "https://evil.example/bc",
+                "first_party": true,
+            })),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        let added = crate::wait_for_audit(&h, "client_added", 1).await;
+        let detail = added
+            .iter()
+            .filter_map(|e| e.detail.as_deref())
+            .find(|d| d.contains("console"))
+            .unwrap_or_default();
+        for said in [
+            "https://evil.example/cb",
+            "backchannel_logout_uri=\"https://evil.example/bc\"",
+            "first_party=true",
+            "public=false",
+        ] {
+            assert!(detail.contains(said), "{said}: {detail}");
+        }
+        h.finish().await;
+    }
 
     /// What the log says, for one test.
     #[derive(Clone, Default)]
