@@ -17,6 +17,9 @@ pub fn check_registered(uri: &str, public: bool, server_on_http: bool) -> Result
     if url.fragment().is_some() || uri.contains('#') {
         return Err(bad("a redirect URI must not have a fragment"));
     }
+    if has_credentials(&url) {
+        return Err(bad(CREDENTIALS));
+    }
     if url.as_str() != uri && format!("{uri}/") != url.as_str() {
         return Err(bad(
             "write it in its normal form (lower-case scheme and host, no default port)",
@@ -39,6 +42,15 @@ pub fn check_registered(uri: &str, public: bool, server_on_http: bool) -> Result
     }
 }
 
+/// Why a URI with a user name or password in it is refused.
+const CREDENTIALS: &str = "it must not hold a user name or password: a registered URI is shown \
+     to whoever may read the client (the read-only admin scope too), and browsers strip them";
+
+/// Whether `url` holds a user name or a password (`https://u:p@host/`).
+fn has_credentials(url: &Url) -> bool {
+    !url.username().is_empty() || url.password().is_some()
+}
+
 /// Check a back-channel logout URI: `https`, or loopback `http` on a
 /// server that itself runs on `http`; no fragment.
 pub fn check_backchannel(uri: &str, server_on_http: bool) -> Result<(), Error> {
@@ -46,6 +58,9 @@ pub fn check_backchannel(uri: &str, server_on_http: bool) -> Result<(), Error> {
     let url = Url::parse(uri).map_err(|e| bad(&e.to_string()))?;
     if url.fragment().is_some() || uri.contains('#') {
         return Err(bad("it must not have a fragment"));
+    }
+    if has_credentials(&url) {
+        return Err(bad(CREDENTIALS));
     }
     // As written is what is stored and called: text the parser would
     // drop or change (a trailing NUL or space, which PostgreSQL refuses
@@ -110,8 +125,24 @@ mod tests {
             "https://RP.example.com/bc",
             "https://rp.example.com:443/bc",
             "https://rp.example.com/bc#",
+            "https://user:secret@rp.example.com/bc",
+            "https://user@rp.example.com/bc",
         ] {
             assert!(check_backchannel(uri, false).is_err(), "{uri:?}");
+        }
+    }
+
+    /// A user name or password in a registered URI would be shown to
+    /// whoever may read the client: refused, for redirects too.
+    #[test]
+    fn registered_uris_hold_no_credentials() {
+        for uri in [
+            "https://user:secret@app.example.com/cb",
+            "https://:secret@app.example.com/cb",
+            "https://user@app.example.com/cb",
+        ] {
+            let err = check_registered(uri, false, false).unwrap_err().to_string();
+            assert!(err.contains("user name or password"), "{uri}: {err}");
         }
     }
 
