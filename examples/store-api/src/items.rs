@@ -8,9 +8,11 @@ use axum::response::Response;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use sqlx::SqlitePool;
+use tessera_guard::AccessToken;
 
 use crate::body::{check_name, Valid, Validate};
 use crate::page::Page;
+use crate::stores::{may_change, not_yours};
 use crate::{ApiError, ApiResult, Id, Params};
 
 #[derive(Serialize, sqlx::FromRow)]
@@ -71,14 +73,6 @@ pub(crate) async fn of_store(
     Ok((items, next))
 }
 
-async fn store_exists(db: &SqlitePool, id: i64) -> Result<bool, sqlx::Error> {
-    Ok(sqlx::query("SELECT 1 FROM stores WHERE id = $1")
-        .bind(id)
-        .fetch_optional(db)
-        .await?
-        .is_some())
-}
-
 fn unknown_store(id: i64) -> ApiError {
     ApiError(
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -110,13 +104,17 @@ pub async fn list(
     Ok(page.answer(items, |i| i.id, &path))
 }
 
-/// `POST /items` (items:write).
+/// `POST /items` (items:write), into a store of the caller's (or any,
+/// with store:admin).
 pub async fn create(
     State(db): State<SqlitePool>,
+    token: AccessToken,
     Valid(body): Valid<ItemBody>,
 ) -> ApiResult<(StatusCode, Json<Item>)> {
-    if !store_exists(&db, body.store_id).await? {
-        return Err(unknown_store(body.store_id));
+    match may_change(&db, body.store_id, &token).await? {
+        None => return Err(unknown_store(body.store_id)),
+        Some(false) => return Err(not_yours(body.store_id)),
+        Some(true) => {}
     }
     let item = sqlx::query_as(&format!(
         "INSERT INTO items (store_id, name, price_cents) VALUES ($1, $2, $3) RETURNING {COLUMNS}"
@@ -139,22 +137,39 @@ pub async fn get(State(db): State<SqlitePool>, Id(id): Id) -> ApiResult<Json<Ite
         .ok_or_else(|| ApiError::not_found("item", id))
 }
 
-/// `PUT /items/{id}` (items:write): replace the item.
+/// `PUT /items/{id}` (items:write): replace the item, in a store of the
+/// caller's, and moved (if at all) to another of theirs (any store, with
+/// store:admin).
 pub async fn update(
     State(db): State<SqlitePool>,
+    token: AccessToken,
     Id(id): Id,
     Valid(body): Valid<ItemBody>,
 ) -> ApiResult<Json<Item>> {
-    if !store_exists(&db, body.store_id).await? {
-        return Err(unknown_store(body.store_id));
+    let current: (i64,) = sqlx::query_as("SELECT store_id FROM items WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&db)
+        .await?
+        .ok_or_else(|| ApiError::not_found("item", id))?;
+    if may_change(&db, current.0, &token).await? != Some(true) {
+        return Err(not_yours(current.0));
     }
+    match may_change(&db, body.store_id, &token).await? {
+        None => return Err(unknown_store(body.store_id)),
+        Some(false) => return Err(not_yours(body.store_id)),
+        Some(true) => {}
+    }
+    // Only while it is still in the store checked (moved meanwhile by
+    // someone else, it is not this caller's to change).
     sqlx::query_as(&format!(
-        "UPDATE items SET store_id = $1, name = $2, price_cents = $3 WHERE id = $4 RETURNING {COLUMNS}"
+        "UPDATE items SET store_id = $1, name = $2, price_cents = $3 \
+         WHERE id = $4 AND store_id = $5 RETURNING {COLUMNS}"
     ))
     .bind(body.store_id)
     .bind(body.name.trim())
     .bind(body.price_cents)
     .bind(id)
+    .bind(current.0)
     .fetch_optional(&db)
     .await?
     .map(Json)

@@ -1,6 +1,9 @@
 //! An example API protected by tessera-guard: stores and the items in
 //! them, on SQLite. Reads need `items:read`, writes `items:write`, deletes
-//! `store:admin`.
+//! `store:admin`. Scopes say what kind of thing a caller may do; a store
+//! belongs to whoever made it (the token's `sub`), and only they (or
+//! `store:admin`) change its items: checking the scope alone would let
+//! anyone with `items:write` change everyone's (`stores::may_change`).
 //!
 //! Run it next to `tessera serve` (see the README's "Example API"):
 //! `cargo run -p store-api -- --issuer http://127.0.0.1:8080`.

@@ -59,10 +59,20 @@ pub async fn document() -> Response {
         false,
     );
     create_store["responses"]["409"] = json!({ "description": "A store with this name exists" });
+    // Items are changed only in the caller's own stores (store:admin:
+    // any).
+    let owned = |mut op: Value| {
+        op["responses"]["403"] = json!({ "description": format!(
+            "The token lacks the {} scope, or the store is not the caller's (the token's sub \
+             made it; store:admin changes any)",
+            crate::WRITE
+        ) });
+        op
+    };
     let doc = json!({
         "openapi": "3.1.0",
         "info": { "title": "Store API (tessera example)", "version": "0.1.0",
-                  "description": "Stores and items. Tokens come from tessera serve; reads need items:read, writes items:write, deletes store:admin." },
+                  "description": "Stores and items. Tokens come from tessera serve; reads need items:read, writes items:write (items only in the caller's own stores: the token's sub that made them), deletes store:admin." },
         "paths": {
             "/stores": {
                 "get": list_op("List stores", &[]),
@@ -77,11 +87,11 @@ pub async fn document() -> Response {
                     "List items (of one store with store_id)",
                     &[json!({ "name": "store_id", "in": "query", "schema": { "type": "integer" } })],
                 ),
-                "post": op("Create an item", crate::WRITE, "201", Some("Item"), false)
+                "post": owned(op("Create an item in one of the caller's stores", crate::WRITE, "201", Some("Item"), false))
             },
             "/items/{id}": {
                 "get": op("An item", crate::READ, "200", None, true),
-                "put": op("Replace an item", crate::WRITE, "200", Some("Item"), true),
+                "put": owned(op("Replace an item of one of the caller's stores", crate::WRITE, "200", Some("Item"), true)),
                 "delete": op("Delete an item", crate::ADMIN, "204", None, true)
             }
         },

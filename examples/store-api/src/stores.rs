@@ -8,11 +8,12 @@ use axum::response::Response;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use sqlx::SqlitePool;
+use tessera_guard::AccessToken;
 
 use crate::body::{check_name, Valid, Validate};
 use crate::items::Item;
 use crate::page::Page;
-use crate::{ApiError, ApiResult, Id, Params};
+use crate::{ApiError, ApiResult, Id, Params, ADMIN};
 
 #[derive(Serialize, sqlx::FromRow)]
 pub struct Store {
@@ -68,16 +69,61 @@ pub async fn list(
     Ok(page.answer(stores, |s| s.id, "/stores"))
 }
 
-/// `POST /stores` (items:write).
+/// `POST /stores` (items:write): a store the caller (the token's `sub`)
+/// owns: only they, or `store:admin`, change its items.
 pub async fn create(
     State(db): State<SqlitePool>,
+    token: AccessToken,
     Valid(new): Valid<NewStore>,
 ) -> ApiResult<(StatusCode, Json<Store>)> {
-    let store = sqlx::query_as("INSERT INTO stores (name) VALUES ($1) RETURNING id, name")
-        .bind(new.name.trim())
-        .fetch_one(&db)
-        .await?;
+    let owner = token.subject().ok_or_else(no_subject)?;
+    let store =
+        sqlx::query_as("INSERT INTO stores (name, owner) VALUES ($1, $2) RETURNING id, name")
+            .bind(new.name.trim())
+            .bind(owner)
+            .fetch_one(&db)
+            .await?;
     Ok((StatusCode::CREATED, Json(store)))
+}
+
+/// Whether `token` may change store `id`'s items: it owns the store, or
+/// holds `store:admin`. `None` when there is no such store.
+///
+/// Scopes say what kind of thing a caller may do; the owner says to
+/// which stores. Without it, anyone with `items:write` could rename,
+/// reprice or move any other owner's items (OWASP API1, broken
+/// object-level authorization).
+pub(crate) async fn may_change(
+    db: &SqlitePool,
+    id: i64,
+    token: &AccessToken,
+) -> Result<Option<bool>, sqlx::Error> {
+    let owner: Option<(Option<String>,)> = sqlx::query_as("SELECT owner FROM stores WHERE id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await?;
+    Ok(owner.map(|(owner,)| {
+        token.has_scope(ADMIN) || (owner.is_some() && owner.as_deref() == token.subject())
+    }))
+}
+
+/// A token that names nobody cannot own a store.
+fn no_subject() -> ApiError {
+    ApiError(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "the access token has no subject (sub) to own the store".into(),
+    )
+}
+
+/// 403 for a store someone else owns (the catalogue is readable by
+/// anyone with `items:read`, so its existence is no secret).
+pub(crate) fn not_yours(id: i64) -> ApiError {
+    ApiError(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        format!("store {id} is not yours: only its owner or store:admin changes its items"),
+    )
 }
 
 /// `GET /stores/{id}` (items:read): the store and the first page of its

@@ -41,9 +41,14 @@ impl Api {
     }
 
     fn token(&self, scope: &str) -> String {
+        self.token_of("alice", scope)
+    }
+
+    /// A token of `sub`'s.
+    fn token_of(&self, sub: &str, scope: &str) -> String {
         let claims = Claims::with_custom(json!({ "scope": scope, "client_id": "c" }))
             .issuer(ISS)
-            .subject("alice")
+            .subject(sub)
             .audience("store-api")
             .expires_at(NumericDate::now().plus(Duration::from_secs(300)));
         jwt::sign_with_header(
@@ -73,12 +78,35 @@ impl Api {
         scope: Option<&str>,
         body: Option<&str>,
     ) -> (StatusCode, axum::http::HeaderMap, Value) {
+        self.send(method, path, scope.map(|s| self.token(s)), body)
+            .await
+    }
+
+    /// [`Api::call`] as `sub`.
+    async fn call_as(
+        &self,
+        sub: &str,
+        method: Method,
+        path: &str,
+        scope: &str,
+        body: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let (status, _, value) = self
+            .send(method, path, Some(self.token_of(sub, scope)), body)
+            .await;
+        (status, value)
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<String>,
+        body: Option<&str>,
+    ) -> (StatusCode, axum::http::HeaderMap, Value) {
         let mut request = Request::builder().method(method).uri(path);
-        if let Some(scope) = scope {
-            request = request.header(
-                header::AUTHORIZATION,
-                format!("Bearer {}", self.token(scope)),
-            );
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
         let body = match body {
             Some(text) => {
@@ -322,6 +350,105 @@ async fn stores_and_items_round_trip() {
     assert_eq!(
         (status, err["error"].as_str()),
         (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+}
+
+/// Scopes say what kind of change a caller may make, the owner to which
+/// stores: with `items:write`, Bob cannot add items to Alice's store,
+/// change hers, move hers into his or his into hers (OWASP API1, broken
+/// object-level authorization: every write checked the scope alone).
+/// Everyone with `items:read` still reads the whole catalogue, and
+/// `store:admin` changes any store's items.
+#[tokio::test]
+async fn only_a_stores_owner_changes_its_items() {
+    let api = Api::new().await;
+    let store = |sub: &'static str, name: &'static str| {
+        let api = &api;
+        async move {
+            let body = json!({ "name": name }).to_string();
+            let (status, store) = api
+                .call_as(sub, Method::POST, "/stores", RW, Some(&body))
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{store}");
+            store["id"].as_i64().unwrap()
+        }
+    };
+    let item = |store: i64, price: i64| {
+        json!({ "store_id": store, "name": "Chair", "price_cents": price }).to_string()
+    };
+    let (alices, bobs) = (store("alice", "Alice's").await, store("bob", "Bob's").await);
+    let (status, hers) = api
+        .call_as(
+            "alice",
+            Method::POST,
+            "/items",
+            RW,
+            Some(&item(alices, 100)),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let hers = hers["id"].as_i64().unwrap();
+    let (status, his) = api
+        .call_as("bob", Method::POST, "/items", RW, Some(&item(bobs, 100)))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let his = his["id"].as_i64().unwrap();
+
+    let path = |id: i64| format!("/items/{id}");
+    for (method, path, body) in [
+        (Method::POST, "/items".to_owned(), item(alices, 1)),
+        (Method::PUT, path(hers), item(alices, 1)),
+        (Method::PUT, path(hers), item(bobs, 1)),
+        (Method::PUT, path(his), item(alices, 1)),
+    ] {
+        let (status, err) = api
+            .call_as("bob", method.clone(), &path, RW, Some(&body))
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::FORBIDDEN,
+            "{method} {path} {body}: {err}"
+        );
+        assert_eq!(err["error"], "forbidden");
+    }
+    let (_, seen) = api
+        .call_as("bob", Method::GET, &path(hers), "items:read", None)
+        .await;
+    assert_eq!(
+        (seen["store_id"].as_i64(), seen["price_cents"].as_i64()),
+        (Some(alices), Some(100))
+    );
+    let (_, listed) = api
+        .call_as(
+            "bob",
+            Method::GET,
+            &format!("/items?store_id={alices}"),
+            "items:read",
+            None,
+        )
+        .await;
+    assert_eq!(
+        listed.as_array().map(Vec::len),
+        Some(1),
+        "no item added to hers"
+    );
+    // Her own, and the admin's.
+    let (status, _) = api
+        .call_as(
+            "alice",
+            Method::PUT,
+            &path(hers),
+            RW,
+            Some(&item(alices, 5)),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, moved) = api
+        .call_as("carol", Method::PUT, &path(hers), ALL, Some(&item(bobs, 7)))
+        .await;
+    assert_eq!(
+        (status, moved["store_id"].as_i64()),
+        (StatusCode::OK, Some(bobs))
     );
 }
 
