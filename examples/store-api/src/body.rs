@@ -62,5 +62,21 @@ impl<S: Send + Sync, T: DeserializeOwned + Validate> FromRequest<S> for Valid<T>
 pub fn check_name(problems: &mut BTreeMap<&'static str, String>, name: &str) {
     if name.trim().is_empty() || name.chars().count() > 100 {
         problems.insert("name", "1 to 100 characters, not only spaces".into());
+    } else if name.chars().any(hidden) {
+        problems.insert(
+            "name",
+            "no control or direction-changing characters (a name shown to others must read as \
+             it is)"
+                .into(),
+        );
     }
+}
+
+/// A character that changes how a name reads without showing itself:
+/// control characters (a line break forges a line of a log), and the
+/// bidirectional controls that reorder the text around them
+/// (CVE-2021-42574, "Trojan Source").
+fn hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }

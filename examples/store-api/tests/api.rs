@@ -523,6 +523,16 @@ async fn bad_bodies_get_422_with_what_to_fix() {
             r#"{"store_id":999,"name":"x","price_cents":5}"#,
             "validation_failed",
         ),
+        (
+            "a line break in a name (a forged log line)",
+            &*format!(r#"{{"store_id":{sid},"name":"Chair\nINFO forged","price_cents":5}}"#),
+            "validation_failed",
+        ),
+        (
+            "a right-to-left override in a name",
+            &*format!(r#"{{"store_id":{sid},"name":"Chair\u202egpj.exe","price_cents":5}}"#),
+            "validation_failed",
+        ),
     ];
     for (name, body, error) in cases {
         let (status, answer) = api.call(Method::POST, "/items", Some(RW), Some(body)).await;

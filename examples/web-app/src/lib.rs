@@ -260,6 +260,16 @@ fn checked_base(base: &str) -> anyhow::Result<String> {
     Ok(base.trim_end_matches('/').to_owned())
 }
 
+/// The most of a name or an email address kept in a session and shown:
+/// userinfo answers may be 256 KiB ([`MAX_ANSWER`]), and the sessions'
+/// memory bound counts on small ones.
+const MAX_SHOWN: usize = 200;
+
+/// `text` as kept and shown: its first [`MAX_SHOWN`] characters.
+fn shown(text: &str) -> String {
+    text.chars().take(MAX_SHOWN).collect()
+}
+
 fn problem(status: StatusCode, message: &str) -> Response {
     (status, message.to_owned()).into_response()
 }
@@ -360,7 +370,10 @@ impl WebApp {
     pub async fn discover(mut settings: Settings) -> anyhow::Result<Arc<WebApp>> {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         settings.base = checked_base(&settings.base)?;
-        for url in [&settings.issuer, &settings.store_api] {
+        // The app's own address too: on plain http elsewhere than
+        // loopback its cookies lose `Secure` and the `__Host-` prefix, so
+        // a sibling subdomain or the network can plant a session id.
+        for url in [&settings.base, &settings.issuer, &settings.store_api] {
             in_the_clear_refused(url, settings.allow_plain_http)?;
         }
         let http = reqwest::Client::builder()
@@ -611,7 +624,8 @@ impl WebApp {
                 r.headers_mut().insert(
                     header::CONTENT_SECURITY_POLICY,
                     HeaderValue::from_static(
-                        "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+                        "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; \
+                         base-uri 'none'",
                     ),
                 );
                 r.headers_mut()
@@ -687,7 +701,34 @@ pub fn router(app: Arc<WebApp>) -> Router {
         .route("/callback", get(callback))
         .route("/backchannel", post(backchannel))
         .merge(buttons)
+        .layer(axum::middleware::map_response(strict_headers))
         .with_state(app)
+}
+
+/// The headers every answer carries, errors included (`problem`'s plain
+/// text too), where the handler set none of its own: nothing framed,
+/// sniffed or cached, no script or other resource loaded, and no
+/// referrer sent to other origins. `same-origin`, not `no-referrer`:
+/// under `no-referrer` a browser without `Sec-Fetch-Site` sends
+/// `Origin: null` with the page's own forms, which [`from_own_pages`]
+/// must then refuse.
+async fn strict_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "same-origin"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::CACHE_CONTROL, "no-store"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    ] {
+        if !headers.contains_key(&name) {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+    }
+    response
 }
 
 /// A form posted by a page of another origin is refused (403). The
@@ -949,12 +990,13 @@ async fn callback(
         sid: claims.get("sid").and_then(Value::as_str).map(str::to_owned),
         sub: sub.to_owned(),
         issued_at,
-        name: userinfo["name"]
-            .as_str()
-            .or(userinfo["preferred_username"].as_str())
-            .unwrap_or("someone")
-            .to_owned(),
-        email: userinfo["email"].as_str().unwrap_or("no email").to_owned(),
+        name: shown(
+            userinfo["name"]
+                .as_str()
+                .or(userinfo["preferred_username"].as_str())
+                .unwrap_or("someone"),
+        ),
+        email: shown(userinfo["email"].as_str().unwrap_or("no email")),
         access_token: Zeroizing::new(access.to_owned()),
         refresh_token: unclaimed.token.clone(),
         id_token: id_token.to_owned(),
@@ -1163,10 +1205,24 @@ async fn refresh_in_turn(app: &WebApp, id: &str, seen: &Session) -> Result<Sessi
         None => sent.clone(),
     };
     // Written back only if the session is still there, holding the refresh
-    // token sent: a logout while the request was out stays a logout.
-    app.sessions()
-        .renew(id, &sent, Zeroizing::new(access.to_owned()), refresh)
-        .ok_or(RefreshFailed::Ended)
+    // token sent: a logout while the request was out stays a logout, and
+    // the new refresh token, which no session holds, is revoked (a
+    // provider may keep it live when the one it replaced is revoked:
+    // RFC 7009 lets revoking a used token do nothing).
+    let rotated = (*refresh != *sent).then(|| refresh.clone());
+    let renewed = app
+        .sessions()
+        .renew(id, &sent, Zeroizing::new(access.to_owned()), refresh);
+    match renewed {
+        Some(session) => Ok(session),
+        None => {
+            if let Some(unheld) = rotated {
+                app.sessions().retire_token(unheld);
+                app.revoke_retired();
+            }
+            Err(RefreshFailed::Ended)
+        }
+    }
 }
 
 async fn refresh(State(app): State<Arc<WebApp>>, headers: HeaderMap) -> Response {
@@ -1338,6 +1394,16 @@ async fn logged_out(app: &WebApp, logout_token: &str) -> Response {
 
 #[cfg(test)]
 mod tests {
+    /// A name or email address from userinfo is kept to its first 200
+    /// characters, cut at a character, never inside one.
+    #[test]
+    fn what_is_shown_is_short() {
+        let long = "é".repeat(300);
+        assert_eq!(super::shown(&long).chars().count(), super::MAX_SHOWN);
+        assert!(super::shown(&long).chars().all(|c| c == 'é'));
+        assert_eq!(super::shown("Alice"), "Alice");
+    }
+
     #[test]
     fn secrets_and_tokens_travel_in_the_clear_only_on_this_host_unless_allowed() {
         for url in [

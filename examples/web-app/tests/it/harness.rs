@@ -382,7 +382,8 @@ pub struct Shop {
     pub url: String,
     pub issuer: String,
     provider: Arc<Mock>,
-    client: reqwest::Client,
+    /// Follows no redirect, keeps no cookie.
+    pub client: reqwest::Client,
 }
 
 impl Shop {

@@ -306,25 +306,37 @@ async fn over_plain_http_the_cookies_are_neither_secure_nor_prefixed() {
     assert_eq!(cookie.http_only(), Some(true), "{cookie}");
 }
 
+/// A base URL with a path is refused, and so is plain http anywhere but
+/// on loopback (there the cookies would lose `Secure` and the `__Host-`
+/// prefix: a sibling subdomain or the network could plant a session id)
+/// unless plain http is allowed on purpose.
 #[tokio::test]
-async fn a_base_url_with_a_path_is_refused() {
+async fn a_base_url_with_a_path_or_in_the_clear_is_refused() {
     let provider = Provider::start().await;
+    let settings = |base: &str, allow_plain_http: bool| web_app::Settings {
+        issuer: provider.url.clone(),
+        client_id: CLIENT_ID.into(),
+        client_secret: zeroize::Zeroizing::new("the secret".into()),
+        base: base.into(),
+        store_api: provider.url.clone(),
+        allow_plain_http,
+        limits: web_app::Limits::default(),
+    };
     for base in [
         "https://shop.example.com/app",
         "ftp://shop.example.com",
         "shop.example.com",
+        "http://shop.example.com",
     ] {
-        let settings = web_app::Settings {
-            issuer: provider.url.clone(),
-            client_id: CLIENT_ID.into(),
-            client_secret: zeroize::Zeroizing::new("the secret".into()),
-            base: base.into(),
-            store_api: provider.url.clone(),
-            allow_plain_http: false,
-            limits: web_app::Limits::default(),
-        };
-        assert!(web_app::WebApp::discover(settings).await.is_err(), "{base}");
+        let refused = web_app::WebApp::discover(settings(base, false)).await;
+        assert!(refused.is_err(), "{base}");
     }
+    assert!(
+        web_app::WebApp::discover(settings("http://shop.example.com", true))
+            .await
+            .is_ok(),
+        "allowed on purpose"
+    );
 }
 
 /// A callback whose request was given up while the code was exchanged
@@ -395,5 +407,43 @@ async fn a_failed_exchange_offers_a_fresh_sign_in() {
         assert!(failed.body.contains("href=\"/login\""), "{}", failed.body);
         assert!(failed.body.contains("sign in again"), "{}", failed.body);
         assert!(!browser.signed_in().await);
+    }
+}
+
+/// Every answer carries the strict headers, the plain-text errors of
+/// `/callback` and an unknown path included (only the pages had a CSP and
+/// `no-store`; nothing had `nosniff` or a referrer policy).
+#[tokio::test]
+async fn every_answer_carries_the_strict_headers() {
+    let (_provider, shop) = provider_and_shop().await;
+    for path in [
+        "/",
+        "/callback",
+        "/callback?code=x&state=y",
+        "/nothing-here",
+    ] {
+        let answer = shop
+            .client
+            .get(format!("{}{path}", shop.url))
+            .send()
+            .await
+            .unwrap();
+        let headers = answer.headers();
+        let said = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert_eq!(said("x-content-type-options"), "nosniff", "{path}");
+        assert_eq!(said("referrer-policy"), "same-origin", "{path}");
+        assert_eq!(said("x-frame-options"), "DENY", "{path}");
+        assert_eq!(said("cache-control"), "no-store", "{path}");
+        let csp = said("content-security-policy");
+        assert!(
+            csp.contains("frame-ancestors 'none'") && csp.contains("base-uri 'none'"),
+            "{path}: {csp}"
+        );
     }
 }
