@@ -172,6 +172,11 @@ impl Provider {
         self.mock.release.add_permits(1);
     }
 
+    /// Tokens issued so far (one per code or refresh grant answered).
+    pub fn issued(&self) -> usize {
+        self.mock.issued.load(Ordering::SeqCst)
+    }
+
     /// The access tokens issued so far expire: the store API answers 401.
     pub fn expire_access_tokens(&self) {
         let issued = self.mock.issued.load(Ordering::SeqCst);

@@ -447,3 +447,33 @@ async fn every_answer_carries_the_strict_headers() {
         );
     }
 }
+
+/// A callback without the provider's `iss` (RFC 9207), or with another
+/// issuer's (a mix-up: the code came from elsewhere), is refused before
+/// the code is sent anywhere: no exchange at the token endpoint, nobody
+/// signed in.
+#[tokio::test]
+async fn a_callback_without_this_providers_iss_exchanges_nothing() {
+    let (provider, shop) = provider_and_shop().await;
+    for iss in [None, Some("https://evil.example"), Some("")] {
+        let browser = shop.browser();
+        let login = browser.get("/login").await;
+        assert_eq!(login.status, StatusCode::SEE_OTHER, "{login:?}");
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        query
+            .append_pair("code", "the code")
+            .append_pair("state", &login.location_param("state"));
+        if let Some(iss) = iss {
+            query.append_pair("iss", iss);
+        }
+        let before = provider.issued();
+        let callback = browser.get(&format!("/callback?{}", query.finish())).await;
+        assert_eq!(
+            callback.status,
+            StatusCode::BAD_REQUEST,
+            "{iss:?}: {callback:?}"
+        );
+        assert_eq!(provider.issued(), before, "{iss:?}: the code was exchanged");
+        assert!(!browser.signed_in().await);
+    }
+}
