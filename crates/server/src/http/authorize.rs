@@ -83,20 +83,24 @@ pub async fn authorize(
         return respond_error(&app, &pages, &error);
     }
     if let Some(token) = params.get("id_token_hint") {
-        let hint = match read_authorize_hint(&app.keys, &app.config.issuer, token) {
-            Hinted::Verified(hint) => Some(hint),
-            Hinted::KeyGone(hint) => {
+        let (hint, confirmed) = match read_authorize_hint(&app.keys, &app.config.issuer, token) {
+            Hinted::Verified(hint) => (Some(hint), true),
+            Hinted::KeyGone(hint) => (Some(hint), false),
+            Hinted::Refused => (None, false),
+        };
+        let hint = hint.filter(|hint| hint.aud.contains(&request.client_id));
+        match hint.and_then(|hint| hint.sub) {
+            Some(sub) if confirmed => request.hint_subject = Some(sub),
+            // Who it names is not known: a login, whoever is signed in
+            // (its `sub`, unverified, is never compared: that would tell a
+            // forger whether the browser's user is the one it names).
+            Some(_) => {
                 tracing::debug!(
                     client_id = %request.client_id,
-                    "an id_token_hint signed by a key no longer published, read for its sub"
+                    "an id_token_hint signed under a key not published here: a login is asked for"
                 );
-                Some(hint)
+                request.hint_unconfirmed = true;
             }
-            Hinted::Refused => None,
-        }
-        .filter(|hint| hint.aud.contains(&request.client_id));
-        match hint.and_then(|hint| hint.sub) {
-            Some(sub) => request.hint_subject = Some(sub),
             None => {
                 let error = request.error(
                     "invalid_request",

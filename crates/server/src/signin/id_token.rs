@@ -51,22 +51,23 @@ pub enum Hinted {
     /// An ID token of this server: [`read_hint`] holds.
     Verified(Hint),
     /// Shaped as an ID token of this server, but signed under a `kid` it
-    /// no longer publishes: in life an ID token from before a key
-    /// rotation, which a relying party keeps for as long as its session
-    /// (silent renewal sends it with `prompt=none`). Its claims are as
-    /// written, unverified.
+    /// does not publish: in life an ID token from before a key rotation,
+    /// which a relying party keeps for as long as its session (silent
+    /// renewal sends it with `prompt=none`); as well one signed by a
+    /// revoked key, or forged. Its claims are as written, unverified:
+    /// good for its shape, never for who it names.
     KeyGone(Hint),
     /// Not an ID token of this server.
     Refused,
 }
 
-/// Read an `id_token_hint` sent to the authorization endpoint. There a
-/// hint can only narrow the answer (Core §3.1.2.1: the user it names must
-/// be the one signed in), never grant anything, so one whose key is gone
-/// is still read, for its `sub`: refusing it would turn every relying
+/// Read an `id_token_hint` sent to the authorization endpoint. One whose
+/// key is gone is told apart from one that is not this server's ID token
+/// for the client: refusing it (`invalid_request`) turned every relying
 /// party's silent renewal into a hard error after each key rotation,
-/// where the user only needs to be asked to log in. The logout endpoint,
-/// where a hint spares the user a confirmation, keeps to [`read_hint`].
+/// where the person only needs to log in again, which is what the
+/// endpoint then asks for. The logout endpoint, where a hint spares the
+/// person a confirmation, keeps to [`read_hint`].
 pub fn read_authorize_hint(keys: &Keys, issuer: &str, token: &str) -> Hinted {
     let verified = tessera_jose::jws::verify(
         token,

@@ -79,6 +79,15 @@ pub struct AuthorizationRequest {
     /// the keys): a session of anyone else needs a login.
     #[serde(default)]
     pub hint_subject: Option<String>,
+    /// An `id_token_hint` shaped as this server's ID token for the client
+    /// but signed under a key it does not publish (one rotated out since,
+    /// in life): who it names cannot be known, so a session needs a login
+    /// (`login_required` under `prompt=none`), and whoever logs in for
+    /// the request is answered. Its `sub`, unverified, is never compared:
+    /// anyone can forge one, and the answer would tell whether the
+    /// browser's user is the one it names.
+    #[serde(default)]
+    pub hint_unconfirmed: bool,
 }
 
 /// Where an error in an authorization request goes.
@@ -323,6 +332,7 @@ pub fn validate(
             .filter(|h| h.len() <= 200)
             .map(str::to_owned),
         hint_subject: None,
+        hint_unconfirmed: false,
     })
 }
 
@@ -378,11 +388,12 @@ pub fn next(
             request.prompt.login
                 // The relying party expects another user than the one
                 // signed in here (Core §3.1.2.1: `login_required` under
-                // `prompt=none`).
+                // `prompt=none`), or one this server cannot name.
                 || request
                     .hint_subject
                     .as_deref()
                     .is_some_and(|sub| sub != s.user_id)
+                || request.hint_unconfirmed
                 // `max_age=0` asks for a login whatever the session's age,
                 // as `prompt=login` does (OpenID Connect Core 1.0, errata
                 // set 2, §3.1.2.1), even within the login's own second.
@@ -532,6 +543,7 @@ mod tests {
             max_age: Some(0),
             login_hint: None,
             hint_subject: None,
+            hint_unconfirmed: false,
         };
         let session = Session {
             sid: "s".into(),
@@ -577,6 +589,35 @@ mod tests {
         hinted.hint_subject = Some("u".into());
         assert!(matches!(
             next(&hinted, &client, Some(&session), true, None, &none, 103),
+            Next::Issue(_)
+        ));
+        // A hint that cannot be verified: a login whoever the session's
+        // user is (under prompt=none, login_required), and the person who
+        // logs in is answered.
+        let unconfirmed = AuthorizationRequest {
+            hint_subject: None,
+            hint_unconfirmed: true,
+            ..hinted
+        };
+        assert_eq!(at(&unconfirmed), Next::Login);
+        let silent = AuthorizationRequest {
+            prompt: Prompt {
+                none: true,
+                ..Prompt::default()
+            },
+            ..unconfirmed.clone()
+        };
+        assert!(matches!(at(&silent), Next::Refuse("login_required", _)));
+        assert!(matches!(
+            next(
+                &unconfirmed,
+                &client,
+                Some(&session),
+                true,
+                None,
+                &none,
+                103
+            ),
             Next::Issue(_)
         ));
     }

@@ -220,6 +220,7 @@ mod tests {
             max_age: None,
             login_hint: None,
             hint_subject: Some("u".into()),
+            hint_unconfirmed: false,
         }
     }
 

@@ -1150,13 +1150,15 @@ async fn an_id_token_hint_naming_another_user_needs_a_login(backend: Backend) {
 /// An `id_token_hint` signed under a key this server no longer publishes
 /// (an ID token from before a key rotation, which a relying party keeps
 /// for its whole session and sends with `prompt=none` to renew silently)
-/// is read for its `sub`: a code for the user it names, `login_required`
-/// for anyone else. It was `invalid_request`, a hard error for every
-/// relying party after each rotation. Unverified, it can only narrow:
-/// one forged under an unknown `kid` naming the signed-in user gets what
-/// no hint gets, naming someone else an error, and one not shaped as an
-/// ID token of this server for this client is still `invalid_request`.
-async fn an_id_token_hint_whose_key_is_gone_still_names_its_user(backend: Backend) {
+/// asks for a login: `login_required` under `prompt=none`, the login page
+/// otherwise, and whoever logs in gets the code. It was `invalid_request`,
+/// a hard error for every relying party after each rotation. Who it
+/// names, unverified, is never compared: a hint forged under an unknown
+/// `kid` gets the same answer whichever user it names, so it cannot tell
+/// a client whether the browser's user is the one it guessed. One not
+/// shaped as this server's ID token for this client is still
+/// `invalid_request`.
+async fn an_id_token_hint_whose_key_is_gone_asks_for_a_login(backend: Backend) {
     use tessera_jose::{Algorithm, Claims, SigningKey};
     let Some(h) = Harness::new(backend).await else {
         return;
@@ -1166,8 +1168,16 @@ async fn an_id_token_hint_whose_key_is_gone_still_names_its_user(backend: Backen
     let id_token = exchange(&h, &s, &code, VERIFIER).await.str("id_token");
     let (header, claims) = tessera_jose::dangerous::decode_unverified_claims(&id_token).unwrap();
     let alice = claims["sub"].as_str().unwrap().to_owned();
-    let silently =
-        |hint: &str| authorize_url(&s.client_id, &[("id_token_hint", hint), ("prompt", "none")]);
+    let with = |hint: &str, silent: bool| {
+        let mut extra = vec![("id_token_hint", hint)];
+        if silent {
+            extra.push(("prompt", "none"));
+        }
+        authorize_url(&s.client_id, &extra)
+    };
+    // With its key published, the hint names Alice: a code at once.
+    let renewed = location(&b.get(&h, &with(&id_token, true)).await);
+    assert!(query_of(&renewed).contains_key("code"), "{renewed}");
     // The key that signed it is taken out (a revocation: the quickest way
     // to a key that is no longer published).
     h.app
@@ -1183,9 +1193,25 @@ async fn an_id_token_hint_whose_key_is_gone_still_names_its_user(backend: Backen
         .keys
         .jwks_json()
         .contains(header.kid.as_deref().unwrap()));
-    let renewed = location(&b.get(&h, &silently(&id_token)).await);
-    assert!(query_of(&renewed).contains_key("code"), "{renewed}");
-    // Forged under a kid never published.
+    let silently = location(&b.get(&h, &with(&id_token, true)).await);
+    assert_eq!(query_of(&silently)["error"], "login_required", "{silently}");
+    // Interactively: the login page, and Alice's login gets the code.
+    let to_login = location(&b.get(&h, &with(&id_token, false)).await);
+    assert!(to_login.starts_with("/login?"), "{to_login}");
+    let page = b.get(&h, &to_login).await;
+    let back = location(
+        &b.log_in_form(
+            &h,
+            &hidden(&page.text, "request"),
+            &hidden(&page.text, "csrf_token"),
+            "alice",
+            "correct horse",
+        )
+        .await,
+    );
+    assert!(query_of(&back).contains_key("code"), "{back}");
+    // Forged under a kid never published: the same answer whoever it
+    // names, the signed-in user or not.
     let forger = SigningKey::generate(Algorithm::RS256)
         .unwrap()
         .with_kid("never-published");
@@ -1196,25 +1222,19 @@ async fn an_id_token_hint_whose_key_is_gone_still_names_its_user(backend: Backen
         )
         .unwrap()
     };
-    let same = location(
-        &b.get(&h, &silently(&forge(&alice, crate::ISSUER, &s.client_id)))
-            .await,
-    );
-    assert!(query_of(&same).contains_key("code"), "{same}");
-    let other = location(
-        &b.get(
-            &h,
-            &silently(&forge("someone-else", crate::ISSUER, &s.client_id)),
-        )
-        .await,
-    );
-    assert_eq!(query_of(&other)["error"], "login_required", "{other}");
-    assert!(!query_of(&other).contains_key("code"));
+    for sub in [alice.as_str(), "someone-else"] {
+        let r = location(
+            &b.get(&h, &with(&forge(sub, crate::ISSUER, &s.client_id), true))
+                .await,
+        );
+        assert_eq!(query_of(&r)["error"], "login_required", "{sub}: {r}");
+        assert!(!query_of(&r).contains_key("code"));
+    }
     for (iss, aud) in [
         ("https://elsewhere.example", s.client_id.as_str()),
         (crate::ISSUER, "another-client"),
     ] {
-        let r = location(&b.get(&h, &silently(&forge(&alice, iss, aud))).await);
+        let r = location(&b.get(&h, &with(&forge(&alice, iss, aud), true)).await);
         assert_eq!(query_of(&r)["error"], "invalid_request", "{iss} {aud}: {r}");
     }
     h.finish().await;
@@ -2024,7 +2044,7 @@ both_backends!(
     a_redirect_uri_removed_during_a_sign_in_gets_no_code,
     a_scope_taken_from_the_client_during_a_sign_in_is_not_granted,
     an_id_token_hint_naming_another_user_needs_a_login,
-    an_id_token_hint_whose_key_is_gone_still_names_its_user,
+    an_id_token_hint_whose_key_is_gone_asks_for_a_login,
     prompt_none_and_logout_attacks,
     a_logout_page_outlives_a_login_in_another_tab_and_staying_goes_back,
     discovery_names_what_is_there,
