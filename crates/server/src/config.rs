@@ -590,12 +590,8 @@ impl Config {
         }
         let mut scope_words = std::collections::BTreeMap::new();
         for (scope, words) in &file.pages.scopes {
-            // A scope-token (RFC 6749 §3.3), as `store::Scopes` reads them.
-            let token = !scope.is_empty()
-                && scope
-                    .bytes()
-                    .all(|b| matches!(b, 0x21 | 0x23..=0x5B | 0x5D..=0x7E));
-            if !token {
+            // One scope-token (RFC 6749 §3.3).
+            if crate::store::Scopes::from_list(&[scope.as_str()]).is_err() {
                 return Err(Error::Config(format!(
                     "pages.scopes: {scope:?} is not one scope (letters, digits and \
                      punctuation but \" and \\, no spaces)"
@@ -704,6 +700,7 @@ impl Config {
                     Duration::from_secs(3600),
                 )?,
                 max_access_ttl,
+                kept_for_clients: Vec::new(),
             },
             jwks_max_age: duration(
                 "keys.jwks_max_age",

@@ -80,6 +80,12 @@ pub struct KeyPolicy {
     /// The longest access-token lifetime any client can have: how long a
     /// replaced key stays published.
     pub max_access_ttl: Duration,
+    /// ID-token algorithms clients registered (`--id-token-alg`) that
+    /// `id_token_algorithms` leaves out: their keys are kept, made and
+    /// rotated all the same while any client uses them
+    /// ([`keep_algorithms_clients_use`]), but no new client may choose
+    /// them, and discovery does not offer them.
+    pub kept_for_clients: Vec<Algorithm>,
 }
 
 /// One stored key, as `tessera keys list` shows it.
@@ -121,7 +127,11 @@ impl KeyPolicy {
     /// Every algorithm the ring keeps a key for: access tokens first.
     pub fn algorithms(&self) -> Vec<Algorithm> {
         let mut all = vec![self.algorithm];
-        for alg in &self.id_token_algorithms {
+        for alg in self
+            .id_token_algorithms
+            .iter()
+            .chain(&self.kept_for_clients)
+        {
             if !all.contains(alg) {
                 all.push(*alg);
             }
@@ -1170,12 +1180,14 @@ impl Keys {
     }
 
     /// How long after its successor signs a key is kept: the longest
-    /// access-token lifetime known, and the longest a verifier may accept
-    /// a token past its `exp` (which covers a minute of clock skew too).
+    /// access-token lifetime known, the longest a verifier may accept a
+    /// token past its `exp`, and a minute more for a verifier whose clock
+    /// is behind.
     fn keep_after(&self) -> i64 {
         self.longest_ttl
             .load(std::sync::atomic::Ordering::Acquire)
-            .saturating_add(SKEW.max(LEEWAY_PAST_EXPIRY))
+            .saturating_add(LEEWAY_PAST_EXPIRY)
+            .saturating_add(SKEW)
     }
 
     fn open(&self, row: &KeyRow) -> Result<SigningKey, Error> {
@@ -1205,15 +1217,47 @@ fn signer_in(ring: &Ring, alg: Algorithm, at: i64) -> Result<Arc<SigningKey>, Er
         })
 }
 
+/// Set `policy.kept_for_clients` to the ID-token algorithms clients
+/// registered that `policy` leaves out; the algorithms so kept. Dropped
+/// for real, such an algorithm's keys would be removed once their tokens
+/// expired, and from then on those clients' code exchanges and
+/// back-channel logouts would fail (sessions at the relying parties
+/// never ended). A server start and `tessera keys list` both apply it.
+pub async fn keep_algorithms_clients_use(
+    db: &Db,
+    policy: &mut KeyPolicy,
+) -> Result<Vec<(Algorithm, i64)>, Error> {
+    let mut kept = Vec::new();
+    for (name, clients) in crate::store::clients::id_token_algorithms_in_use(db).await? {
+        let Ok(alg) = name.parse::<Algorithm>() else {
+            tracing::error!(
+                alg = name,
+                clients,
+                "clients are registered for an ID-token algorithm this version does not know"
+            );
+            continue;
+        };
+        if !policy.id_token_algorithms.contains(&alg) && !policy.kept_for_clients.contains(&alg) {
+            policy.kept_for_clients.push(alg);
+            kept.push((alg, clients));
+        }
+    }
+    Ok(kept)
+}
+
 /// The stored keys with their state at `at` under `policy`, as a server
-/// with that configuration lists them ([`Keys::list`]), read from the
-/// database alone: nothing is opened (no master key needed), made,
-/// rotated or deleted. `tessera keys list` uses this.
+/// with that configuration lists them ([`Keys::list`]; the algorithms
+/// clients use kept, as a start keeps them), read from the database
+/// alone: nothing is opened (no master key needed), made, rotated or
+/// deleted. `tessera keys list` uses this.
 pub async fn stored(
     db: &Db,
     policy: &KeyPolicy,
     at: i64,
 ) -> Result<Vec<(KeyInfo, KeyState)>, Error> {
+    let mut policy = policy.clone();
+    keep_algorithms_clients_use(db, &mut policy).await?;
+    let policy = &policy;
     let infos = on_pool!(db.read(), p => sqlx::query_as::<_, KeyInfo>(
         "SELECT kid, generation, alg, created_at, activate_at FROM signing_keys ORDER BY generation"
     ).fetch_all(p).await)?;

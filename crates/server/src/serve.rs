@@ -6,8 +6,6 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use tessera_jose::Algorithm;
-
 use crate::app::App;
 use crate::config::Config;
 use crate::db::{Db, Schema};
@@ -100,28 +98,19 @@ pub async fn open_with(config: Config, schema: Schema) -> Result<Opened, Error> 
     // max_access_ttl does not cut short the tokens already out.
     // An ID-token algorithm clients registered (`--id-token-alg`) stays
     // in use, its keys kept and rotated, while any client does, whatever
-    // the configuration says: dropped, its keys were removed once its
-    // last tokens expired, and from then on those clients' code exchanges
-    // and back-channel logouts failed (sessions at the relying parties
-    // never ended). Set on the configuration itself, so that every part
-    // (minting, `tessera keys list`, discovery) sees the same list.
+    // `keys.id_token_algorithms` says (`keys::keep_algorithms_clients_use`).
     let mut config = config;
-    match crate::store::clients::id_token_algorithms_in_use(&db).await {
-        Ok(in_use) => {
-            for (name, clients) in in_use {
-                let Ok(alg) = name.parse::<Algorithm>() else {
-                    continue;
-                };
-                if !config.keys.id_token_algorithms.contains(&alg) {
-                    tracing::warn!(
-                        alg = %alg,
-                        clients,
-                        "keys.id_token_algorithms leaves out an algorithm clients sign in with \
-                         (--id-token-alg): it is kept, its keys made and rotated, while any \
-                         client uses it; delete and register those clients again to drop it"
-                    );
-                    config.keys.id_token_algorithms.push(alg);
-                }
+    match keys::keep_algorithms_clients_use(&db, &mut config.keys).await {
+        Ok(kept) => {
+            for (alg, clients) in kept {
+                tracing::warn!(
+                    alg = %alg,
+                    clients,
+                    "keys.id_token_algorithms leaves out an algorithm clients sign in with \
+                     (--id-token-alg): its keys are kept and rotated while any client uses it, \
+                     but no new client may choose it; delete and register those clients again \
+                     to drop it"
+                );
             }
         }
         Err(e) => {

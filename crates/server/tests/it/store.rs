@@ -434,10 +434,11 @@ async fn a_changed_algorithm_is_announced_and_the_old_one_retired(backend: Backe
     let mut config = h.test_db.config();
     config.keys.algorithm = Algorithm::ES384;
     let announce = tessera_server::store::secs(config.keys.announce);
-    // Kept for the token's life and the largest leeway a verifier may
-    // have past `exp`.
+    // Kept for the token's life, the largest leeway a verifier may have
+    // past `exp`, and a minute for a verifier's clock behind.
     let keep = tessera_server::store::secs(config.max_access_ttl)
-        + tessera_jose::jwt::MAX_LEEWAY.as_secs() as i64;
+        + tessera_jose::jwt::MAX_LEEWAY.as_secs() as i64
+        + 60;
     let restarted = tessera_server::open(config).await.unwrap();
     let keys = &restarted.keys;
     // Its start makes no key (an admin command opens the same way);
@@ -547,10 +548,11 @@ async fn a_change_to_an_algorithm_with_keys_keeps_the_old_key_while_its_tokens_l
     let old_kid = h.app.keys.signer(now).unwrap().kid().unwrap().to_owned();
     let mut config = h.test_db.config();
     config.keys.algorithm = Algorithm::RS256;
-    // Kept for the token's life and the largest leeway a verifier may
-    // have past `exp`.
+    // Kept for the token's life, the largest leeway a verifier may have
+    // past `exp`, and a minute for a verifier's clock behind.
     let keep = tessera_server::store::secs(config.max_access_ttl)
-        + tessera_jose::jwt::MAX_LEEWAY.as_secs() as i64;
+        + tessera_jose::jwt::MAX_LEEWAY.as_secs() as i64
+        + 60;
     let restarted = tessera_server::open(config).await.unwrap();
     let keys = &restarted.keys;
     let published = || {
@@ -608,12 +610,16 @@ async fn an_id_token_algorithm_clients_use_is_kept_when_the_configuration_drops_
     let mut config = h.test_db.config();
     config.keys.id_token_algorithms = vec![Algorithm::RS256];
     let ttl = tessera_server::store::secs(config.max_access_ttl);
+    let dropped = config.keys.clone();
     let restarted = tessera_server::open(config).await.unwrap();
-    assert!(restarted
-        .config
-        .keys
-        .id_token_algorithms
-        .contains(&Algorithm::ES384));
+    // Kept for the clients that use it, not offered to new ones (the
+    // configured list, which registration and discovery read, is as
+    // written).
+    assert_eq!(restarted.config.keys.kept_for_clients, [Algorithm::ES384]);
+    assert_eq!(
+        restarted.config.keys.id_token_algorithms,
+        [Algorithm::RS256]
+    );
     let keys = &restarted.keys;
     keys.maintain_at(now).await.unwrap();
     let later = now + ttl + 3600;
@@ -623,7 +629,9 @@ async fn an_id_token_algorithm_clients_use_is_kept_when_the_configuration_drops_
         es384.kid(),
         "the key clients use was removed"
     );
-    let stored = tessera_server::keys::stored(&restarted.db, &restarted.config.keys, later)
+    // `tessera keys list`, under the configuration as written, says so
+    // too.
+    let stored = tessera_server::keys::stored(&restarted.db, &dropped, later)
         .await
         .unwrap();
     let state = stored
