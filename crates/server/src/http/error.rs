@@ -6,7 +6,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use super::log_limit::LogLimit;
+use super::log_limit::PerCaller;
 
 /// An error as the client sees it: a code from RFC 6749 §5.2 (or RFC 7009
 /// §2.2.1), a description for developers, and the status that goes with it.
@@ -136,16 +136,17 @@ impl OAuthError {
     /// The database (or the audit trail, or the instance's own state)
     /// cannot serve the request now (503 with `Retry-After`): nothing was
     /// written, and a retry may succeed. Said in the log at most every
-    /// 10 s, with how many were left out: an outage refuses every request
-    /// alike, unauthenticated ones too.
+    /// 10 s from each place that refuses, with how many were left out: an
+    /// outage refuses every request alike, unauthenticated ones too.
+    #[track_caller]
     pub fn temporarily_unavailable(cause: &crate::Error) -> OAuthError {
-        static SAID: LogLimit = LogLimit::new(Duration::from_secs(10));
+        static SAID: PerCaller = PerCaller::new(Duration::from_secs(10));
         if let Some(left_out) = SAID.admit() {
             tracing::warn!(
                 error = %cause,
                 left_out,
-                "request refused: temporarily unavailable (said at most every 10 s; left_out: \
-                 refusals since the last one said)"
+                "request refused: temporarily unavailable (said at most every 10 s from each \
+                 place that refuses; left_out: refusals there since the last one said)"
             );
         }
         OAuthError {

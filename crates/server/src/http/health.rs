@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use super::log_limit::LogLimit;
+use super::log_limit::PerCaller;
 use super::App;
 
 /// Authorization: none.
@@ -20,10 +20,10 @@ pub async fn healthz() -> &'static str {
 /// The longest `/readyz` waits for the database before it says 503.
 const READY_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Why `/readyz` said 503, in the log at most every 10 s (with how many
-/// were left out): anyone can probe it, and a load balancer does every
-/// few seconds from each of its nodes.
-static NOT_READY_SAID: LogLimit = LogLimit::new(Duration::from_secs(10));
+/// Why `/readyz` said 503, in the log at most every 10 s for each reason
+/// (with how many were left out): anyone can probe it, and a load
+/// balancer does every few seconds from each of its nodes.
+static NOT_READY_SAID: PerCaller = PerCaller::new(Duration::from_secs(10));
 
 /// Authorization: none. 503, with the reason in one line, once the server
 /// is stopping (through `http.shutdown_delay`, while it still serves), and

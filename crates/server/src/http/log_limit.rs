@@ -3,9 +3,12 @@
 //! and every `/readyz` probe finds it so: a warning each would flood the
 //! log just when the operator reads it. Each warning said counts those
 //! left out since the last (the request metrics count every refusal).
+//! [`PerCaller`] keeps one period per place in the code that says one,
+//! so that a flood of one cause does not hide another, rarer one.
 
+use std::panic::Location;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 /// One kind of warning, said at most once per `every`.
@@ -53,6 +56,40 @@ impl LogLimit {
     }
 }
 
+/// A [`LogLimit`] for each place in the code that asks (the caller of
+/// [`PerCaller::admit`], through `#[track_caller]` functions).
+pub(crate) struct PerCaller {
+    every: Duration,
+    /// A few places each: a list, searched.
+    sites: Mutex<Vec<(&'static Location<'static>, LogLimit)>>,
+}
+
+impl PerCaller {
+    pub(crate) const fn new(every: Duration) -> PerCaller {
+        PerCaller {
+            every,
+            sites: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// [`LogLimit::admit`] for the caller's place in the code.
+    #[track_caller]
+    pub(crate) fn admit(&self) -> Option<u64> {
+        self.admit_for(Location::caller())
+    }
+
+    fn admit_for(&self, site: &'static Location<'static>) -> Option<u64> {
+        let mut sites = self.sites.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, limit)) = sites.iter().find(|(s, _)| *s == site) {
+            return limit.admit();
+        }
+        let limit = LogLimit::new(self.every);
+        let said = limit.admit();
+        sites.push((site, limit));
+        said
+    }
+}
+
 /// Milliseconds since the first call in this process (monotonic).
 fn since_start() -> u64 {
     static ORIGIN: OnceLock<Instant> = OnceLock::new();
@@ -74,6 +111,21 @@ mod tests {
         assert_eq!(limit.admit_at(10_005), Some(3), "the next, with the count");
         assert_eq!(limit.admit_at(10_006), None);
         assert_eq!(limit.admit_at(60_000), Some(1));
+    }
+
+    /// Two places in the code each have their period: a flood from one
+    /// does not keep the other from being said.
+    #[test]
+    fn each_place_in_the_code_has_its_own_period() {
+        let limit = PerCaller::new(Duration::from_secs(3600));
+        let (first, second) = (Location::caller(), Location::caller());
+        assert_ne!(first, second);
+        assert_eq!(limit.admit_for(first), Some(0));
+        for _ in 0..5 {
+            assert_eq!(limit.admit_for(first), None);
+        }
+        assert_eq!(limit.admit_for(second), Some(0), "hidden by the other");
+        assert_eq!(limit.admit_for(second), None);
     }
 
     #[test]

@@ -1184,6 +1184,32 @@ mod admin_api {
             text.contains("status=403") && text.contains("/admin/users"),
             "{text}"
         );
+        // An administrator's token taken back (revoked here) and tried
+        // again: a 401 like any invalid token, but said, since this
+        // server signed it.
+        let admin = token(&h, "tessera:admin").await;
+        assert_eq!(
+            call(&h, Method::GET, "/admin/users", Some(&admin), None)
+                .await
+                .status,
+            StatusCode::OK
+        );
+        let (_, claims) = tessera_jose::dangerous::decode_unverified_claims(&admin).unwrap();
+        h.app
+            .access
+            .revoked()
+            .revoke_token(
+                &h.db,
+                claims["jti"].as_str().unwrap(),
+                claims["exp"].as_i64().unwrap(),
+            )
+            .await
+            .unwrap();
+        let r = call(&h, Method::GET, "/admin/users", Some(&admin), None).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        let text = said();
+        assert!(text.contains("token taken back"), "{text}");
+        assert!(!text.contains(&admin), "the token itself is never logged");
         h.finish().await;
     }
 
