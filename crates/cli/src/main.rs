@@ -191,6 +191,7 @@ mod tests {
     fn ids_that_begin_with_a_hyphen_are_read_as_ids() {
         for args in [
             &["tessera", "keys", "revoke", "-Xq3vR9d"][..],
+            &["tessera", "keys", "revoke", "--q3vR9d"],
             &["tessera", "client", "delete", "-Xq3vR9d"],
             &["tessera", "client", "rotate-secret", "-Xq3vR9d"],
             &["tessera", "client", "set", "-Xq3vR9d", "--add-scope", "a"],

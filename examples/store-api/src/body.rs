@@ -73,10 +73,20 @@ pub fn check_name(problems: &mut BTreeMap<&'static str, String>, name: &str) {
 }
 
 /// A character that changes how a name reads without showing itself:
-/// control characters (a line break forges a line of a log), and the
-/// bidirectional controls that reorder the text around them
-/// (CVE-2021-42574, "Trojan Source").
+/// control characters and the Unicode line and paragraph separators (a
+/// line break forges a line of a log), and the bidirectional marks and
+/// controls that reorder the text around them (CVE-2021-42574, "Trojan
+/// Source").
 fn hidden(c: char) -> bool {
     c.is_control()
-        || matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+        || matches!(
+            c,
+            '\u{061C}'
+                | '\u{200E}'
+                | '\u{200F}'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2066}'..='\u{2069}'
+        )
 }

@@ -4,6 +4,8 @@
 //! belongs to whoever made it (the token's `sub`), and only they (or
 //! `store:admin`) change its items: checking the scope alone would let
 //! anyone with `items:write` change everyone's (`stores::may_change`).
+//! Stores made before owners were recorded (migration 0002) have none:
+//! only `store:admin` changes their items.
 //!
 //! Run it next to `tessera serve` (see the README's "Example API"):
 //! `cargo run -p store-api -- --issuer http://127.0.0.1:8080`.

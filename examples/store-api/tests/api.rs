@@ -529,6 +529,11 @@ async fn bad_bodies_get_422_with_what_to_fix() {
             "validation_failed",
         ),
         (
+            "a line separator in a name",
+            &*format!(r#"{{"store_id":{sid},"name":"Chair\u2028INFO forged","price_cents":5}}"#),
+            "validation_failed",
+        ),
+        (
             "a right-to-left override in a name",
             &*format!(r#"{{"store_id":{sid},"name":"Chair\u202egpj.exe","price_cents":5}}"#),
             "validation_failed",

@@ -41,10 +41,13 @@ struct Args {
         default_value = "http://127.0.0.1:3000"
     )]
     store_api: String,
-    /// Reach the provider and the store API over plain HTTP even on
-    /// another host (by default only over HTTPS or on a loopback address:
-    /// the app's secret, its users' tokens and the provider's keys would
-    /// cross the network in the clear). From the environment: `true`, `1`, `yes` or `on`.
+    /// Reach the provider and the store API, and serve the app's own base
+    /// URL, over plain HTTP even on another host (by default only over
+    /// HTTPS or on a loopback address: the app's secret, its users' tokens
+    /// and the provider's keys would cross the network in the clear, and
+    /// its cookies could not be `Secure`). Listening on 0.0.0.0 needs
+    /// `--base-url` (the address browsers reach it at) all the same. From
+    /// the environment: `true`, `1`, `yes` or `on`.
     #[arg(long, env = "WEB_APP_ALLOW_PLAIN_HTTP", value_parser = clap::builder::BoolishValueParser::new())]
     allow_plain_http: bool,
 }
