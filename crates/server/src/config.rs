@@ -1040,19 +1040,22 @@ mod tests {
         }
     }
 
-    #[test]
-    fn trusted_proxies_are_addresses_or_networks() {
+    /// The configuration a file of `text` gives, nothing else set.
+    fn from_file(text: &str) -> Result<Config, Error> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
-        std::fs::write(
-            &path,
-            "[http]\ntrusted_proxies = [\"10.0.0.0/8\", \"192.0.2.7\", \"2001:db8::/32\"]\n",
-        )
-        .unwrap();
-        let c = Config::resolve(Overrides {
+        std::fs::write(&path, text).unwrap();
+        Config::resolve(Overrides {
             config: Some(path),
             ..Overrides::default()
         })
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_networks() {
+        let c = from_file(
+            "[http]\ntrusted_proxies = [\"10.0.0.0/8\", \"192.0.2.7\", \"2001:db8::/32\"]\n",
+        )
         .unwrap();
         let shown: Vec<String> = c.trusted_proxies.iter().map(ToString::to_string).collect();
         assert_eq!(shown, ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"]);
@@ -1065,36 +1068,18 @@ mod tests {
 
     #[test]
     fn durations_used_as_they_are_may_be_under_a_second() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.toml");
-        std::fs::write(
-            &path,
-            "client_cache_ttl = \"500ms\"\n[http]\nheader_timeout = \"750ms\"\n",
-        )
-        .unwrap();
-        let c = Config::resolve(Overrides {
-            config: Some(path),
-            ..Overrides::default()
-        })
-        .unwrap();
+        let c = from_file("client_cache_ttl = \"500ms\"\n[http]\nheader_timeout = \"750ms\"\n")
+            .unwrap();
         assert_eq!(c.client_cache_ttl, Duration::from_millis(500));
         assert_eq!(c.header_timeout, Duration::from_millis(750));
     }
 
     #[test]
     fn scopes_are_worded_as_the_configuration_says() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.toml");
-        std::fs::write(
-            &path,
+        let c = from_file(
             "[pages.scopes]\n\"items:read\" = { title = \" See your items \", detail = \"Names and prices\" }\n\
              email = { title = \"Your e-mail\" }\n",
         )
-        .unwrap();
-        let c = Config::resolve(Overrides {
-            config: Some(path),
-            ..Overrides::default()
-        })
         .unwrap();
         assert_eq!(
             c.pages.scopes["items:read"],
@@ -1109,7 +1094,6 @@ mod tests {
 
     #[test]
     fn bad_settings_are_refused_with_their_name() {
-        let dir = tempfile::tempdir().unwrap();
         let cases = [
             ("unknown = 1\n", "unknown field"),
             ("[tokens]\naccess_ttl = \"soon\"\n", "tokens.access_ttl"),
@@ -1181,14 +1165,7 @@ mod tests {
             ),
         ];
         for (text, expected) in cases {
-            let path = dir.path().join("c.toml");
-            std::fs::write(&path, text).unwrap();
-            let err = Config::resolve(Overrides {
-                config: Some(path),
-                ..Overrides::default()
-            })
-            .unwrap_err()
-            .to_string();
+            let err = from_file(text).unwrap_err().to_string();
             assert!(err.contains(expected), "{text:?}: {err}");
             assert!(!err.contains("hunter2"), "{err}");
         }
