@@ -14,6 +14,12 @@
 //! verification to the next while logins keep coming, and wipes and
 //! frees it once its queue has been idle for [`KEEP_MEMORY`]: allocating
 //! and zeroing it per login cost about a tenth of every hash.
+//!
+//! A password is hashed in Unicode normal form NFKC (NIST SP 800-63B
+//! §5.1.1.2, [`normalized`]): the same characters typed on another
+//! system (an "é" composed by one keyboard and decomposed by another, a
+//! full-width digit from an East Asian input method) are the same
+//! password.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
@@ -23,6 +29,7 @@ use argon2::password_hash::{Output, PasswordHash, PasswordHasher, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use tokio::sync::Semaphore;
+use unicode_normalization::UnicodeNormalization;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::Error;
@@ -172,6 +179,27 @@ fn hasher() -> Result<Argon2<'static>, Error> {
     Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
 }
 
+/// `password` as it is hashed: NFKC.
+fn normalized(password: &str) -> Zeroizing<String> {
+    Zeroizing::new(password.nfkc().collect())
+}
+
+/// Whether `password`, as typed, matches `stored`: its normal form first,
+/// then (for a password that differs from its normal form, and only when
+/// that failed) as typed, for a hash made before passwords were
+/// normalized. An unknown user's dummy goes the same way, so the time
+/// still says nothing of whether the user exists.
+fn verify_typed(password: &str, stored: &str, memory: &mut Memory) -> Result<bool, Error> {
+    let normal = normalized(password);
+    if verify_now(normal.as_bytes(), stored, memory)? {
+        return Ok(true);
+    }
+    if normal.as_str() == password {
+        return Ok(false);
+    }
+    verify_now(password.as_bytes(), stored, memory)
+}
+
 fn hash_now(password: &[u8]) -> Result<String, Error> {
     let mut salt = [0u8; 16];
     SystemRandom::new()
@@ -298,6 +326,7 @@ impl Passwords {
 
     /// Hash a new password (refusing one shorter than [`MIN_LENGTH`]).
     pub async fn hash(&self, password: Zeroizing<String>) -> Result<String, Error> {
+        let password = normalized(&password);
         if password.chars().count() < MIN_LENGTH {
             return Err(Error::Invalid(format!(
                 "password too short: at least {MIN_LENGTH} characters"
@@ -317,7 +346,7 @@ impl Passwords {
         let known = stored.is_some();
         let stored = stored.unwrap_or_else(|| DUMMY_HASH.to_owned());
         let matched = self
-            .run(move |memory| verify_now(password.as_bytes(), &stored, memory))
+            .run(move |memory| verify_typed(&password, &stored, memory))
             .await??;
         Ok(known && matched)
     }
@@ -326,6 +355,36 @@ impl Passwords {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A password set in one Unicode form is the same password typed in
+    /// another: "é" composed (U+00E9) or decomposed (e, U+0301), a
+    /// full-width digit or an ASCII one. A hash made before passwords
+    /// were normalized still verifies the password as it was typed then.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_password_is_the_same_whatever_its_unicode_form() {
+        let p = Passwords::new(1);
+        let composed = "caf\u{e9} au lait \u{ff11}";
+        let decomposed = "cafe\u{301} au lait 1";
+        let stored = p.hash(Zeroizing::new(composed.into())).await.unwrap();
+        for typed in [composed, decomposed] {
+            assert!(
+                p.verify(Zeroizing::new(typed.into()), Some(stored.clone()))
+                    .await
+                    .unwrap(),
+                "{typed:?}"
+            );
+        }
+        assert!(!p
+            .verify(Zeroizing::new("cafe au lait 1".into()), Some(stored))
+            .await
+            .unwrap());
+        // Hashed as typed, before: still good as typed.
+        let legacy = hash_now(decomposed.as_bytes()).unwrap();
+        assert!(p
+            .verify(Zeroizing::new(decomposed.into()), Some(legacy))
+            .await
+            .unwrap());
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_check_given_up_keeps_its_place_until_its_hash_is_done() {
