@@ -5,6 +5,7 @@
 use std::net::IpAddr;
 use std::time::Instant;
 
+use unicode_normalization::UnicodeNormalization;
 use zeroize::Zeroizing;
 
 use super::{Granted, Refusal, TokenRequest};
@@ -56,6 +57,11 @@ impl Login<'_> {
         client_id: &str,
         how: &'static str,
     ) -> Result<User, Denied> {
+        // Names are stored in NFC (`store::check_text`): one typed
+        // decomposed ("José" from some keyboards) is the same name, and
+        // counts against the same limit.
+        let username: String = username.nfc().collect();
+        let username = username.as_str();
         // Counted before the hash: concurrent guesses cannot outrun the limit.
         let attempt = self
             .logins

@@ -1377,6 +1377,34 @@ async fn ed25519_assertions_under_either_name_authenticate(backend: Backend) {
 
 both_backends!(ed25519_assertions_under_either_name_authenticate);
 
+/// A name and a password typed in another Unicode form than they were
+/// set in (an "é" decomposed by one keyboard, composed by another) are
+/// the same name and password; a wrong password is still wrong.
+async fn names_and_passwords_are_the_same_in_any_unicode_form(backend: Backend) {
+    let Some(h) = Harness::with(backend, |c| c.max_login_failures = 0).await else {
+        return;
+    };
+    let web = h.public_client("read").await;
+    h.user("Jos\u{e9}", "caf\u{e9} cr\u{e8}me", "read").await;
+    for (name, password) in [
+        ("Jos\u{e9}", "caf\u{e9} cr\u{e8}me"),
+        ("Jose\u{301}", "cafe\u{301} cre\u{300}me"),
+    ] {
+        let r = h.login(&web, name, password).await;
+        assert_eq!(
+            r.status,
+            StatusCode::OK,
+            "{name:?} {password:?}: {}",
+            r.text
+        );
+    }
+    let wrong = h.login(&web, "Jose\u{301}", "cafe creme").await;
+    assert_eq!(wrong.status, StatusCode::BAD_REQUEST, "{}", wrong.text);
+    h.finish().await;
+}
+
+both_backends!(names_and_passwords_are_the_same_in_any_unicode_form);
+
 /// A secret rotated through another instance (or the CLI) reaches this
 /// one's copy of the log while a request that authenticated with the old
 /// secret, through the cached client, is still being answered; the
