@@ -84,7 +84,7 @@ pub struct KeyPolicy {
     /// `id_token_algorithms` leaves out: their keys are kept, made and
     /// rotated all the same while any client uses them
     /// ([`keep_algorithms_clients_use`]), but no new client may choose
-    /// them, and discovery does not offer them.
+    /// them (discovery lists them: their clients may check).
     pub kept_for_clients: Vec<Algorithm>,
 }
 
@@ -436,11 +436,6 @@ impl Keys {
     /// whose activation has passed.
     pub fn signer_for(&self, alg: Algorithm, at: i64) -> Result<Arc<SigningKey>, Error> {
         signer_in(&self.snapshot(), alg, at)
-    }
-
-    /// The algorithms ID tokens can be signed with here.
-    pub fn id_token_algorithms(&self) -> &[Algorithm] {
-        &self.policy.id_token_algorithms
     }
 
     /// Sign a JWT with the `alg` key under `typ` (ID tokens: `JWT`;

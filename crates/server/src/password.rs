@@ -179,9 +179,13 @@ fn hasher() -> Result<Argon2<'static>, Error> {
     Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
 }
 
-/// `password` as it is hashed: NFKC.
+/// `password` as it is hashed: NFKC. Made in room reserved beforehand,
+/// so that growing it leaves no copy of the password behind in freed
+/// memory (as a rule: a rare character expands further).
 fn normalized(password: &str) -> Zeroizing<String> {
-    Zeroizing::new(password.nfkc().collect())
+    let mut normal = Zeroizing::new(String::with_capacity(password.len().saturating_mul(3)));
+    normal.extend(password.nfkc());
+    normal
 }
 
 /// Whether `password`, as typed, matches `stored`: its normal form first,

@@ -59,8 +59,15 @@ pub(super) fn metadata(config: &Config) -> String {
         // for itself (the same client authentication serves all three).
         "introspection_endpoint_auth_signing_alg_values_supported": assertion_algs,
         "revocation_endpoint_auth_signing_alg_values_supported": assertion_algs,
-        "id_token_signing_alg_values_supported":
-            config.keys.id_token_algorithms.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
+        // Those kept for the clients that still use them too: a relying
+        // party may check its algorithm against this list.
+        "id_token_signing_alg_values_supported": config
+            .keys
+            .id_token_algorithms
+            .iter()
+            .chain(&config.keys.kept_for_clients)
+            .map(|a| a.as_str())
+            .collect::<Vec<_>>(),
         "subject_types_supported": ["public"],
     })
     .to_string()

@@ -187,6 +187,9 @@ impl OAuthError {
 pub(crate) const RETRY_UNAVAILABLE: u64 = 5;
 
 impl From<crate::Error> for OAuthError {
+    /// Through `?` too, an outage's warning is said per place that
+    /// refuses (`temporarily_unavailable`'s log period).
+    #[track_caller]
     fn from(e: crate::Error) -> OAuthError {
         match e {
             crate::Error::Unavailable(_) => OAuthError::temporarily_unavailable(&e),
@@ -270,6 +273,7 @@ pub(crate) fn client_refusal(
 pub(crate) struct FailureReason(pub &'static str);
 
 impl From<crate::grant::Refusal> for OAuthError {
+    #[track_caller]
     fn from(refusal: crate::grant::Refusal) -> OAuthError {
         use crate::grant::Refusal;
         match refusal {
@@ -283,7 +287,7 @@ impl From<crate::grant::Refusal> for OAuthError {
             Refusal::TooManyRefreshes(wait) => {
                 OAuthError::too_many_refreshes(wait.as_secs().saturating_add(1))
             }
-            Refusal::Failed(e) => e.into(),
+            Refusal::Failed(e) => OAuthError::from(e),
         }
     }
 }

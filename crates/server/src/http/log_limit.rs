@@ -128,6 +128,33 @@ mod tests {
         assert_eq!(limit.admit_for(second), None);
     }
 
+    /// The place is the one that refuses, through `?` and a
+    /// `#[track_caller]` `From` (as `OAuthError`'s): each `?` its own.
+    #[test]
+    fn the_place_is_known_through_question_marks() {
+        static SAID: PerCaller = PerCaller::new(Duration::from_secs(3600));
+        struct Refused;
+        struct Said(Option<u64>);
+        impl From<Refused> for Said {
+            #[track_caller]
+            fn from(_: Refused) -> Said {
+                Said(SAID.admit())
+            }
+        }
+        fn here() -> Result<(), Said> {
+            Err(Refused)?;
+            Ok(())
+        }
+        fn there() -> Result<(), Said> {
+            Err(Refused)?;
+            Ok(())
+        }
+        let said = |r: Result<(), Said>| r.err().and_then(|s| s.0);
+        assert_eq!(said(here()), Some(0));
+        assert_eq!(said(here()), None);
+        assert_eq!(said(there()), Some(0), "both seen as one place");
+    }
+
     #[test]
     fn threads_at_once_say_one() {
         let limit = std::sync::Arc::new(LogLimit::new(Duration::from_secs(3600)));

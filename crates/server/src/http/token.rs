@@ -57,17 +57,13 @@ pub async fn token(
     // Changes made through other instances (a secret rotated, a client
     // or user cut off) arrive through the revocation log: a copy not read
     // lately is read first, or the request is answered 503.
-    app.access
-        .revoked()
-        .current(&app.db)
-        .await
-        .map_err(OAuthError::from)?;
+    app.access.revoked().current(&app.db).await?;
     // What of the log this request saw before it read anything: a cut
     // that arrives after it committed while the request was under way.
     let seen = app.access.revoked().latest();
     // A key revoked through any instance (it leaked): the keys are read
     // again before anything is signed, since it may be the one that signs.
-    app.keys.caught_up().await.map_err(OAuthError::from)?;
+    app.keys.caught_up().await?;
     let grant_type = form.require("grant_type")?;
     let grant = GrantType::parse(grant_type).ok_or_else(|| {
         OAuthError::unsupported_grant_type(format!("grant_type {grant_type:?} is not supported"))
@@ -134,8 +130,7 @@ pub async fn token(
             }
             None => return Err(OAuthError::invalid_request("missing parameter assertion")),
         },
-    }
-    .map_err(OAuthError::from)?;
+    }?;
     // A rotation, a spent code or a password login's new family has
     // committed: if the answer fails from here on, or the request is
     // dropped (its timeout), it is taken back (`grant::TakeBack`).
@@ -204,7 +199,7 @@ async fn after_cut_off(
     // The copy was current when the request began; a grant may take
     // seconds (the password queue, lock waits), and a change made through
     // another instance meanwhile must be in the copy read below.
-    revoked.current(&app.db).await.map_err(OAuthError::from)?;
+    revoked.current(&app.db).await?;
     // Under way when the change committed: its event reached the copy
     // after the request began (the log's order, not the clocks', which
     // are the database's for the cut and this instance's for the

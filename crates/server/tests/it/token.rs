@@ -1405,6 +1405,31 @@ async fn names_and_passwords_are_the_same_in_any_unicode_form(backend: Backend) 
 
 both_backends!(names_and_passwords_are_the_same_in_any_unicode_form);
 
+/// A name's two spellings count against one limit of failed logins: with
+/// two failures allowed, one wrong guess under each spelling locks the
+/// account for both.
+async fn a_names_spellings_share_one_limit(backend: Backend) {
+    let Some(h) = Harness::with(backend, |c| c.max_login_failures = 2).await else {
+        return;
+    };
+    let web = h.public_client("read").await;
+    h.user("Jos\u{e9}", "caf\u{e9} cr\u{e8}me", "read").await;
+    for name in ["Jos\u{e9}", "Jose\u{301}"] {
+        let wrong = h.login(&web, name, "not the password").await;
+        assert_eq!(wrong.status, StatusCode::BAD_REQUEST, "{}", wrong.text);
+    }
+    let locked = h.login(&web, "Jos\u{e9}", "caf\u{e9} cr\u{e8}me").await;
+    assert_eq!(
+        locked.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        locked.text
+    );
+    h.finish().await;
+}
+
+both_backends!(a_names_spellings_share_one_limit);
+
 /// A secret rotated through another instance (or the CLI) reaches this
 /// one's copy of the log while a request that authenticated with the old
 /// secret, through the cached client, is still being answered; the
