@@ -57,6 +57,22 @@ impl Browser {
         reply
     }
 
+    /// Post the login form of `page` (a login page) as `username`.
+    async fn log_in_on(
+        &mut self,
+        h: &Harness,
+        page: &Reply,
+        username: &str,
+        password: &str,
+    ) -> Reply {
+        let (request, csrf) = (
+            hidden(&page.text, "request"),
+            hidden(&page.text, "csrf_token"),
+        );
+        self.log_in_form(h, &request, &csrf, username, password)
+            .await
+    }
+
     /// Post the login form of pending request `request`.
     async fn log_in_form(
         &mut self,
@@ -215,6 +231,12 @@ async fn log_in(h: &Harness, b: &mut Browser, url: &str, password: &str) -> Repl
     .await
 }
 
+/// Alice logs in, with her password, for an authorization request of
+/// `s`'s: where the login sent the browser.
+async fn alice_logs_in(h: &Harness, b: &mut Browser, s: &Setup) -> Reply {
+    log_in(h, b, &authorize_url(&s.client_id, &[]), "correct horse").await
+}
+
 /// A browser signed in through the pages to the first-party client `s`,
 /// and the code it got.
 async fn signed_in_code(h: &Harness, s: &Setup) -> (Browser, String) {
@@ -289,13 +311,7 @@ async fn the_consent_page_words_scopes_as_the_operator_wrote_them(backend: Backe
     };
     let s = setup(&h, "Shop", false).await;
     let mut b = Browser::default();
-    let after_login = log_in(
-        &h,
-        &mut b,
-        &authorize_url(&s.client_id, &[]),
-        "correct horse",
-    )
-    .await;
+    let after_login = alice_logs_in(&h, &mut b, &s).await;
     let consent = b.get(&h, &location(&after_login)).await;
     assert_eq!(consent.status, StatusCode::OK);
     let text = &consent.text;
@@ -319,13 +335,7 @@ async fn code_flow_with_consent_id_token_userinfo_and_logout(backend: Backend) {
     };
     let s = setup(&h, "Shop <script>alert(1)</script>", false).await;
     let mut b = Browser::default();
-    let after_login = log_in(
-        &h,
-        &mut b,
-        &authorize_url(&s.client_id, &[]),
-        "correct horse",
-    )
-    .await;
+    let after_login = alice_logs_in(&h, &mut b, &s).await;
     let to_consent = location(&after_login);
     assert!(to_consent.starts_with("/consent?request="), "{to_consent}");
     let consent = b.get(&h, &to_consent).await;
@@ -564,15 +574,7 @@ async fn a_login_page_of_a_browser_signed_in_meanwhile_goes_on(backend: Backend)
     );
     assert!(tab_b.starts_with("/login?request="), "{tab_b}");
     let page = b.get(&h, &tab_a).await;
-    let back = b
-        .log_in_form(
-            &h,
-            &hidden(&page.text, "request"),
-            &hidden(&page.text, "csrf_token"),
-            "alice",
-            "correct horse",
-        )
-        .await;
+    let back = b.log_in_on(&h, &page, "alice", "correct horse").await;
     assert!(query_of(&location(&back)).contains_key("code"));
     let onward = b.get(&h, &tab_b).await;
     assert_eq!(onward.status, StatusCode::SEE_OTHER, "{}", onward.text);
@@ -603,15 +605,7 @@ async fn a_consent_sent_after_its_session_ended_leads_to_the_login(backend: Back
     };
     let s = setup(&h, "Shop", false).await;
     let mut b = Browser::default();
-    let to_consent = location(
-        &log_in(
-            &h,
-            &mut b,
-            &authorize_url(&s.client_id, &[]),
-            "correct horse",
-        )
-        .await,
-    );
+    let to_consent = location(&alice_logs_in(&h, &mut b, &s).await);
     assert!(to_consent.starts_with("/consent"), "{to_consent}");
     let consent = b.get(&h, &to_consent).await;
     let started = sessions::of_browser(&h.db, &b.cookies["__Host-tessera-browser"])
@@ -644,15 +638,7 @@ async fn a_consent_sent_after_its_session_ended_leads_to_the_login(backend: Back
     assert!(again.starts_with("/login?request="), "{again}");
     let page = b.get(&h, &again).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.text);
-    let asked = b
-        .log_in_form(
-            &h,
-            &hidden(&page.text, "request"),
-            &hidden(&page.text, "csrf_token"),
-            "alice",
-            "correct horse",
-        )
-        .await;
+    let asked = b.log_in_on(&h, &page, "alice", "correct horse").await;
     let to_consent = location(&asked);
     assert!(to_consent.starts_with("/consent"), "{to_consent}");
     let consent = b.get(&h, &to_consent).await;
@@ -687,15 +673,7 @@ async fn a_username_with_spaces_around_it_logs_in(backend: Backend) {
     let mut b = Browser::default();
     let to_login = location(&b.get(&h, &authorize_url(&s.client_id, &[])).await);
     let page = b.get(&h, &to_login).await;
-    let back = b
-        .log_in_form(
-            &h,
-            &hidden(&page.text, "request"),
-            &hidden(&page.text, "csrf_token"),
-            " alice  ",
-            "correct horse",
-        )
-        .await;
+    let back = b.log_in_on(&h, &page, " alice  ", "correct horse").await;
     assert!(
         query_of(&location(&back)).contains_key("code"),
         "{}",
@@ -931,15 +909,7 @@ async fn pkce_and_code_binding_attacks_fail(backend: Backend) {
     // A good code, presented without its verifier (as by someone who
     // intercepted it) or to another redirect URI: refused, and neither
     // spends it nor, once it is spent, revokes what it issued.
-    let back = location(
-        &log_in(
-            &h,
-            &mut b,
-            &authorize_url(&s.client_id, &[]),
-            "correct horse",
-        )
-        .await,
-    );
+    let back = location(&alice_logs_in(&h, &mut b, &s).await);
     let code = query_of(&back)["code"].clone();
     // Another client cannot use it (and does not spend it).
     let stolen = h
@@ -1078,17 +1048,7 @@ async fn an_id_token_hint_naming_another_user_needs_a_login(backend: Backend) {
     let mut bobs = Browser::default();
     let to_login = location(&bobs.get(&h, &authorize_url(&s.client_id, &[])).await);
     let page = bobs.get(&h, &to_login).await;
-    let back = location(
-        &bobs
-            .log_in_form(
-                &h,
-                &hidden(&page.text, "request"),
-                &hidden(&page.text, "csrf_token"),
-                "bob",
-                "battery staple",
-            )
-            .await,
-    );
+    let back = location(&bobs.log_in_on(&h, &page, "bob", "battery staple").await);
     let bob_id_token = exchange(&h, &s, &query_of(&back)["code"], VERIFIER)
         .await
         .str("id_token");
@@ -1199,16 +1159,7 @@ async fn an_id_token_hint_whose_key_is_gone_asks_for_a_login(backend: Backend) {
     let to_login = location(&b.get(&h, &with(&id_token, false)).await);
     assert!(to_login.starts_with("/login?"), "{to_login}");
     let page = b.get(&h, &to_login).await;
-    let back = location(
-        &b.log_in_form(
-            &h,
-            &hidden(&page.text, "request"),
-            &hidden(&page.text, "csrf_token"),
-            "alice",
-            "correct horse",
-        )
-        .await,
-    );
+    let back = location(&b.log_in_on(&h, &page, "alice", "correct horse").await);
     assert!(query_of(&back).contains_key("code"), "{back}");
     // Forged under a kid never published: the same answer whoever it
     // names, the signed-in user or not.
@@ -1256,15 +1207,7 @@ async fn a_redirect_uri_removed_during_a_sign_in_gets_no_code(backend: Backend) 
     )
     .await;
     h.app.clients.forget(&s.client_id);
-    let r = b
-        .log_in_form(
-            &h,
-            &hidden(&page.text, "request"),
-            &hidden(&page.text, "csrf_token"),
-            "alice",
-            "correct horse",
-        )
-        .await;
+    let r = b.log_in_on(&h, &page, "alice", "correct horse").await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
     assert!(r.headers.get(header::LOCATION).is_none());
     assert!(r.text.contains("registration changed"), "{}", r.text);
@@ -1308,15 +1251,7 @@ async fn a_scope_taken_from_the_client_during_a_sign_in_is_not_granted(backend: 
     let to_login = location(&b.get(&h, &authorize_url(&s.client_id, &[])).await);
     let page = b.get(&h, &to_login).await;
     demote().await;
-    let r = b
-        .log_in_form(
-            &h,
-            &hidden(&page.text, "request"),
-            &hidden(&page.text, "csrf_token"),
-            "alice",
-            "correct horse",
-        )
-        .await;
+    let r = b.log_in_on(&h, &page, "alice", "correct horse").await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
     assert!(r.headers.get(header::LOCATION).is_none());
     assert!(r.text.contains("registration changed"), "{}", r.text);
@@ -1381,13 +1316,7 @@ async fn login_csrf_fixation_and_limits(backend: Backend) {
     let mut b = Browser::default();
     b.cookies
         .insert("__Host-tessera-session".into(), "A".repeat(43));
-    log_in(
-        &h,
-        &mut b,
-        &authorize_url(&s.client_id, &[]),
-        "correct horse",
-    )
-    .await;
+    alice_logs_in(&h, &mut b, &s).await;
     let after = b.cookies.get("__Host-tessera-session").cloned();
     assert!(after.is_some_and(|c| c != "A".repeat(43)));
     h.finish().await;
@@ -1407,15 +1336,7 @@ async fn prompt_none_and_logout_attacks(backend: Backend) {
     assert_eq!(q["state"], "st-1");
     assert_eq!(q["iss"], ISSUER);
     // Logged in but never consented: consent_required.
-    let to_consent = location(
-        &log_in(
-            &h,
-            &mut b,
-            &authorize_url(&s.client_id, &[]),
-            "correct horse",
-        )
-        .await,
-    );
+    let to_consent = location(&alice_logs_in(&h, &mut b, &s).await);
     assert!(to_consent.starts_with("/consent"));
     let r = b
         .get(&h, &authorize_url(&s.client_id, &[("prompt", "none")]))
@@ -1565,13 +1486,7 @@ async fn a_logout_page_outlives_a_login_in_another_tab_and_staying_goes_back(bac
     };
     let s = setup(&h, "Shop", true).await;
     let mut b = Browser::default();
-    let first = log_in(
-        &h,
-        &mut b,
-        &authorize_url(&s.client_id, &[]),
-        "correct horse",
-    )
-    .await;
+    let first = alice_logs_in(&h, &mut b, &s).await;
     assert!(query_of(&location(&first)).contains_key("code"));
     let live = |h: &Harness| {
         let db = h.db.clone();
@@ -1777,15 +1692,7 @@ async fn a_dead_sign_in_says_why(backend: Backend) {
     assert_ne!(again, format!("/login?request={stale}"));
     let page = b.get(&h, &again).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.text);
-    let signed_in = b
-        .log_in_form(
-            &h,
-            &hidden(&page.text, "request"),
-            &hidden(&page.text, "csrf_token"),
-            "alice",
-            "correct horse",
-        )
-        .await;
+    let signed_in = b.log_in_on(&h, &page, "alice", "correct horse").await;
     let back = query_of(&location(&signed_in));
     assert_eq!(back["state"], "st-1");
     assert!(back.contains_key("code"), "{back:?}");
@@ -1918,15 +1825,7 @@ async fn a_logout_ends_the_sessions_of_logins_sent_at_once(backend: Backend) {
             .await,
     );
     let page = b.get(&h, &to_login).await;
-    let bobs = b
-        .log_in_form(
-            &h,
-            &hidden(&page.text, "request"),
-            &hidden(&page.text, "csrf_token"),
-            "bob",
-            "battery staple",
-        )
-        .await;
+    let bobs = b.log_in_on(&h, &page, "bob", "battery staple").await;
     assert!(query_of(&location(&bobs)).contains_key("code"));
     assert!(!live(kept.sid).await);
     assert!(
@@ -1946,13 +1845,7 @@ async fn a_logout_ends_the_sessions_of_logins_sent_at_once(backend: Backend) {
     let page = bobs_browser.get(&h, &to_login).await;
     let back = location(
         &bobs_browser
-            .log_in_form(
-                &h,
-                &hidden(&page.text, "request"),
-                &hidden(&page.text, "csrf_token"),
-                "bob",
-                "battery staple",
-            )
+            .log_in_on(&h, &page, "bob", "battery staple")
             .await,
     );
     let bobs_id_token = exchange(&h, &s, &query_of(&back)["code"], VERIFIER)
@@ -2222,13 +2115,7 @@ async fn prompt_max_age_login_hint_and_form_post(backend: Backend) {
     );
     let page = b.get(&h, &to_login).await;
     assert!(page.text.contains("value=\"alice\""), "{}", page.text);
-    log_in(
-        &h,
-        &mut b,
-        &authorize_url(&s.client_id, &[]),
-        "correct horse",
-    )
-    .await;
+    alice_logs_in(&h, &mut b, &s).await;
     // With a session: a code at once; prompt=login and an exceeded max_age
     // ask for the password again; max_age that holds does not.
     let silent = location(&b.get(&h, &authorize_url(&s.client_id, &[])).await);
@@ -2414,15 +2301,7 @@ async fn a_consent_that_outwaits_max_age_asks_for_a_login(backend: Backend) {
     // Logging in again leads back to consent, then to a fresh auth_time.
     let login = b.get(&h, &to_login).await;
     assert_eq!(login.status, StatusCode::OK, "{}", login.text);
-    let again = b
-        .log_in_form(
-            &h,
-            &hidden(&login.text, "request"),
-            &hidden(&login.text, "csrf_token"),
-            "alice",
-            "correct horse",
-        )
-        .await;
+    let again = b.log_in_on(&h, &login, "alice", "correct horse").await;
     let to_consent = location(&again);
     assert!(to_consent.starts_with("/consent"), "{to_consent}");
     let page = b.get(&h, &to_consent).await;
@@ -2908,15 +2787,7 @@ async fn operators_templates_and_theme_are_used(backend: Backend) {
     // the stylesheet.
     let css = h.get("/assets/tessera.css").await;
     assert!(css.text.contains("--accent: #aa0000"));
-    let back = location(
-        &log_in(
-            &h,
-            &mut b,
-            &authorize_url(&s.client_id, &[]),
-            "correct horse",
-        )
-        .await,
-    );
+    let back = location(&alice_logs_in(&h, &mut b, &s).await);
     assert!(query_of(&back).contains_key("code"));
     h.finish().await;
 }
@@ -3158,16 +3029,7 @@ async fn pending_requests_cost_no_storage_and_are_answered_once(backend: Backend
     assert_eq!(count("sessions").await, 0);
     // The first one's pages, to the end: login, consent, a code.
     let page = b.get(&h, &first).await;
-    let to_consent = location(
-        &b.log_in_form(
-            &h,
-            &hidden(&page.text, "request"),
-            &hidden(&page.text, "csrf_token"),
-            "alice",
-            "correct horse",
-        )
-        .await,
-    );
+    let to_consent = location(&b.log_in_on(&h, &page, "alice", "correct horse").await);
     let consent = b.get(&h, &to_consent).await;
     let allowed = b
         .post(
@@ -3482,15 +3344,7 @@ async fn a_form_sent_twice_gets_the_same_answer(backend: Backend) {
     // The consent page (a client that asks).
     let s = setup(&h, "Shop", false).await;
     let mut b = Browser::default();
-    let to_consent = location(
-        &log_in(
-            &h,
-            &mut b,
-            &authorize_url(&s.client_id, &[]),
-            "correct horse",
-        )
-        .await,
-    );
+    let to_consent = location(&alice_logs_in(&h, &mut b, &s).await);
     let consent = b.get(&h, &to_consent).await;
     let form = [
         ("request", hidden(&consent.text, "request")),
