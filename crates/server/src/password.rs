@@ -16,7 +16,7 @@
 //! and zeroing it per login cost about a tenth of every hash.
 //!
 //! A password is hashed in Unicode normal form NFKC (NIST SP 800-63B
-//! §5.1.1.2, [`normalized`]): the same characters typed on another
+//! §5.1.1.2, `normalized`): the same characters typed on another
 //! system (an "é" composed by one keyboard and decomposed by another, a
 //! full-width digit from an East Asian input method) are the same
 //! password.
