@@ -93,9 +93,6 @@ pub async fn open_with(config: Config, schema: Schema) -> Result<Opened, Error> 
             MasterKey::create(path)?
         }
     };
-    // A key verifies tokens for as long as the longest lifetime an earlier
-    // start allowed, not only this configuration's: lowering
-    // max_access_ttl does not cut short the tokens already out.
     // An ID-token algorithm clients registered (`--id-token-alg`) stays
     // in use, its keys kept and rotated, while any client does, whatever
     // `keys.id_token_algorithms` says (`keys::keep_algorithms_clients_use`).
@@ -118,6 +115,9 @@ pub async fn open_with(config: Config, schema: Schema) -> Result<Opened, Error> 
             return Err(e);
         }
     }
+    // A key verifies tokens for as long as the longest lifetime an earlier
+    // start allowed, not only this configuration's: lowering
+    // max_access_ttl does not cut short the tokens already out.
     let mut policy = config.keys.clone();
     let stored = match crate::store::revocation::longest_access_ttl(&db).await {
         Ok(stored) => stored,

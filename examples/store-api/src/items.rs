@@ -154,10 +154,13 @@ pub async fn update(
     if may_change(&db, current.0, &token).await? != Some(true) {
         return Err(not_yours(current.0));
     }
-    match may_change(&db, body.store_id, &token).await? {
-        None => return Err(unknown_store(body.store_id)),
-        Some(false) => return Err(not_yours(body.store_id)),
-        Some(true) => {}
+    // Moved to another store: that one must be the caller's too.
+    if body.store_id != current.0 {
+        match may_change(&db, body.store_id, &token).await? {
+            None => return Err(unknown_store(body.store_id)),
+            Some(false) => return Err(not_yours(body.store_id)),
+            Some(true) => {}
+        }
     }
     // Only while it is still in the store checked (moved meanwhile by
     // someone else, it is not this caller's to change).

@@ -628,8 +628,7 @@ impl WebApp {
                          base-uri 'none'",
                     ),
                 );
-                r.headers_mut()
-                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                // `no-store` and the other strict headers: `strict_headers`.
                 r
             }
             Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),

@@ -36,13 +36,10 @@ pub struct Hint {
 /// otherwise. Its expiry is not checked: a hint names, it does not
 /// authorize.
 pub fn read_hint(keys: &Keys, issuer: &str, token: &str) -> Option<Hint> {
-    let verified = tessera_jose::jws::verify(
-        token,
-        keys.verifying_keys().as_ref(),
-        &tessera_jose::jws::VerifyOptions::new(),
-    )
-    .ok()?;
-    hint_in(verified.header(), verified.payload(), issuer)
+    match read_authorize_hint(keys, issuer, token) {
+        Hinted::Verified(hint) => Some(hint),
+        Hinted::KeyGone(_) | Hinted::Refused => None,
+    }
 }
 
 /// What an `id_token_hint` at the authorization endpoint names.

@@ -281,6 +281,10 @@ impl FromRequestParts<Arc<App>> for Admin {
         let token = AccessToken::from_request_parts(parts, app)
             .await
             .map_err(IntoResponse::into_response)?;
+        let remote = parts
+            .extensions
+            .get::<super::client_address::ClientAddress>()
+            .map(|c| c.0.to_string());
         let owner = super::bearer::owner_if_standing(app, &token)
             .await
             .map_err(|e| AdminError::from(e).into_response())?;
@@ -295,10 +299,7 @@ impl FromRequestParts<Arc<App>> for Admin {
                 tracing::warn!(
                     client_id = token.client_id().unwrap_or_default(),
                     sub = token.subject().unwrap_or_default(),
-                    peer = parts
-                        .extensions
-                        .get::<super::client_address::ClientAddress>()
-                        .map(|c| c.0.to_string()),
+                    peer = remote.as_deref(),
                     "admin API call with a token taken back (revoked, or its client or user gone)"
                 );
             }
@@ -311,10 +312,7 @@ impl FromRequestParts<Arc<App>> for Admin {
             subject: token.subject().unwrap_or_default().to_owned(),
             username: owner.username,
             client_id: token.client_id().map(str::to_owned),
-            remote: parts
-                .extensions
-                .get::<super::client_address::ClientAddress>()
-                .map(|c| c.0.to_string()),
+            remote,
         })
     }
 }
