@@ -74,8 +74,8 @@ use crate::secret::MasterKeySource;
 use crate::Error;
 
 /// Settings given on the command line or in the environment; they win over
-/// the file.
-#[derive(Clone, Debug, Default)]
+/// the file. `Debug` never shows the master key.
+#[derive(Clone, Default)]
 pub struct Overrides {
     /// `--config` / `TESSERA_CONFIG`.
     pub config: Option<PathBuf>,
@@ -91,6 +91,23 @@ pub struct Overrides {
     pub master_key: Option<Zeroizing<String>>,
     /// `TESSERA_MASTER_KEY_FILE`.
     pub master_key_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Overrides {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Overrides")
+            .field("config", &self.config)
+            .field("data_dir", &self.data_dir)
+            .field("listen", &self.listen)
+            .field("database_url", &self.database_url)
+            .field("issuer", &self.issuer)
+            .field(
+                "master_key",
+                &self.master_key.as_ref().map(|_| "[REDACTED]"),
+            )
+            .field("master_key_file", &self.master_key_file)
+            .finish()
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1004,6 +1021,26 @@ mod tests {
         assert_eq!(c.access_ttl, Duration::from_secs(300));
         assert_eq!(c.keys.algorithm, Algorithm::EdDSA);
         assert_eq!(c.keys.rotate_every, None);
+    }
+
+    #[test]
+    fn a_master_key_given_as_a_value_never_reaches_debug_output() {
+        let key = "c2VjcmV0LW1hc3Rlci1rZXktb2YtMzItYnl0ZXMtLS0";
+        let overrides = Overrides {
+            master_key: Some(Zeroizing::new(key.to_owned())),
+            ..Overrides::default()
+        };
+        let shown = format!("{overrides:?}");
+        assert!(!shown.contains(key), "{shown}");
+        assert!(shown.contains("[REDACTED]"), "{shown}");
+        let c = Config::resolve(overrides).unwrap();
+        assert!(matches!(c.master_key, MasterKeySource::Value(_)));
+        let shown = format!("{c:?}");
+        assert!(!shown.contains(key), "{shown}");
+        assert!(shown.contains("Value([REDACTED])"), "{shown}");
+        // A file's path is worth showing.
+        let file = MasterKeySource::File("/run/secrets/tessera-master-key".into());
+        assert!(format!("{file:?}").contains("/run/secrets/tessera-master-key"));
     }
 
     #[test]

@@ -52,10 +52,10 @@ pub fn digests_equal(a: &[u8], b: &[u8]) -> bool {
 pub struct MasterKey {
     sealing: SealingKey,
     /// Derived from it: seals pending sign-ins, which browsers carry.
-    pending: SealingKey,
+    pending: MessageKeys,
     /// Derived from it: seals refresh-token successors during their grace
     /// window, one per rotation.
-    successors: SealingKey,
+    successors: MessageKeys,
     /// Derived from it: the authorization code of a pending sign-in.
     codes: aws_lc_rs::hmac::Key,
 }
@@ -76,8 +76,9 @@ impl std::fmt::Debug for SealingKey {
     }
 }
 
-/// Where the master key comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the master key comes from. `Debug` shows a file's path, never
+/// a key given as a value.
+#[derive(Clone, PartialEq, Eq)]
 pub enum MasterKeySource {
     /// Base64url of 32 bytes, from an environment variable's value.
     Value(Zeroizing<String>),
@@ -86,13 +87,52 @@ pub enum MasterKeySource {
     File(std::path::PathBuf),
 }
 
+/// The mode of the file at `path` (links followed, as a mounted secret's
+/// are) when users other than its owner may read it; `None` when only the
+/// owner may, or it cannot be told. A start warns of it rather than
+/// refusing, since orchestrators mount secrets 0644 by default (a
+/// Kubernetes secret volume's `defaultMode`).
+pub(crate) fn others_may_read(path: &Path) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o7777;
+        (mode & 0o044 != 0).then_some(mode)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
+impl std::fmt::Debug for MasterKeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MasterKeySource::Value(_) => f.write_str("Value([REDACTED])"),
+            MasterKeySource::File(path) => f.debug_tuple("File").field(path).finish(),
+        }
+    }
+}
+
 impl MasterKey {
     /// Load the master key; `None` when its file does not exist.
     pub fn load_existing(source: &MasterKeySource) -> Result<Option<MasterKey>, Error> {
         match source {
             MasterKeySource::Value(text) => MasterKey::from_text(text).map(Some),
             MasterKeySource::File(path) => match std::fs::read_to_string(path) {
-                Ok(text) => MasterKey::from_text(&Zeroizing::new(text)).map(Some),
+                Ok(text) => {
+                    if let Some(mode) = others_may_read(path) {
+                        tracing::warn!(
+                            file = %path.display(),
+                            mode = format!("{mode:o}"),
+                            "other users of the host may read the master key file; whoever \
+                             reads it can unseal the signing keys and forge tokens \
+                             (chmod 600 it, or 400)"
+                        );
+                    }
+                    MasterKey::from_text(&Zeroizing::new(text)).map(Some)
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
                 Err(e) => Err(Error::io(path, e)),
             },
@@ -121,8 +161,8 @@ impl MasterKey {
             .map_err(|_| Error::MasterKey("key derivation failed".into()))?;
         Ok(MasterKey {
             sealing: SealingKey(LessSafeKey::new(key)),
-            pending: derive(&derivation, "pending sign-ins")?,
-            successors: derive(&derivation, "refresh successors")?,
+            pending: MessageKeys::derive(&derivation, "pending sign-ins")?,
+            successors: MessageKeys::derive(&derivation, "refresh successors")?,
             codes: aws_lc_rs::hmac::Key::from(codes),
         })
     }
@@ -149,14 +189,14 @@ impl MasterKey {
     /// The key that seals pending sign-ins: what the server hands to
     /// browsers sealed, in volumes a client chooses, is never sealed under
     /// the key that seals signing keys at rest.
-    pub fn pending(&self) -> &SealingKey {
+    pub fn pending(&self) -> &MessageKeys {
         &self.pending
     }
 
     /// The key that seals refresh-token successors: one seal per rotation,
     /// each with a random nonce, is a volume that must not count against
     /// the key that seals signing keys at rest, which never changes.
-    pub fn successors(&self) -> &SealingKey {
+    pub fn successors(&self) -> &MessageKeys {
         &self.successors
     }
 
@@ -172,13 +212,77 @@ impl MasterKey {
     }
 }
 
-/// A key of its own for `purpose`: HKDF-SHA256 with the purpose as info.
-fn derive(derivation: &Prk, purpose: &str) -> Result<SealingKey, Error> {
-    let info = [purpose.as_bytes()];
+/// A key of its own for `purpose` (HKDF-SHA256, the purpose and `salt`
+/// as info).
+fn derive(derivation: &Prk, purpose: &str, salt: &[u8]) -> Result<SealingKey, Error> {
+    let info = [purpose.as_bytes(), salt];
     let okm = derivation
         .expand(&info, &AES_256_GCM)
         .map_err(|_| Error::MasterKey("key derivation failed".into()))?;
     Ok(SealingKey(LessSafeKey::new(UnboundKey::from(okm))))
+}
+
+/// Bytes of the random salt a [`MessageKeys`] seal begins with.
+const MESSAGE_SALT_LEN: usize = 32;
+
+/// Seals for secrets made in volumes others choose (a pending sign-in per
+/// unauthenticated authorization request, a refresh successor per
+/// rotation): each message under an AES-256-GCM key of its own, derived
+/// (HKDF-SHA256) from the purpose's secret and a 256-bit random salt that
+/// the seal begins with, as `salt || nonce || ciphertext || tag`. One key
+/// with random 96-bit nonces is good for 2^32 seals (NIST SP 800-38D
+/// §8.3), which a busy server or a client asking for login pages in a loop
+/// would reach in weeks, after which a repeated nonce gives away the
+/// authentication key and lets sealed fields be changed.
+///
+/// Seals made under the purpose's single key by earlier versions (`nonce
+/// || ciphertext || tag`) still open, so that an upgrade strands no
+/// sign-in under way and no refresh successor.
+pub struct MessageKeys {
+    derivation: Prk,
+    purpose: &'static str,
+    /// The purpose's single key of earlier versions, to open their seals.
+    earlier: SealingKey,
+}
+
+impl std::fmt::Debug for MessageKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MessageKeys([REDACTED])")
+    }
+}
+
+impl MessageKeys {
+    fn derive(derivation: &Prk, purpose: &'static str) -> Result<MessageKeys, Error> {
+        Ok(MessageKeys {
+            derivation: derivation.clone(),
+            purpose,
+            earlier: derive(derivation, purpose, &[])?,
+        })
+    }
+
+    /// Encrypt `plaintext`, bound to `label`, under a key of its own.
+    pub fn seal(&self, label: &str, plaintext: &[u8]) -> Result<Vec<u8>, Error> {
+        let mut salt = [0u8; MESSAGE_SALT_LEN];
+        SystemRandom::new()
+            .fill(&mut salt)
+            .map_err(|_| Error::Random)?;
+        let key = derive(&self.derivation, self.purpose, &salt)?;
+        let mut out = salt.to_vec();
+        out.extend_from_slice(&key.seal(label, plaintext)?);
+        Ok(out)
+    }
+
+    /// Decrypt what [`MessageKeys::seal`] made with the same `label`, or
+    /// what an earlier version sealed under the purpose's single key.
+    pub fn open(&self, label: &str, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
+        if let Some((salt, rest)) = sealed.split_at_checked(MESSAGE_SALT_LEN) {
+            let key = derive(&self.derivation, self.purpose, salt)?;
+            if let Ok(plain) = key.open(label, rest) {
+                return Ok(plain);
+            }
+        }
+        self.earlier.open(label, sealed)
+    }
 }
 
 impl SealingKey {
@@ -477,7 +581,7 @@ mod tests {
         assert!(other.pending().open("label", &sealed).is_err());
         let by_master = master.seal("label", b"secret").unwrap();
         assert!(pending.open("label", &by_master).is_err());
-        assert_eq!(format!("{pending:?}"), "SealingKey([REDACTED])");
+        assert_eq!(format!("{pending:?}"), "MessageKeys([REDACTED])");
     }
 
     #[test]
@@ -491,6 +595,38 @@ mod tests {
             ),
             "MasterKey([REDACTED])"
         );
+    }
+
+    /// Pending sign-ins and refresh successors are sealed each under a key
+    /// of its own (a random salt, then the seal), and what earlier versions
+    /// sealed under the purpose's single key still opens.
+    #[test]
+    fn each_message_is_sealed_under_a_key_of_its_own() {
+        let master = MasterKey::from_text(&random_token().unwrap()).unwrap();
+        let keys = master.pending();
+        let one = keys.seal("label", b"secret").unwrap();
+        let two = keys.seal("label", b"secret").unwrap();
+        assert_eq!(one.len(), MESSAGE_SALT_LEN + NONCE_LEN + 6 + 16);
+        assert_ne!(one[..MESSAGE_SALT_LEN], two[..MESSAGE_SALT_LEN]);
+        assert_eq!(&keys.open("label", &one).unwrap()[..], b"secret");
+        assert_eq!(&keys.open("label", &two).unwrap()[..], b"secret");
+        // Not under the purpose's single key, nor another purpose's.
+        assert!(keys
+            .earlier
+            .open("label", &one[MESSAGE_SALT_LEN..])
+            .is_err());
+        assert!(master.successors().open("label", &one).is_err());
+        // Bound to its label, its salt and every byte.
+        assert!(keys.open("other", &one).is_err());
+        for at in [0, MESSAGE_SALT_LEN, one.len() - 1] {
+            let mut changed = one.clone();
+            changed[at] ^= 1;
+            assert!(keys.open("label", &changed).is_err(), "byte {at}");
+        }
+        // A seal of an earlier version opens.
+        let earlier = keys.earlier.seal("label", b"before").unwrap();
+        assert_eq!(&keys.open("label", &earlier).unwrap()[..], b"before");
+        assert!(keys.open("label", &[]).is_err());
     }
 
     #[test]
@@ -510,6 +646,14 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
+            assert_eq!(others_may_read(&path), None);
+            // A key file others may read is said at a start (it still
+            // loads: orchestrators mount secrets 0644 by default).
+            for (mode, said) in [(0o644, Some(0o644)), (0o640, Some(0o640)), (0o400, None)] {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+                assert_eq!(others_may_read(&path), said, "{mode:o}");
+                assert!(MasterKey::load_existing(&source).unwrap().is_some());
+            }
         }
     }
 }

@@ -350,13 +350,25 @@ pub struct NewClient {
     pub first_party: bool,
 }
 
-/// A client just added: its id and, once, its secret.
-#[derive(Debug)]
+/// A client just added: its id and, once, its secret (which `Debug`
+/// does not show).
 pub struct Added {
     /// The new `client_id`.
     pub client_id: String,
     /// The generated secret; shown once, stored only as a digest.
     pub client_secret: Option<Zeroizing<String>>,
+}
+
+impl std::fmt::Debug for Added {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Added")
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "[REDACTED]"),
+            )
+            .finish()
+    }
 }
 
 /// Add a client. The rules that depend on the server (which redirect
