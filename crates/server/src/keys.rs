@@ -628,10 +628,7 @@ impl Keys {
         let now = self.db.database_time().await?.unwrap_or_else(now);
         let rows = self.fetch().await?;
         let Some(row) = rows.iter().find(|r| r.kid == kid) else {
-            return Err(Error::NotFound {
-                kind: "signing key",
-                name: kid.to_owned(),
-            });
+            return self.revoke_dropped(kid, now, recorded).await.map(|()| None);
         };
         let alg: Algorithm = row.alg.parse().map_err(|_| {
             Error::Database(format!("key {}: unknown algorithm {}", row.kid, row.alg))
@@ -687,8 +684,9 @@ impl Keys {
                     Ok::<_, sqlx::Error>(Some(true))
                 } else {
                     tx.rollback().await?;
-                    // Gone meanwhile (revoked by another), or another
-                    // instance took the generation: try the insert again.
+                    // Gone meanwhile (revoked by another, or dropped by a
+                    // maintenance), or another instance took the
+                    // generation: try the insert again.
                     Ok(if deleted == 1 { None } else { Some(false) })
                 }
             })?;
@@ -700,10 +698,7 @@ impl Keys {
                     return Ok(replacement.map(|(new_kid, _, _)| new_kid));
                 }
                 Some(false) => {
-                    return Err(Error::NotFound {
-                        kind: "signing key",
-                        name: kid.to_owned(),
-                    })
+                    return self.revoke_dropped(kid, now, recorded).await.map(|()| None);
                 }
                 None => continue,
             }
@@ -711,6 +706,51 @@ impl Keys {
         Err(Error::Database(
             "could not revoke the key: other instances kept storing keys".into(),
         ))
+    }
+
+    /// Revoke key `kid` that is no longer stored: a retired key is
+    /// dropped once all its tokens have expired, but a guard may hold a
+    /// key set with it for a while yet (up to `jwks_max_age`, and an hour
+    /// more while the issuer cannot be reached), and would accept what
+    /// whoever holds a leaked key signs. The revocation event reaches them
+    /// through the feed as for a stored key. Only a key this server made
+    /// (its `key_created` event in the audit trail): another id is
+    /// [`Error::NotFound`], as a mistyped one should be.
+    async fn revoke_dropped(
+        &self,
+        kid: &str,
+        now: i64,
+        mut recorded: InChange<'_>,
+    ) -> Result<(), Error> {
+        let created = format!("kid={kid} alg=");
+        let made_here = on_pool!(self.db.read(), p => sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM audit_log WHERE event = 'key_created' \
+             AND substr(detail, 1, length($1)) = $1",
+        )
+        .bind(&created)
+        .fetch_one(p)
+        .await)?
+            > 0;
+        if !made_here {
+            return Err(Error::NotFound {
+                kind: "signing key",
+                name: kid.to_owned(),
+            });
+        }
+        self.learn_longest_ttl().await?;
+        let event = tessera_guard::revocation::Revocation::Key {
+            kid: kid.to_owned(),
+            until: now
+                .saturating_add(secs(self.policy.announce))
+                .saturating_add(GUARD_MAX_STALE),
+        };
+        on_pool!(self.db.write(), p => {
+            let mut tx = p.begin_with(self.db.begin_write()).await?;
+            crate::store::revocation::append_revocation!(self.db, tx, event.clone(), now);
+            record_in!(tx, recorded, &());
+            tx.commit().await
+        })?;
+        Ok(())
     }
 
     /// Bring the stored keys up to date with the policy and reload the

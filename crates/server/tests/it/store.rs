@@ -3176,8 +3176,9 @@ fn proof_of(grant: &codes::Grant) -> codes::Proof {
 /// set, a new key signs at once, and every token it signed (one in this
 /// instance's verified-token cache too) is refused; another instance
 /// sharing the database stops signing with it as soon as it reads the
-/// log. A key that does not sign is revoked without a replacement; an
-/// unknown one is 404.
+/// log. A key that does not sign is revoked without a replacement, one
+/// dropped already still reaches the log (guards may hold it); an unknown
+/// one is 404.
 async fn a_leaked_key_revoked_stops_signing_and_verifying_everywhere_at_once(backend: Backend) {
     let Some(h) = Harness::new(backend).await else {
         return;
@@ -3291,8 +3292,40 @@ async fn a_leaked_key_revoked_stops_signing_and_verifying_everywhere_at_once(bac
     let r = revoke(announced[0].clone(), token.clone()).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert!(r.json["replaced_by"].is_null(), "{}", r.text);
+    // A key of this server dropped already (all its tokens expired, as a
+    // maintenance drops it, or meanwhile by another instance): guards may
+    // still hold a key set with it, so its revocation goes to the log all
+    // the same. Before, it was "not found" and nothing reached them.
+    let dropped = announced.last().unwrap().clone();
+    h.execute("DELETE FROM signing_keys WHERE kid = $1", &[&dropped])
+        .await;
+    let events = |kid: String| {
+        let h = &h;
+        async move {
+            let sql = "SELECT COUNT(*) FROM revocation_events WHERE kind = 'key' AND value = $1";
+            match h.db.read() {
+                tessera_server::db::Pool::Sqlite(p) => sqlx::query_scalar::<_, i64>(sql)
+                    .bind(kid)
+                    .fetch_one(p)
+                    .await
+                    .unwrap(),
+                tessera_server::db::Pool::Postgres(p) => sqlx::query_scalar::<_, i64>(sql)
+                    .bind(kid)
+                    .fetch_one(p)
+                    .await
+                    .unwrap(),
+            }
+        }
+    };
+    let before = events(dropped.clone()).await;
+    let r = revoke(dropped.clone(), token.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(r.json["replaced_by"].is_null(), "{}", r.text);
+    assert_eq!(events(dropped.clone()).await, before + 1);
+    // An id this server never made stays "not found", and logs nothing.
     let unknown = revoke("no-such-key".into(), token).await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.text);
+    assert_eq!(events("no-such-key".into()).await, 0);
     other.db.close().await;
     h.finish().await;
 }
