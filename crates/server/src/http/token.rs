@@ -184,8 +184,9 @@ const CLIENT_RECHECK: i64 = 10;
 ///   seconds before the request began;
 /// - any other waits until the cut has passed, so that its token (a login
 ///   right after a password change) is not refused with the ones before
-///   it. Rare, and five seconds at most (the margin, and as far as this
-///   clock may be behind the database's, which stamps the cut).
+///   it. Rare, and seven seconds at most (the margin and a second, and
+///   as far as this clock may be behind the database's, which stamps the
+///   cut).
 async fn after_cut_off(
     app: &App,
     client: &Client,

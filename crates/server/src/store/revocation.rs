@@ -43,7 +43,15 @@ pub const LEEWAY: i64 = 300;
 /// behind, is issued within it and refused with the others; the token
 /// endpoint makes a token for a user or client cut within it wait until
 /// the cut has passed (`http/token.rs`).
-pub const CUT_MARGIN: i64 = 2;
+///
+/// The cut is the database's whole second `X` of the change plus this. A
+/// token another instance minted from its cache before it heard of the
+/// change has an `iat` below `X + 4`: the change's fraction of a second
+/// (one), how old that instance's copy of the log may be
+/// ([`TRUSTED_FOR`], one) and how far its clock may run ahead
+/// ([`crate::store::CLOCK_SPREAD`], two), so it is at or before the cut. (It was 2, which let such a token
+/// through from a clock more than about a second ahead.)
+pub const CUT_MARGIN: i64 = 4;
 
 /// How recently an instance's copy of the log must have been read through
 /// for a request to be answered from it, or from the caches it clears (a

@@ -13,6 +13,7 @@ both_backends!(
     discovery_lists_what_the_server_supports,
     single_page_apps_reach_the_token_endpoints_and_nothing_else,
     a_token_from_an_instance_a_little_ahead_is_known_and_revocable,
+    a_token_minted_from_a_stale_cache_on_a_clock_ahead_is_cut_off,
     userinfo_takes_the_token_from_a_form_body_once,
     a_copy_of_the_revocation_log_not_read_lately_is_not_trusted,
     health_readiness_and_metrics,
@@ -610,6 +611,36 @@ fn jwt_id(token: &str) -> String {
     let json = base64_simd::URL_SAFE_NO_PAD.decode_to_vec(payload).unwrap();
     let claims: serde_json::Value = serde_json::from_slice(&json).unwrap();
     claims["jti"].as_str().unwrap().to_owned()
+}
+
+/// A client's secret rotated through one instance while another, its
+/// clock 2 s ahead and its copy of the log read a second before the
+/// change, still answers from its cache: the token it mints then has an
+/// `iat` up to 3 s past the change's second, and the cut refuses it.
+/// Before, the cut reached 2 s past the change and such a token outlived
+/// the rotation.
+async fn a_token_minted_from_a_stale_cache_on_a_clock_ahead_is_cut_off(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let (id, _) = h.client(&[GrantType::ClientCredentials], "read").await;
+    let rs = h.client(&[GrantType::ClientCredentials], "read").await;
+    let before = tessera_server::store::now();
+    tessera_server::store::clients::rotate_secret(
+        &h.db,
+        &id,
+        crate::KEEP,
+        tessera_server::store::audit::InChange::none(),
+    )
+    .await
+    .unwrap();
+    let stale = mint_at(&h, before + 3, &id, &id, "read");
+    assert!(!h.active(&stale, (&rs.0, &rs.1)).await);
+    // The cut, not the clock: another client's token of the same `iat`
+    // stands.
+    let other = mint_at(&h, before + 3, &rs.0, &rs.0, "read");
+    assert!(h.active(&other, (&rs.0, &rs.1)).await);
+    h.finish().await;
 }
 
 /// A token minted by an instance whose clock is two seconds ahead (its

@@ -684,7 +684,7 @@ async fn a_refresh_whose_answer_failed_can_be_retried(backend: Backend) {
     };
     let (web, alice, first) = logged_in(&h).await;
     // Six seconds ahead: past the five the endpoint waits.
-    h.cut_ahead(&alice, 6).await;
+    h.cut_beyond_the_wait(&alice).await;
     let failed = h.refresh(&web, &first, None).await;
     assert_eq!(
         (failed.status, failed.error()),
@@ -725,7 +725,7 @@ async fn a_take_back_the_database_refused_at_first_is_tried_again(backend: Backe
     // The take-back deletes the successor nobody saw: refused for now.
     h.refuse("refuse_take_back", "BEFORE DELETE ON refresh_tokens")
         .await;
-    h.cut_ahead(&alice, 6).await;
+    h.cut_beyond_the_wait(&alice).await;
     let failed = h.refresh(&web, &first, None).await;
     assert_eq!(
         failed.status,
@@ -761,7 +761,7 @@ async fn a_refresh_dropped_before_it_answered_is_taken_back(backend: Backend) {
     };
     let (web, alice, first) = logged_in(&h).await;
     // Six seconds ahead: past the five the endpoint waits.
-    h.cut_ahead(&alice, 6).await;
+    h.cut_beyond_the_wait(&alice).await;
     let dropped = tokio::time::timeout(Duration::from_secs(1), h.refresh(&web, &first, None)).await;
     assert!(dropped.is_err(), "answered within the second: {dropped:?}");
     wait_for_audit(&h, "refresh_rotation_taken_back", 1).await;
@@ -1849,7 +1849,7 @@ async fn a_login_whose_answer_failed_leaves_no_family(backend: Backend) {
     };
     let web = h.public_client("read").await;
     let alice = h.user("alice", "correct horse", "read").await;
-    h.cut_ahead(&alice, 6).await;
+    h.cut_beyond_the_wait(&alice).await;
     let failed = h.login(&web, "alice", "correct horse").await;
     assert_eq!(
         failed.status,

@@ -380,12 +380,17 @@ impl Harness {
         }
     }
 
-    /// A cut of user `user_id`'s tokens stamped `ahead` seconds from now,
-    /// as an instance whose clock runs that far ahead of this one would
-    /// stamp it, read into this instance's log: the token endpoint waits
-    /// five seconds at most for such a cut to pass, then answers 503
-    /// (after its grant has committed).
-    pub async fn cut_ahead(&self, user_id: &str, ahead: i64) {
+    /// A cut of user `user_id`'s tokens stamped further from now than the
+    /// token endpoint waits for a cut to pass (the margin, a second and
+    /// the clocks' spread), as an instance whose clock runs that far ahead
+    /// of this one would stamp it, read into this instance's log: the
+    /// token endpoint waits as long as it may, then answers 503 (after its
+    /// grant has committed).
+    pub async fn cut_beyond_the_wait(&self, user_id: &str) {
+        let ahead = tessera_server::store::revocation::CUT_MARGIN
+            + 1
+            + tessera_server::store::CLOCK_SPREAD
+            + 2;
         let cut = tessera_server::store::now() + ahead;
         self.execute(
             &format!(

@@ -3598,7 +3598,7 @@ async fn a_code_whose_exchange_failed_can_be_presented_again(backend: Backend) {
         .unwrap()
         .id;
     // Six seconds ahead: past the five the endpoint waits.
-    h.cut_ahead(&alice, 6).await;
+    h.cut_beyond_the_wait(&alice).await;
     let failed = exchange(&h, &s, &code, VERIFIER).await;
     assert_eq!(
         (failed.status, failed.error()),
