@@ -363,12 +363,35 @@ pub fn check_transport(url: &str, allow_plain_http: bool) -> Result<(), FetchErr
     checked_url(url, allow_plain_http).map(drop)
 }
 
-/// `url` parsed, if [`check_transport`] allows it.
+/// `url` parsed, if [`check_transport`] allows it. A URL holding a user
+/// name or password is refused: the guard names the URLs it fetches in
+/// its logs and errors, where such credentials would be written (give
+/// them another way, the feed's client secret for one).
 fn checked_url(url: &str, allow_plain_http: bool) -> Result<reqwest::Url, FetchError> {
     let parsed = reqwest::Url::parse(url).map_err(|e| FetchError(format!("{url}: {e}")))?;
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(FetchError(format!(
+            "{}: a URL may not hold a user name or password (the guard writes the URLs it \
+             fetches in its logs)",
+            without_credentials(url)
+        )));
+    }
     match plain_http_refused(&parsed, allow_plain_http) {
         Some(why) => Err(FetchError(format!("{url}: {why}"))),
         None => Ok(parsed),
+    }
+}
+
+/// `url` as it may be written in a log: a user name or password in it
+/// replaced by `***`.
+pub(crate) fn without_credentials(url: &str) -> std::borrow::Cow<'_, str> {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
+            let _ = parsed.set_password(None);
+            let _ = parsed.set_username("***");
+            parsed.to_string().into()
+        }
+        _ => url.into(),
     }
 }
 
@@ -405,7 +428,10 @@ fn redirect_refused(
 
 #[cfg(test)]
 mod tests {
-    use super::{endpoint, metadata_urls, plain_http_refused, redirect_refused, Transport};
+    use super::{
+        checked_url, endpoint, metadata_urls, plain_http_refused, redirect_refused,
+        without_credentials, Transport,
+    };
 
     fn url(u: &str) -> reqwest::Url {
         reqwest::Url::parse(u).unwrap()
@@ -448,6 +474,27 @@ mod tests {
         ];
         assert!(redirect_refused(&four, &url("http://a/5"), true).is_some());
         assert!(redirect_refused(&four[..3], &url("http://a/5"), true).is_none());
+    }
+
+    /// A URL with credentials in it is never fetched, and they are never
+    /// repeated in what the guard says of it.
+    #[test]
+    fn urls_holding_credentials_are_refused_without_repeating_them() {
+        for given in [
+            "https://user:hunter2@auth.example.com/jwks",
+            "https://hunter2@auth.example.com/jwks",
+            "https://:hunter2@auth.example.com/jwks",
+        ] {
+            let err = checked_url(given, false).unwrap_err().to_string();
+            assert!(!err.contains("hunter2"), "{err}");
+            assert!(err.contains("auth.example.com/jwks"), "{err}");
+            assert!(!without_credentials(given).contains("hunter2"));
+        }
+        assert!(checked_url("https://auth.example.com/jwks", false).is_ok());
+        assert_eq!(
+            without_credentials("https://auth.example.com/jwks"),
+            "https://auth.example.com/jwks"
+        );
     }
 
     #[test]

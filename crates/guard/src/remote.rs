@@ -387,7 +387,7 @@ impl RemoteJwks {
                                 "remote key skipped"
                             );
                         }
-                        report_unusable(self.source_text(), &keys);
+                        report_unusable(&self.source_text(), &keys);
                         let keys = Arc::new(keys);
                         state.keys = Some(Arc::clone(&keys));
                         state.document = Some(document);
@@ -449,9 +449,10 @@ impl RemoteJwks {
         known.then_some(keys)
     }
 
-    fn source_text(&self) -> &str {
+    /// Where the keys come from, as it may be logged.
+    fn source_text(&self) -> std::borrow::Cow<'_, str> {
         match &self.source {
-            Source::Url(url) | Source::Issuer(url) => url,
+            Source::Url(url) | Source::Issuer(url) => crate::discovery::without_credentials(url),
         }
     }
 
