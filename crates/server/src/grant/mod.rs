@@ -125,10 +125,12 @@ impl std::fmt::Debug for Granted {
 
 /// What a grant wrote that the token endpoint takes back when it fails
 /// after the grant committed and before it answered (a read of the
-/// revocation log, a signature, a clock check): the client was answered
-/// with an error, and its retry, the natural answer to a 503, must find
-/// what it holds still usable, not be taken for a replay that revokes
-/// the session.
+/// revocation log, a signature, a clock check, or a refusal because the
+/// user or the client changed meanwhile): the client was answered with
+/// an error, and its retry (the natural answer to a 503, or the same
+/// request with the client's new secret) must find what it holds still
+/// usable, not be taken for a replay that revokes the session. A retry
+/// is checked afresh, so a refusal loses nothing by it.
 #[derive(Debug)]
 pub enum TakeBack {
     /// A refresh rotation (without a grace window).
@@ -161,15 +163,6 @@ impl TakeBack {
             GrantType::Password => password::Unissued::of(request, granted).map(TakeBack::Family),
             _ => None,
         }
-    }
-
-    /// Whether an answer that failed takes this back: a failure of this
-    /// server (`server_failed`, a 5xx), not a refusal that stands (the
-    /// user's account or the client's credentials changed meanwhile),
-    /// after which the client holds what it presented as before. A new
-    /// family no one holds goes whatever the failure.
-    pub fn on_failure(&self, server_failed: bool) -> bool {
-        matches!(self, TakeBack::Family(_)) || server_failed
     }
 
     /// Take it back, as far as it still can be; an error when the
@@ -259,14 +252,6 @@ impl Armed {
     /// The answer went out: nothing is taken back.
     pub fn disarm(mut self) {
         self.take_back = None;
-    }
-
-    /// Whether an answer that failed takes it back
-    /// ([`TakeBack::on_failure`]).
-    pub fn on_failure(&self, server_failed: bool) -> bool {
-        self.take_back
-            .as_ref()
-            .is_some_and(|t| t.on_failure(server_failed))
     }
 
     /// The answer failed: take it back now, before the answer goes out

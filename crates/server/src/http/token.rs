@@ -148,11 +148,7 @@ pub async fn token(
             response
         }
         Err(e) => {
-            if take_back.on_failure(e.status.is_server_error()) {
-                take_back.apply().await;
-            } else {
-                take_back.disarm();
-            }
+            take_back.apply().await;
             return Err(e);
         }
     };

@@ -813,6 +813,73 @@ async fn a_refresh_dropped_while_it_rotates_leaves_the_token_live(backend: Backe
     h.finish().await;
 }
 
+/// A client's secret rotated while its refresh waited for the token's
+/// row: the rotation of the refresh token commits, then the token
+/// endpoint sees the client changed and refuses (`invalid_client`). The
+/// rotation is taken back, so the client's retry with its new secret goes
+/// on with the session. Before, only a 5xx took a rotation back, and the
+/// retry was reuse: the session ended. PostgreSQL (the token's row is
+/// held; on SQLite the write lock would hold the secret's rotation too).
+#[tokio::test]
+async fn a_refresh_refused_for_a_secret_rotated_meanwhile_leaves_the_token_live() {
+    use tessera_server::store::audit::InChange;
+    use tessera_server::store::clients::{self, GrantType};
+    let Some(h) = Harness::new(Backend::Postgres).await else {
+        return;
+    };
+    h.user("alice", "correct horse", "read").await;
+    let (id, secret) = h
+        .client(&[GrantType::Password, GrantType::RefreshToken], "read")
+        .await;
+    let login = h
+        .post(
+            "/oauth2/token",
+            &[
+                ("grant_type", "password"),
+                ("username", "alice"),
+                ("password", "correct horse"),
+                ("scope", "read"),
+            ],
+            Some((&id, &secret)),
+        )
+        .await;
+    assert_eq!(login.status, StatusCode::OK, "{}", login.text);
+    let first = login.str("refresh_token");
+    let refresh = |secret: String| {
+        let (h, id, first) = (&h, id.clone(), first.clone());
+        async move {
+            h.post(
+                "/oauth2/token",
+                &[("grant_type", "refresh_token"), ("refresh_token", &first)],
+                Some((&id, &secret)),
+            )
+            .await
+        }
+    };
+    let pool = sqlx::PgPool::connect(&h.test_db.url).await.unwrap();
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("SELECT token_hash FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE")
+        .bind(token_digest(&first))
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let (refused, new_secret) = tokio::join!(refresh(secret.clone()), async {
+        // The refresh has authenticated its client and waits for the row.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let new_secret = clients::rotate_secret(&h.db, &id, crate::KEEP, InChange::none())
+            .await
+            .unwrap();
+        h.app.access.revoked().sync(&h.db).await.unwrap();
+        holder.commit().await.unwrap();
+        new_secret
+    });
+    pool.close().await;
+    assert_eq!(refused.json["error"], "invalid_client", "{}", refused.text);
+    let retry = refresh(new_secret.to_string()).await;
+    assert_eq!(retry.status, StatusCode::OK, "{}", retry.text);
+    h.finish().await;
+}
+
 /// A take-back that comes after the session was revoked (a retry that
 /// came first was reuse) changes nothing: the presented token stays used.
 async fn a_rotation_of_a_revoked_session_is_not_taken_back(backend: Backend) {
