@@ -618,7 +618,9 @@ impl Keys {
     /// for a `kid` they do not know); its id is returned.
     ///
     /// Every token the key signed is refused from now on: their clients
-    /// ask for new ones (a refresh token is not signed, and goes on).
+    /// ask for new ones (a refresh token is not signed, and goes on). A
+    /// key of this server no longer stored is revoked through the log all
+    /// the same (`Keys::revoke_dropped`).
     /// `recorded`'s event is written in the same transaction.
     pub async fn revoke(
         &self,
@@ -737,7 +739,6 @@ impl Keys {
                 name: kid.to_owned(),
             });
         }
-        self.learn_longest_ttl().await?;
         let event = tessera_guard::revocation::Revocation::Key {
             kid: kid.to_owned(),
             until: now

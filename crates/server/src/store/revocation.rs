@@ -49,8 +49,7 @@ pub const LEEWAY: i64 = 300;
 /// change has an `iat` below `X + 4`: the change's fraction of a second
 /// (one), how old that instance's copy of the log may be
 /// ([`TRUSTED_FOR`], one) and how far its clock may run ahead
-/// ([`crate::store::CLOCK_SPREAD`], two), so it is at or before the cut. (It was 2, which let such a token
-/// through from a clock more than about a second ahead.)
+/// ([`crate::store::CLOCK_SPREAD`], two), so it is at or before the cut.
 pub const CUT_MARGIN: i64 = 4;
 
 /// How recently an instance's copy of the log must have been read through
