@@ -108,9 +108,11 @@ pub async fn deliver_due(app: Deliver<'_>, http: &reqwest::Client) -> Result<usi
     // client's failed attempt, and put off the client's other logouts.
     app.keys.caught_up().await?;
     let at = now();
-    let claimed = logouts::claim(app.db, at, at + LEASE, BATCH).await?;
+    let held_until = at + LEASE;
+    let claimed = logouts::claim(app.db, at, held_until, BATCH).await?;
     let outcomes =
-        futures_util::future::join_all(claimed.iter().map(|d| attempt(&app, http, d))).await;
+        futures_util::future::join_all(claimed.iter().map(|d| attempt(&app, http, d, held_until)))
+            .await;
     let mut delivered = 0;
     for outcome in outcomes {
         if outcome? {
@@ -120,13 +122,15 @@ pub async fn deliver_due(app: Deliver<'_>, http: &reqwest::Client) -> Result<usi
     Ok(delivered)
 }
 
-/// One attempt at `delivery`, recorded: gone when delivered or given up,
-/// otherwise due again after its backoff, counted from when the attempt
-/// ended. Whether it was delivered.
+/// One attempt at `delivery`, claimed until `held_until`, recorded: gone
+/// when delivered or given up, otherwise due again after its backoff,
+/// counted from when the attempt ended (unless the claim ran out meanwhile
+/// and another attempt took it over). Whether it was delivered.
 async fn attempt(
     app: &Deliver<'_>,
     http: &reqwest::Client,
     delivery: &Delivery,
+    held_until: i64,
 ) -> Result<bool, Error> {
     let sent = send(app, http, delivery, now()).await;
     if sent == Sent::Delivered {
@@ -159,8 +163,8 @@ async fn attempt(
         );
     } else {
         let next_at = now() + backoff(delivery.attempts);
-        logouts::retry_at(app.db, &delivery.id, next_at).await?;
-        if sent == Sent::Failed {
+        let still_held = logouts::retry_at(app.db, &delivery.id, held_until, next_at).await?;
+        if still_held && sent == Sent::Failed {
             // The endpoint is down or failing: its client's other
             // logouts wait with this one (a 400 is about this logout).
             logouts::put_off_client(app.db, &delivery.client_id, now(), next_at).await?;

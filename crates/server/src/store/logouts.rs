@@ -100,12 +100,18 @@ pub async fn done(db: &Db, id: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// Try again at `next_at`.
-pub async fn retry_at(db: &Db, id: &str, next_at: i64) -> Result<(), Error> {
-    on_pool!(db.write(), p => sqlx::query(
-        "UPDATE logout_deliveries SET attempts = attempts + 1, next_attempt_at = $1 WHERE id = $2"
-    ).bind(next_at).bind(id).execute(p).await.map(|r| r.rows_affected()))?;
-    Ok(())
+/// Try again at `next_at`, after an attempt that held the delivery until
+/// `held_until` (the `lease_until` it was claimed with). Nothing changes
+/// when the delivery is no longer held by that claim: its lease ran out
+/// and another attempt (another instance's) has taken it since, and that
+/// attempt reports its own outcome; reporting this one too would count
+/// two attempts and put back the other's next one. Whether it changed.
+pub async fn retry_at(db: &Db, id: &str, held_until: i64, next_at: i64) -> Result<bool, Error> {
+    let changed = on_pool!(db.write(), p => sqlx::query(
+        "UPDATE logout_deliveries SET attempts = attempts + 1, next_attempt_at = $1 \
+         WHERE id = $2 AND next_attempt_at = $3"
+    ).bind(next_at).bind(id).bind(held_until).execute(p).await.map(|r| r.rows_affected()))?;
+    Ok(changed > 0)
 }
 
 /// How many deliveries are waiting.

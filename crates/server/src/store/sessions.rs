@@ -281,13 +281,17 @@ pub async fn by_sid(db: &Db, sid: &str) -> Result<Option<Session>, Error> {
 }
 
 /// Record a use (the idle clock restarts): one a minute, or one every
-/// quarter of the idle time when that is shorter.
+/// quarter of the idle time when that is shorter. A use is never recorded
+/// as earlier than one already recorded: another instance, its clock
+/// ahead, may have recorded one since `session` was read, and writing
+/// this host's earlier time over it would bring the idle end closer.
 pub async fn touch(db: &Db, session: &Session, policy: SessionPolicy) -> Result<(), Error> {
     let at = now();
     if !use_is_due(session.last_seen, at, policy.idle) {
         return Ok(());
     }
-    on_pool!(db.write(), p => sqlx::query("UPDATE sessions SET last_seen = $1 WHERE sid = $2")
+    on_pool!(db.write(), p => sqlx::query(
+            "UPDATE sessions SET last_seen = $1 WHERE sid = $2 AND last_seen < $1")
         .bind(at).bind(&session.sid).execute(p).await.map(|r| r.rows_affected()))?;
     Ok(())
 }

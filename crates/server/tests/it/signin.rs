@@ -2415,9 +2415,11 @@ async fn backchannel_logout_is_retried_until_acknowledged(backend: Backend) {
         .unwrap();
     assert_eq!(waiting.len(), 1);
     assert_eq!(waiting[0].attempts, 1);
-    tessera_server::store::logouts::retry_at(&h.db, &waiting[0].id, 0)
-        .await
-        .unwrap();
+    h.execute(
+        "UPDATE logout_deliveries SET next_attempt_at = 0 WHERE id = $1",
+        &[&waiting[0].id],
+    )
+    .await;
     assert_eq!(deliver().await.unwrap(), 1);
     assert_eq!(
         tessera_server::store::logouts::waiting(&h.db)
@@ -2697,13 +2699,28 @@ async fn instances_take_each_backchannel_delivery_once(backend: Backend) {
     assert_eq!(claim(2).await.unwrap().len(), 2, "no more than the limit");
     assert_eq!(claim(10).await.unwrap().len(), 1);
     assert!(claim(10).await.unwrap().is_empty());
-    assert_eq!(
-        tessera_server::store::logouts::claim(&h.db, at + 60, at + 120, 10)
-            .await
-            .unwrap()
-            .len(),
-        3
+    let taken_over = tessera_server::store::logouts::claim(&h.db, at + 60, at + 120, 10)
+        .await
+        .unwrap();
+    assert_eq!(taken_over.len(), 3);
+    // The attempt whose lease ran out reports late: the one that took the
+    // delivery over reports it, not both.
+    let retry = |held_until| {
+        tessera_server::store::logouts::retry_at(&h.db, &taken_over[0].id, held_until, at + 500)
+    };
+    assert!(
+        !retry(at + 60).await.unwrap(),
+        "a lease that ran out reported"
     );
+    assert!(retry(at + 120).await.unwrap());
+    let attempts = tessera_server::store::logouts::due(&h.db, i64::MAX, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|d| d.id == taken_over[0].id)
+        .unwrap()
+        .attempts;
+    assert_eq!(attempts, 2, "the attempt counted once");
     h.finish().await;
 }
 

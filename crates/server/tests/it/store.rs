@@ -45,6 +45,7 @@ both_backends!(
     a_scope_taken_from_a_client_revokes_its_families,
     scope_edits_made_at_once_all_land,
     a_new_login_renews_its_users_session,
+    a_use_recorded_late_never_moves_the_last_use_back,
     a_user_disabled_while_a_family_starts_in_a_session_revokes_it,
     concurrent_consents_are_all_remembered,
     pruning_removes_only_what_is_over_in_batches,
@@ -1068,6 +1069,37 @@ async fn live_session(h: &Harness, user_id: &str) -> String {
         absolute: 3600,
     };
     h.start_session(user_id, policy).await.1.sid
+}
+
+/// A use recorded by an instance whose clock is behind, or that read the
+/// session before another instance recorded a later use, leaves the later
+/// use standing: before, the earlier time was written over it and the
+/// session looked idle sooner than it was.
+async fn a_use_recorded_late_never_moves_the_last_use_back(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let user = h.user("alice", "correct horse", "openid").await;
+    let policy = SessionPolicy {
+        idle: 3600,
+        absolute: 7200,
+    };
+    let (_, mut read) = h.start_session(&user, policy).await;
+    let later = read.last_seen + 600;
+    h.execute(
+        "UPDATE sessions SET last_seen = last_seen + 600 WHERE sid = $1",
+        &[&read.sid],
+    )
+    .await;
+    read.last_seen -= 120;
+    sessions::touch(&h.db, &read, policy).await.unwrap();
+    let seen = sessions::by_sid(&h.db, &read.sid)
+        .await
+        .unwrap()
+        .unwrap()
+        .last_seen;
+    assert_eq!(seen, later, "an earlier use was written over a later one");
+    h.finish().await;
 }
 
 /// A client recorded with a session while the session's end is under way
