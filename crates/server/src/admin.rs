@@ -162,6 +162,27 @@ pub fn administers(scopes: &Scopes) -> bool {
     scopes.contains(ADMIN_SCOPE) || scopes.contains(ADMIN_READ_SCOPE)
 }
 
+/// Whether a code sent to redirect URI `uri` reaches only the site that
+/// registered it (`https`): a loopback port or a private-use scheme is
+/// open to any program on the device that claims it first.
+fn redirects_to_its_owner(uri: &str) -> bool {
+    uri.starts_with("https://")
+}
+
+/// Why a public client with an admin scope may not redirect to `uri`: its
+/// codes need no secret to redeem, so a program on an administrator's
+/// device listening on that port, or claiming that scheme, would get an
+/// admin token from a link the administrator opened (silently, for a
+/// first-party client or a remembered consent, with `prompt=none`).
+fn open_redirect_for_admin(uri: &str) -> Error {
+    Error::Invalid(format!(
+        "redirect URI {uri:?}: a public client with the {ADMIN_SCOPE} or {ADMIN_READ_SCOPE} \
+         scope redirects to https only (a loopback port or a private-use scheme is open to any \
+         program on the device): register the admin tool with an https redirect URI, or as a \
+         confidential client"
+    ))
+}
+
 /// A client to register, as an operator describes it.
 #[derive(Clone, Debug, Default)]
 pub struct ClientRequest {
@@ -537,6 +558,15 @@ impl AdminService<'_> {
                  this server's issuer: register the API's client apart"
             )));
         }
+        if request.public && administers(&scopes) {
+            if let Some(uri) = request
+                .redirect_uris
+                .iter()
+                .find(|u| !redirects_to_its_owner(u))
+            {
+                return Err(open_redirect_for_admin(uri));
+            }
+        }
         // Where its codes and tokens may go, too: a first-party client
         // registered with an attacker's redirect URI collects codes
         // without a consent page, and once deleted it would leave no
@@ -678,8 +708,8 @@ impl AdminService<'_> {
     /// away, against the scopes as they are when it is written); taking
     /// one away refuses the tokens issued to it before
     /// ([`clients::set_scopes`]). The admin scope only for a client with
-    /// no audience but the issuer, as at registration. The client's
-    /// scopes now.
+    /// no audience but the issuer and, if public, redirecting to https
+    /// only, as at registration. The client's scopes now.
     pub async fn set_client_scopes(
         &self,
         client_id: &str,
@@ -687,16 +717,24 @@ impl AdminService<'_> {
     ) -> Result<Scopes, Error> {
         if change.may_give(ADMIN_SCOPE) || change.may_give(ADMIN_READ_SCOPE) {
             let issuer = self.config.issuer.trim_end_matches('/');
-            let client = clients::find(self.db, client_id).await?;
-            if client.is_some_and(|c| {
-                c.audiences
+            if let Some(client) = clients::find(self.db, client_id).await? {
+                if client
+                    .audiences
                     .iter()
                     .any(|a| a.trim_end_matches('/') != issuer)
-            }) {
-                return Err(Error::Invalid(format!(
-                    "a client with the {ADMIN_SCOPE} or {ADMIN_READ_SCOPE} scope has no audience \
-                     but this server's issuer"
-                )));
+                {
+                    return Err(Error::Invalid(format!(
+                        "a client with the {ADMIN_SCOPE} or {ADMIN_READ_SCOPE} scope has no \
+                         audience but this server's issuer"
+                    )));
+                }
+                let open = client
+                    .redirect_uris
+                    .iter()
+                    .find(|u| !redirects_to_its_owner(u));
+                if let (true, Some(uri)) = (client.is_public(), open) {
+                    return Err(open_redirect_for_admin(uri));
+                }
             }
         }
         let recorded = self.in_change("client_scopes_changed", client_id, scope_detail);

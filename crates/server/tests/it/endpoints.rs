@@ -1815,6 +1815,40 @@ mod admin_api {
             );
             assert!(refused.text.contains("tessera:admin"), "{}", refused.text);
         }
+        // A public client's codes go to whoever answers at its redirect
+        // URI: with an admin scope, only an https one, at registration and
+        // when the scope is given later.
+        let register = |scopes: &[&str], redirect: &str| {
+            let body = serde_json::json!({
+                "name": "admin tool",
+                "grants": ["authorization_code"],
+                "public": true,
+                "first_party": true,
+                "redirect_uris": [redirect],
+                "scopes": scopes,
+            });
+            call(&h, Method::POST, "/admin/clients", Some(&admin), Some(body))
+        };
+        for open in ["http://127.0.0.1/cb", "com.example.admin:/cb"] {
+            for scope in ["tessera:admin", "tessera:admin:read"] {
+                let refused = register(&["openid", scope], open).await;
+                assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{open} {scope}");
+                assert!(refused.text.contains("https only"), "{}", refused.text);
+            }
+            let tool = register(&["openid"], open).await;
+            assert_eq!(tool.status, StatusCode::CREATED, "{}", tool.text);
+            let id = tool.json["client_id"].as_str().unwrap().to_owned();
+            for change in [
+                serde_json::json!({ "add_scopes": ["tessera:admin"] }),
+                serde_json::json!({ "scopes": ["openid", "tessera:admin:read"] }),
+            ] {
+                let path = format!("/admin/clients/{id}");
+                let refused = call(&h, Method::PATCH, &path, Some(&admin), Some(change)).await;
+                assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.text);
+            }
+        }
+        let https = register(&["openid", "tessera:admin"], "https://admin.example.com/cb").await;
+        assert_eq!(https.status, StatusCode::CREATED, "{}", https.text);
         // Parameters that cannot be read get the API's JSON errors, as a
         // malformed body does.
         // Session lists are bounded: `limit` (default 100, at most 1,000).
