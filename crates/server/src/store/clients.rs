@@ -301,8 +301,13 @@ impl TryFrom<ClientRow> for Client {
                 })
             })
             .transpose()?;
+        // The server's own row: a scope it cannot read is its failure,
+        // never the caller's request (`Invalid` would answer 400).
+        let scopes = Scopes::parse(&row.scopes).map_err(|e| {
+            Error::Database(format!("client {}: stored scopes: {e}", row.client_id))
+        })?;
         Ok(Client {
-            scopes: Scopes::parse(&row.scopes)?,
+            scopes,
             audiences: words(&row.audiences),
             redirect_uris: words(&row.redirect_uris),
             post_logout_redirect_uris: words(&row.post_logout_redirect_uris),

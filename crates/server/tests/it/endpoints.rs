@@ -1102,8 +1102,30 @@ mod admin_api {
         admin_listings_are_read_page_by_page,
         a_scope_taken_away_ends_what_was_issued_with_it,
         a_refused_admin_call_is_said_in_the_log,
-        a_client_added_is_recorded_with_where_its_codes_go
+        a_client_added_is_recorded_with_where_its_codes_go,
+        a_stored_client_the_server_cannot_read_is_its_own_failure
     );
+
+    /// A client row this server cannot read (a scope another version
+    /// wrote) is the server's failure, 500: it was answered 400
+    /// `invalid_request`, as if the caller had sent something wrong.
+    async fn a_stored_client_the_server_cannot_read_is_its_own_failure(backend: Backend) {
+        let Some(h) = Harness::new(backend).await else {
+            return;
+        };
+        let admin = token(&h, "tessera:admin").await;
+        let odd = h.client(&[GrantType::ClientCredentials], "read").await;
+        h.execute(
+            "UPDATE clients SET scopes = 'read \"quoted\"' WHERE client_id = $1",
+            &[&odd.0],
+        )
+        .await;
+        let path = format!("/admin/clients/{}", odd.0);
+        let r = call(&h, Method::GET, &path, Some(&admin), None).await;
+        assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.text);
+        assert_eq!(r.json["error"], "server_error", "{}", r.text);
+        h.finish().await;
+    }
 
     /// The audit event of a client added says where its codes, logouts
     /// and tokens may go: a first-party client registered with an
