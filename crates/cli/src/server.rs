@@ -420,7 +420,9 @@ pub enum ClientCommand {
         #[arg(long = "no-scopes", conflicts_with_all = ["add_scopes", "remove_scopes"])]
         no_scopes: bool,
     },
-    /// Give a client a new secret (printed once); the old one stops working.
+    /// Give a client a new secret (printed once); the old one stops
+    /// working, and so do the access tokens issued to the client before
+    /// (its refresh tokens go on, with the new secret).
     RotateSecret {
         #[arg(allow_hyphen_values = true)]
         client_id: String,
