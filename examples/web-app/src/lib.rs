@@ -701,7 +701,26 @@ pub fn router(app: Arc<WebApp>) -> Router {
         .route("/backchannel", post(backchannel))
         .merge(buttons)
         .layer(axum::middleware::map_response(strict_headers))
+        .layer(axum::middleware::map_response_with_state(
+            app.cookies.secure,
+            https_only,
+        ))
         .with_state(app)
+}
+
+/// Served over https, every answer tells browsers to come back over https
+/// only, for a year (HSTS): a first visit typed as `shop.example` would
+/// otherwise load over plain HTTP, where a network attacker can serve a
+/// look-alike page. (The cookies are `__Host-` and `Secure` already; this
+/// protects the page itself.)
+async fn https_only(State(secure): State<bool>, mut response: Response) -> Response {
+    if secure {
+        response.headers_mut().insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
+    response
 }
 
 /// The headers every answer carries, errors included (`problem`'s plain
@@ -1379,8 +1398,25 @@ async fn logged_out(app: &WebApp, logout_token: &str) -> Response {
     if claims.get("nonce").is_some() {
         return problem(StatusCode::BAD_REQUEST, "a logout token has no nonce");
     }
-    let sid = claims.get("sid").and_then(Value::as_str);
-    let sub = claims.get("sub").and_then(Value::as_str);
+    // §2.4: `jti` is required.
+    if !claims.get("jti").is_some_and(Value::is_string) {
+        return problem(StatusCode::BAD_REQUEST, "a logout token has a jti");
+    }
+    // A `sid` or `sub` that is there but not a string is refused, not read
+    // as absent: a `sid` of another type would have made the token a
+    // logout of every session of its `sub`.
+    let text = |name: &str| match claims.get(name) {
+        None => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text.as_str())),
+        Some(_) => Err(problem(
+            StatusCode::BAD_REQUEST,
+            "a logout token's sid and sub are strings",
+        )),
+    };
+    let (sid, sub) = match (text("sid"), text("sub")) {
+        (Ok(sid), Ok(sub)) => (sid, sub),
+        (Err(refused), _) | (_, Err(refused)) => return refused,
+    };
     if sid.is_none() && sub.is_none() {
         return problem(
             StatusCode::BAD_REQUEST,

@@ -99,6 +99,32 @@ fn sign_in_routes(app: &App) -> Router<Arc<App>> {
         .route("/assets/logo", get(move || async move { logo.logo() }))
         .layer(axum::Extension(pages))
         .layer(axum::middleware::map_response(framed_nowhere))
+        .layer(axum::middleware::map_response_with_state(
+            !app.config.on_http(),
+            https_only,
+        ))
+}
+
+/// On an https issuer, what the sign-in routes answer tells browsers to
+/// come back over https only, for a year (HSTS, RFC 6797): a person who
+/// types the server's name, or follows an `http://` link, would otherwise
+/// load the login page over plain HTTP first, where a network attacker
+/// can serve a look-alike. Subdomains are left out: they are the
+/// operator's, and may serve plain HTTP; a proxy that sets its own keeps
+/// it.
+async fn https_only(
+    axum::extract::State(on_https): axum::extract::State<bool>,
+    mut response: axum::response::Response,
+) -> axum::response::Response {
+    use axum::http::{header, HeaderValue};
+    let headers = response.headers_mut();
+    if on_https && !headers.contains_key(header::STRICT_TRANSPORT_SECURITY) {
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
+    response
 }
 
 /// What every answer of the sign-in routes carries, pages or not (axum's

@@ -2830,6 +2830,11 @@ async fn every_answer_of_the_sign_in_routes_carries_the_strict_headers(backend: 
         assert_eq!(reply.headers[header::X_FRAME_OPTIONS], "DENY");
         assert_eq!(reply.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
         assert_eq!(reply.headers[header::CACHE_CONTROL], "no-store");
+        // The issuer is https: browsers are told to come back over https.
+        assert_eq!(
+            reply.headers[header::STRICT_TRANSPORT_SECURITY],
+            "max-age=31536000"
+        );
     }
     // A page's own policy stays.
     let css = h.get("/assets/tessera.css").await;

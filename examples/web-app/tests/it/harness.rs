@@ -207,6 +207,22 @@ impl Provider {
         jwt::sign_with_header(&header, &Claims::with_custom(claims), &unpublished).unwrap()
     }
 
+    /// A logout token for `sid` and `sub`, its claims then changed by
+    /// `edit`, signed by the published key.
+    pub fn logout_token_edited(
+        &self,
+        sid: Option<&str>,
+        sub: Option<&str>,
+        edit: impl FnOnce(&mut Map<String, Value>),
+    ) -> String {
+        let published = self.logout_token(sid, sub, true);
+        let (_, mut claims) =
+            tessera_jose::dangerous::decode_unverified_claims(&published).unwrap();
+        edit(&mut claims);
+        let header = Header::for_key(&self.mock.key).typ("logout+jwt");
+        jwt::sign_with_header(&header, &Claims::with_custom(claims), &self.mock.key).unwrap()
+    }
+
     /// The key set answers 503 while `down`.
     pub fn keys_down(&self, down: bool) {
         self.mock.keys_down.store(down, Ordering::SeqCst);

@@ -112,6 +112,15 @@ async fn a_logout_token_without_the_logout_event_or_anyone_to_end_is_refused() {
             Some("alice"),
             Some(serde_json::json!([event])),
         ),
+        // §2.4: `jti` is required.
+        provider.logout_token_edited(Some("sid-1"), Some("alice"), |claims| {
+            claims.remove("jti");
+        }),
+        // A `sid` that is not a string is not read as absent: with its
+        // `sub` it would have ended every session of that person.
+        provider.logout_token_edited(Some("sid-9"), Some("alice"), |claims| {
+            claims.insert("sid".into(), serde_json::json!(9));
+        }),
     ] {
         assert_eq!(
             backchannel_logout(&shop, &token).await,

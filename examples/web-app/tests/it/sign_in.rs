@@ -290,6 +290,21 @@ async fn over_https_the_cookies_are_secure_and_host_prefixed() {
     );
     secure(logout.set_cookie("__Host-web-app-session"));
     assert!(!browser.signed_in().await);
+    // And browsers are told to come back over https only (HSTS), on the
+    // pages and the errors alike.
+    for path in ["/", "/nothing-here"] {
+        let answer = shop
+            .client
+            .get(format!("{}{path}", shop.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            answer.headers()["strict-transport-security"],
+            "max-age=31536000",
+            "{path}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -445,6 +460,9 @@ async fn every_answer_carries_the_strict_headers() {
             csp.contains("frame-ancestors 'none'") && csp.contains("base-uri 'none'"),
             "{path}: {csp}"
         );
+        // Served over plain HTTP (a development setup): no HSTS, which
+        // would pin the browser to an https the app does not serve.
+        assert_eq!(said("strict-transport-security"), "", "{path}");
     }
 }
 
