@@ -1405,17 +1405,17 @@ async fn logged_out(app: &WebApp, logout_token: &str) -> Response {
     // A `sid` or `sub` that is there but not a string is refused, not read
     // as absent: a `sid` of another type would have made the token a
     // logout of every session of its `sub`.
+    // `Some(None)` when absent, `None` when not a string.
     let text = |name: &str| match claims.get(name) {
-        None => Ok(None),
-        Some(Value::String(text)) => Ok(Some(text.as_str())),
-        Some(_) => Err(problem(
+        None => Some(None),
+        Some(Value::String(text)) => Some(Some(text.as_str())),
+        Some(_) => None,
+    };
+    let (Some(sid), Some(sub)) = (text("sid"), text("sub")) else {
+        return problem(
             StatusCode::BAD_REQUEST,
             "a logout token's sid and sub are strings",
-        )),
-    };
-    let (sid, sub) = match (text("sid"), text("sub")) {
-        (Ok(sid), Ok(sub)) => (sid, sub),
-        (Err(refused), _) | (_, Err(refused)) => return refused,
+        );
     };
     if sid.is_none() && sub.is_none() {
         return problem(
