@@ -65,8 +65,8 @@ pub fn check_name(problems: &mut BTreeMap<&'static str, String>, name: &str) {
     } else if name.chars().any(hidden) {
         problems.insert(
             "name",
-            "no control or direction-changing characters (a name shown to others must read as \
-             it is)"
+            "no control, format (direction-changing, zero-width) or unassigned characters (a \
+             name shown to others must read as it is)"
                 .into(),
         );
     }
@@ -74,19 +74,17 @@ pub fn check_name(problems: &mut BTreeMap<&'static str, String>, name: &str) {
 
 /// A character that changes how a name reads without showing itself:
 /// control characters and the Unicode line and paragraph separators (a
-/// line break forges a line of a log), and the bidirectional marks and
-/// controls that reorder the text around them (CVE-2021-42574, "Trojan
-/// Source").
+/// line break forges a line of a log), format characters (the
+/// bidirectional marks and controls that reorder the text around them,
+/// CVE-2021-42574 "Trojan Source"; zero-width spaces and joiners, the
+/// soft hyphen, the byte-order mark, tags: `Acme` and `Acme` + U+200B
+/// are two stores that look like one), and code points that are private
+/// or unassigned (shown as whatever a font makes of them).
 fn hidden(c: char) -> bool {
-    c.is_control()
+    use unicode_properties::{GeneralCategory, GeneralCategoryGroup, UnicodeGeneralCategory};
+    c.general_category_group() == GeneralCategoryGroup::Other
         || matches!(
-            c,
-            '\u{061C}'
-                | '\u{200E}'
-                | '\u{200F}'
-                | '\u{2028}'
-                | '\u{2029}'
-                | '\u{202A}'..='\u{202E}'
-                | '\u{2066}'..='\u{2069}'
+            c.general_category(),
+            GeneralCategory::LineSeparator | GeneralCategory::ParagraphSeparator
         )
 }

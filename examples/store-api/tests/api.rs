@@ -538,6 +538,16 @@ async fn bad_bodies_get_422_with_what_to_fix() {
             &*format!(r#"{{"store_id":{sid},"name":"Chair\u202egpj.exe","price_cents":5}}"#),
             "validation_failed",
         ),
+        (
+            "a zero-width space in a name (one that looks like another)",
+            &*format!(r#"{{"store_id":{sid},"name":"Chair\u200b","price_cents":5}}"#),
+            "validation_failed",
+        ),
+        (
+            "a name of nothing but a format character",
+            &*format!(r#"{{"store_id":{sid},"name":"\ufeff","price_cents":5}}"#),
+            "validation_failed",
+        ),
     ];
     for (name, body, error) in cases {
         let (status, answer) = api.call(Method::POST, "/items", Some(RW), Some(body)).await;
