@@ -582,10 +582,16 @@ pub fn session(server: &ServerArgs, command: SessionCommand) -> Result<(), Failu
         let admin = service(&db, &passwords, &config);
         match command {
             SessionCommand::List { user, limit, json } => {
-                let list = admin
-                    .sessions(user.as_deref(), &Page::first(limit))
-                    .await?
-                    .items;
+                let listed = admin.sessions(user.as_deref(), &Page::first(limit)).await?;
+                let list = listed.items;
+                if listed.next.is_some() {
+                    // Said apart from the list, which stays as scripts read it.
+                    eprintln!(
+                        "(the newest {} sessions; there are more: raise --limit, up to 1000, \
+                         or page through GET /admin/sessions)",
+                        list.len()
+                    );
+                }
                 if json {
                     out!("{}", serde_json::to_string_pretty(&list)?);
                 } else {

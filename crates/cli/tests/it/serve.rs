@@ -209,6 +209,63 @@ fn a_password_is_read_from_standard_input_only_when_asked() {
     assert!(admin(d, &["user", "list"], None, &[]).contains("bob"));
 }
 
+/// `session list` shows the newest `--limit` sessions and, when there are
+/// more, says so apart from the list (on stderr): before, the rest were
+/// left out without a word.
+#[test]
+fn a_session_list_cut_at_its_limit_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    add_alice(d, &[]);
+    let db = format!("sqlite://{}", d.join("tessera-data/tessera.db").display());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+        for i in 0..3_i64 {
+            sqlx::query(
+                "INSERT INTO sessions (id_hash, sid, user_id, auth_time, created_at, last_seen, \
+                 expires_at) SELECT ?, ?, id, ?, ?, ?, ? FROM users WHERE username = 'alice'",
+            )
+            .bind(vec![u8::try_from(i).unwrap(); 32])
+            .bind(format!("sid-{i}"))
+            .bind(now - i)
+            .bind(now - i)
+            .bind(now - i)
+            .bind(now + 3600)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        pool.close().await;
+    });
+    let list = |limit: &str| {
+        let out = assert_cmd::Command::new(binary())
+            .current_dir(d)
+            .args(["session", "list", "--limit", limit])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let (cut, said) = list("2");
+    assert_eq!(cut.lines().count(), 2, "{cut}");
+    assert!(cut.starts_with("sid-0\t"), "newest first: {cut}");
+    assert!(said.contains("there are more"), "{said}");
+    let (all, said) = list("3");
+    assert_eq!(all.lines().count(), 3, "{all}");
+    assert!(!said.contains("there are more"), "{said}");
+}
+
 /// What a provisioning script must tell apart has an exit code of its
 /// own: 3 for a name that does not exist, 4 for one that already does
 /// (before, every failure was 2).
