@@ -32,8 +32,9 @@ pub struct ServerArgs {
     #[arg(long, global = true)]
     database_url: Option<String>,
     /// The issuer URL (`iss` of every token) [default: http://LISTEN]. The
-    /// admin commands read it too: on https, clients may register only the
-    /// redirect and logout URIs an https server accepts.
+    /// admin commands read it too (on https, clients may register only the
+    /// redirect and logout URIs an https server accepts); unset, they take
+    /// the issuer the server last started as.
     #[arg(long, env = "TESSERA_ISSUER", global = true)]
     issuer: Option<String>,
 }
@@ -492,20 +493,36 @@ fn operator() -> String {
 /// The database (with its data directory) and the hasher the admin
 /// commands work with.
 async fn admin_parts(
-    config: &Config,
+    config: &mut Config,
 ) -> anyhow::Result<(tessera_server::Db, tessera_server::password::Passwords)> {
     config.prepare_data_dir()?;
     let db =
         tessera_server::Db::open_for_commands(&config.database_url, 2, Schema::Current).await?;
+    // Checked by the server's issuer (an https server refuses plain http
+    // redirect and logout URIs), not by the default one of a shell that
+    // has not set it.
+    let recorded = tessera_server::store::issuer::recorded(&db).await;
+    match recorded {
+        Ok(Some(recorded)) if !config.adopt_issuer(&recorded) => eprintln!(
+            "warning: this database's server last started as {recorded}, not {}: what is \
+             registered here is checked as for {}",
+            config.issuer, config.issuer
+        ),
+        Ok(_) => {}
+        Err(e) => {
+            db.close().await;
+            return Err(e.into());
+        }
+    }
     Ok((db, tessera_server::password::Passwords::new(1)))
 }
 
 /// `tessera user …`.
 pub fn user(server: &ServerArgs, command: UserCommand) -> Result<(), Failure> {
-    let config = server.config()?;
+    let mut config = server.config()?;
     database_for(&config, matches!(command, UserCommand::Add { .. }))?;
     runtime()?.block_on(async move {
-        let (db, passwords) = admin_parts(&config).await?;
+        let (db, passwords) = admin_parts(&mut config).await?;
         let admin = service(&db, &passwords, &config);
         match command {
             UserCommand::Add {
@@ -575,10 +592,10 @@ pub fn user(server: &ServerArgs, command: UserCommand) -> Result<(), Failure> {
 
 /// `tessera session …`.
 pub fn session(server: &ServerArgs, command: SessionCommand) -> Result<(), Failure> {
-    let config = server.config()?;
+    let mut config = server.config()?;
     require_database(&config)?;
     runtime()?.block_on(async move {
-        let (db, passwords) = admin_parts(&config).await?;
+        let (db, passwords) = admin_parts(&mut config).await?;
         let admin = service(&db, &passwords, &config);
         match command {
             SessionCommand::List { user, limit, json } => {
@@ -617,10 +634,10 @@ pub fn session(server: &ServerArgs, command: SessionCommand) -> Result<(), Failu
 
 /// `tessera client …`.
 pub fn client(server: &ServerArgs, command: ClientCommand) -> Result<(), Failure> {
-    let config = server.config()?;
+    let mut config = server.config()?;
     database_for(&config, matches!(command, ClientCommand::Add { .. }))?;
     runtime()?.block_on(async move {
-        let (db, passwords) = admin_parts(&config).await?;
+        let (db, passwords) = admin_parts(&mut config).await?;
         let admin = service(&db, &passwords, &config);
         match command {
             ClientCommand::Add {

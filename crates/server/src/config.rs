@@ -823,6 +823,20 @@ impl Config {
         }
     }
 
+    /// Take `recorded`, the issuer the server last started as, when no
+    /// issuer was set here (an admin command run without the server's
+    /// configuration): what it registers is then checked by the server's
+    /// rules, not by those of the default issuer on plain http. Whether
+    /// this configuration's issuer is now `recorded`; `false` when one
+    /// set here names another.
+    pub fn adopt_issuer(&mut self, recorded: &str) -> bool {
+        if self.issuer_from_listen {
+            self.issuer = recorded.to_owned();
+            self.issuer_from_listen = false;
+        }
+        self.issuer == recorded
+    }
+
     /// Whether the issuer was derived from a listen address on every
     /// interface (`0.0.0.0`, `[::]`): it then names this host's loopback
     /// address, which clients on other hosts cannot use (`--issuer`).

@@ -164,6 +164,20 @@ pub async fn serve(
         db.close().await;
         return Err(e);
     }
+    // For the admin commands run without this configuration.
+    match crate::store::issuer::record(&db, &config.issuer).await {
+        Ok(Some(before)) => tracing::warn!(
+            issuer = %config.issuer,
+            before = %before,
+            "this database's server last started as another issuer: tokens, metadata and \
+             the sign-in pages now name the new one"
+        ),
+        Ok(None) => {}
+        Err(e) => {
+            db.close().await;
+            return Err(e);
+        }
+    }
     let cores = std::thread::available_parallelism().map_or(2, usize::from);
     let passwords = match config.login_queue {
         Some(queue) => Passwords::with_queue(cores, queue),

@@ -266,6 +266,49 @@ fn a_session_list_cut_at_its_limit_says_so() {
     assert!(!said.contains("there are more"), "{said}");
 }
 
+/// An admin command run without the server's configuration checks what
+/// it registers by the issuer the server last started as: before, it took
+/// the default issuer (plain http on loopback) and registered a
+/// confidential client's plain-http redirect URI, which the https server's
+/// own `/admin` refuses.
+#[test]
+fn admin_commands_check_by_the_issuer_the_server_started_as() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let issuer = "https://auth.example.com";
+    let server = start(d, &["--issuer", issuer], &[]);
+    wait_until("the server answers", || {
+        get(&server.base, "/healthz").0 == 200
+    });
+    drop(server);
+    let add = |extra: &[&str]| {
+        assert_cmd::Command::new(binary())
+            .current_dir(d)
+            .args(["client", "add", "web", "--grant", "authorization_code"])
+            .args(["--redirect-uri", "http://127.0.0.1:9000/cb"])
+            .args(extra)
+            .env_remove("TESSERA_ISSUER")
+            .output()
+            .unwrap()
+    };
+    let refused = add(&[]);
+    assert!(!refused.status.success(), "registered for an https server");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("plain http"), "{said}");
+    // An issuer set here is taken as said, with a warning.
+    let told = add(&["--issuer", "http://127.0.0.1:8080"]);
+    assert!(
+        told.status.success(),
+        "{}",
+        String::from_utf8_lossy(&told.stderr)
+    );
+    let said = String::from_utf8_lossy(&told.stderr);
+    assert!(
+        said.contains(&format!("last started as {issuer}")),
+        "{said}"
+    );
+}
+
 /// What a provisioning script must tell apart has an exit code of its
 /// own: 3 for a name that does not exist, 4 for one that already does
 /// (before, every failure was 2).

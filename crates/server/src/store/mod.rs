@@ -4,6 +4,7 @@ pub mod audit;
 pub mod clients;
 pub mod codes;
 pub mod consents;
+pub mod issuer;
 pub mod logouts;
 pub mod refresh;
 pub mod retention;
