@@ -203,9 +203,10 @@ impl From<RemoteJwks> for Keys {
 struct Inner {
     keys: Keys,
     validation: Validation,
-    /// No `typ` required: tokens that show they are of another kind are
-    /// refused ([`not_another_kind`]).
-    any_typ: bool,
+    /// Tokens that show they are of another kind are refused
+    /// ([`not_another_kind`]): `typ` is not `at+jwt`, and the guard is
+    /// for access tokens.
+    other_kinds_refused: bool,
     cache_size: usize,
     cache: RwLock<HashMap<[u8; 32], Cached>>,
     revocations: Option<RevocationFeed>,
@@ -236,6 +237,9 @@ pub struct GuardBuilder {
     cache_size: usize,
     revocations: Option<RevocationFeed>,
     resource_metadata: Option<String>,
+    /// Checks ID or logout tokens, not access tokens
+    /// ([`GuardBuilder::not_access_tokens`]).
+    not_access_tokens: bool,
 }
 
 impl Guard {
@@ -256,6 +260,7 @@ impl Guard {
             cache_size: DEFAULT_CACHE_SIZE,
             revocations: None,
             resource_metadata: None,
+            not_access_tokens: false,
         }
     }
 
@@ -340,9 +345,9 @@ impl Guard {
         })?;
         // On the claims already read (a `Validation::check` would read
         // the payload a second time): a token bound to its client's key,
-        // and, with no `typ` required, one of another kind.
+        // and, without `at+jwt` required, one of another kind.
         let claims = &verified.claims.custom;
-        let kind = not_sender_constrained(claims).and_then(|()| match inner.any_typ {
+        let kind = not_sender_constrained(claims).and_then(|()| match inner.other_kinds_refused {
             true => not_another_kind(claims),
             false => Ok(()),
         });
@@ -437,10 +442,22 @@ impl GuardBuilder {
     /// as an access token: tokens that show they are one (`at_hash`,
     /// `c_hash` or `events` among their claims, a `nonce` without `scope`
     /// or `scp`, or Keycloak's `typ` claim `ID`, `Logout`, `Refresh` or
-    /// `Offline`) are refused.
+    /// `Offline`) are refused, whatever `typ` is required (an ID token's
+    /// is often `JWT`), unless the guard checks such tokens themselves
+    /// ([`GuardBuilder::not_access_tokens`]).
     #[must_use]
     pub fn typ(mut self, typ: Option<&str>) -> GuardBuilder {
         self.typ = typ.map(str::to_owned);
+        self
+    }
+
+    /// This guard checks tokens that are not access tokens, of the `typ`
+    /// it requires ([`GuardBuilder::typ`]): an app verifying the ID tokens
+    /// or logout tokens its provider sends it. The claims that show an ID
+    /// or logout token are then not refused.
+    #[must_use]
+    pub fn not_access_tokens(mut self) -> GuardBuilder {
+        self.not_access_tokens = true;
         self
     }
 
@@ -511,7 +528,13 @@ impl GuardBuilder {
             Some(audience) => validation.audience(audience),
             None => validation.any_audience(),
         };
-        let any_typ = self.typ.is_none();
+        // `at+jwt` says what the token is; any other `typ` (or none) an ID
+        // token may carry too.
+        let at_jwt = self.typ.as_deref().is_some_and(|t| {
+            let t = t.to_ascii_lowercase();
+            t == "at+jwt" || t == "application/at+jwt"
+        });
+        let other_kinds_refused = !at_jwt && !self.not_access_tokens;
         if let Some(typ) = self.typ {
             validation = validation.typ(typ);
         }
@@ -539,7 +562,7 @@ impl GuardBuilder {
             inner: Arc::new(Inner {
                 keys: self.keys,
                 validation,
-                any_typ,
+                other_kinds_refused,
                 cache_size: self.cache_size,
                 cache: RwLock::new(HashMap::new()),
                 revocations: self.revocations,

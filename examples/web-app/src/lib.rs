@@ -438,6 +438,7 @@ impl WebApp {
             Keys::Remote(Arc::clone(&keys)),
         )
         .typ(Some("JWT"))
+        .not_access_tokens()
         .algorithms([ID_TOKEN_ALG])
         .build()?;
         let logout_tokens = Guard::builder(
@@ -446,6 +447,7 @@ impl WebApp {
             Keys::Remote(Arc::clone(&keys)),
         )
         .typ(Some("logout+jwt"))
+        .not_access_tokens()
         .algorithms([ID_TOKEN_ALG])
         .build()?;
         let mut pages = minijinja::Environment::new();

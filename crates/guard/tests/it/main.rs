@@ -447,6 +447,19 @@ async fn custom_claims_and_configuration() {
         guard.verify(&plain_jwt).await.is_err(),
         "at+jwt is required by default"
     );
+    let guard_of_typ = |typ: &str, not_access_tokens: bool| {
+        let builder = Guard::builder(
+            ISS,
+            AUD,
+            KeySet::new(vec![key.verifying_key().unwrap()]).unwrap(),
+        )
+        .typ(Some(typ));
+        match not_access_tokens {
+            true => builder.not_access_tokens().build().unwrap(),
+            false => builder.build().unwrap(),
+        }
+    };
+    let (jwt_typ, id_tokens) = (guard_of_typ("JWT", false), guard_of_typ("JWT", true));
     // Without at+jwt, tokens that show they are of another kind, with the
     // same issuer and audience (an app and its API as one client), are
     // refused: ID tokens, logout tokens, Keycloak's by its typ claim.
@@ -466,6 +479,17 @@ async fn custom_claims_and_configuration() {
         assert!(
             any_typ.verify(&token).await.is_err(),
             "a token with {member} passed as an access token"
+        );
+        // A `typ` required other than at+jwt (an ID token's is often
+        // `JWT` too) refuses them as well: it was taken for "checked".
+        assert!(
+            jwt_typ.verify(&token).await.is_err(),
+            "a token with {member} passed a guard requiring typ JWT"
+        );
+        // A guard that checks such tokens themselves takes them.
+        assert!(
+            id_tokens.verify(&token).await.is_ok(),
+            "a token with {member} refused where ID tokens are checked"
         );
     }
     // A token bound to its client's key (DPoP), presented as a bearer
