@@ -171,6 +171,16 @@ pub async fn authenticate(
 ) -> Result<Arc<Client>, Refusal> {
     let unknown = || Refusal::InvalidClient("unknown client or wrong credentials".into());
     match method(credentials)? {
+        // A public client named in the Basic header with an empty password
+        // (requests-oauthlib's way for a client without a secret): the
+        // `none` method, as `client_id` in the body is. A confidential
+        // client's empty password is a wrong one.
+        Method::Secret { client_id, secret } if secret.is_empty() => {
+            match verifier.clients.find(verifier.db, &client_id).await? {
+                Some(client) if client.is_public() => as_public(client, accept),
+                _ => Err(unknown()),
+            }
+        }
         Method::Secret { client_id, secret } => {
             let client = verifier.clients.find(verifier.db, &client_id).await?;
             let presented = token_digest(&secret);
@@ -202,14 +212,20 @@ pub async fn authenticate(
                     "this client must authenticate (client_secret_basic, client_secret_post or private_key_jwt)".into(),
                 ));
             }
-            if accept == Accept::Confidential {
-                return Err(Refusal::InvalidClient(
-                    "public clients cannot use this endpoint".into(),
-                ));
-            }
-            Ok(client)
+            as_public(client, accept)
         }
     }
+}
+
+/// Public client `client`, named but not authenticated (the `none`
+/// method), where `accept` takes one.
+fn as_public(client: Arc<Client>, accept: Accept) -> Result<Arc<Client>, Refusal> {
+    if accept == Accept::Confidential {
+        return Err(Refusal::InvalidClient(
+            "public clients cannot use this endpoint".into(),
+        ));
+    }
+    Ok(client)
 }
 
 /// A JWT assertion (RFC 7523) verified with its issuer's registered keys.

@@ -82,7 +82,17 @@ pub async fn token(
     // RFC 7523 §3.1: with the jwt-bearer grant the assertion's issuer may
     // stand for the client.
     let (client, assertion) = if grant == GrantType::JwtBearer {
-        let authenticated = if identifies_client(&form.credentials()) {
+        // Named in the body and nothing else (RFC 6749 §3.2.1 lets a
+        // client send its `client_id`): the assertion authenticates it,
+        // and must be its own, below. Taken for the `none` method, it
+        // was refused as "must authenticate".
+        let credentials = form.credentials();
+        let only_named = credentials.authorization.is_none()
+            && ["client_secret", "client_assertion"]
+                .iter()
+                .all(|p| form.get(p).is_none());
+        let named = form.get("client_id").filter(|_| only_named);
+        let authenticated = if named.is_none() && identifies_client(&credentials) {
             Some(
                 authenticate(app.verifier(), &form.credentials(), Accept::AnyClient)
                     .await
@@ -94,7 +104,11 @@ pub async fn token(
         let verified = verify_assertion(app.verifier(), form.require("assertion")?)
             .await?
             .map_err(OAuthError::invalid_grant)?;
-        if authenticated.is_some_and(|c| c.client_id != verified.client.client_id) {
+        let claimed = authenticated
+            .as_ref()
+            .map(|c| c.client_id.as_str())
+            .or(named);
+        if claimed.is_some_and(|id| id != verified.client.client_id) {
             return Err(OAuthError::invalid_grant(
                 "the assertion was issued by another client",
             ));

@@ -174,6 +174,37 @@ async fn client_authentication_failures_are_invalid_client(backend: Backend) {
     }
     // The same message whether the client exists or not.
     assert_eq!(wrong.json, unknown.json);
+    // An empty Basic password: a confidential client's is wrong; a public
+    // client's names it without a secret (requests-oauthlib's default),
+    // as `client_id` in the body does, where public clients are taken.
+    let empty = h.post("/oauth2/token", &cc, Some((&id, ""))).await;
+    assert_eq!(
+        (empty.status, empty.error()),
+        (StatusCode::UNAUTHORIZED, "invalid_client"),
+        "{}",
+        empty.text
+    );
+    h.user("alice", "correct horse", "read").await;
+    let login = [
+        ("grant_type", "password"),
+        ("username", "alice"),
+        ("password", "correct horse"),
+    ];
+    let named = h.post("/oauth2/token", &login, Some((&public, ""))).await;
+    assert_eq!(named.status, StatusCode::OK, "{}", named.text);
+    let introspected = h
+        .post(
+            "/oauth2/introspect",
+            &[("token", named.str("access_token").as_str())],
+            Some((&public, "")),
+        )
+        .await;
+    assert_eq!(
+        (introspected.status, introspected.error()),
+        (StatusCode::UNAUTHORIZED, "invalid_client"),
+        "public clients do not introspect: {}",
+        introspected.text
+    );
 
     // Two methods at once are refused.
     let both = h
@@ -1276,6 +1307,29 @@ async fn jwt_bearer_grant_trades_an_assertion_for_a_token(backend: Backend) {
             r.text
         );
     }
+
+    // Its client may name itself in the body (RFC 6749 §3.2.1): the
+    // assertion authenticates it. Another client's name is refused.
+    let named = |client_id: String, jti: &'static str| {
+        let (h, a) = (&h, for_subject("alice", jti));
+        async move {
+            h.post(
+                "/oauth2/token",
+                &[
+                    ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+                    ("assertion", &a),
+                    ("client_id", &client_id),
+                ],
+                None,
+            )
+            .await
+        }
+    };
+    let r = named(issuer.clone(), "g-n1").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let public = h.public_client("read").await;
+    let r = named(public, "g-n2").await;
+    assert_eq!(r.error(), "invalid_grant", "{}", r.text);
 
     // Another client cannot present it, and a client needs the grant.
     let (other, other_secret) = h.client(&[GrantType::ClientCredentials], "read").await;
