@@ -522,6 +522,7 @@ fn parse_event(data: &str) -> Result<Option<Revocation>, String> {
                 Revocation::Client { client_id, .. } => ("client_id", client_id),
                 Revocation::Session { sid, .. } => ("sid", sid),
                 Revocation::Key { kid, .. } => ("kid", kid),
+                Revocation::Family { family, .. } => ("refresh_family", family),
             };
             if identifier.len() > MAX_IDENTIFIER_LEN {
                 return Err(format!(
@@ -537,7 +538,8 @@ fn parse_event(data: &str) -> Result<Option<Revocation>, String> {
                 .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_owned));
             match kind {
                 Some(kind)
-                    if !["token", "user", "client", "session", "key"].contains(&kind.as_str()) =>
+                    if !["token", "user", "client", "session", "key", "family"]
+                        .contains(&kind.as_str()) =>
                 {
                     tracing::warn!(kind, "revocation event of an unknown kind skipped");
                     Ok(None)

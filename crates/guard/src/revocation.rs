@@ -82,6 +82,16 @@ pub enum Revocation {
         /// When the last token it signed expires.
         until: i64,
     },
+    /// Every access token minted from a refresh-token family (its
+    /// `refresh_family` claim): the family was revoked (its refresh token
+    /// revoked by its client, RFC 7009 §2.1, or presented again after it
+    /// was rotated, which says it was stolen).
+    Family {
+        /// The family's id.
+        family: String,
+        /// When the last such token expires.
+        until: i64,
+    },
 }
 
 impl Revocation {
@@ -92,7 +102,8 @@ impl Revocation {
             | Revocation::User { until, .. }
             | Revocation::Client { until, .. }
             | Revocation::Session { until, .. }
-            | Revocation::Key { until, .. } => *until,
+            | Revocation::Key { until, .. }
+            | Revocation::Family { until, .. } => *until,
         }
     }
 }
@@ -113,6 +124,8 @@ pub struct Revocable<'a> {
     /// The `kid` of the key that verified it (its header's, or the key
     /// chosen for a header without one).
     pub kid: Option<&'a str>,
+    /// `refresh_family`: the refresh-token family it was minted from.
+    pub family: Option<&'a str>,
 }
 
 impl<'a> Revocable<'a> {
@@ -126,6 +139,7 @@ impl<'a> Revocable<'a> {
             sid: text("sid"),
             iat: claims.get("iat").and_then(Value::as_i64),
             kid: None,
+            family: text("refresh_family"),
         }
     }
 
@@ -139,7 +153,7 @@ impl<'a> Revocable<'a> {
 /// The live revocations, indexed for the check every request makes.
 ///
 /// Each kind is a hash map from the claim it matches, so a check costs
-/// at most five lookups whatever the set holds. Events for the same user
+/// at most six lookups whatever the set holds. Events for the same user
 /// or client merge (the latest cut-off, the latest `until`).
 #[derive(Clone, Debug, Default)]
 pub struct RevocationSet {
@@ -148,6 +162,7 @@ pub struct RevocationSet {
     clients: HashMap<Box<str>, Cut>,
     sessions: HashMap<Box<str>, i64>,
     keys: HashMap<Box<str>, i64>,
+    families: HashMap<Box<str>, i64>,
 }
 
 /// Tokens issued at or before `before` are refused, until `until`.
@@ -195,6 +210,13 @@ impl RevocationSet {
                 let kept = self.keys.entry(kid.as_str().into()).or_insert(*until);
                 *kept = (*kept).max(*until);
             }
+            Revocation::Family { family, until } => {
+                let kept = self
+                    .families
+                    .entry(family.as_str().into())
+                    .or_insert(*until);
+                *kept = (*kept).max(*until);
+            }
         }
     }
 
@@ -207,6 +229,7 @@ impl RevocationSet {
             Revocation::Client { client_id, .. } => !self.clients.contains_key(client_id.as_str()),
             Revocation::Session { sid, .. } => !self.sessions.contains_key(sid.as_str()),
             Revocation::Key { kid, .. } => !self.keys.contains_key(kid.as_str()),
+            Revocation::Family { family, .. } => !self.families.contains_key(family.as_str()),
         }
     }
 
@@ -215,6 +238,7 @@ impl RevocationSet {
         self.tokens.retain(|_, until| *until > now);
         self.sessions.retain(|_, until| *until > now);
         self.keys.retain(|_, until| *until > now);
+        self.families.retain(|_, until| *until > now);
         self.users.retain(|_, c| c.until > now);
         self.clients.retain(|_, c| c.until > now);
     }
@@ -226,6 +250,7 @@ impl RevocationSet {
             + self.clients.len()
             + self.sessions.len()
             + self.keys.len()
+            + self.families.len()
     }
 
     /// Whether the set is empty.
@@ -254,6 +279,7 @@ impl RevocationSet {
         token.jti.is_some_and(|j| self.tokens.contains_key(j))
             || token.sid.is_some_and(|s| self.sessions.contains_key(s))
             || token.kid.is_some_and(|k| self.keys.contains_key(k))
+            || token.family.is_some_and(|f| self.families.contains_key(f))
             || issued_by(&self.users, token.sub)
             || issued_by(&self.clients, token.client_id)
     }
@@ -304,6 +330,7 @@ mod tests {
             sid: None,
             iat: Some(iat),
             kid: Some("k1"),
+            family: None,
         }
     }
 
@@ -372,8 +399,36 @@ mod tests {
         assert!(set.refuses(forged));
         assert!(!set.refuses(forged.signed_by(Some("k2"))));
         assert!(!set.refuses(forged.signed_by(None)));
+        // A revoked refresh-token family: the access tokens minted from
+        // it, whatever their iat, and no other.
+        set.insert(&Revocation::Family {
+            family: "f1".into(),
+            until: 1000,
+        });
+        let minted = Revocable {
+            family: Some("f1"),
+            ..token("j7", "frank", "web", 9999)
+        };
+        assert!(set.refuses(minted));
+        assert!(!set.refuses(Revocable {
+            family: Some("f2"),
+            ..minted
+        }));
+        assert!(!set.refuses(Revocable {
+            family: None,
+            ..minted
+        }));
+        let text = r#"{"kind":"family","family":"f1","until":1000}"#;
+        assert_eq!(
+            serde_json::from_str::<Revocation>(text).unwrap(),
+            Revocation::Family {
+                family: "f1".into(),
+                until: 1000
+            }
+        );
         set.prune(1000);
         assert!(!set.refuses(forged), "forgotten at until");
+        assert!(!set.refuses(minted), "forgotten at until");
     }
 
     #[test]

@@ -45,6 +45,12 @@ pub struct AccessClaims {
     /// ending it revokes them, here and at resource servers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
+    /// The refresh-token family the token was minted with (a grant that
+    /// issued or rotated a refresh token): revoking that family, by its
+    /// client (RFC 7009) or on reuse of a rotated token, revokes it, here
+    /// and at resource servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_family: Option<String>,
 }
 
 /// How far ahead of this instance another instance's clock may be when
@@ -72,6 +78,8 @@ pub struct Mint<'a> {
     pub ttl: Duration,
     /// The sign-in session.
     pub sid: Option<String>,
+    /// The refresh-token family issued or rotated with it.
+    pub family: Option<String>,
     /// Its `jti`, when chosen beforehand (a code exchange records it with
     /// the code before the token exists); else a random one.
     pub jti: Option<String>,
@@ -133,6 +141,7 @@ impl AccessTokens {
             scope: mint.scope,
             auth_time: mint.auth_time,
             sid: mint.sid,
+            refresh_family: mint.family,
         })
         .issuer(&self.issuer)
         .subject(mint.subject)
@@ -228,6 +237,7 @@ impl AccessTokens {
             // This server's tokens all name their key (a token verified
             // before its key was revoked may be in the cache).
             kid: verified.header.kid.as_deref(),
+            family: claims.custom.refresh_family.as_deref(),
         };
         let Some(owner) = self.standing(db, clients, token).await? else {
             return Ok(None);

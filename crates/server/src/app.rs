@@ -170,6 +170,8 @@ impl App {
             master: self.keys.master(),
             audit: &self.audit,
             limit: &self.refresh_limit,
+            keep: self.config.revocation_keep(),
+            revoked: self.access.revoked(),
         }
     }
 }

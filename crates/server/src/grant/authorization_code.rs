@@ -267,6 +267,7 @@ async fn finish(
         username: Some(username),
         scope,
         auth_time: Some(grant.auth_time),
+        family: refresh_token.as_ref().and(issuing.family_id.clone()),
         refresh_token,
         sid: Some(grant.sid.clone()),
         sign_in: Some(SignIn {

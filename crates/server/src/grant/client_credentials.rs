@@ -11,6 +11,7 @@ pub fn grant(request: &TokenRequest<'_>) -> Result<Granted, Refusal> {
         scope: request.scopes_within(&request.client.scopes)?,
         auth_time: None,
         refresh_token: None,
+        family: None,
         sid: None,
         sign_in: None,
     })

@@ -40,6 +40,7 @@ pub async fn grant(
         // assertion for one.
         auth_time: None,
         refresh_token: None,
+        family: None,
         sid: None,
         sign_in: None,
     })

@@ -103,6 +103,9 @@ pub struct Granted {
     /// The sign-in session the tokens belong to (`sid`: ending the
     /// session revokes them).
     pub sid: Option<String>,
+    /// The refresh-token family of `refresh_token` (revoking the family
+    /// revokes the access token minted with it).
+    pub family: Option<String>,
     /// For a sign-in (the code grant): what the access and ID tokens need.
     pub sign_in: Option<SignIn>,
 }
@@ -118,6 +121,7 @@ impl std::fmt::Debug for Granted {
             .field("auth_time", &self.auth_time)
             .field("refresh_token", &self.refresh_token.as_ref().map(|_| "…"))
             .field("sid", &self.sid)
+            .field("family", &self.family)
             .field("sign_in", &self.sign_in)
             .finish()
     }
@@ -348,6 +352,7 @@ mod tests {
             scope: Scopes::default(),
             auth_time: None,
             refresh_token: Some(Zeroizing::new("rt-secret-value".into())),
+            family: None,
             sid: None,
             sign_in: None,
         };

@@ -180,7 +180,7 @@ pub async fn grant(request: &TokenRequest<'_>, login: Login<'_>) -> Result<Grant
     let user_scopes = Scopes::parse(&user.scopes)?;
     let scope = request.scopes_within(&client.scopes.intersection(&user_scopes))?;
     let auth_time = Some(now());
-    let refresh_token = if client.allows(GrantType::RefreshToken) {
+    let (refresh_token, family) = if client.allows(GrantType::RefreshToken) {
         let family = crate::secret::random_id()?;
         let token = refresh::issue_as(
             login.db,
@@ -202,9 +202,9 @@ pub async fn grant(request: &TokenRequest<'_>, login: Login<'_>) -> Result<Grant
         let Some(token) = token else {
             return Err(Refusal::InvalidGrant("invalid username or password".into()));
         };
-        Some(token)
+        (Some(token), Some(family))
     } else {
-        None
+        (None, None)
     };
     Ok(Granted {
         subject: user.id,
@@ -212,6 +212,7 @@ pub async fn grant(request: &TokenRequest<'_>, login: Login<'_>) -> Result<Grant
         scope,
         auth_time,
         refresh_token,
+        family,
         sid: None,
         sign_in: None,
     })

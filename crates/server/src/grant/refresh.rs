@@ -24,6 +24,11 @@ pub struct Rotate<'a> {
     pub audit: &'a AuditQueue,
     /// Rotations per client and subject.
     pub limit: &'a RefreshLimit,
+    /// How long a revocation's event is kept (reuse revokes a family).
+    pub keep: crate::store::revocation::Keep,
+    /// This instance's copy of the revocation log, read again once reuse
+    /// has revoked a family (its access tokens are refused here at once).
+    pub revoked: &'a crate::store::revocation::Revocations,
 }
 
 /// Rotate the presented refresh token. Every check (client, expiry,
@@ -56,6 +61,7 @@ pub async fn grant(request: &TokenRequest<'_>, rotate: Rotate<'_>) -> Result<Gra
         client_scopes: &client.scopes,
         requested: requested.as_ref(),
         successor: &successor,
+        keep: rotate.keep,
     };
     // Armed before the rotation: a request dropped while it is under way
     // (the request timeout), or an error after it may have committed (the
@@ -90,6 +96,7 @@ pub async fn grant(request: &TokenRequest<'_>, rotate: Rotate<'_>) -> Result<Gra
             } = &refused
             {
                 tracing::warn!(client_id = %client.client_id, family_id, "refresh token reused: family revoked");
+                rotate.revoked.catch_up(rotate.db).await;
                 let detail = match sid {
                     Some(sid) => format!("family={family_id} sid={sid}"),
                     None => format!("family={family_id}"),
@@ -153,6 +160,7 @@ pub async fn grant(request: &TokenRequest<'_>, rotate: Rotate<'_>) -> Result<Gra
         scope,
         auth_time: family.auth_time,
         refresh_token: Some(rotated.token),
+        family: Some(family.id),
         sid: family.sid,
         sign_in: None,
     })

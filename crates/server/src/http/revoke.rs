@@ -53,6 +53,7 @@ pub async fn revoke(State(app): State<Arc<App>>, form: OAuthForm) -> Result<Resp
                         sid: claims.custom.sid.as_deref(),
                         iat: claims.iat.map(|t| t.seconds()),
                         kid: verified.header.kid.as_deref(),
+                        family: claims.custom.refresh_family.as_deref(),
                     });
                     if !refused {
                         let subject = claims.sub.as_deref().unwrap_or(&client.client_id);
@@ -80,9 +81,17 @@ pub async fn revoke(State(app): State<Arc<App>>, form: OAuthForm) -> Result<Resp
                 }
             }
         }
-    } else if let Some(family) =
-        refresh::revoke(&app.db, token, &client.client_id, "revoked by client").await?
+    } else if let Some(family) = refresh::revoke(
+        &app.db,
+        token,
+        &client.client_id,
+        "revoked by client",
+        app.config.revocation_keep(),
+    )
+    .await?
     {
+        // Its access tokens are refused here at once.
+        app.access.revoked().catch_up(&app.db).await;
         app.audit.push(event(
             Some(&family.subject),
             format!("refresh_family family={}", family.id),

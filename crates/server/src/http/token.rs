@@ -320,6 +320,7 @@ fn issue(app: &App, client: &Client, granted: Granted) -> Result<Response, OAuth
             ttl,
             jti: granted.sign_in.as_ref().map(|s| s.jti.clone()),
             sid: granted.sid.clone(),
+            family: granted.family.clone(),
         },
         at,
     )?;

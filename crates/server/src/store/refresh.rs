@@ -20,6 +20,7 @@ use zeroize::Zeroizing;
 
 use crate::db::{on_pool, Db};
 use crate::secret::{random_id, random_token, token_digest, MasterKey};
+use crate::store::revocation::{append_revocation, Keep};
 use crate::store::{now, Scopes, CLOCK_SPREAD};
 use crate::Error;
 
@@ -355,6 +356,10 @@ pub struct Rotation<'a> {
     /// The `scope` parameter, if sent: it must be within the session's
     /// scopes and the client's (RFC 6749 §6), or nothing is rotated.
     pub requested: Option<&'a Scopes>,
+    /// How long a revocation's event is kept: a token presented again
+    /// after its rotation (reuse) revokes its family and, through the log,
+    /// the access tokens minted from it.
+    pub keep: Keep,
 }
 
 /// A successor sealed by [`rotate`]: under the master key's successor
@@ -422,6 +427,7 @@ pub async fn rotate(
         successor,
         sealed,
         master: Arc::clone(master),
+        keep: rotation.keep,
     };
     let db2 = db.clone();
     db.in_write_lane(async move { rotate_in_transaction(&db2, work).await })
@@ -483,6 +489,7 @@ struct InTransaction {
     successor: Zeroizing<String>,
     sealed: Option<Vec<u8>>,
     master: Arc<MasterKey>,
+    keep: Keep,
 }
 
 /// How [`rotate_in_transaction`]'s transaction ended.
@@ -510,6 +517,7 @@ async fn rotate_in_transaction(
         successor,
         sealed,
         master,
+        keep,
     } = work;
     let at = now();
     let outcome = on_pool!(db.write(), p => async {
@@ -641,10 +649,15 @@ async fn rotate_in_transaction(
             Some(_) => None,
         };
         let Some(retried) = rotation else {
-            sqlx::query(
+            let revoked = sqlx::query(
                 "UPDATE refresh_families SET revoked_at = $1, revoked_reason = 'reuse detected' \
                  WHERE id = $2 AND revoked_at IS NULL"
-            ).bind(at).bind(&family.id).execute(&mut *tx).await?;
+            ).bind(at).bind(&family.id).execute(&mut *tx).await?.rows_affected();
+            // The access tokens minted from it go too: whoever presented
+            // the token first may have been the thief.
+            if revoked > 0 {
+                append_revocation!(db, tx, keep.family(&family.id, at), at);
+            }
             tx.commit().await?;
             return Ok(Outcome::Refused(Refused::Reused {
                 family_id: family.id,
@@ -847,18 +860,43 @@ pub struct RevokedFamily {
 }
 
 /// Revoke the family of `presented` if it was issued to `client_id`
-/// (RFC 7009 §2.1). The family revoked, if one was.
+/// (RFC 7009 §2.1), and with it, through the revocation log (its event
+/// kept as `keep` says), the access tokens minted from it (§2.1: "SHOULD
+/// also invalidate all access tokens based on the same authorization
+/// grant"). The family revoked, if one was.
 pub async fn revoke(
     db: &Db,
     presented: &str,
     client_id: &str,
     reason: &str,
+    keep: Keep,
 ) -> Result<Option<RevokedFamily>, Error> {
-    revoke_by_digest(db, &token_digest(presented), client_id, reason).await
+    let (digest, client_id, reason) = (token_digest(presented), client_id.to_owned(), reason);
+    let at = now();
+    let family = on_pool!(db.write(), p => {
+        let mut tx = p.begin_with(db.begin_write()).await?;
+        let family: Option<RevokedFamily> = sqlx::query_as(REVOKE_BY_DIGEST)
+            .bind(at).bind(reason).bind(&client_id).bind(&digest)
+            .fetch_optional(&mut *tx).await?;
+        if let Some(family) = &family {
+            append_revocation!(db, tx, keep.family(&family.id, at), at);
+        }
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(family)
+    })?;
+    Ok(family)
 }
 
-/// [`revoke`], by the token's digest (a token never sent, whose answer
-/// failed: only its digest is kept).
+/// Revokes the live family (`$1` now, `$2` why) of client `$3`'s refresh
+/// token of digest `$4`, returning its id and subject.
+const REVOKE_BY_DIGEST: &str = "UPDATE refresh_families SET revoked_at = $1, revoked_reason = $2 \
+     WHERE revoked_at IS NULL AND client_id = $3 \
+     AND id = (SELECT family_id FROM refresh_tokens WHERE token_hash = $4) \
+     RETURNING id, subject";
+
+/// [`revoke`], by the token's digest, for a token never sent, whose
+/// answer failed (only its digest is kept): no access token of its family
+/// reached anyone, and no event is appended.
 pub async fn revoke_by_digest(
     db: &Db,
     digest: &[u8],
@@ -866,12 +904,8 @@ pub async fn revoke_by_digest(
     reason: &str,
 ) -> Result<Option<RevokedFamily>, Error> {
     // `fetch_all`: see `crate::db`, "Writes that return rows".
-    let family: Vec<RevokedFamily> = on_pool!(db.write(), p => sqlx::query_as(
-        "UPDATE refresh_families SET revoked_at = $1, revoked_reason = $2 \
-         WHERE revoked_at IS NULL AND client_id = $3 \
-         AND id = (SELECT family_id FROM refresh_tokens WHERE token_hash = $4) \
-         RETURNING id, subject"
-    ).bind(now()).bind(reason).bind(client_id).bind(digest).fetch_all(p).await)?;
+    let family: Vec<RevokedFamily> = on_pool!(db.write(), p => sqlx::query_as(REVOKE_BY_DIGEST)
+        .bind(now()).bind(reason).bind(client_id).bind(digest).fetch_all(p).await)?;
     Ok(family.into_iter().next())
 }
 
@@ -921,6 +955,7 @@ mod tests {
             client_scopes: &scopes,
             successor: "successor-secret-token",
             requested: None,
+            keep: Keep(60),
         };
         let shown = format!("{rotation:?}");
         assert!(!shown.contains("secret-token"), "{shown}");

@@ -230,6 +230,12 @@ impl Row {
                 issued_before: None,
                 keep_until: until,
             },
+            Revocation::Family { family, until } => Row {
+                kind: "family",
+                value: family,
+                issued_before: None,
+                keep_until: until,
+            },
             other => {
                 return Err(sqlx::Error::Protocol(format!(
                     "a revocation this server does not store: {other:?}"
@@ -391,6 +397,14 @@ impl Keep {
     pub fn session(self, sid: &str, at: i64) -> Revocation {
         Revocation::Session {
             sid: sid.to_owned(),
+            until: at.saturating_add(self.0),
+        }
+    }
+
+    /// Every access token minted from refresh-token family `family`.
+    pub fn family(self, family: &str, at: i64) -> Revocation {
+        Revocation::Family {
+            family: family.to_owned(),
             until: at.saturating_add(self.0),
         }
     }
@@ -966,6 +980,10 @@ fn apply(
                 }
             }
             "session" => Revocation::Session { sid: value, until },
+            "family" => Revocation::Family {
+                family: value,
+                until,
+            },
             "key" => {
                 changed.keys = true;
                 Revocation::Key { kid: value, until }

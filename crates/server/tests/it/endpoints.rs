@@ -432,6 +432,16 @@ async fn revocation_ends_refresh_families_and_access_tokens(backend: Backend) {
         refresh_live(&refresh).await,
         "revoking an access token leaves the session"
     );
+    // An access token minted with the family (by a refresh), and one of
+    // another login (another family) of the same user and client.
+    let refreshed = h.refresh(&web, &refresh, None).await;
+    let (minted, refresh) = (
+        refreshed.str("access_token"),
+        refreshed.str("refresh_token"),
+    );
+    let elsewhere = h.login(&web, "alice", "correct horse").await;
+    let elsewhere = elsewhere.str("access_token");
+    assert!(active(minted.clone()).await);
 
     let r = h
         .post(
@@ -442,6 +452,13 @@ async fn revocation_ends_refresh_families_and_access_tokens(backend: Backend) {
         .await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(!refresh_live(&refresh).await);
+    // RFC 7009 §2.1: the access tokens of the grant go with it (here and,
+    // through the feed, at every guard); another login's stay.
+    assert!(
+        !active(minted).await,
+        "an access token of the revoked family"
+    );
+    assert!(active(elsewhere).await, "another family's access token");
     let r = h
         .post(
             "/oauth2/token",
@@ -597,6 +614,7 @@ fn mint_at(h: &Harness, at: i64, client_id: &str, subject: &str, scope: &str) ->
                 auth_time: None,
                 ttl: std::time::Duration::from_secs(300),
                 sid: None,
+                family: None,
                 jti: None,
             },
             at,

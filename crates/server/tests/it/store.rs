@@ -1738,6 +1738,7 @@ async fn rotate(
         client_scopes: &scopes,
         requested: None,
         successor: &successor,
+        keep: KEEP,
     };
     refresh::rotate(db, rotation, policy, master).await
 }
@@ -2519,11 +2520,15 @@ async fn refused_refreshes_change_nothing(backend: Backend) {
     // Revocation through RFC 7009 only works for the owning client.
     let (fam, tok) = family(&h, &client).await;
     assert_eq!(
-        refresh::revoke(&h.db, &tok, &other, "test").await.unwrap(),
+        refresh::revoke(&h.db, &tok, &other, "test", KEEP)
+            .await
+            .unwrap(),
         None
     );
     assert_eq!(
-        refresh::revoke(&h.db, &tok, &client, "test").await.unwrap(),
+        refresh::revoke(&h.db, &tok, &client, "test", KEEP)
+            .await
+            .unwrap(),
         Some(refresh::RevokedFamily {
             id: fam.clone(),
             subject: "user-1".into()

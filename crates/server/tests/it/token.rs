@@ -842,9 +842,11 @@ async fn refresh_grant_rotates_and_detects_reuse(backend: Backend) {
         return;
     };
     let web = h.public_client("read write").await;
+    let (rs, rs_secret) = h.client(&[GrantType::ClientCredentials], "").await;
     h.user("alice", "correct horse", "read write").await;
     let login = h.login(&web, "alice", "correct horse").await;
     let first = login.str("refresh_token");
+    let elsewhere = h.login(&web, "alice", "correct horse").await;
     let refresh = |token: String, scope: Option<&'static str>| {
         let (web, h) = (web.clone(), &h);
         async move { h.refresh(&web, &token, scope).await }
@@ -860,12 +862,23 @@ async fn refresh_grant_rotates_and_detects_reuse(backend: Backend) {
     let wider = refresh(next.clone(), Some("read write admin")).await;
     assert_eq!(wider.error(), "invalid_scope");
 
-    // The first token again: reuse, the family is revoked.
+    // The first token again: reuse, the family is revoked, and the
+    // access tokens minted with it too (the first presenter may have been
+    // the thief); another login's stays.
+    let active = |token: String| {
+        let (h, rs, rs_secret) = (&h, rs.clone(), rs_secret.clone());
+        async move { h.active(&token, (&rs, &rs_secret)).await }
+    };
+    assert!(active(second.str("access_token")).await);
     let reuse = refresh(first, None).await;
     assert_eq!(
         (reuse.status, reuse.error()),
         (StatusCode::BAD_REQUEST, "invalid_grant")
     );
+    for minted in [login.str("access_token"), second.str("access_token")] {
+        assert!(!active(minted).await, "an access token of the family");
+    }
+    assert!(active(elsewhere.str("access_token")).await);
     let after = refresh(next, None).await;
     assert_eq!(
         after.error(),
