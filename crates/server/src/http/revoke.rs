@@ -81,21 +81,38 @@ pub async fn revoke(State(app): State<Arc<App>>, form: OAuthForm) -> Result<Resp
                 }
             }
         }
-    } else if let Some(family) = refresh::revoke(
-        &app.db,
-        token,
-        &client.client_id,
-        "revoked by client",
-        app.config.revocation_keep(),
-    )
-    .await?
-    {
-        // Its access tokens are refused here at once.
-        app.access.revoked().catch_up(&app.db).await;
-        app.audit.push(event(
-            Some(&family.subject),
-            format!("refresh_family family={}", family.id),
-        ));
+    } else {
+        let any_subject = client.allows(GrantType::JwtBearer);
+        let counted = |subject: &str| {
+            app.revoke_limit
+                .check(&client.client_id, subject, any_subject)
+                .is_ok()
+        };
+        let revoked = refresh::revoke(
+            &app.db,
+            token,
+            &client.client_id,
+            "revoked by client",
+            app.config.revocation_keep(),
+            counted,
+        )
+        .await?;
+        if let Some((family, cut)) = revoked {
+            if cut {
+                // Its access tokens are refused here at once.
+                app.access.revoked().catch_up(&app.db).await;
+            } else {
+                tracing::info!(
+                    client_id = %client.client_id,
+                    family = %family.id,
+                    "refresh family revoked; its access tokens live to their expiry (the client's revocation allowance is spent)"
+                );
+            }
+            app.audit.push(event(
+                Some(&family.subject),
+                format!("refresh_family family={}", family.id),
+            ));
+        }
     }
     Ok((StatusCode::OK, super::token::no_store(())).into_response())
 }

@@ -863,14 +863,19 @@ pub struct RevokedFamily {
 /// (RFC 7009 §2.1), and with it, through the revocation log (its event
 /// kept as `keep` says), the access tokens minted from it (§2.1: "SHOULD
 /// also invalidate all access tokens based on the same authorization
-/// grant"). The family revoked, if one was.
+/// grant"), when `counted` allows that event for the family's subject
+/// (the client's allowance of events, as for access tokens revoked by
+/// `jti`: each is kept by every guard; past it the family is revoked all
+/// the same, and its access tokens live to their expiry). The family
+/// revoked, if one was, and whether its access tokens were.
 pub async fn revoke(
     db: &Db,
     presented: &str,
     client_id: &str,
     reason: &str,
     keep: Keep,
-) -> Result<Option<RevokedFamily>, Error> {
+    counted: impl FnOnce(&str) -> bool + Send,
+) -> Result<Option<(RevokedFamily, bool)>, Error> {
     let (digest, client_id, reason) = (token_digest(presented), client_id.to_owned(), reason);
     let at = now();
     let family = on_pool!(db.write(), p => {
@@ -878,11 +883,15 @@ pub async fn revoke(
         let family: Option<RevokedFamily> = sqlx::query_as(REVOKE_BY_DIGEST)
             .bind(at).bind(reason).bind(&client_id).bind(&digest)
             .fetch_optional(&mut *tx).await?;
+        let mut cut = false;
         if let Some(family) = &family {
-            append_revocation!(db, tx, keep.family(&family.id, at), at);
+            if counted(&family.subject) {
+                append_revocation!(db, tx, keep.family(&family.id, at), at);
+                cut = true;
+            }
         }
         tx.commit().await?;
-        Ok::<_, sqlx::Error>(family)
+        Ok::<_, sqlx::Error>(family.map(|f| (f, cut)))
     })?;
     Ok(family)
 }

@@ -2520,21 +2520,44 @@ async fn refused_refreshes_change_nothing(backend: Backend) {
     // Revocation through RFC 7009 only works for the owning client.
     let (fam, tok) = family(&h, &client).await;
     assert_eq!(
-        refresh::revoke(&h.db, &tok, &other, "test", KEEP)
+        refresh::revoke(&h.db, &tok, &other, "test", KEEP, |_| true)
             .await
             .unwrap(),
         None
     );
+    // Past the client's allowance of events, the family is revoked all
+    // the same, without the event that would refuse its access tokens.
+    let events = || {
+        h.count(
+            "SELECT COUNT(*) FROM revocation_events WHERE kind = 'family'",
+            &[],
+        )
+    };
+    let spent = |subject: &str| {
+        assert_eq!(subject, "user-1", "counted for the family's subject");
+        false
+    };
+    let revoked = refresh::revoke(&h.db, &tok, &client, "test", KEEP, spent);
     assert_eq!(
-        refresh::revoke(&h.db, &tok, &client, "test", KEEP)
-            .await
-            .unwrap(),
-        Some(refresh::RevokedFamily {
-            id: fam.clone(),
-            subject: "user-1".into()
-        })
+        revoked.await.unwrap(),
+        Some((
+            refresh::RevokedFamily {
+                id: fam.clone(),
+                subject: "user-1".into()
+            },
+            false
+        ))
     );
     assert_eq!(refresh::live_tokens(&h.db, &fam).await.unwrap(), 0);
+    assert_eq!(events().await, 0);
+    // Within it, the event is appended with the revocation.
+    let (fam, tok) = family(&h, &client).await;
+    let revoked = refresh::revoke(&h.db, &tok, &client, "test", KEEP, |_| true);
+    assert_eq!(
+        revoked.await.unwrap().map(|(f, cut)| (f.id, cut)),
+        Some((fam, true))
+    );
+    assert_eq!(events().await, 1);
     h.finish().await;
 }
 
