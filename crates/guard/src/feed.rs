@@ -357,6 +357,13 @@ impl RevocationFeedBuilder {
     }
 
     /// How long a request waits for the first synchronization (3 s).
+    /// Past it, a guard that has not synchronized yet (its issuer down or
+    /// slow when the API starts) serves with no revocations known, under
+    /// [`WhenUnreachable::KeepServing`], until the bound
+    /// ([`RevocationFeedBuilder::unreachable_after`], 60 s) has passed
+    /// since it started; then it refuses every token until it has. A
+    /// token revoked before the start passes meanwhile: choose
+    /// [`WhenUnreachable::Refuse`] where that must not happen.
     #[must_use]
     pub fn first_sync_wait(mut self, wait: Duration) -> RevocationFeedBuilder {
         self.first_sync_wait = wait;
@@ -373,7 +380,11 @@ impl RevocationFeedBuilder {
         self
     }
 
-    /// The most revocations held (default 1,000,000, some 100 MB): when
+    /// The most revocations held (default 1,000,000: some 100 MB with the
+    /// identifiers of tens of bytes real issuers send; up to ten times
+    /// that, and twice while a `reset` builds the new set beside the old,
+    /// from an issuer that sends identifiers of the most bytes taken,
+    /// [`MAX_IDENTIFIER_LEN`]): when
     /// the set is full, what has expired goes first; a log of more live
     /// revocations than that (an issuer's bug, a feed that is not one) is
     /// not read on past it, and the feed counts as unreachable, so the

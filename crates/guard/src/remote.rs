@@ -35,6 +35,11 @@ use tessera_jose::{Algorithm, JwkSet, KeySet};
 
 use crate::discovery::{self, FetchError, Http, Transport};
 
+/// The most keys a fetched key set may hold (issuers publish a handful:
+/// the signing key, the next, the last; Microsoft Entra ID's common
+/// endpoint some ten).
+const MAX_KEYS: usize = 100;
+
 /// The longest a fetched key set is kept by default, whatever its
 /// `max-age` says.
 const DEFAULT_MAX_AGE: Duration = Duration::from_secs(600);
@@ -521,6 +526,15 @@ impl RemoteJwks {
         });
         // On failure the next attempt asks the metadata again (`refresh`).
         let (set, body, age) = fetched?;
+        // Each key is parsed (a curve point checked, an RSA modulus read)
+        // on a runtime thread, and a hostile issuer's half-megabyte set
+        // holds thousands; real ones hold a handful.
+        if set.keys.len() > MAX_KEYS {
+            return Err(FetchError(format!(
+                "{url}: {} keys, more than the {MAX_KEYS} a key set may hold here; refused",
+                set.keys.len()
+            )));
+        }
         // A key set anyone can fetch holding a secret key lets anyone sign
         // tokens under it: refused whole.
         set.check_published()

@@ -281,6 +281,23 @@ async fn a_key_set_publishing_a_private_key_is_refused() {
     }
 }
 
+/// A key set of more keys than an issuer publishes (100 at most) is
+/// refused whole: each key is parsed on a runtime thread, and a hostile
+/// issuer's half-megabyte set holds thousands.
+#[tokio::test]
+async fn a_key_set_of_too_many_keys_is_refused() {
+    let keys: Vec<SigningKey> = (0..101).map(|_| key()).collect();
+    let server = JwksServer::start(&[]).await;
+    server.set(|s| s.jwks = jwks(&keys.iter().collect::<Vec<_>>()));
+    let g = guard(RemoteJwks::url(server.url()).unwrap());
+    let refused = g.verify(&token(&keys[0], ISS)).await.unwrap_err();
+    assert!(matches!(refused, Rejection::KeysUnavailable), "{refused:?}");
+    // A hundred are taken.
+    server.set(|s| s.jwks = jwks(&keys[..100].iter().collect::<Vec<_>>()));
+    let g = guard(RemoteJwks::url(server.url()).unwrap());
+    g.verify(&token(&keys[0], ISS)).await.unwrap();
+}
+
 #[tokio::test]
 async fn an_unknown_kid_refetches_once_per_cooldown() {
     let (a, b, c) = (key(), key(), key());
