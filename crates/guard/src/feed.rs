@@ -95,7 +95,8 @@ pub struct FeedStatus {
     pub unreadable_events: u64,
 }
 
-/// The longest identifier (`jti`, `sub`, `client_id`, `sid`, `kid`) an
+/// The longest identifier (`jti`, `sub`, `client_id`, `sid`, `kid`,
+/// `refresh_family`) an
 /// event may carry. Real ones are tens of bytes; without a bound, an
 /// issuer's events of half a megabyte each would be held by the million
 /// (`max_revocations` counts entries, not bytes).

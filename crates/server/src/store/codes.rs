@@ -905,8 +905,17 @@ where
                     sqlx::query(crate::store::refresh::REVOKE_FAMILY)
                         .bind(at).bind(REPLAYED).bind(family).execute(&mut *tx).await?;
                 }
-                let token = match (&access_jti, access_expires_at) {
-                    (Some(jti), Some(exp)) if !refused(&sid, jti) => append_unless_there!(
+                // One event: with a refresh family, the family's, which
+                // refuses the first use's access token (it carries the
+                // family) and those of the refreshes made since with its
+                // refresh token (the first use may have been the
+                // attacker's); without one, that token's.
+                let token = match (&access_jti, access_expires_at, &family_id) {
+                    (Some(jti), Some(_), _) if refused(&sid, jti) => Appended::Already,
+                    (Some(_), Some(_), Some(family)) => append_unless_there!(
+                        db, tx, keep.family(family, at), at, || count(&user_id)
+                    ),
+                    (Some(jti), Some(exp), None) => append_unless_there!(
                         db, tx, token_revocation(jti, exp), at, || count(&user_id)
                     ),
                     _ => Appended::Already,

@@ -200,6 +200,24 @@ struct Claimed {
     family: Family,
 }
 
+/// On PostgreSQL, lock session `sid` (a family's, if it has one) before
+/// the family is revoked and an event appended: sessions, then families,
+/// then the revocation log's lock, the order a logout and a replayed code
+/// take them in. The other way round, a revocation holding a family and
+/// waiting for the log's lock, and a replayed code holding the log's lock
+/// and ending that family's session, waited for each other (a deadlock).
+macro_rules! lock_session {
+    ($db:expr, $tx:expr, $sid:expr) => {{
+        let sid: Option<&str> = $sid;
+        if let (true, Some(sid)) = ($db.is_postgres(), sid) {
+            sqlx::query("SELECT 1 FROM sessions WHERE sid = $1 FOR NO KEY UPDATE")
+                .bind(sid)
+                .execute(&mut *$tx)
+                .await?;
+        }
+    }};
+}
+
 /// What a claiming `UPDATE` returns: the token's expiry and its family,
 /// as a [`Claimed`].
 macro_rules! returning_claimed {
@@ -649,6 +667,11 @@ async fn rotate_in_transaction(
             Some(_) => None,
         };
         let Some(retried) = rotation else {
+            // The session before its family and the revocation log, as a
+            // logout and a replayed code take them (PostgreSQL): a replay
+            // past its allowance, holding the session and the log's lock,
+            // ends the session's other families, this one among them.
+            lock_session!(db, tx, family.sid.as_deref());
             let revoked = sqlx::query(
                 "UPDATE refresh_families SET revoked_at = $1, revoked_reason = 'reuse detected' \
                  WHERE id = $2 AND revoked_at IS NULL"
@@ -880,6 +903,14 @@ pub async fn revoke(
     let at = now();
     let family = on_pool!(db.write(), p => {
         let mut tx = p.begin_with(db.begin_write()).await?;
+        // The session first (see `lock_session!`).
+        let sid: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT f.sid FROM refresh_families f JOIN refresh_tokens t ON t.family_id = f.id \
+             WHERE t.token_hash = $1 AND f.client_id = $2 AND f.revoked_at IS NULL",
+        )
+        .bind(&digest).bind(&client_id).fetch_optional(&mut *tx).await?;
+        let sid = sid.flatten();
+        lock_session!(db, tx, sid.as_deref());
         let family: Option<RevokedFamily> = sqlx::query_as(REVOKE_BY_DIGEST)
             .bind(at).bind(reason).bind(&client_id).bind(&digest)
             .fetch_optional(&mut *tx).await?;

@@ -189,8 +189,12 @@ pub async fn renew(
 ) -> Result<Option<(Zeroizing<String>, Session)>, Error> {
     let cookie = random_token()?;
     let at = now();
+    // Never back (see `touch`): another instance, its clock ahead, may
+    // have recorded a later use.
+    let later = if db.is_postgres() { "GREATEST" } else { "MAX" };
     let sql = format!(
-        "UPDATE sessions SET id_hash = $1, auth_time = $2, last_seen = $2, expires_at = $3 \
+        "UPDATE sessions SET id_hash = $1, auth_time = $2, last_seen = {later}(last_seen, $2), \
+         expires_at = $3 \
          WHERE sid = $4 AND user_id = $5 AND ended_at IS NULL AND expires_at > $2 AND {} \
          RETURNING {COLUMNS}",
         still_checked(db, "$5", "$6")

@@ -492,8 +492,24 @@ async fn code_replay_revokes_what_it_issued(backend: Backend) {
     let (_browser, code) = signed_in_code(&h, &s).await;
     let first = exchange(&h, &s, &code, VERIFIER).await;
     assert_eq!(first.status, StatusCode::OK, "{}", first.text);
-    let refresh = first.str("refresh_token");
     let access = first.str("access_token");
+    // The first use's holder (perhaps the attacker who intercepted the
+    // code) refreshes before the replay: that access token goes too.
+    let refreshed = h
+        .post(
+            "/oauth2/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &first.str("refresh_token")),
+            ],
+            Some((&s.client_id, &s.secret)),
+        )
+        .await;
+    assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.text);
+    let (refresh, later) = (
+        refreshed.str("refresh_token"),
+        refreshed.str("access_token"),
+    );
     let second = exchange(&h, &s, &code, VERIFIER).await;
     assert_eq!(second.error(), "invalid_grant");
     // Presented again and again (a second later): recorded once, by the
@@ -541,15 +557,78 @@ async fn code_replay_revokes_what_it_issued(backend: Backend) {
         )
         .await;
     assert_eq!(refreshed.error(), "invalid_grant", "{}", refreshed.text);
-    let info = h
-        .send(
-            Request::get("/oauth2/userinfo")
-                .header(header::AUTHORIZATION, format!("Bearer {access}"))
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
-    assert_eq!(info.status, StatusCode::UNAUTHORIZED);
+    for (which, token) in [("first", &access), ("refreshed", &later)] {
+        let info = h
+            .send(
+                Request::get("/oauth2/userinfo")
+                    .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(
+            info.status,
+            StatusCode::UNAUTHORIZED,
+            "the {which} access token"
+        );
+    }
+    h.finish().await;
+}
+
+/// A rotated refresh token presented again (reuse) takes its family's
+/// session before the family and the revocation log's lock (PostgreSQL),
+/// as a logout and a replayed code take them: the other way round, a
+/// reuse holding its family and waiting for the log's lock, and a code of
+/// the same session replayed past its allowance, holding the log's lock
+/// and ending the session's families, waited for each other.
+#[tokio::test]
+async fn reuse_takes_the_session_before_its_family() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let Some(h) = Harness::new(Backend::Postgres).await else {
+        return;
+    };
+    let tessera_server::Db::Postgres(pool) = &h.db else {
+        unreachable!("a PostgreSQL database")
+    };
+    let s = setup(&h, "Shop", true).await;
+    let (_browser, code) = signed_in_code(&h, &s).await;
+    let first = exchange(&h, &s, &code, VERIFIER).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text);
+    let refresh = |token: String| {
+        let (h, s) = (&h, &s);
+        async move {
+            h.post(
+                "/oauth2/token",
+                &[("grant_type", "refresh_token"), ("refresh_token", &token)],
+                Some((&s.client_id, &s.secret)),
+            )
+            .await
+        }
+    };
+    let old = first.str("refresh_token");
+    let next = refresh(old.clone()).await.str("refresh_token");
+    // Its successor used: the old token again is reuse, not a retry.
+    assert_eq!(refresh(next).await.status, StatusCode::OK);
+    let mut holding = pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM sessions FOR NO KEY UPDATE")
+        .execute(&mut *holding)
+        .await
+        .unwrap();
+    let done = AtomicBool::new(false);
+    let reuse = async {
+        let answer = refresh(old).await;
+        done.store(true, Ordering::SeqCst);
+        answer
+    };
+    let release = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let waited = !done.load(Ordering::SeqCst);
+        holding.commit().await.unwrap();
+        waited
+    };
+    let (answer, waited) = tokio::join!(reuse, release);
+    assert!(waited, "the reuse did not wait for the session");
+    assert_eq!(answer.error(), "invalid_grant", "{}", answer.text);
     h.finish().await;
 }
 
@@ -3209,10 +3288,14 @@ async fn a_replay_cut_short_leaves_no_mark_without_its_revocations() {
                 .fetch_one(pool)
                 .await
                 .unwrap();
+        // The first use's token, by itself or (with a refresh family,
+        // as here) by its family.
         let (logged,): (i64,) = sqlx::query_as(
-            "SELECT count(*) FROM revocation_events WHERE kind = 'token' AND value = $1",
+            "SELECT count(*) FROM revocation_events \
+             WHERE (kind = 'token' AND value = $1) OR (kind = 'family' AND value = $2)",
         )
         .bind(&jti)
+        .bind(&family)
         .fetch_one(pool)
         .await
         .unwrap();

@@ -1093,12 +1093,32 @@ async fn a_use_recorded_late_never_moves_the_last_use_back(backend: Backend) {
     .await;
     read.last_seen -= 120;
     sessions::touch(&h.db, &read, policy).await.unwrap();
-    let seen = sessions::by_sid(&h.db, &read.sid)
+    let seen = || async {
+        sessions::by_sid(&h.db, &read.sid)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_seen
+    };
+    assert_eq!(
+        seen().await,
+        later,
+        "an earlier use was written over a later one"
+    );
+    // Nor does a login that renews the session.
+    let alice = tessera_server::store::users::find_by_id(&h.db, &user)
         .await
         .unwrap()
-        .unwrap()
-        .last_seen;
-    assert_eq!(seen, later, "an earlier use was written over a later one");
+        .unwrap();
+    let login = sessions::LoggedIn {
+        user_id: &user,
+        password_hash: &alice.password_hash,
+    };
+    let renewed = sessions::renew(&h.db, &read.sid, login, policy)
+        .await
+        .unwrap();
+    assert!(renewed.is_some(), "renewed");
+    assert_eq!(seen().await, later, "a renewal moved the last use back");
     h.finish().await;
 }
 

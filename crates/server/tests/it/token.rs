@@ -1343,6 +1343,9 @@ async fn jwt_bearer_grant_trades_an_assertion_for_a_token(backend: Backend) {
     let public = h.public_client("read").await;
     let r = named(public, "g-n2").await;
     assert_eq!(r.error(), "invalid_grant", "{}", r.text);
+    let (confidential, _) = h.client(&[GrantType::ClientCredentials], "read").await;
+    let r = named(confidential, "g-n3").await;
+    assert_eq!(r.error(), "invalid_grant", "{}", r.text);
 
     // Another client cannot present it, and a client needs the grant.
     let (other, other_secret) = h.client(&[GrantType::ClientCredentials], "read").await;
