@@ -162,13 +162,6 @@ pub fn administers(scopes: &Scopes) -> bool {
     scopes.contains(ADMIN_SCOPE) || scopes.contains(ADMIN_READ_SCOPE)
 }
 
-/// Whether a code sent to redirect URI `uri` reaches only the site that
-/// registered it (`https`): a loopback port or a private-use scheme is
-/// open to any program on the device that claims it first.
-fn redirects_to_its_owner(uri: &str) -> bool {
-    uri.starts_with("https://")
-}
-
 /// Why a public client with an admin scope may not redirect to `uri`: its
 /// codes need no secret to redeem, so a program on an administrator's
 /// device listening on that port, or claiming that scheme, would get an
@@ -562,7 +555,7 @@ impl AdminService<'_> {
             if let Some(uri) = request
                 .redirect_uris
                 .iter()
-                .find(|u| !redirects_to_its_owner(u))
+                .find(|u| !crate::signin::redirect::reaches_only_its_owner(u))
             {
                 return Err(open_redirect_for_admin(uri));
             }
@@ -731,7 +724,7 @@ impl AdminService<'_> {
                 let open = client
                     .redirect_uris
                     .iter()
-                    .find(|u| !redirects_to_its_owner(u));
+                    .find(|u| !crate::signin::redirect::reaches_only_its_owner(u));
                 if let (true, Some(uri)) = (client.is_public(), open) {
                     return Err(open_redirect_for_admin(uri));
                 }

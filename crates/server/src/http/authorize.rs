@@ -72,6 +72,23 @@ pub async fn authorize(
             return respond_error(&app, &pages, &error);
         }
     };
+    // A public client registered before the rule that gives admin scopes
+    // only to those redirecting to https (`admin::add_client`) gets no
+    // code for them: any program on the device could collect it.
+    if let Some(client) = client.as_deref().filter(|c| c.is_public()) {
+        let open = client
+            .redirect_uris
+            .iter()
+            .any(|uri| !signin::redirect::reaches_only_its_owner(uri));
+        if open && crate::admin::administers(&request.scopes()) {
+            let error = request.error(
+                "invalid_scope",
+                "the admin scopes are not given to a public client with loopback or \
+                 private-use redirect URIs",
+            );
+            return respond_error(&app, &pages, &error);
+        }
+    }
     if let Some(name) = repeated.first() {
         if state_unsure {
             request.state = None;

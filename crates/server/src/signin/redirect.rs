@@ -42,6 +42,13 @@ pub fn check_registered(uri: &str, public: bool, server_on_http: bool) -> Result
     }
 }
 
+/// Whether a code sent to redirect URI `uri` reaches only the site that
+/// registered it (`https`): a loopback port or a private-use scheme is
+/// open to any program on the device that claims it first.
+pub fn reaches_only_its_owner(uri: &str) -> bool {
+    uri.starts_with("https://")
+}
+
 /// Why a URI with a user name or password in it is refused.
 const CREDENTIALS: &str = "it must not hold a user name or password: a registered URI is shown \
      to whoever may read the client (the read-only admin scope too), and browsers strip them";

@@ -1113,6 +1113,52 @@ async fn standard_scopes_not_offered_are_left_out_and_unknown_ones_refused(backe
     h.finish().await;
 }
 
+/// A public client registered (before the rule at registration) with an
+/// admin scope and a loopback redirect URI gets no code for the admin
+/// scopes: any program on the device could take it at that port. Its
+/// other scopes are served.
+async fn a_public_client_with_an_open_redirect_gets_no_admin_code(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let added = clients::add(
+        &h.db,
+        NewClient {
+            name: "admin tool".into(),
+            grants: vec![GrantType::AuthorizationCode],
+            scopes: Scopes::parse("openid tessera:admin").unwrap(),
+            redirect_uris: vec!["http://127.0.0.1/cb".into()],
+            public: true,
+            first_party: true,
+            ..NewClient::default()
+        },
+        tessera_server::store::audit::InChange::none(),
+    )
+    .await
+    .unwrap();
+    let url = |scope: &str| {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        q.append_pair("response_type", "code")
+            .append_pair("client_id", &added.client_id)
+            .append_pair("redirect_uri", "http://127.0.0.1:5555/cb")
+            .append_pair("scope", scope)
+            .append_pair("state", "st-1")
+            .append_pair("code_challenge", CHALLENGE)
+            .append_pair("code_challenge_method", "S256");
+        format!("/oauth2/authorize?{}", q.finish())
+    };
+    let mut b = Browser::default();
+    let refused = b.get(&h, &url("openid tessera:admin")).await;
+    let back = location(&refused);
+    assert!(back.starts_with("http://127.0.0.1:5555/cb?"), "{back}");
+    assert_eq!(query_of(&back)["error"], "invalid_scope", "{back}");
+    // Without the admin scope: on to the login page.
+    let served = b.get(&h, &url("openid")).await;
+    let next = location(&served);
+    assert!(!next.contains("error="), "{next}");
+    h.finish().await;
+}
+
 /// An `id_token_hint` at the authorization endpoint names the user the
 /// relying party expects: a browser signed in as someone else gets
 /// `login_required` under `prompt=none` and the login page otherwise; a
@@ -2922,6 +2968,7 @@ async fn every_answer_of_the_sign_in_routes_carries_the_strict_headers(backend: 
 }
 
 both_backends!(
+    a_public_client_with_an_open_redirect_gets_no_admin_code,
     every_answer_of_the_sign_in_routes_carries_the_strict_headers,
     prompt_max_age_login_hint_and_form_post,
     a_consent_that_outwaits_max_age_asks_for_a_login,
