@@ -127,6 +127,8 @@ pub struct WebApp {
     pkce_key: aws_lc_rs::hmac::Key,
     spent: Mutex<SpentLogins>,
     sessions: Mutex<Sessions>,
+    /// Code exchanges under way ([`Limits::code_exchanges_at_once`]).
+    exchanges: Arc<tokio::sync::Semaphore>,
     pages: minijinja::Environment<'static>,
 }
 
@@ -467,6 +469,9 @@ impl WebApp {
             .map_err(|_| anyhow::anyhow!("no random numbers from the system"))?,
             spent: Mutex::new(SpentLogins::new(&settings.limits)),
             sessions: Mutex::new(Sessions::new(&settings.limits)),
+            exchanges: Arc::new(tokio::sync::Semaphore::new(
+                settings.limits.code_exchanges_at_once.max(1),
+            )),
             settings,
             endpoints,
             http,
@@ -865,6 +870,14 @@ async fn callback(
         }
         _ => return problem(StatusCode::BAD_REQUEST, "this sign-in was not started here"),
     };
+    // A place among the exchanges under way, taken before the sign-in is
+    // spent: without one, the browser can reload and go on.
+    let Ok(exchanging) = Arc::clone(&app.exchanges).try_acquire_owned() else {
+        return problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many sign-ins are being completed at once: reload this page in a moment",
+        );
+    };
     if !app.spent().spend(&started.state, Instant::now()) {
         return problem(
             StatusCode::BAD_REQUEST,
@@ -911,6 +924,8 @@ async fn callback(
             ("code_verifier", app.verifier_of(&started.state)),
         ];
         tokio::spawn(async move {
+            // Held until the exchange ends, whether or not anyone waits.
+            let _exchanging = exchanging;
             let form: Vec<(&str, &str)> = form.iter().map(|(n, v)| (*n, v.as_str())).collect();
             let tokens = app.token_request(&form).await?;
             let token = tokens["refresh_token"]

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use zeroize::Zeroizing;
 
-/// How long sign-ins and sessions last.
+/// How long sign-ins and sessions last, and how many at once.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     /// A session ends this long after sign-in, used or not; the person
@@ -29,6 +29,13 @@ pub struct Limits {
     /// Sessions of one person kept at most; past it their sign-in ends
     /// their oldest. Default: 20.
     pub sessions_per_person: usize,
+    /// Code exchanges with the provider under way at once, at most. Each
+    /// runs to its end even when its browser leaves (a sign-in nobody
+    /// completes has its refresh token revoked), so callbacks whose
+    /// connections drop at once would otherwise pile up requests to the
+    /// provider. Past it a callback is answered 503 before its sign-in is
+    /// spent: reloaded, it goes on. Default: 64.
+    pub code_exchanges_at_once: usize,
 }
 
 impl Default for Limits {
@@ -39,6 +46,7 @@ impl Default for Limits {
             login_timeout: Duration::from_secs(10 * 60),
             max_sessions: 100_000,
             sessions_per_person: 20,
+            code_exchanges_at_once: 64,
         }
     }
 }

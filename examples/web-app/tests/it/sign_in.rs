@@ -380,6 +380,35 @@ async fn a_sign_in_given_up_during_the_exchange_revokes_its_refresh_token() {
     assert!(!browser.signed_in().await);
 }
 
+/// Code exchanges under way at once are bounded (each runs to its end
+/// even when its browser leaves): past the bound a callback is answered
+/// 503 before its sign-in is spent, and coming back again goes on.
+#[tokio::test]
+async fn code_exchanges_under_way_at_once_are_bounded() {
+    let provider = Provider::start().await;
+    let limits = web_app::Limits {
+        code_exchanges_at_once: 1,
+        ..web_app::Limits::default()
+    };
+    let shop = Shop::start(&provider, None, limits).await;
+    provider.delay_code_exchanges(Duration::from_millis(600));
+    let (first, second) = (shop.browser(), shop.browser());
+    let login = second.get("/login").await;
+    let (done, turned_away) = tokio::join!(first.sign_in(|_| {}), async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        second.come_back(&login, |_| {}).await
+    });
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{done:?}");
+    assert_eq!(
+        turned_away.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{turned_away:?}"
+    );
+    let again = second.come_back(&login, |_| {}).await;
+    assert_eq!(again.status, StatusCode::SEE_OTHER, "{again:?}");
+    assert!(second.signed_in().await);
+}
+
 /// Userinfo only adds a name to show: a sign-in whose ID token checked out
 /// is not given up because userinfo failed for a moment.
 #[tokio::test]
