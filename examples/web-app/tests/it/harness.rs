@@ -408,6 +408,15 @@ pub struct Shop {
 }
 
 impl Shop {
+    /// `GET path`, with no cookie: the answer as it came.
+    pub async fn raw_get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// The web app for `provider`, reached at `base` (default: where it
     /// listens).
     pub async fn start(provider: &Provider, base: Option<&str>, limits: web_app::Limits) -> Shop {

@@ -293,12 +293,7 @@ async fn over_https_the_cookies_are_secure_and_host_prefixed() {
     // And browsers are told to come back over https only (HSTS), on the
     // pages and the errors alike.
     for path in ["/", "/nothing-here"] {
-        let answer = shop
-            .client
-            .get(format!("{}{path}", shop.url))
-            .send()
-            .await
-            .unwrap();
+        let answer = shop.raw_get(path).await;
         assert_eq!(
             answer.headers()["strict-transport-security"],
             "max-age=31536000",
@@ -466,12 +461,7 @@ async fn every_answer_carries_the_strict_headers() {
         "/callback?code=x&state=y",
         "/nothing-here",
     ] {
-        let answer = shop
-            .client
-            .get(format!("{}{path}", shop.url))
-            .send()
-            .await
-            .unwrap();
+        let answer = shop.raw_get(path).await;
         let headers = answer.headers();
         let said = |name: &str| {
             headers
