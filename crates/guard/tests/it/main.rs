@@ -370,6 +370,31 @@ async fn the_extractor_never_hands_out_an_unchecked_token() {
     );
 }
 
+/// A cache full of live tokens makes room by dropping some of them, not
+/// all: emptied whole, a client minting tokens in a loop sent every
+/// client's tokens back through a full verification each time it filled.
+#[tokio::test]
+async fn a_full_cache_keeps_most_of_what_it_holds() {
+    let key = SigningKey::generate(Algorithm::ES256)
+        .unwrap()
+        .with_thumbprint_kid()
+        .unwrap();
+    let keys = KeySet::new(vec![key.verifying_key().unwrap()]).unwrap();
+    let guard = Guard::builder(ISS, AUD, keys)
+        .cache_size(16)
+        .build()
+        .unwrap();
+    for i in 0..16 {
+        let token = sign(&key, &claims("").jwt_id(format!("j-{i}").as_str()));
+        guard.verify(&token).await.unwrap();
+    }
+    assert_eq!(guard.cached_tokens(), 16);
+    let one_more = sign(&key, &claims("").jwt_id("j-16"));
+    guard.verify(&one_more).await.unwrap();
+    // An eighth made room: 16 - 3 + 1.
+    assert_eq!(guard.cached_tokens(), 14);
+}
+
 #[tokio::test]
 async fn cached_tokens_never_outlive_their_expiry() {
     let f = fixture_with(|b| b.leeway(Duration::ZERO).cache_size(1));
