@@ -42,10 +42,13 @@
 //! access tokens differ in ways the guard either reads or lets you set:
 //! - `typ`: Keycloak, Microsoft Entra ID, Auth0 and Okta write `JWT` (or
 //!   nothing), not `at+jwt`. Accept them with
-//!   [`GuardBuilder::typ`]`(None)`; the issuer, audience, signature and
+//!   [`GuardBuilder::typ`]`(None)` (or `Some("JWT")`, which also refuses
+//!   a token with no `typ`); the issuer, audience, signature and
 //!   expiry are checked all the same, and a token that shows it is an ID
 //!   or logout token (`nonce`, `at_hash`, `events`, Keycloak's `typ`
-//!   claim) is refused. Other kinds such issuers mint with the same
+//!   claim) is refused, whichever `typ` is required (an app that checks
+//!   its provider's ID or logout tokens with a guard says so:
+//!   [`GuardBuilder::not_access_tokens`]). Other kinds such issuers mint with the same
 //!   `typ`, issuer and audience and none of those marks would pass: give
 //!   the API an audience of its own, or require a scope
 //!   ([`RequireScope`]).
