@@ -64,12 +64,44 @@ async fn metadata_at(
     max_bytes: usize,
 ) -> Result<Map<String, Value>, FetchError> {
     let (body, _) = get(http, url, max_bytes).await?;
-    let metadata: Map<String, Value> =
-        serde_json::from_str(&body).map_err(|e| FetchError(format!("{url}: {e}")))?;
+    let metadata = members(&body).map_err(|e| FetchError(format!("{url}: {e}")))?;
     if metadata.get("issuer").and_then(Value::as_str) != Some(issuer) {
         return Err(FetchError(format!("{url}: issuer is not {issuer:?}")));
     }
     Ok(metadata)
+}
+
+/// The members of the JSON object `text`, each of which must appear once:
+/// metadata naming `issuer` or `jwks_uri` twice is refused, as a key set
+/// with a member twice is, rather than read as the last one (which
+/// another reader of the same document might not).
+fn members(text: &str) -> Result<Map<String, Value>, serde_json::Error> {
+    struct Once(Map<String, Value>);
+    impl<'de> serde::Deserialize<'de> for Once {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Once, D::Error> {
+            struct Visit;
+            impl<'de> serde::de::Visitor<'de> for Visit {
+                type Value = Once;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    mut map: A,
+                ) -> Result<Once, A::Error> {
+                    let mut members = Map::new();
+                    while let Some((name, value)) = map.next_entry::<String, Value>()? {
+                        if members.insert(name, value).is_some() {
+                            return Err(serde::de::Error::custom("a member is given twice"));
+                        }
+                    }
+                    Ok(Once(members))
+                }
+            }
+            d.deserialize_map(Visit)
+        }
+    }
+    serde_json::from_str::<Once>(text).map(|once| once.0)
 }
 
 /// GET `url` (if the transport may reach it): 200, at most `max_bytes`
@@ -429,7 +461,7 @@ fn redirect_refused(
 #[cfg(test)]
 mod tests {
     use super::{
-        checked_url, endpoint, metadata_urls, plain_http_refused, redirect_refused,
+        checked_url, endpoint, members, metadata_urls, plain_http_refused, redirect_refused,
         without_credentials, Transport,
     };
 
@@ -619,6 +651,15 @@ mod tests {
         let c = client(vec![]);
         assert!(!get(c, "http://auth.example.test/jwks".into()).await);
         assert_eq!(via_proxy.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn metadata_with_a_member_twice_is_refused() {
+        let twice = r#"{"issuer":"https://a.example","jwks_uri":"https://a.example/k","issuer":"https://b.example"}"#;
+        assert!(members(twice).is_err());
+        let once = members(r#"{"issuer":"https://a.example","x":{"y":1}}"#).unwrap();
+        assert_eq!(once["issuer"], "https://a.example");
+        assert!(members("[1]").is_err(), "not an object");
     }
 
     #[test]
