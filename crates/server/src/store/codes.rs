@@ -24,7 +24,7 @@ use zeroize::Zeroizing;
 use crate::db::{on_pool, Db, Pool};
 use crate::secret::{random_token, token_digest};
 use crate::store::revocation::{append_unless_there, token_revocation, Appended, Keep};
-use crate::store::sessions::end_session_in;
+use crate::store::sessions::{end_session_in, lock_session};
 use crate::store::{json_rows, now};
 use crate::Error;
 
@@ -891,16 +891,13 @@ where
             // Another replay marked it since the read.
             None => Redeemed::ReplayedAgain,
             Some((family_id, access_jti, access_expires_at, user_id, sid)) => {
-                if db.is_postgres() {
-                    // The session before its families and the revocation
-                    // log, as a logout and a user's change take them: a
-                    // replay past the allowance ends the session, revoking
-                    // its other families, and two replays of one
-                    // session's codes, each holding its own family, waited
-                    // for each other (a deadlock, the log's lock held).
-                    sqlx::query("SELECT 1 FROM sessions WHERE sid = $1 FOR NO KEY UPDATE")
-                        .bind(&sid).execute(&mut *tx).await?;
-                }
+                // The session before its families and the revocation log,
+                // as a logout and a user's change take them: a replay past
+                // the allowance ends the session, revoking its other
+                // families, and two replays of one session's codes, each
+                // holding its own family, waited for each other (a
+                // deadlock, the log's lock held).
+                lock_session!(db, tx, Some(sid.as_str()));
                 if let Some(family) = &family_id {
                     sqlx::query(crate::store::refresh::REVOKE_FAMILY)
                         .bind(at).bind(REPLAYED).bind(family).execute(&mut *tx).await?;

@@ -21,6 +21,7 @@ use zeroize::Zeroizing;
 use crate::db::{on_pool, Db};
 use crate::secret::{random_id, random_token, token_digest, MasterKey};
 use crate::store::revocation::{append_revocation, Keep};
+use crate::store::sessions::lock_session;
 use crate::store::{now, Scopes, CLOCK_SPREAD};
 use crate::Error;
 
@@ -198,24 +199,6 @@ struct Claimed {
     successor_sealed: Option<Vec<u8>>,
     #[sqlx(flatten)]
     family: Family,
-}
-
-/// On PostgreSQL, lock session `sid` (a family's, if it has one) before
-/// the family is revoked and an event appended: sessions, then families,
-/// then the revocation log's lock, the order a logout and a replayed code
-/// take them in. The other way round, a revocation holding a family and
-/// waiting for the log's lock, and a replayed code holding the log's lock
-/// and ending that family's session, waited for each other (a deadlock).
-macro_rules! lock_session {
-    ($db:expr, $tx:expr, $sid:expr) => {{
-        let sid: Option<&str> = $sid;
-        if let (true, Some(sid)) = ($db.is_postgres(), sid) {
-            sqlx::query("SELECT 1 FROM sessions WHERE sid = $1 FOR NO KEY UPDATE")
-                .bind(sid)
-                .execute(&mut *$tx)
-                .await?;
-        }
-    }};
 }
 
 /// What a claiming `UPDATE` returns: the token's expiry and its family,
@@ -903,7 +886,7 @@ pub async fn revoke(
     let at = now();
     let family = on_pool!(db.write(), p => {
         let mut tx = p.begin_with(db.begin_write()).await?;
-        // The session first (see `lock_session!`).
+        // The session first (see `sessions::lock_session!`).
         let sid: Option<Option<String>> = sqlx::query_scalar(
             "SELECT f.sid FROM refresh_families f JOIN refresh_tokens t ON t.family_id = f.id \
              WHERE t.token_hash = $1 AND f.client_id = $2 AND f.revoked_at IS NULL",

@@ -440,6 +440,25 @@ macro_rules! end_session_in {
 }
 pub(crate) use end_session_in;
 
+/// On PostgreSQL, lock session `sid` (a family's, if it has one) before
+/// its families are changed and an event appended: sessions, then families,
+/// then the revocation log's lock, the order a logout and a replayed code
+/// take them in. The other way round, a revocation holding a family and
+/// waiting for the log's lock, and a replayed code holding the log's lock
+/// and ending that family's session, waited for each other (a deadlock).
+macro_rules! lock_session {
+    ($db:expr, $tx:expr, $sid:expr) => {{
+        let sid: Option<&str> = $sid;
+        if let (true, Some(sid)) = ($db.is_postgres(), sid) {
+            sqlx::query("SELECT 1 FROM sessions WHERE sid = $1 FOR NO KEY UPDATE")
+                .bind(sid)
+                .execute(&mut *$tx)
+                .await?;
+        }
+    }};
+}
+pub(crate) use lock_session;
+
 /// The live sessions (not ended, within their absolute and idle
 /// lifetimes under `policy`), newest first, `limit` at most; of one user
 /// when `username` is given.
