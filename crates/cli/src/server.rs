@@ -531,9 +531,11 @@ pub fn user(server: &ServerArgs, command: UserCommand) -> Result<(), Failure> {
                 scopes,
                 profile,
             } => {
+                let profile = profile.profile();
+                admin.check_new_user(&username, &scopes, &profile).await?;
                 let password = read_password(password_stdin)?;
                 let user = admin
-                    .add_user(&username, password, &scopes, &profile.profile())
+                    .add_user(&username, password, &scopes, &profile)
                     .await?;
                 out!("{}", user.id);
             }

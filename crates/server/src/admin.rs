@@ -304,6 +304,20 @@ impl AdminService<'_> {
         self.in_change(name, about, |_: &()| String::new())
     }
 
+    /// Refuse what [`AdminService::add_user`] would refuse for these
+    /// (a bad name, scope or profile claim, a username taken), before the
+    /// password is asked for: an administrator typing it twice for a user
+    /// that already exists learned so only afterwards.
+    pub async fn check_new_user(
+        &self,
+        username: &str,
+        scopes: &[String],
+        profile: &Profile,
+    ) -> Result<(), Error> {
+        Scopes::from_list(scopes)?;
+        users::check_new(self.db, username, profile).await
+    }
+
     /// Add a user with a password (Argon2id), scopes and profile claims.
     pub async fn add_user(
         &self,
@@ -312,8 +326,8 @@ impl AdminService<'_> {
         scopes: &[String],
         profile: &Profile,
     ) -> Result<UserInfo, Error> {
+        self.check_new_user(username, scopes, profile).await?;
         let scopes = Scopes::from_list(scopes)?;
-        users::check_new(self.db, username, profile).await?;
         let hash = self.passwords.hash(password).await?;
         let recorded = self.in_change("user_added", username, |user: &UserInfo| {
             format!("id={} {}", user.id, scope_detail(&user.scopes))

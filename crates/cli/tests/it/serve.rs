@@ -333,6 +333,26 @@ fn admin_failures_a_script_must_tell_apart_have_their_own_exit_codes() {
     assert_eq!(code(&["session", "end", "no-such-sid"], ""), Some(3));
     let refused = ["user", "add", " alice", "--password-stdin"];
     assert_eq!(code(&refused, "correct horse\n"), Some(2), "a name refused");
+    // Before the password is asked for: without --password-stdin and
+    // without a terminal, the name's refusal is what is said, not that
+    // the password cannot be read.
+    assert_eq!(code(&["user", "add", "alice"], ""), Some(4), "taken");
+    for (args, said) in [
+        (&["user", "add", " bob"][..], "white space"),
+        (&["user", "add", "bob", "--scope", "a\"b"], "scope"),
+    ] {
+        let run = assert_cmd::Command::new(binary())
+            .current_dir(d)
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains(said) && !stderr.contains("password"),
+            "{args:?}: {stderr}"
+        );
+    }
 }
 
 /// A start that waits for its database (here one nothing answers for: it
