@@ -148,12 +148,12 @@ fn generate(
         Some(kid) => key.with_kid(kid),
         None => key.with_thumbprint_kid()?,
     };
-    let text = key.to_jwk()?.to_json_pretty() + "\n";
+    let text = line(key.to_jwk()?.to_json_pretty());
     match output {
         Some(path) => input::write_private(&path, &text)?,
         None => {
             warn_private_to_stdout();
-            out_raw!("{text}")
+            out_raw!("{}", *text)
         }
     }
     Ok(())
@@ -188,6 +188,17 @@ fn public_of(jwk: &Jwk) -> anyhow::Result<Jwk> {
     Ok(jwk.to_public()?)
 }
 
+/// `text` and a line break, leaving no copy of `text` behind (a private
+/// JWK's text is as secret as the key): `text + "\n"` may move it into a
+/// larger buffer and free the old one as it was.
+fn line(text: String) -> Zeroizing<String> {
+    let text = Zeroizing::new(text);
+    let mut line = Zeroizing::new(String::with_capacity(text.len() + 1));
+    line.push_str(&text);
+    line.push('\n');
+    line
+}
+
 fn convert(
     to: Format,
     alg: Option<Algorithm>,
@@ -199,7 +210,7 @@ fn convert(
     let converted = match (input::parse_key(&text)?, to) {
         (KeyFile::Jwk(jwk), Format::Jwk) => {
             private = jwk.is_private();
-            Zeroizing::new(jwk.to_json_pretty() + "\n")
+            line(jwk.to_json_pretty())
         }
         (KeyFile::Jwk(jwk), Format::Pem) => {
             let alg = match alg {
@@ -219,13 +230,13 @@ fn convert(
             match (is_private, to) {
                 (true, Format::Jwk) => {
                     let key = pem_signing_key(&pem, alg)?.with_thumbprint_kid()?;
-                    Zeroizing::new(key.to_jwk()?.to_json_pretty() + "\n")
+                    line(key.to_jwk()?.to_json_pretty())
                 }
                 (true, Format::Pem) => pem_signing_key(&pem, alg)?.to_pkcs8_pem()?,
                 (false, Format::Jwk) => {
                     let key = pem_verifying_key(&pem, alg)?;
                     let kid = key.thumbprint()?;
-                    Zeroizing::new(key.with_kid(kid).to_public_jwk()?.to_json_pretty() + "\n")
+                    line(key.with_kid(kid).to_public_jwk()?.to_json_pretty())
                 }
                 (false, Format::Pem) => {
                     Zeroizing::new(pem_verifying_key(&pem, alg)?.to_public_pem()?)

@@ -92,19 +92,33 @@ impl Jwk {
     }
 
     /// Build a JWK from a parsed JSON object.
+    ///
+    /// The private members' text is wiped from memory once read, and all
+    /// of it when the JWK is refused: a key that fails to parse (in a set
+    /// whose other keys are used, say) leaves no copy of its secrets.
     pub fn from_map(mut map: Map<String, Value>) -> Result<Jwk, Error> {
+        let read = Jwk::read(&mut map);
+        wipe_private(&mut map);
+        let mut jwk = read?;
+        jwk.extra = map;
+        Ok(jwk)
+    }
+
+    /// [`Jwk::from_map`]'s reading: the members it knows, taken out of
+    /// `map`.
+    fn read(map: &mut Map<String, Value>) -> Result<Jwk, Error> {
         let mut jwk = Jwk {
-            kty: take_string(&mut map, "kty")?
+            kty: take_string(map, "kty")?
                 .ok_or_else(|| Error::invalid_key("JWK has no \"kty\""))?,
-            key_use: take_string(&mut map, "use")?,
-            key_ops: take_strings(&mut map, "key_ops")?,
-            alg: take_string(&mut map, "alg")?,
-            kid: take_string(&mut map, "kid")?,
-            crv: take_string(&mut map, "crv")?,
+            key_use: take_string(map, "use")?,
+            key_ops: take_strings(map, "key_ops")?,
+            alg: take_string(map, "alg")?,
+            kid: take_string(map, "kid")?,
+            crv: take_string(map, "crv")?,
             ..Jwk::default()
         };
         for name in BINARY_PUBLIC {
-            let value = take_bytes(&mut map, name)?;
+            let value = take_bytes(map, name)?;
             match name {
                 "n" => jwk.n = value,
                 "e" => jwk.e = value,
@@ -123,7 +137,7 @@ impl Jwk {
             }
         }
         for name in BINARY_PRIVATE {
-            let value = take_bytes(&mut map, name)?.map(Secret::new);
+            let value = take_bytes(map, name)?.map(Secret::new);
             match name {
                 "d" => jwk.d = value,
                 "p" => jwk.p = value,
@@ -133,6 +147,14 @@ impl Jwk {
                 "qi" => jwk.qi = value,
                 _ => jwk.k = value,
             }
+        }
+        if map.contains_key("oth") {
+            // RFC 7518 §6.3.2.7: a multi-prime RSA key, which no
+            // algorithm here signs with; its primes are never kept as
+            // unknown members.
+            return Err(Error::UnsupportedKey {
+                reason: "multi-prime RSA keys (\"oth\") are not supported".into(),
+            });
         }
         if let Some(x5c) = map.get("x5c") {
             let ok = x5c
@@ -144,20 +166,19 @@ impl Jwk {
                 ));
             }
         }
-        jwk.extra = map;
         Ok(jwk)
     }
 
-    /// The JSON text of this JWK (private members included, if present).
+    /// The JSON text of this JWK (private members included, if present:
+    /// the text is then as secret as the key, and the caller's to wipe,
+    /// with `zeroize`'s `Zeroizing` for one).
     pub fn to_json(&self) -> String {
-        // Serializing a Jwk cannot fail: every member is a string, an array
-        // of strings or an already-parsed JSON value.
-        serde_json::to_string(self).unwrap_or_default()
+        exact_json(self, false)
     }
 
     /// The JSON text, indented.
     pub fn to_json_pretty(&self) -> String {
-        serde_json::to_string_pretty(self).unwrap_or_default()
+        exact_json(self, true)
     }
 
     pub(crate) fn from_parts(
@@ -431,10 +452,74 @@ fn take_strings(map: &mut Map<String, Value>, name: &str) -> Result<Option<Vec<S
     }
 }
 
+/// `value`'s JSON text, written into a buffer of its exact size: a
+/// growing buffer would leave each smaller copy of the text (of a private
+/// key's secrets, say) behind in freed memory. Serializing JWKs cannot
+/// fail: every member is a string, an array of strings or an
+/// already-parsed JSON value.
+pub(crate) fn exact_json(value: &impl serde::Serialize, pretty: bool) -> String {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    fn write(value: &impl serde::Serialize, pretty: bool, to: impl std::io::Write) -> bool {
+        match pretty {
+            true => serde_json::to_writer_pretty(to, value).is_ok(),
+            false => serde_json::to_writer(to, value).is_ok(),
+        }
+    }
+    let mut count = Count(0);
+    if !write(value, pretty, &mut count) {
+        return String::new();
+    }
+    let mut text = Vec::with_capacity(count.0);
+    if !write(value, pretty, &mut text) {
+        zeroize::Zeroize::zeroize(&mut text);
+        return String::new();
+    }
+    // serde_json writes UTF-8.
+    String::from_utf8(text).unwrap_or_default()
+}
+
+/// The members that hold a private key's secrets (RFC 7518 §6.2.2,
+/// §6.3.2, §6.4; RFC 8037 §2).
+const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "k", "oth"];
+
+/// Whether a JWK's members, read or not, hold a secret: a private
+/// member, or a symmetric key.
+pub(crate) fn holds_secret(map: &Map<String, Value>) -> bool {
+    map.get("kty").and_then(Value::as_str) == Some("oct")
+        || PRIVATE_MEMBERS.iter().any(|name| map.contains_key(*name))
+}
+
+/// Take the private members out of `map` and overwrite their text.
+pub(crate) fn wipe_private(map: &mut Map<String, Value>) {
+    fn wipe(value: Value) {
+        match value {
+            Value::String(mut text) => zeroize::Zeroize::zeroize(&mut text),
+            Value::Array(items) => items.into_iter().for_each(wipe),
+            Value::Object(members) => members.into_iter().for_each(|(_, v)| wipe(v)),
+            _ => {}
+        }
+    }
+    for name in PRIVATE_MEMBERS {
+        if let Some(value) = map.remove(name) {
+            wipe(value);
+        }
+    }
+}
+
 fn take_bytes(map: &mut Map<String, Value>, name: &str) -> Result<Option<Vec<u8>>, Error> {
-    match take_string(map, name)? {
+    // The text of a private member is as secret as what it decodes to.
+    match take_string(map, name)?.map(zeroize::Zeroizing::new) {
         None => Ok(None),
-        Some(text) => b64::decode(&text).map(Some).ok_or_else(|| {
+        Some(text) => b64::decode(&*text).map(Some).ok_or_else(|| {
             Error::invalid_key(format!(
                 "JWK member \"{name}\" is not valid unpadded base64url"
             ))
@@ -514,6 +599,7 @@ impl<'de> serde::Deserialize<'de> for Jwk {
                 let mut map = Map::new();
                 while let Some((name, value)) = access.next_entry::<String, Value>()? {
                     if map.contains_key(&name) {
+                        wipe_private(&mut map);
                         return Err(serde::de::Error::custom(format!(
                             "JWK member {name:?} appears twice"
                         )));

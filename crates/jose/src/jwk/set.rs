@@ -1,6 +1,6 @@
 //! JWK sets (RFC 7517 §5) and the verifying key sets built from them.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::{Jwk, MAX_JWK_DEPTH};
 use crate::alg::{Algorithm, KeyType};
@@ -72,6 +72,9 @@ pub struct JwkSet {
     /// The keys.
     pub keys: Vec<Jwk>,
     skipped: Vec<SkippedKey>,
+    /// The position of the first skipped key that held a secret (a
+    /// private member, or `kty` `oct`), for [`JwkSet::check_published`].
+    skipped_secret: Option<usize>,
 }
 
 impl JwkSet {
@@ -80,6 +83,7 @@ impl JwkSet {
         JwkSet {
             keys,
             skipped: Vec::new(),
+            skipped_secret: None,
         }
     }
 
@@ -88,8 +92,18 @@ impl JwkSet {
     /// private key, either of which anyone who reads the set could sign
     /// tokens with. Call it on every key set fetched from elsewhere before
     /// trusting any key in it: an issuer misconfigured that way is
-    /// refused whole, not trusted in part.
+    /// refused whole, not trusted in part. Keys that could not be read
+    /// count too: a private key refused for a malformed member is as
+    /// public as one that parsed.
     pub fn check_published(&self) -> Result<(), Error> {
+        if let Some(index) = self.skipped_secret {
+            return Err(Error::InvalidKey {
+                reason: format!(
+                    "the key set publishes a secret (a private or symmetric key, at index \
+                     {index}, which could not be read), which anyone who reads it could sign with"
+                ),
+            });
+        }
         if self.keys.iter().any(|k| k.kty == "oct") {
             return Err(Error::InvalidKey {
                 reason: "the key set publishes a symmetric (oct) key, which anyone who reads it \
@@ -135,6 +149,7 @@ impl JwkSet {
                         .collect::<Option<Vec<_>>>()
                 });
             let verifies = may_verify(member("use").as_deref(), key_ops.as_deref());
+            let secret = value.as_object().is_some_and(super::holds_secret);
             let parsed = match value {
                 Value::Object(map) => Jwk::from_map(map).and_then(|jwk| {
                     if supported_kty(&jwk.kty) {
@@ -149,14 +164,19 @@ impl JwkSet {
             };
             match parsed {
                 Ok(jwk) => set.keys.push(jwk),
-                Err(e) => set.skipped.push(SkippedKey {
-                    index,
-                    kid,
-                    kty,
-                    alg,
-                    verifies,
-                    reason: e.to_string(),
-                }),
+                Err(e) => {
+                    if secret {
+                        set.skipped_secret.get_or_insert(index);
+                    }
+                    set.skipped.push(SkippedKey {
+                        index,
+                        kid,
+                        kty,
+                        alg,
+                        verifies,
+                        reason: e.to_string(),
+                    })
+                }
             }
         }
         Ok(set)
@@ -189,25 +209,21 @@ impl JwkSet {
 
     /// `{"keys":[…]}` as indented JSON text.
     pub fn to_json_pretty(&self) -> String {
-        serde_json::to_string_pretty(&self.to_value()).unwrap_or_default()
+        super::exact_json(&Document { keys: &self.keys }, true)
     }
 
     /// `{"keys":[…]}` as JSON text (private members are written if the
-    /// keys hold them; use [`JwkSet::to_public`] first to publish).
+    /// keys hold them, as [`Jwk::to_json`] writes them; use
+    /// [`JwkSet::to_public`] first to publish).
     pub fn to_json(&self) -> String {
-        self.to_value().to_string()
+        super::exact_json(&Document { keys: &self.keys }, false)
     }
+}
 
-    fn to_value(&self) -> Value {
-        let keys: Vec<Value> = self
-            .keys
-            .iter()
-            .map(|k| serde_json::to_value(k).unwrap_or(Value::Null))
-            .collect();
-        let mut doc = Map::new();
-        doc.insert("keys".to_owned(), Value::Array(keys));
-        Value::Object(doc)
-    }
+/// A JWK set's document as written.
+#[derive(serde::Serialize)]
+struct Document<'a> {
+    keys: &'a [Jwk],
 }
 
 /// Verifying keys ready for use, chosen per token by `kid` and algorithm.

@@ -1,6 +1,7 @@
 //! JWK thumbprints (RFC 7638).
 
 use aws_lc_rs::digest;
+use zeroize::Zeroizing;
 
 use super::Jwk;
 use crate::b64;
@@ -17,8 +18,9 @@ pub fn thumbprint(jwk: &Jwk) -> Result<String, Error> {
     )))
 }
 
-/// The canonical JSON the thumbprint hashes (RFC 7638 §3.2).
-pub(crate) fn canonical_members(jwk: &Jwk) -> Result<String, Error> {
+/// The canonical JSON the thumbprint hashes (RFC 7638 §3.2). A shared
+/// secret's (`oct`) holds the secret, so every copy of it is wiped.
+pub(crate) fn canonical_members(jwk: &Jwk) -> Result<Zeroizing<String>, Error> {
     let missing = |name: &str| Error::invalid_key(format!("{} JWK has no \"{name}\"", jwk.kty));
     let string = |s: &str| serde_json::Value::from(s).to_string();
     let bytes = |name: &str, v: &Option<Vec<u8>>| {
@@ -27,7 +29,7 @@ pub(crate) fn canonical_members(jwk: &Jwk) -> Result<String, Error> {
             .ok_or_else(|| missing(name))
     };
     let crv = || jwk.crv.as_deref().map(string).ok_or_else(|| missing("crv"));
-    Ok(match jwk.kty.as_str() {
+    Ok(Zeroizing::new(match jwk.kty.as_str() {
         "EC" => format!(
             r#"{{"crv":{},"kty":"EC","x":{},"y":{}}}"#,
             crv()?,
@@ -46,15 +48,17 @@ pub(crate) fn canonical_members(jwk: &Jwk) -> Result<String, Error> {
         ),
         "oct" => {
             let k = jwk.k.as_ref().ok_or_else(|| missing("k"))?;
-            format!(
-                r#"{{"k":{},"kty":"oct"}}"#,
-                string(&b64::encode(k.expose()))
-            )
+            // base64url needs no JSON escapes; written once, at its size.
+            let mut text = String::with_capacity(k.expose().len().div_ceil(3) * 4 + 20);
+            text.push_str(r#"{"k":""#);
+            b64::encode_into(k.expose(), &mut text);
+            text.push_str(r#"","kty":"oct"}"#);
+            text
         }
         other => {
             return Err(Error::UnsupportedKey {
                 reason: format!("no thumbprint is defined for kty {other:?}"),
             })
         }
-    })
+    }))
 }

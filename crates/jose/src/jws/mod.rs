@@ -19,6 +19,7 @@
 mod header;
 mod recent;
 
+use std::fmt;
 use std::sync::Arc;
 
 pub use header::Header;
@@ -254,12 +255,23 @@ fn sign_after_header(mut out: String, payload: &[u8], key: &SigningKey) -> Resul
 
 /// A token whose form has been checked but whose signature has not.
 /// Its header may be read (to choose a key); its payload may not.
-#[derive(Debug)]
 pub struct Unverified<'t> {
     header: Arc<Header>,
     signing_input: &'t str,
     payload: &'t str,
     signature: &'t str,
+}
+
+/// The header and the segments' lengths: the token itself is a bearer
+/// credential, which a `{:?}` in a log line must not hand to its readers.
+impl fmt::Debug for Unverified<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Unverified")
+            .field("header", &self.header)
+            .field("payload_len", &self.payload.len())
+            .field("signature_len", &self.signature.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Largest signature of any supported algorithm: RSA-8192.

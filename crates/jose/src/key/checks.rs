@@ -13,12 +13,24 @@ pub(super) fn hmac_secret(alg: Algorithm, secret: &[u8], min_len: usize) -> Resu
             ),
         });
     }
-    // A public key (PEM, or a JWK) passed where a shared secret belongs is
-    // the classic way to turn an RS256 verifier into an HS256 one.
+    // A public key (PEM, DER, or a JWK) passed where a shared secret
+    // belongs is the classic way to turn an RS256 verifier into an HS256
+    // one. Looked for in every form a key is handed around in: PEM after
+    // other text (OpenSSL's "Bag Attributes") or a byte-order mark, DER,
+    // and DER in base64 without the PEM lines (as consoles show keys).
     let trimmed = trim_ascii_start(secret);
-    if trimmed.starts_with(b"-----BEGIN") || trimmed.starts_with(b"ssh-") {
+    let trimmed = trimmed
+        .strip_prefix("\u{feff}".as_bytes())
+        .unwrap_or(trimmed);
+    if contains(trimmed, b"-----BEGIN ") || trimmed.starts_with(b"ssh-") {
         return Err(Error::InvalidKey {
             reason: "this looks like a PEM or SSH key, not an HMAC secret".to_owned(),
+        });
+    }
+    if is_key_der(trimmed) || base64_text(trimmed).is_some_and(|der| is_key_der(&der)) {
+        return Err(Error::InvalidKey {
+            reason: "this looks like a key in DER (or DER in base64), not an HMAC secret"
+                .to_owned(),
         });
     }
     if trimmed.starts_with(b"{") && contains(trimmed, b"\"kty\"") {
@@ -27,6 +39,39 @@ pub(super) fn hmac_secret(alg: Algorithm, secret: &[u8], min_len: usize) -> Resu
         });
     }
     Ok(())
+}
+
+/// Whether `bytes` are a key's DER: a `SubjectPublicKeyInfo`, a PKCS#1
+/// RSA public key or a PKCS#8 private key. Random bytes are not: each
+/// needs a nested structure whose every length adds up.
+fn is_key_der(bytes: &[u8]) -> bool {
+    use der::Decode;
+    bytes.first() == Some(&0x30)
+        && (spki::SubjectPublicKeyInfoRef::from_der(bytes).is_ok()
+            || pkcs1::RsaPublicKey::from_der(bytes).is_ok()
+            || pkcs8::PrivateKeyInfo::from_der(bytes).is_ok())
+}
+
+/// The bytes `text` stands for if it is standard base64 (padded or not,
+/// white space between lines allowed).
+fn base64_text(text: &[u8]) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+    let compact: zeroize::Zeroizing<Vec<u8>> = zeroize::Zeroizing::new(
+        text.iter()
+            .copied()
+            .filter(|b| !b.is_ascii_whitespace())
+            .collect(),
+    );
+    let alphabet = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=');
+    if compact.len() < 16 || !compact.iter().all(alphabet) {
+        return None;
+    }
+    let unpadded = compact
+        .strip_suffix(b"==")
+        .or_else(|| compact.strip_suffix(b"="));
+    base64_simd::STANDARD_NO_PAD
+        .decode_to_vec(unpadded.unwrap_or(&compact))
+        .ok()
+        .map(zeroize::Zeroizing::new)
 }
 
 fn trim_ascii_start(bytes: &[u8]) -> &[u8] {
@@ -158,6 +203,66 @@ mod tests {
             hmac_secret(Algorithm::HS256, jwk, 32),
             Err(Error::InvalidKey { .. })
         ));
+    }
+
+    /// A public key in the other forms it is handed around in: PEM after
+    /// a byte-order mark or OpenSSL's bag attributes, DER, and DER in
+    /// base64 without the PEM lines (padded or not, wrapped or not).
+    #[test]
+    fn public_keys_in_every_form_are_refused_as_secrets() {
+        let key = crate::SigningKey::generate(Algorithm::ES256).unwrap();
+        let pem = key.verifying_key().unwrap().to_public_pem().unwrap();
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let der = base64_simd::STANDARD.decode_to_vec(&body).unwrap();
+        let rsa = crate::SigningKey::generate(Algorithm::RS256).unwrap();
+        let rsa_pem = rsa.verifying_key().unwrap().to_public_pem().unwrap();
+        let rsa_body: String = rsa_pem
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect();
+        let wrapped: String = rsa_pem
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let private = rsa.to_pkcs8_pem().unwrap();
+        let private_body: String = private
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect();
+        for (what, secret) in [
+            ("a byte-order mark", format!("\u{feff}{pem}").into_bytes()),
+            (
+                "bag attributes",
+                format!("Bag Attributes\n    localKeyID: 01\n{pem}").into_bytes(),
+            ),
+            ("DER", der.clone()),
+            ("base64 DER", body.clone().into_bytes()),
+            (
+                "unpadded base64 DER",
+                body.trim_end_matches('=').as_bytes().to_vec(),
+            ),
+            ("RSA, base64 DER", rsa_body.into_bytes()),
+            ("RSA, wrapped base64 DER", wrapped.into_bytes()),
+            ("a private key, base64 DER", private_body.into_bytes()),
+        ] {
+            assert!(
+                matches!(
+                    hmac_secret(Algorithm::HS256, &secret, 32),
+                    Err(Error::InvalidKey { .. })
+                ),
+                "{what}"
+            );
+        }
+        // Secrets that merely look alike still pass: a random secret, in
+        // base64 too, and one that starts as DER does.
+        let random = crate::b64::decode("q83vEjRWeJq83vEjRWeJq83vEjRWeJq83vEjRWeJq80").unwrap();
+        let base64 = base64_simd::STANDARD.encode_to_string(&random);
+        let mut sequence = random.clone();
+        sequence[0] = 0x30;
+        for secret in [random, base64.into_bytes(), sequence] {
+            assert!(hmac_secret(Algorithm::HS256, &secret, 32).is_ok());
+        }
     }
 
     #[test]

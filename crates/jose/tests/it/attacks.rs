@@ -607,3 +607,82 @@ fn a_published_rsa_key_with_primes_but_no_d_is_refused_as_private() {
     assert!(!public.is_private());
     JwkSet::new(vec![public]).check_published().unwrap();
 }
+
+/// A private key the set could not read (a malformed member beside its
+/// primes, padded base64, a kind of key not supported) is published all
+/// the same: the set is refused whole, as for one that parsed.
+#[test]
+fn a_published_secret_that_could_not_be_read_is_refused_too() {
+    let rsa = SigningKey::generate(Algorithm::RS256)
+        .unwrap()
+        .with_kid("r1");
+    let public = rsa.verifying_key().unwrap().to_public_jwk().unwrap();
+    let public: serde_json::Value = serde_json::from_str(&public.to_json()).unwrap();
+    let mut private: serde_json::Value =
+        serde_json::from_str(&rsa.to_jwk().unwrap().to_json()).unwrap();
+    private["kid"] = json!("r1-private");
+    private["x5c"] = json!("MIIC");
+    let oct = json!({"kty": "oct", "k": "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0cw=="});
+    let unknown = json!({"kty": "X448", "d": "AAAA", "x": "AAAA"});
+    for secret in [private, oct, unknown] {
+        let text = json!({"keys": [public.clone(), secret.clone()]}).to_string();
+        let set = JwkSet::from_json(&text).unwrap();
+        assert_eq!(set.keys.len(), 1, "{secret}");
+        assert_eq!(set.skipped().len(), 1, "{secret}");
+        assert_eq!(code(set.check_published()), "ERR_INVALID_KEY", "{secret}");
+    }
+    // A public key that could not be read is only skipped.
+    let odd = json!({"kty": "RSA", "kid": "r2", "n": "AQAB", "e": "AQAB=="});
+    let set = JwkSet::from_json(&json!({"keys": [public, odd]}).to_string()).unwrap();
+    assert_eq!(set.skipped().len(), 1);
+    set.check_published().unwrap();
+}
+
+/// A multi-prime RSA key (`oth`) is refused, not read with its other
+/// primes kept as unknown members (copied with the key, never wiped).
+#[test]
+fn a_multi_prime_rsa_key_is_refused() {
+    let rsa = SigningKey::generate(Algorithm::RS256).unwrap();
+    let mut value: serde_json::Value =
+        serde_json::from_str(&rsa.to_jwk().unwrap().to_json()).unwrap();
+    value["oth"] = json!([{"r": "AQAB", "d": "AQAB", "t": "AQAB"}]);
+    let refused = Jwk::from_json(&value.to_string());
+    assert_eq!(code(refused.map(|_| ())), "ERR_UNSUPPORTED_KEY");
+}
+
+/// A token's `Debug` output shows its header, never the token: it is a
+/// bearer credential, and `{:?}` ends up in logs.
+#[test]
+fn an_unverified_tokens_debug_output_holds_no_token() {
+    let key = SigningKey::generate(Algorithm::ES256).unwrap();
+    let token = jwt::sign(&claims(), &key).unwrap();
+    let unverified = jws::Unverified::parse(&token, &Limits::default()).unwrap();
+    let shown = format!("{unverified:?}");
+    for segment in token.split('.').skip(1) {
+        assert!(!shown.contains(segment), "{shown}");
+    }
+    assert!(shown.contains("ES256"), "{shown}");
+}
+
+/// A private JWK's text (and a set's) is written into a buffer of its
+/// exact size: a buffer grown as the text is written leaves each smaller
+/// copy of the secrets behind in freed memory.
+#[test]
+fn a_private_jwks_text_is_written_once_at_its_size() {
+    let rsa = SigningKey::generate(Algorithm::RS256)
+        .unwrap()
+        .with_kid("r1");
+    let jwk = rsa.to_jwk().unwrap();
+    let set = JwkSet::new(vec![jwk.clone(), jwk.clone()]);
+    for text in [
+        jwk.to_json(),
+        jwk.to_json_pretty(),
+        set.to_json(),
+        set.to_json_pretty(),
+    ] {
+        assert_eq!(text.capacity(), text.len());
+        assert!(text.contains("\"d\""), "{text}");
+    }
+    assert_eq!(Jwk::from_json(&jwk.to_json()).unwrap(), jwk);
+    assert_eq!(JwkSet::from_json(&set.to_json()).unwrap(), set);
+}
