@@ -898,24 +898,41 @@ where
                 // holding its own family, waited for each other (a
                 // deadlock, the log's lock held).
                 lock_session!(db, tx, Some(sid.as_str()));
-                if let Some(family) = &family_id {
-                    sqlx::query(crate::store::refresh::REVOKE_FAMILY)
-                        .bind(at).bind(REPLAYED).bind(family).execute(&mut *tx).await?;
-                }
-                // One event: with a refresh family, the family's, which
-                // refuses the first use's access token (it carries the
-                // family) and those of the refreshes made since with its
-                // refresh token (the first use may have been the
-                // attacker's); without one, that token's.
-                let token = match (&access_jti, access_expires_at, &family_id) {
-                    (Some(jti), Some(_), _) if refused(&sid, jti) => Appended::Already,
-                    (Some(_), Some(_), Some(family)) => append_unless_there!(
-                        db, tx, keep.family(family, at), at, || count(&user_id)
-                    ),
-                    (Some(jti), Some(exp), None) => append_unless_there!(
+                // Whether the first use started a family (a refresh token
+                // was issued: the code records the family it would start
+                // whenever the client may refresh, before its scope says
+                // whether one is issued) that was still live.
+                let family_live = match &family_id {
+                    Some(family) => sqlx::query(crate::store::refresh::REVOKE_FAMILY)
+                        .bind(at).bind(REPLAYED).bind(family).execute(&mut *tx).await?
+                        .rows_affected() > 0,
+                    None => false,
+                };
+                // The first use's access token by its own event, counted
+                // against the allowance: it carries no family when no
+                // refresh token came with it, nor when an older version
+                // minted it.
+                let token = match (&access_jti, access_expires_at) {
+                    (Some(jti), Some(_)) if refused(&sid, jti) => Appended::Already,
+                    (Some(jti), Some(exp)) => append_unless_there!(
                         db, tx, token_revocation(jti, exp), at, || count(&user_id)
                     ),
                     _ => Appended::Already,
+                };
+                // And a live family's event, part of the same replay (not
+                // counted again): it refuses the access tokens of the
+                // refreshes made since with its refresh token (the first
+                // use may have been the attacker's). Past the allowance
+                // the session's end below refuses them instead.
+                let token = match (&family_id, token) {
+                    (Some(family), Appended::Now | Appended::Already) if family_live => {
+                        let always = || Ok::<(), std::time::Duration>(());
+                        match append_unless_there!(db, tx, keep.family(family, at), at, always) {
+                            Appended::Now => Appended::Now,
+                            _ => token,
+                        }
+                    }
+                    (_, token) => token,
                 };
                 if let Appended::OverAllowance(_) = token {
                     let why = "authorization codes replayed past the revocation allowance";

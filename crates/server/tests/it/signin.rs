@@ -575,6 +575,57 @@ async fn code_replay_revokes_what_it_issued(backend: Backend) {
     h.finish().await;
 }
 
+/// A client allowed refresh tokens whose sign-in issued none (a
+/// third-party client asking without `offline_access`): the code recorded
+/// the family it would have started, and a replay revoked only that
+/// family, which did not exist, leaving the first access token live.
+#[tokio::test]
+async fn a_replayed_code_that_issued_no_refresh_token_revokes_its_access_token() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some(h) = Harness::new(backend).await else {
+            continue;
+        };
+        let s = setup(&h, "Shop", false).await;
+        let mut b = Browser::default();
+        let to_consent = location(&alice_logs_in(&h, &mut b, &s).await);
+        let consent = b.get(&h, &to_consent).await;
+        let back = location(
+            &b.post(
+                &h,
+                "/consent",
+                &[
+                    ("request", &hidden(&consent.text, "request")),
+                    ("csrf_token", &hidden(&consent.text, "csrf_token")),
+                    ("decision", "allow"),
+                ],
+            )
+            .await,
+        );
+        let code = query_of(&back)["code"].clone();
+        let first = exchange(&h, &s, &code, VERIFIER).await;
+        assert_eq!(first.status, StatusCode::OK, "{}", first.text);
+        assert!(first.json.get("refresh_token").is_none(), "{}", first.text);
+        let access = first.str("access_token");
+        let userinfo = || async {
+            h.send(
+                Request::get("/oauth2/userinfo")
+                    .header(header::AUTHORIZATION, format!("Bearer {access}"))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .status
+        };
+        assert_eq!(userinfo().await, StatusCode::OK);
+        assert_eq!(
+            exchange(&h, &s, &code, VERIFIER).await.error(),
+            "invalid_grant"
+        );
+        assert_eq!(userinfo().await, StatusCode::UNAUTHORIZED, "{backend:?}");
+        h.finish().await;
+    }
+}
+
 /// A rotated refresh token presented again (reuse) takes its family's
 /// session before the family and the revocation log's lock (PostgreSQL),
 /// as a logout and a replayed code take them: the other way round, a
@@ -806,7 +857,8 @@ both_backends!(replays_of_one_sessions_codes_at_once_are_all_refused);
 /// every guard. Within the allowance a replayed code's token is revoked
 /// by itself; past it the session ends, which refuses all its tokens with
 /// one event and gives no more codes without a login. Many replays of one
-/// code (a thief's) add one event and count once.
+/// code (a thief's) count once, and add its token's event and, since a
+/// refresh token came with it, its family's.
 async fn replayed_codes_past_the_allowance_end_the_session(backend: Backend) {
     let Some(h) = Harness::with(backend, |c| c.client_revocations = 1).await else {
         return;
@@ -838,8 +890,8 @@ async fn replayed_codes_past_the_allowance_end_the_session(backend: Backend) {
         let access = exchange(&h, &s, &code, VERIFIER).await.str("access_token");
         tokens.push((code, access));
     }
-    // The first code replayed twenty times at once: one event, one count,
-    // the session lives.
+    // The first code replayed twenty times at once: its token's event and
+    // its family's, one count, the session lives.
     let replays: Vec<_> = (0..20)
         .map(|_| exchange(&h, &s, &tokens[0].0, VERIFIER))
         .collect();
@@ -851,11 +903,10 @@ async fn replayed_codes_past_the_allowance_end_the_session(backend: Backend) {
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(userinfo(tokens[1].1.clone()).await, StatusCode::OK);
-    assert_eq!(
-        log.since(0, 100).events.len(),
-        before + 1,
-        "one token event"
-    );
+    let events = log.since(0, 100).events;
+    assert_eq!(events.len(), before + 2, "the token's and family's events");
+    assert!(events[before].json.contains("\"kind\":\"token\""));
+    assert!(events[before + 1].json.contains("\"kind\":\"family\""));
     // The second code's replay is past the allowance: the session ends.
     assert_eq!(
         exchange(&h, &s, &tokens[1].0, VERIFIER).await.error(),
@@ -870,7 +921,7 @@ async fn replayed_codes_past_the_allowance_end_the_session(backend: Backend) {
         assert_eq!(userinfo(access.clone()).await, StatusCode::UNAUTHORIZED);
     }
     let events = log.since(0, 100).events;
-    assert_eq!(events.len(), before + 2, "and one session event");
+    assert_eq!(events.len(), before + 3, "and one session event");
     assert!(events.last().unwrap().json.contains("\"kind\":\"session\""));
     let again = location(
         &b.get(&h, &authorize_url(&s.client_id, &[("prompt", "none")]))
