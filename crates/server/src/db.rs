@@ -645,13 +645,25 @@ async fn migrate_postgres(options: PgConnectOptions, schema: Schema) -> Result<(
     if schema == Schema::AsIs {
         return Ok(());
     }
-    // No statement limit a role or database may set: a migration cut off
-    // half-way rolls back, and the next start would only run into it again.
-    let options = options.options([
-        ("lock_timeout", millis(POSTGRES_MIGRATION_LOCK_WAIT)),
-        ("statement_timeout", "0".to_owned()),
-    ]);
     let mut connection = sqlx::PgConnection::connect_with(&options).await?;
+    // No statement limit a role or database may set: a migration cut off
+    // half-way rolls back, and the next start would only run into it
+    // again. Set on the session, not in the startup options, which a
+    // pooler may drop (PgBouncer's `ignore_startup_parameters`): the
+    // migrations would then run under the role's limits for requests.
+    let settings = [
+        format!(
+            "SET lock_timeout = {}",
+            millis(POSTGRES_MIGRATION_LOCK_WAIT)
+        ),
+        "SET statement_timeout = 0".to_owned(),
+    ];
+    for setting in settings {
+        if let Err(e) = sqlx::query(&setting).execute(&mut connection).await {
+            let _ = connection.close().await;
+            return Err(e.into());
+        }
+    }
     let applied = applied_postgres(&mut connection).await;
     let migrate = applied.and_then(|a| must_migrate(&POSTGRES_MIGRATIONS, schema, Some(&a)));
     let migrated = match migrate {

@@ -1732,6 +1732,67 @@ async fn a_start_waits_for_the_migrations_lock_a_bounded_time() {
     own.drop_it().await;
 }
 
+/// A migration whose table another session holds (a `pg_dump`, a long
+/// transaction) waits 20 s for it, then stops the start, saying why: not
+/// the database's or role's `lock_timeout` (set here to 100 ms), which
+/// would stop it at once, nor without end. Once the table is free, the
+/// next start applies it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_migration_waits_a_bounded_time_for_a_table_another_session_holds() {
+    use sqlx::Connection;
+    let Some(own) = OwnDatabase::create().await else {
+        return;
+    };
+    let db = Db::connect(&own.url, 1).await.unwrap();
+    let tessera_server::db::Pool::Postgres(pool) = db.write() else {
+        unreachable!("a PostgreSQL database")
+    };
+    // Back to before migration 14, which indexes authorization_codes.
+    for undo in [
+        "DROP INDEX authorization_codes_client",
+        "DROP INDEX authorization_codes_user",
+        "DROP TABLE server_issuer",
+        "DELETE FROM _sqlx_migrations WHERE version >= 14",
+    ] {
+        sqlx::query(undo).execute(pool).await.unwrap();
+    }
+    let name = &own.name;
+    sqlx::query(&format!("ALTER DATABASE {name} SET lock_timeout = '100ms'"))
+        .execute(pool)
+        .await
+        .unwrap();
+    db.close().await;
+    let mut holder = sqlx::PgConnection::connect(&own.url).await.unwrap();
+    let mut holding = holder.begin().await.unwrap();
+    sqlx::query("LOCK TABLE authorization_codes IN ROW EXCLUSIVE MODE")
+        .execute(&mut *holding)
+        .await
+        .unwrap();
+    let waited = std::time::Instant::now();
+    let start = tokio::time::timeout(Duration::from_secs(90), Db::connect(&own.url, 1))
+        .await
+        .expect("a migration waited for a table without end");
+    let Err(e) = start else {
+        panic!("a migration ran while another session held its table");
+    };
+    assert!(e.is_transient(), "{e}");
+    assert!(e.to_string().contains("migration 14 waited"), "{e}");
+    assert!(waited.elapsed() >= tessera_server::db::POSTGRES_MIGRATION_LOCK_WAIT);
+    holding.rollback().await.unwrap();
+    holder.close().await.unwrap();
+    let db = Db::connect(&own.url, 1).await.unwrap();
+    let tessera_server::db::Pool::Postgres(pool) = db.write() else {
+        unreachable!("a PostgreSQL database")
+    };
+    let (applied,): (i64,) = sqlx::query_as("SELECT max(version) FROM _sqlx_migrations")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert!(applied >= 15);
+    db.close().await;
+    own.drop_it().await;
+}
+
 /// On PostgreSQL too, only the server's start migrates: an admin
 /// command's opening (`Schema::Current`) refuses a schema older than its
 /// own, saying so, and changes nothing; a backup's (`Schema::AsIs`)
