@@ -83,13 +83,17 @@ fn sign_in_routes(app: &App) -> Router<Arc<App>> {
     Router::new()
         .route(
             "/oauth2/authorize",
-            get(authorize::authorize).post(authorize::authorize),
+            get(authorize::authorize)
+                .post(authorize::authorize)
+                .head(head_acts_not),
         )
         .route("/login", get(login::page).post(login::submit))
         .route("/consent", get(consent::page).post(consent::submit))
         .route(
             "/oauth2/logout",
-            get(logout::end_session).post(logout::end_session),
+            get(logout::end_session)
+                .post(logout::end_session)
+                .head(head_acts_not),
         )
         .route("/logout", post(logout::confirmed))
         .route(
@@ -103,6 +107,17 @@ fn sign_in_routes(app: &App) -> Router<Arc<App>> {
             !app.config.on_http(),
             https_only,
         ))
+}
+
+/// `HEAD` on a route whose `GET` acts (issues and stores a code, ends a
+/// session): refused, since a `HEAD` must change nothing (RFC 9110
+/// §9.3.2; link checkers and previewers send them freely), where axum
+/// would run the `GET` handler for it.
+async fn head_acts_not() -> impl axum::response::IntoResponse {
+    (
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        [(axum::http::header::ALLOW, "GET, POST")],
+    )
 }
 
 /// On an https issuer, what the sign-in routes answer tells browsers to

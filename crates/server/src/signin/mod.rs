@@ -306,12 +306,17 @@ pub fn validate(
     }
     let max_age = match params.get("max_age") {
         None => None,
-        Some(text) => Some(text.parse::<u32>().map(i64::from).map_err(|_| {
-            fail(
+        // Any number of seconds (OpenID Connect sets no bound): one
+        // beyond what an i64 holds asks no more than i64::MAX does.
+        Some(text) if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(text.parse::<i64>().unwrap_or(i64::MAX))
+        }
+        Some(_) => {
+            return Err(fail(
                 "invalid_request",
                 "max_age must be a number of seconds".into(),
-            )
-        })?),
+            ))
+        }
     };
     let nonce = params.get("nonce").map(str::to_owned);
     if nonce.as_ref().is_some_and(|n| n.len() > MAX_ECHO) {

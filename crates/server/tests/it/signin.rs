@@ -2309,6 +2309,34 @@ async fn prompt_max_age_login_hint_and_form_post(backend: Backend) {
             .await,
     );
     assert!(query_of(&fresh).contains_key("code"), "{fresh}");
+    // Any number of seconds: one past 2^64 holds as well; what is not a
+    // number is refused.
+    let huge = [("max_age", "99999999999999999999999")];
+    let huge = location(&b.get(&h, &authorize_url(&s.client_id, &huge)).await);
+    assert!(query_of(&huge).contains_key("code"), "{huge}");
+    for bad in ["-1", "1e3", " 5", "5s"] {
+        let url = authorize_url(&s.client_id, &[("max_age", bad)]);
+        let refused = query_of(&location(&b.get(&h, &url).await));
+        assert_eq!(refused["error"], "invalid_request", "max_age {bad:?}");
+    }
+    // A HEAD acts on nothing: no code, and the session lives on.
+    for path in [
+        authorize_url(&s.client_id, &[]),
+        format!("/oauth2/logout?id_token_hint={}", first.str("id_token")),
+    ] {
+        let head = h
+            .send(
+                Request::head(path.as_str())
+                    .header(header::COOKIE, b.cookie_header())
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(head.status, StatusCode::METHOD_NOT_ALLOWED, "{path}");
+        assert!(head.headers.get(header::LOCATION).is_none(), "{path}");
+    }
+    let still = location(&b.get(&h, &authorize_url(&s.client_id, &[])).await);
+    assert!(query_of(&still).contains_key("code"), "{still}");
     // max_age=0 is prompt=login, even within the login's own second.
     let zero = location(
         &b.get(&h, &authorize_url(&s.client_id, &[("max_age", "0")]))
