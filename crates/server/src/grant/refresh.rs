@@ -123,6 +123,21 @@ pub async fn grant(request: &TokenRequest<'_>, rotate: Rotate<'_>) -> Result<Gra
             });
         }
     };
+    // A retry within the grace window hands the successor out again and
+    // mints an access token, so it is counted as a rotation is (the
+    // count before the rotation found no live token to count it by): a
+    // client presenting its rotated token in a loop for the window's
+    // length was never held back. Nothing was written for it.
+    if rotated.retried && rotate.limit.is_on() {
+        if let Err(wait) = rotate
+            .limit
+            .check(&client.client_id, &rotated.family.subject)
+        {
+            metrics::counter!("tessera_token_failures_total", "reason" => "too_many_refreshes")
+                .increment(1);
+            return Err(Refusal::TooManyRefreshes(wait));
+        }
+    }
     let family = rotated.family;
     // No user lookup: disabling, deleting or re-passwording a user revokes
     // (or deletes) the user's families in the same transaction, so a

@@ -741,6 +741,51 @@ async fn login_limits_count_the_client_behind_a_trusted_proxy(backend: Backend) 
     h.finish().await;
 }
 
+/// A retry of a rotated refresh token within the grace window (the same
+/// successor again, and a new access token each time) counts against the
+/// allowance as a rotation does: before, it was never counted, and a
+/// client looping its rotated token minted tokens and audit events
+/// without bound for the window's length.
+async fn retries_within_the_grace_window_count_against_the_allowance(backend: Backend) {
+    let Some(h) = Harness::with(backend, |c| {
+        c.refreshes_per_minute = 3;
+        c.refresh_grace = std::time::Duration::from_secs(60);
+    })
+    .await
+    else {
+        return;
+    };
+    let web = h.public_client("read").await;
+    h.user("alice", "correct horse", "read").await;
+    let first = h
+        .login(&web, "alice", "correct horse")
+        .await
+        .str("refresh_token");
+    let rotated = h.refresh(&web, &first, None).await;
+    assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.text);
+    let successor = rotated.str("refresh_token");
+    for _ in 0..2 {
+        let retried = h.refresh(&web, &first, None).await;
+        assert_eq!(retried.status, StatusCode::OK, "{}", retried.text);
+        assert_eq!(retried.str("refresh_token"), successor);
+    }
+    let refused = h.refresh(&web, &first, None).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        refused.text
+    );
+    assert!(refused.headers.contains_key(header::RETRY_AFTER));
+    assert!(
+        refresh::lookup(&h.db, &successor).await.unwrap().is_some(),
+        "the successor is still live, to try again with"
+    );
+    h.finish().await;
+}
+
+both_backends!(retries_within_the_grace_window_count_against_the_allowance);
+
 /// Each rotation keeps the token it used up for two weeks and writes its
 /// audit events: one user looping the grant, on any number of sessions,
 /// is held to the allowance per client and user (429, `Retry-After`),
