@@ -1055,7 +1055,7 @@ fn grant(client_id: &str, user_id: &str, sid: &str, i: usize) -> Grant {
         sid: sid.into(),
         redirect_uri: format!("https://app.example.com/cb?n={i}&q=\"é\""),
         code_challenge: format!("challenge-{i}"),
-        nonce: (i % 3 != 0).then(|| format!("nonce-{i}")),
+        nonce: (!i.is_multiple_of(3)).then(|| format!("nonce-{i}")),
         scope: "openid profile".into(),
         auth_time: 1_700_000_000 + i64::try_from(i).unwrap(),
     }
