@@ -45,14 +45,20 @@ pub async fn grant(request: &TokenRequest<'_>, rotate: Rotate<'_>) -> Result<Gra
         .map_err(|e| Refusal::InvalidScope(e.to_string()))?;
     // Counted before anything is written: a refused rotation leaves the
     // presented token as it was, for the client to try again with.
-    if rotate.limit.is_on() {
-        if let Some(subject) = refresh::subject_of(rotate.db, presented, &client.client_id).await? {
+    match refresh::presented(rotate.db, presented, &client.client_id).await? {
+        refresh::Presented::Live(subject) if rotate.limit.is_on() => {
             if let Err(wait) = rotate.limit.check(&client.client_id, &subject) {
                 metrics::counter!("tessera_token_failures_total", "reason" => "too_many_refreshes")
                     .increment(1);
                 return Err(Refusal::TooManyRefreshes(wait));
             }
         }
+        refresh::Presented::Unknown => {
+            metrics::counter!("tessera_token_failures_total", "reason" => Refused::Unknown.reason())
+                .increment(1);
+            return Err(Refusal::InvalidGrant("unknown refresh token".into()));
+        }
+        refresh::Presented::Live(_) | refresh::Presented::NotLive => {}
     }
     let successor = random_token()?;
     let rotation = refresh::Rotation {

@@ -835,25 +835,39 @@ pub async fn lookup(db: &Db, presented: &str) -> Result<Option<Live>, Error> {
     Ok(live)
 }
 
-/// The subject of `presented` when it is a live token of `client_id`'s
-/// (unused, unexpired, its family neither revoked nor over): whom a
-/// rotation is for, read before it (the refresh grant's allowance,
-/// `refresh_limit.rs`). A used or dead token is no one's here: its
-/// replay must reach the rotation, which finds out the reuse and ends
-/// the family, whatever the allowance (counted, a thief draining it with
-/// the live chain would keep the victim's replay from ending the chain;
-/// and anyone holding an old token could spend the user's allowance).
-pub async fn subject_of(
-    db: &Db,
-    presented: &str,
-    client_id: &str,
-) -> Result<Option<String>, Error> {
-    let subject = on_pool!(db.read(), p => sqlx::query_scalar::<_, String>(
-        "SELECT f.subject FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id \
-         WHERE t.token_hash = $1 AND f.client_id = $2 AND t.used_at IS NULL AND t.expires_at > $3 \
-         AND f.revoked_at IS NULL AND f.expires_at > $3"
+/// What a refresh token presented by `client_id` is, read before its
+/// rotation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Presented {
+    /// A live token (unused, unexpired, its family neither revoked nor
+    /// over) of this subject's: whom the rotation is for (the refresh
+    /// grant's allowance, `refresh_limit.rs`).
+    Live(String),
+    /// A token of the client's that is used or dead. It is no one's
+    /// here: its replay must reach the rotation, which finds out the
+    /// reuse and ends the family, whatever the allowance (counted, a
+    /// thief draining it with the live chain would keep the victim's
+    /// replay from ending the chain; and anyone holding an old token
+    /// could spend the user's allowance).
+    NotLive,
+    /// No token of the client's: refused without the rotation, which
+    /// takes the writer (SQLite's one connection) for a token anyone who
+    /// knows a public client's id can make up.
+    Unknown,
+}
+
+/// What `presented` is ([`Presented`]).
+pub async fn presented(db: &Db, presented: &str, client_id: &str) -> Result<Presented, Error> {
+    let row: Option<(String, bool)> = on_pool!(db.read(), p => sqlx::query_as(
+        "SELECT f.subject, (t.used_at IS NULL AND t.expires_at > $3 AND f.revoked_at IS NULL \
+         AND f.expires_at > $3) FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id \
+         WHERE t.token_hash = $1 AND f.client_id = $2"
     ).bind(token_digest(presented)).bind(client_id).bind(now()).fetch_optional(p).await)?;
-    Ok(subject)
+    Ok(match row {
+        Some((subject, true)) => Presented::Live(subject),
+        Some((_, false)) => Presented::NotLive,
+        None => Presented::Unknown,
+    })
 }
 
 /// A family revoked, as the audit trail names it.

@@ -741,6 +741,30 @@ async fn login_limits_count_the_client_behind_a_trusted_proxy(backend: Backend) 
     h.finish().await;
 }
 
+/// A refresh token no one was issued (made up, by anyone who knows a
+/// public client's id) is refused from a read, without the rotation,
+/// which takes SQLite's one writer: answered while another connection
+/// holds the database's write lock.
+#[tokio::test]
+async fn an_unknown_refresh_token_is_refused_without_the_writer() {
+    let Some(h) = Harness::new(Backend::Sqlite).await else {
+        return;
+    };
+    let web = h.public_client("read").await;
+    let made_up = "bm90LWEtcmVmcmVzaC10b2tlbi1vZi1hbnlvbmUncw";
+    let answered = h
+        .dropped_while_held(("", b""), h.refresh(&web, made_up, None))
+        .await
+        .expect("an unknown token waited for the writer");
+    assert_eq!(answered.error(), "invalid_grant", "{}", answered.text);
+    assert!(
+        answered.text.contains("unknown refresh token"),
+        "{}",
+        answered.text
+    );
+    h.finish().await;
+}
+
 /// A retry of a rotated refresh token within the grace window (the same
 /// successor again, and a new access token each time) counts against the
 /// allowance as a rotation does: before, it was never counted, and a
