@@ -264,6 +264,21 @@ async fn silent_code(h: &Harness, b: &mut Browser, s: &Setup) -> String {
     query_of(&silent)["code"].clone()
 }
 
+/// Answer the consent page `consent` with `decision` (`allow` or
+/// `deny`), as the person's browser `b`.
+async fn decide(h: &Harness, b: &mut Browser, consent: &Reply, decision: &str) -> Reply {
+    b.post(
+        h,
+        "/consent",
+        &[
+            ("request", &hidden(&consent.text, "request")),
+            ("csrf_token", &hidden(&consent.text, "csrf_token")),
+            ("decision", decision),
+        ],
+    )
+    .await
+}
+
 async fn exchange(h: &Harness, s: &Setup, code: &str, verifier: &str) -> Reply {
     h.post(
         "/oauth2/token",
@@ -361,18 +376,7 @@ async fn code_flow_with_consent_id_token_userinfo_and_logout(backend: Backend) {
     // to it.
     assert!(!consent.headers.contains_key("cross-origin-opener-policy"));
     assert!(consent.text.contains("name=\"decision\" value=\"allow\""));
-    let back = location(
-        &b.post(
-            &h,
-            "/consent",
-            &[
-                ("request", &hidden(&consent.text, "request")),
-                ("csrf_token", &hidden(&consent.text, "csrf_token")),
-                ("decision", "allow"),
-            ],
-        )
-        .await,
-    );
+    let back = location(&decide(&h, &mut b, &consent, "allow").await);
     assert!(back.starts_with(REDIRECT), "{back}");
     let q = query_of(&back);
     assert_eq!(q["state"], "st-1");
@@ -589,18 +593,7 @@ async fn a_replayed_code_that_issued_no_refresh_token_revokes_its_access_token()
         let mut b = Browser::default();
         let to_consent = location(&alice_logs_in(&h, &mut b, &s).await);
         let consent = b.get(&h, &to_consent).await;
-        let back = location(
-            &b.post(
-                &h,
-                "/consent",
-                &[
-                    ("request", &hidden(&consent.text, "request")),
-                    ("csrf_token", &hidden(&consent.text, "csrf_token")),
-                    ("decision", "allow"),
-                ],
-            )
-            .await,
-        );
+        let back = location(&decide(&h, &mut b, &consent, "allow").await);
         let code = query_of(&back)["code"].clone();
         let first = exchange(&h, &s, &code, VERIFIER).await;
         assert_eq!(first.status, StatusCode::OK, "{}", first.text);
@@ -752,17 +745,7 @@ async fn a_consent_sent_after_its_session_ended_leads_to_the_login(backend: Back
         .await
         .unwrap();
     }
-    let late = b
-        .post(
-            &h,
-            "/consent",
-            &[
-                ("request", &hidden(&consent.text, "request")),
-                ("csrf_token", &hidden(&consent.text, "csrf_token")),
-                ("decision", "allow"),
-            ],
-        )
-        .await;
+    let late = decide(&h, &mut b, &consent, "allow").await;
     assert_eq!(late.status, StatusCode::BAD_REQUEST, "{}", late.text);
     let again = link(&late.text, "action");
     assert!(again.starts_with("/login?request="), "{again}");
@@ -772,17 +755,7 @@ async fn a_consent_sent_after_its_session_ended_leads_to_the_login(backend: Back
     let to_consent = location(&asked);
     assert!(to_consent.starts_with("/consent"), "{to_consent}");
     let consent = b.get(&h, &to_consent).await;
-    let allowed = b
-        .post(
-            &h,
-            "/consent",
-            &[
-                ("request", &hidden(&consent.text, "request")),
-                ("csrf_token", &hidden(&consent.text, "csrf_token")),
-                ("decision", "allow"),
-            ],
-        )
-        .await;
+    let allowed = decide(&h, &mut b, &consent, "allow").await;
     let answer = query_of(&location(&allowed));
     assert_eq!(answer["state"], "st-1");
     let tokens = exchange(&h, &s, &answer["code"], VERIFIER).await;
@@ -1520,32 +1493,11 @@ async fn prompt_none_and_logout_attacks(backend: Backend) {
     assert_eq!(query_of(&location(&r))["error"], "consent_required");
     // Deny: access_denied at the client.
     let consent = b.get(&h, &to_consent).await;
-    let denied = location(
-        &b.post(
-            &h,
-            "/consent",
-            &[
-                ("request", &hidden(&consent.text, "request")),
-                ("csrf_token", &hidden(&consent.text, "csrf_token")),
-                ("decision", "deny"),
-            ],
-        )
-        .await,
-    );
+    let denied = location(&decide(&h, &mut b, &consent, "deny").await);
     assert_eq!(query_of(&denied)["error"], "access_denied");
     // Back to the page, and Allow this time: the client was told no, and
     // gets no code after it; the page is gone too.
-    let allowed = b
-        .post(
-            &h,
-            "/consent",
-            &[
-                ("request", &hidden(&consent.text, "request")),
-                ("csrf_token", &hidden(&consent.text, "csrf_token")),
-                ("decision", "allow"),
-            ],
-        )
-        .await;
+    let allowed = decide(&h, &mut b, &consent, "allow").await;
     assert_eq!(
         allowed.status,
         StatusCode::BAD_REQUEST,
@@ -3258,17 +3210,7 @@ async fn pending_requests_cost_no_storage_and_are_answered_once(backend: Backend
     let page = b.get(&h, &first).await;
     let to_consent = location(&b.log_in_on(&h, &page, "alice", "correct horse").await);
     let consent = b.get(&h, &to_consent).await;
-    let allowed = b
-        .post(
-            &h,
-            "/consent",
-            &[
-                ("request", &hidden(&consent.text, "request")),
-                ("csrf_token", &hidden(&consent.text, "csrf_token")),
-                ("decision", "allow"),
-            ],
-        )
-        .await;
+    let allowed = decide(&h, &mut b, &consent, "allow").await;
     assert!(query_of(&location(&allowed)).contains_key("code"));
     // Answered: its login page and its consent page say so, and cannot
     // issue a second code.
@@ -3788,17 +3730,7 @@ async fn denials_count_with_the_codes(backend: Backend) {
     for _ in 0..3 {
         assert!(to_consent.starts_with("/consent"), "{to_consent}");
         let consent = b.get(&h, &to_consent).await;
-        let denied = b
-            .post(
-                &h,
-                "/consent",
-                &[
-                    ("request", &hidden(&consent.text, "request")),
-                    ("csrf_token", &hidden(&consent.text, "csrf_token")),
-                    ("decision", "deny"),
-                ],
-            )
-            .await;
+        let denied = decide(&h, &mut b, &consent, "deny").await;
         answers.push(query_of(&location(&denied))["error"].clone());
         to_consent = location(&b.get(&h, &url).await);
     }
