@@ -29,6 +29,14 @@ pub struct AccessToken {
     signed_by: Option<Box<str>>,
 }
 
+/// The client a token names ([`AccessToken::client_id`]).
+fn client_of(claims: &Map<String, Value>) -> Option<&str> {
+    ["client_id", "azp", "cid", "appid"]
+        .into_iter()
+        .find_map(|name| claims.get(name))
+        .and_then(Value::as_str)
+}
+
 /// The scopes of a `scope` or `scp` claim: a space-separated string, or
 /// an array of strings (anything else: none).
 fn scope_list(value: &Value) -> BTreeSet<String> {
@@ -56,9 +64,14 @@ impl AccessToken {
             .or_else(|| claims.get("scp"))
             .map(scope_list)
             .unwrap_or_default();
+        // Whole seconds; a fraction (which validation accepts) rounded
+        // down, so that such a token is cached to its expiry too.
         let exp = claims
             .get("exp")
-            .and_then(Value::as_i64)
+            .and_then(|exp| {
+                exp.as_i64()
+                    .or_else(|| exp.as_f64().map(|f| f.floor() as i64))
+            })
             .map(NumericDate::from_seconds);
         AccessToken {
             claims,
@@ -80,14 +93,12 @@ impl AccessToken {
         self.claims.get("sub").and_then(Value::as_str)
     }
 
-    /// The client the token was issued to: its `client_id` (RFC 9068), or,
-    /// from issuers that name it only so (Keycloak, Microsoft Entra ID),
-    /// its `azp` (the authorized party).
+    /// The client the token was issued to: its `client_id` (RFC 9068,
+    /// AWS Cognito), or, from issuers that name it otherwise, its `azp`
+    /// (the authorized party: Keycloak, Microsoft Entra ID v2), `cid`
+    /// (Okta) or `appid` (Entra ID v1), the first of these it has.
     pub fn client_id(&self) -> Option<&str> {
-        self.claims
-            .get("client_id")
-            .or_else(|| self.claims.get("azp"))
-            .and_then(Value::as_str)
+        client_of(&self.claims)
     }
 
     /// Whether the token carries `scope`. The scopes are read from `scope`
@@ -207,6 +218,9 @@ struct Inner {
     /// ([`not_another_kind`]): `typ` is not `at+jwt`, and the guard is
     /// for access tokens.
     other_kinds_refused: bool,
+    /// The clients whose tokens are accepted ([`GuardBuilder::clients`]);
+    /// `None`: any.
+    clients: Option<BTreeSet<String>>,
     cache_size: usize,
     cache: RwLock<HashMap<[u8; 32], Cached>>,
     revocations: Option<RevocationFeed>,
@@ -228,6 +242,10 @@ struct Cached {
 #[derive(Debug)]
 pub struct GuardBuilder {
     issuer: String,
+    /// Other spellings of the issuer its tokens may carry
+    /// ([`GuardBuilder::also_issuer`]).
+    also_issuers: Vec<String>,
+    clients: Option<BTreeSet<String>>,
     /// `None`: any audience, waived explicitly ([`GuardBuilder::any_audience`]).
     audience: Option<String>,
     typ: Option<String>,
@@ -252,6 +270,8 @@ impl Guard {
     ) -> GuardBuilder {
         GuardBuilder {
             issuer: issuer.into(),
+            also_issuers: Vec::new(),
+            clients: None,
             audience: Some(audience.into()),
             typ: Some("at+jwt".into()),
             algorithms: None,
@@ -361,6 +381,16 @@ impl Guard {
             true => not_another_kind(claims),
             false => Ok(()),
         });
+        let kind = kind.and_then(|()| match &inner.clients {
+            Some(clients) => match client_of(claims) {
+                Some(client) if clients.contains(client) => Ok(()),
+                Some(client) => Err(format!(
+                    "it was issued to client {client:?}, not one of this guard's"
+                )),
+                None => Err("it names no client, and this guard accepts only some".into()),
+            },
+            None => Ok(()),
+        });
         if let Err(reason) = kind {
             tracing::debug!(reason, "bearer token refused");
             return Err(invalid);
@@ -455,13 +485,38 @@ impl GuardBuilder {
         self
     }
 
+    /// Also accept tokens whose `iss` is `issuer`, signed by the same keys:
+    /// an issuer that writes its name two ways (Google's ID tokens say
+    /// `https://accounts.google.com` or `accounts.google.com`), or the
+    /// tenants of a multi-tenant issuer an API serves, each named
+    /// (Microsoft Entra ID's `https://login.microsoftonline.com/{tenant
+    /// id}/v2.0`, with keys from its `common` key set). The keys'
+    /// discovery and the revocation feed stay the first issuer's.
+    #[must_use]
+    pub fn also_issuer(mut self, issuer: impl Into<String>) -> GuardBuilder {
+        self.also_issuers.push(issuer.into());
+        self
+    }
+
+    /// Accept only tokens issued to these clients (the token's
+    /// [`AccessToken::client_id`]); a token naming none is refused. For
+    /// issuers whose access tokens carry no audience (AWS Cognito's carry
+    /// `client_id` instead: [`GuardBuilder::any_audience`] with this), or
+    /// to narrow an audience many clients share.
+    #[must_use]
+    pub fn clients<S: Into<String>>(mut self, ids: impl IntoIterator<Item = S>) -> GuardBuilder {
+        self.clients = Some(ids.into_iter().map(Into::into).collect());
+        self
+    }
+
     /// Require this `typ` instead of `at+jwt` (`None`: any). Without
     /// `at+jwt`, an ID token or a logout token of the same issuer and
     /// audience (an app and its API registered as one client) would pass
     /// as an access token: tokens that show they are one (`at_hash`,
     /// `c_hash` or `events` among their claims, a `nonce` without `scope`
-    /// or `scp`, or Keycloak's `typ` claim `ID`, `Logout`, `Refresh` or
-    /// `Offline`) are refused, whatever `typ` is required (an ID token's
+    /// or `scp`, Keycloak's `typ` claim `ID`, `Logout`, `Refresh` or
+    /// `Offline`, or AWS Cognito's `token_use` other than `access`) are
+    /// refused, whatever `typ` is required (an ID token's
     /// is often `JWT`), unless the guard checks such tokens themselves
     /// ([`GuardBuilder::not_access_tokens`]).
     #[must_use]
@@ -543,6 +598,9 @@ impl GuardBuilder {
             }
         }
         let mut validation = Validation::new().issuer(self.issuer);
+        for issuer in self.also_issuers {
+            validation = validation.issuer(issuer);
+        }
         validation = match self.audience {
             Some(audience) => validation.audience(audience),
             None => validation.any_audience(),
@@ -582,6 +640,7 @@ impl GuardBuilder {
                 keys: self.keys,
                 validation,
                 other_kinds_refused,
+                clients: self.clients,
                 cache_size: self.cache_size,
                 cache: RwLock::new(HashMap::new()),
                 revocations: self.revocations,
@@ -610,8 +669,9 @@ fn not_sender_constrained(
 /// Without `at+jwt` required, refuse the tokens of other kinds that carry
 /// the same issuer and audience: ID tokens (`at_hash`, `c_hash`, or a
 /// `nonce` without any scope: Keycloak copies the sign-in's `nonce` into
-/// its access tokens too), logout tokens (`events`), and Keycloak's by its
-/// `typ` claim.
+/// its access tokens too), logout tokens (`events`), Keycloak's by its
+/// `typ` claim, and AWS Cognito's by its `token_use` (`id`; its ID tokens
+/// carry none of the other marks).
 fn not_another_kind(claims: &serde_json::Map<String, serde_json::Value>) -> Result<(), String> {
     for (claim, kind) in [
         ("at_hash", "an ID token"),
@@ -625,6 +685,11 @@ fn not_another_kind(claims: &serde_json::Map<String, serde_json::Value>) -> Resu
     if claims.contains_key("nonce") && !claims.contains_key("scope") && !claims.contains_key("scp")
     {
         return Err("it has a nonce and no scope: an ID token, not an access token".into());
+    }
+    if let Some(used) = claims.get("token_use") {
+        if used.as_str() != Some("access") {
+            return Err(format!("its token_use is {used}, not an access token"));
+        }
     }
     match claims.get("typ").and_then(|t| t.as_str()) {
         Some(kind @ ("ID" | "Logout" | "Refresh" | "Offline")) => {

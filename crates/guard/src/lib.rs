@@ -45,8 +45,9 @@
 //!   [`GuardBuilder::typ`]`(None)` (or `Some("JWT")`, which also refuses
 //!   a token with no `typ`); the issuer, audience, signature and
 //!   expiry are checked all the same, and a token that shows it is an ID
-//!   or logout token (`nonce`, `at_hash`, `events`, Keycloak's `typ`
-//!   claim) is refused, whichever `typ` is required (an app that checks
+//!   or logout token (`at_hash`, `c_hash`, `events`, a `nonce` without
+//!   a scope, Keycloak's `typ` claim, AWS Cognito's `token_use` other
+//!   than `access`) is refused, whichever `typ` is required (an app that checks
 //!   its provider's ID or logout tokens with a guard says so:
 //!   [`GuardBuilder::not_access_tokens`]). Other kinds such issuers mint with the same
 //!   `typ`, issuer and audience and none of those marks would pass: give
@@ -59,9 +60,49 @@
 //! - Scopes: read from `scope`, or, when a token has none, from `scp`
 //!   (Entra ID writes a string, Okta an array); either may be a
 //!   space-separated string or an array of strings.
-//! - The client: [`AccessToken::client_id`] reads `client_id`, or `azp`.
+//! - The client: [`AccessToken::client_id`] reads `client_id`, `azp`,
+//!   `cid` (Okta) or `appid` (Entra ID v1), the first there;
+//!   [`GuardBuilder::clients`] accepts only some clients' tokens.
 //! - The issuer must be the metadata's `issuer` exactly, a trailing `/`
-//!   included (Auth0's has one).
+//!   included (Auth0's has one); [`GuardBuilder::also_issuer`] accepts
+//!   other names under the same keys.
+//!
+//! Issuer by issuer (from their documentation; the guard's own tests use
+//! tokens shaped as they describe):
+//! - Keycloak: `typ(None)` (or its client's `at+jwt` option), and an
+//!   audience mapper that puts the API's audience in its tokens.
+//! - Microsoft Entra ID: `typ(None)`; the API's application ID URI or
+//!   client id as audience. v2 tokens: issuer
+//!   `https://login.microsoftonline.com/{tenant}/v2.0`, discovered; v1
+//!   tokens (the app registration's `accessTokenAcceptedVersion` unset
+//!   or 1): issuer `https://sts.windows.net/{tenant}/`, keys from
+//!   [`RemoteJwks::url`]`("https://login.microsoftonline.com/{tenant}/discovery/keys")`.
+//!   An API for several tenants names each one's issuer
+//!   ([`GuardBuilder::also_issuer`]), with keys from the `common` key
+//!   set (`…/common/discovery/v2.0/keys`); a `{tenantid}` template is not
+//!   expanded. Tokens of daemons (client credentials) carry their
+//!   permissions in `roles`, not `scp`: check
+//!   `token.claims()["roles"]` in the handler, as [`RequireScope`]
+//!   reads scopes only.
+//! - Auth0, Okta (a custom authorization server), Ory Hydra, ZITADEL:
+//!   `typ(None)`, the audience the API is registered with.
+//! - AWS Cognito: access tokens carry no `aud` and no `typ`:
+//!   `typ(None).any_audience().clients([app client ids])`; its ID tokens
+//!   are refused by their `token_use`.
+//! - Google: `also_issuer("accounts.google.com")` beside
+//!   `https://accounts.google.com`, which it also writes.
+//! - Dex and authentik mint access tokens shaped as ID tokens (`at_hash`,
+//!   or a `nonce` without a scope), which cannot be told apart from their
+//!   ID tokens: such an API checks them with
+//!   [`GuardBuilder::not_access_tokens`], and accepts either kind.
+//! - Kubernetes service-account tokens: `typ(None)`; its key set needs
+//!   credentials unless the cluster lets anyone read it (the
+//!   `system:service-account-issuer-discovery` role), else hand the keys
+//!   over through a [`KeyProvider`], and trust the cluster's CA
+//!   ([`RemoteJwks::root_certificates`]).
+//! - Firebase Authentication publishes X.509 certificates rather than a
+//!   JWK set: their public keys (`openssl x509 -pubkey -noout`) make a
+//!   [`KeySet`](tessera_jose::KeySet) the application refreshes as they rotate.
 //!
 //! Why a token was refused is logged at `debug` level (target
 //! `tessera_guard`), keys the issuer publishes that cannot be used (an

@@ -341,6 +341,78 @@ async fn scopes_and_clients_as_other_issuers_write_them() {
     assert_eq!((status, body.as_str()), (StatusCode::OK, "alice via shop"));
 }
 
+/// Issuers that write their tokens otherwise: AWS Cognito (no `aud`, the
+/// client in `client_id`, `token_use` telling access from ID tokens),
+/// Google (its name written two ways), Okta's `cid` and Entra ID v1's
+/// `appid` for the client, and an `exp` with a fraction.
+#[tokio::test]
+async fn tokens_of_issuers_that_write_them_otherwise() {
+    let key = SigningKey::generate(Algorithm::ES256)
+        .unwrap()
+        .with_kid("k1");
+    let keys = || KeySet::new(vec![key.verifying_key().unwrap()]).unwrap();
+    let token = |iss: &str, custom: serde_json::Value| {
+        let claims = Claims::with_custom(custom)
+            .issuer(iss)
+            .subject("alice")
+            .expires_at(NumericDate::now().plus(Duration::from_secs(300)));
+        jwt::sign(&claims, &key).unwrap()
+    };
+    let cognito = Guard::builder(ISS, "", keys())
+        .typ(None)
+        .any_audience()
+        .clients(["app-1"])
+        .build()
+        .unwrap();
+    let access = json!({"client_id": "app-1", "token_use": "access", "scope": "items:read"});
+    let verified = cognito.verify(&token(ISS, access)).await.unwrap();
+    assert_eq!(verified.client_id(), Some("app-1"));
+    for (what, custom) in [
+        (
+            "another client's",
+            json!({"client_id": "app-2", "token_use": "access"}),
+        ),
+        (
+            "one naming no client",
+            json!({"token_use": "access", "scope": "a"}),
+        ),
+        ("an ID token", json!({"aud": "app-1", "token_use": "id"})),
+        (
+            "an ID token naming its client",
+            json!({"azp": "app-1", "token_use": "id"}),
+        ),
+    ] {
+        assert!(cognito.verify(&token(ISS, custom)).await.is_err(), "{what}");
+    }
+    let google = Guard::builder("https://accounts.google.com", AUD, keys())
+        .also_issuer("accounts.google.com")
+        .typ(None)
+        .build()
+        .unwrap();
+    for iss in ["https://accounts.google.com", "accounts.google.com"] {
+        let custom = json!({"aud": AUD, "azp": "web"});
+        assert!(google.verify(&token(iss, custom)).await.is_ok(), "{iss}");
+    }
+    let elsewhere = token("https://accounts.google.com.example", json!({"aud": AUD}));
+    assert!(google.verify(&elsewhere).await.is_err());
+    let any = Guard::builder(ISS, AUD, keys()).typ(None).build().unwrap();
+    for (claim, client) in [("cid", "okta-app"), ("appid", "entra-v1-app")] {
+        let custom = json!({"aud": AUD, claim: client});
+        let verified = any.verify(&token(ISS, custom)).await.unwrap();
+        assert_eq!(verified.client_id(), Some(client), "{claim}");
+    }
+    // A fraction of a second in exp: valid, and cached to its expiry.
+    let exp = NumericDate::now().plus(Duration::from_secs(300)).seconds() as f64 + 0.5;
+    let claims = Claims::with_custom(json!({"aud": AUD, "exp": exp})).issuer(ISS);
+    let fractional = jwt::sign(&claims, &key).unwrap();
+    let verified = any.verify(&fractional).await.unwrap();
+    assert_eq!(
+        verified.expires_at().map(NumericDate::seconds),
+        Some(exp.floor() as i64)
+    );
+    assert_eq!(any.cached_tokens(), 3, "the two clients' and this one");
+}
+
 /// A scope requirement no token could meet, or whose challenge clients
 /// could not read, is a mistake found when the routes are built.
 #[test]
@@ -498,6 +570,9 @@ async fn custom_claims_and_configuration() {
         ),
         ("typ", json!("ID")),
         ("typ", json!("Refresh")),
+        // AWS Cognito's ID tokens: no nonce, no at_hash; only this.
+        ("token_use", json!("id")),
+        ("token_use", json!(["access"])),
     ] {
         let other = claims_with(json!({ "client_id": "web", member: value }));
         let token = jwt::sign(&other, &key).unwrap();
