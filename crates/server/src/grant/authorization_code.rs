@@ -90,12 +90,19 @@ pub async fn grant(request: &TokenRequest<'_>, exchange: Exchange<'_>) -> Result
     // the access token's event unless it is refused already, and within
     // the client's allowance for the user.
     let checks = codes::ReplayChecks {
-        refused: |sid: &str, jti: &str| {
-            exchange.revoked.refuses(Revocable {
+        refused: |sid: &str, jti: &str, family: Option<&str>| codes::AlreadyRefused {
+            token: exchange.revoked.refuses(Revocable {
                 jti: Some(jti),
                 sid: Some(sid),
                 ..Revocable::default()
-            })
+            }),
+            family: family.is_some_and(|family| {
+                exchange.revoked.refuses(Revocable {
+                    sid: Some(sid),
+                    family: Some(family),
+                    ..Revocable::default()
+                })
+            }),
         },
         count: |user_id: &str| {
             let any_subject = client.allows(GrantType::JwtBearer);

@@ -87,7 +87,10 @@ fn sign_in_routes(app: &App) -> Router<Arc<App>> {
                 .post(authorize::authorize)
                 .head(head_acts_not),
         )
-        .route("/login", get(login::page).post(login::submit))
+        .route(
+            "/login",
+            get(login::page).post(login::submit).head(head_acts_not),
+        )
         .route("/consent", get(consent::page).post(consent::submit))
         .route(
             "/oauth2/logout",
@@ -110,7 +113,8 @@ fn sign_in_routes(app: &App) -> Router<Arc<App>> {
 }
 
 /// `HEAD` on a route whose `GET` acts (issues and stores a code, ends a
-/// session): refused, since a `HEAD` must change nothing (RFC 9110
+/// session; the login page issues a code to a browser signed in
+/// meanwhile): refused, since a `HEAD` must change nothing (RFC 9110
 /// §9.3.2; link checkers and previewers send them freely), where axum
 /// would run the `GET` handler for it.
 async fn head_acts_not() -> impl axum::response::IntoResponse {

@@ -85,9 +85,11 @@ pub enum Redeemed {
         user_id: String,
         /// The sign-in session it came from.
         sid: String,
-        /// What became of the access token's event: in the log now, or
-        /// there already (or the token was refused already), or left out
-        /// by the revocation allowance (and the session ended instead).
+        /// What became of the revocations: an event in the log now (the
+        /// access token's, or its refresh family's), or both there
+        /// already (or the token refused already), or the token's left
+        /// out by the revocation allowance (and the session ended
+        /// instead).
         token: Appended,
     },
     /// Replayed before this: what the first use issued was revoked with
@@ -98,8 +100,9 @@ pub enum Redeemed {
 /// What a replay asks while it is recorded, about the access token its
 /// code's first use issued.
 pub struct ReplayChecks<R, C> {
-    /// Whether the token (`sid`, `jti`) is refused already: then no event
-    /// is appended, and none counted.
+    /// What is refused already of what the first use issued (`sid`,
+    /// the access token's `jti`, the refresh family if one was recorded):
+    /// for those no event is appended, and none counted.
     pub refused: R,
     /// The revocation allowance's say for the user (`user_id`), asked
     /// only when an event is about to be appended. Past it, the code's
@@ -118,14 +121,27 @@ impl<R, C> std::fmt::Debug for ReplayChecks<R, C> {
     }
 }
 
-/// The checks of a replay whose access-token event is always appended
-/// (tests, and callers with no allowance).
-pub fn append_always() -> ReplayChecks<
-    impl FnOnce(&str, &str) -> bool + Send,
-    impl FnOnce(&str) -> Result<(), std::time::Duration> + Send,
-> {
+/// What the revocation log refuses already of what a code's first use
+/// issued ([`ReplayChecks::refused`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AlreadyRefused {
+    /// Its access token (by its `jti`, or its session).
+    pub token: bool,
+    /// The access tokens of its refresh family (by the family, or its
+    /// session).
+    pub family: bool,
+}
+
+/// [`append_always`]'s: nothing is refused already.
+pub type NothingRefused = fn(&str, &str, Option<&str>) -> AlreadyRefused;
+/// [`append_always`]'s: every event is within the allowance.
+pub type AlwaysAllowed = fn(&str) -> Result<(), std::time::Duration>;
+
+/// The checks of a replay whose events are always appended (tests, and
+/// callers with no allowance).
+pub fn append_always() -> ReplayChecks<NothingRefused, AlwaysAllowed> {
     ReplayChecks {
-        refused: |_: &str, _: &str| false,
+        refused: |_: &str, _: &str, _: Option<&str>| AlreadyRefused::default(),
         count: |_: &str| Ok(()),
         keep: Keep(0),
     }
@@ -492,7 +508,7 @@ impl CodeWriter {
         checks: ReplayChecks<R, C>,
     ) -> Result<Redeemed, Error>
     where
-        R: FnOnce(&str, &str) -> bool,
+        R: FnOnce(&str, &str, Option<&str>) -> AlreadyRefused,
         C: FnOnce(&str) -> Result<(), std::time::Duration>,
     {
         let Some((queue, _)) = &self.queue else {
@@ -696,7 +712,7 @@ pub async fn redeem<R, C>(
     checks: ReplayChecks<R, C>,
 ) -> Result<Redeemed, Error>
 where
-    R: FnOnce(&str, &str) -> bool,
+    R: FnOnce(&str, &str, Option<&str>) -> AlreadyRefused,
     C: FnOnce(&str) -> Result<(), std::time::Duration>,
 {
     let claim = Claim {
@@ -847,7 +863,7 @@ async fn replay<R, C>(
     checks: ReplayChecks<R, C>,
 ) -> Result<Redeemed, Error>
 where
-    R: FnOnce(&str, &str) -> bool,
+    R: FnOnce(&str, &str, Option<&str>) -> AlreadyRefused,
     C: FnOnce(&str) -> Result<(), std::time::Duration>,
 {
     type Row = (Option<String>, Option<String>, Option<i64>, String, String);
@@ -901,31 +917,44 @@ where
                 // Whether the first use started a family (a refresh token
                 // was issued: the code records the family it would start
                 // whenever the client may refresh, before its scope says
-                // whether one is issued) that was still live.
-                let family_live = match &family_id {
-                    Some(family) => sqlx::query(crate::store::refresh::REVOKE_FAMILY)
-                        .bind(at).bind(REPLAYED).bind(family).execute(&mut *tx).await?
-                        .rows_affected() > 0,
+                // whether one is issued), live or revoked since (by
+                // `/oauth2/revoke` past its allowance, say, which leaves
+                // its access tokens live).
+                let family_started = match &family_id {
+                    Some(family) => {
+                        sqlx::query(crate::store::refresh::REVOKE_FAMILY)
+                            .bind(at).bind(REPLAYED).bind(family).execute(&mut *tx).await?;
+                        sqlx::query_scalar::<_, String>("SELECT id FROM refresh_families WHERE id = $1")
+                            .bind(family).fetch_optional(&mut *tx).await?.is_some()
+                    }
                     None => false,
                 };
                 // The first use's access token by its own event, counted
                 // against the allowance: it carries no family when no
                 // refresh token came with it, nor when an older version
                 // minted it.
+                let already = refused(
+                    &sid,
+                    access_jti.as_deref().unwrap_or_default(),
+                    family_id.as_deref(),
+                );
                 let token = match (&access_jti, access_expires_at) {
-                    (Some(jti), Some(_)) if refused(&sid, jti) => Appended::Already,
+                    (Some(_), Some(_)) if already.token => Appended::Already,
                     (Some(jti), Some(exp)) => append_unless_there!(
                         db, tx, token_revocation(jti, exp), at, || count(&user_id)
                     ),
                     _ => Appended::Already,
                 };
-                // And a live family's event, part of the same replay (not
-                // counted again): it refuses the access tokens of the
-                // refreshes made since with its refresh token (the first
-                // use may have been the attacker's). Past the allowance
-                // the session's end below refuses them instead.
+                // And the family's event, part of the same replay (not
+                // counted again; appended once, whatever revoked the
+                // family): it refuses the access tokens of the refreshes
+                // made since with its refresh token (the first use may
+                // have been the attacker's). Past the allowance the
+                // session's end below refuses them instead.
                 let token = match (&family_id, token) {
-                    (Some(family), Appended::Now | Appended::Already) if family_live => {
+                    (Some(family), Appended::Now | Appended::Already)
+                        if family_started && !already.family =>
+                    {
                         let always = || Ok::<(), std::time::Duration>(());
                         match append_unless_there!(db, tx, keep.family(family, at), at, always) {
                             Appended::Now => Appended::Now,

@@ -619,6 +619,66 @@ async fn a_replayed_code_that_issued_no_refresh_token_revokes_its_access_token()
     }
 }
 
+/// A code replayed after its refresh family was revoked without an event
+/// (`/oauth2/revoke` past the client's allowance, which leaves the
+/// family's access tokens live) still revokes them: the family's event
+/// is appended because the first use started a family, not because the
+/// replay was the one to revoke it.
+#[tokio::test]
+async fn a_replay_reaches_a_family_revoked_before_without_its_event() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some(h) = Harness::with(backend, |c| c.client_revocations = 1).await else {
+            continue;
+        };
+        let s = setup(&h, "Shop", true).await;
+        let (_browser, code) = signed_in_code(&h, &s).await;
+        let first = exchange(&h, &s, &code, VERIFIER).await;
+        assert_eq!(first.status, StatusCode::OK, "{}", first.text);
+        let client = Some((s.client_id.as_str(), s.secret.as_str()));
+        let refresh = &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &first.str("refresh_token")),
+        ];
+        let refreshed = h.post("/oauth2/token", refresh, client).await;
+        let (later, next) = (
+            refreshed.str("access_token"),
+            refreshed.str("refresh_token"),
+        );
+        let hr = &h;
+        let userinfo = |token: String| async move {
+            hr.send(
+                Request::get("/oauth2/userinfo")
+                    .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .status
+        };
+        // The allowance spent on the first access token; the refresh
+        // token's revocation past it revokes the family, and its access
+        // tokens live on.
+        let revoke = |token: String| async move {
+            hr.post("/oauth2/revoke", &[("token", token.as_str())], client)
+                .await
+                .status
+        };
+        assert_eq!(revoke(first.str("access_token")).await, StatusCode::OK);
+        assert_eq!(revoke(next).await, StatusCode::OK);
+        assert_eq!(userinfo(later.clone()).await, StatusCode::OK);
+        assert_eq!(
+            exchange(&h, &s, &code, VERIFIER).await.error(),
+            "invalid_grant"
+        );
+        assert_eq!(
+            userinfo(later).await,
+            StatusCode::UNAUTHORIZED,
+            "{backend:?}"
+        );
+        h.finish().await;
+    }
+}
+
 /// A rotated refresh token presented again (reuse) takes its family's
 /// session before the family and the revocation log's lock (PostgreSQL),
 /// as a logout and a replayed code take them: the other way round, a
@@ -2271,8 +2331,10 @@ async fn prompt_max_age_login_hint_and_form_post(backend: Backend) {
         let refused = query_of(&location(&b.get(&h, &url).await));
         assert_eq!(refused["error"], "invalid_request", "max_age {bad:?}");
     }
-    // A HEAD acts on nothing: no code, and the session lives on.
+    // A HEAD acts on nothing: no code (the login page of a browser signed
+    // in meanwhile issues one), and the session lives on.
     for path in [
+        to_login.clone(),
         authorize_url(&s.client_id, &[]),
         format!("/oauth2/logout?id_token_hint={}", first.str("id_token")),
     ] {
