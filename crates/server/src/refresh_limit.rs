@@ -23,9 +23,12 @@
 //! which is the session itself; a used or dead token's replay is never
 //! refused here, so that it reaches the rotation, which finds out the
 //! reuse and ends the family (a thief draining the allowance with the
-//! chain it took cannot keep the victim's replay from ending it). The
-//! count is an [`crate::allowance::Allowance`] per pair, kept in memory
-//! like the other limits.
+//! chain it took cannot keep the victim's replay from ending it). A
+//! retry within the grace window, which the rotation tells from a replay,
+//! is counted after it (and refused when it wrote nothing), unless its
+//! token was counted as live before. The count is an
+//! [`crate::allowance::Allowance`] per pair, kept in memory like the
+//! other limits.
 
 use std::time::Duration;
 
@@ -46,8 +49,7 @@ impl RefreshLimit {
         }
     }
 
-    /// Whether there is a limit (without one, the subject need not be
-    /// read).
+    /// Whether there is a limit.
     pub fn is_on(&self) -> bool {
         self.per_pair.is_limited()
     }

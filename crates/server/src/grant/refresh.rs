@@ -45,21 +45,22 @@ pub async fn grant(request: &TokenRequest<'_>, rotate: Rotate<'_>) -> Result<Gra
         .map_err(|e| Refusal::InvalidScope(e.to_string()))?;
     // Counted before anything is written: a refused rotation leaves the
     // presented token as it was, for the client to try again with.
-    match refresh::presented(rotate.db, presented, &client.client_id).await? {
-        refresh::Presented::Live(subject) if rotate.limit.is_on() => {
-            if let Err(wait) = rotate.limit.check(&client.client_id, &subject) {
-                metrics::counter!("tessera_token_failures_total", "reason" => "too_many_refreshes")
-                    .increment(1);
-                return Err(Refusal::TooManyRefreshes(wait));
-            }
-        }
-        refresh::Presented::Unknown => {
-            metrics::counter!("tessera_token_failures_total", "reason" => Refused::Unknown.reason())
+    let counted = match refresh::presented(rotate.db, presented, &client.client_id).await? {
+        refresh::Presented::Refused(refused) => {
+            metrics::counter!("tessera_token_failures_total", "reason" => refused.reason())
                 .increment(1);
-            return Err(Refusal::InvalidGrant("unknown refresh token".into()));
+            return Err(refusal(refused));
         }
-        refresh::Presented::Live(_) | refresh::Presented::NotLive => {}
-    }
+        refresh::Presented::Live(subject) => {
+            if rotate.limit.is_on() {
+                if let Err(wait) = rotate.limit.check(&client.client_id, &subject) {
+                    return Err(too_many(wait));
+                }
+            }
+            true
+        }
+        refresh::Presented::Used => false,
+    };
     let successor = random_token()?;
     let rotation = refresh::Rotation {
         presented,
@@ -115,33 +116,22 @@ pub async fn grant(request: &TokenRequest<'_>, rotate: Rotate<'_>) -> Result<Gra
                         .detail(detail),
                 );
             }
-            return Err(match refused {
-                Refused::Expired => Refusal::InvalidGrant("refresh token expired".into()),
-                Refused::Reused { .. } | Refused::Revoked => {
-                    Refusal::InvalidGrant("refresh token revoked".into())
-                }
-                Refused::Unknown | Refused::WrongClient => {
-                    Refusal::InvalidGrant("unknown refresh token".into())
-                }
-                Refused::ScopeNotGranted => Refusal::InvalidScope(
-                    "a requested scope was not granted to this session (or this client)".into(),
-                ),
-            });
+            return Err(refusal(refused));
         }
     };
-    // A retry within the grace window hands the successor out again and
-    // mints an access token, so it is counted as a rotation is (the
-    // count before the rotation found no live token to count it by): a
-    // client presenting its rotated token in a loop for the window's
-    // length was never held back. Nothing was written for it.
-    if rotated.retried && rotate.limit.is_on() {
-        if let Err(wait) = rotate
+    // A retry within the grace window hands a successor out again and
+    // mints an access token, so it is counted as a rotation is, unless it
+    // was counted before it (the token was live then, and another request
+    // rotated it meanwhile): a client presenting its rotated token in a
+    // loop for the window's length was never held back. Refused past the
+    // allowance only when it wrote nothing; one that replaced an unkept
+    // successor has committed, and is answered.
+    if rotated.retried && !counted && rotate.limit.is_on() {
+        let checked = rotate
             .limit
-            .check(&client.client_id, &rotated.family.subject)
-        {
-            metrics::counter!("tessera_token_failures_total", "reason" => "too_many_refreshes")
-                .increment(1);
-            return Err(Refusal::TooManyRefreshes(wait));
+            .check(&client.client_id, &rotated.family.subject);
+        if let (Err(wait), false) = (checked, rotated.replaced) {
+            return Err(too_many(wait));
         }
     }
     let family = rotated.family;
@@ -185,6 +175,29 @@ pub async fn grant(request: &TokenRequest<'_>, rotate: Rotate<'_>) -> Result<Gra
         sid: family.sid,
         sign_in: None,
     })
+}
+
+/// What the client is told of a refresh token the rotation refused.
+fn refusal(refused: Refused) -> Refusal {
+    match refused {
+        Refused::Expired => Refusal::InvalidGrant("refresh token expired".into()),
+        Refused::Reused { .. } | Refused::Revoked => {
+            Refusal::InvalidGrant("refresh token revoked".into())
+        }
+        Refused::Unknown | Refused::WrongClient => {
+            Refusal::InvalidGrant("unknown refresh token".into())
+        }
+        Refused::ScopeNotGranted => Refusal::InvalidScope(
+            "a requested scope was not granted to this session (or this client)".into(),
+        ),
+    }
+}
+
+/// Past the client's allowance of rotations for the user.
+fn too_many(wait: std::time::Duration) -> Refusal {
+    metrics::counter!("tessera_token_failures_total", "reason" => "too_many_refreshes")
+        .increment(1);
+    Refusal::TooManyRefreshes(wait)
 }
 
 /// A rotation taken back when the token endpoint fails after it

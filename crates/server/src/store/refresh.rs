@@ -147,6 +147,11 @@ pub struct Rotated {
     pub token: Zeroizing<String>,
     /// Whether this was a retry inside the grace period.
     pub retried: bool,
+    /// Whether the retry wrote: a successor issued before without being
+    /// kept (by an instance, or a version, without a grace window) was
+    /// replaced by this one. A retry that hands the kept one out again
+    /// writes nothing.
+    pub replaced: bool,
 }
 
 impl std::fmt::Debug for Rotation<'_> {
@@ -167,6 +172,7 @@ impl std::fmt::Debug for Rotated {
             .field("family", &self.family)
             .field("token", &"[REDACTED]")
             .field("retried", &self.retried)
+            .field("replaced", &self.replaced)
             .finish()
     }
 }
@@ -477,6 +483,7 @@ async fn rotate_in_one(
         family: claimed.family,
         token: successor.clone(),
         retried: false,
+        replaced: false,
     }))
 }
 
@@ -685,11 +692,13 @@ async fn rotate_in_transaction(
             family,
             token: successor,
             retried: false,
+            replaced: false,
         }),
         Outcome::Replaced(family) => Ok(Rotated {
             family,
             token: successor,
             retried: true,
+            replaced: true,
         }),
         Outcome::Again(family, sealed) => {
             let opened = open_successor(&master, &hash, &sealed)?;
@@ -699,6 +708,7 @@ async fn rotate_in_transaction(
                 family,
                 token: Zeroizing::new(token),
                 retried: true,
+                replaced: false,
             })
         }
         Outcome::Refused(refused) => Err(refused),
@@ -843,30 +853,37 @@ pub enum Presented {
     /// over) of this subject's: whom the rotation is for (the refresh
     /// grant's allowance, `refresh_limit.rs`).
     Live(String),
-    /// A token of the client's that is used or dead. It is no one's
-    /// here: its replay must reach the rotation, which finds out the
-    /// reuse and ends the family, whatever the allowance (counted, a
-    /// thief draining it with the live chain would keep the victim's
-    /// replay from ending the chain; and anyone holding an old token
-    /// could spend the user's allowance).
-    NotLive,
-    /// No token of the client's: refused without the rotation, which
-    /// takes the writer (SQLite's one connection) for a token anyone who
-    /// knows a public client's id can make up.
-    Unknown,
+    /// A used token of a live family: a retry within the grace window, or
+    /// a replay. It is counted by no one here: its replay must reach the
+    /// rotation, which finds out the reuse and ends the family, whatever
+    /// the allowance (counted, a thief draining it with the live chain
+    /// would keep the victim's replay from ending the chain; and anyone
+    /// holding an old token could spend the user's allowance).
+    Used,
+    /// What the rotation would refuse it as, without writing anything: no
+    /// token of the client's (`Unknown`), its family revoked, it or its
+    /// family expired. Refused from this read, without the rotation,
+    /// which takes the writer (SQLite's one connection) for a token
+    /// anyone who knows a public client's id can make up, or an app
+    /// retries in a loop after its sign-in ended.
+    Refused(Refused),
 }
 
-/// What `presented` is ([`Presented`]).
+/// What `presented` is ([`Presented`]), with the rotation's refusals in
+/// its order (`rotate_in_transaction`).
 pub async fn presented(db: &Db, presented: &str, client_id: &str) -> Result<Presented, Error> {
-    let row: Option<(String, bool)> = on_pool!(db.read(), p => sqlx::query_as(
-        "SELECT f.subject, (t.used_at IS NULL AND t.expires_at > $3 AND f.revoked_at IS NULL \
-         AND f.expires_at > $3) FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id \
+    let row: Option<(String, bool, bool, bool)> = on_pool!(db.read(), p => sqlx::query_as(
+        "SELECT f.subject, t.used_at IS NOT NULL, f.revoked_at IS NOT NULL, \
+         (t.expires_at <= $3 OR f.expires_at <= $3) \
+         FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id \
          WHERE t.token_hash = $1 AND f.client_id = $2"
     ).bind(token_digest(presented)).bind(client_id).bind(now()).fetch_optional(p).await)?;
     Ok(match row {
-        Some((subject, true)) => Presented::Live(subject),
-        Some((_, false)) => Presented::NotLive,
-        None => Presented::Unknown,
+        None => Presented::Refused(Refused::Unknown),
+        Some((_, _, true, _)) => Presented::Refused(Refused::Revoked),
+        Some((_, _, _, true)) => Presented::Refused(Refused::Expired),
+        Some((_, true, _, _)) => Presented::Used,
+        Some((subject, false, false, false)) => Presented::Live(subject),
     })
 }
 

@@ -742,26 +742,41 @@ async fn login_limits_count_the_client_behind_a_trusted_proxy(backend: Backend) 
 }
 
 /// A refresh token no one was issued (made up, by anyone who knows a
-/// public client's id) is refused from a read, without the rotation,
-/// which takes SQLite's one writer: answered while another connection
-/// holds the database's write lock.
+/// public client's id), or one whose family was revoked (an app retrying
+/// after its sign-in ended), is refused from a read, without the
+/// rotation, which takes SQLite's one writer: answered while another
+/// connection holds the database's write lock.
 #[tokio::test]
-async fn an_unknown_refresh_token_is_refused_without_the_writer() {
+async fn refresh_tokens_the_rotation_would_refuse_are_refused_without_the_writer() {
     let Some(h) = Harness::new(Backend::Sqlite).await else {
         return;
     };
     let web = h.public_client("read").await;
-    let made_up = "bm90LWEtcmVmcmVzaC10b2tlbi1vZi1hbnlvbmUncw";
-    let answered = h
-        .dropped_while_held(("", b""), h.refresh(&web, made_up, None))
+    h.user("alice", "correct horse", "read").await;
+    let revoked = h
+        .login(&web, "alice", "correct horse")
         .await
-        .expect("an unknown token waited for the writer");
-    assert_eq!(answered.error(), "invalid_grant", "{}", answered.text);
-    assert!(
-        answered.text.contains("unknown refresh token"),
-        "{}",
-        answered.text
-    );
+        .str("refresh_token");
+    let revoking = h
+        .post(
+            "/oauth2/revoke",
+            &[("token", revoked.as_str()), ("client_id", web.as_str())],
+            None,
+        )
+        .await;
+    assert_eq!(revoking.status, StatusCode::OK, "{}", revoking.text);
+    let made_up = "bm90LWEtcmVmcmVzaC10b2tlbi1vZi1hbnlvbmUncw";
+    for (token, said) in [
+        (made_up, "unknown refresh token"),
+        (revoked.as_str(), "refresh token revoked"),
+    ] {
+        let answered = h
+            .dropped_while_held(("", b""), h.refresh(&web, token, None))
+            .await
+            .expect("a refused token waited for the writer");
+        assert_eq!(answered.error(), "invalid_grant", "{}", answered.text);
+        assert!(answered.text.contains(said), "{}", answered.text);
+    }
     h.finish().await;
 }
 
