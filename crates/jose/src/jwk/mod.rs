@@ -427,9 +427,13 @@ fn take_string(map: &mut Map<String, Value>, name: &str) -> Result<Option<String
     match map.remove(name) {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(Error::invalid_key(format!(
-            "JWK member \"{name}\" must be a string"
-        ))),
+        Some(other) => {
+            // A private member of the wrong type holds secrets all the same.
+            wipe(other);
+            Err(Error::invalid_key(format!(
+                "JWK member \"{name}\" must be a string"
+            )))
+        }
     }
 }
 
@@ -487,6 +491,26 @@ pub(crate) fn exact_json(value: &impl serde::Serialize, pretty: bool) -> String 
     String::from_utf8(text).unwrap_or_default()
 }
 
+/// Overwrite every string `value` holds, and drop it.
+fn wipe(value: Value) {
+    match value {
+        Value::String(mut text) => zeroize::Zeroize::zeroize(&mut text),
+        Value::Array(items) => items.into_iter().for_each(wipe),
+        Value::Object(members) => members.into_iter().for_each(|(_, v)| wipe(v)),
+        _ => {}
+    }
+}
+
+/// A JWK's members being read: whatever is left of its private members
+/// when it is dropped (a read that failed half-way) is wiped.
+struct Reading(Map<String, Value>);
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        wipe_private(&mut self.0);
+    }
+}
+
 /// The members that hold a private key's secrets (RFC 7518 §6.2.2,
 /// §6.3.2, §6.4; RFC 8037 §2).
 const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "k", "oth"];
@@ -500,14 +524,6 @@ pub(crate) fn holds_secret(map: &Map<String, Value>) -> bool {
 
 /// Take the private members out of `map` and overwrite their text.
 pub(crate) fn wipe_private(map: &mut Map<String, Value>) {
-    fn wipe(value: Value) {
-        match value {
-            Value::String(mut text) => zeroize::Zeroize::zeroize(&mut text),
-            Value::Array(items) => items.into_iter().for_each(wipe),
-            Value::Object(members) => members.into_iter().for_each(|(_, v)| wipe(v)),
-            _ => {}
-        }
-    }
     for name in PRIVATE_MEMBERS {
         if let Some(value) = map.remove(name) {
             wipe(value);
@@ -596,17 +612,18 @@ impl<'de> serde::Deserialize<'de> for Jwk {
                 self,
                 mut access: A,
             ) -> Result<Self::Value, A::Error> {
-                let mut map = Map::new();
+                // Wiped if reading stops half-way, a member twice included.
+                let mut map = Reading(Map::new());
                 while let Some((name, value)) = access.next_entry::<String, Value>()? {
-                    if map.contains_key(&name) {
-                        wipe_private(&mut map);
+                    if map.0.contains_key(&name) {
+                        wipe(value);
                         return Err(serde::de::Error::custom(format!(
                             "JWK member {name:?} appears twice"
                         )));
                     }
-                    map.insert(name, value);
+                    map.0.insert(name, value);
                 }
-                Ok(map)
+                Ok(std::mem::take(&mut map.0))
             }
         }
         let map = d.deserialize_map(Members)?;

@@ -71,11 +71,23 @@ impl SigningKey {
     pub fn generate(alg: Algorithm) -> Result<SigningKey, Error> {
         match alg.family() {
             Family::Hmac { min_key_len, .. } => {
+                // Random bytes that happen to look like a key to the
+                // algorithm-confusion check (starting `ssh-`: 2^-32) are
+                // drawn again, not refused.
                 let mut secret = Zeroizing::new(vec![0u8; min_key_len]);
-                lc_rand::fill(&mut secret).map_err(|_| Error::Crypto {
+                let mut drawn = Err(Error::Crypto {
                     operation: "random generation",
-                })?;
-                SigningKey::hmac(alg, &secret)
+                });
+                for _ in 0..4 {
+                    lc_rand::fill(&mut secret).map_err(|_| Error::Crypto {
+                        operation: "random generation",
+                    })?;
+                    drawn = SigningKey::hmac(alg, &secret);
+                    if !matches!(drawn, Err(Error::InvalidKey { .. })) {
+                        break;
+                    }
+                }
+                drawn
             }
             Family::Rsa { .. } => SigningKey::generate_rsa(alg, 2048),
             Family::Ecdsa { sign, .. } => {
