@@ -143,6 +143,19 @@ pub(crate) fn check_url(url: &str) -> Result<(), FetchError> {
     {
         return Err(bad());
     }
+    // The path becomes a route of the metadata's router, where these are
+    // captures and wildcards (axum refuses some with a panic): the
+    // document would be served at other paths, or not at all.
+    let route_syntax = rest
+        .split('/')
+        .skip(1)
+        .any(|segment| segment.starts_with([':', '*']) || segment.contains(['{', '}']));
+    if route_syntax {
+        return Err(FetchError(format!(
+            "{url:?}: a path segment that starts with ':' or '*', or holds '{{' or '}}', \
+             is not served"
+        )));
+    }
     Ok(())
 }
 
@@ -171,5 +184,13 @@ mod tests {
         assert!(ProtectedResource::new("https://api.example.com/?x=1", "https://a").is_err());
         assert!(ProtectedResource::new("api.example.com", "https://a").is_err());
         assert!(ProtectedResource::new("https://api.example.com", "https://a\"b").is_err());
+        // Route syntax in the path (axum panicked on some when the router
+        // was built; others became captures served at any path).
+        for path in ["/:v1", "/*rest", "/a{b", "/{tenant}/api", "/v1/x}"] {
+            let url = format!("https://api.example.com{path}");
+            assert!(ProtectedResource::new(&url, "https://a").is_err(), "{path}");
+        }
+        let colon = ProtectedResource::new("https://api.example.com:8443/v1:x", "https://a");
+        let _: axum::Router = colon.unwrap().router();
     }
 }

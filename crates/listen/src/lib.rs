@@ -130,6 +130,10 @@ impl Limits {
     /// instant holds, in every connection.
     fn bounded(self) -> Limits {
         Limits {
+            // tokio's semaphore counts at most this many, and panics past it.
+            max_connections: self
+                .max_connections
+                .min(tokio::sync::Semaphore::MAX_PERMITS),
             header_timeout: self.header_timeout.min(LONGEST_TIMEOUT),
             request_timeout: self.request_timeout.min(LONGEST_TIMEOUT),
             send_timeout: self.send_timeout.min(LONGEST_TIMEOUT),

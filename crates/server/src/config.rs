@@ -289,6 +289,14 @@ impl std::fmt::Debug for DatabaseUrl {
         write!(f, "{:?}", crate::db::redact_url(&self.0))
     }
 }
+/// The most database connections a pool may hold: each is allocated up
+/// front (its slot, and on PostgreSQL a connection opened at start), so
+/// a typo of a few digits cost gigabytes before.
+pub const MOST_DATABASE_CONNECTIONS: u32 = 10_000;
+
+/// The most HTTP connections the listener may hold open at once (tokio's
+/// semaphore refuses more than it can count, with a panic at start).
+pub const MOST_HTTP_CONNECTIONS: usize = 1_000_000;
 
 /// The resolved configuration.
 #[derive(Clone, Debug)]
@@ -303,7 +311,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The database.
     pub database_url: DatabaseUrl,
-    /// Database pool size.
+    /// Database pool size (at most [`MOST_DATABASE_CONNECTIONS`]).
     pub max_connections: u32,
     /// The master key.
     pub master_key: MasterKeySource,
@@ -357,7 +365,8 @@ pub struct Config {
     /// `/readyz` says 503, so that load balancers stop sending before the
     /// listener closes.
     pub shutdown_delay: Duration,
-    /// Connections open at once (`None`: under the file-descriptor limit).
+    /// Connections open at once (`None`: under the file-descriptor
+    /// limit; at most [`MOST_HTTP_CONNECTIONS`]).
     pub max_http_connections: Option<usize>,
     /// Proxies whose `X-Forwarded-For` names the client (none: the
     /// connection's peer is the client).
@@ -661,7 +670,11 @@ impl Config {
             issuer_from_listen,
             listen,
             max_connections: match file.max_connections {
-                Some(0) => return Err(Error::Config("max_connections must be above 0".into())),
+                Some(n) if !(1..=MOST_DATABASE_CONNECTIONS).contains(&n) => {
+                    return Err(Error::Config(format!(
+                        "max_connections must be 1 to {MOST_DATABASE_CONNECTIONS}"
+                    )))
+                }
                 n => n.unwrap_or(16),
             },
             database_url,
@@ -777,8 +790,10 @@ impl Config {
                 Duration::ZERO,
             )?,
             max_http_connections: match file.http.max_connections {
-                Some(0) => {
-                    return Err(Error::Config("http.max_connections must be above 0".into()))
+                Some(n) if !(1..=MOST_HTTP_CONNECTIONS).contains(&n) => {
+                    return Err(Error::Config(format!(
+                        "http.max_connections must be 1 to {MOST_HTTP_CONNECTIONS}"
+                    )))
                 }
                 n => n,
             },
@@ -1189,6 +1204,16 @@ mod tests {
                 "http.shutdown_delay",
             ),
             ("max_connections = 0\n", "max_connections"),
+            // Each allocated up front: a typo of a few digits cost
+            // gigabytes; tokio's semaphore panicked past what it counts.
+            (
+                "max_connections = 4000000000\n",
+                "max_connections must be 1 to",
+            ),
+            (
+                "[http]\nmax_connections = 9223372036854775807\n",
+                "http.max_connections",
+            ),
             ("[sessions]\nidle = \"30s\"\n", "sessions.idle"),
             // Into `<html lang="…">`: a tag, nothing else.
             ("[pages]\nlang = \"en\\\" onload=\\\"x\"\n", "pages.lang"),

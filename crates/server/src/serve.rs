@@ -479,8 +479,9 @@ async fn maintain(db: Db, keys: Arc<Keys>, period: Duration, refresh_grace: i64,
         // Said when it is more than the few minutes an ordinary restart
         // puts between the last maintenance and this one (those are caught
         // up as quietly, in as many minutes).
-        if (following - at > CATCHING_UP_SAID) != catching_up {
-            catching_up = following - at > CATCHING_UP_SAID;
+        let behind = following.saturating_sub(at);
+        if (behind > CATCHING_UP_SAID) != catching_up {
+            catching_up = behind > CATCHING_UP_SAID;
             if catching_up {
                 tracing::warn!(
                     wall = now(),

@@ -34,6 +34,9 @@ const TEMPLATES: [(&str, &str); 7] = [
 
 const CSS: &str = include_str!("../../pages/tessera.css");
 
+/// The largest logo read (`[pages] logo`): 1 MiB.
+const MAX_LOGO: u64 = 1024 * 1024;
+
 /// The form-post page's only script.
 const AUTO_SUBMIT: &str = r#"document.getElementById("response").submit()"#;
 
@@ -73,7 +76,6 @@ impl Pages {
         let logo = match &theme.logo {
             None => None,
             Some(path) => {
-                let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
                 let kind = match path.extension().and_then(|e| e.to_str()) {
                     Some("svg") => "image/svg+xml",
                     Some("png") => "image/png",
@@ -84,6 +86,25 @@ impl Pages {
                         )))
                     }
                 };
+                // Read up to one byte past the bound: a logo is sent with
+                // every page's stylesheet, and a path to a device or a
+                // huge file is a mistake to name, not to read to its end.
+                let mut bytes = Vec::new();
+                std::fs::File::open(path)
+                    .and_then(|file| {
+                        std::io::Read::read_to_end(
+                            &mut std::io::Read::take(file, MAX_LOGO + 1),
+                            &mut bytes,
+                        )
+                    })
+                    .map_err(|e| Error::io(path, e))?;
+                if bytes.len() as u64 > MAX_LOGO {
+                    return Err(Error::Config(format!(
+                        "pages.logo {}: larger than {} KiB",
+                        path.display(),
+                        MAX_LOGO / 1024
+                    )));
+                }
                 Some((bytes, kind))
             }
         };
@@ -282,7 +303,27 @@ fn contrast_with_white(colour: &str) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
-    use super::contrast_with_white;
+    use super::{contrast_with_white, Pages, Theme, MAX_LOGO};
+
+    /// A logo is read up to its bound: a path to a device or a huge file
+    /// is refused at start, not read to its end.
+    #[test]
+    fn a_logo_past_its_bound_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let theme = |name: &str, len: u64| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, vec![0u8; usize::try_from(len).unwrap()]).unwrap();
+            Theme {
+                accent: "#0b57d0".into(),
+                logo: Some(path),
+                ..Theme::default()
+            }
+        };
+        assert!(Pages::load(&theme("small.png", 4096)).is_ok());
+        let large = Pages::load(&theme("large.png", MAX_LOGO + 1));
+        let said = large.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(said.contains("larger than"), "{said}");
+    }
 
     #[test]
     fn the_accent_is_measured_against_the_white_button_text() {

@@ -260,7 +260,9 @@ async fn after_cut_off(
     let Some(cut) = revoked.cut_off(Some(subject), Some(&client.client_id)) else {
         return Ok(());
     };
-    let next = u64::try_from(cut.saturating_add(1)).unwrap_or(0) * 1000;
+    let next = u64::try_from(cut.saturating_add(1))
+        .unwrap_or(0)
+        .saturating_mul(1000);
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));

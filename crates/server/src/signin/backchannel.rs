@@ -141,9 +141,9 @@ async fn attempt(
         Sent::Refused => MAX_REFUSED_ATTEMPTS,
         _ => MAX_ATTEMPTS,
     };
-    if delivery.attempts + 1 >= limit {
+    if delivery.attempts.saturating_add(1) >= limit {
         logouts::done(app.db, &delivery.id).await?;
-        tracing::warn!(client = %delivery.client_id, attempts = delivery.attempts + 1, "back-channel logout given up");
+        tracing::warn!(client = %delivery.client_id, attempts = delivery.attempts.saturating_add(1), "back-channel logout given up");
         metrics::counter!("tessera_backchannel_logouts_total", "outcome" => "given_up")
             .increment(1);
         app.audit.push(
@@ -153,7 +153,7 @@ async fn attempt(
                 .detail(format!(
                     "sid={} attempts={} last={}",
                     delivery.sid,
-                    delivery.attempts + 1,
+                    delivery.attempts.saturating_add(1),
                     if sent == Sent::Refused {
                         "refused (400)"
                     } else {
@@ -162,7 +162,7 @@ async fn attempt(
                 )),
         );
     } else {
-        let next_at = now() + backoff(delivery.attempts);
+        let next_at = now().saturating_add(backoff(delivery.attempts));
         let still_held = logouts::retry_at(app.db, &delivery.id, held_until, next_at).await?;
         if still_held && sent == Sent::Failed {
             // The endpoint is down or failing: its client's other
@@ -212,7 +212,7 @@ async fn send(app: &Deliver<'_>, http: &reqwest::Client, delivery: &Delivery, at
             Sent::Delivered
         }
         Ok(r) => {
-            tracing::info!(client = %delivery.client_id, status = %r.status(), attempts = delivery.attempts + 1, "back-channel logout refused");
+            tracing::info!(client = %delivery.client_id, status = %r.status(), attempts = delivery.attempts.saturating_add(1), "back-channel logout refused");
             // Only a 400 is about this logout token (Back-Channel Logout
             // §2.8); any other answer is the endpoint failing, retried.
             let (sent, outcome) = if r.status() == 400 {
@@ -225,7 +225,7 @@ async fn send(app: &Deliver<'_>, http: &reqwest::Client, delivery: &Delivery, at
             sent
         }
         Err(e) => {
-            tracing::info!(client = %delivery.client_id, error = %e, attempts = delivery.attempts + 1, "back-channel logout not delivered");
+            tracing::info!(client = %delivery.client_id, error = %e, attempts = delivery.attempts.saturating_add(1), "back-channel logout not delivered");
             metrics::counter!("tessera_backchannel_logouts_total", "outcome" => "unreachable")
                 .increment(1);
             Sent::Failed
