@@ -373,7 +373,7 @@ fn verify(args: &VerifyArgs) -> Result<(), Failure> {
     if is_stdin(args.secret_file.as_deref()) && matches!(args.token.as_deref(), None | Some("-")) {
         return Err(anyhow!(
             "--secret-file - reads standard input, where the token would come from: \
-             give the token as an argument"
+             give the secret with --secret-env VAR or --secret-file FILE instead"
         )
         .into());
     }

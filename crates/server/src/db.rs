@@ -185,6 +185,21 @@ impl Db {
             // seeing what the other transaction committed (a later
             // snapshot), which repeatable read would not give them. (A
             // backslash escapes the space in the startup options.)
+            // sqlx logs a parameter it does not know with its value (at
+            // `warn`): one that holds a password (`sslpassword`) would be
+            // written to the log in the clear. Refused here, before it is
+            // parsed.
+            if let Ok(parsed) = url::Url::parse(url) {
+                if let Some((name, _)) = parsed
+                    .query_pairs()
+                    .find(|(name, _)| name.contains("password") && name != "password")
+                {
+                    return Err(Error::Config(format!(
+                        "database URL {}: the parameter {name:?} is not supported",
+                        redact_url(url)
+                    )));
+                }
+            }
             let base = PgConnectOptions::from_str(url)
                 .map_err(Error::database)?
                 .options([
@@ -1196,6 +1211,18 @@ mod tests {
         let nobody = PgConnectOptions::from_str("postgres://postgres@127.0.0.1:1/test").unwrap();
         let unreachable = sqlx::ConnectOptions::connect(&nobody).await.unwrap_err();
         assert!(super::worth_waiting_for(&unreachable), "{unreachable}");
+    }
+
+    /// A URL parameter that holds a password sqlx does not know
+    /// (`sslpassword`) is refused before sqlx reads it: sqlx logs the
+    /// parameters it does not know with their values.
+    #[tokio::test]
+    async fn a_password_parameter_sqlx_would_log_is_refused() {
+        let url = "postgres://u@127.0.0.1:1/x?sslmode=require&sslpassword=hunter2";
+        let refused = super::Db::open(url, 1, super::Schema::AsIs).await;
+        let said = refused.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(said.contains("\"sslpassword\" is not supported"), "{said}");
+        assert!(!said.contains("hunter2"), "{said}");
     }
 
     #[test]

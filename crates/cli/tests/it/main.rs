@@ -835,7 +835,7 @@ fn secrets_come_from_files_or_the_environment() {
         ],
         Some(&piped),
         2,
-        "give the token as an argument",
+        "--secret-env VAR or --secret-file FILE",
     );
     fails(
         d,

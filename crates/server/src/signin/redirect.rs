@@ -12,7 +12,7 @@ use crate::Error;
 /// RFC 8252 §7.1), and that on a server running on plain `http` (a
 /// development setup) any client may use a loopback `http` URI.
 pub fn check_registered(uri: &str, public: bool, server_on_http: bool) -> Result<(), Error> {
-    let bad = |why: &str| Error::Invalid(format!("redirect URI {uri:?}: {why}"));
+    let bad = |why: &str| Error::Invalid(format!("redirect URI {:?}: {why}", shown(uri)));
     let url = Url::parse(uri).map_err(|e| bad(&e.to_string()))?;
     if url.fragment().is_some() || uri.contains('#') {
         return Err(bad("a redirect URI must not have a fragment"));
@@ -58,10 +58,25 @@ fn has_credentials(url: &Url) -> bool {
     !url.username().is_empty() || url.password().is_some()
 }
 
+/// `uri` as an error shows it: its user name and password, which a URI
+/// registered here must not hold and which may be real, left out (the
+/// CLI prints the error, the admin API answers it).
+fn shown(uri: &str) -> String {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return uri.to_owned();
+    };
+    let authority = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest.get(..authority).and_then(|a| a.rfind('@')) {
+        Some(at) => format!("{scheme}://…@{}", rest.get(at + 1..).unwrap_or_default()),
+        None => uri.to_owned(),
+    }
+}
+
 /// Check a back-channel logout URI: `https`, or loopback `http` on a
 /// server that itself runs on `http`; no fragment.
 pub fn check_backchannel(uri: &str, server_on_http: bool) -> Result<(), Error> {
-    let bad = |why: &str| Error::Invalid(format!("back-channel logout URI {uri:?}: {why}"));
+    let bad =
+        |why: &str| Error::Invalid(format!("back-channel logout URI {:?}: {why}", shown(uri)));
     let url = Url::parse(uri).map_err(|e| bad(&e.to_string()))?;
     if url.fragment().is_some() || uri.contains('#') {
         return Err(bad("it must not have a fragment"));
@@ -122,6 +137,31 @@ fn is_loopback(url: &Url) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A URI refused for holding a password does not repeat it: the CLI
+    /// prints the error, the admin API answers it.
+    #[test]
+    fn a_refusal_does_not_repeat_the_password() {
+        for uri in [
+            "https://u:hunter2@rp.example/cb",
+            "https://hunter2@rp.example/cb",
+            "https://u:hunter2@rp.example",
+            "https://u:hunter2@[::1/cb",
+        ] {
+            let said = [
+                check_registered(uri, false, false),
+                check_backchannel(uri, false),
+            ]
+            .map(|checked| checked.unwrap_err().to_string());
+            for said in said {
+                assert!(!said.contains("hunter2"), "{said}");
+                assert!(
+                    said.contains("rp.example") || said.contains("[::1"),
+                    "{said}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn a_backchannel_uri_is_stored_as_written() {
