@@ -264,6 +264,17 @@ async fn silent_code(h: &Harness, b: &mut Browser, s: &Setup) -> String {
     query_of(&silent)["code"].clone()
 }
 
+/// `GET /oauth2/userinfo` with `token` as the bearer token.
+async fn bearer_userinfo(h: &Harness, token: &str) -> Reply {
+    h.send(
+        Request::get("/oauth2/userinfo")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await
+}
+
 /// Answer the consent page `consent` with `decision` (`allow` or
 /// `deny`), as the person's browser `b`.
 async fn decide(h: &Harness, b: &mut Browser, consent: &Reply, decision: &str) -> Reply {
@@ -416,14 +427,7 @@ async fn code_flow_with_consent_id_token_userinfo_and_logout(backend: Backend) {
         "profile claims come from userinfo"
     );
     // userinfo: the claims of the granted scopes.
-    let info = h
-        .send(
-            Request::get("/oauth2/userinfo")
-                .header(header::AUTHORIZATION, format!("Bearer {access}"))
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+    let info = bearer_userinfo(&h, &access).await;
     assert_eq!(info.status, StatusCode::OK, "{}", info.text);
     assert_eq!(info.json["sub"], atc["sub"]);
     assert_eq!(info.json["email"], "alice@example.com");
@@ -562,14 +566,7 @@ async fn code_replay_revokes_what_it_issued(backend: Backend) {
         .await;
     assert_eq!(refreshed.error(), "invalid_grant", "{}", refreshed.text);
     for (which, token) in [("first", &access), ("refreshed", &later)] {
-        let info = h
-            .send(
-                Request::get("/oauth2/userinfo")
-                    .header(header::AUTHORIZATION, format!("Bearer {token}"))
-                    .body(Body::empty())
-                    .unwrap(),
-            )
-            .await;
+        let info = bearer_userinfo(&h, token).await;
         assert_eq!(
             info.status,
             StatusCode::UNAUTHORIZED,
@@ -599,16 +596,7 @@ async fn a_replayed_code_that_issued_no_refresh_token_revokes_its_access_token()
         assert_eq!(first.status, StatusCode::OK, "{}", first.text);
         assert!(first.json.get("refresh_token").is_none(), "{}", first.text);
         let access = first.str("access_token");
-        let userinfo = || async {
-            h.send(
-                Request::get("/oauth2/userinfo")
-                    .header(header::AUTHORIZATION, format!("Bearer {access}"))
-                    .body(Body::empty())
-                    .unwrap(),
-            )
-            .await
-            .status
-        };
+        let userinfo = || async { bearer_userinfo(&h, &access).await.status };
         assert_eq!(userinfo().await, StatusCode::OK);
         assert_eq!(
             exchange(&h, &s, &code, VERIFIER).await.error(),
@@ -645,16 +633,7 @@ async fn a_replay_reaches_a_family_revoked_before_without_its_event() {
             refreshed.str("refresh_token"),
         );
         let hr = &h;
-        let userinfo = |token: String| async move {
-            hr.send(
-                Request::get("/oauth2/userinfo")
-                    .header(header::AUTHORIZATION, format!("Bearer {token}"))
-                    .body(Body::empty())
-                    .unwrap(),
-            )
-            .await
-            .status
-        };
+        let userinfo = |token: String| async move { bearer_userinfo(hr, &token).await.status };
         // The allowance spent on the first access token; the refresh
         // token's revocation past it revokes the family, and its access
         // tokens live on.
@@ -900,16 +879,7 @@ async fn replayed_codes_past_the_allowance_end_the_session(backend: Backend) {
     let (mut b, code) = signed_in_code(&h, &s).await;
     let userinfo = |access: String| {
         let h = &h;
-        async move {
-            h.send(
-                Request::get("/oauth2/userinfo")
-                    .header(header::AUTHORIZATION, format!("Bearer {access}"))
-                    .body(Body::empty())
-                    .unwrap(),
-            )
-            .await
-            .status
-        }
+        async move { bearer_userinfo(h, &access).await.status }
     };
     let log = h.app.access.revoked();
     let before = log.since(0, 100).events.len();
@@ -2594,16 +2564,7 @@ async fn backchannel_logout_is_retried_until_acknowledged(backend: Backend) {
     assert_eq!(claims(&access)["sid"], sid.as_str());
     let userinfo = |token: String| {
         let h = &h;
-        async move {
-            h.send(
-                Request::get("/oauth2/userinfo")
-                    .header(header::AUTHORIZATION, format!("Bearer {token}"))
-                    .body(Body::empty())
-                    .unwrap(),
-            )
-            .await
-            .status
-        }
+        async move { bearer_userinfo(h, &token).await.status }
     };
     assert_eq!(userinfo(access.clone()).await, StatusCode::OK);
     sessions::end(
