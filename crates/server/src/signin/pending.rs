@@ -43,7 +43,7 @@ const INSTANCE_SKEW: i64 = 5;
 const LABEL: &str = "pending-authorization";
 
 /// A pending request, opened.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Pending {
     /// The sealed form: the pages' `request` parameter.
     pub id: String,
@@ -58,6 +58,19 @@ pub struct Pending {
     pub fresh_login: bool,
     /// When the request was first sealed (every sealing of it keeps it).
     pub started: i64,
+}
+
+/// Without the sealed form, which with the browser's cookie answers the
+/// request.
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("request", &self.request)
+            .field("sid", &self.sid)
+            .field("fresh_login", &self.fresh_login)
+            .field("started", &self.started)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Pending {
@@ -239,6 +252,8 @@ mod tests {
         .unwrap();
         let opened = open(&master, &id, &mine, 1010).unwrap();
         assert_eq!(opened.request, request());
+        let shown = format!("{opened:?}");
+        assert!(!shown.contains(&id) && shown.contains("sid-1"), "{shown}");
         assert_eq!(opened.sid.as_deref(), Some("sid-1"));
         assert!(!opened.fresh_login);
         assert!(

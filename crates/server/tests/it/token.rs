@@ -385,7 +385,7 @@ async fn a_password_changed_while_logins_are_checked_ends_them_all(backend: Back
     // the server: a login polled only with the others could stop inside
     // its transaction, holding the row the change below waits for.
     let h = std::sync::Arc::new(h);
-    let mut logins: futures_util::stream::FuturesUnordered<_> = (0..6)
+    let mut logins: futures_util::stream::FuturesUnordered<_> = (0..12)
         .map(|_| {
             let (h, web) = (std::sync::Arc::clone(&h), web.clone());
             tokio::spawn(async move { h.login(&web, "alice", "old horse").await })
