@@ -429,3 +429,15 @@ async fn timeouts_past_the_clock_still_serve() {
         assert!(answer.ends_with("ok"), "{answer}");
     }
 }
+
+/// A connection limit past what tokio's semaphore counts is taken as that
+/// many: before, the listener panicked as it started.
+#[tokio::test]
+async fn a_connection_limit_past_what_can_be_counted_serves() {
+    let address = start(Limits {
+        max_connections: usize::MAX,
+        ..limits(5, 5, 1)
+    })
+    .await;
+    assert!(get_once(address, "/").await.contains("ok"));
+}
