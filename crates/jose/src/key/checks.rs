@@ -42,14 +42,37 @@ pub(super) fn hmac_secret(alg: Algorithm, secret: &[u8], min_len: usize) -> Resu
 }
 
 /// Whether `bytes` are a key's DER: a `SubjectPublicKeyInfo`, a PKCS#1
-/// RSA public key or a PKCS#8 private key. Random bytes are not: each
-/// needs a nested structure whose every length adds up.
+/// RSA public key, a PKCS#8 private key, or an X.509 certificate (a JWK's
+/// `x5c` member, base64 DER, is the issuer's public key too). Random bytes
+/// are not: each needs a nested structure whose every length adds up.
 fn is_key_der(bytes: &[u8]) -> bool {
     use der::Decode;
     bytes.first() == Some(&0x30)
         && (spki::SubjectPublicKeyInfoRef::from_der(bytes).is_ok()
             || pkcs1::RsaPublicKey::from_der(bytes).is_ok()
-            || pkcs8::PrivateKeyInfo::from_der(bytes).is_ok())
+            || pkcs8::PrivateKeyInfo::from_der(bytes).is_ok()
+            || is_certificate_der(bytes))
+}
+
+/// An X.509 certificate's outline (RFC 5280 §4.1): a SEQUENCE of the
+/// signed part (a SEQUENCE), the signature's algorithm (a SEQUENCE) and
+/// the signature (a BIT STRING), and nothing else.
+fn is_certificate_der(bytes: &[u8]) -> bool {
+    use der::{Decode, Reader, Tag, Tagged};
+    let Ok(outer) = der::asn1::AnyRef::from_der(bytes) else {
+        return false;
+    };
+    let Ok(mut inner) = der::SliceReader::new(outer.value()) else {
+        return false;
+    };
+    let mut tags = Vec::with_capacity(3);
+    while !inner.is_finished() && tags.len() < 4 {
+        match der::asn1::AnyRef::decode(&mut inner) {
+            Ok(part) => tags.push(part.tag()),
+            Err(_) => return false,
+        }
+    }
+    outer.tag() == Tag::Sequence && tags == [Tag::Sequence, Tag::Sequence, Tag::BitString]
 }
 
 /// The bytes `text` stands for if it is standard base64 (padded or not,

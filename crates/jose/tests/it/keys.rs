@@ -240,3 +240,21 @@ fn a_jwk_deserialized_with_serde_refuses_repeated_members() {
     let jwk: Jwk = serde_json::from_str(&once).unwrap();
     assert_eq!(jwk.alg.as_deref(), Some("ES256"));
 }
+
+/// A certificate given as an HMAC secret (a JWK's `x5c` member, base64
+/// DER, copied from the issuer's key set; or the DER itself) is the
+/// issuer's public key: refused, as a PEM or SPKI one is.
+#[test]
+fn a_certificate_is_refused_as_an_hmac_secret() {
+    let pem = data("rsa2048-cert.pem");
+    let x5c: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = base64_simd::STANDARD.decode_to_vec(&x5c).unwrap();
+    for (what, secret) in [
+        ("x5c", x5c.into_bytes()),
+        ("DER", der),
+        ("PEM", pem.into_bytes()),
+    ] {
+        let refused = VerifyingKey::hmac(Algorithm::HS256, &secret);
+        assert!(matches!(refused, Err(Error::InvalidKey { .. })), "{what}");
+    }
+}
