@@ -42,8 +42,8 @@
 //! [pages]
 //! product_name = "Example Corp"   # shown on the sign-in pages
 //! lang = "en"                 # <html lang> of your own templates (built-in pages stay "en")
-//! accent = "#1d4ed8"        # buttons and links (a CSS colour)
-//! logo = "/etc/tessera/logo.svg"  # served at /assets/logo (SVG or PNG)
+//! accent = "#1d4ed8"        # buttons and links (#rgb or #rrggbb)
+//! logo = "/etc/tessera/logo.svg"  # served at /assets/logo (SVG or PNG, at most 1 MiB)
 //! templates = "/etc/tessera/templates"  # your own login.html, consent.html, …
 //!
 //! [pages.scopes]           # how the consent page words a scope (a title, an optional detail)
