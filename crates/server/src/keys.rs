@@ -615,7 +615,10 @@ impl Keys {
     /// token's `iat` (who holds the key signs what they like). When it was
     /// the key that signs for its algorithm, a new key of that algorithm
     /// signs from now on, unannounced (verifiers fetch the key set again
-    /// for a `kid` they do not know); its id is returned.
+    /// for a `kid` they do not know); its id is returned. A key announced
+    /// that has not signed yet (the first of an algorithm the
+    /// configuration changed to) is replaced by one that signs when it
+    /// would have: the key that signs meanwhile goes on.
     ///
     /// Every token the key signed is refused from now on: their clients
     /// ask for new ones (a refresh token is not signed, and goes on). A
@@ -648,6 +651,7 @@ impl Keys {
         } else {
             None
         };
+        let activate_at = row.activate_at.max(now);
         // Kept while any token it signed can live, and while any guard
         // may still hold a key set with the key in it: a guard keeps a set
         // up to `jwks_max_age` (at most `announce`: the server warns of a
@@ -671,7 +675,7 @@ impl Keys {
                 if let Some((new_kid, sealed, public)) = &replacement {
                     stored = sqlx::query(INSERT_NEXT)
                         .bind(new_kid).bind(alg.as_str()).bind(sealed).bind(public)
-                        .bind(now).bind(now).bind(i64::MAX)
+                        .bind(now).bind(activate_at).bind(i64::MAX)
                         .execute(&mut *tx).await?.rows_affected() == 1;
                 }
                 // And at least the longest access-token lifetime any
@@ -679,7 +683,7 @@ impl Keys {
                 crate::store::revocation::append_revocation!(self.db, tx, event.clone(), now);
                 if deleted == 1 && stored {
                     if let Some((new_kid, _, _)) = &replacement {
-                        record_in!(tx, created(new_kid, alg, now), &());
+                        record_in!(tx, created(new_kid, alg, activate_at), &());
                     }
                     record_in!(tx, recorded, &());
                     tx.commit().await?;
@@ -716,8 +720,10 @@ impl Keys {
     /// more while the issuer cannot be reached), and would accept what
     /// whoever holds a leaked key signs. The revocation event reaches them
     /// through the feed as for a stored key. Only a key this server made
-    /// (its `key_created` event in the audit trail): another id is
-    /// [`Error::NotFound`], as a mistyped one should be.
+    /// (its `key_created` event in the audit trail, or its `key_removed`
+    /// one, written when it was dropped: the first may be older than the
+    /// trail keeps): another id is [`Error::NotFound`], as a mistyped one
+    /// should be.
     async fn revoke_dropped(
         &self,
         kid: &str,
@@ -726,7 +732,7 @@ impl Keys {
     ) -> Result<(), Error> {
         let created = format!("kid={kid} alg=");
         let made_here = on_pool!(self.db.read(), p => sqlx::query_scalar::<_, i64>(
-            "SELECT COUNT(*) FROM audit_log WHERE event = 'key_created' \
+            "SELECT COUNT(*) FROM audit_log WHERE event IN ('key_created', 'key_removed') \
              AND substr(detail, 1, length($1)) = $1",
         )
         .bind(&created)
@@ -1137,8 +1143,22 @@ impl Keys {
             .collect();
         done.extend(orphans_done(rows, &self.policy, keep_after, now));
         for kid in done {
-            on_pool!(self.db.write(), p => sqlx::query("DELETE FROM signing_keys WHERE kid = $1")
-                .bind(&kid).execute(p).await.map(|r| r.rows_affected()))?;
+            // With its audit event, which a revocation of the key after it
+            // is gone looks for (`revoke_dropped`): its `key_created`
+            // event may be older than the trail keeps (`audit.retain`).
+            let alg = rows.iter().find(|r| r.kid == kid).map(|r| r.alg.clone());
+            let event = crate::store::audit::Event::new("key_removed")
+                .detail(format!("kid={kid} alg={}", alg.unwrap_or_default()));
+            let mut recorded = InChange::of(move |_: &()| event);
+            on_pool!(self.db.write(), p => {
+                let mut tx = p.begin_with(self.db.begin_write()).await?;
+                let deleted = sqlx::query("DELETE FROM signing_keys WHERE kid = $1")
+                    .bind(&kid).execute(&mut *tx).await?.rows_affected();
+                if deleted == 1 {
+                    record_in!(tx, recorded, &());
+                }
+                tx.commit().await
+            })?;
             tracing::info!(%kid, "retired signing key removed");
         }
         Ok(())

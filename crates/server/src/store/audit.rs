@@ -28,7 +28,7 @@ pub struct Event {
 /// Every kind of event the trail holds ([`Event::event`]; docs/server.md
 /// says what each records). The admin API's filter refuses any other
 /// name: a misspelt one would find nothing, and read as "none happened".
-pub const EVENTS: [&str; 31] = [
+pub const EVENTS: [&str; 32] = [
     "assertion_accepted",
     "backchannel_logout_failed",
     "backup_written",
@@ -40,6 +40,7 @@ pub const EVENTS: [&str; 31] = [
     "code_released",
     "code_replayed",
     "key_created",
+    "key_removed",
     "key_revoked",
     "key_rotation_started",
     "login_failed",

@@ -59,6 +59,8 @@ both_backends!(
     a_rotation_by_hand_rotates_the_databases_algorithms_whatever_the_configuration,
     a_key_made_while_the_clock_is_held_back_is_announced_by_the_wall_clock,
     a_leaked_key_revoked_stops_signing_and_verifying_everywhere_at_once,
+    a_key_dropped_by_the_maintenance_can_be_revoked_after_its_creation_left_the_trail,
+    revoking_an_announced_first_key_keeps_its_announcement,
 );
 
 /// How many signing keys a SQLite database holds.
@@ -3407,6 +3409,104 @@ async fn a_leaked_key_revoked_stops_signing_and_verifying_everywhere_at_once(bac
     assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.text);
     assert_eq!(events("no-such-key".into()).await, 0);
     other.db.close().await;
+    h.finish().await;
+}
+
+/// The first key of an algorithm the configuration changed to, revoked
+/// while announced (it never signed): its replacement is announced as
+/// long, and the old algorithm's key signs meanwhile. Before, the
+/// replacement signed at once, unannounced, and verifiers holding the key
+/// set refused its tokens until they fetched it again.
+async fn revoking_an_announced_first_key_keeps_its_announcement(backend: Backend) {
+    use tessera_jose::Algorithm;
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let now = tessera_server::store::now();
+    let old_kid = h.app.keys.signer(now).unwrap().kid().unwrap().to_owned();
+    let mut config = h.test_db.config();
+    config.keys.algorithm = Algorithm::ES384;
+    let restarted = tessera_server::open(config).await.unwrap();
+    let keys = &restarted.keys;
+    keys.maintain_at(now).await.unwrap();
+    let announced = |at: i64| {
+        keys.list(at)
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| k.alg == "ES384")
+            .collect::<Vec<_>>()
+    };
+    let first = announced(now).pop().unwrap();
+    assert!(first.activate_at > now + 60);
+    let replaced = keys
+        .revoke(&first.kid, tessera_server::store::audit::InChange::none())
+        .await
+        .unwrap()
+        .expect("a replacement for the algorithm's only key");
+    let replacement = announced(now)
+        .into_iter()
+        .find(|k| k.kid == replaced)
+        .unwrap();
+    assert!(
+        replacement.activate_at >= first.activate_at,
+        "{replacement:?}"
+    );
+    assert_eq!(keys.signer(now + 1).unwrap().kid(), Some(old_kid.as_str()));
+    restarted.db.close().await;
+    h.finish().await;
+}
+
+/// A key the maintenance dropped (all its tokens expired) may still sit
+/// in guards' key sets, so its revocation must reach the log. It was
+/// found by its `key_created` event, which the audit trail may have
+/// pruned long before (a key signs for `rotate_every`, the trail keeps
+/// `audit.retain`): the maintenance now records `key_removed` as it drops
+/// one, and a revocation finds either.
+async fn a_key_dropped_by_the_maintenance_can_be_revoked_after_its_creation_left_the_trail(
+    backend: Backend,
+) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let now = tessera_server::store::now();
+    let old = h.app.keys.signer(now).unwrap().kid().unwrap().to_owned();
+    h.app
+        .keys
+        .rotate(tessera_server::store::audit::InChange::none())
+        .await
+        .unwrap();
+    let config = h.test_db.config();
+    let announce = tessera_server::store::secs(config.keys.announce);
+    let ttl = tessera_server::store::secs(config.max_access_ttl);
+    let later = now + announce + ttl + 3600;
+    h.app.keys.maintain_at(later).await.unwrap();
+    assert!(
+        !h.app.keys.list(later).iter().any(|(k, _)| k.kid == old),
+        "the old key was dropped"
+    );
+    let removed = audit::recent(&h.db, Some("key_removed"), 10).await.unwrap();
+    assert!(
+        removed.iter().any(|e| e
+            .detail
+            .as_deref()
+            .is_some_and(|d| d.starts_with(&format!("kid={old} alg=")))),
+        "{removed:?}"
+    );
+    // Its creation pruned from the trail, as audit.retain would.
+    h.execute("DELETE FROM audit_log WHERE event = 'key_created'", &[])
+        .await;
+    h.app
+        .keys
+        .revoke(&old, tessera_server::store::audit::InChange::none())
+        .await
+        .unwrap();
+    let events = h
+        .count(
+            "SELECT COUNT(*) FROM revocation_events WHERE kind = 'key' AND value = $1",
+            &[&old],
+        )
+        .await;
+    assert_eq!(events, 1);
     h.finish().await;
 }
 
