@@ -1146,10 +1146,8 @@ impl Keys {
             // With its audit event, which a revocation of the key after it
             // is gone looks for (`revoke_dropped`): its `key_created`
             // event may be older than the trail keeps (`audit.retain`).
-            let alg = rows.iter().find(|r| r.kid == kid).map(|r| r.alg.clone());
-            let event = crate::store::audit::Event::new("key_removed")
-                .detail(format!("kid={kid} alg={}", alg.unwrap_or_default()));
-            let mut recorded = InChange::of(move |_: &()| event);
+            let alg = rows.iter().find(|r| r.kid == kid).map(|r| r.alg.as_str());
+            let mut recorded = removed(&kid, alg.unwrap_or_default());
             on_pool!(self.db.write(), p => {
                 let mut tx = p.begin_with(self.db.begin_write()).await?;
                 let deleted = sqlx::query("DELETE FROM signing_keys WHERE kid = $1")
@@ -1448,6 +1446,15 @@ pub async fn stored_count(db: &Db) -> Result<i64, Error> {
 /// its tokens can live (`keep_after`): time to stop publishing it.
 fn retired_long_enough(next: &KeyRow, keep_after: i64, now: i64) -> bool {
     next.activate_at.saturating_add(keep_after) < now
+}
+
+/// The audit event of key `kid` of `alg` dropped by the maintenance:
+/// written in the transaction that deletes it. The revocation of a key no
+/// longer stored finds the key by it, or by its [`created`] event.
+fn removed(kid: &str, alg: &str) -> InChange<'static> {
+    let event =
+        crate::store::audit::Event::new("key_removed").detail(format!("kid={kid} alg={alg}"));
+    InChange::of(move |_: &()| event)
 }
 
 /// The audit event of key `kid` of `alg` stored, signing from
