@@ -925,7 +925,7 @@ fn store_api_accepts_the_servers_tokens_and_follows_its_key_rotation() {
             "--audience",
             "store-api",
             "--access-ttl",
-            "1s",
+            "3s",
         ],
     );
     let (other, other_secret) = client(
@@ -1057,10 +1057,11 @@ fn store_api_accepts_the_servers_tokens_and_follows_its_key_rotation() {
         &[],
     );
     assert_eq!(api(&api_base, "GET", "/stores", forged.trim(), None), 401);
-    // Expired (1 s lifetime, no leeway at the API).
+    // Expired (3 s lifetime, no leeway at the API; long enough for the
+    // first use to land in time on a loaded machine).
     let expiring = token(&short, &short_secret);
     assert_eq!(api(&api_base, "GET", "/stores", &expiring, None), 200);
-    std::thread::sleep(Duration::from_millis(2100));
+    std::thread::sleep(Duration::from_millis(4100));
     assert_eq!(api(&api_base, "GET", "/stores", &expiring, None), 401);
 
     // A key rotation at the server: once the new key signs, the API
