@@ -498,23 +498,55 @@ async fn admin_parts(
     config.prepare_data_dir()?;
     let db =
         tessera_server::Db::open_for_commands(&config.database_url, 2, Schema::Current).await?;
-    // Checked by the server's issuer (an https server refuses plain http
-    // redirect and logout URIs), not by the default one of a shell that
-    // has not set it.
-    let recorded = tessera_server::store::issuer::recorded(&db).await;
-    match recorded {
-        Ok(Some(recorded)) if !config.adopt_issuer(&recorded) => eprintln!(
-            "warning: this database's server last started as {recorded}, not {}: what is \
-             registered here is checked as for {}",
-            config.issuer, config.issuer
-        ),
-        Ok(_) => {}
-        Err(e) => {
-            db.close().await;
-            return Err(e.into());
-        }
+    if let Err(e) = adopt_the_servers(config, &db).await {
+        db.close().await;
+        return Err(e.into());
     }
     Ok((db, tessera_server::password::Passwords::new(1)))
+}
+
+/// Take what the server last started with on `db` into `config`: its
+/// issuer, when `config` sets none (an https server refuses plain http
+/// redirect and logout URIs, which the default issuer of a shell that
+/// has not set it would let through), and its key settings (the command
+/// acts on the server's keys as the server does). Says on stderr where
+/// `config` differs.
+async fn adopt_the_servers(
+    config: &mut Config,
+    db: &tessera_server::Db,
+) -> Result<(), tessera_server::Error> {
+    if let Some(recorded) = tessera_server::store::issuer::recorded(db).await? {
+        if !config.adopt_issuer(&recorded) {
+            eprintln!(
+                "warning: this database's server last started as {recorded}, not {}: what is \
+                 registered here is checked as for {}",
+                config.issuer, config.issuer
+            );
+        }
+    }
+    if let Some(recorded) = tessera_server::store::key_settings::recorded(db).await? {
+        let differs = config.adopt_key_settings(&recorded);
+        if !differs.is_empty() {
+            eprintln!(
+                "warning: this database's server last started with other key settings than this \
+                 configuration's ({}): this command follows the server's (restart the server to \
+                 change them)",
+                differs.join("; ")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `config` with what the server last started with on its database
+/// ([`adopt_the_servers`]), for a command that opens the database itself.
+async fn as_the_server_started(mut config: Config) -> anyhow::Result<Config> {
+    let db =
+        tessera_server::Db::open_for_commands(&config.database_url, 1, Schema::Current).await?;
+    let adopted = adopt_the_servers(&mut config, &db).await;
+    db.close().await;
+    adopted?;
+    Ok(config)
 }
 
 /// `tessera user …`.
@@ -815,6 +847,7 @@ pub fn keys(server: &ServerArgs, command: KeysCommand) -> Result<(), Failure> {
             require_database(&config)?;
             runtime()?.block_on(async move {
                 // Rotating is maintenance: open the server's keys in full.
+                let config = as_the_server_started(config).await?;
                 let opened = tessera_server::open_with(config, Schema::Current).await?;
                 // One new key per algorithm: access tokens first, then ID tokens.
                 let passwords = tessera_server::password::Passwords::new(1);
@@ -833,6 +866,7 @@ pub fn keys(server: &ServerArgs, command: KeysCommand) -> Result<(), Failure> {
         KeysCommand::Revoke { kid } => {
             require_database(&config)?;
             runtime()?.block_on(async move {
+                let config = as_the_server_started(config).await?;
                 let opened = tessera_server::open_with(config, Schema::Current).await?;
                 let passwords = tessera_server::password::Passwords::new(1);
                 let replaced_by = service(&opened.db, &passwords, &opened.config)
@@ -856,10 +890,15 @@ pub fn keys(server: &ServerArgs, command: KeysCommand) -> Result<(), Failure> {
             // no rotation started, nothing deleted.
             require_database(&config)?;
             runtime()?.block_on(async move {
+                let mut config = config;
                 let db = tessera_server::Db::open(&config.database_url, 1, Schema::Current).await?;
-                let list =
-                    tessera_server::keys::stored(&db, &config.keys, tessera_server::store::now())
-                        .await;
+                let list = match adopt_the_servers(&mut config, &db).await {
+                    Ok(()) => {
+                        let now = tessera_server::store::now();
+                        tessera_server::keys::stored(&db, &config.keys, now).await
+                    }
+                    Err(e) => Err(e),
+                };
                 db.close().await;
                 print_keys(list?, json)
             })?;

@@ -852,6 +852,64 @@ impl Config {
         self.issuer == recorded
     }
 
+    /// The key settings a server started with this configuration
+    /// records for the admin commands ([`crate::store::key_settings`]).
+    pub fn key_settings(&self) -> crate::store::key_settings::KeySettings {
+        crate::store::key_settings::KeySettings {
+            algorithm: self.keys.algorithm,
+            id_token_algorithms: self.keys.id_token_algorithms.clone(),
+            announce: self.keys.announce,
+            jwks_max_age: self.jwks_max_age,
+        }
+    }
+
+    /// Take `recorded`, the key settings the server last started with:
+    /// an admin command acts on the server's keys as the server does,
+    /// whatever this configuration says. What this configuration said
+    /// otherwise, one setting a line (`keys.announce = "1h"`), for a
+    /// warning.
+    pub fn adopt_key_settings(
+        &mut self,
+        recorded: &crate::store::key_settings::KeySettings,
+    ) -> Vec<String> {
+        let mut differs = Vec::new();
+        let algorithms = |list: &[Algorithm]| {
+            list.iter()
+                .map(|a| format!("{:?}", a.as_str()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if self.keys.algorithm != recorded.algorithm {
+            differs.push(format!(
+                "keys.algorithm = {:?}",
+                self.keys.algorithm.as_str()
+            ));
+        }
+        if self.keys.id_token_algorithms != recorded.id_token_algorithms {
+            differs.push(format!(
+                "keys.id_token_algorithms = [{}]",
+                algorithms(&self.keys.id_token_algorithms)
+            ));
+        }
+        if self.keys.announce != recorded.announce {
+            differs.push(format!(
+                "keys.announce = {:?}",
+                humantime::format_duration(self.keys.announce).to_string()
+            ));
+        }
+        if self.jwks_max_age != recorded.jwks_max_age {
+            differs.push(format!(
+                "keys.jwks_max_age = {:?}",
+                humantime::format_duration(self.jwks_max_age).to_string()
+            ));
+        }
+        self.keys.algorithm = recorded.algorithm;
+        self.keys.id_token_algorithms = recorded.id_token_algorithms.clone();
+        self.keys.announce = recorded.announce;
+        self.jwks_max_age = recorded.jwks_max_age;
+        differs
+    }
+
     /// Whether the issuer was derived from a listen address on every
     /// interface (`0.0.0.0`, `[::]`): it then names this host's loopback
     /// address, which clients on other hosts cannot use (`--issuer`).

@@ -33,9 +33,12 @@
 //! token they signed has expired, counted from then or from when the
 //! access-token algorithm's first key signed, if later. Only the server's
 //! maintenance records that or makes a new
-//! algorithm's first key; an admin command (which may run under another
-//! configuration) never does, and `tessera keys rotate` rotates the
-//! algorithms the database holds.
+//! algorithm's first key or starts a rotation `rotate_every` makes due; an
+//! admin command (which may run under another configuration) never does,
+//! and `tessera keys rotate` rotates the algorithms the database holds.
+//! The admin commands take the key settings the server last started with
+//! (`crate::store::key_settings`): a rotation by hand is announced as the
+//! server announces its own.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -188,6 +191,9 @@ pub struct Keys {
     reloading: tokio::sync::Mutex<()>,
     /// Whether the ring is up to date with the stored keys.
     freshness: Freshness,
+    /// Keys whose rows do not open, already said in the log
+    /// ([`Keys::open_all`]).
+    unopenable: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// Whether the ring was read lately, and after every key revocation this
@@ -343,6 +349,7 @@ impl Keys {
             policy,
             reloading: tokio::sync::Mutex::new(()),
             freshness: Freshness::new(),
+            unopenable: std::sync::Mutex::new(std::collections::HashSet::new()),
         };
         // No removal here: every admin command loads the keys, perhaps
         // under a configuration (a shorter `max_access_ttl`) that is not
@@ -411,17 +418,18 @@ impl Keys {
     }
 
     /// The key that signs access tokens at `at` in place of the configured
-    /// algorithm's, none of which signs yet (and not merely for clock
-    /// skew, see [`Keys::signer_for`]): the newest active key of an
-    /// algorithm no longer configured, the one that signed them before.
+    /// algorithm's, none of which signs yet: the newest active key of an
+    /// algorithm no longer configured, the one that signed them before,
+    /// until the configured algorithm's first key is due, not a moment
+    /// sooner (that key was announced so that verifiers have it by then).
     /// Never a key of another configured algorithm (an ID-token key),
     /// whose algorithm access tokens never had.
     fn standing_in<'r>(&self, ring: &'r Ring, at: i64) -> Option<&'r LoadedKey> {
         let alg = self.policy.algorithm;
         let of_alg = || ring.keys.iter().filter(|k| k.signing.algorithm() == alg);
         // The usual case, on every token minted: one pass finds a key of
-        // the configured algorithm that signs (or will within the skew).
-        if of_alg().any(|k| k.info.activate_at <= at.saturating_add(SKEW)) {
+        // the configured algorithm that signs.
+        if of_alg().any(|k| k.info.activate_at <= at) {
             return None;
         }
         let configured = self.policy.algorithms();
@@ -618,7 +626,8 @@ impl Keys {
     /// for a `kid` they do not know); its id is returned. A key announced
     /// that has not signed yet (the first of an algorithm the
     /// configuration changed to) is replaced by one that signs when it
-    /// would have: the key that signs meanwhile goes on.
+    /// would have: the key that signs meanwhile goes on. A key of an
+    /// algorithm no longer in use is not replaced.
     ///
     /// Every token the key signed is refused from now on: their clients
     /// ask for new ones (a refresh token is not signed, and goes on). A
@@ -635,9 +644,9 @@ impl Keys {
         let Some(row) = rows.iter().find(|r| r.kid == kid) else {
             return self.revoke_dropped(kid, now, recorded).await.map(|()| None);
         };
-        let alg: Algorithm = row.alg.parse().map_err(|_| {
-            Error::Database(format!("key {}: unknown algorithm {}", row.kid, row.alg))
-        })?;
+        // `None`: an algorithm this version does not know (the row was
+        // changed, or a newer version stored it): revoked all the same.
+        let alg: Option<Algorithm> = row.alg.parse().ok();
         // The key that signs for the algorithm now (the newest active one):
         // without it, the algorithm needs a key that signs at once.
         let signing = rows
@@ -646,10 +655,19 @@ impl Keys {
             .filter(|r| r.alg == row.alg)
             .find(|r| r.activate_at <= now)
             .is_none_or(|r| r.kid == kid);
-        let replacement = if signing {
-            Some(self.make_key(alg).await?)
-        } else {
-            None
+        // An algorithm no longer configured (nor used by any client), or
+        // found so by the server's maintenance, is on its way out: its
+        // last key revoked, nothing of it should sign again. While it
+        // stood in for a new access-token algorithm, that algorithm's
+        // first key signs from now on (`Keys::signer`).
+        let dropped = alg.is_none_or(|alg| !self.policy.algorithms().contains(&alg))
+            || rows
+                .iter()
+                .filter(|r| r.alg == row.alg)
+                .all(|r| r.retired_at.is_some());
+        let replacement = match alg {
+            Some(alg) if signing && !dropped => Some((alg, self.make_key(alg).await?)),
+            _ => None,
         };
         let activate_at = row.activate_at.max(now);
         // Kept while any token it signed can live, and while any guard
@@ -672,7 +690,7 @@ impl Keys {
                 let deleted = sqlx::query("DELETE FROM signing_keys WHERE kid = $1")
                     .bind(kid).execute(&mut *tx).await?.rows_affected();
                 let mut stored = true;
-                if let Some((new_kid, sealed, public)) = &replacement {
+                if let Some((alg, (new_kid, sealed, public))) = &replacement {
                     stored = sqlx::query(INSERT_NEXT)
                         .bind(new_kid).bind(alg.as_str()).bind(sealed).bind(public)
                         .bind(now).bind(activate_at).bind(i64::MAX)
@@ -682,8 +700,8 @@ impl Keys {
                 // start allowed, read inside.
                 crate::store::revocation::append_revocation!(self.db, tx, event.clone(), now);
                 if deleted == 1 && stored {
-                    if let Some((new_kid, _, _)) = &replacement {
-                        record_in!(tx, created(new_kid, alg, activate_at), &());
+                    if let Some((alg, (new_kid, _, _))) = &replacement {
+                        record_in!(tx, created(new_kid, *alg, activate_at), &());
                     }
                     record_in!(tx, recorded, &());
                     tx.commit().await?;
@@ -701,7 +719,7 @@ impl Keys {
                     if let Err(e) = self.refresh_at(now).await {
                         tracing::error!(error = %e, "key revoked, but the signing keys could not be read again");
                     }
-                    return Ok(replacement.map(|(new_kid, _, _)| new_kid));
+                    return Ok(replacement.map(|(_, (new_kid, _, _))| new_kid));
                 }
                 Some(false) => {
                     return self.revoke_dropped(kid, now, recorded).await.map(|()| None);
@@ -763,7 +781,8 @@ impl Keys {
     /// Bring the stored keys up to date with the policy and reload the
     /// cache: create the first key, start a due rotation, drop keys whose
     /// tokens have all expired. Run periodically by the server (a start
-    /// and the admin commands do all of it but the dropping).
+    /// and the admin commands only create the first keys of an empty
+    /// database).
     ///
     /// Nothing is written before the master key has opened every stored
     /// key: a start with the wrong master key fails here, and never stores
@@ -855,7 +874,7 @@ impl Keys {
         let heard = self.freshness.reading();
         self.learn_longest_ttl().await?;
         let rows = self.fetch().await?;
-        let opened = self.open_all(&rows)?;
+        let opened = self.open_all(&rows, HashMap::new()).await?;
         self.reload(rows, &opened, at)?;
         self.freshness.installed(heard);
         Ok(())
@@ -897,32 +916,32 @@ impl Keys {
             None => now.max(crate::store::now()),
         };
         let mut rows = self.fetch().await?;
-        let mut opened = self.open_all(&rows)?;
+        let opened = self.open_all(&rows, HashMap::new()).await?;
         self.claim_master().await?;
-        let mut stored = false;
         if rows.is_empty() {
             self.insert_first(&self.policy.algorithms(), made_at)
                 .await?;
             rows = self.fetch().await?;
-            stored = true;
         }
-        // Keys stored before this maintenance: the algorithms' first keys
-        // on a new database are made at once, by any start.
-        let in_service = !rows.is_empty();
-        for alg in self.policy.algorithms() {
+        // The first key of an algorithm new to a database in service, and
+        // a rotation `rotate_every` makes due: made by the server's
+        // maintenance only, never by a start's first reading (the
+        // maintenance follows at once) or an admin command, which may run
+        // under another configuration (`rotate_every` is not among the
+        // settings it takes from the server). A new algorithm's first key
+        // is announced, as a rotation's is.
+        let maintained = if remove {
+            self.policy.algorithms()
+        } else {
+            Vec::new()
+        };
+        for alg in maintained {
             for _ in 0..5 {
                 let of_alg: Vec<&KeyRow> = rows.iter().filter(|r| r.alg == alg.as_str()).collect();
-                // The first key of an algorithm new to a database in
-                // service: made by the server's maintenance only (an admin
-                // command may run under another configuration), and
-                // announced, as a rotation's is.
-                if of_alg.is_empty() && in_service && !remove {
-                    break;
-                }
                 let Some(activate_at) = self.due(&of_alg, made_at) else {
                     break;
                 };
-                let activate_at = if of_alg.is_empty() && in_service {
+                let activate_at = if of_alg.is_empty() {
                     activate_at.max(made_at.saturating_add(secs(self.policy.announce)))
                 } else {
                     activate_at
@@ -932,7 +951,6 @@ impl Keys {
                     .insert_next(alg, made_at, activate_at, Some(seen))
                     .await?;
                 rows = self.fetch().await?;
-                stored = true;
                 if won.is_some() {
                     tracing::info!(%alg, activate_at, "new signing key stored");
                     break;
@@ -941,9 +959,6 @@ impl Keys {
                 // decide again on what it stored.
             }
         }
-        if stored {
-            opened = self.open_all(&rows)?;
-        }
         if remove {
             self.learn_longest_ttl().await?;
             if self.mark_retired(&rows, now).await? {
@@ -951,6 +966,8 @@ impl Keys {
             }
             self.expire(&rows, now).await?;
         }
+        // The keys stored since the first reading, opened too.
+        let opened = self.open_all(&rows, opened).await?;
         self.reload(rows, &opened, now)?;
         self.freshness.installed(heard);
         Ok(())
@@ -973,11 +990,9 @@ impl Keys {
                 .bind(&sealed).execute(p).await?;
             sqlx::query_as("SELECT sealed FROM master_key_check WHERE id = 1").fetch_all(p).await
         })?;
-        let opens = stored.first().is_some_and(|(sealed,)| {
-            self.master
-                .open(MASTER_CHECK, sealed)
-                .is_ok_and(|text| text.as_slice() == MASTER_CHECK.as_bytes())
-        });
+        let opens = stored
+            .first()
+            .is_some_and(|(sealed,)| self.opens_check(sealed));
         if !opens {
             return Err(Error::MasterKey(
                 "this database is tied to another master key (another instance set it up at the \
@@ -1007,20 +1022,94 @@ impl Keys {
         }
     }
 
-    /// Open every stored key (those already cached are not opened again);
-    /// fails with [`Error::MasterKey`] when one does not open.
-    fn open_all(&self, rows: &[KeyRow]) -> Result<HashMap<String, Arc<SigningKey>>, Error> {
+    /// Open every stored key: those in `opened` or cached in the ring are
+    /// not opened again. Fails with the first key's error when one does
+    /// not open, unless the master key is proven right (it opens the
+    /// database's check row, [`Keys::claim_master`]) and the key's
+    /// algorithm is one this version knows: the row is then left out
+    /// (not published, never used to sign) and said once, and the others
+    /// serve. Else one row changed by hand stopped every start, and
+    /// `tessera keys revoke` of that very key. A key of an algorithm this
+    /// version does not know is a newer version's: this one stops (a
+    /// start) or stops reading the keys (a running instance, which
+    /// `/readyz` then takes out), rather than publish a key set without
+    /// the key the newer instances sign with.
+    async fn open_all(
+        &self,
+        rows: &[KeyRow],
+        mut opened: HashMap<String, Arc<SigningKey>>,
+    ) -> Result<HashMap<String, Arc<SigningKey>>, Error> {
         let previous = self.snapshot();
-        rows.iter()
-            .map(|row| {
-                let cached = previous.keys.iter().find(|k| k.info.kid == row.kid);
-                let key = match cached {
-                    Some(k) => Arc::clone(&k.signing),
-                    None => Arc::new(self.open(row)?),
-                };
-                Ok((row.kid.clone(), key))
-            })
-            .collect()
+        let mut failed = Vec::new();
+        for row in rows {
+            if opened.contains_key(&row.kid) {
+                continue;
+            }
+            let cached = previous.keys.iter().find(|k| k.info.kid == row.kid);
+            match cached {
+                Some(k) => {
+                    opened.insert(row.kid.clone(), Arc::clone(&k.signing));
+                }
+                None => match self.open(row) {
+                    Ok(key) => {
+                        opened.insert(row.kid.clone(), Arc::new(key));
+                    }
+                    Err(e) => failed.push((row, e)),
+                },
+            }
+        }
+        if failed.is_empty() {
+            return Ok(opened);
+        }
+        let newer = failed
+            .iter()
+            .position(|(row, _)| row.alg.parse::<Algorithm>().is_err());
+        if let Some(at) = newer {
+            return Err(failed.swap_remove(at).1);
+        }
+        if !self.master_proven().await? {
+            return Err(failed.swap_remove(0).1);
+        }
+        let mut said = match self.unopenable.lock() {
+            Ok(said) => said,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for (row, e) in failed {
+            if said.insert(row.kid.clone()) {
+                tracing::error!(
+                    kid = %row.kid,
+                    alg = %row.alg,
+                    error = %e,
+                    "a stored signing key does not open, though the master key opens the \
+                     database's check (its row was changed?): it is neither published nor \
+                     used to sign here; `tessera keys revoke KID` deletes it"
+                );
+            }
+        }
+        Ok(opened)
+    }
+
+    /// Whether the master key is known to be this database's: it opens
+    /// the check row a start wrote ([`Keys::claim_master`]).
+    async fn master_proven(&self) -> Result<bool, Error> {
+        if self
+            .master_claimed
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Ok(true);
+        }
+        let stored: Option<(Vec<u8>,)> = on_pool!(self.db.read(), p => sqlx::query_as(
+            "SELECT sealed FROM master_key_check WHERE id = 1"
+        ).fetch_optional(p).await)?;
+        Ok(stored.is_some_and(|(sealed,)| self.opens_check(&sealed)))
+    }
+
+    /// Whether `sealed` is the master key check sealed under this master
+    /// key.
+    fn opens_check(&self, sealed: &[u8]) -> bool {
+        self.master
+            .open(MASTER_CHECK, sealed)
+            .is_ok_and(|text| text.as_slice() == MASTER_CHECK.as_bytes())
     }
 
     async fn fetch(&self) -> Result<Vec<KeyRow>, Error> {
@@ -1181,9 +1270,9 @@ impl Keys {
             if removed.contains(&row.kid) {
                 continue;
             }
-            let signing = match opened.get(&row.kid) {
-                Some(key) => Arc::clone(key),
-                None => Arc::new(self.open(row)?),
+            // Not opened: a row that does not open (`open_all`).
+            let Some(signing) = opened.get(&row.kid).map(Arc::clone) else {
+                continue;
             };
             // The published key is derived from the sealed private key,
             // never taken from the row as stored: someone who can write
@@ -1331,12 +1420,12 @@ fn states_under(infos: Vec<KeyInfo>, policy: &KeyPolicy, at: i64) -> Vec<(KeyInf
             .parse::<Algorithm>()
             .is_ok_and(|alg| configured.contains(&alg))
     };
-    // The access-token algorithm has no key signing (or about to) yet:
-    // the newest key of a dropped algorithm that signs stands in.
+    // The access-token algorithm has no key signing yet: the newest key
+    // of a dropped algorithm that signs stands in.
     let access_alg = policy.algorithm.to_string();
     let standing_in = if infos
         .iter()
-        .any(|k| k.alg == access_alg && k.activate_at <= at.saturating_add(SKEW))
+        .any(|k| k.alg == access_alg && k.activate_at <= at)
     {
         None
     } else {

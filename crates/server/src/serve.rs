@@ -154,6 +154,17 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let Opened { config, db, keys } = opened;
+    // A stored key that does not open is left out (`Keys::open_all`, which
+    // says which): a start with no key left to sign access tokens would
+    // answer every token request with an error.
+    if let Err(e) = keys.signer(now()) {
+        db.close().await;
+        return Err(Error::Database(format!(
+            "no signing key of {} opens ({e}): the log says which stored keys do not; \
+             `tessera keys revoke KID` replaces one",
+            config.keys.algorithm
+        )));
+    }
     // Before the first token: cut-offs appended from now on are kept until
     // tokens of this lifetime have expired. Here, not in `open`, which the
     // admin commands use too (`tessera keys rotate`), perhaps under
@@ -177,6 +188,12 @@ pub async fn serve(
             db.close().await;
             return Err(e);
         }
+    }
+    // For the admin commands too: they rotate, revoke and list the keys
+    // as this server does.
+    if let Err(e) = crate::store::key_settings::record(&db, &config.key_settings()).await {
+        db.close().await;
+        return Err(e);
     }
     let cores = std::thread::available_parallelism().map_or(2, usize::from);
     let passwords = match config.login_queue {

@@ -309,6 +309,90 @@ fn admin_commands_check_by_the_issuer_the_server_started_as() {
     );
 }
 
+/// The key commands act on the server's keys as the server does, run
+/// with whatever configuration: a shell without the server's (defaults:
+/// ES256 access tokens, RS256 ID tokens, keys announced 1h ahead) lists
+/// the server's EdDSA and ES384 keys as active, registers a client for
+/// ES384 ID tokens, and rotates announcing the new keys 7m ahead, as the
+/// server would, saying that its configuration differs. Before, it
+/// listed them as retired, refused ES384, and announced by its own 1h.
+#[test]
+fn key_commands_follow_the_key_settings_the_server_started_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("server.toml"),
+        "[keys]\nalgorithm = \"EdDSA\"\nid_token_algorithms = [\"RS256\", \"ES384\"]\n\
+         announce = \"7m\"\n",
+    )
+    .unwrap();
+    let server = start(d, &["--config", "server.toml"], &[]);
+    wait_until("the server answers", || {
+        get(&server.base, "/healthz").0 == 200
+    });
+    drop(server);
+
+    let list = || -> Vec<Value> {
+        let listed = admin(d, &["keys", "list", "--json"], None, &[]);
+        serde_json::from_str::<Value>(&listed)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let keys = list();
+    let mut algs: Vec<&str> = keys.iter().map(|k| k["alg"].as_str().unwrap()).collect();
+    algs.sort_unstable();
+    assert_eq!(algs, ["ES384", "EdDSA", "RS256"], "{keys:?}");
+    assert!(keys.iter().all(|k| k["state"] == "active"), "{keys:?}");
+
+    admin(
+        d,
+        &[
+            "client",
+            "add",
+            "web",
+            "--grant",
+            "authorization_code",
+            "--redirect-uri",
+            "https://app.example.com/cb",
+            "--id-token-alg",
+            "ES384",
+        ],
+        None,
+        &[],
+    );
+
+    let before = tessera_jose::NumericDate::now().seconds();
+    let rotated = assert_cmd::Command::new(binary())
+        .current_dir(d)
+        .args(["keys", "rotate"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&rotated.stderr);
+    assert!(rotated.status.success(), "{said}");
+    assert!(said.contains("keys.announce = \"1h\""), "{said}");
+    assert!(said.contains("they sign in 7m"), "{said}");
+    let kids: Vec<String> = String::from_utf8(rotated.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(kids.len(), 3, "{kids:?}");
+    let after = tessera_jose::NumericDate::now().seconds();
+    for key in list()
+        .iter()
+        .filter(|k| kids.iter().any(|kid| k["kid"] == kid.as_str()))
+    {
+        let at = key["activate_at"].as_i64().unwrap();
+        assert!(
+            (before + 420 - 2..=after + 420 + 2).contains(&at),
+            "announced by the server's 7m: {key}"
+        );
+        assert_eq!(key["state"], "announced");
+    }
+}
+
 /// What a provisioning script must tell apart has an exit code of its
 /// own: 3 for a name that does not exist, 4 for one that already does
 /// (before, every failure was 2).

@@ -5,6 +5,7 @@ pub mod clients;
 pub mod codes;
 pub mod consents;
 pub mod issuer;
+pub mod key_settings;
 pub mod logouts;
 pub mod refresh;
 pub mod retention;

@@ -326,6 +326,9 @@ async fn a_start_without_its_master_key_changes_nothing(backend: Backend) {
 
     std::fs::write(&key_file, saved).unwrap();
     let again = tessera_server::open(due()).await.unwrap();
+    // A start's loading makes no rotation; its maintenance, at once, does.
+    assert_eq!(stored_kids(&test_db.url).await, before);
+    again.keys.maintain().await.unwrap();
     let after = stored_kids(&test_db.url).await;
     assert_eq!(after.len(), 5, "the due rotation happens: {after:?}");
     assert_eq!(after[0], before[0]);
@@ -1752,6 +1755,7 @@ async fn a_migration_waits_a_bounded_time_for_a_table_another_session_holds() {
         "DROP INDEX authorization_codes_client",
         "DROP INDEX authorization_codes_user",
         "DROP TABLE server_issuer",
+        "DROP TABLE server_key_settings",
         "DELETE FROM _sqlx_migrations WHERE version >= 14",
     ] {
         sqlx::query(undo).execute(pool).await.unwrap();

@@ -53,6 +53,8 @@ both_backends!(
     cut_offs_outlive_the_longest_token_whatever_the_appenders_configuration,
     a_changed_algorithm_is_announced_and_the_old_one_retired,
     a_rotation_by_hand_makes_no_key_of_a_dropped_algorithm,
+    a_revoked_key_of_a_dropped_algorithm_is_not_replaced,
+    a_key_row_that_does_not_open_is_left_out_and_can_be_revoked,
     a_change_to_an_algorithm_with_keys_keeps_the_old_key_while_its_tokens_live,
     a_retirement_marked_under_another_configuration_is_forgotten,
     an_id_token_algorithm_clients_use_is_kept_when_the_configuration_drops_it,
@@ -458,9 +460,18 @@ async fn a_changed_algorithm_is_announced_and_the_old_one_retired(backend: Backe
     assert!(es384[0].0.activate_at >= now + announce);
     let jwks = tessera_jose::JwkSet::from_json(&keys.jwks_json()).unwrap();
     assert!(jwks.find(&es384[0].0.kid).is_some());
-    // Until it signs, the key that signed before goes on; then the new.
+    // Until it signs, the key that signed before goes on, to the last
+    // second of the announcement (before, the new key took over a
+    // minute early); then the new.
     assert_eq!(keys.signer(now + 1).unwrap().kid(), Some(old_kid.as_str()));
     let signs_at = es384[0].0.activate_at;
+    for early in [30, 1] {
+        assert_eq!(
+            keys.signer(signs_at - early).unwrap().kid(),
+            Some(old_kid.as_str()),
+            "{early} s before the new key is due"
+        );
+    }
     assert_eq!(
         keys.signer(signs_at).unwrap().kid(),
         Some(es384[0].0.kid.as_str())
@@ -474,10 +485,11 @@ async fn a_changed_algorithm_is_announced_and_the_old_one_retired(backend: Backe
             .map(|(_, s)| s)
     };
     assert_eq!(state(now), Some(KeyState::Active));
+    assert_eq!(state(signs_at - 30), Some(KeyState::Active));
     assert_eq!(state(signs_at), Some(KeyState::Retired));
     // `tessera keys list` (the database alone, under the same
     // configuration) says what the server's `/admin/keys` says.
-    for at in [now, signs_at] {
+    for at in [now, signs_at - 30, signs_at] {
         let stored = tessera_server::keys::stored(&restarted.db, &restarted.config.keys, at)
             .await
             .unwrap();
@@ -531,6 +543,124 @@ async fn a_rotation_by_hand_makes_no_key_of_a_dropped_algorithm(backend: Backend
     assert_eq!(count("ES256"), 1, "a key of the dropped algorithm was made");
     assert_eq!(count("ES384"), 2);
     restarted.db.close().await;
+    h.finish().await;
+}
+
+/// The last key of an ID-token algorithm the configuration dropped (no
+/// client uses it), revoked: it is deleted and nothing of it signs again.
+/// Before, as for the key that signs a configured algorithm, a new key of
+/// it was made at once, signing ID tokens no client asks for.
+async fn a_revoked_key_of_a_dropped_algorithm_is_not_replaced(backend: Backend) {
+    use tessera_jose::Algorithm;
+    let Some(h) = Harness::with(backend, |c| {
+        c.keys.id_token_algorithms = vec![Algorithm::RS256, Algorithm::ES384];
+    })
+    .await
+    else {
+        return;
+    };
+    let now = tessera_server::store::now();
+    let es384 = h
+        .app
+        .keys
+        .signer_for(Algorithm::ES384, now)
+        .unwrap()
+        .kid()
+        .unwrap()
+        .to_owned();
+    let mut config = h.test_db.config();
+    config.keys.id_token_algorithms = vec![Algorithm::RS256];
+    let restarted = tessera_server::open(config).await.unwrap();
+    let keys = &restarted.keys;
+    keys.maintain_at(now).await.unwrap();
+    let replaced = keys
+        .revoke(&es384, tessera_server::store::audit::InChange::none())
+        .await
+        .unwrap();
+    assert_eq!(replaced, None);
+    let left = h
+        .count(
+            "SELECT COUNT(*) FROM signing_keys WHERE alg = $1",
+            &["ES384"],
+        )
+        .await;
+    assert_eq!(left, 0, "a key of the dropped algorithm was made");
+    // The configured algorithms' keys go on.
+    assert!(keys.signer(now).is_ok());
+    assert!(keys.signer_for(Algorithm::RS256, now).is_ok());
+    restarted.db.close().await;
+    h.finish().await;
+}
+
+/// A stored key whose row does not open (changed by hand) while the
+/// master key opens the database's check: it is left out (not published,
+/// never used to sign) and the other keys serve; a start works, and the
+/// key can be revoked. Before, it stopped every start, and the command
+/// that revokes that very key, blaming the master key. A wrong master key
+/// still stops a start.
+async fn a_key_row_that_does_not_open_is_left_out_and_can_be_revoked(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let now = tessera_server::store::now();
+    let access = h.app.keys.signer(now).unwrap().kid().unwrap().to_owned();
+    let rotated = h
+        .app
+        .keys
+        .rotate(tessera_server::store::audit::InChange::none())
+        .await
+        .unwrap();
+    // The access-token key the rotation announced, its sealed bytes cut.
+    let broken = rotated[0].clone();
+    h.execute(
+        "UPDATE signing_keys SET sealed_key = substr(sealed_key, 2) WHERE kid = $1",
+        &[&broken],
+    )
+    .await;
+
+    let mut wrong = h.test_db.config();
+    wrong.master_key = tessera_server::secret::MasterKeySource::Value(
+        tessera_server::secret::random_token().unwrap(),
+    );
+    let err = tessera_server::open(wrong).await.unwrap_err();
+    assert!(matches!(err, Error::MasterKey(_)), "{err}");
+
+    let restarted = tessera_server::open(h.test_db.config()).await.unwrap();
+    let keys = &restarted.keys;
+    keys.maintain_at(now).await.unwrap();
+    let jwks = keys.jwks_json();
+    assert!(!jwks.contains(&broken), "{jwks}");
+    assert!(jwks.contains(&access), "{jwks}");
+    let announce = tessera_server::store::secs(restarted.config.keys.announce);
+    let later = now + announce + 1;
+    assert_eq!(keys.signer(later).unwrap().kid(), Some(access.as_str()));
+
+    let replaced = keys
+        .revoke(&broken, tessera_server::store::audit::InChange::none())
+        .await
+        .unwrap();
+    assert_eq!(replaced, None, "it never signed");
+    let left = h
+        .count(
+            "SELECT COUNT(*) FROM signing_keys WHERE kid = $1",
+            &[&broken],
+        )
+        .await;
+    assert_eq!(left, 0);
+    restarted.db.close().await;
+
+    // The key that signs access tokens, cut too: a start opens, but does
+    // not serve with no key to sign them.
+    h.execute(
+        "UPDATE signing_keys SET sealed_key = substr(sealed_key, 2) WHERE kid = $1",
+        &[&access],
+    )
+    .await;
+    let opened = tessera_server::open(h.test_db.config()).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let served = tessera_server::serve(opened, listener, std::future::ready(())).await;
+    let err = served.unwrap_err().to_string();
+    assert!(err.contains("no signing key of ES256 opens"), "{err}");
     h.finish().await;
 }
 

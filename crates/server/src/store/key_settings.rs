@@ -1,0 +1,84 @@
+//! The key settings the server last started with, kept for the admin
+//! commands: `tessera keys rotate`, `revoke` and `list` act on the
+//! server's keys, and `client add --id-token-alg` registers for them, by
+//! what the server does, whatever configuration the command was run
+//! with (a shell without the server's would rotate with the default
+//! `announce`, or list the server's keys as retired).
+
+use std::time::Duration;
+
+use tessera_jose::Algorithm;
+
+use crate::db::{on_pool, Db};
+use crate::store::secs;
+use crate::Error;
+
+/// The key settings of a server, as recorded at its start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeySettings {
+    /// `keys.algorithm`: of access tokens.
+    pub algorithm: Algorithm,
+    /// `keys.id_token_algorithms`.
+    pub id_token_algorithms: Vec<Algorithm>,
+    /// `keys.announce`: how long a new key is published before it signs.
+    pub announce: Duration,
+    /// `keys.jwks_max_age`: how long verifiers may cache the key set.
+    pub jwks_max_age: Duration,
+}
+
+/// Record that the server starts with `settings`.
+pub async fn record(db: &Db, settings: &KeySettings) -> Result<(), Error> {
+    if recorded(db).await?.as_ref() == Some(settings) {
+        return Ok(());
+    }
+    let id_token_algorithms = settings
+        .id_token_algorithms
+        .iter()
+        .map(|a| a.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    on_pool!(db.write(), p => sqlx::query(
+        "INSERT INTO server_key_settings \
+         (id, algorithm, id_token_algorithms, announce_secs, jwks_max_age_secs) \
+         VALUES (1, $1, $2, $3, $4) \
+         ON CONFLICT (id) DO UPDATE SET algorithm = excluded.algorithm, \
+         id_token_algorithms = excluded.id_token_algorithms, \
+         announce_secs = excluded.announce_secs, jwks_max_age_secs = excluded.jwks_max_age_secs"
+    )
+    .bind(settings.algorithm.as_str())
+    .bind(id_token_algorithms)
+    .bind(secs(settings.announce))
+    .bind(secs(settings.jwks_max_age))
+    .execute(p).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// The key settings the server last started with, if it has started
+/// since they were first recorded.
+pub async fn recorded(db: &Db) -> Result<Option<KeySettings>, Error> {
+    let stored: Option<(String, String, i64, i64)> = on_pool!(db.read(), p => sqlx::query_as(
+        "SELECT algorithm, id_token_algorithms, announce_secs, jwks_max_age_secs \
+         FROM server_key_settings WHERE id = 1"
+    ).fetch_optional(p).await)?;
+    let Some((algorithm, id_token_algorithms, announce, jwks_max_age)) = stored else {
+        return Ok(None);
+    };
+    let parse = |name: &str| {
+        name.parse::<Algorithm>().map_err(|_| {
+            Error::Database(format!(
+                "the server started with a key algorithm this version does not know: {name}"
+            ))
+        })
+    };
+    let seconds = |s: i64| Duration::from_secs(u64::try_from(s).unwrap_or(0));
+    Ok(Some(KeySettings {
+        algorithm: parse(&algorithm)?,
+        id_token_algorithms: id_token_algorithms
+            .split(' ')
+            .filter(|a| !a.is_empty())
+            .map(parse)
+            .collect::<Result<_, _>>()?,
+        announce: seconds(announce),
+        jwks_max_age: seconds(jwks_max_age),
+    }))
+}
