@@ -221,6 +221,9 @@ struct Inner {
     /// The clients whose tokens are accepted ([`GuardBuilder::clients`]);
     /// `None`: any.
     clients: Option<BTreeSet<String>>,
+    /// With an issuer naming `{tenantid}`, every issuer the guard accepts,
+    /// checked here rather than by `validation` ([`Issuers::check`]).
+    issuers: Option<Issuers>,
     cache_size: usize,
     cache: RwLock<HashMap<[u8; 32], Cached>>,
     revocations: Option<RevocationFeed>,
@@ -377,7 +380,12 @@ impl Guard {
         // the payload a second time): a token bound to its client's key,
         // and, without `at+jwt` required, one of another kind.
         let claims = &verified.claims.custom;
-        let kind = not_sender_constrained(claims).and_then(|()| match inner.other_kinds_refused {
+        let kind = match &inner.issuers {
+            Some(issuers) => issuers.check(verified.claims.iss.as_deref(), claims),
+            None => Ok(()),
+        };
+        let kind = kind.and_then(|()| not_sender_constrained(claims));
+        let kind = kind.and_then(|()| match inner.other_kinds_refused {
             true => not_another_kind(claims),
             false => Ok(()),
         });
@@ -492,6 +500,14 @@ impl GuardBuilder {
     /// (Microsoft Entra ID's `https://login.microsoftonline.com/{tenant
     /// id}/v2.0`, with keys from its `common` key set). The keys'
     /// discovery and the revocation feed stay the first issuer's.
+    ///
+    /// An issuer (this one or [`Guard::builder`]'s) naming `{tenantid}`
+    /// accepts each tenant's tokens: their `iss` must be it with the
+    /// token's `tid` (a GUID) put in, as Microsoft.IdentityModel checks
+    /// Entra ID's. Any tenant's users then pass, since one key set signs
+    /// for all of them: an API for some tenants names each instead, or
+    /// checks `token.claims()["tid"]` itself. Such an issuer has no
+    /// metadata of its own: its keys come from [`RemoteJwks::url`].
     #[must_use]
     pub fn also_issuer(mut self, issuer: impl Into<String>) -> GuardBuilder {
         self.also_issuers.push(issuer.into());
@@ -597,10 +613,21 @@ impl GuardBuilder {
                 });
             }
         }
-        let mut validation = Validation::new().issuer(self.issuer);
-        for issuer in self.also_issuers {
-            validation = validation.issuer(issuer);
-        }
+        let mut all = vec![self.issuer];
+        all.extend(self.also_issuers);
+        let (templates, exact): (Vec<String>, Vec<String>) =
+            all.into_iter().partition(|i| i.contains(TENANT_ID));
+        let (mut validation, issuers) = if templates.is_empty() {
+            let mut validation = Validation::new();
+            for issuer in exact {
+                validation = validation.issuer(issuer);
+            }
+            (validation, None)
+        } else {
+            // Checked on the claims once verified: `tid` names the tenant.
+            let validation = Validation::new().any_issuer().require("iss");
+            (validation, Some(Issuers { exact, templates }))
+        };
         validation = match self.audience {
             Some(audience) => validation.audience(audience),
             None => validation.any_audience(),
@@ -641,6 +668,7 @@ impl GuardBuilder {
                 validation,
                 other_kinds_refused,
                 clients: self.clients,
+                issuers,
                 cache_size: self.cache_size,
                 cache: RwLock::new(HashMap::new()),
                 revocations: self.revocations,
@@ -648,6 +676,62 @@ impl GuardBuilder {
             }),
         })
     }
+}
+
+/// What stands for the tenant in a multi-tenant issuer's name (Microsoft
+/// Entra ID's `common` metadata says `https://login.microsoftonline.com/{tenantid}/v2.0`).
+const TENANT_ID: &str = "{tenantid}";
+
+/// The issuers of a guard when one names [`TENANT_ID`]: a token's `iss`
+/// must be one of `exact`, or a template with its `tid` put in.
+#[derive(Debug)]
+struct Issuers {
+    exact: Vec<String>,
+    templates: Vec<String>,
+}
+
+impl Issuers {
+    /// Whether `iss` is one of these issuers, the tenant of a template
+    /// being the token's `tid`, which must be a GUID (as Entra ID's
+    /// are): nothing else can be put in the name.
+    fn check(
+        &self,
+        iss: Option<&str>,
+        claims: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), String> {
+        let Some(iss) = iss else {
+            return Err("it names no issuer".into());
+        };
+        if self.exact.iter().any(|e| e == iss) {
+            return Ok(());
+        }
+        let tid = claims.get("tid").and_then(|t| t.as_str());
+        let Some(tid) = tid.filter(|t| is_guid(t)) else {
+            return Err(format!(
+                "its issuer {iss:?} is not this guard's, and it names no tenant (tid) to put in \
+                 a {TENANT_ID} issuer"
+            ));
+        };
+        if self
+            .templates
+            .iter()
+            .any(|t| t.replace(TENANT_ID, tid) == iss)
+        {
+            return Ok(());
+        }
+        Err(format!(
+            "its issuer {iss:?} is not this guard's for its tenant {tid:?}"
+        ))
+    }
+}
+
+/// `8-4-4-4-12` hexadecimal digits.
+fn is_guid(text: &str) -> bool {
+    text.len() == 36
+        && text.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
 }
 
 /// A token bound to a key of its client (`cnf`: DPoP, RFC 9449, or a TLS

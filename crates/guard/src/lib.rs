@@ -79,8 +79,10 @@
 //!   [`RemoteJwks::url`]`("https://login.microsoftonline.com/{tenant}/discovery/keys")`.
 //!   An API for several tenants names each one's issuer
 //!   ([`GuardBuilder::also_issuer`]), with keys from the `common` key
-//!   set (`…/common/discovery/v2.0/keys`); a `{tenantid}` template is not
-//!   expanded. Tokens of daemons (client credentials) carry their
+//!   set (`…/common/discovery/v2.0/keys`); one for every tenant names
+//!   `https://login.microsoftonline.com/{tenantid}/v2.0`, which accepts a
+//!   token whose `iss` is that with its `tid` put in (and then decides
+//!   by `tid` which tenants it serves). Tokens of daemons (client credentials) carry their
 //!   permissions in `roles`, not `scp`: check
 //!   `token.claims()["roles"]` in the handler, as [`RequireScope`]
 //!   reads scopes only.

@@ -126,6 +126,13 @@ impl RemoteJwks {
             // Exactly: the metadata's issuer must be the one discovered,
             // and the tokens' the guard's (a trailing `/` counts).
             Source::Issuer(discovered) => {
+                if discovered.contains("{tenantid}") {
+                    return Some(format!(
+                        "{discovered:?} names no one issuer whose metadata could be fetched: \
+                         give its keys by RemoteJwks::url (Microsoft Entra ID's: \
+                         https://login.microsoftonline.com/common/discovery/v2.0/keys)"
+                    ));
+                }
                 if discovered != issuer {
                     return Some(format!(
                         "the keys are discovered from issuer {discovered:?}, the guard's tokens \

@@ -755,3 +755,101 @@ fn keys_of_another_issuer_make_no_guard() {
     let keys = tessera_guard::RemoteJwks::discover(ISS).unwrap();
     assert!(Guard::builder(ISS, AUD, keys).build().is_ok());
 }
+
+/// A multi-tenant issuer (Microsoft Entra ID's `common` metadata names
+/// `https://login.microsoftonline.com/{tenantid}/v2.0`): a token passes
+/// when its `iss` is the template with its own `tid` put in, the tenant a
+/// GUID; the v1 issuer as a second template, and an exact issuer beside
+/// them, work the same. Another tenant's name, a `tid` that is not a
+/// GUID (which could bend the name), no `tid`, or another host are
+/// refused; such an issuer cannot be discovered.
+#[tokio::test]
+async fn a_tenant_template_issuer_takes_each_tokens_own_tenant() {
+    let key = SigningKey::generate(Algorithm::ES256)
+        .unwrap()
+        .with_kid("k1");
+    let keys = KeySet::new(vec![key.verifying_key().unwrap()]).unwrap();
+    let guard = Guard::builder(
+        "https://login.microsoftonline.com/{tenantid}/v2.0",
+        AUD,
+        keys,
+    )
+    .also_issuer("https://sts.windows.net/{tenantid}/")
+    .also_issuer(ISS)
+    .typ(None)
+    .build()
+    .unwrap();
+    let token = |iss: &str, tid: Option<&str>| {
+        let mut custom = json!({"aud": AUD, "scp": "items.read"});
+        if let Some(tid) = tid {
+            custom["tid"] = json!(tid);
+        }
+        let claims = Claims::with_custom(custom)
+            .issuer(iss)
+            .subject("alice")
+            .expires_at(NumericDate::now().plus(Duration::from_secs(300)));
+        jwt::sign(&claims, &key).unwrap()
+    };
+    let tenant = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+    let other = "f8cdef31-a31e-4b4a-93e4-5f571e91255a";
+    for (iss, tid) in [
+        (
+            format!("https://login.microsoftonline.com/{tenant}/v2.0"),
+            Some(tenant),
+        ),
+        (format!("https://sts.windows.net/{tenant}/"), Some(tenant)),
+        (ISS.to_owned(), None),
+    ] {
+        let verified = guard.verify(&token(&iss, tid)).await;
+        assert!(verified.is_ok(), "{iss}: {verified:?}");
+    }
+    for (what, iss, tid) in [
+        (
+            "another tenant's name",
+            format!("https://login.microsoftonline.com/{other}/v2.0"),
+            Some(tenant),
+        ),
+        (
+            "no tid",
+            format!("https://login.microsoftonline.com/{tenant}/v2.0"),
+            None,
+        ),
+        (
+            "a tid that is not a GUID",
+            "https://login.microsoftonline.com/x/y/v2.0".to_owned(),
+            Some("x/y"),
+        ),
+        (
+            "the template itself",
+            "https://login.microsoftonline.com/{tenantid}/v2.0".to_owned(),
+            Some("{tenantid}"),
+        ),
+        (
+            "another host",
+            format!("https://login.microsoftonline.com.example/{tenant}/v2.0"),
+            Some(tenant),
+        ),
+        ("no issuer", String::new(), Some(tenant)),
+    ] {
+        let signed = if iss.is_empty() {
+            let claims = Claims::with_custom(json!({"aud": AUD, "tid": tid}))
+                .subject("alice")
+                .expires_at(NumericDate::now().plus(Duration::from_secs(300)));
+            jwt::sign(&claims, &key).unwrap()
+        } else {
+            token(&iss, tid)
+        };
+        assert!(guard.verify(&signed).await.is_err(), "{what}");
+    }
+    let discovered =
+        tessera_guard::RemoteJwks::discover("https://login.microsoftonline.com/{tenantid}/v2.0")
+            .unwrap();
+    let refused = Guard::builder(
+        "https://login.microsoftonline.com/{tenantid}/v2.0",
+        AUD,
+        discovered,
+    )
+    .build()
+    .unwrap_err();
+    assert!(refused.to_string().contains("RemoteJwks::url"), "{refused}");
+}
