@@ -341,10 +341,8 @@ pub struct Config {
     /// Authorization codes (and refusals) one user may be issued per
     /// minute, across their sessions (0: no limit).
     pub codes_per_user: u32,
-    /// Signing keys.
+    /// Signing keys, and how long verifiers may cache them.
     pub keys: KeyPolicy,
-    /// `Cache-Control: max-age` of the JWKS.
-    pub jwks_max_age: Duration,
     /// Failed logins allowed per username and per address in `login_window`.
     pub max_login_failures: u32,
     /// The window of `max_login_failures`.
@@ -729,14 +727,14 @@ impl Config {
                     k.announce.as_deref(),
                     Duration::from_secs(3600),
                 )?,
+                jwks_max_age: duration(
+                    "keys.jwks_max_age",
+                    k.jwks_max_age.as_deref(),
+                    Duration::from_secs(300),
+                )?,
                 max_access_ttl,
                 kept_for_clients: Vec::new(),
             },
-            jwks_max_age: duration(
-                "keys.jwks_max_age",
-                k.jwks_max_age.as_deref(),
-                Duration::from_secs(300),
-            )?,
             max_login_failures: file.logins.max_failures.unwrap_or(5),
             // A window of 0 would count no failure: no limit at all.
             login_window: positive(
@@ -859,7 +857,7 @@ impl Config {
             algorithm: self.keys.algorithm,
             id_token_algorithms: self.keys.id_token_algorithms.clone(),
             announce: self.keys.announce,
-            jwks_max_age: self.jwks_max_age,
+            jwks_max_age: self.keys.jwks_max_age,
         }
     }
 
@@ -897,16 +895,16 @@ impl Config {
                 humantime::format_duration(self.keys.announce).to_string()
             ));
         }
-        if self.jwks_max_age != recorded.jwks_max_age {
+        if self.keys.jwks_max_age != recorded.jwks_max_age {
             differs.push(format!(
                 "keys.jwks_max_age = {:?}",
-                humantime::format_duration(self.jwks_max_age).to_string()
+                humantime::format_duration(self.keys.jwks_max_age).to_string()
             ));
         }
         self.keys.algorithm = recorded.algorithm;
         self.keys.id_token_algorithms = recorded.id_token_algorithms.clone();
         self.keys.announce = recorded.announce;
-        self.jwks_max_age = recorded.jwks_max_age;
+        self.keys.jwks_max_age = recorded.jwks_max_age;
         differs
     }
 

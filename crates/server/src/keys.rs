@@ -80,6 +80,9 @@ pub struct KeyPolicy {
     pub rotate_every: Option<Duration>,
     /// How long a new key is published before it signs.
     pub announce: Duration,
+    /// `Cache-Control: max-age` of the JWKS: how long a verifier may keep
+    /// a key set before it fetches it again.
+    pub jwks_max_age: Duration,
     /// The longest access-token lifetime any client can have: how long a
     /// replaced key stays published.
     pub max_access_ttl: Duration,
@@ -672,16 +675,17 @@ impl Keys {
         let activate_at = row.activate_at.max(now);
         // Kept while any token it signed can live, and while any guard
         // may still hold a key set with the key in it: a guard keeps a set
-        // up to `jwks_max_age` (at most `announce`: the server warns of a
-        // longer one), and serves it stale up to an hour more while the
-        // issuer cannot be reached (`RemoteJwks`'s `max_stale`). Forgotten
-        // sooner, a token forged with the key would pass such a guard.
+        // up to `jwks_max_age` (or `announce`, whichever is longer: the
+        // server warns when `jwks_max_age` is), and serves it stale up to
+        // an hour more while the issuer cannot be reached (`RemoteJwks`'s
+        // `max_stale`). Forgotten sooner, a token forged with the key would
+        // pass such a guard.
         self.learn_longest_ttl().await?;
         let event = tessera_guard::revocation::Revocation::Key {
             kid: kid.to_owned(),
             until: now
                 .saturating_add(self.keep_after())
-                .saturating_add(secs(self.policy.announce))
+                .saturating_add(self.guards_hold_key_sets())
                 .saturating_add(GUARD_MAX_STALE),
         };
         for _ in 0..5 {
@@ -766,7 +770,7 @@ impl Keys {
         let event = tessera_guard::revocation::Revocation::Key {
             kid: kid.to_owned(),
             until: now
-                .saturating_add(secs(self.policy.announce))
+                .saturating_add(self.guards_hold_key_sets())
                 .saturating_add(GUARD_MAX_STALE),
         };
         on_pool!(self.db.write(), p => {
@@ -1320,6 +1324,14 @@ impl Keys {
                 .fetch_max(stored, std::sync::atomic::Ordering::AcqRel);
         }
         Ok(())
+    }
+
+    /// How long a verifier may keep a key set it fetched (seconds): the
+    /// JWKS's `max-age`, or `announce` if longer (a verifier that keeps a
+    /// set as long as a key is announced still sees each key before it
+    /// signs; one configured to keep it that long is taken at its word).
+    fn guards_hold_key_sets(&self) -> i64 {
+        secs(self.policy.jwks_max_age.max(self.policy.announce))
     }
 
     /// How long after its successor signs a key is kept: the longest

@@ -220,10 +220,10 @@ pub async fn serve(
     let period = config.keys.maintenance_period();
     // A verifier that cached the JWKS just before a key was published
     // must have fetched it again before that key signs.
-    if config.keys.announce < config.jwks_max_age.saturating_add(period) {
+    if config.keys.announce < config.keys.jwks_max_age.saturating_add(period) {
         tracing::warn!(
             announce = ?config.keys.announce,
-            jwks_max_age = ?config.jwks_max_age,
+            jwks_max_age = ?config.keys.jwks_max_age,
             "keys.announce is shorter than keys.jwks_max_age plus the maintenance period: \
              verifiers that cache the JWKS may refuse tokens of a new key until they refetch"
         );

@@ -86,7 +86,7 @@ fn json_response(body: String, cache: HeaderValue) -> Response {
 
 /// Authorization: none (public keys).
 pub async fn jwks(State(app): State<Arc<App>>) -> Response {
-    let max_age = app.config.jwks_max_age.as_secs();
+    let max_age = app.config.keys.jwks_max_age.as_secs();
     let cache = HeaderValue::from_str(&format!("public, max-age={max_age}"))
         .unwrap_or(HeaderValue::from_static("public, max-age=300"));
     let mut response = json_response(app.keys.jwks_json().to_string(), cache);

@@ -54,6 +54,7 @@ both_backends!(
     a_changed_algorithm_is_announced_and_the_old_one_retired,
     a_rotation_by_hand_makes_no_key_of_a_dropped_algorithm,
     a_revoked_key_of_a_dropped_algorithm_is_not_replaced,
+    a_revoked_keys_event_outlives_a_jwks_max_age_longer_than_announce,
     a_key_row_that_does_not_open_is_left_out_and_can_be_revoked,
     a_change_to_an_algorithm_with_keys_keeps_the_old_key_while_its_tokens_live,
     a_retirement_marked_under_another_configuration_is_forgotten,
@@ -589,6 +590,51 @@ async fn a_revoked_key_of_a_dropped_algorithm_is_not_replaced(backend: Backend) 
     assert!(keys.signer(now).is_ok());
     assert!(keys.signer_for(Algorithm::RS256, now).is_ok());
     restarted.db.close().await;
+    h.finish().await;
+}
+
+/// A key set that verifiers may cache longer than keys are announced
+/// (`jwks_max_age` over `announce`, which the server only warns of): the
+/// revocation of a key is kept until a guard's copy of the set has
+/// expired by that longer age. Before, it was counted by `announce`, and
+/// a guard still holding the key accepted forged tokens once the event
+/// was forgotten.
+async fn a_revoked_keys_event_outlives_a_jwks_max_age_longer_than_announce(backend: Backend) {
+    let Some(h) = Harness::with(backend, |c| {
+        c.keys.jwks_max_age = std::time::Duration::from_secs(6 * 3600);
+    })
+    .await
+    else {
+        return;
+    };
+    let now = tessera_server::store::now();
+    let kid = h.app.keys.signer(now).unwrap().kid().unwrap().to_owned();
+    h.app
+        .keys
+        .revoke(&kid, tessera_server::store::audit::InChange::none())
+        .await
+        .unwrap();
+    let (keep_until,): (i64,) = match h.db.read() {
+        tessera_server::db::Pool::Sqlite(p) => sqlx::query_as(
+            "SELECT keep_until FROM revocation_events WHERE kind = 'key' AND value = $1",
+        )
+        .bind(&kid)
+        .fetch_one(p)
+        .await
+        .unwrap(),
+        tessera_server::db::Pool::Postgres(p) => sqlx::query_as(
+            "SELECT keep_until FROM revocation_events WHERE kind = 'key' AND value = $1",
+        )
+        .bind(&kid)
+        .fetch_one(p)
+        .await
+        .unwrap(),
+    };
+    let ttl = tessera_server::store::secs(h.app.config.max_access_ttl);
+    assert!(
+        keep_until >= now + ttl + 6 * 3600 + 3600,
+        "{keep_until} (now {now})"
+    );
     h.finish().await;
 }
 
