@@ -67,7 +67,9 @@ pub async fn grant(request: &TokenRequest<'_>, exchange: Exchange<'_>) -> Result
                 "code_verifier is not 43 to 128 unreserved characters (RFC 7636 §4.1)".into(),
             )
         })?,
-        redirect_uri: request.params.get("redirect_uri").map(str::to_owned),
+        // Required: every authorization request names it (RFC 6749
+        // §4.1.3).
+        redirect_uri: Some(request.require("redirect_uri")?.to_owned()),
     };
     let event = |name| {
         Event::new(name)

@@ -218,6 +218,16 @@ impl<S: Send + Sync> FromRequest<S> for OAuthForm {
                 "the body must be application/x-www-form-urlencoded",
             ));
         }
+        // RFC 6749 §2.3.1: credentials never in the URI (nor, by §3.2, a
+        // token request's parameters), where logs and proxies keep them.
+        // Refused rather than ignored, so that the client that sends them
+        // there learns it (the page routes refuse a query beside a body
+        // too).
+        if req.uri().query().is_some_and(|q| !q.is_empty()) {
+            return Err(OAuthError::invalid_request(
+                "parameters go in the body, not the URL's query (RFC 6749 §2.3.1, §3.2)",
+            ));
+        }
         let authorization = single_authorization(req.headers())?;
         let peer = req.extensions().get::<ClientAddress>().map(|c| c.0);
         let body = Bytes::from_request(req, state).await.map_err(|e| {

@@ -31,7 +31,9 @@ struct TokenResponse {
     access_token: String,
     token_type: &'static str,
     expires_in: i64,
-    #[serde(skip_serializing_if = "String::is_empty")]
+    /// Always sent, empty too: RFC 6749 §5.1 lets it be left out only
+    /// when it is what was asked for, and a client that asked for scopes
+    /// it was not given must see that it has none.
     scope: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     refresh_token: Option<Zeroizing<String>>,

@@ -1070,6 +1070,21 @@ async fn pkce_and_code_binding_attacks_fail(backend: Backend) {
         )
         .await;
     assert_eq!(missing.error(), "invalid_request");
+    // Without redirect_uri, which every authorization request names
+    // (RFC 6749 §4.1.3): a parameter missing, not a code that is wrong.
+    let unnamed = h
+        .post(
+            "/oauth2/token",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("code_verifier", VERIFIER),
+            ],
+            Some((&s.client_id, &s.secret)),
+        )
+        .await;
+    assert_eq!(unnamed.error(), "invalid_request", "{}", unnamed.text);
+    assert!(unnamed.text.contains("redirect_uri"), "{}", unnamed.text);
     const WRONG: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXj";
     let elsewhere = |code: &str| {
         let code = code.to_owned();
