@@ -494,11 +494,12 @@ fn operator() -> String {
 /// commands work with.
 async fn admin_parts(
     config: &mut Config,
+    keys_matter: bool,
 ) -> anyhow::Result<(tessera_server::Db, tessera_server::password::Passwords)> {
     config.prepare_data_dir()?;
     let db =
         tessera_server::Db::open_for_commands(&config.database_url, 2, Schema::Current).await?;
-    if let Err(e) = adopt_the_servers(config, &db).await {
+    if let Err(e) = adopt_the_servers(config, &db, keys_matter).await {
         db.close().await;
         return Err(e.into());
     }
@@ -510,10 +511,12 @@ async fn admin_parts(
 /// redirect and logout URIs, which the default issuer of a shell that
 /// has not set it would let through), and its key settings (the command
 /// acts on the server's keys as the server does). Says on stderr where
-/// `config` differs.
+/// `config` differs: its key settings only when `keys_matter` (a user or
+/// session command reads none of them).
 async fn adopt_the_servers(
     config: &mut Config,
     db: &tessera_server::Db,
+    keys_matter: bool,
 ) -> Result<(), tessera_server::Error> {
     if let Some(recorded) = tessera_server::store::issuer::recorded(db).await? {
         if !config.adopt_issuer(&recorded) {
@@ -526,7 +529,7 @@ async fn adopt_the_servers(
     }
     if let Some(recorded) = tessera_server::store::key_settings::recorded(db).await? {
         let differs = config.adopt_key_settings(&recorded);
-        if !differs.is_empty() {
+        if keys_matter && !differs.is_empty() {
             eprintln!(
                 "warning: this database's server last started with other key settings than this \
                  configuration's ({}): this command follows the server's (restart the server to \
@@ -543,7 +546,7 @@ async fn adopt_the_servers(
 async fn as_the_server_started(mut config: Config) -> anyhow::Result<Config> {
     let db =
         tessera_server::Db::open_for_commands(&config.database_url, 1, Schema::Current).await?;
-    let adopted = adopt_the_servers(&mut config, &db).await;
+    let adopted = adopt_the_servers(&mut config, &db, true).await;
     db.close().await;
     adopted?;
     Ok(config)
@@ -554,7 +557,7 @@ pub fn user(server: &ServerArgs, command: UserCommand) -> Result<(), Failure> {
     let mut config = server.config()?;
     database_for(&config, matches!(command, UserCommand::Add { .. }))?;
     runtime()?.block_on(async move {
-        let (db, passwords) = admin_parts(&mut config).await?;
+        let (db, passwords) = admin_parts(&mut config, false).await?;
         let admin = service(&db, &passwords, &config);
         match command {
             UserCommand::Add {
@@ -629,7 +632,7 @@ pub fn session(server: &ServerArgs, command: SessionCommand) -> Result<(), Failu
     let mut config = server.config()?;
     require_database(&config)?;
     runtime()?.block_on(async move {
-        let (db, passwords) = admin_parts(&mut config).await?;
+        let (db, passwords) = admin_parts(&mut config, false).await?;
         let admin = service(&db, &passwords, &config);
         match command {
             SessionCommand::List { user, limit, json } => {
@@ -669,9 +672,10 @@ pub fn session(server: &ServerArgs, command: SessionCommand) -> Result<(), Failu
 /// `tessera client …`.
 pub fn client(server: &ServerArgs, command: ClientCommand) -> Result<(), Failure> {
     let mut config = server.config()?;
-    database_for(&config, matches!(command, ClientCommand::Add { .. }))?;
+    let adds = matches!(command, ClientCommand::Add { .. });
+    database_for(&config, adds)?;
     runtime()?.block_on(async move {
-        let (db, passwords) = admin_parts(&mut config).await?;
+        let (db, passwords) = admin_parts(&mut config, adds).await?;
         let admin = service(&db, &passwords, &config);
         match command {
             ClientCommand::Add {
@@ -892,7 +896,7 @@ pub fn keys(server: &ServerArgs, command: KeysCommand) -> Result<(), Failure> {
             runtime()?.block_on(async move {
                 let mut config = config;
                 let db = tessera_server::Db::open(&config.database_url, 1, Schema::Current).await?;
-                let list = match adopt_the_servers(&mut config, &db).await {
+                let list = match adopt_the_servers(&mut config, &db, true).await {
                     Ok(()) => {
                         let now = tessera_server::store::now();
                         tessera_server::keys::stored(&db, &config.keys, now).await

@@ -858,6 +858,7 @@ impl Config {
             id_token_algorithms: self.keys.id_token_algorithms.clone(),
             announce: self.keys.announce,
             jwks_max_age: self.keys.jwks_max_age,
+            max_access_ttl: self.max_access_ttl,
         }
     }
 
@@ -901,6 +902,14 @@ impl Config {
                 humantime::format_duration(self.keys.jwks_max_age).to_string()
             ));
         }
+        if self.max_access_ttl != recorded.max_access_ttl {
+            differs.push(format!(
+                "tokens.max_access_ttl = {:?}",
+                humantime::format_duration(self.max_access_ttl).to_string()
+            ));
+        }
+        self.max_access_ttl = recorded.max_access_ttl;
+        self.keys.max_access_ttl = recorded.max_access_ttl;
         self.keys.algorithm = recorded.algorithm;
         self.keys.id_token_algorithms = recorded.id_token_algorithms.clone();
         self.keys.announce = recorded.announce;

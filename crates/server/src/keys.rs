@@ -40,7 +40,7 @@
 //! (`crate::store::key_settings`): a rotation by hand is announced as the
 //! server announces its own.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -196,7 +196,7 @@ pub struct Keys {
     freshness: Freshness,
     /// Keys whose rows do not open, already said in the log
     /// ([`Keys::open_all`]).
-    unopenable: std::sync::Mutex<std::collections::HashSet<String>>,
+    unopenable: std::sync::Mutex<HashSet<String>>,
 }
 
 /// Whether the ring was read lately, and after every key revocation this
@@ -352,7 +352,7 @@ impl Keys {
             policy,
             reloading: tokio::sync::Mutex::new(()),
             freshness: Freshness::new(),
-            unopenable: std::sync::Mutex::new(std::collections::HashSet::new()),
+            unopenable: std::sync::Mutex::new(HashSet::new()),
         };
         // No removal here: every admin command loads the keys, perhaps
         // under a configuration (a shorter `max_access_ttl`) that is not
@@ -658,18 +658,21 @@ impl Keys {
             .filter(|r| r.alg == row.alg)
             .find(|r| r.activate_at <= now)
             .is_none_or(|r| r.kid == kid);
-        // An algorithm no longer configured (nor used by any client), or
-        // found so by the server's maintenance, is on its way out: its
-        // last key revoked, nothing of it should sign again. While it
-        // stood in for a new access-token algorithm, that algorithm's
-        // first key signs from now on (`Keys::signer`).
-        let dropped = alg.is_none_or(|alg| !self.policy.algorithms().contains(&alg))
-            || rows
-                .iter()
-                .filter(|r| r.alg == row.alg)
-                .all(|r| r.retired_at.is_some());
+        // An algorithm no longer configured (nor used by any client) is on
+        // its way out (the policy is the server's: an admin command takes
+        // its settings, `crate::store::key_settings`): its last key
+        // revoked, nothing of it should sign again. While it stood in for
+        // a new access-token algorithm, that algorithm's first key signs
+        // from now on (`Keys::signer`), made now if the server's
+        // maintenance has not made it yet.
+        let dropped = alg.is_none_or(|alg| !self.policy.algorithms().contains(&alg));
+        let access = self.policy.algorithm;
+        let access_has_none = !rows.iter().any(|r| r.alg == access.as_str());
         let replacement = match alg {
             Some(alg) if signing && !dropped => Some((alg, self.make_key(alg).await?)),
+            _ if signing && dropped && access_has_none => {
+                Some((access, self.make_key(access).await?))
+            }
             _ => None,
         };
         let activate_at = row.activate_at.max(now);
@@ -789,8 +792,10 @@ impl Keys {
     /// database).
     ///
     /// Nothing is written before the master key has opened every stored
-    /// key: a start with the wrong master key fails here, and never stores
-    /// a key sealed under a master key that cannot open the others.
+    /// key, or, for one that does not open, the database's check row
+    /// (`Keys::open_all`): a start with the wrong master key fails here,
+    /// and never stores a key sealed under a master key that cannot open
+    /// the others.
     pub async fn maintain(&self) -> Result<(), Error> {
         self.maintain_at(now()).await
     }
@@ -877,8 +882,9 @@ impl Keys {
     async fn read_in_turn(&self, at: i64) -> Result<(), Error> {
         let heard = self.freshness.reading();
         self.learn_longest_ttl().await?;
-        let rows = self.fetch().await?;
-        let opened = self.open_all(&rows, HashMap::new()).await?;
+        let mut rows = self.fetch().await?;
+        let (opened, skipped) = self.open_all(&rows, HashMap::new()).await?;
+        rows.retain(|r| !skipped.contains(&r.kid));
         self.reload(rows, &opened, at)?;
         self.freshness.installed(heard);
         Ok(())
@@ -919,13 +925,24 @@ impl Keys {
             Some(database) => database,
             None => now.max(crate::store::now()),
         };
-        let mut rows = self.fetch().await?;
-        let opened = self.open_all(&rows, HashMap::new()).await?;
+        let all = self.fetch().await?;
+        let (opened, skipped) = self.open_all(&all, HashMap::new()).await?;
         self.claim_master().await?;
-        if rows.is_empty() {
+        // Decided on the keys that open: one that does not is no one's
+        // successor (its predecessor goes on signing, and is not removed
+        // for it) and signs nothing, so that a rotation it would have
+        // been, or the first key of its algorithm, is made anew. Only the
+        // generations count them all.
+        let broken: Vec<String> = all
+            .iter()
+            .filter(|r| skipped.contains(&r.kid))
+            .map(|r| r.alg.clone())
+            .collect();
+        let (mut rows, mut seen) = usable(all, &skipped);
+        if seen == 0 {
             self.insert_first(&self.policy.algorithms(), made_at)
                 .await?;
-            rows = self.fetch().await?;
+            (rows, seen) = usable(self.fetch().await?, &skipped);
         }
         // The first key of an algorithm new to a database in service, and
         // a rotation `rotate_every` makes due: made by the server's
@@ -945,16 +962,18 @@ impl Keys {
                 let Some(activate_at) = self.due(&of_alg, made_at) else {
                     break;
                 };
-                let activate_at = if of_alg.is_empty() {
+                // A new algorithm's first key is announced; one made because
+                // none of the algorithm's keys opens signs at once, as the
+                // only key there is to sign with (`signer_in`).
+                let activate_at = if of_alg.is_empty() && !broken.contains(&alg.to_string()) {
                     activate_at.max(made_at.saturating_add(secs(self.policy.announce)))
                 } else {
                     activate_at
                 };
-                let seen = rows.iter().map(|r| r.generation).max().unwrap_or(0);
                 let won = self
                     .insert_next(alg, made_at, activate_at, Some(seen))
                     .await?;
-                rows = self.fetch().await?;
+                (rows, seen) = usable(self.fetch().await?, &skipped);
                 if won.is_some() {
                     tracing::info!(%alg, activate_at, "new signing key stored");
                     break;
@@ -966,12 +985,15 @@ impl Keys {
         if remove {
             self.learn_longest_ttl().await?;
             if self.mark_retired(&rows, now).await? {
-                rows = self.fetch().await?;
+                (rows, _) = usable(self.fetch().await?, &skipped);
             }
-            self.expire(&rows, now).await?;
         }
         // The keys stored since the first reading, opened too.
-        let opened = self.open_all(&rows, opened).await?;
+        let (opened, more) = self.open_all(&rows, opened).await?;
+        rows.retain(|r| !more.contains(&r.kid));
+        if remove {
+            self.expire(&rows, now).await?;
+        }
         self.reload(rows, &opened, now)?;
         self.freshness.installed(heard);
         Ok(())
@@ -1038,11 +1060,12 @@ impl Keys {
     /// start) or stops reading the keys (a running instance, which
     /// `/readyz` then takes out), rather than publish a key set without
     /// the key the newer instances sign with.
+    /// The keys opened, and the ids of those left out.
     async fn open_all(
         &self,
         rows: &[KeyRow],
         mut opened: HashMap<String, Arc<SigningKey>>,
-    ) -> Result<HashMap<String, Arc<SigningKey>>, Error> {
+    ) -> Result<(HashMap<String, Arc<SigningKey>>, HashSet<String>), Error> {
         let previous = self.snapshot();
         let mut failed = Vec::new();
         for row in rows {
@@ -1063,7 +1086,7 @@ impl Keys {
             }
         }
         if failed.is_empty() {
-            return Ok(opened);
+            return Ok((opened, HashSet::new()));
         }
         let newer = failed
             .iter()
@@ -1078,7 +1101,9 @@ impl Keys {
             Ok(said) => said,
             Err(poisoned) => poisoned.into_inner(),
         };
+        let mut skipped = HashSet::new();
         for (row, e) in failed {
+            skipped.insert(row.kid.clone());
             if said.insert(row.kid.clone()) {
                 tracing::error!(
                     kid = %row.kid,
@@ -1090,7 +1115,7 @@ impl Keys {
                 );
             }
         }
-        Ok(opened)
+        Ok((opened, skipped))
     }
 
     /// Whether the master key is known to be this database's: it opens
@@ -1485,6 +1510,14 @@ fn with_states(infos: impl Iterator<Item = KeyInfo>, at: i64) -> Vec<(KeyInfo, K
             (info.clone(), state)
         })
         .collect()
+}
+
+/// `rows` but those `skipped` (keys that do not open), and the highest
+/// generation stored, of them all (0: none is).
+fn usable(mut rows: Vec<KeyRow>, skipped: &HashSet<String>) -> (Vec<KeyRow>, i64) {
+    let seen = rows.iter().map(|r| r.generation).max().unwrap_or(0);
+    rows.retain(|r| !skipped.contains(&r.kid));
+    (rows, seen)
 }
 
 /// Each key with the next key of its algorithm (rows oldest first).

@@ -34,9 +34,11 @@ pub struct Opened {
 /// master key and first signing key when they do not exist yet.
 ///
 /// A master key is only ever created for a database that holds no sealed
-/// keys; and before anything is written, the master key must open every
-/// stored key ([`Keys::load`]). A start with a missing or wrong master key
-/// fails with [`Error::MasterKey`] and leaves the database as it was.
+/// keys; and before anything is written, the master key must open the
+/// stored keys, or, where one does not open, the database's check row
+/// (the key is then left out: [`Keys::load`]). A start with a missing or
+/// wrong master key fails with [`Error::MasterKey`] and leaves the
+/// database as it was.
 pub async fn open(config: Config) -> Result<Opened, Error> {
     open_with(config, Schema::Migrate).await
 }
@@ -154,17 +156,6 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let Opened { config, db, keys } = opened;
-    // A stored key that does not open is left out (`Keys::open_all`, which
-    // says which): a start with no key left to sign access tokens would
-    // answer every token request with an error.
-    if let Err(e) = keys.signer(now()) {
-        db.close().await;
-        return Err(Error::Database(format!(
-            "no signing key of {} opens ({e}): the log says which stored keys do not; \
-             `tessera keys revoke KID` replaces one",
-            config.keys.algorithm
-        )));
-    }
     // Before the first token: cut-offs appended from now on are kept until
     // tokens of this lifetime have expired. Here, not in `open`, which the
     // admin commands use too (`tessera keys rotate`), perhaps under

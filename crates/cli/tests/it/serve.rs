@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 mod feed;
 
@@ -322,8 +322,8 @@ fn key_commands_follow_the_key_settings_the_server_started_with() {
     let d = dir.path();
     std::fs::write(
         d.join("server.toml"),
-        "[keys]\nalgorithm = \"EdDSA\"\nid_token_algorithms = [\"RS256\", \"ES384\"]\n\
-         announce = \"7m\"\n",
+        "[tokens]\nmax_access_ttl = \"2h\"\n[keys]\nalgorithm = \"EdDSA\"\n\
+         id_token_algorithms = [\"RS256\", \"ES384\"]\nannounce = \"7m\"\n",
     )
     .unwrap();
     let server = start(d, &["--config", "server.toml"], &[]);
@@ -358,6 +358,8 @@ fn key_commands_follow_the_key_settings_the_server_started_with() {
             "https://app.example.com/cb",
             "--id-token-alg",
             "ES384",
+            "--access-ttl",
+            "90m",
         ],
         None,
         &[],
@@ -391,6 +393,23 @@ fn key_commands_follow_the_key_settings_the_server_started_with() {
         );
         assert_eq!(key["state"], "announced");
     }
+
+    // The EdDSA key that signs leaks: revoked, it is replaced by a new
+    // EdDSA key that signs at once (the server's algorithm, not one the
+    // default configuration would take for dropped).
+    let signing = list()
+        .into_iter()
+        .find(|k| k["alg"] == "EdDSA" && k["state"] == "active")
+        .unwrap();
+    let kid = signing["kid"].as_str().unwrap();
+    let replaced = admin(d, &["keys", "revoke", kid], None, &[]);
+    let new_kid = replaced.trim();
+    assert!(!new_kid.is_empty() && new_kid != kid, "{replaced:?}");
+    let new = list().into_iter().find(|k| k["kid"] == new_kid).unwrap();
+    assert_eq!(
+        (&new["alg"], &new["state"]),
+        (&json!("EdDSA"), &json!("active"))
+    );
 }
 
 /// What a provisioning script must tell apart has an exit code of its

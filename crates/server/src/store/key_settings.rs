@@ -1,9 +1,10 @@
 //! The key settings the server last started with, kept for the admin
 //! commands: `tessera keys rotate`, `revoke` and `list` act on the
-//! server's keys, and `client add --id-token-alg` registers for them, by
-//! what the server does, whatever configuration the command was run
-//! with (a shell without the server's would rotate with the default
-//! `announce`, or list the server's keys as retired).
+//! server's keys, and `client add` registers a client (its ID-token
+//! algorithm, its token lifetime), by what the server does, whatever
+//! configuration the command was run with (a shell without the server's
+//! would rotate with the default `announce`, or list the server's keys as
+//! retired).
 
 use std::time::Duration;
 
@@ -24,13 +25,14 @@ pub struct KeySettings {
     pub announce: Duration,
     /// `keys.jwks_max_age`: how long verifiers may cache the key set.
     pub jwks_max_age: Duration,
+    /// `tokens.max_access_ttl`: the longest access-token lifetime (how
+    /// long a replaced key stays published, and the most a client may be
+    /// given).
+    pub max_access_ttl: Duration,
 }
 
 /// Record that the server starts with `settings`.
 pub async fn record(db: &Db, settings: &KeySettings) -> Result<(), Error> {
-    if recorded(db).await?.as_ref() == Some(settings) {
-        return Ok(());
-    }
     let id_token_algorithms = settings
         .id_token_algorithms
         .iter()
@@ -39,46 +41,58 @@ pub async fn record(db: &Db, settings: &KeySettings) -> Result<(), Error> {
         .join(" ");
     on_pool!(db.write(), p => sqlx::query(
         "INSERT INTO server_key_settings \
-         (id, algorithm, id_token_algorithms, announce_secs, jwks_max_age_secs) \
-         VALUES (1, $1, $2, $3, $4) \
+         (id, algorithm, id_token_algorithms, announce_secs, jwks_max_age_secs, max_access_ttl_secs) \
+         VALUES (1, $1, $2, $3, $4, $5) \
          ON CONFLICT (id) DO UPDATE SET algorithm = excluded.algorithm, \
          id_token_algorithms = excluded.id_token_algorithms, \
-         announce_secs = excluded.announce_secs, jwks_max_age_secs = excluded.jwks_max_age_secs"
+         announce_secs = excluded.announce_secs, jwks_max_age_secs = excluded.jwks_max_age_secs, \
+         max_access_ttl_secs = excluded.max_access_ttl_secs"
     )
     .bind(settings.algorithm.as_str())
     .bind(id_token_algorithms)
     .bind(secs(settings.announce))
     .bind(secs(settings.jwks_max_age))
+    .bind(secs(settings.max_access_ttl))
     .execute(p).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
 /// The key settings the server last started with, if it has started
-/// since they were first recorded.
+/// since they were first recorded, and their access-token algorithm is
+/// one this version knows (an ID-token algorithm it does not know is left
+/// out, with a warning).
 pub async fn recorded(db: &Db) -> Result<Option<KeySettings>, Error> {
-    let stored: Option<(String, String, i64, i64)> = on_pool!(db.read(), p => sqlx::query_as(
-        "SELECT algorithm, id_token_algorithms, announce_secs, jwks_max_age_secs \
-         FROM server_key_settings WHERE id = 1"
+    let stored: Option<(String, String, i64, i64, i64)> = on_pool!(db.read(), p => sqlx::query_as(
+        "SELECT algorithm, id_token_algorithms, announce_secs, jwks_max_age_secs, \
+         max_access_ttl_secs FROM server_key_settings WHERE id = 1"
     ).fetch_optional(p).await)?;
-    let Some((algorithm, id_token_algorithms, announce, jwks_max_age)) = stored else {
+    let Some((algorithm, id_token_algorithms, announce, jwks_max_age, max_access_ttl)) = stored
+    else {
         return Ok(None);
     };
-    let parse = |name: &str| {
-        name.parse::<Algorithm>().map_err(|_| {
-            Error::Database(format!(
-                "the server started with a key algorithm this version does not know: {name}"
-            ))
-        })
+    let known = |name: &str| {
+        let alg = name.parse::<Algorithm>().ok();
+        if alg.is_none() {
+            tracing::warn!(
+                alg = name,
+                "the server started with a key algorithm this version does not know"
+            );
+        }
+        alg
+    };
+    let Some(algorithm) = known(&algorithm) else {
+        return Ok(None);
     };
     let seconds = |s: i64| Duration::from_secs(u64::try_from(s).unwrap_or(0));
     Ok(Some(KeySettings {
-        algorithm: parse(&algorithm)?,
+        algorithm,
         id_token_algorithms: id_token_algorithms
             .split(' ')
             .filter(|a| !a.is_empty())
-            .map(parse)
-            .collect::<Result<_, _>>()?,
+            .filter_map(known)
+            .collect(),
         announce: seconds(announce),
         jwks_max_age: seconds(jwks_max_age),
+        max_access_ttl: seconds(max_access_ttl),
     }))
 }

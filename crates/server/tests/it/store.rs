@@ -54,6 +54,7 @@ both_backends!(
     a_changed_algorithm_is_announced_and_the_old_one_retired,
     a_rotation_by_hand_makes_no_key_of_a_dropped_algorithm,
     a_revoked_key_of_a_dropped_algorithm_is_not_replaced,
+    a_revoked_stand_in_is_replaced_by_a_key_of_the_configured_algorithm,
     a_revoked_keys_event_outlives_a_jwks_max_age_longer_than_announce,
     a_key_row_that_does_not_open_is_left_out_and_can_be_revoked,
     a_change_to_an_algorithm_with_keys_keeps_the_old_key_while_its_tokens_live,
@@ -593,6 +594,41 @@ async fn a_revoked_key_of_a_dropped_algorithm_is_not_replaced(backend: Backend) 
     h.finish().await;
 }
 
+/// Access tokens moved to ES384 and the maintenance has not made its
+/// first key yet: the ES256 key that stands in leaks and is revoked. A key
+/// of ES384 signs at once (before, nothing of ES256 was made, as for a
+/// dropped algorithm, and nothing signed access tokens at all).
+async fn a_revoked_stand_in_is_replaced_by_a_key_of_the_configured_algorithm(backend: Backend) {
+    use tessera_jose::Algorithm;
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let now = tessera_server::store::now();
+    let stand_in = h.app.keys.signer(now).unwrap().kid().unwrap().to_owned();
+    let mut config = h.test_db.config();
+    config.keys.algorithm = Algorithm::ES384;
+    let restarted = tessera_server::open(config).await.unwrap();
+    let keys = &restarted.keys;
+    assert_eq!(keys.signer(now).unwrap().kid(), Some(stand_in.as_str()));
+    let replaced = keys
+        .revoke(&stand_in, tessera_server::store::audit::InChange::none())
+        .await
+        .unwrap()
+        .expect("a key of the configured algorithm");
+    let signer = keys.signer(tessera_server::store::now()).unwrap();
+    assert_eq!(signer.kid(), Some(replaced.as_str()));
+    assert_eq!(signer.algorithm(), Algorithm::ES384);
+    let left = h
+        .count(
+            "SELECT COUNT(*) FROM signing_keys WHERE alg = $1",
+            &["ES256"],
+        )
+        .await;
+    assert_eq!(left, 0, "a key of the dropped algorithm was made");
+    restarted.db.close().await;
+    h.finish().await;
+}
+
 /// A key set that verifiers may cache longer than keys are announced
 /// (`jwks_max_age` over `announce`, which the server only warns of): the
 /// revocation of a key is kept until a guard's copy of the set has
@@ -680,6 +716,17 @@ async fn a_key_row_that_does_not_open_is_left_out_and_can_be_revoked(backend: Ba
     let announce = tessera_server::store::secs(restarted.config.keys.announce);
     let later = now + announce + 1;
     assert_eq!(keys.signer(later).unwrap().kid(), Some(access.as_str()));
+    // It succeeds no one: long after it would have signed, the key that
+    // signs is kept (before, it was removed once the broken key had
+    // "signed" for longer than any token lives, and nothing signed).
+    let ttl = tessera_server::store::secs(restarted.config.max_access_ttl);
+    let much_later = later + ttl + 3600;
+    keys.maintain_at(much_later).await.unwrap();
+    assert!(keys.jwks_json().contains(&access));
+    assert_eq!(
+        keys.signer(much_later).unwrap().kid(),
+        Some(access.as_str())
+    );
 
     let replaced = keys
         .revoke(&broken, tessera_server::store::audit::InChange::none())
@@ -695,18 +742,26 @@ async fn a_key_row_that_does_not_open_is_left_out_and_can_be_revoked(backend: Ba
     assert_eq!(left, 0);
     restarted.db.close().await;
 
-    // The key that signs access tokens, cut too: a start opens, but does
-    // not serve with no key to sign them.
+    // The key that signs access tokens, cut too: no ES256 key opens, and
+    // the maintenance makes one that signs at once.
     h.execute(
         "UPDATE signing_keys SET sealed_key = substr(sealed_key, 2) WHERE kid = $1",
         &[&access],
     )
     .await;
-    let opened = tessera_server::open(h.test_db.config()).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let served = tessera_server::serve(opened, listener, std::future::ready(())).await;
-    let err = served.unwrap_err().to_string();
-    assert!(err.contains("no signing key of ES256 opens"), "{err}");
+    let again = tessera_server::open(h.test_db.config()).await.unwrap();
+    let now = tessera_server::store::now();
+    assert!(again.keys.signer(now).is_err(), "nothing opens yet");
+    again.keys.maintain_at(now).await.unwrap();
+    let made = again.keys.signer(now).unwrap().kid().unwrap().to_owned();
+    assert!(made != access && made != broken);
+    let listed = again.keys.list(now);
+    let (info, state) = listed.iter().find(|(k, _)| k.kid == made).unwrap();
+    assert_eq!(
+        (info.alg.as_str(), *state),
+        ("ES256", tessera_server::keys::KeyState::Active)
+    );
+    again.db.close().await;
     h.finish().await;
 }
 
