@@ -546,21 +546,17 @@ impl Keys {
         // A rotation by hand waits for the keys it announced: a script that
         // retried it in a loop made a key a call, until the key set passed
         // what verifiers take (the guard: 512 KiB) and every API refused.
+        // Counted here, before keys are made (an RSA key takes a while),
+        // and again in the transaction that stores them: rotations at once
+        // would all pass the first count.
         for alg in &algorithms {
             let waiting: Vec<i64> = rows
                 .iter()
                 .filter(|r| r.alg == alg.as_str() && r.activate_at > now)
                 .map(|r| r.activate_at)
                 .collect();
-            let next = waiting.iter().copied().min();
-            if let Some(next) = next.filter(|_| waiting.len() >= MAX_ANNOUNCED) {
-                return Err(Error::Invalid(format!(
-                    "{alg} already has {} keys announced that do not sign yet (the next from \
-                     {next}, in {} s): rotate again once one signs; a key that leaked is \
-                     revoked (tessera keys revoke KID), not rotated away from",
-                    waiting.len(),
-                    next.saturating_sub(now)
-                )));
+            if let Some(full) = announced_in_full(*alg, &waiting, now) {
+                return Err(full);
             }
         }
         // The access-token key first: what `kid` of the answer names.
@@ -576,10 +572,25 @@ impl Keys {
         // and its retry would store a second key of the first algorithm.
         let kids: Vec<String> = made.iter().map(|(_, (kid, _, _))| kid.clone()).collect();
         for _ in 0..5 {
+            let mut full = None;
             let stored = on_pool!(self.db.write(), p => {
                 let mut tx = p.begin_with(self.db.begin_write()).await?;
-                let mut all = true;
-                for (alg, (kid, sealed, public)) in &made {
+                // Two rotations that counted at once take the same
+                // generation: one stores, the other's insert waits for it
+                // and stores nothing, and it counts again here.
+                for (alg, _) in &made {
+                    let waiting: Vec<i64> = sqlx::query_scalar(
+                        "SELECT activate_at FROM signing_keys WHERE alg = $1 AND activate_at > $2",
+                    )
+                    .bind(alg.as_str()).bind(now)
+                    .fetch_all(&mut *tx).await?;
+                    full = announced_in_full(*alg, &waiting, now);
+                    if full.is_some() {
+                        break;
+                    }
+                }
+                let mut all = full.is_none();
+                for (alg, (kid, sealed, public)) in made.iter().filter(|_| all) {
                     let inserted = sqlx::query(INSERT_NEXT)
                         .bind(kid).bind(alg.as_str()).bind(sealed).bind(public)
                         .bind(now).bind(activate_at).bind(i64::MAX)
@@ -601,6 +612,9 @@ impl Keys {
                 }
                 Ok::<_, sqlx::Error>(all)
             })?;
+            if let Some(full) = full {
+                return Err(full);
+            }
             if !stored {
                 continue;
             }
@@ -1186,9 +1200,17 @@ impl Keys {
             .map_err(|e| Error::KeyGeneration(format!("the task failed: {e}")))?
             .and_then(|key| key.with_thumbprint_kid())
             .map_err(|e| Error::KeyGeneration(e.to_string()))?;
+        // A failure here is the server's, never the request's: said as a
+        // key generation error (500, logged), not as a JOSE one (400).
+        let failed = |e: tessera_jose::Error| Error::KeyGeneration(e.to_string());
         let kid = key.kid().unwrap_or_default().to_owned();
-        let sealed = self.master.seal(&kid, key.to_pkcs8_der()?.expose())?;
-        let public = key.verifying_key()?.to_public_jwk()?.to_json();
+        let der = key.to_pkcs8_der().map_err(failed)?;
+        let sealed = self.master.seal(&kid, der.expose())?;
+        let public = key
+            .verifying_key()
+            .and_then(|k| k.to_public_jwk())
+            .map_err(failed)?
+            .to_json();
         Ok((kid, sealed, public))
     }
 
@@ -1510,6 +1532,22 @@ fn with_states(infos: impl Iterator<Item = KeyInfo>, at: i64) -> Vec<(KeyInfo, K
             (info.clone(), state)
         })
         .collect()
+}
+
+/// The refusal of a rotation by hand of `alg`, whose keys `waiting` (their
+/// activation times) are announced and do not sign yet at `now`, when
+/// they are [`MAX_ANNOUNCED`] already.
+fn announced_in_full(alg: Algorithm, waiting: &[i64], now: i64) -> Option<Error> {
+    let next = waiting.iter().copied().min()?;
+    (waiting.len() >= MAX_ANNOUNCED).then(|| {
+        Error::Invalid(format!(
+            "{alg} already has {} keys announced that do not sign yet (the next from {next}, in \
+             {} s): rotate again once one signs; a key that leaked is revoked (tessera keys \
+             revoke KID), not rotated away from",
+            waiting.len(),
+            next.saturating_sub(now)
+        ))
+    })
 }
 
 /// `rows` but those `skipped` (keys that do not open), and the highest

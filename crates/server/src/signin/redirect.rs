@@ -43,10 +43,23 @@ pub fn check_registered(uri: &str, public: bool, server_on_http: bool) -> Result
 }
 
 /// Whether a code sent to redirect URI `uri` reaches only the site that
-/// registered it (`https`): a loopback port or a private-use scheme is
-/// open to any program on the device that claims it first.
+/// registered it (`https` to a host on the network): a loopback port or a
+/// private-use scheme is open to any program on the device that claims it
+/// first, https on loopback (`localhost`, `127.0.0.1`, `[::1]`) too, for
+/// a program with a certificate the browser trusts there (a developer's
+/// local certificate authority).
 pub fn reaches_only_its_owner(uri: &str) -> bool {
-    uri.starts_with("https://")
+    let Ok(url) = Url::parse(uri) else {
+        return false;
+    };
+    let local_name = match url.host() {
+        Some(Host::Domain(name)) => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            name == "localhost" || name.ends_with(".localhost")
+        }
+        _ => false,
+    };
+    url.scheme() == "https" && !is_loopback(&url) && !local_name
 }
 
 /// Why a URI with a user name or password in it is refused.
@@ -137,6 +150,25 @@ fn is_loopback(url: &Url) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only https to a host on the network reaches only its owner.
+    #[test]
+    fn loopback_https_does_not_reach_only_its_owner() {
+        assert!(reaches_only_its_owner("https://admin.example.com/cb"));
+        for uri in [
+            "http://admin.example.com/cb",
+            "https://127.0.0.1:8443/cb",
+            "https://127.1.2.3/cb",
+            "https://[::1]:8443/cb",
+            "https://localhost/cb",
+            "https://LocalHost./cb",
+            "https://tool.localhost:9000/cb",
+            "com.example.tool:/cb",
+            "not a uri",
+        ] {
+            assert!(!reaches_only_its_owner(uri), "{uri}");
+        }
+    }
 
     /// A URI refused for holding a password does not repeat it: the CLI
     /// prints the error, the admin API answers it.

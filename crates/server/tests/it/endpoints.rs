@@ -2236,7 +2236,14 @@ mod admin_api {
                 os_user: "ops".into(),
             },
         };
-        cli.rotate_keys(&h.app.keys).await.unwrap();
+        // Through another instance's keys (the command opens its own): the
+        // API lists the new key at once, read from the database (before,
+        // from this instance's copy, until it read the keys again).
+        let other = tessera_server::open(h.test_db.config()).await.unwrap();
+        let theirs = cli.rotate_keys(&other.keys).await.unwrap();
+        other.db.close().await;
+        let keys = call(&h, Method::GET, "/admin/keys", t, None).await;
+        assert!(keys.text.contains(&theirs[0]), "{}", keys.text);
         cli.backed_up("/backups/tessera.db").await.unwrap();
         let rotated = crate::wait_for_audit(&h, "key_rotation_started", 2).await;
         assert!(rotated

@@ -54,6 +54,7 @@ both_backends!(
     a_changed_algorithm_is_announced_and_the_old_one_retired,
     a_rotation_by_hand_makes_no_key_of_a_dropped_algorithm,
     a_revoked_key_of_a_dropped_algorithm_is_not_replaced,
+    rotations_by_hand_at_once_announce_no_more_than_two_keys,
     a_revoked_stand_in_is_replaced_by_a_key_of_the_configured_algorithm,
     a_revoked_keys_event_outlives_a_jwks_max_age_longer_than_announce,
     a_key_row_that_does_not_open_is_left_out_and_can_be_revoked,
@@ -332,6 +333,48 @@ async fn rotations_by_hand_wait_for_the_keys_they_announced() {
         "{refused}"
     );
     assert_eq!(keys_stored(writer).await, 6, "no key stored");
+    h.finish().await;
+}
+
+/// Six rotations by hand at once (a retrying script run in parallel, the
+/// admin API and the command together): at most two keys of each
+/// algorithm end up announced, the others refused. Before, each counted
+/// the announced keys before its transaction, all passed, and six keys
+/// of each were stored.
+async fn rotations_by_hand_at_once_announce_no_more_than_two_keys(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    // Here and at another instance, three each.
+    let other = tessera_server::open(h.test_db.config()).await.unwrap();
+    let rotations = (0..6).map(|n| {
+        let keys = Arc::clone(if n % 2 == 0 { &h.app.keys } else { &other.keys });
+        tokio::spawn(async move {
+            keys.rotate(tessera_server::store::audit::InChange::none())
+                .await
+        })
+    });
+    let mut stored = 0;
+    for rotation in futures_util::future::join_all(rotations).await {
+        match rotation.unwrap() {
+            Ok(kids) => stored += kids.len(),
+            Err(e) => assert!(e.to_string().contains("keys announced"), "{e}"),
+        }
+    }
+    let now = tessera_server::store::now();
+    for alg in ["ES256", "RS256"] {
+        let announced = h
+            .count(
+                &format!(
+                    "SELECT COUNT(*) FROM signing_keys WHERE alg = $1 AND activate_at > {now}"
+                ),
+                &[alg],
+            )
+            .await;
+        assert!(announced <= 2, "{alg}: {announced} announced");
+    }
+    assert_eq!(stored, 4, "two rotations of two keys stored");
+    other.db.close().await;
     h.finish().await;
 }
 

@@ -10,9 +10,12 @@ use super::{Admin, AdminResult, AppState, Named};
 use crate::admin::listed_keys;
 use crate::store::now;
 
-/// Authorization: admin scope, or the read-only one.
+/// Authorization: admin scope, or the read-only one. The keys as stored,
+/// as `tessera keys list` reads them: behind a load balancer, one
+/// instance's copy may not yet hold a key another one just made.
 pub async fn list(State(app): AppState, _admin: Admin) -> AdminResult {
-    Ok(Json(listed_keys(app.keys.list(now()))).into_response())
+    let stored = crate::keys::stored(&app.db, &app.config.keys, now()).await?;
+    Ok(Json(listed_keys(stored)).into_response())
 }
 
 /// Authorization: admin scope.
@@ -21,11 +24,12 @@ pub async fn rotate(State(app): AppState, admin: Admin) -> AdminResult {
     // `kid`: the new access-token key; `kids`: one per algorithm. Its
     // activation as stored, not recomputed from a later clock.
     let kid = kids.first().cloned().unwrap_or_default();
-    let activate_at = app
-        .keys
-        .list(now())
-        .into_iter()
-        .find(|(info, _)| info.kid == kid)
+    // Stored already: a failed reading leaves it out (null) rather than
+    // answer an error for a rotation that was made.
+    let activate_at = crate::keys::stored(&app.db, &app.config.keys, now())
+        .await
+        .ok()
+        .and_then(|stored| stored.into_iter().find(|(info, _)| info.kid == kid))
         .map(|(info, _)| info.activate_at);
     Ok(Json(json!({ "kid": kid, "kids": kids, "activate_at": activate_at })).into_response())
 }
