@@ -589,11 +589,20 @@ impl Keys {
                         break;
                     }
                 }
+                // The generations counted from: on PostgreSQL each statement
+                // reads anew, and a rotation committed after the count and
+                // before the insert would otherwise be stored beside.
+                let counted: i64 = sqlx::query_scalar(
+                    "SELECT COALESCE(MAX(generation), 0) FROM signing_keys",
+                )
+                .fetch_one(&mut *tx).await?;
                 let mut all = full.is_none();
-                for (alg, (kid, sealed, public)) in made.iter().filter(|_| all) {
+                for (seen, (alg, (kid, sealed, public))) in
+                    (counted..).zip(made.iter().filter(|_| all))
+                {
                     let inserted = sqlx::query(INSERT_NEXT)
                         .bind(kid).bind(alg.as_str()).bind(sealed).bind(public)
-                        .bind(now).bind(activate_at).bind(i64::MAX)
+                        .bind(now).bind(activate_at).bind(seen)
                         .execute(&mut *tx).await?.rows_affected();
                     if inserted != 1 {
                         // Another instance took the generation: again.
@@ -664,12 +673,17 @@ impl Keys {
         // `None`: an algorithm this version does not know (the row was
         // changed, or a newer version stored it): revoked all the same.
         let alg: Option<Algorithm> = row.alg.parse().ok();
-        // The key that signs for the algorithm now (the newest active one):
-        // without it, the algorithm needs a key that signs at once.
+        // Decided on the keys that open (those that do not never sign,
+        // `Keys::open_all`): the key that signs for the algorithm now (the
+        // newest active one); without it, the algorithm needs a key that
+        // signs at once.
+        let ring = self.snapshot();
+        let opens =
+            |r: &KeyRow| ring.keys.iter().any(|k| k.info.kid == r.kid) || self.open(r).is_ok();
         let signing = rows
             .iter()
             .rev()
-            .filter(|r| r.alg == row.alg)
+            .filter(|r| r.alg == row.alg && opens(r))
             .find(|r| r.activate_at <= now)
             .is_none_or(|r| r.kid == kid);
         // An algorithm no longer configured (nor used by any client) is on
@@ -681,7 +695,7 @@ impl Keys {
         // maintenance has not made it yet.
         let dropped = alg.is_none_or(|alg| !self.policy.algorithms().contains(&alg));
         let access = self.policy.algorithm;
-        let access_has_none = !rows.iter().any(|r| r.alg == access.as_str());
+        let access_has_none = !rows.iter().any(|r| r.alg == access.as_str() && opens(r));
         let replacement = match alg {
             Some(alg) if signing && !dropped => Some((alg, self.make_key(alg).await?)),
             _ if signing && dropped && access_has_none => {
@@ -947,10 +961,14 @@ impl Keys {
         // for it) and signs nothing, so that a rotation it would have
         // been, or the first key of its algorithm, is made anew. Only the
         // generations count them all.
-        let broken: Vec<String> = all
+        let broken: Vec<Broken> = all
             .iter()
             .filter(|r| skipped.contains(&r.kid))
-            .map(|r| r.alg.clone())
+            .map(|r| Broken {
+                kid: r.kid.clone(),
+                alg: r.alg.clone(),
+                generation: r.generation,
+            })
             .collect();
         let (mut rows, mut seen) = usable(all, &skipped);
         if seen == 0 {
@@ -973,13 +991,25 @@ impl Keys {
         for alg in maintained {
             for _ in 0..5 {
                 let of_alg: Vec<&KeyRow> = rows.iter().filter(|r| r.alg == alg.as_str()).collect();
-                let Some(activate_at) = self.due(&of_alg, made_at) else {
+                // A rotation whose key does not open is made again,
+                // announced as it was: else, without `rotate_every`, the
+                // key before it signed for ever.
+                let newest = of_alg.iter().map(|r| r.generation).max().unwrap_or(0);
+                let pending = of_alg.iter().any(|r| r.activate_at > made_at);
+                let lost = !of_alg.is_empty()
+                    && !pending
+                    && broken
+                        .iter()
+                        .any(|b| b.alg == alg.as_str() && b.generation > newest);
+                let again = lost.then(|| made_at.saturating_add(secs(self.policy.announce)));
+                let Some(activate_at) = self.due(&of_alg, made_at).or(again) else {
                     break;
                 };
                 // A new algorithm's first key is announced; one made because
                 // none of the algorithm's keys opens signs at once, as the
                 // only key there is to sign with (`signer_in`).
-                let activate_at = if of_alg.is_empty() && !broken.contains(&alg.to_string()) {
+                let none_opens = broken.iter().any(|b| b.alg == alg.as_str());
+                let activate_at = if of_alg.is_empty() && !none_opens {
                     activate_at.max(made_at.saturating_add(secs(self.policy.announce)))
                 } else {
                     activate_at
@@ -1006,7 +1036,7 @@ impl Keys {
         let (opened, more) = self.open_all(&rows, opened).await?;
         rows.retain(|r| !more.contains(&r.kid));
         if remove {
-            self.expire(&rows, now).await?;
+            self.expire(&rows, &broken, now).await?;
         }
         self.reload(rows, &opened, now)?;
         self.freshness.installed(heard);
@@ -1273,21 +1303,37 @@ impl Keys {
 
     /// Delete keys whose successor has signed for longer than any token
     /// lives.
-    async fn expire(&self, rows: &[KeyRow], now: i64) -> Result<(), Error> {
+    ///
+    /// A key that does not open (`broken`: never published, never used)
+    /// goes once a newer key of its algorithm signs, or its algorithm is
+    /// no longer configured.
+    async fn expire(&self, rows: &[KeyRow], broken: &[Broken], now: i64) -> Result<(), Error> {
         let keep_after = self.keep_after();
-        let mut done: Vec<String> = successions(rows)
+        let mut done: Vec<(String, String)> = successions(rows)
             .filter(|(_, next)| {
                 next.activate_at <= now && retired_long_enough(next, keep_after, now)
             })
-            .map(|(old, _)| old.kid.clone())
+            .map(|(old, _)| (old.kid.clone(), old.alg.clone()))
             .collect();
-        done.extend(orphans_done(rows, &self.policy, keep_after, now));
-        for kid in done {
+        for kid in orphans_done(rows, &self.policy, keep_after, now) {
+            let alg = rows.iter().find(|r| r.kid == kid).map(|r| r.alg.clone());
+            done.push((kid, alg.unwrap_or_default()));
+        }
+        let configured = self.policy.algorithms();
+        for b in broken {
+            let dropped = !b.alg.parse().is_ok_and(|alg| configured.contains(&alg));
+            let replaced = rows
+                .iter()
+                .any(|r| r.alg == b.alg && r.generation > b.generation && r.activate_at <= now);
+            if dropped || replaced {
+                done.push((b.kid.clone(), b.alg.clone()));
+            }
+        }
+        for (kid, alg) in done {
             // With its audit event, which a revocation of the key after it
             // is gone looks for (`revoke_dropped`): its `key_created`
             // event may be older than the trail keeps (`audit.retain`).
-            let alg = rows.iter().find(|r| r.kid == kid).map(|r| r.alg.as_str());
-            let mut recorded = removed(&kid, alg.unwrap_or_default());
+            let mut recorded = removed(&kid, &alg);
             on_pool!(self.db.write(), p => {
                 let mut tx = p.begin_with(self.db.begin_write()).await?;
                 let deleted = sqlx::query("DELETE FROM signing_keys WHERE kid = $1")
@@ -1548,6 +1594,13 @@ fn announced_in_full(alg: Algorithm, waiting: &[i64], now: i64) -> Option<Error>
             next.saturating_sub(now)
         ))
     })
+}
+
+/// A stored key that does not open (`Keys::open_all`).
+struct Broken {
+    kid: String,
+    alg: String,
+    generation: i64,
 }
 
 /// `rows` but those `skipped` (keys that do not open), and the highest

@@ -717,31 +717,41 @@ async fn a_revoked_keys_event_outlives_a_jwks_max_age_longer_than_announce(backe
     h.finish().await;
 }
 
-/// A stored key whose row does not open (changed by hand) while the
-/// master key opens the database's check: it is left out (not published,
-/// never used to sign) and the other keys serve; a start works, and the
-/// key can be revoked. Before, it stopped every start, and the command
-/// that revokes that very key, blaming the master key. A wrong master key
-/// still stops a start.
+/// Stored keys whose rows do not open (changed by hand) while the master
+/// key opens the database's check: left out (not published, never used
+/// to sign, no one's successor) while the other keys serve; a start
+/// works. A rotation whose key does not open is made again, announced,
+/// and the broken key goes once its replacement signs; one revoked is
+/// deleted; the key that really signs, revoked, is replaced; an
+/// algorithm none of whose keys opens gets a key that signs at once.
+/// Before, such a row stopped every start, and the command that revokes
+/// it, blaming the master key. A wrong master key still stops a start.
 async fn a_key_row_that_does_not_open_is_left_out_and_can_be_revoked(backend: Backend) {
+    use tessera_server::keys::KeyState;
     let Some(h) = Harness::new(backend).await else {
         return;
     };
+    use tessera_server::store::audit::InChange;
     let now = tessera_server::store::now();
     let access = h.app.keys.signer(now).unwrap().kid().unwrap().to_owned();
-    let rotated = h
-        .app
-        .keys
-        .rotate(tessera_server::store::audit::InChange::none())
-        .await
-        .unwrap();
-    // The access-token key the rotation announced, its sealed bytes cut.
-    let broken = rotated[0].clone();
-    h.execute(
-        "UPDATE signing_keys SET sealed_key = substr(sealed_key, 2) WHERE kid = $1",
-        &[&broken],
-    )
-    .await;
+    let rotated = h.app.keys.rotate(InChange::none()).await.unwrap();
+    // The keys the rotation announced (ES256, RS256), their sealed bytes
+    // cut.
+    let (broken, broken_rs) = (rotated[0].clone(), rotated[1].clone());
+    for kid in [&broken, &broken_rs] {
+        h.execute(
+            "UPDATE signing_keys SET sealed_key = substr(sealed_key, 2) WHERE kid = $1",
+            &[kid],
+        )
+        .await;
+    }
+    let count = |kid: String| {
+        let h = &h;
+        async move {
+            h.count("SELECT COUNT(*) FROM signing_keys WHERE kid = $1", &[&kid])
+                .await
+        }
+    };
 
     let mut wrong = h.test_db.config();
     wrong.master_key = tessera_server::secret::MasterKeySource::Value(
@@ -754,57 +764,92 @@ async fn a_key_row_that_does_not_open_is_left_out_and_can_be_revoked(backend: Ba
     let keys = &restarted.keys;
     keys.maintain_at(now).await.unwrap();
     let jwks = keys.jwks_json();
-    assert!(!jwks.contains(&broken), "{jwks}");
-    assert!(jwks.contains(&access), "{jwks}");
-    let announce = tessera_server::store::secs(restarted.config.keys.announce);
-    let later = now + announce + 1;
-    assert_eq!(keys.signer(later).unwrap().kid(), Some(access.as_str()));
-    // It succeeds no one: long after it would have signed, the key that
-    // signs is kept (before, it was removed once the broken key had
-    // "signed" for longer than any token lives, and nothing signed).
-    let ttl = tessera_server::store::secs(restarted.config.max_access_ttl);
-    let much_later = later + ttl + 3600;
-    keys.maintain_at(much_later).await.unwrap();
-    assert!(keys.jwks_json().contains(&access));
-    assert_eq!(
-        keys.signer(much_later).unwrap().kid(),
-        Some(access.as_str())
+    assert!(
+        !jwks.contains(&broken) && !jwks.contains(&broken_rs),
+        "{jwks}"
     );
-
-    let replaced = keys
-        .revoke(&broken, tessera_server::store::audit::InChange::none())
-        .await
+    assert!(jwks.contains(&access), "{jwks}");
+    // The rotation is made again: a new ES256 key, announced.
+    let listed = keys.list(now);
+    let (again, state) = listed
+        .iter()
+        .filter(|(k, _)| k.alg == "ES256")
+        .max_by_key(|(k, _)| k.generation)
         .unwrap();
-    assert_eq!(replaced, None, "it never signed");
-    let left = h
-        .count(
-            "SELECT COUNT(*) FROM signing_keys WHERE kid = $1",
-            &[&broken],
-        )
-        .await;
-    assert_eq!(left, 0);
-    restarted.db.close().await;
+    assert_ne!(again.kid, broken);
+    assert_eq!(*state, KeyState::Announced);
+    assert!(again.activate_at > now, "{again:?}");
+    assert_eq!(keys.signer(now).unwrap().kid(), Some(access.as_str()));
+    let signs_at = again.activate_at;
+    assert_eq!(
+        keys.signer(signs_at).unwrap().kid(),
+        Some(again.kid.as_str())
+    );
+    // Once it signs, the broken key it replaces goes; the key before
+    // stays while its tokens live.
+    keys.maintain_at(signs_at + 1).await.unwrap();
+    assert_eq!(count(broken.clone()).await, 0);
+    assert!(keys.jwks_json().contains(&access));
 
-    // The key that signs access tokens, cut too: no ES256 key opens, and
-    // the maintenance makes one that signs at once.
+    // The broken RS256 key, revoked: deleted, no replacement (it never
+    // signed).
+    let replaced = keys.revoke(&broken_rs, InChange::none()).await.unwrap();
+    assert_eq!(replaced, None);
+    assert_eq!(count(broken_rs.clone()).await, 0);
+
+    // A broken key that would sign by now, and the key that really signs
+    // revoked: replaced (before, the broken row counted as the one that
+    // signs, and nothing replaced the revoked key).
+    let rs256 = keys
+        .signer_for(tessera_jose::Algorithm::RS256, now)
+        .unwrap()
+        .kid()
+        .unwrap()
+        .to_owned();
+    let rotated = keys.rotate(InChange::none()).await;
+    let fresh = match rotated {
+        Ok(kids) => kids[1].clone(),
+        Err(e) => panic!("{e}"),
+    };
     h.execute(
-        "UPDATE signing_keys SET sealed_key = substr(sealed_key, 2) WHERE kid = $1",
-        &[&access],
+        "UPDATE signing_keys SET sealed_key = substr(sealed_key, 2), activate_at = created_at \
+         WHERE kid = $1",
+        &[&fresh],
     )
     .await;
-    let again = tessera_server::open(h.test_db.config()).await.unwrap();
+    // Revoked as `tessera keys revoke` does, by a process that opens the
+    // keys as they now are.
+    let command = tessera_server::open(h.test_db.config()).await.unwrap();
+    let replaced = command.keys.revoke(&rs256, InChange::none()).await.unwrap();
+    command.db.close().await;
+    assert!(replaced.is_some(), "the key that signed was replaced");
+    restarted.db.close().await;
+
+    // No ES256 key opens at all: the maintenance makes one that signs at
+    // once.
+    let stored: Vec<String> = keys
+        .list(tessera_server::store::now())
+        .into_iter()
+        .filter(|(k, _)| k.alg == "ES256")
+        .map(|(k, _)| k.kid)
+        .collect();
+    for kid in &stored {
+        h.execute(
+            "UPDATE signing_keys SET sealed_key = substr(sealed_key, 2) WHERE kid = $1",
+            &[kid],
+        )
+        .await;
+    }
+    let last = tessera_server::open(h.test_db.config()).await.unwrap();
     let now = tessera_server::store::now();
-    assert!(again.keys.signer(now).is_err(), "nothing opens yet");
-    again.keys.maintain_at(now).await.unwrap();
-    let made = again.keys.signer(now).unwrap().kid().unwrap().to_owned();
-    assert!(made != access && made != broken);
-    let listed = again.keys.list(now);
+    assert!(last.keys.signer(now).is_err(), "nothing opens yet");
+    last.keys.maintain_at(now).await.unwrap();
+    let made = last.keys.signer(now).unwrap().kid().unwrap().to_owned();
+    assert!(!stored.contains(&made));
+    let listed = last.keys.list(now);
     let (info, state) = listed.iter().find(|(k, _)| k.kid == made).unwrap();
-    assert_eq!(
-        (info.alg.as_str(), *state),
-        ("ES256", tessera_server::keys::KeyState::Active)
-    );
-    again.db.close().await;
+    assert_eq!((info.alg.as_str(), *state), ("ES256", KeyState::Active));
+    last.db.close().await;
     h.finish().await;
 }
 
