@@ -294,12 +294,39 @@ pub async fn submit(
                     .transpose()?
                     .unwrap_or_default();
                 let granted = grantable(&request.scopes(), &user_scopes);
-                consents::remember(&app.db, &session.user_id, &client.client_id, &granted).await?;
                 let answers = Some(pending.answer());
-                issue(
-                    &app, &pages, &client, &request, &session, false, granted, answers,
+                let issued = issue(
+                    &app,
+                    &pages,
+                    &client,
+                    &request,
+                    &session,
+                    false,
+                    granted.clone(),
+                    answers,
                 )
-                .await
+                .await?;
+                // Remembered once this request's answer is a code: the
+                // same request denied meanwhile in another tab (after the
+                // check above) told the client the user said no, and a
+                // consent remembered then would let its next silent
+                // request through. A consent that could not be written is
+                // asked for again next time; the code stands.
+                match crate::store::codes::answer_to(&app.db, &pending.answer()).await {
+                    Ok(Some(answer)) if !answer.refused => {
+                        let remembered =
+                            consents::remember(&app.db, &session.user_id, &client.client_id, &granted)
+                                .await;
+                        if let Err(e) = remembered {
+                            tracing::warn!(error = %e, "consent given, but it could not be remembered");
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "consent given, but its answer could not be read again to remember it");
+                    }
+                }
+                Ok(issued)
             }
             _ => {
                 let grant = grant_of(&client, &request, &session, Scopes::default());

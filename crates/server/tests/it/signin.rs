@@ -658,6 +658,71 @@ async fn a_replay_reaches_a_family_revoked_before_without_its_event() {
     }
 }
 
+/// Allow and Deny sent at once for one pending request (two tabs): Allow
+/// is held where it writes the consent (PostgreSQL: the table locked by
+/// another session), Deny answers meanwhile. Whichever answer the client
+/// got, the consent remembered agrees with it: told `access_denied`, the
+/// client gets no code from its next silent request. Before, Allow wrote
+/// the consent before its code, after Deny had told the client no, and
+/// the next `prompt=none` request got a code.
+#[tokio::test]
+async fn a_consent_denied_in_another_tab_meanwhile_is_not_remembered() {
+    use sqlx::Connection;
+    let Some(h) = Harness::new(Backend::Postgres).await else {
+        return;
+    };
+    let s = setup(&h, "Shop", false).await;
+    let mut b = Browser::default();
+    let to_consent = location(&alice_logs_in(&h, &mut b, &s).await);
+    let consent = b.get(&h, &to_consent).await;
+    let mut holder = sqlx::PgConnection::connect(&h.test_db.url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+    sqlx::query("LOCK TABLE consents IN EXCLUSIVE MODE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let mut allowing = Browser {
+        cookies: b.cookies.clone(),
+    };
+    let allow = decide(&h, &mut allowing, &consent, "allow");
+    let deny = async {
+        // Once Allow is past its first check and waiting.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let denied = decide(&h, &mut b, &consent, "deny").await;
+        sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+        denied
+    };
+    let (allowed, denied) = tokio::join!(allow, deny);
+    let told_no = denied.headers.get(header::LOCATION).is_some_and(|l| {
+        query_of(l.to_str().unwrap())
+            .get("error")
+            .map(String::as_str)
+            == Some("access_denied")
+    });
+    let got_code = allowed
+        .headers
+        .get(header::LOCATION)
+        .is_some_and(|l| query_of(l.to_str().unwrap()).contains_key("code"));
+    assert!(
+        told_no != got_code,
+        "one answer: denied {told_no}, code {got_code}"
+    );
+    let silent = b
+        .get(&h, &authorize_url(&s.client_id, &[("prompt", "none")]))
+        .await;
+    let silent = query_of(&location(&silent));
+    if told_no {
+        assert_eq!(
+            silent.get("error").map(String::as_str),
+            Some("consent_required"),
+            "{silent:?}"
+        );
+    } else {
+        assert!(silent.contains_key("code"), "{silent:?}");
+    }
+    h.finish().await;
+}
+
 /// A rotated refresh token presented again (reuse) takes its family's
 /// session before the family and the revocation log's lock (PostgreSQL),
 /// as a logout and a replayed code take them: the other way round, a
