@@ -202,7 +202,10 @@ impl LoginLimiter {
                 let max_successes = self.max_failures.saturating_mul(SUCCESSES_PER_FAILURE);
                 let succeeded = state.failures.get(&Key::Succeeded(*user));
                 let recent = self.recent(succeeded, now);
-                if recent.len() >= max_successes {
+                // Logins still being checked count as they may succeed:
+                // several at once each saw room for one more.
+                let in_flight = state.in_flight.get(key).copied().unwrap_or(0);
+                if recent.len().saturating_add(in_flight) >= max_successes {
                     wait_at_least(self.until_oldest_leaves(&recent, now));
                 }
             }
@@ -462,6 +465,26 @@ mod tests {
         for _ in 0..100 {
             open.begin("alice", addr(1), t0).unwrap().succeeded();
         }
+    }
+
+    /// Logins being checked count toward the successes' share: with 29
+    /// successes in the window, five right passwords at once let one
+    /// through, not five (each saw room for one more).
+    #[test]
+    fn logins_at_once_do_not_pass_the_successes_share() {
+        let limiter = LoginLimiter::new(5, Duration::from_secs(300));
+        let now = Instant::now();
+        for _ in 0..29 {
+            limiter.begin("alice", None, now).unwrap().succeeded();
+        }
+        let attempts: Vec<_> = (0..5)
+            .filter_map(|_| limiter.begin("alice", None, now).ok())
+            .collect();
+        assert_eq!(attempts.len(), 1);
+        for attempt in attempts {
+            attempt.succeeded();
+        }
+        assert!(limiter.begin("alice", None, now).is_err(), "thirty now");
     }
 
     fn fail(limiter: &LoginLimiter, user: &str, addr: Option<IpAddr>, at: Instant) {
