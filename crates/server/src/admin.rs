@@ -170,9 +170,9 @@ pub fn administers(scopes: &Scopes) -> bool {
 fn open_redirect_for_admin(uri: &str) -> Error {
     Error::Invalid(format!(
         "redirect URI {uri:?}: a public client with the {ADMIN_SCOPE} or {ADMIN_READ_SCOPE} \
-         scope redirects to https only (a loopback port or a private-use scheme is open to any \
-         program on the device): register the admin tool with an https redirect URI, or as a \
-         confidential client"
+         scope redirects to https on a host other than loopback only (a loopback port, https too, \
+         or a private-use scheme is open to any program on the device): register the admin tool \
+         with an https redirect URI on the network, or as a confidential client"
     ))
 }
 
@@ -637,10 +637,24 @@ impl AdminService<'_> {
         let size = page.size();
         let rows =
             clients::list(self.db, page.after_time_and_id()?, size.saturating_add(1)).await?;
-        let rows = rows.iter().map(Into::into).collect();
-        Ok(Listed::of(rows, size, |c: &ClientInfo| {
-            format!("{}.{}", c.created_at, c.client_id)
-        }))
+        // Paged by the rows read, those that could not be read included
+        // (left out of the page, and said in the log).
+        let listed = Listed::of(rows, size, |((at, id), _)| format!("{at}.{id}"));
+        let items = listed
+            .items
+            .into_iter()
+            .filter_map(|((_, id), client)| match client {
+                Ok(client) => Some(ClientInfo::from(&client)),
+                Err(e) => {
+                    tracing::error!(client_id = %id, error = %e, "a stored client cannot be read: left out of the listing");
+                    None
+                }
+            })
+            .collect();
+        Ok(Listed {
+            items,
+            next: listed.next,
+        })
     }
 
     /// A page of the audit trail, of one event or all, newest first.

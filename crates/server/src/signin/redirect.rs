@@ -59,7 +59,16 @@ pub fn reaches_only_its_owner(uri: &str) -> bool {
         }
         _ => false,
     };
-    url.scheme() == "https" && !is_loopback(&url) && !local_name
+    // Reached on this device too: `::ffff:127.0.0.1`, and `0.0.0.0`
+    // (browsers on Linux and macOS connect to it as to loopback).
+    let local_address = match url.host() {
+        Some(Host::Ipv4(ip)) => ip.is_unspecified(),
+        Some(Host::Ipv6(ip)) => {
+            ip.is_unspecified() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+        _ => false,
+    };
+    url.scheme() == "https" && !is_loopback(&url) && !local_name && !local_address
 }
 
 /// Why a URI with a user name or password in it is refused.
@@ -163,6 +172,9 @@ mod tests {
             "https://localhost/cb",
             "https://LocalHost./cb",
             "https://tool.localhost:9000/cb",
+            "https://[::ffff:127.0.0.1]/cb",
+            "https://0.0.0.0:8443/cb",
+            "https://[::]/cb",
             "com.example.tool:/cb",
             "not a uri",
         ] {

@@ -510,8 +510,15 @@ pub async fn find(db: &Db, client_id: &str) -> Result<Option<Client>, Error> {
 }
 
 /// Clients, oldest first, from the one after `after` (its `created_at` and
-/// `client_id`); `limit` at most.
-pub async fn list(db: &Db, after: Option<(i64, &str)>, limit: i64) -> Result<Vec<Client>, Error> {
+/// `client_id`); `limit` at most. Each with where it stands in the list
+/// (its `created_at` and `client_id`), and read, or why it could not be (a
+/// grant or algorithm a newer version stored): one such row must not hide
+/// every other client from the listing.
+pub async fn list(
+    db: &Db,
+    after: Option<(i64, &str)>,
+    limit: i64,
+) -> Result<Vec<((i64, String), Result<Client, Error>)>, Error> {
     let sql = format!(
         "SELECT {COLUMNS} FROM clients \
          WHERE (created_at, client_id) > (COALESCE($1, CAST(-1 AS BIGINT)), COALESCE($2, '')) \
@@ -520,7 +527,13 @@ pub async fn list(db: &Db, after: Option<(i64, &str)>, limit: i64) -> Result<Vec
     let (after_time, after_id) = after.unzip();
     let rows = on_pool!(db.read(), p => sqlx::query_as::<_, ClientRow>(&sql)
         .bind(after_time).bind(after_id).bind(limit).fetch_all(p).await)?;
-    rows.into_iter().map(Client::try_from).collect()
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let at = (row.created_at, row.client_id.clone());
+            (at, Client::try_from(row))
+        })
+        .collect())
 }
 
 /// Keep the first of each value of `list`, in order.
