@@ -204,6 +204,12 @@ impl Db {
                 .map_err(Error::database)?
                 .options([
                     ("default_transaction_isolation", r"read\ committed"),
+                    // A commit is answered once it is on disk (and on a
+                    // synchronous standby, where one is configured),
+                    // whatever the role or database tuned: with `off`, a
+                    // crash or failover loses writes already answered (a
+                    // revocation, a disabled user, a rotated token).
+                    ("synchronous_commit", "on"),
                     (
                         "idle_in_transaction_session_timeout",
                         millis(POSTGRES_IDLE_IN_TRANSACTION).as_str(),

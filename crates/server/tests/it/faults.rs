@@ -1476,6 +1476,29 @@ async fn postgres_transactions_are_read_committed_whatever_the_default() {
     test_db.cleanup().await;
 }
 
+/// A commit is answered once it is durable: `synchronous_commit` is `on`
+/// for the server's connections whatever the role, the database or the
+/// URL make the default (`off` is a common tuning, and loses commits
+/// already answered when PostgreSQL crashes or fails over).
+#[tokio::test]
+async fn postgres_commits_are_synchronous_whatever_the_default() {
+    let Some(test_db) = TestDb::new(Backend::Postgres).await else {
+        return;
+    };
+    let url = format!("{}%20-c%20synchronous_commit%3Doff", test_db.url);
+    let db = Db::connect(&url, 2).await.unwrap();
+    let tessera_server::db::Pool::Postgres(pool) = db.write() else {
+        unreachable!("a PostgreSQL database")
+    };
+    let (setting,): (String,) = sqlx::query_as("SHOW synchronous_commit")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(setting, "on");
+    db.close().await;
+    test_db.cleanup().await;
+}
+
 /// No statement of the server's runs past
 /// `db::POSTGRES_STATEMENT_TIMEOUT`, whatever the role's, the database's
 /// or the URL's default; one stopped by it is answered as unavailable
