@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::db::Db;
 use crate::keys::Keys;
-use crate::store::audit::{AuditQueue, Event};
+use crate::store::audit::{AuditQueue, Event, InChange};
 use crate::store::clients::ClientCache;
 use crate::store::logouts::{self, Delivery};
 use crate::store::now;
@@ -142,25 +142,25 @@ async fn attempt(
         _ => MAX_ATTEMPTS,
     };
     if delivery.attempts.saturating_add(1) >= limit {
-        logouts::done(app.db, &delivery.id).await?;
-        tracing::warn!(client = %delivery.client_id, attempts = delivery.attempts.saturating_add(1), "back-channel logout given up");
-        metrics::counter!("tessera_backchannel_logouts_total", "outcome" => "given_up")
-            .increment(1);
-        app.audit.push(
-            Event::new("backchannel_logout_failed")
-                .client(&delivery.client_id)
-                .subject(&delivery.subject)
-                .detail(format!(
-                    "sid={} attempts={} last={}",
-                    delivery.sid,
-                    delivery.attempts.saturating_add(1),
-                    if sent == Sent::Refused {
-                        "refused (400)"
-                    } else {
-                        "not delivered"
-                    }
-                )),
-        );
+        let event = Event::new("backchannel_logout_failed")
+            .client(&delivery.client_id)
+            .subject(&delivery.subject)
+            .detail(format!(
+                "sid={} attempts={} last={}",
+                delivery.sid,
+                delivery.attempts.saturating_add(1),
+                if sent == Sent::Refused {
+                    "refused (400)"
+                } else {
+                    "not delivered"
+                }
+            ));
+        let recorded = InChange::of(move |_: &()| event);
+        if logouts::give_up(app.db, &delivery.id, recorded).await? {
+            tracing::warn!(client = %delivery.client_id, attempts = delivery.attempts.saturating_add(1), "back-channel logout given up");
+            metrics::counter!("tessera_backchannel_logouts_total", "outcome" => "given_up")
+                .increment(1);
+        }
     } else {
         let next_at = now().saturating_add(backoff(delivery.attempts));
         let still_held = logouts::retry_at(app.db, &delivery.id, held_until, next_at).await?;

@@ -287,6 +287,10 @@ const GATHER: Duration = Duration::from_millis(20);
 /// so the bound costs some 30 MB at worst).
 pub const MAX_BACKLOG: usize = 100_000;
 
+/// How long one attempt to write a batch may take (at shutdown, what is
+/// left of [`SHUTDOWN_GRACE`]).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Longest wait between two attempts to write a batch the database refused.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -415,7 +419,22 @@ async fn write_batch(
             }
             return;
         }
-        match record_all(db, batch).await {
+        // Bounded: a connection cut without a reset leaves a write hanging
+        // for the kernel's TCP timeout (a quarter of an hour), the backlog
+        // growing meanwhile, and at shutdown the supervisor's kill taking
+        // every event queued without a word.
+        let limit = match retrying_since {
+            Some(since) => SHUTDOWN_GRACE.saturating_sub(since.elapsed()),
+            None if shutting_down.load(Ordering::Relaxed) => SHUTDOWN_GRACE,
+            None => WRITE_TIMEOUT,
+        };
+        let written = match tokio::time::timeout(limit, record_all(db, batch)).await {
+            Ok(written) => written,
+            Err(_) => Err(Error::Unavailable(format!(
+                "the write did not finish within {limit:?}"
+            ))),
+        };
+        match written {
             Ok(()) => {
                 if backoff > Duration::from_millis(100) {
                     tracing::info!(count = batch.len(), "audit events written after a retry");
@@ -433,6 +452,17 @@ async fn write_batch(
                         count = batch.len(),
                         "audit events not written yet; retrying"
                     );
+                    // Held in memory until the database takes them: said
+                    // now, so that a crash meanwhile (the disk full, the
+                    // process killed) leaves them in the log at least.
+                    for (at, event) in batch.iter() {
+                        log_event(
+                            *at,
+                            event,
+                            &reason,
+                            "audit event not written yet (kept, retried)",
+                        );
+                    }
                 }
                 if shutting_down.load(Ordering::Relaxed) {
                     retrying_since.get_or_insert_with(Instant::now);
@@ -456,6 +486,11 @@ async fn write_batch(
 
 /// The last resort for an event the database never took: the log.
 fn log_unwritten(at: i64, event: &Event, why: &str) {
+    log_event(at, event, why, "audit event not stored");
+}
+
+/// `event` in the log, as `message` says.
+fn log_event(at: i64, event: &Event, why: &str, message: &str) {
     tracing::error!(
         at,
         event = event.event,
@@ -464,7 +499,7 @@ fn log_unwritten(at: i64, event: &Event, why: &str) {
         remote = event.remote.as_deref().unwrap_or(""),
         detail = event.detail.as_deref().unwrap_or(""),
         why,
-        "audit event not stored"
+        "{message}"
     );
 }
 

@@ -3,6 +3,7 @@
 //! retried with backoff by the server (`signin::backchannel`).
 
 use crate::db::{on_pool, Db};
+use crate::store::audit::{record_in, InChange};
 use crate::Error;
 
 /// One delivery: tell `client_id` at `uri` that session `sid` of
@@ -98,6 +99,24 @@ pub async fn done(db: &Db, id: &str) -> Result<(), Error> {
     on_pool!(db.write(), p => sqlx::query("DELETE FROM logout_deliveries WHERE id = $1")
         .bind(id).execute(p).await.map(|r| r.rows_affected()))?;
     Ok(())
+}
+
+/// Give delivery `id` up, with `recorded`'s event (its failure) in the
+/// same transaction: a crash between the two left a client never told
+/// that a session ended, and no trace of it. Whether it was still there
+/// to give up (another instance's attempt may have done it first).
+pub async fn give_up(db: &Db, id: &str, mut recorded: InChange<'_>) -> Result<bool, Error> {
+    let deleted = on_pool!(db.write(), p => {
+        let mut tx = p.begin_with(db.begin_write()).await?;
+        let deleted = sqlx::query("DELETE FROM logout_deliveries WHERE id = $1")
+            .bind(id).execute(&mut *tx).await?.rows_affected();
+        if deleted == 1 {
+            record_in!(tx, recorded, &());
+        }
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(deleted)
+    })?;
+    Ok(deleted == 1)
 }
 
 /// Try again at `next_at`, after an attempt that held the delivery until
