@@ -575,9 +575,15 @@ impl Keys {
             let mut full = None;
             let stored = on_pool!(self.db.write(), p => {
                 let mut tx = p.begin_with(self.db.begin_write()).await?;
-                // Two rotations that counted at once take the same
-                // generation: one stores, the other's insert waits for it
-                // and stores nothing, and it counts again here.
+                // The generations counted from, read first: on PostgreSQL
+                // each statement reads anew, and a rotation committed after
+                // this read (before the count or the insert) makes the
+                // insert store nothing, and this one count again. Two
+                // rotations at once take the same generation: one stores.
+                let counted: i64 = sqlx::query_scalar(
+                    "SELECT COALESCE(MAX(generation), 0) FROM signing_keys",
+                )
+                .fetch_one(&mut *tx).await?;
                 for (alg, _) in &made {
                     let waiting: Vec<i64> = sqlx::query_scalar(
                         "SELECT activate_at FROM signing_keys WHERE alg = $1 AND activate_at > $2",
@@ -589,13 +595,6 @@ impl Keys {
                         break;
                     }
                 }
-                // The generations counted from: on PostgreSQL each statement
-                // reads anew, and a rotation committed after the count and
-                // before the insert would otherwise be stored beside.
-                let counted: i64 = sqlx::query_scalar(
-                    "SELECT COALESCE(MAX(generation), 0) FROM signing_keys",
-                )
-                .fetch_one(&mut *tx).await?;
                 let mut all = full.is_none();
                 for (seen, (alg, (kid, sealed, public))) in
                     (counted..).zip(made.iter().filter(|_| all))
@@ -1132,9 +1131,15 @@ impl Keys {
         if failed.is_empty() {
             return Ok((opened, HashSet::new()));
         }
-        let newer = failed
-            .iter()
-            .position(|(row, _)| row.alg.parse::<Algorithm>().is_err());
+        // A key of an algorithm this version does not know, or whose
+        // opened bytes it cannot read (a form a newer version stores), is
+        // a newer version's: never left out (its rotation would be made
+        // again and the key deleted, which the newer instances sign
+        // with). Only bytes the master key does not open (changed by hand)
+        // are.
+        let newer = failed.iter().position(|(row, e)| {
+            row.alg.parse::<Algorithm>().is_err() || !matches!(e, Error::MasterKey(_))
+        });
         if let Some(at) = newer {
             return Err(failed.swap_remove(at).1);
         }

@@ -205,8 +205,12 @@ impl LoginLimiter {
                 // Logins still being checked count as they may succeed:
                 // several at once each saw room for one more.
                 let in_flight = state.in_flight.get(key).copied().unwrap_or(0);
-                if recent.len().saturating_add(in_flight) >= max_successes {
+                if recent.len() >= max_successes {
                     wait_at_least(self.until_oldest_leaves(&recent, now));
+                } else if recent.len().saturating_add(in_flight) >= max_successes {
+                    // Held by logins still being checked only: a second
+                    // (they end soon, and may fail).
+                    wait_at_least(Duration::from_secs(1));
                 }
             }
             if let Key::Network(_) = key {
@@ -477,10 +481,15 @@ mod tests {
         for _ in 0..29 {
             limiter.begin("alice", None, now).unwrap().succeeded();
         }
-        let attempts: Vec<_> = (0..5)
-            .filter_map(|_| limiter.begin("alice", None, now).ok())
-            .collect();
+        let (attempts, waits): (Vec<_>, Vec<_>) = (0..5)
+            .map(|_| limiter.begin("alice", None, now))
+            .partition(Result::is_ok);
+        let attempts: Vec<_> = attempts.into_iter().filter_map(Result::ok).collect();
         assert_eq!(attempts.len(), 1);
+        // Held by the one in flight only: a second, not the window.
+        for wait in waits.into_iter().filter_map(Result::err) {
+            assert_eq!(wait, Duration::from_secs(1));
+        }
         for attempt in attempts {
             attempt.succeeded();
         }

@@ -64,7 +64,10 @@ pub fn reaches_only_its_owner(uri: &str) -> bool {
     let local_address = match url.host() {
         Some(Host::Ipv4(ip)) => ip.is_unspecified(),
         Some(Host::Ipv6(ip)) => {
-            ip.is_unspecified() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+            ip.is_unspecified()
+                || ip
+                    .to_ipv4_mapped()
+                    .is_some_and(|v4| v4.is_loopback() || v4.is_unspecified())
         }
         _ => false,
     };
@@ -175,6 +178,7 @@ mod tests {
             "https://[::ffff:127.0.0.1]/cb",
             "https://0.0.0.0:8443/cb",
             "https://[::]/cb",
+            "https://[::ffff:0.0.0.0]/cb",
             "com.example.tool:/cb",
             "not a uri",
         ] {

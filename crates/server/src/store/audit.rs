@@ -288,8 +288,11 @@ const GATHER: Duration = Duration::from_millis(20);
 pub const MAX_BACKLOG: usize = 100_000;
 
 /// How long one attempt to write a batch may take (at shutdown, what is
-/// left of [`SHUTDOWN_GRACE`]).
-const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// left of [`SHUTDOWN_GRACE`]): past PostgreSQL's statement timeout and
+/// the wait for a connection, so that the database gives a statement up
+/// before the writer does (one the writer dropped may still commit, and
+/// its retry write the batch twice).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(35);
 
 /// Longest wait between two attempts to write a batch the database refused.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -423,9 +426,14 @@ async fn write_batch(
         // for the kernel's TCP timeout (a quarter of an hour), the backlog
         // growing meanwhile, and at shutdown the supervisor's kill taking
         // every event queued without a word.
+        // At shutdown the grace counts from this attempt on, not from its
+        // first failure: else one attempt took the whole grace, and the
+        // retries a second one.
+        if shutting_down.load(Ordering::Relaxed) {
+            retrying_since.get_or_insert_with(Instant::now);
+        }
         let limit = match retrying_since {
             Some(since) => SHUTDOWN_GRACE.saturating_sub(since.elapsed()),
-            None if shutting_down.load(Ordering::Relaxed) => SHUTDOWN_GRACE,
             None => WRITE_TIMEOUT,
         };
         let written = match tokio::time::timeout(limit, record_all(db, batch)).await {
@@ -452,9 +460,13 @@ async fn write_batch(
                         count = batch.len(),
                         "audit events not written yet; retrying"
                     );
-                    // Held in memory until the database takes them: said
-                    // now, so that a crash meanwhile (the disk full, the
-                    // process killed) leaves them in the log at least.
+                }
+                // Held in memory until the database takes them: said once
+                // the retries have lasted over a second (not at a moment's
+                // wait for a connection under load, which the next attempt
+                // ends), so that a crash meanwhile (the disk full, the
+                // process killed) leaves them in the log at least.
+                if backoff == Duration::from_millis(1600) {
                     for (at, event) in batch.iter() {
                         log_event(
                             *at,
