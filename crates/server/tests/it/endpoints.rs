@@ -1188,20 +1188,6 @@ mod admin_api {
         h.finish().await;
     }
 
-    /// What the log says, for one test.
-    #[derive(Clone, Default)]
-    struct Logged(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Logged {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     /// A token of this server refused by the admin API (403) is said in
     /// the log (a warning: someone holding a real token tries the API); a
     /// call without one, or with one that is not valid here (`Bearer x`,
@@ -1211,7 +1197,7 @@ mod admin_api {
         let Some(h) = Harness::new(backend).await else {
             return;
         };
-        let logged = Logged::default();
+        let logged = crate::Logged::default();
         let writer = logged.clone();
         let _logging = tracing::subscriber::set_default(
             tracing_subscriber::fmt()

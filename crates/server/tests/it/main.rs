@@ -596,3 +596,17 @@ pub async fn wait_for_audit(
     assert_eq!(found.len(), n, "{event} events");
     found
 }
+
+/// What the log says, for one test (a `tracing_subscriber` writer).
+#[derive(Clone, Default)]
+pub struct Logged(pub std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logged {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

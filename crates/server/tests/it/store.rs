@@ -1421,18 +1421,7 @@ async fn audit_batches_left_at_shutdown_share_one_grace() {
 /// there at least. Before, only their count was, and a kill lost them.
 #[tokio::test]
 async fn audit_events_held_for_a_retry_are_said_in_the_log() {
-    #[derive(Clone, Default)]
-    struct Logged(Arc<std::sync::Mutex<Vec<u8>>>);
-    impl std::io::Write for Logged {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let logged = Logged::default();
+    let logged = crate::Logged::default();
     let writer = logged.clone();
     let _logging = tracing::subscriber::set_default(
         tracing_subscriber::fmt()
