@@ -506,8 +506,9 @@ impl GuardBuilder {
     /// token's `tid` (a GUID) put in, as Microsoft.IdentityModel checks
     /// Entra ID's `iss` (it also reads each key's own `issuer` member, to
     /// keep a key to the issuers it names: the guard does not). Any
-    /// tenant's users then pass, since one key set signs for all of them: an API for some tenants names each instead, or
-    /// checks `token.claims()["tid"]` itself. Such an issuer has no
+    /// tenant's users then pass, since one key set signs for all of them:
+    /// an API for some tenants names each instead, or checks
+    /// `token.claims()["tid"]` itself. Such an issuer has no
     /// metadata of its own: its keys come from [`RemoteJwks::url`].
     #[must_use]
     pub fn also_issuer(mut self, issuer: impl Into<String>) -> GuardBuilder {

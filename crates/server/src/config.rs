@@ -871,43 +871,31 @@ impl Config {
         &mut self,
         recorded: &crate::store::key_settings::KeySettings,
     ) -> Vec<String> {
-        let mut differs = Vec::new();
-        let algorithms = |list: &[Algorithm]| {
-            list.iter()
+        // Each setting as the configuration file writes it.
+        let shown = |k: &crate::store::key_settings::KeySettings| {
+            let algorithms: Vec<String> = k
+                .id_token_algorithms
+                .iter()
                 .map(|a| format!("{:?}", a.as_str()))
-                .collect::<Vec<_>>()
-                .join(", ")
+                .collect();
+            let duration = |d: Duration| format!("{:?}", humantime::format_duration(d).to_string());
+            [
+                ("keys.algorithm", format!("{:?}", k.algorithm.as_str())),
+                (
+                    "keys.id_token_algorithms",
+                    format!("[{}]", algorithms.join(", ")),
+                ),
+                ("keys.announce", duration(k.announce)),
+                ("keys.jwks_max_age", duration(k.jwks_max_age)),
+                ("tokens.max_access_ttl", duration(k.max_access_ttl)),
+            ]
         };
-        if self.keys.algorithm != recorded.algorithm {
-            differs.push(format!(
-                "keys.algorithm = {:?}",
-                self.keys.algorithm.as_str()
-            ));
-        }
-        if self.keys.id_token_algorithms != recorded.id_token_algorithms {
-            differs.push(format!(
-                "keys.id_token_algorithms = [{}]",
-                algorithms(&self.keys.id_token_algorithms)
-            ));
-        }
-        if self.keys.announce != recorded.announce {
-            differs.push(format!(
-                "keys.announce = {:?}",
-                humantime::format_duration(self.keys.announce).to_string()
-            ));
-        }
-        if self.keys.jwks_max_age != recorded.jwks_max_age {
-            differs.push(format!(
-                "keys.jwks_max_age = {:?}",
-                humantime::format_duration(self.keys.jwks_max_age).to_string()
-            ));
-        }
-        if self.max_access_ttl != recorded.max_access_ttl {
-            differs.push(format!(
-                "tokens.max_access_ttl = {:?}",
-                humantime::format_duration(self.max_access_ttl).to_string()
-            ));
-        }
+        let differs = shown(&self.key_settings())
+            .into_iter()
+            .zip(shown(recorded))
+            .filter(|((_, here), (_, there))| here != there)
+            .map(|((name, here), _)| format!("{name} = {here}"))
+            .collect();
         self.max_access_ttl = recorded.max_access_ttl;
         self.keys.max_access_ttl = recorded.max_access_ttl;
         self.keys.algorithm = recorded.algorithm;

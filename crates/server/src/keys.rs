@@ -960,16 +960,9 @@ impl Keys {
         // for it) and signs nothing, so that a rotation it would have
         // been, or the first key of its algorithm, is made anew. Only the
         // generations count them all.
-        let broken: Vec<Broken> = all
-            .iter()
-            .filter(|r| skipped.contains(&r.kid))
-            .map(|r| Broken {
-                kid: r.kid.clone(),
-                alg: r.alg.clone(),
-                generation: r.generation,
-            })
-            .collect();
-        let (mut rows, mut seen) = usable(all, &skipped);
+        let mut seen = all.iter().map(|r| r.generation).max().unwrap_or(0);
+        let (broken, mut rows): (Vec<KeyRow>, Vec<KeyRow>) =
+            all.into_iter().partition(|r| skipped.contains(&r.kid));
         if seen == 0 {
             self.insert_first(&self.policy.algorithms(), made_at)
                 .await?;
@@ -1094,15 +1087,17 @@ impl Keys {
     /// Open every stored key: those in `opened` or cached in the ring are
     /// not opened again. Fails with the first key's error when one does
     /// not open, unless the master key is proven right (it opens the
-    /// database's check row, [`Keys::claim_master`]) and the key's
-    /// algorithm is one this version knows: the row is then left out
+    /// database's check row, [`Keys::claim_master`]) and only the sealed
+    /// bytes fail to open (changed by hand): the row is then left out
     /// (not published, never used to sign) and said once, and the others
     /// serve. Else one row changed by hand stopped every start, and
     /// `tessera keys revoke` of that very key. A key of an algorithm this
     /// version does not know is a newer version's: this one stops (a
     /// start) or stops reading the keys (a running instance, which
     /// `/readyz` then takes out), rather than publish a key set without
-    /// the key the newer instances sign with.
+    /// the key the newer instances sign with; so is a key whose opened
+    /// bytes this version cannot read as a key (a form it does not know).
+    ///
     /// The keys opened, and the ids of those left out.
     async fn open_all(
         &self,
@@ -1312,7 +1307,7 @@ impl Keys {
     /// A key that does not open (`broken`: never published, never used)
     /// goes once a newer key of its algorithm signs, or its algorithm is
     /// no longer configured.
-    async fn expire(&self, rows: &[KeyRow], broken: &[Broken], now: i64) -> Result<(), Error> {
+    async fn expire(&self, rows: &[KeyRow], broken: &[KeyRow], now: i64) -> Result<(), Error> {
         let keep_after = self.keep_after();
         let mut done: Vec<(String, String)> = successions(rows)
             .filter(|(_, next)| {
@@ -1599,13 +1594,6 @@ fn announced_in_full(alg: Algorithm, waiting: &[i64], now: i64) -> Option<Error>
             next.saturating_sub(now)
         ))
     })
-}
-
-/// A stored key that does not open (`Keys::open_all`).
-struct Broken {
-    kid: String,
-    alg: String,
-    generation: i64,
 }
 
 /// `rows` but those `skipped` (keys that do not open), and the highest

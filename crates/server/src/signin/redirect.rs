@@ -52,26 +52,24 @@ pub fn reaches_only_its_owner(uri: &str) -> bool {
     let Ok(url) = Url::parse(uri) else {
         return false;
     };
-    let local_name = match url.host() {
+    // Reached on this device: loopback names and addresses, `0.0.0.0`
+    // (browsers on Linux and macOS connect to it as to loopback) and
+    // their IPv4-mapped forms.
+    let on_this_device = match url.host() {
         Some(Host::Domain(name)) => {
             let name = name.trim_end_matches('.').to_ascii_lowercase();
             name == "localhost" || name.ends_with(".localhost")
         }
-        _ => false,
-    };
-    // Reached on this device too: `::ffff:127.0.0.1`, and `0.0.0.0`
-    // (browsers on Linux and macOS connect to it as to loopback).
-    let local_address = match url.host() {
-        Some(Host::Ipv4(ip)) => ip.is_unspecified(),
+        Some(Host::Ipv4(ip)) => ip.is_loopback() || ip.is_unspecified(),
         Some(Host::Ipv6(ip)) => {
-            ip.is_unspecified()
-                || ip
-                    .to_ipv4_mapped()
-                    .is_some_and(|v4| v4.is_loopback() || v4.is_unspecified())
+            let v4 = ip.to_ipv4_mapped();
+            ip.is_loopback()
+                || ip.is_unspecified()
+                || v4.is_some_and(|v4| v4.is_loopback() || v4.is_unspecified())
         }
-        _ => false,
+        None => true,
     };
-    url.scheme() == "https" && !is_loopback(&url) && !local_name && !local_address
+    url.scheme() == "https" && !on_this_device
 }
 
 /// Why a URI with a user name or password in it is refused.

@@ -294,6 +294,11 @@ pub const MAX_BACKLOG: usize = 100_000;
 /// its retry write the batch twice).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(35);
 
+/// The backoff at which a batch still not written is said in the log,
+/// event by event: after the retries at 100, 200, 400 and 800 ms, some
+/// 1.5 s after the first failure.
+const SAY_HELD_AT_BACKOFF: Duration = Duration::from_millis(1600);
+
 /// Longest wait between two attempts to write a batch the database refused.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -422,16 +427,16 @@ async fn write_batch(
             }
             return;
         }
-        // Bounded: a connection cut without a reset leaves a write hanging
-        // for the kernel's TCP timeout (a quarter of an hour), the backlog
-        // growing meanwhile, and at shutdown the supervisor's kill taking
-        // every event queued without a word.
         // At shutdown the grace counts from this attempt on, not from its
         // first failure: else one attempt took the whole grace, and the
         // retries a second one.
         if shutting_down.load(Ordering::Relaxed) {
             retrying_since.get_or_insert_with(Instant::now);
         }
+        // Bounded: a connection cut without a reset leaves a write hanging
+        // for the kernel's TCP timeout (a quarter of an hour), the backlog
+        // growing meanwhile, and at shutdown the supervisor's kill taking
+        // every event queued without a word.
         let limit = match retrying_since {
             Some(since) => SHUTDOWN_GRACE.saturating_sub(since.elapsed()),
             None => WRITE_TIMEOUT,
@@ -466,7 +471,7 @@ async fn write_batch(
                 // wait for a connection under load, which the next attempt
                 // ends), so that a crash meanwhile (the disk full, the
                 // process killed) leaves them in the log at least.
-                if backoff == Duration::from_millis(1600) {
+                if backoff == SAY_HELD_AT_BACKOFF {
                     for (at, event) in batch.iter() {
                         log_event(
                             *at,
@@ -475,9 +480,6 @@ async fn write_batch(
                             "audit event not written yet (kept, retried)",
                         );
                     }
-                }
-                if shutting_down.load(Ordering::Relaxed) {
-                    retrying_since.get_or_insert_with(Instant::now);
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
