@@ -209,7 +209,33 @@ pub async fn record(db: &Db, event: Event) -> Result<(), Error> {
     Ok(())
 }
 
-/// Record several events in one statement.
+/// The numbers an audit writer gives the events it writes: from a random
+/// start, one after another, so that two writers (two instances, or one
+/// started again) never give the same number.
+#[derive(Debug)]
+pub struct Sequence(i64);
+
+impl Sequence {
+    /// A sequence from a random start, below 2^62: room for more events
+    /// than any writer will write.
+    pub fn start() -> Result<Sequence, Error> {
+        let mut bytes = [0u8; 8];
+        aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut bytes)
+            .map_err(|_| Error::Random)?;
+        Ok(Sequence((u64::from_le_bytes(bytes) >> 2) as i64))
+    }
+
+    /// The first of `count` numbers taken, one after another.
+    pub fn take(&mut self, count: usize) -> i64 {
+        let first = self.0;
+        self.0 = first.saturating_add(i64::try_from(count).unwrap_or(i64::MAX));
+        first
+    }
+}
+
+/// Record several events in one statement, numbered `first`, `first + 1`,
+/// … (a [`Sequence`]'s numbers): written again under the same numbers,
+/// after the answer to the first write was lost, they add nothing.
 ///
 /// One statement whatever the count, and always the same text: rows bound
 /// as arrays (PostgreSQL `UNNEST`) or as one JSON array (SQLite
@@ -217,14 +243,15 @@ pub async fn record(db: &Db, event: Event) -> Result<(), Error> {
 /// for every batch size, and each connection's statement cache (and each
 /// PostgreSQL backend) would keep a prepared statement per size: memory
 /// that grew with every new size seen (docs/benchmarks.md).
-pub async fn record_all(db: &Db, events: &[(i64, Event)]) -> Result<(), Error> {
+pub async fn record_all(db: &Db, first: i64, events: &[(i64, Event)]) -> Result<(), Error> {
     match db.write() {
         Pool::Postgres(p) => {
             sqlx::query(
-                "INSERT INTO audit_log (at, event, client_id, subject, remote, detail) \
-                 SELECT at, event, client_id, subject, remote, detail \
+                "INSERT INTO audit_log (at, event, client_id, subject, remote, detail, writer_seq) \
+                 SELECT at, event, client_id, subject, remote, detail, $7 + n - 1 \
                  FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[]) \
-                 WITH ORDINALITY AS r(at, event, client_id, subject, remote, detail, n) ORDER BY n",
+                 WITH ORDINALITY AS r(at, event, client_id, subject, remote, detail, n) ORDER BY n \
+                 ON CONFLICT (writer_seq) DO NOTHING",
             )
             .bind(events.iter().map(|(at, _)| *at).collect::<Vec<i64>>())
             .bind(events.iter().map(|(_, e)| e.event).collect::<Vec<&str>>())
@@ -232,6 +259,7 @@ pub async fn record_all(db: &Db, events: &[(i64, Event)]) -> Result<(), Error> {
             .bind(events.iter().map(|(_, e)| e.subject.as_deref()).collect::<Vec<_>>())
             .bind(events.iter().map(|(_, e)| e.remote.as_deref()).collect::<Vec<_>>())
             .bind(events.iter().map(|(_, e)| e.detail.as_deref()).collect::<Vec<_>>())
+            .bind(first)
             .execute(p)
             .await?;
         }
@@ -241,12 +269,16 @@ pub async fn record_all(db: &Db, events: &[(i64, Event)]) -> Result<(), Error> {
                 .map(|(at, e)| (at, e.event, &e.client_id, &e.subject, &e.remote, &e.detail))
                 .collect();
             let rows = json_rows(&rows)?;
+            // `WHERE true`: SQLite reads an `ON` after a bare `FROM` as
+            // a join's.
             sqlx::query(
-                "INSERT INTO audit_log (at, event, client_id, subject, remote, detail) \
-                 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5 \
-                 FROM json_each($1) ORDER BY key",
+                "INSERT INTO audit_log (at, event, client_id, subject, remote, detail, writer_seq) \
+                 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
+                 $2 + key FROM json_each($1) WHERE true ORDER BY key \
+                 ON CONFLICT (writer_seq) DO NOTHING",
             )
             .bind(rows)
+            .bind(first)
             .execute(p)
             .await?;
         }
@@ -290,8 +322,8 @@ pub const MAX_BACKLOG: usize = 100_000;
 /// How long one attempt to write a batch may take (at shutdown, what is
 /// left of [`SHUTDOWN_GRACE`]): past PostgreSQL's statement timeout and
 /// the wait for a connection, so that the database gives a statement up
-/// before the writer does (one the writer dropped may still commit, and
-/// its retry write the batch twice).
+/// before the writer does (one the writer dropped may still commit: its
+/// retry, under the same numbers, then adds nothing).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(35);
 
 /// The backoff at which a batch still not written is said in the log,
@@ -385,6 +417,16 @@ async fn drain(
     pending: Arc<AtomicUsize>,
     shutting_down: Arc<AtomicBool>,
 ) {
+    // A sequence can only fail to start without randomness; a start from
+    // the clock then keeps this writer's numbers apart from the last
+    // one's all the same.
+    let mut sequence = Sequence::start().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "audit writer: numbering its events from the clock");
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        Sequence(i64::try_from(nanos >> 2).unwrap_or(0))
+    });
     let mut batch = Vec::new();
     // When the retries at shutdown began: one grace for every batch left,
     // not one each (a full backlog is some 25 batches).
@@ -402,17 +444,21 @@ async fn drain(
             }
         }
         let count = batch.len();
-        write_batch(&db, &mut batch, &shutting_down, &mut retrying_since).await;
+        let first = sequence.take(count);
+        write_batch(&db, first, &mut batch, &shutting_down, &mut retrying_since).await;
         pending.fetch_sub(count, Ordering::Relaxed);
     }
 }
 
-/// Write `batch` (emptying it), retrying while the database is
-/// unavailable; at shutdown, retry until [`SHUTDOWN_GRACE`] has passed
+/// Write `batch` (emptying it), numbered from `first` (each attempt
+/// under the same numbers: one whose answer was lost, a connection cut at
+/// COMMIT or a timeout, may have committed), retrying while the database
+/// is unavailable; at shutdown, retry until [`SHUTDOWN_GRACE`] has passed
 /// since the first retry at shutdown (`retrying_since`, shared by the
 /// batches that follow), then log what is left.
 async fn write_batch(
     db: &Db,
+    first: i64,
     batch: &mut Vec<(i64, Event)>,
     shutting_down: &AtomicBool,
     retrying_since: &mut Option<Instant>,
@@ -441,7 +487,7 @@ async fn write_batch(
             Some(since) => SHUTDOWN_GRACE.saturating_sub(since.elapsed()),
             None => WRITE_TIMEOUT,
         };
-        let written = match tokio::time::timeout(limit, record_all(db, batch)).await {
+        let written = match tokio::time::timeout(limit, record_all(db, first, batch)).await {
             Ok(written) => written,
             Err(_) => Err(Error::Unavailable(format!(
                 "the write did not finish within {limit:?}"
@@ -487,8 +533,8 @@ async fn write_batch(
             Err(e) => {
                 // Refused for good: find which events, keep the others.
                 tracing::error!(error = %e, "audit batch refused; writing events one by one");
-                for (at, event) in batch.drain(..) {
-                    if let Err(e) = record_all(db, &[(at, event.clone())]).await {
+                for (seq, (at, event)) in (first..).zip(batch.drain(..)) {
+                    if let Err(e) = record_all(db, seq, &[(at, event.clone())]).await {
                         log_unwritten(at, &event, &e.to_string());
                     }
                 }

@@ -37,6 +37,7 @@ both_backends!(
     an_instance_that_must_not_maintain_still_reads_the_keys,
     a_replaced_key_outlives_the_longest_token_any_instance_recorded,
     audit_batches_keep_every_event,
+    an_audit_batch_written_twice_is_stored_once,
     codes_committed_in_groups_keep_every_binding,
     batched_writes_prepare_one_statement_whatever_their_size,
     refresh_families_start_only_in_live_sessions,
@@ -1269,7 +1270,10 @@ async fn pruning_removes_only_what_is_over_in_batches(backend: Backend) {
             )
         })
         .collect();
-    audit::record_all(&h.db, &events).await.unwrap();
+    let mut sequence = audit::Sequence::start().unwrap();
+    audit::record_all(&h.db, sequence.take(events.len()), &events)
+        .await
+        .unwrap();
     let client = h.public_client("read").await;
     let over = RefreshPolicy {
         ttl: -10,
@@ -1378,7 +1382,10 @@ async fn audit_batches_keep_every_event(backend: Backend) {
             (i, event)
         })
         .collect();
-    audit::record_all(&h.db, &events).await.unwrap();
+    let mut sequence = audit::Sequence::start().unwrap();
+    audit::record_all(&h.db, sequence.take(events.len()), &events)
+        .await
+        .unwrap();
     let stored = audit::recent(&h.db, Some("token_issued"), 1000)
         .await
         .unwrap();
@@ -1392,6 +1399,64 @@ async fn audit_batches_keep_every_event(backend: Backend) {
         assert_eq!(record.subject, None);
         assert_eq!(record.detail, event.detail);
     }
+    h.finish().await;
+}
+
+/// A batch written again under the same numbers (the answer to its first
+/// write was lost: a connection cut at COMMIT, a write past its timeout
+/// that committed all the same) adds nothing; the events of the next
+/// numbers, and those written one at a time in a change's transaction,
+/// are all kept.
+async fn an_audit_batch_written_twice_is_stored_once(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let batch: Vec<_> = (0..5)
+        .map(|i| {
+            (
+                i,
+                audit::Event::new("token_issued").detail(format!("n={i}")),
+            )
+        })
+        .collect();
+    let mut sequence = audit::Sequence::start().unwrap();
+    let first = sequence.take(batch.len());
+    audit::record_all(&h.db, first, &batch).await.unwrap();
+    audit::record_all(&h.db, first, &batch).await.unwrap();
+    // Part of it again, as the writer's one-by-one fallback writes it.
+    audit::record_all(&h.db, first + 3, &batch[3..4])
+        .await
+        .unwrap();
+    let stored = |h: &Harness| {
+        let db = h.db.clone();
+        async move {
+            audit::recent(&db, Some("token_issued"), 100)
+                .await
+                .unwrap()
+                .into_iter()
+                .rev()
+                .map(|r| r.detail.unwrap_or_default())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(stored(&h).await, ["n=0", "n=1", "n=2", "n=3", "n=4"]);
+    // The next batch, a second writer's, and events of no batch.
+    audit::record_all(&h.db, sequence.take(1), &batch[..1])
+        .await
+        .unwrap();
+    let mut other = audit::Sequence::start().unwrap();
+    audit::record_all(&h.db, other.take(1), &batch[..1])
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        audit::record(&h.db, audit::Event::new("token_issued").detail("n=0"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        stored(&h).await,
+        ["n=0", "n=1", "n=2", "n=3", "n=4", "n=0", "n=0", "n=0", "n=0"]
+    );
     h.finish().await;
 }
 
@@ -1744,12 +1809,15 @@ async fn batched_writes_prepare_one_statement_whatever_their_size(backend: Backe
         }
     };
     let writer = CodeWriter::start(h.db.clone());
+    let mut sequence = audit::Sequence::start().unwrap();
     let mut before = None;
     for size in 1..=12 {
         let events: Vec<_> = (0..size)
             .map(|i| (i, audit::Event::new("token_issued")))
             .collect();
-        audit::record_all(&h.db, &events).await.unwrap();
+        audit::record_all(&h.db, sequence.take(events.len()), &events)
+            .await
+            .unwrap();
         let issued: Vec<_> = (0..size)
             .map(|i| {
                 let (writer, grant) = (
