@@ -12,7 +12,7 @@ use crate::db::{on_pool, Db};
 use crate::secret::{random_id, random_token, token_digest};
 use crate::store::audit::{record_in, InChange};
 use crate::store::revocation::{self, append_revocation, Keep};
-use crate::store::{check_name, now, ScopeChange, Scopes};
+use crate::store::{added_after_all, check_name, now, ScopeChange, Scopes};
 use crate::Error;
 
 /// An OAuth 2.0 grant type this server implements.
@@ -466,7 +466,7 @@ pub async fn add(
         .map(|g| g.as_str())
         .collect::<Vec<_>>()
         .join(" ");
-    on_pool!(db.write(), p => {
+    let written = on_pool!(db.write(), p => {
         let mut tx = p.begin_with(db.begin_write()).await?;
         sqlx::query(
             "INSERT INTO clients (client_id, name, secret_hash, grants, scopes, audiences, jwks, access_ttl, created_at, updated_at, \
@@ -482,7 +482,23 @@ pub async fn add(
         .execute(&mut *tx).await?;
         record_in!(tx, recorded, client_id.as_str());
         tx.commit().await
-    })?;
+    })
+    .map_err(Error::from);
+    if let Err(failed) = written {
+        added_after_all(
+            db,
+            failed,
+            "SELECT COUNT(*) FROM clients WHERE client_id = $1",
+            &client_id,
+            || {
+                format!(
+                    "client {:?} ({client_id}) (`tessera client list` shows it if it was)",
+                    new.name
+                )
+            },
+        )
+        .await?;
+    }
     Ok(Added {
         client_id,
         client_secret: secret,

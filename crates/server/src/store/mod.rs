@@ -39,6 +39,46 @@ pub(crate) fn json_rows<T: serde::Serialize>(rows: &T) -> Result<String, Error> 
     serde_json::to_string(rows).map_err(|e| Error::Database(format!("rows as JSON: {e}")))
 }
 
+/// What to answer for an addition that failed with `failed`, where
+/// `count` (`SELECT COUNT(*) … WHERE id = $1`) finds the new row by the
+/// `id` it was given before it was written. The database out of reach may
+/// be the answer to `COMMIT` lost on its way back (a connection cut), the
+/// row added all the same: answered as a failure, a retry would add a
+/// second one (a client whose first secret no one has) or find the name
+/// taken. So a transient failure is read again, on another connection:
+/// `Ok` if the row is there, `failed` if it is not, and if that cannot be
+/// read either, `failed` saying that whether `what` was added is not
+/// known. Other failures stay what they are.
+pub(crate) async fn added_after_all(
+    db: &crate::db::Db,
+    failed: Error,
+    count: &'static str,
+    id: &str,
+    what: impl FnOnce() -> String,
+) -> Result<(), Error> {
+    if !failed.is_transient() {
+        return Err(failed);
+    }
+    let found = crate::db::on_pool!(db.read(), p => sqlx::query_scalar::<_, i64>(count)
+        .bind(id).fetch_one(p).await);
+    match found {
+        Ok(n) if n > 0 => {
+            tracing::warn!(
+                id,
+                error = %failed,
+                "an addition answered as failed was made all the same (the answer to COMMIT was \
+                 lost); answered as made"
+            );
+            Ok(())
+        }
+        Ok(_) => Err(failed),
+        Err(_) => Err(Error::Unavailable(format!(
+            "{failed}; whether {} was added is not known until the database answers again",
+            what()
+        ))),
+    }
+}
+
 /// A set of OAuth scope tokens (RFC 6749 §3.3), kept sorted.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Scopes(BTreeSet<String>);

@@ -7,7 +7,9 @@ use crate::db::{on_pool, Db};
 use crate::secret::random_id;
 use crate::store::audit::{record_in, InChange};
 use crate::store::revocation::{append_revocation, Keep};
-use crate::store::{check_name, is_unique_violation, now, sessions, ScopeChange, Scopes};
+use crate::store::{
+    added_after_all, check_name, is_unique_violation, now, sessions, ScopeChange, Scopes,
+};
 use crate::Error;
 
 /// A user as stored (the hash is the Argon2id PHC string).
@@ -130,7 +132,7 @@ pub async fn add(
         email,
         email_verified: profile.verified.unwrap_or(false),
     };
-    on_pool!(db.write(), p => {
+    let written: Result<(), Error> = on_pool!(db.write(), p => async {
         let mut tx = p.begin_with(db.begin_write()).await?;
         let inserted = sqlx::query(
             "INSERT INTO users (id, username, password_hash, scopes, disabled, created_at, updated_at, \
@@ -149,7 +151,19 @@ pub async fn add(
         };
         record_in!(tx, recorded, &user);
         tx.commit().await?;
-    });
+        Ok(())
+    }
+    .await);
+    if let Err(failed) = written {
+        added_after_all(
+            db,
+            failed,
+            "SELECT COUNT(*) FROM users WHERE id = $1",
+            &user.id,
+            || format!("user {username:?}"),
+        )
+        .await?;
+    }
     Ok(user)
 }
 

@@ -2149,3 +2149,158 @@ async fn a_database_that_takes_no_writes_for_now_is_unavailable() {
     conn.close().await.unwrap();
     h.finish().await;
 }
+
+/// Where [`commit_cutting_proxy`] cuts the next connection that commits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cut {
+    /// Nowhere (or no more: the cut was made).
+    Never,
+    /// Before `COMMIT` reaches the database: nothing is committed.
+    BeforeCommit,
+    /// After the database has committed, before its answer comes back.
+    AfterCommit,
+}
+
+/// A TCP proxy to PostgreSQL `target` that cuts, once, the connection
+/// that next sends `COMMIT`, where the switch says; then it is back to
+/// [`Cut::Never`].
+async fn commit_cutting_proxy(
+    target: std::net::SocketAddr,
+) -> (std::net::SocketAddr, tokio::sync::watch::Sender<Cut>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (switch, _) = tokio::sync::watch::channel(Cut::Never);
+    let cut = switch.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(target).await else {
+                continue;
+            };
+            let (mut client_read, mut client_write) = client.into_split();
+            let (mut server_read, mut server_write) = server.into_split();
+            // Set once this connection's COMMIT went through: its answer
+            // is dropped and the client's side closed.
+            let committed = Arc::new(AtomicBool::new(false));
+            let seen = Arc::clone(&committed);
+            let cut = cut.clone();
+            tokio::spawn(async move {
+                let mut buffer = vec![0u8; 16 * 1024];
+                loop {
+                    let n = match client_read.read(&mut buffer).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    let chunk = &buffer[..n];
+                    if chunk.windows(6).any(|w| w == b"COMMIT") {
+                        match cut.send_replace(Cut::Never) {
+                            Cut::Never => {}
+                            Cut::BeforeCommit => break,
+                            Cut::AfterCommit => seen.store(true, Ordering::SeqCst),
+                        }
+                    }
+                    if server_write.write_all(chunk).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = server_write.shutdown().await;
+            });
+            tokio::spawn(async move {
+                let mut buffer = vec![0u8; 16 * 1024];
+                loop {
+                    let n = match server_read.read(&mut buffer).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if committed.load(Ordering::SeqCst)
+                        || client_write.write_all(&buffer[..n]).await.is_err()
+                    {
+                        break;
+                    }
+                }
+                let _ = client_write.shutdown().await;
+            });
+        }
+    });
+    (address, switch)
+}
+
+/// PostgreSQL commits a client's addition, and the answer to `COMMIT` is
+/// lost on the way back (the connection cut): the addition is answered
+/// as made, with an id and a secret that work, and the client is stored
+/// once (a user's too). Before, it was answered as the database out of reach (503, exit
+/// code 75: "nothing was written, try again"), and the retry added a
+/// second client, the first one's secret known to no one. Cut before
+/// `COMMIT` reached the database, it is still that failure, and nothing
+/// is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_addition_whose_commit_answer_was_lost_is_answered_as_made() {
+    use tessera_server::store::audit::InChange;
+    use tessera_server::store::clients::{self, GrantType, NewClient};
+    let Some(mut test_db) = TestDb::new(Backend::Postgres).await else {
+        return;
+    };
+    let mut url = url::Url::parse(&test_db.url).unwrap();
+    let target = (url.host_str().unwrap(), url.port().unwrap_or(5432));
+    let target = tokio::net::lookup_host(target)
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let (proxy, cut) = commit_cutting_proxy(target).await;
+    url.set_host(Some("127.0.0.1")).unwrap();
+    url.set_port(Some(proxy.port())).unwrap();
+    test_db.url = url.to_string();
+    let h = Harness::on(test_db, |_| {}).await;
+    let add = |name: &str| {
+        clients::add(
+            &h.db,
+            NewClient {
+                name: name.into(),
+                grants: vec![GrantType::ClientCredentials],
+                scopes: Scopes::parse("read").unwrap(),
+                ..NewClient::default()
+            },
+            InChange::none(),
+        )
+    };
+    let named = "SELECT COUNT(*) FROM clients WHERE name = $1";
+
+    cut.send_replace(Cut::AfterCommit);
+    let added = add("answer lost").await.expect("answered as not added");
+    assert_eq!(*cut.borrow(), Cut::Never, "the proxy cut nothing");
+    assert_eq!(h.count(named, &["answer lost"]).await, 1);
+    let secret = added.client_secret.expect("a confidential client's secret");
+    let issued = h.client_credentials(&added.client_id, &secret).await;
+    assert_eq!(issued.status, StatusCode::OK, "{}", issued.text);
+
+    cut.send_replace(Cut::BeforeCommit);
+    let refused = add("never committed")
+        .await
+        .expect_err("answered as added, though nothing was committed");
+    assert_eq!(*cut.borrow(), Cut::Never, "the proxy cut nothing");
+    assert!(refused.is_transient(), "{refused}");
+    assert_eq!(h.count(named, &["never committed"]).await, 0);
+
+    // A user likewise: answered as added, not as out of reach (whose
+    // retry would find the name taken).
+    let hash = h.hash("correct horse").await;
+    let (read, nothing) = (Scopes::parse("read").unwrap(), users::Profile::default());
+    let add_user =
+        |name: &'static str| users::add(&h.db, name, &hash, &read, &nothing, InChange::none());
+    let users_named = "SELECT COUNT(*) FROM users WHERE username = $1";
+    cut.send_replace(Cut::AfterCommit);
+    let user = add_user("alice").await.expect("answered as not added");
+    assert_eq!(*cut.borrow(), Cut::Never, "the proxy cut nothing");
+    assert_eq!(user.username, "alice");
+    assert_eq!(h.count(users_named, &["alice"]).await, 1);
+    cut.send_replace(Cut::BeforeCommit);
+    let refused = add_user("bob")
+        .await
+        .expect_err("answered as added, though nothing was committed");
+    assert!(refused.is_transient(), "{refused}");
+    assert_eq!(h.count(users_named, &["bob"]).await, 0);
+    h.finish().await;
+}
