@@ -156,6 +156,12 @@ pub enum KeyState {
     Active,
     /// Replaced; published until its tokens have expired.
     Retired,
+    /// Stored, but its sealed bytes do not open under the master key
+    /// that opens the database's check (its row was changed by hand?):
+    /// neither published nor used to sign, whatever its dates say;
+    /// `tessera keys revoke KID` deletes it. Only a running server, which
+    /// has opened the keys, lists a key so (`/admin/keys`).
+    Unreadable,
 }
 
 /// A loaded, opened key.
@@ -480,6 +486,18 @@ impl Keys {
     /// The published public keys, to verify our own tokens.
     pub fn verifying_keys(&self) -> Arc<KeySet> {
         Arc::clone(&self.snapshot().verify)
+    }
+
+    /// The stored keys with their state at `at`, as [`stored`] reads them,
+    /// but those this server found not to open listed as
+    /// [`KeyState::Unreadable`] (and the key that signs instead as
+    /// active): what `/admin/keys` shows.
+    pub async fn stored(&self, at: i64) -> Result<Vec<(KeyInfo, KeyState)>, Error> {
+        let unreadable = match self.unopenable.lock() {
+            Ok(said) => said.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        stored_except(&self.db, &self.policy, at, &unreadable).await
     }
 
     /// The published keys with their state at `at`; those of algorithms
@@ -1503,13 +1521,30 @@ pub async fn stored(
     policy: &KeyPolicy,
     at: i64,
 ) -> Result<Vec<(KeyInfo, KeyState)>, Error> {
+    stored_except(db, policy, at, &HashSet::new()).await
+}
+
+/// [`stored`], the keys `unreadable` (ids of keys that do not open)
+/// listed as [`KeyState::Unreadable`] and left out of the others' states:
+/// the key that signs is the newest one that opens.
+async fn stored_except(
+    db: &Db,
+    policy: &KeyPolicy,
+    at: i64,
+    unreadable: &HashSet<String>,
+) -> Result<Vec<(KeyInfo, KeyState)>, Error> {
     let mut policy = policy.clone();
     keep_algorithms_clients_use(db, &mut policy).await?;
     let policy = &policy;
     let infos = on_pool!(db.read(), p => sqlx::query_as::<_, KeyInfo>(
         "SELECT kid, generation, alg, created_at, activate_at FROM signing_keys ORDER BY generation"
     ).fetch_all(p).await)?;
-    Ok(states_under(infos, policy, at))
+    let (broken, opening): (Vec<KeyInfo>, Vec<KeyInfo>) =
+        infos.into_iter().partition(|k| unreadable.contains(&k.kid));
+    let mut listed = states_under(opening, policy, at);
+    listed.extend(broken.into_iter().map(|k| (k, KeyState::Unreadable)));
+    listed.sort_by_key(|(k, _)| k.generation);
+    Ok(listed)
 }
 
 /// Each key (oldest first) with its state at `at` under `policy`: as

@@ -816,6 +816,12 @@ async fn a_key_row_that_does_not_open_is_left_out_and_can_be_revoked(backend: Ba
         "{jwks}"
     );
     assert!(jwks.contains(&access), "{jwks}");
+    // Listed as such (`/admin/keys`), not as announced.
+    let listed = keys.stored(now).await.unwrap();
+    for kid in [&broken, &broken_rs] {
+        let (_, state) = listed.iter().find(|(k, _)| k.kid == **kid).unwrap();
+        assert_eq!(*state, KeyState::Unreadable, "{kid}");
+    }
     // The rotation is made again: a new ES256 key, announced.
     let listed = keys.list(now);
     let (again, state) = listed
@@ -867,6 +873,16 @@ async fn a_key_row_that_does_not_open_is_left_out_and_can_be_revoked(backend: Ba
     // Revoked as `tessera keys revoke` does, by a process that opens the
     // keys as they now are.
     let command = tessera_server::open(h.test_db.config()).await.unwrap();
+    // Listed as what it is, and the key that signs instead as active
+    // (before, the broken key was listed active: it would sign by now).
+    let listed = command
+        .keys
+        .stored(tessera_server::store::now())
+        .await
+        .unwrap();
+    let state_of = |kid: &str| listed.iter().find(|(k, _)| k.kid == kid).map(|(_, s)| *s);
+    assert_eq!(state_of(&fresh), Some(KeyState::Unreadable));
+    assert_eq!(state_of(&rs256), Some(KeyState::Active));
     let replaced = command.keys.revoke(&rs256, InChange::none()).await.unwrap();
     command.db.close().await;
     assert!(replaced.is_some(), "the key that signed was replaced");

@@ -11,10 +11,11 @@ use crate::admin::listed_keys;
 use crate::store::now;
 
 /// Authorization: admin scope, or the read-only one. The keys as stored,
-/// as `tessera keys list` reads them: behind a load balancer, one
-/// instance's copy may not yet hold a key another one just made.
+/// as `tessera keys list` reads them (behind a load balancer, one
+/// instance's copy may not yet hold a key another one just made), and
+/// those this instance found not to open marked `unreadable`.
 pub async fn list(State(app): AppState, _admin: Admin) -> AdminResult {
-    let stored = crate::keys::stored(&app.db, &app.config.keys, now()).await?;
+    let stored = app.keys.stored(now()).await?;
     Ok(Json(listed_keys(stored)).into_response())
 }
 
