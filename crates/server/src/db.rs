@@ -204,12 +204,6 @@ impl Db {
                 .map_err(Error::database)?
                 .options([
                     ("default_transaction_isolation", r"read\ committed"),
-                    // A commit is answered once it is on disk (and on a
-                    // synchronous standby, where one is configured),
-                    // whatever the role or database tuned: with `off`, a
-                    // crash or failover loses writes already answered (a
-                    // revocation, a disabled user, a rotated token).
-                    ("synchronous_commit", "on"),
                     (
                         "idle_in_transaction_session_timeout",
                         millis(POSTGRES_IDLE_IN_TRANSACTION).as_str(),
@@ -230,9 +224,10 @@ impl Db {
                 // outage) do not each wait for a connection to be made.
                 .min_connections(max_connections)
                 .acquire_timeout(POSTGRES_ACQUIRE_TIMEOUT)
+                .after_connect(|conn, _| Box::pin(at_least_synchronous(conn)))
                 .connect_lazy_with(options);
             first_connection(&pool).await?;
-            migrate_postgres(base, schema).await?;
+            migrate_postgres(base.options([("synchronous_commit", "on")]), schema).await?;
             warm(&pool, max_connections).await;
             Ok(Db::Postgres(pool))
         } else if url.starts_with("sqlite:") {
@@ -661,6 +656,22 @@ fn millis(duration: Duration) -> String {
 /// migrations' lock (held by another start) for at most
 /// [`POSTGRES_MIGRATION_LOCK_WAIT`] and then fails the start, saying why:
 /// before, it waited without end, and without a word.
+/// A commit is answered once it is on disk, and on a synchronous standby
+/// where one is configured, whatever the role, the database or the URL
+/// tuned: with `off` (a common tuning), `local` or `remote_write`, a crash
+/// or a failover loses writes already answered (a revocation, a disabled
+/// user, a rotated token). Those are raised to `on`; `remote_apply`, which
+/// also waits until standbys show the write to their readers, is kept.
+async fn at_least_synchronous(conn: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "SELECT set_config('synchronous_commit', 'on', false) \
+         WHERE current_setting('synchronous_commit') IN ('off', 'local', 'remote_write')",
+    )
+    .execute(conn)
+    .await
+    .map(drop)
+}
+
 async fn migrate_postgres(options: PgConnectOptions, schema: Schema) -> Result<(), Error> {
     use sqlx::Connection;
     if schema == Schema::AsIs {

@@ -1476,26 +1476,41 @@ async fn postgres_transactions_are_read_committed_whatever_the_default() {
     test_db.cleanup().await;
 }
 
-/// A commit is answered once it is durable: `synchronous_commit` is `on`
-/// for the server's connections whatever the role, the database or the
-/// URL make the default (`off` is a common tuning, and loses commits
-/// already answered when PostgreSQL crashes or fails over).
+/// A commit is answered once it is durable: `synchronous_commit` is at
+/// least `on` for the server's connections whatever the role, the
+/// database or the URL make the default (`off` is a common tuning, and
+/// loses commits already answered when PostgreSQL crashes or fails
+/// over), and a stronger `remote_apply` is kept (before, every connection
+/// was set to `on`, which lowered it).
 #[tokio::test]
 async fn postgres_commits_are_synchronous_whatever_the_default() {
     let Some(test_db) = TestDb::new(Backend::Postgres).await else {
         return;
     };
-    let url = format!("{}%20-c%20synchronous_commit%3Doff", test_db.url);
-    let db = Db::connect(&url, 2).await.unwrap();
-    let tessera_server::db::Pool::Postgres(pool) = db.write() else {
-        unreachable!("a PostgreSQL database")
-    };
-    let (setting,): (String,) = sqlx::query_as("SHOW synchronous_commit")
-        .fetch_one(pool)
-        .await
-        .unwrap();
-    assert_eq!(setting, "on");
-    db.close().await;
+    for (default, used) in [
+        ("off", "on"),
+        ("local", "on"),
+        ("remote_write", "on"),
+        ("on", "on"),
+        ("remote_apply", "remote_apply"),
+    ] {
+        let url = format!("{}%20-c%20synchronous_commit%3D{default}", test_db.url);
+        let db = Db::connect(&url, 2).await.unwrap();
+        let tessera_server::db::Pool::Postgres(pool) = db.write() else {
+            unreachable!("a PostgreSQL database")
+        };
+        // Every connection of the pool, not only the first one.
+        let mut held = vec![pool.acquire().await.unwrap(), pool.acquire().await.unwrap()];
+        for conn in &mut held {
+            let (setting,): (String,) = sqlx::query_as("SHOW synchronous_commit")
+                .fetch_one(&mut **conn)
+                .await
+                .unwrap();
+            assert_eq!(setting, used, "by default {default}");
+        }
+        drop(held);
+        db.close().await;
+    }
     test_db.cleanup().await;
 }
 
