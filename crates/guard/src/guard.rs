@@ -380,10 +380,28 @@ impl Guard {
         // the payload a second time): a token bound to its client's key,
         // and, without `at+jwt` required, one of another kind.
         let claims = &verified.claims.custom;
+        let header = &verified.header;
+        let signed_by: Option<Box<str>> = match &header.kid {
+            Some(kid) => Some(kid.as_str().into()),
+            None => keys
+                .select(None, header.alg)
+                .ok()
+                .and_then(|k| k.kid())
+                .map(Into::into),
+        };
         let kind = match &inner.issuers {
             Some(issuers) => issuers.check(verified.claims.iss.as_deref(), claims),
             None => Ok(()),
         };
+        // A key its issuer published for one issuer (its `issuer`
+        // member) verifies that issuer's tokens only.
+        let kind = kind.and_then(|()| match (&inner.keys, signed_by.as_deref()) {
+            (Keys::Remote(remote), Some(kid)) => match remote.issuer_of_key(kid) {
+                Some(bound) => key_issuer_check(&bound, verified.claims.iss.as_deref(), claims),
+                None => Ok(()),
+            },
+            _ => Ok(()),
+        });
         let kind = kind.and_then(|()| not_sender_constrained(claims));
         let kind = kind.and_then(|()| match inner.other_kinds_refused {
             true => not_another_kind(claims),
@@ -403,15 +421,6 @@ impl Guard {
             tracing::debug!(reason, "bearer token refused");
             return Err(invalid);
         }
-        let header = &verified.header;
-        let signed_by = match &header.kid {
-            Some(kid) => Some(kid.as_str().into()),
-            None => keys
-                .select(None, header.alg)
-                .ok()
-                .and_then(|k| k.kid())
-                .map(Into::into),
-        };
         let token = Arc::new(AccessToken::new(verified.claims.custom, signed_by));
         if inner.cache_size > 0 && token.exp.is_some() {
             let mut cache = inner.cache.write().unwrap_or_else(|p| p.into_inner());
@@ -723,6 +732,43 @@ impl Issuers {
         }
         Err(format!(
             "its issuer {iss:?} is not this guard's for its tenant {tid:?}"
+        ))
+    }
+}
+
+/// Whether `iss` is the issuer a key was published for (`bound`, its
+/// `issuer` member), the tenant of a [`TENANT_ID`] template being the
+/// token's `tid` (a GUID), as Microsoft.IdentityModel checks the keys of
+/// Entra ID's `common` key set: a key published for Entra ID tenants
+/// does not vouch for a token naming another issuer.
+fn key_issuer_check(
+    bound: &str,
+    iss: Option<&str>,
+    claims: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), String> {
+    let Some(iss) = iss else {
+        return Err(format!(
+            "it names no issuer, and its key was published for issuer {bound:?}"
+        ));
+    };
+    let expected = if bound.contains(TENANT_ID) {
+        match claims.get("tid").and_then(|t| t.as_str()) {
+            Some(tid) if is_guid(tid) => bound.replace(TENANT_ID, tid),
+            _ => {
+                return Err(format!(
+                    "its key was published for issuer {bound:?}, and it names no tenant (tid) \
+                     to put in"
+                ))
+            }
+        }
+    } else {
+        bound.to_owned()
+    };
+    if expected == iss {
+        Ok(())
+    } else {
+        Err(format!(
+            "its issuer {iss:?} is not the one its key was published for ({expected:?})"
         ))
     }
 }

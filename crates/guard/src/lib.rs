@@ -82,7 +82,9 @@
 //!   set (`…/common/discovery/v2.0/keys`); one for every tenant names
 //!   `https://login.microsoftonline.com/{tenantid}/v2.0`, which accepts a
 //!   token whose `iss` is that with its `tid` put in (and then decides
-//!   by `tid` which tenants it serves). Tokens of daemons (client credentials) carry their
+//!   by `tid` which tenants it serves). A key of the remote set that
+//!   names its `issuer` (the `common` set's do) verifies that issuer's
+//!   tokens only, its tenant put in the same way. Tokens of daemons (client credentials) carry their
 //!   permissions in `roles`, not `scp`: check
 //!   `token.claims()["roles"]` in the handler, as [`RequireScope`]
 //!   reads scopes only.

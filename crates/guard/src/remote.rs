@@ -25,8 +25,14 @@
 //! - when a fetch fails, the last good keys keep serving, for at most
 //!   `max_stale` (an hour) past their freshness: a key the issuer
 //!   withdrew is not accepted for ever by making its JWKS unreachable;
-//! - every fetch is bounded in time and size.
+//! - every fetch is bounded in time and size;
+//! - a key published with an `issuer` member (Microsoft Entra ID's keys
+//!   carry one, `https://login.microsoftonline.com/{tenantid}/v2.0` in
+//!   the `common` set) verifies tokens of that issuer only: the guard
+//!   refuses a token of another issuer signed by it, as
+//!   Microsoft.IdentityModel's signing-key issuer validation does.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -80,9 +86,18 @@ pub struct RemoteJwks {
     fetches: AtomicU64,
 }
 
+/// A key set as fetched, with the `issuer` member of its keys that have
+/// one, by `kid`.
+struct Fetched {
+    keys: KeySet,
+    issuers: HashMap<String, String>,
+}
+
 #[derive(Debug, Default)]
 struct State {
     keys: Option<Arc<KeySet>>,
+    /// The `issuer` member of the keys of `keys` that have one, by `kid`.
+    key_issuers: HashMap<String, String>,
     /// The document `keys` were read from.
     document: Option<String>,
     fresh_until: Option<Instant>,
@@ -352,7 +367,7 @@ impl RemoteJwks {
         if matches!(self.source, Source::Issuer(_)) {
             match (&fetched, wanted) {
                 (Err(_), _) => state.look_again = true,
-                (Ok((keys, _, _)), Some(kid)) => {
+                (Ok((Fetched { keys, .. }, _, _)), Some(kid)) => {
                     state.look_again = !keys.keys().iter().any(|k| k.kid() == Some(kid))
                         && !keys.skipped().iter().any(|k| k.kid.as_deref() == Some(kid));
                 }
@@ -370,7 +385,9 @@ impl RemoteJwks {
             // cooldown. Once they are past it, the empty set is the
             // issuer's word, and it stands: an issuer withdraws every key
             // that way, and stale keys must not outlive that.
-            Ok((keys, _, _)) if keys.keys().is_empty() && fresh && state.keys.is_some() => {
+            Ok((Fetched { keys, .. }, _, _))
+                if keys.keys().is_empty() && fresh && state.keys.is_some() =>
+            {
                 tracing::warn!(
                     source = %self.source_text(),
                     skipped = keys.skipped().len(),
@@ -380,7 +397,7 @@ impl RemoteJwks {
                 self.usable(now)
                     .ok_or_else(|| FetchError(format!("{}: no usable key", self.source_text())))
             }
-            Ok((keys, document, age)) => {
+            Ok((Fetched { keys, issuers }, document, age)) => {
                 if state.failing {
                     tracing::info!(source = %self.source_text(), "remote keys available again");
                     state.failing = false;
@@ -402,6 +419,7 @@ impl RemoteJwks {
                         report_unusable(&self.source_text(), &keys);
                         let keys = Arc::new(keys);
                         state.keys = Some(Arc::clone(&keys));
+                        state.key_issuers = issuers;
                         state.document = Some(document);
                         keys
                     }
@@ -493,7 +511,7 @@ impl RemoteJwks {
 
     /// The keys, the document they were read from, and how long to keep
     /// them.
-    async fn fetch(&self) -> Result<(KeySet, String, Duration), FetchError> {
+    async fn fetch(&self) -> Result<(Fetched, String, Duration), FetchError> {
         let url = match &self.source {
             Source::Url(url) => url.clone(),
             Source::Issuer(issuer) => {
@@ -548,7 +566,21 @@ impl RemoteJwks {
             .map_err(|e| FetchError(format!("{url}: {e}; refused")))?;
         let keys = KeySet::from_jwks_allowing(&set, &self.without_alg)
             .map_err(|e| FetchError(format!("{url}: {e}")))?;
-        Ok((keys, body, age))
+        let issuers = set
+            .keys
+            .iter()
+            .filter_map(|k| {
+                let issuer = k.extra.get("issuer")?.as_str()?;
+                Some((k.kid.clone()?, issuer.to_owned()))
+            })
+            .collect();
+        Ok((Fetched { keys, issuers }, body, age))
+    }
+
+    /// The issuer the key `kid` of the current key set is published for
+    /// (its `issuer` member), if it names one.
+    pub(crate) fn issuer_of_key(&self, kid: &str) -> Option<String> {
+        self.read().key_issuers.get(kid).cloned()
     }
 
     fn known_jwks_uri(&self) -> Option<String> {

@@ -968,3 +968,73 @@ async fn a_key_set_that_refuses_its_own_tokens_is_reported_once() {
     assert!(g.verify(&token(&a, ISS)).await.is_err());
     assert_eq!(logged.count("has no usable key: its tokens are refused"), 1);
 }
+
+/// A key published with an `issuer` member (Microsoft Entra ID's `common`
+/// key set gives each key `https://login.microsoftonline.com/{tenantid}/v2.0`)
+/// verifies that issuer's tokens only, a template's tenant being the
+/// token's `tid`: a token naming another issuer the guard accepts is
+/// refused when such a key signed it, and accepted when a key without
+/// the member, or one published for that issuer, did.
+#[tokio::test]
+async fn a_key_published_for_one_issuer_vouches_for_no_other() {
+    const ENTRA: &str = "https://login.microsoftonline.com/{tenantid}/v2.0";
+    const OTHER: &str = "https://other.example";
+    let (entra, other, free) = (key(), key(), key());
+    let mut set: serde_json::Value = serde_json::from_str(&jwks(&[&entra, &other, &free])).unwrap();
+    set["keys"][0]["issuer"] = json!(ENTRA);
+    set["keys"][1]["issuer"] = json!(OTHER);
+    let server = JwksServer::start(&[]).await;
+    server.set(|s| s.jwks = set.to_string());
+    let g = Guard::builder(ENTRA, AUD, RemoteJwks::url(server.url()).unwrap())
+        .also_issuer(OTHER)
+        .cache_size(0)
+        .build()
+        .unwrap();
+    let tenant = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+    let entra_iss = format!("https://login.microsoftonline.com/{tenant}/v2.0");
+    let signed = |key: &SigningKey, iss: &str, tid: Option<&str>| {
+        let mut custom = json!({"aud": AUD});
+        if let Some(tid) = tid {
+            custom["tid"] = json!(tid);
+        }
+        let claims = Claims::with_custom(custom)
+            .issuer(iss)
+            .subject("alice")
+            .expires_at(NumericDate::now().plus(Duration::from_secs(300)));
+        jwt::sign_with_header(&Header::for_key(key).typ("at+jwt"), &claims, key).unwrap()
+    };
+    for (what, token) in [
+        (
+            "Entra's key, its tenant",
+            signed(&entra, &entra_iss, Some(tenant)),
+        ),
+        ("the other issuer's key", signed(&other, OTHER, None)),
+        (
+            "a key bound to no issuer, Entra",
+            signed(&free, &entra_iss, Some(tenant)),
+        ),
+        (
+            "a key bound to no issuer, the other",
+            signed(&free, OTHER, None),
+        ),
+    ] {
+        let verified = g.verify(&token).await;
+        assert!(verified.is_ok(), "{what}: {verified:?}");
+    }
+    for (what, token) in [
+        (
+            "Entra's key, another issuer",
+            signed(&entra, OTHER, Some(tenant)),
+        ),
+        (
+            "the other issuer's key, Entra",
+            signed(&other, &entra_iss, Some(tenant)),
+        ),
+    ] {
+        let refused = g.verify(&token).await;
+        assert!(
+            matches!(refused, Err(Rejection::InvalidToken { .. })),
+            "{what}: {refused:?}"
+        );
+    }
+}
