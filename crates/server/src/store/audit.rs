@@ -225,7 +225,9 @@ impl Sequence {
         Ok(Sequence((u64::from_le_bytes(bytes) >> 2) as i64))
     }
 
-    /// The first of `count` numbers taken, one after another.
+    /// The first of `count` numbers taken, one after another (a batch's
+    /// number, and those of its events should they be written one by
+    /// one).
     pub fn take(&mut self, count: usize) -> i64 {
         let first = self.0;
         self.0 = first.saturating_add(i64::try_from(count).unwrap_or(i64::MAX));
@@ -233,25 +235,33 @@ impl Sequence {
     }
 }
 
-/// Record several events in one statement, numbered `first`, `first + 1`,
-/// … (a [`Sequence`]'s numbers): written again under the same numbers,
-/// after the answer to the first write was lost, they add nothing.
+/// Record several events at once, as the batch numbered `first` (the
+/// first of the [`Sequence`] numbers taken for them): written again under
+/// the same number, after the answer to the first write was lost, they
+/// add nothing. The batch's number goes in `audit_batches` in the same
+/// transaction, and the events only with it.
 ///
-/// One statement whatever the count, and always the same text: rows bound
-/// as arrays (PostgreSQL `UNNEST`) or as one JSON array (SQLite
-/// `json_each`). A multi-row `VALUES` list would make a new statement text
-/// for every batch size, and each connection's statement cache (and each
-/// PostgreSQL backend) would keep a prepared statement per size: memory
-/// that grew with every new size seen (docs/benchmarks.md).
+/// One statement for the events whatever their count, and always the
+/// same text: rows bound as arrays (PostgreSQL `UNNEST`) or as one JSON
+/// array (SQLite `json_each`). A multi-row `VALUES` list would make a new
+/// statement text for every batch size, and each connection's statement
+/// cache (and each PostgreSQL backend) would keep a prepared statement per
+/// size: memory that grew with every new size seen (docs/benchmarks.md).
 pub async fn record_all(db: &Db, first: i64, events: &[(i64, Event)]) -> Result<(), Error> {
     match db.write() {
         Pool::Postgres(p) => {
+            // One statement: the batch's number, and the events only if
+            // the number was new (a batch still being written by an
+            // earlier attempt is waited for, and added to only if that
+            // attempt rolled back).
             sqlx::query(
-                "INSERT INTO audit_log (at, event, client_id, subject, remote, detail, writer_seq) \
-                 SELECT at, event, client_id, subject, remote, detail, $7 + n - 1 \
+                "WITH batch AS (INSERT INTO audit_batches (writer_seq, written_at) VALUES ($7, $8) \
+                 ON CONFLICT (writer_seq) DO NOTHING RETURNING writer_seq) \
+                 INSERT INTO audit_log (at, event, client_id, subject, remote, detail) \
+                 SELECT at, event, client_id, subject, remote, detail \
                  FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[]) \
-                 WITH ORDINALITY AS r(at, event, client_id, subject, remote, detail, n) ORDER BY n \
-                 ON CONFLICT (writer_seq) DO NOTHING",
+                 WITH ORDINALITY AS r(at, event, client_id, subject, remote, detail, n) \
+                 WHERE EXISTS (SELECT 1 FROM batch) ORDER BY n",
             )
             .bind(events.iter().map(|(at, _)| *at).collect::<Vec<i64>>())
             .bind(events.iter().map(|(_, e)| e.event).collect::<Vec<&str>>())
@@ -260,6 +270,7 @@ pub async fn record_all(db: &Db, first: i64, events: &[(i64, Event)]) -> Result<
             .bind(events.iter().map(|(_, e)| e.remote.as_deref()).collect::<Vec<_>>())
             .bind(events.iter().map(|(_, e)| e.detail.as_deref()).collect::<Vec<_>>())
             .bind(first)
+            .bind(now())
             .execute(p)
             .await?;
         }
@@ -269,18 +280,28 @@ pub async fn record_all(db: &Db, first: i64, events: &[(i64, Event)]) -> Result<
                 .map(|(at, e)| (at, e.event, &e.client_id, &e.subject, &e.remote, &e.detail))
                 .collect();
             let rows = json_rows(&rows)?;
-            // `WHERE true`: SQLite reads an `ON` after a bare `FROM` as
-            // a join's.
-            sqlx::query(
-                "INSERT INTO audit_log (at, event, client_id, subject, remote, detail, writer_seq) \
-                 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
-                 $2 + key FROM json_each($1) WHERE true ORDER BY key \
+            let mut tx = p.begin_with(db.begin_write()).await?;
+            let new = sqlx::query(
+                "INSERT INTO audit_batches (writer_seq, written_at) VALUES ($1, $2) \
                  ON CONFLICT (writer_seq) DO NOTHING",
             )
-            .bind(rows)
             .bind(first)
-            .execute(p)
-            .await?;
+            .bind(now())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                > 0;
+            if new {
+                sqlx::query(
+                    "INSERT INTO audit_log (at, event, client_id, subject, remote, detail) \
+                     SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5 \
+                     FROM json_each($1) ORDER BY key",
+                )
+                .bind(rows)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
         }
     }
     Ok(())

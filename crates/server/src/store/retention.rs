@@ -33,7 +33,8 @@ pub struct Pruned {
     pub audit: u64,
     /// Refresh tokens, and families with all their tokens.
     pub refresh: u64,
-    /// Revocation events, used assertion ids, spent codes, ended sessions.
+    /// Revocation events, used assertion ids, spent codes, ended
+    /// sessions, the audit writer's batch numbers.
     pub ids: u64,
 }
 
@@ -49,7 +50,7 @@ impl Pruned {
 /// is refused whether or not its row is there; a family past its end has
 /// no tokens left (none outlives its family), and a revoked family's are
 /// deleted before it, so no cascade deletes more than a batch.
-const EXPIRED: [(Kind, &str); 9] = [
+const EXPIRED: [(Kind, &str); 10] = [
     (
         Kind::Refresh,
         "DELETE FROM refresh_tokens WHERE token_hash IN \
@@ -82,6 +83,13 @@ const EXPIRED: [(Kind, &str); 9] = [
         Kind::Ids,
         "DELETE FROM revocation_events WHERE id IN \
          (SELECT id FROM revocation_events WHERE keep_until < $1 LIMIT $2)",
+    ),
+    // The audit writer's batch numbers a day after: a batch is written
+    // again within its backoff (5 s) of an attempt whose answer was lost.
+    (
+        Kind::Ids,
+        "DELETE FROM audit_batches WHERE writer_seq IN \
+         (SELECT writer_seq FROM audit_batches WHERE written_at < $1 - 86400 LIMIT $2)",
     ),
     (
         Kind::Ids,

@@ -1418,10 +1418,10 @@ async fn audit_batches_keep_every_event(backend: Backend) {
     h.finish().await;
 }
 
-/// A batch written again under the same numbers (the answer to its first
+/// A batch written again under the same number (the answer to its first
 /// write was lost: a connection cut at COMMIT, a write past its timeout
-/// that committed all the same) adds nothing; the events of the next
-/// numbers, and those written one at a time in a change's transaction,
+/// that committed all the same) adds nothing; the next batch, another
+/// writer's, and events written one at a time in a change's transaction
 /// are all kept.
 async fn an_audit_batch_written_twice_is_stored_once(backend: Backend) {
     let Some(h) = Harness::new(backend).await else {
@@ -1439,10 +1439,8 @@ async fn an_audit_batch_written_twice_is_stored_once(backend: Backend) {
     let first = sequence.take(batch.len());
     audit::record_all(&h.db, first, &batch).await.unwrap();
     audit::record_all(&h.db, first, &batch).await.unwrap();
-    // Part of it again, as the writer's one-by-one fallback writes it.
-    audit::record_all(&h.db, first + 3, &batch[3..4])
-        .await
-        .unwrap();
+    // Under the same number, whatever it holds.
+    audit::record_all(&h.db, first, &batch[..2]).await.unwrap();
     let stored = |h: &Harness| {
         let db = h.db.clone();
         async move {
