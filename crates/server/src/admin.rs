@@ -214,7 +214,7 @@ pub struct ListedKey {
     pub kid: String,
     /// Algorithm.
     pub alg: String,
-    /// Announced, active or retired.
+    /// Announced, active, retired or unreadable.
     pub state: KeyState,
     /// Rotation number.
     pub generation: i64,

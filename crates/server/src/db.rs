@@ -652,10 +652,6 @@ fn millis(duration: Duration) -> String {
     duration.as_millis().to_string()
 }
 
-/// Apply the migrations on a connection of their own, which waits for the
-/// migrations' lock (held by another start) for at most
-/// [`POSTGRES_MIGRATION_LOCK_WAIT`] and then fails the start, saying why:
-/// before, it waited without end, and without a word.
 /// A commit is answered once it is on disk, and on a synchronous standby
 /// where one is configured, whatever the role, the database or the URL
 /// tuned: with `off` (a common tuning), `local` or `remote_write`, a crash
@@ -672,6 +668,10 @@ async fn at_least_synchronous(conn: &mut sqlx::PgConnection) -> Result<(), sqlx:
     .map(drop)
 }
 
+/// Apply the migrations on a connection of their own, which waits for the
+/// migrations' lock (held by another start) for at most
+/// [`POSTGRES_MIGRATION_LOCK_WAIT`] and then fails the start, saying why:
+/// before, it waited without end, and without a word.
 async fn migrate_postgres(options: PgConnectOptions, schema: Schema) -> Result<(), Error> {
     use sqlx::Connection;
     if schema == Schema::AsIs {

@@ -200,8 +200,8 @@ pub struct Keys {
     reloading: tokio::sync::Mutex<()>,
     /// Whether the ring is up to date with the stored keys.
     freshness: Freshness,
-    /// Keys whose rows do not open, already said in the log
-    /// ([`Keys::open_all`]).
+    /// Keys whose rows did not open when last tried, already said in the
+    /// log ([`Keys::open_all`]), and listed as such ([`Keys::stored`]).
     unopenable: std::sync::Mutex<HashSet<String>>,
 }
 
@@ -1139,6 +1139,17 @@ impl Keys {
                     }
                     Err(e) => failed.push((row, e)),
                 },
+            }
+        }
+        // A key that did not open and opens now (its row put back) is
+        // listed as it is again, and said again should it break again.
+        {
+            let mut said = match self.unopenable.lock() {
+                Ok(said) => said,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            if !said.is_empty() {
+                said.retain(|kid| !opened.contains_key(kid));
             }
         }
         if failed.is_empty() {

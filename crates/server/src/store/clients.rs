@@ -12,7 +12,7 @@ use crate::db::{on_pool, Db};
 use crate::secret::{random_id, random_token, token_digest};
 use crate::store::audit::{record_in, InChange};
 use crate::store::revocation::{self, append_revocation, Keep};
-use crate::store::{added_after_all, check_name, now, ScopeChange, Scopes};
+use crate::store::{added_after_all, check_name, now, transaction_id, ScopeChange, Scopes};
 use crate::Error;
 
 /// An OAuth 2.0 grant type this server implements.
@@ -466,8 +466,10 @@ pub async fn add(
         .map(|g| g.as_str())
         .collect::<Vec<_>>()
         .join(" ");
+    let xid;
     let written = on_pool!(db.write(), p => {
         let mut tx = p.begin_with(db.begin_write()).await?;
+        xid = transaction_id!(db, &mut *tx);
         sqlx::query(
             "INSERT INTO clients (client_id, name, secret_hash, grants, scopes, audiences, jwks, access_ttl, created_at, updated_at, \
              redirect_uris, post_logout_redirect_uris, backchannel_logout_uri, id_token_alg, first_party) \
@@ -488,6 +490,7 @@ pub async fn add(
         added_after_all(
             db,
             failed,
+            xid,
             "SELECT COUNT(*) FROM clients WHERE client_id = $1",
             &client_id,
             || {

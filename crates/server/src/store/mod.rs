@@ -39,19 +39,49 @@ pub(crate) fn json_rows<T: serde::Serialize>(rows: &T) -> Result<String, Error> 
     serde_json::to_string(rows).map_err(|e| Error::Database(format!("rows as JSON: {e}")))
 }
 
-/// What to answer for an addition that failed with `failed`, where
-/// `count` (`SELECT COUNT(*) … WHERE id = $1`) finds the new row by the
-/// `id` it was given before it was written. The database out of reach may
-/// be the answer to `COMMIT` lost on its way back (a connection cut), the
-/// row added all the same: answered as a failure, a retry would add a
-/// second one (a client whose first secret no one has) or find the name
-/// taken. So a transient failure is read again, on another connection:
-/// `Ok` if the row is there, `failed` if it is not, and if that cannot be
-/// read either, `failed` saying that whether `what` was added is not
+/// The id of the transaction an addition runs in, read inside it on
+/// PostgreSQL (`SELECT txid_current()`; none on SQLite): [`added_after_all`]
+/// asks the database by it what became of the transaction.
+macro_rules! transaction_id {
+    ($db:expr, $tx:expr) => {
+        match $db {
+            $crate::db::Db::Postgres(_) => Some(
+                sqlx::query_scalar::<_, i64>("SELECT txid_current()")
+                    .fetch_one($tx)
+                    .await?,
+            ),
+            $crate::db::Db::Sqlite { .. } => None,
+        }
+    };
+}
+pub(crate) use transaction_id;
+
+/// How long [`added_after_all`] waits for PostgreSQL to end a transaction
+/// whose connection was cut: one that was waiting for its client is ended
+/// by `idle_in_transaction_session_timeout` at the latest.
+const OUTCOME_WAIT: std::time::Duration =
+    crate::db::POSTGRES_IDLE_IN_TRANSACTION.saturating_add(std::time::Duration::from_secs(2));
+
+/// What to answer for an addition that failed with `failed`. The database
+/// out of reach may be the answer to `COMMIT` lost on its way back (a
+/// connection cut), the row added all the same: answered as a failure, a
+/// retry would add a second one (a client whose first secret no one has)
+/// or find the name taken. So after a transient failure the database is
+/// asked again, on another connection. On PostgreSQL, about the
+/// transaction `xid` ([`transaction_id!`]; `None`: the failure came before
+/// it had one, so no `COMMIT` was sent): committed, the addition is
+/// answered as made; rolled back, `failed` stands; still in progress (a
+/// commit waiting for a synchronous standby, or a transaction whose cut
+/// the database has not noticed yet), it is asked again for up to
+/// [`OUTCOME_WAIT`]. A row not yet visible says nothing there. On SQLite,
+/// whose connections are in this process, `count` (`SELECT COUNT(*) …
+/// WHERE id = $1`) finds the row by the `id` it was given. If the answer
+/// cannot be had, `failed` says that whether `what` was added is not
 /// known. Other failures stay what they are.
 pub(crate) async fn added_after_all(
     db: &crate::db::Db,
     failed: Error,
+    xid: Option<i64>,
     count: &'static str,
     id: &str,
     what: impl FnOnce() -> String,
@@ -59,10 +89,36 @@ pub(crate) async fn added_after_all(
     if !failed.is_transient() {
         return Err(failed);
     }
-    let found = crate::db::on_pool!(db.read(), p => sqlx::query_scalar::<_, i64>(count)
-        .bind(id).fetch_one(p).await);
-    match found {
-        Ok(n) if n > 0 => {
+    let made = match db.read() {
+        crate::db::Pool::Postgres(p) => {
+            let Some(xid) = xid else {
+                return Err(failed);
+            };
+            let deadline = std::time::Instant::now() + OUTCOME_WAIT;
+            loop {
+                let status = sqlx::query_scalar::<_, Option<String>>("SELECT txid_status($1)")
+                    .bind(xid)
+                    .fetch_one(p)
+                    .await;
+                match status.as_ref().map(|s| s.as_deref()) {
+                    Ok(Some("committed")) => break Some(true),
+                    Ok(Some("aborted")) => break Some(false),
+                    Ok(Some(_)) if std::time::Instant::now() < deadline => {
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                    _ => break None,
+                }
+            }
+        }
+        crate::db::Pool::Sqlite(p) => sqlx::query_scalar::<_, i64>(count)
+            .bind(id)
+            .fetch_one(p)
+            .await
+            .ok()
+            .map(|n| n > 0),
+    };
+    match made {
+        Some(true) => {
             tracing::warn!(
                 id,
                 error = %failed,
@@ -71,8 +127,8 @@ pub(crate) async fn added_after_all(
             );
             Ok(())
         }
-        Ok(_) => Err(failed),
-        Err(_) => Err(Error::Unavailable(format!(
+        Some(false) => Err(failed),
+        None => Err(Error::Unavailable(format!(
             "{failed}; whether {} was added is not known until the database answers again",
             what()
         ))),

@@ -8,7 +8,8 @@ use crate::secret::random_id;
 use crate::store::audit::{record_in, InChange};
 use crate::store::revocation::{append_revocation, Keep};
 use crate::store::{
-    added_after_all, check_name, is_unique_violation, now, sessions, ScopeChange, Scopes,
+    added_after_all, check_name, is_unique_violation, now, sessions, transaction_id, ScopeChange,
+    Scopes,
 };
 use crate::Error;
 
@@ -132,8 +133,10 @@ pub async fn add(
         email,
         email_verified: profile.verified.unwrap_or(false),
     };
+    let mut xid = None;
     let written: Result<(), Error> = on_pool!(db.write(), p => async {
         let mut tx = p.begin_with(db.begin_write()).await?;
+        xid = transaction_id!(db, &mut *tx);
         let inserted = sqlx::query(
             "INSERT INTO users (id, username, password_hash, scopes, disabled, created_at, updated_at, \
              name, email, email_verified) VALUES ($1, $2, $3, $4, FALSE, $5, $5, $6, $7, $8)"
@@ -158,6 +161,7 @@ pub async fn add(
         added_after_all(
             db,
             failed,
+            xid,
             "SELECT COUNT(*) FROM users WHERE id = $1",
             &user.id,
             || format!("user {username:?}"),

@@ -2174,6 +2174,8 @@ enum Cut {
     BeforeCommit,
     /// After the database has committed, before its answer comes back.
     AfterCommit,
+    /// As soon as `COMMIT` is on its way, while the database commits.
+    WhileCommitting,
 }
 
 /// A TCP proxy to PostgreSQL `target` that cuts, once, the connection
@@ -2200,6 +2202,8 @@ async fn commit_cutting_proxy(
             // is dropped and the client's side closed.
             let committed = Arc::new(AtomicBool::new(false));
             let seen = Arc::clone(&committed);
+            let cut_now = Arc::new(tokio::sync::Notify::new());
+            let cutting = Arc::clone(&cut_now);
             let cut = cut.clone();
             tokio::spawn(async move {
                 let mut buffer = vec![0u8; 16 * 1024];
@@ -2209,15 +2213,21 @@ async fn commit_cutting_proxy(
                         Ok(n) => n,
                     };
                     let chunk = &buffer[..n];
+                    let mut cut_after = false;
                     if chunk.windows(6).any(|w| w == b"COMMIT") {
                         match cut.send_replace(Cut::Never) {
                             Cut::Never => {}
                             Cut::BeforeCommit => break,
                             Cut::AfterCommit => seen.store(true, Ordering::SeqCst),
+                            Cut::WhileCommitting => cut_after = true,
                         }
                     }
                     if server_write.write_all(chunk).await.is_err() {
                         break;
+                    }
+                    if cut_after {
+                        seen.store(true, Ordering::SeqCst);
+                        cutting.notify_one();
                     }
                 }
                 let _ = server_write.shutdown().await;
@@ -2225,9 +2235,12 @@ async fn commit_cutting_proxy(
             tokio::spawn(async move {
                 let mut buffer = vec![0u8; 16 * 1024];
                 loop {
-                    let n = match server_read.read(&mut buffer).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
+                    let n = tokio::select! {
+                        read = server_read.read(&mut buffer) => match read {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        },
+                        () = cut_now.notified() => break,
                     };
                     if committed.load(Ordering::SeqCst)
                         || client_write.write_all(&buffer[..n]).await.is_err()
@@ -2249,7 +2262,8 @@ async fn commit_cutting_proxy(
 /// code 75: "nothing was written, try again"), and the retry added a
 /// second client, the first one's secret known to no one. Cut before
 /// `COMMIT` reached the database, it is still that failure, and nothing
-/// is stored.
+/// is stored. Cut while the commit is slow, it is answered as made once
+/// the database says so (the row, looked for at once, was not there yet).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_addition_whose_commit_answer_was_lost_is_answered_as_made() {
     use tessera_server::store::audit::InChange;
@@ -2298,6 +2312,29 @@ async fn an_addition_whose_commit_answer_was_lost_is_answered_as_made() {
     assert_eq!(*cut.borrow(), Cut::Never, "the proxy cut nothing");
     assert!(refused.is_transient(), "{refused}");
     assert_eq!(h.count(named, &["never committed"]).await, 0);
+
+    // Cut while the commit takes its time (as one waiting for a
+    // synchronous standby does): the row is not there yet when the
+    // answer is looked for, and the addition is answered as made all the
+    // same, once the database says the transaction committed.
+    h.execute(
+        "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql \
+         AS 'BEGIN PERFORM pg_sleep(2); RETURN NULL; END'",
+        &[],
+    )
+    .await;
+    h.execute(
+        "CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON clients \
+         DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit()",
+        &[],
+    )
+    .await;
+    cut.send_replace(Cut::WhileCommitting);
+    let added = add("slow commit").await.expect("answered as not added");
+    assert_eq!(*cut.borrow(), Cut::Never, "the proxy cut nothing");
+    assert_eq!(h.count(named, &["slow commit"]).await, 1);
+    assert!(added.client_secret.is_some());
+    h.execute("DROP TRIGGER slow_commit ON clients", &[]).await;
 
     // A user likewise: answered as added, not as out of reach (whose
     // retry would find the name taken).

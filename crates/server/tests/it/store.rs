@@ -896,6 +896,11 @@ async fn a_key_row_that_does_not_open_is_left_out_and_can_be_revoked(backend: Ba
         .filter(|(k, _)| k.alg == "ES256")
         .map(|(k, _)| k.kid)
         .collect();
+    h.execute(
+        "CREATE TABLE saved_keys AS SELECT kid, sealed_key FROM signing_keys",
+        &[],
+    )
+    .await;
     for kid in &stored {
         h.execute(
             "UPDATE signing_keys SET sealed_key = substr(sealed_key, 2) WHERE kid = $1",
@@ -906,6 +911,37 @@ async fn a_key_row_that_does_not_open_is_left_out_and_can_be_revoked(backend: Ba
     let last = tessera_server::open(h.test_db.config()).await.unwrap();
     let now = tessera_server::store::now();
     assert!(last.keys.signer(now).is_err(), "nothing opens yet");
+    // One of them put back as it was: listed as it is again, once read.
+    let state_of = |kid: String| {
+        let keys = &last.keys;
+        async move {
+            let listed = keys.stored(now).await.unwrap();
+            listed
+                .into_iter()
+                .find(|(k, _)| k.kid == kid)
+                .map(|(_, s)| s)
+        }
+    };
+    let put_back = stored[0].clone();
+    assert_eq!(state_of(put_back.clone()).await, Some(KeyState::Unreadable));
+    h.execute(
+        "UPDATE signing_keys SET sealed_key = \
+         (SELECT sealed_key FROM saved_keys WHERE saved_keys.kid = signing_keys.kid) \
+         WHERE kid = $1",
+        &[&put_back],
+    )
+    .await;
+    last.keys.refresh_at(now).await.unwrap();
+    assert_ne!(state_of(put_back.clone()).await, Some(KeyState::Unreadable));
+    assert!(last.keys.signer(now).is_ok(), "the key put back signs");
+    h.execute(
+        "UPDATE signing_keys SET sealed_key = substr(sealed_key, 2) WHERE kid = $1",
+        &[&put_back],
+    )
+    .await;
+    last.db.close().await;
+    let last = tessera_server::open(h.test_db.config()).await.unwrap();
+    assert!(last.keys.signer(now).is_err(), "nothing opens again");
     last.keys.maintain_at(now).await.unwrap();
     let made = last.keys.signer(now).unwrap().kid().unwrap().to_owned();
     assert!(!stored.contains(&made));
