@@ -1179,6 +1179,60 @@ async fn slow_proxy(target: std::net::SocketAddr, delay: Duration) -> std::net::
     address
 }
 
+/// The address of the PostgreSQL server `test_db` connects to.
+async fn database_address(test_db: &TestDb) -> std::net::SocketAddr {
+    let url = url::Url::parse(&test_db.url).unwrap();
+    let target = (url.host_str().unwrap(), url.port().unwrap_or(5432));
+    let address = tokio::net::lookup_host(target)
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    address
+}
+
+/// Have `test_db` connect through `proxy` instead.
+fn connect_through(test_db: &mut TestDb, proxy: std::net::SocketAddr) {
+    let mut url = url::Url::parse(&test_db.url).unwrap();
+    url.set_host(Some("127.0.0.1")).unwrap();
+    url.set_port(Some(proxy.port())).unwrap();
+    test_db.url = url.to_string();
+}
+
+/// The two directions of a proxied connection: what the client sends, to
+/// the server, and what the server sends, to the client.
+type Directions = (
+    (
+        tokio::net::tcp::OwnedReadHalf,
+        tokio::net::tcp::OwnedWriteHalf,
+    ),
+    (
+        tokio::net::tcp::OwnedReadHalf,
+        tokio::net::tcp::OwnedWriteHalf,
+    ),
+);
+
+/// A TCP proxy on a port of its own to `target`: `relay` gets the two
+/// directions of each connection (and spawns what carries them).
+async fn proxy_to(
+    target: std::net::SocketAddr,
+    mut relay: impl FnMut(Directions) + Send + 'static,
+) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(target).await else {
+                continue;
+            };
+            let (client_read, client_write) = client.into_split();
+            let (server_read, server_write) = server.into_split();
+            relay(((client_read, server_write), (server_read, client_write)));
+        }
+    });
+    address
+}
+
 /// A TCP proxy to `target` that can be frozen: while the switch says so,
 /// what either side sends is held, nothing is closed, and no error comes
 /// (a failover, or a network cut that sends no reset). Thawed, what was
@@ -1187,37 +1241,29 @@ async fn freezing_proxy(
     target: std::net::SocketAddr,
 ) -> (std::net::SocketAddr, tokio::sync::watch::Sender<bool>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
     let (frozen, _) = tokio::sync::watch::channel(false);
     let switch = frozen.clone();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let Ok(server) = tokio::net::TcpStream::connect(target).await else {
-                continue;
-            };
-            let (client_read, client_write) = client.into_split();
-            let (server_read, server_write) = server.into_split();
-            for (mut from, mut to) in [(client_read, server_write), (server_read, client_write)] {
-                let mut thawed = frozen.subscribe();
-                tokio::spawn(async move {
-                    let mut buffer = vec![0u8; 16 * 1024];
-                    loop {
-                        let n = match from.read(&mut buffer).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => n,
-                        };
-                        if thawed.wait_for(|frozen| !frozen).await.is_err()
-                            || to.write_all(&buffer[..n]).await.is_err()
-                        {
-                            break;
-                        }
+    let address = proxy_to(target, move |(up, down)| {
+        for (mut from, mut to) in [up, down] {
+            let mut thawed = frozen.subscribe();
+            tokio::spawn(async move {
+                let mut buffer = vec![0u8; 16 * 1024];
+                loop {
+                    let n = match from.read(&mut buffer).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if thawed.wait_for(|frozen| !frozen).await.is_err()
+                        || to.write_all(&buffer[..n]).await.is_err()
+                    {
+                        break;
                     }
-                    let _ = to.shutdown().await;
-                });
-            }
+                }
+                let _ = to.shutdown().await;
+            });
         }
-    });
+    })
+    .await;
     (address, switch)
 }
 
@@ -1233,17 +1279,8 @@ async fn a_database_that_stops_answering_is_not_waited_for() {
     let Some(mut test_db) = TestDb::new(Backend::Postgres).await else {
         return;
     };
-    let mut url = url::Url::parse(&test_db.url).unwrap();
-    let target = (url.host_str().unwrap(), url.port().unwrap_or(5432));
-    let target = tokio::net::lookup_host(target)
-        .await
-        .unwrap()
-        .next()
-        .unwrap();
-    let (proxy, frozen) = freezing_proxy(target).await;
-    url.set_host(Some("127.0.0.1")).unwrap();
-    url.set_port(Some(proxy.port())).unwrap();
-    test_db.url = url.to_string();
+    let (proxy, frozen) = freezing_proxy(database_address(&test_db).await).await;
+    connect_through(&mut test_db, proxy);
     let h = Harness::on(test_db, |_| {}).await;
     let (id, secret) = h
         .client(
@@ -2187,17 +2224,11 @@ async fn commit_cutting_proxy(
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
     let (switch, _) = tokio::sync::watch::channel(Cut::Never);
     let cut = switch.clone();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let Ok(server) = tokio::net::TcpStream::connect(target).await else {
-                continue;
-            };
-            let (mut client_read, mut client_write) = client.into_split();
-            let (mut server_read, mut server_write) = server.into_split();
+    let address = proxy_to(
+        target,
+        move |((mut client_read, mut server_write), (mut server_read, mut client_write))| {
             // Set once this connection's COMMIT went through: its answer
             // is dropped and the client's side closed.
             let committed = Arc::new(AtomicBool::new(false));
@@ -2250,8 +2281,9 @@ async fn commit_cutting_proxy(
                 }
                 let _ = client_write.shutdown().await;
             });
-        }
-    });
+        },
+    )
+    .await;
     (address, switch)
 }
 
@@ -2271,17 +2303,8 @@ async fn an_addition_whose_commit_answer_was_lost_is_answered_as_made() {
     let Some(mut test_db) = TestDb::new(Backend::Postgres).await else {
         return;
     };
-    let mut url = url::Url::parse(&test_db.url).unwrap();
-    let target = (url.host_str().unwrap(), url.port().unwrap_or(5432));
-    let target = tokio::net::lookup_host(target)
-        .await
-        .unwrap()
-        .next()
-        .unwrap();
-    let (proxy, cut) = commit_cutting_proxy(target).await;
-    url.set_host(Some("127.0.0.1")).unwrap();
-    url.set_port(Some(proxy.port())).unwrap();
-    test_db.url = url.to_string();
+    let (proxy, cut) = commit_cutting_proxy(database_address(&test_db).await).await;
+    connect_through(&mut test_db, proxy);
     let h = Harness::on(test_db, |_| {}).await;
     let add = |name: &str| {
         clients::add(
