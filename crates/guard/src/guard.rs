@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use tessera_jose::{jwt, Algorithm, Clock, Error, KeySet, NumericDate, SystemClock, Validation};
 
 use crate::feed::CheckedAt;
+use crate::remote::KeyBinding;
 use crate::{Rejection, RemoteJwks, RevocationFeed};
 
 /// Verified tokens remembered at most, by default.
@@ -396,9 +397,12 @@ impl Guard {
         // A key its issuer published for one issuer (its `issuer`
         // member) verifies that issuer's tokens only.
         let kind = kind.and_then(|()| match (&inner.keys, signed_by.as_deref()) {
-            (Keys::Remote(remote), Some(kid)) => match remote.issuer_of_key(kid) {
-                Some(bound) => key_issuer_check(&bound, verified.claims.iss.as_deref(), claims),
-                None => Ok(()),
+            (Keys::Remote(remote), Some(kid)) => match remote.issuer_of_key(&keys, kid) {
+                KeyBinding::Unbound => Ok(()),
+                KeyBinding::Bound(bound) => {
+                    key_issuer_check(&bound, verified.claims.iss.as_deref(), claims)
+                }
+                KeyBinding::Unknown => Err("its key was withdrawn as it was verified".into()),
             },
             _ => Ok(()),
         });
@@ -513,8 +517,8 @@ impl GuardBuilder {
     /// An issuer (this one or [`Guard::builder`]'s) naming `{tenantid}`
     /// accepts each tenant's tokens: their `iss` must be it with the
     /// token's `tid` (a GUID) put in, as Microsoft.IdentityModel checks
-    /// Entra ID's `iss` (it also reads each key's own `issuer` member, to
-    /// keep a key to the issuers it names: the guard does not). Any
+    /// Entra ID's `iss`; a key of a remote set that names its own
+    /// `issuer` (Entra ID's do) verifies that issuer's tokens only. Any
     /// tenant's users then pass, since one key set signs for all of them:
     /// an API for some tenants names each instead, or checks
     /// `token.claims()["tid"]` itself. Such an issuer has no
@@ -693,6 +697,9 @@ impl GuardBuilder {
 /// Entra ID's `common` metadata says `https://login.microsoftonline.com/{tenantid}/v2.0`).
 const TENANT_ID: &str = "{tenantid}";
 
+/// Entra ID's v2 issuer, as its keys name it.
+const ENTRA_V2: &str = "https://login.microsoftonline.com/{tenantid}/v2.0";
+
 /// The issuers of a guard when one names [`TENANT_ID`]: a token's `iss`
 /// must be one of `exact`, or a template with its `tid` put in.
 #[derive(Debug)]
@@ -764,7 +771,15 @@ fn key_issuer_check(
     } else {
         bound.to_owned()
     };
-    if expected == iss {
+    // Entra ID signs its v1 tokens (`https://sts.windows.net/{tid}/`)
+    // with the keys it publishes for its v2 issuer, and
+    // Microsoft.IdentityModel accepts them so.
+    let v1 = bound == ENTRA_V2
+        && claims
+            .get("tid")
+            .and_then(|t| t.as_str())
+            .is_some_and(|tid| is_guid(tid) && iss == format!("https://sts.windows.net/{tid}/"));
+    if expected == iss || v1 {
         Ok(())
     } else {
         Err(format!(

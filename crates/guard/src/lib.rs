@@ -84,7 +84,9 @@
 //!   token whose `iss` is that with its `tid` put in (and then decides
 //!   by `tid` which tenants it serves). A key of the remote set that
 //!   names its `issuer` (the `common` set's do) verifies that issuer's
-//!   tokens only, its tenant put in the same way. Tokens of daemons (client credentials) carry their
+//!   tokens only, its tenant put in the same way (and, for the v2
+//!   issuer, the same tenant's v1 tokens, which Entra ID signs with the
+//!   same keys). Tokens of daemons (client credentials) carry their
 //!   permissions in `roles`, not `scp`: check
 //!   `token.claims()["roles"]` in the handler, as [`RequireScope`]
 //!   reads scopes only.

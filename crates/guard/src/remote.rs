@@ -86,6 +86,17 @@ pub struct RemoteJwks {
     fetches: AtomicU64,
 }
 
+/// Whom a key of a remote set verifies tokens for.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum KeyBinding {
+    /// Any issuer the guard accepts: the key names none.
+    Unbound,
+    /// This issuer only (its `issuer` member; "": none can match).
+    Bound(String),
+    /// Not known any more (see [`RemoteJwks::issuer_of_key`]).
+    Unknown,
+}
+
 /// A key set as fetched, with the `issuer` member of its keys that have
 /// one, by `kid`.
 struct Fetched {
@@ -566,21 +577,47 @@ impl RemoteJwks {
             .map_err(|e| FetchError(format!("{url}: {e}; refused")))?;
         let keys = KeySet::from_jwks_allowing(&set, &self.without_alg)
             .map_err(|e| FetchError(format!("{url}: {e}")))?;
-        let issuers = set
-            .keys
-            .iter()
-            .filter_map(|k| {
-                let issuer = k.extra.get("issuer")?.as_str()?;
-                Some((k.kid.clone()?, issuer.to_owned()))
-            })
-            .collect();
+        // By `kid` (a key without one is bound to nothing: Entra ID's all
+        // have one). Keys sharing a `kid` that name different issuers, or
+        // one that is not a string, bind it to no issuer at all (""):
+        // their tokens are refused rather than one of them chosen.
+        let mut issuers: HashMap<String, String> = HashMap::new();
+        for jwk in &set.keys {
+            let (Some(kid), Some(member)) = (&jwk.kid, jwk.extra.get("issuer")) else {
+                continue;
+            };
+            let issuer = member.as_str().unwrap_or_default();
+            issuers
+                .entry(kid.clone())
+                .and_modify(|known| {
+                    if known != issuer {
+                        known.clear();
+                    }
+                })
+                .or_insert_with(|| issuer.to_owned());
+        }
         Ok((Fetched { keys, issuers }, body, age))
     }
 
-    /// The issuer the key `kid` of the current key set is published for
-    /// (its `issuer` member), if it names one.
-    pub(crate) fn issuer_of_key(&self, kid: &str) -> Option<String> {
-        self.read().key_issuers.get(kid).cloned()
+    /// The issuer the key `kid` of `keys` was published for (its `issuer`
+    /// member): [`KeyBinding::Unknown`] when `keys` is no longer the
+    /// current set and the current one lacks `kid` (the key withdrawn
+    /// since it verified), whose binding is no longer known.
+    pub(crate) fn issuer_of_key(&self, keys: &Arc<KeySet>, kid: &str) -> KeyBinding {
+        let state = self.read();
+        let current = state.keys.as_ref().is_some_and(|k| Arc::ptr_eq(k, keys));
+        match state.key_issuers.get(kid) {
+            Some(issuer) => KeyBinding::Bound(issuer.clone()),
+            None if current
+                || state
+                    .keys
+                    .as_ref()
+                    .is_some_and(|k| k.keys().iter().any(|key| key.kid() == Some(kid))) =>
+            {
+                KeyBinding::Unbound
+            }
+            None => KeyBinding::Unknown,
+        }
     }
 
     fn known_jwks_uri(&self) -> Option<String> {

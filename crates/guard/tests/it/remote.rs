@@ -979,13 +979,16 @@ async fn a_key_set_that_refuses_its_own_tokens_is_reported_once() {
 async fn a_key_published_for_one_issuer_vouches_for_no_other() {
     const ENTRA: &str = "https://login.microsoftonline.com/{tenantid}/v2.0";
     const OTHER: &str = "https://other.example";
-    let (entra, other, free) = (key(), key(), key());
-    let mut set: serde_json::Value = serde_json::from_str(&jwks(&[&entra, &other, &free])).unwrap();
+    let (entra, other, free, odd) = (key(), key(), key(), key());
+    let mut set: serde_json::Value =
+        serde_json::from_str(&jwks(&[&entra, &other, &free, &odd])).unwrap();
     set["keys"][0]["issuer"] = json!(ENTRA);
     set["keys"][1]["issuer"] = json!(OTHER);
+    set["keys"][3]["issuer"] = json!(["not", "a string"]);
     let server = JwksServer::start(&[]).await;
     server.set(|s| s.jwks = set.to_string());
     let g = Guard::builder(ENTRA, AUD, RemoteJwks::url(server.url()).unwrap())
+        .also_issuer("https://sts.windows.net/{tenantid}/")
         .also_issuer(OTHER)
         .cache_size(0)
         .build()
@@ -1007,6 +1010,15 @@ async fn a_key_published_for_one_issuer_vouches_for_no_other() {
         (
             "Entra's key, its tenant",
             signed(&entra, &entra_iss, Some(tenant)),
+        ),
+        // Entra ID's v1 tokens, signed with the keys of its v2 issuer.
+        (
+            "Entra's key, a v1 token",
+            signed(
+                &entra,
+                &format!("https://sts.windows.net/{tenant}/"),
+                Some(tenant),
+            ),
         ),
         ("the other issuer's key", signed(&other, OTHER, None)),
         (
@@ -1030,6 +1042,15 @@ async fn a_key_published_for_one_issuer_vouches_for_no_other() {
             "the other issuer's key, Entra",
             signed(&other, &entra_iss, Some(tenant)),
         ),
+        (
+            "the other issuer's key, a v1 token",
+            signed(
+                &other,
+                &format!("https://sts.windows.net/{tenant}/"),
+                Some(tenant),
+            ),
+        ),
+        ("a key whose issuer is no string", signed(&odd, OTHER, None)),
     ] {
         let refused = g.verify(&token).await;
         assert!(

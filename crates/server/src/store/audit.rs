@@ -307,6 +307,14 @@ pub async fn record_all(db: &Db, first: i64, events: &[(i64, Event)]) -> Result<
     Ok(())
 }
 
+/// Whether the batch numbered `first` is written.
+async fn batch_written(db: &Db, first: i64) -> Result<bool, Error> {
+    let count = on_pool!(db.read(), p => sqlx::query_scalar::<_, i64>(
+        "SELECT COUNT(*) FROM audit_batches WHERE writer_seq = $1"
+    ).bind(first).fetch_one(p).await)?;
+    Ok(count > 0)
+}
+
 /// The newest `limit` events, newest first, optionally of one kind.
 pub async fn recent(db: &Db, event: Option<&str>, limit: i64) -> Result<Vec<Record>, Error> {
     page(db, event, None, limit).await
@@ -552,7 +560,14 @@ async fn write_batch(
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
             Err(e) => {
-                // Refused for good: find which events, keep the others.
+                // Refused for good: find which events, keep the others;
+                // unless an earlier attempt whose answer was lost wrote
+                // them all (written one by one, under numbers of their
+                // own, they would be stored twice).
+                if matches!(batch_written(db, first).await, Ok(true)) {
+                    batch.clear();
+                    return;
+                }
                 tracing::error!(error = %e, "audit batch refused; writing events one by one");
                 for (seq, (at, event)) in (first..).zip(batch.drain(..)) {
                     if let Err(e) = record_all(db, seq, &[(at, event.clone())]).await {

@@ -69,13 +69,14 @@ const OUTCOME_WAIT: std::time::Duration =
 /// or find the name taken. So after a transient failure the database is
 /// asked again, on another connection. On PostgreSQL, about the
 /// transaction `xid` ([`transaction_id!`]; `None`: the failure came before
-/// it had one, so no `COMMIT` was sent): committed, the addition is
-/// answered as made; rolled back, `failed` stands; still in progress (a
-/// commit waiting for a synchronous standby, or a transaction whose cut
-/// the database has not noticed yet), it is asked again for up to
-/// [`OUTCOME_WAIT`]. A row not yet visible says nothing there. On SQLite,
-/// whose connections are in this process, `count` (`SELECT COUNT(*) …
-/// WHERE id = $1`) finds the row by the `id` it was given. If the answer
+/// it had one, so no `COMMIT` was sent): committed and its row there
+/// (found by `count`, `SELECT COUNT(*) … WHERE id = $1`), the addition is
+/// answered as made; rolled back, `failed` stands; still in progress, or
+/// committed but its row not seen yet (a commit waiting for a synchronous
+/// standby, or a transaction whose cut the database has not noticed yet),
+/// it is asked again for up to [`OUTCOME_WAIT`]. On SQLite,
+/// whose connections are in this process, `count` finds the row by the
+/// `id` it was given. If the answer
 /// cannot be had, `failed` says that whether `what` was added is not
 /// known. Other failures stay what they are.
 pub(crate) async fn added_after_all(
@@ -100,14 +101,33 @@ pub(crate) async fn added_after_all(
                     .bind(xid)
                     .fetch_one(p)
                     .await;
-                match status.as_ref().map(|s| s.as_deref()) {
-                    Ok(Some("committed")) => break Some(true),
-                    Ok(Some("aborted")) => break Some(false),
-                    Ok(Some(_)) if std::time::Instant::now() < deadline => {
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                let outcome = match status.as_ref().map(|s| s.as_deref()) {
+                    // Its row is looked for too: a commit still waiting
+                    // for a synchronous standby is marked committed before
+                    // others see it, and after a failover the new primary
+                    // may have given the id to another transaction.
+                    Ok(Some("committed")) => {
+                        match sqlx::query_scalar::<_, i64>(count)
+                            .bind(id)
+                            .fetch_one(p)
+                            .await
+                        {
+                            Ok(n) if n > 0 => Some(true),
+                            Ok(_) => None,
+                            Err(_) => break None,
+                        }
                     }
+                    Ok(Some("aborted")) => Some(false),
+                    Ok(Some(_)) => None,
                     _ => break None,
+                };
+                if let Some(made) = outcome {
+                    break Some(made);
                 }
+                if std::time::Instant::now() >= deadline {
+                    break None;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
         }
         crate::db::Pool::Sqlite(p) => sqlx::query_scalar::<_, i64>(count)
