@@ -1831,6 +1831,7 @@ async fn a_migration_waits_a_bounded_time_for_a_table_another_session_holds() {
         "DROP INDEX authorization_codes_user",
         "DROP TABLE server_issuer",
         "DROP TABLE server_key_settings",
+        "DROP TABLE audit_batches",
         "DELETE FROM _sqlx_migrations WHERE version >= 14",
     ] {
         sqlx::query(undo).execute(pool).await.unwrap();
