@@ -1197,15 +1197,7 @@ mod admin_api {
         let Some(h) = Harness::new(backend).await else {
             return;
         };
-        let logged = crate::Logged::default();
-        let writer = logged.clone();
-        let _logging = tracing::subscriber::set_default(
-            tracing_subscriber::fmt()
-                .with_writer(move || writer.clone())
-                .with_ansi(false)
-                .with_max_level(tracing::Level::INFO)
-                .finish(),
-        );
+        let (logged, _logging) = crate::Logged::capture();
         let plain = token(&h, "read").await;
         assert_eq!(
             call(&h, Method::GET, "/admin/users", None, None)

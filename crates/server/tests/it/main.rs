@@ -601,6 +601,23 @@ pub async fn wait_for_audit(
 #[derive(Clone, Default)]
 pub struct Logged(pub std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
 
+impl Logged {
+    /// Capture this thread's log (info and above, no colours) until the
+    /// guard is dropped.
+    pub fn capture() -> (Logged, tracing::subscriber::DefaultGuard) {
+        let logged = Logged::default();
+        let writer = logged.clone();
+        let guard = tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .with_max_level(tracing::Level::INFO)
+                .finish(),
+        );
+        (logged, guard)
+    }
+}
+
 impl std::io::Write for Logged {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.0.lock().unwrap().extend_from_slice(buf);

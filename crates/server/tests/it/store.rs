@@ -1539,14 +1539,7 @@ async fn audit_batches_left_at_shutdown_share_one_grace() {
 /// there at least. Before, only their count was, and a kill lost them.
 #[tokio::test]
 async fn audit_events_held_for_a_retry_are_said_in_the_log() {
-    let logged = crate::Logged::default();
-    let writer = logged.clone();
-    let _logging = tracing::subscriber::set_default(
-        tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish(),
-    );
+    let (logged, _logging) = crate::Logged::capture();
     tracing::callsite::rebuild_interest_cache();
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("t.db").display());
