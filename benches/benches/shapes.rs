@@ -7,7 +7,7 @@
 //!
 //! tessera is measured three times when verifying: with its per-thread
 //! header cache hit (one issuer, one key: the common case) and missed (the
-//! tokens cycle through eight `kid`s, more than the cache holds), and
+//! tokens cycle through forty `kid`s, more than the cache holds), and
 //! with `jwt::verify_borrowed` into a twin of the claims type whose
 //! strings borrow from the decoded payload.
 //!
@@ -330,9 +330,10 @@ fn bench_shape<C: Shape>(c: &mut Criterion, alg: Algorithm) {
     }
     assert!(raw_verify(input.as_bytes(), &signature));
 
-    // Header-cache misses: eight kids (the same key material under each),
-    // a key set that knows them all, as a service seeing many keys has.
-    let kids: Vec<SigningKey> = (0..8)
+    // Header-cache misses: forty kids (the same key material under each),
+    // more than a thread keeps (16), and a key set that knows them all, as
+    // a service seeing many keys has.
+    let kids: Vec<SigningKey> = (0..40)
         .map(|i| key.clone().with_kid(format!("k{i}")))
         .collect();
     let missing: Vec<String> = kids

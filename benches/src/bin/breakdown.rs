@@ -83,22 +83,34 @@ fn main() {
     time("jwt::verify_borrowed<AccessRef>", || {
         jwt::verify_borrowed::<AccessRef<'_>>(&token, &vk, &v, &mut buffer).is_ok()
     });
-    // Header-cache misses: tokens under eight kids, more than a thread
-    // keeps, verified through a key set that knows them all.
-    let kids: Vec<SigningKey> = (0..8)
-        .map(|i| key.clone().with_kid(format!("k{i}")))
-        .collect();
-    let missing: Vec<String> = kids.iter().map(|k| jwt::sign(&claims, k).unwrap()).collect();
-    let set = tessera_jose::KeySet::new(kids.iter().map(|k| k.verifying_key().unwrap()).collect())
-        .unwrap();
-    let mut next = 0;
-    time("jwt::verify_borrowed<AccessRef>, missed", || {
-        next = (next + 1) % missing.len();
-        jwt::verify_borrowed::<AccessRef<'_>>(&missing[next], &set, &v, &mut buffer).is_ok()
-    });
-    time("jwt::verify_borrowed<AccessRef>, set hit", || {
-        jwt::verify_borrowed::<AccessRef<'_>>(&missing[0], &set, &v, &mut buffer).is_ok()
-    });
+    // Header-cache misses: tokens under many kids, more than a thread
+    // keeps (16), verified through a key set that knows them all; and
+    // under eight, which a thread keeps since 2026-12-03 (before, it kept
+    // four, and every one of these missed).
+    for (kids, row) in [
+        (40, "verify_borrowed, 40 kids cycled (missed)"),
+        (8, "verify_borrowed, 8 kids cycled"),
+    ] {
+        let kids: Vec<SigningKey> = (0..kids)
+            .map(|i| key.clone().with_kid(format!("k{i}")))
+            .collect();
+        let tokens: Vec<String> = kids
+            .iter()
+            .map(|k| jwt::sign(&claims, k).unwrap())
+            .collect();
+        let set =
+            tessera_jose::KeySet::new(kids.iter().map(|k| k.verifying_key().unwrap()).collect())
+                .unwrap();
+        let mut next = 0;
+        time(row, || {
+            next = (next + 1) % tokens.len();
+            jwt::verify_borrowed::<AccessRef<'_>>(&tokens[next], &set, &v, &mut buffer).is_ok()
+        });
+        time(
+            &format!("verify_borrowed, {} kids, one token", tokens.len()),
+            || jwt::verify_borrowed::<AccessRef<'_>>(&tokens[0], &set, &v, &mut buffer).is_ok(),
+        );
+    }
     time("serde_json Access from payload", || {
         serde_json::from_slice::<Access>(&payload).is_ok()
     });

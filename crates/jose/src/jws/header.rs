@@ -116,9 +116,21 @@ impl Header {
 
     /// Parse decoded header bytes strictly.
     pub(crate) fn parse(bytes: &[u8], max_depth: usize) -> Result<Header, Error> {
+        let mut header = Header::new(Algorithm::HS256);
+        header.read(bytes, max_depth)?;
+        Ok(header)
+    }
+
+    /// Parse decoded header bytes strictly into `self`, reusing the memory
+    /// of its strings and map. On success every field holds what the bytes
+    /// say, as [`Header::parse`] would give it; on failure `self` holds a
+    /// mix of old and new members and must not be read as any token's
+    /// header.
+    pub(crate) fn read(&mut self, bytes: &[u8], max_depth: usize) -> Result<(), Error> {
         let mut alg = None;
-        let (mut typ, mut cty, mut kid, mut crit) = (None, None, None, None);
-        let mut extra = Map::new();
+        let (mut typ, mut cty, mut kid) = (false, false, false);
+        let mut crit = None;
+        self.extra.clear();
         scan::object(bytes, Input::Header, max_depth, |member| {
             let text = |name| {
                 member
@@ -127,9 +139,9 @@ impl Header {
             };
             match &*member.name {
                 "alg" => alg = Some(Algorithm::from_name(&text("alg")?)?),
-                "typ" => typ = Some(text("typ")?.into_owned()),
-                "cty" => cty = Some(text("cty")?.into_owned()),
-                "kid" => kid = Some(text("kid")?.into_owned()),
+                "typ" => typ = put(&mut self.typ, &text("typ")?),
+                "cty" => cty = put(&mut self.cty, &text("cty")?),
+                "kid" => kid = put(&mut self.kid, &text("kid")?),
                 "crit" => {
                     let list = (member.kind == Kind::Array)
                         .then(|| serde_json::from_str::<Vec<String>>(member.raw).ok())
@@ -139,20 +151,23 @@ impl Header {
                 }
                 _ => {
                     let value = json::build(member.raw.as_bytes(), Input::Header)?;
-                    extra.insert(member.name.into_owned(), value);
+                    self.extra.insert(member.name.into_owned(), value);
                 }
             }
             Ok(())
         })?;
-        let alg = alg.ok_or_else(|| invalid("alg", "missing"))?;
-        Ok(Header {
-            alg,
-            typ,
-            cty,
-            kid,
-            crit,
-            extra,
-        })
+        self.alg = alg.ok_or_else(|| invalid("alg", "missing"))?;
+        for (seen, slot) in [
+            (typ, &mut self.typ),
+            (cty, &mut self.cty),
+            (kid, &mut self.kid),
+        ] {
+            if !seen {
+                *slot = None;
+            }
+        }
+        self.crit = crit;
+        Ok(())
     }
 
     /// Check that the header can be written into a token.
@@ -225,6 +240,18 @@ impl Header {
         }
         Ok(())
     }
+}
+
+/// Set `slot` to `value`, in the string it holds if any; true.
+fn put(slot: &mut Option<String>, value: &str) -> bool {
+    match slot {
+        Some(held) => {
+            held.clear();
+            held.push_str(value);
+        }
+        None => *slot = Some(value.to_owned()),
+    }
+    true
 }
 
 fn invalid(member: &str, reason: &str) -> Error {

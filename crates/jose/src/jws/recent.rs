@@ -7,26 +7,37 @@
 //! shared (an immutable `Arc`, so no token can change another's header):
 //! decoding, the strict scan and the copy are skipped, nothing else is. Only
 //! headers that parsed are kept, only short ones (the usual ~60
-//! characters; at most [`MAX_LEN`]), a few per thread, and the key is the
+//! characters; at most [`MAX_LEN`]), [`KEPT`] per thread (a service that
+//! trusts several issuers, each rotating its keys), and the key is the
 //! whole segment compared exactly, so a header differing in any byte is
 //! parsed afresh.
+//!
+//! A new header takes the oldest one's place. Where no token still holds
+//! the header it replaces, its memory (the strings, the map, the `Arc`)
+//! is kept for the next new header, so a service that sees more headers
+//! than are kept does not allocate and free a header for each token. A
+//! header that does not parse replaces nothing.
 
 use std::cell::RefCell;
 use std::sync::Arc;
 
 use super::Header;
+use crate::alg::Algorithm;
 use crate::b64;
 use crate::error::Input;
 use crate::Error;
 
-/// Headers kept per thread (tokens of a few issuers, or a key rotation).
-const KEPT: usize = 4;
+/// Headers kept per thread.
+const KEPT: usize = 16;
 
 /// Longest encoded header kept.
 const MAX_LEN: usize = 256;
 
 struct Entry {
-    encoded: Box<str>,
+    /// [`print`] of `encoded`: compared first, so a lookup reads the text
+    /// of at most the entries whose print matches.
+    print: u64,
+    encoded: String,
     max_depth: usize,
     header: Arc<Header>,
 }
@@ -35,6 +46,11 @@ struct Recent {
     entries: [Option<Entry>; KEPT],
     /// The slot the next new header takes.
     next: usize,
+    /// The slot last handed out: most threads see one header, so it is
+    /// compared before any print is made.
+    last: usize,
+    /// A header no token holds, whose memory the next parse reuses.
+    spare: Option<Arc<Header>>,
 }
 
 thread_local! {
@@ -42,8 +58,34 @@ thread_local! {
         RefCell::new(Recent {
             entries: [const { None }; KEPT],
             next: 0,
+            last: 0,
+            spare: None,
         })
     };
+}
+
+/// A 64-bit digest of an encoded header (the multiply-rotate fold of
+/// rustc's FxHash, eight bytes at a time). Not a defence against anything:
+/// equal prints only say the texts are worth comparing.
+fn print(encoded: &str) -> u64 {
+    const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+    let mut words = encoded.as_bytes().chunks_exact(8);
+    let mut hash = encoded.len() as u64;
+    for word in words.by_ref() {
+        let mut bytes = [0; 8];
+        bytes.copy_from_slice(word);
+        hash = (hash.rotate_left(5) ^ u64::from_le_bytes(bytes)).wrapping_mul(SEED);
+    }
+    let mut tail = [0; 8];
+    tail[..words.remainder().len()].copy_from_slice(words.remainder());
+    (hash.rotate_left(5) ^ u64::from_le_bytes(tail)).wrapping_mul(SEED)
+}
+
+/// Decode and strictly parse an encoded header segment into `header`.
+fn read(header: &mut Header, encoded: &str, max_depth: usize) -> Result<(), Error> {
+    b64::with_decoded::<256, _>(encoded, Input::Header, |bytes| {
+        header.read(bytes, max_depth)
+    })
 }
 
 /// Decode and strictly parse an encoded header segment.
@@ -59,32 +101,76 @@ pub(super) fn header(encoded: &str, max_depth: usize) -> Result<Arc<Header>, Err
     if encoded.len() > MAX_LEN {
         return parse(encoded, max_depth).map(Arc::new);
     }
-    let kept = RECENT.try_with(|recent| {
-        let recent = recent.try_borrow().ok()?;
-        recent
-            .entries
-            .iter()
-            .flatten()
-            .find(|e| e.max_depth == max_depth && *e.encoded == *encoded)
-            .map(|e| Arc::clone(&e.header))
-    });
-    if let Ok(Some(header)) = kept {
-        return Ok(header);
-    }
-    let header = Arc::new(parse(encoded, max_depth)?);
-    // A thread being torn down keeps nothing; that is all.
-    let _ = RECENT.try_with(|recent| {
-        if let Ok(mut recent) = recent.try_borrow_mut() {
-            let slot = recent.next;
-            recent.entries[slot] = Some(Entry {
-                encoded: encoded.into(),
-                max_depth,
-                header: Arc::clone(&header),
-            });
-            recent.next = (slot + 1) % KEPT;
+    // A thread being torn down, or a borrow already taken (nothing here
+    // calls back in, so it never is), parses without the cache.
+    RECENT
+        .try_with(|recent| {
+            recent
+                .try_borrow_mut()
+                .ok()
+                .map(|mut recent| recent.header(encoded, max_depth))
+        })
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| parse(encoded, max_depth).map(Arc::new))
+}
+
+impl Recent {
+    fn header(&mut self, encoded: &str, max_depth: usize) -> Result<Arc<Header>, Error> {
+        if let Some(Some(entry)) = self.entries.get(self.last) {
+            if entry.encoded == encoded && entry.max_depth == max_depth {
+                return Ok(Arc::clone(&entry.header));
+            }
         }
-    });
-    Ok(header)
+        let print = print(encoded);
+        let kept = self.entries.iter().enumerate().find_map(|(i, e)| {
+            let e = e.as_ref()?;
+            (e.print == print && e.max_depth == max_depth && e.encoded == encoded).then_some((i, e))
+        });
+        if let Some((i, entry)) = kept {
+            self.last = i;
+            return Ok(Arc::clone(&entry.header));
+        }
+        let mut fresh = self
+            .spare
+            .take()
+            .unwrap_or_else(|| Arc::new(Header::new(Algorithm::HS256)));
+        let parsed = match Arc::get_mut(&mut fresh) {
+            // The spare is only ever a header no one else holds.
+            Some(spare) => read(spare, encoded, max_depth),
+            None => parse(encoded, max_depth).map(|header| fresh = Arc::new(header)),
+        };
+        if let Err(e) = parsed {
+            self.spare = Some(fresh);
+            return Err(e);
+        }
+        let slot = self.next;
+        self.next = (slot + 1) % KEPT;
+        self.last = slot;
+        let entry = match self.entries[slot].take() {
+            Some(mut old) => {
+                if Arc::get_mut(&mut old.header).is_some() {
+                    self.spare = Some(old.header);
+                }
+                old.encoded.clear();
+                old.encoded.push_str(encoded);
+                Entry {
+                    print,
+                    encoded: old.encoded,
+                    max_depth,
+                    header: Arc::clone(&fresh),
+                }
+            }
+            None => Entry {
+                print,
+                encoded: encoded.to_owned(),
+                max_depth,
+                header: Arc::clone(&fresh),
+            },
+        };
+        self.entries[slot] = Some(entry);
+        Ok(fresh)
+    }
 }
 
 #[cfg(test)]
@@ -150,22 +236,78 @@ mod tests {
         });
     }
 
+    /// More headers than a thread keeps, of every shape (with and without
+    /// each typed member, with extra members, and some that do not parse),
+    /// each distinct, so new headers are read into the memory of old ones.
+    fn many_headers() -> Vec<String> {
+        let shapes = [
+            r#"{"alg":"HS256","kid":"K"}"#,
+            r#"{"alg":"HS256","typ":"JWT","x":"K"}"#,
+            r#"{"alg":"ES256","kid":"K","typ":"at+jwt","cty":"c"}"#,
+            r#"{"alg":"EdDSA","crit":["exp"],"exp":"K"}"#,
+            r#"{"alg":"RS256","kid":"K","n":{"d":{"e":[]}}}"#,
+            r#"{"alg":"HS256","kid":"K","kid":"b"}"#,
+            r#"{"alg":"none","kid":"K"}"#,
+            r#"{"typ":"JWT","kid":"K"}"#,
+            r#"{"alg":"HS384","y":"K"}"#,
+        ];
+        (0..KEPT * 2)
+            .map(|i| encoded(&shapes[i % shapes.len()].replace('K', &i.to_string())))
+            .collect()
+    }
+
+    #[test]
+    fn a_header_a_token_holds_is_never_changed() {
+        let headers = many_headers();
+        let held = header(&headers[2], 8).unwrap();
+        for text in headers.iter().cycle().take(KEPT * 6) {
+            let _ = header(text, 8);
+        }
+        assert_eq!(*held, parse(&headers[2], 8).unwrap());
+        assert_eq!(held.kid.as_deref(), Some("2"));
+    }
+
+    #[test]
+    fn a_header_that_does_not_parse_replaces_nothing() {
+        let good: Vec<String> = (0..KEPT)
+            .map(|i| encoded(&format!(r#"{{"alg":"HS256","kid":"{i}"}}"#)))
+            .collect();
+        let first: Vec<Arc<Header>> = good.iter().map(|t| header(t, 8).unwrap()).collect();
+        for i in 0..KEPT * 2 {
+            let bad = encoded(&format!(r#"{{"alg":"none","kid":"{i}"}}"#));
+            assert!(header(&bad, 8).is_err());
+        }
+        for (text, first) in good.iter().zip(&first) {
+            assert!(Arc::ptr_eq(first, &header(text, 8).unwrap()), "still kept");
+        }
+    }
+
+    #[test]
+    fn a_replaced_header_no_one_holds_lends_its_memory() {
+        let long_kid = "k".repeat(100);
+        let mut headers: Vec<String> = (0..=KEPT + 1)
+            .map(|i| encoded(&format!(r#"{{"alg":"HS256","typ":"JWT","kid":"{i}"}}"#)))
+            .collect();
+        headers[0] = encoded(&format!(r#"{{"alg":"HS256","kid":"{long_kid}"}}"#));
+        for text in &headers[..=KEPT] {
+            header(text, 8).unwrap();
+        }
+        // The header after the one that replaced the oldest is read into
+        // the oldest one's memory: its short `kid` sits in the long one's
+        // string.
+        let reused = header(&headers[KEPT + 1], 8).unwrap();
+        assert_eq!(*reused, parse(&headers[KEPT + 1], 8).unwrap());
+        let kid = reused.kid.as_ref().unwrap();
+        assert!(kid.capacity() >= long_kid.len(), "{}", kid.capacity());
+    }
+
     proptest! {
         /// Whatever the order in which headers come (more of them than
         /// are kept, with two depth limits), every answer is the one a
         /// fresh parse gives.
         #[test]
-        fn answers_match_a_fresh_parse(order in prop::collection::vec((0usize..7, any::<bool>()), 1..40)) {
-            let headers = [
-                r#"{"alg":"HS256"}"#,
-                r#"{"alg":"HS256","typ":"JWT"}"#,
-                r#"{"alg":"ES256","kid":"a","typ":"at+jwt"}"#,
-                r#"{"alg":"ES256","kid":"b","typ":"at+jwt"}"#,
-                r#"{"alg":"EdDSA","crit":["exp"],"exp":1}"#,
-                r#"{"alg":"RS256","n":{"d":{"e":[]}}}"#,
-                r#"{"alg":"HS256","kid":"a","kid":"b"}"#,
-            ]
-            .map(encoded);
+        fn answers_match_a_fresh_parse(order in prop::collection::vec((0..KEPT * 2, any::<bool>()), 1..200)) {
+            let headers = many_headers();
             for (i, shallow) in order {
                 let depth = if shallow { 2 } else { 8 };
                 let fresh = parse(&headers[i], depth);
