@@ -122,7 +122,7 @@ impl Header {
     }
 
     /// Parse decoded header bytes strictly into `self`, reusing the memory
-    /// of its strings and map. On success every field holds what the bytes
+    /// of its `typ`, `cty` and `kid` strings. On success every field holds what the bytes
     /// say, as [`Header::parse`] would give it; on failure `self` holds a
     /// mix of old and new members and must not be read as any token's
     /// header.
