@@ -610,3 +610,73 @@ impl AuditWriter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(label: &str) -> Vec<(i64, Event)> {
+        (0..3)
+            .map(|i| {
+                let event = Event::new("token_issued").detail(format!("{label}={i}"));
+                (i, event)
+            })
+            .collect()
+    }
+
+    /// A batch the database refuses for good is written event by event,
+    /// under numbers of their own, and only the refused event is left
+    /// out; unless an earlier attempt whose answer was lost wrote the
+    /// batch already, when it is not written a second time.
+    #[tokio::test]
+    async fn a_refused_batch_is_written_event_by_event_unless_already_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("tessera.db").display());
+        let db = Db::connect(&url, 1).await.unwrap();
+        let Pool::Sqlite(pool) = db.write() else {
+            unreachable!("a SQLite database")
+        };
+        let refuse = |seq: i64| async move {
+            let sql = format!(
+                "CREATE TRIGGER refuse_{seq} BEFORE INSERT ON audit_batches \
+                 WHEN NEW.writer_seq = {seq} BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            );
+            sqlx::query(&sql).execute(pool).await.map(drop)
+        };
+        let write = |first: i64, mut events: Vec<(i64, Event)>| {
+            let db = db.clone();
+            async move {
+                let (running, mut retrying_since) = (AtomicBool::new(false), None);
+                let wrote = write_batch(&db, first, &mut events, &running, &mut retrying_since);
+                tokio::time::timeout(Duration::from_secs(30), wrote)
+                    .await
+                    .expect("a refusal for good is not retried");
+                assert!(events.is_empty());
+            }
+        };
+        let stored = || async {
+            recent(&db, Some("token_issued"), 100)
+                .await
+                .unwrap()
+                .into_iter()
+                .rev()
+                .map(|r| r.detail.unwrap_or_default())
+                .collect::<Vec<_>>()
+        };
+
+        // No earlier attempt, and the batch refused for good: one by one,
+        // the first event (under the batch's own number) refused again,
+        // the others taken.
+        refuse(2000).await.unwrap();
+        write(2000, batch("a")).await;
+        assert_eq!(stored().await, ["a=1", "a=2"]);
+
+        // An attempt whose answer was lost wrote the batch; written again,
+        // the database refuses it for good.
+        record_all(&db, 1000, &batch("b")).await.unwrap();
+        refuse(1000).await.unwrap();
+        write(1000, batch("b")).await;
+        assert_eq!(stored().await, ["a=1", "a=2", "b=0", "b=1", "b=2"]);
+        db.close().await;
+    }
+}
