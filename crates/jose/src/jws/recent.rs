@@ -12,13 +12,17 @@
 //! whole segment compared exactly, so a header differing in any byte is
 //! parsed afresh.
 //!
-//! A new header takes the oldest one's place. Where no token still holds
-//! the header it replaces, its memory (the `Arc` and the `typ`, `cty` and
-//! `kid` strings; the cache's copy of the text is reused too) is kept for
-//! the next new header, so a service that sees more headers than are kept
-//! allocates and frees less for each token. A header that does not parse
-//! replaces nothing; one that parses does, before the token's signature
-//! is checked (as the header's own parse always came first).
+//! A new header takes the place of the oldest one not used since the
+//! cache last went round its slots (a second chance, the "clock"): the
+//! header a service sees on every token stays kept while one-off headers
+//! (a tenant seen once, forged tokens under made-up `kid`s) come and go.
+//! Where no token still holds the header it replaces, its memory (the
+//! `Arc` and the `typ`, `cty` and `kid` strings; the cache's copy of the
+//! text is reused too) is kept for the next new header, so a service that
+//! sees more headers than are kept allocates and frees less for each
+//! token. A header that does not parse replaces nothing; one that parses
+//! does, before the token's signature is checked (as the header's own
+//! parse always came first).
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -42,6 +46,9 @@ struct Entry {
     encoded: String,
     max_depth: usize,
     header: Arc<Header>,
+    /// Handed out since the cache last passed this slot looking for one
+    /// to replace.
+    used: bool,
 }
 
 struct Recent {
@@ -119,17 +126,19 @@ pub(super) fn header(encoded: &str, max_depth: usize) -> Result<Arc<Header>, Err
 
 impl Recent {
     fn header(&mut self, encoded: &str, max_depth: usize) -> Result<Arc<Header>, Error> {
-        if let Some(Some(entry)) = self.entries.get(self.last) {
+        if let Some(Some(entry)) = self.entries.get_mut(self.last) {
             if entry.encoded == encoded && entry.max_depth == max_depth {
+                entry.used = true;
                 return Ok(Arc::clone(&entry.header));
             }
         }
         let print = print(encoded);
-        let kept = self.entries.iter().enumerate().find_map(|(i, e)| {
-            let e = e.as_ref()?;
+        let kept = self.entries.iter_mut().enumerate().find_map(|(i, e)| {
+            let e = e.as_mut()?;
             (e.print == print && e.max_depth == max_depth && e.encoded == encoded).then_some((i, e))
         });
         if let Some((i, entry)) = kept {
+            entry.used = true;
             self.last = i;
             return Ok(Arc::clone(&entry.header));
         }
@@ -146,7 +155,7 @@ impl Recent {
             self.spare = Some(fresh);
             return Err(e);
         }
-        let slot = self.next;
+        let slot = self.victim();
         self.next = (slot + 1) % KEPT;
         self.last = slot;
         let entry = match self.entries[slot].take() {
@@ -161,6 +170,7 @@ impl Recent {
                     encoded: old.encoded,
                     max_depth,
                     header: Arc::clone(&fresh),
+                    used: false,
                 }
             }
             None => Entry {
@@ -168,10 +178,28 @@ impl Recent {
                 encoded: encoded.to_owned(),
                 max_depth,
                 header: Arc::clone(&fresh),
+                used: false,
             },
         };
         self.entries[slot] = Some(entry);
         Ok(fresh)
+    }
+
+    /// The slot a new header takes: from [`Recent::next`] on, the first
+    /// free one or one not used since it was last passed; those used are
+    /// passed, and lose their mark. All used: the one `next` names.
+    fn victim(&mut self) -> usize {
+        let mut slot = self.next;
+        for _ in 0..KEPT {
+            match &mut self.entries[slot] {
+                Some(entry) if entry.used => {
+                    entry.used = false;
+                    slot = (slot + 1) % KEPT;
+                }
+                _ => break,
+            }
+        }
+        slot
     }
 }
 
@@ -289,6 +317,19 @@ mod tests {
         }
         for (text, first) in good.iter().zip(&first) {
             assert!(Arc::ptr_eq(first, &header(text, 8).unwrap()), "still kept");
+        }
+    }
+
+    #[test]
+    fn the_header_seen_on_every_token_outlives_one_off_headers() {
+        let hot = encoded(r#"{"alg":"ES256","typ":"at+jwt","kid":"hot"}"#);
+        let first = header(&hot, 8).unwrap();
+        for i in 0..KEPT * 4 {
+            let once = encoded(&format!(r#"{{"alg":"HS256","kid":"once-{i}"}}"#));
+            header(&once, 8).unwrap();
+            if i % 4 == 3 {
+                assert!(Arc::ptr_eq(&first, &header(&hot, 8).unwrap()), "after {i}");
+            }
         }
     }
 
