@@ -42,18 +42,23 @@ impl Logged {
     /// Log to this one for as long as the guard returned lives, on this
     /// thread (where a current-thread test runtime runs everything).
     fn capture(&self) -> tracing::subscriber::DefaultGuard {
+        // tracing caches, per log statement and for every thread, whether
+        // anyone listens. While only one dispatcher is alive, it asks only
+        // the thread at hand: another test's thread, with no subscriber,
+        // reaching a statement first (or rebuilding the cache) made it
+        // silent for this test's thread too, and a message said once was
+        // lost. A second dispatcher kept alive for the whole run makes it
+        // ask every live one.
+        static ALWAYS_TWO: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
+        ALWAYS_TWO
+            .get_or_init(|| tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()));
         let writer = self.clone();
-        let guard = tracing::subscriber::set_default(
+        tracing::subscriber::set_default(
             tracing_subscriber::fmt()
                 .with_writer(move || writer.clone())
                 .with_ansi(false)
                 .finish(),
-        );
-        // Another test's thread, with no subscriber, may have been the
-        // first to reach a log statement, and tracing keeps what it then
-        // decided (nobody listens) for every thread: asked again.
-        tracing::callsite::rebuild_interest_cache();
-        guard
+        )
     }
 }
 

@@ -605,6 +605,16 @@ impl Logged {
     /// Capture this thread's log (info and above, no colours) until the
     /// guard is dropped.
     pub fn capture() -> (Logged, tracing::subscriber::DefaultGuard) {
+        // tracing caches, per log statement and for every thread, whether
+        // anyone listens. While only one dispatcher is alive, it asks only
+        // the thread at hand: another test's thread, with no subscriber,
+        // reaching a statement first (or rebuilding the cache) made it
+        // silent for this test's thread too, and a message said once (the
+        // audit writer's held events) was lost. A second dispatcher kept
+        // alive for the whole run makes it ask every live one.
+        static ALWAYS_TWO: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
+        ALWAYS_TWO
+            .get_or_init(|| tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()));
         let logged = Logged::default();
         let writer = logged.clone();
         let guard = tracing::subscriber::set_default(
@@ -626,4 +636,24 @@ impl std::io::Write for Logged {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// A capture hears what its thread says, whatever another thread without
+/// a subscriber does meanwhile (here: rebuild tracing's cache of who
+/// listens, which, with this capture the only dispatcher alive, once
+/// silenced every log statement for every thread).
+#[test]
+fn a_capture_hears_its_thread_whatever_other_threads_do() {
+    let (logged, _guard) = Logged::capture();
+    for round in 0..2 {
+        if round == 1 {
+            std::thread::spawn(tracing::callsite::rebuild_interest_cache)
+                .join()
+                .unwrap();
+        }
+        tracing::error!(round, "heard");
+    }
+    let text = String::from_utf8(logged.0.lock().unwrap().clone()).unwrap();
+    assert!(text.contains("round=0"), "{text}");
+    assert!(text.contains("round=1"), "{text}");
 }

@@ -1540,7 +1540,6 @@ async fn audit_batches_left_at_shutdown_share_one_grace() {
 #[tokio::test]
 async fn audit_events_held_for_a_retry_are_said_in_the_log() {
     let (logged, _logging) = crate::Logged::capture();
-    tracing::callsite::rebuild_interest_cache();
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("t.db").display());
     let db = Db::connect(&url, 2).await.unwrap();
@@ -1549,10 +1548,7 @@ async fn audit_events_held_for_a_retry_are_said_in_the_log() {
     for who in ["alice", "bob", "carol"] {
         queue.push(audit::Event::new("token_issued").subject(who.to_owned()));
     }
-    // Said once the retries have lasted over a second. (Another test's
-    // thread, with no subscriber, may have reached the log statement
-    // first, and tracing keeps what it then decided for every thread:
-    // asked again while waiting.)
+    // Said once the retries have lasted over a second.
     let said = |who: &str| {
         let text = String::from_utf8(logged.0.lock().unwrap().clone()).unwrap();
         text.lines()
@@ -1565,7 +1561,6 @@ async fn audit_events_held_for_a_retry_are_said_in_the_log() {
             "{}",
             String::from_utf8_lossy(&logged.0.lock().unwrap())
         );
-        tracing::callsite::rebuild_interest_cache();
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
