@@ -1001,13 +1001,7 @@ async fn a_feed_of_another_issuer_is_refused() {
 async fn every_outage_is_reported_not_only_the_first() {
     // Logs go to this test's thread, where its runtime runs the feed.
     let logged = crate::Logged::default();
-    let writer = logged.clone();
-    let _logging = tracing::subscriber::set_default(
-        tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish(),
-    );
+    let _logging = logged.capture();
     let issuer = Issuer::start().await;
     let key = key();
     let g = guard(
