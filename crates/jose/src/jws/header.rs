@@ -122,10 +122,10 @@ impl Header {
     }
 
     /// Parse decoded header bytes strictly into `self`, reusing the memory
-    /// of its `typ`, `cty` and `kid` strings. On success every field holds what the bytes
-    /// say, as [`Header::parse`] would give it; on failure `self` holds a
-    /// mix of old and new members and must not be read as any token's
-    /// header.
+    /// of its `typ`, `cty` and `kid` strings. On success every field holds
+    /// what the bytes say, as [`Header::parse`] would give it; on failure
+    /// `self` holds a mix of old and new members and must not be read as
+    /// any token's header.
     pub(crate) fn read(&mut self, bytes: &[u8], max_depth: usize) -> Result<(), Error> {
         let mut alg = None;
         let (mut typ, mut cty, mut kid) = (false, false, false);

@@ -158,30 +158,26 @@ impl Recent {
         let slot = self.victim();
         self.next = (slot + 1) % KEPT;
         self.last = slot;
-        let entry = match self.entries[slot].take() {
+        // The replaced entry lends its copy of the text, and its header
+        // when no token holds it.
+        let mut text = match self.entries[slot].take() {
             Some(mut old) => {
                 if Arc::get_mut(&mut old.header).is_some() {
                     self.spare = Some(old.header);
                 }
                 old.encoded.clear();
-                old.encoded.push_str(encoded);
-                Entry {
-                    print,
-                    encoded: old.encoded,
-                    max_depth,
-                    header: Arc::clone(&fresh),
-                    used: false,
-                }
+                old.encoded
             }
-            None => Entry {
-                print,
-                encoded: encoded.to_owned(),
-                max_depth,
-                header: Arc::clone(&fresh),
-                used: false,
-            },
+            None => String::new(),
         };
-        self.entries[slot] = Some(entry);
+        text.push_str(encoded);
+        self.entries[slot] = Some(Entry {
+            print,
+            encoded: text,
+            max_depth,
+            header: Arc::clone(&fresh),
+            used: false,
+        });
         Ok(fresh)
     }
 
