@@ -39,7 +39,10 @@ const MEMORY_KIB: u32 = 19 * 1024;
 const ITERATIONS: u32 = 2;
 const PARALLELISM: u32 = 1;
 
-/// Passwords shorter than this are refused when set.
+/// Passwords shorter than this are refused when set: so many characters
+/// (Unicode code points) as typed, and as many in the normal form that is
+/// hashed (NFKC, which can make one character of several, `ﬃ` into
+/// `ffi`, or several of one, `e` and a combining accent into `é`).
 pub const MIN_LENGTH: usize = 8;
 
 /// What an unknown user's login is verified against: a hash, under the
@@ -330,8 +333,12 @@ impl Passwords {
 
     /// Hash a new password (refusing one shorter than [`MIN_LENGTH`]).
     pub async fn hash(&self, password: Zeroizing<String>) -> Result<String, Error> {
+        let typed = password.chars().count();
         let password = normalized(&password);
-        if password.chars().count() < MIN_LENGTH {
+        // Counted both ways: NFKC spreads some single characters over
+        // many (U+FDFA is eighteen), which alone would let a password of
+        // one character through.
+        if typed.min(password.chars().count()) < MIN_LENGTH {
             return Err(Error::Invalid(format!(
                 "password too short: at least {MIN_LENGTH} characters"
             )));
@@ -572,5 +579,36 @@ mod tests {
             p.hash(Zeroizing::new("short".into())).await,
             Err(Error::Invalid(_))
         ));
+    }
+
+    /// Eight characters as typed and as hashed: a character NFKC spreads
+    /// over many, or characters it joins into fewer, do not make up the
+    /// length.
+    #[tokio::test]
+    async fn the_shortest_password_is_counted_as_typed_and_as_hashed() {
+        let p = Passwords::new(1);
+        for short in [
+            "\u{FDFA}",                         // one character, eighteen in NFKC
+            "\u{FB03}\u{FB03}\u{FB03}",         // ﬃﬃﬃ: three, nine in NFKC
+            "e\u{301}e\u{301}e\u{301}e\u{301}", // eight typed, four in NFKC
+            "1234567",
+        ] {
+            assert!(
+                matches!(
+                    p.hash(Zeroizing::new(short.into())).await,
+                    Err(Error::Invalid(_))
+                ),
+                "{short:?}"
+            );
+        }
+        for long in [
+            "12345678",
+            "\u{FB03}\u{FB03}\u{FB03}\u{FB03}\u{FB03}\u{FB03}\u{FB03}\u{FB03}",
+        ] {
+            assert!(
+                p.hash(Zeroizing::new(long.into())).await.is_ok(),
+                "{long:?}"
+            );
+        }
     }
 }

@@ -2025,6 +2025,36 @@ mod admin_api {
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
         let after = call(&h, Method::GET, "/admin/users/alice", t, None).await;
         assert_eq!(after.json, one.json, "nothing changed");
+        // `null` is never "unchanged" (it was, answered 204 with the
+        // address kept): it removes a claim as an empty string does, puts
+        // `email_verified` back to false, and is refused for the scopes,
+        // whose "none" is `[]`.
+        let r = call(
+            &h,
+            Method::PATCH,
+            "/admin/users/alice",
+            t,
+            Some(json!({"scopes": null})),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+        let r = call(
+            &h,
+            Method::PATCH,
+            "/admin/users/alice",
+            t,
+            Some(json!({"email": null, "email_verified": null, "name": null})),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+        let removed = call(&h, Method::GET, "/admin/users/alice", t, None).await;
+        assert_eq!(removed.json["email"], Value::Null, "{}", removed.text);
+        assert_eq!(removed.json["email_verified"], false, "{}", removed.text);
+        assert_eq!(
+            removed.json["scopes"], one.json["scopes"],
+            "{}",
+            removed.text
+        );
         let wrong = call(&h, Method::PUT, "/admin/users/alice", t, None).await;
         assert_eq!(
             (wrong.status, wrong.json["error"].as_str()),

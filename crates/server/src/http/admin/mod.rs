@@ -469,3 +469,23 @@ fn paged<T: serde::Serialize>(uri: &Uri, listed: Listed<T>) -> AdminResult {
 
 /// The state, for handlers.
 type AppState = State<Arc<App>>;
+
+#[cfg(test)]
+mod tests {
+    use crate::store::audit::EVENTS;
+
+    /// The document lists the audit events the listing takes, all and
+    /// only those, so a generated client offers the right choices.
+    #[test]
+    fn the_document_names_every_audit_event() {
+        let doc: serde_json::Value = serde_json::from_str(super::OPENAPI).unwrap();
+        let listed = doc["paths"]["/admin/audit"]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "event")
+            .map(|p| p["schema"]["enum"].clone())
+            .unwrap();
+        assert_eq!(listed, serde_json::json!(EVENTS));
+    }
+}
