@@ -19,8 +19,12 @@ use crate::store::clients::GrantType;
 use crate::store::refresh;
 use crate::store::revocation::Appended;
 
-/// Authorization: the client the token was issued to (others get the same
-/// 200 and nothing happens, RFC 7009 §2.2).
+/// Authorization: the client the token was issued to. Another client's
+/// token, unexpired (an access token this server signed) or of a family
+/// not revoked (a refresh token), is refused with `unauthorized_client`
+/// (RFC 7009 §2.1: a 200 would tell its caller the token was revoked
+/// while it lives on); one that is unknown, expired or revoked already is
+/// answered 200 and nothing happens (§2.2).
 pub async fn revoke(State(app): State<Arc<App>>, form: OAuthForm) -> Result<Response, OAuthError> {
     let client = authenticate(app.verifier(), &form.credentials(), Accept::AnyClient)
         .await
@@ -36,47 +40,53 @@ pub async fn revoke(State(app): State<Arc<App>>, form: OAuthForm) -> Result<Resp
             None => event,
         }
     };
+    let not_yours = || {
+        OAuthError::unauthorized_client(
+            "the token was issued to another client: only that client may revoke it",
+        )
+    };
     if looks_like_jwt(token) {
         if let Some(verified) = app.access.verify(token) {
             let claims = &verified.claims;
-            if claims.custom.client_id == client.client_id {
-                if let (Some(jti), Some(exp)) = (claims.jti.as_deref(), claims.exp) {
-                    // Each one is an event every guard keeps until `exp`:
-                    // counted against the client's allowance for the
-                    // subject, unless the token is refused already (by its
-                    // `jti`, or its user's, client's or session's cut).
-                    let revoked = app.access.revoked();
-                    let refused = revoked.refuses(Revocable {
-                        jti: Some(jti),
-                        sub: claims.sub.as_deref(),
-                        client_id: Some(&claims.custom.client_id),
-                        sid: claims.custom.sid.as_deref(),
-                        iat: claims.iat.map(|t| t.seconds()),
-                        kid: verified.header.kid.as_deref(),
-                        family: claims.custom.refresh_family.as_deref(),
-                    });
-                    if !refused {
-                        let subject = claims.sub.as_deref().unwrap_or(&client.client_id);
-                        let any_subject = client.allows(GrantType::JwtBearer);
-                        let count = || {
-                            app.revoke_limit
-                                .check(&client.client_id, subject, any_subject)
-                        };
-                        match revoked
-                            .revoke_token_counted(&app.db, jti, exp.seconds(), count)
-                            .await?
-                        {
-                            Appended::OverAllowance(wait) => {
-                                return Err(OAuthError::revoking_too_fast(wait))
-                            }
-                            Appended::Now => {
-                                app.audit.push(event(
-                                    claims.sub.as_deref(),
-                                    format!("access_token jti={jti}"),
-                                ));
-                            }
-                            Appended::Already => {}
+            if claims.custom.client_id != client.client_id {
+                return Err(not_yours());
+            }
+            if let (Some(jti), Some(exp)) = (claims.jti.as_deref(), claims.exp) {
+                // Each one is an event every guard keeps until `exp`:
+                // counted against the client's allowance for the
+                // subject, unless the token is refused already (by its
+                // `jti`, or its user's, client's or session's cut).
+                let revoked = app.access.revoked();
+                let refused = revoked.refuses(Revocable {
+                    jti: Some(jti),
+                    sub: claims.sub.as_deref(),
+                    client_id: Some(&claims.custom.client_id),
+                    sid: claims.custom.sid.as_deref(),
+                    iat: claims.iat.map(|t| t.seconds()),
+                    kid: verified.header.kid.as_deref(),
+                    family: claims.custom.refresh_family.as_deref(),
+                });
+                if !refused {
+                    let subject = claims.sub.as_deref().unwrap_or(&client.client_id);
+                    let any_subject = client.allows(GrantType::JwtBearer);
+                    let count = || {
+                        app.revoke_limit
+                            .check(&client.client_id, subject, any_subject)
+                    };
+                    match revoked
+                        .revoke_token_counted(&app.db, jti, exp.seconds(), count)
+                        .await?
+                    {
+                        Appended::OverAllowance(wait) => {
+                            return Err(OAuthError::revoking_too_fast(wait))
                         }
+                        Appended::Now => {
+                            app.audit.push(event(
+                                claims.sub.as_deref(),
+                                format!("access_token jti={jti}"),
+                            ));
+                        }
+                        Appended::Already => {}
                     }
                 }
             }
@@ -97,6 +107,13 @@ pub async fn revoke(State(app): State<Arc<App>>, form: OAuthForm) -> Result<Resp
             counted,
         )
         .await?;
+        if revoked.is_none()
+            && refresh::issued_to(&app.db, token)
+                .await?
+                .is_some_and(|owner| owner != client.client_id)
+        {
+            return Err(not_yours());
+        }
         if let Some((family, cut)) = revoked {
             if cut {
                 // Its access tokens are refused here at once.

@@ -384,7 +384,7 @@ async fn revocation_ends_refresh_families_and_access_tokens(backend: Backend) {
     let other = h.public_client("read").await;
     h.user("alice", "correct horse", "read").await;
     let login = h.login(&web, "alice", "correct horse").await;
-    let (access, refresh) = (login.str("access_token"), login.str("refresh_token"));
+    let rotated = login.str("refresh_token");
     let active = |token: String| {
         let (h, rs, rs_secret) = (&h, rs.clone(), rs_secret.clone());
         async move { h.active(&token, (&rs, &rs_secret)).await }
@@ -402,8 +402,12 @@ async fn revocation_ends_refresh_families_and_access_tokens(backend: Backend) {
         }
     };
 
-    // Another client's revocation is answered 200 and does nothing.
-    for token in [&access, &refresh] {
+    // Another client's revocation does nothing, and says so (RFC 7009
+    // §2.1; it was answered 200 as if done): for an access token, and
+    // for a refresh token used or not. A token no one has is 200 (§2.2).
+    let used = h.refresh(&web, &rotated, None).await;
+    let (access, refresh) = (used.str("access_token"), used.str("refresh_token"));
+    for token in [&access, &refresh, &rotated] {
         let r = h
             .post(
                 "/oauth2/revoke",
@@ -411,8 +415,21 @@ async fn revocation_ends_refresh_families_and_access_tokens(backend: Backend) {
                 None,
             )
             .await;
-        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(
+            (r.status, r.error()),
+            (StatusCode::BAD_REQUEST, "unauthorized_client"),
+            "{}",
+            r.text
+        );
     }
+    let r = h
+        .post(
+            "/oauth2/revoke",
+            &[("token", "no-such-token"), ("client_id", &other)],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert!(active(access.clone()).await);
     assert!(refresh_live(&refresh).await);
 
