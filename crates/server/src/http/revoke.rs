@@ -20,11 +20,15 @@ use crate::store::refresh;
 use crate::store::revocation::Appended;
 
 /// Authorization: the client the token was issued to. Another client's
-/// token, unexpired (an access token this server signed) or of a family
-/// not revoked (a refresh token), is refused with `unauthorized_client`
-/// (RFC 7009 §2.1: a 200 would tell its caller the token was revoked
-/// while it lives on); one that is unknown, expired or revoked already is
-/// answered 200 and nothing happens (§2.2).
+/// token is refused with `unauthorized_client` (RFC 7009 §2.1: a 200
+/// would tell its caller the token was revoked while it lives on): an
+/// access token this server signed that has not expired, revoked or not
+/// (answering otherwise would tell anyone who names a client whether it
+/// was), and a refresh token of a family neither revoked nor over. What
+/// the caller learns, its holder knew: the token works where it is
+/// meant to. A token that is unknown, expired, or a refresh token whose
+/// family ended is answered 200 and nothing happens (§2.2). A refusal is
+/// logged: a client holding another's token may have stolen it.
 pub async fn revoke(State(app): State<Arc<App>>, form: OAuthForm) -> Result<Response, OAuthError> {
     let client = authenticate(app.verifier(), &form.credentials(), Accept::AnyClient)
         .await
@@ -40,7 +44,13 @@ pub async fn revoke(State(app): State<Arc<App>>, form: OAuthForm) -> Result<Resp
             None => event,
         }
     };
-    let not_yours = || {
+    let not_yours = |owner: &str| {
+        tracing::warn!(
+            client_id = %client.client_id,
+            issued_to = %owner,
+            peer = ?form.peer,
+            "revocation refused: the token was issued to another client"
+        );
         OAuthError::unauthorized_client(
             "the token was issued to another client: only that client may revoke it",
         )
@@ -49,7 +59,7 @@ pub async fn revoke(State(app): State<Arc<App>>, form: OAuthForm) -> Result<Resp
         if let Some(verified) = app.access.verify(token) {
             let claims = &verified.claims;
             if claims.custom.client_id != client.client_id {
-                return Err(not_yours());
+                return Err(not_yours(&claims.custom.client_id));
             }
             if let (Some(jti), Some(exp)) = (claims.jti.as_deref(), claims.exp) {
                 // Each one is an event every guard keeps until `exp`:
@@ -107,12 +117,12 @@ pub async fn revoke(State(app): State<Arc<App>>, form: OAuthForm) -> Result<Resp
             counted,
         )
         .await?;
-        if revoked.is_none()
-            && refresh::issued_to(&app.db, token)
-                .await?
-                .is_some_and(|owner| owner != client.client_id)
-        {
-            return Err(not_yours());
+        if revoked.is_none() {
+            if let Some(owner) = refresh::issued_to(&app.db, token).await? {
+                if owner != client.client_id {
+                    return Err(not_yours(&owner));
+                }
+            }
         }
         if let Some((family, cut)) = revoked {
             if cut {

@@ -887,13 +887,14 @@ pub async fn presented(db: &Db, presented: &str, client_id: &str) -> Result<Pres
     })
 }
 
-/// The client whose family, not revoked yet, holds `presented` (used or
-/// not): a revocation by any other client is refused (RFC 7009 §2.1).
+/// The client whose family, neither revoked nor over, holds `presented`
+/// (used or not, unexpired): a revocation by any other client is refused
+/// (RFC 7009 §2.1).
 pub async fn issued_to(db: &Db, presented: &str) -> Result<Option<String>, Error> {
     let client = on_pool!(db.read(), p => sqlx::query_scalar(
         "SELECT f.client_id FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id \
-         WHERE t.token_hash = $1 AND f.revoked_at IS NULL"
-    ).bind(token_digest(presented)).fetch_optional(p).await)?;
+         WHERE t.token_hash = $1 AND f.revoked_at IS NULL AND t.expires_at > $2 AND f.expires_at > $2"
+    ).bind(token_digest(presented)).bind(now()).fetch_optional(p).await)?;
     Ok(client)
 }
 
