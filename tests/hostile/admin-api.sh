@@ -43,7 +43,8 @@ cleanup() {
 trap cleanup EXIT
 
 "$tessera" client add admin --data-dir "$data" --scope tessera:admin --access-ttl 1h --json \
-  > "$data/admin.json" 2>/dev/null
+  > "$data/admin.json"
+: > "$data/serve.out"
 TESSERA_LOG=warn "$tessera" serve --data-dir "$data" --listen 127.0.0.1:0 \
   > "$data/serve.out" 2> "$data/serve.log" &
 pid=$!
@@ -72,9 +73,13 @@ PY
 config="$data/schemathesis.toml"
 printf 'headers = { Authorization = "Bearer ${TESSERA_ADMIN_TOKEN}" }\n' > "$config"
 st() {
-  TESSERA_ADMIN_TOKEN="$(token)" "$venv/bin/st" --no-color --config-file "$config" \
-    run "$base/admin/openapi.json" \
-    --checks all --exclude-checks positive_data_acceptance --workers 2 "$@"
+  local admin_token
+  admin_token="$(token)"
+  # From the data directory, where schemathesis leaves what it keeps
+  # between runs.
+  (cd "$data" && TESSERA_ADMIN_TOKEN="$admin_token" "$venv/bin/st" --no-color \
+    --config-file "$config" run "$base/admin/openapi.json" \
+    --checks all --exclude-checks positive_data_acceptance --workers 2 "$@")
 }
 
 echo "-- every operation but the four that end the caller's own access, with sequences ($budget s)"

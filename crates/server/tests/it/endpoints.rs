@@ -407,6 +407,7 @@ async fn revocation_ends_refresh_families_and_access_tokens(backend: Backend) {
     // for a refresh token used or not. A token no one has is 200 (§2.2).
     let used = h.refresh(&web, &rotated, None).await;
     let (access, refresh) = (used.str("access_token"), used.str("refresh_token"));
+    let (logged, _logging) = crate::Logged::capture();
     for token in [&access, &refresh, &rotated] {
         let r = h
             .post(
@@ -422,6 +423,12 @@ async fn revocation_ends_refresh_families_and_access_tokens(backend: Backend) {
             r.text
         );
     }
+    // Said, with both clients: one holding another's token may have
+    // stolen it.
+    let said = String::from_utf8_lossy(&logged.0.lock().unwrap()).to_string();
+    let refusals = said.matches("revocation refused").count();
+    assert_eq!(refusals, 3, "{said}");
+    assert!(said.contains(&format!("issued_to={web}")), "{said}");
     let r = h
         .post(
             "/oauth2/revoke",
@@ -499,6 +506,22 @@ async fn revocation_ends_refresh_families_and_access_tokens(backend: Backend) {
     assert_eq!(r.status, StatusCode::OK);
     let r = h.post("/oauth2/revoke", &[("client_id", &web)], None).await;
     assert_eq!(r.error(), "invalid_request");
+    // Another client's refresh token whose family is over (not yet
+    // deleted): nothing to refuse, 200 (§2.2).
+    let over = h.login(&web, "alice", "correct horse").await;
+    h.execute(
+        "UPDATE refresh_families SET expires_at = 1 WHERE client_id = $1 AND revoked_at IS NULL",
+        &[&web],
+    )
+    .await;
+    let r = h
+        .post(
+            "/oauth2/revoke",
+            &[("token", &over.str("refresh_token")), ("client_id", &other)],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     // Both revocations name whose token it was.
     let alice = tessera_server::store::users::find(&h.db, "alice")
         .await
@@ -1423,6 +1446,8 @@ mod admin_api {
             json!({ "add_scopes": ["x"], "remove_scopes": ["x"] }),
             json!({ "add_scopes": [""] }),
             json!({}),
+            // `null` is not "unchanged" (it was, with the additions made).
+            json!({ "scopes": null, "add_scopes": ["x"] }),
         ] {
             let r = edit(wrong.clone()).await;
             assert_eq!(r.status, StatusCode::BAD_REQUEST, "{wrong}: {}", r.text);
@@ -2065,6 +2090,31 @@ mod admin_api {
         .await;
         assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
         let removed = call(&h, Method::GET, "/admin/users/alice", t, None).await;
+        // A body is an object: serde reads a struct from an array too, by
+        // position, and `["Mallory"]` set the name (found by the hostile
+        // client, tests/hostile/admin-api.sh).
+        for array in [json!(["Mallory"]), json!([null])] {
+            let r = call(
+                &h,
+                Method::PATCH,
+                "/admin/users/alice",
+                t,
+                Some(array.clone()),
+            )
+            .await;
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{array}: {}", r.text);
+        }
+        let r = call(
+            &h,
+            Method::POST,
+            "/admin/users",
+            t,
+            Some(json!(["mallory", "correct horse"])),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+        let unchanged = call(&h, Method::GET, "/admin/users/alice", t, None).await;
+        assert_eq!(unchanged.json, removed.json);
         assert_eq!(removed.json["email"], Value::Null, "{}", removed.text);
         assert_eq!(removed.json["email_verified"], false, "{}", removed.text);
         assert_eq!(

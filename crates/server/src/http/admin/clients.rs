@@ -92,6 +92,8 @@ pub async fn add(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientChange {
+    /// `null` is refused: "no scopes" is `[]`.
+    #[serde(default, deserialize_with = "super::not_null")]
     scopes: Option<Vec<String>>,
     #[serde(default)]
     add_scopes: Vec<String>,

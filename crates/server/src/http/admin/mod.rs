@@ -17,6 +17,7 @@ use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use serde::Deserialize;
 use serde_json::json;
 
 use tessera_guard::{AccessToken, GuardLayer, Rejection, RequireScope};
@@ -372,9 +373,11 @@ impl IntoResponse for AdminError {
     }
 }
 
-/// A JSON body, refused as `invalid_request` when malformed: 413 when it
-/// is over the limit, 415 when it is not JSON, 400 otherwise (as the
-/// OpenAPI document says).
+/// A JSON object as the body, refused as `invalid_request` when
+/// malformed: 413 when it is over the limit, 415 when it is not JSON, 400
+/// otherwise (as the OpenAPI document says). Only an object: serde also
+/// reads a struct from an array, by position, so `["Mallory"]` would
+/// have set a user's name, and `[null]` removed it.
 #[derive(Debug)]
 pub struct Body<T>(pub T);
 
@@ -382,16 +385,23 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<
     type Rejection = AdminError;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Body<T>, AdminError> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(value)) => Ok(Body(value)),
+        let text = match Json::<Box<serde_json::value::RawValue>>::from_request(req, state).await {
+            Ok(Json(text)) => text,
             Err(rejection) => {
                 let status = match rejection.status() {
                     s @ (StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNSUPPORTED_MEDIA_TYPE) => s,
                     _ => StatusCode::BAD_REQUEST,
                 };
-                Err(AdminError(status, "invalid_request", rejection.body_text()))
+                return Err(AdminError(status, "invalid_request", rejection.body_text()));
             }
+        };
+        let refused = |why: String| AdminError(StatusCode::BAD_REQUEST, "invalid_request", why);
+        if !text.get().trim_start().starts_with('{') {
+            return Err(refused("the body must be a JSON object".into()));
         }
+        serde_json::from_str(text.get())
+            .map(Body)
+            .map_err(|e| refused(format!("the body does not fit: {e}")))
     }
 }
 
@@ -465,6 +475,25 @@ fn paged<T: serde::Serialize>(uri: &Uri, listed: Listed<T>) -> AdminResult {
         response.headers_mut().insert(header::LINK, value);
     }
     Ok(response)
+}
+
+/// A member that is there: its value, `null` as the value that stands
+/// for none (an empty string removes a claim; false).
+pub(super) fn null_removes<'de, D, T>(member: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Some(Option::<T>::deserialize(member)?.unwrap_or_default()))
+}
+
+/// A member that is there, which may not be `null`.
+pub(super) fn not_null<'de, D, T>(member: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(member).map(Some)
 }
 
 /// The state, for handlers.

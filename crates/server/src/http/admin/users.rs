@@ -24,8 +24,8 @@ pub struct NewUser {
     email_verified: Option<bool>,
 }
 
-/// Profile claims to change (absent: unchanged; `null` or empty:
-/// removed, `email_verified` back to false), and the scopes (absent:
+/// Profile claims to change (absent: unchanged; `null` or an empty
+/// string: removed; `email_verified: null`: false), and the scopes (absent:
 /// unchanged; `scopes`: these, in place of the old; or `add_scopes` and
 /// `remove_scopes`, against the scopes as they are when the change is
 /// written). A `null` never passes for "unchanged": an admin who sends
@@ -34,38 +34,19 @@ pub struct NewUser {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProfileChange {
-    #[serde(default, deserialize_with = "null_removes")]
+    #[serde(default, deserialize_with = "super::null_removes")]
     name: Option<String>,
-    #[serde(default, deserialize_with = "null_removes")]
+    #[serde(default, deserialize_with = "super::null_removes")]
     email: Option<String>,
-    #[serde(default, deserialize_with = "null_removes")]
+    #[serde(default, deserialize_with = "super::null_removes")]
     email_verified: Option<bool>,
     /// `null` is refused: "no scopes" is `[]`.
-    #[serde(default, deserialize_with = "not_null")]
+    #[serde(default, deserialize_with = "super::not_null")]
     scopes: Option<Vec<String>>,
     #[serde(default)]
     add_scopes: Vec<String>,
     #[serde(default)]
     remove_scopes: Vec<String>,
-}
-
-/// A member that is there: its value, `null` as the value that stands
-/// for none (an empty string removes a claim; false).
-fn null_removes<'de, D, T>(member: D) -> Result<Option<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de> + Default,
-{
-    Ok(Some(Option::<T>::deserialize(member)?.unwrap_or_default()))
-}
-
-/// A member that is there, which may not be `null`.
-fn not_null<'de, D, T>(member: D) -> Result<Option<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    T::deserialize(member).map(Some)
 }
 
 #[derive(Deserialize)]
