@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# A hostile client against the admin API: schemathesis (PyPI, installed
-# under target/) reads GET /admin/openapi.json and sends what it allows
+# A hostile client against `tessera serve`: schemathesis (PyPI, installed
+# under target/) sends what an OpenAPI document allows and what it
+# forbids, and checks every answer against it.
+#
+# The admin API: schemathesis reads GET /admin/openapi.json and sends what it allows
 # and what it forbids (every operation, its parameters' edges, random
 # bodies, and sequences built from earlier answers: a user added, then
 # changed, disabled, deleted, then asked for again). Every answer is
@@ -19,7 +22,13 @@
 # run with sequences leaves those four operations out, and a second run
 # sends them alone, with identifiers of its own making.
 #
-# Usage: tests/hostile/admin-api.sh [path/to/tessera] [seconds for the first run]
+# The OAuth endpoints (token, introspection, revocation, userinfo, and
+# the discovery and key documents), described for this script by
+# tests/hostile/oauth-endpoints.json: as a confidential client with
+# client_secret_basic, and userinfo with that client's access token;
+# tokens issued are introspected and revoked in sequences.
+#
+# Usage: tests/hostile/run.sh [path/to/tessera] [seconds for the first run]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 tessera="${1:-}"
@@ -44,6 +53,8 @@ trap cleanup EXIT
 
 "$tessera" client add admin --data-dir "$data" --scope tessera:admin --access-ttl 1h --json \
   > "$data/admin.json"
+"$tessera" client add svc --data-dir "$data" --scope read --scope openid --access-ttl 1h --json \
+  > "$data/svc.json"
 : > "$data/serve.out"
 TESSERA_LOG=warn "$tessera" serve --data-dir "$data" --listen 127.0.0.1:0 \
   > "$data/serve.out" 2> "$data/serve.log" &
@@ -56,14 +67,15 @@ for _ in $(seq 300); do
 done
 [ -n "$base" ] || { cat "$data/serve.log"; echo "tessera serve did not start"; exit 1; }
 
-# A fresh admin token (client_credentials), read without printing it.
+# A fresh token (client_credentials) of the client in $1 for the scope $2,
+# read without printing it.
 token() {
-  "$venv/bin/python" - "$base" "$data/admin.json" <<'PY'
+  "$venv/bin/python" - "$base" "$data/$1.json" "$2" <<'PY'
 import base64, json, sys, urllib.parse, urllib.request
-base, path = sys.argv[1], sys.argv[2]
+base, path, scope = sys.argv[1], sys.argv[2], sys.argv[3]
 creds = json.load(open(path))
 basic = base64.b64encode(f"{creds['client_id']}:{creds['client_secret']}".encode()).decode()
-body = urllib.parse.urlencode({"grant_type": "client_credentials", "scope": "tessera:admin"}).encode()
+body = urllib.parse.urlencode({"grant_type": "client_credentials", "scope": scope}).encode()
 req = urllib.request.Request(base + "/oauth2/token", data=body, headers={"Authorization": "Basic " + basic})
 print(json.load(urllib.request.urlopen(req))["access_token"])
 PY
@@ -74,7 +86,7 @@ config="$data/schemathesis.toml"
 printf 'headers = { Authorization = "Bearer ${TESSERA_ADMIN_TOKEN}" }\n' > "$config"
 st() {
   local admin_token
-  admin_token="$(token)"
+  admin_token="$(token admin tessera:admin)"
   # From the data directory, where schemathesis leaves what it keeps
   # between runs.
   (cd "$data" && TESSERA_ADMIN_TOKEN="$admin_token" "$venv/bin/st" --no-color \
@@ -92,9 +104,22 @@ st --max-time "$((budget / 2))" --phases examples,coverage,fuzzing \
   --include-path-regex '/revoke$|/rotate-secret$|^/admin/clients/\{client_id\}$' \
   --exclude-method GET
 
+echo "-- the OAuth endpoints, with sequences ($budget s)"
+svc() { "$venv/bin/python" -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$data/svc.json" "$1"; }
+oauth_config="$data/oauth.toml"
+printf '[auth.openapi.basic]\nusername = "${H_ID}"\npassword = "${H_SECRET}"\n[auth.openapi.bearer]\nbearer = "${H_TOKEN}"\n' \
+  > "$oauth_config"
+svc_id="$(svc client_id)"
+svc_secret="$(svc client_secret)"
+svc_token="$(token svc "read openid")"
+document="$PWD/tests/hostile/oauth-endpoints.json"
+(cd "$data" && H_ID="$svc_id" H_SECRET="$svc_secret" H_TOKEN="$svc_token" "$venv/bin/st" \
+  --no-color --config-file "$oauth_config" run "$document" --url "$base" \
+  --checks all --exclude-checks positive_data_acceptance --workers 2 --max-time "$budget")
+
 curl_status() { "$venv/bin/python" -c "import sys,urllib.request; print(urllib.request.urlopen(sys.argv[1]).status)" "$1"; }
 [ "$(curl_status "$base/healthz")" = 200 ] || { echo "the server no longer answers"; exit 1; }
 if grep -n "panicked" "$data/serve.log"; then
   echo "the server panicked"; exit 1
 fi
-echo "admin API: no failure"
+echo "hostile client: no failure"
