@@ -81,6 +81,10 @@ print(json.load(urllib.request.urlopen(req))["access_token"])
 PY
 }
 
+# One worker: with two, hypothesis (on CPython 3.11) now and then failed
+# with an internal "AST constructor recursion depth mismatch" while two
+# threads parsed its own sources at once, an error of the tool's that
+# failed the run.
 # The token reaches schemathesis through its environment, not a command line.
 config="$data/schemathesis.toml"
 printf 'headers = { Authorization = "Bearer ${TESSERA_ADMIN_TOKEN}" }\n' > "$config"
@@ -91,7 +95,7 @@ st() {
   # between runs.
   (cd "$data" && TESSERA_ADMIN_TOKEN="$admin_token" "$venv/bin/st" --no-color \
     --config-file "$config" run "$base/admin/openapi.json" \
-    --checks all --exclude-checks positive_data_acceptance --workers 2 "$@")
+    --checks all --exclude-checks positive_data_acceptance --workers 1 "$@")
 }
 
 echo "-- every operation but the four that end the caller's own access, with sequences ($budget s)"
@@ -115,7 +119,7 @@ svc_token="$(token svc "read openid")"
 document="$PWD/tests/hostile/oauth-endpoints.json"
 (cd "$data" && H_ID="$svc_id" H_SECRET="$svc_secret" H_TOKEN="$svc_token" "$venv/bin/st" \
   --no-color --config-file "$oauth_config" run "$document" --url "$base" \
-  --checks all --exclude-checks positive_data_acceptance --workers 2 --max-time "$budget")
+  --checks all --exclude-checks positive_data_acceptance --workers 1 --max-time "$budget")
 
 curl_status() { "$venv/bin/python" -c "import sys,urllib.request; print(urllib.request.urlopen(sys.argv[1]).status)" "$1"; }
 [ "$(curl_status "$base/healthz")" = 200 ] || { echo "the server no longer answers"; exit 1; }
