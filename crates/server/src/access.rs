@@ -61,6 +61,22 @@ pub(crate) const INSTANCE_SKEW: Duration = Duration::from_secs(5);
 /// A verified access token of this server.
 pub type AccessToken = Arc<tessera_jose::Token<AccessClaims>>;
 
+/// What the revocation log is asked of one of this server's access
+/// tokens: its `jti`, subject, client, session, issue time, key and
+/// refresh family.
+pub fn revocable(token: &tessera_jose::Token<AccessClaims>) -> Revocable<'_> {
+    let claims = &token.claims;
+    Revocable {
+        jti: claims.jti.as_deref(),
+        sub: claims.sub.as_deref(),
+        client_id: Some(&claims.custom.client_id),
+        sid: claims.custom.sid.as_deref(),
+        iat: claims.iat.map(|t| t.seconds()),
+        kid: token.header.kid.as_deref(),
+        family: claims.custom.refresh_family.as_deref(),
+    }
+}
+
 /// What to put in a new access token.
 #[derive(Clone, Debug)]
 pub struct Mint<'a> {
@@ -227,19 +243,9 @@ impl AccessTokens {
         if verified.header.kid.is_none() {
             return Ok(None);
         }
-        let claims = &verified.claims;
-        let token = Revocable {
-            jti: claims.jti.as_deref(),
-            sub: claims.sub.as_deref(),
-            client_id: Some(&claims.custom.client_id),
-            sid: claims.custom.sid.as_deref(),
-            iat: claims.iat.map(|t| t.seconds()),
-            // This server's tokens all name their key (a token verified
-            // before its key was revoked may be in the cache).
-            kid: verified.header.kid.as_deref(),
-            family: claims.custom.refresh_family.as_deref(),
-        };
-        let Some(owner) = self.standing(db, clients, token).await? else {
+        // This server's tokens all name their key (a token verified
+        // before its key was revoked may be in the cache).
+        let Some(owner) = self.standing(db, clients, revocable(&verified)).await? else {
             return Ok(None);
         };
         Ok(Some((verified, owner)))

@@ -7,12 +7,11 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use tessera_guard::revocation::Revocable;
 
 use super::error::client_refusal;
 use super::form::OAuthForm;
 use super::{App, OAuthError};
-use crate::access::looks_like_jwt;
+use crate::access::{looks_like_jwt, revocable};
 use crate::grant::client_auth::{authenticate, Accept};
 use crate::store::audit::Event;
 use crate::store::clients::GrantType;
@@ -67,15 +66,7 @@ pub async fn revoke(State(app): State<Arc<App>>, form: OAuthForm) -> Result<Resp
                 // subject, unless the token is refused already (by its
                 // `jti`, or its user's, client's or session's cut).
                 let revoked = app.access.revoked();
-                let refused = revoked.refuses(Revocable {
-                    jti: Some(jti),
-                    sub: claims.sub.as_deref(),
-                    client_id: Some(&claims.custom.client_id),
-                    sid: claims.custom.sid.as_deref(),
-                    iat: claims.iat.map(|t| t.seconds()),
-                    kid: verified.header.kid.as_deref(),
-                    family: claims.custom.refresh_family.as_deref(),
-                });
+                let refused = revoked.refuses(revocable(&verified));
                 if !refused {
                     let subject = claims.sub.as_deref().unwrap_or(&client.client_id);
                     let any_subject = client.allows(GrantType::JwtBearer);
