@@ -25,8 +25,9 @@
 # The OAuth endpoints (token, introspection, revocation, userinfo, and
 # the discovery and key documents), described for this script by
 # tests/hostile/oauth-endpoints.json: as a confidential client with
-# client_secret_basic, and userinfo with that client's access token;
-# tokens issued are introspected and revoked in sequences.
+# client_secret_basic, and userinfo with a person's access token (the
+# password grant); tokens issued are introspected and revoked in
+# sequences.
 #
 # Usage: tests/hostile/run.sh [path/to/tessera] [seconds for the first run]
 set -euo pipefail
@@ -53,8 +54,9 @@ trap cleanup EXIT
 
 "$tessera" client add admin --data-dir "$data" --scope tessera:admin --access-ttl 1h --json \
   > "$data/admin.json"
-"$tessera" client add svc --data-dir "$data" --scope read --scope openid --access-ttl 1h --json \
-  > "$data/svc.json"
+"$tessera" client add svc --data-dir "$data" --grant client_credentials --grant password \
+  --grant refresh_token --scope read --scope openid --scope profile --scope email \
+  --access-ttl 1h --json > "$data/svc.json"
 : > "$data/serve.out"
 TESSERA_LOG=warn "$tessera" serve --data-dir "$data" --listen 127.0.0.1:0 \
   > "$data/serve.out" 2> "$data/serve.log" &
@@ -67,17 +69,24 @@ for _ in $(seq 300); do
 done
 [ -n "$base" ] || { cat "$data/serve.log"; echo "tessera serve did not start"; exit 1; }
 
-# A fresh token (client_credentials) of the client in $1 for the scope $2,
-# read without printing it.
+# A fresh token of the client in $1 for the scope $2, read without
+# printing it: client_credentials, or the password grant for the user
+# named in H_USER (password in H_PASSWORD).
 token() {
   "$venv/bin/python" - "$base" "$data/$1.json" "$2" <<'PY'
-import base64, json, sys, urllib.parse, urllib.request
+import base64, json, os, sys, urllib.error, urllib.parse, urllib.request
 base, path, scope = sys.argv[1], sys.argv[2], sys.argv[3]
 creds = json.load(open(path))
 basic = base64.b64encode(f"{creds['client_id']}:{creds['client_secret']}".encode()).decode()
-body = urllib.parse.urlencode({"grant_type": "client_credentials", "scope": scope}).encode()
+form = {"grant_type": "client_credentials", "scope": scope}
+if os.environ.get("H_USER"):
+    form.update(grant_type="password", username=os.environ["H_USER"], password=os.environ["H_PASSWORD"])
+body = urllib.parse.urlencode(form).encode()
 req = urllib.request.Request(base + "/oauth2/token", data=body, headers={"Authorization": "Basic " + basic})
-print(json.load(urllib.request.urlopen(req))["access_token"])
+try:
+    print(json.load(urllib.request.urlopen(req))["access_token"])
+except urllib.error.HTTPError as e:
+    sys.exit(f"no token for {form['grant_type']}: {e.code} {e.read().decode()}")
 PY
 }
 
@@ -115,7 +124,13 @@ printf '[auth.openapi.basic]\nusername = "${H_ID}"\npassword = "${H_SECRET}"\n[a
   > "$oauth_config"
 svc_id="$(svc client_id)"
 svc_secret="$(svc client_secret)"
-svc_token="$(token svc "read openid")"
+# A person, added only now (the admin runs delete the users they find),
+# whose token userinfo answers with claims.
+user_password="$("$venv/bin/python" -c "import secrets; print(secrets.token_urlsafe(16))")"
+printf '%s\n' "$user_password" | "$tessera" user add alice --data-dir "$data" --password-stdin \
+  --name "Alice Example" --email alice@example.com --scope read --scope openid --scope profile \
+  --scope email > /dev/null
+svc_token="$(H_USER=alice H_PASSWORD="$user_password" token svc "openid profile email read")"
 document="$PWD/tests/hostile/oauth-endpoints.json"
 (cd "$data" && H_ID="$svc_id" H_SECRET="$svc_secret" H_TOKEN="$svc_token" "$venv/bin/st" \
   --no-color --config-file "$oauth_config" run "$document" --url "$base" \
