@@ -29,11 +29,16 @@
 # password grant); tokens issued are introspected and revoked in
 # sequences.
 #
-# Usage: tests/hostile/run.sh [path/to/tessera] [seconds for the first run]
+# The server keeps its data in SQLite, or with `postgres` as the third
+# argument in a database this script makes (and drops) on the server
+# TESSERA_TEST_DATABASE_URL names.
+#
+# Usage: tests/hostile/run.sh [path/to/tessera] [seconds for the first run] [sqlite|postgres]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 tessera="${1:-}"
 budget="${2:-60}"
+backend="${3:-sqlite}"
 if [ -z "$tessera" ]; then
   cargo build -q -p tessera-cli
   tessera="$PWD/target/debug/tessera"
@@ -46,11 +51,27 @@ fi
 
 data="$(mktemp -d)"
 pid=""
+database=""
 cleanup() {
   if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
   rm -rf "$data"
+  if [ -n "$database" ]; then
+    psql "$TESSERA_TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS $database" || true
+  fi
 }
 trap cleanup EXIT
+case "$backend" in
+  sqlite) ;;
+  postgres)
+    : "${TESSERA_TEST_DATABASE_URL:?names the PostgreSQL server for the postgres run}"
+    database="tessera_hostile_$$"
+    psql "$TESSERA_TEST_DATABASE_URL" -qc "CREATE DATABASE $database"
+    # The same server, the new database: the URL's last path segment replaced.
+    export TESSERA_DATABASE_URL="${TESSERA_TEST_DATABASE_URL%/*}/$database"
+    ;;
+  *) echo "backend: sqlite or postgres, not $backend"; exit 2 ;;
+esac
+echo "-- $backend"
 
 "$tessera" client add admin --data-dir "$data" --scope tessera:admin --access-ttl 1h --json \
   > "$data/admin.json"
