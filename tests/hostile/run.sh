@@ -111,21 +111,27 @@ except urllib.error.HTTPError as e:
 PY
 }
 
+# schemathesis with the configuration $1 on the document $2, making every
+# check but positive_data_acceptance, from the data directory (where it
+# leaves what it keeps between runs). Tokens and secrets reach it through
+# its environment, named in the configuration, never on a command line.
 # One worker: with two, hypothesis (on CPython 3.11) now and then failed
 # with an internal "AST constructor recursion depth mismatch" while two
 # threads parsed its own sources at once, an error of the tool's that
 # failed the run.
-# The token reaches schemathesis through its environment, not a command line.
-config="$data/schemathesis.toml"
-printf 'headers = { Authorization = "Bearer ${TESSERA_ADMIN_TOKEN}" }\n' > "$config"
+schemathesis() {
+  local config="$1" document="$2"
+  shift 2
+  (cd "$data" && "$venv/bin/st" --no-color --config-file "$config" run "$document" \
+    --checks all --exclude-checks positive_data_acceptance --workers 1 "$@")
+}
+
+admin_config="$data/admin.toml"
+printf 'headers = { Authorization = "Bearer ${TESSERA_ADMIN_TOKEN}" }\n' > "$admin_config"
 st() {
   local admin_token
   admin_token="$(token admin tessera:admin)"
-  # From the data directory, where schemathesis leaves what it keeps
-  # between runs.
-  (cd "$data" && TESSERA_ADMIN_TOKEN="$admin_token" "$venv/bin/st" --no-color \
-    --config-file "$config" run "$base/admin/openapi.json" \
-    --checks all --exclude-checks positive_data_acceptance --workers 1 "$@")
+  TESSERA_ADMIN_TOKEN="$admin_token" schemathesis "$admin_config" "$base/admin/openapi.json" "$@"
 }
 
 echo "-- every operation but the four that end the caller's own access, with sequences ($budget s)"
@@ -152,13 +158,11 @@ printf '%s\n' "$user_password" | "$tessera" user add alice --data-dir "$data" --
   --name "Alice Example" --email alice@example.com --scope read --scope openid --scope profile \
   --scope email > /dev/null
 svc_token="$(H_USER=alice H_PASSWORD="$user_password" token svc "openid profile email read")"
-document="$PWD/tests/hostile/oauth-endpoints.json"
-(cd "$data" && H_ID="$svc_id" H_SECRET="$svc_secret" H_TOKEN="$svc_token" "$venv/bin/st" \
-  --no-color --config-file "$oauth_config" run "$document" --url "$base" \
-  --checks all --exclude-checks positive_data_acceptance --workers 1 --max-time "$budget")
+H_ID="$svc_id" H_SECRET="$svc_secret" H_TOKEN="$svc_token" schemathesis "$oauth_config" \
+  "$PWD/tests/hostile/oauth-endpoints.json" --url "$base" --max-time "$budget"
 
-curl_status() { "$venv/bin/python" -c "import sys,urllib.request; print(urllib.request.urlopen(sys.argv[1]).status)" "$1"; }
-[ "$(curl_status "$base/healthz")" = 200 ] || { echo "the server no longer answers"; exit 1; }
+http_status() { "$venv/bin/python" -c "import sys,urllib.request; print(urllib.request.urlopen(sys.argv[1]).status)" "$1"; }
+[ "$(http_status "$base/healthz")" = 200 ] || { echo "the server no longer answers"; exit 1; }
 if grep -n "panicked" "$data/serve.log"; then
   echo "the server panicked"; exit 1
 fi
