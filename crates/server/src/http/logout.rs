@@ -310,9 +310,10 @@ pub async fn confirmed(
 }
 
 /// The session of this browser's session cookie that a logout ends
-/// ([`sessions::find_to_end`]: also one unused past the idle time, whose
-/// refresh families live on); without one, the newest live session
-/// started in this browser: one whose cookie the browser never got (a
+/// ([`sessions::find_to_end`]: also one unused past the idle time, or past
+/// its absolute end, whose refresh families live on); without one, the
+/// newest such session started in this browser: one whose cookie the
+/// browser never got (a
 /// login again, which gave the session a new cookie, whose answer was
 /// lost: the request timeout, the connection gone), or lost since. A
 /// logout that found none of them said "signed out" over a session that

@@ -223,15 +223,21 @@ pub async fn find(db: &Db, cookie: &str, policy: SessionPolicy) -> Result<Option
     Ok(session)
 }
 
-/// The session whose cookie value is `cookie`, not ended and not past its
-/// absolute end, however long unused: what a logout ends. An idle session
-/// is no longer used to sign in, but the refresh families started in it
-/// live to the absolute end, and a logout that skipped it would end
-/// nothing while it said it had.
+/// What a logout ends, of the sessions not ended (alias `s`, `$2` the
+/// time now): one not past its absolute end, however long unused, and one
+/// past it whose refresh families live on. Past the idle time or the
+/// absolute end a session signs no one in, but the families started in it
+/// live to `tokens.session_max` (offline access), and only ending the
+/// session revokes them: a logout that skipped it would end nothing while
+/// it said it had. Retention keeps such a session's row for as long
+/// (`retention.rs`).
+const ENDABLE: &str = "s.ended_at IS NULL AND (s.expires_at > $2 OR EXISTS \
+     (SELECT 1 FROM refresh_families f WHERE f.sid = s.sid AND f.revoked_at IS NULL AND f.expires_at > $2))";
+
+/// The session whose cookie value is `cookie` that a logout ends
+/// (`ENDABLE`).
 pub async fn find_to_end(db: &Db, cookie: &str) -> Result<Option<Session>, Error> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM sessions WHERE id_hash = $1 AND ended_at IS NULL AND expires_at > $2"
-    );
+    let sql = format!("SELECT {COLUMNS} FROM sessions s WHERE s.id_hash = $1 AND {ENDABLE}");
     let session = on_pool!(db.read(), p => sqlx::query_as::<_, Session>(&sql)
         .bind(token_digest(cookie)).bind(now()).fetch_optional(p).await)?;
     Ok(session)
@@ -274,11 +280,9 @@ pub async fn by_sid_for_client(
     Ok(found)
 }
 
-/// The live session with public id `sid`.
+/// The session with public id `sid` that a logout ends (`ENDABLE`).
 pub async fn by_sid(db: &Db, sid: &str) -> Result<Option<Session>, Error> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM sessions WHERE sid = $1 AND ended_at IS NULL AND expires_at > $2"
-    );
+    let sql = format!("SELECT {COLUMNS} FROM sessions s WHERE s.sid = $1 AND {ENDABLE}");
     let session = on_pool!(db.read(), p => sqlx::query_as::<_, Session>(&sql)
         .bind(sid).bind(now()).fetch_optional(p).await)?;
     Ok(session)
@@ -337,14 +341,16 @@ pub async fn add_client(db: &Db, sid: &str, client_id: &str) -> Result<(), Error
 }
 
 /// The sessions started in the browser whose browser cookie is `browser`
-/// and not ended (nor past their absolute end), as `(sid, user_id)`:
-/// besides the one its session cookie names, those of logins sent at the
-/// same moment (two tabs, a double click), whose cookies it did not keep.
+/// that a logout ends (`ENDABLE`), as `(sid, user_id)`: besides the one
+/// its session cookie names, those of logins sent at the same moment (two
+/// tabs, a double click), whose cookies it did not keep.
 pub async fn of_browser(db: &Db, browser: &str) -> Result<Vec<(String, String)>, Error> {
-    let found = on_pool!(db.read(), p => sqlx::query_as(
-        "SELECT sid, user_id FROM sessions \
-         WHERE browser_hash = $1 AND ended_at IS NULL AND expires_at > $2 ORDER BY created_at"
-    ).bind(token_digest(browser)).bind(now()).fetch_all(p).await)?;
+    let sql = format!(
+        "SELECT s.sid, s.user_id FROM sessions s WHERE s.browser_hash = $1 AND {ENDABLE} \
+         ORDER BY s.created_at"
+    );
+    let found = on_pool!(db.read(), p => sqlx::query_as(&sql)
+        .bind(token_digest(browser)).bind(now()).fetch_all(p).await)?;
     Ok(found)
 }
 

@@ -1847,17 +1847,38 @@ async fn two_logins_at_once(
 
 /// A logout ends the browser's sessions however long they went unused:
 /// past the idle time a session no longer signs anyone in, but the refresh
-/// tokens of its apps live to its absolute end. Before, a logout in a
-/// browser that had not come back for twelve hours found no session,
-/// said "signed out", and ended nothing: another app of the session went
-/// on refreshing, on a shared computer for the next person.
+/// tokens of its apps live on. Before, a logout in a browser that had not
+/// come back for twelve hours found no session, said "signed out", and
+/// ended nothing: another app of the session went on refreshing, on a
+/// shared computer for the next person.
 async fn a_logout_ends_sessions_gone_idle(backend: Backend) {
+    a_logout_ends_sessions_gone_stale(backend, "UPDATE sessions SET last_seen = 1".to_owned())
+        .await;
+}
+
+/// And past their absolute end (`sessions.absolute`, 7 days by default),
+/// as long as refresh tokens of their apps live (`tokens.session_max`, 90
+/// days): before, a person who signed out of an app on the eighth day was
+/// told "signed out" while the app's refresh token went on for months.
+async fn a_logout_ends_sessions_past_their_end(backend: Backend) {
+    let ended = tessera_server::store::now() - 120;
+    a_logout_ends_sessions_gone_stale(
+        backend,
+        format!("UPDATE sessions SET expires_at = {ended}, last_seen = {ended}"),
+    )
+    .await;
+}
+
+/// Two sessions of one browser, made stale by `stale` (SQL), then a
+/// logout with the ID token of one of them: both end, and the other's
+/// refresh token with it.
+async fn a_logout_ends_sessions_gone_stale(backend: Backend, stale: String) {
     let Some(h) = Harness::new(backend).await else {
         return;
     };
     let s = setup(&h, "Shop", true).await;
     let (mut b, [kept, other]) = two_logins_at_once(&h, &s, "alice", "correct horse").await;
-    h.execute("UPDATE sessions SET last_seen = 1", &[]).await;
+    h.execute(&stale, &[]).await;
     let gone = b
         .get(
             &h,
@@ -1866,10 +1887,13 @@ async fn a_logout_ends_sessions_gone_idle(backend: Backend) {
         .await;
     assert!(!gone.text.contains("Sign out?"), "{}", gone.text);
     for sid in [&kept.sid, &other.sid] {
-        assert!(
-            sessions::by_sid(&h.db, sid).await.unwrap().is_none(),
+        let ended = "SELECT COUNT(*) FROM sessions WHERE sid = $1 AND ended_at IS NOT NULL";
+        assert_eq!(
+            h.count(ended, &[sid]).await,
+            1,
             "session {sid} outlived the logout"
         );
+        assert!(sessions::by_sid(&h.db, sid).await.unwrap().is_none());
     }
     let refreshed = h
         .post(
@@ -2165,6 +2189,7 @@ both_backends!(
     a_dead_sign_in_says_why,
     the_consent_page_words_scopes_as_the_operator_wrote_them,
     a_logout_ends_sessions_gone_idle,
+    a_logout_ends_sessions_past_their_end,
     code_flow_with_consent_id_token_userinfo_and_logout,
     standard_scopes_not_offered_are_left_out_and_unknown_ones_refused,
     code_replay_revokes_what_it_issued,
