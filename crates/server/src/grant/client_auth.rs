@@ -228,18 +228,50 @@ fn as_public(client: Arc<Client>, accept: Accept) -> Result<Arc<Client>, Refusal
     Ok(client)
 }
 
-/// A JWT assertion (RFC 7523) verified with its issuer's registered keys.
+/// A JWT assertion (RFC 7523) verified with its issuer's registered keys,
+/// not yet spent: whoever accepts it calls [`Assertion::spend`] once every
+/// other check of the request has passed, so that a request refused for
+/// something else (a scope the user lacks, a client that may not use the
+/// grant) leaves the assertion usable by the corrected request.
 #[derive(Debug)]
 pub struct Assertion {
     /// The client that issued (signed) it.
     pub client: Arc<Client>,
     /// Whom it is about.
     pub subject: String,
+    /// Its `jti`.
+    jti: String,
+    /// Until when it verifies: its `exp`, the leeway on it, and a few
+    /// seconds for instances' clocks to differ (within 2 s, server.md).
+    /// Its `jti` is kept as long; forgotten at `exp`, a replay within the
+    /// leeway passed.
+    verifies_until: i64,
+}
+
+impl Assertion {
+    /// Record its `jti` as used: `Ok(Err(reason))` if it was used before
+    /// (a replay).
+    pub async fn spend(&self, db: &Db) -> Result<Result<(), String>, Error> {
+        let client_id = &self.client.client_id;
+        if revocation::use_assertion(db, client_id, &self.jti, self.verifies_until).await? {
+            Ok(Ok(()))
+        } else {
+            tracing::warn!(client_id, "assertion replayed");
+            Ok(Err("assertion already used".into()))
+        }
+    }
+
+    /// Forget that it was used, after a request that spent it failed
+    /// before it answered (`grant::TakeBack`): its retry may use it.
+    pub async fn unspend(&self, db: &Db) -> Result<(), Error> {
+        revocation::forget_assertion(db, &self.client.client_id, &self.jti).await
+    }
 }
 
 /// Verify `assertion`: signed with the registered keys of the client named
-/// in `iss`, for this server, short-lived, with a `jti` never accepted
-/// before. `Ok(Err(reason))` is a refusal; `Err` a server failure.
+/// in `iss`, for this server, short-lived. Its `jti` is not spent yet
+/// ([`Assertion::spend`]). `Ok(Err(reason))` is a refusal; `Err` a server
+/// failure.
 pub async fn verify_assertion(
     verifier: Verifier<'_>,
     assertion: &str,
@@ -316,16 +348,12 @@ pub async fn verify_assertion(
             "assertion lives too long (at most {longest} seconds here)"
         )));
     }
-    // Kept for as long as the assertion verifies: its `exp` and the
-    // leeway on it, and a few seconds for instances' clocks to differ
-    // (within 2 s, server.md). Forgotten at `exp`, a replay within the
-    // leeway passed.
-    let verifies_until = exp.seconds().saturating_add(ASSERTION_SKEW + 5);
-    if !revocation::use_assertion(verifier.db, &client_id, &jti, verifies_until).await? {
-        tracing::warn!(client_id, "assertion replayed");
-        return Ok(Err("assertion already used".into()));
-    }
-    Ok(Ok(Assertion { client, subject }))
+    Ok(Ok(Assertion {
+        client,
+        subject,
+        jti,
+        verifies_until: exp.seconds().saturating_add(ASSERTION_SKEW + 5),
+    }))
 }
 
 /// The longest assertion `jti` taken (bytes): a UUID is 36, and a
@@ -356,6 +384,12 @@ async fn authenticate_assertion(
             "client_id differs from the assertion's iss".into(),
         ));
     }
+    // Spent by the authentication itself, whatever becomes of the grant:
+    // a client makes a fresh assertion for each request.
+    verified
+        .spend(verifier.db)
+        .await?
+        .map_err(|reason| Refusal::InvalidClient(format!("client assertion refused: {reason}")))?;
     Ok(verified.client)
 }
 

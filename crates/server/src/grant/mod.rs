@@ -143,19 +143,23 @@ pub enum TakeBack {
     Code(authorization_code::Release),
     /// A password login's new refresh family, which no one holds.
     Family(password::Unissued),
+    /// A jwt-bearer grant's assertion, spent.
+    Assertion(client_auth::Assertion),
 }
 
 impl TakeBack {
     /// What to take back of `granted`, the answer of grant `grant` to
-    /// `request`, if it fails; `None` for grants that leave nothing a
-    /// retry would trip on.
+    /// `request` (with `assertion`, the jwt-bearer grant's), if it fails;
+    /// `None` for grants that leave nothing a retry would trip on.
     pub fn of(
         grant: GrantType,
         request: &TokenRequest<'_>,
         granted: &Granted,
         refresh: &RefreshPolicy,
+        assertion: Option<client_auth::Assertion>,
     ) -> Option<TakeBack> {
         match grant {
+            GrantType::JwtBearer => assertion.map(TakeBack::Assertion),
             GrantType::RefreshToken => granted
                 .refresh_token
                 .as_deref()
@@ -176,6 +180,7 @@ impl TakeBack {
             TakeBack::Rotation(unrotate) => unrotate.apply(db, audit).await,
             TakeBack::Code(release) => release.apply(db, audit).await,
             TakeBack::Family(unissued) => unissued.apply(db, audit).await,
+            TakeBack::Assertion(assertion) => assertion.unspend(db).await,
         }
     }
 
@@ -187,6 +192,7 @@ impl TakeBack {
             }
             TakeBack::Code(_) => "the client's retry will count as a replay",
             TakeBack::Family(_) => "the family lives on, held by no one, until it expires",
+            TakeBack::Assertion(_) => "the client's retry will be refused as a replay",
         }
     }
 

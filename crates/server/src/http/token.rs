@@ -141,17 +141,16 @@ pub async fn token(
         GrantType::RefreshToken => refresh::grant(&request, app.rotate()).await,
         GrantType::AuthorizationCode => authorization_code::grant(&request, app.exchange()).await,
         GrantType::JwtBearer => match &assertion {
-            Some(assertion) => {
-                jwt_bearer::grant(&request, &assertion.subject, &app.db, &app.audit).await
-            }
+            Some(assertion) => jwt_bearer::grant(&request, assertion, &app.db, &app.audit).await,
             None => return Err(OAuthError::invalid_request("missing parameter assertion")),
         },
     }?;
-    // A rotation, a spent code or a password login's new family has
-    // committed: if the answer fails from here on, or the request is
-    // dropped (its timeout), it is taken back (`grant::TakeBack`).
+    // A rotation, a spent code or assertion, or a password login's new
+    // family has committed: if the answer fails from here on, or the
+    // request is dropped (its timeout), it is taken back
+    // (`grant::TakeBack`).
     let take_back = Armed::new(
-        TakeBack::of(grant, &request, &granted, &app.refresh),
+        TakeBack::of(grant, &request, &granted, &app.refresh, assertion),
         &app.db,
         &app.audit,
     );

@@ -424,6 +424,15 @@ pub async fn use_assertion(
     Ok(inserted == 1)
 }
 
+/// Forget a client assertion's `jti` recorded by [`use_assertion`]: the
+/// request that used it failed before it answered.
+pub async fn forget_assertion(db: &Db, issuer: &str, jti: &str) -> Result<(), Error> {
+    on_pool!(db.write(), p => sqlx::query(
+        "DELETE FROM used_assertions WHERE issuer = $1 AND jti = $2"
+    ).bind(issuer).bind(jti).execute(p).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
 /// One event of the log, ready to send.
 #[derive(Clone, Debug)]
 pub struct Logged {

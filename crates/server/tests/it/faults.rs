@@ -715,6 +715,71 @@ async fn a_refresh_whose_answer_failed_can_be_retried(backend: Backend) {
     h.finish().await;
 }
 
+/// A jwt-bearer grant whose assertion was spent and whose answer then
+/// failed (503, as above) gives the assertion back: the client's retry
+/// with it is answered, once; before, it was refused as a replay, and a
+/// client holding an assertion it cannot make again (one its user's
+/// identity provider issued) could not get the token at all.
+async fn a_jwt_bearer_grant_whose_answer_failed_can_be_retried(backend: Backend) {
+    use tessera_jose::{jwt, Algorithm, Claims, NumericDate, SigningKey};
+    use tessera_server::store::clients::{self, GrantType, NewClient};
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let key = SigningKey::generate(Algorithm::ES256).unwrap();
+    let jwk = key.verifying_key().unwrap().to_public_jwk().unwrap();
+    let issuer = clients::add(
+        &h.db,
+        NewClient {
+            name: "issuer".into(),
+            grants: vec![GrantType::JwtBearer],
+            scopes: Scopes::parse("read").unwrap(),
+            jwks: Some(tessera_jose::JwkSet::new(vec![jwk]).to_json()),
+            ..NewClient::default()
+        },
+        tessera_server::store::audit::InChange::none(),
+    )
+    .await
+    .unwrap()
+    .client_id;
+    let alice = h.user("alice", "correct horse", "read").await;
+    let claims = Claims::new()
+        .issuer(issuer.as_str())
+        .subject("alice")
+        .audience(crate::ISSUER)
+        .jwt_id("once")
+        .expires_at(NumericDate::now().plus(Duration::from_secs(120)));
+    let assertion = jwt::sign(&claims, &key).unwrap();
+    let grant = || {
+        let (h, assertion) = (&h, &assertion);
+        async move {
+            h.post(
+                "/oauth2/token",
+                &[
+                    ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+                    ("assertion", assertion),
+                ],
+                None,
+            )
+            .await
+        }
+    };
+    h.cut_beyond_the_wait(&alice).await;
+    let failed = grant().await;
+    assert_eq!(
+        (failed.status, failed.error()),
+        (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable"),
+        "{}",
+        failed.text
+    );
+    let retry = grant().await;
+    assert_eq!(retry.status, StatusCode::OK, "{}", retry.text);
+    let replay = grant().await;
+    assert_eq!(replay.error(), "invalid_grant", "{}", replay.text);
+    assert!(replay.text.contains("already used"), "{}", replay.text);
+    h.finish().await;
+}
+
 /// A take-back whose first attempt fails (the database refuses it for a
 /// moment: most often the same trouble that failed the answer) is tried
 /// again in the seconds after, before the client's retry comes: the
@@ -926,6 +991,7 @@ async fn a_rotation_of_a_revoked_session_is_not_taken_back(backend: Backend) {
 
 crate::both_backends!(
     a_refresh_whose_answer_failed_can_be_retried,
+    a_jwt_bearer_grant_whose_answer_failed_can_be_retried,
     a_rotation_of_a_revoked_session_is_not_taken_back,
     a_refresh_dropped_before_it_answered_is_taken_back,
     a_refresh_dropped_while_it_rotates_leaves_the_token_live,

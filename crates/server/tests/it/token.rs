@@ -1260,6 +1260,28 @@ async fn private_key_jwt_authenticates_once_per_assertion(backend: Backend) {
         "replayed after a prune"
     );
 
+    // An authentication refused for something else than the assertion
+    // (a client_id that is not its issuer) does not spend it.
+    let named = assertion(&key, &id, &endpoint, "a-named", 60);
+    let r = h
+        .post(
+            "/oauth2/token",
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", "someone-else"),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", &named),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(r.error(), "invalid_request", "{}", r.text);
+    let r = post(named).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+
     // A jti of kilobytes, stored until the assertion expires: refused.
     let long = assertion(&key, &id, &endpoint, &"j".repeat(257), 60);
     assert_eq!(post(long).await.error(), "invalid_client");
@@ -1398,6 +1420,32 @@ async fn jwt_bearer_grant_trades_an_assertion_for_a_token(backend: Backend) {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.json["scope"], "read write");
 
+    // A request refused for something else than its assertion (a scope
+    // the user lacks) leaves the assertion to the corrected request, and
+    // only to it.
+    let asked = for_subject("alice", "g-s");
+    let scoped = |scope: &'static str| {
+        let (h, a) = (&h, asked.clone());
+        async move {
+            h.post(
+                "/oauth2/token",
+                &[
+                    ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+                    ("assertion", &a),
+                    ("scope", scope),
+                ],
+                None,
+            )
+            .await
+        }
+    };
+    assert_eq!(scoped("write").await.error(), "invalid_scope");
+    let r = scoped("read").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let again = scoped("read").await;
+    assert_eq!(again.error(), "invalid_grant", "{}", again.text);
+    assert!(again.text.contains("already used"), "{}", again.text);
+
     let stranger = SigningKey::generate(Algorithm::EdDSA)
         .unwrap()
         .with_kid(key.kid().unwrap());
@@ -1471,19 +1519,23 @@ async fn jwt_bearer_grant_trades_an_assertion_for_a_token(backend: Backend) {
     let r = named(confidential, "g-n3").await;
     assert_eq!(r.error(), "invalid_grant", "{}", r.text);
 
-    // Another client cannot present it, and a client needs the grant.
+    // Another client cannot present it (nor spend it: its own client
+    // still can), and a client needs the grant.
     let (other, other_secret) = h.client(&[GrantType::ClientCredentials], "read").await;
+    let presented = for_subject("alice", "g-6");
     let r = h
         .post(
             "/oauth2/token",
             &[
                 ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
-                ("assertion", &for_subject("alice", "g-6")),
+                ("assertion", &presented),
             ],
             Some((&other, &other_secret)),
         )
         .await;
     assert_eq!(r.error(), "invalid_grant", "{}", r.text);
+    let r = grant(presented).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let no_grant = clients::add(
         &h.db,
         new(vec![GrantType::ClientCredentials]),
