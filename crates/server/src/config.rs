@@ -734,6 +734,7 @@ impl Config {
                 )?,
                 max_access_ttl,
                 kept_for_clients: Vec::new(),
+                previous_algorithm: None,
             },
             max_login_failures: file.logins.max_failures.unwrap_or(5),
             // A window of 0 would count no failure: no limit at all.

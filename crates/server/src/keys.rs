@@ -92,6 +92,11 @@ pub struct KeyPolicy {
     /// ([`keep_algorithms_clients_use`]), but no new client may choose
     /// them (discovery lists them: their clients may check).
     pub kept_for_clients: Vec<Algorithm>,
+    /// The access-token algorithm before `algorithm`, as the server last
+    /// recorded it (`store::key_settings::previous_access_algorithm`):
+    /// its active key signs access tokens until `algorithm`'s first key
+    /// is due, even where it stays configured for ID tokens.
+    pub previous_algorithm: Option<Algorithm>,
 }
 
 /// One stored key, as `tessera keys list` shows it.
@@ -427,12 +432,14 @@ impl Keys {
     }
 
     /// The key that signs access tokens at `at` in place of the configured
-    /// algorithm's, none of which signs yet: the newest active key of an
-    /// algorithm no longer configured, the one that signed them before,
-    /// until the configured algorithm's first key is due, not a moment
-    /// sooner (that key was announced so that verifiers have it by then).
-    /// Never a key of another configured algorithm (an ID-token key),
-    /// whose algorithm access tokens never had.
+    /// algorithm's, none of which signs yet: the newest active key of the
+    /// algorithm that signed them before (`previous_algorithm`, even if it
+    /// stays configured for ID tokens: RS256 → ES256 with RS256 ID
+    /// tokens), else of an algorithm no longer configured, until the
+    /// configured algorithm's first key is due, not a moment sooner (that
+    /// key was announced so that verifiers have it by then). Never a key
+    /// of another configured algorithm (an ID-token key) whose algorithm
+    /// access tokens never had.
     fn standing_in<'r>(&self, ring: &'r Ring, at: i64) -> Option<&'r LoadedKey> {
         let alg = self.policy.algorithm;
         let of_alg = || ring.keys.iter().filter(|k| k.signing.algorithm() == alg);
@@ -442,11 +449,10 @@ impl Keys {
             return None;
         }
         let configured = self.policy.algorithms();
-        ring.keys
-            .iter()
-            .rev()
-            .filter(|k| k.info.activate_at <= at)
-            .find(|k| !configured.contains(&k.signing.algorithm()))
+        let active = || ring.keys.iter().rev().filter(|k| k.info.activate_at <= at);
+        active()
+            .find(|k| Some(k.signing.algorithm()) == self.policy.previous_algorithm)
+            .or_else(|| active().find(|k| !configured.contains(&k.signing.algorithm())))
     }
 
     /// The key of `alg` that signs at `at`: the newest of that algorithm

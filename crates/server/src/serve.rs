@@ -117,6 +117,15 @@ pub async fn open_with(config: Config, schema: Schema) -> Result<Opened, Error> 
             return Err(e);
         }
     }
+    // After a change of `keys.algorithm`, the algorithm access tokens had
+    // goes on signing them until the new one's first key is due.
+    match crate::store::key_settings::previous_access_algorithm(&db, config.keys.algorithm).await {
+        Ok(previous) => config.keys.previous_algorithm = previous,
+        Err(e) => {
+            db.close().await;
+            return Err(e);
+        }
+    }
     // A key verifies tokens for as long as the longest lifetime an earlier
     // start allowed, not only this configuration's: lowering
     // max_access_ttl does not cut short the tokens already out.

@@ -31,7 +31,9 @@ pub struct KeySettings {
     pub max_access_ttl: Duration,
 }
 
-/// Record that the server starts with `settings`.
+/// Record that the server starts with `settings`; when its access-token
+/// algorithm changes, the one it replaces is kept
+/// ([`previous_access_algorithm`]).
 pub async fn record(db: &Db, settings: &KeySettings) -> Result<(), Error> {
     let id_token_algorithms = settings
         .id_token_algorithms
@@ -43,7 +45,10 @@ pub async fn record(db: &Db, settings: &KeySettings) -> Result<(), Error> {
         "INSERT INTO server_key_settings \
          (id, algorithm, id_token_algorithms, announce_secs, jwks_max_age_secs, max_access_ttl_secs) \
          VALUES (1, $1, $2, $3, $4, $5) \
-         ON CONFLICT (id) DO UPDATE SET algorithm = excluded.algorithm, \
+         ON CONFLICT (id) DO UPDATE SET previous_algorithm = CASE \
+         WHEN server_key_settings.algorithm <> excluded.algorithm THEN server_key_settings.algorithm \
+         ELSE server_key_settings.previous_algorithm END, \
+         algorithm = excluded.algorithm, \
          id_token_algorithms = excluded.id_token_algorithms, \
          announce_secs = excluded.announce_secs, jwks_max_age_secs = excluded.jwks_max_age_secs, \
          max_access_ttl_secs = excluded.max_access_ttl_secs"
@@ -55,6 +60,31 @@ pub async fn record(db: &Db, settings: &KeySettings) -> Result<(), Error> {
     .bind(secs(settings.max_access_ttl))
     .execute(p).await.map(|r| r.rows_affected()))?;
     Ok(())
+}
+
+/// The access-token algorithm before `configured`, the one a server
+/// about to start with `configured` signs access tokens with: the one it
+/// last started with when that was another, else the one that one
+/// replaced (a restart after the change). `None` when there was none, or
+/// this version does not know it.
+pub async fn previous_access_algorithm(
+    db: &Db,
+    configured: Algorithm,
+) -> Result<Option<Algorithm>, Error> {
+    let stored: Option<(String, Option<String>)> = on_pool!(db.read(), p => sqlx::query_as(
+        "SELECT algorithm, previous_algorithm FROM server_key_settings WHERE id = 1"
+    ).fetch_optional(p).await)?;
+    let Some((last, before_last)) = stored else {
+        return Ok(None);
+    };
+    let previous = if last == configured.as_str() {
+        before_last
+    } else {
+        Some(last)
+    };
+    Ok(previous
+        .and_then(|alg| alg.parse::<Algorithm>().ok())
+        .filter(|alg| *alg != configured))
 }
 
 /// The key settings the server last started with, if it has started

@@ -53,6 +53,7 @@ both_backends!(
     a_public_key_changed_in_the_database_is_not_published,
     cut_offs_outlive_the_longest_token_whatever_the_appenders_configuration,
     a_changed_algorithm_is_announced_and_the_old_one_retired,
+    a_changed_algorithm_still_configured_for_id_tokens_signs_until_the_new_one_is_due,
     a_rotation_by_hand_makes_no_key_of_a_dropped_algorithm,
     a_revoked_key_of_a_dropped_algorithm_is_not_replaced,
     rotations_by_hand_at_once_announce_no_more_than_two_keys,
@@ -556,6 +557,80 @@ async fn a_changed_algorithm_is_announced_and_the_old_one_retired(backend: Backe
     assert_eq!(state(signs_at), None, "a key of a dropped algorithm stayed");
     let jwks = tessera_jose::JwkSet::from_json(&keys.jwks_json()).unwrap();
     assert!(jwks.find(&old_kid).is_none());
+    restarted.db.close().await;
+    h.finish().await;
+}
+
+/// Access tokens moved from RS256 to ES256, RS256 staying configured for
+/// ID tokens (as it must): the RS256 key goes on signing access tokens
+/// until the first ES256 key is due, across restarts. Before, nothing
+/// stood in for an algorithm still configured: until the maintenance made
+/// the ES256 key no access token could be signed, and then the key signed
+/// from the moment it was announced, before verifiers that cache the key
+/// set had it.
+async fn a_changed_algorithm_still_configured_for_id_tokens_signs_until_the_new_one_is_due(
+    backend: Backend,
+) {
+    use tessera_jose::Algorithm;
+    use tessera_server::store::key_settings;
+    let Some(h) = Harness::with(backend, |c| c.keys.algorithm = Algorithm::RS256).await else {
+        return;
+    };
+    let now = tessera_server::store::now();
+    let before = h.app.keys.signer(now).unwrap();
+    assert_eq!(before.algorithm(), Algorithm::RS256);
+    let old_kid = before.kid().unwrap().to_owned();
+    // The start records its settings (`serve`).
+    key_settings::record(&h.db, &h.app.config.key_settings())
+        .await
+        .unwrap();
+    assert_eq!(
+        key_settings::previous_access_algorithm(&h.db, Algorithm::RS256)
+            .await
+            .unwrap(),
+        None
+    );
+    let mut config = h.test_db.config();
+    config.keys.algorithm = Algorithm::ES256;
+    assert!(config.keys.id_token_algorithms.contains(&Algorithm::RS256));
+    let restarted = tessera_server::open(config.clone()).await.unwrap();
+    assert_eq!(
+        restarted.keys.signer(now).unwrap().kid(),
+        Some(old_kid.as_str()),
+        "before the first ES256 key is made"
+    );
+    key_settings::record(&restarted.db, &restarted.config.key_settings())
+        .await
+        .unwrap();
+    restarted.keys.maintain_at(now).await.unwrap();
+    let es256 = restarted
+        .keys
+        .list(now)
+        .into_iter()
+        .find(|(k, _)| k.alg == "ES256")
+        .map(|(k, _)| k)
+        .expect("the maintenance makes the first ES256 key");
+    let signs_at = es256.activate_at;
+    // Restarted once more within the announcement (that start records
+    // the same settings again): the same.
+    key_settings::record(&restarted.db, &restarted.config.key_settings())
+        .await
+        .unwrap();
+    let again = tessera_server::open(config).await.unwrap();
+    for keys in [&restarted.keys, &again.keys] {
+        for at in [now + 1, signs_at - 1] {
+            assert_eq!(
+                keys.signer(at).unwrap().kid(),
+                Some(old_kid.as_str()),
+                "at {at}"
+            );
+        }
+        assert_eq!(
+            keys.signer(signs_at).unwrap().kid(),
+            Some(es256.kid.as_str())
+        );
+    }
+    again.db.close().await;
     restarted.db.close().await;
     h.finish().await;
 }
