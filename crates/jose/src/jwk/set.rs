@@ -57,7 +57,34 @@ impl SkippedKey {
                 .kty
                 .as_deref()
                 .is_none_or(|kty| kty == alg.key_type().name())
-            && self.alg.as_deref().is_none_or(|a| a == alg.as_str())
+            && self.alg.as_deref().is_none_or(|a| names_alike(a, alg))
+    }
+}
+
+/// Whether the algorithm name `name` (a JWK's `alg`) stands for `alg`'s
+/// signatures: its own name, or for an Ed25519 key either of its two
+/// (`EdDSA`, RFC 8037; `Ed25519`, RFC 9864).
+fn names_alike(name: &str, alg: Algorithm) -> bool {
+    let ed25519 = |name: &str| matches!(name, "EdDSA" | "Ed25519");
+    name == alg.as_str() || (ed25519(name) && ed25519(alg.as_str()))
+}
+
+/// Whether `a` and `b` are the same key listed twice: alike member for
+/// member, or but for the name of an Ed25519 key's algorithm (a publisher
+/// moving to RFC 9864's `Ed25519` may list the key under both).
+fn same_key(a: &Jwk, b: &Jwk) -> bool {
+    if a == b {
+        return true;
+    }
+    match (a.alg.as_deref(), &b.alg) {
+        (Some(name), Some(other)) if names_alike(name, Algorithm::EdDSA) => {
+            names_alike(other, Algorithm::EdDSA) && {
+                let mut renamed = b.clone();
+                renamed.alg = a.alg.clone();
+                *a == renamed
+            }
+        }
+        _ => false,
     }
 }
 
@@ -268,10 +295,10 @@ impl KeySet {
             std::collections::HashMap::new();
         for (index, jwk) in set.keys.iter().enumerate() {
             // The same key listed twice, member for member (a set merged
-            // from two sources during a rotation): one key, not an
-            // ambiguous choice between two.
+            // from two sources during a rotation), or an Ed25519 key under
+            // both its names: one key, not an ambiguous choice between two.
             let same_kid = seen.entry(jwk.kid.as_deref()).or_default();
-            if same_kid.contains(&jwk) {
+            if same_kid.iter().any(|seen| same_key(seen, jwk)) {
                 continue;
             }
             same_kid.push(jwk);

@@ -196,6 +196,53 @@ fn a_key_listed_twice_is_one_key() {
     assert_eq!(verify_code(&token, &keys), "ERR_AMBIGUOUS_KEY");
 }
 
+/// An Ed25519 key listed under both its names (`EdDSA` and RFC 9864's
+/// `Ed25519`, as a publisher moving to the new name may) is one key: it
+/// verifies tokens under either name. Before, the two listings counted as
+/// two keys, and every token of that `kid` was refused as ambiguous. A
+/// skipped key under the same `kid` that names either still makes the
+/// choice ambiguous for tokens under both names.
+#[test]
+fn an_ed25519_key_under_both_names_is_one_key() {
+    let key = SigningKey::generate(Algorithm::EdDSA)
+        .unwrap()
+        .with_kid("ed");
+    let eddsa = key.verifying_key().unwrap().to_public_jwk().unwrap();
+    let mut ed25519 = eddsa.clone();
+    ed25519.alg = Some("Ed25519".into());
+    let renamed = SigningKey::from_der(
+        Algorithm::Ed25519,
+        tessera_jose::PemKind::PrivateKey,
+        key.to_pkcs8_der().unwrap().expose(),
+    )
+    .unwrap()
+    .with_kid("ed");
+    let tokens = [
+        jwt::sign(&claims(), &key).unwrap(),
+        jwt::sign(&claims(), &renamed).unwrap(),
+    ];
+    for listed in [
+        vec![eddsa.clone(), ed25519.clone()],
+        vec![ed25519.clone(), eddsa.clone()],
+    ] {
+        let keys = KeySet::from_jwks(&JwkSet::new(listed)).unwrap();
+        for token in &tokens {
+            jwt::verify::<serde_json::Value>(token, &keys, &validation()).unwrap();
+        }
+    }
+    for name in ["EdDSA", "Ed25519"] {
+        let mut broken = serde_json::to_value(&eddsa).unwrap();
+        broken["alg"] = json!(name);
+        broken["x"] = json!("AAAA");
+        let doc = json!({ "keys": [serde_json::to_value(&eddsa).unwrap(), broken] });
+        let keys = KeySet::from_jwks(&JwkSet::from_json(&doc.to_string()).unwrap()).unwrap();
+        assert_eq!(keys.skipped().len(), 1, "{name}");
+        for token in &tokens {
+            assert_eq!(verify_code(token, &keys), "ERR_AMBIGUOUS_KEY", "{name}");
+        }
+    }
+}
+
 #[test]
 fn tampering_with_any_segment_is_caught() {
     for alg in Algorithm::all() {

@@ -37,7 +37,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     #[test]
-    fn round_trip(alg in 0usize..13, sub in any::<String>(), extra in extra_claims()) {
+    fn round_trip(alg in 0usize..Algorithm::all().count(), sub in any::<String>(), extra in extra_claims()) {
         let key = &keys()[alg];
         let claims = claims(sub, extra);
         let token = jwt::sign(&claims, key).unwrap();
@@ -51,7 +51,7 @@ proptest! {
     }
 
     #[test]
-    fn any_single_change_is_refused(alg in 0usize..13, at in any::<prop::sample::Index>(), to in "[A-Za-z0-9_.=+/ -]") {
+    fn any_single_change_is_refused(alg in 0usize..Algorithm::all().count(), at in any::<prop::sample::Index>(), to in "[A-Za-z0-9_.=+/ -]") {
         let key = &keys()[alg];
         let token = jwt::sign(&claims("alice".into(), BTreeMap::new()), key).unwrap();
         let i = at.index(token.len());
