@@ -103,6 +103,35 @@ pub const POSTGRES_IDLE_IN_TRANSACTION: Duration = Duration::from_secs(10);
 /// work, for no one.
 pub const POSTGRES_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The longest a background task (the code writer, the maintenance) waits
+/// for one piece of its database work. A request is bounded by its
+/// timeout; a task serving many has none, and PostgreSQL's own
+/// [`POSTGRES_STATEMENT_TIMEOUT`] ends a statement only while the server
+/// can still answer. On a connection cut without a reset (a host gone, a
+/// NAT or proxy that dropped its state) the task would wait until TCP
+/// gave up, a quarter of an hour, or for ever when the statement had been
+/// acknowledged and only its answer was lost: sqlx sets no TCP keepalive.
+/// The statement timeout and five seconds, so that a slow statement the
+/// database still ends is answered by the database.
+pub const BACKGROUND_TIMEOUT: Duration = Duration::from_secs(35);
+
+/// `work`, given up as [`Error::Unavailable`] after [`BACKGROUND_TIMEOUT`]
+/// (its connection is dropped with it: a transaction it held is rolled
+/// back, or ends with the connection).
+pub async fn bounded<T>(
+    what: &str,
+    work: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    tokio::time::timeout(BACKGROUND_TIMEOUT, work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::Unavailable(format!(
+                "{what}: the database did not answer within {}s",
+                BACKGROUND_TIMEOUT.as_secs()
+            )))
+        })
+}
+
 /// The longest a statement runs on PostgreSQL for the command line's
 /// administrative commands ([`Db::open_for_commands`]), in place of
 /// [`POSTGRES_STATEMENT_TIMEOUT`]: a change that reaches every row of a

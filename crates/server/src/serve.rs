@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 
 use crate::app::App;
 use crate::config::Config;
-use crate::db::{Db, Schema};
+use crate::db::{bounded, Db, Schema};
 use crate::http::{metrics_upkeep, router};
 use crate::keys::{self, Keys};
 use crate::password::Passwords;
@@ -306,13 +306,13 @@ pub async fn serve(
             cause: e,
         });
     // Aborted, the supervisor drops the set, which aborts the tasks left.
-    let stopped = if supervisor.is_finished() {
-        supervisor.await.ok()
-    } else {
-        supervisor.abort();
-        let _ = supervisor.await;
-        None
-    };
+    // One that has already returned is not undone by the abort: its task's
+    // name is had all the same. (Asked whether it had finished, a
+    // supervisor that had just woken the shutdown, its return not yet
+    // recorded, was taken for one still waiting, and a server whose task
+    // had stopped exited 0, which a restart-on-failure policy ignores.)
+    supervisor.abort();
+    let stopped = supervisor.await.ok();
     // The router (and with it every audit queue handle) is gone: the
     // writer drains what is queued and stops.
     writer.finish().await;
@@ -373,7 +373,14 @@ async fn deliver_logouts(app: Arc<App>, http: reqwest::Client) {
     let mut rounds = tokio::task::JoinSet::new();
     loop {
         ticker.tick().await;
-        while rounds.try_join_next().is_some() {}
+        while let Some(round) = rounds.try_join_next() {
+            match round {
+                Err(e) if e.is_panic() => {
+                    tracing::error!(error = %e, "a back-channel logout round panicked");
+                }
+                _ => {}
+            }
+        }
         if rounds.len() >= crate::signin::backchannel::ROUNDS {
             continue;
         }
@@ -448,7 +455,12 @@ async fn maintain(db: Db, keys: Arc<Keys>, period: Duration, refresh_grace: i64,
     let mut holding_reported = false;
     let mut ahead_reported = false;
     let started = std::time::Instant::now();
-    let resumed_from = retention::last_maintenance(&db).await.unwrap_or_else(|e| {
+    let resumed_from = bounded(
+        "reading the last maintenance",
+        retention::last_maintenance(&db),
+    )
+    .await
+    .unwrap_or_else(|e| {
         tracing::warn!(error = %e, "the last maintenance's time could not be read");
         None
     });
@@ -458,7 +470,7 @@ async fn maintain(db: Db, keys: Arc<Keys>, period: Duration, refresh_grace: i64,
         // Instances share what the maintenance deletes: one whose clock
         // runs ahead of the database's would delete for all of them what
         // they still need. It waits until its clock is right.
-        match db.clock_ahead().await {
+        match bounded("reading the database's clock", db.clock_ahead()).await {
             Ok(Some(ahead)) if ahead > MAX_AHEAD => {
                 if !ahead_reported {
                     tracing::error!(
@@ -471,7 +483,7 @@ async fn maintain(db: Db, keys: Arc<Keys>, period: Duration, refresh_grace: i64,
                 // database's time): else it would go on signing with, and
                 // publishing, a key they have replaced.
                 let at = now().saturating_sub(ahead.ceil() as i64);
-                if let Err(e) = keys.refresh_at(at).await {
+                if let Err(e) = bounded("reading the signing keys", keys.refresh_at(at)).await {
                     tracing::error!(error = %e, "reading the signing keys failed");
                 }
                 continue;
@@ -509,7 +521,12 @@ async fn maintain(db: Db, keys: Arc<Keys>, period: Duration, refresh_grace: i64,
                 tracing::info!("the maintenance has caught up with the clock");
             }
         }
-        if let Err(e) = retention::record_maintenance(&db, at).await {
+        if let Err(e) = bounded(
+            "recording the maintenance",
+            retention::record_maintenance(&db, at),
+        )
+        .await
+        {
             tracing::warn!(error = %e, "the maintenance's time could not be recorded");
         }
         if steady.holding() != holding_reported {
@@ -524,7 +541,7 @@ async fn maintain(db: Db, keys: Arc<Keys>, period: Duration, refresh_grace: i64,
                 tracing::info!("the clock is followed again by the maintenance");
             }
         }
-        if let Err(e) = keys.maintain_at(at).await {
+        if let Err(e) = bounded("maintaining the signing keys", keys.maintain_at(at)).await {
             tracing::error!(error = %e, "key maintenance failed");
         }
         // The deletions in tasks of their own, each one at a time: a long

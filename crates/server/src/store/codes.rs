@@ -21,7 +21,7 @@
 
 use zeroize::Zeroizing;
 
-use crate::db::{on_pool, Db, Pool};
+use crate::db::{bounded, on_pool, Db, Pool};
 use crate::secret::{random_token, token_digest};
 use crate::store::revocation::{append_unless_there, token_revocation, Appended, Keep};
 use crate::store::sessions::{end_session_in, lock_session};
@@ -600,7 +600,7 @@ async fn commit_groups(db: Db, mut rx: tokio::sync::mpsc::Receiver<Queued>) {
         }
         if !inserts.is_empty() {
             let (codes, waiting): (Vec<NewCode>, Vec<_>) = inserts.into_iter().unzip();
-            match insert_all(&db, &codes).await {
+            match bounded("storing codes", insert_all(&db, &codes)).await {
                 Ok(mut stored) => {
                     // A code twice in the group (one pending request's,
                     // its form sent twice at once): its first row is the
@@ -620,7 +620,12 @@ async fn commit_groups(db: Db, mut rx: tokio::sync::mpsc::Receiver<Queued>) {
                     for (code, done) in codes.iter().zip(waiting) {
                         let answer = match &passing {
                             Some(failure) => Err(failure.clone()),
-                            None => match insert_all(&db, std::slice::from_ref(code)).await {
+                            None => match bounded(
+                                "storing a code",
+                                insert_all(&db, std::slice::from_ref(code)),
+                            )
+                            .await
+                            {
                                 Ok(stored) => Ok(stored.contains(&code.hash)),
                                 Err(e) => {
                                     let failure = (e.is_transient(), e.to_string());
@@ -650,7 +655,7 @@ async fn commit_groups(db: Db, mut rx: tokio::sync::mpsc::Receiver<Queued>) {
         if !claims.is_empty() {
             let (claims, waiting): (Vec<Claim>, Vec<_>) = claims.into_iter().unzip();
             let unique = distinct_claims(&claims);
-            match claim_all(&db, &unique, now()).await {
+            match bounded("spending codes", claim_all(&db, &unique, now())).await {
                 Ok(spent) => {
                     let answers = share_spent(&claims, spent).into_iter().zip(waiting);
                     for ((mine, done), claim) in answers.zip(&claims) {
@@ -686,7 +691,7 @@ async fn release_unreceived(db: &Db, claim: &Claim) {
     let Some(jti) = claim.issuing.access_jti.as_deref() else {
         return;
     };
-    match release(db, &claim.hash, jti).await {
+    match bounded("releasing a code", release(db, &claim.hash, jti)).await {
         Ok(released) => tracing::info!(
             client_id = %claim.client_id,
             released,

@@ -1049,6 +1049,13 @@ pub async fn follow(db: Db, revocations: Arc<Revocations>, period: std::time::Du
                         tokio::time::sleep(period).await;
                     }
                 }
+                // One reading for every append notified so far: a reading
+                // per notification falls behind appends that come faster
+                // than a query, and the notifications not taken pile up in
+                // PostgreSQL's queue, which is shared, never trimmed past
+                // its slowest listener, and fails every appending commit
+                // once full.
+                while l.next_buffered().is_some() {}
             }
             None => {
                 ticker.tick().await;

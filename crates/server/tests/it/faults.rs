@@ -1333,6 +1333,93 @@ async fn freezing_proxy(
     (address, switch)
 }
 
+/// A TCP proxy to `target` that can cut: while the switch says so, what
+/// either side sends is read and thrown away, and nothing is closed (a
+/// host gone, a NAT that dropped its state). A statement whose answer was
+/// thrown away is never answered on that connection.
+async fn cutting_proxy(
+    target: std::net::SocketAddr,
+) -> (std::net::SocketAddr, tokio::sync::watch::Sender<bool>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (cut, _) = tokio::sync::watch::channel(false);
+    let switch = cut.clone();
+    let address = proxy_to(target, move |(up, down)| {
+        for (mut from, mut to) in [up, down] {
+            let cut = cut.subscribe();
+            tokio::spawn(async move {
+                let mut buffer = vec![0u8; 16 * 1024];
+                loop {
+                    let n = match from.read(&mut buffer).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if !*cut.borrow() && to.write_all(&buffer[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = to.shutdown().await;
+            });
+        }
+    })
+    .await;
+    (address, switch)
+}
+
+/// The authorization code writer, one task that stores and spends every
+/// code, gives up on a statement whose answer the network lost
+/// (`db::BACKGROUND_TIMEOUT`): the code's caller is told it failed, and
+/// the next codes are stored on another connection. Before, the task
+/// waited on the dead connection for ever, and no one could sign in on
+/// that instance until it was restarted (its `/readyz` said ready).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_code_writer_gives_up_on_an_answer_the_network_lost() {
+    use tessera_server::store::codes::CodeWriter;
+    let Some(mut test_db) = TestDb::new(Backend::Postgres).await else {
+        return;
+    };
+    let (proxy, cut) = cutting_proxy(database_address(&test_db).await).await;
+    connect_through(&mut test_db, proxy);
+    let h = Harness::on(test_db, |_| {}).await;
+    let user = h.user("alice", "correct horse", "openid").await;
+    let client = h.public_client("openid").await;
+    let sid = crate::store::live_session(&h, &user).await;
+    let writer = CodeWriter::start(h.db.clone());
+    let grant = |i| crate::store::grant(&client, &user, &sid, i);
+    assert!(writer.issue(&grant(0), None).await.unwrap().is_some());
+    // A code's insert that takes two seconds; its answer is lost in the
+    // second of them.
+    h.execute(
+        "CREATE FUNCTION slowly() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN PERFORM pg_sleep(2); RETURN NEW; END $$",
+        &[],
+    )
+    .await;
+    h.execute(
+        "CREATE TRIGGER slowly BEFORE INSERT ON authorization_codes \
+         FOR EACH ROW EXECUTE FUNCTION slowly()",
+        &[],
+    )
+    .await;
+    let lost = tokio::spawn({
+        let (writer, grant) = (writer.clone(), grant(1));
+        async move { writer.issue(&grant, None).await }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cut.send_replace(true);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cut.send_replace(false);
+    h.execute("DROP TRIGGER slowly ON authorization_codes", &[])
+        .await;
+    let bound = tessera_server::db::BACKGROUND_TIMEOUT + Duration::from_secs(10);
+    let answer = tokio::time::timeout(bound, lost)
+        .await
+        .expect("the code writer waited for an answer that never comes")
+        .unwrap();
+    assert!(answer.is_err(), "{answer:?}");
+    assert!(writer.issue(&grant(2), None).await.unwrap().is_some());
+    h.finish().await;
+}
+
 /// PostgreSQL stops answering, in the middle of a statement or between
 /// two, without closing anything: the token endpoint answers 503 within
 /// the revocation log's read timeout, and `/readyz` within a second.

@@ -1640,7 +1640,7 @@ async fn audit_events_held_for_a_retry_are_said_in_the_log() {
     }
 }
 
-fn grant(client_id: &str, user_id: &str, sid: &str, i: usize) -> Grant {
+pub(crate) fn grant(client_id: &str, user_id: &str, sid: &str, i: usize) -> Grant {
     Grant {
         client_id: client_id.into(),
         user_id: user_id.into(),
@@ -1655,7 +1655,7 @@ fn grant(client_id: &str, user_id: &str, sid: &str, i: usize) -> Grant {
 
 /// A live session of `user_id` (a code is spent only while its session
 /// lives): its `sid`.
-async fn live_session(h: &Harness, user_id: &str) -> String {
+pub(crate) async fn live_session(h: &Harness, user_id: &str) -> String {
     let policy = SessionPolicy {
         idle: 3600,
         absolute: 3600,
