@@ -1299,53 +1299,29 @@ async fn proxy_to(
     address
 }
 
-/// A TCP proxy to `target` that can be frozen: while the switch says so,
-/// what either side sends is held, nothing is closed, and no error comes
-/// (a failover, or a network cut that sends no reset). Thawed, what was
-/// held goes on.
-async fn freezing_proxy(
-    target: std::net::SocketAddr,
-) -> (std::net::SocketAddr, tokio::sync::watch::Sender<bool>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (frozen, _) = tokio::sync::watch::channel(false);
-    let switch = frozen.clone();
-    let address = proxy_to(target, move |(up, down)| {
-        for (mut from, mut to) in [up, down] {
-            let mut thawed = frozen.subscribe();
-            tokio::spawn(async move {
-                let mut buffer = vec![0u8; 16 * 1024];
-                loop {
-                    let n = match from.read(&mut buffer).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    };
-                    if thawed.wait_for(|frozen| !frozen).await.is_err()
-                        || to.write_all(&buffer[..n]).await.is_err()
-                    {
-                        break;
-                    }
-                }
-                let _ = to.shutdown().await;
-            });
-        }
-    })
-    .await;
-    (address, switch)
+/// What a [`switched_proxy`] does with what either side sends while it
+/// is switched on; nothing is closed, and no error comes.
+#[derive(Clone, Copy)]
+enum WhileOn {
+    /// Held, and sent on once it is switched off (a failover, or a network
+    /// cut that sends no reset, that heals).
+    Hold,
+    /// Thrown away (a host gone, a NAT that dropped its state): a statement
+    /// whose answer was thrown away is never answered on that connection.
+    Drop,
 }
 
-/// A TCP proxy to `target` that can cut: while the switch says so, what
-/// either side sends is read and thrown away, and nothing is closed (a
-/// host gone, a NAT that dropped its state). A statement whose answer was
-/// thrown away is never answered on that connection.
-async fn cutting_proxy(
+/// A TCP proxy to `target` with a switch, doing `mode` while it is on.
+async fn switched_proxy(
     target: std::net::SocketAddr,
+    mode: WhileOn,
 ) -> (std::net::SocketAddr, tokio::sync::watch::Sender<bool>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (cut, _) = tokio::sync::watch::channel(false);
-    let switch = cut.clone();
+    let (on, _) = tokio::sync::watch::channel(false);
+    let switch = on.clone();
     let address = proxy_to(target, move |(up, down)| {
         for (mut from, mut to) in [up, down] {
-            let cut = cut.subscribe();
+            let mut on = on.subscribe();
             tokio::spawn(async move {
                 let mut buffer = vec![0u8; 16 * 1024];
                 loop {
@@ -1353,7 +1329,16 @@ async fn cutting_proxy(
                         Ok(0) | Err(_) => break,
                         Ok(n) => n,
                     };
-                    if !*cut.borrow() && to.write_all(&buffer[..n]).await.is_err() {
+                    let send = match mode {
+                        WhileOn::Hold => {
+                            if on.wait_for(|on| !on).await.is_err() {
+                                break;
+                            }
+                            true
+                        }
+                        WhileOn::Drop => !*on.borrow(),
+                    };
+                    if send && to.write_all(&buffer[..n]).await.is_err() {
                         break;
                     }
                 }
@@ -1377,7 +1362,7 @@ async fn the_code_writer_gives_up_on_an_answer_the_network_lost() {
     let Some(mut test_db) = TestDb::new(Backend::Postgres).await else {
         return;
     };
-    let (proxy, cut) = cutting_proxy(database_address(&test_db).await).await;
+    let (proxy, cut) = switched_proxy(database_address(&test_db).await, WhileOn::Drop).await;
     connect_through(&mut test_db, proxy);
     let h = Harness::on(test_db, |_| {}).await;
     let user = h.user("alice", "correct horse", "openid").await;
@@ -1432,7 +1417,7 @@ async fn a_database_that_stops_answering_is_not_waited_for() {
     let Some(mut test_db) = TestDb::new(Backend::Postgres).await else {
         return;
     };
-    let (proxy, frozen) = freezing_proxy(database_address(&test_db).await).await;
+    let (proxy, frozen) = switched_proxy(database_address(&test_db).await, WhileOn::Hold).await;
     connect_through(&mut test_db, proxy);
     let h = Harness::on(test_db, |_| {}).await;
     let (id, secret) = h
