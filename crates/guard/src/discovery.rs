@@ -283,7 +283,13 @@ impl Transport {
 /// `HTTP_PROXY`), except that loopback addresses are always reached
 /// directly: plain HTTP allowed to this host must not travel the network
 /// to a proxy.
-fn environment_proxies() -> Vec<reqwest::Proxy> {
+///
+/// For an application's own HTTP client under the rules of
+/// [`check_transport`] (a relying party's token requests, say): build it
+/// with `no_proxy()`, then add these. reqwest's own reading of the
+/// environment sends loopback through the proxy unless `NO_PROXY` says
+/// otherwise.
+pub fn environment_proxies() -> Vec<reqwest::Proxy> {
     if std::env::var_os("REQUEST_METHOD").is_some() {
         return Vec::new();
     }

@@ -140,7 +140,7 @@ mod resource;
 pub mod revocation;
 mod scope;
 
-pub use discovery::{check_transport, FetchError};
+pub use discovery::{check_transport, environment_proxies, FetchError};
 pub use error::Rejection;
 pub use feed::{
     FeedStatus, RevocationFeed, RevocationFeedBuilder, WhenUnreachable, FEED_METADATA, FEED_SCOPE,

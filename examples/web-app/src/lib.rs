@@ -378,10 +378,18 @@ impl WebApp {
         for url in [&settings.base, &settings.issuer, &settings.store_api] {
             in_the_clear_refused(url, settings.allow_plain_http)?;
         }
-        let http = reqwest::Client::builder()
+        // Proxies as the environment names them, but never for loopback:
+        // plain HTTP is allowed there only (`in_the_clear_refused`), and
+        // reqwest's own reading of `HTTP_PROXY` would send it, client
+        // secret, codes and tokens, to the proxy over the network.
+        let mut http = reqwest::Client::builder()
+            .no_proxy()
             .timeout(Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+            .redirect(reqwest::redirect::Policy::none());
+        for proxy in tessera_guard::environment_proxies() {
+            http = http.proxy(proxy);
+        }
+        let http = http.build()?;
         let meta = http
             .get(format!(
                 "{}/.well-known/openid-configuration",

@@ -45,7 +45,9 @@ pub fn backoff(attempts: i64) -> i64 {
 }
 
 /// An HTTP client for logout deliveries: rustls, a short timeout, no
-/// redirects (§2.5: the client answers at the URI it registered).
+/// redirects (§2.5: the client answers at the URI it registered), and the
+/// environment's proxies but never for loopback, where plain HTTP may be
+/// registered (`tessera_guard::environment_proxies`).
 pub fn http_client() -> Result<reqwest::Client, Error> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let roots = rustls::RootCertStore {
@@ -56,7 +58,11 @@ pub fn http_client() -> Result<reqwest::Client, Error> {
         .map_err(|e| Error::Invalid(format!("TLS setup: {e}")))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder().no_proxy();
+    for proxy in tessera_guard::environment_proxies() {
+        builder = builder.proxy(proxy);
+    }
+    builder
         .use_preconfigured_tls(tls)
         .timeout(Duration::from_secs(5))
         .redirect(reqwest::redirect::Policy::none())
