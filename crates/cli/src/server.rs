@@ -165,10 +165,12 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
 /// is refused, rather than log at a level nobody chose: a syntax error fell
 /// back to `info` without a word, and a misspelt level (`warning`) is a
 /// target's name to `tracing`, which turned every log off, the lines of
-/// audit events that could not be written included.
+/// audit events that could not be written included. One that says
+/// nothing (`TESSERA_LOG=` in a unit file, an empty value in a chart) is
+/// no value: it had every log off.
 fn log_filter(value: Option<&str>) -> anyhow::Result<tracing_subscriber::EnvFilter> {
     const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
-    let Some(text) = value else {
+    let Some(text) = value.filter(|text| text.split(',').any(|d| !d.trim().is_empty())) else {
         return Ok(tracing_subscriber::EnvFilter::new("info"));
     };
     for directive in text.split(',').map(str::trim).filter(|d| !d.is_empty()) {
@@ -1000,9 +1002,16 @@ mod tests {
             Some("warn"),
             Some("INFO"),
             Some("info,tessera_server=debug"),
-            Some(""),
         ] {
             assert!(log_filter(good).is_ok(), "{good:?}");
+        }
+        // Saying nothing is the default, not every log off.
+        for nothing in [None, Some(""), Some(" "), Some(",")] {
+            assert_eq!(
+                log_filter(nothing).unwrap().max_level_hint(),
+                Some(tracing_subscriber::filter::LevelFilter::INFO),
+                "{nothing:?}"
+            );
         }
         for (bad, said) in [
             ("warning", "not a level"),

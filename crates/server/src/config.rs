@@ -54,9 +54,9 @@
 //! token_issued = true       # false: no event per issued access token
 //!
 //! [http]
-//! header_timeout = "30s"    # headers of each request; also the keep-alive idle timeout
-//! request_timeout = "30s"   # a whole request, body included, then 408 (503 if the body was all in)
-//! shutdown_delay = "0s"     # after SIGTERM, /readyz says 503 and requests are still served this long
+//! header_timeout = "30s"    # headers of each request; also the keep-alive idle timeout (100ms to 1d)
+//! request_timeout = "30s"   # a whole request, body included, then 408 (503 if the body was all in; 100ms to 1d)
+//! shutdown_delay = "0s"     # after SIGTERM, /readyz says 503 and requests are still served this long (at most 1h)
 //! max_connections = 4000    # default: the file-descriptor limit less headroom
 //! trusted_proxies = ["10.0.0.0/8"]  # load balancers whose X-Forwarded-For is believed
 //! ```
@@ -267,7 +267,10 @@ impl DatabaseUrl {
         let Ok(url) = url::Url::parse(&self.0) else {
             return self.0.to_ascii_lowercase().contains("password");
         };
-        url.password().is_some() || url.query_pairs().any(|(k, _)| k.contains("password"))
+        url.password().is_some()
+            || url
+                .query_pairs()
+                .any(|(k, _)| crate::db::names_a_password(&k))
     }
 }
 
@@ -420,6 +423,16 @@ const LONGEST: Duration = Duration::from_secs(100 * 31_557_600);
 /// The longest an HTTP timeout may be: a connection held a day for its
 /// headers is no longer a timeout.
 const LONGEST_HTTP_TIMEOUT: Duration = Duration::from_secs(DAY);
+
+/// The shortest an HTTP timeout may be: under it, a request's own round
+/// trip on a slow network, or a body of any size, is cut, and the server
+/// answers almost nothing but 408 (it took `1ms` without a word).
+const SHORTEST_HTTP_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// The longest `http.shutdown_delay`: load balancers notice a `/readyz`
+/// 503 within seconds, and a SIGTERM that leaves the server serving for
+/// days (a second one does nothing) is no shutdown.
+const LONGEST_SHUTDOWN_DELAY: Duration = Duration::from_secs(3600);
 
 fn at_most(d: Duration, most: Duration, name: &str) -> Result<Duration, Error> {
     if d > most {
@@ -760,33 +773,39 @@ impl Config {
                 Duration::from_secs(10),
             )?,
             header_timeout: at_most(
-                positive(
+                at_least(
                     duration(
                         "http.header_timeout",
                         file.http.header_timeout.as_deref(),
                         Duration::from_secs(30),
                     )?,
+                    SHORTEST_HTTP_TIMEOUT,
                     "http.header_timeout",
                 )?,
                 LONGEST_HTTP_TIMEOUT,
                 "http.header_timeout",
             )?,
             request_timeout: at_most(
-                positive(
+                at_least(
                     duration(
                         "http.request_timeout",
                         file.http.request_timeout.as_deref(),
                         Duration::from_secs(30),
                     )?,
+                    SHORTEST_HTTP_TIMEOUT,
                     "http.request_timeout",
                 )?,
                 LONGEST_HTTP_TIMEOUT,
                 "http.request_timeout",
             )?,
-            shutdown_delay: duration(
+            shutdown_delay: at_most(
+                duration(
+                    "http.shutdown_delay",
+                    file.http.shutdown_delay.as_deref(),
+                    Duration::ZERO,
+                )?,
+                LONGEST_SHUTDOWN_DELAY,
                 "http.shutdown_delay",
-                file.http.shutdown_delay.as_deref(),
-                Duration::ZERO,
             )?,
             max_http_connections: match file.http.max_connections {
                 Some(n) if !(1..=MOST_HTTP_CONNECTIONS).contains(&n) => {
@@ -957,6 +976,26 @@ impl Config {
         self.issuer.starts_with("http://")
     }
 
+    /// Whether the issuer is plain HTTP on a host other than this one
+    /// (not `localhost` nor a loopback address): passwords, codes and
+    /// tokens then cross the network in the clear, and the cookies lose
+    /// `Secure` and the `__Host-` prefix. Said at every start.
+    pub fn in_the_clear(&self) -> bool {
+        let Some(url) = self
+            .on_http()
+            .then(|| url::Url::parse(&self.issuer).ok())
+            .flatten()
+        else {
+            return false;
+        };
+        match url.host() {
+            Some(url::Host::Domain(name)) => !name.eq_ignore_ascii_case("localhost"),
+            Some(url::Host::Ipv4(ip)) => !ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => !ip.is_loopback(),
+            None => false,
+        }
+    }
+
     /// The JWKS URL.
     pub fn jwks_uri(&self) -> String {
         self.endpoint("/.well-known/jwks.json")
@@ -1044,6 +1083,34 @@ mod tests {
             c.master_key,
             MasterKeySource::File(PathBuf::from("tessera-data/master.key"))
         );
+    }
+
+    #[test]
+    fn a_plain_http_issuer_off_this_host_is_in_the_clear() {
+        for (issuer, clear) in [
+            ("http://auth.example.com", true),
+            ("http://192.0.2.7:8080", true),
+            ("http://[2001:db8::7]:8080", true),
+            ("http://127.0.0.1:8080", false),
+            ("http://127.0.0.2:8080", false),
+            ("http://[::1]:8080", false),
+            ("http://LocalHost:8080", false),
+            ("https://auth.example.com", false),
+        ] {
+            let c = Config::resolve(Overrides {
+                issuer: Some(issuer.into()),
+                ..Overrides::default()
+            })
+            .unwrap();
+            assert_eq!(c.in_the_clear(), clear, "{issuer}");
+        }
+        // The default issuer of a listener on another host's address.
+        let c = Config::resolve(Overrides {
+            listen: Some("192.0.2.7:8080".into()),
+            ..Overrides::default()
+        })
+        .unwrap();
+        assert!(c.in_the_clear());
     }
 
     #[test]
@@ -1195,6 +1262,22 @@ mod tests {
     }
 
     #[test]
+    fn a_password_in_a_database_url_is_seen_in_any_case() {
+        for url in [
+            "postgres://u:pw@db/t",
+            "postgres://u@db/t?password=pw",
+            "postgres://u@db/t?Password=pw",
+            "postgres://u@db/t?SSLPassword=pw",
+            "host=db PASSWORD=pw",
+        ] {
+            assert!(DatabaseUrl::from(url.to_owned()).holds_password(), "{url}");
+        }
+        assert!(
+            !DatabaseUrl::from("postgres://u@db/t?sslmode=require".to_owned()).holds_password()
+        );
+    }
+
+    #[test]
     fn scopes_are_worded_as_the_configuration_says() {
         let c = from_file(
             "[pages.scopes]\n\"items:read\" = { title = \" See your items \", detail = \"Names and prices\" }\n\
@@ -1253,6 +1336,13 @@ mod tests {
             // Every refresh token dead on issue.
             ("[tokens]\nrefresh_ttl = \"0s\"\n", "tokens.refresh_ttl"),
             ("[tokens]\nsession_max = \"0s\"\n", "tokens.session_max"),
+            (
+                "[http]\nrequest_timeout = \"1ms\"\n",
+                "http.request_timeout",
+            ),
+            ("[http]\nheader_timeout = \"50ms\"\n", "http.header_timeout"),
+            ("[http]\nheader_timeout = \"0s\"\n", "http.header_timeout"),
+            ("[http]\nshutdown_delay = \"2h\"\n", "http.shutdown_delay"),
             (
                 "[http]\nshutdown_delay = \"500ms\"\n",
                 "http.shutdown_delay",

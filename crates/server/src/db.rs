@@ -221,7 +221,7 @@ impl Db {
             if let Ok(parsed) = url::Url::parse(url) {
                 if let Some((name, _)) = parsed
                     .query_pairs()
-                    .find(|(name, _)| name.contains("password") && name != "password")
+                    .find(|(name, _)| names_a_password(name) && name != "password")
                 {
                     return Err(Error::Config(format!(
                         "database URL {}: the parameter {name:?} is not supported",
@@ -908,6 +908,13 @@ impl WriteLane {
     }
 }
 
+/// Whether a database URL's query parameter `key` holds a password
+/// (`password`, `sslpassword`, in any case: sqlx reads names as written,
+/// and logs one it does not know with its value).
+pub(crate) fn names_a_password(key: &str) -> bool {
+    key.to_ascii_lowercase().contains("password")
+}
+
 /// `url` with any password replaced by `***`, for messages and logs: in
 /// its user part and in its query (`?password=`, `?sslpassword=`). Text
 /// that is not a URL (libpq's `host=… password=…` form, a typo) is not
@@ -920,11 +927,11 @@ pub fn redact_url(url: &str) -> String {
         // Only fails for URLs that cannot have a password.
         let _ = parsed.set_password(Some("***"));
     }
-    if parsed.query_pairs().any(|(k, _)| k.contains("password")) {
+    if parsed.query_pairs().any(|(k, _)| names_a_password(&k)) {
         let pairs: Vec<(String, String)> = parsed
             .query_pairs()
             .map(|(k, v)| {
-                let v = if k.contains("password") {
+                let v = if names_a_password(&k) {
                     "***".into()
                 } else {
                     v
@@ -1264,11 +1271,21 @@ mod tests {
     /// parameters it does not know with their values.
     #[tokio::test]
     async fn a_password_parameter_sqlx_would_log_is_refused() {
-        let url = "postgres://u@127.0.0.1:1/x?sslmode=require&sslpassword=hunter2";
-        let refused = super::Db::open(url, 1, super::Schema::AsIs).await;
-        let said = refused.err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(said.contains("\"sslpassword\" is not supported"), "{said}");
-        assert!(!said.contains("hunter2"), "{said}");
+        for (url, name) in [
+            (
+                "postgres://u@127.0.0.1:1/x?sslmode=require&sslpassword=hunter2",
+                "sslpassword",
+            ),
+            ("postgres://u@127.0.0.1:1/x?Password=hunter2", "Password"),
+        ] {
+            let refused = super::Db::open(url, 1, super::Schema::AsIs).await;
+            let said = refused.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(
+                said.contains(&format!("{name:?} is not supported")),
+                "{said}"
+            );
+            assert!(!said.contains("hunter2"), "{said}");
+        }
     }
 
     #[test]
@@ -1285,6 +1302,8 @@ mod tests {
         for secret in [
             "host=db password=s3cret",
             "postgres://app@db/t?sslmode=require&password=s3cret",
+            "postgres://app@db/t?Password=s3cret",
+            "postgres://app@db/t?SSLPASSWORD=s3cret",
             "postgres://app:s3c@ret@db/t",
         ] {
             let shown = redact_url(secret);

@@ -207,6 +207,15 @@ pub async fn serve(
         request_timeout = ?limits.request_timeout,
         "listener limits"
     );
+    if config.in_the_clear() {
+        tracing::warn!(
+            issuer = %config.issuer,
+            "the issuer is plain http on another host than this one: passwords, codes and \
+             tokens cross the network in the clear, and the sign-in cookies are not Secure; \
+             serve it over TLS (a proxy in front that terminates it) and set --issuer \
+             (TESSERA_ISSUER) to its https URL"
+        );
+    }
     if config.issuer_is_loopback_default() {
         tracing::warn!(
             listen = %config.listen,
