@@ -395,7 +395,10 @@ async fn deliver_logouts(app: Arc<App>, http: reqwest::Client) {
         }
         let (app, http) = (Arc::clone(&app), http.clone());
         rounds.spawn(async move {
-            if let Err(e) = crate::signin::backchannel::deliver_due(app.deliver(), &http).await {
+            // Bounded: a round that hangs on the database (an answer the
+            // network lost) would hold one of the few rounds for good.
+            let round = crate::signin::backchannel::deliver_due(app.deliver(), &http);
+            if let Err(e) = bounded("a back-channel logout round", round).await {
                 tracing::warn!(error = %e, "back-channel logout delivery");
             }
         });

@@ -741,11 +741,14 @@ pub async fn forget_successors(db: &Db, at: i64, grace: i64) -> Result<u64, Erro
     let before = at.saturating_sub(grace).saturating_sub(SUCCESSOR_MARGIN);
     let mut forgotten = 0;
     loop {
-        let batch = on_pool!(db.write(), p => sqlx::query(
-            "UPDATE refresh_tokens SET successor_sealed = NULL WHERE token_hash IN \
-             (SELECT token_hash FROM refresh_tokens \
-              WHERE successor_sealed IS NOT NULL AND used_at < $1 LIMIT $2)"
-        ).bind(before).bind(BATCH).execute(p).await.map(|r| r.rows_affected()))?;
+        let batch = crate::db::bounded("forgetting sealed successors", async {
+            Ok(on_pool!(db.write(), p => sqlx::query(
+                "UPDATE refresh_tokens SET successor_sealed = NULL WHERE token_hash IN \
+                 (SELECT token_hash FROM refresh_tokens \
+                  WHERE successor_sealed IS NOT NULL AND used_at < $1 LIMIT $2)"
+            ).bind(before).bind(BATCH).execute(p).await.map(|r| r.rows_affected()))?)
+        })
+        .await?;
         forgotten += batch;
         if batch < u64::try_from(BATCH).unwrap_or(u64::MAX) {
             return Ok(forgotten);

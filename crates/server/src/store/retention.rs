@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use crate::db::{on_pool, Db, Pool};
+use crate::db::{bounded, on_pool, Db, Pool};
 use crate::Error;
 
 /// Rows deleted by one statement at most.
@@ -200,8 +200,13 @@ pub async fn prune(db: &Db, at: i64, retention: Retention) -> Result<Pruned, Err
 async fn in_batches(db: &Db, sql: &str, before: i64) -> Result<u64, Error> {
     let mut total = 0;
     loop {
-        let deleted = on_pool!(db.write(), p => sqlx::query(sql)
-            .bind(before).bind(BATCH).execute(p).await.map(|r| r.rows_affected()))?;
+        // Each batch bounded (a connection whose answer the network lost):
+        // a hung one would stop this instance's pruning for good.
+        let deleted = bounded("a pruning batch", async {
+            Ok(on_pool!(db.write(), p => sqlx::query(sql)
+                .bind(before).bind(BATCH).execute(p).await.map(|r| r.rows_affected()))?)
+        })
+        .await?;
         total += deleted;
         if deleted < u64::try_from(BATCH).unwrap_or(u64::MAX) {
             return Ok(total);
