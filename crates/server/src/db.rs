@@ -122,14 +122,21 @@ pub async fn bounded<T>(
     what: &str,
     work: impl std::future::Future<Output = Result<T, Error>>,
 ) -> Result<T, Error> {
-    tokio::time::timeout(BACKGROUND_TIMEOUT, work)
-        .await
-        .unwrap_or_else(|_| {
-            Err(Error::Unavailable(format!(
-                "{what}: the database did not answer within {}s",
-                BACKGROUND_TIMEOUT.as_secs()
-            )))
-        })
+    within(BACKGROUND_TIMEOUT, what, work).await
+}
+
+/// `work`, given up as [`Error::Unavailable`] after `limit`.
+pub async fn within<T>(
+    limit: Duration,
+    what: &str,
+    work: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+        Err(Error::Unavailable(format!(
+            "{what}: the database did not answer within {}s",
+            limit.as_secs()
+        )))
+    })
 }
 
 /// The longest a statement runs on PostgreSQL for the command line's

@@ -75,14 +75,7 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 async fn within_read_timeout<T>(
     read: impl std::future::Future<Output = Result<T, Error>>,
 ) -> Result<T, Error> {
-    tokio::time::timeout(READ_TIMEOUT, read)
-        .await
-        .unwrap_or_else(|_| {
-            Err(Error::Unavailable(format!(
-                "the revocation log was not read within {}s",
-                READ_TIMEOUT.as_secs()
-            )))
-        })
+    crate::db::within(READ_TIMEOUT, "reading the revocation log", read).await
 }
 
 /// When a copy of the log was last read through (shared with the caches
