@@ -331,7 +331,14 @@ impl CheckedProfile {
         let name = clean(&profile.name, "name")?;
         let email = clean(&profile.email, "email")?;
         if let Some(Some(e)) = &email {
-            if !e.contains('@') || e.contains(char::is_whitespace) {
+            // An address: one `@` between a local part and a domain, no
+            // white space (what a relying party can send mail to; `@`,
+            // `a@` or `a@b@c` are not).
+            let parts = e.split_once('@');
+            let addressable = parts.is_some_and(|(local, domain)| {
+                !local.is_empty() && !domain.is_empty() && !domain.contains('@')
+            });
+            if !addressable || e.contains(char::is_whitespace) {
                 return Err(Error::Invalid(format!("{e:?} is not an email address")));
             }
         }
@@ -458,6 +465,19 @@ pub async fn delete(
     on_pool!(db.write(), p => {
         let mut tx = p.begin_with(db.begin_write()).await?;
         if db.is_postgres() {
+            // The user's row first, then the sessions, as a sign-in that
+            // starts a family does (`refresh::issue_as`: the user `FOR
+            // SHARE`, then the session) and as the other changes of a user
+            // do: the sessions locked first, a family starting meanwhile
+            // waited for them while holding the user this delete waited
+            // for, a deadlock PostgreSQL broke by failing one of the two.
+            let found: Option<(String,)> =
+                sqlx::query_as("SELECT id FROM users WHERE username = $1 FOR UPDATE")
+                    .bind(username).fetch_optional(&mut *tx).await?;
+            if found.is_none() {
+                tx.rollback().await?;
+                return Err(not_found(username));
+            }
             sqlx::query(crate::store::refresh::LOCK_TOKENS_OF_USER)
                 .bind(username).execute(&mut *tx).await?;
         }

@@ -48,6 +48,7 @@ both_backends!(
     a_new_login_renews_its_users_session,
     a_use_recorded_late_never_moves_the_last_use_back,
     a_user_disabled_while_a_family_starts_in_a_session_revokes_it,
+    a_user_deleted_while_a_family_starts_waits_for_it,
     concurrent_consents_are_all_remembered,
     pruning_removes_only_what_is_over_in_batches,
     a_public_key_changed_in_the_database_is_not_published,
@@ -2183,11 +2184,17 @@ async fn users_are_unique_and_can_be_disabled_and_deleted(backend: Backend) {
     .is_err());
     // A profile that is refused adds no user: the same name can be added
     // right after, with its profile.
+    let with_email = |email: &str| users::Profile {
+        email: Some(email.into()),
+        ..users::Profile::default()
+    };
     for wrong in [
-        users::Profile {
-            email: Some("bob".into()),
-            ..users::Profile::default()
-        },
+        with_email("bob"),
+        with_email("@"),
+        with_email("bob@"),
+        with_email("@example.com"),
+        with_email("bob@example@com"),
+        with_email("bob @example.com"),
         users::Profile {
             name: Some("Bob\u{7}".into()),
             ..users::Profile::default()
@@ -3078,6 +3085,90 @@ async fn a_user_disabled_while_a_family_starts_in_a_session_revokes_it(backend: 
     assert!(
         refresh::lookup(&h.db, token).await.unwrap().is_none(),
         "the family started in the race was revoked"
+    );
+    h.finish().await;
+}
+
+/// A user deleted while a family starts in one of the user's sessions
+/// (its transaction holds the user, then the session `FOR SHARE`, as
+/// `refresh::issue_as` does) waits for it and deletes the family with the
+/// rest. The delete used to lock the sessions before the user: the family
+/// then waited for the session while holding the user the delete waited
+/// for, and PostgreSQL broke the deadlock by failing one of the two.
+async fn a_user_deleted_while_a_family_starts_waits_for_it(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let Db::Postgres(pool) = &h.db else {
+        // SQLite's one writer runs the two transactions one after the
+        // other: there is no interleaving to test.
+        h.finish().await;
+        return;
+    };
+    let user = h.user("alice", "correct horse", "read").await;
+    let client = h.public_client("read").await;
+    let sid = live_session(&h, &user).await;
+    let at = tessera_server::store::now();
+    let token = "a-refresh-token-issued-in-the-race";
+    // The family's transaction, paused after its user check.
+    let mut starting = pool.begin().await.unwrap();
+    let enabled: Vec<(String,)> =
+        sqlx::query_as("SELECT id FROM users WHERE username = 'alice' AND NOT disabled FOR SHARE")
+            .fetch_all(&mut *starting)
+            .await
+            .unwrap();
+    assert_eq!(enabled.len(), 1);
+    let db = h.db.clone();
+    let delete = tokio::spawn(async move {
+        users::delete(
+            &db,
+            "alice",
+            KEEP,
+            tessera_server::store::audit::InChange::none(),
+        )
+        .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!delete.is_finished(), "the delete waits for the family");
+    // Its session check, then its inserts: none of them waits on the
+    // delete, so neither transaction fails.
+    let live: Vec<(String,)> =
+        sqlx::query_as("SELECT sid FROM sessions WHERE sid = $1 AND ended_at IS NULL FOR SHARE")
+            .bind(&sid)
+            .fetch_all(&mut *starting)
+            .await
+            .expect("the session check is not a deadlock's victim");
+    assert_eq!(live.len(), 1);
+    sqlx::query(
+        "INSERT INTO refresh_families (id, client_id, subject, username, scope, auth_time, created_at, expires_at, sid) \
+         VALUES ('raced', $1, $2, 'alice', 'read', $3, $3, $4, $5)",
+    )
+    .bind(&client)
+    .bind(&user)
+    .bind(at)
+    .bind(at + 3600)
+    .bind(&sid)
+    .execute(&mut *starting)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO refresh_tokens (token_hash, family_id, created_at, expires_at) VALUES ($1, 'raced', $2, $3)",
+    )
+    .bind(tessera_server::secret::token_digest(token))
+    .bind(at)
+    .bind(at + 3600)
+    .execute(&mut *starting)
+    .await
+    .unwrap();
+    starting.commit().await.unwrap();
+    delete
+        .await
+        .unwrap()
+        .expect("the delete is not a deadlock's victim");
+    assert!(users::find(&h.db, "alice").await.unwrap().is_none());
+    assert!(
+        refresh::lookup(&h.db, token).await.unwrap().is_none(),
+        "the family started in the race went with its user"
     );
     h.finish().await;
 }
