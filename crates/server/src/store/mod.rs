@@ -330,14 +330,15 @@ impl std::fmt::Display for Scopes {
     }
 }
 
-/// Refuse a name (a username, a person's or a client's name, an
-/// audience) that is empty, longer than 200 bytes, starts or ends with
-/// white space, holds a character that is not seen as written (controls,
-/// format characters such as zero-width spaces and the bidirectional
-/// overrides that show a client's name reversed on the consent page,
-/// line and paragraph separators, private-use and unassigned code points),
-/// or is not in Unicode normalization form C: names are compared byte for
-/// byte, and `alice ` or an `é` written as `e` + accent would otherwise be
+/// Refuse a name people type (a username, an audience) that is empty,
+/// longer than 200 bytes, starts or ends with white space, holds a
+/// character that is not seen as written (controls, format characters
+/// such as zero-width spaces and the bidirectional overrides that show a
+/// client's name reversed on the consent page, line and paragraph
+/// separators, private-use and unassigned code points), is not in Unicode
+/// normalization form C, or holds compatibility characters (it changes
+/// under NFKC): names are compared byte for byte, and `alice `, an `é`
+/// written as `e` + accent or a full-width `ａｌｉｃｅ` would otherwise be
 /// another user than the one they look like.
 pub(crate) fn check_name(kind: &str, name: &str) -> Result<(), Error> {
     // Names go into URL paths (`/admin/users/{name}`), where these two
@@ -345,11 +346,27 @@ pub(crate) fn check_name(kind: &str, name: &str) -> Result<(), Error> {
     if matches!(name, "." | "..") {
         return Err(Error::Invalid(format!("{kind} {name:?} is not a name")));
     }
-    check_text(kind, name, false)
+    check_text(kind, name, false)?;
+    // Typed, not only read: the compatibility forms that look like plain
+    // letters or spaces (full-width `ａｌｉｃｅ`, the ligature `ﬁ`,
+    // mathematical bold letters, a no-break or ideographic space,
+    // superscript digits) would make a second `alice` (RFC 8265 maps or
+    // refuses them in usernames). Such a name is refused with the plain
+    // form to write instead.
+    use unicode_normalization::UnicodeNormalization;
+    if !name.nfkc().eq(name.chars()) {
+        let plain: String = name.nfkc().collect();
+        return Err(Error::Invalid(format!(
+            "{kind} holds compatibility characters that look like others \
+             (full-width letters, ligatures, styled letters, special spaces): write it {plain:?}"
+        )));
+    }
+    Ok(())
 }
 
 /// [`check_name`] for a name people read rather than type to sign in (a
-/// person's or a client's name): the zero-width joiner and non-joiner
+/// person's or a client's name): compatibility characters are kept as
+/// written, and the zero-width joiner and non-joiner
 /// (U+200D, U+200C), which Persian spelling and emoji sequences need, are
 /// allowed between two other characters.
 pub(crate) fn check_display_name(kind: &str, name: &str) -> Result<(), Error> {
@@ -441,9 +458,28 @@ mod tests {
             "Zoë Ångström",
             "山田 太郎",
             "Example Shop <script>alert(1)</script>",
-            "a\u{00A0}b",
         ] {
             assert!(check_name("name", good).is_ok(), "{good:?}");
+        }
+        // Compatibility forms: a second `alice` to type, refused in names
+        // people sign in with, shown as written in people's names.
+        for lookalike in [
+            "a\u{00A0}b",
+            "ａｌｉｃｅ",
+            "\u{FB01}ona",
+            "\u{1D41A}dmin",
+            "x\u{00B2}",
+            "山田\u{3000}太郎",
+        ] {
+            let refused = check_name("username", lookalike).unwrap_err().to_string();
+            assert!(
+                refused.contains("compatibility"),
+                "{lookalike:?}: {refused}"
+            );
+            assert!(
+                super::check_display_name("name", lookalike).is_ok(),
+                "{lookalike:?}"
+            );
         }
         for bad in [
             "",
