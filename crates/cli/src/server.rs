@@ -592,25 +592,23 @@ pub fn user(server: &ServerArgs, command: UserCommand) -> Result<(), Failure> {
                     .await?;
             }
             UserCommand::List { json } => {
-                // Every user, read a page at a time.
-                let mut list = Vec::new();
+                // Every user, read and printed a page at a time.
+                let mut listing = Listing::new(json);
                 let mut page = Page::first(1000);
                 loop {
                     let listed = admin.users(&page).await?;
-                    list.extend(listed.items);
+                    for u in &listed.items {
+                        listing.item(u, || {
+                            let state = if u.disabled { "disabled" } else { "enabled" };
+                            format!("{}\t{}\t{}\t{}", u.username, u.id, state, u.scopes)
+                        })?;
+                    }
                     match listed.next {
                         Some(next) => page.after = Some(next),
                         None => break,
                     }
                 }
-                if json {
-                    out!("{}", serde_json::to_string_pretty(&list)?);
-                } else {
-                    for u in list {
-                        let state = if u.disabled { "disabled" } else { "enabled" };
-                        out!("{}\t{}\t{}\t{}", u.username, u.id, state, u.scopes);
-                    }
-                }
+                listing.finish()?;
             }
             UserCommand::Disable { username } => admin.set_disabled(&username, true).await?,
             UserCommand::Enable { username } => admin.set_disabled(&username, false).await?,
@@ -619,6 +617,8 @@ pub fn user(server: &ServerArgs, command: UserCommand) -> Result<(), Failure> {
                 username,
                 password_stdin,
             } => {
+                // Known before the new password is asked for (twice).
+                admin.user(&username).await?;
                 let password = read_password(password_stdin)?;
                 admin.change_password(&username, password).await?;
             }
@@ -627,6 +627,62 @@ pub fn user(server: &ServerArgs, command: UserCommand) -> Result<(), Failure> {
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(())
+}
+
+/// A listing printed as its pages are read, never held whole (a busy
+/// server has millions of users): a line per item, or with `--json` one
+/// array, laid out as `serde_json::to_string_pretty` lays out a list.
+struct Listing<W: Write> {
+    out: W,
+    json: bool,
+    printed: usize,
+}
+
+impl Listing<std::io::Stdout> {
+    fn new(json: bool) -> Self {
+        Listing::to(std::io::stdout(), json)
+    }
+}
+
+impl<W: Write> Listing<W> {
+    fn to(out: W, json: bool) -> Self {
+        Listing {
+            out,
+            json,
+            printed: 0,
+        }
+    }
+
+    /// Print `item`, as JSON or as the line `line` makes.
+    fn item<T: serde::Serialize>(
+        &mut self,
+        item: &T,
+        line: impl FnOnce() -> String,
+    ) -> anyhow::Result<()> {
+        if self.json {
+            let text = serde_json::to_string_pretty(item)?;
+            let open = if self.printed == 0 { "[" } else { "," };
+            // A JSON string never holds a bare newline: each line of the
+            // item's text is one of its layout, indented one level more.
+            let indented = text.replace('\n', "\n  ");
+            write!(self.out, "{open}\n  {indented}")
+        } else {
+            writeln!(self.out, "{}", line())
+        }
+        .context("writing to standard output")?;
+        self.printed += 1;
+        Ok(())
+    }
+
+    /// Close the list; the writer back.
+    fn finish(mut self) -> anyhow::Result<W> {
+        if self.json {
+            let close = if self.printed == 0 { "[]" } else { "\n]" };
+            writeln!(self.out, "{close}").context("writing to standard output")?;
+        }
+        self.out.flush().context("writing to standard output")?;
+        Ok(self.out)
+    }
 }
 
 /// `tessera session …`.
@@ -729,32 +785,30 @@ pub fn client(server: &ServerArgs, command: ClientCommand) -> Result<(), Failure
                 })?;
             }
             ClientCommand::List { json } => {
-                // Every client, read a page at a time.
-                let mut list = Vec::new();
+                // Every client, read and printed a page at a time.
+                let mut listing = Listing::new(json);
                 let mut page = Page::first(1000);
                 loop {
                     let listed = admin.clients(&page).await?;
-                    list.extend(listed.items);
+                    for c in &listed.items {
+                        listing.item(c, || {
+                            let grants: Vec<_> = c.grants.iter().map(|g| g.as_str()).collect();
+                            format!(
+                                "{}\t{}\t{}\t{}\t{}",
+                                c.client_id,
+                                c.name,
+                                c.auth_method,
+                                grants.join(","),
+                                c.scopes
+                            )
+                        })?;
+                    }
                     match listed.next {
                         Some(next) => page.after = Some(next),
                         None => break,
                     }
                 }
-                if json {
-                    out!("{}", serde_json::to_string_pretty(&list)?);
-                } else {
-                    for c in list {
-                        let grants: Vec<_> = c.grants.iter().map(|g| g.as_str()).collect();
-                        out!(
-                            "{}\t{}\t{}\t{}\t{}",
-                            c.client_id,
-                            c.name,
-                            c.auth_method,
-                            grants.join(","),
-                            c.scopes
-                        );
-                    }
-                }
+                listing.finish()?;
             }
             ClientCommand::Delete { client_id } => admin.delete_client(&client_id).await?,
             ClientCommand::Set {
@@ -993,7 +1047,34 @@ fn scope_change(
 
 #[cfg(test)]
 mod tests {
-    use super::log_filter;
+    use super::{log_filter, Listing};
+
+    /// Printed a page at a time, a listing reads as the whole list
+    /// printed at once did: the same JSON text, the same lines.
+    #[test]
+    fn a_listing_printed_as_it_comes_reads_as_the_whole_list() {
+        let lists = [
+            vec![],
+            vec![serde_json::json!({"a": 1})],
+            vec![
+                serde_json::json!({"name": "two\nlines", "list": [1, {"b": []}], "empty": {}}),
+                serde_json::json!("text"),
+                serde_json::json!({"c": null}),
+            ],
+        ];
+        for list in lists {
+            let mut json = Listing::to(Vec::new(), true);
+            let mut lines = Listing::to(Vec::new(), false);
+            for item in &list {
+                json.item(item, || unreachable!()).unwrap();
+                lines.item(item, || item.to_string()).unwrap();
+            }
+            let whole = serde_json::to_string_pretty(&list).unwrap() + "\n";
+            assert_eq!(String::from_utf8(json.finish().unwrap()).unwrap(), whole);
+            let each: String = list.iter().map(|item| format!("{item}\n")).collect();
+            assert_eq!(String::from_utf8(lines.finish().unwrap()).unwrap(), each);
+        }
+    }
 
     #[test]
     fn a_log_filter_that_cannot_be_read_is_refused() {

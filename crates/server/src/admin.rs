@@ -391,7 +391,7 @@ impl AdminService<'_> {
     }
 
     /// A page of the live sign-in sessions, of one user or all, newest
-    /// first.
+    /// first; [`Error::NotFound`] for a user no one has.
     pub async fn sessions(
         &self,
         username: Option<&str>,
@@ -406,6 +406,16 @@ impl AdminService<'_> {
             size.saturating_add(1),
         )
         .await?;
+        // No sessions: a user without any, or a name no user has, which
+        // is said (`--user` mistyped is not "signed in nowhere").
+        if let (true, Some(username)) = (rows.is_empty(), username) {
+            if users::find(self.db, username).await?.is_none() {
+                return Err(Error::NotFound {
+                    kind: "user",
+                    name: username.to_owned(),
+                });
+            }
+        }
         Ok(Listed::of(rows, size, |s| {
             format!("{}.{}", s.created_at, s.sid)
         }))

@@ -209,6 +209,41 @@ fn a_password_is_read_from_standard_input_only_when_asked() {
     assert!(admin(d, &["user", "list"], None, &[]).contains("bob"));
 }
 
+/// A user named that does not exist is exit code 3, said before anything
+/// is asked for: `session list --user` used to print an empty list (as if
+/// the user were signed in nowhere), `user passwd` to ask for the new
+/// password first.
+#[test]
+fn an_unknown_user_is_said_before_anything_is_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    add_alice(d, &[]);
+    let run = |args: &[&str]| {
+        assert_cmd::Command::new(binary())
+            .current_dir(d)
+            .args(args)
+            .write_stdin("")
+            .output()
+            .unwrap()
+    };
+    for args in [
+        &["session", "list", "--user", "nobody"][..],
+        // Standard input is not a terminal and the flag is not given: the
+        // password would be refused, but the unknown user is said first.
+        &["user", "passwd", "nobody"],
+    ] {
+        let out = run(args);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {said}");
+        assert!(said.contains("nobody"), "{args:?}: {said}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+    // Alice, who has no session, has an empty list.
+    let out = run(&["session", "list", "--user", "alice"]);
+    assert!(out.status.success());
+    assert!(out.stdout.is_empty());
+}
+
 /// `session list` shows the newest `--limit` sessions and, when there are
 /// more, says so apart from the list (on stderr): before, the rest were
 /// left out without a word.

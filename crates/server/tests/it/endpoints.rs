@@ -1615,6 +1615,27 @@ mod admin_api {
         sids.sort_unstable();
         sids.dedup();
         assert_eq!(sids.len(), 3);
+        // A user without sessions has an empty list; a name no user has is
+        // said to be unknown, not shown as a user without sessions.
+        let none = call(
+            &h,
+            Method::GET,
+            "/admin/sessions?user=dave",
+            Some(&admin),
+            None,
+        )
+        .await;
+        assert_eq!(none.status, StatusCode::OK, "{}", none.text);
+        assert_eq!(none.text.trim(), "[]");
+        let unknown = call(
+            &h,
+            Method::GET,
+            "/admin/sessions?user=nobody",
+            Some(&admin),
+            None,
+        )
+        .await;
+        assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.text);
 
         let added = crate::wait_for_audit(&h, "client_added", 4).await;
         assert!(added.len() >= 4);
