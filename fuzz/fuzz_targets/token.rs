@@ -14,9 +14,13 @@ fuzz_target!(|token: &str| {
         .any_audience()
         .allow_missing_exp();
     let _ = dangerous::decode_unverified_claims(token);
+    // No fuzzer finds an HMAC-SHA256 under a key it never sees: a token
+    // accepted here was accepted without the key (an empty or truncated
+    // signature, `alg: none`, another algorithm...).
     if let Ok(verified) = jwt::verify::<serde_json::Value>(token, &key, &validation) {
-        // Only a token MAC'd with the key can get here: re-verify it.
-        assert!(jwt::verify::<serde_json::Value>(token, &key, &validation).is_ok());
-        assert_eq!(verified.header.alg, Algorithm::HS256);
+        panic!(
+            "accepted without the key: {token:?} ({:?})",
+            verified.header.alg
+        );
     }
 });
