@@ -9,7 +9,7 @@
 // Prints one line per check and a closing "N passed, N failed" line.
 
 import { spawn, execFileSync } from "node:child_process";
-import { mkdtempSync, mkdirSync } from "node:fs";
+import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -43,9 +43,20 @@ function start(cmd, args, env, pattern) {
     proc.stdout.on("data", (chunk) => {
       out += chunk;
       const m = out.match(pattern);
-      if (m) resolve(m[1]);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]);
+      }
     });
-    proc.on("exit", (code) => reject(new Error(`${cmd} exited ${code}`)));
+    // A child that never says it listens fails the run instead of hanging it.
+    const timer = setTimeout(() => {
+      proc.kill("SIGKILL");
+      reject(new Error(`${cmd} did not start within 60 s`));
+    }, 60_000);
+    proc.on("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${cmd} exited ${code}`));
+    });
   });
 }
 
@@ -183,7 +194,16 @@ try {
   check("the browser flow ran to the end", false, e?.stack || String(e));
 } finally {
   if (browser) await browser.close();
-  for (const c of children) c.kill("SIGTERM");
+  // The data directory holds a master key and sealed signing keys: the
+  // children are gone before it is removed.
+  await Promise.all(
+    children.map((c) => {
+      const exited = new Promise((r) => (c.exitCode !== null || c.signalCode !== null ? r() : c.once("exit", r)));
+      c.kill("SIGTERM");
+      return exited;
+    }),
+  );
+  rmSync(dir, { recursive: true, force: true });
 }
 console.log(`${results.passed} passed, ${results.failed} failed (screenshots in ${shots})`);
 process.exit(results.failed ? 1 : 0);

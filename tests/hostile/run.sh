@@ -49,6 +49,25 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/pip" install -q --disable-pip-version-check "schemathesis==4.*"
 
+# psql -qc "$1" on the server of TESSERA_TEST_DATABASE_URL, its parts
+# handed over through libpq's environment: a password in the URL never
+# reaches a command line.
+psql_on_test_server() {
+  "$venv/bin/python" - "$1" <<'PY'
+import os, subprocess, sys, urllib.parse
+url = urllib.parse.urlsplit(os.environ["TESSERA_TEST_DATABASE_URL"])
+env = dict(os.environ)
+for name, value in [("PGHOST", url.hostname), ("PGPORT", url.port), ("PGUSER", url.username),
+                    ("PGPASSWORD", url.password), ("PGDATABASE", url.path.lstrip("/"))]:
+    if value:
+        env[name] = urllib.parse.unquote(str(value))
+for key, value in urllib.parse.parse_qsl(url.query):
+    if key == "sslmode":
+        env["PGSSLMODE"] = value
+sys.exit(subprocess.run(["psql", "-qc", sys.argv[1]], env=env).returncode)
+PY
+}
+
 data="$(mktemp -d)"
 pid=""
 database=""
@@ -56,7 +75,7 @@ cleanup() {
   if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
   rm -rf "$data"
   if [ -n "$database" ]; then
-    psql "$TESSERA_TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS $database" || true
+    psql_on_test_server "DROP DATABASE IF EXISTS $database" || true
   fi
 }
 trap cleanup EXIT
@@ -65,7 +84,7 @@ case "$backend" in
   postgres)
     : "${TESSERA_TEST_DATABASE_URL:?names the PostgreSQL server for the postgres run}"
     database="tessera_hostile_$$"
-    psql "$TESSERA_TEST_DATABASE_URL" -qc "CREATE DATABASE $database"
+    psql_on_test_server "CREATE DATABASE $database"
     # The same server, the new database: the URL's last path segment replaced.
     export TESSERA_DATABASE_URL="${TESSERA_TEST_DATABASE_URL%/*}/$database"
     ;;
@@ -126,6 +145,35 @@ schemathesis() {
     --checks all --exclude-checks positive_data_acceptance --workers 1 "$@")
 }
 
+# How many requests to routes matching the regular expression $1 the
+# server answered with a 2xx status, from its own /metrics: a run whose
+# credentials stopped reaching the server (a changed configuration
+# syntax, an expired token) would see only documented 401s and report no
+# failure, having tested nothing behind the authentication.
+answered() {
+  "$venv/bin/python" - "$base/metrics" "$1" <<'PY'
+import re, sys, urllib.request
+text = urllib.request.urlopen(sys.argv[1]).read().decode()
+line = re.compile(r'^tessera_http_requests_total\{(.*)\} (\d+)$')
+total = 0
+for l in text.splitlines():
+    m = line.match(l)
+    if not m:
+        continue
+    labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+    if re.search(sys.argv[2], labels.get("route", "")) and labels.get("status", "").startswith("2"):
+        total += int(m.group(2))
+print(total)
+PY
+}
+# Fails the run unless requests to routes matching $1 were answered 2xx.
+authenticated() {
+  local n
+  n="$(answered "$1")"
+  echo "   $n requests to $1 answered 2xx"
+  [ "$n" -gt 0 ] || { echo "no request to $1 got past authentication"; exit 1; }
+}
+
 admin_config="$data/admin.toml"
 printf 'headers = { Authorization = "Bearer ${TESSERA_ADMIN_TOKEN}" }\n' > "$admin_config"
 st() {
@@ -143,6 +191,7 @@ echo "-- those four, without sequences ($((budget / 2)) s)"
 st --max-time "$((budget / 2))" --phases examples,coverage,fuzzing \
   --include-path-regex '/revoke$|/rotate-secret$|^/admin/clients/\{client_id\}$' \
   --exclude-method GET
+authenticated '^/admin/'
 
 echo "-- the OAuth endpoints, with sequences ($budget s)"
 svc() { "$venv/bin/python" -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$data/svc.json" "$1"; }
@@ -160,6 +209,8 @@ printf '%s\n' "$user_password" | "$tessera" user add alice --data-dir "$data" --
 svc_token="$(H_USER=alice H_PASSWORD="$user_password" token svc "openid profile email read")"
 H_ID="$svc_id" H_SECRET="$svc_secret" H_TOKEN="$svc_token" schemathesis "$oauth_config" \
   "$PWD/tests/hostile/oauth-endpoints.json" --url "$base" --max-time "$budget"
+authenticated '^/oauth2/userinfo$'                 # the bearer token
+authenticated '^/oauth2/(introspect|revoke)$'      # the client's Basic credentials
 
 http_status() { "$venv/bin/python" -c "import sys,urllib.request; print(urllib.request.urlopen(sys.argv[1]).status)" "$1"; }
 [ "$(http_status "$base/healthz")" = 200 ] || { echo "the server no longer answers"; exit 1; }

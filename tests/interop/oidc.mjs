@@ -10,7 +10,7 @@
 
 import { spawn, execFileSync } from "node:child_process";
 import { createServer } from "node:http";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as client from "openid-client";
@@ -51,9 +51,20 @@ function start() {
     proc.stdout.on("data", (chunk) => {
       out += chunk;
       const m = out.match(/tessera: listening (\S+)/);
-      if (m) resolve({ proc, base: `http://${m[1]}` });
+      if (m) {
+        clearTimeout(timer);
+        resolve({ proc, base: `http://${m[1]}` });
+      }
     });
-    proc.on("exit", (code) => reject(new Error(`tessera serve exited ${code}`)));
+    // A server that never says it listens fails the run instead of hanging it.
+    const timer = setTimeout(() => {
+      proc.kill("SIGKILL");
+      reject(new Error("tessera serve did not start within 60 s"));
+    }, 60_000);
+    proc.on("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`tessera serve exited ${code}`));
+    });
   });
 }
 
@@ -219,8 +230,13 @@ try {
 } catch (e) {
   check("the flow ran to the end", false, e?.stack || String(e));
 } finally {
+  // The data directory holds a master key and sealed signing keys: the
+  // server is gone before it is removed.
+  const exited = new Promise((r) => (proc.exitCode !== null || proc.signalCode !== null ? r() : proc.once("exit", r)));
   proc.kill("SIGTERM");
+  await exited;
   rp.close();
+  rmSync(dir, { recursive: true, force: true });
 }
 console.log(`${results.passed} passed, ${results.failed} failed`);
 process.exit(results.failed ? 1 : 0);

@@ -19,7 +19,6 @@ import secrets
 import subprocess
 import sys
 import tempfile
-import time
 
 import jwt
 import requests
@@ -42,9 +41,11 @@ def tessera(cwd, *args, stdin=None):
 
 
 def start(cwd):
+    """The server, its warnings kept in serve.log in `cwd`."""
     env = dict(os.environ, TESSERA_LOG="warn")
-    proc = subprocess.Popen([TESSERA, "serve", "--listen", "127.0.0.1:0"], cwd=cwd,
-                            stdout=subprocess.PIPE, text=True, env=env)
+    with open(os.path.join(cwd, "serve.log"), "w") as log:
+        proc = subprocess.Popen([TESSERA, "serve", "--listen", "127.0.0.1:0"], cwd=cwd,
+                                stdout=subprocess.PIPE, stderr=log, text=True, env=env)
     for line in proc.stdout:
         if line.startswith("tessera: listening "):
             return proc, "http://" + line.split()[2]
@@ -244,7 +245,14 @@ def main():
                 check("reuse revoked the whole family", e.error == "invalid_grant", e.error)
 
             third = user.fetch_token(token_url, username="alice", password="correct horse battery")
-            user.revoke_token(base + "/oauth2/revoke", token=third["access_token"])
+            info = introspector.introspect_token(base + "/oauth2/introspect",
+                                                 token=third["access_token"]).json()
+            check("a live access token introspects as active, with its claims",
+                  info.get("active") is True and info.get("client_id") == web["client_id"]
+                  and info.get("username") == "alice" and info.get("scope") == "orders:read",
+                  info)
+            revoked = user.revoke_token(base + "/oauth2/revoke", token=third["access_token"])
+            check("revocation answers 200", revoked.status_code == 200, revoked.status_code)
             info = introspector.introspect_token(base + "/oauth2/introspect",
                                                  token=third["access_token"]).json()
             check("a revoked access token is inactive", info == {"active": False}, info)
@@ -254,12 +262,22 @@ def main():
             private_key_jwt(d, base, token_url)
             code_flow(base, meta, app)
         finally:
-            stopping = time.monotonic()
+            # No timing asserted (a busy CI machine is slow): only that the
+            # server stops, well within the bound, and says it stopped well.
             proc.terminate()
-            proc.wait(timeout=30)
-            took = time.monotonic() - stopping
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            with open(os.path.join(d, "serve.log")) as log:
+                warnings = log.read()
+            print(warnings, end="")
+            # The feed's stream ends with the shutdown: it is not a request
+            # left running until the grace period ran out.
             check("SIGTERM stops the server cleanly, a feed subscriber connected",
-                  proc.returncode == 0 and took < 5, (proc.returncode, took))
+                  proc.returncode == 0 and "still running" not in warnings,
+                  (proc.returncode, warnings))
     print(f"{results['passed']} passed, {results['failed']} failed")
     sys.exit(1 if results["failed"] else 0)
 
