@@ -3031,7 +3031,6 @@ async fn a_user_disabled_while_a_family_starts_in_a_session_revokes_it(backend: 
     let user = h.user("alice", "correct horse", "read").await;
     let client = h.public_client("read").await;
     let sid = live_session(&h, &user).await;
-    let at = tessera_server::store::now();
     let token = "a-refresh-token-issued-in-the-race";
     // The family's transaction, paused between its session check and its
     // inserts.
@@ -3059,16 +3058,37 @@ async fn a_user_disabled_while_a_family_starts_in_a_session_revokes_it(backend: 
         !disable.is_finished(),
         "ending the session waits for the family"
     );
+    insert_raced_family(&mut starting, &client, &user, &sid, token).await;
+    starting.commit().await.unwrap();
+    disable.await.unwrap().unwrap();
+    assert!(
+        refresh::lookup(&h.db, token).await.unwrap().is_none(),
+        "the family started in the race was revoked"
+    );
+    h.finish().await;
+}
+
+/// What `refresh::issue_as` inserts once its checks passed: alice's
+/// family `raced` in the session `sid`, with its first token `token`, in
+/// the transaction `starting`.
+async fn insert_raced_family(
+    starting: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    client: &str,
+    user: &str,
+    sid: &str,
+    token: &str,
+) {
+    let at = tessera_server::store::now();
     sqlx::query(
         "INSERT INTO refresh_families (id, client_id, subject, username, scope, auth_time, created_at, expires_at, sid) \
          VALUES ('raced', $1, $2, 'alice', 'read', $3, $3, $4, $5)",
     )
-    .bind(&client)
-    .bind(&user)
+    .bind(client)
+    .bind(user)
     .bind(at)
     .bind(at + 3600)
-    .bind(&sid)
-    .execute(&mut *starting)
+    .bind(sid)
+    .execute(&mut **starting)
     .await
     .unwrap();
     sqlx::query(
@@ -3077,16 +3097,9 @@ async fn a_user_disabled_while_a_family_starts_in_a_session_revokes_it(backend: 
     .bind(tessera_server::secret::token_digest(token))
     .bind(at)
     .bind(at + 3600)
-    .execute(&mut *starting)
+    .execute(&mut **starting)
     .await
     .unwrap();
-    starting.commit().await.unwrap();
-    disable.await.unwrap().unwrap();
-    assert!(
-        refresh::lookup(&h.db, token).await.unwrap().is_none(),
-        "the family started in the race was revoked"
-    );
-    h.finish().await;
 }
 
 /// A user deleted while a family starts in one of the user's sessions
@@ -3108,7 +3121,6 @@ async fn a_user_deleted_while_a_family_starts_waits_for_it(backend: Backend) {
     let user = h.user("alice", "correct horse", "read").await;
     let client = h.public_client("read").await;
     let sid = live_session(&h, &user).await;
-    let at = tessera_server::store::now();
     let token = "a-refresh-token-issued-in-the-race";
     // The family's transaction, paused after its user check.
     let mut starting = pool.begin().await.unwrap();
@@ -3139,27 +3151,7 @@ async fn a_user_deleted_while_a_family_starts_waits_for_it(backend: Backend) {
             .await
             .expect("the session check is not a deadlock's victim");
     assert_eq!(live.len(), 1);
-    sqlx::query(
-        "INSERT INTO refresh_families (id, client_id, subject, username, scope, auth_time, created_at, expires_at, sid) \
-         VALUES ('raced', $1, $2, 'alice', 'read', $3, $3, $4, $5)",
-    )
-    .bind(&client)
-    .bind(&user)
-    .bind(at)
-    .bind(at + 3600)
-    .bind(&sid)
-    .execute(&mut *starting)
-    .await
-    .unwrap();
-    sqlx::query(
-        "INSERT INTO refresh_tokens (token_hash, family_id, created_at, expires_at) VALUES ($1, 'raced', $2, $3)",
-    )
-    .bind(tessera_server::secret::token_digest(token))
-    .bind(at)
-    .bind(at + 3600)
-    .execute(&mut *starting)
-    .await
-    .unwrap();
+    insert_raced_family(&mut starting, &client, &user, &sid, token).await;
     starting.commit().await.unwrap();
     delete
         .await
