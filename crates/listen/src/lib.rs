@@ -36,7 +36,10 @@
 //! - **shutdown**: when the shutdown future completes, no connection is
 //!   accepted; requests in flight get [`Limits::shutdown_grace`] to finish,
 //!   then the connections left are dropped, so that [`serve`] returns with
-//!   nothing of the router still alive.
+//!   nothing of the router still alive;
+//! - **panics**: a request whose handler (or middleware) panics is
+//!   answered `500` and its connection closed, the panic logged; the
+//!   server goes on.
 //!
 //! The defaults are tighter than nginx's (60 s `client_header_timeout`,
 //! `client_body_timeout` and `send_timeout`, 75 s `keepalive_timeout`):
@@ -55,6 +58,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,6 +67,7 @@ use axum::extract::{ConnectInfo, Request};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use futures_util::FutureExt as _;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -305,8 +310,24 @@ async fn answer_within(
         body,
         arrived: Arc::clone(&arrived),
     };
-    match tokio::time::timeout(limit, router.oneshot(Request::from_parts(parts, body))).await {
-        Ok(answered) => answered,
+    let answer = AssertUnwindSafe(router.oneshot(Request::from_parts(parts, body))).catch_unwind();
+    match tokio::time::timeout(limit, answer).await {
+        Ok(Ok(answered)) => answered,
+        Ok(Err(panic)) => {
+            // A bug, never the client's doing: answered 500 and said,
+            // where the panic used to end the connection's task, and the
+            // client got no answer at all (a token request could not tell
+            // a failure from a lost reply) and the log no word. The state
+            // a handler shares is behind locks that survive a panic, or
+            // atomics; the connection is closed all the same.
+            let message = panic
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("(no message)");
+            tracing::error!(%peer, panic = message, "a request's handler panicked (500)");
+            Ok(closing(StatusCode::INTERNAL_SERVER_ERROR))
+        }
         Err(_) => {
             // A slow handler is this server's trouble, said; a body that
             // did not arrive is the client's, and common (a slow-body
@@ -318,13 +339,19 @@ async fn answer_within(
                 tracing::debug!(%peer, ?limit, "a request's body did not arrive in time (408)");
                 StatusCode::REQUEST_TIMEOUT
             };
-            let mut response = status.into_response();
-            response
-                .headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            Ok(response)
+            Ok(closing(status))
         }
     }
+}
+
+/// A bodiless answer of the listener's own, after which the connection
+/// is closed; never kept by a cache.
+fn closing(status: StatusCode) -> Response {
+    let mut response = status.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 /// A request body that records when all of it has arrived.

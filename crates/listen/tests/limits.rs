@@ -31,7 +31,16 @@ async fn start(limits: Limits) -> SocketAddr {
                 body
             }),
         )
-        .route("/big", get(|| async { vec![b'x'; BIG] }));
+        .route("/big", get(|| async { vec![b'x'; BIG] }))
+        .route(
+            "/panic",
+            get(|| async {
+                if std::hint::black_box(true) {
+                    panic!("a bug in a handler");
+                }
+                "never"
+            }),
+        );
     tokio::spawn(serve(listener, router, limits, std::future::pending()));
     address
 }
@@ -87,6 +96,21 @@ async fn closed_after(stream: &mut TcpStream, within: Duration) -> Duration {
             Err(_) => panic!("still open after {within:?}"),
         }
     }
+}
+
+/// A handler that panics is answered 500 (its connection closed), and
+/// the server goes on: the panic used to end the connection's task, and
+/// the client got no answer at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_is_answered_500() {
+    let address = start(limits(5, 5, 16)).await;
+    let answer = get_once(address, "/panic").await;
+    assert!(answer.starts_with("HTTP/1.1 500"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    assert!(get_once(address, "/").await.ends_with("ok"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
