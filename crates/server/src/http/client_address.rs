@@ -37,8 +37,12 @@ impl TrustedProxies {
         self.0.iter().any(|net| net.contains(&address))
     }
 
-    /// The client of a request from `peer` with `headers`.
+    /// The client of a request from `peer` with `headers`; an IPv4
+    /// address as itself, also when a dual-stack listener saw it mapped
+    /// (`::ffff:192.0.2.1`), so that the audit trail records one client
+    /// one way, through a proxy or not.
     pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        let peer = canonical(peer);
         if !self.trusts(peer) {
             return peer;
         }
@@ -132,6 +136,21 @@ mod tests {
             "10.0.0.0/8".parse().unwrap(),
             "127.0.0.1/32".parse().unwrap(),
         ])
+    }
+
+    /// A dual-stack listener sees IPv4 clients mapped: the client is the
+    /// IPv4 address all the same, with or without a proxy between.
+    #[test]
+    fn a_mapped_ipv4_peer_is_its_ipv4_address() {
+        let t = trusted();
+        let none = HeaderMap::new();
+        assert_eq!(t.client(ip("::ffff:203.0.113.9"), &none), ip("203.0.113.9"));
+        assert_eq!(t.client(ip("::ffff:10.0.0.2"), &none), ip("10.0.0.2"));
+        let forwarded = headers(&["::ffff:198.51.100.7"]);
+        assert_eq!(
+            t.client(ip("::ffff:10.0.0.2"), &forwarded),
+            ip("198.51.100.7")
+        );
     }
 
     #[test]

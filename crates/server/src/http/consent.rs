@@ -235,7 +235,7 @@ pub async fn submit(
 ) -> Response {
     let (parts, form) = match super::page_params::form(request).await {
         Ok(read) => read,
-        Err(why) => return super::authorize::bad_request(&pages, &why),
+        Err(unread) => return unread.answer(&pages),
     };
     let (pending, request, client, browser, session) = match consent_of(
         &app,

@@ -287,7 +287,7 @@ pub async fn submit(
 ) -> Response {
     let (parts, form) = match super::page_params::form(request).await {
         Ok(read) => read,
-        Err(why) => return super::authorize::bad_request(&pages, &why),
+        Err(unread) => return unread.answer(&pages),
     };
     let peer = form.peer;
     // Nothing the audit trail could not record: a login writes events

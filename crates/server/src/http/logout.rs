@@ -243,6 +243,7 @@ async fn confirm(
 pub async fn confirmed(
     State(app): State<Arc<App>>,
     Extension(pages): Extension<SharedPages>,
+    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -251,6 +252,9 @@ pub async fn confirmed(
             &pages,
             "the form must be sent as application/x-www-form-urlencoded",
         );
+    }
+    if super::page_params::has_query(&uri) {
+        return bad_request(&pages, super::page_params::QUERY_BESIDE_BODY);
     }
     let form = match OAuthForm::parse(&body, None, None) {
         Ok(f) => f,

@@ -1517,6 +1517,54 @@ async fn a_scope_taken_from_the_client_during_a_sign_in_is_not_granted(backend: 
     h.finish().await;
 }
 
+/// The pages' form posts refuse a query beside their body (what a proxy
+/// or a log reads in the address would not be what is answered), and a
+/// body past the limit sent without a declared length (in chunks) is 413,
+/// as one with a declared length is, not a 400 page.
+async fn page_forms_refuse_a_query_and_say_too_large(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let s = setup(&h, "Shop", true).await;
+    let mut b = Browser::default();
+    let to_login = location(&b.get(&h, &authorize_url(&s.client_id, &[])).await);
+    let page = b.get(&h, &to_login).await;
+    let request = hidden(&page.text, "request");
+    let csrf = hidden(&page.text, "csrf_token");
+    let fields = [
+        ("request", request.as_str()),
+        ("csrf_token", csrf.as_str()),
+        ("username", "alice"),
+        ("password", "correct horse"),
+    ];
+    for path in [
+        "/login?username=mallory",
+        "/consent?decision=allow",
+        "/logout?state=x",
+    ] {
+        let r = b.post(&h, path, &fields).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path}: {}", r.text);
+        assert!(r.text.contains("not in the address"), "{path}: {}", r.text);
+        assert!(r.headers.get(header::SET_COOKIE).is_none(), "{path}");
+    }
+    let padding = "x".repeat(20 * 1024);
+    let mut large = fields.to_vec();
+    large.push(("padding", padding.as_str()));
+    for path in ["/login", "/consent"] {
+        let r = b.post(&h, path, &large).await;
+        assert_eq!(
+            r.status,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "{path}: {}",
+            r.text
+        );
+    }
+    // The form as it should be still signs in.
+    let r = b.post(&h, "/login", &fields).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    h.finish().await;
+}
+
 async fn login_csrf_fixation_and_limits(backend: Backend) {
     let Some(h) = Harness::with(backend, |c| c.max_login_failures = 2).await else {
         return;
@@ -2197,6 +2245,7 @@ both_backends!(
     replayed_codes_past_the_allowance_end_the_session,
     pkce_and_code_binding_attacks_fail,
     login_csrf_fixation_and_limits,
+    page_forms_refuse_a_query_and_say_too_large,
     a_redirect_uri_removed_during_a_sign_in_gets_no_code,
     a_scope_taken_from_the_client_during_a_sign_in_is_not_granted,
     an_id_token_hint_naming_another_user_needs_a_login,
