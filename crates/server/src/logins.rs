@@ -89,7 +89,9 @@ enum Key {
 pub const SUCCESSES_PER_FAILURE: usize = 6;
 
 /// Passwords of one IPv6 /48 checked at once at most: a fraction of the
-/// hashing queue, so that a few /48s cannot fill it.
+/// hashing queue (82 places on two cores), so that one /48 cannot fill
+/// it. Several can, as many IPv4 addresses can: a distributed flood is
+/// not stopped by limits per address (docs/server.md says so).
 const NETWORK_IN_FLIGHT: usize = 16;
 
 /// A login attempt that was let through. Dropped without
@@ -223,10 +225,13 @@ impl LoginLimiter {
             }
             let recent = self.recent(state.failures.get(key), now);
             let in_flight = state.in_flight.get(key).copied().unwrap_or(0);
-            if recent.len().saturating_add(in_flight) >= self.max_failures {
-                // Until the oldest failure leaves the window; with only
-                // attempts in flight, a second (they end soon).
+            if recent.len() >= self.max_failures {
+                // Until the oldest failure leaves the window.
                 wait_at_least(self.until_oldest_leaves(&recent, now));
+            } else if recent.len().saturating_add(in_flight) >= self.max_failures {
+                // Held by attempts in flight: a second (they end soon, and
+                // one that succeeds gives its guess back).
+                wait_at_least(Duration::from_secs(1));
             }
         }
         wait.map(|wait| wait.max(Duration::from_secs(1)))
@@ -400,6 +405,28 @@ fn network_of(addr: IpAddr) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Failures short of the limit and attempts in flight that reach it
+    /// hold a new attempt for a second (those in flight end soon), not
+    /// until the oldest failure leaves the window; at the limit, until it
+    /// does.
+    #[test]
+    fn attempts_in_flight_hold_others_for_a_second() {
+        let limiter = LoginLimiter::new(5, Duration::from_secs(300));
+        let t0 = Instant::now();
+        let addr: Option<IpAddr> = Some("192.0.2.7".parse().unwrap());
+        for _ in 0..4 {
+            fail(&limiter, "alice", addr, t0);
+        }
+        let checking = limiter.begin("alice", addr, t0).unwrap();
+        assert_eq!(
+            limiter.begin("alice", addr, t0).unwrap_err(),
+            Duration::from_secs(1)
+        );
+        drop(checking);
+        let wait = limiter.begin("alice", addr, t0).unwrap_err();
+        assert_eq!(wait, Duration::from_secs(300));
+    }
 
     /// The /64s of one /48 share its passwords being checked: sixteen at
     /// once, then a new /64 there waits a second, while another /48 does

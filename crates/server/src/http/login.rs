@@ -345,7 +345,9 @@ pub async fn submit(
         Err(Denied::TooManyAttempts(wait)) => {
             metrics::counter!("tessera_sign_in_failures_total", "reason" => "login_rate_limited")
                 .increment(1);
-            let secs = wait.as_secs().max(1);
+            // Rounded up, as the token endpoint's: a client back when
+            // told is not refused again.
+            let secs = wait.as_secs().saturating_add(1);
             let mut r = again(StatusCode::TOO_MANY_REQUESTS, Again::TooManyAttempts(secs));
             if let Ok(v) = HeaderValue::try_from(secs.to_string()) {
                 r.headers_mut().insert(header::RETRY_AFTER, v);
