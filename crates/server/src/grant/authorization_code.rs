@@ -265,6 +265,15 @@ async fn finish(
             refresh_token = Some(token);
         }
     }
+    // No family: a replay that came in while this exchange ran revoked the
+    // access token it will sign (its `jti`), and nothing can revoke the ID
+    // token beside it; answering would hand the client both, for a code
+    // the replay was told is spent. (With a family, checked above.)
+    if refresh_token.is_none() && codes::replayed(exchange.db, code).await? {
+        return Err(Refusal::InvalidGrant(
+            "the code was used twice: what it issued is revoked".into(),
+        ));
+    }
     exchange.audit.push(
         Event::new("code_exchanged")
             .client(&client.client_id)

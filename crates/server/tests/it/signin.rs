@@ -3507,6 +3507,57 @@ async fn an_exchange_dropped_while_its_code_is_spent_can_be_retried(backend: Bac
 
 both_backends!(an_exchange_dropped_while_its_code_is_spent_can_be_retried);
 
+/// A replay that lands while the first exchange of a code runs, for a
+/// client that gets no refresh token, makes that exchange fail too: it
+/// used to answer 200 with an access token the replay had just revoked
+/// and an ID token nothing revokes (with a refresh family, the exchange
+/// already looked for the replay's mark). The replay landing between the
+/// claim and the answer is played by a trigger that marks the code
+/// replayed as it is spent.
+async fn a_replay_during_an_exchange_without_refresh_fails_it(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    // Not first-party, and no `offline_access` asked for: no family.
+    let s = setup(&h, "Shop", false).await;
+    let mut b = Browser::default();
+    let to_consent = location(&alice_logs_in(&h, &mut b, &s).await);
+    let consent = b.get(&h, &to_consent).await;
+    let back = location(&decide(&h, &mut b, &consent, "allow").await);
+    let code = query_of(&back)["code"].clone();
+    if h.db.is_postgres() {
+        h.execute(
+            "CREATE FUNCTION replayed_as_spent() RETURNS trigger AS $$ \
+             BEGIN NEW.replayed_at := NEW.used_at; RETURN NEW; END $$ LANGUAGE plpgsql",
+            &[],
+        )
+        .await;
+        h.execute(
+            "CREATE TRIGGER replayed_as_spent BEFORE UPDATE ON authorization_codes FOR EACH ROW \
+             WHEN (OLD.used_at IS NULL AND NEW.used_at IS NOT NULL) \
+             EXECUTE FUNCTION replayed_as_spent()",
+            &[],
+        )
+        .await;
+    } else {
+        h.execute(
+            "CREATE TRIGGER replayed_as_spent AFTER UPDATE OF used_at ON authorization_codes \
+             WHEN OLD.used_at IS NULL AND NEW.used_at IS NOT NULL \
+             BEGIN UPDATE authorization_codes SET replayed_at = NEW.used_at \
+             WHERE code_hash = NEW.code_hash; END",
+            &[],
+        )
+        .await;
+    }
+    let first = exchange(&h, &s, &code, VERIFIER).await;
+    assert_eq!(first.status, StatusCode::BAD_REQUEST, "{}", first.text);
+    assert_eq!(first.json["error"], "invalid_grant", "{}", first.text);
+    assert!(first.json.get("id_token").is_none());
+    h.finish().await;
+}
+
+both_backends!(a_replay_during_an_exchange_without_refresh_fails_it);
+
 /// A replay is recorded in the transaction that revokes what the code's
 /// first use issued. One cut short (the process killed, the database
 /// gone) leaves the code unmarked and nothing revoked, and a later replay
