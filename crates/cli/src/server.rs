@@ -871,30 +871,76 @@ pub fn backup(args: &BackupArgs) -> Result<(), Failure> {
         // version's binary before the upgrade is from before it.
         let db = tessera_server::Db::open(&config.database_url, 1, Schema::AsIs).await?;
         let copied = db.backup_to(&args.file).await;
+        let mut sealed_under = None;
         if copied.is_ok() {
             let passwords = tessera_server::password::Passwords::new(1);
             let path = args.file.display().to_string();
             if let Err(e) = service(&db, &passwords, &config).backed_up(&path).await {
                 eprintln!("warning: backup written, but its audit event could not be: {e}");
             }
+            sealed_under = Some(master_key_of(&db, &config.master_key).await);
         }
         db.close().await;
         copied?;
         out!("{}", args.file.display());
-        match &config.master_key {
-            tessera_server::secret::MasterKeySource::File(path) => eprintln!(
-                "backup written; it holds the signing keys sealed under {} \
-                 (not in the backup: keep that file safe, apart from it)",
-                path.display()
-            ),
-            tessera_server::secret::MasterKeySource::Value(_) => eprintln!(
-                "backup written; it holds the signing keys sealed under TESSERA_MASTER_KEY \
-                 (not in the backup: keep it safe, apart from it)"
-            ),
+        if let Some(said) = sealed_under {
+            eprintln!("{said}");
         }
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(())
+}
+
+/// What to say of the master key a backup of `db` needs: the configured
+/// one, named only when it is the one the database is tied to (it opens
+/// the check a start wrote). Run from a shell without the server's
+/// settings (its `TESSERA_MASTER_KEY_FILE`, say), the configured key is
+/// another one, or none: naming it would have the wrong key archived.
+async fn master_key_of(
+    db: &tessera_server::Db,
+    source: &tessera_server::secret::MasterKeySource,
+) -> String {
+    use tessera_server::secret::{MasterKey, MasterKeySource};
+    let name = match source {
+        MasterKeySource::File(path) => path.display().to_string(),
+        MasterKeySource::Value(_) => "TESSERA_MASTER_KEY".to_owned(),
+    };
+    let key = match MasterKey::load_existing(source) {
+        Ok(Some(key)) => key,
+        Ok(None) => {
+            return format!(
+                "warning: backup written, but the master key it needs is not at {name}: \
+                 find the one the server uses (its TESSERA_MASTER_KEY_FILE or \
+                 TESSERA_MASTER_KEY) and keep it safe, apart from the backup"
+            )
+        }
+        Err(e) => {
+            return format!(
+                "warning: backup written, but the master key at {name} could not be read \
+                 ({e}): find the one the server uses and keep it safe, apart from the backup"
+            )
+        }
+    };
+    match tessera_server::keys::opened_by(db, &key).await {
+        Ok(Some(true)) => format!(
+            "backup written; it holds the signing keys sealed under {name}, checked \
+             (not in the backup: keep it safe, apart from it)"
+        ),
+        Ok(Some(false)) => format!(
+            "warning: backup written, but the master key at {name} is not the one its \
+             signing keys are sealed under: find the one the server uses (its \
+             TESSERA_MASTER_KEY_FILE or TESSERA_MASTER_KEY) and keep it safe, apart from \
+             the backup"
+        ),
+        Ok(None) => format!(
+            "backup written; no signing key is sealed in it yet (the server seals them \
+             under {name} at its first start)"
+        ),
+        Err(e) => format!(
+            "warning: backup written, but whether {name} is its master key could not be \
+             checked ({e}): keep the server's master key safe, apart from the backup"
+        ),
+    }
 }
 
 /// `tessera keys …`.

@@ -1697,6 +1697,19 @@ fn orphans_done(rows: &[KeyRow], policy: &KeyPolicy, keep_after: i64, now: i64) 
         .collect()
 }
 
+/// Whether `master` is the master key the database is tied to (it opens
+/// the check row a start wrote); `None` when no start tied it to one yet.
+pub async fn opened_by(db: &Db, master: &MasterKey) -> Result<Option<bool>, Error> {
+    let stored: Option<(Vec<u8>,)> = on_pool!(db.read(), p => sqlx::query_as(
+        "SELECT sealed FROM master_key_check WHERE id = 1"
+    ).fetch_optional(p).await)?;
+    Ok(stored.map(|(sealed,)| {
+        master
+            .open(MASTER_CHECK, &sealed)
+            .is_ok_and(|text| text.as_slice() == MASTER_CHECK.as_bytes())
+    }))
+}
+
 /// Whether a start has tied the database to a master key (its check row
 /// is there), even if no key was stored after it.
 pub async fn tied_to_a_master_key(db: &Db) -> Result<bool, Error> {

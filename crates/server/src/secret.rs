@@ -147,6 +147,21 @@ impl MasterKey {
         MasterKey::from_text(&text)
     }
 
+    /// [`MasterKey::create`], or the key another process made at `path`
+    /// in the meantime: two first starts at once (a server and an admin
+    /// command) both found no file; the one whose file got the name makes
+    /// the key, and the other takes it, instead of failing its start.
+    pub fn create_or_take(path: &Path) -> Result<MasterKey, Error> {
+        match MasterKey::create(path) {
+            Err(Error::Io { cause, .. }) if cause.kind() == std::io::ErrorKind::AlreadyExists => {
+                MasterKey::load_existing(&MasterKeySource::File(path.to_owned()))?.ok_or_else(
+                    || Error::MasterKey(format!("{} was made, then removed", path.display())),
+                )
+            }
+            made => made,
+        }
+    }
+
     fn from_text(text: &str) -> Result<MasterKey, Error> {
         let bytes = Zeroizing::new(
             URL_SAFE_NO_PAD
@@ -641,6 +656,13 @@ mod tests {
         // Never over a key that exists.
         assert!(MasterKey::create(&path).is_err());
         assert_eq!(&again.open("k", &sealed).unwrap()[..], b"x");
+        // A start that found no file, and lost the race to make it, takes
+        // the key that won.
+        let taken = MasterKey::create_or_take(&path).unwrap();
+        assert_eq!(&taken.open("k", &sealed).unwrap()[..], b"x");
+        let elsewhere = dir.path().join("another.key");
+        let made = MasterKey::create_or_take(&elsewhere).unwrap();
+        assert!(made.open("k", &sealed).is_err());
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

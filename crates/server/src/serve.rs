@@ -92,7 +92,7 @@ pub async fn open_with(config: Config, schema: Schema) -> Result<Opened, Error> 
                     path.display()
                 )));
             }
-            MasterKey::create(path)?
+            MasterKey::create_or_take(path)?
         }
     };
     // An ID-token algorithm clients registered (`--id-token-alg`) stays

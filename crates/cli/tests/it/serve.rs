@@ -1418,7 +1418,11 @@ fn backup_while_serving_and_restore() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("master.key"));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("master.key") && said.contains("checked"),
+        "{said}"
+    );
     assert!(writer.join().unwrap().iter().all(|s| *s == 200));
     #[cfg(unix)]
     {
@@ -1438,6 +1442,30 @@ fn backup_while_serving_and_restore() {
         .unwrap();
     assert!(!again.status.success());
     assert_eq!(std::fs::read(d.join("copy.db")).unwrap(), before);
+    // Run without the server's settings, the backup names no key as the
+    // one it needs unless it is: another key, or none where it looks.
+    for (i, (variable, value, said)) in [
+        ("TESSERA_MASTER_KEY", "A".repeat(43), "is not the one"),
+        (
+            "TESSERA_MASTER_KEY_FILE",
+            d.join("no-such.key").display().to_string(),
+            "is not at",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let out = assert_cmd::Command::new(binary())
+            .current_dir(d)
+            .args(["backup", &format!("elsewhere-{i}.db")])
+            .env(variable, value)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(stderr.contains(said), "{variable}: {stderr}");
+        assert!(!stderr.contains("checked"), "{variable}: {stderr}");
+    }
     drop(server);
 
     // Restore: the copy as the database, the master key beside it.
