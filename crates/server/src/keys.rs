@@ -1215,9 +1215,7 @@ impl Keys {
     /// Whether `sealed` is the master key check sealed under this master
     /// key.
     fn opens_check(&self, sealed: &[u8]) -> bool {
-        self.master
-            .open(MASTER_CHECK, sealed)
-            .is_ok_and(|text| text.as_slice() == MASTER_CHECK.as_bytes())
+        opens_master_check(&self.master, sealed)
     }
 
     async fn fetch(&self) -> Result<Vec<KeyRow>, Error> {
@@ -1703,11 +1701,14 @@ pub async fn opened_by(db: &Db, master: &MasterKey) -> Result<Option<bool>, Erro
     let stored: Option<(Vec<u8>,)> = on_pool!(db.read(), p => sqlx::query_as(
         "SELECT sealed FROM master_key_check WHERE id = 1"
     ).fetch_optional(p).await)?;
-    Ok(stored.map(|(sealed,)| {
-        master
-            .open(MASTER_CHECK, &sealed)
-            .is_ok_and(|text| text.as_slice() == MASTER_CHECK.as_bytes())
-    }))
+    Ok(stored.map(|(sealed,)| opens_master_check(master, &sealed)))
+}
+
+/// Whether `sealed` is the master key check sealed under `master`.
+fn opens_master_check(master: &MasterKey, sealed: &[u8]) -> bool {
+    master
+        .open(MASTER_CHECK, sealed)
+        .is_ok_and(|text| text.as_slice() == MASTER_CHECK.as_bytes())
 }
 
 /// Whether a start has tied the database to a master key (its check row

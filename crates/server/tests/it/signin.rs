@@ -254,6 +254,15 @@ async fn signed_in_code(h: &Harness, s: &Setup) -> (Browser, String) {
     (b, code)
 }
 
+/// A code for the third-party client `s`: Alice logs in and consents.
+async fn consented_code(h: &Harness, s: &Setup) -> String {
+    let mut b = Browser::default();
+    let to_consent = location(&alice_logs_in(h, &mut b, s).await);
+    let consent = b.get(h, &to_consent).await;
+    let back = location(&decide(h, &mut b, &consent, "allow").await);
+    query_of(&back)["code"].clone()
+}
+
 /// A code for `s` from a silent authorization in the signed-in browser
 /// `b`.
 async fn silent_code(h: &Harness, b: &mut Browser, s: &Setup) -> String {
@@ -587,11 +596,7 @@ async fn a_replayed_code_that_issued_no_refresh_token_revokes_its_access_token()
             continue;
         };
         let s = setup(&h, "Shop", false).await;
-        let mut b = Browser::default();
-        let to_consent = location(&alice_logs_in(&h, &mut b, &s).await);
-        let consent = b.get(&h, &to_consent).await;
-        let back = location(&decide(&h, &mut b, &consent, "allow").await);
-        let code = query_of(&back)["code"].clone();
+        let code = consented_code(&h, &s).await;
         let first = exchange(&h, &s, &code, VERIFIER).await;
         assert_eq!(first.status, StatusCode::OK, "{}", first.text);
         assert!(first.json.get("refresh_token").is_none(), "{}", first.text);
@@ -3520,11 +3525,7 @@ async fn a_replay_during_an_exchange_without_refresh_fails_it(backend: Backend) 
     };
     // Not first-party, and no `offline_access` asked for: no family.
     let s = setup(&h, "Shop", false).await;
-    let mut b = Browser::default();
-    let to_consent = location(&alice_logs_in(&h, &mut b, &s).await);
-    let consent = b.get(&h, &to_consent).await;
-    let back = location(&decide(&h, &mut b, &consent, "allow").await);
-    let code = query_of(&back)["code"].clone();
+    let code = consented_code(&h, &s).await;
     if h.db.is_postgres() {
         h.execute(
             "CREATE FUNCTION replayed_as_spent() RETURNS trigger AS $$ \
