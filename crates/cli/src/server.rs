@@ -321,6 +321,10 @@ pub enum SessionCommand {
         /// Only this user's.
         #[arg(long)]
         user: Option<String>,
+        /// Also the sessions past their end that refresh tokens issued in
+        /// them keep (offline access), marked `offline`.
+        #[arg(long)]
+        offline: bool,
         /// The newest this many at most (1 to 1000).
         #[arg(long, default_value_t = 100)]
         limit: i64,
@@ -693,8 +697,20 @@ pub fn session(server: &ServerArgs, command: SessionCommand) -> Result<(), Failu
         let (db, passwords) = admin_parts(&mut config, false).await?;
         let admin = service(&db, &passwords, &config);
         match command {
-            SessionCommand::List { user, limit, json } => {
-                let listed = admin.sessions(user.as_deref(), &Page::first(limit)).await?;
+            SessionCommand::List {
+                user,
+                offline,
+                limit,
+                json,
+            } => {
+                let kept = if offline {
+                    tessera_server::store::sessions::Kept::WithOffline
+                } else {
+                    tessera_server::store::sessions::Kept::SignedIn
+                };
+                let listed = admin
+                    .sessions(user.as_deref(), kept, &Page::first(limit))
+                    .await?;
                 let list = listed.items;
                 if listed.next.is_some() {
                     // Said apart from the list, which stays as scripts read it.
@@ -708,8 +724,11 @@ pub fn session(server: &ServerArgs, command: SessionCommand) -> Result<(), Failu
                     out!("{}", serde_json::to_string_pretty(&list)?);
                 } else {
                     for s in list {
+                        // Marked after the columns scripts read: offline
+                        // sessions are listed only when asked for.
+                        let offline = if s.signed_in { "" } else { "\toffline" };
                         out!(
-                            "{}\t{}\tauth_time={}\tlast_seen={}\texpires_at={}",
+                            "{}\t{}\tauth_time={}\tlast_seen={}\texpires_at={}{offline}",
                             s.sid,
                             s.username,
                             s.auth_time,

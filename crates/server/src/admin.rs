@@ -390,11 +390,12 @@ impl AdminService<'_> {
         Ok(())
     }
 
-    /// A page of the live sign-in sessions, of one user or all, newest
-    /// first; [`Error::NotFound`] for a user no one has.
+    /// A page of the sign-in sessions `kept` names, of one user or all,
+    /// newest first; [`Error::NotFound`] for a user no one has.
     pub async fn sessions(
         &self,
         username: Option<&str>,
+        kept: sessions::Kept,
         page: &Page,
     ) -> Result<Listed<sessions::Listed>, Error> {
         let size = page.size();
@@ -402,6 +403,7 @@ impl AdminService<'_> {
             self.db,
             username,
             self.config.sessions,
+            kept,
             page.after_time_and_id()?,
             size.saturating_add(1),
         )

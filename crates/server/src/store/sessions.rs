@@ -69,6 +69,10 @@ pub struct Listed {
     pub last_seen: i64,
     /// Its absolute end.
     pub expires_at: i64,
+    /// Whether the person is signed in by it (within its idle and absolute
+    /// lifetimes); false for a session kept only by the refresh tokens
+    /// issued in it (offline access), listed when asked for.
+    pub signed_in: bool,
 }
 
 /// What ending a session touched: the clients it signed in to (those with
@@ -474,30 +478,45 @@ pub async fn list(
     policy: SessionPolicy,
     limit: i64,
 ) -> Result<Vec<Listed>, Error> {
-    page(db, username, policy, None, limit).await
+    page(db, username, policy, Kept::SignedIn, None, limit).await
 }
 
-/// [`list`], from the session after `after` (its `created_at` and `sid`)
-/// in that order.
+/// Which sessions a listing shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kept {
+    /// Those the person is signed in by.
+    SignedIn,
+    /// Those and the sessions past their idle or absolute end that
+    /// refresh tokens issued in them keep (offline access): every session
+    /// a logout or `session end` would end.
+    WithOffline,
+}
+
+/// [`list`] of the sessions `kept` names, from the session after `after`
+/// (its `created_at` and `sid`) in that order.
 pub async fn page(
     db: &Db,
     username: Option<&str>,
     policy: SessionPolicy,
+    kept: Kept,
     after: Option<(i64, &str)>,
     limit: i64,
 ) -> Result<Vec<Listed>, Error> {
     let at = now();
     let (after_time, after_sid) = after.unzip();
     let listed = on_pool!(db.read(), p => sqlx::query_as::<_, Listed>(
-        "SELECT s.sid, u.username, s.created_at, s.auth_time, s.last_seen, s.expires_at \
+        "SELECT s.sid, u.username, s.created_at, s.auth_time, s.last_seen, s.expires_at, \
+         (s.expires_at > $1 AND s.last_seen > $3) AS signed_in \
          FROM sessions s JOIN users u ON u.id = s.user_id \
-         WHERE s.ended_at IS NULL AND s.expires_at > $1 AND s.last_seen > $3 \
+         WHERE s.ended_at IS NULL \
+         AND ((s.expires_at > $1 AND s.last_seen > $3) OR ($7 AND EXISTS \
+         (SELECT 1 FROM refresh_families f WHERE f.sid = s.sid AND f.revoked_at IS NULL AND f.expires_at > $1))) \
          AND ($2 IS NULL OR u.username = $2) \
          AND (s.created_at, s.sid) < \
          (COALESCE($5, CAST(9223372036854775807 AS BIGINT)), COALESCE($6, '')) \
          ORDER BY s.created_at DESC, s.sid DESC LIMIT $4"
     ).bind(at).bind(username).bind(at.saturating_sub(policy.idle)).bind(limit)
-        .bind(after_time).bind(after_sid).fetch_all(p).await)?;
+        .bind(after_time).bind(after_sid).bind(kept == Kept::WithOffline).fetch_all(p).await)?;
     Ok(listed)
 }
 

@@ -1932,6 +1932,85 @@ async fn a_logout_ends_sessions_past_their_end(backend: Backend) {
     .await;
 }
 
+/// A session past its end that a refresh token issued in it keeps
+/// (offline access) is not one the person is signed in by, and listings
+/// leave it out; asked for (`offline=true`), it is listed, marked, so
+/// that an admin can find it and end it. Before, only the audit trail or
+/// an ID token named it.
+async fn offline_sessions_are_listed_when_asked_for(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let s = setup(&h, "Shop", true).await;
+    let (_b, [kept, other]) = two_logins_at_once(&h, &s, "alice", "correct horse").await;
+    let ended = tessera_server::store::now() - 120;
+    h.execute(
+        &format!("UPDATE sessions SET expires_at = {ended}, last_seen = {ended} WHERE sid = $1"),
+        &[&other.sid],
+    )
+    .await;
+    let (id, secret) = h
+        .client(&[GrantType::ClientCredentials], "tessera:admin")
+        .await;
+    let admin = h.client_credentials_token(&id, &secret).await;
+    let list = |query: &'static str| {
+        let admin = admin.clone();
+        let h = &h;
+        async move {
+            let r = h
+                .send(
+                    Request::get(format!("/admin/sessions?user=alice{query}"))
+                        .header(header::AUTHORIZATION, format!("Bearer {admin}"))
+                        .body(Body::empty())
+                        .unwrap(),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+            r.json
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| {
+                    (
+                        s["sid"].as_str().unwrap().to_owned(),
+                        s["signed_in"] == true,
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(list("").await, [(kept.sid.clone(), true)]);
+    assert_eq!(list("&offline=false").await, [(kept.sid.clone(), true)]);
+    let mut all = list("&offline=true").await;
+    all.sort();
+    let mut expected = vec![(kept.sid.clone(), true), (other.sid.clone(), false)];
+    expected.sort();
+    assert_eq!(all, expected);
+    // Ended, it is listed no more, and its refresh token is dead.
+    let ended = h
+        .send(
+            Request::delete(format!("/admin/sessions/{}", other.sid))
+                .header(header::AUTHORIZATION, format!("Bearer {admin}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(ended.status, StatusCode::NO_CONTENT, "{}", ended.text);
+    assert_eq!(list("&offline=true").await, [(kept.sid.clone(), true)]);
+    let refreshed = h
+        .post(
+            "/oauth2/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &other.refresh),
+            ],
+            Some((&s.client_id, &s.secret)),
+        )
+        .await;
+    assert_eq!(refreshed.error(), "invalid_grant", "{}", refreshed.text);
+    h.finish().await;
+}
+
 /// Two sessions of one browser, made stale by `stale` (SQL), then a
 /// logout with the ID token of one of them: both end, and the other's
 /// refresh token with it.
@@ -2261,6 +2340,7 @@ both_backends!(
     pkce_and_code_binding_attacks_fail,
     login_csrf_fixation_and_limits,
     page_forms_refuse_a_query_and_say_too_large,
+    offline_sessions_are_listed_when_asked_for,
     a_redirect_uri_removed_during_a_sign_in_gets_no_code,
     a_scope_taken_from_the_client_during_a_sign_in_is_not_granted,
     an_id_token_hint_naming_another_user_needs_a_login,

@@ -7,11 +7,14 @@ use serde::Deserialize;
 
 use super::{paged, Admin, AdminResult, AppState, Named, Params};
 use crate::admin::Page;
+use crate::store::sessions::Kept;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Filter {
     user: Option<String>,
+    /// Also the sessions kept only by their refresh tokens.
+    offline: Option<bool>,
     limit: Option<i64>,
     after: Option<String>,
 }
@@ -27,9 +30,14 @@ pub async fn list(
         limit: filter.limit,
         after: filter.after,
     };
+    let kept = if filter.offline == Some(true) {
+        Kept::WithOffline
+    } else {
+        Kept::SignedIn
+    };
     let listed = admin
         .service(&app)
-        .sessions(filter.user.as_deref(), &page)
+        .sessions(filter.user.as_deref(), kept, &page)
         .await?;
     paged(&uri, listed)
 }
