@@ -247,11 +247,14 @@ fn an_unknown_user_is_said_before_anything_is_asked() {
 /// `session list` shows the newest `--limit` sessions and, when there are
 /// more, says so apart from the list (on stderr): before, the rest were
 /// left out without a word.
+/// A session past its end that a refresh family keeps (offline access)
+/// is listed only with `--offline`, marked so.
 #[test]
 fn a_session_list_cut_at_its_limit_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     add_alice(d, &[]);
+    let web = add_web_client(d, &[]);
     let db = format!("sqlite://{}", d.join("tessera-data/tessera.db").display());
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -274,6 +277,30 @@ fn a_session_list_cut_at_its_limit_says_so() {
             .await
             .unwrap();
         }
+        sqlx::query(
+            "INSERT INTO sessions (id_hash, sid, user_id, auth_time, created_at, last_seen, \
+             expires_at) SELECT ?, 'sid-offline', id, ?, ?, ?, ? FROM users WHERE username = 'alice'",
+        )
+        .bind(vec![9_u8; 32])
+        .bind(now - 100)
+        .bind(now - 100)
+        .bind(now - 60)
+        .bind(now - 60)
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO refresh_families (id, client_id, subject, username, scope, auth_time, \
+             created_at, expires_at, sid) SELECT 'kept', ?, id, 'alice', 'read', ?, ?, ?, \
+             'sid-offline' FROM users WHERE username = 'alice'",
+        )
+        .bind(&web)
+        .bind(now - 100)
+        .bind(now - 100)
+        .bind(now + 3600)
+        .execute(&pool)
+        .await
+        .unwrap();
         pool.close().await;
     });
     let list = |limit: &str| {
@@ -299,6 +326,18 @@ fn a_session_list_cut_at_its_limit_says_so() {
     let (all, said) = list("3");
     assert_eq!(all.lines().count(), 3, "{all}");
     assert!(!said.contains("there are more"), "{said}");
+    assert!(!all.contains("offline"), "{all}");
+    let with_offline = admin(d, &["session", "list", "--offline"], None, &[]);
+    let lines: Vec<&str> = with_offline.lines().collect();
+    assert_eq!(lines.len(), 4, "{with_offline}");
+    assert!(
+        lines[3].starts_with("sid-offline\t") && lines[3].ends_with("\toffline"),
+        "{with_offline}"
+    );
+    assert!(
+        lines[..3].iter().all(|l| !l.contains("offline")),
+        "{with_offline}"
+    );
 }
 
 /// An admin command run without the server's configuration checks what
