@@ -29,11 +29,18 @@ pub const MAX_REFUSED_ATTEMPTS: i64 = 3;
 /// How one attempt ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Sent {
-    /// Acknowledged (200 or 204), or the client is gone.
+    /// Acknowledged (a 2xx status: §2.8 asks for 200, and 204 or 202
+    /// acknowledge as well), or the client is gone.
     Delivered,
     /// The client answered 400: it could not carry out the logout.
     Refused,
-    /// Anything else: unreachable, a timeout, another status.
+    /// The endpoint is down or failing: unreachable, a timeout, a 5xx or
+    /// a 429. Its client's other logouts due wait with this one.
+    Down,
+    /// Anything else: another status (a redirect, a 404 for this one
+    /// logout), or this server could not make the attempt (the client not
+    /// read, the token not signed). This delivery alone is retried: one
+    /// logout an endpoint keeps refusing must not hold up the others.
     Failed,
 }
 
@@ -170,9 +177,10 @@ async fn attempt(
     } else {
         let next_at = now().saturating_add(backoff(delivery.attempts));
         let still_held = logouts::retry_at(app.db, &delivery.id, held_until, next_at).await?;
-        if still_held && sent == Sent::Failed {
+        if still_held && sent == Sent::Down {
             // The endpoint is down or failing: its client's other
-            // logouts wait with this one (a 400 is about this logout).
+            // logouts wait with this one (a 400, or another answer of
+            // the endpoint's, is about this logout).
             logouts::put_off_client(app.db, &delivery.client_id, now(), next_at).await?;
         }
     }
@@ -212,17 +220,22 @@ async fn send(app: &Deliver<'_>, http: &reqwest::Client, delivery: &Delivery, at
         .send()
         .await;
     match result {
-        Ok(r) if r.status() == 200 || r.status() == 204 => {
+        Ok(r) if r.status().is_success() => {
             metrics::counter!("tessera_backchannel_logouts_total", "outcome" => "delivered")
                 .increment(1);
             Sent::Delivered
         }
         Ok(r) => {
             tracing::info!(client = %delivery.client_id, status = %r.status(), attempts = delivery.attempts.saturating_add(1), "back-channel logout refused");
-            // Only a 400 is about this logout token (Back-Channel Logout
-            // §2.8); any other answer is the endpoint failing, retried.
-            let (sent, outcome) = if r.status() == 400 {
+            // A 400 is about this logout token (Back-Channel Logout §2.8);
+            // a 5xx or a 429 is the endpoint failing, which its other
+            // logouts would meet too; any other answer, retried, is this
+            // delivery's alone.
+            let status = r.status();
+            let (sent, outcome) = if status == 400 {
                 (Sent::Refused, "refused")
+            } else if status.is_server_error() || status == 429 {
+                (Sent::Down, "failed_status")
             } else {
                 (Sent::Failed, "failed_status")
             };
@@ -234,7 +247,7 @@ async fn send(app: &Deliver<'_>, http: &reqwest::Client, delivery: &Delivery, at
             tracing::info!(client = %delivery.client_id, error = %e, attempts = delivery.attempts.saturating_add(1), "back-channel logout not delivered");
             metrics::counter!("tessera_backchannel_logouts_total", "outcome" => "unreachable")
                 .increment(1);
-            Sent::Failed
+            Sent::Down
         }
     }
 }

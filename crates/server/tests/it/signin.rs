@@ -3085,6 +3085,47 @@ async fn a_failing_backchannel_client_takes_a_share_of_a_round(backend: Backend)
     h.finish().await;
 }
 
+/// An endpoint that answers one logout with an error of its own (a 404:
+/// the session unknown to it) holds up none of its client's other
+/// logouts: only a failing endpoint (unreachable, a 5xx, a 429) puts them
+/// off. Before, any answer but 200, 204 or 400 put every due logout of
+/// the client off to the failed one's backoff, up to 4 h, charging each
+/// an attempt it never made. And any 2xx acknowledges.
+async fn one_refused_backchannel_logout_holds_up_no_other(backend: Backend) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let (refusing_got, accepting_got) =
+        (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let refusing_uri =
+        logout_receiver(StatusCode::NOT_FOUND, None, Arc::clone(&refusing_got)).await;
+    let accepting_uri =
+        logout_receiver(StatusCode::ACCEPTED, None, Arc::clone(&accepting_got)).await;
+    let refusing = backchannel_client(&h, &refusing_uri).await;
+    let accepting = backchannel_client(&h, &accepting_uri).await;
+    let alice = h.user("alice", "correct horse", "").await;
+    for _ in 0..60 {
+        ended_session_with(&h, &alice, &refusing.client_id).await;
+    }
+    ended_session_with(&h, &alice, &accepting.client_id).await;
+    let http = tessera_server::signin::backchannel::http_client().unwrap();
+    let delivered = tessera_server::signin::backchannel::deliver_due(h.app.deliver(), &http)
+        .await
+        .unwrap();
+    assert_eq!((delivered, accepting_got.load(Ordering::SeqCst)), (1, 1));
+    assert_eq!(refusing_got.load(Ordering::SeqCst), 49);
+    // The eleven not tried are due still, and never counted an attempt.
+    let now = tessera_server::store::now();
+    let due = tessera_server::store::logouts::due(&h.db, now, 100)
+        .await
+        .unwrap();
+    assert_eq!(due.len(), 11, "{due:?}");
+    assert!(due.iter().all(|d| d.attempts == 0), "{due:?}");
+    h.finish().await;
+}
+
 /// Two instances delivering at once: each delivery is attempted once
 /// per round and counted once, not once per instance.
 async fn instances_take_each_backchannel_delivery_once(backend: Backend) {
@@ -3280,6 +3321,7 @@ both_backends!(
     a_logout_the_client_answers_400_is_given_up_after_three_attempts,
     a_silent_backchannel_client_holds_up_no_other,
     a_failing_backchannel_client_takes_a_share_of_a_round,
+    one_refused_backchannel_logout_holds_up_no_other,
     instances_take_each_backchannel_delivery_once,
     operators_templates_and_theme_are_used,
 );
