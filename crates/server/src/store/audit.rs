@@ -1,8 +1,9 @@
 //! The audit trail: who did what, when, from where. Never secrets.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::db::{on_pool, Db, Pool};
 use crate::store::{json_rows, now};
@@ -389,7 +390,8 @@ pub struct AuditQueue {
 #[derive(Debug)]
 pub struct AuditWriter {
     task: tokio::task::JoinHandle<()>,
-    shutting_down: Arc<AtomicBool>,
+    /// The shutdown's deadline, set by [`AuditWriter::finish`].
+    deadline: tokio::sync::watch::Sender<Option<tokio::time::Instant>>,
 }
 
 impl AuditQueue {
@@ -397,17 +399,14 @@ impl AuditQueue {
     pub fn start(db: Db) -> (AuditQueue, AuditWriter) {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(i64, Event)>();
         let pending = Arc::new(AtomicUsize::new(0));
-        let shutting_down = Arc::new(AtomicBool::new(false));
+        let (deadline, watched) = tokio::sync::watch::channel(None);
         let (task, died) = crate::watched::spawn(
             "the audit writer",
-            drain(db, rx, Arc::clone(&pending), Arc::clone(&shutting_down)),
+            drain(db, rx, Arc::clone(&pending), Deadline(watched)),
         );
         (
             AuditQueue { tx, pending, died },
-            AuditWriter {
-                task,
-                shutting_down,
-            },
+            AuditWriter { task, deadline },
         )
     }
 
@@ -444,7 +443,7 @@ async fn drain(
     db: Db,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<(i64, Event)>,
     pending: Arc<AtomicUsize>,
-    shutting_down: Arc<AtomicBool>,
+    mut deadline: Deadline,
 ) {
     // A sequence can only fail to start without randomness; a start from
     // the clock then keeps this writer's numbers apart from the last
@@ -457,9 +456,6 @@ async fn drain(
         Sequence(i64::try_from(nanos >> 2).unwrap_or(0))
     });
     let mut batch = Vec::new();
-    // When the retries at shutdown began: one grace for every batch left,
-    // not one each (a full backlog is some 25 batches).
-    let mut retrying_since = None;
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         // Let a busy moment's events gather: one transaction for many, and
         // the writer woken less often.
@@ -474,62 +470,77 @@ async fn drain(
         }
         let count = batch.len();
         let first = sequence.take(count);
-        write_batch(&db, first, &mut batch, &shutting_down, &mut retrying_since).await;
+        write_batch(&db, first, &mut batch, &mut deadline).await;
         pending.fetch_sub(count, Ordering::Relaxed);
+    }
+}
+
+/// The end of the shutdown's grace, once [`AuditWriter::finish`] has
+/// set it: one for the writer, whatever it is doing then (an attempt in
+/// flight, a backoff, the batches left, some 25 for a full backlog).
+struct Deadline(tokio::sync::watch::Receiver<Option<tokio::time::Instant>>);
+
+impl Deadline {
+    fn passed(&self) -> bool {
+        self.0
+            .borrow()
+            .is_some_and(|at| tokio::time::Instant::now() >= at)
+    }
+
+    /// Completes at the deadline; never before one is set.
+    async fn reached(&mut self) {
+        loop {
+            let at = *self.0.borrow_and_update();
+            if let Some(at) = at {
+                return tokio::time::sleep_until(at).await;
+            }
+            if self.0.changed().await.is_err() {
+                // No `finish` will come: no deadline.
+                return std::future::pending().await;
+            }
+        }
+    }
+
+    /// `work`, given up after [`WRITE_TIMEOUT`] or at the deadline,
+    /// whichever comes first. Bounded: a connection cut without a reset
+    /// leaves a write hanging for the kernel's TCP timeout (a quarter of
+    /// an hour), the backlog growing meanwhile, and at shutdown the
+    /// supervisor's kill taking every event queued without a word.
+    async fn within<T>(
+        &mut self,
+        work: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        tokio::select! {
+            done = tokio::time::timeout(WRITE_TIMEOUT, work) => done.unwrap_or_else(|_| {
+                Err(Error::Unavailable(format!("the write did not finish within {WRITE_TIMEOUT:?}")))
+            }),
+            () = self.reached() => Err(Error::Unavailable("the shutdown's grace ran out".into())),
+        }
     }
 }
 
 /// Write `batch` (emptying it), numbered from `first` (each attempt
 /// under the same numbers: one whose answer was lost, a connection cut at
 /// COMMIT or a timeout, may have committed), retrying while the database
-/// is unavailable; at shutdown, retry until [`SHUTDOWN_GRACE`] has passed
-/// since the first retry at shutdown (`retrying_since`, shared by the
-/// batches that follow), then log what is left.
-async fn write_batch(
-    db: &Db,
-    first: i64,
-    batch: &mut Vec<(i64, Event)>,
-    shutting_down: &AtomicBool,
-    retrying_since: &mut Option<Instant>,
-) {
+/// is unavailable; once the shutdown's deadline has passed, log what is
+/// left instead.
+async fn write_batch(db: &Db, first: i64, batch: &mut Vec<(i64, Event)>, deadline: &mut Deadline) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        // The grace spent on an earlier batch: no attempt more, each of
-        // which may wait for a connection.
-        if retrying_since.is_some_and(|since| since.elapsed() >= SHUTDOWN_GRACE) {
+        // No attempt more once the grace is spent (on this batch or an
+        // earlier one): each may wait for a connection.
+        if deadline.passed() {
             for (at, event) in batch.drain(..) {
                 log_unwritten(at, &event, "database unavailable at shutdown");
             }
             return;
         }
-        // At shutdown the grace counts from this attempt on, not from its
-        // first failure: else one attempt took the whole grace, and the
-        // retries a second one.
-        if shutting_down.load(Ordering::Relaxed) {
-            retrying_since.get_or_insert_with(Instant::now);
-        }
-        // Bounded: a connection cut without a reset leaves a write hanging
-        // for the kernel's TCP timeout (a quarter of an hour), the backlog
-        // growing meanwhile, and at shutdown the supervisor's kill taking
-        // every event queued without a word.
-        let limit = match retrying_since {
-            Some(since) => SHUTDOWN_GRACE.saturating_sub(since.elapsed()),
-            None => WRITE_TIMEOUT,
-        };
-        let written = match tokio::time::timeout(limit, record_all(db, first, batch)).await {
-            Ok(written) => written,
-            Err(_) => Err(Error::Unavailable(format!(
-                "the write did not finish within {limit:?}"
-            ))),
-        };
+        let written = deadline.within(record_all(db, first, batch)).await;
         match written {
             Ok(()) => {
                 if backoff > Duration::from_millis(100) {
                     tracing::info!(count = batch.len(), "audit events written after a retry");
                 }
-                // Back: the batches after this one get a grace of their
-                // own if it goes again.
-                *retrying_since = None;
                 batch.clear();
                 return;
             }
@@ -556,7 +567,10 @@ async fn write_batch(
                         );
                     }
                 }
-                tokio::time::sleep(backoff).await;
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = deadline.reached() => {}
+                }
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
             Err(e) => {
@@ -564,13 +578,14 @@ async fn write_batch(
                 // unless an earlier attempt whose answer was lost wrote
                 // them all (written one by one, under numbers of their
                 // own, they would be stored twice).
-                if matches!(batch_written(db, first).await, Ok(true)) {
+                if matches!(deadline.within(batch_written(db, first)).await, Ok(true)) {
                     batch.clear();
                     return;
                 }
                 tracing::error!(error = %e, "audit batch refused; writing events one by one");
                 for (seq, (at, event)) in (first..).zip(batch.drain(..)) {
-                    if let Err(e) = record_all(db, seq, &[(at, event.clone())]).await {
+                    let one = [(at, event.clone())];
+                    if let Err(e) = deadline.within(record_all(db, seq, &one)).await {
                         log_unwritten(at, &event, &e.to_string());
                     }
                 }
@@ -601,10 +616,12 @@ fn log_event(at: i64, event: &Event, why: &str, message: &str) {
 
 impl AuditWriter {
     /// Wait until every queued event is written (all queue handles must be
-    /// dropped first). Retries for 10 s at most while the
-    /// database is unavailable, then logs what is left.
+    /// dropped first). The writer has 10 s from now,
+    /// whatever it is doing (a write in flight included), then logs what is
+    /// left.
     pub async fn finish(self) {
-        self.shutting_down.store(true, Ordering::Relaxed);
+        self.deadline
+            .send_replace(Some(tokio::time::Instant::now() + SHUTDOWN_GRACE));
         if let Err(e) = self.task.await {
             tracing::error!(error = %e, "audit writer failed");
         }
@@ -646,8 +663,9 @@ mod tests {
         let write = |first: i64, mut events: Vec<(i64, Event)>| {
             let db = db.clone();
             async move {
-                let (running, mut retrying_since) = (AtomicBool::new(false), None);
-                let wrote = write_batch(&db, first, &mut events, &running, &mut retrying_since);
+                let (_finish, watched) = tokio::sync::watch::channel(None);
+                let mut deadline = Deadline(watched);
+                let wrote = write_batch(&db, first, &mut events, &mut deadline);
                 tokio::time::timeout(Duration::from_secs(30), wrote)
                     .await
                     .expect("a refusal for good is not retried");

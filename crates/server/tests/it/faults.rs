@@ -1405,6 +1405,56 @@ async fn the_code_writer_gives_up_on_an_answer_the_network_lost() {
     h.finish().await;
 }
 
+/// The audit writer at shutdown, a write of its in flight and PostgreSQL
+/// answering no more (nothing closed): it stops within its grace (10 s)
+/// and what it could not write is in the log. Before, the write in
+/// flight kept its own 35 s, a backoff and then the grace came after it,
+/// and the supervisor's kill, on the 20 s the docs give the writer, took
+/// every event queued without a word.
+#[tokio::test]
+async fn the_audit_writer_stops_within_its_grace_when_a_write_hangs() {
+    use tessera_server::store::audit;
+    let Some(mut test_db) = TestDb::new(Backend::Postgres).await else {
+        return;
+    };
+    let (proxy, frozen) = switched_proxy(database_address(&test_db).await, WhileOn::Hold).await;
+    connect_through(&mut test_db, proxy);
+    let h = Harness::on(test_db, |_| {}).await;
+    // An insert that takes two seconds: the database stops answering in
+    // the middle of it.
+    h.execute(
+        "CREATE FUNCTION slowly() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN PERFORM pg_sleep(2); RETURN NEW; END $$",
+        &[],
+    )
+    .await;
+    h.execute(
+        "CREATE TRIGGER slowly BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION slowly()",
+        &[],
+    )
+    .await;
+    let (logged, _logging) = crate::Logged::capture();
+    let (queue, writer) = audit::AuditQueue::start(h.db.clone());
+    queue.push(audit::Event::new("token_issued").subject("held-at-shutdown".to_owned()));
+    drop(queue);
+    // Its write is in flight, in the trigger's sleep, when the answers
+    // stop.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    frozen.send_replace(true);
+    tokio::time::timeout(Duration::from_secs(20), writer.finish())
+        .await
+        .expect("the audit writer outlived its grace");
+    let text = String::from_utf8(logged.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("audit event not stored") && l.contains("held-at-shutdown")),
+        "{text}"
+    );
+    frozen.send_replace(false);
+    h.execute("DROP TRIGGER slowly ON audit_log", &[]).await;
+    h.finish().await;
+}
+
 /// PostgreSQL stops answering, in the middle of a statement or between
 /// two, without closing anything: the token endpoint answers 503 within
 /// the revocation log's read timeout, and `/readyz` within a second.
