@@ -115,11 +115,14 @@ fn is_transient(e: &sqlx::Error) -> bool {
             let code = code.as_ref();
             // SQLite's primary result codes (the low byte of an extended
             // code): SQLITE_BUSY 5 (another process held the lock past
-            // the busy timeout), SQLITE_IOERR 10, SQLITE_FULL 13,
+            // the busy timeout), SQLITE_READONLY 8 (the files' permissions
+            // or their file system changed under the server: writes wait
+            // in the audit writer's backlog and are retried, rather than
+            // refused for good), SQLITE_IOERR 10, SQLITE_FULL 13,
             // SQLITE_CANTOPEN 14.
             let sqlite = code
                 .parse::<u32>()
-                .is_ok_and(|c| matches!(c & 0xff, 5 | 10 | 13 | 14));
+                .is_ok_and(|c| matches!(c & 0xff, 5 | 8 | 10 | 13 | 14));
             // PostgreSQL SQLSTATE classes 08 (connection exception), 53
             // (insufficient resources: disk full, out of memory, too many
             // connections) and 57P (operator intervention: shutting down,
@@ -144,5 +147,33 @@ fn is_transient(e: &sqlx::Error) -> bool {
             sqlite || postgres
         }),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+
+    /// A write SQLite refuses as read-only is the database unavailable
+    /// (503, retried), not refused for good.
+    #[tokio::test]
+    async fn a_read_only_database_is_unavailable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let rw = sqlx::SqlitePool::connect(&url).await.unwrap();
+        sqlx::query("CREATE TABLE t (x INTEGER)")
+            .execute(&rw)
+            .await
+            .unwrap();
+        rw.close().await;
+        let ro = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", path.display()))
+            .await
+            .unwrap();
+        let refused = sqlx::query("INSERT INTO t VALUES (1)")
+            .execute(&ro)
+            .await
+            .unwrap_err();
+        assert!(Error::from(refused).is_transient());
     }
 }
