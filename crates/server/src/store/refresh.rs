@@ -929,6 +929,19 @@ pub async fn revoke(
 ) -> Result<Option<(RevokedFamily, bool)>, Error> {
     let (digest, client_id, reason) = (token_digest(presented), client_id.to_owned(), reason);
     let at = now();
+    // Read first: a made-up or spent token, which anyone may send with a
+    // public client's id and no allowance counts (nothing is revoked),
+    // must not take SQLite's one write connection, behind which every
+    // token, rotation and sign-in would wait (the refresh grant reads
+    // first for the same reason, `presented`). A family made live after
+    // this read held a token no client could have sent yet.
+    let live: Option<(String,)> = on_pool!(db.read(), p => sqlx::query_as(
+        "SELECT f.id FROM refresh_families f JOIN refresh_tokens t ON t.family_id = f.id \
+         WHERE t.token_hash = $1 AND f.client_id = $2 AND f.revoked_at IS NULL",
+    ).bind(&digest).bind(&client_id).fetch_optional(p).await)?;
+    if live.is_none() {
+        return Ok(None);
+    }
     let family = on_pool!(db.write(), p => {
         let mut tx = p.begin_with(db.begin_write()).await?;
         // The session first (see `sessions::lock_session!`).

@@ -865,6 +865,41 @@ async fn retries_within_the_grace_window_count_against_the_allowance(backend: Ba
 
 both_backends!(retries_within_the_grace_window_count_against_the_allowance);
 
+/// A revocation of a token that is no live refresh token of the client (a
+/// made-up one, which anyone may send with a public client's id) is
+/// answered from a read: it waits for no write. Before, each took SQLite's
+/// one write connection, and a flood of them held up every token,
+/// rotation and sign-in behind it. Shown with that connection held by
+/// another transaction: the answer comes all the same.
+#[tokio::test]
+async fn revoking_a_made_up_token_takes_no_write() {
+    let Some(h) = Harness::new(Backend::Sqlite).await else {
+        return;
+    };
+    let client = h.public_client("read").await;
+    let tessera_server::Db::Sqlite { writer, .. } = &h.db else {
+        unreachable!("a SQLite database")
+    };
+    let mut held = writer.begin().await.unwrap();
+    sqlx::query("UPDATE users SET updated_at = updated_at")
+        .execute(&mut *held)
+        .await
+        .unwrap();
+    let answered = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        h.post(
+            "/oauth2/revoke",
+            &[("client_id", &client), ("token", "not-a-token-of-anyone")],
+            None,
+        ),
+    )
+    .await
+    .expect("the revocation waited for the write connection");
+    assert_eq!(answered.status, StatusCode::OK, "{}", answered.text);
+    held.rollback().await.unwrap();
+    h.finish().await;
+}
+
 /// Each rotation keeps the token it used up for two weeks and writes its
 /// audit events: one user looping the grant, on any number of sessions,
 /// is held to the allowance per client and user (429, `Retry-After`),
