@@ -217,13 +217,19 @@ pub async fn page(
         "consent.html",
         minijinja::context! {
             request_id => &pending.id,
-            csrf_token => csrf_token(&browser, &format!("consent {}", pending.id)),
+            csrf_token => csrf_token(&browser, &form_purpose(&pending.id, &grantable)),
             client_name => &client.name,
             username => &user.username,
             scopes,
             redirect_host,
         },
     )
+}
+
+/// What the consent form's CSRF token is for: the pending request, and
+/// the scopes the page showed.
+fn form_purpose(pending_id: &str, shown: &Scopes) -> String {
+    format!("consent {pending_id} {shown}")
 }
 
 /// Authorization: the browser and session of the pending request, with
@@ -249,9 +255,19 @@ pub async fn submit(
         Ok(found) => found,
         Err(page) => return page,
     };
+    // The scopes the page showed are the ones the form answers for: an
+    // admin's change of the user's scopes in between (one added) would
+    // have the Allow grant, and remember, a scope the person never saw.
+    let user_scopes = match users::find_by_id(&app.db, &session.user_id).await {
+        Ok(user) => user
+            .and_then(|u| Scopes::parse(&u.scopes).ok())
+            .unwrap_or_default(),
+        Err(e) => return failure(&pages, &e),
+    };
+    let shown = grantable(&request.scopes(), &user_scopes);
     if !form
         .get("csrf_token")
-        .is_some_and(|t| csrf_ok(&browser, &format!("consent {}", pending.id), t))
+        .is_some_and(|t| csrf_ok(&browser, &form_purpose(&pending.id, &shown), t))
     {
         return forbidden(&pages);
     }
@@ -288,12 +304,7 @@ pub async fn submit(
                 if let Some(login) = login_again(&app, &pending, &request, &session, &browser)? {
                     return Ok(login);
                 }
-                let user = users::find_by_id(&app.db, &session.user_id).await?;
-                let user_scopes = user
-                    .map(|u| Scopes::parse(&u.scopes))
-                    .transpose()?
-                    .unwrap_or_default();
-                let granted = grantable(&request.scopes(), &user_scopes);
+                let granted = shown;
                 let answers = Some(pending.answer());
                 let issued = issue(
                     &app,

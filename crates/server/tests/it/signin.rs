@@ -826,6 +826,47 @@ async fn a_login_page_of_a_browser_signed_in_meanwhile_goes_on(backend: Backend)
 
 both_backends!(a_login_page_of_a_browser_signed_in_meanwhile_goes_on);
 
+/// The Allow of a consent page grants the scopes the page showed, never
+/// more: a scope given to the user after the page was shown (an admin's
+/// change meanwhile) makes the form out of date (403), and the page shown
+/// again names it. Before, the Allow granted it, and remembered it for
+/// later silent requests, unseen.
+async fn a_consent_grants_only_what_its_page_showed(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let s = setup(&h, "Shop", false).await;
+    h.execute("UPDATE users SET scopes = '' WHERE username = 'alice'", &[])
+        .await;
+    let mut b = Browser::default();
+    let to_consent = location(&alice_logs_in(&h, &mut b, &s).await);
+    let consent = b.get(&h, &to_consent).await;
+    assert_eq!(consent.status, StatusCode::OK, "{}", consent.text);
+    assert!(!consent.text.contains("orders:read"), "{}", consent.text);
+    h.execute(
+        "UPDATE users SET scopes = 'orders:read' WHERE username = 'alice'",
+        &[],
+    )
+    .await;
+    let stale = decide(&h, &mut b, &consent, "allow").await;
+    assert_eq!(stale.status, StatusCode::FORBIDDEN, "{}", stale.text);
+    assert!(stale.headers.get(header::LOCATION).is_none());
+    let again = b.get(&h, &to_consent).await;
+    assert!(again.text.contains("orders:read"), "{}", again.text);
+    let back = location(&decide(&h, &mut b, &again, "allow").await);
+    let code = query_of(&back)["code"].clone();
+    let tokens = exchange(&h, &s, &code, VERIFIER).await;
+    assert_eq!(tokens.status, StatusCode::OK, "{}", tokens.text);
+    assert!(
+        tokens.str("scope").contains("orders:read"),
+        "{}",
+        tokens.text
+    );
+    h.finish().await;
+}
+
+both_backends!(a_consent_grants_only_what_its_page_showed);
+
 /// A consent sent after its session ended (another tab's logout, the idle
 /// time) offers one click on: the same request, at the login page; after
 /// the login the person is asked again and the application gets its code
