@@ -414,10 +414,28 @@ pub async fn add(
     }
     if let Some(jwks) = &new.jwks {
         let set = tessera_jose::JwkSet::from_json(jwks)?;
-        tessera_jose::KeySet::from_jwks(&set)?;
+        let usable = tessera_jose::KeySet::from_jwks(&set)?;
         if set.keys.iter().any(|k| k.is_private() || k.is_symmetric()) {
             return Err(Error::Invalid(
                 "jwks (--jwks) must hold public keys only (no private or secret keys)".into(),
+            ));
+        }
+        // A key that could never verify an assertion (an RSA key without
+        // `alg`, a curve this server does not know) is said now, not found
+        // out at the client's first assertion, refused as `no matching
+        // key` with nothing to tell the admin why.
+        if let Some(skipped) = usable.skipped().first() {
+            return Err(Error::Invalid(format!(
+                "jwks (--jwks) key {} ({}) cannot verify assertions: {}",
+                skipped.index,
+                skipped.kid.as_deref().unwrap_or("no kid"),
+                skipped.reason
+            )));
+        }
+        if usable.keys().is_empty() {
+            return Err(Error::Invalid(
+                "jwks (--jwks) holds no key: give the public keys that sign the client's assertions"
+                    .into(),
             ));
         }
     }

@@ -2297,6 +2297,38 @@ async fn clients_keep_only_a_digest_of_their_secret(backend: Backend) {
         matches!(with_private, Err(Error::Invalid(_))),
         "{with_private:?}"
     );
+    // Keys that could never verify an assertion (an RSA key without `alg`,
+    // whose algorithm a token would choose; none at all) are refused at
+    // registration, not found out at the first assertion.
+    let mut no_alg = tessera_jose::SigningKey::generate(tessera_jose::Algorithm::RS256)
+        .unwrap()
+        .verifying_key()
+        .unwrap()
+        .to_public_jwk()
+        .unwrap();
+    no_alg.alg = None;
+    for (jwks, said) in [
+        (
+            tessera_jose::JwkSet::new(vec![no_alg]).to_json(),
+            "cannot verify",
+        ),
+        (r#"{"keys":[]}"#.to_owned(), "no key"),
+    ] {
+        let unusable = clients::add(
+            &h.db,
+            NewClient {
+                name: "x".into(),
+                jwks: Some(jwks),
+                ..NewClient::default()
+            },
+            tessera_server::store::audit::InChange::none(),
+        )
+        .await;
+        match unusable {
+            Err(Error::Invalid(why)) => assert!(why.contains(said), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
 
     let public = h.public_client("read").await;
     assert!(matches!(
