@@ -1373,18 +1373,7 @@ async fn the_code_writer_gives_up_on_an_answer_the_network_lost() {
     assert!(writer.issue(&grant(0), None).await.unwrap().is_some());
     // A code's insert that takes two seconds; its answer is lost in the
     // second of them.
-    h.execute(
-        "CREATE FUNCTION slowly() RETURNS trigger LANGUAGE plpgsql AS \
-         $$ BEGIN PERFORM pg_sleep(2); RETURN NEW; END $$",
-        &[],
-    )
-    .await;
-    h.execute(
-        "CREATE TRIGGER slowly BEFORE INSERT ON authorization_codes \
-         FOR EACH ROW EXECUTE FUNCTION slowly()",
-        &[],
-    )
-    .await;
+    slow_inserts(&h, "authorization_codes").await;
     let lost = tokio::spawn({
         let (writer, grant) = (writer.clone(), grant(1));
         async move { writer.issue(&grant, None).await }
@@ -1405,6 +1394,24 @@ async fn the_code_writer_gives_up_on_an_answer_the_network_lost() {
     h.finish().await;
 }
 
+/// Every insert into `table` takes two seconds (PostgreSQL: the trigger
+/// `slowly`, dropped with `DROP TRIGGER slowly ON table`).
+async fn slow_inserts(h: &Harness, table: &str) {
+    h.execute(
+        "CREATE FUNCTION slowly() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN PERFORM pg_sleep(2); RETURN NEW; END $$",
+        &[],
+    )
+    .await;
+    h.execute(
+        &format!(
+            "CREATE TRIGGER slowly BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION slowly()"
+        ),
+        &[],
+    )
+    .await;
+}
+
 /// The audit writer at shutdown, a write of its in flight and PostgreSQL
 /// answering no more (nothing closed): it stops within its grace (10 s)
 /// and what it could not write is in the log. Before, the write in
@@ -1422,17 +1429,7 @@ async fn the_audit_writer_stops_within_its_grace_when_a_write_hangs() {
     let h = Harness::on(test_db, |_| {}).await;
     // An insert that takes two seconds: the database stops answering in
     // the middle of it.
-    h.execute(
-        "CREATE FUNCTION slowly() RETURNS trigger LANGUAGE plpgsql AS \
-         $$ BEGIN PERFORM pg_sleep(2); RETURN NEW; END $$",
-        &[],
-    )
-    .await;
-    h.execute(
-        "CREATE TRIGGER slowly BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION slowly()",
-        &[],
-    )
-    .await;
+    slow_inserts(&h, "audit_log").await;
     let (logged, _logging) = crate::Logged::capture();
     let (queue, writer) = audit::AuditQueue::start(h.db.clone());
     queue.push(audit::Event::new("token_issued").subject("held-at-shutdown".to_owned()));

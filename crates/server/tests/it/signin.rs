@@ -254,6 +254,16 @@ async fn signed_in_code(h: &Harness, s: &Setup) -> (Browser, String) {
     (b, code)
 }
 
+/// A refresh with `token`, by the client `s`.
+async fn refresh_with(h: &Harness, s: &Setup, token: &str) -> Reply {
+    h.post(
+        "/oauth2/token",
+        &[("grant_type", "refresh_token"), ("refresh_token", token)],
+        Some((&s.client_id, &s.secret)),
+    )
+    .await
+}
+
 /// A code for the third-party client `s`: Alice logs in and consents.
 async fn consented_code(h: &Harness, s: &Setup) -> String {
     let mut b = Browser::default();
@@ -566,13 +576,7 @@ async fn code_replay_revokes_what_it_issued(backend: Backend) {
     crate::wait_for_audit(&h, "backup_written", 1).await;
     crate::wait_for_audit(&h, "code_replayed", 1).await;
     // The refresh token and the access token of the first use are dead.
-    let refreshed = h
-        .post(
-            "/oauth2/token",
-            &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
-            Some((&s.client_id, &s.secret)),
-        )
-        .await;
+    let refreshed = refresh_with(&h, &s, &refresh).await;
     assert_eq!(refreshed.error(), "invalid_grant", "{}", refreshed.text);
     for (which, token) in [("first", &access), ("refreshed", &later)] {
         let info = bearer_userinfo(&h, token).await;
@@ -749,14 +753,7 @@ async fn reuse_takes_the_session_before_its_family() {
     assert_eq!(first.status, StatusCode::OK, "{}", first.text);
     let refresh = |token: String| {
         let (h, s) = (&h, &s);
-        async move {
-            h.post(
-                "/oauth2/token",
-                &[("grant_type", "refresh_token"), ("refresh_token", &token)],
-                Some((&s.client_id, &s.secret)),
-            )
-            .await
-        }
+        async move { refresh_with(h, s, &token).await }
     };
     let old = first.str("refresh_token");
     let next = refresh(old.clone()).await.str("refresh_token");
@@ -2038,16 +2035,7 @@ async fn offline_sessions_are_listed_when_asked_for(backend: Backend) {
         .await;
     assert_eq!(ended.status, StatusCode::NO_CONTENT, "{}", ended.text);
     assert_eq!(list("&offline=true").await, [(kept.sid.clone(), true)]);
-    let refreshed = h
-        .post(
-            "/oauth2/token",
-            &[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", &other.refresh),
-            ],
-            Some((&s.client_id, &s.secret)),
-        )
-        .await;
+    let refreshed = refresh_with(&h, &s, &other.refresh).await;
     assert_eq!(refreshed.error(), "invalid_grant", "{}", refreshed.text);
     h.finish().await;
 }
@@ -2078,16 +2066,7 @@ async fn a_logout_ends_sessions_gone_stale(backend: Backend, stale: String) {
         );
         assert!(sessions::by_sid(&h.db, sid).await.unwrap().is_none());
     }
-    let refreshed = h
-        .post(
-            "/oauth2/token",
-            &[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", &other.refresh),
-            ],
-            Some((&s.client_id, &s.secret)),
-        )
-        .await;
+    let refreshed = refresh_with(&h, &s, &other.refresh).await;
     assert_eq!(refreshed.error(), "invalid_grant", "{}", refreshed.text);
     h.finish().await;
 }
@@ -2171,16 +2150,7 @@ async fn a_logout_ends_the_sessions_of_logins_sent_at_once(backend: Backend) {
     };
     let refreshes = |refresh: String| {
         let (h, s) = (&h, &s);
-        async move {
-            h.post(
-                "/oauth2/token",
-                &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
-                Some((&s.client_id, &s.secret)),
-            )
-            .await
-            .status
-                == StatusCode::OK
-        }
+        async move { refresh_with(h, s, &refresh).await.status == StatusCode::OK }
     };
 
     // A browser whose session cookie was lost (a login's answer that
@@ -2635,16 +2605,7 @@ async fn prompt_max_age_login_hint_and_form_post(backend: Backend) {
     // The same person logging in again goes on in the same session: what
     // it issued before (another app's refresh token) still works.
     assert_eq!(claims(&tokens.str("id_token"))["sid"], first_sid);
-    let refreshed = h
-        .post(
-            "/oauth2/token",
-            &[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", &first_refresh),
-            ],
-            Some((&s.client_id, &s.secret)),
-        )
-        .await;
+    let refreshed = refresh_with(&h, &s, &first_refresh).await;
     assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.text);
     // form_post: a page that posts the code to the redirect URI, with the
     // one script allowed by its hash and a button without it.
@@ -3807,13 +3768,7 @@ async fn a_replay_cut_short_leaves_no_mark_without_its_revocations() {
     assert_eq!(replay.error(), "invalid_grant");
     let (_, marked, revoked, logged) = state().await;
     assert!(marked && revoked && logged);
-    let refreshed = h
-        .post(
-            "/oauth2/token",
-            &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
-            Some((&s.client_id, &s.secret)),
-        )
-        .await;
+    let refreshed = refresh_with(&h, &s, &refresh).await;
     assert_eq!(refreshed.error(), "invalid_grant", "{}", refreshed.text);
     h.finish().await;
 }
