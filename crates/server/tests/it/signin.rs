@@ -3025,10 +3025,7 @@ async fn a_silent_backchannel_client_holds_up_no_other(backend: Backend) {
     // The healthy client's logout comes due after the slow ones.
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     ended_session_with(&h, &alice, &fine.client_id).await;
-    let http = tessera_server::signin::backchannel::http_client().unwrap();
-    let delivered = tessera_server::signin::backchannel::deliver_due(h.app.deliver(), &http)
-        .await
-        .unwrap();
+    let delivered = one_delivery_round(&h).await;
     assert_eq!(healthy_got.load(Ordering::SeqCst), 1);
     assert_eq!(
         (delivered, slow_got.load(Ordering::SeqCst)),
@@ -3066,10 +3063,7 @@ async fn a_failing_backchannel_client_takes_a_share_of_a_round(backend: Backend)
     }
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     ended_session_with(&h, &alice, &healthy.client_id).await;
-    let http = tessera_server::signin::backchannel::http_client().unwrap();
-    let delivered = tessera_server::signin::backchannel::deliver_due(h.app.deliver(), &http)
-        .await
-        .unwrap();
+    let delivered = one_delivery_round(&h).await;
     assert_eq!((delivered, healthy_got.load(Ordering::SeqCst)), (1, 1));
     // The round is filled: its 49 other places go to the failing client.
     assert_eq!(failing_got.load(Ordering::SeqCst), 49);
@@ -3112,10 +3106,7 @@ async fn one_refused_backchannel_logout_holds_up_no_other(backend: Backend) {
         ended_session_with(&h, &alice, &refusing.client_id).await;
     }
     ended_session_with(&h, &alice, &accepting.client_id).await;
-    let http = tessera_server::signin::backchannel::http_client().unwrap();
-    let delivered = tessera_server::signin::backchannel::deliver_due(h.app.deliver(), &http)
-        .await
-        .unwrap();
+    let delivered = one_delivery_round(&h).await;
     assert_eq!((delivered, accepting_got.load(Ordering::SeqCst)), (1, 1));
     assert_eq!(refusing_got.load(Ordering::SeqCst), 49);
     // The eleven not tried are due still, and never counted an attempt.
@@ -3196,6 +3187,14 @@ async fn instances_take_each_backchannel_delivery_once(backend: Backend) {
 }
 
 /// A first-party client for `openid`, told of logouts at `uri`.
+/// One round of the back-channel deliveries due: how many were delivered.
+async fn one_delivery_round(h: &Harness) -> usize {
+    let http = tessera_server::signin::backchannel::http_client().unwrap();
+    tessera_server::signin::backchannel::deliver_due(h.app.deliver(), &http)
+        .await
+        .unwrap()
+}
+
 async fn backchannel_client(h: &Harness, uri: &str) -> Setup {
     let added = clients::add(
         &h.db,
